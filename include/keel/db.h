@@ -1,0 +1,193 @@
+/* keel/db.h - the database manager: pools of connections to named databases, and queries. */
+#ifndef KEEL_DB_H
+#define KEEL_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <keel/export.h>
+#include <keel/error.h>
+#include <keel/value.h>
+#include <keel/result.h>
+#include <keel/config.h>
+#include <keel/loop.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A keel_db owns one pool per configured database and belongs to one keel_loop: every call on it,
+ * and every callback it makes, happens on the loop's thread, so it needs no locks. Blocking
+ * engines (SQLite) run on a small worker pool owned by the db; their completions are delivered on
+ * the loop thread like every other.
+ *
+ * Asynchronous calls take a callback. If the call itself returns an error, the callback is never
+ * called; otherwise it is called exactly once, later, from the loop (never from inside the call).
+ * The synchronous variants (…_sync) spin the db's blocking loop until done: they may only be used
+ * on a db opened with a blocking loop (or with loop == NULL) and return KEEL_ERR_INVALID_ARGUMENT
+ * otherwise.
+ */
+typedef struct keel_db keel_db;
+
+/* A connection leased from a pool. Give it back with keel_conn_release. */
+typedef struct keel_conn keel_conn;
+
+/* Transaction state of a connection as last reported by the engine, without a round trip. */
+typedef enum keel_txn_status {
+    KEEL_TXN_IDLE = 0,    /* not in a transaction */
+    KEEL_TXN_ACTIVE = 1,  /* inside a transaction block */
+    KEEL_TXN_FAILED = 2,  /* inside a failed transaction block: only ROLLBACK works */
+    KEEL_TXN_UNKNOWN = 3  /* a statement is running, or the connection is broken */
+} keel_txn_status;
+
+/* Transaction control; savepoints are named after their depth (keel_sp_1, keel_sp_2…). */
+typedef enum keel_txn_op {
+    KEEL_TXN_BEGIN = 0,
+    KEEL_TXN_COMMIT = 1,
+    KEEL_TXN_ROLLBACK = 2,
+    KEEL_TXN_SAVEPOINT = 3,
+    KEEL_TXN_RELEASE = 4,
+    KEEL_TXN_ROLLBACK_TO = 5
+} keel_txn_op;
+
+/* Snapshot of a pool, for health and metrics. */
+typedef struct keel_pool_stats {
+    size_t size;      /* open connections, idle or leased, plus those being opened */
+    size_t idle;
+    size_t leased;
+    size_t waiting;   /* acquire requests queued */
+    size_t min_size;
+    size_t max_size;
+    double acquire_timeout; /* seconds */
+} keel_pool_stats;
+
+/* Called once with a leased connection and err == NULL, or with conn == NULL and err set. */
+typedef void (*keel_acquire_cb)(keel_conn *conn, const keel_error *err, void *arg);
+
+/*
+ * Called once with the result (owned by the callee: free it with keel_result_free) and
+ * err == NULL, or with res == NULL and err set. err is valid only during the call.
+ */
+typedef void (*keel_query_cb)(keel_result *res, const keel_error *err, void *arg);
+
+/*
+ * Opens a manager for cfg (validated and copied; NULL means the default configuration with
+ * KEEL_… environment overrides applied). loop NULL makes a private blocking loop. Does not
+ * connect: pools fill on demand or with keel_db_warm. The caller owns *out and frees it with
+ * keel_db_close. Errors: KEEL_ERR_CONFIG, KEEL_ERR_URL, KEEL_ERR_NOMEM. Never blocks.
+ */
+KEEL_API keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
+                                  keel_error *err);
+
+/*
+ * Closes every pool and frees the db before returning. Queued acquires and warms complete with
+ * KEEL_ERR_CLOSED; every connection is closed; an operation still running on a leased
+ * connection is abandoned and its callback completes with KEEL_ERR_CLOSED (all these callbacks
+ * run inside this call, after the db is detached from them). A connection still leased becomes
+ * a closed handle: every call on it fails with KEEL_ERR_CLOSED and keel_conn_release frees it.
+ * Must not be called from inside a callback of this db. Blocks only while a worker finishes a
+ * job already running (e.g. an SQLite statement being interrupted). Accepts NULL.
+ */
+KEEL_API void keel_db_close(keel_db *db);
+
+/* The loop the db was opened on (the private blocking one when loop was NULL). */
+KEEL_API keel_loop *keel_db_loop(const keel_db *db);
+
+/* Configured database names and the default, valid as long as db. */
+KEEL_API size_t keel_db_database_count(const keel_db *db);
+KEEL_API const char *keel_db_database_name(const keel_db *db, size_t index);
+KEEL_API const char *keel_db_default_database(const keel_db *db);
+/* Engine name of a database ("postgresql", "sqlite"), or NULL if no such database. */
+KEEL_API const char *keel_db_database_engine(const keel_db *db, const char *database);
+
+/*
+ * Opens connections until the pool of database (NULL: the default) holds min_size, then calls cb
+ * with conn == NULL and err == NULL, or with the first connect error. Sync errors:
+ * KEEL_ERR_UNKNOWN_DATABASE, KEEL_ERR_CLOSED.
+ */
+KEEL_API keel_status keel_db_warm(keel_db *db, const char *database, keel_acquire_cb cb, void *arg,
+                                  keel_error *err);
+
+/*
+ * Leases a connection from the pool of database (NULL: the default). Requests are served in the
+ * order they arrive; one that waits longer than acquire_timeout completes with
+ * KEEL_ERR_POOL_TIMEOUT naming the database and pool size. Sync errors: KEEL_ERR_UNKNOWN_DATABASE
+ * (naming it), KEEL_ERR_CLOSED.
+ */
+KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb cb,
+                                     void *arg, keel_error *err);
+
+/*
+ * Fast path: leases an idle connection right now if the pool has one and nobody is queued.
+ * Returns KEEL_OK with *out set, KEEL_ERR_BUSY when the caller must use keel_db_acquire, or the
+ * sync errors of keel_db_acquire. Never blocks, never calls back.
+ */
+KEEL_API keel_status keel_db_try_acquire(keel_db *db, const char *database, keel_conn **out,
+                                         keel_error *err);
+
+/* Pool snapshot. KEEL_ERR_UNKNOWN_DATABASE if there is no such database. */
+KEEL_API keel_status keel_db_pool_stats(const keel_db *db, const char *database,
+                                        keel_pool_stats *out, keel_error *err);
+
+/*
+ * Gives a connection back. If an operation is still running it is cancelled and the connection
+ * returns when it ends (its callback still runs). A connection left inside a transaction is
+ * rolled back first; a broken one is closed and replaced on demand. The happy path costs no round
+ * trip. Accepts NULL. Never blocks.
+ */
+KEEL_API void keel_conn_release(keel_conn *conn);
+
+/*
+ * Runs one statement with $1…$n placeholders bound to params (copied before the call returns).
+ * Sync errors: KEEL_ERR_BUSY (an operation is already running on conn), KEEL_ERR_PARAMETERS (the
+ * statement uses a different number of placeholders than nparams), KEEL_ERR_CLOSED.
+ */
+KEEL_API keel_status keel_conn_query(keel_conn *conn, const char *sql, const keel_value *params,
+                                     size_t nparams, keel_query_cb cb, void *arg, keel_error *err);
+
+/*
+ * Runs one statement once per row of params (nrows rows of nparams values, row-major), in as few
+ * round trips as the engine allows. The result has no rows; keel_result_affected is the total.
+ * Errors as keel_conn_query; a failing row stops the batch and names its index in the message.
+ */
+KEEL_API keel_status keel_conn_query_many(keel_conn *conn, const char *sql,
+                                          const keel_value *params, size_t nrows, size_t nparams,
+                                          keel_query_cb cb, void *arg, keel_error *err);
+
+/* Begins, commits, rolls back or manages a savepoint. Completes like keel_conn_query. */
+KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsigned depth,
+                                           keel_query_cb cb, void *arg, keel_error *err);
+
+/*
+ * Asks the server to stop the running operation of conn; its callback then completes with
+ * KEEL_ERR_CANCELLED (or normally, if it finished first) and the connection stays usable.
+ * A no-op when nothing runs. Never blocks (engines that need a blocking call use the worker pool).
+ */
+KEEL_API void keel_conn_cancel(keel_conn *conn);
+
+KEEL_API keel_txn_status keel_conn_txn_status(const keel_conn *conn);
+/* Database name and engine name of a leased connection, valid while it is leased. */
+KEEL_API const char *keel_conn_database(const keel_conn *conn);
+KEEL_API const char *keel_conn_engine(const keel_conn *conn);
+
+/* Synchronous variants: block until done on a db with a blocking loop (see above). */
+KEEL_API keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **out,
+                                          keel_error *err);
+KEEL_API keel_status keel_conn_query_sync(keel_conn *conn, const char *sql,
+                                          const keel_value *params, size_t nparams,
+                                          keel_result **out, keel_error *err);
+KEEL_API keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql,
+                                               const keel_value *params, size_t nrows,
+                                               size_t nparams, keel_result **out,
+                                               keel_error *err);
+KEEL_API keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
+                                                keel_error *err);
+/* Acquire, run one statement, release. *out may be NULL to discard the result. */
+KEEL_API keel_status keel_db_query_sync(keel_db *db, const char *database, const char *sql,
+                                        const keel_value *params, size_t nparams,
+                                        keel_result **out, keel_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,71 @@
+/* keel/error.h - status codes and the caller-provided error struct. */
+#ifndef KEEL_ERROR_H
+#define KEEL_ERROR_H
+
+#include <keel/export.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Every fallible call returns a keel_status; KEEL_OK is 0. Codes only ever grow: a value, once
+ * published, keeps its number and meaning.
+ */
+typedef enum keel_status {
+    KEEL_OK = 0,
+    KEEL_ERR_NOMEM = 1,            /* an allocation failed */
+    KEEL_ERR_INVALID_ARGUMENT = 2, /* the caller passed something unusable (NULL, bad enum…) */
+    KEEL_ERR_CONFIG = 3,           /* the configuration is invalid; message names the key path */
+    KEEL_ERR_URL = 4,              /* a database URL is malformed; message says where */
+    KEEL_ERR_UNKNOWN_DATABASE = 5, /* no database of that name is configured */
+    KEEL_ERR_CONNECT = 6,          /* could not connect or authenticate */
+    KEEL_ERR_CONNECTION_LOST = 7,  /* the server went away during an operation */
+    KEEL_ERR_POOL_TIMEOUT = 8,     /* no connection became free within acquire_timeout */
+    KEEL_ERR_TIMEOUT = 9,          /* a connect or statement deadline passed */
+    KEEL_ERR_CANCELLED = 10,       /* the operation was cancelled by the caller */
+    KEEL_ERR_PROGRAMMING = 11,     /* syntax error, unknown table or column, bad SQL */
+    KEEL_ERR_INTEGRITY = 12,       /* unique, foreign key, not-null or check violation */
+    KEEL_ERR_DATA = 13,            /* a value is invalid or out of range for its type */
+    KEEL_ERR_PARAMETERS = 14,      /* wrong number or type of statement parameters */
+    KEEL_ERR_TRANSACTION = 15,     /* the transaction is aborted or in the wrong state */
+    KEEL_ERR_DATABASE = 16,        /* any other error reported by the server */
+    KEEL_ERR_UNSUPPORTED = 17,     /* the engine or build does not support this */
+    KEEL_ERR_CLOSED = 18,          /* the database or connection handle is closed */
+    KEEL_ERR_BUSY = 19,            /* the connection is already running an operation */
+    KEEL_ERR_IO = 20,              /* reading a file (config, secret) failed */
+    KEEL_ERR_INTERNAL = 21,        /* a bug in keel; please report it */
+    KEEL_ERR_OPERATIONAL = 22      /* server-side operational failure (shutdown, resources) */
+} keel_status;
+
+/* The engine a keel_error came from; "keel" for errors raised by the library itself. */
+#define KEEL_ERROR_ENGINE_MAX 16
+#define KEEL_ERROR_DATABASE_MAX 64
+#define KEEL_ERROR_MESSAGE_MAX 512
+
+/*
+ * Filled by a failing call. The caller owns it (usually on the stack); keel never keeps a pointer
+ * to it. Passwords and secret values never appear in message. Every field is a NUL-terminated
+ * string (possibly empty).
+ */
+typedef struct keel_error {
+    keel_status code;
+    char sqlstate[6];                        /* five-character SQLSTATE, or "" */
+    char engine[KEEL_ERROR_ENGINE_MAX];      /* "postgresql", "sqlite", "keel"… */
+    char database[KEEL_ERROR_DATABASE_MAX];  /* the configured database name, or "" */
+    char message[KEEL_ERROR_MESSAGE_MAX];
+} keel_error;
+
+/* The constant name of a status ("KEEL_ERR_POOL_TIMEOUT"). Never NULL; never blocks. */
+KEEL_API const char *keel_status_name(keel_status status);
+
+/* A short English description of a status. Never NULL; never blocks. */
+KEEL_API const char *keel_strerror(keel_status status);
+
+/* Resets err to KEEL_OK with empty fields. Accepts NULL. */
+KEEL_API void keel_error_clear(keel_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,329 @@
+/* src/core/db.c - the keel_db manager: named pools on one loop, and the synchronous API. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <keel/keel.h>
+
+#include "core/config_int.h"
+#include "core/db_int.h"
+#include "core/error_int.h"
+#include "pool/pool.h"
+
+/* Worker threads: enough for every SQLite connection to run at once, plus one for cancels. */
+#define MIN_WORKERS 2
+#define MAX_WORKERS 32
+
+struct keel_db {
+    keel_loop *loop;
+    int owns_loop;
+    keel_config *cfg;   /* our validated copy; the pools point into it */
+    keel__pool **pools; /* one per database, in configuration order */
+    size_t npools;
+    keel__workers *workers;
+    size_t max_workers;
+};
+
+const char *keel_version(void) { return KEEL_VERSION_STRING; }
+
+keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
+                         keel_error *err) {
+    if (!out)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL, "out is NULL");
+    *out = NULL;
+    keel_config *own = NULL;
+    keel_status st;
+    if (cfg) {
+        own = keel__config_clone(cfg);
+        if (!own)
+            return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory");
+    } else {
+        st = keel_config_new(&own, err);
+        if (st != KEEL_OK)
+            return st;
+        st = keel_config_apply_env(own, err);
+        if (st != KEEL_OK) {
+            keel_config_free(own);
+            return st;
+        }
+    }
+    st = keel_config_validate(own, err);
+    if (st != KEEL_OK) {
+        keel_config_free(own);
+        return st;
+    }
+    keel_db *db = calloc(1, sizeof *db);
+    if (!db) {
+        keel_config_free(own);
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory");
+    }
+    db->cfg = own;
+    if (loop) {
+        db->loop = loop;
+    } else {
+        db->loop = keel_loop_new_blocking();
+        db->owns_loop = 1;
+        if (!db->loop)
+            goto nomem;
+    }
+    db->npools = keel_config_database_count(own);
+    db->pools = calloc(db->npools ? db->npools : 1, sizeof *db->pools);
+    if (!db->pools)
+        goto nomem;
+    size_t sqlite_conns = 0;
+    for (size_t i = 0; i < db->npools; i++) {
+        const keel__dbconfig *dbc = keel__config_database_at(own, i);
+        const keel__engine *engine = keel__engine_find(dbc->engine);
+        if (!engine) {
+            keel__error_set(err, KEEL_ERR_CONFIG, NULL, dbc->name,
+                            "databases.%s.engine: engine '%s' is not available in this build",
+                            dbc->name, dbc->engine);
+            keel_db_close(db);
+            return KEEL_ERR_CONFIG;
+        }
+        if (engine == &keel__engine_sqlite)
+            sqlite_conns += dbc->max_size;
+        db->pools[i] = keel__pool_new(db, db->loop, dbc, engine);
+        if (!db->pools[i])
+            goto nomem;
+    }
+    db->max_workers = sqlite_conns + 1;
+    if (db->max_workers < MIN_WORKERS)
+        db->max_workers = MIN_WORKERS;
+    if (db->max_workers > MAX_WORKERS)
+        db->max_workers = MAX_WORKERS;
+    *out = db;
+    return KEEL_OK;
+nomem:
+    keel_db_close(db);
+    return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory");
+}
+
+void keel_db_close(keel_db *db) {
+    if (!db)
+        return;
+    for (size_t i = 0; db->pools && i < db->npools; i++)
+        keel__pool_free(db->pools[i]);
+    free(db->pools);
+    /* Engines that close on the worker pool have queued their last jobs: let them finish. */
+    keel__workers_free(db->workers);
+    keel_config_free(db->cfg);
+    if (db->owns_loop)
+        keel_loop_free(db->loop);
+    free(db);
+}
+
+keel__workers *keel__db_workers(keel_db *db) {
+    if (!db->workers)
+        db->workers = keel__workers_new(db->loop, db->max_workers);
+    return db->workers;
+}
+
+keel_loop *keel_db_loop(const keel_db *db) { return db ? db->loop : NULL; }
+
+size_t keel_db_database_count(const keel_db *db) { return db ? db->npools : 0; }
+
+const char *keel_db_database_name(const keel_db *db, size_t index) {
+    return db && index < db->npools ? keel__pool_name(db->pools[index]) : NULL;
+}
+
+const char *keel_db_default_database(const keel_db *db) {
+    return db ? keel_config_default_database(db->cfg) : NULL;
+}
+
+/* The pool serving a database name (NULL: the default), or NULL with err filled. */
+static keel__pool *find_pool(const keel_db *db, const char *database, keel_error *err) {
+    if (!database)
+        database = keel_config_default_database(db->cfg);
+    for (size_t i = 0; i < db->npools; i++)
+        if (strcmp(keel__pool_name(db->pools[i]), database) == 0)
+            return db->pools[i];
+    keel__buf names = {0};
+    for (size_t i = 0; i < db->npools; i++) {
+        keel__buf_puts(&names, i ? ", " : "");
+        keel__buf_puts(&names, keel__pool_name(db->pools[i]));
+    }
+    keel__error_set(err, KEEL_ERR_UNKNOWN_DATABASE, NULL, database,
+                    "unknown database '%s' (configured: %s)", database,
+                    names.data ? names.data : "none");
+    keel__buf_free(&names);
+    return NULL;
+}
+
+const char *keel_db_database_engine(const keel_db *db, const char *database) {
+    if (!db)
+        return NULL;
+    keel__pool *p = find_pool(db, database, NULL);
+    return p ? keel_config_database_engine(db->cfg, keel__pool_name(p)) : NULL;
+}
+
+static keel_status check_args(const keel_db *db, const void *cb, keel_error *err) {
+    if (!db || !cb)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "db and callback are required");
+    return KEEL_OK;
+}
+
+keel_status keel_db_warm(keel_db *db, const char *database, keel_acquire_cb cb, void *arg,
+                         keel_error *err) {
+    keel_status st = check_args(db, (const void *)cb, err);
+    if (st != KEEL_OK)
+        return st;
+    keel__pool *p = find_pool(db, database, err);
+    return p ? keel__pool_warm(p, cb, arg, err) : KEEL_ERR_UNKNOWN_DATABASE;
+}
+
+keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb cb, void *arg,
+                            keel_error *err) {
+    keel_status st = check_args(db, (const void *)cb, err);
+    if (st != KEEL_OK)
+        return st;
+    keel__pool *p = find_pool(db, database, err);
+    return p ? keel__pool_acquire(p, cb, arg, err) : KEEL_ERR_UNKNOWN_DATABASE;
+}
+
+keel_status keel_db_try_acquire(keel_db *db, const char *database, keel_conn **out,
+                                keel_error *err) {
+    if (!db || !out)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "db and out are required");
+    keel__pool *p = find_pool(db, database, err);
+    return p ? keel__pool_try_acquire(p, out, err) : KEEL_ERR_UNKNOWN_DATABASE;
+}
+
+keel_status keel_db_pool_stats(const keel_db *db, const char *database, keel_pool_stats *out,
+                               keel_error *err) {
+    if (!db || !out)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "db and out are required");
+    keel__pool *p = find_pool(db, database, err);
+    if (!p)
+        return KEEL_ERR_UNKNOWN_DATABASE;
+    keel__pool_stats(p, out);
+    return KEEL_OK;
+}
+
+/* State shared by a synchronous call and the callback that ends it. */
+typedef struct sync_call {
+    int done;
+    keel_conn *conn;
+    keel_result *res;
+    keel_error err;
+} sync_call;
+
+static void sync_acquired(keel_conn *conn, const keel_error *err, void *arg) {
+    sync_call *s = arg;
+    s->conn = conn;
+    if (err)
+        s->err = *err;
+    s->done = 1;
+}
+
+static void sync_queried(keel_result *res, const keel_error *err, void *arg) {
+    sync_call *s = arg;
+    s->res = res;
+    if (err)
+        s->err = *err;
+    s->done = 1;
+}
+
+static keel_status sync_check(keel_loop *loop, keel_error *err) {
+    if (!keel_loop_is_blocking(loop))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "synchronous calls need a db opened on a blocking loop");
+    return KEEL_OK;
+}
+
+/* Spins the blocking loop until the call completes, then hands over its outcome. */
+static keel_status sync_wait(keel_loop *loop, sync_call *s, keel_error *err) {
+    keel_status st = keel_loop_run(loop, &s->done);
+    if (st != KEEL_OK)
+        return keel__error_set(err, st, NULL, NULL, "the blocking loop failed: %s",
+                               keel_strerror(st));
+    if (s->err.code != KEEL_OK) {
+        keel__error_copy(err, &s->err);
+        return s->err.code;
+    }
+    return KEEL_OK;
+}
+
+keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **out,
+                                 keel_error *err) {
+    if (!db || !out)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "db and out are required");
+    keel_status st = sync_check(db->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = {0};
+    st = keel_db_acquire(db, database, sync_acquired, &s, err);
+    if (st != KEEL_OK)
+        return st;
+    st = sync_wait(db->loop, &s, err);
+    *out = st == KEEL_OK ? s.conn : NULL;
+    return st;
+}
+
+static keel_status finish_query(keel_conn *conn, sync_call *s, keel_result **out,
+                                keel_error *err) {
+    keel_status st = sync_wait(conn->loop, s, err);
+    if (out)
+        *out = s->res;
+    else
+        keel_result_free(s->res);
+    return st;
+}
+
+keel_status keel_conn_query_sync(keel_conn *conn, const char *sql, const keel_value *params,
+                                 size_t nparams, keel_result **out, keel_error *err) {
+    if (out)
+        *out = NULL;
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = {0};
+    st = keel_conn_query(conn, sql, params, nparams, sync_queried, &s, err);
+    return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
+}
+
+keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql, const keel_value *params,
+                                      size_t nrows, size_t nparams, keel_result **out,
+                                      keel_error *err) {
+    if (out)
+        *out = NULL;
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = {0};
+    st = keel_conn_query_many(conn, sql, params, nrows, nparams, sync_queried, &s, err);
+    return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
+}
+
+keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
+                                       keel_error *err) {
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = {0};
+    st = keel_conn_transaction(conn, op, depth, sync_queried, &s, err);
+    return st != KEEL_OK ? st : finish_query(conn, &s, NULL, err);
+}
+
+keel_status keel_db_query_sync(keel_db *db, const char *database, const char *sql,
+                               const keel_value *params, size_t nparams, keel_result **out,
+                               keel_error *err) {
+    if (out)
+        *out = NULL;
+    keel_conn *conn = NULL;
+    keel_status st = keel_db_acquire_sync(db, database, &conn, err);
+    if (st != KEEL_OK)
+        return st;
+    st = keel_conn_query_sync(conn, sql, params, nparams, out, err);
+    keel_conn_release(conn);
+    return st;
+}

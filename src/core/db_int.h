@@ -1,0 +1,11 @@
+/* src/core/db_int.h - what pools and connections need from their keel_db. */
+#ifndef KEEL_CORE_DB_INT_H
+#define KEEL_CORE_DB_INT_H
+
+#include <keel/db.h>
+#include "loop/worker.h"
+
+/* The db's worker pool, started on first use; NULL when it cannot be created. */
+keel__workers *keel__db_workers(keel_db *db);
+
+#endif

@@ -1,0 +1,36 @@
+/* src/core/error_int.h - internal helpers for filling a keel_error. */
+#ifndef KEEL_CORE_ERROR_INT_H
+#define KEEL_CORE_ERROR_INT_H
+
+#include <stddef.h>
+#include <keel/error.h>
+
+/*
+ * Fills err (which may be NULL) with code, engine, database and a printf-formatted message,
+ * clears the SQLSTATE, and returns code so callers can write `return keel__error_set(...)`.
+ * engine and database may be NULL (stored as "keel" and ""). Secrets must never be passed in.
+ */
+keel_status keel__error_set(keel_error *err, keel_status code, const char *engine,
+                            const char *database, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Sets the SQLSTATE of err (NULL or shorter strings are accepted; at most 5 characters kept). */
+void keel__error_set_sqlstate(keel_error *err, const char *sqlstate);
+
+/* Copies src into dst (both may be NULL). */
+void keel__error_copy(keel_error *dst, const keel_error *src);
+
+/*
+ * Maps a five-character SQLSTATE to the status that best describes it (class 23 → INTEGRITY,
+ * 42 → PROGRAMMING, 22 → DATA, 57014 → CANCELLED, 08 → CONNECTION_LOST, 25/40 → TRANSACTION,
+ * 53/57/58 → OPERATIONAL, anything else → DATABASE).
+ */
+keel_status keel__status_from_sqlstate(const char *sqlstate);
+
+/*
+ * Copies a server or library message into dst (size bytes), removing anything that looks like a
+ * password: the value of password=… keywords and the userinfo password of URLs.
+ */
+void keel__redact(char *dst, size_t size, const char *src);
+
+#endif

@@ -1,0 +1,31 @@
+/* src/core/result_int.h - building a keel_result (for engines). */
+#ifndef KEEL_CORE_RESULT_INT_H
+#define KEEL_CORE_RESULT_INT_H
+
+#include <keel/result.h>
+#include "core/buf.h"
+
+/* Creates an empty result with ncols columns (names "" and types NULL). NULL when out of memory. */
+keel_result *keel__result_new(size_t ncols);
+
+/* Sets a column's name (copied, n bytes) and declared type. Returns 0 or -1 (out of memory). */
+int keel__result_set_column(keel_result *res, size_t col, const char *name, size_t n,
+                            keel_type type);
+
+/*
+ * Appends a row and returns its ncols values, all KEEL_TYPE_NULL, for the engine to fill.
+ * NULL when out of memory. The pointer is valid until the next keel__result_add_row.
+ */
+keel_value *keel__result_add_row(keel_result *res);
+
+/* Reserves room for n more rows so add_row does not reallocate. Returns 0 or -1. */
+int keel__result_reserve(keel_result *res, size_t n);
+
+/* Memory owned by the result, for text-like values (n bytes, plus a NUL). NULL on failure. */
+char *keel__result_alloc(keel_result *res, size_t n);
+/* Copies n bytes into result memory and NUL-terminates them. NULL on failure. */
+char *keel__result_strndup(keel_result *res, const char *s, size_t n);
+
+void keel__result_set_affected(keel_result *res, int64_t affected);
+
+#endif

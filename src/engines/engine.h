@@ -1,0 +1,120 @@
+/* src/engines/engine.h - the engine vtable every database engine implements, and its contract. */
+#ifndef KEEL_ENGINES_ENGINE_H
+#define KEEL_ENGINES_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <keel/db.h>
+#include "core/buf.h"
+#include "core/config_int.h"
+#include "loop/loop_int.h"
+#include "loop/worker.h"
+#include "query/placeholder.h"
+
+/*
+ * One statement as the core hands it to an engine. sql has already been rewritten to the
+ * engine's placeholder style and checked against the parameter count; it stays valid until the
+ * engine completes the operation. params belong to the caller and are valid only during the
+ * engine's query/query_many call: an engine that needs them later copies them.
+ */
+typedef struct keel__stmt {
+    const char *sql;
+    size_t sql_len;
+    const size_t *map;   /* KEEL__PH_MYSQL: parameter index for each ?, else NULL */
+    size_t nmap;
+    const keel_value *params; /* nrows * nparams values, row-major */
+    size_t nparams;
+    size_t nrows;        /* 1 for query, any for query_many (never 0) */
+    int many;            /* 1 for query_many: the result has no rows, affected is the total */
+} keel__stmt;
+
+/* Connection lifecycle, owned by the pool. */
+typedef enum keel__conn_state {
+    KEEL__CONN_CONNECTING = 0,
+    KEEL__CONN_IDLE = 1,
+    KEEL__CONN_LEASED = 2,
+    KEEL__CONN_RESETTING = 3, /* released inside a transaction: rolling back */
+    KEEL__CONN_CLOSED = 4
+} keel__conn_state;
+
+struct keel__pool;
+struct keel__engine;
+
+/* A connection. The public keel_conn is this struct; engines keep their state in impl. */
+struct keel_conn {
+    struct keel__pool *pool;
+    const struct keel__engine *engine;
+    const keel__dbconfig *config;
+    keel_loop *loop;
+    void *impl;            /* engine state, owned by the engine (freed by its close) */
+    keel__conn_state state;
+    int busy;              /* an operation (connect, query, reset) is in flight */
+    int broken;            /* the engine found the connection unusable */
+    int release_pending;   /* released while busy: return to the pool when the op ends */
+    int cancel_requested;
+    keel_query_cb cb;      /* completion of the running user operation */
+    void *cb_arg;
+    keel__buf sql;         /* rewritten statement of the running operation */
+    size_t *map;           /* placeholder map of the running operation (MySQL) */
+    size_t nmap;
+    int64_t created_ms;
+    int64_t last_used_ms;
+    struct keel__warm *warm;       /* the keel_db_warm request this connect counts for */
+    struct keel_conn *prev, *next; /* the pool's list of its connections */
+};
+
+/*
+ * The vtable. All functions run on the loop thread. An engine reports the end of an operation
+ * it started successfully exactly once, through keel__conn_connected (connect) or
+ * keel__conn_complete (everything else); when a start function returns an error it reports
+ * nothing. Errors it reports carry engine, database (c->config->name), SQLSTATE and a message
+ * free of secrets.
+ */
+typedef struct keel__engine {
+    const char *name;                /* "postgresql", "sqlite" */
+    keel__ph_style placeholder_style;
+    /* Checks the engine part of a database config (host/path present, known options…).
+     * KEEL_ERR_CONFIG naming the key path on failure. Called by keel_config_validate. */
+    keel_status (*check_config)(const keel__dbconfig *dbc, keel_error *err);
+    /* Starts connecting c (c->impl is NULL); resolves secrets here so rotation works. */
+    keel_status (*connect)(keel_conn *c, keel_error *err);
+    /* Starts a statement (stmt->nrows == 1) or a batch (stmt->many). */
+    keel_status (*query)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
+    /* Starts a transaction control operation (see keel__txn_sql for SQL engines). */
+    keel_status (*transaction)(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err);
+    /* Asks the server to stop the running operation; it then completes with
+     * KEEL_ERR_CANCELLED. Must not block the loop thread. No-op when idle. */
+    void (*cancel)(keel_conn *c);
+    /* Transaction state known locally, without a round trip. */
+    keel_txn_status (*txn_status)(const keel_conn *c);
+    /* Closes now and frees c->impl. An operation in flight is abandoned: nothing is reported
+     * after close (an engine using the worker pool lets the job finish and drops its result). */
+    void (*close)(keel_conn *c);
+} keel__engine;
+
+/* The engine registry. NULL when no engine has that name / URL scheme. */
+const keel__engine *keel__engine_find(const char *name);
+const keel__engine *keel__engine_for_scheme(const char *scheme);
+
+extern const keel__engine keel__engine_postgresql;
+extern const keel__engine keel__engine_sqlite;
+
+/*
+ * The engine → core calls below must never be made from inside the engine's own start function
+ * (connect, query, transaction): report from a later watch, timer or worker callback. They may
+ * close and free c (and its impl) before returning: the engine must return right after calling
+ * them without touching c or its state again.
+ */
+/* Engine → core: the connect started by engine->connect finished (err NULL or code OK: ready). */
+void keel__conn_connected(keel_conn *c, const keel_error *err);
+/* Engine → core: the running operation finished. res (may be NULL on error) passes to the core. */
+void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err);
+/* Engine → core: the connection died outside an operation (e.g. the server closed it while idle). */
+void keel__conn_broken(keel_conn *c);
+/* The db's worker pool, created on first use; NULL when it cannot be created. */
+keel__workers *keel__conn_workers(keel_conn *c);
+
+/* SQL for a transaction operation on SQL engines ("BEGIN", "SAVEPOINT keel_sp_2"…) into out. */
+int keel__txn_sql(keel_txn_op op, unsigned depth, keel__buf *out);
+
+#endif

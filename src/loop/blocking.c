@@ -1,0 +1,177 @@
+/* src/loop/blocking.c - the built-in poll(2) loop used by the synchronous API and the CLI. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop/loop_priv.h"
+
+/* The registry of live watches and armed timers; callbacks may change it while we dispatch. */
+struct keel__blocking {
+    keel_watch **watches;
+    size_t nwatches, cap_watches;
+    keel_timer **timers;
+    size_t ntimers, cap_timers;
+    struct pollfd *pfds;       /* scratch for one poll call */
+    keel_watch **polled;       /* the watch behind each pollfd */
+    size_t cap_poll;
+};
+
+static int ptr_index(void **arr, size_t n, const void *p) {
+    for (size_t i = 0; i < n; i++)
+        if (arr[i] == p)
+            return (int)i;
+    return -1;
+}
+
+static int ptr_add(void ***arr, size_t *n, size_t *cap, void *p) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        void **a = realloc(*arr, c * sizeof *a);
+        if (!a)
+            return -1;
+        *arr = a;
+        *cap = c;
+    }
+    (*arr)[(*n)++] = p;
+    return 0;
+}
+
+static void ptr_remove(void **arr, size_t *n, int i) {
+    arr[i] = arr[*n - 1];
+    (*n)--;
+}
+
+static int blocking_watch(void *host, keel_watch *w, int fd, int events) {
+    struct keel__blocking *b = host;
+    (void)fd;
+    int i = ptr_index((void **)b->watches, b->nwatches, w);
+    if (events == 0) {
+        if (i >= 0)
+            ptr_remove((void **)b->watches, &b->nwatches, i);
+        return 0;
+    }
+    if (i >= 0)
+        return 0; /* the events themselves live in w */
+    return ptr_add((void ***)&b->watches, &b->nwatches, &b->cap_watches, w);
+}
+
+static int blocking_timer(void *host, keel_timer *t, int64_t deadline) {
+    struct keel__blocking *b = host;
+    int i = ptr_index((void **)b->timers, b->ntimers, t);
+    if (deadline < 0) {
+        if (i >= 0)
+            ptr_remove((void **)b->timers, &b->ntimers, i);
+        return 0;
+    }
+    if (i >= 0)
+        return 0;
+    return ptr_add((void ***)&b->timers, &b->ntimers, &b->cap_timers, t);
+}
+
+keel_loop *keel_loop_new_blocking(void) {
+    struct keel__blocking *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    static const keel_loop_ops ops = {blocking_watch, blocking_timer};
+    keel_loop *loop = keel_loop_new(&ops, b);
+    if (!loop) {
+        free(b);
+        return NULL;
+    }
+    loop->blocking = b;
+    return loop;
+}
+
+void keel__blocking_free(struct keel__blocking *b) {
+    if (!b)
+        return;
+    free(b->watches);
+    free(b->timers);
+    free(b->pfds);
+    free(b->polled);
+    free(b);
+}
+
+/* Fires every timer whose deadline has passed; returns how many fired. */
+static int fire_due_timers(struct keel__blocking *b) {
+    int fired = 0;
+    for (;;) {
+        int64_t now = keel_now_ms();
+        keel_timer *due = NULL;
+        for (size_t i = 0; i < b->ntimers; i++) {
+            if (b->timers[i]->deadline <= now) {
+                due = b->timers[i];
+                ptr_remove((void **)b->timers, &b->ntimers, (int)i);
+                break;
+            }
+        }
+        if (!due)
+            return fired;
+        fired++;
+        keel_timer_fire(due); /* may free or re-arm timers: hence the rescan */
+    }
+}
+
+keel_status keel_loop_run(keel_loop *loop, const int *done) {
+    if (!loop || !loop->blocking || !done)
+        return KEEL_ERR_INVALID_ARGUMENT;
+    struct keel__blocking *b = loop->blocking;
+    while (!*done) {
+        if (fire_due_timers(b) && *done)
+            break;
+        if (b->nwatches == 0 && b->ntimers == 0)
+            return KEEL_ERR_INTERNAL;
+        if (b->cap_poll < b->nwatches) {
+            struct pollfd *p = realloc(b->pfds, b->nwatches * sizeof *p);
+            if (!p)
+                return KEEL_ERR_NOMEM;
+            b->pfds = p;
+            keel_watch **q = realloc(b->polled, b->nwatches * sizeof *q);
+            if (!q)
+                return KEEL_ERR_NOMEM;
+            b->polled = q;
+            b->cap_poll = b->nwatches;
+        }
+        size_t n = b->nwatches;
+        for (size_t i = 0; i < n; i++) {
+            keel_watch *w = b->watches[i];
+            b->polled[i] = w;
+            b->pfds[i].fd = w->fd;
+            b->pfds[i].events = (short)(((w->events & KEEL_READ) ? POLLIN : 0) |
+                                        ((w->events & KEEL_WRITE) ? POLLOUT : 0));
+            b->pfds[i].revents = 0;
+        }
+        int timeout = -1;
+        int64_t now = keel_now_ms();
+        for (size_t i = 0; i < b->ntimers; i++) {
+            int64_t left = b->timers[i]->deadline - now;
+            if (left < 0)
+                left = 0;
+            if (timeout < 0 || left < timeout)
+                timeout = left > 1000000 ? 1000000 : (int)left;
+        }
+        int rc = poll(b->pfds, n, timeout);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            return KEEL_ERR_IO;
+        }
+        for (size_t i = 0; i < n && rc > 0; i++) {
+            short re = b->pfds[i].revents;
+            if (!re)
+                continue;
+            /* An earlier callback may have freed this watch: only dispatch live ones. */
+            keel_watch *w = b->polled[i];
+            if (ptr_index((void **)b->watches, b->nwatches, w) < 0)
+                continue;
+            int ev = 0;
+            if (re & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+                ev |= KEEL_READ;
+            if (re & (POLLOUT | POLLHUP | POLLERR | POLLNVAL))
+                ev |= KEEL_WRITE;
+            keel_watch_ready(w, ev);
+        }
+    }
+    return KEEL_OK;
+}

@@ -1,0 +1,111 @@
+/* src/loop/loop.c - watches and timers on a host loop, and the keel_loop handle itself. */
+#include <stdlib.h>
+#include <time.h>
+
+#include "loop/loop_priv.h"
+
+keel_loop *keel_loop_new(const keel_loop_ops *ops, void *host) {
+    if (!ops || !ops->watch || !ops->timer)
+        return NULL;
+    keel_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return NULL;
+    loop->ops = *ops;
+    loop->host = host;
+    return loop;
+}
+
+int keel_loop_is_blocking(const keel_loop *loop) { return loop && loop->blocking != NULL; }
+
+void keel_loop_free(keel_loop *loop) {
+    if (!loop)
+        return;
+    keel__blocking_free(loop->blocking);
+    free(loop);
+}
+
+int64_t keel_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+keel_watch *keel__watch_new(keel_loop *loop, int fd, keel__watch_cb cb, void *arg) {
+    keel_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->loop = loop;
+    w->fd = fd;
+    w->cb = cb;
+    w->arg = arg;
+    return w;
+}
+
+int keel__watch_set(keel_watch *w, int events) {
+    events &= KEEL_READ | KEEL_WRITE;
+    if (events == w->events)
+        return 0;
+    if (w->loop->ops.watch(w->loop->host, w, w->fd, events) != 0)
+        return -1;
+    w->events = events;
+    return 0;
+}
+
+int keel__watch_events(const keel_watch *w) { return w->events; }
+
+void keel__watch_free(keel_watch *w) {
+    if (!w)
+        return;
+    if (w->events)
+        w->loop->ops.watch(w->loop->host, w, w->fd, 0);
+    free(w);
+}
+
+void keel_watch_ready(keel_watch *w, int events) {
+    events &= w->events;
+    if (events)
+        w->cb(w->arg, events);
+}
+
+void keel_watch_set_host_data(keel_watch *w, void *data) { w->host_data = data; }
+
+void *keel_watch_get_host_data(const keel_watch *w) { return w->host_data; }
+
+keel_timer *keel__timer_new(keel_loop *loop, keel__timer_cb cb, void *arg) {
+    keel_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->loop = loop;
+    t->cb = cb;
+    t->arg = arg;
+    t->deadline = -1;
+    return t;
+}
+
+int keel__timer_arm(keel_timer *t, int64_t deadline_ms) {
+    if (deadline_ms < 0 && t->deadline < 0)
+        return 0;
+    if (t->loop->ops.timer(t->loop->host, t, deadline_ms < 0 ? -1 : deadline_ms) != 0)
+        return -1;
+    t->deadline = deadline_ms < 0 ? -1 : deadline_ms;
+    return 0;
+}
+
+void keel__timer_free(keel_timer *t) {
+    if (!t)
+        return;
+    if (t->deadline >= 0)
+        t->loop->ops.timer(t->loop->host, t, -1);
+    free(t);
+}
+
+void keel_timer_fire(keel_timer *t) {
+    if (t->deadline < 0)
+        return; /* disarmed after the host had already queued it */
+    t->deadline = -1;
+    t->cb(t->arg);
+}
+
+void keel_timer_set_host_data(keel_timer *t, void *data) { t->host_data = data; }
+
+void *keel_timer_get_host_data(const keel_timer *t) { return t->host_data; }

@@ -1,0 +1,30 @@
+/* src/loop/loop_int.h - internal watches and timers that engines and pools use on a keel_loop. */
+#ifndef KEEL_LOOP_LOOP_INT_H
+#define KEEL_LOOP_LOOP_INT_H
+
+#include <stdint.h>
+#include <keel/loop.h>
+
+/* Called on the loop thread when the watched fd is ready for events (KEEL_READ|KEEL_WRITE). */
+typedef void (*keel__watch_cb)(void *arg, int events);
+/* Called on the loop thread when the timer's deadline has passed. */
+typedef void (*keel__timer_cb)(void *arg);
+
+/* A watch on fd, initially watching nothing. NULL when out of memory. */
+keel_watch *keel__watch_new(keel_loop *loop, int fd, keel__watch_cb cb, void *arg);
+/*
+ * Changes the watched events (0 stops). Calls the host only when the set changes. Returns 0, or
+ * -1 when the host refused.
+ */
+int keel__watch_set(keel_watch *w, int events);
+int keel__watch_events(const keel_watch *w);
+/* Stops watching and frees; accepts NULL. Safe to call from inside the watch's own callback. */
+void keel__watch_free(keel_watch *w);
+
+keel_timer *keel__timer_new(keel_loop *loop, keel__timer_cb cb, void *arg);
+/* Arms at deadline_ms (keel_now_ms clock) or disarms when < 0. Returns 0 or -1. */
+int keel__timer_arm(keel_timer *t, int64_t deadline_ms);
+/* Disarms and frees; accepts NULL. Safe from inside the timer's own callback. */
+void keel__timer_free(keel_timer *t);
+
+#endif

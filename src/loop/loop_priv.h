@@ -1,0 +1,35 @@
+/* src/loop/loop_priv.h - the loop structures shared by loop.c and the built-in blocking adapter. */
+#ifndef KEEL_LOOP_LOOP_PRIV_H
+#define KEEL_LOOP_LOOP_PRIV_H
+
+#include "loop/loop_int.h"
+
+struct keel__blocking; /* state of the poll(2)-based adapter (blocking.c) */
+
+struct keel_loop {
+    keel_loop_ops ops;
+    void *host;
+    struct keel__blocking *blocking; /* non-NULL for keel_loop_new_blocking loops */
+};
+
+struct keel_watch {
+    keel_loop *loop;
+    int fd;
+    int events;
+    keel__watch_cb cb;
+    void *arg;
+    void *host_data;
+};
+
+struct keel_timer {
+    keel_loop *loop;
+    keel__timer_cb cb;
+    void *arg;
+    int64_t deadline; /* < 0 when disarmed */
+    void *host_data;
+};
+
+/* Frees the blocking adapter's state (blocking.c). */
+void keel__blocking_free(struct keel__blocking *b);
+
+#endif

@@ -1,0 +1,137 @@
+/* src/pool/conn.c - operations on a leased connection: statements, batches, transactions, cancel. */
+#include <stdlib.h>
+
+#include "core/error_int.h"
+#include "pool/pool.h"
+
+static const char *conn_name(const keel_conn *c) { return c->config ? c->config->name : ""; }
+
+/* The checks every operation makes before it starts. */
+static keel_status check_ready(keel_conn *c, keel_error *err) {
+    if (!c->pool || c->state != KEEL__CONN_LEASED || c->release_pending)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, conn_name(c),
+                               "the connection was released or its database closed");
+    if (c->busy)
+        return keel__error_set(err, KEEL_ERR_BUSY, NULL, conn_name(c),
+                               "another operation is in progress on this connection");
+    if (c->broken)
+        return keel__error_set(err, KEEL_ERR_CONNECTION_LOST, c->engine->name, conn_name(c),
+                               "the connection to database '%s' was lost", conn_name(c));
+    return KEEL_OK;
+}
+
+/* Rewrites sql into c->sql for the engine and checks the placeholder count. */
+static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, keel_error *err) {
+    size_t max_index = 0, nmap = 0, *map = NULL;
+    keel_status st = keel__placeholders_rewrite(sql, c->engine->placeholder_style, &c->sql,
+                                                &max_index, &map, &nmap, err);
+    if (st != KEEL_OK) {
+        if (err)
+            keel__error_set(err, st, NULL, conn_name(c), "%s", err->message);
+        return st;
+    }
+    free(c->map);
+    c->map = map;
+    c->nmap = nmap;
+    if (max_index != nparams) {
+        if (max_index == 0)
+            return keel__error_set(err, KEEL_ERR_PARAMETERS, NULL, conn_name(c),
+                                   "the statement has no placeholders but %zu parameter%s given",
+                                   nparams, nparams == 1 ? " was" : "s were");
+        return keel__error_set(err, KEEL_ERR_PARAMETERS, NULL, conn_name(c),
+                               "the statement uses $1…$%zu but %zu parameter%s given", max_index,
+                               nparams, nparams == 1 ? " was" : "s were");
+    }
+    return KEEL_OK;
+}
+
+static keel_status start_statement(keel_conn *c, const char *sql, const keel_value *params,
+                                   size_t nrows, size_t nparams, int many, keel_query_cb cb,
+                                   void *arg, keel_error *err) {
+    if (!c || !sql || !cb || (nparams && !params))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, sql and callback are required");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    if (many && nrows == 0)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "a batch needs at least one row of parameters");
+    st = prepare_sql(c, sql, nparams, err);
+    if (st != KEEL_OK)
+        return st;
+    keel__stmt stmt = {
+        .sql = c->sql.data,
+        .sql_len = c->sql.len,
+        .map = c->map,
+        .nmap = c->nmap,
+        .params = params,
+        .nparams = nparams,
+        .nrows = nrows,
+        .many = many,
+    };
+    c->busy = 1;
+    c->cb = cb;
+    c->cb_arg = arg;
+    st = c->engine->query(c, &stmt, err);
+    if (st != KEEL_OK) {
+        c->busy = 0;
+        c->cb = NULL;
+        c->cb_arg = NULL;
+    }
+    return st;
+}
+
+keel_status keel_conn_query(keel_conn *c, const char *sql, const keel_value *params,
+                            size_t nparams, keel_query_cb cb, void *arg, keel_error *err) {
+    return start_statement(c, sql, params, 1, nparams, 0, cb, arg, err);
+}
+
+keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value *params,
+                                 size_t nrows, size_t nparams, keel_query_cb cb, void *arg,
+                                 keel_error *err) {
+    return start_statement(c, sql, params, nrows, nparams, 1, cb, arg, err);
+}
+
+keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_query_cb cb,
+                                  void *arg, keel_error *err) {
+    if (!c || !cb || (unsigned)op > KEEL_TXN_ROLLBACK_TO)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, a valid transaction operation and callback are "
+                               "required");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    c->busy = 1;
+    c->cb = cb;
+    c->cb_arg = arg;
+    st = c->engine->transaction(c, op, depth, err);
+    if (st != KEEL_OK) {
+        c->busy = 0;
+        c->cb = NULL;
+        c->cb_arg = NULL;
+    }
+    return st;
+}
+
+void keel_conn_cancel(keel_conn *c) {
+    if (!c || !c->pool || !c->busy || c->state != KEEL__CONN_LEASED || c->cancel_requested)
+        return;
+    c->cancel_requested = 1;
+    c->engine->cancel(c);
+}
+
+keel_txn_status keel_conn_txn_status(const keel_conn *c) {
+    if (!c || !c->pool || c->busy || c->broken)
+        return KEEL_TXN_UNKNOWN;
+    return c->engine->txn_status(c);
+}
+
+const char *keel_conn_database(const keel_conn *c) { return c ? conn_name(c) : ""; }
+
+const char *keel_conn_engine(const keel_conn *c) { return c ? c->engine->name : ""; }
+
+void keel_conn_release(keel_conn *c) {
+    if (c)
+        keel__pool_release(c);
+}

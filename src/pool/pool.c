@@ -1,0 +1,530 @@
+/* src/pool/pool.c - a pool of connections to one database: FIFO waiters, timeouts, clean returns. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/db_int.h"
+#include "core/error_int.h"
+#include "pool/pool.h"
+
+/* A queued acquire request. */
+typedef struct waiter {
+    keel_acquire_cb cb;
+    void *arg;
+    int64_t deadline;
+    struct waiter *next;
+} waiter;
+
+/* A keel_db_warm request: done when every connect it started has finished. */
+struct keel__warm {
+    keel_acquire_cb cb;
+    void *arg;
+    size_t pending;
+    keel_error error; /* the first connect error, code KEEL_OK when none */
+    struct keel__warm *next;
+};
+
+struct keel__pool {
+    keel_db *db;
+    keel_loop *loop;
+    const keel__dbconfig *cfg;
+    const keel__engine *engine;
+    keel_conn *conns;  /* every connection, any state, linked through prev/next */
+    size_t nconns;
+    size_t nconnecting;
+    size_t nleased;
+    keel_conn **idle;  /* a stack: the most recently used connection is reused first */
+    size_t nidle, cap_idle;
+    waiter *wait_head, *wait_tail;
+    size_t nwaiting;
+    struct keel__warm *warms;
+    keel_timer *timeout_timer;  /* armed at the head waiter's deadline */
+    keel_timer *dispatch_timer; /* serves waiters from the loop, outside any caller's stack */
+    int dispatch_armed;
+    int timeout_armed_at_valid;
+    int64_t timeout_armed_at;
+    keel_error last_error; /* the last connect failure, for timeout messages */
+};
+
+static void dispatch(void *arg);
+static void on_timeout(void *arg);
+
+keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *cfg,
+                           const keel__engine *engine) {
+    keel__pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->db = db;
+    p->loop = loop;
+    p->cfg = cfg;
+    p->engine = engine;
+    p->timeout_timer = keel__timer_new(loop, on_timeout, p);
+    p->dispatch_timer = keel__timer_new(loop, dispatch, p);
+    if (!p->timeout_timer || !p->dispatch_timer) {
+        keel__timer_free(p->timeout_timer);
+        keel__timer_free(p->dispatch_timer);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+const char *keel__pool_name(const keel__pool *p) { return p->cfg->name; }
+
+static void schedule_dispatch(keel__pool *p) {
+    if (p->dispatch_armed)
+        return;
+    if (keel__timer_arm(p->dispatch_timer, 0) == 0)
+        p->dispatch_armed = 1;
+}
+
+static void link_conn(keel__pool *p, keel_conn *c) {
+    c->prev = NULL;
+    c->next = p->conns;
+    if (p->conns)
+        p->conns->prev = c;
+    p->conns = c;
+    p->nconns++;
+}
+
+static void unlink_conn(keel__pool *p, keel_conn *c) {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    p->nconns--;
+}
+
+static int push_idle(keel__pool *p, keel_conn *c) {
+    if (p->nidle == p->cap_idle) {
+        size_t cap = p->cap_idle ? p->cap_idle * 2 : 8;
+        keel_conn **a = realloc(p->idle, cap * sizeof *a);
+        if (!a)
+            return -1;
+        p->idle = a;
+        p->cap_idle = cap;
+    }
+    c->state = KEEL__CONN_IDLE;
+    c->last_used_ms = keel_now_ms();
+    p->idle[p->nidle++] = c;
+    return 0;
+}
+
+static void remove_idle(keel__pool *p, keel_conn *c) {
+    for (size_t i = 0; i < p->nidle; i++) {
+        if (p->idle[i] == c) {
+            memmove(p->idle + i, p->idle + i + 1, (p->nidle - i - 1) * sizeof *p->idle);
+            p->nidle--;
+            return;
+        }
+    }
+}
+
+/* Frees a connection handle's own memory (the engine state is already gone). */
+static void free_shell(keel_conn *c) {
+    keel__buf_free(&c->sql);
+    free(c->map);
+    free(c);
+}
+
+/* Closes a connection that is not leased and forgets it. */
+static void destroy(keel__pool *p, keel_conn *c) {
+    unlink_conn(p, c);
+    c->engine->close(c);
+    c->impl = NULL;
+    free_shell(c);
+}
+
+static void lease(keel__pool *p, keel_conn *c) {
+    c->state = KEEL__CONN_LEASED;
+    c->release_pending = 0;
+    c->cancel_requested = 0;
+    p->nleased++;
+}
+
+static waiter *pop_waiter(keel__pool *p) {
+    waiter *w = p->wait_head;
+    if (w) {
+        p->wait_head = w->next;
+        if (!p->wait_head)
+            p->wait_tail = NULL;
+        p->nwaiting--;
+    }
+    return w;
+}
+
+/* Completes the oldest waiter with an error (the database name is filled in). */
+static void fail_head_waiter(keel__pool *p, const keel_error *err) {
+    waiter *w = pop_waiter(p);
+    if (!w)
+        return;
+    keel_error e = *err;
+    if (!e.database[0])
+        keel__error_set(&e, e.code, e.engine[0] ? e.engine : NULL, p->cfg->name, "%s",
+                        err->message);
+    if (err->sqlstate[0])
+        keel__error_set_sqlstate(&e, err->sqlstate);
+    keel_acquire_cb cb = w->cb;
+    void *arg = w->arg;
+    free(w);
+    cb(NULL, &e, arg);
+}
+
+/* Starts one new connection. On a synchronous failure err is filled and nothing is kept. */
+static keel_status start_connect(keel__pool *p, struct keel__warm *warm, keel_error *err) {
+    keel_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, p->cfg->name, "out of memory");
+    c->pool = p;
+    c->engine = p->engine;
+    c->config = p->cfg;
+    c->loop = p->loop;
+    c->state = KEEL__CONN_CONNECTING;
+    c->busy = 1;
+    c->created_ms = keel_now_ms();
+    c->warm = warm;
+    keel_status st = p->engine->connect(c, err);
+    if (st != KEEL_OK) {
+        /* The engine may have allocated state before failing; close releases it. */
+        if (c->impl)
+            p->engine->close(c);
+        free_shell(c);
+        return st;
+    }
+    link_conn(p, c);
+    p->nconnecting++;
+    if (warm)
+        warm->pending++;
+    return KEEL_OK;
+}
+
+static void rearm_timeout(keel__pool *p) {
+    if (!p->wait_head) {
+        if (p->timeout_armed_at_valid) {
+            keel__timer_arm(p->timeout_timer, -1);
+            p->timeout_armed_at_valid = 0;
+        }
+        return;
+    }
+    int64_t deadline = p->wait_head->deadline;
+    if (p->timeout_armed_at_valid && p->timeout_armed_at == deadline)
+        return;
+    if (keel__timer_arm(p->timeout_timer, deadline) == 0) {
+        p->timeout_armed_at = deadline;
+        p->timeout_armed_at_valid = 1;
+    }
+}
+
+/* Serves waiters with idle connections, finishes warms, opens connections that are needed. */
+static void dispatch(void *arg) {
+    keel__pool *p = arg;
+    p->dispatch_armed = 0;
+    while (p->wait_head && p->nidle) {
+        keel_conn *c = p->idle[--p->nidle];
+        waiter *w = pop_waiter(p);
+        lease(p, c);
+        keel_acquire_cb cb = w->cb;
+        void *cb_arg = w->arg;
+        free(w);
+        cb(c, NULL, cb_arg);
+    }
+    /* Finished warms, in the order they were made. */
+    struct keel__warm **link = &p->warms;
+    while (*link) {
+        struct keel__warm *wm = *link;
+        if (wm->pending) {
+            link = &wm->next;
+            continue;
+        }
+        *link = wm->next;
+        keel_error e = wm->error;
+        keel_acquire_cb cb = wm->cb;
+        void *cb_arg = wm->arg;
+        free(wm);
+        cb(NULL, e.code == KEEL_OK ? NULL : &e, cb_arg);
+    }
+    /* Each waiter not covered by a connect in flight gets one, while the pool has room. */
+    while (p->nwaiting > p->nconnecting && p->nconns < p->cfg->max_size) {
+        keel_error err;
+        keel_error_clear(&err);
+        if (start_connect(p, NULL, &err) != KEEL_OK) {
+            p->last_error = err;
+            fail_head_waiter(p, &err);
+        }
+    }
+    rearm_timeout(p);
+}
+
+static void on_timeout(void *arg) {
+    keel__pool *p = arg;
+    p->timeout_armed_at_valid = 0;
+    int64_t now = keel_now_ms();
+    while (p->wait_head && p->wait_head->deadline <= now) {
+        waiter *w = pop_waiter(p);
+        keel_error e;
+        keel__error_set(&e, KEEL_ERR_POOL_TIMEOUT, NULL, p->cfg->name,
+                        "timed out after %.3g s waiting for a connection to database '%s' "
+                        "(pool max_size %zu, %zu in use, %zu waiting)%s%s",
+                        p->cfg->acquire_timeout, p->cfg->name, p->cfg->max_size, p->nleased,
+                        p->nwaiting, p->last_error.code != KEEL_OK ? "; last connect error: " : "",
+                        p->last_error.code != KEEL_OK ? p->last_error.message : "");
+        keel_acquire_cb cb = w->cb;
+        void *cb_arg = w->arg;
+        free(w);
+        cb(NULL, &e, cb_arg);
+    }
+    rearm_timeout(p);
+}
+
+keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err) {
+    waiter *w = malloc(sizeof *w);
+    if (!w)
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, p->cfg->name, "out of memory");
+    w->cb = cb;
+    w->arg = arg;
+    w->deadline = keel_now_ms() + (int64_t)(p->cfg->acquire_timeout * 1000.0);
+    w->next = NULL;
+    if (p->wait_tail)
+        p->wait_tail->next = w;
+    else
+        p->wait_head = w;
+    p->wait_tail = w;
+    p->nwaiting++;
+    schedule_dispatch(p);
+    return KEEL_OK;
+}
+
+keel_status keel__pool_try_acquire(keel__pool *p, keel_conn **out, keel_error *err) {
+    if (p->wait_head || p->nidle == 0)
+        return keel__error_set(err, KEEL_ERR_BUSY, NULL, p->cfg->name,
+                               "no idle connection to database '%s' right now", p->cfg->name);
+    keel_conn *c = p->idle[--p->nidle];
+    lease(p, c);
+    *out = c;
+    return KEEL_OK;
+}
+
+keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err) {
+    struct keel__warm *wm = calloc(1, sizeof *wm);
+    if (!wm)
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, p->cfg->name, "out of memory");
+    wm->cb = cb;
+    wm->arg = arg;
+    while (p->nconns < p->cfg->min_size) {
+        keel_error e;
+        keel_error_clear(&e);
+        if (start_connect(p, wm, &e) != KEEL_OK) {
+            if (wm->error.code == KEEL_OK)
+                wm->error = e;
+            break;
+        }
+    }
+    /* Append so warms complete in the order they were requested. */
+    struct keel__warm **link = &p->warms;
+    while (*link)
+        link = &(*link)->next;
+    *link = wm;
+    if (wm->pending == 0)
+        schedule_dispatch(p);
+    return KEEL_OK;
+}
+
+void keel__pool_stats(const keel__pool *p, keel_pool_stats *out) {
+    out->size = p->nconns;
+    out->idle = p->nidle;
+    out->leased = p->nleased;
+    out->waiting = p->nwaiting;
+    out->min_size = p->cfg->min_size;
+    out->max_size = p->cfg->max_size;
+    out->acquire_timeout = p->cfg->acquire_timeout;
+}
+
+/* Takes a leased, not busy connection back: idle when clean, rolled back or closed otherwise. */
+static void take_back(keel__pool *p, keel_conn *c) {
+    p->nleased--;
+    c->release_pending = 0;
+    c->cancel_requested = 0;
+    keel_txn_status ts = c->broken ? KEEL_TXN_UNKNOWN : c->engine->txn_status(c);
+    if (ts == KEEL_TXN_IDLE) {
+        if (push_idle(p, c) != 0)
+            destroy(p, c);
+    } else if (ts == KEEL_TXN_ACTIVE || ts == KEEL_TXN_FAILED) {
+        keel_error err;
+        c->state = KEEL__CONN_RESETTING;
+        c->busy = 1;
+        c->cb = NULL;
+        if (c->engine->transaction(c, KEEL_TXN_ROLLBACK, 0, &err) != KEEL_OK)
+            destroy(p, c);
+    } else {
+        destroy(p, c);
+    }
+    if (p->wait_head)
+        schedule_dispatch(p);
+}
+
+void keel__pool_release(keel_conn *c) {
+    keel__pool *p = c->pool;
+    if (!p) { /* closed with its db: only the handle is left */
+        free_shell(c);
+        return;
+    }
+    if (c->state != KEEL__CONN_LEASED || c->release_pending)
+        return; /* released twice: the first release wins */
+    if (c->busy) {
+        c->release_pending = 1;
+        if (!c->cancel_requested) {
+            c->cancel_requested = 1;
+            c->engine->cancel(c);
+        }
+        return;
+    }
+    take_back(p, c);
+}
+
+void keel__conn_connected(keel_conn *c, const keel_error *err) {
+    keel__pool *p = c->pool;
+    struct keel__warm *wm = c->warm;
+    c->warm = NULL;
+    c->busy = 0;
+    p->nconnecting--;
+    if (wm)
+        wm->pending--;
+    if (err && err->code != KEEL_OK) {
+        keel_error e = *err;
+        if (!e.database[0])
+            snprintf(e.database, sizeof e.database, "%s", p->cfg->name);
+        p->last_error = e;
+        destroy(p, c);
+        if (wm && wm->error.code == KEEL_OK)
+            wm->error = e;
+        /* A waiter is served by the next connection that works; when nothing is left in
+         * flight for it, it gets this error instead of waiting out its timeout. */
+        if (p->nwaiting > p->nconnecting + p->nidle)
+            fail_head_waiter(p, &e);
+    } else {
+        keel_error_clear(&p->last_error);
+        if (push_idle(p, c) != 0)
+            destroy(p, c);
+    }
+    schedule_dispatch(p);
+}
+
+void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) {
+    keel__pool *p = c->pool;
+    int failed = err && err->code != KEEL_OK;
+    if (failed && err->code == KEEL_ERR_CONNECTION_LOST)
+        c->broken = 1;
+    if (c->state == KEEL__CONN_RESETTING) {
+        keel_result_free(res);
+        c->busy = 0;
+        if (failed || c->broken || c->engine->txn_status(c) != KEEL_TXN_IDLE) {
+            destroy(p, c);
+        } else if (push_idle(p, c) != 0) {
+            destroy(p, c);
+        }
+        if (p->wait_head)
+            schedule_dispatch(p);
+        return;
+    }
+    keel_query_cb cb = c->cb;
+    void *arg = c->cb_arg;
+    int release_after = c->release_pending;
+    c->busy = 0;
+    c->cancel_requested = 0;
+    c->cb = NULL;
+    c->cb_arg = NULL;
+    if (failed) {
+        keel_result_free(res);
+        res = NULL;
+    }
+    if (cb)
+        cb(res, failed ? err : NULL, arg);
+    else
+        keel_result_free(res);
+    /* The caller released the connection while this operation ran; it is ours again now.
+     * When it was not released before the callback, the callback may have released and freed
+     * it, so it must not be touched. */
+    if (release_after)
+        take_back(p, c);
+}
+
+void keel__conn_broken(keel_conn *c) {
+    keel__pool *p = c->pool;
+    c->broken = 1;
+    if (c->state == KEEL__CONN_IDLE) {
+        remove_idle(p, c);
+        destroy(p, c);
+    }
+}
+
+keel__workers *keel__conn_workers(keel_conn *c) {
+    return c->pool ? keel__db_workers(c->pool->db) : NULL;
+}
+
+/* A leased connection whose operation was abandoned by close, waiting for its callback. */
+typedef struct abandoned {
+    keel_query_cb cb;
+    void *arg;
+} abandoned;
+
+void keel__pool_free(keel__pool *p) {
+    if (!p)
+        return;
+    keel_error closed;
+    keel__error_set(&closed, KEEL_ERR_CLOSED, NULL, p->cfg->name,
+                    "database '%s' was closed", p->cfg->name);
+    size_t nab = 0;
+    abandoned *ab = p->nconns ? calloc(p->nconns, sizeof *ab) : NULL;
+    keel_conn *c = p->conns;
+    while (c) {
+        keel_conn *next = c->next;
+        if (c->state == KEEL__CONN_LEASED) {
+            /* The handle stays with its holder; only the connection behind it goes. */
+            if (c->busy && c->cb && ab) {
+                ab[nab].cb = c->cb;
+                ab[nab].arg = c->cb_arg;
+                nab++;
+            }
+            c->engine->close(c);
+            c->impl = NULL;
+            c->pool = NULL;
+            c->config = NULL;
+            c->state = KEEL__CONN_CLOSED;
+            c->busy = 0;
+            c->cb = NULL;
+            c->prev = c->next = NULL;
+            if (c->release_pending)
+                free_shell(c); /* already released by its holder */
+        } else {
+            c->engine->close(c);
+            c->impl = NULL;
+            free_shell(c);
+        }
+        c = next;
+    }
+    waiter *waiters = p->wait_head;
+    struct keel__warm *warms = p->warms;
+    keel__timer_free(p->timeout_timer);
+    keel__timer_free(p->dispatch_timer);
+    free(p->idle);
+    free(p);
+    /* Callbacks last: the pool is gone, so whatever they do cannot reach it. */
+    while (waiters) {
+        waiter *w = waiters;
+        waiters = w->next;
+        w->cb(NULL, &closed, w->arg);
+        free(w);
+    }
+    while (warms) {
+        struct keel__warm *wm = warms;
+        warms = wm->next;
+        wm->cb(NULL, &closed, wm->arg);
+        free(wm);
+    }
+    for (size_t i = 0; i < nab; i++)
+        ab[i].cb(NULL, &closed, ab[i].arg);
+    free(ab);
+}

@@ -1,0 +1,37 @@
+/* src/pool/pool.h - a pool of connections to one configured database. */
+#ifndef KEEL_POOL_POOL_H
+#define KEEL_POOL_POOL_H
+
+#include <keel/db.h>
+#include "engines/engine.h"
+
+/*
+ * The pool keeps up to max_size connections, opens them on demand (and min_size ahead with
+ * keel__pool_warm), serves acquire requests in arrival order, fails a request that waited
+ * longer than acquire_timeout, and takes connections back clean: rolled back when released
+ * inside a transaction, discarded when broken. Everything runs on the loop thread.
+ */
+typedef struct keel__pool keel__pool;
+
+/* NULL when out of memory. cfg must outlive the pool; db provides the worker pool. */
+keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *cfg,
+                           const keel__engine *engine);
+keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err);
+keel_status keel__pool_try_acquire(keel__pool *p, keel_conn **out, keel_error *err);
+keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err);
+void keel__pool_stats(const keel__pool *p, keel_pool_stats *out);
+/* The database name this pool serves. */
+const char *keel__pool_name(const keel__pool *p);
+
+/* Gives a leased connection back (keel_conn_release). */
+void keel__pool_release(keel_conn *c);
+
+/*
+ * Closes the pool: fails queued requests with KEEL_ERR_CLOSED, closes every connection (leased
+ * ones become closed handles that keel_conn_release frees; their running operations complete
+ * with KEEL_ERR_CLOSED), then frees the pool. Callbacks run after the pool is detached from
+ * its connections.
+ */
+void keel__pool_free(keel__pool *p);
+
+#endif

@@ -1,0 +1,101 @@
+/* tests/c/core/test_buf.c - growable buffers, the arena, values and results. */
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/result_int.h"
+#include "test.h"
+
+TEST(buf_appends_and_grows) {
+    keel__buf b = {0};
+    for (int i = 0; i < 1000; i++)
+        CHECK_INT(keel__buf_printf(&b, "%d,", i), 0);
+    CHECK(b.len > 3000);
+    CHECK(strncmp(b.data, "0,1,2,", 6) == 0);
+    CHECK_INT(b.data[b.len], '\0');
+    keel__buf_reset(&b);
+    CHECK_INT(b.len, 0);
+    CHECK_INT(keel__buf_puts(&b, "abc"), 0);
+    CHECK_INT(keel__buf_putc(&b, 'd'), 0);
+    CHECK_STR(b.data, "abcd");
+    char long_text[600];
+    memset(long_text, 'y', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = '\0';
+    CHECK_INT(keel__buf_printf(&b, "[%s]", long_text), 0);
+    CHECK_INT(b.len, 4 + 2 + 599);
+    keel__buf_free(&b);
+    CHECK(b.data == NULL);
+    keel__buf_free(&b);
+}
+
+TEST(arena_aligns_and_handles_large_allocations) {
+    keel__arena a = {0};
+    for (int i = 0; i < 10000; i++) {
+        char *p = keel__arena_alloc(&a, (size_t)(i % 37));
+        CHECK(p != NULL);
+        CHECK(((uintptr_t)p % 16) == 0);
+    }
+    char *big = keel__arena_alloc(&a, 5u << 20);
+    CHECK(big != NULL);
+    memset(big, 1, 5u << 20);
+    char *s = keel__arena_strndup(&a, "hello world", 5);
+    CHECK_STR(s, "hello");
+    keel__arena_free(&a);
+    keel__arena_free(&a);
+}
+
+TEST(values_have_constructors_and_names) {
+    keel_value v = keel_text("héllo");
+    CHECK_INT(v.type, KEEL_TYPE_TEXT);
+    CHECK_INT(v.u.str.len, 6);
+    v = keel_bytes("\0\1", 2);
+    CHECK_INT(v.type, KEEL_TYPE_BYTES);
+    CHECK_INT(v.u.str.len, 2);
+    CHECK_INT(keel_int(INT64_MIN).u.i64, INT64_MIN);
+    CHECK_INT(keel_bool(5).u.boolean, 1);
+    CHECK_INT(keel_null().type, KEEL_TYPE_NULL);
+    CHECK_INT(keel_text(NULL).u.str.len, 0);
+    CHECK_STR(keel_type_name(KEEL_TYPE_TIMESTAMPTZ), "timestamptz");
+    CHECK_STR(keel_type_name((keel_type)99), "unknown");
+}
+
+TEST(results_hold_rows_and_memory) {
+    keel_result *r = keel__result_new(2);
+    CHECK(r != NULL);
+    CHECK_INT(keel__result_set_column(r, 0, "id", 2, KEEL_TYPE_INT), 0);
+    CHECK_INT(keel__result_set_column(r, 1, "name_extra", 4, KEEL_TYPE_TEXT), 0);
+    CHECK(keel__result_set_column(r, 2, "x", 1, KEEL_TYPE_INT) != 0);
+    for (int i = 0; i < 100000; i++) {
+        keel_value *row = keel__result_add_row(r);
+        CHECK(row != NULL);
+        row[0] = keel_int(i);
+        if (i % 2) {
+            char *s = keel__result_strndup(r, "abcdef", (size_t)(i % 6));
+            row[1] = keel_textn(s, (size_t)(i % 6));
+        }
+    }
+    CHECK_INT(keel_result_nrows(r), 100000);
+    CHECK_INT(keel_result_ncols(r), 2);
+    CHECK_STR(keel_result_colname(r, 1), "name");
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
+    CHECK(keel_result_colname(r, 2) == NULL);
+    CHECK_INT(keel_result_value(r, 99999, 0)->u.i64, 99999);
+    CHECK_INT(keel_result_value(r, 2, 1)->type, KEEL_TYPE_NULL);
+    CHECK(strncmp(keel_result_value(r, 5, 1)->u.str.ptr, "abcde", 5) == 0);
+    CHECK(keel_result_value(r, 100000, 0) == NULL);
+    CHECK(keel_result_row(r, 100000) == NULL);
+    CHECK_INT(keel_result_row(r, 7)[0].u.i64, 7);
+    CHECK_INT(keel_result_affected(r), -1);
+    keel__result_set_affected(r, 3);
+    CHECK_INT(keel_result_affected(r), 3);
+    keel_result_free(r);
+    keel_result_free(NULL);
+    CHECK_INT(keel_result_nrows(NULL), 0);
+}
+
+int main(void) {
+    RUN(buf_appends_and_grows);
+    RUN(arena_aligns_and_handles_large_allocations);
+    RUN(values_have_constructors_and_names);
+    RUN(results_hold_rows_and_memory);
+    return TEST_SUMMARY();
+}

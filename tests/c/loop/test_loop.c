@@ -1,0 +1,155 @@
+/* tests/c/loop/test_loop.c - the blocking loop: fd watches, timers, and changes made in callbacks. */
+#include <unistd.h>
+
+#include "loop/loop_int.h"
+#include "test.h"
+
+typedef struct ctx {
+    int fds[2];
+    int reads;
+    int fired;
+    int done;
+    keel_watch *w;
+    keel_timer *t;
+    int64_t fired_at;
+} ctx;
+
+static void on_readable(void *arg, int events) {
+    ctx *c = arg;
+    char buf[16];
+    CHECK(events & KEEL_READ);
+    if (read(c->fds[0], buf, sizeof buf) > 0)
+        c->reads++;
+    c->done = 1;
+}
+
+TEST(watch_reports_readable_fd) {
+    ctx c = {0};
+    CHECK_INT(pipe(c.fds), 0);
+    keel_loop *loop = keel_loop_new_blocking();
+    CHECK(keel_loop_is_blocking(loop));
+    keel_watch *w = keel__watch_new(loop, c.fds[0], on_readable, &c);
+    CHECK_INT(keel__watch_set(w, KEEL_READ), 0);
+    CHECK_INT(keel__watch_events(w), KEEL_READ);
+    CHECK_INT(write(c.fds[1], "x", 1), 1);
+    CHECK_INT(keel_loop_run(loop, &c.done), KEEL_OK);
+    CHECK_INT(c.reads, 1);
+    keel__watch_free(w);
+    keel_loop_free(loop);
+    close(c.fds[0]);
+    close(c.fds[1]);
+}
+
+static void on_timer(void *arg) {
+    ctx *c = arg;
+    c->fired++;
+    c->fired_at = keel_now_ms();
+    c->done = 1;
+}
+
+TEST(timers_fire_at_their_deadline_and_can_be_disarmed) {
+    ctx c = {0};
+    keel_loop *loop = keel_loop_new_blocking();
+    keel_timer *early = keel__timer_new(loop, on_timer, &c);
+    keel_timer *never = keel__timer_new(loop, on_timer, &c);
+    int64_t start = keel_now_ms();
+    CHECK_INT(keel__timer_arm(never, start + 20), 0);
+    CHECK_INT(keel__timer_arm(never, -1), 0);
+    CHECK_INT(keel__timer_arm(early, start + 50), 0);
+    CHECK_INT(keel_loop_run(loop, &c.done), KEEL_OK);
+    CHECK_INT(c.fired, 1);
+    CHECK(c.fired_at >= start + 50);
+    keel__timer_free(early);
+    keel__timer_free(never);
+    keel_loop_free(loop);
+}
+
+static void free_self(void *arg) {
+    ctx *c = arg;
+    keel__timer_free(c->t);
+    c->t = NULL;
+    c->done = 1;
+}
+
+TEST(timer_may_free_itself_in_its_callback) {
+    ctx c = {0};
+    keel_loop *loop = keel_loop_new_blocking();
+    c.t = keel__timer_new(loop, free_self, &c);
+    keel__timer_arm(c.t, 0);
+    CHECK_INT(keel_loop_run(loop, &c.done), KEEL_OK);
+    CHECK(c.t == NULL);
+    keel_loop_free(loop);
+}
+
+static void unwatch_self(void *arg, int events) {
+    ctx *c = arg;
+    (void)events;
+    keel__watch_free(c->w);
+    c->w = NULL;
+    c->reads++;
+    c->done = 1;
+}
+
+TEST(watch_may_free_itself_in_its_callback) {
+    ctx c = {0};
+    CHECK_INT(pipe(c.fds), 0);
+    keel_loop *loop = keel_loop_new_blocking();
+    c.w = keel__watch_new(loop, c.fds[1], unwatch_self, &c);
+    keel__watch_set(c.w, KEEL_WRITE);
+    CHECK_INT(keel_loop_run(loop, &c.done), KEEL_OK);
+    CHECK_INT(c.reads, 1);
+    keel_loop_free(loop);
+    close(c.fds[0]);
+    close(c.fds[1]);
+}
+
+TEST(run_with_nothing_to_wait_for_fails_instead_of_hanging) {
+    int done = 0;
+    keel_loop *loop = keel_loop_new_blocking();
+    CHECK_INT(keel_loop_run(loop, &done), KEEL_ERR_INTERNAL);
+    keel_loop_free(loop);
+    static const keel_loop_ops ops = {NULL, NULL};
+    CHECK(keel_loop_new(&ops, NULL) == NULL);
+    keel_loop_free(NULL);
+}
+
+static int host_watch_calls;
+static int host_watch(void *host, keel_watch *w, int fd, int events) {
+    (void)host, (void)w, (void)fd, (void)events;
+    host_watch_calls++;
+    return 0;
+}
+static int host_timer(void *host, keel_timer *t, int64_t deadline) {
+    (void)host, (void)t, (void)deadline;
+    return 0;
+}
+
+TEST(host_is_told_only_about_changes) {
+    static const keel_loop_ops ops = {host_watch, host_timer};
+    keel_loop *loop = keel_loop_new(&ops, NULL);
+    CHECK(!keel_loop_is_blocking(loop));
+    int done = 0;
+    CHECK_INT(keel_loop_run(loop, &done), KEEL_ERR_INVALID_ARGUMENT);
+    keel_watch *w = keel__watch_new(loop, 0, NULL, NULL);
+    host_watch_calls = 0;
+    keel__watch_set(w, KEEL_READ);
+    keel__watch_set(w, KEEL_READ);
+    keel__watch_set(w, KEEL_READ | KEEL_WRITE);
+    keel__watch_set(w, KEEL_READ | KEEL_WRITE);
+    CHECK_INT(host_watch_calls, 2);
+    keel_watch_set_host_data(w, &done);
+    CHECK(keel_watch_get_host_data(w) == &done);
+    keel__watch_free(w); /* tells the host to stop */
+    CHECK_INT(host_watch_calls, 3);
+    keel_loop_free(loop);
+}
+
+int main(void) {
+    RUN(watch_reports_readable_fd);
+    RUN(timers_fire_at_their_deadline_and_can_be_disarmed);
+    RUN(timer_may_free_itself_in_its_callback);
+    RUN(watch_may_free_itself_in_its_callback);
+    RUN(run_with_nothing_to_wait_for_fails_instead_of_hanging);
+    RUN(host_is_told_only_about_changes);
+    return TEST_SUMMARY();
+}

@@ -1,0 +1,310 @@
+/* tests/c/pool/test_pool.c - pool semantics on a real SQLite database (and a dead PostgreSQL). */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <keel/keel.h>
+
+#include "loop/loop_int.h"
+#include "test.h"
+
+static char dbdir[] = "/tmp/keel-pool-XXXXXX";
+static char dburl[256];
+
+/* A db on the blocking loop with one SQLite database "main" and the given pool settings. */
+static keel_db *open_db(const char *min_size, const char *max_size, const char *timeout) {
+    keel_config *cfg = NULL;
+    keel_error err;
+    keel_db *db = NULL;
+    CHECK_INT(keel_config_new(&cfg, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.url", dburl, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.pool.min_size", min_size, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.pool.max_size", max_size, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.pool.acquire_timeout", timeout, &err), KEEL_OK);
+    keel_status st = keel_db_open(&db, cfg, NULL, &err);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  keel_db_open: %s\n", err.message);
+    CHECK_INT(st, KEEL_OK);
+    keel_config_free(cfg);
+    return db;
+}
+
+typedef struct order_log {
+    int order[8];
+    int n;
+    int expected;
+    int done;
+    keel_status last_status;
+} order_log;
+
+typedef struct waiter_arg {
+    order_log *log;
+    int id;
+} waiter_arg;
+
+static void record_and_release(keel_conn *conn, const keel_error *err, void *arg) {
+    waiter_arg *w = arg;
+    w->log->last_status = err ? err->code : KEEL_OK;
+    w->log->order[w->log->n++] = w->id;
+    keel_conn_release(conn);
+    if (w->log->n == w->log->expected)
+        w->log->done = 1;
+}
+
+TEST(waiters_are_served_in_arrival_order) {
+    keel_db *db = open_db("1", "1", "5");
+    keel_error err;
+    keel_conn *held = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
+    order_log log = {.expected = 4};
+    waiter_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (waiter_arg){&log, i};
+        CHECK_INT(keel_db_acquire(db, "main", record_and_release, &args[i], &err), KEEL_OK);
+    }
+    CHECK_INT(log.n, 0); /* never called from inside keel_db_acquire */
+    keel_pool_stats stats;
+    CHECK_INT(keel_db_pool_stats(db, "main", &stats, &err), KEEL_OK);
+    CHECK_INT(stats.waiting, 4);
+    CHECK_INT(stats.leased, 1);
+    keel_conn_release(held);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &log.done), KEEL_OK);
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(log.order[i], i);
+    CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
+    CHECK_INT(stats.size, 1);
+    CHECK_INT(stats.idle, 1);
+    CHECK_INT(stats.waiting, 0);
+    keel_db_close(db);
+}
+
+TEST(acquire_times_out_naming_database_and_pool_size) {
+    keel_db *db = open_db("0", "1", "0.1");
+    keel_error err;
+    keel_conn *held = NULL, *second = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
+    int64_t start = keel_now_ms();
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &second, &err), KEEL_ERR_POOL_TIMEOUT);
+    CHECK(keel_now_ms() - start >= 100);
+    CHECK(second == NULL);
+    CHECK_CONTAINS(err.message, "'main'");
+    CHECK_CONTAINS(err.message, "max_size 1");
+    CHECK_STR(err.database, "main");
+    keel_conn_release(held);
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &second, &err), KEEL_OK);
+    CHECK(second == held); /* the same connection came back clean */
+    keel_conn_release(second);
+    keel_db_close(db);
+}
+
+TEST(release_inside_a_transaction_rolls_back) {
+    keel_db *db = open_db("1", "1", "5");
+    keel_error err;
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_query_sync(db, NULL, "CREATE TABLE IF NOT EXISTS t_rb (v INTEGER)", NULL, 0,
+                                 NULL, &err),
+              KEEL_OK);
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    keel_value v = keel_int(42);
+    CHECK_INT(keel_conn_query_sync(c, "INSERT INTO t_rb VALUES ($1)", &v, 1, NULL, &err), KEEL_OK);
+    keel_conn_release(c);
+    keel_result *res = NULL;
+    CHECK_INT(keel_db_query_sync(db, NULL, "SELECT count(*) FROM t_rb", NULL, 0, &res, &err),
+              KEEL_OK);
+    CHECK_INT(keel_result_value(res, 0, 0)->u.i64, 0);
+    keel_result_free(res);
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(try_acquire_is_the_fast_path) {
+    keel_db *db = open_db("1", "1", "5");
+    keel_error err;
+    keel_conn *c = NULL, *d = NULL;
+    /* Nothing is open before the pool is warmed. */
+    CHECK_INT(keel_db_try_acquire(db, NULL, &c, &err), KEEL_ERR_BUSY);
+    order_log log = {.expected = 1};
+    waiter_arg warm = {&log, 7};
+    CHECK_INT(keel_db_warm(db, NULL, record_and_release, &warm, &err), KEEL_OK);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &log.done), KEEL_OK);
+    CHECK_INT(log.last_status, KEEL_OK);
+    keel_pool_stats stats;
+    keel_db_pool_stats(db, NULL, &stats, &err);
+    CHECK_INT(stats.idle, 1);
+    CHECK_INT(keel_db_try_acquire(db, NULL, &c, &err), KEEL_OK);
+    CHECK(c != NULL);
+    CHECK_INT(keel_db_try_acquire(db, NULL, &d, &err), KEEL_ERR_BUSY);
+    CHECK_STR(keel_conn_database(c), "main");
+    CHECK_STR(keel_conn_engine(c), "sqlite");
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(unknown_database_is_named) {
+    keel_db *db = open_db("0", "2", "5");
+    keel_error err;
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, "reporting", &c, &err), KEEL_ERR_UNKNOWN_DATABASE);
+    CHECK_CONTAINS(err.message, "'reporting'");
+    CHECK_CONTAINS(err.message, "main");
+    keel_pool_stats stats;
+    CHECK_INT(keel_db_pool_stats(db, "nope", &stats, &err), KEEL_ERR_UNKNOWN_DATABASE);
+    CHECK(keel_db_database_engine(db, "nope") == NULL);
+    CHECK_STR(keel_db_database_engine(db, "main"), "sqlite");
+    CHECK_STR(keel_db_default_database(db), "main");
+    CHECK_INT(keel_db_database_count(db), 1);
+    CHECK_STR(keel_db_database_name(db, 0), "main");
+    keel_db_close(db);
+}
+
+static void never_called(keel_result *res, const keel_error *err, void *arg) {
+    (void)res, (void)err;
+    *(int *)arg = 1;
+}
+
+TEST(synchronous_errors_never_call_back) {
+    keel_db *db = open_db("0", "2", "5");
+    keel_error err;
+    keel_conn *c = NULL;
+    int called = 0;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    keel_value one = keel_int(1);
+    CHECK_INT(keel_conn_query(c, "SELECT $1, $2", &one, 1, never_called, &called, &err),
+              KEEL_ERR_PARAMETERS);
+    CHECK_CONTAINS(err.message, "$1…$2");
+    CHECK_INT(keel_conn_query(c, "SELECT 1", &one, 1, never_called, &called, &err),
+              KEEL_ERR_PARAMETERS);
+    CHECK_INT(keel_conn_query(c, "SELECT 'unterminated", NULL, 0, never_called, &called, &err),
+              KEEL_ERR_PROGRAMMING);
+    CHECK_INT(called, 0);
+    /* The connection is untouched by those errors. */
+    keel_result *res = NULL;
+    CHECK_INT(keel_conn_query_sync(c, "SELECT $1 + 1", &one, 1, &res, &err), KEEL_OK);
+    CHECK_INT(keel_result_value(res, 0, 0)->u.i64, 2);
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+typedef struct long_query {
+    keel_conn *conn;
+    int done;
+    keel_status status;
+} long_query;
+
+static void long_query_done(keel_result *res, const keel_error *err, void *arg) {
+    long_query *q = arg;
+    q->status = err ? err->code : KEEL_OK;
+    keel_result_free(res);
+    q->done = 1;
+}
+
+static void release_now(void *arg) {
+    long_query *q = arg;
+    keel_conn_release(q->conn);
+}
+
+static const char *slow_sql =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "
+    "SELECT count(*) FROM c";
+
+TEST(release_while_busy_cancels_and_returns_the_connection) {
+    keel_db *db = open_db("0", "1", "5");
+    keel_error err;
+    long_query q = {0};
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &q.conn, &err), KEEL_OK);
+    CHECK_INT(keel_conn_query(q.conn, slow_sql, NULL, 0, long_query_done, &q, &err), KEEL_OK);
+    CHECK_INT(keel_conn_query(q.conn, "SELECT 1", NULL, 0, never_called, NULL, &err),
+              KEEL_ERR_BUSY);
+    keel_timer *t = keel__timer_new(keel_db_loop(db), release_now, &q);
+    keel__timer_arm(t, keel_now_ms() + 100);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &q.done), KEEL_OK);
+    CHECK_INT(q.status, KEEL_ERR_CANCELLED);
+    keel__timer_free(t);
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    CHECK(c == q.conn);
+    CHECK_INT(keel_conn_query_sync(c, "SELECT 1", NULL, 0, NULL, &err), KEEL_OK);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(close_with_a_leased_connection_leaves_a_closed_handle) {
+    keel_db *db = open_db("1", "2", "5");
+    keel_error err;
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    keel_db_close(db);
+    int called = 0;
+    CHECK_INT(keel_conn_query(c, "SELECT 1", NULL, 0, never_called, &called, &err),
+              KEEL_ERR_CLOSED);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_UNKNOWN);
+    CHECK_INT(called, 0);
+    keel_conn_release(c); /* frees the handle: ASan reports a leak otherwise */
+    keel_db_close(NULL);
+    keel_conn_release(NULL);
+}
+
+TEST(close_fails_queued_waiters) {
+    keel_db *db = open_db("0", "1", "5");
+    keel_error err;
+    keel_conn *held = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
+    order_log log = {.expected = 1};
+    waiter_arg w = {&log, 1};
+    CHECK_INT(keel_db_acquire(db, NULL, record_and_release, &w, &err), KEEL_OK);
+    keel_db_close(db);
+    CHECK_INT(log.n, 1);
+    CHECK_INT(log.last_status, KEEL_ERR_CLOSED);
+    keel_conn_release(held);
+}
+
+TEST(unreachable_server_fails_the_waiter_quickly) {
+    keel_config *cfg = NULL;
+    keel_error err;
+    keel_db *db = NULL;
+    keel_config_new(&cfg, &err);
+    CHECK_INT(keel_config_set_url(cfg, "postgresql://keel:sekrit@127.0.0.1:1/nothing", &err),
+              KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.default.pool.acquire_timeout", "20", &err), KEEL_OK);
+    CHECK_INT(keel_db_open(&db, cfg, NULL, &err), KEEL_OK);
+    keel_config_free(cfg);
+    keel_conn *c = NULL;
+    int64_t start = keel_now_ms();
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
+    CHECK(keel_now_ms() - start < 5000); /* the connect error, not the 20 s acquire timeout */
+    CHECK(strstr(err.message, "sekrit") == NULL);
+    CHECK_STR(err.database, "default");
+    /* The pool stays usable: the next attempt fails the same way rather than hanging. */
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
+    keel_pool_stats stats;
+    keel_db_pool_stats(db, NULL, &stats, &err);
+    CHECK_INT(stats.size, 0);
+    keel_db_close(db);
+}
+
+int main(void) {
+    if (!mkdtemp(dbdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(dburl, sizeof dburl, "sqlite:///%s/pool.db", dbdir);
+    RUN(waiters_are_served_in_arrival_order);
+    RUN(acquire_times_out_naming_database_and_pool_size);
+    RUN(release_inside_a_transaction_rolls_back);
+    RUN(try_acquire_is_the_fast_path);
+    RUN(unknown_database_is_named);
+    RUN(synchronous_errors_never_call_back);
+    RUN(release_while_busy_cancels_and_returns_the_connection);
+    RUN(close_with_a_leased_connection_leaves_a_closed_handle);
+    RUN(close_fails_queued_waiters);
+    RUN(unreachable_server_fails_the_waiter_quickly);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dbdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dbdir);
+    return TEST_SUMMARY();
+}

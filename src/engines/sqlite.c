@@ -1,0 +1,1513 @@
+/* src/engines/sqlite.c - the SQLite engine: libsqlite3 calls run on the db's worker pool. */
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sqlite3.h>
+
+#include "core/error_int.h"
+#include "core/result_int.h"
+#include "core/timeconv.h"
+#include "engines/engine.h"
+
+#define SQ_ENGINE "sqlite"
+/* Statements kept prepared per connection, keyed by their SQL text. */
+#define SQ_CACHE_SIZE 32
+/* Virtual machine instructions between two checks of the cancel flag. */
+#define SQ_PROGRESS_OPS 1000
+/* Row index meaning "not part of a batch" in error messages. */
+#define SQ_NO_ROW SIZE_MAX
+
+/* ---- options ---- */
+
+static const char *const sq_journal_modes[] = {"DELETE", "TRUNCATE", "PERSIST", "MEMORY",
+                                               "WAL", "OFF", NULL};
+static const char *const sq_sync_modes[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
+static const char *const sq_open_modes[] = {"rwc", "rw", "ro", NULL};
+static const char *const sq_txn_modes[] = {"DEFERRED", "IMMEDIATE", "EXCLUSIVE", NULL};
+static const char *const sq_true_words[] = {"on", "true", "yes", "1", NULL};
+static const char *const sq_false_words[] = {"off", "false", "no", "0", NULL};
+
+enum { SQ_MODE_RWC = 0, SQ_MODE_RW = 1, SQ_MODE_RO = 2 };
+enum { SQ_JOURNAL_WAL = 4 };
+enum { SQ_SYNC_NORMAL = 1 };
+enum { SQ_TXN_DEFERRED = 0, SQ_TXN_IMMEDIATE = 1 };
+
+/* The engine options of one database, as indexes into the word lists above. */
+typedef struct sq_options {
+    int busy_timeout; /* milliseconds */
+    int journal;      /* sq_journal_modes; applied to files only */
+    int synchronous;  /* sq_sync_modes */
+    int foreign_keys;
+    int mode;         /* sq_open_modes */
+    int txn_mode;     /* sq_txn_modes: how KEEL_TXN_BEGIN starts a transaction */
+} sq_options;
+
+/* ---- connection state ---- */
+
+typedef enum sq_job_kind { SQ_JOB_CONNECT, SQ_JOB_QUERY, SQ_JOB_CLOSE } sq_job_kind;
+
+/* One prepared statement of the cache. A slot is free when st is NULL. */
+typedef struct sq_cached {
+    char *sql;
+    size_t len;
+    uint64_t hash;
+    uint64_t used; /* value of the LRU clock at the last use */
+    sqlite3_stmt *st;
+    int dml;
+} sq_cached;
+
+/* A statement ready to run: from the cache (owned == 0) or prepared for one use. */
+typedef struct sq_stmt {
+    sqlite3_stmt *st;
+    int dml;
+    int owned;
+} sq_stmt;
+
+/*
+ * The engine state of a connection (keel_conn.impl). Jobs run one at a time, so the fields a job
+ * uses are touched by one thread at a time: the worker's queue lock orders a job's run() after
+ * the loop's submission and its done() after run(). Only cancel crosses threads while a job runs.
+ */
+typedef struct sq_conn {
+    /* Fixed when the connection is created (loop thread), read by jobs. */
+    char *dbname;
+    char *filename;  /* path, or the memdb URI of a ":memory:" database */
+    char *display;   /* what error messages call the database file */
+    int memory;
+    sq_options opts;
+    keel__workers *workers;
+
+    /* Owned by the thread running the current job. */
+    sqlite3 *db;     /* set by the connect job; the loop reads it only between jobs */
+    sq_cached cache[SQ_CACHE_SIZE];
+    uint64_t clock;
+    sqlite3_stmt *st_clear;       /* a trivial statement whose step resets the interrupt flag */
+    sqlite3_stmt *st_sp_begin;    /* the savepoint that makes a batch atomic */
+    sqlite3_stmt *st_sp_rollback;
+    sqlite3_stmt *st_sp_release;
+    int cleanup;                  /* cleanup statements must not be interrupted */
+
+    /* Set by the loop to stop the running job; read by the worker. */
+    atomic_int cancel;
+
+    /* The current job: inputs set on the loop before submission, outputs by run(). */
+    sq_job_kind kind;
+    int clear_interrupt;
+    keel__arena arena;            /* copies of the SQL and parameters */
+    const char *sql;
+    size_t sql_len;
+    const keel_value *params;
+    size_t nparams;
+    size_t nrows;
+    int many;
+    keel_result *res;
+    keel_error err;
+
+    /* Loop thread only. */
+    keel_conn *conn;
+    int running;
+    int abandoned;   /* closed while a job ran: done() closes and frees */
+    int interrupted; /* sqlite3_interrupt was called: the next job clears the flag first */
+} sq_conn;
+
+/* ---- small text helpers ---- */
+
+/* Index of value in a NULL-terminated word list (case-insensitive), or -1. */
+static int sq_word_index(const char *value, const char *const *words)
+{
+    for (int i = 0; words[i]; i++) {
+        if (strcasecmp(value, words[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Skips white space, semicolons and comments; stops at end or a NUL. */
+static const char *sq_skip_trivia(const char *p, const char *end)
+{
+    while (p < end && *p) {
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v' ||
+            *p == ';') {
+            p++;
+        } else if (p + 1 < end && p[0] == '-' && p[1] == '-') {
+            while (p < end && *p && *p != '\n')
+                p++;
+        } else if (p + 1 < end && p[0] == '/' && p[1] == '*') {
+            p += 2;
+            while (p + 1 < end && !(p[0] == '*' && p[1] == '/'))
+                p++;
+            p = p + 1 < end ? p + 2 : end;
+        } else {
+            break;
+        }
+    }
+    return p;
+}
+
+static int sq_only_trivia(const char *p, const char *end)
+{
+    p = sq_skip_trivia(p, end);
+    return p >= end || *p == '\0';
+}
+
+/*
+ * Whether a statement changes rows, so that sqlite3_changes describes it: SQLite keeps the count
+ * of the last INSERT, UPDATE or DELETE, which a SELECT or DDL statement does not reset.
+ */
+static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st)
+{
+    static const char *const verbs[] = {"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", NULL};
+    if (sqlite3_stmt_readonly(st))
+        return 0;
+    const char *end = sql + len;
+    const char *p = sq_skip_trivia(sql, end);
+    for (int i = 0; verbs[i]; i++) {
+        size_t n = strlen(verbs[i]);
+        if ((size_t)(end - p) >= n && strncasecmp(p, verbs[i], n) == 0) {
+            char next = (size_t)(end - p) > n ? p[n] : ' ';
+            if (!((next >= 'a' && next <= 'z') || (next >= 'A' && next <= 'Z') ||
+                  (next >= '0' && next <= '9') || next == '_'))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static uint64_t sq_hash(const char *s, size_t n)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+/* ---- options ---- */
+
+static keel_status sq_option_error(keel_error *err, const char *db, const char *key,
+                                   const char *expected)
+{
+    return keel__error_set(err, KEEL_ERR_CONFIG, NULL, db, "databases.%s.options.%s: expected %s",
+                           db, key, expected);
+}
+
+/*
+ * Applies one option to o. value NULL checks only that the key is known (its value holds a
+ * secret reference that is resolved at connect time). Values are never quoted in messages since
+ * a resolved reference may hold anything.
+ */
+static keel_status sq_option_apply(sq_options *o, const char *db, const char *key,
+                                   const char *value, keel_error *err)
+{
+    if (strcmp(key, "busy_timeout") == 0) {
+        if (!value)
+            return KEEL_OK;
+        char *end;
+        long long ms = strtoll(value, &end, 10);
+        if (end == value || *end != '\0' || value[0] == '-' || value[0] == '+' || ms < 0 ||
+            ms > INT_MAX)
+            return sq_option_error(err, db, key, "a number of milliseconds (0 or more)");
+        o->busy_timeout = (int)ms;
+    } else if (strcmp(key, "journal_mode") == 0) {
+        int i = value ? sq_word_index(value, sq_journal_modes) : 0;
+        if (i < 0)
+            return sq_option_error(err, db, key, "DELETE, TRUNCATE, PERSIST, MEMORY, WAL or OFF");
+        if (value)
+            o->journal = i;
+    } else if (strcmp(key, "synchronous") == 0) {
+        int i = value ? sq_word_index(value, sq_sync_modes) : 0;
+        if (i < 0)
+            return sq_option_error(err, db, key, "OFF, NORMAL, FULL or EXTRA");
+        if (value)
+            o->synchronous = i;
+    } else if (strcmp(key, "foreign_keys") == 0) {
+        if (!value)
+            return KEEL_OK;
+        if (sq_word_index(value, sq_true_words) >= 0)
+            o->foreign_keys = 1;
+        else if (sq_word_index(value, sq_false_words) >= 0)
+            o->foreign_keys = 0;
+        else
+            return sq_option_error(err, db, key, "on or off");
+    } else if (strcmp(key, "mode") == 0) {
+        int i = value ? sq_word_index(value, sq_open_modes) : 0;
+        if (i < 0)
+            return sq_option_error(err, db, key, "rwc, rw or ro");
+        if (value)
+            o->mode = i;
+    } else if (strcmp(key, "transaction_mode") == 0) {
+        int i = value ? sq_word_index(value, sq_txn_modes) : 0;
+        if (i < 0)
+            return sq_option_error(err, db, key, "DEFERRED, IMMEDIATE or EXCLUSIVE");
+        if (value)
+            o->txn_mode = i;
+    } else {
+        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, db,
+                               "databases.%s.options.%s: unknown SQLite option", db, key);
+    }
+    return KEEL_OK;
+}
+
+/*
+ * Reads the options of dbc into o. With resolve, secret references are resolved (connect time);
+ * without, values holding references are only checked for a known key (validation time).
+ */
+static keel_status sq_options_load(const keel__dbconfig *dbc, int resolve, sq_options *o,
+                                   keel_error *err)
+{
+    o->busy_timeout = 5000;
+    o->journal = SQ_JOURNAL_WAL;
+    o->synchronous = SQ_SYNC_NORMAL;
+    o->foreign_keys = 1;
+    o->mode = SQ_MODE_RWC;
+    o->txn_mode = -1;
+    for (size_t i = 0; i < dbc->noptions; i++) {
+        const keel__option *opt = &dbc->options[i];
+        const char *value = opt->value ? opt->value : "";
+        char *resolved = NULL;
+        if (resolve) {
+            char keypath[256];
+            snprintf(keypath, sizeof keypath, "databases.%s.options.%s", dbc->name, opt->key);
+            keel_status st = keel__config_resolve(value, keypath, &resolved, err);
+            if (st != KEEL_OK)
+                return st;
+            value = resolved;
+        } else if (strstr(value, "${")) {
+            value = NULL;
+        }
+        keel_status st = sq_option_apply(o, dbc->name, opt->key, value, err);
+        free(resolved);
+        if (st != KEEL_OK)
+            return st;
+    }
+    /* A read-only connection cannot take the write lock BEGIN IMMEDIATE asks for. */
+    if (o->txn_mode < 0)
+        o->txn_mode = o->mode == SQ_MODE_RO ? SQ_TXN_DEFERRED : SQ_TXN_IMMEDIATE;
+    return KEEL_OK;
+}
+
+static keel_status sq_check_config(const keel__dbconfig *dbc, keel_error *err)
+{
+    if (!dbc->database || !dbc->database[0])
+        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, dbc->name,
+                               "databases.%s.database: SQLite needs a file path or :memory:",
+                               dbc->name);
+    sq_options o;
+    return sq_options_load(dbc, 0, &o, err);
+}
+
+/* ---- errors (worker side) ---- */
+
+/* Fills the job's error; prefixes "row N: " when row is a batch row. */
+static void sq_fail(sq_conn *sq, keel_status code, const char *sqlstate, size_t row,
+                    const char *msg)
+{
+    if (row != SQ_NO_ROW)
+        keel__error_set(&sq->err, code, SQ_ENGINE, sq->dbname, "row %zu: %s", row, msg);
+    else
+        keel__error_set(&sq->err, code, SQ_ENGINE, sq->dbname, "%s", msg);
+    keel__error_set_sqlstate(&sq->err, sqlstate);
+}
+
+/* The SQLSTATE and status for an SQLITE_ERROR, recognised from SQLite's message. */
+static keel_status sq_classify_error(const char *msg, int prepare, const char **sqlstate)
+{
+    if (strstr(msg, "syntax error") || strstr(msg, "incomplete input") ||
+        strstr(msg, "unrecognized token")) {
+        *sqlstate = "42601";
+        return KEEL_ERR_PROGRAMMING;
+    }
+    if (strstr(msg, "no such table")) {
+        *sqlstate = "42P01";
+        return KEEL_ERR_PROGRAMMING;
+    }
+    if (strstr(msg, "no such column")) {
+        *sqlstate = "42703";
+        return KEEL_ERR_PROGRAMMING;
+    }
+    if (strstr(msg, "no such function")) {
+        *sqlstate = "42883";
+        return KEEL_ERR_PROGRAMMING;
+    }
+    if (strstr(msg, "no transaction is active")) {
+        *sqlstate = "25P01";
+        return KEEL_ERR_TRANSACTION;
+    }
+    if (strstr(msg, "within a transaction")) {
+        *sqlstate = "25001";
+        return KEEL_ERR_TRANSACTION;
+    }
+    if (strstr(msg, "no such savepoint")) {
+        *sqlstate = "3B001";
+        return KEEL_ERR_TRANSACTION;
+    }
+    /* Anything else that fails to compile is a fault of the statement; at run time it is the
+     * database's (a failing function, a raised error). */
+    *sqlstate = prepare ? "42000" : "";
+    return prepare ? KEEL_ERR_PROGRAMMING : KEEL_ERR_DATABASE;
+}
+
+/* Maps a failed SQLite call (rc, extended) to the job's error, with sqlite3_errmsg. */
+static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row)
+{
+    const char *msg = sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc);
+    const char *state = "";
+    keel_status code;
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        code = KEEL_ERR_INTEGRITY;
+        switch (rc) {
+        case SQLITE_CONSTRAINT_UNIQUE:
+        case SQLITE_CONSTRAINT_PRIMARYKEY:
+        case SQLITE_CONSTRAINT_ROWID:
+            state = "23505";
+            break;
+        case SQLITE_CONSTRAINT_FOREIGNKEY:
+            state = "23503";
+            break;
+        case SQLITE_CONSTRAINT_NOTNULL:
+            state = "23502";
+            break;
+        case SQLITE_CONSTRAINT_CHECK:
+            state = "23514";
+            break;
+        default:
+            state = "23000";
+            break;
+        }
+        break;
+    case SQLITE_ERROR:
+        code = sq_classify_error(msg, prepare, &state);
+        break;
+    case SQLITE_RANGE:
+        code = KEEL_ERR_PARAMETERS;
+        break;
+    case SQLITE_MISMATCH:
+    case SQLITE_TOOBIG:
+        code = KEEL_ERR_DATA;
+        state = "22000";
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        code = KEEL_ERR_OPERATIONAL;
+        state = "55P03";
+        break;
+    case SQLITE_INTERRUPT:
+        code = KEEL_ERR_CANCELLED;
+        state = "57014";
+        break;
+    case SQLITE_CANTOPEN:
+        code = KEEL_ERR_CONNECT;
+        state = "08001";
+        break;
+    case SQLITE_NOMEM:
+        code = KEEL_ERR_NOMEM;
+        state = "53200";
+        break;
+    default:
+        code = KEEL_ERR_DATABASE;
+        break;
+    }
+    sq_fail(sq, code, state, row, msg);
+}
+
+static void sq_fail_nomem(sq_conn *sq)
+{
+    sq_fail(sq, KEEL_ERR_NOMEM, "53200", SQ_NO_ROW, "out of memory");
+}
+
+static void sq_fail_cancelled(sq_conn *sq, size_t row)
+{
+    sq_fail(sq, KEEL_ERR_CANCELLED, "57014", row, "interrupted");
+}
+
+static int sq_cancelled(sq_conn *sq)
+{
+    return atomic_load_explicit(&sq->cancel, memory_order_relaxed) != 0;
+}
+
+/* Called by SQLite every SQ_PROGRESS_OPS instructions; non-zero interrupts the statement. It
+ * catches a cancel that arrived before the statement started, which sqlite3_interrupt misses
+ * (the flag is reset when a statement starts on an otherwise idle connection). */
+static int sq_progress(void *arg)
+{
+    sq_conn *sq = arg;
+    return !sq->cleanup && sq_cancelled(sq);
+}
+
+/* Steps a statement that returns no rows and resets it; returns the step's result code. */
+static int sq_step_once(sqlite3_stmt *st)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- statement cache (worker side) ---- */
+
+static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len, uint64_t hash)
+{
+    for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
+        sq_cached *e = &sq->cache[i];
+        if (e->st && e->hash == hash && e->len == len && memcmp(e->sql, sql, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Stores st in a free or the least recently used slot. Returns 0 when it could not (no memory):
+ * the caller then keeps and finalizes the statement itself. */
+static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash,
+                        sqlite3_stmt *st, int dml)
+{
+    sq_cached *slot = &sq->cache[0];
+    for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
+        sq_cached *e = &sq->cache[i];
+        if (!e->st) {
+            slot = e;
+            break;
+        }
+        if (e->used < slot->used)
+            slot = e;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return 0;
+    memcpy(copy, sql, len);
+    copy[len] = '\0';
+    if (slot->st) {
+        sqlite3_finalize(slot->st);
+        free(slot->sql);
+    }
+    slot->sql = copy;
+    slot->len = len;
+    slot->hash = hash;
+    slot->used = ++sq->clock;
+    slot->st = st;
+    slot->dml = dml;
+    return 1;
+}
+
+/*
+ * Finds or prepares the statement of the whole text sql. Returns 0 with *out (out->st NULL when
+ * the text holds no statement at all), 1 when the text holds several statements (nothing is
+ * prepared), -1 with the job's error set.
+ */
+static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out)
+{
+    uint64_t hash = sq_hash(sql, len);
+    sq_cached *e = sq_cache_find(sq, sql, len, hash);
+    if (e) {
+        e->used = ++sq->clock;
+        out->st = e->st;
+        out->dml = e->dml;
+        out->owned = 0;
+        return 0;
+    }
+    if (len >= INT_MAX) {
+        sq_fail(sq, KEEL_ERR_DATA, "54000", SQ_NO_ROW, "statement too long");
+        return -1;
+    }
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    /* The copy is NUL-terminated: passing the terminator spares SQLite a copy of the text. */
+    int rc = sqlite3_prepare_v3(sq->db, sql, (int)len + 1, SQLITE_PREPARE_PERSISTENT, &st, &tail);
+    if (rc != SQLITE_OK) {
+        sq_fail_sqlite(sq, rc, 1, SQ_NO_ROW);
+        return -1;
+    }
+    if (tail && !sq_only_trivia(tail, sql + len)) {
+        sqlite3_finalize(st);
+        return 1;
+    }
+    out->st = st;
+    out->dml = st ? sq_is_dml(sql, len, st) : 0;
+    out->owned = st ? !sq_cache_put(sq, sql, len, hash, st, out->dml) : 0;
+    return 0;
+}
+
+/* Makes a used statement ready for its next use, or finalizes a one-time one. */
+static void sq_statement_done(sq_stmt *s)
+{
+    if (!s->st)
+        return;
+    if (s->owned) {
+        sqlite3_finalize(s->st);
+    } else {
+        sqlite3_reset(s->st);
+        sqlite3_clear_bindings(s->st);
+    }
+    s->st = NULL;
+}
+
+/* ---- binding and decoding (worker side) ---- */
+
+/* Binds one row of parameters; parameter n goes to ?n. Returns 0 or -1 with the error set. */
+static int sq_bind(sq_conn *sq, sqlite3_stmt *st, const keel_value *params, size_t n, size_t row)
+{
+    int expected = sqlite3_bind_parameter_count(st);
+    if ((size_t)expected != n) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the statement takes %d parameters, %zu given", expected, n);
+        sq_fail(sq, KEEL_ERR_PARAMETERS, "08P01", row, msg);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const keel_value *v = &params[i];
+        int idx = (int)i + 1;
+        char text[KEEL__TIME_TEXT_MAX];
+        size_t tn;
+        int rc;
+        switch (v->type) {
+        case KEEL_TYPE_NULL:
+            rc = sqlite3_bind_null(st, idx);
+            break;
+        case KEEL_TYPE_BOOL:
+            rc = sqlite3_bind_int(st, idx, v->u.boolean ? 1 : 0);
+            break;
+        case KEEL_TYPE_INT:
+            rc = sqlite3_bind_int64(st, idx, v->u.i64);
+            break;
+        case KEEL_TYPE_FLOAT:
+            rc = sqlite3_bind_double(st, idx, v->u.f64);
+            break;
+        case KEEL_TYPE_NUMERIC:
+        case KEEL_TYPE_TEXT:
+        case KEEL_TYPE_JSON:
+            /* The job's arena keeps the copy alive until the statement is reset. */
+            rc = sqlite3_bind_text64(st, idx, v->u.str.len ? v->u.str.ptr : "", v->u.str.len,
+                                     SQLITE_STATIC, SQLITE_UTF8);
+            break;
+        case KEEL_TYPE_BYTES:
+            /* A NULL pointer would bind SQL NULL: an empty blob needs a non-NULL one. */
+            rc = sqlite3_bind_blob64(st, idx, v->u.str.len ? v->u.str.ptr : "", v->u.str.len,
+                                     SQLITE_STATIC);
+            break;
+        case KEEL_TYPE_DATE:
+            tn = keel__format_date(v->u.date, text);
+            rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
+            break;
+        case KEEL_TYPE_TIME:
+            tn = keel__format_time(v->u.micros, text);
+            rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
+            break;
+        case KEEL_TYPE_TIMESTAMP:
+            tn = keel__format_timestamp(v->u.micros, text);
+            rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
+            break;
+        case KEEL_TYPE_TIMESTAMPTZ:
+            tn = keel__format_timestamptz(v->u.micros, text);
+            rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
+            break;
+        case KEEL_TYPE_UUID:
+            keel__format_uuid(v->u.uuid, text);
+            rc = sqlite3_bind_text(st, idx, text, 36, SQLITE_TRANSIENT);
+            break;
+        default: {
+            char msg[96];
+            snprintf(msg, sizeof msg, "parameter $%zu has an unknown type (%d)", i + 1,
+                     (int)v->type);
+            sq_fail(sq, KEEL_ERR_PARAMETERS, "", row, msg);
+            return -1;
+        }
+        }
+        if (rc != SQLITE_OK) {
+            sq_fail_sqlite(sq, rc, 0, row);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* How a declared column type asks values to be read. */
+typedef enum sq_decl {
+    SQ_DECL_NONE,
+    SQ_DECL_BOOL,
+    SQ_DECL_DATE,
+    SQ_DECL_TIME,
+    SQ_DECL_TIMESTAMP,
+    SQ_DECL_TIMESTAMPTZ,
+    SQ_DECL_UUID,
+    SQ_DECL_JSON,
+    SQ_DECL_NUMERIC,
+    SQ_DECL_INT,
+    SQ_DECL_TEXT,
+    SQ_DECL_BLOB,
+    SQ_DECL_FLOAT
+} sq_decl;
+
+/*
+ * Classifies a declared type by substrings, as SQLite derives affinities. The keel types SQLite
+ * lacks come first; the affinity rules (INT, then CHAR/CLOB/TEXT, BLOB, REAL/FLOA/DOUB) follow in
+ * SQLite's order.
+ */
+static sq_decl sq_classify_decl(const char *d)
+{
+    if (!d || !d[0])
+        return SQ_DECL_NONE;
+    if (strcasestr(d, "BOOL"))
+        return SQ_DECL_BOOL;
+    if (strcasestr(d, "TIMESTAMPTZ"))
+        return SQ_DECL_TIMESTAMPTZ;
+    if (strcasestr(d, "TIMESTAMP") || strcasestr(d, "DATETIME"))
+        return strcasestr(d, "WITH TIME") ? SQ_DECL_TIMESTAMPTZ : SQ_DECL_TIMESTAMP;
+    if (strcasestr(d, "DATE"))
+        return SQ_DECL_DATE;
+    if (strcasestr(d, "TIME"))
+        return SQ_DECL_TIME;
+    if (strcasestr(d, "UUID"))
+        return SQ_DECL_UUID;
+    if (strcasestr(d, "JSON"))
+        return SQ_DECL_JSON;
+    if (strcasestr(d, "NUMERIC") || strcasestr(d, "DECIMAL"))
+        return SQ_DECL_NUMERIC;
+    if (strcasestr(d, "INT"))
+        return SQ_DECL_INT;
+    if (strcasestr(d, "CHAR") || strcasestr(d, "CLOB") || strcasestr(d, "TEXT"))
+        return SQ_DECL_TEXT;
+    if (strcasestr(d, "BLOB"))
+        return SQ_DECL_BLOB;
+    if (strcasestr(d, "REAL") || strcasestr(d, "FLOA") || strcasestr(d, "DOUB"))
+        return SQ_DECL_FLOAT;
+    return SQ_DECL_NONE;
+}
+
+static keel_type sq_decl_type(sq_decl d)
+{
+    static const keel_type types[] = {
+        [SQ_DECL_NONE] = KEEL_TYPE_NULL,
+        [SQ_DECL_BOOL] = KEEL_TYPE_BOOL,
+        [SQ_DECL_DATE] = KEEL_TYPE_DATE,
+        [SQ_DECL_TIME] = KEEL_TYPE_TIME,
+        [SQ_DECL_TIMESTAMP] = KEEL_TYPE_TIMESTAMP,
+        [SQ_DECL_TIMESTAMPTZ] = KEEL_TYPE_TIMESTAMPTZ,
+        [SQ_DECL_UUID] = KEEL_TYPE_UUID,
+        [SQ_DECL_JSON] = KEEL_TYPE_JSON,
+        [SQ_DECL_NUMERIC] = KEEL_TYPE_NUMERIC,
+        [SQ_DECL_INT] = KEEL_TYPE_INT,
+        [SQ_DECL_TEXT] = KEEL_TYPE_TEXT,
+        [SQ_DECL_BLOB] = KEEL_TYPE_BYTES,
+        [SQ_DECL_FLOAT] = KEEL_TYPE_FLOAT,
+    };
+    return types[d];
+}
+
+/* Whether text is a decimal number ("-12.50", "1e3", "NaN", "Infinity"). */
+static int sq_is_decimal(const char *s, size_t n)
+{
+    const char *p = s, *end = s + n;
+    if (p < end && (*p == '+' || *p == '-'))
+        p++;
+    if ((size_t)(end - p) == 3 && strncasecmp(p, "NaN", 3) == 0)
+        return p == s;
+    if ((size_t)(end - p) == 8 && strncasecmp(p, "Infinity", 8) == 0)
+        return 1;
+    size_t digits = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        p++;
+        digits++;
+    }
+    if (p < end && *p == '.') {
+        p++;
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+            digits++;
+        }
+    }
+    if (digits == 0)
+        return 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p == end || *p < '0' || *p > '9')
+            return 0;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    return p == end;
+}
+
+/* Writes the shortest text that reads back as d exactly (NaN and infinities by name). */
+static size_t sq_format_double(double d, char *out, size_t size)
+{
+    if (isnan(d))
+        return (size_t)snprintf(out, size, "NaN");
+    if (isinf(d))
+        return (size_t)snprintf(out, size, d < 0 ? "-Infinity" : "Infinity");
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, size, "%.*g", prec, d);
+        if (strtod(out, NULL) == d)
+            break;
+    }
+    /* A locale with a decimal comma must not leak into SQL-level text. */
+    for (char *p = out; *p; p++) {
+        if (*p == ',')
+            *p = '.';
+    }
+    return (size_t)n;
+}
+
+static int sq_set_text(keel_result *res, keel_value *out, keel_type type, const char *p, size_t n)
+{
+    char *copy = keel__result_strndup(res, n ? p : "", n);
+    if (!copy)
+        return -1;
+    out->type = type;
+    out->u.str.ptr = copy;
+    out->u.str.len = n;
+    return 0;
+}
+
+/*
+ * Decodes column col of the current row into out (already KEEL_TYPE_NULL). The declared type
+ * chooses the keel type; when the stored value does not fit it, the value is returned by its
+ * storage class so nothing is lost. Returns 0, or -1 when out of memory.
+ */
+static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, sq_decl decl,
+                     keel_value *out)
+{
+    int sc = sqlite3_column_type(st, col);
+    if (sc == SQLITE_NULL)
+        return 0;
+    const char *txt = NULL;
+    size_t n = 0;
+    if (sc == SQLITE_TEXT || sc == SQLITE_BLOB) {
+        txt = sc == SQLITE_TEXT ? (const char *)sqlite3_column_text(st, col)
+                                : (const char *)sqlite3_column_blob(st, col);
+        n = (size_t)sqlite3_column_bytes(st, col);
+        if (!txt) {
+            if (sqlite3_errcode(sq->db) == SQLITE_NOMEM)
+                return -1;
+            txt = "";
+            n = 0;
+        }
+    }
+    char num[40];
+    switch (decl) {
+    case SQ_DECL_BOOL:
+        if (sc == SQLITE_INTEGER) {
+            int64_t v = sqlite3_column_int64(st, col);
+            if (v == 0 || v == 1) {
+                out->type = KEEL_TYPE_BOOL;
+                out->u.boolean = (int)v;
+                return 0;
+            }
+        } else if (sc == SQLITE_TEXT) {
+            if ((n == 4 && strncasecmp(txt, "true", 4) == 0) ||
+                (n == 5 && strncasecmp(txt, "false", 5) == 0)) {
+                out->type = KEEL_TYPE_BOOL;
+                out->u.boolean = n == 4;
+                return 0;
+            }
+        }
+        break;
+    case SQ_DECL_DATE:
+        if (sc == SQLITE_TEXT && keel__parse_date(txt, n, &out->u.date) == 0) {
+            out->type = KEEL_TYPE_DATE;
+            return 0;
+        }
+        break;
+    case SQ_DECL_TIME:
+        if (sc == SQLITE_TEXT && keel__parse_time(txt, n, &out->u.micros) == 0) {
+            out->type = KEEL_TYPE_TIME;
+            return 0;
+        }
+        break;
+    case SQ_DECL_TIMESTAMP:
+        if (sc == SQLITE_TEXT && keel__parse_timestamp(txt, n, &out->u.micros) == 0) {
+            out->type = KEEL_TYPE_TIMESTAMP;
+            return 0;
+        }
+        break;
+    case SQ_DECL_TIMESTAMPTZ:
+        /* Text without an offset is UTC: that is what SQLite's CURRENT_TIMESTAMP writes. */
+        if (sc == SQLITE_TEXT && (keel__parse_timestamptz(txt, n, &out->u.micros) == 0 ||
+                                  keel__parse_timestamp(txt, n, &out->u.micros) == 0)) {
+            out->type = KEEL_TYPE_TIMESTAMPTZ;
+            return 0;
+        }
+        break;
+    case SQ_DECL_UUID:
+        if (sc == SQLITE_TEXT && keel__parse_uuid(txt, n, out->u.uuid) == 0) {
+            out->type = KEEL_TYPE_UUID;
+            return 0;
+        }
+        if (sc == SQLITE_BLOB && n == 16) {
+            memcpy(out->u.uuid, txt, 16);
+            out->type = KEEL_TYPE_UUID;
+            return 0;
+        }
+        break;
+    case SQ_DECL_JSON:
+        /* A JSON column has NUMERIC affinity, so a bare number document is stored as one. */
+        if (sc == SQLITE_TEXT)
+            return sq_set_text(res, out, KEEL_TYPE_JSON, txt, n);
+        if (sc == SQLITE_INTEGER) {
+            int len = snprintf(num, sizeof num, "%" PRId64, (int64_t)sqlite3_column_int64(st, col));
+            return sq_set_text(res, out, KEEL_TYPE_JSON, num, (size_t)len);
+        }
+        if (sc == SQLITE_FLOAT && isfinite(sqlite3_column_double(st, col))) {
+            size_t len = sq_format_double(sqlite3_column_double(st, col), num, sizeof num);
+            return sq_set_text(res, out, KEEL_TYPE_JSON, num, len);
+        }
+        break;
+    case SQ_DECL_NUMERIC:
+        if (sc == SQLITE_INTEGER) {
+            int len = snprintf(num, sizeof num, "%" PRId64, (int64_t)sqlite3_column_int64(st, col));
+            return sq_set_text(res, out, KEEL_TYPE_NUMERIC, num, (size_t)len);
+        }
+        if (sc == SQLITE_FLOAT) {
+            size_t len = sq_format_double(sqlite3_column_double(st, col), num, sizeof num);
+            return sq_set_text(res, out, KEEL_TYPE_NUMERIC, num, len);
+        }
+        if (sc == SQLITE_TEXT && sq_is_decimal(txt, n))
+            return sq_set_text(res, out, KEEL_TYPE_NUMERIC, txt, n);
+        break;
+    default:
+        break;
+    }
+    switch (sc) {
+    case SQLITE_INTEGER:
+        out->type = KEEL_TYPE_INT;
+        out->u.i64 = sqlite3_column_int64(st, col);
+        return 0;
+    case SQLITE_FLOAT:
+        out->type = KEEL_TYPE_FLOAT;
+        out->u.f64 = sqlite3_column_double(st, col);
+        return 0;
+    case SQLITE_TEXT:
+        return sq_set_text(res, out, KEEL_TYPE_TEXT, txt, n);
+    default:
+        return sq_set_text(res, out, KEEL_TYPE_BYTES, txt, n);
+    }
+}
+
+/* ---- running statements (worker side) ---- */
+
+/*
+ * Binds params to st, steps it to the end and returns its rows in *out. The caller resets or
+ * finalizes st. Returns 0, or -1 with the job's error set.
+ */
+static int sq_exec(sq_conn *sq, sqlite3_stmt *st, int dml, const keel_value *params,
+                   size_t nparams, keel_result **out)
+{
+    if (sq_bind(sq, st, params, nparams, SQ_NO_ROW) != 0)
+        return -1;
+    /* The columns are read after the first step: a statement prepared before a schema change
+     * is compiled again by that step and may then have other columns. */
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
+        return -1;
+    }
+    int ncols = sqlite3_column_count(st);
+    keel_result *res = keel__result_new((size_t)ncols);
+    sq_decl small[32];
+    sq_decl *decls = ncols <= 32 ? small : malloc((size_t)ncols * sizeof *decls);
+    if (!res || !decls)
+        goto nomem;
+    for (int i = 0; i < ncols; i++) {
+        const char *name = sqlite3_column_name(st, i);
+        if (!name)
+            goto nomem;
+        decls[i] = sq_classify_decl(sqlite3_column_decltype(st, i));
+        if (keel__result_set_column(res, (size_t)i, name, strlen(name),
+                                    sq_decl_type(decls[i])) != 0)
+            goto nomem;
+    }
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
+        if (ncols == 0)
+            continue;
+        keel_value *row = keel__result_add_row(res);
+        if (!row)
+            goto nomem;
+        for (int i = 0; i < ncols; i++) {
+            if (sq_decode(sq, res, st, i, decls[i], &row[i]) != 0)
+                goto nomem;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
+        goto fail;
+    }
+    keel__result_set_affected(res, dml ? (int64_t)sqlite3_changes64(sq->db) : -1);
+    if (decls != small)
+        free(decls);
+    *out = res;
+    return 0;
+nomem:
+    sq_fail_nomem(sq);
+fail:
+    if (decls && decls != small)
+        free(decls);
+    keel_result_free(res);
+    return -1;
+}
+
+/* A result with no columns and no rows, for statements that return nothing. */
+static void sq_empty_result(sq_conn *sq, int64_t affected)
+{
+    sq->res = keel__result_new(0);
+    if (!sq->res)
+        sq_fail_nomem(sq);
+    else
+        keel__result_set_affected(sq->res, affected);
+}
+
+/* Runs every statement of a parameterless script in turn; the result is the last one's. */
+static void sq_run_script(sq_conn *sq)
+{
+    const char *p = sq->sql, *end = sq->sql + sq->sql_len;
+    keel_result *last = NULL;
+    for (;;) {
+        p = sq_skip_trivia(p, end);
+        if (p >= end || *p == '\0')
+            break;
+        if (sq_cancelled(sq)) {
+            sq_fail_cancelled(sq, SQ_NO_ROW);
+            break;
+        }
+        sqlite3_stmt *st = NULL;
+        const char *tail = NULL;
+        int rc = sqlite3_prepare_v3(sq->db, p, (int)(end - p) + 1, 0, &st, &tail);
+        if (rc != SQLITE_OK) {
+            sq_fail_sqlite(sq, rc, 1, SQ_NO_ROW);
+            break;
+        }
+        const char *start = p;
+        p = tail && tail > start ? tail : end;
+        if (!st)
+            continue;
+        keel_result *res = NULL;
+        rc = sq_exec(sq, st, sq_is_dml(start, (size_t)(p - start), st), NULL, 0, &res);
+        sqlite3_finalize(st);
+        if (rc != 0)
+            break;
+        keel_result_free(last);
+        last = res;
+    }
+    if (sq->err.code != KEEL_OK) {
+        keel_result_free(last);
+        return;
+    }
+    if (last)
+        sq->res = last;
+    else
+        sq_empty_result(sq, -1);
+}
+
+static void sq_run_one(sq_conn *sq)
+{
+    sq_stmt s;
+    int r = sq_statement(sq, sq->sql, sq->sql_len, &s);
+    if (r < 0)
+        return;
+    if (r == 1) {
+        if (sq->nparams)
+            sq_fail(sq, KEEL_ERR_PROGRAMMING, "42601", SQ_NO_ROW,
+                    "a statement with parameters must be a single statement");
+        else
+            sq_run_script(sq);
+        return;
+    }
+    if (!s.st) {
+        sq_empty_result(sq, -1);
+        return;
+    }
+    sq_exec(sq, s.st, s.dml, sq->params, sq->nparams, &sq->res);
+    sq_statement_done(&s);
+}
+
+/* Undoes a failed batch: its savepoint exists while a transaction is open. */
+static void sq_batch_rollback(sq_conn *sq)
+{
+    sq->cleanup = 1;
+    if (!sqlite3_get_autocommit(sq->db)) {
+        sq_step_once(sq->st_sp_rollback);
+        sq_step_once(sq->st_sp_release);
+    }
+    sq->cleanup = 0;
+}
+
+/*
+ * Runs the statement once per parameter row inside a savepoint, so the batch is all or nothing
+ * whether or not a transaction is open: a failing row undoes the rows before it and leaves an
+ * enclosing transaction as it was.
+ */
+static void sq_run_many(sq_conn *sq)
+{
+    sq_stmt s;
+    int r = sq_statement(sq, sq->sql, sq->sql_len, &s);
+    if (r < 0)
+        return;
+    if (r == 1 || !s.st) {
+        sq_fail(sq, KEEL_ERR_PROGRAMMING, "42601", SQ_NO_ROW,
+                "a batch needs exactly one statement");
+        return;
+    }
+    int rc = sq_step_once(sq->st_sp_begin);
+    if (rc != SQLITE_DONE) {
+        sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
+        sq_statement_done(&s);
+        return;
+    }
+    int64_t total = 0;
+    int failed = 0;
+    for (size_t row = 0; row < sq->nrows && !failed; row++) {
+        if (sq_cancelled(sq)) {
+            sq_fail_cancelled(sq, row);
+            failed = 1;
+            break;
+        }
+        if (sq_bind(sq, s.st, sq->params + row * sq->nparams, sq->nparams, row) != 0) {
+            failed = 1;
+            break;
+        }
+        while ((rc = sqlite3_step(s.st)) == SQLITE_ROW)
+            ;
+        if (rc != SQLITE_DONE) {
+            sq_fail_sqlite(sq, rc, 0, row);
+            failed = 1;
+        } else {
+            total += sqlite3_changes64(sq->db);
+        }
+        sqlite3_reset(s.st);
+    }
+    sq_statement_done(&s);
+    if (!failed) {
+        rc = sq_step_once(sq->st_sp_release);
+        if (rc != SQLITE_DONE) {
+            sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
+            failed = 1;
+        }
+    }
+    if (failed)
+        sq_batch_rollback(sq);
+    else
+        sq_empty_result(sq, s.dml ? total : -1);
+}
+
+/*
+ * Resets SQLite's interrupt flag after a cancel whose sqlite3_interrupt may have come too late to
+ * stop anything: a stale flag would make the next sqlite3_prepare fail. Stepping any statement
+ * while none is active clears it.
+ */
+static void sq_clear_interrupt(sq_conn *sq)
+{
+    sq->cleanup = 1;
+    sq_step_once(sq->st_clear);
+    sq->cleanup = 0;
+}
+
+static void sq_run_query(sq_conn *sq)
+{
+    if (sq->clear_interrupt)
+        sq_clear_interrupt(sq);
+    if (sq_cancelled(sq)) {
+        sq_fail_cancelled(sq, SQ_NO_ROW);
+        return;
+    }
+    if (sq->many)
+        sq_run_many(sq);
+    else
+        sq_run_one(sq);
+}
+
+/* Finalizes every statement and closes the handle; safe on a half-opened connection. */
+static void sq_close_db(sq_conn *sq)
+{
+    for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
+        sq_cached *e = &sq->cache[i];
+        if (e->st)
+            sqlite3_finalize(e->st);
+        free(e->sql);
+        memset(e, 0, sizeof *e);
+    }
+    sqlite3_stmt **own[] = {&sq->st_clear, &sq->st_sp_begin, &sq->st_sp_rollback,
+                            &sq->st_sp_release};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+        sqlite3_finalize(*own[i]);
+        *own[i] = NULL;
+    }
+    sqlite3_close_v2(sq->db);
+    sq->db = NULL;
+}
+
+/* A connect step failed: report it as a connect error naming the file, and close. */
+static void sq_connect_failed(sq_conn *sq, int rc, const char *what)
+{
+    const char *msg = sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc);
+    keel_status code = (rc & 0xff) == SQLITE_NOMEM ? KEEL_ERR_NOMEM : KEEL_ERR_CONNECT;
+    keel__error_set(&sq->err, code, SQ_ENGINE, sq->dbname, "cannot %s SQLite database \"%s\": %s",
+                    what, sq->display, msg);
+    keel__error_set_sqlstate(&sq->err, code == KEEL_ERR_NOMEM ? "53200" : "08001");
+    sq_close_db(sq);
+}
+
+static void sq_run_connect(sq_conn *sq)
+{
+    static const int open_flags[] = {
+        [SQ_MODE_RWC] = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+        [SQ_MODE_RW] = SQLITE_OPEN_READWRITE,
+        [SQ_MODE_RO] = SQLITE_OPEN_READONLY,
+    };
+    /* NOMUTEX: jobs never use a connection from two threads at once, and sqlite3_interrupt,
+     * the one call made while a job runs, takes no lock; the per-call mutex would only cost. */
+    int flags = open_flags[sq->opts.mode] | SQLITE_OPEN_NOMUTEX;
+#ifdef SQLITE_OPEN_EXRESCODE
+    flags |= SQLITE_OPEN_EXRESCODE;
+#endif
+    if (sq->memory)
+        flags |= SQLITE_OPEN_URI;
+    int rc = sqlite3_open_v2(sq->filename, &sq->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        sq_connect_failed(sq, rc, "open");
+        return;
+    }
+    sqlite3_extended_result_codes(sq->db, 1);
+    sqlite3_busy_timeout(sq->db, sq->opts.busy_timeout);
+    sqlite3_progress_handler(sq->db, SQ_PROGRESS_OPS, sq_progress, sq);
+
+    char sql[160];
+    /* WAL cannot be set on a read-only connection and does not apply to memory databases. */
+    if (!sq->memory && sq->opts.mode != SQ_MODE_RO) {
+        snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", sq_journal_modes[sq->opts.journal]);
+        rc = sqlite3_exec(sq->db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            sq_connect_failed(sq, rc, "configure");
+            return;
+        }
+    }
+    snprintf(sql, sizeof sql, "PRAGMA synchronous=%s; PRAGMA foreign_keys=%s",
+             sq_sync_modes[sq->opts.synchronous], sq->opts.foreign_keys ? "ON" : "OFF");
+    rc = sqlite3_exec(sq->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        sq_connect_failed(sq, rc, "configure");
+        return;
+    }
+    struct {
+        sqlite3_stmt **st;
+        const char *sql;
+    } own[] = {
+        {&sq->st_clear, "SELECT 0"},
+        {&sq->st_sp_begin, "SAVEPOINT keel_batch"},
+        {&sq->st_sp_rollback, "ROLLBACK TO keel_batch"},
+        {&sq->st_sp_release, "RELEASE keel_batch"},
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+        rc = sqlite3_prepare_v3(sq->db, own[i].sql, -1, SQLITE_PREPARE_PERSISTENT, own[i].st,
+                                NULL);
+        if (rc != SQLITE_OK) {
+            sq_connect_failed(sq, rc, "prepare");
+            return;
+        }
+    }
+}
+
+static void sq_job_run(void *arg)
+{
+    sq_conn *sq = arg;
+    switch (sq->kind) {
+    case SQ_JOB_CONNECT:
+        sq_run_connect(sq);
+        break;
+    case SQ_JOB_QUERY:
+        sq_run_query(sq);
+        break;
+    case SQ_JOB_CLOSE:
+        sq_close_db(sq);
+        break;
+    }
+}
+
+/* ---- loop side ---- */
+
+static void sq_free(sq_conn *sq)
+{
+    keel__arena_free(&sq->arena);
+    keel_result_free(sq->res);
+    free(sq->dbname);
+    free(sq->filename);
+    free(sq->display);
+    free(sq);
+}
+
+static void sq_job_done(void *arg);
+
+/* Closes the handle on a worker (closing may checkpoint the WAL), then frees. */
+static void sq_start_close(sq_conn *sq)
+{
+    if (!sq->db) {
+        sq_free(sq);
+        return;
+    }
+    sq->kind = SQ_JOB_CLOSE;
+    sq->running = 1;
+    if (keel__workers_submit(sq->workers, sq_job_run, sq_job_done, sq) != 0) {
+        /* The pool is shutting down or out of memory: close here as a last resort. */
+        sq_close_db(sq);
+        sq_free(sq);
+    }
+}
+
+static void sq_job_done(void *arg)
+{
+    sq_conn *sq = arg;
+    sq->running = 0;
+    if (sq->kind == SQ_JOB_CLOSE) {
+        sq_free(sq);
+        return;
+    }
+    keel__arena_free(&sq->arena);
+    sq->sql = NULL;
+    sq->params = NULL;
+    keel_result *res = sq->res;
+    sq->res = NULL;
+    if (sq->abandoned) {
+        keel_result_free(res);
+        sq_start_close(sq);
+        return;
+    }
+    keel_conn *c = sq->conn;
+    /* The callbacks below may start the next job on this connection, which reuses sq->err. */
+    keel_error err = sq->err;
+    int failed = err.code != KEEL_OK;
+    if (sq->kind == SQ_JOB_CONNECT) {
+        if (failed) {
+            c->impl = NULL;
+            sq_free(sq);
+        }
+        keel__conn_connected(c, failed ? &err : NULL);
+        return;
+    }
+    keel__conn_complete(c, failed ? NULL : res, failed ? &err : NULL);
+}
+
+/* Appends s percent-encoded except for characters safe in a URI path. */
+static int sq_uri_escape(keel__buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        int safe = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.';
+        if (safe ? keel__buf_putc(b, (char)ch) : keel__buf_printf(b, "%%%02X", ch))
+            return -1;
+    }
+    return 0;
+}
+
+static keel_status sq_connect(keel_conn *c, keel_error *err)
+{
+    const keel__dbconfig *dbc = c->config;
+    sq_conn *sq = calloc(1, sizeof *sq);
+    if (!sq)
+        return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbc->name, "out of memory");
+    atomic_init(&sq->cancel, 0);
+    keel_status st = sq_options_load(dbc, 1, &sq->opts, err);
+    if (st != KEEL_OK)
+        goto fail;
+    char keypath[160];
+    snprintf(keypath, sizeof keypath, "databases.%s.database", dbc->name);
+    char *path = NULL;
+    st = keel__config_resolve(dbc->database ? dbc->database : "", keypath, &path, err);
+    if (st != KEEL_OK)
+        goto fail;
+    sq->display = path;
+    sq->dbname = strdup(dbc->name);
+    if (!sq->dbname)
+        goto nomem;
+    if (strcmp(path, ":memory:") == 0) {
+        /* Every pooled connection of this keel_db must see the same memory database: a memdb
+         * name starting with "/" is shared within the process, and the config pointer tells
+         * apart two dbs that configure the same name. */
+        keel__buf uri = {0};
+        if (keel__buf_printf(&uri, "file:/keel-%" PRIxPTR "-", (uintptr_t)dbc) ||
+            sq_uri_escape(&uri, dbc->name) || keel__buf_puts(&uri, "?vfs=memdb")) {
+            keel__buf_free(&uri);
+            goto nomem;
+        }
+        sq->filename = uri.data;
+        sq->memory = 1;
+    } else {
+        sq->filename = strdup(path);
+        if (!sq->filename)
+            goto nomem;
+    }
+    sq->workers = keel__conn_workers(c);
+    if (!sq->workers) {
+        st = keel__error_set(err, KEEL_ERR_CONNECT, SQ_ENGINE, dbc->name,
+                             "cannot start the worker threads SQLite runs on");
+        goto fail;
+    }
+    sq->conn = c;
+    sq->kind = SQ_JOB_CONNECT;
+    sq->running = 1;
+    keel_error_clear(&sq->err);
+    if (keel__workers_submit(sq->workers, sq_job_run, sq_job_done, sq) != 0)
+        goto nomem;
+    c->impl = sq;
+    return KEEL_OK;
+nomem:
+    st = keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbc->name, "out of memory");
+fail:
+    sq_free(sq);
+    return st;
+}
+
+/* Copies what the worker needs (the statement and its parameters) and submits the job. */
+static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
+                             const keel_value *params, size_t nparams, size_t nrows, int many,
+                             keel_error *err)
+{
+    sq_conn *sq = c->impl;
+    const char *dbname = c->config->name;
+    if (!sq || !sq->db)
+        return keel__error_set(err, KEEL_ERR_CLOSED, SQ_ENGINE, dbname, "connection is closed");
+    if (sq->running)
+        return keel__error_set(err, KEEL_ERR_BUSY, SQ_ENGINE, dbname,
+                               "an operation is already running on this connection");
+    size_t count = nparams * nrows;
+    if (nrows && count / nrows != nparams)
+        return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbname, "out of memory");
+    /* The statement is copied too: after an abandoning close the core frees its buffer while
+     * the job may still read it. */
+    sq->sql = keel__arena_strndup(&sq->arena, sql, sql_len);
+    keel_value *copy = NULL;
+    if (sq->sql && count) {
+        copy = count <= SIZE_MAX / sizeof *copy
+                   ? keel__arena_alloc(&sq->arena, count * sizeof *copy)
+                   : NULL;
+        if (copy) {
+            memcpy(copy, params, count * sizeof *copy);
+            for (size_t i = 0; i < count; i++) {
+                keel_value *v = &copy[i];
+                if ((v->type == KEEL_TYPE_NUMERIC || v->type == KEEL_TYPE_TEXT ||
+                     v->type == KEEL_TYPE_BYTES || v->type == KEEL_TYPE_JSON) &&
+                    v->u.str.len) {
+                    v->u.str.ptr = keel__arena_strndup(&sq->arena, v->u.str.ptr, v->u.str.len);
+                    if (!v->u.str.ptr) {
+                        copy = NULL;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if (!sq->sql || (count && !copy)) {
+        keel__arena_free(&sq->arena);
+        sq->sql = NULL;
+        return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbname, "out of memory");
+    }
+    sq->sql_len = sql_len;
+    sq->params = copy;
+    sq->nparams = nparams;
+    sq->nrows = nrows;
+    sq->many = many;
+    sq->res = NULL;
+    keel_error_clear(&sq->err);
+    sq->kind = SQ_JOB_QUERY;
+    sq->clear_interrupt = sq->interrupted;
+    sq->interrupted = 0;
+    atomic_store(&sq->cancel, 0);
+    sq->running = 1;
+    if (keel__workers_submit(sq->workers, sq_job_run, sq_job_done, sq) != 0) {
+        sq->running = 0;
+        sq->interrupted = sq->clear_interrupt;
+        keel__arena_free(&sq->arena);
+        sq->sql = NULL;
+        sq->params = NULL;
+        return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbname,
+                               "cannot queue the statement on the worker threads");
+    }
+    return KEEL_OK;
+}
+
+static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *err)
+{
+    return sq_submit(c, stmt->sql, stmt->sql_len, stmt->params, stmt->nparams,
+                     stmt->many ? stmt->nrows : 1, stmt->many, err);
+}
+
+static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err)
+{
+    static const char *const begin_sql[] = {"BEGIN DEFERRED", "BEGIN IMMEDIATE",
+                                            "BEGIN EXCLUSIVE"};
+    sq_conn *sq = c->impl;
+    if (op < KEEL_TXN_BEGIN || op > KEEL_TXN_ROLLBACK_TO)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, SQ_ENGINE, c->config->name,
+                               "unknown transaction operation %d", (int)op);
+    if (op == KEEL_TXN_BEGIN && sq) {
+        const char *sql = begin_sql[sq->opts.txn_mode];
+        return sq_submit(c, sql, strlen(sql), NULL, 0, 1, 0, err);
+    }
+    keel__buf sql = {0};
+    if (keel__txn_sql(op, depth, &sql) != 0) {
+        keel__buf_free(&sql);
+        return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, c->config->name, "out of memory");
+    }
+    keel_status st = sq_submit(c, sql.data, sql.len, NULL, 0, 1, 0, err);
+    keel__buf_free(&sql);
+    return st;
+}
+
+static void sq_cancel(keel_conn *c)
+{
+    sq_conn *sq = c->impl;
+    if (!sq || !sq->running || sq->kind != SQ_JOB_QUERY)
+        return;
+    atomic_store(&sq->cancel, 1);
+    sqlite3_interrupt(sq->db);
+    sq->interrupted = 1;
+}
+
+static keel_txn_status sq_txn_status(const keel_conn *c)
+{
+    const sq_conn *sq = c->impl;
+    if (!sq || !sq->db || sq->running)
+        return KEEL_TXN_UNKNOWN;
+    return sqlite3_get_autocommit(sq->db) ? KEEL_TXN_IDLE : KEEL_TXN_ACTIVE;
+}
+
+static void sq_close(keel_conn *c)
+{
+    sq_conn *sq = c->impl;
+    if (!sq)
+        return;
+    c->impl = NULL;
+    sq->conn = NULL;
+    if (sq->running) {
+        /* The job cannot be stopped mid-call: its done() closes and frees. A query is asked to
+         * stop early, since nobody will read its result. */
+        sq->abandoned = 1;
+        if (sq->kind == SQ_JOB_QUERY) {
+            atomic_store(&sq->cancel, 1);
+            sqlite3_interrupt(sq->db);
+        }
+        return;
+    }
+    sq_start_close(sq);
+}
+
+const keel__engine keel__engine_sqlite = {
+    .name = "sqlite",
+    .placeholder_style = KEEL__PH_SQLITE,
+    .check_config = sq_check_config,
+    .connect = sq_connect,
+    .query = sq_query,
+    .transaction = sq_transaction,
+    .cancel = sq_cancel,
+    .txn_status = sq_txn_status,
+    .close = sq_close,
+};

@@ -1,0 +1,865 @@
+/* tests/c/engines/test_sqlite.c - the SQLite engine through the public synchronous API. */
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <keel/keel.h>
+
+#include "core/timeconv.h"
+#include "loop/loop_int.h"
+#include "test.h"
+
+static char tmpdir[] = "/tmp/keel-sqlite-XXXXXX";
+static int file_counter;
+
+/* Opens a db on a fresh file of the temp dir (or on url as given when file is NULL), with
+ * optional extra "key", "value" config pairs ending with NULL. */
+static keel_db *open_db_url(const char *url, const char *const *extra)
+{
+    keel_config *cfg = NULL;
+    keel_error err;
+    keel_db *db = NULL;
+    if (keel_config_new(&cfg, &err) != KEEL_OK) {
+        fprintf(stderr, "  config: %s\n", err.message);
+        test__failures_in_case++;
+        return NULL;
+    }
+    keel_status st = keel_config_set_url(cfg, url, &err);
+    for (size_t i = 0; st == KEEL_OK && extra && extra[i]; i += 2)
+        st = keel_config_set(cfg, extra[i], extra[i + 1], &err);
+    if (st == KEEL_OK)
+        st = keel_db_open(&db, cfg, NULL, &err);
+    keel_config_free(cfg);
+    if (st != KEEL_OK) {
+        fprintf(stderr, "  open %s: %s\n", url, err.message);
+        test__failures_in_case++;
+        return NULL;
+    }
+    return db;
+}
+
+/* A URL for a new database file in the temp dir; path receives the file path. */
+static void new_file_url(char *url, size_t size, char *path, size_t psize)
+{
+    snprintf(path, psize, "%s/db%d.sqlite", tmpdir, ++file_counter);
+    snprintf(url, size, "sqlite:///%s", path);
+}
+
+static keel_db *open_file_db(const char *const *extra)
+{
+    char url[256], path[200];
+    new_file_url(url, sizeof url, path, sizeof path);
+    return open_db_url(url, extra);
+}
+
+static keel_conn *acquire(keel_db *db)
+{
+    keel_conn *c = NULL;
+    keel_error err;
+    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
+        fprintf(stderr, "  acquire: %s\n", db ? err.message : "no db");
+        test__failures_in_case++;
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs a statement that must succeed; returns its result (NULL after a reported failure). */
+static keel_result *q(keel_conn *c, const char *sql, const keel_value *params, size_t n)
+{
+    keel_result *res = NULL;
+    keel_error err;
+    if (!c)
+        return NULL;
+    if (keel_conn_query_sync(c, sql, params, n, &res, &err) != KEEL_OK) {
+        fprintf(stderr, "  query failed: %s\n    %s: %s\n", sql, keel_status_name(err.code),
+                err.message);
+        test__failures_in_case++;
+        return NULL;
+    }
+    return res;
+}
+
+static void exec(keel_conn *c, const char *sql)
+{
+    keel_result_free(q(c, sql, NULL, 0));
+}
+
+/* Runs a statement expected to fail; returns its status with err filled. */
+static keel_status q_err(keel_conn *c, const char *sql, const keel_value *params, size_t n,
+                         keel_error *err)
+{
+    keel_result *res = NULL;
+    keel_error_clear(err);
+    keel_status st = keel_conn_query_sync(c, sql, params, n, &res, err);
+    keel_result_free(res);
+    return st;
+}
+
+/* The single integer a query returns, or INT64_MIN. */
+static int64_t q_int(keel_conn *c, const char *sql)
+{
+    keel_result *res = q(c, sql, NULL, 0);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
+    keel_result_free(res);
+    return out;
+}
+
+static void txn(keel_conn *c, keel_txn_op op, unsigned depth)
+{
+    keel_error err;
+    if (c && keel_conn_transaction_sync(c, op, depth, &err) != KEEL_OK) {
+        fprintf(stderr, "  transaction %d: %s\n", (int)op, err.message);
+        test__failures_in_case++;
+    }
+}
+
+static int str_eq(const keel_value *v, keel_type type, const char *s)
+{
+    return v && v->type == type && v->u.str.len == strlen(s) &&
+           memcmp(v->u.str.ptr, s, v->u.str.len) == 0;
+}
+
+TEST(types_both_ways)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BOOLEAN, i INTEGER, f REAL, n NUMERIC, "
+            "tx TEXT, y BLOB, d DATE, tm TIME, ts TIMESTAMP, tz TIMESTAMPTZ, u UUID, j JSON)");
+    int32_t day = keel__days_from_civil(2024, 2, 29);
+    int64_t tod = ((13 * 60 + 45) * 60 + 30) * INT64_C(1000000) + 123456;
+    int64_t ts = day * INT64_C(86400000000) + tod;
+    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const unsigned char bytes[5] = {0, 1, 2, 0xff, 0};
+    const char *text = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac";
+    keel_value p[13] = {
+        keel_int(1),
+        keel_bool(1),
+        keel_int(INT64_MIN),
+        keel_float(3.25),
+        keel_numeric("12.5"),
+        keel_text(text),
+        keel_bytes(bytes, sizeof bytes),
+        keel_date(day),
+        keel_time(tod),
+        keel_timestamp(ts),
+        keel_timestamptz(ts),
+        keel_uuid(uuid),
+        keel_json("{\"a\": [1, 2]}"),
+    };
+    keel_result *res = q(c,
+                         "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+                         "$12, $13)",
+                         p, 13);
+    CHECK_INT(keel_result_affected(res), 1);
+    keel_result_free(res);
+    keel_value nulls[13];
+    for (int k = 0; k < 13; k++)
+        nulls[k] = keel_null();
+    nulls[0] = keel_int(2);
+    keel_result_free(q(c, "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+                          "$12, $13)",
+                       nulls, 13));
+
+    res = q(c, "SELECT * FROM t ORDER BY id", NULL, 0);
+    CHECK_INT(keel_result_nrows(res), 2);
+    CHECK_INT(keel_result_ncols(res), 13);
+    static const keel_type coltypes[13] = {
+        KEEL_TYPE_INT,  KEEL_TYPE_BOOL,      KEEL_TYPE_INT,         KEEL_TYPE_FLOAT,
+        KEEL_TYPE_NUMERIC, KEEL_TYPE_TEXT,   KEEL_TYPE_BYTES,       KEEL_TYPE_DATE,
+        KEEL_TYPE_TIME, KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TIMESTAMPTZ, KEEL_TYPE_UUID,
+        KEEL_TYPE_JSON};
+    for (size_t k = 0; k < 13; k++) {
+        CHECK_INT(keel_result_coltype(res, k), coltypes[k]);
+        const keel_value *v = keel_result_value(res, 0, k);
+        CHECK(v && v->type == coltypes[k]);
+        const keel_value *nv = keel_result_value(res, 1, k);
+        if (k > 0)
+            CHECK(nv && nv->type == KEEL_TYPE_NULL);
+    }
+    CHECK_STR(keel_result_colname(res, 10), "tz");
+    const keel_value *row = keel_result_row(res, 0);
+    if (row) {
+        CHECK_INT(row[0].u.i64, 1);
+        CHECK_INT(row[1].u.boolean, 1);
+        CHECK(row[2].u.i64 == INT64_MIN);
+        CHECK(row[3].u.f64 == 3.25);
+        CHECK(str_eq(&row[4], KEEL_TYPE_NUMERIC, "12.5"));
+        CHECK(str_eq(&row[5], KEEL_TYPE_TEXT, text));
+        CHECK(row[6].type == KEEL_TYPE_BYTES && row[6].u.str.len == 5 &&
+              memcmp(row[6].u.str.ptr, bytes, 5) == 0);
+        CHECK_INT(row[7].u.date, day);
+        CHECK_INT(row[8].u.micros, tod);
+        CHECK_INT(row[9].u.micros, ts);
+        CHECK_INT(row[10].u.micros, ts);
+        CHECK(memcmp(row[11].u.uuid, uuid, 16) == 0);
+        CHECK(str_eq(&row[12], KEEL_TYPE_JSON, "{\"a\": [1, 2]}"));
+    }
+    keel_result_free(res);
+
+    /* What is stored is plain SQLite text, readable by other tools. */
+    res = q(c, "SELECT typeof(b), b FROM t WHERE id = 1", NULL, 0);
+    row = keel_result_row(res, 0);
+    if (row) {
+        CHECK(str_eq(&row[0], KEEL_TYPE_TEXT, "integer"));
+        CHECK(row[1].type == KEEL_TYPE_BOOL && row[1].u.boolean == 1);
+    }
+    keel_result_free(res);
+    res = q(c, "SELECT d || '', tm || '', ts || '', tz || '', u || '', typeof(y) FROM t "
+               "WHERE id = 1",
+            NULL, 0);
+    row = keel_result_row(res, 0);
+    if (row) {
+        CHECK(str_eq(&row[0], KEEL_TYPE_TEXT, "2024-02-29"));
+        CHECK(str_eq(&row[1], KEEL_TYPE_TEXT, "13:45:30.123456"));
+        CHECK(str_eq(&row[2], KEEL_TYPE_TEXT, "2024-02-29 13:45:30.123456"));
+        CHECK(str_eq(&row[3], KEEL_TYPE_TEXT, "2024-02-29 13:45:30.123456+00:00"));
+        CHECK(str_eq(&row[4], KEEL_TYPE_TEXT, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+        CHECK(str_eq(&row[5], KEEL_TYPE_TEXT, "blob"));
+    }
+    keel_result_free(res);
+
+    /* Parameters in expressions have no declared type: they come back by storage class. */
+    keel_value e[4] = {keel_bool(0), keel_numeric("7"), keel_date(0), keel_json("[]")};
+    res = q(c, "SELECT $1, $2, $3, $4", e, 4);
+    row = keel_result_row(res, 0);
+    if (row) {
+        CHECK(row[0].type == KEEL_TYPE_INT && row[0].u.i64 == 0);
+        CHECK(str_eq(&row[1], KEEL_TYPE_TEXT, "7"));
+        CHECK(str_eq(&row[2], KEEL_TYPE_TEXT, "1970-01-01"));
+        CHECK(str_eq(&row[3], KEEL_TYPE_TEXT, "[]"));
+        CHECK_INT(keel_result_coltype(res, 0), KEEL_TYPE_NULL);
+    }
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(declared_type_fallbacks)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE f (id INTEGER PRIMARY KEY, b BOOL, d DATE, ts DATETIME, "
+            "tz TIMESTAMP WITH TIME ZONE, u UUID, n DECIMAL(10,2), j JSONB, tm TIME, x FOO, "
+            "e TEXT, y BLOB)");
+    exec(c, "INSERT INTO f VALUES (1, 7, 'hello', 'yesterday', '2024-01-01 00:00:00', "
+            "'not-a-uuid', 'abc', 42, '25:99', 1, '', x'')");
+    exec(c, "INSERT INTO f VALUES (2, 'true', '2000-01-01', '2000-01-01T10:00:00', "
+            "'2000-01-01 12:00:00+02:00', x'00112233445566778899aabbccddeeff', 0.1, 2.5, "
+            "'10:00', 'x', NULL, NULL)");
+    exec(c, "INSERT INTO f (id, n, j) VALUES (3, 12345678901234, '{\"k\": true}')");
+    keel_result *res = q(c, "SELECT * FROM f ORDER BY id", NULL, 0);
+    CHECK_INT(keel_result_nrows(res), 3);
+    CHECK_INT(keel_result_coltype(res, 2), KEEL_TYPE_DATE);
+    CHECK_INT(keel_result_coltype(res, 3), KEEL_TYPE_TIMESTAMP);
+    CHECK_INT(keel_result_coltype(res, 4), KEEL_TYPE_TIMESTAMPTZ);
+    CHECK_INT(keel_result_coltype(res, 6), KEEL_TYPE_NUMERIC);
+    CHECK_INT(keel_result_coltype(res, 9), KEEL_TYPE_NULL);
+    const keel_value *r = keel_result_row(res, 0);
+    if (r) {
+        CHECK(r[1].type == KEEL_TYPE_INT && r[1].u.i64 == 7);
+        CHECK(str_eq(&r[2], KEEL_TYPE_TEXT, "hello"));
+        CHECK(str_eq(&r[3], KEEL_TYPE_TEXT, "yesterday"));
+        /* Text without an offset in a time-zone column is UTC (CURRENT_TIMESTAMP's form). */
+        CHECK(r[4].type == KEEL_TYPE_TIMESTAMPTZ &&
+              r[4].u.micros == keel__days_from_civil(2024, 1, 1) * INT64_C(86400000000));
+        CHECK(str_eq(&r[5], KEEL_TYPE_TEXT, "not-a-uuid"));
+        CHECK(str_eq(&r[6], KEEL_TYPE_TEXT, "abc"));
+        CHECK(str_eq(&r[7], KEEL_TYPE_JSON, "42"));
+        CHECK(str_eq(&r[8], KEEL_TYPE_TEXT, "25:99"));
+        CHECK(r[9].type == KEEL_TYPE_INT && r[9].u.i64 == 1);
+        CHECK(str_eq(&r[10], KEEL_TYPE_TEXT, ""));
+        CHECK(r[11].type == KEEL_TYPE_BYTES && r[11].u.str.len == 0);
+    }
+    r = keel_result_row(res, 1);
+    if (r) {
+        CHECK(r[1].type == KEEL_TYPE_BOOL && r[1].u.boolean == 1);
+        CHECK(r[2].type == KEEL_TYPE_DATE && r[2].u.date == keel__days_from_civil(2000, 1, 1));
+        CHECK(r[3].type == KEEL_TYPE_TIMESTAMP &&
+              r[3].u.micros == keel__days_from_civil(2000, 1, 1) * INT64_C(86400000000) +
+                                   INT64_C(36000000000));
+        CHECK(r[4].type == KEEL_TYPE_TIMESTAMPTZ &&
+              r[4].u.micros == keel__days_from_civil(2000, 1, 1) * INT64_C(86400000000) +
+                                   INT64_C(36000000000));
+        CHECK(r[5].type == KEEL_TYPE_UUID && r[5].u.uuid[0] == 0x00 && r[5].u.uuid[15] == 0xff);
+        CHECK(str_eq(&r[6], KEEL_TYPE_NUMERIC, "0.1"));
+        CHECK(str_eq(&r[7], KEEL_TYPE_JSON, "2.5"));
+        CHECK(r[8].type == KEEL_TYPE_TIME && r[8].u.micros == INT64_C(36000000000));
+        CHECK(str_eq(&r[9], KEEL_TYPE_TEXT, "x"));
+        CHECK(r[10].type == KEEL_TYPE_NULL);
+    }
+    r = keel_result_row(res, 2);
+    if (r) {
+        CHECK(str_eq(&r[6], KEEL_TYPE_NUMERIC, "12345678901234"));
+        CHECK(str_eq(&r[7], KEEL_TYPE_JSON, "{\"k\": true}"));
+    }
+    keel_result_free(res);
+
+    /* Untyped expressions come back by storage class, with no column type. */
+    res = q(c, "SELECT 1, 2.5, 'x', x'00ff', NULL", NULL, 0);
+    r = keel_result_row(res, 0);
+    if (r) {
+        CHECK(r[0].type == KEEL_TYPE_INT && r[0].u.i64 == 1);
+        CHECK(r[1].type == KEEL_TYPE_FLOAT && r[1].u.f64 == 2.5);
+        CHECK(str_eq(&r[2], KEEL_TYPE_TEXT, "x"));
+        CHECK(r[3].type == KEEL_TYPE_BYTES && r[3].u.str.len == 2);
+        CHECK(r[4].type == KEEL_TYPE_NULL);
+        for (size_t k = 0; k < 5; k++)
+            CHECK_INT(keel_result_coltype(res, k), KEEL_TYPE_NULL);
+    }
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(large_blob_and_many_rows)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    size_t size = 10 * 1024 * 1024;
+    unsigned char *blob = malloc(size);
+    if (!blob) {
+        CHECK(blob != NULL);
+        return;
+    }
+    for (size_t i = 0; i < size; i++)
+        blob[i] = (unsigned char)(i * 31 + (i >> 13));
+    exec(c, "CREATE TABLE b (id INTEGER PRIMARY KEY, y BLOB)");
+    keel_value p[2] = {keel_int(1), keel_bytes(blob, size)};
+    keel_result_free(q(c, "INSERT INTO b VALUES ($1, $2)", p, 2));
+    keel_result *res = q(c, "SELECT y, length(y) FROM b WHERE id = 1", NULL, 0);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_BYTES && v->u.str.len == size &&
+          memcmp(v->u.str.ptr, blob, size) == 0);
+    v = keel_result_value(res, 0, 1);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == (int64_t)size);
+    keel_result_free(res);
+    free(blob);
+
+    exec(c, "CREATE TABLE big (id INTEGER PRIMARY KEY, name TEXT NOT NULL)");
+    res = q(c,
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) "
+            "INSERT INTO big SELECT x, 'row ' || x FROM n",
+            NULL, 0);
+    CHECK_INT(keel_result_affected(res), 100000);
+    keel_result_free(res);
+    res = q(c, "SELECT id, name FROM big ORDER BY id", NULL, 0);
+    CHECK_INT(keel_result_nrows(res), 100000);
+    CHECK_INT(keel_result_affected(res), -1);
+    const keel_value *last = keel_result_row(res, 99999);
+    CHECK(last && last[0].u.i64 == 100000 && str_eq(&last[1], KEEL_TYPE_TEXT, "row 100000"));
+    keel_result_free(res);
+    res = q(c, "UPDATE big SET name = name || '!' WHERE id <= 250", NULL, 0);
+    CHECK_INT(keel_result_affected(res), 250);
+    keel_result_free(res);
+    res = q(c, "CREATE INDEX big_name ON big(name)", NULL, 0);
+    CHECK_INT(keel_result_affected(res), -1);
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(executemany_atomic)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE m (id INTEGER PRIMARY KEY, name TEXT)");
+    enum { ROWS = 10000 };
+    keel_value *p = malloc(ROWS * 2 * sizeof *p);
+    char(*names)[24] = malloc(ROWS * sizeof *names);
+    if (!p || !names) {
+        CHECK(p && names);
+        free(p);
+        free(names);
+        return;
+    }
+    for (int i = 0; i < ROWS; i++) {
+        snprintf(names[i], sizeof names[i], "name %d", i);
+        p[2 * i] = keel_int(i);
+        p[2 * i + 1] = keel_text(names[i]);
+    }
+    keel_result *res = NULL;
+    keel_error err;
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res,
+                                        &err),
+              KEEL_OK);
+    CHECK_INT(keel_result_affected(res), ROWS);
+    CHECK_INT(keel_result_nrows(res), 0);
+    keel_result_free(res);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM m"), ROWS);
+
+    /* A duplicate key in row 5000 leaves the table as it was. */
+    for (int i = 0; i < ROWS; i++)
+        p[2 * i] = keel_int(ROWS + i);
+    p[2 * 5000] = keel_int(17);
+    res = NULL;
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res,
+                                        &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK(res == NULL);
+    CHECK_STR(err.sqlstate, "23505");
+    CHECK_CONTAINS(err.message, "row 5000");
+    CHECK_STR(err.engine, "sqlite");
+    CHECK_STR(err.database, "default");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM m"), ROWS);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+
+    /* Inside a transaction the failed batch is undone and the transaction goes on. */
+    txn(c, KEEL_TXN_BEGIN, 0);
+    exec(c, "INSERT INTO m VALUES (-1, 'before')");
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res,
+                                        &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM m"), ROWS + 1);
+    txn(c, KEEL_TXN_ROLLBACK, 0);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM m"), ROWS);
+
+    /* A bad row in the middle names its index too. */
+    keel_value bad[4] = {keel_int(-5), keel_text("x"), keel_int(-6), keel_text("y")};
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2) RETURNING id", bad, 2,
+                                        2, &res, &err),
+              KEEL_OK);
+    CHECK_INT(keel_result_affected(res), 2);
+    keel_result_free(res);
+    CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1, $2; SELECT 2", bad, 2, 2, &res, &err),
+              KEEL_ERR_PROGRAMMING);
+    free(p);
+    free(names);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(scripts)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    keel_result *res = q(c,
+                         "CREATE TABLE s (x INTEGER);\n"
+                         "INSERT INTO s VALUES (1); INSERT INTO s VALUES (2);\n"
+                         "-- a comment\n"
+                         "SELECT sum(x) AS total FROM s; /* trailing */",
+                         NULL, 0);
+    CHECK_INT(keel_result_nrows(res), 1);
+    CHECK_STR(keel_result_colname(res, 0), "total");
+    const keel_value *v = keel_result_value(res, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 3);
+    keel_result_free(res);
+    res = q(c, "  -- nothing but a comment\n ; ", NULL, 0);
+    CHECK(res && keel_result_ncols(res) == 0 && keel_result_nrows(res) == 0);
+    keel_result_free(res);
+    keel_error err;
+    CHECK_INT(q_err(c, "INSERT INTO s VALUES (3); SELEC oops", NULL, 0, &err),
+              KEEL_ERR_PROGRAMMING);
+    CHECK_STR(err.sqlstate, "42601");
+    keel_value one = keel_int(1);
+    CHECK_INT(q_err(c, "SELECT $1; SELECT 2", &one, 1, &err), KEEL_ERR_PROGRAMMING);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM s"), 3);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(errors)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    keel_error err;
+    CHECK_INT(q_err(c, "SELEC 1", NULL, 0, &err), KEEL_ERR_PROGRAMMING);
+    CHECK_STR(err.sqlstate, "42601");
+    CHECK_CONTAINS(err.message, "syntax error");
+    CHECK_STR(err.engine, "sqlite");
+    CHECK_INT(q_err(c, "SELECT * FROM missing", NULL, 0, &err), KEEL_ERR_PROGRAMMING);
+    CHECK_STR(err.sqlstate, "42P01");
+    CHECK_CONTAINS(err.message, "missing");
+    exec(c, "CREATE TABLE u (id INTEGER PRIMARY KEY, e TEXT UNIQUE NOT NULL, "
+            "p INTEGER REFERENCES u(id), k INTEGER CHECK (k > 0))");
+    CHECK_INT(q_err(c, "SELECT nope FROM u", NULL, 0, &err), KEEL_ERR_PROGRAMMING);
+    CHECK_STR(err.sqlstate, "42703");
+    exec(c, "INSERT INTO u VALUES (1, 'a', NULL, 1)");
+    CHECK_INT(q_err(c, "INSERT INTO u VALUES (2, 'a', NULL, 1)", NULL, 0, &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK_STR(err.sqlstate, "23505");
+    CHECK_CONTAINS(err.message, "UNIQUE");
+    CHECK_INT(q_err(c, "INSERT INTO u VALUES (1, 'b', NULL, 1)", NULL, 0, &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK_STR(err.sqlstate, "23505");
+    CHECK_INT(q_err(c, "INSERT INTO u VALUES (3, NULL, NULL, 1)", NULL, 0, &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK_STR(err.sqlstate, "23502");
+    CHECK_INT(q_err(c, "INSERT INTO u VALUES (4, 'd', 99, 1)", NULL, 0, &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK_STR(err.sqlstate, "23503");
+    CHECK_INT(q_err(c, "INSERT INTO u VALUES (5, 'e', NULL, -1)", NULL, 0, &err),
+              KEEL_ERR_INTEGRITY);
+    CHECK_STR(err.sqlstate, "23514");
+
+    keel_value one = keel_int(1);
+    CHECK_INT(q_err(c, "SELECT $1, $2", &one, 1, &err), KEEL_ERR_PARAMETERS);
+    /* SQLite's own placeholders are not keel's: they count as unbound parameters. */
+    CHECK_INT(q_err(c, "SELECT ?", NULL, 0, &err), KEEL_ERR_PARAMETERS);
+    CHECK_INT(q_err(c, "SELECT :name", NULL, 0, &err), KEEL_ERR_PARAMETERS);
+    CHECK_INT(q_err(c, "SELECT json('{bad')", NULL, 0, &err), KEEL_ERR_DATABASE);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_ERR_TRANSACTION);
+    CHECK_STR(err.sqlstate, "25P01");
+    /* The connection is fine after every error. */
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(connect_errors_and_options)
+{
+    keel_db *db = open_db_url("sqlite:////nonexistent-keel-dir/sub/x.db", NULL);
+    keel_conn *c = NULL;
+    keel_error err;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
+    CHECK_CONTAINS(err.message, "/nonexistent-keel-dir/sub/x.db");
+    CHECK_STR(err.engine, "sqlite");
+    keel_db_close(db);
+
+    /* A file that is not a database fails at connect time too. */
+    char url[256], path[200];
+    new_file_url(url, sizeof url, path, sizeof path);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("this is not a database file, not even close to one\n", f);
+        fclose(f);
+    }
+    db = open_db_url(url, NULL);
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
+    CHECK_CONTAINS(err.message, path);
+    keel_db_close(db);
+
+    keel_config *cfg = NULL;
+    keel_config_new(&cfg, &err);
+    keel_config_set_url(cfg, "sqlite:///tmp/whatever.db", &err);
+    keel_config_set(cfg, "databases.default.options.bogus", "1", &err);
+    CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "databases.default.options.bogus: unknown SQLite option");
+    keel_config_free(cfg);
+
+    static const char *const bad[][2] = {
+        {"databases.default.options.synchronous", "SOMETIMES"},
+        {"databases.default.options.busy_timeout", "-1"},
+        {"databases.default.options.busy_timeout", "12ms"},
+        {"databases.default.options.journal_mode", "fast"},
+        {"databases.default.options.foreign_keys", "maybe"},
+        {"databases.default.options.mode", "rwx"},
+        {"databases.default.options.transaction_mode", "later"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cfg = NULL;
+        keel_config_new(&cfg, &err);
+        keel_config_set_url(cfg, "sqlite:///tmp/whatever.db", &err);
+        keel_config_set(cfg, bad[i][0], bad[i][1], &err);
+        CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_CONFIG);
+        CHECK_CONTAINS(err.message, bad[i][0]);
+        keel_config_free(cfg);
+    }
+}
+
+TEST(pragmas_and_modes)
+{
+    char url[256], path[200];
+    new_file_url(url, sizeof url, path, sizeof path);
+    keel_db *db = open_db_url(url, NULL);
+    keel_conn *c = acquire(db);
+    keel_result *res = q(c, "PRAGMA journal_mode", NULL, 0);
+    CHECK(str_eq(keel_result_value(res, 0, 0), KEEL_TYPE_TEXT, "wal"));
+    keel_result_free(res);
+    CHECK_INT(q_int(c, "PRAGMA synchronous"), 1);
+    CHECK_INT(q_int(c, "PRAGMA foreign_keys"), 1);
+    CHECK_INT(q_int(c, "PRAGMA busy_timeout"), 5000);
+    exec(c, "CREATE TABLE r (x INTEGER)");
+    exec(c, "INSERT INTO r VALUES (1)");
+    keel_conn_release(c);
+    keel_db_close(db);
+
+    static const char *const opts[] = {
+        "databases.default.options.journal_mode", "delete",
+        "databases.default.options.synchronous",  "FULL",
+        "databases.default.options.foreign_keys", "off",
+        "databases.default.options.busy_timeout", "250",
+        NULL};
+    db = open_file_db(opts);
+    c = acquire(db);
+    res = q(c, "PRAGMA journal_mode", NULL, 0);
+    CHECK(str_eq(keel_result_value(res, 0, 0), KEEL_TYPE_TEXT, "delete"));
+    keel_result_free(res);
+    CHECK_INT(q_int(c, "PRAGMA synchronous"), 2);
+    CHECK_INT(q_int(c, "PRAGMA foreign_keys"), 0);
+    CHECK_INT(q_int(c, "PRAGMA busy_timeout"), 250);
+    keel_conn_release(c);
+    keel_db_close(db);
+
+    /* Read-only: reads and transactions work, writes fail. */
+    static const char *const ro[] = {"databases.default.options.mode", "ro", NULL};
+    db = open_db_url(url, ro);
+    c = acquire(db);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM r"), 1);
+    keel_error err;
+    CHECK(q_err(c, "INSERT INTO r VALUES (2)", NULL, 0, &err) != KEEL_OK);
+    CHECK_CONTAINS(err.message, "readonly");
+    txn(c, KEEL_TXN_BEGIN, 0);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM r"), 1);
+    txn(c, KEEL_TXN_COMMIT, 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(busy_after_timeout)
+{
+    static const char *const opts[] = {"databases.default.options.busy_timeout", "100", NULL};
+    keel_db *db = open_file_db(opts);
+    keel_conn *a = acquire(db);
+    keel_conn *b = acquire(db);
+    exec(a, "CREATE TABLE w (x INTEGER)");
+    txn(a, KEEL_TXN_BEGIN, 0);
+    exec(a, "INSERT INTO w VALUES (1)");
+    keel_error err;
+    CHECK_INT(q_err(b, "INSERT INTO w VALUES (2)", NULL, 0, &err), KEEL_ERR_OPERATIONAL);
+    CHECK_CONTAINS(err.message, "locked");
+    /* WAL lets the reader see the last committed state meanwhile. */
+    CHECK_INT(q_int(b, "SELECT count(*) FROM w"), 0);
+    txn(a, KEEL_TXN_COMMIT, 0);
+    exec(b, "INSERT INTO w VALUES (2)");
+    CHECK_INT(q_int(a, "SELECT count(*) FROM w"), 2);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    keel_db_close(db);
+}
+
+TEST(memory_shared_by_pool)
+{
+    keel_db *db = open_db_url("sqlite::memory:", NULL);
+    keel_conn *a = acquire(db);
+    keel_conn *b = acquire(db);
+    CHECK(a != b);
+    exec(a, "CREATE TABLE mem (x TEXT)");
+    keel_value v = keel_text("shared");
+    keel_result_free(q(a, "INSERT INTO mem VALUES ($1)", &v, 1));
+    keel_result *res = q(b, "SELECT x FROM mem", NULL, 0);
+    CHECK(str_eq(keel_result_value(res, 0, 0), KEEL_TYPE_TEXT, "shared"));
+    keel_result_free(res);
+
+    /* Another keel_db has its own memory database. */
+    keel_db *other = open_db_url("sqlite:///:memory:", NULL);
+    keel_conn *o = acquire(other);
+    keel_error err;
+    CHECK_INT(q_err(o, "SELECT x FROM mem", NULL, 0, &err), KEEL_ERR_PROGRAMMING);
+    keel_conn_release(o);
+    keel_db_close(other);
+
+    keel_conn_release(a);
+    keel_conn_release(b);
+    keel_db_close(db);
+}
+
+TEST(transactions)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE t (x INTEGER)");
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    txn(c, KEEL_TXN_BEGIN, 0);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    exec(c, "INSERT INTO t VALUES (1)");
+    txn(c, KEEL_TXN_SAVEPOINT, 1);
+    exec(c, "INSERT INTO t VALUES (2)");
+    txn(c, KEEL_TXN_SAVEPOINT, 2);
+    exec(c, "INSERT INTO t VALUES (3)");
+    txn(c, KEEL_TXN_RELEASE, 2);
+    txn(c, KEEL_TXN_ROLLBACK_TO, 1);
+    txn(c, KEEL_TXN_RELEASE, 1);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM t"), 1);
+    txn(c, KEEL_TXN_COMMIT, 0);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    txn(c, KEEL_TXN_BEGIN, 0);
+    exec(c, "INSERT INTO t VALUES (4)");
+    txn(c, KEEL_TXN_ROLLBACK, 0);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM t"), 1);
+    keel_error err;
+    txn(c, KEEL_TXN_BEGIN, 0);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_ERR_TRANSACTION);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_RELEASE, 9, &err), KEEL_ERR_TRANSACTION);
+    CHECK_STR(err.sqlstate, "3B001");
+    /* Released inside a transaction: the pool rolls it back. */
+    exec(c, "INSERT INTO t VALUES (5)");
+    keel_conn_release(c);
+    c = acquire(db);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM t"), 1);
+    keel_conn_release(c);
+
+    keel_result *res = NULL;
+    CHECK_INT(keel_db_query_sync(db, NULL, "SELECT count(*) FROM t", NULL, 0, &res, &err),
+              KEEL_OK);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 1);
+    keel_result_free(res);
+    keel_db_close(db);
+}
+
+TEST(statement_cache)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE sc (a INTEGER)");
+    exec(c, "INSERT INTO sc VALUES (1)");
+    char sql[64];
+    /* More distinct statements than the cache holds, twice over, then the first ones again. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 80; i++) {
+            snprintf(sql, sizeof sql, "SELECT a + %d FROM sc", i);
+            CHECK_INT(q_int(c, sql), 1 + i);
+        }
+    }
+    for (int i = 0; i < 100; i++) {
+        keel_value p = keel_int(i);
+        keel_result *res = q(c, "SELECT $1 * 2", &p, 1);
+        const keel_value *v = keel_result_value(res, 0, 0);
+        CHECK(v && v->u.i64 == 2 * i);
+        keel_result_free(res);
+    }
+    /* A cached statement follows schema changes. */
+    keel_result *res = q(c, "SELECT * FROM sc", NULL, 0);
+    CHECK_INT(keel_result_ncols(res), 1);
+    keel_result_free(res);
+    exec(c, "ALTER TABLE sc ADD COLUMN b TEXT DEFAULT 'new'");
+    res = q(c, "SELECT * FROM sc", NULL, 0);
+    CHECK_INT(keel_result_ncols(res), 2);
+    CHECK(str_eq(keel_result_value(res, 0, 1), KEEL_TYPE_TEXT, "new"));
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+static void cancel_cb(void *arg)
+{
+    keel_conn_cancel(arg);
+}
+
+static const char *const long_query =
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000000) "
+    "SELECT count(*) FROM n";
+
+TEST(cancel_long_query)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    keel_conn_cancel(c); /* idle: nothing happens */
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_timer *t = keel__timer_new(keel_db_loop(db), cancel_cb, c);
+    CHECK(t != NULL);
+    for (int round = 0; round < 3; round++) {
+        keel__timer_arm(t, keel_now_ms() + 100);
+        keel_error err;
+        int64_t start = keel_now_ms();
+        CHECK_INT(q_err(c, long_query, NULL, 0, &err), KEEL_ERR_CANCELLED);
+        CHECK_STR(err.sqlstate, "57014");
+        CHECK(keel_now_ms() - start < 30000);
+        CHECK_INT(q_int(c, "SELECT 1"), 1);
+        /* A statement never prepared before must not see a stale interrupt either. */
+        char sql[64];
+        snprintf(sql, sizeof sql, "SELECT 40 + %d", round);
+        CHECK_INT(q_int(c, sql), 40 + round);
+    }
+    /* A cancelled batch is undone. */
+    exec(c, "CREATE TABLE cb (x INTEGER)");
+    enum { N = 200000 };
+    keel_value *p = malloc(N * sizeof *p);
+    if (p) {
+        for (int i = 0; i < N; i++)
+            p[i] = keel_int(i);
+        keel__timer_arm(t, keel_now_ms() + 20);
+        keel_result *res = NULL;
+        keel_error err;
+        keel_status st = keel_conn_query_many_sync(
+            c, "INSERT INTO cb SELECT $1 FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL "
+               "SELECT x + 1 FROM n WHERE x < 20) SELECT x FROM n)",
+            p, N, 1, &res, &err);
+        keel_result_free(res);
+        if (st == KEEL_ERR_CANCELLED) {
+            CHECK_STR(err.sqlstate, "57014");
+            CHECK_INT(q_int(c, "SELECT count(*) FROM cb"), 0);
+        } else {
+            CHECK_INT(st, KEEL_OK); /* a very fast machine finished first */
+        }
+        CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+        free(p);
+    }
+    keel__timer_free(t);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+static void record_cb(keel_result *res, const keel_error *err, void *arg)
+{
+    *(keel_status *)arg = err ? err->code : KEEL_OK;
+    keel_result_free(res);
+}
+
+TEST(close_while_running)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    keel_status got = (keel_status)-1;
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, long_query, NULL, 0, record_cb, &got, &err), KEEL_OK);
+    /* Released while running: cancelled, then the db closes with the job still in flight. */
+    keel_conn_release(c);
+    keel_db_close(db);
+    CHECK(got != KEEL_OK);
+}
+
+/* Removes the files of the temp dir, then the dir. */
+static void remove_tmpdir(void)
+{
+    DIR *d = opendir(tmpdir);
+    if (d) {
+        struct dirent *e;
+        char path[512];
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", tmpdir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(tmpdir);
+}
+
+int main(void)
+{
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN(types_both_ways);
+    RUN(declared_type_fallbacks);
+    RUN(large_blob_and_many_rows);
+    RUN(executemany_atomic);
+    RUN(scripts);
+    RUN(errors);
+    RUN(connect_errors_and_options);
+    RUN(pragmas_and_modes);
+    RUN(busy_after_timeout);
+    RUN(memory_shared_by_pool);
+    RUN(transactions);
+    RUN(statement_cache);
+    RUN(cancel_long_query);
+    RUN(close_while_running);
+    remove_tmpdir();
+    return TEST_SUMMARY();
+}

@@ -1,0 +1,1909 @@
+/* src/engines/pg.c - the PostgreSQL engine: libpq's asynchronous API driven by the host loop. */
+#include <arpa/inet.h>
+#include <locale.h>
+#include <math.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <libpq-fe.h>
+
+#include "core/error_int.h"
+#include "core/result_int.h"
+#include "core/timeconv.h"
+#include "engines/engine.h"
+
+#define PG_ENGINE "postgresql"
+#define PG_DEFAULT_TIMEOUT_S 10.0
+
+/* Type OIDs of the built-in types keel maps to its own value types. */
+enum {
+    PG_OID_BOOL = 16,
+    PG_OID_BYTEA = 17,
+    PG_OID_INT8 = 20,
+    PG_OID_INT2 = 21,
+    PG_OID_INT4 = 23,
+    PG_OID_OID = 26,
+    PG_OID_JSON = 114,
+    PG_OID_FLOAT4 = 700,
+    PG_OID_FLOAT8 = 701,
+    PG_OID_DATE = 1082,
+    PG_OID_TIME = 1083,
+    PG_OID_TIMESTAMP = 1114,
+    PG_OID_TIMESTAMPTZ = 1184,
+    PG_OID_NUMERIC = 1700,
+    PG_OID_UUID = 2950,
+    PG_OID_JSONB = 3802
+};
+
+/*
+ * Batches are written in chunks: after this many rows or bytes the engine flushes, so the
+ * socket buffer decides the pace instead of libpq's output buffer growing without bound.
+ */
+#define PG_BATCH_CHUNK_ROWS 256
+#define PG_BATCH_CHUNK_BYTES 65536
+/* Rows queued per write-ready callback, so a huge batch does not starve the host loop. */
+#define PG_BATCH_ROWS_PER_WAKEUP 4096
+/* Cancel requests sent for one operation at most, and the pauses between them (doubling). */
+#define PG_CANCEL_TRIES 25
+#define PG_CANCEL_RETRY_MIN_MS 20
+#define PG_CANCEL_RETRY_MAX_MS 500
+
+typedef enum pg_phase {
+    PG_RESOLVING,  /* host names are being resolved on the worker pool */
+    PG_CONNECTING, /* PQconnectPoll is driving the handshake */
+    PG_SETUP,      /* connected; session settings are being applied */
+    PG_IDLE,       /* ready; the socket is watched to notice a server-side close */
+    PG_QUERY,      /* one statement, or a transaction command, is in flight */
+    PG_BATCH,      /* a pipelined batch is in flight */
+    PG_DEAD        /* failed or lost; waits for close */
+} pg_phase;
+
+typedef struct pg_dns pg_dns;
+typedef struct pg_cancel_job pg_cancel_job;
+
+typedef struct pg_impl {
+    keel_conn *c;
+    PGconn *pg;
+    keel_watch *watch;
+    keel_timer *timer; /* the connect deadline; gone once connected */
+    pg_dns *dns;       /* the resolution job in flight, if any */
+    pg_phase phase;
+    double timeout_s;
+    char where[160]; /* "host H, port P" for messages that libpq does not write itself */
+
+    /* Connection keywords, kept only until libpq has copied them. */
+    const char **kw_keys;
+    char **kw_vals;
+    size_t nkw;
+    size_t kw_host; /* index of the host keyword, or SIZE_MAX */
+    int resolved;   /* host names were resolved by keel: libpq's messages show addresses */
+
+    /* The running operation. */
+    int flush_pending; /* libpq still holds output that the socket did not take */
+    int failed;        /* err holds the operation's first error */
+    int copy_out;      /* discarding the data of a COPY TO STDOUT */
+    keel_error err;
+    PGresult *keep; /* the result a simple-protocol statement will return */
+    uint64_t op_seq; /* counts operations, so a late cancel retry can tell it is stale */
+
+    /* Cancellation of the operation numbered cancel_seq. */
+    pg_cancel_job *cancel_job; /* the request in flight, if any */
+    keel_timer *cancel_timer;  /* the next retry */
+    uint64_t cancel_seq;
+    unsigned cancel_tries;
+
+    /* The running batch: a private copy of its parameters, sent row by row. */
+    keel_value *bvals;
+    const char *bsql;
+    size_t brows, bnparams, bsent, bdone;
+    int bgot;    /* a result of query bdone arrived (its terminating NULL is still to come) */
+    int bsynced; /* the closing sync is queued */
+    int64_t baffected;
+
+    /* Parameter arrays and their text, reused by every statement of the connection. */
+    const char **pvals;
+    int *plens;
+    int *pfmts;
+    Oid *ptypes;
+    size_t pcap;
+    keel__buf ptext;
+    size_t pbytes; /* bytes the last encoded row will put on the wire (batch pacing) */
+    keel__buf sqlbuf;
+} pg_impl;
+
+/* A host-name resolution job. The worker only reads hosts and writes the outputs. */
+struct pg_dns {
+    pg_impl *owner; /* NULL once the connection is gone: the result is then dropped */
+    char *hosts;
+    keel__buf out_host;
+    keel__buf out_addr;
+    int oom;
+    char message[KEEL_ERROR_MESSAGE_MAX];
+};
+
+/*
+ * A cancel request in flight on the worker pool. It holds its own PGcancel; the connection
+ * only through owner, which close clears, so the connection may close meanwhile.
+ */
+struct pg_cancel_job {
+    pg_impl *owner;
+    PGcancel *cancel;
+};
+
+static void pg_on_ready(void *arg, int events);
+static void pg_cancel_retry(void *arg);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Small helpers                                                                            */
+
+static const char *pg_dbname(const keel_conn *c) { return c->config ? c->config->name : ""; }
+
+/*
+ * libpq messages span several lines and are indented with tabs; a keel_error message is one
+ * line. The result is also run through the redactor so no password-looking text survives.
+ */
+static void pg_clean_message(char *dst, size_t size, const char *src) {
+    char flat[KEEL_ERROR_MESSAGE_MAX * 2];
+    size_t n = 0;
+    int space = 0;
+    for (const char *s = src ? src : ""; *s && n + 1 < sizeof flat; s++) {
+        if (*s == '\n' || *s == '\t' || *s == '\r') {
+            space = 1;
+            continue;
+        }
+        if (space && n > 0 && flat[n - 1] != ' ')
+            flat[n++] = ' ';
+        space = 0;
+        if (n + 1 < sizeof flat)
+            flat[n++] = *s;
+    }
+    while (n > 0 && flat[n - 1] == ' ')
+        n--;
+    flat[n] = '\0';
+    keel__redact(dst, size, flat);
+}
+
+/* Fills err from a libpq message (connection and protocol failures). */
+static keel_status pg_error_libpq(keel_error *err, keel_status code, const keel_conn *c,
+                                  const char *prefix, const char *msg) {
+    char clean[KEEL_ERROR_MESSAGE_MAX];
+    pg_clean_message(clean, sizeof clean, msg && *msg ? msg : "unknown libpq error");
+    return keel__error_set(err, code, PG_ENGINE, pg_dbname(c), "%s%s", prefix ? prefix : "",
+                           clean);
+}
+
+/*
+ * A connect failure. libpq's message names the host and port it tried; when it does not (a
+ * failure before the first attempt) the configured ones are named instead.
+ */
+static keel_status pg_connect_error(pg_impl *p, keel_error *err, keel_status code) {
+    const char *msg = PQerrorMessage(p->pg);
+    char prefix[200];
+    prefix[0] = '\0';
+    if (!msg || !strstr(msg, "connection to server") || p->resolved)
+        snprintf(prefix, sizeof prefix, "could not connect to PostgreSQL at %s: ", p->where);
+    return pg_error_libpq(err, code, p->c, prefix, msg);
+}
+
+/* A C locale for number conversions, so the host program's LC_NUMERIC cannot change them. */
+static locale_t pg_locale;
+static pthread_once_t pg_locale_once = PTHREAD_ONCE_INIT;
+
+static void pg_locale_init(void) { pg_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+static locale_t pg_c_locale(void) {
+    pthread_once(&pg_locale_once, pg_locale_init);
+    return pg_locale;
+}
+
+static double pg_strtod(const char *s, char **end) {
+    locale_t loc = pg_c_locale();
+    return loc ? strtod_l(s, end, loc) : strtod(s, end);
+}
+
+/* Decimal text of v into out (at least 21 bytes); returns its length. */
+static size_t pg_format_int(int64_t v, char *out) {
+    char tmp[24];
+    size_t n = 0, len = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
+/* The shortest decimal text that reads back as exactly d, in PostgreSQL's float8 syntax. */
+static size_t pg_format_float(double d, char *out, size_t size) {
+    if (isnan(d))
+        return (size_t)snprintf(out, size, "NaN");
+    if (isinf(d))
+        return (size_t)snprintf(out, size, "%s", d > 0 ? "Infinity" : "-Infinity");
+    locale_t loc = pg_c_locale();
+    locale_t old = loc ? uselocale(loc) : (locale_t)0;
+    int len = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        len = snprintf(out, size, "%.*g", prec, d);
+        if (prec == 17 || strtod(out, NULL) == d)
+            break;
+    }
+    if (loc)
+        uselocale(old);
+    return len > 0 ? (size_t)len : 0;
+}
+
+/* Parses optionally signed decimal text; -1 when it is not an int64. */
+static int pg_parse_int(const char *s, size_t n, int64_t *out) {
+    size_t i = 0;
+    int neg = 0;
+    uint64_t u = 0;
+    if (n && (s[0] == '-' || s[0] == '+')) {
+        neg = s[0] == '-';
+        i = 1;
+    }
+    if (i == n)
+        return -1;
+    for (; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9 || u > (UINT64_MAX - d) / 10)
+            return -1;
+        u = u * 10 + d;
+    }
+    if (neg) {
+        if (u > (uint64_t)INT64_MAX + 1)
+            return -1;
+        *out = u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u;
+    } else {
+        if (u > (uint64_t)INT64_MAX)
+            return -1;
+        *out = (int64_t)u;
+    }
+    return 0;
+}
+
+/* Rows a command reported (PQcmdTuples), or -1 when it reports none. */
+static int64_t pg_affected(PGresult *r) {
+    const char *t = PQcmdTuples(r);
+    int64_t n;
+    if (!t || !*t || pg_parse_int(t, strlen(t), &n) != 0)
+        return -1;
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Configuration                                                                            */
+
+/* Keys with a field of their own in the database config, and keys keel must control. */
+static const struct {
+    const char *key;
+    const char *why;
+} pg_reserved[] = {
+    {"host", "set databases.NAME.host instead"},
+    {"port", "set databases.NAME.port instead"},
+    {"dbname", "set databases.NAME.database instead"},
+    {"user", "set databases.NAME.user instead"},
+    {"password", "set databases.NAME.password instead"},
+    {"client_encoding", "keel always uses UTF8"},
+    {"replication", "replication connections are not supported"},
+};
+
+static int pg_in_list(const char *v, const char *const *list) {
+    for (; *list; list++)
+        if (strcmp(v, *list) == 0)
+            return 1;
+    return 0;
+}
+
+static int pg_is_uint(const char *v) {
+    if (!*v)
+        return 0;
+    for (; *v; v++)
+        if (*v < '0' || *v > '9')
+            return 0;
+    return 1;
+}
+
+/* Checks the value of an option libpq knows; NULL when fine, else what is expected. */
+static const char *pg_option_value_problem(const char *key, const char *v) {
+    static const char *const sslmodes[] = {"disable",   "allow",     "prefer", "require",
+                                           "verify-ca", "verify-full", NULL};
+    static const char *const attrs[] = {"any",     "read-write", "read-only",
+                                        "primary", "standby",    "prefer-standby", NULL};
+    static const char *const tristate[] = {"disable", "prefer", "require", NULL};
+    static const char *const flags[] = {"keepalives", "sslcompression", "sslsni", NULL};
+    static const char *const counts[] = {"keepalives_idle", "keepalives_interval",
+                                         "keepalives_count", "tcp_user_timeout", NULL};
+    if (strstr(v, "${"))
+        return NULL; /* a secret reference: checked when it is resolved, at connect time */
+    if (strcmp(key, "sslmode") == 0 && !pg_in_list(v, sslmodes))
+        return "one of disable, allow, prefer, require, verify-ca, verify-full";
+    if (strcmp(key, "target_session_attrs") == 0 && !pg_in_list(v, attrs))
+        return "one of any, read-write, read-only, primary, standby, prefer-standby";
+    if ((strcmp(key, "gssencmode") == 0 || strcmp(key, "channel_binding") == 0) &&
+        !pg_in_list(v, tristate))
+        return "one of disable, prefer, require";
+    if (pg_in_list(key, flags) && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        return "0 or 1";
+    if (pg_in_list(key, counts) && !pg_is_uint(v))
+        return "a non-negative integer";
+    if (strcmp(key, "connect_timeout") == 0) {
+        char *end;
+        double d = pg_strtod(v, &end);
+        if (!*v || *end || !(d >= 0))
+            return "a non-negative number of seconds";
+    }
+    return NULL;
+}
+
+static keel_status pg_check_config(const keel__dbconfig *dbc, keel_error *err) {
+    const char *name = dbc->name ? dbc->name : "";
+    if (dbc->port < 0 || dbc->port > 65535)
+        return keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
+                               "databases.%s.port: %d is not a TCP port (1-65535)", name,
+                               dbc->port);
+    if (dbc->connect_timeout < 0)
+        return keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
+                               "databases.%s.connect_timeout: must not be negative", name);
+    if (dbc->noptions == 0)
+        return KEEL_OK;
+    PQconninfoOption *known = PQconndefaults();
+    if (!known)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, name, "out of memory");
+    keel_status st = KEEL_OK;
+    for (size_t i = 0; i < dbc->noptions && st == KEEL_OK; i++) {
+        const char *key = dbc->options[i].key;
+        const char *val = dbc->options[i].value ? dbc->options[i].value : "";
+        for (size_t r = 0; r < sizeof pg_reserved / sizeof pg_reserved[0]; r++)
+            if (strcmp(key, pg_reserved[r].key) == 0)
+                st = keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
+                                     "databases.%s.options.%s: %s", name, key, pg_reserved[r].why);
+        if (st != KEEL_OK)
+            break;
+        int found = 0;
+        for (PQconninfoOption *o = known; o->keyword; o++)
+            if (strcmp(o->keyword, key) == 0)
+                found = 1;
+        if (!found) {
+            st = keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
+                                 "databases.%s.options.%s: unknown PostgreSQL connection option",
+                                 name, key);
+            break;
+        }
+        const char *problem = pg_option_value_problem(key, val);
+        if (problem)
+            st = keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
+                                 "databases.%s.options.%s: invalid value \"%s\" (expected %s)",
+                                 name, key, val, problem);
+    }
+    PQconninfoFree(known);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Connecting                                                                               */
+
+/* Wipes and frees the connection keywords: they may hold the password. */
+static void pg_kw_free(pg_impl *p) {
+    for (size_t i = 0; i < p->nkw; i++) {
+        if (p->kw_vals[i]) {
+            explicit_bzero(p->kw_vals[i], strlen(p->kw_vals[i]));
+            free(p->kw_vals[i]);
+        }
+    }
+    free(p->kw_keys);
+    free(p->kw_vals);
+    p->kw_keys = NULL;
+    p->kw_vals = NULL;
+    p->nkw = 0;
+}
+
+static keel_status pg_kw_add(pg_impl *p, const char *key, char *val, keel_error *err) {
+    if (!val)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    p->kw_keys[p->nkw] = key;
+    p->kw_vals[p->nkw] = val;
+    p->nkw++;
+    return KEEL_OK;
+}
+
+/* Resolves a config value, which may reference a secret, into a malloc'ed string. */
+static keel_status pg_resolve(pg_impl *p, const char *value, const char *field, char **out,
+                              keel_error *err) {
+    char keypath[256];
+    snprintf(keypath, sizeof keypath, "databases.%s.%s", pg_dbname(p->c), field);
+    return keel__config_resolve(value ? value : "", keypath, out, err);
+}
+
+/* Resolves a config value and adds it as a keyword. */
+static keel_status pg_kw_resolve(pg_impl *p, const char *key, const char *value,
+                                 const char *field, keel_error *err) {
+    char *out = NULL;
+    keel_status st = pg_resolve(p, value, field, &out, err);
+    if (st != KEEL_OK)
+        return st;
+    return pg_kw_add(p, key, out, err);
+}
+
+/* Builds every connection keyword from the config, resolving secret references now. */
+static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
+    const keel__dbconfig *dbc = p->c->config;
+    size_t cap = dbc->noptions + 10;
+    p->kw_keys = calloc(cap, sizeof *p->kw_keys);
+    p->kw_vals = calloc(cap, sizeof *p->kw_vals);
+    p->kw_host = SIZE_MAX;
+    if (!p->kw_keys || !p->kw_vals)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    keel_status st = KEEL_OK;
+    if (dbc->host) {
+        p->kw_host = p->nkw;
+        st = pg_kw_resolve(p, "host", dbc->host, "host", err);
+    }
+    if (st == KEEL_OK && dbc->port > 0) {
+        char port[16];
+        snprintf(port, sizeof port, "%d", dbc->port);
+        st = pg_kw_add(p, "port", strdup(port), err);
+    }
+    if (st == KEEL_OK && dbc->database)
+        st = pg_kw_resolve(p, "dbname", dbc->database, "database", err);
+    if (st == KEEL_OK && dbc->user)
+        st = pg_kw_resolve(p, "user", dbc->user, "user", err);
+    if (st == KEEL_OK && dbc->password)
+        st = pg_kw_resolve(p, "password", dbc->password, "password", err);
+    if (st == KEEL_OK)
+        st = pg_kw_add(p, "client_encoding", strdup("UTF8"), err);
+    if (st == KEEL_OK)
+        st = pg_kw_add(p, "fallback_application_name", strdup("keel"), err);
+    for (size_t i = 0; st == KEEL_OK && i < dbc->noptions; i++) {
+        char field[200];
+        const char *key = dbc->options[i].key;
+        snprintf(field, sizeof field, "options.%s", key);
+        if (strcmp(key, "connect_timeout") == 0) {
+            /* keel enforces the connect deadline itself; libpq only does in blocking mode. */
+            char *v = NULL;
+            st = pg_resolve(p, dbc->options[i].value, field, &v, err);
+            if (st == KEEL_OK && dbc->connect_timeout <= 0) {
+                double d = pg_strtod(v, NULL);
+                if (d > 0)
+                    p->timeout_s = d;
+            }
+            free(v);
+            continue;
+        }
+        st = pg_kw_resolve(p, key, dbc->options[i].value, field, err);
+    }
+    if (st == KEEL_OK) {
+        const char *host = p->kw_host != SIZE_MAX ? p->kw_vals[p->kw_host] : NULL;
+        snprintf(p->where, sizeof p->where, "host %s, port %d",
+                 host && *host ? host : "(default)", dbc->port > 0 ? dbc->port : 5432);
+    }
+    return st;
+}
+
+/* True when an entry of a host list needs no name lookup (a socket directory or an address). */
+static int pg_host_is_literal(const char *h, size_t n) {
+    char tmp[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (n == 0 || h[0] == '/' || h[0] == '@')
+        return 1;
+    if (n >= sizeof tmp)
+        return 0;
+    memcpy(tmp, h, n);
+    tmp[n] = '\0';
+    return inet_pton(AF_INET, tmp, addr) == 1 || inet_pton(AF_INET6, tmp, addr) == 1;
+}
+
+static int pg_needs_dns(const char *hosts) {
+    for (const char *s = hosts;;) {
+        const char *e = strchr(s, ',');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (!pg_host_is_literal(s, n))
+            return 1;
+        if (!e)
+            return 0;
+        s = e + 1;
+    }
+}
+
+static void pg_dns_pair(pg_dns *d, const char *host, size_t hn, const char *addr) {
+    if ((d->out_host.len && keel__buf_putc(&d->out_host, ',') != 0) ||
+        keel__buf_append(&d->out_host, host, hn) != 0 ||
+        (d->out_addr.len && keel__buf_putc(&d->out_addr, ',') != 0) ||
+        keel__buf_puts(&d->out_addr, addr) != 0)
+        d->oom = 1;
+}
+
+/*
+ * Runs on a worker thread: getaddrinfo blocks, and libpq would call it on the loop thread.
+ * Every address becomes its own host/hostaddr pair, so libpq still tries them in turn while
+ * verifying certificates against the name.
+ */
+static void pg_dns_run(void *arg) {
+    pg_dns *d = arg;
+    for (const char *s = d->hosts;;) {
+        const char *e = strchr(s, ',');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        char name[256];
+        if (pg_host_is_literal(s, n) || n >= sizeof name) {
+            pg_dns_pair(d, s, n, "");
+        } else {
+            struct addrinfo hints, *res = NULL;
+            memset(&hints, 0, sizeof hints);
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+            memcpy(name, s, n);
+            name[n] = '\0';
+            int rc = getaddrinfo(name, NULL, &hints, &res);
+            if (rc != 0) {
+                snprintf(d->message, sizeof d->message,
+                         "could not translate host name \"%.200s\" to address: %.200s", name,
+                         gai_strerror(rc));
+            } else {
+                for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+                    char addr[NI_MAXHOST];
+                    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0,
+                                    NI_NUMERICHOST) == 0)
+                        pg_dns_pair(d, s, n, addr);
+                }
+                freeaddrinfo(res);
+            }
+        }
+        if (!e)
+            break;
+        s = e + 1;
+    }
+}
+
+static void pg_dns_free(pg_dns *d) {
+    free(d->hosts);
+    keel__buf_free(&d->out_host);
+    keel__buf_free(&d->out_addr);
+    free(d);
+}
+
+/* Frees the resources of the connect phase and leaves the connection waiting for close. */
+static void pg_connect_failed(pg_impl *p, const keel_error *e) {
+    keel_error copy = *e;
+    p->phase = PG_DEAD;
+    keel__watch_free(p->watch);
+    p->watch = NULL;
+    keel__timer_free(p->timer);
+    p->timer = NULL;
+    if (p->dns) {
+        p->dns->owner = NULL;
+        p->dns = NULL;
+    }
+    keel__conn_connected(p->c, &copy);
+}
+
+/*
+ * Watches the connection socket for events. During the handshake libpq may close its socket
+ * and open another (next address, SSL or GSS retry) that can get the same descriptor number,
+ * which an epoll or asyncio host would not notice; a fresh watch per step is always right.
+ */
+static int pg_rewatch(pg_impl *p, int events) {
+    keel__watch_free(p->watch);
+    p->watch = NULL;
+    int fd = PQsocket(p->pg);
+    if (fd < 0)
+        return -1;
+    p->watch = keel__watch_new(p->c->loop, fd, pg_on_ready, p);
+    if (!p->watch)
+        return -1;
+    return keel__watch_set(p->watch, events);
+}
+
+static void pg_notice_ignore(void *arg, const PGresult *res) {
+    /* Notices (e.g. "table does not exist, skipping") are not errors; a library must not
+     * print them to the host's stderr as libpq's default receiver does. */
+    (void)arg;
+    (void)res;
+}
+
+/* Hands the keywords to libpq and starts the handshake. Wipes the keywords either way. */
+static keel_status pg_start_libpq(pg_impl *p, keel_error *err) {
+    p->kw_keys[p->nkw] = NULL;
+    p->kw_vals[p->nkw] = NULL;
+    p->pg = PQconnectStartParams(p->kw_keys, (const char *const *)p->kw_vals, 0);
+    pg_kw_free(p);
+    if (!p->pg)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    PQsetNoticeReceiver(p->pg, pg_notice_ignore, NULL);
+    if (PQstatus(p->pg) == CONNECTION_BAD)
+        return pg_connect_error(p, err, KEEL_ERR_CONNECT);
+    p->phase = PG_CONNECTING;
+    /* libpq's first poll ran inside PQconnectStartParams: it now waits to write. */
+    if (pg_rewatch(p, KEEL_WRITE) != 0)
+        return keel__error_set(err, KEEL_ERR_INTERNAL, PG_ENGINE, pg_dbname(p->c),
+                               "the event loop refused to watch the connection to %s", p->where);
+    return KEEL_OK;
+}
+
+/* On the loop thread, after a resolution job: continue the connect with the addresses. */
+static void pg_dns_done(void *arg) {
+    pg_dns *d = arg;
+    pg_impl *p = d->owner;
+    if (!p) {
+        pg_dns_free(d);
+        return;
+    }
+    p->dns = NULL;
+    keel_error err;
+    keel_error_clear(&err);
+    keel_status st = KEEL_OK;
+    if (d->oom) {
+        st = keel__error_set(&err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    } else if (d->out_host.len == 0) {
+        st = keel__error_set(&err, KEEL_ERR_CONNECT, PG_ENGINE, pg_dbname(p->c), "%s",
+                             d->message[0] ? d->message : "no address found for the host");
+    } else {
+        char *host = strdup(d->out_host.data);
+        char *addr = strdup(d->out_addr.data);
+        if (!host || !addr) {
+            free(host);
+            free(addr);
+            st = keel__error_set(&err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
+                                 "out of memory");
+        } else {
+            free(p->kw_vals[p->kw_host]);
+            p->kw_vals[p->kw_host] = host;
+            p->resolved = 1;
+            st = pg_kw_add(p, "hostaddr", addr, &err);
+            if (st == KEEL_OK)
+                st = pg_start_libpq(p, &err);
+        }
+    }
+    pg_dns_free(d);
+    if (st != KEEL_OK)
+        pg_connect_failed(p, &err);
+}
+
+static void pg_on_timeout(void *arg) {
+    pg_impl *p = arg;
+    keel_error err;
+    keel__error_set(&err, KEEL_ERR_TIMEOUT, PG_ENGINE, pg_dbname(p->c),
+                    "connecting to PostgreSQL at %s timed out after %g s", p->where,
+                    p->timeout_s);
+    pg_connect_failed(p, &err);
+}
+
+/* The handshake is over and the session is set up: the connection is ready. */
+static void pg_ready(pg_impl *p) {
+    keel__timer_free(p->timer);
+    p->timer = NULL;
+    p->phase = PG_IDLE;
+    if (keel__watch_set(p->watch, KEEL_READ) != 0) {
+        keel_error err;
+        keel__error_set(&err, KEEL_ERR_INTERNAL, PG_ENGINE, pg_dbname(p->c),
+                        "the event loop refused to watch the connection to %s", p->where);
+        pg_connect_failed(p, &err);
+        return;
+    }
+    keel__conn_connected(p->c, NULL);
+}
+
+static void pg_op_reset(pg_impl *p) {
+    p->op_seq++;
+    p->failed = 0;
+    p->flush_pending = 0;
+    p->copy_out = 0;
+    keel_error_clear(&p->err);
+    PQclear(p->keep);
+    p->keep = NULL;
+}
+
+/* Flushes what a send queued and watches for what comes next. 0, or -1 when the socket died. */
+static int pg_after_send(pg_impl *p) {
+    int r = PQflush(p->pg);
+    if (r < 0)
+        return -1;
+    p->flush_pending = r;
+    return keel__watch_set(p->watch, KEEL_READ | (r ? KEEL_WRITE : 0)) == 0 ? 0 : -1;
+}
+
+/*
+ * Decoding relies on DateStyle ISO and integer timestamps. The session setting is checked
+ * rather than forced through the startup "options" keyword, which poolers such as pgbouncer
+ * reject.
+ */
+static void pg_handshake_done(pg_impl *p) {
+    keel_error err;
+    /* Only now: PQsetnonblocking clears the error text, which during the handshake holds the
+     * host and port of the attempt in progress. The handshake itself never blocks. */
+    if (PQsetnonblocking(p->pg, 1) != 0) {
+        pg_connect_error(p, &err, KEEL_ERR_CONNECT);
+        pg_connect_failed(p, &err);
+        return;
+    }
+    const char *idt = PQparameterStatus(p->pg, "integer_datetimes");
+    if (idt && strcmp(idt, "on") != 0) {
+        keel__error_set(&err, KEEL_ERR_UNSUPPORTED, PG_ENGINE, pg_dbname(p->c),
+                        "the server at %s uses floating-point timestamps (integer_datetimes "
+                        "off), which keel does not support",
+                        p->where);
+        pg_connect_failed(p, &err);
+        return;
+    }
+    const char *ds = PQparameterStatus(p->pg, "DateStyle");
+    if (ds && strncmp(ds, "ISO", 3) == 0) {
+        pg_ready(p);
+        return;
+    }
+    pg_op_reset(p);
+    p->phase = PG_SETUP;
+    if (!PQsendQuery(p->pg, "SET DateStyle = ISO") || pg_after_send(p) != 0) {
+        pg_connect_error(p, &err, KEEL_ERR_CONNECT);
+        pg_connect_failed(p, &err);
+    }
+}
+
+static void pg_connect_step(pg_impl *p) {
+    keel_error err;
+    switch (PQconnectPoll(p->pg)) {
+    case PGRES_POLLING_READING:
+        if (pg_rewatch(p, KEEL_READ) == 0)
+            return;
+        break;
+    case PGRES_POLLING_WRITING:
+        if (pg_rewatch(p, KEEL_WRITE) == 0)
+            return;
+        break;
+    case PGRES_POLLING_OK:
+        pg_handshake_done(p);
+        return;
+    default:
+        pg_connect_error(p, &err, KEEL_ERR_CONNECT);
+        pg_connect_failed(p, &err);
+        return;
+    }
+    keel__error_set(&err, KEEL_ERR_INTERNAL, PG_ENGINE, pg_dbname(p->c),
+                    "the event loop refused to watch the connection to %s", p->where);
+    pg_connect_failed(p, &err);
+}
+
+static void pg_destroy(pg_impl *p) {
+    if (p->dns)
+        p->dns->owner = NULL;
+    if (p->cancel_job)
+        p->cancel_job->owner = NULL;
+    keel__watch_free(p->watch);
+    keel__timer_free(p->timer);
+    keel__timer_free(p->cancel_timer);
+    PQclear(p->keep);
+    if (p->pg)
+        PQfinish(p->pg);
+    pg_kw_free(p);
+    free(p->bvals);
+    free(p->pvals);
+    free(p->plens);
+    free(p->pfmts);
+    free(p->ptypes);
+    keel__buf_free(&p->ptext);
+    keel__buf_free(&p->sqlbuf);
+    free(p);
+}
+
+static keel_status pg_connect(keel_conn *c, keel_error *err) {
+    pg_impl *p = calloc(1, sizeof *p);
+    if (!p)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c), "out of memory");
+    p->c = c;
+    p->phase = PG_CONNECTING;
+    p->timeout_s = c->config->connect_timeout > 0 ? c->config->connect_timeout : 0;
+    keel_status st = pg_build_keywords(p, err);
+    if (st != KEEL_OK) {
+        pg_destroy(p);
+        return st;
+    }
+    if (p->timeout_s <= 0)
+        p->timeout_s = PG_DEFAULT_TIMEOUT_S;
+    p->timer = keel__timer_new(c->loop, pg_on_timeout, p);
+    if (!p->timer ||
+        keel__timer_arm(p->timer, keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5)) != 0) {
+        pg_destroy(p);
+        return keel__error_set(err, KEEL_ERR_INTERNAL, PG_ENGINE, pg_dbname(c),
+                               "the event loop refused the connect timer");
+    }
+    int has_hostaddr = 0;
+    for (size_t i = 0; i < p->nkw; i++)
+        if (strcmp(p->kw_keys[i], "hostaddr") == 0)
+            has_hostaddr = 1;
+    const char *host = p->kw_host != SIZE_MAX ? p->kw_vals[p->kw_host] : NULL;
+    keel__workers *workers = NULL;
+    if (host && !has_hostaddr && pg_needs_dns(host))
+        workers = keel__conn_workers(c);
+    /* Without a worker pool (out of memory) libpq resolves the name itself, blocking briefly. */
+    if (workers) {
+        pg_dns *d = calloc(1, sizeof *d);
+        if (d)
+            d->hosts = strdup(host);
+        if (!d || !d->hosts) {
+            free(d);
+            pg_destroy(p);
+            return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c),
+                                   "out of memory");
+        }
+        d->owner = p;
+        if (keel__workers_submit(workers, pg_dns_run, pg_dns_done, d) == 0) {
+            p->dns = d;
+            p->phase = PG_RESOLVING;
+            c->impl = p;
+            return KEEL_OK;
+        }
+        pg_dns_free(d);
+    }
+    st = pg_start_libpq(p, err);
+    if (st != KEEL_OK) {
+        pg_destroy(p);
+        return st;
+    }
+    c->impl = p;
+    return KEEL_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parameters                                                                               */
+
+static keel_status pg_param_error(pg_impl *p, keel_error *err, keel_status code, size_t i,
+                                  const char *what) {
+    return keel__error_set(err, code, PG_ENGINE, pg_dbname(p->c), "parameter $%zu: %s", i + 1,
+                           what);
+}
+
+/* Bytes of text a parameter needs in the encode buffer, or SIZE_MAX for an invalid value. */
+static size_t pg_param_room(const keel_value *v) {
+    switch (v->type) {
+    case KEEL_TYPE_NULL:
+    case KEEL_TYPE_BYTES:
+        return 0;
+    case KEEL_TYPE_BOOL:
+        return 2;
+    case KEEL_TYPE_INT:
+        return 24;
+    case KEEL_TYPE_FLOAT:
+        return 32;
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_TEXT:
+    case KEEL_TYPE_JSON:
+        return v->u.str.len + 1;
+    case KEEL_TYPE_DATE:
+    case KEEL_TYPE_TIME:
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+        return KEEL__TIME_TEXT_MAX;
+    case KEEL_TYPE_UUID:
+        return KEEL__UUID_TEXT_MAX;
+    }
+    return SIZE_MAX;
+}
+
+/* Checks what libpq cannot carry: unknown types, and NUL bytes inside text. */
+static keel_status pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel_error *err) {
+    if (pg_param_room(v) == SIZE_MAX)
+        return pg_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, i, "unknown value type");
+    if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
+         v->type == KEEL_TYPE_JSON) &&
+        v->u.str.len && (!v->u.str.ptr || memchr(v->u.str.ptr, '\0', v->u.str.len)))
+        return pg_param_error(p, err, KEEL_ERR_DATA, i,
+                              "text contains a NUL byte, which PostgreSQL cannot store");
+    if (v->type == KEEL_TYPE_BYTES && v->u.str.len > INT32_MAX)
+        return pg_param_error(p, err, KEEL_ERR_DATA, i, "bytes longer than 2 GiB");
+    return KEEL_OK;
+}
+
+static int pg_param_grow(pg_impl *p, size_t n) {
+    if (n <= p->pcap)
+        return 0;
+    const char **vals = realloc(p->pvals, n * sizeof *vals);
+    if (vals)
+        p->pvals = vals;
+    int *lens = realloc(p->plens, n * sizeof *lens);
+    if (lens)
+        p->plens = lens;
+    int *fmts = realloc(p->pfmts, n * sizeof *fmts);
+    if (fmts)
+        p->pfmts = fmts;
+    Oid *types = realloc(p->ptypes, n * sizeof *types);
+    if (types)
+        p->ptypes = types;
+    if (!vals || !lens || !fmts || !types)
+        return -1;
+    p->pcap = n;
+    return 0;
+}
+
+/*
+ * Encodes one row of parameters into the connection's reusable arrays: text for every type
+ * but bytes, which go in binary so they need no escaping. Values must have passed
+ * pg_param_check.
+ */
+static keel_status pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_error *err) {
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++)
+        need += pg_param_room(&v[i]);
+    keel__buf_reset(&p->ptext);
+    if (pg_param_grow(p, n) != 0 || (need && keel__buf_reserve(&p->ptext, need) != 0))
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    char *out = p->ptext.data;
+    size_t used = 0, wire = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *s = out ? out + used : NULL;
+        size_t len = 0;
+        Oid type = 0;
+        p->pfmts[i] = 0;
+        switch (v[i].type) {
+        case KEEL_TYPE_NULL:
+            p->pvals[i] = NULL;
+            p->plens[i] = 0;
+            p->ptypes[i] = 0;
+            continue;
+        case KEEL_TYPE_BYTES:
+            p->pvals[i] = v[i].u.str.ptr ? v[i].u.str.ptr : "";
+            p->plens[i] = (int)v[i].u.str.len;
+            p->pfmts[i] = 1;
+            p->ptypes[i] = PG_OID_BYTEA;
+            wire += v[i].u.str.len;
+            continue;
+        case KEEL_TYPE_BOOL:
+            s[0] = v[i].u.boolean ? 't' : 'f';
+            s[1] = '\0';
+            len = 1;
+            type = PG_OID_BOOL;
+            break;
+        case KEEL_TYPE_INT:
+            len = pg_format_int(v[i].u.i64, s);
+            type = PG_OID_INT8;
+            break;
+        case KEEL_TYPE_FLOAT:
+            len = pg_format_float(v[i].u.f64, s, 32);
+            type = PG_OID_FLOAT8;
+            break;
+        case KEEL_TYPE_NUMERIC:
+        case KEEL_TYPE_TEXT:
+        case KEEL_TYPE_JSON:
+            /* Text and JSON go as "unknown" so the server takes the type from the context
+             * (an int column, json or jsonb); libpq needs them NUL-terminated. */
+            len = v[i].u.str.len;
+            if (len)
+                memcpy(s, v[i].u.str.ptr, len);
+            s[len] = '\0';
+            type = v[i].type == KEEL_TYPE_NUMERIC ? PG_OID_NUMERIC : 0;
+            break;
+        case KEEL_TYPE_DATE:
+            len = keel__format_date(v[i].u.date, s);
+            type = PG_OID_DATE;
+            break;
+        case KEEL_TYPE_TIME:
+            len = keel__format_time(v[i].u.micros, s);
+            type = PG_OID_TIME;
+            break;
+        case KEEL_TYPE_TIMESTAMP:
+            len = keel__format_timestamp(v[i].u.micros, s);
+            type = PG_OID_TIMESTAMP;
+            break;
+        case KEEL_TYPE_TIMESTAMPTZ:
+            len = keel__format_timestamptz(v[i].u.micros, s);
+            type = PG_OID_TIMESTAMPTZ;
+            break;
+        case KEEL_TYPE_UUID:
+            keel__format_uuid(v[i].u.uuid, s);
+            len = 36;
+            type = PG_OID_UUID;
+            break;
+        }
+        p->pvals[i] = s;
+        p->plens[i] = (int)len;
+        p->ptypes[i] = type;
+        used += len + 1;
+        wire += len;
+    }
+    p->pbytes = wire;
+    return KEEL_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Results                                                                                  */
+
+static keel_type pg_type_of(Oid oid) {
+    switch (oid) {
+    case PG_OID_BOOL:
+        return KEEL_TYPE_BOOL;
+    case PG_OID_INT2:
+    case PG_OID_INT4:
+    case PG_OID_INT8:
+    case PG_OID_OID:
+        return KEEL_TYPE_INT;
+    case PG_OID_FLOAT4:
+    case PG_OID_FLOAT8:
+        return KEEL_TYPE_FLOAT;
+    case PG_OID_NUMERIC:
+        return KEEL_TYPE_NUMERIC;
+    case PG_OID_BYTEA:
+        return KEEL_TYPE_BYTES;
+    case PG_OID_DATE:
+        return KEEL_TYPE_DATE;
+    case PG_OID_TIME:
+        return KEEL_TYPE_TIME;
+    case PG_OID_TIMESTAMP:
+        return KEEL_TYPE_TIMESTAMP;
+    case PG_OID_TIMESTAMPTZ:
+        return KEEL_TYPE_TIMESTAMPTZ;
+    case PG_OID_UUID:
+        return KEEL_TYPE_UUID;
+    case PG_OID_JSON:
+    case PG_OID_JSONB:
+        return KEEL_TYPE_JSON;
+    default:
+        /* text, varchar, char, name, and everything keel has no type for (enums, inet, timetz,
+         * intervals, arrays) arrive as their text form. */
+        return KEEL_TYPE_TEXT;
+    }
+}
+
+static int pg_hex(unsigned char ch) {
+    if ((unsigned)(ch - '0') < 10u)
+        return ch - '0';
+    ch |= 0x20;
+    if ((unsigned)(ch - 'a') < 6u)
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* Decodes bytea text (hex "\x…", or the older escape format). 0, -1 malformed, -2 no memory. */
+static int pg_decode_bytea(keel_result *res, const char *s, size_t n, keel_value *v) {
+    unsigned char *out;
+    size_t m = 0;
+    if (n >= 2 && s[0] == '\\' && s[1] == 'x') {
+        if ((n - 2) % 2)
+            return -1;
+        m = (n - 2) / 2;
+        out = (unsigned char *)keel__result_alloc(res, m);
+        if (!out)
+            return -2;
+        const unsigned char *h = (const unsigned char *)s + 2;
+        for (size_t i = 0; i < m; i++) {
+            int hi = pg_hex(h[2 * i]), lo = pg_hex(h[2 * i + 1]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            out[i] = (unsigned char)(hi << 4 | lo);
+        }
+    } else {
+        for (size_t i = 0; i < n; m++) {
+            if (s[i] != '\\')
+                i++;
+            else if (i + 1 < n && s[i + 1] == '\\')
+                i += 2;
+            else if (i + 4 <= n)
+                i += 4;
+            else
+                return -1;
+        }
+        out = (unsigned char *)keel__result_alloc(res, m);
+        if (!out)
+            return -2;
+        size_t o = 0;
+        for (size_t i = 0; i < n;) {
+            if (s[i] != '\\') {
+                out[o++] = (unsigned char)s[i++];
+            } else if (s[i + 1] == '\\') {
+                out[o++] = '\\';
+                i += 2;
+            } else {
+                unsigned a = (unsigned)s[i + 1] - '0', b = (unsigned)s[i + 2] - '0',
+                         c = (unsigned)s[i + 3] - '0';
+                if (a > 3 || b > 7 || c > 7)
+                    return -1;
+                out[o++] = (unsigned char)(a << 6 | b << 3 | c);
+                i += 4;
+            }
+        }
+    }
+    v->type = KEEL_TYPE_BYTES;
+    v->u.str.ptr = (const char *)out;
+    v->u.str.len = m;
+    return 0;
+}
+
+/* Stores s as a text-like value of type t in result memory. -1 when out of memory. */
+static int pg_set_text(keel_result *res, keel_value *v, const char *s, size_t n, keel_type t) {
+    char *copy = keel__result_strndup(res, s, n);
+    if (!copy)
+        return -1;
+    v->type = t;
+    v->u.str.ptr = copy;
+    v->u.str.len = n;
+    return 0;
+}
+
+/*
+ * Decodes one value of column kind t. Text the decoder does not recognise (dates such as
+ * "infinity", a DateStyle changed by the user) is returned as TEXT rather than failing the
+ * whole result. -1 when out of memory.
+ */
+static int pg_decode_value(keel_result *res, keel_type t, const char *s, size_t n,
+                           keel_value *v) {
+    switch (t) {
+    case KEEL_TYPE_BOOL:
+        v->type = KEEL_TYPE_BOOL;
+        v->u.boolean = s[0] == 't';
+        return 0;
+    case KEEL_TYPE_INT:
+        if (pg_parse_int(s, n, &v->u.i64) == 0) {
+            v->type = KEEL_TYPE_INT;
+            return 0;
+        }
+        break;
+    case KEEL_TYPE_FLOAT:
+        v->type = KEEL_TYPE_FLOAT;
+        v->u.f64 = pg_strtod(s, NULL);
+        return 0;
+    case KEEL_TYPE_BYTES: {
+        int r = pg_decode_bytea(res, s, n, v);
+        if (r != -1)
+            return r == 0 ? 0 : -1;
+        break;
+    }
+    case KEEL_TYPE_DATE:
+        if (keel__parse_date(s, n, &v->u.date) == 0) {
+            v->type = KEEL_TYPE_DATE;
+            return 0;
+        }
+        break;
+    case KEEL_TYPE_TIME:
+        if (keel__parse_time(s, n, &v->u.micros) == 0) {
+            v->type = KEEL_TYPE_TIME;
+            return 0;
+        }
+        break;
+    case KEEL_TYPE_TIMESTAMP:
+        if (keel__parse_timestamp(s, n, &v->u.micros) == 0) {
+            v->type = KEEL_TYPE_TIMESTAMP;
+            return 0;
+        }
+        break;
+    case KEEL_TYPE_TIMESTAMPTZ:
+        if (keel__parse_timestamptz(s, n, &v->u.micros) == 0) {
+            v->type = KEEL_TYPE_TIMESTAMPTZ;
+            return 0;
+        }
+        break;
+    case KEEL_TYPE_UUID:
+        if (keel__parse_uuid(s, n, v->u.uuid) == 0) {
+            v->type = KEEL_TYPE_UUID;
+            return 0;
+        }
+        break;
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_JSON:
+        return pg_set_text(res, v, s, n, t);
+    default:
+        break;
+    }
+    return pg_set_text(res, v, s, n, KEEL_TYPE_TEXT);
+}
+
+/* Decodes a whole PGresult into a keel_result. */
+static keel_status pg_decode(pg_impl *p, PGresult *r, keel_result **out, keel_error *err) {
+    size_t ncols = r ? (size_t)PQnfields(r) : 0;
+    size_t nrows = r ? (size_t)PQntuples(r) : 0;
+    keel_type kinds_local[64];
+    keel_type *kinds = ncols <= 64 ? kinds_local : malloc(ncols * sizeof *kinds);
+    keel_result *res = keel__result_new(ncols);
+    if (!res || !kinds)
+        goto nomem;
+    for (size_t col = 0; col < ncols; col++) {
+        const char *name = PQfname(r, (int)col);
+        kinds[col] = pg_type_of(PQftype(r, (int)col));
+        if (keel__result_set_column(res, col, name, strlen(name), kinds[col]) != 0)
+            goto nomem;
+    }
+    if (nrows && keel__result_reserve(res, nrows) != 0)
+        goto nomem;
+    for (size_t row = 0; row < nrows; row++) {
+        keel_value *vals = keel__result_add_row(res);
+        if (!vals)
+            goto nomem;
+        for (size_t col = 0; col < ncols; col++) {
+            if (PQgetisnull(r, (int)row, (int)col))
+                continue;
+            if (pg_decode_value(res, kinds[col], PQgetvalue(r, (int)row, (int)col),
+                                (size_t)PQgetlength(r, (int)row, (int)col), &vals[col]) != 0)
+                goto nomem;
+        }
+    }
+    keel__result_set_affected(res, r ? pg_affected(r) : -1);
+    if (kinds != kinds_local)
+        free(kinds);
+    *out = res;
+    return KEEL_OK;
+nomem:
+    if (kinds != kinds_local)
+        free(kinds);
+    keel_result_free(res);
+    return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
+                           "out of memory decoding a result of %zu rows", nrows);
+}
+
+/* Fills err from a failed PGresult; row >= 0 names the batch row it belongs to. */
+static void pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *err) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+    int bad = PQstatus(p->pg) == CONNECTION_BAD;
+    if (!primary || !*primary)
+        primary = PQresultErrorMessage(r);
+    if (!primary || !*primary)
+        primary = PQerrorMessage(p->pg);
+    char raw[KEEL_ERROR_MESSAGE_MAX * 2];
+    int n = 0;
+    if (row >= 0)
+        n = snprintf(raw, sizeof raw, "row %ld: ", row);
+    if (detail && *detail)
+        snprintf(raw + n, sizeof raw - (size_t)n, "%s DETAIL: %s", primary, detail);
+    else
+        snprintf(raw + n, sizeof raw - (size_t)n, "%s", primary);
+    keel_status code;
+    if (state && strcmp(state, "08P01") == 0 && strstr(primary, "bind message supplies"))
+        code = KEEL_ERR_PARAMETERS;
+    else if (bad)
+        code = KEEL_ERR_CONNECTION_LOST;
+    else if (state && strlen(state) == 5)
+        code = keel__status_from_sqlstate(state);
+    else
+        code = KEEL_ERR_DATABASE;
+    if (bad)
+        p->c->broken = 1;
+    pg_error_libpq(err, code, p->c, NULL, raw);
+    keel__error_set_sqlstate(err, state);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Running operations                                                                       */
+
+static const char *pg_sql(pg_impl *p, const keel_conn *c, const char *sql, size_t len) {
+    /* The core hands its own statement buffer, which is NUL-terminated; others are copied. */
+    if (sql == c->sql.data)
+        return sql;
+    keel__buf_reset(&p->sqlbuf);
+    if (keel__buf_append(&p->sqlbuf, sql, len) != 0 || keel__buf_putc(&p->sqlbuf, '\0') != 0)
+        return NULL;
+    return p->sqlbuf.data;
+}
+
+static void pg_batch_clear(pg_impl *p) {
+    free(p->bvals);
+    p->bvals = NULL;
+    p->brows = p->bnparams = p->bsent = p->bdone = 0;
+    p->bgot = p->bsynced = 0;
+    p->baffected = 0;
+}
+
+/*
+ * The server went away (or libpq failed) during an operation: it ends with CONNECTION_LOST
+ * and the connection is unusable.
+ */
+static void pg_lost(pg_impl *p) {
+    keel_conn *c = p->c;
+    pg_phase was = p->phase;
+    keel_error err;
+    if (was == PG_SETUP)
+        pg_connect_error(p, &err, KEEL_ERR_CONNECT);
+    else
+        pg_error_libpq(&err, KEEL_ERR_CONNECTION_LOST, c, "connection lost: ",
+                       PQerrorMessage(p->pg));
+    c->broken = 1;
+    p->phase = PG_DEAD;
+    PQclear(p->keep);
+    p->keep = NULL;
+    pg_batch_clear(p);
+    if (p->watch)
+        keel__watch_set(p->watch, 0);
+    if (was == PG_SETUP) {
+        pg_connect_failed(p, &err);
+        return;
+    }
+    keel__conn_complete(c, NULL, &err);
+}
+
+/* The operation's results are all in: report them (this is the last thing done with p). */
+static void pg_finish(pg_impl *p) {
+    keel_conn *c = p->c;
+    if (PQstatus(p->pg) == CONNECTION_BAD) {
+        pg_lost(p);
+        return;
+    }
+    pg_phase was = p->phase;
+    p->phase = PG_IDLE;
+    p->flush_pending = 0;
+    if (keel__watch_set(p->watch, KEEL_READ) != 0 && !p->failed) {
+        keel__error_set(&p->err, KEEL_ERR_INTERNAL, PG_ENGINE, pg_dbname(c),
+                        "the event loop refused to watch the connection");
+        p->failed = 1;
+        c->broken = 1;
+    }
+    if (was == PG_SETUP) {
+        PQclear(p->keep);
+        p->keep = NULL;
+        if (p->failed) {
+            keel_error e = p->err;
+            e.code = KEEL_ERR_CONNECT;
+            pg_connect_failed(p, &e);
+            return;
+        }
+        pg_ready(p);
+        return;
+    }
+    keel_result *res = NULL;
+    if (!p->failed) {
+        keel_status st;
+        if (was == PG_BATCH) {
+            res = keel__result_new(0);
+            if (res)
+                keel__result_set_affected(res, p->baffected);
+            st = res ? KEEL_OK
+                     : keel__error_set(&p->err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c),
+                                       "out of memory");
+        } else {
+            st = pg_decode(p, p->keep, &res, &p->err);
+        }
+        if (st != KEEL_OK)
+            p->failed = 1;
+    }
+    PQclear(p->keep);
+    p->keep = NULL;
+    pg_batch_clear(p);
+    if (p->failed) {
+        keel_error e = p->err;
+        keel__conn_complete(c, NULL, &e);
+    } else {
+        keel__conn_complete(c, res, NULL);
+    }
+}
+
+static void pg_fail_op(pg_impl *p, keel_status code, const char *msg) {
+    if (p->failed)
+        return;
+    keel__error_set(&p->err, code, PG_ENGINE, pg_dbname(p->c), "%s", msg);
+    p->failed = 1;
+}
+
+/*
+ * COPY needs a data stream keel does not offer: COPY FROM STDIN is ended with an error, and
+ * the data of COPY TO STDOUT is read and dropped, so the connection stays usable. Returns 0,
+ * or -1 when libpq failed.
+ */
+static int pg_refuse_copy(pg_impl *p, ExecStatusType st, long row) {
+    char msg[96];
+    int n = row >= 0 ? snprintf(msg, sizeof msg, "row %ld: ", row) : 0;
+    snprintf(msg + n, sizeof msg - (size_t)n, "COPY %s is not supported",
+             st == PGRES_COPY_IN ? "FROM STDIN" : "TO STDOUT");
+    pg_fail_op(p, KEEL_ERR_UNSUPPORTED, msg);
+    if (st == PGRES_COPY_IN) {
+        if (PQputCopyEnd(p->pg, "COPY FROM STDIN is not supported by keel") != 1)
+            return -1;
+        p->flush_pending = 1;
+        return 0;
+    }
+    if (st == PGRES_COPY_OUT) {
+        p->copy_out = 1;
+        return 0;
+    }
+    return -1; /* COPY BOTH only exists on replication connections */
+}
+
+/* Drops COPY TO STDOUT data. 1 when the copy is over, 0 when more input is needed, -1 failed. */
+static int pg_drain_copy(pg_impl *p) {
+    char *buf = NULL;
+    int n;
+    while ((n = PQgetCopyData(p->pg, &buf, 1)) > 0)
+        PQfreemem(buf);
+    if (n == 0)
+        return 0;
+    if (n == -2)
+        return -1;
+    p->copy_out = 0;
+    return 1;
+}
+
+/*
+ * Collects the results of a simple or extended-protocol statement. Returns 1 when all are in,
+ * 0 when more input is needed, -1 when the connection failed.
+ */
+static int pg_query_collect(pg_impl *p) {
+    for (;;) {
+        if (p->copy_out) {
+            int d = pg_drain_copy(p);
+            if (d <= 0)
+                return d;
+        }
+        if (PQisBusy(p->pg))
+            return 0;
+        PGresult *r = PQgetResult(p->pg);
+        if (!r)
+            return 1;
+        ExecStatusType st = PQresultStatus(r);
+        switch (st) {
+        case PGRES_TUPLES_OK:
+            /* Of several statements, the last one that returned rows is the result. */
+            PQclear(p->keep);
+            p->keep = r;
+            break;
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+            if (p->keep && PQresultStatus(p->keep) == PGRES_TUPLES_OK) {
+                PQclear(r);
+            } else {
+                PQclear(p->keep);
+                p->keep = r;
+            }
+            break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_BOTH:
+            PQclear(r);
+            if (pg_refuse_copy(p, st, -1) != 0)
+                return -1;
+            break;
+        default:
+            if (!p->failed) {
+                pg_result_error(p, r, -1, &p->err);
+                p->failed = 1;
+            }
+            PQclear(r);
+            break;
+        }
+    }
+}
+
+/*
+ * Collects batch results as they arrive: each query's results end with a NULL, and the
+ * closing sync ends the batch. Returns 1 when the batch is over, 0 when more input is needed,
+ * -1 when the connection failed.
+ */
+static int pg_batch_collect(pg_impl *p) {
+    for (;;) {
+        if (p->copy_out) {
+            int d = pg_drain_copy(p);
+            if (d <= 0)
+                return d;
+        }
+        if (PQisBusy(p->pg))
+            return 0;
+        PGresult *r = PQgetResult(p->pg);
+        if (!r) {
+            if (!p->bgot)
+                return 0; /* nothing sent is pending yet */
+            p->bgot = 0;
+            p->bdone++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            return PQexitPipelineMode(p->pg) == 1 ? 1 : -1;
+        }
+        p->bgot = 1;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            int64_t n = pg_affected(r);
+            if (n > 0)
+                p->baffected += n;
+        } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(r);
+            if (pg_refuse_copy(p, st, (long)p->bdone) != 0)
+                return -1;
+            continue;
+        } else if (st != PGRES_PIPELINE_ABORTED && !p->failed) {
+            pg_result_error(p, r, (long)p->bdone, &p->err);
+            p->failed = 1;
+        }
+        PQclear(r);
+    }
+}
+
+/*
+ * Queues batch rows while the socket takes them, then the closing sync. After the first
+ * failed row the rest are skipped: the server would discard them until the sync anyway.
+ * Returns 0, or -1 when libpq failed.
+ */
+static int pg_batch_send(pg_impl *p) {
+    size_t budget = PG_BATCH_ROWS_PER_WAKEUP;
+    for (;;) {
+        if (p->flush_pending) {
+            int r = PQflush(p->pg);
+            if (r < 0)
+                return -1;
+            if (r > 0)
+                return 0;
+            p->flush_pending = 0;
+        }
+        if (p->bsynced)
+            return 0;
+        if (p->failed || p->bsent == p->brows) {
+            if (!PQpipelineSync(p->pg))
+                return -1;
+            p->bsynced = 1;
+            p->flush_pending = 1;
+            continue;
+        }
+        if (budget == 0)
+            return 0;
+        size_t rows = 0, bytes = 0;
+        while (p->bsent < p->brows && rows < PG_BATCH_CHUNK_ROWS && bytes < PG_BATCH_CHUNK_BYTES &&
+               rows < budget) {
+            const keel_value *row = p->bvals + p->bsent * p->bnparams;
+            keel_error e;
+            if (pg_encode(p, row, p->bnparams, &e) != KEEL_OK) {
+                if (!p->failed) {
+                    p->err = e;
+                    p->failed = 1;
+                }
+                break;
+            }
+            if (!PQsendQueryParams(p->pg, p->bsql, (int)p->bnparams, p->ptypes, p->pvals,
+                                   p->plens, p->pfmts, 0))
+                return -1;
+            p->bsent++;
+            rows++;
+            bytes += p->pbytes + 32;
+        }
+        budget -= rows;
+        p->flush_pending = 1;
+    }
+}
+
+static int pg_want_write(const pg_impl *p) {
+    return p->flush_pending || (p->phase == PG_BATCH && !p->bsynced);
+}
+
+/* One wake-up of a running operation: send what is pending, read, collect results. */
+static void pg_op_step(pg_impl *p, int events) {
+    if (p->phase == PG_BATCH) {
+        if (pg_batch_send(p) != 0) {
+            pg_lost(p);
+            return;
+        }
+    } else if (p->flush_pending) {
+        int r = PQflush(p->pg);
+        if (r < 0) {
+            pg_lost(p);
+            return;
+        }
+        p->flush_pending = r;
+    }
+    if ((events & KEEL_READ) && !PQconsumeInput(p->pg)) {
+        pg_lost(p);
+        return;
+    }
+    int done = p->phase == PG_BATCH ? pg_batch_collect(p) : pg_query_collect(p);
+    if (done < 0) {
+        pg_lost(p);
+        return;
+    }
+    if (done > 0) {
+        pg_finish(p);
+        return;
+    }
+    if (keel__watch_set(p->watch, KEEL_READ | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0) {
+        pg_fail_op(p, KEEL_ERR_INTERNAL, "the event loop refused to watch the connection");
+        pg_lost(p);
+    }
+}
+
+/* Idle and readable: the server closed the connection, or sent a notification. */
+static void pg_idle_input(pg_impl *p) {
+    int ok = PQconsumeInput(p->pg);
+    PGnotify *n;
+    while ((n = PQnotifies(p->pg)) != NULL)
+        PQfreemem(n);
+    if (ok && PQstatus(p->pg) != CONNECTION_BAD)
+        return;
+    p->phase = PG_DEAD;
+    keel__watch_set(p->watch, 0);
+    p->c->broken = 1;
+    keel__conn_broken(p->c);
+}
+
+static void pg_on_ready(void *arg, int events) {
+    pg_impl *p = arg;
+    switch (p->phase) {
+    case PG_CONNECTING:
+        pg_connect_step(p);
+        return;
+    case PG_IDLE:
+        pg_idle_input(p);
+        return;
+    case PG_SETUP:
+    case PG_QUERY:
+    case PG_BATCH:
+        pg_op_step(p, events);
+        return;
+    case PG_RESOLVING:
+    case PG_DEAD:
+        keel__watch_set(p->watch, 0);
+        return;
+    }
+}
+
+static keel_status pg_check_idle(pg_impl *p, keel_conn *c, keel_error *err) {
+    if (!p || p->phase == PG_DEAD || c->broken)
+        return keel__error_set(err, KEEL_ERR_CONNECTION_LOST, PG_ENGINE, pg_dbname(c),
+                               "the connection to database '%s' was lost", pg_dbname(c));
+    if (p->phase != PG_IDLE)
+        return keel__error_set(err, KEEL_ERR_BUSY, PG_ENGINE, pg_dbname(c),
+                               "another operation is in progress on this connection");
+    return KEEL_OK;
+}
+
+/*
+ * Starting an operation failed: nothing will be reported for it. When libpq refused the
+ * command before queueing it the connection stays usable; once anything may have reached the
+ * server (sent), or a pipeline was half built, the session state is unknown and it is given up.
+ */
+static keel_status pg_send_failed(pg_impl *p, int sent, keel_error *err) {
+    keel_conn *c = p->c;
+    int bad = PQstatus(p->pg) == CONNECTION_BAD;
+    keel_status st = pg_error_libpq(err, bad ? KEEL_ERR_CONNECTION_LOST : KEEL_ERR_DATABASE, c,
+                                    bad ? "connection lost: " : NULL, PQerrorMessage(p->pg));
+    if (bad || sent || p->phase == PG_BATCH) {
+        c->broken = 1;
+        p->phase = PG_DEAD;
+        keel__watch_set(p->watch, 0);
+    } else {
+        p->phase = PG_IDLE;
+    }
+    pg_batch_clear(p);
+    return st;
+}
+
+/*
+ * True when the statement starts with COPY. The server expects COPY data right after the
+ * command, so in a pipeline the next queued row would break the protocol and end the session:
+ * batches refuse COPY before sending anything.
+ */
+static int pg_starts_with_copy(const char *sql) {
+    const char *s = sql;
+    for (;;) {
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '(')
+            s++;
+        if (s[0] == '-' && s[1] == '-') {
+            while (*s && *s != '\n')
+                s++;
+        } else if (s[0] == '/' && s[1] == '*') {
+            const char *end = strstr(s + 2, "*/");
+            if (!end)
+                return 0;
+            s = end + 2;
+        } else {
+            break;
+        }
+    }
+    return strncasecmp(s, "copy", 4) == 0 && !(s[4] == '_' || (s[4] >= '0' && s[4] <= '9') ||
+                                                ((s[4] | 0x20) >= 'a' && (s[4] | 0x20) <= 'z'));
+}
+
+/* Copies a batch's parameters (they are only valid during the query call) in one block. */
+static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error *err) {
+    size_t n = stmt->nrows * stmt->nparams, bytes = 0;
+    if (stmt->nparams && n / stmt->nparams != stmt->nrows)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const keel_value *v = &stmt->params[i];
+        keel_status st = pg_param_check(p, v, i % stmt->nparams, err);
+        if (st != KEEL_OK) {
+            char msg[KEEL_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+            return keel__error_set(err, st, PG_ENGINE, pg_dbname(p->c), "row %zu: %s",
+                                   i / stmt->nparams, msg);
+        }
+        if (v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
+            v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_BYTES)
+            bytes += v->u.str.len;
+    }
+    size_t head = n * sizeof(keel_value);
+    char *block = malloc(head + bytes + 1);
+    if (!block)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
+                               "out of memory copying %zu batch rows", stmt->nrows);
+    keel_value *vals = (keel_value *)(void *)block;
+    char *text = block + head;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = stmt->params[i];
+        keel_type t = vals[i].type;
+        if ((t == KEEL_TYPE_TEXT || t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_JSON ||
+             t == KEEL_TYPE_BYTES) &&
+            vals[i].u.str.len) {
+            memcpy(text, vals[i].u.str.ptr, vals[i].u.str.len);
+            vals[i].u.str.ptr = text;
+            text += vals[i].u.str.len;
+        }
+    }
+    free(p->bvals);
+    p->bvals = vals;
+    return KEEL_OK;
+}
+
+static keel_status pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
+    pg_impl *p = c->impl;
+    keel_status st = pg_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    const char *sql = pg_sql(p, c, stmt->sql, stmt->sql_len);
+    if (!sql)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c), "out of memory");
+    if (stmt->nparams > 65535)
+        return keel__error_set(err, KEEL_ERR_PARAMETERS, PG_ENGINE, pg_dbname(c),
+                               "PostgreSQL accepts at most 65535 parameters, %zu were given",
+                               stmt->nparams);
+    pg_op_reset(p);
+    if (stmt->many) {
+        if (pg_starts_with_copy(sql))
+            return keel__error_set(err, KEEL_ERR_UNSUPPORTED, PG_ENGINE, pg_dbname(c),
+                                   "COPY cannot run in a batch (query_many)");
+        st = pg_batch_copy(p, stmt, err);
+        if (st != KEEL_OK)
+            return st;
+        if (!PQenterPipelineMode(p->pg)) {
+            pg_batch_clear(p);
+            return pg_send_failed(p, 0, err);
+        }
+        p->bsql = sql;
+        p->brows = stmt->nrows;
+        p->bnparams = stmt->nparams;
+        p->phase = PG_BATCH;
+        if (pg_batch_send(p) != 0 ||
+            keel__watch_set(p->watch, KEEL_READ | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0)
+            return pg_send_failed(p, 1, err);
+        return KEEL_OK;
+    }
+    int ok;
+    if (stmt->nparams == 0) {
+        ok = PQsendQuery(p->pg, sql);
+    } else {
+        for (size_t i = 0; i < stmt->nparams; i++) {
+            st = pg_param_check(p, &stmt->params[i], i, err);
+            if (st != KEEL_OK)
+                return st;
+        }
+        st = pg_encode(p, stmt->params, stmt->nparams, err);
+        if (st != KEEL_OK)
+            return st;
+        ok = PQsendQueryParams(p->pg, sql, (int)stmt->nparams, p->ptypes, p->pvals, p->plens,
+                               p->pfmts, 0);
+    }
+    p->phase = PG_QUERY;
+    if (!ok)
+        return pg_send_failed(p, 0, err);
+    if (pg_after_send(p) != 0)
+        return pg_send_failed(p, 1, err);
+    return KEEL_OK;
+}
+
+static keel_status pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
+                                  keel_error *err) {
+    pg_impl *p = c->impl;
+    keel_status st = pg_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    if ((unsigned)op > KEEL_TXN_ROLLBACK_TO)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, PG_ENGINE, pg_dbname(c),
+                               "unknown transaction operation %d", (int)op);
+    if (keel__txn_sql(op, depth, &p->sqlbuf) != 0)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c), "out of memory");
+    pg_op_reset(p);
+    p->phase = PG_QUERY;
+    if (!PQsendQuery(p->pg, p->sqlbuf.data))
+        return pg_send_failed(p, 0, err);
+    if (pg_after_send(p) != 0)
+        return pg_send_failed(p, 1, err);
+    return KEEL_OK;
+}
+
+/* Runs on a worker: PQcancel opens a connection of its own and waits for the server. */
+static void pg_cancel_run(void *arg) {
+    pg_cancel_job *job = arg;
+    char errbuf[256];
+    PQcancel(job->cancel, errbuf, sizeof errbuf);
+}
+
+static int pg_running(const pg_impl *p) { return p->phase == PG_QUERY || p->phase == PG_BATCH; }
+
+/*
+ * After a cancel request was answered: if the same operation still runs, the request most
+ * likely reached the server before the statement did (a server ignores a cancel while idle),
+ * so another is sent shortly, a bounded number of times.
+ */
+static void pg_cancel_done(void *arg) {
+    pg_cancel_job *job = arg;
+    pg_impl *p = job->owner;
+    PQfreeCancel(job->cancel);
+    free(job);
+    if (!p)
+        return;
+    p->cancel_job = NULL;
+    if (!pg_running(p) || p->op_seq != p->cancel_seq || p->cancel_tries >= PG_CANCEL_TRIES)
+        return;
+    if (!p->cancel_timer)
+        p->cancel_timer = keel__timer_new(p->c->loop, pg_cancel_retry, p);
+    int64_t delay = PG_CANCEL_RETRY_MIN_MS;
+    for (unsigned i = 1; i < p->cancel_tries && delay < PG_CANCEL_RETRY_MAX_MS; i++)
+        delay *= 2;
+    if (delay > PG_CANCEL_RETRY_MAX_MS)
+        delay = PG_CANCEL_RETRY_MAX_MS;
+    if (p->cancel_timer)
+        keel__timer_arm(p->cancel_timer, keel_now_ms() + delay);
+}
+
+static void pg_cancel_send(pg_impl *p) {
+    if (p->cancel_job || !pg_running(p) || p->op_seq != p->cancel_seq)
+        return;
+    keel__workers *w = keel__conn_workers(p->c);
+    pg_cancel_job *job = w ? malloc(sizeof *job) : NULL;
+    if (!job)
+        return;
+    job->owner = p;
+    job->cancel = PQgetCancel(p->pg);
+    if (!job->cancel || keel__workers_submit(w, pg_cancel_run, pg_cancel_done, job) != 0) {
+        PQfreeCancel(job->cancel);
+        free(job);
+        return;
+    }
+    p->cancel_job = job;
+    p->cancel_tries++;
+}
+
+static void pg_cancel_retry(void *arg) { pg_cancel_send(arg); }
+
+static void pg_cancel(keel_conn *c) {
+    pg_impl *p = c->impl;
+    if (!p || !p->pg || !pg_running(p))
+        return;
+    p->cancel_seq = p->op_seq;
+    p->cancel_tries = 0;
+    pg_cancel_send(p);
+}
+
+static keel_txn_status pg_txn_status(const keel_conn *c) {
+    const pg_impl *p = c->impl;
+    if (!p || !p->pg || p->phase == PG_DEAD)
+        return KEEL_TXN_UNKNOWN;
+    switch (PQtransactionStatus(p->pg)) {
+    case PQTRANS_IDLE:
+        return KEEL_TXN_IDLE;
+    case PQTRANS_INTRANS:
+        return KEEL_TXN_ACTIVE;
+    case PQTRANS_INERROR:
+        return KEEL_TXN_FAILED;
+    default:
+        return KEEL_TXN_UNKNOWN;
+    }
+}
+
+static void pg_close(keel_conn *c) {
+    pg_impl *p = c->impl;
+    if (!p)
+        return;
+    c->impl = NULL;
+    pg_destroy(p);
+}
+
+const keel__engine keel__engine_postgresql = {
+    .name = PG_ENGINE,
+    .placeholder_style = KEEL__PH_POSTGRES,
+    .check_config = pg_check_config,
+    .connect = pg_connect,
+    .query = pg_query,
+    .transaction = pg_transaction,
+    .cancel = pg_cancel,
+    .txn_status = pg_txn_status,
+    .close = pg_close,
+};

@@ -1,0 +1,934 @@
+/* tests/c/engines/test_pg.c - the PostgreSQL engine against a real server (KEEL_TEST_PG_URL). */
+#include <math.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <keel/keel.h>
+
+#include "engines/engine.h"
+#include "loop/loop_int.h"
+#include "test.h"
+
+static const char *pg_url(void) {
+    const char *u = getenv("KEEL_TEST_PG_URL");
+    return u && *u ? u : "postgresql://postgres@127.0.0.1:5432/keel_test";
+}
+
+/* Opens a db on the test server; extra holds key/value pairs set after the URL (NULL-ended). */
+static keel_db *open_url(const char *url, const char *const *extra) {
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_error err;
+    if (keel_config_new(&cfg, &err) != KEEL_OK)
+        return NULL;
+    if (keel_config_set_url(cfg, url, &err) != KEEL_OK) {
+        fprintf(stderr, "  config: %s\n", err.message);
+        keel_config_free(cfg);
+        return NULL;
+    }
+    for (size_t i = 0; extra && extra[i]; i += 2) {
+        if (keel_config_set(cfg, extra[i], extra[i + 1], &err) != KEEL_OK) {
+            fprintf(stderr, "  config %s: %s\n", extra[i], err.message);
+            keel_config_free(cfg);
+            return NULL;
+        }
+    }
+    if (keel_db_open(&db, cfg, NULL, &err) != KEEL_OK) {
+        fprintf(stderr, "  open: %s\n", err.message);
+        db = NULL;
+    }
+    keel_config_free(cfg);
+    return db;
+}
+
+static keel_db *open_db(void) { return open_url(pg_url(), NULL); }
+
+static keel_conn *acquire(keel_db *db) {
+    keel_conn *c = NULL;
+    keel_error err;
+    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
+        fprintf(stderr, "  acquire: %s\n", db ? err.message : "no db");
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs a statement that must succeed; prints the error and returns NULL otherwise. */
+static keel_result *q(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
+    keel_result *res = NULL;
+    keel_error err;
+    if (!c)
+        return NULL;
+    if (keel_conn_query_sync(c, sql, params, n, &res, &err) != KEEL_OK) {
+        fprintf(stderr, "  query \"%s\": %s (%s)\n", sql, err.message, err.sqlstate);
+        return NULL;
+    }
+    return res;
+}
+
+/* Runs a statement that must fail and returns its error. */
+static keel_error q_fail(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
+    keel_result *res = NULL;
+    keel_error err;
+    keel_error_clear(&err);
+    if (keel_conn_query_sync(c, sql, params, n, &res, &err) == KEEL_OK) {
+        keel_result_free(res);
+        keel_error_clear(&err);
+    }
+    return err;
+}
+
+static int64_t q_int(keel_conn *c, const char *sql) {
+    keel_result *res = q(c, sql, NULL, 0);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
+    keel_result_free(res);
+    return out;
+}
+
+/* SELECT $1::cast with one parameter: the value that comes back, copied into *out. */
+static keel_result *roundtrip(keel_conn *c, const char *cast, keel_value param) {
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT $1::%s AS v", cast);
+    return q(c, sql, &param, 1);
+}
+
+static int same_str(const keel_value *v, keel_type t, const char *s, size_t n) {
+    return v && v->type == t && v->u.str.len == n && memcmp(v->u.str.ptr, s, n) == 0;
+}
+
+TEST(scalar_types_round_trip_through_select) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result *r;
+    const keel_value *v;
+
+    r = roundtrip(c, "bool", keel_bool(1));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_BOOL && v->u.boolean == 1);
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_BOOL);
+    CHECK_STR(keel_result_colname(r, 0), "v");
+    keel_result_free(r);
+    r = roundtrip(c, "bool", keel_bool(0));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_BOOL && v->u.boolean == 0);
+    keel_result_free(r);
+
+    const int64_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN, 1234567890123LL};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        r = roundtrip(c, "int8", keel_int(ints[i]));
+        v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == ints[i]);
+        keel_result_free(r);
+    }
+    r = roundtrip(c, "int4", keel_int(-2147483648LL));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == -2147483648LL);
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
+    keel_result_free(r);
+    r = roundtrip(c, "int2", keel_int(-7));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == -7);
+    keel_result_free(r);
+    r = roundtrip(c, "oid", keel_int(4000000000LL));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 4000000000LL);
+    keel_result_free(r);
+
+    const double floats[] = {0.1, -1.5e300, 5e-324, 1.0 / 3.0, 123456789.125, -0.0, 1e22};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        r = roundtrip(c, "float8", keel_float(floats[i]));
+        v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_FLOAT && v->u.f64 == floats[i]);
+        keel_result_free(r);
+    }
+    r = roundtrip(c, "float8", keel_float(NAN));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_FLOAT && isnan(v->u.f64));
+    keel_result_free(r);
+    r = roundtrip(c, "float8", keel_float(INFINITY));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_FLOAT && isinf(v->u.f64) && v->u.f64 > 0);
+    keel_result_free(r);
+    r = roundtrip(c, "float8", keel_float(-INFINITY));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_FLOAT && isinf(v->u.f64) && v->u.f64 < 0);
+    keel_result_free(r);
+    r = roundtrip(c, "float4", keel_float(1.5));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_FLOAT && v->u.f64 == 1.5);
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_FLOAT);
+    keel_result_free(r);
+
+    r = roundtrip(c, "numeric", keel_numeric("-12.3400"));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_NUMERIC, "-12.3400", 8));
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_NUMERIC);
+    keel_result_free(r);
+    r = roundtrip(c, "numeric", keel_numeric("NaN"));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_NUMERIC, "NaN", 3));
+    keel_result_free(r);
+    r = roundtrip(c, "numeric", keel_numeric("123456789012345678901234567890.000000001"));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_NUMERIC, "123456789012345678901234567890.000000001", 40));
+    keel_result_free(r);
+
+    const char *utf8 = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 "
+                       "\xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80";
+    r = roundtrip(c, "text", keel_text(utf8));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_TEXT, utf8, strlen(utf8)));
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TEXT);
+    keel_result_free(r);
+    r = roundtrip(c, "varchar(40)", keel_text(""));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_TEXT, "", 0));
+    keel_result_free(r);
+    r = roundtrip(c, "char(3)", keel_textn("abcdef", 2));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_TEXT, "ab ", 3));
+    keel_result_free(r);
+    r = q(c, "SELECT $1 AS untyped", (keel_value[]){keel_text("plain")}, 1);
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_TEXT, "plain", 5));
+    keel_result_free(r);
+
+    const unsigned char blob[] = {0, 1, 2, 0x5c, 0x78, 0x7f, 0x80, 0xfe, 0xff, 0};
+    r = roundtrip(c, "bytea", keel_bytes(blob, sizeof blob));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_BYTES, (const char *)blob, sizeof blob));
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_BYTES);
+    keel_result_free(r);
+    r = roundtrip(c, "bytea", keel_bytes(NULL, 0));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_BYTES && v->u.str.len == 0);
+    keel_result_free(r);
+
+    const int32_t days[] = {0, -1, 19723, 2932896, -700000};
+    for (size_t i = 0; i < sizeof days / sizeof days[0]; i++) {
+        r = roundtrip(c, "date", keel_date(days[i]));
+        v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_DATE && v->u.date == days[i]);
+        keel_result_free(r);
+    }
+    const int64_t times[] = {0, 45296789012LL, 86399999999LL};
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        r = roundtrip(c, "time", keel_time(times[i]));
+        v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_TIME && v->u.micros == times[i]);
+        CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIME);
+        keel_result_free(r);
+    }
+    const int64_t stamps[] = {0, 1700000000123456LL, -123456789LL, 253402300799999999LL};
+    for (size_t i = 0; i < sizeof stamps / sizeof stamps[0]; i++) {
+        r = roundtrip(c, "timestamp", keel_timestamp(stamps[i]));
+        v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_TIMESTAMP && v->u.micros == stamps[i]);
+        keel_result_free(r);
+        r = roundtrip(c, "timestamptz", keel_timestamptz(stamps[i]));
+        v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_TIMESTAMPTZ && v->u.micros == stamps[i]);
+        CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIMESTAMPTZ);
+        keel_result_free(r);
+    }
+    /* The session time zone changes the text the server writes, not the instant. */
+    keel_result_free(q(c, "SET TimeZone = 'Asia/Kolkata'", NULL, 0));
+    r = roundtrip(c, "timestamptz", keel_timestamptz(1700000000123456LL));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_TIMESTAMPTZ && v->u.micros == 1700000000123456LL);
+    keel_result_free(r);
+    keel_result_free(q(c, "RESET TimeZone", NULL, 0));
+
+    const unsigned char uuid[16] = {0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
+                                    0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00};
+    r = roundtrip(c, "uuid", keel_uuid(uuid));
+    v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_UUID && memcmp(v->u.uuid, uuid, 16) == 0);
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_UUID);
+    keel_result_free(r);
+
+    r = roundtrip(c, "json", keel_json("{\"a\":[1,2]}"));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_JSON, "{\"a\":[1,2]}", 11));
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_JSON);
+    keel_result_free(r);
+    r = roundtrip(c, "jsonb", keel_json("{\"a\":[1,2]}"));
+    v = keel_result_value(r, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_JSON, "{\"a\": [1, 2]}", 13));
+    keel_result_free(r);
+
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(server_values_without_a_keel_type_come_back_as_text) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result *r = q(c,
+                       "SELECT 'infinity'::timestamp, '-infinity'::date, '10.0.0.1'::inet, "
+                       "'12:00:00+02'::timetz, interval '1 day', ARRAY[1,2], 'x'::name, "
+                       "'infinity'::timestamptz",
+                       NULL, 0);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "infinity", 8));
+        CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIMESTAMP);
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "-infinity", 9));
+        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "10.0.0.1", 8));
+        CHECK(same_str(keel_result_value(r, 0, 3), KEEL_TYPE_TEXT, "12:00:00+02", 11));
+        CHECK_INT(keel_result_coltype(r, 3), KEEL_TYPE_TEXT);
+        CHECK(same_str(keel_result_value(r, 0, 4), KEEL_TYPE_TEXT, "1 day", 5));
+        CHECK(same_str(keel_result_value(r, 0, 5), KEEL_TYPE_TEXT, "{1,2}", 5));
+        CHECK(same_str(keel_result_value(r, 0, 6), KEEL_TYPE_TEXT, "x", 1));
+        CHECK(same_str(keel_result_value(r, 0, 7), KEEL_TYPE_TEXT, "infinity", 8));
+        CHECK_INT(keel_result_affected(r), 1);
+    }
+    keel_result_free(r);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(every_type_round_trips_through_a_table_including_nulls) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c,
+                       "CREATE TEMP TABLE all_types (b bool, i int8, i4 int4, f float8, "
+                       "n numeric(10,3), t text, vc varchar(20), by bytea, d date, tm time, "
+                       "ts timestamp, tz timestamptz, u uuid, j json, jb jsonb)",
+                       NULL, 0));
+    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const char *utf8 = "\xc3\xbc\xc3\xb1\xc3\xaf\xc3\xa7\xc3\xb8" "d\xc3\xa9 \xe2\x82\xac";
+    keel_value row[15] = {
+        keel_bool(1),
+        keel_int(-9000000000LL),
+        keel_text("77"), /* text into an int column: the server infers the type */
+        keel_float(2.5e-3),
+        keel_numeric("3.14159"),
+        keel_text(utf8),
+        keel_text("short"),
+        keel_bytes("\0\1\2", 3),
+        keel_date(-3000),
+        keel_time(3723000004LL),
+        keel_timestamp(951782400000000LL),
+        keel_timestamptz(-86400000001LL),
+        keel_uuid(uuid),
+        keel_json("[true, null]"),
+        keel_json("{\"k\": \"v\"}"),
+    };
+    keel_result *r = q(c,
+                       "INSERT INTO all_types VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
+                       "$13,$14,$15)",
+                       row, 15);
+    CHECK(r != NULL);
+    CHECK_INT(keel_result_affected(r), 1);
+    CHECK_INT(keel_result_ncols(r), 0);
+    keel_result_free(r);
+    keel_value nulls[15];
+    for (size_t i = 0; i < 15; i++)
+        nulls[i] = keel_null();
+    keel_result_free(q(c,
+                       "INSERT INTO all_types VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
+                       "$13,$14,$15)",
+                       nulls, 15));
+    r = q(c, "SELECT * FROM all_types ORDER BY b NULLS LAST", NULL, 0);
+    CHECK(r != NULL);
+    if (r) {
+        const keel_type types[15] = {
+            KEEL_TYPE_BOOL,      KEEL_TYPE_INT,       KEEL_TYPE_INT,       KEEL_TYPE_FLOAT,
+            KEEL_TYPE_NUMERIC,   KEEL_TYPE_TEXT,      KEEL_TYPE_TEXT,      KEEL_TYPE_BYTES,
+            KEEL_TYPE_DATE,      KEEL_TYPE_TIME,      KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TIMESTAMPTZ,
+            KEEL_TYPE_UUID,      KEEL_TYPE_JSON,      KEEL_TYPE_JSON};
+        CHECK_INT(keel_result_nrows(r), 2);
+        CHECK_INT(keel_result_ncols(r), 15);
+        for (size_t i = 0; i < 15; i++) {
+            CHECK_INT(keel_result_coltype(r, i), types[i]);
+            const keel_value *nv = keel_result_value(r, 1, i);
+            CHECK(nv && nv->type == KEEL_TYPE_NULL);
+        }
+        const keel_value *v = keel_result_row(r, 0);
+        CHECK(v[0].type == KEEL_TYPE_BOOL && v[0].u.boolean);
+        CHECK(v[1].type == KEEL_TYPE_INT && v[1].u.i64 == -9000000000LL);
+        CHECK(v[2].type == KEEL_TYPE_INT && v[2].u.i64 == 77);
+        CHECK(v[3].type == KEEL_TYPE_FLOAT && v[3].u.f64 == 2.5e-3);
+        CHECK(same_str(&v[4], KEEL_TYPE_NUMERIC, "3.142", 5));
+        CHECK(same_str(&v[5], KEEL_TYPE_TEXT, utf8, strlen(utf8)));
+        CHECK(same_str(&v[6], KEEL_TYPE_TEXT, "short", 5));
+        CHECK(same_str(&v[7], KEEL_TYPE_BYTES, "\0\1\2", 3));
+        CHECK(v[8].type == KEEL_TYPE_DATE && v[8].u.date == -3000);
+        CHECK(v[9].type == KEEL_TYPE_TIME && v[9].u.micros == 3723000004LL);
+        CHECK(v[10].type == KEEL_TYPE_TIMESTAMP && v[10].u.micros == 951782400000000LL);
+        CHECK(v[11].type == KEEL_TYPE_TIMESTAMPTZ && v[11].u.micros == -86400000001LL);
+        CHECK(v[12].type == KEEL_TYPE_UUID && memcmp(v[12].u.uuid, uuid, 16) == 0);
+        CHECK(same_str(&v[13], KEEL_TYPE_JSON, "[true, null]", 12));
+        CHECK(same_str(&v[14], KEEL_TYPE_JSON, "{\"k\": \"v\"}", 10));
+    }
+    keel_result_free(r);
+    r = q(c, "SELECT NULL::int AS a, $1::text AS b", (keel_value[]){keel_null()}, 1);
+    CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_NULL &&
+          keel_result_value(r, 0, 1)->type == KEEL_TYPE_NULL);
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
+    CHECK_STR(keel_result_colname(r, 1), "b");
+    keel_result_free(r);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(ten_megabyte_bytea_round_trips) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    size_t n = 10u * 1024 * 1024;
+    unsigned char *blob = malloc(n);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        blob[i] = (unsigned char)x;
+    }
+    keel_value p = keel_bytes(blob, n);
+    keel_result *r = q(c, "SELECT $1::bytea, length($1::bytea)", &p, 1);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_BYTES, (const char *)blob, n));
+        CHECK_INT(keel_result_value(r, 0, 1)->u.i64, (long long)n);
+    }
+    keel_result_free(r);
+    free(blob);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(hundred_thousand_rows_decode) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result *r = q(c,
+                       "SELECT g AS id, 'row ' || g AS label, g * 0.5 AS half, g % 2 = 0 AS even "
+                       "FROM generate_series(1, 100000) g",
+                       NULL, 0);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK_INT(keel_result_nrows(r), 100000);
+        CHECK_INT(keel_result_affected(r), 100000);
+        const keel_value *v = keel_result_row(r, 99999);
+        CHECK(v && v[0].type == KEEL_TYPE_INT && v[0].u.i64 == 100000);
+        CHECK(v && same_str(&v[1], KEEL_TYPE_TEXT, "row 100000", 10));
+        CHECK(v && same_str(&v[2], KEEL_TYPE_NUMERIC, "50000.0", 7));
+        CHECK(v && v[3].type == KEEL_TYPE_BOOL && v[3].u.boolean == 1);
+        int64_t sum = 0;
+        for (size_t i = 0; i < keel_result_nrows(r); i++)
+            sum += keel_result_value(r, i, 0)->u.i64;
+        CHECK_INT(sum, 5000050000LL);
+    }
+    keel_result_free(r);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(executemany_of_ten_thousand_rows) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(
+        q(c, "CREATE TEMP TABLE em (id int8 PRIMARY KEY, name text, data bytea)", NULL, 0));
+    size_t rows = 10000;
+    keel_value *params = calloc(rows * 3, sizeof *params);
+    char(*names)[32] = calloc(rows, sizeof *names);
+    for (size_t i = 0; i < rows; i++) {
+        snprintf(names[i], sizeof names[i], "name-%zu-\xc3\xa9", i);
+        params[i * 3] = keel_int((int64_t)i);
+        params[i * 3 + 1] = keel_text(names[i]);
+        params[i * 3 + 2] = i % 7 ? keel_bytes(names[i], 4) : keel_null();
+    }
+    keel_result *r = NULL;
+    keel_error err;
+    keel_status st = keel_conn_query_many_sync(c, "INSERT INTO em VALUES ($1, $2, $3)", params,
+                                               rows, 3, &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_INT(keel_result_affected(r), 10000);
+    CHECK_INT(keel_result_nrows(r), 0);
+    keel_result_free(r);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM em"), 10000);
+    CHECK_INT(q_int(c, "SELECT sum(id)::int8 FROM em"), 49995000);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM em WHERE data IS NULL"), 1429);
+    r = q(c, "SELECT name FROM em WHERE id = 9999", NULL, 0);
+    CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, names[9999],
+                        strlen(names[9999])));
+    keel_result_free(r);
+
+    /* A failing row stops the batch, names its index, and the batch is all or nothing. */
+    keel_result_free(q(c, "TRUNCATE em", NULL, 0));
+    params[17 * 3] = keel_int(5);
+    st = keel_conn_query_many_sync(c, "INSERT INTO em VALUES ($1, $2, $3)", params, rows, 3, &r,
+                                   &err);
+    CHECK_INT(st, KEEL_ERR_INTEGRITY);
+    CHECK_STR(err.sqlstate, "23505");
+    CHECK_CONTAINS(err.message, "row 17: duplicate key value");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM em"), 0);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+
+    /* A batch of one row, and a batch of statements without parameters. */
+    st = keel_conn_query_many_sync(c, "INSERT INTO em VALUES ($1, $2, $3)", params, 1, 3, &r,
+                                   &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_affected(r), 1);
+    keel_result_free(r);
+    st = keel_conn_query_many_sync(c, "UPDATE em SET name = 'x'", NULL, 3, 0, &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_affected(r), 3);
+    keel_result_free(r);
+    free(params);
+    free(names);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(multi_statement_simple_query_returns_the_last_rows) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result *r = q(c,
+                       "CREATE TEMP TABLE ms (a int); INSERT INTO ms VALUES (1), (2), (3); "
+                       "SELECT a FROM ms ORDER BY a; UPDATE ms SET a = a + 1",
+                       NULL, 0);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK_INT(keel_result_nrows(r), 3);
+        CHECK_STR(keel_result_colname(r, 0), "a");
+        CHECK_INT(keel_result_value(r, 2, 0)->u.i64, 3);
+    }
+    keel_result_free(r);
+    r = q(c, "INSERT INTO ms VALUES (9); DELETE FROM ms WHERE a > 2", NULL, 0);
+    CHECK(r && keel_result_ncols(r) == 0);
+    CHECK_INT(keel_result_affected(r), 3);
+    keel_result_free(r);
+    r = q(c, "", NULL, 0);
+    CHECK(r && keel_result_ncols(r) == 0 && keel_result_affected(r) == -1);
+    keel_result_free(r);
+    r = q(c, "SET application_name = 'x'", NULL, 0);
+    CHECK(r && keel_result_affected(r) == -1);
+    keel_result_free(r);
+    /* An error in the middle stops the rest and is reported. */
+    keel_error e = q_fail(c, "SELECT 1; SELECT 1/0; SELECT 3", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM ms"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(server_errors_map_to_statuses) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error e = q_fail(c, "SELEC 1", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
+    CHECK_STR(e.sqlstate, "42601");
+    CHECK_STR(e.engine, "postgresql");
+    CHECK_STR(e.database, "default");
+    CHECK_CONTAINS(e.message, "syntax error");
+
+    e = q_fail(c, "SELECT * FROM no_such_table_here WHERE a = $1", (keel_value[]){keel_int(1)},
+               1);
+    CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
+    CHECK_STR(e.sqlstate, "42P01");
+
+    keel_result_free(q(c, "CREATE TEMP TABLE uv (id int PRIMARY KEY)", NULL, 0));
+    keel_result_free(q(c, "INSERT INTO uv VALUES ($1)", (keel_value[]){keel_int(1)}, 1));
+    e = q_fail(c, "INSERT INTO uv VALUES ($1)", (keel_value[]){keel_int(1)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
+    CHECK_STR(e.sqlstate, "23505");
+    CHECK_CONTAINS(e.message, "DETAIL: Key (id)=(1) already exists");
+
+    e = q_fail(c, "SELECT 1/0", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.sqlstate, "22012");
+    e = q_fail(c, "SELECT $1::int", (keel_value[]){keel_text("abc")}, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.sqlstate, "22P02");
+
+    e = q_fail(c, "SELECT $1, $2", (keel_value[]){keel_int(1)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_PARAMETERS);
+    e = q_fail(c, "SELECT $1::text", (keel_value[]){keel_textn("a\0b", 3)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_CONTAINS(e.message, "$1");
+
+    e = q_fail(c, "COPY uv FROM STDIN", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_UNSUPPORTED);
+    e = q_fail(c, "COPY uv TO STDOUT", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_UNSUPPORTED);
+    keel_result *r = NULL;
+    CHECK_INT(keel_conn_query_many_sync(c, " /* c */ copy uv FROM STDIN", NULL, 2, 0, &r, &e),
+              KEEL_ERR_UNSUPPORTED);
+
+    /* After all of that the connection is still good. */
+    CHECK_INT(q_int(c, "SELECT count(*) FROM uv"), 1);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(dead_server_fails_fast_without_leaking_the_password) {
+    keel_db *db = open_url("postgresql://postgres:s3cr3t-pw@127.0.0.1:1/keel_test", NULL);
+    CHECK(db != NULL);
+    keel_conn *c = NULL;
+    keel_error err;
+    keel_status st = keel_db_acquire_sync(db, NULL, &c, &err);
+    CHECK_INT(st, KEEL_ERR_CONNECT);
+    CHECK_STR(err.engine, "postgresql");
+    CHECK_CONTAINS(err.message, "127.0.0.1");
+    CHECK_CONTAINS(err.message, "port 1");
+    CHECK(strstr(err.message, "s3cr3t-pw") == NULL);
+    keel_db_close(db);
+}
+
+TEST(connect_timeout_when_the_server_never_answers) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    CHECK_INT(listen(fd, 8), 0);
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://postgres:pw@127.0.0.1:%d/keel_test",
+             ntohs(sa.sin_port));
+    const char *extra[] = {"databases.default.connect_timeout", "0.5", NULL};
+    keel_db *db = open_url(url, extra);
+    keel_conn *c = NULL;
+    keel_error err;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_TIMEOUT);
+    CHECK_CONTAINS(err.message, "127.0.0.1");
+    CHECK_CONTAINS(err.message, "timed out");
+    keel_db_close(db);
+    close(fd);
+}
+
+TEST(host_names_are_resolved_and_options_reach_the_server) {
+    /* localhost goes through the resolver job; options reach the session; a DateStyle other
+     * than ISO is corrected at connect time. */
+    char url[512];
+    const char *base = pg_url();
+    const char *ip = strstr(base, "127.0.0.1");
+    if (ip)
+        snprintf(url, sizeof url, "%.*slocalhost%s", (int)(ip - base), base, ip + 9);
+    else
+        snprintf(url, sizeof url, "%s", base);
+    const char *extra[] = {"databases.default.options.application_name", "keel-pg-test",
+                           "databases.default.options.options", "-c DateStyle=SQL,DMY", NULL};
+    keel_db *db = open_url(url, extra);
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    keel_result *r = q(c, "SELECT current_setting('application_name'), "
+                          "current_setting('DateStyle'), DATE '2024-02-03'",
+                       NULL, 0);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "keel-pg-test", 12));
+        const keel_value *ds = keel_result_value(r, 0, 1);
+        CHECK(ds && ds->type == KEEL_TYPE_TEXT && strncmp(ds->u.str.ptr, "ISO", 3) == 0);
+        const keel_value *d = keel_result_value(r, 0, 2);
+        CHECK(d && d->type == KEEL_TYPE_DATE && d->u.date == 19756);
+    }
+    keel_result_free(r);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* The password in the test URL (as written, up to 63 bytes), or "" when it has none. */
+static void url_password(char *out, size_t size) {
+    const char *u = strstr(pg_url(), "://");
+    const char *at = u ? strchr(u + 3, '@') : NULL;
+    const char *colon = u ? strchr(u + 3, ':') : NULL;
+    out[0] = '\0';
+    if (at && colon && colon < at)
+        snprintf(out, size, "%.*s", (int)(at - colon - 1), colon + 1);
+}
+
+TEST(secrets_are_resolved_at_connect_time) {
+    const char *extra[] = {"databases.default.password", "${env:KEEL_TEST_PG_SECRET}", NULL};
+    keel_db *db = open_url(pg_url(), extra);
+    CHECK(db != NULL);
+    unsetenv("KEEL_TEST_PG_SECRET");
+    keel_conn *c = NULL;
+    keel_error err;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "KEEL_TEST_PG_SECRET");
+    char pw[64];
+    url_password(pw, sizeof pw);
+    setenv("KEEL_TEST_PG_SECRET", pw[0] ? pw : "rotated-secret", 1);
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+    unsetenv("KEEL_TEST_PG_SECRET");
+}
+
+TEST(transactions_commit_roll_back_and_use_savepoints) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error err;
+    keel_result_free(q(c, "CREATE TEMP TABLE tx (a int)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    keel_result_free(q(c, "INSERT INTO tx VALUES (1)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK, 0, &err), KEEL_OK);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM tx"), 0);
+
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO tx VALUES (1)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_SAVEPOINT, 1, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO tx VALUES (2)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK_TO, 1, &err), KEEL_OK);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_RELEASE, 1, &err), KEEL_OK);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM tx"), 1);
+
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_error e = q_fail(c, "SELECT 1/0", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_FAILED);
+    e = q_fail(c, "SELECT 1", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_TRANSACTION);
+    CHECK_STR(e.sqlstate, "25P02");
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK, 0, &err), KEEL_OK);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(connection_released_inside_a_transaction_comes_back_clean) {
+    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    keel_db *db = open_url(pg_url(), extra);
+    keel_conn *c = acquire(db);
+    keel_error err;
+    keel_result_free(q(c, "CREATE TEMP TABLE rel (a int)", NULL, 0));
+    int64_t pid = q_int(c, "SELECT pg_backend_pid()");
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO rel VALUES (1)", NULL, 0));
+    keel_conn_release(c);
+    c = acquire(db);
+    CHECK(c != NULL);
+    CHECK_INT(q_int(c, "SELECT pg_backend_pid()"), pid); /* the same session, rolled back */
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM rel"), 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+typedef struct cancel_ctx {
+    keel_conn *conn;
+    int done;
+    keel_error err;
+    int64_t started;
+} cancel_ctx;
+
+static void on_cancel_timer(void *arg) {
+    cancel_ctx *x = arg;
+    keel_conn_cancel(x->conn);
+}
+
+static void on_cancelled_done(keel_result *res, const keel_error *err, void *arg) {
+    cancel_ctx *x = arg;
+    x->done = 1;
+    if (err)
+        x->err = *err;
+    keel_result_free(res);
+}
+
+/* Starts sql asynchronously, cancels it after 300 ms from a loop timer, returns the error. */
+static keel_error run_and_cancel(keel_db *db, keel_conn *c, const char *sql,
+                                 const keel_value *params, size_t nrows, size_t nparams,
+                                 int many) {
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    x.conn = c;
+    keel_error err;
+    keel_status st = many ? keel_conn_query_many(c, sql, params, nrows, nparams,
+                                                 on_cancelled_done, &x, &err)
+                          : keel_conn_query(c, sql, params, nparams, on_cancelled_done, &x, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        return err;
+    keel_loop *loop = keel_db_loop(db);
+    keel_timer *t = keel__timer_new(loop, on_cancel_timer, &x);
+    keel__timer_arm(t, keel_now_ms() + 300);
+    CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+    keel__timer_free(t);
+    return x.err;
+}
+
+TEST(cancel_stops_a_running_query_and_the_connection_stays_usable) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error e = run_and_cancel(db, c, "SELECT pg_sleep(10)", NULL, 1, 0, 0);
+    CHECK_INT(e.code, KEEL_ERR_CANCELLED);
+    CHECK_STR(e.sqlstate, "57014");
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+
+    keel_value rows[3] = {keel_float(0), keel_float(10), keel_float(0)};
+    e = run_and_cancel(db, c, "SELECT pg_sleep($1)", rows, 3, 1, 1);
+    CHECK_INT(e.code, KEEL_ERR_CANCELLED);
+    CHECK_CONTAINS(e.message, "row 1");
+    CHECK_INT(q_int(c, "SELECT 2"), 2);
+    keel_conn_cancel(c); /* nothing runs: a no-op */
+    CHECK_INT(q_int(c, "SELECT 3"), 3);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(release_while_running_cancels_and_returns_the_connection) {
+    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    keel_db *db = open_url(pg_url(), extra);
+    keel_conn *c = acquire(db);
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, "SELECT pg_sleep(10)", NULL, 0, on_cancelled_done, &x, &err),
+              KEEL_OK);
+    keel_conn_release(c);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x.done), KEEL_OK);
+    CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
+    c = acquire(db);
+    CHECK(c != NULL);
+    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(closing_the_db_while_a_query_runs_reports_closed) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, "SELECT pg_sleep(0.5)", NULL, 0, on_cancelled_done, &x, &err),
+              KEEL_OK);
+    keel_db_close(db);
+    CHECK_INT(x.done, 1);
+    CHECK_INT(x.err.code, KEEL_ERR_CLOSED);
+    keel_conn_release(c);
+}
+
+TEST(server_side_close_is_noticed) {
+    keel_db *db = open_db();
+    keel_conn *a = acquire(db);
+    keel_conn *b = acquire(db);
+    CHECK(a && b && a != b);
+    int64_t pid_a = q_int(a, "SELECT pg_backend_pid()");
+    keel_conn_release(a);
+    keel_pool_stats stats;
+    keel_error err;
+    CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
+    CHECK_INT(stats.size, 2);
+    keel_value pid = keel_int(pid_a);
+    keel_result_free(q(b, "SELECT pg_terminate_backend($1::int)", &pid, 1));
+    /* Runs the loop while the idle connection sees the server close it. */
+    keel_result_free(q(b, "SELECT pg_sleep(0.3)", NULL, 0));
+    CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
+    CHECK_INT(stats.size, 1);
+    keel_conn_release(b);
+
+    /* A leased connection killed under its holder fails with CONNECTION_LOST. */
+    a = acquire(db);
+    b = acquire(db);
+    pid = keel_int(q_int(a, "SELECT pg_backend_pid()"));
+    keel_result_free(q(b, "SELECT pg_terminate_backend($1::int)", &pid, 1));
+    keel_result_free(q(b, "SELECT pg_sleep(0.3)", NULL, 0));
+    keel_error e = q_fail(a, "SELECT 1", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_CONNECTION_LOST);
+    CHECK_INT(keel_conn_txn_status(a), KEEL_TXN_UNKNOWN);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    keel_result *r = NULL;
+    CHECK_INT(keel_db_query_sync(db, NULL, "SELECT 42", NULL, 0, &r, &err), KEEL_OK);
+    CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 42);
+    keel_result_free(r);
+    keel_db_close(db);
+}
+
+TEST(check_config_validates_options) {
+    keel__option opts[1];
+    keel__dbconfig dbc;
+    memset(&dbc, 0, sizeof dbc);
+    dbc.name = "main";
+    dbc.engine = "postgresql";
+    dbc.options = opts;
+    dbc.noptions = 1;
+    keel_error err;
+    const struct {
+        const char *key, *value;
+        keel_status want;
+    } cases[] = {
+        {"sslmode", "verify-full", KEEL_OK},
+        {"sslmode", "maybe", KEEL_ERR_CONFIG},
+        {"sslmode", "${env:PGSSLMODE}", KEEL_OK},
+        {"sslrootcert", "/etc/ssl/root.crt", KEEL_OK},
+        {"application_name", "svc", KEEL_OK},
+        {"target_session_attrs", "read-write", KEEL_OK},
+        {"target_session_attrs", "writable", KEEL_ERR_CONFIG},
+        {"keepalives", "1", KEEL_OK},
+        {"keepalives", "2", KEEL_ERR_CONFIG},
+        {"keepalives_idle", "30", KEEL_OK},
+        {"keepalives_idle", "-3", KEEL_ERR_CONFIG},
+        {"options", "-c search_path=app", KEEL_OK},
+        {"bogus", "1", KEEL_ERR_CONFIG},
+        {"password", "x", KEEL_ERR_CONFIG},
+        {"client_encoding", "LATIN1", KEEL_ERR_CONFIG},
+        {"min_size", "1", KEEL_ERR_CONFIG},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        opts[0].key = (char *)cases[i].key;
+        opts[0].value = (char *)cases[i].value;
+        keel_error_clear(&err);
+        keel_status st = keel__engine_postgresql.check_config(&dbc, &err);
+        if (st != cases[i].want)
+            fprintf(stderr, "  %s=%s: %s\n", cases[i].key, cases[i].value, err.message);
+        CHECK_INT(st, cases[i].want);
+    }
+    opts[0].key = "bogus";
+    opts[0].value = "1";
+    keel__engine_postgresql.check_config(&dbc, &err);
+    CHECK_STR(err.message, "databases.main.options.bogus: unknown PostgreSQL connection option");
+
+    /* The same check runs when a configuration is validated. */
+    keel_config *cfg = NULL;
+    keel_config_new(&cfg, &err);
+    keel_config_set_url(cfg, pg_url(), &err);
+    keel_config_set(cfg, "databases.default.options.no_such_option", "1", &err);
+    CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "databases.default.options.no_such_option");
+    keel_config_free(cfg);
+}
+
+int main(void) {
+    RUN(check_config_validates_options);
+    RUN(scalar_types_round_trip_through_select);
+    RUN(server_values_without_a_keel_type_come_back_as_text);
+    RUN(every_type_round_trips_through_a_table_including_nulls);
+    RUN(ten_megabyte_bytea_round_trips);
+    RUN(hundred_thousand_rows_decode);
+    RUN(executemany_of_ten_thousand_rows);
+    RUN(multi_statement_simple_query_returns_the_last_rows);
+    RUN(server_errors_map_to_statuses);
+    RUN(dead_server_fails_fast_without_leaking_the_password);
+    RUN(connect_timeout_when_the_server_never_answers);
+    RUN(host_names_are_resolved_and_options_reach_the_server);
+    RUN(secrets_are_resolved_at_connect_time);
+    RUN(transactions_commit_roll_back_and_use_savepoints);
+    RUN(connection_released_inside_a_transaction_comes_back_clean);
+    RUN(cancel_stops_a_running_query_and_the_connection_stays_usable);
+    RUN(release_while_running_cancels_and_returns_the_connection);
+    RUN(closing_the_db_while_a_query_runs_reports_closed);
+    RUN(server_side_close_is_noticed);
+    return TEST_SUMMARY();
+}

@@ -154,6 +154,17 @@ KEEL_API keel_status keel_conn_query_many(keel_conn *conn, const char *sql,
                                           const keel_value *params, size_t nrows, size_t nparams,
                                           keel_query_cb cb, void *arg, keel_error *err);
 
+/*
+ * Runs one command on a document engine (MongoDB). cmd is a BSON document of len bytes (copied
+ * before the call returns), run against the engine database dbname (NULL: the one configured
+ * for this connection's database). The result has one row with one column "reply" of type
+ * KEEL_TYPE_DOCUMENT: the server's reply document. A transaction begun with
+ * keel_conn_transaction applies to it. Sync errors: KEEL_ERR_UNSUPPORTED on SQL engines,
+ * KEEL_ERR_INVALID_ARGUMENT for a malformed document, and those of keel_conn_query.
+ */
+KEEL_API keel_status keel_conn_command(keel_conn *conn, const char *dbname, const void *cmd,
+                                       size_t len, keel_query_cb cb, void *arg, keel_error *err);
+
 /* Begins, commits, rolls back or manages a savepoint. Completes like keel_conn_query. */
 KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsigned depth,
                                            keel_query_cb cb, void *arg, keel_error *err);

@@ -24,12 +24,13 @@ typedef enum keel_type {
     KEEL_TYPE_TIMESTAMP = 9,   /* microseconds since 1970-01-01T00:00:00, no time zone */
     KEEL_TYPE_TIMESTAMPTZ = 10, /* microseconds since 1970-01-01T00:00:00Z (UTC) */
     KEEL_TYPE_UUID = 11,       /* 16 bytes, network order */
-    KEEL_TYPE_JSON = 12        /* JSON document as UTF-8 text */
+    KEEL_TYPE_JSON = 12,       /* JSON document as UTF-8 text */
+    KEEL_TYPE_DOCUMENT = 13    /* BSON document bytes (document engines: MongoDB) */
 } keel_type;
 
 /*
  * A value. Transparent so parameters can be built on the stack without allocation. Text-like
- * values (NUMERIC, TEXT, BYTES, JSON) point at memory the value does not own: for parameters the
+ * values (NUMERIC, TEXT, BYTES, JSON, DOCUMENT) point at memory the value does not own: for parameters the
  * caller keeps it alive until the submitting call returns (keel copies what it needs); for
  * results it lives as long as the keel_result it came from.
  */

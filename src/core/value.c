@@ -88,7 +88,7 @@ const char *keel_type_name(keel_type type) {
         [KEEL_TYPE_BYTES] = "bytes",         [KEEL_TYPE_DATE] = "date",
         [KEEL_TYPE_TIME] = "time",           [KEEL_TYPE_TIMESTAMP] = "timestamp",
         [KEEL_TYPE_TIMESTAMPTZ] = "timestamptz", [KEEL_TYPE_UUID] = "uuid",
-        [KEEL_TYPE_JSON] = "json",
+        [KEEL_TYPE_JSON] = "json",           [KEEL_TYPE_DOCUMENT] = "document",
     };
     if ((unsigned)type < sizeof names / sizeof names[0] && names[type])
         return names[type];

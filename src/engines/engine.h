@@ -80,6 +80,10 @@ typedef struct keel__engine {
     keel_status (*connect)(keel_conn *c, keel_error *err);
     /* Starts a statement (stmt->nrows == 1) or a batch (stmt->many). */
     keel_status (*query)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
+    /* Starts a document command (keel_conn_command): cmd is BSON, valid only during the call.
+     * NULL on SQL engines. */
+    keel_status (*command)(keel_conn *c, const char *dbname, const void *cmd, size_t len,
+                           keel_error *err);
     /* Starts a transaction control operation (see keel__txn_sql for SQL engines). */
     keel_status (*transaction)(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err);
     /* Asks the server to stop the running operation; it then completes with

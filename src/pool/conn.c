@@ -93,6 +93,31 @@ keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value
     return start_statement(c, sql, params, nrows, nparams, 1, cb, arg, err);
 }
 
+keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd, size_t len,
+                              keel_query_cb cb, void *arg, keel_error *err) {
+    if (!c || !cmd || !cb || len < 5)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, a BSON command and callback are required");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    if (!c->engine->command)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                               "database '%s' is a %s database: document commands need a "
+                               "document engine such as MongoDB",
+                               conn_name(c), c->engine->name);
+    c->busy = 1;
+    c->cb = cb;
+    c->cb_arg = arg;
+    st = c->engine->command(c, dbname, cmd, len, err);
+    if (st != KEEL_OK) {
+        c->busy = 0;
+        c->cb = NULL;
+        c->cb_arg = NULL;
+    }
+    return st;
+}
+
 keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_query_cb cb,
                                   void *arg, keel_error *err) {
     if (!c || !cb || (unsigned)op > KEEL_TXN_ROLLBACK_TO)

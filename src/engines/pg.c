@@ -883,6 +883,8 @@ static size_t pg_param_room(const keel_value *v) {
         return KEEL__TIME_TEXT_MAX;
     case KEEL_TYPE_UUID:
         return KEEL__UUID_TEXT_MAX;
+    case KEEL_TYPE_DOCUMENT: /* BSON has no PostgreSQL type */
+        return SIZE_MAX;
     }
     return SIZE_MAX;
 }
@@ -890,7 +892,10 @@ static size_t pg_param_room(const keel_value *v) {
 /* Checks what libpq cannot carry: unknown types, and NUL bytes inside text. */
 static keel_status pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel_error *err) {
     if (pg_param_room(v) == SIZE_MAX)
-        return pg_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, i, "unknown value type");
+        return pg_param_error(p, err, KEEL_ERR_DATA, i,
+                              v->type == KEEL_TYPE_DOCUMENT
+                                  ? "a BSON document is not a PostgreSQL value"
+                                  : "unknown value type");
     if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
          v->type == KEEL_TYPE_JSON) &&
         v->u.str.len && (!v->u.str.ptr || memchr(v->u.str.ptr, '\0', v->u.str.len)))
@@ -943,6 +948,7 @@ static keel_status pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_err
         p->pfmts[i] = 0;
         switch (v[i].type) {
         case KEEL_TYPE_NULL:
+        case KEEL_TYPE_DOCUMENT: /* rejected by pg_param_check before encoding */
             p->pvals[i] = NULL;
             p->plens[i] = 0;
             p->ptypes[i] = 0;

@@ -118,6 +118,13 @@ KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acq
                                      void *arg, keel_error *err);
 
 /*
+ * Withdraws a request queued by keel_db_acquire with the same cb and arg (a caller that gave up
+ * waiting): it leaves the queue now and its callback is never called. Returns 1 when a request
+ * was withdrawn, 0 when none is queued (its callback already ran). Never blocks, never calls back.
+ */
+KEEL_API int keel_db_acquire_cancel(keel_db *db, keel_acquire_cb cb, void *arg);
+
+/*
  * Fast path: leases an idle connection right now if the pool has one and nobody is queued.
  * Returns KEEL_OK with *out set, KEEL_ERR_BUSY when the caller must use keel_db_acquire, or the
  * sync errors of keel_db_acquire. Never blocks, never calls back.

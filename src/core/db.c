@@ -190,6 +190,15 @@ keel_status keel_db_try_acquire(keel_db *db, const char *database, keel_conn **o
     return p ? keel__pool_try_acquire(p, out, err) : KEEL_ERR_UNKNOWN_DATABASE;
 }
 
+int keel_db_acquire_cancel(keel_db *db, keel_acquire_cb cb, void *arg) {
+    if (!db || !cb)
+        return 0;
+    for (size_t i = 0; i < db->npools; i++)
+        if (keel__pool_acquire_cancel(db->pools[i], cb, arg))
+            return 1;
+    return 0;
+}
+
 keel_status keel_db_pool_stats(const keel_db *db, const char *database, keel_pool_stats *out,
                                keel_error *err) {
     if (!db || !out)

@@ -307,6 +307,26 @@ keel_status keel__pool_try_acquire(keel__pool *p, keel_conn **out, keel_error *e
     return KEEL_OK;
 }
 
+int keel__pool_acquire_cancel(keel__pool *p, keel_acquire_cb cb, void *arg) {
+    waiter *prev = NULL;
+    for (waiter *w = p->wait_head; w; prev = w, w = w->next) {
+        if (w->cb != cb || w->arg != arg)
+            continue;
+        if (prev)
+            prev->next = w->next;
+        else
+            p->wait_head = w->next;
+        if (p->wait_tail == w)
+            p->wait_tail = prev;
+        p->nwaiting--;
+        free(w);
+        /* The head may have changed: the timeout follows the new head's deadline. */
+        rearm_timeout(p);
+        return 1;
+    }
+    return 0;
+}
+
 keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err) {
     struct keel__warm *wm = calloc(1, sizeof *wm);
     if (!wm)

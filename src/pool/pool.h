@@ -18,6 +18,8 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
                            const keel__engine *engine);
 keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err);
 keel_status keel__pool_try_acquire(keel__pool *p, keel_conn **out, keel_error *err);
+/* Removes the queued request (cb, arg); 1 when found (its callback will never run), else 0. */
+int keel__pool_acquire_cancel(keel__pool *p, keel_acquire_cb cb, void *arg);
 keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err);
 void keel__pool_stats(const keel__pool *p, keel_pool_stats *out);
 /* The database name this pool serves. */

@@ -77,6 +77,27 @@ TEST(waiters_are_served_in_arrival_order) {
     keel_db_close(db);
 }
 
+TEST(a_withdrawn_request_is_never_called_back) {
+    keel_db *db = open_db("1", "1", "5");
+    keel_error err;
+    keel_conn *held = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
+    order_log log = {.expected = 1};
+    waiter_arg withdrawn = {&log, 1}, kept = {&log, 2};
+    CHECK_INT(keel_db_acquire(db, NULL, record_and_release, &withdrawn, &err), KEEL_OK);
+    CHECK_INT(keel_db_acquire(db, NULL, record_and_release, &kept, &err), KEEL_OK);
+    CHECK_INT(keel_db_acquire_cancel(db, record_and_release, &withdrawn), 1);
+    CHECK_INT(keel_db_acquire_cancel(db, record_and_release, &withdrawn), 0);
+    keel_pool_stats stats;
+    keel_db_pool_stats(db, NULL, &stats, &err);
+    CHECK_INT(stats.waiting, 1);
+    keel_conn_release(held);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &log.done), KEEL_OK);
+    CHECK_INT(log.n, 1);
+    CHECK_INT(log.order[0], 2);
+    keel_db_close(db);
+}
+
 TEST(acquire_times_out_naming_database_and_pool_size) {
     keel_db *db = open_db("0", "1", "0.1");
     keel_error err;
@@ -293,6 +314,7 @@ int main(void) {
     }
     snprintf(dburl, sizeof dburl, "sqlite:///%s/pool.db", dbdir);
     RUN(waiters_are_served_in_arrival_order);
+    RUN(a_withdrawn_request_is_never_called_back);
     RUN(acquire_times_out_naming_database_and_pool_size);
     RUN(release_inside_a_transaction_rolls_back);
     RUN(try_acquire_is_the_fast_path);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include <sqlite3.h>
@@ -1184,7 +1185,18 @@ static void sq_run_connect(sq_conn *sq)
     /* WAL cannot be set on a read-only connection and does not apply to memory databases. */
     if (!sq->memory && sq->opts.mode != SQ_MODE_RO) {
         snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", sq_journal_modes[sq->opts.journal]);
-        rc = sqlite3_exec(sq->db, sql, NULL, NULL, NULL);
+        /* Changing the journal mode takes a lock that SQLite does not wait for through the
+         * busy handler: when several connections open a new file at once, all but one get
+         * SQLITE_BUSY. Retry (we are on a worker thread) for as long as busy_timeout allows. */
+        int waited_ms = 0;
+        for (;;) {
+            rc = sqlite3_exec(sq->db, sql, NULL, NULL, NULL);
+            if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= sq->opts.busy_timeout)
+                break;
+            struct timespec pause = {0, 5 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+            waited_ms += 5;
+        }
         if (rc != SQLITE_OK) {
             sq_connect_failed(sq, rc, "configure");
             return;

@@ -952,7 +952,7 @@ static keel_status set_global_pool(keel_config *cfg, const key_target *t, const 
         cfg->pool.has_acquire |= st == KEEL_OK;
         return st;
     }
-    size_t v;
+    size_t v = 0;
     st = parse_size_value(path, value, &v, err);
     if (st)
         return st;

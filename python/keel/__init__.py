@@ -1,0 +1,310 @@
+# python/keel/__init__.py - the public Python API of keeldb: Database, Connection, Transaction, Record, errors.
+"""keeldb for asyncio.
+
+    db = keel.Database("postgresql://…")      # or a dict, a YAML path, or nothing (SQLite ./keel.db)
+    async with db:
+        rows = await db.fetch("SELECT * FROM items WHERE id = $1", 42)
+
+Queries run in C (libkeel) on the running asyncio loop; see keel._native.
+"""
+from __future__ import annotations
+
+import os
+import time as _time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Union
+
+from . import _native
+from ._native import (
+    ConfigError,
+    ConnectError,
+    ConnectionLost,
+    DatabaseError,
+    DataError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    PoolTimeout,
+    ProgrammingError,
+    QueryCanceledError,
+    Record,
+    UnknownDatabaseError,
+)
+
+__version__ = "0.1.0"
+
+Config = Union[str, "os.PathLike[str]", "dict[str, Any]", None]
+
+__all__ = [
+    "Database",
+    "Connection",
+    "Transaction",
+    "Record",
+    "Error",
+    "InterfaceError",
+    "ConfigError",
+    "UnknownDatabaseError",
+    "DatabaseError",
+    "OperationalError",
+    "PoolTimeout",
+    "ConnectionLost",
+    "ConnectError",
+    "QueryCanceledError",
+    "IntegrityError",
+    "ProgrammingError",
+    "DataError",
+    "InternalError",
+    "NotSupportedError",
+    "__version__",
+]
+
+_FETCH = _native.MODE_FETCH
+_FETCHROW = _native.MODE_FETCHROW
+_FETCHVAL = _native.MODE_FETCHVAL
+_EXECUTE = _native.MODE_EXECUTE
+
+
+def _setting(value: object) -> str:
+    """The text of one configuration value: bools as true/false, everything else str()'d."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def _flatten(prefix: str, value: object, out: list[tuple[str, str]]) -> None:
+    """Appends (dotted.key.path, text) pairs for every scalar of a nested dict (lists by index)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"configuration keys must be str: {prefix + repr(key)}")
+            _flatten(f"{prefix}.{key}" if prefix else key, item, out)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _flatten(f"{prefix}.{i}" if prefix else str(i), item, out)
+    elif value is not None:
+        out.append((prefix, _setting(value)))
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text or text.startswith("sqlite:")
+
+
+class Database(_native.Database):
+    """Named, pooled databases bound to the running asyncio loop.
+
+    Database()                      SQLite ./keel.db (plus KEEL_… environment overrides)
+    Database("postgresql://…")      one database, "default", at a URL
+    Database("keel.yaml")           a YAML configuration file (str or os.PathLike)
+    Database({"default": …, "databases": {…}})   a nested dict of the same schema
+
+    An invalid configuration raises ConfigError here, naming the key path.
+    """
+
+    def __init__(self, config: Config = None) -> None:
+        url: str | None = None
+        path: str | None = None
+        settings: list[tuple[str, str]] = []
+        if config is None:
+            pass
+        elif isinstance(config, dict):
+            _flatten("", config, settings)
+        elif isinstance(config, str) and _is_url(config):
+            url = config
+        elif isinstance(config, (str, bytes, os.PathLike)):
+            path = os.fsdecode(os.fspath(config))
+        else:
+            raise ConfigError(
+                "a configuration is a URL, a path to a YAML file or a dict, "
+                f"not {type(config).__name__}")
+        super().__init__(url=url, path=path, settings=settings)
+
+    async def start(self) -> None:
+        """Binds to the running loop and starts filling the pools (never fails on a down server)."""
+        self._start()
+
+    async def close(self) -> None:
+        """Waits for leased connections to come back, then closes every pool. Idempotent."""
+        waiter = self._close()
+        if waiter is not None:
+            await waiter
+
+    async def __aenter__(self) -> Database:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def fetch(self, sql: str, *args: Any, database: str | None = None) -> list[Record]:
+        """All rows, as a list of Records."""
+        return await self._query(_FETCH, sql, args, database, 0)
+
+    async def fetchrow(self, sql: str, *args: Any,
+                       database: str | None = None) -> Record | None:
+        """The first row as a Record, or None."""
+        return await self._query(_FETCHROW, sql, args, database, 0)
+
+    async def fetchval(self, sql: str, *args: Any, column: int = 0,
+                       database: str | None = None) -> Any:
+        """One value of the first row (column index), or None when there is no row."""
+        return await self._query(_FETCHVAL, sql, args, database, column)
+
+    async def execute(self, sql: str, *args: Any, database: str | None = None) -> int:
+        """Runs a statement; returns the number of rows affected (0 when not reported)."""
+        return await self._query(_EXECUTE, sql, args, database, 0)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
+                          database: str | None = None) -> None:
+        """Runs a statement once per row of parameters, in one batch."""
+        await self._executemany(sql, rows, database)
+
+    async def acquire(self, database: str | None = None) -> Connection:
+        """Leases a connection; give it back with release()."""
+        return await self._acquire(database)
+
+    async def release(self, connection: Connection) -> None:
+        """Gives a leased connection back to its pool (a no-op when already released)."""
+        self._release(connection)
+
+    def connection(self, database: str | None = None) -> _ConnectionContext:
+        """async with db.connection(name) as conn: a leased Connection, released on exit."""
+        return _ConnectionContext(self, database)
+
+    def transaction(self, database: str | None = None) -> _TransactionContext:
+        """async with db.transaction() as conn: BEGIN … COMMIT, or ROLLBACK on exception."""
+        return _TransactionContext(self, database)
+
+    async def ping(self, name: str | None = None) -> float:
+        """Round-trip time in seconds of a trivial query; raises like a query."""
+        started = _time.perf_counter()
+        await self._query(_EXECUTE, "SELECT 1", (), name, 0)
+        return _time.perf_counter() - started
+
+
+class Connection(_native.Connection):
+    """A connection leased from a pool. Get one with Database.acquire / connection / transaction.
+
+    Attributes: database (name), engine ("postgresql" | "sqlite"), in_transaction.
+    """
+
+    __slots__ = ()
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        return await self._query(_FETCH, sql, args, 0)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        return await self._query(_FETCHROW, sql, args, 0)
+
+    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        return await self._query(_FETCHVAL, sql, args, column)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._query(_EXECUTE, sql, args, 0)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._executemany(sql, rows)
+
+    def transaction(self) -> Transaction:
+        """async with conn.transaction(): a transaction, or a savepoint when nested."""
+        return Transaction(self)
+
+
+_native.set_connection_class(Connection)
+
+
+class Transaction:
+    """A transaction block on a Connection: BEGIN/COMMIT/ROLLBACK at the outermost level,
+    SAVEPOINT/RELEASE/ROLLBACK TO (savepoints keel_sp_1, keel_sp_2…) when nested."""
+
+    __slots__ = ("_conn", "_depth")
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+        self._depth: int | None = None
+
+    async def __aenter__(self) -> Connection:
+        if self._depth is not None:
+            raise InterfaceError("a Transaction can only be entered once")
+        conn = self._conn
+        depth = conn._depth
+        op = _native.TXN_BEGIN if depth == 0 else _native.TXN_SAVEPOINT
+        await conn._txn(op, depth)
+        self._depth = depth
+        conn._depth = depth + 1
+        return conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        conn = self._conn
+        depth = self._depth
+        assert depth is not None, "__aexit__ without __aenter__"
+        conn._depth = depth
+        if exc_type is None:
+            await conn._txn(_native.TXN_COMMIT if depth == 0 else _native.TXN_RELEASE, depth)
+            return False
+        try:
+            await conn._txn(_native.TXN_ROLLBACK if depth == 0 else _native.TXN_ROLLBACK_TO,
+                            depth)
+        except Error:
+            # The error that ended the block is the one to report; a connection whose rollback
+            # failed is rolled back or discarded by the pool when it is released.
+            pass
+        return False
+
+
+class _ConnectionContext:
+    __slots__ = ("_db", "_database", "_conn")
+
+    def __init__(self, db: Database, database: str | None) -> None:
+        self._db = db
+        self._database = database
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        self._conn = await self._db._acquire(self._database)
+        return self._conn
+
+    async def __aexit__(self, *exc: object) -> bool:
+        conn, self._conn = self._conn, None
+        assert conn is not None, "__aexit__ without __aenter__"
+        self._db._release(conn)
+        return False
+
+
+class _TransactionContext:
+    __slots__ = ("_db", "_database", "_conn", "_txn")
+
+    def __init__(self, db: Database, database: str | None) -> None:
+        self._db = db
+        self._database = database
+        self._conn: Connection | None = None
+        self._txn: Transaction | None = None
+
+    async def __aenter__(self) -> Connection:
+        conn = await self._db._acquire(self._database)
+        txn = Transaction(conn)
+        try:
+            await txn.__aenter__()
+        except BaseException:
+            self._db._release(conn)
+            raise
+        self._conn = conn
+        self._txn = txn
+        return conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        conn, self._conn = self._conn, None
+        txn, self._txn = self._txn, None
+        assert conn is not None and txn is not None, "__aexit__ without __aenter__"
+        try:
+            await txn.__aexit__(exc_type, exc, tb)
+        finally:
+            self._db._release(conn)
+        return False

@@ -1,0 +1,235 @@
+/* python/keel/_native/connection.c - the native Connection: one leased keel_conn and its operations. */
+#include "module.h"
+
+#include <structmember.h>
+
+/*
+ * A Connection runs one operation at a time. When the running one was cancelled but keel has not
+ * reported its end yet, later operations wait in a queue and start as soon as it ends, so a
+ * connection stays usable right after a cancelled query. Using one connection from two tasks at
+ * once is an error (InterfaceError), as with every driver.
+ */
+
+PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn)
+{
+    PyTypeObject *cls = db->st->connection_class;
+    kpy_conn *c = (kpy_conn *)cls->tp_alloc(cls, 0);
+    if (c == NULL) {
+        keel_conn_release(conn);
+        return NULL;
+    }
+    c->db = (kpy_db *)Py_NewRef(db);
+    c->conn = conn;
+    db->nleased++;
+    const char *name = keel_conn_database(conn);
+    const char *engine = keel_conn_engine(conn);
+    c->database = PyUnicode_FromString(name != NULL ? name : "");
+    c->engine = PyUnicode_FromString(engine != NULL ? engine : "");
+    if (c->database == NULL || c->engine == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return (PyObject *)c;
+}
+
+void keel__py_conn_release(kpy_conn *c)
+{
+    keel_conn *conn = c->conn;
+    if (conn == NULL)
+        return;
+    c->conn = NULL;
+    while (c->qhead != NULL) {
+        kpy_op *op = c->qhead;
+        c->qhead = op->next;
+        op->next = NULL;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        keel__py_op_abandon(op, "the connection was released before the operation could run");
+    }
+    /* A running operation is cancelled by keel, and its callback still completes it. */
+    keel_conn_release(conn);
+    keel__py_db_conn_released(c->db);
+}
+
+void keel__py_conn_op_done(kpy_conn *c, kpy_op *op)
+{
+    if (c->running == op)
+        c->running = NULL;
+    while (c->running == NULL && c->qhead != NULL && c->conn != NULL) {
+        kpy_op *next = c->qhead;
+        c->qhead = next->next;
+        next->next = NULL;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        keel__py_op_submit_queued(c, next);
+    }
+}
+
+static int conn_traverse(kpy_conn *c, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->db);
+    Py_VISIT(c->database);
+    Py_VISIT(c->engine);
+    for (kpy_op *op = c->qhead; op != NULL; op = op->next)
+        Py_VISIT(op);
+    return 0;
+}
+
+static void conn_dealloc(kpy_conn *c)
+{
+    PyTypeObject *tp = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    if (c->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)c);
+    /* Dropped without release: give it back so the pool (and close()) do not wait forever. */
+    if (c->conn != NULL) {
+        kpy_exc_save saved;
+        kpy_exc_stash(&saved);
+        keel__py_conn_release(c);
+        kpy_exc_unstash(&saved);
+    }
+    Py_CLEAR(c->database);
+    Py_CLEAR(c->engine);
+    Py_CLEAR(c->db);
+    tp->tp_free((PyObject *)c);
+    Py_DECREF(tp);
+}
+
+static PyObject *released_error(kpy_conn *c)
+{
+    return keel__py_raise(c->db->st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
+}
+
+/* _query(mode, sql, args, column) */
+static PyObject *conn_query(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_query(mode, sql, args, column)");
+        return NULL;
+    }
+    int mode = (int)PyLong_AsLong(args[0]);
+    Py_ssize_t column = PyLong_AsSsize_t(args[3]);
+    if ((mode == -1 || column == -1) && PyErr_Occurred())
+        return NULL;
+    return keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column, KEEL_TXN_BEGIN,
+                               0);
+}
+
+/* _executemany(sql, rows) */
+static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_executemany(sql, rows)");
+        return NULL;
+    }
+    return keel__py_conn_query(c, KPY_OP_MANY, KPY_MODE_EXECUTE, args[0], args[1], 0,
+                               KEEL_TXN_BEGIN, 0);
+}
+
+/* _txn(op, depth) */
+static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_txn(op, depth)");
+        return NULL;
+    }
+    long op = PyLong_AsLong(args[0]);
+    long depth = PyLong_AsLong(args[1]);
+    if ((op == -1 || depth == -1) && PyErr_Occurred())
+        return NULL;
+    if (op < KEEL_TXN_BEGIN || op > KEEL_TXN_ROLLBACK_TO || depth < 0) {
+        PyErr_SetString(PyExc_ValueError, "invalid transaction operation");
+        return NULL;
+    }
+    return keel__py_conn_query(c, KPY_OP_TXN, KPY_MODE_EXECUTE, NULL, NULL, 0, (keel_txn_op)op,
+                               (unsigned)depth);
+}
+
+static PyObject *conn_get_database(kpy_conn *c, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(c->database != NULL ? c->database : Py_None);
+}
+
+static PyObject *conn_get_engine(kpy_conn *c, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
+}
+
+static PyObject *conn_get_in_transaction(kpy_conn *c, void *closure)
+{
+    (void)closure;
+    if (c->conn == NULL)
+        return released_error(c);
+    switch (keel_conn_txn_status(c->conn)) {
+    case KEEL_TXN_ACTIVE:
+    case KEEL_TXN_FAILED:
+        Py_RETURN_TRUE;
+    case KEEL_TXN_UNKNOWN:
+        /* A statement is running: the transactions this object opened are what is known. */
+        return PyBool_FromLong(c->depth > 0);
+    default:
+        Py_RETURN_FALSE;
+    }
+}
+
+static PyObject *conn_get_released(kpy_conn *c, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(c->conn == NULL);
+}
+
+static PyObject *conn_repr(kpy_conn *c)
+{
+    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
+                                c->database != NULL ? c->database : Py_None,
+                                c->engine != NULL ? c->engine : Py_None,
+                                c->conn == NULL ? " released" : "");
+}
+
+static PyMethodDef conn_methods[] = {
+    {"_query", (PyCFunction)(void (*)(void))conn_query, METH_FASTCALL,
+     "_query(mode, sql, args, column) -> awaitable"},
+    {"_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
+     "_executemany(sql, rows) -> awaitable"},
+    {"_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
+     "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef conn_getset[] = {
+    {"database", (getter)conn_get_database, NULL, "Name of the database of the connection.",
+     NULL},
+    {"engine", (getter)conn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\").", NULL},
+    {"in_transaction", (getter)conn_get_in_transaction, NULL,
+     "True inside a transaction block.", NULL},
+    {"released", (getter)conn_get_released, NULL, "True once given back to the pool.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef conn_members[] = {
+    {"_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth."},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(kpy_conn, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot conn_slots[] = {
+    {Py_tp_doc, "A connection leased from a pool (see keel.Connection)."},
+    {Py_tp_dealloc, conn_dealloc},
+    {Py_tp_traverse, conn_traverse},
+    {Py_tp_repr, conn_repr},
+    {Py_tp_methods, conn_methods},
+    {Py_tp_getset, conn_getset},
+    {Py_tp_members, conn_members},
+    {0, NULL},
+};
+
+PyType_Spec keel__py_connection_spec = {
+    .name = "keel._native.Connection",
+    .basicsize = sizeof(kpy_conn),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = conn_slots,
+};

@@ -1,0 +1,566 @@
+/* python/keel/_native/convert.c - conversions between Python objects and keel_value, both ways. */
+#include "module.h"
+
+#include <datetime.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * datetime.h declares PyDateTimeAPI as a static of each translation unit, so every use of the
+ * datetime C API stays in this file and keel__py_convert_init imports it here.
+ */
+int keel__py_convert_init(void)
+{
+    PyDateTime_IMPORT;
+    return PyDateTimeAPI != NULL ? 0 : -1;
+}
+
+/* ---- calendar arithmetic (proleptic Gregorian, days counted from 1970-01-01) ---- */
+
+#define US_PER_SEC INT64_C(1000000)
+#define US_PER_DAY INT64_C(86400000000)
+
+/*
+ * Works in 400-year eras of 146097 days, with years starting on March 1st so the leap day is the
+ * last day of a year; that makes the day-of-year formula independent of leap years.
+ */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    if (m <= 2)
+        y -= 1;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;                                  /* [0, 399] */
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;          /* [0, 146096] */
+    return era * 146097 + doe - 719468; /* 719468: days from 0000-03-01 to 1970-01-01 */
+}
+
+static void civil_from_days(int64_t z, int64_t *year, int *month, int *day)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *year = yoe + era * 400 + (*month <= 2);
+}
+
+/* Splits micros into whole days (floored) and the microseconds within that day. */
+static void split_micros(int64_t micros, int64_t *days, int64_t *rem)
+{
+    int64_t d = micros / US_PER_DAY;
+    int64_t r = micros % US_PER_DAY;
+    if (r < 0) {
+        r += US_PER_DAY;
+        d -= 1;
+    }
+    *days = d;
+    *rem = r;
+}
+
+/* ---- result values → Python ---- */
+
+static PyObject *out_of_range(kpy_state *st, const keel_value *v)
+{
+    return keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s value is out of the range of Python's %s",
+                          keel_type_name(v->type),
+                          v->type == KEEL_TYPE_DATE ? "date"
+                          : v->type == KEEL_TYPE_TIME ? "time" : "datetime");
+}
+
+static PyObject *date_to_py(kpy_state *st, const keel_value *v)
+{
+    int64_t y;
+    int m, d;
+    civil_from_days(v->u.date, &y, &m, &d);
+    if (y < 1 || y > 9999)
+        return out_of_range(st, v);
+    return PyDate_FromDate((int)y, m, d);
+}
+
+static PyObject *time_to_py(kpy_state *st, const keel_value *v)
+{
+    int64_t us = v->u.micros;
+    if (us < 0 || us >= US_PER_DAY)
+        return out_of_range(st, v);
+    int64_t s = us / US_PER_SEC;
+    return PyTime_FromTime((int)(s / 3600), (int)(s / 60 % 60), (int)(s % 60),
+                           (int)(us % US_PER_SEC));
+}
+
+static PyObject *timestamp_to_py(kpy_state *st, const keel_value *v, PyObject *tz)
+{
+    int64_t days, rem, y;
+    int m, d;
+    split_micros(v->u.micros, &days, &rem);
+    civil_from_days(days, &y, &m, &d);
+    if (y < 1 || y > 9999)
+        return out_of_range(st, v);
+    int64_t s = rem / US_PER_SEC;
+    return PyDateTimeAPI->DateTime_FromDateAndTime((int)y, m, d, (int)(s / 3600),
+                                                   (int)(s / 60 % 60), (int)(s % 60),
+                                                   (int)(rem % US_PER_SEC), tz,
+                                                   PyDateTimeAPI->DateTimeType);
+}
+
+static PyObject *int_from_uuid_bytes(const unsigned char b[16])
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromUnsignedNativeBytes(b, 16, Py_ASNATIVEBYTES_BIG_ENDIAN);
+#else
+    return _PyLong_FromByteArray(b, 16, 0, 0);
+#endif
+}
+
+/*
+ * uuid.UUID(int=…) runs a Python __init__ that validates its arguments; the value is known to be
+ * 128 bits here, so the instance is made the way that __init__ ends: object.__new__ and the two
+ * slots set with object.__setattr__ (UUID.__setattr__ forbids assignment).
+ */
+static PyObject *uuid_to_py(kpy_state *st, const keel_value *v)
+{
+    PyObject *i = int_from_uuid_bytes(v->u.uuid);
+    if (i == NULL)
+        return NULL;
+    PyTypeObject *tp = (PyTypeObject *)st->UUID;
+    PyObject *u = tp->tp_new(tp, st->empty_tuple, NULL);
+    if (u == NULL ||
+        PyObject_GenericSetAttr(u, st->s_int, i) < 0 ||
+        PyObject_GenericSetAttr(u, st->s_is_safe, st->uuid_unknown) < 0) {
+        Py_XDECREF(u);
+        Py_DECREF(i);
+        return NULL;
+    }
+    Py_DECREF(i);
+    return u;
+}
+
+/* Turns a decoding failure of a server value into DataError (memory errors stay what they are). */
+static PyObject *decode_failed(kpy_state *st, const keel_value *v)
+{
+    if (PyErr_ExceptionMatches(PyExc_MemoryError))
+        return NULL;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *text = value != NULL ? PyObject_Str(value) : NULL;
+    const char *s = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+    if (s == NULL) {
+        PyErr_Clear();
+        s = "invalid value";
+    }
+    keel__py_raise(st, KEEL_ERR_DATA, NULL, "cannot decode %s value: %s",
+                   keel_type_name(v->type), s);
+    Py_XDECREF(text);
+    /* Keep the original error as the cause, so nothing about it is lost. */
+    if (value != NULL) {
+        PyObject *t2, *v2, *tb2;
+        PyErr_Fetch(&t2, &v2, &tb2);
+        PyErr_NormalizeException(&t2, &v2, &tb2);
+        PyException_SetCause(v2, Py_NewRef(value));
+        PyErr_Restore(t2, v2, tb2);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return NULL;
+}
+
+PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v)
+{
+    PyObject *o, *s;
+    switch (v->type) {
+    case KEEL_TYPE_NULL:
+        Py_RETURN_NONE;
+    case KEEL_TYPE_BOOL:
+        return PyBool_FromLong(v->u.boolean);
+    case KEEL_TYPE_INT:
+        return PyLong_FromLongLong(v->u.i64);
+    case KEEL_TYPE_FLOAT:
+        return PyFloat_FromDouble(v->u.f64);
+    case KEEL_TYPE_TEXT:
+        o = PyUnicode_DecodeUTF8(v->u.str.ptr, (Py_ssize_t)v->u.str.len, NULL);
+        return o != NULL ? o : decode_failed(st, v);
+    case KEEL_TYPE_BYTES:
+    case KEEL_TYPE_DOCUMENT: /* a BSON document is handed over as its raw bytes */
+        return PyBytes_FromStringAndSize(v->u.str.ptr, (Py_ssize_t)v->u.str.len);
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_JSON:
+        s = PyUnicode_DecodeUTF8(v->u.str.ptr, (Py_ssize_t)v->u.str.len, NULL);
+        if (s == NULL)
+            return decode_failed(st, v);
+        o = PyObject_CallOneArg(v->type == KEEL_TYPE_NUMERIC ? st->Decimal : st->json_loads, s);
+        Py_DECREF(s);
+        return o != NULL ? o : decode_failed(st, v);
+    case KEEL_TYPE_DATE:
+        return date_to_py(st, v);
+    case KEEL_TYPE_TIME:
+        return time_to_py(st, v);
+    case KEEL_TYPE_TIMESTAMP:
+        return timestamp_to_py(st, v, Py_None);
+    case KEEL_TYPE_TIMESTAMPTZ:
+        return timestamp_to_py(st, v, PyDateTime_TimeZone_UTC);
+    case KEEL_TYPE_UUID:
+        return uuid_to_py(st, v);
+    }
+    return keel__py_raise(st, KEEL_ERR_UNSUPPORTED, NULL, "result value of unknown type %d",
+                          (int)v->type);
+}
+
+/* ---- parameters: Python → keel_value ---- */
+
+void keel__py_params_init(kpy_params *p)
+{
+    p->values = p->stack_values;
+    p->nvalues = 0;
+    p->nrows = 0;
+    p->ncols = 0;
+    p->holds = p->stack_holds;
+    p->nholds = 0;
+    p->capholds = KPY_STACK_HOLDS;
+}
+
+void keel__py_params_clear(kpy_params *p)
+{
+    for (size_t i = 0; i < p->nholds; i++) {
+        Py_XDECREF(p->holds[i].obj);
+        if (p->holds[i].view.obj != NULL)
+            PyBuffer_Release(&p->holds[i].view);
+    }
+    if (p->holds != p->stack_holds)
+        PyMem_Free(p->holds);
+    if (p->values != p->stack_values)
+        PyMem_Free(p->values);
+    keel__py_params_init(p);
+}
+
+/* A fresh hold slot (zeroed), growing the array on the heap past the stack slots. */
+static kpy_hold *new_hold(kpy_params *p)
+{
+    if (p->nholds == p->capholds) {
+        size_t cap = p->capholds * 2;
+        kpy_hold *h = PyMem_Malloc(cap * sizeof *h);
+        if (h == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memcpy(h, p->holds, p->nholds * sizeof *h);
+        if (p->holds != p->stack_holds)
+            PyMem_Free(p->holds);
+        p->holds = h;
+        p->capholds = cap;
+    }
+    kpy_hold *h = &p->holds[p->nholds++];
+    memset(h, 0, sizeof *h);
+    return h;
+}
+
+/* Room for n values. */
+static int reserve_values(kpy_params *p, size_t n)
+{
+    if (n > KPY_STACK_VALUES) {
+        if (n > PY_SSIZE_T_MAX / sizeof(keel_value)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->values = PyMem_Malloc(n * sizeof(keel_value));
+        if (p->values == NULL) {
+            p->values = p->stack_values;
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Raises DataError about parameter pos (1-based, $pos in SQL) of row (or not, when row < 0). */
+static int param_error(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, const char *why)
+{
+    char where[64];
+    if (row >= 0)
+        snprintf(where, sizeof where, "row %zd, parameter $%zu", row, pos);
+    else
+        snprintf(where, sizeof where, "parameter $%zu", pos);
+    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s (type %s)", where, why,
+                   Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+/* As param_error, keeping the Python exception that caused it as __cause__. */
+static int param_error_from(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj,
+                            const char *why)
+{
+    if (PyErr_ExceptionMatches(PyExc_MemoryError))
+        return -1;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *text = value != NULL ? PyObject_Str(value) : NULL;
+    const char *s = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+    if (s == NULL)
+        PyErr_Clear();
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s: %s", why, s != NULL ? s : "conversion failed");
+    param_error(st, row, pos, obj, msg);
+    Py_XDECREF(text);
+    if (value != NULL) {
+        PyObject *t2, *v2, *tb2;
+        PyErr_Fetch(&t2, &v2, &tb2);
+        PyErr_NormalizeException(&t2, &v2, &tb2);
+        PyException_SetCause(v2, Py_NewRef(value));
+        PyErr_Restore(t2, v2, tb2);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return -1;
+}
+
+/* UTF-8 of a str; the pointer lives as long as the str (CPython caches it in the object). */
+static int str_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, keel_value *out,
+                     keel_type type)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+    if (s == NULL)
+        return param_error_from(st, row, pos, obj, "cannot encode as UTF-8");
+    out->type = type;
+    out->u.str.ptr = s;
+    out->u.str.len = (size_t)n;
+    return 0;
+}
+
+static int64_t time_micros(PyObject *obj)
+{
+    return ((int64_t)PyDateTime_TIME_GET_HOUR(obj) * 3600 +
+            (int64_t)PyDateTime_TIME_GET_MINUTE(obj) * 60 + PyDateTime_TIME_GET_SECOND(obj)) *
+               US_PER_SEC +
+           PyDateTime_TIME_GET_MICROSECOND(obj);
+}
+
+static int datetime_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj,
+                          keel_value *out)
+{
+    int64_t days = days_from_civil(PyDateTime_GET_YEAR(obj), PyDateTime_GET_MONTH(obj),
+                                   PyDateTime_GET_DAY(obj));
+    int64_t micros = days * US_PER_DAY +
+                     ((int64_t)PyDateTime_DATE_GET_HOUR(obj) * 3600 +
+                      (int64_t)PyDateTime_DATE_GET_MINUTE(obj) * 60 +
+                      PyDateTime_DATE_GET_SECOND(obj)) * US_PER_SEC +
+                     PyDateTime_DATE_GET_MICROSECOND(obj);
+    PyObject *tz = PyDateTime_DATE_GET_TZINFO(obj);
+    if (tz == Py_None) {
+        out->type = KEEL_TYPE_TIMESTAMP;
+        out->u.micros = micros;
+        return 0;
+    }
+    if (tz != PyDateTime_TimeZone_UTC) {
+        PyObject *off = PyObject_CallMethodNoArgs(obj, st->s_utcoffset);
+        if (off == NULL)
+            return param_error_from(st, row, pos, obj, "utcoffset() failed");
+        if (PyDelta_Check(off)) {
+            micros -= ((int64_t)PyDateTime_DELTA_GET_DAYS(off) * 86400 +
+                       PyDateTime_DELTA_GET_SECONDS(off)) * US_PER_SEC +
+                      PyDateTime_DELTA_GET_MICROSECONDS(off);
+        } else if (off != Py_None) {
+            Py_DECREF(off);
+            return param_error(st, row, pos, obj, "utcoffset() did not return a timedelta");
+        }
+        Py_DECREF(off);
+    }
+    out->type = KEEL_TYPE_TIMESTAMPTZ;
+    out->u.micros = micros;
+    return 0;
+}
+
+static int uuid_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, keel_value *out)
+{
+    PyObject *i = PyObject_GetAttr(obj, st->s_int);
+    if (i == NULL)
+        return param_error_from(st, row, pos, obj, "UUID has no int");
+    if (!PyLong_Check(i)) {
+        Py_DECREF(i);
+        return param_error(st, row, pos, obj, "UUID.int is not an int");
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t r = PyLong_AsNativeBytes(i, out->u.uuid, 16,
+                                        Py_ASNATIVEBYTES_BIG_ENDIAN |
+                                            Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
+                                            Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    int rc = r < 0 || r > 16 ? -1 : 0;
+#else
+    int rc = _PyLong_AsByteArray((PyLongObject *)i, out->u.uuid, 16, 0, 0);
+#endif
+    Py_DECREF(i);
+    if (rc < 0) {
+        if (PyErr_Occurred())
+            return param_error_from(st, row, pos, obj, "UUID out of range");
+        return param_error(st, row, pos, obj, "UUID out of range");
+    }
+    out->type = KEEL_TYPE_UUID;
+    return 0;
+}
+
+/* Converts one parameter. row < 0 for a single statement. */
+static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                    keel_value *out)
+{
+    /* Most parameters are exactly one of these; test them first, bool before int. */
+    if (obj == Py_None) {
+        out->type = KEEL_TYPE_NULL;
+        return 0;
+    }
+    if (PyLong_CheckExact(obj)) {
+    integer:;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (overflow != 0)
+            return param_error(st, row, pos, obj, "integer out of the int64 range");
+        if (v == -1 && PyErr_Occurred())
+            return param_error_from(st, row, pos, obj, "not an integer");
+        out->type = KEEL_TYPE_INT;
+        out->u.i64 = v;
+        return 0;
+    }
+    if (PyUnicode_CheckExact(obj))
+        return str_value(st, row, pos, obj, out, KEEL_TYPE_TEXT);
+    if (obj == Py_True || obj == Py_False) {
+        out->type = KEEL_TYPE_BOOL;
+        out->u.boolean = obj == Py_True;
+        return 0;
+    }
+    if (PyFloat_Check(obj)) {
+        out->type = KEEL_TYPE_FLOAT;
+        out->u.f64 = PyFloat_AS_DOUBLE(obj);
+        return 0;
+    }
+    if (PyBytes_Check(obj)) {
+        out->type = KEEL_TYPE_BYTES;
+        out->u.str.ptr = PyBytes_AS_STRING(obj);
+        out->u.str.len = (size_t)PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (PyDateTime_Check(obj))
+        return datetime_value(st, row, pos, obj, out);
+    if (PyDate_Check(obj)) {
+        out->type = KEEL_TYPE_DATE;
+        out->u.date = (int32_t)days_from_civil(PyDateTime_GET_YEAR(obj),
+                                               PyDateTime_GET_MONTH(obj),
+                                               PyDateTime_GET_DAY(obj));
+        return 0;
+    }
+    if (PyTime_Check(obj)) {
+        if (PyDateTime_TIME_GET_TZINFO(obj) != Py_None)
+            return param_error(st, row, pos, obj, "time with a tzinfo is not supported");
+        out->type = KEEL_TYPE_TIME;
+        out->u.micros = time_micros(obj);
+        return 0;
+    }
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->UUID))
+        return uuid_value(st, row, pos, obj, out);
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Decimal)) {
+        kpy_hold *h = new_hold(p);
+        if (h == NULL)
+            return -1;
+        h->obj = PyObject_Str(obj);
+        if (h->obj == NULL)
+            return param_error_from(st, row, pos, obj, "str() failed");
+        return str_value(st, row, pos, h->obj, out, KEEL_TYPE_NUMERIC);
+    }
+    if (PyDict_Check(obj) || PyList_Check(obj)) {
+        kpy_hold *h = new_hold(p);
+        if (h == NULL)
+            return -1;
+        h->obj = PyObject_CallOneArg(st->json_dumps, obj);
+        if (h->obj == NULL)
+            return param_error_from(st, row, pos, obj, "cannot serialise as JSON");
+        return str_value(st, row, pos, h->obj, out, KEEL_TYPE_JSON);
+    }
+    if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
+        goto integer;
+    if (PyUnicode_Check(obj))
+        return str_value(st, row, pos, obj, out, KEEL_TYPE_TEXT);
+    if (PyObject_CheckBuffer(obj) && (PyByteArray_Check(obj) || PyMemoryView_Check(obj))) {
+        kpy_hold *h = new_hold(p);
+        if (h == NULL)
+            return -1;
+        if (PyObject_GetBuffer(obj, &h->view, PyBUF_SIMPLE) < 0) {
+            h->view.obj = NULL;
+            return param_error_from(st, row, pos, obj, "unusable buffer");
+        }
+        out->type = KEEL_TYPE_BYTES;
+        out->u.str.ptr = h->view.buf;
+        out->u.str.len = (size_t)h->view.len;
+        return 0;
+    }
+    return param_error(st, row, pos, obj, "unsupported parameter type");
+}
+
+int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args)
+{
+    size_t n = (size_t)PyTuple_GET_SIZE(args);
+    if (reserve_values(p, n) < 0)
+        return -1;
+    p->nrows = 1;
+    p->ncols = n;
+    for (size_t i = 0; i < n; i++) {
+        if (to_value(st, p, -1, i + 1, PyTuple_GET_ITEM(args, i), &p->values[i]) < 0)
+            return -1;
+        p->nvalues = i + 1;
+    }
+    return 0;
+}
+
+int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows)
+{
+    Py_ssize_t nrows = PySequence_Fast_GET_SIZE(rows);
+    PyObject **items = PySequence_Fast_ITEMS(rows);
+    p->nrows = (size_t)nrows;
+    if (nrows == 0)
+        return 0;
+    size_t ncols = 0;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        PyObject *row = items[r];
+        if (!PyTuple_Check(row) && !PyList_Check(row)) {
+            if (PyUnicode_Check(row) || PyBytes_Check(row) || !PySequence_Check(row)) {
+                keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
+                               "executemany: row %zd is a %s, not a sequence of parameters", r,
+                               Py_TYPE(row)->tp_name);
+                return -1;
+            }
+            kpy_hold *h = new_hold(p);
+            if (h == NULL)
+                return -1;
+            h->obj = PySequence_Fast(row, "executemany: a row must be a sequence");
+            if (h->obj == NULL)
+                return -1;
+            row = h->obj;
+        }
+        size_t n = (size_t)PySequence_Fast_GET_SIZE(row);
+        if (r == 0) {
+            ncols = n;
+            if (ncols != 0 && (size_t)nrows > PY_SSIZE_T_MAX / sizeof(keel_value) / ncols) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            if (reserve_values(p, (size_t)nrows * ncols) < 0)
+                return -1;
+            p->ncols = ncols;
+        } else if (n != ncols) {
+            keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
+                           "executemany: row %zd has %zu parameters, row 0 has %zu", r, n,
+                           ncols);
+            return -1;
+        }
+        PyObject **vals = PySequence_Fast_ITEMS(row);
+        for (size_t c = 0; c < ncols; c++) {
+            if (to_value(st, p, r, c + 1, vals[c], &p->values[(size_t)r * ncols + c]) < 0)
+                return -1;
+        }
+        p->nvalues = ((size_t)r + 1) * ncols;
+    }
+    return 0;
+}

@@ -1,0 +1,386 @@
+/* python/keel/_native/module.c - multi-phase initialisation, module state, exceptions and error mapping. */
+#include "module.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+kpy_state *keel__py_state_of_type(PyTypeObject *tp)
+{
+    PyObject *m = PyType_GetModuleByDef(tp, &keel__py_moduledef);
+    if (m == NULL)
+        return NULL;
+    return (kpy_state *)PyModule_GetState(m);
+}
+
+/* ---- errors ---- */
+
+/* The exception class for a status, following the table of the Python API contract. */
+static PyObject *error_class(kpy_state *st, keel_status code)
+{
+    switch (code) {
+    case KEEL_ERR_NOMEM:
+        return PyExc_MemoryError;
+    case KEEL_ERR_INVALID_ARGUMENT:
+    case KEEL_ERR_CLOSED:
+    case KEEL_ERR_BUSY:
+        return st->InterfaceError;
+    case KEEL_ERR_CONFIG:
+    case KEEL_ERR_URL:
+        return st->ConfigError;
+    case KEEL_ERR_UNKNOWN_DATABASE:
+        return st->UnknownDatabaseError;
+    case KEEL_ERR_CONNECT:
+        return st->ConnectError;
+    case KEEL_ERR_CONNECTION_LOST:
+        return st->ConnectionLost;
+    case KEEL_ERR_POOL_TIMEOUT:
+        return st->PoolTimeout;
+    case KEEL_ERR_TIMEOUT:
+    case KEEL_ERR_IO:
+    case KEEL_ERR_OPERATIONAL:
+        return st->OperationalError;
+    case KEEL_ERR_CANCELLED:
+        return st->QueryCanceledError;
+    case KEEL_ERR_PROGRAMMING:
+    case KEEL_ERR_PARAMETERS:
+        return st->ProgrammingError;
+    case KEEL_ERR_INTEGRITY:
+        return st->IntegrityError;
+    case KEEL_ERR_DATA:
+        return st->DataError;
+    case KEEL_ERR_TRANSACTION:
+    case KEEL_ERR_INTERNAL:
+        return st->InternalError;
+    case KEEL_ERR_UNSUPPORTED:
+        return st->NotSupportedError;
+    case KEEL_ERR_DATABASE:
+    case KEEL_OK:
+        break;
+    }
+    return st->DatabaseError;
+}
+
+/* Sets attribute name of exc to s, or None when s is empty. */
+static int set_str_attr(PyObject *exc, const char *name, const char *s)
+{
+    PyObject *v;
+    if (s == NULL || s[0] == '\0') {
+        v = Py_NewRef(Py_None);
+    } else {
+        v = PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+        if (v == NULL)
+            return -1;
+    }
+    int rc = PyObject_SetAttrString(exc, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+PyObject *keel__py_error_new(kpy_state *st, const keel_error *err)
+{
+    PyObject *cls = error_class(st, err->code);
+    const char *text = err->message[0] != '\0' ? err->message : keel_strerror(err->code);
+    PyObject *msg = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+    if (msg == NULL)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(cls, msg);
+    Py_DECREF(msg);
+    if (exc == NULL)
+        return NULL;
+    if (cls == PyExc_MemoryError)
+        return exc;
+    if (set_str_attr(exc, "sqlstate", err->sqlstate) < 0 ||
+        set_str_attr(exc, "database", err->database) < 0 ||
+        set_str_attr(exc, "engine", err->engine) < 0 ||
+        set_str_attr(exc, "code", keel_status_name(err->code)) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    return exc;
+}
+
+PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err)
+{
+    PyObject *exc = keel__py_error_new(st, err);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+PyObject *keel__py_raise(kpy_state *st, keel_status code, const char *database, const char *fmt,
+                         ...)
+{
+    keel_error err;
+    keel_error_clear(&err);
+    err.code = code;
+    if (database != NULL)
+        snprintf(err.database, sizeof err.database, "%s", database);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err.message, sizeof err.message, fmt, ap);
+    va_end(ap);
+    return keel__py_error_raise(st, &err);
+}
+
+/* ---- module functions ---- */
+
+static PyObject *mod_set_connection_class(PyObject *module, PyObject *cls)
+{
+    kpy_state *st = PyModule_GetState(module);
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, st->ConnectionType)) {
+        PyErr_SetString(PyExc_TypeError, "expected a subclass of keel._native.Connection");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_SETREF(st->connection_class, (PyTypeObject *)cls);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_libkeel_version(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyUnicode_FromString(keel_version());
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_connection_class", mod_set_connection_class, METH_O,
+     "Sets the class instantiated for leased connections (a subclass of Connection)."},
+    {"libkeel_version", mod_libkeel_version, METH_NOARGS,
+     "The version of the libkeel linked into the extension."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- initialisation ---- */
+
+/* Creates exception class "keel.<name>" deriving from base and adds it to the module. */
+static PyObject *new_exception(PyObject *m, const char *name, PyObject *base, PyObject *dict,
+                               const char *doc)
+{
+    char qual[64];
+    snprintf(qual, sizeof qual, "keel.%s", name);
+    PyObject *cls = PyErr_NewExceptionWithDoc(qual, doc, base, dict);
+    if (cls == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, name, cls) < 0) {
+        Py_DECREF(cls);
+        return NULL;
+    }
+    return cls;
+}
+
+static int init_exceptions(PyObject *m, kpy_state *st)
+{
+    /* Class-level defaults make the attributes exist on instances raised from Python code. */
+    PyObject *dict = Py_BuildValue("{sOsOsOsO}", "sqlstate", Py_None, "database", Py_None,
+                                   "engine", Py_None, "code", Py_None);
+    if (dict == NULL)
+        return -1;
+    st->Error = new_exception(m, "Error", PyExc_Exception, dict,
+                              "Base class of every keel error (PEP 249). Attributes: sqlstate, "
+                              "database, engine, code.");
+    Py_DECREF(dict);
+    if (st->Error == NULL)
+        return -1;
+#define EXC(field, name, base, doc)                                      \
+    do {                                                                 \
+        st->field = new_exception(m, name, st->base, NULL, doc);         \
+        if (st->field == NULL)                                           \
+            return -1;                                                   \
+    } while (0)
+    EXC(InterfaceError, "InterfaceError", Error,
+        "Misuse of the interface: closed handles, busy connections, bad arguments.");
+    EXC(ConfigError, "ConfigError", InterfaceError,
+        "The configuration is invalid; the message names the key path.");
+    EXC(UnknownDatabaseError, "UnknownDatabaseError", InterfaceError,
+        "No database of that name is configured.");
+    EXC(DatabaseError, "DatabaseError", Error, "An error reported by or about the database.");
+    EXC(OperationalError, "OperationalError", DatabaseError,
+        "An operational failure: connection, timeout, server resources.");
+    EXC(PoolTimeout, "PoolTimeout", OperationalError,
+        "No connection became free within the pool's acquire_timeout.");
+    EXC(ConnectionLost, "ConnectionLost", OperationalError,
+        "The server went away during an operation.");
+    EXC(ConnectError, "ConnectError", OperationalError, "Could not connect or authenticate.");
+    EXC(QueryCanceledError, "QueryCanceledError", OperationalError,
+        "The statement was cancelled.");
+    EXC(IntegrityError, "IntegrityError", DatabaseError,
+        "A unique, foreign key, not-null or check constraint was violated.");
+    EXC(ProgrammingError, "ProgrammingError", DatabaseError,
+        "Bad SQL, unknown table or column, wrong number of parameters.");
+    EXC(DataError, "DataError", DatabaseError,
+        "A value is invalid or out of range for its type.");
+    EXC(InternalError, "InternalError", DatabaseError,
+        "The transaction is out of sync, or an internal error of keel.");
+    EXC(NotSupportedError, "NotSupportedError", DatabaseError,
+        "The engine or build does not support this.");
+#undef EXC
+    return 0;
+}
+
+static PyObject *import_attr(const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL)
+        return NULL;
+    PyObject *attr = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return attr;
+}
+
+static int init_imports(kpy_state *st)
+{
+    if ((st->Decimal = import_attr("decimal", "Decimal")) == NULL ||
+        (st->UUID = import_attr("uuid", "UUID")) == NULL ||
+        (st->json_loads = import_attr("json", "loads")) == NULL ||
+        (st->json_dumps = import_attr("json", "dumps")) == NULL ||
+        (st->Future = import_attr("asyncio", "Future")) == NULL ||
+        (st->get_running_loop = import_attr("asyncio", "_get_running_loop")) == NULL)
+        return -1;
+    PyObject *safe = import_attr("uuid", "SafeUUID");
+    if (safe == NULL)
+        return -1;
+    st->uuid_unknown = PyObject_GetAttrString(safe, "unknown");
+    Py_DECREF(safe);
+    if (st->uuid_unknown == NULL)
+        return -1;
+    if ((st->future_set_result = PyObject_GetAttrString(st->Future, "set_result")) == NULL ||
+        (st->future_set_exception = PyObject_GetAttrString(st->Future, "set_exception")) == NULL)
+        return -1;
+    if ((st->empty_tuple = PyTuple_New(0)) == NULL ||
+        (st->kw_loop = Py_BuildValue("(s)", "loop")) == NULL)
+        return -1;
+#define INTERN(field, text)                                    \
+    if ((st->field = PyUnicode_InternFromString(text)) == NULL) \
+        return -1;
+    INTERN(s_add_reader, "add_reader");
+    INTERN(s_remove_reader, "remove_reader");
+    INTERN(s_add_writer, "add_writer");
+    INTERN(s_remove_writer, "remove_writer");
+    INTERN(s_call_at, "call_at");
+    INTERN(s_call_soon, "call_soon");
+    INTERN(s_time, "time");
+    INTERN(s_cancel, "cancel");
+    INTERN(s_int, "int");
+    INTERN(s_is_safe, "is_safe");
+    INTERN(s_utcoffset, "utcoffset");
+#undef INTERN
+    return 0;
+}
+
+static PyTypeObject *new_type(PyObject *m, PyType_Spec *spec, PyObject *base, int add)
+{
+    PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);
+    if (tp == NULL)
+        return NULL;
+    if (add) {
+        const char *dot = strrchr(spec->name, '.');
+        if (PyModule_AddObjectRef(m, dot != NULL ? dot + 1 : spec->name, tp) < 0) {
+            Py_DECREF(tp);
+            return NULL;
+        }
+    }
+    return (PyTypeObject *)tp;
+}
+
+static int module_exec(PyObject *m)
+{
+    kpy_state *st = PyModule_GetState(m);
+    if (keel__py_convert_init() < 0)
+        return -1;
+    if (init_exceptions(m, st) < 0 || init_imports(st) < 0)
+        return -1;
+    if ((st->RecordType = new_type(m, &keel__py_record_spec, NULL, 1)) == NULL ||
+        (st->DatabaseType = new_type(m, &keel__py_database_spec, NULL, 1)) == NULL ||
+        (st->ConnectionType = new_type(m, &keel__py_connection_spec, NULL, 1)) == NULL ||
+        (st->OpType = new_type(m, &keel__py_op_spec, NULL, 1)) == NULL ||
+        (st->WatcherType = new_type(m, &keel__py_watcher_spec, NULL, 0)) == NULL ||
+        (st->TimerType = new_type(m, &keel__py_timer_spec, NULL, 0)) == NULL ||
+        (st->DeferredType = new_type(m, &keel__py_deferred_spec, NULL, 0)) == NULL)
+        return -1;
+    st->connection_class = (PyTypeObject *)Py_NewRef(st->ConnectionType);
+
+    struct {
+        const char *name;
+        long value;
+    } consts[] = {
+        {"MODE_FETCH", KPY_MODE_FETCH},
+        {"MODE_FETCHROW", KPY_MODE_FETCHROW},
+        {"MODE_FETCHVAL", KPY_MODE_FETCHVAL},
+        {"MODE_EXECUTE", KPY_MODE_EXECUTE},
+        {"TXN_BEGIN", KEEL_TXN_BEGIN},
+        {"TXN_COMMIT", KEEL_TXN_COMMIT},
+        {"TXN_ROLLBACK", KEEL_TXN_ROLLBACK},
+        {"TXN_SAVEPOINT", KEEL_TXN_SAVEPOINT},
+        {"TXN_RELEASE", KEEL_TXN_RELEASE},
+        {"TXN_ROLLBACK_TO", KEEL_TXN_ROLLBACK_TO},
+    };
+    for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++)
+        if (PyModule_AddIntConstant(m, consts[i].name, consts[i].value) < 0)
+            return -1;
+    return 0;
+}
+
+/* Every object reference of the state, for traverse and clear. */
+#define STATE_FIELDS(X)                                                                       \
+    X(Error) X(InterfaceError) X(ConfigError) X(UnknownDatabaseError) X(DatabaseError)         \
+    X(OperationalError) X(PoolTimeout) X(ConnectionLost) X(ConnectError)                       \
+    X(QueryCanceledError) X(IntegrityError) X(ProgrammingError) X(DataError) X(InternalError)  \
+    X(NotSupportedError) X(RecordType) X(DatabaseType) X(ConnectionType) X(OpType)             \
+    X(WatcherType) X(TimerType) X(DeferredType) X(connection_class) X(Decimal) X(UUID)         \
+    X(uuid_unknown) X(json_loads) X(json_dumps) X(Future) X(future_set_result)                 \
+    X(future_set_exception) X(get_running_loop) X(empty_tuple) X(kw_loop)    \
+    X(s_add_reader) X(s_remove_reader) X(s_add_writer) X(s_remove_writer) X(s_call_at)         \
+    X(s_call_soon) X(s_time) X(s_cancel) X(s_int) X(s_is_safe) X(s_utcoffset)
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    kpy_state *st = PyModule_GetState(m);
+    if (st == NULL)
+        return 0;
+#define VISIT(f) Py_VISIT(st->f);
+    STATE_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    kpy_state *st = PyModule_GetState(m);
+    if (st == NULL)
+        return 0;
+#define CLEAR(f) Py_CLEAR(st->f);
+    STATE_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, (void *)module_exec},
+    {0, NULL},
+};
+
+PyModuleDef keel__py_moduledef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "keel._native",
+    .m_doc = "The C core of keel: databases, connections and records over libkeel.",
+    .m_size = sizeof(kpy_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    return PyModuleDef_Init(&keel__py_moduledef);
+}

@@ -1,0 +1,290 @@
+/* python/keel/_native/module.h - declarations shared by the files of the keel._native extension. */
+#ifndef KEEL_PY_MODULE_H
+#define KEEL_PY_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <keel/keel.h>
+
+/*
+ * Naming: types private to the extension are kpy_*; functions shared between its files are
+ * keel__py_* (internal symbols of keel start with keel__, and the py_ part keeps them apart from
+ * the static libkeel linked into the same module).
+ */
+
+/* What a query completion turns its result into. */
+enum {
+    KPY_MODE_FETCH = 0,    /* list of Records */
+    KPY_MODE_FETCHROW = 1, /* first Record or None */
+    KPY_MODE_FETCHVAL = 2, /* one value of the first row, or None */
+    KPY_MODE_EXECUTE = 3   /* rows affected, as int */
+};
+
+/* Per-module state: everything the extension creates or caches lives here. */
+typedef struct kpy_state {
+    /* The PEP 249 exception hierarchy. */
+    PyObject *Error;
+    PyObject *InterfaceError;
+    PyObject *ConfigError;
+    PyObject *UnknownDatabaseError;
+    PyObject *DatabaseError;
+    PyObject *OperationalError;
+    PyObject *PoolTimeout;
+    PyObject *ConnectionLost;
+    PyObject *ConnectError;
+    PyObject *QueryCanceledError;
+    PyObject *IntegrityError;
+    PyObject *ProgrammingError;
+    PyObject *DataError;
+    PyObject *InternalError;
+    PyObject *NotSupportedError;
+
+    /* Types of the extension (heap types bound to the module). */
+    PyTypeObject *RecordType;
+    PyTypeObject *DatabaseType;
+    PyTypeObject *ConnectionType;
+    PyTypeObject *OpType;
+    PyTypeObject *WatcherType;
+    PyTypeObject *TimerType;
+    PyTypeObject *DeferredType;
+    /* The class instantiated for leased connections: ConnectionType or a subclass of it. */
+    PyTypeObject *connection_class;
+
+    /* Objects from other modules, looked up once. */
+    PyObject *Decimal;
+    PyObject *UUID;
+    PyObject *uuid_unknown;     /* uuid.SafeUUID.unknown */
+    PyObject *json_loads;
+    PyObject *json_dumps;
+    PyObject *Future;           /* asyncio.Future */
+    PyObject *future_set_result;
+    PyObject *future_set_exception;
+    PyObject *get_running_loop; /* asyncio._get_running_loop: the running loop or None */
+    PyObject *empty_tuple;
+    PyObject *kw_loop;          /* ("loop",), keyword names for Future(loop=…) */
+
+    /* Interned attribute and method names. */
+    PyObject *s_add_reader;
+    PyObject *s_remove_reader;
+    PyObject *s_add_writer;
+    PyObject *s_remove_writer;
+    PyObject *s_call_at;
+    PyObject *s_call_soon;
+    PyObject *s_time;
+    PyObject *s_cancel;
+    PyObject *s_int;
+    PyObject *s_is_safe;
+    PyObject *s_utcoffset;
+} kpy_state;
+
+extern PyModuleDef keel__py_moduledef;
+
+/* The state of the module that defined tp (or a base of it); NULL with an exception if none. */
+kpy_state *keel__py_state_of_type(PyTypeObject *tp);
+
+/* ---- errors (module.c) ---- */
+
+/* A new exception instance for err, of the class the contract maps its code to. */
+PyObject *keel__py_error_new(kpy_state *st, const keel_error *err);
+/* Raises the exception for err; returns NULL for `return keel__py_error_raise(...)`. */
+PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err);
+/* Raises an error made by the binding itself, with a code and an optional database name. */
+PyObject *keel__py_raise(kpy_state *st, keel_status code, const char *database, const char *fmt,
+                         ...);
+
+/* ---- conversions (convert.c) ---- */
+
+/* Imports the datetime C API into convert.c. 0, or -1 with an exception. */
+int keel__py_convert_init(void);
+
+/* A Python object for one result value; NULL with an exception (DataError when out of range). */
+PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v);
+
+/* Keeps alive what parameter values point at until the submitting call has returned. */
+typedef struct kpy_hold {
+    PyObject *obj;   /* a temporary (json.dumps text, str(Decimal), PySequence_Fast row) */
+    Py_buffer view;  /* a buffer of a bytearray/memoryview (view.obj != NULL when held) */
+} kpy_hold;
+
+#define KPY_STACK_VALUES 16
+#define KPY_STACK_HOLDS 4
+
+/*
+ * Parameters converted for one submission. Small sets live in the struct itself (on the caller's
+ * stack) so the hot path does not allocate.
+ */
+typedef struct kpy_params {
+    keel_value *values;
+    size_t nvalues;
+    size_t nrows;
+    size_t ncols;
+    kpy_hold *holds;
+    size_t nholds;
+    size_t capholds;
+    keel_value stack_values[KPY_STACK_VALUES];
+    kpy_hold stack_holds[KPY_STACK_HOLDS];
+} kpy_params;
+
+void keel__py_params_init(kpy_params *p);
+/* Converts a tuple of arguments into one row of parameters. 0, or -1 with DataError. */
+int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args);
+/*
+ * Converts rows (a list or tuple of sequences, as PySequence_Fast returns) into nrows × ncols
+ * parameters. 0, or -1 with DataError / ProgrammingError (rows of different lengths).
+ */
+int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows);
+/* Releases what p holds. Safe to call on an initialised, partly filled or cleared p. */
+void keel__py_params_clear(kpy_params *p);
+
+/* ---- records (record.c) ---- */
+
+extern PyType_Spec keel__py_record_spec;
+
+/* The shared description (column names and name → index) of every Record of res. */
+PyObject *keel__py_record_desc(const keel_result *res);
+/* One Record of row `row` of res, values converted. NULL with an exception. */
+PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_result *res,
+                                   size_t row);
+
+/* ---- the asyncio loop adapter (loop.c) ---- */
+
+typedef struct kpy_loop kpy_loop;
+
+extern PyType_Spec keel__py_watcher_spec;
+extern PyType_Spec keel__py_timer_spec;
+extern PyType_Spec keel__py_deferred_spec;
+
+/* Binds a new keel_loop to the asyncio loop aloop. NULL with an exception. */
+kpy_loop *keel__py_loop_new(kpy_state *st, PyObject *module, PyObject *aloop);
+keel_loop *keel__py_loop_keel(const kpy_loop *L);
+
+/*
+ * Gives up the adapter once the keel_db using it is closed: the keel_loop is freed as soon as
+ * keel has released every watch and timer (on a later loop iteration if some remain), then
+ * done(arg) runs. done may run before this returns. arg is a new reference, released after done.
+ */
+void keel__py_loop_detach(kpy_loop *L, void (*done)(PyObject *arg), PyObject *arg);
+
+/* Runs fn(arg) on the next iteration of the asyncio loop (arg referenced until then). 0 / -1. */
+int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *arg);
+
+/* A new asyncio.Future on the asyncio loop aloop. */
+PyObject *keel__py_future_new(kpy_state *st, PyObject *aloop);
+/* Completes fut unless it is already done (e.g. cancelled). Never fails; steals nothing. */
+void keel__py_future_set_result(kpy_state *st, PyObject *fut, PyObject *value);
+void keel__py_future_set_exception(kpy_state *st, PyObject *fut, PyObject *exc);
+/* Completes fut with the exception currently set (which is cleared). */
+void keel__py_future_set_raised(kpy_state *st, PyObject *fut);
+
+/* ---- databases, connections and operations (database.c, connection.c, op.c) ---- */
+
+extern PyType_Spec keel__py_database_spec;
+extern PyType_Spec keel__py_connection_spec;
+extern PyType_Spec keel__py_op_spec;
+
+/* The native Database. */
+typedef struct kpy_db {
+    PyObject_HEAD
+    kpy_state *st;
+    PyObject *module;     /* keeps st alive */
+    keel_config *cfg;     /* validated; kept for names and engines */
+    keel_db *db;          /* open between start and close */
+    kpy_loop *loop;       /* the adapter of the loop db is bound to, until closed */
+    PyObject *aloop;      /* that asyncio loop, kept after close for the futures of close() */
+    int phase;            /* KPY_DB_NEW … KPY_DB_CLOSED */
+    int close_scheduled;
+    size_t nleased;       /* Connection objects not yet released */
+    size_t nops;          /* database-level operations in flight */
+    PyObject *close_waiters; /* list of futures completed when closed */
+    PyObject *weakreflist;
+} kpy_db;
+
+enum { KPY_DB_NEW = 0, KPY_DB_OPEN = 1, KPY_DB_CLOSING = 2, KPY_DB_CLOSED = 3 };
+
+struct kpy_op;
+
+/* The native Connection: one leased keel_conn. */
+typedef struct kpy_conn {
+    PyObject_HEAD
+    kpy_db *db;              /* strong */
+    keel_conn *conn;         /* NULL once released */
+    PyObject *database;      /* name, str */
+    PyObject *engine;        /* engine name, str */
+    struct kpy_op *running;  /* the operation on conn (keel holds its reference) */
+    struct kpy_op *qhead;    /* operations waiting behind a cancelled one (strong) */
+    struct kpy_op *qtail;
+    int depth;               /* transaction nesting, maintained by keel.Transaction */
+    PyObject *weakreflist;
+} kpy_conn;
+
+/* Ensures db is open on the running loop (lazy start). 0, or -1 with an exception. */
+int keel__py_db_ensure_open(kpy_db *db);
+/* Bookkeeping when a leased Connection or an operation of db ends; may finish a close. */
+void keel__py_db_conn_released(kpy_db *db);
+void keel__py_db_op_finished(kpy_db *db);
+/* A Connection object for a freshly leased conn (counted as leased). NULL with an exception,
+ * in which case conn has been released. */
+PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn);
+/* Releases the connection of c (idempotent). */
+void keel__py_conn_release(kpy_conn *c);
+/* Called by op.c when the running operation of c has completed: starts the next queued one. */
+void keel__py_conn_op_done(kpy_conn *c, struct kpy_op *op);
+
+/* Operations (op.c). kinds: */
+enum { KPY_OP_QUERY = 0, KPY_OP_MANY = 1, KPY_OP_TXN = 2, KPY_OP_ACQUIRE = 3 };
+/* states: */
+enum { KPY_OP_NEW = 0, KPY_OP_QUEUED = 1, KPY_OP_ACQUIRING = 2, KPY_OP_RUNNING = 3,
+       KPY_OP_DONE = 4 };
+
+typedef struct kpy_op {
+    PyObject_HEAD
+    kpy_db *db;          /* strong */
+    kpy_conn *cobj;      /* strong; NULL for database-level operations */
+    keel_conn *conn;     /* database-level: the connection leased for the operation */
+    PyObject *fut;       /* asyncio.Future carrying the outcome */
+    PyObject *futiter;   /* the future's iterator while the op is awaited */
+    PyObject *sql;       /* str; kept while the op may still have to be submitted */
+    PyObject *args;      /* tuple of parameters, or the rows of executemany */
+    PyObject *acquired;  /* KPY_OP_ACQUIRE: the Connection handed out */
+    struct kpy_op *next; /* queue of a Connection */
+    int kind;
+    int mode;
+    int state;
+    int cancelled;
+    int delivered;       /* the awaiting coroutine has received the result */
+    Py_ssize_t column;
+    keel_txn_op txn;
+    unsigned depth;
+} kpy_op;
+
+/* Creates a database-level query / executemany / acquire operation and starts it. */
+PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObject *args,
+                            PyObject *database, Py_ssize_t column);
+PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database);
+/* Creates an operation on a leased connection and starts it (or queues it). */
+PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, PyObject *args,
+                              Py_ssize_t column, keel_txn_op txn, unsigned depth);
+/* Submits a queued operation now that c is free; on failure completes it with the error. */
+void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op);
+/* Completes a queued operation that will never run (its connection was released). */
+void keel__py_op_abandon(kpy_op *op, const char *why);
+
+/* Saves and restores a pending exception around Python calls made from keel callbacks. */
+typedef struct kpy_exc_save {
+    PyObject *type, *value, *tb;
+} kpy_exc_save;
+
+static inline void kpy_exc_stash(kpy_exc_save *s)
+{
+    PyErr_Fetch(&s->type, &s->value, &s->tb);
+}
+
+static inline void kpy_exc_unstash(kpy_exc_save *s)
+{
+    /* Whatever a callback left behind is reported, never silently turned into a later error. */
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(NULL);
+    PyErr_Restore(s->type, s->value, s->tb);
+}
+
+#endif

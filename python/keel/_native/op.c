@@ -1,0 +1,810 @@
+/* python/keel/_native/op.c - one awaitable operation: acquire, query, batch or transaction step. */
+#include "module.h"
+
+#include <string.h>
+
+/*
+ * An Op is what the query methods return: it is awaitable (its __await__ returns itself and it
+ * delegates to the iterator of an asyncio.Future), so it sees the awaiting coroutine fail or be
+ * closed. That is how cancellation reaches the server: when the task awaiting an Op is
+ * cancelled, the future raises CancelledError through the Op, which then calls keel_conn_cancel
+ * (or, while still waiting for a connection, marks itself so the connection is released the
+ * moment it arrives). keel holds a reference to the Op from submission until its callback ran.
+ */
+
+/* ---- life cycle ---- */
+
+static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind)
+{
+    kpy_state *st = db->st;
+    kpy_op *op = PyObject_GC_New(kpy_op, st->OpType);
+    if (op == NULL)
+        return NULL;
+    op->db = (kpy_db *)Py_NewRef(db);
+    op->cobj = (kpy_conn *)Py_XNewRef(cobj);
+    op->conn = NULL;
+    op->fut = NULL;
+    op->futiter = NULL;
+    op->sql = NULL;
+    op->args = NULL;
+    op->acquired = NULL;
+    op->next = NULL;
+    op->kind = kind;
+    op->mode = KPY_MODE_EXECUTE;
+    op->state = KPY_OP_NEW;
+    op->cancelled = 0;
+    op->delivered = 0;
+    op->column = 0;
+    op->txn = KEEL_TXN_BEGIN;
+    op->depth = 0;
+    PyObject_GC_Track(op);
+    op->fut = keel__py_future_new(st, db->aloop);
+    if (op->fut == NULL) {
+        Py_DECREF(op);
+        return NULL;
+    }
+    return op;
+}
+
+/* keel is done with op: drop what was kept for submission and the reference keel held. */
+static void op_finish(kpy_op *op)
+{
+    op->state = KPY_OP_DONE;
+    Py_CLEAR(op->sql);
+    Py_CLEAR(op->args);
+    if (op->cobj == NULL)
+        keel__py_db_op_finished(op->db);
+    Py_DECREF(op);
+}
+
+static int op_traverse(kpy_op *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(op->db);
+    Py_VISIT(op->cobj);
+    Py_VISIT(op->fut);
+    Py_VISIT(op->futiter);
+    Py_VISIT(op->sql);
+    Py_VISIT(op->args);
+    Py_VISIT(op->acquired);
+    return 0;
+}
+
+static int op_clear(kpy_op *op)
+{
+    Py_CLEAR(op->fut);
+    Py_CLEAR(op->futiter);
+    Py_CLEAR(op->sql);
+    Py_CLEAR(op->args);
+    Py_CLEAR(op->acquired);
+    Py_CLEAR(op->cobj);
+    Py_CLEAR(op->db);
+    return 0;
+}
+
+static void op_dealloc(kpy_op *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    op_clear(op);
+    tp->tp_free((PyObject *)op);
+    Py_DECREF(tp);
+}
+
+/* ---- submission ---- */
+
+/* The UTF-8 of a statement, refusing non-str and embedded NULs. */
+static const char *sql_utf8(kpy_state *st, PyObject *sql)
+{
+    if (!PyUnicode_Check(sql)) {
+        PyErr_Format(PyExc_TypeError, "the statement must be a str, not %.100s",
+                     Py_TYPE(sql)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(sql, &n);
+    if (s == NULL)
+        return NULL;
+    if (strlen(s) != (size_t)n) {
+        keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL, "the statement contains a NUL character");
+        return NULL;
+    }
+    return s;
+}
+
+/* Converts the parameters kept in op (a statement's tuple or executemany's rows). */
+static int op_convert(kpy_op *op, kpy_params *p)
+{
+    if (op->kind == KPY_OP_QUERY)
+        return keel__py_params_from_args(op->db->st, p, op->args);
+    if (op->kind == KPY_OP_MANY)
+        return keel__py_params_from_rows(op->db->st, p, op->args);
+    return 0;
+}
+
+static void query_cb(keel_result *res, const keel_error *err, void *arg);
+
+/* Starts op on conn. The statement's UTF-8 is cached in the str, so it is not recomputed. */
+static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_error *err)
+{
+    const char *sql = op->sql != NULL ? PyUnicode_AsUTF8(op->sql) : NULL;
+    switch (op->kind) {
+    case KPY_OP_QUERY:
+        return keel_conn_query(conn, sql, p->values, p->nvalues, query_cb, op, err);
+    case KPY_OP_MANY:
+        return keel_conn_query_many(conn, sql, p->values, p->nrows, p->ncols, query_cb, op,
+                                    err);
+    case KPY_OP_TXN:
+        return keel_conn_transaction(conn, op->txn, op->depth, query_cb, op, err);
+    default:
+        break;
+    }
+    keel_error_clear(err);
+    err->code = KEEL_ERR_INTERNAL;
+    snprintf(err->message, sizeof err->message, "operation of kind %d cannot run", op->kind);
+    return KEEL_ERR_INTERNAL;
+}
+
+/* ---- completion ---- */
+
+/* The Python value of a successful result, by mode. */
+static PyObject *build_result(kpy_op *op, const keel_result *res)
+{
+    kpy_state *st = op->db->st;
+    if (op->kind != KPY_OP_QUERY)
+        Py_RETURN_NONE;
+    size_t nrows = keel_result_nrows(res);
+    switch (op->mode) {
+    case KPY_MODE_FETCH: {
+        PyObject *list = PyList_New((Py_ssize_t)nrows);
+        if (list == NULL || nrows == 0)
+            return list;
+        PyObject *desc = keel__py_record_desc(res);
+        if (desc == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        for (size_t i = 0; i < nrows; i++) {
+            PyObject *r = keel__py_record_from_row(st, desc, res, i);
+            if (r == NULL) {
+                Py_DECREF(desc);
+                Py_DECREF(list);
+                return NULL;
+            }
+            PyList_SET_ITEM(list, (Py_ssize_t)i, r);
+        }
+        Py_DECREF(desc);
+        return list;
+    }
+    case KPY_MODE_FETCHROW: {
+        if (nrows == 0)
+            Py_RETURN_NONE;
+        PyObject *desc = keel__py_record_desc(res);
+        if (desc == NULL)
+            return NULL;
+        PyObject *r = keel__py_record_from_row(st, desc, res, 0);
+        Py_DECREF(desc);
+        return r;
+    }
+    case KPY_MODE_FETCHVAL: {
+        if (nrows == 0)
+            Py_RETURN_NONE;
+        size_t ncols = keel_result_ncols(res);
+        Py_ssize_t col = op->column;
+        if (col < 0)
+            col += (Py_ssize_t)ncols;
+        if (col < 0 || (size_t)col >= ncols) {
+            PyErr_Format(PyExc_IndexError, "column %zd is out of range: the result has %zu",
+                         op->column, ncols);
+            return NULL;
+        }
+        return keel__py_value_to_py(st, keel_result_value(res, 0, (size_t)col));
+    }
+    default: {
+        int64_t n = keel_result_affected(res);
+        return PyLong_FromLongLong(n < 0 ? 0 : n);
+    }
+    }
+}
+
+/* Completes op's future with the result or the error. */
+static void op_complete(kpy_op *op, const keel_result *res, const keel_error *err)
+{
+    kpy_state *st = op->db->st;
+    /* Nobody waits for the outcome of a cancelled operation: do not build it. */
+    if (op->cancelled)
+        return;
+    if (res == NULL || (err != NULL && err->code != KEEL_OK)) {
+        keel_error fallback;
+        if (err == NULL) {
+            keel_error_clear(&fallback);
+            fallback.code = KEEL_ERR_INTERNAL;
+            snprintf(fallback.message, sizeof fallback.message, "operation ended without result");
+            err = &fallback;
+        }
+        PyObject *exc = keel__py_error_new(st, err);
+        if (exc == NULL) {
+            keel__py_future_set_raised(st, op->fut);
+            return;
+        }
+        keel__py_future_set_exception(st, op->fut, exc);
+        Py_DECREF(exc);
+        return;
+    }
+    PyObject *value = build_result(op, res);
+    if (value == NULL) {
+        keel__py_future_set_raised(st, op->fut);
+        return;
+    }
+    keel__py_future_set_result(st, op->fut, value);
+    Py_DECREF(value);
+}
+
+static void query_cb(keel_result *res, const keel_error *err, void *arg)
+{
+    kpy_op *op = arg;
+    kpy_exc_save saved;
+    kpy_exc_stash(&saved);
+    /* A database-level operation gives its connection back before anything else, so a waiter
+     * can have it as soon as possible. */
+    if (op->cobj == NULL && op->conn != NULL) {
+        keel_conn *c = op->conn;
+        op->conn = NULL;
+        keel_conn_release(c);
+    }
+    op_complete(op, res, err);
+    keel_result_free(res);
+    op->state = KPY_OP_DONE;
+    if (op->cobj != NULL)
+        keel__py_conn_op_done(op->cobj, op);
+    op_finish(op);
+    kpy_exc_unstash(&saved);
+}
+
+static void op_fail_with(kpy_op *op, const keel_error *err)
+{
+    PyObject *exc = keel__py_error_new(op->db->st, err);
+    if (exc == NULL) {
+        keel__py_future_set_raised(op->db->st, op->fut);
+        return;
+    }
+    keel__py_future_set_exception(op->db->st, op->fut, exc);
+    Py_DECREF(exc);
+}
+
+/* Runs a database-level op on the connection it waited for. */
+static void start_on_acquired(kpy_op *op, keel_conn *conn)
+{
+    kpy_params p;
+    keel__py_params_init(&p);
+    if (op_convert(op, &p) < 0) {
+        keel__py_params_clear(&p);
+        keel_conn_release(conn);
+        keel__py_future_set_raised(op->db->st, op->fut);
+        op_finish(op);
+        return;
+    }
+    keel_error err;
+    op->conn = conn;
+    op->state = KPY_OP_RUNNING;
+    keel_status s = op_start(op, conn, &p, &err);
+    keel__py_params_clear(&p);
+    if (s != KEEL_OK) {
+        op->conn = NULL;
+        keel_conn_release(conn);
+        op_fail_with(op, &err);
+        op_finish(op);
+    }
+}
+
+static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg)
+{
+    kpy_op *op = arg;
+    kpy_exc_save saved;
+    kpy_exc_stash(&saved);
+    if (conn == NULL) {
+        if (!op->cancelled)
+            op_fail_with(op, err);
+        op_finish(op);
+    } else if (op->cancelled) {
+        keel_conn_release(conn);
+        op_finish(op);
+    } else if (op->kind == KPY_OP_ACQUIRE) {
+        PyObject *c = keel__py_conn_new(op->db, conn);
+        if (c == NULL) {
+            keel__py_future_set_raised(op->db->st, op->fut);
+        } else {
+            op->acquired = c;
+            keel__py_future_set_result(op->db->st, op->fut, c);
+        }
+        op_finish(op);
+    } else {
+        start_on_acquired(op, conn);
+    }
+    kpy_exc_unstash(&saved);
+}
+
+/* ---- entry points ---- */
+
+PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObject *args,
+                            PyObject *database, Py_ssize_t column)
+{
+    kpy_state *st = db->st;
+    if (keel__py_db_ensure_open(db) < 0)
+        return NULL;
+    if (sql_utf8(st, sql) == NULL)
+        return NULL;
+    const char *dbname = NULL;
+    if (database != NULL && database != Py_None) {
+        if (!PyUnicode_Check(database)) {
+            PyErr_Format(PyExc_TypeError, "database must be a str, not %.100s",
+                         Py_TYPE(database)->tp_name);
+            return NULL;
+        }
+        if ((dbname = PyUnicode_AsUTF8(database)) == NULL)
+            return NULL;
+    }
+    PyObject *params;
+    if (kind == KPY_OP_MANY) {
+        params = PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
+        if (params == NULL)
+            return NULL;
+    } else {
+        if (!PyTuple_Check(args)) {
+            PyErr_SetString(PyExc_TypeError, "query parameters must be a tuple");
+            return NULL;
+        }
+        params = Py_NewRef(args);
+    }
+    kpy_params p;
+    keel__py_params_init(&p);
+    kpy_op *op = NULL;
+    if ((kind == KPY_OP_MANY ? keel__py_params_from_rows(st, &p, params)
+                             : keel__py_params_from_args(st, &p, params)) < 0)
+        goto fail;
+    if ((op = op_new(db, NULL, kind)) == NULL)
+        goto fail;
+    op->mode = mode;
+    op->column = column;
+    op->sql = Py_NewRef(sql);
+    op->args = Py_NewRef(params);
+    if (kind == KPY_OP_MANY && p.nrows == 0) {
+        /* Nothing to run; still check the name, so a typo fails the same with or without rows. */
+        if (dbname != NULL && keel_db_database_engine(db->db, dbname) == NULL) {
+            keel__py_raise(st, KEEL_ERR_UNKNOWN_DATABASE, dbname, "unknown database '%s'", dbname);
+            goto fail;
+        }
+        op->state = KPY_OP_DONE;
+        Py_CLEAR(op->sql);
+        Py_CLEAR(op->args);
+        keel__py_future_set_result(st, op->fut, Py_None);
+        goto done;
+    }
+    keel_error err;
+    keel_conn *conn = NULL;
+    keel_status s = keel_db_try_acquire(db->db, dbname, &conn, &err);
+    if (s == KEEL_OK) {
+        op->conn = conn;
+        op->state = KPY_OP_RUNNING;
+        s = op_start(op, conn, &p, &err);
+        if (s != KEEL_OK) {
+            op->conn = NULL;
+            keel_conn_release(conn);
+            keel__py_error_raise(st, &err);
+            goto fail;
+        }
+        /* Once running, the parameters are copied: only acquiring ops need them later. */
+        Py_CLEAR(op->sql);
+        Py_CLEAR(op->args);
+    } else if (s == KEEL_ERR_BUSY) {
+        s = keel_db_acquire(db->db, dbname, acquire_cb, op, &err);
+        if (s != KEEL_OK) {
+            keel__py_error_raise(st, &err);
+            goto fail;
+        }
+        op->state = KPY_OP_ACQUIRING;
+    } else {
+        keel__py_error_raise(st, &err);
+        goto fail;
+    }
+    Py_INCREF(op); /* held by keel until the callback */
+    db->nops++;
+done:
+    keel__py_params_clear(&p);
+    Py_DECREF(params);
+    return (PyObject *)op;
+fail:
+    if (op != NULL)
+        op->state = KPY_OP_DONE;
+    keel__py_params_clear(&p);
+    Py_DECREF(params);
+    Py_XDECREF(op);
+    return NULL;
+}
+
+PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database)
+{
+    kpy_state *st = db->st;
+    if (keel__py_db_ensure_open(db) < 0)
+        return NULL;
+    const char *dbname = NULL;
+    if (database != NULL && database != Py_None) {
+        if (!PyUnicode_Check(database)) {
+            PyErr_Format(PyExc_TypeError, "database must be a str, not %.100s",
+                         Py_TYPE(database)->tp_name);
+            return NULL;
+        }
+        if ((dbname = PyUnicode_AsUTF8(database)) == NULL)
+            return NULL;
+    }
+    kpy_op *op = op_new(db, NULL, KPY_OP_ACQUIRE);
+    if (op == NULL)
+        return NULL;
+    keel_error err;
+    keel_conn *conn = NULL;
+    keel_status s = keel_db_try_acquire(db->db, dbname, &conn, &err);
+    if (s == KEEL_OK) {
+        op->state = KPY_OP_DONE;
+        PyObject *c = keel__py_conn_new(db, conn);
+        if (c == NULL) {
+            Py_DECREF(op);
+            return NULL;
+        }
+        op->acquired = c;
+        keel__py_future_set_result(st, op->fut, c);
+        return (PyObject *)op;
+    }
+    if (s == KEEL_ERR_BUSY)
+        s = keel_db_acquire(db->db, dbname, acquire_cb, op, &err);
+    if (s != KEEL_OK) {
+        op->state = KPY_OP_DONE;
+        Py_DECREF(op);
+        return keel__py_error_raise(st, &err);
+    }
+    op->state = KPY_OP_ACQUIRING;
+    Py_INCREF(op);
+    db->nops++;
+    return (PyObject *)op;
+}
+
+PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, PyObject *args,
+                              Py_ssize_t column, keel_txn_op txn, unsigned depth)
+{
+    kpy_state *st = c->db->st;
+    if (c->conn == NULL)
+        return keel__py_raise(st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
+    if ((c->running != NULL && !c->running->cancelled) || c->qhead != NULL)
+        return keel__py_raise(st, KEEL_ERR_BUSY, PyUnicode_AsUTF8(c->database),
+                              "another operation is in progress on this connection");
+    PyObject *params = NULL;
+    if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY) {
+        if (sql_utf8(st, sql) == NULL)
+            return NULL;
+        if (kind == KPY_OP_MANY) {
+            params = PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
+            if (params == NULL)
+                return NULL;
+        } else if (!PyTuple_Check(args)) {
+            PyErr_SetString(PyExc_TypeError, "query parameters must be a tuple");
+            return NULL;
+        } else {
+            params = Py_NewRef(args);
+        }
+    }
+    kpy_params p;
+    keel__py_params_init(&p);
+    kpy_op *op = NULL;
+    if (kind == KPY_OP_QUERY && keel__py_params_from_args(st, &p, params) < 0)
+        goto fail;
+    if (kind == KPY_OP_MANY && keel__py_params_from_rows(st, &p, params) < 0)
+        goto fail;
+    if ((op = op_new(c->db, c, kind)) == NULL)
+        goto fail;
+    op->mode = mode;
+    op->column = column;
+    op->txn = txn;
+    op->depth = depth;
+    if (kind != KPY_OP_TXN) {
+        op->sql = Py_NewRef(sql);
+        op->args = Py_NewRef(params);
+    }
+    if (kind == KPY_OP_MANY && p.nrows == 0) {
+        op->state = KPY_OP_DONE;
+        Py_CLEAR(op->sql);
+        Py_CLEAR(op->args);
+        keel__py_future_set_result(st, op->fut, Py_None);
+    } else if (c->running != NULL) {
+        /* The running operation was cancelled and has not ended yet: run after it. */
+        op->state = KPY_OP_QUEUED;
+        Py_INCREF(op); /* held by the queue, then by keel */
+        if (c->qtail != NULL)
+            c->qtail->next = op;
+        else
+            c->qhead = op;
+        c->qtail = op;
+    } else {
+        keel_error err;
+        op->state = KPY_OP_RUNNING;
+        keel_status s = op_start(op, c->conn, &p, &err);
+        if (s != KEEL_OK) {
+            keel__py_error_raise(st, &err);
+            goto fail;
+        }
+        Py_CLEAR(op->sql);
+        Py_CLEAR(op->args);
+        Py_INCREF(op);
+        c->running = op;
+    }
+    keel__py_params_clear(&p);
+    Py_XDECREF(params);
+    return (PyObject *)op;
+fail:
+    if (op != NULL)
+        op->state = KPY_OP_DONE;
+    keel__py_params_clear(&p);
+    Py_XDECREF(params);
+    Py_XDECREF(op);
+    return NULL;
+}
+
+void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op)
+{
+    kpy_params p;
+    keel__py_params_init(&p);
+    if (op_convert(op, &p) < 0) {
+        keel__py_params_clear(&p);
+        keel__py_future_set_raised(c->db->st, op->fut);
+        op_finish(op);
+        return;
+    }
+    keel_error err;
+    op->state = KPY_OP_RUNNING;
+    keel_status s = op_start(op, c->conn, &p, &err);
+    keel__py_params_clear(&p);
+    if (s != KEEL_OK) {
+        op_fail_with(op, &err);
+        op_finish(op);
+        return;
+    }
+    Py_CLEAR(op->sql);
+    Py_CLEAR(op->args);
+    c->running = op;
+}
+
+void keel__py_op_abandon(kpy_op *op, const char *why)
+{
+    keel_error err;
+    keel_error_clear(&err);
+    err.code = KEEL_ERR_CLOSED;
+    snprintf(err.message, sizeof err.message, "%s", why);
+    op_fail_with(op, &err);
+    op_finish(op);
+}
+
+/* ---- cancellation ---- */
+
+static void unqueue(kpy_conn *c, kpy_op *op)
+{
+    kpy_op **pp = &c->qhead;
+    kpy_op *prev = NULL;
+    while (*pp != NULL && *pp != op) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = op->next;
+    if (c->qtail == op)
+        c->qtail = prev;
+    op->next = NULL;
+}
+
+/* The awaiting coroutine gave up on op: stop what it started, or drop what it obtained. */
+static void op_cancel(kpy_op *op)
+{
+    if (op->state == KPY_OP_DONE) {
+        /* A connection acquired for a task that was cancelled before it could take it. */
+        if (op->acquired != NULL && !op->delivered) {
+            PyObject *c = op->acquired;
+            op->acquired = NULL;
+            keel__py_conn_release((kpy_conn *)c);
+            Py_DECREF(c);
+        }
+        return;
+    }
+    if (op->cancelled)
+        return;
+    op->cancelled = 1;
+    switch (op->state) {
+    case KPY_OP_QUEUED:
+        unqueue(op->cobj, op);
+        op_finish(op);
+        break;
+    case KPY_OP_RUNNING:
+        keel_conn_cancel(op->cobj != NULL ? op->cobj->conn : op->conn);
+        break;
+    case KPY_OP_ACQUIRING:
+        /* Leave the pool's queue now; if the request was already served, acquire_cb releases
+         * the connection when it runs. */
+        if (op->db->db != NULL && keel_db_acquire_cancel(op->db->db, acquire_cb, op))
+            op_finish(op);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Runs op_cancel while an exception is being propagated, keeping that exception. */
+static void op_cancel_keeping_error(kpy_op *op)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    op_cancel(op);
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable((PyObject *)op);
+    PyErr_Restore(type, value, tb);
+}
+
+/* ---- the awaitable protocol ---- */
+
+static int op_ensure_iter(kpy_op *op)
+{
+    if (op->futiter != NULL)
+        return 0;
+    if (op->fut == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation has already been awaited");
+        return -1;
+    }
+    op->futiter = Py_TYPE(op->fut)->tp_as_async->am_await(op->fut);
+    return op->futiter != NULL ? 0 : -1;
+}
+
+static PyObject *op_await(kpy_op *op)
+{
+    if (op->futiter != NULL || op->delivered) {
+        PyErr_SetString(PyExc_RuntimeError, "an operation can only be awaited once");
+        return NULL;
+    }
+    if (op_ensure_iter(op) < 0)
+        return NULL;
+    return Py_NewRef(op);
+}
+
+/* The outcome reached the coroutine: nothing is left to undo on cancellation. */
+static void op_delivered(kpy_op *op)
+{
+    op->delivered = 1;
+    Py_CLEAR(op->futiter);
+    Py_CLEAR(op->acquired);
+}
+
+static PySendResult op_am_send(kpy_op *op, PyObject *arg, PyObject **result)
+{
+    if (op_ensure_iter(op) < 0) {
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    PySendResult r = PyIter_Send(op->futiter, arg, result);
+    if (r == PYGEN_RETURN) {
+        op_delivered(op);
+    } else if (r == PYGEN_ERROR) {
+        op_cancel_keeping_error(op);
+        op->delivered = 1;
+        Py_CLEAR(op->futiter);
+    }
+    return r;
+}
+
+/* Turns a send result into the iterator protocol (StopIteration carries the return value). */
+static PyObject *send_to_iter(PySendResult r, PyObject *result)
+{
+    if (r == PYGEN_NEXT)
+        return result;
+    if (r == PYGEN_RETURN) {
+        if (result != Py_None) {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, result);
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *op_iternext(kpy_op *op)
+{
+    PyObject *result;
+    PySendResult r = op_am_send(op, Py_None, &result);
+    return send_to_iter(r, result);
+}
+
+static PyObject *op_send(kpy_op *op, PyObject *value)
+{
+    PyObject *result;
+    PySendResult r = op_am_send(op, value, &result);
+    return send_to_iter(r, result);
+}
+
+static PyObject *op_throw(kpy_op *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Something is thrown into the awaiting coroutine (e.g. a cancellation): give up first. */
+    op_cancel(op);
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable((PyObject *)op);
+    if (op->futiter == NULL) {
+        if (nargs < 1) {
+            PyErr_SetString(PyExc_TypeError, "throw expected at least 1 argument");
+            return NULL;
+        }
+        PyObject *typ = args[0];
+        PyObject *val = nargs > 1 ? args[1] : NULL;
+        if (PyExceptionInstance_Check(typ))
+            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+        else
+            PyErr_SetObject(typ, val != NULL ? val : Py_None);
+        return NULL;
+    }
+    PyObject *meth = PyObject_GetAttrString(op->futiter, "throw");
+    if (meth == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
+    Py_DECREF(meth);
+    if (r == NULL) {
+        op->delivered = 1;
+        Py_CLEAR(op->futiter);
+    }
+    return r;
+}
+
+static PyObject *op_close(kpy_op *op, PyObject *unused)
+{
+    (void)unused;
+    op_cancel(op);
+    op->delivered = 1;
+    Py_CLEAR(op->futiter);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *op_cancel_method(kpy_op *op, PyObject *unused)
+{
+    (void)unused;
+    op_cancel(op);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef op_methods[] = {
+    {"send", (PyCFunction)op_send, METH_O, "Resumes the awaiting of the operation."},
+    {"throw", (PyCFunction)(void (*)(void))op_throw, METH_FASTCALL,
+     "Raises an exception at the await: the operation is cancelled first."},
+    {"close", (PyCFunction)op_close, METH_NOARGS, "Abandons the operation (cancelling it)."},
+    {"cancel", (PyCFunction)op_cancel_method, METH_NOARGS,
+     "Cancels the operation: on the server if it runs, or releases its connection."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot op_slots[] = {
+    {Py_tp_doc, "An operation in flight; await it for its result."},
+    {Py_tp_dealloc, op_dealloc},
+    {Py_tp_traverse, op_traverse},
+    {Py_tp_clear, op_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, op_iternext},
+    {Py_tp_methods, op_methods},
+    {Py_am_await, op_await},
+    {Py_am_send, op_am_send},
+    {0, NULL},
+};
+
+PyType_Spec keel__py_op_spec = {
+    .name = "keel._native.Op",
+    .basicsize = sizeof(kpy_op),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = op_slots,
+};

@@ -1,0 +1,276 @@
+# tests/python/test_pool.py - pools, cancellation and concurrency on the asyncio loop, on every engine.
+import asyncio
+import re
+import time
+import uuid
+
+import pytest
+
+import keel
+from conftest import ONE_SECOND_SQL, PG_URL, SLOW_SQL, wait_until
+
+ONE = {"min_size": 1, "max_size": 1, "acquire_timeout": 5}
+
+
+async def test_pool_exhaustion_raises_pool_timeout(make_db):
+    d = make_db(name="exhausted_db", pool={"min_size": 1, "max_size": 1, "acquire_timeout": 0.2})
+    await d.start()
+    held = await d.acquire()
+    try:
+        stats = d.pool_stats()
+        assert stats["size"] == 1 and stats["leased"] == 1 and stats["idle"] == 0
+        assert stats["max_size"] == 1 and stats["acquire_timeout"] == pytest.approx(0.2)
+        t0 = time.monotonic()
+        with pytest.raises(keel.PoolTimeout) as ei:
+            await d.acquire()
+        waited = time.monotonic() - t0
+        assert 0.1 <= waited < 3
+        message = str(ei.value)
+        assert "exhausted_db" in message
+        assert re.search(r"\b1\b", message), message
+        assert isinstance(ei.value, keel.OperationalError)
+        assert ei.value.database == "exhausted_db"
+        assert ei.value.code == "KEEL_ERR_POOL_TIMEOUT"
+        # Query methods that need a connection time out the same way.
+        with pytest.raises(keel.PoolTimeout):
+            await d.fetchval("SELECT 1")
+        assert d.pool_stats()["waiting"] == 0
+        assert await held.fetchval("SELECT 1") == 1
+    finally:
+        await d.release(held)
+    conn = await d.acquire()
+    assert await conn.fetchval("SELECT 2") == 2
+    await d.release(conn)
+    assert d.pool_stats()["leased"] == 0
+
+
+async def test_waiters_are_served_in_fifo_order(make_db):
+    d = make_db(pool=ONE)
+    await d.start()
+    held = await d.acquire()
+    order = []
+
+    async def worker(i):
+        async with d.connection() as conn:
+            order.append(i)
+            await conn.fetchval("SELECT $1 + 0", i)
+
+    tasks = []
+    for i in range(6):
+        tasks.append(asyncio.create_task(worker(i)))
+        # Queue the waiters one by one so their arrival order is known.
+        await wait_until(lambda: d.pool_stats()["waiting"] == i + 1)
+    assert order == []
+    await d.release(held)
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert order == list(range(6))
+    assert d.pool_stats()["waiting"] == 0 and d.pool_stats()["leased"] == 0
+
+
+async def test_cancelled_waiter_does_not_leak_a_connection(make_db):
+    d = make_db(pool={"min_size": 1, "max_size": 1, "acquire_timeout": 30})
+    await d.start()
+    held = await d.acquire()
+    waiter = asyncio.create_task(d.fetchval("SELECT 1"))
+    await wait_until(lambda: d.pool_stats()["waiting"] == 1)
+    waiter.cancel()
+    done, _ = await asyncio.wait({waiter}, timeout=2)
+    assert waiter in done and waiter.cancelled()
+    await d.release(held)
+    # The connection is not lost to the cancelled request: the next one gets it at once.
+    async with asyncio.timeout(2):
+        assert await d.fetchval("SELECT 7") == 7
+    await wait_until(lambda: d.pool_stats()["leased"] == 0, timeout=2)
+    stats = d.pool_stats()
+    assert stats["size"] == 1 and stats["idle"] == 1 and stats["waiting"] == 0
+
+
+async def test_cancelled_waiter_leaves_the_queue(make_db):
+    # A cancelled acquire must stop counting as waiting (and stop being served) right away, not
+    # when its acquire_timeout (30 s here) would have expired.
+    d = make_db(pool={"min_size": 1, "max_size": 1, "acquire_timeout": 30})
+    await d.start()
+    held = await d.acquire()
+    try:
+        waiter = asyncio.create_task(d.fetchval("SELECT 1"))
+        await wait_until(lambda: d.pool_stats()["waiting"] == 1)
+        waiter.cancel()
+        await asyncio.wait({waiter}, timeout=2)
+        await wait_until(lambda: d.pool_stats()["waiting"] == 0, timeout=2)
+    finally:
+        await d.release(held)
+
+
+async def test_many_connections_opened_at_once(engine, tmp_path, db_url):
+    # Every round opens eight connections together; for SQLite each round uses a new file, so
+    # the connections also race to set up the file (journal mode) - none may fail for that.
+    rounds = 25 if engine == "sqlite" else 5
+    for i in range(rounds):
+        url = db_url if engine == "postgresql" else "sqlite:///" + str(tmp_path / f"round{i}.db")
+        d = keel.Database({"databases": {"main": {
+            "url": url, "pool": {"min_size": 1, "max_size": 8, "acquire_timeout": 10}}}})
+        try:
+            await d.start()
+            gate = asyncio.Event()
+            entered = 0
+
+            async def worker():
+                nonlocal entered
+                async with d.connection() as conn:
+                    entered += 1
+                    await gate.wait()
+                    return await conn.fetchval("SELECT 1")
+
+            tasks = [asyncio.create_task(worker()) for _ in range(8)]
+            await wait_until(lambda: entered == 8 or any(t.done() for t in tasks), timeout=10)
+            gate.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            failures = [r for r in results if r != 1]
+            assert failures == [], f"round {i}: {failures[0]!r}"
+        finally:
+            await d.close()
+
+
+async def test_pool_never_exceeds_max_size(make_db):
+    d = make_db(pool={"min_size": 1, "max_size": 3, "acquire_timeout": 30})
+    await d.start()
+    peak = 0
+
+    async def worker(i):
+        nonlocal peak
+        async with d.connection() as conn:
+            stats = d.pool_stats()
+            peak = max(peak, stats["leased"])
+            assert stats["size"] <= 3
+            assert await conn.fetchval("SELECT $1 + 0", i) == i
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(40))), 30)
+    assert peak == 3
+    stats = d.pool_stats()
+    assert stats["leased"] == 0 and stats["waiting"] == 0 and stats["size"] <= 3
+
+
+async def cancel_after(task, delay=0.2):
+    await asyncio.sleep(delay)
+    assert not task.done(), "the slow query finished before it could be cancelled"
+    task.cancel()
+    t0 = time.monotonic()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done, "the cancelled query did not stop"
+    assert task.cancelled()
+    return time.monotonic() - t0
+
+
+async def test_cancelling_a_pooled_query(make_db, engine):
+    d = make_db(pool=ONE)
+    assert await d.fetchval("SELECT 1") == 1
+    task = asyncio.create_task(d.fetchval(SLOW_SQL[engine]))
+    assert await cancel_after(task) < 3
+    # The pool has a single connection: it is free, and idle on the server, only if the query
+    # was cancelled there (otherwise it would stay busy for ten seconds).
+    async with asyncio.timeout(3):
+        assert await d.fetchval("SELECT 1") == 1
+    await wait_until(lambda: d.pool_stats()["leased"] == 0)
+    assert d.pool_stats()["size"] == 1
+
+
+async def test_cancelling_a_query_on_a_dedicated_connection(make_db, engine):
+    d = make_db(pool=ONE)
+    await d.start()
+    async with d.connection() as conn:
+        task = asyncio.create_task(conn.fetchval(SLOW_SQL[engine]))
+        assert await cancel_after(task) < 3
+        async with asyncio.timeout(3):
+            assert await conn.fetchval("SELECT 1") == 1
+            assert conn.in_transaction is False
+            assert await conn.fetchval("SELECT $1 + 1", 1) == 2
+    assert d.pool_stats()["leased"] == 0
+
+
+async def test_cancelling_a_task_inside_a_transaction_rolls_back(make_db, engine, types):
+    d = make_db(pool=ONE)
+    t = "t_cancel_" + uuid.uuid4().hex[:10]
+    await d.execute(f"CREATE TABLE {t} (id {types['int']})")
+    try:
+        async def work():
+            async with d.transaction() as conn:
+                await conn.execute(f"INSERT INTO {t} VALUES (1)")
+                await conn.fetchval(SLOW_SQL[engine])
+
+        task = asyncio.create_task(work())
+        assert await cancel_after(task, 0.3) < 3
+        async with asyncio.timeout(3):
+            assert await d.fetchval(f"SELECT count(*) FROM {t}") == 0
+        async with d.connection() as conn:
+            assert conn.in_transaction is False
+        assert d.pool_stats()["leased"] == 0
+    finally:
+        await d.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+async def test_wait_for_timeout_cancels_the_query(make_db, engine):
+    d = make_db(pool=ONE)
+    await d.start()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(d.fetchval(SLOW_SQL[engine]), 0.2)
+    async with asyncio.timeout(3):
+        assert await d.fetchval("SELECT 1") == 1
+
+
+async def test_event_loop_stays_responsive_during_a_long_query(db, engine):
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    await db.fetchval("SELECT 1")
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    before = ticks
+    t0 = time.monotonic()
+    await db.fetchval(ONE_SECOND_SQL[engine])
+    elapsed = time.monotonic() - t0
+    during = ticks - before
+    stop = True
+    await task
+    assert elapsed >= 0.3, f"the long query took only {elapsed:.3f} s: the test proves nothing"
+    # A loop blocked by the query would tick about once; a free one ticks every 10 ms.
+    assert during >= 0.25 * elapsed / 0.01, (during, elapsed)
+
+
+async def test_pooled_queries_run_concurrently_on_postgresql():
+    d = keel.Database({"databases": {"main": {
+        "url": PG_URL, "pool": {"min_size": 4, "max_size": 4, "acquire_timeout": 10}}}})
+    async with d:
+        # Open all four connections first so only the queries are measured.
+        conns = [await d.acquire() for _ in range(4)]
+        for c in conns:
+            await d.release(c)
+        assert d.pool_stats()["size"] == 4
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(d.fetchval("SELECT pg_sleep(0.5)") for _ in range(4)))
+        elapsed = time.monotonic() - t0
+        serial = 4 * 0.5
+        assert len(results) == 4
+        assert elapsed < 0.6 * serial, f"4 queries of 0.5 s took {elapsed:.3f} s: not concurrent"
+        assert d.pool_stats()["leased"] == 0
+
+
+async def test_connection_reports_busy_instead_of_interleaving(make_db, engine):
+    # Two operations on one connection at once cannot share it: the second is refused clearly
+    # (InterfaceError, "another operation is in progress") and the first completes normally.
+    d = make_db(pool=ONE)
+    await d.start()
+    async with d.connection() as conn:
+        first = asyncio.create_task(conn.fetchval(ONE_SECOND_SQL[engine]))
+        await asyncio.sleep(0.05)
+        with pytest.raises(keel.InterfaceError) as ei:
+            await conn.fetchval("SELECT 1")
+        assert ei.value.code == "KEEL_ERR_BUSY"
+        await asyncio.wait_for(first, 10)
+        assert await conn.fetchval("SELECT 1") == 1

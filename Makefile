@@ -1,0 +1,140 @@
+# Makefile - builds, tests, installs and demonstrates keeldb; `make test` is the whole suite.
+#
+#   make demo                  the demo FastAPI service on http://127.0.0.1:8000
+#   make test                  bootstrap, services, build, C tests (plain and ASan+UBSan),
+#                              install check, pytest
+#   make build                 libkeel, C tests, CLI and examples (build/c) + the Python package
+#   make test-c / test-c-asan / test-python / check-install
+#   make install-c PREFIX=DIR  installs libkeel, headers, keel.pc and the keel CLI under DIR
+#   make clean
+#
+# Targets run one after another in the order written (.NOTPARALLEL); each compile uses JOBS jobs.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.NOTPARALLEL:
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+PYTHON := $(VENV)/bin/python
+MESON := $(VENV)/bin/meson
+JOBS ?= 2
+PREFIX ?= /usr/local
+
+BUILD_C := build/c
+BUILD_ASAN := build/asan
+BUILD_PY := build/py
+BUILD_INSTALL := build/install
+
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8000
+
+# The tools installed by scripts/bootstrap come first, so meson-python finds meson and ninja.
+export PATH := $(VENV)/bin:$(PATH)
+export KEEL_TEST_PG_URL ?= postgresql://postgres@127.0.0.1:5432/keel_test
+
+# Sanitizer runs fail on the first report, with a stack trace, and check for leaks at exit.
+SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+# `keel check` against an in-memory SQLite database and the test PostgreSQL database.
+CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \
+	KEEL_DATABASES__LOCAL__URL=sqlite::memory: \
+	KEEL_DATABASES__PG__URL=$(KEEL_TEST_PG_URL)
+
+.PHONY: help demo test build build-c build-asan build-py test-c test-c-asan test-python \
+	install-c check-install bootstrap services clean
+
+help:
+	@echo "make demo                   run the demo FastAPI service on http://$(DEMO_HOST):$(DEMO_PORT)"
+	@echo "make test                   the whole suite (what .ci/run runs)"
+	@echo "make build                  build libkeel, the CLI, the examples and the Python package"
+	@echo "make test-c                 C tests, examples/c/hello and keel check"
+	@echo "make test-c-asan            the same under AddressSanitizer and UndefinedBehaviorSanitizer"
+	@echo "make test-python            pytest against the installed package"
+	@echo "make install-c PREFIX=DIR   install libkeel, its headers, keel.pc and the keel CLI"
+	@echo "make check-install          install into a temporary prefix and build hello.c with pkg-config"
+	@echo "make clean                  remove build/"
+
+bootstrap:
+	@scripts/bootstrap
+
+services:
+	@scripts/services
+
+test: bootstrap services build test-c test-c-asan check-install test-python
+
+build: build-c build-py
+
+# meson re-runs its own configuration when a meson.build changes, so setup is needed only once
+# per build directory (a directory left half-configured by a failed setup is started afresh).
+build-c: bootstrap
+	@if [ ! -f $(BUILD_C)/build.ninja ]; then \
+		rm -rf $(BUILD_C); \
+		$(MESON) setup $(BUILD_C) -Dpython=false -Dtests=true -Dcli=true; \
+	fi
+	$(MESON) compile -C $(BUILD_C) -j $(JOBS)
+
+build-asan: bootstrap
+	@if [ ! -f $(BUILD_ASAN)/build.ninja ]; then \
+		rm -rf $(BUILD_ASAN); \
+		$(MESON) setup $(BUILD_ASAN) -Dpython=false -Dtests=true -Dcli=true \
+			--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; \
+	fi
+	$(MESON) compile -C $(BUILD_ASAN) -j $(JOBS)
+
+# Reinstalled every time so the tests run the current code; build/py keeps it incremental.
+build-py: bootstrap
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
+		-Cbuild-dir=$(CURDIR)/$(BUILD_PY) .
+
+test-c: build-c services
+	$(MESON) test -C $(BUILD_C) --print-errorlogs --num-processes 1
+	$(BUILD_C)/hello
+	$(BUILD_C)/keel --version
+	$(CLI_CHECK_ENV) $(BUILD_C)/keel check
+
+test-c-asan: build-asan services
+	$(SANITIZER_ENV) $(MESON) test -C $(BUILD_ASAN) --print-errorlogs --num-processes 1
+	$(SANITIZER_ENV) $(BUILD_ASAN)/hello
+	$(SANITIZER_ENV) $(CLI_CHECK_ENV) $(BUILD_ASAN)/keel check
+
+# Run from the repository root: python/ is not on sys.path, so `import keel` is the installed
+# package. pytest exits 5 when it collected no test, which is reported but is not a failure.
+test-python: build-py services
+	@rc=0; $(PYTHON) -m pytest tests/python -q || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "test-python: no Python tests were collected"; rc=0; fi; \
+	exit $$rc
+
+install-c: bootstrap
+	@if [ -f $(BUILD_INSTALL)/build.ninja ]; then \
+		$(MESON) setup --reconfigure $(BUILD_INSTALL) -Dinstall_c=true -Dtests=false \
+			-Dpython=false -Dcli=true --prefix=$(abspath $(PREFIX)) --libdir=lib >/dev/null; \
+	else \
+		rm -rf $(BUILD_INSTALL); \
+		$(MESON) setup $(BUILD_INSTALL) -Dinstall_c=true -Dtests=false -Dpython=false \
+			-Dcli=true --buildtype=release --prefix=$(abspath $(PREFIX)) --libdir=lib >/dev/null; \
+	fi
+	$(MESON) compile -C $(BUILD_INSTALL) -j $(JOBS)
+	$(MESON) install -C $(BUILD_INSTALL) --quiet
+	@echo "install-c: installed into $(abspath $(PREFIX))"
+
+# Installs into a temporary prefix and builds examples/c/hello.c against it the way a user would:
+# with nothing but pkg-config.
+check-install:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(MAKE) --no-print-directory install-c PREFIX="$$tmp"; \
+	flags=$$(PKG_CONFIG_PATH="$$tmp/lib/pkgconfig" pkg-config --cflags --libs keel); \
+	echo "check-install: pkg-config --cflags --libs keel: $$flags"; \
+	cc -std=c11 -Wall -Wextra -Werror -o "$$tmp/hello" examples/c/hello.c $$flags \
+		-Wl,-rpath,"$$tmp/lib"; \
+	"$$tmp/hello" >/dev/null; \
+	"$$tmp/bin/keel" --version; \
+	echo "check-install: hello built with pkg-config and ran"
+
+demo: bootstrap build-py
+	@echo "demo: http://$(DEMO_HOST):$(DEMO_PORT)/docs (Ctrl-C stops it)"
+	$(VENV)/bin/uvicorn --app-dir examples/service app:app --host $(DEMO_HOST) --port $(DEMO_PORT)
+
+clean:
+	rm -rf build

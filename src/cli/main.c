@@ -1,0 +1,186 @@
+/* src/cli/main.c - the keel command-line program: version, help and `keel check` of every configured database. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <keel/keel.h>
+
+/* Exit codes: 0 success, 1 a database check failed, 2 usage or configuration error. */
+enum { EXIT_CHECK_FAILED = 1, EXIT_USAGE = 2 };
+
+/* The outcome of checking one database, kept until the table is printed. */
+typedef struct check_row {
+    const char *name;   /* owned by the keel_db */
+    const char *engine; /* owned by the keel_db */
+    int ok;
+    long long latency_ms;
+    keel_error err;
+} check_row;
+
+static void usage(FILE *out)
+{
+    fputs("usage: keel <command> [arguments]\n"
+          "\n"
+          "commands:\n"
+          "  check [CONFIG]   connect to every configured database, run SELECT 1 and print\n"
+          "                   a table of status and latency; exit 0 when all are ok, 1 otherwise\n"
+          "  help             show this help\n"
+          "\n"
+          "options:\n"
+          "  --version        print the version of keel and of libkeel\n"
+          "  --help           show this help\n"
+          "\n"
+          "configuration: CONFIG, else the file named by $KEEL_CONFIG, else ./keel.yaml when it\n"
+          "exists, else the built-in default (SQLite ./keel.db); KEEL_... environment variables\n"
+          "override it (KEEL_DATABASES__MAIN__URL sets databases.main.url).\n",
+          out);
+}
+
+/*
+ * Which configuration file to load: the argument, then $KEEL_CONFIG, then ./keel.yaml when it
+ * exists. NULL means none, so the built-in default applies.
+ */
+static const char *config_path(const char *arg)
+{
+    const char *env;
+
+    if (arg)
+        return arg;
+    env = getenv("KEEL_CONFIG");
+    if (env && *env)
+        return env;
+    if (access("keel.yaml", F_OK) == 0)
+        return "keel.yaml";
+    return NULL;
+}
+
+/* Builds and validates the configuration; prints the reason and returns NULL on failure. */
+static keel_config *load_config(const char *path)
+{
+    keel_config *cfg = NULL;
+    keel_error err;
+
+    keel_error_clear(&err);
+    if (keel_config_new(&cfg, &err) != KEEL_OK ||
+        (path && keel_config_load_file(cfg, path, &err) != KEEL_OK) ||
+        keel_config_apply_env(cfg, &err) != KEEL_OK || keel_config_validate(cfg, &err) != KEEL_OK) {
+        fprintf(stderr, "keel: configuration error%s%s: %s\n", path ? " in " : "",
+                path ? path : "", err.message[0] ? err.message : keel_strerror(err.code));
+        keel_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/*
+ * Leases a connection (opening one on the first use) and runs a trivial query. The latency is
+ * the whole round trip the operator waits for, connection set-up included.
+ */
+static void check_database(keel_db *db, check_row *row)
+{
+    keel_conn *conn = NULL;
+    keel_result *res = NULL;
+    int64_t start = keel_now_ms();
+
+    keel_error_clear(&row->err);
+    row->ok = keel_db_acquire_sync(db, row->name, &conn, &row->err) == KEEL_OK &&
+              keel_conn_query_sync(conn, "SELECT 1", NULL, 0, &res, &row->err) == KEEL_OK;
+    row->latency_ms = (long long)(keel_now_ms() - start);
+    keel_result_free(res);
+    keel_conn_release(conn);
+}
+
+static int max_int(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static void print_table(const check_row *rows, size_t n)
+{
+    int wname = (int)strlen("DATABASE"), wengine = (int)strlen("ENGINE");
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        wname = max_int(wname, (int)strlen(rows[i].name));
+        wengine = max_int(wengine, (int)strlen(rows[i].engine));
+    }
+    printf("%-*s  %-*s  %-6s  %10s  %s\n", wname, "DATABASE", wengine, "ENGINE", "STATUS",
+           "LATENCY_MS", "ERROR");
+    for (i = 0; i < n; i++) {
+        const check_row *r = &rows[i];
+        if (r->ok) {
+            printf("%-*s  %-*s  %-6s  %10lld\n", wname, r->name, wengine, r->engine, "ok",
+                   r->latency_ms);
+        } else {
+            printf("%-*s  %-*s  %-6s  %10s  %s: %s\n", wname, r->name, wengine, r->engine, "error",
+                   "-", keel_status_name(r->err.code),
+                   r->err.message[0] ? r->err.message : keel_strerror(r->err.code));
+        }
+    }
+}
+
+static int cmd_check(const char *arg)
+{
+    keel_config *cfg;
+    keel_db *db = NULL;
+    keel_error err;
+    check_row *rows;
+    size_t n, i, failed = 0;
+
+    cfg = load_config(config_path(arg));
+    if (!cfg)
+        return EXIT_USAGE;
+    keel_error_clear(&err);
+    if (keel_db_open(&db, cfg, NULL, &err) != KEEL_OK) {
+        fprintf(stderr, "keel: configuration error: %s\n", err.message);
+        keel_config_free(cfg);
+        return EXIT_USAGE;
+    }
+    keel_config_free(cfg);
+
+    n = keel_db_database_count(db);
+    rows = calloc(n ? n : 1, sizeof *rows);
+    if (!rows) {
+        fputs("keel: out of memory\n", stderr);
+        keel_db_close(db);
+        return EXIT_CHECK_FAILED;
+    }
+    for (i = 0; i < n; i++) {
+        const char *engine;
+        rows[i].name = keel_db_database_name(db, i);
+        engine = keel_db_database_engine(db, rows[i].name);
+        rows[i].engine = engine ? engine : "?";
+        check_database(db, &rows[i]);
+        if (!rows[i].ok)
+            failed++;
+    }
+    print_table(rows, n);
+    free(rows);
+    keel_db_close(db);
+    return failed ? EXIT_CHECK_FAILED : EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+
+    if (!cmd) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "--version") == 0 && argc == 2) {
+        printf("keel %s (libkeel %s)\n", KEEL_VERSION_STRING, keel_version());
+        return EXIT_SUCCESS;
+    }
+    if ((strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) &&
+        argc == 2) {
+        usage(stdout);
+        return EXIT_SUCCESS;
+    }
+    if (strcmp(cmd, "check") == 0 && argc <= 3)
+        return cmd_check(argc == 3 ? argv[2] : NULL);
+    fprintf(stderr, "keel: unknown command or wrong arguments: %s\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,10 +1,10 @@
 # Makefile - builds, tests, installs and demonstrates keeldb; `make test` is the whole suite.
 #
 #   make demo                  the demo FastAPI service on http://127.0.0.1:8000
-#   make test                  bootstrap, services, build, C tests (plain and ASan+UBSan),
-#                              install check, pytest
+#   make test                  bootstrap, services, build, C tests (plain, ASan+UBSan, and
+#                              TSan for the threaded ones), install check, pytest
 #   make build                 libkeel, C tests, CLI and examples (build/c) + the Python package
-#   make test-c / test-c-asan / test-python / check-install
+#   make test-c / test-c-asan / test-c-tsan / test-python / check-install
 #   make install-c PREFIX=DIR  installs libkeel, headers, keel.pc and the keel CLI under DIR
 #   make clean
 #
@@ -23,6 +23,7 @@ PREFIX ?= /usr/local
 
 BUILD_C := build/c
 BUILD_ASAN := build/asan
+BUILD_TSAN := build/tsan
 BUILD_PY := build/py
 BUILD_INSTALL := build/install
 
@@ -37,12 +38,16 @@ export KEEL_TEST_PG_URL ?= postgresql://postgres@127.0.0.1:5432/keel_test
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
+# The C tests whose code runs on threads (the worker pool: SQLite, PostgreSQL cancels).
+TSAN_TESTS := loop_worker engines_sqlite engines_pg pool_pool
+
 # `keel check` against an in-memory SQLite database and the test PostgreSQL database.
 CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \
 	KEEL_DATABASES__LOCAL__URL=sqlite::memory: \
 	KEEL_DATABASES__PG__URL=$(KEEL_TEST_PG_URL)
 
-.PHONY: help demo test build build-c build-asan build-py test-c test-c-asan test-python \
+.PHONY: help demo test build build-c build-asan build-tsan build-py test-c test-c-asan test-c-tsan \
+	test-python \
 	install-c check-install bootstrap services clean
 
 help:
@@ -51,6 +56,7 @@ help:
 	@echo "make build                  build libkeel, the CLI, the examples and the Python package"
 	@echo "make test-c                 C tests, examples/c/hello and keel check"
 	@echo "make test-c-asan            the same under AddressSanitizer and UndefinedBehaviorSanitizer"
+	@echo "make test-c-tsan            the threaded C tests under ThreadSanitizer"
 	@echo "make test-python            pytest against the installed package"
 	@echo "make install-c PREFIX=DIR   install libkeel, its headers, keel.pc and the keel CLI"
 	@echo "make check-install          install into a temporary prefix and build hello.c with pkg-config"
@@ -62,7 +68,7 @@ bootstrap:
 services:
 	@scripts/services
 
-test: bootstrap services build test-c test-c-asan check-install test-python
+test: bootstrap services build test-c test-c-asan test-c-tsan check-install test-python
 
 build: build-c build-py
 
@@ -83,6 +89,14 @@ build-asan: bootstrap
 	fi
 	$(MESON) compile -C $(BUILD_ASAN) -j $(JOBS)
 
+build-tsan: bootstrap
+	@if [ ! -f $(BUILD_TSAN)/build.ninja ]; then \
+		rm -rf $(BUILD_TSAN); \
+		$(MESON) setup $(BUILD_TSAN) -Dpython=false -Dtests=true -Dcli=false \
+			--buildtype=debug -Db_sanitize=thread -Db_lundef=false; \
+	fi
+	$(MESON) compile -C $(BUILD_TSAN) -j $(JOBS)
+
 # Reinstalled every time so the tests run the current code; build/py keeps it incremental.
 build-py: bootstrap
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
@@ -98,6 +112,10 @@ test-c-asan: build-asan services
 	$(SANITIZER_ENV) $(MESON) test -C $(BUILD_ASAN) --print-errorlogs --num-processes 1
 	$(SANITIZER_ENV) $(BUILD_ASAN)/hello
 	$(SANITIZER_ENV) $(CLI_CHECK_ENV) $(BUILD_ASAN)/keel check
+
+test-c-tsan: build-tsan services
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+		$(MESON) test -C $(BUILD_TSAN) --print-errorlogs --num-processes 1 $(TSAN_TESTS)
 
 # Run from the repository root: python/ is not on sys.path, so `import keel` is the installed
 # package. pytest exits 5 when it collected no test, which is reported but is not a failure.

@@ -9,7 +9,8 @@
 #include "core/error_int.h"
 #include "pool/pool.h"
 
-/* Worker threads: enough for every SQLite connection to run at once, plus one for cancels. */
+/* Worker threads: enough for every connection of a blocking engine (SQLite, MongoDB) to run at
+ * once, plus one for cancels and host name lookups. */
 #define MIN_WORKERS 2
 #define MAX_WORKERS 32
 
@@ -69,7 +70,7 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
     db->pools = calloc(db->npools ? db->npools : 1, sizeof *db->pools);
     if (!db->pools)
         goto nomem;
-    size_t sqlite_conns = 0;
+    size_t blocking_conns = 0;
     for (size_t i = 0; i < db->npools; i++) {
         const keel__dbconfig *dbc = keel__config_database_at(own, i);
         const keel__engine *engine = keel__engine_find(dbc->engine);
@@ -80,13 +81,13 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
             keel_db_close(db);
             return KEEL_ERR_CONFIG;
         }
-        if (engine == &keel__engine_sqlite)
-            sqlite_conns += dbc->max_size;
+        if (engine == &keel__engine_sqlite || engine == &keel__engine_mongodb)
+            blocking_conns += dbc->max_size;
         db->pools[i] = keel__pool_new(db, db->loop, dbc, engine);
         if (!db->pools[i])
             goto nomem;
     }
-    db->max_workers = sqlite_conns + 1;
+    db->max_workers = blocking_conns + 1;
     if (db->max_workers < MIN_WORKERS)
         db->max_workers = MIN_WORKERS;
     if (db->max_workers > MAX_WORKERS)

@@ -7,6 +7,8 @@
 static const keel__engine *const engines[] = {
     &keel__engine_postgresql,
     &keel__engine_sqlite,
+    &keel__engine_mongodb,
+    &keel__engine_mysql,
 };
 
 /* URL schemes and the engine each selects. */
@@ -17,6 +19,10 @@ static const struct {
     {"postgresql", &keel__engine_postgresql},
     {"postgres", &keel__engine_postgresql},
     {"sqlite", &keel__engine_sqlite},
+    {"mongodb", &keel__engine_mongodb},
+    {"mongodb+srv", &keel__engine_mongodb},
+    {"mysql", &keel__engine_mysql},
+    {"mariadb", &keel__engine_mysql},
 };
 
 const keel__engine *keel__engine_find(const char *name) {

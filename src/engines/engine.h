@@ -78,7 +78,8 @@ typedef struct keel__engine {
     keel_status (*check_config)(const keel__dbconfig *dbc, keel_error *err);
     /* Starts connecting c (c->impl is NULL); resolves secrets here so rotation works. */
     keel_status (*connect)(keel_conn *c, keel_error *err);
-    /* Starts a statement (stmt->nrows == 1) or a batch (stmt->many). */
+    /* Starts a statement (stmt->nrows == 1) or a batch (stmt->many). NULL on engines without
+     * SQL (MongoDB): the core then fails the call with KEEL_ERR_UNSUPPORTED. */
     keel_status (*query)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
     /* Starts a document command (keel_conn_command): cmd is BSON, valid only during the call.
      * NULL on SQL engines. */
@@ -102,6 +103,8 @@ const keel__engine *keel__engine_for_scheme(const char *scheme);
 
 extern const keel__engine keel__engine_postgresql;
 extern const keel__engine keel__engine_sqlite;
+extern const keel__engine keel__engine_mongodb;
+extern const keel__engine keel__engine_mysql;
 
 /*
  * The engine → core calls below must never be made from inside the engine's own start function

@@ -54,6 +54,11 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
     keel_status st = check_ready(c, err);
     if (st != KEEL_OK)
         return st;
+    if (!c->engine->query)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                               "database '%s' uses the %s engine, which takes document "
+                               "commands, not SQL: use collection(…)",
+                               conn_name(c), c->engine->name);
     if (many && nrows == 0)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
                                "a batch needs at least one row of parameters");

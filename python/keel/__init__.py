@@ -1,4 +1,4 @@
-# python/keel/__init__.py - the public Python API of keeldb: Database, Connection, Transaction, Record, errors.
+# python/keel/__init__.py - the public Python API of keeldb: Database, Connection, Transaction, Record, collections, errors.
 """keeldb for asyncio.
 
     db = keel.Database("postgresql://…")      # or a dict, a YAML path, or nothing (SQLite ./keel.db)
@@ -15,7 +15,16 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Union
 
-from . import _native
+from . import _collection, _native
+from ._collection import (
+    Collection,
+    Cursor,
+    DeleteResult,
+    InsertManyResult,
+    InsertOneResult,
+    UpdateResult,
+    flush_kills as _flush_kills,
+)
 from ._native import (
     ConfigError,
     ConnectError,
@@ -27,11 +36,14 @@ from ._native import (
     InterfaceError,
     InternalError,
     NotSupportedError,
+    ObjectId,
     OperationalError,
     PoolTimeout,
     ProgrammingError,
     QueryCanceledError,
     Record,
+    Regex,
+    Timestamp,
     UnknownDatabaseError,
 )
 
@@ -59,6 +71,15 @@ __all__ = [
     "DataError",
     "InternalError",
     "NotSupportedError",
+    "Collection",
+    "Cursor",
+    "InsertOneResult",
+    "InsertManyResult",
+    "UpdateResult",
+    "DeleteResult",
+    "ObjectId",
+    "Regex",
+    "Timestamp",
     "__version__",
 ]
 
@@ -170,7 +191,11 @@ class Database(_native.Database):
 
     async def release(self, connection: Connection) -> None:
         """Gives a leased connection back to its pool (a no-op when already released)."""
-        self._release(connection)
+        try:
+            if _collection._pending_kills:
+                await _flush_kills(connection)
+        finally:
+            self._release(connection)
 
     def connection(self, database: str | None = None) -> _ConnectionContext:
         """async with db.connection(name) as conn: a leased Connection, released on exit."""
@@ -181,16 +206,36 @@ class Database(_native.Database):
         return _TransactionContext(self, database)
 
     async def ping(self, name: str | None = None) -> float:
-        """Round-trip time in seconds of a trivial query; raises like a query."""
+        """Round-trip time in seconds of a trivial query (MongoDB: the ping command); raises like
+        a query."""
+        mongodb = self.engine(name) == "mongodb"
         started = _time.perf_counter()
-        await self._query(_EXECUTE, "SELECT 1", (), name, 0)
+        if mongodb:
+            await self._command("admin", {"ping": 1}, name)
+        else:
+            await self._query(_EXECUTE, "SELECT 1", (), name, 0)
         return _time.perf_counter() - started
+
+    def collection(self, name: str, database: str | None = None, *,
+                   dbname: str | None = None) -> Collection:
+        """A MongoDB collection of database (a configuration name; None: the default), in the
+        MongoDB database dbname (None: the one in the database's URL). Each operation leases a
+        connection for itself; cursors keep theirs until exhausted or closed.
+        NotSupportedError when the database is not a MongoDB one."""
+        return Collection(name, db=self, database=database, dbname=dbname)
+
+    async def command(self, dbname: str | None, cmd: dict[str, Any], *,
+                      database: str | None = None) -> dict[str, Any]:
+        """Runs one MongoDB command (a dict whose first key is the command name) in the MongoDB
+        database dbname (None: the one in the URL) on a connection of database, and returns the
+        server's reply. Server errors raise the mapped keel error."""
+        return await self._command(dbname, cmd, database)
 
 
 class Connection(_native.Connection):
     """A connection leased from a pool. Get one with Database.acquire / connection / transaction.
 
-    Attributes: database (name), engine ("postgresql" | "sqlite"), in_transaction.
+    Attributes: database (name), engine ("postgresql" | "sqlite" | "mongodb"), in_transaction.
     """
 
     __slots__ = ()
@@ -211,8 +256,18 @@ class Connection(_native.Connection):
         await self._executemany(sql, rows)
 
     def transaction(self) -> Transaction:
-        """async with conn.transaction(): a transaction, or a savepoint when nested."""
+        """async with conn.transaction(): a transaction, or a savepoint when nested (MongoDB has
+        no savepoints: a nested transaction raises NotSupportedError)."""
         return Transaction(self)
+
+    def collection(self, name: str, *, dbname: str | None = None) -> Collection:
+        """A MongoDB collection whose operations run on this connection (and so inside its
+        transaction). NotSupportedError on an SQL connection."""
+        return Collection(name, conn=self, dbname=dbname)
+
+    async def command(self, dbname: str | None, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Runs one MongoDB command on this connection (see Database.command)."""
+        return await _collection._conn_command(self, dbname, cmd)
 
 
 _native.set_connection_class(Connection)
@@ -273,7 +328,11 @@ class _ConnectionContext:
     async def __aexit__(self, *exc: object) -> bool:
         conn, self._conn = self._conn, None
         assert conn is not None, "__aexit__ without __aenter__"
-        self._db._release(conn)
+        try:
+            if _collection._pending_kills:
+                await _flush_kills(conn)
+        finally:
+            self._db._release(conn)
         return False
 
 
@@ -305,6 +364,8 @@ class _TransactionContext:
         assert conn is not None and txn is not None, "__aexit__ without __aenter__"
         try:
             await txn.__aexit__(exc_type, exc, tb)
+            if _collection._pending_kills:
+                await _flush_kills(conn)
         finally:
             self._db._release(conn)
         return False

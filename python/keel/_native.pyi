@@ -1,4 +1,5 @@
 # python/keel/_native.pyi - type stubs of the keel._native extension.
+import datetime
 from collections.abc import Awaitable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Final, TypeVar, overload
 
@@ -17,6 +18,75 @@ TXN_ROLLBACK_TO: Final[int]
 
 def set_connection_class(cls: type[Connection]) -> None: ...
 def libkeel_version() -> str: ...
+
+# ---- BSON (MongoDB documents) ----
+#
+# Python → BSON: None, bool, int (int32 when it fits, else int64; larger → DataError), float,
+# str, dict (any Mapping; key order kept; keys must be str without NUL), list/tuple (array),
+# bytes/bytearray/memoryview (binary subtype 0), uuid.UUID (binary subtype 4), ObjectId,
+# datetime.datetime (naive = UTC, aware converted to UTC; millisecond precision, truncated),
+# decimal.Decimal (Decimal128, exactly, else DataError), Regex and re.Pattern (flags i, m, s, x;
+# re.ASCII/re.LOCALE → DataError), Timestamp, RawDocument (embedded as is).
+# BSON → Python: the same types back, with arrays as list, binary subtypes 0 and 2 as bytes,
+# subtype 4 as uuid.UUID, datetimes as UTC-aware datetime, regular expressions as Regex.
+# Any other BSON type or binary subtype, malformed data, a value that cannot be encoded, a
+# document over 16 MiB or nesting deeper than 512 levels → DataError naming the key path.
+
+def bson_encode(doc: dict[str, Any], /) -> bytes:
+    """One BSON document (at most 16 MiB)."""
+def bson_decode(data: bytes | bytearray | memoryview, /) -> dict[str, Any]:
+    """One BSON document."""
+
+class ObjectId:
+    """A MongoDB ObjectId: 4-byte time, 5 bytes random per process, 3-byte counter.
+
+    ObjectId() generates one; ObjectId("24 hex digits") / ObjectId(12 bytes) / ObjectId(oid)
+    parse or copy one (ValueError when invalid, TypeError for other types).
+    """
+    def __init__(self, oid: str | bytes | bytearray | memoryview | ObjectId | None = None) -> None: ...
+    @classmethod
+    def is_valid(cls, oid: object, /) -> bool: ...
+    @classmethod
+    def from_datetime(cls, dt: datetime.datetime, /) -> ObjectId:
+        """An id whose time is dt and whose other bytes are 0: a bound for _id range queries."""
+    @property
+    def binary(self) -> bytes: ...
+    @property
+    def generation_time(self) -> datetime.datetime:
+        """The time in the id, UTC-aware, to the second."""
+    def __bytes__(self) -> bytes: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __lt__(self, other: ObjectId) -> bool: ...
+    def __le__(self, other: ObjectId) -> bool: ...
+    def __gt__(self, other: ObjectId) -> bool: ...
+    def __ge__(self, other: ObjectId) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class Regex:
+    """A BSON regular expression as MongoDB stores it (its PCRE syntax and option letters
+    differ from Python's re, so decoded ones are not compiled). Flags are kept sorted."""
+    pattern: str
+    flags: str
+    def __init__(self, pattern: str, flags: str = "") -> None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class Timestamp:
+    """A BSON timestamp (MongoDB's cluster and operation times), ordered by (time, inc)."""
+    time: int
+    inc: int
+    def __init__(self, time: int, inc: int) -> None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __lt__(self, other: Timestamp) -> bool: ...
+    def __le__(self, other: Timestamp) -> bool: ...
+    def __gt__(self, other: Timestamp) -> bool: ...
+    def __ge__(self, other: Timestamp) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class RawDocument(bytes):
+    """Bytes of one encoded BSON document, embedded as a document (not as binary) when it is a
+    value of a document being encoded (insert_many sends pre-encoded documents this way)."""
 
 class Error(Exception):
     sqlstate: str | None
@@ -98,6 +168,11 @@ class Database:
                      /) -> Op: ...
     def _acquire(self, database: str | None, /) -> Op: ...
     def _release(self, connection: Connection, /) -> None: ...
+    def _command(self, dbname: str | None, cmd: dict[str, Any], database: str | None,
+                 /) -> Op:
+        """Acquire, run one MongoDB command (dbname: the MongoDB database, None for the URL's),
+        release; the Op yields the reply as a dict. The command is encoded before this returns
+        (DataError), with its name first; at most 16 MiB + 16 KiB."""
 
 class Connection:
     _depth: int
@@ -112,3 +187,6 @@ class Connection:
     def _query(self, mode: int, sql: str, args: tuple[Any, ...], column: int, /) -> Op: ...
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Op: ...
     def _txn(self, op: int, depth: int, /) -> Op: ...
+    def _command(self, dbname: str | None, cmd: dict[str, Any], /) -> Op:
+        """Runs one MongoDB command on this connection (inside its transaction, if any); the
+        Op yields the reply as a dict."""

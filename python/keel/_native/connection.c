@@ -1,6 +1,7 @@
 /* python/keel/_native/connection.c - the native Connection: one leased keel_conn and its operations. */
 #include "module.h"
 
+#include <string.h>
 #include <structmember.h>
 
 /*
@@ -146,6 +147,59 @@ static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
                                (unsigned)depth);
 }
 
+int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObject **name_out,
+                          PyObject **bson_out)
+{
+    *name_out = NULL;
+    *bson_out = NULL;
+    if (dbname != Py_None) {
+        if (!PyUnicode_Check(dbname)) {
+            PyErr_Format(PyExc_TypeError, "dbname must be a str or None, not %.100s",
+                         Py_TYPE(dbname)->tp_name);
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(dbname, &n);
+        if (s == NULL)
+            return -1;
+        if (n == 0 || strlen(s) != (size_t)n) {
+            keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL,
+                           "dbname must be a non-empty name without NUL characters");
+            return -1;
+        }
+        *name_out = Py_NewRef(dbname);
+    }
+    if (!PyDict_Check(cmd) || PyDict_GET_SIZE(cmd) == 0) {
+        Py_CLEAR(*name_out);
+        keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL,
+                       "a command is a non-empty dict whose first key is the command name");
+        return -1;
+    }
+    *bson_out = keel__py_bson_encode(st, cmd, KPY_BSON_MAX_COMMAND);
+    if (*bson_out == NULL) {
+        Py_CLEAR(*name_out);
+        return -1;
+    }
+    return 0;
+}
+
+/* _command(dbname, cmd) */
+static PyObject *conn_command(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_command(dbname, cmd)");
+        return NULL;
+    }
+    PyObject *name, *bson;
+    if (keel__py_command_args(c->db->st, args[0], args[1], &name, &bson) < 0)
+        return NULL;
+    PyObject *op = keel__py_conn_query(c, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, 0,
+                                       KEEL_TXN_BEGIN, 0);
+    Py_XDECREF(name);
+    Py_DECREF(bson);
+    return op;
+}
+
 static PyObject *conn_get_database(kpy_conn *c, void *closure)
 {
     (void)closure;
@@ -196,6 +250,9 @@ static PyMethodDef conn_methods[] = {
      "_executemany(sql, rows) -> awaitable"},
     {"_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
      "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step."},
+    {"_command", (PyCFunction)(void (*)(void))conn_command, METH_FASTCALL,
+     "_command(dbname, cmd) -> awaitable dict: runs a document command (MongoDB) against the "
+     "engine database dbname (None: the configured one) and returns the server's reply."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -369,6 +369,25 @@ static PyObject *db_executemany(kpy_db *self, PyObject *const *args, Py_ssize_t 
     return keel__py_db_query(self, KPY_OP_MANY, KPY_MODE_EXECUTE, args[0], args[1], args[2], 0);
 }
 
+/* _command(dbname, cmd, database): acquire, run one document command, release, in C. */
+static PyObject *db_command(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_command(dbname, cmd, database)");
+        return NULL;
+    }
+    if (check_initialised(self) < 0)
+        return NULL;
+    PyObject *name, *bson;
+    if (keel__py_command_args(self->st, args[0], args[1], &name, &bson) < 0)
+        return NULL;
+    PyObject *op = keel__py_db_query(self, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, args[2],
+                                     0);
+    Py_XDECREF(name);
+    Py_DECREF(bson);
+    return op;
+}
+
 static PyObject *db_acquire(kpy_db *self, PyObject *database)
 {
     return keel__py_db_acquire(self, database);
@@ -524,6 +543,9 @@ static PyMethodDef db_methods[] = {
      "_query(mode, sql, args, database, column) -> awaitable"},
     {"_executemany", (PyCFunction)(void (*)(void))db_executemany, METH_FASTCALL,
      "_executemany(sql, rows, database) -> awaitable"},
+    {"_command", (PyCFunction)(void (*)(void))db_command, METH_FASTCALL,
+     "_command(dbname, cmd, database) -> awaitable dict: a document command on a connection "
+     "of database, leased for it."},
     {"_acquire", (PyCFunction)db_acquire, METH_O, "_acquire(database) -> awaitable Connection"},
     {"_release", (PyCFunction)db_release, METH_O, "_release(connection)"},
     {"engine", (PyCFunction)(void (*)(void))db_engine, METH_FASTCALL | METH_KEYWORDS,

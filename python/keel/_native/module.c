@@ -151,6 +151,12 @@ static PyMethodDef module_methods[] = {
      "Sets the class instantiated for leased connections (a subclass of Connection)."},
     {"libkeel_version", mod_libkeel_version, METH_NOARGS,
      "The version of the libkeel linked into the extension."},
+    {"bson_encode", keel__py_mod_bson_encode, METH_O,
+     "bson_encode(doc: dict) -> bytes: one BSON document (at most 16 MiB); DataError naming the "
+     "key path of a value that cannot be encoded."},
+    {"bson_decode", keel__py_mod_bson_decode, METH_O,
+     "bson_decode(data: bytes) -> dict: one BSON document; DataError when it is malformed or "
+     "holds an unsupported type."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -247,6 +253,9 @@ static int init_imports(kpy_state *st)
     Py_DECREF(safe);
     if (st->uuid_unknown == NULL)
         return -1;
+    if ((st->Mapping = import_attr("collections.abc", "Mapping")) == NULL ||
+        (st->re_Pattern = import_attr("re", "Pattern")) == NULL)
+        return -1;
     if ((st->future_set_result = PyObject_GetAttrString(st->Future, "set_result")) == NULL ||
         (st->future_set_exception = PyObject_GetAttrString(st->Future, "set_exception")) == NULL)
         return -1;
@@ -267,6 +276,10 @@ static int init_imports(kpy_state *st)
     INTERN(s_int, "int");
     INTERN(s_is_safe, "is_safe");
     INTERN(s_utcoffset, "utcoffset");
+    INTERN(s_as_tuple, "as_tuple");
+    INTERN(s_bytes, "bytes");
+    INTERN(s_pattern, "pattern");
+    INTERN(s_flags, "flags");
 #undef INTERN
     return 0;
 }
@@ -299,7 +312,14 @@ static int module_exec(PyObject *m)
         (st->OpType = new_type(m, &keel__py_op_spec, NULL, 1)) == NULL ||
         (st->WatcherType = new_type(m, &keel__py_watcher_spec, NULL, 0)) == NULL ||
         (st->TimerType = new_type(m, &keel__py_timer_spec, NULL, 0)) == NULL ||
-        (st->DeferredType = new_type(m, &keel__py_deferred_spec, NULL, 0)) == NULL)
+        (st->DeferredType = new_type(m, &keel__py_deferred_spec, NULL, 0)) == NULL ||
+        (st->ObjectIdType = new_type(m, &keel__py_objectid_spec, NULL, 1)) == NULL ||
+        (st->RegexType = new_type(m, &keel__py_regex_spec, NULL, 1)) == NULL ||
+        (st->TimestampType = new_type(m, &keel__py_timestamp_spec, NULL, 1)) == NULL ||
+        (st->RawDocumentType = new_type(m, &keel__py_rawdocument_spec,
+                                        (PyObject *)&PyBytes_Type, 1)) == NULL)
+        return -1;
+    if (keel__py_bson_init(st) < 0)
         return -1;
     st->connection_class = (PyTypeObject *)Py_NewRef(st->ConnectionType);
 
@@ -334,7 +354,9 @@ static int module_exec(PyObject *m)
     X(uuid_unknown) X(json_loads) X(json_dumps) X(Future) X(future_set_result)                 \
     X(future_set_exception) X(get_running_loop) X(empty_tuple) X(kw_loop)    \
     X(s_add_reader) X(s_remove_reader) X(s_add_writer) X(s_remove_writer) X(s_call_at)         \
-    X(s_call_soon) X(s_time) X(s_cancel) X(s_int) X(s_is_safe) X(s_utcoffset)
+    X(s_call_soon) X(s_time) X(s_cancel) X(s_int) X(s_is_safe) X(s_utcoffset)                 \
+    X(ObjectIdType) X(RegexType) X(TimestampType) X(RawDocumentType) X(Mapping) X(re_Pattern)  \
+    X(epoch_naive) X(epoch_utc) X(s_as_tuple) X(s_bytes) X(s_pattern) X(s_flags)
 
 static int module_traverse(PyObject *m, visitproc visit, void *arg)
 {

@@ -47,6 +47,10 @@ typedef struct kpy_state {
     PyTypeObject *WatcherType;
     PyTypeObject *TimerType;
     PyTypeObject *DeferredType;
+    PyTypeObject *ObjectIdType;
+    PyTypeObject *RegexType;
+    PyTypeObject *TimestampType;
+    PyTypeObject *RawDocumentType;
     /* The class instantiated for leased connections: ConnectionType or a subclass of it. */
     PyTypeObject *connection_class;
 
@@ -62,6 +66,10 @@ typedef struct kpy_state {
     PyObject *get_running_loop; /* asyncio._get_running_loop: the running loop or None */
     PyObject *empty_tuple;
     PyObject *kw_loop;          /* ("loop",), keyword names for Future(loop=…) */
+    PyObject *Mapping;          /* collections.abc.Mapping, for BSON documents that are not dicts */
+    PyObject *re_Pattern;       /* re.Pattern, encoded as a BSON regular expression */
+    PyObject *epoch_naive;      /* datetime(1970, 1, 1) */
+    PyObject *epoch_utc;        /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
 
     /* Interned attribute and method names. */
     PyObject *s_add_reader;
@@ -75,6 +83,10 @@ typedef struct kpy_state {
     PyObject *s_int;
     PyObject *s_is_safe;
     PyObject *s_utcoffset;
+    PyObject *s_as_tuple;
+    PyObject *s_bytes;
+    PyObject *s_pattern;
+    PyObject *s_flags;
 } kpy_state;
 
 extern PyModuleDef keel__py_moduledef;
@@ -176,6 +188,44 @@ void keel__py_future_set_exception(kpy_state *st, PyObject *fut, PyObject *exc);
 /* Completes fut with the exception currently set (which is cleared). */
 void keel__py_future_set_raised(kpy_state *st, PyObject *fut);
 
+/* ---- BSON (bson.c) and ObjectId (objectid.c) ---- */
+
+/* The largest BSON document MongoDB stores, and the largest command it accepts (a document plus
+ * room for the command around it, as the server allows). */
+#define KPY_BSON_MAX_DOCUMENT ((size_t)16 * 1024 * 1024)
+#define KPY_BSON_MAX_COMMAND (KPY_BSON_MAX_DOCUMENT + (size_t)16 * 1024)
+
+extern PyType_Spec keel__py_objectid_spec;
+extern PyType_Spec keel__py_regex_spec;
+extern PyType_Spec keel__py_timestamp_spec;
+extern PyType_Spec keel__py_rawdocument_spec;
+
+/* keel.ObjectId: the 12 bytes of a MongoDB object id. */
+typedef struct kpy_objectid {
+    PyObject_HEAD
+    unsigned char oid[12];
+} kpy_objectid;
+
+/* A new ObjectId holding oid. */
+PyObject *keel__py_objectid_new(kpy_state *st, const unsigned char oid[12]);
+
+/* Imports the datetime C API into bson.c and creates its cached objects. 0, or -1. */
+int keel__py_bson_init(kpy_state *st);
+/*
+ * Encodes the dict doc as BSON bytes, keeping key order. Every embedded document must fit in
+ * KPY_BSON_MAX_DOCUMENT and the whole in limit bytes. NULL with DataError naming the key path.
+ */
+PyObject *keel__py_bson_encode(kpy_state *st, PyObject *doc, size_t limit);
+/* Decodes one BSON document into a dict. NULL with DataError when it is malformed. */
+PyObject *keel__py_bson_decode(kpy_state *st, const char *data, size_t len);
+/* A UTC-aware datetime for milliseconds since the epoch; DataError when out of range. */
+PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms);
+/* Milliseconds since the epoch of a datetime (naive ones are UTC). 0, or -1 with an exception. */
+int keel__py_datetime_to_millis(kpy_state *st, PyObject *dt, int64_t *ms);
+/* keel._native.bson_encode(doc) and bson_decode(data), for module_methods. */
+PyObject *keel__py_mod_bson_encode(PyObject *module, PyObject *doc);
+PyObject *keel__py_mod_bson_decode(PyObject *module, PyObject *data);
+
 /* ---- databases, connections and operations (database.c, connection.c, op.c) ---- */
 
 extern PyType_Spec keel__py_database_spec;
@@ -227,11 +277,19 @@ void keel__py_db_op_finished(kpy_db *db);
 PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn);
 /* Releases the connection of c (idempotent). */
 void keel__py_conn_release(kpy_conn *c);
+/*
+ * Checks the arguments of a document command: dbname (None, or a name: a new reference in
+ * *name_out, NULL for None) and cmd (a non-empty dict, encoded into BSON bytes in *bson_out).
+ * 0, or -1 with an exception and nothing to release.
+ */
+int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObject **name_out,
+                          PyObject **bson_out);
 /* Called by op.c when the running operation of c has completed: starts the next queued one. */
 void keel__py_conn_op_done(kpy_conn *c, struct kpy_op *op);
 
 /* Operations (op.c). kinds: */
-enum { KPY_OP_QUERY = 0, KPY_OP_MANY = 1, KPY_OP_TXN = 2, KPY_OP_ACQUIRE = 3 };
+enum { KPY_OP_QUERY = 0, KPY_OP_MANY = 1, KPY_OP_TXN = 2, KPY_OP_ACQUIRE = 3,
+       KPY_OP_COMMAND = 4 /* sql: the engine database name or NULL; args: the BSON bytes */ };
 /* states: */
 enum { KPY_OP_NEW = 0, KPY_OP_QUEUED = 1, KPY_OP_ACQUIRING = 2, KPY_OP_RUNNING = 3,
        KPY_OP_DONE = 4 };

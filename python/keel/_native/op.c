@@ -136,6 +136,9 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
                                     err);
     case KPY_OP_TXN:
         return keel_conn_transaction(conn, op->txn, op->depth, query_cb, op, err);
+    case KPY_OP_COMMAND:
+        return keel_conn_command(conn, sql, PyBytes_AS_STRING(op->args),
+                                 (size_t)PyBytes_GET_SIZE(op->args), query_cb, op, err);
     default:
         break;
     }
@@ -147,10 +150,21 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
 
 /* ---- completion ---- */
 
+/* The reply document of a command, decoded into a dict. */
+static PyObject *command_reply(kpy_state *st, const keel_result *res)
+{
+    const keel_value *v = keel_result_value(res, 0, 0);
+    if (v == NULL || v->type != KEEL_TYPE_DOCUMENT)
+        return keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a command result holds no reply");
+    return keel__py_bson_decode(st, v->u.str.ptr, v->u.str.len);
+}
+
 /* The Python value of a successful result, by mode. */
 static PyObject *build_result(kpy_op *op, const keel_result *res)
 {
     kpy_state *st = op->db->st;
+    if (op->kind == KPY_OP_COMMAND)
+        return command_reply(st, res);
     if (op->kind != KPY_OP_QUERY)
         Py_RETURN_NONE;
     size_t nrows = keel_result_nrows(res);
@@ -332,7 +346,8 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     kpy_state *st = db->st;
     if (keel__py_db_ensure_open(db) < 0)
         return NULL;
-    if (sql_utf8(st, sql) == NULL)
+    /* A command's sql is its engine database name (or NULL), checked by the caller. */
+    if (kind != KPY_OP_COMMAND && sql_utf8(st, sql) == NULL)
         return NULL;
     const char *dbname = NULL;
     if (database != NULL && database != Py_None) {
@@ -349,6 +364,8 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
         params = PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
         if (params == NULL)
             return NULL;
+    } else if (kind == KPY_OP_COMMAND) {
+        params = Py_NewRef(args);
     } else {
         if (!PyTuple_Check(args)) {
             PyErr_SetString(PyExc_TypeError, "query parameters must be a tuple");
@@ -359,14 +376,15 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     kpy_params p;
     keel__py_params_init(&p);
     kpy_op *op = NULL;
-    if ((kind == KPY_OP_MANY ? keel__py_params_from_rows(st, &p, params)
+    if (kind != KPY_OP_COMMAND &&
+        (kind == KPY_OP_MANY ? keel__py_params_from_rows(st, &p, params)
                              : keel__py_params_from_args(st, &p, params)) < 0)
         goto fail;
     if ((op = op_new(db, NULL, kind)) == NULL)
         goto fail;
     op->mode = mode;
     op->column = column;
-    op->sql = Py_NewRef(sql);
+    op->sql = Py_XNewRef(sql);
     op->args = Py_NewRef(params);
     if (kind == KPY_OP_MANY && p.nrows == 0) {
         /* Nothing to run; still check the name, so a typo fails the same with or without rows. */
@@ -504,7 +522,10 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     op->column = column;
     op->txn = txn;
     op->depth = depth;
-    if (kind != KPY_OP_TXN) {
+    if (kind == KPY_OP_COMMAND) {
+        op->sql = Py_XNewRef(sql);
+        op->args = Py_NewRef(args);
+    } else if (kind != KPY_OP_TXN) {
         op->sql = Py_NewRef(sql);
         op->args = Py_NewRef(params);
     }

@@ -970,7 +970,14 @@ static void mg_run_command(mg_conn *mg)
         mg_fail(mg, KEEL_ERR_CANCELLED, "the command was cancelled before it was sent");
         return;
     }
-    if (mg->in_txn && !mongoc_client_session_append(mg->session, &mg->opts, &error)) {
+    /* Every command runs in the connection's own explicit session, not in an implicit one per
+     * command: a server requires a cursor's getMore and killCursors to come from the session
+     * that opened it, and a transaction lives in that session too. */
+    if (!mg->session && !(mg->session = mongoc_client_start_session(mg->client, NULL, &error))) {
+        mg_fail_mongoc(mg, &error, NULL);
+        return;
+    }
+    if (!mongoc_client_session_append(mg->session, &mg->opts, &error)) {
         mg_fail_mongoc(mg, &error, NULL);
         return;
     }
@@ -1434,7 +1441,8 @@ static keel_status mg_command(keel_conn *c, const char *dbname, const void *cmd,
                                "its length header",
                                len);
     bson_error_t berr;
-    if (!bson_validate_with_error(&user, BSON_VALIDATE_UTF8, &berr))
+    if (!bson_validate_with_error(&user, BSON_VALIDATE_UTF8 | BSON_VALIDATE_UTF8_ALLOW_NULL,
+                                  &berr))
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, MG_ENGINE, name,
                                "the command is not a valid BSON document: %s", berr.message);
     const char *bad_key = NULL;

@@ -1,6 +1,7 @@
-/* src/engines/mysql.c - the MySQL/MariaDB engine: libmariadb's non-blocking API driven by the loop. */
+/* src/engines/mysql.c - the MySQL/MariaDB engine: libmariadb's non-blocking API, loop-driven. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -31,11 +32,11 @@
  * MYSQL_WAIT_WRITE, MYSQL_WAIT_TIMEOUT) becomes a watch on the socket or a loop timer, and the
  * call is continued when that fires. Host names are resolved on the worker pool first, so
  * libmariadb only ever sees addresses and never blocks in getaddrinfo; "localhost" means TCP to
- * the loopback address (a Unix socket is configured as a host starting with '/'). The one
- * exception is ssl_mode VERIFY_IDENTITY with a host name, whose handshake runs on a worker with
- * the blocking API (see my_wconn). Each session runs in UTC (time_zone '+00:00'), in utf8mb4 by
- * default, with CLIENT_FOUND_ROWS so that UPDATE reports the rows it matched, as PostgreSQL
- * does, and without LOAD DATA LOCAL.
+ * the loopback address (a Unix socket is configured as a host starting with '/'). TLS
+ * connections are the exception: their handshake runs on a worker with the blocking API (see
+ * my_wconn), and only their statements run on the loop. Each session runs in UTC (time_zone
+ * '+00:00'), in utf8mb4 by default, with CLIENT_FOUND_ROWS so that UPDATE reports the rows it
+ * matched, as PostgreSQL does, and without LOAD DATA LOCAL.
  *
  * Statements without parameters use the text protocol, so scripts of several statements work;
  * the result is the last one that returned columns, else the last command. Statements with
@@ -359,6 +360,25 @@ static void my_lib_init(void) { mysql_library_init(0, NULL, NULL); }
 
 /* libmariadb's global initialisation is not thread-safe; the loop and workers both use it. */
 static void my_library(void) { pthread_once(&my_lib_once, my_lib_init); }
+
+/*
+ * OpenSSL keeps errors in a queue per thread, and SSL_get_error misreads a harmless "want to
+ * read" as a failure while an older error sits in it. libmariadb does not clear the queue before
+ * its TLS calls, and on a loop thread shared by many connections (and other libraries) a stale
+ * error is common, so it is cleared before each call of a TLS connection. The function is
+ * looked up at run time: libmariadb loads libcrypto when it uses OpenSSL; with another TLS
+ * library there is no such queue and nothing to clear.
+ */
+static void (*my_err_clear)(void);
+static pthread_once_t my_err_once = PTHREAD_ONCE_INIT;
+
+static void my_err_init(void) { *(void **)&my_err_clear = dlsym(RTLD_DEFAULT, "ERR_clear_error"); }
+
+static void my_tls_errors_clear(void) {
+    pthread_once(&my_err_once, my_err_init);
+    if (my_err_clear)
+        my_err_clear();
+}
 
 /* A C locale for number conversions, so the host program's LC_NUMERIC cannot change them. */
 static locale_t my_locale;
@@ -1077,6 +1097,7 @@ static void my_wconn_free(my_wconn *w) {
 /* Runs on a worker thread: the whole handshake, blocking, bounded by the connect timeout. */
 static void my_wconn_run(void *arg) {
     my_wconn *w = arg;
+    my_tls_errors_clear();
     w->ret = mysql_real_connect(w->m, w->unix_socket ? MY_DEFAULT_HOST : w->host, w->user,
                                 w->password, w->database, w->port, w->unix_socket,
                                 CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS |
@@ -1146,6 +1167,8 @@ static int my_wconn_start(my_impl *p, keel__workers *workers, const char *host) 
 /* The call driver                                                                          */
 
 static int my_call_start(my_impl *p) {
+    if (p->set.ssl_mode != SSL_DISABLED)
+        my_tls_errors_clear();
     switch (p->call) {
     case C_CONNECT: {
         const char *host = p->set.unix_socket ? MY_DEFAULT_HOST : p->set.addr;
@@ -1177,6 +1200,8 @@ static int my_call_start(my_impl *p) {
 }
 
 static int my_call_cont(my_impl *p, int ready) {
+    if (p->set.ssl_mode != SSL_DISABLED)
+        my_tls_errors_clear();
     switch (p->call) {
     case C_CONNECT:
         return mysql_real_connect_cont(&p->r_mysql, p->m, ready);
@@ -2641,18 +2666,15 @@ static int my_after(my_impl *p, my_call done) {
 
 /*
  * Idle and readable: the server closed the connection, or sent its last words (an error such
- * as ER_CONNECTION_KILLED) before closing it; a server never speaks first otherwise. Over TLS
- * the bytes may be a TLS record (a session ticket) instead, so the watch is only dropped.
+ * as ER_CONNECTION_KILLED, or a TLS alert) before closing it; a server never speaks first
+ * otherwise. TLS session tickets, the one other thing a server may send unasked, arrive during
+ * the handshake and are consumed by the authentication that follows it.
  */
 static void my_idle_input(my_impl *p) {
     char b;
     ssize_t n = recv(p->watch_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
-    if (n > 0 && mysql_get_ssl_cipher(p->m)) {
-        keel__watch_set(p->watch, 0);
-        return;
-    }
     p->phase = MY_DEAD;
     keel__watch_set(p->watch, 0);
     p->c->broken = 1;
@@ -2943,6 +2965,8 @@ static keel_status my_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
 static void my_kill_run(void *arg) {
     my_kill *k = arg;
     my_library();
+    if (k->set.ssl_mode != SSL_DISABLED)
+        my_tls_errors_clear();
     MYSQL *m = mysql_init(NULL);
     if (!m)
         return;

@@ -1,4 +1,5 @@
 /* src/pool/conn.c - operations on a leased connection: statements, batches, transactions, cancel. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/error_int.h"
@@ -26,8 +27,8 @@ static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, ke
     keel_status st = keel__placeholders_rewrite(sql, c->engine->placeholder_style, &c->sql,
                                                 &max_index, &map, &nmap, err);
     if (st != KEEL_OK) {
-        if (err)
-            keel__error_set(err, st, NULL, conn_name(c), "%s", err->message);
+        if (err) /* the lexer does not know the database: name it in the error */
+            snprintf(err->database, sizeof err->database, "%s", conn_name(c));
         return st;
     }
     free(c->map);

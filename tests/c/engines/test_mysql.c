@@ -1,4 +1,4 @@
-/* tests/c/engines/test_mysql.c - the MySQL/MariaDB engine against a real server (KEEL_TEST_MYSQL_URL). */
+/* tests/c/engines/test_mysql.c - the MySQL/MariaDB engine against a real server. */
 #include <dirent.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -185,7 +185,8 @@ TEST(check_config_validates_options) {
         CHECK_STR(keel_config_database_engine(cfg, "default"), "mysql");
         keel_config_set(cfg, "databases.default.options.no_such_option", "1", &err);
         CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_CONFIG);
-        CHECK_CONTAINS(err.message, "databases.default.options.no_such_option: unknown MySQL option");
+        CHECK_CONTAINS(err.message,
+                       "databases.default.options.no_such_option: unknown MySQL option");
         keel_config_free(cfg);
     }
     keel_config *cfg = NULL;
@@ -294,7 +295,8 @@ TEST(scalar_types_round_trip_through_select) {
     keel_result_free(r);
 
     /* NULL parameters and NULL columns. */
-    r = q(c, "SELECT NULL AS a, $1 AS b, CAST(NULL AS SIGNED) AS c", (keel_value[]){keel_null()}, 1);
+    r = q(c, "SELECT NULL AS a, $1 AS b, CAST(NULL AS SIGNED) AS c",
+          (keel_value[]){keel_null()}, 1);
     CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_NULL &&
           keel_result_value(r, 0, 1)->type == KEEL_TYPE_NULL &&
           keel_result_value(r, 0, 2)->type == KEEL_TYPE_NULL);
@@ -469,8 +471,8 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
     keel_result_free(r);
 
     /* A 4-byte UTF-8 character survives a utf8mb4 column, and NULLs come back as NULL. */
-    r = q(c, "SELECT t, CHAR_LENGTH(t) FROM all_types WHERE t = $1", (keel_value[]){keel_text(utf8)},
-          1);
+    r = q(c, "SELECT t, CHAR_LENGTH(t) FROM all_types WHERE t = $1",
+          (keel_value[]){keel_text(utf8)}, 1);
     CHECK(r && keel_result_nrows(r) == 1);
     CHECK(r && keel_result_value(r, 0, 1)->u.i64 == 20);
     keel_result_free(r);
@@ -552,8 +554,9 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     keel_conn *c = acquire(db);
     keel_result_free(q(c, "DROP TABLE IF EXISTS em", NULL, 0));
     keel_result_free(q(c,
-                       "CREATE TABLE em (id BIGINT PRIMARY KEY, name VARCHAR(40), data VARBINARY(8), "
-                       "at DATETIME(6), nothing INT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                       "CREATE TABLE em (id BIGINT PRIMARY KEY, name VARCHAR(40), "
+                       "data VARBINARY(8), at DATETIME(6), nothing INT) ENGINE=InnoDB "
+                       "DEFAULT CHARSET=utf8mb4",
                        NULL, 0));
     size_t rows = 10000;
     keel_value *params = calloc(rows * 5, sizeof *params);
@@ -681,10 +684,10 @@ TEST(executemany_binds_every_type_in_bulk) {
          keel_json("{\"a\": 1}")},
         {keel_int(2), keel_null(), keel_null(), keel_null(), keel_null(), keel_null(), keel_null(),
          keel_null(), keel_null(), keel_null(), keel_null(), keel_null(), keel_null()},
-        {keel_int(3), keel_bool(0), keel_int(INT64_MAX), keel_float(1e300), keel_numeric("9999999.999"),
-         keel_text(""), keel_bytes("", 0), keel_date(2932896), keel_time(86399999999LL),
-         keel_timestamp(253402300799999999LL), keel_timestamptz(-1), keel_uuid(u2),
-         keel_json("[]")},
+        {keel_int(3), keel_bool(0), keel_int(INT64_MAX), keel_float(1e300),
+         keel_numeric("9999999.999"), keel_text(""), keel_bytes("", 0), keel_date(2932896),
+         keel_time(86399999999LL), keel_timestamp(253402300799999999LL), keel_timestamptz(-1),
+         keel_uuid(u2), keel_json("[]")},
     };
     keel_result *r = NULL;
     keel_error err;
@@ -959,21 +962,22 @@ TEST(connect_timeout_when_the_server_never_answers) {
     CHECK_INT(open_fds(), fds);
 
     /* The db closed while connects are in flight. */
-    snprintf(url, sizeof url, "%s?min_size=3", my_url());
+    snprintf(url, sizeof url, "%s%cmin_size=3", my_url(), strchr(my_url(), '?') ? '&' : '?');
     db = open_url(url, NULL);
     CHECK_INT(keel_db_warm(db, NULL, on_warm_done, NULL, &err), KEEL_OK);
     keel_db_close(db);
     CHECK_INT(open_fds(), fds);
 }
 
-/* The test URL with its host replaced. */
-static void url_with_host(char *out, size_t size, const char *host) {
+/* The test URL with its host (127.0.0.1) replaced; 0 when it has another host. */
+static int url_with_host(char *out, size_t size, const char *host) {
     const char *base = my_url();
-    const char *ip = strstr(base, "127.0.0.1");
-    if (ip)
-        snprintf(out, size, "%.*s%s%s", (int)(ip - base), base, host, ip + 9);
-    else
-        snprintf(out, size, "%s", base);
+    const char *ip = strstr(base, "@127.0.0.1");
+    snprintf(out, size, "%s", base);
+    if (!ip)
+        return 0;
+    snprintf(out, size, "%.*s@%s%s", (int)(ip - base), base, host, ip + 10);
+    return 1;
 }
 
 TEST(host_names_are_resolved_and_options_reach_the_server) {
@@ -1017,12 +1021,13 @@ TEST(host_names_are_resolved_and_options_reach_the_server) {
     keel_db_close(db);
 
     /* An unknown host name fails with a connect error naming it. */
-    url_with_host(url, sizeof url, "no-such-host.invalid");
-    db = open_url(url, NULL);
-    keel_error err;
-    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
-    CHECK_CONTAINS(err.message, "no-such-host.invalid");
-    keel_db_close(db);
+    if (url_with_host(url, sizeof url, "no-such-host.invalid")) {
+        db = open_url(url, NULL);
+        keel_error err;
+        CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
+        CHECK_CONTAINS(err.message, "no-such-host.invalid");
+        keel_db_close(db);
+    }
 }
 
 TEST(tls_required_fails_clearly_against_a_server_without_tls) {

@@ -200,6 +200,8 @@ TEST(synchronous_errors_never_call_back) {
               KEEL_ERR_PARAMETERS);
     CHECK_INT(keel_conn_query(c, "SELECT 'unterminated", NULL, 0, never_called, &called, &err),
               KEEL_ERR_PROGRAMMING);
+    CHECK_CONTAINS(err.message, "unterminated");
+    CHECK_STR(err.database, "main");
     CHECK_INT(called, 0);
     /* The connection is untouched by those errors. */
     keel_result *res = NULL;

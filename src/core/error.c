@@ -147,7 +147,14 @@ void keel__redact(char *dst, size_t size, const char *src) {
             const char *q = p + 8;
             while (*q == ' ')
                 q++;
-            if (*q == '=' || *q == ':') {
+            /* MySQL's "Access denied … (using password: YES)" says whether one was sent, not
+             * what it was: keep it readable. */
+            const char *answer = q + (*q == ':');
+            while (*answer == ' ')
+                answer++;
+            int yes_no = *q == ':' && (strncmp(answer, "YES)", 4) == 0 ||
+                                       strncmp(answer, "NO)", 3) == 0);
+            if ((*q == '=' || *q == ':') && !yes_no) {
                 size_t keep = (size_t)(q - p) + 1;
                 for (size_t i = 0; i < keep && o + 1 < size; i++)
                     dst[o++] = p[i];

@@ -80,6 +80,8 @@ TEST(redact_hides_passwords) {
     CHECK_STR(out, "password authentication failed for user \"bob\"");
     keel__redact(out, sizeof out, "sqlite:///tmp/x.db no userinfo");
     CHECK_STR(out, "sqlite:///tmp/x.db no userinfo");
+    keel__redact(out, sizeof out, "Access denied for user 'bob'@'x' (using password: YES)");
+    CHECK_STR(out, "Access denied for user 'bob'@'x' (using password: YES)");
     char tiny[8];
     keel__redact(tiny, sizeof tiny, "password=abcdefghijkl");
     CHECK(strlen(tiny) < sizeof tiny);

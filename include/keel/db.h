@@ -172,6 +172,14 @@ KEEL_API keel_status keel_conn_query_many(keel_conn *conn, const char *sql,
 KEEL_API keel_status keel_conn_command(keel_conn *conn, const char *dbname, const void *cmd,
                                        size_t len, keel_query_cb cb, void *arg, keel_error *err);
 
+/*
+ * Checks that the server answers, with the cheapest round trip the engine has (SELECT 1 on SQL
+ * engines, the ping command on MongoDB). Completes like keel_conn_query; the result has no use.
+ * Sync errors: those of keel_conn_query.
+ */
+KEEL_API keel_status keel_conn_ping(keel_conn *conn, keel_query_cb cb, void *arg,
+                                    keel_error *err);
+
 /* Begins, commits, rolls back or manages a savepoint. Completes like keel_conn_query. */
 KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsigned depth,
                                            keel_query_cb cb, void *arg, keel_error *err);
@@ -200,6 +208,7 @@ KEEL_API keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql,
                                                keel_error *err);
 KEEL_API keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                                 keel_error *err);
+KEEL_API keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err);
 /* Acquire, run one statement, release. *out may be NULL to discard the result. */
 KEEL_API keel_status keel_db_query_sync(keel_db *db, const char *database, const char *sql,
                                         const keel_value *params, size_t nparams,

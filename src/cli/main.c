@@ -23,7 +23,7 @@ static void usage(FILE *out)
     fputs("usage: keel <command> [arguments]\n"
           "\n"
           "commands:\n"
-          "  check [CONFIG]   connect to every configured database, run SELECT 1 and print\n"
+          "  check [CONFIG]   connect to every configured database, ping it and print\n"
           "                   a table of status and latency; exit 0 when all are ok, 1 otherwise\n"
           "  help             show this help\n"
           "\n"
@@ -74,20 +74,18 @@ static keel_config *load_config(const char *path)
 }
 
 /*
- * Leases a connection (opening one on the first use) and runs a trivial query. The latency is
+ * Leases a connection (opening one on the first use) and pings the server. The latency is
  * the whole round trip the operator waits for, connection set-up included.
  */
 static void check_database(keel_db *db, check_row *row)
 {
     keel_conn *conn = NULL;
-    keel_result *res = NULL;
     int64_t start = keel_now_ms();
 
     keel_error_clear(&row->err);
     row->ok = keel_db_acquire_sync(db, row->name, &conn, &row->err) == KEEL_OK &&
-              keel_conn_query_sync(conn, "SELECT 1", NULL, 0, &res, &row->err) == KEEL_OK;
+              keel_conn_ping_sync(conn, &row->err) == KEEL_OK;
     row->latency_ms = (long long)(keel_now_ms() - start);
-    keel_result_free(res);
     keel_conn_release(conn);
 }
 

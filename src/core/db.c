@@ -324,6 +324,17 @@ keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned
     return st != KEEL_OK ? st : finish_query(conn, &s, NULL, err);
 }
 
+keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err) {
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = {0};
+    st = keel_conn_ping(conn, sync_queried, &s, err);
+    return st != KEEL_OK ? st : finish_query(conn, &s, NULL, err);
+}
+
 keel_status keel_db_query_sync(keel_db *db, const char *database, const char *sql,
                                const keel_value *params, size_t nparams, keel_result **out,
                                keel_error *err) {

@@ -124,6 +124,15 @@ keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd,
     return st;
 }
 
+keel_status keel_conn_ping(keel_conn *c, keel_query_cb cb, void *arg, keel_error *err) {
+    /* {"ping": 1} as BSON: total length, an int32 element named "ping", the terminator. */
+    static const unsigned char ping_cmd[] = {15, 0, 0, 0, 0x10, 'p', 'i', 'n', 'g', 0,
+                                             1,  0, 0, 0, 0};
+    if (c && c->engine && !c->engine->query)
+        return keel_conn_command(c, "admin", ping_cmd, sizeof ping_cmd, cb, arg, err);
+    return keel_conn_query(c, "SELECT 1", NULL, 0, cb, arg, err);
+}
+
 keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_query_cb cb,
                                   void *arg, keel_error *err) {
     if (!c || !cb || (unsigned)op > KEEL_TXN_ROLLBACK_TO)

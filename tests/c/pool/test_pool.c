@@ -160,6 +160,7 @@ TEST(try_acquire_is_the_fast_path) {
     CHECK_INT(keel_db_try_acquire(db, NULL, &d, &err), KEEL_ERR_BUSY);
     CHECK_STR(keel_conn_database(c), "main");
     CHECK_STR(keel_conn_engine(c), "sqlite");
+    CHECK_INT(keel_conn_ping_sync(c, &err), KEEL_OK);
     keel_conn_release(c);
     keel_db_close(db);
 }

@@ -5,6 +5,8 @@
 #                              TSan for the threaded ones), install check, pytest
 #   make build                 libkeel, C tests, CLI and examples (build/c) + the Python package
 #   make test-c / test-c-asan / test-c-tsan / test-python / check-install
+#   make bench                 keel against the peer drivers (bench/README.md); BENCH_QUICK=1 for
+#                              a brief run. Installs wrk and the `bench` dependency group first.
 #   make install-c PREFIX=DIR  installs libkeel, headers, keel.pc and the keel CLI under DIR
 #   make clean
 #
@@ -48,7 +50,7 @@ CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \
 
 .PHONY: help demo test build build-c build-asan build-tsan build-py test-c test-c-asan test-c-tsan \
 	test-python \
-	install-c check-install bootstrap services clean
+	install-c check-install bootstrap services clean bench
 
 help:
 	@echo "make demo                   run the demo FastAPI service on http://$(DEMO_HOST):$(DEMO_PORT)"
@@ -60,6 +62,7 @@ help:
 	@echo "make test-python            pytest against the installed package"
 	@echo "make install-c PREFIX=DIR   install libkeel, its headers, keel.pc and the keel CLI"
 	@echo "make check-install          install into a temporary prefix and build hello.c with pkg-config"
+	@echo "make bench                  keel against asyncpg, psycopg, aiosqlite, SQLAlchemy (BENCH_QUICK=1: brief)"
 	@echo "make clean                  remove build/"
 
 bootstrap:
@@ -153,6 +156,12 @@ check-install:
 demo: bootstrap build-py
 	@echo "demo: http://$(DEMO_HOST):$(DEMO_PORT)/docs (Ctrl-C stops it)"
 	$(VENV)/bin/uvicorn --app-dir examples/service app:app --host $(DEMO_HOST) --port $(DEMO_PORT)
+
+# The peers and wrk are installed here only (bench/setup.sh), never by `make test`. The results
+# go to bench/results/latest.md and latest.json; the table is printed too.
+bench: bootstrap services build-py
+	bash bench/setup.sh
+	$(PYTHON) -m bench.run
 
 clean:
 	rm -rf build

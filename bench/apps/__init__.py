@@ -1,0 +1,1 @@
+# bench/apps/__init__.py - the services workload 7 runs under uvicorn (not part of the keel package).

@@ -40,8 +40,10 @@ export KEEL_TEST_PG_URL ?= postgresql://postgres@127.0.0.1:5432/keel_test
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-# The C tests whose code runs on threads (the worker pool: SQLite, PostgreSQL cancels).
-TSAN_TESTS := loop_worker engines_sqlite engines_pg pool_pool
+# The C tests whose code runs on threads: the worker pool (SQLite, MongoDB, host name lookups,
+# cancel requests).
+TSAN_TESTS := loop_worker engines_dns engines_cancel engines_sqlite engines_pg engines_mysql \
+	engines_mongo pool_pool
 
 # `keel check` against an in-memory SQLite database and the test PostgreSQL database.
 CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \

@@ -90,6 +90,16 @@ char *keel__result_strndup(keel_result *res, const char *s, size_t n) {
     return keel__arena_strndup(&res->arena, s, n);
 }
 
+int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const char *s, size_t n) {
+    char *copy = keel__arena_strndup(&res->arena, n ? s : "", n);
+    if (!copy)
+        return -1;
+    v->type = t;
+    v->u.str.ptr = copy;
+    v->u.str.len = n;
+    return 0;
+}
+
 void keel__result_set_affected(keel_result *res, int64_t affected) { res->affected = affected; }
 
 size_t keel_result_nrows(const keel_result *res) { return res ? res->nrows : 0; }

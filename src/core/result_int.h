@@ -25,6 +25,11 @@ int keel__result_reserve(keel_result *res, size_t n);
 char *keel__result_alloc(keel_result *res, size_t n);
 /* Copies n bytes into result memory and NUL-terminates them. NULL on failure. */
 char *keel__result_strndup(keel_result *res, const char *s, size_t n);
+/*
+ * Makes v a text-like value of type t (TEXT, NUMERIC, JSON, BYTES…) holding a copy of the n
+ * bytes at s (NULL when n is 0) in result memory. Returns 0, or -1 when out of memory.
+ */
+int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const char *s, size_t n);
 
 void keel__result_set_affected(keel_result *res, int64_t affected);
 

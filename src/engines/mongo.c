@@ -17,6 +17,7 @@
 #include "core/error_int.h"
 #include "core/result_int.h"
 #include "engines/engine.h"
+#include "engines/settings.h"
 
 #define MG_ENGINE "mongodb"
 /* The database commands run against when neither the call nor the configuration names one. */
@@ -147,14 +148,6 @@ typedef struct mg_cancel_job {
 } mg_cancel_job;
 
 /* ---- small helpers ---- */
-
-static int mg_in_list(const char *s, const char *const *list)
-{
-    for (; *list; list++)
-        if (strcmp(s, *list) == 0)
-            return 1;
-    return 0;
-}
 
 static int mg_in_list_nocase(const char *s, const char *const *list)
 {
@@ -497,13 +490,9 @@ static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err)
 {
     const char *name = dbc->name ? dbc->name : "";
     mg_init();
-    if (dbc->port < 0 || dbc->port > 65535)
-        return keel__error_set(err, KEEL_ERR_CONFIG, MG_ENGINE, name,
-                               "databases.%s.port: %d is not a TCP port (1-65535)", name,
-                               dbc->port);
-    if (dbc->connect_timeout < 0)
-        return keel__error_set(err, KEEL_ERR_CONFIG, MG_ENGINE, name,
-                               "databases.%s.connect_timeout: must not be negative", name);
+    keel_status st = keel__settings_check_network(dbc, MG_ENGINE, err);
+    if (st != KEEL_OK)
+        return st;
     for (size_t i = 0; i < dbc->noptions; i++) {
         const char *key = dbc->options[i].key;
         if (mg_in_list_nocase(key, mg_pool_options))
@@ -519,7 +508,7 @@ static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err)
     /* Parsing the URI checks every value libmongoc checks; values that are secret references
      * are only known at connect time and are left out here. */
     mg_parts p;
-    keel_status st = mg_parts_load(dbc, 0, &p, err);
+    st = mg_parts_load(dbc, 0, &p, err);
     if (st != KEEL_OK)
         return st;
     mongoc_uri_t *uri = NULL;
@@ -956,7 +945,7 @@ static void mg_result(mg_conn *mg, const bson_t *reply)
     /* Write commands report how many documents they matched, inserted or deleted in n. */
     static const char *const counted[] = {"insert", "update", "delete", NULL};
     bson_iter_t it;
-    if (mg_in_list(mg->cmd_name, counted) && bson_iter_init_find(&it, reply, "n") &&
+    if (keel__word_in_list(mg->cmd_name, counted) && bson_iter_init_find(&it, reply, "n") &&
         BSON_ITER_HOLDS_NUMBER(&it))
         keel__result_set_affected(res, bson_iter_as_int64(&it));
     mg->res = res;
@@ -1396,9 +1385,9 @@ static mg_cmd_kind mg_classify(const char *name, const bson_t *cmd)
         "bulkWrite",      "create",       "createIndexes", "drop",       "dropIndexes",
         "dropDatabase",   "collMod",      "renameCollection", "createUser", "updateUser",
         "dropUser",       "createRole",   "updateRole", "dropRole",      NULL};
-    if (mg_in_list(name, reads))
+    if (keel__word_in_list(name, reads))
         return MG_CMD_READ;
-    if (mg_in_list(name, writes))
+    if (keel__word_in_list(name, writes))
         return MG_CMD_WRITE;
     if (strcmp(name, "aggregate") != 0)
         return MG_CMD_GENERIC;
@@ -1480,7 +1469,7 @@ static keel_status mg_command(keel_conn *c, const char *dbname, const void *cmd,
     mg->cmd_kind = mg_classify(mg->cmd_name, &mg->cmd);
     mg->tag[0] = '\0';
     if (ok && !has_comment && mg->max_wire >= MG_WIRE_COMMENT_EVERYWHERE &&
-        mg_in_list(mg->cmd_name, taggable)) {
+        keel__word_in_list(mg->cmd_name, taggable)) {
         snprintf(mg->tag, sizeof mg->tag, "keel:%016" PRIx64 ":%" PRIuFAST64, mg_process_nonce,
                  (uint_fast64_t)atomic_fetch_add(&mg_tag_counter, 1));
         ok = BSON_APPEND_UTF8(&mg->cmd, "comment", mg->tag);

@@ -5,9 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <locale.h>
 #include <math.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,9 +20,13 @@
 #include <mysqld_error.h>
 
 #include "core/error_int.h"
+#include "core/numtext.h"
 #include "core/result_int.h"
 #include "core/timeconv.h"
+#include "engines/cancel.h"
+#include "engines/dns.h"
 #include "engines/engine.h"
+#include "engines/settings.h"
 
 /*
  * How it works. Every libmariadb call that can wait is made through its _start/_cont pair on a
@@ -77,10 +79,6 @@
 #define MY_BULK_BYTES (4u << 20)
 /* Splits of a failed bulk execution pending at once: enough for 2^64 rows. */
 #define MY_SPLIT_MAX 64
-/* KILL QUERY requests sent for one operation at most, and the pauses between them (doubling). */
-#define MY_CANCEL_TRIES 25
-#define MY_CANCEL_RETRY_MIN_MS 20
-#define MY_CANCEL_RETRY_MAX_MS 500
 /* The kill connection gives up after this long, whatever the connect timeout. */
 #define MY_KILL_TIMEOUT_S 10u
 /* The savepoint a batch runs under when it is already inside a transaction. */
@@ -165,7 +163,6 @@ typedef struct my_settings {
     char *ssl_key;
 } my_settings;
 
-typedef struct my_dns my_dns;
 typedef struct my_wconn my_wconn;
 typedef struct my_kill my_kill;
 typedef struct my_cached my_cached;
@@ -216,7 +213,7 @@ typedef struct my_impl {
     keel_timer *deadline; /* the connect deadline; gone once connected */
     keel_timer *libtimer; /* a MYSQL_WAIT_TIMEOUT libmariadb asked for */
     keel_timer *kick;     /* reports an outcome reached inside a start function */
-    my_dns *dns;
+    keel__dns *dns;  /* the host-name lookup in flight, if any */
     my_wconn *wconn; /* a blocking connect running on the worker pool, if any */
     double timeout_s;
     char where[200]; /* "host H, port P" or "socket S", for messages */
@@ -292,22 +289,8 @@ typedef struct my_impl {
     keel_error berr; /* the batch's error while its transaction is rolled back */
     keel__arena barena;
 
-    /* Cancellation of the operation numbered cancel_seq. */
-    my_kill *kill;            /* the request in flight, if any */
-    keel_timer *cancel_timer; /* the next retry */
-    uint64_t cancel_seq;
-    unsigned cancel_tries;
+    keel__cancel cancel; /* cancel requests for the running operation, and their retries */
 } my_impl;
-
-/* A host-name resolution job. The worker only reads host and writes the outputs. */
-struct my_dns {
-    my_impl *owner; /* NULL once the connection is gone: the result is then dropped */
-    char *host;
-    char **addrs;
-    size_t naddrs;
-    int oom;
-    char message[KEEL_ERROR_MESSAGE_MAX];
-};
 
 /*
  * A connect run with the blocking API on the worker pool, for TLS connections. libmariadb 3.3
@@ -329,11 +312,10 @@ struct my_wconn {
 };
 
 /*
- * A KILL QUERY request in flight on the worker pool. It holds copies of everything it needs;
- * the connection only through owner, which close clears, so the connection may close meanwhile.
+ * A KILL QUERY request, sent from the worker pool. It holds copies of everything it needs, so
+ * the connection may close meanwhile.
  */
 struct my_kill {
-    my_impl *owner;
     my_settings set;
     unsigned long thread_id;
     unsigned timeout_s;
@@ -341,7 +323,7 @@ struct my_kill {
 
 static void my_run(my_impl *p, int cont, int ready);
 static void my_on_ready(void *arg, int events);
-static void my_cancel_retry(void *arg);
+static const keel__cancel_ops my_cancel_ops;
 static int my_text_done(my_impl *p);
 static int my_stmt_done(my_impl *p);
 static int my_stmt_begin(my_impl *p);
@@ -378,46 +360,6 @@ static void my_tls_errors_clear(void) {
     pthread_once(&my_err_once, my_err_init);
     if (my_err_clear)
         my_err_clear();
-}
-
-/* A C locale for number conversions, so the host program's LC_NUMERIC cannot change them. */
-static locale_t my_locale;
-static pthread_once_t my_locale_once = PTHREAD_ONCE_INIT;
-
-static void my_locale_init(void) { my_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
-
-static double my_strtod(const char *s, char **end) {
-    pthread_once(&my_locale_once, my_locale_init);
-    return my_locale ? strtod_l(s, end, my_locale) : strtod(s, end);
-}
-
-/* Parses optionally signed decimal text; -1 when it is not an int64. */
-static int my_parse_int(const char *s, size_t n, int64_t *out) {
-    size_t i = 0;
-    int neg = 0;
-    uint64_t u = 0;
-    if (n && (s[0] == '-' || s[0] == '+')) {
-        neg = s[0] == '-';
-        i = 1;
-    }
-    if (i == n)
-        return -1;
-    for (; i < n; i++) {
-        unsigned d = (unsigned)(unsigned char)s[i] - '0';
-        if (d > 9 || u > (UINT64_MAX - d) / 10)
-            return -1;
-        u = u * 10 + d;
-    }
-    if (neg) {
-        if (u > (uint64_t)INT64_MAX + 1)
-            return -1;
-        *out = u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u;
-    } else {
-        if (u > (uint64_t)INT64_MAX)
-            return -1;
-        *out = (int64_t)u;
-    }
-    return 0;
 }
 
 static int64_t my_floor_div(int64_t a, int64_t b) {
@@ -673,12 +615,8 @@ static const char *my_option_problem(const char *key, const char *v) {
         return "a character set name such as utf8mb4";
     if (strcmp(key, "ssl_mode") == 0 && my_ssl_mode(v) < 0)
         return "one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY";
-    if (strcmp(key, "connect_timeout") == 0) {
-        char *end;
-        double d = my_strtod(v, &end);
-        if (!*v || *end || !(d >= 0))
-            return "a non-negative number of seconds";
-    }
+    if (strcmp(key, "connect_timeout") == 0 && !keel__settings_is_seconds(v))
+        return "a non-negative number of seconds";
     if ((strncmp(key, "ssl_", 4) == 0 && strcmp(key, "ssl_mode") != 0) && !*v)
         return "a file path";
     return NULL;
@@ -686,13 +624,9 @@ static const char *my_option_problem(const char *key, const char *v) {
 
 static keel_status my_check_config(const keel__dbconfig *dbc, keel_error *err) {
     const char *name = dbc->name ? dbc->name : "";
-    if (dbc->port < 0 || dbc->port > 65535)
-        return keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, name,
-                               "databases.%s.port: %d is not a TCP port (1-65535)", name,
-                               dbc->port);
-    if (dbc->connect_timeout < 0)
-        return keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, name,
-                               "databases.%s.connect_timeout: must not be negative", name);
+    keel_status st = keel__settings_check_network(dbc, MY_ENGINE, err);
+    if (st != KEEL_OK)
+        return st;
     int has_ca = 0, has_cert = 0, has_key = 0, mode = -1;
     for (size_t i = 0; i < dbc->noptions; i++) {
         const char *key = dbc->options[i].key;
@@ -702,11 +636,7 @@ static keel_status my_check_config(const keel__dbconfig *dbc, keel_error *err) {
                 return keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, name,
                                        "databases.%s.options.%s: set databases.%s.%s instead",
                                        name, key, name, my_reserved[r].field);
-        int known = 0;
-        for (const char *const *k = my_known; *k; k++)
-            if (strcmp(*k, key) == 0)
-                known = 1;
-        if (!known)
+        if (!keel__word_in_list(key, my_known))
             return keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, name,
                                    "databases.%s.options.%s: unknown MySQL option", name, key);
         const char *problem = my_option_problem(key, val);
@@ -741,14 +671,6 @@ static keel_status my_check_config(const keel__dbconfig *dbc, keel_error *err) {
 /* ---------------------------------------------------------------------------------------- */
 /* Connecting                                                                               */
 
-/* Resolves a config value, which may reference a secret, into a malloc'ed string. */
-static keel_status my_resolve(my_impl *p, const char *value, const char *field, char **out,
-                              keel_error *err) {
-    char keypath[256];
-    snprintf(keypath, sizeof keypath, "databases.%s.%s", my_dbname(p->c), field);
-    return keel__config_resolve(value ? value : "", keypath, out, err);
-}
-
 /* Resolves every setting from the config now, so rotated secrets are picked up. */
 static keel_status my_build_settings(my_impl *p, keel_error *err) {
     const keel__dbconfig *dbc = p->c->config;
@@ -756,18 +678,17 @@ static keel_status my_build_settings(my_impl *p, keel_error *err) {
     keel_status st = KEEL_OK;
     char *ssl_mode = NULL;
     if (dbc->host)
-        st = my_resolve(p, dbc->host, "host", &p->host, err);
+        st = keel__settings_resolve(dbc, "host", dbc->host, &p->host, err);
     if (st == KEEL_OK && dbc->user)
-        st = my_resolve(p, dbc->user, "user", &s->user, err);
+        st = keel__settings_resolve(dbc, "user", dbc->user, &s->user, err);
     if (st == KEEL_OK && dbc->password)
-        st = my_resolve(p, dbc->password, "password", &s->password, err);
+        st = keel__settings_resolve(dbc, "password", dbc->password, &s->password, err);
     if (st == KEEL_OK && dbc->database)
-        st = my_resolve(p, dbc->database, "database", &p->database, err);
+        st = keel__settings_resolve(dbc, "database", dbc->database, &p->database, err);
     for (size_t i = 0; st == KEEL_OK && i < dbc->noptions; i++) {
         const char *key = dbc->options[i].key;
-        char field[200], *v = NULL;
-        snprintf(field, sizeof field, "options.%s", key);
-        st = my_resolve(p, dbc->options[i].value, field, &v, err);
+        char *v = NULL;
+        st = keel__settings_resolve_option(dbc, &dbc->options[i], &v, err);
         if (st != KEEL_OK)
             break;
         char **slot = strcmp(key, "charset") == 0    ? &s->charset
@@ -777,7 +698,7 @@ static keel_status my_build_settings(my_impl *p, keel_error *err) {
                       : strcmp(key, "ssl_mode") == 0 ? &ssl_mode
                                                      : NULL;
         if (strcmp(key, "connect_timeout") == 0 && dbc->connect_timeout <= 0) {
-            double d = my_strtod(v, NULL);
+            double d = keel__strtod(v, NULL);
             if (d > 0)
                 p->timeout_s = d;
         }
@@ -835,57 +756,6 @@ static int my_is_address(const char *h) {
     return inet_pton(AF_INET, h, addr) == 1 || inet_pton(AF_INET6, h, addr) == 1;
 }
 
-static void my_dns_free(my_dns *d) {
-    free(d->host);
-    for (size_t i = 0; i < d->naddrs; i++)
-        free(d->addrs[i]);
-    free(d->addrs);
-    free(d);
-}
-
-/* Runs on a worker thread: getaddrinfo blocks, and libmariadb would call it on the loop. */
-static void my_dns_run(void *arg) {
-    my_dns *d = arg;
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(d->host, NULL, &hints, &res);
-    if (rc != 0) {
-        snprintf(d->message, sizeof d->message,
-                 "could not translate host name \"%.200s\" to address: %.200s", d->host,
-                 gai_strerror(rc));
-        return;
-    }
-    size_t n = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-        n++;
-    d->addrs = calloc(n ? n : 1, sizeof *d->addrs);
-    if (!d->addrs) {
-        d->oom = 1;
-        freeaddrinfo(res);
-        return;
-    }
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        char addr[NI_MAXHOST];
-        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0,
-                        NI_NUMERICHOST) != 0)
-            continue;
-        int dup = 0;
-        for (size_t i = 0; i < d->naddrs; i++)
-            if (strcmp(d->addrs[i], addr) == 0)
-                dup = 1;
-        if (dup)
-            continue;
-        if (!(d->addrs[d->naddrs] = strdup(addr))) {
-            d->oom = 1;
-            break;
-        }
-        d->naddrs++;
-    }
-    freeaddrinfo(res);
-}
-
 /* Stops watching: the watch goes before libmariadb closes the socket under it. */
 static void my_unwatch(my_impl *p) {
     keel__watch_free(p->watch);
@@ -939,10 +809,8 @@ static int my_connect_failed(my_impl *p, const keel_error *e) {
     keel__timer_free(p->deadline);
     p->deadline = NULL;
     keel__timer_arm(p->libtimer, -1);
-    if (p->dns) {
-        p->dns->owner = NULL;
-        p->dns = NULL;
-    }
+    keel__dns_abandon(p->dns);
+    p->dns = NULL;
     if (p->wconn) {
         p->wconn->owner = NULL;
         p->wconn = NULL;
@@ -1054,32 +922,39 @@ static void my_on_deadline(void *arg) {
     my_connect_failed(p, &err);
 }
 
-/* On the loop thread, after a resolution job: connect to the addresses found. */
-static void my_dns_done(void *arg) {
-    my_dns *d = arg;
-    my_impl *p = d->owner;
-    if (!p) {
-        my_dns_free(d);
-        return;
-    }
+/*
+ * On the loop thread, after the lookup: connect to the addresses found, in turn. An address
+ * the name repeats is tried once.
+ */
+static void my_dns_done(void *arg, keel__dns_result *r) {
+    my_impl *p = arg;
     p->dns = NULL;
-    if (d->oom || d->naddrs == 0) {
+    keel__dns_addrs *found = &r->found[0];
+    if (r->oom || found->n == 0) {
         keel_error err;
-        if (d->oom)
+        if (r->oom)
             keel__error_set(&err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(p->c), "out of memory");
         else
             keel__error_set(&err, KEEL_ERR_CONNECT, MY_ENGINE, my_dbname(p->c),
                             "could not connect to MySQL at %s: %s", p->where,
-                            d->message[0] ? d->message : "no address found for the host");
-        my_dns_free(d);
+                            r->message[0] ? r->message : "no address found for the host");
         my_connect_failed(p, &err);
         return;
     }
-    p->addrs = d->addrs;
-    p->naddrs = d->naddrs;
-    d->addrs = NULL;
-    d->naddrs = 0;
-    my_dns_free(d);
+    p->addrs = found->addr;
+    p->naddrs = 0;
+    for (size_t i = 0; i < found->n; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < p->naddrs; j++)
+            if (strcmp(p->addrs[j], found->addr[i]) == 0)
+                dup = 1;
+        if (dup)
+            free(found->addr[i]);
+        else
+            p->addrs[p->naddrs++] = found->addr[i];
+    }
+    found->addr = NULL;
+    found->n = 0;
     p->phase = MY_CONNECTING;
     if (my_new_handle(p) == 0)
         my_run(p, 0, 0);
@@ -1347,16 +1222,6 @@ static keel_type my_field_kind(const MYSQL_FIELD *f) {
     }
 }
 
-static int my_set_text(keel_result *res, keel_value *v, const char *s, size_t n, keel_type t) {
-    char *copy = keel__result_strndup(res, s, n);
-    if (!copy)
-        return -1;
-    v->type = t;
-    v->u.str.ptr = copy;
-    v->u.str.len = n;
-    return 0;
-}
-
 /* Days since 1970 of a MYSQL_TIME date, or -1 for dates keel cannot hold ("0000-00-00"). */
 static int my_days_of(const MYSQL_TIME *t, int32_t *days) {
     if (t->month < 1 || t->month > 12 || t->day < 1 || t->day > 31 || t->year > 9999)
@@ -1387,7 +1252,7 @@ static int my_time_text(keel_result *res, keel_value *v, const MYSQL_TIME *t, my
     }
     if (how != H_DATE && t->second_part)
         n += snprintf(buf + n, sizeof buf - (size_t)n, ".%06lu", t->second_part);
-    return my_set_text(res, v, buf, (size_t)n, KEEL_TYPE_TEXT);
+    return keel__result_set_text(res, v, KEEL_TYPE_TEXT, buf, (size_t)n);
 }
 
 /* Decodes one MYSQL_TIME of a DATE, TIME or DATETIME column. -1 when out of memory. */
@@ -1428,7 +1293,7 @@ static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f
     switch (kind) {
     case KEEL_TYPE_BOOL:
     case KEEL_TYPE_INT:
-        if (my_parse_int(s, n, &v->u.i64) == 0) {
+        if (keel__parse_int64(s, n, &v->u.i64) == 0) {
             if (kind == KEEL_TYPE_BOOL) {
                 int64_t i = v->u.i64;
                 v->u.boolean = i != 0;
@@ -1437,11 +1302,11 @@ static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f
             return 0;
         }
         /* BIGINT UNSIGNED above INT64_MAX */
-        return my_set_text(res, v, s, n, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC
-                                                                    : KEEL_TYPE_TEXT);
+        return keel__result_set_text(
+            res, v, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC : KEEL_TYPE_TEXT, s, n);
     case KEEL_TYPE_FLOAT:
         v->type = KEEL_TYPE_FLOAT;
-        v->u.f64 = my_strtod(s, NULL);
+        v->u.f64 = keel__strtod(s, NULL);
         return 0;
     case KEEL_TYPE_DATE:
         if (keel__parse_date(s, n, &v->u.date) == 0) {
@@ -1464,11 +1329,11 @@ static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_BYTES:
     case KEEL_TYPE_JSON:
-        return my_set_text(res, v, s, n, kind);
+        return keel__result_set_text(res, v, kind, s, n);
     default:
         break;
     }
-    return my_set_text(res, v, s, n, KEEL_TYPE_TEXT);
+    return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
 }
 
 static keel_status my_nomem(my_impl *p, keel_error *err) {
@@ -1618,7 +1483,7 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
         }
         /* BIGINT UNSIGNED above INT64_MAX: exact, as a decimal. */
         snprintf(num, sizeof num, "%" PRIu64, (uint64_t)col->v.i);
-        return my_set_text(res, v, num, strlen(num), KEEL_TYPE_NUMERIC);
+        return keel__result_set_text(res, v, KEEL_TYPE_NUMERIC, num, strlen(num));
     case H_DOUBLE:
         v->type = KEEL_TYPE_FLOAT;
         v->u.f64 = col->v.d;
@@ -1643,7 +1508,7 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
             mysql_stmt_bind_result(st, p->rbinds) != 0)
             return -2;
     }
-    return my_set_text(res, v, col->buf, col->len, col->kind);
+    return keel__result_set_text(res, v, col->kind, col->buf, col->len);
 }
 
 /* Builds a keel_result from a stored binary-protocol result. */
@@ -2703,16 +2568,13 @@ static void my_on_ready(void *arg, int events) {
 /* The engine                                                                               */
 
 static void my_destroy(my_impl *p) {
-    if (p->dns)
-        p->dns->owner = NULL;
+    keel__dns_abandon(p->dns);
     if (p->wconn)
         p->wconn->owner = NULL;
-    if (p->kill)
-        p->kill->owner = NULL;
+    keel__cancel_stop(&p->cancel);
     keel__timer_free(p->deadline);
     keel__timer_free(p->libtimer);
     keel__timer_free(p->kick);
-    keel__timer_free(p->cancel_timer);
     MYSQL_STMT *closing = p->call == C_STMT_CLOSE ? p->closing : NULL;
     my_close_handle(p);
     /* The handle is closed: the statements are detached and close without a round trip. */
@@ -2754,6 +2616,7 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
     if (!p)
         return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c), "out of memory");
     p->c = c;
+    keel__cancel_init(&p->cancel, c->loop, &my_cancel_ops, p);
     p->watch_fd = -1;
     p->phase = MY_CONNECTING;
     p->timeout_s = c->config->connect_timeout > 0 ? c->config->connect_timeout : 0;
@@ -2790,23 +2653,20 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
     }
     if (!p->set.unix_socket) {
         if (workers) {
-            my_dns *d = calloc(1, sizeof *d);
-            if (d)
-                d->host = strdup(host);
-            if (!d || !d->host) {
-                free(d);
+            keel__dns *d = keel__dns_new();
+            if (!d || keel__dns_add(d, host, strlen(host)) != 0) {
+                keel__dns_free(d);
                 my_destroy(p);
                 return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c),
                                        "out of memory");
             }
-            d->owner = p;
-            if (keel__workers_submit(workers, my_dns_run, my_dns_done, d) == 0) {
+            if (keel__dns_submit(d, workers, my_dns_done, p) == 0) {
                 p->dns = d;
                 p->phase = MY_RESOLVING;
                 c->impl = p;
                 return KEEL_OK;
             }
-            my_dns_free(d);
+            keel__dns_free(d);
         }
         /* An address, or no worker pool (out of memory): libmariadb resolves the name itself,
          * which for an address does not block (nor does anything else then, but TLS). */
@@ -2961,9 +2821,34 @@ static keel_status my_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
 /* ---------------------------------------------------------------------------------------- */
 /* Cancellation                                                                             */
 
+static int my_cancellable(const my_impl *p) {
+    return p->phase == MY_BUSY && p->op != OP_NONE && !p->cleanup && p->report == R_NONE;
+}
+
+static int my_cancel_running(void *owner, uint64_t seq) {
+    const my_impl *p = owner;
+    return my_cancellable(p) && p->op_seq == seq;
+}
+
+/* A KILL QUERY request for the running statement: the session's settings and thread id. */
+static void *my_cancel_prepare(void *owner) {
+    my_impl *p = owner;
+    my_kill *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    k->thread_id = p->thread_id;
+    k->timeout_s = p->timeout_s < MY_KILL_TIMEOUT_S ? (unsigned)ceil(p->timeout_s)
+                                                     : MY_KILL_TIMEOUT_S;
+    if (my_settings_copy(&k->set, &p->set) != 0) {
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
 /* Runs on a worker: a short-lived session of its own asks the server to stop the statement. */
-static void my_kill_run(void *arg) {
-    my_kill *k = arg;
+static void my_cancel_send(void *req) {
+    my_kill *k = req;
     my_library();
     if (k->set.ssl_mode != SSL_DISABLED)
         my_tls_errors_clear();
@@ -2984,69 +2869,24 @@ static void my_kill_run(void *arg) {
     mysql_close(m);
 }
 
-static int my_cancellable(const my_impl *p) {
-    return p->phase == MY_BUSY && p->op != OP_NONE && !p->cleanup && p->report == R_NONE;
-}
-
-/*
- * After a kill request was answered: if the same operation still runs, the request most
- * likely reached the server before the statement did (KILL QUERY does nothing to an idle
- * session), so another is sent shortly, a bounded number of times.
- */
-static void my_kill_done(void *arg) {
-    my_kill *k = arg;
-    my_impl *p = k->owner;
+static void my_cancel_release(void *req) {
+    my_kill *k = req;
     my_settings_free(&k->set);
     free(k);
-    if (!p)
-        return;
-    p->kill = NULL;
-    if (!my_cancellable(p) || p->op_seq != p->cancel_seq || p->cancel_tries >= MY_CANCEL_TRIES)
-        return;
-    if (!p->cancel_timer)
-        p->cancel_timer = keel__timer_new(p->c->loop, my_cancel_retry, p);
-    int64_t delay = MY_CANCEL_RETRY_MIN_MS;
-    for (unsigned i = 1; i < p->cancel_tries && delay < MY_CANCEL_RETRY_MAX_MS; i++)
-        delay *= 2;
-    if (delay > MY_CANCEL_RETRY_MAX_MS)
-        delay = MY_CANCEL_RETRY_MAX_MS;
-    if (p->cancel_timer)
-        keel__timer_arm(p->cancel_timer, keel_now_ms() + delay);
 }
 
-static void my_cancel_send(my_impl *p) {
-    if (p->kill || !my_cancellable(p) || p->op_seq != p->cancel_seq)
-        return;
-    keel__workers *w = keel__conn_workers(p->c);
-    my_kill *k = w ? calloc(1, sizeof *k) : NULL;
-    if (!k)
-        return;
-    k->owner = p;
-    k->thread_id = p->thread_id;
-    k->timeout_s = p->timeout_s < MY_KILL_TIMEOUT_S ? (unsigned)ceil(p->timeout_s)
-                                                     : MY_KILL_TIMEOUT_S;
-    if (my_settings_copy(&k->set, &p->set) != 0) {
-        free(k);
-        return;
-    }
-    if (keel__workers_submit(w, my_kill_run, my_kill_done, k) != 0) {
-        my_settings_free(&k->set);
-        free(k);
-        return;
-    }
-    p->kill = k;
-    p->cancel_tries++;
-}
-
-static void my_cancel_retry(void *arg) { my_cancel_send(arg); }
+static const keel__cancel_ops my_cancel_ops = {
+    .running = my_cancel_running,
+    .prepare = my_cancel_prepare,
+    .send = my_cancel_send,
+    .release = my_cancel_release,
+};
 
 static void my_cancel(keel_conn *c) {
     my_impl *p = c->impl;
     if (!p || !my_cancellable(p))
         return;
-    p->cancel_seq = p->op_seq;
-    p->cancel_tries = 0;
-    my_cancel_send(p);
+    keel__cancel_start(&p->cancel, keel__conn_workers(c), p->op_seq);
 }
 
 static keel_txn_status my_txn_status(const keel_conn *c) {

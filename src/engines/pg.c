@@ -1,9 +1,5 @@
 /* src/engines/pg.c - the PostgreSQL engine: libpq's asynchronous API driven by the host loop. */
 #include <arpa/inet.h>
-#include <locale.h>
-#include <math.h>
-#include <netdb.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +10,13 @@
 #include <libpq-fe.h>
 
 #include "core/error_int.h"
+#include "core/numtext.h"
 #include "core/result_int.h"
 #include "core/timeconv.h"
+#include "engines/cancel.h"
+#include "engines/dns.h"
 #include "engines/engine.h"
+#include "engines/settings.h"
 
 #define PG_ENGINE "postgresql"
 #define PG_DEFAULT_TIMEOUT_S 10.0
@@ -49,10 +49,9 @@ enum {
 #define PG_BATCH_CHUNK_BYTES 65536
 /* Rows queued per write-ready callback, so a huge batch does not starve the host loop. */
 #define PG_BATCH_ROWS_PER_WAKEUP 4096
-/* Cancel requests sent for one operation at most, and the pauses between them (doubling). */
-#define PG_CANCEL_TRIES 25
-#define PG_CANCEL_RETRY_MIN_MS 20
-#define PG_CANCEL_RETRY_MAX_MS 500
+/* Host list entries longer than this are no host names (DNS allows 253 bytes): libpq gets
+ * them as they are. */
+#define PG_HOST_NAME_MAX 255
 
 typedef enum pg_phase {
     PG_RESOLVING,  /* host names are being resolved on the worker pool */
@@ -64,15 +63,12 @@ typedef enum pg_phase {
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
 
-typedef struct pg_dns pg_dns;
-typedef struct pg_cancel_job pg_cancel_job;
-
 typedef struct pg_impl {
     keel_conn *c;
     PGconn *pg;
     keel_watch *watch;
     keel_timer *timer; /* the connect deadline; gone once connected */
-    pg_dns *dns;       /* the resolution job in flight, if any */
+    keel__dns *dns;    /* the resolution job in flight, if any */
     pg_phase phase;
     double timeout_s;
     char where[160]; /* "host H, port P" for messages that libpq does not write itself */
@@ -91,12 +87,7 @@ typedef struct pg_impl {
     keel_error err;
     PGresult *keep; /* the result a simple-protocol statement will return */
     uint64_t op_seq; /* counts operations, so a late cancel retry can tell it is stale */
-
-    /* Cancellation of the operation numbered cancel_seq. */
-    pg_cancel_job *cancel_job; /* the request in flight, if any */
-    keel_timer *cancel_timer;  /* the next retry */
-    uint64_t cancel_seq;
-    unsigned cancel_tries;
+    keel__cancel cancel; /* cancel requests for the running operation, and their retries */
 
     /* The running batch: a private copy of its parameters, sent row by row. */
     keel_value *bvals;
@@ -117,27 +108,8 @@ typedef struct pg_impl {
     keel__buf sqlbuf;
 } pg_impl;
 
-/* A host-name resolution job. The worker only reads hosts and writes the outputs. */
-struct pg_dns {
-    pg_impl *owner; /* NULL once the connection is gone: the result is then dropped */
-    char *hosts;
-    keel__buf out_host;
-    keel__buf out_addr;
-    int oom;
-    char message[KEEL_ERROR_MESSAGE_MAX];
-};
-
-/*
- * A cancel request in flight on the worker pool. It holds its own PGcancel; the connection
- * only through owner, which close clears, so the connection may close meanwhile.
- */
-struct pg_cancel_job {
-    pg_impl *owner;
-    PGcancel *cancel;
-};
-
 static void pg_on_ready(void *arg, int events);
-static void pg_cancel_retry(void *arg);
+static const keel__cancel_ops pg_cancel_ops;
 
 /* ---------------------------------------------------------------------------------------- */
 /* Small helpers                                                                            */
@@ -191,22 +163,6 @@ static keel_status pg_connect_error(pg_impl *p, keel_error *err, keel_status cod
     return pg_error_libpq(err, code, p->c, prefix, msg);
 }
 
-/* A C locale for number conversions, so the host program's LC_NUMERIC cannot change them. */
-static locale_t pg_locale;
-static pthread_once_t pg_locale_once = PTHREAD_ONCE_INIT;
-
-static void pg_locale_init(void) { pg_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
-
-static locale_t pg_c_locale(void) {
-    pthread_once(&pg_locale_once, pg_locale_init);
-    return pg_locale;
-}
-
-static double pg_strtod(const char *s, char **end) {
-    locale_t loc = pg_c_locale();
-    return loc ? strtod_l(s, end, loc) : strtod(s, end);
-}
-
 /* Decimal text of v into out (at least 21 bytes); returns its length. */
 static size_t pg_format_int(int64_t v, char *out) {
     char tmp[24];
@@ -224,59 +180,11 @@ static size_t pg_format_int(int64_t v, char *out) {
     return len;
 }
 
-/* The shortest decimal text that reads back as exactly d, in PostgreSQL's float8 syntax. */
-static size_t pg_format_float(double d, char *out, size_t size) {
-    if (isnan(d))
-        return (size_t)snprintf(out, size, "NaN");
-    if (isinf(d))
-        return (size_t)snprintf(out, size, "%s", d > 0 ? "Infinity" : "-Infinity");
-    locale_t loc = pg_c_locale();
-    locale_t old = loc ? uselocale(loc) : (locale_t)0;
-    int len = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        len = snprintf(out, size, "%.*g", prec, d);
-        if (prec == 17 || strtod(out, NULL) == d)
-            break;
-    }
-    if (loc)
-        uselocale(old);
-    return len > 0 ? (size_t)len : 0;
-}
-
-/* Parses optionally signed decimal text; -1 when it is not an int64. */
-static int pg_parse_int(const char *s, size_t n, int64_t *out) {
-    size_t i = 0;
-    int neg = 0;
-    uint64_t u = 0;
-    if (n && (s[0] == '-' || s[0] == '+')) {
-        neg = s[0] == '-';
-        i = 1;
-    }
-    if (i == n)
-        return -1;
-    for (; i < n; i++) {
-        unsigned d = (unsigned)(unsigned char)s[i] - '0';
-        if (d > 9 || u > (UINT64_MAX - d) / 10)
-            return -1;
-        u = u * 10 + d;
-    }
-    if (neg) {
-        if (u > (uint64_t)INT64_MAX + 1)
-            return -1;
-        *out = u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u;
-    } else {
-        if (u > (uint64_t)INT64_MAX)
-            return -1;
-        *out = (int64_t)u;
-    }
-    return 0;
-}
-
 /* Rows a command reported (PQcmdTuples), or -1 when it reports none. */
 static int64_t pg_affected(PGresult *r) {
     const char *t = PQcmdTuples(r);
     int64_t n;
-    if (!t || !*t || pg_parse_int(t, strlen(t), &n) != 0)
+    if (!t || !*t || keel__parse_int64(t, strlen(t), &n) != 0)
         return -1;
     return n;
 }
@@ -297,13 +205,6 @@ static const struct {
     {"client_encoding", "keel always uses UTF8"},
     {"replication", "replication connections are not supported"},
 };
-
-static int pg_in_list(const char *v, const char *const *list) {
-    for (; *list; list++)
-        if (strcmp(v, *list) == 0)
-            return 1;
-    return 0;
-}
 
 static int pg_is_uint(const char *v) {
     if (!*v)
@@ -326,41 +227,30 @@ static const char *pg_option_value_problem(const char *key, const char *v) {
                                          "keepalives_count", "tcp_user_timeout", NULL};
     if (strstr(v, "${"))
         return NULL; /* a secret reference: checked when it is resolved, at connect time */
-    if (strcmp(key, "sslmode") == 0 && !pg_in_list(v, sslmodes))
+    if (strcmp(key, "sslmode") == 0 && !keel__word_in_list(v, sslmodes))
         return "one of disable, allow, prefer, require, verify-ca, verify-full";
-    if (strcmp(key, "target_session_attrs") == 0 && !pg_in_list(v, attrs))
+    if (strcmp(key, "target_session_attrs") == 0 && !keel__word_in_list(v, attrs))
         return "one of any, read-write, read-only, primary, standby, prefer-standby";
     if ((strcmp(key, "gssencmode") == 0 || strcmp(key, "channel_binding") == 0) &&
-        !pg_in_list(v, tristate))
+        !keel__word_in_list(v, tristate))
         return "one of disable, prefer, require";
-    if (pg_in_list(key, flags) && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+    if (keel__word_in_list(key, flags) && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
         return "0 or 1";
-    if (pg_in_list(key, counts) && !pg_is_uint(v))
+    if (keel__word_in_list(key, counts) && !pg_is_uint(v))
         return "a non-negative integer";
-    if (strcmp(key, "connect_timeout") == 0) {
-        char *end;
-        double d = pg_strtod(v, &end);
-        if (!*v || *end || !(d >= 0))
-            return "a non-negative number of seconds";
-    }
+    if (strcmp(key, "connect_timeout") == 0 && !keel__settings_is_seconds(v))
+        return "a non-negative number of seconds";
     return NULL;
 }
 
 static keel_status pg_check_config(const keel__dbconfig *dbc, keel_error *err) {
     const char *name = dbc->name ? dbc->name : "";
-    if (dbc->port < 0 || dbc->port > 65535)
-        return keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
-                               "databases.%s.port: %d is not a TCP port (1-65535)", name,
-                               dbc->port);
-    if (dbc->connect_timeout < 0)
-        return keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
-                               "databases.%s.connect_timeout: must not be negative", name);
-    if (dbc->noptions == 0)
-        return KEEL_OK;
+    keel_status st = keel__settings_check_network(dbc, PG_ENGINE, err);
+    if (st != KEEL_OK || dbc->noptions == 0)
+        return st;
     PQconninfoOption *known = PQconndefaults();
     if (!known)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, name, "out of memory");
-    keel_status st = KEEL_OK;
     for (size_t i = 0; i < dbc->noptions && st == KEEL_OK; i++) {
         const char *key = dbc->options[i].key;
         const char *val = dbc->options[i].value ? dbc->options[i].value : "";
@@ -417,19 +307,11 @@ static keel_status pg_kw_add(pg_impl *p, const char *key, char *val, keel_error 
     return KEEL_OK;
 }
 
-/* Resolves a config value, which may reference a secret, into a malloc'ed string. */
-static keel_status pg_resolve(pg_impl *p, const char *value, const char *field, char **out,
-                              keel_error *err) {
-    char keypath[256];
-    snprintf(keypath, sizeof keypath, "databases.%s.%s", pg_dbname(p->c), field);
-    return keel__config_resolve(value ? value : "", keypath, out, err);
-}
-
-/* Resolves a config value and adds it as a keyword. */
+/* Resolves a config value, which may reference a secret, and adds it as a keyword. */
 static keel_status pg_kw_resolve(pg_impl *p, const char *key, const char *value,
                                  const char *field, keel_error *err) {
     char *out = NULL;
-    keel_status st = pg_resolve(p, value, field, &out, err);
+    keel_status st = keel__settings_resolve(p->c->config, field, value, &out, err);
     if (st != KEEL_OK)
         return st;
     return pg_kw_add(p, key, out, err);
@@ -465,22 +347,22 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
     if (st == KEEL_OK)
         st = pg_kw_add(p, "fallback_application_name", strdup("keel"), err);
     for (size_t i = 0; st == KEEL_OK && i < dbc->noptions; i++) {
-        char field[200];
         const char *key = dbc->options[i].key;
-        snprintf(field, sizeof field, "options.%s", key);
+        char *v = NULL;
+        st = keel__settings_resolve_option(dbc, &dbc->options[i], &v, err);
+        if (st != KEEL_OK)
+            break;
         if (strcmp(key, "connect_timeout") == 0) {
             /* keel enforces the connect deadline itself; libpq only does in blocking mode. */
-            char *v = NULL;
-            st = pg_resolve(p, dbc->options[i].value, field, &v, err);
-            if (st == KEEL_OK && dbc->connect_timeout <= 0) {
-                double d = pg_strtod(v, NULL);
+            if (dbc->connect_timeout <= 0) {
+                double d = keel__strtod(v, NULL);
                 if (d > 0)
                     p->timeout_s = d;
             }
             free(v);
             continue;
         }
-        st = pg_kw_resolve(p, key, dbc->options[i].value, field, err);
+        st = pg_kw_add(p, key, v, err);
     }
     if (st == KEEL_OK) {
         const char *host = p->kw_host != SIZE_MAX ? p->kw_vals[p->kw_host] : NULL;
@@ -515,60 +397,66 @@ static int pg_needs_dns(const char *hosts) {
     }
 }
 
-static void pg_dns_pair(pg_dns *d, const char *host, size_t hn, const char *addr) {
-    if ((d->out_host.len && keel__buf_putc(&d->out_host, ',') != 0) ||
-        keel__buf_append(&d->out_host, host, hn) != 0 ||
-        (d->out_addr.len && keel__buf_putc(&d->out_addr, ',') != 0) ||
-        keel__buf_puts(&d->out_addr, addr) != 0)
-        d->oom = 1;
+/* True when keel looks up an entry of a host list itself rather than handing it to libpq. */
+static int pg_host_lookup(const char *h, size_t n) {
+    return !pg_host_is_literal(h, n) && n <= PG_HOST_NAME_MAX;
 }
 
-/*
- * Runs on a worker thread: getaddrinfo blocks, and libpq would call it on the loop thread.
- * Every address becomes its own host/hostaddr pair, so libpq still tries them in turn while
- * verifying certificates against the name.
- */
-static void pg_dns_run(void *arg) {
-    pg_dns *d = arg;
-    for (const char *s = d->hosts;;) {
+/* A lookup job for the names of a host list; NULL when out of memory. */
+static keel__dns *pg_dns_job(const char *hosts) {
+    keel__dns *d = keel__dns_new();
+    if (!d)
+        return NULL;
+    for (const char *s = hosts;;) {
         const char *e = strchr(s, ',');
         size_t n = e ? (size_t)(e - s) : strlen(s);
-        char name[256];
-        if (pg_host_is_literal(s, n) || n >= sizeof name) {
-            pg_dns_pair(d, s, n, "");
-        } else {
-            struct addrinfo hints, *res = NULL;
-            memset(&hints, 0, sizeof hints);
-            hints.ai_family = AF_UNSPEC;
-            hints.ai_socktype = SOCK_STREAM;
-            memcpy(name, s, n);
-            name[n] = '\0';
-            int rc = getaddrinfo(name, NULL, &hints, &res);
-            if (rc != 0) {
-                snprintf(d->message, sizeof d->message,
-                         "could not translate host name \"%.200s\" to address: %.200s", name,
-                         gai_strerror(rc));
-            } else {
-                for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-                    char addr[NI_MAXHOST];
-                    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0,
-                                    NI_NUMERICHOST) == 0)
-                        pg_dns_pair(d, s, n, addr);
-                }
-                freeaddrinfo(res);
-            }
+        if (pg_host_lookup(s, n) && keel__dns_add(d, s, n) != 0) {
+            keel__dns_free(d);
+            return NULL;
         }
         if (!e)
             break;
         s = e + 1;
     }
+    return d;
 }
 
-static void pg_dns_free(pg_dns *d) {
-    free(d->hosts);
-    keel__buf_free(&d->out_host);
-    keel__buf_free(&d->out_addr);
-    free(d);
+/* Appends one host/hostaddr pair to the lists. 0, or -1 when out of memory. */
+static int pg_dns_pair(keel__buf *out_host, keel__buf *out_addr, const char *host, size_t hn,
+                       const char *addr) {
+    if ((out_host->len && keel__buf_putc(out_host, ',') != 0) ||
+        keel__buf_append(out_host, host, hn) != 0 ||
+        (out_addr->len && keel__buf_putc(out_addr, ',') != 0) ||
+        keel__buf_puts(out_addr, addr) != 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * The host and hostaddr lists for libpq from what the lookups found. Every address becomes its
+ * own host/hostaddr pair, so libpq still tries them in turn while verifying certificates
+ * against the name; entries keel did not look up go with an empty hostaddr, and a name that
+ * could not be looked up is left out. 0, or -1 when out of memory.
+ */
+static int pg_dns_pairs(const char *hosts, const keel__dns_result *r, keel__buf *out_host,
+                        keel__buf *out_addr) {
+    size_t k = 0;
+    for (const char *s = hosts;;) {
+        const char *e = strchr(s, ',');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (!pg_host_lookup(s, n)) {
+            if (pg_dns_pair(out_host, out_addr, s, n, "") != 0)
+                return -1;
+        } else if (k < r->nnames) {
+            const keel__dns_addrs *found = &r->found[k++];
+            for (size_t i = 0; i < found->n; i++)
+                if (pg_dns_pair(out_host, out_addr, s, n, found->addr[i]) != 0)
+                    return -1;
+        }
+        if (!e)
+            return 0;
+        s = e + 1;
+    }
 }
 
 /* Frees the resources of the connect phase and leaves the connection waiting for close. */
@@ -579,10 +467,8 @@ static void pg_connect_failed(pg_impl *p, const keel_error *e) {
     p->watch = NULL;
     keel__timer_free(p->timer);
     p->timer = NULL;
-    if (p->dns) {
-        p->dns->owner = NULL;
-        p->dns = NULL;
-    }
+    keel__dns_abandon(p->dns);
+    p->dns = NULL;
     keel__conn_connected(p->c, &copy);
 }
 
@@ -629,41 +515,32 @@ static keel_status pg_start_libpq(pg_impl *p, keel_error *err) {
     return KEEL_OK;
 }
 
-/* On the loop thread, after a resolution job: continue the connect with the addresses. */
-static void pg_dns_done(void *arg) {
-    pg_dns *d = arg;
-    pg_impl *p = d->owner;
-    if (!p) {
-        pg_dns_free(d);
-        return;
-    }
+/* On the loop thread, after the lookups: continue the connect with the addresses. */
+static void pg_dns_done(void *arg, keel__dns_result *r) {
+    pg_impl *p = arg;
     p->dns = NULL;
     keel_error err;
     keel_error_clear(&err);
     keel_status st = KEEL_OK;
-    if (d->oom) {
+    keel__buf host = {0}, addr = {0};
+    if (r->oom || pg_dns_pairs(p->kw_vals[p->kw_host], r, &host, &addr) != 0) {
         st = keel__error_set(&err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
-    } else if (d->out_host.len == 0) {
+    } else if (host.len == 0) {
         st = keel__error_set(&err, KEEL_ERR_CONNECT, PG_ENGINE, pg_dbname(p->c), "%s",
-                             d->message[0] ? d->message : "no address found for the host");
+                             r->message[0] ? r->message : "no address found for the host");
     } else {
-        char *host = strdup(d->out_host.data);
-        char *addr = strdup(d->out_addr.data);
-        if (!host || !addr) {
-            free(host);
-            free(addr);
-            st = keel__error_set(&err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
-                                 "out of memory");
-        } else {
-            free(p->kw_vals[p->kw_host]);
-            p->kw_vals[p->kw_host] = host;
-            p->resolved = 1;
-            st = pg_kw_add(p, "hostaddr", addr, &err);
-            if (st == KEEL_OK)
-                st = pg_start_libpq(p, &err);
-        }
+        /* The buffers' memory passes to the keywords. */
+        free(p->kw_vals[p->kw_host]);
+        p->kw_vals[p->kw_host] = host.data;
+        host.data = NULL;
+        p->resolved = 1;
+        st = pg_kw_add(p, "hostaddr", addr.data, &err);
+        addr.data = NULL;
+        if (st == KEEL_OK)
+            st = pg_start_libpq(p, &err);
     }
-    pg_dns_free(d);
+    keel__buf_free(&host);
+    keel__buf_free(&addr);
     if (st != KEEL_OK)
         pg_connect_failed(p, &err);
 }
@@ -772,13 +649,10 @@ static void pg_connect_step(pg_impl *p) {
 }
 
 static void pg_destroy(pg_impl *p) {
-    if (p->dns)
-        p->dns->owner = NULL;
-    if (p->cancel_job)
-        p->cancel_job->owner = NULL;
+    keel__dns_abandon(p->dns);
+    keel__cancel_stop(&p->cancel);
     keel__watch_free(p->watch);
     keel__timer_free(p->timer);
-    keel__timer_free(p->cancel_timer);
     PQclear(p->keep);
     if (p->pg)
         PQfinish(p->pg);
@@ -799,6 +673,7 @@ static keel_status pg_connect(keel_conn *c, keel_error *err) {
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c), "out of memory");
     p->c = c;
     p->phase = PG_CONNECTING;
+    keel__cancel_init(&p->cancel, c->loop, &pg_cancel_ops, p);
     p->timeout_s = c->config->connect_timeout > 0 ? c->config->connect_timeout : 0;
     keel_status st = pg_build_keywords(p, err);
     if (st != KEEL_OK) {
@@ -824,23 +699,19 @@ static keel_status pg_connect(keel_conn *c, keel_error *err) {
         workers = keel__conn_workers(c);
     /* Without a worker pool (out of memory) libpq resolves the name itself, blocking briefly. */
     if (workers) {
-        pg_dns *d = calloc(1, sizeof *d);
-        if (d)
-            d->hosts = strdup(host);
-        if (!d || !d->hosts) {
-            free(d);
+        keel__dns *d = pg_dns_job(host);
+        if (!d) {
             pg_destroy(p);
             return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c),
                                    "out of memory");
         }
-        d->owner = p;
-        if (keel__workers_submit(workers, pg_dns_run, pg_dns_done, d) == 0) {
+        if (keel__dns_submit(d, workers, pg_dns_done, p) == 0) {
             p->dns = d;
             p->phase = PG_RESOLVING;
             c->impl = p;
             return KEEL_OK;
         }
-        pg_dns_free(d);
+        keel__dns_free(d);
     }
     st = pg_start_libpq(p, err);
     if (st != KEEL_OK) {
@@ -971,7 +842,7 @@ static keel_status pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_err
             type = PG_OID_INT8;
             break;
         case KEEL_TYPE_FLOAT:
-            len = pg_format_float(v[i].u.f64, s, 32);
+            len = keel__format_double(v[i].u.f64, s, 32);
             type = PG_OID_FLOAT8;
             break;
         case KEEL_TYPE_NUMERIC:
@@ -1120,17 +991,6 @@ static int pg_decode_bytea(keel_result *res, const char *s, size_t n, keel_value
     return 0;
 }
 
-/* Stores s as a text-like value of type t in result memory. -1 when out of memory. */
-static int pg_set_text(keel_result *res, keel_value *v, const char *s, size_t n, keel_type t) {
-    char *copy = keel__result_strndup(res, s, n);
-    if (!copy)
-        return -1;
-    v->type = t;
-    v->u.str.ptr = copy;
-    v->u.str.len = n;
-    return 0;
-}
-
 /*
  * Decodes one value of column kind t. Text the decoder does not recognise (dates such as
  * "infinity", a DateStyle changed by the user) is returned as TEXT rather than failing the
@@ -1144,14 +1004,14 @@ static int pg_decode_value(keel_result *res, keel_type t, const char *s, size_t 
         v->u.boolean = s[0] == 't';
         return 0;
     case KEEL_TYPE_INT:
-        if (pg_parse_int(s, n, &v->u.i64) == 0) {
+        if (keel__parse_int64(s, n, &v->u.i64) == 0) {
             v->type = KEEL_TYPE_INT;
             return 0;
         }
         break;
     case KEEL_TYPE_FLOAT:
         v->type = KEEL_TYPE_FLOAT;
-        v->u.f64 = pg_strtod(s, NULL);
+        v->u.f64 = keel__strtod(s, NULL);
         return 0;
     case KEEL_TYPE_BYTES: {
         int r = pg_decode_bytea(res, s, n, v);
@@ -1191,11 +1051,11 @@ static int pg_decode_value(keel_result *res, keel_type t, const char *s, size_t 
         break;
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_JSON:
-        return pg_set_text(res, v, s, n, t);
+        return keel__result_set_text(res, v, t, s, n);
     default:
         break;
     }
-    return pg_set_text(res, v, s, n, KEEL_TYPE_TEXT);
+    return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
 }
 
 /* Decodes a whole PGresult into a keel_result. */
@@ -1814,68 +1674,39 @@ static keel_status pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
     return KEEL_OK;
 }
 
-/* Runs on a worker: PQcancel opens a connection of its own and waits for the server. */
-static void pg_cancel_run(void *arg) {
-    pg_cancel_job *job = arg;
-    char errbuf[256];
-    PQcancel(job->cancel, errbuf, sizeof errbuf);
-}
-
 static int pg_running(const pg_impl *p) { return p->phase == PG_QUERY || p->phase == PG_BATCH; }
 
-/*
- * After a cancel request was answered: if the same operation still runs, the request most
- * likely reached the server before the statement did (a server ignores a cancel while idle),
- * so another is sent shortly, a bounded number of times.
- */
-static void pg_cancel_done(void *arg) {
-    pg_cancel_job *job = arg;
-    pg_impl *p = job->owner;
-    PQfreeCancel(job->cancel);
-    free(job);
-    if (!p)
-        return;
-    p->cancel_job = NULL;
-    if (!pg_running(p) || p->op_seq != p->cancel_seq || p->cancel_tries >= PG_CANCEL_TRIES)
-        return;
-    if (!p->cancel_timer)
-        p->cancel_timer = keel__timer_new(p->c->loop, pg_cancel_retry, p);
-    int64_t delay = PG_CANCEL_RETRY_MIN_MS;
-    for (unsigned i = 1; i < p->cancel_tries && delay < PG_CANCEL_RETRY_MAX_MS; i++)
-        delay *= 2;
-    if (delay > PG_CANCEL_RETRY_MAX_MS)
-        delay = PG_CANCEL_RETRY_MAX_MS;
-    if (p->cancel_timer)
-        keel__timer_arm(p->cancel_timer, keel_now_ms() + delay);
+static int pg_cancel_running(void *owner, uint64_t seq) {
+    const pg_impl *p = owner;
+    return pg_running(p) && p->op_seq == seq;
 }
 
-static void pg_cancel_send(pg_impl *p) {
-    if (p->cancel_job || !pg_running(p) || p->op_seq != p->cancel_seq)
-        return;
-    keel__workers *w = keel__conn_workers(p->c);
-    pg_cancel_job *job = w ? malloc(sizeof *job) : NULL;
-    if (!job)
-        return;
-    job->owner = p;
-    job->cancel = PQgetCancel(p->pg);
-    if (!job->cancel || keel__workers_submit(w, pg_cancel_run, pg_cancel_done, job) != 0) {
-        PQfreeCancel(job->cancel);
-        free(job);
-        return;
-    }
-    p->cancel_job = job;
-    p->cancel_tries++;
+/* A cancel request carries its own PGcancel, which outlives the connection if need be. */
+static void *pg_cancel_prepare(void *owner) {
+    pg_impl *p = owner;
+    return PQgetCancel(p->pg);
 }
 
-static void pg_cancel_retry(void *arg) { pg_cancel_send(arg); }
+/* Runs on a worker: PQcancel opens a connection of its own and waits for the server. */
+static void pg_cancel_send(void *req) {
+    char errbuf[256];
+    PQcancel(req, errbuf, sizeof errbuf);
+}
+
+static void pg_cancel_release(void *req) { PQfreeCancel(req); }
+
+static const keel__cancel_ops pg_cancel_ops = {
+    .running = pg_cancel_running,
+    .prepare = pg_cancel_prepare,
+    .send = pg_cancel_send,
+    .release = pg_cancel_release,
+};
 
 static void pg_cancel(keel_conn *c) {
     pg_impl *p = c->impl;
     if (!p || !p->pg || !pg_running(p))
         return;
-    p->cancel_seq = p->op_seq;
-    p->cancel_tries = 0;
-    pg_cancel_send(p);
+    keel__cancel_start(&p->cancel, keel__conn_workers(c), p->op_seq);
 }
 
 static keel_txn_status pg_txn_status(const keel_conn *c) {

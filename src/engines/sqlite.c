@@ -13,9 +13,11 @@
 #include <sqlite3.h>
 
 #include "core/error_int.h"
+#include "core/numtext.h"
 #include "core/result_int.h"
 #include "core/timeconv.h"
 #include "engines/engine.h"
+#include "engines/settings.h"
 
 #define SQ_ENGINE "sqlite"
 /* Statements kept prepared per connection, keyed by their SQL text. */
@@ -275,9 +277,7 @@ static keel_status sq_options_load(const keel__dbconfig *dbc, int resolve, sq_op
         const char *value = opt->value ? opt->value : "";
         char *resolved = NULL;
         if (resolve) {
-            char keypath[256];
-            snprintf(keypath, sizeof keypath, "databases.%s.options.%s", dbc->name, opt->key);
-            keel_status st = keel__config_resolve(value, keypath, &resolved, err);
+            keel_status st = keel__settings_resolve_option(dbc, opt, &resolved, err);
             if (st != KEEL_OK)
                 return st;
             value = resolved;
@@ -739,38 +739,6 @@ static int sq_is_decimal(const char *s, size_t n)
     return p == end;
 }
 
-/* Writes the shortest text that reads back as d exactly (NaN and infinities by name). */
-static size_t sq_format_double(double d, char *out, size_t size)
-{
-    if (isnan(d))
-        return (size_t)snprintf(out, size, "NaN");
-    if (isinf(d))
-        return (size_t)snprintf(out, size, d < 0 ? "-Infinity" : "Infinity");
-    int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(out, size, "%.*g", prec, d);
-        if (strtod(out, NULL) == d)
-            break;
-    }
-    /* A locale with a decimal comma must not leak into SQL-level text. */
-    for (char *p = out; *p; p++) {
-        if (*p == ',')
-            *p = '.';
-    }
-    return (size_t)n;
-}
-
-static int sq_set_text(keel_result *res, keel_value *out, keel_type type, const char *p, size_t n)
-{
-    char *copy = keel__result_strndup(res, n ? p : "", n);
-    if (!copy)
-        return -1;
-    out->type = type;
-    out->u.str.ptr = copy;
-    out->u.str.len = n;
-    return 0;
-}
-
 /*
  * Decodes column col of the current row into out (already KEEL_TYPE_NULL). The declared type
  * chooses the keel type; when the stored value does not fit it, the value is returned by its
@@ -854,27 +822,27 @@ static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, s
     case SQ_DECL_JSON:
         /* A JSON column has NUMERIC affinity, so a bare number document is stored as one. */
         if (sc == SQLITE_TEXT)
-            return sq_set_text(res, out, KEEL_TYPE_JSON, txt, n);
+            return keel__result_set_text(res, out, KEEL_TYPE_JSON, txt, n);
         if (sc == SQLITE_INTEGER) {
             int len = snprintf(num, sizeof num, "%" PRId64, (int64_t)sqlite3_column_int64(st, col));
-            return sq_set_text(res, out, KEEL_TYPE_JSON, num, (size_t)len);
+            return keel__result_set_text(res, out, KEEL_TYPE_JSON, num, (size_t)len);
         }
         if (sc == SQLITE_FLOAT && isfinite(sqlite3_column_double(st, col))) {
-            size_t len = sq_format_double(sqlite3_column_double(st, col), num, sizeof num);
-            return sq_set_text(res, out, KEEL_TYPE_JSON, num, len);
+            size_t len = keel__format_double(sqlite3_column_double(st, col), num, sizeof num);
+            return keel__result_set_text(res, out, KEEL_TYPE_JSON, num, len);
         }
         break;
     case SQ_DECL_NUMERIC:
         if (sc == SQLITE_INTEGER) {
             int len = snprintf(num, sizeof num, "%" PRId64, (int64_t)sqlite3_column_int64(st, col));
-            return sq_set_text(res, out, KEEL_TYPE_NUMERIC, num, (size_t)len);
+            return keel__result_set_text(res, out, KEEL_TYPE_NUMERIC, num, (size_t)len);
         }
         if (sc == SQLITE_FLOAT) {
-            size_t len = sq_format_double(sqlite3_column_double(st, col), num, sizeof num);
-            return sq_set_text(res, out, KEEL_TYPE_NUMERIC, num, len);
+            size_t len = keel__format_double(sqlite3_column_double(st, col), num, sizeof num);
+            return keel__result_set_text(res, out, KEEL_TYPE_NUMERIC, num, len);
         }
         if (sc == SQLITE_TEXT && sq_is_decimal(txt, n))
-            return sq_set_text(res, out, KEEL_TYPE_NUMERIC, txt, n);
+            return keel__result_set_text(res, out, KEEL_TYPE_NUMERIC, txt, n);
         break;
     default:
         break;
@@ -889,9 +857,9 @@ static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, s
         out->u.f64 = sqlite3_column_double(st, col);
         return 0;
     case SQLITE_TEXT:
-        return sq_set_text(res, out, KEEL_TYPE_TEXT, txt, n);
+        return keel__result_set_text(res, out, KEEL_TYPE_TEXT, txt, n);
     default:
-        return sq_set_text(res, out, KEEL_TYPE_BYTES, txt, n);
+        return keel__result_set_text(res, out, KEEL_TYPE_BYTES, txt, n);
     }
 }
 
@@ -1330,10 +1298,8 @@ static keel_status sq_connect(keel_conn *c, keel_error *err)
     keel_status st = sq_options_load(dbc, 1, &sq->opts, err);
     if (st != KEEL_OK)
         goto fail;
-    char keypath[160];
-    snprintf(keypath, sizeof keypath, "databases.%s.database", dbc->name);
     char *path = NULL;
-    st = keel__config_resolve(dbc->database ? dbc->database : "", keypath, &path, err);
+    st = keel__settings_resolve(dbc, "database", dbc->database, &path, err);
     if (st != KEEL_OK)
         goto fail;
     sq->display = path;

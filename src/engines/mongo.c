@@ -498,8 +498,8 @@ static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err)
         if (mg_in_list_nocase(key, mg_pool_options))
             return keel__error_set(err, KEEL_ERR_CONFIG, MG_ENGINE, name,
                                    "databases.%s.options.%s: keel pools MongoDB connections "
-                                   "itself: set databases.%s.min_size, max_size or "
-                                   "acquire_timeout instead",
+                                   "itself: set databases.%s.pool.min_size, pool.max_size or "
+                                   "pool.acquire_timeout instead",
                                    name, key, name);
         if (!mg_option_known(key))
             return keel__error_set(err, KEEL_ERR_CONFIG, MG_ENGINE, name,

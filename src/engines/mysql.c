@@ -119,8 +119,12 @@ typedef enum my_op {
 /* Where a batch is: its rows, or the start or end of its transaction or savepoint. */
 typedef enum my_stage { MS_BODY, MS_BEGIN, MS_COMMIT, MS_ROLLBACK } my_stage;
 
-/* What the deferred-report timer reports. */
-typedef enum my_report { R_NONE, R_CONNECT, R_OP } my_report;
+/*
+ * What the deferred-report timer reports (R_CONNECT, R_OP), or what waits for a cancel request
+ * in flight to return (R_HELD: the end of the operation; R_STEP: the batch's closing statement,
+ * which a late KILL QUERY must not hit).
+ */
+typedef enum my_report { R_NONE, R_CONNECT, R_OP, R_HELD, R_STEP } my_report;
 
 /* How a result column is fetched from the binary protocol and turned into a keel value. */
 typedef enum my_how {
@@ -254,6 +258,11 @@ typedef struct my_impl {
     MYSQL_STMT *cur;
     int cur_new;      /* cur is not prepared yet */
     int cur_uncached; /* cur is prepared but not in the cache (out of memory) */
+    /* cur's own result metadata, set aside while it reads a result whose columns changed */
+    MYSQL_FIELD *rm_fields;
+    MYSQL_BIND *rm_bind;
+    unsigned rm_count;
+    int rm_on;
     const size_t *map;
     size_t nmap;
     size_t nparams;
@@ -280,6 +289,7 @@ typedef struct my_impl {
     int wrapped;   /* the batch's transaction or savepoint is open */
     int rowmode;   /* one execution per row: no bulk support, or the statement returns rows */
     int cleanup;   /* the batch is ending its transaction or savepoint: cancel must not hit it */
+    int cancel_wanted; /* the operation was asked to stop: a batch starts no further range */
     size_t brows;  /* rows of the batch */
     size_t bnext;  /* the first row not yet in any range */
     size_t ra, rb; /* the rows of the running execution */
@@ -330,6 +340,7 @@ static int my_stmt_begin(my_impl *p);
 static int my_batch_start(my_impl *p);
 static int my_finish(my_impl *p);
 static int my_evict_push(my_impl *p, MYSQL_STMT *st);
+static void my_remeta_end(my_impl *p);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Small helpers                                                                            */
@@ -597,22 +608,23 @@ static int my_ssl_mode(const char *v) {
     return -1;
 }
 
-static int my_is_charset_name(const char *v) {
-    if (!*v || strlen(v) > 32)
-        return 0;
-    for (; *v; v++)
-        if (!((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') || (*v >= '0' && *v <= '9') ||
-              *v == '_'))
-            return 0;
-    return 1;
+/*
+ * keel's text is always UTF-8, in both directions: a session in another character set would
+ * have the server convert what keel sends and reads, corrupting it. Only MySQL's names of
+ * UTF-8 pass (utf8 being utf8mb3 or utf8mb4, as the server's old_mode decides).
+ */
+static int my_is_utf8_charset(const char *v) {
+    return strcasecmp(v, "utf8mb4") == 0 || strcasecmp(v, "utf8mb3") == 0 ||
+           strcasecmp(v, "utf8") == 0;
 }
 
 /* Checks the value of a known option; NULL when fine, else what is expected. */
 static const char *my_option_problem(const char *key, const char *v) {
     if (strstr(v, "${"))
         return NULL; /* a secret reference: checked when it is resolved, at connect time */
-    if (strcmp(key, "charset") == 0 && !my_is_charset_name(v))
-        return "a character set name such as utf8mb4";
+    if (strcmp(key, "charset") == 0 && !my_is_utf8_charset(v))
+        return "utf8mb4, utf8mb3 or utf8: keel's text is always UTF-8, and another character set "
+               "would corrupt it";
     if (strcmp(key, "ssl_mode") == 0 && my_ssl_mode(v) < 0)
         return "one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY";
     if (strcmp(key, "connect_timeout") == 0 && !keel__settings_is_seconds(v))
@@ -1605,6 +1617,7 @@ static void my_keep_command(my_impl *p, my_ulonglong affected) {
 
 /* Frees what the operation owned. */
 static void my_op_clear(my_impl *p) {
+    my_remeta_end(p);
     if (p->cur && p->cur_new) {
         /* Never prepared on the server: closing it sends nothing. */
         mysql_stmt_close(p->cur);
@@ -1628,8 +1641,18 @@ static void my_op_clear(my_impl *p) {
     p->nmap = 0;
 }
 
-/* Reports the end of the running operation; nothing touches p afterwards. */
+/*
+ * Reports the end of the running operation; nothing touches p afterwards. While a cancel
+ * request is still in flight the end is held back (it could stop the next statement), and
+ * reported when the request returns (my_cancel_settled).
+ */
 static void my_op_report(my_impl *p) {
+    if (keel__cancel_hold(&p->cancel)) {
+        p->report = R_HELD;
+        if (p->watch)
+            keel__watch_set(p->watch, 0);
+        return;
+    }
     keel_conn *c = p->c;
     keel_result *res = NULL;
     keel_error e;
@@ -1812,6 +1835,36 @@ static int my_mtime_time(int64_t micros, MYSQL_TIME *t) {
     return 0;
 }
 
+/*
+ * 0 when NUMERIC text spells NaN or an infinity ("NaN", "sNaN", "Infinity", "-inf"...), which
+ * DECIMAL cannot hold: the server would store 0 in their place.
+ */
+static int my_numeric_is_finite(const char *s, size_t n) {
+    while (n && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    if (n && (*s == '+' || *s == '-')) {
+        s++;
+        n--;
+    }
+    static const char *const words[] = {"nan", "snan", "qnan", "inf", "infinity"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t w = strlen(words[i]);
+        if (n >= w && strncasecmp(s, words[i], w) == 0) {
+            size_t rest = n - w;
+            const char *r = s + w;
+            while (rest && (*r == ' ' || *r == '\t' || (*r >= '0' && *r <= '9'))) {
+                r++;
+                rest--;
+            }
+            if (!rest)
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* Checks what MySQL cannot carry, before anything is sent. */
 static keel_status my_param_check(my_impl *p, const keel_value *v, size_t row, int many, size_t k,
                                   keel_error *err) {
@@ -1828,6 +1881,10 @@ static keel_status my_param_check(my_impl *p, const keel_value *v, size_t row, i
                                   "MySQL cannot store NaN or infinite floats");
         return KEEL_OK;
     case KEEL_TYPE_NUMERIC:
+        if (v->u.str.ptr && !my_numeric_is_finite(v->u.str.ptr, v->u.str.len))
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "MySQL cannot store NaN or infinite decimals");
+        /* fall through */
     case KEEL_TYPE_TEXT:
     case KEEL_TYPE_BYTES:
     case KEEL_TYPE_JSON:
@@ -1854,8 +1911,8 @@ static keel_status my_param_check(my_impl *p, const keel_value *v, size_t row, i
                                   "time outside MySQL's range (-838:59:59 to 838:59:59)");
         return KEEL_OK;
     case KEEL_TYPE_DOCUMENT:
-        return my_param_error(p, err, KEEL_ERR_UNSUPPORTED, row, many, k,
-                              "MySQL has no BSON document type (pass the document as JSON)");
+        return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                              "a BSON document is not a MySQL value; pass JSON instead");
     }
     return my_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, row, many, k, "unknown value type");
 }
@@ -2263,6 +2320,83 @@ static void my_cache_add(my_impl *p, MYSQL_STMT *st, const char *sql, size_t len
     }
 }
 
+/* Takes cur out of the cache: it is closed on the server before the next statement runs. */
+static void my_cache_drop_cur(my_impl *p) {
+    for (my_cached *e = p->lru_head; e; e = e->next) {
+        if (e->stmt == p->cur) {
+            my_lru_unlink(p, e);
+            p->ncached--;
+            free(e->sql);
+            free(e);
+            p->cur_uncached = 1;
+            return;
+        }
+    }
+}
+
+/*
+ * The table behind a cached statement changed (ALTER TABLE added or dropped a column): the
+ * server prepared the statement again, executed it and sent the result with its new columns,
+ * but libmariadb refuses to read it (CR_NEW_STMT_METADATA) because the statement's metadata,
+ * fixed when it was prepared, has a different number of columns. The statement has run, so it
+ * is not executed again (it may have side effects): its result is read with the metadata the
+ * server just sent (held by the handle until the next command), set in the statement in place
+ * of its own until the result is read. The statement then leaves the cache, so that the next
+ * execution prepares it afresh. Returns 0 when the result can be read; -1 when the rows cannot
+ * be read (nor skipped without blocking), and the connection is given up.
+ */
+static int my_remeta_begin(my_impl *p) {
+    MYSQL_STMT *st = p->cur;
+    unsigned n = p->m->field_count;
+    my_cache_drop_cur(p);
+    MYSQL_FIELD *fields = NULL;
+    MYSQL_BIND *bind = NULL;
+    if (st->state == MYSQL_STMT_WAITING_USE_OR_STORE && n > 0 && p->m->fields &&
+        !st->cursor_exists) {
+        fields = calloc(n, sizeof *fields);
+        bind = calloc(n, sizeof *bind);
+    }
+    if (!fields || !bind) {
+        free(fields);
+        free(bind);
+        p->c->broken = 1;
+        my_fail(p, KEEL_ERR_DATABASE,
+                "the columns of the statement's result changed (the table was altered) and the "
+                "new result could not be read; the statement will be prepared again, and the "
+                "connection was closed");
+        return -1;
+    }
+    memcpy(fields, p->m->fields, n * sizeof *fields);
+    p->rm_fields = st->fields;
+    p->rm_bind = st->bind;
+    p->rm_count = st->field_count;
+    p->rm_on = 1;
+    st->fields = fields;
+    st->bind = bind;
+    st->field_count = n;
+    st->bind_result_done = 0;
+    st->last_errno = 0;
+    st->last_error[0] = '\0';
+    memcpy(st->sqlstate, "00000", sizeof "00000");
+    return 0;
+}
+
+/* The changed result was read (or given up): cur gets its own metadata back. */
+static void my_remeta_end(my_impl *p) {
+    if (!p->rm_on)
+        return;
+    MYSQL_STMT *st = p->cur;
+    free(st->fields);
+    free(st->bind);
+    st->fields = p->rm_fields;
+    st->bind = p->rm_bind;
+    st->field_count = p->rm_count;
+    st->bind_result_done = 0;
+    p->rm_fields = NULL;
+    p->rm_bind = NULL;
+    p->rm_on = 0;
+}
+
 /* Closes the queued statements, then prepares the operation's statement if it is new. */
 static int my_stmt_begin(my_impl *p) {
     if (p->nevict) {
@@ -2335,6 +2469,7 @@ static int my_stmt_result(my_impl *p) {
 static int my_stmt_stored(my_impl *p) {
     if (p->r_int != 0) {
         my_fail_stmt(p, p->cur, p->ra, p->rb);
+        my_remeta_end(p);
         return my_stmt_done(p);
     }
     if (!p->discard) {
@@ -2348,6 +2483,7 @@ static int my_stmt_stored(my_impl *p) {
         }
     }
     mysql_stmt_free_result(p->cur);
+    my_remeta_end(p);
     return my_stmt_more(p);
 }
 
@@ -2370,6 +2506,9 @@ static int my_batch_wrap(my_impl *p) {
 static int my_batch_end(my_impl *p) {
     if (!p->wrapped || p->c->broken) /* nothing to end, or nothing more can be sent */
         return my_finish(p);
+    /* Asked to stop after its last range ran: a cancelled batch is undone, whenever it ends. */
+    if (p->cancel_wanted)
+        my_fail(p, KEEL_ERR_CANCELLED, "the batch was cancelled; what it wrote is rolled back");
     p->cleanup = 1;
     const char *sql;
     if (p->failed) {
@@ -2381,11 +2520,31 @@ static int my_batch_end(my_impl *p) {
         sql = p->own_txn ? "COMMIT" : "RELEASE SAVEPOINT " MY_BATCH_SAVEPOINT;
     }
     p->failed = 0;
-    return my_text_start(p, sql, strlen(sql));
+    my_text_start(p, sql, strlen(sql));
+    /* A KILL QUERY still in flight would stop this statement: it waits for the request to
+     * return (my_cancel_settled starts it). */
+    if (keel__cancel_hold(&p->cancel)) {
+        p->call = C_NONE;
+        p->report = R_STEP;
+        if (p->watch)
+            keel__watch_set(p->watch, 0);
+        return 1;
+    }
+    return 0;
 }
 
-/* Binds rows [ra, rb) and starts their execution. */
+/*
+ * Binds rows [ra, rb) and starts their execution. A batch asked to stop starts no further
+ * range: a KILL QUERY that lands between two executions stops nothing on the server.
+ */
 static int my_batch_exec(my_impl *p) {
+    if (p->cancel_wanted) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "the batch was cancelled before row %zu; what it wrote is "
+                 "rolled back", p->ra);
+        my_fail(p, KEEL_ERR_CANCELLED, msg);
+        return my_batch_end(p);
+    }
     const keel_value *row = p->pcopy + p->ra * p->nparams;
     int rc = p->rb - p->ra == 1 ? my_bind_row(p, row) : my_bind_bulk(p, p->ra, p->rb);
     if (rc != 0) {
@@ -2504,6 +2663,11 @@ static int my_after(my_impl *p, my_call done) {
     case C_PREPARE:
         return my_after_prepare(p);
     case C_EXECUTE:
+        if (p->r_int && mysql_stmt_errno(p->cur) == CR_NEW_STMT_METADATA) {
+            if (my_remeta_begin(p) != 0)
+                return my_stmt_done(p);
+            return my_stmt_result(p);
+        }
         if (p->r_int) {
             my_fail_stmt(p, p->cur, p->ra, p->rb);
             return my_stmt_done(p);
@@ -2714,6 +2878,7 @@ static void my_op_begin(my_impl *p, my_op op) {
     p->keep_rows = 0;
     p->discard = 0;
     p->cleanup = 0;
+    p->cancel_wanted = 0;
     p->nsplit = 0;
     p->ra = p->rb = 0;
 }
@@ -2875,15 +3040,52 @@ static void my_cancel_release(void *req) {
     free(k);
 }
 
+/*
+ * The KILL QUERY that held back the end of the operation, or the batch's closing statement,
+ * returned: that goes on now. When it did not return in time it may still reach the server, so
+ * nothing more is sent on the session and the connection is given up after this operation (a
+ * batch's transaction then ends with the session, rolled back).
+ */
+static void my_cancel_settled(void *owner, int answered) {
+    my_impl *p = owner;
+    my_report r = p->report;
+    if (r != R_HELD && r != R_STEP)
+        return;
+    p->report = R_NONE;
+    if (!answered)
+        p->c->broken = 1;
+    if (r == R_HELD) {
+        my_op_report(p);
+        return;
+    }
+    if (!answered) {
+        if (p->stage == MS_ROLLBACK) {
+            p->err = p->berr;
+            p->failed = 1;
+        } else {
+            my_fail(p, KEEL_ERR_CONNECTION_LOST,
+                    "the batch could not be committed: a cancel request to the server did not "
+                    "return, so the connection was given up");
+        }
+        my_finish(p);
+        return;
+    }
+    p->call = C_QUERY;
+    my_run(p, 0, 0);
+}
+
 static const keel__cancel_ops my_cancel_ops = {
     .running = my_cancel_running,
     .prepare = my_cancel_prepare,
     .send = my_cancel_send,
     .release = my_cancel_release,
+    .settled = my_cancel_settled,
 };
 
 static void my_cancel(keel_conn *c) {
     my_impl *p = c->impl;
+    if (p && p->phase == MY_BUSY && p->op != OP_NONE)
+        p->cancel_wanted = 1;
     if (!p || !my_cancellable(p))
         return;
     keel__cancel_start(&p->cancel, keel__conn_workers(c), p->op_seq);

@@ -60,6 +60,7 @@ typedef enum pg_phase {
     PG_IDLE,       /* ready; the socket is watched to notice a server-side close */
     PG_QUERY,      /* one statement, or a transaction command, is in flight */
     PG_BATCH,      /* a pipelined batch is in flight */
+    PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
 
@@ -88,6 +89,7 @@ typedef struct pg_impl {
     PGresult *keep; /* the result a simple-protocol statement will return */
     uint64_t op_seq; /* counts operations, so a late cancel retry can tell it is stale */
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
+    pg_phase held;       /* the phase of an operation in PG_HELD */
 
     /* The running batch: a private copy of its parameters, sent row by row. */
     keel_value *bvals;
@@ -421,12 +423,16 @@ static keel__dns *pg_dns_job(const char *hosts) {
     return d;
 }
 
-/* Appends one host/hostaddr pair to the lists. 0, or -1 when out of memory. */
+/*
+ * Appends one host/hostaddr pair to the lists. The separators follow the host list: an empty
+ * hostaddr entry (a literal address first) still counts as one. 0, or -1 when out of memory.
+ */
 static int pg_dns_pair(keel__buf *out_host, keel__buf *out_addr, const char *host, size_t hn,
                        const char *addr) {
-    if ((out_host->len && keel__buf_putc(out_host, ',') != 0) ||
+    int more = out_host->len > 0;
+    if ((more && keel__buf_putc(out_host, ',') != 0) ||
         keel__buf_append(out_host, host, hn) != 0 ||
-        (out_addr->len && keel__buf_putc(out_addr, ',') != 0) ||
+        (more && keel__buf_putc(out_addr, ',') != 0) ||
         keel__buf_puts(out_addr, addr) != 0)
         return -1;
     return 0;
@@ -765,7 +771,7 @@ static keel_status pg_param_check(pg_impl *p, const keel_value *v, size_t i, kee
     if (pg_param_room(v) == SIZE_MAX)
         return pg_param_error(p, err, KEEL_ERR_DATA, i,
                               v->type == KEEL_TYPE_DOCUMENT
-                                  ? "a BSON document is not a PostgreSQL value"
+                                  ? "a BSON document is not a PostgreSQL value; pass JSON instead"
                                   : "unknown value type");
     if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
          v->type == KEEL_TYPE_JSON) &&
@@ -1188,6 +1194,14 @@ static void pg_finish(pg_impl *p) {
         pg_lost(p);
         return;
     }
+    /* A cancel request still in flight could stop the next statement: the end is reported
+     * once it has returned (pg_cancel_settled). */
+    if (p->phase != PG_SETUP && keel__cancel_hold(&p->cancel)) {
+        p->held = p->phase;
+        p->phase = PG_HELD;
+        keel__watch_set(p->watch, 0);
+        return;
+    }
     pg_phase was = p->phase;
     p->phase = PG_IDLE;
     p->flush_pending = 0;
@@ -1494,6 +1508,7 @@ static void pg_on_ready(void *arg, int events) {
         pg_op_step(p, events);
         return;
     case PG_RESOLVING:
+    case PG_HELD:
     case PG_DEAD:
         keel__watch_set(p->watch, 0);
         return;
@@ -1695,11 +1710,27 @@ static void pg_cancel_send(void *req) {
 
 static void pg_cancel_release(void *req) { PQfreeCancel(req); }
 
+/*
+ * The cancel request that held the end of the operation returned: the end is reported now.
+ * When it did not return in time it may still reach the server, so the connection is given up
+ * after this operation rather than trusted with the next statement.
+ */
+static void pg_cancel_settled(void *owner, int answered) {
+    pg_impl *p = owner;
+    if (p->phase != PG_HELD)
+        return;
+    if (!answered)
+        p->c->broken = 1;
+    p->phase = p->held;
+    pg_finish(p);
+}
+
 static const keel__cancel_ops pg_cancel_ops = {
     .running = pg_cancel_running,
     .prepare = pg_cancel_prepare,
     .send = pg_cancel_send,
     .release = pg_cancel_release,
+    .settled = pg_cancel_settled,
 };
 
 static void pg_cancel(keel_conn *c) {

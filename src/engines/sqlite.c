@@ -1414,6 +1414,24 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
 
 static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *err)
 {
+    /* Refused before the job starts, with the status and words the other SQL engines use. */
+    size_t rows = stmt->many ? stmt->nrows : 1;
+    for (size_t r = 0; r < rows && stmt->nparams; r++) {
+        for (size_t i = 0; i < stmt->nparams; i++) {
+            if (stmt->params[r * stmt->nparams + i].type != KEEL_TYPE_DOCUMENT)
+                continue;
+            const char *db = c->config ? c->config->name : "";
+            if (stmt->many)
+                return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db,
+                                       "row %zu: parameter $%zu: a BSON document is not a "
+                                       "SQLite value; pass JSON instead",
+                                       r, i + 1);
+            return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db,
+                                   "parameter $%zu: a BSON document is not a SQLite value; pass "
+                                   "JSON instead",
+                                   i + 1);
+        }
+    }
     return sq_submit(c, stmt->sql, stmt->sql_len, stmt->params, stmt->nparams,
                      stmt->many ? stmt->nrows : 1, stmt->many, err);
 }

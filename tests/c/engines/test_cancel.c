@@ -23,6 +23,9 @@ typedef struct fake {
     atomic_int hold;  /* the worker waits in send while set */
     int done;         /* set when released reaches done_after */
     int done_after;
+    int settled;      /* calls of settled */
+    int answered;     /* its last answered */
+    int released_before_settled; /* the request was freed before the end went on */
 } fake;
 
 typedef struct request {
@@ -73,11 +76,20 @@ static void fake_release(void *req) {
         f->done = 1;
 }
 
+static void fake_settled(void *owner, int answered) {
+    fake *f = owner;
+    f->settled++;
+    f->answered = answered;
+    f->released_before_settled = f->released;
+    f->done = 1;
+}
+
 static const keel__cancel_ops fake_ops = {
     .running = fake_running,
     .prepare = fake_prepare,
     .send = fake_send,
     .release = fake_release,
+    .settled = fake_settled,
 };
 
 static fake *fake_new(keel_loop *loop) {
@@ -241,6 +253,95 @@ TEST(stop_is_safe_on_a_state_never_started) {
     keel_loop_free(loop);
 }
 
+TEST(the_end_of_an_operation_waits_for_the_request_in_flight) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    fake *f = fake_new(loop);
+    atomic_store(&f->hold, 1);
+    keel__cancel_start(&f->k, w, f->op_seq);
+    /* The operation ends while its request is still on its way to the server. */
+    f->running = 0;
+    CHECK_INT(keel__cancel_hold(&f->k), 1);
+    run_for(loop, 50);
+    CHECK_INT(f->settled, 0);
+    atomic_store(&f->hold, 0);
+    CHECK_INT(keel_loop_run(loop, &f->done), KEEL_OK);
+    CHECK_INT(f->settled, 1);
+    CHECK_INT(f->answered, 1);
+    CHECK_INT(f->released_before_settled, 1);
+    /* No retry follows the end, and nothing is held any more. */
+    run_for(loop, 300);
+    CHECK_INT(atomic_load(&f->sent), 1);
+    CHECK_INT(f->settled, 1);
+    CHECK_INT(keel__cancel_hold(&f->k), 0);
+    keel__cancel_stop(&f->k);
+    keel__workers_free(w);
+    free(f);
+    keel_loop_free(loop);
+}
+
+TEST(an_end_without_a_request_in_flight_is_not_held_and_calls_off_the_retry) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    fake *f = fake_new(loop);
+    f->done_after = 1;
+    keel__cancel_start(&f->k, w, f->op_seq);
+    CHECK_INT(keel_loop_run(loop, &f->done), KEEL_OK); /* answered; a retry is due in 20 ms */
+    CHECK_INT(keel__cancel_hold(&f->k), 0);
+    run_for(loop, 200);
+    CHECK_INT(atomic_load(&f->sent), 1);
+    CHECK_INT(f->settled, 0);
+    keel__cancel_stop(&f->k);
+    keel__workers_free(w);
+    free(f);
+    keel_loop_free(loop);
+}
+
+TEST(a_request_that_never_returns_releases_the_hold_after_five_seconds) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    fake *f = fake_new(loop);
+    atomic_store(&f->hold, 1);
+    keel__cancel_start(&f->k, w, f->op_seq);
+    f->running = 0;
+    int64_t t0 = keel_now_ms();
+    CHECK_INT(keel__cancel_hold(&f->k), 1);
+    CHECK_INT(keel_loop_run(loop, &f->done), KEEL_OK);
+    CHECK(keel_now_ms() - t0 >= 4900);
+    CHECK_INT(f->settled, 1);
+    CHECK_INT(f->answered, 0);
+    CHECK(f->k.job == NULL);
+    /* The request finishes later on its own, without touching the state. */
+    atomic_store(&f->hold, 0);
+    keel__workers_free(w);
+    CHECK_INT(f->released, 1);
+    CHECK_INT(f->settled, 1);
+    keel__cancel_stop(&f->k);
+    free(f);
+    keel_loop_free(loop);
+}
+
+TEST(closing_during_a_hold_never_calls_settled) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    fake *f = fake_new(loop);
+    keel__cancel *k = calloc(1, sizeof *k);
+    keel__cancel_init(k, loop, &fake_ops, f);
+    atomic_store(&f->hold, 1);
+    keel__cancel_start(k, w, f->op_seq);
+    f->running = 0;
+    CHECK_INT(keel__cancel_hold(k), 1);
+    keel__cancel_stop(k);
+    free(k);
+    atomic_store(&f->hold, 0);
+    keel__workers_free(w);
+    CHECK_INT(f->released, 1);
+    CHECK_INT(f->settled, 0);
+    keel__cancel_stop(&f->k);
+    free(f);
+    keel_loop_free(loop);
+}
+
 int main(void) {
     RUN(requests_repeat_until_the_operation_ends);
     RUN(a_new_operation_is_not_cancelled_by_a_late_retry);
@@ -249,5 +350,9 @@ int main(void) {
     RUN(nothing_is_sent_without_a_pool_or_a_request);
     RUN(the_connection_may_close_while_a_request_is_in_flight);
     RUN(stop_is_safe_on_a_state_never_started);
+    RUN(the_end_of_an_operation_waits_for_the_request_in_flight);
+    RUN(an_end_without_a_request_in_flight_is_not_held_and_calls_off_the_retry);
+    RUN(a_request_that_never_returns_releases_the_hold_after_five_seconds);
+    RUN(closing_during_a_hold_never_calls_settled);
     return TEST_SUMMARY();
 }

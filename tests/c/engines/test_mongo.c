@@ -1399,6 +1399,12 @@ TEST(check_config_validates_options)
             fprintf(stderr, "  %s=%s: %s\n", cases[i].key, cases[i].value, err.message);
         CHECK_INT(st, cases[i].want);
     }
+    opts[0].key = "maxPoolSize";
+    opts[0].value = "10";
+    keel__engine_mongodb.check_config(&dbc, &err);
+    CHECK_STR(err.message, "databases.docs.options.maxPoolSize: keel pools MongoDB connections "
+                           "itself: set databases.docs.pool.min_size, pool.max_size or "
+                           "pool.acquire_timeout instead");
     opts[0].key = "bogus";
     opts[0].value = "1";
     keel__engine_mongodb.check_config(&dbc, &err);

@@ -134,6 +134,9 @@ TEST(check_config_validates_options) {
     } cases[] = {
         {"charset", "utf8mb4", KEEL_OK},
         {"charset", "latin1; DROP", KEEL_ERR_CONFIG},
+        {"charset", "UTF8MB3", KEEL_OK},
+        {"charset", "utf8", KEEL_OK},
+        {"charset", "latin1", KEEL_ERR_CONFIG}, /* keel's text is UTF-8 */
         {"ssl_mode", "REQUIRED", KEEL_OK},
         {"ssl_mode", "preferred", KEEL_OK},
         {"ssl_mode", "verify-identity", KEEL_ERR_CONFIG}, /* needs ssl_ca */
@@ -156,6 +159,11 @@ TEST(check_config_validates_options) {
             fprintf(stderr, "  %s=%s: %s\n", cases[i].key, cases[i].value, err.message);
         CHECK_INT(st, cases[i].want);
     }
+    opts[0].key = "charset";
+    opts[0].value = "latin1";
+    keel__engine_mysql.check_config(&dbc, &err);
+    CHECK_CONTAINS(err.message, "databases.main.options.charset");
+    CHECK_CONTAINS(err.message, "always UTF-8");
     opts[0].key = "bogus";
     opts[0].value = "1";
     keel__engine_mysql.check_config(&dbc, &err);
@@ -1327,6 +1335,160 @@ TEST(lost_connection_is_reported_and_discarded) {
     keel_db_close(db);
 }
 
+TEST(non_finite_decimals_and_documents_are_refused_before_sending) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    const char *bad[] = {"NaN", "Infinity", "-Infinity", "sNaN", "inf"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        keel_error e = q_fail(c, "SELECT $1 + $2", (keel_value[]){keel_int(1), keel_numeric(bad[i])},
+                              2);
+        CHECK_INT(e.code, KEEL_ERR_DATA);
+        CHECK_CONTAINS(e.message, "parameter $2");
+        CHECK_STR(e.engine, "mysql");
+        keel_result *res = NULL;
+        keel_value rows[4] = {keel_int(1), keel_numeric("1.5"), keel_int(2), keel_numeric(bad[i])};
+        CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1 + $2", rows, 2, 2, &res, &e),
+                  KEEL_ERR_DATA);
+        CHECK_CONTAINS(e.message, "row 1: parameter $2");
+    }
+    keel_value doc = {.type = KEEL_TYPE_DOCUMENT, .u.str = {"\x05\0\0\0\0", 5}};
+    keel_error e = q_fail(c, "SELECT $1", &doc, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.message, "parameter $1: a BSON document is not a MySQL value; pass JSON instead");
+    keel_result *res = q(c, "SELECT CAST($1 AS DECIMAL(10,2))", (keel_value[]){keel_numeric("2.5")},
+                         1);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    CHECK(same_str(v, KEEL_TYPE_NUMERIC, "2.50", 4));
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(a_cached_statement_reads_the_new_columns_after_alter_table) {
+    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    keel_db *db = open_url(my_url(), extra);
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP TABLE IF EXISTS keel_c_remeta", NULL, 0));
+    keel_result_free(q(c, "CREATE TABLE keel_c_remeta (id BIGINT)", NULL, 0));
+    keel_result_free(q(c, "INSERT INTO keel_c_remeta VALUES (1)", NULL, 0));
+    /* The counter in the session variable tells how many times the statement really ran. */
+    const char *sql = "SELECT *, @keel_runs := @keel_runs + 1 AS runs FROM keel_c_remeta "
+                      "WHERE id = $1";
+    keel_value one = keel_int(1);
+    keel_result_free(q(c, "SET @keel_runs = 0", NULL, 0));
+    keel_result *res = q(c, sql, &one, 1);
+    CHECK_INT(keel_result_ncols(res), 2);
+    keel_result_free(res);
+    keel_result_free(q(c, "ALTER TABLE keel_c_remeta ADD COLUMN extra INT DEFAULT 7", NULL, 0));
+    /* The server re-prepared the statement and sent the new columns: they are read as they
+     * are, without running the statement a second time. */
+    res = q(c, sql, &one, 1);
+    CHECK(res != NULL);
+    CHECK_INT(keel_result_ncols(res), 3);
+    CHECK_INT(keel_result_nrows(res), 1);
+    CHECK_STR(keel_result_colname(res, 1), "extra");
+    const keel_value *v = keel_result_value(res, 0, 1);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 7);
+    keel_result_free(res);
+    CHECK_INT(q_int(c, "SELECT @keel_runs"), 2);
+    CHECK(status_of(c, "Com_stmt_reprepare") >= 1);
+    /* The session is in step, and the statement is prepared afresh next time. */
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    res = q(c, sql, &one, 1);
+    CHECK_INT(keel_result_ncols(res), 3);
+    keel_result_free(res);
+    keel_result_free(q(c, "ALTER TABLE keel_c_remeta DROP COLUMN extra", NULL, 0));
+    res = q(c, sql, &one, 1);
+    CHECK_INT(keel_result_ncols(res), 2);
+    keel_result_free(res);
+    CHECK_INT(q_int_p(c, "SELECT $1 + 1", &one), 2);
+    keel_result_free(q(c, "DROP TABLE keel_c_remeta", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* Cancels after delay_ms; ends the batch's wait. */
+static keel_error run_and_cancel_after(keel_db *db, keel_conn *c, const char *sql,
+                                       const keel_value *params, size_t nrows, size_t nparams,
+                                       int64_t delay_ms) {
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    x.conn = c;
+    keel_error err;
+    CHECK_INT(keel_conn_query_many(c, sql, params, nrows, nparams, on_cancelled_done, &x, &err),
+              KEEL_OK);
+    keel_loop *loop = keel_db_loop(db);
+    keel_timer *t = keel__timer_new(loop, on_cancel_timer, &x);
+    keel__timer_arm(t, keel_now_ms() + delay_ms);
+    CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+    keel__timer_free(t);
+    return x.err;
+}
+
+TEST(a_cancelled_batch_stops_and_is_rolled_back) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP TABLE IF EXISTS keel_c_cancel_batch", NULL, 0));
+    keel_result_free(
+        q(c, "CREATE TABLE keel_c_cancel_batch (id BIGINT PRIMARY KEY, v TEXT)", NULL, 0));
+    size_t n = 200000;
+    keel_value *rows = malloc(n * 2 * sizeof *rows);
+    for (size_t i = 0; i < n; i++) {
+        rows[2 * i] = keel_int((int64_t)i);
+        rows[2 * i + 1] = keel_text("vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv");
+    }
+    int64_t t0 = keel_now_ms();
+    keel_error e = run_and_cancel_after(db, c, "INSERT INTO keel_c_cancel_batch VALUES ($1, $2)",
+                                        rows, n, 2, 50);
+    CHECK_INT(e.code, KEEL_ERR_CANCELLED);
+    CHECK(keel_now_ms() - t0 < 3000);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 0);
+    /* Inside the caller's transaction, only the batch's savepoint is undone. */
+    keel_error err;
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO keel_c_cancel_batch VALUES (-1, 'kept')", NULL, 0));
+    e = run_and_cancel_after(db, c, "INSERT INTO keel_c_cancel_batch VALUES ($1, $2)", rows, n, 2,
+                             50);
+    CHECK_INT(e.code, KEEL_ERR_CANCELLED);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 1);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 1);
+    free(rows);
+    keel_result_free(q(c, "DROP TABLE keel_c_cancel_batch", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(a_late_cancel_never_reaches_the_next_statement) {
+    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    keel_db *db = open_url(my_url(), extra);
+    keel_conn *c = acquire(db);
+    keel_loop *loop = keel_db_loop(db);
+    int hits = 0;
+    for (int i = 0; i < 40; i++) {
+        cancel_ctx x;
+        memset(&x, 0, sizeof x);
+        x.conn = c;
+        keel_error err;
+        CHECK_INT(keel_conn_query(c, "SELECT SLEEP(0.02)", NULL, 0, on_cancelled_done, &x, &err),
+                  KEEL_OK);
+        keel_timer *t = keel__timer_new(loop, on_cancel_timer, &x);
+        keel__timer_arm(t, keel_now_ms() + 14 + i % 8);
+        CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+        keel__timer_free(t);
+        /* The statements that follow never meet the cancel request of the one before. */
+        keel_error e = q_fail(c, "SELECT SLEEP(0.02)", NULL, 0);
+        hits += e.code != KEEL_OK;
+        e = q_fail(c, "SELECT 1", NULL, 0);
+        hits += e.code != KEEL_OK;
+    }
+    CHECK_INT(hits, 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1349,5 +1511,9 @@ int main(void) {
     RUN(release_while_running_cancels_and_returns_the_connection);
     RUN(closing_the_db_while_a_query_runs_reports_closed);
     RUN(lost_connection_is_reported_and_discarded);
+    RUN(non_finite_decimals_and_documents_are_refused_before_sending);
+    RUN(a_cached_statement_reads_the_new_columns_after_alter_table);
+    RUN(a_cancelled_batch_stops_and_is_rolled_back);
+    RUN(a_late_cancel_never_reaches_the_next_statement);
     return TEST_SUMMARY();
 }

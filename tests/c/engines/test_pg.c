@@ -910,6 +910,63 @@ TEST(check_config_validates_options) {
     keel_config_free(cfg);
 }
 
+TEST(a_host_list_with_an_address_before_a_name_connects) {
+    /* A literal address has no lookup and an empty hostaddr entry: the lists stay in step. */
+    if (!strstr(pg_url(), "127.0.0.1")) {
+        fprintf(stderr, "  # skipped: the test URL does not use 127.0.0.1\n");
+        return;
+    }
+    const char *extra[] = {"databases.default.host", "127.0.0.1,localhost", NULL};
+    keel_db *db = open_url(pg_url(), extra);
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(a_document_parameter_is_refused_with_a_data_error) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_value doc = {.type = KEEL_TYPE_DOCUMENT, .u.str = {"\x05\0\0\0\0", 5}};
+    keel_error e = q_fail(c, "SELECT $1", &doc, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.message,
+              "parameter $1: a BSON document is not a PostgreSQL value; pass JSON instead");
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(a_late_cancel_never_reaches_the_next_statement) {
+    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    keel_db *db = open_url(pg_url(), extra);
+    keel_conn *c = acquire(db);
+    keel_loop *loop = keel_db_loop(db);
+    int hits = 0;
+    for (int i = 0; i < 40; i++) {
+        cancel_ctx x;
+        memset(&x, 0, sizeof x);
+        x.conn = c;
+        keel_error err;
+        CHECK_INT(keel_conn_query(c, "SELECT pg_sleep(0.02)", NULL, 0, on_cancelled_done, &x,
+                                  &err),
+                  KEEL_OK);
+        keel_timer *t = keel__timer_new(loop, on_cancel_timer, &x);
+        keel__timer_arm(t, keel_now_ms() + 14 + i % 8);
+        CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+        keel__timer_free(t);
+        /* The statements that follow never meet the cancel request of the one before. */
+        keel_error e = q_fail(c, "SELECT pg_sleep(0.02)", NULL, 0);
+        hits += e.code != KEEL_OK;
+        e = q_fail(c, "SELECT 1", NULL, 0);
+        hits += e.code != KEEL_OK;
+    }
+    CHECK_INT(hits, 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -930,5 +987,8 @@ int main(void) {
     RUN(release_while_running_cancels_and_returns_the_connection);
     RUN(closing_the_db_while_a_query_runs_reports_closed);
     RUN(server_side_close_is_noticed);
+    RUN(a_host_list_with_an_address_before_a_name_connects);
+    RUN(a_document_parameter_is_refused_with_a_data_error);
+    RUN(a_late_cancel_never_reaches_the_next_statement);
     return TEST_SUMMARY();
 }

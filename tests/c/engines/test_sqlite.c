@@ -505,6 +505,15 @@ TEST(errors)
     CHECK_INT(q_err(c, "SELECT ?", NULL, 0, &err), KEEL_ERR_PARAMETERS);
     CHECK_INT(q_err(c, "SELECT :name", NULL, 0, &err), KEEL_ERR_PARAMETERS);
     CHECK_INT(q_err(c, "SELECT json('{bad')", NULL, 0, &err), KEEL_ERR_DATABASE);
+    /* A BSON document is refused as on the other SQL engines, before the job starts. */
+    keel_value doc = {.type = KEEL_TYPE_DOCUMENT, .u.str = {"\x05\0\0\0\0", 5}};
+    CHECK_INT(q_err(c, "SELECT $1", &doc, 1, &err), KEEL_ERR_DATA);
+    CHECK_STR(err.message, "parameter $1: a BSON document is not a SQLite value; pass JSON instead");
+    keel_value rows[2] = {keel_int(1), doc};
+    keel_result *res = NULL;
+    CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1", rows, 2, 1, &res, &err), KEEL_ERR_DATA);
+    CHECK_STR(err.message,
+              "row 1: parameter $1: a BSON document is not a SQLite value; pass JSON instead");
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_ERR_TRANSACTION);
     CHECK_STR(err.sqlstate, "25P01");
     /* The connection is fine after every error. */

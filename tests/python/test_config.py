@@ -1,10 +1,17 @@
 # tests/python/test_config.py - configuration sources: dict, YAML file, URL, default, KEEL_ environment, secrets.
+import asyncio
 import os
+import urllib.parse
 
 import pytest
 
 import keel
-from conftest import PG_URL, pg_parts
+from conftest import MYSQL_URL, PG_URL, mysql_parts, pg_parts
+
+
+def with_query(url, query):
+    """url with the query string query appended."""
+    return url + ("&" if "?" in url else "?") + query
 
 
 @pytest.fixture
@@ -227,3 +234,155 @@ def test_database_repr_hides_the_password(clean_env):
     d = keel.Database({"databases": {"main": {"url": "postgresql://postgres:ReprSecret99@127.0.0.1:1/x"}}})
     assert "ReprSecret99" not in repr(d)
     assert "ReprSecret99" not in str(d)
+
+
+
+# MySQL/MariaDB: URLs, options and keys.
+
+async def test_mysql_url_with_charset_and_pool_parameters(clean_env):
+    url = with_query(MYSQL_URL, "charset=utf8mb4&min_size=2&max_size=3&acquire_timeout=2.5"
+                                "&connect_timeout=4")
+    async with keel.Database(url) as d:
+        assert d.engine() == "mysql"
+        stats = d.pool_stats()
+        assert (stats["min_size"], stats["max_size"]) == (2, 3)
+        assert stats["acquire_timeout"] == pytest.approx(2.5)
+        row = await d.fetchrow("SELECT DATABASE() AS db, @@character_set_client AS client, "
+                               "@@character_set_results AS results, @@time_zone AS tz")
+        assert dict(row) == {"db": mysql_parts()["database"], "client": "utf8mb4",
+                             "results": "utf8mb4", "tz": "+00:00"}
+        # Both connections of min_size are opened, and both are set up alike.
+        a, b = await d.acquire(), await d.acquire()
+        try:
+            for conn in (a, b):
+                assert await conn.fetchval("SELECT @@character_set_connection") == "utf8mb4"
+                assert await conn.fetchval("SELECT @@time_zone") == "+00:00"
+        finally:
+            await d.release(a)
+            await d.release(b)
+
+
+async def test_mariadb_scheme_alias(clean_env):
+    url = "mariadb://" + MYSQL_URL.split("://", 1)[1]
+    async with keel.Database(url) as d:
+        assert d.engine() == "mysql"
+        assert await d.fetchval("SELECT DATABASE()") == mysql_parts()["database"]
+
+
+async def test_mysql_from_keys_with_a_secret_reference(clean_env):
+    parts = mysql_parts()
+    clean_env.setenv("KEEL_TEST_MYSQL_DBNAME", parts["database"])
+    d = keel.Database({"databases": {"main": {
+        "engine": "mysql", "host": parts["host"], "port": parts["port"], "user": parts["user"],
+        "database": "${env:KEEL_TEST_MYSQL_DBNAME}", "options": {"charset": "utf8mb4"}}}})
+    async with d:
+        assert d.engine() == "mysql"
+        assert await d.fetchval("SELECT DATABASE()") == parts["database"]
+
+
+async def test_yaml_file_with_all_three_sql_engines(tmp_path, clean_env):
+    path = tmp_path / "keel.yaml"
+    path.write_text(f"""\
+default: mysql
+databases:
+  pg:
+    url: "{PG_URL}"
+  mysql:
+    url: "{MYSQL_URL}"
+    connect_timeout: 5
+    options:
+      charset: utf8mb4
+    pool:
+      max_size: 3
+  local:
+    url: "sqlite:///{tmp_path / 'local.db'}"
+""", encoding="utf-8")
+    async with keel.Database(str(path)) as d:
+        assert d.databases == ["pg", "mysql", "local"]
+        assert [d.engine(n) for n in d.databases] == ["postgresql", "mysql", "sqlite"]
+        assert d.default_database == "mysql"
+        assert d.pool_stats()["max_size"] == 3
+        assert await d.fetchval("SELECT DATABASE()") == mysql_parts()["database"]
+        assert await d.fetchval("SELECT current_database()", database="pg") == pg_parts()["database"]
+        assert await d.fetchval("SELECT 40 + 2", database="local") == 42
+        async with d.transaction() as conn:
+            assert conn.engine == "mysql" and conn.in_transaction
+            assert await conn.fetchval("SELECT @@in_transaction") == 1
+
+
+async def test_env_points_a_database_at_mysql(tmp_path, clean_env):
+    path = write_yaml(tmp_path, PG_URL, "sqlite:///" + str(tmp_path / "local.db"))
+    clean_env.setenv("KEEL_DATABASES__MAIN__URL", MYSQL_URL)
+    clean_env.setenv("KEEL_DATABASES__MAIN__POOL__MAX_SIZE", "2")
+    async with keel.Database(str(path)) as d:
+        assert d.engine("main") == "mysql"
+        assert d.pool_stats("main")["max_size"] == 2
+        assert await d.fetchval("SELECT DATABASE()") == mysql_parts()["database"]
+
+
+async def test_mysql_wrong_password_is_a_connect_error_without_the_secret(clean_env):
+    secret = "WrongMySQLPw77"
+    clean_env.setenv("KEEL_TEST_MYSQL_PW", secret)
+    parts = mysql_parts()
+    d = keel.Database({"databases": {"main": {
+        "engine": "mysql", "host": parts["host"], "port": parts["port"],
+        "user": "keel_no_such_user", "password": "${env:KEEL_TEST_MYSQL_PW}",
+        "database": parts["database"], "connect_timeout": 5}}})
+    async with d:
+        with pytest.raises(keel.ConnectError) as ei:
+            await d.fetchval("SELECT 1")
+        assert ei.value.engine == "mysql" and ei.value.database == "main"
+        assert "keel_no_such_user" in str(ei.value)
+        assert secret not in str(ei.value) and secret not in repr(ei.value)
+    assert secret not in repr(d)
+
+
+async def test_mysql_charset_keeps_text_utf8(clean_env):
+    # keel's text is UTF-8 (KEEL_TYPE_TEXT). A session character set that is not UTF-8 must
+    # either be refused up front, or not change what keel sends and reads: text written through
+    # it reads back the same through a utf8mb4 session, and text others wrote reads back too.
+    url = with_query(MYSQL_URL, "charset=latin1")
+    try:
+        d = keel.Database(url)
+    except keel.ConfigError as e:
+        assert "charset" in str(e)
+        return
+    t = "t_charset_" + os.urandom(5).hex()
+    async with keel.Database(MYSQL_URL) as utf8, d:
+        await utf8.execute(f"CREATE TABLE {t} (id BIGINT, v VARCHAR(20))")
+        try:
+            await utf8.execute(f"INSERT INTO {t} VALUES (1, $1)", "é ü")
+            await d.execute(f"INSERT INTO {t} VALUES (2, $1)", "é ü")
+            assert await d.fetchval(f"SELECT v FROM {t} WHERE id = $1", 1) == "é ü"
+            assert await utf8.fetchval(f"SELECT v FROM {t} WHERE id = $1", 2) == "é ü"
+            assert await utf8.fetchval(f"SELECT char_length(v) FROM {t} WHERE id = 2") == 3
+        finally:
+            await utf8.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+async def test_mysql_over_a_unix_socket(clean_env):
+    # A host starting with '/' is the server's Unix socket (percent-encoded in a URL). Where the
+    # server's socket is not on this machine (a remote KEEL_TEST_MYSQL_URL) there is nothing to test.
+    async with keel.Database(MYSQL_URL) as tcp:
+        socket_path = await tcp.fetchval("SELECT @@socket")
+    if not socket_path or not os.path.exists(socket_path):
+        pytest.skip(f"the MySQL server's socket {socket_path!r} is not on this machine")
+    parts = mysql_parts()
+    url = (f"mysql://{urllib.parse.quote(parts['user'], safe='')}@"
+           f"{urllib.parse.quote(socket_path, safe='')}/{parts['database']}")
+    keys = {"databases": {"main": {"engine": "mysql", "host": socket_path, "user": parts["user"],
+                                   "database": parts["database"],
+                                   "pool": {"min_size": 1, "max_size": 1}}}}
+    for config in (url, keys):
+        async with keel.Database(config) as d:
+            assert d.engine() == "mysql"
+            assert await d.fetchval("SELECT DATABASE()") == parts["database"]
+            # Cancellation reaches the server over the socket too (KILL QUERY from a second
+            # session): the single connection is free again at once.
+            task = asyncio.create_task(d.fetchval("SELECT SLEEP(10)"))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=3)
+            assert task in done and task.cancelled()
+            async with asyncio.timeout(3):
+                assert await d.fetchval("SELECT 1") == 1

@@ -2,14 +2,23 @@
 import asyncio
 import datetime as dt
 import time
+import uuid
 
 import pytest
 
 import keel
-from conftest import PG_URL, wait_until
+from conftest import MYSQL_URL, PG_URL, UNIQUE_VIOLATION_SQLSTATE, wait_until
 
 SECRET = "Sup3rS3cretPw"
 DEAD_URL = f"postgresql://postgres:{SECRET}@127.0.0.1:1/x"
+# Servers nothing listens for, per server engine.
+DEAD_URLS = {
+    "postgresql": DEAD_URL,
+    "mysql": f"mysql://root:{SECRET}@127.0.0.1:1/x",
+}
+
+# The SQLSTATE of a syntax error, where the engine has one (SQLite has none).
+SYNTAX_ERROR_SQLSTATE = {"postgresql": "42601", "mysql": "42000", "sqlite": None}
 
 HIERARCHY = [
     ("Error", Exception),
@@ -56,8 +65,8 @@ async def test_syntax_error(db, engine):
     with pytest.raises(keel.ProgrammingError) as ei:
         await db.fetch("SELEC 1")
     assert_error_attributes(ei.value, engine=engine, database="default", code="KEEL_ERR_PROGRAMMING")
-    if engine == "postgresql":
-        assert ei.value.sqlstate == "42601"
+    if SYNTAX_ERROR_SQLSTATE[engine] is not None:
+        assert ei.value.sqlstate == SYNTAX_ERROR_SQLSTATE[engine]
     assert str(ei.value)
     assert await db.fetchval("SELECT 1") == 1
 
@@ -75,8 +84,8 @@ async def test_unique_violation(db, new_table, types, engine):
     await db.execute(f"INSERT INTO {t} VALUES (1)")
     with pytest.raises(keel.IntegrityError) as ei:
         await db.execute(f"INSERT INTO {t} VALUES ($1)", 1)
-    assert_error_attributes(ei.value, engine=engine, database="default", sqlstate="23505",
-                            code="KEEL_ERR_INTEGRITY")
+    assert_error_attributes(ei.value, engine=engine, database="default",
+                            sqlstate=UNIQUE_VIOLATION_SQLSTATE[engine], code="KEEL_ERR_INTEGRITY")
     assert isinstance(ei.value, keel.DatabaseError)
     assert await db.fetchval(f"SELECT count(*) FROM {t}") == 1
 
@@ -157,8 +166,9 @@ def assert_no_secret(e):
         assert SECRET not in text
 
 
-async def test_unreachable_server_fails_fast_without_secrets():
-    d = keel.Database({"databases": {"x": {"url": DEAD_URL, "connect_timeout": 2}}})
+@pytest.mark.parametrize("dead_engine", list(DEAD_URLS))
+async def test_unreachable_server_fails_fast_without_secrets(dead_engine):
+    d = keel.Database({"databases": {"x": {"url": DEAD_URLS[dead_engine], "connect_timeout": 2}}})
     try:
         await d.start()  # start() does not raise for an unreachable database
         for _ in range(2):
@@ -167,7 +177,7 @@ async def test_unreachable_server_fails_fast_without_secrets():
                 await d.fetchval("SELECT 1")
             assert time.monotonic() - t0 < 5
             assert isinstance(ei.value, keel.OperationalError)
-            assert_error_attributes(ei.value, engine="postgresql", database="x", code="KEEL_ERR_CONNECT")
+            assert_error_attributes(ei.value, engine=dead_engine, database="x", code="KEEL_ERR_CONNECT")
             assert_no_secret(ei.value)
         with pytest.raises(keel.ConnectError) as ei:
             await d.ping()
@@ -180,10 +190,12 @@ async def test_unreachable_server_fails_fast_without_secrets():
 async def test_unreachable_database_does_not_affect_others(db_url):
     d = keel.Database({"default": "good", "databases": {
         "good": {"url": db_url},
-        "dead": {"url": DEAD_URL, "connect_timeout": 2}}})
+        "dead": {"url": DEAD_URLS["postgresql"], "connect_timeout": 2},
+        "dead_mysql": {"url": DEAD_URLS["mysql"], "connect_timeout": 2}}})
     async with d:
-        with pytest.raises(keel.ConnectError):
-            await d.fetch("SELECT 1", database="dead")
+        for dead in ("dead", "dead_mysql"):
+            with pytest.raises(keel.ConnectError):
+                await d.fetch("SELECT 1", database=dead)
         assert await d.fetchval("SELECT 1") == 1
         assert await d.fetchval("SELECT 1", database="good") == 1
 
@@ -192,7 +204,11 @@ async def test_unreachable_database_does_not_affect_others(db_url):
     ("postgresql://postgres@127.0.0.1:notaport/db", ("port",)),
     (f"postgresql://postgres:{SECRET}@127.0.0.1:99999999/db", ("port",)),
     ("nosuchengine://host/db", ("nosuchengine", "scheme")),
-], ids=["port-not-a-number", "port-out-of-range", "unknown-scheme"])
+    ("mysql://root@127.0.0.1:notaport/db", ("port",)),
+    (f"mariadb://root:{SECRET}@127.0.0.1:70000/db", ("port",)),
+    (f"mysql://root:{SECRET}@127.0.0.1/db?charset", ("charset", "value")),
+], ids=["port-not-a-number", "port-out-of-range", "unknown-scheme", "mysql-port-not-a-number",
+        "mariadb-port-out-of-range", "mysql-query-without-value"])
 def test_malformed_url(url, expected):
     with pytest.raises(keel.ConfigError) as ei:
         keel.Database(url)
@@ -212,7 +228,19 @@ def test_malformed_url(url, expected):
     ({"databases": {"main": {"url": "sqlite:///x.db", "connect_timeout": "soon"}}},
      "databases.main.connect_timeout"),
     ({"databases": {"main": {"url": "postgresql://u@h:nope/db"}}}, "databases.main.url"),
-], ids=["not-a-number", "min-over-max", "unknown-key", "missing-default", "bad-timeout", "bad-url"])
+    ({"databases": {"main": {"url": "mysql://root@h/db?colour=red"}}}, "databases.main.options.colour"),
+    ({"databases": {"main": {"url": "mysql://root@h/db", "options": {"charset": "utf-8"}}}},
+     "databases.main.options.charset"),
+    ({"databases": {"main": {"url": "mysql://root@h/db?ssl_mode=sometimes"}}},
+     "databases.main.options.ssl_mode"),
+    ({"databases": {"main": {"url": "mysql://root@h/db?ssl_mode=VERIFY_CA"}}},
+     "databases.main.options.ssl_ca"),
+    ({"databases": {"main": {"url": "mysql://root@h/db", "options": {"dbname": "other"}}}},
+     "databases.main.options.dbname"),
+    ({"databases": {"main": {"url": "mariadb://root@h/db?max_size=lots"}}}, "max_size"),
+], ids=["not-a-number", "min-over-max", "unknown-key", "missing-default", "bad-timeout", "bad-url",
+        "mysql-unknown-option", "mysql-bad-charset", "mysql-bad-ssl-mode", "mysql-verify-without-ca",
+        "mysql-reserved-option", "mysql-bad-pool-size"])
 def test_invalid_config_names_the_key_path(config, path):
     with pytest.raises(keel.ConfigError) as ei:
         keel.Database(config)
@@ -336,3 +364,190 @@ async def test_timestamps_beyond_python_range_on_postgresql(pg_db):
     with pytest.raises(keel.DataError):
         await pg_db.fetchval("SELECT '0001-01-01 BC'::date")
     assert await pg_db.fetchval("SELECT 1") == 1
+
+
+# MySQL-only behaviour: its server-side errors, its sessions killed by another one.
+
+@pytest.fixture
+async def mysql_table(mysql_db):
+    t = "t_" + uuid.uuid4().hex[:12]
+    await mysql_db.execute(f"CREATE TABLE {t} (i INT, s SMALLINT, v VARCHAR(3), d DATE)")
+    yield t
+    await mysql_db.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+# The server's strict mode (STRICT_TRANS_TABLES, ERROR_FOR_DIVISION_BY_ZERO, the default) makes
+# these errors instead of warnings; MySQL reports most of them as class 22 or HY000 (by number).
+@pytest.mark.parametrize("column,sql,args,sqlstate", [
+    ("i", "$1", ("abc",), "22007"),
+    ("s", "$1", (100000,), "22003"),
+    ("i", "1 / $1", (0,), "22012"),
+    ("v", "$1", ("abcd",), "22001"),
+    ("d", "$1", ("2024-02-30",), "22007"),
+], ids=["invalid-text", "out-of-range", "division-by-zero", "too-long", "invalid-date"])
+async def test_server_data_errors_on_mysql(mysql_db, mysql_table, column, sql, args, sqlstate):
+    with pytest.raises(keel.DataError) as ei:
+        await mysql_db.execute(f"INSERT INTO {mysql_table} ({column}) VALUES ({sql})", *args)
+    assert_error_attributes(ei.value, engine="mysql", database="default", sqlstate=sqlstate,
+                            code="KEEL_ERR_DATA")
+    assert await mysql_db.fetchval(f"SELECT count(*) FROM {mysql_table}") == 0
+    assert await mysql_db.fetchval("SELECT 1") == 1
+
+
+async def test_statement_timeout_on_mysql(mysql_db):
+    # MariaDB's max_statement_time interrupts the statement with its own error: a timeout.
+    with pytest.raises(keel.OperationalError) as ei:
+        await mysql_db.fetchval("SET STATEMENT max_statement_time = 0.1 FOR SELECT SLEEP(5)")
+    assert_error_attributes(ei.value, engine="mysql", code="KEEL_ERR_TIMEOUT", sqlstate="70100")
+    assert await mysql_db.fetchval("SELECT 1") == 1
+    assert mysql_db.pool_stats()["leased"] == 0
+
+
+async def test_errors_do_not_abort_a_transaction_on_mysql(mysql_db, mysql_table):
+    # Unlike PostgreSQL, MySQL keeps a transaction going after a failed statement.
+    async with mysql_db.transaction() as conn:
+        await conn.execute(f"INSERT INTO {mysql_table} (i) VALUES (1)")
+        with pytest.raises(keel.ProgrammingError):
+            await conn.execute("SELEC 1")
+        assert conn.in_transaction is True
+        await conn.execute(f"INSERT INTO {mysql_table} (i) VALUES (2)")
+    assert await mysql_db.fetchval(f"SELECT count(*) FROM {mysql_table}") == 2
+
+
+async def test_lost_connection_on_mysql(mysql_db):
+    async with mysql_db.connection() as conn:
+        thread = await conn.fetchval("SELECT CONNECTION_ID()")
+        async with mysql_db.connection() as other:
+            assert await other.fetchval("SELECT CONNECTION_ID()") != thread
+            await other.execute(f"KILL CONNECTION {int(thread)}")
+        with pytest.raises(keel.ConnectionLost) as ei:
+            async with asyncio.timeout(5):
+                await wait_for_failure(conn)
+        assert isinstance(ei.value, keel.OperationalError)
+        assert_error_attributes(ei.value, engine="mysql", database="default",
+                                code="KEEL_ERR_CONNECTION_LOST")
+        # Once lost, it stays lost: the connection does not pretend to work again.
+        with pytest.raises(keel.ConnectionLost):
+            await conn.fetchval("SELECT 1")
+    # The broken connection is not lent again.
+    assert await mysql_db.fetchval("SELECT 1") == 1
+    async with mysql_db.connection() as conn:
+        assert await conn.fetchval("SELECT CONNECTION_ID()") != thread
+    assert mysql_db.pool_stats()["leased"] == 0
+
+
+async def test_connection_killed_mid_query_on_mysql(mysql_db):
+    async with mysql_db.connection() as conn:
+        thread = await conn.fetchval("SELECT CONNECTION_ID()")
+        slow = asyncio.create_task(conn.fetchval("SELECT SLEEP(10)"))
+        await asyncio.sleep(0.2)
+        async with mysql_db.connection() as other:
+            await other.execute(f"KILL CONNECTION {int(thread)}")
+        with pytest.raises(keel.ConnectionLost):
+            await asyncio.wait_for(slow, 5)
+    assert await mysql_db.fetchval("SELECT CONNECTION_ID()") != thread
+    assert mysql_db.pool_stats()["leased"] == 0
+
+
+async def test_idle_connection_killed_by_the_server_is_replaced_on_mysql(mysql_db):
+    async with mysql_db.connection() as conn:
+        thread = await conn.fetchval("SELECT CONNECTION_ID()")
+    assert mysql_db.pool_stats()["idle"] >= 1
+    killer = keel.Database(MYSQL_URL)
+    async with killer:
+        await killer.execute(f"KILL CONNECTION {int(thread)}")
+    # The pool notices the closed socket of an idle connection and drops it.
+    await wait_until(lambda: mysql_db.pool_stats()["idle"] == 0, timeout=5)
+    assert await mysql_db.fetchval("SELECT 1") == 1
+    assert await mysql_db.fetchval("SELECT CONNECTION_ID()") != thread
+
+
+# A deadlock between two transactions: one of them is chosen as the victim and fails with the
+# engine's SQLSTATE; both connections stay usable. SQLite has no row locks to deadlock on.
+DEADLOCK_SQLSTATE = {"postgresql": "40P01", "mysql": "40001"}
+
+
+@pytest.mark.parametrize("server", list(DEADLOCK_SQLSTATE))
+async def test_deadlock_is_reported_and_leaves_connections_usable(server):
+    url = {"postgresql": PG_URL, "mysql": MYSQL_URL}[server]
+    d = keel.Database({"databases": {"main": {"url": url, "pool": {"min_size": 2, "max_size": 2}}}})
+    t = "t_" + uuid.uuid4().hex[:12]
+    async with d:
+        await d.execute(f"CREATE TABLE {t} (id BIGINT PRIMARY KEY, v BIGINT)")
+        try:
+            await d.execute(f"INSERT INTO {t} VALUES (1, 0), (2, 0)")
+            a, b = await d.acquire(), await d.acquire()
+            try:
+                await a.execute("BEGIN")
+                await b.execute("BEGIN")
+                await a.execute(f"UPDATE {t} SET v = 1 WHERE id = 1")
+                await b.execute(f"UPDATE {t} SET v = 2 WHERE id = 2")
+                results = await asyncio.wait_for(asyncio.gather(
+                    a.execute(f"UPDATE {t} SET v = 1 WHERE id = 2"),
+                    b.execute(f"UPDATE {t} SET v = 2 WHERE id = 1"),
+                    return_exceptions=True), 20)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                assert len(errors) == 1, results
+                e = errors[0]
+                assert isinstance(e, keel.DatabaseError), repr(e)
+                assert_error_attributes(e, engine=server, database="main",
+                                        sqlstate=DEADLOCK_SQLSTATE[server], code="KEEL_ERR_TRANSACTION")
+                for conn in (a, b):
+                    await conn.execute("ROLLBACK")
+                    assert conn.in_transaction is False
+                    assert await conn.fetchval("SELECT 1") == 1
+            finally:
+                await d.release(a)
+                await d.release(b)
+            assert d.pool_stats("main")["leased"] == 0
+        finally:
+            await d.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+async def test_query_killed_by_another_session_on_mysql(mysql_db):
+    # KILL QUERY from elsewhere (an operator, a watchdog) stops the statement, not the session.
+    async with mysql_db.connection() as conn:
+        thread = await conn.fetchval("SELECT CONNECTION_ID()")
+        # 10^12 joined rows: hours of work. (SLEEP and BENCHMARK end quietly when killed.)
+        busy = asyncio.create_task(conn.fetchval(
+            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000) "
+            "SELECT count(*) FROM c a, c b, c d, c e"))
+        await asyncio.sleep(0.2)
+        assert not busy.done()
+        async with mysql_db.connection() as other:
+            await other.execute(f"KILL QUERY {int(thread)}")
+        with pytest.raises(keel.QueryCanceledError) as ei:
+            await asyncio.wait_for(busy, 5)
+        assert_error_attributes(ei.value, engine="mysql", database="default", sqlstate="70100",
+                                code="KEEL_ERR_CANCELLED")
+        assert await conn.fetchval("SELECT CONNECTION_ID()") == thread
+        assert await conn.fetchval("SELECT $1 + 1", 1) == 2
+
+
+@pytest.mark.parametrize("dead_engine", list(DEAD_URLS))
+async def test_server_that_never_answers_times_out(dead_engine):
+    # A server that accepts the connection and then says nothing (a hung host, a wrong port
+    # behind a proxy): the connect deadline ends the wait. That is a timeout (KEEL_ERR_TIMEOUT,
+    # "a connect or statement deadline passed"), an OperationalError naming the address.
+    async def silent(reader, writer):
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    scheme = DEAD_URLS[dead_engine].split("://", 1)[0]
+    url = f"{scheme}://u:{SECRET}@127.0.0.1:{port}/x"
+    d = keel.Database({"databases": {"x": {"url": url, "connect_timeout": 1}}})
+    try:
+        async with d:
+            t0 = time.monotonic()
+            with pytest.raises(keel.OperationalError) as ei:
+                await d.fetchval("SELECT 1")
+            assert 0.5 <= time.monotonic() - t0 < 5
+            assert_error_attributes(ei.value, engine=dead_engine, database="x", code="KEEL_ERR_TIMEOUT")
+            assert str(port) in str(ei.value)
+            assert_no_secret(ei.value)
+            assert d.pool_stats("x")["leased"] == 0
+    finally:
+        server.close()
+        await server.wait_closed()

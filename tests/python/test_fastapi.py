@@ -6,11 +6,13 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel
 
-from conftest import unique_name, wait_until
+import keel
+from conftest import MONGO_URL, MYSQL_URL, PG_URL, unique_name, wait_until
 from keel.fastapi import Keel
 
 DEAD_SECRET = "HealthS3cretPw"
 DEAD = {"url": f"postgresql://postgres:{DEAD_SECRET}@127.0.0.1:1/x", "connect_timeout": 2}
+DEAD_MYSQL = {"url": f"mysql://root:{DEAD_SECRET}@127.0.0.1:1/x", "connect_timeout": 2}
 
 
 class Item(BaseModel):
@@ -187,3 +189,78 @@ async def test_lifespan_starts_and_closes_the_database(make_db):
         assert db.pool_stats()["leased"] == 0
     # Leaving it closes the database; closing again is harmless.
     await db.close()
+
+
+def health_app(db):
+    kf = Keel(db)
+    app = FastAPI(lifespan=kf.lifespan)
+    app.include_router(kf.health_router())
+    return app, kf
+
+
+@contextlib.asynccontextmanager
+async def health_client(db):
+    app, kf = health_app(db)
+    async with kf.lifespan(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def every_engine(tmp_path):
+    """One database per engine: name → (config entry, engine name). MongoDB unless disabled."""
+    databases = {
+        "pg": ({"url": PG_URL}, "postgresql"),
+        "mysql": ({"url": MYSQL_URL}, "mysql"),
+        "local": ({"url": "sqlite:///" + str(tmp_path / "local.db")}, "sqlite"),
+    }
+    if MONGO_URL:
+        databases["docs"] = ({"url": MONGO_URL}, "mongodb")
+    return databases
+
+
+async def test_health_ready_covers_every_engine(tmp_path):
+    # Like `keel check`: one status per configured database, whatever its engine.
+    databases = every_engine(tmp_path)
+    db = keel.Database({"default": "pg", "databases": {n: e for n, (e, _) in databases.items()}})
+    try:
+        async with health_client(db) as client:
+            r = await asyncio.wait_for(client.get("/health/ready"), 30)
+            body = r.json()
+            assert r.status_code == 200, body
+            assert body["status"] == "ok"
+            assert set(body["databases"]) == set(databases)
+            for name, (_, engine) in databases.items():
+                entry = body["databases"][name]
+                assert entry["status"] == "ok" and entry["engine"] == engine, (name, entry)
+                assert isinstance(entry["latency_ms"], float) and entry["latency_ms"] >= 0
+            for name in databases:
+                await leased_back_to_zero(db, name)
+    finally:
+        await asyncio.wait_for(db.close(), 30)
+
+
+async def test_health_ready_names_failing_databases_of_each_engine(tmp_path):
+    healthy = every_engine(tmp_path)
+    config = {n: e for n, (e, _) in healthy.items()}
+    config.update({"broken_pg": DEAD, "broken_mysql": DEAD_MYSQL})
+    db = keel.Database({"default": "mysql", "databases": config})
+    try:
+        async with health_client(db) as client:
+            r = await asyncio.wait_for(client.get("/health/ready"), 30)
+            assert r.status_code == 503
+            body = r.json()
+            assert body["status"] == "unavailable"
+            for name, (_, engine) in healthy.items():
+                assert body["databases"][name]["status"] == "ok", (name, body["databases"][name])
+                assert body["databases"][name]["engine"] == engine
+            for name, engine in (("broken_pg", "postgresql"), ("broken_mysql", "mysql")):
+                broken = body["databases"][name]
+                assert broken["status"] == "error" and broken["engine"] == engine, broken
+                assert isinstance(broken["error"], str) and broken["error"]
+            assert DEAD_SECRET not in r.text
+            assert (await client.get("/health/live")).status_code == 200
+            for name in healthy:
+                await leased_back_to_zero(db, name)
+    finally:
+        await asyncio.wait_for(db.close(), 30)

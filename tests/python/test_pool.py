@@ -1,13 +1,15 @@
 # tests/python/test_pool.py - pools, cancellation and concurrency on the asyncio loop, on every engine.
 import asyncio
+import random
 import re
+import statistics
 import time
 import uuid
 
 import pytest
 
 import keel
-from conftest import ONE_SECOND_SQL, PG_URL, SLOW_SQL, wait_until
+from conftest import ONE_SECOND_SQL, SERVER_URLS, SLOW_SQL, wait_until
 
 ONE = {"min_size": 1, "max_size": 1, "acquire_timeout": 5}
 
@@ -106,7 +108,7 @@ async def test_many_connections_opened_at_once(engine, tmp_path, db_url):
     # the connections also race to set up the file (journal mode) - none may fail for that.
     rounds = 25 if engine == "sqlite" else 5
     for i in range(rounds):
-        url = db_url if engine == "postgresql" else "sqlite:///" + str(tmp_path / f"round{i}.db")
+        url = db_url if engine != "sqlite" else "sqlite:///" + str(tmp_path / f"round{i}.db")
         d = keel.Database({"databases": {"main": {
             "url": url, "pool": {"min_size": 1, "max_size": 8, "acquire_timeout": 10}}}})
         try:
@@ -243,9 +245,14 @@ async def test_event_loop_stays_responsive_during_a_long_query(db, engine):
     assert during >= 0.25 * elapsed / 0.01, (during, elapsed)
 
 
-async def test_pooled_queries_run_concurrently_on_postgresql():
+# Half a second of waiting on the server, per server engine.
+HALF_SECOND_SQL = {"postgresql": "SELECT pg_sleep(0.5)", "mysql": "SELECT SLEEP(0.5)"}
+
+
+@pytest.mark.parametrize("server", list(HALF_SECOND_SQL))
+async def test_pooled_queries_run_concurrently_on_servers(server):
     d = keel.Database({"databases": {"main": {
-        "url": PG_URL, "pool": {"min_size": 4, "max_size": 4, "acquire_timeout": 10}}}})
+        "url": SERVER_URLS[server], "pool": {"min_size": 4, "max_size": 4, "acquire_timeout": 10}}}})
     async with d:
         # Open all four connections first so only the queries are measured.
         conns = [await d.acquire() for _ in range(4)]
@@ -253,7 +260,7 @@ async def test_pooled_queries_run_concurrently_on_postgresql():
             await d.release(c)
         assert d.pool_stats()["size"] == 4
         t0 = time.monotonic()
-        results = await asyncio.gather(*(d.fetchval("SELECT pg_sleep(0.5)") for _ in range(4)))
+        results = await asyncio.gather(*(d.fetchval(HALF_SECOND_SQL[server]) for _ in range(4)))
         elapsed = time.monotonic() - t0
         serial = 4 * 0.5
         assert len(results) == 4
@@ -274,3 +281,89 @@ async def test_connection_reports_busy_instead_of_interleaving(make_db, engine):
         assert ei.value.code == "KEEL_ERR_BUSY"
         await asyncio.wait_for(first, 10)
         assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_cancelling_a_query_that_fails_when_killed_on_mysql():
+    # SLEEP() ends quietly when KILL QUERY stops it; most statements end with an error instead
+    # (ER_QUERY_INTERRUPTED). Cancelling one of those must leave the connection just as clean.
+    # max_statement_time bounds the statement should cancellation fail.
+    d = keel.Database({"databases": {"main": {"url": SERVER_URLS["mysql"], "pool": ONE}}})
+    async with d:
+        async with d.connection() as conn:
+            thread = await conn.fetchval("SELECT CONNECTION_ID()")
+            task = asyncio.create_task(conn.fetchval(
+                "SET STATEMENT max_statement_time = 20 FOR "
+                "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000) "
+                "SELECT count(*) FROM c a, c b, c d, c e"))
+            assert await cancel_after(task) < 3
+            async with asyncio.timeout(3):
+                assert await conn.fetchval("SELECT CONNECTION_ID()") == thread
+                assert conn.in_transaction is False
+                assert await conn.fetchval("SELECT $1 + 1", 1) == 2
+        assert d.pool_stats()["leased"] == 0
+
+
+# A statement of a few tens of milliseconds per engine, for cancellations that race its end.
+SHORT_SQL = {
+    "postgresql": "SELECT pg_sleep(0.02)",
+    "mysql": "SELECT SLEEP(0.02)",
+    "sqlite": "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 100000) "
+              "SELECT count(*) FROM c",
+}
+
+
+async def test_a_late_cancel_never_reaches_the_next_statement(make_db, engine):
+    # Cancelling a task whose statement is just ending races the cancel request (a second
+    # session asking the server to stop "what runs now") with the end of the statement. The
+    # request must not outlive its statement: the statements that follow on the connection
+    # are never cancelled by it. Each round cancels near the end; the seed fixes the timings.
+    d = make_db(pool=ONE)
+    sql = SHORT_SQL[engine]
+    assert await d.fetchval("SELECT 1") == 1  # connected: the timings below are the statement's
+    timings = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        await d.fetchval(sql)
+        timings.append(time.monotonic() - t0)
+    duration = statistics.median(timings)
+    rnd = random.Random(20240601)
+    hit = []
+    cancelled = 0
+    for i in range(60):
+        task = asyncio.create_task(d.fetchval(sql))
+        await asyncio.sleep(duration * rnd.uniform(0.7, 1.0))
+        task.cancel()
+        try:
+            await asyncio.wait_for(task, 10)
+        except asyncio.CancelledError:
+            cancelled += 1
+        except keel.Error as e:
+            hit.append((i, "the cancelled task's own statement", repr(e)))
+        for follow in (sql, "SELECT 1"):
+            try:
+                await asyncio.wait_for(d.fetchval(follow), 10)
+            except keel.Error as e:
+                hit.append((i, follow, repr(e)))
+    assert hit == [], f"{len(hit)} statements were cancelled by an earlier cancel: {hit[:3]}"
+    assert cancelled >= 5, f"only {cancelled} of 60 statements were cancelled: the test proves little"
+    assert d.pool_stats()["leased"] == 0
+
+
+async def test_cancelling_a_batch_stops_it_and_rolls_it_back(make_db, engine, types):
+    # A batch of 200,000 rows takes far longer than the 50 ms the test lets it run. Cancelling
+    # the task stops the batch on the server and undoes it (batches are atomic on cancellation
+    # too): no row is left, and the single pooled connection is free and clean at once.
+    d = make_db(pool=ONE)
+    t = "t_cancel_batch_" + uuid.uuid4().hex[:10]
+    await d.execute(f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, v TEXT)")
+    try:
+        rows = [(i, "v" * 50) for i in range(200000)]
+        task = asyncio.create_task(d.executemany(f"INSERT INTO {t} (id, v) VALUES ($1, $2)", rows))
+        assert await cancel_after(task, 0.05) < 3
+        async with asyncio.timeout(3):
+            async with d.connection() as conn:
+                assert conn.in_transaction is False
+                assert await conn.fetchval(f"SELECT count(*) FROM {t}") == 0
+        assert d.pool_stats()["leased"] == 0
+    finally:
+        await d.execute(f"DROP TABLE IF EXISTS {t}")

@@ -91,12 +91,20 @@ typedef struct pg_impl {
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
     pg_phase held;       /* the phase of an operation in PG_HELD */
 
-    /* The running batch: a private copy of its parameters, sent row by row. */
+    /*
+     * The running batch: a private copy of its parameters, sent row by row. The statement is
+     * parsed once into the unnamed prepared statement and each row only binds and executes it;
+     * it is prepared again only before a row whose parameter types differ from the last
+     * prepared ones (bprep marks those rows), because the types are fixed at parse time.
+     */
     keel_value *bvals;
+    Oid *btypes;   /* the parameter types the unnamed statement was prepared with */
+    char *bprep;   /* per row: 1 when a prepare was queued just before it */
     const char *bsql;
     size_t brows, bnparams, bsent, bdone;
-    int bgot;    /* a result of query bdone arrived (its terminating NULL is still to come) */
-    int bsynced; /* the closing sync is queued */
+    int bgot;      /* a result of the current group arrived (its terminating NULL is to come) */
+    int bprepared; /* the prepare queued before row bdone has reported */
+    int bsynced;   /* the closing sync is queued */
     int64_t baffected;
 
     /* Parameter arrays and their text, reused by every statement of the connection. */
@@ -1155,8 +1163,10 @@ static const char *pg_sql(pg_impl *p, const keel_conn *c, const char *sql, size_
 static void pg_batch_clear(pg_impl *p) {
     free(p->bvals);
     p->bvals = NULL;
+    p->btypes = NULL;
+    p->bprep = NULL;
     p->brows = p->bnparams = p->bsent = p->bdone = 0;
-    p->bgot = p->bsynced = 0;
+    p->bgot = p->bprepared = p->bsynced = 0;
     p->baffected = 0;
 }
 
@@ -1346,9 +1356,10 @@ static int pg_query_collect(pg_impl *p) {
 }
 
 /*
- * Collects batch results as they arrive: each query's results end with a NULL, and the
- * closing sync ends the batch. Returns 1 when the batch is over, 0 when more input is needed,
- * -1 when the connection failed.
+ * Collects batch results as they arrive: each prepare's and each row's results end with a
+ * NULL, and the closing sync ends the batch. A failed prepare is reported as the row it was
+ * queued for, as a failed parse of that row was. Returns 1 when the batch is over, 0 when
+ * more input is needed, -1 when the connection failed.
  */
 static int pg_batch_collect(pg_impl *p) {
     for (;;) {
@@ -1364,7 +1375,12 @@ static int pg_batch_collect(pg_impl *p) {
             if (!p->bgot)
                 return 0; /* nothing sent is pending yet */
             p->bgot = 0;
-            p->bdone++;
+            if (p->bdone < p->brows && p->bprep[p->bdone] && !p->bprepared) {
+                p->bprepared = 1;
+            } else {
+                p->bdone++;
+                p->bprepared = 0;
+            }
             continue;
         }
         ExecStatusType st = PQresultStatus(r);
@@ -1388,6 +1404,26 @@ static int pg_batch_collect(pg_impl *p) {
         }
         PQclear(r);
     }
+}
+
+/*
+ * Queues the bind and execute of the encoded row bsent, preceded by a prepare of the unnamed
+ * statement when the row's parameter types differ from those it was last prepared with.
+ * Returns the bytes queued, or 0 when libpq failed.
+ */
+static size_t pg_batch_queue_row(pg_impl *p) {
+    size_t n = p->bnparams, bytes = p->pbytes + 32;
+    if (p->bsent == 0 || (n && memcmp(p->btypes, p->ptypes, n * sizeof(Oid)) != 0)) {
+        if (!PQsendPrepare(p->pg, "", p->bsql, (int)n, p->ptypes))
+            return 0;
+        if (n)
+            memcpy(p->btypes, p->ptypes, n * sizeof(Oid));
+        p->bprep[p->bsent] = 1;
+        bytes += strlen(p->bsql) + 4 * n;
+    }
+    if (!PQsendQueryPrepared(p->pg, "", (int)n, p->pvals, p->plens, p->pfmts, 0))
+        return 0;
+    return bytes;
 }
 
 /*
@@ -1429,12 +1465,12 @@ static int pg_batch_send(pg_impl *p) {
                 }
                 break;
             }
-            if (!PQsendQueryParams(p->pg, p->bsql, (int)p->bnparams, p->ptypes, p->pvals,
-                                   p->plens, p->pfmts, 0))
+            size_t queued = pg_batch_queue_row(p);
+            if (queued == 0)
                 return -1;
             p->bsent++;
             rows++;
-            bytes += p->pbytes + 32;
+            bytes += queued;
         }
         budget -= rows;
         p->flush_pending = 1;
@@ -1572,7 +1608,10 @@ static int pg_starts_with_copy(const char *sql) {
                                                 ((s[4] | 0x20) >= 'a' && (s[4] | 0x20) <= 'z'));
 }
 
-/* Copies a batch's parameters (they are only valid during the query call) in one block. */
+/*
+ * Copies a batch's parameters (they are only valid during the query call) in one block, which
+ * also holds the prepared parameter types and the per-row prepare marks.
+ */
 static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error *err) {
     size_t n = stmt->nrows * stmt->nparams, bytes = 0;
     if (stmt->nparams && n / stmt->nparams != stmt->nrows)
@@ -1590,13 +1629,15 @@ static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error 
             v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_BYTES)
             bytes += v->u.str.len;
     }
-    size_t head = n * sizeof(keel_value);
-    char *block = malloc(head + bytes + 1);
+    size_t head = n * sizeof(keel_value), types = stmt->nparams * sizeof(Oid);
+    char *block = malloc(head + types + stmt->nrows + bytes + 1);
     if (!block)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
                                "out of memory copying %zu batch rows", stmt->nrows);
     keel_value *vals = (keel_value *)(void *)block;
-    char *text = block + head;
+    char *prep = block + head + types;
+    memset(prep, 0, stmt->nrows);
+    char *text = prep + stmt->nrows;
     for (size_t i = 0; i < n; i++) {
         vals[i] = stmt->params[i];
         keel_type t = vals[i].type;
@@ -1610,6 +1651,8 @@ static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error 
     }
     free(p->bvals);
     p->bvals = vals;
+    p->btypes = (Oid *)(void *)(block + head);
+    p->bprep = prep;
     return KEEL_OK;
 }
 

@@ -492,6 +492,55 @@ TEST(executemany_of_ten_thousand_rows) {
     keel_db_close(db);
 }
 
+/*
+ * A batch parses its statement once per run of rows with the same parameter types: a row whose
+ * types differ is parsed again, so values of mixed types reach a numeric column as they would
+ * one statement at a time, and errors still name the row, also when its parse fails.
+ */
+TEST(executemany_with_parameter_types_changing_between_rows) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "CREATE TEMP TABLE mt (id int8 PRIMARY KEY, v numeric)", NULL, 0));
+    const char *sql = "INSERT INTO mt VALUES ($1, $2)";
+    keel_value params[] = {keel_int(0), keel_null(),         keel_int(1), keel_int(1099511627776),
+                           keel_int(2), keel_float(0.5),     keel_int(3), keel_float(0.25),
+                           keel_int(4), keel_text("1.125"),  keel_int(5), keel_int(7)};
+    keel_result *r = NULL;
+    keel_error err;
+    keel_status st = keel_conn_query_many_sync(c, sql, params, 6, 2, &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_INT(keel_result_affected(r), 6);
+    keel_result_free(r);
+    r = q(c, "SELECT string_agg(coalesce(v::text, '-'), ' ' ORDER BY id) FROM mt", NULL, 0);
+    CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT,
+                        "- 1099511627776 0.5 0.25 1.125 7", 32));
+    keel_result_free(r);
+
+    /* A duplicate key after a change of types is reported with its own row number. */
+    keel_result_free(q(c, "TRUNCATE mt", NULL, 0));
+    params[10] = keel_int(1);
+    st = keel_conn_query_many_sync(c, sql, params, 6, 2, &r, &err);
+    CHECK_INT(st, KEEL_ERR_INTEGRITY);
+    CHECK_CONTAINS(err.message, "row 5: duplicate key value");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM mt"), 0);
+
+    /* A row whose types the statement cannot take fails at its parse, named by its row. */
+    unsigned char id[16] = {1};
+    params[10] = keel_int(5);
+    params[7] = keel_uuid(id);
+    st = keel_conn_query_many_sync(c, sql, params, 6, 2, &r, &err);
+    CHECK_INT(st == KEEL_OK, 0);
+    CHECK_CONTAINS(err.message, "row 3: ");
+    CHECK_CONTAINS(err.message, "uuid");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM mt"), 0);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(multi_statement_simple_query_returns_the_last_rows) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -975,6 +1024,7 @@ int main(void) {
     RUN(ten_megabyte_bytea_round_trips);
     RUN(hundred_thousand_rows_decode);
     RUN(executemany_of_ten_thousand_rows);
+    RUN(executemany_with_parameter_types_changing_between_rows);
     RUN(multi_statement_simple_query_returns_the_last_rows);
     RUN(server_errors_map_to_statuses);
     RUN(dead_server_fails_fast_without_leaking_the_password);

@@ -127,6 +127,14 @@ static PyObject *uuid_to_py(kpy_state *st, const keel_value *v)
         return NULL;
     PyTypeObject *tp = (PyTypeObject *)st->UUID;
     PyObject *u = tp->tp_new(tp, st->empty_tuple, NULL);
+    if (u != NULL && st->uuid_int_offset > 0 && st->uuid_safe_offset > 0) {
+        /* What object.__setattr__ does for a slot, without looking the name up each time. */
+        PyObject **int_slot = (PyObject **)((char *)u + st->uuid_int_offset);
+        PyObject **safe_slot = (PyObject **)((char *)u + st->uuid_safe_offset);
+        Py_XSETREF(*int_slot, i);
+        Py_XSETREF(*safe_slot, Py_NewRef(st->uuid_unknown));
+        return u;
+    }
     if (u == NULL ||
         PyObject_GenericSetAttr(u, st->s_int, i) < 0 ||
         PyObject_GenericSetAttr(u, st->s_is_safe, st->uuid_unknown) < 0) {
@@ -169,6 +177,60 @@ static PyObject *decode_failed(kpy_state *st, const keel_value *v)
     return NULL;
 }
 
+static int json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * json.loads(s) runs three Python frames and two whitespace regexes around the C scanner of the
+ * default decoder. A server sends well-formed JSON, so the scanner is called directly, from the
+ * first non-space character; whenever it does not consume the whole text but trailing spaces,
+ * or fails, json.loads runs instead, so results and errors are exactly those of json.loads.
+ */
+static PyObject *json_to_py(kpy_state *st, const keel_value *v)
+{
+    const char *p = v->u.str.ptr;
+    size_t n = v->u.str.len, lead = 0, trail = 0;
+    PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
+    if (s == NULL)
+        return decode_failed(st, v);
+    /* The spaces are ASCII, so their byte counts are also character counts. */
+    while (lead < n && json_space(p[lead]))
+        lead++;
+    while (trail < n - lead && json_space(p[n - 1 - trail]))
+        trail++;
+    if (lead < n) {
+        PyObject *idx = PyLong_FromSize_t(lead);
+        PyObject *r = NULL;
+        if (idx != NULL) {
+            PyObject *args[2] = {s, idx};
+            r = PyObject_Vectorcall(st->json_scan, args, 2, NULL);
+            Py_DECREF(idx);
+        }
+        if (r != NULL && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
+            Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 1));
+            if (end >= 0 && end + (Py_ssize_t)trail == PyUnicode_GET_LENGTH(s)) {
+                PyObject *o = Py_NewRef(PyTuple_GET_ITEM(r, 0));
+                Py_DECREF(r);
+                Py_DECREF(s);
+                return o;
+            }
+        }
+        Py_XDECREF(r);
+        if (PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+                Py_DECREF(s);
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+    }
+    PyObject *o = PyObject_CallOneArg(st->json_loads, s);
+    Py_DECREF(s);
+    return o != NULL ? o : decode_failed(st, v);
+}
+
 PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v)
 {
     PyObject *o, *s;
@@ -188,13 +250,14 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v)
     case KEEL_TYPE_DOCUMENT: /* a BSON document is handed over as its raw bytes */
         return PyBytes_FromStringAndSize(v->u.str.ptr, (Py_ssize_t)v->u.str.len);
     case KEEL_TYPE_NUMERIC:
-    case KEEL_TYPE_JSON:
         s = PyUnicode_DecodeUTF8(v->u.str.ptr, (Py_ssize_t)v->u.str.len, NULL);
         if (s == NULL)
             return decode_failed(st, v);
-        o = PyObject_CallOneArg(v->type == KEEL_TYPE_NUMERIC ? st->Decimal : st->json_loads, s);
+        o = PyObject_CallOneArg(st->Decimal, s);
         Py_DECREF(s);
         return o != NULL ? o : decode_failed(st, v);
+    case KEEL_TYPE_JSON:
+        return json_to_py(st, v);
     case KEEL_TYPE_DATE:
         return date_to_py(st, v);
     case KEEL_TYPE_TIME:

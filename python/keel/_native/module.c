@@ -1,6 +1,8 @@
 /* python/keel/_native/module.c - multi-phase initialisation, module state, exceptions and error mapping. */
 #include "module.h"
 
+#include <structmember.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -237,14 +239,39 @@ static PyObject *import_attr(const char *module, const char *name)
     return attr;
 }
 
+/*
+ * The offset in an instance of cls of the __slots__ attribute name, when cls itself declares it
+ * as a plain object slot; 0 otherwise (no exception). Results store UUIDs through it.
+ */
+static Py_ssize_t slot_offset(PyObject *cls, PyObject *name)
+{
+    if (!PyType_Check(cls))
+        return 0;
+    PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+        return 0;
+    PyMemberDef *mb = ((PyMemberDescrObject *)d)->d_member;
+    if (mb->type != T_OBJECT_EX || (mb->flags & READONLY) || mb->offset <= 0)
+        return 0;
+    return mb->offset;
+}
+
 static int init_imports(kpy_state *st)
 {
     if ((st->Decimal = import_attr("decimal", "Decimal")) == NULL ||
         (st->UUID = import_attr("uuid", "UUID")) == NULL ||
         (st->json_loads = import_attr("json", "loads")) == NULL ||
+        (st->json_scan = import_attr("json", "_default_decoder")) == NULL ||
         (st->json_dumps = import_attr("json", "dumps")) == NULL ||
         (st->Future = import_attr("asyncio", "Future")) == NULL ||
         (st->get_running_loop = import_attr("asyncio", "_get_running_loop")) == NULL)
+        return -1;
+    /* json.loads(s) is _default_decoder.decode(s): its scanner alone, without the Python frames
+     * and whitespace regexes around it, is what decoding a server's JSON needs. */
+    PyObject *decoder = st->json_scan;
+    st->json_scan = PyObject_GetAttrString(decoder, "scan_once");
+    Py_DECREF(decoder);
+    if (st->json_scan == NULL)
         return -1;
     PyObject *safe = import_attr("uuid", "SafeUUID");
     if (safe == NULL)
@@ -281,6 +308,10 @@ static int init_imports(kpy_state *st)
     INTERN(s_pattern, "pattern");
     INTERN(s_flags, "flags");
 #undef INTERN
+    st->uuid_int_offset = slot_offset(st->UUID, st->s_int);
+    st->uuid_safe_offset = slot_offset(st->UUID, st->s_is_safe);
+    if (PyErr_Occurred())
+        return -1;
     return 0;
 }
 
@@ -351,8 +382,8 @@ static int module_exec(PyObject *m)
     X(QueryCanceledError) X(IntegrityError) X(ProgrammingError) X(DataError) X(InternalError)  \
     X(NotSupportedError) X(RecordType) X(DatabaseType) X(ConnectionType) X(OpType)             \
     X(WatcherType) X(TimerType) X(DeferredType) X(connection_class) X(Decimal) X(UUID)         \
-    X(uuid_unknown) X(json_loads) X(json_dumps) X(Future) X(future_set_result)                 \
-    X(future_set_exception) X(get_running_loop) X(empty_tuple) X(kw_loop)    \
+    X(uuid_unknown) X(json_loads) X(json_scan) X(json_dumps) X(Future)                         \
+    X(future_set_result) X(future_set_exception) X(get_running_loop) X(empty_tuple) X(kw_loop) \
     X(s_add_reader) X(s_remove_reader) X(s_add_writer) X(s_remove_writer) X(s_call_at)         \
     X(s_call_soon) X(s_time) X(s_cancel) X(s_int) X(s_is_safe) X(s_utcoffset)                 \
     X(ObjectIdType) X(RegexType) X(TimestampType) X(RawDocumentType) X(Mapping) X(re_Pattern)  \

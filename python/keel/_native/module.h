@@ -59,6 +59,7 @@ typedef struct kpy_state {
     PyObject *UUID;
     PyObject *uuid_unknown;     /* uuid.SafeUUID.unknown */
     PyObject *json_loads;
+    PyObject *json_scan;        /* json's default decoder scan_once(str, idx) -> (value, end) */
     PyObject *json_dumps;
     PyObject *Future;           /* asyncio.Future */
     PyObject *future_set_result;
@@ -70,6 +71,10 @@ typedef struct kpy_state {
     PyObject *re_Pattern;       /* re.Pattern, encoded as a BSON regular expression */
     PyObject *epoch_naive;      /* datetime(1970, 1, 1) */
     PyObject *epoch_utc;        /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
+    /* Offsets of uuid.UUID's `int` and `is_safe` slots in an instance, or 0 when the class does
+     * not store them as plain object slots (then they are set through setattr). */
+    Py_ssize_t uuid_int_offset;
+    Py_ssize_t uuid_safe_offset;
 
     /* Interned attribute and method names. */
     PyObject *s_add_reader;

@@ -2,10 +2,8 @@
 /* The URL gives the server and its options; each run works in databases of its own
  * (keel_test_<pid>, keel_test_env_<pid>), dropped at the end. */
 #include <math.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <bson/bson.h>
@@ -14,12 +12,9 @@
 #include "engines/engine.h"
 #include "loop/loop_int.h"
 #include "test.h"
-
-static const char *mongo_url(void)
-{
-    const char *u = getenv("KEEL_TEST_MONGO_URL");
-    return u && *u ? u : "mongodb://127.0.0.1:27017/keel_test";
-}
+/* A helper that could not open or acquire fails the test case. */
+#define SUPPORT_COUNT_FAILURES
+#include "support.h"
 
 /* Names of this run's own databases and user, so that two runs against one server (two build
  * directories, say) do not trip over each other's collections. Set by main. */
@@ -42,28 +37,6 @@ static void url_without_database(char *out, size_t size)
     snprintf(out, size, "%.*s%s", (int)(slash - url), url, query ? query : "");
 }
 
-/* Opens a db on url; extra holds key/value pairs set after the URL (NULL-ended). */
-static keel_db *open_url(const char *url, const char *const *extra)
-{
-    keel_config *cfg = NULL;
-    keel_db *db = NULL;
-    keel_error err;
-    if (keel_config_new(&cfg, &err) != KEEL_OK)
-        return NULL;
-    keel_status st = keel_config_set_url(cfg, url, &err);
-    for (size_t i = 0; st == KEEL_OK && extra && extra[i]; i += 2)
-        st = keel_config_set(cfg, extra[i], extra[i + 1], &err);
-    if (st == KEEL_OK)
-        st = keel_db_open(&db, cfg, NULL, &err);
-    keel_config_free(cfg);
-    if (st != KEEL_OK) {
-        fprintf(stderr, "  open %s: %s\n", url, err.message);
-        test__failures_in_case++;
-        return NULL;
-    }
-    return db;
-}
-
 /* Opens a db on the test server and this run's database, with extra settings as open_url. */
 static keel_db *open_db(const char *const *extra)
 {
@@ -75,19 +48,6 @@ static keel_db *open_db(const char *const *extra)
     }
     all[n] = NULL;
     return open_url(mongo_url(), all);
-}
-
-static keel_conn *acquire(keel_db *db)
-{
-    keel_conn *c = NULL;
-    keel_error err;
-    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
-        fprintf(stderr, "  acquire: %s%s\n", db ? err.message : "no db",
-                db ? " (is the test server up? scripts/mongo-server)" : "");
-        test__failures_in_case++;
-        return NULL;
-    }
-    return c;
 }
 
 /* A command in flight and how it ended. */
@@ -997,18 +957,10 @@ TEST(unreachable_server_fails_fast_without_the_password)
 TEST(silent_server_times_out_the_connect)
 {
     /* A socket that accepts connections (the kernel does) but never answers the handshake. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    CHECK_INT(listen(fd, 8), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
+    int port = 0;
+    int fd = silent_listener(&port);
     char url[128];
-    snprintf(url, sizeof url, "mongodb://keeluser:pw-never-shown@127.0.0.1:%d/keel_test",
-             ntohs(sa.sin_port));
+    snprintf(url, sizeof url, "mongodb://keeluser:pw-never-shown@127.0.0.1:%d/keel_test", port);
     const char *extra[] = {"databases.default.connect_timeout", "0.5", NULL};
     keel_db *db = open_url(url, extra);
     keel_conn *c = NULL;

@@ -1,9 +1,7 @@
 /* tests/c/engines/test_mysql.c - the MySQL/MariaDB engine against a real server. */
 #include <dirent.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <keel/keel.h>
@@ -12,77 +10,13 @@
 #include "engines/engine.h"
 #include "loop/loop_int.h"
 #include "test.h"
-
-static const char *my_url(void) {
-    const char *u = getenv("KEEL_TEST_MYSQL_URL");
-    return u && *u ? u : "mysql://root@127.0.0.1:3306/keel_test";
-}
-
-/* Opens a db on url; extra holds key/value pairs set after the URL (NULL-ended). */
-static keel_db *open_url(const char *url, const char *const *extra) {
-    keel_config *cfg = NULL;
-    keel_db *db = NULL;
-    keel_error err;
-    if (keel_config_new(&cfg, &err) != KEEL_OK)
-        return NULL;
-    if (keel_config_set_url(cfg, url, &err) != KEEL_OK) {
-        fprintf(stderr, "  config: %s\n", err.message);
-        keel_config_free(cfg);
-        return NULL;
-    }
-    for (size_t i = 0; extra && extra[i]; i += 2) {
-        if (keel_config_set(cfg, extra[i], extra[i + 1], &err) != KEEL_OK) {
-            fprintf(stderr, "  config %s: %s\n", extra[i], err.message);
-            keel_config_free(cfg);
-            return NULL;
-        }
-    }
-    if (keel_db_open(&db, cfg, NULL, &err) != KEEL_OK) {
-        fprintf(stderr, "  open: %s\n", err.message);
-        db = NULL;
-    }
-    keel_config_free(cfg);
-    return db;
-}
+#include "support.h"
 
 static keel_db *open_db(void) { return open_url(my_url(), NULL); }
 
-static keel_conn *acquire(keel_db *db) {
-    keel_conn *c = NULL;
-    keel_error err;
-    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
-        fprintf(stderr, "  acquire: %s\n", db ? err.message : "no db");
-        return NULL;
-    }
-    return c;
-}
-
-/* Runs a statement that must succeed; prints the error and returns NULL otherwise. */
-static keel_result *q(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
-    keel_result *res = NULL;
-    keel_error err;
-    if (!c)
-        return NULL;
-    if (keel_conn_query_sync(c, sql, params, n, &res, &err) != KEEL_OK) {
-        fprintf(stderr, "  query \"%.80s\": %s (%s)\n", sql, err.message, err.sqlstate);
-        return NULL;
-    }
-    return res;
-}
-
-/* Runs a statement that must fail and returns its error. */
-static keel_error q_fail(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
-    keel_result *res = NULL;
-    keel_error err;
-    keel_error_clear(&err);
-    if (keel_conn_query_sync(c, sql, params, n, &res, &err) == KEEL_OK) {
-        keel_result_free(res);
-        keel_error_clear(&err);
-    }
-    return err;
-}
-
-static int64_t q_int(keel_conn *c, const char *sql) {
+/* The single integer a query returns, also when MySQL sends it as DECIMAL or text (SUM and
+ * some counters do), or INT64_MIN. */
+static int64_t q_num(keel_conn *c, const char *sql) {
     keel_result *res = q(c, sql, NULL, 0);
     const keel_value *v = keel_result_value(res, 0, 0);
     int64_t out = INT64_MIN;
@@ -110,10 +44,6 @@ static int64_t status_of(keel_conn *c, const char *name) {
     int64_t out = v && v->type == KEEL_TYPE_TEXT ? strtoll(v->u.str.ptr, NULL, 10) : -1;
     keel_result_free(res);
     return out;
-}
-
-static int same_str(const keel_value *v, keel_type t, const char *s, size_t n) {
-    return v && v->type == t && v->u.str.len == n && memcmp(v->u.str.ptr, s, n) == 0;
 }
 
 static const char *utf8 = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac "
@@ -492,7 +422,7 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
 TEST(ten_megabyte_blob_round_trips) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
-    int64_t max_packet = q_int(c, "SELECT @@max_allowed_packet");
+    int64_t max_packet = q_num(c, "SELECT @@max_allowed_packet");
     size_t n = 10u * 1024 * 1024;
     CHECK(max_packet > (int64_t)n + 1024);
     unsigned char *blob = malloc(n);
@@ -597,10 +527,10 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
             (long long)dq, (long long)de);
     CHECK(dq > 0 && dq < 10);
     CHECK(de > 0 && de < 10);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em"), 10000);
-    CHECK_INT(q_int(c, "SELECT sum(id) FROM em"), 49995000);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em WHERE data IS NULL"), 1429);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em WHERE nothing IS NULL"), 10000);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em"), 10000);
+    CHECK_INT(q_num(c, "SELECT sum(id) FROM em"), 49995000);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em WHERE data IS NULL"), 1429);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em WHERE nothing IS NULL"), 10000);
     r = q(c, "SELECT name, at FROM em WHERE id = 9999", NULL, 0);
     CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, names[9999],
                         strlen(names[9999])));
@@ -617,7 +547,7 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     CHECK_STR(err.sqlstate, "23000");
     CHECK_STR(err.engine, "mysql");
     CHECK_CONTAINS(err.message, "row 17: Duplicate entry '100005'");
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em"), 1);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em"), 1);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
 
     /* Inside a transaction the batch runs under a savepoint: the transaction survives it. */
@@ -627,7 +557,7 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     CHECK_INT(st, KEEL_ERR_INTEGRITY);
     CHECK_CONTAINS(err.message, "row 17:");
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em"), 2);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em"), 2);
     params[17 * 5] = keel_int(17);
     st = keel_conn_query_many_sync(c, insert, params, 100, 5, &r, &err);
     CHECK_INT(st, KEEL_OK);
@@ -635,7 +565,7 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     keel_result_free(r);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK, 0, &err), KEEL_OK);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em"), 1);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em"), 1);
 
     /* Mixed types in a column, a batch of one row, and statements without parameters. */
     keel_value mixed[6] = {keel_int(1), keel_text("a"), keel_text("2"), keel_null(),
@@ -664,7 +594,7 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
                                    &err);
     CHECK_INT(st, KEEL_ERR_DATA);
     CHECK_CONTAINS(err.message, "row 1: Data too long");
-    CHECK_INT(q_int(c, "SELECT count(*) FROM em WHERE id IN (500, 501)"), 0);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM em WHERE id IN (500, 501)"), 0);
     keel_result_free(q(c, "DROP TABLE em", NULL, 0));
     free(params);
     free(names);
@@ -779,7 +709,7 @@ TEST(multi_statement_script_returns_the_last_rows) {
     /* An error in the middle stops the rest and is reported; the connection stays usable. */
     keel_error e = q_fail(c, "SELECT 1; SELECT * FROM no_such_table_here; DELETE FROM ms", NULL, 0);
     CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM ms"), 1);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM ms"), 1);
     /* A stored procedure's result sets through both protocols. */
     keel_result_free(q(c, "DROP PROCEDURE IF EXISTS two_sets", NULL, 0));
     keel_result_free(q(c,
@@ -793,7 +723,7 @@ TEST(multi_statement_script_returns_the_last_rows) {
     CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 8);
     CHECK_STR(keel_result_colname(r, 0), "second");
     keel_result_free(r);
-    CHECK_INT(q_int(c, "SELECT 11"), 11);
+    CHECK_INT(q_num(c, "SELECT 11"), 11);
     keel_result_free(q(c, "DROP PROCEDURE two_sets; DROP TABLE ms", NULL, 0));
     keel_conn_release(c);
     keel_db_close(db);
@@ -859,7 +789,7 @@ TEST(server_errors_map_to_statuses) {
     CHECK_INT(e.code, KEEL_ERR_DATA);
 
     /* After all of that the connection is still good. */
-    CHECK_INT(q_int(c, "SELECT count(*) FROM uv"), 1);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM uv"), 1);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
     keel_result_free(q(c, "DROP TABLE uv", NULL, 0));
     keel_conn_release(c);
@@ -937,18 +867,10 @@ static void on_warm_done(keel_conn *conn, const keel_error *err, void *arg) {
 }
 
 TEST(connect_timeout_when_the_server_never_answers) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    CHECK_INT(listen(fd, 8), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
+    int port = 0;
+    int fd = silent_listener(&port);
     char url[128];
-    snprintf(url, sizeof url, "mysql://root:pw@127.0.0.1:%d/keel_test?connect_timeout=0.5",
-             ntohs(sa.sin_port));
+    snprintf(url, sizeof url, "mysql://root:pw@127.0.0.1:%d/keel_test?connect_timeout=0.5", port);
     keel_db *db = open_url(url, NULL);
     keel_conn *c = NULL;
     keel_error err;
@@ -1024,7 +946,7 @@ TEST(host_names_are_resolved_and_options_reach_the_server) {
     c = acquire(db);
     CHECK(c != NULL);
     CHECK_STR(keel_conn_engine(c), "mysql");
-    CHECK_INT(q_int(c, "SELECT 3"), 3);
+    CHECK_INT(q_num(c, "SELECT 3"), 3);
     keel_conn_release(c);
     keel_db_close(db);
 
@@ -1101,7 +1023,7 @@ TEST(secrets_are_resolved_at_connect_time) {
     url_password(pw, sizeof pw);
     setenv("KEEL_TEST_MYSQL_SECRET", pw, 1);
     CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
-    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    CHECK_INT(q_num(c, "SELECT 1"), 1);
     keel_conn_release(c);
     keel_db_close(db);
     unsetenv("KEEL_TEST_MYSQL_SECRET");
@@ -1120,7 +1042,7 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK, 0, &err), KEEL_OK);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM tx"), 0);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM tx"), 0);
 
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
     keel_result_free(q(c, "INSERT INTO tx VALUES (1)", NULL, 0));
@@ -1134,7 +1056,7 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM tx"), 1);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM tx"), 1);
 
     /* MySQL has no failed transaction state: after an error the transaction goes on. */
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
@@ -1157,15 +1079,15 @@ TEST(connection_released_inside_a_transaction_comes_back_clean) {
     keel_error err;
     keel_result_free(q(c, "DROP TABLE IF EXISTS rel", NULL, 0));
     keel_result_free(q(c, "CREATE TABLE rel (a INT) ENGINE=InnoDB", NULL, 0));
-    int64_t id = q_int(c, "SELECT CONNECTION_ID()");
+    int64_t id = q_num(c, "SELECT CONNECTION_ID()");
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
     keel_result_free(q(c, "INSERT INTO rel VALUES ($1)", (keel_value[]){keel_int(1)}, 1));
     keel_conn_release(c);
     c = acquire(db);
     CHECK(c != NULL);
-    CHECK_INT(q_int(c, "SELECT CONNECTION_ID()"), id); /* the same session, rolled back */
+    CHECK_INT(q_num(c, "SELECT CONNECTION_ID()"), id); /* the same session, rolled back */
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
-    CHECK_INT(q_int(c, "SELECT count(*) FROM rel"), 0);
+    CHECK_INT(q_num(c, "SELECT count(*) FROM rel"), 0);
     keel_result_free(q(c, "DROP TABLE rel", NULL, 0));
     keel_conn_release(c);
     keel_db_close(db);
@@ -1221,20 +1143,20 @@ TEST(cancel_stops_a_running_query_and_the_connection_stays_usable) {
     CHECK_STR(e.sqlstate, "70100");
     CHECK_CONTAINS(e.message, "interrupted");
     CHECK(keel_now_ms() - t0 < 5000);
-    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    CHECK_INT(q_num(c, "SELECT 1"), 1);
 
     e = run_and_cancel(db, c, "SELECT SLEEP($1)", (keel_value[]){keel_int(10)}, 1, 1, 0);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
-    CHECK_INT(q_int(c, "SELECT 2"), 2);
+    CHECK_INT(q_num(c, "SELECT 2"), 2);
 
     keel_value rows[3] = {keel_float(0), keel_float(10), keel_float(0)};
     e = run_and_cancel(db, c, "SELECT SLEEP($1)", rows, 3, 1, 1);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     CHECK_CONTAINS(e.message, "row 1");
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
-    CHECK_INT(q_int(c, "SELECT 3"), 3);
+    CHECK_INT(q_num(c, "SELECT 3"), 3);
     keel_conn_cancel(c); /* nothing runs: a no-op */
-    CHECK_INT(q_int(c, "SELECT 4"), 4);
+    CHECK_INT(q_num(c, "SELECT 4"), 4);
     CHECK(keel_now_ms() - t0 < 15000);
     keel_conn_release(c);
     keel_db_close(db);
@@ -1244,7 +1166,7 @@ TEST(release_while_running_cancels_and_returns_the_connection) {
     const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
     keel_db *db = open_url(my_url(), extra);
     keel_conn *c = acquire(db);
-    int64_t id = q_int(c, "SELECT CONNECTION_ID()");
+    int64_t id = q_num(c, "SELECT CONNECTION_ID()");
     cancel_ctx x;
     memset(&x, 0, sizeof x);
     keel_error err;
@@ -1255,8 +1177,8 @@ TEST(release_while_running_cancels_and_returns_the_connection) {
     CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
     c = acquire(db);
     CHECK(c != NULL);
-    CHECK_INT(q_int(c, "SELECT CONNECTION_ID()"), id);
-    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    CHECK_INT(q_num(c, "SELECT CONNECTION_ID()"), id);
+    CHECK_INT(q_num(c, "SELECT 5"), 5);
     keel_conn_release(c);
     keel_db_close(db);
 }
@@ -1285,7 +1207,7 @@ TEST(lost_connection_is_reported_and_discarded) {
     keel_error err;
 
     /* An idle connection killed by the server is noticed and dropped from the pool. */
-    int64_t id_a = q_int(a, "SELECT CONNECTION_ID()");
+    int64_t id_a = q_num(a, "SELECT CONNECTION_ID()");
     keel_conn_release(a);
     CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
     CHECK_INT(stats.size, 2);
@@ -1300,7 +1222,7 @@ TEST(lost_connection_is_reported_and_discarded) {
     for (int prepared = 0; prepared < 2; prepared++) {
         a = acquire(db);
         b = acquire(db);
-        keel_value id = keel_int(q_int(a, "SELECT CONNECTION_ID()"));
+        keel_value id = keel_int(q_num(a, "SELECT CONNECTION_ID()"));
         keel_result_free(q(b, "KILL $1", &id, 1));
         keel_error e = prepared ? q_fail(a, "SELECT $1", &id, 1) : q_fail(a, "SELECT 1", NULL, 0);
         CHECK_INT(e.code, KEEL_ERR_CONNECTION_LOST);
@@ -1317,7 +1239,7 @@ TEST(lost_connection_is_reported_and_discarded) {
     /* A connection killed in the middle of a statement. */
     a = acquire(db);
     b = acquire(db);
-    keel_value id = keel_int(q_int(a, "SELECT CONNECTION_ID()"));
+    keel_value id = keel_int(q_num(a, "SELECT CONNECTION_ID()"));
     cancel_ctx x;
     memset(&x, 0, sizeof x);
     CHECK_INT(keel_conn_query(a, "SELECT SLEEP(5)", NULL, 0, on_cancelled_done, &x, &err),
@@ -1390,10 +1312,10 @@ TEST(a_cached_statement_reads_the_new_columns_after_alter_table) {
     const keel_value *v = keel_result_value(res, 0, 1);
     CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 7);
     keel_result_free(res);
-    CHECK_INT(q_int(c, "SELECT @keel_runs"), 2);
+    CHECK_INT(q_num(c, "SELECT @keel_runs"), 2);
     CHECK(status_of(c, "Com_stmt_reprepare") >= 1);
     /* The session is in step, and the statement is prepared afresh next time. */
-    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
     res = q(c, sql, &one, 1);
     CHECK_INT(keel_result_ncols(res), 3);
     keel_result_free(res);
@@ -1443,7 +1365,7 @@ TEST(a_cancelled_batch_stops_and_is_rolled_back) {
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     CHECK(keel_now_ms() - t0 < 3000);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
-    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 0);
+    CHECK_INT(q_num(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 0);
     /* Inside the caller's transaction, only the batch's savepoint is undone. */
     keel_error err;
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
@@ -1452,9 +1374,9 @@ TEST(a_cancelled_batch_stops_and_is_rolled_back) {
                              50);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
-    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 1);
+    CHECK_INT(q_num(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 1);
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
-    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 1);
+    CHECK_INT(q_num(c, "SELECT COUNT(*) FROM keel_c_cancel_batch"), 1);
     free(rows);
     keel_result_free(q(c, "DROP TABLE keel_c_cancel_batch", NULL, 0));
     keel_conn_release(c);

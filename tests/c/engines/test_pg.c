@@ -1,8 +1,6 @@
 /* tests/c/engines/test_pg.c - the PostgreSQL engine against a real server (KEEL_TEST_PG_URL). */
 #include <math.h>
-#include <netinet/in.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <keel/keel.h>
@@ -10,93 +8,15 @@
 #include "engines/engine.h"
 #include "loop/loop_int.h"
 #include "test.h"
-
-static const char *pg_url(void) {
-    const char *u = getenv("KEEL_TEST_PG_URL");
-    return u && *u ? u : "postgresql://postgres@127.0.0.1:5432/keel_test";
-}
-
-/* Opens a db on the test server; extra holds key/value pairs set after the URL (NULL-ended). */
-static keel_db *open_url(const char *url, const char *const *extra) {
-    keel_config *cfg = NULL;
-    keel_db *db = NULL;
-    keel_error err;
-    if (keel_config_new(&cfg, &err) != KEEL_OK)
-        return NULL;
-    if (keel_config_set_url(cfg, url, &err) != KEEL_OK) {
-        fprintf(stderr, "  config: %s\n", err.message);
-        keel_config_free(cfg);
-        return NULL;
-    }
-    for (size_t i = 0; extra && extra[i]; i += 2) {
-        if (keel_config_set(cfg, extra[i], extra[i + 1], &err) != KEEL_OK) {
-            fprintf(stderr, "  config %s: %s\n", extra[i], err.message);
-            keel_config_free(cfg);
-            return NULL;
-        }
-    }
-    if (keel_db_open(&db, cfg, NULL, &err) != KEEL_OK) {
-        fprintf(stderr, "  open: %s\n", err.message);
-        db = NULL;
-    }
-    keel_config_free(cfg);
-    return db;
-}
+#include "support.h"
 
 static keel_db *open_db(void) { return open_url(pg_url(), NULL); }
-
-static keel_conn *acquire(keel_db *db) {
-    keel_conn *c = NULL;
-    keel_error err;
-    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
-        fprintf(stderr, "  acquire: %s\n", db ? err.message : "no db");
-        return NULL;
-    }
-    return c;
-}
-
-/* Runs a statement that must succeed; prints the error and returns NULL otherwise. */
-static keel_result *q(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
-    keel_result *res = NULL;
-    keel_error err;
-    if (!c)
-        return NULL;
-    if (keel_conn_query_sync(c, sql, params, n, &res, &err) != KEEL_OK) {
-        fprintf(stderr, "  query \"%s\": %s (%s)\n", sql, err.message, err.sqlstate);
-        return NULL;
-    }
-    return res;
-}
-
-/* Runs a statement that must fail and returns its error. */
-static keel_error q_fail(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
-    keel_result *res = NULL;
-    keel_error err;
-    keel_error_clear(&err);
-    if (keel_conn_query_sync(c, sql, params, n, &res, &err) == KEEL_OK) {
-        keel_result_free(res);
-        keel_error_clear(&err);
-    }
-    return err;
-}
-
-static int64_t q_int(keel_conn *c, const char *sql) {
-    keel_result *res = q(c, sql, NULL, 0);
-    const keel_value *v = keel_result_value(res, 0, 0);
-    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
-    keel_result_free(res);
-    return out;
-}
 
 /* SELECT $1::cast with one parameter: the value that comes back, copied into *out. */
 static keel_result *roundtrip(keel_conn *c, const char *cast, keel_value param) {
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT $1::%s AS v", cast);
     return q(c, sql, &param, 1);
-}
-
-static int same_str(const keel_value *v, keel_type t, const char *s, size_t n) {
-    return v && v->type == t && v->u.str.len == n && memcmp(v->u.str.ptr, s, n) == 0;
 }
 
 TEST(scalar_types_round_trip_through_select) {
@@ -638,18 +558,10 @@ TEST(dead_server_fails_fast_without_leaking_the_password) {
 }
 
 TEST(connect_timeout_when_the_server_never_answers) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    CHECK_INT(listen(fd, 8), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
+    int port = 0;
+    int fd = silent_listener(&port);
     char url[128];
-    snprintf(url, sizeof url, "postgresql://postgres:pw@127.0.0.1:%d/keel_test",
-             ntohs(sa.sin_port));
+    snprintf(url, sizeof url, "postgresql://postgres:pw@127.0.0.1:%d/keel_test", port);
     const char *extra[] = {"databases.default.connect_timeout", "0.5", NULL};
     keel_db *db = open_url(url, extra);
     keel_conn *c = NULL;

@@ -12,35 +12,12 @@
 #include "core/timeconv.h"
 #include "loop/loop_int.h"
 #include "test.h"
+/* A helper that could not open, acquire or run a statement fails the test case. */
+#define SUPPORT_COUNT_FAILURES
+#include "support.h"
 
 static char tmpdir[] = "/tmp/keel-sqlite-XXXXXX";
 static int file_counter;
-
-/* Opens a db on a fresh file of the temp dir (or on url as given when file is NULL), with
- * optional extra "key", "value" config pairs ending with NULL. */
-static keel_db *open_db_url(const char *url, const char *const *extra)
-{
-    keel_config *cfg = NULL;
-    keel_error err;
-    keel_db *db = NULL;
-    if (keel_config_new(&cfg, &err) != KEEL_OK) {
-        fprintf(stderr, "  config: %s\n", err.message);
-        test__failures_in_case++;
-        return NULL;
-    }
-    keel_status st = keel_config_set_url(cfg, url, &err);
-    for (size_t i = 0; st == KEEL_OK && extra && extra[i]; i += 2)
-        st = keel_config_set(cfg, extra[i], extra[i + 1], &err);
-    if (st == KEEL_OK)
-        st = keel_db_open(&db, cfg, NULL, &err);
-    keel_config_free(cfg);
-    if (st != KEEL_OK) {
-        fprintf(stderr, "  open %s: %s\n", url, err.message);
-        test__failures_in_case++;
-        return NULL;
-    }
-    return db;
-}
 
 /* A URL for a new database file in the temp dir; path receives the file path. */
 static void new_file_url(char *url, size_t size, char *path, size_t psize)
@@ -53,35 +30,7 @@ static keel_db *open_file_db(const char *const *extra)
 {
     char url[256], path[200];
     new_file_url(url, sizeof url, path, sizeof path);
-    return open_db_url(url, extra);
-}
-
-static keel_conn *acquire(keel_db *db)
-{
-    keel_conn *c = NULL;
-    keel_error err;
-    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
-        fprintf(stderr, "  acquire: %s\n", db ? err.message : "no db");
-        test__failures_in_case++;
-        return NULL;
-    }
-    return c;
-}
-
-/* Runs a statement that must succeed; returns its result (NULL after a reported failure). */
-static keel_result *q(keel_conn *c, const char *sql, const keel_value *params, size_t n)
-{
-    keel_result *res = NULL;
-    keel_error err;
-    if (!c)
-        return NULL;
-    if (keel_conn_query_sync(c, sql, params, n, &res, &err) != KEEL_OK) {
-        fprintf(stderr, "  query failed: %s\n    %s: %s\n", sql, keel_status_name(err.code),
-                err.message);
-        test__failures_in_case++;
-        return NULL;
-    }
-    return res;
+    return open_url(url, extra);
 }
 
 static void exec(keel_conn *c, const char *sql)
@@ -100,16 +49,6 @@ static keel_status q_err(keel_conn *c, const char *sql, const keel_value *params
     return st;
 }
 
-/* The single integer a query returns, or INT64_MIN. */
-static int64_t q_int(keel_conn *c, const char *sql)
-{
-    keel_result *res = q(c, sql, NULL, 0);
-    const keel_value *v = keel_result_value(res, 0, 0);
-    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
-    keel_result_free(res);
-    return out;
-}
-
 static void txn(keel_conn *c, keel_txn_op op, unsigned depth)
 {
     keel_error err;
@@ -121,8 +60,7 @@ static void txn(keel_conn *c, keel_txn_op op, unsigned depth)
 
 static int str_eq(const keel_value *v, keel_type type, const char *s)
 {
-    return v && v->type == type && v->u.str.len == strlen(s) &&
-           memcmp(v->u.str.ptr, s, v->u.str.len) == 0;
+    return same_str(v, type, s, strlen(s));
 }
 
 TEST(types_both_ways)
@@ -524,7 +462,7 @@ TEST(errors)
 
 TEST(connect_errors_and_options)
 {
-    keel_db *db = open_db_url("sqlite:////nonexistent-keel-dir/sub/x.db", NULL);
+    keel_db *db = open_url("sqlite:////nonexistent-keel-dir/sub/x.db", NULL);
     keel_conn *c = NULL;
     keel_error err;
     CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
@@ -540,7 +478,7 @@ TEST(connect_errors_and_options)
         fputs("this is not a database file, not even close to one\n", f);
         fclose(f);
     }
-    db = open_db_url(url, NULL);
+    db = open_url(url, NULL);
     CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
     CHECK_CONTAINS(err.message, path);
     keel_db_close(db);
@@ -577,7 +515,7 @@ TEST(pragmas_and_modes)
 {
     char url[256], path[200];
     new_file_url(url, sizeof url, path, sizeof path);
-    keel_db *db = open_db_url(url, NULL);
+    keel_db *db = open_url(url, NULL);
     keel_conn *c = acquire(db);
     keel_result *res = q(c, "PRAGMA journal_mode", NULL, 0);
     CHECK(str_eq(keel_result_value(res, 0, 0), KEEL_TYPE_TEXT, "wal"));
@@ -609,7 +547,7 @@ TEST(pragmas_and_modes)
 
     /* Read-only: reads and transactions work, writes fail. */
     static const char *const ro[] = {"databases.default.options.mode", "ro", NULL};
-    db = open_db_url(url, ro);
+    db = open_url(url, ro);
     c = acquire(db);
     CHECK_INT(q_int(c, "SELECT count(*) FROM r"), 1);
     keel_error err;
@@ -646,7 +584,7 @@ TEST(busy_after_timeout)
 
 TEST(memory_shared_by_pool)
 {
-    keel_db *db = open_db_url("sqlite::memory:", NULL);
+    keel_db *db = open_url("sqlite::memory:", NULL);
     keel_conn *a = acquire(db);
     keel_conn *b = acquire(db);
     CHECK(a != b);
@@ -658,7 +596,7 @@ TEST(memory_shared_by_pool)
     keel_result_free(res);
 
     /* Another keel_db has its own memory database. */
-    keel_db *other = open_db_url("sqlite:///:memory:", NULL);
+    keel_db *other = open_url("sqlite:///:memory:", NULL);
     keel_conn *o = acquire(other);
     keel_error err;
     CHECK_INT(q_err(o, "SELECT x FROM mem", NULL, 0, &err), KEEL_ERR_PROGRAMMING);

@@ -1,0 +1,149 @@
+/* tests/c/support.h - helpers the engine tests share: test URLs, opening a db, running queries. */
+#ifndef KEEL_TESTS_SUPPORT_H
+#define KEEL_TESTS_SUPPORT_H
+
+/* A file whose helpers should also count a failure against the running test case (besides
+ * printing why) defines SUPPORT_COUNT_FAILURES before including this header; the others leave
+ * failures to the assertions of their callers. */
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <keel/keel.h>
+
+#include "test.h"
+
+/* Counts the failure a helper just printed, in files that asked for it. */
+static inline void support__failed(void) {
+#ifdef SUPPORT_COUNT_FAILURES
+    test__failures_in_case++;
+#endif
+}
+
+/* The URL of a test server: the environment variable when set and not empty, else fallback. */
+static inline const char *support__env_url(const char *var, const char *fallback) {
+    const char *u = getenv(var);
+    return u && *u ? u : fallback;
+}
+
+static inline const char *pg_url(void) {
+    return support__env_url("KEEL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/keel_test");
+}
+
+static inline const char *my_url(void) {
+    return support__env_url("KEEL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/keel_test");
+}
+
+static inline const char *mongo_url(void) {
+    return support__env_url("KEEL_TEST_MONGO_URL", "mongodb://127.0.0.1:27017/keel_test");
+}
+
+/* Opens a db on url on the blocking loop; extra holds key/value pairs set after the URL
+ * (NULL-ended). Prints why and returns NULL when the configuration or the open fails. The URL
+ * itself is never printed, since it may hold a password. */
+static inline keel_db *open_url(const char *url, const char *const *extra) {
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_error err;
+    if (keel_config_new(&cfg, &err) != KEEL_OK) {
+        fprintf(stderr, "  config: %s\n", err.message);
+        support__failed();
+        return NULL;
+    }
+    if (keel_config_set_url(cfg, url, &err) != KEEL_OK) {
+        fprintf(stderr, "  config: %s\n", err.message);
+        keel_config_free(cfg);
+        support__failed();
+        return NULL;
+    }
+    for (size_t i = 0; extra && extra[i]; i += 2) {
+        if (keel_config_set(cfg, extra[i], extra[i + 1], &err) != KEEL_OK) {
+            fprintf(stderr, "  config %s: %s\n", extra[i], err.message);
+            keel_config_free(cfg);
+            support__failed();
+            return NULL;
+        }
+    }
+    if (keel_db_open(&db, cfg, NULL, &err) != KEEL_OK) {
+        fprintf(stderr, "  open: %s\n", err.message);
+        support__failed();
+        db = NULL;
+    }
+    keel_config_free(cfg);
+    return db;
+}
+
+/* A connection of db's default database, or NULL (printed) when there is none. */
+static inline keel_conn *acquire(keel_db *db) {
+    keel_conn *c = NULL;
+    keel_error err;
+    if (!db || keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK) {
+        fprintf(stderr, "  acquire: %s\n", db ? err.message : "no db");
+        support__failed();
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs a statement that must succeed; prints the error and returns NULL otherwise. */
+static inline keel_result *q(keel_conn *c, const char *sql, const keel_value *params,
+                             size_t n) {
+    keel_result *res = NULL;
+    keel_error err;
+    if (!c)
+        return NULL;
+    if (keel_conn_query_sync(c, sql, params, n, &res, &err) != KEEL_OK) {
+        fprintf(stderr, "  query \"%.80s\": %s: %s (%s)\n", sql, keel_status_name(err.code),
+                err.message, err.sqlstate);
+        support__failed();
+        return NULL;
+    }
+    return res;
+}
+
+/* Runs a statement that must fail and returns its error (code KEEL_OK when it did not). */
+static inline keel_error q_fail(keel_conn *c, const char *sql, const keel_value *params,
+                                size_t n) {
+    keel_result *res = NULL;
+    keel_error err;
+    keel_error_clear(&err);
+    if (keel_conn_query_sync(c, sql, params, n, &res, &err) == KEEL_OK) {
+        keel_result_free(res);
+        keel_error_clear(&err);
+    }
+    return err;
+}
+
+/* The single integer a query returns, or INT64_MIN. */
+static inline int64_t q_int(keel_conn *c, const char *sql) {
+    keel_result *res = q(c, sql, NULL, 0);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
+    keel_result_free(res);
+    return out;
+}
+
+/* True when v is a string value of type t holding exactly the n bytes at s. */
+static inline int same_str(const keel_value *v, keel_type t, const char *s, size_t n) {
+    return v && v->type == t && v->u.str.len == n && memcmp(v->u.str.ptr, s, n) == 0;
+}
+
+/* A socket listening on 127.0.0.1 that never answers: the kernel completes TCP handshakes,
+ * nobody accepts, so a client's protocol handshake waits until its connect timeout. Stores the
+ * port in *port and returns the descriptor, which the caller closes. */
+static inline int silent_listener(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    CHECK_INT(listen(fd, 8), 0);
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+#endif

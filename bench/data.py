@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from .env import Ctx
 
@@ -133,3 +135,98 @@ def sqlite_insert(ctx: Ctx) -> Path:
     finally:
         con.close()
     return path
+
+
+# ---- MariaDB and MongoDB (workload 9) ----
+
+MYSQL_DEFAULT_URL = "mysql://root@127.0.0.1:3306/keel_test"
+MONGO_DEFAULT_URL = "mongodb://127.0.0.1:27017/keel_test"
+
+
+def mysql_parts(url: str) -> dict[str, Any]:
+    """Host, port, user, password and database of a mysql:// URL, for the mariadb client and
+    the peers' connect() keywords."""
+    u = urllib.parse.urlsplit(url)
+    return {
+        "host": u.hostname or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": urllib.parse.unquote(u.username or "root"),
+        "password": urllib.parse.unquote(u.password) if u.password else "",
+        "database": urllib.parse.unquote(u.path.lstrip("/")) or "keel_test",
+    }
+
+
+def mariadb(ctx: Ctx, url: str, sql: str, timeout: float = 300.0) -> str:
+    """Runs SQL with the mariadb command-line client (not a driver under test); returns its
+    tab-separated output without headers."""
+    m = mysql_parts(url)
+    env = dict(os.environ)
+    if m["password"]:
+        # MYSQL_PWD keeps the password off the command line, where ps would show it.
+        env["MYSQL_PWD"] = m["password"]
+    out = subprocess.run(
+        ["mariadb", "--batch", "--skip-column-names", "-h", m["host"], "-P", str(m["port"]),
+         "-u", m["user"], m["database"], "-e", sql],
+        capture_output=True, text=True, timeout=timeout, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"mariadb client failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def _mysql_count(ctx: Ctx, url: str, table: str) -> int | None:
+    exists = mariadb(ctx, url, "SELECT count(*) FROM information_schema.tables WHERE "
+                               f"table_schema = DATABASE() AND table_name = '{table}'")
+    if exists != "1":
+        return None
+    return int(mariadb(ctx, url, f"SELECT count(*) FROM {table}"))
+
+
+def mysql_points(ctx: Ctx, url: str) -> str:
+    """bench_points_N on MariaDB: N rows (id int primary key, a int, b text, c double), filled
+    server-side by a recursive CTE."""
+    n = ctx.settings.points_rows
+    table = f"bench_points_{n}"
+    if _mysql_count(ctx, url, table) != n:
+        ctx.log(f"  data: creating {table} on MariaDB ({n} rows)")
+        mariadb(ctx, url, f"""
+            DROP TABLE IF EXISTS {table};
+            CREATE TABLE {table} (id INT PRIMARY KEY, a INT NOT NULL, b TEXT NOT NULL,
+                                  c DOUBLE NOT NULL) ENGINE=InnoDB;
+            SET SESSION max_recursive_iterations = {n + 1};
+            INSERT INTO {table}
+                WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {n})
+                SELECT x, x % 1000, md5(x), x * 0.25 FROM g;
+            ANALYZE TABLE {table};""")
+    return table
+
+
+def mysql_mixed(ctx: Ctx, url: str) -> str:
+    """bench_mixed_N on MariaDB: workload 3's ten columns in MariaDB's nearest types (no uuid
+    or jsonb type of its own in every version: uuid as CHAR(36), json as JSON, i.e. LONGTEXT)."""
+    n = ctx.settings.mixed_rows
+    table = f"bench_mixed_{n}"
+    if _mysql_count(ctx, url, table) != n:
+        ctx.log(f"  data: creating {table} on MariaDB ({n} rows)")
+        mariadb(ctx, url, f"""
+            DROP TABLE IF EXISTS {table};
+            CREATE TABLE {table} (i4 INT, i8 BIGINT, f8 DOUBLE, num DECIMAL(14,4), t TEXT,
+                                  flag BOOLEAN, ts DATETIME(6), u CHAR(36), data BLOB,
+                                  doc JSON) ENGINE=InnoDB;
+            SET SESSION max_recursive_iterations = {n + 1};
+            INSERT INTO {table}
+                WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {n})
+                SELECT x, x * 1000003, x / 7.0, x * 12.3456, concat('row ', md5(x)), x % 2 = 0,
+                       TIMESTAMP '2024-01-01 00:00:00' + INTERVAL x MINUTE, uuid(),
+                       unhex(md5(x)),
+                       json_object('id', x, 'name', md5(x), 'tags', json_array(x % 3, x % 5))
+                FROM g;""")
+    return table
+
+
+def mysql_insert(ctx: Ctx, url: str) -> str:
+    """bench_insert on MariaDB: the seven-column table workload 9 inserts into."""
+    mariadb(ctx, url, f"""
+        CREATE TABLE IF NOT EXISTS {PG_INSERT_TABLE} (
+            id BIGINT NOT NULL, qty INT NOT NULL, price DOUBLE NOT NULL, name TEXT NOT NULL,
+            active BOOLEAN NOT NULL, created DATETIME(6) NOT NULL, note TEXT) ENGINE=InnoDB""")
+    return PG_INSERT_TABLE

@@ -173,3 +173,89 @@ async def aiosqlite_pool(path: Path, size: int) -> AsyncIterator[QueuePool]:
     finally:
         for c in conns:
             await c.close()
+
+
+# ---- MariaDB: aiomysql, asyncmy (workload 9) ----
+
+def _mysql_kwargs(url: str) -> dict[str, Any]:
+    from .data import mysql_parts
+    m = mysql_parts(url)
+    # autocommit: keel runs a single statement on its own, not in an open transaction.
+    return {"host": m["host"], "port": m["port"], "user": m["user"], "password": m["password"],
+            "db": m["database"], "autocommit": True}
+
+
+@contextlib.asynccontextmanager
+async def aiomysql_conn(url: str) -> AsyncIterator[Any]:
+    import aiomysql
+    conn = await aiomysql.connect(**_mysql_kwargs(url))
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def aiomysql_pool(url: str, size: int) -> AsyncIterator[Any]:
+    import aiomysql
+    pool = await aiomysql.create_pool(minsize=size, maxsize=size, **_mysql_kwargs(url))
+    try:
+        yield pool
+    finally:
+        pool.close()
+        await asyncio.wait_for(pool.wait_closed(), 60)
+
+
+@contextlib.asynccontextmanager
+async def asyncmy_conn(url: str) -> AsyncIterator[Any]:
+    import asyncmy
+    conn = await asyncmy.connect(**_mysql_kwargs(url))
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def asyncmy_pool(url: str, size: int) -> AsyncIterator[Any]:
+    import asyncmy
+    pool = await asyncmy.create_pool(minsize=size, maxsize=size, **_mysql_kwargs(url))
+    try:
+        yield pool
+    finally:
+        pool.close()
+        await asyncio.wait_for(pool.wait_closed(), 60)
+
+
+# ---- MongoDB: keel, pymongo's AsyncMongoClient (workload 9) ----
+
+@contextlib.asynccontextmanager
+async def keel_mongo(url: str, pool_size: int) -> AsyncIterator[Any]:
+    """A started keel.Database on MongoDB with pool_size open connections (ping, not SELECT 1,
+    reports a dead server)."""
+    import keel
+    db = keel.Database({
+        "default": "main",
+        "databases": {"main": {"url": url, "pool": {
+            "min_size": pool_size, "max_size": pool_size, "acquire_timeout": 30}}},
+    })
+    await db.start()
+    try:
+        await db.ping()
+        await _wait_until(lambda: db.pool_stats()["size"] >= pool_size,
+                          f"keel pool of {pool_size}")
+        yield db
+    finally:
+        await asyncio.wait_for(db.close(), 60)
+
+
+@contextlib.asynccontextmanager
+async def pymongo_client(url: str, pool_size: int) -> AsyncIterator[Any]:
+    """pymongo's native asyncio client (4.9+), its pool opened before the turn is measured."""
+    from pymongo import AsyncMongoClient
+    client: Any = AsyncMongoClient(url, minPoolSize=pool_size, maxPoolSize=pool_size)
+    try:
+        await client.admin.command("ping")
+        yield client
+    finally:
+        await asyncio.wait_for(client.close(), 60)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-WORKLOADS = range(1, 9)
+WORKLOADS = range(1, 10)
 
 
 @pytest.fixture(scope="module")

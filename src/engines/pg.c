@@ -1,5 +1,6 @@
 /* src/engines/pg.c - the PostgreSQL engine: libpq's asynchronous API driven by the host loop. */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,16 @@ enum {
 /* Host list entries longer than this are no host names (DNS allows 253 bytes): libpq gets
  * them as they are. */
 #define PG_HOST_NAME_MAX 255
+/* Prepared statements kept per connection unless options.statement_cache_size says otherwise. */
+#define PG_CACHE_DEFAULT 100
+/* The largest statement_cache_size accepted: a lookup walks the cache from the most recently
+ * used entry, comparing hashes, so its cost grows with the size. */
+#define PG_CACHE_MAX 10000
+/* DEALLOCATEs of evicted statements piggybacked on one round trip at most. */
+#define PG_DEALLOC_PER_TRIP 8
+/* The longest queue of one cached-statement round trip: the DEALLOCATEs and their sync, then
+ * the prepare, the execute and the closing sync. */
+#define PG_STEPS_MAX (PG_DEALLOC_PER_TRIP + 4)
 
 typedef enum pg_phase {
     PG_RESOLVING,  /* host names are being resolved on the worker pool */
@@ -60,9 +71,28 @@ typedef enum pg_phase {
     PG_IDLE,       /* ready; the socket is watched to notice a server-side close */
     PG_QUERY,      /* one statement, or a transaction command, is in flight */
     PG_BATCH,      /* a pipelined batch is in flight */
+    PG_CACHED,     /* one statement through the prepared-statement cache */
     PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
+
+/*
+ * A named prepared statement of the session ("keel_sN"), keyed by its text and the parameter
+ * types it was prepared with: the types are fixed at parse time, so another type tuple needs a
+ * statement of its own.
+ */
+typedef struct pg_stmt {
+    struct pg_stmt *prev, *next; /* the LRU list, most recently used first */
+    uint64_t id;                 /* N of its name */
+    uint64_t hash;
+    char *sql;
+    size_t sql_len;
+    Oid *types;
+    size_t ntypes;
+} pg_stmt;
+
+/* What one queued command of a cached-statement round trip is, in the order sent. */
+typedef enum pg_step { PG_STEP_DEALLOC, PG_STEP_SYNC, PG_STEP_PREPARE, PG_STEP_EXEC } pg_step;
 
 typedef struct pg_impl {
     keel_conn *c;
@@ -116,6 +146,33 @@ typedef struct pg_impl {
     keel__buf ptext;
     size_t pbytes; /* bytes the last encoded row will put on the wire (batch pacing) */
     keel__buf sqlbuf;
+    keel__buf pbin; /* copies of bytes parameters, so a transparent retry can send them again */
+
+    /*
+     * The prepared-statement cache: at most cache_cap statements (0: every statement goes
+     * unnamed, as behind pgbouncer in transaction mode). Evicted statements wait in dpend
+     * until a DEALLOCATE for them succeeds; those are sent ahead of a later statement, in its
+     * round trip, and only outside a transaction block, where their failure cannot abort the
+     * user's transaction.
+     */
+    size_t cache_cap, ncached;
+    pg_stmt *mru, *lru;
+    uint64_t next_id;
+    uint64_t *dpend;
+    size_t ndpend, dpcap;
+
+    /* The running cached statement: the commands queued and which one results belong to. */
+    pg_stmt *xstmt;   /* its cache entry */
+    const char *xsql;
+    size_t xsql_len, xnparams;
+    int xfresh;       /* the entry is prepared in this round trip */
+    int xpipe;        /* the round trip is pipelined (a prepare or DEALLOCATEs go with it) */
+    int xretry;       /* the execute failed on a stale cached statement: prepare it again */
+    int xretried;     /* one transparent retry was already made */
+    int xgot;         /* a result of the current command arrived (its NULL is to come) */
+    unsigned char xsteps[PG_STEPS_MAX];
+    char xdok[PG_DEALLOC_PER_TRIP]; /* per DEALLOCATE sent: it succeeded */
+    size_t nxsteps, xstep, nxdealloc;
 } pg_impl;
 
 static void pg_on_ready(void *arg, int events);
@@ -264,6 +321,19 @@ static keel_status pg_check_config(const keel__dbconfig *dbc, keel_error *err) {
     for (size_t i = 0; i < dbc->noptions && st == KEEL_OK; i++) {
         const char *key = dbc->options[i].key;
         const char *val = dbc->options[i].value ? dbc->options[i].value : "";
+        if (strcmp(key, "statement_cache_size") == 0) {
+            /* keel's own option, not libpq's. 0 is required behind a pooler that hands each
+             * transaction a different server session (pgbouncer in transaction mode), or that
+             * runs DISCARD ALL between clients: named prepared statements live in the session. */
+            if (!pg_is_uint(val) || strlen(val) > 5 || atoi(val) > PG_CACHE_MAX)
+                st = keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
+                                     "databases.%s.options.statement_cache_size: invalid value "
+                                     "\"%s\" (expected an integer from 0 to %d; 0 disables "
+                                     "prepared statements, as needed behind pgbouncer in "
+                                     "transaction mode)",
+                                     name, val, PG_CACHE_MAX);
+            continue;
+        }
         for (size_t r = 0; r < sizeof pg_reserved / sizeof pg_reserved[0]; r++)
             if (strcmp(key, pg_reserved[r].key) == 0)
                 st = keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, name,
@@ -334,6 +404,7 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
     p->kw_keys = calloc(cap, sizeof *p->kw_keys);
     p->kw_vals = calloc(cap, sizeof *p->kw_vals);
     p->kw_host = SIZE_MAX;
+    p->cache_cap = PG_CACHE_DEFAULT;
     if (!p->kw_keys || !p->kw_vals)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
     keel_status st = KEEL_OK;
@@ -362,6 +433,12 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
         st = keel__settings_resolve_option(dbc, &dbc->options[i], &v, err);
         if (st != KEEL_OK)
             break;
+        if (strcmp(key, "statement_cache_size") == 0) {
+            /* Checked by pg_check_config; a keel option that libpq must not see. */
+            p->cache_cap = (size_t)atoi(v);
+            free(v);
+            continue;
+        }
         if (strcmp(key, "connect_timeout") == 0) {
             /* keel enforces the connect deadline itself; libpq only does in blocking mode. */
             if (dbc->connect_timeout <= 0) {
@@ -678,6 +755,15 @@ static void pg_destroy(pg_impl *p) {
     free(p->ptypes);
     keel__buf_free(&p->ptext);
     keel__buf_free(&p->sqlbuf);
+    keel__buf_free(&p->pbin);
+    while (p->mru) {
+        pg_stmt *e = p->mru;
+        p->mru = e->next;
+        free(e->sql);
+        free(e->types);
+        free(e);
+    }
+    free(p->dpend);
     free(p);
 }
 
@@ -1477,6 +1563,373 @@ static int pg_batch_send(pg_impl *p) {
     }
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The prepared-statement cache                                                             */
+
+static uint64_t pg_stmt_hash(const char *sql, size_t len, const Oid *types, size_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)sql[i]) * 1099511628211ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint64_t)types[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void pg_cache_unlink(pg_impl *p, pg_stmt *e) {
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        p->mru = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        p->lru = e->prev;
+    e->prev = e->next = NULL;
+    p->ncached--;
+}
+
+static void pg_cache_push(pg_impl *p, pg_stmt *e) {
+    e->prev = NULL;
+    e->next = p->mru;
+    if (p->mru)
+        p->mru->prev = e;
+    else
+        p->lru = e;
+    p->mru = e;
+    p->ncached++;
+}
+
+/*
+ * Removes an entry. When the statement exists on the server (dealloc) its name waits for a
+ * DEALLOCATE; should even that list fail to grow, the statement stays in the session unused
+ * until the connection closes, which costs server memory but never a wrong result, since
+ * names are never reused.
+ */
+static void pg_cache_drop(pg_impl *p, pg_stmt *e, int dealloc) {
+    pg_cache_unlink(p, e);
+    if (dealloc) {
+        if (p->ndpend == p->dpcap) {
+            size_t cap = p->dpcap ? p->dpcap * 2 : 8;
+            uint64_t *d = realloc(p->dpend, cap * sizeof *d);
+            if (d) {
+                p->dpend = d;
+                p->dpcap = cap;
+            }
+        }
+        if (p->ndpend < p->dpcap)
+            p->dpend[p->ndpend++] = e->id;
+    }
+    free(e->sql);
+    free(e->types);
+    free(e);
+}
+
+/* The entry for this text and these parameter types, made most recently used; or NULL. */
+static pg_stmt *pg_cache_find(pg_impl *p, uint64_t h, const char *sql, size_t len,
+                              const Oid *types, size_t n) {
+    for (pg_stmt *e = p->mru; e; e = e->next) {
+        if (e->hash != h || e->sql_len != len || e->ntypes != n || memcmp(e->sql, sql, len) != 0 ||
+            (n && memcmp(e->types, types, n * sizeof *types) != 0))
+            continue;
+        if (e != p->mru) {
+            pg_cache_unlink(p, e);
+            pg_cache_push(p, e);
+        }
+        return e;
+    }
+    return NULL;
+}
+
+/* A new entry under a name never used before, evicting the least recently used one when the
+ * cache is full. NULL when out of memory. */
+static pg_stmt *pg_cache_add(pg_impl *p, uint64_t h, const char *sql, size_t len,
+                             const Oid *types, size_t n) {
+    pg_stmt *e = calloc(1, sizeof *e);
+    char *copy = malloc(len + 1);
+    Oid *t = n ? malloc(n * sizeof *t) : NULL;
+    if (!e || !copy || (n && !t)) {
+        free(e);
+        free(copy);
+        free(t);
+        return NULL;
+    }
+    memcpy(copy, sql, len);
+    copy[len] = '\0';
+    if (n)
+        memcpy(t, types, n * sizeof *t);
+    if (p->ncached >= p->cache_cap && p->lru)
+        pg_cache_drop(p, p->lru, 1);
+    e->id = ++p->next_id;
+    e->hash = h;
+    e->sql = copy;
+    e->sql_len = len;
+    e->types = t;
+    e->ntypes = n;
+    pg_cache_push(p, e);
+    return e;
+}
+
+/*
+ * True when a statement without parameters is certainly one statement, so it can be
+ * prepared: it has text and no semicolon other than trailing ones. A semicolon inside a string
+ * or a comment also sends the statement the simple way, which is always correct, only slower.
+ */
+static int pg_one_statement(const char *sql) {
+    int text = 0;
+    for (const char *s = sql; *s; s++) {
+        if (*s == ';') {
+            for (s++; *s; s++)
+                if (*s != ';' && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' &&
+                    *s != '\f')
+                    return 0;
+            return text;
+        }
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != '\f')
+            text = 1;
+    }
+    return text;
+}
+
+/*
+ * Copies bytes parameters, which point into the caller's memory (valid only during the query
+ * call), so a transparent retry can still send them. 0, or -1 when out of memory.
+ */
+static int pg_own_bytes(pg_impl *p, size_t n) {
+    size_t need = 0, used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (p->pfmts[i] == 1)
+            need += (size_t)p->plens[i];
+    if (need == 0)
+        return 0;
+    keel__buf_reset(&p->pbin);
+    if (keel__buf_reserve(&p->pbin, need) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (p->pfmts[i] != 1 || p->plens[i] == 0)
+            continue;
+        memcpy(p->pbin.data + used, p->pvals[i], (size_t)p->plens[i]);
+        p->pvals[i] = p->pbin.data + used;
+        used += (size_t)p->plens[i];
+    }
+    return 0;
+}
+
+/*
+ * Queues the round trip of the running cached statement in one pipeline: DEALLOCATEs of
+ * evicted statements with a sync of their own (so their outcome never touches the statement),
+ * then on a cache miss the prepare, then the execute and the closing sync. A miss therefore
+ * costs no extra round trip. A hit with nothing to deallocate is a plain execute outside
+ * pipeline mode, whose bookkeeping in libpq costs the client about 5 % of a short query.
+ * Returns 0, -1 when libpq failed, -2 when out of memory (nothing queued then).
+ */
+static int pg_cached_send(pg_impl *p) {
+    size_t n = p->xnparams;
+    uint64_t h = pg_stmt_hash(p->xsql, p->xsql_len, p->ptypes, n);
+    pg_stmt *e = pg_cache_find(p, h, p->xsql, p->xsql_len, p->ptypes, n);
+    p->xfresh = e == NULL;
+    if (!e)
+        e = pg_cache_add(p, h, p->xsql, p->xsql_len, p->ptypes, n);
+    if (!e)
+        return -2;
+    p->xstmt = e;
+    p->nxsteps = p->xstep = p->nxdealloc = 0;
+    p->xgot = p->xretry = 0;
+    /* Outside a transaction block a failed DEALLOCATE only ends its own implicit transaction. */
+    int dealloc = p->ndpend > 0 && PQtransactionStatus(p->pg) == PQTRANS_IDLE;
+    char cmd[48];
+    p->xpipe = p->xfresh || dealloc;
+    if (!p->xpipe) {
+        snprintf(cmd, sizeof cmd, "keel_s%" PRIu64, e->id);
+        if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, 0))
+            return -1;
+        p->xsteps[p->nxsteps++] = PG_STEP_EXEC;
+        return 0;
+    }
+    if (!PQenterPipelineMode(p->pg))
+        return -1;
+    if (dealloc) {
+        size_t k = p->ndpend < PG_DEALLOC_PER_TRIP ? p->ndpend : PG_DEALLOC_PER_TRIP;
+        for (size_t i = 0; i < k; i++) {
+            snprintf(cmd, sizeof cmd, "DEALLOCATE keel_s%" PRIu64, p->dpend[i]);
+            if (!PQsendQueryParams(p->pg, cmd, 0, NULL, NULL, NULL, NULL, 0))
+                return -1;
+            p->xdok[i] = 0;
+            p->xsteps[p->nxsteps++] = PG_STEP_DEALLOC;
+        }
+        if (!PQpipelineSync(p->pg))
+            return -1;
+        p->xsteps[p->nxsteps++] = PG_STEP_SYNC;
+        p->nxdealloc = k;
+    }
+    snprintf(cmd, sizeof cmd, "keel_s%" PRIu64, e->id);
+    if (p->xfresh) {
+        if (!PQsendPrepare(p->pg, cmd, p->xsql, (int)n, p->ptypes))
+            return -1;
+        p->xsteps[p->nxsteps++] = PG_STEP_PREPARE;
+    }
+    if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, 0) ||
+        !PQpipelineSync(p->pg))
+        return -1;
+    p->xsteps[p->nxsteps++] = PG_STEP_EXEC;
+    p->xsteps[p->nxsteps++] = PG_STEP_SYNC;
+    return 0;
+}
+
+/*
+ * The execute of a statement prepared in an earlier round trip failed because the statement
+ * went stale: a table it reads changed shape (the server refuses to change a prepared
+ * statement's result type), or the statement is gone (DEALLOCATE ALL, DISCARD ALL). Both are
+ * raised at Bind, before the statement runs. 1 for stale (drop it and deallocate), 2 for gone
+ * (drop it), 0 otherwise.
+ */
+static int pg_stale(const pg_impl *p, const PGresult *r) {
+    if (p->xfresh || p->xretried)
+        return 0;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    if (!state || !primary)
+        return 0;
+    if (strcmp(state, "0A000") == 0 && strstr(primary, "cached plan must not change result type"))
+        return 1;
+    if (strcmp(state, "26000") == 0 && strstr(primary, "keel_s"))
+        return 2;
+    return 0;
+}
+
+/*
+ * The last result arrived (the closing sync of a pipeline). Forgets the DEALLOCATEs that succeeded, then either ends the
+ * operation or, for a stale statement, prepares and runs it again once. The retry is
+ * transparent only outside a transaction block: there the failed implicit transaction left
+ * nothing behind, while inside one the error has already aborted the user's transaction and
+ * is reported (the next attempt, after the rollback, prepares afresh). Returns 1 when the
+ * operation is over, 0 when the retry is in flight, -1 when libpq failed.
+ */
+static int pg_cached_end(pg_impl *p) {
+    size_t k = 0;
+    for (size_t i = 0; i < p->ndpend; i++)
+        if (!(i < p->nxdealloc && p->xdok[i]))
+            p->dpend[k++] = p->dpend[i];
+    p->ndpend = k;
+    p->nxdealloc = 0;
+    if (p->xpipe && PQexitPipelineMode(p->pg) != 1)
+        return -1;
+    if (!p->xretry || PQtransactionStatus(p->pg) != PQTRANS_IDLE) {
+        if (p->xretry)
+            pg_cache_drop(p, p->xstmt, p->xretry == 1);
+        return 1;
+    }
+    pg_cache_drop(p, p->xstmt, p->xretry == 1);
+    p->xretried = 1;
+    p->failed = 0;
+    keel_error_clear(&p->err);
+    PQclear(p->keep);
+    p->keep = NULL;
+    int r = pg_cached_send(p);
+    if (r == -2) {
+        pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory");
+        return 1;
+    }
+    if (r < 0)
+        return -1;
+    r = PQflush(p->pg);
+    if (r < 0)
+        return -1;
+    p->flush_pending = r;
+    return 0;
+}
+
+/* One result of the running cached statement, by the command it answers. -1 when libpq
+ * failed. */
+static int pg_cached_result(pg_impl *p, PGresult *r) {
+    ExecStatusType st = PQresultStatus(r);
+    switch ((pg_step)p->xsteps[p->xstep]) {
+    case PG_STEP_DEALLOC: {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (st == PGRES_COMMAND_OK || (state && strcmp(state, "26000") == 0))
+            p->xdok[p->xstep] = 1;
+        break;
+    }
+    case PG_STEP_PREPARE:
+        if (st == PGRES_COMMAND_OK)
+            break;
+        /* Never created on the server: forgotten without a DEALLOCATE. */
+        pg_cache_drop(p, p->xstmt, 0);
+        p->xstmt = NULL;
+        if (st != PGRES_PIPELINE_ABORTED && !p->failed) {
+            pg_result_error(p, r, -1, &p->err);
+            p->failed = 1;
+        }
+        break;
+    case PG_STEP_EXEC:
+        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
+            PQclear(p->keep);
+            p->keep = r;
+            return 0;
+        }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(r);
+            return pg_refuse_copy(p, st, -1);
+        }
+        if (st != PGRES_PIPELINE_ABORTED) {
+            int stale = pg_stale(p, r);
+            if (stale)
+                p->xretry = stale;
+            if (!p->failed) {
+                pg_result_error(p, r, -1, &p->err);
+                p->failed = 1;
+            }
+        }
+        break;
+    case PG_STEP_SYNC:
+        break;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/*
+ * Collects the results of a cached statement. In a pipeline each command's results end with a
+ * NULL and each sync has a result of its own; a lone execute ends with its NULL. Returns 1 when the operation is over, 0 when more input is needed,
+ * -1 when the connection failed.
+ */
+static int pg_cached_collect(pg_impl *p) {
+    for (;;) {
+        if (p->copy_out) {
+            int d = pg_drain_copy(p);
+            if (d <= 0)
+                return d;
+        }
+        if (PQisBusy(p->pg))
+            return 0;
+        PGresult *r = PQgetResult(p->pg);
+        if (!r && !p->xpipe) {
+            int end = pg_cached_end(p);
+            if (end != 0)
+                return end;
+            continue;
+        }
+        if (!r) {
+            if (!p->xgot)
+                return 0; /* nothing sent is pending yet */
+            p->xgot = 0;
+            p->xstep++;
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            if (++p->xstep < p->nxsteps)
+                continue;
+            int end = pg_cached_end(p);
+            if (end != 0)
+                return end;
+            continue;
+        }
+        p->xgot = 1;
+        if (pg_cached_result(p, r) != 0)
+            return -1;
+    }
+}
+
 static int pg_want_write(const pg_impl *p) {
     return p->flush_pending || (p->phase == PG_BATCH && !p->bsynced);
 }
@@ -1500,7 +1953,9 @@ static void pg_op_step(pg_impl *p, int events) {
         pg_lost(p);
         return;
     }
-    int done = p->phase == PG_BATCH ? pg_batch_collect(p) : pg_query_collect(p);
+    int done = p->phase == PG_BATCH    ? pg_batch_collect(p)
+               : p->phase == PG_CACHED ? pg_cached_collect(p)
+                                       : pg_query_collect(p);
     if (done < 0) {
         pg_lost(p);
         return;
@@ -1541,6 +1996,7 @@ static void pg_on_ready(void *arg, int events) {
     case PG_SETUP:
     case PG_QUERY:
     case PG_BATCH:
+    case PG_CACHED:
         pg_op_step(p, events);
         return;
     case PG_RESOLVING:
@@ -1571,7 +2027,7 @@ static keel_status pg_send_failed(pg_impl *p, int sent, keel_error *err) {
     int bad = PQstatus(p->pg) == CONNECTION_BAD;
     keel_status st = pg_error_libpq(err, bad ? KEEL_ERR_CONNECTION_LOST : KEEL_ERR_DATABASE, c,
                                     bad ? "connection lost: " : NULL, PQerrorMessage(p->pg));
-    if (bad || sent || p->phase == PG_BATCH) {
+    if (bad || sent || p->phase == PG_BATCH || p->phase == PG_CACHED) {
         c->broken = 1;
         p->phase = PG_DEAD;
         keel__watch_set(p->watch, 0);
@@ -1656,6 +2112,39 @@ static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error 
     return KEEL_OK;
 }
 
+/* Starts one statement through the prepared-statement cache. */
+static keel_status pg_query_cached(pg_impl *p, const keel__stmt *stmt, const char *sql,
+                                   keel_error *err) {
+    for (size_t i = 0; i < stmt->nparams; i++) {
+        keel_status st = pg_param_check(p, &stmt->params[i], i, err);
+        if (st != KEEL_OK)
+            return st;
+    }
+    if (stmt->nparams) {
+        keel_status st = pg_encode(p, stmt->params, stmt->nparams, err);
+        if (st != KEEL_OK)
+            return st;
+        if (pg_own_bytes(p, stmt->nparams) != 0)
+            return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
+                                   "out of memory");
+    }
+    p->xsql = sql;
+    p->xsql_len = stmt->sql_len;
+    p->xnparams = stmt->nparams;
+    p->xretried = 0;
+    p->phase = PG_CACHED;
+    int r = pg_cached_send(p);
+    if (r == -2) {
+        p->phase = PG_IDLE;
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
+    }
+    if (r != 0)
+        return pg_send_failed(p, 0, err);
+    if (pg_after_send(p) != 0)
+        return pg_send_failed(p, 1, err);
+    return KEEL_OK;
+}
+
 static keel_status pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
     pg_impl *p = c->impl;
     keel_status st = pg_check_idle(p, c, err);
@@ -1689,6 +2178,8 @@ static keel_status pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
             return pg_send_failed(p, 1, err);
         return KEEL_OK;
     }
+    if (p->cache_cap && !pg_starts_with_copy(sql) && (stmt->nparams || pg_one_statement(sql)))
+        return pg_query_cached(p, stmt, sql, err);
     int ok;
     if (stmt->nparams == 0) {
         ok = PQsendQuery(p->pg, sql);
@@ -1732,7 +2223,9 @@ static keel_status pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
     return KEEL_OK;
 }
 
-static int pg_running(const pg_impl *p) { return p->phase == PG_QUERY || p->phase == PG_BATCH; }
+static int pg_running(const pg_impl *p) {
+    return p->phase == PG_QUERY || p->phase == PG_BATCH || p->phase == PG_CACHED;
+}
 
 static int pg_cancel_running(void *owner, uint64_t seq) {
     const pg_impl *p = owner;

@@ -846,6 +846,12 @@ TEST(check_config_validates_options) {
         {"password", "x", KEEL_ERR_CONFIG},
         {"client_encoding", "LATIN1", KEEL_ERR_CONFIG},
         {"min_size", "1", KEEL_ERR_CONFIG},
+        {"statement_cache_size", "0", KEEL_OK},
+        {"statement_cache_size", "250", KEEL_OK},
+        {"statement_cache_size", "-1", KEEL_ERR_CONFIG},
+        {"statement_cache_size", "lots", KEEL_ERR_CONFIG},
+        {"statement_cache_size", "", KEEL_ERR_CONFIG},
+        {"statement_cache_size", "100001", KEEL_ERR_CONFIG},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         opts[0].key = (char *)cases[i].key;
@@ -928,6 +934,247 @@ TEST(a_late_cancel_never_reaches_the_next_statement) {
     keel_db_close(db);
 }
 
+/* Named statements of this session that keel's cache prepared. */
+static int64_t keel_statements(keel_conn *c) {
+    return q_int(c, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'keel_s%'");
+}
+
+/* How many statements of this session were prepared from exactly this text. */
+static int64_t prepared_as(keel_conn *c, const char *sql) {
+    keel_value v = keel_text(sql);
+    keel_result *r = q(c, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", &v,
+                       1);
+    const keel_value *n = keel_result_value(r, 0, 0);
+    int64_t out = n && n->type == KEEL_TYPE_INT ? n->u.i64 : -1;
+    keel_result_free(r);
+    return out;
+}
+
+/* A db whose PostgreSQL connections keep at most size prepared statements ("0": none). */
+static keel_db *open_db_cache(const char *size) {
+    const char *extra[] = {"databases.default.options.statement_cache_size", size, NULL};
+    return open_url(pg_url(), extra);
+}
+
+TEST(a_statement_run_twice_is_prepared_once) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    CHECK_INT(prepared_as(c, "SELECT 41 + 1"), 1);
+
+    /* The parameter types are part of the key: an int and a text tuple need two statements. */
+    const char *sql = "SELECT $1::text AS v";
+    keel_value i = keel_int(7), t = keel_text("7");
+    for (int k = 0; k < 3; k++) {
+        keel_result *r = q(c, sql, &i, 1);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "7", 1));
+        keel_result_free(r);
+        r = q(c, sql, &t, 1);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "7", 1));
+        keel_result_free(r);
+    }
+    CHECK_INT(prepared_as(c, sql), 2);
+
+    /* Bytes parameters go through the cache too. */
+    keel_value b = keel_bytes("\x00\x01\xff", 3);
+    keel_result *r = q(c, "SELECT length($1::bytea)", &b, 1);
+    const keel_value *v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 3);
+    keel_result_free(r);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(cache_size_zero_uses_no_named_statements) {
+    keel_db *db = open_db_cache("0");
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_value i = keel_int(5);
+    for (int k = 0; k < 3; k++) {
+        CHECK_INT(q_int(c, "SELECT 2 + 2"), 4);
+        keel_result *r = q(c, "SELECT $1::int8 * 2", &i, 1);
+        const keel_value *v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 10);
+        keel_result_free(r);
+    }
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pg_prepared_statements"), 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(lru_eviction_deallocates_and_the_count_stays_within_the_size) {
+    keel_db *db = open_db_cache("3");
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    char sql[64];
+    for (int k = 0; k < 20; k++) {
+        snprintf(sql, sizeof sql, "SELECT %d AS n", k);
+        CHECK_INT(q_int(c, sql), k);
+        CHECK(keel_statements(c) <= 3);
+    }
+    /* The counting statement is one of the three; the rest were deallocated. */
+    CHECK_INT(keel_statements(c), 3);
+    /* An evicted statement is prepared again under a new name and still answers. */
+    CHECK_INT(q_int(c, "SELECT 0 AS n"), 0);
+    CHECK_INT(q_int(c, "SELECT 0 AS n"), 0);
+    CHECK_INT(prepared_as(c, "SELECT 0 AS n"), 1);
+    CHECK(keel_statements(c) <= 3);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(alter_table_between_executions_is_transparent) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result_free(q(c, "DROP TABLE IF EXISTS keel_pgcache_alt", NULL, 0));
+    keel_result_free(q(c, "CREATE TABLE keel_pgcache_alt (a int)", NULL, 0));
+    keel_result_free(q(c, "INSERT INTO keel_pgcache_alt VALUES (1)", NULL, 0));
+    keel_value one = keel_int(1);
+    const char *by_key = "SELECT * FROM keel_pgcache_alt WHERE a = $1";
+    for (int k = 0; k < 2; k++) {
+        keel_result *r = q(c, "SELECT * FROM keel_pgcache_alt", NULL, 0);
+        CHECK(r && keel_result_ncols(r) == 1);
+        keel_result_free(r);
+        r = q(c, by_key, &one, 1);
+        CHECK(r && keel_result_ncols(r) == 1 && keel_result_nrows(r) == 1);
+        keel_result_free(r);
+    }
+    keel_result_free(q(c, "ALTER TABLE keel_pgcache_alt ADD COLUMN b text DEFAULT 'x'", NULL, 0));
+    keel_result *r = q(c, "SELECT * FROM keel_pgcache_alt", NULL, 0);
+    CHECK(r && keel_result_ncols(r) == 2);
+    if (r)
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "x", 1));
+    keel_result_free(r);
+    r = q(c, by_key, &one, 1);
+    CHECK(r && keel_result_ncols(r) == 2 && keel_result_nrows(r) == 1);
+    keel_result_free(r);
+    CHECK_INT(prepared_as(c, "SELECT * FROM keel_pgcache_alt"), 1);
+
+    /* Inside a transaction the error has already aborted it, so it is reported; after the
+     * rollback the statement is prepared afresh. */
+    keel_result_free(q(c, "ALTER TABLE keel_pgcache_alt ADD COLUMN c int", NULL, 0));
+    keel_result_free(q(c, "BEGIN", NULL, 0));
+    keel_error e = q_fail(c, "SELECT * FROM keel_pgcache_alt", NULL, 0);
+    CHECK_STR(e.sqlstate, "0A000");
+    keel_result_free(q(c, "ROLLBACK", NULL, 0));
+    r = q(c, "SELECT * FROM keel_pgcache_alt", NULL, 0);
+    CHECK(r && keel_result_ncols(r) == 3);
+    keel_result_free(r);
+    CHECK_INT(prepared_as(c, "SELECT * FROM keel_pgcache_alt"), 1);
+    keel_result_free(q(c, "DROP TABLE keel_pgcache_alt", NULL, 0));
+    CHECK(keel_statements(c) <= 100);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(scripts_stay_on_the_simple_protocol_and_semicolons_are_safe) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        CHECK_INT(q_int(c, "SELECT 1; SELECT 2"), 2);
+        keel_result *r = q(c, "SELECT ';' AS s", NULL, 0);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, ";", 1));
+        keel_result_free(r);
+        CHECK_INT(q_int(c, "SELECT 3;  \n"), 3);
+    }
+    CHECK_INT(prepared_as(c, "SELECT 1; SELECT 2"), 0);
+    CHECK_INT(prepared_as(c, "SELECT 3;  \n"), 1);
+    /* Statements that cannot be prepared with parameters fail as they did unprepared. */
+    keel_value one = keel_int(1);
+    keel_error e = q_fail(c, "SELECT $1; SELECT 2", &one, 1);
+    CHECK_STR(e.sqlstate, "42601");
+    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(errors_and_rollback_leave_the_cache_usable) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    CHECK(c != NULL);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    const char *sql = "SELECT 10 / $1::int8";
+    keel_value two = keel_int(2), zero = keel_int(0);
+    keel_result *r = q(c, sql, &two, 1);
+    CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 5);
+    keel_result_free(r);
+    keel_error e = q_fail(c, sql, &zero, 1);
+    CHECK_STR(e.sqlstate, "22012");
+
+    /* A statement that fails to parse is not kept. */
+    int64_t before = keel_statements(c);
+    e = q_fail(c, "SELEC 1", NULL, 0);
+    CHECK_STR(e.sqlstate, "42601");
+    e = q_fail(c, "SELEC 1", NULL, 0);
+    CHECK_STR(e.sqlstate, "42601");
+    CHECK_INT(keel_statements(c), before);
+
+    keel_result_free(q(c, "BEGIN", NULL, 0));
+    r = q(c, sql, &two, 1);
+    keel_result_free(r);
+    e = q_fail(c, sql, &zero, 1);
+    CHECK_STR(e.sqlstate, "22012");
+    e = q_fail(c, sql, &two, 1);
+    CHECK_STR(e.sqlstate, "25P02");
+    e = q_fail(c, "SELECT 'never prepared'", NULL, 0);
+    CHECK_STR(e.sqlstate, "25P02");
+    keel_result_free(q(c, "ROLLBACK", NULL, 0));
+    r = q(c, sql, &two, 1);
+    CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 5);
+    keel_result_free(r);
+    CHECK_INT(prepared_as(c, sql), 1);
+    CHECK_INT(prepared_as(c, "SELECT 'never prepared'"), 0);
+
+    /* Statements deallocated behind keel's back are prepared again transparently. */
+    keel_result_free(q(c, "DEALLOCATE ALL", NULL, 0));
+    r = q(c, sql, &two, 1);
+    CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 5);
+    keel_result_free(r);
+    CHECK_INT(prepared_as(c, sql), 1);
+
+    /* A connection reset by the pool (released inside a transaction) keeps its statements. */
+    keel_result_free(q(c, "BEGIN", NULL, 0));
+    keel_conn_release(c);
+    c = acquire(db);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+        r = q(c, sql, &two, 1);
+        CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 5);
+        keel_result_free(r);
+        CHECK_INT(prepared_as(c, sql), 1);
+        keel_conn_release(c);
+    }
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -952,5 +1199,11 @@ int main(void) {
     RUN(a_host_list_with_an_address_before_a_name_connects);
     RUN(a_document_parameter_is_refused_with_a_data_error);
     RUN(a_late_cancel_never_reaches_the_next_statement);
+    RUN(a_statement_run_twice_is_prepared_once);
+    RUN(cache_size_zero_uses_no_named_statements);
+    RUN(lru_eviction_deallocates_and_the_count_stays_within_the_size);
+    RUN(alter_table_between_executions_is_transparent);
+    RUN(scripts_stay_on_the_simple_protocol_and_semicolons_are_safe);
+    RUN(errors_and_rollback_leave_the_cache_usable);
     return TEST_SUMMARY();
 }

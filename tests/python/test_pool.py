@@ -329,7 +329,11 @@ async def test_a_late_cancel_never_reaches_the_next_statement(make_db, engine):
     rnd = random.Random(20240601)
     hit = []
     cancelled = 0
-    for i in range(60):
+    # At least 60 rounds, and more (bounded) until enough cancellations landed while the
+    # statement still ran: how many do depends on the machine's load, not on keel.
+    i = 0
+    while i < 60 or (cancelled < 5 and i < 400):
+        i += 1
         task = asyncio.create_task(d.fetchval(sql))
         await asyncio.sleep(duration * rnd.uniform(0.7, 1.0))
         task.cancel()
@@ -345,7 +349,7 @@ async def test_a_late_cancel_never_reaches_the_next_statement(make_db, engine):
             except keel.Error as e:
                 hit.append((i, follow, repr(e)))
     assert hit == [], f"{len(hit)} statements were cancelled by an earlier cancel: {hit[:3]}"
-    assert cancelled >= 5, f"only {cancelled} of 60 statements were cancelled: the test proves little"
+    assert cancelled >= 5, f"only {cancelled} of {i} statements were cancelled: the test proves little"
     assert d.pool_stats()["leased"] == 0
 
 

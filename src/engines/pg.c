@@ -1889,8 +1889,8 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
 
 /*
  * Collects the results of a cached statement. In a pipeline each command's results end with a
- * NULL and each sync has a result of its own; a lone execute ends with its NULL. Returns 1 when the operation is over, 0 when more input is needed,
- * -1 when the connection failed.
+ * NULL and each sync has a result of its own; a lone execute ends with its NULL. Returns 1 when
+ * the operation is over, 0 when more input is needed, -1 when the connection failed.
  */
 static int pg_cached_collect(pg_impl *p) {
     for (;;) {

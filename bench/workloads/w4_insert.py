@@ -4,10 +4,9 @@ timestamptz, nullable text) in one atomic batch, on one connection; the table is
 turn starts (untimed) and has no index, so every operation does the same work.
 
 Two cases on PostgreSQL. executemany: keel's (one pipeline, one sync), asyncpg's (pipelined,
-atomic) and psycopg's (pipeline mode) inside a transaction. bulk, each driver's fastest path:
-asyncpg copy_records_to_table and psycopg COPY … FROM STDIN in binary; keel has no COPY, so its
-fastest path is one multi-row INSERT … VALUES of 1000 rows (7000 parameters) per statement,
-sent as one executemany. On SQLite: executemany in one transaction."""
+atomic) and psycopg's (pipeline mode) inside a transaction. bulk, each driver's fastest path,
+all binary COPY … FROM STDIN: keel's and asyncpg's copy_records_to_table, psycopg's
+cursor.copy with write_row in a transaction. On SQLite: executemany in one transaction."""
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +24,7 @@ from . import Workload
 TARGET = Target(1.0)
 COLUMNS = ", ".join(data.INSERT_COLUMNS)
 PG_TYPES = ["int8", "int4", "float8", "text", "bool", "timestamptz", "text"]
-# keel's bulk path: rows per multi-row INSERT (7 parameters each, far below PostgreSQL's 65535).
+# Rows per multi-row INSERT in the MariaDB bulk path of workload 9 (7 parameters each).
 VALUES_CHUNK = 1000
 
 Op = Callable[[int], Any]
@@ -78,19 +77,11 @@ def pg_cases(ctx: Ctx) -> list[Case]:
             yield lambda i: executemany(sql, rows)
 
     @contextlib.asynccontextmanager
-    async def keel_values(plan: Plan) -> AsyncIterator[Op]:
-        batches = values_batches(table, rows)
+    async def keel_copy(plan: Plan) -> AsyncIterator[Op]:
         async with keel_conn(url) as conn:
             await conn.execute(truncate)
-
-            async def op(i: int) -> None:
-                if len(batches) == 1:
-                    await conn.executemany(*batches[0])
-                    return
-                async with conn.transaction():
-                    for stmt, params in batches:
-                        await conn.executemany(stmt, params)
-            yield op
+            copy = conn.copy_records_to_table
+            yield lambda i: copy(table, records=rows, columns=list(data.INSERT_COLUMNS))
 
     @contextlib.asynccontextmanager
     async def asyncpg_many(plan: Plan) -> AsyncIterator[Op]:
@@ -146,9 +137,8 @@ def pg_cases(ctx: Ctx) -> list[Case]:
              ]),
         Case(key="w4.pg.bulk", title=f"insert {n} rows × 7 columns: fastest bulk path",
              params="1 connection", **common, contenders=[
-                 AsyncContender("keel", ROLE_KEEL, keel_values,
-                                note=f"no COPY in keel: multi-row INSERT of {VALUES_CHUNK} rows "
-                                     "per statement, via executemany"),
+                 AsyncContender("keel", ROLE_KEEL, keel_copy,
+                                note="copy_records_to_table (binary COPY)"),
                  AsyncContender("asyncpg", ROLE_PEER, asyncpg_copy, requires=("asyncpg",),
                                 note="copy_records_to_table (binary COPY)"),
                  AsyncContender("psycopg", ROLE_PEER, psycopg_copy, requires=("psycopg",),
@@ -212,7 +202,6 @@ def sqlite_case(ctx: Ctx) -> Case:
 WORKLOAD = Workload(
     4, "insert 10k rows × 7 columns", lambda ctx: pg_cases(ctx) + [sqlite_case(ctx)],
     measures="10,000 rows × 7 columns per operation in one atomic batch, rows/s. PostgreSQL: "
-             "executemany of every driver, and each driver's fastest bulk path (asyncpg "
-             "copy_records_to_table, psycopg binary COPY; keel has no COPY, so multi-row INSERTs "
-             "of 1000 rows). SQLite: executemany in one transaction, aiosqlite as the peer, stdlib "
+             "executemany of every driver, and each driver's fastest bulk path (binary COPY: "
+             "keel's and asyncpg's copy_records_to_table, psycopg's cursor.copy). SQLite: executemany in one transaction, aiosqlite as the peer, stdlib "
              "sqlite3 as the floor.")

@@ -162,6 +162,31 @@ KEEL_API keel_status keel_conn_query_many(keel_conn *conn, const char *sql,
                                           keel_query_cb cb, void *arg, keel_error *err);
 
 /*
+ * Loads rows into a table in one atomic bulk operation, like asyncpg's copy_records_to_table:
+ * either every row is loaded or none is. table (and schema, NULL for the search path /
+ * the connection's database) and the column names are taken as they are stored, quoted, so
+ * mixed case and spaces need no escaping. columns names ncols columns; NULL means every column
+ * of the table in order (generated ones excepted), and then ncols is the number of values per
+ * row, which must match. rows holds nrows * ncols values, row-major (copied or encoded before
+ * the call returns); nrows may be 0, which still checks the table and columns.
+ *
+ * PostgreSQL runs COPY … FROM STDIN (FORMAT binary), streamed as the socket takes it: each
+ * value is encoded for its column's type (see docs/engines.md for the accepted kinds), and a
+ * value that does not fit its column fails the load with KEEL_ERR_DATA naming the row index,
+ * the column and both types. Other SQL engines run their atomic batch of an INSERT.
+ *
+ * Completes like keel_conn_query; the result has no rows and keel_result_affected is the
+ * number of rows loaded. Inside a transaction the load is part of it. keel_conn_cancel stops
+ * it (nothing is loaded). Sync errors: KEEL_ERR_INVALID_ARGUMENT (no table, an empty name, an
+ * empty column list, rows without values), KEEL_ERR_UNSUPPORTED on document engines, and those
+ * of keel_conn_query. Never blocks.
+ */
+KEEL_API keel_status keel_conn_copy_in(keel_conn *conn, const char *schema, const char *table,
+                                       const char *const *columns, size_t ncols,
+                                       const keel_value *rows, size_t nrows, keel_query_cb cb,
+                                       void *arg, keel_error *err);
+
+/*
  * Runs one command on a document engine (MongoDB). cmd is a BSON document of len bytes (copied
  * before the call returns), run against the engine database dbname (NULL: the one configured
  * for this connection's database). The result has one row with one column "reply" of type
@@ -206,6 +231,11 @@ KEEL_API keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql,
                                                const keel_value *params, size_t nrows,
                                                size_t nparams, keel_result **out,
                                                keel_error *err);
+/* keel_conn_copy_in, blocking; *loaded (may be NULL) receives the number of rows loaded. */
+KEEL_API keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema,
+                                            const char *table, const char *const *columns,
+                                            size_t ncols, const keel_value *rows, size_t nrows,
+                                            int64_t *loaded, keel_error *err);
 KEEL_API keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                                 keel_error *err);
 KEEL_API keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err);

@@ -185,6 +185,15 @@ class Database(_native.Database):
         """Runs a statement once per row of parameters, in one batch."""
         await self._executemany(sql, rows, database)
 
+    async def copy_records_to_table(self, table_name: str, *,
+                                    records: Iterable[Sequence[Any]],
+                                    columns: Sequence[str] | None = None,
+                                    schema_name: str | None = None,
+                                    database: str | None = None) -> int:
+        """Loads records into a table in one atomic bulk operation on a leased connection (see
+        Connection.copy_records_to_table); returns the number of rows loaded."""
+        return await self._copy(table_name, records, columns, schema_name, database)
+
     async def acquire(self, database: str | None = None) -> Connection:
         """Leases a connection; give it back with release()."""
         return await self._acquire(database)
@@ -254,6 +263,18 @@ class Connection(_native.Connection):
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._executemany(sql, rows)
+
+    async def copy_records_to_table(self, table_name: str, *,
+                                    records: Iterable[Sequence[Any]],
+                                    columns: Sequence[str] | None = None,
+                                    schema_name: str | None = None) -> int:
+        """Loads records (any iterable of sequences, one value per column) into a table in one
+        atomic bulk operation, as asyncpg's method of the same name; returns the number of rows
+        loaded. columns names the columns the values go to (None: every column of the table, in
+        order); names are used as stored (quoted: case and spaces are kept). PostgreSQL uses
+        binary COPY; MySQL/MariaDB and SQLite an atomic batch of INSERTs. A value that does not
+        fit its column raises DataError naming the row and column, and nothing is loaded."""
+        return await self._copy(table_name, records, columns, schema_name)
 
     def transaction(self) -> Transaction:
         """async with conn.transaction(): a transaction, or a savepoint when nested (MongoDB has

@@ -312,6 +312,29 @@ keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql, const ke
     return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
 }
 
+keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const char *table,
+                                   const char *const *columns, size_t ncols,
+                                   const keel_value *rows, size_t nrows, int64_t *loaded,
+                                   keel_error *err) {
+    if (loaded)
+        *loaded = 0;
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = {0};
+    keel_result *res = NULL;
+    st = keel_conn_copy_in(conn, schema, table, columns, ncols, rows, nrows, sync_queried, &s,
+                           err);
+    if (st == KEEL_OK)
+        st = finish_query(conn, &s, &res, err);
+    if (st == KEEL_OK && loaded)
+        *loaded = keel_result_affected(res) < 0 ? 0 : keel_result_affected(res);
+    keel_result_free(res);
+    return st;
+}
+
 keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                        keel_error *err) {
     if (!conn || !conn->pool)

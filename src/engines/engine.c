@@ -61,3 +61,38 @@ int keel__txn_sql(keel_txn_op op, unsigned depth, keel__buf *out) {
     }
     return -1;
 }
+
+int keel__quote_ident(keel__buf *out, const char *name, char quote) {
+    /* A quote inside the name is doubled: the only escape quoted identifiers have. */
+    if (keel__buf_putc(out, quote) != 0)
+        return -1;
+    for (const char *s = name; *s; s++) {
+        const char *q = strchr(s, quote);
+        size_t n = q ? (size_t)(q - s) : strlen(s);
+        if (keel__buf_append(out, s, n) != 0)
+            return -1;
+        if (!q)
+            break;
+        if (keel__buf_putc(out, quote) != 0 || keel__buf_putc(out, quote) != 0)
+            return -1;
+        s = q;
+    }
+    return keel__buf_putc(out, quote);
+}
+
+int keel__copy_target(keel__buf *out, const keel__copy *copy, char quote, int with_columns) {
+    if (copy->schema &&
+        (keel__quote_ident(out, copy->schema, quote) != 0 || keel__buf_putc(out, '.') != 0))
+        return -1;
+    if (keel__quote_ident(out, copy->table, quote) != 0)
+        return -1;
+    if (!with_columns || !copy->columns)
+        return 0;
+    if (keel__buf_puts(out, " (") != 0)
+        return -1;
+    for (size_t i = 0; i < copy->ncols; i++)
+        if ((i && keel__buf_puts(out, ", ") != 0) ||
+            keel__quote_ident(out, copy->columns[i], quote) != 0)
+            return -1;
+    return keel__buf_putc(out, ')');
+}

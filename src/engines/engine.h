@@ -28,6 +28,21 @@ typedef struct keel__stmt {
     int many;            /* 1 for query_many: the result has no rows, affected is the total */
 } keel__stmt;
 
+/*
+ * A bulk load (keel_conn_copy_in) as the core hands it to an engine. Everything points at the
+ * caller's memory and is valid only during the engine's copy_in call: an engine that needs it
+ * later copies it. columns is NULL for "every column of the table, in order"; rows holds
+ * nrows * ncols values, row-major (nrows may be 0).
+ */
+typedef struct keel__copy {
+    const char *schema; /* NULL: the search path decides */
+    const char *table;
+    const char *const *columns; /* ncols names, or NULL */
+    size_t ncols;
+    const keel_value *rows;
+    size_t nrows;
+} keel__copy;
+
 /* Connection lifecycle, owned by the pool. */
 typedef enum keel__conn_state {
     KEEL__CONN_CONNECTING = 0,
@@ -73,6 +88,7 @@ struct keel_conn {
 typedef struct keel__engine {
     const char *name;                /* "postgresql", "sqlite" */
     keel__ph_style placeholder_style;
+    char ident_quote;                /* the character that quotes identifiers: '"' or '`' */
     /* Checks the engine part of a database config (host/path present, known options…).
      * KEEL_ERR_CONFIG naming the key path on failure. Called by keel_config_validate. */
     keel_status (*check_config)(const keel__dbconfig *dbc, keel_error *err);
@@ -81,6 +97,11 @@ typedef struct keel__engine {
     /* Starts a statement (stmt->nrows == 1) or a batch (stmt->many). NULL on engines without
      * SQL (MongoDB): the core then fails the call with KEEL_ERR_UNSUPPORTED. */
     keel_status (*query)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
+    /* Starts a bulk load (keel_conn_copy_in) through the engine's own bulk path; it completes
+     * with a result whose affected count is the rows loaded, and loads nothing on error. NULL
+     * on SQL engines whose fastest atomic bulk path is their batch: the core then runs the
+     * generated INSERT as a batch (query with many), which those engines make atomic. */
+    keel_status (*copy_in)(keel_conn *c, const keel__copy *copy, keel_error *err);
     /* Starts a document command (keel_conn_command): cmd is BSON, valid only during the call.
      * NULL on SQL engines. */
     keel_status (*command)(keel_conn *c, const char *dbname, const void *cmd, size_t len,
@@ -123,5 +144,11 @@ keel__workers *keel__conn_workers(keel_conn *c);
 
 /* SQL for a transaction operation on SQL engines ("BEGIN", "SAVEPOINT keel_sp_2"…) into out. */
 int keel__txn_sql(keel_txn_op op, unsigned depth, keel__buf *out);
+
+/* Appends name as a quoted identifier (quote doubled inside). 0, or -1 when out of memory. */
+int keel__quote_ident(keel__buf *out, const char *name, char quote);
+/* Appends the target of a bulk load: the quoted, optionally schema-qualified table, then when
+ * with_columns and the load names its columns, " (col, …)". 0, or -1 when out of memory. */
+int keel__copy_target(keel__buf *out, const keel__copy *copy, char quote, int with_columns);
 
 #endif

@@ -3113,6 +3113,7 @@ static void my_close(keel_conn *c) {
 const keel__engine keel__engine_mysql = {
     .name = MY_ENGINE,
     .placeholder_style = KEEL__PH_MYSQL,
+    .ident_quote = '`',
     .check_config = my_check_config,
     .connect = my_connect,
     .query = my_query,

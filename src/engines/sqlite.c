@@ -1499,6 +1499,7 @@ static void sq_close(keel_conn *c)
 const keel__engine keel__engine_sqlite = {
     .name = "sqlite",
     .placeholder_style = KEEL__PH_SQLITE,
+    .ident_quote = '"',
     .check_config = sq_check_config,
     .connect = sq_connect,
     .query = sq_query,

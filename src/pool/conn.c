@@ -99,6 +99,81 @@ keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value
     return start_statement(c, sql, params, nrows, nparams, 1, cb, arg, err);
 }
 
+/* The engine's batch as the bulk path: one generated INSERT run for every row. */
+static keel_status copy_as_batch(keel_conn *c, const keel__copy *copy, keel_query_cb cb,
+                                 void *arg, keel_error *err) {
+    keel__buf sql = {0};
+    int bad = keel__buf_puts(&sql, "INSERT INTO ") != 0 ||
+              keel__copy_target(&sql, copy, c->engine->ident_quote, 1) != 0;
+    if (copy->nrows == 0) {
+        /* Nothing to insert, but the table and columns are still checked: an INSERT that
+         * selects no row fails on exactly what the load would fail on. */
+        bad = bad || keel__buf_puts(&sql, " SELECT ") != 0;
+        for (size_t i = 0; !bad && copy->columns && i < copy->ncols; i++)
+            bad = (i && keel__buf_puts(&sql, ", ") != 0) ||
+                  keel__quote_ident(&sql, copy->columns[i], c->engine->ident_quote) != 0;
+        bad = bad || (!copy->columns && keel__buf_putc(&sql, '*') != 0) ||
+              keel__buf_puts(&sql, " FROM ") != 0 ||
+              keel__copy_target(&sql, copy, c->engine->ident_quote, 0) != 0 ||
+              keel__buf_puts(&sql, " WHERE 1 = 0") != 0;
+    } else {
+        bad = bad || keel__buf_puts(&sql, " VALUES (") != 0;
+        for (size_t i = 0; !bad && i < copy->ncols; i++)
+            bad = keel__buf_printf(&sql, i ? ", $%zu" : "$%zu", i + 1) != 0;
+        bad = bad || keel__buf_putc(&sql, ')') != 0;
+    }
+    keel_status st = bad ? keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c),
+                                           "out of memory")
+                         : start_statement(c, sql.data, copy->rows, copy->nrows ? copy->nrows : 1,
+                                           copy->nrows ? copy->ncols : 0, copy->nrows > 0, cb,
+                                           arg, err);
+    keel__buf_free(&sql);
+    return st;
+}
+
+keel_status keel_conn_copy_in(keel_conn *c, const char *schema, const char *table,
+                              const char *const *columns, size_t ncols, const keel_value *rows,
+                              size_t nrows, keel_query_cb cb, void *arg, keel_error *err) {
+    if (!c || !table || !cb || (nrows && !rows))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, table, rows and callback are required");
+    if (!*table || (schema && !*schema))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "the %s name is empty", *table ? "schema" : "table");
+    if (columns && ncols == 0)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "a column list must name at least one column");
+    for (size_t i = 0; columns && i < ncols; i++)
+        if (!columns[i] || !*columns[i])
+            return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                                   "column %zu of the column list has no name", i);
+    if (nrows && ncols == 0)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "rows to load need at least one value each");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    keel__copy copy = {schema, table, columns, ncols, rows, nrows};
+    if (!c->engine->copy_in) {
+        if (!c->engine->query)
+            return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                                   "database '%s' uses the %s engine, which has no tables to "
+                                   "load rows into: use collection(…).insert_many",
+                                   conn_name(c), c->engine->name);
+        return copy_as_batch(c, &copy, cb, arg, err);
+    }
+    c->busy = 1;
+    c->cb = cb;
+    c->cb_arg = arg;
+    st = c->engine->copy_in(c, &copy, err);
+    if (st != KEEL_OK) {
+        c->busy = 0;
+        c->cb = NULL;
+        c->cb_arg = NULL;
+    }
+    return st;
+}
+
 keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd, size_t len,
                               keel_query_cb cb, void *arg, keel_error *err) {
     if (!c || !cmd || !cb || len < 5)

@@ -128,6 +128,22 @@ static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t
                                KEEL_TXN_BEGIN, 0);
 }
 
+/* _copy(table, records, columns, schema) */
+static PyObject *conn_copy(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_copy(table, records, columns, schema)");
+        return NULL;
+    }
+    PyObject *params = keel__py_copy_args(c->db->st, args[0], args[1], args[2], args[3]);
+    if (params == NULL)
+        return NULL;
+    PyObject *op = keel__py_conn_query(c, KPY_OP_COPY, KPY_MODE_EXECUTE, args[0], params, 0,
+                                       KEEL_TXN_BEGIN, 0);
+    Py_DECREF(params);
+    return op;
+}
+
 /* _txn(op, depth) */
 static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -248,6 +264,9 @@ static PyMethodDef conn_methods[] = {
      "_query(mode, sql, args, column) -> awaitable"},
     {"_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
      "_executemany(sql, rows) -> awaitable"},
+    {"_copy", (PyCFunction)(void (*)(void))conn_copy, METH_FASTCALL,
+     "_copy(table, records, columns, schema) -> awaitable int: a bulk load (COPY on PostgreSQL) "
+     "returning the rows loaded."},
     {"_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
      "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step."},
     {"_command", (PyCFunction)(void (*)(void))conn_command, METH_FASTCALL,

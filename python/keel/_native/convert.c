@@ -284,6 +284,8 @@ void keel__py_params_init(kpy_params *p)
     p->holds = p->stack_holds;
     p->nholds = 0;
     p->capholds = KPY_STACK_HOLDS;
+    p->what = NULL;
+    p->names = NULL;
 }
 
 void keel__py_params_clear(kpy_params *p)
@@ -340,10 +342,19 @@ static int reserve_values(kpy_params *p, size_t n)
 }
 
 /* Raises DataError about parameter pos (1-based, $pos in SQL) of row (or not, when row < 0). */
-static int param_error(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, const char *why)
+static int param_error(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
+                       PyObject *obj, const char *why)
 {
-    char where[64];
-    if (row >= 0)
+    char where[160];
+    PyObject *name = p->names != NULL && pos - 1 < (size_t)PySequence_Fast_GET_SIZE(p->names)
+                         ? PySequence_Fast_GET_ITEM(p->names, (Py_ssize_t)pos - 1)
+                         : NULL;
+    const char *text = name != NULL ? PyUnicode_AsUTF8(name) : NULL;
+    if (text != NULL)
+        snprintf(where, sizeof where, "row %zd, column \"%.100s\"", row, text);
+    else if (row >= 0 && p->what != NULL)
+        snprintf(where, sizeof where, "row %zd, value %zu", row, pos);
+    else if (row >= 0)
         snprintf(where, sizeof where, "row %zd, parameter $%zu", row, pos);
     else
         snprintf(where, sizeof where, "parameter $%zu", pos);
@@ -353,8 +364,8 @@ static int param_error(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj,
 }
 
 /* As param_error, keeping the Python exception that caused it as __cause__. */
-static int param_error_from(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj,
-                            const char *why)
+static int param_error_from(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
+                            PyObject *obj, const char *why)
 {
     if (PyErr_ExceptionMatches(PyExc_MemoryError))
         return -1;
@@ -367,7 +378,7 @@ static int param_error_from(kpy_state *st, Py_ssize_t row, size_t pos, PyObject 
         PyErr_Clear();
     char msg[320];
     snprintf(msg, sizeof msg, "%s: %s", why, s != NULL ? s : "conversion failed");
-    param_error(st, row, pos, obj, msg);
+    param_error(st, p, row, pos, obj, msg);
     Py_XDECREF(text);
     if (value != NULL) {
         PyObject *t2, *v2, *tb2;
@@ -383,13 +394,13 @@ static int param_error_from(kpy_state *st, Py_ssize_t row, size_t pos, PyObject 
 }
 
 /* UTF-8 of a str; the pointer lives as long as the str (CPython caches it in the object). */
-static int str_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, keel_value *out,
-                     keel_type type)
+static int str_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
+                     PyObject *obj, keel_value *out, keel_type type)
 {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
     if (s == NULL)
-        return param_error_from(st, row, pos, obj, "cannot encode as UTF-8");
+        return param_error_from(st, p, row, pos, obj, "cannot encode as UTF-8");
     out->type = type;
     out->u.str.ptr = s;
     out->u.str.len = (size_t)n;
@@ -404,8 +415,8 @@ static int64_t time_micros(PyObject *obj)
            PyDateTime_TIME_GET_MICROSECOND(obj);
 }
 
-static int datetime_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj,
-                          keel_value *out)
+static int datetime_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
+                          PyObject *obj, keel_value *out)
 {
     int64_t days = days_from_civil(PyDateTime_GET_YEAR(obj), PyDateTime_GET_MONTH(obj),
                                    PyDateTime_GET_DAY(obj));
@@ -423,14 +434,14 @@ static int datetime_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *o
     if (tz != PyDateTime_TimeZone_UTC) {
         PyObject *off = PyObject_CallMethodNoArgs(obj, st->s_utcoffset);
         if (off == NULL)
-            return param_error_from(st, row, pos, obj, "utcoffset() failed");
+            return param_error_from(st, p, row, pos, obj, "utcoffset() failed");
         if (PyDelta_Check(off)) {
             micros -= ((int64_t)PyDateTime_DELTA_GET_DAYS(off) * 86400 +
                        PyDateTime_DELTA_GET_SECONDS(off)) * US_PER_SEC +
                       PyDateTime_DELTA_GET_MICROSECONDS(off);
         } else if (off != Py_None) {
             Py_DECREF(off);
-            return param_error(st, row, pos, obj, "utcoffset() did not return a timedelta");
+            return param_error(st, p, row, pos, obj, "utcoffset() did not return a timedelta");
         }
         Py_DECREF(off);
     }
@@ -439,14 +450,15 @@ static int datetime_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *o
     return 0;
 }
 
-static int uuid_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, keel_value *out)
+static int uuid_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
+                      PyObject *obj, keel_value *out)
 {
     PyObject *i = PyObject_GetAttr(obj, st->s_int);
     if (i == NULL)
-        return param_error_from(st, row, pos, obj, "UUID has no int");
+        return param_error_from(st, p, row, pos, obj, "UUID has no int");
     if (!PyLong_Check(i)) {
         Py_DECREF(i);
-        return param_error(st, row, pos, obj, "UUID.int is not an int");
+        return param_error(st, p, row, pos, obj, "UUID.int is not an int");
     }
 #if PY_VERSION_HEX >= 0x030D0000
     Py_ssize_t r = PyLong_AsNativeBytes(i, out->u.uuid, 16,
@@ -460,8 +472,8 @@ static int uuid_value(kpy_state *st, Py_ssize_t row, size_t pos, PyObject *obj, 
     Py_DECREF(i);
     if (rc < 0) {
         if (PyErr_Occurred())
-            return param_error_from(st, row, pos, obj, "UUID out of range");
-        return param_error(st, row, pos, obj, "UUID out of range");
+            return param_error_from(st, p, row, pos, obj, "UUID out of range");
+        return param_error(st, p, row, pos, obj, "UUID out of range");
     }
     out->type = KEEL_TYPE_UUID;
     return 0;
@@ -481,15 +493,15 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
         if (overflow != 0)
-            return param_error(st, row, pos, obj, "integer out of the int64 range");
+            return param_error(st, p, row, pos, obj, "integer out of the int64 range");
         if (v == -1 && PyErr_Occurred())
-            return param_error_from(st, row, pos, obj, "not an integer");
+            return param_error_from(st, p, row, pos, obj, "not an integer");
         out->type = KEEL_TYPE_INT;
         out->u.i64 = v;
         return 0;
     }
     if (PyUnicode_CheckExact(obj))
-        return str_value(st, row, pos, obj, out, KEEL_TYPE_TEXT);
+        return str_value(st, p, row, pos, obj, out, KEEL_TYPE_TEXT);
     if (obj == Py_True || obj == Py_False) {
         out->type = KEEL_TYPE_BOOL;
         out->u.boolean = obj == Py_True;
@@ -507,7 +519,7 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
         return 0;
     }
     if (PyDateTime_Check(obj))
-        return datetime_value(st, row, pos, obj, out);
+        return datetime_value(st, p, row, pos, obj, out);
     if (PyDate_Check(obj)) {
         out->type = KEEL_TYPE_DATE;
         out->u.date = (int32_t)days_from_civil(PyDateTime_GET_YEAR(obj),
@@ -517,21 +529,21 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     }
     if (PyTime_Check(obj)) {
         if (PyDateTime_TIME_GET_TZINFO(obj) != Py_None)
-            return param_error(st, row, pos, obj, "time with a tzinfo is not supported");
+            return param_error(st, p, row, pos, obj, "time with a tzinfo is not supported");
         out->type = KEEL_TYPE_TIME;
         out->u.micros = time_micros(obj);
         return 0;
     }
     if (PyObject_TypeCheck(obj, (PyTypeObject *)st->UUID))
-        return uuid_value(st, row, pos, obj, out);
+        return uuid_value(st, p, row, pos, obj, out);
     if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Decimal)) {
         kpy_hold *h = new_hold(p);
         if (h == NULL)
             return -1;
         h->obj = PyObject_Str(obj);
         if (h->obj == NULL)
-            return param_error_from(st, row, pos, obj, "str() failed");
-        return str_value(st, row, pos, h->obj, out, KEEL_TYPE_NUMERIC);
+            return param_error_from(st, p, row, pos, obj, "str() failed");
+        return str_value(st, p, row, pos, h->obj, out, KEEL_TYPE_NUMERIC);
     }
     if (PyDict_Check(obj) || PyList_Check(obj)) {
         kpy_hold *h = new_hold(p);
@@ -539,27 +551,27 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
             return -1;
         h->obj = PyObject_CallOneArg(st->json_dumps, obj);
         if (h->obj == NULL)
-            return param_error_from(st, row, pos, obj, "cannot serialise as JSON");
-        return str_value(st, row, pos, h->obj, out, KEEL_TYPE_JSON);
+            return param_error_from(st, p, row, pos, obj, "cannot serialise as JSON");
+        return str_value(st, p, row, pos, h->obj, out, KEEL_TYPE_JSON);
     }
     if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
         goto integer;
     if (PyUnicode_Check(obj))
-        return str_value(st, row, pos, obj, out, KEEL_TYPE_TEXT);
+        return str_value(st, p, row, pos, obj, out, KEEL_TYPE_TEXT);
     if (PyObject_CheckBuffer(obj) && (PyByteArray_Check(obj) || PyMemoryView_Check(obj))) {
         kpy_hold *h = new_hold(p);
         if (h == NULL)
             return -1;
         if (PyObject_GetBuffer(obj, &h->view, PyBUF_SIMPLE) < 0) {
             h->view.obj = NULL;
-            return param_error_from(st, row, pos, obj, "unusable buffer");
+            return param_error_from(st, p, row, pos, obj, "unusable buffer");
         }
         out->type = KEEL_TYPE_BYTES;
         out->u.str.ptr = h->view.buf;
         out->u.str.len = (size_t)h->view.len;
         return 0;
     }
-    return param_error(st, row, pos, obj, "unsupported parameter type");
+    return param_error(st, p, row, pos, obj, "unsupported parameter type");
 }
 
 int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args)
@@ -577,6 +589,12 @@ int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args)
     return 0;
 }
 
+/* The call that converts rows, for messages. */
+static const char *rows_what(const kpy_params *p)
+{
+    return p->what != NULL ? p->what : "executemany";
+}
+
 int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows)
 {
     Py_ssize_t nrows = PySequence_Fast_GET_SIZE(rows);
@@ -590,14 +608,14 @@ int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows)
         if (!PyTuple_Check(row) && !PyList_Check(row)) {
             if (PyUnicode_Check(row) || PyBytes_Check(row) || !PySequence_Check(row)) {
                 keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
-                               "executemany: row %zd is a %s, not a sequence of parameters", r,
-                               Py_TYPE(row)->tp_name);
+                               "%s: row %zd is a %s, not a sequence of %s", rows_what(p), r,
+                               Py_TYPE(row)->tp_name, p->what ? "values" : "parameters");
                 return -1;
             }
             kpy_hold *h = new_hold(p);
             if (h == NULL)
                 return -1;
-            h->obj = PySequence_Fast(row, "executemany: a row must be a sequence");
+            h->obj = PySequence_Fast(row, "a row must be a sequence");
             if (h->obj == NULL)
                 return -1;
             row = h->obj;
@@ -613,9 +631,8 @@ int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows)
                 return -1;
             p->ncols = ncols;
         } else if (n != ncols) {
-            keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
-                           "executemany: row %zd has %zu parameters, row 0 has %zu", r, n,
-                           ncols);
+            keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL, "%s: row %zd has %zu %s, row 0 has %zu",
+                           rows_what(p), r, n, p->what ? "values" : "parameters", ncols);
             return -1;
         }
         PyObject **vals = PySequence_Fast_ITEMS(row);

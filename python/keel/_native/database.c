@@ -369,6 +369,24 @@ static PyObject *db_executemany(kpy_db *self, PyObject *const *args, Py_ssize_t 
     return keel__py_db_query(self, KPY_OP_MANY, KPY_MODE_EXECUTE, args[0], args[1], args[2], 0);
 }
 
+/* _copy(table, records, columns, schema, database): acquire, bulk load, release, in C. */
+static PyObject *db_copy(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_copy(table, records, columns, schema, database)");
+        return NULL;
+    }
+    if (check_initialised(self) < 0)
+        return NULL;
+    PyObject *params = keel__py_copy_args(self->st, args[0], args[1], args[2], args[3]);
+    if (params == NULL)
+        return NULL;
+    PyObject *op =
+        keel__py_db_query(self, KPY_OP_COPY, KPY_MODE_EXECUTE, args[0], params, args[4], 0);
+    Py_DECREF(params);
+    return op;
+}
+
 /* _command(dbname, cmd, database): acquire, run one document command, release, in C. */
 static PyObject *db_command(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -543,6 +561,9 @@ static PyMethodDef db_methods[] = {
      "_query(mode, sql, args, database, column) -> awaitable"},
     {"_executemany", (PyCFunction)(void (*)(void))db_executemany, METH_FASTCALL,
      "_executemany(sql, rows, database) -> awaitable"},
+    {"_copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL,
+     "_copy(table, records, columns, schema, database) -> awaitable int: a bulk load on a "
+     "connection of database, leased for it."},
     {"_command", (PyCFunction)(void (*)(void))db_command, METH_FASTCALL,
      "_command(dbname, cmd, database) -> awaitable dict: a document command on a connection "
      "of database, leased for it."},

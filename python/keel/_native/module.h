@@ -140,6 +140,10 @@ typedef struct kpy_params {
     size_t capholds;
     keel_value stack_values[KPY_STACK_VALUES];
     kpy_hold stack_holds[KPY_STACK_HOLDS];
+    /* For messages about rows: the call converting them (NULL: executemany, whose values are
+     * parameters $n), and the column names of the values (a PySequence_Fast of str, or NULL). */
+    const char *what;
+    PyObject *names;
 } kpy_params;
 
 void keel__py_params_init(kpy_params *p);
@@ -289,12 +293,22 @@ void keel__py_conn_release(kpy_conn *c);
  */
 int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObject **name_out,
                           PyObject **bson_out);
+/*
+ * Checks the arguments of copy_records_to_table: the table and schema names (str, not empty,
+ * schema may be None), the column names (None or a sequence of such str) and records (any
+ * iterable of sequences). Returns (records, columns or None, schema or None), records and
+ * columns as PySequence_Fast, for KPY_OP_COPY; NULL with an exception.
+ */
+PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records,
+                             PyObject *columns, PyObject *schema);
 /* Called by op.c when the running operation of c has completed: starts the next queued one. */
 void keel__py_conn_op_done(kpy_conn *c, struct kpy_op *op);
 
 /* Operations (op.c). kinds: */
 enum { KPY_OP_QUERY = 0, KPY_OP_MANY = 1, KPY_OP_TXN = 2, KPY_OP_ACQUIRE = 3,
-       KPY_OP_COMMAND = 4 /* sql: the engine database name or NULL; args: the BSON bytes */ };
+       KPY_OP_COMMAND = 4, /* sql: the engine database name or NULL; args: the BSON bytes */
+       KPY_OP_COPY = 5     /* sql: the table name; args: (records, columns or None, schema or
+                              None), records and columns as PySequence_Fast */ };
 /* states: */
 enum { KPY_OP_NEW = 0, KPY_OP_QUEUED = 1, KPY_OP_ACQUIRING = 2, KPY_OP_RUNNING = 3,
        KPY_OP_DONE = 4 };

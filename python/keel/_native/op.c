@@ -112,14 +112,133 @@ static const char *sql_utf8(kpy_state *st, PyObject *sql)
     return s;
 }
 
-/* Converts the parameters kept in op (a statement's tuple or executemany's rows). */
+/* A name for copy_records_to_table: a non-empty str without NUL characters. */
+static int copy_name_ok(kpy_state *st, PyObject *name, const char *what)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "copy_records_to_table: %s must be a str, not %.100s", what,
+                     Py_TYPE(name)->tp_name);
+        return 0;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(name, &n);
+    if (s == NULL)
+        return 0;
+    if (n == 0 || strlen(s) != (size_t)n) {
+        keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL,
+                       "copy_records_to_table: %s must be a non-empty name without NUL "
+                       "characters",
+                       what);
+        return 0;
+    }
+    return 1;
+}
+
+PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records,
+                            PyObject *columns, PyObject *schema)
+{
+    if (!copy_name_ok(st, table, "the table name") ||
+        (schema != Py_None && !copy_name_ok(st, schema, "schema_name")))
+        return NULL;
+    PyObject *cols = Py_NewRef(Py_None);
+    if (columns != Py_None) {
+        if (PyUnicode_Check(columns)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "copy_records_to_table: columns must be a sequence of names, not a "
+                            "str");
+            Py_DECREF(cols);
+            return NULL;
+        }
+        Py_SETREF(cols, PySequence_Fast(columns, "copy_records_to_table: columns must be a "
+                                                 "sequence of names"));
+        if (cols == NULL)
+            return NULL;
+        if (PySequence_Fast_GET_SIZE(cols) == 0) {
+            Py_DECREF(cols);
+            return keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL,
+                                  "copy_records_to_table: columns must name at least one column");
+        }
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(cols); i++) {
+            if (!copy_name_ok(st, PySequence_Fast_GET_ITEM(cols, i), "every column name")) {
+                Py_DECREF(cols);
+                return NULL;
+            }
+        }
+    }
+    PyObject *recs = PySequence_Fast(records, "copy_records_to_table: records must be an "
+                                              "iterable of sequences");
+    if (recs == NULL) {
+        Py_DECREF(cols);
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(3, recs, cols, schema);
+    Py_DECREF(recs);
+    Py_DECREF(cols);
+    return t;
+}
+
+/* Converts parameters as kept for an operation of kind: a statement's tuple, executemany's
+ * rows, or the records of a bulk load (checked against its column list). */
+static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p)
+{
+    if (kind == KPY_OP_QUERY)
+        return keel__py_params_from_args(st, p, params);
+    if (kind == KPY_OP_MANY)
+        return keel__py_params_from_rows(st, p, params);
+    if (kind != KPY_OP_COPY)
+        return 0;
+    PyObject *cols = PyTuple_GET_ITEM(params, 1);
+    p->what = "copy_records_to_table";
+    p->names = cols != Py_None ? cols : NULL;
+    if (keel__py_params_from_rows(st, p, PyTuple_GET_ITEM(params, 0)) < 0)
+        return -1;
+    if (p->names == NULL)
+        return 0;
+    size_t ncols = (size_t)PySequence_Fast_GET_SIZE(cols);
+    if (p->nrows > 0 && p->ncols != ncols) {
+        keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
+                       "copy_records_to_table: each record has %zu values but %zu columns "
+                       "were named",
+                       p->ncols, ncols);
+        return -1;
+    }
+    p->ncols = ncols;
+    return 0;
+}
+
+/* Converts the parameters kept in op. */
 static int op_convert(kpy_op *op, kpy_params *p)
 {
-    if (op->kind == KPY_OP_QUERY)
-        return keel__py_params_from_args(op->db->st, p, op->args);
-    if (op->kind == KPY_OP_MANY)
-        return keel__py_params_from_rows(op->db->st, p, op->args);
-    return 0;
+    return convert_params(op->db->st, op->kind, op->args, p);
+}
+
+/* Starts a bulk load of the converted records p on conn. */
+static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p,
+                              keel_query_cb cb, keel_error *err)
+{
+    PyObject *cols = PyTuple_GET_ITEM(op->args, 1);
+    PyObject *schema = PyTuple_GET_ITEM(op->args, 2);
+    const char *names_local[16];
+    const char **names = NULL;
+    size_t ncols = cols != Py_None ? (size_t)PySequence_Fast_GET_SIZE(cols) : 0;
+    if (ncols > 0) {
+        names = ncols <= 16 ? names_local : PyMem_Malloc(ncols * sizeof *names);
+        if (names == NULL) {
+            keel_error_clear(err);
+            err->code = KEEL_ERR_NOMEM;
+            snprintf(err->message, sizeof err->message, "out of memory");
+            return KEEL_ERR_NOMEM;
+        }
+        /* Checked by keel__py_copy_args: every name is a str whose UTF-8 is cached. */
+        for (size_t i = 0; i < ncols; i++)
+            names[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(cols, (Py_ssize_t)i));
+    }
+    keel_status s = keel_conn_copy_in(conn, schema != Py_None ? PyUnicode_AsUTF8(schema) : NULL,
+                                      PyUnicode_AsUTF8(op->sql), names, p->ncols, p->values,
+                                      p->nrows, cb, op, err);
+    if (names != names_local)
+        PyMem_Free(names);
+    return s;
 }
 
 static void query_cb(keel_result *res, const keel_error *err, void *arg);
@@ -139,6 +258,8 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
     case KPY_OP_COMMAND:
         return keel_conn_command(conn, sql, PyBytes_AS_STRING(op->args),
                                  (size_t)PyBytes_GET_SIZE(op->args), query_cb, op, err);
+    case KPY_OP_COPY:
+        return copy_start(op, conn, p, query_cb, err);
     default:
         break;
     }
@@ -165,6 +286,10 @@ static PyObject *build_result(kpy_op *op, const keel_result *res)
     kpy_state *st = op->db->st;
     if (op->kind == KPY_OP_COMMAND)
         return command_reply(st, res);
+    if (op->kind == KPY_OP_COPY) {
+        int64_t n = keel_result_affected(res);
+        return PyLong_FromLongLong(n < 0 ? 0 : n);
+    }
     if (op->kind != KPY_OP_QUERY)
         Py_RETURN_NONE;
     size_t nrows = keel_result_nrows(res);
@@ -376,9 +501,7 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     kpy_params p;
     keel__py_params_init(&p);
     kpy_op *op = NULL;
-    if (kind != KPY_OP_COMMAND &&
-        (kind == KPY_OP_MANY ? keel__py_params_from_rows(st, &p, params)
-                             : keel__py_params_from_args(st, &p, params)) < 0)
+    if (convert_params(st, kind, params, &p) < 0)
         goto fail;
     if ((op = op_new(db, NULL, kind)) == NULL)
         goto fail;
@@ -495,7 +618,9 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         return keel__py_raise(st, KEEL_ERR_BUSY, PyUnicode_AsUTF8(c->database),
                               "another operation is in progress on this connection");
     PyObject *params = NULL;
-    if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY) {
+    if (kind == KPY_OP_COPY) {
+        params = Py_NewRef(args);
+    } else if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY) {
         if (sql_utf8(st, sql) == NULL)
             return NULL;
         if (kind == KPY_OP_MANY) {
@@ -512,9 +637,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     kpy_params p;
     keel__py_params_init(&p);
     kpy_op *op = NULL;
-    if (kind == KPY_OP_QUERY && keel__py_params_from_args(st, &p, params) < 0)
-        goto fail;
-    if (kind == KPY_OP_MANY && keel__py_params_from_rows(st, &p, params) < 0)
+    if (convert_params(st, kind, params, &p) < 0)
         goto fail;
     if ((op = op_new(c->db, c, kind)) == NULL)
         goto fail;

@@ -1175,6 +1175,293 @@ TEST(errors_and_rollback_leave_the_cache_usable) {
     keel_db_close(db);
 }
 
+/* ---- bulk loads (keel_conn_copy_in) ------------------------------------------------------ */
+
+/* Loads rows with keel_conn_copy_in_sync; returns the rows loaded, or -1 (the error in *e). */
+static int64_t copy_in(keel_conn *c, const char *schema, const char *table,
+                       const char *const *cols, size_t ncols, const keel_value *rows,
+                       size_t nrows, keel_error *e) {
+    int64_t loaded = -1;
+    keel_error local;
+    keel_error_clear(e ? e : &local);
+    if (keel_conn_copy_in_sync(c, schema, table, cols, ncols, rows, nrows, &loaded,
+                               e ? e : &local) != KEEL_OK)
+        return -1;
+    return loaded;
+}
+
+/* The text of the single value a query returns ("" when none). */
+static void q_text(keel_conn *c, const char *sql, char *out, size_t size) {
+    keel_result *r = q(c, sql, NULL, 0);
+    const keel_value *v = keel_result_value(r, 0, 0);
+    snprintf(out, size, "%.*s", v && v->type == KEEL_TYPE_TEXT ? (int)v->u.str.len : 0,
+             v && v->type == KEEL_TYPE_TEXT ? v->u.str.ptr : "");
+    keel_result_free(r);
+}
+
+TEST(copy_in_loads_every_type_in_binary) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP TYPE IF EXISTS cp_mood CASCADE", NULL, 0));
+    keel_result_free(q(c, "CREATE TYPE cp_mood AS ENUM ('sad', 'ok')", NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TEMP TABLE cp_types (b bool, i2 int2, i4 int4, i8 int8, o oid, "
+                       "f4 float4, f8 float8, n numeric, n2 numeric(10,3), t text, vc "
+                       "varchar(20), ch char(3), by bytea, d date, tm time, ts timestamp, "
+                       "tz timestamptz, u uuid, u2 uuid, j json, jb jsonb, e cp_mood)",
+                       NULL, 0));
+    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const char *utf8 = "\xc3\xbc\xc3\xb1\xc3\xaf \xe2\x82\xac";
+    keel_value rows[2 * 22] = {
+        keel_bool(1), keel_int(-32768), keel_int(2147483647), keel_int(-9000000000LL),
+        keel_int(4000000000LL), keel_float(1.5), keel_float(-2.5e-3), keel_numeric("-123.4500"),
+        keel_numeric("3.14159"), keel_text(utf8), keel_text("short"), keel_text("ab"),
+        keel_bytes("\0\1\2", 3), keel_date(-3000), keel_time(3723000004LL),
+        keel_timestamp(951782400000000LL), keel_timestamptz(-86400000001LL), keel_uuid(uuid),
+        keel_text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), keel_json("[true, null]"),
+        keel_json("{\"k\": \"v\"}"), keel_text("ok"),
+    };
+    for (size_t i = 22; i < 44; i++)
+        rows[i] = keel_null();
+    keel_error e;
+    CHECK_INT(copy_in(c, NULL, "cp_types", NULL, 22, rows, 2, &e), 2);
+    if (e.code)
+        fprintf(stderr, "  copy: %s\n", e.message);
+    char text[512];
+    q_text(c,
+           "SELECT concat_ws('|', b, i2, i4, i8, o, f4, f8, n, n2, t, vc, ch, encode(by, 'hex'), "
+           "d, tm, ts, tz AT TIME ZONE 'UTC', u, u2, j, jb, e) FROM cp_types WHERE b",
+           text, sizeof text);
+    CHECK_STR(text, "t|-32768|2147483647|-9000000000|4000000000|1.5|-0.0025|-123.4500|3.142|"
+                    "\xc3\xbc\xc3\xb1\xc3\xaf \xe2\x82\xac|short|ab |000102|1961-10-15|"
+                    "01:02:03.000004|2000-02-29 00:00:00|1969-12-30 23:59:59.999999|"
+                    "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|"
+                    "[true, null]|{\"k\": \"v\"}|ok");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_types WHERE num_nulls(b, i2, i4, i8, o, f4, f8, "
+                       "n, n2, t, vc, ch, by, d, tm, ts, tz, u, u2, j, jb, e) = 22"),
+              1);
+
+    /* numeric in every shape decimal text takes, and ints and floats into numeric. */
+    keel_result_free(q(c, "CREATE TEMP TABLE cp_num (k int, n numeric)", NULL, 0));
+    const char *const nums[] = {"0",        "-0.00",     "12345678.9", "1E+3",   "1.5E-7",
+                                "NaN",      "-123.4500", "0.0001",     "99999",  "100000000",
+                                "Infinity", "-inf",      ".5",         "7.",     "1e-2"};
+    const char *const want[] = {"0",        "0.00",     "12345678.9", "1000",    "0.00000015",
+                                "NaN",      "-123.4500", "0.0001",    "99999",   "100000000",
+                                "Infinity", "-Infinity", "0.5",       "7",       "0.01"};
+    size_t nn = sizeof nums / sizeof nums[0];
+    keel_value nrows[2 * 17];
+    for (size_t i = 0; i < nn; i++) {
+        nrows[2 * i] = keel_int((int64_t)i);
+        nrows[2 * i + 1] = keel_numeric(nums[i]);
+    }
+    nrows[2 * nn] = keel_int((int64_t)nn);
+    nrows[2 * nn + 1] = keel_int(-42);
+    nrows[2 * nn + 2] = keel_int((int64_t)nn + 1);
+    nrows[2 * nn + 3] = keel_float(0.1);
+    CHECK_INT(copy_in(c, NULL, "cp_num", NULL, 2, nrows, nn + 2, &e), (int64_t)nn + 2);
+    for (size_t i = 0; i < nn + 2; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT n::text FROM cp_num WHERE k = %zu", i);
+        q_text(c, sql, text, sizeof text);
+        CHECK_STR(text, i < nn ? want[i] : i == nn ? "-42" : "0.1");
+    }
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(copy_in_names_columns_schemas_and_quoted_identifiers) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP SCHEMA IF EXISTS \"Copy \"\"Schema\" CASCADE", NULL, 0));
+    keel_result_free(q(c, "CREATE SCHEMA \"Copy \"\"Schema\"", NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TABLE \"Copy \"\"Schema\".\"Mixed Table\" (id serial, "
+                       "\"Name Col\" text, qty int DEFAULT 7, twice int GENERATED ALWAYS AS "
+                       "(qty * 2) STORED)",
+                       NULL, 0));
+    const char *cols[] = {"Name Col"};
+    keel_value rows[2] = {keel_text("a"), keel_text("b")};
+    keel_error e;
+    CHECK_INT(copy_in(c, "Copy \"Schema", "Mixed Table", cols, 1, rows, 2, &e), 2);
+    CHECK_INT(q_int(c, "SELECT sum(qty + twice + id) FROM \"Copy \"\"Schema\".\"Mixed Table\""),
+              7 + 14 + 1 + 7 + 14 + 2);
+    /* Every column but the generated one when no list is given. */
+    keel_value all[3] = {keel_int(10), keel_text("c"), keel_int(1)};
+    CHECK_INT(copy_in(c, "Copy \"Schema", "Mixed Table", NULL, 3, all, 1, &e), 1);
+    CHECK_INT(q_int(c, "SELECT twice FROM \"Copy \"\"Schema\".\"Mixed Table\" WHERE id = 10"), 2);
+    /* Without a schema the search path decides; nothing to load still checks the table. */
+    keel_result_free(q(c, "SET search_path = \"Copy \"\"Schema\", public", NULL, 0));
+    CHECK_INT(copy_in(c, NULL, "Mixed Table", cols, 1, NULL, 0, &e), 0);
+    CHECK_INT(copy_in(c, NULL, "Mixed Table", NULL, 0, NULL, 0, &e), 0);
+    keel_result_free(q(c, "RESET search_path", NULL, 0));
+    CHECK_INT(copy_in(c, NULL, "Mixed Table", cols, 1, NULL, 0, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
+    CHECK_STR(e.sqlstate, "42P01");
+    keel_result_free(q(c, "DROP SCHEMA \"Copy \"\"Schema\" CASCADE", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(copy_in_errors_name_what_was_wrong_and_load_nothing) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "CREATE TEMP TABLE cp_err (id int8 PRIMARY KEY, qty int2, t text)",
+                       NULL, 0));
+    keel_value rows[9] = {keel_int(1), keel_int(5), keel_text("x"),
+                          keel_int(2), keel_int(6), keel_null(),
+                          keel_int(3), keel_text("seven"), keel_text("z")};
+    keel_error e;
+    CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 3, rows, 3, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_CONTAINS(e.message, "row 2, column \"qty\" (smallint)");
+    CHECK_CONTAINS(e.message, "a text value");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_err"), 0);
+
+    rows[7] = keel_int(70000);
+    CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 3, rows, 3, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_CONTAINS(e.message, "70000 is out of range for type smallint");
+    rows[7] = keel_int(7);
+    rows[8] = keel_textn("a\0b", 3);
+    CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 3, rows, 3, &e), -1);
+    CHECK_CONTAINS(e.message, "NUL");
+
+    /* Server-side failures: a duplicate key names the line of the data. */
+    rows[8] = keel_text("z");
+    rows[6] = keel_int(1);
+    CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 3, rows, 3, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
+    CHECK_STR(e.sqlstate, "23505");
+    CHECK_CONTAINS(e.message, "line 3");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_err"), 0);
+
+    /* The rows and the table must agree; unknown tables and columns are the server's errors. */
+    CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 2, rows, 1, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_PARAMETERS);
+    CHECK_CONTAINS(e.message, "the table has 3 columns but each row has 2 values");
+    CHECK_INT(copy_in(c, NULL, "cp_missing", NULL, 3, rows, 1, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
+    CHECK_STR(e.sqlstate, "42P01");
+    CHECK_CONTAINS(e.message, "cp_missing");
+    const char *cols[] = {"id", "nope"};
+    CHECK_INT(copy_in(c, NULL, "cp_err", cols, 2, rows, 1, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
+    CHECK_STR(e.sqlstate, "42703");
+    CHECK_CONTAINS(e.message, "nope");
+    /* Bad arguments fail before anything is sent. */
+    CHECK_INT(copy_in(c, NULL, "", NULL, 3, rows, 1, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_INVALID_ARGUMENT);
+    const char *empty[] = {""};
+    CHECK_INT(copy_in(c, NULL, "cp_err", empty, 1, rows, 1, &e), -1);
+    CHECK_INT(e.code, KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 3, rows + 3, 2, &e), 2);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(copy_in_is_part_of_the_transaction_and_loads_large_batches) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "CREATE TEMP TABLE cp_big (id int8, name text, at timestamptz)",
+                       NULL, 0));
+    size_t n = 100000;
+    keel_value *rows = calloc(n * 3, sizeof *rows);
+    char *names = malloc(n * 16);
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(names + i * 16, 16, "name %zu", i);
+        rows[3 * i] = keel_int((int64_t)i);
+        rows[3 * i + 1] = keel_textn(names + i * 16, (size_t)len);
+        rows[3 * i + 2] = keel_timestamptz((int64_t)i * 1000000);
+    }
+    keel_error e;
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &e), KEEL_OK);
+    CHECK_INT(copy_in(c, NULL, "cp_big", NULL, 3, rows, n, &e), (int64_t)n);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_big"), (int64_t)n);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK, 0, &e), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_big"), 0);
+    CHECK_INT(copy_in(c, NULL, "cp_big", NULL, 3, rows, n, &e), (int64_t)n);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_big WHERE at = to_timestamp(id) AND "
+                       "name = 'name ' || id"),
+              (int64_t)n);
+    free(rows);
+    free(names);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+static void on_copy_done(keel_result *res, const keel_error *err, void *arg) {
+    on_cancelled_done(res, err, arg);
+}
+
+/* Starts a load, cancels it after 300 ms from a loop timer, returns the error. */
+static keel_error copy_and_cancel(keel_db *db, keel_conn *c, const char *table,
+                                  const keel_value *rows, size_t ncols, size_t nrows) {
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    x.conn = c;
+    keel_error err;
+    keel_status st =
+        keel_conn_copy_in(c, NULL, table, NULL, ncols, rows, nrows, on_copy_done, &x, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        return err;
+    keel_loop *loop = keel_db_loop(db);
+    keel_timer *t = keel__timer_new(loop, on_cancel_timer, &x);
+    keel__timer_arm(t, keel_now_ms() + 300);
+    CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+    keel__timer_free(t);
+    return x.err;
+}
+
+TEST(copy_in_cancel_while_waiting_or_sending_loads_nothing) {
+    const char *extra[] = {"databases.default.pool.max_size", "2", NULL};
+    keel_db *db = open_url(pg_url(), extra);
+    keel_conn *c = acquire(db), *other = acquire(db);
+    keel_result_free(q(c, "DROP TABLE IF EXISTS cp_cancel", NULL, 0));
+    keel_result_free(q(c, "CREATE TABLE cp_cancel (id int8, pad text)", NULL, 0));
+    /* Waiting for a lock before the server asks for data. */
+    keel_result_free(q(other, "BEGIN", NULL, 0));
+    keel_result_free(q(other, "LOCK TABLE cp_cancel IN ACCESS EXCLUSIVE MODE", NULL, 0));
+    keel_value one[2] = {keel_int(1), keel_text("x")};
+    keel_error e = copy_and_cancel(db, c, "cp_cancel", one, 2, 1);
+    CHECK_INT(e.code, KEEL_ERR_CANCELLED);
+    keel_result_free(q(other, "COMMIT", NULL, 0));
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_cancel"), 0);
+
+    /* Sending data to a server that is slow to take it (a trigger sleeps on every row). */
+    keel_result_free(q(c,
+                       "CREATE FUNCTION pg_temp.cp_slow() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END$$",
+                       NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TRIGGER cp_slow BEFORE INSERT ON cp_cancel FOR EACH ROW "
+                       "EXECUTE FUNCTION pg_temp.cp_slow()",
+                       NULL, 0));
+    size_t n = 20000;
+    char *pad = malloc(1024);
+    memset(pad, 'p', 1024);
+    keel_value *rows = calloc(n * 2, sizeof *rows);
+    for (size_t i = 0; i < n; i++) {
+        rows[2 * i] = keel_int((int64_t)i);
+        rows[2 * i + 1] = keel_textn(pad, 1024);
+    }
+    int64_t t0 = keel_now_ms();
+    e = copy_and_cancel(db, c, "cp_cancel", rows, 2, n);
+    CHECK_INT(e.code, KEEL_ERR_CANCELLED);
+    CHECK(keel_now_ms() - t0 < 10000);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM cp_cancel"), 0);
+    CHECK_INT(copy_in(c, NULL, "cp_cancel", NULL, 2, rows, 3, &e), 3);
+    keel_result_free(q(c, "DROP TABLE cp_cancel", NULL, 0));
+    free(rows);
+    free(pad);
+    keel_conn_release(other);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1205,5 +1492,10 @@ int main(void) {
     RUN(alter_table_between_executions_is_transparent);
     RUN(scripts_stay_on_the_simple_protocol_and_semicolons_are_safe);
     RUN(errors_and_rollback_leave_the_cache_usable);
+    RUN(copy_in_loads_every_type_in_binary);
+    RUN(copy_in_names_columns_schemas_and_quoted_identifiers);
+    RUN(copy_in_errors_name_what_was_wrong_and_load_nothing);
+    RUN(copy_in_is_part_of_the_transaction_and_loads_large_batches);
+    RUN(copy_in_cancel_while_waiting_or_sending_loads_nothing);
     return TEST_SUMMARY();
 }

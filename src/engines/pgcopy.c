@@ -1,0 +1,495 @@
+/* src/engines/pgcopy.c - PostgreSQL binary COPY: column kinds and the encoding of keel values for them. */
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/numtext.h"
+#include "core/timeconv.h"
+#include "engines/pgcopy.h"
+
+/* PostgreSQL counts dates and timestamps from 2000-01-01, keel from 1970-01-01. */
+#define PGC_EPOCH_DAYS 10957
+#define PGC_EPOCH_MICROS INT64_C(946684800000000)
+/* The longest value a field can carry (the server's limit for one datum is 1 GiB). */
+#define PGC_FIELD_MAX ((size_t)0x3FFFFFFF)
+/* numeric's limits in binary: base-10000 digits per value (numeric_recv refuses more) and the
+ * largest display scale. */
+#define PGC_NUMERIC_MAX_DIGITS 3000
+#define PGC_NUMERIC_MAX_DSCALE 0x3FFF
+#define PGC_NUMERIC_POS 0x0000
+#define PGC_NUMERIC_NEG 0x4000
+#define PGC_NUMERIC_NAN 0xC000
+#define PGC_NUMERIC_PINF 0xD000
+#define PGC_NUMERIC_NINF 0xF000
+
+/* Type OIDs with a binary encoder. */
+enum {
+    PGC_OID_BOOL = 16,
+    PGC_OID_BYTEA = 17,
+    PGC_OID_INT8 = 20,
+    PGC_OID_INT2 = 21,
+    PGC_OID_INT4 = 23,
+    PGC_OID_TEXT = 25,
+    PGC_OID_OID = 26,
+    PGC_OID_JSON = 114,
+    PGC_OID_FLOAT4 = 700,
+    PGC_OID_FLOAT8 = 701,
+    PGC_OID_DATE = 1082,
+    PGC_OID_TIME = 1083,
+    PGC_OID_TIMESTAMP = 1114,
+    PGC_OID_TIMESTAMPTZ = 1184,
+    PGC_OID_NUMERIC = 1700,
+    PGC_OID_UUID = 2950,
+    PGC_OID_JSONB = 3802
+};
+
+keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive) {
+    /* Receive functions that read the value's text as it is: these types send their text. */
+    static const char *const text_recv[] = {"textrecv", "varcharrecv", "bpcharrecv", "namerecv",
+                                            "enum_recv", "citextrecv", NULL};
+    switch (oid) {
+    case PGC_OID_BOOL:
+        return KEEL__PGC_BOOL;
+    case PGC_OID_BYTEA:
+        return KEEL__PGC_BYTEA;
+    case PGC_OID_INT8:
+        return KEEL__PGC_INT8;
+    case PGC_OID_INT2:
+        return KEEL__PGC_INT2;
+    case PGC_OID_INT4:
+        return KEEL__PGC_INT4;
+    case PGC_OID_TEXT:
+        return KEEL__PGC_TEXT;
+    case PGC_OID_OID:
+        return KEEL__PGC_OID;
+    case PGC_OID_JSON:
+        return KEEL__PGC_JSON;
+    case PGC_OID_FLOAT4:
+        return KEEL__PGC_FLOAT4;
+    case PGC_OID_FLOAT8:
+        return KEEL__PGC_FLOAT8;
+    case PGC_OID_DATE:
+        return KEEL__PGC_DATE;
+    case PGC_OID_TIME:
+        return KEEL__PGC_TIME;
+    case PGC_OID_TIMESTAMP:
+        return KEEL__PGC_TIMESTAMP;
+    case PGC_OID_TIMESTAMPTZ:
+        return KEEL__PGC_TIMESTAMPTZ;
+    case PGC_OID_NUMERIC:
+        return KEEL__PGC_NUMERIC;
+    case PGC_OID_UUID:
+        return KEEL__PGC_UUID;
+    case PGC_OID_JSONB:
+        return KEEL__PGC_JSONB;
+    default:
+        break;
+    }
+    for (size_t i = 0; receive && text_recv[i]; i++)
+        if (strcmp(receive, text_recv[i]) == 0)
+            return KEEL__PGC_TEXT;
+    return KEEL__PGC_OTHER;
+}
+
+static void put16(char *p, uint16_t v) {
+    p[0] = (char)(v >> 8);
+    p[1] = (char)v;
+}
+
+static void put32(char *p, uint32_t v) {
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static void put64(char *p, uint64_t v) {
+    put32(p, (uint32_t)(v >> 32));
+    put32(p + 4, (uint32_t)v);
+}
+
+int keel__pgc_header(keel__buf *out) {
+    static const char header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0',
+                                    0,   0,   0,   0,   0,   0,   0,    0};
+    return keel__buf_append(out, header, sizeof header);
+}
+
+int keel__pgc_trailer(keel__buf *out) {
+    static const char trailer[2] = {'\377', '\377'};
+    return keel__buf_append(out, trailer, sizeof trailer);
+}
+
+/* ---- numeric ------------------------------------------------------------------------------ */
+
+static int64_t floor_div4(int64_t x) { return x >= 0 ? x / 4 : -((-x + 3) / 4); }
+
+/* Appends a numeric with no digits (zero, NaN, the infinities). */
+static int numeric_special(keel__buf *out, uint16_t sign, uint16_t dscale) {
+    if (keel__buf_reserve(out, 12) != 0)
+        return -1;
+    char *p = out->data + out->len;
+    put32(p, 8);
+    put16(p + 4, 0);
+    put16(p + 6, 0);
+    put16(p + 8, sign);
+    put16(p + 10, dscale);
+    out->len += 12;
+    return 0;
+}
+
+int keel__pgc_numeric(keel__buf *out, const char *s, size_t n) {
+    size_t i = 0;
+    int neg = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    const char *word = s + i;
+    size_t wn = n - i;
+    if ((wn == 3 && strncasecmp(word, "nan", 3) == 0 && i == 0))
+        return numeric_special(out, PGC_NUMERIC_NAN, 0);
+    if ((wn == 8 && strncasecmp(word, "infinity", 8) == 0) ||
+        (wn == 3 && strncasecmp(word, "inf", 3) == 0))
+        return numeric_special(out, neg ? PGC_NUMERIC_NINF : PGC_NUMERIC_PINF, 0);
+    /* The mantissa's digits, where its point is, and the exponent. */
+    size_t first = i, ndig = 0, before_point = 0;
+    int point = 0;
+    for (; i < n; i++) {
+        if (s[i] >= '0' && s[i] <= '9') {
+            ndig++;
+            if (!point)
+                before_point++;
+        } else if (s[i] == '.' && !point) {
+            point = 1;
+        } else {
+            break;
+        }
+    }
+    if (ndig == 0)
+        return -2;
+    size_t mant_end = i;
+    int64_t exp10 = 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        int eneg = 0;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            eneg = s[i++] == '-';
+        if (i == n)
+            return -2;
+        for (; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return -2;
+            if (exp10 < 100000000)
+                exp10 = exp10 * 10 + (s[i] - '0');
+        }
+        if (eneg)
+            exp10 = -exp10;
+    }
+    if (i != n)
+        return -2;
+    /* value = 0.d1d2…dm × 10^dp; the display scale counts the digits after the point. */
+    int64_t dp = (int64_t)before_point + exp10;
+    int64_t dscale = (int64_t)ndig - dp;
+    if (dscale < 0)
+        dscale = 0;
+    /* The digits alone, leading and trailing zeros stripped. */
+    const char *d = s + first;
+    size_t lo = 0, hi = mant_end - first; /* over d, skipping the point */
+    while (lo < hi && (d[lo] == '0' || d[lo] == '.')) {
+        if (d[lo] == '0')
+            dp--;
+        lo++;
+    }
+    while (hi > lo && (d[hi - 1] == '0' || d[hi - 1] == '.'))
+        hi--;
+    if (dscale > PGC_NUMERIC_MAX_DSCALE)
+        return -3;
+    if (lo == hi)
+        return numeric_special(out, PGC_NUMERIC_POS, (uint16_t)dscale);
+    size_t m = 0;
+    for (size_t k = lo; k < hi; k++)
+        m += d[k] != '.';
+    int64_t weight = floor_div4(dp - 1);
+    int64_t last = floor_div4(dp - (int64_t)m);
+    int64_t ngroups = weight - last + 1;
+    if (weight > INT16_MAX || weight < INT16_MIN || ngroups > PGC_NUMERIC_MAX_DIGITS)
+        return -3;
+    size_t bytes = 12 + 2 * (size_t)ngroups;
+    if (keel__buf_reserve(out, bytes) != 0)
+        return -1;
+    char *p = out->data + out->len;
+    memset(p + 12, 0, 2 * (size_t)ngroups);
+    static const uint16_t pow10[4] = {1, 10, 100, 1000};
+    int64_t x = dp - 1; /* the power of ten of the digit at hand */
+    for (size_t k = lo; k < hi; k++) {
+        if (d[k] == '.')
+            continue;
+        int64_t g = floor_div4(x);
+        size_t at = 12 + 2 * (size_t)(weight - g);
+        uint16_t v = (uint16_t)((unsigned char)p[at] << 8 | (unsigned char)p[at + 1]);
+        v = (uint16_t)(v + (d[k] - '0') * pow10[x - 4 * g]);
+        put16(p + at, v);
+        x--;
+    }
+    put32(p, (uint32_t)(bytes - 4));
+    put16(p + 4, (uint16_t)ngroups);
+    put16(p + 6, (uint16_t)(int16_t)weight);
+    put16(p + 8, neg ? PGC_NUMERIC_NEG : PGC_NUMERIC_POS);
+    put16(p + 10, (uint16_t)dscale);
+    out->len += bytes;
+    return 0;
+}
+
+/* ---- values ------------------------------------------------------------------------------- */
+
+/* Writes why a value cannot be encoded; returns 1, "not encodable". */
+__attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t size,
+                                                         const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, size, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+static int mismatch(const keel__pgc_col *col, const keel_value *v, char *why, size_t size) {
+    return why_set(why, size, "a %s value cannot be loaded into type %s",
+                   keel_type_name(v->type), col->type_name);
+}
+
+/* Room for a field of len bytes and its length word; the pointer to write the value at. */
+static char *field(keel__buf *out, size_t len) {
+    if (out->cap - out->len < len + 5 && keel__buf_reserve(out, len + 4) != 0)
+        return NULL;
+    char *p = out->data + out->len;
+    put32(p, (uint32_t)len);
+    out->len += 4 + len;
+    return p + 4;
+}
+
+static int put_text(keel__buf *out, const char *s, size_t len, int version_byte, char *why,
+                    size_t size) {
+    if (len > PGC_FIELD_MAX)
+        return why_set(why, size, "text longer than 1 GiB");
+    if (len && memchr(s, '\0', len))
+        return why_set(why, size, "text contains a NUL byte, which PostgreSQL cannot store");
+    char *p = field(out, len + (version_byte ? 1 : 0));
+    if (!p)
+        return -1;
+    if (version_byte)
+        *p++ = 1; /* jsonb's binary form is a format version, then the text */
+    if (len)
+        memcpy(p, s, len);
+    return 0;
+}
+
+static int put_int(keel__buf *out, const keel__pgc_col *col, const keel_value *v, int64_t min,
+                   int64_t max, size_t width, char *why, size_t size) {
+    if (v->type != KEEL_TYPE_INT)
+        return mismatch(col, v, why, size);
+    if (v->u.i64 < min || v->u.i64 > max) {
+        char num[24];
+        snprintf(num, sizeof num, "%lld", (long long)v->u.i64);
+        return why_set(why, size, "%s is out of range for type %s", num, col->type_name);
+    }
+    char *p = field(out, width);
+    if (!p)
+        return -1;
+    if (width == 2)
+        put16(p, (uint16_t)v->u.i64);
+    else if (width == 4)
+        put32(p, (uint32_t)v->u.i64);
+    else
+        put64(p, (uint64_t)v->u.i64);
+    return 0;
+}
+
+static int put_numeric(keel__buf *out, const keel__pgc_col *col, const keel_value *v, char *why,
+                       size_t size) {
+    char text[32];
+    const char *s;
+    size_t n;
+    switch (v->type) {
+    case KEEL_TYPE_NUMERIC:
+        s = v->u.str.ptr ? v->u.str.ptr : "";
+        n = v->u.str.len;
+        break;
+    case KEEL_TYPE_INT:
+        n = (size_t)snprintf(text, sizeof text, "%lld", (long long)v->u.i64);
+        s = text;
+        break;
+    case KEEL_TYPE_FLOAT:
+        n = keel__format_double(v->u.f64, text, sizeof text);
+        s = text;
+        break;
+    default:
+        return mismatch(col, v, why, size);
+    }
+    int r = keel__pgc_numeric(out, s, n);
+    if (r == -1)
+        return -1;
+    if (r == -2)
+        return why_set(why, size, "\"%.*s%s\" is not a decimal number", n > 40 ? 40 : (int)n, s,
+                       n > 40 ? "…" : "");
+    if (r == -3)
+        return why_set(why, size, "the value is out of the range of type %s", col->type_name);
+    return 0;
+}
+
+static int put_micros(keel__buf *out, int64_t micros, int64_t shift, char *why, size_t size) {
+    if (micros < INT64_MIN + shift)
+        return why_set(why, size, "the value is out of range");
+    char *p = field(out, 8);
+    if (!p)
+        return -1;
+    put64(p, (uint64_t)(micros - shift));
+    return 0;
+}
+
+static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value *v,
+                     int naive_is_utc, char *why, size_t size) {
+    char *p;
+    if (v->type == KEEL_TYPE_NULL) {
+        if (out->cap - out->len < 5 && keel__buf_reserve(out, 4) != 0)
+            return -1;
+        put32(out->data + out->len, 0xFFFFFFFFu);
+        out->len += 4;
+        return 0;
+    }
+    switch (col->kind) {
+    case KEEL__PGC_INT8:
+        return put_int(out, col, v, INT64_MIN, INT64_MAX, 8, why, size);
+    case KEEL__PGC_INT4:
+        return put_int(out, col, v, INT32_MIN, INT32_MAX, 4, why, size);
+    case KEEL__PGC_INT2:
+        return put_int(out, col, v, INT16_MIN, INT16_MAX, 2, why, size);
+    case KEEL__PGC_OID:
+        return put_int(out, col, v, 0, UINT32_MAX, 4, why, size);
+    case KEEL__PGC_TEXT:
+        if (v->type != KEEL_TYPE_TEXT && v->type != KEEL_TYPE_NUMERIC &&
+            v->type != KEEL_TYPE_JSON)
+            return mismatch(col, v, why, size);
+        return put_text(out, v->u.str.ptr, v->u.str.len, 0, why, size);
+    case KEEL__PGC_JSON:
+    case KEEL__PGC_JSONB:
+        if (v->type != KEEL_TYPE_JSON && v->type != KEEL_TYPE_TEXT)
+            return mismatch(col, v, why, size);
+        return put_text(out, v->u.str.ptr, v->u.str.len, col->kind == KEEL__PGC_JSONB, why,
+                        size);
+    case KEEL__PGC_BOOL:
+        if (v->type != KEEL_TYPE_BOOL)
+            return mismatch(col, v, why, size);
+        if (!(p = field(out, 1)))
+            return -1;
+        *p = v->u.boolean ? 1 : 0;
+        return 0;
+    case KEEL__PGC_FLOAT8:
+    case KEEL__PGC_FLOAT4: {
+        double d;
+        if (v->type == KEEL_TYPE_FLOAT)
+            d = v->u.f64;
+        else if (v->type == KEEL_TYPE_INT)
+            d = (double)v->u.i64;
+        else
+            return mismatch(col, v, why, size);
+        if (col->kind == KEEL__PGC_FLOAT8) {
+            uint64_t bits;
+            memcpy(&bits, &d, sizeof bits);
+            if (!(p = field(out, 8)))
+                return -1;
+            put64(p, bits);
+            return 0;
+        }
+        if (isfinite(d) && fabs(d) > FLT_MAX)
+            return why_set(why, size, "the value is out of range for type %s", col->type_name);
+        float f = (float)d;
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        if (!(p = field(out, 4)))
+            return -1;
+        put32(p, bits);
+        return 0;
+    }
+    case KEEL__PGC_NUMERIC:
+        return put_numeric(out, col, v, why, size);
+    case KEEL__PGC_BYTEA:
+        if (v->type != KEEL_TYPE_BYTES)
+            return mismatch(col, v, why, size);
+        if (v->u.str.len > PGC_FIELD_MAX)
+            return why_set(why, size, "bytes longer than 1 GiB");
+        if (!(p = field(out, v->u.str.len)))
+            return -1;
+        if (v->u.str.len)
+            memcpy(p, v->u.str.ptr, v->u.str.len);
+        return 0;
+    case KEEL__PGC_DATE:
+        if (v->type != KEEL_TYPE_DATE)
+            return mismatch(col, v, why, size);
+        if (v->u.date < INT32_MIN + PGC_EPOCH_DAYS)
+            return why_set(why, size, "the date is out of range");
+        if (!(p = field(out, 4)))
+            return -1;
+        put32(p, (uint32_t)(v->u.date - PGC_EPOCH_DAYS));
+        return 0;
+    case KEEL__PGC_TIME:
+        if (v->type != KEEL_TYPE_TIME)
+            return mismatch(col, v, why, size);
+        return put_micros(out, v->u.micros, 0, why, size);
+    case KEEL__PGC_TIMESTAMP:
+    case KEEL__PGC_TIMESTAMPTZ: {
+        keel_type same = col->kind == KEEL__PGC_TIMESTAMP ? KEEL_TYPE_TIMESTAMP
+                                                           : KEEL_TYPE_TIMESTAMPTZ;
+        keel_type other = col->kind == KEEL__PGC_TIMESTAMP ? KEEL_TYPE_TIMESTAMPTZ
+                                                            : KEEL_TYPE_TIMESTAMP;
+        if (v->type == other && !naive_is_utc)
+            return why_set(why, size,
+                           "a %s value needs the session time zone to be loaded into type %s, "
+                           "and it is not UTC: pass the value with the column's kind (aware "
+                           "for timestamptz, naive for timestamp)",
+                           keel_type_name(v->type), col->type_name);
+        if (v->type != same && v->type != other)
+            return mismatch(col, v, why, size);
+        return put_micros(out, v->u.micros, PGC_EPOCH_MICROS, why, size);
+    }
+    case KEEL__PGC_UUID: {
+        unsigned char u[16];
+        const unsigned char *src = v->u.uuid;
+        if (v->type == KEEL_TYPE_TEXT) {
+            if (keel__parse_uuid(v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len, u) != 0)
+                return why_set(why, size, "the text is not a UUID");
+            src = u;
+        } else if (v->type != KEEL_TYPE_UUID) {
+            return mismatch(col, v, why, size);
+        }
+        if (!(p = field(out, 16)))
+            return -1;
+        memcpy(p, src, 16);
+        return 0;
+    }
+    case KEEL__PGC_OTHER:
+        break;
+    }
+    return why_set(why, size,
+                   "keel has no binary encoding for type %s, so COPY can only load NULL into "
+                   "this column (use executemany for such columns)",
+                   col->type_name);
+}
+
+int keel__pgc_row(keel__buf *out, const keel__pgc_col *cols, const keel_value *vals, size_t n,
+                  int naive_is_utc, char *why, size_t why_size) {
+    size_t start = out->len;
+    if (keel__buf_reserve(out, 2) != 0)
+        return -1;
+    put16(out->data + out->len, (uint16_t)n);
+    out->len += 2;
+    for (size_t i = 0; i < n; i++) {
+        int r = put_value(out, &cols[i], &vals[i], naive_is_utc, why, why_size);
+        if (r != 0) {
+            out->len = start;
+            return r < 0 ? -1 : (int)i + 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,70 @@
+/* src/engines/pgcopy.h - PostgreSQL binary COPY: column kinds and the encoding of keel values for them. */
+#ifndef KEEL_ENGINES_PGCOPY_H
+#define KEEL_ENGINES_PGCOPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <keel/value.h>
+#include "core/buf.h"
+
+/*
+ * What binary form a column takes. Types whose binary form is their text (text, varchar, char,
+ * name, citext, enums) share KEEL__PGC_TEXT; every type keel has no binary encoder for is
+ * KEEL__PGC_OTHER, whose columns still take NULLs.
+ */
+typedef enum keel__pgc_kind {
+    KEEL__PGC_OTHER = 0,
+    KEEL__PGC_BOOL,
+    KEEL__PGC_INT2,
+    KEEL__PGC_INT4,
+    KEEL__PGC_INT8,
+    KEEL__PGC_OID,
+    KEEL__PGC_FLOAT4,
+    KEEL__PGC_FLOAT8,
+    KEEL__PGC_NUMERIC,
+    KEEL__PGC_TEXT,
+    KEEL__PGC_BYTEA,
+    KEEL__PGC_DATE,
+    KEEL__PGC_TIME,
+    KEEL__PGC_TIMESTAMP,
+    KEEL__PGC_TIMESTAMPTZ,
+    KEEL__PGC_UUID,
+    KEEL__PGC_JSON,
+    KEEL__PGC_JSONB
+} keel__pgc_kind;
+
+/* One target column: its kind, and its name and type name for messages (not owned). */
+typedef struct keel__pgc_col {
+    keel__pgc_kind kind;
+    const char *name;
+    const char *type_name;
+} keel__pgc_col;
+
+/*
+ * The kind of a column of base type oid whose receive function is named receive (the type
+ * behind a domain: the caller resolves domains first).
+ */
+keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive);
+
+/* Appends the binary COPY header / the end-of-data trailer. 0, or -1 when out of memory. */
+int keel__pgc_header(keel__buf *out);
+int keel__pgc_trailer(keel__buf *out);
+
+/*
+ * Appends one tuple of n values for cols. naive_is_utc says whether the session's time zone is
+ * UTC, which makes a naive timestamp a valid timestamptz (and an aware one a valid timestamp)
+ * with the meaning the server would give it. Returns 0; -1 when out of memory; or the index of
+ * the column whose value cannot be encoded plus 1, with the reason in why (the tuple is then
+ * removed from out).
+ */
+int keel__pgc_row(keel__buf *out, const keel__pgc_col *cols, const keel_value *vals, size_t n,
+                  int naive_is_utc, char *why, size_t why_size);
+
+/*
+ * Encodes decimal text (digits with an optional sign, point and exponent, or NaN / Infinity
+ * in any case) as a PostgreSQL numeric in binary into out. 0, -1 out of memory, -2 malformed,
+ * -3 out of numeric's range.
+ */
+int keel__pgc_numeric(keel__buf *out, const char *s, size_t n);
+
+#endif

@@ -6,15 +6,7 @@
 
 #include <mongoc/mongoc.h>
 
-/*
- * libkeel does not link libmongoc: loading it (with libicu, libmongocrypt, the SASL plugins and
- * the work of its constructor) costs a process about 4 MiB of resident memory, which a service
- * that never talks to MongoDB should not pay. The MongoDB engine reaches every function it uses
- * through this table instead, filled by keel__mongo_lib_load with dlopen/dlsym. Each entry has
- * the type of the function it stands for (taken from libmongoc's own declarations), so calls are
- * checked as if they were direct. A function the engine starts using must be added to the list;
- * a missing one shows up as an undefined symbol when the C tests link.
- */
+/* The functions of libmongoc and libbson the engine uses (see engines/lazylib.h). */
 #define KEEL__MONGO_LIB_FUNCTIONS(X) \
     X(bson_append_int32) \
     X(bson_append_iter) \
@@ -90,9 +82,8 @@ typedef struct keel__mongo_lib_table {
 extern keel__mongo_lib_table keel__mongo_lib;
 
 /*
- * Loads libmongoc (KEEL_MONGOC_SONAME) and fills keel__mongo_lib, once per process; thread-safe.
- * Returns 0, or -1 with the reason (dlerror's text, or the symbol that is missing) in why.
- * Blocks while the dynamic loader maps the libraries (a one-time cost of a few milliseconds).
+ * Loads KEEL_MONGOC_SONAME and fills keel__mongo_lib, once per process; thread-safe. Returns 0, or -1
+ * with the reason in why (the same on every call). Blocks while the library is mapped.
  */
 int keel__mongo_lib_load(char *why, size_t size);
 

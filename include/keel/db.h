@@ -71,6 +71,15 @@ typedef void (*keel_acquire_cb)(keel_conn *conn, const keel_error *err, void *ar
 typedef void (*keel_query_cb)(keel_result *res, const keel_error *err, void *arg);
 
 /*
+ * Receives one batch of a statement's rows (keel_conn_query_rows): rows has the statement's
+ * columns and at least one row. rows and every value in it belong to keel and are valid only
+ * during the call. Runs on the loop thread, in the middle of the operation: it must not start,
+ * release or cancel operations, nor close the db (record what it needs and act on it in the
+ * query callback).
+ */
+typedef void (*keel_rows_cb)(const keel_result *rows, void *arg);
+
+/*
  * Opens a manager for cfg (validated and copied; NULL means the default configuration with
  * KEEL_… environment overrides applied). loop NULL makes a private blocking loop. Does not
  * connect: pools fill on demand or with keel_db_warm. The caller owns *out and frees it with
@@ -151,6 +160,22 @@ KEEL_API void keel_conn_release(keel_conn *conn);
  */
 KEEL_API keel_status keel_conn_query(keel_conn *conn, const char *sql, const keel_value *params,
                                      size_t nparams, keel_query_cb cb, void *arg, keel_error *err);
+
+/*
+ * Like keel_conn_query, but hands the rows to on_rows in batches, in order, while they arrive,
+ * instead of collecting them into the result: the memory keel holds stays at one batch whatever
+ * the size of the result, and the caller can convert each batch while the next one is on the
+ * wire. on_rows runs zero or more times (never with an empty batch), then cb exactly once, with
+ * the same arg: with a result that has the columns and keel_result_affected but no rows, or with
+ * an error (batches delivered before an error stay delivered). PostgreSQL streams a single
+ * statement as it arrives; a string of several statements (whose result is the last statement
+ * that returned rows) and the other engines deliver their rows in one batch just before cb.
+ * Sync errors: those of keel_conn_query, and KEEL_ERR_INVALID_ARGUMENT when on_rows is NULL.
+ */
+KEEL_API keel_status keel_conn_query_rows(keel_conn *conn, const char *sql,
+                                          const keel_value *params, size_t nparams,
+                                          keel_rows_cb on_rows, keel_query_cb cb, void *arg,
+                                          keel_error *err);
 
 /*
  * Runs one statement once per row of params (nrows rows of nparams values, row-major), in as few

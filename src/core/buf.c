@@ -129,3 +129,17 @@ void keel__arena_free(keel__arena *a) {
     a->head = NULL;
     a->next_size = 0;
 }
+
+void keel__arena_reset(keel__arena *a) {
+    struct keel__arena_chunk *keep = a->head;
+    if (!keep)
+        return;
+    struct keel__arena_chunk *c = keep->next;
+    while (c) {
+        struct keel__arena_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    keep->next = NULL;
+    keep->used = 0;
+}

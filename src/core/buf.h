@@ -35,5 +35,8 @@ void *keel__arena_alloc(keel__arena *a, size_t size);
 /* Copies n bytes and appends a NUL; NULL when out of memory. */
 char *keel__arena_strndup(keel__arena *a, const char *s, size_t n);
 void keel__arena_free(keel__arena *a);
+/* Forgets every allocation but keeps the current chunk (the latest and largest of the regular
+ * ones) for reuse, so a result delivered in batches refills the same memory. */
+void keel__arena_reset(keel__arena *a);
 
 #endif

@@ -16,7 +16,8 @@ struct keel_result {
     result_column *columns;
     keel_value *values; /* nrows * ncols, row-major */
     int64_t affected;
-    keel__arena arena;  /* names and text-like values */
+    keel__arena names;  /* column names: they outlive keel__result_clear_rows */
+    keel__arena arena;  /* text-like values */
 };
 
 keel_result *keel__result_new(size_t ncols) {
@@ -41,7 +42,7 @@ int keel__result_set_column(keel_result *res, size_t col, const char *name, size
                             keel_type type) {
     if (col >= res->ncols)
         return -1;
-    char *copy = keel__arena_strndup(&res->arena, name, n);
+    char *copy = keel__arena_strndup(&res->names, name, n);
     if (!copy)
         return -1;
     res->columns[col].name = copy;
@@ -102,6 +103,11 @@ int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const ch
 
 void keel__result_set_affected(keel_result *res, int64_t affected) { res->affected = affected; }
 
+void keel__result_clear_rows(keel_result *res) {
+    res->nrows = 0;
+    keel__arena_reset(&res->arena);
+}
+
 size_t keel_result_nrows(const keel_result *res) { return res ? res->nrows : 0; }
 
 size_t keel_result_ncols(const keel_result *res) { return res ? res->ncols : 0; }
@@ -131,6 +137,7 @@ int64_t keel_result_affected(const keel_result *res) { return res ? res->affecte
 void keel_result_free(keel_result *res) {
     if (!res)
         return;
+    keel__arena_free(&res->names);
     keel__arena_free(&res->arena);
     free(res->values);
     free(res->columns);

@@ -33,4 +33,10 @@ int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const ch
 
 void keel__result_set_affected(keel_result *res, int64_t affected);
 
+/*
+ * Drops every row and the memory of their values, keeping the columns, the affected count and
+ * the row capacity: a result that carries a statement's rows in batches is refilled in place.
+ */
+void keel__result_clear_rows(keel_result *res);
+
 #endif

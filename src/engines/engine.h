@@ -68,6 +68,7 @@ struct keel_conn {
     int release_pending;   /* released while busy: return to the pool when the op ends */
     int cancel_requested;
     keel_query_cb cb;      /* completion of the running user operation */
+    keel_rows_cb rows_cb;  /* keel_conn_query_rows: where the running statement's rows go */
     void *cb_arg;
     keel__buf sql;         /* rewritten statement of the running operation */
     size_t *map;           /* placeholder map of the running operation (MySQL) */
@@ -137,6 +138,13 @@ extern const keel__engine keel__engine_mysql;
 void keel__conn_connected(keel_conn *c, const keel_error *err);
 /* Engine → core: the running operation finished. res (may be NULL on error) passes to the core. */
 void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err);
+/*
+ * Engine → core: a batch of the running statement's rows, for a statement started by
+ * keel_conn_query_rows (c->rows_cb set; engines that cannot stream leave the rows in the result
+ * they complete with, and the core delivers them). The engine then empties res
+ * (keel__result_clear_rows) and goes on filling it. Unlike the calls below, it never closes c.
+ */
+void keel__conn_rows(keel_conn *c, const keel_result *res);
 /* Engine → core: the connection died outside an operation (e.g. the server closed it while idle). */
 void keel__conn_broken(keel_conn *c);
 /* The db's worker pool, created on first use; NULL when it cannot be created. */

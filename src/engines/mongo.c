@@ -12,11 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mongoc/mongoc.h>
-
 #include "core/error_int.h"
 #include "core/result_int.h"
 #include "engines/engine.h"
+#include "engines/mongo_lib.h"
 #include "engines/settings.h"
 
 #define MG_ENGINE "mongodb"
@@ -36,11 +35,14 @@
 /* ---- process-wide set-up ---- */
 
 static pthread_once_t mg_once = PTHREAD_ONCE_INIT;
+static char mg_load_error[200]; /* why libmongoc could not be loaded; written only in the once */
 static uint64_t mg_process_nonce;
 static atomic_uint_fast64_t mg_tag_counter;
 
 static void mg_init_once(void)
 {
+    if (keel__mongo_lib_load(mg_load_error, sizeof mg_load_error) != 0)
+        return;
     mongoc_init();
     /* libmongoc's default handler prints warnings to stderr; a library must not write to the
      * host's streams, and every failure keel cares about reaches the caller as a keel_error. */
@@ -52,14 +54,21 @@ static void mg_init_once(void)
 }
 
 /*
- * Initialises libmongoc once per process. Its global state (the TLS library, the handshake
- * metadata) is deliberately never torn down: mongoc_cleanup while any client of the process,
- * keel's or the host application's own, is still alive would break that client, and keel cannot
- * know when the last one is gone. Nothing is registered to run at exit either.
+ * Loads and initialises libmongoc once per process, on the first use of the engine (checking a
+ * MongoDB database's configuration, or connecting). Its global state (the TLS library, the
+ * handshake metadata) is deliberately never torn down: mongoc_cleanup while any client of the
+ * process, keel's or the host application's own, is still alive would break that client, and
+ * keel cannot know when the last one is gone. Nothing is registered to run at exit either.
+ * KEEL_ERR_UNSUPPORTED naming the library when it cannot be loaded.
  */
-static void mg_init(void)
+static keel_status mg_init(const char *name, keel_error *err)
 {
     pthread_once(&mg_once, mg_init_once);
+    if (!mg_load_error[0])
+        return KEEL_OK;
+    return keel__error_set(err, KEEL_ERR_UNSUPPORTED, MG_ENGINE, name,
+                           "database '%s' needs libmongoc, which could not be loaded: %s", name,
+                           mg_load_error);
 }
 
 /* ---- connection state ---- */
@@ -489,8 +498,10 @@ static void mg_uri_defaults(mongoc_uri_t *uri, int timeout_ms)
 static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err)
 {
     const char *name = dbc->name ? dbc->name : "";
-    mg_init();
-    keel_status st = keel__settings_check_network(dbc, MG_ENGINE, err);
+    keel_status st = mg_init(name, err);
+    if (st != KEEL_OK)
+        return st;
+    st = keel__settings_check_network(dbc, MG_ENGINE, err);
     if (st != KEEL_OK)
         return st;
     for (size_t i = 0; i < dbc->noptions; i++) {
@@ -1318,7 +1329,9 @@ static void mg_job_done(void *arg)
 static keel_status mg_connect(keel_conn *c, keel_error *err)
 {
     const keel__dbconfig *dbc = c->config;
-    mg_init();
+    keel_status st = mg_init(dbc->name, err);
+    if (st != KEEL_OK)
+        return st;
     mg_conn *mg = calloc(1, sizeof *mg);
     if (!mg || !(mg->name = strdup(dbc->name))) {
         free(mg);

@@ -51,6 +51,9 @@ enum {
 #define PG_BATCH_CHUNK_BYTES 65536
 /* Rows queued per write-ready callback, so a huge batch does not starve the host loop. */
 #define PG_BATCH_ROWS_PER_WAKEUP 4096
+/* A statement streamed to keel__conn_rows hands its rows over at least every this many rows,
+ * and whenever the input read so far is decoded. */
+#define PG_STREAM_BATCH_ROWS 1024
 /* Host list entries longer than this are no host names (DNS allows 253 bytes): libpq gets
  * them as they are. */
 #define PG_HOST_NAME_MAX 255
@@ -120,7 +123,18 @@ typedef struct pg_impl {
     int failed;        /* err holds the operation's first error */
     int copy_out;      /* discarding the data of a COPY TO STDOUT */
     keel_error err;
-    PGresult *keep; /* the result a simple-protocol statement will return */
+    /*
+     * The running statement's result, decoded as its PGresults arrive and freed one by one, so
+     * libpq's copy and keel's never hold the whole result together. With several statements in
+     * one string the last one that returned rows is the result.
+     */
+    keel_result *res;
+    keel_type *kinds;  /* keel type of each column of res */
+    size_t kinds_cap;
+    int64_t affected;  /* the row count the result's command reported, -1 when none */
+    int rows_seen;     /* a statement returned rows: later commands do not replace them */
+    int in_set;        /* single-row results of one statement are arriving */
+    int stream;        /* single-row mode is on: rows go to keel__conn_rows in batches */
     uint64_t op_seq; /* counts operations, so a late cancel retry can tell it is stale */
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
     pg_phase held;       /* the phase of an operation in PG_HELD */
@@ -182,6 +196,8 @@ typedef struct pg_impl {
 } pg_impl;
 
 static void pg_on_ready(void *arg, int events);
+static void pg_drop_result(pg_impl *p);
+static void pg_fail_op(pg_impl *p, keel_status code, const char *msg);
 static const keel__cancel_ops pg_cancel_ops;
 static void pg_copy_clear(pg_impl *p);
 static void pg_copy_free(pg_impl *p);
@@ -678,8 +694,7 @@ static void pg_op_reset(pg_impl *p) {
     p->flush_pending = 0;
     p->copy_out = 0;
     keel_error_clear(&p->err);
-    PQclear(p->keep);
-    p->keep = NULL;
+    pg_drop_result(p);
 }
 
 /* Flushes what a send queued and watches for what comes next. 0, or -1 when the socket died. */
@@ -756,7 +771,8 @@ static void pg_destroy(pg_impl *p) {
     keel__cancel_stop(&p->cancel);
     keel__watch_free(p->watch);
     keel__timer_free(p->timer);
-    PQclear(p->keep);
+    keel_result_free(p->res);
+    free(p->kinds);
     if (p->pg)
         PQfinish(p->pg);
     pg_kw_free(p);
@@ -1171,46 +1187,112 @@ static int pg_decode_value(keel_result *res, keel_type t, const char *s, size_t 
     return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
 }
 
-/* Decodes a whole PGresult into a keel_result. */
-static keel_status pg_decode(pg_impl *p, PGresult *r, keel_result **out, keel_error *err) {
-    size_t ncols = r ? (size_t)PQnfields(r) : 0;
-    size_t nrows = r ? (size_t)PQntuples(r) : 0;
-    keel_type kinds_local[64];
-    keel_type *kinds = ncols <= 64 ? kinds_local : malloc(ncols * sizeof *kinds);
-    keel_result *res = keel__result_new(ncols);
-    if (!res || !kinds)
-        goto nomem;
+/* Forgets the running statement's result. */
+static void pg_drop_result(pg_impl *p) {
+    keel_result_free(p->res);
+    p->res = NULL;
+    p->affected = -1;
+    p->rows_seen = p->in_set = p->stream = 0;
+}
+
+/* A result with r's columns as p->res. 0, or -1 when out of memory. */
+static int pg_start_result(pg_impl *p, const PGresult *r) {
+    size_t ncols = (size_t)PQnfields(r);
+    if (ncols > p->kinds_cap) {
+        keel_type *k = realloc(p->kinds, ncols * sizeof *k);
+        if (!k)
+            return -1;
+        p->kinds = k;
+        p->kinds_cap = ncols;
+    }
+    p->res = keel__result_new(ncols);
+    if (!p->res)
+        return -1;
     for (size_t col = 0; col < ncols; col++) {
         const char *name = PQfname(r, (int)col);
-        kinds[col] = pg_type_of(PQftype(r, (int)col));
-        if (keel__result_set_column(res, col, name, strlen(name), kinds[col]) != 0)
-            goto nomem;
+        p->kinds[col] = pg_type_of(PQftype(r, (int)col));
+        if (keel__result_set_column(p->res, col, name, strlen(name), p->kinds[col]) != 0)
+            return -1;
     }
-    if (nrows && keel__result_reserve(res, nrows) != 0)
-        goto nomem;
+    return 0;
+}
+
+/* Hands the rows decoded so far to the consumer of a streamed statement. */
+static void pg_stream_rows(pg_impl *p) {
+    if (!p->stream || p->failed || !p->res || keel_result_nrows(p->res) == 0)
+        return;
+    keel__conn_rows(p->c, p->res);
+    keel__result_clear_rows(p->res);
+}
+
+/* Appends the rows of r (a whole result, or one row in single-row mode) to p->res, which
+ * takes r's columns when it has none yet. 0, or -1 when out of memory. */
+static int pg_add_rows(pg_impl *p, const PGresult *r) {
+    if (!p->res && pg_start_result(p, r) != 0)
+        return -1;
+    keel_result *res = p->res;
+    size_t ncols = keel_result_ncols(res), nrows = (size_t)PQntuples(r);
+    const keel_type *kinds = p->kinds;
+    /* Only whole results reserve: rows that come one by one grow the result geometrically. */
+    if (nrows > 1 && keel__result_reserve(res, nrows) != 0)
+        return -1;
     for (size_t row = 0; row < nrows; row++) {
         keel_value *vals = keel__result_add_row(res);
         if (!vals)
-            goto nomem;
+            return -1;
         for (size_t col = 0; col < ncols; col++) {
             if (PQgetisnull(r, (int)row, (int)col))
                 continue;
             if (pg_decode_value(res, kinds[col], PQgetvalue(r, (int)row, (int)col),
                                 (size_t)PQgetlength(r, (int)row, (int)col), &vals[col]) != 0)
-                goto nomem;
+                return -1;
         }
     }
-    keel__result_set_affected(res, r ? pg_affected(r) : -1);
-    if (kinds != kinds_local)
-        free(kinds);
-    *out = res;
-    return KEEL_OK;
-nomem:
-    if (kinds != kinds_local)
-        free(kinds);
-    keel_result_free(res);
-    return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c),
-                           "out of memory decoding a result of %zu rows", nrows);
+    if (p->stream && keel_result_nrows(res) >= PG_STREAM_BATCH_ROWS)
+        pg_stream_rows(p);
+    return 0;
+}
+
+/*
+ * Takes in, and frees, a successful result of the running statement (rows, one row of
+ * single-row mode, or a command's completion): its rows are decoded now. The last statement
+ * that returned rows is the result, else the last command.
+ */
+static void pg_take(pg_impl *p, PGresult *r) {
+    if (p->failed) {
+        PQclear(r);
+        return;
+    }
+    int rc = 0;
+    switch (PQresultStatus(r)) {
+    case PGRES_SINGLE_TUPLE:
+        if (!p->in_set) {
+            /* A statement's rows begin: they replace an earlier statement's. */
+            keel_result_free(p->res);
+            p->res = NULL;
+            p->in_set = 1;
+        }
+        rc = pg_add_rows(p, r);
+        break;
+    case PGRES_TUPLES_OK:
+        /* The end of single-row results (no rows of its own), or a whole result. */
+        if (!p->in_set) {
+            keel_result_free(p->res);
+            p->res = NULL;
+        }
+        p->in_set = 0;
+        rc = pg_add_rows(p, r);
+        p->affected = pg_affected(r);
+        p->rows_seen = 1;
+        break;
+    default: /* PGRES_COMMAND_OK, PGRES_EMPTY_QUERY */
+        if (!p->rows_seen)
+            p->affected = pg_affected(r);
+        break;
+    }
+    PQclear(r);
+    if (rc != 0)
+        pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a result");
 }
 
 /* Fills err from a failed PGresult; row >= 0 names the batch row it belongs to. */
@@ -1285,8 +1367,7 @@ static void pg_lost(pg_impl *p) {
                        PQerrorMessage(p->pg));
     c->broken = 1;
     p->phase = PG_DEAD;
-    PQclear(p->keep);
-    p->keep = NULL;
+    pg_drop_result(p);
     pg_batch_clear(p);
     if (p->watch)
         keel__watch_set(p->watch, 0);
@@ -1322,8 +1403,7 @@ static void pg_finish(pg_impl *p) {
         c->broken = 1;
     }
     if (was == PG_SETUP) {
-        PQclear(p->keep);
-        p->keep = NULL;
+        pg_drop_result(p);
         if (p->failed) {
             keel_error e = p->err;
             e.code = KEEL_ERR_CONNECT;
@@ -1344,13 +1424,19 @@ static void pg_finish(pg_impl *p) {
                      : keel__error_set(&p->err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c),
                                        "out of memory");
         } else {
-            st = pg_decode(p, p->keep, &res, &p->err);
+            /* A statement without rows (or without any result) has no columns. */
+            res = p->res ? p->res : keel__result_new(0);
+            p->res = NULL;
+            if (res)
+                keel__result_set_affected(res, p->affected);
+            st = res ? KEEL_OK
+                     : keel__error_set(&p->err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c),
+                                       "out of memory");
         }
         if (st != KEEL_OK)
             p->failed = 1;
     }
-    PQclear(p->keep);
-    p->keep = NULL;
+    pg_drop_result(p);
     pg_batch_clear(p);
     if (p->failed) {
         keel_error e = p->err;
@@ -1416,26 +1502,20 @@ static int pg_query_collect(pg_impl *p) {
             if (d <= 0)
                 return d;
         }
-        if (PQisBusy(p->pg))
+        if (PQisBusy(p->pg)) {
+            pg_stream_rows(p);
             return 0;
+        }
         PGresult *r = PQgetResult(p->pg);
         if (!r)
             return 1;
         ExecStatusType st = PQresultStatus(r);
         switch (st) {
+        case PGRES_SINGLE_TUPLE:
         case PGRES_TUPLES_OK:
-            /* Of several statements, the last one that returned rows is the result. */
-            PQclear(p->keep);
-            p->keep = r;
-            break;
         case PGRES_COMMAND_OK:
         case PGRES_EMPTY_QUERY:
-            if (p->keep && PQresultStatus(p->keep) == PGRES_TUPLES_OK) {
-                PQclear(r);
-            } else {
-                PQclear(p->keep);
-                p->keep = r;
-            }
+            pg_take(p, r);
             break;
         case PGRES_COPY_IN:
         case PGRES_COPY_OUT:
@@ -1757,6 +1837,8 @@ static int pg_cached_send(pg_impl *p) {
         if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, 0))
             return -1;
         p->xsteps[p->nxsteps++] = PG_STEP_EXEC;
+        if (p->c->rows_cb)
+            p->stream = PQsetSingleRowMode(p->pg);
         return 0;
     }
     if (!PQenterPipelineMode(p->pg))
@@ -1836,8 +1918,7 @@ static int pg_cached_end(pg_impl *p) {
     p->xretried = 1;
     p->failed = 0;
     keel_error_clear(&p->err);
-    PQclear(p->keep);
-    p->keep = NULL;
+    pg_drop_result(p);
     int r = pg_cached_send(p);
     if (r == -2) {
         pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory");
@@ -1875,9 +1956,9 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
         }
         break;
     case PG_STEP_EXEC:
-        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
-            PQclear(p->keep);
-            p->keep = r;
+        if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ||
+            st == PGRES_EMPTY_QUERY) {
+            pg_take(p, r);
             return 0;
         }
         if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
@@ -1902,6 +1983,15 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
 }
 
 /*
+ * Asks for single-row mode for a streamed statement once its execute heads the pipeline: libpq
+ * takes the request only then, before the execute's first result has been parsed.
+ */
+static void pg_cached_single_row(pg_impl *p) {
+    if (p->c->rows_cb && p->xstep < p->nxsteps && p->xsteps[p->xstep] == PG_STEP_EXEC)
+        p->stream = PQsetSingleRowMode(p->pg);
+}
+
+/*
  * Collects the results of a cached statement. In a pipeline each command's results end with a
  * NULL and each sync has a result of its own; a lone execute ends with its NULL. Returns 1 when
  * the operation is over, 0 when more input is needed, -1 when the connection failed.
@@ -1913,8 +2003,10 @@ static int pg_cached_collect(pg_impl *p) {
             if (d <= 0)
                 return d;
         }
-        if (PQisBusy(p->pg))
+        if (PQisBusy(p->pg)) {
+            pg_stream_rows(p);
             return 0;
+        }
         PGresult *r = PQgetResult(p->pg);
         if (!r && !p->xpipe) {
             int end = pg_cached_end(p);
@@ -1927,12 +2019,15 @@ static int pg_cached_collect(pg_impl *p) {
                 return 0; /* nothing sent is pending yet */
             p->xgot = 0;
             p->xstep++;
+            pg_cached_single_row(p);
             continue;
         }
         if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
             PQclear(r);
-            if (++p->xstep < p->nxsteps)
+            if (++p->xstep < p->nxsteps) {
+                pg_cached_single_row(p);
                 continue;
+            }
             int end = pg_cached_end(p);
             if (end != 0)
                 return end;
@@ -2215,6 +2310,10 @@ static keel_status pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
     p->phase = PG_QUERY;
     if (!ok)
         return pg_send_failed(p, 0, err);
+    /* Rows are streamed only from a single statement: of several, the last one's rows are the
+     * result, which is known only at the end. */
+    if (c->rows_cb && (stmt->nparams || pg_one_statement(sql)))
+        p->stream = PQsetSingleRowMode(p->pg);
     if (pg_after_send(p) != 0)
         return pg_send_failed(p, 1, err);
     return KEEL_OK;
@@ -2475,8 +2574,8 @@ static int pg_copy_collect(pg_impl *p) {
             continue;
         }
         if (st == PGRES_COMMAND_OK && k->stage == PG_COPY_END) {
-            PQclear(p->keep);
-            p->keep = r;
+            p->affected = pg_affected(r);
+            PQclear(r);
             continue;
         }
         if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH || st == PGRES_COPY_IN) {

@@ -10,7 +10,6 @@
 #include <time.h>
 #include <strings.h>
 
-#include <sqlite3.h>
 
 #include "core/error_int.h"
 #include "core/numtext.h"
@@ -18,6 +17,7 @@
 #include "core/timeconv.h"
 #include "engines/engine.h"
 #include "engines/settings.h"
+#include "engines/sqlite_lib.h"
 
 #define SQ_ENGINE "sqlite"
 /* Statements kept prepared per connection, keyed by their SQL text. */
@@ -1291,6 +1291,12 @@ static int sq_uri_escape(keel__buf *b, const char *s)
 static keel_status sq_connect(keel_conn *c, keel_error *err)
 {
     const keel__dbconfig *dbc = c->config;
+    /* libsqlite3 is loaded on the engine's first connection (engines/sqlite_lib.h). */
+    char why[256];
+    if (keel__sqlite_lib_load(why, sizeof why) != 0)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, SQ_ENGINE, dbc->name,
+                               "database '%s' needs libsqlite3, which could not be loaded: %s",
+                               dbc->name, why);
     sq_conn *sq = calloc(1, sizeof *sq);
     if (!sq)
         return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbc->name, "out of memory");

@@ -47,8 +47,8 @@ static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, ke
 }
 
 static keel_status start_statement(keel_conn *c, const char *sql, const keel_value *params,
-                                   size_t nrows, size_t nparams, int many, keel_query_cb cb,
-                                   void *arg, keel_error *err) {
+                                   size_t nrows, size_t nparams, int many, keel_rows_cb rows_cb,
+                                   keel_query_cb cb, void *arg, keel_error *err) {
     if (!c || !sql || !cb || (nparams && !params))
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
                                "connection, sql and callback are required");
@@ -78,11 +78,13 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
     };
     c->busy = 1;
     c->cb = cb;
+    c->rows_cb = rows_cb;
     c->cb_arg = arg;
     st = c->engine->query(c, &stmt, err);
     if (st != KEEL_OK) {
         c->busy = 0;
         c->cb = NULL;
+        c->rows_cb = NULL;
         c->cb_arg = NULL;
     }
     return st;
@@ -90,13 +92,22 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
 
 keel_status keel_conn_query(keel_conn *c, const char *sql, const keel_value *params,
                             size_t nparams, keel_query_cb cb, void *arg, keel_error *err) {
-    return start_statement(c, sql, params, 1, nparams, 0, cb, arg, err);
+    return start_statement(c, sql, params, 1, nparams, 0, NULL, cb, arg, err);
+}
+
+keel_status keel_conn_query_rows(keel_conn *c, const char *sql, const keel_value *params,
+                                 size_t nparams, keel_rows_cb on_rows, keel_query_cb cb, void *arg,
+                                 keel_error *err) {
+    if (!on_rows)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "a rows callback is required");
+    return start_statement(c, sql, params, 1, nparams, 0, on_rows, cb, arg, err);
 }
 
 keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value *params,
                                  size_t nrows, size_t nparams, keel_query_cb cb, void *arg,
                                  keel_error *err) {
-    return start_statement(c, sql, params, nrows, nparams, 1, cb, arg, err);
+    return start_statement(c, sql, params, nrows, nparams, 1, NULL, cb, arg, err);
 }
 
 /* The engine's batch as the bulk path: one generated INSERT run for every row. */
@@ -125,8 +136,8 @@ static keel_status copy_as_batch(keel_conn *c, const keel__copy *copy, keel_quer
     keel_status st = bad ? keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c),
                                            "out of memory")
                          : start_statement(c, sql.data, copy->rows, copy->nrows ? copy->nrows : 1,
-                                           copy->nrows ? copy->ncols : 0, copy->nrows > 0, cb,
-                                           arg, err);
+                                           copy->nrows ? copy->ncols : 0, copy->nrows > 0,
+                                           NULL, cb, arg, err);
     keel__buf_free(&sql);
     return st;
 }

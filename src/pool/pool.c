@@ -5,6 +5,7 @@
 
 #include "core/db_int.h"
 #include "core/error_int.h"
+#include "core/result_int.h"
 #include "pool/pool.h"
 
 /* A queued acquire request. */
@@ -376,6 +377,7 @@ static void take_back(keel__pool *p, keel_conn *c) {
         c->state = KEEL__CONN_RESETTING;
         c->busy = 1;
         c->cb = NULL;
+        c->rows_cb = NULL;
         if (c->engine->transaction(c, KEEL_TXN_ROLLBACK, 0, &err) != KEEL_OK)
             destroy(p, c);
     } else {
@@ -450,15 +452,23 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
         return;
     }
     keel_query_cb cb = c->cb;
+    keel_rows_cb rows_cb = c->rows_cb;
     void *arg = c->cb_arg;
     int release_after = c->release_pending;
     c->busy = 0;
     c->cancel_requested = 0;
     c->cb = NULL;
+    c->rows_cb = NULL;
     c->cb_arg = NULL;
     if (failed) {
         keel_result_free(res);
         res = NULL;
+    }
+    /* Rows the engine did not stream go to the rows callback too: the query callback of
+     * keel_conn_query_rows always sees a result without rows. */
+    if (res && rows_cb && keel_result_nrows(res) > 0) {
+        rows_cb(res, arg);
+        keel__result_clear_rows(res);
     }
     if (cb)
         cb(res, failed ? err : NULL, arg);
@@ -469,6 +479,11 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
      * it, so it must not be touched. */
     if (release_after)
         take_back(p, c);
+}
+
+void keel__conn_rows(keel_conn *c, const keel_result *res) {
+    if (c->rows_cb && keel_result_nrows(res) > 0)
+        c->rows_cb(res, c->cb_arg);
 }
 
 void keel__conn_broken(keel_conn *c) {
@@ -515,6 +530,7 @@ void keel__pool_free(keel__pool *p) {
             c->state = KEEL__CONN_CLOSED;
             c->busy = 0;
             c->cb = NULL;
+            c->rows_cb = NULL;
             c->prev = c->next = NULL;
             if (c->release_pending)
                 free_shell(c); /* already released by its holder */

@@ -129,6 +129,58 @@ static inline int same_str(const keel_value *v, keel_type t, const char *s, size
     return v && v->type == t && v->u.str.len == n && memcmp(v->u.str.ptr, s, n) == 0;
 }
 
+/* What keel_conn_query_rows delivered: batches, rows, and whether column 0 counted 1, 2, 3… */
+typedef struct rows_run {
+    int done;
+    size_t batches, rows, max_batch;
+    int in_order;        /* every row's first value was the INT rows-so-far + 1 */
+    char colname[64];    /* the first column's name, as every batch had it ("?" if they differ) */
+    keel_result *res;    /* what the query callback got */
+    keel_error err;
+} rows_run;
+
+static inline void rows_run_batch(const keel_result *rows, void *arg) {
+    rows_run *x = arg;
+    size_t n = keel_result_nrows(rows);
+    const char *name = keel_result_colname(rows, 0);
+    if (x->batches == 0)
+        snprintf(x->colname, sizeof x->colname, "%s", name ? name : "");
+    else if (!name || strcmp(name, x->colname) != 0)
+        snprintf(x->colname, sizeof x->colname, "?");
+    x->batches++;
+    if (n > x->max_batch)
+        x->max_batch = n;
+    for (size_t i = 0; i < n; i++) {
+        const keel_value *v = keel_result_value(rows, i, 0);
+        if (!v || v->type != KEEL_TYPE_INT || v->u.i64 != (int64_t)(x->rows + i + 1))
+            x->in_order = 0;
+    }
+    x->rows += n;
+}
+
+static inline void rows_run_done(keel_result *res, const keel_error *err, void *arg) {
+    rows_run *x = arg;
+    x->done = 1;
+    x->res = res;
+    if (err)
+        x->err = *err;
+}
+
+/* Runs sql through keel_conn_query_rows on db's blocking loop; the caller frees x->res. */
+static inline void run_rows(keel_db *db, keel_conn *c, const char *sql, const keel_value *params,
+                            size_t n, rows_run *x) {
+    memset(x, 0, sizeof *x);
+    x->in_order = 1;
+    keel_error err;
+    keel_status st = keel_conn_query_rows(c, sql, params, n, rows_run_batch, rows_run_done, x,
+                                          &err);
+    if (st != KEEL_OK) {
+        x->err = err;
+        return;
+    }
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x->done), KEEL_OK);
+}
+
 /* A socket listening on 127.0.0.1 that never answers: the kernel completes TCP handshakes,
  * nobody accepts, so a client's protocol handshake waits until its connect timeout. Stores the
  * port in *port and returns the descriptor, which the caller closes. */

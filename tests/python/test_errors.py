@@ -551,3 +551,28 @@ async def test_server_that_never_answers_times_out(dead_engine):
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_fetch_failing_after_rows_were_sent_on_postgresql(pg_db):
+    # fetch() builds Records while the rows stream in: an error after 40,000 of them still
+    # raises (no partial list), and the connection goes on.
+    async with pg_db.connection() as conn:
+        with pytest.raises(keel.DataError) as ei:
+            await conn.fetch("SELECT g, 1 / (g - 40000) FROM generate_series(1, 50000) g")
+        assert ei.value.sqlstate == "22012"
+        rows = await conn.fetch("SELECT g FROM generate_series(1, 3) g")
+        assert [r["g"] for r in rows] == [1, 2, 3]
+
+
+async def test_cancelling_a_fetch_while_rows_stream_on_postgresql(pg_db):
+    # Rows keep arriving (one every 0.2 ms) when the task is cancelled: it stops on the server
+    # and the connection answers again.
+    async with pg_db.connection() as conn:
+        task = asyncio.create_task(
+            conn.fetch("SELECT g, pg_sleep(0.0002) FROM generate_series(1, 100000) g"))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await conn.fetchval("SELECT 7") == 7

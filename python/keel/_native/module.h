@@ -313,6 +313,24 @@ enum { KPY_OP_QUERY = 0, KPY_OP_MANY = 1, KPY_OP_TXN = 2, KPY_OP_ACQUIRE = 3,
 enum { KPY_OP_NEW = 0, KPY_OP_QUEUED = 1, KPY_OP_ACQUIRING = 2, KPY_OP_RUNNING = 3,
        KPY_OP_DONE = 4 };
 
+/* Saves and restores a pending exception around Python calls made from keel callbacks. */
+typedef struct kpy_exc_save {
+    PyObject *type, *value, *tb;
+} kpy_exc_save;
+
+static inline void kpy_exc_stash(kpy_exc_save *s)
+{
+    PyErr_Fetch(&s->type, &s->value, &s->tb);
+}
+
+static inline void kpy_exc_unstash(kpy_exc_save *s)
+{
+    /* Whatever a callback left behind is reported, never silently turned into a later error. */
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(NULL);
+    PyErr_Restore(s->type, s->value, s->tb);
+}
+
 typedef struct kpy_op {
     PyObject_HEAD
     kpy_db *db;          /* strong */
@@ -332,6 +350,9 @@ typedef struct kpy_op {
     Py_ssize_t column;
     keel_txn_op txn;
     unsigned depth;
+    PyObject *rows;      /* KPY_MODE_FETCH: the Records built so far, batch by batch */
+    PyObject *desc;      /* KPY_MODE_FETCH: their shared description */
+    kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
 } kpy_op;
 
 /* Creates a database-level query / executemany / acquire operation and starts it. */
@@ -345,23 +366,5 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
 void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op);
 /* Completes a queued operation that will never run (its connection was released). */
 void keel__py_op_abandon(kpy_op *op, const char *why);
-
-/* Saves and restores a pending exception around Python calls made from keel callbacks. */
-typedef struct kpy_exc_save {
-    PyObject *type, *value, *tb;
-} kpy_exc_save;
-
-static inline void kpy_exc_stash(kpy_exc_save *s)
-{
-    PyErr_Fetch(&s->type, &s->value, &s->tb);
-}
-
-static inline void kpy_exc_unstash(kpy_exc_save *s)
-{
-    /* Whatever a callback left behind is reported, never silently turned into a later error. */
-    if (PyErr_Occurred())
-        PyErr_WriteUnraisable(NULL);
-    PyErr_Restore(s->type, s->value, s->tb);
-}
 
 #endif

@@ -37,6 +37,9 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind)
     op->column = 0;
     op->txn = KEEL_TXN_BEGIN;
     op->depth = 0;
+    op->rows = NULL;
+    op->desc = NULL;
+    op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
     PyObject_GC_Track(op);
     op->fut = keel__py_future_new(st, db->aloop);
     if (op->fut == NULL) {
@@ -67,6 +70,11 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg)
     Py_VISIT(op->sql);
     Py_VISIT(op->args);
     Py_VISIT(op->acquired);
+    Py_VISIT(op->rows);
+    Py_VISIT(op->desc);
+    Py_VISIT(op->rows_exc.type);
+    Py_VISIT(op->rows_exc.value);
+    Py_VISIT(op->rows_exc.tb);
     return 0;
 }
 
@@ -77,6 +85,11 @@ static int op_clear(kpy_op *op)
     Py_CLEAR(op->sql);
     Py_CLEAR(op->args);
     Py_CLEAR(op->acquired);
+    Py_CLEAR(op->rows);
+    Py_CLEAR(op->desc);
+    Py_CLEAR(op->rows_exc.type);
+    Py_CLEAR(op->rows_exc.value);
+    Py_CLEAR(op->rows_exc.tb);
     Py_CLEAR(op->cobj);
     Py_CLEAR(op->db);
     return 0;
@@ -242,6 +255,7 @@ static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p,
 }
 
 static void query_cb(keel_result *res, const keel_error *err, void *arg);
+static void rows_cb(const keel_result *batch, void *arg);
 
 /* Starts op on conn. The statement's UTF-8 is cached in the str, so it is not recomputed. */
 static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_error *err)
@@ -249,6 +263,11 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
     const char *sql = op->sql != NULL ? PyUnicode_AsUTF8(op->sql) : NULL;
     switch (op->kind) {
     case KPY_OP_QUERY:
+        /* fetch() builds its Records batch by batch while the rest of the result is still
+         * arriving, so neither libpq nor keel ever holds the whole result besides the list. */
+        if (op->mode == KPY_MODE_FETCH)
+            return keel_conn_query_rows(conn, sql, p->values, p->nvalues, rows_cb, query_cb, op,
+                                        err);
         return keel_conn_query(conn, sql, p->values, p->nvalues, query_cb, op, err);
     case KPY_OP_MANY:
         return keel_conn_query_many(conn, sql, p->values, p->nrows, p->ncols, query_cb, op,
@@ -295,24 +314,15 @@ static PyObject *build_result(kpy_op *op, const keel_result *res)
     size_t nrows = keel_result_nrows(res);
     switch (op->mode) {
     case KPY_MODE_FETCH: {
-        PyObject *list = PyList_New((Py_ssize_t)nrows);
-        if (list == NULL || nrows == 0)
-            return list;
-        PyObject *desc = keel__py_record_desc(res);
-        if (desc == NULL) {
-            Py_DECREF(list);
+        /* The rows came through rows_cb; res only closes the statement. */
+        if (op->rows_exc.type != NULL) {
+            PyErr_Restore(op->rows_exc.type, op->rows_exc.value, op->rows_exc.tb);
+            op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
             return NULL;
         }
-        for (size_t i = 0; i < nrows; i++) {
-            PyObject *r = keel__py_record_from_row(st, desc, res, i);
-            if (r == NULL) {
-                Py_DECREF(desc);
-                Py_DECREF(list);
-                return NULL;
-            }
-            PyList_SET_ITEM(list, (Py_ssize_t)i, r);
-        }
-        Py_DECREF(desc);
+        PyObject *list = op->rows != NULL ? op->rows : PyList_New(0);
+        op->rows = NULL;
+        Py_CLEAR(op->desc);
         return list;
     }
     case KPY_MODE_FETCHROW: {
@@ -377,6 +387,42 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
     }
     keel__py_future_set_result(st, op->fut, value);
     Py_DECREF(value);
+}
+
+/* Appends a batch of rows to op->rows as Records. 0, or -1 with an exception. */
+static int rows_extend(kpy_op *op, const keel_result *batch)
+{
+    kpy_state *st = op->db->st;
+    size_t n = keel_result_nrows(batch);
+    if (op->desc == NULL && (op->desc = keel__py_record_desc(batch)) == NULL)
+        return -1;
+    if (op->rows == NULL && (op->rows = PyList_New(0)) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *r = keel__py_record_from_row(st, op->desc, batch, i);
+        if (r == NULL)
+            return -1;
+        int rc = PyList_Append(op->rows, r);
+        Py_DECREF(r);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void rows_cb(const keel_result *batch, void *arg)
+{
+    kpy_op *op = arg;
+    /* Nobody waits for a cancelled operation's rows, and after a failure none are needed. */
+    if (op->cancelled || op->rows_exc.type != NULL)
+        return;
+    kpy_exc_save saved;
+    kpy_exc_stash(&saved);
+    if (rows_extend(op, batch) < 0) {
+        kpy_exc_stash(&op->rows_exc);
+        Py_CLEAR(op->rows);
+    }
+    kpy_exc_unstash(&saved);
 }
 
 static void query_cb(keel_result *res, const keel_error *err, void *arg)

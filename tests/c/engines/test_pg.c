@@ -493,6 +493,95 @@ TEST(multi_statement_simple_query_returns_the_last_rows) {
     keel_db_close(db);
 }
 
+/* The rows of a 50,000-row statement come in several batches, in order, on every path a
+ * statement takes: prepared in this round trip (pipelined), a cached execute, unnamed. */
+static void check_streamed(keel_db *db, keel_conn *c, const char *sql, const keel_value *params,
+                           size_t n) {
+    rows_run x;
+    run_rows(db, c, sql, params, n, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.rows, 50000);
+    CHECK(x.batches > 1);
+    CHECK(x.max_batch < 50000);
+    CHECK(x.in_order);
+    CHECK_STR(x.colname, "g");
+    CHECK(x.res != NULL);
+    if (x.res) {
+        CHECK_INT(keel_result_nrows(x.res), 0);
+        CHECK_INT(keel_result_ncols(x.res), 2);
+        CHECK_STR(keel_result_colname(x.res, 1), "label");
+        CHECK_INT(keel_result_affected(x.res), 50000);
+    }
+    keel_result_free(x.res);
+}
+
+TEST(query_rows_streams_a_large_result_in_batches) {
+    const char *sql = "SELECT g, 'row ' || g AS label FROM generate_series(1, $1::int) g";
+    keel_value n = keel_int(50000);
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    check_streamed(db, c, sql, &n, 1);  /* prepared now */
+    check_streamed(db, c, sql, &n, 1);  /* cached */
+    check_streamed(db, c, "SELECT g, 'row ' || g AS label FROM generate_series(1, 50000) g",
+                   NULL, 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+
+    const char *extra[] = {"databases.default.options.statement_cache_size", "0", NULL};
+    db = open_url(pg_url(), extra);
+    c = acquire(db);
+    check_streamed(db, c, sql, &n, 1); /* unnamed statement */
+    check_streamed(db, c, "SELECT g, 'row ' || g AS label FROM generate_series(1, 50000) g;",
+                   NULL, 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(query_rows_edge_cases) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    rows_run x;
+    /* No rows: no batch, and the columns are in the result. */
+    run_rows(db, c, "SELECT 1 AS g, 2 AS h WHERE false", NULL, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.batches, 0);
+    CHECK(x.res && keel_result_ncols(x.res) == 2 && keel_result_nrows(x.res) == 0);
+    CHECK_STR(keel_result_colname(x.res, 1), "h");
+    keel_result_free(x.res);
+    /* Several statements: the last rows, in one batch. */
+    run_rows(db, c,
+             "SELECT 7 AS g; SELECT g FROM generate_series(1, 3000) g; "
+             "SET application_name = 'x'",
+             NULL, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.batches, 1);
+    CHECK_INT(x.rows, 3000);
+    CHECK(x.in_order);
+    CHECK(x.res && keel_result_nrows(x.res) == 0);
+    keel_result_free(x.res);
+    /* A statement without rows. */
+    run_rows(db, c, "CREATE TEMP TABLE qr (a int)", NULL, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.batches, 0);
+    CHECK(x.res && keel_result_ncols(x.res) == 0);
+    keel_result_free(x.res);
+    /* An error after rows went out: reported, and the connection stays usable. */
+    run_rows(db, c, "SELECT g, 1 / (g - 40000) FROM generate_series(1, 50000) g", NULL, 0, &x);
+    CHECK_INT(x.err.code, KEEL_ERR_DATA);
+    CHECK(x.res == NULL);
+    CHECK(x.rows < 40000);
+    CHECK(x.in_order);
+    CHECK_INT(q_int(c, "SELECT 4"), 4);
+    /* A rows callback is required. */
+    keel_error err;
+    CHECK_INT(keel_conn_query_rows(c, "SELECT 1", NULL, 0, NULL, rows_run_done, &x, &err),
+              KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "rows callback");
+    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(server_errors_map_to_statuses) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -1472,6 +1561,8 @@ int main(void) {
     RUN(executemany_of_ten_thousand_rows);
     RUN(executemany_with_parameter_types_changing_between_rows);
     RUN(multi_statement_simple_query_returns_the_last_rows);
+    RUN(query_rows_streams_a_large_result_in_batches);
+    RUN(query_rows_edge_cases);
     RUN(server_errors_map_to_statuses);
     RUN(dead_server_fails_fast_without_leaking_the_password);
     RUN(connect_timeout_when_the_server_never_answers);

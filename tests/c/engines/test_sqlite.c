@@ -293,6 +293,21 @@ TEST(large_blob_and_many_rows)
     const keel_value *last = keel_result_row(res, 99999);
     CHECK(last && last[0].u.i64 == 100000 && str_eq(&last[1], KEEL_TYPE_TEXT, "row 100000"));
     keel_result_free(res);
+    /* An engine that does not stream hands every row to keel_conn_query_rows in one batch. */
+    rows_run x;
+    run_rows(db, c, "SELECT id, name FROM big ORDER BY id", NULL, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.batches, 1);
+    CHECK_INT(x.rows, 100000);
+    CHECK(x.in_order);
+    CHECK_STR(x.colname, "id");
+    CHECK(x.res && keel_result_nrows(x.res) == 0 && keel_result_ncols(x.res) == 2);
+    keel_result_free(x.res);
+    run_rows(db, c, "SELECT id FROM big WHERE id < 0", NULL, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.batches, 0);
+    CHECK(x.res && keel_result_ncols(x.res) == 1);
+    keel_result_free(x.res);
     res = q(c, "UPDATE big SET name = name || '!' WHERE id <= 250", NULL, 0);
     CHECK_INT(keel_result_affected(res), 250);
     keel_result_free(res);

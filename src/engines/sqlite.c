@@ -691,34 +691,58 @@ typedef enum sq_decl {
  * Classifies a declared type by substrings, as SQLite derives affinities. The keel types SQLite
  * lacks come first; the affinity rules (INT, then CHAR/CLOB/TEXT, BLOB, REAL/FLOA/DOUB) follow in
  * SQLite's order.
+ *
+ * This runs for every column of every execution, so it works on an upper-case copy with strstr:
+ * glibc's strcasestr costs a thousand instructions or more per call, and the chain below made
+ * this the largest single cost of a short read. The plain affinity names most schemas use are
+ * matched whole first. A type too long for the copy (unusual) is searched with strcasestr.
  */
 static sq_decl sq_classify_decl(const char *d)
 {
+    static const struct {
+        const char *name;
+        sq_decl decl;
+    } plain[] = {{"INTEGER", SQ_DECL_INT}, {"TEXT", SQ_DECL_TEXT},
+                 {"REAL", SQ_DECL_FLOAT},  {"BLOB", SQ_DECL_BLOB}};
     if (!d || !d[0])
         return SQ_DECL_NONE;
-    if (strcasestr(d, "BOOL"))
+    char up[48];
+    size_t n = strlen(d);
+    const char *h = d;
+    char *(*has)(const char *, const char *) = strcasestr;
+    if (n < sizeof up) {
+        for (size_t i = 0; i <= n; i++)
+            up[i] = d[i] >= 'a' && d[i] <= 'z' ? (char)(d[i] - 'a' + 'A') : d[i];
+        for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+            if (strcmp(up, plain[i].name) == 0)
+                return plain[i].decl;
+        }
+        h = up;
+        has = strstr;
+    }
+    if (has(h, "BOOL"))
         return SQ_DECL_BOOL;
-    if (strcasestr(d, "TIMESTAMPTZ"))
+    if (has(h, "TIMESTAMPTZ"))
         return SQ_DECL_TIMESTAMPTZ;
-    if (strcasestr(d, "TIMESTAMP") || strcasestr(d, "DATETIME"))
-        return strcasestr(d, "WITH TIME") ? SQ_DECL_TIMESTAMPTZ : SQ_DECL_TIMESTAMP;
-    if (strcasestr(d, "DATE"))
+    if (has(h, "TIMESTAMP") || has(h, "DATETIME"))
+        return has(h, "WITH TIME") ? SQ_DECL_TIMESTAMPTZ : SQ_DECL_TIMESTAMP;
+    if (has(h, "DATE"))
         return SQ_DECL_DATE;
-    if (strcasestr(d, "TIME"))
+    if (has(h, "TIME"))
         return SQ_DECL_TIME;
-    if (strcasestr(d, "UUID"))
+    if (has(h, "UUID"))
         return SQ_DECL_UUID;
-    if (strcasestr(d, "JSON"))
+    if (has(h, "JSON"))
         return SQ_DECL_JSON;
-    if (strcasestr(d, "NUMERIC") || strcasestr(d, "DECIMAL"))
+    if (has(h, "NUMERIC") || has(h, "DECIMAL"))
         return SQ_DECL_NUMERIC;
-    if (strcasestr(d, "INT"))
+    if (has(h, "INT"))
         return SQ_DECL_INT;
-    if (strcasestr(d, "CHAR") || strcasestr(d, "CLOB") || strcasestr(d, "TEXT"))
+    if (has(h, "CHAR") || has(h, "CLOB") || has(h, "TEXT"))
         return SQ_DECL_TEXT;
-    if (strcasestr(d, "BLOB"))
+    if (has(h, "BLOB"))
         return SQ_DECL_BLOB;
-    if (strcasestr(d, "REAL") || strcasestr(d, "FLOA") || strcasestr(d, "DOUB"))
+    if (has(h, "REAL") || has(h, "FLOA") || has(h, "DOUB"))
         return SQ_DECL_FLOAT;
     return SQ_DECL_NONE;
 }

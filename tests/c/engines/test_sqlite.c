@@ -253,6 +253,19 @@ TEST(declared_type_fallbacks)
             CHECK_INT(keel_result_coltype(res, k), KEEL_TYPE_NULL);
     }
     keel_result_free(res);
+
+    /* Declared types match in any case, and long ones (searched in place) too. */
+    exec(c, "CREATE TABLE g (a integer, b Text, c real, d blob, e boolean, "
+            "f timestamp with time zone, g \"unsigned big integer of a declared type long "
+            "enough\", h \"a declared type name long enough to be searched in place: Bool\")");
+    res = q(c, "SELECT * FROM g", NULL, 0);
+    static const keel_type want[] = {KEEL_TYPE_INT,  KEEL_TYPE_TEXT,        KEEL_TYPE_FLOAT,
+                                     KEEL_TYPE_BYTES, KEEL_TYPE_BOOL,       KEEL_TYPE_TIMESTAMPTZ,
+                                     KEEL_TYPE_INT,  KEEL_TYPE_BOOL};
+    CHECK_INT(keel_result_ncols(res), 8);
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++)
+        CHECK_INT(keel_result_coltype(res, k), want[k]);
+    keel_result_free(res);
     keel_conn_release(c);
     keel_db_close(db);
 }

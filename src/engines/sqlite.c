@@ -82,6 +82,8 @@ typedef struct sq_stmt {
  * The engine state of a connection (keel_conn.impl). Jobs run one at a time, so the fields a job
  * uses are touched by one thread at a time: the worker's queue lock orders a job's run() after
  * the loop's submission and its done() after run(). Only cancel crosses threads while a job runs.
+ * Between jobs the loop thread itself may run a read inline (sq_try_inline) with the handle and
+ * the statement cache; it never does while a job is queued or running.
  */
 typedef struct sq_conn {
     /* Fixed when the connection is created (loop thread), read by jobs. */
@@ -92,8 +94,8 @@ typedef struct sq_conn {
     sq_options opts;
     keel__workers *workers;
 
-    /* Owned by the thread running the current job. */
-    sqlite3 *db;     /* set by the connect job; the loop reads it only between jobs */
+    /* Owned by the thread running the current job, or by the loop thread between jobs. */
+    sqlite3 *db;     /* set by the connect job; the loop uses it only between jobs */
     sq_cached cache[SQ_CACHE_SIZE];
     uint64_t clock;
     sqlite3_stmt *st_clear;       /* a trivial statement whose step resets the interrupt flag */

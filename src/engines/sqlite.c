@@ -1,4 +1,5 @@
-/* src/engines/sqlite.c - the SQLite engine: libsqlite3 calls run on the db's worker pool. */
+/* src/engines/sqlite.c - the SQLite engine: libsqlite3 calls run on the db's worker pool, short
+ * cached reads inline on the loop thread. */
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -24,6 +25,8 @@
 #define SQ_CACHE_SIZE 32
 /* Virtual machine instructions between two checks of the cancel flag. */
 #define SQ_PROGRESS_OPS 1000
+/* Default budget of a read run inline on the loop thread, in virtual machine instructions. */
+#define SQ_INLINE_STEPS 1000
 /* Row index meaning "not part of a batch" in error messages. */
 #define SQ_NO_ROW SIZE_MAX
 
@@ -50,6 +53,7 @@ typedef struct sq_options {
     int foreign_keys;
     int mode;         /* sq_open_modes */
     int txn_mode;     /* sq_txn_modes: how KEEL_TXN_BEGIN starts a transaction */
+    int inline_steps; /* budget of an inline read; 0: every statement runs on a worker */
 } sq_options;
 
 /* ---- connection state ---- */
@@ -64,6 +68,7 @@ typedef struct sq_cached {
     uint64_t used; /* value of the LRU clock at the last use */
     sqlite3_stmt *st;
     int dml;
+    int read;      /* a read-only query (SELECT, WITH … SELECT, VALUES): may run inline */
 } sq_cached;
 
 /* A statement ready to run: from the cache (owned == 0) or prepared for one use. */
@@ -77,6 +82,8 @@ typedef struct sq_stmt {
  * The engine state of a connection (keel_conn.impl). Jobs run one at a time, so the fields a job
  * uses are touched by one thread at a time: the worker's queue lock orders a job's run() after
  * the loop's submission and its done() after run(). Only cancel crosses threads while a job runs.
+ * Between jobs the loop thread itself may run a read inline (sq_try_inline) with the handle and
+ * the statement cache; it never does while a job is queued or running.
  */
 typedef struct sq_conn {
     /* Fixed when the connection is created (loop thread), read by jobs. */
@@ -87,8 +94,8 @@ typedef struct sq_conn {
     sq_options opts;
     keel__workers *workers;
 
-    /* Owned by the thread running the current job. */
-    sqlite3 *db;     /* set by the connect job; the loop reads it only between jobs */
+    /* Owned by the thread running the current job, or by the loop thread between jobs. */
+    sqlite3 *db;     /* set by the connect job; the loop uses it only between jobs */
     sq_cached cache[SQ_CACHE_SIZE];
     uint64_t clock;
     sqlite3_stmt *st_clear;       /* a trivial statement whose step resets the interrupt flag */
@@ -118,6 +125,10 @@ typedef struct sq_conn {
     int running;
     int abandoned;   /* closed while a job ran: done() closes and frees */
     int interrupted; /* sqlite3_interrupt was called: the next job clears the flag first */
+    keel_timer *deliver;  /* reports an inline read from a later loop iteration */
+    int inline_pending;   /* an inline read finished: res / err wait for deliver */
+    int inline_cancelled; /* cancelled while pending: deliver reports KEEL_ERR_CANCELLED */
+    int inline_spent;     /* the inline read used up its budget (set by its progress handler) */
 } sq_conn;
 
 /* ---- small text helpers ---- */
@@ -160,15 +171,9 @@ static int sq_only_trivia(const char *p, const char *end)
     return p >= end || *p == '\0';
 }
 
-/*
- * Whether a statement changes rows, so that sqlite3_changes describes it: SQLite keeps the count
- * of the last INSERT, UPDATE or DELETE, which a SELECT or DDL statement does not reset.
- */
-static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st)
+/* Whether the first word of sql (after trivia) is one of verbs, in any case. */
+static int sq_starts_with(const char *sql, size_t len, const char *const *verbs)
 {
-    static const char *const verbs[] = {"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", NULL};
-    if (sqlite3_stmt_readonly(st))
-        return 0;
     const char *end = sql + len;
     const char *p = sq_skip_trivia(sql, end);
     for (int i = 0; verbs[i]; i++) {
@@ -181,6 +186,28 @@ static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st)
         }
     }
     return 0;
+}
+
+/*
+ * Whether a statement changes rows, so that sqlite3_changes describes it: SQLite keeps the count
+ * of the last INSERT, UPDATE or DELETE, which a SELECT or DDL statement does not reset.
+ */
+static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st)
+{
+    static const char *const verbs[] = {"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", NULL};
+    return !sqlite3_stmt_readonly(st) && sq_starts_with(sql, len, verbs);
+}
+
+/*
+ * Whether a statement is a query that only reads, and so may run inline on the loop thread and
+ * be run again on a worker when it must fall back. sqlite3_stmt_readonly alone is not enough:
+ * it is also true of BEGIN, COMMIT and of PRAGMAs that change connection settings, none of which
+ * may run twice or out of band; the leading verb rules those out.
+ */
+static int sq_is_read(const char *sql, size_t len, sqlite3_stmt *st)
+{
+    static const char *const verbs[] = {"SELECT", "WITH", "VALUES", NULL};
+    return sqlite3_stmt_readonly(st) && sq_starts_with(sql, len, verbs);
 }
 
 static uint64_t sq_hash(const char *s, size_t n)
@@ -202,6 +229,19 @@ static keel_status sq_option_error(keel_error *err, const char *db, const char *
                            db, key, expected);
 }
 
+/* Reads a decimal count from 0 to INT_MAX, without sign or unit. Returns 0, or -1. */
+static int sq_parse_count(const char *value, int *out)
+{
+    char *end;
+    if (value[0] < '0' || value[0] > '9')
+        return -1;
+    long long n = strtoll(value, &end, 10);
+    if (*end != '\0' || n < 0 || n > INT_MAX)
+        return -1;
+    *out = (int)n;
+    return 0;
+}
+
 /*
  * Applies one option to o. value NULL checks only that the key is known (its value holds a
  * secret reference that is resolved at connect time). Values are never quoted in messages since
@@ -211,14 +251,13 @@ static keel_status sq_option_apply(sq_options *o, const char *db, const char *ke
                                    const char *value, keel_error *err)
 {
     if (strcmp(key, "busy_timeout") == 0) {
-        if (!value)
-            return KEEL_OK;
-        char *end;
-        long long ms = strtoll(value, &end, 10);
-        if (end == value || *end != '\0' || value[0] == '-' || value[0] == '+' || ms < 0 ||
-            ms > INT_MAX)
+        if (value && sq_parse_count(value, &o->busy_timeout) != 0)
             return sq_option_error(err, db, key, "a number of milliseconds (0 or more)");
-        o->busy_timeout = (int)ms;
+    } else if (strcmp(key, "inline_steps") == 0) {
+        if (value && sq_parse_count(value, &o->inline_steps) != 0)
+            return sq_option_error(err, db, key,
+                                   "a number of SQLite virtual machine steps (0 or more; 0 "
+                                   "runs every statement on a worker thread)");
     } else if (strcmp(key, "journal_mode") == 0) {
         int i = value ? sq_word_index(value, sq_journal_modes) : 0;
         if (i < 0)
@@ -272,6 +311,7 @@ static keel_status sq_options_load(const keel__dbconfig *dbc, int resolve, sq_op
     o->foreign_keys = 1;
     o->mode = SQ_MODE_RWC;
     o->txn_mode = -1;
+    o->inline_steps = SQ_INLINE_STEPS;
     for (size_t i = 0; i < dbc->noptions; i++) {
         const keel__option *opt = &dbc->options[i];
         const char *value = opt->value ? opt->value : "";
@@ -469,7 +509,7 @@ static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len, uint64
 /* Stores st in a free or the least recently used slot. Returns 0 when it could not (no memory):
  * the caller then keeps and finalizes the statement itself. */
 static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash,
-                        sqlite3_stmt *st, int dml)
+                        sqlite3_stmt *st, int dml, int read)
 {
     sq_cached *slot = &sq->cache[0];
     for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
@@ -496,6 +536,7 @@ static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash,
     slot->used = ++sq->clock;
     slot->st = st;
     slot->dml = dml;
+    slot->read = read;
     return 1;
 }
 
@@ -533,7 +574,8 @@ static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out)
     }
     out->st = st;
     out->dml = st ? sq_is_dml(sql, len, st) : 0;
-    out->owned = st ? !sq_cache_put(sq, sql, len, hash, st, out->dml) : 0;
+    out->owned = st ? !sq_cache_put(sq, sql, len, hash, st, out->dml, sq_is_read(sql, len, st))
+                    : 0;
     return 0;
 }
 
@@ -651,34 +693,58 @@ typedef enum sq_decl {
  * Classifies a declared type by substrings, as SQLite derives affinities. The keel types SQLite
  * lacks come first; the affinity rules (INT, then CHAR/CLOB/TEXT, BLOB, REAL/FLOA/DOUB) follow in
  * SQLite's order.
+ *
+ * This runs for every column of every execution, so it works on an upper-case copy with strstr:
+ * glibc's strcasestr costs a thousand instructions or more per call, and the chain below made
+ * this the largest single cost of a short read. The plain affinity names most schemas use are
+ * matched whole first. A type too long for the copy (unusual) is searched with strcasestr.
  */
 static sq_decl sq_classify_decl(const char *d)
 {
+    static const struct {
+        const char *name;
+        sq_decl decl;
+    } plain[] = {{"INTEGER", SQ_DECL_INT}, {"TEXT", SQ_DECL_TEXT},
+                 {"REAL", SQ_DECL_FLOAT},  {"BLOB", SQ_DECL_BLOB}};
     if (!d || !d[0])
         return SQ_DECL_NONE;
-    if (strcasestr(d, "BOOL"))
+    char up[48];
+    size_t n = strlen(d);
+    const char *h = d;
+    char *(*has)(const char *, const char *) = strcasestr;
+    if (n < sizeof up) {
+        for (size_t i = 0; i <= n; i++)
+            up[i] = d[i] >= 'a' && d[i] <= 'z' ? (char)(d[i] - 'a' + 'A') : d[i];
+        for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+            if (strcmp(up, plain[i].name) == 0)
+                return plain[i].decl;
+        }
+        h = up;
+        has = strstr;
+    }
+    if (has(h, "BOOL"))
         return SQ_DECL_BOOL;
-    if (strcasestr(d, "TIMESTAMPTZ"))
+    if (has(h, "TIMESTAMPTZ"))
         return SQ_DECL_TIMESTAMPTZ;
-    if (strcasestr(d, "TIMESTAMP") || strcasestr(d, "DATETIME"))
-        return strcasestr(d, "WITH TIME") ? SQ_DECL_TIMESTAMPTZ : SQ_DECL_TIMESTAMP;
-    if (strcasestr(d, "DATE"))
+    if (has(h, "TIMESTAMP") || has(h, "DATETIME"))
+        return has(h, "WITH TIME") ? SQ_DECL_TIMESTAMPTZ : SQ_DECL_TIMESTAMP;
+    if (has(h, "DATE"))
         return SQ_DECL_DATE;
-    if (strcasestr(d, "TIME"))
+    if (has(h, "TIME"))
         return SQ_DECL_TIME;
-    if (strcasestr(d, "UUID"))
+    if (has(h, "UUID"))
         return SQ_DECL_UUID;
-    if (strcasestr(d, "JSON"))
+    if (has(h, "JSON"))
         return SQ_DECL_JSON;
-    if (strcasestr(d, "NUMERIC") || strcasestr(d, "DECIMAL"))
+    if (has(h, "NUMERIC") || has(h, "DECIMAL"))
         return SQ_DECL_NUMERIC;
-    if (strcasestr(d, "INT"))
+    if (has(h, "INT"))
         return SQ_DECL_INT;
-    if (strcasestr(d, "CHAR") || strcasestr(d, "CLOB") || strcasestr(d, "TEXT"))
+    if (has(h, "CHAR") || has(h, "CLOB") || has(h, "TEXT"))
         return SQ_DECL_TEXT;
-    if (strcasestr(d, "BLOB"))
+    if (has(h, "BLOB"))
         return SQ_DECL_BLOB;
-    if (strcasestr(d, "REAL") || strcasestr(d, "FLOA") || strcasestr(d, "DOUB"))
+    if (has(h, "REAL") || has(h, "FLOA") || has(h, "DOUB"))
         return SQ_DECL_FLOAT;
     return SQ_DECL_NONE;
 }
@@ -1216,6 +1282,7 @@ static void sq_job_run(void *arg)
 
 static void sq_free(sq_conn *sq)
 {
+    keel__timer_free(sq->deliver);
     keel__arena_free(&sq->arena);
     keel_result_free(sq->res);
     free(sq->dbname);
@@ -1225,6 +1292,7 @@ static void sq_free(sq_conn *sq)
 }
 
 static void sq_job_done(void *arg);
+static void sq_inline_deliver(void *arg);
 
 /* Closes the handle on a worker (closing may checkpoint the WAL), then frees. */
 static void sq_start_close(sq_conn *sq)
@@ -1335,6 +1403,9 @@ static keel_status sq_connect(keel_conn *c, keel_error *err)
                              "cannot start the worker threads SQLite runs on");
         goto fail;
     }
+    sq->deliver = keel__timer_new(c->loop, sq_inline_deliver, sq);
+    if (!sq->deliver)
+        goto nomem;
     sq->conn = c;
     sq->kind = SQ_JOB_CONNECT;
     sq->running = 1;
@@ -1350,6 +1421,97 @@ fail:
     return st;
 }
 
+/* ---- inline reads (loop side) ---- */
+
+/* The progress handler while a read runs inline: its first call means the budget is spent. */
+static int sq_progress_inline(void *arg)
+{
+    sq_conn *sq = arg;
+    sq->inline_spent = 1;
+    return 1;
+}
+
+/*
+ * Runs a cached read on the loop thread, within the inline_steps budget and without waiting for
+ * any lock. Returns 1 when the statement ran to its end: its result or error then waits for the
+ * deliver timer, since the engine may not report from inside its start function. Returns 0,
+ * having reported nothing and reset the statement, when it must run on a worker instead: it is
+ * not a cached read, its budget ran out, or a lock held elsewhere made it fail with
+ * SQLITE_BUSY / SQLITE_LOCKED. Running a read again from the start is safe: nothing of it was
+ * delivered, in autocommit the rerun reads a newer snapshot, and inside a transaction the
+ * snapshot is the transaction's own. The statement comes from the cache only, so the loop never
+ * pays for a prepare.
+ */
+static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_value *params,
+                         size_t nparams)
+{
+    if (sq->opts.inline_steps <= 0)
+        return 0;
+    sq_cached *e = sq_cache_find(sq, sql, len, sq_hash(sql, len));
+    if (!e || !e->read)
+        return 0;
+    e->used = ++sq->clock;
+    if (sq->interrupted) {
+        sq_clear_interrupt(sq);
+        sq->interrupted = 0;
+    }
+    sqlite3 *db = sq->db;
+    /* A lock held by another connection fails at once here; the worker waits for it. */
+    sqlite3_busy_handler(db, NULL, NULL);
+    sqlite3_progress_handler(db, sq->opts.inline_steps, sq_progress_inline, sq);
+    /* SQLite calls the handler when the statement's step count, summed over all its runs,
+     * crosses a multiple of the interval: start the count at zero so the budget is whole. */
+    sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_VM_STEP, 1);
+    sq->inline_spent = 0;
+    keel_error_clear(&sq->err);
+    keel_result *res = NULL;
+    /* The caller's parameters outlive this call, so they are bound without a copy. */
+    int rc = sq_exec(sq, e->st, 0, params, nparams, &res);
+    sq_stmt used = {.st = e->st, .dml = 0, .owned = 0};
+    sq_statement_done(&used);
+    sqlite3_progress_handler(db, SQ_PROGRESS_OPS, sq_progress, sq);
+    sqlite3_busy_timeout(db, sq->opts.busy_timeout);
+    /* An interruption can only be the budget's: a cancel cannot arrive while the loop is here,
+     * and a stale sqlite3_interrupt was cleared above. */
+    if (rc != 0 && (sq->inline_spent || sq->err.code == KEEL_ERR_OPERATIONAL ||
+                    sq->err.code == KEEL_ERR_CANCELLED)) {
+        keel_error_clear(&sq->err);
+        return 0;
+    }
+    if (keel__timer_arm(sq->deliver, 0) != 0) {
+        keel_result_free(res);
+        keel_error_clear(&sq->err);
+        return 0;
+    }
+    sq->res = res;
+    sq->inline_pending = 1;
+    return 1;
+}
+
+/* The deliver timer: reports the inline read, from a loop iteration after the one it ran in. */
+static void sq_inline_deliver(void *arg)
+{
+    sq_conn *sq = arg;
+    keel_result *res = sq->res;
+    sq->res = NULL;
+    sq->inline_pending = 0;
+    if (sq->inline_cancelled) {
+        /* The user asked to stop before seeing the result: honour it, as a worker job would. */
+        sq->inline_cancelled = 0;
+        keel_result_free(res);
+        res = NULL;
+        sq_fail_cancelled(sq, SQ_NO_ROW);
+    }
+    /* The callback may start the next statement on this connection, which reuses sq->err. */
+    keel_error err = sq->err;
+    int failed = err.code != KEEL_OK;
+    if (failed) {
+        keel_result_free(res);
+        res = NULL;
+    }
+    keel__conn_complete(sq->conn, res, failed ? &err : NULL);
+}
+
 /* Copies what the worker needs (the statement and its parameters) and submits the job. */
 static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
                              const keel_value *params, size_t nparams, size_t nrows, int many,
@@ -1359,9 +1521,12 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
     const char *dbname = c->config->name;
     if (!sq || !sq->db)
         return keel__error_set(err, KEEL_ERR_CLOSED, SQ_ENGINE, dbname, "connection is closed");
-    if (sq->running)
+    if (sq->running || sq->inline_pending)
         return keel__error_set(err, KEEL_ERR_BUSY, SQ_ENGINE, dbname,
                                "an operation is already running on this connection");
+    /* Only when no job runs on this connection may the loop thread use its handle. */
+    if (!many && sq_try_inline(sq, sql, sql_len, params, nparams))
+        return KEEL_OK;
     size_t count = nparams * nrows;
     if (nrows && count / nrows != nparams)
         return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbname, "out of memory");
@@ -1467,6 +1632,10 @@ static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
 static void sq_cancel(keel_conn *c)
 {
     sq_conn *sq = c->impl;
+    if (sq && sq->inline_pending) {
+        sq->inline_cancelled = 1;
+        return;
+    }
     if (!sq || !sq->running || sq->kind != SQ_JOB_QUERY)
         return;
     atomic_store(&sq->cancel, 1);
@@ -1489,6 +1658,14 @@ static void sq_close(keel_conn *c)
         return;
     c->impl = NULL;
     sq->conn = NULL;
+    if (sq->inline_pending) {
+        /* Nobody will read the result of the inline read: drop it unreported. */
+        keel__timer_arm(sq->deliver, -1);
+        sq->inline_pending = 0;
+        sq->inline_cancelled = 0;
+        keel_result_free(sq->res);
+        sq->res = NULL;
+    }
     if (sq->running) {
         /* The job cannot be stopped mid-call: its done() closes and frees. A query is asked to
          * stop early, since nobody will read its result. */

@@ -16,6 +16,7 @@
     X(sqlite3_bind_parameter_count) \
     X(sqlite3_bind_text) \
     X(sqlite3_bind_text64) \
+    X(sqlite3_busy_handler) \
     X(sqlite3_busy_timeout) \
     X(sqlite3_changes64) \
     X(sqlite3_clear_bindings) \
@@ -42,7 +43,8 @@
     X(sqlite3_progress_handler) \
     X(sqlite3_reset) \
     X(sqlite3_step) \
-    X(sqlite3_stmt_readonly)
+    X(sqlite3_stmt_readonly) \
+    X(sqlite3_stmt_status)
 
 #define KEEL__SQLITE_LIB_ENTRY(name) __typeof__(name) *name;
 typedef struct keel__sqlite_lib_table {
@@ -69,6 +71,7 @@ int keel__sqlite_lib_load(char *why, size_t size);
 #define sqlite3_bind_parameter_count (keel__sqlite_lib.sqlite3_bind_parameter_count)
 #define sqlite3_bind_text (keel__sqlite_lib.sqlite3_bind_text)
 #define sqlite3_bind_text64 (keel__sqlite_lib.sqlite3_bind_text64)
+#define sqlite3_busy_handler (keel__sqlite_lib.sqlite3_busy_handler)
 #define sqlite3_busy_timeout (keel__sqlite_lib.sqlite3_busy_timeout)
 #define sqlite3_changes64 (keel__sqlite_lib.sqlite3_changes64)
 #define sqlite3_clear_bindings (keel__sqlite_lib.sqlite3_clear_bindings)
@@ -96,6 +99,7 @@ int keel__sqlite_lib_load(char *why, size_t size);
 #define sqlite3_reset (keel__sqlite_lib.sqlite3_reset)
 #define sqlite3_step (keel__sqlite_lib.sqlite3_step)
 #define sqlite3_stmt_readonly (keel__sqlite_lib.sqlite3_stmt_readonly)
+#define sqlite3_stmt_status (keel__sqlite_lib.sqlite3_stmt_status)
 #endif
 
 #endif

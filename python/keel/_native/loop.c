@@ -363,7 +363,7 @@ typedef struct kpy_timer {
     vectorcallfunc vectorcall;
     kpy_loop *loop;    /* valid while t != NULL */
     keel_timer *t;     /* NULL once fired or disarmed */
-    PyObject *handle;  /* asyncio.TimerHandle of the armed deadline */
+    PyObject *handle;  /* asyncio handle of the armed deadline (call_at, or call_soon if due) */
 } kpy_timer;
 
 /* Ends the association of tm with its keel_timer (which stays usable for keel). */
@@ -453,6 +453,33 @@ static void cancel_handle(kpy_loop *L, kpy_timer *tm)
     Py_CLEAR(tm->handle);
 }
 
+/* Schedules tm on the asyncio loop for deadline_ms; its handle, or NULL with an exception. */
+static PyObject *schedule(kpy_loop *L, kpy_timer *tm, int64_t deadline_ms)
+{
+    int64_t delay_ms = deadline_ms - keel_now_ms();
+    /* Already due (keel arms deadline 0 to act on the next iteration, e.g. to report an inline
+     * SQLite read): call_soon costs a fraction of call_at, which reads the loop's clock and
+     * goes through the timer heap. Its handle cancels the same way. */
+    if (delay_ms <= 0)
+        return PyObject_CallOneArg(L->call_soon, (PyObject *)tm);
+    /* keel_now_ms and asyncio's loop.time() both read CLOCK_MONOTONIC; convert via the delay
+     * anyway, so a loop with another clock still fires on time. */
+    PyObject *now = PyObject_CallNoArgs(L->time);
+    if (now == NULL)
+        return NULL;
+    double when = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (when == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *whenobj = PyFloat_FromDouble(when + (double)delay_ms / 1000.0);
+    if (whenobj == NULL)
+        return NULL;
+    PyObject *args[2] = {whenobj, (PyObject *)tm};
+    PyObject *handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
+    Py_DECREF(whenobj);
+    return handle;
+}
+
 static int op_timer(void *host, keel_timer *t, int64_t deadline_ms)
 {
     kpy_loop *L = host;
@@ -483,22 +510,7 @@ static int op_timer(void *host, keel_timer *t, int64_t deadline_ms)
     } else {
         cancel_handle(L, tm);
     }
-    /* keel_now_ms and asyncio's loop.time() both read CLOCK_MONOTONIC; convert via the delay
-     * anyway, so a loop with another clock still fires on time. */
-    int64_t delay_ms = deadline_ms - keel_now_ms();
-    if (delay_ms < 0)
-        delay_ms = 0;
-    PyObject *now = PyObject_CallNoArgs(L->time);
-    double when = now != NULL ? PyFloat_AsDouble(now) : -1.0;
-    Py_XDECREF(now);
-    PyObject *whenobj = NULL;
-    if (!PyErr_Occurred())
-        whenobj = PyFloat_FromDouble(when + (double)delay_ms / 1000.0);
-    if (whenobj != NULL) {
-        PyObject *args[2] = {whenobj, (PyObject *)tm};
-        tm->handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
-        Py_DECREF(whenobj);
-    }
+    tm->handle = schedule(L, tm, deadline_ms);
     if (tm->handle == NULL) {
         PyErr_WriteUnraisable((PyObject *)tm);
         timer_detach(tm);

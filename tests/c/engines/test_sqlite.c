@@ -10,6 +10,7 @@
 #include <keel/keel.h>
 
 #include "core/timeconv.h"
+#include "engines/engine.h"
 #include "loop/loop_int.h"
 #include "test.h"
 /* A helper that could not open, acquire or run a statement fails the test case. */
@@ -251,6 +252,19 @@ TEST(declared_type_fallbacks)
         for (size_t k = 0; k < 5; k++)
             CHECK_INT(keel_result_coltype(res, k), KEEL_TYPE_NULL);
     }
+    keel_result_free(res);
+
+    /* Declared types match in any case, and long ones (searched in place) too. */
+    exec(c, "CREATE TABLE g (a integer, b Text, c real, d blob, e boolean, "
+            "f timestamp with time zone, g \"unsigned big integer of a declared type long "
+            "enough\", h \"a declared type name long enough to be searched in place: Bool\")");
+    res = q(c, "SELECT * FROM g", NULL, 0);
+    static const keel_type want[] = {KEEL_TYPE_INT,  KEEL_TYPE_TEXT,        KEEL_TYPE_FLOAT,
+                                     KEEL_TYPE_BYTES, KEEL_TYPE_BOOL,       KEEL_TYPE_TIMESTAMPTZ,
+                                     KEEL_TYPE_INT,  KEEL_TYPE_BOOL};
+    CHECK_INT(keel_result_ncols(res), 8);
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++)
+        CHECK_INT(keel_result_coltype(res, k), want[k]);
     keel_result_free(res);
     keel_conn_release(c);
     keel_db_close(db);
@@ -514,6 +528,9 @@ TEST(connect_errors_and_options)
         {"databases.default.options.foreign_keys", "maybe"},
         {"databases.default.options.mode", "rwx"},
         {"databases.default.options.transaction_mode", "later"},
+        {"databases.default.options.inline_steps", "-1"},
+        {"databases.default.options.inline_steps", "many"},
+        {"databases.default.options.inline_steps", "3000000000"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cfg = NULL;
@@ -606,9 +623,15 @@ TEST(memory_shared_by_pool)
     exec(a, "CREATE TABLE mem (x TEXT)");
     keel_value v = keel_text("shared");
     keel_result_free(q(a, "INSERT INTO mem VALUES ($1)", &v, 1));
-    keel_result *res = q(b, "SELECT x FROM mem", NULL, 0);
-    CHECK(str_eq(keel_result_value(res, 0, 0), KEEL_TYPE_TEXT, "shared"));
-    keel_result_free(res);
+    /* The second read of b runs inline and sees the same shared memory database. */
+    for (int round = 0; round < 2; round++) {
+        keel_result *res = q(b, "SELECT x FROM mem", NULL, 0);
+        CHECK(str_eq(keel_result_value(res, 0, 0), KEEL_TYPE_TEXT, "shared"));
+        keel_result_free(res);
+    }
+    exec(a, "INSERT INTO mem VALUES ('more')");
+    CHECK_INT(q_int(b, "SELECT count(*) FROM mem"), 2);
+    CHECK_INT(q_int(b, "SELECT count(*) FROM mem"), 2);
 
     /* Another keel_db has its own memory database. */
     keel_db *other = open_url("sqlite:///:memory:", NULL);
@@ -784,6 +807,305 @@ TEST(close_while_running)
     CHECK(got != KEEL_OK);
 }
 
+/* ---- reads run inline on the loop thread ---- */
+
+/* The outcome of one asynchronous statement. */
+typedef struct outcome {
+    int done;
+    keel_status status;
+    keel_error err;
+    keel_result *res;
+} outcome;
+
+static void outcome_cb(keel_result *res, const keel_error *err, void *arg)
+{
+    outcome *o = arg;
+    o->done = 1;
+    o->status = err ? err->code : KEEL_OK;
+    if (err)
+        o->err = *err;
+    o->res = res;
+}
+
+/*
+ * Starts sql on c and returns how many worker jobs are pending right after: 0 when the engine
+ * ran it inline on the loop thread, 1 when it went to a worker. Either way the outcome must not
+ * be reported from inside the start.
+ */
+static size_t start_query(keel_conn *c, const char *sql, const keel_value *p, size_t n,
+                          outcome *o)
+{
+    memset(o, 0, sizeof *o);
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, sql, p, n, outcome_cb, o, &err), KEEL_OK);
+    CHECK(!o->done);
+    return keel__workers_pending(keel__conn_workers(c));
+}
+
+/* Runs the loop until o is reported. */
+static void await_outcome(keel_db *db, outcome *o)
+{
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &o->done), KEEL_OK);
+}
+
+/* The first value of o's result as an integer, or INT64_MIN; frees the result. */
+static int64_t outcome_int(outcome *o)
+{
+    const keel_value *v = keel_result_value(o->res, 0, 0);
+    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
+    keel_result_free(o->res);
+    o->res = NULL;
+    return out;
+}
+
+static const char *const point_sql = "SELECT v FROM pts WHERE id = $1";
+
+TEST(inline_reads)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    exec(c, "CREATE TABLE pts (id INTEGER PRIMARY KEY, v TEXT)");
+    exec(c, "INSERT INTO pts SELECT x, 'v' || x FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION "
+            "ALL SELECT x + 1 FROM n WHERE x < 100) SELECT x FROM n)");
+    outcome o;
+    /* The first run prepares the statement, on a worker; later runs find it cached. */
+    keel_value p = keel_int(5);
+    CHECK_INT(start_query(c, point_sql, &p, 1, &o), 1);
+    await_outcome(db, &o);
+    CHECK(str_eq(keel_result_value(o.res, 0, 0), KEEL_TYPE_TEXT, "v5"));
+    keel_result_free(o.res);
+    for (int i = 1; i <= 100; i += 33) {
+        p = keel_int(i);
+        CHECK_INT(start_query(c, point_sql, &p, 1, &o), 0);
+        await_outcome(db, &o);
+        CHECK_INT(o.status, KEEL_OK);
+        CHECK_INT(keel_result_nrows(o.res), 1);
+        CHECK_INT(keel_result_affected(o.res), -1);
+        CHECK_STR(keel_result_colname(o.res, 0), "v");
+        char want[16];
+        snprintf(want, sizeof want, "v%d", i);
+        CHECK(str_eq(keel_result_value(o.res, 0, 0), KEEL_TYPE_TEXT, want));
+        keel_result_free(o.res);
+    }
+    p = keel_int(1000);
+    CHECK_INT(start_query(c, point_sql, &p, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(keel_result_nrows(o.res), 0);
+    keel_result_free(o.res);
+
+    /* An error at run time is reported like a worker's, from the loop. */
+    static const char *const json_sql = "SELECT json_extract($1, '$.a')";
+    keel_value doc = keel_text("{\"a\": 7}");
+    keel_result_free(q(c, json_sql, &doc, 1));
+    doc = keel_text("{not json");
+    CHECK_INT(start_query(c, json_sql, &doc, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(o.status, KEEL_ERR_DATABASE);
+    CHECK_CONTAINS(o.err.message, "malformed JSON");
+    CHECK(o.res == NULL);
+
+    /* Inside a transaction a read sees the transaction's own writes, inline too. */
+    txn(c, KEEL_TXN_BEGIN, 0);
+    exec(c, "INSERT INTO pts VALUES (1000, 'new')");
+    CHECK_INT(start_query(c, point_sql, &p, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK(str_eq(keel_result_value(o.res, 0, 0), KEEL_TYPE_TEXT, "new"));
+    keel_result_free(o.res);
+    txn(c, KEEL_TXN_ROLLBACK, 0);
+    CHECK_INT(start_query(c, point_sql, &p, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(keel_result_nrows(o.res), 0);
+    keel_result_free(o.res);
+
+    /* Writes, and statements that only look read-only to SQLite, always go to a worker. */
+    static const char *const writes[] = {"UPDATE pts SET v = v WHERE id = 1", "BEGIN",
+                                         "COMMIT", "PRAGMA cache_size = 1000"};
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+            CHECK_INT(start_query(c, writes[i], NULL, 0, &o), 1);
+            await_outcome(db, &o);
+            CHECK_INT(o.status, KEEL_OK);
+            keel_result_free(o.res);
+        }
+    }
+    keel_conn_release(c);
+    keel_db_close(db);
+
+    /* inline_steps = 0 runs every statement on a worker. */
+    static const char *const off[] = {"databases.default.options.inline_steps", "0", NULL};
+    db = open_file_db(off);
+    c = acquire(db);
+    for (int round = 0; round < 3; round++) {
+        CHECK_INT(start_query(c, "SELECT 41 + 1", NULL, 0, &o), 1);
+        await_outcome(db, &o);
+        CHECK_INT(outcome_int(&o), 42);
+    }
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* A timer that re-arms itself every millisecond, counting how often the loop ran it. */
+typedef struct ticker {
+    keel_timer *t;
+    int ticks;
+} ticker;
+
+static void tick(void *arg)
+{
+    ticker *k = arg;
+    k->ticks++;
+    keel__timer_arm(k->t, keel_now_ms() + 1);
+}
+
+static const char *const count_sql =
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < $1) "
+    "SELECT count(*) FROM n";
+
+TEST(inline_budget_falls_back)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    outcome o;
+    keel_value p = keel_int(10);
+    CHECK_INT(start_query(c, count_sql, &p, 1, &o), 1);
+    await_outcome(db, &o);
+    CHECK_INT(outcome_int(&o), 10);
+    CHECK_INT(start_query(c, count_sql, &p, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(outcome_int(&o), 10);
+
+    /* Past the budget the statement starts over on a worker, and the loop runs meanwhile. */
+    ticker k = {keel__timer_new(keel_db_loop(db), tick, &k), 0};
+    CHECK(k.t != NULL);
+    keel__timer_arm(k.t, keel_now_ms() + 1);
+    p = keel_int(3000000);
+    CHECK_INT(start_query(c, count_sql, &p, 1, &o), 1);
+    await_outcome(db, &o);
+    CHECK_INT(o.status, KEEL_OK);
+    CHECK_INT(outcome_int(&o), 3000000);
+    CHECK(k.ticks >= 2);
+    keel__timer_free(k.t);
+
+    /* The fallback leaves the statement ready for the next inline run. */
+    p = keel_int(20);
+    CHECK_INT(start_query(c, count_sql, &p, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(outcome_int(&o), 20);
+
+    /* A budget of one step moves even a point read to a worker, with the same result. */
+    keel_conn_release(c);
+    keel_db_close(db);
+    static const char *const tiny[] = {"databases.default.options.inline_steps", "1", NULL};
+    db = open_file_db(tiny);
+    c = acquire(db);
+    for (int round = 0; round < 3; round++) {
+        CHECK_INT(start_query(c, count_sql, &p, 1, &o), 1);
+        await_outcome(db, &o);
+        CHECK_INT(outcome_int(&o), 20);
+    }
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* Commits the transaction of the connection given, from a timer. */
+typedef struct committer {
+    keel_conn *c;
+    outcome o;
+} committer;
+
+static void commit_now(void *arg)
+{
+    committer *k = arg;
+    keel_error err;
+    CHECK_INT(keel_conn_transaction(k->c, KEEL_TXN_COMMIT, 0, outcome_cb, &k->o, &err), KEEL_OK);
+}
+
+TEST(inline_busy_falls_back)
+{
+    /* In rollback-journal mode an exclusive transaction keeps every reader out. */
+    static const char *const opts[] = {"databases.default.options.journal_mode", "DELETE",
+                                       "databases.default.options.transaction_mode", "EXCLUSIVE",
+                                       NULL};
+    keel_db *db = open_file_db(opts);
+    keel_conn *a = acquire(db);
+    keel_conn *b = acquire(db);
+    if (!a || !b)
+        return;
+    exec(a, "CREATE TABLE w (x INTEGER)");
+    exec(a, "INSERT INTO w VALUES (1)");
+    static const char *const count = "SELECT count(*) FROM w";
+    CHECK_INT(q_int(b, count), 1);
+    outcome o;
+    CHECK_INT(start_query(b, count, NULL, 0, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(outcome_int(&o), 1);
+
+    txn(a, KEEL_TXN_BEGIN, 0);
+    exec(a, "INSERT INTO w VALUES (2)");
+    /* The inline attempt meets the lock and does not wait: the read goes to a worker, which
+     * waits (busy_timeout) while the loop commits the writer from a timer. */
+    committer k = {a, {0}};
+    keel_timer *t = keel__timer_new(keel_db_loop(db), commit_now, &k);
+    keel__timer_arm(t, keel_now_ms() + 50);
+    CHECK_INT(start_query(b, count, NULL, 0, &o), 1);
+    await_outcome(db, &o);
+    CHECK_INT(o.status, KEEL_OK);
+    CHECK_INT(outcome_int(&o), 2);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &k.o.done), KEEL_OK);
+    CHECK_INT(k.o.status, KEEL_OK);
+    keel_result_free(k.o.res);
+    keel__timer_free(t);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    keel_db_close(db);
+}
+
+TEST(inline_cancel_and_close)
+{
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    CHECK_INT(q_int(c, "SELECT 7"), 7);
+    /* A cancel that lands between the inline run and its report wins. */
+    outcome o;
+    CHECK_INT(start_query(c, "SELECT 7", NULL, 0, &o), 0);
+    keel_conn_cancel(c);
+    await_outcome(db, &o);
+    CHECK_INT(o.status, KEEL_ERR_CANCELLED);
+    CHECK_STR(o.err.sqlstate, "57014");
+    CHECK(o.res == NULL);
+    CHECK_INT(start_query(c, "SELECT 7", NULL, 0, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(outcome_int(&o), 7);
+
+    /* A user cancel of a read that fell back to the worker still stops it there. */
+    keel_value p = keel_int(5);
+    keel_result_free(q(c, count_sql, &p, 1));
+    keel_timer *t = keel__timer_new(keel_db_loop(db), cancel_cb, c);
+    keel__timer_arm(t, keel_now_ms() + 50);
+    p = keel_int(1000000000);
+    CHECK_INT(start_query(c, count_sql, &p, 1, &o), 1);
+    await_outcome(db, &o);
+    CHECK_INT(o.status, KEEL_ERR_CANCELLED);
+    keel__timer_free(t);
+    p = keel_int(5);
+    CHECK_INT(start_query(c, count_sql, &p, 1, &o), 0);
+    await_outcome(db, &o);
+    CHECK_INT(outcome_int(&o), 5);
+
+    /* Released and closed before the report: the result is dropped, the caller told. */
+    CHECK_INT(start_query(c, "SELECT 7", NULL, 0, &o), 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+    CHECK_INT(o.done, 1);
+    CHECK_INT(o.status, KEEL_ERR_CLOSED);
+}
+
 /* Removes the files of the temp dir, then the dir. */
 static void remove_tmpdir(void)
 {
@@ -822,6 +1144,10 @@ int main(void)
     RUN(statement_cache);
     RUN(cancel_long_query);
     RUN(close_while_running);
+    RUN(inline_reads);
+    RUN(inline_budget_falls_back);
+    RUN(inline_busy_falls_back);
+    RUN(inline_cancel_and_close);
     remove_tmpdir();
     return TEST_SUMMARY();
 }

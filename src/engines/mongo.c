@@ -681,8 +681,8 @@ static int64_t mg_iter_int(const bson_iter_t *it)
 static int mg_write_errors(mg_conn *mg, const bson_t *reply)
 {
     bson_iter_t it, arr, doc;
+    /* The labels are only read once an error was found: nearly every reply has none. */
     char labels[96];
-    mg_labels(reply, labels, sizeof labels);
     if (bson_iter_init_find(&it, reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
         bson_iter_recurse(&it, &arr)) {
         size_t count = 0;
@@ -702,6 +702,7 @@ static int mg_write_errors(mg_conn *mg, const bson_t *reply)
             }
         }
         if (count) {
+            mg_labels(reply, labels, sizeof labels);
             char more[64] = "";
             if (count > 1)
                 snprintf(more, sizeof more, ", and %zu more write error%s", count - 1,
@@ -722,6 +723,7 @@ static int mg_write_errors(mg_conn *mg, const bson_t *reply)
             else if (strcmp(key, "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&doc))
                 msg = bson_iter_utf8(&doc, NULL);
         }
+        mg_labels(reply, labels, sizeof labels);
         mg_fail(mg, mg_status_for_code(code), "write concern: %s (code %" PRId64 ")%s", msg, code,
                 labels);
         return 1;

@@ -74,10 +74,15 @@ static void *worker_main(void *arg) {
         int was_empty = w->finished.head == NULL;
         queue_push(&w->finished, j);
         if (was_empty) {
-            /* One wake-up per batch: the loop drains every finished job when it reads. */
+            /* One wake-up per batch: the loop drains every finished job when it reads. The
+             * write happens outside the lock, so that the loop thread it wakes does not block
+             * on the lock at once; a drain that runs before the write only makes the wake-up
+             * find nothing, and a job pushed meanwhile is covered by this same write. */
+            pthread_mutex_unlock(&w->lock);
             uint64_t one = 1;
             ssize_t rc = write(w->efd, &one, sizeof one);
             (void)rc; /* the counter cannot overflow with one write per batch */
+            pthread_mutex_lock(&w->lock);
         }
     }
     pthread_mutex_unlock(&w->lock);
@@ -163,15 +168,17 @@ int keel__workers_submit(keel__workers *w, keel__job_run run, keel__job_done don
             w->nthreads++;
     }
     int have_thread = w->nthreads > 0;
-    if (have_thread)
-        pthread_cond_signal(&w->wake);
-    else
+    if (!have_thread)
         w->queued.head = w->queued.tail = NULL; /* no thread could start: take the job back */
     pthread_mutex_unlock(&w->lock);
     if (!have_thread) {
         free(j);
         return -1;
     }
+    /* Signalled after the unlock: a worker woken while the lock is still held would only block
+     * on it again, one more context switch per job. The job is queued under the lock, so a
+     * worker about to wait either sees it or is already waiting when the signal comes. */
+    pthread_cond_signal(&w->wake);
     w->pending++;
     return 0;
 }

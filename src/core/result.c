@@ -17,6 +17,8 @@ struct keel_result {
     keel_value *values; /* nrows * ncols, row-major */
     int64_t affected;
     keel__arena arena;  /* names and text-like values */
+    void (*release)(void *); /* frees owned, the engine's memory values may point into */
+    void *owned;
 };
 
 keel_result *keel__result_new(size_t ncols) {
@@ -102,6 +104,11 @@ int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const ch
 
 void keel__result_set_affected(keel_result *res, int64_t affected) { res->affected = affected; }
 
+void keel__result_own(keel_result *res, void (*release)(void *), void *ptr) {
+    res->release = release;
+    res->owned = ptr;
+}
+
 size_t keel_result_nrows(const keel_result *res) { return res ? res->nrows : 0; }
 
 size_t keel_result_ncols(const keel_result *res) { return res ? res->ncols : 0; }
@@ -132,6 +139,8 @@ void keel_result_free(keel_result *res) {
     if (!res)
         return;
     keel__arena_free(&res->arena);
+    if (res->release)
+        res->release(res->owned);
     free(res->values);
     free(res->columns);
     free(res);

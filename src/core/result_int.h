@@ -33,4 +33,11 @@ int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const ch
 
 void keel__result_set_affected(keel_result *res, int64_t affected);
 
+/*
+ * Hands res a block of the engine's memory that text-like values may point into instead of
+ * being copied (NUL-terminated, as copies are): release(ptr) is called when res is freed. At
+ * most one per result; the engine must not free ptr itself afterwards. Never fails.
+ */
+void keel__result_own(keel_result *res, void (*release)(void *), void *ptr);
+
 #endif

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -121,6 +122,12 @@ def mysql_fetch(ctx: Ctx) -> Case:
             fetch = conn.fetch
             yield lambda i: fetch(sql)
 
+    # MariaDB sends JSON as LONGTEXT, which the peers return as str and keel decodes, as it does
+    # on PostgreSQL. As asyncpg gets json codecs in workload 3, the peers decode the last column
+    # (doc) with json.loads, so that every driver builds the same objects; they have no codec
+    # hook for a column of MariaDB's JSON, so it is done on the rows fetchall returns.
+    loads = json.loads
+
     def peer(name: str, conn_cm: Any, pool_cm: Any) -> Any:
         @contextlib.asynccontextmanager
         async def session(plan: Plan) -> AsyncIterator[Op]:
@@ -128,14 +135,17 @@ def mysql_fetch(ctx: Ctx) -> Case:
                 async with conn.cursor() as cur:
                     async def op(i: int) -> Any:
                         await cur.execute(sql)
-                        return await cur.fetchall()
+                        return [(*r[:-1], loads(r[-1])) for r in await cur.fetchall()]
                     yield op
         return session
 
+    peers = [AsyncContender(name, ROLE_PEER, peer(name, conn, pool), requires=(name,),
+                            note="doc decoded with json.loads")
+             for name, conn, pool in PEERS_SQL]
     return Case(workload=9, key="w9.mysql.fetch", title=f"fetch {n} rows × 10 columns",
                 engine="mysql", params="1 connection", concurrency=1, unit="rows/s",
                 rows_per_op=n, target=Target(1.0),
-                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *_sql_peers(peer)])
+                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *peers])
 
 
 def mysql_insert(ctx: Ctx) -> list[Case]:

@@ -18,6 +18,8 @@ struct keel_result {
     int64_t affected;
     keel__arena names;  /* column names: they outlive keel__result_clear_rows */
     keel__arena arena;  /* text-like values */
+    void (*release)(void *); /* frees owned, the engine's memory values may point into */
+    void *owned;
 };
 
 keel_result *keel__result_new(size_t ncols) {
@@ -106,6 +108,16 @@ void keel__result_set_affected(keel_result *res, int64_t affected) { res->affect
 void keel__result_clear_rows(keel_result *res) {
     res->nrows = 0;
     keel__arena_reset(&res->arena);
+    /* The values that pointed into the engine's block are gone with the rows. */
+    if (res->release)
+        res->release(res->owned);
+    res->release = NULL;
+    res->owned = NULL;
+}
+
+void keel__result_own(keel_result *res, void (*release)(void *), void *ptr) {
+    res->release = release;
+    res->owned = ptr;
 }
 
 size_t keel_result_nrows(const keel_result *res) { return res ? res->nrows : 0; }
@@ -139,6 +151,8 @@ void keel_result_free(keel_result *res) {
         return;
     keel__arena_free(&res->names);
     keel__arena_free(&res->arena);
+    if (res->release)
+        res->release(res->owned);
     free(res->values);
     free(res->columns);
     free(res);

@@ -286,6 +286,44 @@ int keel__parse_time(const char *s, size_t n, int64_t *micros)
     return 0;
 }
 
+/* The two decimal digits at s as a number, or -1. */
+static int two_digits(const char *s)
+{
+    unsigned a = (unsigned)(unsigned char)s[0] - '0', b = (unsigned)(unsigned char)s[1] - '0';
+    return a > 9 || b > 9 ? -1 : (int)(a * 10 + b);
+}
+
+/*
+ * The text servers write for most timestamps, "YYYY-MM-DD hh:mm:ss" with up to six digits of
+ * fraction and a year from 1 to 9999, read at fixed positions. Returns 0, or -1 for any other
+ * text, which the general parser then judges (it gives the same value for this one).
+ */
+static int parse_plain_timestamp(const char *s, size_t n, int64_t *micros)
+{
+    if (n < 19 || n == 20 || n > 26 || s[4] != '-' || s[7] != '-' || s[10] != ' ' ||
+        s[13] != ':' || s[16] != ':' || (n > 19 && s[19] != '.'))
+        return -1;
+    int yh = two_digits(s), yl = two_digits(s + 2), mo = two_digits(s + 5);
+    int d = two_digits(s + 8), h = two_digits(s + 11), mi = two_digits(s + 14);
+    int se = two_digits(s + 17);
+    if (yh < 0 || yl < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 ||
+        mi > 59 || se < 0 || se > 59)
+        return -1;
+    int64_t year = yh * 100 + yl;
+    if (year == 0 || (unsigned)d > days_in_month(year, (unsigned)mo))
+        return -1;
+    int64_t frac = 0;
+    for (size_t i = 20; i < 26; i++) {
+        unsigned c = i < n ? (unsigned)(unsigned char)s[i] - '0' : 0;
+        if (c > 9)
+            return -1;
+        frac = frac * 10 + c;
+    }
+    *micros = days_from_civil64(year, (unsigned)mo, (unsigned)d) * USECS_PER_DAY +
+              ((int64_t)(h * 60 + mi) * 60 + se) * USECS_PER_SEC + frac;
+    return 0;
+}
+
 /*
  * The common body of the timestamp parsers: date, 'T' or ' ', time, an offset when with_offset,
  * and an optional " BC" (PostgreSQL writes it last, after any offset). The result, shifted to
@@ -293,6 +331,8 @@ int keel__parse_time(const char *s, size_t n, int64_t *micros)
  */
 static int parse_timestamp_text(const char *s, size_t n, bool with_offset, int64_t *micros)
 {
+    if (s && !with_offset && parse_plain_timestamp(s, n, micros) == 0)
+        return 0;
     cursor c = {s, s + n};
     ymd f;
     int64_t days, tod, offset = 0;

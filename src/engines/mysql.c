@@ -1299,9 +1299,19 @@ static int my_decode_time(keel_result *res, keel_value *v, const MYSQL_TIME *t, 
     return my_time_text(res, v, t, how);
 }
 
-/* Decodes a value of the text protocol. -1 when out of memory. */
-static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f, const char *s,
-                          size_t n, keel_value *v) {
+/* Makes v a text-like value of type t pointing at n bytes (NUL-terminated) of a stored result. */
+static void my_point_text(keel_value *v, keel_type t, const char *s, size_t n) {
+    v->type = t;
+    v->u.str.ptr = s;
+    v->u.str.len = n;
+}
+
+/*
+ * Decodes a value of the text protocol. Text-like values point into the stored result, which the
+ * keel_result owns (libmariadb NUL-terminates every field it stores), so nothing is copied.
+ */
+static void my_decode_text(keel_type kind, const MYSQL_FIELD *f, const char *s, size_t n,
+                           keel_value *v) {
     switch (kind) {
     case KEEL_TYPE_BOOL:
     case KEEL_TYPE_INT:
@@ -1311,48 +1321,55 @@ static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f
                 v->u.boolean = i != 0;
             }
             v->type = kind;
-            return 0;
+            return;
         }
         /* BIGINT UNSIGNED above INT64_MAX */
-        return keel__result_set_text(
-            res, v, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC : KEEL_TYPE_TEXT, s, n);
+        my_point_text(v, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC : KEEL_TYPE_TEXT, s, n);
+        return;
     case KEEL_TYPE_FLOAT:
         v->type = KEEL_TYPE_FLOAT;
         v->u.f64 = keel__strtod(s, NULL);
-        return 0;
+        return;
     case KEEL_TYPE_DATE:
         if (keel__parse_date(s, n, &v->u.date) == 0) {
             v->type = KEEL_TYPE_DATE;
-            return 0;
+            return;
         }
         break;
     case KEEL_TYPE_TIME:
         if (keel__parse_time(s, n, &v->u.micros) == 0 && v->u.micros < MY_US_PER_DAY) {
             v->type = KEEL_TYPE_TIME;
-            return 0;
+            return;
         }
         break;
     case KEEL_TYPE_TIMESTAMP:
         if (keel__parse_timestamp(s, n, &v->u.micros) == 0) {
             v->type = KEEL_TYPE_TIMESTAMP;
-            return 0;
+            return;
         }
         break;
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_BYTES:
     case KEEL_TYPE_JSON:
-        return keel__result_set_text(res, v, kind, s, n);
+        my_point_text(v, kind, s, n);
+        return;
     default:
         break;
     }
-    return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
+    my_point_text(v, KEEL_TYPE_TEXT, s, n);
 }
 
 static keel_status my_nomem(my_impl *p, keel_error *err) {
     return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(p->c), "out of memory");
 }
 
-/* Builds a keel_result from a stored text-protocol result. */
+static void my_free_res(void *r) { mysql_free_result(r); }
+
+/*
+ * Builds a keel_result from a stored text-protocol result. On success the keel_result owns r
+ * (its values point into it; a stored result no longer refers to the connection, so it may
+ * outlive it); on failure r is still the caller's.
+ */
 static keel_status my_decode_res(my_impl *p, MYSQL_RES *r, keel_result **out, keel_error *err) {
     unsigned ncols = mysql_num_fields(r);
     MYSQL_FIELD *f = mysql_fetch_fields(r);
@@ -1376,13 +1393,12 @@ static keel_status my_decode_res(my_impl *p, MYSQL_RES *r, keel_result **out, ke
         if (!vals)
             goto nomem;
         for (unsigned i = 0; i < ncols; i++) {
-            if (!row[i] || kinds[i] == KEEL_TYPE_NULL)
-                continue;
-            if (my_decode_text(res, kinds[i], &f[i], row[i], lens[i], &vals[i]) != 0)
-                goto nomem;
+            if (row[i] && kinds[i] != KEEL_TYPE_NULL)
+                my_decode_text(kinds[i], &f[i], row[i], lens[i], &vals[i]);
         }
     }
     keel__result_set_affected(res, -1);
+    keel__result_own(res, my_free_res, r);
     if (kinds != kinds_local)
         free(kinds);
     *out = res;
@@ -1758,17 +1774,19 @@ static int my_text_stored(my_impl *p) {
         my_fail_mysql(p);
         return my_text_done(p);
     }
-    if (!p->discard) {
-        keel_result *res = NULL;
-        keel_error e;
-        if (my_decode_res(p, r, &res, &e) == KEEL_OK) {
-            my_keep(p, res, 1);
-        } else if (!p->failed) {
+    keel_result *res = NULL;
+    keel_error e;
+    if (p->discard) {
+        mysql_free_result(r);
+    } else if (my_decode_res(p, r, &res, &e) == KEEL_OK) {
+        my_keep(p, res, 1); /* res owns r now */
+    } else {
+        mysql_free_result(r);
+        if (!p->failed) {
             p->err = e;
             p->failed = 1;
         }
     }
-    mysql_free_result(r);
     return my_text_more(p);
 }
 

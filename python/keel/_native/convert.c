@@ -183,15 +183,20 @@ static int json_space(char c)
 }
 
 /*
- * json.loads(s) runs three Python frames and two whitespace regexes around the C scanner of the
- * default decoder. A server sends well-formed JSON, so the scanner is called directly, from the
- * first non-space character; whenever it does not consume the whole text but trailing spaces,
- * or fails, json.loads runs instead, so results and errors are exactly those of json.loads.
+ * What json.c does not decode goes to the C scanner of json's default decoder: json.loads(s)
+ * runs three Python frames and two whitespace regexes around it. A server sends well-formed
+ * JSON, so the scanner is called directly, from the first non-space character; whenever it
+ * does not consume the whole text but trailing spaces, or fails, json.loads runs instead, so
+ * results and errors are exactly those of json.loads.
  */
 static PyObject *json_to_py(kpy_state *st, const keel_value *v)
 {
     const char *p = v->u.str.ptr;
     size_t n = v->u.str.len, lead = 0, trail = 0;
+    /* Most documents never need more than the direct decoder of json.c. */
+    PyObject *fast = keel__py_json_decode(st, p, n);
+    if (fast != NULL || PyErr_Occurred())
+        return fast;
     PyObject *s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
     if (s == NULL)
         return decode_failed(st, v);

@@ -408,6 +408,9 @@ static int module_clear(PyObject *m)
 #define CLEAR(f) Py_CLEAR(st->f);
     STATE_FIELDS(CLEAR)
 #undef CLEAR
+    /* The cached JSON keys are str objects, which the collector does not track: no traverse. */
+    for (size_t i = 0; i < KPY_JSON_KEYS; i++)
+        Py_CLEAR(st->json_keys[i]);
     return 0;
 }
 

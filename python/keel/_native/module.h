@@ -21,6 +21,11 @@ enum {
 };
 
 /* Per-module state: everything the extension creates or caches lives here. */
+/* JSON object keys of up to KPY_JSON_KEY_MAX ASCII bytes are shared through a cache of
+ * KPY_JSON_KEYS strings in the module state (json.c). */
+#define KPY_JSON_KEYS 256
+#define KPY_JSON_KEY_MAX 32
+
 typedef struct kpy_state {
     /* The PEP 249 exception hierarchy. */
     PyObject *Error;
@@ -92,6 +97,9 @@ typedef struct kpy_state {
     PyObject *s_bytes;
     PyObject *s_pattern;
     PyObject *s_flags;
+
+    /* Recently decoded JSON object keys, by a hash of their bytes (json.c). */
+    PyObject *json_keys[KPY_JSON_KEYS];
 } kpy_state;
 
 extern PyModuleDef keel__py_moduledef;
@@ -116,6 +124,14 @@ int keel__py_convert_init(void);
 
 /* A Python object for one result value; NULL with an exception (DataError when out of range). */
 PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v);
+
+/*
+ * JSON text (n bytes of UTF-8) decoded straight into Python objects, for the common shape of
+ * server output (json.c). NULL with an exception when out of memory; NULL without one when the
+ * text is not handled here, and json.loads has to decode it (its result or error is then the
+ * answer: this decoder never disagrees with it).
+ */
+PyObject *keel__py_json_decode(kpy_state *st, const char *s, size_t n);
 
 /* Keeps alive what parameter values point at until the submitting call has returned. */
 typedef struct kpy_hold {

@@ -62,6 +62,7 @@ PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_res
     r->desc = Py_NewRef(desc);
     for (size_t i = 0; i < n; i++)
         r->values[i] = NULL;
+    int containers = 0;
     for (size_t i = 0; i < n; i++) {
         PyObject *v = keel__py_value_to_py(st, &vals[i]);
         if (v == NULL) {
@@ -69,8 +70,14 @@ PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_res
             return NULL;
         }
         r->values[i] = v;
+        containers |= PyObject_IS_GC(v);
     }
-    PyObject_GC_Track(r);
+    /* A record is immutable and its description is private, so a record that holds no object
+     * the collector can see (numbers, strings, dates… but not JSON's dicts and lists) can never
+     * be part of a reference cycle: it stays untracked, as CPython leaves such tuples, and
+     * collections never visit it. */
+    if (containers)
+        PyObject_GC_Track(r);
     return (PyObject *)r;
 }
 

@@ -31,6 +31,11 @@ TEST(parse_int64_reads_the_whole_range) {
     CHECK(v == INT64_MIN);
     CHECK_INT(parse("-9223372036854775807", &v), 0);
     CHECK(v == -INT64_MAX);
+    /* 18 digits take the short path, 19 the checked one. */
+    CHECK_INT(parse("-999999999999999999", &v), 0);
+    CHECK(v == -INT64_C(999999999999999999));
+    CHECK_INT(parse("1000000000000000000", &v), 0);
+    CHECK(v == INT64_C(1000000000000000000));
     /* Only n bytes are read: the rest of the buffer does not matter. */
     CHECK_INT(keel__parse_int64("12345", 3, &v), 0);
     CHECK_INT(v, 123);
@@ -138,6 +143,58 @@ TEST(strtod_reads_the_c_syntax) {
     CHECK_STR(end, "abc");
 }
 
+/* A small deterministic generator for the differential test below. */
+static uint64_t next_random(uint64_t *state) {
+    *state = *state * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+    return *state >> 33;
+}
+
+/*
+ * Short decimals are converted without strtod; whatever the shape (digits before and after the
+ * point, leading zeros, exponents, signs), the result and the end position are strtod's, bit for
+ * bit.
+ */
+TEST(strtod_short_decimals_are_exactly_strtods) {
+    uint64_t state = 1;
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        char b[64];
+        int n = 0;
+        uint64_t r = next_random(&state);
+        if (r & 1)
+            b[n++] = '-';
+        int before = (int)(next_random(&state) % 10), after = (int)(next_random(&state) % 12);
+        for (int k = 0; k < before; k++)
+            b[n++] = (char)('0' + (k == 0 && r & 2 ? 0 : next_random(&state) % 10));
+        if (after || r & 4)
+            b[n++] = '.';
+        for (int k = 0; k < after; k++)
+            b[n++] = (char)('0' + next_random(&state) % 10);
+        if (r & 8)
+            n += snprintf(b + n, sizeof b - (size_t)n, "e%d", (int)(next_random(&state) % 60) - 30);
+        b[n++] = 'x';
+        b[n] = '\0';
+        char *e1, *e2;
+        double got = keel__strtod(b, &e1), want = strtod(b, &e2);
+        if (memcmp(&got, &want, sizeof got) != 0 || e1 != e2) {
+            if (bad++ < 5)
+                fprintf(stderr, "    \"%s\": %.17g, strtod %.17g\n", b, got, want);
+        }
+    }
+    CHECK_INT(bad, 0);
+    char *end;
+    CHECK(signbit(keel__strtod("-0", NULL)));
+    CHECK(keel__strtod(".5", NULL) == 0.5);
+    CHECK(keel__strtod("5.", &end) == 5.0);
+    CHECK_STR(end, "");
+    CHECK(keel__strtod("1e", &end) == 1.0);
+    CHECK_STR(end, "e");
+    CHECK(keel__strtod(" 2", NULL) == 2.0);
+    CHECK(keel__strtod("0.142857142", NULL) == 0.142857142);
+    CHECK(keel__strtod("1e22", NULL) == 1e22);
+    CHECK(keel__strtod("123456789012345e-22", NULL) == 123456789012345e-22);
+}
+
 /*
  * Under a locale whose decimal point is a comma, the text is still C's, and the thread's locale
  * is the same afterwards. Needs such a locale to be installed; without one only the locale
@@ -176,6 +233,7 @@ int main(void) {
     RUN(format_double_names_nan_and_the_infinities);
     RUN(format_double_reports_the_length_it_needed_as_snprintf_does);
     RUN(strtod_reads_the_c_syntax);
+    RUN(strtod_short_decimals_are_exactly_strtods);
     RUN(a_decimal_comma_locale_changes_nothing);
     return TEST_SUMMARY();
 }

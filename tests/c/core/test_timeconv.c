@@ -362,6 +362,62 @@ TEST(test_timestamp_reject)
     }
 }
 
+/*
+ * The plain "YYYY-MM-DD hh:mm:ss[.f…]" text servers write, read at fixed positions, gives the
+ * same instant as the general parser for every day of years 1 to 9999 and fractions of any
+ * width; texts of that shape that are not valid fall through to it and are still refused.
+ */
+TEST(test_timestamp_plain_form)
+{
+    int bad = 0;
+    for (int32_t d = keel__days_from_civil(1, 1, 1); d <= keel__days_from_civil(9999, 12, 31);
+         d += 7) {
+        int64_t y;
+        unsigned m, day;
+        keel__civil_from_days(d, &y, &m, &day);
+        unsigned h = (unsigned)d % 24, mi = (unsigned)d % 60, se = (unsigned)(d / 60) % 60;
+        unsigned width = (unsigned)d % 7; /* 0 to 6 digits of fraction */
+        char buf[40];
+        int n = snprintf(buf, sizeof buf, "%04d-%02u-%02u %02u:%02u:%02u", (int)y, m, day, h, mi,
+                         se);
+        int64_t frac = 0;
+        if (width) {
+            buf[n++] = '.';
+            for (unsigned i = 0; i < 6; i++) {
+                unsigned digit = (unsigned)(d >> i) % 10;
+                if (i < width)
+                    buf[n++] = (char)('0' + digit);
+                frac = frac * 10 + (i < width ? digit : 0);
+            }
+        }
+        int64_t want = (int64_t)d * USECS_PER_DAY +
+                       ((int64_t)(h * 60 + mi) * 60 + se) * 1000000 + frac, got = 0;
+        if (keel__parse_timestamp(buf, (size_t)n, &got) != 0 || got != want) {
+            if (bad++ < 5)
+                fprintf(stderr, "    \"%.*s\" read as %lld\n", n, buf, (long long)got);
+        }
+    }
+    CHECK_INT(bad, 0);
+    static const char *const refused[] = {
+        "2023-02-29 00:00:00", "2024-02-30 13:45:00",    "2024-04-31 00:00:00",
+        "2024-13-01 00:00:00", "2024-00-10 00:00:00",    "2024-01-00 00:00:00",
+        "2024-01-01 23:60:00", "2024-01-01 23:00:60",    "2024-01-01 25:00:00",
+        "2024-01-01 2a:00:00", "2024-01-01 20:00:00.",   "2024-01-01 20:00:00.12x",
+        "2024-01-01 20:00:00x", "0000-00-00 00:00:00",   "2024/01/01 00:00:00",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        int64_t t = 555;
+        CHECK_INT(pts(refused[i], &t), -1);
+        CHECK_INT(t, 555);
+    }
+    /* Of the plain shape but for the general parser: the end of a day, seven fraction digits. */
+    int64_t t;
+    CHECK_INT(pts("2024-01-01 24:00:00", &t), 0);
+    CHECK_INT(t, (int64_t)keel__days_from_civil(2024, 1, 2) * USECS_PER_DAY);
+    CHECK_INT(pts("1970-01-01 00:00:00.0000015", &t), 0);
+    CHECK_INT(t, 2);
+}
+
 TEST(test_timestamp_format)
 {
     char buf[KEEL__TIME_TEXT_MAX];
@@ -548,6 +604,7 @@ int main(void)
     RUN(test_time_format);
     RUN(test_timestamp_parse);
     RUN(test_timestamp_reject);
+    RUN(test_timestamp_plain_form);
     RUN(test_timestamp_format);
     RUN(test_timestamptz_parse);
     RUN(test_timestamptz_reject);

@@ -25,11 +25,12 @@ typedef struct keel__lazy_sym {
 
 /*
  * Loads soname (RTLD_NOW | RTLD_LOCAL, never closed) and stores the address of every symbol of
- * syms. Returns 0, or -1 with the reason (dlerror's text, or the missing symbol) in why. Blocks
- * while the dynamic loader maps the library. Call it once per library (the *_lib.c files do,
- * under pthread_once); it is not itself synchronised.
+ * syms. Returns the library's handle (for optional look-ups with dlsym), or NULL with the reason
+ * (dlerror's text, or the missing symbol) in why. Blocks while the dynamic loader maps the
+ * library. Call it once per library (the *_lib.c files do, under pthread_once); it is not itself
+ * synchronised.
  */
-int keel__lazylib_load(const char *soname, const keel__lazy_sym *syms, size_t n, char *why,
-                       size_t size);
+void *keel__lazylib_load(const char *soname, const keel__lazy_sym *syms, size_t n, char *why,
+                         size_t size);
 
 #endif

@@ -1,7 +1,6 @@
 /* src/engines/mysql.c - the MySQL/MariaDB engine: libmariadb's non-blocking API, loop-driven. */
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -16,7 +15,6 @@
 #include <unistd.h>
 
 #include <errmsg.h>
-#include <mysql.h>
 #include <mysqld_error.h>
 
 #include "core/error_int.h"
@@ -26,6 +24,7 @@
 #include "engines/cancel.h"
 #include "engines/dns.h"
 #include "engines/engine.h"
+#include "engines/mysql_lib.h"
 #include "engines/settings.h"
 
 /*
@@ -348,29 +347,38 @@ static void my_remeta_end(my_impl *p);
 static const char *my_dbname(const keel_conn *c) { return c && c->config ? c->config->name : ""; }
 
 static pthread_once_t my_lib_once = PTHREAD_ONCE_INIT;
+static char my_load_error[256]; /* why libmariadb could not be loaded; written only in the once */
 
-static void my_lib_init(void) { mysql_library_init(0, NULL, NULL); }
+static void my_lib_init(void) {
+    if (keel__mysql_lib_load(my_load_error, sizeof my_load_error) == 0)
+        mysql_library_init(0, NULL, NULL);
+}
 
-/* libmariadb's global initialisation is not thread-safe; the loop and workers both use it. */
-static void my_library(void) { pthread_once(&my_lib_once, my_lib_init); }
+/*
+ * Loads libmariadb (engines/mysql_lib.h) and runs its global initialisation, which is not
+ * thread-safe, once per process; the loop and workers both use it. KEEL_ERR_UNSUPPORTED naming
+ * the library when it cannot be loaded.
+ */
+static keel_status my_library(const char *name, keel_error *err) {
+    pthread_once(&my_lib_once, my_lib_init);
+    if (!my_load_error[0])
+        return KEEL_OK;
+    return keel__error_set(err, KEEL_ERR_UNSUPPORTED, MY_ENGINE, name,
+                           "database '%s' needs libmariadb, which could not be loaded: %s", name,
+                           my_load_error);
+}
 
 /*
  * OpenSSL keeps errors in a queue per thread, and SSL_get_error misreads a harmless "want to
  * read" as a failure while an older error sits in it. libmariadb does not clear the queue before
  * its TLS calls, and on a loop thread shared by many connections (and other libraries) a stale
  * error is common, so it is cleared before each call of a TLS connection. The function is
- * looked up at run time: libmariadb loads libcrypto when it uses OpenSSL; with another TLS
- * library there is no such queue and nothing to clear.
+ * looked up when libmariadb is loaded: libmariadb loads libcrypto when it uses OpenSSL; with
+ * another TLS library there is no such queue and nothing to clear.
  */
-static void (*my_err_clear)(void);
-static pthread_once_t my_err_once = PTHREAD_ONCE_INIT;
-
-static void my_err_init(void) { *(void **)&my_err_clear = dlsym(RTLD_DEFAULT, "ERR_clear_error"); }
-
 static void my_tls_errors_clear(void) {
-    pthread_once(&my_err_once, my_err_init);
-    if (my_err_clear)
-        my_err_clear();
+    if (keel__mysql_lib.err_clear)
+        keel__mysql_lib.err_clear();
 }
 
 static int64_t my_floor_div(int64_t a, int64_t b) {
@@ -2793,7 +2801,10 @@ static void my_destroy(my_impl *p) {
 }
 
 static keel_status my_connect(keel_conn *c, keel_error *err) {
-    my_library();
+    /* libmariadb is loaded on the engine's first connection (engines/mysql_lib.h). */
+    keel_status lst = my_library(my_dbname(c), err);
+    if (lst != KEEL_OK)
+        return lst;
     my_impl *p = calloc(1, sizeof *p);
     if (!p)
         return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c), "out of memory");
@@ -3032,7 +3043,9 @@ static void *my_cancel_prepare(void *owner) {
 /* Runs on a worker: a short-lived session of its own asks the server to stop the statement. */
 static void my_cancel_send(void *req) {
     my_kill *k = req;
-    my_library();
+    /* The connection being cancelled loaded the library; this orders the worker after that. */
+    if (my_library("", NULL) != KEEL_OK)
+        return;
     if (k->set.ssl_mode != SSL_DISABLED)
         my_tls_errors_clear();
     MYSQL *m = mysql_init(NULL);

@@ -348,6 +348,41 @@ static int put_micros(keel__buf *out, int64_t micros, int64_t shift, char *why, 
     return 0;
 }
 
+size_t keel__pgc_param(const keel_value *v, char *out) {
+    uint64_t bits;
+    switch (v->type) {
+    case KEEL_TYPE_BOOL:
+        out[0] = v->u.boolean ? 1 : 0;
+        return 1;
+    case KEEL_TYPE_INT:
+        put64(out, (uint64_t)v->u.i64);
+        return 8;
+    case KEEL_TYPE_FLOAT:
+        memcpy(&bits, &v->u.f64, sizeof bits);
+        put64(out, bits);
+        return 8;
+    case KEEL_TYPE_DATE:
+        if (v->u.date < INT32_MIN + PGC_EPOCH_DAYS)
+            return 0;
+        put32(out, (uint32_t)(v->u.date - PGC_EPOCH_DAYS));
+        return 4;
+    case KEEL_TYPE_TIME:
+        put64(out, (uint64_t)v->u.micros);
+        return 8;
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+        if (v->u.micros < INT64_MIN + PGC_EPOCH_MICROS)
+            return 0;
+        put64(out, (uint64_t)(v->u.micros - PGC_EPOCH_MICROS));
+        return 8;
+    case KEEL_TYPE_UUID:
+        memcpy(out, v->u.uuid, 16);
+        return 16;
+    default:
+        return 0;
+    }
+}
+
 static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value *v,
                      int naive_is_utc, char *why, size_t size) {
     char *p;

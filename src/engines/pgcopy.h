@@ -61,6 +61,14 @@ int keel__pgc_row(keel__buf *out, const keel__pgc_col *cols, const keel_value *v
                   int naive_is_utc, char *why, size_t why_size);
 
 /*
+ * Writes v in the binary form of the parameter type keel declares for it (bool, int8, float8,
+ * date, time, timestamp, timestamptz, uuid) into out, which has room for at least 16 bytes.
+ * Returns the length written, or 0 when v goes as text: other types, and dates and timestamps
+ * too far out for the binary form, which the server then refuses with its own message.
+ */
+size_t keel__pgc_param(const keel_value *v, char *out);
+
+/*
  * Encodes decimal text (digits with an optional sign, point and exponent, or NaN / Infinity
  * in any case) as a PostgreSQL numeric in binary into out. 0, -1 out of memory, -2 malformed,
  * -3 out of numeric's range.

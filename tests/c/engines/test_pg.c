@@ -189,6 +189,47 @@ TEST(scalar_types_round_trip_through_select) {
     keel_db_close(db);
 }
 
+/*
+ * Parameters of the types keel declares go in binary; values the server's types cannot hold
+ * are refused by the server as they were in text, whichever form they took, and an int8
+ * parameter still narrows into an int4 column with the server's range check.
+ */
+TEST(binary_parameters_keep_the_servers_checks) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    /* About 9500 BC: representable in the binary form, before PostgreSQL's first timestamp. */
+    keel_error e = q_fail(c, "SELECT $1::timestamptz",
+                          (keel_value[]){keel_timestamptz(-300000000000000000LL)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.sqlstate, "22008");
+    /* So far out that the binary form would overflow: sent as text, refused all the same. */
+    e = q_fail(c, "SELECT $1::timestamp", (keel_value[]){keel_timestamp(INT64_MIN + 1)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    e = q_fail(c, "SELECT $1::date", (keel_value[]){keel_date(INT32_MIN + 1)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+
+    keel_result_free(q(c, "CREATE TEMP TABLE narrow (n int4, d date, t time, b bool)", NULL, 0));
+    e = q_fail(c, "INSERT INTO narrow (n) VALUES ($1)", (keel_value[]){keel_int(1LL << 40)}, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.sqlstate, "22003");
+    keel_value row[] = {keel_int(-7), keel_date(-719162), keel_time(1), keel_bool(1)};
+    keel_result_free(q(c, "INSERT INTO narrow VALUES ($1, $2, $3, $4)", row, 4));
+    keel_result *r = q(c, "SELECT n, d, t, b FROM narrow", NULL, 0);
+    CHECK_INT(keel_result_nrows(r), 1);
+    const keel_value *v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == -7);
+    v = keel_result_value(r, 0, 1);
+    CHECK(v && v->type == KEEL_TYPE_DATE && v->u.date == -719162);
+    v = keel_result_value(r, 0, 2);
+    CHECK(v && v->type == KEEL_TYPE_TIME && v->u.micros == 1);
+    v = keel_result_value(r, 0, 3);
+    CHECK(v && v->type == KEEL_TYPE_BOOL && v->u.boolean);
+    keel_result_free(r);
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(server_values_without_a_keel_type_come_back_as_text) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -1554,6 +1595,7 @@ TEST(copy_in_cancel_while_waiting_or_sending_loads_nothing) {
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
+    RUN(binary_parameters_keep_the_servers_checks);
     RUN(server_values_without_a_keel_type_come_back_as_text);
     RUN(every_type_round_trips_through_a_table_including_nulls);
     RUN(ten_megabyte_bytea_round_trips);

@@ -1520,21 +1520,34 @@ static int pg_drain_copy(pg_impl *p) {
 }
 
 /*
+ * The running statement's next result into *r (NULL at the end of a command's results): 1, or 0
+ * when more input is needed (the rows decoded so far are streamed meanwhile), or -1 when the
+ * connection failed. The data of a refused COPY TO STDOUT is dropped first.
+ */
+static int pg_next_result(pg_impl *p, PGresult **r) {
+    if (p->copy_out) {
+        int d = pg_drain_copy(p);
+        if (d <= 0)
+            return d;
+    }
+    if (PQisBusy(p->pg)) {
+        pg_stream_rows(p);
+        return 0;
+    }
+    *r = PQgetResult(p->pg);
+    return 1;
+}
+
+/*
  * Collects the results of a simple or extended-protocol statement. Returns 1 when all are in,
  * 0 when more input is needed, -1 when the connection failed.
  */
 static int pg_query_collect(pg_impl *p) {
     for (;;) {
-        if (p->copy_out) {
-            int d = pg_drain_copy(p);
-            if (d <= 0)
-                return d;
-        }
-        if (PQisBusy(p->pg)) {
-            pg_stream_rows(p);
-            return 0;
-        }
-        PGresult *r = PQgetResult(p->pg);
+        PGresult *r;
+        int got = pg_next_result(p, &r);
+        if (got <= 0)
+            return got;
         if (!r)
             return 1;
         ExecStatusType st = PQresultStatus(r);
@@ -2026,16 +2039,10 @@ static void pg_cached_single_row(pg_impl *p) {
  */
 static int pg_cached_collect(pg_impl *p) {
     for (;;) {
-        if (p->copy_out) {
-            int d = pg_drain_copy(p);
-            if (d <= 0)
-                return d;
-        }
-        if (PQisBusy(p->pg)) {
-            pg_stream_rows(p);
-            return 0;
-        }
-        PGresult *r = PQgetResult(p->pg);
+        PGresult *r;
+        int got = pg_next_result(p, &r);
+        if (got <= 0)
+            return got;
         if (!r && !p->xpipe) {
             int end = pg_cached_end(p);
             if (end != 0)

@@ -8,6 +8,7 @@
 #   make bench                 keel against the peer drivers (bench/README.md); BENCH_QUICK=1 for
 #                              a brief run. Installs wrk and the `bench` dependency group first.
 #   make install-c PREFIX=DIR  installs libkeel, headers, keel.pc and the keel CLI under DIR
+#   make format / format-check applies / checks the one C style (.clang-format) on every C file
 #   make clean
 #
 # Targets run one after another in the order written (.NOTPARALLEL); each compile uses JOBS jobs.
@@ -52,7 +53,7 @@ CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \
 
 .PHONY: help demo test build build-c build-asan build-tsan build-py test-c test-c-asan test-c-tsan \
 	test-python \
-	install-c check-install bootstrap services clean bench
+	install-c check-install bootstrap services clean bench format format-check
 
 help:
 	@echo "make demo                   run the demo FastAPI service on http://$(DEMO_HOST):$(DEMO_PORT)"
@@ -65,6 +66,8 @@ help:
 	@echo "make install-c PREFIX=DIR   install libkeel, its headers, keel.pc and the keel CLI"
 	@echo "make check-install          install into a temporary prefix and build hello.c with pkg-config"
 	@echo "make bench                  keel against asyncpg, psycopg, aiosqlite, SQLAlchemy (BENCH_QUICK=1: brief)"
+	@echo "make format                 format every C file with clang-format (.clang-format)"
+	@echo "make format-check           fail when a C file is not formatted"
 	@echo "make clean                  remove build/"
 
 bootstrap:
@@ -73,7 +76,7 @@ bootstrap:
 services:
 	@scripts/services
 
-test: bootstrap services build test-c test-c-asan test-c-tsan check-install test-python
+test: bootstrap format-check services build test-c test-c-asan test-c-tsan check-install test-python
 
 build: build-c build-py
 
@@ -164,6 +167,17 @@ demo: bootstrap build-py
 bench: bootstrap services build-py
 	bash bench/setup.sh
 	$(PYTHON) -m bench.run
+
+# Every C file the repository tracks, in one style (.clang-format, clang-format 14 from Debian).
+CLANG_FORMAT ?= clang-format-14
+C_FILES = $(shell git ls-files '*.c' '*.h')
+
+format: bootstrap
+	$(CLANG_FORMAT) -i $(C_FILES)
+
+format-check: bootstrap
+	$(CLANG_FORMAT) --dry-run --Werror $(C_FILES)
+	@echo "format-check: $(words $(C_FILES)) C files follow .clang-format"
 
 clean:
 	rm -rf build

@@ -51,7 +51,8 @@ static long long parse_count(const char *name, const char *text) {
     errno = 0;
     long long v = strtoll(text, &end, 10);
     if (errno != 0 || end == text || *end != '\0' || v < 0) {
-        fprintf(stderr, "sqlite_floor: %s must be a non-negative integer, not \"%s\"\n", name, text);
+        fprintf(stderr, "sqlite_floor: %s must be a non-negative integer, not \"%s\"\n", name,
+                text);
         exit(2);
     }
     return v;

@@ -6,17 +6,15 @@
 #include <keel/keel.h>
 
 /* Prints what went wrong and says whether the program must stop (anything but KEEL_OK). */
-static int failed(keel_status st, const keel_error *err, const char *what)
-{
+static int failed(keel_status st, const keel_error *err, const char *what) {
     if (st == KEEL_OK)
         return 0;
-    fprintf(stderr, "hello: %s failed: %s (%s%s%s): %s\n", what, keel_status_name(st),
-            err->engine, err->sqlstate[0] ? ", SQLSTATE " : "", err->sqlstate, err->message);
+    fprintf(stderr, "hello: %s failed: %s (%s%s%s): %s\n", what, keel_status_name(st), err->engine,
+            err->sqlstate[0] ? ", SQLSTATE " : "", err->sqlstate, err->message);
     return 1;
 }
 
-static void print_value(const keel_value *v)
-{
+static void print_value(const keel_value *v) {
     switch (v->type) {
     case KEEL_TYPE_NULL:
         fputs("NULL", stdout);
@@ -39,8 +37,7 @@ static void print_value(const keel_value *v)
     }
 }
 
-static void print_result(const keel_result *res)
-{
+static void print_result(const keel_result *res) {
     size_t r, c, ncols = keel_result_ncols(res);
 
     for (c = 0; c < ncols; c++)
@@ -56,9 +53,8 @@ static void print_result(const keel_result *res)
 }
 
 /* Runs one statement and discards its result. */
-static keel_status exec(keel_conn *conn, const char *sql, const keel_value *params,
-                        size_t nparams, keel_error *err)
-{
+static keel_status exec(keel_conn *conn, const char *sql, const keel_value *params, size_t nparams,
+                        keel_error *err) {
     keel_result *res = NULL;
     keel_status st = keel_conn_query_sync(conn, sql, params, nparams, &res, err);
 
@@ -67,8 +63,7 @@ static keel_status exec(keel_conn *conn, const char *sql, const keel_value *para
 }
 
 /* Everything the program does with its one leased connection; returns 0 on success. */
-static int run(keel_conn *conn, keel_error *err)
-{
+static int run(keel_conn *conn, keel_error *err) {
     keel_result *res = NULL;
     keel_status st;
 
@@ -81,7 +76,7 @@ static int run(keel_conn *conn, keel_error *err)
 
     /* One row: values are bound to $1…$n, never spliced into the SQL text. */
     {
-        keel_value params[] = {keel_int(1), keel_text("anchor"), keel_float(49.5)};
+        keel_value params[] = { keel_int(1), keel_text("anchor"), keel_float(49.5) };
         st = exec(conn, "INSERT INTO items (id, name, price) VALUES ($1, $2, $3)", params, 3, err);
         if (failed(st, err, "INSERT"))
             return 1;
@@ -94,8 +89,8 @@ static int run(keel_conn *conn, keel_error *err)
             keel_int(3), keel_text("compass"), keel_float(30.0),
             keel_int(4), keel_text("lantern"), keel_float(18.75),
         };
-        st = keel_conn_query_many_sync(conn, "INSERT INTO items (id, name, price) VALUES ($1, $2, $3)",
-                                       rows, 3, 3, &res, err);
+        st = keel_conn_query_many_sync(
+            conn, "INSERT INTO items (id, name, price) VALUES ($1, $2, $3)", rows, 3, 3, &res, err);
         if (failed(st, err, "batch INSERT"))
             return 1;
         printf("inserted %" PRId64 " rows in one batch\n", keel_result_affected(res));
@@ -108,8 +103,8 @@ static int run(keel_conn *conn, keel_error *err)
     if (failed(st, err, "BEGIN"))
         return 1;
     {
-        keel_value a[] = {keel_float(0.9), keel_int(1)};
-        keel_value b[] = {keel_float(1.1), keel_int(2)};
+        keel_value a[] = { keel_float(0.9), keel_int(1) };
+        keel_value b[] = { keel_float(1.1), keel_int(2) };
         st = exec(conn, "UPDATE items SET price = price * $1 WHERE id = $2", a, 2, err);
         if (st == KEEL_OK)
             st = exec(conn, "UPDATE items SET price = price * $1 WHERE id = $2", b, 2, err);
@@ -128,8 +123,8 @@ static int run(keel_conn *conn, keel_error *err)
     if (failed(st, err, "BEGIN"))
         return 1;
     {
-        keel_value ok[] = {keel_int(5), keel_text("sextant"), keel_float(99.0)};
-        keel_value dup[] = {keel_int(6), keel_text("rope"), keel_float(1.0)};
+        keel_value ok[] = { keel_int(5), keel_text("sextant"), keel_float(99.0) };
+        keel_value dup[] = { keel_int(6), keel_text("rope"), keel_float(1.0) };
         st = exec(conn, "INSERT INTO items (id, name, price) VALUES ($1, $2, $3)", ok, 3, err);
         if (failed(st, err, "INSERT"))
             return 1;
@@ -147,7 +142,7 @@ static int run(keel_conn *conn, keel_error *err)
 
     /* Read everything back. */
     {
-        keel_value min_price[] = {keel_float(10.0)};
+        keel_value min_price[] = { keel_float(10.0) };
         st = keel_conn_query_sync(conn,
                                   "SELECT id, name, price FROM items WHERE price >= $1 ORDER BY id",
                                   min_price, 1, &res, err);
@@ -164,8 +159,7 @@ static int run(keel_conn *conn, keel_error *err)
     return 0;
 }
 
-int main(void)
-{
+int main(void) {
     keel_config *cfg = NULL;
     keel_db *db = NULL;
     keel_conn *conn = NULL;
@@ -188,7 +182,7 @@ int main(void)
         st = keel_config_set(cfg, "databases.default.pool.max_size", "1", &err);
     if (st == KEEL_OK)
         st = keel_db_open(&db, cfg, NULL, &err); /* NULL loop: a private blocking loop */
-    keel_config_free(cfg);                      /* keel_db_open keeps its own copy */
+    keel_config_free(cfg);                       /* keel_db_open keeps its own copy */
     if (failed(st, &err, "configuration"))
         return EXIT_FAILURE;
 

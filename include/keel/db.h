@@ -34,10 +34,10 @@ typedef struct keel_conn keel_conn;
 
 /* Transaction state of a connection as last reported by the engine, without a round trip. */
 typedef enum keel_txn_status {
-    KEEL_TXN_IDLE = 0,    /* not in a transaction */
-    KEEL_TXN_ACTIVE = 1,  /* inside a transaction block */
-    KEEL_TXN_FAILED = 2,  /* inside a failed transaction block: only ROLLBACK works */
-    KEEL_TXN_UNKNOWN = 3  /* a statement is running, or the connection is broken */
+    KEEL_TXN_IDLE = 0,   /* not in a transaction */
+    KEEL_TXN_ACTIVE = 1, /* inside a transaction block */
+    KEEL_TXN_FAILED = 2, /* inside a failed transaction block: only ROLLBACK works */
+    KEEL_TXN_UNKNOWN = 3 /* a statement is running, or the connection is broken */
 } keel_txn_status;
 
 /* Transaction control; savepoints are named after their depth (keel_sp_1, keel_sp_2…). */
@@ -52,10 +52,10 @@ typedef enum keel_txn_op {
 
 /* Snapshot of a pool, for health and metrics. */
 typedef struct keel_pool_stats {
-    size_t size;      /* open connections, idle or leased, plus those being opened */
+    size_t size; /* open connections, idle or leased, plus those being opened */
     size_t idle;
     size_t leased;
-    size_t waiting;   /* acquire requests queued */
+    size_t waiting; /* acquire requests queued */
     size_t min_size;
     size_t max_size;
     double acquire_timeout; /* seconds */
@@ -227,8 +227,7 @@ KEEL_API keel_status keel_conn_command(keel_conn *conn, const char *dbname, cons
  * engines, the ping command on MongoDB). Completes like keel_conn_query; the result has no use.
  * Sync errors: those of keel_conn_query.
  */
-KEEL_API keel_status keel_conn_ping(keel_conn *conn, keel_query_cb cb, void *arg,
-                                    keel_error *err);
+KEEL_API keel_status keel_conn_ping(keel_conn *conn, keel_query_cb cb, void *arg, keel_error *err);
 
 /* Begins, commits, rolls back or manages a savepoint. Completes like keel_conn_query. */
 KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsigned depth,
@@ -254,20 +253,19 @@ KEEL_API keel_status keel_conn_query_sync(keel_conn *conn, const char *sql,
                                           keel_result **out, keel_error *err);
 KEEL_API keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql,
                                                const keel_value *params, size_t nrows,
-                                               size_t nparams, keel_result **out,
-                                               keel_error *err);
+                                               size_t nparams, keel_result **out, keel_error *err);
 /* keel_conn_copy_in, blocking; *loaded (may be NULL) receives the number of rows loaded. */
-KEEL_API keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema,
-                                            const char *table, const char *const *columns,
-                                            size_t ncols, const keel_value *rows, size_t nrows,
-                                            int64_t *loaded, keel_error *err);
+KEEL_API keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const char *table,
+                                            const char *const *columns, size_t ncols,
+                                            const keel_value *rows, size_t nrows, int64_t *loaded,
+                                            keel_error *err);
 KEEL_API keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                                 keel_error *err);
 KEEL_API keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err);
 /* Acquire, run one statement, release. *out may be NULL to discard the result. */
 KEEL_API keel_status keel_db_query_sync(keel_db *db, const char *database, const char *sql,
-                                        const keel_value *params, size_t nparams,
-                                        keel_result **out, keel_error *err);
+                                        const keel_value *params, size_t nparams, keel_result **out,
+                                        keel_error *err);
 
 #ifdef __cplusplus
 }

@@ -50,9 +50,9 @@ typedef enum keel_status {
  */
 typedef struct keel_error {
     keel_status code;
-    char sqlstate[6];                        /* five-character SQLSTATE, or "" */
-    char engine[KEEL_ERROR_ENGINE_MAX];      /* "postgresql", "sqlite", "keel"… */
-    char database[KEEL_ERROR_DATABASE_MAX];  /* the configured database name, or "" */
+    char sqlstate[6];                       /* five-character SQLSTATE, or "" */
+    char engine[KEEL_ERROR_ENGINE_MAX];     /* "postgresql", "sqlite", "keel"… */
+    char database[KEEL_ERROR_DATABASE_MAX]; /* the configured database name, or "" */
     char message[KEEL_ERROR_MESSAGE_MAX];
 } keel_error;
 

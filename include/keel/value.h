@@ -14,18 +14,18 @@ extern "C" {
 typedef enum keel_type {
     KEEL_TYPE_NULL = 0,
     KEEL_TYPE_BOOL = 1,
-    KEEL_TYPE_INT = 2,         /* int64 */
-    KEEL_TYPE_FLOAT = 3,       /* float64 */
-    KEEL_TYPE_NUMERIC = 4,     /* exact decimal, as text ("-12.3400", "NaN") */
-    KEEL_TYPE_TEXT = 5,        /* UTF-8 */
+    KEEL_TYPE_INT = 2,     /* int64 */
+    KEEL_TYPE_FLOAT = 3,   /* float64 */
+    KEEL_TYPE_NUMERIC = 4, /* exact decimal, as text ("-12.3400", "NaN") */
+    KEEL_TYPE_TEXT = 5,    /* UTF-8 */
     KEEL_TYPE_BYTES = 6,
-    KEEL_TYPE_DATE = 7,        /* days since 1970-01-01 (proleptic Gregorian) */
-    KEEL_TYPE_TIME = 8,        /* microseconds since midnight */
-    KEEL_TYPE_TIMESTAMP = 9,   /* microseconds since 1970-01-01T00:00:00, no time zone */
+    KEEL_TYPE_DATE = 7,         /* days since 1970-01-01 (proleptic Gregorian) */
+    KEEL_TYPE_TIME = 8,         /* microseconds since midnight */
+    KEEL_TYPE_TIMESTAMP = 9,    /* microseconds since 1970-01-01T00:00:00, no time zone */
     KEEL_TYPE_TIMESTAMPTZ = 10, /* microseconds since 1970-01-01T00:00:00Z (UTC) */
-    KEEL_TYPE_UUID = 11,       /* 16 bytes, network order */
-    KEEL_TYPE_JSON = 12,       /* JSON document as UTF-8 text */
-    KEEL_TYPE_DOCUMENT = 13    /* BSON document bytes (document engines: MongoDB) */
+    KEEL_TYPE_UUID = 11,        /* 16 bytes, network order */
+    KEEL_TYPE_JSON = 12,        /* JSON document as UTF-8 text */
+    KEEL_TYPE_DOCUMENT = 13     /* BSON document bytes (document engines: MongoDB) */
 } keel_type;
 
 /*

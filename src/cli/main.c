@@ -18,8 +18,7 @@ typedef struct check_row {
     keel_error err;
 } check_row;
 
-static void usage(FILE *out)
-{
+static void usage(FILE *out) {
     fputs("usage: keel <command> [arguments]\n"
           "\n"
           "commands:\n"
@@ -41,8 +40,7 @@ static void usage(FILE *out)
  * Which configuration file to load: the argument, then $KEEL_CONFIG, then ./keel.yaml when it
  * exists. NULL means none, so the built-in default applies.
  */
-static const char *config_path(const char *arg)
-{
+static const char *config_path(const char *arg) {
     const char *env;
 
     if (arg)
@@ -56,8 +54,7 @@ static const char *config_path(const char *arg)
 }
 
 /* Builds and validates the configuration; prints the reason and returns NULL on failure. */
-static keel_config *load_config(const char *path)
-{
+static keel_config *load_config(const char *path) {
     keel_config *cfg = NULL;
     keel_error err;
 
@@ -65,8 +62,8 @@ static keel_config *load_config(const char *path)
     if (keel_config_new(&cfg, &err) != KEEL_OK ||
         (path && keel_config_load_file(cfg, path, &err) != KEEL_OK) ||
         keel_config_apply_env(cfg, &err) != KEEL_OK || keel_config_validate(cfg, &err) != KEEL_OK) {
-        fprintf(stderr, "keel: configuration error%s%s: %s\n", path ? " in " : "",
-                path ? path : "", err.message[0] ? err.message : keel_strerror(err.code));
+        fprintf(stderr, "keel: configuration error%s%s: %s\n", path ? " in " : "", path ? path : "",
+                err.message[0] ? err.message : keel_strerror(err.code));
         keel_config_free(cfg);
         return NULL;
     }
@@ -77,8 +74,7 @@ static keel_config *load_config(const char *path)
  * Leases a connection (opening one on the first use) and pings the server. The latency is
  * the whole round trip the operator waits for, connection set-up included.
  */
-static void check_database(keel_db *db, check_row *row)
-{
+static void check_database(keel_db *db, check_row *row) {
     keel_conn *conn = NULL;
     int64_t start = keel_now_ms();
 
@@ -89,13 +85,9 @@ static void check_database(keel_db *db, check_row *row)
     keel_conn_release(conn);
 }
 
-static int max_int(int a, int b)
-{
-    return a > b ? a : b;
-}
+static int max_int(int a, int b) { return a > b ? a : b; }
 
-static void print_table(const check_row *rows, size_t n)
-{
+static void print_table(const check_row *rows, size_t n) {
     int wname = (int)strlen("DATABASE"), wengine = (int)strlen("ENGINE");
     size_t i;
 
@@ -118,8 +110,7 @@ static void print_table(const check_row *rows, size_t n)
     }
 }
 
-static int cmd_check(const char *arg)
-{
+static int cmd_check(const char *arg) {
     keel_config *cfg;
     keel_db *db = NULL;
     keel_error err;
@@ -159,8 +150,7 @@ static int cmd_check(const char *arg)
     return failed ? EXIT_CHECK_FAILED : EXIT_SUCCESS;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : NULL;
 
     if (!cmd) {

@@ -69,7 +69,7 @@ struct keel_config {
     db_entry **dbs; /* entries are allocated one by one so views keep their address */
     size_t ndbs;
     pool_layer pool;
-    opt_list extras; /* migrations.*, cache.*, security.*, observability.* kept for later use */
+    opt_list extras;   /* migrations.*, cache.*, security.*, observability.* kept for later use */
     unsigned long seq; /* counts database values set, to order them */
     int validated;
     const char *default_resolved; /* after validation: the default database's name */
@@ -105,50 +105,48 @@ static const struct {
     const char *field;
     key_kind kind;
 } db_fields[] = {
-    {"url", KEY_URL},           {"engine", KEY_ENGINE},     {"host", KEY_HOST},
-    {"port", KEY_PORT},         {"database", KEY_DATABASE}, {"user", KEY_USER},
-    {"password", KEY_PASSWORD}, {"connect_timeout", KEY_CONNECT_TIMEOUT},
+    { "url", KEY_URL },           { "engine", KEY_ENGINE },
+    { "host", KEY_HOST },         { "port", KEY_PORT },
+    { "database", KEY_DATABASE }, { "user", KEY_USER },
+    { "password", KEY_PASSWORD }, { "connect_timeout", KEY_CONNECT_TIMEOUT },
 };
 
 static const struct {
     const char *field;
     key_kind kind;
 } pool_fields[] = {
-    {"min_size", KEY_POOL_MIN},
-    {"max_size", KEY_POOL_MAX},
-    {"acquire_timeout", KEY_POOL_ACQUIRE},
+    { "min_size", KEY_POOL_MIN },
+    { "max_size", KEY_POOL_MAX },
+    { "acquire_timeout", KEY_POOL_ACQUIRE },
 };
 
 /* Sections whose whole subtree is stored for later issues and not interpreted yet. */
-static const char *const extra_sections[] = {"migrations", "cache", "security", "observability"};
+static const char *const extra_sections[] = { "migrations", "cache", "security", "observability" };
 
 /* Engine names a user may write, and the canonical name each stands for. */
 static const struct {
     const char *alias;
     const char *canonical;
 } engine_names[] = {
-    {"postgresql", "postgresql"}, {"postgres", "postgresql"}, {"sqlite", "sqlite"},
-    {"sqlite3", "sqlite"},        {"mysql", "mysql"},         {"mariadb", "mysql"},
-    {"mongodb", "mongodb"},       {"mongo", "mongodb"},       {"mongodb+srv", "mongodb"},
+    { "postgresql", "postgresql" }, { "postgres", "postgresql" }, { "sqlite", "sqlite" },
+    { "sqlite3", "sqlite" },        { "mysql", "mysql" },         { "mariadb", "mysql" },
+    { "mongodb", "mongodb" },       { "mongo", "mongodb" },       { "mongodb+srv", "mongodb" },
 };
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
-static keel_status nomem(keel_error *err)
-{
+static keel_status nomem(keel_error *err) {
     return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory in the configuration");
 }
 
-static const char *canonical_engine(const char *name)
-{
+static const char *canonical_engine(const char *name) {
     for (size_t i = 0; i < NELEMS(engine_names); i++)
         if (strcmp(name, engine_names[i].alias) == 0)
             return engine_names[i].canonical;
     return NULL;
 }
 
-static int valid_db_name(const char *s, size_t n)
-{
+static int valid_db_name(const char *s, size_t n) {
     if (n == 0)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -161,8 +159,7 @@ static int valid_db_name(const char *s, size_t n)
 }
 
 /* Replaces *slot with a copy of value (NULL clears). Returns 0 or -1 (OOM, *slot unchanged). */
-static int set_string(char **slot, const char *value)
-{
+static int set_string(char **slot, const char *value) {
     char *copy = NULL;
     if (value && !(copy = strdup(value)))
         return -1;
@@ -174,8 +171,7 @@ static int set_string(char **slot, const char *value)
 /* ---- value parsing ---------------------------------------------------------------------- */
 
 /* Parses a non-negative decimal integer without sign or spaces. Returns 0 or -1. */
-static int parse_size(const char *s, size_t *out)
-{
+static int parse_size(const char *s, size_t *out) {
     size_t v = 0;
     if (!*s)
         return -1;
@@ -195,8 +191,7 @@ static int parse_size(const char *s, size_t *out)
  * Parses non-negative decimal seconds ("30", "2.5", ".5"). Done by hand rather than with strtod
  * so the host's locale cannot change what a decimal point is. Returns 0 or -1.
  */
-static int parse_seconds(const char *s, double *out)
-{
+static int parse_seconds(const char *s, double *out) {
     double v = 0, scale = 1;
     int digits = 0, dot = 0;
     for (; *s; s++) {
@@ -220,8 +215,8 @@ static int parse_seconds(const char *s, double *out)
     return 0;
 }
 
-static keel_status parse_port_value(const char *path, const char *value, int *port, keel_error *err)
-{
+static keel_status parse_port_value(const char *path, const char *value, int *port,
+                                    keel_error *err) {
     size_t v;
     if (parse_size(value, &v) != 0 || v < 1 || v > 65535)
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
@@ -230,8 +225,8 @@ static keel_status parse_port_value(const char *path, const char *value, int *po
     return KEEL_OK;
 }
 
-static keel_status parse_size_value(const char *path, const char *value, size_t *out, keel_error *err)
-{
+static keel_status parse_size_value(const char *path, const char *value, size_t *out,
+                                    keel_error *err) {
     if (parse_size(value, out) != 0)
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
                                "%s: expected a non-negative integer, got '%s'", path, value);
@@ -239,8 +234,7 @@ static keel_status parse_size_value(const char *path, const char *value, size_t 
 }
 
 static keel_status parse_seconds_value(const char *path, const char *value, double *out,
-                                       keel_error *err)
-{
+                                       keel_error *err) {
     if (parse_seconds(value, out) != 0)
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
                                "%s: expected a non-negative number of seconds (e.g. 2.5), got '%s'",
@@ -251,8 +245,7 @@ static keel_status parse_seconds_value(const char *path, const char *value, doub
 /* ---- secret references ------------------------------------------------------------------- */
 
 /* Wipes a buffer that may have held a secret, then frees it. */
-static void buf_free_secret(keel__buf *b)
-{
+static void buf_free_secret(keel__buf *b) {
     if (b->data)
         explicit_bzero(b->data, b->cap);
     keel__buf_free(b);
@@ -260,13 +253,13 @@ static void buf_free_secret(keel__buf *b)
 
 /* Reads a secret file into out, trailing newlines stripped. Errors name the path, never content. */
 static keel_status read_secret_file(const char *path, const char *keypath, keel__buf *out,
-                                    keel_error *err)
-{
+                                    keel_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "%s: cannot read secret file '%s': %s",
-                               keypath, path, strerror(errno));
-    keel__buf content = {0};
+        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
+                               "%s: cannot read secret file '%s': %s", keypath, path,
+                               strerror(errno));
+    keel__buf content = { 0 };
     keel_status st = KEEL_OK;
     for (;;) {
         if (keel__buf_reserve(&content, 4096) != 0) {
@@ -277,8 +270,9 @@ static keel_status read_secret_file(const char *path, const char *keypath, keel_
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            st = keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "%s: cannot read secret file '%s': %s",
-                                 keypath, path, strerror(errno));
+            st = keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
+                                 "%s: cannot read secret file '%s': %s", keypath, path,
+                                 strerror(errno));
             break;
         }
         if (n == 0)
@@ -293,8 +287,8 @@ static keel_status read_secret_file(const char *path, const char *keypath, keel_
     }
     close(fd);
     if (st == KEEL_OK && content.len && memchr(content.data, '\0', content.len))
-        st = keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "%s: secret file '%s' contains a NUL byte",
-                             keypath, path);
+        st = keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
+                             "%s: secret file '%s' contains a NUL byte", keypath, path);
     if (st == KEEL_OK) {
         size_t n = content.len;
         while (n > 0 && (content.data[n - 1] == '\n' || content.data[n - 1] == '\r'))
@@ -311,8 +305,8 @@ static keel_status read_secret_file(const char *path, const char *keypath, keel_
  * when out is NULL. "$${" stands for a literal "${". Messages start with keypath and never show
  * the value or what a reference resolved to.
  */
-static keel_status expand_refs(const char *value, const char *keypath, keel__buf *out, keel_error *err)
-{
+static keel_status expand_refs(const char *value, const char *keypath, keel__buf *out,
+                               keel_error *err) {
     const char *p = value;
     while (*p) {
         const char *dollar = strchr(p, '$');
@@ -359,8 +353,8 @@ static keel_status expand_refs(const char *value, const char *keypath, keel__buf
         const char *arg = body + (is_env ? 4 : 5);
         size_t alen = (size_t)(close - arg);
         if (alen == 0)
-            return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "%s: empty %s",
-                                   keypath, is_env ? "${env:} reference" : "${file:} reference");
+            return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "%s: empty %s", keypath,
+                                   is_env ? "${env:} reference" : "${file:} reference");
         if (out) {
             char *name = strndup(arg, alen);
             if (!name)
@@ -385,8 +379,8 @@ static keel_status expand_refs(const char *value, const char *keypath, keel__buf
     return KEEL_OK;
 }
 
-keel_status keel__config_resolve(const char *value, const char *keypath, char **out, keel_error *err)
-{
+keel_status keel__config_resolve(const char *value, const char *keypath, char **out,
+                                 keel_error *err) {
     if (!out)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel__config_resolve: out must not be NULL");
@@ -394,7 +388,7 @@ keel_status keel__config_resolve(const char *value, const char *keypath, char **
     if (!value)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel__config_resolve: value must not be NULL");
-    keel__buf b = {0};
+    keel__buf b = { 0 };
     keel_status st = expand_refs(value, keypath ? keypath : "value", &b, err);
     if (st == KEEL_OK) {
         *out = strdup(b.data ? b.data : "");
@@ -407,8 +401,7 @@ keel_status keel__config_resolve(const char *value, const char *keypath, char **
 
 /* ---- option lists and layers ------------------------------------------------------------- */
 
-static keel__option *opt_find(const opt_list *l, const char *key)
-{
+static keel__option *opt_find(const opt_list *l, const char *key) {
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->items[i].key, key) == 0)
             return &l->items[i];
@@ -416,8 +409,7 @@ static keel__option *opt_find(const opt_list *l, const char *key)
 }
 
 /* Sets key to value (both copied) at time seq, replacing an existing key. Returns 0 or -1 (OOM). */
-static int opt_set(opt_list *l, const char *key, const char *value, unsigned long seq)
-{
+static int opt_set(opt_list *l, const char *key, const char *value, unsigned long seq) {
     keel__option *o = opt_find(l, key);
     if (o) {
         if (set_string(&o->value, value) != 0)
@@ -446,8 +438,7 @@ static int opt_set(opt_list *l, const char *key, const char *value, unsigned lon
     return 0;
 }
 
-static void opt_free(opt_list *l)
-{
+static void opt_free(opt_list *l) {
     for (size_t i = 0; i < l->n; i++) {
         free(l->items[i].key);
         free(l->items[i].value);
@@ -459,16 +450,14 @@ static void opt_free(opt_list *l)
     l->n = 0;
 }
 
-static int opt_copy(opt_list *dst, const opt_list *src)
-{
+static int opt_copy(opt_list *dst, const opt_list *src) {
     for (size_t i = 0; i < src->n; i++)
         if (opt_set(dst, src->items[i].key, src->items[i].value, src->seqs[i]) != 0)
             return -1;
     return 0;
 }
 
-static void layer_free(db_layer *l)
-{
+static void layer_free(db_layer *l) {
     free(l->engine);
     free(l->host);
     free(l->database);
@@ -478,8 +467,7 @@ static void layer_free(db_layer *l)
     memset(l, 0, sizeof *l);
 }
 
-static int layer_copy(db_layer *dst, const db_layer *src)
-{
+static int layer_copy(db_layer *dst, const db_layer *src) {
     *dst = *src;
     dst->engine = dst->host = dst->database = dst->user = dst->password = NULL;
     dst->options.items = NULL;
@@ -493,8 +481,7 @@ static int layer_copy(db_layer *dst, const db_layer *src)
                : 0;
 }
 
-static void entry_free(db_entry *e)
-{
+static void entry_free(db_entry *e) {
     if (!e)
         return;
     free(e->name);
@@ -505,8 +492,7 @@ static void entry_free(db_entry *e)
     free(e);
 }
 
-static db_entry *find_entry(const keel_config *cfg, const char *name, size_t len)
-{
+static db_entry *find_entry(const keel_config *cfg, const char *name, size_t len) {
     for (size_t i = 0; i < cfg->ndbs; i++)
         if (strlen(cfg->dbs[i]->name) == len && memcmp(cfg->dbs[i]->name, name, len) == 0)
             return cfg->dbs[i];
@@ -514,8 +500,7 @@ static db_entry *find_entry(const keel_config *cfg, const char *name, size_t len
 }
 
 /* The entry for name, created (last in order) on first mention. NULL when out of memory. */
-static db_entry *get_entry(keel_config *cfg, const char *name, size_t len)
-{
+static db_entry *get_entry(keel_config *cfg, const char *name, size_t len) {
     db_entry *e = find_entry(cfg, name, len);
     if (e)
         return e;
@@ -535,8 +520,7 @@ static db_entry *get_entry(keel_config *cfg, const char *name, size_t len)
 /* ---- key paths --------------------------------------------------------------------------- */
 
 /* Edit distance between two short strings; large when either is too long to bother. */
-static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb)
-{
+static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb) {
     size_t row[33];
     if (la > 32 || lb > 32)
         return (size_t)-1;
@@ -560,8 +544,7 @@ static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb)
 }
 
 /* The candidate closest to [s, s+n) when it is close enough to be an obvious typo, else NULL. */
-static const char *closest(const char *s, size_t n, const char *const *cands, size_t ncands)
-{
+static const char *closest(const char *s, size_t n, const char *const *cands, size_t ncands) {
     const char *best = NULL;
     size_t best_d = (size_t)-1;
     for (size_t i = 0; i < ncands; i++) {
@@ -580,14 +563,13 @@ static const char *closest(const char *s, size_t n, const char *const *cands, si
  * Suggests a known key for an unknown path by correcting each segment to its closest known
  * name. Writes into buf and returns 1, or 0 when no obvious correction exists.
  */
-static int suggest_key(const char *path, char *buf, size_t size)
-{
-    static const char *const top[] = {"default",    "databases", "pool",    "migrations",
-                                      "cache",      "security",  "observability"};
-    static const char *const dbf[] = {"url",      "engine", "host",            "port",
-                                      "database", "user",   "password",        "connect_timeout",
-                                      "options",  "pool"};
-    static const char *const poolf[] = {"min_size", "max_size", "acquire_timeout"};
+static int suggest_key(const char *path, char *buf, size_t size) {
+    static const char *const top[] = { "default", "databases", "pool",         "migrations",
+                                       "cache",   "security",  "observability" };
+    static const char *const dbf[] = { "url",      "engine", "host",     "port",
+                                       "database", "user",   "password", "connect_timeout",
+                                       "options",  "pool" };
+    static const char *const poolf[] = { "min_size", "max_size", "acquire_timeout" };
     const char *seg[6];
     size_t len[6], nseg = 0;
     for (const char *p = path; nseg < NELEMS(seg);) {
@@ -636,8 +618,9 @@ static int suggest_key(const char *path, char *buf, size_t size)
     }
     size_t off = 0;
     for (size_t i = 0; i < nseg; i++) {
-        int n = fixed[i] ? snprintf(buf + off, size - off, "%s%s", i ? "." : "", fixed[i])
-                         : snprintf(buf + off, size - off, "%s%.*s", i ? "." : "", (int)len[i], seg[i]);
+        int n = fixed[i]
+                    ? snprintf(buf + off, size - off, "%s%s", i ? "." : "", fixed[i])
+                    : snprintf(buf + off, size - off, "%s%.*s", i ? "." : "", (int)len[i], seg[i]);
         if (n < 0 || (size_t)n >= size - off)
             return 0;
         off += (size_t)n;
@@ -645,31 +628,29 @@ static int suggest_key(const char *path, char *buf, size_t size)
     return strcmp(buf, path) != 0;
 }
 
-static keel_status unknown_key(const char *path, keel_error *err)
-{
+static keel_status unknown_key(const char *path, keel_error *err) {
     char suggestion[256];
     if (suggest_key(path, suggestion, sizeof suggestion))
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
-                               "unknown configuration key '%s' (did you mean '%s'?)", path, suggestion);
-    return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "unknown configuration key '%s'", path);
+                               "unknown configuration key '%s' (did you mean '%s'?)", path,
+                               suggestion);
+    return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL, "unknown configuration key '%s'",
+                           path);
 }
 
-static keel_status section_key(const char *path, keel_error *err)
-{
+static keel_status section_key(const char *path, keel_error *err) {
     return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
                            "configuration key '%s' is a section, not a value: set one of its keys "
                            "(e.g. '%s.…')",
                            path, path);
 }
 
-static int starts_with(const char *s, const char *prefix)
-{
+static int starts_with(const char *s, const char *prefix) {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* Recognises a pool field name (the part after "pool."), recording its kind in t. */
-static int pool_field(const char *field, key_target *t)
-{
+static int pool_field(const char *field, key_target *t) {
     for (size_t i = 0; i < NELEMS(pool_fields); i++)
         if (strcmp(field, pool_fields[i].field) == 0) {
             t->kind = pool_fields[i].kind;
@@ -679,8 +660,7 @@ static int pool_field(const char *field, key_target *t)
 }
 
 /* Finds what path designates; unknown keys and sections get an error naming the path. */
-static keel_status parse_key(const char *path, key_target *t, keel_error *err)
-{
+static keel_status parse_key(const char *path, key_target *t, keel_error *err) {
     memset(t, 0, sizeof *t);
     if (strcmp(path, "default") == 0) {
         t->kind = KEY_DEFAULT;
@@ -709,9 +689,10 @@ static keel_status parse_key(const char *path, key_target *t, keel_error *err)
     const char *dot = strchr(name, '.');
     size_t nlen = dot ? (size_t)(dot - name) : strlen(name);
     if (!valid_db_name(name, nlen))
-        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
-                               "invalid database name '%.*s' in '%s' (use letters, digits, '_' and '-')",
-                               (int)nlen, name, path);
+        return keel__error_set(
+            err, KEEL_ERR_CONFIG, NULL, NULL,
+            "invalid database name '%.*s' in '%s' (use letters, digits, '_' and '-')", (int)nlen,
+            name, path);
     if (!dot)
         return section_key(path, err);
     t->name = name;
@@ -738,13 +719,12 @@ static keel_status parse_key(const char *path, key_target *t, keel_error *err)
 
 /* Resolves an engine name to its canonical form, checking that this build has it. */
 static keel_status engine_value(const char *path, const char *value, const char **canonical,
-                                keel_error *err)
-{
+                                keel_error *err) {
     const char *c = canonical_engine(value);
     if (!c)
-        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
-                               "%s: unknown engine '%s' (expected postgresql, sqlite, mysql or mongodb)",
-                               path, value);
+        return keel__error_set(
+            err, KEEL_ERR_CONFIG, NULL, NULL,
+            "%s: unknown engine '%s' (expected postgresql, sqlite, mysql or mongodb)", path, value);
     if (!keel__engine_find(c))
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
                                "%s: engine '%s' is not available in this build", path, c);
@@ -757,15 +737,15 @@ static keel_status engine_value(const char *path, const char *value, const char 
  * part the url has is stamped with seq.
  */
 static keel_status layer_from_url(const char *path, const char *dbname, const char *text,
-                                  unsigned long seq, db_layer *l, keel_error *err)
-{
+                                  unsigned long seq, db_layer *l, keel_error *err) {
     memset(l, 0, sizeof *l);
     if (starts_with(text, "${"))
-        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, dbname,
-                               "%s: a reference cannot stand for the whole URL; reference the password "
-                               "only (postgresql://user:${env:PW}@host/db) or set the URL through the "
-                               "KEEL_DATABASES__%s__URL environment variable",
-                               path, dbname);
+        return keel__error_set(
+            err, KEEL_ERR_CONFIG, NULL, dbname,
+            "%s: a reference cannot stand for the whole URL; reference the password "
+            "only (postgresql://user:${env:PW}@host/db) or set the URL through the "
+            "KEEL_DATABASES__%s__URL environment variable",
+            path, dbname);
     keel__url u;
     keel_error uerr;
     keel_error_clear(&uerr);
@@ -819,7 +799,7 @@ static keel_status layer_from_url(const char *path, const char *dbname, const ch
         }
     }
     keel__url_free(&u);
-    const char *parts[] = {l->host, l->user, l->password, l->database};
+    const char *parts[] = { l->host, l->user, l->password, l->database };
     for (size_t i = 0; st == KEEL_OK && i < NELEMS(parts); i++)
         if (parts[i])
             st = expand_refs(parts[i], path, NULL, err);
@@ -829,9 +809,8 @@ static keel_status layer_from_url(const char *path, const char *dbname, const ch
 }
 
 /* Applies a value to a database key; the value has not been checked yet. */
-static keel_status set_db_key(keel_config *cfg, const key_target *t, const char *path, const char *value,
-                              keel_error *err)
-{
+static keel_status set_db_key(keel_config *cfg, const key_target *t, const char *path,
+                              const char *value, keel_error *err) {
     char dbname[128];
     snprintf(dbname, sizeof dbname, "%.*s", (int)t->name_len, t->name);
     /* Every check happens before the entry is looked up, so a rejected value does not create a
@@ -944,8 +923,7 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
 
 /* Sets one of pool.min_size, pool.max_size and pool.acquire_timeout (defaults for every database). */
 static keel_status set_global_pool(keel_config *cfg, const key_target *t, const char *path,
-                                   const char *value, keel_error *err)
-{
+                                   const char *value, keel_error *err) {
     keel_status st;
     if (t->kind == KEY_POOL_ACQUIRE) {
         st = parse_seconds_value(path, value, &cfg->pool.acquire_timeout, err);
@@ -966,8 +944,8 @@ static keel_status set_global_pool(keel_config *cfg, const key_target *t, const 
     return KEEL_OK;
 }
 
-keel_status keel_config_set(keel_config *cfg, const char *path, const char *value, keel_error *err)
-{
+keel_status keel_config_set(keel_config *cfg, const char *path, const char *value,
+                            keel_error *err) {
     if (!cfg || !path || !value)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_set: cfg, path and value must not be NULL");
@@ -978,9 +956,9 @@ keel_status keel_config_set(keel_config *cfg, const char *path, const char *valu
     switch (t.kind) {
     case KEY_DEFAULT:
         if (!valid_db_name(value, strlen(value)))
-            return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
-                                   "default: invalid database name '%s' (use letters, digits, '_' and '-')",
-                                   value);
+            return keel__error_set(
+                err, KEEL_ERR_CONFIG, NULL, NULL,
+                "default: invalid database name '%s' (use letters, digits, '_' and '-')", value);
         if (set_string(&cfg->default_name, value) != 0)
             return nomem(err);
         break;
@@ -992,7 +970,8 @@ keel_status keel_config_set(keel_config *cfg, const char *path, const char *valu
             return nomem(err);
         break;
     default:
-        st = t.global ? set_global_pool(cfg, &t, path, value, err) : set_db_key(cfg, &t, path, value, err);
+        st = t.global ? set_global_pool(cfg, &t, path, value, err)
+                      : set_db_key(cfg, &t, path, value, err);
         if (st)
             return st;
         break;
@@ -1001,15 +980,13 @@ keel_status keel_config_set(keel_config *cfg, const char *path, const char *valu
     return KEEL_OK;
 }
 
-keel_status keel_config_set_url(keel_config *cfg, const char *url, keel_error *err)
-{
+keel_status keel_config_set_url(keel_config *cfg, const char *url, keel_error *err) {
     keel_status st = keel_config_set(cfg, "databases.default.url", url, err);
     return st ? st : keel_config_set(cfg, "default", "default", err);
 }
 
 /* Orders KEEL_… variables by name so the database order does not depend on the environment's. */
-static int env_cmp(const void *a, const void *b)
-{
+static int env_cmp(const void *a, const void *b) {
     const char *x = *(const char *const *)a, *y = *(const char *const *)b;
     for (; *x == *y && *x && *x != '='; x++, y++)
         ;
@@ -1018,8 +995,7 @@ static int env_cmp(const void *a, const void *b)
     return (cx > cy) - (cx < cy);
 }
 
-keel_status keel_config_apply_env(keel_config *cfg, keel_error *err)
-{
+keel_status keel_config_apply_env(keel_config *cfg, keel_error *err) {
     if (!cfg)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_apply_env: cfg must not be NULL");
@@ -1032,8 +1008,8 @@ keel_status keel_config_apply_env(keel_config *cfg, keel_error *err)
     size_t nv = 0;
     for (char **e = environ; e && *e; e++) {
         const char *s = *e;
-        if (!starts_with(s, "KEEL_") || starts_with(s, "KEEL_TEST_") || starts_with(s, "KEEL_CONFIG=") ||
-            !strchr(s, '='))
+        if (!starts_with(s, "KEEL_") || starts_with(s, "KEEL_TEST_") ||
+            starts_with(s, "KEEL_CONFIG=") || !strchr(s, '='))
             continue;
         vars[nv++] = s;
     }
@@ -1074,8 +1050,7 @@ keel_status keel_config_apply_env(keel_config *cfg, keel_error *err)
 /* ---- validation -------------------------------------------------------------------------- */
 
 /* Writes the configured database names, comma-separated, for messages. */
-static void list_names(const keel_config *cfg, char *buf, size_t size)
-{
+static void list_names(const keel_config *cfg, char *buf, size_t size) {
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < cfg->ndbs && off < size; i++) {
@@ -1088,8 +1063,7 @@ static void list_names(const keel_config *cfg, char *buf, size_t size)
 
 /* Of two layers, the one that set a field last (by its seq values), or NULL when neither did. */
 static const db_layer *newer(const db_layer *a, unsigned long seq_a, const db_layer *b,
-                             unsigned long seq_b)
-{
+                             unsigned long seq_b) {
     if (!seq_a && !seq_b)
         return NULL;
     return seq_a > seq_b ? a : b;
@@ -1101,9 +1075,8 @@ static const db_layer *newer(const db_layer *a, unsigned long seq_a, const db_la
  * key path the value came from, for messages.
  */
 static void pick_pool(const db_entry *e, const keel_config *cfg, int which, size_t *size,
-                      double *seconds, char *origin, size_t osize)
-{
-    static const char *const fields[] = {"min_size", "max_size", "acquire_timeout"};
+                      double *seconds, char *origin, size_t osize) {
+    static const char *const fields[] = { "min_size", "max_size", "acquire_timeout" };
     const char *field = fields[which];
     const db_layer *k = &e->keys, *u = &e->from_url;
     const db_layer *l = which == 0   ? newer(k, k->seq_min, u, u->seq_min)
@@ -1136,15 +1109,15 @@ static void pick_pool(const db_entry *e, const keel_config *cfg, int which, size
 }
 
 /* Merges the layers of one database into its view and checks what the core itself needs. */
-static keel_status build_view(const keel_config *cfg, db_entry *e, keel_error *err)
-{
+static keel_status build_view(const keel_config *cfg, db_entry *e, keel_error *err) {
     keel__dbconfig *v = &e->view;
     const db_layer *k = &e->keys, *u = &e->from_url;
     if (k->engine && u->engine && strcmp(k->engine, u->engine) != 0)
-        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, e->name,
-                               "databases.%s.engine: '%s' does not match the engine of databases.%s.url "
-                               "('%s')",
-                               e->name, k->engine, e->name, u->engine);
+        return keel__error_set(
+            err, KEEL_ERR_CONFIG, NULL, e->name,
+            "databases.%s.engine: '%s' does not match the engine of databases.%s.url "
+            "('%s')",
+            e->name, k->engine, e->name, u->engine);
     char *engine = k->engine ? k->engine : u->engine;
     if (!engine)
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, e->name,
@@ -1200,8 +1173,7 @@ static keel_status build_view(const keel_config *cfg, db_entry *e, keel_error *e
 }
 
 /* Builds every view and resolves the default database. */
-static keel_status build_all(keel_config *cfg, keel_error *err)
-{
+static keel_status build_all(keel_config *cfg, keel_error *err) {
     for (size_t i = 0; i < cfg->ndbs; i++) {
         keel_status st = build_view(cfg, cfg->dbs[i], err);
         if (st)
@@ -1221,17 +1193,17 @@ static keel_status build_all(keel_config *cfg, keel_error *err)
     } else {
         db_entry *e = find_entry(cfg, "default", 7);
         if (!e)
-            return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
-                                   "default: not set, and no database is named 'default' (configured: "
-                                   "%s); set default to one of them",
-                                   names);
+            return keel__error_set(
+                err, KEEL_ERR_CONFIG, NULL, NULL,
+                "default: not set, and no database is named 'default' (configured: "
+                "%s); set default to one of them",
+                names);
         cfg->default_resolved = e->name;
     }
     return KEEL_OK;
 }
 
-keel_status keel_config_validate(keel_config *cfg, keel_error *err)
-{
+keel_status keel_config_validate(keel_config *cfg, keel_error *err) {
     if (!cfg)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_validate: cfg must not be NULL");
@@ -1260,8 +1232,7 @@ keel_status keel_config_validate(keel_config *cfg, keel_error *err)
 
 /* ---- life cycle and accessors ------------------------------------------------------------ */
 
-keel_status keel_config_new(keel_config **out, keel_error *err)
-{
+keel_status keel_config_new(keel_config **out, keel_error *err) {
     if (!out)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_new: out must not be NULL");
@@ -1269,8 +1240,7 @@ keel_status keel_config_new(keel_config **out, keel_error *err)
     return *out ? KEEL_OK : nomem(err);
 }
 
-void keel_config_free(keel_config *cfg)
-{
+void keel_config_free(keel_config *cfg) {
     if (!cfg)
         return;
     for (size_t i = 0; i < cfg->ndbs; i++)
@@ -1281,8 +1251,7 @@ void keel_config_free(keel_config *cfg)
     free(cfg);
 }
 
-keel_config *keel__config_clone(const keel_config *cfg)
-{
+keel_config *keel__config_clone(const keel_config *cfg) {
     if (!cfg)
         return NULL;
     keel_config *c = calloc(1, sizeof *c);
@@ -1290,7 +1259,8 @@ keel_config *keel__config_clone(const keel_config *cfg)
         return NULL;
     c->pool = cfg->pool;
     c->seq = cfg->seq;
-    int failed = set_string(&c->default_name, cfg->default_name) || opt_copy(&c->extras, &cfg->extras);
+    int failed =
+        set_string(&c->default_name, cfg->default_name) || opt_copy(&c->extras, &cfg->extras);
     if (!failed && cfg->ndbs) {
         c->dbs = calloc(cfg->ndbs, sizeof *c->dbs);
         failed = !c->dbs;
@@ -1318,25 +1288,19 @@ keel_config *keel__config_clone(const keel_config *cfg)
     return c;
 }
 
-size_t keel_config_database_count(const keel_config *cfg)
-{
-    return cfg ? cfg->ndbs : 0;
-}
+size_t keel_config_database_count(const keel_config *cfg) { return cfg ? cfg->ndbs : 0; }
 
-const char *keel_config_database_name(const keel_config *cfg, size_t index)
-{
+const char *keel_config_database_name(const keel_config *cfg, size_t index) {
     return cfg && index < cfg->ndbs ? cfg->dbs[index]->name : NULL;
 }
 
-const char *keel_config_default_database(const keel_config *cfg)
-{
+const char *keel_config_default_database(const keel_config *cfg) {
     if (!cfg)
         return NULL;
     return cfg->validated ? cfg->default_resolved : cfg->default_name;
 }
 
-const char *keel_config_database_engine(const keel_config *cfg, const char *name)
-{
+const char *keel_config_database_engine(const keel_config *cfg, const char *name) {
     if (!cfg || !name)
         return NULL;
     const db_entry *e = find_entry(cfg, name, strlen(name));
@@ -1346,23 +1310,20 @@ const char *keel_config_database_engine(const keel_config *cfg, const char *name
     return l ? l->engine : NULL;
 }
 
-const keel__dbconfig *keel__config_database(const keel_config *cfg, const char *name)
-{
+const keel__dbconfig *keel__config_database(const keel_config *cfg, const char *name) {
     if (!cfg || !name || !cfg->validated)
         return NULL;
     db_entry *e = find_entry(cfg, name, strlen(name));
     return e ? &e->view : NULL;
 }
 
-const keel__dbconfig *keel__config_database_at(const keel_config *cfg, size_t index)
-{
+const keel__dbconfig *keel__config_database_at(const keel_config *cfg, size_t index) {
     if (!cfg || !cfg->validated || index >= cfg->ndbs)
         return NULL;
     return &cfg->dbs[index]->view;
 }
 
-const char *keel__dbconfig_option(const keel__dbconfig *dbc, const char *key)
-{
+const char *keel__dbconfig_option(const keel__dbconfig *dbc, const char *key) {
     if (!dbc || !key)
         return NULL;
     for (size_t i = 0; i < dbc->noptions; i++)

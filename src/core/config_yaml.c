@@ -24,28 +24,24 @@ typedef struct yaml_ctx {
 
 static keel_status load_mapping(yaml_ctx *y);
 
-static unsigned long line_of(const yaml_mark_t *m)
-{
-    return (unsigned long)m->line + 1;
-}
+static unsigned long line_of(const yaml_mark_t *m) { return (unsigned long)m->line + 1; }
 
 /* Fetches the next event; a syntax error becomes KEEL_ERR_CONFIG with file and line. */
-static keel_status next_event(yaml_ctx *y, yaml_event_t *ev)
-{
+static keel_status next_event(yaml_ctx *y, yaml_event_t *ev) {
     if (yaml_parser_parse(&y->parser, ev))
         return KEEL_OK;
     if (y->parser.error == YAML_MEMORY_ERROR)
         return keel__error_set(y->err, KEEL_ERR_NOMEM, NULL, NULL, "%s: out of memory reading YAML",
                                y->file);
     const yaml_mark_t *m = y->parser.problem ? &y->parser.problem_mark : &y->parser.context_mark;
-    return keel__error_set(y->err, KEEL_ERR_CONFIG, NULL, NULL, "%s:%lu: invalid YAML: %s%s%s", y->file,
-                           line_of(m), y->parser.problem ? y->parser.problem : "syntax error",
-                           y->parser.context ? " " : "", y->parser.context ? y->parser.context : "");
+    return keel__error_set(
+        y->err, KEEL_ERR_CONFIG, NULL, NULL, "%s:%lu: invalid YAML: %s%s%s", y->file, line_of(m),
+        y->parser.problem ? y->parser.problem : "syntax error", y->parser.context ? " " : "",
+        y->parser.context ? y->parser.context : "");
 }
 
 /* True for a YAML null (`key:`, `~`, `null`): such a key is left unset. */
-static int is_null(const yaml_event_t *ev)
-{
+static int is_null(const yaml_event_t *ev) {
     const char *tag = (const char *)ev->data.scalar.tag;
     if (tag && strcmp(tag, YAML_NULL_TAG) == 0)
         return 1;
@@ -57,15 +53,13 @@ static int is_null(const yaml_event_t *ev)
 }
 
 /* Error about the current key path at a line. */
-static keel_status path_error(yaml_ctx *y, const yaml_mark_t *m, const char *what)
-{
-    return keel__error_set(y->err, KEEL_ERR_CONFIG, NULL, NULL, "%s:%lu: %s: %s", y->file, line_of(m),
-                           y->path.len ? y->path.data : "(top level)", what);
+static keel_status path_error(yaml_ctx *y, const yaml_mark_t *m, const char *what) {
+    return keel__error_set(y->err, KEEL_ERR_CONFIG, NULL, NULL, "%s:%lu: %s: %s", y->file,
+                           line_of(m), y->path.len ? y->path.data : "(top level)", what);
 }
 
 /* Reads the value of the key just appended to y->path. */
-static keel_status load_value(yaml_ctx *y)
-{
+static keel_status load_value(yaml_ctx *y) {
     yaml_event_t ev;
     keel_status st = next_event(y, &ev);
     if (st)
@@ -93,7 +87,8 @@ static keel_status load_value(yaml_ctx *y)
         y->depth--;
         break;
     case YAML_SEQUENCE_START_EVENT:
-        st = path_error(y, &ev.start_mark, "lists are not supported (no configuration key takes a list)");
+        st = path_error(y, &ev.start_mark,
+                        "lists are not supported (no configuration key takes a list)");
         break;
     case YAML_ALIAS_EVENT:
         st = path_error(y, &ev.start_mark, "aliases (*name) are not supported");
@@ -107,8 +102,7 @@ static keel_status load_value(yaml_ctx *y)
 }
 
 /* Reads the entries of a mapping whose start event was consumed; keys extend y->path. */
-static keel_status load_mapping(yaml_ctx *y)
-{
+static keel_status load_mapping(yaml_ctx *y) {
     size_t base = y->path.len;
     for (;;) {
         yaml_event_t ev;
@@ -128,8 +122,8 @@ static keel_status load_mapping(yaml_ctx *y)
         if (!*key || strlen(key) != ev.data.scalar.length)
             st = path_error(y, &ev.start_mark, "empty or invalid key");
         else if ((base && keel__buf_putc(&y->path, '.') != 0) || keel__buf_puts(&y->path, key) != 0)
-            st = keel__error_set(y->err, KEEL_ERR_NOMEM, NULL, NULL, "%s: out of memory reading YAML",
-                                 y->file);
+            st = keel__error_set(y->err, KEEL_ERR_NOMEM, NULL, NULL,
+                                 "%s: out of memory reading YAML", y->file);
         yaml_event_delete(&ev);
         if (st == KEEL_OK)
             st = load_value(y);
@@ -142,8 +136,7 @@ static keel_status load_mapping(yaml_ctx *y)
 }
 
 /* Reads the whole stream: at most one document whose root is a mapping (or empty). */
-static keel_status load_stream(yaml_ctx *y)
-{
+static keel_status load_stream(yaml_ctx *y) {
     int documents = 0;
     for (;;) {
         yaml_event_t ev;
@@ -183,24 +176,24 @@ static keel_status load_stream(yaml_ctx *y)
 }
 
 /* Reads the file into out. KEEL_ERR_IO naming the path and the system's reason on failure. */
-static keel_status read_file(const char *path, keel__buf *out, keel_error *err)
-{
+static keel_status read_file(const char *path, keel__buf *out, keel_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return keel__error_set(err, KEEL_ERR_IO, NULL, NULL, "cannot read configuration file '%s': %s",
-                               path, strerror(errno));
+        return keel__error_set(err, KEEL_ERR_IO, NULL, NULL,
+                               "cannot read configuration file '%s': %s", path, strerror(errno));
     keel_status st = KEEL_OK;
     for (;;) {
         if (keel__buf_reserve(out, 8192) != 0) {
-            st = keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory reading '%s'", path);
+            st = keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory reading '%s'",
+                                 path);
             break;
         }
         ssize_t n = read(fd, out->data + out->len, out->cap - out->len - 1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            st = keel__error_set(err, KEEL_ERR_IO, NULL, NULL, "cannot read configuration file '%s': %s",
-                                 path, strerror(errno));
+            st = keel__error_set(err, KEEL_ERR_IO, NULL, NULL,
+                                 "cannot read configuration file '%s': %s", path, strerror(errno));
             break;
         }
         if (n == 0)
@@ -211,12 +204,11 @@ static keel_status read_file(const char *path, keel__buf *out, keel_error *err)
     return st;
 }
 
-keel_status keel_config_load_file(keel_config *cfg, const char *path, keel_error *err)
-{
+keel_status keel_config_load_file(keel_config *cfg, const char *path, keel_error *err) {
     if (!cfg || !path)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_load_file: cfg and path must not be NULL");
-    keel__buf text = {0};
+    keel__buf text = { 0 };
     keel_status st = read_file(path, &text, err);
     if (st) {
         keel__buf_free(&text);

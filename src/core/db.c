@@ -26,8 +26,7 @@ struct keel_db {
 
 const char *keel_version(void) { return KEEL_VERSION_STRING; }
 
-keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
-                         keel_error *err) {
+keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop, keel_error *err) {
     if (!out)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL, "out is NULL");
     *out = NULL;
@@ -138,7 +137,7 @@ static keel__pool *find_pool(const keel_db *db, const char *database, keel_error
     for (size_t i = 0; i < db->npools; i++)
         if (strcmp(keel__pool_name(db->pools[i]), database) == 0)
             return db->pools[i];
-    keel__buf names = {0};
+    keel__buf names = { 0 };
     for (size_t i = 0; i < db->npools; i++) {
         keel__buf_puts(&names, i ? ", " : "");
         keel__buf_puts(&names, keel__pool_name(db->pools[i]));
@@ -264,7 +263,7 @@ keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **
     keel_status st = sync_check(db->loop, err);
     if (st != KEEL_OK)
         return st;
-    sync_call s = {0};
+    sync_call s = { 0 };
     st = keel_db_acquire(db, database, sync_acquired, &s, err);
     if (st != KEEL_OK)
         return st;
@@ -273,8 +272,7 @@ keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **
     return st;
 }
 
-static keel_status finish_query(keel_conn *conn, sync_call *s, keel_result **out,
-                                keel_error *err) {
+static keel_status finish_query(keel_conn *conn, sync_call *s, keel_result **out, keel_error *err) {
     keel_status st = sync_wait(conn->loop, s, err);
     if (out)
         *out = s->res;
@@ -292,7 +290,7 @@ keel_status keel_conn_query_sync(keel_conn *conn, const char *sql, const keel_va
     keel_status st = sync_check(conn->loop, err);
     if (st != KEEL_OK)
         return st;
-    sync_call s = {0};
+    sync_call s = { 0 };
     st = keel_conn_query(conn, sql, params, nparams, sync_queried, &s, err);
     return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
 }
@@ -307,15 +305,14 @@ keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql, const ke
     keel_status st = sync_check(conn->loop, err);
     if (st != KEEL_OK)
         return st;
-    sync_call s = {0};
+    sync_call s = { 0 };
     st = keel_conn_query_many(conn, sql, params, nrows, nparams, sync_queried, &s, err);
     return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
 }
 
 keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const char *table,
-                                   const char *const *columns, size_t ncols,
-                                   const keel_value *rows, size_t nrows, int64_t *loaded,
-                                   keel_error *err) {
+                                   const char *const *columns, size_t ncols, const keel_value *rows,
+                                   size_t nrows, int64_t *loaded, keel_error *err) {
     if (loaded)
         *loaded = 0;
     if (!conn || !conn->pool)
@@ -323,10 +320,9 @@ keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const ch
     keel_status st = sync_check(conn->loop, err);
     if (st != KEEL_OK)
         return st;
-    sync_call s = {0};
+    sync_call s = { 0 };
     keel_result *res = NULL;
-    st = keel_conn_copy_in(conn, schema, table, columns, ncols, rows, nrows, sync_queried, &s,
-                           err);
+    st = keel_conn_copy_in(conn, schema, table, columns, ncols, rows, nrows, sync_queried, &s, err);
     if (st == KEEL_OK)
         st = finish_query(conn, &s, &res, err);
     if (st == KEEL_OK && loaded)
@@ -342,7 +338,7 @@ keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned
     keel_status st = sync_check(conn->loop, err);
     if (st != KEEL_OK)
         return st;
-    sync_call s = {0};
+    sync_call s = { 0 };
     st = keel_conn_transaction(conn, op, depth, sync_queried, &s, err);
     return st != KEEL_OK ? st : finish_query(conn, &s, NULL, err);
 }
@@ -353,7 +349,7 @@ keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err) {
     keel_status st = sync_check(conn->loop, err);
     if (st != KEEL_OK)
         return st;
-    sync_call s = {0};
+    sync_call s = { 0 };
     st = keel_conn_ping(conn, sync_queried, &s, err);
     return st != KEEL_OK ? st : finish_query(conn, &s, NULL, err);
 }

@@ -11,29 +11,30 @@ static const struct {
     const char *name;
     const char *description;
 } status_table[] = {
-    [KEEL_OK] = {"KEEL_OK", "success"},
-    [KEEL_ERR_NOMEM] = {"KEEL_ERR_NOMEM", "out of memory"},
-    [KEEL_ERR_INVALID_ARGUMENT] = {"KEEL_ERR_INVALID_ARGUMENT", "invalid argument"},
-    [KEEL_ERR_CONFIG] = {"KEEL_ERR_CONFIG", "invalid configuration"},
-    [KEEL_ERR_URL] = {"KEEL_ERR_URL", "malformed database URL"},
-    [KEEL_ERR_UNKNOWN_DATABASE] = {"KEEL_ERR_UNKNOWN_DATABASE", "unknown database"},
-    [KEEL_ERR_CONNECT] = {"KEEL_ERR_CONNECT", "could not connect"},
-    [KEEL_ERR_CONNECTION_LOST] = {"KEEL_ERR_CONNECTION_LOST", "connection lost"},
-    [KEEL_ERR_POOL_TIMEOUT] = {"KEEL_ERR_POOL_TIMEOUT", "timed out waiting for a pooled connection"},
-    [KEEL_ERR_TIMEOUT] = {"KEEL_ERR_TIMEOUT", "operation timed out"},
-    [KEEL_ERR_CANCELLED] = {"KEEL_ERR_CANCELLED", "operation cancelled"},
-    [KEEL_ERR_PROGRAMMING] = {"KEEL_ERR_PROGRAMMING", "invalid statement"},
-    [KEEL_ERR_INTEGRITY] = {"KEEL_ERR_INTEGRITY", "integrity constraint violated"},
-    [KEEL_ERR_DATA] = {"KEEL_ERR_DATA", "invalid data value"},
-    [KEEL_ERR_PARAMETERS] = {"KEEL_ERR_PARAMETERS", "wrong statement parameters"},
-    [KEEL_ERR_TRANSACTION] = {"KEEL_ERR_TRANSACTION", "invalid transaction state"},
-    [KEEL_ERR_DATABASE] = {"KEEL_ERR_DATABASE", "database error"},
-    [KEEL_ERR_UNSUPPORTED] = {"KEEL_ERR_UNSUPPORTED", "not supported"},
-    [KEEL_ERR_CLOSED] = {"KEEL_ERR_CLOSED", "handle is closed"},
-    [KEEL_ERR_BUSY] = {"KEEL_ERR_BUSY", "another operation is in progress"},
-    [KEEL_ERR_IO] = {"KEEL_ERR_IO", "I/O error"},
-    [KEEL_ERR_INTERNAL] = {"KEEL_ERR_INTERNAL", "internal error"},
-    [KEEL_ERR_OPERATIONAL] = {"KEEL_ERR_OPERATIONAL", "operational error"},
+    [KEEL_OK] = { "KEEL_OK", "success" },
+    [KEEL_ERR_NOMEM] = { "KEEL_ERR_NOMEM", "out of memory" },
+    [KEEL_ERR_INVALID_ARGUMENT] = { "KEEL_ERR_INVALID_ARGUMENT", "invalid argument" },
+    [KEEL_ERR_CONFIG] = { "KEEL_ERR_CONFIG", "invalid configuration" },
+    [KEEL_ERR_URL] = { "KEEL_ERR_URL", "malformed database URL" },
+    [KEEL_ERR_UNKNOWN_DATABASE] = { "KEEL_ERR_UNKNOWN_DATABASE", "unknown database" },
+    [KEEL_ERR_CONNECT] = { "KEEL_ERR_CONNECT", "could not connect" },
+    [KEEL_ERR_CONNECTION_LOST] = { "KEEL_ERR_CONNECTION_LOST", "connection lost" },
+    [KEEL_ERR_POOL_TIMEOUT] = { "KEEL_ERR_POOL_TIMEOUT",
+                                "timed out waiting for a pooled connection" },
+    [KEEL_ERR_TIMEOUT] = { "KEEL_ERR_TIMEOUT", "operation timed out" },
+    [KEEL_ERR_CANCELLED] = { "KEEL_ERR_CANCELLED", "operation cancelled" },
+    [KEEL_ERR_PROGRAMMING] = { "KEEL_ERR_PROGRAMMING", "invalid statement" },
+    [KEEL_ERR_INTEGRITY] = { "KEEL_ERR_INTEGRITY", "integrity constraint violated" },
+    [KEEL_ERR_DATA] = { "KEEL_ERR_DATA", "invalid data value" },
+    [KEEL_ERR_PARAMETERS] = { "KEEL_ERR_PARAMETERS", "wrong statement parameters" },
+    [KEEL_ERR_TRANSACTION] = { "KEEL_ERR_TRANSACTION", "invalid transaction state" },
+    [KEEL_ERR_DATABASE] = { "KEEL_ERR_DATABASE", "database error" },
+    [KEEL_ERR_UNSUPPORTED] = { "KEEL_ERR_UNSUPPORTED", "not supported" },
+    [KEEL_ERR_CLOSED] = { "KEEL_ERR_CLOSED", "handle is closed" },
+    [KEEL_ERR_BUSY] = { "KEEL_ERR_BUSY", "another operation is in progress" },
+    [KEEL_ERR_IO] = { "KEEL_ERR_IO", "I/O error" },
+    [KEEL_ERR_INTERNAL] = { "KEEL_ERR_INTERNAL", "internal error" },
+    [KEEL_ERR_OPERATIONAL] = { "KEEL_ERR_OPERATIONAL", "operational error" },
 };
 
 #define STATUS_COUNT (sizeof(status_table) / sizeof(status_table[0]))
@@ -105,7 +106,7 @@ keel_status keel__status_from_sqlstate(const char *s) {
         return KEEL_ERR_PARAMETERS;
     if (strcmp(s, "42P18") == 0 || strcmp(s, "42P02") == 0)
         return KEEL_ERR_PARAMETERS; /* indeterminate datatype / undefined parameter */
-    char cls[3] = {s[0], s[1], '\0'};
+    char cls[3] = { s[0], s[1], '\0' };
     if (strcmp(cls, "23") == 0)
         return KEEL_ERR_INTEGRITY;
     if (strcmp(cls, "42") == 0 || strcmp(cls, "26") == 0 || strcmp(cls, "34") == 0 ||
@@ -152,8 +153,8 @@ void keel__redact(char *dst, size_t size, const char *src) {
             const char *answer = q + (*q == ':');
             while (*answer == ' ')
                 answer++;
-            int yes_no = *q == ':' && (strncmp(answer, "YES)", 4) == 0 ||
-                                       strncmp(answer, "NO)", 3) == 0);
+            int yes_no =
+                *q == ':' && (strncmp(answer, "YES)", 4) == 0 || strncmp(answer, "NO)", 3) == 0);
             if ((*q == '=' || *q == ':') && !yes_no) {
                 size_t keep = (size_t)(q - p) + 1;
                 for (size_t i = 0; i < keep && o + 1 < size; i++)

@@ -15,9 +15,7 @@
 static locale_t numtext_locale;
 static pthread_once_t numtext_locale_once = PTHREAD_ONCE_INIT;
 
-static void numtext_locale_init(void) {
-    numtext_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-}
+static void numtext_locale_init(void) { numtext_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
 
 static locale_t numtext_c_locale(void) {
     pthread_once(&numtext_locale_once, numtext_locale_init);
@@ -71,9 +69,9 @@ int keel__parse_int64(const char *s, size_t n, int64_t *out) {
  * Returns 0 with *out and *end set, or -1 when the text needs strtod.
  */
 static int numtext_fast_double(const char *s, double *out, const char **end) {
-    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    static const double pow10[] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
     const char *p = s;
     int neg = 0, digits = 0, exp10 = 0;
     uint64_t m = 0;

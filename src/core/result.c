@@ -16,8 +16,8 @@ struct keel_result {
     result_column *columns;
     keel_value *values; /* nrows * ncols, row-major */
     int64_t affected;
-    keel__arena names;  /* column names: they outlive keel__result_clear_rows */
-    keel__arena arena;  /* text-like values */
+    keel__arena names;       /* column names: they outlive keel__result_clear_rows */
+    keel__arena arena;       /* text-like values */
     void (*release)(void *); /* frees owned, the engine's memory values may point into */
     void *owned;
 };

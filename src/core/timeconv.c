@@ -27,20 +27,15 @@
 #define OFFSET_MAX_HOURS 15
 
 /* Division rounding towards negative infinity (b > 0), as calendar eras need for early years. */
-static int64_t floor_div(int64_t a, int64_t b)
-{
+static int64_t floor_div(int64_t a, int64_t b) {
     int64_t q = a / b;
     return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-static bool is_leap(int64_t year)
-{
-    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-}
+static bool is_leap(int64_t year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
 
-static unsigned days_in_month(int64_t year, unsigned month)
-{
-    static const unsigned char dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+static unsigned days_in_month(int64_t year, unsigned month) {
+    static const unsigned char dim[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
     return month == 2 && is_leap(year) ? 29 : dim[month - 1];
 }
 
@@ -50,8 +45,7 @@ static unsigned days_in_month(int64_t year, unsigned month)
  * day of the year of the first of month m is (153 m + 2) / 5. An era always has 146097 days.
  * The arithmetic is done in 64 bits so that any year whose day count fits is exact.
  */
-static int64_t days_from_civil64(int64_t year, unsigned month, unsigned day)
-{
+static int64_t days_from_civil64(int64_t year, unsigned month, unsigned day) {
     int64_t y = month <= 2 ? year - 1 : year;
     int64_t era = floor_div(y, 400);
     int64_t year_of_era = y - era * 400;
@@ -63,13 +57,11 @@ static int64_t days_from_civil64(int64_t year, unsigned month, unsigned day)
 
 /* Callers keep to years whose day count fits in int32 (about 5.8 million years either side of
  * 1970); the parsers check their ranges before converting. */
-int32_t keel__days_from_civil(int64_t year, unsigned month, unsigned day)
-{
+int32_t keel__days_from_civil(int64_t year, unsigned month, unsigned day) {
     return (int32_t)days_from_civil64(year, month, day);
 }
 
-void keel__civil_from_days(int32_t days, int64_t *year, unsigned *month, unsigned *day)
-{
+void keel__civil_from_days(int32_t days, int64_t *year, unsigned *month, unsigned *day) {
     int64_t z = (int64_t)days + DAYS_0000_03_01_TO_EPOCH;
     int64_t era = floor_div(z, DAYS_PER_ERA);
     int64_t day_of_era = z - era * DAYS_PER_ERA;
@@ -94,14 +86,10 @@ typedef struct cursor {
     const char *end;
 } cursor;
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* Reads exactly count digits. */
-static bool read_digits(cursor *c, unsigned count, unsigned *value)
-{
+static bool read_digits(cursor *c, unsigned count, unsigned *value) {
     unsigned v = 0;
     if ((size_t)(c->end - c->p) < count)
         return false;
@@ -115,8 +103,7 @@ static bool read_digits(cursor *c, unsigned count, unsigned *value)
     return true;
 }
 
-static bool read_char(cursor *c, char ch)
-{
+static bool read_char(cursor *c, char ch) {
     if (c->p < c->end && *c->p == ch) {
         c->p++;
         return true;
@@ -133,8 +120,7 @@ typedef struct ymd {
 
 /* Reads YYYY-MM-DD where the year has 4 to 7 digits (PostgreSQL pads to 4 and writes more for
  * years after 9999; 7 digits cover its last year, 5874897). */
-static bool read_ymd(cursor *c, ymd *out)
-{
+static bool read_ymd(cursor *c, ymd *out) {
     int64_t year = 0;
     unsigned ndigits = 0;
     while (c->p < c->end && is_digit(*c->p) && ndigits < 8) {
@@ -150,8 +136,7 @@ static bool read_ymd(cursor *c, ymd *out)
 }
 
 /* Consumes a " BC" suffix when present. */
-static bool read_bc(cursor *c)
-{
+static bool read_bc(cursor *c) {
     if (c->end - c->p >= 3 && c->p[0] == ' ' && c->p[1] == 'B' && c->p[2] == 'C') {
         c->p += 3;
         return true;
@@ -163,8 +148,7 @@ static bool read_bc(cursor *c)
  * Validates the date fields and converts them to days since 1970-01-01 within PostgreSQL's date
  * range. Year 0 does not exist in either era: 1 BC is astronomical year 0.
  */
-static bool ymd_to_days(const ymd *f, bool bc, int64_t *days)
-{
+static bool ymd_to_days(const ymd *f, bool bc, int64_t *days) {
     if (f->year < 1 || f->year > (bc ? YEAR_MAX_BC : YEAR_MAX_AD))
         return false;
     int64_t year = bc ? 1 - f->year : f->year;
@@ -183,8 +167,7 @@ static bool ymd_to_days(const ymd *f, bool bc, int64_t *days)
  * "…0.0000005", "…0.0000015" and "23:59:59.9999995"); rounding may reach 24:00:00 exactly.
  * 24:00:00 itself is accepted only with every other field zero; leap seconds are rejected.
  */
-static bool read_time(cursor *c, int64_t *micros)
-{
+static bool read_time(cursor *c, int64_t *micros) {
     unsigned hh, mm, ss = 0;
     int64_t frac = 0;
     bool frac_nonzero = false;
@@ -216,8 +199,7 @@ static bool read_time(cursor *c, int64_t *micros)
                 return false;
             for (unsigned i = ndigits; i < 6; i++)
                 frac *= 10;
-            round_up = rounding_digit > 5 ||
-                       (rounding_digit == 5 && (sticky || (frac & 1) != 0));
+            round_up = rounding_digit > 5 || (rounding_digit == 5 && (sticky || (frac & 1) != 0));
         }
     }
     if (hh > 24 || mm > 59 || ss > 59)
@@ -229,8 +211,7 @@ static bool read_time(cursor *c, int64_t *micros)
 }
 
 /* Reads Z, ±HH, ±HHMM, ±HHMMSS, ±HH:MM or ±HH:MM:SS as seconds east of UTC. */
-static bool read_offset(cursor *c, int64_t *seconds)
-{
+static bool read_offset(cursor *c, int64_t *seconds) {
     unsigned hh, mm = 0, ss = 0;
     int sign;
     if (read_char(c, 'Z') || read_char(c, 'z')) {
@@ -262,9 +243,8 @@ static bool read_offset(cursor *c, int64_t *seconds)
     return true;
 }
 
-int keel__parse_date(const char *s, size_t n, int32_t *days)
-{
-    cursor c = {s, s + n};
+int keel__parse_date(const char *s, size_t n, int32_t *days) {
+    cursor c = { s, s + n };
     ymd f;
     int64_t d;
     if (!s || !read_ymd(&c, &f))
@@ -276,9 +256,8 @@ int keel__parse_date(const char *s, size_t n, int32_t *days)
     return 0;
 }
 
-int keel__parse_time(const char *s, size_t n, int64_t *micros)
-{
-    cursor c = {s, s + n};
+int keel__parse_time(const char *s, size_t n, int64_t *micros) {
+    cursor c = { s, s + n };
     int64_t t;
     if (!s || !read_time(&c, &t) || c.p != c.end)
         return -1;
@@ -287,8 +266,7 @@ int keel__parse_time(const char *s, size_t n, int64_t *micros)
 }
 
 /* The two decimal digits at s as a number, or -1. */
-static int two_digits(const char *s)
-{
+static int two_digits(const char *s) {
     unsigned a = (unsigned)(unsigned char)s[0] - '0', b = (unsigned)(unsigned char)s[1] - '0';
     return a > 9 || b > 9 ? -1 : (int)(a * 10 + b);
 }
@@ -298,16 +276,15 @@ static int two_digits(const char *s)
  * fraction and a year from 1 to 9999, read at fixed positions. Returns 0, or -1 for any other
  * text, which the general parser then judges (it gives the same value for this one).
  */
-static int parse_plain_timestamp(const char *s, size_t n, int64_t *micros)
-{
-    if (n < 19 || n == 20 || n > 26 || s[4] != '-' || s[7] != '-' || s[10] != ' ' ||
-        s[13] != ':' || s[16] != ':' || (n > 19 && s[19] != '.'))
+static int parse_plain_timestamp(const char *s, size_t n, int64_t *micros) {
+    if (n < 19 || n == 20 || n > 26 || s[4] != '-' || s[7] != '-' || s[10] != ' ' || s[13] != ':' ||
+        s[16] != ':' || (n > 19 && s[19] != '.'))
         return -1;
     int yh = two_digits(s), yl = two_digits(s + 2), mo = two_digits(s + 5);
     int d = two_digits(s + 8), h = two_digits(s + 11), mi = two_digits(s + 14);
     int se = two_digits(s + 17);
-    if (yh < 0 || yl < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 ||
-        mi > 59 || se < 0 || se > 59)
+    if (yh < 0 || yl < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+        se < 0 || se > 59)
         return -1;
     int64_t year = yh * 100 + yl;
     if (year == 0 || (unsigned)d > days_in_month(year, (unsigned)mo))
@@ -329,11 +306,10 @@ static int parse_plain_timestamp(const char *s, size_t n, int64_t *micros)
  * and an optional " BC" (PostgreSQL writes it last, after any offset). The result, shifted to
  * UTC by the offset, must lie in the timestamp range described at the top of this file.
  */
-static int parse_timestamp_text(const char *s, size_t n, bool with_offset, int64_t *micros)
-{
+static int parse_timestamp_text(const char *s, size_t n, bool with_offset, int64_t *micros) {
     if (s && !with_offset && parse_plain_timestamp(s, n, micros) == 0)
         return 0;
-    cursor c = {s, s + n};
+    cursor c = { s, s + n };
     ymd f;
     int64_t days, tod, offset = 0;
     if (!s || !read_ymd(&c, &f))
@@ -360,28 +336,24 @@ static int parse_timestamp_text(const char *s, size_t n, bool with_offset, int64
     return 0;
 }
 
-int keel__parse_timestamp(const char *s, size_t n, int64_t *micros)
-{
+int keel__parse_timestamp(const char *s, size_t n, int64_t *micros) {
     return parse_timestamp_text(s, n, false, micros);
 }
 
-int keel__parse_timestamptz(const char *s, size_t n, int64_t *micros_utc)
-{
+int keel__parse_timestamptz(const char *s, size_t n, int64_t *micros_utc) {
     return parse_timestamp_text(s, n, true, micros_utc);
 }
 
 /* ---- formatting ---- */
 
-static char *put2(char *o, unsigned v)
-{
+static char *put2(char *o, unsigned v) {
     o[0] = (char)('0' + v / 10);
     o[1] = (char)('0' + v % 10);
     return o + 2;
 }
 
 /* Writes a non-negative year with at least four digits, as PostgreSQL does. */
-static char *put_year(char *o, int64_t year)
-{
+static char *put_year(char *o, int64_t year) {
     char tmp[24];
     int n = 0;
     do {
@@ -396,8 +368,7 @@ static char *put_year(char *o, int64_t year)
 }
 
 /* Writes the date of days as YYYY-MM-DD with the year number of its era; returns whether BC. */
-static char *put_date(char *o, int32_t days, bool *bc)
-{
+static char *put_date(char *o, int32_t days, bool *bc) {
     int64_t year;
     unsigned month, day;
     keel__civil_from_days(days, &year, &month, &day);
@@ -410,8 +381,7 @@ static char *put_date(char *o, int32_t days, bool *bc)
 }
 
 /* Writes HH:MM:SS and, when non-zero, .ffffff for a time of day in [0, 24:00:00]. */
-static char *put_time(char *o, int64_t micros)
-{
+static char *put_time(char *o, int64_t micros) {
     int64_t secs = micros / USECS_PER_SEC;
     unsigned frac = (unsigned)(micros % USECS_PER_SEC);
     o = put2(o, (unsigned)(secs / 3600));
@@ -430,15 +400,13 @@ static char *put_time(char *o, int64_t micros)
     return o;
 }
 
-static char *put_str(char *o, const char *s)
-{
+static char *put_str(char *o, const char *s) {
     while (*s)
         *o++ = *s++;
     return o;
 }
 
-size_t keel__format_date(int32_t days, char *out)
-{
+size_t keel__format_date(int32_t days, char *out) {
     bool bc;
     char *o = put_date(out, days, &bc);
     if (bc)
@@ -449,8 +417,7 @@ size_t keel__format_date(int32_t days, char *out)
 
 /* Splits micros into whole days (rounded down) and the non-negative remainder, without the
  * overflow that multiplying the days back would risk near the ends of int64. */
-static int64_t split_day(int64_t micros, int64_t *tod)
-{
+static int64_t split_day(int64_t micros, int64_t *tod) {
     int64_t days = micros / USECS_PER_DAY;
     int64_t rem = micros % USECS_PER_DAY;
     if (rem < 0) {
@@ -463,8 +430,7 @@ static int64_t split_day(int64_t micros, int64_t *tod)
 
 /* A time outside [0, 24:00:00] is written as its time of day (the value modulo one day);
  * exactly 24:00:00 is written as such, as PostgreSQL does. */
-size_t keel__format_time(int64_t micros, char *out)
-{
+size_t keel__format_time(int64_t micros, char *out) {
     if (micros != USECS_PER_DAY)
         split_day(micros, &micros);
     char *o = put_time(out, micros);
@@ -473,8 +439,7 @@ size_t keel__format_time(int64_t micros, char *out)
 }
 
 /* Writes a timestamp, with suffix (may be "") between the time and any " BC". */
-static size_t format_ts(int64_t micros, const char *suffix, char *out)
-{
+static size_t format_ts(int64_t micros, const char *suffix, char *out) {
     int64_t tod;
     int64_t days = split_day(micros, &tod);
     bool bc;
@@ -488,20 +453,15 @@ static size_t format_ts(int64_t micros, const char *suffix, char *out)
     return (size_t)(o - out);
 }
 
-size_t keel__format_timestamp(int64_t micros, char *out)
-{
-    return format_ts(micros, "", out);
-}
+size_t keel__format_timestamp(int64_t micros, char *out) { return format_ts(micros, "", out); }
 
-size_t keel__format_timestamptz(int64_t micros_utc, char *out)
-{
+size_t keel__format_timestamptz(int64_t micros_utc, char *out) {
     return format_ts(micros_utc, "+00:00", out);
 }
 
 /* ---- UUID ---- */
 
-static int hex_value(char c)
-{
+static int hex_value(char c) {
     if (c >= '0' && c <= '9')
         return c - '0';
     if (c >= 'a' && c <= 'f')
@@ -511,8 +471,7 @@ static int hex_value(char c)
     return -1;
 }
 
-int keel__parse_uuid(const char *s, size_t n, unsigned char out[16])
-{
+int keel__parse_uuid(const char *s, size_t n, unsigned char out[16]) {
     unsigned char bytes[16];
     if (!s)
         return -1;
@@ -541,8 +500,7 @@ int keel__parse_uuid(const char *s, size_t n, unsigned char out[16])
     return 0;
 }
 
-void keel__format_uuid(const unsigned char in[16], char *out)
-{
+void keel__format_uuid(const unsigned char in[16], char *out) {
     static const char hex[] = "0123456789abcdef";
     char *o = out;
     for (int i = 0; i < 16; i++) {

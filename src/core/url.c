@@ -13,15 +13,18 @@ static const struct {
     const char *name;
     const char *stored;
 } url_schemes[] = {
-    {"postgresql", "postgresql"}, {"postgres", "postgresql"}, {"sqlite", "sqlite"},
-    {"mysql", "mysql"},           {"mariadb", "mariadb"},     {"mongodb", "mongodb"},
-    {"mongodb+srv", "mongodb+srv"},
+    { "postgresql", "postgresql" },   { "postgres", "postgresql" },
+    { "sqlite", "sqlite" },           { "mysql", "mysql" },
+    { "mariadb", "mariadb" },         { "mongodb", "mongodb" },
+    { "mongodb+srv", "mongodb+srv" },
 };
 
 #define URL_EXPECTED_SCHEMES "postgresql, postgres, sqlite, mysql, mariadb, mongodb or mongodb+srv"
-#define URL_SQLITE_FORMS "use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite::memory:"
-#define URL_ENCODE_HINT \
-    "percent-encode reserved characters such as '@', ':', '/' and '?' in the user name and password"
+#define URL_SQLITE_FORMS                                                                           \
+    "use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite::memory:"
+#define URL_ENCODE_HINT                                                                            \
+    "percent-encode reserved characters such as '@', ':', '/' and '?' in the user name and "       \
+    "password"
 
 /* State shared by the parsing steps of one URL, mostly so every error can show the URL. */
 typedef struct url_ctx {
@@ -38,8 +41,7 @@ static int is_digit(int c) { return c >= '0' && c <= '9'; }
 static int is_alnum(int c) { return is_alpha(c) || is_digit(c); }
 static int to_lower(int c) { return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c; }
 
-static int hex_value(int c)
-{
+static int hex_value(int c) {
     if (is_digit(c))
         return c - '0';
     c = to_lower(c);
@@ -49,8 +51,7 @@ static int hex_value(int c)
 }
 
 /* Finds the last occurrence of c in [s, end), or NULL. */
-static const char *find_last(const char *s, const char *end, char c)
-{
+static const char *find_last(const char *s, const char *end, char c) {
     const char *found = NULL;
     for (; s < end; s++)
         if (*s == c)
@@ -59,8 +60,7 @@ static const char *find_last(const char *s, const char *end, char c)
 }
 
 /* Finds the first occurrence of c in [s, end), or NULL. */
-static const char *find_first(const char *s, const char *end, char c)
-{
+static const char *find_first(const char *s, const char *end, char c) {
     for (; s < end; s++)
         if (*s == c)
             return s;
@@ -74,8 +74,8 @@ static const char *find_first(const char *s, const char *end, char c)
 static keel_status url_fail(url_ctx *ctx, const char *label, const char *hint, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static keel_status url_fail(url_ctx *ctx, const char *label, const char *hint, const char *fmt, ...)
-{
+static keel_status url_fail(url_ctx *ctx, const char *label, const char *hint, const char *fmt,
+                            ...) {
     char what[256];
     va_list ap;
     va_start(ap, fmt);
@@ -89,9 +89,9 @@ static keel_status url_fail(url_ctx *ctx, const char *label, const char *hint, c
     return KEEL_ERR_URL;
 }
 
-static keel_status url_nomem(url_ctx *ctx)
-{
-    return keel__error_set(ctx->err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory parsing a database URL");
+static keel_status url_nomem(url_ctx *ctx) {
+    return keel__error_set(ctx->err, KEEL_ERR_NOMEM, NULL, NULL,
+                           "out of memory parsing a database URL");
 }
 
 /*
@@ -99,8 +99,7 @@ static keel_status url_nomem(url_ctx *ctx)
  * decodes to NUL, which no C string can carry) with *bad pointing at its '%', or -1 when out of
  * memory.
  */
-static int pct_decode(const char *s, size_t n, char **out, const char **bad)
-{
+static int pct_decode(const char *s, size_t n, char **out, const char **bad) {
     char *d = malloc(n + 1);
     if (!d)
         return -1;
@@ -130,8 +129,7 @@ static int pct_decode(const char *s, size_t n, char **out, const char **bad)
  * text echoed. An empty component gives NULL when empty_is_null is set.
  */
 static keel_status decode_part(url_ctx *ctx, const char *s, size_t n, const char *what, int secret,
-                               int empty_is_null, char **out)
-{
+                               int empty_is_null, char **out) {
     *out = NULL;
     if (n == 0 && empty_is_null)
         return KEEL_OK;
@@ -141,17 +139,17 @@ static keel_status decode_part(url_ctx *ctx, const char *s, size_t n, const char
         return url_nomem(ctx);
     if (rc > 0) {
         if (secret)
-            return url_fail(ctx, "database", "write '%' as %25", "invalid percent-escape in the %s", what);
+            return url_fail(ctx, "database", "write '%' as %25", "invalid percent-escape in the %s",
+                            what);
         size_t blen = (size_t)(s + n - bad) < 3 ? (size_t)(s + n - bad) : 3;
-        return url_fail(ctx, "database", "write '%' as %25", "invalid percent-escape '%.*s' in the %s",
-                        (int)blen, bad, what);
+        return url_fail(ctx, "database", "write '%' as %25",
+                        "invalid percent-escape '%.*s' in the %s", (int)blen, bad, what);
     }
     return KEEL_OK;
 }
 
 /* Parses the decimal port [s, s+n) into *port: 1..65535, digits only. */
-static keel_status parse_port(url_ctx *ctx, const char *s, size_t n, int *port)
-{
+static keel_status parse_port(url_ctx *ctx, const char *s, size_t n, int *port) {
     long v = 0;
     int ok = n > 0 && n <= 5;
     for (size_t i = 0; ok && i < n; i++) {
@@ -171,8 +169,7 @@ static keel_status parse_port(url_ctx *ctx, const char *s, size_t n, int *port)
 }
 
 /* Checks a bracketed IPv6 literal's inside: hex digits, ':' and '.', an optional %25zone. */
-static keel_status check_ipv6(url_ctx *ctx, const char *s, size_t n)
-{
+static keel_status check_ipv6(url_ctx *ctx, const char *s, size_t n) {
     const char *zone = NULL;
     for (size_t i = 0; i + 2 < n; i++)
         if (s[i] == '%' && s[i + 1] == '2' && s[i + 2] == '5') {
@@ -205,8 +202,7 @@ static keel_status check_ipv6(url_ctx *ctx, const char *s, size_t n)
  * (IPv6 without brackets), *ipv6 whether it was bracketed, *port the port or 0.
  */
 static keel_status parse_hostport(url_ctx *ctx, const char *s, size_t n, int allow_port,
-                                  char **host, int *ipv6, int *port)
-{
+                                  char **host, int *ipv6, int *port) {
     const char *scheme = ctx->out->scheme;
     const char *end = s + n;
     const char *port_text = NULL;
@@ -238,11 +234,13 @@ static keel_status parse_hostport(url_ctx *ctx, const char *s, size_t n, int all
             unsigned char c = (unsigned char)*p;
             if (!is_alnum(c) && c != '-' && c != '.' && c != '_' && c != '~' && c != '%') {
                 if (ctx->suspicious)
-                    return url_fail(ctx, "database", URL_ENCODE_HINT, "invalid character in the host");
+                    return url_fail(ctx, "database", URL_ENCODE_HINT,
+                                    "invalid character in the host");
                 return url_fail(ctx, "database", NULL, "invalid character '%c' in the host", c);
             }
         }
-        keel_status st = decode_part(ctx, s, (size_t)(host_end - s), "host", ctx->suspicious, 0, host);
+        keel_status st =
+            decode_part(ctx, s, (size_t)(host_end - s), "host", ctx->suspicious, 0, host);
         if (st)
             return st;
         if (colon)
@@ -265,8 +263,7 @@ static keel_status parse_hostport(url_ctx *ctx, const char *s, size_t n, int all
 }
 
 /* Appends [s, s+n) to the growing string *dst of length *len. Returns 0 or -1 (OOM). */
-static int append(char **dst, size_t *len, const char *s, size_t n)
-{
+static int append(char **dst, size_t *len, const char *s, size_t n) {
     char *d = realloc(*dst, *len + n + 1);
     if (!d)
         return -1;
@@ -281,8 +278,7 @@ static int append(char **dst, size_t *len, const char *s, size_t n)
  * Parses the host part [s, s+n). MongoDB accepts a comma-separated list of hosts (a replica
  * set seed list): the whole list is kept in host ("h1:27017,h2") and port stays 0.
  */
-static keel_status parse_hosts(url_ctx *ctx, const char *s, size_t n)
-{
+static keel_status parse_hosts(url_ctx *ctx, const char *s, size_t n) {
     keel__url *out = ctx->out;
     const char *end = s + n;
     int is_srv = strcmp(out->scheme, "mongodb+srv") == 0;
@@ -307,11 +303,10 @@ static keel_status parse_hosts(url_ctx *ctx, const char *s, size_t n)
         char portbuf[16] = "";
         if (port)
             snprintf(portbuf, sizeof portbuf, ":%d", port);
-        int rc = (len ? append(&list, &len, ",", 1) : 0) ||
-                 (ipv6 ? append(&list, &len, "[", 1) : 0) ||
-                 append(&list, &len, host, strlen(host)) ||
-                 (ipv6 ? append(&list, &len, "]", 1) : 0) ||
-                 append(&list, &len, portbuf, strlen(portbuf));
+        int rc =
+            (len ? append(&list, &len, ",", 1) : 0) || (ipv6 ? append(&list, &len, "[", 1) : 0) ||
+            append(&list, &len, host, strlen(host)) || (ipv6 ? append(&list, &len, "]", 1) : 0) ||
+            append(&list, &len, portbuf, strlen(portbuf));
         free(host);
         if (rc) {
             free(list);
@@ -326,8 +321,7 @@ static keel_status parse_hosts(url_ctx *ctx, const char *s, size_t n)
 }
 
 /* Parses the query string [s, end) (after the '?'): key=value pairs separated by '&'. */
-static keel_status parse_query(url_ctx *ctx, const char *s, const char *end)
-{
+static keel_status parse_query(url_ctx *ctx, const char *s, const char *end) {
     keel__url *out = ctx->out;
     while (s < end) {
         const char *amp = find_first(s, end, '&');
@@ -335,10 +329,11 @@ static keel_status parse_query(url_ctx *ctx, const char *s, const char *end)
         if (e > s) {
             const char *eq = find_first(s, e, '=');
             if (!eq)
-                return url_fail(ctx, "database", "expected key=value", "query parameter '%.*s' has no value",
-                                (int)(e - s), s);
+                return url_fail(ctx, "database", "expected key=value",
+                                "query parameter '%.*s' has no value", (int)(e - s), s);
             if (eq == s)
-                return url_fail(ctx, "database", "expected key=value", "query parameter with an empty name");
+                return url_fail(ctx, "database", "expected key=value",
+                                "query parameter with an empty name");
             char **keys = realloc(out->keys, (out->nparams + 1) * sizeof *keys);
             if (!keys)
                 return url_nomem(ctx);
@@ -348,7 +343,8 @@ static keel_status parse_query(url_ctx *ctx, const char *s, const char *end)
                 return url_nomem(ctx);
             out->values = values;
             char *key;
-            keel_status st = decode_part(ctx, s, (size_t)(eq - s), "name of a query parameter", 0, 0, &key);
+            keel_status st =
+                decode_part(ctx, s, (size_t)(eq - s), "name of a query parameter", 0, 0, &key);
             if (st)
                 return st;
             char what[96];
@@ -372,8 +368,7 @@ static keel_status parse_query(url_ctx *ctx, const char *s, const char *end)
  * SQLite, as SQLAlchemy writes it: sqlite:///relative.db, sqlite:////absolute.db,
  * sqlite:///:memory:, sqlite:// (memory) and sqlite::memory:, each optionally followed by a query.
  */
-static keel_status parse_sqlite(url_ctx *ctx, const char *p)
-{
+static keel_status parse_sqlite(url_ctx *ctx, const char *p) {
     keel__url *out = ctx->out;
     const char *end = p + strlen(p);
     const char *q = find_first(p, end, '?');
@@ -397,7 +392,8 @@ static keel_status parse_sqlite(url_ctx *ctx, const char *p)
         return url_fail(ctx, "sqlite", URL_SQLITE_FORMS, "expected '//' after 'sqlite:'");
     }
     if (path && path_end > path) {
-        keel_status st = decode_part(ctx, path, (size_t)(path_end - path), "path", 0, 0, &out->path);
+        keel_status st =
+            decode_part(ctx, path, (size_t)(path_end - path), "path", 0, 0, &out->path);
         if (st)
             return st;
     } else {
@@ -410,8 +406,7 @@ static keel_status parse_sqlite(url_ctx *ctx, const char *p)
 }
 
 /* Server URLs: scheme://[user[:password]@]host[:port][/database][?key=value&…]. */
-static keel_status parse_server(url_ctx *ctx, const char *p)
-{
+static keel_status parse_server(url_ctx *ctx, const char *p) {
     keel__url *out = ctx->out;
     if (p[0] != '/' || p[1] != '/')
         return url_fail(ctx, "database", NULL, "expected '//' after '%s:'", out->scheme);
@@ -426,11 +421,13 @@ static keel_status parse_server(url_ctx *ctx, const char *p)
     if (at) {
         const char *colon = find_first(rest, at, ':');
         const char *user_end = colon ? colon : at;
-        keel_status st = decode_part(ctx, rest, (size_t)(user_end - rest), "user name", 0, 1, &out->user);
+        keel_status st =
+            decode_part(ctx, rest, (size_t)(user_end - rest), "user name", 0, 1, &out->user);
         if (st)
             return st;
         if (colon) {
-            st = decode_part(ctx, colon + 1, (size_t)(at - colon - 1), "password", 1, 0, &out->password);
+            st = decode_part(ctx, colon + 1, (size_t)(at - colon - 1), "password", 1, 0,
+                             &out->password);
             if (st)
                 return st;
         }
@@ -445,22 +442,23 @@ static keel_status parse_server(url_ctx *ctx, const char *p)
     if (st)
         return st;
     if (hend < qend) {
-        st = decode_part(ctx, hend + 1, (size_t)(qend - hend - 1), "database name", 0, 1, &out->path);
+        st = decode_part(ctx, hend + 1, (size_t)(qend - hend - 1), "database name", 0, 1,
+                         &out->path);
         if (st)
             return st;
     }
     return q ? parse_query(ctx, q + 1, end) : KEEL_OK;
 }
 
-keel_status keel__url_parse(const char *url, keel__url *out, keel_error *err)
-{
+keel_status keel__url_parse(const char *url, keel__url *out, keel_error *err) {
     if (!out || !url)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel__url_parse: url and out must not be NULL");
     memset(out, 0, sizeof *out);
-    url_ctx ctx = {url, err, out, 0};
+    url_ctx ctx = { url, err, out, 0 };
     if (!*url)
-        return url_fail(&ctx, "database", "expected e.g. postgresql://user@host/db or sqlite:///path.db",
+        return url_fail(&ctx, "database",
+                        "expected e.g. postgresql://user@host/db or sqlite:///path.db",
                         "empty value");
     for (const char *p = url; *p; p++) {
         unsigned char c = (unsigned char)*p;
@@ -473,7 +471,8 @@ keel_status keel__url_parse(const char *url, keel__url *out, keel_error *err)
         while (is_alnum((unsigned char)url[n]) || url[n] == '+' || url[n] == '-' || url[n] == '.')
             n++;
     if (n == 0 || url[n] != ':')
-        return url_fail(&ctx, "database", "expected e.g. postgresql://user@host/db or sqlite:///path.db",
+        return url_fail(&ctx, "database",
+                        "expected e.g. postgresql://user@host/db or sqlite:///path.db",
                         "missing scheme");
     char scheme[16];
     const char *stored = NULL;
@@ -498,8 +497,7 @@ keel_status keel__url_parse(const char *url, keel__url *out, keel_error *err)
     return st;
 }
 
-void keel__url_free(keel__url *u)
-{
+void keel__url_free(keel__url *u) {
     if (!u)
         return;
     free(u->scheme);
@@ -517,9 +515,8 @@ void keel__url_free(keel__url *u)
 }
 
 /* True when a query parameter named [k, k+n) carries a secret (compared case-insensitively). */
-static int secret_param(const char *k, size_t n)
-{
-    static const char *const words[] = {"password", "secret", "token", "authmechanismproperties"};
+static int secret_param(const char *k, size_t n) {
+    static const char *const words[] = { "password", "secret", "token", "authmechanismproperties" };
     for (size_t w = 0; w < sizeof words / sizeof words[0]; w++) {
         size_t wl = strlen(words[w]);
         for (size_t i = 0; i + wl <= n; i++) {
@@ -534,8 +531,7 @@ static int secret_param(const char *k, size_t n)
 }
 
 /* Copies the query [s, end) to d (returns the new end of d), masking secret parameter values. */
-static char *redact_query(char *d, const char *s, const char *end)
-{
+static char *redact_query(char *d, const char *s, const char *end) {
     while (s < end) {
         const char *amp = find_first(s, end, '&');
         const char *e = amp ? amp : end;
@@ -556,8 +552,7 @@ static char *redact_query(char *d, const char *s, const char *end)
     return d;
 }
 
-char *keel__url_redact(const char *url)
-{
+char *keel__url_redact(const char *url) {
     if (!url)
         url = "";
     size_t len = strlen(url);

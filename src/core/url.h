@@ -7,13 +7,13 @@
 
 /* A parsed URL: every string is malloc'ed and percent-decoded; NULL when absent. */
 typedef struct keel__url {
-    char *scheme;   /* lower-cased: "postgresql" (postgres:// is normalised), "sqlite", … */
+    char *scheme; /* lower-cased: "postgresql" (postgres:// is normalised), "sqlite", … */
     char *user;
     char *password;
-    char *host;     /* IPv6 without brackets */
-    int port;       /* 0 when absent */
-    char *path;     /* database name for servers; the file path or ":memory:" for sqlite */
-    char **keys;    /* query parameters, in order */
+    char *host;  /* IPv6 without brackets */
+    int port;    /* 0 when absent */
+    char *path;  /* database name for servers; the file path or ":memory:" for sqlite */
+    char **keys; /* query parameters, in order */
     char **values;
     size_t nparams;
 } keel__url;

@@ -82,13 +82,20 @@ keel_value keel_uuid(const unsigned char bytes[16]) {
 
 const char *keel_type_name(keel_type type) {
     static const char *const names[] = {
-        [KEEL_TYPE_NULL] = "null",           [KEEL_TYPE_BOOL] = "bool",
-        [KEEL_TYPE_INT] = "int",             [KEEL_TYPE_FLOAT] = "float",
-        [KEEL_TYPE_NUMERIC] = "numeric",     [KEEL_TYPE_TEXT] = "text",
-        [KEEL_TYPE_BYTES] = "bytes",         [KEEL_TYPE_DATE] = "date",
-        [KEEL_TYPE_TIME] = "time",           [KEEL_TYPE_TIMESTAMP] = "timestamp",
-        [KEEL_TYPE_TIMESTAMPTZ] = "timestamptz", [KEEL_TYPE_UUID] = "uuid",
-        [KEEL_TYPE_JSON] = "json",           [KEEL_TYPE_DOCUMENT] = "document",
+        [KEEL_TYPE_NULL] = "null",
+        [KEEL_TYPE_BOOL] = "bool",
+        [KEEL_TYPE_INT] = "int",
+        [KEEL_TYPE_FLOAT] = "float",
+        [KEEL_TYPE_NUMERIC] = "numeric",
+        [KEEL_TYPE_TEXT] = "text",
+        [KEEL_TYPE_BYTES] = "bytes",
+        [KEEL_TYPE_DATE] = "date",
+        [KEEL_TYPE_TIME] = "time",
+        [KEEL_TYPE_TIMESTAMP] = "timestamp",
+        [KEEL_TYPE_TIMESTAMPTZ] = "timestamptz",
+        [KEEL_TYPE_UUID] = "uuid",
+        [KEEL_TYPE_JSON] = "json",
+        [KEEL_TYPE_DOCUMENT] = "document",
     };
     if ((unsigned)type < sizeof names / sizeof names[0] && names[type])
         return names[type];

@@ -99,8 +99,7 @@ static void cancel_send(keel__cancel *k) {
     k->tries++;
 }
 
-void keel__cancel_init(keel__cancel *k, keel_loop *loop, const keel__cancel_ops *ops,
-                       void *owner) {
+void keel__cancel_init(keel__cancel *k, keel_loop *loop, const keel__cancel_ops *ops, void *owner) {
     k->ops = ops;
     k->owner = owner;
     k->loop = loop;

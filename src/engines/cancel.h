@@ -59,8 +59,7 @@ typedef struct keel__cancel {
  * Sets k up for a connection on loop, whose state is owner. A zero-filled k that was never set
  * up may be stopped.
  */
-void keel__cancel_init(keel__cancel *k, keel_loop *loop, const keel__cancel_ops *ops,
-                       void *owner);
+void keel__cancel_init(keel__cancel *k, keel_loop *loop, const keel__cancel_ops *ops, void *owner);
 
 /*
  * Starts cancelling the operation numbered seq, which runs now, through the worker pool w: a

@@ -73,8 +73,8 @@ static void dns_lookup(keel__dns *d, const char *name, keel__dns_addrs *out) {
     }
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         char addr[NI_MAXHOST];
-        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0,
-                        NI_NUMERICHOST) != 0)
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST) !=
+            0)
             continue;
         if (!(out->addr[out->n] = strdup(addr))) {
             d->oom = 1;
@@ -94,7 +94,7 @@ static void dns_run(void *arg) {
 static void dns_done(void *arg) {
     keel__dns *d = arg;
     if (d->cb) {
-        keel__dns_result r = {d->found, d->nnames, d->oom, d->message};
+        keel__dns_result r = { d->found, d->nnames, d->oom, d->message };
         d->cb(d->arg, &r);
     }
     keel__dns_free(d);

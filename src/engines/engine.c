@@ -16,13 +16,10 @@ static const struct {
     const char *scheme;
     const keel__engine *engine;
 } schemes[] = {
-    {"postgresql", &keel__engine_postgresql},
-    {"postgres", &keel__engine_postgresql},
-    {"sqlite", &keel__engine_sqlite},
-    {"mongodb", &keel__engine_mongodb},
-    {"mongodb+srv", &keel__engine_mongodb},
-    {"mysql", &keel__engine_mysql},
-    {"mariadb", &keel__engine_mysql},
+    { "postgresql", &keel__engine_postgresql }, { "postgres", &keel__engine_postgresql },
+    { "sqlite", &keel__engine_sqlite },         { "mongodb", &keel__engine_mongodb },
+    { "mongodb+srv", &keel__engine_mongodb },   { "mysql", &keel__engine_mysql },
+    { "mariadb", &keel__engine_mysql },
 };
 
 const keel__engine *keel__engine_find(const char *name) {

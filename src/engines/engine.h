@@ -20,12 +20,12 @@
 typedef struct keel__stmt {
     const char *sql;
     size_t sql_len;
-    const size_t *map;   /* KEEL__PH_MYSQL: parameter index for each ?, else NULL */
+    const size_t *map; /* KEEL__PH_MYSQL: parameter index for each ?, else NULL */
     size_t nmap;
     const keel_value *params; /* nrows * nparams values, row-major */
     size_t nparams;
-    size_t nrows;        /* 1 for query, any for query_many (never 0) */
-    int many;            /* 1 for query_many: the result has no rows, affected is the total */
+    size_t nrows; /* 1 for query, any for query_many (never 0) */
+    int many;     /* 1 for query_many: the result has no rows, affected is the total */
 } keel__stmt;
 
 /*
@@ -61,17 +61,17 @@ struct keel_conn {
     const struct keel__engine *engine;
     const keel__dbconfig *config;
     keel_loop *loop;
-    void *impl;            /* engine state, owned by the engine (freed by its close) */
+    void *impl; /* engine state, owned by the engine (freed by its close) */
     keel__conn_state state;
-    int busy;              /* an operation (connect, query, reset) is in flight */
-    int broken;            /* the engine found the connection unusable */
-    int release_pending;   /* released while busy: return to the pool when the op ends */
+    int busy;            /* an operation (connect, query, reset) is in flight */
+    int broken;          /* the engine found the connection unusable */
+    int release_pending; /* released while busy: return to the pool when the op ends */
     int cancel_requested;
-    keel_query_cb cb;      /* completion of the running user operation */
-    keel_rows_cb rows_cb;  /* keel_conn_query_rows: where the running statement's rows go */
+    keel_query_cb cb;     /* completion of the running user operation */
+    keel_rows_cb rows_cb; /* keel_conn_query_rows: where the running statement's rows go */
     void *cb_arg;
-    keel__buf sql;         /* rewritten statement of the running operation */
-    size_t *map;           /* placeholder map of the running operation (MySQL) */
+    keel__buf sql; /* rewritten statement of the running operation */
+    size_t *map;   /* placeholder map of the running operation (MySQL) */
     size_t nmap;
     int64_t created_ms;
     int64_t last_used_ms;
@@ -87,9 +87,9 @@ struct keel_conn {
  * free of secrets.
  */
 typedef struct keel__engine {
-    const char *name;                /* "postgresql", "sqlite" */
+    const char *name; /* "postgresql", "sqlite" */
     keel__ph_style placeholder_style;
-    char ident_quote;                /* the character that quotes identifiers: '"' or '`' */
+    char ident_quote; /* the character that quotes identifiers: '"' or '`' */
     /* Checks the engine part of a database config (host/path present, known options…).
      * KEEL_ERR_CONFIG naming the key path on failure. Called by keel_config_validate. */
     keel_status (*check_config)(const keel__dbconfig *dbc, keel_error *err);

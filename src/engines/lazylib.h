@@ -21,7 +21,7 @@ typedef struct keel__lazy_sym {
 } keel__lazy_sym;
 
 /* The entry of a table filling loop for function name of table t (see the *_lib.c files). */
-#define KEEL__LAZY_SYM(t, name) {#name, (void **)&(t).name},
+#define KEEL__LAZY_SYM(t, name) { #name, (void **)&(t).name },
 
 /*
  * Loads soname (RTLD_NOW | RTLD_LOCAL, never closed) and stores the address of every symbol of

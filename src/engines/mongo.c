@@ -39,8 +39,7 @@ static char mg_load_error[200]; /* why libmongoc could not be loaded; written on
 static uint64_t mg_process_nonce;
 static atomic_uint_fast64_t mg_tag_counter;
 
-static void mg_init_once(void)
-{
+static void mg_init_once(void) {
     if (keel__mongo_lib_load(mg_load_error, sizeof mg_load_error) != 0)
         return;
     mongoc_init();
@@ -61,8 +60,7 @@ static void mg_init_once(void)
  * keel cannot know when the last one is gone. Nothing is registered to run at exit either.
  * KEEL_ERR_UNSUPPORTED naming the library when it cannot be loaded.
  */
-static keel_status mg_init(const char *name, keel_error *err)
-{
+static keel_status mg_init(const char *name, keel_error *err) {
     pthread_once(&mg_once, mg_init_once);
     if (!mg_load_error[0])
         return KEEL_OK;
@@ -77,10 +75,10 @@ typedef enum mg_job_kind { MG_JOB_CONNECT, MG_JOB_COMMAND, MG_JOB_TXN, MG_JOB_CL
 
 /* Which libmongoc helper runs a command, so that the URI's read and write concerns apply. */
 typedef enum mg_cmd_kind {
-    MG_CMD_GENERIC,    /* mongoc_client_command_with_opts: primary, nothing inherited */
-    MG_CMD_READ,       /* read preference and read concern of the URI */
-    MG_CMD_WRITE,      /* write concern of the URI */
-    MG_CMD_READ_WRITE  /* an aggregate that writes ($out, $merge): read and write concern */
+    MG_CMD_GENERIC,   /* mongoc_client_command_with_opts: primary, nothing inherited */
+    MG_CMD_READ,      /* read preference and read concern of the URI */
+    MG_CMD_WRITE,     /* write concern of the URI */
+    MG_CMD_READ_WRITE /* an aggregate that writes ($out, $merge): read and write concern */
 } mg_cmd_kind;
 
 typedef enum mg_txn { MG_TXN_IDLE, MG_TXN_ACTIVE, MG_TXN_FAILED } mg_txn;
@@ -106,19 +104,20 @@ typedef struct mg_cancel_link {
  */
 typedef struct mg_conn {
     /* Fixed when the connection is created (loop thread), read by jobs. */
-    char *name;                 /* the configured database name, for errors */
-    const keel__dbconfig *dbc;  /* owned by the db, which outlives every job */
+    char *name;                /* the configured database name, for errors */
+    const keel__dbconfig *dbc; /* owned by the db, which outlives every job */
     int timeout_ms;
     keel__workers *workers;
 
     /* Set by the connect job; used by one job at a time afterwards. */
-    mongoc_uri_t *uri;          /* only read once set: the client keeps a copy of its own,
-                                 * and the loop copies it again to start a cancel */
+    /* Only read once set: the client keeps a copy of its own, and the loop copies it again to
+     * start a cancel. */
+    mongoc_uri_t *uri;
     mongoc_client_t *client;
     mongoc_client_session_t *session; /* started by the first BEGIN, reused afterwards */
-    char *database;             /* commands' database when the call names none */
-    int max_wire;               /* maxWireVersion of the server found at connect */
-    int secondary_reads;        /* the read preference may pick a non-primary server */
+    char *database;                   /* commands' database when the call names none */
+    int max_wire;                     /* maxWireVersion of the server found at connect */
+    int secondary_reads;              /* the read preference may pick a non-primary server */
     mg_cursor cursors[MG_CURSOR_SLOTS];
     size_t next_cursor;
 
@@ -129,23 +128,23 @@ typedef struct mg_conn {
     mg_job_kind kind;
     keel_txn_op op;
     mg_cmd_kind cmd_kind;
-    int in_txn;                 /* the command belongs to the open transaction */
-    int txn_failed;             /* COMMIT of a transaction an error already doomed */
+    int in_txn;     /* the command belongs to the open transaction */
+    int txn_failed; /* COMMIT of a transaction an error already doomed */
     char *cmd_db;
-    const char *cmd_name;       /* points into cmd */
+    const char *cmd_name; /* points into cmd */
     bson_t cmd;
     bson_t opts;
     int have_cmd;
-    char tag[MG_TAG_MAX];       /* the comment keel added, or "" */
+    char tag[MG_TAG_MAX]; /* the comment keel added, or "" */
     keel_result *res;
     keel_error err;
 
     /* Loop thread only. */
     keel_conn *conn;
     mg_txn txn;
-    mg_cancel_link *link;       /* the cancel of the running command, if any */
+    mg_cancel_link *link; /* the cancel of the running command, if any */
     int running;
-    int abandoned;              /* closed while a job ran: done() closes and frees */
+    int abandoned; /* closed while a job ran: done() closes and frees */
 } mg_conn;
 
 /* A cancel in flight: its own copy of the URI and the command's tag, so that it never touches
@@ -158,8 +157,7 @@ typedef struct mg_cancel_job {
 
 /* ---- small helpers ---- */
 
-static int mg_in_list_nocase(const char *s, const char *const *list)
-{
+static int mg_in_list_nocase(const char *s, const char *const *list) {
     for (; *list; list++)
         if (strcasecmp(s, *list) == 0)
             return 1;
@@ -167,8 +165,7 @@ static int mg_in_list_nocase(const char *s, const char *const *list)
 }
 
 /* Replaces each occurrence of secret in msg (NUL-terminated, size bytes) by "***". */
-static void mg_scrub(char *msg, size_t size, const char *secret)
-{
+static void mg_scrub(char *msg, size_t size, const char *secret) {
     if (!secret || !*secret)
         return;
     size_t n = strlen(secret);
@@ -193,12 +190,11 @@ static void mg_scrub(char *msg, size_t size, const char *secret)
 /* mg_scrub for a secret as it is and as it is percent-encoded in a URI. */
 static int mg_put_escaped(keel__buf *b, const char *s, const char *keep);
 
-static void mg_scrub_secret(char *msg, size_t size, const char *secret)
-{
+static void mg_scrub_secret(char *msg, size_t size, const char *secret) {
     if (!secret || !*secret)
         return;
     mg_scrub(msg, size, secret);
-    keel__buf enc = {0};
+    keel__buf enc = { 0 };
     if (mg_put_escaped(&enc, secret, "") == 0 && enc.data)
         mg_scrub(msg, size, enc.data);
     if (enc.data)
@@ -211,8 +207,7 @@ static void mg_scrub_secret(char *msg, size_t size, const char *secret)
 static bool mg_check_strings(const bson_t *doc, const char **bad_key);
 
 static bool mg_visit_utf8(const bson_iter_t *it, const char *key, size_t len, const char *s,
-                          void *data)
-{
+                          void *data) {
     (void)it;
     if (bson_utf8_validate(s, len, true))
         return false;
@@ -220,17 +215,14 @@ static bool mg_visit_utf8(const bson_iter_t *it, const char *key, size_t len, co
     return true;
 }
 
-static bool mg_visit_nested(const bson_iter_t *it, const char *key, const bson_t *doc,
-                            void *data)
-{
+static bool mg_visit_nested(const bson_iter_t *it, const char *key, const bson_t *doc, void *data) {
     (void)it;
     (void)key;
     return !mg_check_strings(doc, data);
 }
 
 /* True when every string value of doc is valid UTF-8 (embedded NULs allowed, as BSON does). */
-static bool mg_check_strings(const bson_t *doc, const char **bad_key)
-{
+static bool mg_check_strings(const bson_t *doc, const char **bad_key) {
     static const bson_visitor_t visitor = {
         .visit_utf8 = mg_visit_utf8,
         .visit_document = mg_visit_nested,
@@ -261,31 +253,29 @@ static const char *const mg_other_options[] = {
 
 /* Options of libmongoc's own connection pool: keel pools connections itself. */
 static const char *const mg_pool_options[] = {
-    MONGOC_URI_MAXPOOLSIZE, MONGOC_URI_MINPOOLSIZE, MONGOC_URI_WAITQUEUETIMEOUTMS,
-    MONGOC_URI_WAITQUEUEMULTIPLE, NULL,
+    MONGOC_URI_MAXPOOLSIZE,
+    MONGOC_URI_MINPOOLSIZE,
+    MONGOC_URI_WAITQUEUETIMEOUTMS,
+    MONGOC_URI_WAITQUEUEMULTIPLE,
+    NULL,
 };
 
-static int mg_option_known(const char *key)
-{
+static int mg_option_known(const char *key) {
     return mongoc_uri_option_is_int32(key) || mongoc_uri_option_is_int64(key) ||
            mongoc_uri_option_is_bool(key) || mongoc_uri_option_is_utf8(key) ||
            mg_in_list_nocase(key, mg_other_options);
 }
 
 /* Whether an option's value is a secret, never to be shown even in a parse error. */
-static int mg_option_secret(const char *key)
-{
-    return strcasestr(key, "password") != NULL;
-}
+static int mg_option_secret(const char *key) { return strcasestr(key, "password") != NULL; }
 
 /* Appends s percent-encoded, keeping RFC 3986's unreserved characters and those in keep. */
-static int mg_put_escaped(keel__buf *b, const char *s, const char *keep)
-{
+static int mg_put_escaped(keel__buf *b, const char *s, const char *keep) {
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         int plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' ||
-                    ch == '~' || (ch && strchr(keep, ch));
+                    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~' ||
+                    (ch && strchr(keep, ch));
         if (plain ? keel__buf_putc(b, (char)ch) : keel__buf_printf(b, "%%%02X", ch))
             return -1;
     }
@@ -298,20 +288,18 @@ typedef struct mg_parts {
     char *user;
     char *password;
     char *database;
-    char **values;   /* one per option; NULL when a reference was left unresolved */
+    char **values; /* one per option; NULL when a reference was left unresolved */
     size_t nvalues;
 } mg_parts;
 
 /* Frees s after wiping it: it may hold a resolved secret. */
-static void mg_free_secret(char *s)
-{
+static void mg_free_secret(char *s) {
     if (s)
         memset(s, 0, strlen(s));
     free(s);
 }
 
-static void mg_parts_free(mg_parts *p)
-{
+static void mg_parts_free(mg_parts *p) {
     free(p->host);
     free(p->user);
     mg_free_secret(p->password);
@@ -327,9 +315,8 @@ static void mg_parts_free(mg_parts *p)
  * time); without, a value holding a reference becomes standin, or NULL when standin is NULL
  * (validation time: only the resolved value can be checked).
  */
-static keel_status mg_part(const char *value, const char *keypath, int resolve,
-                           const char *standin, char **out, keel_error *err)
-{
+static keel_status mg_part(const char *value, const char *keypath, int resolve, const char *standin,
+                           char **out, keel_error *err) {
     *out = NULL;
     if (!value)
         return KEEL_OK;
@@ -343,8 +330,7 @@ static keel_status mg_part(const char *value, const char *keypath, int resolve,
 }
 
 static keel_status mg_parts_load(const keel__dbconfig *dbc, int resolve, mg_parts *p,
-                                 keel_error *err)
-{
+                                 keel_error *err) {
     char keypath[256];
     memset(p, 0, sizeof *p);
     struct {
@@ -353,10 +339,10 @@ static keel_status mg_parts_load(const keel__dbconfig *dbc, int resolve, mg_part
         const char *standin;
         char **out;
     } fields[] = {
-        {"host", dbc->host, "localhost", &p->host},
-        {"user", dbc->user, "user", &p->user},
-        {"password", dbc->password, "password", &p->password},
-        {"database", dbc->database, "test", &p->database},
+        { "host", dbc->host, "localhost", &p->host },
+        { "user", dbc->user, "user", &p->user },
+        { "password", dbc->password, "password", &p->password },
+        { "database", dbc->database, "test", &p->database },
     };
     keel_status st = KEEL_OK;
     for (size_t i = 0; st == KEEL_OK && i < sizeof fields / sizeof fields[0]; i++) {
@@ -382,8 +368,7 @@ static keel_status mg_parts_load(const keel__dbconfig *dbc, int resolve, mg_part
 }
 
 /* Whether a host list holds only characters a URI's host part may carry as they are. */
-static int mg_host_list_ok(const char *h)
-{
+static int mg_host_list_ok(const char *h) {
     for (; *h; h++) {
         unsigned char ch = (unsigned char)*h;
         if (ch <= 0x20 || ch == 0x7f || strchr("/?#@\\", ch))
@@ -398,9 +383,8 @@ static int mg_host_list_ok(const char *h)
  * mongodb+srv:// still looks up its seed list in DNS (when the client is created). Errors:
  * KEEL_ERR_CONFIG naming the key, without any secret; KEEL_ERR_NOMEM.
  */
-static keel_status mg_uri_build(const keel__dbconfig *dbc, const mg_parts *p,
-                                mongoc_uri_t **out, keel_error *err)
-{
+static keel_status mg_uri_build(const keel__dbconfig *dbc, const mg_parts *p, mongoc_uri_t **out,
+                                keel_error *err) {
     const char *name = dbc->name;
     *out = NULL;
     if (!p->host || !*p->host)
@@ -418,7 +402,7 @@ static keel_status mg_uri_build(const keel__dbconfig *dbc, const mg_parts *p,
                                "databases.%s.host: a MongoDB host list holds names, addresses and "
                                "ports separated by commas",
                                name);
-    keel__buf b = {0};
+    keel__buf b = { 0 };
     int rc = keel__buf_puts(&b, srv ? "mongodb+srv://" : "mongodb://");
     if (!rc && p->user) {
         rc = mg_put_escaped(&b, p->user, "");
@@ -485,8 +469,7 @@ static keel_status mg_uri_build(const keel__dbconfig *dbc, const mg_parts *p,
  * first scan, bounded by connectTimeoutMS, and serverSelectionTimeoutMS only matters when
  * serverSelectionTryOnce=false is configured (e.g. to wait out a replica set election).
  */
-static void mg_uri_defaults(mongoc_uri_t *uri, int timeout_ms)
-{
+static void mg_uri_defaults(mongoc_uri_t *uri, int timeout_ms) {
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, timeout_ms);
     if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
@@ -495,8 +478,7 @@ static void mg_uri_defaults(mongoc_uri_t *uri, int timeout_ms)
         mongoc_uri_set_appname(uri, "keel");
 }
 
-static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err)
-{
+static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err) {
     const char *name = dbc->name ? dbc->name : "";
     keel_status st = mg_init(name, err);
     if (st != KEEL_OK)
@@ -535,8 +517,7 @@ static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err)
 static void mg_fail(mg_conn *mg, keel_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void mg_fail(mg_conn *mg, keel_status code, const char *fmt, ...)
-{
+static void mg_fail(mg_conn *mg, keel_status code, const char *fmt, ...) {
     char msg[KEEL_ERROR_MESSAGE_MAX], clean[KEEL_ERROR_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
@@ -547,8 +528,7 @@ static void mg_fail(mg_conn *mg, keel_status code, const char *fmt, ...)
 }
 
 /* The status that best describes a server error code. */
-static keel_status mg_status_for_code(int64_t code)
-{
+static keel_status mg_status_for_code(int64_t code) {
     switch (code) {
     case 11000: /* DuplicateKey */
     case 11001: /* DuplicateKey on update, before MongoDB 3.0 */
@@ -582,9 +562,9 @@ static keel_status mg_status_for_code(int64_t code)
     case 28:    /* PathNotViable */
     case 52:    /* DollarPrefixedFieldName */
         return KEEL_ERR_DATA;
-    case 50:    /* MaxTimeMSExpired */
-    case 64:    /* WriteConcernFailed: the write concern's wtimeout passed */
-    case 262:   /* ExceededTimeLimit */
+    case 50:  /* MaxTimeMSExpired */
+    case 64:  /* WriteConcernFailed: the write concern's wtimeout passed */
+    case 262: /* ExceededTimeLimit */
         return KEEL_ERR_TIMEOUT;
     case 11601: /* Interrupted: killOp */
         return KEEL_ERR_CANCELLED;
@@ -595,23 +575,22 @@ static keel_status mg_status_for_code(int64_t code)
     case 11602: /* InterruptedDueToReplStateChange */
     case 13435: /* NotPrimaryNoSecondaryOk */
         return KEEL_ERR_OPERATIONAL;
-    case 112:   /* WriteConflict */
-    case 225:   /* TransactionTooOld */
-    case 244:   /* TransactionAborted */
-    case 251:   /* NoSuchTransaction */
-    case 256:   /* TransactionCommitted */
-    case 257:   /* TransactionTooLarge */
-    case 263:   /* OperationNotSupportedInTransaction */
-    case 267:   /* PreparedTransactionInProgress */
+    case 112: /* WriteConflict */
+    case 225: /* TransactionTooOld */
+    case 244: /* TransactionAborted */
+    case 251: /* NoSuchTransaction */
+    case 256: /* TransactionCommitted */
+    case 257: /* TransactionTooLarge */
+    case 263: /* OperationNotSupportedInTransaction */
+    case 267: /* PreparedTransactionInProgress */
         return KEEL_ERR_TRANSACTION;
-    default:    /* Unauthorized (13) and AuthenticationFailed (18) too, past connect */
+    default: /* Unauthorized (13) and AuthenticationFailed (18) too, past connect */
         return KEEL_ERR_DATABASE;
     }
 }
 
 /* The status of a libmongoc error raised while a connected client runs an operation. */
-static keel_status mg_status_for_error(const bson_error_t *e)
-{
+static keel_status mg_status_for_error(const bson_error_t *e) {
     switch (e->domain) {
     case MONGOC_ERROR_SERVER:
     case MONGOC_ERROR_WRITE_CONCERN:
@@ -638,10 +617,9 @@ static keel_status mg_status_for_error(const bson_error_t *e)
 }
 
 /* " [Label]" for the transaction error labels a reply carries, which tell what to retry. */
-static void mg_labels(const bson_t *reply, char *out, size_t size)
-{
-    static const char *const labels[] = {"TransientTransactionError",
-                                         "UnknownTransactionCommitResult", NULL};
+static void mg_labels(const bson_t *reply, char *out, size_t size) {
+    static const char *const labels[] = { "TransientTransactionError",
+                                          "UnknownTransactionCommitResult", NULL };
     out[0] = '\0';
     if (!reply)
         return;
@@ -653,8 +631,7 @@ static void mg_labels(const bson_t *reply, char *out, size_t size)
 }
 
 /* Fills the job's error from a failed libmongoc call (reply may be NULL). */
-static void mg_fail_mongoc(mg_conn *mg, const bson_error_t *e, const bson_t *reply)
-{
+static void mg_fail_mongoc(mg_conn *mg, const bson_error_t *e, const bson_t *reply) {
     keel_status code = mg_status_for_error(e);
     char labels[96];
     mg_labels(reply, labels, sizeof labels);
@@ -668,8 +645,7 @@ static void mg_fail_mongoc(mg_conn *mg, const bson_error_t *e, const bson_t *rep
         mg_fail(mg, code, "%s%s", e->message, labels);
 }
 
-static int64_t mg_iter_int(const bson_iter_t *it)
-{
+static int64_t mg_iter_int(const bson_iter_t *it) {
     return BSON_ITER_HOLDS_NUMBER(it) ? bson_iter_as_int64(it) : 0;
 }
 
@@ -678,8 +654,7 @@ static int64_t mg_iter_int(const bson_iter_t *it)
  * batch stopping at the first when ordered) and writeConcernError. Fills the job's error from
  * the first and returns 1 when there is one.
  */
-static int mg_write_errors(mg_conn *mg, const bson_t *reply)
-{
+static int mg_write_errors(mg_conn *mg, const bson_t *reply) {
     bson_iter_t it, arr, doc;
     /* The labels are only read once an error was found: nearly every reply has none. */
     char labels[96];
@@ -731,15 +706,13 @@ static int mg_write_errors(mg_conn *mg, const bson_t *reply)
     return 0;
 }
 
-static void mg_fail_nomem(mg_conn *mg)
-{
+static void mg_fail_nomem(mg_conn *mg) {
     keel__error_set(&mg->err, KEEL_ERR_NOMEM, MG_ENGINE, mg->name, "out of memory");
 }
 
 /* ---- jobs (worker side) ---- */
 
-static void mg_close_client(mg_conn *mg)
-{
+static void mg_close_client(mg_conn *mg) {
     /* The session goes first: it belongs to the client, whose destruction ends sessions on
      * the server. */
     if (mg->session)
@@ -753,8 +726,7 @@ static void mg_close_client(mg_conn *mg)
 }
 
 /* The maxWireVersion of the server the read preference selects, or 0 when unknown. */
-static int mg_server_wire(mongoc_client_t *client)
-{
+static int mg_server_wire(mongoc_client_t *client) {
     bson_error_t error;
     mongoc_server_description_t *sd =
         mongoc_client_select_server(client, false, mongoc_client_get_read_prefs(client), &error);
@@ -770,8 +742,7 @@ static int mg_server_wire(mongoc_client_t *client)
 }
 
 /* The seed list of uri as "host:port,host:port", or the SRV name it is looked up from. */
-static void mg_describe_hosts(const mongoc_uri_t *uri, char *out, size_t size)
-{
+static void mg_describe_hosts(const mongoc_uri_t *uri, char *out, size_t size) {
     out[0] = '\0';
     const char *srv = mongoc_uri_get_srv_hostname(uri);
     if (srv) {
@@ -789,8 +760,7 @@ static void mg_describe_hosts(const mongoc_uri_t *uri, char *out, size_t size)
 }
 
 /* A connect step failed: report it as a connect error naming the hosts (never the password). */
-static void mg_connect_failed(mg_conn *mg, const char *password, const bson_error_t *e)
-{
+static void mg_connect_failed(mg_conn *mg, const char *password, const bson_error_t *e) {
     char msg[sizeof e->message], hosts[256];
     snprintf(msg, sizeof msg, "%s", e->message);
     mg_scrub_secret(msg, sizeof msg, password);
@@ -799,8 +769,7 @@ static void mg_connect_failed(mg_conn *mg, const char *password, const bson_erro
     mg_close_client(mg);
 }
 
-static void mg_run_connect(mg_conn *mg)
-{
+static void mg_run_connect(mg_conn *mg) {
     mg_parts p;
     if (mg_parts_load(mg->dbc, 1, &p, &mg->err) != KEEL_OK)
         return;
@@ -833,9 +802,8 @@ static void mg_run_connect(mg_conn *mg)
     bson_t ping, reply;
     bson_init(&ping);
     BSON_APPEND_INT32(&ping, "ping", 1);
-    bool ok = mongoc_client_command_simple(mg->client, "admin", &ping,
-                                           mongoc_client_get_read_prefs(mg->client), &reply,
-                                           &error);
+    bool ok = mongoc_client_command_simple(
+        mg->client, "admin", &ping, mongoc_client_get_read_prefs(mg->client), &reply, &error);
     bson_destroy(&ping);
     bson_destroy(&reply);
     if (!ok) {
@@ -849,15 +817,13 @@ static void mg_run_connect(mg_conn *mg)
         mongoc_read_prefs_get_mode(mongoc_client_get_read_prefs(mg->client)) != MONGOC_READ_PRIMARY;
 }
 
-static void mg_forget_cursor(mg_conn *mg, int64_t id)
-{
+static void mg_forget_cursor(mg_conn *mg, int64_t id) {
     for (size_t i = 0; i < MG_CURSOR_SLOTS; i++)
         if (mg->cursors[i].id == id)
             mg->cursors[i].id = 0;
 }
 
-static uint32_t mg_cursor_server(const mg_conn *mg, int64_t id)
-{
+static uint32_t mg_cursor_server(const mg_conn *mg, int64_t id) {
     for (size_t i = 0; id && i < MG_CURSOR_SLOTS; i++)
         if (mg->cursors[i].id == id)
             return mg->cursors[i].server_id;
@@ -865,8 +831,7 @@ static uint32_t mg_cursor_server(const mg_conn *mg, int64_t id)
 }
 
 /* The cursor ids a getMore or killCursors command names (at most n), returning how many. */
-static size_t mg_command_cursors(const mg_conn *mg, int64_t *ids, size_t n)
-{
+static size_t mg_command_cursors(const mg_conn *mg, int64_t *ids, size_t n) {
     bson_iter_t it, arr;
     size_t count = 0;
     if (strcmp(mg->cmd_name, "getMore") == 0) {
@@ -888,8 +853,7 @@ static size_t mg_command_cursors(const mg_conn *mg, int64_t *ids, size_t n)
  * by getMore and killCursors, which libmongoc would send to the primary. Returns the server id
  * (0: libmongoc chooses), or UINT32_MAX with the job's error set.
  */
-static uint32_t mg_route(mg_conn *mg)
-{
+static uint32_t mg_route(mg_conn *mg) {
     if (!mg->secondary_reads || mg->in_txn)
         return 0;
     if (mg->cmd_kind == MG_CMD_READ) {
@@ -915,8 +879,7 @@ static uint32_t mg_route(mg_conn *mg)
 }
 
 /* Keeps the cursor map up to date after a successful command sent to server_id. */
-static void mg_track_cursors(mg_conn *mg, const bson_t *reply, uint32_t server_id)
-{
+static void mg_track_cursors(mg_conn *mg, const bson_t *reply, uint32_t server_id) {
     if (!mg->secondary_reads)
         return;
     int64_t ids[4];
@@ -939,8 +902,7 @@ static void mg_track_cursors(mg_conn *mg, const bson_t *reply, uint32_t server_i
 }
 
 /* The job's result: one row, one column "reply" holding the reply document. */
-static void mg_result(mg_conn *mg, const bson_t *reply)
-{
+static void mg_result(mg_conn *mg, const bson_t *reply) {
     keel_result *res = keel__result_new(1);
     keel_value *row = NULL;
     char *bytes = NULL;
@@ -956,7 +918,7 @@ static void mg_result(mg_conn *mg, const bson_t *reply)
     row[0].u.str.ptr = bytes;
     row[0].u.str.len = reply->len;
     /* Write commands report how many documents they matched, inserted or deleted in n. */
-    static const char *const counted[] = {"insert", "update", "delete", NULL};
+    static const char *const counted[] = { "insert", "update", "delete", NULL };
     bson_iter_t it;
     if (keel__word_in_list(mg->cmd_name, counted) && bson_iter_init_find(&it, reply, "n") &&
         BSON_ITER_HOLDS_NUMBER(&it))
@@ -964,8 +926,7 @@ static void mg_result(mg_conn *mg, const bson_t *reply)
     mg->res = res;
 }
 
-static void mg_run_command(mg_conn *mg)
-{
+static void mg_run_command(mg_conn *mg) {
     bson_error_t error;
     memset(&error, 0, sizeof error);
     if (atomic_load(&mg->cancel)) {
@@ -992,8 +953,8 @@ static void mg_run_command(mg_conn *mg)
     bool ok;
     switch (mg->cmd_kind) {
     case MG_CMD_READ:
-        ok = mongoc_client_read_command_with_opts(mg->client, mg->cmd_db, &mg->cmd, NULL,
-                                                  &mg->opts, &reply, &error);
+        ok = mongoc_client_read_command_with_opts(mg->client, mg->cmd_db, &mg->cmd, NULL, &mg->opts,
+                                                  &reply, &error);
         break;
     case MG_CMD_WRITE:
         ok = mongoc_client_write_command_with_opts(mg->client, mg->cmd_db, &mg->cmd, &mg->opts,
@@ -1022,15 +983,13 @@ static void mg_run_command(mg_conn *mg)
 }
 
 /* An empty result for a transaction operation. */
-static void mg_empty_result(mg_conn *mg)
-{
+static void mg_empty_result(mg_conn *mg) {
     mg->res = keel__result_new(0);
     if (!mg->res)
         mg_fail_nomem(mg);
 }
 
-static void mg_run_txn(mg_conn *mg)
-{
+static void mg_run_txn(mg_conn *mg) {
     bson_error_t error;
     memset(&error, 0, sizeof error);
     switch (mg->op) {
@@ -1077,8 +1036,7 @@ static void mg_run_txn(mg_conn *mg)
     mg_empty_result(mg);
 }
 
-static void mg_job_run(void *arg)
-{
+static void mg_job_run(void *arg) {
     mg_conn *mg = arg;
     switch (mg->kind) {
     case MG_JOB_CONNECT:
@@ -1100,8 +1058,7 @@ static void mg_job_run(void *arg)
 
 /* Copies into *opid the opid of the operation whose command carries tag, from one currentOp
  * reply; returns 0 when there is none. */
-static int mg_find_op(const bson_t *reply, const char *tag, bson_value_t *opid)
-{
+static int mg_find_op(const bson_t *reply, const char *tag, bson_value_t *opid) {
     bson_iter_t it, ops, op;
     if (!bson_iter_init_find(&it, reply, "inprog") || !BSON_ITER_HOLDS_ARRAY(&it) ||
         !bson_iter_recurse(&it, &ops))
@@ -1124,8 +1081,7 @@ static int mg_find_op(const bson_t *reply, const char *tag, bson_value_t *opid)
 }
 
 /* Asks one server for the tagged operation and kills it. Returns 1 when it was found. */
-static int mg_kill_on(mongoc_client_t *client, uint32_t server_id, const char *tag)
-{
+static int mg_kill_on(mongoc_client_t *client, uint32_t server_id, const char *tag) {
     bson_t cmd, opts, reply;
     bson_error_t error;
     bson_init(&opts);
@@ -1158,8 +1114,7 @@ static int mg_kill_on(mongoc_client_t *client, uint32_t server_id, const char *t
  * the client knows is asked, since a read may run on a secondary. A server that does not show
  * commands' comments in currentOp never yields the tag: the command then runs to its end.
  */
-static void mg_cancel_run(void *arg)
-{
+static void mg_cancel_run(void *arg) {
     mg_cancel_job *j = arg;
     bson_error_t error;
     mongoc_client_t *client = mongoc_client_new_from_uri_with_error(j->uri, &error);
@@ -1175,7 +1130,7 @@ static void mg_cancel_run(void *arg)
             if (attempt) {
                 if (atomic_load(&j->link->finished))
                     break;
-                struct timespec ts = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L};
+                struct timespec ts = { pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L };
                 nanosleep(&ts, NULL);
                 pause_ms *= 2;
             }
@@ -1194,14 +1149,12 @@ static void mg_cancel_run(void *arg)
 }
 
 /* Drops one reference to a cancel link (loop thread). */
-static void mg_link_release(mg_cancel_link *link)
-{
+static void mg_link_release(mg_cancel_link *link) {
     if (link && --link->refs == 0)
         free(link);
 }
 
-static void mg_cancel_done(void *arg)
-{
+static void mg_cancel_done(void *arg) {
     mg_cancel_job *j = arg;
     mongoc_uri_destroy(j->uri);
     mg_link_release(j->link);
@@ -1210,8 +1163,7 @@ static void mg_cancel_done(void *arg)
 
 /* ---- loop side ---- */
 
-static void mg_free(mg_conn *mg)
-{
+static void mg_free(mg_conn *mg) {
     if (mg->have_cmd) {
         bson_destroy(&mg->cmd);
         bson_destroy(&mg->opts);
@@ -1227,8 +1179,7 @@ static void mg_job_done(void *arg);
 
 /* Destroys the client on a worker (libmongoc ends the server sessions over the network), then
  * frees. */
-static void mg_start_close(mg_conn *mg)
-{
+static void mg_start_close(mg_conn *mg) {
     if (!mg->client && !mg->uri) {
         mg_free(mg);
         return;
@@ -1243,8 +1194,7 @@ static void mg_start_close(mg_conn *mg)
 }
 
 /* Asks the server to stop the running command (loop thread). */
-static void mg_start_cancel(mg_conn *mg)
-{
+static void mg_start_cancel(mg_conn *mg) {
     atomic_store(&mg->cancel, 1);
     if (!mg->tag[0] || mg->link || !mg->uri)
         return;
@@ -1270,8 +1220,7 @@ static void mg_start_cancel(mg_conn *mg)
     mg->link = link;
 }
 
-static void mg_job_done(void *arg)
-{
+static void mg_job_done(void *arg) {
     mg_conn *mg = arg;
     mg->running = 0;
     if (mg->kind == MG_JOB_CLOSE) {
@@ -1328,8 +1277,7 @@ static void mg_job_done(void *arg)
     keel__conn_complete(c, failed ? NULL : res, failed ? &err : NULL);
 }
 
-static keel_status mg_connect(keel_conn *c, keel_error *err)
-{
+static keel_status mg_connect(keel_conn *c, keel_error *err) {
     const keel__dbconfig *dbc = c->config;
     keel_status st = mg_init(dbc->name, err);
     if (st != KEEL_OK)
@@ -1341,8 +1289,8 @@ static keel_status mg_connect(keel_conn *c, keel_error *err)
     }
     atomic_init(&mg->cancel, 0);
     mg->dbc = dbc;
-    double timeout = dbc->connect_timeout > 0 ? dbc->connect_timeout * 1000.0
-                                              : (double)MG_DEFAULT_TIMEOUT_MS;
+    double timeout =
+        dbc->connect_timeout > 0 ? dbc->connect_timeout * 1000.0 : (double)MG_DEFAULT_TIMEOUT_MS;
     mg->timeout_ms = timeout >= INT_MAX ? INT_MAX : timeout < 1 ? 1 : (int)timeout;
     mg->workers = keel__conn_workers(c);
     if (!mg->workers) {
@@ -1364,8 +1312,7 @@ static keel_status mg_connect(keel_conn *c, keel_error *err)
 }
 
 /* The checks every operation makes before it starts; KEEL_OK when the job may be submitted. */
-static keel_status mg_ready(keel_conn *c, keel_error *err)
-{
+static keel_status mg_ready(keel_conn *c, keel_error *err) {
     mg_conn *mg = c->impl;
     if (!mg || !mg->client)
         return keel__error_set(err, KEEL_ERR_CLOSED, MG_ENGINE, c->config->name,
@@ -1376,8 +1323,7 @@ static keel_status mg_ready(keel_conn *c, keel_error *err)
     return KEEL_OK;
 }
 
-static keel_status mg_submit(mg_conn *mg, mg_job_kind kind, keel_error *err)
-{
+static keel_status mg_submit(mg_conn *mg, mg_job_kind kind, keel_error *err) {
     keel_error_clear(&mg->err);
     mg->res = NULL;
     mg->kind = kind;
@@ -1392,14 +1338,14 @@ static keel_status mg_submit(mg_conn *mg, mg_job_kind kind, keel_error *err)
 }
 
 /* How a command is run, from its name (and, for aggregate, whether its last stage writes). */
-static mg_cmd_kind mg_classify(const char *name, const bson_t *cmd)
-{
-    static const char *const reads[] = {"find", "count", "distinct", NULL};
+static mg_cmd_kind mg_classify(const char *name, const bson_t *cmd) {
+    static const char *const reads[] = { "find", "count", "distinct", NULL };
     static const char *const writes[] = {
-        "insert",         "update",       "delete",     "findAndModify", "findandmodify",
-        "bulkWrite",      "create",       "createIndexes", "drop",       "dropIndexes",
-        "dropDatabase",   "collMod",      "renameCollection", "createUser", "updateUser",
-        "dropUser",       "createRole",   "updateRole", "dropRole",      NULL};
+        "insert",       "update",     "delete",           "findAndModify", "findandmodify",
+        "bulkWrite",    "create",     "createIndexes",    "drop",          "dropIndexes",
+        "dropDatabase", "collMod",    "renameCollection", "createUser",    "updateUser",
+        "dropUser",     "createRole", "updateRole",       "dropRole",      NULL
+    };
     if (keel__word_in_list(name, reads))
         return MG_CMD_READ;
     if (keel__word_in_list(name, writes))
@@ -1419,13 +1365,12 @@ static mg_cmd_kind mg_classify(const char *name, const bson_t *cmd)
 }
 
 static keel_status mg_command(keel_conn *c, const char *dbname, const void *cmd, size_t len,
-                              keel_error *err)
-{
+                              keel_error *err) {
     /* Commands that take a comment on MongoDB 4.4 and later: keel tags them to find them again
      * in currentOp when they are cancelled. */
-    static const char *const taggable[] = {"find",   "aggregate", "count",         "distinct",
-                                           "insert", "update",    "delete",        "getMore",
-                                           "findAndModify", "findandmodify", NULL};
+    static const char *const taggable[] = { "find",          "aggregate",     "count",  "distinct",
+                                            "insert",        "update",        "delete", "getMore",
+                                            "findAndModify", "findandmodify", NULL };
     const char *name = c->config->name;
     keel_status st = mg_ready(c, err);
     if (st != KEEL_OK)
@@ -1445,8 +1390,7 @@ static keel_status mg_command(keel_conn *c, const char *dbname, const void *cmd,
                                "its length header",
                                len);
     bson_error_t berr;
-    if (!bson_validate_with_error(&user, BSON_VALIDATE_UTF8 | BSON_VALIDATE_UTF8_ALLOW_NULL,
-                                  &berr))
+    if (!bson_validate_with_error(&user, BSON_VALIDATE_UTF8 | BSON_VALIDATE_UTF8_ALLOW_NULL, &berr))
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, MG_ENGINE, name,
                                "the command is not a valid BSON document: %s", berr.message);
     const char *bad_key = NULL;
@@ -1515,8 +1459,7 @@ static keel_status mg_command(keel_conn *c, const char *dbname, const void *cmd,
     return st;
 }
 
-static keel_status mg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err)
-{
+static keel_status mg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err) {
     (void)depth;
     const char *name = c->config->name;
     if (op == KEEL_TXN_SAVEPOINT || op == KEEL_TXN_RELEASE || op == KEEL_TXN_ROLLBACK_TO)
@@ -1540,16 +1483,14 @@ static keel_status mg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
     return mg_submit(mg, MG_JOB_TXN, err);
 }
 
-static void mg_cancel(keel_conn *c)
-{
+static void mg_cancel(keel_conn *c) {
     mg_conn *mg = c->impl;
     if (!mg || !mg->running || mg->kind != MG_JOB_COMMAND)
         return;
     mg_start_cancel(mg);
 }
 
-static keel_txn_status mg_txn_status(const keel_conn *c)
-{
+static keel_txn_status mg_txn_status(const keel_conn *c) {
     const mg_conn *mg = c->impl;
     if (!mg || !mg->client || mg->running)
         return KEEL_TXN_UNKNOWN;
@@ -1563,8 +1504,7 @@ static keel_txn_status mg_txn_status(const keel_conn *c)
     }
 }
 
-static void mg_close(keel_conn *c)
-{
+static void mg_close(keel_conn *c) {
     mg_conn *mg = c->impl;
     if (!mg)
         return;

@@ -14,7 +14,7 @@ static char lib_error[256]; /* empty once loaded; written only inside the once *
 
 static void lib_load_once(void) {
 #define SYM(name) KEEL__LAZY_SYM(keel__mongo_lib, name)
-    static const keel__lazy_sym syms[] = {KEEL__MONGO_LIB_FUNCTIONS(SYM)};
+    static const keel__lazy_sym syms[] = { KEEL__MONGO_LIB_FUNCTIONS(SYM) };
 #undef SYM
     keel__lazylib_load(KEEL_MONGOC_SONAME, syms, sizeof syms / sizeof syms[0], lib_error,
                        sizeof lib_error);

@@ -146,8 +146,8 @@ typedef enum my_ssl {
     SSL_VERIFY_IDENTITY
 } my_ssl;
 
-static const char *const my_ssl_names[] = {"DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA",
-                                           "VERIFY_IDENTITY"};
+static const char *const my_ssl_names[] = { "DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA",
+                                            "VERIFY_IDENTITY" };
 
 /*
  * Resolved connection settings. The connection keeps them for its whole life because a cancel
@@ -216,8 +216,8 @@ typedef struct my_impl {
     keel_timer *deadline; /* the connect deadline; gone once connected */
     keel_timer *libtimer; /* a MYSQL_WAIT_TIMEOUT libmariadb asked for */
     keel_timer *kick;     /* reports an outcome reached inside a start function */
-    keel__dns *dns;  /* the host-name lookup in flight, if any */
-    my_wconn *wconn; /* a blocking connect running on the worker pool, if any */
+    keel__dns *dns;       /* the host-name lookup in flight, if any */
+    my_wconn *wconn;      /* a blocking connect running on the worker pool, if any */
     double timeout_s;
     char where[200]; /* "host H, port P" or "socket S", for messages */
 
@@ -239,10 +239,10 @@ typedef struct my_impl {
 
     /* The running operation. */
     my_op op;
-    int in_start;      /* inside connect/query/transaction: reports go through the kick timer */
-    my_report report;  /* the outcome waiting for the kick timer */
-    uint64_t op_seq;   /* counts operations, so a late cancel retry can tell it is stale */
-    int failed;        /* err holds the operation's first error */
+    int in_start;     /* inside connect/query/transaction: reports go through the kick timer */
+    my_report report; /* the outcome waiting for the kick timer */
+    uint64_t op_seq;  /* counts operations, so a late cancel retry can tell it is stale */
+    int failed;       /* err holds the operation's first error */
     keel_error err;
     keel_result *keep; /* the result the operation will return */
     int keep_rows;     /* keep came from a statement that returned columns */
@@ -284,14 +284,14 @@ typedef struct my_impl {
 
     /* The running batch. */
     my_stage stage;
-    int own_txn;   /* no transaction was open: the batch begins one (else a savepoint) */
-    int wrapped;   /* the batch's transaction or savepoint is open */
-    int rowmode;   /* one execution per row: no bulk support, or the statement returns rows */
-    int cleanup;   /* the batch is ending its transaction or savepoint: cancel must not hit it */
+    int own_txn; /* no transaction was open: the batch begins one (else a savepoint) */
+    int wrapped; /* the batch's transaction or savepoint is open */
+    int rowmode; /* one execution per row: no bulk support, or the statement returns rows */
+    int cleanup; /* the batch is ending its transaction or savepoint: cancel must not hit it */
     int cancel_wanted; /* the operation was asked to stop: a batch starts no further range */
-    size_t brows;  /* rows of the batch */
-    size_t bnext;  /* the first row not yet in any range */
-    size_t ra, rb; /* the rows of the running execution */
+    size_t brows;      /* rows of the batch */
+    size_t bnext;      /* the first row not yet in any range */
+    size_t ra, rb;     /* the rows of the running execution */
     size_t split[MY_SPLIT_MAX][2];
     size_t nsplit;
     int64_t baffected;
@@ -548,8 +548,7 @@ static void my_error(my_impl *p, unsigned no, const char *state, const char *msg
         n = snprintf(raw, sizeof raw, "row %zu: ", a);
     else if (b > a + 1)
         n = snprintf(raw, sizeof raw, "rows %zu-%zu: ", a, b - 1);
-    snprintf(raw + n, sizeof raw - (size_t)n, "%s",
-             msg && *msg ? msg : "unknown MySQL error");
+    snprintf(raw + n, sizeof raw - (size_t)n, "%s", msg && *msg ? msg : "unknown MySQL error");
     for (char *s = raw; *s; s++)
         if (*s == '\n' || *s == '\r' || *s == '\t')
             *s = ' ';
@@ -595,12 +594,12 @@ static const struct {
     const char *key;
     const char *field;
 } my_reserved[] = {
-    {"host", "host"},         {"port", "port"},         {"user", "user"},
-    {"password", "password"}, {"database", "database"}, {"dbname", "database"},
+    { "host", "host" },         { "port", "port" },         { "user", "user" },
+    { "password", "password" }, { "database", "database" }, { "dbname", "database" },
 };
 
-static const char *const my_known[] = {"charset", "connect_timeout", "ssl_mode",
-                                       "ssl_ca",  "ssl_cert",        "ssl_key",  NULL};
+static const char *const my_known[] = { "charset",  "connect_timeout", "ssl_mode", "ssl_ca",
+                                        "ssl_cert", "ssl_key",         NULL };
 
 /* ssl_mode by name, in either case, with '-' or '_'; -1 when unknown. */
 static int my_ssl_mode(const char *v) {
@@ -654,8 +653,8 @@ static keel_status my_check_config(const keel__dbconfig *dbc, keel_error *err) {
         for (size_t r = 0; r < sizeof my_reserved / sizeof my_reserved[0]; r++)
             if (strcmp(key, my_reserved[r].key) == 0)
                 return keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, name,
-                                       "databases.%s.options.%s: set databases.%s.%s instead",
-                                       name, key, name, my_reserved[r].field);
+                                       "databases.%s.options.%s: set databases.%s.%s instead", name,
+                                       key, name, my_reserved[r].field);
         if (!keel__word_in_list(key, my_known))
             return keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, name,
                                    "databases.%s.options.%s: unknown MySQL option", name, key);
@@ -820,7 +819,6 @@ static void my_close_handle(my_impl *p) {
         close(fd);
     p->call = C_NONE;
 }
-
 
 /* Reports a connect failure (or defers it out of a start function). */
 static int my_connect_failed(my_impl *p, const keel_error *e) {
@@ -995,8 +993,7 @@ static void my_wconn_run(void *arg) {
     my_tls_errors_clear();
     w->ret = mysql_real_connect(w->m, w->unix_socket ? MY_DEFAULT_HOST : w->host, w->user,
                                 w->password, w->database, w->port, w->unix_socket,
-                                CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS |
-                                    CLIENT_FOUND_ROWS);
+                                CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS);
 }
 
 /* On the loop thread: the handle comes back, connected or with its error. */
@@ -1067,10 +1064,9 @@ static int my_call_start(my_impl *p) {
     switch (p->call) {
     case C_CONNECT: {
         const char *host = p->set.unix_socket ? MY_DEFAULT_HOST : p->set.addr;
-        return mysql_real_connect_start(&p->r_mysql, p->m, host, p->set.user, p->set.password,
-                                        p->database, p->set.port, p->set.unix_socket,
-                                        CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS |
-                                            CLIENT_FOUND_ROWS);
+        return mysql_real_connect_start(
+            &p->r_mysql, p->m, host, p->set.user, p->set.password, p->database, p->set.port,
+            p->set.unix_socket, CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS);
     }
     case C_QUERY:
         return mysql_real_query_start(&p->r_int, p->m, p->qsql, p->qlen);
@@ -1267,8 +1263,8 @@ static int my_time_text(keel_result *res, keel_value *v, const MYSQL_TIME *t, my
     } else {
         n = snprintf(buf, sizeof buf, "%04u-%02u-%02u", t->year, t->month, t->day);
         if (how == H_DATETIME)
-            n += snprintf(buf + n, sizeof buf - (size_t)n, " %02u:%02u:%02u", t->hour,
-                          t->minute, t->second);
+            n += snprintf(buf + n, sizeof buf - (size_t)n, " %02u:%02u:%02u", t->hour, t->minute,
+                          t->second);
     }
     if (how != H_DATE && t->second_part)
         n += snprintf(buf + n, sizeof buf - (size_t)n, ".%06lu", t->second_part);
@@ -1277,8 +1273,8 @@ static int my_time_text(keel_result *res, keel_value *v, const MYSQL_TIME *t, my
 
 /* Decodes one MYSQL_TIME of a DATE, TIME or DATETIME column. -1 when out of memory. */
 static int my_decode_time(keel_result *res, keel_value *v, const MYSQL_TIME *t, my_how how) {
-    int64_t tod = (((int64_t)t->hour * 60 + t->minute) * 60 + t->second) * 1000000 +
-                  (int64_t)t->second_part;
+    int64_t tod =
+        (((int64_t)t->hour * 60 + t->minute) * 60 + t->second) * 1000000 + (int64_t)t->second_part;
     int32_t days;
     switch (how) {
     case H_DATE:
@@ -1496,8 +1492,7 @@ static void my_bind_col(my_col *col, MYSQL_BIND *b) {
 }
 
 /* Decodes the current row's column i. 0, -1 out of memory, -2 fetch failed. */
-static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res,
-                        keel_value *v) {
+static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res, keel_value *v) {
     my_col *col = &p->cols[i];
     char num[24];
     switch (col->how) {
@@ -1548,8 +1543,7 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
 }
 
 /* Builds a keel_result from a stored binary-protocol result. */
-static keel_status my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out,
-                                  keel_error *err) {
+static keel_status my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, keel_error *err) {
     unsigned ncols = mysql_stmt_field_count(st);
     MYSQL_FIELD *f = mariadb_stmt_fetch_fields(st);
     keel_result *res = keel__result_new(ncols);
@@ -1874,7 +1868,7 @@ static int my_numeric_is_finite(const char *s, size_t n) {
         s++;
         n--;
     }
-    static const char *const words[] = {"nan", "snan", "qnan", "inf", "infinity"};
+    static const char *const words[] = { "nan", "snan", "qnan", "inf", "infinity" };
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
         size_t w = strlen(words[i]);
         if (n >= w && strncasecmp(s, words[i], w) == 0) {
@@ -1949,8 +1943,7 @@ static int my_is_strlike(keel_type t) {
 }
 
 /* Copies parameters (valid only during the query call) into one private block. */
-static keel_status my_copy_params(my_impl *p, const keel_value *params, size_t n,
-                                  keel_error *err) {
+static keel_status my_copy_params(my_impl *p, const keel_value *params, size_t n, keel_error *err) {
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++)
         if (my_is_strlike(params[i].type))
@@ -2566,8 +2559,10 @@ static int my_batch_end(my_impl *p) {
 static int my_batch_exec(my_impl *p) {
     if (p->cancel_wanted) {
         char msg[120];
-        snprintf(msg, sizeof msg, "the batch was cancelled before row %zu; what it wrote is "
-                 "rolled back", p->ra);
+        snprintf(msg, sizeof msg,
+                 "the batch was cancelled before row %zu; what it wrote is "
+                 "rolled back",
+                 p->ra);
         my_fail(p, KEEL_ERR_CANCELLED, msg);
         return my_batch_end(p);
     }
@@ -2824,8 +2819,7 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
     p->libtimer = keel__timer_new(c->loop, my_on_libtimer, p);
     p->kick = keel__timer_new(c->loop, my_on_kick, p);
     if (!p->deadline || !p->libtimer || !p->kick ||
-        keel__timer_arm(p->deadline, keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5)) !=
-            0) {
+        keel__timer_arm(p->deadline, keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5)) != 0) {
         my_destroy(p);
         return keel__error_set(err, KEEL_ERR_INTERNAL, MY_ENGINE, my_dbname(c),
                                "the event loop refused the connect timers");
@@ -2838,8 +2832,7 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
     if (workers && tls) {
         if (my_wconn_start(p, workers, host) != 0) {
             my_destroy(p);
-            return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c),
-                                   "out of memory");
+            return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c), "out of memory");
         }
         c->impl = p;
         return KEEL_OK;
@@ -2866,8 +2859,7 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
         p->addrs = calloc(1, sizeof *p->addrs);
         if (!p->addrs || !(p->addrs[0] = strdup(host))) {
             my_destroy(p);
-            return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c),
-                                   "out of memory");
+            return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, my_dbname(c), "out of memory");
         }
         p->naddrs = 1;
     }
@@ -2942,8 +2934,8 @@ static keel_status my_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
         return my_nomem(p, err);
     for (size_t i = 0; i < n; i++) {
         size_t k = stmt->nparams ? i % stmt->nparams : 0;
-        st = my_param_check(p, &stmt->params[i], stmt->nparams ? i / stmt->nparams : 0,
-                            stmt->many, k, err);
+        st = my_param_check(p, &stmt->params[i], stmt->nparams ? i / stmt->nparams : 0, stmt->many,
+                            k, err);
         if (st != KEEL_OK)
             return st;
     }
@@ -2996,8 +2988,7 @@ static keel_status my_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
     return my_op_start(p, my_stmt_begin(p), err);
 }
 
-static keel_status my_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
-                                  keel_error *err) {
+static keel_status my_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err) {
     my_impl *p = c->impl;
     keel_status st = my_check_idle(p, c, err);
     if (st != KEEL_OK)
@@ -3031,8 +3022,8 @@ static void *my_cancel_prepare(void *owner) {
     if (!k)
         return NULL;
     k->thread_id = p->thread_id;
-    k->timeout_s = p->timeout_s < MY_KILL_TIMEOUT_S ? (unsigned)ceil(p->timeout_s)
-                                                     : MY_KILL_TIMEOUT_S;
+    k->timeout_s =
+        p->timeout_s < MY_KILL_TIMEOUT_S ? (unsigned)ceil(p->timeout_s) : MY_KILL_TIMEOUT_S;
     if (my_settings_copy(&k->set, &p->set) != 0) {
         free(k);
         return NULL;

@@ -15,10 +15,10 @@ static char lib_error[256]; /* empty once loaded; written only inside the once *
 
 static void lib_load_once(void) {
 #define SYM(name) KEEL__LAZY_SYM(keel__mysql_lib, name)
-    static const keel__lazy_sym syms[] = {KEEL__MYSQL_LIB_FUNCTIONS(SYM)};
+    static const keel__lazy_sym syms[] = { KEEL__MYSQL_LIB_FUNCTIONS(SYM) };
 #undef SYM
-    void *h = keel__lazylib_load(KEEL_MARIADB_SONAME, syms, sizeof syms / sizeof syms[0],
-                                 lib_error, sizeof lib_error);
+    void *h = keel__lazylib_load(KEEL_MARIADB_SONAME, syms, sizeof syms / sizeof syms[0], lib_error,
+                                 sizeof lib_error);
     /* Looked up through libmariadb's handle, which searches the libraries it loaded (libcrypto
      * when it uses OpenSSL): being loaded RTLD_LOCAL, they are not in the global namespace. */
     if (h)

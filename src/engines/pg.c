@@ -129,13 +129,13 @@ typedef struct pg_impl {
      * one string the last one that returned rows is the result.
      */
     keel_result *res;
-    keel_type *kinds;  /* keel type of each column of res */
+    keel_type *kinds; /* keel type of each column of res */
     size_t kinds_cap;
-    int64_t affected;  /* the row count the result's command reported, -1 when none */
-    int rows_seen;     /* a statement returned rows: later commands do not replace them */
-    int in_set;        /* single-row results of one statement are arriving */
-    int stream;        /* single-row mode is on: rows go to keel__conn_rows in batches */
-    uint64_t op_seq; /* counts operations, so a late cancel retry can tell it is stale */
+    int64_t affected;    /* the row count the result's command reported, -1 when none */
+    int rows_seen;       /* a statement returned rows: later commands do not replace them */
+    int in_set;          /* single-row results of one statement are arriving */
+    int stream;          /* single-row mode is on: rows go to keel__conn_rows in batches */
+    uint64_t op_seq;     /* counts operations, so a late cancel retry can tell it is stale */
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
     pg_phase held;       /* the phase of an operation in PG_HELD */
 
@@ -146,8 +146,8 @@ typedef struct pg_impl {
      * prepared ones (bprep marks those rows), because the types are fixed at parse time.
      */
     keel_value *bvals;
-    Oid *btypes;   /* the parameter types the unnamed statement was prepared with */
-    char *bprep;   /* per row: 1 when a prepare was queued just before it */
+    Oid *btypes; /* the parameter types the unnamed statement was prepared with */
+    char *bprep; /* per row: 1 when a prepare was queued just before it */
     const char *bsql;
     size_t brows, bnparams, bsent, bdone;
     int bgot;      /* a result of the current group arrived (its terminating NULL is to come) */
@@ -180,14 +180,14 @@ typedef struct pg_impl {
     size_t ndpend, dpcap;
 
     /* The running cached statement: the commands queued and which one results belong to. */
-    pg_stmt *xstmt;   /* its cache entry */
+    pg_stmt *xstmt; /* its cache entry */
     const char *xsql;
     size_t xsql_len, xnparams;
-    int xfresh;       /* the entry is prepared in this round trip */
-    int xpipe;        /* the round trip is pipelined (a prepare or DEALLOCATEs go with it) */
-    int xretry;       /* the execute failed on a stale cached statement: prepare it again */
-    int xretried;     /* one transparent retry was already made */
-    int xgot;         /* a result of the current command arrived (its NULL is to come) */
+    int xfresh;   /* the entry is prepared in this round trip */
+    int xpipe;    /* the round trip is pipelined (a prepare or DEALLOCATEs go with it) */
+    int xretry;   /* the execute failed on a stale cached statement: prepare it again */
+    int xretried; /* one transparent retry was already made */
+    int xgot;     /* a result of the current command arrived (its NULL is to come) */
     unsigned char xsteps[PG_STEPS_MAX];
     char xdok[PG_DEALLOC_PER_TRIP]; /* per DEALLOCATE sent: it succeeded */
     size_t nxsteps, xstep, nxdealloc;
@@ -241,8 +241,7 @@ static keel_status pg_error_libpq(keel_error *err, keel_status code, const keel_
                                   const char *prefix, const char *msg) {
     char clean[KEEL_ERROR_MESSAGE_MAX];
     pg_clean_message(clean, sizeof clean, msg && *msg ? msg : "unknown libpq error");
-    return keel__error_set(err, code, PG_ENGINE, pg_dbname(c), "%s%s", prefix ? prefix : "",
-                           clean);
+    return keel__error_set(err, code, PG_ENGINE, pg_dbname(c), "%s%s", prefix ? prefix : "", clean);
 }
 
 /*
@@ -292,13 +291,13 @@ static const struct {
     const char *key;
     const char *why;
 } pg_reserved[] = {
-    {"host", "set databases.NAME.host instead"},
-    {"port", "set databases.NAME.port instead"},
-    {"dbname", "set databases.NAME.database instead"},
-    {"user", "set databases.NAME.user instead"},
-    {"password", "set databases.NAME.password instead"},
-    {"client_encoding", "keel always uses UTF8"},
-    {"replication", "replication connections are not supported"},
+    { "host", "set databases.NAME.host instead" },
+    { "port", "set databases.NAME.port instead" },
+    { "dbname", "set databases.NAME.database instead" },
+    { "user", "set databases.NAME.user instead" },
+    { "password", "set databases.NAME.password instead" },
+    { "client_encoding", "keel always uses UTF8" },
+    { "replication", "replication connections are not supported" },
 };
 
 static int pg_is_uint(const char *v) {
@@ -312,14 +311,14 @@ static int pg_is_uint(const char *v) {
 
 /* Checks the value of an option libpq knows; NULL when fine, else what is expected. */
 static const char *pg_option_value_problem(const char *key, const char *v) {
-    static const char *const sslmodes[] = {"disable",   "allow",     "prefer", "require",
-                                           "verify-ca", "verify-full", NULL};
-    static const char *const attrs[] = {"any",     "read-write", "read-only",
-                                        "primary", "standby",    "prefer-standby", NULL};
-    static const char *const tristate[] = {"disable", "prefer", "require", NULL};
-    static const char *const flags[] = {"keepalives", "sslcompression", "sslsni", NULL};
-    static const char *const counts[] = {"keepalives_idle", "keepalives_interval",
-                                         "keepalives_count", "tcp_user_timeout", NULL};
+    static const char *const sslmodes[] = { "disable",   "allow",       "prefer", "require",
+                                            "verify-ca", "verify-full", NULL };
+    static const char *const attrs[] = { "any",     "read-write",     "read-only", "primary",
+                                         "standby", "prefer-standby", NULL };
+    static const char *const tristate[] = { "disable", "prefer", "require", NULL };
+    static const char *const flags[] = { "keepalives", "sslcompression", "sslsni", NULL };
+    static const char *const counts[] = { "keepalives_idle", "keepalives_interval",
+                                          "keepalives_count", "tcp_user_timeout", NULL };
     if (strstr(v, "${"))
         return NULL; /* a secret reference: checked when it is resolved, at connect time */
     if (strcmp(key, "sslmode") == 0 && !keel__word_in_list(v, sslmodes))
@@ -416,8 +415,8 @@ static keel_status pg_kw_add(pg_impl *p, const char *key, char *val, keel_error 
 }
 
 /* Resolves a config value, which may reference a secret, and adds it as a keyword. */
-static keel_status pg_kw_resolve(pg_impl *p, const char *key, const char *value,
-                                 const char *field, keel_error *err) {
+static keel_status pg_kw_resolve(pg_impl *p, const char *key, const char *value, const char *field,
+                                 keel_error *err) {
     char *out = NULL;
     keel_status st = keel__settings_resolve(p->c->config, field, value, &out, err);
     if (st != KEEL_OK)
@@ -481,8 +480,8 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
     }
     if (st == KEEL_OK) {
         const char *host = p->kw_host != SIZE_MAX ? p->kw_vals[p->kw_host] : NULL;
-        snprintf(p->where, sizeof p->where, "host %s, port %d",
-                 host && *host ? host : "(default)", dbc->port > 0 ? dbc->port : 5432);
+        snprintf(p->where, sizeof p->where, "host %s, port %d", host && *host ? host : "(default)",
+                 dbc->port > 0 ? dbc->port : 5432);
     }
     return st;
 }
@@ -543,10 +542,8 @@ static keel__dns *pg_dns_job(const char *hosts) {
 static int pg_dns_pair(keel__buf *out_host, keel__buf *out_addr, const char *host, size_t hn,
                        const char *addr) {
     int more = out_host->len > 0;
-    if ((more && keel__buf_putc(out_host, ',') != 0) ||
-        keel__buf_append(out_host, host, hn) != 0 ||
-        (more && keel__buf_putc(out_addr, ',') != 0) ||
-        keel__buf_puts(out_addr, addr) != 0)
+    if ((more && keel__buf_putc(out_host, ',') != 0) || keel__buf_append(out_host, host, hn) != 0 ||
+        (more && keel__buf_putc(out_addr, ',') != 0) || keel__buf_puts(out_addr, addr) != 0)
         return -1;
     return 0;
 }
@@ -641,7 +638,7 @@ static void pg_dns_done(void *arg, keel__dns_result *r) {
     keel_error err;
     keel_error_clear(&err);
     keel_status st = KEEL_OK;
-    keel__buf host = {0}, addr = {0};
+    keel__buf host = { 0 }, addr = { 0 };
     if (r->oom || pg_dns_pairs(p->kw_vals[p->kw_host], r, &host, &addr) != 0) {
         st = keel__error_set(&err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(p->c), "out of memory");
     } else if (host.len == 0) {
@@ -668,8 +665,7 @@ static void pg_on_timeout(void *arg) {
     pg_impl *p = arg;
     keel_error err;
     keel__error_set(&err, KEEL_ERR_TIMEOUT, PG_ENGINE, pg_dbname(p->c),
-                    "connecting to PostgreSQL at %s timed out after %g s", p->where,
-                    p->timeout_s);
+                    "connecting to PostgreSQL at %s timed out after %g s", p->where, p->timeout_s);
     pg_connect_failed(p, &err);
 }
 
@@ -831,8 +827,7 @@ static keel_status pg_connect(keel_conn *c, keel_error *err) {
         keel__dns *d = pg_dns_job(host);
         if (!d) {
             pg_destroy(p);
-            return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c),
-                                   "out of memory");
+            return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, pg_dbname(c), "out of memory");
         }
         if (keel__dns_submit(d, workers, pg_dns_done, p) == 0) {
             p->dns = d;
@@ -896,8 +891,7 @@ static keel_status pg_param_check(pg_impl *p, const keel_value *v, size_t i, kee
                               v->type == KEEL_TYPE_DOCUMENT
                                   ? "a BSON document is not a PostgreSQL value; pass JSON instead"
                                   : "unknown value type");
-    if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
-         v->type == KEEL_TYPE_JSON) &&
+    if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC || v->type == KEEL_TYPE_JSON) &&
         v->u.str.len && (!v->u.str.ptr || memchr(v->u.str.ptr, '\0', v->u.str.len)))
         return pg_param_error(p, err, KEEL_ERR_DATA, i,
                               "text contains a NUL byte, which PostgreSQL cannot store");
@@ -930,15 +924,24 @@ static int pg_param_grow(pg_impl *p, size_t n) {
 /* The parameter type keel declares for a value sent in binary (see keel__pgc_param). */
 static Oid pg_param_oid(keel_type t) {
     switch (t) {
-    case KEEL_TYPE_BOOL: return PG_OID_BOOL;
-    case KEEL_TYPE_INT: return PG_OID_INT8;
-    case KEEL_TYPE_FLOAT: return PG_OID_FLOAT8;
-    case KEEL_TYPE_DATE: return PG_OID_DATE;
-    case KEEL_TYPE_TIME: return PG_OID_TIME;
-    case KEEL_TYPE_TIMESTAMP: return PG_OID_TIMESTAMP;
-    case KEEL_TYPE_TIMESTAMPTZ: return PG_OID_TIMESTAMPTZ;
-    case KEEL_TYPE_UUID: return PG_OID_UUID;
-    default: return 0;
+    case KEEL_TYPE_BOOL:
+        return PG_OID_BOOL;
+    case KEEL_TYPE_INT:
+        return PG_OID_INT8;
+    case KEEL_TYPE_FLOAT:
+        return PG_OID_FLOAT8;
+    case KEEL_TYPE_DATE:
+        return PG_OID_DATE;
+    case KEEL_TYPE_TIME:
+        return PG_OID_TIME;
+    case KEEL_TYPE_TIMESTAMP:
+        return PG_OID_TIMESTAMP;
+    case KEEL_TYPE_TIMESTAMPTZ:
+        return PG_OID_TIMESTAMPTZ;
+    case KEEL_TYPE_UUID:
+        return PG_OID_UUID;
+    default:
+        return 0;
     }
 }
 
@@ -1153,8 +1156,7 @@ static int pg_decode_bytea(keel_result *res, const char *s, size_t n, keel_value
  * "infinity", a DateStyle changed by the user) is returned as TEXT rather than failing the
  * whole result. -1 when out of memory.
  */
-static int pg_decode_value(keel_result *res, keel_type t, const char *s, size_t n,
-                           keel_value *v) {
+static int pg_decode_value(keel_result *res, keel_type t, const char *s, size_t n, keel_value *v) {
     switch (t) {
     case KEEL_TYPE_BOOL:
         v->type = KEEL_TYPE_BOOL;
@@ -1391,8 +1393,8 @@ static void pg_lost(pg_impl *p) {
     if (was == PG_SETUP)
         pg_connect_error(p, &err, KEEL_ERR_CONNECT);
     else
-        pg_error_libpq(&err, KEEL_ERR_CONNECTION_LOST, c, "connection lost: ",
-                       PQerrorMessage(p->pg));
+        pg_error_libpq(&err, KEEL_ERR_CONNECTION_LOST, c,
+                       "connection lost: ", PQerrorMessage(p->pg));
     c->broken = 1;
     p->phase = PG_DEAD;
     pg_drop_result(p);
@@ -1760,8 +1762,8 @@ static void pg_cache_drop(pg_impl *p, pg_stmt *e, int dealloc) {
 }
 
 /* The entry for this text and these parameter types, made most recently used; or NULL. */
-static pg_stmt *pg_cache_find(pg_impl *p, uint64_t h, const char *sql, size_t len,
-                              const Oid *types, size_t n) {
+static pg_stmt *pg_cache_find(pg_impl *p, uint64_t h, const char *sql, size_t len, const Oid *types,
+                              size_t n) {
     for (pg_stmt *e = p->mru; e; e = e->next) {
         if (e->hash != h || e->sql_len != len || e->ntypes != n || memcmp(e->sql, sql, len) != 0 ||
             (n && memcmp(e->types, types, n * sizeof *types) != 0))
@@ -1777,8 +1779,8 @@ static pg_stmt *pg_cache_find(pg_impl *p, uint64_t h, const char *sql, size_t le
 
 /* A new entry under a name never used before, evicting the least recently used one when the
  * cache is full. NULL when out of memory. */
-static pg_stmt *pg_cache_add(pg_impl *p, uint64_t h, const char *sql, size_t len,
-                             const Oid *types, size_t n) {
+static pg_stmt *pg_cache_add(pg_impl *p, uint64_t h, const char *sql, size_t len, const Oid *types,
+                             size_t n) {
     pg_stmt *e = calloc(1, sizeof *e);
     char *copy = malloc(len + 1);
     Oid *t = n ? malloc(n * sizeof *t) : NULL;
@@ -1814,8 +1816,7 @@ static int pg_one_statement(const char *sql) {
     for (const char *s = sql; *s; s++) {
         if (*s == ';') {
             for (s++; *s; s++)
-                if (*s != ';' && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' &&
-                    *s != '\f')
+                if (*s != ';' && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != '\f')
                     return 0;
             return text;
         }
@@ -2208,7 +2209,7 @@ static int pg_starts_with_copy(const char *sql) {
         }
     }
     return strncasecmp(s, "copy", 4) == 0 && !(s[4] == '_' || (s[4] >= '0' && s[4] <= '9') ||
-                                                ((s[4] | 0x20) >= 'a' && (s[4] | 0x20) <= 'z'));
+                                               ((s[4] | 0x20) >= 'a' && (s[4] | 0x20) <= 'z'));
 }
 
 /*
@@ -2386,12 +2387,12 @@ typedef struct pg_copy {
     keel_value *vals;   /* nrows * ncols */
     const char **names; /* the requested columns, or NULL for all */
     size_t nrows, ncols, sent;
-    PGresult *lookup;   /* name, type oid, receive function, type text: one row per column */
+    PGresult *lookup; /* name, type oid, receive function, type text: one row per column */
     keel__pgc_col *cols;
     size_t colcap;
-    int naive_is_utc;   /* the session's TimeZone is UTC */
-    int cancel;         /* the caller cancelled the load */
-    keel__buf out;      /* the chunk being encoded; kept between loads */
+    int naive_is_utc; /* the session's TimeZone is UTC */
+    int cancel;       /* the caller cancelled the load */
+    keel__buf out;    /* the chunk being encoded; kept between loads */
 } pg_copy;
 
 static int pg_copy_wants_write(const pg_impl *p) {
@@ -2427,11 +2428,11 @@ static void pg_copy_free(pg_impl *p) {
 
 /* True for the names PostgreSQL gives UTC (the session TimeZone parameter as reported). */
 static int pg_tz_is_utc(const char *tz) {
-    static const char *const utc[] = {"UTC",        "Etc/UTC",     "GMT",       "Etc/GMT",
-                                      "UCT",        "Etc/UCT",     "Universal", "Etc/Universal",
-                                      "Zulu",       "Etc/Zulu",    "GMT0",      "Etc/GMT0",
-                                      "Etc/GMT+0",  "Etc/GMT-0",   "Greenwich", "Etc/Greenwich",
-                                      "GMT+0",      "GMT-0",       NULL};
+    static const char *const utc[] = { "UTC",       "Etc/UTC",   "GMT",       "Etc/GMT",
+                                       "UCT",       "Etc/UCT",   "Universal", "Etc/Universal",
+                                       "Zulu",      "Etc/Zulu",  "GMT0",      "Etc/GMT0",
+                                       "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich",
+                                       "GMT+0",     "GMT-0",     NULL };
     for (size_t i = 0; tz && utc[i]; i++)
         if (strcasecmp(tz, utc[i]) == 0)
             return 1;
@@ -2480,8 +2481,8 @@ static keel_status pg_copy_columns(pg_impl *p) {
                                        "column \"%s\" was not found in the table", k->names[i]);
         }
         const char *oid = PQgetvalue(k->lookup, (int)row, 1);
-        k->cols[i].kind = keel__pgc_kind_of((uint32_t)strtoul(oid, NULL, 10),
-                                            PQgetvalue(k->lookup, (int)row, 2));
+        k->cols[i].kind =
+            keel__pgc_kind_of((uint32_t)strtoul(oid, NULL, 10), PQgetvalue(k->lookup, (int)row, 2));
         k->cols[i].name = PQgetvalue(k->lookup, (int)row, 0);
         k->cols[i].type_name = PQgetvalue(k->lookup, (int)row, 3);
     }
@@ -2646,17 +2647,16 @@ static int pg_put_literal(keel__buf *out, const char *s, size_t n) {
 
 /* The load's round trip: the column lookup, then the COPY. 0, or -1 when out of memory. */
 static int pg_copy_sql(pg_impl *p, const keel__copy *cp, keel__buf *out) {
-    keel__buf target = {0};
+    keel__buf target = { 0 };
     keel__buf_reset(out);
     int bad = keel__copy_target(&target, cp, '"', 0) != 0 ||
-              keel__buf_puts(out,
-                             "SELECT a.attname, b.oid, b.typreceive, "
-                             "pg_catalog.format_type(a.atttypid, a.atttypmod) "
-                             "FROM pg_catalog.pg_attribute a "
-                             "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
-                             "JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' "
-                             "THEN t.typbasetype ELSE t.oid END "
-                             "WHERE a.attrelid = ") != 0 ||
+              keel__buf_puts(out, "SELECT a.attname, b.oid, b.typreceive, "
+                                  "pg_catalog.format_type(a.atttypid, a.atttypmod) "
+                                  "FROM pg_catalog.pg_attribute a "
+                                  "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+                                  "JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' "
+                                  "THEN t.typbasetype ELSE t.oid END "
+                                  "WHERE a.attrelid = ") != 0 ||
               pg_put_literal(out, target.data, target.len) != 0 ||
               keel__buf_puts(out, "::pg_catalog.regclass AND a.attnum > 0 AND NOT "
                                   "a.attisdropped") != 0 ||
@@ -2749,8 +2749,7 @@ static keel_status pg_copy_in(keel_conn *c, const keel__copy *cp, keel_error *er
     return KEEL_OK;
 }
 
-static keel_status pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth,
-                                  keel_error *err) {
+static keel_status pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err) {
     pg_impl *p = c->impl;
     keel_status st = pg_check_idle(p, c, err);
     if (st != KEEL_OK)

@@ -49,8 +49,8 @@ enum {
 
 keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive) {
     /* Receive functions that read the value's text as it is: these types send their text. */
-    static const char *const text_recv[] = {"textrecv", "varcharrecv", "bpcharrecv", "namerecv",
-                                            "enum_recv", "citextrecv", NULL};
+    static const char *const text_recv[] = { "textrecv",  "varcharrecv", "bpcharrecv", "namerecv",
+                                             "enum_recv", "citextrecv",  NULL };
     switch (oid) {
     case PGC_OID_BOOL:
         return KEEL__PGC_BOOL;
@@ -113,13 +113,13 @@ static void put64(char *p, uint64_t v) {
 }
 
 int keel__pgc_header(keel__buf *out) {
-    static const char header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0',
-                                    0,   0,   0,   0,   0,   0,   0,    0};
+    static const char header[19] = { 'P',  'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n',
+                                     '\0', 0,   0,   0,   0,   0,   0,    0,      0 };
     return keel__buf_append(out, header, sizeof header);
 }
 
 int keel__pgc_trailer(keel__buf *out) {
-    static const char trailer[2] = {'\377', '\377'};
+    static const char trailer[2] = { '\377', '\377' };
     return keel__buf_append(out, trailer, sizeof trailer);
 }
 
@@ -221,7 +221,7 @@ int keel__pgc_numeric(keel__buf *out, const char *s, size_t n) {
         return -1;
     char *p = out->data + out->len;
     memset(p + 12, 0, 2 * (size_t)ngroups);
-    static const uint16_t pow10[4] = {1, 10, 100, 1000};
+    static const uint16_t pow10[4] = { 1, 10, 100, 1000 };
     int64_t x = dp - 1; /* the power of ten of the digit at hand */
     for (size_t k = lo; k < hi; k++) {
         if (d[k] == '.')
@@ -245,8 +245,8 @@ int keel__pgc_numeric(keel__buf *out, const char *s, size_t n) {
 /* ---- values ------------------------------------------------------------------------------- */
 
 /* Writes why a value cannot be encoded; returns 1, "not encodable". */
-__attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t size,
-                                                         const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t size, const char *fmt,
+                                                         ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, size, fmt, ap);
@@ -255,8 +255,8 @@ __attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t size,
 }
 
 static int mismatch(const keel__pgc_col *col, const keel_value *v, char *why, size_t size) {
-    return why_set(why, size, "a %s value cannot be loaded into type %s",
-                   keel_type_name(v->type), col->type_name);
+    return why_set(why, size, "a %s value cannot be loaded into type %s", keel_type_name(v->type),
+                   col->type_name);
 }
 
 /* Room for a field of len bytes and its length word; the pointer to write the value at. */
@@ -403,16 +403,14 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
     case KEEL__PGC_OID:
         return put_int(out, col, v, 0, UINT32_MAX, 4, why, size);
     case KEEL__PGC_TEXT:
-        if (v->type != KEEL_TYPE_TEXT && v->type != KEEL_TYPE_NUMERIC &&
-            v->type != KEEL_TYPE_JSON)
+        if (v->type != KEEL_TYPE_TEXT && v->type != KEEL_TYPE_NUMERIC && v->type != KEEL_TYPE_JSON)
             return mismatch(col, v, why, size);
         return put_text(out, v->u.str.ptr, v->u.str.len, 0, why, size);
     case KEEL__PGC_JSON:
     case KEEL__PGC_JSONB:
         if (v->type != KEEL_TYPE_JSON && v->type != KEEL_TYPE_TEXT)
             return mismatch(col, v, why, size);
-        return put_text(out, v->u.str.ptr, v->u.str.len, col->kind == KEEL__PGC_JSONB, why,
-                        size);
+        return put_text(out, v->u.str.ptr, v->u.str.len, col->kind == KEEL__PGC_JSONB, why, size);
     case KEEL__PGC_BOOL:
         if (v->type != KEEL_TYPE_BOOL)
             return mismatch(col, v, why, size);
@@ -474,10 +472,10 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
         return put_micros(out, v->u.micros, 0, why, size);
     case KEEL__PGC_TIMESTAMP:
     case KEEL__PGC_TIMESTAMPTZ: {
-        keel_type same = col->kind == KEEL__PGC_TIMESTAMP ? KEEL_TYPE_TIMESTAMP
-                                                           : KEEL_TYPE_TIMESTAMPTZ;
-        keel_type other = col->kind == KEEL__PGC_TIMESTAMP ? KEEL_TYPE_TIMESTAMPTZ
-                                                            : KEEL_TYPE_TIMESTAMP;
+        keel_type same =
+            col->kind == KEEL__PGC_TIMESTAMP ? KEEL_TYPE_TIMESTAMP : KEEL_TYPE_TIMESTAMPTZ;
+        keel_type other =
+            col->kind == KEEL__PGC_TIMESTAMP ? KEEL_TYPE_TIMESTAMPTZ : KEEL_TYPE_TIMESTAMP;
         if (v->type == other && !naive_is_utc)
             return why_set(why, size,
                            "a %s value needs the session time zone to be loaded into type %s, "

@@ -19,11 +19,10 @@ keel_status keel__settings_check_network(const keel__dbconfig *dbc, const char *
     return KEEL_OK;
 }
 
-keel_status keel__settings_resolve(const keel__dbconfig *dbc, const char *field,
-                                   const char *value, char **out, keel_error *err) {
+keel_status keel__settings_resolve(const keel__dbconfig *dbc, const char *field, const char *value,
+                                   char **out, keel_error *err) {
     char keypath[256];
-    snprintf(keypath, sizeof keypath, "databases.%s.%s", dbc && dbc->name ? dbc->name : "",
-             field);
+    snprintf(keypath, sizeof keypath, "databases.%s.%s", dbc && dbc->name ? dbc->name : "", field);
     return keel__config_resolve(value ? value : "", keypath, out, err);
 }
 

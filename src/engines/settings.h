@@ -18,8 +18,8 @@ keel_status keel__settings_check_network(const keel__dbconfig *dbc, const char *
  * into a malloc'ed string the caller frees: keel__config_resolve with that key path, so an
  * error names the key and never the value. Called at connect time, so rotated secrets are seen.
  */
-keel_status keel__settings_resolve(const keel__dbconfig *dbc, const char *field,
-                                   const char *value, char **out, keel_error *err);
+keel_status keel__settings_resolve(const keel__dbconfig *dbc, const char *field, const char *value,
+                                   char **out, keel_error *err);
 
 /* keel__settings_resolve for an engine option: the key path is databases.NAME.options.KEY. */
 keel_status keel__settings_resolve_option(const keel__dbconfig *dbc, const keel__option *opt,

@@ -11,7 +11,6 @@
 #include <time.h>
 #include <strings.h>
 
-
 #include "core/error_int.h"
 #include "core/numtext.h"
 #include "core/result_int.h"
@@ -32,13 +31,13 @@
 
 /* ---- options ---- */
 
-static const char *const sq_journal_modes[] = {"DELETE", "TRUNCATE", "PERSIST", "MEMORY",
-                                               "WAL", "OFF", NULL};
-static const char *const sq_sync_modes[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
-static const char *const sq_open_modes[] = {"rwc", "rw", "ro", NULL};
-static const char *const sq_txn_modes[] = {"DEFERRED", "IMMEDIATE", "EXCLUSIVE", NULL};
-static const char *const sq_true_words[] = {"on", "true", "yes", "1", NULL};
-static const char *const sq_false_words[] = {"off", "false", "no", "0", NULL};
+static const char *const sq_journal_modes[] = { "DELETE", "TRUNCATE", "PERSIST", "MEMORY",
+                                                "WAL",    "OFF",      NULL };
+static const char *const sq_sync_modes[] = { "OFF", "NORMAL", "FULL", "EXTRA", NULL };
+static const char *const sq_open_modes[] = { "rwc", "rw", "ro", NULL };
+static const char *const sq_txn_modes[] = { "DEFERRED", "IMMEDIATE", "EXCLUSIVE", NULL };
+static const char *const sq_true_words[] = { "on", "true", "yes", "1", NULL };
+static const char *const sq_false_words[] = { "off", "false", "no", "0", NULL };
 
 enum { SQ_MODE_RWC = 0, SQ_MODE_RW = 1, SQ_MODE_RO = 2 };
 enum { SQ_JOURNAL_WAL = 4 };
@@ -68,7 +67,7 @@ typedef struct sq_cached {
     uint64_t used; /* value of the LRU clock at the last use */
     sqlite3_stmt *st;
     int dml;
-    int read;      /* a read-only query (SELECT, WITH … SELECT, VALUES): may run inline */
+    int read; /* a read-only query (SELECT, WITH … SELECT, VALUES): may run inline */
 } sq_cached;
 
 /* A statement ready to run: from the cache (owned == 0) or prepared for one use. */
@@ -88,21 +87,21 @@ typedef struct sq_stmt {
 typedef struct sq_conn {
     /* Fixed when the connection is created (loop thread), read by jobs. */
     char *dbname;
-    char *filename;  /* path, or the memdb URI of a ":memory:" database */
-    char *display;   /* what error messages call the database file */
+    char *filename; /* path, or the memdb URI of a ":memory:" database */
+    char *display;  /* what error messages call the database file */
     int memory;
     sq_options opts;
     keel__workers *workers;
 
     /* Owned by the thread running the current job, or by the loop thread between jobs. */
-    sqlite3 *db;     /* set by the connect job; the loop uses it only between jobs */
+    sqlite3 *db; /* set by the connect job; the loop uses it only between jobs */
     sq_cached cache[SQ_CACHE_SIZE];
     uint64_t clock;
-    sqlite3_stmt *st_clear;       /* a trivial statement whose step resets the interrupt flag */
-    sqlite3_stmt *st_sp_begin;    /* the savepoint that makes a batch atomic */
+    sqlite3_stmt *st_clear;    /* a trivial statement whose step resets the interrupt flag */
+    sqlite3_stmt *st_sp_begin; /* the savepoint that makes a batch atomic */
     sqlite3_stmt *st_sp_rollback;
     sqlite3_stmt *st_sp_release;
-    int cleanup;                  /* cleanup statements must not be interrupted */
+    int cleanup; /* cleanup statements must not be interrupted */
 
     /* Set by the loop to stop the running job; read by the worker. */
     atomic_int cancel;
@@ -110,7 +109,7 @@ typedef struct sq_conn {
     /* The current job: inputs set on the loop before submission, outputs by run(). */
     sq_job_kind kind;
     int clear_interrupt;
-    keel__arena arena;            /* copies of the SQL and parameters */
+    keel__arena arena; /* copies of the SQL and parameters */
     const char *sql;
     size_t sql_len;
     const keel_value *params;
@@ -123,8 +122,8 @@ typedef struct sq_conn {
     /* Loop thread only. */
     keel_conn *conn;
     int running;
-    int abandoned;   /* closed while a job ran: done() closes and frees */
-    int interrupted; /* sqlite3_interrupt was called: the next job clears the flag first */
+    int abandoned;        /* closed while a job ran: done() closes and frees */
+    int interrupted;      /* sqlite3_interrupt was called: the next job clears the flag first */
     keel_timer *deliver;  /* reports an inline read from a later loop iteration */
     int inline_pending;   /* an inline read finished: res / err wait for deliver */
     int inline_cancelled; /* cancelled while pending: deliver reports KEEL_ERR_CANCELLED */
@@ -134,8 +133,7 @@ typedef struct sq_conn {
 /* ---- small text helpers ---- */
 
 /* Index of value in a NULL-terminated word list (case-insensitive), or -1. */
-static int sq_word_index(const char *value, const char *const *words)
-{
+static int sq_word_index(const char *value, const char *const *words) {
     for (int i = 0; words[i]; i++) {
         if (strcasecmp(value, words[i]) == 0)
             return i;
@@ -144,8 +142,7 @@ static int sq_word_index(const char *value, const char *const *words)
 }
 
 /* Skips white space, semicolons and comments; stops at end or a NUL. */
-static const char *sq_skip_trivia(const char *p, const char *end)
-{
+static const char *sq_skip_trivia(const char *p, const char *end) {
     while (p < end && *p) {
         if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v' ||
             *p == ';') {
@@ -165,15 +162,13 @@ static const char *sq_skip_trivia(const char *p, const char *end)
     return p;
 }
 
-static int sq_only_trivia(const char *p, const char *end)
-{
+static int sq_only_trivia(const char *p, const char *end) {
     p = sq_skip_trivia(p, end);
     return p >= end || *p == '\0';
 }
 
 /* Whether the first word of sql (after trivia) is one of verbs, in any case. */
-static int sq_starts_with(const char *sql, size_t len, const char *const *verbs)
-{
+static int sq_starts_with(const char *sql, size_t len, const char *const *verbs) {
     const char *end = sql + len;
     const char *p = sq_skip_trivia(sql, end);
     for (int i = 0; verbs[i]; i++) {
@@ -192,9 +187,8 @@ static int sq_starts_with(const char *sql, size_t len, const char *const *verbs)
  * Whether a statement changes rows, so that sqlite3_changes describes it: SQLite keeps the count
  * of the last INSERT, UPDATE or DELETE, which a SELECT or DDL statement does not reset.
  */
-static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st)
-{
-    static const char *const verbs[] = {"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", NULL};
+static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st) {
+    static const char *const verbs[] = { "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", NULL };
     return !sqlite3_stmt_readonly(st) && sq_starts_with(sql, len, verbs);
 }
 
@@ -204,14 +198,12 @@ static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st)
  * it is also true of BEGIN, COMMIT and of PRAGMAs that change connection settings, none of which
  * may run twice or out of band; the leading verb rules those out.
  */
-static int sq_is_read(const char *sql, size_t len, sqlite3_stmt *st)
-{
-    static const char *const verbs[] = {"SELECT", "WITH", "VALUES", NULL};
+static int sq_is_read(const char *sql, size_t len, sqlite3_stmt *st) {
+    static const char *const verbs[] = { "SELECT", "WITH", "VALUES", NULL };
     return sqlite3_stmt_readonly(st) && sq_starts_with(sql, len, verbs);
 }
 
-static uint64_t sq_hash(const char *s, size_t n)
-{
+static uint64_t sq_hash(const char *s, size_t n) {
     uint64_t h = UINT64_C(14695981039346656037);
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
@@ -223,15 +215,13 @@ static uint64_t sq_hash(const char *s, size_t n)
 /* ---- options ---- */
 
 static keel_status sq_option_error(keel_error *err, const char *db, const char *key,
-                                   const char *expected)
-{
+                                   const char *expected) {
     return keel__error_set(err, KEEL_ERR_CONFIG, NULL, db, "databases.%s.options.%s: expected %s",
                            db, key, expected);
 }
 
 /* Reads a decimal count from 0 to INT_MAX, without sign or unit. Returns 0, or -1. */
-static int sq_parse_count(const char *value, int *out)
-{
+static int sq_parse_count(const char *value, int *out) {
     char *end;
     if (value[0] < '0' || value[0] > '9')
         return -1;
@@ -248,8 +238,7 @@ static int sq_parse_count(const char *value, int *out)
  * a resolved reference may hold anything.
  */
 static keel_status sq_option_apply(sq_options *o, const char *db, const char *key,
-                                   const char *value, keel_error *err)
-{
+                                   const char *value, keel_error *err) {
     if (strcmp(key, "busy_timeout") == 0) {
         if (value && sq_parse_count(value, &o->busy_timeout) != 0)
             return sq_option_error(err, db, key, "a number of milliseconds (0 or more)");
@@ -303,8 +292,7 @@ static keel_status sq_option_apply(sq_options *o, const char *db, const char *ke
  * without, values holding references are only checked for a known key (validation time).
  */
 static keel_status sq_options_load(const keel__dbconfig *dbc, int resolve, sq_options *o,
-                                   keel_error *err)
-{
+                                   keel_error *err) {
     o->busy_timeout = 5000;
     o->journal = SQ_JOURNAL_WAL;
     o->synchronous = SQ_SYNC_NORMAL;
@@ -335,12 +323,11 @@ static keel_status sq_options_load(const keel__dbconfig *dbc, int resolve, sq_op
     return KEEL_OK;
 }
 
-static keel_status sq_check_config(const keel__dbconfig *dbc, keel_error *err)
-{
+static keel_status sq_check_config(const keel__dbconfig *dbc, keel_error *err) {
     if (!dbc->database || !dbc->database[0])
-        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, dbc->name,
-                               "databases.%s.database: SQLite needs a file path or :memory:",
-                               dbc->name);
+        return keel__error_set(
+            err, KEEL_ERR_CONFIG, NULL, dbc->name,
+            "databases.%s.database: SQLite needs a file path or :memory:", dbc->name);
     sq_options o;
     return sq_options_load(dbc, 0, &o, err);
 }
@@ -349,8 +336,7 @@ static keel_status sq_check_config(const keel__dbconfig *dbc, keel_error *err)
 
 /* Fills the job's error; prefixes "row N: " when row is a batch row. */
 static void sq_fail(sq_conn *sq, keel_status code, const char *sqlstate, size_t row,
-                    const char *msg)
-{
+                    const char *msg) {
     if (row != SQ_NO_ROW)
         keel__error_set(&sq->err, code, SQ_ENGINE, sq->dbname, "row %zu: %s", row, msg);
     else
@@ -359,8 +345,7 @@ static void sq_fail(sq_conn *sq, keel_status code, const char *sqlstate, size_t 
 }
 
 /* The SQLSTATE and status for an SQLITE_ERROR, recognised from SQLite's message. */
-static keel_status sq_classify_error(const char *msg, int prepare, const char **sqlstate)
-{
+static keel_status sq_classify_error(const char *msg, int prepare, const char **sqlstate) {
     if (strstr(msg, "syntax error") || strstr(msg, "incomplete input") ||
         strstr(msg, "unrecognized token")) {
         *sqlstate = "42601";
@@ -397,8 +382,7 @@ static keel_status sq_classify_error(const char *msg, int prepare, const char **
 }
 
 /* Maps a failed SQLite call (rc, extended) to the job's error, with sqlite3_errmsg. */
-static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row)
-{
+static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row) {
     const char *msg = sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc);
     const char *state = "";
     keel_status code;
@@ -460,33 +444,28 @@ static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row)
     sq_fail(sq, code, state, row, msg);
 }
 
-static void sq_fail_nomem(sq_conn *sq)
-{
+static void sq_fail_nomem(sq_conn *sq) {
     sq_fail(sq, KEEL_ERR_NOMEM, "53200", SQ_NO_ROW, "out of memory");
 }
 
-static void sq_fail_cancelled(sq_conn *sq, size_t row)
-{
+static void sq_fail_cancelled(sq_conn *sq, size_t row) {
     sq_fail(sq, KEEL_ERR_CANCELLED, "57014", row, "interrupted");
 }
 
-static int sq_cancelled(sq_conn *sq)
-{
+static int sq_cancelled(sq_conn *sq) {
     return atomic_load_explicit(&sq->cancel, memory_order_relaxed) != 0;
 }
 
 /* Called by SQLite every SQ_PROGRESS_OPS instructions; non-zero interrupts the statement. It
  * catches a cancel that arrived before the statement started, which sqlite3_interrupt misses
  * (the flag is reset when a statement starts on an otherwise idle connection). */
-static int sq_progress(void *arg)
-{
+static int sq_progress(void *arg) {
     sq_conn *sq = arg;
     return !sq->cleanup && sq_cancelled(sq);
 }
 
 /* Steps a statement that returns no rows and resets it; returns the step's result code. */
-static int sq_step_once(sqlite3_stmt *st)
-{
+static int sq_step_once(sqlite3_stmt *st) {
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         ;
@@ -496,8 +475,7 @@ static int sq_step_once(sqlite3_stmt *st)
 
 /* ---- statement cache (worker side) ---- */
 
-static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len, uint64_t hash)
-{
+static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len, uint64_t hash) {
     for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
         sq_cached *e = &sq->cache[i];
         if (e->st && e->hash == hash && e->len == len && memcmp(e->sql, sql, len) == 0)
@@ -508,9 +486,8 @@ static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len, uint64
 
 /* Stores st in a free or the least recently used slot. Returns 0 when it could not (no memory):
  * the caller then keeps and finalizes the statement itself. */
-static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash,
-                        sqlite3_stmt *st, int dml, int read)
-{
+static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash, sqlite3_stmt *st,
+                        int dml, int read) {
     sq_cached *slot = &sq->cache[0];
     for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
         sq_cached *e = &sq->cache[i];
@@ -545,8 +522,7 @@ static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash,
  * the text holds no statement at all), 1 when the text holds several statements (nothing is
  * prepared), -1 with the job's error set.
  */
-static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out)
-{
+static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out) {
     uint64_t hash = sq_hash(sql, len);
     sq_cached *e = sq_cache_find(sq, sql, len, hash);
     if (e) {
@@ -574,14 +550,12 @@ static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out)
     }
     out->st = st;
     out->dml = st ? sq_is_dml(sql, len, st) : 0;
-    out->owned = st ? !sq_cache_put(sq, sql, len, hash, st, out->dml, sq_is_read(sql, len, st))
-                    : 0;
+    out->owned = st ? !sq_cache_put(sq, sql, len, hash, st, out->dml, sq_is_read(sql, len, st)) : 0;
     return 0;
 }
 
 /* Makes a used statement ready for its next use, or finalizes a one-time one. */
-static void sq_statement_done(sq_stmt *s)
-{
+static void sq_statement_done(sq_stmt *s) {
     if (!s->st)
         return;
     if (s->owned) {
@@ -596,8 +570,7 @@ static void sq_statement_done(sq_stmt *s)
 /* ---- binding and decoding (worker side) ---- */
 
 /* Binds one row of parameters; parameter n goes to ?n. Returns 0 or -1 with the error set. */
-static int sq_bind(sq_conn *sq, sqlite3_stmt *st, const keel_value *params, size_t n, size_t row)
-{
+static int sq_bind(sq_conn *sq, sqlite3_stmt *st, const keel_value *params, size_t n, size_t row) {
     int expected = sqlite3_bind_parameter_count(st);
     if ((size_t)expected != n) {
         char msg[128];
@@ -699,13 +672,14 @@ typedef enum sq_decl {
  * this the largest single cost of a short read. The plain affinity names most schemas use are
  * matched whole first. A type too long for the copy (unusual) is searched with strcasestr.
  */
-static sq_decl sq_classify_decl(const char *d)
-{
+static sq_decl sq_classify_decl(const char *d) {
     static const struct {
         const char *name;
         sq_decl decl;
-    } plain[] = {{"INTEGER", SQ_DECL_INT}, {"TEXT", SQ_DECL_TEXT},
-                 {"REAL", SQ_DECL_FLOAT},  {"BLOB", SQ_DECL_BLOB}};
+    } plain[] = { { "INTEGER", SQ_DECL_INT },
+                  { "TEXT", SQ_DECL_TEXT },
+                  { "REAL", SQ_DECL_FLOAT },
+                  { "BLOB", SQ_DECL_BLOB } };
     if (!d || !d[0])
         return SQ_DECL_NONE;
     char up[48];
@@ -749,29 +723,21 @@ static sq_decl sq_classify_decl(const char *d)
     return SQ_DECL_NONE;
 }
 
-static keel_type sq_decl_type(sq_decl d)
-{
+static keel_type sq_decl_type(sq_decl d) {
     static const keel_type types[] = {
-        [SQ_DECL_NONE] = KEEL_TYPE_NULL,
-        [SQ_DECL_BOOL] = KEEL_TYPE_BOOL,
-        [SQ_DECL_DATE] = KEEL_TYPE_DATE,
-        [SQ_DECL_TIME] = KEEL_TYPE_TIME,
-        [SQ_DECL_TIMESTAMP] = KEEL_TYPE_TIMESTAMP,
-        [SQ_DECL_TIMESTAMPTZ] = KEEL_TYPE_TIMESTAMPTZ,
-        [SQ_DECL_UUID] = KEEL_TYPE_UUID,
-        [SQ_DECL_JSON] = KEEL_TYPE_JSON,
-        [SQ_DECL_NUMERIC] = KEEL_TYPE_NUMERIC,
-        [SQ_DECL_INT] = KEEL_TYPE_INT,
-        [SQ_DECL_TEXT] = KEEL_TYPE_TEXT,
-        [SQ_DECL_BLOB] = KEEL_TYPE_BYTES,
+        [SQ_DECL_NONE] = KEEL_TYPE_NULL,           [SQ_DECL_BOOL] = KEEL_TYPE_BOOL,
+        [SQ_DECL_DATE] = KEEL_TYPE_DATE,           [SQ_DECL_TIME] = KEEL_TYPE_TIME,
+        [SQ_DECL_TIMESTAMP] = KEEL_TYPE_TIMESTAMP, [SQ_DECL_TIMESTAMPTZ] = KEEL_TYPE_TIMESTAMPTZ,
+        [SQ_DECL_UUID] = KEEL_TYPE_UUID,           [SQ_DECL_JSON] = KEEL_TYPE_JSON,
+        [SQ_DECL_NUMERIC] = KEEL_TYPE_NUMERIC,     [SQ_DECL_INT] = KEEL_TYPE_INT,
+        [SQ_DECL_TEXT] = KEEL_TYPE_TEXT,           [SQ_DECL_BLOB] = KEEL_TYPE_BYTES,
         [SQ_DECL_FLOAT] = KEEL_TYPE_FLOAT,
     };
     return types[d];
 }
 
 /* Whether text is a decimal number ("-12.50", "1e3", "NaN", "Infinity"). */
-static int sq_is_decimal(const char *s, size_t n)
-{
+static int sq_is_decimal(const char *s, size_t n) {
     const char *p = s, *end = s + n;
     if (p < end && (*p == '+' || *p == '-'))
         p++;
@@ -811,8 +777,7 @@ static int sq_is_decimal(const char *s, size_t n)
  * storage class so nothing is lost. Returns 0, or -1 when out of memory.
  */
 static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, sq_decl decl,
-                     keel_value *out)
-{
+                     keel_value *out) {
     int sc = sqlite3_column_type(st, col);
     if (sc == SQLITE_NULL)
         return 0;
@@ -935,9 +900,8 @@ static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, s
  * Binds params to st, steps it to the end and returns its rows in *out. The caller resets or
  * finalizes st. Returns 0, or -1 with the job's error set.
  */
-static int sq_exec(sq_conn *sq, sqlite3_stmt *st, int dml, const keel_value *params,
-                   size_t nparams, keel_result **out)
-{
+static int sq_exec(sq_conn *sq, sqlite3_stmt *st, int dml, const keel_value *params, size_t nparams,
+                   keel_result **out) {
     if (sq_bind(sq, st, params, nparams, SQ_NO_ROW) != 0)
         return -1;
     /* The columns are read after the first step: a statement prepared before a schema change
@@ -958,8 +922,8 @@ static int sq_exec(sq_conn *sq, sqlite3_stmt *st, int dml, const keel_value *par
         if (!name)
             goto nomem;
         decls[i] = sq_classify_decl(sqlite3_column_decltype(st, i));
-        if (keel__result_set_column(res, (size_t)i, name, strlen(name),
-                                    sq_decl_type(decls[i])) != 0)
+        if (keel__result_set_column(res, (size_t)i, name, strlen(name), sq_decl_type(decls[i])) !=
+            0)
             goto nomem;
     }
     for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
@@ -992,8 +956,7 @@ fail:
 }
 
 /* A result with no columns and no rows, for statements that return nothing. */
-static void sq_empty_result(sq_conn *sq, int64_t affected)
-{
+static void sq_empty_result(sq_conn *sq, int64_t affected) {
     sq->res = keel__result_new(0);
     if (!sq->res)
         sq_fail_nomem(sq);
@@ -1002,8 +965,7 @@ static void sq_empty_result(sq_conn *sq, int64_t affected)
 }
 
 /* Runs every statement of a parameterless script in turn; the result is the last one's. */
-static void sq_run_script(sq_conn *sq)
-{
+static void sq_run_script(sq_conn *sq) {
     const char *p = sq->sql, *end = sq->sql + sq->sql_len;
     keel_result *last = NULL;
     for (;;) {
@@ -1043,8 +1005,7 @@ static void sq_run_script(sq_conn *sq)
         sq_empty_result(sq, -1);
 }
 
-static void sq_run_one(sq_conn *sq)
-{
+static void sq_run_one(sq_conn *sq) {
     sq_stmt s;
     int r = sq_statement(sq, sq->sql, sq->sql_len, &s);
     if (r < 0)
@@ -1066,8 +1027,7 @@ static void sq_run_one(sq_conn *sq)
 }
 
 /* Undoes a failed batch: its savepoint exists while a transaction is open. */
-static void sq_batch_rollback(sq_conn *sq)
-{
+static void sq_batch_rollback(sq_conn *sq) {
     sq->cleanup = 1;
     if (!sqlite3_get_autocommit(sq->db)) {
         sq_step_once(sq->st_sp_rollback);
@@ -1081,8 +1041,7 @@ static void sq_batch_rollback(sq_conn *sq)
  * whether or not a transaction is open: a failing row undoes the rows before it and leaves an
  * enclosing transaction as it was.
  */
-static void sq_run_many(sq_conn *sq)
-{
+static void sq_run_many(sq_conn *sq) {
     sq_stmt s;
     int r = sq_statement(sq, sq->sql, sq->sql_len, &s);
     if (r < 0)
@@ -1139,15 +1098,13 @@ static void sq_run_many(sq_conn *sq)
  * stop anything: a stale flag would make the next sqlite3_prepare fail. Stepping any statement
  * while none is active clears it.
  */
-static void sq_clear_interrupt(sq_conn *sq)
-{
+static void sq_clear_interrupt(sq_conn *sq) {
     sq->cleanup = 1;
     sq_step_once(sq->st_clear);
     sq->cleanup = 0;
 }
 
-static void sq_run_query(sq_conn *sq)
-{
+static void sq_run_query(sq_conn *sq) {
     if (sq->clear_interrupt)
         sq_clear_interrupt(sq);
     if (sq_cancelled(sq)) {
@@ -1161,8 +1118,7 @@ static void sq_run_query(sq_conn *sq)
 }
 
 /* Finalizes every statement and closes the handle; safe on a half-opened connection. */
-static void sq_close_db(sq_conn *sq)
-{
+static void sq_close_db(sq_conn *sq) {
     for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
         sq_cached *e = &sq->cache[i];
         if (e->st)
@@ -1170,8 +1126,8 @@ static void sq_close_db(sq_conn *sq)
         free(e->sql);
         memset(e, 0, sizeof *e);
     }
-    sqlite3_stmt **own[] = {&sq->st_clear, &sq->st_sp_begin, &sq->st_sp_rollback,
-                            &sq->st_sp_release};
+    sqlite3_stmt **own[] = { &sq->st_clear, &sq->st_sp_begin, &sq->st_sp_rollback,
+                             &sq->st_sp_release };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
         sqlite3_finalize(*own[i]);
         *own[i] = NULL;
@@ -1181,8 +1137,7 @@ static void sq_close_db(sq_conn *sq)
 }
 
 /* A connect step failed: report it as a connect error naming the file, and close. */
-static void sq_connect_failed(sq_conn *sq, int rc, const char *what)
-{
+static void sq_connect_failed(sq_conn *sq, int rc, const char *what) {
     const char *msg = sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc);
     keel_status code = (rc & 0xff) == SQLITE_NOMEM ? KEEL_ERR_NOMEM : KEEL_ERR_CONNECT;
     keel__error_set(&sq->err, code, SQ_ENGINE, sq->dbname, "cannot %s SQLite database \"%s\": %s",
@@ -1191,8 +1146,7 @@ static void sq_connect_failed(sq_conn *sq, int rc, const char *what)
     sq_close_db(sq);
 }
 
-static void sq_run_connect(sq_conn *sq)
-{
+static void sq_run_connect(sq_conn *sq) {
     static const int open_flags[] = {
         [SQ_MODE_RWC] = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
         [SQ_MODE_RW] = SQLITE_OPEN_READWRITE,
@@ -1227,7 +1181,7 @@ static void sq_run_connect(sq_conn *sq)
             rc = sqlite3_exec(sq->db, sql, NULL, NULL, NULL);
             if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= sq->opts.busy_timeout)
                 break;
-            struct timespec pause = {0, 5 * 1000 * 1000};
+            struct timespec pause = { 0, 5 * 1000 * 1000 };
             nanosleep(&pause, NULL);
             waited_ms += 5;
         }
@@ -1247,14 +1201,13 @@ static void sq_run_connect(sq_conn *sq)
         sqlite3_stmt **st;
         const char *sql;
     } own[] = {
-        {&sq->st_clear, "SELECT 0"},
-        {&sq->st_sp_begin, "SAVEPOINT keel_batch"},
-        {&sq->st_sp_rollback, "ROLLBACK TO keel_batch"},
-        {&sq->st_sp_release, "RELEASE keel_batch"},
+        { &sq->st_clear, "SELECT 0" },
+        { &sq->st_sp_begin, "SAVEPOINT keel_batch" },
+        { &sq->st_sp_rollback, "ROLLBACK TO keel_batch" },
+        { &sq->st_sp_release, "RELEASE keel_batch" },
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
-        rc = sqlite3_prepare_v3(sq->db, own[i].sql, -1, SQLITE_PREPARE_PERSISTENT, own[i].st,
-                                NULL);
+        rc = sqlite3_prepare_v3(sq->db, own[i].sql, -1, SQLITE_PREPARE_PERSISTENT, own[i].st, NULL);
         if (rc != SQLITE_OK) {
             sq_connect_failed(sq, rc, "prepare");
             return;
@@ -1262,8 +1215,7 @@ static void sq_run_connect(sq_conn *sq)
     }
 }
 
-static void sq_job_run(void *arg)
-{
+static void sq_job_run(void *arg) {
     sq_conn *sq = arg;
     switch (sq->kind) {
     case SQ_JOB_CONNECT:
@@ -1280,8 +1232,7 @@ static void sq_job_run(void *arg)
 
 /* ---- loop side ---- */
 
-static void sq_free(sq_conn *sq)
-{
+static void sq_free(sq_conn *sq) {
     keel__timer_free(sq->deliver);
     keel__arena_free(&sq->arena);
     keel_result_free(sq->res);
@@ -1295,8 +1246,7 @@ static void sq_job_done(void *arg);
 static void sq_inline_deliver(void *arg);
 
 /* Closes the handle on a worker (closing may checkpoint the WAL), then frees. */
-static void sq_start_close(sq_conn *sq)
-{
+static void sq_start_close(sq_conn *sq) {
     if (!sq->db) {
         sq_free(sq);
         return;
@@ -1310,8 +1260,7 @@ static void sq_start_close(sq_conn *sq)
     }
 }
 
-static void sq_job_done(void *arg)
-{
+static void sq_job_done(void *arg) {
     sq_conn *sq = arg;
     sq->running = 0;
     if (sq->kind == SQ_JOB_CLOSE) {
@@ -1344,8 +1293,7 @@ static void sq_job_done(void *arg)
 }
 
 /* Appends s percent-encoded except for characters safe in a URI path. */
-static int sq_uri_escape(keel__buf *b, const char *s)
-{
+static int sq_uri_escape(keel__buf *b, const char *s) {
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         int safe = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -1356,8 +1304,7 @@ static int sq_uri_escape(keel__buf *b, const char *s)
     return 0;
 }
 
-static keel_status sq_connect(keel_conn *c, keel_error *err)
-{
+static keel_status sq_connect(keel_conn *c, keel_error *err) {
     const keel__dbconfig *dbc = c->config;
     /* libsqlite3 is loaded on the engine's first connection (engines/sqlite_lib.h). */
     char why[256];
@@ -1384,7 +1331,7 @@ static keel_status sq_connect(keel_conn *c, keel_error *err)
         /* Every pooled connection of this keel_db must see the same memory database: a memdb
          * name starting with "/" is shared within the process, and the config pointer tells
          * apart two dbs that configure the same name. */
-        keel__buf uri = {0};
+        keel__buf uri = { 0 };
         if (keel__buf_printf(&uri, "file:/keel-%" PRIxPTR "-", (uintptr_t)dbc) ||
             sq_uri_escape(&uri, dbc->name) || keel__buf_puts(&uri, "?vfs=memdb")) {
             keel__buf_free(&uri);
@@ -1424,8 +1371,7 @@ fail:
 /* ---- inline reads (loop side) ---- */
 
 /* The progress handler while a read runs inline: its first call means the budget is spent. */
-static int sq_progress_inline(void *arg)
-{
+static int sq_progress_inline(void *arg) {
     sq_conn *sq = arg;
     sq->inline_spent = 1;
     return 1;
@@ -1443,8 +1389,7 @@ static int sq_progress_inline(void *arg)
  * pays for a prepare.
  */
 static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_value *params,
-                         size_t nparams)
-{
+                         size_t nparams) {
     if (sq->opts.inline_steps <= 0)
         return 0;
     sq_cached *e = sq_cache_find(sq, sql, len, sq_hash(sql, len));
@@ -1467,7 +1412,7 @@ static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_va
     keel_result *res = NULL;
     /* The caller's parameters outlive this call, so they are bound without a copy. */
     int rc = sq_exec(sq, e->st, 0, params, nparams, &res);
-    sq_stmt used = {.st = e->st, .dml = 0, .owned = 0};
+    sq_stmt used = { .st = e->st, .dml = 0, .owned = 0 };
     sq_statement_done(&used);
     sqlite3_progress_handler(db, SQ_PROGRESS_OPS, sq_progress, sq);
     sqlite3_busy_timeout(db, sq->opts.busy_timeout);
@@ -1489,8 +1434,7 @@ static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_va
 }
 
 /* The deliver timer: reports the inline read, from a loop iteration after the one it ran in. */
-static void sq_inline_deliver(void *arg)
-{
+static void sq_inline_deliver(void *arg) {
     sq_conn *sq = arg;
     keel_result *res = sq->res;
     sq->res = NULL;
@@ -1515,8 +1459,7 @@ static void sq_inline_deliver(void *arg)
 /* Copies what the worker needs (the statement and its parameters) and submits the job. */
 static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
                              const keel_value *params, size_t nparams, size_t nrows, int many,
-                             keel_error *err)
-{
+                             keel_error *err) {
     sq_conn *sq = c->impl;
     const char *dbname = c->config->name;
     if (!sq || !sq->db)
@@ -1583,8 +1526,7 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
     return KEEL_OK;
 }
 
-static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *err)
-{
+static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
     /* Refused before the job starts, with the status and words the other SQL engines use. */
     size_t rows = stmt->many ? stmt->nrows : 1;
     for (size_t r = 0; r < rows && stmt->nparams; r++) {
@@ -1607,10 +1549,9 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
                      stmt->many ? stmt->nrows : 1, stmt->many, err);
 }
 
-static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err)
-{
-    static const char *const begin_sql[] = {"BEGIN DEFERRED", "BEGIN IMMEDIATE",
-                                            "BEGIN EXCLUSIVE"};
+static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err) {
+    static const char *const begin_sql[] = { "BEGIN DEFERRED", "BEGIN IMMEDIATE",
+                                             "BEGIN EXCLUSIVE" };
     sq_conn *sq = c->impl;
     if (op < KEEL_TXN_BEGIN || op > KEEL_TXN_ROLLBACK_TO)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, SQ_ENGINE, c->config->name,
@@ -1619,7 +1560,7 @@ static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
         const char *sql = begin_sql[sq->opts.txn_mode];
         return sq_submit(c, sql, strlen(sql), NULL, 0, 1, 0, err);
     }
-    keel__buf sql = {0};
+    keel__buf sql = { 0 };
     if (keel__txn_sql(op, depth, &sql) != 0) {
         keel__buf_free(&sql);
         return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, c->config->name, "out of memory");
@@ -1629,8 +1570,7 @@ static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
     return st;
 }
 
-static void sq_cancel(keel_conn *c)
-{
+static void sq_cancel(keel_conn *c) {
     sq_conn *sq = c->impl;
     if (sq && sq->inline_pending) {
         sq->inline_cancelled = 1;
@@ -1643,16 +1583,14 @@ static void sq_cancel(keel_conn *c)
     sq->interrupted = 1;
 }
 
-static keel_txn_status sq_txn_status(const keel_conn *c)
-{
+static keel_txn_status sq_txn_status(const keel_conn *c) {
     const sq_conn *sq = c->impl;
     if (!sq || !sq->db || sq->running)
         return KEEL_TXN_UNKNOWN;
     return sqlite3_get_autocommit(sq->db) ? KEEL_TXN_IDLE : KEEL_TXN_ACTIVE;
 }
 
-static void sq_close(keel_conn *c)
-{
+static void sq_close(keel_conn *c) {
     sq_conn *sq = c->impl;
     if (!sq)
         return;

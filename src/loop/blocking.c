@@ -12,8 +12,8 @@ struct keel__blocking {
     size_t nwatches, cap_watches;
     keel_timer **timers;
     size_t ntimers, cap_timers;
-    struct pollfd *pfds;       /* scratch for one poll call */
-    keel_watch **polled;       /* the watch behind each pollfd */
+    struct pollfd *pfds; /* scratch for one poll call */
+    keel_watch **polled; /* the watch behind each pollfd */
     size_t cap_poll;
 };
 
@@ -73,7 +73,7 @@ keel_loop *keel_loop_new_blocking(void) {
     struct keel__blocking *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
-    static const keel_loop_ops ops = {blocking_watch, blocking_timer};
+    static const keel_loop_ops ops = { blocking_watch, blocking_timer };
     keel_loop *loop = keel_loop_new(&ops, b);
     if (!loop) {
         free(b);

@@ -23,16 +23,16 @@ typedef struct job_queue {
 
 struct keel__workers {
     keel_loop *loop;
-    keel_watch *watch;     /* the eventfd, readable when finished jobs wait for done() */
+    keel_watch *watch; /* the eventfd, readable when finished jobs wait for done() */
     int efd;
     size_t max_threads;
-    pthread_mutex_t lock;  /* guards everything below */
-    pthread_cond_t wake;   /* signalled when a job is queued or on shutdown */
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* signalled when a job is queued or on shutdown */
     job_queue queued;
     job_queue finished;
     size_t nthreads, idle_threads;
     pthread_t *threads;
-    size_t pending;        /* submitted jobs whose done() has not run; loop thread only */
+    size_t pending; /* submitted jobs whose done() has not run; loop thread only */
     int shutting_down;
 };
 

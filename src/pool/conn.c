@@ -90,8 +90,8 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
     return st;
 }
 
-keel_status keel_conn_query(keel_conn *c, const char *sql, const keel_value *params,
-                            size_t nparams, keel_query_cb cb, void *arg, keel_error *err) {
+keel_status keel_conn_query(keel_conn *c, const char *sql, const keel_value *params, size_t nparams,
+                            keel_query_cb cb, void *arg, keel_error *err) {
     return start_statement(c, sql, params, 1, nparams, 0, NULL, cb, arg, err);
 }
 
@@ -111,9 +111,9 @@ keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value
 }
 
 /* The engine's batch as the bulk path: one generated INSERT run for every row. */
-static keel_status copy_as_batch(keel_conn *c, const keel__copy *copy, keel_query_cb cb,
-                                 void *arg, keel_error *err) {
-    keel__buf sql = {0};
+static keel_status copy_as_batch(keel_conn *c, const keel__copy *copy, keel_query_cb cb, void *arg,
+                                 keel_error *err) {
+    keel__buf sql = { 0 };
     int bad = keel__buf_puts(&sql, "INSERT INTO ") != 0 ||
               keel__copy_target(&sql, copy, c->engine->ident_quote, 1) != 0;
     if (copy->nrows == 0) {
@@ -133,11 +133,10 @@ static keel_status copy_as_batch(keel_conn *c, const keel__copy *copy, keel_quer
             bad = keel__buf_printf(&sql, i ? ", $%zu" : "$%zu", i + 1) != 0;
         bad = bad || keel__buf_putc(&sql, ')') != 0;
     }
-    keel_status st = bad ? keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c),
-                                           "out of memory")
-                         : start_statement(c, sql.data, copy->rows, copy->nrows ? copy->nrows : 1,
-                                           copy->nrows ? copy->ncols : 0, copy->nrows > 0,
-                                           NULL, cb, arg, err);
+    keel_status st =
+        bad ? keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c), "out of memory")
+            : start_statement(c, sql.data, copy->rows, copy->nrows ? copy->nrows : 1,
+                              copy->nrows ? copy->ncols : 0, copy->nrows > 0, NULL, cb, arg, err);
     keel__buf_free(&sql);
     return st;
 }
@@ -164,7 +163,7 @@ keel_status keel_conn_copy_in(keel_conn *c, const char *schema, const char *tabl
     keel_status st = check_ready(c, err);
     if (st != KEEL_OK)
         return st;
-    keel__copy copy = {schema, table, columns, ncols, rows, nrows};
+    keel__copy copy = { schema, table, columns, ncols, rows, nrows };
     if (!c->engine->copy_in) {
         if (!c->engine->query)
             return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
@@ -212,8 +211,8 @@ keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd,
 
 keel_status keel_conn_ping(keel_conn *c, keel_query_cb cb, void *arg, keel_error *err) {
     /* {"ping": 1} as BSON: total length, an int32 element named "ping", the terminator. */
-    static const unsigned char ping_cmd[] = {15, 0, 0, 0, 0x10, 'p', 'i', 'n', 'g', 0,
-                                             1,  0, 0, 0, 0};
+    static const unsigned char ping_cmd[] = { 15,  0, 0, 0, 0x10, 'p', 'i', 'n',
+                                              'g', 0, 1, 0, 0,    0,   0 };
     if (c && c->engine && !c->engine->query)
         return keel_conn_command(c, "admin", ping_cmd, sizeof ping_cmd, cb, arg, err);
     return keel_conn_query(c, "SELECT 1", NULL, 0, cb, arg, err);

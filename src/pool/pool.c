@@ -30,11 +30,11 @@ struct keel__pool {
     keel_loop *loop;
     const keel__dbconfig *cfg;
     const keel__engine *engine;
-    keel_conn *conns;  /* every connection, any state, linked through prev/next */
+    keel_conn *conns; /* every connection, any state, linked through prev/next */
     size_t nconns;
     size_t nconnecting;
     size_t nleased;
-    keel_conn **idle;  /* a stack: the most recently used connection is reused first */
+    keel_conn **idle; /* a stack: the most recently used connection is reused first */
     size_t nidle, cap_idle;
     waiter *wait_head, *wait_tail;
     size_t nwaiting;
@@ -509,8 +509,8 @@ void keel__pool_free(keel__pool *p) {
     if (!p)
         return;
     keel_error closed;
-    keel__error_set(&closed, KEEL_ERR_CLOSED, NULL, p->cfg->name,
-                    "database '%s' was closed", p->cfg->name);
+    keel__error_set(&closed, KEEL_ERR_CLOSED, NULL, p->cfg->name, "database '%s' was closed",
+                    p->cfg->name);
     size_t nab = 0;
     abandoned *ab = p->nconns ? calloc(p->nconns, sizeof *ab) : NULL;
     keel_conn *c = p->conns;

@@ -40,36 +40,24 @@ typedef struct ph_lexer {
 
 /* Letters, digits, '_', '$' and every non-ASCII byte can continue an unquoted identifier (or a
  * number) in all three dialects, so a '$' or 'E' right after one is not a token start. */
-static int is_ident_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '$' || c >= 0x80;
+static int is_ident_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '$' || c >= 0x80;
 }
 
 /* Characters allowed in a PostgreSQL dollar-quote tag: identifier characters except '$'. */
-static int is_tag_char(unsigned char c)
-{
-    return c != '$' && is_ident_char(c);
-}
+static int is_tag_char(unsigned char c) { return c != '$' && is_ident_char(c); }
 
-static int is_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 /* True when the byte before p exists and continues an identifier or number. */
-static int after_ident(const ph_lexer *lx, const char *p)
-{
+static int after_ident(const ph_lexer *lx, const char *p) {
     return p > lx->sql && is_ident_char((unsigned char)p[-1]);
 }
 
-static size_t offset_of(const ph_lexer *lx, const char *p)
-{
-    return (size_t)(p - lx->sql);
-}
+static size_t offset_of(const ph_lexer *lx, const char *p) { return (size_t)(p - lx->sql); }
 
-static keel_status unterminated(ph_lexer *lx, const char *what, const char *start)
-{
+static keel_status unterminated(ph_lexer *lx, const char *what, const char *start) {
     return keel__error_set(lx->err, KEEL_ERR_PROGRAMMING, "keel", NULL,
                            "unterminated %s starting at offset %zu", what, offset_of(lx, start));
 }
@@ -79,8 +67,7 @@ static keel_status unterminated(ph_lexer *lx, const char *what, const char *star
  * escaped quote; when backslash is set, a backslash escapes the byte after it. Returns the
  * position after the closing quote, or NULL when the input ends first.
  */
-static const char *skip_quoted(const char *p, const char *end, char quote, int backslash)
-{
+static const char *skip_quoted(const char *p, const char *end, char quote, int backslash) {
     p++;
     for (;;) {
         if (backslash) {
@@ -107,8 +94,7 @@ static const char *skip_quoted(const char *p, const char *end, char quote, int b
 
 /* Skips a block comment whose opening slash and star are at p; PostgreSQL nests them, the others
  * do not. Returns the position after the final star and slash, or NULL when the input ends. */
-static const char *skip_block_comment(const char *p, const char *end, int nested)
-{
+static const char *skip_block_comment(const char *p, const char *end, int nested) {
     size_t depth = 1;
     p += 2;
     while (p < end) {
@@ -127,8 +113,7 @@ static const char *skip_block_comment(const char *p, const char *end, int nested
 }
 
 /* Skips a line comment: it ends before the next line break, or at the end of the input. */
-static const char *skip_line_comment(const char *p, const char *end)
-{
+static const char *skip_line_comment(const char *p, const char *end) {
     while (p < end && *p != '\n' && *p != '\r')
         p++;
     return p;
@@ -138,8 +123,7 @@ static const char *skip_line_comment(const char *p, const char *end)
  * Recognises a PostgreSQL dollar-quote opener ($$ or $tag$) at p. Returns the opener's length,
  * or 0 when the '$' does not open one (a placeholder, or '$' inside a word).
  */
-static size_t dollar_opener_len(const char *p, const char *end)
-{
+static size_t dollar_opener_len(const char *p, const char *end) {
     const char *q = p + 1;
     if (q < end && *q == '$')
         return 2;
@@ -154,8 +138,7 @@ static size_t dollar_opener_len(const char *p, const char *end)
 
 /* Finds the closing delimiter (the opener again) of a dollar quote whose body starts at p.
  * Returns the position after it, or NULL when there is none. */
-static const char *skip_dollar_body(const char *p, const char *end, const char *tag, size_t len)
-{
+static const char *skip_dollar_body(const char *p, const char *end, const char *tag, size_t len) {
     while ((size_t)(end - p) >= len) {
         const char *d = memchr(p, '$', (size_t)(end - p) - len + 1);
         if (!d)
@@ -168,8 +151,7 @@ static const char *skip_dollar_body(const char *p, const char *end, const char *
 }
 
 /* Copies the pending run of unchanged text [run, upto) to the output. */
-static keel_status flush_run(ph_lexer *lx, const char *upto)
-{
+static keel_status flush_run(ph_lexer *lx, const char *upto) {
     if (upto > lx->run && keel__buf_append(lx->out, lx->run, (size_t)(upto - lx->run)) != 0)
         return keel__error_set(lx->err, KEEL_ERR_NOMEM, "keel", NULL,
                                "out of memory rewriting placeholders");
@@ -178,8 +160,7 @@ static keel_status flush_run(ph_lexer *lx, const char *upto)
 }
 
 /* Appends one zero-based parameter index to the MySQL map, doubling its capacity as needed. */
-static keel_status map_push(ph_lexer *lx, size_t index)
-{
+static keel_status map_push(ph_lexer *lx, size_t index) {
     if (lx->nmap == lx->map_cap) {
         size_t cap = lx->map_cap ? lx->map_cap * 2 : 16;
         size_t *m = realloc(lx->map, cap * sizeof *m);
@@ -194,8 +175,7 @@ static keel_status map_push(ph_lexer *lx, size_t index)
 }
 
 /* Appends ?index, SQLite's numbered parameter, without going through printf. */
-static int put_numbered(keel__buf *out, size_t index)
-{
+static int put_numbered(keel__buf *out, size_t index) {
     char tmp[8];
     size_t n = sizeof tmp;
     do {
@@ -210,8 +190,7 @@ static int put_numbered(keel__buf *out, size_t index)
  * Handles the placeholder $digits starting at p (digits known to follow). Validates the index,
  * writes the engine's form of it, and returns via *next the position after the digits.
  */
-static keel_status placeholder(ph_lexer *lx, const char *p, const char **next)
-{
+static keel_status placeholder(ph_lexer *lx, const char *p, const char **next) {
     const char *q = p + 1;
     size_t index = 0;
     while (q < lx->end && is_digit((unsigned char)*q)) {
@@ -263,8 +242,7 @@ static keel_status placeholder(ph_lexer *lx, const char *p, const char **next)
  * Looks at the special byte at p and either consumes the construct it starts (setting *next past
  * it) or, when it starts nothing, steps over that one byte.
  */
-static keel_status lex_special(ph_lexer *lx, const char *p, const char **next)
-{
+static keel_status lex_special(ph_lexer *lx, const char *p, const char **next) {
     const char *end = lx->end;
     const char *q;
     int pg = lx->style == KEEL__PH_POSTGRES;
@@ -356,8 +334,7 @@ static keel_status lex_special(ph_lexer *lx, const char *p, const char **next)
 
 keel_status keel__placeholders_rewrite(const char *sql, keel__ph_style style, keel__buf *out,
                                        size_t *max_index, size_t **map, size_t *nmap,
-                                       keel_error *err)
-{
+                                       keel_error *err) {
     const unsigned char *special;
     switch (style) {
     case KEEL__PH_POSTGRES:
@@ -395,7 +372,12 @@ keel_status keel__placeholders_rewrite(const char *sql, keel__ph_style style, ke
                                "out of memory rewriting placeholders");
 
     ph_lexer lx = {
-        .sql = sql, .end = sql + len, .run = sql, .style = style, .out = out, .err = err,
+        .sql = sql,
+        .end = sql + len,
+        .run = sql,
+        .style = style,
+        .out = out,
+        .err = err,
     };
     keel_status st = KEEL_OK;
     const char *p = sql;

@@ -87,8 +87,7 @@ static inline keel_conn *acquire(keel_db *db) {
 }
 
 /* Runs a statement that must succeed; prints the error and returns NULL otherwise. */
-static inline keel_result *q(keel_conn *c, const char *sql, const keel_value *params,
-                             size_t n) {
+static inline keel_result *q(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
     keel_result *res = NULL;
     keel_error err;
     if (!c)
@@ -103,8 +102,7 @@ static inline keel_result *q(keel_conn *c, const char *sql, const keel_value *pa
 }
 
 /* Runs a statement that must fail and returns its error (code KEEL_OK when it did not). */
-static inline keel_error q_fail(keel_conn *c, const char *sql, const keel_value *params,
-                                size_t n) {
+static inline keel_error q_fail(keel_conn *c, const char *sql, const keel_value *params, size_t n) {
     keel_result *res = NULL;
     keel_error err;
     keel_error_clear(&err);
@@ -133,9 +131,9 @@ static inline int same_str(const keel_value *v, keel_type t, const char *s, size
 typedef struct rows_run {
     int done;
     size_t batches, rows, max_batch;
-    int in_order;        /* every row's first value was the INT rows-so-far + 1 */
-    char colname[64];    /* the first column's name, as every batch had it ("?" if they differ) */
-    keel_result *res;    /* what the query callback got */
+    int in_order;     /* every row's first value was the INT rows-so-far + 1 */
+    char colname[64]; /* the first column's name, as every batch had it ("?" if they differ) */
+    keel_result *res; /* what the query callback got */
     keel_error err;
 } rows_run;
 
@@ -172,8 +170,8 @@ static inline void run_rows(keel_db *db, keel_conn *c, const char *sql, const ke
     memset(x, 0, sizeof *x);
     x->in_order = 1;
     keel_error err;
-    keel_status st = keel_conn_query_rows(c, sql, params, n, rows_run_batch, rows_run_done, x,
-                                          &err);
+    keel_status st =
+        keel_conn_query_rows(c, sql, params, n, rows_run_batch, rows_run_done, x, &err);
     if (st != KEEL_OK) {
         x->err = err;
         return;

@@ -40,8 +40,7 @@ typedef struct kpy_path {
 } kpy_path;
 
 /* Writes the dotted path ("a.b.3") into out, truncating it with "…" when it does not fit. */
-static size_t path_write(const kpy_path *p, char *out, size_t cap)
-{
+static size_t path_write(const kpy_path *p, char *out, size_t cap) {
     if (p == NULL || cap == 0)
         return 0;
     size_t n = path_write(p->parent, out, cap);
@@ -61,8 +60,7 @@ static size_t path_write(const kpy_path *p, char *out, size_t cap)
 }
 
 /* " at 'a.b'" for a path, or "" at the top level. */
-static void path_where(const kpy_path *p, char *out, size_t cap)
-{
+static void path_where(const kpy_path *p, char *out, size_t cap) {
     char path[256];
     out[0] = '\0';
     if (p == NULL)
@@ -73,8 +71,7 @@ static void path_where(const kpy_path *p, char *out, size_t cap)
 }
 
 /* Raises DataError with a message followed by the path. Returns -1. */
-static int data_error(kpy_state *st, const kpy_path *p, const char *what)
-{
+static int data_error(kpy_state *st, const kpy_path *p, const char *what) {
     char where[300];
     path_where(p, where, sizeof where);
     keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s%s", what, where);
@@ -82,8 +79,7 @@ static int data_error(kpy_state *st, const kpy_path *p, const char *what)
 }
 
 /* As data_error, appending the text of the Python exception being raised (kept as cause). */
-static int data_error_from(kpy_state *st, const kpy_path *p, const char *what)
-{
+static int data_error_from(kpy_state *st, const kpy_path *p, const char *what) {
     if (PyErr_ExceptionMatches(PyExc_MemoryError))
         return -1;
     PyObject *type, *value, *tb;
@@ -112,48 +108,41 @@ static int data_error_from(kpy_state *st, const kpy_path *p, const char *what)
 
 /* ---- little-endian integers ---- */
 
-static void put_le32(unsigned char *p, uint32_t v)
-{
+static void put_le32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v;
     p[1] = (unsigned char)(v >> 8);
     p[2] = (unsigned char)(v >> 16);
     p[3] = (unsigned char)(v >> 24);
 }
 
-static void put_le64(unsigned char *p, uint64_t v)
-{
+static void put_le64(unsigned char *p, uint64_t v) {
     put_le32(p, (uint32_t)v);
     put_le32(p + 4, (uint32_t)(v >> 32));
 }
 
-static uint32_t get_le32(const unsigned char *p)
-{
+static uint32_t get_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint64_t get_le64(const unsigned char *p)
-{
+static uint64_t get_le64(const unsigned char *p) {
     return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
 /* ---- datetimes ---- */
 
-int keel__py_bson_init(kpy_state *st)
-{
+int keel__py_bson_init(kpy_state *st) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return -1;
     st->epoch_naive = PyDateTime_FromDateAndTime(1970, 1, 1, 0, 0, 0, 0);
     if (st->epoch_naive == NULL)
         return -1;
-    st->epoch_utc = PyDateTimeAPI->DateTime_FromDateAndTime(1970, 1, 1, 0, 0, 0, 0,
-                                                            PyDateTime_TimeZone_UTC,
-                                                            PyDateTimeAPI->DateTimeType);
+    st->epoch_utc = PyDateTimeAPI->DateTime_FromDateAndTime(
+        1970, 1, 1, 0, 0, 0, 0, PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType);
     return st->epoch_utc != NULL ? 0 : -1;
 }
 
-PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms)
-{
+PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms) {
     /* keel's timestamptz values are microseconds: reuse their conversion (and range check). */
     if (ms > INT64_MAX / 1000 || ms < INT64_MIN / 1000)
         return keel__py_raise(st, KEEL_ERR_DATA, NULL,
@@ -165,8 +154,7 @@ PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms)
     return keel__py_value_to_py(st, &v);
 }
 
-int keel__py_datetime_to_millis(kpy_state *st, PyObject *dt, int64_t *ms)
-{
+int keel__py_datetime_to_millis(kpy_state *st, PyObject *dt, int64_t *ms) {
     /*
      * Subtracting the epoch lets datetime do the calendar and the time zone: an aware datetime
      * minus the aware epoch is its UTC offset from it. A tzinfo whose utcoffset() is None makes
@@ -203,8 +191,8 @@ int keel__py_datetime_to_millis(kpy_state *st, PyObject *dt, int64_t *ms)
 /* ---- Decimal128 (IEEE 754-2008 decimal128, binary integer significand) ---- */
 
 #define DEC128_BIAS 6176
-#define DEC128_EMIN (-6176)          /* smallest exponent of the coefficient */
-#define DEC128_EMAX 6111             /* largest exponent of the coefficient */
+#define DEC128_EMIN (-6176) /* smallest exponent of the coefficient */
+#define DEC128_EMAX 6111    /* largest exponent of the coefficient */
 #define DEC128_DIGITS 34
 #define DEC128_SIGN UINT64_C(0x8000000000000000)
 #define DEC128_INF UINT64_C(0x7800000000000000)
@@ -216,8 +204,7 @@ typedef struct u128 {
     uint32_t w[4];
 } u128;
 
-static void u128_mul_add(u128 *x, uint32_t mul, uint32_t add)
-{
+static void u128_mul_add(u128 *x, uint32_t mul, uint32_t add) {
     uint64_t carry = add;
     for (int i = 0; i < 4; i++) {
         uint64_t t = (uint64_t)x->w[i] * mul + carry;
@@ -227,8 +214,7 @@ static void u128_mul_add(u128 *x, uint32_t mul, uint32_t add)
 }
 
 /* Divides x by div in place and returns the remainder. */
-static uint32_t u128_div(u128 *x, uint32_t div)
-{
+static uint32_t u128_div(u128 *x, uint32_t div) {
     uint64_t rem = 0;
     for (int i = 3; i >= 0; i--) {
         uint64_t t = rem << 32 | x->w[i];
@@ -238,15 +224,11 @@ static uint32_t u128_div(u128 *x, uint32_t div)
     return (uint32_t)rem;
 }
 
-static int u128_is_zero(const u128 *x)
-{
-    return (x->w[0] | x->w[1] | x->w[2] | x->w[3]) == 0;
-}
+static int u128_is_zero(const u128 *x) { return (x->w[0] | x->w[1] | x->w[2] | x->w[3]) == 0; }
 
 /* 10^34 - 1, the largest canonical coefficient, as limbs. */
-static int u128_gt_max_coefficient(const u128 *x)
-{
-    static const u128 max = {{0xFFFFFFFFu, 0x378D8E63u, 0xBEAD87C0u, 0x0001ED09u}};
+static int u128_gt_max_coefficient(const u128 *x) {
+    static const u128 max = { { 0xFFFFFFFFu, 0x378D8E63u, 0xBEAD87C0u, 0x0001ED09u } };
     for (int i = 3; i >= 0; i--) {
         if (x->w[i] != max.w[i])
             return x->w[i] > max.w[i];
@@ -255,8 +237,8 @@ static int u128_gt_max_coefficient(const u128 *x)
 }
 
 /* Encodes a decimal.Decimal into the 16 bytes of a Decimal128, exactly, or fails. */
-static int decimal_to_128(kpy_state *st, PyObject *obj, const kpy_path *path, unsigned char out[16])
-{
+static int decimal_to_128(kpy_state *st, PyObject *obj, const kpy_path *path,
+                          unsigned char out[16]) {
     PyObject *t = PyObject_CallMethodNoArgs(obj, st->s_as_tuple);
     if (t == NULL)
         return data_error_from(st, path, "Decimal.as_tuple() failed");
@@ -314,7 +296,7 @@ static int decimal_to_128(kpy_state *st, PyObject *obj, const kpy_path *path, un
                 last = i;
             }
         }
-        u128 coef = {{0, 0, 0, 0}};
+        u128 coef = { { 0, 0, 0, 0 } };
         if (overflow != 0) {
             data_error(st, path, "Decimal exponent is out of the Decimal128 range");
             goto done;
@@ -381,13 +363,13 @@ done:
 }
 
 /* Decodes the 16 bytes of a Decimal128 into a decimal.Decimal. */
-static PyObject *decimal_from_128(kpy_state *st, const unsigned char *p)
-{
+static PyObject *decimal_from_128(kpy_state *st, const unsigned char *p) {
     uint64_t low = get_le64(p), high = get_le64(p + 8);
     const char *sign = (high & DEC128_SIGN) ? "-" : "";
     char text[64];
     if ((high & DEC128_NAN) == DEC128_NAN) {
-        snprintf(text, sizeof text, "%s%s", sign, (high & DEC128_SNAN) == DEC128_SNAN ? "sNaN" : "NaN");
+        snprintf(text, sizeof text, "%s%s", sign,
+                 (high & DEC128_SNAN) == DEC128_SNAN ? "sNaN" : "NaN");
     } else if ((high & DEC128_INF) == DEC128_INF) {
         snprintf(text, sizeof text, "%sInfinity", sign);
     } else {
@@ -432,23 +414,21 @@ static PyObject *decimal_from_128(kpy_state *st, const unsigned char *p)
 /* ---- Regex ---- */
 
 typedef struct kpy_regex {
-    PyObject_HEAD
-    PyObject *pattern; /* str */
-    PyObject *flags;   /* str of sorted, distinct ASCII letters */
+    PyObject_HEAD PyObject *pattern; /* str */
+    PyObject *flags;                 /* str of sorted, distinct ASCII letters */
 } kpy_regex;
 
 /* The flags as BSON stores them: sorted and without repeats. NULL with ValueError when bad. */
-static PyObject *regex_normal_flags(PyObject *flags)
-{
+static PyObject *regex_normal_flags(PyObject *flags) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(flags, &n);
     if (s == NULL)
         return NULL;
-    int seen[26] = {0};
+    int seen[26] = { 0 };
     for (Py_ssize_t i = 0; i < n; i++) {
         if (s[i] < 'a' || s[i] > 'z') {
-            PyErr_Format(PyExc_ValueError, "regular expression flags are lower-case letters, not %R",
-                         flags);
+            PyErr_Format(PyExc_ValueError,
+                         "regular expression flags are lower-case letters, not %R", flags);
             return NULL;
         }
         seen[s[i] - 'a'] = 1;
@@ -461,8 +441,7 @@ static PyObject *regex_normal_flags(PyObject *flags)
     return PyUnicode_FromStringAndSize(out, (Py_ssize_t)k);
 }
 
-static int has_nul(PyObject *str)
-{
+static int has_nul(PyObject *str) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(str, &n);
     if (s == NULL)
@@ -470,8 +449,7 @@ static int has_nul(PyObject *str)
     return strlen(s) != (size_t)n;
 }
 
-static PyObject *regex_make(PyTypeObject *type, PyObject *pattern, PyObject *flags)
-{
+static PyObject *regex_make(PyTypeObject *type, PyObject *pattern, PyObject *flags) {
     PyObject *nf = regex_normal_flags(flags);
     if (nf == NULL)
         return NULL;
@@ -493,9 +471,8 @@ static PyObject *regex_make(PyTypeObject *type, PyObject *pattern, PyObject *fla
     return (PyObject *)r;
 }
 
-static PyObject *regex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"pattern", "flags", NULL};
+static PyObject *regex_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = { "pattern", "flags", NULL };
     PyObject *pattern, *flags = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|U:Regex", kwlist, &pattern, &flags))
         return NULL;
@@ -511,8 +488,7 @@ static PyObject *regex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return r;
 }
 
-static void regex_dealloc(kpy_regex *r)
-{
+static void regex_dealloc(kpy_regex *r) {
     PyTypeObject *tp = Py_TYPE(r);
     Py_CLEAR(r->pattern);
     Py_CLEAR(r->flags);
@@ -520,13 +496,11 @@ static void regex_dealloc(kpy_regex *r)
     Py_DECREF(tp);
 }
 
-static PyObject *regex_repr(kpy_regex *r)
-{
+static PyObject *regex_repr(kpy_regex *r) {
     return PyUnicode_FromFormat("Regex(%R, %R)", r->pattern, r->flags);
 }
 
-static PyObject *regex_richcompare(PyObject *a, PyObject *b, int op)
-{
+static PyObject *regex_richcompare(PyObject *a, PyObject *b, int op) {
     if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b))
         Py_RETURN_NOTIMPLEMENTED;
     kpy_regex *x = (kpy_regex *)a, *y = (kpy_regex *)b;
@@ -537,8 +511,7 @@ static PyObject *regex_richcompare(PyObject *a, PyObject *b, int op)
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
 
-static Py_hash_t regex_hash(kpy_regex *r)
-{
+static Py_hash_t regex_hash(kpy_regex *r) {
     Py_hash_t a = PyObject_Hash(r->pattern), b = PyObject_Hash(r->flags);
     if (a == -1 || b == -1)
         return -1;
@@ -547,36 +520,36 @@ static Py_hash_t regex_hash(kpy_regex *r)
     return h == -1 ? -2 : h;
 }
 
-static PyObject *regex_reduce(kpy_regex *r, PyObject *unused)
-{
+static PyObject *regex_reduce(kpy_regex *r, PyObject *unused) {
     (void)unused;
     return Py_BuildValue("O(OO)", (PyObject *)Py_TYPE(r), r->pattern, r->flags);
 }
 
 static PyMethodDef regex_methods[] = {
-    {"__reduce__", (PyCFunction)regex_reduce, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
+    { "__reduce__", (PyCFunction)regex_reduce, METH_NOARGS, NULL },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyMemberDef regex_members[] = {
-    {"pattern", T_OBJECT, offsetof(kpy_regex, pattern), READONLY, "The pattern, as MongoDB reads it."},
-    {"flags", T_OBJECT, offsetof(kpy_regex, flags), READONLY,
-     "The option letters (\"i\", \"m\", \"s\", \"x\"…), sorted."},
-    {NULL, 0, 0, 0, NULL},
+    { "pattern", T_OBJECT, offsetof(kpy_regex, pattern), READONLY,
+      "The pattern, as MongoDB reads it." },
+    { "flags", T_OBJECT, offsetof(kpy_regex, flags), READONLY,
+      "The option letters (\"i\", \"m\", \"s\", \"x\"…), sorted." },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot regex_slots[] = {
-    {Py_tp_doc, "Regex(pattern, flags='') - a BSON regular expression, as MongoDB stores it.\n\n"
-                "Decoded BSON regular expressions become Regex (not re.Pattern: MongoDB's PCRE "
-                "syntax and options differ from Python's). re.Pattern values are encoded too."},
-    {Py_tp_new, regex_new},
-    {Py_tp_dealloc, regex_dealloc},
-    {Py_tp_repr, regex_repr},
-    {Py_tp_richcompare, regex_richcompare},
-    {Py_tp_hash, regex_hash},
-    {Py_tp_methods, regex_methods},
-    {Py_tp_members, regex_members},
-    {0, NULL},
+    { Py_tp_doc, "Regex(pattern, flags='') - a BSON regular expression, as MongoDB stores it.\n\n"
+                 "Decoded BSON regular expressions become Regex (not re.Pattern: MongoDB's PCRE "
+                 "syntax and options differ from Python's). re.Pattern values are encoded too." },
+    { Py_tp_new, regex_new },
+    { Py_tp_dealloc, regex_dealloc },
+    { Py_tp_repr, regex_repr },
+    { Py_tp_richcompare, regex_richcompare },
+    { Py_tp_hash, regex_hash },
+    { Py_tp_methods, regex_methods },
+    { Py_tp_members, regex_members },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_regex_spec = {
@@ -589,13 +562,11 @@ PyType_Spec keel__py_regex_spec = {
 /* ---- Timestamp ---- */
 
 typedef struct kpy_timestamp {
-    PyObject_HEAD
-    uint32_t time;
+    PyObject_HEAD uint32_t time;
     uint32_t inc;
 } kpy_timestamp;
 
-static PyObject *timestamp_make(PyTypeObject *type, uint32_t time, uint32_t inc)
-{
+static PyObject *timestamp_make(PyTypeObject *type, uint32_t time, uint32_t inc) {
     kpy_timestamp *t = (kpy_timestamp *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
@@ -604,8 +575,7 @@ static PyObject *timestamp_make(PyTypeObject *type, uint32_t time, uint32_t inc)
     return (PyObject *)t;
 }
 
-static int uint32_arg(PyObject *o, const char *name, uint32_t *out)
-{
+static int uint32_arg(PyObject *o, const char *name, uint32_t *out) {
     if (!PyLong_Check(o)) {
         PyErr_Format(PyExc_TypeError, "Timestamp %s must be an int, not %.100s", name,
                      Py_TYPE(o)->tp_name);
@@ -621,9 +591,8 @@ static int uint32_arg(PyObject *o, const char *name, uint32_t *out)
     return 0;
 }
 
-static PyObject *timestamp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"time", "inc", NULL};
+static PyObject *timestamp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = { "time", "inc", NULL };
     PyObject *time, *inc;
     uint32_t t, i;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Timestamp", kwlist, &time, &inc))
@@ -633,68 +602,60 @@ static PyObject *timestamp_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return timestamp_make(type, t, i);
 }
 
-static void timestamp_dealloc(PyObject *self)
-{
+static void timestamp_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
 
-static PyObject *timestamp_repr(kpy_timestamp *t)
-{
+static PyObject *timestamp_repr(kpy_timestamp *t) {
     return PyUnicode_FromFormat("Timestamp(%lu, %lu)", (unsigned long)t->time,
                                 (unsigned long)t->inc);
 }
 
-static uint64_t timestamp_value(const kpy_timestamp *t)
-{
-    return (uint64_t)t->time << 32 | t->inc;
-}
+static uint64_t timestamp_value(const kpy_timestamp *t) { return (uint64_t)t->time << 32 | t->inc; }
 
-static PyObject *timestamp_richcompare(PyObject *a, PyObject *b, int op)
-{
+static PyObject *timestamp_richcompare(PyObject *a, PyObject *b, int op) {
     if (Py_TYPE(a) != Py_TYPE(b))
         Py_RETURN_NOTIMPLEMENTED;
     uint64_t x = timestamp_value((kpy_timestamp *)a), y = timestamp_value((kpy_timestamp *)b);
     Py_RETURN_RICHCOMPARE(x, y, op);
 }
 
-static Py_hash_t timestamp_hash(kpy_timestamp *t)
-{
+static Py_hash_t timestamp_hash(kpy_timestamp *t) {
     uint64_t v = timestamp_value(t);
     Py_hash_t h = (Py_hash_t)(v ^ (v >> 29));
     return h == -1 ? -2 : h;
 }
 
-static PyObject *timestamp_reduce(kpy_timestamp *t, PyObject *unused)
-{
+static PyObject *timestamp_reduce(kpy_timestamp *t, PyObject *unused) {
     (void)unused;
     return Py_BuildValue("O(kk)", (PyObject *)Py_TYPE(t), (unsigned long)t->time,
                          (unsigned long)t->inc);
 }
 
 static PyMethodDef timestamp_methods[] = {
-    {"__reduce__", (PyCFunction)timestamp_reduce, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
+    { "__reduce__", (PyCFunction)timestamp_reduce, METH_NOARGS, NULL },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyMemberDef timestamp_members[] = {
-    {"time", T_UINT, offsetof(kpy_timestamp, time), READONLY, "Seconds since the epoch."},
-    {"inc", T_UINT, offsetof(kpy_timestamp, inc), READONLY, "Ordinal within the second."},
-    {NULL, 0, 0, 0, NULL},
+    { "time", T_UINT, offsetof(kpy_timestamp, time), READONLY, "Seconds since the epoch." },
+    { "inc", T_UINT, offsetof(kpy_timestamp, inc), READONLY, "Ordinal within the second." },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot timestamp_slots[] = {
-    {Py_tp_doc, "Timestamp(time, inc) - a BSON timestamp (MongoDB's internal clock: cluster "
-                "and operation times). Ordered by (time, inc)."},
-    {Py_tp_new, timestamp_new},
-    {Py_tp_dealloc, timestamp_dealloc},
-    {Py_tp_repr, timestamp_repr},
-    {Py_tp_richcompare, timestamp_richcompare},
-    {Py_tp_hash, timestamp_hash},
-    {Py_tp_methods, timestamp_methods},
-    {Py_tp_members, timestamp_members},
-    {0, NULL},
+    { Py_tp_doc, "Timestamp(time, inc) - a BSON timestamp (MongoDB's internal clock: cluster "
+                 "and operation times). Ordered by (time, inc)." },
+    { Py_tp_new, timestamp_new },
+    { Py_tp_dealloc, timestamp_dealloc },
+    { Py_tp_repr, timestamp_repr },
+    { Py_tp_richcompare, timestamp_richcompare },
+    { Py_tp_hash, timestamp_hash },
+    { Py_tp_methods, timestamp_methods },
+    { Py_tp_members, timestamp_members },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_timestamp_spec = {
@@ -708,9 +669,9 @@ PyType_Spec keel__py_timestamp_spec = {
 
 /* A bytes subclass: its size and slots are inherited from bytes. */
 static PyType_Slot rawdocument_slots[] = {
-    {Py_tp_doc, "RawDocument(data) - bytes holding one encoded BSON document, embedded as is "
-                "when it is a value of a document being encoded."},
-    {0, NULL},
+    { Py_tp_doc, "RawDocument(data) - bytes holding one encoded BSON document, embedded as is "
+                 "when it is a value of a document being encoded." },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_rawdocument_spec = {
@@ -732,15 +693,13 @@ typedef struct enc {
 } enc;
 
 /* The output passed its limit while the value at path was written. */
-static int overflow(enc *e, const kpy_path *path)
-{
+static int overflow(enc *e, const kpy_path *path) {
     char msg[200];
     if (e->limit > KPY_BSON_MAX_DOCUMENT)
         snprintf(msg, sizeof msg, "the command is larger than MongoDB's limit of %zu bytes",
                  e->limit);
     else
-        snprintf(msg, sizeof msg, "the document is larger than the %zu-byte BSON limit",
-                 e->limit);
+        snprintf(msg, sizeof msg, "the document is larger than the %zu-byte BSON limit", e->limit);
     if (path != NULL) {
         char where[300];
         path_where(path, where, sizeof where);
@@ -751,17 +710,15 @@ static int overflow(enc *e, const kpy_path *path)
 }
 
 /* An embedded document larger than BSON allows. */
-static int too_large(enc *e, const kpy_path *path, size_t size)
-{
+static int too_large(enc *e, const kpy_path *path, size_t size) {
     char msg[200];
-    snprintf(msg, sizeof msg, "the document is %zu bytes, more than the %zu-byte BSON limit",
-             size, KPY_BSON_MAX_DOCUMENT);
+    snprintf(msg, sizeof msg, "the document is %zu bytes, more than the %zu-byte BSON limit", size,
+             KPY_BSON_MAX_DOCUMENT);
     return data_error(e->st, path, msg);
 }
 
 /* Room for n more bytes; fails with DataError past the limit, so nothing huge is built. */
-static int reserve(enc *e, size_t n, const kpy_path *path)
-{
+static int reserve(enc *e, size_t n, const kpy_path *path) {
     if (n > e->limit || e->len > e->limit - n)
         return overflow(e, path);
     if (e->len + n <= e->cap)
@@ -781,8 +738,7 @@ static int reserve(enc *e, size_t n, const kpy_path *path)
     return 0;
 }
 
-static int put(enc *e, const void *p, size_t n, const kpy_path *path)
-{
+static int put(enc *e, const void *p, size_t n, const kpy_path *path) {
     if (reserve(e, n, path) < 0)
         return -1;
     memcpy(e->buf + e->len, p, n);
@@ -790,28 +746,22 @@ static int put(enc *e, const void *p, size_t n, const kpy_path *path)
     return 0;
 }
 
-static int put_byte(enc *e, unsigned char b, const kpy_path *path)
-{
-    return put(e, &b, 1, path);
-}
+static int put_byte(enc *e, unsigned char b, const kpy_path *path) { return put(e, &b, 1, path); }
 
-static int put_i32(enc *e, uint32_t v, const kpy_path *path)
-{
+static int put_i32(enc *e, uint32_t v, const kpy_path *path) {
     unsigned char b[4];
     put_le32(b, v);
     return put(e, b, 4, path);
 }
 
-static int put_i64(enc *e, uint64_t v, const kpy_path *path)
-{
+static int put_i64(enc *e, uint64_t v, const kpy_path *path) {
     unsigned char b[8];
     put_le64(b, v);
     return put(e, b, 8, path);
 }
 
 /* An element header: type byte and key (a cstring). */
-static int put_head(enc *e, unsigned char type, const kpy_path *path)
-{
+static int put_head(enc *e, unsigned char type, const kpy_path *path) {
     if (put_byte(e, type, path) < 0)
         return -1;
     if (path->key != NULL) {
@@ -830,8 +780,7 @@ static int put_head(enc *e, unsigned char type, const kpy_path *path)
  * A BSON string: int32 length (with the NUL), bytes, NUL. Reserving the whole first means the
  * length fits in an int32, since every limit is far below 2 GiB.
  */
-static int put_string(enc *e, const char *s, size_t n, const kpy_path *path)
-{
+static int put_string(enc *e, const char *s, size_t n, const kpy_path *path) {
     if (reserve(e, n + 5, path) < 0) /* n is a Python size: n + 5 cannot wrap */
         return -1;
     put_i32(e, (uint32_t)(n + 1), path);
@@ -841,8 +790,7 @@ static int put_string(enc *e, const char *s, size_t n, const kpy_path *path)
 
 /* Binary data: int32 length, subtype, bytes (reserved first, as for strings). */
 static int put_binary(enc *e, const void *p, size_t n, unsigned char subtype,
-                      const kpy_path *path)
-{
+                      const kpy_path *path) {
     if (reserve(e, n + 5, path) < 0) /* n is a Python size: n + 5 cannot wrap */
         return -1;
     put_i32(e, (uint32_t)n, path);
@@ -851,8 +799,7 @@ static int put_binary(enc *e, const void *p, size_t n, unsigned char subtype,
 }
 
 /* A cstring value (regular expressions): no NUL allowed inside. */
-static int put_cstring(enc *e, PyObject *str, const char *what, const kpy_path *path)
-{
+static int put_cstring(enc *e, PyObject *str, const char *what, const kpy_path *path) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(str, &n);
     if (s == NULL)
@@ -870,13 +817,11 @@ static int put_cstring(enc *e, PyObject *str, const char *what, const kpy_path *
 static int enc_value(enc *e, PyObject *obj, const kpy_path *path);
 
 /* Appends the element key: value of a document at path parent. */
-static int enc_item(enc *e, PyObject *key, PyObject *value, const kpy_path *parent)
-{
-    kpy_path node = {parent, NULL, 0, 0};
+static int enc_item(enc *e, PyObject *key, PyObject *value, const kpy_path *parent) {
+    kpy_path node = { parent, NULL, 0, 0 };
     if (!PyUnicode_Check(key)) {
         char msg[160];
-        snprintf(msg, sizeof msg, "document keys must be str, not %.100s",
-                 Py_TYPE(key)->tp_name);
+        snprintf(msg, sizeof msg, "document keys must be str, not %.100s", Py_TYPE(key)->tp_name);
         return data_error(e->st, parent, msg);
     }
     Py_ssize_t n;
@@ -897,8 +842,7 @@ static int enc_item(enc *e, PyObject *key, PyObject *value, const kpy_path *pare
 }
 
 /* Writes a document's elements between its length and its final NUL; checks its size. */
-static int enc_document_body(enc *e, PyObject *obj, const kpy_path *path)
-{
+static int enc_document_body(enc *e, PyObject *obj, const kpy_path *path) {
     size_t start = e->len;
     if (put_i32(e, 0, path) < 0)
         return -1;
@@ -938,8 +882,7 @@ static int enc_document_body(enc *e, PyObject *obj, const kpy_path *path)
     return 0;
 }
 
-static int enc_array_body(enc *e, PyObject *seq, const kpy_path *path)
-{
+static int enc_array_body(enc *e, PyObject *seq, const kpy_path *path) {
     size_t start = e->len;
     if (put_i32(e, 0, path) < 0)
         return -1;
@@ -951,7 +894,7 @@ static int enc_array_body(enc *e, PyObject *seq, const kpy_path *path)
     /* Indexing each time (rather than holding the item array) tolerates a list that the
      * encoding of one of its items changes. */
     for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(seq); i++) {
-        kpy_path node = {path, NULL, 0, (size_t)i};
+        kpy_path node = { path, NULL, 0, (size_t)i };
         PyObject *v = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
         rc = enc_value(e, v, &node);
         Py_DECREF(v);
@@ -963,8 +906,7 @@ static int enc_array_body(enc *e, PyObject *seq, const kpy_path *path)
     return 0;
 }
 
-static int enc_int(enc *e, PyObject *obj, const kpy_path *path)
-{
+static int enc_int(enc *e, PyObject *obj, const kpy_path *path) {
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (overflow != 0)
@@ -981,8 +923,7 @@ static int enc_int(enc *e, PyObject *obj, const kpy_path *path)
     return put_i64(e, (uint64_t)v, path);
 }
 
-static int enc_uuid(enc *e, PyObject *obj, const kpy_path *path)
-{
+static int enc_uuid(enc *e, PyObject *obj, const kpy_path *path) {
     PyObject *b = PyObject_GetAttr(obj, e->st->s_bytes);
     if (b == NULL)
         return data_error_from(e->st, path, "UUID.bytes failed");
@@ -998,15 +939,15 @@ static int enc_uuid(enc *e, PyObject *obj, const kpy_path *path)
 }
 
 /* re.Pattern: the pattern as a str and the flags MongoDB knows (re.U is Python's default). */
-static int enc_pattern(enc *e, PyObject *obj, const kpy_path *path)
-{
+static int enc_pattern(enc *e, PyObject *obj, const kpy_path *path) {
     PyObject *pattern = PyObject_GetAttr(obj, e->st->s_pattern);
     if (pattern == NULL)
         return data_error_from(e->st, path, "re.Pattern has no pattern");
     if (!PyUnicode_Check(pattern)) {
         Py_DECREF(pattern);
-        return data_error(e->st, path, "bytes regular expressions cannot be encoded: use a str "
-                                       "pattern");
+        return data_error(e->st, path,
+                          "bytes regular expressions cannot be encoded: use a str "
+                          "pattern");
     }
     PyObject *fobj = PyObject_GetAttr(obj, e->st->s_flags);
     long flags = fobj != NULL ? PyLong_AsLong(fobj) : -1;
@@ -1042,8 +983,7 @@ static int enc_pattern(enc *e, PyObject *obj, const kpy_path *path)
     return rc;
 }
 
-static int enc_raw(enc *e, PyObject *obj, const kpy_path *path)
-{
+static int enc_raw(enc *e, PyObject *obj, const kpy_path *path) {
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(obj);
     size_t n = (size_t)PyBytes_GET_SIZE(obj);
     if (n < 5 || get_le32(p) != n || p[n - 1] != 0)
@@ -1055,8 +995,7 @@ static int enc_raw(enc *e, PyObject *obj, const kpy_path *path)
     return put(e, p, n, path);
 }
 
-static int enc_value(enc *e, PyObject *obj, const kpy_path *path)
-{
+static int enc_value(enc *e, PyObject *obj, const kpy_path *path) {
     kpy_state *st = e->st;
     /* The common types first, exact checks before subclass checks; bool before int. */
     if (obj == Py_None)
@@ -1127,7 +1066,8 @@ static int enc_value(enc *e, PyObject *obj, const kpy_path *path)
         return enc_raw(e, obj, path);
     if (Py_IS_TYPE(obj, st->RegexType)) {
         kpy_regex *r = (kpy_regex *)obj;
-        if (put_head(e, 0x0B, path) < 0 || put_cstring(e, r->pattern, "a regular expression", path) < 0)
+        if (put_head(e, 0x0B, path) < 0 ||
+            put_cstring(e, r->pattern, "a regular expression", path) < 0)
             return -1;
         return put_cstring(e, r->flags, "regular expression flags", path);
     }
@@ -1158,16 +1098,16 @@ static int enc_value(enc *e, PyObject *obj, const kpy_path *path)
     }
     char msg[200];
     if (PyDate_Check(obj))
-        snprintf(msg, sizeof msg, "cannot encode a datetime.date: BSON has datetimes only "
-                                  "(use datetime.datetime)");
+        snprintf(msg, sizeof msg,
+                 "cannot encode a datetime.date: BSON has datetimes only "
+                 "(use datetime.datetime)");
     else
         snprintf(msg, sizeof msg, "cannot encode an object of type %.100s as BSON",
                  Py_TYPE(obj)->tp_name);
     return data_error(st, path, msg);
 }
 
-PyObject *keel__py_bson_encode(kpy_state *st, PyObject *doc, size_t limit)
-{
+PyObject *keel__py_bson_encode(kpy_state *st, PyObject *doc, size_t limit) {
     if (!PyDict_Check(doc)) {
         char msg[160];
         snprintf(msg, sizeof msg, "a BSON document must be a dict, not %.100s",
@@ -1175,7 +1115,7 @@ PyObject *keel__py_bson_encode(kpy_state *st, PyObject *doc, size_t limit)
         data_error(st, NULL, msg);
         return NULL;
     }
-    enc e = {st, NULL, 0, 0, limit, 0};
+    enc e = { st, NULL, 0, 0, limit, 0 };
     PyObject *out = NULL;
     Py_INCREF(doc);
     if (enc_document_body(&e, doc, NULL) == 0)
@@ -1185,8 +1125,7 @@ PyObject *keel__py_bson_encode(kpy_state *st, PyObject *doc, size_t limit)
     return out;
 }
 
-PyObject *keel__py_mod_bson_encode(PyObject *module, PyObject *doc)
-{
+PyObject *keel__py_mod_bson_encode(PyObject *module, PyObject *doc) {
     return keel__py_bson_encode(PyModule_GetState(module), doc, KPY_BSON_MAX_DOCUMENT);
 }
 
@@ -1197,16 +1136,14 @@ typedef struct dec {
     int depth;
 } dec;
 
-static PyObject *malformed(dec *d, const kpy_path *path, const char *why)
-{
+static PyObject *malformed(dec *d, const kpy_path *path, const char *why) {
     char msg[200];
     snprintf(msg, sizeof msg, "malformed BSON: %s", why);
     data_error(d->st, path, msg);
     return NULL;
 }
 
-static const char *type_name(unsigned char t)
-{
+static const char *type_name(unsigned char t) {
     switch (t) {
     case 0x06:
         return "undefined";
@@ -1231,14 +1168,12 @@ static PyObject *dec_document(dec *d, const unsigned char *p, size_t len, const 
                               int array);
 
 /* The length of a cstring starting at p (without its NUL), or -1 when unterminated. */
-static Py_ssize_t cstring_len(const unsigned char *p, size_t avail)
-{
+static Py_ssize_t cstring_len(const unsigned char *p, size_t avail) {
     const unsigned char *z = memchr(p, 0, avail);
     return z != NULL ? (Py_ssize_t)(z - p) : -1;
 }
 
-static PyObject *dec_utf8(dec *d, const unsigned char *s, size_t n, const kpy_path *path)
-{
+static PyObject *dec_utf8(dec *d, const unsigned char *s, size_t n, const kpy_path *path) {
     PyObject *o = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, NULL);
     if (o == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
         data_error_from(d->st, path, "a string is not valid UTF-8");
@@ -1249,8 +1184,7 @@ static PyObject *dec_utf8(dec *d, const unsigned char *s, size_t n, const kpy_pa
 
 /* Decodes the value of type t at p (avail bytes left); *used is set to its size. */
 static PyObject *dec_value(dec *d, unsigned char t, const unsigned char *p, size_t avail,
-                           const kpy_path *path, size_t *used)
-{
+                           const kpy_path *path, size_t *used) {
     kpy_state *st = d->st;
     switch (t) {
     case 0x01: {
@@ -1388,8 +1322,7 @@ static PyObject *dec_value(dec *d, unsigned char t, const unsigned char *p, size
 }
 
 static PyObject *dec_document(dec *d, const unsigned char *p, size_t len, const kpy_path *path,
-                              int array)
-{
+                              int array) {
     /* The caller checked len >= 5 and that the int32 prefix is len. */
     if (get_le32(p) != len)
         return malformed(d, path, "document length mismatch");
@@ -1410,7 +1343,7 @@ static PyObject *dec_document(dec *d, const unsigned char *p, size_t len, const 
             malformed(d, path, "unterminated key");
             goto fail;
         }
-        kpy_path node = {path, (const char *)p + off, (size_t)klen, 0};
+        kpy_path node = { path, (const char *)p + off, (size_t)klen, 0 };
         if (array) {
             node.key = NULL;
             node.index = index;
@@ -1445,17 +1378,15 @@ fail:
     return NULL;
 }
 
-PyObject *keel__py_bson_decode(kpy_state *st, const char *data, size_t len)
-{
-    dec d = {st, 0};
+PyObject *keel__py_bson_decode(kpy_state *st, const char *data, size_t len) {
+    dec d = { st, 0 };
     const unsigned char *p = (const unsigned char *)data;
     if (len < 5 || get_le32(p) != len)
         return malformed(&d, NULL, "the document length does not match the data");
     return dec_document(&d, p, len, NULL, 0);
 }
 
-PyObject *keel__py_mod_bson_decode(PyObject *module, PyObject *data)
-{
+PyObject *keel__py_mod_bson_decode(PyObject *module, PyObject *data) {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;

@@ -11,8 +11,7 @@
  * once is an error (InterfaceError), as with every driver.
  */
 
-PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn)
-{
+PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn) {
     PyTypeObject *cls = db->st->connection_class;
     kpy_conn *c = (kpy_conn *)cls->tp_alloc(cls, 0);
     if (c == NULL) {
@@ -33,8 +32,7 @@ PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn)
     return (PyObject *)c;
 }
 
-void keel__py_conn_release(kpy_conn *c)
-{
+void keel__py_conn_release(kpy_conn *c) {
     keel_conn *conn = c->conn;
     if (conn == NULL)
         return;
@@ -52,8 +50,7 @@ void keel__py_conn_release(kpy_conn *c)
     keel__py_db_conn_released(c->db);
 }
 
-void keel__py_conn_op_done(kpy_conn *c, kpy_op *op)
-{
+void keel__py_conn_op_done(kpy_conn *c, kpy_op *op) {
     if (c->running == op)
         c->running = NULL;
     while (c->running == NULL && c->qhead != NULL && c->conn != NULL) {
@@ -66,8 +63,7 @@ void keel__py_conn_op_done(kpy_conn *c, kpy_op *op)
     }
 }
 
-static int conn_traverse(kpy_conn *c, visitproc visit, void *arg)
-{
+static int conn_traverse(kpy_conn *c, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(c));
     Py_VISIT(c->db);
     Py_VISIT(c->database);
@@ -77,8 +73,7 @@ static int conn_traverse(kpy_conn *c, visitproc visit, void *arg)
     return 0;
 }
 
-static void conn_dealloc(kpy_conn *c)
-{
+static void conn_dealloc(kpy_conn *c) {
     PyTypeObject *tp = Py_TYPE(c);
     PyObject_GC_UnTrack(c);
     if (c->weakreflist != NULL)
@@ -97,14 +92,12 @@ static void conn_dealloc(kpy_conn *c)
     Py_DECREF(tp);
 }
 
-static PyObject *released_error(kpy_conn *c)
-{
+static PyObject *released_error(kpy_conn *c) {
     return keel__py_raise(c->db->st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
 }
 
 /* _query(mode, sql, args, column) */
-static PyObject *conn_query(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *conn_query(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "_query(mode, sql, args, column)");
         return NULL;
@@ -113,13 +106,11 @@ static PyObject *conn_query(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t column = PyLong_AsSsize_t(args[3]);
     if ((mode == -1 || column == -1) && PyErr_Occurred())
         return NULL;
-    return keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column, KEEL_TXN_BEGIN,
-                               0);
+    return keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column, KEEL_TXN_BEGIN, 0);
 }
 
 /* _executemany(sql, rows) */
-static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_executemany(sql, rows)");
         return NULL;
@@ -129,8 +120,7 @@ static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t
 }
 
 /* _copy(table, records, columns, schema) */
-static PyObject *conn_copy(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *conn_copy(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "_copy(table, records, columns, schema)");
         return NULL;
@@ -145,8 +135,7 @@ static PyObject *conn_copy(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _txn(op, depth) */
-static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_txn(op, depth)");
         return NULL;
@@ -164,8 +153,7 @@ static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
 }
 
 int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObject **name_out,
-                          PyObject **bson_out)
-{
+                          PyObject **bson_out) {
     *name_out = NULL;
     *bson_out = NULL;
     if (dbname != Py_None) {
@@ -200,8 +188,7 @@ int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObje
 }
 
 /* _command(dbname, cmd) */
-static PyObject *conn_command(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *conn_command(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_command(dbname, cmd)");
         return NULL;
@@ -209,27 +196,24 @@ static PyObject *conn_command(kpy_conn *c, PyObject *const *args, Py_ssize_t nar
     PyObject *name, *bson;
     if (keel__py_command_args(c->db->st, args[0], args[1], &name, &bson) < 0)
         return NULL;
-    PyObject *op = keel__py_conn_query(c, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, 0,
-                                       KEEL_TXN_BEGIN, 0);
+    PyObject *op =
+        keel__py_conn_query(c, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, 0, KEEL_TXN_BEGIN, 0);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return op;
 }
 
-static PyObject *conn_get_database(kpy_conn *c, void *closure)
-{
+static PyObject *conn_get_database(kpy_conn *c, void *closure) {
     (void)closure;
     return Py_NewRef(c->database != NULL ? c->database : Py_None);
 }
 
-static PyObject *conn_get_engine(kpy_conn *c, void *closure)
-{
+static PyObject *conn_get_engine(kpy_conn *c, void *closure) {
     (void)closure;
     return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
 }
 
-static PyObject *conn_get_in_transaction(kpy_conn *c, void *closure)
-{
+static PyObject *conn_get_in_transaction(kpy_conn *c, void *closure) {
     (void)closure;
     if (c->conn == NULL)
         return released_error(c);
@@ -245,14 +229,12 @@ static PyObject *conn_get_in_transaction(kpy_conn *c, void *closure)
     }
 }
 
-static PyObject *conn_get_released(kpy_conn *c, void *closure)
-{
+static PyObject *conn_get_released(kpy_conn *c, void *closure) {
     (void)closure;
     return PyBool_FromLong(c->conn == NULL);
 }
 
-static PyObject *conn_repr(kpy_conn *c)
-{
+static PyObject *conn_repr(kpy_conn *c) {
     return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
                                 c->database != NULL ? c->database : Py_None,
                                 c->engine != NULL ? c->engine : Py_None,
@@ -260,46 +242,46 @@ static PyObject *conn_repr(kpy_conn *c)
 }
 
 static PyMethodDef conn_methods[] = {
-    {"_query", (PyCFunction)(void (*)(void))conn_query, METH_FASTCALL,
-     "_query(mode, sql, args, column) -> awaitable"},
-    {"_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
-     "_executemany(sql, rows) -> awaitable"},
-    {"_copy", (PyCFunction)(void (*)(void))conn_copy, METH_FASTCALL,
-     "_copy(table, records, columns, schema) -> awaitable int: a bulk load (COPY on PostgreSQL) "
-     "returning the rows loaded."},
-    {"_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
-     "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step."},
-    {"_command", (PyCFunction)(void (*)(void))conn_command, METH_FASTCALL,
-     "_command(dbname, cmd) -> awaitable dict: runs a document command (MongoDB) against the "
-     "engine database dbname (None: the configured one) and returns the server's reply."},
-    {NULL, NULL, 0, NULL},
+    { "_query", (PyCFunction)(void (*)(void))conn_query, METH_FASTCALL,
+      "_query(mode, sql, args, column) -> awaitable" },
+    { "_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
+      "_executemany(sql, rows) -> awaitable" },
+    { "_copy", (PyCFunction)(void (*)(void))conn_copy, METH_FASTCALL,
+      "_copy(table, records, columns, schema) -> awaitable int: a bulk load (COPY on PostgreSQL) "
+      "returning the rows loaded." },
+    { "_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
+      "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step." },
+    { "_command", (PyCFunction)(void (*)(void))conn_command, METH_FASTCALL,
+      "_command(dbname, cmd) -> awaitable dict: runs a document command (MongoDB) against the "
+      "engine database dbname (None: the configured one) and returns the server's reply." },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef conn_getset[] = {
-    {"database", (getter)conn_get_database, NULL, "Name of the database of the connection.",
-     NULL},
-    {"engine", (getter)conn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\").", NULL},
-    {"in_transaction", (getter)conn_get_in_transaction, NULL,
-     "True inside a transaction block.", NULL},
-    {"released", (getter)conn_get_released, NULL, "True once given back to the pool.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+    { "database", (getter)conn_get_database, NULL, "Name of the database of the connection.",
+      NULL },
+    { "engine", (getter)conn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\").", NULL },
+    { "in_transaction", (getter)conn_get_in_transaction, NULL, "True inside a transaction block.",
+      NULL },
+    { "released", (getter)conn_get_released, NULL, "True once given back to the pool.", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
 };
 
 static PyMemberDef conn_members[] = {
-    {"_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth."},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(kpy_conn, weakreflist), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
+    { "_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth." },
+    { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_conn, weakreflist), READONLY, NULL },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot conn_slots[] = {
-    {Py_tp_doc, "A connection leased from a pool (see keel.Connection)."},
-    {Py_tp_dealloc, conn_dealloc},
-    {Py_tp_traverse, conn_traverse},
-    {Py_tp_repr, conn_repr},
-    {Py_tp_methods, conn_methods},
-    {Py_tp_getset, conn_getset},
-    {Py_tp_members, conn_members},
-    {0, NULL},
+    { Py_tp_doc, "A connection leased from a pool (see keel.Connection)." },
+    { Py_tp_dealloc, conn_dealloc },
+    { Py_tp_traverse, conn_traverse },
+    { Py_tp_repr, conn_repr },
+    { Py_tp_methods, conn_methods },
+    { Py_tp_getset, conn_getset },
+    { Py_tp_members, conn_members },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_connection_spec = {

@@ -9,8 +9,7 @@
  * datetime.h declares PyDateTimeAPI as a static of each translation unit, so every use of the
  * datetime C API stays in this file and keel__py_convert_init imports it here.
  */
-int keel__py_convert_init(void)
-{
+int keel__py_convert_init(void) {
     PyDateTime_IMPORT;
     return PyDateTimeAPI != NULL ? 0 : -1;
 }
@@ -24,19 +23,17 @@ int keel__py_convert_init(void)
  * Works in 400-year eras of 146097 days, with years starting on March 1st so the leap day is the
  * last day of a year; that makes the day-of-year formula independent of leap years.
  */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
+static int64_t days_from_civil(int64_t y, int m, int d) {
     if (m <= 2)
         y -= 1;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;                                  /* [0, 399] */
+    int64_t yoe = y - era * 400;                                   /* [0, 399] */
     int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;          /* [0, 146096] */
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
     return era * 146097 + doe - 719468; /* 719468: days from 0000-03-01 to 1970-01-01 */
 }
 
-static void civil_from_days(int64_t z, int64_t *year, int *month, int *day)
-{
+static void civil_from_days(int64_t z, int64_t *year, int *month, int *day) {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
     int64_t doe = z - era * 146097;
@@ -49,8 +46,7 @@ static void civil_from_days(int64_t z, int64_t *year, int *month, int *day)
 }
 
 /* Splits micros into whole days (floored) and the microseconds within that day. */
-static void split_micros(int64_t micros, int64_t *days, int64_t *rem)
-{
+static void split_micros(int64_t micros, int64_t *days, int64_t *rem) {
     int64_t d = micros / US_PER_DAY;
     int64_t r = micros % US_PER_DAY;
     if (r < 0) {
@@ -63,16 +59,15 @@ static void split_micros(int64_t micros, int64_t *days, int64_t *rem)
 
 /* ---- result values → Python ---- */
 
-static PyObject *out_of_range(kpy_state *st, const keel_value *v)
-{
+static PyObject *out_of_range(kpy_state *st, const keel_value *v) {
     return keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s value is out of the range of Python's %s",
                           keel_type_name(v->type),
-                          v->type == KEEL_TYPE_DATE ? "date"
-                          : v->type == KEEL_TYPE_TIME ? "time" : "datetime");
+                          v->type == KEEL_TYPE_DATE   ? "date"
+                          : v->type == KEEL_TYPE_TIME ? "time"
+                                                      : "datetime");
 }
 
-static PyObject *date_to_py(kpy_state *st, const keel_value *v)
-{
+static PyObject *date_to_py(kpy_state *st, const keel_value *v) {
     int64_t y;
     int m, d;
     civil_from_days(v->u.date, &y, &m, &d);
@@ -81,8 +76,7 @@ static PyObject *date_to_py(kpy_state *st, const keel_value *v)
     return PyDate_FromDate((int)y, m, d);
 }
 
-static PyObject *time_to_py(kpy_state *st, const keel_value *v)
-{
+static PyObject *time_to_py(kpy_state *st, const keel_value *v) {
     int64_t us = v->u.micros;
     if (us < 0 || us >= US_PER_DAY)
         return out_of_range(st, v);
@@ -91,8 +85,7 @@ static PyObject *time_to_py(kpy_state *st, const keel_value *v)
                            (int)(us % US_PER_SEC));
 }
 
-static PyObject *timestamp_to_py(kpy_state *st, const keel_value *v, PyObject *tz)
-{
+static PyObject *timestamp_to_py(kpy_state *st, const keel_value *v, PyObject *tz) {
     int64_t days, rem, y;
     int m, d;
     split_micros(v->u.micros, &days, &rem);
@@ -100,14 +93,12 @@ static PyObject *timestamp_to_py(kpy_state *st, const keel_value *v, PyObject *t
     if (y < 1 || y > 9999)
         return out_of_range(st, v);
     int64_t s = rem / US_PER_SEC;
-    return PyDateTimeAPI->DateTime_FromDateAndTime((int)y, m, d, (int)(s / 3600),
-                                                   (int)(s / 60 % 60), (int)(s % 60),
-                                                   (int)(rem % US_PER_SEC), tz,
-                                                   PyDateTimeAPI->DateTimeType);
+    return PyDateTimeAPI->DateTime_FromDateAndTime(
+        (int)y, m, d, (int)(s / 3600), (int)(s / 60 % 60), (int)(s % 60), (int)(rem % US_PER_SEC),
+        tz, PyDateTimeAPI->DateTimeType);
 }
 
-static PyObject *int_from_uuid_bytes(const unsigned char b[16])
-{
+static PyObject *int_from_uuid_bytes(const unsigned char b[16]) {
 #if PY_VERSION_HEX >= 0x030D0000
     return PyLong_FromUnsignedNativeBytes(b, 16, Py_ASNATIVEBYTES_BIG_ENDIAN);
 #else
@@ -120,8 +111,7 @@ static PyObject *int_from_uuid_bytes(const unsigned char b[16])
  * 128 bits here, so the instance is made the way that __init__ ends: object.__new__ and the two
  * slots set with object.__setattr__ (UUID.__setattr__ forbids assignment).
  */
-static PyObject *uuid_to_py(kpy_state *st, const keel_value *v)
-{
+static PyObject *uuid_to_py(kpy_state *st, const keel_value *v) {
     PyObject *i = int_from_uuid_bytes(v->u.uuid);
     if (i == NULL)
         return NULL;
@@ -135,8 +125,7 @@ static PyObject *uuid_to_py(kpy_state *st, const keel_value *v)
         Py_XSETREF(*safe_slot, Py_NewRef(st->uuid_unknown));
         return u;
     }
-    if (u == NULL ||
-        PyObject_GenericSetAttr(u, st->s_int, i) < 0 ||
+    if (u == NULL || PyObject_GenericSetAttr(u, st->s_int, i) < 0 ||
         PyObject_GenericSetAttr(u, st->s_is_safe, st->uuid_unknown) < 0) {
         Py_XDECREF(u);
         Py_DECREF(i);
@@ -147,8 +136,7 @@ static PyObject *uuid_to_py(kpy_state *st, const keel_value *v)
 }
 
 /* Turns a decoding failure of a server value into DataError (memory errors stay what they are). */
-static PyObject *decode_failed(kpy_state *st, const keel_value *v)
-{
+static PyObject *decode_failed(kpy_state *st, const keel_value *v) {
     if (PyErr_ExceptionMatches(PyExc_MemoryError))
         return NULL;
     PyObject *type, *value, *tb;
@@ -160,8 +148,8 @@ static PyObject *decode_failed(kpy_state *st, const keel_value *v)
         PyErr_Clear();
         s = "invalid value";
     }
-    keel__py_raise(st, KEEL_ERR_DATA, NULL, "cannot decode %s value: %s",
-                   keel_type_name(v->type), s);
+    keel__py_raise(st, KEEL_ERR_DATA, NULL, "cannot decode %s value: %s", keel_type_name(v->type),
+                   s);
     Py_XDECREF(text);
     /* Keep the original error as the cause, so nothing about it is lost. */
     if (value != NULL) {
@@ -177,10 +165,7 @@ static PyObject *decode_failed(kpy_state *st, const keel_value *v)
     return NULL;
 }
 
-static int json_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
+static int json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /*
  * What json.c does not decode goes to the C scanner of json's default decoder: json.loads(s)
@@ -189,8 +174,7 @@ static int json_space(char c)
  * does not consume the whole text but trailing spaces, or fails, json.loads runs instead, so
  * results and errors are exactly those of json.loads.
  */
-static PyObject *json_to_py(kpy_state *st, const keel_value *v)
-{
+static PyObject *json_to_py(kpy_state *st, const keel_value *v) {
     const char *p = v->u.str.ptr;
     size_t n = v->u.str.len, lead = 0, trail = 0;
     /* Most documents never need more than the direct decoder of json.c. */
@@ -209,7 +193,7 @@ static PyObject *json_to_py(kpy_state *st, const keel_value *v)
         PyObject *idx = PyLong_FromSize_t(lead);
         PyObject *r = NULL;
         if (idx != NULL) {
-            PyObject *args[2] = {s, idx};
+            PyObject *args[2] = { s, idx };
             r = PyObject_Vectorcall(st->json_scan, args, 2, NULL);
             Py_DECREF(idx);
         }
@@ -236,8 +220,7 @@ static PyObject *json_to_py(kpy_state *st, const keel_value *v)
     return o != NULL ? o : decode_failed(st, v);
 }
 
-PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v)
-{
+PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
     PyObject *o, *s;
     switch (v->type) {
     case KEEL_TYPE_NULL:
@@ -280,8 +263,7 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v)
 
 /* ---- parameters: Python → keel_value ---- */
 
-void keel__py_params_init(kpy_params *p)
-{
+void keel__py_params_init(kpy_params *p) {
     p->values = p->stack_values;
     p->nvalues = 0;
     p->nrows = 0;
@@ -293,8 +275,7 @@ void keel__py_params_init(kpy_params *p)
     p->names = NULL;
 }
 
-void keel__py_params_clear(kpy_params *p)
-{
+void keel__py_params_clear(kpy_params *p) {
     for (size_t i = 0; i < p->nholds; i++) {
         Py_XDECREF(p->holds[i].obj);
         if (p->holds[i].view.obj != NULL)
@@ -308,8 +289,7 @@ void keel__py_params_clear(kpy_params *p)
 }
 
 /* A fresh hold slot (zeroed), growing the array on the heap past the stack slots. */
-static kpy_hold *new_hold(kpy_params *p)
-{
+static kpy_hold *new_hold(kpy_params *p) {
     if (p->nholds == p->capholds) {
         size_t cap = p->capholds * 2;
         kpy_hold *h = PyMem_Malloc(cap * sizeof *h);
@@ -329,8 +309,7 @@ static kpy_hold *new_hold(kpy_params *p)
 }
 
 /* Room for n values. */
-static int reserve_values(kpy_params *p, size_t n)
-{
+static int reserve_values(kpy_params *p, size_t n) {
     if (n > KPY_STACK_VALUES) {
         if (n > PY_SSIZE_T_MAX / sizeof(keel_value)) {
             PyErr_NoMemory();
@@ -348,8 +327,7 @@ static int reserve_values(kpy_params *p, size_t n)
 
 /* Raises DataError about parameter pos (1-based, $pos in SQL) of row (or not, when row < 0). */
 static int param_error(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
-                       PyObject *obj, const char *why)
-{
+                       PyObject *obj, const char *why) {
     char where[160];
     PyObject *name = p->names != NULL && pos - 1 < (size_t)PySequence_Fast_GET_SIZE(p->names)
                          ? PySequence_Fast_GET_ITEM(p->names, (Py_ssize_t)pos - 1)
@@ -363,15 +341,13 @@ static int param_error(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_
         snprintf(where, sizeof where, "row %zd, parameter $%zu", row, pos);
     else
         snprintf(where, sizeof where, "parameter $%zu", pos);
-    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s (type %s)", where, why,
-                   Py_TYPE(obj)->tp_name);
+    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s (type %s)", where, why, Py_TYPE(obj)->tp_name);
     return -1;
 }
 
 /* As param_error, keeping the Python exception that caused it as __cause__. */
 static int param_error_from(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
-                            PyObject *obj, const char *why)
-{
+                            PyObject *obj, const char *why) {
     if (PyErr_ExceptionMatches(PyExc_MemoryError))
         return -1;
     PyObject *type, *value, *tb;
@@ -399,9 +375,8 @@ static int param_error_from(kpy_state *st, const kpy_params *p, Py_ssize_t row, 
 }
 
 /* UTF-8 of a str; the pointer lives as long as the str (CPython caches it in the object). */
-static int str_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
-                     PyObject *obj, keel_value *out, keel_type type)
-{
+static int str_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                     keel_value *out, keel_type type) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
     if (s == NULL)
@@ -412,8 +387,7 @@ static int str_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t 
     return 0;
 }
 
-static int64_t time_micros(PyObject *obj)
-{
+static int64_t time_micros(PyObject *obj) {
     return ((int64_t)PyDateTime_TIME_GET_HOUR(obj) * 3600 +
             (int64_t)PyDateTime_TIME_GET_MINUTE(obj) * 60 + PyDateTime_TIME_GET_SECOND(obj)) *
                US_PER_SEC +
@@ -421,15 +395,15 @@ static int64_t time_micros(PyObject *obj)
 }
 
 static int datetime_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
-                          PyObject *obj, keel_value *out)
-{
+                          PyObject *obj, keel_value *out) {
     int64_t days = days_from_civil(PyDateTime_GET_YEAR(obj), PyDateTime_GET_MONTH(obj),
                                    PyDateTime_GET_DAY(obj));
-    int64_t micros = days * US_PER_DAY +
-                     ((int64_t)PyDateTime_DATE_GET_HOUR(obj) * 3600 +
-                      (int64_t)PyDateTime_DATE_GET_MINUTE(obj) * 60 +
-                      PyDateTime_DATE_GET_SECOND(obj)) * US_PER_SEC +
-                     PyDateTime_DATE_GET_MICROSECOND(obj);
+    int64_t micros =
+        days * US_PER_DAY +
+        ((int64_t)PyDateTime_DATE_GET_HOUR(obj) * 3600 +
+         (int64_t)PyDateTime_DATE_GET_MINUTE(obj) * 60 + PyDateTime_DATE_GET_SECOND(obj)) *
+            US_PER_SEC +
+        PyDateTime_DATE_GET_MICROSECOND(obj);
     PyObject *tz = PyDateTime_DATE_GET_TZINFO(obj);
     if (tz == Py_None) {
         out->type = KEEL_TYPE_TIMESTAMP;
@@ -442,7 +416,8 @@ static int datetime_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, si
             return param_error_from(st, p, row, pos, obj, "utcoffset() failed");
         if (PyDelta_Check(off)) {
             micros -= ((int64_t)PyDateTime_DELTA_GET_DAYS(off) * 86400 +
-                       PyDateTime_DELTA_GET_SECONDS(off)) * US_PER_SEC +
+                       PyDateTime_DELTA_GET_SECONDS(off)) *
+                          US_PER_SEC +
                       PyDateTime_DELTA_GET_MICROSECONDS(off);
         } else if (off != Py_None) {
             Py_DECREF(off);
@@ -455,9 +430,8 @@ static int datetime_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, si
     return 0;
 }
 
-static int uuid_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
-                      PyObject *obj, keel_value *out)
-{
+static int uuid_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                      keel_value *out) {
     PyObject *i = PyObject_GetAttr(obj, st->s_int);
     if (i == NULL)
         return param_error_from(st, p, row, pos, obj, "UUID has no int");
@@ -466,10 +440,10 @@ static int uuid_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t
         return param_error(st, p, row, pos, obj, "UUID.int is not an int");
     }
 #if PY_VERSION_HEX >= 0x030D0000
-    Py_ssize_t r = PyLong_AsNativeBytes(i, out->u.uuid, 16,
-                                        Py_ASNATIVEBYTES_BIG_ENDIAN |
-                                            Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
-                                            Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    Py_ssize_t r =
+        PyLong_AsNativeBytes(i, out->u.uuid, 16,
+                             Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
+                                 Py_ASNATIVEBYTES_REJECT_NEGATIVE);
     int rc = r < 0 || r > 16 ? -1 : 0;
 #else
     int rc = _PyLong_AsByteArray((PyLongObject *)i, out->u.uuid, 16, 0, 0);
@@ -486,8 +460,7 @@ static int uuid_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t
 
 /* Converts one parameter. row < 0 for a single statement. */
 static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
-                    keel_value *out)
-{
+                    keel_value *out) {
     /* Most parameters are exactly one of these; test them first, bool before int. */
     if (obj == Py_None) {
         out->type = KEEL_TYPE_NULL;
@@ -527,8 +500,7 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
         return datetime_value(st, p, row, pos, obj, out);
     if (PyDate_Check(obj)) {
         out->type = KEEL_TYPE_DATE;
-        out->u.date = (int32_t)days_from_civil(PyDateTime_GET_YEAR(obj),
-                                               PyDateTime_GET_MONTH(obj),
+        out->u.date = (int32_t)days_from_civil(PyDateTime_GET_YEAR(obj), PyDateTime_GET_MONTH(obj),
                                                PyDateTime_GET_DAY(obj));
         return 0;
     }
@@ -579,8 +551,7 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     return param_error(st, p, row, pos, obj, "unsupported parameter type");
 }
 
-int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args)
-{
+int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args) {
     size_t n = (size_t)PyTuple_GET_SIZE(args);
     if (reserve_values(p, n) < 0)
         return -1;
@@ -595,13 +566,11 @@ int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args)
 }
 
 /* The call that converts rows, for messages. */
-static const char *rows_what(const kpy_params *p)
-{
+static const char *rows_what(const kpy_params *p) {
     return p->what != NULL ? p->what : "executemany";
 }
 
-int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows)
-{
+int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows) {
     Py_ssize_t nrows = PySequence_Fast_GET_SIZE(rows);
     PyObject **items = PySequence_Fast_ITEMS(rows);
     p->nrows = (size_t)nrows;

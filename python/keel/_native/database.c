@@ -11,8 +11,7 @@
  * closes the keel_db and frees the loop adapter once keel has let go of every watch and timer.
  */
 
-static void warm_cb(keel_conn *conn, const keel_error *err, void *arg)
-{
+static void warm_cb(keel_conn *conn, const keel_error *err, void *arg) {
     /* Warming is best effort: a database that is down is reported by queries and health. */
     (void)conn;
     (void)err;
@@ -21,8 +20,7 @@ static void warm_cb(keel_conn *conn, const keel_error *err, void *arg)
 
 /* ---- construction ---- */
 
-static PyObject *db_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
+static PyObject *db_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     (void)args;
     (void)kwds;
     PyObject *m = PyType_GetModuleByDef(type, &keel__py_moduledef);
@@ -37,12 +35,10 @@ static PyObject *db_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int db_init(kpy_db *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"url", "path", "settings", NULL};
+static int db_init(kpy_db *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = { "url", "path", "settings", NULL };
     PyObject *url = Py_None, *path = Py_None, *settings = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOO:Database", kwlist, &url, &path,
-                                     &settings))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOO:Database", kwlist, &url, &path, &settings))
         return -1;
     if (self->cfg != NULL || self->phase != KPY_DB_NEW) {
         PyErr_SetString(PyExc_RuntimeError, "Database is already initialised");
@@ -63,10 +59,8 @@ static int db_init(kpy_db *self, PyObject *args, PyObject *kwds)
             goto fail;
         const char *p = PyBytes_AS_STRING(bytes);
         /* Reading the file blocks; other threads may run meanwhile. */
-        Py_BEGIN_ALLOW_THREADS
-        s = keel_config_load_file(cfg, p, &err);
-        Py_END_ALLOW_THREADS
-        Py_DECREF(bytes);
+        Py_BEGIN_ALLOW_THREADS s = keel_config_load_file(cfg, p, &err);
+        Py_END_ALLOW_THREADS Py_DECREF(bytes);
         if (s != KEEL_OK) {
             if (err.code == KEEL_ERR_IO)
                 err.code = KEEL_ERR_CONFIG;
@@ -125,8 +119,7 @@ fail:
     return -1;
 }
 
-static int db_traverse(kpy_db *self, visitproc visit, void *arg)
-{
+static int db_traverse(kpy_db *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->module);
     Py_VISIT(self->aloop);
@@ -134,14 +127,12 @@ static int db_traverse(kpy_db *self, visitproc visit, void *arg)
     return 0;
 }
 
-static int db_clear(kpy_db *self)
-{
+static int db_clear(kpy_db *self) {
     Py_CLEAR(self->close_waiters);
     return 0;
 }
 
-static void db_dealloc(kpy_db *self)
-{
+static void db_dealloc(kpy_db *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
@@ -170,8 +161,7 @@ static void db_dealloc(kpy_db *self)
 
 /* ---- start ---- */
 
-static int check_initialised(kpy_db *self)
-{
+static int check_initialised(kpy_db *self) {
     if (self->cfg == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Database.__init__ was not called");
         return -1;
@@ -179,8 +169,7 @@ static int check_initialised(kpy_db *self)
     return 0;
 }
 
-int keel__py_db_ensure_open(kpy_db *self)
-{
+int keel__py_db_ensure_open(kpy_db *self) {
     kpy_state *st = self->st;
     if (self->phase == KPY_DB_OPEN) {
         PyObject *running = PyObject_CallNoArgs(st->get_running_loop);
@@ -239,8 +228,7 @@ int keel__py_db_ensure_open(kpy_db *self)
     return 0;
 }
 
-static PyObject *db_start(kpy_db *self, PyObject *unused)
-{
+static PyObject *db_start(kpy_db *self, PyObject *unused) {
     (void)unused;
     if (keel__py_db_ensure_open(self) < 0)
         return NULL;
@@ -249,8 +237,7 @@ static PyObject *db_start(kpy_db *self, PyObject *unused)
 
 /* ---- close ---- */
 
-static void resolve_waiters(kpy_db *self)
-{
+static void resolve_waiters(kpy_db *self) {
     PyObject *waiters = self->close_waiters;
     self->close_waiters = NULL;
     if (waiters == NULL)
@@ -261,18 +248,15 @@ static void resolve_waiters(kpy_db *self)
 }
 
 /* The loop adapter is gone: the close is complete. */
-static void db_loop_freed(PyObject *arg)
-{
+static void db_loop_freed(PyObject *arg) {
     kpy_db *self = (kpy_db *)arg;
     self->phase = KPY_DB_CLOSED;
     resolve_waiters(self);
 }
 
 /* Closes the keel_db once nothing of it is in use any more. */
-static void db_try_close(kpy_db *self)
-{
-    if (self->phase != KPY_DB_CLOSING || self->db == NULL || self->nleased != 0 ||
-        self->nops != 0)
+static void db_try_close(kpy_db *self) {
+    if (self->phase != KPY_DB_CLOSING || self->db == NULL || self->nleased != 0 || self->nops != 0)
         return;
     keel_db *db = self->db;
     kpy_loop *L = self->loop;
@@ -282,8 +266,7 @@ static void db_try_close(kpy_db *self)
     keel__py_loop_detach(L, db_loop_freed, Py_NewRef(self));
 }
 
-static void db_try_close_deferred(PyObject *arg)
-{
+static void db_try_close_deferred(PyObject *arg) {
     kpy_db *self = (kpy_db *)arg;
     self->close_scheduled = 0;
     db_try_close(self);
@@ -293,8 +276,7 @@ static void db_try_close_deferred(PyObject *arg)
  * Called whenever a count drops, often from inside a keel callback: the close itself runs on the
  * next loop iteration, outside of keel.
  */
-static void db_maybe_close(kpy_db *self)
-{
+static void db_maybe_close(kpy_db *self) {
     if (self->phase != KPY_DB_CLOSING || self->db == NULL || self->nleased != 0 ||
         self->nops != 0 || self->close_scheduled)
         return;
@@ -305,20 +287,17 @@ static void db_maybe_close(kpy_db *self)
     self->close_scheduled = 1;
 }
 
-void keel__py_db_conn_released(kpy_db *self)
-{
+void keel__py_db_conn_released(kpy_db *self) {
     self->nleased--;
     db_maybe_close(self);
 }
 
-void keel__py_db_op_finished(kpy_db *self)
-{
+void keel__py_db_op_finished(kpy_db *self) {
     self->nops--;
     db_maybe_close(self);
 }
 
-static PyObject *db_close(kpy_db *self, PyObject *unused)
-{
+static PyObject *db_close(kpy_db *self, PyObject *unused) {
     (void)unused;
     if (self->phase == KPY_DB_NEW) {
         self->phase = KPY_DB_CLOSED;
@@ -346,8 +325,7 @@ static PyObject *db_close(kpy_db *self, PyObject *unused)
 /* ---- queries ---- */
 
 /* _query(mode, sql, args, database, column) */
-static PyObject *db_query(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *db_query(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "_query(mode, sql, args, database, column)");
         return NULL;
@@ -360,8 +338,7 @@ static PyObject *db_query(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _executemany(sql, rows, database) */
-static PyObject *db_executemany(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *db_executemany(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "_executemany(sql, rows, database)");
         return NULL;
@@ -370,8 +347,7 @@ static PyObject *db_executemany(kpy_db *self, PyObject *const *args, Py_ssize_t 
 }
 
 /* _copy(table, records, columns, schema, database): acquire, bulk load, release, in C. */
-static PyObject *db_copy(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *db_copy(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "_copy(table, records, columns, schema, database)");
         return NULL;
@@ -388,8 +364,7 @@ static PyObject *db_copy(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _command(dbname, cmd, database): acquire, run one document command, release, in C. */
-static PyObject *db_command(kpy_db *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *db_command(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "_command(dbname, cmd, database)");
         return NULL;
@@ -399,20 +374,18 @@ static PyObject *db_command(kpy_db *self, PyObject *const *args, Py_ssize_t narg
     PyObject *name, *bson;
     if (keel__py_command_args(self->st, args[0], args[1], &name, &bson) < 0)
         return NULL;
-    PyObject *op = keel__py_db_query(self, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, args[2],
-                                     0);
+    PyObject *op =
+        keel__py_db_query(self, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, args[2], 0);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return op;
 }
 
-static PyObject *db_acquire(kpy_db *self, PyObject *database)
-{
+static PyObject *db_acquire(kpy_db *self, PyObject *database) {
     return keel__py_db_acquire(self, database);
 }
 
-static PyObject *db_release(kpy_db *self, PyObject *conn)
-{
+static PyObject *db_release(kpy_db *self, PyObject *conn) {
     if (!PyObject_TypeCheck(conn, self->st->ConnectionType)) {
         PyErr_Format(PyExc_TypeError, "release() expects a keel.Connection, not %.100s",
                      Py_TYPE(conn)->tp_name);
@@ -429,8 +402,7 @@ static PyObject *db_release(kpy_db *self, PyObject *conn)
 /* ---- introspection ---- */
 
 /* The configured name for `name` (None: the default); raises UnknownDatabaseError. */
-static const char *resolve_name(kpy_db *self, PyObject *name)
-{
+static const char *resolve_name(kpy_db *self, PyObject *name) {
     if (check_initialised(self) < 0)
         return NULL;
     if (name == NULL || name == Py_None)
@@ -451,9 +423,8 @@ static const char *resolve_name(kpy_db *self, PyObject *name)
 }
 
 /* Parses the single optional argument `name` of engine() and pool_stats(). */
-static int parse_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                      const char *fname, PyObject **name)
-{
+static int parse_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
+                      PyObject **name) {
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs + nkw > 1 ||
         (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "name") != 0)) {
@@ -465,8 +436,7 @@ static int parse_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
 }
 
 static PyObject *db_engine(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
-                           PyObject *kwnames)
-{
+                           PyObject *kwnames) {
     PyObject *name;
     if (parse_name(args, nargs, kwnames, "engine", &name) < 0)
         return NULL;
@@ -477,8 +447,7 @@ static PyObject *db_engine(kpy_db *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *db_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
+                               PyObject *kwnames) {
     PyObject *name;
     if (parse_name(args, nargs, kwnames, "pool_stats", &name) < 0)
         return NULL;
@@ -497,8 +466,7 @@ static PyObject *db_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t n
                          (Py_ssize_t)ps.max_size, "acquire_timeout", ps.acquire_timeout);
 }
 
-static PyObject *db_get_databases(kpy_db *self, void *closure)
-{
+static PyObject *db_get_databases(kpy_db *self, void *closure) {
     (void)closure;
     if (check_initialised(self) < 0)
         return NULL;
@@ -517,96 +485,90 @@ static PyObject *db_get_databases(kpy_db *self, void *closure)
     return list;
 }
 
-static PyObject *db_get_default(kpy_db *self, void *closure)
-{
+static PyObject *db_get_default(kpy_db *self, void *closure) {
     (void)closure;
     if (check_initialised(self) < 0)
         return NULL;
     return PyUnicode_FromString(keel_config_default_database(self->cfg));
 }
 
-static PyObject *db_get_started(kpy_db *self, void *closure)
-{
+static PyObject *db_get_started(kpy_db *self, void *closure) {
     (void)closure;
     return PyBool_FromLong(self->phase == KPY_DB_OPEN);
 }
 
-static PyObject *db_get_closed(kpy_db *self, void *closure)
-{
+static PyObject *db_get_closed(kpy_db *self, void *closure) {
     (void)closure;
     return PyBool_FromLong(self->phase == KPY_DB_CLOSED);
 }
 
-static PyObject *db_repr(kpy_db *self)
-{
-    static const char *const phases[] = {"new", "open", "closing", "closed"};
+static PyObject *db_repr(kpy_db *self) {
+    static const char *const phases[] = { "new", "open", "closing", "closed" };
     PyObject *names = self->cfg != NULL ? db_get_databases(self, NULL) : PyList_New(0);
     if (names == NULL)
         return NULL;
-    PyObject *r = PyUnicode_FromFormat("<%s databases=%R default=%s %s>", Py_TYPE(self)->tp_name,
-                                       names,
-                                       self->cfg != NULL ? keel_config_default_database(self->cfg)
-                                                         : "?",
-                                       phases[self->phase]);
+    PyObject *r = PyUnicode_FromFormat(
+        "<%s databases=%R default=%s %s>", Py_TYPE(self)->tp_name, names,
+        self->cfg != NULL ? keel_config_default_database(self->cfg) : "?", phases[self->phase]);
     Py_DECREF(names);
     return r;
 }
 
 static PyMethodDef db_methods[] = {
-    {"_start", (PyCFunction)db_start, METH_NOARGS,
-     "Binds to the running loop and opens the pools (idempotent)."},
-    {"_close", (PyCFunction)db_close, METH_NOARGS,
-     "Starts closing; returns a future done when closed, or None when already closed."},
-    {"_query", (PyCFunction)(void (*)(void))db_query, METH_FASTCALL,
-     "_query(mode, sql, args, database, column) -> awaitable"},
-    {"_executemany", (PyCFunction)(void (*)(void))db_executemany, METH_FASTCALL,
-     "_executemany(sql, rows, database) -> awaitable"},
-    {"_copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL,
-     "_copy(table, records, columns, schema, database) -> awaitable int: a bulk load on a "
-     "connection of database, leased for it."},
-    {"_command", (PyCFunction)(void (*)(void))db_command, METH_FASTCALL,
-     "_command(dbname, cmd, database) -> awaitable dict: a document command on a connection "
-     "of database, leased for it."},
-    {"_acquire", (PyCFunction)db_acquire, METH_O, "_acquire(database) -> awaitable Connection"},
-    {"_release", (PyCFunction)db_release, METH_O, "_release(connection)"},
-    {"engine", (PyCFunction)(void (*)(void))db_engine, METH_FASTCALL | METH_KEYWORDS,
-     "engine(name=None): the engine name of a database (\"postgresql\", \"sqlite\")."},
-    {"pool_stats", (PyCFunction)(void (*)(void))db_pool_stats, METH_FASTCALL | METH_KEYWORDS,
-     "pool_stats(name=None): size, idle, leased, waiting, min_size, max_size, acquire_timeout."},
-    {NULL, NULL, 0, NULL},
+    { "_start", (PyCFunction)db_start, METH_NOARGS,
+      "Binds to the running loop and opens the pools (idempotent)." },
+    { "_close", (PyCFunction)db_close, METH_NOARGS,
+      "Starts closing; returns a future done when closed, or None when already closed." },
+    { "_query", (PyCFunction)(void (*)(void))db_query, METH_FASTCALL,
+      "_query(mode, sql, args, database, column) -> awaitable" },
+    { "_executemany", (PyCFunction)(void (*)(void))db_executemany, METH_FASTCALL,
+      "_executemany(sql, rows, database) -> awaitable" },
+    { "_copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL,
+      "_copy(table, records, columns, schema, database) -> awaitable int: a bulk load on a "
+      "connection of database, leased for it." },
+    { "_command", (PyCFunction)(void (*)(void))db_command, METH_FASTCALL,
+      "_command(dbname, cmd, database) -> awaitable dict: a document command on a connection "
+      "of database, leased for it." },
+    { "_acquire", (PyCFunction)db_acquire, METH_O, "_acquire(database) -> awaitable Connection" },
+    { "_release", (PyCFunction)db_release, METH_O, "_release(connection)" },
+    { "engine", (PyCFunction)(void (*)(void))db_engine, METH_FASTCALL | METH_KEYWORDS,
+      "engine(name=None): the engine name of a database (\"postgresql\", \"sqlite\")." },
+    { "pool_stats", (PyCFunction)(void (*)(void))db_pool_stats, METH_FASTCALL | METH_KEYWORDS,
+      "pool_stats(name=None): size, idle, leased, waiting, min_size, max_size, acquire_timeout." },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef db_getset[] = {
-    {"databases", (getter)db_get_databases, NULL, "Configured database names, in order.", NULL},
-    {"default_database", (getter)db_get_default, NULL, "Name of the default database.", NULL},
-    {"started", (getter)db_get_started, NULL, "True between start and close.", NULL},
-    {"closed", (getter)db_get_closed, NULL, "True once close has completed.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+    { "databases", (getter)db_get_databases, NULL, "Configured database names, in order.", NULL },
+    { "default_database", (getter)db_get_default, NULL, "Name of the default database.", NULL },
+    { "started", (getter)db_get_started, NULL, "True between start and close.", NULL },
+    { "closed", (getter)db_get_closed, NULL, "True once close has completed.", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
 };
 
 static PyMemberDef db_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(kpy_db, weakreflist), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
+    { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_db, weakreflist), READONLY, NULL },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot db_slots[] = {
-    {Py_tp_doc, "The native manager of named, pooled databases (see keel.Database)."},
-    {Py_tp_new, db_new},
-    {Py_tp_init, db_init},
-    {Py_tp_dealloc, db_dealloc},
-    {Py_tp_traverse, db_traverse},
-    {Py_tp_clear, db_clear},
-    {Py_tp_repr, db_repr},
-    {Py_tp_methods, db_methods},
-    {Py_tp_getset, db_getset},
-    {Py_tp_members, db_members},
-    {0, NULL},
+    { Py_tp_doc, "The native manager of named, pooled databases (see keel.Database)." },
+    { Py_tp_new, db_new },
+    { Py_tp_init, db_init },
+    { Py_tp_dealloc, db_dealloc },
+    { Py_tp_traverse, db_traverse },
+    { Py_tp_clear, db_clear },
+    { Py_tp_repr, db_repr },
+    { Py_tp_methods, db_methods },
+    { Py_tp_getset, db_getset },
+    { Py_tp_members, db_members },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_database_spec = {
     .name = "keel._native.Database",
     .basicsize = sizeof(kpy_db),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE |
-             Py_TPFLAGS_IMMUTABLETYPE,
+    .flags =
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = db_slots,
 };

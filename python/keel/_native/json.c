@@ -35,21 +35,18 @@ static PyObject *parse_value(jparser *j, int depth);
 static PyObject *decline(void) { return NULL; }
 
 /* After a failed Python call: a memory error stays raised, anything else means "decline". */
-static PyObject *py_failed(void)
-{
+static PyObject *py_failed(void) {
     if (!PyErr_ExceptionMatches(PyExc_MemoryError))
         PyErr_Clear();
     return NULL;
 }
 
-static void skip_space(jparser *j)
-{
+static void skip_space(jparser *j) {
     while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t'))
         j->p++;
 }
 
-static int hex_digit(char c)
-{
+static int hex_digit(char c) {
     if (c >= '0' && c <= '9')
         return c - '0';
     if (c >= 'a' && c <= 'f')
@@ -69,8 +66,7 @@ static int hex_digit(char c)
  * closing quote, or NULL when the string is unterminated or holds a control character (which
  * json.loads refuses in its default strict mode).
  */
-static const char *scan_string(const char *p, const char *end, int *escaped, int *ascii)
-{
+static const char *scan_string(const char *p, const char *end, int *escaped, int *ascii) {
     uint64_t high = 0;
     *escaped = 0;
     /*
@@ -84,8 +80,7 @@ static const char *scan_string(const char *p, const char *end, int *escaped, int
         memcpy(&w, p, 8);
         q = w ^ (BYTES_1 * '"');
         b = w ^ (BYTES_1 * '\\');
-        if ((((q - BYTES_1) & ~q) | ((b - BYTES_1) & ~b) | ((w - BYTES_1 * 0x20) & ~w)) &
-            BYTES_80)
+        if ((((q - BYTES_1) & ~q) | ((b - BYTES_1) & ~b) | ((w - BYTES_1 * 0x20) & ~w)) & BYTES_80)
             break;
         high |= w;
         p += 8;
@@ -108,8 +103,7 @@ static const char *scan_string(const char *p, const char *end, int *escaped, int
 }
 
 /* The escapes of a string decoded into UTF-8 at out (as long as the input at least). */
-static Py_ssize_t unescape(const char *p, const char *q, char *out)
-{
+static Py_ssize_t unescape(const char *p, const char *q, char *out) {
     char *o = out;
     while (p < q) {
         if (*p != '\\') {
@@ -119,14 +113,30 @@ static Py_ssize_t unescape(const char *p, const char *q, char *out)
         char e = p[1];
         p += 2;
         switch (e) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '/':
+            *o++ = '/';
+            break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
         case 'u': {
             if (q - p < 4)
                 return -1;
@@ -162,8 +172,7 @@ static Py_ssize_t unescape(const char *p, const char *q, char *out)
 }
 
 /* A str of n bytes of UTF-8 at s, ASCII when the caller knows it is. */
-static PyObject *make_str(const char *s, Py_ssize_t n, int ascii)
-{
+static PyObject *make_str(const char *s, Py_ssize_t n, int ascii) {
     if (ascii) {
         PyObject *o = PyUnicode_New(n, 127);
         if (o != NULL)
@@ -179,8 +188,7 @@ static PyObject *make_str(const char *s, Py_ssize_t n, int ascii)
  * two-way set associative (slots 2i and 2i+1, the most recently added first), so that two keys
  * of one document whose hashes collide do not keep evicting each other.
  */
-static PyObject *make_key(jparser *j, const char *s, Py_ssize_t n, int ascii)
-{
+static PyObject *make_key(jparser *j, const char *s, Py_ssize_t n, int ascii) {
     if (!ascii || n > KPY_JSON_KEY_MAX)
         return make_str(s, n, ascii);
     /* FNV-1a, its high bits folded in, enough to spread the few keys documents use. */
@@ -208,8 +216,7 @@ static PyObject *make_key(jparser *j, const char *s, Py_ssize_t n, int ascii)
 }
 
 /* A string at j->p (its opening quote); a key when key is set. */
-static PyObject *parse_string(jparser *j, int key)
-{
+static PyObject *parse_string(jparser *j, int key) {
     const char *s = j->p + 1;
     int escaped, ascii;
     const char *q = scan_string(s, j->end, &escaped, &ascii);
@@ -236,8 +243,7 @@ static PyObject *parse_string(jparser *j, int key)
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* A number at j->p, following JSON's grammar exactly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-static PyObject *parse_number(jparser *j)
-{
+static PyObject *parse_number(jparser *j) {
     const char *s = j->p, *p = s, *end = j->end;
     int neg = 0;
     if (p < end && *p == '-') {
@@ -295,8 +301,7 @@ static PyObject *parse_number(jparser *j)
     return PyFloat_FromDouble(d);
 }
 
-static PyObject *parse_array(jparser *j, int depth)
-{
+static PyObject *parse_array(jparser *j, int depth) {
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
@@ -331,8 +336,7 @@ fail:
     return NULL;
 }
 
-static PyObject *parse_object(jparser *j, int depth)
-{
+static PyObject *parse_object(jparser *j, int depth) {
     PyObject *dict = PyDict_New();
     if (dict == NULL)
         return NULL;
@@ -383,8 +387,7 @@ fail:
     return NULL;
 }
 
-static int match_word(jparser *j, const char *w, size_t n)
-{
+static int match_word(jparser *j, const char *w, size_t n) {
     if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n) != 0)
         return 0;
     j->p += n;
@@ -392,8 +395,7 @@ static int match_word(jparser *j, const char *w, size_t n)
 }
 
 /* A value at j->p (spaces before it already skipped). */
-static PyObject *parse_value(jparser *j, int depth)
-{
+static PyObject *parse_value(jparser *j, int depth) {
     if (j->p == j->end)
         return decline();
     switch (*j->p) {
@@ -414,9 +416,8 @@ static PyObject *parse_value(jparser *j, int depth)
     }
 }
 
-PyObject *keel__py_json_decode(kpy_state *st, const char *s, size_t n)
-{
-    jparser j = {st, s, s + n};
+PyObject *keel__py_json_decode(kpy_state *st, const char *s, size_t n) {
+    jparser j = { st, s, s + n };
     skip_space(&j);
     PyObject *o = parse_value(&j, 0);
     if (o == NULL)

@@ -17,10 +17,10 @@
 struct kpy_loop {
     keel_loop *kloop;
     kpy_state *st;
-    PyObject *module;  /* keeps st alive */
-    PyObject *aloop;   /* the asyncio loop */
+    PyObject *module; /* keeps st alive */
+    PyObject *aloop;  /* the asyncio loop */
     PyObject *add_reader, *remove_reader, *add_writer, *remove_writer, *call_at, *call_soon,
-        *time;         /* bound methods of aloop */
+        *time; /* bound methods of aloop */
     size_t live;
     int detached;
     int free_scheduled;
@@ -31,15 +31,13 @@ struct kpy_loop {
 /* ---- Deferred: a callable running fn(arg) once, for call_soon ---- */
 
 typedef struct kpy_deferred {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
+    PyObject_HEAD vectorcallfunc vectorcall;
     void (*fn)(PyObject *arg);
     PyObject *arg;
 } kpy_deferred;
 
 static PyObject *deferred_call(PyObject *self, PyObject *const *args, size_t nargsf,
-                               PyObject *kwnames)
-{
+                               PyObject *kwnames) {
     (void)args;
     (void)nargsf;
     (void)kwnames;
@@ -54,21 +52,18 @@ static PyObject *deferred_call(PyObject *self, PyObject *const *args, size_t nar
     Py_RETURN_NONE;
 }
 
-static int deferred_traverse(kpy_deferred *d, visitproc visit, void *arg)
-{
+static int deferred_traverse(kpy_deferred *d, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(d));
     Py_VISIT(d->arg);
     return 0;
 }
 
-static int deferred_clear(kpy_deferred *d)
-{
+static int deferred_clear(kpy_deferred *d) {
     Py_CLEAR(d->arg);
     return 0;
 }
 
-static void deferred_dealloc(kpy_deferred *d)
-{
+static void deferred_dealloc(kpy_deferred *d) {
     PyTypeObject *tp = Py_TYPE(d);
     PyObject_GC_UnTrack(d);
     deferred_clear(d);
@@ -77,17 +72,14 @@ static void deferred_dealloc(kpy_deferred *d)
 }
 
 static PyMemberDef deferred_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(kpy_deferred, vectorcall), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
+    { "__vectorcalloffset__", T_PYSSIZET, offsetof(kpy_deferred, vectorcall), READONLY, NULL },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot deferred_slots[] = {
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_members, deferred_members},
-    {Py_tp_traverse, deferred_traverse},
-    {Py_tp_clear, deferred_clear},
-    {Py_tp_dealloc, deferred_dealloc},
-    {0, NULL},
+    { Py_tp_call, PyVectorcall_Call },     { Py_tp_members, deferred_members },
+    { Py_tp_traverse, deferred_traverse }, { Py_tp_clear, deferred_clear },
+    { Py_tp_dealloc, deferred_dealloc },   { 0, NULL },
 };
 
 PyType_Spec keel__py_deferred_spec = {
@@ -98,8 +90,8 @@ PyType_Spec keel__py_deferred_spec = {
     .slots = deferred_slots,
 };
 
-static int call_soon_raw(kpy_state *st, PyObject *call_soon, void (*fn)(PyObject *), PyObject *arg)
-{
+static int call_soon_raw(kpy_state *st, PyObject *call_soon, void (*fn)(PyObject *),
+                         PyObject *arg) {
     kpy_deferred *d = PyObject_GC_New(kpy_deferred, st->DeferredType);
     if (d == NULL)
         return -1;
@@ -115,15 +107,13 @@ static int call_soon_raw(kpy_state *st, PyObject *call_soon, void (*fn)(PyObject
     return 0;
 }
 
-int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *arg)
-{
+int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *arg) {
     return call_soon_raw(L->st, L->call_soon, fn, arg);
 }
 
 /* ---- freeing the adapter ---- */
 
-static void loop_free_now(kpy_loop *L)
-{
+static void loop_free_now(kpy_loop *L) {
     void (*done)(PyObject *) = L->on_freed;
     PyObject *arg = L->on_freed_arg;
     keel_loop_free(L->kloop);
@@ -144,8 +134,7 @@ static void loop_free_now(kpy_loop *L)
 }
 
 /* Runs on a loop iteration after the last watch or timer went away. */
-static void loop_free_deferred(PyObject *capsule)
-{
+static void loop_free_deferred(PyObject *capsule) {
     kpy_loop *L = PyCapsule_GetPointer(capsule, "keel.loop");
     if (L == NULL) {
         PyErr_WriteUnraisable(NULL);
@@ -157,8 +146,7 @@ static void loop_free_deferred(PyObject *capsule)
         loop_free_now(L);
 }
 
-static void loop_maybe_free(kpy_loop *L)
-{
+static void loop_maybe_free(kpy_loop *L) {
     if (!L->detached || L->live != 0 || L->free_scheduled)
         return;
     PyObject *cap = PyCapsule_New(L, "keel.loop", NULL);
@@ -175,8 +163,7 @@ static void loop_maybe_free(kpy_loop *L)
     Py_XDECREF(cap);
 }
 
-void keel__py_loop_detach(kpy_loop *L, void (*done)(PyObject *arg), PyObject *arg)
-{
+void keel__py_loop_detach(kpy_loop *L, void (*done)(PyObject *arg), PyObject *arg) {
     L->detached = 1;
     L->on_freed = done;
     L->on_freed_arg = arg;
@@ -189,17 +176,15 @@ void keel__py_loop_detach(kpy_loop *L, void (*done)(PyObject *arg), PyObject *ar
 /* ---- watches ---- */
 
 typedef struct kpy_watcher {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    keel_watch *w;   /* NULL once keel stopped watching */
+    PyObject_HEAD vectorcallfunc vectorcall;
+    keel_watch *w; /* NULL once keel stopped watching */
     int fd;
-    int events;      /* what is registered with asyncio */
+    int events; /* what is registered with asyncio */
 } kpy_watcher;
 
 /* Called by asyncio with one argument, the event (KEEL_READ or KEEL_WRITE) that fired. */
 static PyObject *watcher_call(PyObject *self, PyObject *const *args, size_t nargsf,
-                              PyObject *kwnames)
-{
+                              PyObject *kwnames) {
     (void)kwnames;
     kpy_watcher *wt = (kpy_watcher *)self;
     if (PyVectorcall_NARGS(nargsf) != 1) {
@@ -220,14 +205,12 @@ static PyObject *watcher_call(PyObject *self, PyObject *const *args, size_t narg
     Py_RETURN_NONE;
 }
 
-static int watcher_traverse(kpy_watcher *wt, visitproc visit, void *arg)
-{
+static int watcher_traverse(kpy_watcher *wt, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(wt));
     return 0;
 }
 
-static void watcher_dealloc(kpy_watcher *wt)
-{
+static void watcher_dealloc(kpy_watcher *wt) {
     PyTypeObject *tp = Py_TYPE(wt);
     PyObject_GC_UnTrack(wt);
     tp->tp_free((PyObject *)wt);
@@ -235,17 +218,17 @@ static void watcher_dealloc(kpy_watcher *wt)
 }
 
 static PyMemberDef watcher_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(kpy_watcher, vectorcall), READONLY, NULL},
-    {"fd", T_INT, offsetof(kpy_watcher, fd), READONLY, "The watched descriptor."},
-    {NULL, 0, 0, 0, NULL},
+    { "__vectorcalloffset__", T_PYSSIZET, offsetof(kpy_watcher, vectorcall), READONLY, NULL },
+    { "fd", T_INT, offsetof(kpy_watcher, fd), READONLY, "The watched descriptor." },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot watcher_slots[] = {
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_members, watcher_members},
-    {Py_tp_traverse, watcher_traverse},
-    {Py_tp_dealloc, watcher_dealloc},
-    {0, NULL},
+    { Py_tp_call, PyVectorcall_Call },
+    { Py_tp_members, watcher_members },
+    { Py_tp_traverse, watcher_traverse },
+    { Py_tp_dealloc, watcher_dealloc },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_watcher_spec = {
@@ -257,8 +240,7 @@ PyType_Spec keel__py_watcher_spec = {
 };
 
 /* loop.add_reader(fd, wt, KEEL_READ) and friends. 0, or -1 with an exception. */
-static int register_fd(PyObject *method, kpy_watcher *wt, int ev)
-{
+static int register_fd(PyObject *method, kpy_watcher *wt, int ev) {
     PyObject *fd = PyLong_FromLong(wt->fd);
     if (fd == NULL)
         return -1;
@@ -267,7 +249,7 @@ static int register_fd(PyObject *method, kpy_watcher *wt, int ev)
         Py_DECREF(fd);
         return -1;
     }
-    PyObject *args[3] = {fd, (PyObject *)wt, evo};
+    PyObject *args[3] = { fd, (PyObject *)wt, evo };
     PyObject *r = PyObject_Vectorcall(method, args, 3, NULL);
     Py_DECREF(fd);
     Py_DECREF(evo);
@@ -277,8 +259,7 @@ static int register_fd(PyObject *method, kpy_watcher *wt, int ev)
     return 0;
 }
 
-static int unregister_fd(PyObject *method, int fd_num)
-{
+static int unregister_fd(PyObject *method, int fd_num) {
     PyObject *fd = PyLong_FromLong(fd_num);
     if (fd == NULL)
         return -1;
@@ -290,8 +271,7 @@ static int unregister_fd(PyObject *method, int fd_num)
     return 0;
 }
 
-static int op_watch(void *host, keel_watch *w, int fd, int events)
-{
+static int op_watch(void *host, keel_watch *w, int fd, int events) {
     kpy_loop *L = host;
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
@@ -359,16 +339,14 @@ out:
 /* ---- timers ---- */
 
 typedef struct kpy_timer {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    kpy_loop *loop;    /* valid while t != NULL */
-    keel_timer *t;     /* NULL once fired or disarmed */
-    PyObject *handle;  /* asyncio handle of the armed deadline (call_at, or call_soon if due) */
+    PyObject_HEAD vectorcallfunc vectorcall;
+    kpy_loop *loop;   /* valid while t != NULL */
+    keel_timer *t;    /* NULL once fired or disarmed */
+    PyObject *handle; /* asyncio handle of the armed deadline (call_at, or call_soon if due) */
 } kpy_timer;
 
 /* Ends the association of tm with its keel_timer (which stays usable for keel). */
-static void timer_detach(kpy_timer *tm)
-{
+static void timer_detach(kpy_timer *tm) {
     kpy_loop *L = tm->loop;
     keel_timer_set_host_data(tm->t, NULL);
     tm->t = NULL;
@@ -378,8 +356,7 @@ static void timer_detach(kpy_timer *tm)
 }
 
 static PyObject *timer_call(PyObject *self, PyObject *const *args, size_t nargsf,
-                            PyObject *kwnames)
-{
+                            PyObject *kwnames) {
     (void)args;
     (void)nargsf;
     (void)kwnames;
@@ -398,21 +375,18 @@ static PyObject *timer_call(PyObject *self, PyObject *const *args, size_t nargsf
     Py_RETURN_NONE;
 }
 
-static int timer_traverse(kpy_timer *tm, visitproc visit, void *arg)
-{
+static int timer_traverse(kpy_timer *tm, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(tm));
     Py_VISIT(tm->handle);
     return 0;
 }
 
-static int timer_clear(kpy_timer *tm)
-{
+static int timer_clear(kpy_timer *tm) {
     Py_CLEAR(tm->handle);
     return 0;
 }
 
-static void timer_dealloc(kpy_timer *tm)
-{
+static void timer_dealloc(kpy_timer *tm) {
     PyTypeObject *tp = Py_TYPE(tm);
     PyObject_GC_UnTrack(tm);
     timer_clear(tm);
@@ -421,17 +395,14 @@ static void timer_dealloc(kpy_timer *tm)
 }
 
 static PyMemberDef timer_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(kpy_timer, vectorcall), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
+    { "__vectorcalloffset__", T_PYSSIZET, offsetof(kpy_timer, vectorcall), READONLY, NULL },
+    { NULL, 0, 0, 0, NULL },
 };
 
 static PyType_Slot timer_slots[] = {
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_members, timer_members},
-    {Py_tp_traverse, timer_traverse},
-    {Py_tp_clear, timer_clear},
-    {Py_tp_dealloc, timer_dealloc},
-    {0, NULL},
+    { Py_tp_call, PyVectorcall_Call },  { Py_tp_members, timer_members },
+    { Py_tp_traverse, timer_traverse }, { Py_tp_clear, timer_clear },
+    { Py_tp_dealloc, timer_dealloc },   { 0, NULL },
 };
 
 PyType_Spec keel__py_timer_spec = {
@@ -442,8 +413,7 @@ PyType_Spec keel__py_timer_spec = {
     .slots = timer_slots,
 };
 
-static void cancel_handle(kpy_loop *L, kpy_timer *tm)
-{
+static void cancel_handle(kpy_loop *L, kpy_timer *tm) {
     if (tm->handle == NULL)
         return;
     PyObject *r = PyObject_CallMethodNoArgs(tm->handle, L->st->s_cancel);
@@ -454,8 +424,7 @@ static void cancel_handle(kpy_loop *L, kpy_timer *tm)
 }
 
 /* Schedules tm on the asyncio loop for deadline_ms; its handle, or NULL with an exception. */
-static PyObject *schedule(kpy_loop *L, kpy_timer *tm, int64_t deadline_ms)
-{
+static PyObject *schedule(kpy_loop *L, kpy_timer *tm, int64_t deadline_ms) {
     int64_t delay_ms = deadline_ms - keel_now_ms();
     /* Already due (keel arms deadline 0 to act on the next iteration, e.g. to report an inline
      * SQLite read): call_soon costs a fraction of call_at, which reads the loop's clock and
@@ -474,14 +443,13 @@ static PyObject *schedule(kpy_loop *L, kpy_timer *tm, int64_t deadline_ms)
     PyObject *whenobj = PyFloat_FromDouble(when + (double)delay_ms / 1000.0);
     if (whenobj == NULL)
         return NULL;
-    PyObject *args[2] = {whenobj, (PyObject *)tm};
+    PyObject *args[2] = { whenobj, (PyObject *)tm };
     PyObject *handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
     Py_DECREF(whenobj);
     return handle;
 }
 
-static int op_timer(void *host, keel_timer *t, int64_t deadline_ms)
-{
+static int op_timer(void *host, keel_timer *t, int64_t deadline_ms) {
     kpy_loop *L = host;
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
@@ -526,8 +494,7 @@ static const keel_loop_ops asyncio_ops = {
     .timer = op_timer,
 };
 
-kpy_loop *keel__py_loop_new(kpy_state *st, PyObject *module, PyObject *aloop)
-{
+kpy_loop *keel__py_loop_new(kpy_state *st, PyObject *module, PyObject *aloop) {
     kpy_loop *L = PyMem_Calloc(1, sizeof *L);
     if (L == NULL) {
         PyErr_NoMemory();
@@ -555,42 +522,34 @@ fail:
     return NULL;
 }
 
-keel_loop *keel__py_loop_keel(const kpy_loop *L)
-{
-    return L->kloop;
-}
+keel_loop *keel__py_loop_keel(const kpy_loop *L) { return L->kloop; }
 
 /* ---- futures ---- */
 
-PyObject *keel__py_future_new(kpy_state *st, PyObject *aloop)
-{
-    PyObject *args[1] = {aloop};
+PyObject *keel__py_future_new(kpy_state *st, PyObject *aloop) {
+    PyObject *args[1] = { aloop };
     return PyObject_Vectorcall(st->Future, args, 0, st->kw_loop);
 }
 
 /* fut.set_result(value) / fut.set_exception(exc); a done future raises InvalidStateError,
  * which only means the awaiting task was cancelled first: nothing is lost by dropping it. */
-static void future_complete(PyObject *method, PyObject *fut, PyObject *value)
-{
-    PyObject *args[2] = {fut, value};
+static void future_complete(PyObject *method, PyObject *fut, PyObject *value) {
+    PyObject *args[2] = { fut, value };
     PyObject *r = PyObject_Vectorcall(method, args, 2, NULL);
     if (r == NULL)
         PyErr_Clear();
     Py_XDECREF(r);
 }
 
-void keel__py_future_set_result(kpy_state *st, PyObject *fut, PyObject *value)
-{
+void keel__py_future_set_result(kpy_state *st, PyObject *fut, PyObject *value) {
     future_complete(st->future_set_result, fut, value);
 }
 
-void keel__py_future_set_exception(kpy_state *st, PyObject *fut, PyObject *exc)
-{
+void keel__py_future_set_exception(kpy_state *st, PyObject *fut, PyObject *exc) {
     future_complete(st->future_set_exception, fut, exc);
 }
 
-void keel__py_future_set_raised(kpy_state *st, PyObject *fut)
-{
+void keel__py_future_set_raised(kpy_state *st, PyObject *fut) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (type == NULL) {

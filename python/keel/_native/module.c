@@ -7,8 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-kpy_state *keel__py_state_of_type(PyTypeObject *tp)
-{
+kpy_state *keel__py_state_of_type(PyTypeObject *tp) {
     PyObject *m = PyType_GetModuleByDef(tp, &keel__py_moduledef);
     if (m == NULL)
         return NULL;
@@ -18,8 +17,7 @@ kpy_state *keel__py_state_of_type(PyTypeObject *tp)
 /* ---- errors ---- */
 
 /* The exception class for a status, following the table of the Python API contract. */
-static PyObject *error_class(kpy_state *st, keel_status code)
-{
+static PyObject *error_class(kpy_state *st, keel_status code) {
     switch (code) {
     case KEEL_ERR_NOMEM:
         return PyExc_MemoryError;
@@ -64,8 +62,7 @@ static PyObject *error_class(kpy_state *st, keel_status code)
 }
 
 /* Sets attribute name of exc to s, or None when s is empty. */
-static int set_str_attr(PyObject *exc, const char *name, const char *s)
-{
+static int set_str_attr(PyObject *exc, const char *name, const char *s) {
     PyObject *v;
     if (s == NULL || s[0] == '\0') {
         v = Py_NewRef(Py_None);
@@ -79,8 +76,7 @@ static int set_str_attr(PyObject *exc, const char *name, const char *s)
     return rc;
 }
 
-PyObject *keel__py_error_new(kpy_state *st, const keel_error *err)
-{
+PyObject *keel__py_error_new(kpy_state *st, const keel_error *err) {
     PyObject *cls = error_class(st, err->code);
     const char *text = err->message[0] != '\0' ? err->message : keel_strerror(err->code);
     PyObject *msg = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
@@ -102,8 +98,7 @@ PyObject *keel__py_error_new(kpy_state *st, const keel_error *err)
     return exc;
 }
 
-PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err)
-{
+PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err) {
     PyObject *exc = keel__py_error_new(st, err);
     if (exc != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -113,8 +108,7 @@ PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err)
 }
 
 PyObject *keel__py_raise(kpy_state *st, keel_status code, const char *database, const char *fmt,
-                         ...)
-{
+                         ...) {
     keel_error err;
     keel_error_clear(&err);
     err.code = code;
@@ -129,8 +123,7 @@ PyObject *keel__py_raise(kpy_state *st, keel_status code, const char *database, 
 
 /* ---- module functions ---- */
 
-static PyObject *mod_set_connection_class(PyObject *module, PyObject *cls)
-{
+static PyObject *mod_set_connection_class(PyObject *module, PyObject *cls) {
     kpy_state *st = PyModule_GetState(module);
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, st->ConnectionType)) {
         PyErr_SetString(PyExc_TypeError, "expected a subclass of keel._native.Connection");
@@ -141,33 +134,31 @@ static PyObject *mod_set_connection_class(PyObject *module, PyObject *cls)
     Py_RETURN_NONE;
 }
 
-static PyObject *mod_libkeel_version(PyObject *module, PyObject *unused)
-{
+static PyObject *mod_libkeel_version(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
     return PyUnicode_FromString(keel_version());
 }
 
 static PyMethodDef module_methods[] = {
-    {"set_connection_class", mod_set_connection_class, METH_O,
-     "Sets the class instantiated for leased connections (a subclass of Connection)."},
-    {"libkeel_version", mod_libkeel_version, METH_NOARGS,
-     "The version of the libkeel linked into the extension."},
-    {"bson_encode", keel__py_mod_bson_encode, METH_O,
-     "bson_encode(doc: dict) -> bytes: one BSON document (at most 16 MiB); DataError naming the "
-     "key path of a value that cannot be encoded."},
-    {"bson_decode", keel__py_mod_bson_decode, METH_O,
-     "bson_decode(data: bytes) -> dict: one BSON document; DataError when it is malformed or "
-     "holds an unsupported type."},
-    {NULL, NULL, 0, NULL},
+    { "set_connection_class", mod_set_connection_class, METH_O,
+      "Sets the class instantiated for leased connections (a subclass of Connection)." },
+    { "libkeel_version", mod_libkeel_version, METH_NOARGS,
+      "The version of the libkeel linked into the extension." },
+    { "bson_encode", keel__py_mod_bson_encode, METH_O,
+      "bson_encode(doc: dict) -> bytes: one BSON document (at most 16 MiB); DataError naming the "
+      "key path of a value that cannot be encoded." },
+    { "bson_decode", keel__py_mod_bson_decode, METH_O,
+      "bson_decode(data: bytes) -> dict: one BSON document; DataError when it is malformed or "
+      "holds an unsupported type." },
+    { NULL, NULL, 0, NULL },
 };
 
 /* ---- initialisation ---- */
 
 /* Creates exception class "keel.<name>" deriving from base and adds it to the module. */
 static PyObject *new_exception(PyObject *m, const char *name, PyObject *base, PyObject *dict,
-                               const char *doc)
-{
+                               const char *doc) {
     char qual[64];
     snprintf(qual, sizeof qual, "keel.%s", name);
     PyObject *cls = PyErr_NewExceptionWithDoc(qual, doc, base, dict);
@@ -180,11 +171,10 @@ static PyObject *new_exception(PyObject *m, const char *name, PyObject *base, Py
     return cls;
 }
 
-static int init_exceptions(PyObject *m, kpy_state *st)
-{
+static int init_exceptions(PyObject *m, kpy_state *st) {
     /* Class-level defaults make the attributes exist on instances raised from Python code. */
-    PyObject *dict = Py_BuildValue("{sOsOsOsO}", "sqlstate", Py_None, "database", Py_None,
-                                   "engine", Py_None, "code", Py_None);
+    PyObject *dict = Py_BuildValue("{sOsOsOsO}", "sqlstate", Py_None, "database", Py_None, "engine",
+                                   Py_None, "code", Py_None);
     if (dict == NULL)
         return -1;
     st->Error = new_exception(m, "Error", PyExc_Exception, dict,
@@ -193,11 +183,11 @@ static int init_exceptions(PyObject *m, kpy_state *st)
     Py_DECREF(dict);
     if (st->Error == NULL)
         return -1;
-#define EXC(field, name, base, doc)                                      \
-    do {                                                                 \
-        st->field = new_exception(m, name, st->base, NULL, doc);         \
-        if (st->field == NULL)                                           \
-            return -1;                                                   \
+#define EXC(field, name, base, doc)                                                                \
+    do {                                                                                           \
+        st->field = new_exception(m, name, st->base, NULL, doc);                                   \
+        if (st->field == NULL)                                                                     \
+            return -1;                                                                             \
     } while (0)
     EXC(InterfaceError, "InterfaceError", Error,
         "Misuse of the interface: closed handles, busy connections, bad arguments.");
@@ -213,14 +203,12 @@ static int init_exceptions(PyObject *m, kpy_state *st)
     EXC(ConnectionLost, "ConnectionLost", OperationalError,
         "The server went away during an operation.");
     EXC(ConnectError, "ConnectError", OperationalError, "Could not connect or authenticate.");
-    EXC(QueryCanceledError, "QueryCanceledError", OperationalError,
-        "The statement was cancelled.");
+    EXC(QueryCanceledError, "QueryCanceledError", OperationalError, "The statement was cancelled.");
     EXC(IntegrityError, "IntegrityError", DatabaseError,
         "A unique, foreign key, not-null or check constraint was violated.");
     EXC(ProgrammingError, "ProgrammingError", DatabaseError,
         "Bad SQL, unknown table or column, wrong number of parameters.");
-    EXC(DataError, "DataError", DatabaseError,
-        "A value is invalid or out of range for its type.");
+    EXC(DataError, "DataError", DatabaseError, "A value is invalid or out of range for its type.");
     EXC(InternalError, "InternalError", DatabaseError,
         "The transaction is out of sync, or an internal error of keel.");
     EXC(NotSupportedError, "NotSupportedError", DatabaseError,
@@ -229,8 +217,7 @@ static int init_exceptions(PyObject *m, kpy_state *st)
     return 0;
 }
 
-static PyObject *import_attr(const char *module, const char *name)
-{
+static PyObject *import_attr(const char *module, const char *name) {
     PyObject *mod = PyImport_ImportModule(module);
     if (mod == NULL)
         return NULL;
@@ -243,8 +230,7 @@ static PyObject *import_attr(const char *module, const char *name)
  * The offset in an instance of cls of the __slots__ attribute name, when cls itself declares it
  * as a plain object slot; 0 otherwise (no exception). Results store UUIDs through it.
  */
-static Py_ssize_t slot_offset(PyObject *cls, PyObject *name)
-{
+static Py_ssize_t slot_offset(PyObject *cls, PyObject *name) {
     if (!PyType_Check(cls))
         return 0;
     PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, name);
@@ -256,8 +242,7 @@ static Py_ssize_t slot_offset(PyObject *cls, PyObject *name)
     return mb->offset;
 }
 
-static int init_imports(kpy_state *st)
-{
+static int init_imports(kpy_state *st) {
     if ((st->Decimal = import_attr("decimal", "Decimal")) == NULL ||
         (st->UUID = import_attr("uuid", "UUID")) == NULL ||
         (st->json_loads = import_attr("json", "loads")) == NULL ||
@@ -289,8 +274,8 @@ static int init_imports(kpy_state *st)
     if ((st->empty_tuple = PyTuple_New(0)) == NULL ||
         (st->kw_loop = Py_BuildValue("(s)", "loop")) == NULL)
         return -1;
-#define INTERN(field, text)                                    \
-    if ((st->field = PyUnicode_InternFromString(text)) == NULL) \
+#define INTERN(field, text)                                                                        \
+    if ((st->field = PyUnicode_InternFromString(text)) == NULL)                                    \
         return -1;
     INTERN(s_add_reader, "add_reader");
     INTERN(s_remove_reader, "remove_reader");
@@ -315,8 +300,7 @@ static int init_imports(kpy_state *st)
     return 0;
 }
 
-static PyTypeObject *new_type(PyObject *m, PyType_Spec *spec, PyObject *base, int add)
-{
+static PyTypeObject *new_type(PyObject *m, PyType_Spec *spec, PyObject *base, int add) {
     PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);
     if (tp == NULL)
         return NULL;
@@ -330,8 +314,7 @@ static PyTypeObject *new_type(PyObject *m, PyType_Spec *spec, PyObject *base, in
     return (PyTypeObject *)tp;
 }
 
-static int module_exec(PyObject *m)
-{
+static int module_exec(PyObject *m) {
     kpy_state *st = PyModule_GetState(m);
     if (keel__py_convert_init() < 0)
         return -1;
@@ -347,8 +330,8 @@ static int module_exec(PyObject *m)
         (st->ObjectIdType = new_type(m, &keel__py_objectid_spec, NULL, 1)) == NULL ||
         (st->RegexType = new_type(m, &keel__py_regex_spec, NULL, 1)) == NULL ||
         (st->TimestampType = new_type(m, &keel__py_timestamp_spec, NULL, 1)) == NULL ||
-        (st->RawDocumentType = new_type(m, &keel__py_rawdocument_spec,
-                                        (PyObject *)&PyBytes_Type, 1)) == NULL)
+        (st->RawDocumentType =
+             new_type(m, &keel__py_rawdocument_spec, (PyObject *)&PyBytes_Type, 1)) == NULL)
         return -1;
     if (keel__py_bson_init(st) < 0)
         return -1;
@@ -358,16 +341,11 @@ static int module_exec(PyObject *m)
         const char *name;
         long value;
     } consts[] = {
-        {"MODE_FETCH", KPY_MODE_FETCH},
-        {"MODE_FETCHROW", KPY_MODE_FETCHROW},
-        {"MODE_FETCHVAL", KPY_MODE_FETCHVAL},
-        {"MODE_EXECUTE", KPY_MODE_EXECUTE},
-        {"TXN_BEGIN", KEEL_TXN_BEGIN},
-        {"TXN_COMMIT", KEEL_TXN_COMMIT},
-        {"TXN_ROLLBACK", KEEL_TXN_ROLLBACK},
-        {"TXN_SAVEPOINT", KEEL_TXN_SAVEPOINT},
-        {"TXN_RELEASE", KEEL_TXN_RELEASE},
-        {"TXN_ROLLBACK_TO", KEEL_TXN_ROLLBACK_TO},
+        { "MODE_FETCH", KPY_MODE_FETCH },       { "MODE_FETCHROW", KPY_MODE_FETCHROW },
+        { "MODE_FETCHVAL", KPY_MODE_FETCHVAL }, { "MODE_EXECUTE", KPY_MODE_EXECUTE },
+        { "TXN_BEGIN", KEEL_TXN_BEGIN },        { "TXN_COMMIT", KEEL_TXN_COMMIT },
+        { "TXN_ROLLBACK", KEEL_TXN_ROLLBACK },  { "TXN_SAVEPOINT", KEEL_TXN_SAVEPOINT },
+        { "TXN_RELEASE", KEEL_TXN_RELEASE },    { "TXN_ROLLBACK_TO", KEEL_TXN_ROLLBACK_TO },
     };
     for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++)
         if (PyModule_AddIntConstant(m, consts[i].name, consts[i].value) < 0)
@@ -376,21 +354,67 @@ static int module_exec(PyObject *m)
 }
 
 /* Every object reference of the state, for traverse and clear. */
-#define STATE_FIELDS(X)                                                                       \
-    X(Error) X(InterfaceError) X(ConfigError) X(UnknownDatabaseError) X(DatabaseError)         \
-    X(OperationalError) X(PoolTimeout) X(ConnectionLost) X(ConnectError)                       \
-    X(QueryCanceledError) X(IntegrityError) X(ProgrammingError) X(DataError) X(InternalError)  \
-    X(NotSupportedError) X(RecordType) X(DatabaseType) X(ConnectionType) X(OpType)             \
-    X(WatcherType) X(TimerType) X(DeferredType) X(connection_class) X(Decimal) X(UUID)         \
-    X(uuid_unknown) X(json_loads) X(json_scan) X(json_dumps) X(Future)                         \
-    X(future_set_result) X(future_set_exception) X(get_running_loop) X(empty_tuple) X(kw_loop) \
-    X(s_add_reader) X(s_remove_reader) X(s_add_writer) X(s_remove_writer) X(s_call_at)         \
-    X(s_call_soon) X(s_time) X(s_cancel) X(s_int) X(s_is_safe) X(s_utcoffset)                 \
-    X(ObjectIdType) X(RegexType) X(TimestampType) X(RawDocumentType) X(Mapping) X(re_Pattern)  \
-    X(epoch_naive) X(epoch_utc) X(s_as_tuple) X(s_bytes) X(s_pattern) X(s_flags)
+#define STATE_FIELDS(X)                                                                            \
+    X(Error)                                                                                       \
+    X(InterfaceError)                                                                              \
+    X(ConfigError)                                                                                 \
+    X(UnknownDatabaseError)                                                                        \
+    X(DatabaseError)                                                                               \
+    X(OperationalError)                                                                            \
+    X(PoolTimeout)                                                                                 \
+    X(ConnectionLost)                                                                              \
+    X(ConnectError)                                                                                \
+    X(QueryCanceledError)                                                                          \
+    X(IntegrityError)                                                                              \
+    X(ProgrammingError)                                                                            \
+    X(DataError)                                                                                   \
+    X(InternalError)                                                                               \
+    X(NotSupportedError)                                                                           \
+    X(RecordType)                                                                                  \
+    X(DatabaseType)                                                                                \
+    X(ConnectionType)                                                                              \
+    X(OpType)                                                                                      \
+    X(WatcherType)                                                                                 \
+    X(TimerType)                                                                                   \
+    X(DeferredType)                                                                                \
+    X(connection_class)                                                                            \
+    X(Decimal)                                                                                     \
+    X(UUID)                                                                                        \
+    X(uuid_unknown)                                                                                \
+    X(json_loads)                                                                                  \
+    X(json_scan)                                                                                   \
+    X(json_dumps)                                                                                  \
+    X(Future)                                                                                      \
+    X(future_set_result)                                                                           \
+    X(future_set_exception)                                                                        \
+    X(get_running_loop)                                                                            \
+    X(empty_tuple)                                                                                 \
+    X(kw_loop)                                                                                     \
+    X(s_add_reader)                                                                                \
+    X(s_remove_reader)                                                                             \
+    X(s_add_writer)                                                                                \
+    X(s_remove_writer)                                                                             \
+    X(s_call_at)                                                                                   \
+    X(s_call_soon)                                                                                 \
+    X(s_time)                                                                                      \
+    X(s_cancel)                                                                                    \
+    X(s_int)                                                                                       \
+    X(s_is_safe)                                                                                   \
+    X(s_utcoffset)                                                                                 \
+    X(ObjectIdType)                                                                                \
+    X(RegexType)                                                                                   \
+    X(TimestampType)                                                                               \
+    X(RawDocumentType)                                                                             \
+    X(Mapping)                                                                                     \
+    X(re_Pattern)                                                                                  \
+    X(epoch_naive)                                                                                 \
+    X(epoch_utc)                                                                                   \
+    X(s_as_tuple)                                                                                  \
+    X(s_bytes)                                                                                     \
+    X(s_pattern)                                                                                   \
+    X(s_flags)
 
-static int module_traverse(PyObject *m, visitproc visit, void *arg)
-{
+static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     kpy_state *st = PyModule_GetState(m);
     if (st == NULL)
         return 0;
@@ -400,8 +424,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     return 0;
 }
 
-static int module_clear(PyObject *m)
-{
+static int module_clear(PyObject *m) {
     kpy_state *st = PyModule_GetState(m);
     if (st == NULL)
         return 0;
@@ -414,14 +437,11 @@ static int module_clear(PyObject *m)
     return 0;
 }
 
-static void module_free(void *m)
-{
-    module_clear((PyObject *)m);
-}
+static void module_free(void *m) { module_clear((PyObject *)m); }
 
 static PyModuleDef_Slot module_slots[] = {
-    {Py_mod_exec, (void *)module_exec},
-    {0, NULL},
+    { Py_mod_exec, (void *)module_exec },
+    { 0, NULL },
 };
 
 PyModuleDef keel__py_moduledef = {
@@ -436,7 +456,4 @@ PyModuleDef keel__py_moduledef = {
     .m_free = module_free,
 };
 
-PyMODINIT_FUNC PyInit__native(void)
-{
-    return PyModuleDef_Init(&keel__py_moduledef);
-}
+PyMODINIT_FUNC PyInit__native(void) { return PyModuleDef_Init(&keel__py_moduledef); }

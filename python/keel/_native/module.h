@@ -62,20 +62,20 @@ typedef struct kpy_state {
     /* Objects from other modules, looked up once. */
     PyObject *Decimal;
     PyObject *UUID;
-    PyObject *uuid_unknown;     /* uuid.SafeUUID.unknown */
+    PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
     PyObject *json_loads;
-    PyObject *json_scan;        /* json's default decoder scan_once(str, idx) -> (value, end) */
+    PyObject *json_scan; /* json's default decoder scan_once(str, idx) -> (value, end) */
     PyObject *json_dumps;
-    PyObject *Future;           /* asyncio.Future */
+    PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;
     PyObject *get_running_loop; /* asyncio._get_running_loop: the running loop or None */
     PyObject *empty_tuple;
-    PyObject *kw_loop;          /* ("loop",), keyword names for Future(loop=…) */
-    PyObject *Mapping;          /* collections.abc.Mapping, for BSON documents that are not dicts */
-    PyObject *re_Pattern;       /* re.Pattern, encoded as a BSON regular expression */
-    PyObject *epoch_naive;      /* datetime(1970, 1, 1) */
-    PyObject *epoch_utc;        /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
+    PyObject *kw_loop;     /* ("loop",), keyword names for Future(loop=…) */
+    PyObject *Mapping;     /* collections.abc.Mapping, for BSON documents that are not dicts */
+    PyObject *re_Pattern;  /* re.Pattern, encoded as a BSON regular expression */
+    PyObject *epoch_naive; /* datetime(1970, 1, 1) */
+    PyObject *epoch_utc;   /* datetime(1970, 1, 1, tzinfo=timezone.utc) */
     /* Offsets of uuid.UUID's `int` and `is_safe` slots in an instance, or 0 when the class does
      * not store them as plain object slots (then they are set through setattr). */
     Py_ssize_t uuid_int_offset;
@@ -135,8 +135,8 @@ PyObject *keel__py_json_decode(kpy_state *st, const char *s, size_t n);
 
 /* Keeps alive what parameter values point at until the submitting call has returned. */
 typedef struct kpy_hold {
-    PyObject *obj;   /* a temporary (json.dumps text, str(Decimal), PySequence_Fast row) */
-    Py_buffer view;  /* a buffer of a bytearray/memoryview (view.obj != NULL when held) */
+    PyObject *obj;  /* a temporary (json.dumps text, str(Decimal), PySequence_Fast row) */
+    Py_buffer view; /* a buffer of a bytearray/memoryview (view.obj != NULL when held) */
 } kpy_hold;
 
 #define KPY_STACK_VALUES 16
@@ -227,8 +227,7 @@ extern PyType_Spec keel__py_rawdocument_spec;
 
 /* keel.ObjectId: the 12 bytes of a MongoDB object id. */
 typedef struct kpy_objectid {
-    PyObject_HEAD
-    unsigned char oid[12];
+    PyObject_HEAD unsigned char oid[12];
 } kpy_objectid;
 
 /* A new ObjectId holding oid. */
@@ -259,17 +258,16 @@ extern PyType_Spec keel__py_op_spec;
 
 /* The native Database. */
 typedef struct kpy_db {
-    PyObject_HEAD
-    kpy_state *st;
-    PyObject *module;     /* keeps st alive */
-    keel_config *cfg;     /* validated; kept for names and engines */
-    keel_db *db;          /* open between start and close */
-    kpy_loop *loop;       /* the adapter of the loop db is bound to, until closed */
-    PyObject *aloop;      /* that asyncio loop, kept after close for the futures of close() */
-    int phase;            /* KPY_DB_NEW … KPY_DB_CLOSED */
+    PyObject_HEAD kpy_state *st;
+    PyObject *module; /* keeps st alive */
+    keel_config *cfg; /* validated; kept for names and engines */
+    keel_db *db;      /* open between start and close */
+    kpy_loop *loop;   /* the adapter of the loop db is bound to, until closed */
+    PyObject *aloop;  /* that asyncio loop, kept after close for the futures of close() */
+    int phase;        /* KPY_DB_NEW … KPY_DB_CLOSED */
     int close_scheduled;
-    size_t nleased;       /* Connection objects not yet released */
-    size_t nops;          /* database-level operations in flight */
+    size_t nleased;          /* Connection objects not yet released */
+    size_t nops;             /* database-level operations in flight */
     PyObject *close_waiters; /* list of futures completed when closed */
     PyObject *weakreflist;
 } kpy_db;
@@ -280,15 +278,14 @@ struct kpy_op;
 
 /* The native Connection: one leased keel_conn. */
 typedef struct kpy_conn {
-    PyObject_HEAD
-    kpy_db *db;              /* strong */
-    keel_conn *conn;         /* NULL once released */
-    PyObject *database;      /* name, str */
-    PyObject *engine;        /* engine name, str */
-    struct kpy_op *running;  /* the operation on conn (keel holds its reference) */
-    struct kpy_op *qhead;    /* operations waiting behind a cancelled one (strong) */
+    PyObject_HEAD kpy_db *db; /* strong */
+    keel_conn *conn;          /* NULL once released */
+    PyObject *database;       /* name, str */
+    PyObject *engine;         /* engine name, str */
+    struct kpy_op *running;   /* the operation on conn (keel holds its reference) */
+    struct kpy_op *qhead;     /* operations waiting behind a cancelled one (strong) */
     struct kpy_op *qtail;
-    int depth;               /* transaction nesting, maintained by keel.Transaction */
+    int depth; /* transaction nesting, maintained by keel.Transaction */
     PyObject *weakreflist;
 } kpy_conn;
 
@@ -315,32 +312,38 @@ int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObje
  * iterable of sequences). Returns (records, columns or None, schema or None), records and
  * columns as PySequence_Fast, for KPY_OP_COPY; NULL with an exception.
  */
-PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records,
-                             PyObject *columns, PyObject *schema);
+PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, PyObject *columns,
+                             PyObject *schema);
 /* Called by op.c when the running operation of c has completed: starts the next queued one. */
 void keel__py_conn_op_done(kpy_conn *c, struct kpy_op *op);
 
 /* Operations (op.c). kinds: */
-enum { KPY_OP_QUERY = 0, KPY_OP_MANY = 1, KPY_OP_TXN = 2, KPY_OP_ACQUIRE = 3,
-       KPY_OP_COMMAND = 4, /* sql: the engine database name or NULL; args: the BSON bytes */
-       KPY_OP_COPY = 5     /* sql: the table name; args: (records, columns or None, schema or
-                              None), records and columns as PySequence_Fast */ };
+enum {
+    KPY_OP_QUERY = 0,
+    KPY_OP_MANY = 1,
+    KPY_OP_TXN = 2,
+    KPY_OP_ACQUIRE = 3,
+    KPY_OP_COMMAND = 4, /* sql: the engine database name or NULL; args: the BSON bytes */
+    KPY_OP_COPY = 5     /* sql: the table name; args: (records, columns or None, schema or
+                              None), records and columns as PySequence_Fast */
+};
 /* states: */
-enum { KPY_OP_NEW = 0, KPY_OP_QUEUED = 1, KPY_OP_ACQUIRING = 2, KPY_OP_RUNNING = 3,
-       KPY_OP_DONE = 4 };
+enum {
+    KPY_OP_NEW = 0,
+    KPY_OP_QUEUED = 1,
+    KPY_OP_ACQUIRING = 2,
+    KPY_OP_RUNNING = 3,
+    KPY_OP_DONE = 4
+};
 
 /* Saves and restores a pending exception around Python calls made from keel callbacks. */
 typedef struct kpy_exc_save {
     PyObject *type, *value, *tb;
 } kpy_exc_save;
 
-static inline void kpy_exc_stash(kpy_exc_save *s)
-{
-    PyErr_Fetch(&s->type, &s->value, &s->tb);
-}
+static inline void kpy_exc_stash(kpy_exc_save *s) { PyErr_Fetch(&s->type, &s->value, &s->tb); }
 
-static inline void kpy_exc_unstash(kpy_exc_save *s)
-{
+static inline void kpy_exc_unstash(kpy_exc_save *s) {
     /* Whatever a callback left behind is reported, never silently turned into a later error. */
     if (PyErr_Occurred())
         PyErr_WriteUnraisable(NULL);
@@ -348,26 +351,25 @@ static inline void kpy_exc_unstash(kpy_exc_save *s)
 }
 
 typedef struct kpy_op {
-    PyObject_HEAD
-    kpy_db *db;          /* strong */
-    kpy_conn *cobj;      /* strong; NULL for database-level operations */
-    keel_conn *conn;     /* database-level: the connection leased for the operation */
-    PyObject *fut;       /* asyncio.Future carrying the outcome */
-    PyObject *futiter;   /* the future's iterator while the op is awaited */
-    PyObject *sql;       /* str; kept while the op may still have to be submitted */
-    PyObject *args;      /* tuple of parameters, or the rows of executemany */
-    PyObject *acquired;  /* KPY_OP_ACQUIRE: the Connection handed out */
-    struct kpy_op *next; /* queue of a Connection */
+    PyObject_HEAD kpy_db *db; /* strong */
+    kpy_conn *cobj;           /* strong; NULL for database-level operations */
+    keel_conn *conn;          /* database-level: the connection leased for the operation */
+    PyObject *fut;            /* asyncio.Future carrying the outcome */
+    PyObject *futiter;        /* the future's iterator while the op is awaited */
+    PyObject *sql;            /* str; kept while the op may still have to be submitted */
+    PyObject *args;           /* tuple of parameters, or the rows of executemany */
+    PyObject *acquired;       /* KPY_OP_ACQUIRE: the Connection handed out */
+    struct kpy_op *next;      /* queue of a Connection */
     int kind;
     int mode;
     int state;
     int cancelled;
-    int delivered;       /* the awaiting coroutine has received the result */
+    int delivered; /* the awaiting coroutine has received the result */
     Py_ssize_t column;
     keel_txn_op txn;
     unsigned depth;
-    PyObject *rows;      /* KPY_MODE_FETCH: the Records built so far, batch by batch */
-    PyObject *desc;      /* KPY_MODE_FETCH: their shared description */
+    PyObject *rows;        /* KPY_MODE_FETCH: the Records built so far, batch by batch */
+    PyObject *desc;        /* KPY_MODE_FETCH: their shared description */
     kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
 } kpy_op;
 

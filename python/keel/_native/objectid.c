@@ -19,14 +19,10 @@ static struct {
     uint32_t counter;
 } gen;
 
-static void after_fork_child(void)
-{
-    gen.ready = 0;
-}
+static void after_fork_child(void) { gen.ready = 0; }
 
 /* Fills gen once per process. 0, or -1 with OSError. */
-static int gen_prepare(void)
-{
+static int gen_prepare(void) {
     static int atfork_registered;
     if (gen.ready)
         return 0;
@@ -57,21 +53,18 @@ static int gen_prepare(void)
     return 0;
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
+static void put_be32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24);
     p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8);
     p[3] = (unsigned char)v;
 }
 
-static uint32_t get_be32(const unsigned char *p)
-{
+static uint32_t get_be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int generate(unsigned char oid[12])
-{
+static int generate(unsigned char oid[12]) {
     if (gen_prepare() < 0)
         return -1;
     put_be32(oid, (uint32_t)time(NULL));
@@ -84,8 +77,7 @@ static int generate(unsigned char oid[12])
     return 0;
 }
 
-static int hexval(int c)
-{
+static int hexval(int c) {
     if (c >= '0' && c <= '9')
         return c - '0';
     if (c >= 'a' && c <= 'f')
@@ -100,8 +92,7 @@ static int hexval(int c)
  * bytes. Returns 1 on success, 0 for a value of an accepted type that is not a valid id, -1 with
  * TypeError for other types (or another exception).
  */
-static int parse(PyTypeObject *tp, PyObject *obj, unsigned char oid[12])
-{
+static int parse(PyTypeObject *tp, PyObject *obj, unsigned char oid[12]) {
     if (obj == Py_None)
         return generate(oid) < 0 ? -1 : 1;
     if (PyObject_TypeCheck(obj, tp)) {
@@ -141,22 +132,19 @@ static int parse(PyTypeObject *tp, PyObject *obj, unsigned char oid[12])
     return -1;
 }
 
-static PyObject *make(PyTypeObject *tp, const unsigned char oid[12])
-{
+static PyObject *make(PyTypeObject *tp, const unsigned char oid[12]) {
     kpy_objectid *o = (kpy_objectid *)tp->tp_alloc(tp, 0);
     if (o != NULL)
         memcpy(o->oid, oid, 12);
     return (PyObject *)o;
 }
 
-PyObject *keel__py_objectid_new(kpy_state *st, const unsigned char oid[12])
-{
+PyObject *keel__py_objectid_new(kpy_state *st, const unsigned char oid[12]) {
     return make(st->ObjectIdType, oid);
 }
 
-static PyObject *oid_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"oid", NULL};
+static PyObject *oid_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = { "oid", NULL };
     PyObject *obj = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:ObjectId", kwlist, &obj))
         return NULL;
@@ -174,15 +162,13 @@ static PyObject *oid_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     return make(tp, oid);
 }
 
-static void oid_dealloc(PyObject *self)
-{
+static void oid_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
 
-static PyObject *oid_str(kpy_objectid *o)
-{
+static PyObject *oid_str(kpy_objectid *o) {
     static const char digits[] = "0123456789abcdef";
     char hex[24];
     for (int i = 0; i < 12; i++) {
@@ -192,8 +178,7 @@ static PyObject *oid_str(kpy_objectid *o)
     return PyUnicode_FromStringAndSize(hex, 24);
 }
 
-static PyObject *oid_repr(kpy_objectid *o)
-{
+static PyObject *oid_repr(kpy_objectid *o) {
     PyObject *s = oid_str(o);
     if (s == NULL)
         return NULL;
@@ -202,8 +187,7 @@ static PyObject *oid_repr(kpy_objectid *o)
     return r;
 }
 
-static PyObject *oid_richcompare(PyObject *a, PyObject *b, int op)
-{
+static PyObject *oid_richcompare(PyObject *a, PyObject *b, int op) {
     /* The type cannot be subclassed: anything of another type is not an ObjectId. */
     if (Py_TYPE(a) != Py_TYPE(b))
         Py_RETURN_NOTIMPLEMENTED;
@@ -211,8 +195,7 @@ static PyObject *oid_richcompare(PyObject *a, PyObject *b, int op)
     Py_RETURN_RICHCOMPARE(c, 0, op);
 }
 
-static Py_hash_t oid_hash(kpy_objectid *o)
-{
+static Py_hash_t oid_hash(kpy_objectid *o) {
     /* FNV-1a over the 12 bytes. */
     uint64_t h = UINT64_C(1469598103934665603);
     for (int i = 0; i < 12; i++) {
@@ -223,20 +206,17 @@ static Py_hash_t oid_hash(kpy_objectid *o)
     return r == -1 ? -2 : r;
 }
 
-static PyObject *oid_bytes(kpy_objectid *o, PyObject *unused)
-{
+static PyObject *oid_bytes(kpy_objectid *o, PyObject *unused) {
     (void)unused;
     return PyBytes_FromStringAndSize((const char *)o->oid, 12);
 }
 
-static PyObject *oid_get_binary(kpy_objectid *o, void *closure)
-{
+static PyObject *oid_get_binary(kpy_objectid *o, void *closure) {
     (void)closure;
     return oid_bytes(o, NULL);
 }
 
-static PyObject *oid_get_generation_time(kpy_objectid *o, void *closure)
-{
+static PyObject *oid_get_generation_time(kpy_objectid *o, void *closure) {
     (void)closure;
     kpy_state *st = keel__py_state_of_type(Py_TYPE(o));
     if (st == NULL)
@@ -244,14 +224,12 @@ static PyObject *oid_get_generation_time(kpy_objectid *o, void *closure)
     return keel__py_datetime_from_millis(st, (int64_t)get_be32(o->oid) * 1000);
 }
 
-static PyObject *oid_reduce(kpy_objectid *o, PyObject *unused)
-{
+static PyObject *oid_reduce(kpy_objectid *o, PyObject *unused) {
     (void)unused;
     return Py_BuildValue("O(y#)", (PyObject *)Py_TYPE(o), (const char *)o->oid, (Py_ssize_t)12);
 }
 
-static PyObject *oid_is_valid(PyObject *cls, PyObject *obj)
-{
+static PyObject *oid_is_valid(PyObject *cls, PyObject *obj) {
     unsigned char oid[12];
     if (obj == Py_None)
         Py_RETURN_FALSE;
@@ -265,8 +243,7 @@ static PyObject *oid_is_valid(PyObject *cls, PyObject *obj)
     return PyBool_FromLong(r);
 }
 
-static PyObject *oid_from_datetime(PyObject *cls, PyObject *dt)
-{
+static PyObject *oid_from_datetime(PyObject *cls, PyObject *dt) {
     kpy_state *st = keel__py_state_of_type((PyTypeObject *)cls);
     if (st == NULL)
         return NULL;
@@ -285,44 +262,44 @@ static PyObject *oid_from_datetime(PyObject *cls, PyObject *dt)
                         "an ObjectId holds times from 1970 to 2106 (4-byte Unix seconds)");
         return NULL;
     }
-    unsigned char oid[12] = {0};
+    unsigned char oid[12] = { 0 };
     put_be32(oid, (uint32_t)secs);
     return make((PyTypeObject *)cls, oid);
 }
 
 static PyMethodDef oid_methods[] = {
-    {"__bytes__", (PyCFunction)oid_bytes, METH_NOARGS, "The 12 bytes of the id."},
-    {"__reduce__", (PyCFunction)oid_reduce, METH_NOARGS, NULL},
-    {"is_valid", (PyCFunction)oid_is_valid, METH_O | METH_CLASS,
-     "is_valid(oid) -> bool: True when ObjectId(oid) would succeed (None is not valid)."},
-    {"from_datetime", (PyCFunction)oid_from_datetime, METH_O | METH_CLASS,
-     "from_datetime(dt) -> ObjectId whose time is dt (naive means UTC) and whose other bytes "
-     "are zero: a bound for range queries on _id, never an id to insert."},
-    {NULL, NULL, 0, NULL},
+    { "__bytes__", (PyCFunction)oid_bytes, METH_NOARGS, "The 12 bytes of the id." },
+    { "__reduce__", (PyCFunction)oid_reduce, METH_NOARGS, NULL },
+    { "is_valid", (PyCFunction)oid_is_valid, METH_O | METH_CLASS,
+      "is_valid(oid) -> bool: True when ObjectId(oid) would succeed (None is not valid)." },
+    { "from_datetime", (PyCFunction)oid_from_datetime, METH_O | METH_CLASS,
+      "from_datetime(dt) -> ObjectId whose time is dt (naive means UTC) and whose other bytes "
+      "are zero: a bound for range queries on _id, never an id to insert." },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef oid_getset[] = {
-    {"binary", (getter)oid_get_binary, NULL, "The 12 bytes of the id.", NULL},
-    {"generation_time", (getter)oid_get_generation_time, NULL,
-     "The creation time in the id, as a UTC-aware datetime (second precision).", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+    { "binary", (getter)oid_get_binary, NULL, "The 12 bytes of the id.", NULL },
+    { "generation_time", (getter)oid_get_generation_time, NULL,
+      "The creation time in the id, as a UTC-aware datetime (second precision).", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
 };
 
 static PyType_Slot oid_slots[] = {
-    {Py_tp_doc, "ObjectId(oid=None) - a MongoDB ObjectId.\n\n"
-                "ObjectId() generates a new id (4-byte time, 5 bytes random per process, 3-byte "
-                "counter); ObjectId('24 hex digits') and ObjectId(12 bytes) parse one (ValueError "
-                "when invalid, TypeError for other types). str() gives the hex form, bytes() the "
-                "12 bytes; ids compare and hash by their bytes."},
-    {Py_tp_new, oid_new},
-    {Py_tp_dealloc, oid_dealloc},
-    {Py_tp_str, oid_str},
-    {Py_tp_repr, oid_repr},
-    {Py_tp_richcompare, oid_richcompare},
-    {Py_tp_hash, oid_hash},
-    {Py_tp_methods, oid_methods},
-    {Py_tp_getset, oid_getset},
-    {0, NULL},
+    { Py_tp_doc, "ObjectId(oid=None) - a MongoDB ObjectId.\n\n"
+                 "ObjectId() generates a new id (4-byte time, 5 bytes random per process, 3-byte "
+                 "counter); ObjectId('24 hex digits') and ObjectId(12 bytes) parse one (ValueError "
+                 "when invalid, TypeError for other types). str() gives the hex form, bytes() the "
+                 "12 bytes; ids compare and hash by their bytes." },
+    { Py_tp_new, oid_new },
+    { Py_tp_dealloc, oid_dealloc },
+    { Py_tp_str, oid_str },
+    { Py_tp_repr, oid_repr },
+    { Py_tp_richcompare, oid_richcompare },
+    { Py_tp_hash, oid_hash },
+    { Py_tp_methods, oid_methods },
+    { Py_tp_getset, oid_getset },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_objectid_spec = {

@@ -14,8 +14,7 @@
 
 /* ---- life cycle ---- */
 
-static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind)
-{
+static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     kpy_state *st = db->st;
     kpy_op *op = PyObject_GC_New(kpy_op, st->OpType);
     if (op == NULL)
@@ -50,8 +49,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind)
 }
 
 /* keel is done with op: drop what was kept for submission and the reference keel held. */
-static void op_finish(kpy_op *op)
-{
+static void op_finish(kpy_op *op) {
     op->state = KPY_OP_DONE;
     Py_CLEAR(op->sql);
     Py_CLEAR(op->args);
@@ -60,8 +58,7 @@ static void op_finish(kpy_op *op)
     Py_DECREF(op);
 }
 
-static int op_traverse(kpy_op *op, visitproc visit, void *arg)
-{
+static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(op->db);
     Py_VISIT(op->cobj);
@@ -78,8 +75,7 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg)
     return 0;
 }
 
-static int op_clear(kpy_op *op)
-{
+static int op_clear(kpy_op *op) {
     Py_CLEAR(op->fut);
     Py_CLEAR(op->futiter);
     Py_CLEAR(op->sql);
@@ -95,8 +91,7 @@ static int op_clear(kpy_op *op)
     return 0;
 }
 
-static void op_dealloc(kpy_op *op)
-{
+static void op_dealloc(kpy_op *op) {
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
     op_clear(op);
@@ -107,8 +102,7 @@ static void op_dealloc(kpy_op *op)
 /* ---- submission ---- */
 
 /* The UTF-8 of a statement, refusing non-str and embedded NULs. */
-static const char *sql_utf8(kpy_state *st, PyObject *sql)
-{
+static const char *sql_utf8(kpy_state *st, PyObject *sql) {
     if (!PyUnicode_Check(sql)) {
         PyErr_Format(PyExc_TypeError, "the statement must be a str, not %.100s",
                      Py_TYPE(sql)->tp_name);
@@ -126,8 +120,7 @@ static const char *sql_utf8(kpy_state *st, PyObject *sql)
 }
 
 /* A name for copy_records_to_table: a non-empty str without NUL characters. */
-static int copy_name_ok(kpy_state *st, PyObject *name, const char *what)
-{
+static int copy_name_ok(kpy_state *st, PyObject *name, const char *what) {
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "copy_records_to_table: %s must be a str, not %.100s", what,
                      Py_TYPE(name)->tp_name);
@@ -147,9 +140,8 @@ static int copy_name_ok(kpy_state *st, PyObject *name, const char *what)
     return 1;
 }
 
-PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records,
-                            PyObject *columns, PyObject *schema)
-{
+PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, PyObject *columns,
+                             PyObject *schema) {
     if (!copy_name_ok(st, table, "the table name") ||
         (schema != Py_None && !copy_name_ok(st, schema, "schema_name")))
         return NULL;
@@ -192,8 +184,7 @@ PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records,
 
 /* Converts parameters as kept for an operation of kind: a statement's tuple, executemany's
  * rows, or the records of a bulk load (checked against its column list). */
-static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p)
-{
+static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p) {
     if (kind == KPY_OP_QUERY)
         return keel__py_params_from_args(st, p, params);
     if (kind == KPY_OP_MANY)
@@ -220,15 +211,13 @@ static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params 
 }
 
 /* Converts the parameters kept in op. */
-static int op_convert(kpy_op *op, kpy_params *p)
-{
+static int op_convert(kpy_op *op, kpy_params *p) {
     return convert_params(op->db->st, op->kind, op->args, p);
 }
 
 /* Starts a bulk load of the converted records p on conn. */
-static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p,
-                              keel_query_cb cb, keel_error *err)
-{
+static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_query_cb cb,
+                              keel_error *err) {
     PyObject *cols = PyTuple_GET_ITEM(op->args, 1);
     PyObject *schema = PyTuple_GET_ITEM(op->args, 2);
     const char *names_local[16];
@@ -258,8 +247,7 @@ static void query_cb(keel_result *res, const keel_error *err, void *arg);
 static void rows_cb(const keel_result *batch, void *arg);
 
 /* Starts op on conn. The statement's UTF-8 is cached in the str, so it is not recomputed. */
-static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_error *err)
-{
+static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_error *err) {
     const char *sql = op->sql != NULL ? PyUnicode_AsUTF8(op->sql) : NULL;
     switch (op->kind) {
     case KPY_OP_QUERY:
@@ -270,8 +258,7 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
                                         err);
         return keel_conn_query(conn, sql, p->values, p->nvalues, query_cb, op, err);
     case KPY_OP_MANY:
-        return keel_conn_query_many(conn, sql, p->values, p->nrows, p->ncols, query_cb, op,
-                                    err);
+        return keel_conn_query_many(conn, sql, p->values, p->nrows, p->ncols, query_cb, op, err);
     case KPY_OP_TXN:
         return keel_conn_transaction(conn, op->txn, op->depth, query_cb, op, err);
     case KPY_OP_COMMAND:
@@ -291,8 +278,7 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
 /* ---- completion ---- */
 
 /* The reply document of a command, decoded into a dict. */
-static PyObject *command_reply(kpy_state *st, const keel_result *res)
-{
+static PyObject *command_reply(kpy_state *st, const keel_result *res) {
     const keel_value *v = keel_result_value(res, 0, 0);
     if (v == NULL || v->type != KEEL_TYPE_DOCUMENT)
         return keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a command result holds no reply");
@@ -300,8 +286,7 @@ static PyObject *command_reply(kpy_state *st, const keel_result *res)
 }
 
 /* The Python value of a successful result, by mode. */
-static PyObject *build_result(kpy_op *op, const keel_result *res)
-{
+static PyObject *build_result(kpy_op *op, const keel_result *res) {
     kpy_state *st = op->db->st;
     if (op->kind == KPY_OP_COMMAND)
         return command_reply(st, res);
@@ -357,8 +342,7 @@ static PyObject *build_result(kpy_op *op, const keel_result *res)
 }
 
 /* Completes op's future with the result or the error. */
-static void op_complete(kpy_op *op, const keel_result *res, const keel_error *err)
-{
+static void op_complete(kpy_op *op, const keel_result *res, const keel_error *err) {
     kpy_state *st = op->db->st;
     /* Nobody waits for the outcome of a cancelled operation: do not build it. */
     if (op->cancelled)
@@ -390,8 +374,7 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
 }
 
 /* Appends a batch of rows to op->rows as Records. 0, or -1 with an exception. */
-static int rows_extend(kpy_op *op, const keel_result *batch)
-{
+static int rows_extend(kpy_op *op, const keel_result *batch) {
     kpy_state *st = op->db->st;
     size_t n = keel_result_nrows(batch);
     if (op->desc == NULL && (op->desc = keel__py_record_desc(batch)) == NULL)
@@ -410,8 +393,7 @@ static int rows_extend(kpy_op *op, const keel_result *batch)
     return 0;
 }
 
-static void rows_cb(const keel_result *batch, void *arg)
-{
+static void rows_cb(const keel_result *batch, void *arg) {
     kpy_op *op = arg;
     /* Nobody waits for a cancelled operation's rows, and after a failure none are needed. */
     if (op->cancelled || op->rows_exc.type != NULL)
@@ -425,8 +407,7 @@ static void rows_cb(const keel_result *batch, void *arg)
     kpy_exc_unstash(&saved);
 }
 
-static void query_cb(keel_result *res, const keel_error *err, void *arg)
-{
+static void query_cb(keel_result *res, const keel_error *err, void *arg) {
     kpy_op *op = arg;
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
@@ -446,8 +427,7 @@ static void query_cb(keel_result *res, const keel_error *err, void *arg)
     kpy_exc_unstash(&saved);
 }
 
-static void op_fail_with(kpy_op *op, const keel_error *err)
-{
+static void op_fail_with(kpy_op *op, const keel_error *err) {
     PyObject *exc = keel__py_error_new(op->db->st, err);
     if (exc == NULL) {
         keel__py_future_set_raised(op->db->st, op->fut);
@@ -458,8 +438,7 @@ static void op_fail_with(kpy_op *op, const keel_error *err)
 }
 
 /* Runs a database-level op on the connection it waited for. */
-static void start_on_acquired(kpy_op *op, keel_conn *conn)
-{
+static void start_on_acquired(kpy_op *op, keel_conn *conn) {
     kpy_params p;
     keel__py_params_init(&p);
     if (op_convert(op, &p) < 0) {
@@ -482,8 +461,7 @@ static void start_on_acquired(kpy_op *op, keel_conn *conn)
     }
 }
 
-static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg)
-{
+static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg) {
     kpy_op *op = arg;
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
@@ -512,8 +490,7 @@ static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg)
 /* ---- entry points ---- */
 
 PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObject *args,
-                            PyObject *database, Py_ssize_t column)
-{
+                            PyObject *database, Py_ssize_t column) {
     kpy_state *st = db->st;
     if (keel__py_db_ensure_open(db) < 0)
         return NULL;
@@ -609,8 +586,7 @@ fail:
     return NULL;
 }
 
-PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database)
-{
+PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database) {
     kpy_state *st = db->st;
     if (keel__py_db_ensure_open(db) < 0)
         return NULL;
@@ -655,8 +631,7 @@ PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database)
 }
 
 PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, PyObject *args,
-                              Py_ssize_t column, keel_txn_op txn, unsigned depth)
-{
+                              Py_ssize_t column, keel_txn_op txn, unsigned depth) {
     kpy_state *st = c->db->st;
     if (c->conn == NULL)
         return keel__py_raise(st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
@@ -670,7 +645,8 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         if (sql_utf8(st, sql) == NULL)
             return NULL;
         if (kind == KPY_OP_MANY) {
-            params = PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
+            params =
+                PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
             if (params == NULL)
                 return NULL;
         } else if (!PyTuple_Check(args)) {
@@ -737,8 +713,7 @@ fail:
     return NULL;
 }
 
-void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op)
-{
+void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op) {
     kpy_params p;
     keel__py_params_init(&p);
     if (op_convert(op, &p) < 0) {
@@ -761,8 +736,7 @@ void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op)
     c->running = op;
 }
 
-void keel__py_op_abandon(kpy_op *op, const char *why)
-{
+void keel__py_op_abandon(kpy_op *op, const char *why) {
     keel_error err;
     keel_error_clear(&err);
     err.code = KEEL_ERR_CLOSED;
@@ -773,8 +747,7 @@ void keel__py_op_abandon(kpy_op *op, const char *why)
 
 /* ---- cancellation ---- */
 
-static void unqueue(kpy_conn *c, kpy_op *op)
-{
+static void unqueue(kpy_conn *c, kpy_op *op) {
     kpy_op **pp = &c->qhead;
     kpy_op *prev = NULL;
     while (*pp != NULL && *pp != op) {
@@ -790,8 +763,7 @@ static void unqueue(kpy_conn *c, kpy_op *op)
 }
 
 /* The awaiting coroutine gave up on op: stop what it started, or drop what it obtained. */
-static void op_cancel(kpy_op *op)
-{
+static void op_cancel(kpy_op *op) {
     if (op->state == KPY_OP_DONE) {
         /* A connection acquired for a task that was cancelled before it could take it. */
         if (op->acquired != NULL && !op->delivered) {
@@ -825,8 +797,7 @@ static void op_cancel(kpy_op *op)
 }
 
 /* Runs op_cancel while an exception is being propagated, keeping that exception. */
-static void op_cancel_keeping_error(kpy_op *op)
-{
+static void op_cancel_keeping_error(kpy_op *op) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     op_cancel(op);
@@ -837,8 +808,7 @@ static void op_cancel_keeping_error(kpy_op *op)
 
 /* ---- the awaitable protocol ---- */
 
-static int op_ensure_iter(kpy_op *op)
-{
+static int op_ensure_iter(kpy_op *op) {
     if (op->futiter != NULL)
         return 0;
     if (op->fut == NULL) {
@@ -849,8 +819,7 @@ static int op_ensure_iter(kpy_op *op)
     return op->futiter != NULL ? 0 : -1;
 }
 
-static PyObject *op_await(kpy_op *op)
-{
+static PyObject *op_await(kpy_op *op) {
     if (op->futiter != NULL || op->delivered) {
         PyErr_SetString(PyExc_RuntimeError, "an operation can only be awaited once");
         return NULL;
@@ -861,15 +830,13 @@ static PyObject *op_await(kpy_op *op)
 }
 
 /* The outcome reached the coroutine: nothing is left to undo on cancellation. */
-static void op_delivered(kpy_op *op)
-{
+static void op_delivered(kpy_op *op) {
     op->delivered = 1;
     Py_CLEAR(op->futiter);
     Py_CLEAR(op->acquired);
 }
 
-static PySendResult op_am_send(kpy_op *op, PyObject *arg, PyObject **result)
-{
+static PySendResult op_am_send(kpy_op *op, PyObject *arg, PyObject **result) {
     if (op_ensure_iter(op) < 0) {
         *result = NULL;
         return PYGEN_ERROR;
@@ -886,8 +853,7 @@ static PySendResult op_am_send(kpy_op *op, PyObject *arg, PyObject **result)
 }
 
 /* Turns a send result into the iterator protocol (StopIteration carries the return value). */
-static PyObject *send_to_iter(PySendResult r, PyObject *result)
-{
+static PyObject *send_to_iter(PySendResult r, PyObject *result) {
     if (r == PYGEN_NEXT)
         return result;
     if (r == PYGEN_RETURN) {
@@ -903,22 +869,19 @@ static PyObject *send_to_iter(PySendResult r, PyObject *result)
     return NULL;
 }
 
-static PyObject *op_iternext(kpy_op *op)
-{
+static PyObject *op_iternext(kpy_op *op) {
     PyObject *result;
     PySendResult r = op_am_send(op, Py_None, &result);
     return send_to_iter(r, result);
 }
 
-static PyObject *op_send(kpy_op *op, PyObject *value)
-{
+static PyObject *op_send(kpy_op *op, PyObject *value) {
     PyObject *result;
     PySendResult r = op_am_send(op, value, &result);
     return send_to_iter(r, result);
 }
 
-static PyObject *op_throw(kpy_op *op, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *op_throw(kpy_op *op, PyObject *const *args, Py_ssize_t nargs) {
     /* Something is thrown into the awaiting coroutine (e.g. a cancellation): give up first. */
     op_cancel(op);
     if (PyErr_Occurred())
@@ -948,8 +911,7 @@ static PyObject *op_throw(kpy_op *op, PyObject *const *args, Py_ssize_t nargs)
     return r;
 }
 
-static PyObject *op_close(kpy_op *op, PyObject *unused)
-{
+static PyObject *op_close(kpy_op *op, PyObject *unused) {
     (void)unused;
     op_cancel(op);
     op->delivered = 1;
@@ -959,8 +921,7 @@ static PyObject *op_close(kpy_op *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *op_cancel_method(kpy_op *op, PyObject *unused)
-{
+static PyObject *op_cancel_method(kpy_op *op, PyObject *unused) {
     (void)unused;
     op_cancel(op);
     if (PyErr_Occurred())
@@ -969,26 +930,26 @@ static PyObject *op_cancel_method(kpy_op *op, PyObject *unused)
 }
 
 static PyMethodDef op_methods[] = {
-    {"send", (PyCFunction)op_send, METH_O, "Resumes the awaiting of the operation."},
-    {"throw", (PyCFunction)(void (*)(void))op_throw, METH_FASTCALL,
-     "Raises an exception at the await: the operation is cancelled first."},
-    {"close", (PyCFunction)op_close, METH_NOARGS, "Abandons the operation (cancelling it)."},
-    {"cancel", (PyCFunction)op_cancel_method, METH_NOARGS,
-     "Cancels the operation: on the server if it runs, or releases its connection."},
-    {NULL, NULL, 0, NULL},
+    { "send", (PyCFunction)op_send, METH_O, "Resumes the awaiting of the operation." },
+    { "throw", (PyCFunction)(void (*)(void))op_throw, METH_FASTCALL,
+      "Raises an exception at the await: the operation is cancelled first." },
+    { "close", (PyCFunction)op_close, METH_NOARGS, "Abandons the operation (cancelling it)." },
+    { "cancel", (PyCFunction)op_cancel_method, METH_NOARGS,
+      "Cancels the operation: on the server if it runs, or releases its connection." },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyType_Slot op_slots[] = {
-    {Py_tp_doc, "An operation in flight; await it for its result."},
-    {Py_tp_dealloc, op_dealloc},
-    {Py_tp_traverse, op_traverse},
-    {Py_tp_clear, op_clear},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, op_iternext},
-    {Py_tp_methods, op_methods},
-    {Py_am_await, op_await},
-    {Py_am_send, op_am_send},
-    {0, NULL},
+    { Py_tp_doc, "An operation in flight; await it for its result." },
+    { Py_tp_dealloc, op_dealloc },
+    { Py_tp_traverse, op_traverse },
+    { Py_tp_clear, op_clear },
+    { Py_tp_iter, PyObject_SelfIter },
+    { Py_tp_iternext, op_iternext },
+    { Py_tp_methods, op_methods },
+    { Py_am_await, op_await },
+    { Py_am_send, op_am_send },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_op_spec = {

@@ -9,16 +9,14 @@
  * index a dict mapping each name to its first position.
  */
 typedef struct kpy_record {
-    PyObject_VAR_HEAD
-    PyObject *desc;
+    PyObject_VAR_HEAD PyObject *desc;
     PyObject *values[1];
 } kpy_record;
 
 #define REC_NAMES(r) PyTuple_GET_ITEM((r)->desc, 0)
 #define REC_INDEX(r) PyTuple_GET_ITEM((r)->desc, 1)
 
-PyObject *keel__py_record_desc(const keel_result *res)
-{
+PyObject *keel__py_record_desc(const keel_result *res) {
     size_t n = keel_result_ncols(res);
     PyObject *names = PyTuple_New((Py_ssize_t)n);
     PyObject *index = PyDict_New();
@@ -26,8 +24,8 @@ PyObject *keel__py_record_desc(const keel_result *res)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         const char *s = keel_result_colname(res, i);
-        PyObject *name = PyUnicode_DecodeUTF8(s != NULL ? s : "", s != NULL ? (Py_ssize_t)strlen(s) : 0,
-                                              "replace");
+        PyObject *name = PyUnicode_DecodeUTF8(s != NULL ? s : "",
+                                              s != NULL ? (Py_ssize_t)strlen(s) : 0, "replace");
         if (name == NULL)
             goto fail;
         PyUnicode_InternInPlace(&name);
@@ -52,8 +50,7 @@ fail:
 }
 
 PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_result *res,
-                                   size_t row)
-{
+                                   size_t row) {
     size_t n = keel_result_ncols(res);
     const keel_value *vals = keel_result_row(res, row);
     kpy_record *r = PyObject_GC_NewVar(kpy_record, st->RecordType, (Py_ssize_t)n);
@@ -81,8 +78,7 @@ PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_res
     return (PyObject *)r;
 }
 
-static int record_traverse(kpy_record *r, visitproc visit, void *arg)
-{
+static int record_traverse(kpy_record *r, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(r));
     Py_VISIT(r->desc);
     for (Py_ssize_t i = 0; i < Py_SIZE(r); i++)
@@ -90,32 +86,24 @@ static int record_traverse(kpy_record *r, visitproc visit, void *arg)
     return 0;
 }
 
-static int record_clear(kpy_record *r)
-{
+static int record_clear(kpy_record *r) {
     Py_CLEAR(r->desc);
     for (Py_ssize_t i = 0; i < Py_SIZE(r); i++)
         Py_CLEAR(r->values[i]);
     return 0;
 }
 
-static void record_dealloc(kpy_record *r)
-{
+static void record_dealloc(kpy_record *r) {
     PyTypeObject *tp = Py_TYPE(r);
     PyObject_GC_UnTrack(r);
-    Py_TRASHCAN_BEGIN(r, record_dealloc)
-    record_clear(r);
+    Py_TRASHCAN_BEGIN(r, record_dealloc) record_clear(r);
     tp->tp_free((PyObject *)r);
-    Py_TRASHCAN_END
-    Py_DECREF(tp);
+    Py_TRASHCAN_END Py_DECREF(tp);
 }
 
-static Py_ssize_t record_length(kpy_record *r)
-{
-    return Py_SIZE(r);
-}
+static Py_ssize_t record_length(kpy_record *r) { return Py_SIZE(r); }
 
-static PyObject *record_item(kpy_record *r, Py_ssize_t i)
-{
+static PyObject *record_item(kpy_record *r, Py_ssize_t i) {
     if (i < 0 || i >= Py_SIZE(r)) {
         PyErr_SetString(PyExc_IndexError, "record index out of range");
         return NULL;
@@ -124,16 +112,14 @@ static PyObject *record_item(kpy_record *r, Py_ssize_t i)
 }
 
 /* Position of column key, or -1 (no exception) when there is none. */
-static Py_ssize_t record_find(kpy_record *r, PyObject *key)
-{
+static Py_ssize_t record_find(kpy_record *r, PyObject *key) {
     PyObject *pos = PyDict_GetItemWithError(REC_INDEX(r), key);
     if (pos == NULL)
         return -1;
     return PyLong_AsSsize_t(pos);
 }
 
-static PyObject *record_values_tuple(kpy_record *r)
-{
+static PyObject *record_values_tuple(kpy_record *r) {
     PyObject *t = PyTuple_New(Py_SIZE(r));
     if (t == NULL)
         return NULL;
@@ -142,8 +128,7 @@ static PyObject *record_values_tuple(kpy_record *r)
     return t;
 }
 
-static PyObject *record_subscript(kpy_record *r, PyObject *key)
-{
+static PyObject *record_subscript(kpy_record *r, PyObject *key) {
     if (PyUnicode_Check(key)) {
         Py_ssize_t i = record_find(r, key);
         if (i < 0) {
@@ -175,15 +160,13 @@ static PyObject *record_subscript(kpy_record *r, PyObject *key)
 }
 
 /* `name in record` tests the column names, as for a mapping. */
-static int record_contains(kpy_record *r, PyObject *key)
-{
+static int record_contains(kpy_record *r, PyObject *key) {
     if (!PyUnicode_Check(key))
         return 0;
     return PyDict_Contains(REC_INDEX(r), key);
 }
 
-static PyObject *record_get(kpy_record *r, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *record_get(kpy_record *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 1 || nargs > 2) {
         PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
         return NULL;
@@ -197,14 +180,12 @@ static PyObject *record_get(kpy_record *r, PyObject *const *args, Py_ssize_t nar
     return Py_NewRef(r->values[i]);
 }
 
-static PyObject *record_keys(kpy_record *r, PyObject *unused)
-{
+static PyObject *record_keys(kpy_record *r, PyObject *unused) {
     (void)unused;
     return PySequence_List(REC_NAMES(r));
 }
 
-static PyObject *record_values(kpy_record *r, PyObject *unused)
-{
+static PyObject *record_values(kpy_record *r, PyObject *unused) {
     (void)unused;
     PyObject *l = PyList_New(Py_SIZE(r));
     if (l == NULL)
@@ -214,8 +195,7 @@ static PyObject *record_values(kpy_record *r, PyObject *unused)
     return l;
 }
 
-static PyObject *record_items(kpy_record *r, PyObject *unused)
-{
+static PyObject *record_items(kpy_record *r, PyObject *unused) {
     (void)unused;
     PyObject *names = REC_NAMES(r);
     PyObject *l = PyList_New(Py_SIZE(r));
@@ -233,17 +213,13 @@ static PyObject *record_items(kpy_record *r, PyObject *unused)
 }
 
 /* Iteration yields the values, like a tuple (the sequence iterator stops at IndexError). */
-static PyObject *record_iter(kpy_record *r)
-{
-    return PySeqIter_New((PyObject *)r);
-}
+static PyObject *record_iter(kpy_record *r) { return PySeqIter_New((PyObject *)r); }
 
 /* Records compare like the tuples of their values, with each other and with tuples. */
 static PyObject *record_richcompare(PyObject *a, PyObject *b, int op);
 
 /* The values of o as a new tuple if o is a Record or a tuple; NULL without exception otherwise. */
-static PyObject *comparable(PyObject *o)
-{
+static PyObject *comparable(PyObject *o) {
     if (Py_TYPE(o)->tp_richcompare == record_richcompare)
         return record_values_tuple((kpy_record *)o);
     if (PyTuple_Check(o))
@@ -251,8 +227,7 @@ static PyObject *comparable(PyObject *o)
     return NULL;
 }
 
-static PyObject *record_richcompare(PyObject *a, PyObject *b, int op)
-{
+static PyObject *record_richcompare(PyObject *a, PyObject *b, int op) {
     PyObject *ta = comparable(a);
     if (ta == NULL) {
         if (PyErr_Occurred())
@@ -272,8 +247,7 @@ static PyObject *record_richcompare(PyObject *a, PyObject *b, int op)
     return res;
 }
 
-static Py_hash_t record_hash(kpy_record *r)
-{
+static Py_hash_t record_hash(kpy_record *r) {
     PyObject *t = record_values_tuple(r);
     if (t == NULL)
         return -1;
@@ -283,8 +257,7 @@ static Py_hash_t record_hash(kpy_record *r)
 }
 
 /* <Record id=1 name='x'> */
-static PyObject *record_repr(kpy_record *r)
-{
+static PyObject *record_repr(kpy_record *r) {
     int rc = Py_ReprEnter((PyObject *)r);
     if (rc != 0)
         return rc > 0 ? PyUnicode_FromString("<Record ...>") : NULL;
@@ -311,31 +284,31 @@ done:
 }
 
 static PyMethodDef record_methods[] = {
-    {"get", (PyCFunction)(void (*)(void))record_get, METH_FASTCALL,
-     "get(key, default=None): the value of column key, or default when there is none."},
-    {"keys", (PyCFunction)record_keys, METH_NOARGS, "The column names, in order."},
-    {"values", (PyCFunction)record_values, METH_NOARGS, "The values, in column order."},
-    {"items", (PyCFunction)record_items, METH_NOARGS, "(name, value) pairs, in column order."},
-    {NULL, NULL, 0, NULL},
+    { "get", (PyCFunction)(void (*)(void))record_get, METH_FASTCALL,
+      "get(key, default=None): the value of column key, or default when there is none." },
+    { "keys", (PyCFunction)record_keys, METH_NOARGS, "The column names, in order." },
+    { "values", (PyCFunction)record_values, METH_NOARGS, "The values, in column order." },
+    { "items", (PyCFunction)record_items, METH_NOARGS, "(name, value) pairs, in column order." },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyType_Slot record_slots[] = {
-    {Py_tp_doc, "A row of a result: r[0], r[-1], r['col'], r.get('col'), dict(r), iteration over "
-                "values like a tuple."},
-    {Py_tp_dealloc, record_dealloc},
-    {Py_tp_traverse, record_traverse},
-    {Py_tp_clear, record_clear},
-    {Py_tp_repr, record_repr},
-    {Py_tp_hash, record_hash},
-    {Py_tp_richcompare, record_richcompare},
-    {Py_tp_iter, record_iter},
-    {Py_tp_methods, record_methods},
-    {Py_sq_length, record_length},
-    {Py_sq_item, record_item},
-    {Py_sq_contains, record_contains},
-    {Py_mp_length, record_length},
-    {Py_mp_subscript, record_subscript},
-    {0, NULL},
+    { Py_tp_doc, "A row of a result: r[0], r[-1], r['col'], r.get('col'), dict(r), iteration over "
+                 "values like a tuple." },
+    { Py_tp_dealloc, record_dealloc },
+    { Py_tp_traverse, record_traverse },
+    { Py_tp_clear, record_clear },
+    { Py_tp_repr, record_repr },
+    { Py_tp_hash, record_hash },
+    { Py_tp_richcompare, record_richcompare },
+    { Py_tp_iter, record_iter },
+    { Py_tp_methods, record_methods },
+    { Py_sq_length, record_length },
+    { Py_sq_item, record_item },
+    { Py_sq_contains, record_contains },
+    { Py_mp_length, record_length },
+    { Py_mp_subscript, record_subscript },
+    { 0, NULL },
 };
 
 PyType_Spec keel__py_record_spec = {

@@ -6,7 +6,7 @@
 #include "test.h"
 
 TEST(buf_appends_and_grows) {
-    keel__buf b = {0};
+    keel__buf b = { 0 };
     for (int i = 0; i < 1000; i++)
         CHECK_INT(keel__buf_printf(&b, "%d,", i), 0);
     CHECK(b.len > 3000);
@@ -28,7 +28,7 @@ TEST(buf_appends_and_grows) {
 }
 
 TEST(arena_aligns_and_handles_large_allocations) {
-    keel__arena a = {0};
+    keel__arena a = { 0 };
     for (int i = 0; i < 10000; i++) {
         char *p = keel__arena_alloc(&a, (size_t)(i % 37));
         CHECK(p != NULL);

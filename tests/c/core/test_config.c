@@ -9,28 +9,27 @@
 #include "test.h"
 
 /* Records a failure with the error message when a call that should succeed does not. */
-#define OK(call)                                                                                 \
-    do {                                                                                         \
-        keel_status ok__st = (call);                                                             \
-        if (ok__st != KEEL_OK) {                                                                 \
-            fprintf(stderr, "  FAIL %s (%s:%d): %s -> %d: %s\n", test__current, __FILE__,         \
-                    __LINE__, #call, (int)ok__st, err.message);                                  \
-            test__failures_in_case++;                                                            \
-        }                                                                                        \
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        keel_status ok__st = (call);                                                               \
+        if (ok__st != KEEL_OK) {                                                                   \
+            fprintf(stderr, "  FAIL %s (%s:%d): %s -> %d: %s\n", test__current, __FILE__,          \
+                    __LINE__, #call, (int)ok__st, err.message);                                    \
+            test__failures_in_case++;                                                              \
+        }                                                                                          \
     } while (0)
 
 /* True when the message does not contain the secret; reports it otherwise. */
-#define CHECK_NO_SECRET(msg, secret)                                                              \
-    do {                                                                                          \
-        if (strstr((msg), (secret))) {                                                            \
-            fprintf(stderr, "  FAIL %s (%s:%d): message leaks '%s': %s\n", test__current,         \
-                    __FILE__, __LINE__, (secret), (msg));                                         \
-            test__failures_in_case++;                                                             \
-        }                                                                                         \
+#define CHECK_NO_SECRET(msg, secret)                                                               \
+    do {                                                                                           \
+        if (strstr((msg), (secret))) {                                                             \
+            fprintf(stderr, "  FAIL %s (%s:%d): message leaks '%s': %s\n", test__current,          \
+                    __FILE__, __LINE__, (secret), (msg));                                          \
+            test__failures_in_case++;                                                              \
+        }                                                                                          \
     } while (0)
 
-static keel_config *new_config(void)
-{
+static keel_config *new_config(void) {
     keel_config *cfg = NULL;
     keel_error err;
     if (keel_config_new(&cfg, &err) != KEEL_OK) {
@@ -41,8 +40,7 @@ static keel_config *new_config(void)
 }
 
 /* Writes text to a new temporary file; the path is stored in path (at least 64 bytes). */
-static void write_temp(char *path, const char *text)
-{
+static void write_temp(char *path, const char *text) {
     strcpy(path, "/tmp/keel_test_config_XXXXXX");
     int fd = mkstemp(path);
     if (fd < 0) {
@@ -58,14 +56,12 @@ static void write_temp(char *path, const char *text)
 }
 
 /* Sets path=value expecting the given error code; returns the message in err. */
-static keel_status set_err(keel_config *cfg, const char *path, const char *value, keel_error *err)
-{
+static keel_status set_err(keel_config *cfg, const char *path, const char *value, keel_error *err) {
     keel_error_clear(err);
     return keel_config_set(cfg, path, value, err);
 }
 
-TEST(url_with_query_parameters)
-{
+TEST(url_with_query_parameters) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.main.url",
@@ -106,8 +102,7 @@ TEST(url_with_query_parameters)
     keel_config_free(cfg);
 }
 
-TEST(explicit_keys_and_defaults)
-{
+TEST(explicit_keys_and_defaults) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.pg.engine", "postgres", &err));
@@ -134,8 +129,7 @@ TEST(explicit_keys_and_defaults)
     keel_config_free(cfg);
 }
 
-TEST(no_config_is_default_sqlite)
-{
+TEST(no_config_is_default_sqlite) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_validate(cfg, &err));
@@ -157,8 +151,7 @@ TEST(no_config_is_default_sqlite)
     keel_config_free(cfg);
 }
 
-TEST(set_url_convenience)
-{
+TEST(set_url_convenience) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set_url(cfg, "sqlite:///:memory:?busy_timeout=5000", &err));
@@ -179,8 +172,7 @@ TEST(set_url_convenience)
     keel_config_free(cfg);
 }
 
-TEST(pool_override_order)
-{
+TEST(pool_override_order) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "pool.min_size", "2", &err));
@@ -209,8 +201,7 @@ TEST(pool_override_order)
     keel_config_free(cfg);
 }
 
-TEST(later_values_win_field_by_field)
-{
+TEST(later_values_win_field_by_field) {
     keel_config *cfg = new_config();
     keel_error err;
     /* A url without a password keeps a password key, in either order. */
@@ -255,8 +246,7 @@ TEST(later_values_win_field_by_field)
     keel_config_free(cfg);
 }
 
-TEST(database_order_is_first_mention)
-{
+TEST(database_order_is_first_mention) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.zeta.url", "sqlite:///z.db", &err));
@@ -275,34 +265,40 @@ TEST(database_order_is_first_mention)
     keel_config_free(cfg);
 }
 
-TEST(value_errors_name_the_key)
-{
+TEST(value_errors_name_the_key) {
     keel_config *cfg = new_config();
     keel_error err;
     CHECK_INT(set_err(cfg, "databases.main.pool.max_size", "ten", &err), KEEL_ERR_CONFIG);
-    CHECK_STR(err.message, "databases.main.pool.max_size: expected a non-negative integer, got 'ten'");
+    CHECK_STR(err.message,
+              "databases.main.pool.max_size: expected a non-negative integer, got 'ten'");
     CHECK_STR(err.database, "main");
     CHECK_INT(set_err(cfg, "databases.main.pool.min_size", "-1", &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "databases.main.pool.min_size: expected a non-negative integer, got '-1'");
+    CHECK_CONTAINS(err.message,
+                   "databases.main.pool.min_size: expected a non-negative integer, got '-1'");
     CHECK_INT(set_err(cfg, "pool.max_size", "99999999999999999999999", &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "pool.max_size: expected a non-negative integer");
     CHECK_INT(set_err(cfg, "databases.main.port", "abc", &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "databases.main.port: expected a port number from 1 to 65535, got 'abc'");
+    CHECK_CONTAINS(err.message,
+                   "databases.main.port: expected a port number from 1 to 65535, got 'abc'");
     CHECK_INT(set_err(cfg, "databases.main.port", "0", &err), KEEL_ERR_CONFIG);
     CHECK_INT(set_err(cfg, "databases.main.port", "65536", &err), KEEL_ERR_CONFIG);
     CHECK_INT(set_err(cfg, "databases.main.connect_timeout", "soon", &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "databases.main.connect_timeout: expected a non-negative number of seconds");
+    CHECK_CONTAINS(err.message,
+                   "databases.main.connect_timeout: expected a non-negative number of seconds");
     CHECK_INT(set_err(cfg, "pool.acquire_timeout", "-2", &err), KEEL_ERR_CONFIG);
     CHECK_INT(set_err(cfg, "pool.acquire_timeout", "1e3", &err), KEEL_ERR_CONFIG);
     CHECK_INT(set_err(cfg, "databases.main.engine", "oracle", &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "databases.main.engine: unknown engine 'oracle'");
     CHECK_INT(set_err(cfg, "default", "not a name", &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "default: invalid database name 'not a name'");
-    CHECK_INT(set_err(cfg, "databases.main.url", "postgresql://u:hunter2@h:abc/db", &err), KEEL_ERR_URL);
+    CHECK_INT(set_err(cfg, "databases.main.url", "postgresql://u:hunter2@h:abc/db", &err),
+              KEEL_ERR_URL);
     CHECK_CONTAINS(err.message, "databases.main.url: invalid port 'abc'");
     CHECK_NO_SECRET(err.message, "hunter2");
-    CHECK_INT(set_err(cfg, "databases.main.url", "postgresql://h/db?max_size=many", &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "query parameter 'max_size': expected a non-negative integer, got 'many'");
+    CHECK_INT(set_err(cfg, "databases.main.url", "postgresql://h/db?max_size=many", &err),
+              KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message,
+                   "query parameter 'max_size': expected a non-negative integer, got 'many'");
     CHECK_INT(set_err(cfg, "databases.main.url", "${env:DATABASE_URL}", &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "a reference cannot stand for the whole URL");
     CHECK_INT(set_err(cfg, "databases.main.password", "ab${env:X", &err), KEEL_ERR_CONFIG);
@@ -319,8 +315,7 @@ TEST(value_errors_name_the_key)
     keel_config_free(cfg);
 }
 
-TEST(unknown_keys)
-{
+TEST(unknown_keys) {
     keel_config *cfg = new_config();
     keel_error err;
     CHECK_INT(set_err(cfg, "databases.main.pol.max_size", "3", &err), KEEL_ERR_CONFIG);
@@ -351,8 +346,7 @@ TEST(unknown_keys)
     keel_config_free(cfg);
 }
 
-TEST(validation_errors)
-{
+TEST(validation_errors) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.main.url", "sqlite:///x.db?min_size=5", &err));
@@ -374,7 +368,8 @@ TEST(validation_errors)
     OK(keel_config_set(cfg, "pool.min_size", "50", &err));
     OK(keel_config_set(cfg, "databases.main.url", "sqlite:///x.db", &err));
     CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "pool.min_size (50) is greater than the default pool.max_size (10)");
+    CHECK_CONTAINS(err.message,
+                   "pool.min_size (50) is greater than the default pool.max_size (10)");
     keel_config_free(cfg);
 
     cfg = new_config();
@@ -388,8 +383,7 @@ TEST(validation_errors)
     keel_config_free(cfg);
 }
 
-TEST(default_database_rules)
-{
+TEST(default_database_rules) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.main.url", "sqlite:///m.db", &err));
@@ -403,7 +397,8 @@ TEST(default_database_rules)
     OK(keel_config_set(cfg, "databases.a.url", "sqlite:///a.db", &err));
     OK(keel_config_set(cfg, "databases.b.url", "sqlite:///b.db", &err));
     CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "default: not set, and no database is named 'default' (configured: a, b)");
+    CHECK_CONTAINS(err.message,
+                   "default: not set, and no database is named 'default' (configured: a, b)");
     OK(keel_config_set(cfg, "databases.default.url", "sqlite:///d.db", &err));
     OK(keel_config_validate(cfg, &err));
     CHECK_STR(keel_config_default_database(cfg), "default");
@@ -418,8 +413,7 @@ TEST(default_database_rules)
     keel_config_free(cfg);
 }
 
-TEST(engines_missing_from_the_build)
-{
+TEST(engines_missing_from_the_build) {
     keel_config *cfg = new_config();
     keel_error err;
     keel_status st = set_err(cfg, "databases.my.url", "mysql://root:hunter2@127.0.0.1/shop", &err);
@@ -428,7 +422,8 @@ TEST(engines_missing_from_the_build)
         CHECK_STR(keel_config_database_engine(cfg, "my"), "mysql");
     } else {
         CHECK_INT(st, KEEL_ERR_CONFIG);
-        CHECK_CONTAINS(err.message, "databases.my.url: engine 'mysql' is not available in this build");
+        CHECK_CONTAINS(err.message,
+                       "databases.my.url: engine 'mysql' is not available in this build");
         CHECK_NO_SECRET(err.message, "hunter2");
     }
     st = set_err(cfg, "databases.mongo.engine", "mongodb", &err);
@@ -436,15 +431,15 @@ TEST(engines_missing_from_the_build)
         CHECK_INT(st, KEEL_OK);
     } else {
         CHECK_INT(st, KEEL_ERR_CONFIG);
-        CHECK_CONTAINS(err.message, "databases.mongo.engine: engine 'mongodb' is not available in this build");
+        CHECK_CONTAINS(err.message,
+                       "databases.mongo.engine: engine 'mongodb' is not available in this build");
     }
     st = set_err(cfg, "databases.maria.url", "mariadb://root@h/shop", &err);
     CHECK_INT(st, keel__engine_for_scheme("mariadb") ? KEEL_OK : KEEL_ERR_CONFIG);
     keel_config_free(cfg);
 }
 
-TEST(validate_calls_engine_check)
-{
+TEST(validate_calls_engine_check) {
     const keel__engine *sqlite = keel__engine_find("sqlite");
     if (!sqlite || !sqlite->check_config)
         return; /* nothing to call in this build */
@@ -462,8 +457,7 @@ TEST(validate_calls_engine_check)
     keel_config_free(cfg);
 }
 
-TEST(environment_overrides)
-{
+TEST(environment_overrides) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.main.url", "sqlite:///from-code.db", &err));
@@ -497,7 +491,8 @@ TEST(environment_overrides)
 
     setenv("KEEL_DATABASES__MAIN__PORT", "none", 1);
     CHECK_INT(keel_config_apply_env(cfg, &err), KEEL_ERR_CONFIG);
-    CHECK_CONTAINS(err.message, "environment variable KEEL_DATABASES__MAIN__PORT: databases.main.port:");
+    CHECK_CONTAINS(err.message,
+                   "environment variable KEEL_DATABASES__MAIN__PORT: databases.main.port:");
     unsetenv("KEEL_DATABASES__MAIN__PORT");
 
     setenv("KEEL_DATABASES__MAIN__URL", "postgresql://u:hunter2@h:port/db", 1);
@@ -514,8 +509,7 @@ TEST(environment_overrides)
     keel_config_free(cfg);
 }
 
-TEST(resolve_env_references)
-{
+TEST(resolve_env_references) {
     keel_error err;
     char *out = NULL;
     setenv("KEEL_TEST_DB_PASS", "pa$$word", 1);
@@ -523,7 +517,8 @@ TEST(resolve_env_references)
     OK(keel__config_resolve("${env:KEEL_TEST_DB_PASS}", "databases.main.password", &out, &err));
     CHECK_STR(out, "pa$$word");
     free(out);
-    OK(keel__config_resolve("user=${env:KEEL_TEST_DB_USER};pw=${env:KEEL_TEST_DB_PASS}!", "k", &out, &err));
+    OK(keel__config_resolve("user=${env:KEEL_TEST_DB_USER};pw=${env:KEEL_TEST_DB_PASS}!", "k", &out,
+                            &err));
     CHECK_STR(out, "user=svc;pw=pa$$word!");
     free(out);
     OK(keel__config_resolve("literal $${env:KEEL_TEST_DB_PASS} and $5 and $$", "k", &out, &err));
@@ -542,8 +537,9 @@ TEST(resolve_env_references)
                                    "databases.main.password", &out, &err),
               KEEL_ERR_CONFIG);
     CHECK(out == NULL);
-    CHECK_STR(err.message, "databases.main.password: environment variable 'KEEL_TEST_MISSING_PASS' is "
-                           "not set");
+    CHECK_STR(err.message,
+              "databases.main.password: environment variable 'KEEL_TEST_MISSING_PASS' is "
+              "not set");
     CHECK_NO_SECRET(err.message, "pa$$word");
     keel_error_clear(&err);
     CHECK_INT(keel__config_resolve("${env:KEEL_TEST_DB_PASS", "k", &out, &err), KEEL_ERR_CONFIG);
@@ -552,8 +548,7 @@ TEST(resolve_env_references)
     unsetenv("KEEL_TEST_DB_USER");
 }
 
-TEST(resolve_file_references)
-{
+TEST(resolve_file_references) {
     keel_error err;
     char path[64], path2[64], ref[128], ref2[160];
     char *out = NULL;
@@ -614,12 +609,12 @@ TEST(resolve_file_references)
     keel_config_free(cfg);
 }
 
-TEST(password_reference_inside_url)
-{
+TEST(password_reference_inside_url) {
     keel_config *cfg = new_config();
     keel_error err;
     setenv("KEEL_TEST_URL_PW", "p@ss", 1);
-    OK(keel_config_set(cfg, "databases.main.url", "postgresql://app:${env:KEEL_TEST_URL_PW}@h/db", &err));
+    OK(keel_config_set(cfg, "databases.main.url", "postgresql://app:${env:KEEL_TEST_URL_PW}@h/db",
+                       &err));
     OK(keel_config_validate(cfg, &err));
     const keel__dbconfig *d = keel__config_database(cfg, "main");
     CHECK(d != NULL);
@@ -634,32 +629,30 @@ TEST(password_reference_inside_url)
     keel_config_free(cfg);
 }
 
-TEST(yaml_good_file)
-{
+TEST(yaml_good_file) {
     char path[64];
-    write_temp(path,
-               "# keel configuration\n"
-               "default: main\n"
-               "pool:\n"
-               "  max_size: 12\n"
-               "databases:\n"
-               "  main:\n"
-               "    url: \"postgresql://app@db:5432/orders?application_name=svc\"\n"
-               "    password: ${env:KEEL_TEST_YAML_PW}\n"
-               "    connect_timeout: 2.5\n"
-               "    pool:\n"
-               "      min_size: 2\n"
-               "    options:\n"
-               "      sslmode: disable\n"
-               "  local:\n"
-               "    engine: sqlite\n"
-               "    database: ':memory:'\n"
-               "    host:\n"
-               "  local.pool.max_size: 3\n"
-               "migrations:\n"
-               "  directory: migrations\n"
-               "  enabled: true\n"
-               "cache: ~\n");
+    write_temp(path, "# keel configuration\n"
+                     "default: main\n"
+                     "pool:\n"
+                     "  max_size: 12\n"
+                     "databases:\n"
+                     "  main:\n"
+                     "    url: \"postgresql://app@db:5432/orders?application_name=svc\"\n"
+                     "    password: ${env:KEEL_TEST_YAML_PW}\n"
+                     "    connect_timeout: 2.5\n"
+                     "    pool:\n"
+                     "      min_size: 2\n"
+                     "    options:\n"
+                     "      sslmode: disable\n"
+                     "  local:\n"
+                     "    engine: sqlite\n"
+                     "    database: ':memory:'\n"
+                     "    host:\n"
+                     "  local.pool.max_size: 3\n"
+                     "migrations:\n"
+                     "  directory: migrations\n"
+                     "  enabled: true\n"
+                     "cache: ~\n");
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_load_file(cfg, path, &err));
@@ -688,8 +681,7 @@ TEST(yaml_good_file)
     keel_config_free(cfg);
 }
 
-TEST(yaml_empty_file)
-{
+TEST(yaml_empty_file) {
     char path[64];
     keel_config *cfg = new_config();
     keel_error err;
@@ -704,8 +696,7 @@ TEST(yaml_empty_file)
 }
 
 /* Loads text from a temporary file named like the user's; the error message is left in err. */
-static keel_status load_text(const char *text, char *path, keel_error *err)
-{
+static keel_status load_text(const char *text, char *path, keel_error *err) {
     write_temp(path, text);
     keel_config *cfg = new_config();
     keel_error_clear(err);
@@ -715,8 +706,7 @@ static keel_status load_text(const char *text, char *path, keel_error *err)
     return st;
 }
 
-TEST(yaml_bad_files)
-{
+TEST(yaml_bad_files) {
     char path[64], want[160];
     keel_error err;
     CHECK_INT(load_text("databases:\n"
@@ -728,26 +718,30 @@ TEST(yaml_bad_files)
                         "      max_size: x\n",
                         path, &err),
               KEEL_ERR_CONFIG);
-    snprintf(want, sizeof want, "%s:7: databases.main.pool.max_size: expected a non-negative integer, got 'x'",
-             path);
+    snprintf(want, sizeof want,
+             "%s:7: databases.main.pool.max_size: expected a non-negative integer, got 'x'", path);
     CHECK_STR(err.message, want);
 
-    CHECK_INT(load_text("databases:\n  main:\n    hosts:\n      - a\n      - b\n", path, &err), KEEL_ERR_CONFIG);
+    CHECK_INT(load_text("databases:\n  main:\n    hosts:\n      - a\n      - b\n", path, &err),
+              KEEL_ERR_CONFIG);
     snprintf(want, sizeof want, "%s:4: databases.main.hosts: lists are not supported", path);
     CHECK_CONTAINS(err.message, want);
 
     CHECK_INT(load_text("pool:\n  max_sise: 3\n", path, &err), KEEL_ERR_CONFIG);
-    snprintf(want, sizeof want, "%s:2: unknown configuration key 'pool.max_sise' (did you mean 'pool.max_size'?)",
+    snprintf(want, sizeof want,
+             "%s:2: unknown configuration key 'pool.max_sise' (did you mean 'pool.max_size'?)",
              path);
     CHECK_STR(err.message, want);
 
-    CHECK_INT(load_text("databases:\n  main:\n    url: postgresql://u:hunter2@h:99999/db\n", path, &err),
-              KEEL_ERR_URL);
+    CHECK_INT(
+        load_text("databases:\n  main:\n    url: postgresql://u:hunter2@h:99999/db\n", path, &err),
+        KEEL_ERR_URL);
     snprintf(want, sizeof want, "%s:3: databases.main.url: invalid port '99999'", path);
     CHECK_CONTAINS(err.message, want);
     CHECK_NO_SECRET(err.message, "hunter2");
 
-    CHECK_INT(load_text("databases:\n  main:\n    url: \"sqlite://\n", path, &err), KEEL_ERR_CONFIG);
+    CHECK_INT(load_text("databases:\n  main:\n    url: \"sqlite://\n", path, &err),
+              KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "invalid YAML");
     CHECK_CONTAINS(err.message, path);
 
@@ -761,22 +755,21 @@ TEST(yaml_bad_files)
     CHECK_CONTAINS(err.message, "only one YAML document");
 }
 
-TEST(yaml_unreadable_file)
-{
+TEST(yaml_unreadable_file) {
     keel_config *cfg = new_config();
     keel_error err;
     keel_error_clear(&err);
     CHECK_INT(keel_config_load_file(cfg, "/nonexistent/dir/keel.yaml", &err), KEEL_ERR_IO);
-    CHECK_STR(err.message,
-              "cannot read configuration file '/nonexistent/dir/keel.yaml': No such file or directory");
+    CHECK_STR(
+        err.message,
+        "cannot read configuration file '/nonexistent/dir/keel.yaml': No such file or directory");
     keel_error_clear(&err);
     CHECK_INT(keel_config_load_file(cfg, "/tmp", &err), KEEL_ERR_IO);
     CHECK_CONTAINS(err.message, "'/tmp': Is a directory");
     keel_config_free(cfg);
 }
 
-TEST(clone_is_equal_and_independent)
-{
+TEST(clone_is_equal_and_independent) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.main.url",
@@ -843,8 +836,7 @@ TEST(clone_is_equal_and_independent)
     keel_config_free(NULL);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(url_with_query_parameters);
     RUN(explicit_keys_and_defaults);
     RUN(no_config_is_default_sqlite);

@@ -71,7 +71,10 @@ TEST(parse_int64_refuses_what_is_not_an_int64) {
     }
     int64_t v = 42;
     CHECK_INT(keel__parse_int64("5", 0, &v), -1);
-    CHECK_INT(keel__parse_int64("1\0" "2", 3, &v), -1); /* an embedded NUL is not a digit */
+    CHECK_INT(keel__parse_int64("1\0"
+                                "2",
+                                3, &v),
+              -1); /* an embedded NUL is not a digit */
     CHECK_INT(v, 42);
 }
 
@@ -201,8 +204,8 @@ TEST(strtod_short_decimals_are_exactly_strtods) {
  * restoration is checked.
  */
 TEST(a_decimal_comma_locale_changes_nothing) {
-    static const char *const names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8",
-                                        "fr_FR.utf8",  "nl_NL.UTF-8", "ru_RU.UTF-8", NULL};
+    static const char *const names[] = { "de_DE.UTF-8", "de_DE.utf8",  "fr_FR.UTF-8", "fr_FR.utf8",
+                                         "nl_NL.UTF-8", "ru_RU.UTF-8", NULL };
     locale_t comma = (locale_t)0;
     for (const char *const *n = names; *n && !comma; n++)
         comma = newlocale(LC_NUMERIC_MASK, *n, (locale_t)0);

@@ -6,41 +6,24 @@
 
 #define USECS_PER_DAY INT64_C(86400000000)
 
-static int test_is_leap(int64_t y)
-{
-    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
+static int test_is_leap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
-static unsigned test_days_in_month(int64_t y, unsigned m)
-{
-    static const unsigned dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+static unsigned test_days_in_month(int64_t y, unsigned m) {
+    static const unsigned dim[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
     return m == 2 && test_is_leap(y) ? 29 : dim[m - 1];
 }
 
 /* Parsers are called with a length, so they must not read a terminator: these helpers pass the
  * exact length of a C string. */
-static int pdate(const char *s, int32_t *d)
-{
-    return keel__parse_date(s, strlen(s), d);
-}
+static int pdate(const char *s, int32_t *d) { return keel__parse_date(s, strlen(s), d); }
 
-static int ptime(const char *s, int64_t *t)
-{
-    return keel__parse_time(s, strlen(s), t);
-}
+static int ptime(const char *s, int64_t *t) { return keel__parse_time(s, strlen(s), t); }
 
-static int pts(const char *s, int64_t *t)
-{
-    return keel__parse_timestamp(s, strlen(s), t);
-}
+static int pts(const char *s, int64_t *t) { return keel__parse_timestamp(s, strlen(s), t); }
 
-static int ptstz(const char *s, int64_t *t)
-{
-    return keel__parse_timestamptz(s, strlen(s), t);
-}
+static int ptstz(const char *s, int64_t *t) { return keel__parse_timestamptz(s, strlen(s), t); }
 
-TEST(test_known_days)
-{
+TEST(test_known_days) {
     CHECK_INT(keel__days_from_civil(1970, 1, 1), 0);
     CHECK_INT(keel__days_from_civil(2000, 1, 1), 10957);
     CHECK_INT(keel__days_from_civil(1969, 12, 31), -1);
@@ -68,8 +51,7 @@ TEST(test_known_days)
     CHECK_INT(keel__days_from_civil(y, m, d), INT32_MIN);
 }
 
-TEST(test_every_day_round_trip)
-{
+TEST(test_every_day_round_trip) {
     /*
      * Walks every day from -800000 to +800000 (about 2190 years either side of 1970) and checks
      * that each converts back, and that each is the calendar successor of the one before it,
@@ -107,8 +89,7 @@ TEST(test_every_day_round_trip)
     CHECK_INT(bad_successor, 0);
 }
 
-TEST(test_far_dates)
-{
+TEST(test_far_dates) {
     /* Every 400-year era has 146097 days, far from 1970 too. */
     for (int64_t y = -5000000; y <= 5000000; y += 400 * 1237)
         CHECK_INT(keel__days_from_civil(y + 400, 3, 1) - keel__days_from_civil(y, 3, 1), 146097);
@@ -120,8 +101,7 @@ TEST(test_far_dates)
     }
 }
 
-TEST(test_leap_years)
-{
+TEST(test_leap_years) {
     int32_t d;
     CHECK_INT(pdate("1900-02-29", &d), -1);
     CHECK_INT(pdate("2100-02-29", &d), -1);
@@ -138,8 +118,7 @@ TEST(test_leap_years)
     CHECK_INT(keel__days_from_civil(2000, 3, 1) - keel__days_from_civil(2000, 2, 28), 2);
 }
 
-TEST(test_date_parse)
-{
+TEST(test_date_parse) {
     int32_t d;
     CHECK_INT(pdate("1970-01-01", &d), 0);
     CHECK_INT(d, 0);
@@ -160,14 +139,18 @@ TEST(test_date_parse)
     CHECK_INT(d, 10957);
 }
 
-TEST(test_date_reject)
-{
+TEST(test_date_reject) {
     static const char *const bad[] = {
-        "2024-13-01", "2024-00-10", "2024-02-30", "2024-04-31", "2024-01-00", "2024-01-32",
-        "0000-01-01", "0000-01-01 BC", "4714-11-23 BC", "4715-01-01 BC", "5874898-01-01",
-        "99999999-01-01", "24-01-01", "2024-1-01", "2024-01-1", "2024/01/01", "2024-01-01 ",
-        "2024-01-01x", "2024-01-01 bc", "2024-01-01 AD", "2024-01-01BC", "2024-01-01 13:00",
-        "-2024-01-01", "+2024-01-01", "infinity", "-infinity", "", " 2024-01-01", "2024-01-0a",
+        "2024-13-01",       "2024-00-10",    "2024-02-30",
+        "2024-04-31",       "2024-01-00",    "2024-01-32",
+        "0000-01-01",       "0000-01-01 BC", "4714-11-23 BC",
+        "4715-01-01 BC",    "5874898-01-01", "99999999-01-01",
+        "24-01-01",         "2024-1-01",     "2024-01-1",
+        "2024/01/01",       "2024-01-01 ",   "2024-01-01x",
+        "2024-01-01 bc",    "2024-01-01 AD", "2024-01-01BC",
+        "2024-01-01 13:00", "-2024-01-01",   "+2024-01-01",
+        "infinity",         "-infinity",     "",
+        " 2024-01-01",      "2024-01-0a",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int32_t d = 12345;
@@ -182,8 +165,7 @@ TEST(test_date_reject)
     CHECK_INT(keel__parse_date("2024-01-01", 9, &d), -1);
 }
 
-TEST(test_date_format)
-{
+TEST(test_date_format) {
     char buf[KEEL__TIME_TEXT_MAX];
     CHECK_INT(keel__format_date(0, buf), 10);
     CHECK_STR(buf, "1970-01-01");
@@ -212,8 +194,7 @@ TEST(test_date_format)
     CHECK_INT(bad, 0);
 }
 
-TEST(test_time_parse)
-{
+TEST(test_time_parse) {
     int64_t t;
     CHECK_INT(ptime("00:00", &t), 0);
     CHECK_INT(t, 0);
@@ -234,8 +215,7 @@ TEST(test_time_parse)
     CHECK_INT(t, USECS_PER_DAY);
 }
 
-TEST(test_time_rounding)
-{
+TEST(test_time_rounding) {
     /* More than six fraction digits round to the nearest microsecond, ties to even; these
      * agree with PostgreSQL 15 for the same input. */
     int64_t t, base = 12 * 3600 * INT64_C(1000000);
@@ -260,12 +240,14 @@ TEST(test_time_rounding)
     CHECK_INT(t, (int64_t)keel__days_from_civil(2025, 1, 1) * USECS_PER_DAY);
 }
 
-TEST(test_time_reject)
-{
+TEST(test_time_reject) {
     static const char *const bad[] = {
-        "25:00", "24:00:01", "24:01", "24:00:00.000001", "12:60", "12:00:60", "12:00:61", "1:00",
-        "12:0", "12", "12:00:", "12:00:0", "12:00:00.", "12:00:00.1x", "12:00:00 ", " 12:00",
-        "12:00:00Z", "12:00:00+01", "12-00-00", "ab:cd", "", "12:00:00.-1", "-1:00",
+        "25:00",     "24:00:01",    "24:01",     "24:00:00.000001",
+        "12:60",     "12:00:60",    "12:00:61",  "1:00",
+        "12:0",      "12",          "12:00:",    "12:00:0",
+        "12:00:00.", "12:00:00.1x", "12:00:00 ", " 12:00",
+        "12:00:00Z", "12:00:00+01", "12-00-00",  "ab:cd",
+        "",          "12:00:00.-1", "-1:00",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t t = 777;
@@ -276,8 +258,7 @@ TEST(test_time_reject)
     }
 }
 
-TEST(test_time_format)
-{
+TEST(test_time_format) {
     char buf[KEEL__TIME_TEXT_MAX];
     CHECK_INT(keel__format_time(0, buf), 8);
     CHECK_STR(buf, "00:00:00");
@@ -305,8 +286,7 @@ TEST(test_time_format)
     CHECK_INT(bad, 0);
 }
 
-TEST(test_timestamp_parse)
-{
+TEST(test_timestamp_parse) {
     int64_t t;
     CHECK_INT(pts("2024-02-29 13:45:01.123456", &t), 0);
     CHECK_INT(t, INT64_C(1709214301123456));
@@ -328,8 +308,7 @@ TEST(test_timestamp_parse)
     CHECK_INT(t, INT64_MAX);
 }
 
-TEST(test_timestamp_reject)
-{
+TEST(test_timestamp_reject) {
     static const char *const bad[] = {
         "2024-02-29",
         "2024-02-29 ",
@@ -367,8 +346,7 @@ TEST(test_timestamp_reject)
  * same instant as the general parser for every day of years 1 to 9999 and fractions of any
  * width; texts of that shape that are not valid fall through to it and are still refused.
  */
-TEST(test_timestamp_plain_form)
-{
+TEST(test_timestamp_plain_form) {
     int bad = 0;
     for (int32_t d = keel__days_from_civil(1, 1, 1); d <= keel__days_from_civil(9999, 12, 31);
          d += 7) {
@@ -378,8 +356,8 @@ TEST(test_timestamp_plain_form)
         unsigned h = (unsigned)d % 24, mi = (unsigned)d % 60, se = (unsigned)(d / 60) % 60;
         unsigned width = (unsigned)d % 7; /* 0 to 6 digits of fraction */
         char buf[40];
-        int n = snprintf(buf, sizeof buf, "%04d-%02u-%02u %02u:%02u:%02u", (int)y, m, day, h, mi,
-                         se);
+        int n =
+            snprintf(buf, sizeof buf, "%04d-%02u-%02u %02u:%02u:%02u", (int)y, m, day, h, mi, se);
         int64_t frac = 0;
         if (width) {
             buf[n++] = '.';
@@ -390,8 +368,9 @@ TEST(test_timestamp_plain_form)
                 frac = frac * 10 + (i < width ? digit : 0);
             }
         }
-        int64_t want = (int64_t)d * USECS_PER_DAY +
-                       ((int64_t)(h * 60 + mi) * 60 + se) * 1000000 + frac, got = 0;
+        int64_t want = (int64_t)d * USECS_PER_DAY + ((int64_t)(h * 60 + mi) * 60 + se) * 1000000 +
+                       frac,
+                got = 0;
         if (keel__parse_timestamp(buf, (size_t)n, &got) != 0 || got != want) {
             if (bad++ < 5)
                 fprintf(stderr, "    \"%.*s\" read as %lld\n", n, buf, (long long)got);
@@ -399,11 +378,11 @@ TEST(test_timestamp_plain_form)
     }
     CHECK_INT(bad, 0);
     static const char *const refused[] = {
-        "2023-02-29 00:00:00", "2024-02-30 13:45:00",    "2024-04-31 00:00:00",
-        "2024-13-01 00:00:00", "2024-00-10 00:00:00",    "2024-01-00 00:00:00",
-        "2024-01-01 23:60:00", "2024-01-01 23:00:60",    "2024-01-01 25:00:00",
-        "2024-01-01 2a:00:00", "2024-01-01 20:00:00.",   "2024-01-01 20:00:00.12x",
-        "2024-01-01 20:00:00x", "0000-00-00 00:00:00",   "2024/01/01 00:00:00",
+        "2023-02-29 00:00:00",  "2024-02-30 13:45:00",  "2024-04-31 00:00:00",
+        "2024-13-01 00:00:00",  "2024-00-10 00:00:00",  "2024-01-00 00:00:00",
+        "2024-01-01 23:60:00",  "2024-01-01 23:00:60",  "2024-01-01 25:00:00",
+        "2024-01-01 2a:00:00",  "2024-01-01 20:00:00.", "2024-01-01 20:00:00.12x",
+        "2024-01-01 20:00:00x", "0000-00-00 00:00:00",  "2024/01/01 00:00:00",
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         int64_t t = 555;
@@ -418,8 +397,7 @@ TEST(test_timestamp_plain_form)
     CHECK_INT(t, 2);
 }
 
-TEST(test_timestamp_format)
-{
+TEST(test_timestamp_format) {
     char buf[KEEL__TIME_TEXT_MAX];
     keel__format_timestamp(INT64_C(1709214301123456), buf);
     CHECK_STR(buf, "2024-02-29 13:45:01.123456");
@@ -452,8 +430,7 @@ TEST(test_timestamp_format)
     CHECK_INT(bad, 0);
 }
 
-TEST(test_timestamptz_parse)
-{
+TEST(test_timestamptz_parse) {
     int64_t t;
     const int64_t local = INT64_C(1709214301000000); /* 2024-02-29 13:45:01 */
     CHECK_INT(ptstz("2024-02-29 13:45:01+00", &t), 0);
@@ -488,8 +465,7 @@ TEST(test_timestamptz_parse)
     CHECK_INT(t, INT64_MAX);
 }
 
-TEST(test_timestamptz_reject)
-{
+TEST(test_timestamptz_reject) {
     static const char *const bad[] = {
         "2024-02-29 13:45:01",
         "2024-02-29 13:45:01 +05",
@@ -522,8 +498,7 @@ TEST(test_timestamptz_reject)
     }
 }
 
-TEST(test_timestamptz_format)
-{
+TEST(test_timestamptz_format) {
     char buf[KEEL__TIME_TEXT_MAX];
     CHECK_INT(keel__format_timestamptz(INT64_C(1709214301123456), buf), 32);
     CHECK_STR(buf, "2024-02-29 13:45:01.123456+00:00");
@@ -533,10 +508,9 @@ TEST(test_timestamptz_format)
     CHECK_STR(buf, "0044-03-15 12:00:00+00:00 BC");
 }
 
-TEST(test_uuid)
-{
-    static const unsigned char want[16] = {0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
-                                           0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00};
+TEST(test_uuid) {
+    static const unsigned char want[16] = { 0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
+                                            0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00 };
     static const char *const good[] = {
         "123e4567-e89b-12d3-a456-426614174000",
         "123E4567-E89B-12D3-A456-426614174000",
@@ -544,7 +518,7 @@ TEST(test_uuid)
         "{123E4567-e89b-12D3-a456-426614174000}",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-        unsigned char got[16] = {0};
+        unsigned char got[16] = { 0 };
         CHECK_INT(keel__parse_uuid(good[i], strlen(good[i]), got), 0);
         CHECK(memcmp(got, want, 16) == 0);
     }
@@ -589,8 +563,7 @@ TEST(test_uuid)
     CHECK_INT(keel__parse_uuid(NULL, 0, back), -1);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(test_known_days);
     RUN(test_every_day_round_trip);
     RUN(test_far_dates);

@@ -6,8 +6,7 @@
 #include "test.h"
 
 /* Parses url expecting success; on failure prints the message so the test output explains it. */
-static int parse_ok(const char *url, keel__url *u)
-{
+static int parse_ok(const char *url, keel__url *u) {
     keel_error err;
     keel_error_clear(&err);
     keel_status st = keel__url_parse(url, u, &err);
@@ -17,17 +16,16 @@ static int parse_ok(const char *url, keel__url *u)
 }
 
 /* Parses url into *u, or records a failure and leaves the test. */
-#define PARSE_OR_FAIL(url, u)                  \
-    do {                                       \
-        if (!parse_ok((url), (u))) {           \
-            CHECK(!"the URL should parse");    \
-            return;                            \
-        }                                      \
+#define PARSE_OR_FAIL(url, u)                                                                      \
+    do {                                                                                           \
+        if (!parse_ok((url), (u))) {                                                               \
+            CHECK(!"the URL should parse");                                                        \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* Parses url expecting KEEL_ERR_URL; the message must contain want and never secret. */
-static void check_bad(const char *url, const char *want, const char *secret)
-{
+static void check_bad(const char *url, const char *want, const char *secret) {
     keel__url u;
     keel_error err;
     keel_error_clear(&err);
@@ -43,8 +41,7 @@ static void check_bad(const char *url, const char *want, const char *secret)
         keel__url_free(&u);
 }
 
-TEST(postgresql_full)
-{
+TEST(postgresql_full) {
     keel__url u;
     PARSE_OR_FAIL("postgresql://alice:s3cret@db.example.com:5433/orders", &u);
     CHECK_STR(u.scheme, "postgresql");
@@ -57,8 +54,7 @@ TEST(postgresql_full)
     keel__url_free(&u);
 }
 
-TEST(postgres_alias_and_case)
-{
+TEST(postgres_alias_and_case) {
     keel__url u;
     PARSE_OR_FAIL("POSTGRES://127.0.0.1/app", &u);
     CHECK_STR(u.scheme, "postgresql");
@@ -76,8 +72,7 @@ TEST(postgres_alias_and_case)
     keel__url_free(&u);
 }
 
-TEST(ipv6_hosts)
-{
+TEST(ipv6_hosts) {
     keel__url u;
     PARSE_OR_FAIL("postgresql://u@[::1]:6432/db", &u);
     CHECK_STR(u.host, "::1");
@@ -95,8 +90,7 @@ TEST(ipv6_hosts)
     keel__url_free(&u);
 }
 
-TEST(percent_encoded_credentials)
-{
+TEST(percent_encoded_credentials) {
     keel__url u;
     PARSE_OR_FAIL("postgresql://bob%40corp:p%40ss%3Aw%2Ford%25%3F@host/my%20db", &u);
     CHECK_STR(u.user, "bob@corp");
@@ -120,8 +114,7 @@ TEST(percent_encoded_credentials)
     keel__url_free(&u);
 }
 
-TEST(socket_directory_host)
-{
+TEST(socket_directory_host) {
     keel__url u;
     PARSE_OR_FAIL("postgresql://%2Fvar%2Frun%2Fpostgresql/app", &u);
     CHECK_STR(u.host, "/var/run/postgresql");
@@ -129,10 +122,10 @@ TEST(socket_directory_host)
     keel__url_free(&u);
 }
 
-TEST(query_parameters)
-{
+TEST(query_parameters) {
     keel__url u;
-    PARSE_OR_FAIL("postgresql://h/db?sslmode=require&application_name=my+app&&x=a%20b%26c&empty=", &u);
+    PARSE_OR_FAIL("postgresql://h/db?sslmode=require&application_name=my+app&&x=a%20b%26c&empty=",
+                  &u);
     CHECK_INT(u.nparams, 4);
     if (u.nparams == 4) {
         CHECK_STR(u.keys[0], "sslmode");
@@ -152,8 +145,7 @@ TEST(query_parameters)
     keel__url_free(&u);
 }
 
-TEST(sqlite_forms)
-{
+TEST(sqlite_forms) {
     keel__url u;
     PARSE_OR_FAIL("sqlite:///relative/path.db", &u);
     CHECK_STR(u.scheme, "sqlite");
@@ -194,8 +186,7 @@ TEST(sqlite_forms)
     keel__url_free(&u);
 }
 
-TEST(later_engines)
-{
+TEST(later_engines) {
     keel__url u;
     PARSE_OR_FAIL("mysql://root@127.0.0.1:3306/shop", &u);
     CHECK_STR(u.scheme, "mysql");
@@ -222,8 +213,7 @@ TEST(later_engines)
     keel__url_free(&u);
 }
 
-TEST(bad_ports)
-{
+TEST(bad_ports) {
     check_bad("postgresql://u:hunter2@h:abc/db", "invalid port 'abc'", "hunter2");
     check_bad("postgresql://u:hunter2@h:0/db", "invalid port '0'", "hunter2");
     check_bad("postgresql://u:hunter2@h:70000/db", "invalid port '70000'", "hunter2");
@@ -234,8 +224,7 @@ TEST(bad_ports)
     check_bad("postgresql://u:hunter2@h:abc/db", "'postgresql://u:***@h:abc/db'", "hunter2");
 }
 
-TEST(bad_schemes)
-{
+TEST(bad_schemes) {
     check_bad("foo://u:hunter2@h/db", "unsupported URL scheme 'foo'", "hunter2");
     check_bad("foo://u:hunter2@h/db", "expected postgresql", "hunter2");
     check_bad("localhost/db", "missing scheme", NULL);
@@ -246,8 +235,7 @@ TEST(bad_schemes)
     check_bad("sqlite:relative.db", "expected '//' after 'sqlite:'", NULL);
 }
 
-TEST(bad_hosts)
-{
+TEST(bad_hosts) {
     check_bad("postgresql://u:hunter2@[::1/db", "unterminated IPv6 address", "hunter2");
     check_bad("postgresql://u:hunter2@[::1]x/db", "after the IPv6 address", "hunter2");
     check_bad("postgresql://[zz::1]/db", "invalid IPv6 address", NULL);
@@ -261,40 +249,40 @@ TEST(bad_hosts)
     check_bad("sqlite://u:hunter2@/x.db", "unexpected host or credentials", "hunter2");
 }
 
-TEST(bad_query_and_escapes)
-{
-    check_bad("postgresql://u:hunter2@h/db?sslmode", "query parameter 'sslmode' has no value", "hunter2");
+TEST(bad_query_and_escapes) {
+    check_bad("postgresql://u:hunter2@h/db?sslmode", "query parameter 'sslmode' has no value",
+              "hunter2");
     check_bad("postgresql://h/db?a=1&=2", "empty name", NULL);
     check_bad("postgresql://h/my%zzdb", "invalid percent-escape '%zz' in the database name", NULL);
     check_bad("postgresql://h/db%2", "invalid percent-escape '%2' in the database name", NULL);
     check_bad("postgresql://h/db%00x", "invalid percent-escape", NULL);
-    check_bad("postgresql://u:hun%zzter2@h/db", "invalid percent-escape in the password", "hun%zzter2");
+    check_bad("postgresql://u:hun%zzter2@h/db", "invalid percent-escape in the password",
+              "hun%zzter2");
     check_bad("postgresql://u:hun%zzter2@h/db", "invalid percent-escape in the password", "zzter2");
     check_bad("postgresql://h/db?password=hun%zzter2", "invalid percent-escape", "zzter2");
-    check_bad("postgresql://u:hunter2@h/db name", "whitespace or control character at offset", "hunter2");
+    check_bad("postgresql://u:hunter2@h/db name", "whitespace or control character at offset",
+              "hunter2");
 }
 
-TEST(password_with_unencoded_question_mark_is_not_echoed)
-{
+TEST(password_with_unencoded_question_mark_is_not_echoed) {
     /* The '?' makes the password look like host and port; neither may appear in the message. */
     check_bad("postgresql://u:topsecret?xyz@host:5432/db", "invalid port", "topsecret");
     check_bad("postgresql://u:topsecret?xyz@host:5432/db", "percent-encode", "xyz");
 }
 
-TEST(redaction)
-{
+TEST(redaction) {
     struct {
         const char *in, *out;
     } cases[] = {
-        {"postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"},
-        {"postgresql://u@h/db", "postgresql://u@h/db"},
-        {"postgresql://h/db?sslmode=require", "postgresql://h/db?sslmode=require"},
-        {"postgresql://u:s@cr/et@h/db?password=x&sslmode=require&SSLPassword=y",
-         "postgresql://u:***@h/db?password=***&sslmode=require&SSLPassword=***"},
-        {"u:secret@h/db", "u:***@h/db"},
-        {"postgresql://u:sec?ret@h/db", "postgresql://u:***@h/db"},
-        {"sqlite::memory:", "sqlite::memory:"},
-        {"", ""},
+        { "postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db" },
+        { "postgresql://u@h/db", "postgresql://u@h/db" },
+        { "postgresql://h/db?sslmode=require", "postgresql://h/db?sslmode=require" },
+        { "postgresql://u:s@cr/et@h/db?password=x&sslmode=require&SSLPassword=y",
+          "postgresql://u:***@h/db?password=***&sslmode=require&SSLPassword=***" },
+        { "u:secret@h/db", "u:***@h/db" },
+        { "postgresql://u:sec?ret@h/db", "postgresql://u:***@h/db" },
+        { "sqlite::memory:", "sqlite::memory:" },
+        { "", "" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *r = keel__url_redact(cases[i].in);
@@ -303,8 +291,7 @@ TEST(redaction)
     }
 }
 
-TEST(free_is_idempotent)
-{
+TEST(free_is_idempotent) {
     keel__url u;
     PARSE_OR_FAIL("postgresql://u:p@h/db?a=b", &u);
     keel__url_free(&u);
@@ -314,8 +301,7 @@ TEST(free_is_idempotent)
     CHECK_INT(u.nparams, 0);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(postgresql_full);
     RUN(postgres_alias_and_case);
     RUN(ipv6_hosts);

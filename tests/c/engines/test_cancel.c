@@ -13,18 +13,18 @@ typedef struct fake {
     keel__cancel k;
     uint64_t op_seq;
     int running;
-    int end_after;   /* the operation ends when this many requests were answered (0: never) */
+    int end_after;     /* the operation ends when this many requests were answered (0: never) */
     int next_op_after; /* a new operation starts when this many requests were answered */
     int fail_prepare;
     int prepared, released;
     int released_off_loop_thread;
     atomic_int sent;
     atomic_int sent_on_loop_thread;
-    atomic_int hold;  /* the worker waits in send while set */
-    int done;         /* set when released reaches done_after */
+    atomic_int hold; /* the worker waits in send while set */
+    int done;        /* set when released reaches done_after */
     int done_after;
-    int settled;      /* calls of settled */
-    int answered;     /* its last answered */
+    int settled;                 /* calls of settled */
+    int answered;                /* its last answered */
     int released_before_settled; /* the request was freed before the end went on */
 } fake;
 

@@ -67,7 +67,7 @@ static void lookup(const char *const *names, size_t n, keel__dns_cb cb, outcome 
 }
 
 TEST(names_and_addresses_come_back_in_order_on_the_loop_thread) {
-    static const char *const names[] = {"localhost", "127.0.0.1", "::1"};
+    static const char *const names[] = { "localhost", "127.0.0.1", "::1" };
     outcome o;
     lookup(names, 3, record, &o);
     CHECK_INT(o.calls, 1);
@@ -84,7 +84,7 @@ TEST(names_and_addresses_come_back_in_order_on_the_loop_thread) {
 }
 
 TEST(a_name_that_does_not_resolve_leaves_a_message_and_the_others_resolve) {
-    static const char *const names[] = {"no-such-host.invalid", "127.0.0.1"};
+    static const char *const names[] = { "no-such-host.invalid", "127.0.0.1" };
     outcome o;
     lookup(names, 2, record, &o);
     CHECK_INT(o.calls, 1);
@@ -106,7 +106,7 @@ TEST(a_job_without_names_still_answers) {
 }
 
 TEST(the_callback_may_keep_the_addresses) {
-    static const char *const names[] = {"127.0.0.1"};
+    static const char *const names[] = { "127.0.0.1" };
     outcome o;
     lookup(names, 1, record_and_take, &o);
     CHECK_INT(o.ntaken, 1);

@@ -23,8 +23,7 @@ static char env_db[64];
 static char test_user[64];
 
 /* The test URL without its database, so that commands go to libmongoc's default. */
-static void url_without_database(char *out, size_t size)
-{
+static void url_without_database(char *out, size_t size) {
     const char *url = mongo_url();
     const char *hosts = strstr(url, "://");
     hosts = hosts ? hosts + 3 : url;
@@ -38,9 +37,8 @@ static void url_without_database(char *out, size_t size)
 }
 
 /* Opens a db on the test server and this run's database, with extra settings as open_url. */
-static keel_db *open_db(const char *const *extra)
-{
-    const char *all[32] = {"databases.default.database", test_db};
+static keel_db *open_db(const char *const *extra) {
+    const char *all[32] = { "databases.default.database", test_db };
     size_t n = 2;
     for (size_t i = 0; extra && extra[i] && n + 2 < sizeof all / sizeof all[0]; i += 2) {
         all[n++] = extra[i];
@@ -58,8 +56,7 @@ typedef struct call {
     keel_error err;
 } call;
 
-static void on_done(keel_result *res, const keel_error *err, void *arg)
-{
+static void on_done(keel_result *res, const keel_error *err, void *arg) {
     call *x = arg;
     x->done = 1;
     x->res = res;
@@ -73,8 +70,7 @@ static void on_done(keel_result *res, const keel_error *err, void *arg)
  * reply document and *affected (when given) the result's affected count.
  */
 static keel_status run_full(keel_db *db, keel_conn *c, const char *dbname, const bson_t *cmd,
-                            bson_t *reply, int64_t *affected, keel_error *err)
-{
+                            bson_t *reply, int64_t *affected, keel_error *err) {
     call x;
     memset(&x, 0, sizeof x);
     keel_error_clear(err);
@@ -82,8 +78,7 @@ static keel_status run_full(keel_db *db, keel_conn *c, const char *dbname, const
         bson_init(reply);
     if (!c)
         return KEEL_ERR_CLOSED;
-    keel_status st =
-        keel_conn_command(c, dbname, bson_get_data(cmd), cmd->len, on_done, &x, err);
+    keel_status st = keel_conn_command(c, dbname, bson_get_data(cmd), cmd->len, on_done, &x, err);
     if (st != KEEL_OK)
         return st;
     st = keel_loop_run(keel_db_loop(db), &x.done);
@@ -112,8 +107,7 @@ static keel_status run_full(keel_db *db, keel_conn *c, const char *dbname, const
 }
 
 /* Runs a command that must succeed; the reply goes to *reply when given. */
-static int run_ok(keel_db *db, keel_conn *c, const bson_t *cmd, bson_t *reply)
-{
+static int run_ok(keel_db *db, keel_conn *c, const bson_t *cmd, bson_t *reply) {
     keel_error err;
     keel_status st = run_full(db, c, NULL, cmd, reply, NULL, &err);
     if (st != KEEL_OK) {
@@ -128,8 +122,7 @@ static int run_ok(keel_db *db, keel_conn *c, const bson_t *cmd, bson_t *reply)
 }
 
 /* Runs a command that must fail; returns its error. */
-static keel_error run_fail(keel_db *db, keel_conn *c, const bson_t *cmd)
-{
+static keel_error run_fail(keel_db *db, keel_conn *c, const bson_t *cmd) {
     keel_error err;
     if (run_full(db, c, NULL, cmd, NULL, NULL, &err) == KEEL_OK) {
         fprintf(stderr, "  the command succeeded but should have failed\n");
@@ -139,8 +132,7 @@ static keel_error run_fail(keel_db *db, keel_conn *c, const bson_t *cmd)
 }
 
 /* Drops a collection of the test database, ignoring "ns not found". */
-static void drop(keel_db *db, keel_conn *c, const char *coll)
-{
+static void drop(keel_db *db, keel_conn *c, const char *coll) {
     bson_t cmd = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&cmd, "drop", coll);
     keel_error err;
@@ -149,8 +141,7 @@ static void drop(keel_db *db, keel_conn *c, const char *coll)
 }
 
 /* {count: coll, query: filter} through the engine; -1 on failure. */
-static int64_t count_docs(keel_db *db, keel_conn *c, const char *coll, const bson_t *filter)
-{
+static int64_t count_docs(keel_db *db, keel_conn *c, const char *coll, const bson_t *filter) {
     bson_t cmd = BSON_INITIALIZER, reply;
     BSON_APPEND_UTF8(&cmd, "count", coll);
     if (filter)
@@ -165,14 +156,13 @@ static int64_t count_docs(keel_db *db, keel_conn *c, const char *coll, const bso
 }
 
 /* Copies the first document of reply's cursor.firstBatch into *out; 0 when there is none. */
-static int first_doc(const bson_t *reply, bson_t *out)
-{
+static int first_doc(const bson_t *reply, bson_t *out) {
     bson_iter_t it, batch;
     uint32_t len;
     const uint8_t *data;
     if (!bson_iter_init(&it, reply) || !bson_iter_find_descendant(&it, "cursor.firstBatch", &it) ||
-        !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &batch) ||
-        !bson_iter_next(&batch) || !BSON_ITER_HOLDS_DOCUMENT(&batch))
+        !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &batch) || !bson_iter_next(&batch) ||
+        !BSON_ITER_HOLDS_DOCUMENT(&batch))
         return 0;
     bson_iter_document(&batch, &len, &data);
     bson_t view;
@@ -183,8 +173,7 @@ static int first_doc(const bson_t *reply, bson_t *out)
 }
 
 /* The cursor id of a find/aggregate/getMore reply, and the number of documents in its batch. */
-static int64_t cursor_batch(const bson_t *reply, size_t *ndocs, int64_t *sum_of_i)
-{
+static int64_t cursor_batch(const bson_t *reply, size_t *ndocs, int64_t *sum_of_i) {
     bson_iter_t it, batch, doc;
     int64_t id = -1;
     *ndocs = 0;
@@ -207,15 +196,13 @@ static int64_t cursor_batch(const bson_t *reply, size_t *ndocs, int64_t *sum_of_
     return id;
 }
 
-static void print_json(const char *label, const bson_t *b)
-{
+static void print_json(const char *label, const bson_t *b) {
     char *json = bson_as_canonical_extended_json(b, NULL);
     fprintf(stderr, "  %s: %.2000s\n", label, json ? json : "(null)");
     bson_free(json);
 }
 
-TEST(insert_and_find_round_trip_every_bson_type)
-{
+TEST(insert_and_find_round_trip_every_bson_type) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     drop(db, c, "types");
@@ -230,11 +217,12 @@ TEST(insert_and_find_round_trip_every_bson_type)
     BSON_APPEND_INT64(&doc, "i64", INT64_MAX);
     BSON_APPEND_DOUBLE(&doc, "dbl", -1.5e300);
     BSON_APPEND_DOUBLE(&doc, "inf", INFINITY);
-    BSON_APPEND_UTF8(&doc, "str", "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac");
-    const uint8_t bytes[6] = {0, 1, 2, 0xff, 0, 0x80};
+    BSON_APPEND_UTF8(&doc, "str",
+                     "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac");
+    const uint8_t bytes[6] = { 0, 1, 2, 0xff, 0, 0x80 };
     BSON_APPEND_BINARY(&doc, "bin", BSON_SUBTYPE_BINARY, bytes, sizeof bytes);
-    const uint8_t uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                              0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const uint8_t uuid[16] = { 0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                               0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11 };
     BSON_APPEND_BINARY(&doc, "uuid", BSON_SUBTYPE_UUID, uuid, sizeof uuid);
     bson_oid_t other;
     bson_oid_init_from_string(&other, "0123456789abcdef01234567");
@@ -320,8 +308,7 @@ TEST(insert_and_find_round_trip_every_bson_type)
     keel_db_close(db);
 }
 
-TEST(update_delete_count_and_aggregate)
-{
+TEST(update_delete_count_and_aggregate) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     drop(db, c, "crud");
@@ -440,8 +427,7 @@ TEST(update_delete_count_and_aggregate)
     keel_db_close(db);
 }
 
-TEST(ten_megabyte_document_round_trips)
-{
+TEST(ten_megabyte_document_round_trips) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     drop(db, c, "big");
@@ -481,8 +467,7 @@ TEST(ten_megabyte_document_round_trips)
     keel_db_close(db);
 }
 
-TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors)
-{
+TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors) {
     enum { TOTAL = 100000, PER_INSERT = 20000 };
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
@@ -558,8 +543,8 @@ TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors)
     bson_append_array_end(&cmd, &ids);
     CHECK(run_ok(db, c, &cmd, &reply));
     bson_iter_t it;
-    CHECK(bson_iter_init(&it, &reply) &&
-          bson_iter_find_descendant(&it, "cursorsKilled.0", &it) && bson_iter_as_int64(&it) == id);
+    CHECK(bson_iter_init(&it, &reply) && bson_iter_find_descendant(&it, "cursorsKilled.0", &it) &&
+          bson_iter_as_int64(&it) == id);
     bson_destroy(&reply);
     bson_destroy(&cmd);
     bson_init(&cmd);
@@ -573,12 +558,11 @@ TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors)
     keel_db_close(db);
 }
 
-TEST(reads_that_may_go_to_a_secondary_find_their_cursor_again)
-{
+TEST(reads_that_may_go_to_a_secondary_find_their_cursor_again) {
     /* With a non-primary read preference keel picks the server of a read itself and sends
      * getMore and killCursors to the server that holds the cursor. */
-    const char *extra[] = {"databases.default.options.readPreference", "secondaryPreferred",
-                           NULL};
+    const char *extra[] = { "databases.default.options.readPreference", "secondaryPreferred",
+                            NULL };
     keel_db *db = open_db(extra);
     keel_conn *c = acquire(db);
     drop(db, c, "secondary");
@@ -628,8 +612,7 @@ TEST(reads_that_may_go_to_a_secondary_find_their_cursor_again)
     keel_db_close(db);
 }
 
-TEST(duplicate_key_is_an_integrity_error_naming_the_document)
-{
+TEST(duplicate_key_is_an_integrity_error_naming_the_document) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     drop(db, c, "uniq");
@@ -647,7 +630,7 @@ TEST(duplicate_key_is_an_integrity_error_naming_the_document)
     CHECK(run_ok(db, c, &cmd, NULL));
     bson_destroy(&cmd);
 
-    static const char *const emails[] = {"a@x", "b@x", "c@x", "a@x", "d@x"};
+    static const char *const emails[] = { "a@x", "b@x", "c@x", "a@x", "d@x" };
     bson_init(&cmd);
     BSON_APPEND_UTF8(&cmd, "insert", "uniq");
     BSON_APPEND_ARRAY_BEGIN(&cmd, "documents", &docs);
@@ -673,8 +656,7 @@ TEST(duplicate_key_is_an_integrity_error_naming_the_document)
     keel_db_close(db);
 }
 
-TEST(server_errors_map_to_statuses)
-{
+TEST(server_errors_map_to_statuses) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     drop(db, c, "errs");
@@ -752,8 +734,7 @@ TEST(server_errors_map_to_statuses)
     keel_db_close(db);
 }
 
-TEST(bad_input_fails_synchronously)
-{
+TEST(bad_input_fails_synchronously) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     call x;
@@ -781,7 +762,7 @@ TEST(bad_input_fails_synchronously)
     CHECK_INT(keel_conn_command(c, NULL, bad, cmd.len, on_done, &x, &err),
               KEEL_ERR_INVALID_ARGUMENT);
     CHECK_CONTAINS(err.message, "BSON");
-    const uint8_t empty[5] = {5, 0, 0, 0, 0};
+    const uint8_t empty[5] = { 5, 0, 0, 0, 0 };
     CHECK_INT(keel_conn_command(c, NULL, empty, sizeof empty, on_done, &x, &err),
               KEEL_ERR_INVALID_ARGUMENT);
     CHECK_INT(keel_conn_command(c, "", bson_get_data(&cmd), cmd.len, on_done, &x, &err),
@@ -811,8 +792,7 @@ TEST(bad_input_fails_synchronously)
 }
 
 /* Inserts {_id: id} into coll, with the result expected. */
-static keel_status insert_id(keel_db *db, keel_conn *c, const char *coll, int id, keel_error *err)
-{
+static keel_status insert_id(keel_db *db, keel_conn *c, const char *coll, int id, keel_error *err) {
     bson_t cmd = BSON_INITIALIZER, docs, d;
     BSON_APPEND_UTF8(&cmd, "insert", coll);
     BSON_APPEND_ARRAY_BEGIN(&cmd, "documents", &docs);
@@ -826,8 +806,7 @@ static keel_status insert_id(keel_db *db, keel_conn *c, const char *coll, int id
 }
 
 /* How many documents of coll have _id id, by a find (count is not allowed in a transaction). */
-static int64_t count_id(keel_db *db, keel_conn *c, const char *coll, int id)
-{
+static int64_t count_id(keel_db *db, keel_conn *c, const char *coll, int id) {
     bson_t cmd = BSON_INITIALIZER, filter, reply;
     BSON_APPEND_UTF8(&cmd, "find", coll);
     BSON_APPEND_DOCUMENT_BEGIN(&cmd, "filter", &filter);
@@ -842,9 +821,8 @@ static int64_t count_id(keel_db *db, keel_conn *c, const char *coll, int id)
     return ok ? (int64_t)n : -1;
 }
 
-TEST(transactions_commit_and_abort)
-{
-    const char *extra[] = {"databases.default.pool.max_size", "2", NULL};
+TEST(transactions_commit_and_abort) {
+    const char *extra[] = { "databases.default.pool.max_size", "2", NULL };
     keel_db *db = open_db(extra);
     keel_conn *c = acquire(db);
     keel_conn *other = acquire(db);
@@ -874,12 +852,10 @@ TEST(transactions_commit_and_abort)
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
     call x;
     memset(&x, 0, sizeof x);
-    const keel_txn_op nested[] = {KEEL_TXN_SAVEPOINT, KEEL_TXN_RELEASE, KEEL_TXN_ROLLBACK_TO};
+    const keel_txn_op nested[] = { KEEL_TXN_SAVEPOINT, KEEL_TXN_RELEASE, KEEL_TXN_ROLLBACK_TO };
     for (size_t i = 0; i < 3; i++) {
-        CHECK_INT(keel_conn_transaction(c, nested[i], 1, on_done, &x, &err),
-                  KEEL_ERR_UNSUPPORTED);
-        CHECK_STR(err.message,
-                  "MongoDB has no savepoints: nested transactions are not supported");
+        CHECK_INT(keel_conn_transaction(c, nested[i], 1, on_done, &x, &err), KEEL_ERR_UNSUPPORTED);
+        CHECK_STR(err.message, "MongoDB has no savepoints: nested transactions are not supported");
     }
     CHECK_INT(x.done, 0);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
@@ -907,9 +883,8 @@ TEST(transactions_commit_and_abort)
     keel_db_close(db);
 }
 
-TEST(release_inside_a_transaction_rolls_back)
-{
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+TEST(release_inside_a_transaction_rolls_back) {
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_db(extra);
     keel_conn *c = acquire(db);
     drop(db, c, "txn_release");
@@ -938,9 +913,8 @@ TEST(release_inside_a_transaction_rolls_back)
     keel_db_close(db);
 }
 
-TEST(unreachable_server_fails_fast_without_the_password)
-{
-    const char *extra[] = {"databases.default.connect_timeout", "1", NULL};
+TEST(unreachable_server_fails_fast_without_the_password) {
+    const char *extra[] = { "databases.default.connect_timeout", "1", NULL };
     keel_db *db = open_url("mongodb://keeluser:s3cr3t-pw@127.0.0.1:1/keel_test", extra);
     keel_conn *c = NULL;
     keel_error err;
@@ -954,14 +928,13 @@ TEST(unreachable_server_fails_fast_without_the_password)
     keel_db_close(db);
 }
 
-TEST(silent_server_times_out_the_connect)
-{
+TEST(silent_server_times_out_the_connect) {
     /* A socket that accepts connections (the kernel does) but never answers the handshake. */
     int port = 0;
     int fd = silent_listener(&port);
     char url[128];
     snprintf(url, sizeof url, "mongodb://keeluser:pw-never-shown@127.0.0.1:%d/keel_test", port);
-    const char *extra[] = {"databases.default.connect_timeout", "0.5", NULL};
+    const char *extra[] = { "databases.default.connect_timeout", "0.5", NULL };
     keel_db *db = open_url(url, extra);
     keel_conn *c = NULL;
     keel_error err;
@@ -974,11 +947,11 @@ TEST(silent_server_times_out_the_connect)
     close(fd);
 }
 
-TEST(secrets_and_the_default_database_are_resolved_at_connect)
-{
+TEST(secrets_and_the_default_database_are_resolved_at_connect) {
     /* The database name comes from the environment, read when the connection opens. */
     setenv("KEEL_TEST_MONGO_DBNAME", env_db, 1);
-    const char *from_env[] = {"databases.default.database", "${env:KEEL_TEST_MONGO_DBNAME}", NULL};
+    const char *from_env[] = { "databases.default.database", "${env:KEEL_TEST_MONGO_DBNAME}",
+                               NULL };
     keel_db *db = open_url(mongo_url(), from_env);
     keel_conn *c = acquire(db);
     drop(db, c, "resolved");
@@ -1021,13 +994,11 @@ TEST(secrets_and_the_default_database_are_resolved_at_connect)
 }
 
 /* Runs cmd against the admin database. */
-static keel_status run_admin(keel_db *db, keel_conn *c, const bson_t *cmd, keel_error *err)
-{
+static keel_status run_admin(keel_db *db, keel_conn *c, const bson_t *cmd, keel_error *err) {
     return run_full(db, c, "admin", cmd, NULL, NULL, err);
 }
 
-TEST(credentials_are_resolved_at_every_connect_and_never_shown)
-{
+TEST(credentials_are_resolved_at_every_connect_and_never_shown) {
     const char *user = test_user;
     static const char password[] = "p@ss:w/rd%?#&=";
     keel_db *admin = open_db(NULL);
@@ -1053,10 +1024,15 @@ TEST(credentials_are_resolved_at_every_connect_and_never_shown)
     /* The password holds every character a URI treats specially; it comes from the
      * environment, read again by every new connection. */
     setenv("KEEL_TEST_MONGO_PW", password, 1);
-    const char *extra[] = {"databases.default.user", user,
-                           "databases.default.password", "${env:KEEL_TEST_MONGO_PW}",
-                           "databases.default.options.authSource", "admin",
-                           "databases.default.pool.max_size", "2", NULL};
+    const char *extra[] = { "databases.default.user",
+                            user,
+                            "databases.default.password",
+                            "${env:KEEL_TEST_MONGO_PW}",
+                            "databases.default.options.authSource",
+                            "admin",
+                            "databases.default.pool.max_size",
+                            "2",
+                            NULL };
     keel_db *db = open_db(extra);
     keel_conn *c = acquire(db);
     CHECK_INT(insert_id(db, c, "auth", 1, &err), KEEL_OK);
@@ -1085,15 +1061,13 @@ TEST(credentials_are_resolved_at_every_connect_and_never_shown)
 
 /* ---- cancel ---- */
 
-static void on_cancel_timer(void *arg)
-{
+static void on_cancel_timer(void *arg) {
     call *x = arg;
     keel_conn_cancel(x->conn);
 }
 
 /* Turns the failCommand fail point on (blocking the next find of appName for ms) or off. */
-static keel_status fail_point(keel_db *db, keel_conn *c, const char *app, int ms, keel_error *err)
-{
+static keel_status fail_point(keel_db *db, keel_conn *c, const char *app, int ms, keel_error *err) {
     bson_t cmd = BSON_INITIALIZER, mode, data, names;
     BSON_APPEND_UTF8(&cmd, "configureFailPoint", "failCommand");
     if (ms > 0) {
@@ -1116,11 +1090,10 @@ static keel_status fail_point(keel_db *db, keel_conn *c, const char *app, int ms
     return st;
 }
 
-TEST(cancel_before_the_command_is_sent_and_while_it_runs)
-{
+TEST(cancel_before_the_command_is_sent_and_while_it_runs) {
     char app[64];
     snprintf(app, sizeof app, "keel-cancel-%ld", (long)getpid());
-    const char *extra[] = {"databases.default.options.appName", app, NULL};
+    const char *extra[] = { "databases.default.options.appName", app, NULL };
     keel_db *db = open_db(extra);
     keel_conn *c = acquire(db);
     drop(db, c, "cancel");
@@ -1182,8 +1155,7 @@ TEST(cancel_before_the_command_is_sent_and_while_it_runs)
     keel_db_close(db);
 }
 
-TEST(closing_the_db_while_a_command_runs_reports_closed)
-{
+TEST(closing_the_db_while_a_command_runs_reports_closed) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     bson_t cmd = BSON_INITIALIZER;
@@ -1191,8 +1163,7 @@ TEST(closing_the_db_while_a_command_runs_reports_closed)
     call x;
     memset(&x, 0, sizeof x);
     keel_error err;
-    CHECK_INT(keel_conn_command(c, NULL, bson_get_data(&cmd), cmd.len, on_done, &x, &err),
-              KEEL_OK);
+    CHECK_INT(keel_conn_command(c, NULL, bson_get_data(&cmd), cmd.len, on_done, &x, &err), KEEL_OK);
     keel_db_close(db);
     CHECK_INT(x.done, 1);
     CHECK_INT(x.err.code, KEEL_ERR_CLOSED);
@@ -1202,9 +1173,8 @@ TEST(closing_the_db_while_a_command_runs_reports_closed)
     bson_destroy(&cmd);
 }
 
-TEST(release_while_running_returns_the_connection)
-{
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+TEST(release_while_running_returns_the_connection) {
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_db(extra);
     keel_conn *c = acquire(db);
     bson_t cmd = BSON_INITIALIZER;
@@ -1212,8 +1182,7 @@ TEST(release_while_running_returns_the_connection)
     call x;
     memset(&x, 0, sizeof x);
     keel_error err;
-    CHECK_INT(keel_conn_command(c, NULL, bson_get_data(&cmd), cmd.len, on_done, &x, &err),
-              KEEL_OK);
+    CHECK_INT(keel_conn_command(c, NULL, bson_get_data(&cmd), cmd.len, on_done, &x, &err), KEEL_OK);
     keel_conn_release(c);
     CHECK_INT(keel_loop_run(keel_db_loop(db), &x.done), KEEL_OK);
     CHECK(x.err.code == KEEL_OK || x.err.code == KEEL_ERR_CANCELLED);
@@ -1228,8 +1197,7 @@ TEST(release_while_running_returns_the_connection)
 
 /* Kills, from c, the operations of every connection whose client calls itself app; returns how
  * many currentOp listed. */
-static int kill_connections_of(keel_db *db, keel_conn *c, const char *app)
-{
+static int kill_connections_of(keel_db *db, keel_conn *c, const char *app) {
     bson_t cmd = BSON_INITIALIZER, reply;
     BSON_APPEND_INT32(&cmd, "currentOp", 1);
     BSON_APPEND_BOOL(&cmd, "$all", true);
@@ -1260,12 +1228,11 @@ static int kill_connections_of(keel_db *db, keel_conn *c, const char *app)
     return killed;
 }
 
-TEST(a_connection_the_server_drops_is_lost_and_replaced)
-{
+TEST(a_connection_the_server_drops_is_lost_and_replaced) {
     char app[64];
     snprintf(app, sizeof app, "keel-drop-%ld", (long)getpid());
-    const char *extra[] = {"databases.default.options.appName", app,
-                           "databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.options.appName", app,
+                            "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_db(extra);
     keel_db *admin = open_db(NULL);
     keel_conn *c = acquire(db);
@@ -1301,8 +1268,7 @@ TEST(a_connection_the_server_drops_is_lost_and_replaced)
     keel_db_close(db);
 }
 
-TEST(check_config_validates_options)
-{
+TEST(check_config_validates_options) {
     keel__option opts[1];
     keel__dbconfig dbc;
     memset(&dbc, 0, sizeof dbc);
@@ -1317,30 +1283,30 @@ TEST(check_config_validates_options)
         const char *key, *value;
         keel_status want;
     } cases[] = {
-        {"authSource", "admin", KEEL_OK},
-        {"authMechanism", "SCRAM-SHA-256", KEEL_OK},
-        {"replicaSet", "rs0", KEEL_OK},
-        {"tls", "true", KEEL_OK},
-        {"tls", "maybe", KEEL_ERR_CONFIG},
-        {"tlsCAFile", "/etc/ssl/ca.pem", KEEL_OK},
-        {"tlsCertificateKeyFile", "/etc/ssl/client.pem", KEEL_OK},
-        {"tlsAllowInvalidCertificates", "false", KEEL_OK},
-        {"retryWrites", "true", KEEL_OK},
-        {"retryReads", "false", KEEL_OK},
-        {"w", "majority", KEEL_OK},
-        {"w", "2", KEEL_OK},
-        {"readPreference", "secondaryPreferred", KEEL_OK},
-        {"readConcernLevel", "majority", KEEL_OK},
-        {"appName", "billing", KEEL_OK},
-        {"directConnection", "true", KEEL_OK},
-        {"serverSelectionTimeoutMS", "5000", KEEL_OK},
-        {"connectTimeoutMS", "abc", KEEL_ERR_CONFIG},
-        {"socketTimeoutMS", "60000", KEEL_OK},
-        {"maxIdleTimeMS", "1000", KEEL_OK},
-        {"compressors", "zlib", KEEL_OK},
-        {"connecttimeoutms", "${env:MONGO_TIMEOUT}", KEEL_OK},
-        {"maxPoolSize", "10", KEEL_ERR_CONFIG},
-        {"bogus", "1", KEEL_ERR_CONFIG},
+        { "authSource", "admin", KEEL_OK },
+        { "authMechanism", "SCRAM-SHA-256", KEEL_OK },
+        { "replicaSet", "rs0", KEEL_OK },
+        { "tls", "true", KEEL_OK },
+        { "tls", "maybe", KEEL_ERR_CONFIG },
+        { "tlsCAFile", "/etc/ssl/ca.pem", KEEL_OK },
+        { "tlsCertificateKeyFile", "/etc/ssl/client.pem", KEEL_OK },
+        { "tlsAllowInvalidCertificates", "false", KEEL_OK },
+        { "retryWrites", "true", KEEL_OK },
+        { "retryReads", "false", KEEL_OK },
+        { "w", "majority", KEEL_OK },
+        { "w", "2", KEEL_OK },
+        { "readPreference", "secondaryPreferred", KEEL_OK },
+        { "readConcernLevel", "majority", KEEL_OK },
+        { "appName", "billing", KEEL_OK },
+        { "directConnection", "true", KEEL_OK },
+        { "serverSelectionTimeoutMS", "5000", KEEL_OK },
+        { "connectTimeoutMS", "abc", KEEL_ERR_CONFIG },
+        { "socketTimeoutMS", "60000", KEEL_OK },
+        { "maxIdleTimeMS", "1000", KEEL_OK },
+        { "compressors", "zlib", KEEL_OK },
+        { "connecttimeoutms", "${env:MONGO_TIMEOUT}", KEEL_OK },
+        { "maxPoolSize", "10", KEEL_ERR_CONFIG },
+        { "bogus", "1", KEEL_ERR_CONFIG },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         opts[0].key = (char *)cases[i].key;
@@ -1368,9 +1334,9 @@ TEST(check_config_validates_options)
     opts[0].value = "hunter2-secret";
     dbc.noptions = 1;
     CHECK_INT(keel__engine_mongodb.check_config(&dbc, &err), KEEL_OK);
-    keel__option two[2] = {{"tlsCertificateKeyFilePassword", "hunter2-secret"},
-                           {"tlsInsecure", "true"}};
-    keel__option three[3] = {two[0], two[1], {"tlsAllowInvalidCertificates", "true"}};
+    keel__option two[2] = { { "tlsCertificateKeyFilePassword", "hunter2-secret" },
+                            { "tlsInsecure", "true" } };
+    keel__option three[3] = { two[0], two[1], { "tlsAllowInvalidCertificates", "true" } };
     dbc.options = three;
     dbc.noptions = 3;
     CHECK_INT(keel__engine_mongodb.check_config(&dbc, &err), KEEL_ERR_CONFIG);
@@ -1393,11 +1359,11 @@ TEST(check_config_validates_options)
         const char *url;
         keel_status want;
     } urls[] = {
-        {"mongodb://127.0.0.1:27017/keel_test", KEEL_OK},
-        {"mongodb://u:p@h1:27017,h2:27018,[::1]:27019/app?replicaSet=rs0&w=majority", KEEL_OK},
-        {"mongodb+srv://cluster0.example.com/app?retryWrites=true", KEEL_OK},
-        {"mongodb://h/app?notAnOption=1", KEEL_ERR_CONFIG},
-        {"mongodb://h/app?readPreference=sometimes", KEEL_ERR_CONFIG},
+        { "mongodb://127.0.0.1:27017/keel_test", KEEL_OK },
+        { "mongodb://u:p@h1:27017,h2:27018,[::1]:27019/app?replicaSet=rs0&w=majority", KEEL_OK },
+        { "mongodb+srv://cluster0.example.com/app?retryWrites=true", KEEL_OK },
+        { "mongodb://h/app?notAnOption=1", KEEL_ERR_CONFIG },
+        { "mongodb://h/app?readPreference=sometimes", KEEL_ERR_CONFIG },
     };
     for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
         keel_config *cfg = NULL;
@@ -1415,8 +1381,7 @@ TEST(check_config_validates_options)
 }
 
 /* Drops this run's databases. */
-static void drop_databases(void)
-{
+static void drop_databases(void) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     bson_t cmd = BSON_INITIALIZER;
@@ -1429,8 +1394,7 @@ static void drop_databases(void)
     keel_db_close(db);
 }
 
-int main(void)
-{
+int main(void) {
     snprintf(test_db, sizeof test_db, "keel_test_%ld", (long)getpid());
     snprintf(env_db, sizeof env_db, "keel_test_env_%ld", (long)getpid());
     snprintf(test_user, sizeof test_user, "keel_test_user_%ld", (long)getpid());

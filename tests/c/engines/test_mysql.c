@@ -38,8 +38,8 @@ static int64_t q_int_p(keel_conn *c, const char *sql, const keel_value *param) {
 
 /* A session status counter of the connection (Questions, Com_stmt_execute…). */
 static int64_t status_of(keel_conn *c, const char *name) {
-    keel_result *res = q(c, "SHOW SESSION STATUS WHERE Variable_name = $1",
-                         (keel_value[]){keel_text(name)}, 1);
+    keel_result *res =
+        q(c, "SHOW SESSION STATUS WHERE Variable_name = $1", (keel_value[]){ keel_text(name) }, 1);
     const keel_value *v = keel_result_value(res, 0, 1);
     int64_t out = v && v->type == KEEL_TYPE_TEXT ? strtoll(v->u.str.ptr, NULL, 10) : -1;
     keel_result_free(res);
@@ -62,23 +62,23 @@ TEST(check_config_validates_options) {
         const char *key, *value;
         keel_status want;
     } cases[] = {
-        {"charset", "utf8mb4", KEEL_OK},
-        {"charset", "latin1; DROP", KEEL_ERR_CONFIG},
-        {"charset", "UTF8MB3", KEEL_OK},
-        {"charset", "utf8", KEEL_OK},
-        {"charset", "latin1", KEEL_ERR_CONFIG}, /* keel's text is UTF-8 */
-        {"ssl_mode", "REQUIRED", KEEL_OK},
-        {"ssl_mode", "preferred", KEEL_OK},
-        {"ssl_mode", "verify-identity", KEEL_ERR_CONFIG}, /* needs ssl_ca */
-        {"ssl_mode", "maybe", KEEL_ERR_CONFIG},
-        {"ssl_mode", "${env:MYSQL_SSL_MODE}", KEEL_OK},
-        {"ssl_ca", "/etc/ssl/ca.pem", KEEL_OK},
-        {"ssl_cert", "/etc/ssl/client.pem", KEEL_ERR_CONFIG}, /* needs ssl_key */
-        {"connect_timeout", "2.5", KEEL_OK},
-        {"connect_timeout", "-1", KEEL_ERR_CONFIG},
-        {"bogus", "1", KEEL_ERR_CONFIG},
-        {"password", "x", KEEL_ERR_CONFIG},
-        {"host", "x", KEEL_ERR_CONFIG},
+        { "charset", "utf8mb4", KEEL_OK },
+        { "charset", "latin1; DROP", KEEL_ERR_CONFIG },
+        { "charset", "UTF8MB3", KEEL_OK },
+        { "charset", "utf8", KEEL_OK },
+        { "charset", "latin1", KEEL_ERR_CONFIG }, /* keel's text is UTF-8 */
+        { "ssl_mode", "REQUIRED", KEEL_OK },
+        { "ssl_mode", "preferred", KEEL_OK },
+        { "ssl_mode", "verify-identity", KEEL_ERR_CONFIG }, /* needs ssl_ca */
+        { "ssl_mode", "maybe", KEEL_ERR_CONFIG },
+        { "ssl_mode", "${env:MYSQL_SSL_MODE}", KEEL_OK },
+        { "ssl_ca", "/etc/ssl/ca.pem", KEEL_OK },
+        { "ssl_cert", "/etc/ssl/client.pem", KEEL_ERR_CONFIG }, /* needs ssl_key */
+        { "connect_timeout", "2.5", KEEL_OK },
+        { "connect_timeout", "-1", KEEL_ERR_CONFIG },
+        { "bogus", "1", KEEL_ERR_CONFIG },
+        { "password", "x", KEEL_ERR_CONFIG },
+        { "host", "x", KEEL_ERR_CONFIG },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         opts[0].key = (char *)cases[i].key;
@@ -114,7 +114,7 @@ TEST(check_config_validates_options) {
     CHECK_INT(keel__engine_mysql.check_config(&dbc, &err), KEEL_OK);
 
     /* The same check runs when a configuration is validated, for both URL schemes. */
-    const char *urls[] = {"mysql://u@db.example/app", "mariadb://u@db.example/app"};
+    const char *urls[] = { "mysql://u@db.example/app", "mariadb://u@db.example/app" };
     for (size_t i = 0; i < 2; i++) {
         keel_config *cfg = NULL;
         keel_config_new(&cfg, &err);
@@ -147,9 +147,9 @@ TEST(scalar_types_round_trip_through_select) {
     keel_result *r;
     const keel_value *v;
 
-    const int64_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN, 1234567890123LL};
+    const int64_t ints[] = { 0, 1, -1, 42, INT64_MAX, INT64_MIN, 1234567890123LL };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        r = q(c, "SELECT $1 AS v", (keel_value[]){keel_int(ints[i])}, 1);
+        r = q(c, "SELECT $1 AS v", (keel_value[]){ keel_int(ints[i]) }, 1);
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == ints[i]);
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
@@ -157,84 +157,84 @@ TEST(scalar_types_round_trip_through_select) {
         CHECK_INT(keel_result_affected(r), -1);
         keel_result_free(r);
     }
-    const double floats[] = {0.1, -1.5e300, 5e-324, 1.0 / 3.0, 123456789.125, 1e22};
+    const double floats[] = { 0.1, -1.5e300, 5e-324, 1.0 / 3.0, 123456789.125, 1e22 };
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
-        r = q(c, "SELECT $1", (keel_value[]){keel_float(floats[i])}, 1);
+        r = q(c, "SELECT $1", (keel_value[]){ keel_float(floats[i]) }, 1);
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_FLOAT && v->u.f64 == floats[i]);
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_FLOAT);
         keel_result_free(r);
     }
-    r = q(c, "SELECT $1", (keel_value[]){keel_numeric("-12.3400")}, 1);
+    r = q(c, "SELECT $1", (keel_value[]){ keel_numeric("-12.3400") }, 1);
     v = keel_result_value(r, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_NUMERIC, "-12.3400", 8));
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_NUMERIC);
     keel_result_free(r);
 
-    r = q(c, "SELECT $1", (keel_value[]){keel_text(utf8)}, 1);
+    r = q(c, "SELECT $1", (keel_value[]){ keel_text(utf8) }, 1);
     v = keel_result_value(r, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_TEXT, utf8, strlen(utf8)));
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TEXT);
     keel_result_free(r);
-    r = q(c, "SELECT $1, CHAR_LENGTH($1)", (keel_value[]){keel_text("")}, 1);
+    r = q(c, "SELECT $1, CHAR_LENGTH($1)", (keel_value[]){ keel_text("") }, 1);
     CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "", 0));
     CHECK_INT(keel_result_value(r, 0, 1) ? keel_result_value(r, 0, 1)->u.i64 : -1, 0);
     keel_result_free(r);
 
-    const unsigned char blob[] = {0, 1, 2, 0x5c, 0x27, 0x7f, 0x80, 0xfe, 0xff, 0};
-    r = q(c, "SELECT $1", (keel_value[]){keel_bytes(blob, sizeof blob)}, 1);
+    const unsigned char blob[] = { 0, 1, 2, 0x5c, 0x27, 0x7f, 0x80, 0xfe, 0xff, 0 };
+    r = q(c, "SELECT $1", (keel_value[]){ keel_bytes(blob, sizeof blob) }, 1);
     v = keel_result_value(r, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_BYTES, (const char *)blob, sizeof blob));
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_BYTES);
     keel_result_free(r);
 
-    const int32_t days[] = {0, -1, 19723, 2932896, -700000};
+    const int32_t days[] = { 0, -1, 19723, 2932896, -700000 };
     for (size_t i = 0; i < sizeof days / sizeof days[0]; i++) {
-        r = q(c, "SELECT $1", (keel_value[]){keel_date(days[i])}, 1);
+        r = q(c, "SELECT $1", (keel_value[]){ keel_date(days[i]) }, 1);
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_DATE && v->u.date == days[i]);
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_DATE);
         keel_result_free(r);
     }
-    const int64_t times[] = {0, 45296789012LL, 86399999999LL};
+    const int64_t times[] = { 0, 45296789012LL, 86399999999LL };
     for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
-        r = q(c, "SELECT $1", (keel_value[]){keel_time(times[i])}, 1);
+        r = q(c, "SELECT $1", (keel_value[]){ keel_time(times[i]) }, 1);
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_TIME && v->u.micros == times[i]);
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIME);
         keel_result_free(r);
     }
-    const int64_t stamps[] = {0, 1700000000123456LL, -123456789LL, 253402300799999999LL};
+    const int64_t stamps[] = { 0, 1700000000123456LL, -123456789LL, 253402300799999999LL };
     for (size_t i = 0; i < sizeof stamps / sizeof stamps[0]; i++) {
-        r = q(c, "SELECT $1", (keel_value[]){keel_timestamp(stamps[i])}, 1);
+        r = q(c, "SELECT $1", (keel_value[]){ keel_timestamp(stamps[i]) }, 1);
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_TIMESTAMP && v->u.micros == stamps[i]);
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIMESTAMP);
         keel_result_free(r);
         /* TIMESTAMPTZ is sent as its UTC time and comes back as a TIMESTAMP in UTC. */
-        r = q(c, "SELECT $1", (keel_value[]){keel_timestamptz(stamps[i])}, 1);
+        r = q(c, "SELECT $1", (keel_value[]){ keel_timestamptz(stamps[i]) }, 1);
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_TIMESTAMP && v->u.micros == stamps[i]);
         keel_result_free(r);
     }
 
     /* UUIDs are stored as CHAR(36) text and read back as text. */
-    const unsigned char uuid[16] = {0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
-                                    0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00};
-    r = q(c, "SELECT $1", (keel_value[]){keel_uuid(uuid)}, 1);
+    const unsigned char uuid[16] = { 0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
+                                     0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00 };
+    r = q(c, "SELECT $1", (keel_value[]){ keel_uuid(uuid) }, 1);
     CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT,
                    "123e4567-e89b-12d3-a456-426614174000", 36));
     keel_result_free(r);
 
-    r = q(c, "SELECT $1 AS a, $2 AS b, $1 AS c", (keel_value[]){keel_int(7), keel_text("x")}, 2);
+    r = q(c, "SELECT $1 AS a, $2 AS b, $1 AS c", (keel_value[]){ keel_int(7), keel_text("x") }, 2);
     CHECK(r && keel_result_ncols(r) == 3);
     CHECK(r && keel_result_value(r, 0, 2)->u.i64 == 7);
     CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "x", 1));
     keel_result_free(r);
 
     /* NULL parameters and NULL columns. */
-    r = q(c, "SELECT NULL AS a, $1 AS b, CAST(NULL AS SIGNED) AS c",
-          (keel_value[]){keel_null()}, 1);
+    r = q(c, "SELECT NULL AS a, $1 AS b, CAST(NULL AS SIGNED) AS c", (keel_value[]){ keel_null() },
+          1);
     CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_NULL &&
           keel_result_value(r, 0, 1)->type == KEEL_TYPE_NULL &&
           keel_result_value(r, 0, 2)->type == KEEL_TYPE_NULL);
@@ -274,7 +274,7 @@ TEST(scalar_types_round_trip_through_select) {
     r = q(c,
           "SELECT $1, 18446744073709551615, TIME '-01:00:00', TIME '100:00:00.25', "
           "CAST('0000-00-00' AS DATE)",
-          (keel_value[]){keel_int(1)}, 1);
+          (keel_value[]){ keel_int(1) }, 1);
     CHECK(r != NULL);
     if (r) {
         CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_NUMERIC, "18446744073709551615", 20));
@@ -296,16 +296,17 @@ TEST(scalar_types_round_trip_through_select) {
 
 /* Checks row 0 of SELECT * FROM all_types (the non-NULL row). */
 static void check_all_types_row(keel_result *r, const char *label) {
-    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const unsigned char uuid[16] = { 0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                     0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11 };
     char uuid_text[37];
     keel__format_uuid(uuid, uuid_text);
-    const keel_type types[] = {
-        KEEL_TYPE_INT,       KEEL_TYPE_BOOL,      KEEL_TYPE_INT,       KEEL_TYPE_INT,
-        KEEL_TYPE_FLOAT,     KEEL_TYPE_NUMERIC,   KEEL_TYPE_TEXT,      KEEL_TYPE_TEXT,
-        KEEL_TYPE_BYTES,     KEEL_TYPE_DATE,      KEEL_TYPE_TIME,      KEEL_TYPE_TIMESTAMP,
-        KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TEXT,      KEEL_TYPE_JSON,      KEEL_TYPE_INT,
-        KEEL_TYPE_INT,       KEEL_TYPE_BYTES,     KEEL_TYPE_TEXT,      KEEL_TYPE_BYTES};
+    const keel_type types[] = { KEEL_TYPE_INT,       KEEL_TYPE_BOOL,  KEEL_TYPE_INT,
+                                KEEL_TYPE_INT,       KEEL_TYPE_FLOAT, KEEL_TYPE_NUMERIC,
+                                KEEL_TYPE_TEXT,      KEEL_TYPE_TEXT,  KEEL_TYPE_BYTES,
+                                KEEL_TYPE_DATE,      KEEL_TYPE_TIME,  KEEL_TYPE_TIMESTAMP,
+                                KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TEXT,  KEEL_TYPE_JSON,
+                                KEEL_TYPE_INT,       KEEL_TYPE_INT,   KEEL_TYPE_BYTES,
+                                KEEL_TYPE_TEXT,      KEEL_TYPE_BYTES };
     size_t ncols = sizeof types / sizeof types[0];
     CHECK_INT(keel_result_nrows(r), 2);
     CHECK_INT(keel_result_ncols(r), ncols);
@@ -354,8 +355,8 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
                        "ub BIGINT UNSIGNED, y YEAR, bt BIT(8), e ENUM('a','b'), bin BINARY(4)) "
                        "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                        NULL, 0));
-    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const unsigned char uuid[16] = { 0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                     0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11 };
     keel_value row[20] = {
         keel_int(1),
         keel_bool(1),
@@ -397,7 +398,8 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
     if (r)
         check_all_types_row(r, "text protocol");
     keel_result_free(r);
-    r = q(c, "SELECT * FROM all_types WHERE id >= $1 ORDER BY id", (keel_value[]){keel_int(0)}, 1);
+    r = q(c, "SELECT * FROM all_types WHERE id >= $1 ORDER BY id", (keel_value[]){ keel_int(0) },
+          1);
     CHECK(r != NULL);
     if (r)
         check_all_types_row(r, "binary protocol");
@@ -410,7 +412,7 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
 
     /* A 4-byte UTF-8 character survives a utf8mb4 column, and NULLs come back as NULL. */
     r = q(c, "SELECT t, CHAR_LENGTH(t) FROM all_types WHERE t = $1",
-          (keel_value[]){keel_text(utf8)}, 1);
+          (keel_value[]){ keel_text(utf8) }, 1);
     CHECK(r && keel_result_nrows(r) == 1);
     CHECK(r && keel_result_value(r, 0, 1)->u.i64 == 20);
     keel_result_free(r);
@@ -480,7 +482,7 @@ TEST(hundred_thousand_rows_decode) {
     r = q(c,
           "SELECT CAST(seq AS SIGNED) AS id, CONCAT('row ', seq) AS label, seq * 0.5 AS half, "
           "$1 AS f FROM seq_1_to_100000",
-          (keel_value[]){keel_float(0.25)}, 1);
+          (keel_value[]){ keel_float(0.25) }, 1);
     check_hundred_thousand(r);
     keel_result_free(r);
     keel_conn_release(c);
@@ -532,8 +534,8 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     CHECK_INT(q_num(c, "SELECT count(*) FROM em WHERE data IS NULL"), 1429);
     CHECK_INT(q_num(c, "SELECT count(*) FROM em WHERE nothing IS NULL"), 10000);
     r = q(c, "SELECT name, at FROM em WHERE id = 9999", NULL, 0);
-    CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, names[9999],
-                        strlen(names[9999])));
+    CHECK(r &&
+          same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, names[9999], strlen(names[9999])));
     CHECK(r && keel_result_value(r, 0, 1)->u.micros == 9999LL * 1000001);
     keel_result_free(r);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
@@ -568,8 +570,8 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     CHECK_INT(q_num(c, "SELECT count(*) FROM em"), 1);
 
     /* Mixed types in a column, a batch of one row, and statements without parameters. */
-    keel_value mixed[6] = {keel_int(1), keel_text("a"), keel_text("2"), keel_null(),
-                           keel_int(3), keel_int(12345)};
+    keel_value mixed[6] = { keel_int(1), keel_text("a"), keel_text("2"),
+                            keel_null(), keel_int(3),    keel_int(12345) };
     st = keel_conn_query_many_sync(c, "INSERT INTO em (id, name) VALUES ($1, $2)", mixed, 3, 2, &r,
                                    &err);
     CHECK_INT(st, KEEL_OK);
@@ -582,13 +584,13 @@ TEST(executemany_of_ten_thousand_rows_in_few_round_trips) {
     CHECK_INT(st, KEEL_OK);
     CHECK_INT(keel_result_affected(r), 1);
     keel_result_free(r);
-    st = keel_conn_query_many_sync(c, "UPDATE em SET name = 'x' WHERE id < 4", NULL, 3, 0, &r,
-                                   &err);
+    st =
+        keel_conn_query_many_sync(c, "UPDATE em SET name = 'x' WHERE id < 4", NULL, 3, 0, &r, &err);
     CHECK_INT(st, KEEL_OK);
     CHECK_INT(keel_result_affected(r), 9); /* three rows matched, three times */
     keel_result_free(r);
     /* A wrong value in one row: the row is named, nothing is kept. */
-    keel_value bad[4] = {keel_int(500), keel_text("ok"), keel_int(501), keel_text("")};
+    keel_value bad[4] = { keel_int(500), keel_text("ok"), keel_int(501), keel_text("") };
     bad[3] = keel_textn("this name is much longer than forty characters, so it fails", 59);
     st = keel_conn_query_many_sync(c, "INSERT INTO em (id, name) VALUES ($1, $2)", bad, 2, 2, &r,
                                    &err);
@@ -612,27 +614,27 @@ TEST(executemany_binds_every_type_in_bulk) {
                        "ts DATETIME(6), tz DATETIME(6), u CHAR(36), j JSON) ENGINE=InnoDB "
                        "DEFAULT CHARSET=utf8mb4",
                        NULL, 0));
-    const unsigned char u1[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
-    const unsigned char u2[16] = {0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88,
-                                  0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00};
+    const unsigned char u1[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+    const unsigned char u2[16] = { 0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88,
+                                   0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00 };
     keel_value rows[3][13] = {
-        {keel_int(1), keel_bool(1), keel_int(INT64_MIN), keel_float(-0.125), keel_numeric("-1.5"),
-         keel_text(utf8), keel_bytes("\0x\0", 3), keel_date(-719162), keel_time(1),
-         keel_timestamp(-62135596800000000LL), keel_timestamptz(1), keel_uuid(u1),
-         keel_json("{\"a\": 1}")},
-        {keel_int(2), keel_null(), keel_null(), keel_null(), keel_null(), keel_null(), keel_null(),
-         keel_null(), keel_null(), keel_null(), keel_null(), keel_null(), keel_null()},
-        {keel_int(3), keel_bool(0), keel_int(INT64_MAX), keel_float(1e300),
-         keel_numeric("9999999.999"), keel_text(""), keel_bytes("", 0), keel_date(2932896),
-         keel_time(86399999999LL), keel_timestamp(253402300799999999LL), keel_timestamptz(-1),
-         keel_uuid(u2), keel_json("[]")},
+        { keel_int(1), keel_bool(1), keel_int(INT64_MIN), keel_float(-0.125), keel_numeric("-1.5"),
+          keel_text(utf8), keel_bytes("\0x\0", 3), keel_date(-719162), keel_time(1),
+          keel_timestamp(-62135596800000000LL), keel_timestamptz(1), keel_uuid(u1),
+          keel_json("{\"a\": 1}") },
+        { keel_int(2), keel_null(), keel_null(), keel_null(), keel_null(), keel_null(), keel_null(),
+          keel_null(), keel_null(), keel_null(), keel_null(), keel_null(), keel_null() },
+        { keel_int(3), keel_bool(0), keel_int(INT64_MAX), keel_float(1e300),
+          keel_numeric("9999999.999"), keel_text(""), keel_bytes("", 0), keel_date(2932896),
+          keel_time(86399999999LL), keel_timestamp(253402300799999999LL), keel_timestamptz(-1),
+          keel_uuid(u2), keel_json("[]") },
     };
     keel_result *r = NULL;
     keel_error err;
     int64_t executes = status_of(c, "Com_stmt_execute");
     keel_status st = keel_conn_query_many_sync(
-        c, "INSERT INTO bt VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)", &rows[0][0], 3,
-        13, &r, &err);
+        c, "INSERT INTO bt VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)", &rows[0][0], 3, 13,
+        &r, &err);
     CHECK_INT(st, KEEL_OK);
     if (st != KEEL_OK)
         fprintf(stderr, "  %s\n", err.message);
@@ -719,7 +721,7 @@ TEST(multi_statement_script_returns_the_last_rows) {
     r = q(c, "CALL two_sets(5)", NULL, 0);
     CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 6);
     keel_result_free(r);
-    r = q(c, "CALL two_sets($1)", (keel_value[]){keel_int(7)}, 1);
+    r = q(c, "CALL two_sets($1)", (keel_value[]){ keel_int(7) }, 1);
     CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 8);
     CHECK_STR(keel_result_colname(r, 0), "second");
     keel_result_free(r);
@@ -738,11 +740,12 @@ TEST(server_errors_map_to_statuses) {
     CHECK_STR(e.engine, "mysql");
     CHECK_STR(e.database, "default");
     CHECK_CONTAINS(e.message, "SQL syntax");
-    e = q_fail(c, "SELEC $1", (keel_value[]){keel_int(1)}, 1); /* fails at prepare */
+    e = q_fail(c, "SELEC $1", (keel_value[]){ keel_int(1) }, 1); /* fails at prepare */
     CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
     CHECK_STR(e.sqlstate, "42000");
 
-    e = q_fail(c, "SELECT * FROM no_such_table_here WHERE a = $1", (keel_value[]){keel_int(1)}, 1);
+    e = q_fail(c, "SELECT * FROM no_such_table_here WHERE a = $1", (keel_value[]){ keel_int(1) },
+               1);
     CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
     CHECK_STR(e.sqlstate, "42S02");
     e = q_fail(c, "SELECT no_such_column FROM DUAL", NULL, 0);
@@ -754,38 +757,40 @@ TEST(server_errors_map_to_statuses) {
                        "CREATE TABLE uv (id INT PRIMARY KEY, small TINYINT, name VARCHAR(3) NOT "
                        "NULL DEFAULT '', d DATE) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                        NULL, 0));
-    keel_result_free(q(c, "INSERT INTO uv (id) VALUES ($1)", (keel_value[]){keel_int(1)}, 1));
-    e = q_fail(c, "INSERT INTO uv (id) VALUES ($1)", (keel_value[]){keel_int(1)}, 1);
+    keel_result_free(q(c, "INSERT INTO uv (id) VALUES ($1)", (keel_value[]){ keel_int(1) }, 1));
+    e = q_fail(c, "INSERT INTO uv (id) VALUES ($1)", (keel_value[]){ keel_int(1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
     CHECK_STR(e.sqlstate, "23000");
     CHECK_CONTAINS(e.message, "Duplicate entry '1' for key");
     e = q_fail(c, "INSERT INTO uv (id) VALUES (1)", NULL, 0); /* the same through text */
     CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
     CHECK_STR(e.sqlstate, "23000");
-    e = q_fail(c, "INSERT INTO uv (id, name) VALUES (2, $1)", (keel_value[]){keel_null()}, 1);
+    e = q_fail(c, "INSERT INTO uv (id, name) VALUES (2, $1)", (keel_value[]){ keel_null() }, 1);
     CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
 
-    e = q_fail(c, "INSERT INTO uv (id, small) VALUES (3, $1)", (keel_value[]){keel_int(1000)}, 1);
+    e = q_fail(c, "INSERT INTO uv (id, small) VALUES (3, $1)", (keel_value[]){ keel_int(1000) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.sqlstate, "22003");
-    e = q_fail(c, "INSERT INTO uv (id, small) VALUES (3, $1)", (keel_value[]){keel_text("abc")}, 1);
+    e = q_fail(c, "INSERT INTO uv (id, small) VALUES (3, $1)", (keel_value[]){ keel_text("abc") },
+               1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
-    e = q_fail(c, "INSERT INTO uv (id, name) VALUES (3, $1)", (keel_value[]){keel_text("abcd")}, 1);
+    e = q_fail(c, "INSERT INTO uv (id, name) VALUES (3, $1)", (keel_value[]){ keel_text("abcd") },
+               1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.sqlstate, "22001");
-    e = q_fail(c, "INSERT INTO uv (id, d) VALUES (3, $1)", (keel_value[]){keel_text("2024-13-45")},
-               1);
+    e = q_fail(c, "INSERT INTO uv (id, d) VALUES (3, $1)",
+               (keel_value[]){ keel_text("2024-13-45") }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
 
     /* Parameter counts, and a literal '?', are refused before anything is sent. */
-    e = q_fail(c, "SELECT $1, $2", (keel_value[]){keel_int(1)}, 1);
+    e = q_fail(c, "SELECT $1, $2", (keel_value[]){ keel_int(1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_PARAMETERS);
-    e = q_fail(c, "SELECT $1, ?", (keel_value[]){keel_int(1)}, 1);
+    e = q_fail(c, "SELECT $1, ?", (keel_value[]){ keel_int(1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_PARAMETERS);
-    e = q_fail(c, "SELECT $1", (keel_value[]){keel_float(NAN)}, 1);
+    e = q_fail(c, "SELECT $1", (keel_value[]){ keel_float(NAN) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_CONTAINS(e.message, "$1");
-    e = q_fail(c, "SELECT $1", (keel_value[]){keel_date(-800000)}, 1);
+    e = q_fail(c, "SELECT $1", (keel_value[]){ keel_date(-800000) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
 
     /* After all of that the connection is still good. */
@@ -805,14 +810,14 @@ TEST(statement_cache_closes_evicted_statements) {
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 100; i++) {
             snprintf(sql, sizeof sql, "SELECT $1 + %d", i);
-            keel_result *r = q(c, sql, (keel_value[]){keel_int(1)}, 1);
+            keel_result *r = q(c, sql, (keel_value[]){ keel_int(1) }, 1);
             CHECK(r && keel_result_value(r, 0, 0)->u.i64 == i + 1);
             keel_result_free(r);
         }
     }
     /* The same statement again and again is prepared once. */
     for (int i = 0; i < 10; i++)
-        keel_result_free(q(c, "SELECT $1 + 99", (keel_value[]){keel_int(1)}, 1));
+        keel_result_free(q(c, "SELECT $1 + 99", (keel_value[]){ keel_int(1) }, 1));
     int64_t dp = status_of(c, "Com_stmt_prepare") - prepares;
     int64_t dc = status_of(c, "Com_stmt_close") - closes;
     /* Two status queries are prepared statements too. */
@@ -913,8 +918,8 @@ static int url_with_host(char *out, size_t size, const char *host) {
 TEST(host_names_are_resolved_and_options_reach_the_server) {
     char url[512];
     url_with_host(url, sizeof url, "localhost");
-    const char *extra[] = {"databases.default.options.charset", "utf8mb4",
-                           "databases.default.options.ssl_mode", "PREFERRED", NULL};
+    const char *extra[] = { "databases.default.options.charset", "utf8mb4",
+                            "databases.default.options.ssl_mode", "PREFERRED", NULL };
     keel_db *db = open_url(url, extra);
     keel_conn *c = acquire(db);
     CHECK(c != NULL);
@@ -970,7 +975,7 @@ TEST(tls_required_fails_clearly_against_a_server_without_tls) {
     keel_result_free(r);
     keel_conn_release(a);
     keel_db_close(admin);
-    const char *extra[] = {"databases.default.options.ssl_mode", "REQUIRED", NULL};
+    const char *extra[] = { "databases.default.options.ssl_mode", "REQUIRED", NULL };
     keel_db *db = open_url(my_url(), extra);
     keel_conn *c = NULL;
     keel_error err;
@@ -992,8 +997,8 @@ TEST(tls_required_fails_clearly_against_a_server_without_tls) {
      * against the name); against this server it fails the same clear way. */
     char url[512];
     url_with_host(url, sizeof url, "localhost");
-    const char *verify[] = {"databases.default.options.ssl_mode", "VERIFY_IDENTITY",
-                            "databases.default.options.ssl_ca", "/nonexistent/ca.pem", NULL};
+    const char *verify[] = { "databases.default.options.ssl_mode", "VERIFY_IDENTITY",
+                             "databases.default.options.ssl_ca", "/nonexistent/ca.pem", NULL };
     db = open_url(url, verify);
     st = keel_db_acquire_sync(db, NULL, &c, &err);
     CHECK_INT(st, KEEL_ERR_CONNECT);
@@ -1013,7 +1018,7 @@ static void url_password(char *out, size_t size) {
 }
 
 TEST(secrets_are_resolved_at_connect_time) {
-    const char *extra[] = {"databases.default.password", "${env:KEEL_TEST_MYSQL_SECRET}", NULL};
+    const char *extra[] = { "databases.default.password", "${env:KEEL_TEST_MYSQL_SECRET}", NULL };
     keel_db *db = open_url(my_url(), extra);
     CHECK(db != NULL);
     unsetenv("KEEL_TEST_MYSQL_SECRET");
@@ -1040,7 +1045,7 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
-    keel_result_free(q(c, "INSERT INTO tx VALUES ($1)", (keel_value[]){keel_int(1)}, 1));
+    keel_result_free(q(c, "INSERT INTO tx VALUES ($1)", (keel_value[]){ keel_int(1) }, 1));
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK, 0, &err), KEEL_OK);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
@@ -1049,7 +1054,7 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
     keel_result_free(q(c, "INSERT INTO tx VALUES (1)", NULL, 0));
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_SAVEPOINT, 1, &err), KEEL_OK);
-    keel_result_free(q(c, "INSERT INTO tx VALUES ($1)", (keel_value[]){keel_int(2)}, 1));
+    keel_result_free(q(c, "INSERT INTO tx VALUES ($1)", (keel_value[]){ keel_int(2) }, 1));
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_SAVEPOINT, 2, &err), KEEL_OK);
     keel_result_free(q(c, "INSERT INTO tx VALUES (3)", NULL, 0));
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_RELEASE, 2, &err), KEEL_OK);
@@ -1075,7 +1080,7 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
 }
 
 TEST(connection_released_inside_a_transaction_comes_back_clean) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(my_url(), extra);
     keel_conn *c = acquire(db);
     keel_error err;
@@ -1083,7 +1088,7 @@ TEST(connection_released_inside_a_transaction_comes_back_clean) {
     keel_result_free(q(c, "CREATE TABLE rel (a INT) ENGINE=InnoDB", NULL, 0));
     int64_t id = q_num(c, "SELECT CONNECTION_ID()");
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
-    keel_result_free(q(c, "INSERT INTO rel VALUES ($1)", (keel_value[]){keel_int(1)}, 1));
+    keel_result_free(q(c, "INSERT INTO rel VALUES ($1)", (keel_value[]){ keel_int(1) }, 1));
     keel_conn_release(c);
     c = acquire(db);
     CHECK(c != NULL);
@@ -1116,15 +1121,14 @@ static void on_cancelled_done(keel_result *res, const keel_error *err, void *arg
 
 /* Starts sql asynchronously, cancels it after 300 ms from a loop timer, returns the error. */
 static keel_error run_and_cancel(keel_db *db, keel_conn *c, const char *sql,
-                                 const keel_value *params, size_t nrows, size_t nparams,
-                                 int many) {
+                                 const keel_value *params, size_t nrows, size_t nparams, int many) {
     cancel_ctx x;
     memset(&x, 0, sizeof x);
     x.conn = c;
     keel_error err;
-    keel_status st = many ? keel_conn_query_many(c, sql, params, nrows, nparams,
-                                                 on_cancelled_done, &x, &err)
-                          : keel_conn_query(c, sql, params, nparams, on_cancelled_done, &x, &err);
+    keel_status st =
+        many ? keel_conn_query_many(c, sql, params, nrows, nparams, on_cancelled_done, &x, &err)
+             : keel_conn_query(c, sql, params, nparams, on_cancelled_done, &x, &err);
     CHECK_INT(st, KEEL_OK);
     if (st != KEEL_OK)
         return err;
@@ -1147,11 +1151,11 @@ TEST(cancel_stops_a_running_query_and_the_connection_stays_usable) {
     CHECK(keel_now_ms() - t0 < 5000);
     CHECK_INT(q_num(c, "SELECT 1"), 1);
 
-    e = run_and_cancel(db, c, "SELECT SLEEP($1)", (keel_value[]){keel_int(10)}, 1, 1, 0);
+    e = run_and_cancel(db, c, "SELECT SLEEP($1)", (keel_value[]){ keel_int(10) }, 1, 1, 0);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     CHECK_INT(q_num(c, "SELECT 2"), 2);
 
-    keel_value rows[3] = {keel_float(0), keel_float(10), keel_float(0)};
+    keel_value rows[3] = { keel_float(0), keel_float(10), keel_float(0) };
     e = run_and_cancel(db, c, "SELECT SLEEP($1)", rows, 3, 1, 1);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     CHECK_CONTAINS(e.message, "row 1");
@@ -1165,7 +1169,7 @@ TEST(cancel_stops_a_running_query_and_the_connection_stays_usable) {
 }
 
 TEST(release_while_running_cancels_and_returns_the_connection) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(my_url(), extra);
     keel_conn *c = acquire(db);
     int64_t id = q_num(c, "SELECT CONNECTION_ID()");
@@ -1191,7 +1195,7 @@ TEST(closing_the_db_while_a_query_runs_reports_closed) {
     cancel_ctx x;
     memset(&x, 0, sizeof x);
     keel_error err;
-    CHECK_INT(keel_conn_query(c, "SELECT SLEEP($1)", (keel_value[]){keel_float(0.5)}, 1,
+    CHECK_INT(keel_conn_query(c, "SELECT SLEEP($1)", (keel_value[]){ keel_float(0.5) }, 1,
                               on_cancelled_done, &x, &err),
               KEEL_OK);
     keel_db_close(db);
@@ -1213,7 +1217,7 @@ TEST(lost_connection_is_reported_and_discarded) {
     keel_conn_release(a);
     CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
     CHECK_INT(stats.size, 2);
-    keel_result_free(q(b, "KILL $1", (keel_value[]){keel_int(id_a)}, 1));
+    keel_result_free(q(b, "KILL $1", (keel_value[]){ keel_int(id_a) }, 1));
     keel_result_free(q(b, "SELECT SLEEP(0.3)", NULL, 0)); /* runs the loop meanwhile */
     CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
     CHECK_INT(stats.size, 1);
@@ -1244,8 +1248,7 @@ TEST(lost_connection_is_reported_and_discarded) {
     keel_value id = keel_int(q_num(a, "SELECT CONNECTION_ID()"));
     cancel_ctx x;
     memset(&x, 0, sizeof x);
-    CHECK_INT(keel_conn_query(a, "SELECT SLEEP(5)", NULL, 0, on_cancelled_done, &x, &err),
-              KEEL_OK);
+    CHECK_INT(keel_conn_query(a, "SELECT SLEEP(5)", NULL, 0, on_cancelled_done, &x, &err), KEEL_OK);
     keel_result_free(q(b, "KILL $1", &id, 1));
     CHECK_INT(keel_loop_run(keel_db_loop(db), &x.done), KEEL_OK);
     CHECK_INT(x.err.code, KEEL_ERR_CONNECTION_LOST);
@@ -1262,25 +1265,26 @@ TEST(lost_connection_is_reported_and_discarded) {
 TEST(non_finite_decimals_and_documents_are_refused_before_sending) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
-    const char *bad[] = {"NaN", "Infinity", "-Infinity", "sNaN", "inf"};
+    const char *bad[] = { "NaN", "Infinity", "-Infinity", "sNaN", "inf" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        keel_error e = q_fail(c, "SELECT $1 + $2", (keel_value[]){keel_int(1), keel_numeric(bad[i])},
-                              2);
+        keel_error e =
+            q_fail(c, "SELECT $1 + $2", (keel_value[]){ keel_int(1), keel_numeric(bad[i]) }, 2);
         CHECK_INT(e.code, KEEL_ERR_DATA);
         CHECK_CONTAINS(e.message, "parameter $2");
         CHECK_STR(e.engine, "mysql");
         keel_result *res = NULL;
-        keel_value rows[4] = {keel_int(1), keel_numeric("1.5"), keel_int(2), keel_numeric(bad[i])};
+        keel_value rows[4] = { keel_int(1), keel_numeric("1.5"), keel_int(2),
+                               keel_numeric(bad[i]) };
         CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1 + $2", rows, 2, 2, &res, &e),
                   KEEL_ERR_DATA);
         CHECK_CONTAINS(e.message, "row 1: parameter $2");
     }
-    keel_value doc = {.type = KEEL_TYPE_DOCUMENT, .u.str = {"\x05\0\0\0\0", 5}};
+    keel_value doc = { .type = KEEL_TYPE_DOCUMENT, .u.str = { "\x05\0\0\0\0", 5 } };
     keel_error e = q_fail(c, "SELECT $1", &doc, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.message, "parameter $1: a BSON document is not a MySQL value; pass JSON instead");
-    keel_result *res = q(c, "SELECT CAST($1 AS DECIMAL(10,2))", (keel_value[]){keel_numeric("2.5")},
-                         1);
+    keel_result *res =
+        q(c, "SELECT CAST($1 AS DECIMAL(10,2))", (keel_value[]){ keel_numeric("2.5") }, 1);
     const keel_value *v = keel_result_value(res, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_NUMERIC, "2.50", 4));
     keel_result_free(res);
@@ -1289,7 +1293,7 @@ TEST(non_finite_decimals_and_documents_are_refused_before_sending) {
 }
 
 TEST(a_cached_statement_reads_the_new_columns_after_alter_table) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(my_url(), extra);
     keel_conn *c = acquire(db);
     keel_result_free(q(c, "DROP TABLE IF EXISTS keel_c_remeta", NULL, 0));
@@ -1386,7 +1390,7 @@ TEST(a_cancelled_batch_stops_and_is_rolled_back) {
 }
 
 TEST(a_late_cancel_never_reaches_the_next_statement) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(my_url(), extra);
     keel_conn *c = acquire(db);
     keel_loop *loop = keel_db_loop(db);

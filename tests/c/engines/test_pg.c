@@ -41,7 +41,7 @@ TEST(scalar_types_round_trip_through_select) {
     CHECK(v && v->type == KEEL_TYPE_BOOL && v->u.boolean == 0);
     keel_result_free(r);
 
-    const int64_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN, 1234567890123LL};
+    const int64_t ints[] = { 0, 1, -1, 42, INT64_MAX, INT64_MIN, 1234567890123LL };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         r = roundtrip(c, "int8", keel_int(ints[i]));
         v = keel_result_value(r, 0, 0);
@@ -62,7 +62,7 @@ TEST(scalar_types_round_trip_through_select) {
     CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 4000000000LL);
     keel_result_free(r);
 
-    const double floats[] = {0.1, -1.5e300, 5e-324, 1.0 / 3.0, 123456789.125, -0.0, 1e22};
+    const double floats[] = { 0.1, -1.5e300, 5e-324, 1.0 / 3.0, 123456789.125, -0.0, 1e22 };
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
         r = roundtrip(c, "float8", keel_float(floats[i]));
         v = keel_result_value(r, 0, 0);
@@ -116,12 +116,12 @@ TEST(scalar_types_round_trip_through_select) {
     v = keel_result_value(r, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_TEXT, "ab ", 3));
     keel_result_free(r);
-    r = q(c, "SELECT $1 AS untyped", (keel_value[]){keel_text("plain")}, 1);
+    r = q(c, "SELECT $1 AS untyped", (keel_value[]){ keel_text("plain") }, 1);
     v = keel_result_value(r, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_TEXT, "plain", 5));
     keel_result_free(r);
 
-    const unsigned char blob[] = {0, 1, 2, 0x5c, 0x78, 0x7f, 0x80, 0xfe, 0xff, 0};
+    const unsigned char blob[] = { 0, 1, 2, 0x5c, 0x78, 0x7f, 0x80, 0xfe, 0xff, 0 };
     r = roundtrip(c, "bytea", keel_bytes(blob, sizeof blob));
     v = keel_result_value(r, 0, 0);
     CHECK(same_str(v, KEEL_TYPE_BYTES, (const char *)blob, sizeof blob));
@@ -132,14 +132,14 @@ TEST(scalar_types_round_trip_through_select) {
     CHECK(v && v->type == KEEL_TYPE_BYTES && v->u.str.len == 0);
     keel_result_free(r);
 
-    const int32_t days[] = {0, -1, 19723, 2932896, -700000};
+    const int32_t days[] = { 0, -1, 19723, 2932896, -700000 };
     for (size_t i = 0; i < sizeof days / sizeof days[0]; i++) {
         r = roundtrip(c, "date", keel_date(days[i]));
         v = keel_result_value(r, 0, 0);
         CHECK(v && v->type == KEEL_TYPE_DATE && v->u.date == days[i]);
         keel_result_free(r);
     }
-    const int64_t times[] = {0, 45296789012LL, 86399999999LL};
+    const int64_t times[] = { 0, 45296789012LL, 86399999999LL };
     for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
         r = roundtrip(c, "time", keel_time(times[i]));
         v = keel_result_value(r, 0, 0);
@@ -147,7 +147,7 @@ TEST(scalar_types_round_trip_through_select) {
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIME);
         keel_result_free(r);
     }
-    const int64_t stamps[] = {0, 1700000000123456LL, -123456789LL, 253402300799999999LL};
+    const int64_t stamps[] = { 0, 1700000000123456LL, -123456789LL, 253402300799999999LL };
     for (size_t i = 0; i < sizeof stamps / sizeof stamps[0]; i++) {
         r = roundtrip(c, "timestamp", keel_timestamp(stamps[i]));
         v = keel_result_value(r, 0, 0);
@@ -167,8 +167,8 @@ TEST(scalar_types_round_trip_through_select) {
     keel_result_free(r);
     keel_result_free(q(c, "RESET TimeZone", NULL, 0));
 
-    const unsigned char uuid[16] = {0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
-                                    0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00};
+    const unsigned char uuid[16] = { 0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
+                                     0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00 };
     r = roundtrip(c, "uuid", keel_uuid(uuid));
     v = keel_result_value(r, 0, 0);
     CHECK(v && v->type == KEEL_TYPE_UUID && memcmp(v->u.uuid, uuid, 16) == 0);
@@ -199,20 +199,20 @@ TEST(binary_parameters_keep_the_servers_checks) {
     keel_conn *c = acquire(db);
     /* About 9500 BC: representable in the binary form, before PostgreSQL's first timestamp. */
     keel_error e = q_fail(c, "SELECT $1::timestamptz",
-                          (keel_value[]){keel_timestamptz(-300000000000000000LL)}, 1);
+                          (keel_value[]){ keel_timestamptz(-300000000000000000LL) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.sqlstate, "22008");
     /* So far out that the binary form would overflow: sent as text, refused all the same. */
-    e = q_fail(c, "SELECT $1::timestamp", (keel_value[]){keel_timestamp(INT64_MIN + 1)}, 1);
+    e = q_fail(c, "SELECT $1::timestamp", (keel_value[]){ keel_timestamp(INT64_MIN + 1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
-    e = q_fail(c, "SELECT $1::date", (keel_value[]){keel_date(INT32_MIN + 1)}, 1);
+    e = q_fail(c, "SELECT $1::date", (keel_value[]){ keel_date(INT32_MIN + 1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
 
     keel_result_free(q(c, "CREATE TEMP TABLE narrow (n int4, d date, t time, b bool)", NULL, 0));
-    e = q_fail(c, "INSERT INTO narrow (n) VALUES ($1)", (keel_value[]){keel_int(1LL << 40)}, 1);
+    e = q_fail(c, "INSERT INTO narrow (n) VALUES ($1)", (keel_value[]){ keel_int(1LL << 40) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.sqlstate, "22003");
-    keel_value row[] = {keel_int(-7), keel_date(-719162), keel_time(1), keel_bool(1)};
+    keel_value row[] = { keel_int(-7), keel_date(-719162), keel_time(1), keel_bool(1) };
     keel_result_free(q(c, "INSERT INTO narrow VALUES ($1, $2, $3, $4)", row, 4));
     keel_result *r = q(c, "SELECT n, d, t, b FROM narrow", NULL, 0);
     CHECK_INT(keel_result_nrows(r), 1);
@@ -265,9 +265,10 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
                        "n numeric(10,3), t text, vc varchar(20), by bytea, d date, tm time, "
                        "ts timestamp, tz timestamptz, u uuid, j json, jb jsonb)",
                        NULL, 0));
-    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
-    const char *utf8 = "\xc3\xbc\xc3\xb1\xc3\xaf\xc3\xa7\xc3\xb8" "d\xc3\xa9 \xe2\x82\xac";
+    const unsigned char uuid[16] = { 0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                     0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11 };
+    const char *utf8 = "\xc3\xbc\xc3\xb1\xc3\xaf\xc3\xa7\xc3\xb8"
+                       "d\xc3\xa9 \xe2\x82\xac";
     keel_value row[15] = {
         keel_bool(1),
         keel_int(-9000000000LL),
@@ -303,11 +304,11 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
     r = q(c, "SELECT * FROM all_types ORDER BY b NULLS LAST", NULL, 0);
     CHECK(r != NULL);
     if (r) {
-        const keel_type types[15] = {
-            KEEL_TYPE_BOOL,      KEEL_TYPE_INT,       KEEL_TYPE_INT,       KEEL_TYPE_FLOAT,
-            KEEL_TYPE_NUMERIC,   KEEL_TYPE_TEXT,      KEEL_TYPE_TEXT,      KEEL_TYPE_BYTES,
-            KEEL_TYPE_DATE,      KEEL_TYPE_TIME,      KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TIMESTAMPTZ,
-            KEEL_TYPE_UUID,      KEEL_TYPE_JSON,      KEEL_TYPE_JSON};
+        const keel_type types[15] = { KEEL_TYPE_BOOL,  KEEL_TYPE_INT,       KEEL_TYPE_INT,
+                                      KEEL_TYPE_FLOAT, KEEL_TYPE_NUMERIC,   KEEL_TYPE_TEXT,
+                                      KEEL_TYPE_TEXT,  KEEL_TYPE_BYTES,     KEEL_TYPE_DATE,
+                                      KEEL_TYPE_TIME,  KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TIMESTAMPTZ,
+                                      KEEL_TYPE_UUID,  KEEL_TYPE_JSON,      KEEL_TYPE_JSON };
         CHECK_INT(keel_result_nrows(r), 2);
         CHECK_INT(keel_result_ncols(r), 15);
         for (size_t i = 0; i < 15; i++) {
@@ -333,7 +334,7 @@ TEST(every_type_round_trips_through_a_table_including_nulls) {
         CHECK(same_str(&v[14], KEEL_TYPE_JSON, "{\"k\": \"v\"}", 10));
     }
     keel_result_free(r);
-    r = q(c, "SELECT NULL::int AS a, $1::text AS b", (keel_value[]){keel_null()}, 1);
+    r = q(c, "SELECT NULL::int AS a, $1::text AS b", (keel_value[]){ keel_null() }, 1);
     CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_NULL &&
           keel_result_value(r, 0, 1)->type == KEEL_TYPE_NULL);
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
@@ -422,8 +423,8 @@ TEST(executemany_of_ten_thousand_rows) {
     CHECK_INT(q_int(c, "SELECT sum(id)::int8 FROM em"), 49995000);
     CHECK_INT(q_int(c, "SELECT count(*) FROM em WHERE data IS NULL"), 1429);
     r = q(c, "SELECT name FROM em WHERE id = 9999", NULL, 0);
-    CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, names[9999],
-                        strlen(names[9999])));
+    CHECK(r &&
+          same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, names[9999], strlen(names[9999])));
     keel_result_free(r);
 
     /* A failing row stops the batch, names its index, and the batch is all or nothing. */
@@ -438,8 +439,7 @@ TEST(executemany_of_ten_thousand_rows) {
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
 
     /* A batch of one row, and a batch of statements without parameters. */
-    st = keel_conn_query_many_sync(c, "INSERT INTO em VALUES ($1, $2, $3)", params, 1, 3, &r,
-                                   &err);
+    st = keel_conn_query_many_sync(c, "INSERT INTO em VALUES ($1, $2, $3)", params, 1, 3, &r, &err);
     CHECK_INT(st, KEEL_OK);
     CHECK_INT(keel_result_affected(r), 1);
     keel_result_free(r);
@@ -463,9 +463,9 @@ TEST(executemany_with_parameter_types_changing_between_rows) {
     keel_conn *c = acquire(db);
     keel_result_free(q(c, "CREATE TEMP TABLE mt (id int8 PRIMARY KEY, v numeric)", NULL, 0));
     const char *sql = "INSERT INTO mt VALUES ($1, $2)";
-    keel_value params[] = {keel_int(0), keel_null(),         keel_int(1), keel_int(1099511627776),
-                           keel_int(2), keel_float(0.5),     keel_int(3), keel_float(0.25),
-                           keel_int(4), keel_text("1.125"),  keel_int(5), keel_int(7)};
+    keel_value params[] = { keel_int(0), keel_null(),        keel_int(1), keel_int(1099511627776),
+                            keel_int(2), keel_float(0.5),    keel_int(3), keel_float(0.25),
+                            keel_int(4), keel_text("1.125"), keel_int(5), keel_int(7) };
     keel_result *r = NULL;
     keel_error err;
     keel_status st = keel_conn_query_many_sync(c, sql, params, 6, 2, &r, &err);
@@ -488,7 +488,7 @@ TEST(executemany_with_parameter_types_changing_between_rows) {
     CHECK_INT(q_int(c, "SELECT count(*) FROM mt"), 0);
 
     /* A row whose types the statement cannot take fails at its parse, named by its row. */
-    unsigned char id[16] = {1};
+    unsigned char id[16] = { 1 };
     params[10] = keel_int(5);
     params[7] = keel_uuid(id);
     st = keel_conn_query_many_sync(c, sql, params, 6, 2, &r, &err);
@@ -561,19 +561,19 @@ TEST(query_rows_streams_a_large_result_in_batches) {
     keel_value n = keel_int(50000);
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
-    check_streamed(db, c, sql, &n, 1);  /* prepared now */
-    check_streamed(db, c, sql, &n, 1);  /* cached */
-    check_streamed(db, c, "SELECT g, 'row ' || g AS label FROM generate_series(1, 50000) g",
-                   NULL, 0);
+    check_streamed(db, c, sql, &n, 1); /* prepared now */
+    check_streamed(db, c, sql, &n, 1); /* cached */
+    check_streamed(db, c, "SELECT g, 'row ' || g AS label FROM generate_series(1, 50000) g", NULL,
+                   0);
     keel_conn_release(c);
     keel_db_close(db);
 
-    const char *extra[] = {"databases.default.options.statement_cache_size", "0", NULL};
+    const char *extra[] = { "databases.default.options.statement_cache_size", "0", NULL };
     db = open_url(pg_url(), extra);
     c = acquire(db);
     check_streamed(db, c, sql, &n, 1); /* unnamed statement */
-    check_streamed(db, c, "SELECT g, 'row ' || g AS label FROM generate_series(1, 50000) g;",
-                   NULL, 0);
+    check_streamed(db, c, "SELECT g, 'row ' || g AS label FROM generate_series(1, 50000) g;", NULL,
+                   0);
     keel_conn_release(c);
     keel_db_close(db);
 }
@@ -633,14 +633,14 @@ TEST(server_errors_map_to_statuses) {
     CHECK_STR(e.database, "default");
     CHECK_CONTAINS(e.message, "syntax error");
 
-    e = q_fail(c, "SELECT * FROM no_such_table_here WHERE a = $1", (keel_value[]){keel_int(1)},
+    e = q_fail(c, "SELECT * FROM no_such_table_here WHERE a = $1", (keel_value[]){ keel_int(1) },
                1);
     CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
     CHECK_STR(e.sqlstate, "42P01");
 
     keel_result_free(q(c, "CREATE TEMP TABLE uv (id int PRIMARY KEY)", NULL, 0));
-    keel_result_free(q(c, "INSERT INTO uv VALUES ($1)", (keel_value[]){keel_int(1)}, 1));
-    e = q_fail(c, "INSERT INTO uv VALUES ($1)", (keel_value[]){keel_int(1)}, 1);
+    keel_result_free(q(c, "INSERT INTO uv VALUES ($1)", (keel_value[]){ keel_int(1) }, 1));
+    e = q_fail(c, "INSERT INTO uv VALUES ($1)", (keel_value[]){ keel_int(1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
     CHECK_STR(e.sqlstate, "23505");
     CHECK_CONTAINS(e.message, "DETAIL: Key (id)=(1) already exists");
@@ -648,13 +648,13 @@ TEST(server_errors_map_to_statuses) {
     e = q_fail(c, "SELECT 1/0", NULL, 0);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.sqlstate, "22012");
-    e = q_fail(c, "SELECT $1::int", (keel_value[]){keel_text("abc")}, 1);
+    e = q_fail(c, "SELECT $1::int", (keel_value[]){ keel_text("abc") }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.sqlstate, "22P02");
 
-    e = q_fail(c, "SELECT $1, $2", (keel_value[]){keel_int(1)}, 1);
+    e = q_fail(c, "SELECT $1, $2", (keel_value[]){ keel_int(1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_PARAMETERS);
-    e = q_fail(c, "SELECT $1::text", (keel_value[]){keel_textn("a\0b", 3)}, 1);
+    e = q_fail(c, "SELECT $1::text", (keel_value[]){ keel_textn("a\0b", 3) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_CONTAINS(e.message, "$1");
 
@@ -692,7 +692,7 @@ TEST(connect_timeout_when_the_server_never_answers) {
     int fd = silent_listener(&port);
     char url[128];
     snprintf(url, sizeof url, "postgresql://postgres:pw@127.0.0.1:%d/keel_test", port);
-    const char *extra[] = {"databases.default.connect_timeout", "0.5", NULL};
+    const char *extra[] = { "databases.default.connect_timeout", "0.5", NULL };
     keel_db *db = open_url(url, extra);
     keel_conn *c = NULL;
     keel_error err;
@@ -713,13 +713,14 @@ TEST(host_names_are_resolved_and_options_reach_the_server) {
         snprintf(url, sizeof url, "%.*slocalhost%s", (int)(ip - base), base, ip + 9);
     else
         snprintf(url, sizeof url, "%s", base);
-    const char *extra[] = {"databases.default.options.application_name", "keel-pg-test",
-                           "databases.default.options.options", "-c DateStyle=SQL,DMY", NULL};
+    const char *extra[] = { "databases.default.options.application_name", "keel-pg-test",
+                            "databases.default.options.options", "-c DateStyle=SQL,DMY", NULL };
     keel_db *db = open_url(url, extra);
     keel_conn *c = acquire(db);
     CHECK(c != NULL);
-    keel_result *r = q(c, "SELECT current_setting('application_name'), "
-                          "current_setting('DateStyle'), DATE '2024-02-03'",
+    keel_result *r = q(c,
+                       "SELECT current_setting('application_name'), "
+                       "current_setting('DateStyle'), DATE '2024-02-03'",
                        NULL, 0);
     CHECK(r != NULL);
     if (r) {
@@ -745,7 +746,7 @@ static void url_password(char *out, size_t size) {
 }
 
 TEST(secrets_are_resolved_at_connect_time) {
-    const char *extra[] = {"databases.default.password", "${env:KEEL_TEST_PG_SECRET}", NULL};
+    const char *extra[] = { "databases.default.password", "${env:KEEL_TEST_PG_SECRET}", NULL };
     keel_db *db = open_url(pg_url(), extra);
     CHECK(db != NULL);
     unsetenv("KEEL_TEST_PG_SECRET");
@@ -798,7 +799,7 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
 }
 
 TEST(connection_released_inside_a_transaction_comes_back_clean) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(pg_url(), extra);
     keel_conn *c = acquire(db);
     keel_error err;
@@ -838,15 +839,14 @@ static void on_cancelled_done(keel_result *res, const keel_error *err, void *arg
 
 /* Starts sql asynchronously, cancels it after 300 ms from a loop timer, returns the error. */
 static keel_error run_and_cancel(keel_db *db, keel_conn *c, const char *sql,
-                                 const keel_value *params, size_t nrows, size_t nparams,
-                                 int many) {
+                                 const keel_value *params, size_t nrows, size_t nparams, int many) {
     cancel_ctx x;
     memset(&x, 0, sizeof x);
     x.conn = c;
     keel_error err;
-    keel_status st = many ? keel_conn_query_many(c, sql, params, nrows, nparams,
-                                                 on_cancelled_done, &x, &err)
-                          : keel_conn_query(c, sql, params, nparams, on_cancelled_done, &x, &err);
+    keel_status st =
+        many ? keel_conn_query_many(c, sql, params, nrows, nparams, on_cancelled_done, &x, &err)
+             : keel_conn_query(c, sql, params, nparams, on_cancelled_done, &x, &err);
     CHECK_INT(st, KEEL_OK);
     if (st != KEEL_OK)
         return err;
@@ -866,7 +866,7 @@ TEST(cancel_stops_a_running_query_and_the_connection_stays_usable) {
     CHECK_STR(e.sqlstate, "57014");
     CHECK_INT(q_int(c, "SELECT 1"), 1);
 
-    keel_value rows[3] = {keel_float(0), keel_float(10), keel_float(0)};
+    keel_value rows[3] = { keel_float(0), keel_float(10), keel_float(0) };
     e = run_and_cancel(db, c, "SELECT pg_sleep($1)", rows, 3, 1, 1);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     CHECK_CONTAINS(e.message, "row 1");
@@ -878,7 +878,7 @@ TEST(cancel_stops_a_running_query_and_the_connection_stays_usable) {
 }
 
 TEST(release_while_running_cancels_and_returns_the_connection) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(pg_url(), extra);
     keel_conn *c = acquire(db);
     cancel_ctx x;
@@ -960,28 +960,28 @@ TEST(check_config_validates_options) {
         const char *key, *value;
         keel_status want;
     } cases[] = {
-        {"sslmode", "verify-full", KEEL_OK},
-        {"sslmode", "maybe", KEEL_ERR_CONFIG},
-        {"sslmode", "${env:PGSSLMODE}", KEEL_OK},
-        {"sslrootcert", "/etc/ssl/root.crt", KEEL_OK},
-        {"application_name", "svc", KEEL_OK},
-        {"target_session_attrs", "read-write", KEEL_OK},
-        {"target_session_attrs", "writable", KEEL_ERR_CONFIG},
-        {"keepalives", "1", KEEL_OK},
-        {"keepalives", "2", KEEL_ERR_CONFIG},
-        {"keepalives_idle", "30", KEEL_OK},
-        {"keepalives_idle", "-3", KEEL_ERR_CONFIG},
-        {"options", "-c search_path=app", KEEL_OK},
-        {"bogus", "1", KEEL_ERR_CONFIG},
-        {"password", "x", KEEL_ERR_CONFIG},
-        {"client_encoding", "LATIN1", KEEL_ERR_CONFIG},
-        {"min_size", "1", KEEL_ERR_CONFIG},
-        {"statement_cache_size", "0", KEEL_OK},
-        {"statement_cache_size", "250", KEEL_OK},
-        {"statement_cache_size", "-1", KEEL_ERR_CONFIG},
-        {"statement_cache_size", "lots", KEEL_ERR_CONFIG},
-        {"statement_cache_size", "", KEEL_ERR_CONFIG},
-        {"statement_cache_size", "100001", KEEL_ERR_CONFIG},
+        { "sslmode", "verify-full", KEEL_OK },
+        { "sslmode", "maybe", KEEL_ERR_CONFIG },
+        { "sslmode", "${env:PGSSLMODE}", KEEL_OK },
+        { "sslrootcert", "/etc/ssl/root.crt", KEEL_OK },
+        { "application_name", "svc", KEEL_OK },
+        { "target_session_attrs", "read-write", KEEL_OK },
+        { "target_session_attrs", "writable", KEEL_ERR_CONFIG },
+        { "keepalives", "1", KEEL_OK },
+        { "keepalives", "2", KEEL_ERR_CONFIG },
+        { "keepalives_idle", "30", KEEL_OK },
+        { "keepalives_idle", "-3", KEEL_ERR_CONFIG },
+        { "options", "-c search_path=app", KEEL_OK },
+        { "bogus", "1", KEEL_ERR_CONFIG },
+        { "password", "x", KEEL_ERR_CONFIG },
+        { "client_encoding", "LATIN1", KEEL_ERR_CONFIG },
+        { "min_size", "1", KEEL_ERR_CONFIG },
+        { "statement_cache_size", "0", KEEL_OK },
+        { "statement_cache_size", "250", KEEL_OK },
+        { "statement_cache_size", "-1", KEEL_ERR_CONFIG },
+        { "statement_cache_size", "lots", KEEL_ERR_CONFIG },
+        { "statement_cache_size", "", KEEL_ERR_CONFIG },
+        { "statement_cache_size", "100001", KEEL_ERR_CONFIG },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         opts[0].key = (char *)cases[i].key;
@@ -1013,7 +1013,7 @@ TEST(a_host_list_with_an_address_before_a_name_connects) {
         fprintf(stderr, "  # skipped: the test URL does not use 127.0.0.1\n");
         return;
     }
-    const char *extra[] = {"databases.default.host", "127.0.0.1,localhost", NULL};
+    const char *extra[] = { "databases.default.host", "127.0.0.1,localhost", NULL };
     keel_db *db = open_url(pg_url(), extra);
     keel_conn *c = acquire(db);
     CHECK(c != NULL);
@@ -1025,7 +1025,7 @@ TEST(a_host_list_with_an_address_before_a_name_connects) {
 TEST(a_document_parameter_is_refused_with_a_data_error) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
-    keel_value doc = {.type = KEEL_TYPE_DOCUMENT, .u.str = {"\x05\0\0\0\0", 5}};
+    keel_value doc = { .type = KEEL_TYPE_DOCUMENT, .u.str = { "\x05\0\0\0\0", 5 } };
     keel_error e = q_fail(c, "SELECT $1", &doc, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK_STR(e.message,
@@ -1036,7 +1036,7 @@ TEST(a_document_parameter_is_refused_with_a_data_error) {
 }
 
 TEST(a_late_cancel_never_reaches_the_next_statement) {
-    const char *extra[] = {"databases.default.pool.max_size", "1", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(pg_url(), extra);
     keel_conn *c = acquire(db);
     keel_loop *loop = keel_db_loop(db);
@@ -1046,8 +1046,7 @@ TEST(a_late_cancel_never_reaches_the_next_statement) {
         memset(&x, 0, sizeof x);
         x.conn = c;
         keel_error err;
-        CHECK_INT(keel_conn_query(c, "SELECT pg_sleep(0.02)", NULL, 0, on_cancelled_done, &x,
-                                  &err),
+        CHECK_INT(keel_conn_query(c, "SELECT pg_sleep(0.02)", NULL, 0, on_cancelled_done, &x, &err),
                   KEEL_OK);
         keel_timer *t = keel__timer_new(loop, on_cancel_timer, &x);
         keel__timer_arm(t, keel_now_ms() + 14 + i % 8);
@@ -1072,8 +1071,8 @@ static int64_t keel_statements(keel_conn *c) {
 /* How many statements of this session were prepared from exactly this text. */
 static int64_t prepared_as(keel_conn *c, const char *sql) {
     keel_value v = keel_text(sql);
-    keel_result *r = q(c, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", &v,
-                       1);
+    keel_result *r =
+        q(c, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", &v, 1);
     const keel_value *n = keel_result_value(r, 0, 0);
     int64_t out = n && n->type == KEEL_TYPE_INT ? n->u.i64 : -1;
     keel_result_free(r);
@@ -1082,7 +1081,7 @@ static int64_t prepared_as(keel_conn *c, const char *sql) {
 
 /* A db whose PostgreSQL connections keep at most size prepared statements ("0": none). */
 static keel_db *open_db_cache(const char *size) {
-    const char *extra[] = {"databases.default.options.statement_cache_size", size, NULL};
+    const char *extra[] = { "databases.default.options.statement_cache_size", size, NULL };
     return open_url(pg_url(), extra);
 }
 
@@ -1308,9 +1307,8 @@ TEST(errors_and_rollback_leave_the_cache_usable) {
 /* ---- bulk loads (keel_conn_copy_in) ------------------------------------------------------ */
 
 /* Loads rows with keel_conn_copy_in_sync; returns the rows loaded, or -1 (the error in *e). */
-static int64_t copy_in(keel_conn *c, const char *schema, const char *table,
-                       const char *const *cols, size_t ncols, const keel_value *rows,
-                       size_t nrows, keel_error *e) {
+static int64_t copy_in(keel_conn *c, const char *schema, const char *table, const char *const *cols,
+                       size_t ncols, const keel_value *rows, size_t nrows, keel_error *e) {
     int64_t loaded = -1;
     keel_error local;
     keel_error_clear(e ? e : &local);
@@ -1340,17 +1338,32 @@ TEST(copy_in_loads_every_type_in_binary) {
                        "varchar(20), ch char(3), by bytea, d date, tm time, ts timestamp, "
                        "tz timestamptz, u uuid, u2 uuid, j json, jb jsonb, e cp_mood)",
                        NULL, 0));
-    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+    const unsigned char uuid[16] = { 0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                     0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11 };
     const char *utf8 = "\xc3\xbc\xc3\xb1\xc3\xaf \xe2\x82\xac";
     keel_value rows[2 * 22] = {
-        keel_bool(1), keel_int(-32768), keel_int(2147483647), keel_int(-9000000000LL),
-        keel_int(4000000000LL), keel_float(1.5), keel_float(-2.5e-3), keel_numeric("-123.4500"),
-        keel_numeric("3.14159"), keel_text(utf8), keel_text("short"), keel_text("ab"),
-        keel_bytes("\0\1\2", 3), keel_date(-3000), keel_time(3723000004LL),
-        keel_timestamp(951782400000000LL), keel_timestamptz(-86400000001LL), keel_uuid(uuid),
-        keel_text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), keel_json("[true, null]"),
-        keel_json("{\"k\": \"v\"}"), keel_text("ok"),
+        keel_bool(1),
+        keel_int(-32768),
+        keel_int(2147483647),
+        keel_int(-9000000000LL),
+        keel_int(4000000000LL),
+        keel_float(1.5),
+        keel_float(-2.5e-3),
+        keel_numeric("-123.4500"),
+        keel_numeric("3.14159"),
+        keel_text(utf8),
+        keel_text("short"),
+        keel_text("ab"),
+        keel_bytes("\0\1\2", 3),
+        keel_date(-3000),
+        keel_time(3723000004LL),
+        keel_timestamp(951782400000000LL),
+        keel_timestamptz(-86400000001LL),
+        keel_uuid(uuid),
+        keel_text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        keel_json("[true, null]"),
+        keel_json("{\"k\": \"v\"}"),
+        keel_text("ok"),
     };
     for (size_t i = 22; i < 44; i++)
         rows[i] = keel_null();
@@ -1374,12 +1387,12 @@ TEST(copy_in_loads_every_type_in_binary) {
 
     /* numeric in every shape decimal text takes, and ints and floats into numeric. */
     keel_result_free(q(c, "CREATE TEMP TABLE cp_num (k int, n numeric)", NULL, 0));
-    const char *const nums[] = {"0",        "-0.00",     "12345678.9", "1E+3",   "1.5E-7",
-                                "NaN",      "-123.4500", "0.0001",     "99999",  "100000000",
-                                "Infinity", "-inf",      ".5",         "7.",     "1e-2"};
-    const char *const want[] = {"0",        "0.00",     "12345678.9", "1000",    "0.00000015",
-                                "NaN",      "-123.4500", "0.0001",    "99999",   "100000000",
-                                "Infinity", "-Infinity", "0.5",       "7",       "0.01"};
+    const char *const nums[] = { "0",        "-0.00",     "12345678.9", "1E+3",  "1.5E-7",
+                                 "NaN",      "-123.4500", "0.0001",     "99999", "100000000",
+                                 "Infinity", "-inf",      ".5",         "7.",    "1e-2" };
+    const char *const want[] = { "0",        "0.00",      "12345678.9", "1000",  "0.00000015",
+                                 "NaN",      "-123.4500", "0.0001",     "99999", "100000000",
+                                 "Infinity", "-Infinity", "0.5",        "7",     "0.01" };
     size_t nn = sizeof nums / sizeof nums[0];
     keel_value nrows[2 * 17];
     for (size_t i = 0; i < nn; i++) {
@@ -1411,14 +1424,14 @@ TEST(copy_in_names_columns_schemas_and_quoted_identifiers) {
                        "\"Name Col\" text, qty int DEFAULT 7, twice int GENERATED ALWAYS AS "
                        "(qty * 2) STORED)",
                        NULL, 0));
-    const char *cols[] = {"Name Col"};
-    keel_value rows[2] = {keel_text("a"), keel_text("b")};
+    const char *cols[] = { "Name Col" };
+    keel_value rows[2] = { keel_text("a"), keel_text("b") };
     keel_error e;
     CHECK_INT(copy_in(c, "Copy \"Schema", "Mixed Table", cols, 1, rows, 2, &e), 2);
     CHECK_INT(q_int(c, "SELECT sum(qty + twice + id) FROM \"Copy \"\"Schema\".\"Mixed Table\""),
               7 + 14 + 1 + 7 + 14 + 2);
     /* Every column but the generated one when no list is given. */
-    keel_value all[3] = {keel_int(10), keel_text("c"), keel_int(1)};
+    keel_value all[3] = { keel_int(10), keel_text("c"), keel_int(1) };
     CHECK_INT(copy_in(c, "Copy \"Schema", "Mixed Table", NULL, 3, all, 1, &e), 1);
     CHECK_INT(q_int(c, "SELECT twice FROM \"Copy \"\"Schema\".\"Mixed Table\" WHERE id = 10"), 2);
     /* Without a schema the search path decides; nothing to load still checks the table. */
@@ -1437,11 +1450,10 @@ TEST(copy_in_names_columns_schemas_and_quoted_identifiers) {
 TEST(copy_in_errors_name_what_was_wrong_and_load_nothing) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
-    keel_result_free(q(c, "CREATE TEMP TABLE cp_err (id int8 PRIMARY KEY, qty int2, t text)",
-                       NULL, 0));
-    keel_value rows[9] = {keel_int(1), keel_int(5), keel_text("x"),
-                          keel_int(2), keel_int(6), keel_null(),
-                          keel_int(3), keel_text("seven"), keel_text("z")};
+    keel_result_free(
+        q(c, "CREATE TEMP TABLE cp_err (id int8 PRIMARY KEY, qty int2, t text)", NULL, 0));
+    keel_value rows[9] = { keel_int(1), keel_int(5), keel_text("x"),     keel_int(2),   keel_int(6),
+                           keel_null(), keel_int(3), keel_text("seven"), keel_text("z") };
     keel_error e;
     CHECK_INT(copy_in(c, NULL, "cp_err", NULL, 3, rows, 3, &e), -1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
@@ -1475,7 +1487,7 @@ TEST(copy_in_errors_name_what_was_wrong_and_load_nothing) {
     CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
     CHECK_STR(e.sqlstate, "42P01");
     CHECK_CONTAINS(e.message, "cp_missing");
-    const char *cols[] = {"id", "nope"};
+    const char *cols[] = { "id", "nope" };
     CHECK_INT(copy_in(c, NULL, "cp_err", cols, 2, rows, 1, &e), -1);
     CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
     CHECK_STR(e.sqlstate, "42703");
@@ -1483,7 +1495,7 @@ TEST(copy_in_errors_name_what_was_wrong_and_load_nothing) {
     /* Bad arguments fail before anything is sent. */
     CHECK_INT(copy_in(c, NULL, "", NULL, 3, rows, 1, &e), -1);
     CHECK_INT(e.code, KEEL_ERR_INVALID_ARGUMENT);
-    const char *empty[] = {""};
+    const char *empty[] = { "" };
     CHECK_INT(copy_in(c, NULL, "cp_err", empty, 1, rows, 1, &e), -1);
     CHECK_INT(e.code, KEEL_ERR_INVALID_ARGUMENT);
     CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
@@ -1495,8 +1507,8 @@ TEST(copy_in_errors_name_what_was_wrong_and_load_nothing) {
 TEST(copy_in_is_part_of_the_transaction_and_loads_large_batches) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
-    keel_result_free(q(c, "CREATE TEMP TABLE cp_big (id int8, name text, at timestamptz)",
-                       NULL, 0));
+    keel_result_free(
+        q(c, "CREATE TEMP TABLE cp_big (id int8, name text, at timestamptz)", NULL, 0));
     size_t n = 100000;
     keel_value *rows = calloc(n * 3, sizeof *rows);
     char *names = malloc(n * 16);
@@ -1547,7 +1559,7 @@ static keel_error copy_and_cancel(keel_db *db, keel_conn *c, const char *table,
 }
 
 TEST(copy_in_cancel_while_waiting_or_sending_loads_nothing) {
-    const char *extra[] = {"databases.default.pool.max_size", "2", NULL};
+    const char *extra[] = { "databases.default.pool.max_size", "2", NULL };
     keel_db *db = open_url(pg_url(), extra);
     keel_conn *c = acquire(db), *other = acquire(db);
     keel_result_free(q(c, "DROP TABLE IF EXISTS cp_cancel", NULL, 0));
@@ -1555,7 +1567,7 @@ TEST(copy_in_cancel_while_waiting_or_sending_loads_nothing) {
     /* Waiting for a lock before the server asks for data. */
     keel_result_free(q(other, "BEGIN", NULL, 0));
     keel_result_free(q(other, "LOCK TABLE cp_cancel IN ACCESS EXCLUSIVE MODE", NULL, 0));
-    keel_value one[2] = {keel_int(1), keel_text("x")};
+    keel_value one[2] = { keel_int(1), keel_text("x") };
     keel_error e = copy_and_cancel(db, c, "cp_cancel", one, 2, 1);
     CHECK_INT(e.code, KEEL_ERR_CANCELLED);
     keel_result_free(q(other, "COMMIT", NULL, 0));

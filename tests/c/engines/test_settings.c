@@ -58,8 +58,8 @@ TEST(resolve_copies_plain_values_and_reads_secret_references) {
     free(out);
     out = NULL;
     setenv("KEEL_TEST_SETTINGS_SECRET", "s3cret-value", 1);
-    CHECK_INT(keel__settings_resolve(&dbc, "password", "pre-${env:KEEL_TEST_SETTINGS_SECRET}",
-                                     &out, &err),
+    CHECK_INT(keel__settings_resolve(&dbc, "password", "pre-${env:KEEL_TEST_SETTINGS_SECRET}", &out,
+                                     &err),
               KEEL_OK);
     CHECK_STR(out, "pre-s3cret-value");
     free(out);
@@ -71,14 +71,14 @@ TEST(resolve_errors_name_the_key_path_never_the_value) {
     keel__dbconfig dbc = dbconfig("billing", 0, 0);
     char *out = (char *)"untouched";
     unsetenv("KEEL_TEST_SETTINGS_MISSING");
-    CHECK_INT(keel__settings_resolve(&dbc, "password", "${env:KEEL_TEST_SETTINGS_MISSING}", &out,
-                                     &err),
-              KEEL_ERR_CONFIG);
+    CHECK_INT(
+        keel__settings_resolve(&dbc, "password", "${env:KEEL_TEST_SETTINGS_MISSING}", &out, &err),
+        KEEL_ERR_CONFIG);
     CHECK(out == NULL);
     CHECK_CONTAINS(err.message, "databases.billing.password: environment variable "
                                 "'KEEL_TEST_SETTINGS_MISSING' is not set");
 
-    keel__option opt = {(char *)"sslrootcert", (char *)"${file:/nonexistent/keel/ca.pem}"};
+    keel__option opt = { (char *)"sslrootcert", (char *)"${file:/nonexistent/keel/ca.pem}" };
     CHECK_INT(keel__settings_resolve_option(&dbc, &opt, &out, &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "databases.billing.options.sslrootcert");
 }
@@ -87,20 +87,22 @@ TEST(resolve_option_reads_the_option_value) {
     keel_error err;
     keel__dbconfig dbc = dbconfig("main", 0, 0);
     char *out = NULL;
-    keel__option opt = {(char *)"application_name", (char *)"api"};
+    keel__option opt = { (char *)"application_name", (char *)"api" };
     CHECK_INT(keel__settings_resolve_option(&dbc, &opt, &out, &err), KEEL_OK);
     CHECK_STR(out, "api");
     free(out);
     out = NULL;
-    keel__option empty = {(char *)"sslmode", NULL};
+    keel__option empty = { (char *)"sslmode", NULL };
     CHECK_INT(keel__settings_resolve_option(&dbc, &empty, &out, &err), KEEL_OK);
     CHECK_STR(out, "");
     free(out);
 }
 
 TEST(is_seconds_takes_non_negative_decimal_numbers) {
-    static const char *const good[] = {"0", "30", "2.5", ".5", "1e1", "0.000", NULL};
-    static const char *const bad[] = {"", " ", "-1", "-0.5", "5s", "1,5", "abc", "nan", "1 ", NULL};
+    static const char *const good[] = { "0", "30", "2.5", ".5", "1e1", "0.000", NULL };
+    static const char *const bad[] = {
+        "", " ", "-1", "-0.5", "5s", "1,5", "abc", "nan", "1 ", NULL
+    };
     for (const char *const *v = good; *v; v++) {
         if (!keel__settings_is_seconds(*v))
             fprintf(stderr, "  refused \"%s\"\n", *v);
@@ -114,8 +116,8 @@ TEST(is_seconds_takes_non_negative_decimal_numbers) {
 }
 
 TEST(word_in_list_matches_whole_words_exactly) {
-    static const char *const modes[] = {"disable", "prefer", "require", NULL};
-    static const char *const none[] = {NULL};
+    static const char *const modes[] = { "disable", "prefer", "require", NULL };
+    static const char *const none[] = { NULL };
     CHECK_INT(keel__word_in_list("disable", modes), 1);
     CHECK_INT(keel__word_in_list("require", modes), 1);
     CHECK_INT(keel__word_in_list("Require", modes), 0);

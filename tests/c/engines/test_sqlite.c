@@ -21,28 +21,22 @@ static char tmpdir[] = "/tmp/keel-sqlite-XXXXXX";
 static int file_counter;
 
 /* A URL for a new database file in the temp dir; path receives the file path. */
-static void new_file_url(char *url, size_t size, char *path, size_t psize)
-{
+static void new_file_url(char *url, size_t size, char *path, size_t psize) {
     snprintf(path, psize, "%s/db%d.sqlite", tmpdir, ++file_counter);
     snprintf(url, size, "sqlite:///%s", path);
 }
 
-static keel_db *open_file_db(const char *const *extra)
-{
+static keel_db *open_file_db(const char *const *extra) {
     char url[256], path[200];
     new_file_url(url, sizeof url, path, sizeof path);
     return open_url(url, extra);
 }
 
-static void exec(keel_conn *c, const char *sql)
-{
-    keel_result_free(q(c, sql, NULL, 0));
-}
+static void exec(keel_conn *c, const char *sql) { keel_result_free(q(c, sql, NULL, 0)); }
 
 /* Runs a statement expected to fail; returns its status with err filled. */
 static keel_status q_err(keel_conn *c, const char *sql, const keel_value *params, size_t n,
-                         keel_error *err)
-{
+                         keel_error *err) {
     keel_result *res = NULL;
     keel_error_clear(err);
     keel_status st = keel_conn_query_sync(c, sql, params, n, &res, err);
@@ -50,8 +44,7 @@ static keel_status q_err(keel_conn *c, const char *sql, const keel_value *params
     return st;
 }
 
-static void txn(keel_conn *c, keel_txn_op op, unsigned depth)
-{
+static void txn(keel_conn *c, keel_txn_op op, unsigned depth) {
     keel_error err;
     if (c && keel_conn_transaction_sync(c, op, depth, &err) != KEEL_OK) {
         fprintf(stderr, "  transaction %d: %s\n", (int)op, err.message);
@@ -59,13 +52,11 @@ static void txn(keel_conn *c, keel_txn_op op, unsigned depth)
     }
 }
 
-static int str_eq(const keel_value *v, keel_type type, const char *s)
-{
+static int str_eq(const keel_value *v, keel_type type, const char *s) {
     return same_str(v, type, s, strlen(s));
 }
 
-TEST(types_both_ways)
-{
+TEST(types_both_ways) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     exec(c, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BOOLEAN, i INTEGER, f REAL, n NUMERIC, "
@@ -73,9 +64,9 @@ TEST(types_both_ways)
     int32_t day = keel__days_from_civil(2024, 2, 29);
     int64_t tod = ((13 * 60 + 45) * 60 + 30) * INT64_C(1000000) + 123456;
     int64_t ts = day * INT64_C(86400000000) + tod;
-    const unsigned char uuid[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                                    0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
-    const unsigned char bytes[5] = {0, 1, 2, 0xff, 0};
+    const unsigned char uuid[16] = { 0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
+                                     0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11 };
+    const unsigned char bytes[5] = { 0, 1, 2, 0xff, 0 };
     const char *text = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac";
     keel_value p[13] = {
         keel_int(1),
@@ -102,18 +93,20 @@ TEST(types_both_ways)
     for (int k = 0; k < 13; k++)
         nulls[k] = keel_null();
     nulls[0] = keel_int(2);
-    keel_result_free(q(c, "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-                          "$12, $13)",
+    keel_result_free(q(c,
+                       "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+                       "$12, $13)",
                        nulls, 13));
 
     res = q(c, "SELECT * FROM t ORDER BY id", NULL, 0);
     CHECK_INT(keel_result_nrows(res), 2);
     CHECK_INT(keel_result_ncols(res), 13);
     static const keel_type coltypes[13] = {
-        KEEL_TYPE_INT,  KEEL_TYPE_BOOL,      KEEL_TYPE_INT,         KEEL_TYPE_FLOAT,
-        KEEL_TYPE_NUMERIC, KEEL_TYPE_TEXT,   KEEL_TYPE_BYTES,       KEEL_TYPE_DATE,
-        KEEL_TYPE_TIME, KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TIMESTAMPTZ, KEEL_TYPE_UUID,
-        KEEL_TYPE_JSON};
+        KEEL_TYPE_INT,     KEEL_TYPE_BOOL,      KEEL_TYPE_INT,         KEEL_TYPE_FLOAT,
+        KEEL_TYPE_NUMERIC, KEEL_TYPE_TEXT,      KEEL_TYPE_BYTES,       KEEL_TYPE_DATE,
+        KEEL_TYPE_TIME,    KEEL_TYPE_TIMESTAMP, KEEL_TYPE_TIMESTAMPTZ, KEEL_TYPE_UUID,
+        KEEL_TYPE_JSON
+    };
     for (size_t k = 0; k < 13; k++) {
         CHECK_INT(keel_result_coltype(res, k), coltypes[k]);
         const keel_value *v = keel_result_value(res, 0, k);
@@ -150,8 +143,9 @@ TEST(types_both_ways)
         CHECK(row[1].type == KEEL_TYPE_BOOL && row[1].u.boolean == 1);
     }
     keel_result_free(res);
-    res = q(c, "SELECT d || '', tm || '', ts || '', tz || '', u || '', typeof(y) FROM t "
-               "WHERE id = 1",
+    res = q(c,
+            "SELECT d || '', tm || '', ts || '', tz || '', u || '', typeof(y) FROM t "
+            "WHERE id = 1",
             NULL, 0);
     row = keel_result_row(res, 0);
     if (row) {
@@ -165,7 +159,7 @@ TEST(types_both_ways)
     keel_result_free(res);
 
     /* Parameters in expressions have no declared type: they come back by storage class. */
-    keel_value e[4] = {keel_bool(0), keel_numeric("7"), keel_date(0), keel_json("[]")};
+    keel_value e[4] = { keel_bool(0), keel_numeric("7"), keel_date(0), keel_json("[]") };
     res = q(c, "SELECT $1, $2, $3, $4", e, 4);
     row = keel_result_row(res, 0);
     if (row) {
@@ -180,8 +174,7 @@ TEST(types_both_ways)
     keel_db_close(db);
 }
 
-TEST(declared_type_fallbacks)
-{
+TEST(declared_type_fallbacks) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     exec(c, "CREATE TABLE f (id INTEGER PRIMARY KEY, b BOOL, d DATE, ts DATETIME, "
@@ -221,11 +214,11 @@ TEST(declared_type_fallbacks)
         CHECK(r[1].type == KEEL_TYPE_BOOL && r[1].u.boolean == 1);
         CHECK(r[2].type == KEEL_TYPE_DATE && r[2].u.date == keel__days_from_civil(2000, 1, 1));
         CHECK(r[3].type == KEEL_TYPE_TIMESTAMP &&
-              r[3].u.micros == keel__days_from_civil(2000, 1, 1) * INT64_C(86400000000) +
-                                   INT64_C(36000000000));
+              r[3].u.micros ==
+                  keel__days_from_civil(2000, 1, 1) * INT64_C(86400000000) + INT64_C(36000000000));
         CHECK(r[4].type == KEEL_TYPE_TIMESTAMPTZ &&
-              r[4].u.micros == keel__days_from_civil(2000, 1, 1) * INT64_C(86400000000) +
-                                   INT64_C(36000000000));
+              r[4].u.micros ==
+                  keel__days_from_civil(2000, 1, 1) * INT64_C(86400000000) + INT64_C(36000000000));
         CHECK(r[5].type == KEEL_TYPE_UUID && r[5].u.uuid[0] == 0x00 && r[5].u.uuid[15] == 0xff);
         CHECK(str_eq(&r[6], KEEL_TYPE_NUMERIC, "0.1"));
         CHECK(str_eq(&r[7], KEEL_TYPE_JSON, "2.5"));
@@ -259,9 +252,9 @@ TEST(declared_type_fallbacks)
             "f timestamp with time zone, g \"unsigned big integer of a declared type long "
             "enough\", h \"a declared type name long enough to be searched in place: Bool\")");
     res = q(c, "SELECT * FROM g", NULL, 0);
-    static const keel_type want[] = {KEEL_TYPE_INT,  KEEL_TYPE_TEXT,        KEEL_TYPE_FLOAT,
-                                     KEEL_TYPE_BYTES, KEEL_TYPE_BOOL,       KEEL_TYPE_TIMESTAMPTZ,
-                                     KEEL_TYPE_INT,  KEEL_TYPE_BOOL};
+    static const keel_type want[] = { KEEL_TYPE_INT,   KEEL_TYPE_TEXT, KEEL_TYPE_FLOAT,
+                                      KEEL_TYPE_BYTES, KEEL_TYPE_BOOL, KEEL_TYPE_TIMESTAMPTZ,
+                                      KEEL_TYPE_INT,   KEEL_TYPE_BOOL };
     CHECK_INT(keel_result_ncols(res), 8);
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++)
         CHECK_INT(keel_result_coltype(res, k), want[k]);
@@ -270,8 +263,7 @@ TEST(declared_type_fallbacks)
     keel_db_close(db);
 }
 
-TEST(large_blob_and_many_rows)
-{
+TEST(large_blob_and_many_rows) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     size_t size = 10 * 1024 * 1024;
@@ -283,7 +275,7 @@ TEST(large_blob_and_many_rows)
     for (size_t i = 0; i < size; i++)
         blob[i] = (unsigned char)(i * 31 + (i >> 13));
     exec(c, "CREATE TABLE b (id INTEGER PRIMARY KEY, y BLOB)");
-    keel_value p[2] = {keel_int(1), keel_bytes(blob, size)};
+    keel_value p[2] = { keel_int(1), keel_bytes(blob, size) };
     keel_result_free(q(c, "INSERT INTO b VALUES ($1, $2)", p, 2));
     keel_result *res = q(c, "SELECT y, length(y) FROM b WHERE id = 1", NULL, 0);
     const keel_value *v = keel_result_value(res, 0, 0);
@@ -332,8 +324,7 @@ TEST(large_blob_and_many_rows)
     keel_db_close(db);
 }
 
-TEST(executemany_atomic)
-{
+TEST(executemany_atomic) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     exec(c, "CREATE TABLE m (id INTEGER PRIMARY KEY, name TEXT)");
@@ -353,8 +344,7 @@ TEST(executemany_atomic)
     }
     keel_result *res = NULL;
     keel_error err;
-    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res,
-                                        &err),
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res, &err),
               KEEL_OK);
     CHECK_INT(keel_result_affected(res), ROWS);
     CHECK_INT(keel_result_nrows(res), 0);
@@ -366,8 +356,7 @@ TEST(executemany_atomic)
         p[2 * i] = keel_int(ROWS + i);
     p[2 * 5000] = keel_int(17);
     res = NULL;
-    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res,
-                                        &err),
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res, &err),
               KEEL_ERR_INTEGRITY);
     CHECK(res == NULL);
     CHECK_STR(err.sqlstate, "23505");
@@ -380,8 +369,7 @@ TEST(executemany_atomic)
     /* Inside a transaction the failed batch is undone and the transaction goes on. */
     txn(c, KEEL_TXN_BEGIN, 0);
     exec(c, "INSERT INTO m VALUES (-1, 'before')");
-    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res,
-                                        &err),
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2)", p, ROWS, 2, &res, &err),
               KEEL_ERR_INTEGRITY);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
     CHECK_INT(q_int(c, "SELECT count(*) FROM m"), ROWS + 1);
@@ -389,9 +377,9 @@ TEST(executemany_atomic)
     CHECK_INT(q_int(c, "SELECT count(*) FROM m"), ROWS);
 
     /* A bad row in the middle names its index too. */
-    keel_value bad[4] = {keel_int(-5), keel_text("x"), keel_int(-6), keel_text("y")};
-    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2) RETURNING id", bad, 2,
-                                        2, &res, &err),
+    keel_value bad[4] = { keel_int(-5), keel_text("x"), keel_int(-6), keel_text("y") };
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO m VALUES ($1, $2) RETURNING id", bad, 2, 2,
+                                        &res, &err),
               KEEL_OK);
     CHECK_INT(keel_result_affected(res), 2);
     keel_result_free(res);
@@ -403,8 +391,7 @@ TEST(executemany_atomic)
     keel_db_close(db);
 }
 
-TEST(scripts)
-{
+TEST(scripts) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     keel_result *res = q(c,
@@ -432,8 +419,7 @@ TEST(scripts)
     keel_db_close(db);
 }
 
-TEST(errors)
-{
+TEST(errors) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     keel_error err;
@@ -459,8 +445,7 @@ TEST(errors)
     CHECK_INT(q_err(c, "INSERT INTO u VALUES (3, NULL, NULL, 1)", NULL, 0, &err),
               KEEL_ERR_INTEGRITY);
     CHECK_STR(err.sqlstate, "23502");
-    CHECK_INT(q_err(c, "INSERT INTO u VALUES (4, 'd', 99, 1)", NULL, 0, &err),
-              KEEL_ERR_INTEGRITY);
+    CHECK_INT(q_err(c, "INSERT INTO u VALUES (4, 'd', 99, 1)", NULL, 0, &err), KEEL_ERR_INTEGRITY);
     CHECK_STR(err.sqlstate, "23503");
     CHECK_INT(q_err(c, "INSERT INTO u VALUES (5, 'e', NULL, -1)", NULL, 0, &err),
               KEEL_ERR_INTEGRITY);
@@ -473,10 +458,11 @@ TEST(errors)
     CHECK_INT(q_err(c, "SELECT :name", NULL, 0, &err), KEEL_ERR_PARAMETERS);
     CHECK_INT(q_err(c, "SELECT json('{bad')", NULL, 0, &err), KEEL_ERR_DATABASE);
     /* A BSON document is refused as on the other SQL engines, before the job starts. */
-    keel_value doc = {.type = KEEL_TYPE_DOCUMENT, .u.str = {"\x05\0\0\0\0", 5}};
+    keel_value doc = { .type = KEEL_TYPE_DOCUMENT, .u.str = { "\x05\0\0\0\0", 5 } };
     CHECK_INT(q_err(c, "SELECT $1", &doc, 1, &err), KEEL_ERR_DATA);
-    CHECK_STR(err.message, "parameter $1: a BSON document is not a SQLite value; pass JSON instead");
-    keel_value rows[2] = {keel_int(1), doc};
+    CHECK_STR(err.message,
+              "parameter $1: a BSON document is not a SQLite value; pass JSON instead");
+    keel_value rows[2] = { keel_int(1), doc };
     keel_result *res = NULL;
     CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1", rows, 2, 1, &res, &err), KEEL_ERR_DATA);
     CHECK_STR(err.message,
@@ -489,8 +475,7 @@ TEST(errors)
     keel_db_close(db);
 }
 
-TEST(connect_errors_and_options)
-{
+TEST(connect_errors_and_options) {
     keel_db *db = open_url("sqlite:////nonexistent-keel-dir/sub/x.db", NULL);
     keel_conn *c = NULL;
     keel_error err;
@@ -521,16 +506,16 @@ TEST(connect_errors_and_options)
     keel_config_free(cfg);
 
     static const char *const bad[][2] = {
-        {"databases.default.options.synchronous", "SOMETIMES"},
-        {"databases.default.options.busy_timeout", "-1"},
-        {"databases.default.options.busy_timeout", "12ms"},
-        {"databases.default.options.journal_mode", "fast"},
-        {"databases.default.options.foreign_keys", "maybe"},
-        {"databases.default.options.mode", "rwx"},
-        {"databases.default.options.transaction_mode", "later"},
-        {"databases.default.options.inline_steps", "-1"},
-        {"databases.default.options.inline_steps", "many"},
-        {"databases.default.options.inline_steps", "3000000000"},
+        { "databases.default.options.synchronous", "SOMETIMES" },
+        { "databases.default.options.busy_timeout", "-1" },
+        { "databases.default.options.busy_timeout", "12ms" },
+        { "databases.default.options.journal_mode", "fast" },
+        { "databases.default.options.foreign_keys", "maybe" },
+        { "databases.default.options.mode", "rwx" },
+        { "databases.default.options.transaction_mode", "later" },
+        { "databases.default.options.inline_steps", "-1" },
+        { "databases.default.options.inline_steps", "many" },
+        { "databases.default.options.inline_steps", "3000000000" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cfg = NULL;
@@ -543,8 +528,7 @@ TEST(connect_errors_and_options)
     }
 }
 
-TEST(pragmas_and_modes)
-{
+TEST(pragmas_and_modes) {
     char url[256], path[200];
     new_file_url(url, sizeof url, path, sizeof path);
     keel_db *db = open_url(url, NULL);
@@ -560,12 +544,15 @@ TEST(pragmas_and_modes)
     keel_conn_release(c);
     keel_db_close(db);
 
-    static const char *const opts[] = {
-        "databases.default.options.journal_mode", "delete",
-        "databases.default.options.synchronous",  "FULL",
-        "databases.default.options.foreign_keys", "off",
-        "databases.default.options.busy_timeout", "250",
-        NULL};
+    static const char *const opts[] = { "databases.default.options.journal_mode",
+                                        "delete",
+                                        "databases.default.options.synchronous",
+                                        "FULL",
+                                        "databases.default.options.foreign_keys",
+                                        "off",
+                                        "databases.default.options.busy_timeout",
+                                        "250",
+                                        NULL };
     db = open_file_db(opts);
     c = acquire(db);
     res = q(c, "PRAGMA journal_mode", NULL, 0);
@@ -578,7 +565,7 @@ TEST(pragmas_and_modes)
     keel_db_close(db);
 
     /* Read-only: reads and transactions work, writes fail. */
-    static const char *const ro[] = {"databases.default.options.mode", "ro", NULL};
+    static const char *const ro[] = { "databases.default.options.mode", "ro", NULL };
     db = open_url(url, ro);
     c = acquire(db);
     CHECK_INT(q_int(c, "SELECT count(*) FROM r"), 1);
@@ -592,9 +579,8 @@ TEST(pragmas_and_modes)
     keel_db_close(db);
 }
 
-TEST(busy_after_timeout)
-{
-    static const char *const opts[] = {"databases.default.options.busy_timeout", "100", NULL};
+TEST(busy_after_timeout) {
+    static const char *const opts[] = { "databases.default.options.busy_timeout", "100", NULL };
     keel_db *db = open_file_db(opts);
     keel_conn *a = acquire(db);
     keel_conn *b = acquire(db);
@@ -614,8 +600,7 @@ TEST(busy_after_timeout)
     keel_db_close(db);
 }
 
-TEST(memory_shared_by_pool)
-{
+TEST(memory_shared_by_pool) {
     keel_db *db = open_url("sqlite::memory:", NULL);
     keel_conn *a = acquire(db);
     keel_conn *b = acquire(db);
@@ -646,8 +631,7 @@ TEST(memory_shared_by_pool)
     keel_db_close(db);
 }
 
-TEST(transactions)
-{
+TEST(transactions) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     exec(c, "CREATE TABLE t (x INTEGER)");
@@ -683,16 +667,14 @@ TEST(transactions)
     keel_conn_release(c);
 
     keel_result *res = NULL;
-    CHECK_INT(keel_db_query_sync(db, NULL, "SELECT count(*) FROM t", NULL, 0, &res, &err),
-              KEEL_OK);
+    CHECK_INT(keel_db_query_sync(db, NULL, "SELECT count(*) FROM t", NULL, 0, &res, &err), KEEL_OK);
     const keel_value *v = keel_result_value(res, 0, 0);
     CHECK(v && v->type == KEEL_TYPE_INT && v->u.i64 == 1);
     keel_result_free(res);
     keel_db_close(db);
 }
 
-TEST(statement_cache)
-{
+TEST(statement_cache) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     exec(c, "CREATE TABLE sc (a INTEGER)");
@@ -725,17 +707,13 @@ TEST(statement_cache)
     keel_db_close(db);
 }
 
-static void cancel_cb(void *arg)
-{
-    keel_conn_cancel(arg);
-}
+static void cancel_cb(void *arg) { keel_conn_cancel(arg); }
 
 static const char *const long_query =
     "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000000) "
     "SELECT count(*) FROM n";
 
-TEST(cancel_long_query)
-{
+TEST(cancel_long_query) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     if (!c)
@@ -768,8 +746,9 @@ TEST(cancel_long_query)
         keel_result *res = NULL;
         keel_error err;
         keel_status st = keel_conn_query_many_sync(
-            c, "INSERT INTO cb SELECT $1 FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL "
-               "SELECT x + 1 FROM n WHERE x < 20) SELECT x FROM n)",
+            c,
+            "INSERT INTO cb SELECT $1 FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL "
+            "SELECT x + 1 FROM n WHERE x < 20) SELECT x FROM n)",
             p, N, 1, &res, &err);
         keel_result_free(res);
         if (st == KEEL_ERR_CANCELLED) {
@@ -786,14 +765,12 @@ TEST(cancel_long_query)
     keel_db_close(db);
 }
 
-static void record_cb(keel_result *res, const keel_error *err, void *arg)
-{
+static void record_cb(keel_result *res, const keel_error *err, void *arg) {
     *(keel_status *)arg = err ? err->code : KEEL_OK;
     keel_result_free(res);
 }
 
-TEST(close_while_running)
-{
+TEST(close_while_running) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     if (!c)
@@ -817,8 +794,7 @@ typedef struct outcome {
     keel_result *res;
 } outcome;
 
-static void outcome_cb(keel_result *res, const keel_error *err, void *arg)
-{
+static void outcome_cb(keel_result *res, const keel_error *err, void *arg) {
     outcome *o = arg;
     o->done = 1;
     o->status = err ? err->code : KEEL_OK;
@@ -833,8 +809,7 @@ static void outcome_cb(keel_result *res, const keel_error *err, void *arg)
  * be reported from inside the start.
  */
 static size_t start_query(keel_conn *c, const char *sql, const keel_value *p, size_t n,
-                          outcome *o)
-{
+                          outcome *o) {
     memset(o, 0, sizeof *o);
     keel_error err;
     CHECK_INT(keel_conn_query(c, sql, p, n, outcome_cb, o, &err), KEEL_OK);
@@ -843,14 +818,12 @@ static size_t start_query(keel_conn *c, const char *sql, const keel_value *p, si
 }
 
 /* Runs the loop until o is reported. */
-static void await_outcome(keel_db *db, outcome *o)
-{
+static void await_outcome(keel_db *db, outcome *o) {
     CHECK_INT(keel_loop_run(keel_db_loop(db), &o->done), KEEL_OK);
 }
 
 /* The first value of o's result as an integer, or INT64_MIN; frees the result. */
-static int64_t outcome_int(outcome *o)
-{
+static int64_t outcome_int(outcome *o) {
     const keel_value *v = keel_result_value(o->res, 0, 0);
     int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
     keel_result_free(o->res);
@@ -860,8 +833,7 @@ static int64_t outcome_int(outcome *o)
 
 static const char *const point_sql = "SELECT v FROM pts WHERE id = $1";
 
-TEST(inline_reads)
-{
+TEST(inline_reads) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     if (!c)
@@ -920,8 +892,8 @@ TEST(inline_reads)
     keel_result_free(o.res);
 
     /* Writes, and statements that only look read-only to SQLite, always go to a worker. */
-    static const char *const writes[] = {"UPDATE pts SET v = v WHERE id = 1", "BEGIN",
-                                         "COMMIT", "PRAGMA cache_size = 1000"};
+    static const char *const writes[] = { "UPDATE pts SET v = v WHERE id = 1", "BEGIN", "COMMIT",
+                                          "PRAGMA cache_size = 1000" };
     for (int round = 0; round < 2; round++) {
         for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
             CHECK_INT(start_query(c, writes[i], NULL, 0, &o), 1);
@@ -934,7 +906,7 @@ TEST(inline_reads)
     keel_db_close(db);
 
     /* inline_steps = 0 runs every statement on a worker. */
-    static const char *const off[] = {"databases.default.options.inline_steps", "0", NULL};
+    static const char *const off[] = { "databases.default.options.inline_steps", "0", NULL };
     db = open_file_db(off);
     c = acquire(db);
     for (int round = 0; round < 3; round++) {
@@ -952,8 +924,7 @@ typedef struct ticker {
     int ticks;
 } ticker;
 
-static void tick(void *arg)
-{
+static void tick(void *arg) {
     ticker *k = arg;
     k->ticks++;
     keel__timer_arm(k->t, keel_now_ms() + 1);
@@ -963,8 +934,7 @@ static const char *const count_sql =
     "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < $1) "
     "SELECT count(*) FROM n";
 
-TEST(inline_budget_falls_back)
-{
+TEST(inline_budget_falls_back) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     if (!c)
@@ -979,7 +949,7 @@ TEST(inline_budget_falls_back)
     CHECK_INT(outcome_int(&o), 10);
 
     /* Past the budget the statement starts over on a worker, and the loop runs meanwhile. */
-    ticker k = {keel__timer_new(keel_db_loop(db), tick, &k), 0};
+    ticker k = { keel__timer_new(keel_db_loop(db), tick, &k), 0 };
     CHECK(k.t != NULL);
     keel__timer_arm(k.t, keel_now_ms() + 1);
     p = keel_int(3000000);
@@ -999,7 +969,7 @@ TEST(inline_budget_falls_back)
     /* A budget of one step moves even a point read to a worker, with the same result. */
     keel_conn_release(c);
     keel_db_close(db);
-    static const char *const tiny[] = {"databases.default.options.inline_steps", "1", NULL};
+    static const char *const tiny[] = { "databases.default.options.inline_steps", "1", NULL };
     db = open_file_db(tiny);
     c = acquire(db);
     for (int round = 0; round < 3; round++) {
@@ -1017,19 +987,17 @@ typedef struct committer {
     outcome o;
 } committer;
 
-static void commit_now(void *arg)
-{
+static void commit_now(void *arg) {
     committer *k = arg;
     keel_error err;
     CHECK_INT(keel_conn_transaction(k->c, KEEL_TXN_COMMIT, 0, outcome_cb, &k->o, &err), KEEL_OK);
 }
 
-TEST(inline_busy_falls_back)
-{
+TEST(inline_busy_falls_back) {
     /* In rollback-journal mode an exclusive transaction keeps every reader out. */
-    static const char *const opts[] = {"databases.default.options.journal_mode", "DELETE",
-                                       "databases.default.options.transaction_mode", "EXCLUSIVE",
-                                       NULL};
+    static const char *const opts[] = { "databases.default.options.journal_mode", "DELETE",
+                                        "databases.default.options.transaction_mode", "EXCLUSIVE",
+                                        NULL };
     keel_db *db = open_file_db(opts);
     keel_conn *a = acquire(db);
     keel_conn *b = acquire(db);
@@ -1048,7 +1016,7 @@ TEST(inline_busy_falls_back)
     exec(a, "INSERT INTO w VALUES (2)");
     /* The inline attempt meets the lock and does not wait: the read goes to a worker, which
      * waits (busy_timeout) while the loop commits the writer from a timer. */
-    committer k = {a, {0}};
+    committer k = { a, { 0 } };
     keel_timer *t = keel__timer_new(keel_db_loop(db), commit_now, &k);
     keel__timer_arm(t, keel_now_ms() + 50);
     CHECK_INT(start_query(b, count, NULL, 0, &o), 1);
@@ -1064,8 +1032,7 @@ TEST(inline_busy_falls_back)
     keel_db_close(db);
 }
 
-TEST(inline_cancel_and_close)
-{
+TEST(inline_cancel_and_close) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
     if (!c)
@@ -1107,8 +1074,7 @@ TEST(inline_cancel_and_close)
 }
 
 /* Removes the files of the temp dir, then the dir. */
-static void remove_tmpdir(void)
-{
+static void remove_tmpdir(void) {
     DIR *d = opendir(tmpdir);
     if (d) {
         struct dirent *e;
@@ -1124,8 +1090,7 @@ static void remove_tmpdir(void)
     rmdir(tmpdir);
 }
 
-int main(void)
-{
+int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;

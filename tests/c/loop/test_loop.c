@@ -24,7 +24,7 @@ static void on_readable(void *arg, int events) {
 }
 
 TEST(watch_reports_readable_fd) {
-    ctx c = {0};
+    ctx c = { 0 };
     CHECK_INT(pipe(c.fds), 0);
     keel_loop *loop = keel_loop_new_blocking();
     CHECK(keel_loop_is_blocking(loop));
@@ -48,7 +48,7 @@ static void on_timer(void *arg) {
 }
 
 TEST(timers_fire_at_their_deadline_and_can_be_disarmed) {
-    ctx c = {0};
+    ctx c = { 0 };
     keel_loop *loop = keel_loop_new_blocking();
     keel_timer *early = keel__timer_new(loop, on_timer, &c);
     keel_timer *never = keel__timer_new(loop, on_timer, &c);
@@ -72,7 +72,7 @@ static void free_self(void *arg) {
 }
 
 TEST(timer_may_free_itself_in_its_callback) {
-    ctx c = {0};
+    ctx c = { 0 };
     keel_loop *loop = keel_loop_new_blocking();
     c.t = keel__timer_new(loop, free_self, &c);
     keel__timer_arm(c.t, 0);
@@ -91,7 +91,7 @@ static void unwatch_self(void *arg, int events) {
 }
 
 TEST(watch_may_free_itself_in_its_callback) {
-    ctx c = {0};
+    ctx c = { 0 };
     CHECK_INT(pipe(c.fds), 0);
     keel_loop *loop = keel_loop_new_blocking();
     c.w = keel__watch_new(loop, c.fds[1], unwatch_self, &c);
@@ -108,7 +108,7 @@ TEST(run_with_nothing_to_wait_for_fails_instead_of_hanging) {
     keel_loop *loop = keel_loop_new_blocking();
     CHECK_INT(keel_loop_run(loop, &done), KEEL_ERR_INTERNAL);
     keel_loop_free(loop);
-    static const keel_loop_ops ops = {NULL, NULL};
+    static const keel_loop_ops ops = { NULL, NULL };
     CHECK(keel_loop_new(&ops, NULL) == NULL);
     keel_loop_free(NULL);
 }
@@ -125,7 +125,7 @@ static int host_timer(void *host, keel_timer *t, int64_t deadline) {
 }
 
 TEST(host_is_told_only_about_changes) {
-    static const keel_loop_ops ops = {host_watch, host_timer};
+    static const keel_loop_ops ops = { host_watch, host_timer };
     keel_loop *loop = keel_loop_new(&ops, NULL);
     CHECK(!keel_loop_is_blocking(loop));
     int done = 0;

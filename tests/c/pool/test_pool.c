@@ -55,10 +55,10 @@ TEST(waiters_are_served_in_arrival_order) {
     keel_error err;
     keel_conn *held = NULL;
     CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
-    order_log log = {.expected = 4};
+    order_log log = { .expected = 4 };
     waiter_arg args[4];
     for (int i = 0; i < 4; i++) {
-        args[i] = (waiter_arg){&log, i};
+        args[i] = (waiter_arg){ &log, i };
         CHECK_INT(keel_db_acquire(db, "main", record_and_release, &args[i], &err), KEEL_OK);
     }
     CHECK_INT(log.n, 0); /* never called from inside keel_db_acquire */
@@ -82,8 +82,8 @@ TEST(a_withdrawn_request_is_never_called_back) {
     keel_error err;
     keel_conn *held = NULL;
     CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
-    order_log log = {.expected = 1};
-    waiter_arg withdrawn = {&log, 1}, kept = {&log, 2};
+    order_log log = { .expected = 1 };
+    waiter_arg withdrawn = { &log, 1 }, kept = { &log, 2 };
     CHECK_INT(keel_db_acquire(db, NULL, record_and_release, &withdrawn, &err), KEEL_OK);
     CHECK_INT(keel_db_acquire(db, NULL, record_and_release, &kept, &err), KEEL_OK);
     CHECK_INT(keel_db_acquire_cancel(db, record_and_release, &withdrawn), 1);
@@ -147,8 +147,8 @@ TEST(try_acquire_is_the_fast_path) {
     keel_conn *c = NULL, *d = NULL;
     /* Nothing is open before the pool is warmed. */
     CHECK_INT(keel_db_try_acquire(db, NULL, &c, &err), KEEL_ERR_BUSY);
-    order_log log = {.expected = 1};
-    waiter_arg warm = {&log, 7};
+    order_log log = { .expected = 1 };
+    waiter_arg warm = { &log, 7 };
     CHECK_INT(keel_db_warm(db, NULL, record_and_release, &warm, &err), KEEL_OK);
     CHECK_INT(keel_loop_run(keel_db_loop(db), &log.done), KEEL_OK);
     CHECK_INT(log.last_status, KEEL_OK);
@@ -238,7 +238,7 @@ static const char *slow_sql =
 TEST(release_while_busy_cancels_and_returns_the_connection) {
     keel_db *db = open_db("0", "1", "5");
     keel_error err;
-    long_query q = {0};
+    long_query q = { 0 };
     CHECK_INT(keel_db_acquire_sync(db, NULL, &q.conn, &err), KEEL_OK);
     CHECK_INT(keel_conn_query(q.conn, slow_sql, NULL, 0, long_query_done, &q, &err), KEEL_OK);
     CHECK_INT(keel_conn_query(q.conn, "SELECT 1", NULL, 0, never_called, NULL, &err),
@@ -277,8 +277,8 @@ TEST(close_fails_queued_waiters) {
     keel_error err;
     keel_conn *held = NULL;
     CHECK_INT(keel_db_acquire_sync(db, NULL, &held, &err), KEEL_OK);
-    order_log log = {.expected = 1};
-    waiter_arg w = {&log, 1};
+    order_log log = { .expected = 1 };
+    waiter_arg w = { &log, 1 };
     CHECK_INT(keel_db_acquire(db, NULL, record_and_release, &w, &err), KEEL_OK);
     keel_db_close(db);
     CHECK_INT(log.n, 1);

@@ -15,24 +15,21 @@ typedef struct rewrite {
     keel_error err;
 } rewrite;
 
-static void run_rewrite(rewrite *r, const char *sql, keel__ph_style style)
-{
+static void run_rewrite(rewrite *r, const char *sql, keel__ph_style style) {
     memset(r, 0, sizeof *r);
     r->max_index = 999;
     r->nmap = 999;
-    r->status = keel__placeholders_rewrite(sql, style, &r->out, &r->max_index, &r->map, &r->nmap,
-                                           &r->err);
+    r->status =
+        keel__placeholders_rewrite(sql, style, &r->out, &r->max_index, &r->map, &r->nmap, &r->err);
 }
 
-static void done(rewrite *r)
-{
+static void done(rewrite *r) {
     keel__buf_free(&r->out);
     free(r->map);
 }
 
 /* Checks that sql comes out as expected in style, with the given highest index. */
-static void expect_ok(const char *sql, keel__ph_style style, const char *expected, size_t max)
-{
+static void expect_ok(const char *sql, keel__ph_style style, const char *expected, size_t max) {
     rewrite r;
     run_rewrite(&r, sql, style);
     CHECK_INT(r.status, KEEL_OK);
@@ -48,8 +45,7 @@ static void expect_ok(const char *sql, keel__ph_style style, const char *expecte
 }
 
 /* Checks that sql is kept byte for byte in all three styles (nothing in it is a placeholder). */
-static void expect_unchanged_all(const char *sql)
-{
+static void expect_unchanged_all(const char *sql) {
     expect_ok(sql, KEEL__PH_POSTGRES, sql, 0);
     expect_ok(sql, KEEL__PH_SQLITE, sql, 0);
     expect_ok(sql, KEEL__PH_MYSQL, sql, 0);
@@ -57,8 +53,7 @@ static void expect_unchanged_all(const char *sql)
 
 /* Checks that sql fails with code and a message containing needle. */
 static void expect_error(const char *sql, keel__ph_style style, keel_status code,
-                         const char *needle)
-{
+                         const char *needle) {
     rewrite r;
     run_rewrite(&r, sql, style);
     CHECK_INT(r.status, code);
@@ -71,8 +66,7 @@ static void expect_error(const char *sql, keel__ph_style style, keel_status code
     done(&r);
 }
 
-TEST(test_plain)
-{
+TEST(test_plain) {
     const char *sql = "SELECT a FROM t WHERE id = $1 AND name = $2";
     expect_ok(sql, KEEL__PH_POSTGRES, sql, 2);
     expect_ok(sql, KEEL__PH_SQLITE, "SELECT a FROM t WHERE id = ?1 AND name = ?2", 2);
@@ -82,8 +76,7 @@ TEST(test_plain)
     expect_ok("SELECT 1", KEEL__PH_MYSQL, "SELECT 1", 0);
 }
 
-TEST(test_empty)
-{
+TEST(test_empty) {
     expect_ok("", KEEL__PH_POSTGRES, "", 0);
     expect_ok("", KEEL__PH_SQLITE, "", 0);
     rewrite r;
@@ -95,8 +88,7 @@ TEST(test_empty)
     done(&r);
 }
 
-TEST(test_repeated_and_out_of_order)
-{
+TEST(test_repeated_and_out_of_order) {
     const char *sql = "SELECT $2, $1, $2";
     expect_ok(sql, KEEL__PH_POSTGRES, sql, 2);
     expect_ok(sql, KEEL__PH_SQLITE, "SELECT ?2, ?1, ?2", 2);
@@ -118,11 +110,10 @@ TEST(test_repeated_and_out_of_order)
     expect_ok("SELECT $3", KEEL__PH_SQLITE, "SELECT ?3", 3);
 }
 
-TEST(test_mysql_map_many)
-{
+TEST(test_mysql_map_many) {
     /* More placeholders than the map's first allocation, so it has to grow. */
-    keel__buf sql = {0};
-    keel__buf expected = {0};
+    keel__buf sql = { 0 };
+    keel__buf expected = { 0 };
     for (int i = 0; i < 100; i++) {
         keel__buf_printf(&sql, "%s$%d", i ? "," : "SELECT ", 100 - i);
         keel__buf_puts(&expected, i ? ",?" : "SELECT ?");
@@ -142,8 +133,7 @@ TEST(test_mysql_map_many)
     keel__buf_free(&expected);
 }
 
-TEST(test_strings)
-{
+TEST(test_strings) {
     expect_unchanged_all("SELECT '$1'");
     expect_unchanged_all("SELECT 'it''s $1'");
     expect_unchanged_all("SELECT '-- $1', '/* $2 */'");
@@ -154,8 +144,7 @@ TEST(test_strings)
     expect_ok("SELECT 'a\\', $1", KEEL__PH_SQLITE, "SELECT 'a\\', ?1", 1);
 }
 
-TEST(test_e_strings)
-{
+TEST(test_e_strings) {
     /* In E'…' a backslash escapes the quote, so "\\'" does not end the string. */
     expect_ok("SELECT E'it\\'s $1', $2", KEEL__PH_POSTGRES, "SELECT E'it\\'s $1', $2", 2);
     expect_ok("SELECT e'\\\\', $1", KEEL__PH_POSTGRES, "SELECT e'\\\\', $1", 1);
@@ -166,8 +155,7 @@ TEST(test_e_strings)
                  "unterminated escape string literal starting at offset 7");
 }
 
-TEST(test_mysql_strings)
-{
+TEST(test_mysql_strings) {
     /* MySQL strings take backslash escapes in both quote styles; "…" is a string, not a name. */
     expect_ok("SELECT 'it\\'s $1', $2", KEEL__PH_MYSQL, "SELECT 'it\\'s $1', ?", 2);
     expect_ok("SELECT \"say \\\"$1\\\"\", $1", KEEL__PH_MYSQL, "SELECT \"say \\\"$1\\\"\", ?", 1);
@@ -177,8 +165,7 @@ TEST(test_mysql_strings)
     expect_ok("SELECT '?', \"?\", `?`, $1", KEEL__PH_MYSQL, "SELECT '?', \"?\", `?`, ?", 1);
 }
 
-TEST(test_quoted_identifiers)
-{
+TEST(test_quoted_identifiers) {
     expect_ok("SELECT \"$1\" FROM t WHERE x = $1", KEEL__PH_POSTGRES,
               "SELECT \"$1\" FROM t WHERE x = $1", 1);
     expect_ok("SELECT \"a\"\"$2\" FROM t WHERE x = $1", KEEL__PH_SQLITE,
@@ -191,8 +178,7 @@ TEST(test_quoted_identifiers)
     expect_ok("SELECT a[$1] FROM t", KEEL__PH_POSTGRES, "SELECT a[$1] FROM t", 1);
 }
 
-TEST(test_comments)
-{
+TEST(test_comments) {
     expect_ok("SELECT $1 -- and $2\nFROM t", KEEL__PH_SQLITE, "SELECT ?1 -- and $2\nFROM t", 1);
     expect_ok("SELECT $1 -- and $2", KEEL__PH_MYSQL, "SELECT ? -- and $2", 1);
     expect_ok("SELECT $1 /* $2 ' \" */ , $3", KEEL__PH_SQLITE, "SELECT ?1 /* $2 ' \" */ , ?3", 3);
@@ -210,20 +196,17 @@ TEST(test_comments)
     expect_ok("SELECT /*/ $1 */ $2", KEEL__PH_SQLITE, "SELECT /*/ $1 */ ?2", 2);
 }
 
-TEST(test_nested_comments)
-{
+TEST(test_nested_comments) {
     /* PostgreSQL nests block comments: the first close does not end the outer one. */
-    expect_ok("SELECT /* a /* $1 */ $2 */ $3", KEEL__PH_POSTGRES,
-              "SELECT /* a /* $1 */ $2 */ $3", 3);
+    expect_ok("SELECT /* a /* $1 */ $2 */ $3", KEEL__PH_POSTGRES, "SELECT /* a /* $1 */ $2 */ $3",
+              3);
     /* SQLite does not: the text after the first closing star and slash is SQL again. */
-    expect_ok("SELECT /* a /* $1 */ $2 */ $3", KEEL__PH_SQLITE,
-              "SELECT /* a /* $1 */ ?2 */ ?3", 3);
+    expect_ok("SELECT /* a /* $1 */ $2 */ $3", KEEL__PH_SQLITE, "SELECT /* a /* $1 */ ?2 */ ?3", 3);
     expect_error("SELECT /* a /* b */", KEEL__PH_POSTGRES, KEEL_ERR_PROGRAMMING,
                  "unterminated block comment starting at offset 7");
 }
 
-TEST(test_mysql_executable_comments)
-{
+TEST(test_mysql_executable_comments) {
     /* The body of a version comment is executed by MySQL, so its placeholders count. */
     expect_ok("SELECT /*!50000 $1, */ $2", KEEL__PH_MYSQL, "SELECT /*!50000 ?, */ ?", 2);
     expect_ok("SELECT /*M!100000 $1 */ 1", KEEL__PH_MYSQL, "SELECT /*M!100000 ? */ 1", 1);
@@ -232,8 +215,7 @@ TEST(test_mysql_executable_comments)
     expect_ok("SELECT /*+ $1 ? */ $1", KEEL__PH_MYSQL, "SELECT /*+ $1 ? */ ?", 1);
 }
 
-TEST(test_dollar_quotes)
-{
+TEST(test_dollar_quotes) {
     const char *body = "CREATE FUNCTION f() RETURNS int AS $$ SELECT $1 + 1 $$ LANGUAGE sql";
     expect_ok(body, KEEL__PH_POSTGRES, body, 0);
     const char *tagged = "SELECT $fn$ it's $1 $$ $x$ $fn$, $1";
@@ -252,8 +234,7 @@ TEST(test_dollar_quotes)
                  "dollar-quoted string starting at offset 10");
 }
 
-TEST(test_identifier_dollars)
-{
+TEST(test_identifier_dollars) {
     /* '$' continues an identifier, so foo$1 is one name, and foo$a$ opens no dollar quote. */
     expect_ok("SELECT foo$1 FROM t", KEEL__PH_POSTGRES, "SELECT foo$1 FROM t", 0);
     expect_ok("SELECT foo$1, $1 FROM t", KEEL__PH_SQLITE, "SELECT foo$1, ?1 FROM t", 1);
@@ -262,8 +243,7 @@ TEST(test_identifier_dollars)
     expect_ok("SELECT _$2, é$3, $1", KEEL__PH_SQLITE, "SELECT _$2, é$3, ?1", 1);
 }
 
-TEST(test_casts_and_operators)
-{
+TEST(test_casts_and_operators) {
     const char *sql = "SELECT $1::int, $2::text[], ($3)::jsonb ? 'k'";
     expect_ok(sql, KEEL__PH_POSTGRES, sql, 3);
     expect_ok("SELECT $1::int, CAST($2 AS text)", KEEL__PH_SQLITE,
@@ -277,8 +257,7 @@ TEST(test_casts_and_operators)
     expect_ok("SELECT $007", KEEL__PH_SQLITE, "SELECT ?7", 7);
 }
 
-TEST(test_question_mark_errors)
-{
+TEST(test_question_mark_errors) {
     expect_error("SELECT * FROM t WHERE id = ?", KEEL__PH_MYSQL, KEEL_ERR_PARAMETERS,
                  "use $1\xe2\x80\xa6$n placeholders, not '?', at offset 27");
     expect_error("SELECT ?1", KEEL__PH_SQLITE, KEEL_ERR_PARAMETERS, "not '?', at offset 7");
@@ -286,8 +265,7 @@ TEST(test_question_mark_errors)
     expect_ok("SELECT 1 WHERE x = ?", KEEL__PH_POSTGRES, "SELECT 1 WHERE x = ?", 0);
 }
 
-TEST(test_unterminated)
-{
+TEST(test_unterminated) {
     expect_error("SELECT 'abc", KEEL__PH_POSTGRES, KEEL_ERR_PROGRAMMING,
                  "unterminated string literal starting at offset 7");
     expect_error("SELECT 'it''", KEEL__PH_SQLITE, KEEL_ERR_PROGRAMMING,
@@ -312,8 +290,7 @@ TEST(test_unterminated)
     expect_ok("SELECT 1 -- x", KEEL__PH_POSTGRES, "SELECT 1 -- x", 0);
 }
 
-TEST(test_index_range)
-{
+TEST(test_index_range) {
     expect_error("SELECT $0", KEEL__PH_POSTGRES, KEEL_ERR_PARAMETERS, "$0 at offset 7");
     expect_error("SELECT $1, $00", KEEL__PH_MYSQL, KEEL_ERR_PARAMETERS, "$0 at offset 11");
     expect_error("SELECT $70000", KEEL__PH_SQLITE, KEEL_ERR_PARAMETERS,
@@ -325,57 +302,52 @@ TEST(test_index_range)
     expect_ok("SELECT $65535, $1", KEEL__PH_POSTGRES, "SELECT $65535, $1", 65535);
 }
 
-TEST(test_bad_arguments)
-{
-    keel__buf out = {0};
+TEST(test_bad_arguments) {
+    keel__buf out = { 0 };
     keel_error err;
     size_t max = 7;
     CHECK_INT(keel__placeholders_rewrite(NULL, KEEL__PH_POSTGRES, &out, &max, NULL, NULL, &err),
               KEEL_ERR_INVALID_ARGUMENT);
     /* map and nmap may be NULL except for MySQL, which must return the map. */
-    CHECK_INT(keel__placeholders_rewrite("SELECT $1", KEEL__PH_POSTGRES, &out, &max, NULL, NULL,
-                                         &err),
-              KEEL_OK);
+    CHECK_INT(
+        keel__placeholders_rewrite("SELECT $1", KEEL__PH_POSTGRES, &out, &max, NULL, NULL, &err),
+        KEEL_OK);
     CHECK_INT(max, 1);
-    CHECK_INT(keel__placeholders_rewrite("SELECT $1", KEEL__PH_MYSQL, &out, &max, NULL, NULL,
-                                         &err),
+    CHECK_INT(keel__placeholders_rewrite("SELECT $1", KEEL__PH_MYSQL, &out, &max, NULL, NULL, &err),
               KEEL_ERR_INVALID_ARGUMENT);
-    CHECK_INT(keel__placeholders_rewrite("SELECT 1", (keel__ph_style)9, &out, &max, NULL, NULL,
-                                         &err),
-              KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_INT(
+        keel__placeholders_rewrite("SELECT 1", (keel__ph_style)9, &out, &max, NULL, NULL, &err),
+        KEEL_ERR_INVALID_ARGUMENT);
     /* A NULL error struct is allowed. */
     CHECK_INT(keel__placeholders_rewrite("'", KEEL__PH_SQLITE, &out, &max, NULL, NULL, NULL),
               KEEL_ERR_PROGRAMMING);
     keel__buf_free(&out);
 }
 
-TEST(test_buffer_reuse)
-{
+TEST(test_buffer_reuse) {
     /* The output is reset on each call, and left empty after an error. */
-    keel__buf out = {0};
+    keel__buf out = { 0 };
     keel_error err;
     size_t max;
     CHECK_INT(keel__placeholders_rewrite("SELECT $1, 'a long enough statement'", KEEL__PH_SQLITE,
                                          &out, &max, NULL, NULL, &err),
               KEEL_OK);
-    CHECK_INT(keel__placeholders_rewrite("SELECT $2", KEEL__PH_SQLITE, &out, &max, NULL, NULL,
-                                         &err),
-              KEEL_OK);
+    CHECK_INT(
+        keel__placeholders_rewrite("SELECT $2", KEEL__PH_SQLITE, &out, &max, NULL, NULL, &err),
+        KEEL_OK);
     CHECK_STR(out.data, "SELECT ?2");
     CHECK_INT(out.len, strlen("SELECT ?2"));
-    CHECK_INT(keel__placeholders_rewrite("SELECT '", KEEL__PH_SQLITE, &out, &max, NULL, NULL,
-                                         &err),
+    CHECK_INT(keel__placeholders_rewrite("SELECT '", KEEL__PH_SQLITE, &out, &max, NULL, NULL, &err),
               KEEL_ERR_PROGRAMMING);
     CHECK_INT(out.len, 0);
     CHECK_STR(out.data, "");
     keel__buf_free(&out);
 }
 
-TEST(test_long_statement)
-{
+TEST(test_long_statement) {
     /* A large statement made of every construct, to exercise the bulk copy of long runs. */
-    keel__buf sql = {0};
-    keel__buf expected = {0};
+    keel__buf sql = { 0 };
+    keel__buf expected = { 0 };
     for (int i = 1; i <= 2000; i++) {
         keel__buf_printf(&sql, "SELECT '$%d''x', \"c$%d\", /* $%d */ $%d -- $%d\n;", i, i, i, i, i);
         keel__buf_printf(&expected, "SELECT '$%d''x', \"c$%d\", /* $%d */ ?%d -- $%d\n;", i, i, i,
@@ -387,8 +359,7 @@ TEST(test_long_statement)
     keel__buf_free(&expected);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(test_plain);
     RUN(test_empty);
     RUN(test_repeated_and_out_of_order);

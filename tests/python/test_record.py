@@ -1,6 +1,7 @@
 # tests/python/test_record.py - keel.Record: tuple and mapping access on rows from every engine.
 import asyncio
 import gc
+import sys
 import weakref
 
 import pytest
@@ -103,3 +104,26 @@ async def test_reference_cycles_through_records_are_collected(db, new_table, typ
     await asyncio.sleep(0)
     gc.collect()
     assert gone() is None
+
+
+async def test_deeply_nested_records_release_their_type_once(db):
+    # Records inside containers nested deeper than CPython's trashcan limit (50 levels) are
+    # deallocated in two steps: the first call is deferred, the second frees. Each record holds
+    # one reference to its heap type, and freeing N records must drop exactly N of them; an
+    # extra drop per deferred record ends with the type freed while the module still uses it.
+    n = 500
+    rows = await db.fetch(
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < $1) "
+        "SELECT n FROM c", n)
+    assert len(rows) == n
+    record_type = type(rows[0])
+    assert record_type is keel.Record
+    # Popping leaves the chain the records' only owner (the finished future keeps `rows`).
+    chain = None
+    while rows:
+        chain = [chain, rows.pop()]
+    before = sys.getrefcount(record_type)
+    del chain
+    assert sys.getrefcount(record_type) == before - n
+    # The type is intact: new records of it work.
+    assert [tuple(r) for r in await db.fetch("SELECT 1 AS a UNION ALL SELECT 2")] == [(1,), (2,)]

@@ -93,12 +93,19 @@ static int record_clear(kpy_record *r) {
     return 0;
 }
 
+/*
+ * The trashcan may defer this call (deeply nested containers): then the body is skipped and the
+ * call is repeated later, so everything a real deallocation does, dropping the reference to the
+ * heap type included, belongs inside it; code after Py_TRASHCAN_END runs on both calls.
+ */
 static void record_dealloc(kpy_record *r) {
     PyTypeObject *tp = Py_TYPE(r);
     PyObject_GC_UnTrack(r);
-    Py_TRASHCAN_BEGIN(r, record_dealloc) record_clear(r);
+    Py_TRASHCAN_BEGIN(r, record_dealloc)
+    record_clear(r);
     tp->tp_free((PyObject *)r);
-    Py_TRASHCAN_END Py_DECREF(tp);
+    Py_DECREF(tp);
+    Py_TRASHCAN_END
 }
 
 static Py_ssize_t record_length(kpy_record *r) { return Py_SIZE(r); }

@@ -407,8 +407,7 @@ void test_proxy_free(test_proxy *p) {
 }
 
 /* The authority of url: where it starts, and the part after the user info (host[:port]). */
-static int authority(const char *url, const char **auth, const char **hostport,
-                     const char **end) {
+static int authority(const char *url, const char **auth, const char **hostport, const char **end) {
     const char *s = strstr(url, "://");
     if (!s)
         return -1;

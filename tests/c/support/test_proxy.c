@@ -148,8 +148,7 @@ TEST(urls_point_at_the_proxy) {
     char out[256], want[256], host[64];
     int port = 0;
     snprintf(want, sizeof want, "postgresql://u:pw@127.0.0.1:%d/db?x=1", test_proxy_port(p));
-    CHECK_STR(test_proxy_url(p, "postgresql://u:pw@db.example:5432/db?x=1", out, sizeof out),
-              want);
+    CHECK_STR(test_proxy_url(p, "postgresql://u:pw@db.example:5432/db?x=1", out, sizeof out), want);
     snprintf(want, sizeof want, "mongodb://127.0.0.1:%d", test_proxy_port(p));
     CHECK_STR(test_proxy_url(p, "mongodb://localhost", out, sizeof out), want);
     CHECK(test_proxy_url(p, "sqlite::memory:", out, sizeof out) == NULL);

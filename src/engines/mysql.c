@@ -26,6 +26,7 @@
 #include "engines/engine.h"
 #include "engines/mysql_lib.h"
 #include "engines/settings.h"
+#include "loop/defer.h"
 
 /*
  * How it works. Every libmariadb call that can wait is made through its _start/_cont pair on a
@@ -215,7 +216,7 @@ typedef struct my_impl {
     int watch_fd;
     keel_timer *deadline; /* the connect deadline; gone once connected */
     keel_timer *libtimer; /* a MYSQL_WAIT_TIMEOUT libmariadb asked for */
-    keel_timer *kick;     /* reports an outcome reached inside a start function */
+    keel__defer *kick;    /* reports an outcome reached inside a start function */
     keel__dns *dns;       /* the host-name lookup in flight, if any */
     my_wconn *wconn;      /* a blocking connect running on the worker pool, if any */
     double timeout_s;
@@ -239,8 +240,8 @@ typedef struct my_impl {
 
     /* The running operation. */
     my_op op;
-    int in_start;     /* inside connect/query/transaction: reports go through the kick timer */
-    my_report report; /* the outcome waiting for the kick timer */
+    int in_start;     /* inside connect/query/transaction: reports go through the kick */
+    my_report report; /* the outcome waiting for the kick */
     uint64_t op_seq;  /* counts operations, so a late cancel retry can tell it is stale */
     int failed;       /* err holds the operation's first error */
     keel_error err;
@@ -838,7 +839,7 @@ static int my_connect_failed(my_impl *p, const keel_error *e) {
         p->err = copy;
         p->failed = 1;
         p->report = R_CONNECT;
-        if (keel__timer_arm(p->kick, 0) != 0)
+        if (keel__defer_schedule(p->kick) != 0)
             p->report = R_NONE; /* my_connect returns the error itself */
         return 1;
     }
@@ -895,7 +896,7 @@ static int my_connected(my_impl *p) {
                                 "the event loop refused to watch the connection");
     if (p->in_start) {
         p->failed = 0;
-        if (keel__timer_arm(p->kick, 0) != 0)
+        if (keel__defer_schedule(p->kick) != 0)
             return my_connect_error(p, KEEL_ERR_INTERNAL, "the event loop refused a timer");
         p->report = R_CONNECT;
     }
@@ -1709,11 +1710,11 @@ static void my_op_report(my_impl *p) {
     keel__conn_complete(c, failed ? NULL : res, failed ? &e : NULL);
 }
 
-/* The operation is over: report it now, or from the kick timer inside a start function. */
+/* The operation is over: report it now, or from the kick inside a start function. */
 static int my_finish(my_impl *p) {
     if (p->in_start) {
         p->report = R_OP;
-        if (keel__timer_arm(p->kick, 0) != 0) {
+        if (keel__defer_schedule(p->kick) != 0) {
             /* Without the timer nothing could report; the connection is given up and the
              * start function fails instead. */
             p->report = R_NONE;
@@ -2759,7 +2760,7 @@ static void my_destroy(my_impl *p) {
     keel__cancel_stop(&p->cancel);
     keel__timer_free(p->deadline);
     keel__timer_free(p->libtimer);
-    keel__timer_free(p->kick);
+    keel__defer_free(p->kick);
     MYSQL_STMT *closing = p->call == C_STMT_CLOSE ? p->closing : NULL;
     my_close_handle(p);
     /* The handle is closed: the statements are detached and close without a round trip. */
@@ -2817,7 +2818,7 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
         p->timeout_s = MY_DEFAULT_TIMEOUT_S;
     p->deadline = keel__timer_new(c->loop, my_on_deadline, p);
     p->libtimer = keel__timer_new(c->loop, my_on_libtimer, p);
-    p->kick = keel__timer_new(c->loop, my_on_kick, p);
+    p->kick = keel__defer_new(c->loop, my_on_kick, p);
     if (!p->deadline || !p->libtimer || !p->kick ||
         keel__timer_arm(p->deadline, keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5)) != 0) {
         my_destroy(p);
@@ -2869,7 +2870,7 @@ static keel_status my_connect(keel_conn *c, keel_error *err) {
         my_run(p, 0, 0);
     p->in_start = 0;
     if (p->phase == MY_DEAD && p->report == R_NONE) {
-        /* The failure could not be deferred to the kick timer: it is returned instead. */
+        /* The failure could not be deferred to the kick: it is returned instead. */
         keel_error e = p->err;
         c->impl = NULL;
         my_destroy(p);

@@ -18,6 +18,7 @@
 #include "engines/engine.h"
 #include "engines/settings.h"
 #include "engines/sqlite_lib.h"
+#include "loop/defer.h"
 
 #define SQ_ENGINE "sqlite"
 /* Statements kept prepared per connection, keyed by their SQL text. */
@@ -124,7 +125,7 @@ typedef struct sq_conn {
     int running;
     int abandoned;        /* closed while a job ran: done() closes and frees */
     int interrupted;      /* sqlite3_interrupt was called: the next job clears the flag first */
-    keel_timer *deliver;  /* reports an inline read from a later loop iteration */
+    keel__defer *deliver; /* reports an inline read from a later loop iteration */
     int inline_pending;   /* an inline read finished: res / err wait for deliver */
     int inline_cancelled; /* cancelled while pending: deliver reports KEEL_ERR_CANCELLED */
     int inline_spent;     /* the inline read used up its budget (set by its progress handler) */
@@ -1233,7 +1234,7 @@ static void sq_job_run(void *arg) {
 /* ---- loop side ---- */
 
 static void sq_free(sq_conn *sq) {
-    keel__timer_free(sq->deliver);
+    keel__defer_free(sq->deliver);
     keel__arena_free(&sq->arena);
     keel_result_free(sq->res);
     free(sq->dbname);
@@ -1350,7 +1351,7 @@ static keel_status sq_connect(keel_conn *c, keel_error *err) {
                              "cannot start the worker threads SQLite runs on");
         goto fail;
     }
-    sq->deliver = keel__timer_new(c->loop, sq_inline_deliver, sq);
+    sq->deliver = keel__defer_new(c->loop, sq_inline_deliver, sq);
     if (!sq->deliver)
         goto nomem;
     sq->conn = c;
@@ -1380,7 +1381,7 @@ static int sq_progress_inline(void *arg) {
 /*
  * Runs a cached read on the loop thread, within the inline_steps budget and without waiting for
  * any lock. Returns 1 when the statement ran to its end: its result or error then waits for the
- * deliver timer, since the engine may not report from inside its start function. Returns 0,
+ * deferred deliver call, since the engine may not report from inside its start function. Returns 0,
  * having reported nothing and reset the statement, when it must run on a worker instead: it is
  * not a cached read, its budget ran out, or a lock held elsewhere made it fail with
  * SQLITE_BUSY / SQLITE_LOCKED. Running a read again from the start is safe: nothing of it was
@@ -1423,7 +1424,7 @@ static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_va
         keel_error_clear(&sq->err);
         return 0;
     }
-    if (keel__timer_arm(sq->deliver, 0) != 0) {
+    if (keel__defer_schedule(sq->deliver) != 0) {
         keel_result_free(res);
         keel_error_clear(&sq->err);
         return 0;
@@ -1433,7 +1434,7 @@ static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_va
     return 1;
 }
 
-/* The deliver timer: reports the inline read, from a loop iteration after the one it ran in. */
+/* The deferred deliver call: reports the inline read, from a loop iteration after the one it ran in. */
 static void sq_inline_deliver(void *arg) {
     sq_conn *sq = arg;
     keel_result *res = sq->res;
@@ -1598,7 +1599,7 @@ static void sq_close(keel_conn *c) {
     sq->conn = NULL;
     if (sq->inline_pending) {
         /* Nobody will read the result of the inline read: drop it unreported. */
-        keel__timer_arm(sq->deliver, -1);
+        keel__defer_cancel(sq->deliver);
         sq->inline_pending = 0;
         sq->inline_cancelled = 0;
         keel_result_free(sq->res);

@@ -15,6 +15,7 @@ struct keel__blocking {
     struct pollfd *pfds; /* scratch for one poll call */
     keel_watch **polled; /* the watch behind each pollfd */
     size_t cap_poll;
+    uintptr_t pass; /* counts passes over the timers; a timer's host data is its arming pass */
 };
 
 static int ptr_index(void **arr, size_t n, const void *p) {
@@ -64,6 +65,7 @@ static int blocking_timer(void *host, keel_timer *t, int64_t deadline) {
             ptr_remove((void **)b->timers, &b->ntimers, i);
         return 0;
     }
+    keel_timer_set_host_data(t, (void *)b->pass);
     if (i >= 0)
         return 0;
     return ptr_add((void ***)&b->timers, &b->ntimers, &b->cap_timers, t);
@@ -93,14 +95,20 @@ void keel__blocking_free(struct keel__blocking *b) {
     free(b);
 }
 
-/* Fires every timer whose deadline has passed; returns how many fired. */
+/*
+ * Fires every timer whose deadline has passed and that was armed before this pass; returns how
+ * many fired. A timer armed by a callback of the pass (a deferred call scheduling itself again)
+ * waits for the next pass, after a poll, so that it cannot keep the watches from being served.
+ */
 static int fire_due_timers(struct keel__blocking *b) {
     int fired = 0;
+    uintptr_t pass = ++b->pass;
     for (;;) {
         int64_t now = keel_now_ms();
         keel_timer *due = NULL;
         for (size_t i = 0; i < b->ntimers; i++) {
-            if (b->timers[i]->deadline <= now) {
+            if (b->timers[i]->deadline <= now &&
+                (uintptr_t)keel_timer_get_host_data(b->timers[i]) != pass) {
                 due = b->timers[i];
                 ptr_remove((void **)b->timers, &b->ntimers, (int)i);
                 break;

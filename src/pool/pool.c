@@ -6,6 +6,7 @@
 #include "core/db_int.h"
 #include "core/error_int.h"
 #include "core/result_int.h"
+#include "loop/defer.h"
 #include "pool/pool.h"
 
 /* A queued acquire request. */
@@ -39,9 +40,8 @@ struct keel__pool {
     waiter *wait_head, *wait_tail;
     size_t nwaiting;
     struct keel__warm *warms;
-    keel_timer *timeout_timer;  /* armed at the head waiter's deadline */
-    keel_timer *dispatch_timer; /* serves waiters from the loop, outside any caller's stack */
-    int dispatch_armed;
+    keel_timer *timeout_timer; /* armed at the head waiter's deadline */
+    keel__defer *dispatch;     /* serves waiters from the loop, outside any caller's stack */
     int timeout_armed_at_valid;
     int64_t timeout_armed_at;
     keel_error last_error; /* the last connect failure, for timeout messages */
@@ -60,10 +60,10 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
     p->cfg = cfg;
     p->engine = engine;
     p->timeout_timer = keel__timer_new(loop, on_timeout, p);
-    p->dispatch_timer = keel__timer_new(loop, dispatch, p);
-    if (!p->timeout_timer || !p->dispatch_timer) {
+    p->dispatch = keel__defer_new(loop, dispatch, p);
+    if (!p->timeout_timer || !p->dispatch) {
         keel__timer_free(p->timeout_timer);
-        keel__timer_free(p->dispatch_timer);
+        keel__defer_free(p->dispatch);
         free(p);
         return NULL;
     }
@@ -72,12 +72,7 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
 
 const char *keel__pool_name(const keel__pool *p) { return p->cfg->name; }
 
-static void schedule_dispatch(keel__pool *p) {
-    if (p->dispatch_armed)
-        return;
-    if (keel__timer_arm(p->dispatch_timer, 0) == 0)
-        p->dispatch_armed = 1;
-}
+static void schedule_dispatch(keel__pool *p) { keel__defer_schedule(p->dispatch); }
 
 static void link_conn(keel__pool *p, keel_conn *c) {
     c->prev = NULL;
@@ -222,7 +217,6 @@ static void rearm_timeout(keel__pool *p) {
 /* Serves waiters with idle connections, finishes warms, opens connections that are needed. */
 static void dispatch(void *arg) {
     keel__pool *p = arg;
-    p->dispatch_armed = 0;
     while (p->wait_head && p->nidle) {
         keel_conn *c = p->idle[--p->nidle];
         waiter *w = pop_waiter(p);
@@ -544,7 +538,7 @@ void keel__pool_free(keel__pool *p) {
     waiter *waiters = p->wait_head;
     struct keel__warm *warms = p->warms;
     keel__timer_free(p->timeout_timer);
-    keel__timer_free(p->dispatch_timer);
+    keel__defer_free(p->dispatch);
     free(p->idle);
     free(p);
     /* Callbacks last: the pool is gone, so whatever they do cannot reach it. */

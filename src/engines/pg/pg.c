@@ -1,4 +1,4 @@
-/* src/engines/pg.c - the PostgreSQL engine: libpq's asynchronous API driven by the host loop. */
+/* src/engines/pg/pg.c - the PostgreSQL engine: libpq's asynchronous API driven by the host loop. */
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -17,7 +17,7 @@
 #include "engines/cancel.h"
 #include "engines/dns.h"
 #include "engines/engine.h"
-#include "engines/pgcopy.h"
+#include "engines/pg/binary.h"
 #include "engines/settings.h"
 
 #define PG_ENGINE "postgresql"

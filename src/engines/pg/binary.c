@@ -1,4 +1,4 @@
-/* src/engines/pgcopy.c - PostgreSQL binary COPY: column kinds and the encoding of keel values for them. */
+/* src/engines/pg/binary.c - PostgreSQL binary format: COPY column kinds, keel values for COPY and parameters. */
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include "core/numtext.h"
 #include "core/timeconv.h"
-#include "engines/pgcopy.h"
+#include "engines/pg/binary.h"
 
 /* PostgreSQL counts dates and timestamps from 2000-01-01, keel from 1970-01-01. */
 #define PGC_EPOCH_DAYS 10957

@@ -1,6 +1,6 @@
-/* src/engines/pgcopy.h - PostgreSQL binary COPY: column kinds and the encoding of keel values for them. */
-#ifndef KEEL_ENGINES_PGCOPY_H
-#define KEEL_ENGINES_PGCOPY_H
+/* src/engines/pg/binary.h - PostgreSQL binary format: COPY column kinds, keel values for COPY and parameters. */
+#ifndef KEEL_ENGINES_PG_BINARY_H
+#define KEEL_ENGINES_PG_BINARY_H
 
 #include <stddef.h>
 #include <stdint.h>

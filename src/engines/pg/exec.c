@@ -1,0 +1,814 @@
+/* src/engines/pg/exec.c - running PostgreSQL statements and batches, and collecting results. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/numtext.h"
+#include "engines/pg/codec.h"
+#include "engines/pg/connect.h"
+#include "engines/pg/copy.h"
+#include "engines/pg/exec.h"
+#include "engines/pg/stmtcache.h"
+
+/*
+ * Batches are written in chunks: after this many rows or bytes the engine flushes, so the
+ * socket buffer decides the pace instead of libpq's output buffer growing without bound.
+ */
+#define PG_BATCH_CHUNK_ROWS 256
+#define PG_BATCH_CHUNK_BYTES 65536
+/* Rows queued per write-ready callback, so a huge batch does not starve the host loop. */
+#define PG_BATCH_ROWS_PER_WAKEUP 4096
+/* A statement streamed to keel__conn_rows hands its rows over at least every this many rows,
+ * and whenever the input read so far is decoded. */
+#define PG_STREAM_BATCH_ROWS 1024
+
+int64_t keel__pg_affected(PGresult *r) {
+    const char *t = PQcmdTuples(r);
+    int64_t n;
+    if (!t || !*t || keel__parse_int64(t, strlen(t), &n) != 0)
+        return -1;
+    return n;
+}
+
+void keel__pg_op_reset(pg_impl *p) {
+    p->op_seq++;
+    p->failed = 0;
+    p->flush_pending = 0;
+    p->copy_out = 0;
+    keel_error_clear(&p->err);
+    keel__pg_drop_result(p);
+}
+
+int keel__pg_after_send(pg_impl *p) {
+    int r = PQflush(p->pg);
+    if (r < 0)
+        return -1;
+    p->flush_pending = r;
+    return keel__watch_set(p->watch, KEEL_READ | (r ? KEEL_WRITE : 0)) == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Results                                                                                  */
+
+void keel__pg_drop_result(pg_impl *p) {
+    keel_result_free(p->res);
+    p->res = NULL;
+    p->affected = -1;
+    p->rows_seen = p->in_set = p->stream = 0;
+}
+
+/* A result with r's columns as p->res. 0, or -1 when out of memory. */
+static int pg_start_result(pg_impl *p, const PGresult *r) {
+    size_t ncols = (size_t)PQnfields(r);
+    if (ncols > p->kinds_cap) {
+        keel_type *k = realloc(p->kinds, ncols * sizeof *k);
+        if (!k)
+            return -1;
+        p->kinds = k;
+        p->kinds_cap = ncols;
+    }
+    p->res = keel__result_new(ncols);
+    if (!p->res)
+        return -1;
+    for (size_t col = 0; col < ncols; col++) {
+        const char *name = PQfname(r, (int)col);
+        p->kinds[col] = keel__pg_type_of(PQftype(r, (int)col));
+        if (keel__result_set_column(p->res, col, name, strlen(name), p->kinds[col]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Hands the rows decoded so far to the consumer of a streamed statement. */
+static void pg_stream_rows(pg_impl *p) {
+    if (!p->stream || p->failed || !p->res || keel_result_nrows(p->res) == 0)
+        return;
+    keel__conn_rows(p->c, p->res);
+    keel__result_clear_rows(p->res);
+}
+
+/* Appends the rows of r (a whole result, or one row in single-row mode) to p->res, which
+ * takes r's columns when it has none yet. 0, or -1 when out of memory. */
+static int pg_add_rows(pg_impl *p, const PGresult *r) {
+    if (!p->res && pg_start_result(p, r) != 0)
+        return -1;
+    keel_result *res = p->res;
+    size_t ncols = keel_result_ncols(res), nrows = (size_t)PQntuples(r);
+    const keel_type *kinds = p->kinds;
+    /* Only whole results reserve: rows that come one by one grow the result geometrically. */
+    if (nrows > 1 && keel__result_reserve(res, nrows) != 0)
+        return -1;
+    for (size_t row = 0; row < nrows; row++) {
+        keel_value *vals = keel__result_add_row(res);
+        if (!vals)
+            return -1;
+        for (size_t col = 0; col < ncols; col++) {
+            if (PQgetisnull(r, (int)row, (int)col))
+                continue;
+            if (keel__pg_decode_value(res, kinds[col], PQgetvalue(r, (int)row, (int)col),
+                                      (size_t)PQgetlength(r, (int)row, (int)col), &vals[col]) != 0)
+                return -1;
+        }
+    }
+    if (p->stream && keel_result_nrows(res) >= PG_STREAM_BATCH_ROWS)
+        pg_stream_rows(p);
+    return 0;
+}
+
+void keel__pg_take(pg_impl *p, PGresult *r) {
+    if (p->failed) {
+        PQclear(r);
+        return;
+    }
+    int rc = 0;
+    switch (PQresultStatus(r)) {
+    case PGRES_SINGLE_TUPLE:
+        if (!p->in_set) {
+            /* A statement's rows begin: they replace an earlier statement's. */
+            keel_result_free(p->res);
+            p->res = NULL;
+            p->in_set = 1;
+        }
+        rc = pg_add_rows(p, r);
+        break;
+    case PGRES_TUPLES_OK:
+        /* The end of single-row results (no rows of its own), or a whole result. */
+        if (!p->in_set) {
+            keel_result_free(p->res);
+            p->res = NULL;
+        }
+        p->in_set = 0;
+        rc = pg_add_rows(p, r);
+        p->affected = keel__pg_affected(r);
+        p->rows_seen = 1;
+        break;
+    default: /* PGRES_COMMAND_OK, PGRES_EMPTY_QUERY */
+        if (!p->rows_seen)
+            p->affected = keel__pg_affected(r);
+        break;
+    }
+    PQclear(r);
+    if (rc != 0)
+        keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a result");
+}
+
+void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *err) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+    int bad = PQstatus(p->pg) == CONNECTION_BAD;
+    if (!primary || !*primary)
+        primary = PQresultErrorMessage(r);
+    if (!primary || !*primary)
+        primary = PQerrorMessage(p->pg);
+    char raw[KEEL_ERROR_MESSAGE_MAX * 2];
+    int n = 0;
+    if (row >= 0)
+        n = snprintf(raw, sizeof raw, "row %ld: ", row);
+    if (detail && *detail)
+        snprintf(raw + n, sizeof raw - (size_t)n, "%s DETAIL: %s", primary, detail);
+    else
+        snprintf(raw + n, sizeof raw - (size_t)n, "%s", primary);
+    keel_status code;
+    if (state && strcmp(state, "08P01") == 0 && strstr(primary, "bind message supplies"))
+        code = KEEL_ERR_PARAMETERS;
+    else if (bad)
+        code = KEEL_ERR_CONNECTION_LOST;
+    else if (state && strlen(state) == 5)
+        code = keel__status_from_sqlstate(state);
+    else
+        code = KEEL_ERR_DATABASE;
+    if (bad)
+        p->c->broken = 1;
+    keel__pg_error_libpq(err, code, p->c, NULL, raw);
+    keel__error_set_sqlstate(err, state);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Running operations                                                                       */
+
+static const char *pg_sql(pg_impl *p, const keel_conn *c, const char *sql, size_t len) {
+    /* The core hands its own statement buffer, which is NUL-terminated; others are copied. */
+    if (sql == c->sql.data)
+        return sql;
+    keel__buf_reset(&p->sqlbuf);
+    if (keel__buf_append(&p->sqlbuf, sql, len) != 0 || keel__buf_putc(&p->sqlbuf, '\0') != 0)
+        return NULL;
+    return p->sqlbuf.data;
+}
+
+static void pg_batch_clear(pg_impl *p) {
+    keel__pg_copy_clear(p); /* every path that ends a batch ends a bulk load too */
+    free(p->bvals);
+    p->bvals = NULL;
+    p->btypes = NULL;
+    p->bprep = NULL;
+    p->brows = p->bnparams = p->bsent = p->bdone = 0;
+    p->bgot = p->bprepared = p->bsynced = 0;
+    p->baffected = 0;
+}
+
+/*
+ * The server went away (or libpq failed) during an operation: it ends with CONNECTION_LOST
+ * and the connection is unusable.
+ */
+static void pg_lost(pg_impl *p) {
+    keel_conn *c = p->c;
+    pg_phase was = p->phase;
+    keel_error err;
+    if (was == PG_SETUP)
+        keel__pg_connect_error(p, &err, KEEL_ERR_CONNECT);
+    else
+        keel__pg_error_libpq(&err, KEEL_ERR_CONNECTION_LOST, c,
+                             "connection lost: ", PQerrorMessage(p->pg));
+    c->broken = 1;
+    p->phase = PG_DEAD;
+    keel__pg_drop_result(p);
+    pg_batch_clear(p);
+    if (p->watch)
+        keel__watch_set(p->watch, 0);
+    if (was == PG_SETUP) {
+        keel__pg_connect_failed(p, &err);
+        return;
+    }
+    keel__conn_complete(c, NULL, &err);
+}
+
+void keel__pg_finish(pg_impl *p) {
+    keel_conn *c = p->c;
+    if (PQstatus(p->pg) == CONNECTION_BAD) {
+        pg_lost(p);
+        return;
+    }
+    /* A cancel request still in flight could stop the next statement: the end is reported
+     * once it has returned (pg_cancel_settled). */
+    if (p->phase != PG_SETUP && keel__cancel_hold(&p->cancel)) {
+        p->held = p->phase;
+        p->phase = PG_HELD;
+        keel__watch_set(p->watch, 0);
+        return;
+    }
+    pg_phase was = p->phase;
+    p->phase = PG_IDLE;
+    p->flush_pending = 0;
+    if (keel__watch_set(p->watch, KEEL_READ) != 0 && !p->failed) {
+        keel__error_set(&p->err, KEEL_ERR_INTERNAL, PG_ENGINE, keel__pg_dbname(c),
+                        "the event loop refused to watch the connection");
+        p->failed = 1;
+        c->broken = 1;
+    }
+    if (was == PG_SETUP) {
+        keel__pg_drop_result(p);
+        if (p->failed) {
+            keel_error e = p->err;
+            e.code = KEEL_ERR_CONNECT;
+            keel__pg_connect_failed(p, &e);
+            return;
+        }
+        keel__pg_ready(p);
+        return;
+    }
+    keel_result *res = NULL;
+    if (!p->failed) {
+        keel_status st;
+        if (was == PG_BATCH) {
+            res = keel__result_new(0);
+            if (res)
+                keel__result_set_affected(res, p->baffected);
+            st = res ? KEEL_OK
+                     : keel__error_set(&p->err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c),
+                                       "out of memory");
+        } else {
+            /* A statement without rows (or without any result) has no columns. */
+            res = p->res ? p->res : keel__result_new(0);
+            p->res = NULL;
+            if (res)
+                keel__result_set_affected(res, p->affected);
+            st = res ? KEEL_OK
+                     : keel__error_set(&p->err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c),
+                                       "out of memory");
+        }
+        if (st != KEEL_OK)
+            p->failed = 1;
+    }
+    keel__pg_drop_result(p);
+    pg_batch_clear(p);
+    if (p->failed) {
+        keel_error e = p->err;
+        keel__conn_complete(c, NULL, &e);
+    } else {
+        keel__conn_complete(c, res, NULL);
+    }
+}
+
+void keel__pg_fail_op(pg_impl *p, keel_status code, const char *msg) {
+    if (p->failed)
+        return;
+    keel__error_set(&p->err, code, PG_ENGINE, keel__pg_dbname(p->c), "%s", msg);
+    p->failed = 1;
+}
+
+int keel__pg_refuse_copy(pg_impl *p, ExecStatusType st, long row) {
+    char msg[96];
+    int n = row >= 0 ? snprintf(msg, sizeof msg, "row %ld: ", row) : 0;
+    snprintf(msg + n, sizeof msg - (size_t)n, "COPY %s is not supported",
+             st == PGRES_COPY_IN ? "FROM STDIN" : "TO STDOUT");
+    keel__pg_fail_op(p, KEEL_ERR_UNSUPPORTED, msg);
+    if (st == PGRES_COPY_IN) {
+        if (PQputCopyEnd(p->pg, "COPY FROM STDIN is not supported by keel") != 1)
+            return -1;
+        p->flush_pending = 1;
+        return 0;
+    }
+    if (st == PGRES_COPY_OUT) {
+        p->copy_out = 1;
+        return 0;
+    }
+    return -1; /* COPY BOTH only exists on replication connections */
+}
+
+/* Drops COPY TO STDOUT data. 1 when the copy is over, 0 when more input is needed, -1 failed. */
+static int pg_drain_copy(pg_impl *p) {
+    char *buf = NULL;
+    int n;
+    while ((n = PQgetCopyData(p->pg, &buf, 1)) > 0)
+        PQfreemem(buf);
+    if (n == 0)
+        return 0;
+    if (n == -2)
+        return -1;
+    p->copy_out = 0;
+    return 1;
+}
+
+int keel__pg_next_result(pg_impl *p, PGresult **r) {
+    if (p->copy_out) {
+        int d = pg_drain_copy(p);
+        if (d <= 0)
+            return d;
+    }
+    if (PQisBusy(p->pg)) {
+        pg_stream_rows(p);
+        return 0;
+    }
+    *r = PQgetResult(p->pg);
+    return 1;
+}
+
+/*
+ * Collects the results of a simple or extended-protocol statement. Returns 1 when all are in,
+ * 0 when more input is needed, -1 when the connection failed.
+ */
+static int pg_query_collect(pg_impl *p) {
+    for (;;) {
+        PGresult *r;
+        int got = keel__pg_next_result(p, &r);
+        if (got <= 0)
+            return got;
+        if (!r)
+            return 1;
+        ExecStatusType st = PQresultStatus(r);
+        switch (st) {
+        case PGRES_SINGLE_TUPLE:
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+            keel__pg_take(p, r);
+            break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_BOTH:
+            PQclear(r);
+            if (keel__pg_refuse_copy(p, st, -1) != 0)
+                return -1;
+            break;
+        default:
+            if (!p->failed) {
+                keel__pg_result_error(p, r, -1, &p->err);
+                p->failed = 1;
+            }
+            PQclear(r);
+            break;
+        }
+    }
+}
+
+/*
+ * Collects batch results as they arrive: each prepare's and each row's results end with a
+ * NULL, and the closing sync ends the batch. A failed prepare is reported as the row it was
+ * queued for, as a failed parse of that row was. Returns 1 when the batch is over, 0 when
+ * more input is needed, -1 when the connection failed.
+ */
+static int pg_batch_collect(pg_impl *p) {
+    for (;;) {
+        if (p->copy_out) {
+            int d = pg_drain_copy(p);
+            if (d <= 0)
+                return d;
+        }
+        if (PQisBusy(p->pg))
+            return 0;
+        PGresult *r = PQgetResult(p->pg);
+        if (!r) {
+            if (!p->bgot)
+                return 0; /* nothing sent is pending yet */
+            p->bgot = 0;
+            if (p->bdone < p->brows && p->bprep[p->bdone] && !p->bprepared) {
+                p->bprepared = 1;
+            } else {
+                p->bdone++;
+                p->bprepared = 0;
+            }
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            return PQexitPipelineMode(p->pg) == 1 ? 1 : -1;
+        }
+        p->bgot = 1;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            int64_t n = keel__pg_affected(r);
+            if (n > 0)
+                p->baffected += n;
+        } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(r);
+            if (keel__pg_refuse_copy(p, st, (long)p->bdone) != 0)
+                return -1;
+            continue;
+        } else if (st != PGRES_PIPELINE_ABORTED && !p->failed) {
+            keel__pg_result_error(p, r, (long)p->bdone, &p->err);
+            p->failed = 1;
+        }
+        PQclear(r);
+    }
+}
+
+/*
+ * Queues the bind and execute of the encoded row bsent, preceded by a prepare of the unnamed
+ * statement when the row's parameter types differ from those it was last prepared with.
+ * Returns the bytes queued, or 0 when libpq failed.
+ */
+static size_t pg_batch_queue_row(pg_impl *p) {
+    size_t n = p->bnparams, bytes = p->pbytes + 32;
+    if (p->bsent == 0 || (n && memcmp(p->btypes, p->ptypes, n * sizeof(Oid)) != 0)) {
+        if (!PQsendPrepare(p->pg, "", p->bsql, (int)n, p->ptypes))
+            return 0;
+        if (n)
+            memcpy(p->btypes, p->ptypes, n * sizeof(Oid));
+        p->bprep[p->bsent] = 1;
+        bytes += strlen(p->bsql) + 4 * n;
+    }
+    if (!PQsendQueryPrepared(p->pg, "", (int)n, p->pvals, p->plens, p->pfmts, 0))
+        return 0;
+    return bytes;
+}
+
+/*
+ * Queues batch rows while the socket takes them, then the closing sync. After the first
+ * failed row the rest are skipped: the server would discard them until the sync anyway.
+ * Returns 0, or -1 when libpq failed.
+ */
+static int pg_batch_send(pg_impl *p) {
+    size_t budget = PG_BATCH_ROWS_PER_WAKEUP;
+    for (;;) {
+        if (p->flush_pending) {
+            int r = PQflush(p->pg);
+            if (r < 0)
+                return -1;
+            if (r > 0)
+                return 0;
+            p->flush_pending = 0;
+        }
+        if (p->bsynced)
+            return 0;
+        if (p->failed || p->bsent == p->brows) {
+            if (!PQpipelineSync(p->pg))
+                return -1;
+            p->bsynced = 1;
+            p->flush_pending = 1;
+            continue;
+        }
+        if (budget == 0)
+            return 0;
+        size_t rows = 0, bytes = 0;
+        while (p->bsent < p->brows && rows < PG_BATCH_CHUNK_ROWS && bytes < PG_BATCH_CHUNK_BYTES &&
+               rows < budget) {
+            const keel_value *row = p->bvals + p->bsent * p->bnparams;
+            keel_error e;
+            if (keel__pg_encode(p, row, p->bnparams, &e) != KEEL_OK) {
+                if (!p->failed) {
+                    p->err = e;
+                    p->failed = 1;
+                }
+                break;
+            }
+            size_t queued = pg_batch_queue_row(p);
+            if (queued == 0)
+                return -1;
+            p->bsent++;
+            rows++;
+            bytes += queued;
+        }
+        budget -= rows;
+        p->flush_pending = 1;
+    }
+}
+
+static int pg_want_write(const pg_impl *p) {
+    return p->flush_pending || (p->phase == PG_BATCH && !p->bsynced) ||
+           (p->phase == PG_COPY && keel__pg_copy_wants_write(p));
+}
+
+/* One wake-up of a running operation: send what is pending, read, collect results. */
+static void pg_op_step(pg_impl *p, int events) {
+    if (p->phase == PG_BATCH || p->phase == PG_COPY) {
+        if ((p->phase == PG_BATCH ? pg_batch_send(p) : keel__pg_copy_send(p)) != 0) {
+            pg_lost(p);
+            return;
+        }
+    } else if (p->flush_pending) {
+        int r = PQflush(p->pg);
+        if (r < 0) {
+            pg_lost(p);
+            return;
+        }
+        p->flush_pending = r;
+    }
+    if ((events & KEEL_READ) && !PQconsumeInput(p->pg)) {
+        pg_lost(p);
+        return;
+    }
+    int done = p->phase == PG_BATCH    ? pg_batch_collect(p)
+               : p->phase == PG_CACHED ? keel__pg_cached_collect(p)
+               : p->phase == PG_COPY   ? keel__pg_copy_collect(p)
+                                       : pg_query_collect(p);
+    if (done < 0) {
+        pg_lost(p);
+        return;
+    }
+    if (done > 0) {
+        keel__pg_finish(p);
+        return;
+    }
+    if (keel__watch_set(p->watch, KEEL_READ | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0) {
+        keel__pg_fail_op(p, KEEL_ERR_INTERNAL, "the event loop refused to watch the connection");
+        pg_lost(p);
+    }
+}
+
+/* Idle and readable: the server closed the connection, or sent a notification. */
+static void pg_idle_input(pg_impl *p) {
+    int ok = PQconsumeInput(p->pg);
+    PGnotify *n;
+    while ((n = PQnotifies(p->pg)) != NULL)
+        PQfreemem(n);
+    if (ok && PQstatus(p->pg) != CONNECTION_BAD)
+        return;
+    p->phase = PG_DEAD;
+    keel__watch_set(p->watch, 0);
+    p->c->broken = 1;
+    keel__conn_broken(p->c);
+}
+
+void keel__pg_on_ready(void *arg, int events) {
+    pg_impl *p = arg;
+    switch (p->phase) {
+    case PG_CONNECTING:
+        keel__pg_connect_step(p);
+        return;
+    case PG_IDLE:
+        pg_idle_input(p);
+        return;
+    case PG_SETUP:
+    case PG_QUERY:
+    case PG_BATCH:
+    case PG_CACHED:
+    case PG_COPY:
+        pg_op_step(p, events);
+        return;
+    case PG_RESOLVING:
+    case PG_HELD:
+    case PG_DEAD:
+        keel__watch_set(p->watch, 0);
+        return;
+    }
+}
+
+keel_status keel__pg_check_idle(pg_impl *p, keel_conn *c, keel_error *err) {
+    if (!p || p->phase == PG_DEAD || c->broken)
+        return keel__error_set(err, KEEL_ERR_CONNECTION_LOST, PG_ENGINE, keel__pg_dbname(c),
+                               "the connection to database '%s' was lost", keel__pg_dbname(c));
+    if (p->phase != PG_IDLE)
+        return keel__error_set(err, KEEL_ERR_BUSY, PG_ENGINE, keel__pg_dbname(c),
+                               "another operation is in progress on this connection");
+    return KEEL_OK;
+}
+
+keel_status keel__pg_send_failed(pg_impl *p, int sent, keel_error *err) {
+    keel_conn *c = p->c;
+    int bad = PQstatus(p->pg) == CONNECTION_BAD;
+    keel_status st =
+        keel__pg_error_libpq(err, bad ? KEEL_ERR_CONNECTION_LOST : KEEL_ERR_DATABASE, c,
+                             bad ? "connection lost: " : NULL, PQerrorMessage(p->pg));
+    if (bad || sent || p->phase == PG_BATCH || p->phase == PG_CACHED) {
+        c->broken = 1;
+        p->phase = PG_DEAD;
+        keel__watch_set(p->watch, 0);
+    } else {
+        p->phase = PG_IDLE;
+    }
+    pg_batch_clear(p);
+    return st;
+}
+
+/*
+ * True when the statement starts with COPY. The server expects COPY data right after the
+ * command, so in a pipeline the next queued row would break the protocol and end the session:
+ * batches refuse COPY before sending anything.
+ */
+static int pg_starts_with_copy(const char *sql) {
+    const char *s = sql;
+    for (;;) {
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '(')
+            s++;
+        if (s[0] == '-' && s[1] == '-') {
+            while (*s && *s != '\n')
+                s++;
+        } else if (s[0] == '/' && s[1] == '*') {
+            const char *end = strstr(s + 2, "*/");
+            if (!end)
+                return 0;
+            s = end + 2;
+        } else {
+            break;
+        }
+    }
+    return strncasecmp(s, "copy", 4) == 0 && !(s[4] == '_' || (s[4] >= '0' && s[4] <= '9') ||
+                                               ((s[4] | 0x20) >= 'a' && (s[4] | 0x20) <= 'z'));
+}
+
+/*
+ * Copies a batch's parameters (they are only valid during the query call) in one block, which
+ * also holds the prepared parameter types and the per-row prepare marks.
+ */
+static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error *err) {
+    size_t n = stmt->nrows * stmt->nparams, bytes = 0;
+    if (stmt->nparams && n / stmt->nparams != stmt->nrows)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
+                               "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const keel_value *v = &stmt->params[i];
+        keel_status st = keel__pg_param_check(p, v, i % stmt->nparams, err);
+        if (st != KEEL_OK) {
+            char msg[KEEL_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+            return keel__error_set(err, st, PG_ENGINE, keel__pg_dbname(p->c), "row %zu: %s",
+                                   i / stmt->nparams, msg);
+        }
+        if (v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
+            v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_BYTES)
+            bytes += v->u.str.len;
+    }
+    size_t head = n * sizeof(keel_value), types = stmt->nparams * sizeof(Oid);
+    char *block = malloc(head + types + stmt->nrows + bytes + 1);
+    if (!block)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
+                               "out of memory copying %zu batch rows", stmt->nrows);
+    keel_value *vals = (keel_value *)(void *)block;
+    char *prep = block + head + types;
+    memset(prep, 0, stmt->nrows);
+    char *text = prep + stmt->nrows;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = stmt->params[i];
+        keel_type t = vals[i].type;
+        if ((t == KEEL_TYPE_TEXT || t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_JSON ||
+             t == KEEL_TYPE_BYTES) &&
+            vals[i].u.str.len) {
+            memcpy(text, vals[i].u.str.ptr, vals[i].u.str.len);
+            vals[i].u.str.ptr = text;
+            text += vals[i].u.str.len;
+        }
+    }
+    free(p->bvals);
+    p->bvals = vals;
+    p->btypes = (Oid *)(void *)(block + head);
+    p->bprep = prep;
+    return KEEL_OK;
+}
+
+/* Starts one statement through the prepared-statement cache. */
+static keel_status pg_query_cached(pg_impl *p, const keel__stmt *stmt, const char *sql,
+                                   keel_error *err) {
+    for (size_t i = 0; i < stmt->nparams; i++) {
+        keel_status st = keel__pg_param_check(p, &stmt->params[i], i, err);
+        if (st != KEEL_OK)
+            return st;
+    }
+    if (stmt->nparams) {
+        keel_status st = keel__pg_encode(p, stmt->params, stmt->nparams, err);
+        if (st != KEEL_OK)
+            return st;
+        if (keel__pg_own_bytes(p, stmt->nparams) != 0)
+            return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
+                                   "out of memory");
+    }
+    p->xsql = sql;
+    p->xsql_len = stmt->sql_len;
+    p->xnparams = stmt->nparams;
+    p->xretried = 0;
+    p->phase = PG_CACHED;
+    int r = keel__pg_cached_send(p);
+    if (r == -2) {
+        p->phase = PG_IDLE;
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
+                               "out of memory");
+    }
+    if (r != 0)
+        return keel__pg_send_failed(p, 0, err);
+    if (keel__pg_after_send(p) != 0)
+        return keel__pg_send_failed(p, 1, err);
+    return KEEL_OK;
+}
+
+keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
+    pg_impl *p = c->impl;
+    keel_status st = keel__pg_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    const char *sql = pg_sql(p, c, stmt->sql, stmt->sql_len);
+    if (!sql)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c), "out of memory");
+    if (stmt->nparams > 65535)
+        return keel__error_set(err, KEEL_ERR_PARAMETERS, PG_ENGINE, keel__pg_dbname(c),
+                               "PostgreSQL accepts at most 65535 parameters, %zu were given",
+                               stmt->nparams);
+    keel__pg_op_reset(p);
+    if (stmt->many) {
+        if (pg_starts_with_copy(sql))
+            return keel__error_set(err, KEEL_ERR_UNSUPPORTED, PG_ENGINE, keel__pg_dbname(c),
+                                   "COPY cannot run in a batch (query_many)");
+        st = pg_batch_copy(p, stmt, err);
+        if (st != KEEL_OK)
+            return st;
+        if (!PQenterPipelineMode(p->pg)) {
+            pg_batch_clear(p);
+            return keel__pg_send_failed(p, 0, err);
+        }
+        p->bsql = sql;
+        p->brows = stmt->nrows;
+        p->bnparams = stmt->nparams;
+        p->phase = PG_BATCH;
+        if (pg_batch_send(p) != 0 ||
+            keel__watch_set(p->watch, KEEL_READ | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0)
+            return keel__pg_send_failed(p, 1, err);
+        return KEEL_OK;
+    }
+    if (p->cache_cap && !pg_starts_with_copy(sql) && (stmt->nparams || keel__pg_one_statement(sql)))
+        return pg_query_cached(p, stmt, sql, err);
+    int ok;
+    if (stmt->nparams == 0) {
+        ok = PQsendQuery(p->pg, sql);
+    } else {
+        for (size_t i = 0; i < stmt->nparams; i++) {
+            st = keel__pg_param_check(p, &stmt->params[i], i, err);
+            if (st != KEEL_OK)
+                return st;
+        }
+        st = keel__pg_encode(p, stmt->params, stmt->nparams, err);
+        if (st != KEEL_OK)
+            return st;
+        ok = PQsendQueryParams(p->pg, sql, (int)stmt->nparams, p->ptypes, p->pvals, p->plens,
+                               p->pfmts, 0);
+    }
+    p->phase = PG_QUERY;
+    if (!ok)
+        return keel__pg_send_failed(p, 0, err);
+    /* Rows are streamed only from a single statement: of several, the last one's rows are the
+     * result, which is known only at the end. */
+    if (c->rows_cb && (stmt->nparams || keel__pg_one_statement(sql)))
+        p->stream = PQsetSingleRowMode(p->pg);
+    if (keel__pg_after_send(p) != 0)
+        return keel__pg_send_failed(p, 1, err);
+    return KEEL_OK;
+}
+
+keel_status keel__pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err) {
+    pg_impl *p = c->impl;
+    keel_status st = keel__pg_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    if ((unsigned)op > KEEL_TXN_ROLLBACK_TO)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, PG_ENGINE, keel__pg_dbname(c),
+                               "unknown transaction operation %d", (int)op);
+    if (keel__txn_sql(op, depth, &p->sqlbuf) != 0)
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c), "out of memory");
+    keel__pg_op_reset(p);
+    p->phase = PG_QUERY;
+    if (!PQsendQuery(p->pg, p->sqlbuf.data))
+        return keel__pg_send_failed(p, 0, err);
+    if (keel__pg_after_send(p) != 0)
+        return keel__pg_send_failed(p, 1, err);
+    return KEEL_OK;
+}

@@ -1,0 +1,179 @@
+/* src/engines/pg/pg.h - the state of a PostgreSQL connection, shared by the engine's files. */
+#ifndef KEEL_ENGINES_PG_PG_H
+#define KEEL_ENGINES_PG_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "core/buf.h"
+#include "core/error_int.h"
+#include "core/result_int.h"
+#include "engines/cancel.h"
+#include "engines/dns.h"
+#include "engines/engine.h"
+
+/*
+ * libpq's asynchronous API driven by the host loop. The engine is split by concern: connect.c
+ * (configuration and connection set-up), codec.c (parameters and values), exec.c (running
+ * operations and collecting results), stmtcache.c (the prepared-statement cache), copy.c and
+ * binary.c (bulk loads in binary COPY), and pg.c (the vtable, cancel and close).
+ */
+
+#define PG_ENGINE "postgresql"
+
+/* DEALLOCATEs of evicted statements piggybacked on one round trip at most. */
+#define PG_DEALLOC_PER_TRIP 8
+
+/* The longest queue of one cached-statement round trip: the DEALLOCATEs and their sync, then
+ * the prepare, the execute and the closing sync. */
+#define PG_STEPS_MAX (PG_DEALLOC_PER_TRIP + 4)
+
+typedef enum pg_phase {
+    PG_RESOLVING,  /* host names are being resolved on the worker pool */
+    PG_CONNECTING, /* PQconnectPoll is driving the handshake */
+    PG_SETUP,      /* connected; session settings are being applied */
+    PG_IDLE,       /* ready; the socket is watched to notice a server-side close */
+    PG_QUERY,      /* one statement, or a transaction command, is in flight */
+    PG_BATCH,      /* a pipelined batch is in flight */
+    PG_CACHED,     /* one statement through the prepared-statement cache */
+    PG_COPY,       /* a bulk load (keel_conn_copy_in): COPY … FROM STDIN in binary */
+    PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
+    PG_DEAD        /* failed or lost; waits for close */
+} pg_phase;
+
+/*
+ * A named prepared statement of the session ("keel_sN"), keyed by its text and the parameter
+ * types it was prepared with: the types are fixed at parse time, so another type tuple needs a
+ * statement of its own.
+ */
+typedef struct pg_stmt {
+    struct pg_stmt *prev, *next; /* the LRU list, most recently used first */
+    uint64_t id;                 /* N of its name */
+    uint64_t hash;
+    char *sql;
+    size_t sql_len;
+    Oid *types;
+    size_t ntypes;
+} pg_stmt;
+
+struct pg_copy;
+
+typedef struct pg_impl {
+    keel_conn *c;
+    PGconn *pg;
+    keel_watch *watch;
+    keel_timer *timer; /* the connect deadline; gone once connected */
+    keel__dns *dns;    /* the resolution job in flight, if any */
+    pg_phase phase;
+    double timeout_s;
+    char where[160]; /* "host H, port P" for messages that libpq does not write itself */
+
+    /* Connection keywords, kept only until libpq has copied them. */
+    const char **kw_keys;
+    char **kw_vals;
+    size_t nkw;
+    size_t kw_host; /* index of the host keyword, or SIZE_MAX */
+    int resolved;   /* host names were resolved by keel: libpq's messages show addresses */
+
+    /* The running operation. */
+    int flush_pending; /* libpq still holds output that the socket did not take */
+    int failed;        /* err holds the operation's first error */
+    int copy_out;      /* discarding the data of a COPY TO STDOUT */
+    keel_error err;
+    /*
+     * The running statement's result, decoded as its PGresults arrive and freed one by one, so
+     * libpq's copy and keel's never hold the whole result together. With several statements in
+     * one string the last one that returned rows is the result.
+     */
+    keel_result *res;
+    keel_type *kinds; /* keel type of each column of res */
+    size_t kinds_cap;
+    int64_t affected;    /* the row count the result's command reported, -1 when none */
+    int rows_seen;       /* a statement returned rows: later commands do not replace them */
+    int in_set;          /* single-row results of one statement are arriving */
+    int stream;          /* single-row mode is on: rows go to keel__conn_rows in batches */
+    uint64_t op_seq;     /* counts operations, so a late cancel retry can tell it is stale */
+    keel__cancel cancel; /* cancel requests for the running operation, and their retries */
+    pg_phase held;       /* the phase of an operation in PG_HELD */
+
+    /*
+     * The running batch: a private copy of its parameters, sent row by row. The statement is
+     * parsed once into the unnamed prepared statement and each row only binds and executes it;
+     * it is prepared again only before a row whose parameter types differ from the last
+     * prepared ones (bprep marks those rows), because the types are fixed at parse time.
+     */
+    keel_value *bvals;
+    Oid *btypes; /* the parameter types the unnamed statement was prepared with */
+    char *bprep; /* per row: 1 when a prepare was queued just before it */
+    const char *bsql;
+    size_t brows, bnparams, bsent, bdone;
+    int bgot;      /* a result of the current group arrived (its terminating NULL is to come) */
+    int bprepared; /* the prepare queued before row bdone has reported */
+    int bsynced;   /* the closing sync is queued */
+    int64_t baffected;
+
+    /* Parameter arrays and their text, reused by every statement of the connection. */
+    const char **pvals;
+    int *plens;
+    int *pfmts;
+    Oid *ptypes;
+    size_t pcap;
+    keel__buf ptext;
+    size_t pbytes; /* bytes the last encoded row will put on the wire (batch pacing) */
+    keel__buf sqlbuf;
+    keel__buf pbin; /* copies of bytes parameters, so a transparent retry can send them again */
+
+    /*
+     * The prepared-statement cache: at most cache_cap statements (0: every statement goes
+     * unnamed, as behind pgbouncer in transaction mode). Evicted statements wait in dpend
+     * until a DEALLOCATE for them succeeds; those are sent ahead of a later statement, in its
+     * round trip, and only outside a transaction block, where their failure cannot abort the
+     * user's transaction.
+     */
+    size_t cache_cap, ncached;
+    pg_stmt *mru, *lru;
+    uint64_t next_id;
+    uint64_t *dpend;
+    size_t ndpend, dpcap;
+
+    /* The running cached statement: the commands queued and which one results belong to. */
+    pg_stmt *xstmt; /* its cache entry */
+    const char *xsql;
+    size_t xsql_len, xnparams;
+    int xfresh;   /* the entry is prepared in this round trip */
+    int xpipe;    /* the round trip is pipelined (a prepare or DEALLOCATEs go with it) */
+    int xretry;   /* the execute failed on a stale cached statement: prepare it again */
+    int xretried; /* one transparent retry was already made */
+    int xgot;     /* a result of the current command arrived (its NULL is to come) */
+    unsigned char xsteps[PG_STEPS_MAX];
+    char xdok[PG_DEALLOC_PER_TRIP]; /* per DEALLOCATE sent: it succeeded */
+    size_t nxsteps, xstep, nxdealloc;
+
+    struct pg_copy *copy; /* the state of bulk loads, made by the first one */
+} pg_impl;
+
+/* The configured name of c's database, for messages. */
+const char *keel__pg_dbname(const keel_conn *c);
+
+/*
+ * libpq messages span several lines and are indented with tabs; a keel_error message is one
+ * line. The result is also run through the redactor so no password-looking text survives.
+ */
+void keel__pg_clean_message(char *dst, size_t size, const char *src);
+
+/* Fills err from a libpq message (connection and protocol failures). */
+keel_status keel__pg_error_libpq(keel_error *err, keel_status code, const keel_conn *c,
+                                 const char *prefix, const char *msg);
+
+/*
+ * A connect failure. libpq's message names the host and port it tried; when it does not (a
+ * failure before the first attempt) the configured ones are named instead.
+ */
+keel_status keel__pg_connect_error(pg_impl *p, keel_error *err, keel_status code);
+
+/* How keel__cancel reaches a PostgreSQL connection (pg.c). */
+extern const keel__cancel_ops keel__pg_cancel_ops;
+
+#endif

@@ -1,0 +1,37 @@
+/* src/engines/pg/stmtcache.h - PostgreSQL's per-connection cache of named prepared statements. */
+#ifndef KEEL_ENGINES_PG_STMTCACHE_H
+#define KEEL_ENGINES_PG_STMTCACHE_H
+
+#include "engines/pg/pg.h"
+
+/*
+ * True when a statement without parameters is certainly one statement, so it can be
+ * prepared: it has text and no semicolon other than trailing ones. A semicolon inside a string
+ * or a comment also sends the statement the simple way, which is always correct, only slower.
+ */
+int keel__pg_one_statement(const char *sql);
+
+/*
+ * Copies bytes parameters, which point into the caller's memory (valid only during the query
+ * call), so a transparent retry can still send them. 0, or -1 when out of memory.
+ */
+int keel__pg_own_bytes(pg_impl *p, size_t n);
+
+/*
+ * Queues the round trip of the running cached statement in one pipeline: DEALLOCATEs of
+ * evicted statements with a sync of their own (so their outcome never touches the statement),
+ * then on a cache miss the prepare, then the execute and the closing sync. A miss therefore
+ * costs no extra round trip. A hit with nothing to deallocate is a plain execute outside
+ * pipeline mode, whose bookkeeping in libpq costs the client about 5 % of a short query.
+ * Returns 0, -1 when libpq failed, -2 when out of memory (nothing queued then).
+ */
+int keel__pg_cached_send(pg_impl *p);
+
+/*
+ * Collects the results of a cached statement. In a pipeline each command's results end with a
+ * NULL and each sync has a result of its own; a lone execute ends with its NULL. Returns 1 when
+ * the operation is over, 0 when more input is needed, -1 when the connection failed.
+ */
+int keel__pg_cached_collect(pg_impl *p);
+
+#endif

@@ -6,20 +6,75 @@
     @app.get("/items/{id}")
     async def get_item(id: int, conn=Depends(kf.connection())): ...
     app.include_router(kf.health_router())
+
+The dependencies finish before the response is sent: kf.transaction() commits (or rolls back)
+and both give their connection back to the pool once the handler has returned and its response
+is built (kf.connection(scope="request") keeps it until the response is sent), so a client that
+has its answer finds the write committed. A commit that fails is
+answered with CommitFailed (409, 503 or 500) instead of the handler's response.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter
+import fastapi
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
-from . import Connection, Database
+from . import Connection, Database, Error, IntegrityError, OperationalError
 
-__all__ = ["Keel"]
+__all__ = ["Keel", "CommitFailed"]
+
+# Depends(scope="function"), which ends a yield dependency before the response is sent, came
+# with FastAPI 0.121. Between 0.118 and 0.121 a yield dependency can only end after the response
+# went out, too late to commit: older releases are refused here rather than served wrongly.
+if "scope" not in inspect.signature(Depends).parameters:
+    raise ImportError("keel.fastapi needs FastAPI 0.121 or newer (Depends(scope=...)); "
+                      f"found {fastapi.__version__}")
+
+_log = logging.getLogger("keel.fastapi")
+
+
+def _commit_status(error: Error) -> int:
+    """The HTTP status of a request whose COMMIT raised error."""
+    # Refused by the database: a constraint checked at COMMIT (deferred), or a conflict with a
+    # concurrent transaction (SQLSTATE class 40: serialization failure, deadlock) that a retry
+    # of the request may not meet again.
+    if isinstance(error, IntegrityError) or (error.sqlstate or "").startswith("40"):
+        return 409
+    # The database could not be reached or answer in time; whether the COMMIT took effect is
+    # unknown when the connection was lost during it.
+    if isinstance(error, OperationalError):
+        return 503
+    return 500
+
+
+class CommitFailed(HTTPException):
+    """The answer to a request whose handler returned but whose transaction could not be
+    committed: nothing of the handler's response is sent.
+
+    status_code: 409 when the database refused the changes (keel.IntegrityError, e.g. a deferred
+    constraint; SQLSTATE class 40, a serialization failure or deadlock), 503 when it could not be
+    reached (keel.OperationalError: connection lost, timeout), 500 otherwise. detail is
+    {"error": "commit failed", "class": the keel error's class name, "sqlstate": …,
+    "database": …}: no server message (it may quote stored values); the full error is logged
+    to the "keel.fastapi" logger and is `error` (and __cause__) here. Register an exception
+    handler for CommitFailed to answer differently.
+    """
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(_commit_status(error), {
+            "error": "commit failed",
+            "class": type(error).__name__,
+            "sqlstate": error.sqlstate,
+            "database": error.database,
+        })
+        self.error = error
 
 
 class Keel:
@@ -37,25 +92,58 @@ class Keel:
         finally:
             await self.db.close()
 
-    def connection(self, name: str | None = None) -> Callable[[], AsyncIterator[Connection]]:
-        """A dependency yielding a connection of database `name`, released after the response
-        (also when the handler raises)."""
+    def connection(self, name: str | None = None, *,
+                   scope: Literal["function", "request"] = "function",
+                   ) -> Callable[..., Coroutine[Any, Any, Connection]]:
+        """A dependency giving the handler a connection of database `name` (None: the default).
+
+        scope="function" (the default): the connection goes back to the pool when the handler
+        has returned (or raised), before the response is sent. scope="request": after the
+        response has been sent, for a StreamingResponse that reads from the connection while
+        it streams.
+        """
+        if scope not in ("function", "request"):
+            raise ValueError(f'scope is "function" or "request", not {scope!r}')
         db = self.db
 
-        async def keel_connection() -> AsyncIterator[Connection]:
+        async def keel_lease() -> AsyncIterator[Connection]:
             async with db.connection(name) as conn:
                 yield conn
 
+        # The scope of a yield dependency is chosen where it is declared, so the lease is
+        # declared here, with its scope, and the user's Depends() names this plain function.
+        async def keel_connection(conn: Any = Depends(keel_lease, scope=scope)) -> Connection:
+            return conn
+
         return keel_connection
 
-    def transaction(self, name: str | None = None) -> Callable[[], AsyncIterator[Connection]]:
-        """A dependency yielding a connection inside a transaction: committed when the handler
-        succeeds, rolled back when it raises."""
+    def transaction(self, name: str | None = None,
+                    ) -> Callable[..., Coroutine[Any, Any, Connection]]:
+        """A dependency giving the handler a connection inside a transaction of database `name`.
+
+        When the handler returns, the transaction is committed before the response is sent;
+        when it raises, rolled back and the handler's error answered as usual. A commit that
+        fails raises CommitFailed (409/503/500, see there) instead of sending the response.
+        The connection goes back to the pool before the response is sent.
+        """
         db = self.db
 
-        async def keel_transaction() -> AsyncIterator[Connection]:
-            async with db.transaction(name) as conn:
-                yield conn
+        async def keel_transaction_scope() -> AsyncIterator[Connection]:
+            returned = False
+            try:
+                async with db.transaction(name) as conn:
+                    yield conn
+                    returned = True
+            except Error as exc:
+                if not returned:
+                    raise  # the handler's own error (rolled back): the application answers it
+                _log.warning("the transaction of a request was not committed: %s: %s",
+                             type(exc).__name__, exc)
+                raise CommitFailed(exc) from exc
+
+        async def keel_transaction(
+                conn: Any = Depends(keel_transaction_scope, scope="function")) -> Connection:
+            return conn
 
         return keel_transaction
 

@@ -45,6 +45,16 @@ int keel__watch_set(keel_watch *w, int events) {
     events &= KEEL_READ | KEEL_WRITE;
     if (events == w->events)
         return 0;
+    if (events == 0) {
+        /* Stopping cannot fail (loop.h): whatever the host answers, w watches nothing now. */
+        w->loop->ops.watch(w->loop->host, w, w->fd, 0);
+        w->events = 0;
+        w->host_knows = 0;
+        return 0;
+    }
+    /* Even a refused call may have left a registration behind: the host hears events 0 for it
+     * before w is freed, so a host that frees its record there never leaks one. */
+    w->host_knows = 1;
     if (w->loop->ops.watch(w->loop->host, w, w->fd, events) != 0)
         return -1;
     w->events = events;
@@ -56,7 +66,7 @@ int keel__watch_events(const keel_watch *w) { return w->events; }
 void keel__watch_free(keel_watch *w) {
     if (!w)
         return;
-    if (w->events)
+    if (w->host_knows)
         w->loop->ops.watch(w->loop->host, w, w->fd, 0);
     free(w);
 }
@@ -83,18 +93,31 @@ keel_timer *keel__timer_new(keel_loop *loop, keel__timer_cb cb, void *arg) {
 }
 
 int keel__timer_arm(keel_timer *t, int64_t deadline_ms) {
-    if (deadline_ms < 0 && t->deadline < 0)
+    if (deadline_ms < 0) {
+        /* A timer that fired has no deadline left to cancel; the host still hears the disarm
+         * before t is freed (host_knows stays set). */
+        if (t->deadline >= 0) {
+            t->loop->ops.timer(t->loop->host, t, -1);
+            t->host_knows = 0;
+            t->deadline = -1;
+        }
         return 0;
-    if (t->loop->ops.timer(t->loop->host, t, deadline_ms < 0 ? -1 : deadline_ms) != 0)
+    }
+    t->host_knows = 1;
+    if (t->loop->ops.timer(t->loop->host, t, deadline_ms) != 0) {
+        /* The host failed to arm it: a firing it may still deliver is ignored. */
+        t->deadline = -1;
         return -1;
-    t->deadline = deadline_ms < 0 ? -1 : deadline_ms;
+    }
+    t->deadline = deadline_ms;
     return 0;
 }
 
 void keel__timer_free(keel_timer *t) {
     if (!t)
         return;
-    if (t->deadline >= 0)
+    /* Also after it fired: a host that frees its record on the disarm never leaks it. */
+    if (t->host_knows)
         t->loop->ops.timer(t->loop->host, t, -1);
     free(t);
 }

@@ -15,7 +15,8 @@ struct keel_loop {
 struct keel_watch {
     keel_loop *loop;
     int fd;
-    int events;
+    int events;     /* the set keel watches, as last accepted by the host */
+    int host_knows; /* the host was asked to watch something since it last heard events 0 */
     keel__watch_cb cb;
     void *arg;
     void *host_data;
@@ -25,7 +26,8 @@ struct keel_timer {
     keel_loop *loop;
     keel__timer_cb cb;
     void *arg;
-    int64_t deadline; /* < 0 when disarmed */
+    int64_t deadline; /* < 0 when disarmed or fired */
+    int host_knows;   /* the host was asked to arm it since it last heard a disarm */
     void *host_data;
 };
 

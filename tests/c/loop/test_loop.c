@@ -144,6 +144,100 @@ TEST(host_is_told_only_about_changes) {
     keel_loop_free(loop);
 }
 
+/* A host that records what keel told it, and refuses calls while `refuse` is set. */
+typedef struct recorder {
+    int refuse;
+    int watch_calls, stops, timer_calls, disarms;
+    int64_t last_deadline;
+} recorder;
+
+static int rec_watch(void *host, keel_watch *w, int fd, int events) {
+    recorder *r = host;
+    (void)w, (void)fd;
+    r->watch_calls++;
+    if (events == 0)
+        r->stops++;
+    return events && r->refuse ? -1 : 0;
+}
+
+static int rec_timer(void *host, keel_timer *t, int64_t deadline) {
+    recorder *r = host;
+    (void)t;
+    r->timer_calls++;
+    r->last_deadline = deadline;
+    if (deadline < 0)
+        r->disarms++;
+    return deadline >= 0 && r->refuse ? -1 : 0;
+}
+
+static void count_fire(void *arg) { ((ctx *)arg)->fired++; }
+
+TEST(a_timer_that_fired_is_disarmed_before_it_is_freed) {
+    static const keel_loop_ops ops = { rec_watch, rec_timer };
+    recorder r = { 0 };
+    ctx c = { 0 };
+    keel_loop *loop = keel_loop_new(&ops, &r);
+    keel_timer *t = keel__timer_new(loop, count_fire, &c);
+    keel__timer_free(t); /* never armed: the host never heard of it */
+    CHECK_INT(r.timer_calls, 0);
+
+    t = keel__timer_new(loop, count_fire, &c);
+    CHECK_INT(keel__timer_arm(t, 5), 0);
+    keel_timer_fire(t);
+    CHECK_INT(c.fired, 1);
+    keel_timer_fire(t); /* a second report of the same deadline is ignored */
+    CHECK_INT(c.fired, 1);
+    CHECK_INT(keel__timer_arm(t, -1), 0); /* nothing left to cancel */
+    CHECK_INT(r.disarms, 0);
+    keel__timer_free(t); /* but the host hears the disarm before t goes */
+    CHECK_INT(r.disarms, 1);
+    CHECK_INT(r.timer_calls, 2);
+
+    /* Disarmed and freed: one disarm only. */
+    t = keel__timer_new(loop, count_fire, &c);
+    keel__timer_arm(t, 5);
+    keel__timer_arm(t, -1);
+    keel__timer_free(t);
+    CHECK_INT(r.disarms, 2);
+
+    /* An arming the host refused: keel treats the timer as disarmed, ignores a firing, and
+     * still tells the host before it frees the timer. */
+    t = keel__timer_new(loop, count_fire, &c);
+    r.refuse = 1;
+    CHECK_INT(keel__timer_arm(t, 5), -1);
+    r.refuse = 0;
+    keel_timer_fire(t);
+    CHECK_INT(c.fired, 1);
+    keel__timer_free(t);
+    CHECK_INT(r.disarms, 3);
+    keel_loop_free(loop);
+}
+
+TEST(a_watch_is_stopped_before_it_is_freed_even_after_a_refusal) {
+    static const keel_loop_ops ops = { rec_watch, rec_timer };
+    recorder r = { 0 };
+    keel_loop *loop = keel_loop_new(&ops, &r);
+    keel_watch *w = keel__watch_new(loop, 0, NULL, NULL);
+    keel__watch_free(w); /* never watched anything: the host never heard of it */
+    CHECK_INT(r.watch_calls, 0);
+
+    w = keel__watch_new(loop, 0, NULL, NULL);
+    r.refuse = 1;
+    CHECK_INT(keel__watch_set(w, KEEL_READ), -1);
+    CHECK_INT(keel__watch_events(w), 0);
+    r.refuse = 0;
+    keel__watch_free(w); /* the refused registration may have left a record: stopped too */
+    CHECK_INT(r.stops, 1);
+
+    w = keel__watch_new(loop, 0, NULL, NULL);
+    keel__watch_set(w, KEEL_READ);
+    keel__watch_set(w, 0);
+    CHECK_INT(r.stops, 2);
+    keel__watch_free(w); /* already stopped: not again */
+    CHECK_INT(r.stops, 2);
+    keel_loop_free(loop);
+}
+
 int main(void) {
     RUN(watch_reports_readable_fd);
     RUN(timers_fire_at_their_deadline_and_can_be_disarmed);
@@ -151,5 +245,7 @@ int main(void) {
     RUN(watch_may_free_itself_in_its_callback);
     RUN(run_with_nothing_to_wait_for_fails_instead_of_hanging);
     RUN(host_is_told_only_about_changes);
+    RUN(a_timer_that_fired_is_disarmed_before_it_is_freed);
+    RUN(a_watch_is_stopped_before_it_is_freed_even_after_a_refusal);
     return TEST_SUMMARY();
 }

@@ -147,20 +147,32 @@ class Keel:
 
         return keel_transaction
 
-    def health_router(self, prefix: str = "/health", timeout: float = 5.0) -> APIRouter:
-        """GET {prefix}/live and GET {prefix}/ready (every database pinged, 503 if one fails)."""
+    def health_router(self, prefix: str = "/health", timeout: float = 5.0, *,
+                      detail: bool = False) -> APIRouter:
+        """GET {prefix}/live and GET {prefix}/ready (every database pinged, 503 if one fails).
+
+        A failing database is reported by the class of its error ("ConnectError",
+        "TimeoutError" …): messages name hosts, ports and users, which a health route open to
+        anyone must not give away. detail=True adds each error's message (with passwords
+        redacted) as "message", for a router that only operators can reach.
+        """
         db = self.db
         router = APIRouter(prefix=prefix)
+
+        def failed(engine: str, error: str, message: str) -> dict[str, Any]:
+            entry = {"status": "error", "engine": engine, "error": error}
+            if detail:
+                entry["message"] = message
+            return entry
 
         async def check(name: str) -> dict[str, Any]:
             engine = db.engine(name)
             try:
                 seconds = await asyncio.wait_for(db.ping(name), timeout)
             except asyncio.TimeoutError:
-                return {"status": "error", "engine": engine,
-                        "error": f"no answer within {timeout:g} s"}
+                return failed(engine, "TimeoutError", f"no answer within {timeout:g} s")
             except Exception as exc:  # every failure is reported, none is raised
-                return {"status": "error", "engine": engine, "error": str(exc)}
+                return failed(engine, type(exc).__name__, str(exc))
             return {"status": "ok", "engine": engine, "latency_ms": seconds * 1000.0}
 
         @router.get("/live")

@@ -1,6 +1,7 @@
 # tests/python/test_fastapi.py - keel.fastapi on every engine: dependencies, transactions, health, concurrency.
 import asyncio
 import contextlib
+import socket
 import threading
 
 import httpx
@@ -17,6 +18,12 @@ from keel.fastapi import Keel
 DEAD_SECRET = "HealthS3cretPw"
 DEAD = {"url": f"postgresql://postgres:{DEAD_SECRET}@127.0.0.1:1/x", "connect_timeout": 2}
 DEAD_MYSQL = {"url": f"mysql://root:{DEAD_SECRET}@127.0.0.1:1/x", "connect_timeout": 2}
+
+
+def assert_tells_nothing_of_the_server(text):
+    """A health answer open to anyone names no host, port, user or password of a database."""
+    for secret in (DEAD_SECRET, "127.0.0.1", "port 1", "root", "postgres@", "user"):
+        assert secret not in text, (secret, text)
 
 
 class Item(BaseModel):
@@ -201,11 +208,10 @@ async def test_health_ready_names_a_failing_database(make_db, types, engine):
         assert body["status"] == "unavailable"
         assert body["databases"]["main"]["status"] == "ok"
         assert body["databases"]["main"]["engine"] == engine
-        broken = body["databases"]["broken"]
-        assert broken["status"] == "error"
-        assert broken["engine"] == "postgresql"
-        assert isinstance(broken["error"], str) and broken["error"]
-        assert DEAD_SECRET not in r.text
+        # The class of the error only: its message names the host, port and user.
+        assert body["databases"]["broken"] == {
+            "status": "error", "engine": "postgresql", "error": "ConnectError"}
+        assert_tells_nothing_of_the_server(r.text)
         # Liveness does not depend on the databases.
         assert (await client.get("/health/live")).status_code == 200
         await leased_back_to_zero(db)
@@ -237,16 +243,16 @@ async def test_lifespan_starts_and_closes_the_database(make_db):
     await db.close()
 
 
-def health_app(db):
+def health_app(db, **options):
     kf = Keel(db)
     app = FastAPI(lifespan=kf.lifespan)
-    app.include_router(kf.health_router())
+    app.include_router(kf.health_router(**options))
     return app, kf
 
 
 @contextlib.asynccontextmanager
-async def health_client(db):
-    app, kf = health_app(db)
+async def health_client(db, **options):
+    app, kf = health_app(db, **options)
     async with kf.lifespan(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -301,10 +307,9 @@ async def test_health_ready_names_failing_databases_of_each_engine(tmp_path):
                 assert body["databases"][name]["status"] == "ok", (name, body["databases"][name])
                 assert body["databases"][name]["engine"] == engine
             for name, engine in (("broken_pg", "postgresql"), ("broken_mysql", "mysql")):
-                broken = body["databases"][name]
-                assert broken["status"] == "error" and broken["engine"] == engine, broken
-                assert isinstance(broken["error"], str) and broken["error"]
-            assert DEAD_SECRET not in r.text
+                assert body["databases"][name] == {
+                    "status": "error", "engine": engine, "error": "ConnectError"}
+            assert_tells_nothing_of_the_server(r.text)
             assert (await client.get("/health/live")).status_code == 200
             for name in healthy:
                 await leased_back_to_zero(db, name)
@@ -567,3 +572,55 @@ async def test_a_commit_refused_as_a_serialization_failure_is_answered_409(pg_db
         assert await pg_db.fetchval(f"SELECT count(*) FROM {table}") == 1
     finally:
         await pg_db.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_health_ready_with_detail_gives_the_redacted_messages(tmp_path):
+    healthy = every_engine(tmp_path)
+    config = {n: e for n, (e, _) in healthy.items()}
+    config.update({"broken_pg": DEAD, "broken_mysql": DEAD_MYSQL})
+    db = keel.Database({"default": "local", "databases": config})
+    try:
+        async with health_client(db, detail=True) as client:
+            r = await asyncio.wait_for(client.get("/health/ready"), 30)
+            assert r.status_code == 503
+            body = r.json()
+            for name in healthy:
+                assert body["databases"][name]["status"] == "ok"
+                assert "message" not in body["databases"][name]
+            for name, engine in (("broken_pg", "postgresql"), ("broken_mysql", "mysql")):
+                broken = body["databases"][name]
+                assert set(broken) == {"status", "engine", "error", "message"}, broken
+                assert broken["error"] == "ConnectError" and broken["engine"] == engine
+                # The operator's view: where it tried to connect, never the password.
+                assert "127.0.0.1" in broken["message"], broken
+            assert DEAD_SECRET not in r.text
+            for name in healthy:
+                await leased_back_to_zero(db, name)
+    finally:
+        await asyncio.wait_for(db.close(), 30)
+
+
+@pytest.mark.parametrize("detail", [False, True])
+async def test_health_ready_reports_a_silent_database_as_a_timeout(tmp_path, detail):
+    # A server that accepts connections and never answers: the ping runs out of time.
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        db = keel.Database({"default": "local", "databases": {
+            "local": {"url": "sqlite:///" + str(tmp_path / "local.db")},
+            "silent": {"url": f"postgresql://postgres:{DEAD_SECRET}@127.0.0.1:{port}/x",
+                       "connect_timeout": 2}}})
+        try:
+            async with health_client(db, timeout=0.5, detail=detail) as client:
+                r = await asyncio.wait_for(client.get("/health/ready"), 30)
+                assert r.status_code == 503
+                expected = {"status": "error", "engine": "postgresql", "error": "TimeoutError"}
+                if detail:
+                    expected["message"] = "no answer within 0.5 s"
+                assert r.json()["databases"]["silent"] == expected
+                assert r.json()["databases"]["local"]["status"] == "ok"
+                assert DEAD_SECRET not in r.text and str(port) not in r.text
+        finally:
+            await asyncio.wait_for(db.close(), 30)
+    finally:
+        silent.close()

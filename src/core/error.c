@@ -136,6 +136,154 @@ static int has_prefix_ci(const char *s, const char *prefix) {
     return 1;
 }
 
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * The character at p for the redactor's purposes, and in *width how many bytes it spans. When
+ * decode is set, a percent-escape of a delimiter that separates secrets from their surroundings
+ * ("%40" for '@', "%3A" for ':', "%3D" for '='…) counts as that delimiter: a URL or an option
+ * string nested, percent-encoded, in another one (a query parameter's value) uses them.
+ */
+static char delim_at(const char *p, int decode, size_t *width) {
+    *width = 1;
+    if (p[0] != '%' || !decode)
+        return p[0];
+    int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+    if (lo < 0)
+        return p[0];
+    char c = (char)(hi * 16 + lo);
+    if (c == '\0' || !strchr(":/@?=&;, ", c))
+        return p[0];
+    *width = 3;
+    return c;
+}
+
+/* Appends the n bytes at s to dst[*o…], stopping short of the last byte of dst. */
+static void put_bytes(char *dst, size_t size, size_t *o, const char *s, size_t n) {
+    for (size_t i = 0; i < n && *o + 1 < size; i++)
+        dst[(*o)++] = s[i];
+}
+
+/* Secret-bearing keywords: password=, passwd=, PWD= (ODBC), in any case, also inside words
+ * (sslpassword=, db_password:). */
+static size_t secret_keyword(const char *p) {
+    static const char *const words[] = { "password", "passwd", "pwd" };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (has_prefix_ci(p, words[i]))
+            return strlen(words[i]);
+    return 0;
+}
+
+/*
+ * When p starts a keyword and its separator ("password=", "PWD =", "password: ", JSON's
+ * "password": ), returns the position right after the separator and spaces, where the value
+ * starts, and sets *encoded when the separator was percent-encoded ("password%3D…" inside a
+ * query parameter): the value's delimiters are then percent-encoded too. Else NULL. MySQL's
+ * "(using password: YES)" says whether a password was sent, not what it was, and is left
+ * readable.
+ */
+static const char *keyword_value(const char *p, int *encoded) {
+    size_t kw = secret_keyword(p);
+    if (!kw)
+        return NULL;
+    const char *q = p + kw;
+    if (*q == '"' || *q == '\'')
+        q++; /* the closing quote of a JSON or quoted key */
+    while (*q == ' ')
+        q++;
+    size_t w;
+    char sep = delim_at(q, 1, &w);
+    if (sep != '=' && sep != ':')
+        return NULL;
+    *encoded = w > 1;
+    q += w;
+    while (*q == ' ')
+        q++;
+    if (sep == ':' && (strncmp(q, "YES)", 4) == 0 || strncmp(q, "NO)", 3) == 0))
+        return NULL;
+    return q;
+}
+
+/* The end of a keyword's value starting at v: a quoted value ('…' or "…" with backslash
+ * escapes, {…} with }} escapes as ODBC writes it) up to its closing quote, otherwise up to
+ * whitespace or a separator of options and parameters (& ; , and, when encoded, their
+ * percent-escapes and that of a space). */
+static const char *value_end(const char *v, int encoded) {
+    if (*v == '\'' || *v == '"') {
+        char quote = *v++;
+        while (*v && *v != quote)
+            v += v[0] == '\\' && v[1] ? 2 : 1;
+        return *v ? v + 1 : v;
+    }
+    if (*v == '{') {
+        for (v++; *v; v++)
+            if (*v == '}') {
+                if (v[1] != '}')
+                    return v + 1;
+                v++;
+            }
+        return v;
+    }
+    while (*v && !isspace((unsigned char)*v)) {
+        size_t w;
+        char c = delim_at(v, encoded, &w);
+        if (c == '&' || c == ';' || c == ',' || c == ' ')
+            break;
+        v += w;
+    }
+    return v;
+}
+
+/*
+ * When p is the "://" of a URL, finds the password of its userinfo: *from receives the first
+ * byte to mask, and the return value is where copying resumes (the '@' after the password).
+ * NULL when the URL carries no password. The URL ends at whitespace; its userinfo ends at its
+ * last '@' before the query, or at its last '@' at all when a '?' comes first (a password may
+ * hold an unencoded '?' or '/', which the URL parser accepts, and masking too much is the safe
+ * mistake). A percent-encoded "://" (%3A%2F%2F) is a URL nested in another one's query, whose
+ * own delimiters are then percent-encoded; in a plain URL, "%40" is an '@' of the user name or
+ * password, not a delimiter.
+ */
+static const char *url_password(const char *p, const char **from) {
+    size_t w1, w2, w3;
+    if (delim_at(p, 1, &w1) != ':' || delim_at(p + w1, 1, &w2) != '/' ||
+        delim_at(p + w1 + w2, 1, &w3) != '/')
+        return NULL;
+    int encoded = w1 + w2 + w3 > 3;
+    const char *start = p + w1 + w2 + w3;
+    const char *at = NULL, *at_any = NULL, *query = NULL;
+    for (const char *q = start; *q && !isspace((unsigned char)*q);) {
+        size_t w;
+        char c = delim_at(q, encoded, &w);
+        if (c == '?' && !query)
+            query = q;
+        if (c == '@') {
+            at_any = q;
+            if (!query)
+                at = q;
+        }
+        q += w;
+    }
+    if (!at)
+        at = at_any;
+    if (!at)
+        return NULL;
+    for (const char *q = start; q < at;) {
+        size_t w;
+        if (delim_at(q, encoded, &w) == ':') {
+            *from = q + w;
+            return at;
+        }
+        q += w;
+    }
+    return NULL;
+}
+
 void keel__redact(char *dst, size_t size, const char *src) {
     if (!dst || size == 0)
         return;
@@ -143,57 +291,20 @@ void keel__redact(char *dst, size_t size, const char *src) {
         src = "";
     size_t o = 0;
     for (const char *p = src; *p && o + 1 < size;) {
-        /* password=value (conninfo style) or password: value: hide the value. */
-        if (has_prefix_ci(p, "password")) {
-            const char *q = p + 8;
-            while (*q == ' ')
-                q++;
-            /* MySQL's "Access denied … (using password: YES)" says whether one was sent, not
-             * what it was: keep it readable. */
-            const char *answer = q + (*q == ':');
-            while (*answer == ' ')
-                answer++;
-            int yes_no =
-                *q == ':' && (strncmp(answer, "YES)", 4) == 0 || strncmp(answer, "NO)", 3) == 0);
-            if ((*q == '=' || *q == ':') && !yes_no) {
-                size_t keep = (size_t)(q - p) + 1;
-                for (size_t i = 0; i < keep && o + 1 < size; i++)
-                    dst[o++] = p[i];
-                for (const char *r = "***"; *r && o + 1 < size; r++)
-                    dst[o++] = *r;
-                p = q + 1;
-                while (*p == ' ')
-                    p++;
-                if (*p == '\'' || *p == '"') {
-                    char quote = *p++;
-                    while (*p && *p != quote)
-                        p++;
-                    if (*p)
-                        p++;
-                } else {
-                    while (*p && *p != ' ' && *p != '&' && *p != ';' && *p != ',')
-                        p++;
-                }
-                continue;
-            }
+        int encoded;
+        const char *v = keyword_value(p, &encoded);
+        if (v) {
+            put_bytes(dst, size, &o, p, (size_t)(v - p));
+            put_bytes(dst, size, &o, "***", 3);
+            p = value_end(v, encoded);
+            continue;
         }
-        /* scheme://user:password@host: hide the password part of URL userinfo. */
-        if (p[0] == ':' && p[1] == '/' && p[2] == '/') {
-            const char *start = p + 3, *at = NULL, *colon = NULL;
-            for (const char *q = start; *q && *q != '/' && *q != ' ' && *q != '?'; q++) {
-                if (*q == '@')
-                    at = q;
-                else if (*q == ':' && !colon && !at)
-                    colon = q;
-            }
-            if (at && colon && colon < at) {
-                for (const char *q = p; q <= colon && o + 1 < size; q++)
-                    dst[o++] = *q;
-                for (const char *r = "***"; *r && o + 1 < size; r++)
-                    dst[o++] = *r;
-                p = at;
-                continue;
-            }
+        const char *from, *resume = url_password(p, &from);
+        if (resume) {
+            put_bytes(dst, size, &o, p, (size_t)(from - p));
+            put_bytes(dst, size, &o, "***", 3);
+            p = resume;
+            continue;
         }
         dst[o++] = *p++;
     }

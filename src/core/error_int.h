@@ -29,7 +29,11 @@ keel_status keel__status_from_sqlstate(const char *sqlstate);
 
 /*
  * Copies a server or library message into dst (size bytes), removing anything that looks like a
- * password: the value of password=… keywords and the userinfo password of URLs.
+ * password: the value of password, passwd and pwd keywords in any case, followed by '=' or ':'
+ * (conninfo, ODBC "PWD=…;", "password: …", JSON's "password": "…", a percent-encoded '=' inside
+ * a URL's query; quoted values up to their closing quote), and the userinfo password of URLs,
+ * which ends at the last '@' before the query, including URLs nested percent-encoded in another
+ * one's query. Masking too much is the mistake it prefers.
  */
 void keel__redact(char *dst, size_t size, const char *src);
 

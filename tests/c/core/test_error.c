@@ -88,11 +88,60 @@ TEST(redact_hides_passwords) {
     CHECK(strstr(tiny, "abc") == NULL);
 }
 
+/* Redacts src into a buffer as big as a keel_error message; fails the test when needle shows. */
+static void check_hidden(const char *src, const char *needle, const char *kept) {
+    char out[KEEL_ERROR_MESSAGE_MAX];
+    keel__redact(out, sizeof out, src);
+    if (strstr(out, needle))
+        fprintf(stderr, "    '%s' shows '%s'\n", out, needle);
+    CHECK(strstr(out, needle) == NULL);
+    if (kept)
+        CHECK_CONTAINS(out, kept);
+}
+
+TEST(redact_hides_passwords_in_option_strings) {
+    /* ODBC-style PWD=…; and its relatives, in any case. */
+    check_hidden("Driver={X};Server=db;UID=app;PWD=Tr0ub4dor;Database=x", "Tr0ub4dor",
+                 "Database=x");
+    check_hidden("pwd=Tr0ub4dor", "Tr0ub4dor", "pwd=***");
+    check_hidden("PWD={semi;colon}}brace};UID=app", "colon", "UID=app");
+    check_hidden("user=a passwd=Tr0ub4dor host=h", "Tr0ub4dor", "host=h");
+    /* password= inside an option string, plain or percent-encoded as a URL's query has it. */
+    check_hidden("options='-c password=Tr0ub4dor -c search_path=x'", "Tr0ub4dor", "search_path");
+    check_hidden("postgresql://h/db?options=-c%20password%3DTr0ub4dor%20-c%20x%3Dy", "Tr0ub4dor",
+                 "x%3Dy");
+    check_hidden("sslpassword = Tr0ub4dor", "Tr0ub4dor", NULL);
+    /* A quoted value ends at its closing quote, not at an escaped one. */
+    check_hidden("password='Tr0\\'ub 4dor' end", "4dor", "end");
+    /* JSON (a MongoDB command echoed in a message). */
+    check_hidden("{\"user\": \"app\", \"password\": \"Tr0ub4dor\"}", "Tr0ub4dor", "\"app\"");
+    check_hidden("{'pwd': 'Tr0ub4dor'}", "Tr0ub4dor", NULL);
+}
+
+TEST(redact_hides_url_passwords_however_written) {
+    /* Percent-encoded user info: the '@' and ':' of the user name do not end it early. */
+    check_hidden("postgresql://u%40x:p%3Ass@h/db", "p%3Ass", "postgresql://u%40x:***@h/db");
+    check_hidden("postgresql://bob%40corp:Tr0ub%40dor@h/db", "Tr0ub", "@h/db");
+    /* Unencoded '/' and '?' in a password, which the URL parser accepts: the userinfo ends at
+     * the last '@' (found by tests/fuzz/fuzz_url). */
+    check_hidden("connect to postgresql://bob:Tr0/ub4dor@db/app failed", "ub4dor",
+                 "@db/app failed");
+    check_hidden("mysql://bob:Tr0?ub4dor@db/app", "ub4dor", "@db/app");
+    /* A URL nested, percent-encoded, in another one's query. */
+    check_hidden("https://proxy/?target=postgresql%3A%2F%2Fu%3ATr0ub4dor%40h%2Fdb", "Tr0ub4dor",
+                 "https://proxy/");
+    /* Words around a URL are left alone. */
+    check_hidden("url postgresql://h/db failed for user@example", "***",
+                 "url postgresql://h/db failed for user@example");
+}
+
 int main(void) {
     RUN(every_status_has_a_name_and_description);
     RUN(error_set_fills_every_field);
     RUN(long_messages_are_truncated_not_overflowed);
     RUN(sqlstate_classes_map_to_statuses);
     RUN(redact_hides_passwords);
+    RUN(redact_hides_passwords_in_option_strings);
+    RUN(redact_hides_url_passwords_however_written);
     return TEST_SUMMARY();
 }

@@ -328,9 +328,18 @@ static keel_status parse_query(url_ctx *ctx, const char *s, const char *end) {
         const char *e = amp ? amp : end;
         if (e > s) {
             const char *eq = find_first(s, e, '=');
-            if (!eq)
+            if (!eq) {
+                /* The text is echoed as the redactor shows it, for it may be a secret written
+                 * without its key ("?sslpassword:x") or a password's piece taken for a query. */
+                char *text = strndup(s, (size_t)(e - s));
+                if (!text)
+                    return url_nomem(ctx);
+                char shown[80];
+                keel__redact(shown, sizeof shown, text);
+                free(text);
                 return url_fail(ctx, "database", "expected key=value",
-                                "query parameter '%.*s' has no value", (int)(e - s), s);
+                                "query parameter '%s' has no value", shown);
+            }
             if (eq == s)
                 return url_fail(ctx, "database", "expected key=value",
                                 "query parameter with an empty name");
@@ -539,6 +548,10 @@ static char *redact_query(char *d, const char *s, const char *end) {
         if (eq && secret_param(s, (size_t)(eq - s))) {
             memcpy(d, s, (size_t)(eq + 1 - s));
             d += eq + 1 - s;
+            memcpy(d, "***", 3);
+            d += 3;
+        } else if (!eq && secret_param(s, (size_t)(e - s))) {
+            /* No '=' to tell name from value ("sslpassword:x"): the whole parameter goes. */
             memcpy(d, "***", 3);
             d += 3;
         } else {

@@ -270,6 +270,14 @@ TEST(password_with_unencoded_question_mark_is_not_echoed) {
     check_bad("postgresql://u:topsecret?xyz@host:5432/db", "percent-encode", "xyz");
 }
 
+TEST(query_parameter_without_value_is_echoed_redacted) {
+    /* A parameter written without '=' is shown through the redactor: it may be a secret with a
+     * ':' for its separator, or a piece of a password the '?' cut off (tests/fuzz/fuzz_url). */
+    check_bad("postgresql://h/db?sslpassword:hunter2", "query parameter 'sslpassword:***'",
+              "hunter2");
+    check_bad("postgresql://h/db?x=1&postgresql://u:hunter2@h", "has no value", "hunter2");
+}
+
 TEST(redaction) {
     struct {
         const char *in, *out;
@@ -315,6 +323,7 @@ int main(void) {
     RUN(bad_hosts);
     RUN(bad_query_and_escapes);
     RUN(password_with_unencoded_question_mark_is_not_echoed);
+    RUN(query_parameter_without_value_is_echoed_redacted);
     RUN(redaction);
     RUN(free_is_idempotent);
     return TEST_SUMMARY();

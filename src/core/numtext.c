@@ -77,6 +77,9 @@ static int numtext_fast_double(const char *s, double *out, const char **end) {
     uint64_t m = 0;
     if (*p == '-' || *p == '+')
         neg = *p++ == '-';
+    /* A hexadecimal float ("0x1p-3") is strtod's too: its "0" is not a decimal number. */
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+        return -1;
     const char *start = p;
     for (; *p >= '0' && *p <= '9'; p++) {
         /* Leading zeros are not significant digits. */

@@ -144,6 +144,12 @@ TEST(strtod_reads_the_c_syntax) {
     CHECK(isnan(keel__strtod("NaN", NULL)));
     CHECK(keel__strtod("abc", &end) == 0.0);
     CHECK_STR(end, "abc");
+    /* Hexadecimal floats are C syntax too; the fast path once read "0x10" as 0 ending at 'x'
+     * (found by tests/fuzz/fuzz_numtext). */
+    CHECK(keel__strtod("0x10", &end) == 16.0);
+    CHECK_STR(end, "");
+    CHECK(keel__strtod("-0X1p-1074", &end) == -0x1p-1074);
+    CHECK_STR(end, "");
 }
 
 /* A small deterministic generator for the differential test below. */

@@ -2,13 +2,15 @@
 #
 #   make demo                  the demo FastAPI service on http://127.0.0.1:8000
 #   make test                  bootstrap, services, build, C tests (plain, ASan+UBSan, and
-#                              TSan for the threaded ones), install check, pytest (against the
-#                              installed package, then against the extension built with
-#                              ASan+UBSan)
+#                              TSan for the threaded ones), fuzz corpora replay and a brief
+#                              fuzzing run, install check, pytest (against the installed
+#                              package, then against the extension built with ASan+UBSan)
 #   make build                 libkeel, C tests, CLI and examples (build/c) + the Python package
 #   make test-c / test-c-asan / test-c-tsan / test-python / test-python-asan / check-install
 #   make bench                 keel against the peer drivers (bench/README.md); BENCH_QUICK=1 for
 #                              a brief run. Installs wrk and the `bench` dependency group first.
+#   make fuzz                  runs each libFuzzer target (tests/fuzz) for FUZZ_SECONDS (600)
+#   make test-fuzz             replays the fuzz corpora, fuzzes each target FUZZ_SMOKE_SECONDS (5)
 #   make install-c PREFIX=DIR  installs libkeel, headers, keel.pc and the keel CLI under DIR
 #   make format / format-check applies / checks the one C style (.clang-format) on every C file
 #   make clean
@@ -32,6 +34,12 @@ BUILD_TSAN := build/tsan
 BUILD_PY := build/py
 BUILD_PY_ASAN := build/py-asan
 BUILD_INSTALL := build/install
+BUILD_FUZZ := build/fuzz
+
+# The libFuzzer targets are built with Debian's clang (scripts/bootstrap installs it).
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 5
 
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
@@ -55,7 +63,7 @@ CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \
 	KEEL_DATABASES__PG__URL=$(KEEL_TEST_PG_URL)
 
 .PHONY: help demo test build build-c build-asan build-tsan build-py build-py-asan test-c \
-	test-c-asan test-c-tsan test-python test-python-asan \
+	test-c-asan test-c-tsan test-python test-python-asan build-fuzz fuzz test-fuzz \
 	install-c check-install bootstrap services clean bench format format-check
 
 help:
@@ -67,6 +75,8 @@ help:
 	@echo "make test-c-tsan            the threaded C tests under ThreadSanitizer"
 	@echo "make test-python            pytest against the installed package"
 	@echo "make test-python-asan       pytest against the extension built with ASan+UBSan"
+	@echo "make fuzz                   run each libFuzzer target FUZZ_SECONDS (default 600) seconds"
+	@echo "make test-fuzz              replay the fuzz corpora and fuzz each target briefly"
 	@echo "make install-c PREFIX=DIR   install libkeel, its headers, keel.pc and the keel CLI"
 	@echo "make check-install          install into a temporary prefix and build hello.c with pkg-config"
 	@echo "make bench                  keel against asyncpg, psycopg, aiosqlite, SQLAlchemy (BENCH_QUICK=1: brief)"
@@ -80,8 +90,8 @@ bootstrap:
 services:
 	@scripts/services
 
-test: bootstrap format-check services build test-c test-c-asan test-c-tsan check-install test-python \
-	test-python-asan
+test: bootstrap format-check services build test-c test-c-asan test-c-tsan test-fuzz check-install \
+	test-python test-python-asan
 
 build: build-c build-py
 
@@ -109,6 +119,16 @@ build-tsan: bootstrap
 			--buildtype=debug -Db_sanitize=thread -Db_lundef=false; \
 	fi
 	$(MESON) compile -C $(BUILD_TSAN) -j $(JOBS)
+
+# libFuzzer targets under ASan+UBSan, every UBSan report fatal (meson.build, tests/fuzz).
+build-fuzz: bootstrap
+	@if [ ! -f $(BUILD_FUZZ)/build.ninja ]; then \
+		rm -rf $(BUILD_FUZZ); \
+		CC=$(FUZZ_CC) $(MESON) setup $(BUILD_FUZZ) -Dpython=false -Dtests=false -Dcli=false \
+			-Dfuzz=true --buildtype=debugoptimized -Db_sanitize=address,undefined \
+			-Db_lundef=false; \
+	fi
+	$(MESON) compile -C $(BUILD_FUZZ) -j $(JOBS)
 
 # Reinstalled every time so the tests run the current code; build/py keeps it incremental.
 build-py: bootstrap
@@ -173,6 +193,15 @@ test-python-asan: build-py-asan services
 		sys.exit(0 if "/$(PY_ASAN_SITE)/keel/" in n.__file__ else \
 		"test-python-asan: imported " + n.__file__ + ", not the ASan build")'
 	$(PY_ASAN_ENV) $(PYTHON) -m pytest tests/python -q --ignore=tests/python/test_bench_smoke.py
+
+# Every committed input once, then a brief fuzzing run of each target (docs/fuzzing.md).
+test-fuzz: build-fuzz
+	BUILD_FUZZ=$(BUILD_FUZZ) tests/fuzz/run replay
+	BUILD_FUZZ=$(BUILD_FUZZ) tests/fuzz/run fuzz $(FUZZ_SMOKE_SECONDS)
+
+# Each target FUZZ_SECONDS, one after another; crashes land in build/fuzz-artifacts/.
+fuzz: build-fuzz
+	BUILD_FUZZ=$(BUILD_FUZZ) tests/fuzz/run fuzz $(FUZZ_SECONDS)
 
 install-c: bootstrap
 	@if [ -f $(BUILD_INSTALL)/build.ninja ]; then \

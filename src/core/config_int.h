@@ -55,4 +55,12 @@ keel_config *keel__config_clone(const keel_config *cfg);
 keel_status keel__config_resolve(const char *value, const char *keypath, char **out,
                                  keel_error *err);
 
+/*
+ * Reads a YAML document of len bytes (text need not be NUL-terminated) into cfg, as
+ * keel_config_load_file does for a file's content; name stands for the file in messages.
+ * Errors as keel_config_load_file, except that nothing is read from disk.
+ */
+keel_status keel__config_load_yaml(keel_config *cfg, const char *name, const char *text, size_t len,
+                                   keel_error *err);
+
 #endif

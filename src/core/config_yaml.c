@@ -8,6 +8,7 @@
 #include <yaml.h>
 
 #include "core/buf.h"
+#include "core/config_int.h"
 #include "core/error_int.h"
 
 /* Deeper nesting than any key path needs means the file is not a keel configuration. */
@@ -204,30 +205,31 @@ static keel_status read_file(const char *path, keel__buf *out, keel_error *err) 
     return st;
 }
 
+keel_status keel__config_load_yaml(keel_config *cfg, const char *name, const char *text, size_t len,
+                                   keel_error *err) {
+    yaml_ctx y;
+    memset(&y, 0, sizeof y);
+    y.cfg = cfg;
+    y.file = name;
+    y.err = err;
+    if (!yaml_parser_initialize(&y.parser))
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory reading '%s'", name);
+    yaml_parser_set_input_string(&y.parser, (const unsigned char *)(text ? text : ""),
+                                 text ? len : 0);
+    keel_status st = load_stream(&y);
+    yaml_parser_delete(&y.parser);
+    keel__buf_free(&y.path);
+    return st;
+}
+
 keel_status keel_config_load_file(keel_config *cfg, const char *path, keel_error *err) {
     if (!cfg || !path)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_load_file: cfg and path must not be NULL");
     keel__buf text = { 0 };
     keel_status st = read_file(path, &text, err);
-    if (st) {
-        keel__buf_free(&text);
-        return st;
-    }
-    yaml_ctx y;
-    memset(&y, 0, sizeof y);
-    y.cfg = cfg;
-    y.file = path;
-    y.err = err;
-    if (!yaml_parser_initialize(&y.parser)) {
-        keel__buf_free(&text);
-        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory reading '%s'", path);
-    }
-    yaml_parser_set_input_string(&y.parser, (const unsigned char *)(text.data ? text.data : ""),
-                                 text.len);
-    st = load_stream(&y);
-    yaml_parser_delete(&y.parser);
-    keel__buf_free(&y.path);
+    if (st == KEEL_OK)
+        st = keel__config_load_yaml(cfg, path, text.data, text.len, err);
     /* The file may hold secrets written inline; do not leave them in freed memory. */
     if (text.data)
         explicit_bzero(text.data, text.cap);

@@ -1,4 +1,4 @@
-/* src/engines/mysql.c - the MySQL/MariaDB engine: libmariadb's non-blocking API, loop-driven. */
+/* src/engines/mysql/mysql.c - the MySQL/MariaDB engine: libmariadb's non-blocking API, loop-driven. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -24,7 +24,7 @@
 #include "engines/cancel.h"
 #include "engines/dns.h"
 #include "engines/engine.h"
-#include "engines/mysql_lib.h"
+#include "engines/mysql/lib.h"
 #include "engines/settings.h"
 #include "loop/defer.h"
 
@@ -356,7 +356,7 @@ static void my_lib_init(void) {
 }
 
 /*
- * Loads libmariadb (engines/mysql_lib.h) and runs its global initialisation, which is not
+ * Loads libmariadb (engines/mysql/lib.h) and runs its global initialisation, which is not
  * thread-safe, once per process; the loop and workers both use it. KEEL_ERR_UNSUPPORTED naming
  * the library when it cannot be loaded.
  */
@@ -2797,7 +2797,7 @@ static void my_destroy(my_impl *p) {
 }
 
 static keel_status my_connect(keel_conn *c, keel_error *err) {
-    /* libmariadb is loaded on the engine's first connection (engines/mysql_lib.h). */
+    /* libmariadb is loaded on the engine's first connection (engines/mysql/lib.h). */
     keel_status lst = my_library(my_dbname(c), err);
     if (lst != KEEL_OK)
         return lst;

@@ -1,6 +1,6 @@
-/* src/engines/mysql_lib.c - loads libmariadb on first use and fills the MySQL engine's table. */
+/* src/engines/mysql/lib.c - loads libmariadb on first use and fills the MySQL engine's table. */
 #define KEEL__MYSQL_LIB_FILLING
-#include "engines/mysql_lib.h"
+#include "engines/mysql/lib.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-/* src/engines/mysql_lib.h - libmariadb, loaded when the MySQL/MariaDB engine is first used. */
+/* src/engines/mysql/lib.h - libmariadb, loaded when the MySQL/MariaDB engine is first used. */
 #ifndef KEEL_ENGINES_MYSQL_LIB_H
 #define KEEL_ENGINES_MYSQL_LIB_H
 
@@ -92,7 +92,7 @@ extern keel__mysql_lib_table keel__mysql_lib;
 int keel__mysql_lib_load(char *why, size_t size);
 
 /* The engine's calls go through the table: every name below is the table entry from here on
- * (except in mysql_lib.c, which fills it). */
+ * (except in lib.c, which fills it). */
 #ifndef KEEL__MYSQL_LIB_FILLING
 #define mariadb_field_attr (keel__mysql_lib.mariadb_field_attr)
 #define mariadb_get_infov (keel__mysql_lib.mariadb_get_infov)

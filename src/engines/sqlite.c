@@ -1434,7 +1434,7 @@ static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_va
     return 1;
 }
 
-/* The deferred deliver call: reports the inline read, from a loop iteration after the one it ran in. */
+/* The deferred deliver call: reports the inline read, from a loop turn after the one it ran in. */
 static void sq_inline_deliver(void *arg) {
     sq_conn *sq = arg;
     keel_result *res = sq->res;

@@ -1,4 +1,4 @@
-/* src/loop/defer.h - runs a callback once on a later turn of the loop, outside the caller's stack. */
+/* src/loop/defer.h - runs a callback once on a later loop turn, outside the caller's stack. */
 #ifndef KEEL_LOOP_DEFER_H
 #define KEEL_LOOP_DEFER_H
 

@@ -1,4 +1,4 @@
-/* src/engines/pg/binary.c - PostgreSQL binary format: COPY column kinds, keel values for COPY and parameters. */
+/* src/engines/pg/binary.c - PostgreSQL binary format: keel values for COPY and for parameters. */
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>

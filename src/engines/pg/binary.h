@@ -1,4 +1,4 @@
-/* src/engines/pg/binary.h - PostgreSQL binary format: COPY column kinds, keel values for COPY and parameters. */
+/* src/engines/pg/binary.h - PostgreSQL binary format: keel values for COPY and for parameters. */
 #ifndef KEEL_ENGINES_PG_BINARY_H
 #define KEEL_ENGINES_PG_BINARY_H
 

@@ -226,12 +226,12 @@ static int pg_stale(const pg_impl *p, const PGresult *r) {
 }
 
 /*
- * The last result arrived (the closing sync of a pipeline). Forgets the DEALLOCATEs that succeeded, then either ends the
- * operation or, for a stale statement, prepares and runs it again once. The retry is
- * transparent only outside a transaction block: there the failed implicit transaction left
- * nothing behind, while inside one the error has already aborted the user's transaction and
- * is reported (the next attempt, after the rollback, prepares afresh). Returns 1 when the
- * operation is over, 0 when the retry is in flight, -1 when libpq failed.
+ * The last result arrived (the closing sync of a pipeline). Forgets the DEALLOCATEs that
+ * succeeded, then either ends the operation or, for a stale statement, prepares and runs it
+ * again once. The retry is transparent only outside a transaction block: there the failed
+ * implicit transaction left nothing behind, while inside one the error has already aborted the
+ * user's transaction and is reported (the next attempt, after the rollback, prepares afresh).
+ * Returns 1 when the operation is over, 0 when the retry is in flight, -1 when libpq failed.
  */
 static int pg_cached_end(pg_impl *p) {
     size_t k = 0;

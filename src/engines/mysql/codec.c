@@ -1,0 +1,702 @@
+/* src/engines/mysql/codec.c - MySQL result values, and keel values bound as parameters. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <errmsg.h>
+#include <mysqld_error.h>
+
+#include "core/numtext.h"
+#include "core/timeconv.h"
+#include "engines/mysql/codec.h"
+
+/* MySQL's TIME range is ±838:59:59.999999. */
+#define MY_TIME_MAX_US (INT64_C(838) * 3600000000 + INT64_C(59) * 60000000 + INT64_C(59999999))
+#define MY_US_PER_DAY INT64_C(86400000000)
+
+static int64_t my_floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Result decoding                                                                          */
+
+static int my_field_is_json(const MYSQL_FIELD *f) {
+    if (f->type == MYSQL_TYPE_JSON)
+        return 1;
+    /* MariaDB stores JSON as LONGTEXT and names the format in extended metadata (10.5.2+). */
+    MARIADB_CONST_STRING attr;
+    if (mariadb_field_attr(&attr, f, MARIADB_FIELD_ATTR_FORMAT_NAME) == 0 && attr.length == 4 &&
+        strncasecmp(attr.str, "json", 4) == 0)
+        return 1;
+    return 0;
+}
+
+/* The keel type of a result column. */
+static keel_type my_field_kind(const MYSQL_FIELD *f) {
+    switch (f->type) {
+    case MYSQL_TYPE_TINY:
+        if (f->length == 1)
+            return KEEL_TYPE_BOOL; /* TINYINT(1), which BOOL and BOOLEAN stand for */
+        return KEEL_TYPE_INT;
+    case MYSQL_TYPE_SHORT:
+    case MYSQL_TYPE_LONG:
+    case MYSQL_TYPE_INT24:
+    case MYSQL_TYPE_LONGLONG:
+    case MYSQL_TYPE_YEAR:
+        return KEEL_TYPE_INT;
+    case MYSQL_TYPE_FLOAT:
+    case MYSQL_TYPE_DOUBLE:
+        return KEEL_TYPE_FLOAT;
+    case MYSQL_TYPE_DECIMAL:
+    case MYSQL_TYPE_NEWDECIMAL:
+        return KEEL_TYPE_NUMERIC;
+    case MYSQL_TYPE_DATE:
+    case MYSQL_TYPE_NEWDATE:
+        return KEEL_TYPE_DATE;
+    case MYSQL_TYPE_TIME:
+        return KEEL_TYPE_TIME;
+    case MYSQL_TYPE_DATETIME:
+    case MYSQL_TYPE_TIMESTAMP:
+        return KEEL_TYPE_TIMESTAMP;
+    case MYSQL_TYPE_JSON:
+        return KEEL_TYPE_JSON;
+    case MYSQL_TYPE_BIT:
+    case MYSQL_TYPE_GEOMETRY:
+        return KEEL_TYPE_BYTES;
+    case MYSQL_TYPE_NULL:
+        return KEEL_TYPE_NULL;
+    case MYSQL_TYPE_ENUM:
+    case MYSQL_TYPE_SET:
+        return KEEL_TYPE_TEXT;
+    default:
+        /* Strings and blobs: the binary collation (63) marks bytes. */
+        if (f->charsetnr == 63)
+            return KEEL_TYPE_BYTES;
+        return my_field_is_json(f) ? KEEL_TYPE_JSON : KEEL_TYPE_TEXT;
+    }
+}
+
+/* Days since 1970 of a MYSQL_TIME date, or -1 for dates keel cannot hold ("0000-00-00"). */
+static int my_days_of(const MYSQL_TIME *t, int32_t *days) {
+    if (t->month < 1 || t->month > 12 || t->day < 1 || t->day > 31 || t->year > 9999)
+        return -1;
+    int32_t d = keel__days_from_civil(t->year, t->month, t->day);
+    int64_t y;
+    unsigned mo, da;
+    keel__civil_from_days(d, &y, &mo, &da);
+    if (y != (int64_t)t->year || mo != t->month || da != t->day)
+        return -1;
+    *days = d;
+    return 0;
+}
+
+/* The text MySQL would write for a date or time keel cannot hold, as a TEXT value. */
+static int my_time_text(keel_result *res, keel_value *v, const MYSQL_TIME *t, my_how how) {
+    char buf[64];
+    int n = 0;
+    if (how == H_TIME) {
+        unsigned long hours = (unsigned long)t->day * 24 + t->hour;
+        n = snprintf(buf, sizeof buf, "%s%02lu:%02u:%02u", t->neg ? "-" : "", hours, t->minute,
+                     t->second);
+    } else {
+        n = snprintf(buf, sizeof buf, "%04u-%02u-%02u", t->year, t->month, t->day);
+        if (how == H_DATETIME)
+            n += snprintf(buf + n, sizeof buf - (size_t)n, " %02u:%02u:%02u", t->hour, t->minute,
+                          t->second);
+    }
+    if (how != H_DATE && t->second_part)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ".%06lu", t->second_part);
+    return keel__result_set_text(res, v, KEEL_TYPE_TEXT, buf, (size_t)n);
+}
+
+/* Decodes one MYSQL_TIME of a DATE, TIME or DATETIME column. -1 when out of memory. */
+static int my_decode_time(keel_result *res, keel_value *v, const MYSQL_TIME *t, my_how how) {
+    int64_t tod =
+        (((int64_t)t->hour * 60 + t->minute) * 60 + t->second) * 1000000 + (int64_t)t->second_part;
+    int32_t days;
+    switch (how) {
+    case H_DATE:
+        if (my_days_of(t, &days) == 0) {
+            v->type = KEEL_TYPE_DATE;
+            v->u.date = days;
+            return 0;
+        }
+        break;
+    case H_TIME:
+        /* keel's TIME is a time of day; durations MySQL also stores come back as text. */
+        if (!t->neg && t->day == 0 && t->hour < 24) {
+            v->type = KEEL_TYPE_TIME;
+            v->u.micros = tod;
+            return 0;
+        }
+        break;
+    default:
+        if (my_days_of(t, &days) == 0 && t->hour < 24) {
+            v->type = KEEL_TYPE_TIMESTAMP;
+            v->u.micros = (int64_t)days * MY_US_PER_DAY + tod;
+            return 0;
+        }
+        break;
+    }
+    return my_time_text(res, v, t, how);
+}
+
+/* Makes v a text-like value of type t pointing at n bytes (NUL-terminated) of a stored result. */
+static void my_point_text(keel_value *v, keel_type t, const char *s, size_t n) {
+    v->type = t;
+    v->u.str.ptr = s;
+    v->u.str.len = n;
+}
+
+/*
+ * Decodes a value of the text protocol. Text-like values point into the stored result, which the
+ * keel_result owns (libmariadb NUL-terminates every field it stores), so nothing is copied.
+ */
+static void my_decode_text(keel_type kind, const MYSQL_FIELD *f, const char *s, size_t n,
+                           keel_value *v) {
+    switch (kind) {
+    case KEEL_TYPE_BOOL:
+    case KEEL_TYPE_INT:
+        if (keel__parse_int64(s, n, &v->u.i64) == 0) {
+            if (kind == KEEL_TYPE_BOOL) {
+                int64_t i = v->u.i64;
+                v->u.boolean = i != 0;
+            }
+            v->type = kind;
+            return;
+        }
+        /* BIGINT UNSIGNED above INT64_MAX */
+        my_point_text(v, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC : KEEL_TYPE_TEXT, s, n);
+        return;
+    case KEEL_TYPE_FLOAT:
+        v->type = KEEL_TYPE_FLOAT;
+        v->u.f64 = keel__strtod(s, NULL);
+        return;
+    case KEEL_TYPE_DATE:
+        if (keel__parse_date(s, n, &v->u.date) == 0) {
+            v->type = KEEL_TYPE_DATE;
+            return;
+        }
+        break;
+    case KEEL_TYPE_TIME:
+        if (keel__parse_time(s, n, &v->u.micros) == 0 && v->u.micros < MY_US_PER_DAY) {
+            v->type = KEEL_TYPE_TIME;
+            return;
+        }
+        break;
+    case KEEL_TYPE_TIMESTAMP:
+        if (keel__parse_timestamp(s, n, &v->u.micros) == 0) {
+            v->type = KEEL_TYPE_TIMESTAMP;
+            return;
+        }
+        break;
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_BYTES:
+    case KEEL_TYPE_JSON:
+        my_point_text(v, kind, s, n);
+        return;
+    default:
+        break;
+    }
+    my_point_text(v, KEEL_TYPE_TEXT, s, n);
+}
+
+keel_status keel__my_nomem(my_impl *p, keel_error *err) {
+    return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, keel__my_dbname(p->c), "out of memory");
+}
+
+static void my_free_res(void *r) { mysql_free_result(r); }
+
+keel_status keel__my_decode_res(my_impl *p, MYSQL_RES *r, keel_result **out, keel_error *err) {
+    unsigned ncols = mysql_num_fields(r);
+    MYSQL_FIELD *f = mysql_fetch_fields(r);
+    keel_type kinds_local[64];
+    keel_type *kinds = ncols <= 64 ? kinds_local : malloc(ncols * sizeof *kinds);
+    keel_result *res = keel__result_new(ncols);
+    if (!res || !kinds)
+        goto nomem;
+    for (unsigned i = 0; i < ncols; i++) {
+        kinds[i] = my_field_kind(&f[i]);
+        if (keel__result_set_column(res, i, f[i].name, f[i].name_length, kinds[i]) != 0)
+            goto nomem;
+    }
+    uint64_t nrows = mysql_num_rows(r);
+    if (nrows && keel__result_reserve(res, (size_t)nrows) != 0)
+        goto nomem;
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(r)) != NULL) {
+        unsigned long *lens = mysql_fetch_lengths(r);
+        keel_value *vals = keel__result_add_row(res);
+        if (!vals)
+            goto nomem;
+        for (unsigned i = 0; i < ncols; i++) {
+            if (row[i] && kinds[i] != KEEL_TYPE_NULL)
+                my_decode_text(kinds[i], &f[i], row[i], lens[i], &vals[i]);
+        }
+    }
+    keel__result_set_affected(res, -1);
+    keel__result_own(res, my_free_res, r);
+    if (kinds != kinds_local)
+        free(kinds);
+    *out = res;
+    return KEEL_OK;
+nomem:
+    if (kinds != kinds_local)
+        free(kinds);
+    keel_result_free(res);
+    return keel__my_nomem(p, err);
+}
+
+/* How a binary-protocol column is fetched. */
+static my_how my_field_how(const MYSQL_FIELD *f, keel_type kind) {
+    switch (kind) {
+    case KEEL_TYPE_BOOL:
+        return H_BOOL;
+    case KEEL_TYPE_INT:
+        return (f->flags & UNSIGNED_FLAG) ? H_UINT : H_INT;
+    case KEEL_TYPE_FLOAT:
+        return H_DOUBLE;
+    case KEEL_TYPE_DATE:
+        return H_DATE;
+    case KEEL_TYPE_TIME:
+        return H_TIME;
+    case KEEL_TYPE_TIMESTAMP:
+        return H_DATETIME;
+    case KEEL_TYPE_NULL:
+        return H_NULL;
+    default:
+        return H_STR;
+    }
+}
+
+static int my_cols_reserve(my_impl *p, size_t n) {
+    if (n <= p->ccap)
+        return 0;
+    my_col *cols = realloc(p->cols, n * sizeof *cols);
+    if (!cols)
+        return -1;
+    p->cols = cols;
+    memset(cols + p->ccap, 0, (n - p->ccap) * sizeof *cols);
+    MYSQL_BIND *b = realloc(p->rbinds, n * sizeof *b);
+    if (!b)
+        return -1;
+    p->rbinds = b;
+    p->ccap = n;
+    return 0;
+}
+
+/* Binds result column i to its buffer. */
+static void my_bind_col(my_col *col, MYSQL_BIND *b) {
+    memset(b, 0, sizeof *b);
+    b->length = &col->len;
+    b->is_null = &col->is_null;
+    b->error = &col->error;
+    switch (col->how) {
+    case H_INT:
+    case H_UINT:
+    case H_BOOL:
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &col->v.i;
+        b->is_unsigned = col->how == H_UINT;
+        break;
+    case H_DOUBLE:
+        b->buffer_type = MYSQL_TYPE_DOUBLE;
+        b->buffer = &col->v.d;
+        break;
+    case H_DATE:
+        b->buffer_type = MYSQL_TYPE_DATE;
+        b->buffer = &col->v.t;
+        break;
+    case H_TIME:
+        b->buffer_type = MYSQL_TYPE_TIME;
+        b->buffer = &col->v.t;
+        break;
+    case H_DATETIME:
+        b->buffer_type = MYSQL_TYPE_DATETIME;
+        b->buffer = &col->v.t;
+        break;
+    case H_NULL:
+    case H_STR:
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = col->buf;
+        b->buffer_length = col->cap;
+        break;
+    }
+}
+
+/* Decodes the current row's column i. 0, -1 out of memory, -2 fetch failed. */
+static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res, keel_value *v) {
+    my_col *col = &p->cols[i];
+    char num[24];
+    switch (col->how) {
+    case H_NULL:
+        return 0;
+    case H_INT:
+        v->type = KEEL_TYPE_INT;
+        v->u.i64 = col->v.i;
+        return 0;
+    case H_BOOL:
+        v->type = KEEL_TYPE_BOOL;
+        v->u.boolean = col->v.i != 0;
+        return 0;
+    case H_UINT:
+        if ((uint64_t)col->v.i <= (uint64_t)INT64_MAX) {
+            v->type = KEEL_TYPE_INT;
+            v->u.i64 = col->v.i;
+            return 0;
+        }
+        /* BIGINT UNSIGNED above INT64_MAX: exact, as a decimal. */
+        snprintf(num, sizeof num, "%" PRIu64, (uint64_t)col->v.i);
+        return keel__result_set_text(res, v, KEEL_TYPE_NUMERIC, num, strlen(num));
+    case H_DOUBLE:
+        v->type = KEEL_TYPE_FLOAT;
+        v->u.f64 = col->v.d;
+        return 0;
+    case H_DATE:
+    case H_TIME:
+    case H_DATETIME:
+        return my_decode_time(res, v, &col->v.t, col->how);
+    case H_STR:
+        break;
+    }
+    if (col->len > col->cap) {
+        /* Longer than the longest value store_result measured (it should not be): fetch
+         * this one into a buffer that fits, and bind that buffer from now on. */
+        char *buf = realloc(col->buf, col->len + 1);
+        if (!buf)
+            return -1;
+        col->buf = buf;
+        col->cap = col->len + 1;
+        my_bind_col(col, &p->rbinds[i]);
+        if (mysql_stmt_fetch_column(st, &p->rbinds[i], i, 0) != 0 ||
+            mysql_stmt_bind_result(st, p->rbinds) != 0)
+            return -2;
+    }
+    return keel__result_set_text(res, v, col->kind, col->buf, col->len);
+}
+
+keel_status keel__my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, keel_error *err) {
+    unsigned ncols = mysql_stmt_field_count(st);
+    MYSQL_FIELD *f = mariadb_stmt_fetch_fields(st);
+    keel_result *res = keel__result_new(ncols);
+    if (!res || !f || my_cols_reserve(p, ncols) != 0)
+        goto nomem;
+    for (unsigned i = 0; i < ncols; i++) {
+        my_col *col = &p->cols[i];
+        col->kind = my_field_kind(&f[i]);
+        col->how = my_field_how(&f[i], col->kind);
+        if (col->how == H_STR || col->how == H_NULL) {
+            unsigned long want = f[i].max_length + 1;
+            if (want > col->cap || !col->buf) {
+                char *buf = realloc(col->buf, want);
+                if (!buf)
+                    goto nomem;
+                col->buf = buf;
+                col->cap = want;
+            }
+        }
+        my_bind_col(col, &p->rbinds[i]);
+        if (keel__result_set_column(res, i, f[i].name, f[i].name_length, col->kind) != 0)
+            goto nomem;
+    }
+    if (ncols && mysql_stmt_bind_result(st, p->rbinds) != 0)
+        goto failed;
+    uint64_t nrows = mysql_stmt_num_rows(st);
+    if (nrows && keel__result_reserve(res, (size_t)nrows) != 0)
+        goto nomem;
+    for (;;) {
+        int rc = mysql_stmt_fetch(st);
+        if (rc == MYSQL_NO_DATA)
+            break;
+        if (rc == 1)
+            goto failed;
+        keel_value *vals = keel__result_add_row(res);
+        if (!vals)
+            goto nomem;
+        for (unsigned i = 0; i < ncols; i++) {
+            if (p->cols[i].is_null)
+                continue;
+            int r = my_fetch_col(p, st, i, res, &vals[i]);
+            if (r == -1)
+                goto nomem;
+            if (r == -2)
+                goto failed;
+        }
+    }
+    keel__result_set_affected(res, -1);
+    *out = res;
+    return KEEL_OK;
+nomem:
+    keel_result_free(res);
+    return keel__my_nomem(p, err);
+failed:
+    keel_result_free(res);
+    keel__my_error(p, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st), 0, 0,
+                   err);
+    return err ? err->code : KEEL_ERR_DATABASE;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parameters                                                                               */
+
+static keel_status my_param_error(my_impl *p, keel_error *err, keel_status code, size_t row,
+                                  int many, size_t k, const char *what) {
+    if (many)
+        return keel__error_set(err, code, MY_ENGINE, keel__my_dbname(p->c),
+                               "row %zu: parameter $%zu: %s", row, k + 1, what);
+    return keel__error_set(err, code, MY_ENGINE, keel__my_dbname(p->c), "parameter $%zu: %s", k + 1,
+                           what);
+}
+
+int keel__my_mtime_date(int32_t days, MYSQL_TIME *t) {
+    int64_t y;
+    unsigned mo, d;
+    keel__civil_from_days(days, &y, &mo, &d);
+    if (y < 0 || y > 9999)
+        return -1;
+    memset(t, 0, sizeof *t);
+    t->year = (unsigned)y;
+    t->month = mo;
+    t->day = d;
+    t->time_type = MYSQL_TIMESTAMP_DATE;
+    return 0;
+}
+
+int keel__my_mtime_stamp(int64_t micros, MYSQL_TIME *t) {
+    int64_t days = my_floor_div(micros, MY_US_PER_DAY);
+    int64_t tod = micros - days * MY_US_PER_DAY;
+    if (days < INT32_MIN || days > INT32_MAX || keel__my_mtime_date((int32_t)days, t) != 0)
+        return -1;
+    t->hour = (unsigned)(tod / 3600000000);
+    t->minute = (unsigned)(tod / 60000000 % 60);
+    t->second = (unsigned)(tod / 1000000 % 60);
+    t->second_part = (unsigned long)(tod % 1000000);
+    t->time_type = MYSQL_TIMESTAMP_DATETIME;
+    return 0;
+}
+
+int keel__my_mtime_time(int64_t micros, MYSQL_TIME *t) {
+    if (micros < -MY_TIME_MAX_US || micros > MY_TIME_MAX_US)
+        return -1;
+    memset(t, 0, sizeof *t);
+    t->neg = micros < 0;
+    uint64_t u = micros < 0 ? (uint64_t)-micros : (uint64_t)micros;
+    t->hour = (unsigned)(u / 3600000000u);
+    t->minute = (unsigned)(u / 60000000u % 60);
+    t->second = (unsigned)(u / 1000000u % 60);
+    t->second_part = (unsigned long)(u % 1000000u);
+    t->time_type = MYSQL_TIMESTAMP_TIME;
+    return 0;
+}
+
+/*
+ * 0 when NUMERIC text spells NaN or an infinity ("NaN", "sNaN", "Infinity", "-inf"...), which
+ * DECIMAL cannot hold: the server would store 0 in their place.
+ */
+static int my_numeric_is_finite(const char *s, size_t n) {
+    while (n && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    if (n && (*s == '+' || *s == '-')) {
+        s++;
+        n--;
+    }
+    static const char *const words[] = { "nan", "snan", "qnan", "inf", "infinity" };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t w = strlen(words[i]);
+        if (n >= w && strncasecmp(s, words[i], w) == 0) {
+            size_t rest = n - w;
+            const char *r = s + w;
+            while (rest && (*r == ' ' || *r == '\t' || (*r >= '0' && *r <= '9'))) {
+                r++;
+                rest--;
+            }
+            if (!rest)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, int many, size_t k,
+                                 keel_error *err) {
+    MYSQL_TIME t;
+    switch (v->type) {
+    case KEEL_TYPE_NULL:
+    case KEEL_TYPE_BOOL:
+    case KEEL_TYPE_INT:
+    case KEEL_TYPE_UUID:
+        return KEEL_OK;
+    case KEEL_TYPE_FLOAT:
+        if (!isfinite(v->u.f64))
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "MySQL cannot store NaN or infinite floats");
+        return KEEL_OK;
+    case KEEL_TYPE_NUMERIC:
+        if (v->u.str.ptr && !my_numeric_is_finite(v->u.str.ptr, v->u.str.len))
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "MySQL cannot store NaN or infinite decimals");
+        /* fall through */
+    case KEEL_TYPE_TEXT:
+    case KEEL_TYPE_BYTES:
+    case KEEL_TYPE_JSON:
+        if (v->u.str.len && !v->u.str.ptr)
+            return my_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, row, many, k,
+                                  "NULL data with a non-zero length");
+        if (v->u.str.len > UINT32_MAX)
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k, "value longer than 4 GiB");
+        return KEEL_OK;
+    case KEEL_TYPE_DATE:
+        if (keel__my_mtime_date(v->u.date, &t) != 0)
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "date outside MySQL's range (years 0-9999)");
+        return KEEL_OK;
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+        if (keel__my_mtime_stamp(v->u.micros, &t) != 0)
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "timestamp outside MySQL's range (years 0-9999)");
+        return KEEL_OK;
+    case KEEL_TYPE_TIME:
+        if (keel__my_mtime_time(v->u.micros, &t) != 0)
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "time outside MySQL's range (-838:59:59 to 838:59:59)");
+        return KEEL_OK;
+    case KEEL_TYPE_DOCUMENT:
+        return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                              "a BSON document is not a MySQL value; pass JSON instead");
+    }
+    return my_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, row, many, k, "unknown value type");
+}
+
+int keel__my_is_strlike(keel_type t) {
+    return t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_TEXT || t == KEEL_TYPE_BYTES ||
+           t == KEEL_TYPE_JSON;
+}
+
+keel_status keel__my_copy_params(my_impl *p, const keel_value *params, size_t n, keel_error *err) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        if (keel__my_is_strlike(params[i].type))
+            bytes += params[i].u.str.len;
+    size_t head = n * sizeof(keel_value);
+    if (n && head / n != sizeof(keel_value))
+        return keel__my_nomem(p, err);
+    char *block = malloc(head + bytes + 1);
+    if (!block)
+        return keel__my_nomem(p, err);
+    keel_value *vals = (keel_value *)(void *)block;
+    char *text = block + head;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = params[i];
+        if (keel__my_is_strlike(vals[i].type) && vals[i].u.str.len) {
+            memcpy(text, vals[i].u.str.ptr, vals[i].u.str.len);
+            vals[i].u.str.ptr = text;
+            text += vals[i].u.str.len;
+        }
+    }
+    free(p->pcopy);
+    p->pcopy = vals;
+    return KEEL_OK;
+}
+
+int keel__my_binds_reserve(my_impl *p, size_t n) {
+    if (n <= p->bcap)
+        return 0;
+    MYSQL_BIND *b = realloc(p->binds, n * sizeof *b);
+    if (!b)
+        return -1;
+    p->binds = b;
+    my_slot *s = realloc(p->slots, n * sizeof *s);
+    if (!s)
+        return -1;
+    p->slots = s;
+    p->bcap = n;
+    return 0;
+}
+
+char keel__my_empty[1];
+
+/* Binds one value to a placeholder of a single execution. Values passed keel__my_param_check. */
+static void my_bind_value(MYSQL_BIND *b, my_slot *s, const keel_value *v) {
+    memset(b, 0, sizeof *b);
+    b->length = &s->len;
+    s->len = 0;
+    switch (v->type) {
+    case KEEL_TYPE_NULL:
+        b->buffer_type = MYSQL_TYPE_NULL;
+        return;
+    case KEEL_TYPE_BOOL:
+        s->u.b = v->u.boolean ? 1 : 0;
+        b->buffer_type = MYSQL_TYPE_TINY;
+        b->buffer = &s->u.b;
+        return;
+    case KEEL_TYPE_INT:
+        s->u.i = v->u.i64;
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &s->u.i;
+        return;
+    case KEEL_TYPE_FLOAT:
+        s->u.d = v->u.f64;
+        b->buffer_type = MYSQL_TYPE_DOUBLE;
+        b->buffer = &s->u.d;
+        return;
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_TEXT:
+    case KEEL_TYPE_BYTES:
+    case KEEL_TYPE_JSON:
+        b->buffer_type = v->type == KEEL_TYPE_NUMERIC ? MYSQL_TYPE_NEWDECIMAL
+                         : v->type == KEEL_TYPE_BYTES ? MYSQL_TYPE_BLOB
+                                                      : MYSQL_TYPE_STRING;
+        b->buffer = v->u.str.len ? (void *)(uintptr_t)v->u.str.ptr : keel__my_empty;
+        b->buffer_length = (unsigned long)v->u.str.len;
+        s->len = (unsigned long)v->u.str.len;
+        return;
+    case KEEL_TYPE_UUID:
+        keel__format_uuid(v->u.uuid, s->u.text);
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = s->u.text;
+        b->buffer_length = 36;
+        s->len = 36;
+        return;
+    case KEEL_TYPE_DATE:
+        keel__my_mtime_date(v->u.date, &s->u.t);
+        b->buffer_type = MYSQL_TYPE_DATE;
+        b->buffer = &s->u.t;
+        return;
+    case KEEL_TYPE_TIME:
+        keel__my_mtime_time(v->u.micros, &s->u.t);
+        b->buffer_type = MYSQL_TYPE_TIME;
+        b->buffer = &s->u.t;
+        return;
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+        /* TIMESTAMPTZ goes as its UTC wall time: the session time zone is UTC. */
+        keel__my_mtime_stamp(v->u.micros, &s->u.t);
+        b->buffer_type = MYSQL_TYPE_DATETIME;
+        b->buffer = &s->u.t;
+        return;
+    case KEEL_TYPE_DOCUMENT:
+        break; /* refused by keel__my_param_check */
+    }
+}
+
+int keel__my_bind_row(my_impl *p, const keel_value *row) {
+    unsigned zero = 0;
+    if (mysql_stmt_attr_set(p->cur, STMT_ATTR_ARRAY_SIZE, &zero) != 0)
+        return -1;
+    if (p->nmap == 0)
+        return 0;
+    if (keel__my_binds_reserve(p, p->nmap) != 0)
+        return -1;
+    for (size_t i = 0; i < p->nmap; i++)
+        my_bind_value(&p->binds[i], &p->slots[i], &row[p->map[i]]);
+    return mysql_stmt_bind_param(p->cur, p->binds) ? -1 : 0;
+}

@@ -1,0 +1,48 @@
+/* src/engines/mysql/codec.h - MySQL result values, and keel values bound as parameters. */
+#ifndef KEEL_ENGINES_MYSQL_CODEC_H
+#define KEEL_ENGINES_MYSQL_CODEC_H
+
+#include "engines/mysql/mysql.h"
+
+/* Fills err with KEEL_ERR_NOMEM for p's database; returns the code. */
+keel_status keel__my_nomem(my_impl *p, keel_error *err);
+
+/*
+ * Builds a keel_result from a stored text-protocol result. On success the keel_result owns r
+ * (its values point into it; a stored result no longer refers to the connection, so it may
+ * outlive it); on failure r is still the caller's.
+ */
+keel_status keel__my_decode_res(my_impl *p, MYSQL_RES *r, keel_result **out, keel_error *err);
+
+/* Builds a keel_result from a stored binary-protocol result. */
+keel_status keel__my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, keel_error *err);
+
+/* A DATE as MYSQL_TIME. 0, or -1 when the year is outside 0..9999. */
+int keel__my_mtime_date(int32_t days, MYSQL_TIME *t);
+
+/* A timestamp (microseconds since 1970, UTC) as a DATETIME MYSQL_TIME. 0, or -1 out of range. */
+int keel__my_mtime_stamp(int64_t micros, MYSQL_TIME *t);
+
+/* A TIME in microseconds (negative, or 24 h and more too) as MYSQL_TIME. 0, or -1 out of range. */
+int keel__my_mtime_time(int64_t micros, MYSQL_TIME *t);
+
+/* Checks what MySQL cannot carry, before anything is sent. */
+keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, int many, size_t k,
+                                 keel_error *err);
+
+/* True for the types whose values are strings (numeric, text, bytes, JSON). */
+int keel__my_is_strlike(keel_type t);
+
+/* Copies parameters (valid only during the query call) into one private block. */
+keel_status keel__my_copy_params(my_impl *p, const keel_value *params, size_t n, keel_error *err);
+
+/* Room for n parameter bindings and their storage. 0, or -1 when out of memory. */
+int keel__my_binds_reserve(my_impl *p, size_t n);
+
+/* An address for empty strings: a NULL buffer would be sent as SQL NULL. */
+extern char keel__my_empty[1];
+
+/* Binds one row of parameters (nmap placeholders) for a single execution. */
+int keel__my_bind_row(my_impl *p, const keel_value *row);
+
+#endif

@@ -1,8 +1,8 @@
 # tests/python/test_sqlite.py - SQLite only: cached reads run inline on the event loop thread.
 """SQLite runs a cached read-only query inline on the loop thread when it fits the
-`inline_steps` budget, and on a worker thread otherwise (src/engines/sqlite.c). Both paths must
-give the same results; a read that outgrows its budget or meets a lock moves to a worker, so the
-loop never waits for it; a bad budget is a configuration error naming its key."""
+`inline_steps` budget, and on a worker thread otherwise (src/engines/sqlite/sqlite.c). Both paths
+must give the same results; a read that outgrows its budget or meets a lock moves to a worker, so
+the loop never waits for it; a bad budget is a configuration error naming its key."""
 import asyncio
 import datetime
 import decimal

@@ -1,5 +1,5 @@
-/* src/engines/sqlite.c - the SQLite engine: libsqlite3 calls run on the db's worker pool, short
- * cached reads inline on the loop thread. */
+/* src/engines/sqlite/sqlite.c - the SQLite engine: libsqlite3 calls run on the db's worker pool,
+ * short cached reads inline on the loop thread. */
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -17,7 +17,7 @@
 #include "core/timeconv.h"
 #include "engines/engine.h"
 #include "engines/settings.h"
-#include "engines/sqlite_lib.h"
+#include "engines/sqlite/lib.h"
 #include "loop/defer.h"
 
 #define SQ_ENGINE "sqlite"
@@ -1307,7 +1307,7 @@ static int sq_uri_escape(keel__buf *b, const char *s) {
 
 static keel_status sq_connect(keel_conn *c, keel_error *err) {
     const keel__dbconfig *dbc = c->config;
-    /* libsqlite3 is loaded on the engine's first connection (engines/sqlite_lib.h). */
+    /* libsqlite3 is loaded on the engine's first connection (engines/sqlite/lib.h). */
     char why[256];
     if (keel__sqlite_lib_load(why, sizeof why) != 0)
         return keel__error_set(err, KEEL_ERR_UNSUPPORTED, SQ_ENGINE, dbc->name,

@@ -1,6 +1,6 @@
-/* src/engines/sqlite_lib.c - loads libsqlite3 on first use and fills the SQLite engine's table. */
+/* src/engines/sqlite/lib.c - loads libsqlite3 on first use and fills the SQLite engine's table. */
 #define KEEL__SQLITE_LIB_FILLING
-#include "engines/sqlite_lib.h"
+#include "engines/sqlite/lib.h"
 
 #include <pthread.h>
 #include <stdio.h>

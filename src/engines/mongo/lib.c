@@ -1,6 +1,6 @@
-/* src/engines/mongo_lib.c - loads libmongoc on first use and fills the MongoDB engine's table. */
+/* src/engines/mongo/lib.c - loads libmongoc on first use and fills the MongoDB engine's table. */
 #define KEEL__MONGO_LIB_FILLING
-#include "engines/mongo_lib.h"
+#include "engines/mongo/lib.h"
 
 #include <pthread.h>
 #include <stdio.h>

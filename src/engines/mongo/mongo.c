@@ -1,4 +1,5 @@
-/* src/engines/mongo.c - the MongoDB engine: libmongoc's blocking calls run on the db's worker pool. */
+/* src/engines/mongo/mongo.c - the MongoDB engine: libmongoc's blocking calls run on the worker
+ * pool. */
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -15,7 +16,7 @@
 #include "core/error_int.h"
 #include "core/result_int.h"
 #include "engines/engine.h"
-#include "engines/mongo_lib.h"
+#include "engines/mongo/lib.h"
 #include "engines/settings.h"
 
 #define MG_ENGINE "mongodb"

@@ -1,4 +1,4 @@
-/* src/engines/sqlite_lib.h - libsqlite3, loaded when the SQLite engine is first used. */
+/* src/engines/sqlite/lib.h - libsqlite3, loaded when the SQLite engine is first used. */
 #ifndef KEEL_ENGINES_SQLITE_LIB_H
 #define KEEL_ENGINES_SQLITE_LIB_H
 
@@ -61,7 +61,7 @@ extern keel__sqlite_lib_table keel__sqlite_lib;
 int keel__sqlite_lib_load(char *why, size_t size);
 
 /* The engine's calls go through the table: every name below is the table entry from here on
- * (except in sqlite_lib.c, which fills it). */
+ * (except in lib.c, which fills it). */
 #ifndef KEEL__SQLITE_LIB_FILLING
 #define sqlite3_bind_blob64 (keel__sqlite_lib.sqlite3_bind_blob64)
 #define sqlite3_bind_double (keel__sqlite_lib.sqlite3_bind_double)

@@ -1,4 +1,4 @@
-/* src/engines/mongo_lib.h - libmongoc and libbson, loaded when the MongoDB engine is first used. */
+/* src/engines/mongo/lib.h - libmongoc and libbson, loaded when the MongoDB engine is first used. */
 #ifndef KEEL_ENGINES_MONGO_LIB_H
 #define KEEL_ENGINES_MONGO_LIB_H
 
@@ -88,7 +88,7 @@ extern keel__mongo_lib_table keel__mongo_lib;
 int keel__mongo_lib_load(char *why, size_t size);
 
 /* The engine's calls go through the table: every name below is the table entry from here on
- * (except in mongo_lib.c, which fills it). */
+ * (except in lib.c, which fills it). */
 #ifndef KEEL__MONGO_LIB_FILLING
 #define bson_append_int32 (keel__mongo_lib.bson_append_int32)
 #define bson_append_iter (keel__mongo_lib.bson_append_iter)

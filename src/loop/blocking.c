@@ -6,15 +6,24 @@
 
 #include "loop/loop_priv.h"
 
+/*
+ * The watches of one poll call, dispatched one by one. Each keel_loop_run has its own, since runs
+ * nest (a callback may call a synchronous function on the same loop).
+ */
+typedef struct batch {
+    struct pollfd *pfds;
+    keel_watch **polled; /* the watch behind each pollfd; NULL once stopped during the batch */
+    size_t n, cap;
+    struct batch *outer;
+} batch;
+
 /* The registry of live watches and armed timers; callbacks may change it while we dispatch. */
 struct keel__blocking {
     keel_watch **watches;
     size_t nwatches, cap_watches;
     keel_timer **timers;
     size_t ntimers, cap_timers;
-    struct pollfd *pfds; /* scratch for one poll call */
-    keel_watch **polled; /* the watch behind each pollfd */
-    size_t cap_poll;
+    batch *batches; /* those being dispatched, innermost first */
     uintptr_t pass; /* counts passes over the timers; a timer's host data is its arming pass */
 };
 
@@ -50,6 +59,12 @@ static int blocking_watch(void *host, keel_watch *w, int fd, int events) {
     if (events == 0) {
         if (i >= 0)
             ptr_remove((void **)b->watches, &b->nwatches, i);
+        /* Readiness already collected for w is void: w may be freed next, and a watch created
+         * later in the batch may get its address. */
+        for (batch *bt = b->batches; bt; bt = bt->outer)
+            for (size_t k = 0; k < bt->n; k++)
+                if (bt->polled[k] == w)
+                    bt->polled[k] = NULL;
         return 0;
     }
     if (i >= 0)
@@ -90,8 +105,6 @@ void keel__blocking_free(struct keel__blocking *b) {
         return;
     free(b->watches);
     free(b->timers);
-    free(b->pfds);
-    free(b->polled);
     free(b);
 }
 
@@ -121,65 +134,78 @@ static int fire_due_timers(struct keel__blocking *b) {
     }
 }
 
+/* Polls the watches once (waiting at most until the next timer) and dispatches what is ready. */
+static keel_status poll_once(struct keel__blocking *b, batch *bt) {
+    if (bt->cap < b->nwatches) {
+        struct pollfd *p = realloc(bt->pfds, b->nwatches * sizeof *p);
+        if (!p)
+            return KEEL_ERR_NOMEM;
+        bt->pfds = p;
+        keel_watch **q = realloc(bt->polled, b->nwatches * sizeof *q);
+        if (!q)
+            return KEEL_ERR_NOMEM;
+        bt->polled = q;
+        bt->cap = b->nwatches;
+    }
+    size_t n = b->nwatches;
+    for (size_t i = 0; i < n; i++) {
+        keel_watch *w = b->watches[i];
+        bt->polled[i] = w;
+        bt->pfds[i].fd = w->fd;
+        bt->pfds[i].events = (short)(((w->events & KEEL_READ) ? POLLIN : 0) |
+                                     ((w->events & KEEL_WRITE) ? POLLOUT : 0));
+        bt->pfds[i].revents = 0;
+    }
+    int timeout = -1;
+    int64_t now = keel_now_ms();
+    for (size_t i = 0; i < b->ntimers; i++) {
+        int64_t left = b->timers[i]->deadline - now;
+        if (left < 0)
+            left = 0;
+        if (timeout < 0 || left < timeout)
+            timeout = left > 1000000 ? 1000000 : (int)left;
+    }
+    int rc = poll(bt->pfds, n, timeout);
+    if (rc < 0)
+        return errno == EINTR ? KEEL_OK : KEEL_ERR_IO;
+    bt->n = n;
+    for (size_t i = 0; i < n && rc > 0; i++) {
+        short re = bt->pfds[i].revents;
+        if (!re)
+            continue;
+        rc--;
+        /* NULL when an earlier callback of this batch stopped (and maybe freed) the watch. */
+        keel_watch *w = bt->polled[i];
+        if (!w)
+            continue;
+        int ev = 0;
+        if (re & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+            ev |= KEEL_READ;
+        if (re & (POLLOUT | POLLHUP | POLLERR | POLLNVAL))
+            ev |= KEEL_WRITE;
+        keel_watch_ready(w, ev);
+    }
+    bt->n = 0;
+    return KEEL_OK;
+}
+
 keel_status keel_loop_run(keel_loop *loop, const int *done) {
     if (!loop || !loop->blocking || !done)
         return KEEL_ERR_INVALID_ARGUMENT;
     struct keel__blocking *b = loop->blocking;
-    while (!*done) {
+    batch bt = { .outer = b->batches };
+    b->batches = &bt;
+    keel_status st = KEEL_OK;
+    while (!*done && st == KEEL_OK) {
         if (fire_due_timers(b) && *done)
             break;
         if (b->nwatches == 0 && b->ntimers == 0)
-            return KEEL_ERR_INTERNAL;
-        if (b->cap_poll < b->nwatches) {
-            struct pollfd *p = realloc(b->pfds, b->nwatches * sizeof *p);
-            if (!p)
-                return KEEL_ERR_NOMEM;
-            b->pfds = p;
-            keel_watch **q = realloc(b->polled, b->nwatches * sizeof *q);
-            if (!q)
-                return KEEL_ERR_NOMEM;
-            b->polled = q;
-            b->cap_poll = b->nwatches;
-        }
-        size_t n = b->nwatches;
-        for (size_t i = 0; i < n; i++) {
-            keel_watch *w = b->watches[i];
-            b->polled[i] = w;
-            b->pfds[i].fd = w->fd;
-            b->pfds[i].events = (short)(((w->events & KEEL_READ) ? POLLIN : 0) |
-                                        ((w->events & KEEL_WRITE) ? POLLOUT : 0));
-            b->pfds[i].revents = 0;
-        }
-        int timeout = -1;
-        int64_t now = keel_now_ms();
-        for (size_t i = 0; i < b->ntimers; i++) {
-            int64_t left = b->timers[i]->deadline - now;
-            if (left < 0)
-                left = 0;
-            if (timeout < 0 || left < timeout)
-                timeout = left > 1000000 ? 1000000 : (int)left;
-        }
-        int rc = poll(b->pfds, n, timeout);
-        if (rc < 0) {
-            if (errno == EINTR)
-                continue;
-            return KEEL_ERR_IO;
-        }
-        for (size_t i = 0; i < n && rc > 0; i++) {
-            short re = b->pfds[i].revents;
-            if (!re)
-                continue;
-            /* An earlier callback may have freed this watch: only dispatch live ones. */
-            keel_watch *w = b->polled[i];
-            if (ptr_index((void **)b->watches, b->nwatches, w) < 0)
-                continue;
-            int ev = 0;
-            if (re & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
-                ev |= KEEL_READ;
-            if (re & (POLLOUT | POLLHUP | POLLERR | POLLNVAL))
-                ev |= KEEL_WRITE;
-            keel_watch_ready(w, ev);
-        }
+            st = KEEL_ERR_INTERNAL;
+        else
+            st = poll_once(b, &bt);
     }
-    return KEEL_OK;
+    b->batches = bt.outer;
+    free(bt.pfds);
+    free(bt.polled);
+    return st;
 }

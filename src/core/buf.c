@@ -1,4 +1,5 @@
 /* src/core/buf.c - growable byte buffers and a bump arena. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,12 +7,16 @@
 #include "core/buf.h"
 
 int keel__buf_reserve(keel__buf *b, size_t extra) {
+    /* Sizes may come from the network: a sum or a doubling that wraps would claim room that is
+     * not there, so both are checked. */
+    if (extra > SIZE_MAX - 1 - b->len)
+        return -1;
     size_t need = b->len + extra + 1; /* room for the terminating NUL */
     if (need <= b->cap)
         return 0;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *p = realloc(b->data, cap);
     if (!p)
         return -1;
@@ -78,7 +83,7 @@ struct keel__arena_chunk {
 
 void *keel__arena_alloc(keel__arena *a, size_t size) {
     size_t aligned = (size + 15u) & ~(size_t)15u;
-    if (aligned < size)
+    if (aligned < size || aligned > SIZE_MAX - sizeof(struct keel__arena_chunk))
         return NULL;
     struct keel__arena_chunk *c = a->head;
     if (c && c->size - c->used >= aligned) {
@@ -110,6 +115,8 @@ void *keel__arena_alloc(keel__arena *a, size_t size) {
 }
 
 char *keel__arena_strndup(keel__arena *a, const char *s, size_t n) {
+    if (n == SIZE_MAX)
+        return NULL;
     char *p = keel__arena_alloc(a, n + 1);
     if (!p)
         return NULL;

@@ -53,6 +53,8 @@ int keel__result_set_column(keel_result *res, size_t col, const char *name, size
 }
 
 int keel__result_reserve(keel_result *res, size_t n) {
+    if (n > SIZE_MAX - res->nrows)
+        return -1;
     if (res->ncols == 0 || res->nrows + n <= res->cap_rows)
         return 0;
     size_t cap = res->nrows + n;
@@ -83,6 +85,8 @@ keel_value *keel__result_add_row(keel_result *res) {
 }
 
 char *keel__result_alloc(keel_result *res, size_t n) {
+    if (n == SIZE_MAX)
+        return NULL;
     char *p = keel__arena_alloc(&res->arena, n + 1);
     if (p)
         p[n] = '\0';

@@ -1,7 +1,9 @@
 /* src/engines/mysql/codec.c - MySQL result values, and keel values bound as parameters. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,7 +369,10 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
     }
     if (col->len > col->cap) {
         /* Longer than the longest value store_result measured (it should not be): fetch
-         * this one into a buffer that fits, and bind that buffer from now on. */
+         * this one into a buffer that fits, and bind that buffer from now on. The length is the
+         * server's: one that leaves no room for the NUL cannot be a real value's. */
+        if (col->len >= SIZE_MAX)
+            return -1;
         char *buf = realloc(col->buf, col->len + 1);
         if (!buf)
             return -1;
@@ -392,6 +397,8 @@ keel_status keel__my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, 
         col->kind = my_field_kind(&f[i]);
         col->how = my_field_how(&f[i], col->kind);
         if (col->how == H_STR || col->how == H_NULL) {
+            if (f[i].max_length >= ULONG_MAX)
+                goto nomem;
             unsigned long want = f[i].max_length + 1;
             if (want > col->cap || !col->buf) {
                 char *buf = realloc(col->buf, want);
@@ -582,14 +589,15 @@ int keel__my_is_strlike(keel_type t) {
 }
 
 keel_status keel__my_copy_params(my_impl *p, const keel_value *params, size_t n, keel_error *err) {
-    size_t bytes = 0;
+    /* Checked sums: lengths the caller states must not wrap the block's size around. */
+    size_t bytes = 0, head, total;
+    int wrapped = __builtin_mul_overflow(n, sizeof(keel_value), &head);
     for (size_t i = 0; i < n; i++)
         if (keel__my_is_strlike(params[i].type))
-            bytes += params[i].u.str.len;
-    size_t head = n * sizeof(keel_value);
-    if (n && head / n != sizeof(keel_value))
-        return keel__my_nomem(p, err);
-    char *block = malloc(head + bytes + 1);
+            wrapped |= __builtin_add_overflow(bytes, params[i].u.str.len, &bytes);
+    wrapped |=
+        __builtin_add_overflow(head, bytes, &total) || __builtin_add_overflow(total, 1, &total);
+    char *block = wrapped ? NULL : malloc(total);
     if (!block)
         return keel__my_nomem(p, err);
     keel_value *vals = (keel_value *)(void *)block;

@@ -315,16 +315,23 @@ static keel_status pg_copy_take(pg_impl *p, const keel__copy *cp, keel_error *er
     if (cp->ncols && n / cp->ncols != cp->nrows)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
+    /* Every size is summed with a check: lengths the caller states must not wrap the block's
+     * size around to a small one. */
+    int wrapped = 0;
     for (size_t i = 0; i < n; i++) {
         keel_type t = cp->rows[i].type;
         if (t == KEEL_TYPE_TEXT || t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_JSON ||
             t == KEEL_TYPE_BYTES || t == KEEL_TYPE_DOCUMENT)
-            bytes += cp->rows[i].u.str.len;
+            wrapped |= __builtin_add_overflow(bytes, cp->rows[i].u.str.len, &bytes);
     }
     for (size_t i = 0; i < nnames; i++)
-        bytes += strlen(cp->columns[i]) + 1;
-    size_t head = n * sizeof(keel_value), names = nnames * sizeof(char *);
-    char *block = malloc(head + names + bytes + 1);
+        wrapped |= __builtin_add_overflow(bytes, strlen(cp->columns[i]) + 1, &bytes);
+    size_t head, names = nnames * sizeof(char *), total;
+    wrapped |= __builtin_mul_overflow(n, sizeof(keel_value), &head) ||
+               __builtin_add_overflow(head, names, &total) ||
+               __builtin_add_overflow(total, bytes, &total) ||
+               __builtin_add_overflow(total, 1, &total);
+    char *block = wrapped ? NULL : malloc(total);
     if (!block)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory copying %zu rows", cp->nrows);

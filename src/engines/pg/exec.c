@@ -667,12 +667,19 @@ static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error 
             return keel__error_set(err, st, PG_ENGINE, keel__pg_dbname(p->c), "row %zu: %s",
                                    i / stmt->nparams, msg);
         }
-        if (v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
-            v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_BYTES)
-            bytes += v->u.str.len;
+        if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
+             v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_BYTES) &&
+            __builtin_add_overflow(bytes, v->u.str.len, &bytes))
+            bytes = SIZE_MAX; /* the total below cannot be allocated then */
     }
-    size_t head = n * sizeof(keel_value), types = stmt->nparams * sizeof(Oid);
-    char *block = malloc(head + types + stmt->nrows + bytes + 1);
+    /* Checked sums: lengths the caller states must not wrap the block's size around. */
+    size_t head, types = stmt->nparams * sizeof(Oid), total;
+    int wrapped = __builtin_mul_overflow(n, sizeof(keel_value), &head) ||
+                  __builtin_add_overflow(head, types, &total) ||
+                  __builtin_add_overflow(total, stmt->nrows, &total) ||
+                  __builtin_add_overflow(total, bytes, &total) ||
+                  __builtin_add_overflow(total, 1, &total);
+    char *block = wrapped ? NULL : malloc(total);
     if (!block)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory copying %zu batch rows", stmt->nrows);

@@ -92,10 +92,50 @@ TEST(results_hold_rows_and_memory) {
     CHECK_INT(keel_result_nrows(NULL), 0);
 }
 
+/*
+ * Sizes can come from the network (a length prefix, a row count): a request whose size does not
+ * fit in size_t must fail cleanly instead of wrapping around to a small size and "succeeding"
+ * with room that is not there.
+ */
+TEST(sizes_that_wrap_around_are_refused) {
+    keel__buf b = { 0 };
+    CHECK_INT(keel__buf_reserve(&b, SIZE_MAX), -1);
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+    CHECK_INT(keel__buf_puts(&b, "abc"), 0);
+    size_t cap = b.cap;
+    CHECK_INT(keel__buf_reserve(&b, SIZE_MAX - 2), -1);
+    CHECK_INT(keel__buf_reserve(&b, SIZE_MAX - b.len), -1);
+    CHECK_INT(keel__buf_append(&b, "x", SIZE_MAX - 3), -1);
+    CHECK_STR(b.data, "abc");
+    CHECK_INT(b.cap, cap);
+    keel__buf_free(&b);
+
+    keel__arena a = { 0 };
+    CHECK(keel__arena_alloc(&a, SIZE_MAX) == NULL);
+    CHECK(keel__arena_alloc(&a, SIZE_MAX - 31) == NULL);
+    CHECK(keel__arena_alloc(&a, SIZE_MAX - 63) == NULL);
+    CHECK(keel__arena_strndup(&a, "x", SIZE_MAX) == NULL);
+    CHECK_STR(keel__arena_strndup(&a, "xy", 2), "xy");
+    keel__arena_free(&a);
+
+    keel_result *res = keel__result_new(2);
+    CHECK(res != NULL);
+    if (res) {
+        CHECK(keel__result_add_row(res) != NULL);
+        CHECK_INT(keel__result_reserve(res, SIZE_MAX), -1);
+        CHECK_INT(keel__result_reserve(res, SIZE_MAX / 2), -1);
+        CHECK(keel__result_alloc(res, SIZE_MAX) == NULL);
+        CHECK_INT(keel_result_nrows(res), 1);
+        CHECK(keel__result_add_row(res) != NULL);
+        keel_result_free(res);
+    }
+}
+
 int main(void) {
     RUN(buf_appends_and_grows);
     RUN(arena_aligns_and_handles_large_allocations);
     RUN(values_have_constructors_and_names);
     RUN(results_hold_rows_and_memory);
+    RUN(sizes_that_wrap_around_are_refused);
     return TEST_SUMMARY();
 }

@@ -44,9 +44,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (PyStatus_Exception(status))
         Py_ExitStatusException(status);
     PyObject *machinery = PyImport_ImportModule("importlib.machinery");
-    PyObject *spec = machinery ? PyObject_CallMethod(machinery, "ModuleSpec", "sO",
-                                                     "keel._native", Py_None)
-                               : NULL;
+    PyObject *spec =
+        machinery ? PyObject_CallMethod(machinery, "ModuleSpec", "sO", "keel._native", Py_None)
+                  : NULL;
     module = spec ? PyModule_FromDefAndSpec(&keel__py_moduledef, spec) : NULL;
     if (!module || PyModule_ExecDef(module, &keel__py_moduledef) < 0)
         python_failure("cannot create keel._native");
@@ -111,8 +111,8 @@ static void round_trip(const uint8_t *data, size_t size) {
         python_failure("an encoded document does not decode");
     PyObject *b2 = encode(doc2, "a decoded document does not encode the second time");
     FUZZ_ASSERT(PyBytes_GET_SIZE(b1) == PyBytes_GET_SIZE(b2));
-    FUZZ_ASSERT(memcmp(PyBytes_AS_STRING(b1), PyBytes_AS_STRING(b2),
-                       (size_t)PyBytes_GET_SIZE(b1)) == 0);
+    FUZZ_ASSERT(
+        memcmp(PyBytes_AS_STRING(b1), PyBytes_AS_STRING(b2), (size_t)PyBytes_GET_SIZE(b1)) == 0);
     Py_DECREF(b2);
     Py_DECREF(doc2);
     Py_DECREF(b1);

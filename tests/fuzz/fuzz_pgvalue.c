@@ -190,8 +190,8 @@ static void check_numeric(const char *s, size_t n) {
 static void check_param(const uint8_t *data, size_t size) {
     if (size < 16)
         return;
-    static const keel_type types[] = { KEEL_TYPE_BOOL,      KEEL_TYPE_INT,  KEEL_TYPE_FLOAT,
-                                       KEEL_TYPE_DATE,      KEEL_TYPE_TIME, KEEL_TYPE_TIMESTAMP,
+    static const keel_type types[] = { KEEL_TYPE_BOOL,        KEEL_TYPE_INT,  KEEL_TYPE_FLOAT,
+                                       KEEL_TYPE_DATE,        KEEL_TYPE_TIME, KEEL_TYPE_TIMESTAMP,
                                        KEEL_TYPE_TIMESTAMPTZ, KEEL_TYPE_UUID };
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         keel_value v;

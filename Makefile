@@ -11,6 +11,8 @@
 #                              a brief run. Installs wrk and the `bench` dependency group first.
 #   make fuzz                  runs each libFuzzer target (tests/fuzz) for FUZZ_SECONDS (600)
 #   make test-fuzz             replays the fuzz corpora, fuzzes each target FUZZ_SMOKE_SECONDS (5)
+#   make coverage              C (gcovr: lines and branches of src/ and the extension) and Python
+#                              (coverage.py) coverage of both suites: build/coverage/index.html
 #   make install-c PREFIX=DIR  installs libkeel, headers, keel.pc and the keel CLI under DIR
 #   make format / format-check applies / checks the one C style (.clang-format) on every C file
 #   make clean
@@ -64,7 +66,7 @@ CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \
 
 .PHONY: help demo test build build-c build-asan build-tsan build-py build-py-asan test-c \
 	test-c-asan test-c-tsan test-python test-python-asan build-fuzz fuzz test-fuzz \
-	install-c check-install bootstrap services clean bench format format-check
+	build-cov coverage install-c check-install bootstrap services clean bench format format-check
 
 help:
 	@echo "make demo                   run the demo FastAPI service on http://$(DEMO_HOST):$(DEMO_PORT)"
@@ -77,6 +79,7 @@ help:
 	@echo "make test-python-asan       pytest against the extension built with ASan+UBSan"
 	@echo "make fuzz                   run each libFuzzer target FUZZ_SECONDS (default 600) seconds"
 	@echo "make test-fuzz              replay the fuzz corpora and fuzz each target briefly"
+	@echo "make coverage               C and Python test coverage: build/coverage/index.html"
 	@echo "make install-c PREFIX=DIR   install libkeel, its headers, keel.pc and the keel CLI"
 	@echo "make check-install          install into a temporary prefix and build hello.c with pkg-config"
 	@echo "make bench                  keel against asyncpg, psycopg, aiosqlite, SQLAlchemy (BENCH_QUICK=1: brief)"
@@ -157,6 +160,16 @@ test-python: build-py services
 	if [ $$rc -eq 5 ]; then echo "test-python: no Python tests were collected"; rc=0; fi; \
 	exit $$rc
 
+# $(call stage_site,DIR): the package's Python files and the extension built in the meson build
+# directory DIR, put together in DIR/site, a directory to put first on PYTHONPATH.
+define stage_site
+rm -rf $(1)/site
+mkdir -p $(1)/site
+cp -R python/keel $(1)/site/
+rm -rf $(1)/site/keel/_native $(1)/site/keel/meson.build
+cp $(1)/python/keel/_native*.so $(1)/site/keel/
+endef
+
 # The extension, and libkeel inside it, built with ASan+UBSan (build/py-asan), then staged with
 # the package's Python files in build/py-asan/site: test-python-asan imports keel from there, so
 # the plain installed package is left as it is.
@@ -169,11 +182,7 @@ build-py-asan: bootstrap
 			--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; \
 	fi
 	$(MESON) compile -C $(BUILD_PY_ASAN) -j $(JOBS)
-	rm -rf $(PY_ASAN_SITE)
-	mkdir -p $(PY_ASAN_SITE)
-	cp -R python/keel $(PY_ASAN_SITE)/
-	rm -rf $(PY_ASAN_SITE)/keel/_native $(PY_ASAN_SITE)/keel/meson.build
-	cp $(BUILD_PY_ASAN)/python/keel/_native*.so $(PY_ASAN_SITE)/keel/
+	$(call stage_site,$(BUILD_PY_ASAN))
 
 # python itself is not instrumented, so the ASan runtime the extension was linked with is
 # preloaded. PYTHONMALLOC=malloc sends every Python object through malloc, so ASan sees a use of
@@ -193,6 +202,50 @@ test-python-asan: build-py-asan services
 		sys.exit(0 if "/$(PY_ASAN_SITE)/keel/" in n.__file__ else \
 		"test-python-asan: imported " + n.__file__ + ", not the ASan build")'
 	$(PY_ASAN_ENV) $(PYTHON) -m pytest tests/python -q --ignore=tests/python/test_bench_smoke.py
+
+# make coverage (docs/coverage.md; not part of make test, since it runs both suites once more).
+# One build, build/cov, holds libkeel, the C tests, the CLI, the examples and the extension, all
+# compiled with --coverage at -O0: the C tests and the Python suite count into the same .gcda
+# files of libkeel, so gcovr reads counters already merged. coverage.py measures python/keel/*.py
+# in the same Python run (pyproject.toml [tool.coverage]). A failing test does not stop the
+# reports; it fails the target after them.
+BUILD_COV := build/cov
+COV_REPORT := build/coverage
+COV_ENV := COVERAGE_FILE=$(CURDIR)/$(COV_REPORT)/python.data PYTHONPATH=$(CURDIR)/$(BUILD_COV)/site
+
+build-cov: bootstrap
+	@if [ ! -f $(BUILD_COV)/build.ninja ]; then \
+		rm -rf $(BUILD_COV); \
+		$(MESON) setup $(BUILD_COV) -Dpython=true -Dtests=true -Dcli=true \
+			--buildtype=debug -Db_coverage=true; \
+	fi
+	$(MESON) compile -C $(BUILD_COV) -j $(JOBS)
+	$(call stage_site,$(BUILD_COV))
+
+coverage: build-cov services
+	find $(BUILD_COV) -name '*.gcda' -delete
+	rm -rf $(COV_REPORT)
+	mkdir -p $(COV_REPORT)/c
+	@rc=0; \
+	$(MESON) test -C $(BUILD_COV) --print-errorlogs --num-processes 1 || rc=1; \
+	$(BUILD_COV)/hello >/dev/null || rc=1; \
+	$(BUILD_COV)/keel --version || rc=1; \
+	$(CLI_CHECK_ENV) $(BUILD_COV)/keel check || rc=1; \
+	$(COV_ENV) $(PYTHON) -c 'import sys, keel._native as n; \
+		sys.exit(0 if "/$(BUILD_COV)/site/keel/" in n.__file__ else \
+		"coverage: imported " + n.__file__ + ", not the build of $(BUILD_COV)")'; \
+	$(COV_ENV) $(PYTHON) -m coverage run -m pytest tests/python -q \
+		--ignore=tests/python/test_bench_smoke.py || rc=1; \
+	$(COV_ENV) $(PYTHON) -m coverage combine -q; \
+	$(COV_ENV) $(PYTHON) -m coverage html -q -d $(COV_REPORT)/python; \
+	$(COV_ENV) $(PYTHON) -m coverage json -q -o $(COV_REPORT)/python.json; \
+	$(VENV)/bin/gcovr --root . --object-directory $(BUILD_COV) -j $(JOBS) \
+		--filter 'src/' --filter 'python/keel/_native/' --exclude-unreachable-branches \
+		--html-nested $(COV_REPORT)/c/index.html --json-summary $(COV_REPORT)/c.json \
+		--txt $(COV_REPORT)/c.txt; \
+	$(PYTHON) scripts/coverage-report $(COV_REPORT); \
+	if [ $$rc -ne 0 ]; then echo "coverage: some tests failed (see above); the figures are partial"; fi; \
+	exit $$rc
 
 # Every committed input once, then a brief fuzzing run of each target (docs/fuzzing.md).
 test-fuzz: build-fuzz

@@ -17,9 +17,18 @@ int keel__buf_reserve(keel__buf *b, size_t extra) {
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *p = realloc(b->data, cap);
-    if (!p)
+    char *p;
+    if (b->secret) {
+        if (!(p = malloc(cap)))
+            return -1;
+        if (b->data) {
+            memcpy(p, b->data, b->len < b->cap ? b->len + 1 : b->cap);
+            explicit_bzero(b->data, b->cap);
+            free(b->data);
+        }
+    } else if (!(p = realloc(b->data, cap))) {
         return -1;
+    }
     b->data = p;
     b->cap = cap;
     return 0;
@@ -67,7 +76,7 @@ void keel__buf_reset(keel__buf *b) {
 void keel__buf_free(keel__buf *b) {
     free(b->data);
     b->data = NULL;
-    b->len = b->cap = 0;
+    b->len = b->cap = 0; /* secret stays: the buffer may be reused for the same purpose */
 }
 
 /* A chunk of arena memory; allocations are carved from data[used…size). */

@@ -10,6 +10,10 @@ typedef struct keel__buf {
     char *data;
     size_t len;
     size_t cap;
+    /* Set for a buffer that holds a secret: growing it then moves the data to a new block and
+     * wipes the old one instead of letting realloc free it as it is. Free such a buffer with
+     * keel__secret_buf_free (core/secret.h). */
+    int secret;
 } keel__buf;
 
 /* Each returns 0, or -1 when out of memory (the buffer is left as it was). */

@@ -11,6 +11,7 @@
 #include "core/buf.h"
 #include "core/config_int.h"
 #include "core/error_int.h"
+#include "core/secret.h"
 #include "core/url.h"
 #include "engines/engine.h"
 
@@ -158,12 +159,13 @@ static int valid_db_name(const char *s, size_t n) {
     return 1;
 }
 
-/* Replaces *slot with a copy of value (NULL clears). Returns 0 or -1 (OOM, *slot unchanged). */
+/* Replaces *slot with a copy of value (NULL clears). Returns 0 or -1 (OOM, *slot unchanged). The
+ * old value is wiped: configuration strings may be passwords or URLs with one. */
 static int set_string(char **slot, const char *value) {
     char *copy = NULL;
     if (value && !(copy = strdup(value)))
         return -1;
-    free(*slot);
+    keel__secret_free(*slot);
     *slot = copy;
     return 0;
 }
@@ -244,13 +246,6 @@ static keel_status parse_seconds_value(const char *path, const char *value, doub
 
 /* ---- secret references ------------------------------------------------------------------- */
 
-/* Wipes a buffer that may have held a secret, then frees it. */
-static void buf_free_secret(keel__buf *b) {
-    if (b->data)
-        explicit_bzero(b->data, b->cap);
-    keel__buf_free(b);
-}
-
 /* Reads a secret file into out, trailing newlines stripped. Errors name the path, never content. */
 static keel_status read_secret_file(const char *path, const char *keypath, keel__buf *out,
                                     keel_error *err) {
@@ -259,7 +254,7 @@ static keel_status read_secret_file(const char *path, const char *keypath, keel_
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
                                "%s: cannot read secret file '%s': %s", keypath, path,
                                strerror(errno));
-    keel__buf content = { 0 };
+    keel__buf content = { .secret = 1 };
     keel_status st = KEEL_OK;
     for (;;) {
         if (keel__buf_reserve(&content, 4096) != 0) {
@@ -296,7 +291,7 @@ static keel_status read_secret_file(const char *path, const char *keypath, keel_
         if (n && keel__buf_append(out, content.data, n) != 0)
             st = nomem(err);
     }
-    buf_free_secret(&content);
+    keel__secret_buf_free(&content);
     return st;
 }
 
@@ -388,14 +383,14 @@ keel_status keel__config_resolve(const char *value, const char *keypath, char **
     if (!value)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel__config_resolve: value must not be NULL");
-    keel__buf b = { 0 };
+    keel__buf b = { .secret = 1 };
     keel_status st = expand_refs(value, keypath ? keypath : "value", &b, err);
     if (st == KEEL_OK) {
         *out = strdup(b.data ? b.data : "");
         if (!*out)
             st = nomem(err);
     }
-    buf_free_secret(&b);
+    keel__secret_buf_free(&b);
     return st;
 }
 
@@ -428,7 +423,7 @@ static int opt_set(opt_list *l, const char *key, const char *value, unsigned lon
     char *k = strdup(key), *v = strdup(value);
     if (!k || !v) {
         free(k);
-        free(v);
+        keel__secret_free(v);
         return -1;
     }
     items[l->n].key = k;
@@ -441,7 +436,7 @@ static int opt_set(opt_list *l, const char *key, const char *value, unsigned lon
 static void opt_free(opt_list *l) {
     for (size_t i = 0; i < l->n; i++) {
         free(l->items[i].key);
-        free(l->items[i].value);
+        keel__secret_free(l->items[i].value); /* sslpassword, a token, a resolved reference… */
     }
     free(l->items);
     free(l->seqs);
@@ -459,10 +454,10 @@ static int opt_copy(opt_list *dst, const opt_list *src) {
 
 static void layer_free(db_layer *l) {
     free(l->engine);
-    free(l->host);
-    free(l->database);
-    free(l->user);
-    free(l->password);
+    keel__secret_free(l->host);
+    keel__secret_free(l->database);
+    keel__secret_free(l->user);
+    keel__secret_free(l->password);
     opt_free(&l->options);
     memset(l, 0, sizeof *l);
 }
@@ -485,7 +480,7 @@ static void entry_free(db_entry *e) {
     if (!e)
         return;
     free(e->name);
-    free(e->url);
+    keel__secret_free(e->url);
     layer_free(&e->keys);
     layer_free(&e->from_url);
     free(e->view.options);

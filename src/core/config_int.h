@@ -48,7 +48,7 @@ keel_config *keel__config_clone(const keel_config *cfg);
 
 /*
  * Resolves ${env:NAME} and ${file:/path} references in value into a newly malloc'ed string the
- * caller frees with free(). A value without references is copied as is. Errors: KEEL_ERR_CONFIG
+ * caller frees with keel__secret_free (core/secret.h): it may be a password. A value without references is copied as is. Errors: KEEL_ERR_CONFIG
  * naming the variable or file when it is missing (never the value), KEEL_ERR_NOMEM. keypath is
  * used in messages. Reads files: may block briefly.
  */

@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "core/config_int.h"
 #include "core/error_int.h"
+#include "core/secret.h"
 
 /* Deeper nesting than any key path needs means the file is not a keel configuration. */
 #define YAML_MAX_DEPTH 16
@@ -226,13 +227,11 @@ keel_status keel_config_load_file(keel_config *cfg, const char *path, keel_error
     if (!cfg || !path)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_load_file: cfg and path must not be NULL");
-    keel__buf text = { 0 };
+    keel__buf text = { .secret = 1 };
     keel_status st = read_file(path, &text, err);
     if (st == KEEL_OK)
         st = keel__config_load_yaml(cfg, path, text.data, text.len, err);
     /* The file may hold secrets written inline; do not leave them in freed memory. */
-    if (text.data)
-        explicit_bzero(text.data, text.cap);
-    keel__buf_free(&text);
+    keel__secret_buf_free(&text);
     return st;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error_int.h"
+#include "core/secret.h"
 
 /* The schemes we accept, and what each is stored as in keel__url.scheme. */
 static const struct {
@@ -112,6 +113,7 @@ static int pct_decode(const char *s, size_t n, char **out, const char **bad) {
         int hi = i + 1 < n ? hex_value((unsigned char)s[i + 1]) : -1;
         int lo = i + 2 < n ? hex_value((unsigned char)s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            explicit_bzero(d, j); /* what was decoded may be part of a password */
             free(d);
             *bad = s + i;
             return 1;
@@ -510,13 +512,13 @@ void keel__url_free(keel__url *u) {
     if (!u)
         return;
     free(u->scheme);
-    free(u->user);
-    free(u->password);
-    free(u->host);
-    free(u->path);
+    keel__secret_free(u->user);
+    keel__secret_free(u->password);
+    keel__secret_free(u->host);
+    keel__secret_free(u->path);
     for (size_t i = 0; i < u->nparams; i++) {
         free(u->keys[i]);
-        free(u->values[i]);
+        keel__secret_free(u->values[i]); /* password=…, sslpassword=…, tokens */
     }
     free(u->keys);
     free(u->values);

@@ -2,12 +2,13 @@
 import asyncio
 import datetime as dt
 import time
+import urllib.parse
 import uuid
 
 import pytest
 
 import keel
-from conftest import MYSQL_URL, PG_URL, UNIQUE_VIOLATION_SQLSTATE, wait_until
+from conftest import MONGO_URL, MYSQL_URL, PG_URL, UNIQUE_VIOLATION_SQLSTATE, wait_until
 
 SECRET = "Sup3rS3cretPw"
 DEAD_URL = f"postgresql://postgres:{SECRET}@127.0.0.1:1/x"
@@ -198,6 +199,43 @@ async def test_unreachable_database_does_not_affect_others(db_url):
                 await d.fetch("SELECT 1", database=dead)
         assert await d.fetchval("SELECT 1") == 1
         assert await d.fetchval("SELECT 1", database="good") == 1
+
+
+# A password made of the characters redactors trip on, percent-encoded in the URL as it must be.
+TRICKY_SECRET = "Sl/ash?At@Co:lon%Pct=9;x"
+TRICKY_ENCODED = urllib.parse.quote(TRICKY_SECRET, safe="")
+
+
+def with_password(url, port=None):
+    """url with user info carrying TRICKY_SECRET (and, when given, another port)."""
+    parts = urllib.parse.urlsplit(url)
+    user = parts.username or "keel_wrong_user"
+    netloc = f"{user}:{TRICKY_ENCODED}@{parts.hostname}:{port or parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.mark.parametrize("case", ["postgresql-refused", "mysql-refused", "mysql-wrong-password",
+                                  "mongodb-refused", "mongodb-wrong-password"])
+async def test_failed_connect_never_shows_the_password(case):
+    # End to end, on every server engine: a connection refused and a login refused by a real
+    # server. Neither the password nor its percent-encoded form may appear in the error (message,
+    # repr, arguments) nor in the database's repr, however the client library words the failure.
+    engine, what = case.split("-", 1)
+    base = {"postgresql": PG_URL, "mysql": MYSQL_URL, "mongodb": MONGO_URL}[engine]
+    url = with_password(base, port=1 if what == "refused" else None)
+    d = keel.Database({"databases": {"x": {"url": url, "connect_timeout": 3}}})
+    try:
+        await d.start()
+        with pytest.raises(keel.OperationalError) as ei:
+            await d.ping()
+        texts = [str(ei.value), repr(ei.value), " ".join(map(str, ei.value.args)), repr(d)]
+        for text in texts:
+            assert TRICKY_SECRET not in text
+            assert TRICKY_ENCODED not in text
+            assert "At@Co" not in text and "Pct%3D9" not in text
+        assert ei.value.database == "x"
+    finally:
+        await d.close()
 
 
 @pytest.mark.parametrize("url,expected", [

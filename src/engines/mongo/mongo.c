@@ -15,6 +15,7 @@
 
 #include "core/error_int.h"
 #include "core/result_int.h"
+#include "core/secret.h"
 #include "engines/engine.h"
 #include "engines/mongo/lib.h"
 #include "engines/settings.h"
@@ -195,12 +196,10 @@ static void mg_scrub_secret(char *msg, size_t size, const char *secret) {
     if (!secret || !*secret)
         return;
     mg_scrub(msg, size, secret);
-    keel__buf enc = { 0 };
+    keel__buf enc = { .secret = 1 };
     if (mg_put_escaped(&enc, secret, "") == 0 && enc.data)
         mg_scrub(msg, size, enc.data);
-    if (enc.data)
-        memset(enc.data, 0, enc.len);
-    keel__buf_free(&enc);
+    keel__secret_buf_free(&enc);
 }
 
 /* libbson's validation checks keys but not string values: these visitors check every string
@@ -293,20 +292,14 @@ typedef struct mg_parts {
     size_t nvalues;
 } mg_parts;
 
-/* Frees s after wiping it: it may hold a resolved secret. */
-static void mg_free_secret(char *s) {
-    if (s)
-        memset(s, 0, strlen(s));
-    free(s);
-}
-
+/* Every part may have been resolved from a ${…} reference: all are wiped. */
 static void mg_parts_free(mg_parts *p) {
-    free(p->host);
-    free(p->user);
-    mg_free_secret(p->password);
-    free(p->database);
+    keel__secret_free(p->host);
+    keel__secret_free(p->user);
+    keel__secret_free(p->password);
+    keel__secret_free(p->database);
     for (size_t i = 0; i < p->nvalues; i++)
-        mg_free_secret(p->values[i]);
+        keel__secret_free(p->values[i]);
     free(p->values);
     memset(p, 0, sizeof *p);
 }
@@ -403,7 +396,7 @@ static keel_status mg_uri_build(const keel__dbconfig *dbc, const mg_parts *p, mo
                                "databases.%s.host: a MongoDB host list holds names, addresses and "
                                "ports separated by commas",
                                name);
-    keel__buf b = { 0 };
+    keel__buf b = { .secret = 1 };
     int rc = keel__buf_puts(&b, srv ? "mongodb+srv://" : "mongodb://");
     if (!rc && p->user) {
         rc = mg_put_escaped(&b, p->user, "");
@@ -445,8 +438,7 @@ static keel_status mg_uri_build(const keel__dbconfig *dbc, const mg_parts *p, mo
     memset(&error, 0, sizeof error);
     mongoc_uri_t *uri = mongoc_uri_new_with_error(b.data, &error);
     /* The text holds the password: wipe it before it goes back to the allocator. */
-    memset(b.data, 0, b.len);
-    keel__buf_free(&b);
+    keel__secret_buf_free(&b);
     if (!uri) {
         char msg[sizeof error.message];
         snprintf(msg, sizeof msg, "%s", error.message);

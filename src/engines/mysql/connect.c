@@ -15,6 +15,7 @@
 #include <mysqld_error.h>
 
 #include "core/numtext.h"
+#include "core/secret.h"
 #include "engines/mysql/connect.h"
 #include "engines/mysql/exec.h"
 #include "engines/settings.h"
@@ -46,15 +47,16 @@ struct my_wconn {
     unsigned port;
 };
 
+/* Every setting may have been resolved from a ${…} reference: all are wiped. */
 void keel__my_settings_free(my_settings *s) {
-    free(s->addr);
-    free(s->unix_socket);
-    free(s->user);
-    keel__my_wipe_free(s->password);
-    free(s->charset);
-    free(s->ssl_ca);
-    free(s->ssl_cert);
-    free(s->ssl_key);
+    keel__secret_free(s->addr);
+    keel__secret_free(s->unix_socket);
+    keel__secret_free(s->user);
+    keel__secret_free(s->password);
+    keel__secret_free(s->charset);
+    keel__secret_free(s->ssl_ca);
+    keel__secret_free(s->ssl_cert);
+    keel__secret_free(s->ssl_key);
     memset(s, 0, sizeof *s);
 }
 
@@ -248,10 +250,10 @@ static keel_status my_build_settings(my_impl *p, keel_error *err) {
                 p->timeout_s = d;
         }
         if (slot) {
-            free(*slot);
+            keel__secret_free(*slot);
             *slot = v;
         } else {
-            free(v);
+            keel__secret_free(v);
         }
     }
     if (st == KEEL_OK && !s->charset && !(s->charset = strdup(MY_DEFAULT_CHARSET)))
@@ -503,11 +505,11 @@ static void my_dns_done(void *arg, keel__dns_result *r) {
 }
 
 static void my_wconn_free(my_wconn *w) {
-    free(w->host);
-    free(w->unix_socket);
-    free(w->user);
-    keel__my_wipe_free(w->password);
-    keel__my_wipe_free(w->database);
+    keel__secret_free(w->host);
+    keel__secret_free(w->unix_socket);
+    keel__secret_free(w->user);
+    keel__secret_free(w->password);
+    keel__secret_free(w->database);
     free(w);
 }
 
@@ -606,8 +608,8 @@ void keel__my_destroy(my_impl *p) {
         free(e);
     }
     keel__my_settings_free(&p->set);
-    free(p->host);
-    keel__my_wipe_free(p->database);
+    keel__secret_free(p->host);
+    keel__secret_free(p->database);
     for (size_t i = 0; i < p->naddrs; i++)
         free(p->addrs[i]);
     free(p->addrs);

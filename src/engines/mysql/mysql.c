@@ -53,13 +53,6 @@ void keel__my_tls_errors_clear(void) {
         keel__mysql_lib.err_clear();
 }
 
-void keel__my_wipe_free(char *s) {
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
-
 /* Status of a MySQL error: by number first, since many errors carry the generic HY000. */
 static keel_status my_status_of(unsigned no, const char *state) {
     switch (no) {

@@ -290,9 +290,6 @@ keel_status keel__my_library(const char *name, keel_error *err);
  */
 void keel__my_tls_errors_clear(void);
 
-/* Wipes a secret string, then frees it; accepts NULL. */
-void keel__my_wipe_free(char *s);
-
 /*
  * Fills err from a MySQL error. rows names the batch rows it belongs to: [a, b) when b > a.
  * A lost connection marks the connection broken.

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "core/numtext.h"
+#include "core/secret.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
 #include "engines/pg/exec.h"
@@ -131,12 +132,8 @@ keel_status keel__pg_check_config(const keel__dbconfig *dbc, keel_error *err) {
 
 /* Wipes and frees the connection keywords: they may hold the password. */
 static void pg_kw_free(pg_impl *p) {
-    for (size_t i = 0; i < p->nkw; i++) {
-        if (p->kw_vals[i]) {
-            explicit_bzero(p->kw_vals[i], strlen(p->kw_vals[i]));
-            free(p->kw_vals[i]);
-        }
-    }
+    for (size_t i = 0; i < p->nkw; i++)
+        keel__secret_free(p->kw_vals[i]);
     free(p->kw_keys);
     free(p->kw_vals);
     p->kw_keys = NULL;
@@ -204,7 +201,7 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
         if (strcmp(key, "statement_cache_size") == 0) {
             /* Checked by keel__pg_check_config; a keel option that libpq must not see. */
             p->cache_cap = (size_t)atoi(v);
-            free(v);
+            keel__secret_free(v);
             continue;
         }
         if (strcmp(key, "connect_timeout") == 0) {
@@ -214,7 +211,7 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
                 if (d > 0)
                     p->timeout_s = d;
             }
-            free(v);
+            keel__secret_free(v);
             continue;
         }
         st = pg_kw_add(p, key, v, err);

@@ -14,6 +14,7 @@
 #include "core/error_int.h"
 #include "core/numtext.h"
 #include "core/result_int.h"
+#include "core/secret.h"
 #include "core/timeconv.h"
 #include "engines/engine.h"
 #include "engines/settings.h"
@@ -314,7 +315,7 @@ static keel_status sq_options_load(const keel__dbconfig *dbc, int resolve, sq_op
             value = NULL;
         }
         keel_status st = sq_option_apply(o, dbc->name, opt->key, value, err);
-        free(resolved);
+        keel__secret_free(resolved);
         if (st != KEEL_OK)
             return st;
     }

@@ -113,7 +113,6 @@ TEST(sizes_that_wrap_around_are_refused) {
     keel__arena a = { 0 };
     CHECK(keel__arena_alloc(&a, SIZE_MAX) == NULL);
     CHECK(keel__arena_alloc(&a, SIZE_MAX - 31) == NULL);
-    CHECK(keel__arena_alloc(&a, SIZE_MAX - 63) == NULL);
     CHECK(keel__arena_strndup(&a, "x", SIZE_MAX) == NULL);
     CHECK_STR(keel__arena_strndup(&a, "xy", 2), "xy");
     keel__arena_free(&a);

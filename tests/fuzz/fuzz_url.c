@@ -34,11 +34,12 @@ static char *raw_password(const char *url) {
 
 /*
  * A password that the redacted text could only contain by failing to mask it: long enough not
- * to occur by chance, free of the characters the mask itself and the userinfo delimiters bring,
- * and written once in the URL.
+ * to occur by chance, free of the characters the mask, the userinfo delimiters and the quotes
+ * of messages bring, and written once in the URL.
  */
 static int checkable(const char *url, const char *pw) {
-    return strlen(pw) >= 3 && !strpbrk(pw, "*:@") && fuzz_count(url, pw) == 1;
+    /* Messages quote the URL: a password ending in a quote would match the quote they add. */
+    return strlen(pw) >= 3 && !strpbrk(pw, "*:@'") && fuzz_count(url, pw) == 1;
 }
 
 /*

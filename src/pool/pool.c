@@ -1,7 +1,9 @@
 /* src/pool/pool.c - a pool of connections to one database: FIFO waiters, timeouts, clean returns. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/db_int.h"
 #include "core/error_int.h"
@@ -45,7 +47,21 @@ struct keel__pool {
     int timeout_armed_at_valid;
     int64_t timeout_armed_at;
     keel_error last_error; /* the last connect failure, for timeout messages */
+    /* Back-off after failed connects: no connect starts before next_connect_at. */
+    int64_t backoff_ms; /* the current delay; 0 while the last connect worked */
+    int64_t next_connect_at;
+    keel_timer *retry_timer; /* serves waiters again when the back-off is over */
+    uint64_t rng;            /* jitter of the delays */
 };
+
+/*
+ * After a failed connect the pool waits before it starts another one: 50 ms, doubling with each
+ * failure in a row up to 2 s, reset by a connect that works. Without it a connect that fails at
+ * once (a secret file that does not exist) and a caller that asks again from its callback would
+ * keep the loop busy connecting; with it the attempts stay a few per second whatever callers do.
+ */
+#define BACKOFF_FIRST_MS 50
+#define BACKOFF_MAX_MS 2000
 
 static void dispatch(void *arg);
 static void on_timeout(void *arg);
@@ -61,12 +77,16 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
     p->engine = engine;
     p->timeout_timer = keel__timer_new(loop, on_timeout, p);
     p->dispatch = keel__defer_new(loop, dispatch, p);
-    if (!p->timeout_timer || !p->dispatch) {
+    p->retry_timer = keel__timer_new(loop, dispatch, p);
+    if (!p->timeout_timer || !p->dispatch || !p->retry_timer) {
         keel__timer_free(p->timeout_timer);
         keel__defer_free(p->dispatch);
+        keel__timer_free(p->retry_timer);
         free(p);
         return NULL;
     }
+    /* Pools that fail together (one database down for many processes) retry apart. */
+    p->rng = ((uint64_t)(uintptr_t)p ^ ((uint64_t)getpid() << 32) ^ (uint64_t)keel_now_ms()) | 1;
     return p;
 }
 
@@ -197,6 +217,37 @@ static keel_status start_connect(keel__pool *p, struct keel__warm *warm, keel_er
     return KEEL_OK;
 }
 
+/* A draw in [0, n) from the pool's own xorshift64* generator. */
+static uint64_t pool_random(keel__pool *p, uint64_t n) {
+    uint64_t x = p->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    p->rng = x;
+    return (x * 0x2545F4914F6CDD1DULL) % n;
+}
+
+/*
+ * A connect failed: the next one waits a random part (half to all) of the grown delay. Failures
+ * of connects started together (one per waiter) grow it once: those that end while the wait
+ * they caused is running leave it as it is.
+ */
+static void backoff_grow(keel__pool *p) {
+    int64_t now = keel_now_ms();
+    if (now < p->next_connect_at)
+        return;
+    int64_t d = p->backoff_ms ? p->backoff_ms * 2 : BACKOFF_FIRST_MS;
+    if (d > BACKOFF_MAX_MS)
+        d = BACKOFF_MAX_MS;
+    p->backoff_ms = d;
+    p->next_connect_at = now + d / 2 + (int64_t)pool_random(p, (uint64_t)(d - d / 2) + 1);
+}
+
+static void backoff_reset(keel__pool *p) {
+    p->backoff_ms = 0;
+    p->next_connect_at = 0;
+}
+
 static void rearm_timeout(keel__pool *p) {
     if (!p->wait_head) {
         if (p->timeout_armed_at_valid) {
@@ -241,12 +292,19 @@ static void dispatch(void *arg) {
         free(wm);
         cb(NULL, e.code == KEEL_OK ? NULL : &e, cb_arg);
     }
-    /* Each waiter not covered by a connect in flight gets one, while the pool has room. */
+    /* Each waiter not covered by a connect in flight gets one, while the pool has room. A connect
+     * that fails at once fails the oldest waiter with its error; the next one waits for the
+     * back-off, from the loop. */
     while (p->nwaiting > p->nconnecting && p->nconns < p->cfg->max_size) {
+        if (keel_now_ms() < p->next_connect_at) {
+            keel__timer_arm(p->retry_timer, p->next_connect_at);
+            break;
+        }
         keel_error err;
         keel_error_clear(&err);
         if (start_connect(p, NULL, &err) != KEEL_OK) {
             p->last_error = err;
+            backoff_grow(p);
             fail_head_waiter(p, &err);
         }
     }
@@ -328,13 +386,16 @@ keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_e
         return keel__error_set(err, KEEL_ERR_NOMEM, NULL, p->cfg->name, "out of memory");
     wm->cb = cb;
     wm->arg = arg;
-    while (p->nconns < p->cfg->min_size) {
+    /* Within the back-off after a failed connect, the warm reports that failure. */
+    if (p->nconns < p->cfg->min_size && keel_now_ms() < p->next_connect_at)
+        wm->error = p->last_error;
+    while (p->nconns < p->cfg->min_size && wm->error.code == KEEL_OK) {
         keel_error e;
         keel_error_clear(&e);
         if (start_connect(p, wm, &e) != KEEL_OK) {
-            if (wm->error.code == KEEL_OK)
-                wm->error = e;
-            break;
+            p->last_error = e;
+            backoff_grow(p);
+            wm->error = e;
         }
     }
     /* Append so warms complete in the order they were requested. */
@@ -413,6 +474,7 @@ void keel__conn_connected(keel_conn *c, const keel_error *err) {
         if (!e.database[0])
             snprintf(e.database, sizeof e.database, "%s", p->cfg->name);
         p->last_error = e;
+        backoff_grow(p);
         destroy(p, c);
         if (wm && wm->error.code == KEEL_OK)
             wm->error = e;
@@ -422,6 +484,7 @@ void keel__conn_connected(keel_conn *c, const keel_error *err) {
             fail_head_waiter(p, &e);
     } else {
         keel_error_clear(&p->last_error);
+        backoff_reset(p);
         if (push_idle(p, c) != 0)
             destroy(p, c);
     }
@@ -539,6 +602,7 @@ void keel__pool_free(keel__pool *p) {
     struct keel__warm *warms = p->warms;
     keel__timer_free(p->timeout_timer);
     keel__defer_free(p->dispatch);
+    keel__timer_free(p->retry_timer);
     free(p->idle);
     free(p);
     /* Callbacks last: the pool is gone, so whatever they do cannot reach it. */

@@ -4,6 +4,7 @@ import random
 import re
 import statistics
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -371,3 +372,43 @@ async def test_cancelling_a_batch_stops_it_and_rolls_it_back(make_db, engine, ty
         assert d.pool_stats()["leased"] == 0
     finally:
         await d.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+@pytest.mark.parametrize("server", list(SERVER_URLS))
+async def test_failing_connects_back_off_while_the_loop_keeps_running(server, tmp_path):
+    # Every connect fails at once (the password is a secret file that does not exist), and the
+    # caller asks again as soon as it gets the error: it gets that error each time, but the pool
+    # spaces its attempts out (50 ms doubling up to 2 s) and the loop keeps running other tasks.
+    missing = tmp_path / "no-such-secret"
+    d = keel.Database({"databases": {"main": {
+        "url": SERVER_URLS[server], "password": "${file:" + str(missing) + "}",
+        "pool": {"acquire_timeout": 30}}}})
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    tick_task = asyncio.create_task(ticker())
+    attempts = 0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 1.5:
+            with pytest.raises(keel.Error) as ei:
+                await d.fetchval("SELECT 1")
+            assert "no-such-secret" in str(ei.value)
+            assert not isinstance(ei.value, keel.PoolTimeout)
+            attempts += 1
+        # Once the secret exists, the pool connects again.
+        missing.write_text(urllib.parse.urlsplit(SERVER_URLS[server]).password or "")
+        assert await d.fetchval("SELECT 1") == 1
+    finally:
+        stop = True
+        await tick_task
+        await d.close()
+    assert 2 <= attempts <= 20, attempts
+    assert ticks > 10
+

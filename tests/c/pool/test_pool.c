@@ -5,7 +5,7 @@
 #include <keel/keel.h>
 
 #include "loop/loop_int.h"
-#include "test.h"
+#include "support.h"
 
 static char dbdir[] = "/tmp/keel-pool-XXXXXX";
 static char dburl[256];
@@ -310,6 +310,113 @@ TEST(unreachable_server_fails_the_waiter_quickly) {
     keel_db_close(db);
 }
 
+/*
+ * Requests for a database whose every connect fails at once (its password is a ${file:} secret
+ * that does not exist), by a caller that asks again as soon as it gets the error.
+ */
+typedef struct retrier {
+    keel_db *db;
+    int stop;         /* set by the timer: ask no more */
+    int done;         /* the last request came back after stop */
+    long attempts;    /* requests that came back with an error */
+    long wrong;       /* came back with anything but the connect error */
+    int64_t asked_at; /* of the request in flight */
+    int64_t longest;  /* the longest wait for an answer */
+    int64_t deadline; /* of the timer */
+    int64_t fired_at; /* when the timer ran */
+    keel_conn *conn;  /* a connection once the secret exists */
+} retrier;
+
+#define RETRY_LIMIT 20000
+
+static void ask_again(keel_conn *conn, const keel_error *err, void *arg) {
+    retrier *r = arg;
+    int64_t waited = keel_now_ms() - r->asked_at;
+    if (waited > r->longest)
+        r->longest = waited;
+    if (conn) {
+        r->conn = conn;
+        r->done = 1;
+        return;
+    }
+    r->attempts++;
+    if (err->code != KEEL_ERR_CONFIG || !strstr(err->message, "keel-no-such-secret"))
+        r->wrong++;
+    if (r->stop || r->attempts >= RETRY_LIMIT) {
+        r->done = 1;
+        return;
+    }
+    keel_error e;
+    r->asked_at = keel_now_ms();
+    if (keel_db_acquire(r->db, NULL, ask_again, r, &e) != KEEL_OK)
+        r->done = 1;
+}
+
+static void stop_asking(void *arg) {
+    retrier *r = arg;
+    r->fired_at = keel_now_ms();
+    r->stop = 1;
+}
+
+TEST(failed_connects_back_off_without_starving_the_loop) {
+    char secret[300];
+    snprintf(secret, sizeof secret, "%s/keel-no-such-secret", dbdir);
+    char pw[320];
+    snprintf(pw, sizeof pw, "${file:%s}", secret);
+    keel_config *cfg = NULL;
+    keel_error err;
+    retrier r = { 0 };
+    keel_config_new(&cfg, &err);
+    CHECK_INT(keel_config_set_url(cfg, pg_url(), &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.default.password", pw, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.default.pool.max_size", "1", &err), KEEL_OK);
+    CHECK_INT(keel_db_open(&r.db, cfg, NULL, &err), KEEL_OK);
+    keel_config_free(cfg);
+    if (!r.db)
+        return;
+    keel_loop *loop = keel_db_loop(r.db);
+    keel_timer *t = keel__timer_new(loop, stop_asking, &r);
+    int64_t start = keel_now_ms();
+    r.deadline = start + 1500;
+    keel__timer_arm(t, r.deadline);
+    r.asked_at = start;
+    CHECK_INT(keel_db_acquire(r.db, NULL, ask_again, &r, &err), KEEL_OK);
+    CHECK_INT(keel_loop_run(loop, &r.done), KEEL_OK);
+    double seconds = (double)(keel_now_ms() - start) / 1000.0;
+    printf(
+        "# %ld connect attempts in %.2f s; the longest wait for an answer %lld ms; the timer ran "
+        "%lld ms late\n",
+        r.attempts, seconds, (long long)r.longest,
+        (long long)(r.fired_at ? r.fired_at - r.deadline : -1));
+    /* The timer on the same loop ran, on time, while the caller kept asking. */
+    CHECK(r.fired_at != 0);
+    CHECK(r.fired_at - r.deadline < 1000);
+    /* Attempts are spaced out (50 ms doubling up to 2 s): a handful, not thousands. */
+    CHECK(r.attempts >= 2);
+    CHECK(r.attempts <= 20);
+    /* Every request got the connect error, soon: not the 30 s acquire timeout. */
+    CHECK_INT(r.wrong, 0);
+    CHECK(r.longest < 5000);
+
+    /* Once the secret exists, the pool connects again. */
+    FILE *f = fopen(secret, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("anything", f); /* the test server trusts local connections */
+        fclose(f);
+    }
+    r.done = 0;
+    r.stop = 0;
+    r.asked_at = keel_now_ms();
+    CHECK_INT(keel_db_acquire(r.db, NULL, ask_again, &r, &err), KEEL_OK);
+    CHECK_INT(keel_loop_run(loop, &r.done), KEEL_OK);
+    CHECK(r.conn != NULL);
+    keel_conn_release(r.conn);
+    keel__timer_free(t);
+    keel_db_close(r.db);
+    remove(secret);
+}
+
 int main(void) {
     if (!mkdtemp(dbdir)) {
         perror("mkdtemp");
@@ -327,6 +434,7 @@ int main(void) {
     RUN(close_with_a_leased_connection_leaves_a_closed_handle);
     RUN(close_fails_queued_waiters);
     RUN(unreachable_server_fails_the_waiter_quickly);
+    RUN(failed_connects_back_off_without_starving_the_loop);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dbdir);
     if (system(cmd) != 0)

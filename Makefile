@@ -220,6 +220,10 @@ build-cov: bootstrap
 			--buildtype=debug -Db_coverage=true; \
 	fi
 	$(MESON) compile -C $(BUILD_COV) -j $(JOBS)
+	@# The objects and gcov notes of sources that left the tree would make gcovr look for them.
+	$(VENV)/bin/ninja -C $(BUILD_COV) -t cleandead >/dev/null
+	@find $(BUILD_COV) -name '*.gcno' | while read -r n; do \
+		[ -f "$${n%.gcno}.o" ] || rm -f "$$n"; done
 	$(call stage_site,$(BUILD_COV))
 
 coverage: build-cov services

@@ -333,6 +333,11 @@ static void on_timeout(void *arg) {
 }
 
 keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err) {
+    /* The waiter is served from the dispatch: without it, it would wait for an unrelated event
+     * (or forever), so a loop that refuses the dispatch's timer fails the call instead. */
+    if (keel__defer_schedule(p->dispatch) != 0)
+        return keel__error_set(err, KEEL_ERR_INTERNAL, NULL, p->cfg->name,
+                               "the event loop refused a timer");
     waiter *w = malloc(sizeof *w);
     if (!w)
         return keel__error_set(err, KEEL_ERR_NOMEM, NULL, p->cfg->name, "out of memory");
@@ -346,7 +351,6 @@ keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, kee
         p->wait_head = w;
     p->wait_tail = w;
     p->nwaiting++;
-    schedule_dispatch(p);
     return KEEL_OK;
 }
 

@@ -213,6 +213,46 @@ TEST(synchronous_errors_never_call_back) {
     keel_db_close(db);
 }
 
+/* A host loop that refuses every timer and watch, as one out of memory does. */
+static int refusing_watch(void *h, keel_watch *w, int fd, int events) {
+    (void)h, (void)w, (void)fd, (void)events;
+    return -1;
+}
+
+static int refusing_timer(void *h, keel_timer *t, int64_t deadline_ms) {
+    (void)h, (void)t;
+    return deadline_ms < 0 ? 0 : -1;
+}
+
+static void never_acquired(keel_conn *conn, const keel_error *err, void *arg) {
+    (void)conn, (void)err;
+    *(int *)arg = 1;
+}
+
+/* The pool serves a waiter from a call on the next loop turn; when the loop refuses to schedule
+ * it, the acquire fails at once instead of waiting for an event that may never come. */
+TEST(acquire_fails_when_the_loop_refuses_to_schedule_it) {
+    static const keel_loop_ops ops = { refusing_watch, refusing_timer };
+    keel_loop *loop = keel_loop_new(&ops, NULL);
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_error err;
+    int called = 0;
+    CHECK_INT(keel_config_new(&cfg, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.url", dburl, &err), KEEL_OK);
+    CHECK_INT(keel_db_open(&db, cfg, loop, &err), KEEL_OK);
+    keel_config_free(cfg);
+    CHECK_INT(keel_db_acquire(db, "main", never_acquired, &called, &err), KEEL_ERR_INTERNAL);
+    CHECK_CONTAINS(err.message, "the event loop refused a timer");
+    CHECK_STR(err.database, "main");
+    keel_pool_stats stats;
+    CHECK_INT(keel_db_pool_stats(db, "main", &stats, &err), KEEL_OK);
+    CHECK_INT(stats.waiting, 0);
+    keel_db_close(db);
+    CHECK_INT(called, 0);
+    keel_loop_free(loop);
+}
+
 typedef struct long_query {
     keel_conn *conn;
     int done;
@@ -430,6 +470,7 @@ int main(void) {
     RUN(try_acquire_is_the_fast_path);
     RUN(unknown_database_is_named);
     RUN(synchronous_errors_never_call_back);
+    RUN(acquire_fails_when_the_loop_refuses_to_schedule_it);
     RUN(release_while_busy_cancels_and_returns_the_connection);
     RUN(close_with_a_leased_connection_leaves_a_closed_handle);
     RUN(close_fails_queued_waiters);

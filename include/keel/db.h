@@ -50,7 +50,11 @@ typedef enum keel_txn_op {
     KEEL_TXN_ROLLBACK_TO = 5
 } keel_txn_op;
 
-/* Snapshot of a pool, for health and metrics. */
+/*
+ * Snapshot of a pool, for health and metrics. ABI: caller-allocated like keel_error, and under
+ * the same rule: new fields only ever take space from the start of reserved, which
+ * keel_db_pool_stats zeroes, so the size and every field's offset never change.
+ */
 typedef struct keel_pool_stats {
     size_t size; /* open connections, idle or leased, plus those being opened */
     size_t idle;
@@ -59,6 +63,7 @@ typedef struct keel_pool_stats {
     size_t min_size;
     size_t max_size;
     double acquire_timeout; /* seconds */
+    uint64_t reserved[8];   /* room for fields added later; zero */
 } keel_pool_stats;
 
 /* Called once with a leased connection and err == NULL, or with conn == NULL and err set. */

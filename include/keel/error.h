@@ -2,6 +2,7 @@
 #ifndef KEEL_ERROR_H
 #define KEEL_ERROR_H
 
+#include <stdint.h>
 #include <keel/export.h>
 
 #ifdef __cplusplus
@@ -45,8 +46,13 @@ typedef enum keel_status {
 
 /*
  * Filled by a failing call. The caller owns it (usually on the stack); keel never keeps a pointer
- * to it. Passwords and secret values never appear in message. Every field is a NUL-terminated
- * string (possibly empty).
+ * to it. Passwords and secret values never appear in message. Every field but code and reserved
+ * is a NUL-terminated string (possibly empty).
+ *
+ * ABI: the caller allocates this struct, so its size and the offset of every field are part of
+ * the ABI and never change. New fields are only ever added by taking space from the start of
+ * reserved (which shrinks by as much); keel zeroes reserved whenever it fills the struct, so a
+ * field added later reads 0 from a keel that predates it. Callers must not use reserved.
  */
 typedef struct keel_error {
     keel_status code;
@@ -54,6 +60,7 @@ typedef struct keel_error {
     char engine[KEEL_ERROR_ENGINE_MAX];     /* "postgresql", "sqlite", "keel"… */
     char database[KEEL_ERROR_DATABASE_MAX]; /* the configured database name, or "" */
     char message[KEEL_ERROR_MESSAGE_MAX];
+    uint64_t reserved[8]; /* room for fields added later; zero */
 } keel_error;
 
 /* The constant name of a status ("KEEL_ERR_POOL_TIMEOUT"). Never NULL; never blocks. */

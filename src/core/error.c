@@ -59,6 +59,7 @@ void keel_error_clear(keel_error *err) {
     err->engine[0] = '\0';
     err->database[0] = '\0';
     err->message[0] = '\0';
+    memset(err->reserved, 0, sizeof err->reserved);
 }
 
 static void copy_field(char *dst, size_t size, const char *src) {
@@ -77,6 +78,7 @@ keel_status keel__error_set(keel_error *err, keel_status code, const char *engin
         return code;
     err->code = code;
     err->sqlstate[0] = '\0';
+    memset(err->reserved, 0, sizeof err->reserved);
     copy_field(err->engine, sizeof err->engine, engine ? engine : "keel");
     copy_field(err->database, sizeof err->database, database);
     va_list ap;

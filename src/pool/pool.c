@@ -413,6 +413,7 @@ keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_e
 }
 
 void keel__pool_stats(const keel__pool *p, keel_pool_stats *out) {
+    memset(out, 0, sizeof *out);
     out->size = p->nconns;
     out->idle = p->nidle;
     out->leased = p->nleased;

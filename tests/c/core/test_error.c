@@ -1,4 +1,8 @@
 /* tests/c/core/test_error.c - status names, SQLSTATE mapping and secret redaction. */
+#include <stddef.h>
+
+#include <keel/db.h>
+
 #include "core/error_int.h"
 #include "test.h"
 
@@ -135,7 +139,47 @@ TEST(redact_hides_url_passwords_however_written) {
                  "url postgresql://h/db failed for user@example");
 }
 
+static int all_zero(const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
+TEST(reserved_space_is_zeroed_whenever_keel_fills_an_error) {
+    keel_error e;
+    memset(&e, 0xab, sizeof e);
+    keel_error_clear(&e);
+    CHECK(all_zero(e.reserved, sizeof e.reserved));
+    memset(&e, 0xab, sizeof e);
+    keel__error_set(&e, KEEL_ERR_DATA, "postgresql", "main", "bad %d", 1);
+    CHECK(all_zero(e.reserved, sizeof e.reserved));
+}
+
+/*
+ * The caller allocates keel_error and keel_pool_stats, so their size and field offsets are ABI:
+ * a field is only ever added by taking room from the start of reserved. This pins the layout on
+ * LP64, so that a change that breaks it fails here rather than in a program built against an
+ * older header.
+ */
+TEST(caller_allocated_structs_keep_their_layout) {
+    if (sizeof(void *) != 8 || sizeof(size_t) != 8)
+        return;
+    CHECK_INT(offsetof(keel_error, sqlstate), 4);
+    CHECK_INT(offsetof(keel_error, engine), 10);
+    CHECK_INT(offsetof(keel_error, database), 26);
+    CHECK_INT(offsetof(keel_error, message), 90);
+    CHECK_INT(offsetof(keel_error, reserved), 608);
+    CHECK_INT(sizeof(keel_error), 672);
+    CHECK_INT(offsetof(keel_pool_stats, acquire_timeout), 48);
+    CHECK_INT(offsetof(keel_pool_stats, reserved), 56);
+    CHECK_INT(sizeof(keel_pool_stats), 120);
+}
+
 int main(void) {
+    RUN(reserved_space_is_zeroed_whenever_keel_fills_an_error);
+    RUN(caller_allocated_structs_keep_their_layout);
     RUN(every_status_has_a_name_and_description);
     RUN(error_set_fills_every_field);
     RUN(long_messages_are_truncated_not_overflowed);

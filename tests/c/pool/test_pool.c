@@ -63,7 +63,10 @@ TEST(waiters_are_served_in_arrival_order) {
     }
     CHECK_INT(log.n, 0); /* never called from inside keel_db_acquire */
     keel_pool_stats stats;
+    memset(&stats, 0xab, sizeof stats);
     CHECK_INT(keel_db_pool_stats(db, "main", &stats, &err), KEEL_OK);
+    for (size_t i = 0; i < sizeof stats.reserved / sizeof stats.reserved[0]; i++)
+        CHECK(stats.reserved[i] == 0);
     CHECK_INT(stats.waiting, 4);
     CHECK_INT(stats.leased, 1);
     keel_conn_release(held);

@@ -18,6 +18,7 @@
 #include "core/secret.h"
 #include "engines/mysql/connect.h"
 #include "engines/mysql/exec.h"
+#include "engines/mysql/stmtcache.h"
 #include "engines/settings.h"
 
 #define MY_DEFAULT_PORT 3306u
@@ -600,13 +601,7 @@ void keel__my_destroy(my_impl *p) {
     keel__my_op_clear(p);
     for (size_t i = 0; i < p->nevict; i++)
         mysql_stmt_close(p->evict[i]);
-    while (p->lru_head) {
-        my_cached *e = p->lru_head;
-        p->lru_head = e->next;
-        mysql_stmt_close(e->stmt);
-        free(e->sql);
-        free(e);
-    }
+    keel__my_cache_free(p);
     keel__my_settings_free(&p->set);
     keel__secret_free(p->host);
     keel__secret_free(p->database);
@@ -634,6 +629,7 @@ keel_status keel__my_connect(keel_conn *c, keel_error *err) {
         return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, keel__my_dbname(c), "out of memory");
     p->c = c;
     keel__cancel_init(&p->cancel, c->loop, &keel__my_cancel_ops, p);
+    keel__my_cache_init(p);
     p->watch_fd = -1;
     p->phase = MY_CONNECTING;
     p->timeout_s = c->config->connect_timeout > 0 ? c->config->connect_timeout : 0;

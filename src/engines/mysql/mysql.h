@@ -13,6 +13,7 @@
 #include "engines/dns.h"
 #include "engines/engine.h"
 #include "engines/mysql/lib.h"
+#include "engines/stmtcache.h"
 #include "loop/defer.h"
 
 /*
@@ -141,11 +142,8 @@ typedef struct my_cached my_cached;
 
 /* A prepared statement in the connection's cache. */
 struct my_cached {
+    keel__stmtcache_entry entry; /* its text */
     MYSQL_STMT *stmt;
-    char *sql;
-    size_t len;
-    uint64_t hash;
-    my_cached *prev, *next;
 };
 
 /* Storage behind one bound parameter of a single-row execution. */
@@ -240,9 +238,8 @@ typedef struct my_impl {
     my_slot *slots;
     size_t bcap;
 
-    /* The statement cache, most recently used first, and statements waiting to be closed. */
-    my_cached *lru_head, *lru_tail;
-    size_t ncached;
+    /* The statement cache (of my_cached), and statements waiting to be closed. */
+    keel__stmtcache cache;
     MYSQL_STMT **evict;
     size_t nevict, evict_cap;
 

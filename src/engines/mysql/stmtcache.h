@@ -4,6 +4,12 @@
 
 #include "engines/mysql/mysql.h"
 
+/* An empty cache of the connection's prepared statements. */
+void keel__my_cache_init(my_impl *p);
+
+/* Closes every cached statement (the handle is closing) and empties the cache. */
+void keel__my_cache_free(my_impl *p);
+
 /* The cached statement for sql, made the most recently used, or NULL. */
 my_cached *keel__my_cache_find(my_impl *p, const char *sql, size_t len);
 

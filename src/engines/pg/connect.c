@@ -11,6 +11,7 @@
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
 #include "engines/pg/exec.h"
+#include "engines/pg/stmtcache.h"
 #include "engines/settings.h"
 
 #define PG_DEFAULT_TIMEOUT_S 10.0
@@ -168,7 +169,6 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
     p->kw_keys = calloc(cap, sizeof *p->kw_keys);
     p->kw_vals = calloc(cap, sizeof *p->kw_vals);
     p->kw_host = SIZE_MAX;
-    p->cache_cap = PG_CACHE_DEFAULT;
     if (!p->kw_keys || !p->kw_vals)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
@@ -200,7 +200,7 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
             break;
         if (strcmp(key, "statement_cache_size") == 0) {
             /* Checked by keel__pg_check_config; a keel option that libpq must not see. */
-            p->cache_cap = (size_t)atoi(v);
+            p->cache.capacity = (size_t)atoi(v);
             keel__secret_free(v);
             continue;
         }
@@ -500,14 +500,7 @@ void keel__pg_destroy(pg_impl *p) {
     keel__buf_free(&p->ptext);
     keel__buf_free(&p->sqlbuf);
     keel__buf_free(&p->pbin);
-    while (p->mru) {
-        pg_stmt *e = p->mru;
-        p->mru = e->next;
-        free(e->sql);
-        free(e->types);
-        free(e);
-    }
-    free(p->dpend);
+    keel__pg_cache_free(p);
     keel__pg_copy_free(p);
     free(p);
 }
@@ -519,6 +512,7 @@ keel_status keel__pg_connect(keel_conn *c, keel_error *err) {
     p->c = c;
     p->phase = PG_CONNECTING;
     keel__cancel_init(&p->cancel, c->loop, &keel__pg_cancel_ops, p);
+    keel__pg_cache_init(p, PG_CACHE_DEFAULT);
     p->timeout_s = c->config->connect_timeout > 0 ? c->config->connect_timeout : 0;
     keel_status st = pg_build_keywords(p, err);
     if (st != KEEL_OK) {

@@ -772,7 +772,8 @@ keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
             return keel__pg_send_failed(p, 1, err);
         return KEEL_OK;
     }
-    if (p->cache_cap && !pg_starts_with_copy(sql) && (stmt->nparams || keel__pg_one_statement(sql)))
+    if (p->cache.capacity && !pg_starts_with_copy(sql) &&
+        (stmt->nparams || keel__pg_one_statement(sql)))
         return pg_query_cached(p, stmt, sql, err);
     int ok;
     if (stmt->nparams == 0) {

@@ -13,6 +13,7 @@
 #include "engines/cancel.h"
 #include "engines/dns.h"
 #include "engines/engine.h"
+#include "engines/stmtcache.h"
 
 /*
  * libpq's asynchronous API driven by the host loop. The engine is split by concern: connect.c
@@ -49,13 +50,8 @@ typedef enum pg_phase {
  * statement of its own.
  */
 typedef struct pg_stmt {
-    struct pg_stmt *prev, *next; /* the LRU list, most recently used first */
+    keel__stmtcache_entry entry; /* the text, and the parameter types as the key's extra bytes */
     uint64_t id;                 /* N of its name */
-    uint64_t hash;
-    char *sql;
-    size_t sql_len;
-    Oid *types;
-    size_t ntypes;
 } pg_stmt;
 
 struct pg_copy;
@@ -126,14 +122,13 @@ typedef struct pg_impl {
     keel__buf pbin; /* copies of bytes parameters, so a transparent retry can send them again */
 
     /*
-     * The prepared-statement cache: at most cache_cap statements (0: every statement goes
+     * The prepared-statement cache: at most cache.capacity statements (0: every statement goes
      * unnamed, as behind pgbouncer in transaction mode). Evicted statements wait in dpend
      * until a DEALLOCATE for them succeeds; those are sent ahead of a later statement, in its
      * round trip, and only outside a transaction block, where their failure cannot abort the
      * user's transaction.
      */
-    size_t cache_cap, ncached;
-    pg_stmt *mru, *lru;
+    keel__stmtcache cache;
     uint64_t next_id;
     uint64_t *dpend;
     size_t ndpend, dpcap;

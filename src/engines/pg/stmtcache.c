@@ -11,107 +11,44 @@
 /* What one queued command of a cached-statement round trip is, in the order sent. */
 typedef enum pg_step { PG_STEP_DEALLOC, PG_STEP_SYNC, PG_STEP_PREPARE, PG_STEP_EXEC } pg_step;
 
-static uint64_t pg_stmt_hash(const char *sql, size_t len, const Oid *types, size_t n) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)sql[i]) * 1099511628211ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint64_t)types[i]) * 1099511628211ULL;
-    return h;
-}
-
-static void pg_cache_unlink(pg_impl *p, pg_stmt *e) {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        p->mru = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        p->lru = e->prev;
-    e->prev = e->next = NULL;
-    p->ncached--;
-}
-
-static void pg_cache_push(pg_impl *p, pg_stmt *e) {
-    e->prev = NULL;
-    e->next = p->mru;
-    if (p->mru)
-        p->mru->prev = e;
-    else
-        p->lru = e;
-    p->mru = e;
-    p->ncached++;
-}
-
 /*
- * Removes an entry. When the statement exists on the server (dealloc) its name waits for a
- * DEALLOCATE; should even that list fail to grow, the statement stays in the session unused
- * until the connection closes, which costs server memory but never a wrong result, since
- * names are never reused.
+ * The statement named keel_s<id> exists on the server but is no longer cached: its name waits
+ * for a DEALLOCATE. Should even that list fail to grow, the statement stays in the session
+ * unused until the connection closes, which costs server memory but never a wrong result,
+ * since names are never reused.
  */
+static void pg_dealloc_later(pg_impl *p, uint64_t id) {
+    if (p->ndpend == p->dpcap) {
+        size_t cap = p->dpcap ? p->dpcap * 2 : 8;
+        uint64_t *d = realloc(p->dpend, cap * sizeof *d);
+        if (d) {
+            p->dpend = d;
+            p->dpcap = cap;
+        }
+    }
+    if (p->ndpend < p->dpcap)
+        p->dpend[p->ndpend++] = id;
+}
+
+/* The cache evicted its least recently used statement to make room. */
+static void pg_cache_evicted(void *owner, keel__stmtcache_entry *e) {
+    pg_dealloc_later(owner, ((pg_stmt *)e)->id);
+}
+
+/* Removes an entry; when the statement exists on the server (dealloc) it is deallocated later. */
 static void pg_cache_drop(pg_impl *p, pg_stmt *e, int dealloc) {
-    pg_cache_unlink(p, e);
-    if (dealloc) {
-        if (p->ndpend == p->dpcap) {
-            size_t cap = p->dpcap ? p->dpcap * 2 : 8;
-            uint64_t *d = realloc(p->dpend, cap * sizeof *d);
-            if (d) {
-                p->dpend = d;
-                p->dpcap = cap;
-            }
-        }
-        if (p->ndpend < p->dpcap)
-            p->dpend[p->ndpend++] = e->id;
-    }
-    free(e->sql);
-    free(e->types);
-    free(e);
+    if (dealloc)
+        pg_dealloc_later(p, e->id);
+    keel__stmtcache_remove(&p->cache, &e->entry);
 }
 
-/* The entry for this text and these parameter types, made most recently used; or NULL. */
-static pg_stmt *pg_cache_find(pg_impl *p, uint64_t h, const char *sql, size_t len, const Oid *types,
-                              size_t n) {
-    for (pg_stmt *e = p->mru; e; e = e->next) {
-        if (e->hash != h || e->sql_len != len || e->ntypes != n || memcmp(e->sql, sql, len) != 0 ||
-            (n && memcmp(e->types, types, n * sizeof *types) != 0))
-            continue;
-        if (e != p->mru) {
-            pg_cache_unlink(p, e);
-            pg_cache_push(p, e);
-        }
-        return e;
-    }
-    return NULL;
+void keel__pg_cache_init(pg_impl *p, size_t capacity) {
+    keel__stmtcache_init(&p->cache, capacity, sizeof(pg_stmt), pg_cache_evicted, p);
 }
 
-/* A new entry under a name never used before, evicting the least recently used one when the
- * cache is full. NULL when out of memory. */
-static pg_stmt *pg_cache_add(pg_impl *p, uint64_t h, const char *sql, size_t len, const Oid *types,
-                             size_t n) {
-    pg_stmt *e = calloc(1, sizeof *e);
-    char *copy = malloc(len + 1);
-    Oid *t = n ? malloc(n * sizeof *t) : NULL;
-    if (!e || !copy || (n && !t)) {
-        free(e);
-        free(copy);
-        free(t);
-        return NULL;
-    }
-    memcpy(copy, sql, len);
-    copy[len] = '\0';
-    if (n)
-        memcpy(t, types, n * sizeof *t);
-    if (p->ncached >= p->cache_cap && p->lru)
-        pg_cache_drop(p, p->lru, 1);
-    e->id = ++p->next_id;
-    e->hash = h;
-    e->sql = copy;
-    e->sql_len = len;
-    e->types = t;
-    e->ntypes = n;
-    pg_cache_push(p, e);
-    return e;
+void keel__pg_cache_free(pg_impl *p) {
+    keel__stmtcache_clear(&p->cache, NULL);
+    free(p->dpend);
 }
 
 int keel__pg_one_statement(const char *sql) {
@@ -151,13 +88,17 @@ int keel__pg_own_bytes(pg_impl *p, size_t n) {
 
 int keel__pg_cached_send(pg_impl *p) {
     size_t n = p->xnparams;
-    uint64_t h = pg_stmt_hash(p->xsql, p->xsql_len, p->ptypes, n);
-    pg_stmt *e = pg_cache_find(p, h, p->xsql, p->xsql_len, p->ptypes, n);
+    /* The parameter types are part of the key: they are fixed when the statement is parsed. */
+    size_t tlen = n * sizeof *p->ptypes;
+    pg_stmt *e = (pg_stmt *)keel__stmtcache_find(&p->cache, p->xsql, p->xsql_len, p->ptypes, tlen);
     p->xfresh = e == NULL;
-    if (!e)
-        e = pg_cache_add(p, h, p->xsql, p->xsql_len, p->ptypes, n);
-    if (!e)
-        return -2;
+    if (!e) {
+        /* A name never used before. */
+        e = (pg_stmt *)keel__stmtcache_add(&p->cache, p->xsql, p->xsql_len, p->ptypes, tlen);
+        if (!e)
+            return -2;
+        e->id = ++p->next_id;
+    }
     p->xstmt = e;
     p->nxsteps = p->xstep = p->nxdealloc = 0;
     p->xgot = p->xretry = 0;

@@ -4,6 +4,13 @@
 
 #include "engines/pg/pg.h"
 
+/* An empty cache of at most capacity statements (options.statement_cache_size may change it
+ * before the first statement). */
+void keel__pg_cache_init(pg_impl *p, size_t capacity);
+
+/* Frees the cache and the DEALLOCATEs still pending (the session ends with the connection). */
+void keel__pg_cache_free(pg_impl *p);
+
 /*
  * True when a statement without parameters is certainly one statement, so it can be
  * prepared: it has text and no semicolon other than trailing ones. A semicolon inside a string

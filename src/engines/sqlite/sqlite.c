@@ -19,6 +19,7 @@
 #include "engines/engine.h"
 #include "engines/settings.h"
 #include "engines/sqlite/lib.h"
+#include "engines/stmtcache.h"
 #include "loop/defer.h"
 
 #define SQ_ENGINE "sqlite"
@@ -61,12 +62,9 @@ typedef struct sq_options {
 
 typedef enum sq_job_kind { SQ_JOB_CONNECT, SQ_JOB_QUERY, SQ_JOB_CLOSE } sq_job_kind;
 
-/* One prepared statement of the cache. A slot is free when st is NULL. */
+/* One prepared statement of the cache. */
 typedef struct sq_cached {
-    char *sql;
-    size_t len;
-    uint64_t hash;
-    uint64_t used; /* value of the LRU clock at the last use */
+    keel__stmtcache_entry entry; /* its text */
     sqlite3_stmt *st;
     int dml;
     int read; /* a read-only query (SELECT, WITH … SELECT, VALUES): may run inline */
@@ -96,9 +94,8 @@ typedef struct sq_conn {
     keel__workers *workers;
 
     /* Owned by the thread running the current job, or by the loop thread between jobs. */
-    sqlite3 *db; /* set by the connect job; the loop uses it only between jobs */
-    sq_cached cache[SQ_CACHE_SIZE];
-    uint64_t clock;
+    sqlite3 *db;               /* set by the connect job; the loop uses it only between jobs */
+    keel__stmtcache cache;     /* of sq_cached */
     sqlite3_stmt *st_clear;    /* a trivial statement whose step resets the interrupt flag */
     sqlite3_stmt *st_sp_begin; /* the savepoint that makes a batch atomic */
     sqlite3_stmt *st_sp_rollback;
@@ -203,15 +200,6 @@ static int sq_is_dml(const char *sql, size_t len, sqlite3_stmt *st) {
 static int sq_is_read(const char *sql, size_t len, sqlite3_stmt *st) {
     static const char *const verbs[] = { "SELECT", "WITH", "VALUES", NULL };
     return sqlite3_stmt_readonly(st) && sq_starts_with(sql, len, verbs);
-}
-
-static uint64_t sq_hash(const char *s, size_t n) {
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= UINT64_C(1099511628211);
-    }
-    return h;
 }
 
 /* ---- options ---- */
@@ -477,45 +465,27 @@ static int sq_step_once(sqlite3_stmt *st) {
 
 /* ---- statement cache (worker side) ---- */
 
-static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len, uint64_t hash) {
-    for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
-        sq_cached *e = &sq->cache[i];
-        if (e->st && e->hash == hash && e->len == len && memcmp(e->sql, sql, len) == 0)
-            return e;
-    }
-    return NULL;
+/* The cached statement for sql, made the most recently used; NULL when there is none. */
+static sq_cached *sq_cache_find(sq_conn *sq, const char *sql, size_t len) {
+    return (sq_cached *)keel__stmtcache_find(&sq->cache, sql, len, NULL, 0);
 }
 
-/* Stores st in a free or the least recently used slot. Returns 0 when it could not (no memory):
- * the caller then keeps and finalizes the statement itself. */
-static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash, sqlite3_stmt *st,
-                        int dml, int read) {
-    sq_cached *slot = &sq->cache[0];
-    for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
-        sq_cached *e = &sq->cache[i];
-        if (!e->st) {
-            slot = e;
-            break;
-        }
-        if (e->used < slot->used)
-            slot = e;
-    }
-    char *copy = malloc(len + 1);
-    if (!copy)
+/* A statement leaves the cache (evicted, or the connection closes): it is finalized. */
+static void sq_cache_release(void *owner, keel__stmtcache_entry *e) {
+    (void)owner;
+    sqlite3_finalize(((sq_cached *)e)->st);
+}
+
+/* Caches st, evicting the least recently used statement when the cache is full. Returns 0 when
+ * it could not (no memory): the caller then keeps and finalizes the statement itself. */
+static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, sqlite3_stmt *st, int dml,
+                        int read) {
+    sq_cached *e = (sq_cached *)keel__stmtcache_add(&sq->cache, sql, len, NULL, 0);
+    if (!e)
         return 0;
-    memcpy(copy, sql, len);
-    copy[len] = '\0';
-    if (slot->st) {
-        sqlite3_finalize(slot->st);
-        free(slot->sql);
-    }
-    slot->sql = copy;
-    slot->len = len;
-    slot->hash = hash;
-    slot->used = ++sq->clock;
-    slot->st = st;
-    slot->dml = dml;
-    slot->read = read;
+    e->st = st;
+    e->dml = dml;
+    e->read = read;
     return 1;
 }
 
@@ -525,10 +495,8 @@ static int sq_cache_put(sq_conn *sq, const char *sql, size_t len, uint64_t hash,
  * prepared), -1 with the job's error set.
  */
 static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out) {
-    uint64_t hash = sq_hash(sql, len);
-    sq_cached *e = sq_cache_find(sq, sql, len, hash);
+    sq_cached *e = sq_cache_find(sq, sql, len);
     if (e) {
-        e->used = ++sq->clock;
         out->st = e->st;
         out->dml = e->dml;
         out->owned = 0;
@@ -552,7 +520,7 @@ static int sq_statement(sq_conn *sq, const char *sql, size_t len, sq_stmt *out) 
     }
     out->st = st;
     out->dml = st ? sq_is_dml(sql, len, st) : 0;
-    out->owned = st ? !sq_cache_put(sq, sql, len, hash, st, out->dml, sq_is_read(sql, len, st)) : 0;
+    out->owned = st ? !sq_cache_put(sq, sql, len, st, out->dml, sq_is_read(sql, len, st)) : 0;
     return 0;
 }
 
@@ -1121,13 +1089,7 @@ static void sq_run_query(sq_conn *sq) {
 
 /* Finalizes every statement and closes the handle; safe on a half-opened connection. */
 static void sq_close_db(sq_conn *sq) {
-    for (size_t i = 0; i < SQ_CACHE_SIZE; i++) {
-        sq_cached *e = &sq->cache[i];
-        if (e->st)
-            sqlite3_finalize(e->st);
-        free(e->sql);
-        memset(e, 0, sizeof *e);
-    }
+    keel__stmtcache_clear(&sq->cache, sq_cache_release);
     sqlite3_stmt **own[] = { &sq->st_clear, &sq->st_sp_begin, &sq->st_sp_rollback,
                              &sq->st_sp_release };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
@@ -1317,6 +1279,7 @@ static keel_status sq_connect(keel_conn *c, keel_error *err) {
     sq_conn *sq = calloc(1, sizeof *sq);
     if (!sq)
         return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbc->name, "out of memory");
+    keel__stmtcache_init(&sq->cache, SQ_CACHE_SIZE, sizeof(sq_cached), sq_cache_release, sq);
     atomic_init(&sq->cancel, 0);
     keel_status st = sq_options_load(dbc, 1, &sq->opts, err);
     if (st != KEEL_OK)
@@ -1394,10 +1357,9 @@ static int sq_try_inline(sq_conn *sq, const char *sql, size_t len, const keel_va
                          size_t nparams) {
     if (sq->opts.inline_steps <= 0)
         return 0;
-    sq_cached *e = sq_cache_find(sq, sql, len, sq_hash(sql, len));
+    sq_cached *e = sq_cache_find(sq, sql, len);
     if (!e || !e->read)
         return 0;
-    e->used = ++sq->clock;
     if (sq->interrupted) {
         sq_clear_interrupt(sq);
         sq->interrupted = 0;

@@ -79,8 +79,8 @@ typedef void (*keel_query_cb)(keel_result *res, const keel_error *err, void *arg
  * Receives one batch of a statement's rows (keel_conn_query_rows): rows has the statement's
  * columns and at least one row. rows and every value in it belong to keel and are valid only
  * during the call. Runs on the loop thread, in the middle of the operation: it must not start,
- * release or cancel operations, nor close the db (record what it needs and act on it in the
- * query callback).
+ * release or cancel operations (record what it needs and act on it in the query callback). It
+ * may close the db: the close is deferred (see keel_db_close).
  */
 typedef void (*keel_rows_cb)(const keel_result *rows, void *arg);
 
@@ -94,13 +94,27 @@ KEEL_API keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_lo
                                   keel_error *err);
 
 /*
- * Closes every pool and frees the db before returning. Queued acquires and warms complete with
- * KEEL_ERR_CLOSED; every connection is closed; an operation still running on a leased
- * connection is abandoned and its callback completes with KEEL_ERR_CLOSED (all these callbacks
- * run inside this call, after the db is detached from them). A connection still leased becomes
- * a closed handle: every call on it fails with KEEL_ERR_CLOSED and keel_conn_release frees it.
- * Must not be called from inside a callback of this db. Blocks only while a worker finishes a
- * job already running (e.g. an SQLite statement being interrupted). Accepts NULL.
+ * Closes every pool and frees the db. Queued acquires and warms complete with KEEL_ERR_CLOSED;
+ * every connection is closed; an operation still running on a leased connection is abandoned
+ * and its callback completes with KEEL_ERR_CLOSED (all these callbacks run inside the close,
+ * after the db is detached from them; closing the db again from one of them does nothing). A
+ * connection still leased becomes a closed handle: every call on it fails with KEEL_ERR_CLOSED
+ * and keel_conn_release frees it. The caller must not use db after the call. Accepts NULL.
+ *
+ * Called from anywhere else than a callback, it does all that before returning. It may also be
+ * called from inside a callback keel makes on the db's loop (an acquire, query or rows
+ * callback, of this db or another one on the loop): the close is then deferred until keel is
+ * done with the loop event that made the callback. keel_db_close marks the db closed and
+ * returns at once; from then on acquires and warms on the db, and operations started on its
+ * connections, fail with KEEL_ERR_CLOSED, while what already runs goes on and the other
+ * callbacks of the same event are still delivered. The close itself, callbacks included, runs
+ * when the outermost keel_watch_ready or keel_timer_fire of that event has finished its work,
+ * before it returns to the host loop (on a blocking loop, inside keel_loop_run); the db's
+ * memory is freed there. A db opened with loop NULL frees its private loop when the
+ * keel_loop_run in progress on it returns.
+ *
+ * Blocks only while a worker finishes a job already running (e.g. an SQLite statement being
+ * interrupted); a deferred close does so inside that keel_watch_ready / keel_timer_fire.
  */
 KEEL_API void keel_db_close(keel_db *db);
 
@@ -254,7 +268,12 @@ KEEL_API keel_txn_status keel_conn_txn_status(const keel_conn *conn);
 KEEL_API const char *keel_conn_database(const keel_conn *conn);
 KEEL_API const char *keel_conn_engine(const keel_conn *conn);
 
-/* Synchronous variants: block until done on a db with a blocking loop (see above). */
+/*
+ * Synchronous variants: block until done on a db with a blocking loop (see above). When that
+ * loop fails (keel_loop_run returns an error), they return its status after withdrawing their
+ * operation: a queued acquire leaves the queue; a running one is cancelled and ends unreported,
+ * the connection staying busy until it has (keel_conn_release still gives it back then).
+ */
 KEEL_API keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **out,
                                           keel_error *err);
 KEEL_API keel_status keel_conn_query_sync(keel_conn *conn, const char *sql,

@@ -120,7 +120,10 @@ KEEL_API int keel_loop_is_blocking(const keel_loop *loop);
  */
 KEEL_API keel_status keel_loop_run(keel_loop *loop, const int *done);
 
-/* Frees the loop. Accepts NULL. */
+/*
+ * Frees the loop. Accepts NULL. Called while keel runs a callback on this loop, or while
+ * keel_loop_run runs on it, the loop is freed when the last of those calls returns.
+ */
 KEEL_API void keel_loop_free(keel_loop *loop);
 
 /*

@@ -7,6 +7,7 @@
 #include "core/config_int.h"
 #include "core/db_int.h"
 #include "core/error_int.h"
+#include "loop/loop_int.h"
 #include "pool/pool.h"
 
 /* Worker threads: enough for every connection of a blocking engine (SQLite, MongoDB) to run at
@@ -22,7 +23,11 @@ struct keel_db {
     size_t npools;
     keel__workers *workers;
     size_t max_workers;
+    int closing;              /* keel_db_close was called: no new work is taken */
+    keel__unwind close_later; /* the close, when it was called from inside a callback */
 };
+
+static void close_now(void *arg);
 
 const char *keel_version(void) { return KEEL_VERSION_STRING; }
 
@@ -77,7 +82,7 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
             keel__error_set(err, KEEL_ERR_CONFIG, NULL, dbc->name,
                             "databases.%s.engine: engine '%s' is not available in this build",
                             dbc->name, dbc->engine);
-            keel_db_close(db);
+            close_now(db);
             return KEEL_ERR_CONFIG;
         }
         if (engine == &keel__engine_sqlite || engine == &keel__engine_mongodb)
@@ -94,23 +99,46 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
     *out = db;
     return KEEL_OK;
 nomem:
-    keel_db_close(db);
+    close_now(db);
     return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory");
 }
 
-void keel_db_close(keel_db *db) {
-    if (!db)
-        return;
-    for (size_t i = 0; db->pools && i < db->npools; i++)
-        keel__pool_free(db->pools[i]);
+/* Closes every pool and frees the db. The callbacks of the close run in here. */
+static void close_now(void *arg) {
+    keel_db *db = arg;
+    db->closing = 1;
+    for (size_t i = 0; db->pools && i < db->npools; i++) {
+        /* Unlisted first: a callback of the close may still ask the db about its pools. */
+        keel__pool *p = db->pools[i];
+        db->pools[i] = NULL;
+        keel__pool_free(p);
+    }
     free(db->pools);
     /* Engines that close on the worker pool have queued their last jobs: let them finish. */
     keel__workers_free(db->workers);
     keel_config_free(db->cfg);
     if (db->owns_loop)
-        keel_loop_free(db->loop);
+        keel_loop_free(db->loop); /* freed later when a keel_loop_run on it is in progress */
     free(db);
 }
+
+void keel_db_close(keel_db *db) {
+    if (!db || db->closing)
+        return; /* a second close, e.g. from a callback of the first, changes nothing */
+    db->closing = 1;
+    /* Inside a callback of keel, the frames up the stack (an engine reporting its outcome, the
+     * worker pool's drain, the pool serving waiters, the loop itself) still use what the close
+     * frees: it runs once that callback has returned. */
+    if (keel__loop_dispatching(db->loop)) {
+        db->close_later.fn = close_now;
+        db->close_later.arg = db;
+        keel__loop_after_dispatch(db->loop, &db->close_later);
+        return;
+    }
+    close_now(db);
+}
+
+int keel__db_closing(const keel_db *db) { return db->closing; }
 
 keel__workers *keel__db_workers(keel_db *db) {
     if (!db->workers)
@@ -123,20 +151,32 @@ keel_loop *keel_db_loop(const keel_db *db) { return db ? db->loop : NULL; }
 size_t keel_db_database_count(const keel_db *db) { return db ? db->npools : 0; }
 
 const char *keel_db_database_name(const keel_db *db, size_t index) {
-    return db && index < db->npools ? keel__pool_name(db->pools[index]) : NULL;
+    /* The pools are in configuration order. */
+    return db && index < db->npools ? keel_config_database_name(db->cfg, index) : NULL;
 }
 
 const char *keel_db_default_database(const keel_db *db) {
     return db ? keel_config_default_database(db->cfg) : NULL;
 }
 
-/* The pool serving a database name (NULL: the default), or NULL with err filled. */
-static keel__pool *find_pool(const keel_db *db, const char *database, keel_error *err) {
+/*
+ * The pool serving a database name (NULL: the default) in *out; KEEL_ERR_UNKNOWN_DATABASE, or
+ * KEEL_ERR_CLOSED once keel_db_close was called (even from a callback, before the close runs).
+ */
+static keel_status find_pool(const keel_db *db, const char *database, keel__pool **out,
+                             keel_error *err) {
+    *out = NULL;
     if (!database)
         database = keel_config_default_database(db->cfg);
-    for (size_t i = 0; i < db->npools; i++)
-        if (strcmp(keel__pool_name(db->pools[i]), database) == 0)
-            return db->pools[i];
+    if (db->closing)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, database,
+                               "the database manager was closed");
+    for (size_t i = 0; i < db->npools; i++) {
+        if (strcmp(keel__pool_name(db->pools[i]), database) == 0) {
+            *out = db->pools[i];
+            return KEEL_OK;
+        }
+    }
     keel__buf names = { 0 };
     for (size_t i = 0; i < db->npools; i++) {
         keel__buf_puts(&names, i ? ", " : "");
@@ -146,14 +186,14 @@ static keel__pool *find_pool(const keel_db *db, const char *database, keel_error
                     "unknown database '%s' (configured: %s)", database,
                     names.data ? names.data : "none");
     keel__buf_free(&names);
-    return NULL;
+    return KEEL_ERR_UNKNOWN_DATABASE;
 }
 
 const char *keel_db_database_engine(const keel_db *db, const char *database) {
-    if (!db)
+    keel__pool *p;
+    if (!db || find_pool(db, database, &p, NULL) != KEEL_OK)
         return NULL;
-    keel__pool *p = find_pool(db, database, NULL);
-    return p ? keel_config_database_engine(db->cfg, keel__pool_name(p)) : NULL;
+    return keel_config_database_engine(db->cfg, keel__pool_name(p));
 }
 
 static keel_status check_args(const keel_db *db, const void *cb, keel_error *err) {
@@ -168,8 +208,9 @@ keel_status keel_db_warm(keel_db *db, const char *database, keel_acquire_cb cb, 
     keel_status st = check_args(db, (const void *)cb, err);
     if (st != KEEL_OK)
         return st;
-    keel__pool *p = find_pool(db, database, err);
-    return p ? keel__pool_warm(p, cb, arg, err) : KEEL_ERR_UNKNOWN_DATABASE;
+    keel__pool *p;
+    st = find_pool(db, database, &p, err);
+    return st == KEEL_OK ? keel__pool_warm(p, cb, arg, err) : st;
 }
 
 keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb cb, void *arg,
@@ -177,8 +218,9 @@ keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb c
     keel_status st = check_args(db, (const void *)cb, err);
     if (st != KEEL_OK)
         return st;
-    keel__pool *p = find_pool(db, database, err);
-    return p ? keel__pool_acquire(p, cb, arg, err) : KEEL_ERR_UNKNOWN_DATABASE;
+    keel__pool *p;
+    st = find_pool(db, database, &p, err);
+    return st == KEEL_OK ? keel__pool_acquire(p, cb, arg, err) : st;
 }
 
 keel_status keel_db_try_acquire(keel_db *db, const char *database, keel_conn **out,
@@ -186,15 +228,17 @@ keel_status keel_db_try_acquire(keel_db *db, const char *database, keel_conn **o
     if (!db || !out)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "db and out are required");
-    keel__pool *p = find_pool(db, database, err);
-    return p ? keel__pool_try_acquire(p, out, err) : KEEL_ERR_UNKNOWN_DATABASE;
+    keel__pool *p;
+    keel_status st = find_pool(db, database, &p, err);
+    return st == KEEL_OK ? keel__pool_try_acquire(p, out, err) : st;
 }
 
 int keel_db_acquire_cancel(keel_db *db, keel_acquire_cb cb, void *arg) {
     if (!db || !cb)
         return 0;
+    /* Pools already closed (a callback of the close withdrawing) are gone from the list. */
     for (size_t i = 0; i < db->npools; i++)
-        if (keel__pool_acquire_cancel(db->pools[i], cb, arg))
+        if (db->pools[i] && keel__pool_acquire_cancel(db->pools[i], cb, arg))
             return 1;
     return 0;
 }
@@ -204,9 +248,10 @@ keel_status keel_db_pool_stats(const keel_db *db, const char *database, keel_poo
     if (!db || !out)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "db and out are required");
-    keel__pool *p = find_pool(db, database, err);
-    if (!p)
-        return KEEL_ERR_UNKNOWN_DATABASE;
+    keel__pool *p;
+    keel_status st = find_pool(db, database, &p, err);
+    if (st != KEEL_OK)
+        return st;
     keel__pool_stats(p, out);
     return KEEL_OK;
 }
@@ -242,12 +287,23 @@ static keel_status sync_check(keel_loop *loop, keel_error *err) {
     return KEEL_OK;
 }
 
-/* Spins the blocking loop until the call completes, then hands over its outcome. */
-static keel_status sync_wait(keel_loop *loop, sync_call *s, keel_error *err) {
+/*
+ * Spins the blocking loop until the call completes, then hands over its outcome. The call is an
+ * acquire on db, or an operation running on conn. s is in the caller's frame: when the loop
+ * fails first, the call is withdrawn before returning (the request leaves the pool's queue; the
+ * operation is cancelled and its callback dropped), so that nothing writes into s afterwards.
+ */
+static keel_status sync_wait(keel_loop *loop, sync_call *s, keel_db *db, keel_conn *conn,
+                             keel_error *err) {
     keel_status st = keel_loop_run(loop, &s->done);
-    if (st != KEEL_OK)
+    if (st != KEEL_OK && !s->done) {
+        if (conn)
+            keel__conn_forget(conn);
+        else
+            keel_db_acquire_cancel(db, sync_acquired, s);
         return keel__error_set(err, st, NULL, NULL, "the blocking loop failed: %s",
                                keel_strerror(st));
+    }
     if (s->err.code != KEEL_OK) {
         keel__error_copy(err, &s->err);
         return s->err.code;
@@ -267,13 +323,13 @@ keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **
     st = keel_db_acquire(db, database, sync_acquired, &s, err);
     if (st != KEEL_OK)
         return st;
-    st = sync_wait(db->loop, &s, err);
+    st = sync_wait(db->loop, &s, db, NULL, err);
     *out = st == KEEL_OK ? s.conn : NULL;
     return st;
 }
 
 static keel_status finish_query(keel_conn *conn, sync_call *s, keel_result **out, keel_error *err) {
-    keel_status st = sync_wait(conn->loop, s, err);
+    keel_status st = sync_wait(conn->loop, s, NULL, conn, err);
     if (out)
         *out = s->res;
     else

@@ -189,10 +189,8 @@ static keel_status poll_once(struct keel__blocking *b, batch *bt) {
     return KEEL_OK;
 }
 
-keel_status keel_loop_run(keel_loop *loop, const int *done) {
-    if (!loop || !loop->blocking || !done)
-        return KEEL_ERR_INVALID_ARGUMENT;
-    struct keel__blocking *b = loop->blocking;
+/* Polls and dispatches until *done, or until the loop cannot go on. */
+static keel_status run_until(struct keel__blocking *b, const int *done) {
     batch bt = { .outer = b->batches };
     b->batches = &bt;
     keel_status st = KEEL_OK;
@@ -207,5 +205,17 @@ keel_status keel_loop_run(keel_loop *loop, const int *done) {
     b->batches = bt.outer;
     free(bt.pfds);
     free(bt.polled);
+    return st;
+}
+
+keel_status keel_loop_run(keel_loop *loop, const int *done) {
+    if (!loop || !loop->blocking || !done)
+        return KEEL_ERR_INVALID_ARGUMENT;
+    /* A db closed from inside one of the callbacks frees its private loop meanwhile: counted
+     * as in use, the loop is freed only as the last run on it returns. */
+    loop->running++;
+    keel_status st = run_until(loop->blocking, done);
+    loop->running--;
+    keel__loop_free_if_pending(loop);
     return st;
 }

@@ -20,8 +20,51 @@ int keel_loop_is_blocking(const keel_loop *loop) { return loop && loop->blocking
 void keel_loop_free(keel_loop *loop) {
     if (!loop)
         return;
+    /* A db that owns its loop frees it as it closes, which may happen from inside a callback
+     * of that loop: the calls of keel up the stack still use it, and the last one frees it. */
+    if (loop->dispatching || loop->running) {
+        loop->free_pending = 1;
+        return;
+    }
     keel__blocking_free(loop->blocking);
     free(loop);
+}
+
+void keel__loop_free_if_pending(keel_loop *loop) {
+    if (loop->free_pending && !loop->dispatching && !loop->running) {
+        loop->free_pending = 0;
+        keel_loop_free(loop);
+    }
+}
+
+int keel__loop_dispatching(const keel_loop *loop) { return loop && loop->dispatching > 0; }
+
+void keel__loop_after_dispatch(keel_loop *loop, keel__unwind *u) {
+    u->next = NULL;
+    if (loop->after_tail)
+        loop->after_tail->next = u;
+    else
+        loop->after_head = u;
+    loop->after_tail = u;
+}
+
+/*
+ * Ends one callback of keel_watch_ready / keel_timer_fire. The outermost one runs the queued
+ * work, still counted as dispatching, so that what that work queues in turn (a close requested
+ * by a callback of a close) runs here as well, after it.
+ */
+static void dispatch_leave(keel_loop *loop) {
+    if (loop->dispatching == 1) {
+        keel__unwind *u;
+        while ((u = loop->after_head) != NULL) {
+            loop->after_head = u->next;
+            if (!loop->after_head)
+                loop->after_tail = NULL;
+            u->fn(u->arg); /* may free u */
+        }
+    }
+    loop->dispatching--;
+    keel__loop_free_if_pending(loop);
 }
 
 int64_t keel_now_ms(void) {
@@ -73,8 +116,12 @@ void keel__watch_free(keel_watch *w) {
 
 void keel_watch_ready(keel_watch *w, int events) {
     events &= w->events;
-    if (events)
-        w->cb(w->arg, events);
+    if (!events)
+        return;
+    keel_loop *loop = w->loop; /* the callback may free w */
+    loop->dispatching++;
+    w->cb(w->arg, events);
+    dispatch_leave(loop);
 }
 
 void keel_watch_set_host_data(keel_watch *w, void *data) { w->host_data = data; }
@@ -126,7 +173,10 @@ void keel_timer_fire(keel_timer *t) {
     if (t->deadline < 0)
         return; /* disarmed after the host had already queued it */
     t->deadline = -1;
+    keel_loop *loop = t->loop; /* the callback may free t */
+    loop->dispatching++;
     t->cb(t->arg);
+    dispatch_leave(loop);
 }
 
 void keel_timer_set_host_data(keel_timer *t, void *data) { t->host_data = data; }

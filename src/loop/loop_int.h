@@ -27,4 +27,26 @@ int keel__timer_arm(keel_timer *t, int64_t deadline_ms);
 /* Disarms and frees; accepts NULL. Safe from inside the timer's own callback. */
 void keel__timer_free(keel_timer *t);
 
+/*
+ * Work that must wait until keel's callbacks on a loop have returned, because the frames up the
+ * stack (keel's and the host's) still use what it frees: a keel_db closed from inside one of its
+ * own callbacks is closed from here. The caller owns the node, so queueing it cannot fail.
+ */
+typedef struct keel__unwind {
+    void (*fn)(void *arg);
+    void *arg;
+    struct keel__unwind *next;
+} keel__unwind;
+
+/* True (1) while keel runs a callback on loop: inside keel_watch_ready or keel_timer_fire. */
+int keel__loop_dispatching(const keel_loop *loop);
+
+/*
+ * Queues u, while keel__loop_dispatching(loop): u->fn(u->arg) runs once, when the outermost
+ * keel_watch_ready / keel_timer_fire on loop has finished its callback, before it returns to
+ * the host. Work queued by u->fn itself runs there too, after it. u must stay valid until
+ * u->fn runs, which may free it.
+ */
+void keel__loop_after_dispatch(keel_loop *loop, keel__unwind *u);
+
 #endif

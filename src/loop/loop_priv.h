@@ -10,7 +10,14 @@ struct keel_loop {
     keel_loop_ops ops;
     void *host;
     struct keel__blocking *blocking; /* non-NULL for keel_loop_new_blocking loops */
+    int dispatching;                 /* keel_watch_ready / keel_timer_fire calls on the stack */
+    int running;                     /* keel_loop_run calls on the stack */
+    int free_pending;                /* keel_loop_free came meanwhile: the last call frees */
+    keel__unwind *after_head, *after_tail; /* keel__loop_after_dispatch's queue */
 };
+
+/* Frees the loop if keel_loop_free was called while it was in use and nothing uses it now. */
+void keel__loop_free_if_pending(keel_loop *loop);
 
 struct keel_watch {
     keel_loop *loop;

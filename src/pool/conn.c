@@ -9,7 +9,8 @@ static const char *conn_name(const keel_conn *c) { return c->config ? c->config-
 
 /* The checks every operation makes before it starts. */
 static keel_status check_ready(keel_conn *c, keel_error *err) {
-    if (!c->pool || c->state != KEEL__CONN_LEASED || c->release_pending)
+    if (!c->pool || c->state != KEEL__CONN_LEASED || c->release_pending ||
+        keel__pool_closing(c->pool))
         return keel__error_set(err, KEEL_ERR_CLOSED, NULL, conn_name(c),
                                "the connection was released or its database closed");
     if (c->busy)
@@ -237,6 +238,13 @@ keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
         c->cb_arg = NULL;
     }
     return st;
+}
+
+void keel__conn_forget(keel_conn *c) {
+    c->cb = NULL;
+    c->rows_cb = NULL;
+    c->cb_arg = NULL;
+    keel_conn_cancel(c);
 }
 
 void keel_conn_cancel(keel_conn *c) {

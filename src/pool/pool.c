@@ -447,6 +447,8 @@ static void take_back(keel__pool *p, keel_conn *c) {
         schedule_dispatch(p);
 }
 
+int keel__pool_closing(const keel__pool *p) { return keel__db_closing(p->db); }
+
 void keel__pool_release(keel_conn *c) {
     keel__pool *p = c->pool;
     if (!p) { /* closed with its db: only the handle is left */

@@ -28,6 +28,16 @@ const char *keel__pool_name(const keel__pool *p);
 /* Gives a leased connection back (keel_conn_release). */
 void keel__pool_release(keel_conn *c);
 
+/* True (1) once keel_db_close was called on the pool's db: its connections take no new work. */
+int keel__pool_closing(const keel__pool *p);
+
+/*
+ * Cancels the operation running on the leased connection c and drops its callbacks, which are
+ * never called: the operation ends unreported and c stays busy until it has. For a caller whose
+ * callback argument is about to go away (the synchronous API when its loop fails).
+ */
+void keel__conn_forget(keel_conn *c);
+
 /*
  * Closes the pool: fails queued requests with KEEL_ERR_CLOSED, closes every connection (leased
  * ones become closed handles that keel_conn_release frees; their running operations complete

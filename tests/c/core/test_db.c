@@ -1,0 +1,326 @@
+/* tests/c/core/test_db.c - the keel_db manager: closing it from inside its own callbacks, and the synchronous API when its loop fails. */
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <keel/keel.h>
+
+#include "support.h"
+
+/*
+ * What sync_wait once left behind when its loop failed is a pointer into a frame that has
+ * returned: ASan sees a write through it only with its fake stack, which this test turns on
+ * (the other C tests run without it).
+ */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "detect_stack_use_after_return=1"; }
+
+static char dbdir[] = "/tmp/keel-db-XXXXXX";
+static char sqlite_url[256];
+
+/* A db on loop (NULL: a private blocking loop) with one SQLite database "main" whose every
+ * statement runs on a worker thread, so that completions come from the worker pool's drain. */
+static keel_db *open_sqlite(keel_loop *loop, const char *max_size) {
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_error err;
+    CHECK_INT(keel_config_new(&cfg, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.url", sqlite_url, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.pool.min_size", "0", &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.pool.max_size", max_size, &err), KEEL_OK);
+    CHECK_INT(keel_config_set(cfg, "databases.main.options.inline_steps", "0", &err), KEEL_OK);
+    keel_status st = keel_db_open(&db, cfg, loop, &err);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  keel_db_open: %s\n", err.message);
+    CHECK_INT(st, KEEL_OK);
+    keel_config_free(cfg);
+    return db;
+}
+
+/* Several operations of one db whose first callback closes the db. */
+typedef struct closer {
+    keel_db *db;
+    keel_conn *conns[4];
+    keel_status status[4];
+    int called;
+    int expected;
+    int done;
+} closer;
+
+typedef struct closer_arg {
+    closer *x;
+    int i;
+} closer_arg;
+
+static void close_on_first_result(keel_result *res, const keel_error *err, void *arg) {
+    closer_arg *a = arg;
+    closer *x = a->x;
+    keel_result_free(res);
+    x->status[a->i] = err ? err->code : KEEL_OK;
+    if (x->called++ == 0)
+        keel_db_close(x->db);
+    if (x->called == x->expected)
+        x->done = 1;
+}
+
+TEST(closing_inside_a_worker_completion_waits_for_the_callbacks_to_return) {
+    /* Before closes were deferred, this close freed the worker pool while its drain loop was
+     * still handing out the other finished jobs (ASan: heap-use-after-free in drain_finished). */
+    keel_loop *loop = keel_loop_new_blocking();
+    closer x = { .expected = 3 };
+    closer_arg args[3];
+    keel_error err;
+    x.db = open_sqlite(loop, "3");
+    for (int i = 0; i < 3; i++)
+        CHECK_INT(keel_db_acquire_sync(x.db, NULL, &x.conns[i], &err), KEEL_OK);
+    for (int i = 0; i < 3; i++) {
+        args[i] = (closer_arg){ &x, i };
+        CHECK_INT(
+            keel_conn_query(x.conns[i], "SELECT 1", NULL, 0, close_on_first_result, &args[i], &err),
+            KEEL_OK);
+    }
+    /* Let all three jobs finish, so that one drain of the worker pool completes them all. */
+    usleep(300 * 1000);
+    CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+    /* The jobs had finished: their results were delivered before the close ran. */
+    for (int i = 0; i < 3; i++)
+        CHECK_INT(x.status[i], KEEL_OK);
+    /* The close made the leased connections closed handles; releasing them frees them. */
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(
+            keel_conn_query(x.conns[i], "SELECT 1", NULL, 0, close_on_first_result, &args[i], &err),
+            KEEL_ERR_CLOSED);
+        keel_conn_release(x.conns[i]);
+    }
+    CHECK_INT(x.called, 3);
+    keel_loop_free(loop);
+}
+
+static void close_on_first_acquire(keel_conn *conn, const keel_error *err, void *arg) {
+    closer_arg *a = arg;
+    closer *x = a->x;
+    x->status[a->i] = err ? err->code : KEEL_OK;
+    if (x->called++ == 0)
+        keel_db_close(x->db);
+    /* Given back after the close was requested: the pool still takes it. */
+    keel_conn_release(conn);
+    if (x->called == x->expected)
+        x->done = 1;
+}
+
+TEST(closing_inside_an_acquire_callback_lets_the_pool_finish_its_dispatch) {
+    /* Before: the pool's dispatch loop went on reading the pool the close had freed. */
+    keel_loop *loop = keel_loop_new_blocking();
+    closer x = { .expected = 2 };
+    closer_arg args[2];
+    keel_error err;
+    x.db = open_sqlite(loop, "2");
+    keel_conn *a = NULL, *b = NULL;
+    CHECK_INT(keel_db_acquire_sync(x.db, NULL, &a, &err), KEEL_OK);
+    CHECK_INT(keel_db_acquire_sync(x.db, NULL, &b, &err), KEEL_OK);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    for (int i = 0; i < 2; i++) {
+        args[i] = (closer_arg){ &x, i };
+        CHECK_INT(keel_db_acquire(x.db, NULL, close_on_first_acquire, &args[i], &err), KEEL_OK);
+    }
+    CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+    CHECK_INT(x.status[0], KEEL_OK);
+    CHECK_INT(x.status[1], KEEL_OK);
+    keel_loop_free(loop);
+}
+
+static void close_only(keel_result *res, const keel_error *err, void *arg) {
+    closer *x = arg;
+    keel_result_free(res);
+    x->status[0] = err ? err->code : KEEL_OK;
+    x->called++;
+    keel_db_close(x->db);
+}
+
+TEST(closing_inside_a_callback_frees_a_private_loop_when_its_run_returns) {
+    /* Before: the close freed the db's private blocking loop, which keel_loop_run went on
+     * using (ASan: heap-use-after-free in fire_due_timers). */
+    closer x = { 0 };
+    keel_error err;
+    x.db = open_sqlite(NULL, "1");
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_acquire_sync(x.db, NULL, &c, &err), KEEL_OK);
+    CHECK_INT(keel_conn_query(c, "SELECT 1", NULL, 0, close_only, &x, &err), KEEL_OK);
+    /* Nothing sets done: once the db is closed the loop has nothing left to wait for, says so,
+     * and is freed as the run returns. */
+    CHECK_INT(keel_loop_run(keel_db_loop(x.db), &x.done), KEEL_ERR_INTERNAL);
+    CHECK_INT(x.called, 1);
+    CHECK_INT(x.status[0], KEEL_OK);
+    keel_conn_release(c);
+}
+
+static void count_call(keel_result *res, const keel_error *err, void *arg) {
+    closer *x = arg;
+    (void)err;
+    keel_result_free(res);
+    x->called++;
+}
+
+static void refuse_new_work(keel_result *res, const keel_error *err, void *arg) {
+    closer *x = arg;
+    keel_result_free(res);
+    x->status[0] = err ? err->code : KEEL_OK;
+    keel_db_close(x->db);
+    /* From the close on, the db takes no new work, even before it is actually closed. */
+    keel_error e;
+    x->status[1] = keel_conn_query(x->conns[1], "SELECT 1", NULL, 0, count_call, x, &e);
+    x->status[2] = keel_conn_transaction(x->conns[0], KEEL_TXN_BEGIN, 0, count_call, x, &e);
+    x->done = 1;
+}
+
+TEST(a_db_closed_from_a_callback_refuses_new_work_at_once) {
+    keel_loop *loop = keel_loop_new_blocking();
+    closer x = { 0 };
+    keel_error err;
+    x.db = open_sqlite(loop, "2");
+    CHECK_INT(keel_db_acquire_sync(x.db, NULL, &x.conns[0], &err), KEEL_OK);
+    CHECK_INT(keel_db_acquire_sync(x.db, NULL, &x.conns[1], &err), KEEL_OK);
+    CHECK_INT(keel_conn_query(x.conns[0], "SELECT 1", NULL, 0, refuse_new_work, &x, &err), KEEL_OK);
+    CHECK_INT(keel_loop_run(loop, &x.done), KEEL_OK);
+    CHECK_INT(x.status[0], KEEL_OK);
+    CHECK_INT(x.status[1], KEEL_ERR_CLOSED);
+    CHECK_INT(x.status[2], KEEL_ERR_CLOSED);
+    CHECK_INT(x.called, 0); /* refused synchronously: their callbacks never run */
+    keel_conn_release(x.conns[0]);
+    keel_conn_release(x.conns[1]);
+    keel_loop_free(loop);
+}
+
+static void close_again(keel_conn *conn, const keel_error *err, void *arg) {
+    closer *x = arg;
+    x->status[0] = err ? err->code : KEEL_OK;
+    keel_conn_release(conn);
+    keel_db_close(x->db); /* the close that called back is the one that frees */
+    x->called++;
+}
+
+TEST(closing_again_from_a_callback_of_the_close_does_nothing) {
+    /* Before: the second close freed the db under the first (ASan: double free). */
+    closer x = { 0 };
+    keel_error err;
+    x.db = open_sqlite(NULL, "1");
+    keel_conn *held = NULL;
+    CHECK_INT(keel_db_acquire_sync(x.db, NULL, &held, &err), KEEL_OK);
+    CHECK_INT(keel_db_acquire(x.db, NULL, close_again, &x, &err), KEEL_OK);
+    keel_db_close(x.db);
+    CHECK_INT(x.called, 1);
+    CHECK_INT(x.status[0], KEEL_ERR_CLOSED);
+    keel_conn_release(held);
+}
+
+/* ---- the synchronous API when its loop fails ---- */
+
+/*
+ * Makes keel_loop_run fail the honest way: poll(2) refuses more descriptors than RLIMIT_NOFILE
+ * allows (EINVAL), which the blocking loop reports as KEEL_ERR_IO. Opening a descriptor fails
+ * meanwhile too, so only calls that need none may run between these two.
+ */
+static struct rlimit saved_nofile;
+
+static void forbid_descriptors(void) {
+    getrlimit(RLIMIT_NOFILE, &saved_nofile);
+    struct rlimit none = { 0, saved_nofile.rlim_max };
+    setrlimit(RLIMIT_NOFILE, &none);
+}
+
+static void allow_descriptors(void) { setrlimit(RLIMIT_NOFILE, &saved_nofile); }
+
+/* The single integer a statement returns on a connection leased for it, or INT64_MIN. */
+static int64_t db_int(keel_db *db, const char *sql) {
+    keel_result *res = NULL;
+    keel_error err;
+    if (keel_db_query_sync(db, NULL, sql, NULL, 0, &res, &err) != KEEL_OK) {
+        fprintf(stderr, "  \"%s\": %s\n", sql, err.message);
+        return INT64_MIN;
+    }
+    const keel_value *v = keel_result_value(res, 0, 0);
+    int64_t out = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
+    keel_result_free(res);
+    return out;
+}
+
+TEST(a_failed_loop_withdraws_the_queued_acquire) {
+    /* Before: the request stayed queued with a pointer into acquire_sync's returned frame; the
+     * next release served it (ASan: stack-use-after-return in sync_acquired). */
+    const char *const pool[] = { "databases.default.pool.max_size", "1", NULL };
+    keel_db *db = open_url(pg_url(), pool);
+    keel_conn *held = acquire(db);
+    if (!held) {
+        keel_db_close(db);
+        return;
+    }
+    keel_conn *c = NULL;
+    keel_error err;
+    forbid_descriptors();
+    keel_status st = keel_db_acquire_sync(db, NULL, &c, &err);
+    allow_descriptors();
+    CHECK_INT(st, KEEL_ERR_IO);
+    CHECK_CONTAINS(err.message, "blocking loop failed");
+    CHECK(c == NULL);
+    keel_pool_stats stats;
+    CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
+    CHECK_INT(stats.waiting, 0);
+    keel_conn_release(held);
+    /* The connection goes to the next request, not to the one that gave up. */
+    CHECK_INT(db_int(db, "SELECT 41 + 1"), 42);
+    CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
+    CHECK_INT(stats.leased, 0);
+    CHECK_INT(stats.idle, 1);
+    keel_db_close(db);
+}
+
+TEST(a_failed_loop_cancels_and_detaches_the_running_statement) {
+    /* Before: the statement's callback still pointed into query_sync's returned frame, and its
+     * completion wrote there (ASan: stack-use-after-return in sync_queried). */
+    const char *const pool[] = { "databases.default.pool.max_size", "2", NULL };
+    keel_db *db = open_url(pg_url(), pool);
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result *res = NULL;
+    keel_error err;
+    forbid_descriptors();
+    keel_status st = keel_conn_query_sync(c, "SELECT pg_sleep(0.3)", NULL, 0, &res, &err);
+    allow_descriptors();
+    CHECK_INT(st, KEEL_ERR_IO);
+    CHECK_CONTAINS(err.message, "blocking loop failed");
+    CHECK(res == NULL);
+    /* Still busy until the cancelled statement has ended; released, it comes back then. */
+    CHECK_INT(keel_conn_query_sync(c, "SELECT 1", NULL, 0, NULL, &err), KEEL_ERR_BUSY);
+    keel_conn_release(c);
+    /* Long enough for the cancelled statement to end while the loop runs. */
+    CHECK_INT(db_int(db, "SELECT 7 FROM pg_sleep(0.5)"), 7);
+    keel_pool_stats stats;
+    CHECK_INT(keel_db_pool_stats(db, NULL, &stats, &err), KEEL_OK);
+    CHECK_INT(stats.leased, 0);
+    CHECK_INT(stats.idle, stats.size);
+    CHECK_INT(db_int(db, "SELECT 1"), 1);
+    keel_db_close(db);
+}
+
+int main(void) {
+    if (!mkdtemp(dbdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(sqlite_url, sizeof sqlite_url, "sqlite:///%s/db.db", dbdir);
+    RUN(closing_inside_a_worker_completion_waits_for_the_callbacks_to_return);
+    RUN(closing_inside_an_acquire_callback_lets_the_pool_finish_its_dispatch);
+    RUN(closing_inside_a_callback_frees_a_private_loop_when_its_run_returns);
+    RUN(a_db_closed_from_a_callback_refuses_new_work_at_once);
+    RUN(closing_again_from_a_callback_of_the_close_does_nothing);
+    RUN(a_failed_loop_withdraws_the_queued_acquire);
+    RUN(a_failed_loop_cancels_and_detaches_the_running_statement);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dbdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dbdir);
+    return TEST_SUMMARY();
+}

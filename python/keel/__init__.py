@@ -103,7 +103,8 @@ def _flatten(prefix: str, value: object, out: list[tuple[str, str]]) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ConfigError(f"configuration keys must be str: {prefix + repr(key)}")
+                path = f"{prefix}.{key!r}" if prefix else repr(key)
+                raise ConfigError(f"configuration keys must be str: {path}")
             _flatten(f"{prefix}.{key}" if prefix else key, item, out)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):

@@ -1,0 +1,165 @@
+# tests/python/test_misuse.py - wrong use of the API on every engine: closed and released handles, another event loop, wrong argument types, records used as tuples and mappings.
+"""Each wrong use gets an error that names what was wrong, and what was in use stays usable."""
+import asyncio
+import threading
+
+import pytest
+
+import keel
+
+ROW_SQL = "SELECT 1 AS id, 'x' AS name, NULL AS missing"
+
+
+# ---- closed databases and released connections ----
+
+async def test_a_closed_database_refuses_new_work(make_db):
+    d = make_db()
+    await d.start()
+    assert await d.fetchval("SELECT 1") == 1
+    await d.close()
+    with pytest.raises(keel.InterfaceError, match="the database has been closed"):
+        await d.fetchval("SELECT 1")
+    with pytest.raises(keel.InterfaceError, match="the database has been closed"):
+        await d.acquire()
+    await d.close()  # closing again does nothing
+
+
+async def test_a_released_connection_refuses_queries(db):
+    conn = await db.acquire()
+    assert await conn.fetchval("SELECT 1") == 1
+    assert not conn.released and not conn.in_transaction
+    await db.release(conn)
+    assert conn.released
+    assert repr(conn).endswith(" released>")
+    with pytest.raises(keel.InterfaceError, match="the connection has been released"):
+        await conn.fetchval("SELECT 1")
+    with pytest.raises(keel.InterfaceError, match="the connection has been released"):
+        conn.in_transaction
+    await db.release(conn)  # releasing again does nothing
+    assert await db.fetchval("SELECT 2") == 2
+
+
+async def test_release_takes_only_a_connection_of_its_own_database(db, make_db):
+    with pytest.raises(TypeError, match="release\\(\\) expects a keel.Connection, not str"):
+        await db.release("conn")
+    other = make_db()
+    await other.start()
+    conn = await other.acquire()
+    with pytest.raises(keel.InterfaceError, match="the connection belongs to another Database"):
+        await db.release(conn)
+    # Refused, so still leased from its own pool and usable.
+    assert not conn.released
+    assert await conn.fetchval("SELECT 3") == 3
+    await other.release(conn)
+
+
+async def test_a_transaction_is_entered_once(db):
+    async with db.connection() as conn:
+        txn = conn.transaction()
+        async with txn:
+            assert conn.in_transaction
+            with pytest.raises(keel.InterfaceError, match="can only be entered once"):
+                async with txn:
+                    pass
+            assert conn.in_transaction
+        assert not conn.in_transaction
+        assert await conn.fetchval("SELECT 4") == 4
+
+
+# ---- event loops ----
+
+async def test_a_database_stays_on_the_loop_it_was_started_on(db):
+    assert await db.fetchval("SELECT 1") == 1
+    caught = []
+
+    def elsewhere():
+        try:
+            asyncio.run(db.fetchval("SELECT 1"))
+        except BaseException as e:  # handed to the test's thread
+            caught.append(e)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join(60)
+    assert len(caught) == 1
+    assert isinstance(caught[0], keel.InterfaceError)
+    assert "bound to another event loop" in str(caught[0])
+    assert await db.fetchval("SELECT 5") == 5
+
+
+def test_a_database_is_started_from_a_coroutine(db_url):
+    d = keel.Database(db_url)
+    coro = d.start()
+    # Driven by hand, outside any event loop.
+    with pytest.raises(keel.InterfaceError, match="started from a coroutine running on an asyncio"):
+        coro.send(None)
+    coro.close()
+
+
+# ---- argument types ----
+
+async def test_a_database_name_is_a_str(db, engine):
+    with pytest.raises(TypeError, match="database must be a str, not int"):
+        await db.fetchval("SELECT 1", database=5)
+    with pytest.raises(keel.UnknownDatabaseError, match="unknown database 'nope'"):
+        await db.fetchval("SELECT 1", database="nope")
+    with pytest.raises(TypeError, match="database name must be a str, not bytes"):
+        db.engine(b"default")
+    with pytest.raises(TypeError, match="pool_stats\\(name=None\\) takes one optional argument"):
+        db.pool_stats("default", "extra")
+    with pytest.raises(keel.UnknownDatabaseError, match="unknown database 'nope'"):
+        db.pool_stats(name="nope")
+    assert db.engine(name="default") == engine
+    assert await db.fetchval("SELECT 6") == 6
+
+
+@pytest.mark.parametrize("config,message", [
+    (42, "a configuration is a URL, a path to a YAML file or a dict, not int"),
+    ({"databases": {1: {"url": "sqlite::memory:"}}}, "configuration keys must be str: databases.1"),
+    ({("a", "b"): 1}, "configuration keys must be str: ('a', 'b')"),
+])
+def test_a_configuration_of_the_wrong_shape_is_named(config, message):
+    with pytest.raises(keel.ConfigError) as ei:
+        keel.Database(config)
+    assert message in str(ei.value)
+
+
+async def test_configuration_dicts_take_bools_and_lists(sqlite_url):
+    # Booleans become true/false and list items are numbered, as in YAML; the key path of a
+    # wrong item names its index.
+    config = {"databases": {"main": {"url": sqlite_url, "options": {"foreign_keys": True}}}}
+    async with keel.Database(config) as d:
+        assert await d.fetchval("PRAGMA foreign_keys") == 1
+    config["databases"]["main"]["options"]["foreign_keys"] = False
+    async with keel.Database(config) as d:
+        assert await d.fetchval("PRAGMA foreign_keys") == 0
+    with pytest.raises(keel.ConfigError, match="databases.main.pool.0"):
+        keel.Database({"databases": {"main": {"url": sqlite_url, "pool": [1, 2]}}})
+
+
+# ---- records, as tuples and as mappings ----
+
+async def test_record_slices_and_membership(db):
+    r = await db.fetchrow(ROW_SQL)
+    assert r[0:2] == (1, "x")
+    assert r[::-1] == (None, "x", 1)
+    assert r[5:] == ()
+    assert "name" in r and "nope" not in r
+    assert 1 not in r  # membership is by column name, as for a mapping
+    with pytest.raises(TypeError, match="record keys are str, int or slice, not float"):
+        r[1.0]
+    with pytest.raises(TypeError, match="get expected 1 or 2 arguments, got 3"):
+        r.get("id", 1, 2)
+    assert r.get(0) is None and r.get(0, "d") == "d"  # get looks up names only
+
+
+async def test_records_compare_and_hash_like_tuples(db):
+    r = await db.fetchrow(ROW_SQL)
+    assert r == (1, "x", None) and (1, "x", None) == r
+    assert r != [1, "x", None]  # not a tuple: never equal
+    two = await db.fetchrow("SELECT 1 AS a, 2 AS b")
+    assert two < (1, 3) and two > (1, 1) and two <= (1, 2)
+    with pytest.raises(TypeError):
+        two < [1, 3]
+    assert hash(two) == hash((1, 2))
+    assert {two: "row"}[(1, 2)] == "row"

@@ -1,7 +1,13 @@
 # tests/python/test_misuse.py - wrong use of the API on every engine: closed and released handles, another event loop, wrong argument types, records used as tuples and mappings.
 """Each wrong use gets an error that names what was wrong, and what was in use stays usable."""
 import asyncio
+import collections
+import datetime as dt
+import decimal
+import enum
+import re
 import threading
+import uuid
 
 import pytest
 
@@ -163,3 +169,91 @@ async def test_records_compare_and_hash_like_tuples(db):
         two < [1, 3]
     assert hash(two) == hash((1, 2))
     assert {two: "row"}[(1, 2)] == "row"
+
+
+# ---- parameters Python cannot hand over: DataError naming the parameter, the cause kept ----
+
+class _BadOffset(dt.tzinfo):
+    def utcoffset(self, when):
+        raise ValueError("no offset today")
+
+
+class _OddUUID(uuid.UUID):
+    """A UUID whose int attribute reads as `odd_int` (an exception is raised)."""
+
+    def __init__(self, odd_int):
+        super().__init__(int=5)
+        object.__setattr__(self, "odd_int", odd_int)
+
+    def __getattribute__(self, name):
+        if name != "int":
+            return super().__getattribute__(name)
+        odd = super().__getattribute__("odd_int")
+        if isinstance(odd, BaseException):
+            raise odd
+        return odd
+
+
+class _BadDecimal(decimal.Decimal):
+    def __str__(self):
+        raise ArithmeticError("no text for this one")
+
+
+BAD_PARAMETERS = [
+    ("\ud800", "cannot encode as UTF-8", UnicodeEncodeError),
+    (dt.datetime(2024, 1, 2, tzinfo=_BadOffset()), "utcoffset() failed: no offset today", ValueError),
+    (dt.time(1, 2, tzinfo=dt.timezone.utc), "time with a tzinfo is not supported", None),
+    (_OddUUID(RuntimeError("no int here")), "UUID has no int: no int here", RuntimeError),
+    (_OddUUID("0"), "UUID.int is not an int", None),
+    (_OddUUID(1 << 130), "UUID out of range", OverflowError),
+    (_BadDecimal("1.5"), "str() failed: no text for this one", ArithmeticError),
+    ({"a": object()}, "cannot serialise as JSON", TypeError),
+    (memoryview(b"abcdef")[::2], "unusable buffer", BufferError),
+    (2 ** 63, "integer out of the int64 range", None),
+    (object(), "unsupported parameter type", None),
+]
+
+
+@pytest.mark.parametrize("value,message,cause", BAD_PARAMETERS,
+                         ids=[m.split(":")[0] for _, m, _ in BAD_PARAMETERS])
+async def test_a_parameter_that_cannot_be_converted_is_named(db, value, message, cause):
+    with pytest.raises(keel.DataError) as ei:
+        await db.fetchval("SELECT $1", value)
+    text = str(ei.value)
+    assert text.startswith("parameter $1: " + message), text
+    # The type as Python names it (datetime.datetime for the types of C modules).
+    assert re.search(r"\(type ([\w.]+\.)?" + type(value).__name__ + r"\)$", text), text
+    if cause is None:
+        assert ei.value.__cause__ is None
+    else:
+        assert isinstance(ei.value.__cause__, cause)
+    # In executemany the row is named too; nothing was sent, so the database is as it was.
+    with pytest.raises(keel.DataError, match=r"^row 1, parameter \$2: " + re.escape(message)):
+        await db.executemany("SELECT $1, $2", [(1, 2), (3, value)])
+    assert await db.fetchval("SELECT 7") == 7
+
+
+class _Colour(enum.IntEnum):
+    RED = 3
+
+
+async def test_parameters_of_subclasses_and_buffers_are_accepted(db):
+    assert await db.fetchval("SELECT $1", _Colour.RED) == 3
+
+    class Name(str):
+        pass
+
+    assert await db.fetchval("SELECT $1", Name("abc")) == "abc"
+    assert await db.fetchval("SELECT $1 = $2", bytearray(b"ab"), memoryview(b"ab")) in (True, 1)
+
+
+async def test_executemany_rows_must_be_sequences_of_one_length(db):
+    with pytest.raises(keel.ProgrammingError,
+                       match="executemany: row 1 is a str, not a sequence of parameters"):
+        await db.executemany("SELECT $1", [(1,), "2"])
+    with pytest.raises(keel.ProgrammingError,
+                       match="executemany: row 1 has 1 parameters, row 0 has 2"):
+        await db.executemany("SELECT $1, $2", [(1, 2), [3]])
+    # Any other sequence is a row.
+    await db.executemany("SELECT $1, $2", [range(2), collections.deque([5, 6])])
+    assert await db.fetchval("SELECT 8") == 8

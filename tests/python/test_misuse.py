@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 import keel
+from conftest import SLOW_SQL
 
 ROW_SQL = "SELECT 1 AS id, 'x' AS name, NULL AS missing"
 
@@ -257,3 +258,78 @@ async def test_executemany_rows_must_be_sequences_of_one_length(db):
     # Any other sequence is a row.
     await db.executemany("SELECT $1, $2", [range(2), collections.deque([5, 6])])
     assert await db.fetchval("SELECT 8") == 8
+
+
+# ---- statements and results ----
+
+async def test_a_statement_is_a_str_without_nul(db):
+    with pytest.raises(TypeError, match="the statement must be a str, not bytes"):
+        await db.fetchval(b"SELECT 1")
+    with pytest.raises(keel.ProgrammingError, match="the statement contains a NUL character"):
+        await db.fetchval("SELECT 1\0 -- hidden")
+    with pytest.raises(TypeError, match="copy_records_to_table: the table name must be a str, not int"):
+        await db.copy_records_to_table(5, records=[(1,)])
+    assert await db.fetchval("SELECT 9") == 9
+
+
+async def test_fetchval_column_is_checked_against_the_result(db):
+    assert await db.fetchval("SELECT 1, 2", column=-1) == 2
+    with pytest.raises(IndexError, match="column 2 is out of range: the result has 2"):
+        await db.fetchval("SELECT 1, 2", column=2)
+    with pytest.raises(IndexError, match="column -3 is out of range: the result has 2"):
+        await db.fetchval("SELECT 1, 2", column=-3)
+    assert await db.fetchval("SELECT 10") == 10
+
+
+# ---- an operation queued behind a cancelled one ----
+# The steps below run in one pass of the event loop, one task after another, so that the
+# cancelled query cannot end in between: the loop polls for I/O only between passes.
+
+async def _cancelled_slow_query(conn, engine):
+    """Starts the slow query on conn, lets it reach the server and cancels it; keel reports its
+    end later, so an operation started in this pass waits in the connection's queue."""
+    slow = asyncio.ensure_future(conn.fetchval(SLOW_SQL[engine]))
+    await asyncio.sleep(0.2)
+    slow.cancel()
+    return slow
+
+
+async def test_an_operation_queued_behind_a_cancelled_one_can_be_cancelled(db, engine):
+    conn = await db.acquire()
+    refused = []
+
+    async def third_then_cancel(queued):
+        # Only one operation waits; a third is refused.
+        try:
+            await conn.fetchval("SELECT 12")
+        except keel.InterfaceError as e:
+            refused.append(str(e))
+        queued.cancel()
+
+    try:
+        slow = await _cancelled_slow_query(conn, engine)
+        queued = asyncio.ensure_future(conn.fetchval("SELECT 11"))
+        await asyncio.ensure_future(third_then_cancel(queued))
+        assert refused == ["another operation is in progress on this connection"]
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert await conn.fetchval("SELECT 13") == 13
+        # An executemany of no rows sends nothing and completes at once.
+        assert await conn.executemany("SELECT $1", []) is None
+    finally:
+        await db.release(conn)
+
+
+async def test_an_operation_queued_when_its_connection_is_released_fails(db, engine):
+    conn = await db.acquire()
+    slow = await _cancelled_slow_query(conn, engine)
+    queued = asyncio.ensure_future(conn.fetchval("SELECT 14"))
+    await asyncio.ensure_future(db.release(conn))
+    with pytest.raises(keel.InterfaceError,
+                       match="the connection was released before the operation could run"):
+        await queued
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await db.fetchval("SELECT 15") == 15

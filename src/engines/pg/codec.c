@@ -27,23 +27,6 @@ enum {
     PG_OID_JSONB = 3802
 };
 
-/* Decimal text of v into out (at least 21 bytes); returns its length. */
-static size_t pg_format_int(int64_t v, char *out) {
-    char tmp[24];
-    size_t n = 0, len = 0;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        out[len++] = '-';
-    while (n)
-        out[len++] = tmp[--n];
-    out[len] = '\0';
-    return len;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Parameters                                                                               */
 
@@ -183,18 +166,11 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
             wire += v[i].u.str.len;
             continue;
         case KEEL_TYPE_BOOL:
-            s[0] = v[i].u.boolean ? 't' : 'f';
-            s[1] = '\0';
-            len = 1;
-            type = PG_OID_BOOL;
-            break;
         case KEEL_TYPE_INT:
-            len = pg_format_int(v[i].u.i64, s);
-            type = PG_OID_INT8;
-            break;
         case KEEL_TYPE_FLOAT:
-            len = keel__format_double(v[i].u.f64, s, 32);
-            type = PG_OID_FLOAT8;
+        case KEEL_TYPE_TIME:
+        case KEEL_TYPE_UUID:
+            /* Always in binary (keel__pgc_param above takes every value of these types). */
             break;
         case KEEL_TYPE_NUMERIC:
         case KEEL_TYPE_TEXT:
@@ -211,10 +187,6 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
             len = keel__format_date(v[i].u.date, s);
             type = PG_OID_DATE;
             break;
-        case KEEL_TYPE_TIME:
-            len = keel__format_time(v[i].u.micros, s);
-            type = PG_OID_TIME;
-            break;
         case KEEL_TYPE_TIMESTAMP:
             len = keel__format_timestamp(v[i].u.micros, s);
             type = PG_OID_TIMESTAMP;
@@ -222,11 +194,6 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
         case KEEL_TYPE_TIMESTAMPTZ:
             len = keel__format_timestamptz(v[i].u.micros, s);
             type = PG_OID_TIMESTAMPTZ;
-            break;
-        case KEEL_TYPE_UUID:
-            keel__format_uuid(v[i].u.uuid, s);
-            len = 36;
-            type = PG_OID_UUID;
             break;
         }
         p->pvals[i] = s;

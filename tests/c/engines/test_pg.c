@@ -205,6 +205,9 @@ TEST(binary_parameters_keep_the_servers_checks) {
     /* So far out that the binary form would overflow: sent as text, refused all the same. */
     e = q_fail(c, "SELECT $1::timestamp", (keel_value[]){ keel_timestamp(INT64_MIN + 1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
+    e = q_fail(c, "SELECT $1::timestamptz", (keel_value[]){ keel_timestamptz(INT64_MIN + 1) }, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.sqlstate, "22008");
     e = q_fail(c, "SELECT $1::date", (keel_value[]){ keel_date(INT32_MIN + 1) }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
 

@@ -16,6 +16,7 @@ import pickle
 import re
 import struct
 import time
+import types
 import uuid
 import weakref
 
@@ -976,3 +977,74 @@ async def test_fastapi_dependency_with_a_collection(mongo_db, coll):
         assert ready["databases"]["docs"]["engine"] == "mongodb"
         assert ready["databases"]["docs"]["status"] == "ok"
     await wait_until(lambda: mongo_db.pool_stats("docs")["leased"] == 0)
+
+
+# ---- collection arguments: the error names what was wrong, the collection stays usable ----
+
+async def test_collection_names_and_arguments_are_checked(mongo_db, coll):
+    with pytest.raises(TypeError, match="a collection name must be a str, not int"):
+        mongo_db.collection(5)
+    for bad in ("", "a\0b"):
+        with pytest.raises(keel.ProgrammingError, match="invalid collection name"):
+            mongo_db.collection(bad)
+    with pytest.raises(TypeError, match="dbname must be a non-empty str or None"):
+        mongo_db.collection("x", dbname="")
+    assert repr(coll) == f"<keel.Collection {coll.name!r} database='docs'>"
+    assert coll.database == "docs" and coll.dbname is None
+    with pytest.raises(TypeError, match="filter must be a dict, not list"):
+        coll.find([("a", 1)])
+    with pytest.raises(TypeError, match=r"sort must be a list of \(field, direction\) pairs"):
+        coll.find(sort=[("a",)])
+    with pytest.raises(TypeError, match="projection must be a dict or a list of field names, not int"):
+        coll.find(projection=5)
+    with pytest.raises(ValueError, match="skip must be >= 0"):
+        coll.find(skip=-1)
+    with pytest.raises(ValueError, match="batch_size must be >= 0"):
+        coll.find(batch_size=-1)
+    with pytest.raises(TypeError, match="pipeline must be a list of stages"):
+        coll.aggregate({"$match": {}})
+    with pytest.raises(TypeError, match="insert_many takes an iterable of documents"):
+        await coll.insert_many({"a": 1})
+    with pytest.raises(TypeError, match="insert_many needs at least one document"):
+        await coll.insert_many([])
+    with pytest.raises(TypeError, match="a document must be a dict, not list"):
+        await coll.insert_one([("a", 1)])
+    with pytest.raises(TypeError, match="update_one: the update must be a non-empty dict or a pipeline"):
+        await coll.update_one({}, {})
+    with pytest.raises(keel.ProgrammingError, match=r"update_many: the update must use \$ operators"):
+        await coll.update_many({}, {"a": 1})
+    with pytest.raises(TypeError, match="replace_one: the replacement must be a dict"):
+        await coll.replace_one({}, [("a", 1)])
+    with pytest.raises(keel.ProgrammingError, match=r"replace_one: a replacement document cannot hold \$"):
+        await coll.replace_one({}, {"$set": {"a": 1}})
+    with pytest.raises(keel.ProgrammingError, match="an index needs at least one key"):
+        await coll.create_index([])
+    with pytest.raises(ValueError, match="to_list: length must be None or >= 0"):
+        await coll.find().to_list(-1)
+    assert await coll.count_documents({}) == 0
+
+
+async def test_collection_inputs_pymongo_accepts(mongo_db, coll):
+    # An immutable mapping is inserted as a copy with the new _id; the caller's is untouched.
+    frozen = types.MappingProxyType({"n": 1})
+    result = await coll.insert_one(frozen)
+    assert "_id" not in frozen
+    assert (await coll.find_one({"n": 1}))["_id"] == result.inserted_id
+    await coll.insert_many([{"n": 2}, {"n": 3}])
+    # A list of field names as projection, a pipeline update, allowDiskUse on aggregate.
+    assert await coll.find({"n": 2}, ["n"]).to_list() == [
+        {"_id": (await coll.find_one({"n": 2}))["_id"], "n": 2}]
+    await coll.update_many({}, [{"$set": {"twice": {"$multiply": ["$n", 2]}}}])
+    rows = await coll.aggregate([{"$sort": {"n": 1}}, {"$project": {"_id": 0, "twice": 1}}],
+                                allow_disk_use=True).to_list()
+    assert rows == [{"twice": 2}, {"twice": 4}, {"twice": 6}]
+    cursor = coll.find({}, batch_size=1)
+    assert repr(cursor) == f"<keel.Cursor {coll.name!r} new>"
+    assert (await cursor.__anext__())["n"] in (1, 2, 3)
+    assert repr(cursor).startswith(f"<keel.Cursor {coll.name!r} open id=")
+    await cursor.aclose()
+    assert repr(cursor) == f"<keel.Cursor {coll.name!r} closed>"
+    async with mongo_db.connection("docs") as conn:
+        on_conn = conn.collection(coll.name)
+        assert repr(on_conn) == f"<keel.Collection {coll.name!r} connection='docs'>"
+        assert await on_conn.count_documents({}) == 3

@@ -189,8 +189,12 @@ static int my_bind_bulk(my_impl *p, size_t a, size_t b) {
     my_barray *arrs = my_balloc(p, p->nparams, sizeof *arrs, &oom);
     for (size_t k = 0; !oom && k < p->nparams; k++)
         my_barray_fill(p, &arrs[k], k, a, b, &oom);
-    if (oom || keel__my_binds_reserve(p, p->nmap) != 0)
+    if (oom || keel__my_binds_reserve(p, p->nmap) != 0) {
+        /* Recorded now: the caller would otherwise report the statement's (empty) error. */
+        keel__my_nomem(p, &p->err);
+        p->failed = 1;
         return -1;
+    }
     for (size_t i = 0; i < p->nmap; i++) {
         const my_barray *arr = &arrs[p->map[i]];
         MYSQL_BIND *bd = &p->binds[i];

@@ -702,8 +702,12 @@ int keel__my_bind_row(my_impl *p, const keel_value *row) {
         return -1;
     if (p->nmap == 0)
         return 0;
-    if (keel__my_binds_reserve(p, p->nmap) != 0)
+    if (keel__my_binds_reserve(p, p->nmap) != 0) {
+        /* Recorded now: the caller would otherwise report the statement's (empty) error. */
+        keel__my_nomem(p, &p->err);
+        p->failed = 1;
         return -1;
+    }
     for (size_t i = 0; i < p->nmap; i++)
         my_bind_value(&p->binds[i], &p->slots[i], &row[p->map[i]]);
     return mysql_stmt_bind_param(p->cur, p->binds) ? -1 : 0;

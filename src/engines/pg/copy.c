@@ -241,8 +241,14 @@ int keel__pg_copy_collect(pg_impl *p) {
                 p->failed = 1;
                 if (pg_copy_abort(p, "the rows do not match the table") != 0)
                     return -1;
-            } else if (keel__pgc_header(&k->out) != 0 ||
-                       PQputCopyData(p->pg, k->out.data, (int)k->out.len) != 1) {
+            } else if (keel__pgc_header(&k->out) != 0) {
+                /* As for the rows: the COPY ends unfinished and the connection stays. */
+                keel__error_set(&p->err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
+                                "out of memory");
+                p->failed = 1;
+                if (pg_copy_abort(p, "out of memory in the client") != 0)
+                    return -1;
+            } else if (PQputCopyData(p->pg, k->out.data, (int)k->out.len) != 1) {
                 return -1;
             }
             if (keel__pg_copy_send(p) != 0)

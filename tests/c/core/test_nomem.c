@@ -8,6 +8,7 @@
 #include "core/result_int.h"
 #include "core/url.h"
 #include "query/placeholder.h"
+#include "support.h"
 #include "test.h"
 
 #include <keel/keel.h>
@@ -19,7 +20,8 @@
  * library has no hook of its own for this; the linker gives the test one.
  *
  * countdown > 0 makes the countdown-th allocation from now fail (and only that one); 0 lets all
- * pass. Worker threads allocate too, hence the atomics.
+ * pass. Worker threads allocate too, hence the atomics. How many allocations a run makes can
+ * depend on timing (how the server's replies arrive): each run fails one of its own.
  */
 static atomic_long countdown;
 
@@ -315,6 +317,69 @@ static keel_status sqlite_scenario(keel_error *err) {
     return st;
 }
 
+/* The server of server_scenario (a PostgreSQL or MySQL URL). */
+static const char *server_url;
+
+/*
+ * The whole synchronous path on a server engine: connect, statements with parameters of most
+ * types, a batch, a transaction and a bulk load into a temporary table, results read back.
+ */
+static keel_status server_scenario(keel_error *err) {
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_conn *conn = NULL;
+    keel_result *res = NULL;
+    keel_status st = keel_config_new(&cfg, err);
+    if (st == KEEL_OK)
+        st = keel_config_set_url(cfg, server_url, err);
+    if (st == KEEL_OK)
+        st = keel_config_set(cfg, "databases.default.pool.max_size", "1", err);
+    if (st == KEEL_OK)
+        st = keel_db_open(&db, cfg, NULL, err);
+    keel_config_free(cfg);
+    if (st == KEEL_OK)
+        st = keel_db_acquire_sync(db, NULL, &conn, err);
+    if (st == KEEL_OK)
+        st = keel_conn_query_sync(conn,
+                                  "CREATE TEMPORARY TABLE nomem (id BIGINT, name TEXT, "
+                                  "f DOUBLE PRECISION, d DATE, b BOOLEAN)",
+                                  NULL, 0, NULL, err);
+    keel_value row[5] = { keel_int(7), keel_text("seven"), keel_float(0.5), keel_date(19000),
+                          keel_bool(1) };
+    if (st == KEEL_OK)
+        st = keel_conn_transaction_sync(conn, KEEL_TXN_BEGIN, 0, err);
+    if (st == KEEL_OK)
+        st = keel_conn_query_sync(conn, "INSERT INTO nomem VALUES ($1, $2, $3, $4, $5)", row, 5,
+                                  NULL, err);
+    keel_value many[4] = { keel_int(8), keel_text("eight"), keel_int(9), keel_text("nine") };
+    if (st == KEEL_OK)
+        st = keel_conn_query_many_sync(conn, "INSERT INTO nomem (id, name) VALUES ($1, $2)", many,
+                                       2, 2, NULL, err);
+    if (st == KEEL_OK)
+        st = keel_conn_transaction_sync(conn, KEEL_TXN_COMMIT, 0, err);
+    static const char *const cols[] = { "id", "name" };
+    keel_value loaded[4] = { keel_int(10), keel_text("ten"), keel_int(11), keel_null() };
+    int64_t nloaded = 0;
+    if (st == KEEL_OK)
+        st = keel_conn_copy_in_sync(conn, NULL, "nomem", cols, 2, loaded, 2, &nloaded, err);
+    if (st == KEEL_OK && nloaded != 2)
+        st = wrong(err, "rows loaded");
+    if (st == KEEL_OK)
+        st = keel_conn_query_sync(conn,
+                                  "SELECT id, name, f, d, b FROM nomem WHERE id >= $1 ORDER BY id",
+                                  row, 1, &res, err);
+    if (st == KEEL_OK &&
+        (keel_result_nrows(res) != 5 || strcmp(keel_result_value(res, 0, 1)->u.str.ptr, "seven") ||
+         keel_result_value(res, 0, 3)->u.date != 19000 ||
+         keel_result_value(res, 4, 1)->type != KEEL_TYPE_NULL))
+        st = wrong(err, "rows read back");
+    keel_result_free(res);
+    keel_conn_release(conn);
+    if (db)
+        keel_db_close(db);
+    return st;
+}
+
 TEST(config_reports_every_failed_allocation) { CHECK(exhaust("config", config_scenario, 0) > 50); }
 TEST(url_reports_every_failed_allocation) { CHECK(exhaust("url", url_scenario, 0) > 4); }
 TEST(placeholders_report_every_failed_allocation) {
@@ -323,6 +388,14 @@ TEST(placeholders_report_every_failed_allocation) {
 TEST(buffers_report_every_failed_allocation) { CHECK(exhaust("buffers", buffers_scenario, 0) > 5); }
 TEST(results_report_every_failed_allocation) { CHECK(exhaust("results", result_scenario, 0) > 5); }
 TEST(sqlite_reports_every_failed_allocation) { CHECK(exhaust("sqlite", sqlite_scenario, 1) > 10); }
+TEST(postgresql_reports_every_failed_allocation) {
+    server_url = pg_url();
+    CHECK(exhaust("postgresql", server_scenario, 1) > 10);
+}
+TEST(mysql_reports_every_failed_allocation) {
+    server_url = my_url();
+    CHECK(exhaust("mysql", server_scenario, 1) > 10);
+}
 
 int main(void) {
     setenv("KEEL_TEST_NOMEM_PASSWORD", "hunter2", 1);
@@ -333,5 +406,7 @@ int main(void) {
     RUN(buffers_report_every_failed_allocation);
     RUN(results_report_every_failed_allocation);
     RUN(sqlite_reports_every_failed_allocation);
+    RUN(postgresql_reports_every_failed_allocation);
+    RUN(mysql_reports_every_failed_allocation);
     return TEST_SUMMARY();
 }

@@ -132,7 +132,7 @@ KEEL_API const char *keel_db_database_engine(const keel_db *db, const char *data
  * Opens connections until the pool of database (NULL: the default) holds min_size, then calls cb
  * with conn == NULL and err == NULL, or with the first connect error (during the wait after a
  * failed connect, see keel_db_acquire, with that failure's error, without connecting). Sync errors:
- * KEEL_ERR_UNKNOWN_DATABASE, KEEL_ERR_CLOSED.
+ * KEEL_ERR_UNKNOWN_DATABASE, KEEL_ERR_CLOSED, KEEL_ERR_INTERNAL (the event loop refused a timer).
  */
 KEEL_API keel_status keel_db_warm(keel_db *db, const char *database, keel_acquire_cb cb, void *arg,
                                   keel_error *err);
@@ -144,7 +144,7 @@ KEEL_API keel_status keel_db_warm(keel_db *db, const char *database, keel_acquir
  * oldest request with its error at once; the pool then waits before its next connect (50 ms,
  * doubling with each failure in a row up to 2 s, with jitter; none after a connect that works),
  * so requests arriving meanwhile wait for that attempt. Sync errors: KEEL_ERR_UNKNOWN_DATABASE
- * (naming it), KEEL_ERR_CLOSED.
+ * (naming it), KEEL_ERR_CLOSED, KEEL_ERR_INTERNAL (the event loop refused a timer).
  */
 KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb cb,
                                      void *arg, keel_error *err);

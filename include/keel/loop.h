@@ -44,6 +44,12 @@ extern "C" {
  * - Spurious readiness is harmless: keel ignores events it is not watching and retries reads and
  *   writes that would block. Readiness is level-triggered: report events for as long as they
  *   hold (keel does not always read a descriptor dry; epoll hosts must not use EPOLLET).
+ * - Refusals. An op may fail (return -1). keel never waits for an event the host refused: the
+ *   operation that needed it fails with KEEL_ERR_INTERNAL and a message saying what the event
+ *   loop refused, synchronously when the refusal happens inside the call (keel_db_acquire,
+ *   keel_db_warm, keel_conn_query…), else through its callback; a connection whose watch was
+ *   refused mid-operation is given up and replaced. Where keel can do without the refused op (a
+ *   repeat of a cancel request, say), it carries on. Nothing hangs, and nothing leaks.
  */
 
 #define KEEL_READ 1

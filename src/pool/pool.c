@@ -92,7 +92,11 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
 
 const char *keel__pool_name(const keel__pool *p) { return p->cfg->name; }
 
-static void schedule_dispatch(keel__pool *p) { keel__defer_schedule(p->dispatch); }
+/*
+ * Serves the waiters from the next loop turn. Returns -1 when the loop refused the deferred call;
+ * the waiters are then served by the acquire timeout's timer (on_timeout dispatches first).
+ */
+static int schedule_dispatch(keel__pool *p) { return keel__defer_schedule(p->dispatch); }
 
 static void link_conn(keel__pool *p, keel_conn *c) {
     c->prev = NULL;
@@ -248,21 +252,40 @@ static void backoff_reset(keel__pool *p) {
     p->next_connect_at = 0;
 }
 
-static void rearm_timeout(keel__pool *p) {
+/* Arms the timeout at the head waiter's deadline; -1 when the loop refused the timer. */
+static int rearm_timeout(keel__pool *p) {
     if (!p->wait_head) {
         if (p->timeout_armed_at_valid) {
             keel__timer_arm(p->timeout_timer, -1);
             p->timeout_armed_at_valid = 0;
         }
-        return;
+        return 0;
     }
     int64_t deadline = p->wait_head->deadline;
     if (p->timeout_armed_at_valid && p->timeout_armed_at == deadline)
-        return;
-    if (keel__timer_arm(p->timeout_timer, deadline) == 0) {
-        p->timeout_armed_at = deadline;
-        p->timeout_armed_at_valid = 1;
+        return 0;
+    if (keel__timer_arm(p->timeout_timer, deadline) != 0) {
+        p->timeout_armed_at_valid = 0;
+        return -1;
     }
+    p->timeout_armed_at = deadline;
+    p->timeout_armed_at_valid = 1;
+    return 0;
+}
+
+/*
+ * Arms the acquire timeout, from the loop. Without its timer a waiter the pool cannot serve would
+ * wait forever: when the loop refuses it, every waiter fails now.
+ */
+static void rearm_timeout_or_fail(keel__pool *p) {
+    if (rearm_timeout(p) == 0)
+        return;
+    keel_error e;
+    keel__error_set(&e, KEEL_ERR_INTERNAL, NULL, p->cfg->name,
+                    "the event loop refused the timer of the acquire timeout");
+    /* Only the waiters queued now: a callback that asks again is served from a later turn. */
+    for (size_t n = p->nwaiting; n > 0; n--)
+        fail_head_waiter(p, &e);
 }
 
 /* Serves waiters with idle connections, finishes warms, opens connections that are needed. */
@@ -297,7 +320,13 @@ static void dispatch(void *arg) {
      * back-off, from the loop. */
     while (p->nwaiting > p->nconnecting && p->nconns < p->cfg->max_size) {
         if (keel_now_ms() < p->next_connect_at) {
-            keel__timer_arm(p->retry_timer, p->next_connect_at);
+            if (keel__timer_arm(p->retry_timer, p->next_connect_at) == 0)
+                break;
+            /* Nothing would start the next attempt: the waiters it was for get the error of
+             * the last one now (only those: a callback that asks again is served from the
+             * dispatch its request schedules). */
+            for (size_t n = p->nwaiting - p->nconnecting; n > 0; n--)
+                fail_head_waiter(p, &p->last_error);
             break;
         }
         keel_error err;
@@ -308,12 +337,16 @@ static void dispatch(void *arg) {
             fail_head_waiter(p, &err);
         }
     }
-    rearm_timeout(p);
+    rearm_timeout_or_fail(p);
 }
 
 static void on_timeout(void *arg) {
     keel__pool *p = arg;
     p->timeout_armed_at_valid = 0;
+    /* Waiters an idle connection can serve get it, when the loop refused the deferred dispatch
+     * that should have served them. */
+    if (p->wait_head && p->nidle)
+        dispatch(p);
     int64_t now = keel_now_ms();
     while (p->wait_head && p->wait_head->deadline <= now) {
         waiter *w = pop_waiter(p);
@@ -329,7 +362,7 @@ static void on_timeout(void *arg) {
         free(w);
         cb(NULL, &e, cb_arg);
     }
-    rearm_timeout(p);
+    rearm_timeout_or_fail(p);
 }
 
 keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err) {
@@ -402,13 +435,17 @@ keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_e
             wm->error = e;
         }
     }
+    /* A warm with no connect in flight completes from the dispatch: without it, never. */
+    if (wm->pending == 0 && schedule_dispatch(p) != 0) {
+        free(wm);
+        return keel__error_set(err, KEEL_ERR_INTERNAL, NULL, p->cfg->name,
+                               "the event loop refused a timer");
+    }
     /* Append so warms complete in the order they were requested. */
     struct keel__warm **link = &p->warms;
     while (*link)
         link = &(*link)->next;
     *link = wm;
-    if (wm->pending == 0)
-        schedule_dispatch(p);
     return KEEL_OK;
 }
 
@@ -495,7 +532,10 @@ void keel__conn_connected(keel_conn *c, const keel_error *err) {
         if (push_idle(p, c) != 0)
             destroy(p, c);
     }
-    schedule_dispatch(p);
+    /* The waiters and warms this connect was for are served from the next turn; when the loop
+     * refuses that, from here, where a failed connect already calls back. */
+    if (schedule_dispatch(p) != 0)
+        dispatch(p);
 }
 
 void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) {

@@ -1,367 +1,23 @@
 /* tests/c/loop/test_epoll_host.c - an epoll host loop written from keel/loop.h alone, driving every engine. */
 /*
- * The host below relies only on what include/keel/loop.h promises: it keeps one record per watch
- * and per timer in the host data, frees a watch's record on the call with events 0 and a timer's
- * on the disarm (never on a firing), defers those frees to the end of a dispatch batch, and checks
- * each collected readiness or due timer again before dispatching it. Every promise of the header
- * it can observe is checked as it runs (ops on the loop thread only, never nested, two live watches
- * never on one descriptor, a stop for a closed descriptor…); at the end no record may be left, and
- * LeakSanitizer (make test-c-asan) sees the records a missing stop or disarm would leak.
+ * The host (support/epoll_host.c) relies only on what include/keel/loop.h promises and checks
+ * every promise it can observe as it runs; at the end no record may be left, and LeakSanitizer
+ * (make test-c-asan) sees the records a missing stop or disarm would leak.
  *
  * The workload: one keel_db on this loop with PostgreSQL, MariaDB, SQLite and MongoDB, each driven
  * by several concurrent clients through a pool smaller than the number of clients (so requests
  * queue), with cancels and releases of running statements, and pools of one connection whose
  * requests time out or are withdrawn.
  */
-#include <errno.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <bson/bson.h>
 #include <keel/keel.h>
 
 #include "support.h"
-
-/* ---- the host ---- */
-
-typedef struct wrec {
-    keel_watch *w;
-    int fd;
-    int events; /* what epoll watches for w */
-    int dead;   /* stopped: readiness collected for it is void */
-    struct wrec *next_dead;
-} wrec;
-
-typedef struct trec {
-    keel_timer *t;
-    int64_t deadline;
-    int armed;
-    unsigned gen; /* changes with every arming: a firing collected before it is void */
-    int dead;
-    size_t slot; /* index in host.timers */
-    struct trec *next_dead;
-} trec;
-
-/* The test's own deadlines (cancels, delayed releases), kept apart from keel's timers. */
-typedef struct app_timer {
-    int64_t at;
-    void (*fn)(void *arg);
-    void *arg;
-} app_timer;
-
-typedef struct host {
-    int ep;
-    pthread_t thread;
-    trec **timers;
-    size_t ntimers, cap_timers;
-    wrec **byfd; /* the live record of each descriptor, to check that none is shared */
-    size_t cap_fd;
-    app_timer *apps;
-    size_t napps, cap_apps;
-    wrec *dead_w; /* records stopped during the batch being dispatched, freed after it */
-    trec *dead_t;
-    int dispatching;
-    int in_op;
-    long live_w, live_t;
-    long watch_calls, timer_calls, readies, fires, stale_skipped;
-    long violations;
-} host;
-
-static void violation(host *h, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "  host: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    h->violations++;
-}
-
-/* The header: ops come on the loop thread, and never from inside another op. */
-static void enter_op(host *h, const char *op) {
-    if (!pthread_equal(pthread_self(), h->thread))
-        violation(h, "%s called off the loop thread", op);
-    if (h->in_op)
-        violation(h, "%s called from inside another op", op);
-    h->in_op++;
-}
-
-static void leave_op(host *h) { h->in_op--; }
-
-static void bury_watch(host *h, wrec *r) {
-    if (!h->dispatching) {
-        free(r);
-        return;
-    }
-    r->next_dead = h->dead_w;
-    h->dead_w = r;
-}
-
-static void bury_timer(host *h, trec *r) {
-    if (!h->dispatching) {
-        free(r);
-        return;
-    }
-    r->next_dead = h->dead_t;
-    h->dead_t = r;
-}
-
-static int fd_slot(host *h, int fd) {
-    if (fd < 0)
-        return -1;
-    if ((size_t)fd >= h->cap_fd) {
-        size_t cap = (size_t)fd + 64;
-        wrec **a = realloc(h->byfd, cap * sizeof *a);
-        if (!a)
-            return -1;
-        memset(a + h->cap_fd, 0, (cap - h->cap_fd) * sizeof *a);
-        h->byfd = a;
-        h->cap_fd = cap;
-    }
-    return 0;
-}
-
-static int h_watch(void *hp, keel_watch *w, int fd, int events) {
-    host *h = hp;
-    enter_op(h, "watch");
-    h->watch_calls++;
-    int rc = 0;
-    wrec *r = keel_watch_get_host_data(w);
-    if (events == 0) {
-        /* A stop for a watch we kept nothing for (its registration failed) is ignored. */
-        if (r) {
-            /* The descriptor may be closed already, or its number taken by a new socket. */
-            if (epoll_ctl(h->ep, EPOLL_CTL_DEL, r->fd, NULL) != 0 && errno != EBADF &&
-                errno != ENOENT)
-                violation(h, "EPOLL_CTL_DEL fd %d: %s", r->fd, strerror(errno));
-            if ((size_t)r->fd < h->cap_fd && h->byfd[r->fd] == r)
-                h->byfd[r->fd] = NULL;
-            keel_watch_set_host_data(w, NULL);
-            r->dead = 1;
-            h->live_w--;
-            bury_watch(h, r);
-        }
-        goto out;
-    }
-    if (events & ~(KEEL_READ | KEEL_WRITE))
-        violation(h, "watch with unknown events %d", events);
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = ((events & KEEL_READ) ? EPOLLIN : 0) | ((events & KEEL_WRITE) ? EPOLLOUT : 0);
-    if (!r) {
-        if (fd_slot(h, fd) != 0) {
-            rc = -1;
-            goto out;
-        }
-        if (h->byfd[fd])
-            violation(h, "two live watches on fd %d", fd);
-        r = calloc(1, sizeof *r);
-        if (!r) {
-            rc = -1;
-            goto out;
-        }
-        r->w = w;
-        r->fd = fd;
-        ev.data.ptr = r;
-        if (epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            if (errno == EEXIST)
-                violation(h, "fd %d is still registered for another watch", fd);
-            free(r);
-            rc = -1;
-            goto out;
-        }
-        keel_watch_set_host_data(w, r);
-        h->byfd[fd] = r;
-        h->live_w++;
-    } else {
-        if (fd != r->fd)
-            violation(h, "watch moved from fd %d to %d", r->fd, fd);
-        if (events == r->events)
-            violation(h, "watch called without a change of events");
-        ev.data.ptr = r;
-        if (epoll_ctl(h->ep, EPOLL_CTL_MOD, r->fd, &ev) != 0) {
-            rc = -1;
-            goto out;
-        }
-    }
-    r->events = events;
-out:
-    leave_op(h);
-    return rc;
-}
-
-static int h_timer(void *hp, keel_timer *t, int64_t deadline) {
-    host *h = hp;
-    enter_op(h, "timer");
-    h->timer_calls++;
-    int rc = 0;
-    trec *r = keel_timer_get_host_data(t);
-    if (deadline < 0) {
-        if (r) {
-            h->timers[r->slot] = h->timers[--h->ntimers];
-            h->timers[r->slot]->slot = r->slot;
-            keel_timer_set_host_data(t, NULL);
-            r->dead = 1;
-            h->live_t--;
-            bury_timer(h, r);
-        }
-        goto out;
-    }
-    if (!r) {
-        if (h->ntimers == h->cap_timers) {
-            size_t cap = h->cap_timers ? h->cap_timers * 2 : 16;
-            trec **a = realloc(h->timers, cap * sizeof *a);
-            if (!a) {
-                rc = -1;
-                goto out;
-            }
-            h->timers = a;
-            h->cap_timers = cap;
-        }
-        r = calloc(1, sizeof *r);
-        if (!r) {
-            rc = -1;
-            goto out;
-        }
-        r->t = t;
-        r->slot = h->ntimers;
-        h->timers[h->ntimers++] = r;
-        keel_timer_set_host_data(t, r);
-        h->live_t++;
-    }
-    r->deadline = deadline;
-    r->armed = 1;
-    r->gen++;
-out:
-    leave_op(h);
-    return rc;
-}
-
-static int host_init(host *h) {
-    memset(h, 0, sizeof *h);
-    h->thread = pthread_self();
-    h->ep = epoll_create1(EPOLL_CLOEXEC);
-    return h->ep >= 0 ? 0 : -1;
-}
-
-/* Frees the host's own arrays. Records still live are left alone: keel should have stopped or
- * disarmed them all, and LeakSanitizer reports those it did not. */
-static void host_free(host *h) {
-    free(h->timers);
-    free(h->byfd);
-    free(h->apps);
-    close(h->ep);
-}
-
-static void app_after(host *h, int64_t ms, void (*fn)(void *), void *arg) {
-    if (h->napps == h->cap_apps) {
-        size_t cap = h->cap_apps ? h->cap_apps * 2 : 16;
-        app_timer *a = realloc(h->apps, cap * sizeof *a);
-        if (!a) {
-            violation(h, "out of memory");
-            return;
-        }
-        h->apps = a;
-        h->cap_apps = cap;
-    }
-    h->apps[h->napps++] = (app_timer){ keel_now_ms() + ms, fn, arg };
-}
-
-typedef struct due_timer {
-    trec *r;
-    unsigned gen;
-} due_timer;
-
-/* One turn: wait for readiness or the next deadline (at most max_ms), then dispatch. */
-static void host_turn(host *h, int max_ms) {
-    int64_t now = keel_now_ms();
-    int64_t next = now + max_ms;
-    for (size_t i = 0; i < h->ntimers; i++)
-        if (h->timers[i]->armed && h->timers[i]->deadline < next)
-            next = h->timers[i]->deadline;
-    for (size_t i = 0; i < h->napps; i++)
-        if (h->apps[i].at < next)
-            next = h->apps[i].at;
-    struct epoll_event evs[16];
-    int n = epoll_wait(h->ep, evs, 16, next > now ? (int)(next - now) : 0);
-    if (n < 0) {
-        if (errno != EINTR)
-            violation(h, "epoll_wait: %s", strerror(errno));
-        n = 0;
-    }
-    h->dispatching = 1;
-    for (int i = 0; i < n; i++) {
-        wrec *r = evs[i].data.ptr;
-        if (r->dead) { /* stopped (and maybe freed by keel) by an earlier dispatch */
-            h->stale_skipped++;
-            continue;
-        }
-        uint32_t e = evs[i].events;
-        int ready = ((e & EPOLLIN) ? KEEL_READ : 0) | ((e & EPOLLOUT) ? KEEL_WRITE : 0);
-        if (e & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
-            ready |= r->events;
-        ready &= r->events;
-        if (ready) {
-            h->readies++;
-            keel_watch_ready(r->w, ready);
-        }
-    }
-    /* Due timers, collected first; each is checked again before it fires. */
-    now = keel_now_ms();
-    size_t ndue = 0;
-    due_timer *due = h->ntimers ? malloc(h->ntimers * sizeof *due) : NULL;
-    for (size_t i = 0; due && i < h->ntimers; i++)
-        if (h->timers[i]->armed && h->timers[i]->deadline <= now)
-            due[ndue++] = (due_timer){ h->timers[i], h->timers[i]->gen };
-    for (size_t i = 0; i < ndue; i++) {
-        trec *r = due[i].r;
-        if (r->dead || !r->armed || r->gen != due[i].gen) {
-            h->stale_skipped++;
-            continue;
-        }
-        r->armed = 0; /* fired: the record stays until keel disarms the timer */
-        h->fires++;
-        keel_timer_fire(r->t);
-    }
-    free(due);
-    for (size_t i = 0; i < h->napps;) {
-        if (h->apps[i].at > now) {
-            i++;
-            continue;
-        }
-        app_timer a = h->apps[i];
-        h->apps[i] = h->apps[--h->napps];
-        a.fn(a.arg);
-    }
-    h->dispatching = 0;
-    while (h->dead_w) {
-        wrec *r = h->dead_w;
-        h->dead_w = r->next_dead;
-        free(r);
-    }
-    while (h->dead_t) {
-        trec *r = h->dead_t;
-        h->dead_t = r->next_dead;
-        free(r);
-    }
-}
-
-/* Runs turns until *flag is set; 0, or -1 after limit_ms. */
-static int host_run_until(host *h, const int *flag, int64_t limit_ms) {
-    int64_t end = keel_now_ms() + limit_ms;
-    while (!*flag) {
-        if (keel_now_ms() > end)
-            return -1;
-        host_turn(h, 100);
-    }
-    return 0;
-}
-
-static const keel_loop_ops host_ops = { h_watch, h_timer };
+#include "support/epoll_host.h"
 
 /* ---- the workload ---- */
 
@@ -405,7 +61,7 @@ typedef struct client {
 } client;
 
 struct lane {
-    host *h;
+    epoll_host *h;
     keel_db *db;
     const engine_spec *e;
     char tiny[32]; /* the one-connection pool of this engine */
@@ -551,7 +207,7 @@ static void start_statement(client *cl) {
     }
     if (cl->kind) {
         cl->timer_pending = 1;
-        app_after(ln->h, 200, cancel_or_release, cl);
+        epoll_host_after(ln->h, 200, cancel_or_release, cl);
     }
 }
 
@@ -644,7 +300,7 @@ static void on_holder(keel_conn *conn, const keel_error *err, void *arg) {
         CHECK_INT(keel_db_acquire(ln->db, ln->tiny, on_waiter, ln, &e), KEEL_OK);
     CHECK_INT(keel_db_acquire(ln->db, ln->tiny, on_withdrawn, ln, &e), KEEL_OK);
     CHECK_INT(keel_db_acquire_cancel(ln->db, on_withdrawn, ln), 1);
-    app_after(ln->h, 1500, release_holder, ln); /* the waiters give up after 0.3 s */
+    epoll_host_after(ln->h, 1500, release_holder, ln); /* the waiters give up after 0.3 s */
 }
 
 /* ---- set-up and the test itself ---- */
@@ -678,12 +334,12 @@ static void on_wait_cmd(keel_result *res, const keel_error *err, void *arg) {
 }
 
 /* Runs one MongoDB command on this host's loop; the error (KEEL_OK on success). */
-static keel_status mongo_run(host *h, keel_db *db, const bson_t *cmd, keel_error *err) {
+static keel_status mongo_run(epoll_host *h, keel_db *db, const bson_t *cmd, keel_error *err) {
     wait_acq a = { 0 };
     keel_error_clear(err);
     if (keel_db_acquire(db, "mongo", on_wait_acq, &a, err) != KEEL_OK)
         return err->code;
-    CHECK_INT(host_run_until(h, &a.done, 60000), 0);
+    CHECK_INT(epoll_host_run_until(h, &a.done, 60000), 0);
     if (!a.conn) {
         *err = a.err;
         return err->code;
@@ -691,7 +347,7 @@ static keel_status mongo_run(host *h, keel_db *db, const bson_t *cmd, keel_error
     wait_cmd x = { 0 };
     if (keel_conn_command(a.conn, NULL, bson_get_data(cmd), cmd->len, on_wait_cmd, &x, err) ==
         KEEL_OK) {
-        CHECK_INT(host_run_until(h, &x.done, 60000), 0);
+        CHECK_INT(epoll_host_run_until(h, &x.done, 60000), 0);
         *err = x.err;
     }
     keel_conn_release(a.conn);
@@ -699,7 +355,7 @@ static keel_status mongo_run(host *h, keel_db *db, const bson_t *cmd, keel_error
 }
 
 /* {_id: k, v: k} for k in 0..9, the documents the MongoDB clients find. */
-static void mongo_seed(host *h, keel_db *db) {
+static void mongo_seed(epoll_host *h, keel_db *db) {
     bson_t cmd = BSON_INITIALIZER, docs, doc;
     BSON_APPEND_UTF8(&cmd, "insert", mongo_coll);
     BSON_APPEND_ARRAY_BEGIN(&cmd, "documents", &docs);
@@ -719,7 +375,7 @@ static void mongo_seed(host *h, keel_db *db) {
     bson_destroy(&cmd);
 }
 
-static void mongo_drop(host *h, keel_db *db) {
+static void mongo_drop(epoll_host *h, keel_db *db) {
     bson_t cmd = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&cmd, "drop", mongo_coll);
     keel_error err;
@@ -769,15 +425,15 @@ static int all_done(const lane *lanes) {
 }
 
 TEST(an_epoll_host_written_from_the_header_drives_every_engine_and_leaks_nothing) {
-    host h;
-    CHECK_INT(host_init(&h), 0);
-    keel_loop *loop = keel_loop_new(&host_ops, &h);
+    epoll_host h;
+    CHECK_INT(epoll_host_init(&h), 0);
+    keel_loop *loop = keel_loop_new(&epoll_host_ops, &h);
     CHECK(loop != NULL);
     keel_db *db = open_all(loop);
     CHECK(db != NULL);
     if (!db) {
         keel_loop_free(loop);
-        host_free(&h);
+        epoll_host_free(&h);
         return;
     }
     mongo_seed(&h, db);
@@ -789,7 +445,7 @@ TEST(an_epoll_host_written_from_the_header_drives_every_engine_and_leaks_nothing
         wait_acq w = { 0 };
         keel_error err;
         CHECK_INT(keel_db_warm(db, tiny, on_wait_acq, &w, &err), KEEL_OK);
-        CHECK_INT(host_run_until(&h, &w.done, 60000), 0);
+        CHECK_INT(epoll_host_run_until(&h, &w.done, 60000), 0);
         CHECK_INT(w.err.code, KEEL_OK);
     }
 
@@ -813,7 +469,7 @@ TEST(an_epoll_host_written_from_the_header_drives_every_engine_and_leaks_nothing
     }
     int64_t end = keel_now_ms() + 240000;
     while (!all_done(lanes) && keel_now_ms() < end)
-        host_turn(&h, 100);
+        epoll_host_turn(&h, 100);
     CHECK(all_done(lanes));
 
     long statements = 0;
@@ -843,7 +499,7 @@ TEST(an_epoll_host_written_from_the_header_drives_every_engine_and_leaks_nothing
     CHECK_INT(h.live_t, 0);
     CHECK_INT(h.violations, 0);
     keel_loop_free(loop);
-    host_free(&h);
+    epoll_host_free(&h);
 }
 
 int main(void) {

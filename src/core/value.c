@@ -1,7 +1,11 @@
-/* src/core/value.c - constructors and names for keel_value. */
+/* src/core/value.c - constructors and names for keel_value, and deep copies of value arrays. */
+#include <stdalign.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <keel/value.h>
+#include "core/value_int.h"
 
 keel_value keel_null(void) {
     keel_value v;
@@ -101,3 +105,51 @@ const char *keel_type_name(keel_type type) {
         return names[type];
     return "unknown";
 }
+
+/* The types whose value points at bytes (u.str): what a deep copy must copy. */
+static int value_has_bytes(keel_type t) {
+    return t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_TEXT || t == KEEL_TYPE_BYTES ||
+           t == KEEL_TYPE_JSON || t == KEEL_TYPE_DOCUMENT;
+}
+
+keel_value *keel__values_copy(const keel_value *vals, size_t n, size_t extra, void **extra_out) {
+    /* Every size is summed with a check: lengths the caller states must not wrap the block's
+     * size around to a small one. */
+    size_t align = alignof(max_align_t), head = 0, extra_at = 0, bytes = 0, total = 0;
+    if (__builtin_mul_overflow(n, sizeof(keel_value), &head) ||
+        __builtin_add_overflow(head, align - 1, &extra_at))
+        return NULL; /* more values than memory can hold: vals cannot be that long */
+    extra_at = extra_at / align * align;
+    int wrapped = 0;
+    for (size_t i = 0; i < n; i++)
+        if (value_has_bytes(vals[i].type))
+            wrapped |= __builtin_add_overflow(bytes, vals[i].u.str.len, &bytes);
+    wrapped |= __builtin_add_overflow(extra_at, extra, &total) ||
+               __builtin_add_overflow(total, bytes, &total) ||
+               __builtin_add_overflow(total, 1, &total);
+    char *block = wrapped ? NULL : malloc(total);
+    if (!block)
+        return NULL;
+    keel_value *copy = (keel_value *)(void *)block;
+    char *text = block + extra_at + extra, *nul = block + total - 1;
+    *nul = '\0'; /* where empty strings point */
+    if (n)
+        memcpy(copy, vals, head);
+    for (size_t i = 0; i < n; i++) {
+        if (!value_has_bytes(copy[i].type))
+            continue;
+        size_t len = copy[i].u.str.len;
+        if (!len) {
+            copy[i].u.str.ptr = nul;
+            continue;
+        }
+        memcpy(text, copy[i].u.str.ptr, len);
+        copy[i].u.str.ptr = text;
+        text += len;
+    }
+    if (extra_out)
+        *extra_out = extra ? block + extra_at : NULL;
+    return copy;
+}
+
+void keel__values_free(keel_value *copy) { free(copy); }

@@ -14,6 +14,7 @@
 
 #include "core/numtext.h"
 #include "core/timeconv.h"
+#include "core/value_int.h"
 #include "engines/mysql/codec.h"
 
 /* MySQL's TIME range is ±838:59:59.999999. */
@@ -589,28 +590,10 @@ int keel__my_is_strlike(keel_type t) {
 }
 
 keel_status keel__my_copy_params(my_impl *p, const keel_value *params, size_t n, keel_error *err) {
-    /* Checked sums: lengths the caller states must not wrap the block's size around. */
-    size_t bytes = 0, head, total;
-    int wrapped = __builtin_mul_overflow(n, sizeof(keel_value), &head);
-    for (size_t i = 0; i < n; i++)
-        if (keel__my_is_strlike(params[i].type))
-            wrapped |= __builtin_add_overflow(bytes, params[i].u.str.len, &bytes);
-    wrapped |=
-        __builtin_add_overflow(head, bytes, &total) || __builtin_add_overflow(total, 1, &total);
-    char *block = wrapped ? NULL : malloc(total);
-    if (!block)
+    keel_value *vals = keel__values_copy(params, n, 0, NULL);
+    if (!vals)
         return keel__my_nomem(p, err);
-    keel_value *vals = (keel_value *)(void *)block;
-    char *text = block + head;
-    for (size_t i = 0; i < n; i++) {
-        vals[i] = params[i];
-        if (keel__my_is_strlike(vals[i].type) && vals[i].u.str.len) {
-            memcpy(text, vals[i].u.str.ptr, vals[i].u.str.len);
-            vals[i].u.str.ptr = text;
-            text += vals[i].u.str.len;
-        }
-    }
-    free(p->pcopy);
+    keel__values_free(p->pcopy);
     p->pcopy = vals;
     return KEEL_OK;
 }

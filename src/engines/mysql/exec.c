@@ -8,6 +8,7 @@
 #include <errmsg.h>
 #include <mysqld_error.h>
 
+#include "core/value_int.h"
 #include "engines/mysql/bulk.h"
 #include "engines/mysql/codec.h"
 #include "engines/mysql/connect.h"
@@ -178,7 +179,7 @@ void keel__my_op_clear(my_impl *p) {
     }
     p->cur = NULL;
     p->cur_new = p->cur_uncached = 0;
-    free(p->pcopy);
+    keel__values_free(p->pcopy);
     p->pcopy = NULL;
     p->prow = NULL;
     keel__arena_free(&p->barena);

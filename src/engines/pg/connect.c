@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "core/numtext.h"
+#include "core/value_int.h"
 #include "core/secret.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
@@ -492,7 +493,7 @@ void keel__pg_destroy(pg_impl *p) {
     if (p->pg)
         PQfinish(p->pg);
     pg_kw_free(p);
-    free(p->bvals);
+    keel__values_free(p->bvals);
     free(p->pvals);
     free(p->plens);
     free(p->pfmts);

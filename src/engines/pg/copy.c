@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/value_int.h"
 #include "engines/pg/binary.h"
 #include "engines/pg/copy.h"
 #include "engines/pg/exec.h"
@@ -33,8 +34,7 @@ typedef enum pg_copy_stage {
  */
 typedef struct pg_copy {
     pg_copy_stage stage;
-    char *block;        /* the private copy of the rows, their text and the column names */
-    keel_value *vals;   /* nrows * ncols */
+    keel_value *vals;   /* nrows * ncols: the private copy of the rows, holding the names too */
     const char **names; /* the requested columns, or NULL for all */
     size_t nrows, ncols, sent;
     PGresult *lookup; /* name, type oid, receive function, type text: one row per column */
@@ -53,8 +53,7 @@ void keel__pg_copy_clear(pg_impl *p) {
     pg_copy *k = p->copy;
     if (!k)
         return;
-    free(k->block);
-    k->block = NULL;
+    keel__values_free(k->vals);
     k->vals = NULL;
     k->names = NULL;
     k->nrows = k->ncols = k->sent = 0;
@@ -312,57 +311,34 @@ static int pg_copy_sql(pg_impl *p, const keel__copy *cp, keel__buf *out) {
 }
 
 /*
- * Copies the rows (valid only during the call) and the column names into one block. Text-like
- * values point into it afterwards.
+ * Copies the rows (valid only during the call) and the column names into one block (the
+ * names in its extra room). Text-like values point into it afterwards.
  */
 static keel_status pg_copy_take(pg_impl *p, const keel__copy *cp, keel_error *err) {
     pg_copy *k = p->copy;
-    size_t n = cp->nrows * cp->ncols, bytes = 0, nnames = cp->columns ? cp->ncols : 0;
+    size_t n = cp->nrows * cp->ncols, nnames = cp->columns ? cp->ncols : 0;
     if (cp->ncols && n / cp->ncols != cp->nrows)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
-    /* Every size is summed with a check: lengths the caller states must not wrap the block's
-     * size around to a small one. */
+    /* The names' pointers, then their text: sizes summed with a check, so that lengths cannot
+     * wrap the block's size around to a small one. */
+    size_t names = nnames * sizeof(char *), extra = names;
     int wrapped = 0;
-    for (size_t i = 0; i < n; i++) {
-        keel_type t = cp->rows[i].type;
-        if (t == KEEL_TYPE_TEXT || t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_JSON ||
-            t == KEEL_TYPE_BYTES || t == KEEL_TYPE_DOCUMENT)
-            wrapped |= __builtin_add_overflow(bytes, cp->rows[i].u.str.len, &bytes);
-    }
     for (size_t i = 0; i < nnames; i++)
-        wrapped |= __builtin_add_overflow(bytes, strlen(cp->columns[i]) + 1, &bytes);
-    size_t head, names = nnames * sizeof(char *), total;
-    wrapped |= __builtin_mul_overflow(n, sizeof(keel_value), &head) ||
-               __builtin_add_overflow(head, names, &total) ||
-               __builtin_add_overflow(total, bytes, &total) ||
-               __builtin_add_overflow(total, 1, &total);
-    char *block = wrapped ? NULL : malloc(total);
-    if (!block)
+        wrapped |= __builtin_add_overflow(extra, strlen(cp->columns[i]) + 1, &extra);
+    void *more = NULL;
+    keel_value *vals = wrapped ? NULL : keel__values_copy(cp->rows, n, extra, &more);
+    if (!vals)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory copying %zu rows", cp->nrows);
-    keel_value *vals = (keel_value *)(void *)block;
-    const char **namev = (const char **)(void *)(block + head);
-    char *text = block + head + names;
-    if (n)
-        memcpy(vals, cp->rows, head);
-    for (size_t i = 0; i < n; i++) {
-        keel_type t = vals[i].type;
-        if ((t == KEEL_TYPE_TEXT || t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_JSON ||
-             t == KEEL_TYPE_BYTES || t == KEEL_TYPE_DOCUMENT) &&
-            vals[i].u.str.len) {
-            memcpy(text, vals[i].u.str.ptr, vals[i].u.str.len);
-            vals[i].u.str.ptr = text;
-            text += vals[i].u.str.len;
-        }
-    }
+    const char **namev = more;
+    char *text = nnames ? (char *)more + names : NULL;
     for (size_t i = 0; i < nnames; i++) {
         size_t len = strlen(cp->columns[i]);
         memcpy(text, cp->columns[i], len + 1);
         namev[i] = text;
         text += len + 1;
     }
-    k->block = block;
     k->vals = vals;
     k->names = nnames ? namev : NULL;
     k->nrows = cp->nrows;

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "core/numtext.h"
+#include "core/value_int.h"
 #include "engines/pg/codec.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
@@ -200,7 +201,7 @@ static const char *pg_sql(pg_impl *p, const keel_conn *c, const char *sql, size_
 
 static void pg_batch_clear(pg_impl *p) {
     keel__pg_copy_clear(p); /* every path that ends a batch ends a bulk load too */
-    free(p->bvals);
+    keel__values_free(p->bvals);
     p->bvals = NULL;
     p->btypes = NULL;
     p->bprep = NULL;
@@ -654,7 +655,7 @@ static int pg_starts_with_copy(const char *sql) {
  * also holds the prepared parameter types and the per-row prepare marks.
  */
 static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error *err) {
-    size_t n = stmt->nrows * stmt->nparams, bytes = 0;
+    size_t n = stmt->nrows * stmt->nparams;
     if (stmt->nparams && n / stmt->nparams != stmt->nrows)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
@@ -667,40 +668,22 @@ static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error 
             return keel__error_set(err, st, PG_ENGINE, keel__pg_dbname(p->c), "row %zu: %s",
                                    i / stmt->nparams, msg);
         }
-        if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
-             v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_BYTES) &&
-            __builtin_add_overflow(bytes, v->u.str.len, &bytes))
-            bytes = SIZE_MAX; /* the total below cannot be allocated then */
     }
-    /* Checked sums: lengths the caller states must not wrap the block's size around. */
-    size_t head, types = stmt->nparams * sizeof(Oid), total;
-    int wrapped = __builtin_mul_overflow(n, sizeof(keel_value), &head) ||
-                  __builtin_add_overflow(head, types, &total) ||
-                  __builtin_add_overflow(total, stmt->nrows, &total) ||
-                  __builtin_add_overflow(total, bytes, &total) ||
-                  __builtin_add_overflow(total, 1, &total);
-    char *block = wrapped ? NULL : malloc(total);
-    if (!block)
+    /* The extra room of the copy holds the parameter types, then one prepare mark per row. */
+    size_t types = stmt->nparams * sizeof(Oid), extra;
+    void *more = NULL;
+    keel_value *vals = __builtin_add_overflow(types, stmt->nrows, &extra)
+                           ? NULL
+                           : keel__values_copy(stmt->params, n, extra, &more);
+    if (!vals)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory copying %zu batch rows", stmt->nrows);
-    keel_value *vals = (keel_value *)(void *)block;
-    char *prep = block + head + types;
-    memset(prep, 0, stmt->nrows);
-    char *text = prep + stmt->nrows;
-    for (size_t i = 0; i < n; i++) {
-        vals[i] = stmt->params[i];
-        keel_type t = vals[i].type;
-        if ((t == KEEL_TYPE_TEXT || t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_JSON ||
-             t == KEEL_TYPE_BYTES) &&
-            vals[i].u.str.len) {
-            memcpy(text, vals[i].u.str.ptr, vals[i].u.str.len);
-            vals[i].u.str.ptr = text;
-            text += vals[i].u.str.len;
-        }
-    }
-    free(p->bvals);
+    char *prep = more ? (char *)more + types : NULL;
+    if (prep)
+        memset(prep, 0, stmt->nrows);
+    keel__values_free(p->bvals);
     p->bvals = vals;
-    p->btypes = (Oid *)(void *)(block + head);
+    p->btypes = more;
     p->bprep = prep;
     return KEEL_OK;
 }

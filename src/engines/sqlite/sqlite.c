@@ -16,6 +16,7 @@
 #include "core/result_int.h"
 #include "core/secret.h"
 #include "core/timeconv.h"
+#include "core/value_int.h"
 #include "engines/engine.h"
 #include "engines/settings.h"
 #include "engines/sqlite/lib.h"
@@ -108,10 +109,10 @@ typedef struct sq_conn {
     /* The current job: inputs set on the loop before submission, outputs by run(). */
     sq_job_kind kind;
     int clear_interrupt;
-    keel__arena arena; /* copies of the SQL and parameters */
+    keel__arena arena; /* the copy of the SQL */
     const char *sql;
     size_t sql_len;
-    const keel_value *params;
+    keel_value *params; /* a copy (keel__values_copy) */
     size_t nparams;
     size_t nrows;
     int many;
@@ -570,7 +571,7 @@ static int sq_bind(sq_conn *sq, sqlite3_stmt *st, const keel_value *params, size
         case KEEL_TYPE_NUMERIC:
         case KEEL_TYPE_TEXT:
         case KEEL_TYPE_JSON:
-            /* The job's arena keeps the copy alive until the statement is reset. */
+            /* The job's copy of the parameters outlives the statement's use of them. */
             rc = sqlite3_bind_text64(st, idx, v->u.str.len ? v->u.str.ptr : "", v->u.str.len,
                                      SQLITE_STATIC, SQLITE_UTF8);
             break;
@@ -1199,6 +1200,7 @@ static void sq_job_run(void *arg) {
 static void sq_free(sq_conn *sq) {
     keel__defer_free(sq->deliver);
     keel__arena_free(&sq->arena);
+    keel__values_free(sq->params);
     keel_result_free(sq->res);
     free(sq->dbname);
     free(sq->filename);
@@ -1232,6 +1234,7 @@ static void sq_job_done(void *arg) {
         return;
     }
     keel__arena_free(&sq->arena);
+    keel__values_free(sq->params);
     sq->sql = NULL;
     sq->params = NULL;
     keel_result *res = sq->res;
@@ -1440,28 +1443,8 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
     /* The statement is copied too: after an abandoning close the core frees its buffer while
      * the job may still read it. */
     sq->sql = keel__arena_strndup(&sq->arena, sql, sql_len);
-    keel_value *copy = NULL;
-    if (sq->sql && count) {
-        copy = count <= SIZE_MAX / sizeof *copy
-                   ? keel__arena_alloc(&sq->arena, count * sizeof *copy)
-                   : NULL;
-        if (copy) {
-            memcpy(copy, params, count * sizeof *copy);
-            for (size_t i = 0; i < count; i++) {
-                keel_value *v = &copy[i];
-                if ((v->type == KEEL_TYPE_NUMERIC || v->type == KEEL_TYPE_TEXT ||
-                     v->type == KEEL_TYPE_BYTES || v->type == KEEL_TYPE_JSON) &&
-                    v->u.str.len) {
-                    v->u.str.ptr = keel__arena_strndup(&sq->arena, v->u.str.ptr, v->u.str.len);
-                    if (!v->u.str.ptr) {
-                        copy = NULL;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if (!sq->sql || (count && !copy)) {
+    keel_value *copy = sq->sql ? keel__values_copy(params, count, 0, NULL) : NULL;
+    if (!copy) {
         keel__arena_free(&sq->arena);
         sq->sql = NULL;
         return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbname, "out of memory");
@@ -1482,6 +1465,7 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
         sq->running = 0;
         sq->interrupted = sq->clear_interrupt;
         keel__arena_free(&sq->arena);
+        keel__values_free(sq->params);
         sq->sql = NULL;
         sq->params = NULL;
         return keel__error_set(err, KEEL_ERR_NOMEM, SQ_ENGINE, dbname,

@@ -71,8 +71,13 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
                               v->type == KEEL_TYPE_DOCUMENT
                                   ? "a BSON document is not a PostgreSQL value; pass JSON instead"
                                   : "unknown value type");
-    if ((v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC || v->type == KEEL_TYPE_JSON) &&
-        v->u.str.len && (!v->u.str.ptr || memchr(v->u.str.ptr, '\0', v->u.str.len)))
+    int textlike =
+        v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC || v->type == KEEL_TYPE_JSON;
+    /* libpq takes lengths as int: checked before any byte is read, as a length that does not
+     * fit cannot be the length of the text. */
+    if (textlike && v->u.str.len > INT32_MAX - 1)
+        return pg_param_error(p, err, KEEL_ERR_DATA, i, "text longer than 2 GiB");
+    if (textlike && v->u.str.len && (!v->u.str.ptr || memchr(v->u.str.ptr, '\0', v->u.str.len)))
         return pg_param_error(p, err, KEEL_ERR_DATA, i,
                               "text contains a NUL byte, which PostgreSQL cannot store");
     if (v->type == KEEL_TYPE_BYTES && v->u.str.len > INT32_MAX)

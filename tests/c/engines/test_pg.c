@@ -194,6 +194,27 @@ TEST(scalar_types_round_trip_through_select) {
  * are refused by the server as they were in text, whichever form they took, and an int8
  * parameter still narrows into an int4 column with the server's range check.
  */
+/*
+ * libpq takes parameter lengths as int: a text longer than that is refused by length before any
+ * of its bytes is read (a length that does not match the memory must not be trusted), and the
+ * connection goes on.
+ */
+TEST(parameters_longer_than_libpq_can_carry_are_refused) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_value v = keel_text("short");
+    v.u.str.len = (size_t)INT32_MAX + 1;
+    keel_error e = q_fail(c, "SELECT $1::text", &v, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_CONTAINS(e.message, "longer than 2 GiB");
+    v.type = KEEL_TYPE_JSON;
+    e = q_fail(c, "SELECT $1::json", &v, 1);
+    CHECK_CONTAINS(e.message, "longer than 2 GiB");
+    CHECK_INT(q_int(c, "SELECT 1"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(binary_parameters_keep_the_servers_checks) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -1611,6 +1632,7 @@ int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
     RUN(binary_parameters_keep_the_servers_checks);
+    RUN(parameters_longer_than_libpq_can_carry_are_refused);
     RUN(server_values_without_a_keel_type_come_back_as_text);
     RUN(every_type_round_trips_through_a_table_including_nulls);
     RUN(ten_megabyte_bytea_round_trips);

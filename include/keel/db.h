@@ -24,8 +24,15 @@ extern "C" {
  * Asynchronous calls take a callback. If the call itself returns an error, the callback is never
  * called; otherwise it is called exactly once, later, from the loop (never from inside the call).
  * The synchronous variants (…_sync) spin the db's blocking loop until done: they may only be used
- * on a db opened with a blocking loop (or with loop == NULL) and return KEEL_ERR_INVALID_ARGUMENT
- * otherwise.
+ * on a db opened with a blocking loop (or with loop == NULL), outside keel's callbacks, and return
+ * KEEL_ERR_INVALID_ARGUMENT otherwise.
+ *
+ * Callbacks (acquire, query, rows) run on the loop thread, one at a time, never nested. From an
+ * acquire or query callback every asynchronous call is allowed, on any db and connection of the
+ * loop (the one handed over included), and so is keel_db_close, deferred (see there). A rows
+ * callback runs in the middle of its statement: it starts, releases and cancels nothing (its own
+ * connection is busy: an operation started on it fails with KEEL_ERR_BUSY) and may close the db.
+ * docs/c-api.md "Calling keel from a callback" has the table.
  */
 typedef struct keel_db keel_db;
 

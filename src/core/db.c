@@ -284,6 +284,12 @@ static keel_status sync_check(keel_loop *loop, keel_error *err) {
     if (!keel_loop_is_blocking(loop))
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "synchronous calls need a db opened on a blocking loop");
+    /* Running the loop again from inside one of its callbacks would deliver other callbacks
+     * while the one in progress, and keel's frames under it, are half way through. */
+    if (keel__loop_dispatching(loop))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "a synchronous call cannot be made from inside a callback of its "
+                               "loop; use the asynchronous call");
     return KEEL_OK;
 }
 

@@ -558,22 +558,24 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
     keel_query_cb cb = c->cb;
     keel_rows_cb rows_cb = c->rows_cb;
     void *arg = c->cb_arg;
+    if (failed) {
+        keel_result_free(res);
+        res = NULL;
+    }
+    /* Rows the engine did not stream go to the rows callback too: the query callback of
+     * keel_conn_query_rows always sees a result without rows. They are delivered while the
+     * connection is still busy, as streamed batches are, so the rows callback finds it busy on
+     * every engine. */
+    if (res && rows_cb && keel_result_nrows(res) > 0) {
+        rows_cb(res, arg);
+        keel__result_clear_rows(res);
+    }
     int release_after = c->release_pending;
     c->busy = 0;
     c->cancel_requested = 0;
     c->cb = NULL;
     c->rows_cb = NULL;
     c->cb_arg = NULL;
-    if (failed) {
-        keel_result_free(res);
-        res = NULL;
-    }
-    /* Rows the engine did not stream go to the rows callback too: the query callback of
-     * keel_conn_query_rows always sees a result without rows. */
-    if (res && rows_cb && keel_result_nrows(res) > 0) {
-        rows_cb(res, arg);
-        keel__result_clear_rows(res);
-    }
     if (cb)
         cb(res, failed ? err : NULL, arg);
     else

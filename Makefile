@@ -197,11 +197,14 @@ PY_ASAN_ENV := LD_PRELOAD=$$(cc -print-file-name=libasan.so) \
 
 # The Python suite against the sanitized build, all but the benchmark harness's smoke run (a
 # load of several minutes under ASan that adds no extension code the suite does not run).
+# pytest captures sys.stdout/stderr only, so that a sanitizer's report, written to descriptor 2
+# as the process aborts, is not lost with pytest's capture files.
 test-python-asan: build-py-asan services
 	@$(PY_ASAN_ENV) $(PYTHON) -c 'import sys, keel._native as n; \
 		sys.exit(0 if "/$(PY_ASAN_SITE)/keel/" in n.__file__ else \
 		"test-python-asan: imported " + n.__file__ + ", not the ASan build")'
-	$(PY_ASAN_ENV) $(PYTHON) -m pytest tests/python -q --ignore=tests/python/test_bench_smoke.py
+	$(PY_ASAN_ENV) $(PYTHON) -m pytest tests/python -q --capture=sys \
+		--ignore=tests/python/test_bench_smoke.py
 
 # make coverage (docs/coverage.md; not part of make test, since it runs both suites once more).
 # One build, build/cov, holds libkeel, the C tests, the CLI, the examples and the extension, all

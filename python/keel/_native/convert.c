@@ -276,11 +276,8 @@ void keel__py_params_init(kpy_params *p) {
 }
 
 void keel__py_params_clear(kpy_params *p) {
-    for (size_t i = 0; i < p->nholds; i++) {
-        Py_XDECREF(p->holds[i].obj);
-        if (p->holds[i].view.obj != NULL)
-            PyBuffer_Release(&p->holds[i].view);
-    }
+    for (size_t i = 0; i < p->nholds; i++)
+        Py_XDECREF(p->holds[i]);
     if (p->holds != p->stack_holds)
         PyMem_Free(p->holds);
     if (p->values != p->stack_values)
@@ -288,12 +285,47 @@ void keel__py_params_clear(kpy_params *p) {
     keel__py_params_init(p);
 }
 
-/* A fresh hold slot (zeroed), growing the array on the heap past the stack slots. */
-static kpy_hold *new_hold(kpy_params *p) {
+kpy_params *keel__py_params_keep(kpy_params *p) {
+    kpy_params *kept = PyMem_Malloc(sizeof *kept);
+    if (kept == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    *kept = *p;
+    /* Arrays still in the struct moved with it; only the pointers to them change. */
+    if (p->values == p->stack_values)
+        kept->values = kept->stack_values;
+    if (p->holds == p->stack_holds)
+        kept->holds = kept->stack_holds;
+    kept->what = NULL;
+    kept->names = NULL;
+    keel__py_params_init(p);
+    return kept;
+}
+
+void keel__py_params_free(kpy_params *p) {
+    if (p == NULL)
+        return;
+    keel__py_params_clear(p);
+    PyMem_Free(p);
+}
+
+int keel__py_params_traverse(const kpy_params *p, visitproc visit, void *arg) {
+    for (size_t i = 0; p != NULL && i < p->nholds; i++)
+        Py_VISIT(p->holds[i]);
+    return 0;
+}
+
+/* Keeps obj (a new reference, stolen; NULL with an exception is passed through) alive as long
+ * as p; returns it, borrowed, or NULL with an exception. */
+static PyObject *hold(kpy_params *p, PyObject *obj) {
+    if (obj == NULL)
+        return NULL;
     if (p->nholds == p->capholds) {
         size_t cap = p->capholds * 2;
-        kpy_hold *h = PyMem_Malloc(cap * sizeof *h);
+        PyObject **h = PyMem_Malloc(cap * sizeof *h);
         if (h == NULL) {
+            Py_DECREF(obj);
             PyErr_NoMemory();
             return NULL;
         }
@@ -303,9 +335,8 @@ static kpy_hold *new_hold(kpy_params *p) {
         p->holds = h;
         p->capholds = cap;
     }
-    kpy_hold *h = &p->holds[p->nholds++];
-    memset(h, 0, sizeof *h);
-    return h;
+    p->holds[p->nholds++] = obj;
+    return obj;
 }
 
 /* Room for n values. */
@@ -329,8 +360,8 @@ static int reserve_values(kpy_params *p, size_t n) {
 static int param_error(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t pos,
                        PyObject *obj, const char *why) {
     char where[160];
-    PyObject *name = p->names != NULL && pos - 1 < (size_t)PySequence_Fast_GET_SIZE(p->names)
-                         ? PySequence_Fast_GET_ITEM(p->names, (Py_ssize_t)pos - 1)
+    PyObject *name = p->names != NULL && pos - 1 < (size_t)PyTuple_GET_SIZE(p->names)
+                         ? PyTuple_GET_ITEM(p->names, (Py_ssize_t)pos - 1)
                          : NULL;
     const char *text = name != NULL ? PyUnicode_AsUTF8(name) : NULL;
     if (text != NULL)
@@ -514,38 +545,34 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     if (PyObject_TypeCheck(obj, (PyTypeObject *)st->UUID))
         return uuid_value(st, p, row, pos, obj, out);
     if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Decimal)) {
-        kpy_hold *h = new_hold(p);
-        if (h == NULL)
-            return -1;
-        h->obj = PyObject_Str(obj);
-        if (h->obj == NULL)
+        PyObject *text = hold(p, PyObject_Str(obj));
+        if (text == NULL)
             return param_error_from(st, p, row, pos, obj, "str() failed");
-        return str_value(st, p, row, pos, h->obj, out, KEEL_TYPE_NUMERIC);
+        return str_value(st, p, row, pos, text, out, KEEL_TYPE_NUMERIC);
     }
     if (PyDict_Check(obj) || PyList_Check(obj)) {
-        kpy_hold *h = new_hold(p);
-        if (h == NULL)
-            return -1;
-        h->obj = PyObject_CallOneArg(st->json_dumps, obj);
-        if (h->obj == NULL)
+        PyObject *text = hold(p, PyObject_CallOneArg(st->json_dumps, obj));
+        if (text == NULL)
             return param_error_from(st, p, row, pos, obj, "cannot serialise as JSON");
-        return str_value(st, p, row, pos, h->obj, out, KEEL_TYPE_JSON);
+        return str_value(st, p, row, pos, text, out, KEEL_TYPE_JSON);
     }
     if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
         goto integer;
     if (PyUnicode_Check(obj))
         return str_value(st, p, row, pos, obj, out, KEEL_TYPE_TEXT);
     if (PyObject_CheckBuffer(obj) && (PyByteArray_Check(obj) || PyMemoryView_Check(obj))) {
-        kpy_hold *h = new_hold(p);
-        if (h == NULL)
-            return -1;
-        if (PyObject_GetBuffer(obj, &h->view, PyBUF_SIMPLE) < 0) {
-            h->view.obj = NULL;
+        /* Copied: its contents can change after the call, and a held buffer would also stop
+         * the caller from resizing the bytearray while the operation waits. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
             return param_error_from(st, p, row, pos, obj, "unusable buffer");
-        }
+        PyObject *copy = hold(p, PyBytes_FromStringAndSize(view.buf, view.len));
+        PyBuffer_Release(&view);
+        if (copy == NULL)
+            return -1;
         out->type = KEEL_TYPE_BYTES;
-        out->u.str.ptr = h->view.buf;
-        out->u.str.len = (size_t)h->view.len;
+        out->u.str.ptr = PyBytes_AS_STRING(copy);
+        out->u.str.len = (size_t)PyBytes_GET_SIZE(copy);
         return 0;
     }
     return param_error(st, p, row, pos, obj, "unsupported parameter type");
@@ -553,7 +580,8 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
 
 int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args) {
     size_t n = (size_t)PyTuple_GET_SIZE(args);
-    if (reserve_values(p, n) < 0)
+    /* The tuple holds the arguments whose memory the values point into. */
+    if (hold(p, Py_NewRef(args)) == NULL || reserve_values(p, n) < 0)
         return -1;
     p->nrows = 1;
     p->ncols = n;
@@ -571,30 +599,30 @@ static const char *rows_what(const kpy_params *p) {
 }
 
 int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows) {
-    Py_ssize_t nrows = PySequence_Fast_GET_SIZE(rows);
-    PyObject **items = PySequence_Fast_ITEMS(rows);
+    /* A tuple cannot change, so the rows and their values stay as they are while the
+     * conversion of a value runs Python code (utcoffset(), __str__…), whatever that code does
+     * to the caller's lists. */
+    if (hold(p, Py_NewRef(rows)) == NULL)
+        return -1;
+    Py_ssize_t nrows = PyTuple_GET_SIZE(rows);
     p->nrows = (size_t)nrows;
     if (nrows == 0)
         return 0;
     size_t ncols = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
-        PyObject *row = items[r];
-        if (!PyTuple_Check(row) && !PyList_Check(row)) {
-            if (PyUnicode_Check(row) || PyBytes_Check(row) || !PySequence_Check(row)) {
+        PyObject *row = PyTuple_GET_ITEM(rows, r);
+        if (!PyTuple_Check(row)) {
+            if (!PyList_Check(row) &&
+                (PyUnicode_Check(row) || PyBytes_Check(row) || !PySequence_Check(row))) {
                 keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
                                "%s: row %zd is a %s, not a sequence of %s", rows_what(p), r,
                                Py_TYPE(row)->tp_name, p->what ? "values" : "parameters");
                 return -1;
             }
-            kpy_hold *h = new_hold(p);
-            if (h == NULL)
+            if ((row = hold(p, PySequence_Tuple(row))) == NULL)
                 return -1;
-            h->obj = PySequence_Fast(row, "a row must be a sequence");
-            if (h->obj == NULL)
-                return -1;
-            row = h->obj;
         }
-        size_t n = (size_t)PySequence_Fast_GET_SIZE(row);
+        size_t n = (size_t)PyTuple_GET_SIZE(row);
         if (r == 0) {
             ncols = n;
             if (ncols != 0 && (size_t)nrows > PY_SSIZE_T_MAX / sizeof(keel_value) / ncols) {
@@ -609,9 +637,9 @@ int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows) {
                            rows_what(p), r, n, p->what ? "values" : "parameters", ncols);
             return -1;
         }
-        PyObject **vals = PySequence_Fast_ITEMS(row);
         for (size_t c = 0; c < ncols; c++) {
-            if (to_value(st, p, r, c + 1, vals[c], &p->values[(size_t)r * ncols + c]) < 0)
+            if (to_value(st, p, r, c + 1, PyTuple_GET_ITEM(row, (Py_ssize_t)c),
+                         &p->values[(size_t)r * ncols + c]) < 0)
                 return -1;
         }
         p->nvalues = ((size_t)r + 1) * ncols;

@@ -132,21 +132,86 @@ static int db_clear(kpy_db *self) {
     return 0;
 }
 
+/* ---- closing what a Database dropped while open left behind ---- */
+
+/* The keel_db of a Database that went away open, and the adapter of its loop. */
+typedef struct kpy_orphan {
+    keel_db *db; /* NULL once closed */
+    kpy_loop *loop;
+} kpy_orphan;
+
+static void orphan_close(kpy_orphan *o) {
+    if (o->db == NULL)
+        return;
+    keel_db *db = o->db;
+    o->db = NULL;
+    keel__py_loop_close_db(o->loop, db);
+    keel__py_loop_detach(o->loop, NULL, NULL);
+}
+
+static void orphan_deferred(PyObject *capsule) {
+    kpy_orphan *o = PyCapsule_GetPointer(capsule, "keel.orphan");
+    if (o != NULL)
+        orphan_close(o);
+}
+
+/* The capsule goes once the deferred call has run, or without it having run when the asyncio
+ * loop is closed first (its pending callbacks are dropped then): the db is closed either way. */
+static void orphan_capsule_free(PyObject *capsule) {
+    kpy_exc_save saved;
+    kpy_exc_stash(&saved);
+    kpy_orphan *o = PyCapsule_GetPointer(capsule, "keel.orphan");
+    if (o != NULL) {
+        orphan_close(o);
+        PyMem_Free(o);
+    }
+    kpy_exc_unstash(&saved);
+}
+
+/*
+ * Closes db, whose Database is being freed, on the next iteration of the asyncio loop. The last
+ * reference to a Database often goes inside a keel callback (the completion of an operation
+ * nobody awaits any more holds the Database until it runs), where keel's frames up the stack
+ * still use the db: keel would postpone the close itself, but then wait for the worker threads
+ * there, with the GIL held. From the asyncio loop, the close releases the GIL while it waits.
+ */
+static void close_orphan(kpy_loop *L, keel_db *db) {
+    kpy_orphan *o = PyMem_Malloc(sizeof *o);
+    PyObject *capsule = NULL;
+    if (o != NULL) {
+        o->db = db;
+        o->loop = L;
+        capsule = PyCapsule_New(o, "keel.orphan", orphan_capsule_free);
+        if (capsule == NULL)
+            PyMem_Free(o);
+    }
+    if (capsule != NULL && keel__py_loop_call_soon(L, orphan_deferred, capsule) == 0) {
+        Py_DECREF(capsule);
+        return;
+    }
+    /* Out of memory, or the asyncio loop is closed (then no keel callback can be running):
+     * close here. The capsule, if any, already owns the db and closes it as it goes. */
+    PyErr_Clear();
+    if (capsule != NULL) {
+        Py_DECREF(capsule);
+        return;
+    }
+    kpy_orphan now = { db, L };
+    orphan_close(&now);
+}
+
 static void db_dealloc(kpy_db *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    /*
-     * Dropped while open: no connection is leased and no operation runs (both would hold a
-     * reference), so the db can be closed now; the adapter frees itself once keel is done.
-     */
+    /* Dropped while open: no connection is leased and no operation runs (both would hold a
+     * reference), so nothing of the db is needed any more. */
     if (self->db != NULL) {
         kpy_exc_save saved;
         kpy_exc_stash(&saved);
-        keel_db_close(self->db);
+        close_orphan(self->loop, self->db);
         self->db = NULL;
-        keel__py_loop_detach(self->loop, NULL, NULL);
         self->loop = NULL;
         kpy_exc_unstash(&saved);
     }
@@ -261,8 +326,10 @@ static void db_try_close(kpy_db *self) {
     keel_db *db = self->db;
     kpy_loop *L = self->loop;
     self->db = NULL;
+    /* self->loop stays set during the close: the callbacks of operations it ends take the GIL
+     * back through it. */
+    keel__py_loop_close_db(L, db);
     self->loop = NULL;
-    keel_db_close(db);
     keel__py_loop_detach(L, db_loop_freed, Py_NewRef(self));
 }
 

@@ -26,6 +26,9 @@ struct kpy_loop {
     int free_scheduled;
     void (*on_freed)(PyObject *arg);
     PyObject *on_freed_arg;
+    /* The thread state saved while the GIL is released around a keel_db_close; what keel calls
+     * meanwhile takes the GIL back with it (keel__py_gil_take). NULL the rest of the time. */
+    PyThreadState *released;
 };
 
 /* ---- Deferred: a callable running fn(arg) once, for call_soon ---- */
@@ -109,6 +112,30 @@ static int call_soon_raw(kpy_state *st, PyObject *call_soon, void (*fn)(PyObject
 
 int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *arg) {
     return call_soon_raw(L->st, L->call_soon, fn, arg);
+}
+
+/* ---- the GIL around keel_db_close ---- */
+
+PyThreadState *keel__py_gil_take(kpy_loop *L) {
+    PyThreadState *ts = L != NULL ? L->released : NULL;
+    if (ts != NULL) {
+        L->released = NULL;
+        PyEval_RestoreThread(ts);
+    }
+    return ts;
+}
+
+void keel__py_gil_give(kpy_loop *L, PyThreadState *taken) {
+    if (taken != NULL)
+        L->released = PyEval_SaveThread();
+}
+
+void keel__py_loop_close_db(kpy_loop *L, keel_db *db) {
+    L->released = PyEval_SaveThread();
+    keel_db_close(db);
+    PyThreadState *ts = L->released;
+    L->released = NULL;
+    PyEval_RestoreThread(ts);
 }
 
 /* ---- freeing the adapter ---- */
@@ -273,6 +300,7 @@ static int unregister_fd(PyObject *method, int fd_num) {
 
 static int op_watch(void *host, keel_watch *w, int fd, int events) {
     kpy_loop *L = host;
+    PyThreadState *gil = keel__py_gil_take(L);
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
     int rc = 0;
@@ -333,6 +361,7 @@ static int op_watch(void *host, keel_watch *w, int fd, int events) {
     }
 out:
     kpy_exc_unstash(&saved);
+    keel__py_gil_give(L, gil);
     return rc;
 }
 
@@ -451,6 +480,7 @@ static PyObject *schedule(kpy_loop *L, kpy_timer *tm, int64_t deadline_ms) {
 
 static int op_timer(void *host, keel_timer *t, int64_t deadline_ms) {
     kpy_loop *L = host;
+    PyThreadState *gil = keel__py_gil_take(L);
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
     int rc = 0;
@@ -486,6 +516,7 @@ static int op_timer(void *host, keel_timer *t, int64_t deadline_ms) {
     }
 out:
     kpy_exc_unstash(&saved);
+    keel__py_gil_give(L, gil);
     return rc;
 }
 

@@ -133,17 +133,16 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v);
  */
 PyObject *keel__py_json_decode(kpy_state *st, const char *s, size_t n);
 
-/* Keeps alive what parameter values point at until the submitting call has returned. */
-typedef struct kpy_hold {
-    PyObject *obj;  /* a temporary (json.dumps text, str(Decimal), PySequence_Fast row) */
-    Py_buffer view; /* a buffer of a bytearray/memoryview (view.obj != NULL when held) */
-} kpy_hold;
-
 #define KPY_STACK_VALUES 16
 #define KPY_STACK_HOLDS 4
 
 /*
- * Parameters converted for one submission. Small sets live in the struct itself (on the caller's
+ * Parameters converted for one submission: the snapshot of its arguments, taken when the call
+ * is made (DESIGN: never later). Every object a value points into (a str's UTF-8, a bytes
+ * object, the text json.dumps or str(Decimal) made, the tuple of arguments, rows copied into
+ * tuples) is held by a strong reference in holds, so the values stay valid whatever Python code
+ * runs afterwards: the conversion of a later value, or the caller changing its lists while the
+ * operation waits for a connection. Small sets live in the struct itself (on the caller's
  * stack) so the hot path does not allocate.
  */
 typedef struct kpy_params {
@@ -151,13 +150,13 @@ typedef struct kpy_params {
     size_t nvalues;
     size_t nrows;
     size_t ncols;
-    kpy_hold *holds;
+    PyObject **holds;
     size_t nholds;
     size_t capholds;
     keel_value stack_values[KPY_STACK_VALUES];
-    kpy_hold stack_holds[KPY_STACK_HOLDS];
+    PyObject *stack_holds[KPY_STACK_HOLDS];
     /* For messages about rows: the call converting them (NULL: executemany, whose values are
-     * parameters $n), and the column names of the values (a PySequence_Fast of str, or NULL). */
+     * parameters $n), and the column names of the values (a tuple of str, or NULL). */
     const char *what;
     PyObject *names;
 } kpy_params;
@@ -166,12 +165,22 @@ void keel__py_params_init(kpy_params *p);
 /* Converts a tuple of arguments into one row of parameters. 0, or -1 with DataError. */
 int keel__py_params_from_args(kpy_state *st, kpy_params *p, PyObject *args);
 /*
- * Converts rows (a list or tuple of sequences, as PySequence_Fast returns) into nrows × ncols
- * parameters. 0, or -1 with DataError / ProgrammingError (rows of different lengths).
+ * Converts rows (a tuple of sequences) into nrows × ncols parameters; a row that is not a tuple
+ * is copied into one first. 0, or -1 with DataError / ProgrammingError (rows of different
+ * lengths).
  */
 int keel__py_params_from_rows(kpy_state *st, kpy_params *p, PyObject *rows);
 /* Releases what p holds. Safe to call on an initialised, partly filled or cleared p. */
 void keel__py_params_clear(kpy_params *p);
+/*
+ * Moves the converted parameters of p to the heap, for an operation that starts later; p is
+ * left empty. NULL with MemoryError (p keeps them then).
+ */
+kpy_params *keel__py_params_keep(kpy_params *p);
+/* Releases and frees parameters kept by keel__py_params_keep. Accepts NULL. */
+void keel__py_params_free(kpy_params *p);
+/* Visits the objects p holds, for tp_traverse. Accepts NULL. */
+int keel__py_params_traverse(const kpy_params *p, visitproc visit, void *arg);
 
 /* ---- records (record.c) ---- */
 
@@ -204,6 +213,19 @@ void keel__py_loop_detach(kpy_loop *L, void (*done)(PyObject *arg), PyObject *ar
 
 /* Runs fn(arg) on the next iteration of the asyncio loop (arg referenced until then). 0 / -1. */
 int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *arg);
+
+/*
+ * keel_db_close(db) for the db bound to L, with the GIL released: the close may wait for worker
+ * threads to end their jobs, and other Python threads run meanwhile. Everything keel calls in
+ * the extension during the close (the loop ops, the callbacks of operations) takes the GIL back
+ * while it runs: it starts with keel__py_gil_take(L) and ends with keel__py_gil_give. Never from
+ * inside a keel callback, where keel would postpone the close (and the wait) until it returns.
+ */
+void keel__py_loop_close_db(kpy_loop *L, keel_db *db);
+/* Takes the GIL back when L released it around a close (see above); NULL when it was held. L
+ * may be NULL. Pass the result to keel__py_gil_give once done with Python. */
+PyThreadState *keel__py_gil_take(kpy_loop *L);
+void keel__py_gil_give(kpy_loop *L, PyThreadState *taken);
 
 /* A new asyncio.Future on the asyncio loop aloop. */
 PyObject *keel__py_future_new(kpy_state *st, PyObject *aloop);
@@ -310,7 +332,7 @@ int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObje
  * Checks the arguments of copy_records_to_table: the table and schema names (str, not empty,
  * schema may be None), the column names (None or a sequence of such str) and records (any
  * iterable of sequences). Returns (records, columns or None, schema or None), records and
- * columns as PySequence_Fast, for KPY_OP_COPY; NULL with an exception.
+ * columns copied into tuples, for KPY_OP_COPY; NULL with an exception.
  */
 PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, PyObject *columns,
                              PyObject *schema);
@@ -325,7 +347,7 @@ enum {
     KPY_OP_ACQUIRE = 3,
     KPY_OP_COMMAND = 4, /* sql: the engine database name or NULL; args: the BSON bytes */
     KPY_OP_COPY = 5     /* sql: the table name; args: (records, columns or None, schema or
-                              None), records and columns as PySequence_Fast */
+                              None), records and columns as tuples */
 };
 /* states: */
 enum {
@@ -357,7 +379,8 @@ typedef struct kpy_op {
     PyObject *fut;            /* asyncio.Future carrying the outcome */
     PyObject *futiter;        /* the future's iterator while the op is awaited */
     PyObject *sql;            /* str; kept while the op may still have to be submitted */
-    PyObject *args;           /* tuple of parameters, or the rows of executemany */
+    PyObject *args;           /* KPY_OP_COMMAND / KPY_OP_COPY: see their kinds below */
+    kpy_params *params;       /* parameters converted at the call, while the op waits to start */
     PyObject *acquired;       /* KPY_OP_ACQUIRE: the Connection handed out */
     struct kpy_op *next;      /* queue of a Connection */
     int kind;

@@ -26,6 +26,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->futiter = NULL;
     op->sql = NULL;
     op->args = NULL;
+    op->params = NULL;
     op->acquired = NULL;
     op->next = NULL;
     op->kind = kind;
@@ -48,11 +49,18 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     return op;
 }
 
+/* Drops what op kept to start later. */
+static void op_forget_submission(kpy_op *op) {
+    Py_CLEAR(op->sql);
+    Py_CLEAR(op->args);
+    keel__py_params_free(op->params);
+    op->params = NULL;
+}
+
 /* keel is done with op: drop what was kept for submission and the reference keel held. */
 static void op_finish(kpy_op *op) {
     op->state = KPY_OP_DONE;
-    Py_CLEAR(op->sql);
-    Py_CLEAR(op->args);
+    op_forget_submission(op);
     if (op->cobj == NULL)
         keel__py_db_op_finished(op->db);
     Py_DECREF(op);
@@ -66,6 +74,9 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
     Py_VISIT(op->futiter);
     Py_VISIT(op->sql);
     Py_VISIT(op->args);
+    int r = keel__py_params_traverse(op->params, visit, arg);
+    if (r != 0)
+        return r;
     Py_VISIT(op->acquired);
     Py_VISIT(op->rows);
     Py_VISIT(op->desc);
@@ -78,8 +89,7 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
 static int op_clear(kpy_op *op) {
     Py_CLEAR(op->fut);
     Py_CLEAR(op->futiter);
-    Py_CLEAR(op->sql);
-    Py_CLEAR(op->args);
+    op_forget_submission(op);
     Py_CLEAR(op->acquired);
     Py_CLEAR(op->rows);
     Py_CLEAR(op->desc);
@@ -140,6 +150,18 @@ static int copy_name_ok(kpy_state *st, PyObject *name, const char *what) {
     return 1;
 }
 
+/*
+ * The items of an iterable, in a tuple: a copy of a list, so that what the caller does with its
+ * list after the call changes nothing of an operation still waiting to start. msg is the
+ * TypeError for what is not iterable. NULL with an exception.
+ */
+static PyObject *snapshot(PyObject *obj, const char *msg) {
+    PyObject *seq = PySequence_Fast(obj, msg);
+    if (seq != NULL && !PyTuple_Check(seq))
+        Py_SETREF(seq, PyList_AsTuple(seq));
+    return seq;
+}
+
 PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, PyObject *columns,
                              PyObject *schema) {
     if (!copy_name_ok(st, table, "the table name") ||
@@ -154,24 +176,24 @@ PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, 
             Py_DECREF(cols);
             return NULL;
         }
-        Py_SETREF(cols, PySequence_Fast(columns, "copy_records_to_table: columns must be a "
-                                                 "sequence of names"));
+        Py_SETREF(cols, snapshot(columns, "copy_records_to_table: columns must be a sequence "
+                                          "of names"));
         if (cols == NULL)
             return NULL;
-        if (PySequence_Fast_GET_SIZE(cols) == 0) {
+        if (PyTuple_GET_SIZE(cols) == 0) {
             Py_DECREF(cols);
             return keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL,
                                   "copy_records_to_table: columns must name at least one column");
         }
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(cols); i++) {
-            if (!copy_name_ok(st, PySequence_Fast_GET_ITEM(cols, i), "every column name")) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cols); i++) {
+            if (!copy_name_ok(st, PyTuple_GET_ITEM(cols, i), "every column name")) {
                 Py_DECREF(cols);
                 return NULL;
             }
         }
     }
-    PyObject *recs = PySequence_Fast(records, "copy_records_to_table: records must be an "
-                                              "iterable of sequences");
+    PyObject *recs = snapshot(records, "copy_records_to_table: records must be an iterable of "
+                                       "sequences");
     if (recs == NULL) {
         Py_DECREF(cols);
         return NULL;
@@ -182,8 +204,8 @@ PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, 
     return t;
 }
 
-/* Converts parameters as kept for an operation of kind: a statement's tuple, executemany's
- * rows, or the records of a bulk load (checked against its column list). */
+/* Converts the parameters of an operation of kind: a statement's tuple, executemany's rows, or
+ * the records of a bulk load (checked against its column list), all tuples. */
 static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p) {
     if (kind == KPY_OP_QUERY)
         return keel__py_params_from_args(st, p, params);
@@ -198,7 +220,7 @@ static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params 
         return -1;
     if (p->names == NULL)
         return 0;
-    size_t ncols = (size_t)PySequence_Fast_GET_SIZE(cols);
+    size_t ncols = (size_t)PyTuple_GET_SIZE(cols);
     if (p->nrows > 0 && p->ncols != ncols) {
         keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
                        "copy_records_to_table: each record has %zu values but %zu columns "
@@ -210,11 +232,6 @@ static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params 
     return 0;
 }
 
-/* Converts the parameters kept in op. */
-static int op_convert(kpy_op *op, kpy_params *p) {
-    return convert_params(op->db->st, op->kind, op->args, p);
-}
-
 /* Starts a bulk load of the converted records p on conn. */
 static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_query_cb cb,
                               keel_error *err) {
@@ -222,7 +239,7 @@ static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p, 
     PyObject *schema = PyTuple_GET_ITEM(op->args, 2);
     const char *names_local[16];
     const char **names = NULL;
-    size_t ncols = cols != Py_None ? (size_t)PySequence_Fast_GET_SIZE(cols) : 0;
+    size_t ncols = cols != Py_None ? (size_t)PyTuple_GET_SIZE(cols) : 0;
     if (ncols > 0) {
         names = ncols <= 16 ? names_local : PyMem_Malloc(ncols * sizeof *names);
         if (names == NULL) {
@@ -233,7 +250,7 @@ static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p, 
         }
         /* Checked by keel__py_copy_args: every name is a str whose UTF-8 is cached. */
         for (size_t i = 0; i < ncols; i++)
-            names[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(cols, (Py_ssize_t)i));
+            names[i] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(cols, (Py_ssize_t)i));
     }
     keel_status s = keel_conn_copy_in(conn, schema != Py_None ? PyUnicode_AsUTF8(schema) : NULL,
                                       PyUnicode_AsUTF8(op->sql), names, p->ncols, p->values,
@@ -246,7 +263,8 @@ static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p, 
 static void query_cb(keel_result *res, const keel_error *err, void *arg);
 static void rows_cb(const keel_result *batch, void *arg);
 
-/* Starts op on conn. The statement's UTF-8 is cached in the str, so it is not recomputed. */
+/* Starts op on conn with its converted parameters p (NULL for kinds that have none). The
+ * statement's UTF-8 is cached in the str, so it is not recomputed. */
 static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_error *err) {
     const char *sql = op->sql != NULL ? PyUnicode_AsUTF8(op->sql) : NULL;
     switch (op->kind) {
@@ -409,6 +427,8 @@ static void rows_cb(const keel_result *batch, void *arg) {
 
 static void query_cb(keel_result *res, const keel_error *err, void *arg) {
     kpy_op *op = arg;
+    kpy_loop *L = op->db->loop; /* op and its Database may go in here; the adapter stays */
+    PyThreadState *gil = keel__py_gil_take(L);
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
     /* A database-level operation gives its connection back before anything else, so a waiter
@@ -425,6 +445,7 @@ static void query_cb(keel_result *res, const keel_error *err, void *arg) {
         keel__py_conn_op_done(op->cobj, op);
     op_finish(op);
     kpy_exc_unstash(&saved);
+    keel__py_gil_give(L, gil);
 }
 
 static void op_fail_with(kpy_op *op, const keel_error *err) {
@@ -437,22 +458,15 @@ static void op_fail_with(kpy_op *op, const keel_error *err) {
     Py_DECREF(exc);
 }
 
-/* Runs a database-level op on the connection it waited for. */
+/* Runs a database-level op on the connection it waited for, with the parameters converted when
+ * it was called. */
 static void start_on_acquired(kpy_op *op, keel_conn *conn) {
-    kpy_params p;
-    keel__py_params_init(&p);
-    if (op_convert(op, &p) < 0) {
-        keel__py_params_clear(&p);
-        keel_conn_release(conn);
-        keel__py_future_set_raised(op->db->st, op->fut);
-        op_finish(op);
-        return;
-    }
     keel_error err;
     op->conn = conn;
     op->state = KPY_OP_RUNNING;
-    keel_status s = op_start(op, conn, &p, &err);
-    keel__py_params_clear(&p);
+    keel_status s = op_start(op, conn, op->params, &err);
+    /* Once running, keel has its own copy of the parameters. */
+    op_forget_submission(op);
     if (s != KEEL_OK) {
         op->conn = NULL;
         keel_conn_release(conn);
@@ -463,6 +477,8 @@ static void start_on_acquired(kpy_op *op, keel_conn *conn) {
 
 static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg) {
     kpy_op *op = arg;
+    kpy_loop *L = op->db->loop; /* op and its Database may go in here; the adapter stays */
+    PyThreadState *gil = keel__py_gil_take(L);
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
     if (conn == NULL) {
@@ -485,6 +501,7 @@ static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg) {
         start_on_acquired(op, conn);
     }
     kpy_exc_unstash(&saved);
+    keel__py_gil_give(L, gil);
 }
 
 /* ---- entry points ---- */
@@ -509,7 +526,7 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     }
     PyObject *params;
     if (kind == KPY_OP_MANY) {
-        params = PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
+        params = snapshot(args, "executemany: the rows must be an iterable of sequences");
         if (params == NULL)
             return NULL;
     } else if (kind == KPY_OP_COMMAND) {
@@ -531,7 +548,9 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     op->mode = mode;
     op->column = column;
     op->sql = Py_XNewRef(sql);
-    op->args = Py_NewRef(params);
+    /* A command's BSON, and a bulk load's column names and schema, are read as it starts. */
+    if (kind == KPY_OP_COMMAND || kind == KPY_OP_COPY)
+        op->args = Py_NewRef(params);
     if (kind == KPY_OP_MANY && p.nrows == 0) {
         /* Nothing to run; still check the name, so a typo fails the same with or without rows. */
         if (dbname != NULL && keel_db_database_engine(db->db, dbname) == NULL) {
@@ -539,8 +558,7 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
             goto fail;
         }
         op->state = KPY_OP_DONE;
-        Py_CLEAR(op->sql);
-        Py_CLEAR(op->args);
+        op_forget_submission(op);
         keel__py_future_set_result(st, op->fut, Py_None);
         goto done;
     }
@@ -557,10 +575,12 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
             keel__py_error_raise(st, &err);
             goto fail;
         }
-        /* Once running, the parameters are copied: only acquiring ops need them later. */
-        Py_CLEAR(op->sql);
-        Py_CLEAR(op->args);
+        /* Once running, keel has its own copy of the parameters. */
+        op_forget_submission(op);
     } else if (s == KEEL_ERR_BUSY) {
+        /* The op starts when a connection comes, with the arguments as they are now. */
+        if ((op->params = keel__py_params_keep(&p)) == NULL)
+            goto fail;
         s = keel_db_acquire(db->db, dbname, acquire_cb, op, &err);
         if (s != KEEL_OK) {
             keel__py_error_raise(st, &err);
@@ -645,8 +665,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         if (sql_utf8(st, sql) == NULL)
             return NULL;
         if (kind == KPY_OP_MANY) {
-            params =
-                PySequence_Fast(args, "executemany: the rows must be an iterable of sequences");
+            params = snapshot(args, "executemany: the rows must be an iterable of sequences");
             if (params == NULL)
                 return NULL;
         } else if (!PyTuple_Check(args)) {
@@ -672,15 +691,19 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         op->args = Py_NewRef(args);
     } else if (kind != KPY_OP_TXN) {
         op->sql = Py_NewRef(sql);
-        op->args = Py_NewRef(params);
+        /* A bulk load's column names and schema are read as it starts. */
+        if (kind == KPY_OP_COPY)
+            op->args = Py_NewRef(params);
     }
     if (kind == KPY_OP_MANY && p.nrows == 0) {
         op->state = KPY_OP_DONE;
-        Py_CLEAR(op->sql);
-        Py_CLEAR(op->args);
+        op_forget_submission(op);
         keel__py_future_set_result(st, op->fut, Py_None);
     } else if (c->running != NULL) {
-        /* The running operation was cancelled and has not ended yet: run after it. */
+        /* The running operation was cancelled and has not ended yet: run after it, with the
+         * arguments as they are now. */
+        if ((op->params = keel__py_params_keep(&p)) == NULL)
+            goto fail;
         op->state = KPY_OP_QUEUED;
         Py_INCREF(op); /* held by the queue, then by keel */
         if (c->qtail != NULL)
@@ -696,8 +719,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
             keel__py_error_raise(st, &err);
             goto fail;
         }
-        Py_CLEAR(op->sql);
-        Py_CLEAR(op->args);
+        op_forget_submission(op);
         Py_INCREF(op);
         c->running = op;
     }
@@ -714,25 +736,15 @@ fail:
 }
 
 void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op) {
-    kpy_params p;
-    keel__py_params_init(&p);
-    if (op_convert(op, &p) < 0) {
-        keel__py_params_clear(&p);
-        keel__py_future_set_raised(c->db->st, op->fut);
-        op_finish(op);
-        return;
-    }
     keel_error err;
     op->state = KPY_OP_RUNNING;
-    keel_status s = op_start(op, c->conn, &p, &err);
-    keel__py_params_clear(&p);
+    keel_status s = op_start(op, c->conn, op->params, &err);
+    op_forget_submission(op);
     if (s != KEEL_OK) {
         op_fail_with(op, &err);
         op_finish(op);
         return;
     }
-    Py_CLEAR(op->sql);
-    Py_CLEAR(op->args);
     c->running = op;
 }
 

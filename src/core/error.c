@@ -102,12 +102,6 @@ void keel__error_copy(keel_error *dst, const keel_error *src) {
 keel_status keel__status_from_sqlstate(const char *s) {
     if (!s || strlen(s) != 5)
         return KEEL_ERR_DATABASE;
-    if (strcmp(s, "57014") == 0)
-        return KEEL_ERR_CANCELLED;
-    if (strcmp(s, "08P01") == 0)
-        return KEEL_ERR_PARAMETERS;
-    if (strcmp(s, "42P18") == 0 || strcmp(s, "42P02") == 0)
-        return KEEL_ERR_PARAMETERS; /* indeterminate datatype / undefined parameter */
     char cls[3] = { s[0], s[1], '\0' };
     if (strcmp(cls, "23") == 0)
         return KEEL_ERR_INTEGRITY;
@@ -120,13 +114,8 @@ keel_status keel__status_from_sqlstate(const char *s) {
         return KEEL_ERR_CONNECTION_LOST;
     if (strcmp(cls, "25") == 0 || strcmp(cls, "40") == 0 || strcmp(cls, "2D") == 0)
         return KEEL_ERR_TRANSACTION;
-    if (strcmp(cls, "53") == 0 || strcmp(cls, "57") == 0 || strcmp(cls, "58") == 0 ||
-        strcmp(cls, "55") == 0)
-        return KEEL_ERR_OPERATIONAL;
     if (strcmp(cls, "0A") == 0)
         return KEEL_ERR_UNSUPPORTED;
-    if (strcmp(cls, "XX") == 0)
-        return KEEL_ERR_INTERNAL;
     return KEEL_ERR_DATABASE;
 }
 

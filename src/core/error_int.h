@@ -21,9 +21,10 @@ void keel__error_set_sqlstate(keel_error *err, const char *sqlstate);
 void keel__error_copy(keel_error *dst, const keel_error *src);
 
 /*
- * Maps a five-character SQLSTATE to the status that best describes it (class 23 → INTEGRITY,
- * 42 → PROGRAMMING, 22 → DATA, 57014 → CANCELLED, 08 → CONNECTION_LOST, 25/40 → TRANSACTION,
- * 53/57/58 → OPERATIONAL, anything else → DATABASE).
+ * Maps a five-character SQLSTATE to the status that best describes its SQL-standard class
+ * (23 → INTEGRITY, 42/26/34/3D/3F → PROGRAMMING, 22 → DATA, 08 → CONNECTION_LOST,
+ * 25/40/2D → TRANSACTION, 0A → UNSUPPORTED, anything else → DATABASE). An engine maps its
+ * server's own codes and classes first (PostgreSQL: keel__pg_status_of) and leaves the rest here.
  */
 keel_status keel__status_from_sqlstate(const char *sqlstate);
 

@@ -1,7 +1,9 @@
 /* src/engines/engine.c - the registry of engines and SQL shared by the SQL engines. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/error_int.h"
 #include "engines/engine.h"
 
 static const keel__engine *const engines[] = {
@@ -92,4 +94,62 @@ int keel__copy_target(keel__buf *out, const keel__copy *copy, char quote, int wi
             keel__quote_ident(out, copy->columns[i], quote) != 0)
             return -1;
     return keel__buf_putc(out, ')');
+}
+
+keel_status keel__ping_sql(keel_conn *c, keel_error *err) {
+    keel__stmt stmt = { .sql = "SELECT 1", .sql_len = 8, .nrows = 1 };
+    return c->engine->query(c, &stmt, err);
+}
+
+keel_status keel__copy_as_batch(keel_conn *c, const keel__copy *copy, keel_error *err) {
+    const char *name = c->config ? c->config->name : "";
+    char quote = c->engine->ident_quote;
+    keel__buf sql = { 0 };
+    int bad =
+        keel__buf_puts(&sql, "INSERT INTO ") != 0 || keel__copy_target(&sql, copy, quote, 1) != 0;
+    if (copy->nrows == 0) {
+        /* Nothing to insert, but the table and columns are still checked: an INSERT that
+         * selects no row fails on exactly what the load would fail on. */
+        bad = bad || keel__buf_puts(&sql, " SELECT ") != 0;
+        for (size_t i = 0; !bad && copy->columns && i < copy->ncols; i++)
+            bad = (i && keel__buf_puts(&sql, ", ") != 0) ||
+                  keel__quote_ident(&sql, copy->columns[i], quote) != 0;
+        bad = bad || (!copy->columns && keel__buf_putc(&sql, '*') != 0) ||
+              keel__buf_puts(&sql, " FROM ") != 0 || keel__copy_target(&sql, copy, quote, 0) != 0 ||
+              keel__buf_puts(&sql, " WHERE 1 = 0") != 0;
+    } else {
+        bad = bad || keel__buf_puts(&sql, " VALUES (") != 0;
+        for (size_t i = 0; !bad && i < copy->ncols; i++)
+            bad = keel__buf_printf(&sql, i ? ", $%zu" : "$%zu", i + 1) != 0;
+        bad = bad || keel__buf_putc(&sql, ')') != 0;
+    }
+    if (bad) {
+        keel__buf_free(&sql);
+        return keel__error_set(err, KEEL_ERR_NOMEM, c->engine->name, name, "out of memory");
+    }
+    /* The statement lives in the connection's statement buffer, as every statement the core
+     * hands an engine does, until the operation completes. */
+    size_t max_index = 0, nmap = 0, *map = NULL;
+    keel_status st = keel__placeholders_rewrite(sql.data, c->engine->placeholder_style, &c->sql,
+                                                &max_index, &map, &nmap, err);
+    keel__buf_free(&sql);
+    if (st != KEEL_OK) {
+        if (err) /* the lexer does not know the database: name it in the error */
+            snprintf(err->database, sizeof err->database, "%s", name);
+        return st;
+    }
+    free(c->map);
+    c->map = map;
+    c->nmap = nmap;
+    keel__stmt stmt = {
+        .sql = c->sql.data,
+        .sql_len = c->sql.len,
+        .map = c->map,
+        .nmap = c->nmap,
+        .params = copy->rows,
+        .nparams = copy->nrows ? copy->ncols : 0,
+        .nrows = copy->nrows ? copy->nrows : 1,
+        .many = copy->nrows > 0,
+    };
+    return c->engine->query(c, &stmt, err);
 }

@@ -99,14 +99,18 @@ typedef struct keel__engine {
      * SQL (MongoDB): the core then fails the call with KEEL_ERR_UNSUPPORTED. */
     keel_status (*query)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
     /* Starts a bulk load (keel_conn_copy_in) through the engine's own bulk path; it completes
-     * with a result whose affected count is the rows loaded, and loads nothing on error. NULL
-     * on SQL engines whose fastest atomic bulk path is their batch: the core then runs the
-     * generated INSERT as a batch (query with many), which those engines make atomic. */
+     * with a result whose affected count is the rows loaded, and loads nothing on error. SQL
+     * engines whose fastest atomic bulk path is their batch use keel__copy_as_batch. NULL on
+     * engines without tables (MongoDB): the core then fails the call with
+     * KEEL_ERR_UNSUPPORTED. */
     keel_status (*copy_in)(keel_conn *c, const keel__copy *copy, keel_error *err);
     /* Starts a document command (keel_conn_command): cmd is BSON, valid only during the call.
      * NULL on SQL engines. */
     keel_status (*command)(keel_conn *c, const char *dbname, const void *cmd, size_t len,
                            keel_error *err);
+    /* Starts the cheapest round trip that shows the server answers (keel_conn_ping); it
+     * completes like a statement, with a result of no use. SQL engines use keel__ping_sql. */
+    keel_status (*ping)(keel_conn *c, keel_error *err);
     /* Starts a transaction control operation (see keel__txn_sql for SQL engines). */
     keel_status (*transaction)(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err);
     /* Asks the server to stop the running operation; it then completes with
@@ -152,6 +156,17 @@ keel__workers *keel__conn_workers(keel_conn *c);
 
 /* SQL for a transaction operation on SQL engines ("BEGIN", "SAVEPOINT keel_sp_2"…) into out. */
 int keel__txn_sql(keel_txn_op op, unsigned depth, keel__buf *out);
+
+/* The ping of SQL engines: SELECT 1 through the engine's query. */
+keel_status keel__ping_sql(keel_conn *c, keel_error *err);
+
+/*
+ * The copy_in of SQL engines whose fastest atomic bulk path is their batch: one generated
+ * INSERT (in the engine's placeholder style, in c->sql) run as a batch of every row through the
+ * engine's query, which those engines make atomic. A load of no rows still checks the table
+ * and columns, with an INSERT … SELECT that selects nothing.
+ */
+keel_status keel__copy_as_batch(keel_conn *c, const keel__copy *copy, keel_error *err);
 
 /* Appends name as a quoted identifier (quote doubled inside). 0, or -1 when out of memory. */
 int keel__quote_ident(keel__buf *out, const char *name, char quote);

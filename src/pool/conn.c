@@ -22,6 +22,27 @@ static keel_status check_ready(keel_conn *c, keel_error *err) {
     return KEEL_OK;
 }
 
+/* The user's operation starts on c: cb(…, arg) is its completion, rows_cb (or NULL) where a
+ * streamed statement's rows go. */
+static void op_begin(keel_conn *c, keel_rows_cb rows_cb, keel_query_cb cb, void *arg) {
+    c->busy = 1;
+    c->cb = cb;
+    c->rows_cb = rows_cb;
+    c->cb_arg = arg;
+}
+
+/* What the engine's start function returned: when it refused, it reports nothing and c is free
+ * for another operation. Returns st. */
+static keel_status op_started(keel_conn *c, keel_status st) {
+    if (st != KEEL_OK) {
+        c->busy = 0;
+        c->cb = NULL;
+        c->rows_cb = NULL;
+        c->cb_arg = NULL;
+    }
+    return st;
+}
+
 /* Rewrites sql into c->sql for the engine and checks the placeholder count. */
 static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, keel_error *err) {
     size_t max_index = 0, nmap = 0, *map = NULL;
@@ -77,18 +98,8 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
         .nrows = nrows,
         .many = many,
     };
-    c->busy = 1;
-    c->cb = cb;
-    c->rows_cb = rows_cb;
-    c->cb_arg = arg;
-    st = c->engine->query(c, &stmt, err);
-    if (st != KEEL_OK) {
-        c->busy = 0;
-        c->cb = NULL;
-        c->rows_cb = NULL;
-        c->cb_arg = NULL;
-    }
-    return st;
+    op_begin(c, rows_cb, cb, arg);
+    return op_started(c, c->engine->query(c, &stmt, err));
 }
 
 keel_status keel_conn_query(keel_conn *c, const char *sql, const keel_value *params, size_t nparams,
@@ -109,37 +120,6 @@ keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value
                                  size_t nrows, size_t nparams, keel_query_cb cb, void *arg,
                                  keel_error *err) {
     return start_statement(c, sql, params, nrows, nparams, 1, NULL, cb, arg, err);
-}
-
-/* The engine's batch as the bulk path: one generated INSERT run for every row. */
-static keel_status copy_as_batch(keel_conn *c, const keel__copy *copy, keel_query_cb cb, void *arg,
-                                 keel_error *err) {
-    keel__buf sql = { 0 };
-    int bad = keel__buf_puts(&sql, "INSERT INTO ") != 0 ||
-              keel__copy_target(&sql, copy, c->engine->ident_quote, 1) != 0;
-    if (copy->nrows == 0) {
-        /* Nothing to insert, but the table and columns are still checked: an INSERT that
-         * selects no row fails on exactly what the load would fail on. */
-        bad = bad || keel__buf_puts(&sql, " SELECT ") != 0;
-        for (size_t i = 0; !bad && copy->columns && i < copy->ncols; i++)
-            bad = (i && keel__buf_puts(&sql, ", ") != 0) ||
-                  keel__quote_ident(&sql, copy->columns[i], c->engine->ident_quote) != 0;
-        bad = bad || (!copy->columns && keel__buf_putc(&sql, '*') != 0) ||
-              keel__buf_puts(&sql, " FROM ") != 0 ||
-              keel__copy_target(&sql, copy, c->engine->ident_quote, 0) != 0 ||
-              keel__buf_puts(&sql, " WHERE 1 = 0") != 0;
-    } else {
-        bad = bad || keel__buf_puts(&sql, " VALUES (") != 0;
-        for (size_t i = 0; !bad && i < copy->ncols; i++)
-            bad = keel__buf_printf(&sql, i ? ", $%zu" : "$%zu", i + 1) != 0;
-        bad = bad || keel__buf_putc(&sql, ')') != 0;
-    }
-    keel_status st =
-        bad ? keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c), "out of memory")
-            : start_statement(c, sql.data, copy->rows, copy->nrows ? copy->nrows : 1,
-                              copy->nrows ? copy->ncols : 0, copy->nrows > 0, NULL, cb, arg, err);
-    keel__buf_free(&sql);
-    return st;
 }
 
 keel_status keel_conn_copy_in(keel_conn *c, const char *schema, const char *table,
@@ -165,24 +145,13 @@ keel_status keel_conn_copy_in(keel_conn *c, const char *schema, const char *tabl
     if (st != KEEL_OK)
         return st;
     keel__copy copy = { schema, table, columns, ncols, rows, nrows };
-    if (!c->engine->copy_in) {
-        if (!c->engine->query)
-            return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
-                                   "database '%s' uses the %s engine, which has no tables to "
-                                   "load rows into: use collection(…).insert_many",
-                                   conn_name(c), c->engine->name);
-        return copy_as_batch(c, &copy, cb, arg, err);
-    }
-    c->busy = 1;
-    c->cb = cb;
-    c->cb_arg = arg;
-    st = c->engine->copy_in(c, &copy, err);
-    if (st != KEEL_OK) {
-        c->busy = 0;
-        c->cb = NULL;
-        c->cb_arg = NULL;
-    }
-    return st;
+    if (!c->engine->copy_in)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                               "database '%s' uses the %s engine, which has no tables to "
+                               "load rows into: use collection(…).insert_many",
+                               conn_name(c), c->engine->name);
+    op_begin(c, NULL, cb, arg);
+    return op_started(c, c->engine->copy_in(c, &copy, err));
 }
 
 keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd, size_t len,
@@ -198,25 +167,19 @@ keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd,
                                "database '%s' is a %s database: document commands need a "
                                "document engine such as MongoDB",
                                conn_name(c), c->engine->name);
-    c->busy = 1;
-    c->cb = cb;
-    c->cb_arg = arg;
-    st = c->engine->command(c, dbname, cmd, len, err);
-    if (st != KEEL_OK) {
-        c->busy = 0;
-        c->cb = NULL;
-        c->cb_arg = NULL;
-    }
-    return st;
+    op_begin(c, NULL, cb, arg);
+    return op_started(c, c->engine->command(c, dbname, cmd, len, err));
 }
 
 keel_status keel_conn_ping(keel_conn *c, keel_query_cb cb, void *arg, keel_error *err) {
-    /* {"ping": 1} as BSON: total length, an int32 element named "ping", the terminator. */
-    static const unsigned char ping_cmd[] = { 15,  0, 0, 0, 0x10, 'p', 'i', 'n',
-                                              'g', 0, 1, 0, 0,    0,   0 };
-    if (c && c->engine && !c->engine->query)
-        return keel_conn_command(c, "admin", ping_cmd, sizeof ping_cmd, cb, arg, err);
-    return keel_conn_query(c, "SELECT 1", NULL, 0, cb, arg, err);
+    if (!c || !cb)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection and callback are required");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    op_begin(c, NULL, cb, arg);
+    return op_started(c, c->engine->ping(c, err));
 }
 
 keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_query_cb cb,
@@ -228,16 +191,8 @@ keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
     keel_status st = check_ready(c, err);
     if (st != KEEL_OK)
         return st;
-    c->busy = 1;
-    c->cb = cb;
-    c->cb_arg = arg;
-    st = c->engine->transaction(c, op, depth, err);
-    if (st != KEEL_OK) {
-        c->busy = 0;
-        c->cb = NULL;
-        c->cb_arg = NULL;
-    }
-    return st;
+    op_begin(c, NULL, cb, arg);
+    return op_started(c, c->engine->transaction(c, op, depth, err));
 }
 
 void keel__conn_forget(keel_conn *c) {

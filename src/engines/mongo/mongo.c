@@ -1514,6 +1514,14 @@ static void mg_close(keel_conn *c) {
     mg_start_close(mg);
 }
 
+/* keel_conn_ping: the ping command on the admin database, MongoDB's cheapest round trip. */
+static keel_status mg_ping(keel_conn *c, keel_error *err) {
+    /* {"ping": 1} as BSON: total length, an int32 element named "ping", the terminator. */
+    static const unsigned char ping_cmd[] = { 15,  0, 0, 0, 0x10, 'p', 'i', 'n',
+                                              'g', 0, 1, 0, 0,    0,   0 };
+    return mg_command(c, "admin", ping_cmd, sizeof ping_cmd, err);
+}
+
 const keel__engine keel__engine_mongodb = {
     .name = "mongodb",
     .placeholder_style = KEEL__PH_POSTGRES,
@@ -1521,6 +1529,7 @@ const keel__engine keel__engine_mongodb = {
     .connect = mg_connect,
     .query = NULL, /* no SQL: the core answers KEEL_ERR_UNSUPPORTED */
     .command = mg_command,
+    .ping = mg_ping,
     .transaction = mg_transaction,
     .cancel = mg_cancel,
     .txn_status = mg_txn_status,

@@ -177,7 +177,7 @@ void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *
     else if (bad)
         code = KEEL_ERR_CONNECTION_LOST;
     else if (state && strlen(state) == 5)
-        code = keel__status_from_sqlstate(state);
+        code = keel__pg_status_of(state);
     else
         code = KEEL_ERR_DATABASE;
     if (bad)

@@ -40,6 +40,25 @@ keel_status keel__pg_error_libpq(keel_error *err, keel_status code, const keel_c
                            clean);
 }
 
+keel_status keel__pg_status_of(const char *s) {
+    if (!s || strlen(s) != 5)
+        return KEEL_ERR_DATABASE;
+    if (strcmp(s, "57014") == 0)
+        return KEEL_ERR_CANCELLED;
+    if (strcmp(s, "08P01") == 0)
+        return KEEL_ERR_PARAMETERS;
+    if (strcmp(s, "42P18") == 0 || strcmp(s, "42P02") == 0)
+        return KEEL_ERR_PARAMETERS; /* indeterminate datatype / undefined parameter */
+    /* Insufficient resources, object not in prerequisite state, operator intervention, system
+     * error: the server or its surroundings, not the statement. */
+    if (strncmp(s, "53", 2) == 0 || strncmp(s, "55", 2) == 0 || strncmp(s, "57", 2) == 0 ||
+        strncmp(s, "58", 2) == 0)
+        return KEEL_ERR_OPERATIONAL;
+    if (strncmp(s, "XX", 2) == 0)
+        return KEEL_ERR_INTERNAL;
+    return keel__status_from_sqlstate(s);
+}
+
 keel_status keel__pg_connect_error(pg_impl *p, keel_error *err, keel_status code) {
     const char *msg = PQerrorMessage(p->pg);
     char prefix[200];
@@ -140,6 +159,7 @@ const keel__engine keel__engine_postgresql = {
     .connect = keel__pg_connect,
     .query = keel__pg_query,
     .copy_in = keel__pg_copy_in,
+    .ping = keel__ping_sql,
     .transaction = keel__pg_transaction,
     .cancel = pg_cancel,
     .txn_status = pg_txn_status,

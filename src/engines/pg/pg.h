@@ -168,6 +168,13 @@ keel_status keel__pg_error_libpq(keel_error *err, keel_status code, const keel_c
  */
 keel_status keel__pg_connect_error(pg_impl *p, keel_error *err, keel_status code);
 
+/*
+ * The status of a PostgreSQL SQLSTATE: PostgreSQL's own codes and classes (57014 query_canceled,
+ * 08P01 protocol_violation, 42P18 / 42P02 about parameters, classes 53, 55, 57, 58 and XX), then
+ * the SQL-standard classes (keel__status_from_sqlstate).
+ */
+keel_status keel__pg_status_of(const char *sqlstate);
+
 /* How keel__cancel reaches a PostgreSQL connection (pg.c). */
 extern const keel__cancel_ops keel__pg_cancel_ops;
 

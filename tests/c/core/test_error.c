@@ -52,18 +52,29 @@ TEST(long_messages_are_truncated_not_overflowed) {
 TEST(sqlstate_classes_map_to_statuses) {
     CHECK_INT(keel__status_from_sqlstate("23505"), KEEL_ERR_INTEGRITY);
     CHECK_INT(keel__status_from_sqlstate("23503"), KEEL_ERR_INTEGRITY);
+    CHECK_INT(keel__status_from_sqlstate("23000"), KEEL_ERR_INTEGRITY);
     CHECK_INT(keel__status_from_sqlstate("42601"), KEEL_ERR_PROGRAMMING);
     CHECK_INT(keel__status_from_sqlstate("42P01"), KEEL_ERR_PROGRAMMING);
+    CHECK_INT(keel__status_from_sqlstate("42S02"), KEEL_ERR_PROGRAMMING);
+    CHECK_INT(keel__status_from_sqlstate("3D000"), KEEL_ERR_PROGRAMMING);
     CHECK_INT(keel__status_from_sqlstate("22012"), KEEL_ERR_DATA);
-    CHECK_INT(keel__status_from_sqlstate("57014"), KEEL_ERR_CANCELLED);
     CHECK_INT(keel__status_from_sqlstate("08006"), KEEL_ERR_CONNECTION_LOST);
-    CHECK_INT(keel__status_from_sqlstate("08P01"), KEEL_ERR_PARAMETERS);
+    CHECK_INT(keel__status_from_sqlstate("08S01"), KEEL_ERR_CONNECTION_LOST);
     CHECK_INT(keel__status_from_sqlstate("25P02"), KEEL_ERR_TRANSACTION);
     CHECK_INT(keel__status_from_sqlstate("40001"), KEEL_ERR_TRANSACTION);
-    CHECK_INT(keel__status_from_sqlstate("53300"), KEEL_ERR_OPERATIONAL);
+    CHECK_INT(keel__status_from_sqlstate("2D000"), KEEL_ERR_TRANSACTION);
     CHECK_INT(keel__status_from_sqlstate("0A000"), KEEL_ERR_UNSUPPORTED);
-    CHECK_INT(keel__status_from_sqlstate("XX000"), KEEL_ERR_INTERNAL);
     CHECK_INT(keel__status_from_sqlstate("P0001"), KEEL_ERR_DATABASE);
+    CHECK_INT(keel__status_from_sqlstate("HY000"), KEEL_ERR_DATABASE);
+    /* Only the SQL-standard classes: a server's own codes and classes are its engine's to map
+     * (PostgreSQL's 57014, 08P01, 53xxx, XXxxx: keel__pg_status_of), so here they fall back to
+     * their standard class or to DATABASE. */
+    CHECK_INT(keel__status_from_sqlstate("57014"), KEEL_ERR_DATABASE);
+    CHECK_INT(keel__status_from_sqlstate("08P01"), KEEL_ERR_CONNECTION_LOST);
+    CHECK_INT(keel__status_from_sqlstate("42P18"), KEEL_ERR_PROGRAMMING);
+    CHECK_INT(keel__status_from_sqlstate("53300"), KEEL_ERR_DATABASE);
+    CHECK_INT(keel__status_from_sqlstate("XX000"), KEEL_ERR_DATABASE);
+    CHECK_INT(keel__status_from_sqlstate("2300"), KEEL_ERR_DATABASE);
     CHECK_INT(keel__status_from_sqlstate(""), KEEL_ERR_DATABASE);
     CHECK_INT(keel__status_from_sqlstate(NULL), KEEL_ERR_DATABASE);
 }

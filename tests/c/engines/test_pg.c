@@ -6,6 +6,7 @@
 #include <keel/keel.h>
 
 #include "engines/engine.h"
+#include "engines/pg/pg.h"
 #include "loop/loop_int.h"
 #include "test.h"
 #include "support.h"
@@ -694,6 +695,49 @@ TEST(server_errors_map_to_statuses) {
     CHECK_INT(q_int(c, "SELECT count(*) FROM uv"), 1);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
     keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* PostgreSQL's own SQLSTATEs map in the engine; the SQL-standard classes in the core. */
+TEST(postgresql_sqlstates_map_to_statuses) {
+    CHECK_INT(keel__pg_status_of("57014"), KEEL_ERR_CANCELLED);
+    CHECK_INT(keel__pg_status_of("08P01"), KEEL_ERR_PARAMETERS);
+    CHECK_INT(keel__pg_status_of("42P18"), KEEL_ERR_PARAMETERS);
+    CHECK_INT(keel__pg_status_of("42P02"), KEEL_ERR_PARAMETERS);
+    CHECK_INT(keel__pg_status_of("53300"), KEEL_ERR_OPERATIONAL);
+    CHECK_INT(keel__pg_status_of("55P03"), KEEL_ERR_OPERATIONAL);
+    CHECK_INT(keel__pg_status_of("57P01"), KEEL_ERR_OPERATIONAL);
+    CHECK_INT(keel__pg_status_of("58030"), KEEL_ERR_OPERATIONAL);
+    CHECK_INT(keel__pg_status_of("XX000"), KEEL_ERR_INTERNAL);
+    CHECK_INT(keel__pg_status_of("23505"), KEEL_ERR_INTEGRITY);
+    CHECK_INT(keel__pg_status_of("42P01"), KEEL_ERR_PROGRAMMING);
+    CHECK_INT(keel__pg_status_of("22P02"), KEEL_ERR_DATA);
+    CHECK_INT(keel__pg_status_of("08006"), KEEL_ERR_CONNECTION_LOST);
+    CHECK_INT(keel__pg_status_of("40P01"), KEEL_ERR_TRANSACTION);
+    CHECK_INT(keel__pg_status_of("0A000"), KEEL_ERR_UNSUPPORTED);
+    CHECK_INT(keel__pg_status_of("P0001"), KEEL_ERR_DATABASE);
+    CHECK_INT(keel__pg_status_of(""), KEEL_ERR_DATABASE);
+    CHECK_INT(keel__pg_status_of(NULL), KEEL_ERR_DATABASE);
+
+    /* And from the server: a parameter whose type cannot be inferred, a lock not granted. */
+    keel_db *db = open_db();
+    keel_conn *a = acquire(db), *b = acquire(db);
+    keel_error e = q_fail(a, "SELECT $1 IS NULL", (keel_value[]){ keel_null() }, 1);
+    CHECK_INT(e.code, KEEL_ERR_PARAMETERS);
+    CHECK_STR(e.sqlstate, "42P18");
+    keel_result_free(q(a, "DROP TABLE IF EXISTS keel_pg_lock", NULL, 0));
+    keel_result_free(q(a, "CREATE TABLE keel_pg_lock (id int)", NULL, 0));
+    keel_result_free(q(a, "INSERT INTO keel_pg_lock VALUES (1)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(a, KEEL_TXN_BEGIN, 0, &e), KEEL_OK);
+    keel_result_free(q(a, "SELECT id FROM keel_pg_lock FOR UPDATE", NULL, 0));
+    e = q_fail(b, "SELECT id FROM keel_pg_lock FOR UPDATE NOWAIT", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_OPERATIONAL);
+    CHECK_STR(e.sqlstate, "55P03");
+    CHECK_INT(keel_conn_transaction_sync(a, KEEL_TXN_ROLLBACK, 0, &e), KEEL_OK);
+    CHECK_INT(q_int(b, "SELECT count(*) FROM keel_pg_lock"), 1); /* b stays usable */
+    keel_result_free(q(a, "DROP TABLE keel_pg_lock", NULL, 0));
+    keel_conn_release(a);
+    keel_conn_release(b);
     keel_db_close(db);
 }
 
@@ -1643,6 +1687,7 @@ int main(void) {
     RUN(query_rows_streams_a_large_result_in_batches);
     RUN(query_rows_edge_cases);
     RUN(server_errors_map_to_statuses);
+    RUN(postgresql_sqlstates_map_to_statuses);
     RUN(dead_server_fails_fast_without_leaking_the_password);
     RUN(connect_timeout_when_the_server_never_answers);
     RUN(host_names_are_resolved_and_options_reach_the_server);

@@ -120,8 +120,14 @@ KEEL_API keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_lo
  * memory is freed there. A db opened with loop NULL frees its private loop when the
  * keel_loop_run in progress on it returns.
  *
- * Blocks only while a worker finishes a job already running (e.g. an SQLite statement being
- * interrupted); a deferred close does so inside that keel_watch_ready / keel_timer_fire.
+ * Statements still running on the server are cancelled (PostgreSQL's cancel request, MySQL's
+ * KILL QUERY, MongoDB's killOp), without waiting for the answer. Blocks at most about two
+ * seconds, for SQLite and MongoDB jobs already running on worker threads (a statement being
+ * interrupted, a connection closing); a deferred close does so inside that keel_watch_ready /
+ * keel_timer_fire. It never waits for host-name lookups, TLS handshakes or cancel requests. A
+ * worker thread still inside a blocking library call after that is left to finish on its own:
+ * it touches nothing of the db, frees what its job owned and exits (the process may exit
+ * meanwhile).
  */
 KEEL_API void keel_db_close(keel_db *db);
 

@@ -10,10 +10,10 @@
 #include "loop/loop_int.h"
 #include "pool/pool.h"
 
-/* Worker threads: enough for every connection of a blocking engine (SQLite, MongoDB) to run at
- * once, plus one for cancels and host name lookups. */
-#define MIN_WORKERS 2
-#define MAX_WORKERS 32
+/* Worker threads of the ENGINE class: enough for every connection of a blocking engine (SQLite,
+ * MongoDB) to run at once. Lookups, TLS handshakes and cancels have threads of their own
+ * (loop/worker.h). */
+#define MAX_ENGINE_WORKERS 32
 
 struct keel_db {
     keel_loop *loop;
@@ -91,11 +91,9 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
         if (!db->pools[i])
             goto nomem;
     }
-    db->max_workers = blocking_conns + 1;
-    if (db->max_workers < MIN_WORKERS)
-        db->max_workers = MIN_WORKERS;
-    if (db->max_workers > MAX_WORKERS)
-        db->max_workers = MAX_WORKERS;
+    db->max_workers = blocking_conns < 1                    ? 1
+                      : blocking_conns > MAX_ENGINE_WORKERS ? MAX_ENGINE_WORKERS
+                                                            : blocking_conns;
     *out = db;
     return KEEL_OK;
 nomem:

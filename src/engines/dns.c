@@ -100,10 +100,15 @@ static void dns_done(void *arg) {
     keel__dns_free(d);
 }
 
-int keel__dns_submit(keel__dns *d, keel__workers *w, keel__dns_cb cb, void *arg) {
+/* The pool was freed before the lookups ended: nobody waits for them any more. */
+static void dns_drop(void *arg) { keel__dns_free(arg); }
+
+int keel__dns_submit(keel__dns *d, keel__workers *w, int64_t deadline_ms, keel__dns_cb cb,
+                     void *arg) {
     d->cb = cb;
     d->arg = arg;
-    if (keel__workers_submit(w, dns_run, dns_done, d) != 0) {
+    keel__job job = { KEEL__JOB_CONNECT, deadline_ms, dns_run, dns_done, dns_drop, d };
+    if (keel__workers_submit(w, &job) != 0) {
         d->cb = NULL;
         d->arg = NULL;
         return -1;

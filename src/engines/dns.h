@@ -3,6 +3,7 @@
 #define KEEL_ENGINES_DNS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "loop/worker.h"
 
 /*
@@ -42,17 +43,22 @@ keel__dns *keel__dns_new(void);
 int keel__dns_add(keel__dns *d, const char *name, size_t n);
 
 /*
- * Queues the lookups on w; cb(arg, result) follows on the loop thread unless the job is
- * abandoned first. 0, or -1 when the pool refused the job: it is then still the caller's to free.
+ * Queues the lookups on w's CONNECT class; cb(arg, result) follows on the loop thread unless the
+ * job is abandoned first. deadline_ms (keel_now_ms clock, < 0: none) is when the requester gives
+ * up and abandons the job: getaddrinfo cannot be stopped, so a lookup still running then keeps
+ * its thread until the resolver gives up, but no longer counts against the class's threads.
+ * 0, or -1 when the pool refused the job: it is then still the caller's to free.
  */
-int keel__dns_submit(keel__dns *d, keel__workers *w, keel__dns_cb cb, void *arg);
+int keel__dns_submit(keel__dns *d, keel__workers *w, int64_t deadline_ms, keel__dns_cb cb,
+                     void *arg);
 
 /* Frees a job that was never submitted. Accepts NULL. */
 void keel__dns_free(keel__dns *d);
 
 /*
- * For a submitted job whose requester goes away (the connection failed or closed): the lookups
- * finish on the worker, the callback is not called, and the job frees itself. Accepts NULL.
+ * For a submitted job whose requester goes away (the connection failed, timed out or closed):
+ * the lookups finish on the worker, the callback is not called, and the job frees itself, on
+ * the loop thread or, when the pool was freed meanwhile, on the worker. Accepts NULL.
  */
 void keel__dns_abandon(keel__dns *d);
 

@@ -4,36 +4,63 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loop/loop_int.h"
 #include "loop/worker.h"
 
 typedef struct job {
-    keel__job_run run;
-    keel__job_done done;
-    void *arg;
+    keel__job j;
     struct job *next;
 } job;
 
 /* A FIFO of jobs linked through next. */
 typedef struct job_queue {
     job *head, *tail;
+    size_t n;
 } job_queue;
 
+/* One thread; it serves one class for its whole life. */
+typedef struct worker {
+    keel__workers *w;
+    pthread_t tid;
+    keel__job_class cls;
+    const job *running; /* the job it runs, if any (under the lock) */
+    struct worker *prev, *next;
+} worker;
+
+typedef struct job_class {
+    job_queue queued;
+    pthread_cond_t wake; /* signalled when a job of the class is queued, and when orphaned */
+    size_t nthreads, idle;
+    size_t max; /* threads the class may have, overdue ones not counted */
+} job_class;
+
+/*
+ * The pool lives as long as its loop side (until keel__workers_free) or any of its threads,
+ * whichever is last: refs counts them, and whoever drops the last reference frees it. Free
+ * joins the threads that have nothing left to do, so that they are gone (with their
+ * thread-local state, such as OpenSSL's) when it returns, and detaches the others, so that a
+ * thread stuck in a blocking call never holds it up.
+ */
 struct keel__workers {
+    /* Loop thread only. */
     keel_loop *loop;
     keel_watch *watch; /* the eventfd, readable when finished jobs wait for done() */
-    int efd;
-    size_t max_threads;
-    pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t wake;  /* signalled when a job is queued or on shutdown */
-    job_queue queued;
+    keel_timer *timer; /* re-examines classes whose queued jobs wait behind overdue ones */
+    size_t pending;    /* submitted jobs whose done() has not run */
+    /* Shared: everything below is guarded by lock (efd is written outside it, see below). */
+    pthread_mutex_t lock;
+    pthread_cond_t settled; /* a job finished while closing (CLOCK_MONOTONIC) */
+    job_class cls[KEEL__JOB_CLASSES];
     job_queue finished;
-    size_t nthreads, idle_threads;
-    pthread_t *threads;
-    size_t pending; /* submitted jobs whose done() has not run; loop thread only */
-    int shutting_down;
+    worker *threads;
+    size_t nthreads;
+    size_t refs;
+    int closing;  /* keel__workers_free is waiting for the ENGINE class */
+    int orphaned; /* the loop side is gone: jobs end with drop, idle threads exit */
+    int efd;
 };
 
 static void queue_push(job_queue *q, job *j) {
@@ -43,6 +70,7 @@ static void queue_push(job_queue *q, job *j) {
     else
         q->head = j;
     q->tail = j;
+    q->n++;
 }
 
 static job *queue_pop(job_queue *q) {
@@ -51,33 +79,67 @@ static job *queue_pop(job_queue *q) {
         q->head = j->next;
         if (!q->head)
             q->tail = NULL;
+        q->n--;
     }
     return j;
 }
 
+/* Frees what is left once nothing refers to the pool any more. */
+static void pool_destroy(keel__workers *w) {
+    for (int c = 0; c < KEEL__JOB_CLASSES; c++) {
+        /* Only jobs no thread could take are left (see keel__workers_submit): dropped. */
+        job *j;
+        while ((j = queue_pop(&w->cls[c].queued))) {
+            if (j->j.drop)
+                j->j.drop(j->j.arg);
+            free(j);
+        }
+        pthread_cond_destroy(&w->cls[c].wake);
+    }
+    close(w->efd);
+    pthread_cond_destroy(&w->settled);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
 static void *worker_main(void *arg) {
-    keel__workers *w = arg;
+    worker *t = arg;
+    keel__workers *w = t->w;
+    job_class *pc = &w->cls[t->cls];
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        job *j = queue_pop(&w->queued);
+        job *j = queue_pop(&pc->queued);
         if (!j) {
-            if (w->shutting_down)
+            if (w->orphaned)
                 break;
-            w->idle_threads++;
-            pthread_cond_wait(&w->wake, &w->lock);
-            w->idle_threads--;
+            pc->idle++;
+            pthread_cond_wait(&pc->wake, &w->lock);
+            pc->idle--;
             continue;
         }
+        t->running = j;
         pthread_mutex_unlock(&w->lock);
-        j->run(j->arg);
+        j->j.run(j->j.arg);
         pthread_mutex_lock(&w->lock);
+        t->running = NULL;
+        if (w->orphaned) {
+            pthread_mutex_unlock(&w->lock);
+            if (j->j.drop)
+                j->j.drop(j->j.arg);
+            free(j);
+            pthread_mutex_lock(&w->lock);
+            continue;
+        }
         int was_empty = w->finished.head == NULL;
         queue_push(&w->finished, j);
+        if (w->closing)
+            pthread_cond_broadcast(&w->settled);
         if (was_empty) {
             /* One wake-up per batch: the loop drains every finished job when it reads. The
              * write happens outside the lock, so that the loop thread it wakes does not block
              * on the lock at once; a drain that runs before the write only makes the wake-up
-             * find nothing, and a job pushed meanwhile is covered by this same write. */
+             * find nothing, and a job pushed meanwhile is covered by this same write. The
+             * eventfd stays open as long as this thread holds its reference. */
             pthread_mutex_unlock(&w->lock);
             uint64_t one = 1;
             ssize_t rc = write(w->efd, &one, sizeof one);
@@ -85,8 +147,110 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&w->lock);
         }
     }
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        w->threads = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    pc->nthreads--;
+    w->nthreads--;
+    int last = --w->refs == 0;
     pthread_mutex_unlock(&w->lock);
+    free(t);
+    if (last)
+        pool_destroy(w);
     return NULL;
+}
+
+/* Under the lock: threads of class c running a job past its deadline. */
+static size_t overdue_threads(const keel__workers *w, keel__job_class c, int64_t now) {
+    size_t n = 0;
+    for (const worker *t = w->threads; t; t = t->next)
+        if (t->cls == c && t->running && t->running->j.deadline_ms >= 0 &&
+            t->running->j.deadline_ms <= now)
+            n++;
+    return n;
+}
+
+/* Under the lock: whether class c has queued jobs that no idle thread will take, and room for
+ * another thread. */
+static int wants_thread(const keel__workers *w, keel__job_class c, int64_t now) {
+    const job_class *pc = &w->cls[c];
+    if (pc->queued.n <= pc->idle || w->nthreads >= KEEL__WORKERS_MAX_THREADS)
+        return 0;
+    return pc->nthreads - overdue_threads(w, c, now) < pc->max;
+}
+
+/* Under the lock: starts a thread for class c. 0, or -1 when it could not be started. */
+static int start_thread(keel__workers *w, keel__job_class c) {
+    worker *t = calloc(1, sizeof *t);
+    if (!t)
+        return -1;
+    t->w = w;
+    t->cls = c;
+    if (pthread_create(&t->tid, NULL, worker_main, t) != 0) {
+        free(t);
+        return -1;
+    }
+    /* The new thread blocks on the lock held here until the record is linked. */
+    t->next = w->threads;
+    if (w->threads)
+        w->threads->prev = t;
+    w->threads = t;
+    w->cls[c].nthreads++;
+    w->nthreads++;
+    w->refs++;
+    return 0;
+}
+
+/*
+ * Under the lock: starts the threads that queued jobs may have, and returns the earliest
+ * deadline, still ahead, of a job whose passing would let a waiting class start another thread
+ * (-1 when there is none).
+ */
+static int64_t rebalance(keel__workers *w) {
+    int64_t now = keel_now_ms(), next = -1;
+    for (int c = 0; c < KEEL__JOB_CLASSES; c++) {
+        while (wants_thread(w, (keel__job_class)c, now))
+            if (start_thread(w, (keel__job_class)c) != 0)
+                break;
+        if (w->cls[c].queued.n <= w->cls[c].idle)
+            continue;
+        for (const worker *t = w->threads; t; t = t->next)
+            if ((int)t->cls == c && t->running && t->running->j.deadline_ms > now &&
+                (next < 0 || t->running->j.deadline_ms < next))
+                next = t->running->j.deadline_ms;
+    }
+    return next;
+}
+
+/* Loop thread: arms the timer for what rebalance found. */
+static void arm_rebalance(keel__workers *w, int64_t deadline) {
+    if (w->timer)
+        keel__timer_arm(w->timer, deadline);
+}
+
+static void on_timer(void *arg) {
+    keel__workers *w = arg;
+    pthread_mutex_lock(&w->lock);
+    int64_t next = rebalance(w);
+    pthread_mutex_unlock(&w->lock);
+    arm_rebalance(w, next);
+}
+
+/* Runs done() for the jobs of list, on the loop thread. */
+static void deliver(keel__workers *w, job *list) {
+    while (list) {
+        job *j = list;
+        list = j->next;
+        w->pending--;
+        keel__job_done done = j->j.done;
+        void *arg = j->j.arg;
+        free(j);
+        if (done)
+            done(arg);
+    }
 }
 
 /* Runs done() for every finished job, on the loop thread. */
@@ -94,17 +258,9 @@ static void drain_finished(keel__workers *w) {
     pthread_mutex_lock(&w->lock);
     job *list = w->finished.head;
     w->finished.head = w->finished.tail = NULL;
+    w->finished.n = 0;
     pthread_mutex_unlock(&w->lock);
-    while (list) {
-        job *j = list;
-        list = j->next;
-        w->pending--;
-        keel__job_done done = j->done;
-        void *arg = j->arg;
-        free(j);
-        if (done)
-            done(arg);
-    }
+    deliver(w, list);
 }
 
 static void on_eventfd(void *arg, int events) {
@@ -116,60 +272,73 @@ static void on_eventfd(void *arg, int events) {
     drain_finished(w);
 }
 
-keel__workers *keel__workers_new(keel_loop *loop, size_t max_threads) {
+keel__workers *keel__workers_new(keel_loop *loop, size_t engine_threads) {
     keel__workers *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
     w->loop = loop;
-    w->max_threads = max_threads ? max_threads : 1;
-    w->threads = calloc(w->max_threads, sizeof *w->threads);
+    w->refs = 1;
+    w->cls[KEEL__JOB_ENGINE].max = engine_threads ? engine_threads : 1;
+    w->cls[KEEL__JOB_CONNECT].max = KEEL__WORKERS_CLASS_THREADS;
+    w->cls[KEEL__JOB_CANCEL].max = KEEL__WORKERS_CLASS_THREADS;
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!w->threads || w->efd < 0)
-        goto fail;
-    if (pthread_mutex_init(&w->lock, NULL) != 0)
-        goto fail;
-    if (pthread_cond_init(&w->wake, NULL) != 0) {
-        pthread_mutex_destroy(&w->lock);
-        goto fail;
+    if (w->efd < 0) {
+        free(w);
+        return NULL;
     }
-    w->watch = keel__watch_new(loop, w->efd, on_eventfd, w);
-    if (!w->watch || keel__watch_set(w->watch, KEEL_READ) != 0) {
-        keel__watch_free(w->watch);
-        pthread_cond_destroy(&w->wake);
-        pthread_mutex_destroy(&w->lock);
-        goto fail;
-    }
-    return w;
-fail:
-    if (w->efd >= 0)
+    int c = 0, settled = 0;
+    pthread_condattr_t attr;
+    int attr_ok = pthread_condattr_init(&attr) == 0;
+    if (!attr_ok || pthread_mutex_init(&w->lock, NULL) != 0) {
+        if (attr_ok)
+            pthread_condattr_destroy(&attr);
         close(w->efd);
-    free(w->threads);
+        free(w);
+        return NULL;
+    }
+    /* free waits against keel_now_ms deadlines: the monotonic clock. */
+    settled = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+              pthread_cond_init(&w->settled, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    if (settled)
+        for (; c < KEEL__JOB_CLASSES; c++)
+            if (pthread_cond_init(&w->cls[c].wake, NULL) != 0)
+                break;
+    if (settled && c == KEEL__JOB_CLASSES) {
+        w->watch = keel__watch_new(loop, w->efd, on_eventfd, w);
+        w->timer = keel__timer_new(loop, on_timer, w);
+        if (w->watch && w->timer && keel__watch_set(w->watch, KEEL_READ) == 0)
+            return w;
+        keel__watch_free(w->watch);
+        keel__timer_free(w->timer);
+    }
+    while (c-- > 0)
+        pthread_cond_destroy(&w->cls[c].wake);
+    if (settled)
+        pthread_cond_destroy(&w->settled);
+    pthread_mutex_destroy(&w->lock);
+    close(w->efd);
     free(w);
     return NULL;
 }
 
-int keel__workers_submit(keel__workers *w, keel__job_run run, keel__job_done done, void *arg) {
+int keel__workers_submit(keel__workers *w, const keel__job *spec) {
+    if ((unsigned)spec->cls >= KEEL__JOB_CLASSES || !spec->run)
+        return -1;
     job *j = malloc(sizeof *j);
     if (!j)
         return -1;
-    j->run = run;
-    j->done = done;
-    j->arg = arg;
+    j->j = *spec;
+    job_class *pc = &w->cls[spec->cls];
     pthread_mutex_lock(&w->lock);
-    if (w->shutting_down) {
-        pthread_mutex_unlock(&w->lock);
-        free(j);
-        return -1;
+    queue_push(&pc->queued, j);
+    int64_t next = rebalance(w);
+    int have_thread = pc->nthreads > 0;
+    if (!have_thread) {
+        /* No thread could start for the class: take the job back (it is the only one). */
+        pc->queued.head = pc->queued.tail = NULL;
+        pc->queued.n = 0;
     }
-    queue_push(&w->queued, j);
-    /* Start another thread only when no idle one can take the job. */
-    if (w->idle_threads == 0 && w->nthreads < w->max_threads) {
-        if (pthread_create(&w->threads[w->nthreads], NULL, worker_main, w) == 0)
-            w->nthreads++;
-    }
-    int have_thread = w->nthreads > 0;
-    if (!have_thread)
-        w->queued.head = w->queued.tail = NULL; /* no thread could start: take the job back */
     pthread_mutex_unlock(&w->lock);
     if (!have_thread) {
         free(j);
@@ -178,28 +347,71 @@ int keel__workers_submit(keel__workers *w, keel__job_run run, keel__job_done don
     /* Signalled after the unlock: a worker woken while the lock is still held would only block
      * on it again, one more context switch per job. The job is queued under the lock, so a
      * worker about to wait either sees it or is already waiting when the signal comes. */
-    pthread_cond_signal(&w->wake);
+    pthread_cond_signal(&pc->wake);
     w->pending++;
+    arm_rebalance(w, next);
     return 0;
 }
 
 size_t keel__workers_pending(const keel__workers *w) { return w ? w->pending : 0; }
 
+/* Under the lock: whether a job of the ENGINE class is queued or running. */
+static int engine_busy(const keel__workers *w) {
+    if (w->cls[KEEL__JOB_ENGINE].queued.n)
+        return 1;
+    for (const worker *t = w->threads; t; t = t->next)
+        if (t->cls == KEEL__JOB_ENGINE && t->running)
+            return 1;
+    return 0;
+}
+
 void keel__workers_free(keel__workers *w) {
     if (!w)
         return;
+    int64_t until = keel_now_ms() + KEEL__WORKERS_CLOSE_WAIT_MS;
+    struct timespec ts = { (time_t)(until / 1000), (long)(until % 1000) * 1000000L };
+    /* No thread is started for overdue jobs any more: the wait below is bounded anyway. */
+    keel__timer_free(w->timer);
+    w->timer = NULL;
     pthread_mutex_lock(&w->lock);
-    w->shutting_down = 1;
-    pthread_cond_broadcast(&w->wake);
+    w->closing = 1;
+    for (;;) {
+        if (w->finished.head) {
+            job *list = w->finished.head;
+            w->finished.head = w->finished.tail = NULL;
+            w->finished.n = 0;
+            pthread_mutex_unlock(&w->lock);
+            deliver(w, list);
+            pthread_mutex_lock(&w->lock);
+            continue;
+        }
+        if (!engine_busy(w) || keel_now_ms() >= until)
+            break;
+        pthread_cond_timedwait(&w->settled, &w->lock, &ts);
+    }
+    /* From here on the threads end their jobs with drop, and exit once their queue is empty. */
+    w->orphaned = 1;
+    for (int c = 0; c < KEEL__JOB_CLASSES; c++)
+        pthread_cond_broadcast(&w->cls[c].wake);
+    /* A thread without a job and without queued work exits at once: it is joined. One with a
+     * job may be stuck in it: it is detached. */
+    pthread_t *idle = malloc((w->nthreads ? w->nthreads : 1) * sizeof *idle);
+    size_t nidle = 0;
+    for (worker *t = w->threads; t; t = t->next) {
+        if (idle && !t->running && w->cls[t->cls].queued.n == 0)
+            idle[nidle++] = t->tid;
+        else
+            pthread_detach(t->tid);
+    }
     pthread_mutex_unlock(&w->lock);
-    /* Threads finish the queued jobs before they see the queue empty and exit. */
-    for (size_t i = 0; i < w->nthreads; i++)
-        pthread_join(w->threads[i], NULL);
-    drain_finished(w);
+    for (size_t i = 0; i < nidle; i++)
+        pthread_join(idle[i], NULL);
+    free(idle);
     keel__watch_free(w->watch);
-    close(w->efd);
-    pthread_cond_destroy(&w->wake);
-    pthread_mutex_destroy(&w->lock);
-    free(w->threads);
-    free(w);
+    w->watch = NULL;
+    pthread_mutex_lock(&w->lock);
+    int last = --w->refs == 0;
+    pthread_mutex_unlock(&w->lock);
+    if (last)
+        pool_destroy(w);
 }

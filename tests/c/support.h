@@ -7,8 +7,10 @@
  * failures to the assertions of their callers. */
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <keel/keel.h>
 
@@ -194,6 +196,27 @@ static inline int silent_listener(int *port) {
     getsockname(fd, (struct sockaddr *)&sa, &len);
     *port = ntohs(sa.sin_port);
     return fd;
+}
+
+/* What the armed watchdog guards, for its message. */
+static const char *support__watchdog_what;
+
+static inline void support__watchdog_fired(int sig) {
+    (void)sig;
+    static const char head[] = "  FAIL: did not return within its bound: ";
+    ssize_t rc = write(2, head, sizeof head - 1);
+    rc = write(2, support__watchdog_what, strlen(support__watchdog_what));
+    rc = write(2, "\n", 1);
+    (void)rc;
+    _exit(1);
+}
+
+/* Fails the whole test program (exit 1, naming what) unless disarmed (seconds 0) within
+ * seconds: a step that hangs fails instead of blocking the suite until its timeout. */
+static inline void watchdog(unsigned seconds, const char *what) {
+    support__watchdog_what = what;
+    signal(SIGALRM, support__watchdog_fired);
+    alarm(seconds);
 }
 
 #endif

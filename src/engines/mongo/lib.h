@@ -62,6 +62,7 @@
     X(mongoc_uri_copy)                                                                             \
     X(mongoc_uri_destroy)                                                                          \
     X(mongoc_uri_get_appname)                                                                      \
+    X(mongoc_uri_get_option_as_int32)                                                              \
     X(mongoc_uri_get_hosts)                                                                        \
     X(mongoc_uri_get_srv_hostname)                                                                 \
     X(mongoc_uri_has_option)                                                                       \
@@ -153,6 +154,7 @@ int keel__mongo_lib_load(char *why, size_t size);
 #define mongoc_uri_copy (keel__mongo_lib.mongoc_uri_copy)
 #define mongoc_uri_destroy (keel__mongo_lib.mongoc_uri_destroy)
 #define mongoc_uri_get_appname (keel__mongo_lib.mongoc_uri_get_appname)
+#define mongoc_uri_get_option_as_int32 (keel__mongo_lib.mongoc_uri_get_option_as_int32)
 #define mongoc_uri_get_hosts (keel__mongo_lib.mongoc_uri_get_hosts)
 #define mongoc_uri_get_srv_hostname (keel__mongo_lib.mongoc_uri_get_srv_hostname)
 #define mongoc_uri_has_option (keel__mongo_lib.mongoc_uri_has_option)

@@ -33,6 +33,11 @@
  * reached the server yet), and the first pause between two looks; pauses double. */
 #define MG_CANCEL_ATTEMPTS 5
 #define MG_CANCEL_FIRST_PAUSE_MS 50
+/* The bound of each blocking call of a cancel's client, and of the cancel as a whole: one
+ * server selection and a currentOp and killOp per attempt could each take the bound, but the
+ * attempts stop once the deadline passed. */
+#define MG_CANCEL_TIMEOUT_MS 2000
+#define MG_CANCEL_DEADLINE_MS 5000
 
 /* ---- process-wide set-up ---- */
 
@@ -92,9 +97,10 @@ typedef struct mg_cursor {
 } mg_cursor;
 
 /* What a running command and the cancel asked for it share: whichever ends last frees it. Both
- * ends drop their reference on the loop thread; only finished is read by the cancel's worker. */
+ * ends drop their reference on the loop thread, or on their worker when the pool was freed
+ * before their end was delivered; finished is read by the cancel's worker. */
 typedef struct mg_cancel_link {
-    int refs;
+    atomic_int refs;
     atomic_int finished;
 } mg_cancel_link;
 
@@ -153,6 +159,7 @@ typedef struct mg_conn {
  * the connection, which may be closed and freed before the cancel ends. */
 typedef struct mg_cancel_job {
     mongoc_uri_t *uri;
+    int64_t deadline_ms; /* no new attempt starts after it */
     char tag[MG_TAG_MAX];
     mg_cancel_link *link;
 } mg_cancel_job;
@@ -469,6 +476,22 @@ static void mg_uri_defaults(mongoc_uri_t *uri, int timeout_ms) {
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, timeout_ms);
     if (!mongoc_uri_get_appname(uri))
         mongoc_uri_set_appname(uri, "keel");
+}
+
+/*
+ * The cancel's own client gives up on a silent server within its request time: every blocking
+ * call it makes (server selection, connecting, each command's reply) is bounded, so the worker
+ * it runs on is free again soon whatever the server does. The configuration's own timeouts
+ * apply when they are shorter.
+ */
+static void mg_cancel_timeouts(mongoc_uri_t *uri, int timeout_ms) {
+    int ms = timeout_ms < MG_CANCEL_TIMEOUT_MS ? timeout_ms : MG_CANCEL_TIMEOUT_MS;
+    static const char *const keys[] = { MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                        MONGOC_URI_CONNECTTIMEOUTMS, MONGOC_URI_SOCKETTIMEOUTMS };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (mongoc_uri_get_option_as_int32(uri, keys[i], 0) <= 0 ||
+            mongoc_uri_get_option_as_int32(uri, keys[i], 0) > ms)
+            mongoc_uri_set_option_as_int32(uri, keys[i], ms);
 }
 
 static keel_status mg_check_config(const keel__dbconfig *dbc, keel_error *err) {
@@ -1121,7 +1144,7 @@ static void mg_cancel_run(void *arg) {
         int pause_ms = MG_CANCEL_FIRST_PAUSE_MS, found = 0;
         for (int attempt = 0; !found && attempt < MG_CANCEL_ATTEMPTS; attempt++) {
             if (attempt) {
-                if (atomic_load(&j->link->finished))
+                if (atomic_load(&j->link->finished) || keel_now_ms() + pause_ms >= j->deadline_ms)
                     break;
                 struct timespec ts = { pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L };
                 nanosleep(&ts, NULL);
@@ -1141,9 +1164,9 @@ static void mg_cancel_run(void *arg) {
     mongoc_client_destroy(client);
 }
 
-/* Drops one reference to a cancel link (loop thread). */
+/* Drops one reference to a cancel link. */
 static void mg_link_release(mg_cancel_link *link) {
-    if (link && --link->refs == 0)
+    if (link && atomic_fetch_sub(&link->refs, 1) == 1)
         free(link);
 }
 
@@ -1170,6 +1193,26 @@ static void mg_free(mg_conn *mg) {
 
 static void mg_job_done(void *arg);
 
+/*
+ * The pool was freed before the job's end could be delivered (on the worker): the connection
+ * is gone, so the client is destroyed here and the state freed.
+ */
+static void mg_job_drop(void *arg) {
+    mg_conn *mg = arg;
+    if (mg->link) {
+        atomic_store(&mg->link->finished, 1);
+        mg_link_release(mg->link);
+    }
+    mg_close_client(mg);
+    mg_free(mg);
+}
+
+/* Queues the job mg->kind on the ENGINE class. 0, or -1 when the pool refused it. */
+static int mg_submit_job(mg_conn *mg) {
+    keel__job job = { KEEL__JOB_ENGINE, -1, mg_job_run, mg_job_done, mg_job_drop, mg };
+    return keel__workers_submit(mg->workers, &job);
+}
+
 /* Destroys the client on a worker (libmongoc ends the server sessions over the network), then
  * frees. */
 static void mg_start_close(mg_conn *mg) {
@@ -1179,7 +1222,7 @@ static void mg_start_close(mg_conn *mg) {
     }
     mg->kind = MG_JOB_CLOSE;
     mg->running = 1;
-    if (keel__workers_submit(mg->workers, mg_job_run, mg_job_done, mg) != 0) {
+    if (mg_submit_job(mg) != 0) {
         /* The pool is shutting down or out of memory: close here as a last resort. */
         mg_close_client(mg);
         mg_free(mg);
@@ -1200,11 +1243,15 @@ static void mg_start_cancel(mg_conn *mg) {
         return;
     }
     atomic_init(&link->finished, 0);
-    link->refs = 2;
+    atomic_init(&link->refs, 2);
     j->uri = uri;
     j->link = link;
     memcpy(j->tag, mg->tag, sizeof j->tag);
-    if (keel__workers_submit(mg->workers, mg_cancel_run, mg_cancel_done, j) != 0) {
+    mg_cancel_timeouts(uri, mg->timeout_ms);
+    j->deadline_ms = keel_now_ms() + MG_CANCEL_DEADLINE_MS;
+    keel__job job = { KEEL__JOB_CANCEL, j->deadline_ms, mg_cancel_run,
+                      mg_cancel_done,   mg_cancel_done, j };
+    if (keel__workers_submit(mg->workers, &job) != 0) {
         mongoc_uri_destroy(uri);
         free(j);
         free(link);
@@ -1295,7 +1342,7 @@ static keel_status mg_connect(keel_conn *c, keel_error *err) {
     mg->kind = MG_JOB_CONNECT;
     mg->running = 1;
     keel_error_clear(&mg->err);
-    if (keel__workers_submit(mg->workers, mg_job_run, mg_job_done, mg) != 0) {
+    if (mg_submit_job(mg) != 0) {
         mg_free(mg);
         return keel__error_set(err, KEEL_ERR_NOMEM, MG_ENGINE, dbc->name,
                                "cannot queue the connect on the worker threads");
@@ -1322,7 +1369,7 @@ static keel_status mg_submit(mg_conn *mg, mg_job_kind kind, keel_error *err) {
     mg->kind = kind;
     atomic_store(&mg->cancel, 0);
     mg->running = 1;
-    if (keel__workers_submit(mg->workers, mg_job_run, mg_job_done, mg) != 0) {
+    if (mg_submit_job(mg) != 0) {
         mg->running = 0;
         return keel__error_set(err, KEEL_ERR_NOMEM, MG_ENGINE, mg->name,
                                "cannot queue the operation on the worker threads");

@@ -89,6 +89,24 @@ int keel__my_settings_copy(my_settings *dst, const my_settings *src) {
     return oom ? -1 : 0;
 }
 
+/*
+ * TLS that ssl_mode REQUIRED and up demand must be refused before the client's first reply
+ * to the server's greeting, which carries the user name and the authentication data: a server,
+ * or a man in the middle who clears the TLS flag of the greeting, would otherwise receive them
+ * in plain text (and could then ask for the cleartext password plugin). libmariadb 3.3 refuses
+ * a server that offers no TLS at that point only when the certificate is verified
+ * (MYSQL_OPT_SSL_VERIFY_SERVER_CERT, which also checks the host name: VERIFY_IDENTITY) or when
+ * a peer fingerprint is set; it tests the fingerprint option for presence there, and compares
+ * it after the TLS handshake only when it is not empty. So an empty fingerprint makes 3.3
+ * refuse early ("SSL is required, but the server does not support it") and checks nothing
+ * else. libmariadb 3.4 compares even an empty fingerprint, so the option is set for 3.3 only;
+ * elsewhere the check after the handshake (my_connected) is the one that remains.
+ */
+static int my_refuses_plaintext_early(void) {
+    unsigned long v = mysql_get_client_version();
+    return v >= 30300 && v < 30400;
+}
+
 int keel__my_apply(MYSQL *m, const my_settings *s) {
     unsigned proto = s->unix_socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
     unsigned no_infile = 0;
@@ -99,8 +117,9 @@ int keel__my_apply(MYSQL *m, const my_settings *s) {
     rc |= mysql_options4(m, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", "keel");
     if (s->ssl_mode != SSL_DISABLED) {
         /* In libmariadb 3.3 this asks for TLS when the server offers it; REQUIRED and up are
-         * enforced after the handshake. A CA makes OpenSSL verify the chain; the host name is
-         * checked only for VERIFY_IDENTITY. */
+         * enforced before anything is sent (my_refuses_plaintext_early) and again after the
+         * handshake. A CA makes OpenSSL verify the chain; the host name is checked only for
+         * VERIFY_IDENTITY. */
         my_bool yes = 1;
         rc |= mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &yes);
         if (s->ssl_ca)
@@ -111,6 +130,8 @@ int keel__my_apply(MYSQL *m, const my_settings *s) {
             rc |= mysql_options(m, MYSQL_OPT_SSL_KEY, s->ssl_key);
         if (s->ssl_mode == SSL_VERIFY_IDENTITY)
             rc |= mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &yes);
+        if (s->ssl_mode >= SSL_REQUIRED && my_refuses_plaintext_early())
+            rc |= mysql_options(m, MARIADB_OPT_TLS_PEER_FP, "");
     }
     return rc ? -1 : 0;
 }
@@ -444,6 +465,12 @@ int keel__my_after_connect(my_impl *p) {
         return my_new_handle(p);
     char msg[KEEL_ERROR_MESSAGE_MAX];
     snprintf(msg, sizeof msg, "%s", mysql_error(p->m));
+    if (no == CR_SSL_CONNECTION_ERROR && p->set.ssl_mode >= SSL_REQUIRED &&
+        strstr(msg, "server does not support"))
+        snprintf(msg, sizeof msg,
+                 "the server did not offer TLS, which ssl_mode %s requires; the connection was "
+                 "refused before the user name or password was sent",
+                 my_ssl_names[p->set.ssl_mode]);
     keel_status code = no == ER_CON_COUNT_ERROR || no == ER_TOO_MANY_USER_CONNECTIONS
                            ? KEEL_ERR_OPERATIONAL
                            : KEEL_ERR_CONNECT;
@@ -523,6 +550,13 @@ static void my_wconn_run(void *arg) {
                                 CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS);
 }
 
+/* The pool was freed before the handshake ended (on the worker): nobody waits for it. */
+static void my_wconn_drop(void *arg) {
+    my_wconn *w = arg;
+    mysql_close(w->m);
+    my_wconn_free(w);
+}
+
 /* On the loop thread: the handle comes back, connected or with its error. */
 static void my_wconn_done(void *arg) {
     my_wconn *w = arg;
@@ -536,6 +570,7 @@ static void my_wconn_done(void *arg) {
     p->wconn = NULL;
     p->m = w->m;
     p->r_mysql = w->ret;
+    p->no_io_timeouts = 1;
     my_wconn_free(w);
     if (p->r_mysql) {
         /* The blocking handshake left the socket in blocking mode, in which TLS reads would
@@ -551,8 +586,17 @@ static void my_wconn_done(void *arg) {
     keel__my_after_connect(p);
 }
 
-/* Starts the blocking connect of my_wconn on the worker pool. Returns 0, or -1. */
-static int my_wconn_start(my_impl *p, keel__workers *workers, const char *host) {
+/*
+ * Starts the blocking connect of my_wconn on the worker pool's CONNECT class. Every wait of the
+ * blocking handshake is bounded by the connect timeout: MYSQL_OPT_CONNECT_TIMEOUT bounds the
+ * TCP connect and the waits of the TLS handshake, the read and write timeouts (socket timeouts
+ * in blocking mode) every read and write, which would otherwise block for as long as a silent
+ * server keeps the connection open. The connect gives up at deadline_ms on the loop
+ * (my_on_deadline); a handshake still running then ends within about one more timeout and
+ * frees itself. Returns 0, or -1.
+ */
+static int my_wconn_start(my_impl *p, keel__workers *workers, const char *host,
+                          int64_t deadline_ms) {
     int oom = 0;
     my_wconn *w = calloc(1, sizeof *w);
     if (!w)
@@ -569,10 +613,15 @@ static int my_wconn_start(my_impl *p, keel__workers *workers, const char *host) 
     }
     w->m = oom ? NULL : mysql_init(NULL);
     unsigned t = (unsigned)ceil(p->timeout_s);
+    keel__job job = {
+        KEEL__JOB_CONNECT, deadline_ms, my_wconn_run, my_wconn_done, my_wconn_drop, w
+    };
     if (!w->m || keel__my_apply(w->m, &p->set) != 0 ||
         mysql_options(w->m, MYSQL_OPT_CONNECT_TIMEOUT, &t) != 0 ||
+        mysql_options(w->m, MYSQL_OPT_READ_TIMEOUT, &t) != 0 ||
+        mysql_options(w->m, MYSQL_OPT_WRITE_TIMEOUT, &t) != 0 ||
         mysql_options(w->m, MYSQL_INIT_COMMAND, MY_SESSION_SETUP) != 0 ||
-        keel__workers_submit(workers, my_wconn_run, my_wconn_done, w) != 0) {
+        keel__workers_submit(workers, &job) != 0) {
         if (w->m)
             mysql_close(w->m);
         my_wconn_free(w);
@@ -643,8 +692,8 @@ keel_status keel__my_connect(keel_conn *c, keel_error *err) {
     p->deadline = keel__timer_new(c->loop, my_on_deadline, p);
     p->libtimer = keel__timer_new(c->loop, keel__my_on_libtimer, p);
     p->kick = keel__defer_new(c->loop, keel__my_on_kick, p);
-    if (!p->deadline || !p->libtimer || !p->kick ||
-        keel__timer_arm(p->deadline, keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5)) != 0) {
+    int64_t deadline = keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5);
+    if (!p->deadline || !p->libtimer || !p->kick || keel__timer_arm(p->deadline, deadline) != 0) {
         keel__my_destroy(p);
         return keel__error_set(err, KEEL_ERR_INTERNAL, MY_ENGINE, keel__my_dbname(c),
                                "the event loop refused the connect timers");
@@ -655,7 +704,7 @@ keel_status keel__my_connect(keel_conn *c, keel_error *err) {
     if (tls || (!p->set.unix_socket && !my_is_address(host)))
         workers = keel__conn_workers(c);
     if (workers && tls) {
-        if (my_wconn_start(p, workers, host) != 0) {
+        if (my_wconn_start(p, workers, host, deadline) != 0) {
             keel__my_destroy(p);
             return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, keel__my_dbname(c),
                                    "out of memory");
@@ -672,7 +721,7 @@ keel_status keel__my_connect(keel_conn *c, keel_error *err) {
                 return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, keel__my_dbname(c),
                                        "out of memory");
             }
-            if (keel__dns_submit(d, workers, my_dns_done, p) == 0) {
+            if (keel__dns_submit(d, workers, deadline, my_dns_done, p) == 0) {
                 p->dns = d;
                 p->phase = MY_RESOLVING;
                 c->impl = p;

@@ -99,7 +99,11 @@ static int my_wait(my_impl *p, int status) {
     if (p->watch && keel__watch_set(p->watch, ev) != 0)
         return -1;
     int64_t at = -1;
-    if (status & MYSQL_WAIT_TIMEOUT)
+    /* A handle connected by my_wconn keeps the read and write timeouts that bounded its
+     * blocking handshake, and libmariadb would apply them to every wait for the socket: a
+     * statement running longer would fail. Such waits are left unbounded, as on every other
+     * handle (keel's own deadlines bound operations). */
+    if ((status & MYSQL_WAIT_TIMEOUT) && !(p->no_io_timeouts && ev))
         at = keel_now_ms() + (int64_t)mysql_get_timeout_value_ms(p->m);
     return keel__timer_arm(p->libtimer, at) == 0 ? 0 : -1;
 }

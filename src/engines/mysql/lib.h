@@ -24,6 +24,7 @@
     X(mysql_fetch_row)                                                                             \
     X(mysql_field_count)                                                                           \
     X(mysql_free_result)                                                                           \
+    X(mysql_get_client_version)                                                                    \
     X(mysql_get_socket)                                                                            \
     X(mysql_get_ssl_cipher)                                                                        \
     X(mysql_get_timeout_value_ms)                                                                  \
@@ -106,6 +107,7 @@ int keel__mysql_lib_load(char *why, size_t size);
 #define mysql_fetch_row (keel__mysql_lib.mysql_fetch_row)
 #define mysql_field_count (keel__mysql_lib.mysql_field_count)
 #define mysql_free_result (keel__mysql_lib.mysql_free_result)
+#define mysql_get_client_version (keel__mysql_lib.mysql_get_client_version)
 #define mysql_get_socket (keel__mysql_lib.mysql_get_socket)
 #define mysql_get_ssl_cipher (keel__mysql_lib.mysql_get_ssl_cipher)
 #define mysql_get_timeout_value_ms (keel__mysql_lib.mysql_get_timeout_value_ms)

@@ -298,6 +298,10 @@ static void my_close(keel_conn *c) {
     if (!p)
         return;
     c->impl = NULL;
+    /* A statement still running would go on on the server after the session is gone: it is
+     * stopped with a KILL QUERY that outlives the connection and that nothing waits for. */
+    if (p->m && p->phase == MY_BUSY && p->op != OP_NONE && p->thread_id)
+        keel__cancel_fire(&p->cancel, keel__conn_workers(c));
     keel__my_destroy(p);
 }
 

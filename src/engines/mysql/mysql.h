@@ -185,6 +185,7 @@ typedef struct my_impl {
     keel__defer *kick;    /* reports an outcome reached inside a start function */
     keel__dns *dns;       /* the host-name lookup in flight, if any */
     my_wconn *wconn;      /* a blocking connect running on the worker pool, if any */
+    int no_io_timeouts;   /* the handle came from my_wconn: see my_wait */
     double timeout_s;
     char where[200]; /* "host H, port P" or "socket S", for messages */
 

@@ -360,6 +360,7 @@ static keel_status pg_start_libpq(pg_impl *p, keel_error *err) {
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
     PQsetNoticeReceiver(p->pg, pg_notice_ignore, NULL);
+    keel__pg_key_trace(&p->key, p->pg);
     if (PQstatus(p->pg) == CONNECTION_BAD)
         return keel__pg_connect_error(p, err, KEEL_ERR_CONNECT);
     p->phase = PG_CONNECTING;
@@ -430,6 +431,7 @@ void keel__pg_ready(pg_impl *p) {
  */
 static void pg_handshake_done(pg_impl *p) {
     keel_error err;
+    keel__pg_key_done(&p->key, p->pg);
     /* Only now: PQsetnonblocking clears the error text, which during the handshake holds the
      * host and port of the attempt in progress. The handshake itself never blocks. */
     if (PQsetnonblocking(p->pg, 1) != 0) {
@@ -486,6 +488,7 @@ void keel__pg_connect_step(pg_impl *p) {
 void keel__pg_destroy(pg_impl *p) {
     keel__dns_abandon(p->dns);
     keel__cancel_stop(&p->cancel);
+    keel__pg_key_done(&p->key, p->pg);
     keel__watch_free(p->watch);
     keel__timer_free(p->timer);
     keel_result_free(p->res);
@@ -522,9 +525,9 @@ keel_status keel__pg_connect(keel_conn *c, keel_error *err) {
     }
     if (p->timeout_s <= 0)
         p->timeout_s = PG_DEFAULT_TIMEOUT_S;
+    int64_t deadline = keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5);
     p->timer = keel__timer_new(c->loop, pg_on_timeout, p);
-    if (!p->timer ||
-        keel__timer_arm(p->timer, keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5)) != 0) {
+    if (!p->timer || keel__timer_arm(p->timer, deadline) != 0) {
         keel__pg_destroy(p);
         return keel__error_set(err, KEEL_ERR_INTERNAL, PG_ENGINE, keel__pg_dbname(c),
                                "the event loop refused the connect timer");
@@ -545,7 +548,7 @@ keel_status keel__pg_connect(keel_conn *c, keel_error *err) {
             return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c),
                                    "out of memory");
         }
-        if (keel__dns_submit(d, workers, pg_dns_done, p) == 0) {
+        if (keel__dns_submit(d, workers, deadline, pg_dns_done, p) == 0) {
             p->dns = d;
             p->phase = PG_RESOLVING;
             c->impl = p;

@@ -87,13 +87,28 @@ static void *pg_cancel_prepare(void *owner) {
     return PQgetCancel(p->pg);
 }
 
-/* Runs on a worker: PQcancel opens a connection of its own and waits for the server. */
+/* Runs on a worker: PQcancel opens a connection of its own and waits for the server, without a
+ * timeout. Used only when the handshake yielded no cancel key (see pg/cancel.h). */
 static void pg_cancel_send(void *req) {
     char errbuf[256];
     PQcancel(req, errbuf, sizeof errbuf);
 }
 
 static void pg_cancel_release(void *req) { PQfreeCancel(req); }
+
+#ifdef LIBPQ_HAS_ASYNC_CANCEL
+/* libpq 17's own non-blocking cancel, polled from the loop. */
+static void *pg_cancel_conn_start(void *owner) {
+    pg_impl *p = owner;
+    return keel__pg_cancel_conn_start(p->pg);
+}
+#endif
+
+/* The CancelRequest keel sends itself from the loop, when the handshake yielded the key. */
+static int pg_cancel_packet(void *owner, keel__cancel_packet *out) {
+    pg_impl *p = owner;
+    return keel__pg_cancel_packet(&p->key, p->pg, out);
+}
 
 /*
  * The cancel request that held the end of the operation returned: the end is reported now.
@@ -112,6 +127,13 @@ static void pg_cancel_settled(void *owner, int answered) {
 
 const keel__cancel_ops keel__pg_cancel_ops = {
     .running = pg_cancel_running,
+#ifdef LIBPQ_HAS_ASYNC_CANCEL
+    .conn_start = pg_cancel_conn_start,
+    .conn_poll = keel__pg_cancel_conn_poll,
+    .conn_socket = keel__pg_cancel_conn_socket,
+    .conn_free = keel__pg_cancel_conn_free,
+#endif
+    .packet = pg_cancel_packet,
     .prepare = pg_cancel_prepare,
     .send = pg_cancel_send,
     .release = pg_cancel_release,
@@ -148,6 +170,11 @@ static void pg_close(keel_conn *c) {
     if (!p)
         return;
     c->impl = NULL;
+    /* A statement still running would go on on the server after the session is gone, until
+     * it next writes to the client: it is cancelled, by a request that outlives the
+     * connection and that nothing waits for. */
+    if (p->pg && pg_running(p))
+        keel__cancel_fire(&p->cancel, keel__conn_workers(c));
     keel__pg_destroy(p);
 }
 

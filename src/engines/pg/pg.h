@@ -13,6 +13,7 @@
 #include "engines/cancel.h"
 #include "engines/dns.h"
 #include "engines/engine.h"
+#include "engines/pg/cancel.h"
 #include "engines/stmtcache.h"
 
 /*
@@ -92,6 +93,7 @@ typedef struct pg_impl {
     int stream;          /* single-row mode is on: rows go to keel__conn_rows in batches */
     uint64_t op_seq;     /* counts operations, so a late cancel retry can tell it is stale */
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
+    keel__pg_key key;    /* the cancel key, read during the handshake (pg/cancel.h) */
     pg_phase held;       /* the phase of an operation in PG_HELD */
 
     /*

@@ -1211,6 +1211,23 @@ static void sq_free(sq_conn *sq) {
 static void sq_job_done(void *arg);
 static void sq_inline_deliver(void *arg);
 
+/*
+ * The pool was freed before the job's end could be delivered (on the worker): the connection
+ * is gone, so the handle is closed here and the state freed.
+ */
+static void sq_job_drop(void *arg) {
+    sq_conn *sq = arg;
+    if (sq->db)
+        sq_close_db(sq);
+    sq_free(sq);
+}
+
+/* Queues the job sq->kind on the ENGINE class. 0, or -1 when the pool refused it. */
+static int sq_submit_job(sq_conn *sq) {
+    keel__job job = { KEEL__JOB_ENGINE, -1, sq_job_run, sq_job_done, sq_job_drop, sq };
+    return keel__workers_submit(sq->workers, &job);
+}
+
 /* Closes the handle on a worker (closing may checkpoint the WAL), then frees. */
 static void sq_start_close(sq_conn *sq) {
     if (!sq->db) {
@@ -1219,7 +1236,7 @@ static void sq_start_close(sq_conn *sq) {
     }
     sq->kind = SQ_JOB_CLOSE;
     sq->running = 1;
-    if (keel__workers_submit(sq->workers, sq_job_run, sq_job_done, sq) != 0) {
+    if (sq_submit_job(sq) != 0) {
         /* The pool is shutting down or out of memory: close here as a last resort. */
         sq_close_db(sq);
         sq_free(sq);
@@ -1325,7 +1342,7 @@ static keel_status sq_connect(keel_conn *c, keel_error *err) {
     sq->kind = SQ_JOB_CONNECT;
     sq->running = 1;
     keel_error_clear(&sq->err);
-    if (keel__workers_submit(sq->workers, sq_job_run, sq_job_done, sq) != 0)
+    if (sq_submit_job(sq) != 0)
         goto nomem;
     c->impl = sq;
     return KEEL_OK;
@@ -1461,7 +1478,7 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
     sq->interrupted = 0;
     atomic_store(&sq->cancel, 0);
     sq->running = 1;
-    if (keel__workers_submit(sq->workers, sq_job_run, sq_job_done, sq) != 0) {
+    if (sq_submit_job(sq) != 0) {
         sq->running = 0;
         sq->interrupted = sq->clear_interrupt;
         keel__arena_free(&sq->arena);
@@ -1552,6 +1569,9 @@ static void sq_close(keel_conn *c) {
         keel_result_free(sq->res);
         sq->res = NULL;
     }
+    /* The loop's part goes now: what follows may run on a worker (sq_job_drop). */
+    keel__defer_free(sq->deliver);
+    sq->deliver = NULL;
     if (sq->running) {
         /* The job cannot be stopped mid-call: its done() closes and frees. A query is asked to
          * stop early, since nobody will read its result. */

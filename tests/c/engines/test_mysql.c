@@ -1,7 +1,10 @@
 /* tests/c/engines/test_mysql.c - the MySQL/MariaDB engine against a real server. */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <keel/keel.h>
@@ -11,6 +14,7 @@
 #include "loop/loop_int.h"
 #include "test.h"
 #include "support.h"
+#include "support/proxy.h"
 
 static keel_db *open_db(void) { return open_url(my_url(), NULL); }
 
@@ -1003,7 +1007,7 @@ TEST(tls_required_fails_clearly_against_a_server_without_tls) {
     st = keel_db_acquire_sync(db, NULL, &c, &err);
     CHECK_INT(st, KEEL_ERR_CONNECT);
     CHECK_CONTAINS(err.message, "host localhost");
-    CHECK_CONTAINS(err.message, "SSL");
+    CHECK_CONTAINS(err.message, "did not offer TLS");
     keel_db_close(db);
 }
 
@@ -1417,6 +1421,185 @@ TEST(a_late_cancel_never_reaches_the_next_statement) {
     keel_db_close(db);
 }
 
+/*
+ * A man in the middle for one connection: it relays the server's greeting with the TLS flag
+ * (CLIENT_SSL) cleared, as an attacker downgrading the connection would, then records what the
+ * client sends and relays it to the server.
+ */
+typedef struct mitm {
+    int listener, port;
+    char host[256];
+    int upstream_port;
+    unsigned char got[4096]; /* what the client sent after the greeting */
+    size_t ngot;
+    int greeting_relayed;
+    pthread_t thread;
+} mitm;
+
+static int mitm_read_packet(int fd, unsigned char *buf, size_t cap, size_t *len) {
+    size_t have = 0, want = 4;
+    while (have < want) {
+        ssize_t n = read(fd, buf + have, want - have);
+        if (n <= 0)
+            return -1;
+        have += (size_t)n;
+        if (have == 4) {
+            want = 4 + (size_t)(buf[0] | buf[1] << 8 | buf[2] << 16);
+            if (want > cap)
+                return -1;
+        }
+    }
+    *len = have;
+    return 0;
+}
+
+static void *mitm_main(void *arg) {
+    mitm *m = arg;
+    int client = accept(m->listener, NULL, NULL);
+    if (client < 0)
+        return NULL;
+    int server = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)m->upstream_port);
+    inet_pton(AF_INET, m->host, &sin.sin_addr);
+    unsigned char pkt[1024];
+    size_t len;
+    if (connect(server, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+        mitm_read_packet(server, pkt, sizeof pkt, &len) == 0) {
+        /* payload: protocol version, server version (NUL-ended), thread id (4), scramble (8),
+         * filler (1), then the low two bytes of the capability flags. */
+        unsigned char *p = pkt + 4;
+        size_t off = 1 + strnlen((char *)p + 1, len - 5) + 1 + 4 + 8 + 1;
+        if (4 + off + 2 <= len) {
+            p[off + 1] &= (unsigned char)~0x08; /* CLIENT_SSL is 0x0800 */
+            m->greeting_relayed = write(client, pkt, len) == (ssize_t)len;
+        }
+        /* Whatever the client sends now is what a man in the middle would read. */
+        ssize_t n;
+        while (m->ngot < sizeof m->got &&
+               (n = read(client, m->got + m->ngot, sizeof m->got - m->ngot)) > 0) {
+            if (write(server, m->got + m->ngot, (size_t)n) != n)
+                break;
+            m->ngot += (size_t)n;
+            /* Relay the server's answer, so that a client that went on gets its reply. */
+            unsigned char reply[1024];
+            size_t rlen;
+            if (mitm_read_packet(server, reply, sizeof reply, &rlen) == 0 &&
+                write(client, reply, rlen) != (ssize_t)rlen)
+                break;
+        }
+    }
+    close(server);
+    close(client);
+    return NULL;
+}
+
+static int mitm_start(mitm *m) {
+    memset(m, 0, sizeof *m);
+    int port = 0;
+    if (test_url_host_port(my_url(), m->host, sizeof m->host, &port) != 0)
+        return -1;
+    m->upstream_port = port ? port : 3306;
+    m->listener = silent_listener(&m->port);
+    return pthread_create(&m->thread, NULL, mitm_main, m);
+}
+
+static int bytes_contain(const unsigned char *hay, size_t n, const char *needle) {
+    size_t k = strlen(needle);
+    for (size_t i = 0; k && i + k <= n; i++)
+        if (memcmp(hay + i, needle, k) == 0)
+            return 1;
+    return 0;
+}
+
+TEST(required_tls_is_refused_before_credentials_reach_a_man_in_the_middle) {
+    static const char *const modes[] = { "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY" };
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        mitm m;
+        CHECK_INT(mitm_start(&m), 0);
+        char url[256];
+        snprintf(url, sizeof url,
+                 "mysql://keel_mitm_user:keel_mitm_secret@127.0.0.1:%d/keel_mitm_db", m.port);
+        /* The CA is never read: the connection ends before any TLS handshake. */
+        const char *extra[] = { "databases.default.options.ssl_mode",
+                                modes[i],
+                                "databases.default.connect_timeout",
+                                "5",
+                                i ? "databases.default.options.ssl_ca" : NULL,
+                                "/nonexistent/ca.pem",
+                                NULL };
+        keel_db *db = open_url(url, extra);
+        keel_conn *c = NULL;
+        keel_error err;
+        watchdog(30, "a connect through a man in the middle");
+        CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_CONNECT);
+        keel_db_close(db);
+        pthread_join(m.thread, NULL);
+        watchdog(0, "");
+        close(m.listener);
+        CHECK(m.greeting_relayed);
+        CHECK_CONTAINS(err.message, "did not offer TLS");
+        CHECK_CONTAINS(err.message, modes[i]);
+        CHECK_CONTAINS(err.message, "before the user name or password was sent");
+        /* Nothing at all followed the greeting: no user name, no database, no password. */
+        CHECK_INT(m.ngot, 0);
+        CHECK(!bytes_contain(m.got, m.ngot, "keel_mitm_user"));
+        CHECK(!bytes_contain(m.got, m.ngot, "keel_mitm_db"));
+        CHECK(!bytes_contain(m.got, m.ngot, "keel_mitm_secret"));
+    }
+}
+
+/* Running statements whose text holds marker, other than the asking session's own. */
+static int64_t my_running_with(keel_conn *mon, const char *marker) {
+    keel_value v = keel_text(marker);
+    keel_result *r = q(mon,
+                       "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                       "WHERE ID <> CONNECTION_ID() AND COMMAND = 'Query' AND INSTR(INFO, $1) > 0",
+                       &v, 1);
+    const keel_value *n = keel_result_value(r, 0, 0);
+    int64_t out = n && n->type == KEEL_TYPE_INT ? n->u.i64 : -1;
+    keel_result_free(r);
+    return out;
+}
+
+TEST(closing_the_db_kills_a_statement_still_running_on_the_server) {
+    char marker[64], sql[128];
+    snprintf(marker, sizeof marker, "keel-close-%d-%lld", (int)getpid(), (long long)keel_now_ms());
+    /* A computation that never looks at its client (unlike MariaDB's SLEEP, which stops once
+     * the client has gone): about 40 s of CPU unless it is killed. */
+    snprintf(sql, sizeof sql, "SELECT BENCHMARK(200000000, MD5('x')) /* %s */", marker);
+    keel_db *mondb = open_db();
+    keel_conn *mon = acquire(mondb);
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, sql, NULL, 0, on_cancelled_done, &x, &err), KEEL_OK);
+    int64_t seen = 0;
+    for (int i = 0; i < 100 && seen != 1; i++) {
+        seen = my_running_with(mon, marker);
+        if (seen != 1)
+            usleep(50000);
+    }
+    CHECK_INT(seen, 1);
+    int64_t t0 = keel_now_ms();
+    keel_db_close(db);
+    CHECK(keel_now_ms() - t0 < 2000);
+    CHECK_INT(x.err.code, KEEL_ERR_CLOSED);
+    keel_conn_release(c);
+    for (int i = 0; i < 100 && seen != 0; i++) {
+        seen = my_running_with(mon, marker);
+        if (seen != 0)
+            usleep(50000);
+    }
+    CHECK_INT(seen, 0);
+    keel_conn_release(mon);
+    keel_db_close(mondb);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1443,5 +1626,7 @@ int main(void) {
     RUN(a_cached_statement_reads_the_new_columns_after_alter_table);
     RUN(a_cancelled_batch_stops_and_is_rolled_back);
     RUN(a_late_cancel_never_reaches_the_next_statement);
+    RUN(required_tls_is_refused_before_credentials_reach_a_man_in_the_middle);
+    RUN(closing_the_db_kills_a_statement_still_running_on_the_server);
     return TEST_SUMMARY();
 }

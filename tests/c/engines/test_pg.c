@@ -10,6 +10,7 @@
 #include "loop/loop_int.h"
 #include "test.h"
 #include "support.h"
+#include "support/proxy.h"
 
 static keel_db *open_db(void) { return open_url(pg_url(), NULL); }
 
@@ -1672,6 +1673,131 @@ TEST(copy_in_cancel_while_waiting_or_sending_loads_nothing) {
     keel_db_close(db);
 }
 
+/* The test URL with its host replaced by host (the URL as is when it names no 127.0.0.1). */
+static void pg_url_with_host(char *out, size_t size, const char *host) {
+    const char *base = pg_url();
+    const char *ip = strstr(base, "127.0.0.1");
+    if (ip)
+        snprintf(out, size, "%.*s%s%s", (int)(ip - base), base, host, ip + 9);
+    else
+        snprintf(out, size, "%s", base);
+}
+
+TEST(cancels_against_a_silent_server_hold_up_nothing_and_close_is_bounded) {
+    char host[256];
+    int port = 0;
+    CHECK_INT(test_url_host_port(pg_url(), host, sizeof host, &port), 0);
+    test_proxy *px = test_proxy_start(host, port ? port : 5432);
+    char url[512], named[512];
+    CHECK(px && test_proxy_url(px, pg_url(), url, sizeof url));
+    if (!px)
+        return;
+    pg_url_with_host(named, sizeof named, "localhost");
+    const char *extra[] = { "databases.default.pool.max_size",
+                            "4",
+                            "databases.lite.url",
+                            "sqlite::memory:",
+                            "databases.lite.pool.max_size",
+                            "1",
+                            "databases.named.url",
+                            named,
+                            NULL };
+    keel_db *db = open_url(url, extra);
+    enum { N = 3 };
+    keel_conn *c[N];
+    cancel_ctx x[N];
+    keel_error err;
+    for (int i = 0; i < N; i++) {
+        c[i] = acquire(db);
+        memset(&x[i], 0, sizeof x[i]);
+        CHECK_INT(
+            keel_conn_query(c[i], "SELECT pg_sleep(10)", NULL, 0, on_cancelled_done, &x[i], &err),
+            KEEL_OK);
+    }
+    /* The server falls silent: the statements hang, and every cancel request (sent to the same
+     * address) meets a host that accepts and never answers. */
+    test_proxy_stall(px);
+    for (int i = 0; i < N; i++)
+        keel_conn_cancel(c[i]);
+
+    watchdog(30, "an SQLite statement while cancel requests are stuck");
+    int64_t t0 = keel_now_ms();
+    keel_result *r = NULL;
+    CHECK_INT(keel_db_query_sync(db, "lite", "SELECT 42", NULL, 0, &r, &err), KEEL_OK);
+    CHECK(r && keel_result_value(r, 0, 0)->u.i64 == 42);
+    keel_result_free(r);
+    CHECK(keel_now_ms() - t0 < 5000);
+
+    watchdog(30, "a new connection by host name while cancel requests are stuck");
+    t0 = keel_now_ms();
+    keel_conn *n = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, "named", &n, &err), KEEL_OK);
+    CHECK_INT(q_int(n, "SELECT 7"), 7);
+    keel_conn_release(n);
+    CHECK(keel_now_ms() - t0 < 5000);
+
+    watchdog(30, "keel_db_close with statements on a silent server");
+    t0 = keel_now_ms();
+    keel_db_close(db);
+    int64_t took = keel_now_ms() - t0;
+    watchdog(0, "");
+    CHECK(took < 5000);
+    for (int i = 0; i < N; i++) {
+        CHECK_INT(x[i].done, 1);
+        CHECK_INT(x[i].err.code, KEEL_ERR_CLOSED);
+        keel_conn_release(c[i]);
+    }
+    test_proxy_free(px);
+}
+
+/* Active statements whose text holds marker, other than the asking session's own. */
+static int64_t pg_running_with(keel_conn *mon, const char *marker) {
+    keel_value v = keel_text(marker);
+    keel_result *r = q(mon,
+                       "SELECT count(*)::int8 FROM pg_stat_activity WHERE state = 'active' "
+                       "AND pid <> pg_backend_pid() AND strpos(query, $1) > 0",
+                       &v, 1);
+    const keel_value *n = keel_result_value(r, 0, 0);
+    int64_t out = n && n->type == KEEL_TYPE_INT ? n->u.i64 : -1;
+    keel_result_free(r);
+    return out;
+}
+
+TEST(closing_the_db_cancels_a_statement_still_running_on_the_server) {
+    char marker[64], sql[128];
+    snprintf(marker, sizeof marker, "keel-close-%d-%lld", (int)getpid(), (long long)keel_now_ms());
+    snprintf(sql, sizeof sql, "SELECT pg_sleep(30) /* %s */", marker);
+    keel_db *mondb = open_db();
+    keel_conn *mon = acquire(mondb);
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    cancel_ctx x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, sql, NULL, 0, on_cancelled_done, &x, &err), KEEL_OK);
+    int64_t seen = 0;
+    for (int i = 0; i < 100 && seen != 1; i++) {
+        seen = pg_running_with(mon, marker);
+        if (seen != 1)
+            usleep(50000);
+    }
+    CHECK_INT(seen, 1);
+    int64_t t0 = keel_now_ms();
+    keel_db_close(db);
+    CHECK(keel_now_ms() - t0 < 2000);
+    CHECK_INT(x.err.code, KEEL_ERR_CLOSED);
+    keel_conn_release(c);
+    /* The statement stops on the server soon after, not when its 30 s are over. */
+    for (int i = 0; i < 100 && seen != 0; i++) {
+        seen = pg_running_with(mon, marker);
+        if (seen != 0)
+            usleep(50000);
+    }
+    CHECK_INT(seen, 0);
+    keel_conn_release(mon);
+    keel_db_close(mondb);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1712,5 +1838,7 @@ int main(void) {
     RUN(copy_in_errors_name_what_was_wrong_and_load_nothing);
     RUN(copy_in_is_part_of_the_transaction_and_loads_large_batches);
     RUN(copy_in_cancel_while_waiting_or_sending_loads_nothing);
+    RUN(cancels_against_a_silent_server_hold_up_nothing_and_close_is_bounded);
+    RUN(closing_the_db_cancels_a_statement_still_running_on_the_server);
     return TEST_SUMMARY();
 }

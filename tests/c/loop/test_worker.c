@@ -3,6 +3,8 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include <keel/keel.h>
+
 #include "loop/worker.h"
 #include "test.h"
 
@@ -49,7 +51,10 @@ TEST(jobs_run_on_workers_and_complete_on_the_loop) {
     for (int i = 0; i < NJOBS; i++) {
         args[i].s = &s;
         args[i].index = i;
-        CHECK_INT(keel__workers_submit(w, job_run, job_done, &args[i]), 0);
+        keel__job job = {
+            (keel__job_class)(i % KEEL__JOB_CLASSES), -1, job_run, job_done, NULL, &args[i]
+        };
+        CHECK_INT(keel__workers_submit(w, &job), 0);
     }
     CHECK_INT(keel_loop_run(loop, &s.done_flag), KEEL_OK);
     CHECK_INT(atomic_load(&s.ran), NJOBS);
@@ -78,8 +83,9 @@ TEST(free_waits_for_queued_jobs_and_runs_their_completions) {
     int completed = 0;
     keel_loop *loop = keel_loop_new_blocking();
     keel__workers *w = keel__workers_new(loop, 2);
+    keel__job job = { KEEL__JOB_ENGINE, -1, slow_run, count_done, NULL, &completed };
     for (int i = 0; i < 6; i++)
-        CHECK_INT(keel__workers_submit(w, slow_run, count_done, &completed), 0);
+        CHECK_INT(keel__workers_submit(w, &job), 0);
     CHECK_INT(keel__workers_pending(w), 6);
     keel__workers_free(w);
     CHECK_INT(completed, 6);
@@ -87,8 +93,175 @@ TEST(free_waits_for_queued_jobs_and_runs_their_completions) {
     keel__workers_free(NULL);
 }
 
+/* A job that blocks until its gate opens, as a call stuck on a silent server does. */
+typedef struct gate {
+    atomic_int open;
+    atomic_int entered;
+    atomic_int left;
+    atomic_int dropped;
+    int done; /* done callbacks run */
+    int want; /* all_done is set when done reaches it */
+    int all_done;
+} gate;
+
+static void gate_run(void *arg) {
+    gate *g = arg;
+    atomic_fetch_add(&g->entered, 1);
+    while (!atomic_load(&g->open))
+        usleep(1000);
+    atomic_fetch_add(&g->left, 1);
+}
+
+static void gate_done(void *arg) {
+    gate *g = arg;
+    if (++g->done == g->want)
+        g->all_done = 1;
+}
+
+static void gate_drop(void *arg) { atomic_fetch_add(&((gate *)arg)->dropped, 1); }
+
+static void set_flag(void *arg) { *(int *)arg = 1; }
+
+/* Waits up to ms for *v to reach want (a thread of the pool moves it). */
+static int wait_for(atomic_int *v, int want, int ms) {
+    for (int i = 0; i < ms && atomic_load(v) < want; i++)
+        usleep(1000);
+    return atomic_load(v);
+}
+
+TEST(stuck_cancels_and_lookups_do_not_hold_up_other_classes) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    gate stuck;
+    memset(&stuck, 0, sizeof stuck);
+    /* More stuck cancel requests and lookups than their classes have threads. */
+    for (int i = 0; i < KEEL__WORKERS_CLASS_THREADS + 2; i++) {
+        keel__job cancel = { KEEL__JOB_CANCEL, -1, gate_run, gate_done, gate_drop, &stuck };
+        keel__job lookup = { KEEL__JOB_CONNECT, -1, gate_run, gate_done, gate_drop, &stuck };
+        CHECK_INT(keel__workers_submit(w, &cancel), 0);
+        CHECK_INT(keel__workers_submit(w, &lookup), 0);
+    }
+    CHECK_INT(wait_for(&stuck.entered, 2 * KEEL__WORKERS_CLASS_THREADS, 5000),
+              2 * KEEL__WORKERS_CLASS_THREADS);
+    /* A statement of a blocking engine still runs at once. */
+    int done = 0;
+    keel__job stmt = { KEEL__JOB_ENGINE, -1, slow_run, set_flag, NULL, &done };
+    CHECK_INT(keel__workers_submit(w, &stmt), 0);
+    CHECK_INT(keel_loop_run(loop, &done), KEEL_OK);
+    CHECK_INT(done, 1);
+    CHECK_INT(atomic_load(&stuck.left), 0);
+    /* Each class keeps to its own threads. */
+    usleep(50000);
+    CHECK_INT(atomic_load(&stuck.entered), 2 * KEEL__WORKERS_CLASS_THREADS);
+    stuck.want = 2 * (KEEL__WORKERS_CLASS_THREADS + 2);
+    atomic_store(&stuck.open, 1);
+    CHECK_INT(keel_loop_run(loop, &stuck.all_done), KEEL_OK);
+    CHECK_INT(stuck.done, stuck.want);
+    keel__workers_free(w);
+    CHECK_INT(atomic_load(&stuck.dropped), 0);
+    keel_loop_free(loop);
+}
+
+TEST(a_job_past_its_deadline_gives_up_its_thread) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    gate stuck;
+    memset(&stuck, 0, sizeof stuck);
+    int64_t t0 = keel_now_ms();
+    keel__job first = { KEEL__JOB_CONNECT, t0 + 200, gate_run, gate_done, gate_drop, &stuck };
+    for (int i = 0; i < KEEL__WORKERS_CLASS_THREADS; i++)
+        CHECK_INT(keel__workers_submit(w, &first), 0);
+    CHECK_INT(wait_for(&stuck.entered, KEEL__WORKERS_CLASS_THREADS, 5000),
+              KEEL__WORKERS_CLASS_THREADS);
+    /* The class is full: this lookup waits until the stuck ones are overdue, then gets a
+     * thread of its own while they still run. */
+    int done = 0;
+    keel__job next = { KEEL__JOB_CONNECT, -1, slow_run, set_flag, NULL, &done };
+    CHECK_INT(keel__workers_submit(w, &next), 0);
+    CHECK_INT(keel_loop_run(loop, &done), KEEL_OK);
+    CHECK(keel_now_ms() - t0 >= 200);
+    CHECK_INT(atomic_load(&stuck.left), 0);
+    stuck.want = KEEL__WORKERS_CLASS_THREADS;
+    atomic_store(&stuck.open, 1);
+    CHECK_INT(keel_loop_run(loop, &stuck.all_done), KEEL_OK);
+    keel__workers_free(w);
+    keel_loop_free(loop);
+}
+
+TEST(free_never_waits_for_other_classes_and_gives_up_on_a_stuck_statement) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    static gate cancel, stmt; /* the threads outlive this function's frame */
+    memset(&cancel, 0, sizeof cancel);
+    memset(&stmt, 0, sizeof stmt);
+    keel__job c = { KEEL__JOB_CANCEL, -1, gate_run, gate_done, gate_drop, &cancel };
+    CHECK_INT(keel__workers_submit(w, &c), 0);
+    CHECK_INT(wait_for(&cancel.entered, 1, 5000), 1);
+    int64_t t0 = keel_now_ms();
+    keel__workers_free(w);
+    CHECK(keel_now_ms() - t0 < 1000);
+    /* The request goes on without the pool and ends with drop, on its thread. */
+    CHECK_INT(cancel.done, 0);
+    atomic_store(&cancel.open, 1);
+    CHECK_INT(wait_for(&cancel.dropped, 1, 5000), 1);
+
+    w = keel__workers_new(loop, 1);
+    keel__job s = { KEEL__JOB_ENGINE, -1, gate_run, gate_done, gate_drop, &stmt };
+    CHECK_INT(keel__workers_submit(w, &s), 0);
+    CHECK_INT(keel__workers_submit(w, &s), 0); /* queued behind the stuck one */
+    CHECK_INT(wait_for(&stmt.entered, 1, 5000), 1);
+    t0 = keel_now_ms();
+    keel__workers_free(w);
+    int64_t took = keel_now_ms() - t0;
+    CHECK(took >= KEEL__WORKERS_CLOSE_WAIT_MS - 10);
+    CHECK(took < KEEL__WORKERS_CLOSE_WAIT_MS + 3000);
+    CHECK_INT(stmt.done, 0);
+    /* Both still run once the stuck call returns, and end with drop. */
+    atomic_store(&stmt.open, 1);
+    CHECK_INT(wait_for(&stmt.dropped, 2, 5000), 2);
+    CHECK_INT(atomic_load(&stmt.left), 2);
+    keel_loop_free(loop);
+}
+
+static keel__workers *resubmit_pool;
+static int resubmitted_done;
+
+static void resubmit_done(void *arg) {
+    (void)arg;
+    keel__job job = { KEEL__JOB_ENGINE, -1, slow_run, count_done, NULL, &resubmitted_done };
+    CHECK_INT(keel__workers_submit(resubmit_pool, &job), 0);
+}
+
+TEST(jobs_queued_by_completions_during_free_still_complete) {
+    keel_loop *loop = keel_loop_new_blocking();
+    resubmit_pool = keel__workers_new(loop, 1);
+    resubmitted_done = 0;
+    keel__job job = { KEEL__JOB_ENGINE, -1, slow_run, resubmit_done, NULL, NULL };
+    CHECK_INT(keel__workers_submit(resubmit_pool, &job), 0);
+    keel__workers_free(resubmit_pool); /* a connection's last statement, then its close */
+    CHECK_INT(resubmitted_done, 1);
+    keel_loop_free(loop);
+}
+
+TEST(a_job_without_a_run_function_or_class_is_refused) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    keel__job none = { KEEL__JOB_ENGINE, -1, NULL, NULL, NULL, NULL };
+    CHECK_INT(keel__workers_submit(w, &none), -1);
+    keel__job bad = { (keel__job_class)KEEL__JOB_CLASSES, -1, slow_run, NULL, NULL, NULL };
+    CHECK_INT(keel__workers_submit(w, &bad), -1);
+    CHECK_INT(keel__workers_pending(w), 0);
+    keel__workers_free(w);
+    keel_loop_free(loop);
+}
+
 int main(void) {
     RUN(jobs_run_on_workers_and_complete_on_the_loop);
     RUN(free_waits_for_queued_jobs_and_runs_their_completions);
+    RUN(stuck_cancels_and_lookups_do_not_hold_up_other_classes);
+    RUN(a_job_past_its_deadline_gives_up_its_thread);
+    RUN(free_never_waits_for_other_classes_and_gives_up_on_a_stuck_statement);
+    RUN(jobs_queued_by_completions_during_free_still_complete);
+    RUN(a_job_without_a_run_function_or_class_is_refused);
     return TEST_SUMMARY();
 }

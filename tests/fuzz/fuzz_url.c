@@ -92,8 +92,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     /* A failed parse must not echo what it takes for a password either. */
     if (st != KEEL_OK) {
+        /* Messages around the URL are made of words ("unsupported" holds "upp"): a guess must
+         * be long enough not to be found in them by chance. */
         char *guess = raw_password(url);
-        if (guess && checkable(url, guess))
+        if (guess && strlen(guess) >= 6 && checkable(url, guess))
             FUZZ_ASSERT(fuzz_count(err.message, guess) <= fuzz_count(fixed_text, guess));
         free(guess);
     }

@@ -1424,15 +1424,19 @@ TEST(a_late_cancel_never_reaches_the_next_statement) {
 /*
  * A man in the middle for one connection: it relays the server's greeting with the TLS flag
  * (CLIENT_SSL) cleared, as an attacker downgrading the connection would, then records what the
- * client sends and relays it to the server.
+ * client sends and relays it to the server. With offer_tls it sets the flag instead and then
+ * falls silent, as a server that hangs in the TLS handshake: it only records what the client
+ * sends until the client closes the connection.
  */
 typedef struct mitm {
     int listener, port;
     char host[256];
     int upstream_port;
+    int offer_tls;
     unsigned char got[4096]; /* what the client sent after the greeting */
     size_t ngot;
     int greeting_relayed;
+    int64_t client_closed_ms; /* offer_tls: when the client closed its end */
     pthread_t thread;
 } mitm;
 
@@ -1473,9 +1477,19 @@ static void *mitm_main(void *arg) {
         unsigned char *p = pkt + 4;
         size_t off = 1 + strnlen((char *)p + 1, len - 5) + 1 + 4 + 8 + 1;
         if (4 + off + 2 <= len) {
-            p[off + 1] &= (unsigned char)~0x08; /* CLIENT_SSL is 0x0800 */
+            if (m->offer_tls)
+                p[off + 1] |= 0x08; /* CLIENT_SSL is 0x0800 */
+            else
+                p[off + 1] &= (unsigned char)~0x08;
             m->greeting_relayed = write(client, pkt, len) == (ssize_t)len;
         }
+        ssize_t got;
+        while (m->offer_tls &&
+               (got = read(client, m->got + m->ngot,
+                           m->ngot < sizeof m->got ? sizeof m->got - m->ngot : 0)) > 0)
+            m->ngot += (size_t)got;
+        if (m->offer_tls)
+            m->client_closed_ms = keel_now_ms();
         /* Whatever the client sends now is what a man in the middle would read. */
         ssize_t n;
         while (m->ngot < sizeof m->got &&
@@ -1496,8 +1510,9 @@ static void *mitm_main(void *arg) {
     return NULL;
 }
 
-static int mitm_start(mitm *m) {
+static int mitm_start(mitm *m, int offer_tls) {
     memset(m, 0, sizeof *m);
+    m->offer_tls = offer_tls;
     int port = 0;
     if (test_url_host_port(my_url(), m->host, sizeof m->host, &port) != 0)
         return -1;
@@ -1518,7 +1533,7 @@ TEST(required_tls_is_refused_before_credentials_reach_a_man_in_the_middle) {
     static const char *const modes[] = { "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY" };
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         mitm m;
-        CHECK_INT(mitm_start(&m), 0);
+        CHECK_INT(mitm_start(&m, 0), 0);
         char url[256];
         snprintf(url, sizeof url,
                  "mysql://keel_mitm_user:keel_mitm_secret@127.0.0.1:%d/keel_mitm_db", m.port);
@@ -1549,6 +1564,33 @@ TEST(required_tls_is_refused_before_credentials_reach_a_man_in_the_middle) {
         CHECK(!bytes_contain(m.got, m.ngot, "keel_mitm_db"));
         CHECK(!bytes_contain(m.got, m.ngot, "keel_mitm_secret"));
     }
+}
+
+TEST(a_tls_handshake_with_a_silent_server_frees_its_thread) {
+    mitm m;
+    CHECK_INT(mitm_start(&m, 1), 0);
+    char url[256];
+    snprintf(url, sizeof url, "mysql://keel_mitm_user:keel_mitm_secret@127.0.0.1:%d/keel_mitm_db",
+             m.port);
+    const char *extra[] = { "databases.default.options.ssl_mode", "REQUIRED",
+                            "databases.default.connect_timeout", "2", NULL };
+    keel_db *db = open_url(url, extra);
+    keel_conn *c = NULL;
+    keel_error err;
+    int64_t t0 = keel_now_ms();
+    CHECK(keel_db_acquire_sync(db, NULL, &c, &err) != KEEL_OK);
+    CHECK(keel_now_ms() - t0 < 5000);
+    keel_db_close(db);
+    /* The blocking handshake on the worker gives up by itself and closes its socket, rather
+     * than waiting for the silent server as long as it keeps the connection open. */
+    watchdog(30, "the TLS handshake's worker closing its socket");
+    pthread_join(m.thread, NULL);
+    watchdog(0, "");
+    close(m.listener);
+    CHECK(m.greeting_relayed);
+    CHECK(m.ngot > 0); /* the request for TLS and the TLS hello */
+    CHECK(m.client_closed_ms - t0 < 10000);
+    CHECK(!bytes_contain(m.got, m.ngot, "keel_mitm_user"));
 }
 
 /* Running statements whose text holds marker, other than the asking session's own. */
@@ -1627,6 +1669,7 @@ int main(void) {
     RUN(a_cancelled_batch_stops_and_is_rolled_back);
     RUN(a_late_cancel_never_reaches_the_next_statement);
     RUN(required_tls_is_refused_before_credentials_reach_a_man_in_the_middle);
+    RUN(a_tls_handshake_with_a_silent_server_frees_its_thread);
     RUN(closing_the_db_kills_a_statement_still_running_on_the_server);
     return TEST_SUMMARY();
 }

@@ -205,7 +205,11 @@ KEEL_API keel_status keel_conn_query(keel_conn *conn, const char *sql, const kee
  * the same arg: with a result that has the columns and keel_result_affected but no rows, or with
  * an error (batches delivered before an error stay delivered). PostgreSQL streams a single
  * statement as it arrives; a string of several statements (whose result is the last statement
- * that returned rows) and the other engines deliver their rows in one batch just before cb.
+ * that returned rows) and the other engines hand their rows over once the statement is done,
+ * in batches of at most 256 rows over as many loop turns as on_rows needs, just before cb (a
+ * cancel or release meanwhile ends that with KEEL_ERR_CANCELLED). No call into keel runs
+ * longer than a few milliseconds for it: what on_rows spends counts against the same budget
+ * (docs/c-api.md, "The loop is never held long").
  * Sync errors: those of keel_conn_query, and KEEL_ERR_INVALID_ARGUMENT when on_rows is NULL.
  */
 KEEL_API keel_status keel_conn_query_rows(keel_conn *conn, const char *sql,

@@ -136,7 +136,9 @@ KEEL_API void keel_loop_free(keel_loop *loop);
  * Called by the host on the loop thread when w's descriptor is ready for events (KEEL_READ |
  * KEEL_WRITE; events w does not watch are ignored). Runs keel's handler and the application's
  * callbacks inside the call, which may use the ops on any watch or timer (see above): w itself
- * may be freed before this returns.
+ * may be freed before this returns. keel's own share of the call stays within a few
+ * milliseconds whatever the size of a result: longer work goes on from a timer at deadline 0
+ * (docs/c-api.md, "The loop is never held long"). The same holds for keel_timer_fire.
  */
 KEEL_API void keel_watch_ready(keel_watch *w, int events);
 

@@ -9,12 +9,24 @@ typedef struct result_column {
     keel_type type;
 } result_column;
 
+/*
+ * Rows live in chunks of CHUNK_ROWS rows (only the first one grows, by doubling, until it is
+ * full, so a small result costs a small allocation): a result that grows to millions of rows
+ * does not move the rows it holds, so no add_row pays for copying them all (nor for touching
+ * twice their memory at once), which would hold the loop for tens of milliseconds. Each chunk is
+ * row-major.
+ */
+#define CHUNK_SHIFT 10
+#define CHUNK_ROWS ((size_t)1 << CHUNK_SHIFT)
+#define CHUNK_MASK (CHUNK_ROWS - 1)
+
 struct keel_result {
     size_t ncols;
     size_t nrows;
-    size_t cap_rows;
+    size_t cap_rows; /* rows the chunks hold */
     result_column *columns;
-    keel_value *values; /* nrows * ncols, row-major */
+    keel_value **chunks; /* chunk i holds rows i * CHUNK_ROWS on */
+    size_t nchunks, cap_chunks;
     int64_t affected;
     keel__arena names;       /* column names: they outlive keel__result_clear_rows */
     keel__arena arena;       /* text-like values */
@@ -52,20 +64,69 @@ int keel__result_set_column(keel_result *res, size_t col, const char *name, size
     return 0;
 }
 
+/* The values of row (< cap_rows). */
+static keel_value *row_at(const keel_result *res, size_t row) {
+    return res->chunks[row >> CHUNK_SHIFT] + (row & CHUNK_MASK) * res->ncols;
+}
+
+/*
+ * Room for cap rows in all: the first chunk grows up to CHUNK_ROWS, then whole chunks follow.
+ * Sizes may come from the network: one whose bytes wrap around is refused.
+ */
+static int grow_to(keel_result *res, size_t cap) {
+    if (res->ncols > SIZE_MAX / sizeof(keel_value) / CHUNK_ROWS)
+        return -1;
+    size_t row_bytes = res->ncols * sizeof(keel_value);
+    if (cap > SIZE_MAX / row_bytes)
+        return -1;
+    if (res->cap_rows < CHUNK_ROWS) {
+        size_t first = res->cap_rows ? res->cap_rows * 2 : 16;
+        if (first < cap)
+            first = cap;
+        if (first > CHUNK_ROWS)
+            first = CHUNK_ROWS;
+        if (!res->chunks) {
+            res->chunks = calloc(4, sizeof *res->chunks);
+            if (!res->chunks)
+                return -1;
+            res->cap_chunks = 4;
+            res->nchunks = 1;
+        }
+        keel_value *c = realloc(res->chunks[0], first * row_bytes);
+        if (!c)
+            return -1;
+        res->chunks[0] = c;
+        res->cap_rows = first;
+    }
+    while (res->cap_rows < cap) {
+        if (res->nchunks == res->cap_chunks) {
+            if (res->cap_chunks > SIZE_MAX / 2 / sizeof *res->chunks)
+                return -1;
+            keel_value **t = realloc(res->chunks, res->cap_chunks * 2 * sizeof *t);
+            if (!t)
+                return -1;
+            res->chunks = t;
+            res->cap_chunks *= 2;
+        }
+        keel_value *c = malloc(CHUNK_ROWS * row_bytes);
+        if (!c)
+            return -1;
+        res->chunks[res->nchunks++] = c;
+        res->cap_rows += CHUNK_ROWS;
+    }
+    return 0;
+}
+
 int keel__result_reserve(keel_result *res, size_t n) {
     if (n > SIZE_MAX - res->nrows)
         return -1;
     if (res->ncols == 0 || res->nrows + n <= res->cap_rows)
         return 0;
     size_t cap = res->nrows + n;
-    if (cap > SIZE_MAX / res->ncols / sizeof(keel_value))
+    if (cap > SIZE_MAX / sizeof(keel_value) / res->ncols)
         return -1;
-    keel_value *v = realloc(res->values, cap * res->ncols * sizeof *v);
-    if (!v)
-        return -1;
-    res->values = v;
-    res->cap_rows = cap;
-    return 0;
+    /* Only the first chunk is sized now: later ones come with the rows that fill them. */
+    return res->cap_rows < CHUNK_ROWS ? grow_to(res, cap < CHUNK_ROWS ? cap : CHUNK_ROWS) : 0;
 }
 
 keel_value *keel__result_add_row(keel_result *res) {
@@ -73,12 +134,9 @@ keel_value *keel__result_add_row(keel_result *res) {
         res->nrows++;
         return NULL;
     }
-    if (res->nrows == res->cap_rows) {
-        size_t grow = res->cap_rows ? res->cap_rows : 16;
-        if (keel__result_reserve(res, grow) != 0)
-            return NULL;
-    }
-    keel_value *row = res->values + res->nrows * res->ncols;
+    if (res->nrows == res->cap_rows && grow_to(res, res->nrows + 1) != 0)
+        return NULL;
+    keel_value *row = row_at(res, res->nrows);
     memset(row, 0, res->ncols * sizeof *row); /* KEEL_TYPE_NULL is 0 */
     res->nrows++;
     return row;
@@ -119,6 +177,31 @@ void keel__result_clear_rows(keel_result *res) {
     res->owned = NULL;
 }
 
+size_t keel__result_show_rows(const keel_result *res, size_t first, size_t n,
+                              void (*fn)(const keel_result *view, void *arg), void *arg) {
+    if (first > res->nrows)
+        first = res->nrows;
+    if (n > res->nrows - first)
+        n = res->nrows - first;
+    /* A view is one run of rows: it ends with the chunk it starts in. */
+    if (res->ncols && n > CHUNK_ROWS - (first & CHUNK_MASK))
+        n = CHUNK_ROWS - (first & CHUNK_MASK);
+    /* Only what the accessors read is filled in: the view owns nothing and is never freed. */
+    keel_value *rows = res->ncols && n ? row_at(res, first) : NULL;
+    keel_result view = {
+        .ncols = res->ncols,
+        .nrows = n,
+        .cap_rows = n,
+        .columns = res->columns,
+        .chunks = &rows,
+        .nchunks = 1,
+        .cap_chunks = 1,
+        .affected = res->affected,
+    };
+    fn(&view, arg);
+    return n;
+}
+
 void keel__result_own(keel_result *res, void (*release)(void *), void *ptr) {
     res->release = release;
     res->owned = ptr;
@@ -139,13 +222,13 @@ keel_type keel_result_coltype(const keel_result *res, size_t col) {
 const keel_value *keel_result_value(const keel_result *res, size_t row, size_t col) {
     if (!res || row >= res->nrows || col >= res->ncols)
         return NULL;
-    return res->values + row * res->ncols + col;
+    return row_at(res, row) + col;
 }
 
 const keel_value *keel_result_row(const keel_result *res, size_t row) {
     if (!res || row >= res->nrows || res->ncols == 0)
         return NULL;
-    return res->values + row * res->ncols;
+    return row_at(res, row);
 }
 
 int64_t keel_result_affected(const keel_result *res) { return res ? res->affected : -1; }
@@ -157,7 +240,9 @@ void keel_result_free(keel_result *res) {
     keel__arena_free(&res->arena);
     if (res->release)
         res->release(res->owned);
-    free(res->values);
+    for (size_t i = 0; i < res->nchunks; i++)
+        free(res->chunks[i]);
+    free(res->chunks);
     free(res->columns);
     free(res);
 }

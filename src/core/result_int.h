@@ -14,11 +14,16 @@ int keel__result_set_column(keel_result *res, size_t col, const char *name, size
 
 /*
  * Appends a row and returns its ncols values, all KEEL_TYPE_NULL, for the engine to fill.
- * NULL when out of memory. The pointer is valid until the next keel__result_add_row.
+ * NULL when out of memory. The pointer is valid until the next keel__result_add_row. Growth
+ * never copies more than the first block of rows (1024), whatever the size of the result.
  */
 keel_value *keel__result_add_row(keel_result *res);
 
-/* Reserves room for n more rows so add_row does not reallocate. Returns 0 or -1. */
+/*
+ * Prepares for n more rows: refuses a count whose size in bytes wraps around (counts may come
+ * from the network) and sizes the first block of rows, so that a small result is allocated at
+ * once. Returns 0, or -1 (too large, or out of memory).
+ */
 int keel__result_reserve(keel_result *res, size_t n);
 
 /* Memory owned by the result, for text-like values (n bytes, plus a NUL). NULL on failure. */
@@ -39,6 +44,18 @@ void keel__result_set_affected(keel_result *res, int64_t affected);
  * that carries a statement's rows in batches is refilled in place.
  */
 void keel__result_clear_rows(keel_result *res);
+
+/*
+ * Calls fn(view, arg) with a view of res that holds up to n of its rows from row first on, with
+ * res's columns and its affected count: the way to hand part of a result to a keel_rows_cb.
+ * Returns how many rows the view held: fewer than n at the end of the rows, and at the end of
+ * the block of rows first is in (rows are stored in blocks of 1024; a view starting at a
+ * multiple of n, n dividing 1024, always holds n rows before the end). The view lives on the
+ * stack of this call and points into res, which must not change until fn returns. Nothing is
+ * copied; never fails.
+ */
+size_t keel__result_show_rows(const keel_result *res, size_t first, size_t n,
+                              void (*fn)(const keel_result *view, void *arg), void *arg);
 
 /*
  * Hands res a block of the engine's memory that text-like values may point into instead of

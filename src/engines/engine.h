@@ -70,8 +70,11 @@ struct keel_conn {
     keel_query_cb cb;     /* completion of the running user operation */
     keel_rows_cb rows_cb; /* keel_conn_query_rows: where the running statement's rows go */
     void *cb_arg;
-    keel__buf sql; /* rewritten statement of the running operation */
-    size_t *map;   /* placeholder map of the running operation (MySQL) */
+    keel_result *slices;        /* a finished statement's rows, handed to rows_cb in slices */
+    size_t slices_next;         /* the first of them not handed over yet */
+    struct keel__defer *slicer; /* hands over the next slice from a later turn; on first use */
+    keel__buf sql;              /* rewritten statement of the running operation */
+    size_t *map;                /* placeholder map of the running operation (MySQL) */
     size_t nmap;
     int64_t created_ms;
     int64_t last_used_ms;
@@ -145,8 +148,10 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err);
 /*
  * Engine → core: a batch of the running statement's rows, for a statement started by
  * keel_conn_query_rows (c->rows_cb set; engines that cannot stream leave the rows in the result
- * they complete with, and the core delivers them). The engine then empties res
- * (keel__result_clear_rows) and goes on filling it. Unlike the calls below, it never closes c.
+ * they complete with, and the core hands them over in slices, a turn budget at a time, before
+ * the query callback). The engine then empties res (keel__result_clear_rows) and goes on
+ * filling it. Unlike the calls below, it never closes c. An engine that decodes or streams rows
+ * stops once keel__turn_spent says so and goes on from a later turn (keel__defer).
  */
 void keel__conn_rows(keel_conn *c, const keel_result *res);
 /* Engine → core: the connection died outside an operation (e.g. the server closed it while idle). */

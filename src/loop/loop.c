@@ -48,6 +48,12 @@ void keel__loop_after_dispatch(keel_loop *loop, keel__unwind *u) {
     loop->after_tail = u;
 }
 
+/* Begins one callback of keel_watch_ready / keel_timer_fire; the outermost starts the budget. */
+static void dispatch_enter(keel_loop *loop) {
+    if (loop->dispatching++ == 0)
+        loop->turn_start_us = keel__now_us();
+}
+
 /*
  * Ends one callback of keel_watch_ready / keel_timer_fire. The outermost one runs the queued
  * work, still counted as dispatching, so that what that work queues in turn (a close requested
@@ -63,7 +69,8 @@ static void dispatch_leave(keel_loop *loop) {
             u->fn(u->arg); /* may free u */
         }
     }
-    loop->dispatching--;
+    if (--loop->dispatching == 0)
+        loop->turn_start_us = 0;
     keel__loop_free_if_pending(loop);
 }
 
@@ -71,6 +78,20 @@ int64_t keel_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t keel__now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int keel__turn_spent(const keel_loop *loop) {
+    /* Outside the host's calls keel runs inside one of the application's (a query started from
+     * a coroutine, say), whose time is not keel's to take: long work waits for the loop. A
+     * nested run of a blocking loop goes on with the outer call's budget. */
+    return loop->dispatching == 0 ||
+           keel__now_us() - loop->turn_start_us >= KEEL__TURN_BUDGET_US;
 }
 
 keel_watch *keel__watch_new(keel_loop *loop, int fd, keel__watch_cb cb, void *arg) {
@@ -119,7 +140,7 @@ void keel_watch_ready(keel_watch *w, int events) {
     if (!events)
         return;
     keel_loop *loop = w->loop; /* the callback may free w */
-    loop->dispatching++;
+    dispatch_enter(loop);
     w->cb(w->arg, events);
     dispatch_leave(loop);
 }
@@ -174,7 +195,7 @@ void keel_timer_fire(keel_timer *t) {
         return; /* disarmed after the host had already queued it */
     t->deadline = -1;
     keel_loop *loop = t->loop; /* the callback may free t */
-    loop->dispatching++;
+    dispatch_enter(loop);
     t->cb(t->arg);
     dispatch_leave(loop);
 }

@@ -49,4 +49,26 @@ int keel__loop_dispatching(const keel_loop *loop);
  */
 void keel__loop_after_dispatch(keel_loop *loop, keel__unwind *u);
 
+/*
+ * The budget of one loop callback. No callback of keel's may hold the host loop for long: work
+ * that grows with the size of a result (decoding rows, handing them to the application) runs in
+ * slices, and stops once the host's call into keel (keel_watch_ready, keel_timer_fire) has run
+ * for KEEL__TURN_BUDGET_US, to go on from a later turn (keel__defer). The budget counts
+ * everything that call runs, the application's callbacks included, so what they cost shortens
+ * keel's own share. Slices are small enough (a few hundred rows) to overshoot it by little.
+ */
+#define KEEL__TURN_BUDGET_US 4000
+
+/* Microseconds on the monotonic clock of keel_now_ms. */
+int64_t keel__now_us(void);
+
+/*
+ * True (1) when the host's call into keel on loop that is in progress has used up
+ * KEEL__TURN_BUDGET_US: the caller should stop at the next point where it can go on later.
+ * Always 1 outside such a call, inside a keel call the application made (keel_conn_query, say):
+ * work that grows with a result then waits for the loop instead of stretching the
+ * application's call.
+ */
+int keel__turn_spent(const keel_loop *loop);
+
 #endif

@@ -14,6 +14,7 @@ struct keel_loop {
     int running;                     /* keel_loop_run calls on the stack */
     int free_pending;                /* keel_loop_free came meanwhile: the last call frees */
     keel__unwind *after_head, *after_tail; /* keel__loop_after_dispatch's queue */
+    int64_t turn_start_us; /* when the host's current call into keel began; 0 outside one */
 };
 
 /* Frees the loop if keel_loop_free was called while it was in use and nothing uses it now. */

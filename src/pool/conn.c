@@ -206,7 +206,9 @@ void keel_conn_cancel(keel_conn *c) {
     if (!c || !c->pool || !c->busy || c->state != KEEL__CONN_LEASED || c->cancel_requested)
         return;
     c->cancel_requested = 1;
-    c->engine->cancel(c);
+    /* Rows being handed over in slices stop at the next one: the engine is done already. */
+    if (!c->slices)
+        c->engine->cancel(c);
 }
 
 keel_txn_status keel_conn_txn_status(const keel_conn *c) {

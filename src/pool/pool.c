@@ -143,8 +143,11 @@ static void remove_idle(keel__pool *p, keel_conn *c) {
     }
 }
 
+static void slices_drop(keel_conn *c);
+
 /* Frees a connection handle's own memory (the engine state is already gone). */
 static void free_shell(keel_conn *c) {
+    slices_drop(c);
     keel__buf_free(&c->sql);
     free(c->map);
     free(c);
@@ -498,7 +501,8 @@ void keel__pool_release(keel_conn *c) {
         c->release_pending = 1;
         if (!c->cancel_requested) {
             c->cancel_requested = 1;
-            c->engine->cancel(c);
+            if (!c->slices) /* else the hand-over of its rows stops at the next slice */
+                c->engine->cancel(c);
         }
         return;
     }
@@ -538,6 +542,96 @@ void keel__conn_connected(keel_conn *c, const keel_error *err) {
         dispatch(p);
 }
 
+/*
+ * Rows a finished statement hands to a keel_rows_cb per call: few enough that the turn budget
+ * is checked every fraction of a millisecond even when each row costs the application a lot
+ * (JSON documents), enough that a call is worth its overhead.
+ */
+#define SLICE_ROWS 256
+
+/* Ends the user operation of c with res (or err): the query callback, then a pending release. */
+static void finish_op(keel_conn *c, keel_result *res, const keel_error *err) {
+    keel__pool *p = c->pool;
+    int failed = err && err->code != KEEL_OK;
+    keel_query_cb cb = c->cb;
+    void *arg = c->cb_arg;
+    int release_after = c->release_pending;
+    c->busy = 0;
+    c->cancel_requested = 0;
+    c->cb = NULL;
+    c->rows_cb = NULL;
+    c->cb_arg = NULL;
+    if (cb)
+        cb(res, failed ? err : NULL, arg);
+    else
+        keel_result_free(res);
+    /* The caller released the connection while this operation ran; it is ours again now.
+     * When it was not released before the callback, the callback may have released and freed
+     * it, so it must not be touched. */
+    if (release_after)
+        take_back(p, c);
+}
+
+/*
+ * Hands the rows of c->slices from c->slices_next on to the rows callback, a slice at a time.
+ * With budget, stops when the turn's budget is spent: returns 0 then, 1 once every row is out.
+ */
+static int slices_hand_over(keel_conn *c, int budget) {
+    size_t n = keel_result_nrows(c->slices);
+    while (c->slices_next < n) {
+        c->slices_next +=
+            keel__result_show_rows(c->slices, c->slices_next, SLICE_ROWS, c->rows_cb, c->cb_arg);
+        if (budget && c->slices_next < n && keel__turn_spent(c->loop))
+            return 0;
+    }
+    return 1;
+}
+
+static void slices_continue(void *arg);
+
+/*
+ * Goes on handing over the rows of a finished statement (keel__conn_complete), then completes
+ * it. The connection stays busy meanwhile; a cancel or release ends the hand-over at the next
+ * slice with KEEL_ERR_CANCELLED (the slices handed over stay delivered, as with an error while
+ * rows stream).
+ */
+static void slices_run(keel_conn *c) {
+    if (c->cancel_requested) {
+        keel_result_free(c->slices);
+        c->slices = NULL;
+        keel_error e;
+        keel__error_set(&e, KEEL_ERR_CANCELLED, c->engine->name, c->config->name,
+                        "cancelled while its rows were handed over");
+        keel__error_set_sqlstate(&e, "57014");
+        finish_op(c, NULL, &e);
+        return;
+    }
+    if (!slices_hand_over(c, 1)) {
+        if (!c->slicer)
+            c->slicer = keel__defer_new(c->loop, slices_continue, c);
+        if (c->slicer && keel__defer_schedule(c->slicer) == 0)
+            return;
+        /* No way back to the loop (out of memory, or the host refused the timer): the rest
+         * goes now, as it did before rows were sliced. */
+        slices_hand_over(c, 0);
+    }
+    keel_result *res = c->slices;
+    c->slices = NULL;
+    /* The query callback of keel_conn_query_rows always sees a result without rows. */
+    keel__result_clear_rows(res);
+    finish_op(c, res, NULL);
+}
+
+static void slices_continue(void *arg) { slices_run(arg); }
+
+/* Drops a hand-over in progress and the means to continue it (the connection is closing). */
+static void slices_drop(keel_conn *c) {
+    keel_result_free(c->slices);
+    c->slices = NULL;
+    keel__defer_free(c->slicer);
+    c->slicer = NULL;
+}
+
 void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) {
     keel__pool *p = c->pool;
     int failed = err && err->code != KEEL_OK;
@@ -555,36 +649,22 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
             schedule_dispatch(p);
         return;
     }
-    keel_query_cb cb = c->cb;
-    keel_rows_cb rows_cb = c->rows_cb;
-    void *arg = c->cb_arg;
     if (failed) {
         keel_result_free(res);
         res = NULL;
     }
-    /* Rows the engine did not stream go to the rows callback too: the query callback of
+    /* Rows the engine did not stream go to the rows callback too, in slices over as many loop
+     * turns as their conversion takes, before the query callback: the query callback of
      * keel_conn_query_rows always sees a result without rows. They are delivered while the
      * connection is still busy, as streamed batches are, so the rows callback finds it busy on
      * every engine. */
-    if (res && rows_cb && keel_result_nrows(res) > 0) {
-        rows_cb(res, arg);
-        keel__result_clear_rows(res);
+    if (res && c->rows_cb && keel_result_nrows(res) > 0) {
+        c->slices = res;
+        c->slices_next = 0;
+        slices_run(c);
+        return;
     }
-    int release_after = c->release_pending;
-    c->busy = 0;
-    c->cancel_requested = 0;
-    c->cb = NULL;
-    c->rows_cb = NULL;
-    c->cb_arg = NULL;
-    if (cb)
-        cb(res, failed ? err : NULL, arg);
-    else
-        keel_result_free(res);
-    /* The caller released the connection while this operation ran; it is ours again now.
-     * When it was not released before the callback, the callback may have released and freed
-     * it, so it must not be touched. */
-    if (release_after)
-        take_back(p, c);
+    finish_op(c, res, err);
 }
 
 void keel__conn_rows(keel_conn *c, const keel_result *res) {
@@ -630,6 +710,8 @@ void keel__pool_free(keel__pool *p) {
                 nab++;
             }
             c->engine->close(c);
+            /* The loop may be gone by the time the holder releases the handle. */
+            slices_drop(c);
             c->impl = NULL;
             c->pool = NULL;
             c->config = NULL;

@@ -92,6 +92,71 @@ TEST(results_hold_rows_and_memory) {
     CHECK_INT(keel_result_nrows(NULL), 0);
 }
 
+typedef struct shown {
+    size_t calls, rows;
+    int64_t first_value;
+    int in_order;
+} shown;
+
+static void on_view(const keel_result *view, void *arg) {
+    shown *x = arg;
+    size_t n = keel_result_nrows(view);
+    x->calls++;
+    if (x->calls == 1)
+        x->first_value = keel_result_value(view, 0, 0)->u.i64;
+    for (size_t i = 0; i < n; i++)
+        if (keel_result_row(view, i)[0].u.i64 != (int64_t)(x->rows + i) + x->first_value)
+            x->in_order = 0;
+    x->rows += n;
+    CHECK_STR(keel_result_colname(view, 0), "n");
+    CHECK(keel_result_value(view, n, 0) == NULL);
+}
+
+/*
+ * A result that grows to many rows does not move the ones it holds (past its first block: growth
+ * copies at most that block, never the whole result, which would hold the loop), and views of its
+ * rows, the slices handed to a rows callback, show them in place.
+ */
+TEST(rows_never_move_and_views_show_them_in_place) {
+    keel_result *r = keel__result_new(1);
+    CHECK_INT(keel__result_set_column(r, 0, "n", 1, KEEL_TYPE_INT), 0);
+    CHECK_INT(keel__result_reserve(r, 10), 0);
+    keel_value *at_5000 = NULL;
+    for (int i = 0; i < 300000; i++) {
+        keel_value *row = keel__result_add_row(r);
+        *row = keel_int(i);
+        if (i == 5000)
+            at_5000 = row;
+    }
+    CHECK(keel_result_row(r, 5000) == at_5000);
+    CHECK_INT(keel_result_value(r, 299999, 0)->u.i64, 299999);
+    /* Views of 256 rows from a multiple of 256 hold 256 rows, to the end. */
+    shown x = { .in_order = 1 };
+    size_t at = 0;
+    while (at < 300000) {
+        size_t n = keel__result_show_rows(r, at, 256, on_view, &x);
+        CHECK(n == 256 || at + n == 300000);
+        at += n;
+    }
+    CHECK_INT(x.rows, 300000);
+    CHECK_INT(x.calls, (300000 + 255) / 256);
+    CHECK(x.in_order);
+    /* A view never runs past the block of rows it starts in, nor past the end. */
+    shown y = { .in_order = 1 };
+    size_t n = keel__result_show_rows(r, 1000, 100000, on_view, &y);
+    CHECK(n > 0 && n < 100000 && y.rows == n && y.first_value == 1000 && y.in_order);
+    shown z = { .in_order = 1 };
+    CHECK_INT(keel__result_show_rows(r, 299990, 256, on_view, &z), 10);
+    CHECK_INT(z.first_value, 299990);
+    /* Cleared, the result fills again from its first row. */
+    keel__result_clear_rows(r);
+    CHECK_INT(keel_result_nrows(r), 0);
+    CHECK(keel_result_row(r, 0) == NULL);
+    *keel__result_add_row(r) = keel_int(42);
+    CHECK_INT(keel_result_value(r, 0, 0)->u.i64, 42);
+    keel_result_free(r);
+}
+
 /*
  * Sizes can come from the network (a length prefix, a row count): a request whose size does not
  * fit in size_t must fail cleanly instead of wrapping around to a small size and "succeeding"
@@ -135,6 +200,7 @@ int main(void) {
     RUN(arena_aligns_and_handles_large_allocations);
     RUN(values_have_constructors_and_names);
     RUN(results_hold_rows_and_memory);
+    RUN(rows_never_move_and_views_show_them_in_place);
     RUN(sizes_that_wrap_around_are_refused);
     return TEST_SUMMARY();
 }

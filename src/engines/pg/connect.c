@@ -491,6 +491,9 @@ void keel__pg_destroy(pg_impl *p) {
     keel__pg_key_done(&p->key, p->pg);
     keel__watch_free(p->watch);
     keel__timer_free(p->timer);
+    keel__defer_free(p->resume);
+    if (p->part)
+        PQclear(p->part);
     keel_result_free(p->res);
     free(p->kinds);
     if (p->pg)
@@ -527,6 +530,11 @@ keel_status keel__pg_connect(keel_conn *c, keel_error *err) {
         p->timeout_s = PG_DEFAULT_TIMEOUT_S;
     int64_t deadline = keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5);
     p->timer = keel__timer_new(c->loop, pg_on_timeout, p);
+    p->resume = keel__defer_new(c->loop, keel__pg_resume, p);
+    if (!p->resume) {
+        keel__pg_destroy(p);
+        return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c), "out of memory");
+    }
     if (!p->timer || keel__timer_arm(p->timer, deadline) != 0) {
         keel__pg_destroy(p);
         return keel__error_set(err, KEEL_ERR_INTERNAL, PG_ENGINE, keel__pg_dbname(c),

@@ -21,8 +21,10 @@
 /* Rows queued per write-ready callback, so a huge batch does not starve the host loop. */
 #define PG_BATCH_ROWS_PER_WAKEUP 4096
 /* A statement streamed to keel__conn_rows hands its rows over at least every this many rows,
- * and whenever the input read so far is decoded. */
-#define PG_STREAM_BATCH_ROWS 1024
+ * and whenever the input read so far is decoded or the turn's budget is spent. */
+#define PG_STREAM_BATCH_ROWS 256
+/* Results taken, or rows of a whole result decoded, between two looks at the turn's budget. */
+#define PG_BUDGET_EVERY 64
 
 int64_t keel__pg_affected(PGresult *r) {
     const char *t = PQcmdTuples(r);
@@ -55,8 +57,14 @@ int keel__pg_after_send(pg_impl *p) {
 void keel__pg_drop_result(pg_impl *p) {
     keel_result_free(p->res);
     p->res = NULL;
+    if (p->part)
+        PQclear(p->part);
+    p->part = NULL;
+    p->part_row = 0;
     p->affected = -1;
     p->rows_seen = p->in_set = p->stream = 0;
+    p->yielded = 0;
+    keel__defer_cancel(p->resume);
 }
 
 /* A result with r's columns as p->res. 0, or -1 when out of memory. */
@@ -89,18 +97,27 @@ static void pg_stream_rows(pg_impl *p) {
     keel__result_clear_rows(p->res);
 }
 
-/* Appends the rows of r (a whole result, or one row in single-row mode) to p->res, which
- * takes r's columns when it has none yet. 0, or -1 when out of memory. */
-static int pg_add_rows(pg_impl *p, const PGresult *r) {
+/*
+ * Appends the rows of r from row *next on (a whole result, or one row in single-row mode) to
+ * p->res, which takes r's columns when it has none yet. With budget, stops between rows once
+ * the turn's budget is spent. Returns 1 when every row is in (*next is then the row count), 0
+ * when some are left for a later turn, -1 when out of memory.
+ */
+static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) {
     if (!p->res && pg_start_result(p, r) != 0)
         return -1;
     keel_result *res = p->res;
     size_t ncols = keel_result_ncols(res), nrows = (size_t)PQntuples(r);
     const keel_type *kinds = p->kinds;
     /* Only whole results reserve: rows that come one by one grow the result geometrically. */
-    if (nrows > 1 && keel__result_reserve(res, nrows) != 0)
+    if (*next == 0 && nrows > 1 && keel__result_reserve(res, nrows) != 0)
         return -1;
-    for (size_t row = 0; row < nrows; row++) {
+    for (size_t row = *next; row < nrows; row++) {
+        if (budget && row > *next && (row - *next) % PG_BUDGET_EVERY == 0 &&
+            keel__turn_spent(p->c->loop)) {
+            *next = row;
+            return 0;
+        }
         keel_value *vals = keel__result_add_row(res);
         if (!vals)
             return -1;
@@ -112,9 +129,23 @@ static int pg_add_rows(pg_impl *p, const PGresult *r) {
                 return -1;
         }
     }
+    *next = nrows;
     if (p->stream && keel_result_nrows(res) >= PG_STREAM_BATCH_ROWS)
         pg_stream_rows(p);
-    return 0;
+    return 1;
+}
+
+/* Decodes more of the whole result p->part; frees it once it is all in. 1 when it is, else 0. */
+static int pg_part_continue(pg_impl *p) {
+    int rc = p->failed ? 1 : pg_add_rows(p, p->part, &p->part_row, 1);
+    if (rc == 0)
+        return 0;
+    PQclear(p->part);
+    p->part = NULL;
+    p->part_row = 0;
+    if (rc < 0)
+        keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a result");
+    return 1;
 }
 
 void keel__pg_take(pg_impl *p, PGresult *r) {
@@ -123,6 +154,7 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
         return;
     }
     int rc = 0;
+    size_t next = 0;
     switch (PQresultStatus(r)) {
     case PGRES_SINGLE_TUPLE:
         if (!p->in_set) {
@@ -131,7 +163,7 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
             p->res = NULL;
             p->in_set = 1;
         }
-        rc = pg_add_rows(p, r);
+        rc = pg_add_rows(p, r, &next, 0);
         break;
     case PGRES_TUPLES_OK:
         /* The end of single-row results (no rows of its own), or a whole result. */
@@ -140,9 +172,15 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
             p->res = NULL;
         }
         p->in_set = 0;
-        rc = pg_add_rows(p, r);
         p->affected = keel__pg_affected(r);
         p->rows_seen = 1;
+        rc = pg_add_rows(p, r, &next, 1);
+        if (rc == 0) {
+            /* The rest of its rows are decoded from a later turn. */
+            p->part = r;
+            p->part_row = next;
+            return;
+        }
         break;
     default: /* PGRES_COMMAND_OK, PGRES_EMPTY_QUERY */
         if (!p->rows_seen)
@@ -150,7 +188,7 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
         break;
     }
     PQclear(r);
-    if (rc != 0)
+    if (rc < 0)
         keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a result");
 }
 
@@ -343,7 +381,16 @@ static int pg_drain_copy(pg_impl *p) {
     return 1;
 }
 
+/* Stops collecting for this turn: the rows so far go out, the rest waits for keel__pg_resume. */
+static int pg_yield(pg_impl *p) {
+    pg_stream_rows(p);
+    p->yielded = 1;
+    return 0;
+}
+
 int keel__pg_next_result(pg_impl *p, PGresult **r) {
+    if (p->part && !pg_part_continue(p))
+        return pg_yield(p);
     if (p->copy_out) {
         int d = pg_drain_copy(p);
         if (d <= 0)
@@ -352,6 +399,11 @@ int keel__pg_next_result(pg_impl *p, PGresult **r) {
     if (PQisBusy(p->pg)) {
         pg_stream_rows(p);
         return 0;
+    }
+    if (++p->since_check >= PG_BUDGET_EVERY) {
+        p->since_check = 0;
+        if (keel__turn_spent(p->c->loop))
+            return pg_yield(p);
     }
     *r = PQgetResult(p->pg);
     return 1;
@@ -524,6 +576,7 @@ static int pg_want_write(const pg_impl *p) {
 
 /* One wake-up of a running operation: send what is pending, read, collect results. */
 static void pg_op_step(pg_impl *p, int events) {
+    p->yielded = 0;
     if (p->phase == PG_BATCH || p->phase == PG_COPY) {
         if ((p->phase == PG_BATCH ? pg_batch_send(p) : keel__pg_copy_send(p)) != 0) {
             pg_lost(p);
@@ -553,10 +606,27 @@ static void pg_op_step(pg_impl *p, int events) {
         keel__pg_finish(p);
         return;
     }
-    if (keel__watch_set(p->watch, KEEL_READ | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0) {
+    /* Yielded for the turn's budget: input is not read until collecting goes on, so the rows
+     * wait on the server's side of the socket rather than in libpq's buffer. */
+    int read = KEEL_READ;
+    if (p->yielded) {
+        read = 0;
+        if (keel__defer_schedule(p->resume) != 0) {
+            keel__pg_fail_op(p, KEEL_ERR_INTERNAL, "the event loop refused a timer");
+            pg_lost(p);
+            return;
+        }
+    }
+    if (keel__watch_set(p->watch, read | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0) {
         keel__pg_fail_op(p, KEEL_ERR_INTERNAL, "the event loop refused to watch the connection");
         pg_lost(p);
     }
+}
+
+void keel__pg_resume(void *arg) {
+    pg_impl *p = arg;
+    if (p->phase == PG_QUERY || p->phase == PG_CACHED)
+        pg_op_step(p, 0);
 }
 
 /* Idle and readable: the server closed the connection, or sent a notification. */

@@ -18,8 +18,9 @@ void keel__pg_drop_result(pg_impl *p);
 
 /*
  * Takes in, and frees, a successful result of the running statement (rows, one row of
- * single-row mode, or a command's completion): its rows are decoded now. The last statement
- * that returned rows is the result, else the last command.
+ * single-row mode, or a command's completion): its rows are decoded now, or, those of a whole
+ * result, as far as the turn's budget allows (the rest by keel__pg_next_result, which frees it
+ * then). The last statement that returned rows is the result, else the last command.
  */
 void keel__pg_take(pg_impl *p, PGresult *r);
 
@@ -41,13 +42,18 @@ int keel__pg_refuse_copy(pg_impl *p, ExecStatusType st, long row);
 
 /*
  * The running statement's next result into *r (NULL at the end of a command's results): 1, or 0
- * when more input is needed (the rows decoded so far are streamed meanwhile), or -1 when the
- * connection failed. The data of a refused COPY TO STDOUT is dropped first.
+ * when more input is needed (the rows decoded so far are streamed meanwhile) or when the turn's
+ * budget is spent (p->yielded: collecting goes on from keel__pg_resume), or -1 when the
+ * connection failed. The data of a refused COPY TO STDOUT is dropped first, and the rest of a
+ * whole result being decoded is decoded first.
  */
 int keel__pg_next_result(pg_impl *p, PGresult **r);
 
 /* The watch callback of the connection's socket, in every phase. */
 void keel__pg_on_ready(void *arg, int events);
+
+/* Goes on collecting the running operation's results after a turn that used up its budget. */
+void keel__pg_resume(void *arg);
 
 /* KEEL_OK when the connection can start an operation, else the error saying why not. */
 keel_status keel__pg_check_idle(pg_impl *p, keel_conn *c, keel_error *err);

@@ -15,6 +15,7 @@
 #include "engines/engine.h"
 #include "engines/pg/cancel.h"
 #include "engines/stmtcache.h"
+#include "loop/defer.h"
 
 /*
  * libpq's asynchronous API driven by the host loop. The engine is split by concern: connect.c
@@ -87,10 +88,21 @@ typedef struct pg_impl {
     keel_result *res;
     keel_type *kinds; /* keel type of each column of res */
     size_t kinds_cap;
-    int64_t affected;    /* the row count the result's command reported, -1 when none */
-    int rows_seen;       /* a statement returned rows: later commands do not replace them */
-    int in_set;          /* single-row results of one statement are arriving */
-    int stream;          /* single-row mode is on: rows go to keel__conn_rows in batches */
+    int64_t affected; /* the row count the result's command reported, -1 when none */
+    int rows_seen;    /* a statement returned rows: later commands do not replace them */
+    int in_set;       /* single-row results of one statement are arriving */
+    int stream;       /* single-row mode is on: rows go to keel__conn_rows in batches */
+    /*
+     * Collecting stops when the host's turn has used up its budget (keel__turn_spent) and goes
+     * on from resume, on a later turn, without reading the socket meanwhile (yielded): the
+     * server then waits on TCP instead of the loop waiting on keel. A whole result (part) is
+     * decoded a budget at a time too.
+     */
+    PGresult *part; /* a whole result, its rows decoded up to part_row */
+    size_t part_row;
+    unsigned since_check; /* results taken since the budget was last looked at */
+    int yielded;
+    keel__defer *resume;
     uint64_t op_seq;     /* counts operations, so a late cancel retry can tell it is stale */
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
     keel__pg_key key;    /* the cancel key, read during the handshake (pg/cancel.h) */

@@ -150,19 +150,13 @@ static int my_decode_time(keel_result *res, keel_value *v, const MYSQL_TIME *t, 
     return my_time_text(res, v, t, how);
 }
 
-/* Makes v a text-like value of type t pointing at n bytes (NUL-terminated) of a stored result. */
-static void my_point_text(keel_value *v, keel_type t, const char *s, size_t n) {
-    v->type = t;
-    v->u.str.ptr = s;
-    v->u.str.len = n;
-}
-
 /*
- * Decodes a value of the text protocol. Text-like values point into the stored result, which the
- * keel_result owns (libmariadb NUL-terminates every field it stores), so nothing is copied.
+ * Decodes a value of the text protocol (s is NUL-terminated, as libmariadb leaves every field of
+ * a row it read). Text-like values are copied into res, since the row is gone with the next one.
+ * Returns 0, or -1 when out of memory.
  */
-static void my_decode_text(keel_type kind, const MYSQL_FIELD *f, const char *s, size_t n,
-                           keel_value *v) {
+static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f, const char *s,
+                          size_t n, keel_value *v) {
     switch (kind) {
     case KEEL_TYPE_BOOL:
     case KEEL_TYPE_INT:
@@ -172,88 +166,86 @@ static void my_decode_text(keel_type kind, const MYSQL_FIELD *f, const char *s, 
                 v->u.boolean = i != 0;
             }
             v->type = kind;
-            return;
+            return 0;
         }
         /* BIGINT UNSIGNED above INT64_MAX */
-        my_point_text(v, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC : KEEL_TYPE_TEXT, s, n);
-        return;
+        return keel__result_set_text(
+            res, v, (f->flags & UNSIGNED_FLAG) ? KEEL_TYPE_NUMERIC : KEEL_TYPE_TEXT, s, n);
     case KEEL_TYPE_FLOAT:
         v->type = KEEL_TYPE_FLOAT;
         v->u.f64 = keel__strtod(s, NULL);
-        return;
+        return 0;
     case KEEL_TYPE_DATE:
         if (keel__parse_date(s, n, &v->u.date) == 0) {
             v->type = KEEL_TYPE_DATE;
-            return;
+            return 0;
         }
         break;
     case KEEL_TYPE_TIME:
         if (keel__parse_time(s, n, &v->u.micros) == 0 && v->u.micros < MY_US_PER_DAY) {
             v->type = KEEL_TYPE_TIME;
-            return;
+            return 0;
         }
         break;
     case KEEL_TYPE_TIMESTAMP:
         if (keel__parse_timestamp(s, n, &v->u.micros) == 0) {
             v->type = KEEL_TYPE_TIMESTAMP;
-            return;
+            return 0;
         }
         break;
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_BYTES:
     case KEEL_TYPE_JSON:
-        my_point_text(v, kind, s, n);
-        return;
+        return keel__result_set_text(res, v, kind, s, n);
     default:
         break;
     }
-    my_point_text(v, KEEL_TYPE_TEXT, s, n);
+    return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
 }
 
 keel_status keel__my_nomem(my_impl *p, keel_error *err) {
     return keel__error_set(err, KEEL_ERR_NOMEM, MY_ENGINE, keel__my_dbname(p->c), "out of memory");
 }
 
-static void my_free_res(void *r) { mysql_free_result(r); }
-
-keel_status keel__my_decode_res(my_impl *p, MYSQL_RES *r, keel_result **out, keel_error *err) {
+keel_status keel__my_rows_begin_text(my_impl *p, MYSQL_RES *r, keel_error *err) {
     unsigned ncols = mysql_num_fields(r);
     MYSQL_FIELD *f = mysql_fetch_fields(r);
-    keel_type kinds_local[64];
-    keel_type *kinds = ncols <= 64 ? kinds_local : malloc(ncols * sizeof *kinds);
-    keel_result *res = keel__result_new(ncols);
-    if (!res || !kinds)
-        goto nomem;
-    for (unsigned i = 0; i < ncols; i++) {
-        kinds[i] = my_field_kind(&f[i]);
-        if (keel__result_set_column(res, i, f[i].name, f[i].name_length, kinds[i]) != 0)
-            goto nomem;
+    if (ncols > p->dkcap) {
+        keel_type *k = realloc(p->dkinds, ncols * sizeof *k);
+        if (!k)
+            return keel__my_nomem(p, err);
+        p->dkinds = k;
+        p->dkcap = ncols;
     }
-    uint64_t nrows = mysql_num_rows(r);
-    if (nrows && keel__result_reserve(res, (size_t)nrows) != 0)
-        goto nomem;
-    MYSQL_ROW row;
-    while ((row = mysql_fetch_row(r)) != NULL) {
-        unsigned long *lens = mysql_fetch_lengths(r);
-        keel_value *vals = keel__result_add_row(res);
-        if (!vals)
-            goto nomem;
-        for (unsigned i = 0; i < ncols; i++) {
-            if (row[i] && kinds[i] != KEEL_TYPE_NULL)
-                my_decode_text(kinds[i], &f[i], row[i], lens[i], &vals[i]);
+    keel_result *res = keel__result_new(ncols);
+    if (!res)
+        return keel__my_nomem(p, err);
+    for (unsigned i = 0; i < ncols; i++) {
+        p->dkinds[i] = my_field_kind(&f[i]);
+        if (keel__result_set_column(res, i, f[i].name, f[i].name_length, p->dkinds[i]) != 0) {
+            keel_result_free(res);
+            return keel__my_nomem(p, err);
         }
     }
     keel__result_set_affected(res, -1);
-    keel__result_own(res, my_free_res, r);
-    if (kinds != kinds_local)
-        free(kinds);
-    *out = res;
+    p->dres = res;
     return KEEL_OK;
-nomem:
-    if (kinds != kinds_local)
-        free(kinds);
-    keel_result_free(res);
-    return keel__my_nomem(p, err);
+}
+
+int keel__my_row_text(my_impl *p, MYSQL_ROW row) {
+    MYSQL_RES *r = p->dsrc;
+    unsigned ncols = mysql_num_fields(r);
+    MYSQL_FIELD *f = mysql_fetch_fields(r);
+    unsigned long *lens = mysql_fetch_lengths(r);
+    keel_value *vals = keel__result_add_row(p->dres);
+    if (!vals)
+        return -1;
+    for (unsigned i = 0; i < ncols; i++) {
+        if (row[i] && p->dkinds[i] != KEEL_TYPE_NULL &&
+            my_decode_text(p->dres, p->dkinds[i], &f[i], row[i], lens[i], &vals[i]) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* How a binary-protocol column is fetched. */
@@ -369,16 +361,18 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
         break;
     }
     if (col->len > col->cap) {
-        /* Longer than the longest value store_result measured (it should not be): fetch
-         * this one into a buffer that fits, and bind that buffer from now on. The length is the
-         * server's: one that leaves no room for the NUL cannot be a real value's. */
-        if (col->len >= SIZE_MAX)
+        /* Longer than the buffer: fetch this one again into one that fits (at least twice as
+         * large, so a column of growing values is fetched again only a few times), and bind
+         * that buffer from now on. The length is the server's: one that leaves no room for the
+         * NUL cannot be a real value's. */
+        if (col->len >= SIZE_MAX / 2)
             return -1;
-        char *buf = realloc(col->buf, col->len + 1);
+        unsigned long want = col->len + 1 > 2 * col->cap ? col->len + 1 : 2 * col->cap;
+        char *buf = realloc(col->buf, want);
         if (!buf)
             return -1;
         col->buf = buf;
-        col->cap = col->len + 1;
+        col->cap = want;
         my_bind_col(col, &p->rbinds[i]);
         if (mysql_stmt_fetch_column(st, &p->rbinds[i], i, 0) != 0 ||
             mysql_stmt_bind_result(st, p->rbinds) != 0)
@@ -387,7 +381,14 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
     return keel__result_set_text(res, v, col->kind, col->buf, col->len);
 }
 
-keel_status keel__my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, keel_error *err) {
+/*
+ * The room a string column's buffer starts with when a result is read row by row, which gives
+ * no longest value: a longer value is fetched again into a buffer that fits (my_fetch_col).
+ */
+#define MY_COLUMN_BUFFER 256
+
+keel_status keel__my_rows_begin_stmt(my_impl *p, keel_error *err) {
+    MYSQL_STMT *st = p->cur;
     unsigned ncols = mysql_stmt_field_count(st);
     MYSQL_FIELD *f = mariadb_stmt_fetch_fields(st);
     keel_result *res = keel__result_new(ncols);
@@ -397,57 +398,52 @@ keel_status keel__my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, 
         my_col *col = &p->cols[i];
         col->kind = my_field_kind(&f[i]);
         col->how = my_field_how(&f[i], col->kind);
-        if (col->how == H_STR || col->how == H_NULL) {
-            if (f[i].max_length >= ULONG_MAX)
+        if ((col->how == H_STR || col->how == H_NULL) &&
+            (col->cap < MY_COLUMN_BUFFER || !col->buf)) {
+            char *buf = realloc(col->buf, MY_COLUMN_BUFFER);
+            if (!buf)
                 goto nomem;
-            unsigned long want = f[i].max_length + 1;
-            if (want > col->cap || !col->buf) {
-                char *buf = realloc(col->buf, want);
-                if (!buf)
-                    goto nomem;
-                col->buf = buf;
-                col->cap = want;
-            }
+            col->buf = buf;
+            col->cap = MY_COLUMN_BUFFER;
         }
         my_bind_col(col, &p->rbinds[i]);
         if (keel__result_set_column(res, i, f[i].name, f[i].name_length, col->kind) != 0)
             goto nomem;
     }
-    if (ncols && mysql_stmt_bind_result(st, p->rbinds) != 0)
-        goto failed;
-    uint64_t nrows = mysql_stmt_num_rows(st);
-    if (nrows && keel__result_reserve(res, (size_t)nrows) != 0)
-        goto nomem;
-    for (;;) {
-        int rc = mysql_stmt_fetch(st);
-        if (rc == MYSQL_NO_DATA)
-            break;
-        if (rc == 1)
-            goto failed;
-        keel_value *vals = keel__result_add_row(res);
-        if (!vals)
-            goto nomem;
-        for (unsigned i = 0; i < ncols; i++) {
-            if (p->cols[i].is_null)
-                continue;
-            int r = my_fetch_col(p, st, i, res, &vals[i]);
-            if (r == -1)
-                goto nomem;
-            if (r == -2)
-                goto failed;
-        }
+    if (ncols && mysql_stmt_bind_result(st, p->rbinds) != 0) {
+        keel_result_free(res);
+        keel__my_error(p, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st), 0, 0,
+                       err);
+        return err ? err->code : KEEL_ERR_DATABASE;
     }
     keel__result_set_affected(res, -1);
-    *out = res;
+    p->dres = res;
     return KEEL_OK;
 nomem:
     keel_result_free(res);
     return keel__my_nomem(p, err);
-failed:
-    keel_result_free(res);
-    keel__my_error(p, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st), 0, 0,
-                   err);
-    return err ? err->code : KEEL_ERR_DATABASE;
+}
+
+keel_status keel__my_row_stmt(my_impl *p, keel_error *err) {
+    MYSQL_STMT *st = p->cur;
+    keel_result *res = p->dres;
+    unsigned ncols = (unsigned)keel_result_ncols(res);
+    keel_value *vals = keel__result_add_row(res);
+    if (!vals)
+        return keel__my_nomem(p, err);
+    for (unsigned i = 0; i < ncols; i++) {
+        if (p->cols[i].is_null)
+            continue;
+        int r = my_fetch_col(p, st, i, res, &vals[i]);
+        if (r == -1)
+            return keel__my_nomem(p, err);
+        if (r == -2) {
+            keel__my_error(p, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st),
+                           0, 0, err);
+            return err ? err->code : KEEL_ERR_DATABASE;
+        }
+    }
+    return KEEL_OK;
 }
 
 /* ---------------------------------------------------------------------------------------- */

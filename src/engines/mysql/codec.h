@@ -8,14 +8,21 @@
 keel_status keel__my_nomem(my_impl *p, keel_error *err);
 
 /*
- * Builds a keel_result from a stored text-protocol result. On success the keel_result owns r
- * (its values point into it; a stored result no longer refers to the connection, so it may
- * outlive it); on failure r is still the caller's.
+ * Results are read row by row (mysql_use_result, and unbuffered fetches of prepared statements)
+ * and decoded into p->dres as the rows come, so that reading can stop between any two rows when
+ * a loop turn has used up its budget. Begins a text-protocol result p->dsrc (r): p->dres gets its
+ * columns. KEEL_OK, or err says why not (p->dres stays NULL).
  */
-keel_status keel__my_decode_res(my_impl *p, MYSQL_RES *r, keel_result **out, keel_error *err);
+keel_status keel__my_rows_begin_text(my_impl *p, MYSQL_RES *r, keel_error *err);
 
-/* Builds a keel_result from a stored binary-protocol result. */
-keel_status keel__my_decode_stmt(my_impl *p, MYSQL_STMT *st, keel_result **out, keel_error *err);
+/* Appends the row just fetched from p->dsrc to p->dres, copying its text. 0, or -1 (no memory). */
+int keel__my_row_text(my_impl *p, MYSQL_ROW row);
+
+/* Begins the binary-protocol result of p->cur: binds its columns, p->dres gets them. */
+keel_status keel__my_rows_begin_stmt(my_impl *p, keel_error *err);
+
+/* Appends the row just fetched from p->cur to p->dres. KEEL_OK, or err says why not. */
+keel_status keel__my_row_stmt(my_impl *p, keel_error *err);
 
 /* A DATE as MYSQL_TIME. 0, or -1 when the year is outside 0..9999. */
 int keel__my_mtime_date(int32_t days, MYSQL_TIME *t);

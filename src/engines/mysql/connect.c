@@ -346,18 +346,20 @@ int keel__my_watch_socket(my_impl *p, int fd) {
     return 0;
 }
 
-/* Closes the handle. An operation in flight is abandoned: its socket is shut down first so the
- * goodbye libmariadb sends cannot block, and a socket a suspended connect still owns (libmariadb
- * forgets it) is closed here. */
+/* Closes the handle. An operation in flight (a call, or rows half read) is abandoned: its
+ * socket is shut down first so the goodbye libmariadb sends cannot block, and a socket a
+ * suspended connect still owns (libmariadb forgets it) is closed here. */
 static void my_close_handle(my_impl *p) {
     int fd = -1, orphan = 0;
-    if (p->m && p->call != C_NONE) {
+    if (p->m && (p->call != C_NONE || p->dsrc || p->dstmt)) {
         fd = (int)mysql_get_socket(p->m);
         orphan = p->call == C_CONNECT && !p->m->net.pvio;
     }
     my_unwatch(p);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
+    /* Rows still being read go before the handle they belong to. */
+    keel__my_rows_abandon(p);
     if (p->m) {
         mysql_close(p->m);
         p->m = NULL;
@@ -648,6 +650,7 @@ void keel__my_destroy(my_impl *p) {
         mysql_stmt_close(closing);
     }
     keel__my_op_clear(p);
+    keel__defer_free(p->slice);
     for (size_t i = 0; i < p->nevict; i++)
         mysql_stmt_close(p->evict[i]);
     keel__my_cache_free(p);
@@ -663,6 +666,7 @@ void keel__my_destroy(my_impl *p) {
         free(p->cols[i].buf);
     free(p->cols);
     free(p->rbinds);
+    free(p->dkinds);
     free(p->evict);
     keel__buf_free(&p->sqlbuf);
     free(p);
@@ -692,8 +696,10 @@ keel_status keel__my_connect(keel_conn *c, keel_error *err) {
     p->deadline = keel__timer_new(c->loop, my_on_deadline, p);
     p->libtimer = keel__timer_new(c->loop, keel__my_on_libtimer, p);
     p->kick = keel__defer_new(c->loop, keel__my_on_kick, p);
+    p->slice = keel__defer_new(c->loop, keel__my_on_slice, p);
     int64_t deadline = keel_now_ms() + (int64_t)(p->timeout_s * 1000.0 + 0.5);
-    if (!p->deadline || !p->libtimer || !p->kick || keel__timer_arm(p->deadline, deadline) != 0) {
+    if (!p->deadline || !p->libtimer || !p->kick || !p->slice ||
+        keel__timer_arm(p->deadline, deadline) != 0) {
         keel__my_destroy(p);
         return keel__error_set(err, KEEL_ERR_INTERNAL, MY_ENGINE, keel__my_dbname(c),
                                "the event loop refused the connect timers");

@@ -16,7 +16,9 @@
 #include "engines/mysql/stmtcache.h"
 
 static int my_text_done(my_impl *p);
+static int my_text_more(my_impl *p);
 static int my_stmt_done(my_impl *p);
+static int my_stmt_more(my_impl *p);
 static void my_remeta_end(my_impl *p);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -48,6 +50,10 @@ static int my_call_start(my_impl *p) {
         return mysql_stmt_next_result_start(&p->r_int, p->cur);
     case C_STMT_CLOSE:
         return mysql_stmt_close_start(&p->r_bool, p->closing);
+    case C_FETCH:
+        return mysql_fetch_row_start(&p->r_row, p->dsrc);
+    case C_STMT_FETCH:
+        return mysql_stmt_fetch_start(&p->r_int, p->cur);
     case C_NONE:
         break;
     }
@@ -76,6 +82,10 @@ static int my_call_cont(my_impl *p, int ready) {
         return mysql_stmt_next_result_cont(&p->r_int, p->cur, ready);
     case C_STMT_CLOSE:
         return mysql_stmt_close_cont(&p->r_bool, p->closing, ready);
+    case C_FETCH:
+        return mysql_fetch_row_cont(&p->r_row, p->dsrc, ready);
+    case C_STMT_FETCH:
+        return mysql_stmt_fetch_cont(&p->r_int, p->cur, ready);
     case C_NONE:
         break;
     }
@@ -173,7 +183,87 @@ static void my_keep_command(my_impl *p, my_ulonglong affected) {
 /* ---------------------------------------------------------------------------------------- */
 /* Reporting                                                                                */
 
+/* Rows read between two looks at the turn's budget. */
+#define MY_BUDGET_EVERY 64
+
+/* Drops the rows decoded so far. */
+static void my_rows_drop(my_impl *p) {
+    keel_result_free(p->dres);
+    p->dres = NULL;
+}
+
+/*
+ * Fetches the next row (fetch: C_FETCH or C_STMT_FETCH) now, or, once the turn's budget is
+ * spent, from a later turn (keel__my_on_slice). Returns as my_after does.
+ */
+static int my_next_row(my_impl *p, my_call fetch) {
+    if (++p->dcount % MY_BUDGET_EVERY == 0 && keel__turn_spent(p->c->loop) &&
+        keel__defer_schedule(p->slice) == 0) {
+        /* Nothing is read meanwhile: the rest waits on the server's side of the socket. */
+        p->dnext = fetch;
+        if (p->watch)
+            keel__watch_set(p->watch, 0);
+        return 1;
+    }
+    p->call = fetch;
+    return 0;
+}
+
+void keel__my_on_slice(void *arg) {
+    my_impl *p = arg;
+    if (p->dnext == C_NONE)
+        return;
+    p->call = p->dnext;
+    p->dnext = C_NONE;
+    keel__my_run(p, 0, 0);
+}
+
+/*
+ * Decodes the row just read into dres, unless the operation was cancelled meanwhile: its rows
+ * are still read to the end (they must leave the socket), but dropped.
+ */
+static void my_take_row(my_impl *p) {
+    if (!p->dres)
+        return;
+    keel_error e;
+    if (p->cancel_wanted) {
+        my_rows_drop(p);
+        keel__my_fail(p, KEEL_ERR_CANCELLED, "cancelled while its rows were read");
+        return;
+    }
+    if (p->dsrc ? keel__my_row_text(p, p->r_row) != 0 : keel__my_row_stmt(p, &e) != KEEL_OK) {
+        if (p->dsrc)
+            keel__my_nomem(p, &e);
+        my_rows_drop(p);
+        if (!p->failed) {
+            p->err = e;
+            p->failed = 1;
+        }
+    }
+}
+
+void keel__my_rows_abandon(my_impl *p) {
+    my_rows_drop(p);
+    p->dnext = C_NONE;
+    if (p->slice)
+        keel__defer_cancel(p->slice);
+    if (p->dsrc) {
+        /* mysql_free_result would read the rest of the rows first, blocking: the rows are left
+         * unread and the connection, mid-result, is given up. */
+        if (p->m)
+            p->m->status = MYSQL_STATUS_READY;
+        mysql_free_result(p->dsrc);
+        p->dsrc = NULL;
+        p->c->broken = 1;
+    }
+    if (p->dstmt) {
+        p->dstmt = 0;
+        p->c->broken = 1;
+    }
+}
+
 void keel__my_op_clear(my_impl *p) {
+    keel__my_rows_abandon(p);
     my_remeta_end(p);
     if (p->cur && p->cur_new) {
         /* Never prepared on the server: closing it sends nothing. */
@@ -293,14 +383,52 @@ static int my_text_more(my_impl *p) {
 
 /* A statement of the text protocol produced a result (rows to read, or a command status). */
 static int my_text_result(my_impl *p) {
-    if (mysql_field_count(p->m) > 0) {
+    if (mysql_field_count(p->m) == 0) {
+        my_keep_command(p, mysql_affected_rows(p->m));
+        return my_text_more(p);
+    }
+    if (p->discard) {
         p->call = C_STORE;
         return 0;
     }
-    my_keep_command(p, mysql_affected_rows(p->m));
-    return my_text_more(p);
+    MYSQL_RES *r = mysql_use_result(p->m);
+    if (!r) {
+        keel__my_fail_mysql(p);
+        return my_text_done(p);
+    }
+    p->dsrc = r;
+    p->dcount = 0;
+    keel_error e;
+    if (keel__my_rows_begin_text(p, r, &e) != KEEL_OK && !p->failed) {
+        p->err = e; /* the rows are read all the same, and dropped */
+        p->failed = 1;
+    }
+    p->call = C_FETCH;
+    return 0;
 }
 
+/* A row of a text result was read, or its end (or an error) reached. */
+static int my_text_row(my_impl *p) {
+    if (p->r_row) {
+        my_take_row(p);
+        return my_next_row(p, C_FETCH);
+    }
+    MYSQL_RES *r = p->dsrc;
+    p->dsrc = NULL;
+    int failed = mysql_errno(p->m) != 0;
+    if (failed) {
+        keel__my_fail_mysql(p);
+        my_rows_drop(p);
+    }
+    mysql_free_result(r); /* every row is read: it reads nothing more */
+    if (p->dres) {
+        my_keep(p, p->dres, 1);
+        p->dres = NULL;
+    }
+    return failed ? my_text_done(p) : my_text_more(p);
+}
+
+/* The rows of a statement whose rows are dropped (a batch's) were stored: free them. */
 static int my_text_stored(my_impl *p) {
     MYSQL_RES *r = p->r_res;
     p->r_res = NULL;
@@ -308,19 +436,7 @@ static int my_text_stored(my_impl *p) {
         keel__my_fail_mysql(p);
         return my_text_done(p);
     }
-    keel_result *res = NULL;
-    keel_error e;
-    if (p->discard) {
-        mysql_free_result(r);
-    } else if (keel__my_decode_res(p, r, &res, &e) == KEEL_OK) {
-        my_keep(p, res, 1); /* res owns r now */
-    } else {
-        mysql_free_result(r);
-        if (!p->failed) {
-            p->err = e;
-            p->failed = 1;
-        }
-    }
+    mysql_free_result(r);
     return my_text_more(p);
 }
 
@@ -457,7 +573,18 @@ static int my_stmt_more(my_impl *p) {
 
 static int my_stmt_result(my_impl *p) {
     if (mysql_stmt_field_count(p->cur) > 0) {
-        p->call = C_STMT_STORE;
+        if (p->discard) {
+            p->call = C_STMT_STORE;
+            return 0;
+        }
+        p->dstmt = 1;
+        p->dcount = 0;
+        keel_error e;
+        if (keel__my_rows_begin_stmt(p, &e) != KEEL_OK && !p->failed) {
+            p->err = e; /* the rows are read all the same, and dropped */
+            p->failed = 1;
+        }
+        p->call = C_STMT_FETCH;
         return 0;
     }
     my_ulonglong n = mysql_stmt_affected_rows(p->cur);
@@ -470,23 +597,38 @@ static int my_stmt_result(my_impl *p) {
     return my_stmt_more(p);
 }
 
+/* The rows of a statement whose rows are dropped (a batch's) were stored: free them. */
 static int my_stmt_stored(my_impl *p) {
     if (p->r_int != 0) {
         keel__my_fail_stmt(p, p->cur, p->ra, p->rb);
         my_remeta_end(p);
         return my_stmt_done(p);
     }
-    if (!p->discard) {
-        keel_result *res = NULL;
-        keel_error e;
-        if (keel__my_decode_stmt(p, p->cur, &res, &e) == KEEL_OK) {
-            my_keep(p, res, 1);
-        } else if (!p->failed) {
-            p->err = e;
-            p->failed = 1;
-        }
-    }
     mysql_stmt_free_result(p->cur);
+    my_remeta_end(p);
+    return my_stmt_more(p);
+}
+
+/* A row of cur's result was read, or its end (or an error) reached. */
+static int my_stmt_row(my_impl *p) {
+    if (p->r_int == 0 || p->r_int == MYSQL_DATA_TRUNCATED) {
+        /* A truncated string is fetched again whole by keel__my_row_stmt. */
+        my_take_row(p);
+        return my_next_row(p, C_STMT_FETCH);
+    }
+    p->dstmt = 0;
+    if (p->r_int != MYSQL_NO_DATA) {
+        /* Reading the rows failed (the statement was stopped, the connection lost). */
+        keel__my_fail_stmt(p, p->cur, p->ra, p->rb);
+        my_rows_drop(p);
+        my_remeta_end(p);
+        return my_stmt_done(p);
+    }
+    if (p->dres) {
+        my_keep(p, p->dres, 1);
+        p->dres = NULL;
+    }
+    mysql_stmt_free_result(p->cur); /* every row is read: it reads nothing more */
     my_remeta_end(p);
     return my_stmt_more(p);
 }
@@ -559,6 +701,10 @@ static int my_after(my_impl *p, my_call done) {
     case C_STMT_CLOSE:
         p->closing = NULL;
         return my_stmt_begin(p);
+    case C_FETCH:
+        return my_text_row(p);
+    case C_STMT_FETCH:
+        return my_stmt_row(p);
     case C_NONE:
         break;
     }

@@ -17,6 +17,16 @@ void keel__my_on_libtimer(void *arg);
 void keel__my_op_clear(my_impl *p);
 
 /*
+ * Drops the rows of a statement still being read (the operation ends early, or the connection
+ * closes): the rest is left unread, so the connection, in the middle of a result, is given up.
+ * Must come before the handle is closed. Nothing happens when no rows are being read.
+ */
+void keel__my_rows_abandon(my_impl *p);
+
+/* The deferred call that goes on reading rows after a turn used up its budget. */
+void keel__my_on_slice(void *arg);
+
+/*
  * Reports the end of the running operation; nothing touches p afterwards. While a cancel
  * request is still in flight the end is held back (it could stop the next statement), and
  * reported when the request returns (my_cancel_settled).

@@ -21,7 +21,8 @@
     X(mysql_error)                                                                                 \
     X(mysql_fetch_fields)                                                                          \
     X(mysql_fetch_lengths)                                                                         \
-    X(mysql_fetch_row)                                                                             \
+    X(mysql_fetch_row_cont)                                                                        \
+    X(mysql_fetch_row_start)                                                                       \
     X(mysql_field_count)                                                                           \
     X(mysql_free_result)                                                                           \
     X(mysql_get_client_version)                                                                    \
@@ -33,7 +34,6 @@
     X(mysql_next_result_cont)                                                                      \
     X(mysql_next_result_start)                                                                     \
     X(mysql_num_fields)                                                                            \
-    X(mysql_num_rows)                                                                              \
     X(mysql_options)                                                                               \
     X(mysql_options4)                                                                              \
     X(mysql_real_connect)                                                                          \
@@ -55,15 +55,15 @@
     X(mysql_stmt_error)                                                                            \
     X(mysql_stmt_execute_cont)                                                                     \
     X(mysql_stmt_execute_start)                                                                    \
-    X(mysql_stmt_fetch)                                                                            \
     X(mysql_stmt_fetch_column)                                                                     \
+    X(mysql_stmt_fetch_cont)                                                                       \
+    X(mysql_stmt_fetch_start)                                                                      \
     X(mysql_stmt_field_count)                                                                      \
     X(mysql_stmt_free_result)                                                                      \
     X(mysql_stmt_init)                                                                             \
     X(mysql_stmt_more_results)                                                                     \
     X(mysql_stmt_next_result_cont)                                                                 \
     X(mysql_stmt_next_result_start)                                                                \
-    X(mysql_stmt_num_rows)                                                                         \
     X(mysql_stmt_param_count)                                                                      \
     X(mysql_stmt_prepare_cont)                                                                     \
     X(mysql_stmt_prepare_start)                                                                    \
@@ -72,6 +72,7 @@
     X(mysql_stmt_store_result_start)                                                               \
     X(mysql_store_result_cont)                                                                     \
     X(mysql_store_result_start)                                                                    \
+    X(mysql_use_result)                                                                            \
     X(mysql_thread_id)
 
 #define KEEL__MYSQL_LIB_ENTRY(name) __typeof__(name) *name;
@@ -104,7 +105,8 @@ int keel__mysql_lib_load(char *why, size_t size);
 #define mysql_error (keel__mysql_lib.mysql_error)
 #define mysql_fetch_fields (keel__mysql_lib.mysql_fetch_fields)
 #define mysql_fetch_lengths (keel__mysql_lib.mysql_fetch_lengths)
-#define mysql_fetch_row (keel__mysql_lib.mysql_fetch_row)
+#define mysql_fetch_row_cont (keel__mysql_lib.mysql_fetch_row_cont)
+#define mysql_fetch_row_start (keel__mysql_lib.mysql_fetch_row_start)
 #define mysql_field_count (keel__mysql_lib.mysql_field_count)
 #define mysql_free_result (keel__mysql_lib.mysql_free_result)
 #define mysql_get_client_version (keel__mysql_lib.mysql_get_client_version)
@@ -116,7 +118,6 @@ int keel__mysql_lib_load(char *why, size_t size);
 #define mysql_next_result_cont (keel__mysql_lib.mysql_next_result_cont)
 #define mysql_next_result_start (keel__mysql_lib.mysql_next_result_start)
 #define mysql_num_fields (keel__mysql_lib.mysql_num_fields)
-#define mysql_num_rows (keel__mysql_lib.mysql_num_rows)
 #define mysql_options (keel__mysql_lib.mysql_options)
 #define mysql_options4 (keel__mysql_lib.mysql_options4)
 #define mysql_real_connect (keel__mysql_lib.mysql_real_connect)
@@ -138,15 +139,15 @@ int keel__mysql_lib_load(char *why, size_t size);
 #define mysql_stmt_error (keel__mysql_lib.mysql_stmt_error)
 #define mysql_stmt_execute_cont (keel__mysql_lib.mysql_stmt_execute_cont)
 #define mysql_stmt_execute_start (keel__mysql_lib.mysql_stmt_execute_start)
-#define mysql_stmt_fetch (keel__mysql_lib.mysql_stmt_fetch)
 #define mysql_stmt_fetch_column (keel__mysql_lib.mysql_stmt_fetch_column)
+#define mysql_stmt_fetch_cont (keel__mysql_lib.mysql_stmt_fetch_cont)
+#define mysql_stmt_fetch_start (keel__mysql_lib.mysql_stmt_fetch_start)
 #define mysql_stmt_field_count (keel__mysql_lib.mysql_stmt_field_count)
 #define mysql_stmt_free_result (keel__mysql_lib.mysql_stmt_free_result)
 #define mysql_stmt_init (keel__mysql_lib.mysql_stmt_init)
 #define mysql_stmt_more_results (keel__mysql_lib.mysql_stmt_more_results)
 #define mysql_stmt_next_result_cont (keel__mysql_lib.mysql_stmt_next_result_cont)
 #define mysql_stmt_next_result_start (keel__mysql_lib.mysql_stmt_next_result_start)
-#define mysql_stmt_num_rows (keel__mysql_lib.mysql_stmt_num_rows)
 #define mysql_stmt_param_count (keel__mysql_lib.mysql_stmt_param_count)
 #define mysql_stmt_prepare_cont (keel__mysql_lib.mysql_stmt_prepare_cont)
 #define mysql_stmt_prepare_start (keel__mysql_lib.mysql_stmt_prepare_start)
@@ -155,6 +156,7 @@ int keel__mysql_lib_load(char *why, size_t size);
 #define mysql_stmt_store_result_start (keel__mysql_lib.mysql_stmt_store_result_start)
 #define mysql_store_result_cont (keel__mysql_lib.mysql_store_result_cont)
 #define mysql_store_result_start (keel__mysql_lib.mysql_store_result_start)
+#define mysql_use_result (keel__mysql_lib.mysql_use_result)
 #define mysql_thread_id (keel__mysql_lib.mysql_thread_id)
 #endif
 

@@ -78,7 +78,9 @@ typedef enum my_call {
     C_EXECUTE,
     C_STMT_STORE,
     C_STMT_NEXT,
-    C_STMT_CLOSE
+    C_STMT_CLOSE,
+    C_FETCH,     /* the next row of dsrc */
+    C_STMT_FETCH /* the next row of cur's result */
 } my_call;
 
 typedef enum my_op {
@@ -248,6 +250,23 @@ typedef struct my_impl {
     my_col *cols;
     MYSQL_BIND *rbinds;
     size_t ccap;
+
+    /*
+     * The rows of the running statement, read one by one (a text result dsrc from
+     * mysql_use_result, or while dstmt is set the unbuffered result of cur) and decoded into
+     * dres; when dres is NULL (failed, cancelled) they are still read, and dropped. Reading stops
+     * between two rows once a loop turn has used up its budget (keel__turn_spent): slice then
+     * goes on from a later turn with the fetch in dnext.
+     */
+    keel_result *dres;
+    MYSQL_RES *dsrc;
+    int dstmt;
+    keel_type *dkinds; /* the keel type of each column of dsrc */
+    size_t dkcap;
+    unsigned dcount; /* rows read since the budget was last looked at */
+    my_call dnext;
+    MYSQL_ROW r_row;
+    keel__defer *slice;
 
     /* The running batch. */
     my_stage stage;

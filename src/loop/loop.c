@@ -90,8 +90,7 @@ int keel__turn_spent(const keel_loop *loop) {
     /* Outside the host's calls keel runs inside one of the application's (a query started from
      * a coroutine, say), whose time is not keel's to take: long work waits for the loop. A
      * nested run of a blocking loop goes on with the outer call's budget. */
-    return loop->dispatching == 0 ||
-           keel__now_us() - loop->turn_start_us >= KEEL__TURN_BUDGET_US;
+    return loop->dispatching == 0 || keel__now_us() - loop->turn_start_us >= KEEL__TURN_BUDGET_US;
 }
 
 keel_watch *keel__watch_new(keel_loop *loop, int fd, keel__watch_cb cb, void *arg) {

@@ -574,14 +574,16 @@ static void finish_op(keel_conn *c, keel_result *res, const keel_error *err) {
 
 /*
  * Hands the rows of c->slices from c->slices_next on to the rows callback, a slice at a time.
- * With budget, stops when the turn's budget is spent: returns 0 then, 1 once every row is out.
+ * With budget, stops when the turn's budget is spent or the db is closing: returns 0 then, 1
+ * once every row is out.
  */
 static int slices_hand_over(keel_conn *c, int budget) {
     size_t n = keel_result_nrows(c->slices);
     while (c->slices_next < n) {
         c->slices_next +=
             keel__result_show_rows(c->slices, c->slices_next, SLICE_ROWS, c->rows_cb, c->cb_arg);
-        if (budget && c->slices_next < n && keel__turn_spent(c->loop))
+        if (budget && c->slices_next < n &&
+            (keel__turn_spent(c->loop) || keel__pool_closing(c->pool)))
             return 0;
     }
     return 1;
@@ -607,6 +609,10 @@ static void slices_run(keel_conn *c) {
         return;
     }
     if (!slices_hand_over(c, 1)) {
+        /* A close requested meanwhile (by on_rows, say) ends the operation with
+         * KEEL_ERR_CLOSED once this callback returns: nothing is left to hand over. */
+        if (keel__pool_closing(c->pool))
+            return;
         if (!c->slicer)
             c->slicer = keel__defer_new(c->loop, slices_continue, c);
         if (c->slicer && keel__defer_schedule(c->slicer) == 0)

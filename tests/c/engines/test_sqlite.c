@@ -477,6 +477,78 @@ TEST(errors) {
     keel_db_close(db);
 }
 
+/* SQLite's result codes each map to a keel status and SQLSTATE; the connection stays usable. */
+TEST(errors_by_result_code) {
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    keel_error err;
+    CHECK_INT(q_err(c, "SELECT keel_no_such_function(1)", NULL, 0, &err), KEEL_ERR_PROGRAMMING);
+    CHECK_STR(err.sqlstate, "42883");
+    CHECK_CONTAINS(err.message, "keel_no_such_function");
+    exec(c, "CREATE TABLE m (id INTEGER PRIMARY KEY)");
+    CHECK_INT(q_err(c, "INSERT INTO m VALUES ('not a rowid')", NULL, 0, &err), KEEL_ERR_DATA);
+    CHECK_STR(err.sqlstate, "22000");
+    CHECK_CONTAINS(err.message, "datatype mismatch");
+    /* Longer than SQLite's limit on a value: refused before anything is allocated. */
+    CHECK_INT(q_err(c, "SELECT zeroblob(2000000000)", NULL, 0, &err), KEEL_ERR_DATA);
+    CHECK_STR(err.sqlstate, "22000");
+    CHECK_CONTAINS(err.message, "too big");
+    CHECK_INT(q_err(c, "ATTACH DATABASE '/nonexistent-keel-dir/a.db' AS a", NULL, 0, &err),
+              KEEL_ERR_CONNECT);
+    CHECK_STR(err.sqlstate, "08001");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM m"), 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* Text a DECIMAL column keeps as text is a NUMERIC value when it is a decimal number SQLite
+ * does not parse (NaN, the infinities), and stays TEXT otherwise; a BOOL column reads 'false'. */
+TEST(decimal_text_and_boolean_words) {
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE d (id INTEGER PRIMARY KEY, n DECIMAL(10,2), b BOOL)");
+    static const struct {
+        const char *in;
+        keel_type type;
+    } cases[] = {
+        { "NaN", KEEL_TYPE_NUMERIC },
+        { "Infinity", KEEL_TYPE_NUMERIC },
+        { "-Infinity", KEEL_TYPE_NUMERIC },
+        { "+Infinity", KEEL_TYPE_NUMERIC },
+        { "-NaN", KEEL_TYPE_TEXT },
+        { "1e", KEEL_TYPE_TEXT },
+        { "1e+", KEEL_TYPE_TEXT },
+        { "0x10", KEEL_TYPE_TEXT },
+        { ".", KEEL_TYPE_TEXT },
+    };
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++) {
+        keel_value row[2] = { keel_int((int64_t)i), keel_text(cases[i].in) };
+        keel_result_free(q(c, "INSERT INTO d (id, n) VALUES ($1, $2)", row, 2));
+    }
+    keel_result *res = q(c, "SELECT n FROM d ORDER BY id", NULL, 0);
+    CHECK_INT(keel_result_nrows(res), n);
+    for (size_t i = 0; i < n && i < keel_result_nrows(res); i++) {
+        if (!str_eq(keel_result_value(res, i, 0), cases[i].type, cases[i].in)) {
+            fprintf(stderr, "  %s read back as type %d\n", cases[i].in,
+                    (int)keel_result_value(res, i, 0)->type);
+            CHECK(!"the value keeps its text, as NUMERIC or TEXT");
+        }
+    }
+    keel_result_free(res);
+    exec(c, "UPDATE d SET b = CASE id WHEN 0 THEN 'false' WHEN 1 THEN 'FALSE' ELSE 'no' END");
+    res = q(c, "SELECT b FROM d WHERE id < 3 ORDER BY id", NULL, 0);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_BOOL && v->u.boolean == 0);
+    v = keel_result_value(res, 1, 0);
+    CHECK(v && v->type == KEEL_TYPE_BOOL && v->u.boolean == 0);
+    v = keel_result_value(res, 2, 0);
+    CHECK(v && str_eq(v, KEEL_TYPE_TEXT, "no"));
+    keel_result_free(res);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(connect_errors_and_options) {
     keel_db *db = open_url("sqlite:////nonexistent-keel-dir/sub/x.db", NULL);
     keel_conn *c = NULL;
@@ -1103,6 +1175,8 @@ int main(void) {
     RUN(executemany_atomic);
     RUN(scripts);
     RUN(errors);
+    RUN(errors_by_result_code);
+    RUN(decimal_text_and_boolean_words);
     RUN(connect_errors_and_options);
     RUN(pragmas_and_modes);
     RUN(busy_after_timeout);

@@ -386,3 +386,19 @@ async def test_mysql_over_a_unix_socket(clean_env):
             assert task in done and task.cancelled()
             async with asyncio.timeout(3):
                 assert await d.fetchval("SELECT 1") == 1
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+async def test_a_host_name_is_resolved_before_connecting(engine):
+    # The tests' servers are given by address; by name, keel looks the name up off the loop and
+    # connects to what it resolves to (TCP, also for MySQL's "localhost").
+    url = urllib.parse.urlsplit({"postgresql": PG_URL, "mysql": MYSQL_URL}[engine])
+    if url.hostname != "127.0.0.1":
+        pytest.skip("the test server is not on 127.0.0.1, which localhost names")
+    netloc = url.netloc.replace("127.0.0.1", "localhost")
+    async with keel.Database(urllib.parse.urlunsplit(url._replace(netloc=netloc))) as db:
+        assert await db.fetchval("SELECT 1") == 1
+        if engine == "mysql":
+            # Through TCP, not the server's Unix socket that libmariadb takes "localhost" for.
+            assert await db.fetchval("SELECT count(*) FROM information_schema.processlist "
+                                     "WHERE id = connection_id() AND host LIKE '%:%'") == 1

@@ -305,6 +305,103 @@ TEST(a_failed_loop_cancels_and_detaches_the_running_statement) {
     keel_db_close(db);
 }
 
+static void never_called(keel_conn *conn, const keel_error *err, void *arg) {
+    (void)conn, (void)err;
+    *(int *)arg = 1;
+}
+
+static int refusing_watch(void *h, keel_watch *w, int fd, int events) {
+    (void)h, (void)w, (void)fd, (void)events;
+    return -1;
+}
+
+static int refusing_timer(void *h, keel_timer *t, int64_t deadline_ms) {
+    (void)h, (void)t;
+    return deadline_ms < 0 ? 0 : -1;
+}
+
+/* Missing arguments, names of nothing and synchronous calls without a blocking loop are refused
+ * at once, and nothing is called back. */
+TEST(the_api_refuses_what_it_cannot_use) {
+    keel_error err;
+    int called = 0;
+    CHECK_INT(keel_db_open(NULL, NULL, NULL, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_STR(err.message, "out is NULL");
+    keel_db *db = open_sqlite(NULL, "1");
+    CHECK_INT(keel_db_acquire(db, NULL, NULL, NULL, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_STR(err.message, "db and callback are required");
+    CHECK_INT(keel_db_warm(NULL, NULL, never_called, &called, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_INT(keel_db_try_acquire(db, NULL, NULL, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_STR(err.message, "db and out are required");
+    CHECK_INT(keel_db_pool_stats(db, NULL, NULL, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_INT(keel_db_acquire_cancel(db, NULL, NULL), 0);
+    CHECK_INT(keel_db_acquire_cancel(NULL, never_called, &called), 0);
+    CHECK_INT(keel_db_acquire(db, "other", never_called, &called, &err), KEEL_ERR_UNKNOWN_DATABASE);
+    CHECK_CONTAINS(err.message, "other");
+    CHECK(keel_db_database_engine(db, "other") == NULL);
+    CHECK_STR(keel_db_database_engine(db, NULL), "sqlite");
+    CHECK(keel_db_database_name(db, 1) == NULL);
+    CHECK(keel_db_database_name(NULL, 0) == NULL);
+    CHECK_INT(keel_db_database_count(NULL), 0);
+    CHECK(keel_db_loop(NULL) == NULL && keel_db_default_database(NULL) == NULL);
+    keel_db_close(db);
+
+    /* The synchronous calls spin a blocking loop: on a host's loop they are refused. */
+    static const keel_loop_ops ops = { refusing_watch, refusing_timer };
+    keel_loop *host = keel_loop_new(&ops, NULL);
+    db = open_sqlite(host, "1");
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_STR(err.message, "synchronous calls need a db opened on a blocking loop");
+    CHECK_INT(keel_db_query_sync(db, NULL, "SELECT 1", NULL, 0, NULL, &err),
+              KEEL_ERR_INVALID_ARGUMENT);
+    keel_db_close(db);
+    keel_loop_free(host);
+    CHECK_INT(called, 0);
+}
+
+/* A connection still leased when its db closes is a closed handle: every call on it says so,
+ * until its holder releases it. */
+TEST(a_handle_left_by_close_reports_it_is_closed) {
+    keel_error err;
+    keel_db *db = open_sqlite(NULL, "1");
+    keel_conn *c = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    keel_db_close(db);
+    keel_value one = keel_int(1);
+    keel_result *res = NULL;
+    CHECK_INT(keel_conn_query_sync(c, "SELECT $1", &one, 1, &res, &err), KEEL_ERR_CLOSED);
+    CHECK_STR(err.message, "the connection is closed");
+    CHECK(res == NULL);
+    CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1", &one, 1, 1, &res, &err), KEEL_ERR_CLOSED);
+    static const char *const cols[] = { "a" };
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "t", cols, 1, &one, 1, NULL, &err), KEEL_ERR_CLOSED);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_ERR_CLOSED);
+    CHECK_INT(keel_conn_ping_sync(c, &err), KEEL_ERR_CLOSED);
+    keel_conn_release(c);
+}
+
+/* With no configuration, keel_db_open takes the environment's (KEEL_... variables), and a bad
+ * variable is reported with its name. */
+TEST(open_without_a_configuration_reads_the_environment) {
+    keel_error err;
+    keel_db *db = NULL;
+    setenv("KEEL_DEFAULT", "fromenv", 1);
+    setenv("KEEL_DATABASES__FROMENV__URL", sqlite_url, 1);
+    CHECK_INT(keel_db_open(&db, NULL, NULL, &err), KEEL_OK);
+    CHECK_STR(keel_db_default_database(db), "fromenv");
+    CHECK_INT(db_int(db, "SELECT 2"), 2);
+    keel_db_close(db);
+    setenv("KEEL_DATABASES__FROMENV__POOL__MAX_SIZE", "lots", 1);
+    db = NULL;
+    CHECK_INT(keel_db_open(&db, NULL, NULL, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "KEEL_DATABASES__FROMENV__POOL__MAX_SIZE");
+    CHECK(db == NULL);
+    unsetenv("KEEL_DATABASES__FROMENV__POOL__MAX_SIZE");
+    unsetenv("KEEL_DATABASES__FROMENV__URL");
+    unsetenv("KEEL_DEFAULT");
+}
+
 int main(void) {
     if (!mkdtemp(dbdir)) {
         perror("mkdtemp");
@@ -318,6 +415,9 @@ int main(void) {
     RUN(closing_again_from_a_callback_of_the_close_does_nothing);
     RUN(a_failed_loop_withdraws_the_queued_acquire);
     RUN(a_failed_loop_cancels_and_detaches_the_running_statement);
+    RUN(the_api_refuses_what_it_cannot_use);
+    RUN(a_handle_left_by_close_reports_it_is_closed);
+    RUN(open_without_a_configuration_reads_the_environment);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dbdir);
     if (system(cmd) != 0)

@@ -1048,3 +1048,16 @@ async def test_collection_inputs_pymongo_accepts(mongo_db, coll):
         on_conn = conn.collection(coll.name)
         assert repr(on_conn) == f"<keel.Collection {coll.name!r} connection='docs'>"
         assert await on_conn.count_documents({}) == 3
+
+
+async def test_a_write_concern_the_server_cannot_satisfy_is_an_error(mongo_db, coll):
+    # One data-bearing node cannot acknowledge w: 5: the reply's writeConcernError becomes a
+    # DatabaseError naming it and its code; the collection stays usable.
+    with pytest.raises(keel.DatabaseError) as ei:
+        await mongo_db.command(None, {"insert": coll.name, "documents": [{"n": 1}],
+                                      "writeConcern": {"w": 5, "wtimeout": 100}})
+    assert str(ei.value).startswith("write concern: ")
+    assert "(code 100)" in str(ei.value)
+    assert ei.value.engine == "mongodb" and ei.value.database == "docs"
+    await coll.insert_one({"n": 2})
+    assert await coll.count_documents({"n": 2}) == 1

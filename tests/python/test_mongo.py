@@ -8,9 +8,11 @@ scripts/mongo-server), in collections with unique names dropped after each test,
 suites may use the same server at the same time.
 """
 import asyncio
+import collections.abc
 import copy
 import datetime
 import decimal
+import enum
 import os
 import pickle
 import re
@@ -1061,3 +1063,111 @@ async def test_a_write_concern_the_server_cannot_satisfy_is_an_error(mongo_db, c
     assert ei.value.engine == "mongodb" and ei.value.database == "docs"
     await coll.insert_one({"n": 2})
     assert await coll.count_documents({"n": 2}) == 1
+
+
+class _OddBytesUUID(uuid.UUID):
+    """A UUID whose bytes attribute is `odd` (raised when an exception)."""
+
+    def __init__(self, odd):
+        super().__init__(int=1)
+        object.__setattr__(self, "odd", odd)
+
+    def __getattribute__(self, name):
+        if name != "bytes":
+            return super().__getattribute__(name)
+        odd = super().__getattribute__("odd")
+        if isinstance(odd, BaseException):
+            raise odd
+        return odd
+
+
+class _NoOffset(datetime.tzinfo):
+    def utcoffset(self, when):
+        raise ValueError("no offset today")
+
+
+class _Items(collections.abc.Mapping):
+    """A mapping that is not a dict, whose items() gives `items` (raised when an exception)."""
+
+    def __init__(self, items):
+        self._items = items
+
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 1
+
+    def items(self):
+        if isinstance(self._items, BaseException):
+            raise self._items
+        return self._items
+
+
+class _BadTuple(decimal.Decimal):
+    def as_tuple(self):
+        raise ArithmeticError("no tuple today")
+
+
+def test_more_encode_errors_name_what_was_wrong():
+    cases = [
+        ({"\ud800": 1}, "a document key cannot be encoded as UTF-8"),
+        ({"m": _Items(RuntimeError("no items"))},
+         "cannot read the items of a mapping (no items) at 'm'"),
+        ({"m": _Items([("a", 1, "extra")])}, "mapping items() did not give pairs at 'm'"),
+        ({"u": _OddBytesUUID(RuntimeError("no bytes"))},
+         "UUID.bytes failed (no bytes) at 'u'"),
+        ({"u": _OddBytesUUID(b"short")}, "UUID.bytes is not 16 bytes at 'u'"),
+        ({"t": datetime.datetime(2024, 1, 1, tzinfo=_NoOffset())},
+         "cannot convert the datetime to UTC (no offset today) at 't'"),
+        ({"d": decimal.Decimal("1E+7000")},
+         "Decimal is too large for a Decimal128 (overflow) at 'd'"),
+        ({"d": _BadTuple("1.5")},
+         "Decimal.as_tuple() failed (no tuple today) at 'd'"),
+        ({"b": memoryview(b"abcdef")[::2]},
+         "unusable buffer (memoryview: underlying buffer is not C-contiguous) at 'b'"),
+    ]
+    for doc, message in cases:
+        with pytest.raises(keel.DataError) as ei:
+            enc(doc)
+        assert message in str(ei.value), str(ei.value)
+
+
+def test_encoder_round_trips_odd_but_valid_values():
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    # An IntEnum is an int; regex flags m and x are kept; a zero with a tiny exponent is
+    # clamped into Decimal128's range, and trailing zeros beyond 34 digits are dropped exactly.
+    assert dec(enc({"l": Level.HIGH})) == {"l": 3}
+    back = dec(enc({"r": re.compile("a.b", re.M | re.X)}))["r"]
+    assert back.pattern == "a.b" and "m" in back.flags and "x" in back.flags
+    assert dec(enc({"z": decimal.Decimal("0E-7000")}))["z"] == decimal.Decimal(0)
+    forty = decimal.Decimal("1." + "0" * 40)
+    assert dec(enc({"d": forty}))["d"] == forty
+
+
+def test_more_decode_errors():
+    def truncated(type_byte, payload):
+        # An element whose value stops short: the document ends one byte after it.
+        return document(element(type_byte, "v", payload))
+
+    cases = [
+        (truncated(0x08, b""), "truncated boolean"),
+        (truncated(0x09, b"\0\0\0"), "truncated datetime"),
+        (truncated(0x12, b"\0\0\0\0"), "truncated int64"),
+        (document(element(0x0B, "r", b"abc")), "unterminated regular expression"),
+        (document(element(0x0B, "r", b"abc\0im")), "unterminated regular expression flags"),
+    ]
+    for data, message in cases:
+        with pytest.raises(keel.DataError) as ei:
+            dec(data)
+        assert message in str(ei.value), (data, str(ei.value))
+    deep = b"\0"
+    for _ in range(600):
+        deep = document(element(0x03, "d", deep if deep != b"\0" else document()))
+    with pytest.raises(keel.DataError, match="nested more than 512 levels deep"):
+        dec(deep)

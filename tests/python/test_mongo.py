@@ -1171,3 +1171,16 @@ def test_more_decode_errors():
         deep = document(element(0x03, "d", deep if deep != b"\0" else document()))
     with pytest.raises(keel.DataError, match="nested more than 512 levels deep"):
         dec(deep)
+
+
+async def test_a_password_the_driver_echoes_is_masked():
+    # libmongoc's messages name the hosts it tried; a password that shows up in that text (here
+    # it equals the host) is masked there, as everywhere in keel's messages.
+    config = {"databases": {"m": {"url": "mongodb://app:127.0.0.1@127.0.0.1:1/x",
+                                  "connect_timeout": 0.5}}}
+    async with keel.Database(config) as db:
+        with pytest.raises(keel.ConnectError) as ei:
+            await db.command(None, {"ping": 1})
+    message = str(ei.value)
+    assert message.startswith("cannot connect to MongoDB at 127.0.0.1:1: "), message
+    assert "'***:1'" in message and "'127.0.0.1:1'" not in message, message

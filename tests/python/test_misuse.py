@@ -333,3 +333,4 @@ async def test_an_operation_queued_when_its_connection_is_released_fails(db, eng
     with pytest.raises(asyncio.CancelledError):
         await slow
     assert await db.fetchval("SELECT 15") == 15
+

@@ -315,6 +315,46 @@ TEST(value_errors_name_the_key) {
     keel_config_free(cfg);
 }
 
+/* The suggestion for a misspelt key is a key that exists, of the same shape; when none fits,
+ * the message names the key alone. */
+TEST(unknown_keys_are_corrected_only_into_keys_of_their_shape) {
+    keel_config *cfg = new_config();
+    keel_error err;
+    static const char *const suggested[][2] = {
+        { "defualt", "default" },
+        { "databses.main.optons.application_name", "databases.main.options.application_name" },
+        { "pol.acquire_timeout", "pool.acquire_timeout" },
+    };
+    for (size_t i = 0; i < sizeof suggested / sizeof suggested[0]; i++) {
+        char want[300];
+        snprintf(want, sizeof want, "unknown configuration key '%s' (did you mean '%s'?)",
+                 suggested[i][0], suggested[i][1]);
+        CHECK_INT(set_err(cfg, suggested[i][0], "1", &err), KEEL_ERR_CONFIG);
+        CHECK_STR(err.message, want);
+    }
+    static const char *const alone[] = {
+        "defualt.x",             /* default has no sub-keys */
+        "pol.max_size.x",        /* pool keys have two parts */
+        "pool.nothing_like_it",  /* no pool key is close */
+        "databses.main",         /* a database needs a key */
+        "databses.m a i n.url",  /* not a database name */
+        "databses.main.pol.x.y", /* pool keys of a database have four parts */
+        "databses.main.optons",  /* options need a name */
+        "databses.main.urll.x",  /* other database keys have three parts */
+        "a.b.c.d.e.f.g",         /* longer than any key */
+    };
+    for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
+        char want[300];
+        snprintf(want, sizeof want, "unknown configuration key '%s'", alone[i]);
+        CHECK_INT(set_err(cfg, alone[i], "1", &err), KEEL_ERR_CONFIG);
+        if (strcmp(err.message, want) != 0)
+            fprintf(stderr, "  %s: %s\n", alone[i], err.message);
+        CHECK_STR(err.message, want);
+    }
+    CHECK_INT(keel_config_database_count(cfg), 0);
+    keel_config_free(cfg);
+}
+
 TEST(unknown_keys) {
     keel_config *cfg = new_config();
     keel_error err;
@@ -846,6 +886,7 @@ int main(void) {
     RUN(database_order_is_first_mention);
     RUN(value_errors_name_the_key);
     RUN(unknown_keys);
+    RUN(unknown_keys_are_corrected_only_into_keys_of_their_shape);
     RUN(validation_errors);
     RUN(default_database_rules);
     RUN(engines_missing_from_the_build);

@@ -793,6 +793,30 @@ TEST(yaml_bad_files) {
 
     CHECK_INT(load_text("default: a\n---\ndefault: b\n", path, &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "only one YAML document");
+
+    /* A value holding NUL (YAML's \0 escape) would be cut short in C: refused. */
+    CHECK_INT(load_text("databases:\n  main:\n    password: \"ab\\0cd\"\n", path, &err),
+              KEEL_ERR_CONFIG);
+    snprintf(want, sizeof want, "%s:3: databases.main.password: value contains a NUL character",
+             path);
+    CHECK_STR(err.message, want);
+    CHECK_INT(load_text("databases:\n  \"\": {url: \"sqlite::memory:\"}\n", path, &err),
+              KEEL_ERR_CONFIG);
+    snprintf(want, sizeof want, "%s:2: databases: empty or invalid key", path);
+    CHECK_STR(err.message, want);
+    CHECK_INT(load_text("databases:\n  ? [a, b]\n  : 1\n", path, &err), KEEL_ERR_CONFIG);
+    snprintf(want, sizeof want, "%s:2: databases: mapping keys must be plain text", path);
+    CHECK_STR(err.message, want);
+    /* Deeper than any key goes, before the key is looked at: a bounded walk of any input. */
+    char deep[400] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "a: {");
+    strcat(deep, "b: 1");
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "}");
+    strcat(deep, "\n");
+    CHECK_INT(load_text(deep, path, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "nested too deeply");
 }
 
 TEST(yaml_unreadable_file) {

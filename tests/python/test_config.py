@@ -402,3 +402,26 @@ async def test_a_host_name_is_resolved_before_connecting(engine):
             # Through TCP, not the server's Unix socket that libmariadb takes "localhost" for.
             assert await db.fetchval("SELECT count(*) FROM information_schema.processlist "
                                      "WHERE id = connection_id() AND host LIKE '%:%'") == 1
+
+
+@pytest.mark.parametrize("engine,option,value", [
+    ("postgresql", "sslmode", "maybe"),
+    ("postgresql", "connect_timeout", "-3"),
+    ("mysql", "ssl_mode", "maybe"),
+    ("mysql", "connect_timeout", "soon"),
+])
+async def test_an_option_given_by_reference_is_checked_when_resolved(monkeypatch, engine, option,
+                                                                     value):
+    # A secret reference is resolved at connect time, so its value is checked then: the connect
+    # fails with a ConfigError naming the key (not the value, which may be a secret), as a
+    # literal value fails the configuration.
+    monkeypatch.setenv("KEEL_TEST_OPTION_VALUE", value)
+    url = {"postgresql": PG_URL, "mysql": MYSQL_URL}[engine]
+    config = {"databases": {"main": {"url": url, "pool": {"min_size": 0},
+                                     "options": {option: "${env:KEEL_TEST_OPTION_VALUE}"}}}}
+    async with keel.Database(config) as db:
+        with pytest.raises(keel.ConfigError) as ei:
+            await db.fetchval("SELECT 1")
+    assert str(ei.value).startswith(f"databases.main.options.{option}: invalid value (expected "), \
+        str(ei.value)
+    assert value not in str(ei.value)

@@ -266,9 +266,18 @@ static keel_status my_build_settings(my_impl *p, keel_error *err) {
                       : strcmp(key, "ssl_key") == 0  ? &s->ssl_key
                       : strcmp(key, "ssl_mode") == 0 ? &ssl_mode
                                                      : NULL;
-        if (strcmp(key, "connect_timeout") == 0 && dbc->connect_timeout <= 0) {
+        if (strcmp(key, "connect_timeout") == 0) {
+            /* The value of a reference is checked now (charset and ssl_mode below). */
+            if (!keel__settings_is_seconds(v)) {
+                st = keel__error_set(err, KEEL_ERR_CONFIG, MY_ENGINE, keel__my_dbname(p->c),
+                                     "databases.%s.options.connect_timeout: invalid value "
+                                     "(expected %s)",
+                                     keel__my_dbname(p->c), my_option_problem(key, "x"));
+                keel__secret_free(v);
+                break;
+            }
             double d = keel__strtod(v, NULL);
-            if (d > 0)
+            if (d > 0 && dbc->connect_timeout <= 0)
                 p->timeout_s = d;
         }
         if (slot) {

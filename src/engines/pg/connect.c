@@ -199,6 +199,16 @@ static keel_status pg_build_keywords(pg_impl *p, keel_error *err) {
         st = keel__settings_resolve_option(dbc, &dbc->options[i], &v, err);
         if (st != KEEL_OK)
             break;
+        /* The value of a reference is checked now, as a literal one was with the config; it is
+         * not quoted, since a reference usually stands for a secret. */
+        const char *problem = pg_option_value_problem(key, v);
+        if (problem) {
+            st = keel__error_set(err, KEEL_ERR_CONFIG, PG_ENGINE, keel__pg_dbname(p->c),
+                                 "databases.%s.options.%s: invalid value (expected %s)",
+                                 keel__pg_dbname(p->c), key, problem);
+            keel__secret_free(v);
+            break;
+        }
         if (strcmp(key, "statement_cache_size") == 0) {
             /* Checked by keel__pg_check_config; a keel option that libpq must not see. */
             p->cache.capacity = (size_t)atoi(v);

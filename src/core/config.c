@@ -1006,6 +1006,13 @@ keel_status keel_config_apply_env(keel_config *cfg, keel_error *err) {
         if (!starts_with(s, "KEEL_") || starts_with(s, "KEEL_TEST_") ||
             starts_with(s, "KEEL_CONFIG=") || !strchr(s, '='))
             continue;
+        /* A key path has levels (__) or is `default`, the one top-level key that takes a value.
+         * Other names are someone else's: Kubernetes defines KEEL_PORT, KEEL_SERVICE_HOST,
+         * KEEL_PORT_5432_TCP_ADDR ... for a service named keel, and they never hold "__". */
+        const char *eq = strchr(s, '=');
+        const char *levels = strstr(s, "__");
+        if ((!levels || levels > eq) && !starts_with(s, "KEEL_DEFAULT="))
+            continue;
         vars[nv++] = s;
     }
     qsort(vars, nv, sizeof *vars, env_cmp);

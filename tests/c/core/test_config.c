@@ -508,6 +508,11 @@ TEST(environment_overrides) {
     setenv("KEEL_DEFAULT", "main", 1);
     setenv("KEEL_TEST_SOMETHING", "ignored: not a key", 1);
     setenv("KEEL_CONFIG", "/nonexistent/keel.yaml", 1);
+    /* What Kubernetes defines for a service named keel: not key paths (no __), so ignored. */
+    setenv("KEEL_PORT", "tcp://10.0.0.7:5432", 1);
+    setenv("KEEL_PORT_5432_TCP_ADDR", "10.0.0.7", 1);
+    setenv("KEEL_SERVICE_HOST", "10.0.0.7", 1);
+    setenv("KEEL_X", "y__z", 1); /* the __ of a value does not count */
     OK(keel_config_apply_env(cfg, &err));
     OK(keel_config_validate(cfg, &err));
     const keel__dbconfig *d = keel__config_database(cfg, "main");
@@ -523,6 +528,12 @@ TEST(environment_overrides) {
     }
     CHECK_STR(keel_config_default_database(cfg), "main");
 
+    unsetenv("KEEL_PORT");
+    unsetenv("KEEL_PORT_5432_TCP_ADDR");
+    unsetenv("KEEL_SERVICE_HOST");
+    unsetenv("KEEL_X");
+
+    /* A key path with a typo is still an error, with the suggestion. */
     setenv("KEEL_DATABASES__MAIN__POL__MAX_SIZE", "7", 1);
     CHECK_INT(keel_config_apply_env(cfg, &err), KEEL_ERR_CONFIG);
     CHECK_CONTAINS(err.message, "environment variable KEEL_DATABASES__MAIN__POL__MAX_SIZE: unknown "

@@ -19,6 +19,7 @@ extern "C" {
  *   databases.NAME.engine                postgresql | sqlite (implied by url)
  *   databases.NAME.host / port / database / user / password
  *   databases.NAME.connect_timeout       seconds (float)
+ *   databases.NAME.command_timeout       seconds (float) each operation may take; none when unset
  *   databases.NAME.options.KEY           engine options (sslmode, application_name, busy_timeout…)
  *   databases.NAME.pool.min_size / max_size / acquire_timeout   (acquire_timeout in seconds)
  *   pool.min_size / max_size / acquire_timeout                   defaults for every database

@@ -280,6 +280,31 @@ KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsi
  */
 KEEL_API void keel_conn_cancel(keel_conn *conn);
 
+/* keel_conn_set_timeout: the deadline of the database's command_timeout (none when unset). */
+#define KEEL_TIMEOUT_CONFIGURED (-1.0)
+
+/*
+ * Sets the deadline of every operation started on conn from now on, until conn is released
+ * (the next lease starts from the database's command_timeout again): seconds > 0 is the time
+ * each operation (statement, batch, bulk load, document command, ping, transaction control)
+ * may take from its start; 0 means no deadline; KEEL_TIMEOUT_CONFIGURED goes back to the
+ * database's command_timeout. An operation already running keeps the deadline it started with.
+ *
+ * When a deadline passes, keel asks the server to stop the operation, as keel_conn_cancel
+ * does, and the operation completes with KEEL_ERR_TIMEOUT (SQLSTATE 57014) naming the timeout
+ * and the database; the connection stays usable. When the server does not answer the cancel
+ * within a grace of the timeout again, capped at one second (a silent server, a network that
+ * drops packets), keel closes the connection and completes the operation with KEEL_ERR_TIMEOUT
+ * then: an operation never outlives twice its deadline, and never one second more. The
+ * connection is then unusable (every operation fails with KEEL_ERR_CONNECTION_LOST) and
+ * keel_conn_release discards it; the pool opens another one on demand. An operation that
+ * finishes after the deadline but before its cancel took effect completes normally.
+ *
+ * Errors: KEEL_ERR_INVALID_ARGUMENT (conn NULL, seconds negative other than
+ * KEEL_TIMEOUT_CONFIGURED, NaN or over 1e9), KEEL_ERR_CLOSED. Never blocks, never calls back.
+ */
+KEEL_API keel_status keel_conn_set_timeout(keel_conn *conn, double seconds, keel_error *err);
+
 KEEL_API keel_txn_status keel_conn_txn_status(const keel_conn *conn);
 /* Database name and engine name of a leased connection, valid while it is leased. */
 KEEL_API const char *keel_conn_database(const keel_conn *conn);

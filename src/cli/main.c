@@ -1,4 +1,5 @@
 /* src/cli/main.c - the keel command-line program: version, help and `keel check` of every configured database. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,9 @@
 
 /* Exit codes: 0 success, 1 a database check failed, 2 usage or configuration error. */
 enum { EXIT_CHECK_FAILED = 1, EXIT_USAGE = 2 };
+
+/* How long `keel check` gives each database to connect and to answer, unless --timeout says. */
+#define CHECK_TIMEOUT_DEFAULT "10"
 
 /* The outcome of checking one database, kept until the table is printed. */
 typedef struct check_row {
@@ -22,8 +26,12 @@ static void usage(FILE *out) {
     fputs("usage: keel <command> [arguments]\n"
           "\n"
           "commands:\n"
-          "  check [CONFIG]   connect to every configured database, ping it and print\n"
-          "                   a table of status and latency; exit 0 when all are ok, 1 otherwise\n"
+          "  check [--timeout SECONDS] [CONFIG]\n"
+          "                   connect to every configured database, ping it and print\n"
+          "                   a table of status and latency; exit 0 when all are ok, 1 otherwise.\n"
+          "                   Each database gets SECONDS (default " CHECK_TIMEOUT_DEFAULT
+          ") to connect, and as\n"
+          "                   much again to answer: a silent server is an error, not a hang\n"
           "  help             show this help\n"
           "\n"
           "options:\n"
@@ -53,15 +61,35 @@ static const char *config_path(const char *arg) {
     return NULL;
 }
 
-/* Builds and validates the configuration; prints the reason and returns NULL on failure. */
-static keel_config *load_config(const char *path) {
+/*
+ * Sets the connect timeout of every database of the validated cfg to timeout (seconds, as
+ * text), then validates again. KEEL_OK or the error of keel_config_set.
+ */
+static keel_status bound_connects(keel_config *cfg, const char *timeout, keel_error *err) {
+    char path[512];
+    for (size_t i = 0; i < keel_config_database_count(cfg); i++) {
+        snprintf(path, sizeof path, "databases.%s.connect_timeout",
+                 keel_config_database_name(cfg, i));
+        keel_status st = keel_config_set(cfg, path, timeout, err);
+        if (st != KEEL_OK)
+            return st;
+    }
+    return keel_config_validate(cfg, err);
+}
+
+/*
+ * Builds and validates the configuration, every connect bounded by timeout (seconds, as text);
+ * prints the reason and returns NULL on failure.
+ */
+static keel_config *load_config(const char *path, const char *timeout) {
     keel_config *cfg = NULL;
     keel_error err;
 
     keel_error_clear(&err);
     if (keel_config_new(&cfg, &err) != KEEL_OK ||
         (path && keel_config_load_file(cfg, path, &err) != KEEL_OK) ||
-        keel_config_apply_env(cfg, &err) != KEEL_OK || keel_config_validate(cfg, &err) != KEEL_OK) {
+        keel_config_apply_env(cfg, &err) != KEEL_OK || keel_config_validate(cfg, &err) != KEEL_OK ||
+        bound_connects(cfg, timeout, &err) != KEEL_OK) {
         fprintf(stderr, "keel: configuration error%s%s: %s\n", path ? " in " : "", path ? path : "",
                 err.message[0] ? err.message : keel_strerror(err.code));
         keel_config_free(cfg);
@@ -74,12 +102,13 @@ static keel_config *load_config(const char *path) {
  * Leases a connection (opening one on the first use) and pings the server. The latency is
  * the whole round trip the operator waits for, connection set-up included.
  */
-static void check_database(keel_db *db, check_row *row) {
+static void check_database(keel_db *db, check_row *row, double timeout) {
     keel_conn *conn = NULL;
     int64_t start = keel_now_ms();
 
     keel_error_clear(&row->err);
     row->ok = keel_db_acquire_sync(db, row->name, &conn, &row->err) == KEEL_OK &&
+              keel_conn_set_timeout(conn, timeout, &row->err) == KEEL_OK &&
               keel_conn_ping_sync(conn, &row->err) == KEEL_OK;
     row->latency_ms = (long long)(keel_now_ms() - start);
     keel_conn_release(conn);
@@ -110,14 +139,45 @@ static void print_table(const check_row *rows, size_t n) {
     }
 }
 
-static int cmd_check(const char *arg) {
+/* The seconds of --timeout: a positive number of at most a day; -1 when text is not one. */
+static double parse_timeout(const char *text) {
+    char *end = NULL;
+    double v = strtod(text, &end);
+    if (end == text || *end || !isfinite(v) || v <= 0 || v > 86400)
+        return -1;
+    return v;
+}
+
+static int cmd_check(int argc, char **argv) {
     keel_config *cfg;
     keel_db *db = NULL;
     keel_error err;
     check_row *rows;
     size_t n, i, failed = 0;
+    const char *arg = NULL, *timeout_text = CHECK_TIMEOUT_DEFAULT;
 
-    cfg = load_config(config_path(arg));
+    for (int a = 0; a < argc; a++) {
+        if (strcmp(argv[a], "--timeout") == 0 && a + 1 < argc) {
+            timeout_text = argv[++a];
+        } else if (strncmp(argv[a], "--timeout=", 10) == 0) {
+            timeout_text = argv[a] + 10;
+        } else if (argv[a][0] != '-' && !arg) {
+            arg = argv[a];
+        } else {
+            fprintf(stderr, "keel: check: unexpected argument '%s'\n", argv[a]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    double timeout = parse_timeout(timeout_text);
+    if (timeout < 0) {
+        fprintf(stderr,
+                "keel: check: --timeout takes a number of seconds greater than 0 (at most "
+                "86400), got '%s'\n",
+                timeout_text);
+        return EXIT_USAGE;
+    }
+    cfg = load_config(config_path(arg), timeout_text);
     if (!cfg)
         return EXIT_USAGE;
     keel_error_clear(&err);
@@ -140,7 +200,7 @@ static int cmd_check(const char *arg) {
         rows[i].name = keel_db_database_name(db, i);
         engine = keel_db_database_engine(db, rows[i].name);
         rows[i].engine = engine ? engine : "?";
-        check_database(db, &rows[i]);
+        check_database(db, &rows[i], timeout);
         if (!rows[i].ok)
             failed++;
     }
@@ -166,8 +226,8 @@ int main(int argc, char **argv) {
         usage(stdout);
         return EXIT_SUCCESS;
     }
-    if (strcmp(cmd, "check") == 0 && argc <= 3)
-        return cmd_check(argc == 3 ? argv[2] : NULL);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 2, argv + 2);
     fprintf(stderr, "keel: unknown command or wrong arguments: %s\n\n", cmd);
     usage(stderr);
     return EXIT_USAGE;

@@ -47,12 +47,12 @@ typedef struct db_layer {
     char *engine; /* canonical engine name */
     char *host, *database, *user, *password;
     int port;
-    double connect_timeout;
+    double connect_timeout, command_timeout;
     size_t min_size, max_size;
     double acquire_timeout;
     opt_list options;
     unsigned long seq_engine, seq_host, seq_database, seq_user, seq_password, seq_port,
-        seq_connect_timeout, seq_min, seq_max, seq_acquire;
+        seq_connect_timeout, seq_command_timeout, seq_min, seq_max, seq_acquire;
 } db_layer;
 
 typedef struct db_entry {
@@ -87,6 +87,7 @@ typedef enum key_kind {
     KEY_USER,
     KEY_PASSWORD,
     KEY_CONNECT_TIMEOUT,
+    KEY_COMMAND_TIMEOUT,
     KEY_OPTION,
     KEY_POOL_MIN,
     KEY_POOL_MAX,
@@ -106,10 +107,15 @@ static const struct {
     const char *field;
     key_kind kind;
 } db_fields[] = {
-    { "url", KEY_URL },           { "engine", KEY_ENGINE },
-    { "host", KEY_HOST },         { "port", KEY_PORT },
-    { "database", KEY_DATABASE }, { "user", KEY_USER },
-    { "password", KEY_PASSWORD }, { "connect_timeout", KEY_CONNECT_TIMEOUT },
+    { "url", KEY_URL },
+    { "engine", KEY_ENGINE },
+    { "host", KEY_HOST },
+    { "port", KEY_PORT },
+    { "database", KEY_DATABASE },
+    { "user", KEY_USER },
+    { "password", KEY_PASSWORD },
+    { "connect_timeout", KEY_CONNECT_TIMEOUT },
+    { "command_timeout", KEY_COMMAND_TIMEOUT },
 };
 
 static const struct {
@@ -561,9 +567,17 @@ static const char *closest(const char *s, size_t n, const char *const *cands, si
 static int suggest_key(const char *path, char *buf, size_t size) {
     static const char *const top[] = { "default", "databases", "pool",         "migrations",
                                        "cache",   "security",  "observability" };
-    static const char *const dbf[] = { "url",      "engine", "host",     "port",
-                                       "database", "user",   "password", "connect_timeout",
-                                       "options",  "pool" };
+    static const char *const dbf[] = { "url",
+                                       "engine",
+                                       "host",
+                                       "port",
+                                       "database",
+                                       "user",
+                                       "password",
+                                       "connect_timeout",
+                                       "command_timeout",
+                                       "options",
+                                       "pool" };
     static const char *const poolf[] = { "min_size", "max_size", "acquire_timeout" };
     const char *seg[6];
     size_t len[6], nseg = 0;
@@ -787,6 +801,9 @@ static keel_status layer_from_url(const char *path, const char *dbname, const ch
         } else if (strcmp(k, "connect_timeout") == 0) {
             st = parse_seconds_value(what, v, &l->connect_timeout, err);
             l->seq_connect_timeout = seq;
+        } else if (strcmp(k, "command_timeout") == 0) {
+            st = parse_seconds_value(what, v, &l->command_timeout, err);
+            l->seq_command_timeout = seq;
         } else {
             st = expand_refs(v, what, NULL, err);
             if (st == KEEL_OK && opt_set(&l->options, k, v, seq) != 0)
@@ -832,6 +849,7 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
         st = parse_size_value(path, value, &size, err);
         break;
     case KEY_CONNECT_TIMEOUT:
+    case KEY_COMMAND_TIMEOUT:
     case KEY_POOL_ACQUIRE:
         st = parse_seconds_value(path, value, &seconds, err);
         break;
@@ -894,6 +912,10 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
     case KEY_CONNECT_TIMEOUT:
         k->connect_timeout = seconds;
         k->seq_connect_timeout = seq;
+        break;
+    case KEY_COMMAND_TIMEOUT:
+        k->command_timeout = seconds;
+        k->seq_command_timeout = seq;
         break;
     case KEY_OPTION:
         rc = opt_set(&k->options, t->option, value, seq);
@@ -1157,6 +1179,8 @@ static keel_status build_view(const keel_config *cfg, db_entry *e, keel_error *e
     v->password = (l = newer(k, k->seq_password, u, u->seq_password)) ? l->password : NULL;
     l = newer(k, k->seq_connect_timeout, u, u->seq_connect_timeout);
     v->connect_timeout = l ? l->connect_timeout : 0;
+    l = newer(k, k->seq_command_timeout, u, u->seq_command_timeout);
+    v->command_timeout = l ? l->command_timeout : 0;
     v->options = opts;
     v->noptions = nopts;
     char min_origin[160], max_origin[160], acq_origin[160];

@@ -25,6 +25,7 @@ typedef struct keel__dbconfig {
     char *user;
     char *password;
     double connect_timeout; /* seconds; 0 = engine default (10 s) */
+    double command_timeout; /* seconds each operation may take; 0 = no deadline */
     keel__option *options;
     size_t noptions;
     /* pool */

@@ -67,6 +67,13 @@ struct keel_conn {
     int broken;          /* the engine found the connection unusable */
     int release_pending; /* released while busy: return to the pool when the op ends */
     int cancel_requested;
+    double timeout;       /* keel_conn_set_timeout; KEEL_TIMEOUT_CONFIGURED: command_timeout */
+    double op_timeout;    /* the running operation's deadline, in seconds from its start */
+    int op_timeout_set;   /* … given by keel_conn_set_timeout rather than command_timeout */
+    int deadline_state;   /* KEEL__DEADLINE_… (pool/pool.h): what the deadline is armed for */
+    int timed_out;        /* the running operation's deadline passed: it ends as a timeout */
+    int abandoned;        /* closed when the server left a timed-out operation unanswered */
+    keel_timer *deadline; /* the deadline, then the cancel's grace; made on first use */
     keel_query_cb cb;     /* completion of the running user operation */
     keel_rows_cb rows_cb; /* keel_conn_query_rows: where the running statement's rows go */
     void *cb_arg;

@@ -16,6 +16,11 @@ static keel_status check_ready(keel_conn *c, keel_error *err) {
     if (c->busy)
         return keel__error_set(err, KEEL_ERR_BUSY, NULL, conn_name(c),
                                "another operation is in progress on this connection");
+    if (c->abandoned)
+        return keel__error_set(err, KEEL_ERR_CONNECTION_LOST, c->engine->name, conn_name(c),
+                               "the connection to database '%s' was closed: the server did not "
+                               "answer the cancel of an operation",
+                               conn_name(c));
     if (c->broken)
         return keel__error_set(err, KEEL_ERR_CONNECTION_LOST, c->engine->name, conn_name(c),
                                "the connection to database '%s' was lost", conn_name(c));
@@ -23,18 +28,24 @@ static keel_status check_ready(keel_conn *c, keel_error *err) {
 }
 
 /* The user's operation starts on c: cb(…, arg) is its completion, rows_cb (or NULL) where a
- * streamed statement's rows go. */
-static void op_begin(keel_conn *c, keel_rows_cb rows_cb, keel_query_cb cb, void *arg) {
+ * streamed statement's rows go. Fails only when its deadline cannot be armed. */
+static keel_status op_begin(keel_conn *c, keel_rows_cb rows_cb, keel_query_cb cb, void *arg,
+                            keel_error *err) {
+    keel_status st = keel__conn_deadline_start(c, err);
+    if (st != KEEL_OK)
+        return st;
     c->busy = 1;
     c->cb = cb;
     c->rows_cb = rows_cb;
     c->cb_arg = arg;
+    return KEEL_OK;
 }
 
 /* What the engine's start function returned: when it refused, it reports nothing and c is free
  * for another operation. Returns st. */
 static keel_status op_started(keel_conn *c, keel_status st) {
     if (st != KEEL_OK) {
+        keel__conn_deadline_stop(c);
         c->busy = 0;
         c->cb = NULL;
         c->rows_cb = NULL;
@@ -98,7 +109,8 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
         .nrows = nrows,
         .many = many,
     };
-    op_begin(c, rows_cb, cb, arg);
+    if ((st = op_begin(c, rows_cb, cb, arg, err)) != KEEL_OK)
+        return st;
     return op_started(c, c->engine->query(c, &stmt, err));
 }
 
@@ -150,7 +162,8 @@ keel_status keel_conn_copy_in(keel_conn *c, const char *schema, const char *tabl
                                "database '%s' uses the %s engine, which has no tables to "
                                "load rows into: use collection(…).insert_many",
                                conn_name(c), c->engine->name);
-    op_begin(c, NULL, cb, arg);
+    if ((st = op_begin(c, NULL, cb, arg, err)) != KEEL_OK)
+        return st;
     return op_started(c, c->engine->copy_in(c, &copy, err));
 }
 
@@ -167,7 +180,8 @@ keel_status keel_conn_command(keel_conn *c, const char *dbname, const void *cmd,
                                "database '%s' is a %s database: document commands need a "
                                "document engine such as MongoDB",
                                conn_name(c), c->engine->name);
-    op_begin(c, NULL, cb, arg);
+    if ((st = op_begin(c, NULL, cb, arg, err)) != KEEL_OK)
+        return st;
     return op_started(c, c->engine->command(c, dbname, cmd, len, err));
 }
 
@@ -178,7 +192,8 @@ keel_status keel_conn_ping(keel_conn *c, keel_query_cb cb, void *arg, keel_error
     keel_status st = check_ready(c, err);
     if (st != KEEL_OK)
         return st;
-    op_begin(c, NULL, cb, arg);
+    if ((st = op_begin(c, NULL, cb, arg, err)) != KEEL_OK)
+        return st;
     return op_started(c, c->engine->ping(c, err));
 }
 
@@ -191,8 +206,22 @@ keel_status keel_conn_transaction(keel_conn *c, keel_txn_op op, unsigned depth, 
     keel_status st = check_ready(c, err);
     if (st != KEEL_OK)
         return st;
-    op_begin(c, NULL, cb, arg);
+    if ((st = op_begin(c, NULL, cb, arg, err)) != KEEL_OK)
+        return st;
     return op_started(c, c->engine->transaction(c, op, depth, err));
+}
+
+keel_status keel_conn_set_timeout(keel_conn *c, double seconds, keel_error *err) {
+    if (!c || !(seconds == KEEL_TIMEOUT_CONFIGURED || (seconds >= 0 && seconds <= 1e9)))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               c ? "a timeout is a number of seconds from 0 (none) to 1e9, or "
+                                   "KEEL_TIMEOUT_CONFIGURED (the database's command_timeout)"
+                                 : "a connection is required");
+    if (!c->pool || c->state != KEEL__CONN_LEASED || c->release_pending)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, conn_name(c),
+                               "the connection was released or its database closed");
+    c->timeout = seconds;
+    return KEEL_OK;
 }
 
 void keel__conn_forget(keel_conn *c) {
@@ -203,12 +232,9 @@ void keel__conn_forget(keel_conn *c) {
 }
 
 void keel_conn_cancel(keel_conn *c) {
-    if (!c || !c->pool || !c->busy || c->state != KEEL__CONN_LEASED || c->cancel_requested)
+    if (!c || !c->pool || !c->busy || c->state != KEEL__CONN_LEASED)
         return;
-    c->cancel_requested = 1;
-    /* Rows being handed over in slices stop at the next one: the engine is done already. */
-    if (!c->slices)
-        c->engine->cancel(c);
+    keel__conn_request_cancel(c);
 }
 
 keel_txn_status keel_conn_txn_status(const keel_conn *c) {

@@ -63,6 +63,20 @@ struct keel__pool {
 #define BACKOFF_FIRST_MS 50
 #define BACKOFF_MAX_MS 2000
 
+/*
+ * How long keel waits for the server's answer to a cancel before it closes the connection: the
+ * timeout of the operation again, at most GRACE_MAX_S after a deadline, and CANCEL_GRACE_S
+ * after a cancel of the caller's or a release when the operation has no deadline. A server that
+ * is alive answers a cancel in a round trip; one that says nothing for that long is taken for
+ * gone (a hung host, a network dropping packets), and nothing can be done with its connection.
+ */
+#define GRACE_MAX_S 1.0
+#define CANCEL_GRACE_S 10.0
+
+/* The rollback of a connection released inside a transaction may take command_timeout, or
+ * RESET_DEADLINE_S when none is set; a connection that has not rolled back by then is closed. */
+#define RESET_DEADLINE_S 10.0
+
 static void dispatch(void *arg);
 static void on_timeout(void *arg);
 
@@ -144,10 +158,12 @@ static void remove_idle(keel__pool *p, keel_conn *c) {
 }
 
 static void slices_drop(keel_conn *c);
+static void on_deadline(void *arg);
 
 /* Frees a connection handle's own memory (the engine state is already gone). */
 static void free_shell(keel_conn *c) {
     slices_drop(c);
+    keel__timer_free(c->deadline);
     keel__buf_free(&c->sql);
     free(c->map);
     free(c);
@@ -165,6 +181,7 @@ static void lease(keel__pool *p, keel_conn *c) {
     c->state = KEEL__CONN_LEASED;
     c->release_pending = 0;
     c->cancel_requested = 0;
+    c->timeout = KEEL_TIMEOUT_CONFIGURED;
     p->nleased++;
 }
 
@@ -463,6 +480,129 @@ void keel__pool_stats(const keel__pool *p, keel_pool_stats *out) {
     out->acquire_timeout = p->cfg->acquire_timeout;
 }
 
+/* ---- deadlines ---------------------------------------------------------------------------- */
+
+/* Arms the deadline timer of c seconds from now for what (KEEL__DEADLINE_…); -1 when the timer
+ * cannot be had (out of memory, or the loop refused it). */
+static int deadline_arm(keel_conn *c, int what, double seconds) {
+    if (!c->deadline && !(c->deadline = keel__timer_new(c->loop, on_deadline, c)))
+        return -1;
+    if (keel__timer_arm(c->deadline, keel_now_ms() + (int64_t)(seconds * 1000.0 + 0.5)) != 0) {
+        c->deadline_state = KEEL__DEADLINE_NONE;
+        return -1;
+    }
+    c->deadline_state = what;
+    return 0;
+}
+
+static void deadline_disarm(keel_conn *c) {
+    if (c->deadline_state != KEEL__DEADLINE_NONE) {
+        keel__timer_arm(c->deadline, -1);
+        c->deadline_state = KEEL__DEADLINE_NONE;
+    }
+}
+
+keel_status keel__conn_deadline_start(keel_conn *c, keel_error *err) {
+    c->timed_out = 0;
+    c->op_timeout_set = c->timeout >= 0;
+    c->op_timeout = c->op_timeout_set ? c->timeout : c->config->command_timeout;
+    if (c->op_timeout <= 0)
+        return KEEL_OK;
+    if (deadline_arm(c, KEEL__DEADLINE_OP, c->op_timeout) == 0)
+        return KEEL_OK;
+    if (!c->deadline)
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, c->config->name, "out of memory");
+    return keel__error_set(err, KEEL_ERR_INTERNAL, NULL, c->config->name,
+                           "the event loop refused the timer of the operation's deadline");
+}
+
+void keel__conn_deadline_stop(keel_conn *c) { deadline_disarm(c); }
+
+/* The error of an operation whose deadline passed; closed when its connection had to go. */
+static void timeout_error(const keel_conn *c, keel_error *e, int closed) {
+    keel__error_set(e, KEEL_ERR_TIMEOUT, c->engine->name, c->config->name,
+                    "the operation on database '%s' did not finish within %g s (%s); %s",
+                    c->config->name, c->op_timeout,
+                    c->op_timeout_set ? "its timeout" : "command_timeout",
+                    closed ? "the server did not answer its cancel either, so the connection "
+                             "was closed"
+                           : "it was cancelled on the server");
+    keel__error_set_sqlstate(e, "57014");
+}
+
+static void finish_op(keel_conn *c, keel_result *res, const keel_error *err);
+
+/*
+ * The server left a cancel unanswered for the whole grace: its connection is closed (the
+ * engine abandons the operation, unreported) and the operation completes now.
+ */
+static void abandon(keel_conn *c) {
+    keel_error e;
+    if (c->timed_out) {
+        timeout_error(c, &e, 1);
+    } else {
+        keel__error_set(&e, KEEL_ERR_CANCELLED, c->engine->name, c->config->name,
+                        "the server of database '%s' did not answer the cancel of the "
+                        "operation, so the connection was closed",
+                        c->config->name);
+        keel__error_set_sqlstate(&e, "57014");
+    }
+    c->engine->close(c);
+    c->impl = NULL;
+    slices_drop(c);
+    c->broken = 1;
+    c->abandoned = 1;
+    finish_op(c, NULL, &e);
+}
+
+void keel__conn_request_cancel(keel_conn *c) {
+    if (c->cancel_requested)
+        return;
+    c->cancel_requested = 1;
+    /* An operation with a deadline is bounded by it already (its grace follows). When no
+     * timer can be had, the cancel still goes out, its wait unbounded. */
+    if (c->deadline_state == KEEL__DEADLINE_NONE)
+        (void)deadline_arm(c, KEEL__DEADLINE_GRACE, CANCEL_GRACE_S);
+    /* Rows being handed over in slices stop at the next one: the engine is done already. */
+    if (!c->slices)
+        c->engine->cancel(c);
+}
+
+static void on_deadline(void *arg) {
+    keel_conn *c = arg;
+    int what = c->deadline_state;
+    c->deadline_state = KEEL__DEADLINE_NONE;
+    if (what == KEEL__DEADLINE_RESET) {
+        /* The rollback of a released connection got no answer: the connection goes. */
+        keel__pool *p = c->pool;
+        destroy(p, c);
+        if (p->wait_head)
+            schedule_dispatch(p);
+        return;
+    }
+    if (!c->busy)
+        return;
+    if (what == KEEL__DEADLINE_GRACE) {
+        abandon(c);
+        return;
+    }
+    /* The operation's deadline: a cancel the caller asked for first stays a cancel. */
+    c->timed_out = !c->cancel_requested;
+    double grace = c->op_timeout < GRACE_MAX_S ? c->op_timeout : GRACE_MAX_S;
+    if (deadline_arm(c, KEEL__DEADLINE_GRACE, grace) != 0) {
+        /* Without a timer nothing would end the wait for the cancel: give up on it now. */
+        abandon(c);
+        return;
+    }
+    if (!c->cancel_requested) {
+        c->cancel_requested = 1;
+        if (!c->slices)
+            c->engine->cancel(c);
+    }
+}
+
+/* ---- returns --------------------------------------------------------------------------------- */
+
 /* Takes a leased, not busy connection back: idle when clean, rolled back or closed otherwise. */
 static void take_back(keel__pool *p, keel_conn *c) {
     p->nleased--;
@@ -478,7 +618,10 @@ static void take_back(keel__pool *p, keel_conn *c) {
         c->busy = 1;
         c->cb = NULL;
         c->rows_cb = NULL;
-        if (c->engine->transaction(c, KEEL_TXN_ROLLBACK, 0, &err) != KEEL_OK)
+        double limit =
+            c->config->command_timeout > 0 ? c->config->command_timeout : RESET_DEADLINE_S;
+        if (c->engine->transaction(c, KEEL_TXN_ROLLBACK, 0, &err) != KEEL_OK ||
+            deadline_arm(c, KEEL__DEADLINE_RESET, limit) != 0)
             destroy(p, c);
     } else {
         destroy(p, c);
@@ -499,11 +642,7 @@ void keel__pool_release(keel_conn *c) {
         return; /* released twice: the first release wins */
     if (c->busy) {
         c->release_pending = 1;
-        if (!c->cancel_requested) {
-            c->cancel_requested = 1;
-            if (!c->slices) /* else the hand-over of its rows stops at the next slice */
-                c->engine->cancel(c);
-        }
+        keel__conn_request_cancel(c);
         return;
     }
     take_back(p, c);
@@ -552,6 +691,14 @@ void keel__conn_connected(keel_conn *c, const keel_error *err) {
 /* Ends the user operation of c with res (or err): the query callback, then a pending release. */
 static void finish_op(keel_conn *c, keel_result *res, const keel_error *err) {
     keel__pool *p = c->pool;
+    keel_error timeout;
+    deadline_disarm(c);
+    /* The cancel that the deadline sent took effect: the caller learns why it was sent. */
+    if (c->timed_out && err && err->code == KEEL_ERR_CANCELLED) {
+        timeout_error(c, &timeout, 0);
+        err = &timeout;
+    }
+    c->timed_out = 0;
     int failed = err && err->code != KEEL_OK;
     keel_query_cb cb = c->cb;
     void *arg = c->cb_arg;
@@ -644,6 +791,7 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
     if (failed && err->code == KEEL_ERR_CONNECTION_LOST)
         c->broken = 1;
     if (c->state == KEEL__CONN_RESETTING) {
+        deadline_disarm(c);
         keel_result_free(res);
         c->busy = 0;
         if (failed || c->broken || c->engine->txn_status(c) != KEEL_TXN_IDLE) {
@@ -718,6 +866,9 @@ void keel__pool_free(keel__pool *p) {
             c->engine->close(c);
             /* The loop may be gone by the time the holder releases the handle. */
             slices_drop(c);
+            keel__timer_free(c->deadline);
+            c->deadline = NULL;
+            c->deadline_state = KEEL__DEADLINE_NONE;
             c->impl = NULL;
             c->pool = NULL;
             c->config = NULL;

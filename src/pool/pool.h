@@ -38,6 +38,31 @@ int keel__pool_closing(const keel__pool *p);
  */
 void keel__conn_forget(keel_conn *c);
 
+/* What the deadline timer of a connection is armed for. */
+enum {
+    KEEL__DEADLINE_NONE = 0,
+    KEEL__DEADLINE_OP = 1,    /* the running operation's timeout */
+    KEEL__DEADLINE_GRACE = 2, /* the server's answer to a cancel */
+    KEEL__DEADLINE_RESET = 3  /* the rollback of a connection released inside a transaction */
+};
+
+/*
+ * Arms the deadline of the operation starting on c: its keel_conn_set_timeout, else the
+ * database's command_timeout; nothing when neither is set. KEEL_ERR_NOMEM or KEEL_ERR_INTERNAL
+ * (the loop refused the timer) when it cannot be armed: the operation must not start then.
+ */
+keel_status keel__conn_deadline_start(keel_conn *c, keel_error *err);
+
+/* Disarms the deadline of an operation that did not start after all. */
+void keel__conn_deadline_stop(keel_conn *c);
+
+/*
+ * Asks the engine to stop the operation running on c (once per operation) and bounds the wait
+ * for it: when the server has not answered within the grace, the connection is closed and the
+ * operation completes then (KEEL_ERR_TIMEOUT after a deadline, else KEEL_ERR_CANCELLED).
+ */
+void keel__conn_request_cancel(keel_conn *c);
+
 /*
  * Closes the pool: fails queued requests with KEEL_ERR_CLOSED, closes every connection (leased
  * ones become closed handles that keel_conn_release frees; their running operations complete

@@ -127,7 +127,7 @@ TEST(help_goes_to_stdout_and_succeeds) {
         run_keel(&r, NULL, NULL, (const char *[]){ spellings[i], NULL });
         CHECK_INT(r.status, 0);
         CHECK_CONTAINS(r.out, "usage: keel <command>");
-        CHECK_CONTAINS(r.out, "check [CONFIG]");
+        CHECK_CONTAINS(r.out, "check [--timeout SECONDS] [CONFIG]");
         CHECK_STR(r.err, "");
     }
 }
@@ -154,7 +154,11 @@ TEST(extra_arguments_are_refused) {
     run_result r;
     run_keel(&r, NULL, NULL, (const char *[]){ "check", "a.yaml", "b.yaml", NULL });
     CHECK_INT(r.status, 2);
-    CHECK_CONTAINS(r.err, "wrong arguments: check");
+    CHECK_CONTAINS(r.err, "keel: check: unexpected argument 'b.yaml'");
+    CHECK_CONTAINS(r.err, "usage: keel <command>");
+    run_keel(&r, NULL, NULL, (const char *[]){ "check", "--verbose", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_CONTAINS(r.err, "unexpected argument '--verbose'");
     run_keel(&r, NULL, NULL, (const char *[]){ "--version", "now", NULL });
     CHECK_INT(r.status, 2);
     run_keel(&r, NULL, NULL, (const char *[]){ "help", "check", NULL });
@@ -230,6 +234,56 @@ TEST(check_of_a_dead_server_exits_1_with_a_redacted_error) {
     CHECK(strstr(r.err, "Sup3rS3cret") == NULL);
 }
 
+TEST(check_refuses_a_timeout_that_is_not_a_positive_number) {
+    const char *bad[] = { "0", "-1", "soon", "", "nan", "1e9" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        run_result r;
+        run_keel(&r, NULL, (const char *[]){ "KEEL_DATABASES__MAIN__URL=sqlite::memory:", NULL },
+                 (const char *[]){ "check", "--timeout", bad[i], NULL });
+        CHECK_INT(r.status, 2);
+        CHECK_CONTAINS(r.err, "--timeout takes a number of seconds greater than 0");
+        CHECK_STR(r.out, "");
+    }
+    run_result r;
+    run_keel(&r, NULL, (const char *[]){ "KEEL_DATABASES__MAIN__URL=sqlite::memory:", NULL },
+             (const char *[]){ "check", "--timeout=2.5", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "main      sqlite  ok");
+}
+
+/*
+ * Servers that accept connections and never answer (the kernel completes the TCP handshake,
+ * nobody reads): every network engine's row is an error once --timeout has passed, and the
+ * check of the whole configuration ends instead of hanging.
+ */
+TEST(check_of_silent_servers_ends_within_its_timeout) {
+    int port = 0;
+    int fd = silent_listener(&port);
+    char pg[160], my[160], mongo[200];
+    snprintf(pg, sizeof pg, "KEEL_DATABASES__PG__URL=postgresql://app@127.0.0.1:%d/x", port);
+    snprintf(my, sizeof my, "KEEL_DATABASES__MY__URL=mysql://app@127.0.0.1:%d/x", port);
+    snprintf(mongo, sizeof mongo,
+             "KEEL_DATABASES__MONGO__URL=mongodb://127.0.0.1:%d/x?directConnection=true", port);
+    run_result r;
+    int64_t t0 = keel_now_ms();
+    run_keel(&r, NULL,
+             (const char *[]){ "KEEL_DEFAULT=local",
+                               "KEEL_DATABASES__LOCAL__URL=sqlite::memory:", pg, my, mongo, NULL },
+             (const char *[]){ "check", "--timeout", "0.5", NULL });
+    int64_t took = keel_now_ms() - t0;
+    close(fd);
+    CHECK_INT(r.status, 1);
+    CHECK_CONTAINS(r.out, "local     sqlite      ok");
+    CHECK_CONTAINS(r.out, "\npg        postgresql  error            -  KEEL_ERR_TIMEOUT: ");
+    CHECK_CONTAINS(r.out, "\nmy        mysql       error            -  KEEL_ERR_TIMEOUT: ");
+    /* libmongoc reports its own connect deadline as a failed server selection. */
+    CHECK_CONTAINS(r.out, "\nmongo     mongodb     error            -  KEEL_ERR_CONNECT: ");
+    CHECK_CONTAINS(r.out, "socket timeout");
+    /* Three connects of half a second each, one after the other, with room for a loaded
+     * machine; without the bound each would wait out its 10-second default. */
+    CHECK(took < 8000);
+}
+
 /* Without an argument, KEEL_CONFIG names the file; without it, ./keel.yaml is read. */
 TEST(check_finds_its_configuration_file) {
     run_result r;
@@ -277,6 +331,8 @@ int main(int argc, char **argv) {
     RUN(check_of_a_bad_environment_override_names_the_key_path);
     RUN(check_of_answering_databases_prints_ok_rows);
     RUN(check_of_a_dead_server_exits_1_with_a_redacted_error);
+    RUN(check_refuses_a_timeout_that_is_not_a_positive_number);
+    RUN(check_of_silent_servers_ends_within_its_timeout);
     RUN(check_finds_its_configuration_file);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -41,6 +41,7 @@ from ._native import (
     PoolTimeout,
     ProgrammingError,
     QueryCanceledError,
+    QueryTimeout,
     Record,
     Regex,
     Timestamp,
@@ -66,6 +67,7 @@ __all__ = [
     "ConnectionLost",
     "ConnectError",
     "QueryCanceledError",
+    "QueryTimeout",
     "IntegrityError",
     "ProgrammingError",
     "DataError",
@@ -163,41 +165,51 @@ class Database(_native.Database):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def fetch(self, sql: str, *args: Any, database: str | None = None) -> list[Record]:
-        """All rows, as a list of Records."""
-        return await self._query(_FETCH, sql, args, database, 0)
+    # timeout= (seconds) on every query method: the call raises QueryTimeout when it has not
+    # finished by then, the wait for a pooled connection included, and the statement is
+    # cancelled on the server. None: the database's command_timeout (none by default).
 
-    async def fetchrow(self, sql: str, *args: Any,
-                       database: str | None = None) -> Record | None:
+    async def fetch(self, sql: str, *args: Any, database: str | None = None,
+                    timeout: float | None = None) -> list[Record]:
+        """All rows, as a list of Records."""
+        return await self._query(_FETCH, sql, args, database, 0, timeout)
+
+    async def fetchrow(self, sql: str, *args: Any, database: str | None = None,
+                       timeout: float | None = None) -> Record | None:
         """The first row as a Record, or None."""
-        return await self._query(_FETCHROW, sql, args, database, 0)
+        return await self._query(_FETCHROW, sql, args, database, 0, timeout)
 
     async def fetchval(self, sql: str, *args: Any, column: int = 0,
-                       database: str | None = None) -> Any:
+                       database: str | None = None, timeout: float | None = None) -> Any:
         """One value of the first row (column index), or None when there is no row."""
-        return await self._query(_FETCHVAL, sql, args, database, column)
+        return await self._query(_FETCHVAL, sql, args, database, column, timeout)
 
-    async def execute(self, sql: str, *args: Any, database: str | None = None) -> int:
+    async def execute(self, sql: str, *args: Any, database: str | None = None,
+                      timeout: float | None = None) -> int:
         """Runs a statement; returns the number of rows affected (0 when not reported)."""
-        return await self._query(_EXECUTE, sql, args, database, 0)
+        return await self._query(_EXECUTE, sql, args, database, 0, timeout)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
-                          database: str | None = None) -> None:
-        """Runs a statement once per row of parameters, in one batch."""
-        await self._executemany(sql, rows, database)
+                          database: str | None = None, timeout: float | None = None) -> None:
+        """Runs a statement once per row of parameters, in one batch (timeout= covers the
+        whole batch)."""
+        await self._executemany(sql, rows, database, timeout)
 
     async def copy_records_to_table(self, table_name: str, *,
                                     records: Iterable[Sequence[Any]],
                                     columns: Sequence[str] | None = None,
                                     schema_name: str | None = None,
-                                    database: str | None = None) -> int:
+                                    database: str | None = None,
+                                    timeout: float | None = None) -> int:
         """Loads records into a table in one atomic bulk operation on a leased connection (see
         Connection.copy_records_to_table); returns the number of rows loaded."""
-        return await self._copy(table_name, records, columns, schema_name, database)
+        return await self._copy(table_name, records, columns, schema_name, database, timeout)
 
-    async def acquire(self, database: str | None = None) -> Connection:
-        """Leases a connection; give it back with release()."""
-        return await self._acquire(database)
+    async def acquire(self, database: str | None = None, *,
+                      timeout: float | None = None) -> Connection:
+        """Leases a connection; give it back with release(). timeout= bounds the wait (the
+        pool's acquire_timeout and connect_timeout still apply): QueryTimeout when it passes."""
+        return await self._acquire(database, timeout)
 
     async def release(self, connection: Connection) -> None:
         """Gives a leased connection back to its pool (a no-op when already released)."""
@@ -215,15 +227,15 @@ class Database(_native.Database):
         """async with db.transaction() as conn: BEGIN … COMMIT, or ROLLBACK on exception."""
         return _TransactionContext(self, database)
 
-    async def ping(self, name: str | None = None) -> float:
+    async def ping(self, name: str | None = None, *, timeout: float | None = None) -> float:
         """Round-trip time in seconds of a trivial query (MongoDB: the ping command); raises like
-        a query."""
+        a query (QueryTimeout when timeout= passes first)."""
         mongodb = self.engine(name) == "mongodb"
         started = _time.perf_counter()
         if mongodb:
-            await self._command("admin", {"ping": 1}, name)
+            await self._command("admin", {"ping": 1}, name, timeout)
         else:
-            await self._query(_EXECUTE, "SELECT 1", (), name, 0)
+            await self._query(_EXECUTE, "SELECT 1", (), name, 0, timeout)
         return _time.perf_counter() - started
 
     def collection(self, name: str, database: str | None = None, *,
@@ -235,11 +247,12 @@ class Database(_native.Database):
         return Collection(name, db=self, database=database, dbname=dbname)
 
     async def command(self, dbname: str | None, cmd: dict[str, Any], *,
-                      database: str | None = None) -> dict[str, Any]:
+                      database: str | None = None,
+                      timeout: float | None = None) -> dict[str, Any]:
         """Runs one MongoDB command (a dict whose first key is the command name) in the MongoDB
         database dbname (None: the one in the URL) on a connection of database, and returns the
         server's reply. Server errors raise the mapped keel error."""
-        return await self._command(dbname, cmd, database)
+        return await self._command(dbname, cmd, database, timeout)
 
 
 class Connection(_native.Connection):
@@ -250,32 +263,41 @@ class Connection(_native.Connection):
 
     __slots__ = ()
 
-    async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        return await self._query(_FETCH, sql, args, 0)
+    # timeout= (seconds) applies to that call only: QueryTimeout when it has not finished by
+    # then (the statement is cancelled on the server; the connection stays usable, or is
+    # discarded when released if the server did not answer the cancel). None: the database's
+    # command_timeout.
 
-    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        return await self._query(_FETCHROW, sql, args, 0)
+    async def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Record]:
+        return await self._query(_FETCH, sql, args, 0, timeout)
 
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        return await self._query(_FETCHVAL, sql, args, column)
+    async def fetchrow(self, sql: str, *args: Any,
+                       timeout: float | None = None) -> Record | None:
+        return await self._query(_FETCHROW, sql, args, 0, timeout)
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        return await self._query(_EXECUTE, sql, args, 0)
+    async def fetchval(self, sql: str, *args: Any, column: int = 0,
+                       timeout: float | None = None) -> Any:
+        return await self._query(_FETCHVAL, sql, args, column, timeout)
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._executemany(sql, rows)
+    async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> int:
+        return await self._query(_EXECUTE, sql, args, 0, timeout)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
+                          timeout: float | None = None) -> None:
+        await self._executemany(sql, rows, timeout)
 
     async def copy_records_to_table(self, table_name: str, *,
                                     records: Iterable[Sequence[Any]],
                                     columns: Sequence[str] | None = None,
-                                    schema_name: str | None = None) -> int:
+                                    schema_name: str | None = None,
+                                    timeout: float | None = None) -> int:
         """Loads records (any iterable of sequences, one value per column) into a table in one
         atomic bulk operation, as asyncpg's method of the same name; returns the number of rows
         loaded. columns names the columns the values go to (None: every column of the table, in
         order); names are used as stored (quoted: case and spaces are kept). PostgreSQL uses
         binary COPY; MySQL/MariaDB and SQLite an atomic batch of INSERTs. A value that does not
         fit its column raises DataError naming the row and column, and nothing is loaded."""
-        return await self._copy(table_name, records, columns, schema_name)
+        return await self._copy(table_name, records, columns, schema_name, timeout)
 
     def transaction(self) -> Transaction:
         """async with conn.transaction(): a transaction, or a savepoint when nested (MongoDB has
@@ -287,9 +309,10 @@ class Connection(_native.Connection):
         transaction). NotSupportedError on an SQL connection."""
         return Collection(name, conn=self, dbname=dbname)
 
-    async def command(self, dbname: str | None, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def command(self, dbname: str | None, cmd: dict[str, Any], *,
+                      timeout: float | None = None) -> dict[str, Any]:
         """Runs one MongoDB command on this connection (see Database.command)."""
-        return await _collection._conn_command(self, dbname, cmd)
+        return await _collection._conn_command(self, dbname, cmd, timeout)
 
 
 _native.set_connection_class(Connection)

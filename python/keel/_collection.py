@@ -10,6 +10,11 @@ Every operation is one MongoDB command (insert, find, getMore, killCursors, upda
 aggregate, createIndexes, drop) sent through Connection._command / Database._command, which
 encode the command to BSON, run it and decode the reply in C.
 
+timeout= (seconds) on every method bounds the call as on the SQL methods: QueryTimeout when it
+has not finished by then (None: the database's command_timeout). insert_many's covers all of its
+commands; a cursor's (find, aggregate) covers each batch it fetches: the first one with the wait
+for a connection, then each getMore.
+
 Cursors stream their results in batches with getMore. A cursor of a database-level collection
 leases a connection for its lifetime (the server-side cursor lives on it) and gives it back when
 the cursor is exhausted or closed; a cursor of a connection-level collection uses that
@@ -21,13 +26,22 @@ command keel sends on the user's connection (or when that connection is given ba
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from . import _native
-from ._native import Error, NotSupportedError, ObjectId, ProgrammingError, RawDocument
+from ._native import (
+    Error,
+    NotSupportedError,
+    ObjectId,
+    ProgrammingError,
+    QueryTimeout,
+    RawDocument,
+    check_timeout,
+)
 
 if TYPE_CHECKING:
     from . import Connection, Database
@@ -167,6 +181,29 @@ def _index_keys(keys: str | Sequence[tuple[str, Any]] | Mapping[str, Any]) -> di
     return spec
 
 
+def _deadline(timeout: float | None) -> float | None:
+    """The monotonic time by which a call given timeout= must end (None: no timeout= given)."""
+    seconds = check_timeout(timeout)
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def _left(deadline: float | None, timeout: float | None, database: str) -> float | None:
+    """The timeout= for the next command of a call that must end by deadline; QueryTimeout when
+    none is left."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left > 0:
+        return left
+    exc = QueryTimeout(f"timeout: the operation did not finish within {timeout:g} s (timeout=) "
+                       f"on database '{database}'")
+    exc.database = database
+    exc.engine = "mongodb"
+    exc.code = "KEEL_ERR_TIMEOUT"
+    exc.sqlstate = "57014"
+    raise exc
+
+
 def _write_result_counts(reply: Mapping[str, Any]) -> tuple[int, bool]:
     # An unacknowledged write (w: 0) gets no count back.
     return int(reply.get("n", 0)), "n" in reply
@@ -207,13 +244,14 @@ async def flush_kills(conn: Connection) -> None:
             await _kill(conn, dbname, coll, ids)
 
 
-async def _conn_command(conn: Connection, dbname: str | None, cmd: dict[str, Any]) -> Any:
+async def _conn_command(conn: Connection, dbname: str | None, cmd: dict[str, Any],
+                        timeout: float | None = None) -> Any:
     # Not inside a transaction: MongoDB aborts a transaction on any error in it, and a kill the
     # user did not ask for must not be what dooms theirs. They run after it, at the latest when
     # the connection is given back.
     if _pending_kills and conn in _pending_kills and not conn.in_transaction:
         await flush_kills(conn)
-    return await conn._command(dbname, cmd)
+    return await conn._command(dbname, cmd, timeout)
 
 
 async def _kill_and_release(db: Database, conn: Connection, dbname: str | None, coll: str,
@@ -247,14 +285,15 @@ class Cursor:
     Database.close() waits for their connections like for any leased one.
     """
 
-    __slots__ = ("_coll", "_cmd", "_batch_size", "_batch", "_pos", "_id", "_ns_db", "_ns_coll",
-                 "_conn", "_owned", "_loop", "_closed", "__weakref__")
+    __slots__ = ("_coll", "_cmd", "_batch_size", "_timeout", "_batch", "_pos", "_id", "_ns_db",
+                 "_ns_coll", "_conn", "_owned", "_loop", "_closed", "__weakref__")
 
     def __init__(self, collection: Collection, cmd: dict[str, Any],
-                 batch_size: int | None) -> None:
+                 batch_size: int | None, timeout: float | None = None) -> None:
         self._coll = collection
         self._cmd = cmd
         self._batch_size = batch_size
+        self._timeout = check_timeout(timeout)  # per batch
         self._batch: list[Any] = []
         self._pos = 0
         self._id: int | None = None    # None until the first batch; 0 once exhausted
@@ -368,15 +407,18 @@ class Cursor:
 
     async def _open(self) -> None:
         coll = self._coll
+        timeout = self._timeout
+        deadline = _deadline(timeout)
         if coll._conn is not None:
             conn = coll._conn
         else:
-            conn = await coll._db._acquire(coll._database)
+            conn = await coll._db._acquire(coll._database, timeout)
             self._owned = True
         self._conn = conn
         self._loop = asyncio.get_running_loop()
         try:
-            reply = await _conn_command(conn, coll._dbname, self._cmd)
+            left = _left(deadline, timeout, coll._database)
+            reply = await _conn_command(conn, coll._dbname, self._cmd, left)
         except BaseException:
             self._abandon()
             raise
@@ -389,7 +431,7 @@ class Cursor:
         if self._batch_size:
             cmd["batchSize"] = self._batch_size
         try:
-            reply = await _conn_command(conn, self._ns_db, cmd)
+            reply = await _conn_command(conn, self._ns_db, cmd, self._timeout)
         except BaseException:
             # Failed or cancelled midway: the cursor's state on the server is unknown.
             self._abandon()
@@ -482,27 +524,32 @@ class Collection:
         where = "connection" if self._conn is not None else "database"
         return f"<keel.Collection {self.name!r} {where}={self._database!r}>"
 
-    async def _run(self, cmd: dict[str, Any]) -> Any:
+    async def _run(self, cmd: dict[str, Any], timeout: float | None) -> Any:
         if self._conn is not None:
-            return await _conn_command(self._conn, self._dbname, cmd)
+            return await _conn_command(self._conn, self._dbname, cmd, timeout)
         assert self._db is not None
-        return await self._db._command(self._dbname, cmd, self._database)
+        return await self._db._command(self._dbname, cmd, self._database, timeout)
 
     # -- inserts --
 
-    async def insert_one(self, document: MutableMapping[str, Any]) -> InsertOneResult:
+    async def insert_one(self, document: MutableMapping[str, Any], *,
+                         timeout: float | None = None) -> InsertOneResult:
         """Inserts one document; adds _id = ObjectId() to it when it has none."""
         doc, oid = _with_id(document)
-        reply = await self._run({"insert": self.name, "ordered": True, "documents": [doc]})
+        reply = await self._run({"insert": self.name, "ordered": True, "documents": [doc]},
+                                timeout)
         return InsertOneResult(oid, "n" in reply)
 
     async def insert_many(self, documents: Iterable[MutableMapping[str, Any]], *,
-                          ordered: bool = True) -> InsertManyResult:
+                          ordered: bool = True,
+                          timeout: float | None = None) -> InsertManyResult:
         """Inserts documents in as few commands as MongoDB's size limits allow.
 
         ordered=True stops at the first failing document; ordered=False inserts all it can and
-        then raises the first error.
+        then raises the first error. timeout= covers every command of the call; once it has
+        passed no further batch is sent, ordered or not.
         """
+        deadline = _deadline(timeout)
         if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
             raise TypeError("insert_many takes an iterable of documents")
         ids: list[Any] = []
@@ -527,10 +574,11 @@ class Collection:
         first_error: Error | None = None
         for batch in batches:
             try:
+                left = _left(deadline, timeout, self._database)
                 reply = await self._run({"insert": self.name, "ordered": ordered,
-                                         "documents": batch})
+                                         "documents": batch}, left)
             except Error as exc:
-                if ordered:
+                if ordered or isinstance(exc, QueryTimeout):
                     raise
                 if first_error is None:
                     first_error = exc
@@ -545,14 +593,14 @@ class Collection:
     def find(self, filter: Mapping[str, Any] | None = None,
              projection: Mapping[str, Any] | Sequence[str] | None = None, *,
              sort: SortSpec = None, skip: int = 0, limit: int = 0,
-             batch_size: int | None = None) -> Cursor:
+             batch_size: int | None = None, timeout: float | None = None) -> Cursor:
         """A Cursor over the matching documents (nothing runs until it is iterated).
 
         limit=0 means no limit; a negative limit returns at most -limit documents in a single
-        batch, as in pymongo.
+        batch, as in pymongo. timeout= bounds the fetch of each batch.
         """
         cmd = self._find_command(filter, projection, sort, skip, limit, batch_size)
-        return Cursor(self, cmd, batch_size)
+        return Cursor(self, cmd, batch_size, timeout)
 
     def _find_command(self, filter: Mapping[str, Any] | None, projection: Any, sort: SortSpec,
                       skip: int, limit: int, batch_size: int | None) -> dict[str, Any]:
@@ -580,17 +628,21 @@ class Collection:
 
     async def find_one(self, filter: Any = None,
                        projection: Mapping[str, Any] | Sequence[str] | None = None, *,
-                       sort: SortSpec = None, skip: int = 0) -> dict[str, Any] | None:
+                       sort: SortSpec = None, skip: int = 0,
+                       timeout: float | None = None) -> dict[str, Any] | None:
         """The first matching document, or None. A filter that is not a dict matches _id."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        reply = await self._run(self._find_command(filter, projection, sort, skip, -1, None))
+        reply = await self._run(self._find_command(filter, projection, sort, skip, -1, None),
+                                timeout)
         batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]], *,
-                  batch_size: int | None = None, allow_disk_use: bool | None = None) -> Cursor:
-        """A Cursor over the results of an aggregation pipeline."""
+                  batch_size: int | None = None, allow_disk_use: bool | None = None,
+                  timeout: float | None = None) -> Cursor:
+        """A Cursor over the results of an aggregation pipeline (timeout= bounds the fetch of
+        each batch)."""
         if not isinstance(pipeline, (list, tuple)):
             raise TypeError("pipeline must be a list of stages")
         cursor_opts: dict[str, Any] = {}
@@ -600,10 +652,11 @@ class Collection:
                                "cursor": cursor_opts}
         if allow_disk_use is not None:
             cmd["allowDiskUse"] = allow_disk_use
-        return Cursor(self, cmd, batch_size)
+        return Cursor(self, cmd, batch_size, timeout)
 
     async def count_documents(self, filter: Mapping[str, Any] | None = None, *,
-                              skip: int = 0, limit: int = 0) -> int:
+                              skip: int = 0, limit: int = 0,
+                              timeout: float | None = None) -> int:
         """The number of matching documents, counted by an aggregation (as pymongo does)."""
         pipeline: list[dict[str, Any]] = [{"$match": _filter(filter)}]
         if skip:
@@ -611,21 +664,23 @@ class Collection:
         if limit:
             pipeline.append({"$limit": limit})
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
-        reply = await self._run({"aggregate": self.name, "pipeline": pipeline, "cursor": {}})
+        reply = await self._run({"aggregate": self.name, "pipeline": pipeline, "cursor": {}},
+                                timeout)
         batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
-    async def estimated_document_count(self) -> int:
+    async def estimated_document_count(self, *, timeout: float | None = None) -> int:
         """The collection's document count from its metadata (fast, ignores transactions)."""
-        reply = await self._run({"count": self.name})
+        reply = await self._run({"count": self.name}, timeout)
         return int(reply.get("n", 0))
 
     # -- updates and deletes --
 
     async def _update(self, filter: Mapping[str, Any] | None, update: Any, *, multi: bool,
-                      upsert: bool) -> UpdateResult:
+                      upsert: bool, timeout: float | None) -> UpdateResult:
         statement = {"q": _filter(filter), "u": update, "multi": multi, "upsert": upsert}
-        reply = await self._run({"update": self.name, "ordered": True, "updates": [statement]})
+        reply = await self._run({"update": self.name, "ordered": True, "updates": [statement]},
+                                timeout)
         n, acknowledged = _write_result_counts(reply)
         upserted = reply.get("upserted") or []
         upserted_id = upserted[0].get("_id") if upserted else None
@@ -644,19 +699,20 @@ class Collection:
                                    "{'$set': {...}}); use replace_one to replace a document")
 
     async def update_one(self, filter: Mapping[str, Any] | None, update: Any, *,
-                         upsert: bool = False) -> UpdateResult:
+                         upsert: bool = False, timeout: float | None = None) -> UpdateResult:
         """Applies update ($ operators or a pipeline) to the first matching document."""
         self._check_update(update, "update_one")
-        return await self._update(filter, update, multi=False, upsert=upsert)
+        return await self._update(filter, update, multi=False, upsert=upsert, timeout=timeout)
 
     async def update_many(self, filter: Mapping[str, Any] | None, update: Any, *,
-                          upsert: bool = False) -> UpdateResult:
+                          upsert: bool = False, timeout: float | None = None) -> UpdateResult:
         """Applies update ($ operators or a pipeline) to every matching document."""
         self._check_update(update, "update_many")
-        return await self._update(filter, update, multi=True, upsert=upsert)
+        return await self._update(filter, update, multi=True, upsert=upsert, timeout=timeout)
 
     async def replace_one(self, filter: Mapping[str, Any] | None,
-                          replacement: Mapping[str, Any], *, upsert: bool = False) -> UpdateResult:
+                          replacement: Mapping[str, Any], *, upsert: bool = False,
+                          timeout: float | None = None) -> UpdateResult:
         """Replaces the first matching document (its _id is kept)."""
         if not isinstance(replacement, Mapping):
             raise TypeError("replace_one: the replacement must be a dict")
@@ -664,27 +720,31 @@ class Collection:
             if isinstance(key, str) and key.startswith("$"):
                 raise ProgrammingError("replace_one: a replacement document cannot hold $ "
                                        "operators; use update_one to apply them")
-        return await self._update(filter, replacement, multi=False, upsert=upsert)
+        return await self._update(filter, replacement, multi=False, upsert=upsert,
+                                  timeout=timeout)
 
-    async def _delete(self, filter: Mapping[str, Any] | None, limit: int) -> DeleteResult:
+    async def _delete(self, filter: Mapping[str, Any] | None, limit: int,
+                      timeout: float | None) -> DeleteResult:
         reply = await self._run({"delete": self.name, "ordered": True,
-                                 "deletes": [{"q": _filter(filter), "limit": limit}]})
+                                 "deletes": [{"q": _filter(filter), "limit": limit}]}, timeout)
         n, acknowledged = _write_result_counts(reply)
         return DeleteResult(n, acknowledged)
 
-    async def delete_one(self, filter: Mapping[str, Any] | None) -> DeleteResult:
+    async def delete_one(self, filter: Mapping[str, Any] | None, *,
+                         timeout: float | None = None) -> DeleteResult:
         """Deletes the first matching document."""
-        return await self._delete(filter, 1)
+        return await self._delete(filter, 1, timeout)
 
-    async def delete_many(self, filter: Mapping[str, Any] | None) -> DeleteResult:
+    async def delete_many(self, filter: Mapping[str, Any] | None, *,
+                          timeout: float | None = None) -> DeleteResult:
         """Deletes every matching document ({} deletes them all)."""
-        return await self._delete(filter, 0)
+        return await self._delete(filter, 0, timeout)
 
     # -- indexes and the collection itself --
 
     async def create_index(self, keys: str | Sequence[tuple[str, Any]] | Mapping[str, Any], *,
                            unique: bool = False, name: str | None = None,
-                           **options: Any) -> str:
+                           timeout: float | None = None, **options: Any) -> str:
         """Creates an index and returns its name ("email_1" for [("email", 1)]).
 
         Extra keyword options go into the index specification as they are (sparse=True,
@@ -697,13 +757,13 @@ class Collection:
         if unique:
             index["unique"] = True
         index.update(options)
-        await self._run({"createIndexes": self.name, "indexes": [index]})
+        await self._run({"createIndexes": self.name, "indexes": [index]}, timeout)
         return name
 
-    async def drop(self) -> None:
+    async def drop(self, *, timeout: float | None = None) -> None:
         """Drops the collection with its indexes; a collection that does not exist is fine."""
         try:
-            await self._run({"drop": self.name})
+            await self._run({"drop": self.name}, timeout)
         except ProgrammingError as exc:
             # MongoDB before 7.0 answers NamespaceNotFound (code 26) for a missing collection.
             if "(code 26)" not in str(exc):

@@ -32,6 +32,8 @@ HIERARCHY = [
     ("ConnectionLost", "OperationalError"),
     ("ConnectError", "OperationalError"),
     ("QueryCanceledError", "OperationalError"),
+    ("QueryTimeout", "OperationalError"),
+    ("QueryTimeout", TimeoutError),
     ("IntegrityError", "DatabaseError"),
     ("ProgrammingError", "DatabaseError"),
     ("DataError", "DatabaseError"),
@@ -40,7 +42,8 @@ HIERARCHY = [
 ]
 
 
-@pytest.mark.parametrize("name,base", HIERARCHY, ids=[h[0] for h in HIERARCHY])
+@pytest.mark.parametrize("name,base", HIERARCHY,
+                         ids=[f"{h[0]}-{getattr(h[1], '__name__', h[1])}" for h in HIERARCHY])
 def test_exception_hierarchy(name, base):
     cls = getattr(keel, name)
     parent = base if isinstance(base, type) else getattr(keel, base)
@@ -434,7 +437,7 @@ async def test_server_data_errors_on_mysql(mysql_db, mysql_table, column, sql, a
 
 async def test_statement_timeout_on_mysql(mysql_db):
     # MariaDB's max_statement_time interrupts the statement with its own error: a timeout.
-    with pytest.raises(keel.OperationalError) as ei:
+    with pytest.raises(keel.QueryTimeout) as ei:
         await mysql_db.fetchval("SET STATEMENT max_statement_time = 0.1 FOR SELECT SLEEP(5)")
     assert_error_attributes(ei.value, engine="mysql", code="KEEL_ERR_TIMEOUT", sqlstate="70100")
     assert await mysql_db.fetchval("SELECT 1") == 1
@@ -565,8 +568,9 @@ async def test_query_killed_by_another_session_on_mysql(mysql_db):
 @pytest.mark.parametrize("dead_engine", list(DEAD_URLS))
 async def test_server_that_never_answers_times_out(dead_engine):
     # A server that accepts the connection and then says nothing (a hung host, a wrong port
-    # behind a proxy): the connect deadline ends the wait. That is a timeout (KEEL_ERR_TIMEOUT,
-    # "a connect or statement deadline passed"), an OperationalError naming the address.
+    # behind a proxy): the connect deadline ends the wait. That is a failed connect, a
+    # ConnectError naming the address, whose code tells the deadline (KEEL_ERR_TIMEOUT); not a
+    # QueryTimeout, which is the deadline of an operation (timeout=, command_timeout).
     async def silent(reader, writer):
         await reader.read()  # until the client gives up and closes
         writer.close()
@@ -579,8 +583,9 @@ async def test_server_that_never_answers_times_out(dead_engine):
     try:
         async with d:
             t0 = time.monotonic()
-            with pytest.raises(keel.OperationalError) as ei:
+            with pytest.raises(keel.ConnectError) as ei:
                 await d.fetchval("SELECT 1")
+            assert not isinstance(ei.value, keel.QueryTimeout)
             assert 0.5 <= time.monotonic() - t0 < 5
             assert_error_attributes(ei.value, engine=dead_engine, database="x", code="KEEL_ERR_TIMEOUT")
             assert str(port) in str(ei.value)

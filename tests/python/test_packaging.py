@@ -41,5 +41,6 @@ def test_public_names():
     for name in ("Database", "Connection", "Record", "Error", "InterfaceError", "DatabaseError",
                  "OperationalError", "IntegrityError", "ProgrammingError", "DataError",
                  "InternalError", "NotSupportedError", "ConfigError", "UnknownDatabaseError",
-                 "PoolTimeout", "ConnectionLost", "ConnectError", "QueryCanceledError"):
+                 "PoolTimeout", "ConnectionLost", "ConnectError", "QueryCanceledError",
+                 "QueryTimeout"):
         assert hasattr(keel, name), name

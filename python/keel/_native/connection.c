@@ -96,40 +96,40 @@ static PyObject *released_error(kpy_conn *c) {
     return keel__py_raise(c->db->st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
 }
 
-/* _query(mode, sql, args, column) */
+/* _query(mode, sql, args, column[, timeout]) */
 static PyObject *conn_query(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_query(mode, sql, args, column)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 4, "_query(mode, sql, args, column[, timeout])",
+                              &timeout) < 0)
         return NULL;
-    }
     int mode = (int)PyLong_AsLong(args[0]);
     Py_ssize_t column = PyLong_AsSsize_t(args[3]);
     if ((mode == -1 || column == -1) && PyErr_Occurred())
         return NULL;
-    return keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column, KEEL_TXN_BEGIN, 0);
+    return keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column, KEEL_TXN_BEGIN, 0,
+                               timeout);
 }
 
-/* _executemany(sql, rows) */
+/* _executemany(sql, rows[, timeout]) */
 static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_executemany(sql, rows)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 2, "_executemany(sql, rows[, timeout])", &timeout) < 0)
         return NULL;
-    }
     return keel__py_conn_query(c, KPY_OP_MANY, KPY_MODE_EXECUTE, args[0], args[1], 0,
-                               KEEL_TXN_BEGIN, 0);
+                               KEEL_TXN_BEGIN, 0, timeout);
 }
 
-/* _copy(table, records, columns, schema) */
+/* _copy(table, records, columns, schema[, timeout]) */
 static PyObject *conn_copy(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_copy(table, records, columns, schema)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 4, "_copy(table, records, columns, schema[, timeout])",
+                              &timeout) < 0)
         return NULL;
-    }
     PyObject *params = keel__py_copy_args(c->db->st, args[0], args[1], args[2], args[3]);
     if (params == NULL)
         return NULL;
     PyObject *op = keel__py_conn_query(c, KPY_OP_COPY, KPY_MODE_EXECUTE, args[0], params, 0,
-                                       KEEL_TXN_BEGIN, 0);
+                                       KEEL_TXN_BEGIN, 0, timeout);
     Py_DECREF(params);
     return op;
 }
@@ -149,7 +149,7 @@ static PyObject *conn_txn(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) 
         return NULL;
     }
     return keel__py_conn_query(c, KPY_OP_TXN, KPY_MODE_EXECUTE, NULL, NULL, 0, (keel_txn_op)op,
-                               (unsigned)depth);
+                               (unsigned)depth, 0);
 }
 
 int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObject **name_out,
@@ -187,17 +187,16 @@ int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObje
     return 0;
 }
 
-/* _command(dbname, cmd) */
+/* _command(dbname, cmd[, timeout]) */
 static PyObject *conn_command(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_command(dbname, cmd)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 2, "_command(dbname, cmd[, timeout])", &timeout) < 0)
         return NULL;
-    }
     PyObject *name, *bson;
     if (keel__py_command_args(c->db->st, args[0], args[1], &name, &bson) < 0)
         return NULL;
-    PyObject *op =
-        keel__py_conn_query(c, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, 0, KEEL_TXN_BEGIN, 0);
+    PyObject *op = keel__py_conn_query(c, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, 0,
+                                       KEEL_TXN_BEGIN, 0, timeout);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return op;
@@ -243,17 +242,18 @@ static PyObject *conn_repr(kpy_conn *c) {
 
 static PyMethodDef conn_methods[] = {
     { "_query", (PyCFunction)(void (*)(void))conn_query, METH_FASTCALL,
-      "_query(mode, sql, args, column) -> awaitable" },
+      "_query(mode, sql, args, column[, timeout]) -> awaitable" },
     { "_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
-      "_executemany(sql, rows) -> awaitable" },
+      "_executemany(sql, rows[, timeout]) -> awaitable" },
     { "_copy", (PyCFunction)(void (*)(void))conn_copy, METH_FASTCALL,
-      "_copy(table, records, columns, schema) -> awaitable int: a bulk load (COPY on PostgreSQL) "
-      "returning the rows loaded." },
+      "_copy(table, records, columns, schema[, timeout]) -> awaitable int: a bulk load (COPY on "
+      "PostgreSQL) returning the rows loaded." },
     { "_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
       "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step." },
     { "_command", (PyCFunction)(void (*)(void))conn_command, METH_FASTCALL,
-      "_command(dbname, cmd) -> awaitable dict: runs a document command (MongoDB) against the "
-      "engine database dbname (None: the configured one) and returns the server's reply." },
+      "_command(dbname, cmd[, timeout]) -> awaitable dict: runs a document command (MongoDB) "
+      "against the engine database dbname (None: the configured one) and returns the server's "
+      "reply." },
     { NULL, NULL, 0, NULL },
 };
 

@@ -391,65 +391,71 @@ static PyObject *db_close(kpy_db *self, PyObject *unused) {
 
 /* ---- queries ---- */
 
-/* _query(mode, sql, args, database, column) */
+/* _query(mode, sql, args, database, column[, timeout]) */
 static PyObject *db_query(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_query(mode, sql, args, database, column)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 5,
+                              "_query(mode, sql, args, database, column[, timeout])", &timeout) < 0)
         return NULL;
-    }
     int mode = (int)PyLong_AsLong(args[0]);
     Py_ssize_t column = PyLong_AsSsize_t(args[4]);
     if ((mode == -1 || column == -1) && PyErr_Occurred())
         return NULL;
-    return keel__py_db_query(self, KPY_OP_QUERY, mode, args[1], args[2], args[3], column);
+    return keel__py_db_query(self, KPY_OP_QUERY, mode, args[1], args[2], args[3], column, timeout);
 }
 
-/* _executemany(sql, rows, database) */
+/* _executemany(sql, rows, database[, timeout]) */
 static PyObject *db_executemany(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_executemany(sql, rows, database)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 3, "_executemany(sql, rows, database[, timeout])",
+                              &timeout) < 0)
         return NULL;
-    }
-    return keel__py_db_query(self, KPY_OP_MANY, KPY_MODE_EXECUTE, args[0], args[1], args[2], 0);
+    return keel__py_db_query(self, KPY_OP_MANY, KPY_MODE_EXECUTE, args[0], args[1], args[2], 0,
+                             timeout);
 }
 
-/* _copy(table, records, columns, schema, database): acquire, bulk load, release, in C. */
+/* _copy(table, records, columns, schema, database[, timeout]): acquire, bulk load, release. */
 static PyObject *db_copy(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_copy(table, records, columns, schema, database)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 5,
+                              "_copy(table, records, columns, schema, database[, timeout])",
+                              &timeout) < 0)
         return NULL;
-    }
     if (check_initialised(self) < 0)
         return NULL;
     PyObject *params = keel__py_copy_args(self->st, args[0], args[1], args[2], args[3]);
     if (params == NULL)
         return NULL;
-    PyObject *op =
-        keel__py_db_query(self, KPY_OP_COPY, KPY_MODE_EXECUTE, args[0], params, args[4], 0);
+    PyObject *op = keel__py_db_query(self, KPY_OP_COPY, KPY_MODE_EXECUTE, args[0], params, args[4],
+                                     0, timeout);
     Py_DECREF(params);
     return op;
 }
 
-/* _command(dbname, cmd, database): acquire, run one document command, release, in C. */
+/* _command(dbname, cmd, database[, timeout]): acquire, run one document command, release. */
 static PyObject *db_command(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_command(dbname, cmd, database)");
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 3, "_command(dbname, cmd, database[, timeout])",
+                              &timeout) < 0)
         return NULL;
-    }
     if (check_initialised(self) < 0)
         return NULL;
     PyObject *name, *bson;
     if (keel__py_command_args(self->st, args[0], args[1], &name, &bson) < 0)
         return NULL;
     PyObject *op =
-        keel__py_db_query(self, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, args[2], 0);
+        keel__py_db_query(self, KPY_OP_COMMAND, KPY_MODE_EXECUTE, name, bson, args[2], 0, timeout);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return op;
 }
 
-static PyObject *db_acquire(kpy_db *self, PyObject *database) {
-    return keel__py_db_acquire(self, database);
+/* _acquire(database[, timeout]) */
+static PyObject *db_acquire(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 1, "_acquire(database[, timeout])", &timeout) < 0)
+        return NULL;
+    return keel__py_db_acquire(self, args[0], timeout);
 }
 
 static PyObject *db_release(kpy_db *self, PyObject *conn) {
@@ -587,16 +593,17 @@ static PyMethodDef db_methods[] = {
     { "_close", (PyCFunction)db_close, METH_NOARGS,
       "Starts closing; returns a future done when closed, or None when already closed." },
     { "_query", (PyCFunction)(void (*)(void))db_query, METH_FASTCALL,
-      "_query(mode, sql, args, database, column) -> awaitable" },
+      "_query(mode, sql, args, database, column[, timeout]) -> awaitable" },
     { "_executemany", (PyCFunction)(void (*)(void))db_executemany, METH_FASTCALL,
-      "_executemany(sql, rows, database) -> awaitable" },
+      "_executemany(sql, rows, database[, timeout]) -> awaitable" },
     { "_copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL,
-      "_copy(table, records, columns, schema, database) -> awaitable int: a bulk load on a "
-      "connection of database, leased for it." },
+      "_copy(table, records, columns, schema, database[, timeout]) -> awaitable int: a bulk "
+      "load on a connection of database, leased for it." },
     { "_command", (PyCFunction)(void (*)(void))db_command, METH_FASTCALL,
-      "_command(dbname, cmd, database) -> awaitable dict: a document command on a connection "
-      "of database, leased for it." },
-    { "_acquire", (PyCFunction)db_acquire, METH_O, "_acquire(database) -> awaitable Connection" },
+      "_command(dbname, cmd, database[, timeout]) -> awaitable dict: a document command on a "
+      "connection of database, leased for it." },
+    { "_acquire", (PyCFunction)(void (*)(void))db_acquire, METH_FASTCALL,
+      "_acquire(database[, timeout]) -> awaitable Connection; timeout bounds the wait" },
     { "_release", (PyCFunction)db_release, METH_O, "_release(connection)" },
     { "engine", (PyCFunction)(void (*)(void))db_engine, METH_FASTCALL | METH_KEYWORDS,
       "engine(name=None): the engine name of a database (\"postgresql\", \"sqlite\")." },

@@ -114,6 +114,34 @@ int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *ar
     return call_soon_raw(L->st, L->call_soon, fn, arg);
 }
 
+PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObject *arg),
+                                   PyObject *arg) {
+    PyObject *now = PyObject_CallNoArgs(L->time);
+    if (now == NULL)
+        return NULL;
+    double when = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (when == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *whenobj = PyFloat_FromDouble(when + delay);
+    if (whenobj == NULL)
+        return NULL;
+    kpy_deferred *d = PyObject_GC_New(kpy_deferred, L->st->DeferredType);
+    if (d == NULL) {
+        Py_DECREF(whenobj);
+        return NULL;
+    }
+    d->vectorcall = deferred_call;
+    d->fn = fn;
+    d->arg = Py_XNewRef(arg);
+    PyObject_GC_Track(d);
+    PyObject *args[2] = { whenobj, (PyObject *)d };
+    PyObject *handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
+    Py_DECREF(whenobj);
+    Py_DECREF(d);
+    return handle;
+}
+
 /* ---- the GIL around keel_db_close ---- */
 
 PyThreadState *keel__py_gil_take(kpy_loop *L) {

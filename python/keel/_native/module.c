@@ -37,6 +37,7 @@ static PyObject *error_class(kpy_state *st, keel_status code) {
     case KEEL_ERR_POOL_TIMEOUT:
         return st->PoolTimeout;
     case KEEL_ERR_TIMEOUT:
+        return st->QueryTimeout;
     case KEEL_ERR_IO:
     case KEEL_ERR_OPERATIONAL:
         return st->OperationalError;
@@ -76,8 +77,7 @@ static int set_str_attr(PyObject *exc, const char *name, const char *s) {
     return rc;
 }
 
-PyObject *keel__py_error_new(kpy_state *st, const keel_error *err) {
-    PyObject *cls = error_class(st, err->code);
+static PyObject *error_new_of(PyObject *cls, const keel_error *err) {
     const char *text = err->message[0] != '\0' ? err->message : keel_strerror(err->code);
     PyObject *msg = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
     if (msg == NULL)
@@ -96,6 +96,17 @@ PyObject *keel__py_error_new(kpy_state *st, const keel_error *err) {
         return NULL;
     }
     return exc;
+}
+
+PyObject *keel__py_error_new(kpy_state *st, const keel_error *err) {
+    return error_new_of(error_class(st, err->code), err);
+}
+
+PyObject *keel__py_connect_error_new(kpy_state *st, const keel_error *err) {
+    /* Catching ConnectError must catch every failure to get a connection, a silent server's
+     * included; the code (KEEL_ERR_TIMEOUT) still tells a deadline apart. */
+    PyObject *cls = err->code == KEEL_ERR_TIMEOUT ? st->ConnectError : error_class(st, err->code);
+    return error_new_of(cls, err);
 }
 
 PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err) {
@@ -140,9 +151,22 @@ static PyObject *mod_libkeel_version(PyObject *module, PyObject *unused) {
     return PyUnicode_FromString(keel_version());
 }
 
+static PyObject *mod_check_timeout(PyObject *module, PyObject *timeout) {
+    (void)module;
+    double seconds;
+    if (keel__py_timeout_arg(timeout, &seconds) < 0)
+        return NULL;
+    if (seconds == 0)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(seconds);
+}
+
 static PyMethodDef module_methods[] = {
     { "set_connection_class", mod_set_connection_class, METH_O,
       "Sets the class instantiated for leased connections (a subclass of Connection)." },
+    { "check_timeout", mod_check_timeout, METH_O,
+      "check_timeout(timeout) -> float | None: a timeout= argument checked as the query methods "
+      "check it (TypeError / ValueError naming timeout)." },
     { "libkeel_version", mod_libkeel_version, METH_NOARGS,
       "The version of the libkeel linked into the extension." },
     { "bson_encode", keel__py_mod_bson_encode, METH_O,
@@ -204,6 +228,17 @@ static int init_exceptions(PyObject *m, kpy_state *st) {
         "The server went away during an operation.");
     EXC(ConnectError, "ConnectError", OperationalError, "Could not connect or authenticate.");
     EXC(QueryCanceledError, "QueryCanceledError", OperationalError, "The statement was cancelled.");
+    /* Also a built-in TimeoutError, as asyncio.timeout() and wait_for raise, so that code
+     * catching timeouts of any kind catches keel's. */
+    PyObject *bases = PyTuple_Pack(2, st->OperationalError, PyExc_TimeoutError);
+    if (bases == NULL)
+        return -1;
+    st->QueryTimeout = new_exception(m, "QueryTimeout", bases, NULL,
+                                     "An operation did not finish within its timeout (timeout= "
+                                     "or the database's command_timeout); keel cancelled it.");
+    Py_DECREF(bases);
+    if (st->QueryTimeout == NULL)
+        return -1;
     EXC(IntegrityError, "IntegrityError", DatabaseError,
         "A unique, foreign key, not-null or check constraint was violated.");
     EXC(ProgrammingError, "ProgrammingError", DatabaseError,
@@ -365,6 +400,7 @@ static int module_exec(PyObject *m) {
     X(ConnectionLost)                                                                              \
     X(ConnectError)                                                                                \
     X(QueryCanceledError)                                                                          \
+    X(QueryTimeout)                                                                                \
     X(IntegrityError)                                                                              \
     X(ProgrammingError)                                                                            \
     X(DataError)                                                                                   \

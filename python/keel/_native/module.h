@@ -38,6 +38,7 @@ typedef struct kpy_state {
     PyObject *ConnectionLost;
     PyObject *ConnectError;
     PyObject *QueryCanceledError;
+    PyObject *QueryTimeout;
     PyObject *IntegrityError;
     PyObject *ProgrammingError;
     PyObject *DataError;
@@ -116,6 +117,27 @@ PyObject *keel__py_error_raise(kpy_state *st, const keel_error *err);
 /* Raises an error made by the binding itself, with a code and an optional database name. */
 PyObject *keel__py_raise(kpy_state *st, keel_status code, const char *database, const char *fmt,
                          ...);
+/*
+ * An exception for an error that ended the wait for a connection: as keel__py_error_new, except
+ * that KEEL_ERR_TIMEOUT there is a connect deadline (connect_timeout), a ConnectError, not a
+ * QueryTimeout (which is for the deadline of an operation).
+ */
+PyObject *keel__py_connect_error_new(kpy_state *st, const keel_error *err);
+
+/* ---- timeouts (op.c) ---- */
+
+/*
+ * The timeout= argument of a query method: None (*seconds = 0: the database's command_timeout),
+ * or a real number of seconds > 0 (math.inf: no deadline). 0, or -1 with TypeError / ValueError
+ * naming timeout.
+ */
+int keel__py_timeout_arg(PyObject *obj, double *seconds);
+/*
+ * The arguments of a private method taking n positional arguments and then an optional timeout
+ * (usage is the TypeError for another count): *timeout as keel__py_timeout_arg. 0, or -1.
+ */
+int keel__py_args_timeout(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n, const char *usage,
+                          double *timeout);
 
 /* ---- conversions (convert.c) ---- */
 
@@ -213,6 +235,13 @@ void keel__py_loop_detach(kpy_loop *L, void (*done)(PyObject *arg), PyObject *ar
 
 /* Runs fn(arg) on the next iteration of the asyncio loop (arg referenced until then). 0 / -1. */
 int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *arg);
+/*
+ * Runs fn(arg) on the asyncio loop in delay seconds (arg referenced until then, or until the
+ * handle is cancelled). The asyncio TimerHandle (a new reference: cancel it with its cancel()),
+ * or NULL with an exception.
+ */
+PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObject *arg),
+                                   PyObject *arg);
 
 /*
  * keel_db_close(db) for the db bound to L, with the GIL released: the close may wait for worker
@@ -307,7 +336,8 @@ typedef struct kpy_conn {
     struct kpy_op *running;   /* the operation on conn (keel holds its reference) */
     struct kpy_op *qhead;     /* operations waiting behind a cancelled one (strong) */
     struct kpy_op *qtail;
-    int depth; /* transaction nesting, maintained by keel.Transaction */
+    int depth;       /* transaction nesting, maintained by keel.Transaction */
+    int timeout_set; /* conn runs under a timeout= of an earlier operation, not the config's */
     PyObject *weakreflist;
 } kpy_conn;
 
@@ -391,18 +421,28 @@ typedef struct kpy_op {
     Py_ssize_t column;
     keel_txn_op txn;
     unsigned depth;
+    /* timeout=: 0 (None: the database's command_timeout), seconds > 0, or INFINITY (none);
+     * measured from started (CLOCK_MONOTONIC seconds at the call), so that the wait for a
+     * connection, or behind a cancelled operation, counts too. */
+    double timeout;
+    double started;
+    PyObject *timer;       /* asyncio handle ending the wait for a connection at the deadline */
+    PyObject *database;    /* database-level with a deadline: the name asked for (str or None) */
     PyObject *rows;        /* KPY_MODE_FETCH: the Records built so far, batch by batch */
     PyObject *desc;        /* KPY_MODE_FETCH: their shared description */
     kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
 } kpy_op;
 
-/* Creates a database-level query / executemany / acquire operation and starts it. */
+/*
+ * Creates a database-level query / executemany / acquire operation and starts it. timeout is
+ * the checked timeout= (keel__py_timeout_arg): it covers the wait for a connection too.
+ */
 PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObject *args,
-                            PyObject *database, Py_ssize_t column);
-PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database);
+                            PyObject *database, Py_ssize_t column, double timeout);
+PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database, double timeout);
 /* Creates an operation on a leased connection and starts it (or queues it). */
 PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, PyObject *args,
-                              Py_ssize_t column, keel_txn_op txn, unsigned depth);
+                              Py_ssize_t column, keel_txn_op txn, unsigned depth, double timeout);
 /* Submits a queued operation now that c is free; on failure completes it with the error. */
 void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op);
 /* Completes a queued operation that will never run (its connection was released). */

@@ -1,7 +1,9 @@
 /* python/keel/_native/op.c - one awaitable operation: acquire, query, batch or transaction step. */
 #include "module.h"
 
+#include <math.h>
 #include <string.h>
+#include <time.h>
 
 /*
  * An Op is what the query methods return: it is awaitable (its __await__ returns itself and it
@@ -37,6 +39,10 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->column = 0;
     op->txn = KEEL_TXN_BEGIN;
     op->depth = 0;
+    op->timeout = 0;
+    op->started = 0;
+    op->timer = NULL;
+    op->database = NULL;
     op->rows = NULL;
     op->desc = NULL;
     op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
@@ -57,9 +63,23 @@ static void op_forget_submission(kpy_op *op) {
     op->params = NULL;
 }
 
+/* Cancels the asyncio handle of op's deadline while waiting for a connection, if armed. */
+static void op_disarm(kpy_op *op) {
+    PyObject *timer = op->timer;
+    if (timer == NULL)
+        return;
+    op->timer = NULL;
+    PyObject *r = PyObject_CallMethodNoArgs(timer, op->db->st->s_cancel);
+    if (r == NULL)
+        PyErr_WriteUnraisable(timer);
+    Py_XDECREF(r);
+    Py_DECREF(timer);
+}
+
 /* keel is done with op: drop what was kept for submission and the reference keel held. */
 static void op_finish(kpy_op *op) {
     op->state = KPY_OP_DONE;
+    op_disarm(op);
     op_forget_submission(op);
     if (op->cobj == NULL)
         keel__py_db_op_finished(op->db);
@@ -78,6 +98,8 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
     if (r != 0)
         return r;
     Py_VISIT(op->acquired);
+    Py_VISIT(op->timer);
+    Py_VISIT(op->database);
     Py_VISIT(op->rows);
     Py_VISIT(op->desc);
     Py_VISIT(op->rows_exc.type);
@@ -91,6 +113,8 @@ static int op_clear(kpy_op *op) {
     Py_CLEAR(op->futiter);
     op_forget_submission(op);
     Py_CLEAR(op->acquired);
+    Py_CLEAR(op->timer);
+    Py_CLEAR(op->database);
     Py_CLEAR(op->rows);
     Py_CLEAR(op->desc);
     Py_CLEAR(op->rows_exc.type);
@@ -263,9 +287,122 @@ static keel_status copy_start(kpy_op *op, keel_conn *conn, const kpy_params *p, 
 static void query_cb(keel_result *res, const keel_error *err, void *arg);
 static void rows_cb(const keel_result *batch, void *arg);
 
+/* ---- timeouts ---- */
+
+static double monotonic_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int keel__py_timeout_arg(PyObject *obj, double *seconds) {
+    *seconds = 0;
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    /* True would be one second: a flag passed in the wrong place, not a duration. */
+    if (PyBool_Check(obj) || !PyNumber_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    double d = PyFloat_AsDouble(obj);
+    if (d == -1.0 && PyErr_Occurred()) {
+        if (PyLong_Check(obj) && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            /* An int too large for a double: as math.inf (or -math.inf, refused below). */
+            PyErr_Clear();
+            int positive = PyObject_RichCompareBool(obj, Py_False, Py_GT);
+            if (positive < 0)
+                return -1;
+            d = positive ? INFINITY : -INFINITY;
+        } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
+                         Py_TYPE(obj)->tp_name);
+            return -1;
+        } else {
+            return -1;
+        }
+    }
+    if (isnan(d) || d <= 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be a number of seconds > 0 (or None for the database's "
+                     "command_timeout), not %R",
+                     obj);
+        return -1;
+    }
+    /* keel takes deadlines up to 1e9 s (31 years); anything longer is no deadline at all. */
+    *seconds = d > 1e9 ? INFINITY : d;
+    return 0;
+}
+
+int keel__py_args_timeout(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n, const char *usage,
+                          double *timeout) {
+    if (nargs != n && nargs != n + 1) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    return keel__py_timeout_arg(nargs > n ? args[n] : NULL, timeout);
+}
+
+/* Seconds left of op's timeout= (INFINITY when it has no deadline). */
+static double op_remaining(const kpy_op *op) {
+    if (isinf(op->timeout))
+        return INFINITY;
+    return op->timeout - (monotonic_now() - op->started);
+}
+
+/* The error of an operation whose timeout= ran out before it could start on a connection. */
+static keel_status op_timeout_error(const kpy_op *op, const char *database, keel_error *err) {
+    keel_error_clear(err);
+    err->code = KEEL_ERR_TIMEOUT;
+    /* As keel's own timeouts: query_canceled, the class PostgreSQL gives statement_timeout. */
+    snprintf(err->sqlstate, sizeof err->sqlstate, "57014");
+    if (database != NULL) {
+        snprintf(err->database, sizeof err->database, "%s", database);
+        const char *engine =
+            op->db->cfg != NULL ? keel_config_database_engine(op->db->cfg, database) : NULL;
+        if (engine != NULL)
+            snprintf(err->engine, sizeof err->engine, "%s", engine);
+    }
+    snprintf(err->message, sizeof err->message,
+             "timeout: the operation did not finish within %g s (timeout=) on database '%s': "
+             "it was still waiting for a connection",
+             op->timeout, database != NULL ? database : "?");
+    return KEEL_ERR_TIMEOUT;
+}
+
+/*
+ * Puts op's timeout= in force on conn before op starts there: the time left of it, or the
+ * database's command_timeout again after an earlier operation of the same Connection set one.
+ * KEEL_ERR_TIMEOUT when the wait for conn used the whole timeout up.
+ */
+static keel_status op_set_timeout(kpy_op *op, keel_conn *conn, keel_error *err) {
+    kpy_conn *c = op->cobj;
+    double seconds;
+    if (op->timeout == 0) {
+        /* A database-level operation has a fresh lease, under the command_timeout already. */
+        if (c == NULL || !c->timeout_set)
+            return KEEL_OK;
+        seconds = KEEL_TIMEOUT_CONFIGURED;
+    } else {
+        seconds = op_remaining(op);
+        if (seconds <= 0)
+            return op_timeout_error(op, keel_conn_database(conn), err);
+        if (isinf(seconds))
+            seconds = 0; /* no deadline, whatever command_timeout says */
+    }
+    keel_status s = keel_conn_set_timeout(conn, seconds, err);
+    if (s == KEEL_OK && c != NULL)
+        c->timeout_set = op->timeout != 0;
+    return s;
+}
+
 /* Starts op on conn with its converted parameters p (NULL for kinds that have none). The
  * statement's UTF-8 is cached in the str, so it is not recomputed. */
 static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, keel_error *err) {
+    keel_status s = op_set_timeout(op, conn, err);
+    if (s != KEEL_OK)
+        return s;
     const char *sql = op->sql != NULL ? PyUnicode_AsUTF8(op->sql) : NULL;
     switch (op->kind) {
     case KPY_OP_QUERY:
@@ -481,9 +618,18 @@ static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg) {
     PyThreadState *gil = keel__py_gil_take(L);
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
+    op_disarm(op);
     if (conn == NULL) {
-        if (!op->cancelled)
-            op_fail_with(op, err);
+        if (!op->cancelled) {
+            /* What ends the wait for a connection is the pool's: a failed connect. */
+            PyObject *exc = keel__py_connect_error_new(op->db->st, err);
+            if (exc == NULL) {
+                keel__py_future_set_raised(op->db->st, op->fut);
+            } else {
+                keel__py_future_set_exception(op->db->st, op->fut, exc);
+                Py_DECREF(exc);
+            }
+        }
         op_finish(op);
     } else if (op->cancelled) {
         keel_conn_release(conn);
@@ -504,11 +650,46 @@ static void acquire_cb(keel_conn *conn, const keel_error *err, void *arg) {
     keel__py_gil_give(L, gil);
 }
 
+/* The deadline of a database-level operation passed while it waited for a connection. */
+static void acquire_deadline(PyObject *arg) {
+    kpy_op *op = (kpy_op *)arg;
+    Py_CLEAR(op->timer);
+    if (op->state != KPY_OP_ACQUIRING || op->cancelled || op->db->db == NULL)
+        return;
+    /* 0: the connection was handed over already and acquire_cb has run (or fails it itself). */
+    if (!keel_db_acquire_cancel(op->db->db, acquire_cb, op))
+        return;
+    const char *name = NULL;
+    if (op->database != NULL && op->database != Py_None)
+        name = PyUnicode_AsUTF8(op->database);
+    else if (op->db->cfg != NULL)
+        name = keel_config_default_database(op->db->cfg);
+    if (name == NULL)
+        PyErr_Clear();
+    keel_error err;
+    op_timeout_error(op, name, &err);
+    op_fail_with(op, &err);
+    op_finish(op);
+}
+
+/* Bounds the wait of op (ACQUIRING) for a connection by its timeout=. 0, or -1 with an
+ * exception (the op then waits without a deadline; the caller reports the error). */
+static int arm_acquire_deadline(kpy_op *op, PyObject *database) {
+    if (op->timeout == 0 || isinf(op->timeout))
+        return 0;
+    double left = op_remaining(op);
+    op->database = Py_NewRef(database != NULL ? database : Py_None);
+    op->timer = keel__py_loop_call_later(op->db->loop, left > 0 ? left : 0, acquire_deadline,
+                                         (PyObject *)op);
+    return op->timer != NULL ? 0 : -1;
+}
+
 /* ---- entry points ---- */
 
 PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObject *args,
-                            PyObject *database, Py_ssize_t column) {
+                            PyObject *database, Py_ssize_t column, double timeout) {
     kpy_state *st = db->st;
+    double started = timeout != 0 ? monotonic_now() : 0;
     if (keel__py_db_ensure_open(db) < 0)
         return NULL;
     /* A command's sql is its engine database name (or NULL), checked by the caller. */
@@ -547,6 +728,8 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
         goto fail;
     op->mode = mode;
     op->column = column;
+    op->timeout = timeout;
+    op->started = started;
     op->sql = Py_XNewRef(sql);
     /* A command's BSON, and a bulk load's column names and schema, are read as it starts. */
     if (kind == KPY_OP_COMMAND || kind == KPY_OP_COPY)
@@ -587,6 +770,10 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
             goto fail;
         }
         op->state = KPY_OP_ACQUIRING;
+        if (arm_acquire_deadline(op, database) < 0) {
+            keel_db_acquire_cancel(db->db, acquire_cb, op);
+            goto fail;
+        }
     } else {
         keel__py_error_raise(st, &err);
         goto fail;
@@ -606,8 +793,9 @@ fail:
     return NULL;
 }
 
-PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database) {
+PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database, double timeout) {
     kpy_state *st = db->st;
+    double started = timeout != 0 ? monotonic_now() : 0;
     if (keel__py_db_ensure_open(db) < 0)
         return NULL;
     const char *dbname = NULL;
@@ -623,6 +811,8 @@ PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database) {
     kpy_op *op = op_new(db, NULL, KPY_OP_ACQUIRE);
     if (op == NULL)
         return NULL;
+    op->timeout = timeout;
+    op->started = started;
     keel_error err;
     keel_conn *conn = NULL;
     keel_status s = keel_db_try_acquire(db->db, dbname, &conn, &err);
@@ -645,14 +835,21 @@ PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database) {
         return keel__py_error_raise(st, &err);
     }
     op->state = KPY_OP_ACQUIRING;
+    if (arm_acquire_deadline(op, database) < 0) {
+        keel_db_acquire_cancel(db->db, acquire_cb, op);
+        op->state = KPY_OP_DONE;
+        Py_DECREF(op);
+        return NULL;
+    }
     Py_INCREF(op);
     db->nops++;
     return (PyObject *)op;
 }
 
 PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, PyObject *args,
-                              Py_ssize_t column, keel_txn_op txn, unsigned depth) {
+                              Py_ssize_t column, keel_txn_op txn, unsigned depth, double timeout) {
     kpy_state *st = c->db->st;
+    double started = timeout != 0 ? monotonic_now() : 0;
     if (c->conn == NULL)
         return keel__py_raise(st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
     if ((c->running != NULL && !c->running->cancelled) || c->qhead != NULL)
@@ -686,6 +883,8 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     op->column = column;
     op->txn = txn;
     op->depth = depth;
+    op->timeout = timeout;
+    op->started = started;
     if (kind == KPY_OP_COMMAND) {
         op->sql = Py_XNewRef(sql);
         op->args = Py_NewRef(args);

@@ -11,6 +11,7 @@
 #include "support.h"
 #include "test.h"
 
+#include <bson/bson.h>
 #include <keel/keel.h>
 
 /*
@@ -380,6 +381,108 @@ static keel_status server_scenario(keel_error *err) {
     return st;
 }
 
+/* What a MongoDB command delivered, for mongo_scenario. */
+typedef struct mongo_call {
+    int done;
+    keel_error err;
+    size_t docs; /* documents in the reply's cursor.firstBatch */
+} mongo_call;
+
+static void mongo_done(keel_result *res, const keel_error *err, void *arg) {
+    mongo_call *x = arg;
+    x->done = 1;
+    keel_error_clear(&x->err);
+    if (err) {
+        x->err = *err;
+    } else {
+        const keel_value *v = keel_result_value(res, 0, 0);
+        bson_t reply;
+        bson_iter_t it, batch;
+        x->docs = 0;
+        if (v && v->type == KEEL_TYPE_DOCUMENT &&
+            bson_init_static(&reply, (const uint8_t *)v->u.str.ptr, v->u.str.len) &&
+            bson_iter_init(&it, &reply) &&
+            bson_iter_find_descendant(&it, "cursor.firstBatch", &batch) &&
+            BSON_ITER_HOLDS_ARRAY(&batch) && bson_iter_recurse(&batch, &it))
+            while (bson_iter_next(&it))
+                x->docs++;
+    }
+    keel_result_free(res);
+}
+
+/* Runs cmd on conn and the db's loop until it completes; the number of documents the reply's
+ * first batch holds goes to *docs (may be NULL). x outlives the db: when the loop fails, the
+ * command is still pending, and keel_db_close completes it (KEEL_ERR_CLOSED) into x. */
+static keel_status mongo_run(keel_db *db, keel_conn *conn, mongo_call *x, const bson_t *cmd,
+                             size_t *docs, keel_error *err) {
+    *x = (mongo_call){ 0 };
+    keel_status st =
+        keel_conn_command(conn, NULL, bson_get_data(cmd), cmd->len, mongo_done, x, err);
+    if (st != KEEL_OK)
+        return st;
+    st = keel_loop_run(keel_db_loop(db), &x->done);
+    if (st != KEEL_OK) { /* the loop reports its status alone */
+        err->code = st;
+        snprintf(err->message, sizeof err->message, "the blocking loop failed");
+        return st;
+    }
+    if (x->err.code != KEEL_OK) {
+        *err = x->err;
+        return x->err.code;
+    }
+    if (docs)
+        *docs = x->docs;
+    return KEEL_OK;
+}
+
+/* The whole path on MongoDB: connect (worker threads, libmongoc's client), commands whose
+ * documents go to the server and back, a transaction. */
+static keel_status mongo_scenario(keel_error *err) {
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_conn *conn = NULL;
+    mongo_call call;
+    keel_status st = keel_config_new(&cfg, err);
+    if (st == KEEL_OK)
+        st = keel_config_set_url(cfg, mongo_url(), err);
+    if (st == KEEL_OK)
+        st = keel_config_set(cfg, "databases.default.pool.max_size", "1", err);
+    if (st == KEEL_OK)
+        st = keel_db_open(&db, cfg, NULL, err);
+    keel_config_free(cfg);
+    if (st == KEEL_OK)
+        st = keel_db_acquire_sync(db, NULL, &conn, err);
+    bson_t *clear = BCON_NEW("delete", "nomem", "deletes", "[", "{", "q", "{", "}", "limit",
+                             BCON_INT32(0), "}", "]");
+    bson_t *insert =
+        BCON_NEW("insert", "nomem", "documents", "[", "{", "_id", BCON_INT32(1), "name", "one", "}",
+                 "{", "_id", BCON_INT32(2), "name", "two", "}", "]");
+    bson_t *find =
+        BCON_NEW("find", "nomem", "filter", "{", "}", "sort", "{", "_id", BCON_INT32(1), "}");
+    if (st == KEEL_OK)
+        st = keel_conn_ping_sync(conn, err);
+    if (st == KEEL_OK)
+        st = mongo_run(db, conn, &call, clear, NULL, err);
+    if (st == KEEL_OK)
+        st = keel_conn_transaction_sync(conn, KEEL_TXN_BEGIN, 0, err);
+    if (st == KEEL_OK)
+        st = mongo_run(db, conn, &call, insert, NULL, err);
+    if (st == KEEL_OK)
+        st = keel_conn_transaction_sync(conn, KEEL_TXN_COMMIT, 0, err);
+    size_t docs = 0;
+    if (st == KEEL_OK)
+        st = mongo_run(db, conn, &call, find, &docs, err);
+    if (st == KEEL_OK && docs != 2)
+        st = wrong(err, "documents read back");
+    bson_destroy(clear);
+    bson_destroy(insert);
+    bson_destroy(find);
+    keel_conn_release(conn);
+    if (db)
+        keel_db_close(db);
+    return st;
+}
+
 TEST(config_reports_every_failed_allocation) { CHECK(exhaust("config", config_scenario, 0) > 50); }
 TEST(url_reports_every_failed_allocation) { CHECK(exhaust("url", url_scenario, 0) > 4); }
 TEST(placeholders_report_every_failed_allocation) {
@@ -396,6 +499,7 @@ TEST(mysql_reports_every_failed_allocation) {
     server_url = my_url();
     CHECK(exhaust("mysql", server_scenario, 1) > 10);
 }
+TEST(mongodb_reports_every_failed_allocation) { CHECK(exhaust("mongodb", mongo_scenario, 1) > 10); }
 
 int main(void) {
     setenv("KEEL_TEST_NOMEM_PASSWORD", "hunter2", 1);
@@ -408,5 +512,6 @@ int main(void) {
     RUN(sqlite_reports_every_failed_allocation);
     RUN(postgresql_reports_every_failed_allocation);
     RUN(mysql_reports_every_failed_allocation);
+    RUN(mongodb_reports_every_failed_allocation);
     return TEST_SUMMARY();
 }

@@ -217,6 +217,8 @@ static void relay_events(const relay *r, short *client_ev, short *server_ev) {
 
 static void relay_ready(relay *r, short client_re, short server_re) {
     int bad = 0;
+    if (r->closed) /* cut while the thread polled: its descriptors are gone */
+        return;
     if (r->server < 0) {
         if (client_re & (POLLIN | POLLHUP | POLLERR))
             bad = drain(r) < 0;
@@ -347,6 +349,14 @@ void test_proxy_limit(test_proxy *p, size_t to_server, size_t to_client) {
     p->limit_up = to_server;
     p->limit_down = to_client;
     pthread_mutex_unlock(&p->mu);
+}
+
+void test_proxy_cut(test_proxy *p) {
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < p->nrelays; i++)
+        relay_close(p->relays[i]);
+    pthread_mutex_unlock(&p->mu);
+    wake(p);
 }
 
 size_t test_proxy_accepted(const test_proxy *p) {

@@ -49,6 +49,15 @@ void test_proxy_resume(test_proxy *p);
  */
 void test_proxy_limit(test_proxy *p, size_t to_server, size_t to_client);
 
+/*
+ * Closes every connection accepted so far at once, both sides, as a server that crashes or a
+ * network that resets: the client reads the end of its stream (or a reset, when it had sent
+ * bytes the proxy did not read) in the middle of whatever it was doing. The upstream sees its
+ * connection closed too. Connections accepted from now on are relayed (or black-holed) as
+ * before; a stall stays in force for them.
+ */
+void test_proxy_cut(test_proxy *p);
+
 /* Connections accepted so far. */
 size_t test_proxy_accepted(const test_proxy *p);
 

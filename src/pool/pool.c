@@ -520,9 +520,12 @@ void keel__conn_deadline_stop(keel_conn *c) { deadline_disarm(c); }
 
 /* The error of an operation whose deadline passed; closed when its connection had to go. */
 static void timeout_error(const keel_conn *c, keel_error *e, int closed) {
+    /* In milliseconds: a caller's 0.2 s may arrive here less what its wait for a connection
+     * took (0.199994), and should read as what it asked for. */
+    double shown = (double)(int64_t)(c->op_timeout * 1000.0 + 0.5) / 1000.0;
     keel__error_set(e, KEEL_ERR_TIMEOUT, c->engine->name, c->config->name,
                     "the operation on database '%s' did not finish within %g s (%s); %s",
-                    c->config->name, c->op_timeout,
+                    c->config->name, shown,
                     c->op_timeout_set ? "its timeout" : "command_timeout",
                     closed ? "the server did not answer its cancel either, so the connection "
                              "was closed"

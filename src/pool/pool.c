@@ -525,8 +525,7 @@ static void timeout_error(const keel_conn *c, keel_error *e, int closed) {
     double shown = (double)(int64_t)(c->op_timeout * 1000.0 + 0.5) / 1000.0;
     keel__error_set(e, KEEL_ERR_TIMEOUT, c->engine->name, c->config->name,
                     "the operation on database '%s' did not finish within %g s (%s); %s",
-                    c->config->name, shown,
-                    c->op_timeout_set ? "its timeout" : "command_timeout",
+                    c->config->name, shown, c->op_timeout_set ? "its timeout" : "command_timeout",
                     closed ? "the server did not answer its cancel either, so the connection "
                              "was closed"
                            : "it was cancelled on the server");

@@ -1,0 +1,145 @@
+/* tests/c/engines/test_engine_errors.c - mistakes a caller can make and errors a server raises mid-result, on the SQL engines: each named, nothing left half-done. */
+#include "core/buf.h"
+#include "support.h"
+
+/* A connection of its own on url; *db receives the db to close. */
+static keel_conn *conn_on(const char *url, keel_db **db) {
+    *db = open_url(url, NULL);
+    return acquire(*db);
+}
+
+static void done_with(keel_db *db, keel_conn *c) {
+    keel_conn_release(c);
+    if (db)
+        keel_db_close(db);
+}
+
+/* ---- PostgreSQL ---- */
+
+/* PostgreSQL's protocol carries at most 65535 parameters: a statement with more is refused
+ * before anything is sent, naming where, and the connection goes on. */
+TEST(postgresql_refuses_more_parameters_than_the_protocol_carries) {
+    keel_db *db;
+    keel_conn *c = conn_on(pg_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    size_t n = 65536;
+    keel_value *params = calloc(n, sizeof *params);
+    keel__buf sql = { 0 };
+    CHECK(params != NULL);
+    keel__buf_puts(&sql, "SELECT 1 WHERE 1 IN (");
+    for (size_t i = 0; i < n; i++) {
+        params[i] = keel_int((int64_t)i);
+        keel__buf_printf(&sql, i ? ",$%zu" : "$%zu", i + 1);
+    }
+    keel__buf_puts(&sql, ")");
+    keel_error err = q_fail(c, sql.data, params, n);
+    CHECK_INT(err.code, KEEL_ERR_PARAMETERS);
+    CHECK_CONTAINS(err.message, "above the maximum $65535");
+    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    keel__buf_free(&sql);
+    free(params);
+    done_with(db, c);
+}
+
+/* A batch refuses a value PostgreSQL cannot take before sending any row, and names the row. */
+TEST(postgresql_batch_names_the_row_of_a_value_it_cannot_send) {
+    keel_db *db;
+    keel_conn *c = conn_on(pg_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_result_free(q(c, "CREATE TEMPORARY TABLE t_rows (id BIGINT, note TEXT)", NULL, 0));
+    keel_value rows[6] = { keel_int(1), keel_text("one"),
+                           keel_int(2), keel_text("two"),
+                           keel_int(3), { .type = KEEL_TYPE_TEXT, .u.str = { "a\0b", 3 } } };
+    keel_error err;
+    CHECK_INT(
+        keel_conn_query_many_sync(c, "INSERT INTO t_rows VALUES ($1, $2)", rows, 3, 2, NULL, &err),
+        KEEL_ERR_DATA);
+    CHECK_CONTAINS(err.message, "row 2: ");
+    CHECK_CONTAINS(err.message, "parameter $2: text contains a NUL byte");
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM t_rows"), 0);
+    /* COPY cannot be a batch's statement: refused before anything is sent. */
+    CHECK_INT(keel_conn_query_many_sync(c, " /* out */ (COPY (SELECT $1, $2) TO STDOUT", rows, 1, 2,
+                                        NULL, &err),
+              KEEL_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(err.message, "COPY cannot run in a batch");
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM t_rows"), 0);
+    done_with(db, c);
+}
+
+/* ---- MySQL / MariaDB ---- */
+
+/* A '?' written in the SQL would be a placeholder to MySQL next to those keel binds for $n:
+ * refused before anything is sent, naming where it is; a '?' inside a string is text. */
+TEST(mysql_a_question_mark_placeholder_is_refused_naming_its_offset) {
+    keel_db *db;
+    keel_conn *c = conn_on(my_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_value one = keel_int(1);
+    keel_error err = q_fail(c, "SELECT $1 + ?", &one, 1);
+    CHECK_INT(err.code, KEEL_ERR_PARAMETERS);
+    CHECK_CONTAINS(err.message, "not '?', at offset 12");
+    keel_result *r = q(c, "SELECT CONCAT($1, '?')", &one, 1);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "1?", 2));
+    keel_result_free(r);
+    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    done_with(db, c);
+}
+
+/*
+ * An error the server raises after it sent some rows (a subquery that returns two rows for the
+ * second row only): the statement fails with the server's error, the rows before it are not
+ * returned as a result, and the connection serves the next statement. Text and prepared
+ * protocols alike.
+ */
+TEST(mysql_error_in_the_middle_of_a_result_fails_the_statement) {
+    keel_db *db;
+    keel_conn *c = conn_on(my_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    static const char sql[] = "SELECT x, (SELECT 1 UNION SELECT x) AS y FROM "
+                              "(SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3) t ORDER BY x";
+    keel_error err = q_fail(c, sql, NULL, 0);
+    CHECK_INT(err.code, KEEL_ERR_DATABASE);
+    CHECK_CONTAINS(err.message, "more than 1 row");
+    CHECK_STR(err.sqlstate, "21000");
+    CHECK_INT(q_int(c, "SELECT 6"), 6);
+
+    static const char psql[] = "SELECT x, (SELECT 1 UNION SELECT x) AS y FROM "
+                               "(SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3) t "
+                               "WHERE x >= $1 ORDER BY x";
+    keel_value one = keel_int(1);
+    err = q_fail(c, psql, &one, 1);
+    CHECK_INT(err.code, KEEL_ERR_DATABASE);
+    CHECK_CONTAINS(err.message, "more than 1 row");
+    CHECK_STR(err.sqlstate, "21000");
+    CHECK_INT(q_int(c, "SELECT 7"), 7);
+
+    /* Streamed (keel_conn_query_rows): the error ends the stream through the callback. */
+    rows_run x;
+    run_rows(db, c, sql, NULL, 0, &x);
+    CHECK(x.done);
+    CHECK_INT(x.err.code, KEEL_ERR_DATABASE);
+    CHECK_CONTAINS(x.err.message, "more than 1 row");
+    keel_result_free(x.res);
+    CHECK_INT(q_int(c, "SELECT 8"), 8);
+    done_with(db, c);
+}
+
+int main(void) {
+    RUN(postgresql_refuses_more_parameters_than_the_protocol_carries);
+    RUN(postgresql_batch_names_the_row_of_a_value_it_cannot_send);
+    RUN(mysql_a_question_mark_placeholder_is_refused_naming_its_offset);
+    RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
+    return TEST_SUMMARY();
+}

@@ -426,6 +426,7 @@ typedef struct kpy_op {
      * connection, or behind a cancelled operation, counts too. */
     double timeout;
     double started;
+    int waited;            /* it waited for a connection, or behind a cancelled operation */
     PyObject *timer;       /* asyncio handle ending the wait for a connection at the deadline */
     PyObject *database;    /* database-level with a deadline: the name asked for (str or None) */
     PyObject *rows;        /* KPY_MODE_FETCH: the Records built so far, batch by batch */

@@ -41,6 +41,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->depth = 0;
     op->timeout = 0;
     op->started = 0;
+    op->waited = 0;
     op->timer = NULL;
     op->database = NULL;
     op->rows = NULL;
@@ -385,7 +386,9 @@ static keel_status op_set_timeout(kpy_op *op, keel_conn *conn, keel_error *err) 
             return KEEL_OK;
         seconds = KEEL_TIMEOUT_CONFIGURED;
     } else {
-        seconds = op_remaining(op);
+        /* Started right at the call, it has the whole timeout (and keel's message names it as
+         * given); after a wait, what is left of it. */
+        seconds = op->waited ? op_remaining(op) : op->timeout;
         if (seconds <= 0)
             return op_timeout_error(op, keel_conn_database(conn), err);
         if (isinf(seconds))
@@ -770,6 +773,7 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
             goto fail;
         }
         op->state = KPY_OP_ACQUIRING;
+        op->waited = 1;
         if (arm_acquire_deadline(op, database) < 0) {
             keel_db_acquire_cancel(db->db, acquire_cb, op);
             goto fail;
@@ -904,6 +908,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         if ((op->params = keel__py_params_keep(&p)) == NULL)
             goto fail;
         op->state = KPY_OP_QUEUED;
+        op->waited = 1;
         Py_INCREF(op); /* held by the queue, then by keel */
         if (c->qtail != NULL)
             c->qtail->next = op;

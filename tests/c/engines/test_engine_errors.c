@@ -136,10 +136,87 @@ TEST(mysql_error_in_the_middle_of_a_result_fails_the_statement) {
     done_with(db, c);
 }
 
+/* ---- every engine ---- */
+
+/*
+ * A caller of the C API passing a value whose type is none of keel_type's, or a transaction
+ * operation that does not exist: each is refused before anything is sent (the value by the
+ * engine, naming the parameter; the operation by keel_conn_transaction), and the connection
+ * goes on.
+ */
+static void refuses_unknown_kinds(const char *url, const char *engine) {
+    keel_db *db;
+    keel_conn *c = conn_on(url, &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_value bad[2] = { keel_int(1), { .type = (keel_type)99 } };
+    keel_error err = q_fail(c, "SELECT $1, $2", bad, 2);
+    if (strcmp(engine, "mongodb") != 0) {
+        CHECK(err.code == KEEL_ERR_PARAMETERS || err.code == KEEL_ERR_DATA ||
+              err.code == KEEL_ERR_INVALID_ARGUMENT);
+        CHECK_CONTAINS(err.message, "$2");
+        CHECK_CONTAINS(err.message, "unknown");
+        CHECK_STR(err.engine, engine);
+    }
+    CHECK_INT(keel_conn_transaction_sync(c, (keel_txn_op)42, 0, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "a valid transaction operation");
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(keel_conn_ping_sync(c, &err), KEEL_OK);
+    done_with(db, c);
+}
+
+TEST(every_engine_refuses_an_unknown_value_type_and_transaction_operation) {
+    refuses_unknown_kinds("sqlite::memory:", "sqlite");
+    refuses_unknown_kinds(pg_url(), "postgresql");
+    refuses_unknown_kinds(my_url(), "mysql");
+    refuses_unknown_kinds(mongo_url(), "mongodb");
+}
+
+/* ---- SQLite ---- */
+
+/*
+ * A batch runs inside a savepoint that is released at its end: with a deferred foreign key the
+ * release is where the violation shows. The batch fails as an integrity error and loads none of
+ * its rows; the connection goes on.
+ */
+TEST(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_nothing) {
+    keel_db *db;
+    keel_conn *c = conn_on("sqlite::memory:?foreign_keys=on", &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_result_free(q(c, "CREATE TABLE parent (id INTEGER PRIMARY KEY)", NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TABLE child (id INTEGER, parent INTEGER REFERENCES parent(id) "
+                       "DEFERRABLE INITIALLY DEFERRED)",
+                       NULL, 0));
+    keel_result_free(q(c, "INSERT INTO parent VALUES (1)", NULL, 0));
+    keel_value rows[6] = { keel_int(1), keel_int(1), keel_int(2),
+                           keel_int(7), keel_int(3), keel_int(1) };
+    keel_error err;
+    CHECK_INT(
+        keel_conn_query_many_sync(c, "INSERT INTO child VALUES ($1, $2)", rows, 3, 2, NULL, &err),
+        KEEL_ERR_INTEGRITY);
+    CHECK_CONTAINS(err.message, "FOREIGN KEY");
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM child"), 0);
+    /* Rows that hold together load. */
+    rows[3] = keel_int(1);
+    CHECK_INT(
+        keel_conn_query_many_sync(c, "INSERT INTO child VALUES ($1, $2)", rows, 3, 2, NULL, &err),
+        KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM child"), 3);
+    done_with(db, c);
+}
+
 int main(void) {
     RUN(postgresql_refuses_more_parameters_than_the_protocol_carries);
     RUN(postgresql_batch_names_the_row_of_a_value_it_cannot_send);
     RUN(mysql_a_question_mark_placeholder_is_refused_naming_its_offset);
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
+    RUN(every_engine_refuses_an_unknown_value_type_and_transaction_operation);
+    RUN(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_nothing);
     return TEST_SUMMARY();
 }

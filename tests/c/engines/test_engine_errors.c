@@ -211,6 +211,76 @@ TEST(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_no
     done_with(db, c);
 }
 
+/* ---- connecting ---- */
+
+/* Opens url with the NULL-ended key/value pairs of extra and tries one connection: its status,
+ * with the error in *err. */
+static keel_status try_connect(const char *url, const char *const *extra, keel_error *err) {
+    keel_db *db = open_url(url, extra);
+    if (!db)
+        return KEEL_ERR_INTERNAL;
+    keel_conn *c = NULL;
+    keel_error_clear(err);
+    keel_status st = keel_db_acquire_sync(db, NULL, &c, err);
+    if (st == KEEL_OK)
+        st = keel_conn_ping_sync(c, err);
+    keel_conn_release(c);
+    keel_db_close(db);
+    return st;
+}
+
+/* A host name that does not resolve (.invalid is reserved for that, RFC 6761) fails the connect
+ * naming the host, without the password. */
+static void unknown_host(const char *scheme, const char *engine) {
+    char url[256];
+    snprintf(url, sizeof url, "%s://keel:s3cret-pw@keel-no-such-host.invalid/keel", scheme);
+    keel_error err;
+    watchdog(60, "a connect to a host name that does not resolve");
+    CHECK_INT(try_connect(url, NULL, &err), KEEL_ERR_CONNECT);
+    watchdog(0, "");
+    CHECK_STR(err.engine, engine);
+    CHECK_STR(err.database, "default");
+    CHECK_CONTAINS(err.message, "keel-no-such-host.invalid");
+    CHECK(strstr(err.message, "s3cret-pw") == NULL);
+}
+
+TEST(a_host_name_that_does_not_resolve_fails_the_connect_naming_it) {
+    unknown_host("postgresql", "postgresql");
+    unknown_host("mysql", "mysql");
+}
+
+/*
+ * An option given by reference (${env:…}) is resolved, and its value checked, at connect time:
+ * a value the literal option would have been refused for fails the connect as a configuration
+ * error naming the key, never the value (it may be a secret); a good one applies.
+ */
+TEST(options_given_by_reference_are_checked_when_they_are_resolved) {
+    keel_error err;
+    const char *charset[] = { "databases.default.options.charset", "${env:KEEL_TEST_OPT}", NULL };
+    setenv("KEEL_TEST_OPT", "latin1", 1);
+    CHECK_INT(try_connect(my_url(), charset, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "databases.default.options.charset: invalid value (expected "
+                                "utf8mb4");
+    CHECK(strstr(err.message, "latin1") == NULL);
+
+    const char *mode[] = { "databases.default.options.ssl_mode", "${env:KEEL_TEST_OPT}", NULL };
+    setenv("KEEL_TEST_OPT", "VERIFY_CA", 1);
+    CHECK_INT(try_connect(my_url(), mode, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "databases.default.options.ssl_ca: ssl_mode VERIFY_CA needs the "
+                                "CA certificate");
+
+    const char *timeout[] = { "databases.default.options.connect_timeout", "${env:KEEL_TEST_OPT}",
+                              NULL };
+    setenv("KEEL_TEST_OPT", "7", 1);
+    CHECK_INT(try_connect(my_url(), timeout, &err), KEEL_OK);
+    CHECK_INT(try_connect(pg_url(), timeout, &err), KEEL_OK);
+    setenv("KEEL_TEST_OPT", "soon", 1);
+    CHECK_INT(try_connect(pg_url(), timeout, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "databases.default.options.connect_timeout");
+    CHECK(strstr(err.message, "soon") == NULL);
+    unsetenv("KEEL_TEST_OPT");
+}
+
 int main(void) {
     RUN(postgresql_refuses_more_parameters_than_the_protocol_carries);
     RUN(postgresql_batch_names_the_row_of_a_value_it_cannot_send);
@@ -218,5 +288,7 @@ int main(void) {
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
     RUN(every_engine_refuses_an_unknown_value_type_and_transaction_operation);
     RUN(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_nothing);
+    RUN(a_host_name_that_does_not_resolve_fails_the_connect_naming_it);
+    RUN(options_given_by_reference_are_checked_when_they_are_resolved);
     return TEST_SUMMARY();
 }

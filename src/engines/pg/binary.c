@@ -255,8 +255,9 @@ __attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t size,
 }
 
 static int mismatch(const keel__pgc_col *col, const keel_value *v, char *why, size_t size) {
-    return why_set(why, size, "a %s value cannot be loaded into type %s", keel_type_name(v->type),
-                   col->type_name);
+    const char *kind = keel_type_name(v->type);
+    return why_set(why, size, "%s %s value cannot be loaded into type %s",
+                   kind[0] == 'i' ? "an" : "a", kind, col->type_name);
 }
 
 /* Room for a field of len bytes and its length word; the pointer to write the value at. */

@@ -72,6 +72,109 @@ TEST(postgresql_batch_names_the_row_of_a_value_it_cannot_send) {
     done_with(db, c);
 }
 
+/* The columns of cp_kinds, in order. */
+#define KINDS 14
+static const char *const kind_cols[KINDS] = { "t", "j",  "b",  "f8", "f4", "n",  "by",
+                                              "d", "tm", "ts", "tz", "u",  "pt", "i" };
+
+/* Loads one row into cp_kinds holding v in column col and NULL elsewhere; the load's status. */
+static keel_status load_one(keel_conn *c, size_t col, keel_value v, keel_error *err) {
+    keel_value row[KINDS];
+    for (size_t i = 0; i < KINDS; i++)
+        row[i] = i == col ? v : keel_null();
+    int64_t loaded = 0;
+    return keel_conn_copy_in_sync(c, NULL, "cp_kinds", kind_cols, KINDS, row, 1, &loaded, err);
+}
+
+/*
+ * A bulk load (COPY in binary) encodes each value for its column's type: a value of a kind the
+ * column cannot take, or out of its range, fails the load with KEEL_ERR_DATA naming the row, the
+ * column, its type and what was wrong, before the server stores anything.
+ */
+TEST(postgresql_copy_refuses_values_its_columns_cannot_take) {
+    keel_db *db;
+    keel_conn *c = conn_on(pg_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_result_free(q(c,
+                       "CREATE TEMPORARY TABLE cp_kinds (t text, j jsonb, b bool, f8 float8, "
+                       "f4 float4, n numeric(10, 2), by bytea, d date, tm time, ts timestamp, "
+                       "tz timestamptz, u uuid, pt point, i int4)",
+                       NULL, 0));
+    static const unsigned char uuid[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+    struct {
+        size_t col;
+        keel_value v;
+        const char *what;
+    } bad[] = {
+        { 0, keel_bool(1), "column \"t\" (text): a bool value cannot be loaded into type text" },
+        { 1, keel_int(1), "column \"j\" (jsonb): an int value" },
+        { 2, keel_int(1), "column \"b\" (boolean)" },
+        { 3, keel_text("1.5"), "a text value cannot be loaded into type double precision" },
+        { 4, keel_float(1e39), "the value is out of range for type real" },
+        { 5, keel_numeric("12x"), "\"12x\" is not a decimal number" },
+        { 5, keel_bool(0), "a bool value cannot be loaded into type numeric" },
+        { 5, keel_numeric("1e200000"), "out of the range of type numeric" },
+        { 6, keel_text("x"), "a text value cannot be loaded into type bytea" },
+        { 7, keel_int(3), "an int value cannot be loaded into type date" },
+        { 8, keel_int(3), "an int value cannot be loaded into type time" },
+        { 9, keel_text("2024-01-01"), "cannot be loaded into type timestamp" },
+        { 10, keel_date(3), "a date value cannot be loaded into type timestamp with time zone" },
+        { 11, keel_text("not-a-uuid"), "the text is not a UUID" },
+        { 11, keel_int(1), "an int value cannot be loaded into type uuid" },
+        { 12, keel_text("(1,2)"), "keel has no binary encoding for type point" },
+        { 13, keel_float(1.5), "a float value cannot be loaded into type integer" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        keel_error err;
+        keel_status st = load_one(c, bad[i].col, bad[i].v, &err);
+        if (st != KEEL_ERR_DATA || !strstr(err.message, bad[i].what))
+            fprintf(stderr, "  case %zu: %s: %s\n", i, keel_status_name(st), err.message);
+        CHECK_INT(st, KEEL_ERR_DATA);
+        CHECK_CONTAINS(err.message, "row 0, column");
+        CHECK_CONTAINS(err.message, bad[i].what);
+    }
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM cp_kinds"), 0);
+    /* What each column does take: ints into floats, text into a UUID, NULL into any type. */
+    keel_error err;
+    CHECK_INT(load_one(c, 3, keel_int(3), &err), KEEL_OK);
+    CHECK_INT(load_one(c, 4, keel_int(-2), &err), KEEL_OK);
+    CHECK_INT(load_one(c, 11, keel_text("01020304-0506-0708-090a-0b0c0d0e0f10"), &err), KEEL_OK);
+    CHECK_INT(load_one(c, 11, keel_uuid(uuid), &err), KEEL_OK);
+    CHECK_INT(load_one(c, 12, keel_null(), &err), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM cp_kinds"), 5);
+    CHECK_INT(q_int(c, "SELECT COUNT(DISTINCT u) FROM cp_kinds"), 1);
+    CHECK_INT(q_int(c, "SELECT CAST(SUM(f8) + SUM(f4) AS int8) FROM cp_kinds"), 1);
+    done_with(db, c);
+}
+
+/* bytea comes back the same whichever output format the server uses for text results (hex, or
+ * the escape format of older servers and of sessions that set it). */
+TEST(postgresql_bytea_in_escape_output_decodes_as_hex_does) {
+    keel_db *db;
+    keel_conn *c = conn_on(pg_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    static const char want[] = { 0, 1, '\\', 'A', 0x7f, (char)0x80, (char)0xff, '\'' };
+    /* Several statements run as one simple query, whose results come as text. */
+    static const char *const sql[] = {
+        "SET bytea_output = 'hex'; SELECT '\\x00015c417f80ff27'::bytea",
+        "SET bytea_output = 'escape'; SELECT '\\x00015c417f80ff27'::bytea",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        keel_result *r = q(c, sql[i], NULL, 0);
+        const keel_value *v = keel_result_value(r, 0, 0);
+        CHECK(v && v->type == KEEL_TYPE_BYTES && v->u.str.len == sizeof want &&
+              memcmp(v->u.str.ptr, want, sizeof want) == 0);
+        keel_result_free(r);
+    }
+    done_with(db, c);
+}
+
 /* ---- MySQL / MariaDB ---- */
 
 /* A '?' written in the SQL would be a placeholder to MySQL next to those keel binds for $n:
@@ -284,6 +387,8 @@ TEST(options_given_by_reference_are_checked_when_they_are_resolved) {
 int main(void) {
     RUN(postgresql_refuses_more_parameters_than_the_protocol_carries);
     RUN(postgresql_batch_names_the_row_of_a_value_it_cannot_send);
+    RUN(postgresql_copy_refuses_values_its_columns_cannot_take);
+    RUN(postgresql_bytea_in_escape_output_decodes_as_hex_does);
     RUN(mysql_a_question_mark_placeholder_is_refused_naming_its_offset);
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
     RUN(every_engine_refuses_an_unknown_value_type_and_transaction_operation);

@@ -239,6 +239,60 @@ TEST(mysql_error_in_the_middle_of_a_result_fails_the_statement) {
     done_with(db, c);
 }
 
+/*
+ * Values MySQL cannot store are refused before anything is sent, naming the parameter (and the
+ * row of a batch) and the reason: the server would otherwise store something else (0 for a NaN
+ * decimal, a clipped time) without an error.
+ */
+TEST(mysql_refuses_values_it_cannot_store_naming_the_parameter) {
+    keel_db *db;
+    keel_conn *c = conn_on(my_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    const int64_t day = 86400LL * 1000000LL;
+    struct {
+        keel_value v;
+        keel_status code;
+        const char *what;
+    } bad[] = {
+        { keel_numeric(" -Infinity"), KEEL_ERR_DATA,
+          "MySQL cannot store NaN or infinite decimals" },
+        { keel_numeric("+inf"), KEEL_ERR_DATA, "NaN or infinite decimals" },
+        { keel_numeric("NaN123 "), KEEL_ERR_DATA, "NaN or infinite decimals" },
+        { keel_timestamp(2932897LL * day), KEEL_ERR_DATA,
+          "timestamp outside MySQL's range (years 0-9999)" },
+        { keel_timestamptz(-719529LL * day - 1), KEEL_ERR_DATA, "timestamp outside MySQL's range" },
+        { keel_time(839LL * 3600 * 1000000), KEEL_ERR_DATA,
+          "time outside MySQL's range (-838:59:59 to 838:59:59)" },
+        /* Built by hand: keel_textn makes NULL an empty text. */
+        { { .type = KEEL_TYPE_TEXT, .u.str = { NULL, 5 } },
+          KEEL_ERR_INVALID_ARGUMENT,
+          "NULL data with a non-zero length" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        keel_value params[2] = { keel_int(1), bad[i].v };
+        keel_error err = q_fail(c, "SELECT $1, $2", params, 2);
+        if (err.code != bad[i].code || !strstr(err.message, bad[i].what))
+            fprintf(stderr, "  case %zu: %s: %s\n", i, keel_status_name(err.code), err.message);
+        CHECK_INT(err.code, bad[i].code);
+        CHECK_CONTAINS(err.message, "parameter $2: ");
+        CHECK_CONTAINS(err.message, bad[i].what);
+        /* In a batch, the row is named too, and no row runs. */
+        keel_value rows[4] = { keel_int(1), keel_text("x"), keel_int(2), bad[i].v };
+        CHECK_INT(keel_conn_query_many_sync(c, "SELECT $1, $2", rows, 2, 2, NULL, &err),
+                  bad[i].code);
+        CHECK_CONTAINS(err.message, "row 1: parameter $2: ");
+    }
+    /* Finite decimals, with spaces and signs, go through. */
+    keel_value ok = keel_numeric(" -12.50");
+    keel_result *r = q(c, "SELECT CAST($1 AS DECIMAL(6, 2))", &ok, 1);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_NUMERIC, "-12.50", 6));
+    keel_result_free(r);
+    done_with(db, c);
+}
+
 /* ---- every engine ---- */
 
 /*
@@ -391,6 +445,7 @@ int main(void) {
     RUN(postgresql_bytea_in_escape_output_decodes_as_hex_does);
     RUN(mysql_a_question_mark_placeholder_is_refused_naming_its_offset);
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
+    RUN(mysql_refuses_values_it_cannot_store_naming_the_parameter);
     RUN(every_engine_refuses_an_unknown_value_type_and_transaction_operation);
     RUN(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_nothing);
     RUN(a_host_name_that_does_not_resolve_fails_the_connect_naming_it);

@@ -65,6 +65,14 @@ _MAX_BATCH_BYTES = 16 * 1024 * 1024
 # The bytes an array element adds around a document: type byte, index key and its NUL.
 _ELEMENT_OVERHEAD = 8
 
+# Iterating a cursor hands over documents already received without awaiting anything, so a batch
+# of 100,000 would be read in one step of the task, holding the event loop as long: every
+# _HANDOVER_EVERY documents the cursor checks the time, and once _HANDOVER_SECONDS have passed
+# since it last let the loop run it yields to it (asyncio.sleep(0)). keel's own callbacks keep to
+# the same budget (docs/python.md, "Results never hold the loop").
+_HANDOVER_EVERY = 128
+_HANDOVER_SECONDS = 0.004
+
 
 # ---- results ----
 
@@ -286,7 +294,8 @@ class Cursor:
     """
 
     __slots__ = ("_coll", "_cmd", "_batch_size", "_timeout", "_batch", "_pos", "_id", "_ns_db",
-                 "_ns_coll", "_conn", "_owned", "_loop", "_closed", "__weakref__")
+                 "_ns_coll", "_conn", "_owned", "_loop", "_closed", "_handed", "_since",
+                 "__weakref__")
 
     def __init__(self, collection: Collection, cmd: dict[str, Any],
                  batch_size: int | None, timeout: float | None = None) -> None:
@@ -303,6 +312,8 @@ class Cursor:
         self._owned = False            # the connection was leased for this cursor
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._handed = 0               # documents handed over since the last look at the time
+        self._since = 0.0              # when the loop last ran (as far as the cursor knows)
 
     @property
     def alive(self) -> bool:
@@ -318,11 +329,23 @@ class Cursor:
         return self
 
     async def __anext__(self) -> Any:
+        # First, so that what another task does meanwhile (closing the cursor) is seen below.
+        self._handed += 1
+        if self._handed >= _HANDOVER_EVERY:
+            self._handed = 0
+            if time.monotonic() - self._since >= _HANDOVER_SECONDS:
+                await asyncio.sleep(0)
+                self._since = time.monotonic()
         while self._pos >= len(self._batch):
             if self._closed or self._id == 0:
                 raise StopAsyncIteration
             await self._fetch()
-        doc = self._batch[self._pos]
+            self._since = time.monotonic()
+        batch = self._batch
+        doc = batch[self._pos]
+        # Handed over documents are let go of one by one: a batch the application did not keep
+        # would otherwise be freed at once when the next replaces it (100,000 dicts: 10-20 ms).
+        batch[self._pos] = None
         self._pos += 1
         return doc
 
@@ -341,6 +364,9 @@ class Cursor:
                                                               self._pos + length - len(out))
             out.extend(self._batch[self._pos:end])
             self._pos = end
+            if end == len(self._batch):
+                self._batch = []
+                self._pos = 0
         return out
 
     async def __aenter__(self) -> Cursor:

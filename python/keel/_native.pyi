@@ -39,6 +39,9 @@ def bson_encode(doc: dict[str, Any], /) -> bytes:
     """One BSON document (at most 16 MiB)."""
 def bson_decode(data: bytes | bytearray | memoryview, /) -> dict[str, Any]:
     """One BSON document."""
+def _bson_decode_sliced(data: bytes | bytearray | memoryview, budget_us: int, /
+                        ) -> tuple[dict[str, Any], int]:
+    """bson_decode as a command's reply is decoded, in steps of budget_us (tests)."""
 
 class ObjectId:
     """A MongoDB ObjectId: 4-byte time, 5 bytes random per process, 3-byte counter.
@@ -146,6 +149,8 @@ class Op(Awaitable[Any]):
     def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
     def close(self) -> None: ...
     def cancel(self) -> None: ...
+    @property
+    def _decoding(self) -> bool: ...
 
 class Database:
     def __init__(

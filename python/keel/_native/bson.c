@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <structmember.h>
+#include <time.h>
 
 /*
  * BSON (bsonspec.org) is a little-endian, length-prefixed encoding: a document is an int32 total
@@ -1131,10 +1132,17 @@ PyObject *keel__py_mod_bson_encode(PyObject *module, PyObject *doc) {
 
 /* ---- decoding ---- */
 
+struct slice_array;
+
 typedef struct dec {
     kpy_state *st;
     int depth;
+    /* Decoding in slices: large arrays near the top are left to keel__py_bson_slices_step. */
+    struct kpy_bson_slices *slices;
 } dec;
+
+static int slices_defer(dec *d, const unsigned char *p, size_t len, const kpy_path *path,
+                        PyObject **out);
 
 static PyObject *malformed(dec *d, const kpy_path *path, const char *why) {
     char msg[200];
@@ -1213,6 +1221,12 @@ static PyObject *dec_value(dec *d, unsigned char t, const unsigned char *p, size
         if (n < 5 || n > INT32_MAX || n > avail)
             return malformed(d, path, "bad document length");
         *used = n;
+        if (t == 0x04 && d->slices != NULL) {
+            PyObject *list = NULL;
+            int r = slices_defer(d, p, n, path, &list);
+            if (r != 0)
+                return r < 0 ? NULL : list;
+        }
         return dec_document(d, p, n, path, t == 0x04);
     }
     case 0x05: {
@@ -1379,7 +1393,7 @@ fail:
 }
 
 PyObject *keel__py_bson_decode(kpy_state *st, const char *data, size_t len) {
-    dec d = { st, 0 };
+    dec d = { st, 0, NULL };
     const unsigned char *p = (const unsigned char *)data;
     if (len < 5 || get_le32(p) != len)
         return malformed(&d, NULL, "the document length does not match the data");
@@ -1393,4 +1407,205 @@ PyObject *keel__py_mod_bson_decode(PyObject *module, PyObject *data) {
     PyObject *r = keel__py_bson_decode(PyModule_GetState(module), view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return r;
+}
+
+/* ---- decoding in slices ---- */
+
+/*
+ * A reply of 100,000 small documents takes some 100 ms to turn into dicts: done in one go inside
+ * a completion, that holds the asyncio loop as long. The arrays that hold a reply's bulk (a
+ * cursor's firstBatch / nextBatch, a distinct's values) sit at its first two levels, so those
+ * arrays, when large, are decoded element by element, in as many steps as a deadline allows. The
+ * dict of the whole reply is built first, with each deferred array as an empty list at its place
+ * (so key order is kept); the steps fill them in order. The result equals keel__py_bson_decode's.
+ */
+
+/* Arrays at these levels (1: the document's own fields) and of this size or more are deferred. */
+#define SLICE_MAX_LEVEL 2
+#define SLICE_MIN_BYTES 16384
+/* More deferred arrays than this are decoded in place (a reply has one or two). */
+#define SLICE_MAX_ARRAYS 16
+
+typedef struct slice_array {
+    PyObject *list;         /* the list being filled: strong, until it is complete */
+    const unsigned char *p; /* the array document, inside the data */
+    size_t len, off, index;
+    int depth;                      /* the decoder's depth inside the array */
+    kpy_path path[SLICE_MAX_LEVEL]; /* the array's key path, root first (keys in the data) */
+    int npath;
+} slice_array;
+
+struct kpy_bson_slices {
+    kpy_state *st;
+    const unsigned char *data;
+    size_t len;
+    PyObject *result; /* the dict, once its first level is decoded */
+    slice_array arrays[SLICE_MAX_ARRAYS];
+    int narrays, next; /* arrays[next] is the one being filled */
+};
+
+/* 1 with *out a new empty list when the array at p is deferred, 0 to decode it in place, -1. */
+static int slices_defer(dec *d, const unsigned char *p, size_t len, const kpy_path *path,
+                        PyObject **out) {
+    kpy_bson_slices *s = d->slices;
+    if (d->depth > SLICE_MAX_LEVEL || len < SLICE_MIN_BYTES || s->narrays == SLICE_MAX_ARRAYS)
+        return 0;
+    /* The checks dec_document makes before it reads an element (the length is p's own). */
+    if (p[len - 1] != 0) {
+        malformed(d, path, "document not terminated by NUL");
+        return -1;
+    }
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return -1;
+    /* Untracked while it is filled, so that a full collection in the middle of a slice does not
+     * walk the documents so far (as op.c does with fetch()'s list); tracked again once complete
+     * (or freed). Nothing else refers to it before the reply is handed over. */
+    PyObject_GC_UnTrack(list);
+    slice_array *a = &s->arrays[s->narrays++];
+    a->list = Py_NewRef(list);
+    a->p = p;
+    a->len = len;
+    a->off = 4;
+    a->index = 0;
+    a->depth = d->depth + 1;
+    /* The path is a chain on the C stack, leaf first: copy it root first, re-linked. */
+    int n = 0;
+    for (const kpy_path *q = path; q != NULL && n < SLICE_MAX_LEVEL; q = q->parent)
+        n++;
+    a->npath = n;
+    const kpy_path *q = path;
+    for (int i = n - 1; i >= 0; i--, q = q->parent) {
+        a->path[i] = *q;
+        a->path[i].parent = i > 0 ? &a->path[i - 1] : NULL;
+    }
+    *out = list;
+    return 1;
+}
+
+static int64_t slices_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+kpy_bson_slices *keel__py_bson_slices_new(kpy_state *st, const char *data, size_t len) {
+    kpy_bson_slices *s = PyMem_Calloc(1, sizeof *s);
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    s->st = st;
+    s->data = (const unsigned char *)data;
+    s->len = len;
+    return s;
+}
+
+/* Decodes elements of arrays[next] and those after it until done or past deadline_us. */
+static int slices_fill(kpy_bson_slices *s, int64_t deadline_us) {
+    dec d = { s->st, 0, NULL };
+    while (s->next < s->narrays) {
+        slice_array *a = &s->arrays[s->next];
+        const unsigned char *p = a->p;
+        size_t len = a->len;
+        const kpy_path *path = a->npath > 0 ? &a->path[a->npath - 1] : NULL;
+        d.depth = a->depth;
+        while (a->off < len - 1) {
+            size_t off = a->off;
+            unsigned char t = p[off++];
+            Py_ssize_t klen = cstring_len(p + off, len - 1 - off);
+            if (klen < 0) {
+                malformed(&d, path, "unterminated key");
+                return -1;
+            }
+            kpy_path node = { path, NULL, 0, a->index };
+            off += (size_t)klen + 1;
+            size_t used = 0;
+            PyObject *v = dec_value(&d, t, p + off, len - 1 - off, &node, &used);
+            if (v == NULL)
+                return -1;
+            int rc = PyList_Append(a->list, v);
+            Py_DECREF(v);
+            if (rc < 0)
+                return -1;
+            a->off = off + used;
+            a->index++;
+            /* Checked after an element, so that every step makes progress. */
+            if (a->off < len - 1 && slices_now_us() >= deadline_us)
+                return 0;
+        }
+        if (a->off != len - 1) {
+            malformed(&d, path, "an element runs past the end of its document");
+            return -1;
+        }
+        PyObject_GC_Track(a->list);
+        Py_CLEAR(a->list);
+        s->next++;
+    }
+    return 1;
+}
+
+int keel__py_bson_slices_step(kpy_bson_slices *s, int64_t budget_us) {
+    int64_t deadline = slices_now_us() + budget_us;
+    if (s->result == NULL) {
+        dec d = { s->st, 0, s };
+        if (s->len < 5 || get_le32(s->data) != s->len) {
+            malformed(&d, NULL, "the document length does not match the data");
+            return -1;
+        }
+        if ((s->result = dec_document(&d, s->data, s->len, NULL, 0)) == NULL)
+            return -1;
+    }
+    return slices_fill(s, deadline);
+}
+
+PyObject *keel__py_bson_slices_result(kpy_bson_slices *s) { return Py_XNewRef(s->result); }
+
+int keel__py_bson_slices_traverse(kpy_bson_slices *s, visitproc visit, void *arg) {
+    if (s == NULL)
+        return 0;
+    Py_VISIT(s->result);
+    for (int i = s->next; i < s->narrays; i++)
+        Py_VISIT(s->arrays[i].list);
+    return 0;
+}
+
+void keel__py_bson_slices_free(kpy_bson_slices *s) {
+    if (s == NULL)
+        return;
+    Py_CLEAR(s->result);
+    for (int i = 0; i < s->narrays; i++)
+        Py_CLEAR(s->arrays[i].list);
+    PyMem_Free(s);
+}
+
+PyObject *keel__py_mod_bson_decode_sliced(PyObject *module, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_bson_decode_sliced(data, budget_us)");
+        return NULL;
+    }
+    long long budget = PyLong_AsLongLong(args[1]);
+    if (budget == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    kpy_bson_slices *s =
+        keel__py_bson_slices_new(PyModule_GetState(module), view.buf, (size_t)view.len);
+    if (s != NULL) {
+        long steps = 0;
+        int r;
+        do
+            steps++;
+        while ((r = keel__py_bson_slices_step(s, budget)) == 0);
+        PyObject *doc = r > 0 ? keel__py_bson_slices_result(s) : NULL;
+        if (doc != NULL) {
+            out = Py_BuildValue("(Nl)", doc, steps);
+        }
+        keel__py_bson_slices_free(s);
+    }
+    PyBuffer_Release(&view);
+    return out;
 }

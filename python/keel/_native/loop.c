@@ -142,6 +142,15 @@ PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObjec
     return handle;
 }
 
+int keel__py_call_soon(kpy_state *st, PyObject *aloop, void (*fn)(PyObject *arg), PyObject *arg) {
+    PyObject *call_soon = PyObject_GetAttr(aloop, st->s_call_soon);
+    if (call_soon == NULL)
+        return -1;
+    int rc = call_soon_raw(st, call_soon, fn, arg);
+    Py_DECREF(call_soon);
+    return rc;
+}
+
 /* ---- the GIL around keel_db_close ---- */
 
 PyThreadState *keel__py_gil_take(kpy_loop *L) {

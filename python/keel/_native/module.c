@@ -175,6 +175,10 @@ static PyMethodDef module_methods[] = {
     { "bson_decode", keel__py_mod_bson_decode, METH_O,
       "bson_decode(data: bytes) -> dict: one BSON document; DataError when it is malformed or "
       "holds an unsupported type." },
+    { "_bson_decode_sliced", (PyCFunction)(void (*)(void))keel__py_mod_bson_decode_sliced,
+      METH_FASTCALL,
+      "_bson_decode_sliced(data, budget_us) -> (dict, steps): bson_decode as a command's reply "
+      "is decoded, in steps of budget_us microseconds (tests)." },
     { NULL, NULL, 0, NULL },
 };
 

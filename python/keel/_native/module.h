@@ -242,6 +242,13 @@ int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *ar
  */
 PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObject *arg),
                                    PyObject *arg);
+/* The same on the asyncio loop aloop, for work that may outlive the adapter (a Database's
+ * close frees it): -1 with an exception when aloop is closed or memory is short. */
+int keel__py_call_soon(kpy_state *st, PyObject *aloop, void (*fn)(PyObject *arg), PyObject *arg);
+
+/* What one callback into Python may spend on work that grows with a result before it goes on
+ * from the next loop iteration: keel's own budget per call (docs/c-api.md). */
+#define KPY_SLICE_BUDGET_US 4000
 
 /*
  * keel_db_close(db) for the db bound to L, with the GIL released: the close may wait for worker
@@ -293,6 +300,22 @@ int keel__py_bson_init(kpy_state *st);
 PyObject *keel__py_bson_encode(kpy_state *st, PyObject *doc, size_t limit);
 /* Decodes one BSON document into a dict. NULL with DataError when it is malformed. */
 PyObject *keel__py_bson_decode(kpy_state *st, const char *data, size_t len);
+/*
+ * Decoding one BSON document in slices, so that a large reply never holds the loop: the large
+ * arrays of its first two levels (a cursor's batch) are filled a step at a time. data must stay
+ * valid and unchanged until the slices are freed. NULL with an exception.
+ */
+typedef struct kpy_bson_slices kpy_bson_slices;
+kpy_bson_slices *keel__py_bson_slices_new(kpy_state *st, const char *data, size_t len);
+/* Decodes for about budget_us microseconds of wall time (at least one element): 1 when the
+ * document is complete, 0 when more steps are needed, -1 with DataError or another exception
+ * (the slices are then only good for freeing). */
+int keel__py_bson_slices_step(kpy_bson_slices *s, int64_t budget_us);
+/* The decoded dict once a step returned 1 (new reference); NULL before the first step. */
+PyObject *keel__py_bson_slices_result(kpy_bson_slices *s);
+/* For the tp_traverse of their holder; free accepts NULL. */
+int keel__py_bson_slices_traverse(kpy_bson_slices *s, visitproc visit, void *arg);
+void keel__py_bson_slices_free(kpy_bson_slices *s);
 /* A UTC-aware datetime for milliseconds since the epoch; DataError when out of range. */
 PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms);
 /* Milliseconds since the epoch of a datetime (naive ones are UTC). 0, or -1 with an exception. */
@@ -300,6 +323,9 @@ int keel__py_datetime_to_millis(kpy_state *st, PyObject *dt, int64_t *ms);
 /* keel._native.bson_encode(doc) and bson_decode(data), for module_methods. */
 PyObject *keel__py_mod_bson_encode(PyObject *module, PyObject *doc);
 PyObject *keel__py_mod_bson_decode(PyObject *module, PyObject *data);
+/* keel._native._bson_decode_sliced(data, budget_us) -> (dict, steps), for the tests. */
+PyObject *keel__py_mod_bson_decode_sliced(PyObject *module, PyObject *const *args,
+                                          Py_ssize_t nargs);
 
 /* ---- databases, connections and operations (database.c, connection.c, op.c) ---- */
 
@@ -385,7 +411,8 @@ enum {
     KPY_OP_QUEUED = 1,
     KPY_OP_ACQUIRING = 2,
     KPY_OP_RUNNING = 3,
-    KPY_OP_DONE = 4
+    KPY_OP_DONE = 4,
+    KPY_OP_DECODING = 5 /* keel is done; the reply is turned into Python objects in slices */
 };
 
 /* Saves and restores a pending exception around Python calls made from keel callbacks. */
@@ -432,6 +459,8 @@ typedef struct kpy_op {
     PyObject *rows;        /* KPY_MODE_FETCH: the Records built so far, batch by batch */
     PyObject *desc;        /* KPY_MODE_FETCH: their shared description */
     kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
+    keel_result *reply;    /* KPY_OP_DECODING: the command's reply, owned */
+    kpy_bson_slices *slices; /* KPY_OP_DECODING: its decoding, a slice per loop iteration */
 } kpy_op;
 
 /*

@@ -47,6 +47,8 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->rows = NULL;
     op->desc = NULL;
     op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
+    op->reply = NULL;
+    op->slices = NULL;
     PyObject_GC_Track(op);
     op->fut = keel__py_future_new(st, db->aloop);
     if (op->fut == NULL) {
@@ -77,13 +79,27 @@ static void op_disarm(kpy_op *op) {
     Py_DECREF(timer);
 }
 
-/* keel is done with op: drop what was kept for submission and the reference keel held. */
-static void op_finish(kpy_op *op) {
+/* Drops a command's reply and what its decoding has built so far. */
+static void op_forget_reply(kpy_op *op) {
+    keel__py_bson_slices_free(op->slices);
+    op->slices = NULL;
+    keel_result_free(op->reply);
+    op->reply = NULL;
+}
+
+/* op is over: drop what was kept for it; a database-level one no longer delays a close. */
+static void op_done(kpy_op *op) {
     op->state = KPY_OP_DONE;
     op_disarm(op);
     op_forget_submission(op);
+    op_forget_reply(op);
     if (op->cobj == NULL)
         keel__py_db_op_finished(op->db);
+}
+
+/* keel is done with op: op_done, and drop the reference keel held. */
+static void op_finish(kpy_op *op) {
+    op_done(op);
     Py_DECREF(op);
 }
 
@@ -106,13 +122,14 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
     Py_VISIT(op->rows_exc.type);
     Py_VISIT(op->rows_exc.value);
     Py_VISIT(op->rows_exc.tb);
-    return 0;
+    return keel__py_bson_slices_traverse(op->slices, visit, arg);
 }
 
 static int op_clear(kpy_op *op) {
     Py_CLEAR(op->fut);
     Py_CLEAR(op->futiter);
     op_forget_submission(op);
+    op_forget_reply(op);
     Py_CLEAR(op->acquired);
     Py_CLEAR(op->timer);
     Py_CLEAR(op->database);
@@ -435,19 +452,9 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
 
 /* ---- completion ---- */
 
-/* The reply document of a command, decoded into a dict. */
-static PyObject *command_reply(kpy_state *st, const keel_result *res) {
-    const keel_value *v = keel_result_value(res, 0, 0);
-    if (v == NULL || v->type != KEEL_TYPE_DOCUMENT)
-        return keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a command result holds no reply");
-    return keel__py_bson_decode(st, v->u.str.ptr, v->u.str.len);
-}
-
 /* The Python value of a successful result, by mode. */
 static PyObject *build_result(kpy_op *op, const keel_result *res) {
     kpy_state *st = op->db->st;
-    if (op->kind == KPY_OP_COMMAND)
-        return command_reply(st, res);
     if (op->kind == KPY_OP_COPY) {
         int64_t n = keel_result_affected(res);
         return PyLong_FromLongLong(n < 0 ? 0 : n);
@@ -466,6 +473,8 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
         PyObject *list = op->rows != NULL ? op->rows : PyList_New(0);
         op->rows = NULL;
         Py_CLEAR(op->desc);
+        if (list != NULL && !PyObject_GC_IsTracked(list))
+            PyObject_GC_Track(list);
         return list;
     }
     case KPY_MODE_FETCHROW: {
@@ -537,8 +546,15 @@ static int rows_extend(kpy_op *op, const keel_result *batch) {
     size_t n = keel_result_nrows(batch);
     if (op->desc == NULL && (op->desc = keel__py_record_desc(batch)) == NULL)
         return -1;
-    if (op->rows == NULL && (op->rows = PyList_New(0)) == NULL)
-        return -1;
+    if (op->rows == NULL) {
+        if ((op->rows = PyList_New(0)) == NULL)
+            return -1;
+        /* Untracked while it grows: a full collection, which allocating a million Records
+         * triggers, would otherwise walk every Record in it (some 10-30 ms for a million) in
+         * the middle of a slice. Only op refers to it meanwhile, so it cannot be in a cycle;
+         * Records holding containers are tracked themselves. Tracked again when handed over. */
+        PyObject_GC_UnTrack(op->rows);
+    }
     for (size_t i = 0; i < n; i++) {
         PyObject *r = keel__py_record_from_row(st, op->desc, batch, i);
         if (r == NULL)
@@ -565,6 +581,73 @@ static void rows_cb(const keel_result *batch, void *arg) {
     kpy_exc_unstash(&saved);
 }
 
+/*
+ * A command's reply is turned into a dict in slices of KPY_SLICE_BUDGET_US (bson.c decodes the
+ * large arrays of its first levels, a cursor's batch, element by element), each slice in its own
+ * iteration of the asyncio loop: 100,000 small documents took some 100 ms in one go. The first
+ * slice runs in keel's completion, the others from loop.call_soon; the future gets the reply (or
+ * the error) when the last is done. The decoding holds the reply, and the scheduled call holds
+ * op. A cancel stops it at the next slice (op_cancel).
+ */
+static void reply_decode_continue(PyObject *arg);
+
+/* Decodes one slice of op's reply. 1 when the next is scheduled; 0 when op's future is completed,
+ * the reply and its decoding freed. */
+static int reply_decode_step(kpy_op *op) {
+    kpy_state *st = op->db->st;
+    int r = keel__py_bson_slices_step(op->slices, KPY_SLICE_BUDGET_US);
+    if (r == 0) {
+        if (keel__py_call_soon(st, op->db->aloop, reply_decode_continue, (PyObject *)op) == 0)
+            return 1;
+        /* No way back to the loop (closed, or out of memory): nobody would be woken by a later
+         * slice either, so finish here. */
+        PyErr_Clear();
+        while ((r = keel__py_bson_slices_step(op->slices, KPY_SLICE_BUDGET_US)) == 0)
+            ;
+    }
+    PyObject *value = r > 0 ? keel__py_bson_slices_result(op->slices) : NULL;
+    if (value != NULL) {
+        keel__py_future_set_result(st, op->fut, value);
+        Py_DECREF(value);
+    } else {
+        keel__py_future_set_raised(st, op->fut);
+    }
+    op_forget_reply(op);
+    return 0;
+}
+
+/* Starts decoding res, the reply of the command op (taking res). 1 when it goes on from later
+ * loop iterations, 0 when op's future is already completed. */
+static int reply_decode_start(kpy_op *op, keel_result *res) {
+    kpy_state *st = op->db->st;
+    const keel_value *v = keel_result_value(res, 0, 0);
+    op->reply = res;
+    if (v == NULL || v->type != KEEL_TYPE_DOCUMENT) {
+        keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a command result holds no reply");
+        keel__py_future_set_raised(st, op->fut);
+        op_forget_reply(op);
+        return 0;
+    }
+    if ((op->slices = keel__py_bson_slices_new(st, v->u.str.ptr, v->u.str.len)) == NULL) {
+        keel__py_future_set_raised(st, op->fut);
+        op_forget_reply(op);
+        return 0;
+    }
+    return reply_decode_step(op);
+}
+
+static void reply_decode_continue(PyObject *arg) {
+    kpy_op *op = (kpy_op *)arg;
+    /* Cancelled (or cleared) since this call was scheduled: nothing is left to do. */
+    if (op->state != KPY_OP_DECODING || op->slices == NULL)
+        return;
+    kpy_exc_save saved;
+    kpy_exc_stash(&saved);
+    if (!reply_decode_step(op))
+        op_done(op);
+    kpy_exc_unstash(&saved);
+}
+
 static void query_cb(keel_result *res, const keel_error *err, void *arg) {
     kpy_op *op = arg;
     kpy_loop *L = op->db->loop; /* op and its Database may go in here; the adapter stays */
@@ -578,12 +661,22 @@ static void query_cb(keel_result *res, const keel_error *err, void *arg) {
         op->conn = NULL;
         keel_conn_release(c);
     }
-    op_complete(op, res, err);
-    keel_result_free(res);
-    op->state = KPY_OP_DONE;
+    int decoding = 0;
+    if (op->kind == KPY_OP_COMMAND && !op->cancelled && res != NULL &&
+        (err == NULL || err->code == KEEL_OK)) {
+        decoding = reply_decode_start(op, res);
+    } else {
+        op_complete(op, res, err);
+        keel_result_free(res);
+    }
+    op->state = decoding ? KPY_OP_DECODING : KPY_OP_DONE;
     if (op->cobj != NULL)
         keel__py_conn_op_done(op->cobj, op);
-    op_finish(op);
+    /* A reply still being decoded is held by the call scheduled for its next slice. */
+    if (decoding)
+        Py_DECREF(op);
+    else
+        op_finish(op);
     kpy_exc_unstash(&saved);
     keel__py_gil_give(L, gil);
 }
@@ -1001,6 +1094,10 @@ static void op_cancel(kpy_op *op) {
     case KPY_OP_RUNNING:
         keel_conn_cancel(op->cobj != NULL ? op->cobj->conn : op->conn);
         break;
+    case KPY_OP_DECODING:
+        /* keel is done: stop decoding; the call scheduled for the next slice finds op done. */
+        op_done(op);
+        break;
     case KPY_OP_ACQUIRING:
         /* Leave the pool's queue now; if the request was already served, acquire_cb releases
          * the connection when it runs. */
@@ -1155,6 +1252,17 @@ static PyMethodDef op_methods[] = {
     { NULL, NULL, 0, NULL },
 };
 
+static PyObject *op_get_decoding(kpy_op *op, void *unused) {
+    (void)unused;
+    return PyBool_FromLong(op->state == KPY_OP_DECODING);
+}
+
+static PyGetSetDef op_getset[] = {
+    { "_decoding", (getter)op_get_decoding, NULL,
+      "True while keel is done and the reply is being decoded in slices (tests).", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
 static PyType_Slot op_slots[] = {
     { Py_tp_doc, "An operation in flight; await it for its result." },
     { Py_tp_dealloc, op_dealloc },
@@ -1163,6 +1271,7 @@ static PyType_Slot op_slots[] = {
     { Py_tp_iter, PyObject_SelfIter },
     { Py_tp_iternext, op_iternext },
     { Py_tp_methods, op_methods },
+    { Py_tp_getset, op_getset },
     { Py_am_await, op_await },
     { Py_am_send, op_am_send },
     { 0, NULL },

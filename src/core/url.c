@@ -322,6 +322,8 @@ static keel_status parse_hosts(url_ctx *ctx, const char *s, size_t n) {
     return KEEL_OK;
 }
 
+static char *redact_part(const char *url, size_t a, size_t b);
+
 /* Parses the query string [s, end) (after the '?'): key=value pairs separated by '&'. */
 static keel_status parse_query(url_ctx *ctx, const char *s, const char *end) {
     keel__url *out = ctx->out;
@@ -331,9 +333,11 @@ static keel_status parse_query(url_ctx *ctx, const char *s, const char *end) {
         if (e > s) {
             const char *eq = find_first(s, e, '=');
             if (!eq) {
-                /* The text is echoed as the redactor shows it, for it may be a secret written
-                 * without its key ("?sslpassword:x") or a password's piece taken for a query. */
-                char *text = strndup(s, (size_t)(e - s));
+                /* The text is echoed as it shows in the redacted URL the message quotes, and
+                 * through the redactor of messages: it may be a secret written without its key
+                 * ("?sslpassword:x"), or a piece of the password of a URL nested in the query
+                 * that an unencoded '&' cut off ("?to=postgresql://u:pa&ss@h"). */
+                char *text = redact_part(ctx->url, (size_t)(s - ctx->url), (size_t)(e - ctx->url));
                 if (!text)
                     return url_nomem(ctx);
                 char shown[80];
@@ -541,43 +545,27 @@ static int secret_param(const char *k, size_t n) {
     return 0;
 }
 
-/* Copies the query [s, end) to d (returns the new end of d), masking secret parameter values. */
-static char *redact_query(char *d, const char *s, const char *end) {
-    while (s < end) {
-        const char *amp = find_first(s, end, '&');
-        const char *e = amp ? amp : end;
-        const char *eq = find_first(s, e, '=');
-        if (eq && secret_param(s, (size_t)(eq - s))) {
-            memcpy(d, s, (size_t)(eq + 1 - s));
-            d += eq + 1 - s;
-            memcpy(d, "***", 3);
-            d += 3;
-        } else if (!eq && secret_param(s, (size_t)(e - s))) {
-            /* No '=' to tell name from value ("sslpassword:x"): the whole parameter goes. */
-            memcpy(d, "***", 3);
-            d += 3;
-        } else {
-            memcpy(d, s, (size_t)(e - s));
-            d += e - s;
-        }
-        if (amp)
-            *d++ = '&';
-        s = amp ? amp + 1 : end;
-    }
-    return d;
-}
+/* A byte range [from, to) of a URL that redaction replaces with "***" (it may be empty). */
+typedef struct url_mask {
+    size_t from, to;
+} url_mask;
 
-char *keel__url_redact(const char *url) {
-    if (!url)
-        url = "";
+/*
+ * The ranges of url that redaction masks, in order and disjoint: the password, then the values of
+ * secret query parameters. Returns a malloc'ed array (at most one range per '&' plus two) and
+ * sets *n, or NULL when out of memory. keel__url_redact shows these ranges and the error
+ * messages of keel__url_parse echo pieces of the URL through them, so that an error can never
+ * show what the URL it quotes hides.
+ */
+static url_mask *url_masks(const char *url, size_t *n) {
     size_t len = strlen(url);
     size_t amps = 0;
     for (const char *p = url; *p; p++)
         amps += *p == '&';
-    /* Each masked part grows by at most "***": one per query parameter plus the password. */
-    char *res = malloc(len + 3 * (amps + 2) + 1);
-    if (!res)
+    url_mask *m = malloc((amps + 2) * sizeof *m);
+    if (!m)
         return NULL;
+    *n = 0;
     const char *end = url + len;
     const char *sep = strstr(url, "://");
     /* Without "//" there is no reliable scheme boundary ("user:pass@host" looks like a scheme),
@@ -591,22 +579,69 @@ char *keel__url_redact(const char *url) {
         at = find_last(rest, end, '@');
     const char *colon = at ? find_first(rest, at, ':') : NULL;
     const char *s = url;
-    char *d = res;
     if (colon) {
-        memcpy(d, url, (size_t)(colon + 1 - url));
-        d += colon + 1 - url;
-        memcpy(d, "***", 3);
-        d += 3;
+        m[(*n)++] = (url_mask){ (size_t)(colon + 1 - url), (size_t)(at - url) };
         s = at;
     }
+    /* The query: after the first '?' that follows the password, or, when the password ran up
+     * to an '@' in the query, the rest of the query after that '@'. */
     const char *tq = find_first(s, end, '?');
-    const char *tqend = tq ? tq : end;
-    memcpy(d, s, (size_t)(tqend - s));
-    d += tqend - s;
-    if (tq) {
-        *d++ = '?';
-        d = redact_query(d, tq + 1, end);
+    for (s = tq ? tq + 1 : q && s > q ? s : end; s < end;) {
+        const char *amp = find_first(s, end, '&');
+        const char *e = amp ? amp : end;
+        const char *eq = find_first(s, e, '=');
+        if (eq && secret_param(s, (size_t)(eq - s))) {
+            m[(*n)++] = (url_mask){ (size_t)(eq + 1 - url), (size_t)(e - url) };
+        } else if (!eq && secret_param(s, (size_t)(e - s))) {
+            /* No '=' to tell name from value ("sslpassword:x"): what follows a ':' after the
+             * secret's name goes, else the whole parameter. */
+            const char *c = find_first(s, e, ':');
+            if (c && secret_param(s, (size_t)(c - s)))
+                s = c + 1;
+            m[(*n)++] = (url_mask){ (size_t)(s - url), (size_t)(e - url) };
+        }
+        s = amp ? amp + 1 : end;
     }
-    *d = '\0';
+    return m;
+}
+
+/*
+ * Writes url[a, b) to d as keel__url_redact shows it: each of the n masks that overlaps it (or
+ * is empty and lies within it) becomes "***". d has room for b - a + 3 * n bytes. Returns the
+ * new end of d.
+ */
+static char *render_masked(char *d, const char *url, size_t a, size_t b, const url_mask *m,
+                           size_t n) {
+    size_t i = a;
+    for (size_t k = 0; k < n; k++) {
+        size_t from = m[k].from < a ? a : m[k].from, to = m[k].to > b ? b : m[k].to;
+        if (from > b || to < from || (to == from && m[k].from < m[k].to))
+            continue;
+        memcpy(d, url + i, from - i);
+        d += from - i;
+        memcpy(d, "***", 3);
+        d += 3;
+        i = to;
+    }
+    memcpy(d, url + i, b - i);
+    return d + (b - i);
+}
+
+/* url[a, b) as keel__url_redact(url) shows it, malloc'ed; NULL when out of memory. */
+static char *redact_part(const char *url, size_t a, size_t b) {
+    size_t n;
+    url_mask *m = url_masks(url, &n);
+    if (!m)
+        return NULL;
+    char *res = malloc(b - a + 3 * n + 1);
+    if (res)
+        *render_masked(res, url, a, b, m, n) = '\0';
+    free(m);
     return res;
+}
+
+char *keel__url_redact(const char *url) {
+    if (!url)
+        url = "";
+    return redact_part(url, 0, strlen(url));
 }

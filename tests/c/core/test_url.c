@@ -278,6 +278,22 @@ TEST(query_parameter_without_value_is_echoed_redacted) {
     check_bad("postgresql://h/db?x=1&postgresql://u:hunter2@h", "has no value", "hunter2");
 }
 
+TEST(query_parameter_echo_hides_what_the_url_redaction_hides) {
+    /* A URL nested in the query whose password holds an unencoded '&' (or whose user name
+     * does): the piece after the '&' has no '=', and its echo showed the password that the
+     * URL quoted in the same message hides (tests/fuzz/url/crash-510e834c…). */
+    check_bad("sqlite:///app.db?mirror=postgresql://bob:hunter2&x9@h/db",
+              "query parameter '***@h/db' has no value", "x9@");
+    check_bad("sqlite:///app.db?mirror=postgresql://bob&ops:hunter2@h/db",
+              "query parameter '***@h/db' has no value", "hunter2");
+    check_bad("postgresql://h/db?mirror=postgresql://bob:hunter2&x9@h/db",
+              "query parameter '***@h/db' has no value", "x9@");
+    /* The echo agrees with the quoted URL on secret parameters without '=' too. */
+    check_bad("postgresql://h/db?token:abc123", "query parameter 'token:***' has no value",
+              "abc123");
+    check_bad("postgresql://h/db?mytokenabc123", "query parameter '***' has no value", "abc123");
+}
+
 TEST(redaction) {
     struct {
         const char *in, *out;
@@ -290,6 +306,10 @@ TEST(redaction) {
         { "u:secret@h/db", "u:***@h/db" },
         { "postgresql://u:sec?ret@h/db", "postgresql://u:***@h/db" },
         { "sqlite::memory:", "sqlite::memory:" },
+        { "postgresql://h/db?sslpassword:x&token=y&mytoken&password=",
+          "postgresql://h/db?sslpassword:***&token=***&***&password=***" },
+        { "sqlite:///a.db?m=postgresql://u:p&q@h&password=z",
+          "sqlite:///a.db?m=postgresql:***@h&password=***" },
         { "", "" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -324,6 +344,7 @@ int main(void) {
     RUN(bad_query_and_escapes);
     RUN(password_with_unencoded_question_mark_is_not_echoed);
     RUN(query_parameter_without_value_is_echoed_redacted);
+    RUN(query_parameter_echo_hides_what_the_url_redaction_hides);
     RUN(redaction);
     RUN(free_is_idempotent);
     return TEST_SUMMARY();

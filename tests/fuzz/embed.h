@@ -39,6 +39,11 @@ static PyObject *embed_attr(const char *module, const char *name) {
 static void embed_start(void) {
     PyConfig config;
     PyConfig_InitIsolatedConfig(&config);
+    /* A fixed hash seed: with random ones, set and dict internals differ from run to run, and
+     * with them what the extension's code does, so a smoke run (tests/fuzz/run) would not repeat
+     * itself. */
+    config.use_hash_seed = 1;
+    config.hash_seed = 0;
     PyStatus status = PyConfig_SetBytesString(&config, &config.home, KEEL_FUZZ_PYTHONHOME);
     if (!PyStatus_Exception(status))
         status = Py_InitializeFromConfig(&config);

@@ -175,6 +175,47 @@ TEST(postgresql_bytea_in_escape_output_decodes_as_hex_does) {
     done_with(db, c);
 }
 
+/*
+ * COPY … TO STDOUT has no place in keel's results: it is refused as unsupported, and the data
+ * the server already streams (megabytes here, over many reads) is drained, so the connection
+ * serves the next statement. A bulk load wider than any PostgreSQL table is refused before
+ * anything is sent.
+ */
+TEST(postgresql_copy_out_is_refused_and_drained_and_wide_loads_refused) {
+    keel_db *db;
+    keel_conn *c = conn_on(pg_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_error err = q_fail(c,
+                            "COPY (SELECT g, repeat('x', 40) FROM generate_series(1, 200000) g) "
+                            "TO STDOUT",
+                            NULL, 0);
+    CHECK_INT(err.code, KEEL_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(err.message, "COPY TO STDOUT is not supported");
+    CHECK_INT(q_int(c, "SELECT 9"), 9);
+    /* Among other statements, too. */
+    err = q_fail(c, "SELECT 1; COPY (SELECT generate_series(1, 100000)) TO STDOUT; SELECT 2", NULL,
+                 0);
+    CHECK_INT(err.code, KEEL_ERR_UNSUPPORTED);
+    CHECK_INT(q_int(c, "SELECT 10"), 10);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+
+    size_t n = 1665;
+    keel_value *row = calloc(n, sizeof *row);
+    for (size_t i = 0; row && i < n; i++)
+        row[i] = keel_int((int64_t)i);
+    int64_t loaded = -1;
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "wide", NULL, n, row, 1, &loaded, &err),
+              KEEL_ERR_PARAMETERS);
+    CHECK_CONTAINS(err.message, "PostgreSQL tables have at most 1664 columns, rows of 1665 values "
+                                "were given");
+    free(row);
+    CHECK_INT(q_int(c, "SELECT 11"), 11);
+    done_with(db, c);
+}
+
 /* ---- MySQL / MariaDB ---- */
 
 /* A '?' written in the SQL would be a placeholder to MySQL next to those keel binds for $n:
@@ -443,6 +484,7 @@ int main(void) {
     RUN(postgresql_batch_names_the_row_of_a_value_it_cannot_send);
     RUN(postgresql_copy_refuses_values_its_columns_cannot_take);
     RUN(postgresql_bytea_in_escape_output_decodes_as_hex_does);
+    RUN(postgresql_copy_out_is_refused_and_drained_and_wide_loads_refused);
     RUN(mysql_a_question_mark_placeholder_is_refused_naming_its_offset);
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
     RUN(mysql_refuses_values_it_cannot_store_naming_the_parameter);

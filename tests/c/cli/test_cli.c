@@ -201,6 +201,20 @@ TEST(check_of_a_bad_environment_override_names_the_key_path) {
     CHECK_CONTAINS(r.err, "databases.main.pool.min_size");
 }
 
+/* Engine options are checked by the engine when the databases are opened: still a configuration
+ * error, exit 2, naming the key, and no database is contacted. */
+TEST(check_of_a_bad_engine_option_names_the_key_path) {
+    run_result r;
+    run_keel(&r, NULL,
+             (const char *[]){ "KEEL_DATABASES__MAIN__URL=postgresql://keel@127.0.0.1:1/nowhere",
+                               "KEEL_DATABASES__MAIN__OPTIONS__SSLMODE=maybe", NULL },
+             (const char *[]){ "check", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_CONTAINS(r.err, "keel: configuration error: databases.main.options.sslmode: invalid "
+                          "value \"maybe\"");
+    CHECK_STR(r.out, "");
+}
+
 /* ---- check: the table, exit 0 when every database answers, 1 otherwise ---- */
 
 TEST(check_of_answering_databases_prints_ok_rows) {
@@ -329,6 +343,7 @@ int main(int argc, char **argv) {
     RUN(check_of_a_missing_file_names_it);
     RUN(check_of_a_bad_value_names_the_key_path);
     RUN(check_of_a_bad_environment_override_names_the_key_path);
+    RUN(check_of_a_bad_engine_option_names_the_key_path);
     RUN(check_of_answering_databases_prints_ok_rows);
     RUN(check_of_a_dead_server_exits_1_with_a_redacted_error);
     RUN(check_refuses_a_timeout_that_is_not_a_positive_number);

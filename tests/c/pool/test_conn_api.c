@@ -138,9 +138,65 @@ TEST(a_second_operation_while_one_runs_is_refused_as_busy) {
     keel_db_close(db);
 }
 
+/* What the synchronous calls made from inside a completion returned. */
+typedef struct inside {
+    keel_db *db;
+    keel_conn *c;
+    int done;
+    keel_status st[6];
+    keel_error err[6];
+} inside;
+
+static void sync_calls_inside(keel_result *res, const keel_error *err, void *arg) {
+    inside *x = arg;
+    (void)err;
+    keel_result_free(res);
+    keel_value one = keel_int(1);
+    static const char *const cols[] = { "a" };
+    keel_result *r = NULL;
+    keel_conn *other = NULL;
+    int64_t loaded = 0;
+    x->st[0] = keel_conn_query_sync(x->c, "SELECT 1", NULL, 0, &r, &x->err[0]);
+    x->st[1] = keel_conn_query_many_sync(x->c, "SELECT $1", &one, 1, 1, NULL, &x->err[1]);
+    x->st[2] = keel_conn_copy_in_sync(x->c, NULL, "t", cols, 1, &one, 1, &loaded, &x->err[2]);
+    x->st[3] = keel_conn_transaction_sync(x->c, KEEL_TXN_BEGIN, 0, &x->err[3]);
+    x->st[4] = keel_conn_ping_sync(x->c, &x->err[4]);
+    x->st[5] = keel_db_acquire_sync(x->db, NULL, &other, &x->err[5]);
+    keel_result_free(r);
+    keel_conn_release(other);
+    x->done = 1;
+}
+
+/* A synchronous call spins the loop: from inside one of that loop's callbacks it would deliver
+ * other callbacks while this one is half way through, so each is refused, saying why. */
+TEST(synchronous_calls_from_inside_a_callback_are_refused) {
+    keel_db *db = open_url("sqlite::memory:", NULL);
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result_free(q(c, "CREATE TABLE t (a INTEGER)", NULL, 0));
+    inside x = { .db = db, .c = c };
+    keel_error err;
+    CHECK_INT(keel_conn_query(c, "SELECT 1", NULL, 0, sync_calls_inside, &x, &err), KEEL_OK);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x.done), KEEL_OK);
+    for (int i = 0; i < 6; i++) {
+        CHECK_INT(x.st[i], KEEL_ERR_INVALID_ARGUMENT);
+        CHECK_CONTAINS(x.err[i].message,
+                       "a synchronous call cannot be made from inside a callback of its loop");
+    }
+    /* Nothing ran: the table is empty and no transaction is open. */
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM t"), 0);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(statements_without_what_they_need_are_refused);
     RUN(bulk_loads_without_a_table_or_columns_are_refused);
     RUN(a_second_operation_while_one_runs_is_refused_as_busy);
+    RUN(synchronous_calls_from_inside_a_callback_are_refused);
     return TEST_SUMMARY();
 }

@@ -1,0 +1,66 @@
+# tests/python/test_database_lifecycle.py - keel.Database's states (made, started, closed) and the misuse each refuses.
+"""What a keel.Database says about itself and refuses along its life.
+
+started is True between start() and close(), closed once close() has completed, and a closed
+Database refuses to start again or to run anything with an InterfaceError. A Database whose
+__init__ never ran (or ran twice) says so instead of crashing, and the low-level constructor
+names the argument of the wrong type.
+"""
+import pytest
+
+import keel
+from keel import _native
+
+
+async def test_started_and_closed_follow_the_life_of_a_database():
+    db = keel.Database("sqlite::memory:")
+    assert (db.started, db.closed) == (False, False)
+    assert db.databases == ["default"] and db.default_database == "default"
+    await db.start()
+    assert (db.started, db.closed) == (True, False)
+    assert await db.fetchval("SELECT 7") == 7
+    await db.close()
+    assert (db.started, db.closed) == (False, True)
+    with pytest.raises(keel.InterfaceError, match="the database has been closed"):
+        await db.start()
+    with pytest.raises(keel.InterfaceError, match="the database has been closed"):
+        await db.fetchval("SELECT 1")
+    await db.close()  # a second close is a no-op
+    assert db.closed
+
+
+async def test_a_database_never_started_closes_at_once():
+    db = keel.Database("sqlite::memory:")
+    await db.close()
+    assert (db.started, db.closed) == (False, True)
+    with pytest.raises(keel.InterfaceError, match="the database has been closed"):
+        await db.fetchval("SELECT 1")
+
+
+async def test_initialising_twice_or_never_is_refused():
+    db = keel.Database("sqlite::memory:")
+    try:
+        with pytest.raises(RuntimeError, match="Database is already initialised"):
+            _native.Database.__init__(db, url="sqlite::memory:")
+        await db.start()
+        assert await db.fetchval("SELECT 1") == 1  # still the first configuration
+    finally:
+        await db.close()
+    raw = keel.Database.__new__(keel.Database)
+    assert raw.started is False
+    with pytest.raises(RuntimeError, match=r"Database.__init__ was not called"):
+        await raw.start()
+    with pytest.raises(RuntimeError, match=r"Database.__init__ was not called"):
+        raw.databases
+
+
+def test_the_constructor_names_an_argument_of_the_wrong_type():
+    with pytest.raises(keel.ConfigError, match="a configuration is a URL, a path to a YAML file "
+                                               "or a dict, not int"):
+        keel.Database(42)
+    with pytest.raises(TypeError, match="url must be a str"):
+        _native.Database(url=5)
+    with pytest.raises(TypeError, match=r"settings must be \(str, str\) pairs"):
+        _native.Database(settings=[1])
+    with pytest.raises(TypeError, match=r"settings must be \(str, str\) pairs"):
+        _native.Database(settings=[("databases.main.url", 1)])

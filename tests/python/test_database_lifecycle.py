@@ -6,6 +6,8 @@ Database refuses to start again or to run anything with an InterfaceError. A Dat
 __init__ never ran (or ran twice) says so instead of crashing, and the low-level constructor
 names the argument of the wrong type.
 """
+import asyncio
+
 import pytest
 
 import keel
@@ -64,3 +66,23 @@ def test_the_constructor_names_an_argument_of_the_wrong_type():
         _native.Database(settings=[1])
     with pytest.raises(TypeError, match=r"settings must be \(str, str\) pairs"):
         _native.Database(settings=[("databases.main.url", 1)])
+
+
+def test_libkeel_version_is_the_package_version():
+    assert _native.libkeel_version() == keel.__version__
+
+
+async def test_in_transaction_is_known_while_a_statement_runs(pg_db):
+    # While a statement runs, the server's transaction status is not known to the client: the
+    # answer comes from the transactions this connection opened, so it is right either way.
+    async with pg_db.connection() as conn:
+        running = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(0.5)"))
+        await asyncio.sleep(0.05)
+        assert conn.in_transaction is False
+        await running
+        async with conn.transaction():
+            running = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(0.5)"))
+            await asyncio.sleep(0.05)
+            assert conn.in_transaction is True
+            await running
+        assert conn.in_transaction is False

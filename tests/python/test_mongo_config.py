@@ -90,3 +90,15 @@ async def test_an_aggregation_ending_in_out_writes_its_documents(mongo):
     finally:
         await src.drop()
         await dst.drop()
+
+
+async def test_a_command_names_a_bad_database_name(mongo):
+    async with mongo.connection() as conn:
+        for target in (mongo, conn):
+            with pytest.raises(TypeError, match="dbname must be a str or None, not int"):
+                await target.command(5, {"ping": 1})
+            for name in ("", "a\0b"):
+                with pytest.raises(keel.ProgrammingError,
+                                   match="dbname must be a non-empty name without NUL characters"):
+                    await target.command(name, {"ping": 1})
+        assert (await conn.command(None, {"ping": 1}))["ok"] == 1

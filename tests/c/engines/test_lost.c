@@ -227,6 +227,47 @@ static void lost_while_sending(const sql_engine *e) {
     direct_exec(e->url, e->drop);
 }
 
+/*
+ * A connection released inside a transaction is rolled back by the pool before it serves again;
+ * when the connection is cut during that rollback, the pool drops it: nothing of the
+ * transaction is committed, and the next lease gets a new connection.
+ */
+static void lost_while_rolling_back(const sql_engine *e) {
+    char purl[512];
+    test_proxy *px = proxy_for(e->url, purl, sizeof purl);
+    if (!px)
+        return;
+    direct_exec(e->url, e->drop);
+    direct_exec(e->url, e->create);
+    keel_db *db = open_url(purl, NULL);
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        test_proxy_free(px);
+        return;
+    }
+    keel_error err;
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_value row[2] = { keel_int(1), keel_text("rolled back") };
+    keel_result_free(q(c, "INSERT INTO keel_lost VALUES ($1, $2)", row, 2));
+    test_proxy_stall(px);
+    keel_conn_release(c); /* the ROLLBACK is sent and meets the silence */
+    CHECK_INT(pool_size(db), 1);
+    test_proxy_cut(px);
+    test_proxy_resume(px);
+    /* The next lease waits for the pool to see the cut, then gets a new connection. */
+    watchdog(30, "a lease after the rollback of the last one was cut");
+    c = acquire(db);
+    watchdog(0, "");
+    CHECK(c != NULL);
+    CHECK_INT(q_int(c, "SELECT COUNT(*) FROM keel_lost"), 0);
+    CHECK_INT(pool_size(db), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+    test_proxy_free(px);
+    direct_exec(e->url, e->drop);
+}
+
 /* A connect whose server hangs up during the handshake fails with KEEL_ERR_CONNECT naming the
  * database, and a later acquire connects once the server answers. */
 static void lost_while_connecting(const char *url, const char *const *extra, const char *engine) {
@@ -285,6 +326,18 @@ TEST(mysql_connection_lost_while_sending_a_batch_or_a_bulk_insert) {
     sql_engine e = my;
     e.url = my_url();
     lost_while_sending(&e);
+}
+
+TEST(postgresql_connection_lost_while_the_pool_rolls_back) {
+    sql_engine e = pg;
+    e.url = pg_url();
+    lost_while_rolling_back(&e);
+}
+
+TEST(mysql_connection_lost_while_the_pool_rolls_back) {
+    sql_engine e = my;
+    e.url = my_url();
+    lost_while_rolling_back(&e);
 }
 
 TEST(mysql_connection_lost_while_connecting) { lost_while_connecting(my_url(), NULL, "mysql"); }
@@ -371,6 +424,8 @@ int main(void) {
     RUN(mysql_connection_lost_while_waiting_for_a_result);
     RUN(mysql_connection_lost_while_sending_a_batch_or_a_bulk_insert);
     RUN(mysql_connection_lost_while_connecting);
+    RUN(postgresql_connection_lost_while_the_pool_rolls_back);
+    RUN(mysql_connection_lost_while_the_pool_rolls_back);
     RUN(mongodb_connection_lost_while_a_command_runs);
     RUN(mongodb_connection_lost_while_connecting);
     return TEST_SUMMARY();

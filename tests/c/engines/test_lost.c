@@ -1,4 +1,5 @@
 /* tests/c/engines/test_lost.c - a server that drops the connection in the middle of an operation, every engine. */
+#include <bson/bson.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -357,6 +358,7 @@ static const char *const mongo_extra[] = { "databases.default.options.directConn
 typedef struct done_call {
     int done;
     keel_error err;
+    int docs; /* documents in the reply's cursor.firstBatch, when it has one */
 } done_call;
 
 static void on_done(keel_result *res, const keel_error *err, void *arg) {
@@ -365,6 +367,17 @@ static void on_done(keel_result *res, const keel_error *err, void *arg) {
     keel_error_clear(&x->err);
     if (err)
         x->err = *err;
+    const keel_value *v = keel_result_value(res, 0, 0);
+    bson_t reply;
+    bson_iter_t it, batch;
+    x->docs = -1;
+    if (v && v->type == KEEL_TYPE_DOCUMENT &&
+        bson_init_static(&reply, (const uint8_t *)v->u.str.ptr, v->u.str.len) &&
+        bson_iter_init(&it, &reply) &&
+        bson_iter_find_descendant(&it, "cursor.firstBatch", &batch) &&
+        BSON_ITER_HOLDS_ARRAY(&batch) && bson_iter_recurse(&batch, &it))
+        for (x->docs = 0; bson_iter_next(&it);)
+            x->docs++;
     keel_result_free(res);
 }
 
@@ -412,6 +425,75 @@ TEST(mongodb_connection_lost_while_a_command_runs) {
     test_proxy_free(px);
 }
 
+/* Runs cmd on c until it completes; its error in *err (code KEEL_OK when it succeeded), and the
+ * number of documents of the reply's cursor.firstBatch in *docs (may be NULL). */
+static void mongo_run(keel_db *db, keel_conn *c, const bson_t *cmd, keel_error *err, int *docs) {
+    done_call x = { 0 };
+    keel_error_clear(err);
+    if (keel_conn_command(c, NULL, bson_get_data(cmd), cmd->len, on_done, &x, err) != KEEL_OK)
+        return;
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x.done), KEEL_OK);
+    *err = x.err;
+    if (docs)
+        *docs = x.docs;
+}
+
+/*
+ * The connection is cut while a transaction commits (the commit meets a stalled server): the
+ * commit fails with CONNECTION_LOST, the documents the transaction wrote are not there, and the
+ * next lease works.
+ */
+TEST(mongodb_connection_lost_while_a_transaction_commits) {
+    char purl[512];
+    test_proxy *px = proxy_for(mongo_url(), purl, sizeof purl);
+    if (!px)
+        return;
+    keel_db *db = open_url(purl, mongo_extra);
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        test_proxy_free(px);
+        return;
+    }
+    keel_error err;
+    bson_t *clear = BCON_NEW("delete", "keel_lost", "deletes", "[", "{", "q", "{", "}", "limit",
+                             BCON_INT32(0), "}", "]");
+    bson_t *insert = BCON_NEW("insert", "keel_lost", "documents", "[", "{", "_id", BCON_INT32(1),
+                              "}", "{", "_id", BCON_INT32(2), "}", "]");
+    bson_t *find = BCON_NEW("find", "keel_lost", "filter", "{", "}");
+    mongo_run(db, c, clear, &err, NULL);
+    CHECK_INT(err.code, KEEL_OK);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    mongo_run(db, c, insert, &err, NULL);
+    CHECK_INT(err.code, KEEL_OK);
+    test_proxy_stall(px);
+    cutter cut;
+    watchdog(30, "a MongoDB commit whose connection is cut");
+    cut_in(&cut, px, 300);
+    keel_status st = keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err);
+    cut_done(&cut);
+    watchdog(0, "");
+    CHECK_INT(st, KEEL_ERR_CONNECTION_LOST);
+    check_lost(&err, KEEL_ERR_CONNECTION_LOST, "mongodb");
+    CHECK_CONTAINS(err.message, "the connection to MongoDB was lost");
+    keel_conn_release(c);
+
+    test_proxy_resume(px);
+    watchdog(30, "a MongoDB lease after a commit was cut");
+    c = acquire(db);
+    int docs = -1;
+    mongo_run(db, c, find, &err, &docs);
+    watchdog(0, "");
+    CHECK_INT(err.code, KEEL_OK);
+    CHECK_INT(docs, 0);
+    keel_conn_release(c);
+    bson_destroy(clear);
+    bson_destroy(insert);
+    bson_destroy(find);
+    keel_db_close(db);
+    test_proxy_free(px);
+}
+
 TEST(mongodb_connection_lost_while_connecting) {
     lost_while_connecting(mongo_url(), mongo_extra, "mongodb");
 }
@@ -427,6 +509,7 @@ int main(void) {
     RUN(postgresql_connection_lost_while_the_pool_rolls_back);
     RUN(mysql_connection_lost_while_the_pool_rolls_back);
     RUN(mongodb_connection_lost_while_a_command_runs);
+    RUN(mongodb_connection_lost_while_a_transaction_commits);
     RUN(mongodb_connection_lost_while_connecting);
     return TEST_SUMMARY();
 }

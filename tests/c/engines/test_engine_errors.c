@@ -216,6 +216,37 @@ TEST(postgresql_copy_out_is_refused_and_drained_and_wide_loads_refused) {
     done_with(db, c);
 }
 
+/*
+ * Values without a keel equivalent (infinite dates and timestamps) come back as the server's
+ * text, and alike whichever format the result travels in: binary for a single statement, text
+ * for several run as one simple query.
+ */
+TEST(postgresql_infinite_dates_come_back_as_text_in_both_result_formats) {
+    keel_db *db;
+    keel_conn *c = conn_on(pg_url(), &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    static const char *const sql[] = {
+        "SELECT 'infinity'::date, '-infinity'::timestamp, 'infinity'::timestamptz",
+        "SELECT 1; SELECT 'infinity'::date, '-infinity'::timestamp, 'infinity'::timestamptz",
+    };
+    static const char *const want[] = { "infinity", "-infinity", "infinity" };
+    for (size_t i = 0; i < 2; i++) {
+        keel_result *r = q(c, sql[i], NULL, 0);
+        for (size_t col = 0; col < 3; col++) {
+            const keel_value *v = keel_result_value(r, 0, col);
+            if (!same_str(v, KEEL_TYPE_TEXT, want[col], strlen(want[col])))
+                fprintf(stderr, "  statement %zu, column %zu: type %s\n", i, col,
+                        v ? keel_type_name(v->type) : "none");
+            CHECK(same_str(v, KEEL_TYPE_TEXT, want[col], strlen(want[col])));
+        }
+        keel_result_free(r);
+    }
+    done_with(db, c);
+}
+
 /* ---- MySQL / MariaDB ---- */
 
 /* A '?' written in the SQL would be a placeholder to MySQL next to those keel binds for $n:
@@ -485,6 +516,7 @@ int main(void) {
     RUN(postgresql_copy_refuses_values_its_columns_cannot_take);
     RUN(postgresql_bytea_in_escape_output_decodes_as_hex_does);
     RUN(postgresql_copy_out_is_refused_and_drained_and_wide_loads_refused);
+    RUN(postgresql_infinite_dates_come_back_as_text_in_both_result_formats);
     RUN(mysql_a_question_mark_placeholder_is_refused_naming_its_offset);
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
     RUN(mysql_refuses_values_it_cannot_store_naming_the_parameter);

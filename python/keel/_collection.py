@@ -380,8 +380,7 @@ class Cursor:
         if self._closed:
             return
         self._closed = True
-        self._batch = []
-        self._pos = 0
+        self._drop_batch()
         conn, owned, cursor_id = self._conn, self._owned, self._id
         self._conn = None
         self._id = 0
@@ -402,6 +401,7 @@ class Cursor:
             conn, cursor_id = self._conn, self._id
         except AttributeError:  # __init__ did not finish
             return
+        self._drop_batch()
         if self._closed or conn is None or not cursor_id:
             return
         self._conn = None
@@ -486,14 +486,22 @@ class Cursor:
         if owned and conn is not None:
             self._coll._db._release(conn)
 
+    def _drop_batch(self) -> None:
+        """Forgets the documents not handed over: a large batch is freed a slice at a time
+        from later loop iterations (100,000 dicts at once take 10-20 ms)."""
+        batch = self._batch
+        self._batch = []
+        self._pos = 0
+        if len(batch) >= _HANDOVER_EVERY:
+            _native._let_go(batch)
+
     def _abandon(self) -> None:
         """Stops using the cursor after an error: kill it (later) and release what it holds."""
         conn, owned, cursor_id = self._conn, self._owned, self._id
         self._closed = True
         self._conn = None
         self._id = 0
-        self._batch = []
-        self._pos = 0
+        self._drop_batch()
         if conn is None:
             return
         if not cursor_id:

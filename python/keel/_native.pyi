@@ -39,6 +39,8 @@ def bson_encode(doc: dict[str, Any], /) -> bytes:
     """One BSON document (at most 16 MiB)."""
 def bson_decode(data: bytes | bytearray | memoryview, /) -> dict[str, Any]:
     """One BSON document."""
+def _let_go(items: list[Any], /) -> None:
+    """Empties items (which the caller drops) a slice at a time from later loop iterations."""
 def _bson_decode_sliced(data: bytes | bytearray | memoryview, budget_us: int, /
                         ) -> tuple[dict[str, Any], int]:
     """bson_decode as a command's reply is decoded, in steps of budget_us (tests)."""

@@ -1427,7 +1427,7 @@ PyObject *keel__py_mod_bson_decode(PyObject *module, PyObject *data) {
 #define SLICE_MAX_ARRAYS 16
 
 typedef struct slice_array {
-    PyObject *list;         /* the list being filled: strong, until it is complete */
+    PyObject *list;         /* the list being filled (untracked until complete): strong */
     const unsigned char *p; /* the array document, inside the data */
     size_t len, off, index;
     int depth;                      /* the decoder's depth inside the array */
@@ -1539,7 +1539,6 @@ static int slices_fill(kpy_bson_slices *s, int64_t deadline_us) {
             return -1;
         }
         PyObject_GC_Track(a->list);
-        Py_CLEAR(a->list);
         s->next++;
     }
     return 1;
@@ -1565,17 +1564,27 @@ int keel__py_bson_slices_traverse(kpy_bson_slices *s, visitproc visit, void *arg
     if (s == NULL)
         return 0;
     Py_VISIT(s->result);
-    for (int i = s->next; i < s->narrays; i++)
+    for (int i = 0; i < s->narrays; i++)
         Py_VISIT(s->arrays[i].list);
     return 0;
 }
 
-void keel__py_bson_slices_free(kpy_bson_slices *s) {
+void keel__py_bson_slices_free(kpy_bson_slices *s, void (*let_go)(PyObject *list, void *ctx),
+                               void *ctx) {
     if (s == NULL)
         return;
+    /* The dict first: a list it no longer holds is the decoding's alone, for let_go to free. */
     Py_CLEAR(s->result);
-    for (int i = 0; i < s->narrays; i++)
-        Py_CLEAR(s->arrays[i].list);
+    for (int i = 0; i < s->narrays; i++) {
+        PyObject *list = s->arrays[i].list;
+        s->arrays[i].list = NULL;
+        if (list == NULL)
+            continue;
+        if (let_go != NULL)
+            let_go(list, ctx);
+        else
+            Py_DECREF(list);
+    }
     PyMem_Free(s);
 }
 
@@ -1604,7 +1613,7 @@ PyObject *keel__py_mod_bson_decode_sliced(PyObject *module, PyObject *const *arg
         if (doc != NULL) {
             out = Py_BuildValue("(Nl)", doc, steps);
         }
-        keel__py_bson_slices_free(s);
+        keel__py_bson_slices_free(s, NULL, NULL);
     }
     PyBuffer_Release(&view);
     return out;

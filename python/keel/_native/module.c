@@ -175,6 +175,9 @@ static PyMethodDef module_methods[] = {
     { "bson_decode", keel__py_mod_bson_decode, METH_O,
       "bson_decode(data: bytes) -> dict: one BSON document; DataError when it is malformed or "
       "holds an unsupported type." },
+    { "_let_go", keel__py_mod_let_go, METH_O,
+      "_let_go(list): empties a list the caller drops a slice at a time from later iterations "
+      "of the running loop (cursors' buffered documents)." },
     { "_bson_decode_sliced", (PyCFunction)(void (*)(void))keel__py_mod_bson_decode_sliced,
       METH_FASTCALL,
       "_bson_decode_sliced(data, budget_us) -> (dict, steps): bson_decode as a command's reply "

@@ -246,6 +246,17 @@ PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObjec
  * close frees it): -1 with an exception when aloop is closed or memory is short. */
 int keel__py_call_soon(kpy_state *st, PyObject *aloop, void (*fn)(PyObject *arg), PyObject *arg);
 
+/*
+ * Releases list (stealing the reference): a large list that nothing else holds (or that the
+ * caller says is its own: owned) is emptied a slice at a time from later iterations of the
+ * asyncio loop aloop, so that freeing a million Records never holds the loop; others (and all
+ * when aloop is NULL or closed) are released now. Keeps any pending exception.
+ */
+void keel__py_let_go(kpy_state *st, PyObject *module, PyObject *aloop, PyObject *list, int owned);
+/* keel._native._let_go(list): keel__py_let_go of a list the caller owns and drops, on the
+ * running loop (Cursor's buffered documents). */
+PyObject *keel__py_mod_let_go(PyObject *module, PyObject *list);
+
 /* What one callback into Python may spend on work that grows with a result before it goes on
  * from the next loop iteration: keel's own budget per call (docs/c-api.md). */
 #define KPY_SLICE_BUDGET_US 4000
@@ -313,9 +324,13 @@ kpy_bson_slices *keel__py_bson_slices_new(kpy_state *st, const char *data, size_
 int keel__py_bson_slices_step(kpy_bson_slices *s, int64_t budget_us);
 /* The decoded dict once a step returned 1 (new reference); NULL before the first step. */
 PyObject *keel__py_bson_slices_result(kpy_bson_slices *s);
-/* For the tp_traverse of their holder; free accepts NULL. */
+/* For the tp_traverse of their holder. */
 int keel__py_bson_slices_traverse(kpy_bson_slices *s, visitproc visit, void *arg);
-void keel__py_bson_slices_free(kpy_bson_slices *s);
+/* Frees s (NULL is fine). The large arrays it filled are handed to let_go(list, ctx), which
+ * takes the reference (a decoding abandoned midway leaves them to nobody else), or released
+ * when let_go is NULL. */
+void keel__py_bson_slices_free(kpy_bson_slices *s, void (*let_go)(PyObject *list, void *ctx),
+                               void *ctx);
 /* A UTC-aware datetime for milliseconds since the epoch; DataError when out of range. */
 PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms);
 /* Milliseconds since the epoch of a datetime (naive ones are UTC). 0, or -1 with an exception. */

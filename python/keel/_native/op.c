@@ -79,10 +79,18 @@ static void op_disarm(kpy_op *op) {
     Py_DECREF(timer);
 }
 
-/* Drops a command's reply and what its decoding has built so far. */
+/* keel__py_let_go on op's asyncio loop. */
+static void op_let_go(PyObject *list, void *ctx) {
+    kpy_op *op = ctx;
+    keel__py_let_go(op->db->st, op->db->module, op->db->aloop, list, 0);
+}
+
+/* Drops a command's reply and what its decoding has built so far (a little at a time when
+ * the decoding was abandoned with much built). */
 static void op_forget_reply(kpy_op *op) {
-    keel__py_bson_slices_free(op->slices);
+    kpy_bson_slices *slices = op->slices;
     op->slices = NULL;
+    keel__py_bson_slices_free(slices, op_let_go, op);
     keel_result_free(op->reply);
     op->reply = NULL;
 }
@@ -93,6 +101,12 @@ static void op_done(kpy_op *op) {
     op_disarm(op);
     op_forget_submission(op);
     op_forget_reply(op);
+    /* The Records of a fetch() that failed or was cancelled midway (a million, say). */
+    if (op->rows != NULL) {
+        PyObject *rows = op->rows;
+        op->rows = NULL;
+        op_let_go(rows, op);
+    }
     if (op->cobj == NULL)
         keel__py_db_op_finished(op->db);
 }
@@ -129,6 +143,9 @@ static int op_clear(kpy_op *op) {
     Py_CLEAR(op->fut);
     Py_CLEAR(op->futiter);
     op_forget_submission(op);
+    /* Released here and now: a collection or a dealloc is no place to schedule calls from. */
+    keel__py_bson_slices_free(op->slices, NULL, NULL);
+    op->slices = NULL;
     op_forget_reply(op);
     Py_CLEAR(op->acquired);
     Py_CLEAR(op->timer);
@@ -576,7 +593,9 @@ static void rows_cb(const keel_result *batch, void *arg) {
     kpy_exc_stash(&saved);
     if (rows_extend(op, batch) < 0) {
         kpy_exc_stash(&op->rows_exc);
-        Py_CLEAR(op->rows);
+        PyObject *rows = op->rows;
+        op->rows = NULL;
+        op_let_go(rows, op);
     }
     kpy_exc_unstash(&saved);
 }

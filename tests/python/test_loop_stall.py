@@ -2,8 +2,9 @@
 """No callback of keel's holds the asyncio loop long, whatever the size of a result.
 
 A ticker task sleeps 1 ms at a time and records the gaps between its wake-ups while keel works:
-100,000 small MongoDB documents streaming through a cursor (iterated, to_list, aggregate), and
-fetch() of 1,000,000 PostgreSQL rows and 300,000 MySQL and SQLite rows. The issue's bound is
+100,000 small MongoDB documents streaming through a cursor (iterated, and to_list; aggregate's
+cursors are the same), and fetch() of 1,000,000 PostgreSQL rows and 300,000 MySQL and SQLite
+rows (and 3,000,000 PostgreSQL rows failing at the last, which are freed). The issue's bound is
 that the longest gap stays under 50 ms; before results were handed over in slices, a cursor batch
 of 100,000 documents was decoded into dicts in one completion (some 100 ms of CPU).
 
@@ -171,12 +172,6 @@ async def test_cursor_to_list_leaves_the_loop_turning(mongo, stall_collection):
                       lambda: coll.find({}).to_list(), _all_documents)
 
 
-async def test_aggregate_leaves_the_loop_turning(mongo, stall_collection):
-    coll = mongo.collection(stall_collection)
-    await check_bound("MongoDB: aggregate().to_list() of 100,000 documents",
-                      lambda: coll.aggregate([{"$match": {}}]).to_list(), _all_documents)
-
-
 # Documents in the reply of _find_many: enough for several slices of decoding.
 NREPLY = 30_000
 
@@ -207,7 +202,7 @@ async def test_cancel_while_a_reply_is_decoded(mongo, stall_collection):
         await task
     assert not op._decoding
     # The database goes on, and closes without waiting for the abandoned decoding.
-    assert await mongo.collection(stall_collection).count_documents({"i": {"$lt": 10}}) == 10
+    assert (await mongo.command(None, {"ping": 1}))["ok"] == 1
     await asyncio.wait_for(mongo.close(), 10)
 
 
@@ -224,8 +219,7 @@ async def test_cancel_while_a_reply_is_decoded_on_a_connection(mongo, stall_coll
         with pytest.raises(asyncio.CancelledError):
             await task
         # The connection is free for the next command right away.
-        reply = await conn.command(None, {"count": stall_collection})
-        assert reply["n"] == NDOCS
+        assert (await conn.command(None, {"ping": 1}))["ok"] == 1
 
 
 async def test_close_waits_for_a_reply_being_decoded(mongo, stall_collection):
@@ -365,11 +359,12 @@ def test_let_go_without_a_running_loop_frees_at_once():
 
 
 async def test_a_closed_cursor_lets_go_of_its_buffered_documents(mongo, stall_collection):
-    cursor = mongo.collection(stall_collection).find({}, batch_size=NREPLY)
+    cursor = mongo.collection(stall_collection).find({}, limit=5000, batch_size=5000)
     async for _ in cursor:
         break
     await cursor.aclose()
     assert not cursor.alive
+    assert await cursor.to_list() == []
 
 
 async def test_a_failed_fetch_lets_go_of_its_rows_over_several_turns():

@@ -1,6 +1,9 @@
 /* tests/c/engines/test_engine_errors.c - mistakes a caller can make and errors a server raises mid-result, on the SQL engines: each named, nothing left half-done. */
+#include <unistd.h>
+
 #include "core/buf.h"
 #include "support.h"
+#include "support/proxy.h"
 
 /* A connection of its own on url; *db receives the db to close. */
 static keel_conn *conn_on(const char *url, keel_db **db) {
@@ -478,6 +481,51 @@ TEST(a_host_name_that_does_not_resolve_fails_the_connect_naming_it) {
     unknown_host("mysql", "mysql");
 }
 
+/* The server's address as the server sees the connection: "unix" over a socket, else the
+ * address. */
+static void server_addr(const char *url, const char *const *extra, char *out, size_t size) {
+    snprintf(out, size, "?");
+    keel_db *db = open_url(url, extra);
+    keel_conn *c = acquire(db);
+    keel_result *r = c ? q(c, "SELECT COALESCE(host(inet_server_addr()), 'unix')", NULL, 0) : NULL;
+    const keel_value *v = keel_result_value(r, 0, 0);
+    if (v && v->type == KEEL_TYPE_TEXT)
+        snprintf(out, size, "%.*s", (int)v->u.str.len, v->u.str.ptr);
+    keel_result_free(r);
+    keel_conn_release(c);
+    if (db)
+        keel_db_close(db);
+}
+
+/*
+ * PostgreSQL hosts that need no lookup: a socket directory, and a host name whose address is
+ * given as the hostaddr option (the name is then never looked up, as with libpq). A host list
+ * is tried in order, a failing entry falling through to the next.
+ */
+TEST(postgresql_hosts_that_need_no_lookup_connect) {
+    char where[64], host[256];
+    int portnum = 0;
+    CHECK_INT(test_url_host_port(pg_url(), host, sizeof host, &portnum), 0);
+    if (strcmp(host, "127.0.0.1") != 0) {
+        printf("# the test server is not at 127.0.0.1: not tried\n");
+        return;
+    }
+    if (access("/var/run/postgresql/.s.PGSQL.5432", F_OK) == 0 && portnum == 5432) {
+        const char *socket_dir[] = { "databases.default.host", "/var/run/postgresql", NULL };
+        server_addr(pg_url(), socket_dir, where, sizeof where);
+        CHECK_STR(where, "unix");
+        const char *list[] = { "databases.default.host", "/nonexistent-keel-dir,127.0.0.1", NULL };
+        server_addr(pg_url(), list, where, sizeof where);
+        CHECK_STR(where, "127.0.0.1");
+    } else {
+        printf("# no PostgreSQL socket in /var/run/postgresql: socket directories not tried\n");
+    }
+    const char *hostaddr[] = { "databases.default.host", "keel-no-such-host.invalid",
+                               "databases.default.options.hostaddr", "127.0.0.1", NULL };
+    server_addr(pg_url(), hostaddr, where, sizeof where);
+    CHECK_STR(where, "127.0.0.1");
+}
+
 /*
  * An option given by reference (${env:…}) is resolved, and its value checked, at connect time:
  * a value the literal option would have been refused for fails the connect as a configuration
@@ -524,5 +572,6 @@ int main(void) {
     RUN(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_nothing);
     RUN(a_host_name_that_does_not_resolve_fails_the_connect_naming_it);
     RUN(options_given_by_reference_are_checked_when_they_are_resolved);
+    RUN(postgresql_hosts_that_need_no_lookup_connect);
     return TEST_SUMMARY();
 }

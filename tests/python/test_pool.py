@@ -138,14 +138,22 @@ async def test_pool_never_exceeds_max_size(make_db):
     d = make_db(pool={"min_size": 1, "max_size": 3, "acquire_timeout": 30})
     await d.start()
     peak = 0
+    full = asyncio.Event()
 
     async def worker(i):
         nonlocal peak
         async with d.connection() as conn:
             stats = d.pool_stats()
             peak = max(peak, stats["leased"])
+            if stats["leased"] == 3:
+                full.set()
             assert stats["size"] <= 3
             assert await conn.fetchval("SELECT $1 + 0", i) == i
+            if i < 3:
+                # The first three hold on until three are out at once, so the pool has to grow
+                # to max_size however long its connects take (on a loaded machine the others
+                # could all be served by two connections before a third is open).
+                await full.wait()
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(40))), 30)

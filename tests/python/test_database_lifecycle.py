@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 import keel
+from conftest import MYSQL_URL, PG_URL
 from keel import _native
 
 
@@ -86,3 +87,33 @@ async def test_in_transaction_is_known_while_a_statement_runs(pg_db):
             assert conn.in_transaction is True
             await running
         assert conn.in_transaction is False
+
+
+@pytest.mark.parametrize("engine_url, pid_sql, kill_sql", [
+    (PG_URL, "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(CAST($1 AS INTEGER))"),
+    (MYSQL_URL, "SELECT CONNECTION_ID()", "KILL CONNECTION {}"),
+], ids=["postgresql", "mysql"])
+async def test_the_error_that_ended_a_transaction_is_reported_when_its_rollback_fails(
+        engine_url, pid_sql, kill_sql):
+    # The block fails, and the connection was lost meanwhile, so the ROLLBACK fails too: the
+    # block's own error is the one raised, and the pool replaces the connection.
+    db = keel.Database({"databases": {"main": {"url": engine_url,
+                                               "pool": {"min_size": 1, "max_size": 1}}}})
+    other = keel.Database(engine_url)
+    await db.start()
+    await other.start()
+    try:
+        with pytest.raises(ValueError, match="the block's own error"):
+            async with db.transaction() as conn:
+                pid = await conn.fetchval(pid_sql)
+                if "{}" in kill_sql:
+                    await other.execute(kill_sql.format(int(pid)))
+                else:
+                    await other.execute(kill_sql, pid)
+                await asyncio.sleep(0.2)  # the kill reaches the session; no assertion on it
+                raise ValueError("the block's own error")
+        assert db.pool_stats()["leased"] == 0
+        assert await db.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await other.close()
+        await db.close()

@@ -117,3 +117,28 @@ async def test_a_mongodb_command_over_the_size_limit_is_refused_before_it_is_sen
     finally:
         await coll.drop()
         await db.close()
+
+
+# Text a SQLite JSON column may hold that keel's own decoder leaves to json.loads: malformed
+# numbers, strings and escapes, lone and paired surrogates, the non-standard NaN and Infinity
+# json.loads accepts, trailing data.
+# (Inside arrays: a JSON column has NUMERIC affinity, so SQLite stores '1.' as the number 1.)
+NOT_PLAIN_JSON = ["nan", "NaN", "-Infinity", "Infinity", "-", "[1.]", "[1e]", "[1e+]", "[01]", "-x",
+                  '"\\x"', '"\\u12"', '"\\u12zz"', '"\\ud800"', '"\\uD83D\\uDE00"', '"abc',
+                  "[1,]", '{"a" 1}', "{1: 2}", "tru", "nul", "1 2", "[1 2]", '{"a": 1,}',
+                  '["a", "b\\"c"]', '"tab\tinside"']
+
+
+async def test_json_that_needs_json_loads_decodes_or_fails_as_json_loads_does(lite):
+    await lite.execute("CREATE TABLE j (id INTEGER PRIMARY KEY, v JSON)")
+    for i, text in enumerate(NOT_PLAIN_JSON):
+        await lite.execute("INSERT INTO j (id, v) VALUES ($1, $2)", i, text)
+    for i, text in enumerate(NOT_PLAIN_JSON):
+        try:
+            want = repr(json.loads(text))
+        except json.JSONDecodeError:
+            with pytest.raises(keel.DataError, match="cannot decode json value") as e:
+                await lite.fetchval("SELECT v FROM j WHERE id = $1", i)
+            assert isinstance(e.value.__cause__, json.JSONDecodeError), text
+        else:
+            assert repr(await lite.fetchval("SELECT v FROM j WHERE id = $1", i)) == want, text

@@ -7,9 +7,11 @@ the connection staying usable for the next statement. SQLite stores whatever byt
 so it is where invalid UTF-8 and text that is not JSON come from; PostgreSQL has a time of day
 (24:00:00) that Python's time cannot hold.
 """
+import datetime
 import json
 import os
 import re
+import uuid
 
 import pytest
 
@@ -142,3 +144,26 @@ async def test_json_that_needs_json_loads_decodes_or_fails_as_json_loads_does(li
             assert isinstance(e.value.__cause__, json.JSONDecodeError), text
         else:
             assert repr(await lite.fetchval("SELECT v FROM j WHERE id = $1", i)) == want, text
+
+
+class _OffsetInWords(datetime.datetime):
+    def utcoffset(self):
+        return "one hour"
+
+
+class _UUIDTooWide(uuid.UUID):
+    __slots__ = ()
+
+    def __getattribute__(self, name):
+        return 2**130 if name == "int" else super().__getattribute__(name)
+
+
+async def test_parameters_of_subclasses_that_lie_are_a_data_error_naming_them(lite):
+    aware = _OffsetInWords(2024, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    with pytest.raises(keel.DataError, match=r"parameter \$1: utcoffset\(\) did not return a "
+                                             r"timedelta \(type _OffsetInWords\)"):
+        await lite.fetchval("SELECT $1", aware)
+    with pytest.raises(keel.DataError, match=r"parameter \$2: UUID out of range") as e:
+        await lite.fetchval("SELECT $1, $2", 1, _UUIDTooWide(int=5))
+    assert isinstance(e.value.__cause__, OverflowError)
+    assert await lite.fetchval("SELECT $1", 5) == 5

@@ -117,3 +117,31 @@ async def test_the_error_that_ended_a_transaction_is_reported_when_its_rollback_
     finally:
         await other.close()
         await db.close()
+
+
+def test_a_database_is_used_from_a_coroutine_on_its_loop_only():
+    db = keel.Database("sqlite::memory:")
+    with pytest.raises(keel.InterfaceError, match="keel.Database must be started from a "
+                                                  "coroutine running on an asyncio event loop"):
+        db.pool_stats()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(db.start())
+        # Outside any coroutine, even with its loop idle: refused, not run on no loop.
+        with pytest.raises(keel.InterfaceError, match="keel.Database must be used from a "
+                                                      "coroutine on its event loop"):
+            db.pool_stats()
+
+        async def stats():
+            return db.pool_stats()
+
+        assert loop.run_until_complete(stats())["size"] >= 0
+        other = asyncio.new_event_loop()
+        try:
+            with pytest.raises(keel.InterfaceError, match="bound to another event loop"):
+                other.run_until_complete(stats())
+        finally:
+            other.close()
+    finally:
+        loop.run_until_complete(db.close())
+        loop.close()

@@ -167,3 +167,28 @@ async def test_parameters_of_subclasses_that_lie_are_a_data_error_naming_them(li
         await lite.fetchval("SELECT $1, $2", 1, _UUIDTooWide(int=5))
     assert isinstance(e.value.__cause__, OverflowError)
     assert await lite.fetchval("SELECT $1", 5) == 5
+
+
+@pytest.mark.parametrize("value", ["2020-01-01", 1577836800, 1.5, b"x", None,
+                                   datetime.date(2020, 1, 1)])
+def test_objectid_from_datetime_takes_a_datetime_only(value):
+    # Before: anything but a datetime was read as if it were one (ASan: heap-buffer-overflow in
+    # keel__py_datetime_to_millis), and a str or an int gave AttributeError 'utcoffset'.
+    with pytest.raises(TypeError, match=r"from_datetime\(\) takes a datetime, not "
+                                        + type(value).__name__):
+        keel.ObjectId.from_datetime(value)
+
+
+def test_objectid_from_datetime_holds_1970_to_2106():
+    utc = datetime.timezone.utc
+    for when in (datetime.datetime(1969, 12, 31, 23, 59, 59, tzinfo=utc),
+                 datetime.datetime(2106, 2, 8, tzinfo=utc)):
+        with pytest.raises(ValueError, match="an ObjectId holds times from 1970 to 2106"):
+            keel.ObjectId.from_datetime(when)
+    first = keel.ObjectId.from_datetime(datetime.datetime(1970, 1, 1, tzinfo=utc))
+    assert bytes(first) == bytes(12)
+    # A naive datetime is UTC; an aware one is taken at its offset.
+    naive = keel.ObjectId.from_datetime(datetime.datetime(2020, 1, 1))
+    plus_one = datetime.timezone(datetime.timedelta(hours=1))
+    aware = keel.ObjectId.from_datetime(datetime.datetime(2020, 1, 1, 1, tzinfo=plus_one))
+    assert naive == aware

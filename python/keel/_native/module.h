@@ -333,7 +333,8 @@ void keel__py_bson_slices_free(kpy_bson_slices *s, void (*let_go)(PyObject *list
                                void *ctx);
 /* A UTC-aware datetime for milliseconds since the epoch; DataError when out of range. */
 PyObject *keel__py_datetime_from_millis(kpy_state *st, int64_t ms);
-/* Milliseconds since the epoch of a datetime (naive ones are UTC). 0, or -1 with an exception. */
+/* Milliseconds since the epoch of dt, which must be a datetime (naive ones are UTC): its fields
+ * are read as a datetime's, so callers check the type first. 0, or -1 with an exception. */
 int keel__py_datetime_to_millis(kpy_state *st, PyObject *dt, int64_t *ms);
 /* keel._native.bson_encode(doc) and bson_decode(data), for module_methods. */
 PyObject *keel__py_mod_bson_encode(PyObject *module, PyObject *doc);

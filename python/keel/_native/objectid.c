@@ -247,15 +247,14 @@ static PyObject *oid_from_datetime(PyObject *cls, PyObject *dt) {
     kpy_state *st = keel__py_state_of_type((PyTypeObject *)cls);
     if (st == NULL)
         return NULL;
+    /* keel__py_datetime_to_millis reads dt's fields as a datetime's: anything else is refused
+     * first (epoch_naive is a datetime, so its type is datetime.datetime). */
+    if (!PyObject_TypeCheck(dt, Py_TYPE(st->epoch_naive)))
+        return PyErr_Format(PyExc_TypeError, "from_datetime() takes a datetime, not %.100s",
+                            Py_TYPE(dt)->tp_name);
     int64_t ms;
-    if (keel__py_datetime_to_millis(st, dt, &ms) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "from_datetime() takes a datetime, not %.100s",
-                         Py_TYPE(dt)->tp_name);
-        }
+    if (keel__py_datetime_to_millis(st, dt, &ms) < 0)
         return NULL;
-    }
     int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
     if (secs < 0 || secs > (int64_t)UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError,

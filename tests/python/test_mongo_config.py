@@ -102,3 +102,17 @@ async def test_a_command_names_a_bad_database_name(mongo):
                                    match="dbname must be a non-empty name without NUL characters"):
                     await target.command(name, {"ping": 1})
         assert (await conn.command(None, {"ping": 1}))["ok"] == 1
+
+
+async def test_a_seed_list_that_does_not_resolve_is_a_connect_error_naming_it():
+    # mongodb+srv:// looks its hosts up in DNS (.invalid never resolves, RFC 6761).
+    db = keel.Database("mongodb+srv://keel:s3cret@cluster0.keel-no-such.invalid/app"
+                       "?serverSelectionTimeoutMS=500")
+    try:
+        with pytest.raises(keel.ConnectError) as e:
+            await db.start()
+            await db.command(None, {"ping": 1})
+    finally:
+        await db.close()
+    assert "cannot connect to MongoDB at cluster0.keel-no-such.invalid (DNS SRV)" in str(e.value)
+    assert "s3cret" not in str(e.value)

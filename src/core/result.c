@@ -28,10 +28,8 @@ struct keel_result {
     keel_value **chunks; /* chunk i holds rows i * CHUNK_ROWS on */
     size_t nchunks, cap_chunks;
     int64_t affected;
-    keel__arena names;       /* column names: they outlive keel__result_clear_rows */
-    keel__arena arena;       /* text-like values */
-    void (*release)(void *); /* frees owned, the engine's memory values may point into */
-    void *owned;
+    keel__arena names; /* column names: they outlive keel__result_clear_rows */
+    keel__arena arena; /* text-like values */
 };
 
 keel_result *keel__result_new(size_t ncols) {
@@ -170,11 +168,6 @@ void keel__result_set_affected(keel_result *res, int64_t affected) { res->affect
 void keel__result_clear_rows(keel_result *res) {
     res->nrows = 0;
     keel__arena_reset(&res->arena);
-    /* The values that pointed into the engine's block are gone with the rows. */
-    if (res->release)
-        res->release(res->owned);
-    res->release = NULL;
-    res->owned = NULL;
 }
 
 size_t keel__result_show_rows(const keel_result *res, size_t first, size_t n,
@@ -200,11 +193,6 @@ size_t keel__result_show_rows(const keel_result *res, size_t first, size_t n,
     };
     fn(&view, arg);
     return n;
-}
-
-void keel__result_own(keel_result *res, void (*release)(void *), void *ptr) {
-    res->release = release;
-    res->owned = ptr;
 }
 
 size_t keel_result_nrows(const keel_result *res) { return res ? res->nrows : 0; }
@@ -238,8 +226,6 @@ void keel_result_free(keel_result *res) {
         return;
     keel__arena_free(&res->names);
     keel__arena_free(&res->arena);
-    if (res->release)
-        res->release(res->owned);
     for (size_t i = 0; i < res->nchunks; i++)
         free(res->chunks[i]);
     free(res->chunks);

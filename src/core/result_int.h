@@ -39,9 +39,8 @@ int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const ch
 void keel__result_set_affected(keel_result *res, int64_t affected);
 
 /*
- * Drops every row and the memory of their values (including a block handed over with
- * keel__result_own), keeping the columns, the affected count and the row capacity: a result
- * that carries a statement's rows in batches is refilled in place.
+ * Drops every row and the memory of their values, keeping the columns, the affected count and
+ * the row capacity: a result that carries a statement's rows in batches is refilled in place.
  */
 void keel__result_clear_rows(keel_result *res);
 
@@ -56,13 +55,5 @@ void keel__result_clear_rows(keel_result *res);
  */
 size_t keel__result_show_rows(const keel_result *res, size_t first, size_t n,
                               void (*fn)(const keel_result *view, void *arg), void *arg);
-
-/*
- * Hands res a block of the engine's memory that text-like values may point into instead of
- * being copied (NUL-terminated, as copies are): release(ptr) is called when res is freed or its
- * rows are cleared. At most one per result; the engine must not free ptr itself afterwards.
- * Never fails.
- */
-void keel__result_own(keel_result *res, void (*release)(void *), void *ptr);
 
 #endif

@@ -36,8 +36,6 @@ static int my_call_start(my_impl *p) {
     }
     case C_QUERY:
         return mysql_real_query_start(&p->r_int, p->m, p->qsql, p->qlen);
-    case C_STORE:
-        return mysql_store_result_start(&p->r_res, p->m);
     case C_NEXT:
         return mysql_next_result_start(&p->r_int, p->m);
     case C_PREPARE:
@@ -68,8 +66,6 @@ static int my_call_cont(my_impl *p, int ready) {
         return mysql_real_connect_cont(&p->r_mysql, p->m, ready);
     case C_QUERY:
         return mysql_real_query_cont(&p->r_int, p->m, ready);
-    case C_STORE:
-        return mysql_store_result_cont(&p->r_res, p->m, ready);
     case C_NEXT:
         return mysql_next_result_cont(&p->r_int, p->m, ready);
     case C_PREPARE:
@@ -387,10 +383,6 @@ static int my_text_result(my_impl *p) {
         my_keep_command(p, mysql_affected_rows(p->m));
         return my_text_more(p);
     }
-    if (p->discard) {
-        p->call = C_STORE;
-        return 0;
-    }
     MYSQL_RES *r = mysql_use_result(p->m);
     if (!r) {
         keel__my_fail_mysql(p);
@@ -426,18 +418,6 @@ static int my_text_row(my_impl *p) {
         p->dres = NULL;
     }
     return failed ? my_text_done(p) : my_text_more(p);
-}
-
-/* The rows of a statement whose rows are dropped (a batch's) were stored: free them. */
-static int my_text_stored(my_impl *p) {
-    MYSQL_RES *r = p->r_res;
-    p->r_res = NULL;
-    if (!r) {
-        keel__my_fail_mysql(p);
-        return my_text_done(p);
-    }
-    mysql_free_result(r);
-    return my_text_more(p);
 }
 
 static int my_text_failed(my_impl *p) {
@@ -675,8 +655,6 @@ static int my_after(my_impl *p, my_call done) {
         if (p->r_int > 0)
             return my_text_failed(p);
         return p->r_int < 0 ? my_text_done(p) : my_text_result(p);
-    case C_STORE:
-        return my_text_stored(p);
     case C_PREPARE:
         return my_after_prepare(p);
     case C_EXECUTE:

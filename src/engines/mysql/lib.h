@@ -70,8 +70,6 @@
     X(mysql_stmt_sqlstate)                                                                         \
     X(mysql_stmt_store_result_cont)                                                                \
     X(mysql_stmt_store_result_start)                                                               \
-    X(mysql_store_result_cont)                                                                     \
-    X(mysql_store_result_start)                                                                    \
     X(mysql_use_result)                                                                            \
     X(mysql_thread_id)
 
@@ -154,8 +152,6 @@ int keel__mysql_lib_load(char *why, size_t size);
 #define mysql_stmt_sqlstate (keel__mysql_lib.mysql_stmt_sqlstate)
 #define mysql_stmt_store_result_cont (keel__mysql_lib.mysql_stmt_store_result_cont)
 #define mysql_stmt_store_result_start (keel__mysql_lib.mysql_stmt_store_result_start)
-#define mysql_store_result_cont (keel__mysql_lib.mysql_store_result_cont)
-#define mysql_store_result_start (keel__mysql_lib.mysql_store_result_start)
 #define mysql_use_result (keel__mysql_lib.mysql_use_result)
 #define mysql_thread_id (keel__mysql_lib.mysql_thread_id)
 #endif

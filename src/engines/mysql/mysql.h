@@ -72,7 +72,6 @@ typedef enum my_call {
     C_NONE,
     C_CONNECT,
     C_QUERY,
-    C_STORE,
     C_NEXT,
     C_PREPARE,
     C_EXECUTE,
@@ -204,7 +203,6 @@ typedef struct my_impl {
     int r_int;
     my_bool r_bool;
     MYSQL *r_mysql;
-    MYSQL_RES *r_res;
     MYSQL_STMT *closing; /* the statement C_STMT_CLOSE closes */
 
     /* The running operation. */

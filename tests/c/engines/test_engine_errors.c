@@ -71,6 +71,14 @@ TEST(postgresql_batch_names_the_row_of_a_value_it_cannot_send) {
                                         NULL, &err),
               KEEL_ERR_UNSUPPORTED);
     CHECK_CONTAINS(err.message, "COPY cannot run in a batch");
+    CHECK_INT(keel_conn_query_many_sync(c,
+                                        "-- a line comment first\n COPY (SELECT $1, $2) TO STDOUT",
+                                        rows, 1, 2, NULL, &err),
+              KEEL_ERR_UNSUPPORTED);
+    /* A comment that never ends is refused before anything is sent, saying where it starts. */
+    CHECK_INT(keel_conn_query_many_sync(c, "/* unterminated SELECT $1, $2", rows, 1, 2, NULL, &err),
+              KEEL_ERR_PROGRAMMING);
+    CHECK_CONTAINS(err.message, "unterminated block comment starting at offset 0");
     CHECK_INT(q_int(c, "SELECT COUNT(*) FROM t_rows"), 0);
     done_with(db, c);
 }

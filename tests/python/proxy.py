@@ -5,6 +5,7 @@
         url = proxy.url(PG_URL)                        # the server's URL through the proxy
         ...                                            # connect, run a statement
         proxy.stall()                                  # from now on the server says nothing
+        proxy.cut()                                    # or: every connection closes at once
         ...                                            # the next statement meets a silent peer
 
 It runs on a thread of its own, so it keeps working whatever the event loop under test does, and
@@ -98,6 +99,15 @@ class TcpProxy:
     def stall(self) -> None:
         """Stops forwarding on every connection now; new connections are black-holed."""
         self._set_stalled(True)
+
+    def cut(self) -> None:
+        """Closes every connection accepted so far, both sides, at once: the client reads the end
+        of its stream (or a reset) in the middle of whatever it was doing, as when a server
+        crashes. Connections accepted later are relayed (or black-holed) as before."""
+        with self._lock:
+            for r in self._relays:
+                r.close()
+        self._wake()
 
     def resume(self) -> None:
         """Forwards again on connections stalled by stall(); new ones are relayed again."""
@@ -266,6 +276,8 @@ class TcpProxy:
         return ce, se
 
     def _ready(self, r: _Relay, ce: int, se: int) -> None:
+        if r.closed:  # cut while the thread selected: its sockets are gone
+            return
         ok = True
         if r.server is None:
             if ce & selectors.EVENT_READ:

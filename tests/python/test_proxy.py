@@ -1,4 +1,4 @@
-# tests/python/test_proxy.py - the test proxy itself: forwarding, stalls, limits, black holes, records.
+# tests/python/test_proxy.py - the test proxy itself: forwarding, stalls, limits, black holes, cuts, records.
 import select
 import socket
 import time
@@ -92,3 +92,24 @@ def test_urls_point_at_the_proxy():
         assert p.url("postgresql://u:pw@db.example:5432/db?x=1") == \
             f"postgresql://u:pw@127.0.0.1:{p.port}/db?x=1"
         assert p.url("mongodb://localhost/keel") == f"mongodb://127.0.0.1:{p.port}/keel"
+
+
+def test_cut_closes_every_connection_and_relays_new_ones():
+    up = upstream()
+    with TcpProxy(*up.getsockname()) as p, up:
+        c = socket.create_connection(("127.0.0.1", p.port))
+        assert readable(up, 5)
+        s, _ = up.accept()
+        c.sendall(b"ping")
+        assert read_n(s, 4) == b"ping"
+        p.cut()
+        # Both ends read the end of their stream.
+        assert readable(c, 5) and c.recv(16) == b""
+        assert readable(s, 5) and s.recv(16) == b""
+        c2 = socket.create_connection(("127.0.0.1", p.port))
+        assert readable(up, 5)
+        s2, _ = up.accept()
+        c2.sendall(b"again")
+        assert read_n(s2, 5) == b"again"
+        for x in (c, s, c2, s2):
+            x.close()

@@ -115,8 +115,8 @@ int keel__py_loop_call_soon(kpy_loop *L, void (*fn)(PyObject *arg), PyObject *ar
     return call_soon_raw(L->st, L->call_soon, fn, arg);
 }
 
-PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObject *arg),
-                                   PyObject *arg) {
+/* loop.call_at(loop.time() + delay, callback): its handle, or NULL with an exception. */
+static PyObject *call_after(kpy_loop *L, double delay, PyObject *callback) {
     PyObject *now = PyObject_CallNoArgs(L->time);
     if (now == NULL)
         return NULL;
@@ -127,18 +127,22 @@ PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObjec
     PyObject *whenobj = PyFloat_FromDouble(when + delay);
     if (whenobj == NULL)
         return NULL;
+    PyObject *args[2] = { whenobj, callback };
+    PyObject *handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
+    Py_DECREF(whenobj);
+    return handle;
+}
+
+PyObject *keel__py_loop_call_later(kpy_loop *L, double delay, void (*fn)(PyObject *arg),
+                                   PyObject *arg) {
     kpy_deferred *d = PyObject_GC_New(kpy_deferred, L->st->DeferredType);
-    if (d == NULL) {
-        Py_DECREF(whenobj);
+    if (d == NULL)
         return NULL;
-    }
     d->vectorcall = deferred_call;
     d->fn = fn;
     d->arg = Py_XNewRef(arg);
     PyObject_GC_Track(d);
-    PyObject *args[2] = { whenobj, (PyObject *)d };
-    PyObject *handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
-    Py_DECREF(whenobj);
+    PyObject *handle = call_after(L, delay, (PyObject *)d);
     Py_DECREF(d);
     return handle;
 }
@@ -570,20 +574,7 @@ static PyObject *schedule(kpy_loop *L, kpy_timer *tm, int64_t deadline_ms) {
         return PyObject_CallOneArg(L->call_soon, (PyObject *)tm);
     /* keel_now_ms and asyncio's loop.time() both read CLOCK_MONOTONIC; convert via the delay
      * anyway, so a loop with another clock still fires on time. */
-    PyObject *now = PyObject_CallNoArgs(L->time);
-    if (now == NULL)
-        return NULL;
-    double when = PyFloat_AsDouble(now);
-    Py_DECREF(now);
-    if (when == -1.0 && PyErr_Occurred())
-        return NULL;
-    PyObject *whenobj = PyFloat_FromDouble(when + (double)delay_ms / 1000.0);
-    if (whenobj == NULL)
-        return NULL;
-    PyObject *args[2] = { whenobj, (PyObject *)tm };
-    PyObject *handle = PyObject_Vectorcall(L->call_at, args, 2, NULL);
-    Py_DECREF(whenobj);
-    return handle;
+    return call_after(L, (double)delay_ms / 1000.0, (PyObject *)tm);
 }
 
 static int op_timer(void *host, keel_timer *t, int64_t deadline_ms) {

@@ -183,9 +183,11 @@ KEEL_API keel_status keel_db_pool_stats(const keel_db *db, const char *database,
 
 /*
  * Gives a connection back. If an operation is still running it is cancelled and the connection
- * returns when it ends (its callback still runs). A connection left inside a transaction is
- * rolled back first; a broken one is closed and replaced on demand. The happy path costs no round
- * trip. Accepts NULL. Never blocks.
+ * returns when it ends (its callback still runs; a server that leaves the cancel unanswered has
+ * the connection closed, as keel_conn_cancel says). A connection left inside a transaction is
+ * rolled back first, within command_timeout (10 seconds when none is set), else closed; a broken
+ * one is closed and replaced on demand. The happy path costs no round trip. Accepts NULL. Never
+ * blocks.
  */
 KEEL_API void keel_conn_release(keel_conn *conn);
 
@@ -276,6 +278,10 @@ KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsi
 /*
  * Asks the server to stop the running operation of conn; its callback then completes with
  * KEEL_ERR_CANCELLED (or normally, if it finished first) and the connection stays usable.
+ * When the server does not answer the cancel (within the operation's deadline and its grace,
+ * see keel_conn_set_timeout, or 10 seconds for an operation without one), keel closes the
+ * connection and the callback completes with KEEL_ERR_CANCELLED then; the connection is unusable
+ * from there on (KEEL_ERR_CONNECTION_LOST) and keel_conn_release discards it.
  * A no-op when nothing runs. Never blocks (engines that need a blocking call use the worker pool).
  */
 KEEL_API void keel_conn_cancel(keel_conn *conn);

@@ -281,6 +281,51 @@ TEST(rollback_on_release_against_a_silent_server_is_bounded) {
     test_proxy_free(px);
 }
 
+/*
+ * A cancel of the caller's, of an operation without a deadline, that the server never answers
+ * (it fell silent, and so does the address the cancel request goes to): after 10 seconds the
+ * connection is closed and the operation completes as cancelled, instead of waiting for ever.
+ */
+TEST(an_unanswered_cancel_without_a_deadline_closes_the_connection) {
+    char host[256], purl[512];
+    int port = 0;
+    CHECK_INT(test_url_host_port(pg_url(), host, sizeof host, &port), 0);
+    test_proxy *px = test_proxy_start(host, port);
+    CHECK(px && test_proxy_url(px, pg_url(), purl, sizeof purl));
+    if (!px)
+        return;
+    keel_db *db = open_url(purl, NULL);
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        test_proxy_free(px);
+        return;
+    }
+    keel_error err;
+    CHECK_INT(keel_conn_ping_sync(c, &err), KEEL_OK);
+    outcome o = { 0 };
+    CHECK_INT(keel_conn_query(c, "SELECT pg_sleep(60)", NULL, 0, on_outcome, &o, &err), KEEL_OK);
+    test_proxy_stall(px);
+    keel_conn_cancel(c);
+    watchdog(40, "a cancel that the server never answers");
+    int64_t t0 = keel_now_ms();
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &o.calls), KEEL_OK);
+    int64_t took = keel_now_ms() - t0;
+    watchdog(0, "");
+    CHECK_INT(o.calls, 1);
+    CHECK_INT(o.err.code, KEEL_ERR_CANCELLED);
+    CHECK_CONTAINS(o.err.message, "did not answer the cancel");
+    CHECK(took >= 9000 && took < 20000);
+    CHECK_INT(keel_conn_ping_sync(c, &err), KEEL_ERR_CONNECTION_LOST);
+    keel_conn_release(c);
+    test_proxy_resume(px);
+    c = acquire(db);
+    CHECK_INT(q_int(c, "SELECT 6"), 6);
+    keel_conn_release(c);
+    keel_db_close(db);
+    test_proxy_free(px);
+}
+
 int main(void) {
     RUN(bad_timeouts_are_refused);
     RUN(sqlite_statement_past_its_timeout_is_interrupted);
@@ -292,5 +337,6 @@ int main(void) {
     RUN(mongodb_silent_server_times_out_and_the_connection_is_replaced);
     RUN(async_operation_past_its_deadline_calls_back_once);
     RUN(rollback_on_release_against_a_silent_server_is_bounded);
+    RUN(an_unanswered_cancel_without_a_deadline_closes_the_connection);
     return TEST_SUMMARY();
 }

@@ -8,8 +8,9 @@
 
 /*
  * Each test reaches a server through a proxy (support/proxy.h) and closes the connection from
- * the proxy while an operation is under way: waiting for a result, sending a batch or a bulk
- * load the server does not read, or in the middle of the handshake. What a user relies on:
+ * the proxy while an operation is under way: waiting for a result or streaming one, sending a
+ * batch or a bulk load the server does not read, committing, rolling back a released
+ * connection, or in the middle of the handshake. What a user relies on:
  * the operation ends with KEEL_ERR_CONNECTION_LOST (KEEL_ERR_CONNECT for a connect) naming the
  * database and the engine, within moments; a transaction the connection had open is not
  * committed; the pool drops the dead connection and the next acquire gets a working one.

@@ -391,6 +391,44 @@ TEST(mysql_connection_lost_while_sending_a_batch_or_a_bulk_insert) {
     lost_while_sending(&e);
 }
 
+/*
+ * MySQL reads a result row by row and hands it over once it is read: the connection stalls
+ * part way through a large result (the proxy stops after 256 KiB from the server) and is then
+ * cut. The statement ends with CONNECTION_LOST and no rows; the pool serves again.
+ */
+TEST(mysql_connection_lost_while_a_result_is_read) {
+    char purl[512];
+    test_proxy *px = proxy_for(my_url(), purl, sizeof purl);
+    if (!px)
+        return;
+    test_proxy_limit(px, SIZE_MAX, 256 * 1024);
+    keel_db *db = open_url(purl, NULL);
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        test_proxy_free(px);
+        return;
+    }
+    test_proxy_limit(px, SIZE_MAX, SIZE_MAX); /* the connections after this one are not limited */
+    rows_run x;
+    cutter cut;
+    watchdog(60, "a MySQL result whose connection is cut while it is read");
+    cut_in(&cut, px, 500);
+    run_rows(db, c, "SELECT seq, REPEAT('x', 100) FROM seq_1_to_2000000", NULL, 0, &x);
+    cut_done(&cut);
+    watchdog(0, "");
+    check_lost(&x.err, KEEL_ERR_CONNECTION_LOST, "mysql");
+    CHECK_INT(x.rows, 0);
+    CHECK(x.res == NULL);
+    keel_result_free(x.res);
+    keel_conn_release(c);
+    c = acquire(db);
+    CHECK_INT(q_int(c, "SELECT 5"), 5);
+    keel_conn_release(c);
+    keel_db_close(db);
+    test_proxy_free(px);
+}
+
 TEST(postgresql_connection_lost_while_the_pool_rolls_back) {
     sql_engine e = pg;
     e.url = pg_url();
@@ -573,6 +611,7 @@ int main(void) {
     RUN(mysql_connection_lost_while_waiting_for_a_result);
     RUN(mysql_connection_lost_while_sending_a_batch_or_a_bulk_insert);
     RUN(mysql_connection_lost_while_connecting);
+    RUN(mysql_connection_lost_while_a_result_is_read);
     RUN(postgresql_connection_lost_while_the_pool_rolls_back);
     RUN(mysql_connection_lost_while_the_pool_rolls_back);
     RUN(mongodb_connection_lost_while_a_command_runs);

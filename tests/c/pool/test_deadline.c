@@ -144,17 +144,25 @@ static void on_outcome(keel_result *res, const keel_error *err, void *arg) {
     keel_result_free(res);
 }
 
+/* A proxy in front of the server of url, its URL in purl (size 512); NULL (counted) when it
+ * cannot start. */
+static test_proxy *proxy_for(const char *url, char *purl) {
+    char host[256];
+    int port = 0;
+    CHECK_INT(test_url_host_port(url, host, sizeof host, &port), 0);
+    test_proxy *px = test_proxy_start(host, port);
+    CHECK(px && test_proxy_url(px, url, purl, 512));
+    return px;
+}
+
 /*
  * The server behind a proxy falls silent after the connection is up: an operation with a
  * deadline ends as a timeout within its timeout plus grace (the cancel meets the silence too),
  * the connection is closed and unusable, and the pool replaces it once the server answers.
  */
 static void silent_server(const char *url, const char *const *extra_in, const char *engine) {
-    char host[256], purl[512];
-    int port = 0;
-    CHECK_INT(test_url_host_port(url, host, sizeof host, &port), 0);
-    test_proxy *px = test_proxy_start(host, port);
-    CHECK(px && test_proxy_url(px, url, purl, sizeof purl));
+    char purl[512];
+    test_proxy *px = proxy_for(url, purl);
     if (!px)
         return;
     keel_db *db = open_url(purl, extra_in);
@@ -240,11 +248,8 @@ TEST(async_operation_past_its_deadline_calls_back_once) {
  * connect_timeout) instead of waiting out acquire_timeout.
  */
 TEST(rollback_on_release_against_a_silent_server_is_bounded) {
-    char host[256], purl[512];
-    int port = 0;
-    CHECK_INT(test_url_host_port(pg_url(), host, sizeof host, &port), 0);
-    test_proxy *px = test_proxy_start(host, port);
-    CHECK(px && test_proxy_url(px, pg_url(), purl, sizeof purl));
+    char purl[512];
+    test_proxy *px = proxy_for(pg_url(), purl);
     if (!px)
         return;
     const char *extra[] = { "databases.default.command_timeout",
@@ -287,11 +292,8 @@ TEST(rollback_on_release_against_a_silent_server_is_bounded) {
  * connection is closed and the operation completes as cancelled, instead of waiting for ever.
  */
 TEST(an_unanswered_cancel_without_a_deadline_closes_the_connection) {
-    char host[256], purl[512];
-    int port = 0;
-    CHECK_INT(test_url_host_port(pg_url(), host, sizeof host, &port), 0);
-    test_proxy *px = test_proxy_start(host, port);
-    CHECK(px && test_proxy_url(px, pg_url(), purl, sizeof purl));
+    char purl[512];
+    test_proxy *px = proxy_for(pg_url(), purl);
     if (!px)
         return;
     keel_db *db = open_url(purl, NULL);

@@ -221,8 +221,11 @@ KEEL_API keel_status keel_conn_query_rows(keel_conn *conn, const char *sql,
 
 /*
  * Runs one statement once per row of params (nrows rows of nparams values, row-major), in as few
- * round trips as the engine allows. The result has no rows; keel_result_affected is the total.
- * Errors as keel_conn_query; a failing row stops the batch and names its index in the message.
+ * round trips as the engine allows. keel_result_affected is the total. A statement that returns
+ * rows (INSERT … RETURNING) has them in the result, with its columns, every parameter row's in
+ * turn (MariaDB then runs the rows one execution each); for others the result has no columns
+ * and no rows. Errors as keel_conn_query; a failing row stops the batch and names its index in
+ * the message, and no rows are returned.
  */
 KEEL_API keel_status keel_conn_query_many(keel_conn *conn, const char *sql,
                                           const keel_value *params, size_t nrows, size_t nparams,

@@ -190,10 +190,12 @@ class Database(_native.Database):
         return await self._query(_EXECUTE, sql, args, database, 0, timeout)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
-                          database: str | None = None, timeout: float | None = None) -> None:
-        """Runs a statement once per row of parameters, in one batch (timeout= covers the
-        whole batch)."""
-        await self._executemany(sql, rows, database, timeout)
+                          database: str | None = None,
+                          timeout: float | None = None) -> list[Record] | None:
+        """Runs a statement once per row of parameters, in one atomic batch (timeout= covers
+        the whole batch). None, or, for a statement that returns rows (INSERT … RETURNING),
+        every row's Records in order."""
+        return await self._executemany(sql, rows, database, timeout)
 
     async def copy_records_to_table(self, table_name: str, *,
                                     records: Iterable[Sequence[Any]],
@@ -283,8 +285,8 @@ class Connection(_native.Connection):
         return await self._query(_EXECUTE, sql, args, 0, timeout)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
-                          timeout: float | None = None) -> None:
-        await self._executemany(sql, rows, timeout)
+                          timeout: float | None = None) -> list[Record] | None:
+        return await self._executemany(sql, rows, timeout)
 
     async def copy_records_to_table(self, table_name: str, *,
                                     records: Iterable[Sequence[Any]],

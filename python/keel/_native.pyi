@@ -179,7 +179,8 @@ class Database:
     def _query(self, mode: int, sql: str, args: tuple[Any, ...], database: str | None,
                column: int, timeout: float | None = None, /) -> Op: ...
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]], database: str | None,
-                     timeout: float | None = None, /) -> Op: ...
+                     timeout: float | None = None, /) -> Op:
+        """The Op yields None, or the returned rows (RETURNING) as a list of Records."""
     def _copy(self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str] | None,
               schema: str | None, database: str | None, timeout: float | None = None,
               /) -> Op:
@@ -206,7 +207,8 @@ class Connection:
     def _query(self, mode: int, sql: str, args: tuple[Any, ...], column: int,
                timeout: float | None = None, /) -> Op: ...
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]],
-                     timeout: float | None = None, /) -> Op: ...
+                     timeout: float | None = None, /) -> Op:
+        """The Op yields None, or the returned rows (RETURNING) as a list of Records."""
     def _copy(self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str] | None,
               schema: str | None, timeout: float | None = None, /) -> Op:
         """Bulk-loads records into table (binary COPY on PostgreSQL); the Op yields the rows

@@ -181,6 +181,82 @@ static inline void run_rows(keel_db *db, keel_conn *c, const char *sql, const ke
     CHECK_INT(keel_loop_run(keel_db_loop(db), &x->done), KEEL_OK);
 }
 
+/*
+ * keel_conn_query_many of a statement that returns rows, on a table "rt" the caller created
+ * empty with an integer primary key id and a text column name: the result holds every
+ * parameter row's rows in turn (none for a row that returns none), with the statement's
+ * columns even when no row returns any; a failing row returns none and undoes the batch; a
+ * statement without RETURNING has no columns.
+ */
+static inline void check_many_returning(keel_conn *c) {
+    enum { N = 300 };
+    static keel_value params[N * 2];
+    static char names[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "n%d", i);
+        params[2 * i] = keel_int(i);
+        params[2 * i + 1] = keel_text(names[i]);
+    }
+    keel_result *r = NULL;
+    keel_error err;
+    keel_status st = keel_conn_query_many_sync(
+        c, "INSERT INTO rt (id, name) VALUES ($1, $2) RETURNING id, name", params, N, 2, &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_INT(keel_result_ncols(r), 2);
+    CHECK_STR(keel_result_colname(r, 0), "id");
+    CHECK_STR(keel_result_colname(r, 1), "name");
+    CHECK_INT(keel_result_nrows(r), N);
+    CHECK_INT(keel_result_affected(r), N);
+    int in_order = 1;
+    for (size_t i = 0; i < keel_result_nrows(r); i++) {
+        const keel_value *id = keel_result_value(r, i, 0);
+        if (!id || id->type != KEEL_TYPE_INT || id->u.i64 != (int64_t)i ||
+            !same_str(keel_result_value(r, i, 1), KEEL_TYPE_TEXT, names[i], strlen(names[i])))
+            in_order = 0;
+    }
+    CHECK(in_order);
+    keel_result_free(r);
+
+    /* Rows that return nothing add nothing; the columns are there even with no row at all. */
+    keel_value del[] = { keel_int(5), keel_int(1000), keel_int(7) };
+    st = keel_conn_query_many_sync(c, "DELETE FROM rt WHERE id = $1 RETURNING id", del, 3, 1, &r,
+                                   &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_nrows(r), 2);
+    CHECK_INT(keel_result_value(r, 0, 0) ? keel_result_value(r, 0, 0)->u.i64 : -1, 5);
+    CHECK_INT(keel_result_value(r, 1, 0) ? keel_result_value(r, 1, 0)->u.i64 : -1, 7);
+    CHECK_INT(keel_result_affected(r), 2);
+    keel_result_free(r);
+    st = keel_conn_query_many_sync(c, "DELETE FROM rt WHERE id = $1 RETURNING id", del + 1, 1, 1,
+                                   &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_ncols(r), 1);
+    CHECK_INT(keel_result_nrows(r), 0);
+    keel_result_free(r);
+
+    /* A failing row: an error naming it, no rows, and nothing of the batch is left. */
+    keel_value dup[] = { keel_int(N + 1), keel_text("new"), keel_int(1), keel_text("dup") };
+    r = NULL;
+    st = keel_conn_query_many_sync(c, "INSERT INTO rt (id, name) VALUES ($1, $2) RETURNING id", dup,
+                                   2, 2, &r, &err);
+    CHECK_INT(st, KEEL_ERR_INTEGRITY);
+    CHECK(r == NULL);
+    CHECK_CONTAINS(err.message, "row 1");
+    CHECK_INT(q_int(c, "SELECT count(*) FROM rt"), N - 2);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+
+    /* Without RETURNING the result has no columns. */
+    st = keel_conn_query_many_sync(c, "UPDATE rt SET name = $2 WHERE id = $1", params, 3, 2, &r,
+                                   &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_ncols(r), 0);
+    CHECK_INT(keel_result_nrows(r), 0);
+    CHECK_INT(keel_result_affected(r), 3);
+    keel_result_free(r);
+}
+
 /* A socket listening on 127.0.0.1 that never answers: the kernel completes TCP handshakes,
  * nobody accepts, so a client's protocol handshake waits until its connect timeout. Stores the
  * port in *port and returns the descriptor, which the caller closes. */

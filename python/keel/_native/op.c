@@ -469,6 +469,30 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
 
 /* ---- completion ---- */
 
+/* Every row of res as a list of Records. NULL with an exception. */
+static PyObject *records_of(kpy_state *st, const keel_result *res) {
+    size_t nrows = keel_result_nrows(res);
+    PyObject *list = PyList_New((Py_ssize_t)nrows);
+    if (list == NULL || nrows == 0)
+        return list;
+    PyObject *desc = keel__py_record_desc(res);
+    if (desc == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        PyObject *r = keel__py_record_from_row(st, desc, res, i);
+        if (r == NULL) {
+            Py_DECREF(desc);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, r);
+    }
+    Py_DECREF(desc);
+    return list;
+}
+
 /* The Python value of a successful result, by mode. */
 static PyObject *build_result(kpy_op *op, const keel_result *res) {
     kpy_state *st = op->db->st;
@@ -476,6 +500,8 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
         int64_t n = keel_result_affected(res);
         return PyLong_FromLongLong(n < 0 ? 0 : n);
     }
+    if (op->kind == KPY_OP_MANY && keel_result_ncols(res) > 0)
+        return records_of(st, res); /* the rows of executemany(… RETURNING …) */
     if (op->kind != KPY_OP_QUERY)
         Py_RETURN_NONE;
     size_t nrows = keel_result_nrows(res);

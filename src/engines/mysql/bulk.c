@@ -297,9 +297,9 @@ static int my_batch_pick(my_impl *p) {
 
 int keel__my_batch_start(my_impl *p) {
     /* Bulk execution needs parameters and a statement without a result set; otherwise the
-     * rows run one by one and any rows they return are dropped. */
-    p->discard = mysql_stmt_field_count(p->cur) > 0;
-    p->rowmode = !p->bulk_ok || p->nmap == 0 || p->discard;
+     * rows run one by one, and the rows they return (INSERT … RETURNING) are the batch's
+     * result, every parameter row's in turn. */
+    p->rowmode = !p->bulk_ok || p->nmap == 0 || mysql_stmt_field_count(p->cur) > 0;
     my_batch_pick(p);
     if (p->rb < p->brows)
         return my_batch_wrap(p);

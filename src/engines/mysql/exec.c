@@ -42,8 +42,6 @@ static int my_call_start(my_impl *p) {
         return mysql_stmt_prepare_start(&p->r_int, p->cur, p->ssql, (unsigned long)p->slen);
     case C_EXECUTE:
         return mysql_stmt_execute_start(&p->r_int, p->cur);
-    case C_STMT_STORE:
-        return mysql_stmt_store_result_start(&p->r_int, p->cur);
     case C_STMT_NEXT:
         return mysql_stmt_next_result_start(&p->r_int, p->cur);
     case C_STMT_CLOSE:
@@ -72,8 +70,6 @@ static int my_call_cont(my_impl *p, int ready) {
         return mysql_stmt_prepare_cont(&p->r_int, p->cur, ready);
     case C_EXECUTE:
         return mysql_stmt_execute_cont(&p->r_int, p->cur, ready);
-    case C_STMT_STORE:
-        return mysql_stmt_store_result_cont(&p->r_int, p->cur, ready);
     case C_STMT_NEXT:
         return mysql_stmt_next_result_cont(&p->r_int, p->cur, ready);
     case C_STMT_CLOSE:
@@ -164,7 +160,7 @@ static void my_keep(my_impl *p, keel_result *res, int rows) {
 }
 
 static void my_keep_command(my_impl *p, my_ulonglong affected) {
-    if (p->keep_rows || p->discard || p->op == OP_MANY) /* a batch reports its own total */
+    if (p->keep_rows || p->op == OP_MANY) /* a batch reports its own total */
         return;
     keel_result *res = keel__result_new(0);
     if (!res) {
@@ -276,7 +272,6 @@ void keel__my_op_clear(my_impl *p) {
     keel_result_free(p->keep);
     p->keep = NULL;
     p->keep_rows = 0;
-    p->discard = 0;
     p->op = OP_NONE;
     p->cleanup = 0;
     p->nsplit = 0;
@@ -298,7 +293,9 @@ void keel__my_op_report(my_impl *p) {
     p->report = R_NONE;
     if (!failed) {
         if (p->op == OP_MANY) {
-            res = keel__result_new(0);
+            /* The rows the batch's statements returned, if any. */
+            res = p->keep ? p->keep : keel__result_new(0);
+            p->keep = NULL;
             if (res)
                 keel__result_set_affected(res, p->baffected);
         } else {
@@ -553,17 +550,21 @@ static int my_stmt_more(my_impl *p) {
 
 static int my_stmt_result(my_impl *p) {
     if (mysql_stmt_field_count(p->cur) > 0) {
-        if (p->discard) {
-            p->call = C_STMT_STORE;
-            return 0;
-        }
         p->dstmt = 1;
         p->dcount = 0;
         keel_error e;
         if (keel__my_rows_begin_stmt(p, &e) != KEEL_OK && !p->failed) {
             p->err = e; /* the rows are read all the same, and dropped */
             p->failed = 1;
+        } else if (p->op == OP_MANY && p->keep && p->dres &&
+                   keel_result_ncols(p->keep) == keel_result_ncols(p->dres)) {
+            /* A batch's rows go on in the result of the rows before. */
+            keel_result_free(p->dres);
+            p->dres = p->keep;
+            p->keep = NULL;
+            p->keep_rows = 0;
         }
+        p->bfrom = p->dres ? keel_result_nrows(p->dres) : 0;
         p->call = C_STMT_FETCH;
         return 0;
     }
@@ -574,18 +575,6 @@ static int my_stmt_result(my_impl *p) {
     } else {
         my_keep_command(p, n);
     }
-    return my_stmt_more(p);
-}
-
-/* The rows of a statement whose rows are dropped (a batch's) were stored: free them. */
-static int my_stmt_stored(my_impl *p) {
-    if (p->r_int != 0) {
-        keel__my_fail_stmt(p, p->cur, p->ra, p->rb);
-        my_remeta_end(p);
-        return my_stmt_done(p);
-    }
-    mysql_stmt_free_result(p->cur);
-    my_remeta_end(p);
     return my_stmt_more(p);
 }
 
@@ -604,6 +593,10 @@ static int my_stmt_row(my_impl *p) {
         my_remeta_end(p);
         return my_stmt_done(p);
     }
+    /* MariaDB reports no affected count with the rows of a RETURNING: each row it returns is
+     * one the statement wrote. */
+    if (p->op == OP_MANY && p->dres)
+        p->baffected += (int64_t)(keel_result_nrows(p->dres) - p->bfrom);
     if (p->dres) {
         my_keep(p, p->dres, 1);
         p->dres = NULL;
@@ -668,8 +661,6 @@ static int my_after(my_impl *p, my_call done) {
             return my_stmt_done(p);
         }
         return my_stmt_result(p);
-    case C_STMT_STORE:
-        return my_stmt_stored(p);
     case C_STMT_NEXT:
         if (p->r_int > 0) {
             keel__my_fail_stmt(p, p->cur, p->ra, p->rb);
@@ -748,7 +739,6 @@ static void my_op_begin(my_impl *p, my_op op) {
     keel_result_free(p->keep);
     p->keep = NULL;
     p->keep_rows = 0;
-    p->discard = 0;
     p->cleanup = 0;
     p->cancel_wanted = 0;
     p->nsplit = 0;

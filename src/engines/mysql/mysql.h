@@ -75,7 +75,6 @@ typedef enum my_call {
     C_NEXT,
     C_PREPARE,
     C_EXECUTE,
-    C_STMT_STORE,
     C_STMT_NEXT,
     C_STMT_CLOSE,
     C_FETCH,     /* the next row of dsrc */
@@ -214,7 +213,6 @@ typedef struct my_impl {
     keel_error err;
     keel_result *keep; /* the result the operation will return */
     int keep_rows;     /* keep came from a statement that returned columns */
-    int discard;       /* rows of the running statement are read and dropped */
     const char *qsql;  /* text of C_QUERY */
     size_t qlen;
     keel__buf sqlbuf;
@@ -279,6 +277,7 @@ typedef struct my_impl {
     size_t split[MY_SPLIT_MAX][2];
     size_t nsplit;
     int64_t baffected;
+    size_t bfrom;    /* rows of the batch's result before the running execution's */
     keel_error berr; /* the batch's error while its transaction is rolled back */
     keel__arena barena;
 

@@ -312,7 +312,9 @@ void keel__pg_finish(pg_impl *p) {
     if (!p->failed) {
         keel_status st;
         if (was == PG_BATCH) {
-            res = keel__result_new(0);
+            /* The rows the batch's statements returned, if any. */
+            res = p->res ? p->res : keel__result_new(0);
+            p->res = NULL;
             if (res)
                 keel__result_set_affected(res, p->baffected);
             st = res ? KEEL_OK
@@ -485,6 +487,10 @@ static int pg_batch_collect(pg_impl *p) {
             int64_t n = keel__pg_affected(r);
             if (n > 0)
                 p->baffected += n;
+            /* Rows a row's statement returns (INSERT … RETURNING) join the batch's result. */
+            size_t next = 0;
+            if (st == PGRES_TUPLES_OK && !p->failed && pg_add_rows(p, r, &next, 0) < 0)
+                keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a batch's rows");
         } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
             PQclear(r);
             if (keel__pg_refuse_copy(p, st, (long)p->bdone) != 0)

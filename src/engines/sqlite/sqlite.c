@@ -868,6 +868,57 @@ static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, s
 /* ---- running statements (worker side) ---- */
 
 /*
+ * A result with st's columns (read after a first step: a statement prepared before a schema
+ * change is compiled again by that step and may then have other columns), their declared kinds
+ * in *decls (small when it has room for them, else allocated: free it with sq_decls_free).
+ * NULL when out of memory.
+ */
+static keel_result *sq_result_for(sqlite3_stmt *st, sq_decl *small, size_t nsmall,
+                                  sq_decl **decls) {
+    int ncols = sqlite3_column_count(st);
+    keel_result *res = keel__result_new((size_t)ncols);
+    *decls = (size_t)ncols <= nsmall ? small : malloc((size_t)ncols * sizeof **decls);
+    if (!res || !*decls)
+        goto nomem;
+    for (int i = 0; i < ncols; i++) {
+        const char *name = sqlite3_column_name(st, i);
+        if (!name)
+            goto nomem;
+        (*decls)[i] = sq_classify_decl(sqlite3_column_decltype(st, i));
+        if (keel__result_set_column(res, (size_t)i, name, strlen(name),
+                                    sq_decl_type((*decls)[i])) != 0)
+            goto nomem;
+    }
+    return res;
+nomem:
+    if (*decls && *decls != small)
+        free(*decls);
+    *decls = NULL;
+    keel_result_free(res);
+    return NULL;
+}
+
+static void sq_decls_free(sq_decl *decls, const sq_decl *small) {
+    if (decls && decls != small)
+        free(decls);
+}
+
+/* Appends the row st stands on to res. 0, or -1 when out of memory. */
+static int sq_add_row(sq_conn *sq, keel_result *res, sqlite3_stmt *st, const sq_decl *decls) {
+    size_t ncols = keel_result_ncols(res);
+    if (ncols == 0)
+        return 0;
+    keel_value *row = keel__result_add_row(res);
+    if (!row)
+        return -1;
+    for (size_t i = 0; i < ncols; i++) {
+        if (sq_decode(sq, res, st, (int)i, decls[i], &row[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
  * Binds params to st, steps it to the end and returns its rows in *out. The caller resets or
  * finalizes st. Returns 0, or -1 with the job's error set.
  */
@@ -875,53 +926,31 @@ static int sq_exec(sq_conn *sq, sqlite3_stmt *st, int dml, const keel_value *par
                    keel_result **out) {
     if (sq_bind(sq, st, params, nparams, SQ_NO_ROW) != 0)
         return -1;
-    /* The columns are read after the first step: a statement prepared before a schema change
-     * is compiled again by that step and may then have other columns. */
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
         return -1;
     }
-    int ncols = sqlite3_column_count(st);
-    keel_result *res = keel__result_new((size_t)ncols);
-    sq_decl small[32];
-    sq_decl *decls = ncols <= 32 ? small : malloc((size_t)ncols * sizeof *decls);
-    if (!res || !decls)
+    sq_decl small[32], *decls = NULL;
+    keel_result *res = sq_result_for(st, small, 32, &decls);
+    if (!res)
         goto nomem;
-    for (int i = 0; i < ncols; i++) {
-        const char *name = sqlite3_column_name(st, i);
-        if (!name)
-            goto nomem;
-        decls[i] = sq_classify_decl(sqlite3_column_decltype(st, i));
-        if (keel__result_set_column(res, (size_t)i, name, strlen(name), sq_decl_type(decls[i])) !=
-            0)
-            goto nomem;
-    }
     for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
-        if (ncols == 0)
-            continue;
-        keel_value *row = keel__result_add_row(res);
-        if (!row)
+        if (sq_add_row(sq, res, st, decls) != 0)
             goto nomem;
-        for (int i = 0; i < ncols; i++) {
-            if (sq_decode(sq, res, st, i, decls[i], &row[i]) != 0)
-                goto nomem;
-        }
     }
     if (rc != SQLITE_DONE) {
         sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
         goto fail;
     }
     keel__result_set_affected(res, dml ? (int64_t)sqlite3_changes64(sq->db) : -1);
-    if (decls != small)
-        free(decls);
+    sq_decls_free(decls, small);
     *out = res;
     return 0;
 nomem:
     sq_fail_nomem(sq);
 fail:
-    if (decls && decls != small)
-        free(decls);
+    sq_decls_free(decls, small);
     keel_result_free(res);
     return -1;
 }
@@ -1030,6 +1059,9 @@ static void sq_run_many(sq_conn *sq) {
     }
     int64_t total = 0;
     int failed = 0;
+    /* The rows the statement returns (INSERT … RETURNING), every parameter row's in turn. */
+    keel_result *acc = NULL;
+    sq_decl small[32], *decls = NULL;
     for (size_t row = 0; row < sq->nrows && !failed; row++) {
         if (sq_cancelled(sq)) {
             sq_fail_cancelled(sq, row);
@@ -1040,8 +1072,25 @@ static void sq_run_many(sq_conn *sq) {
             failed = 1;
             break;
         }
-        while ((rc = sqlite3_step(s.st)) == SQLITE_ROW)
-            ;
+        rc = sqlite3_step(s.st);
+        if (!acc && (rc == SQLITE_ROW || rc == SQLITE_DONE) && sqlite3_column_count(s.st) > 0 &&
+            (acc = sq_result_for(s.st, small, 32, &decls)) == NULL) {
+            sq_fail_nomem(sq);
+            failed = 1;
+            sqlite3_reset(s.st);
+            break;
+        }
+        for (; rc == SQLITE_ROW; rc = sqlite3_step(s.st)) {
+            if (acc && sq_add_row(sq, acc, s.st, decls) != 0) {
+                sq_fail_nomem(sq);
+                failed = 1;
+                break;
+            }
+        }
+        if (failed) {
+            sqlite3_reset(s.st);
+            break;
+        }
         if (rc != SQLITE_DONE) {
             sq_fail_sqlite(sq, rc, 0, row);
             failed = 1;
@@ -1058,10 +1107,16 @@ static void sq_run_many(sq_conn *sq) {
             failed = 1;
         }
     }
-    if (failed)
+    sq_decls_free(decls, small);
+    if (failed) {
+        keel_result_free(acc);
         sq_batch_rollback(sq);
-    else
+    } else if (acc) {
+        keel__result_set_affected(acc, s.dml ? total : -1);
+        sq->res = acc;
+    } else {
         sq_empty_result(sq, s.dml ? total : -1);
+    }
 }
 
 /*

@@ -1642,6 +1642,20 @@ TEST(closing_the_db_kills_a_statement_still_running_on_the_server) {
     keel_db_close(mondb);
 }
 
+TEST(executemany_returning) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP TABLE IF EXISTS rt", NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TABLE rt (id BIGINT PRIMARY KEY, name VARCHAR(20)) ENGINE=InnoDB "
+                       "DEFAULT CHARSET=utf8mb4",
+                       NULL, 0));
+    check_many_returning(c);
+    keel_result_free(q(c, "DROP TABLE rt", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1650,6 +1664,7 @@ int main(void) {
     RUN(hundred_thousand_rows_decode);
     RUN(executemany_of_ten_thousand_rows_in_few_round_trips);
     RUN(executemany_binds_every_type_in_bulk);
+    RUN(executemany_returning);
     RUN(multi_statement_script_returns_the_last_rows);
     RUN(server_errors_map_to_statuses);
     RUN(statement_cache_closes_evicted_statements);

@@ -1799,6 +1799,15 @@ TEST(closing_the_db_cancels_a_statement_still_running_on_the_server) {
     keel_db_close(mondb);
 }
 
+TEST(executemany_returning) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "CREATE TEMP TABLE rt (id int8 PRIMARY KEY, name text)", NULL, 0));
+    check_many_returning(c);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1810,6 +1819,7 @@ int main(void) {
     RUN(hundred_thousand_rows_decode);
     RUN(executemany_of_ten_thousand_rows);
     RUN(executemany_with_parameter_types_changing_between_rows);
+    RUN(executemany_returning);
     RUN(multi_statement_simple_query_returns_the_last_rows);
     RUN(query_rows_streams_a_large_result_in_batches);
     RUN(query_rows_edge_cases);

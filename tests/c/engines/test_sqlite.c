@@ -1164,6 +1164,15 @@ static void remove_tmpdir(void) {
     rmdir(tmpdir);
 }
 
+TEST(executemany_returning) {
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE rt (id INTEGER PRIMARY KEY, name TEXT)");
+    check_many_returning(c);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -1173,6 +1182,7 @@ int main(void) {
     RUN(declared_type_fallbacks);
     RUN(large_blob_and_many_rows);
     RUN(executemany_atomic);
+    RUN(executemany_returning);
     RUN(scripts);
     RUN(errors);
     RUN(errors_by_result_code);

@@ -72,10 +72,7 @@ BUILD_C = REPO / "build" / "c"
 # Pages whose blocks are not annotated yet (being done): skipped with the reason.
 PENDING = {
     "docs/c-api.md": "blocks being annotated (helper docs, issue 9)",
-    "docs/configuration.md": "blocks being annotated (helper docs, issue 9)",
-    "docs/coverage.md": "blocks being annotated (helper docs, issue 9)",
     "docs/fastapi.md": "blocks being annotated (helper docs, issue 9)",
-    "docs/fuzzing.md": "blocks being annotated (helper docs, issue 9)",
     "docs/python.md": "blocks being annotated (helper docs, issue 9)",
 }
 

@@ -43,16 +43,32 @@ typedef enum keel_status {
 #define KEEL_ERROR_ENGINE_MAX 16
 #define KEEL_ERROR_DATABASE_MAX 64
 #define KEEL_ERROR_MESSAGE_MAX 512
+#define KEEL_ERROR_DETAIL_MAX 512
+#define KEEL_ERROR_HINT_MAX 256
+/* Room for a server's object name: PostgreSQL's are at most 63 bytes, MySQL's 64 characters. */
+#define KEEL_ERROR_NAME_MAX 128
 
 /*
  * Filled by a failing call. The caller owns it (usually on the stack); keel never keeps a pointer
- * to it. Passwords and secret values never appear in message. Every field but code and reserved
- * is a NUL-terminated string (possibly empty).
+ * to it. Passwords and secret values never appear in message, detail or hint. Every field but
+ * code and reserved is a NUL-terminated string (possibly empty).
+ *
+ * What the server said about a failed statement, beyond its message: PostgreSQL's error fields
+ * (DETAIL, HINT, and the schema, table, column, constraint and data type names it reports, as
+ * libpq's PG_DIAG_… fields); MySQL/MariaDB's duplicate key (1062: constraint_name is the key
+ * name, "PRIMARY" for the primary key), foreign key (1451, 1452: constraint_name, schema_name,
+ * table_name), NOT NULL (1048: column_name) and CHECK (3819, 4025: constraint_name) failures,
+ * parsed from their messages; SQLite's UNIQUE, PRIMARY KEY and NOT NULL failures (table_name,
+ * and column_name when one column is named; constraint_name for a unique index on
+ * expressions). A field the server did not report is "". detail and hint are truncated to
+ * their size.
  *
  * ABI: the caller allocates this struct, so its size and the offset of every field are part of
- * the ABI and never change. New fields are only ever added by taking space from the start of
- * reserved (which shrinks by as much); keel zeroes reserved whenever it fills the struct, so a
- * field added later reads 0 from a keel that predates it. Callers must not use reserved.
+ * the ABI and, from the first release (0.1.0) on, never change. New fields are only ever added
+ * by taking space from the start of reserved (which shrinks by as much); keel zeroes reserved
+ * whenever it fills the struct, so a field added later reads 0 from a keel that predates it.
+ * Callers must not use reserved. (Before 0.1.0 was released the struct grew by the fields from
+ * detail to datatype_name; programs built against an earlier header must be rebuilt.)
  */
 typedef struct keel_error {
     keel_status code;
@@ -60,7 +76,14 @@ typedef struct keel_error {
     char engine[KEEL_ERROR_ENGINE_MAX];     /* "postgresql", "sqlite", "keel"… */
     char database[KEEL_ERROR_DATABASE_MAX]; /* the configured database name, or "" */
     char message[KEEL_ERROR_MESSAGE_MAX];
-    uint64_t reserved[8]; /* room for fields added later; zero */
+    char detail[KEEL_ERROR_DETAIL_MAX];        /* the server's DETAIL, or "" */
+    char hint[KEEL_ERROR_HINT_MAX];            /* the server's HINT, or "" */
+    char schema_name[KEEL_ERROR_NAME_MAX];     /* the object's schema (MySQL: database) */
+    char table_name[KEEL_ERROR_NAME_MAX];      /* the table the error is about */
+    char column_name[KEEL_ERROR_NAME_MAX];     /* the column the error is about */
+    char constraint_name[KEEL_ERROR_NAME_MAX]; /* the constraint or unique key violated */
+    char datatype_name[KEEL_ERROR_NAME_MAX];   /* the data type the error is about */
+    uint64_t reserved[8];                      /* room for fields added later; zero */
 } keel_error;
 
 /* The constant name of a status ("KEEL_ERR_POOL_TIMEOUT"). Never NULL; never blocks. */

@@ -101,6 +101,14 @@ class Error(Exception):
     database: str | None
     engine: str | None
     code: str | None
+    # What the server reported about a failed statement (None when it did not).
+    detail: str | None
+    hint: str | None
+    schema_name: str | None
+    table_name: str | None
+    column_name: str | None
+    constraint_name: str | None
+    datatype_name: str | None
 
 class InterfaceError(Error): ...
 class ConfigError(InterfaceError): ...

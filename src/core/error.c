@@ -1,6 +1,7 @@
 /* src/core/error.c - the status string table and helpers for filling keel_error. */
 #include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,6 +52,18 @@ const char *keel_strerror(keel_status status) {
     return "unknown status";
 }
 
+/* Empties the server fields and reserved. */
+static void clear_fields(keel_error *err) {
+    err->detail[0] = '\0';
+    err->hint[0] = '\0';
+    err->schema_name[0] = '\0';
+    err->table_name[0] = '\0';
+    err->column_name[0] = '\0';
+    err->constraint_name[0] = '\0';
+    err->datatype_name[0] = '\0';
+    memset(err->reserved, 0, sizeof err->reserved);
+}
+
 void keel_error_clear(keel_error *err) {
     if (!err)
         return;
@@ -59,7 +72,7 @@ void keel_error_clear(keel_error *err) {
     err->engine[0] = '\0';
     err->database[0] = '\0';
     err->message[0] = '\0';
-    memset(err->reserved, 0, sizeof err->reserved);
+    clear_fields(err);
 }
 
 static void copy_field(char *dst, size_t size, const char *src) {
@@ -78,7 +91,7 @@ keel_status keel__error_set(keel_error *err, keel_status code, const char *engin
         return code;
     err->code = code;
     err->sqlstate[0] = '\0';
-    memset(err->reserved, 0, sizeof err->reserved);
+    clear_fields(err);
     copy_field(err->engine, sizeof err->engine, engine ? engine : "keel");
     copy_field(err->database, sizeof err->database, database);
     va_list ap;
@@ -92,6 +105,56 @@ void keel__error_set_sqlstate(keel_error *err, const char *sqlstate) {
     if (!err)
         return;
     copy_field(err->sqlstate, sizeof err->sqlstate, sqlstate);
+}
+
+void keel__error_set_field(keel_error *err, keel__error_field which, const char *value,
+                           size_t len) {
+    if (!err)
+        return;
+    char *dst;
+    size_t size;
+    int text = 0;
+    switch (which) {
+    case KEEL__ERRF_DETAIL:
+        dst = err->detail, size = sizeof err->detail, text = 1;
+        break;
+    case KEEL__ERRF_HINT:
+        dst = err->hint, size = sizeof err->hint, text = 1;
+        break;
+    case KEEL__ERRF_SCHEMA:
+        dst = err->schema_name, size = sizeof err->schema_name;
+        break;
+    case KEEL__ERRF_TABLE:
+        dst = err->table_name, size = sizeof err->table_name;
+        break;
+    case KEEL__ERRF_COLUMN:
+        dst = err->column_name, size = sizeof err->column_name;
+        break;
+    case KEEL__ERRF_CONSTRAINT:
+        dst = err->constraint_name, size = sizeof err->constraint_name;
+        break;
+    case KEEL__ERRF_DATATYPE:
+        dst = err->datatype_name, size = sizeof err->datatype_name;
+        break;
+    default:
+        return;
+    }
+    if (!value)
+        value = "";
+    size_t n = len == SIZE_MAX ? strlen(value) : strnlen(value, len);
+    char raw[KEEL_ERROR_DETAIL_MAX];
+    if (n >= sizeof raw)
+        n = sizeof raw - 1;
+    memcpy(raw, value, n);
+    raw[n] = '\0';
+    if (!text) {
+        copy_field(dst, size, raw);
+        return;
+    }
+    for (char *s = raw; *s; s++)
+        if (*s == '\n' || *s == '\r' || *s == '\t')
+            *s = ' ';
+    keel__redact(dst, size, raw);
 }
 
 void keel__error_copy(keel_error *dst, const keel_error *src) {

@@ -7,7 +7,7 @@
 
 /*
  * Fills err (which may be NULL) with code, engine, database and a printf-formatted message,
- * clears the SQLSTATE, and returns code so callers can write `return keel__error_set(...)`.
+ * clears the SQLSTATE and the server fields (detail … datatype_name), and returns code so callers can write `return keel__error_set(...)`.
  * engine and database may be NULL (stored as "keel" and ""). Secrets must never be passed in.
  */
 keel_status keel__error_set(keel_error *err, keel_status code, const char *engine,
@@ -16,6 +16,24 @@ keel_status keel__error_set(keel_error *err, keel_status code, const char *engin
 
 /* Sets the SQLSTATE of err (NULL or shorter strings are accepted; at most 5 characters kept). */
 void keel__error_set_sqlstate(keel_error *err, const char *sqlstate);
+
+/* Which of keel_error's server fields keel__error_set_field fills. */
+typedef enum keel__error_field {
+    KEEL__ERRF_DETAIL,
+    KEEL__ERRF_HINT,
+    KEEL__ERRF_SCHEMA,
+    KEEL__ERRF_TABLE,
+    KEEL__ERRF_COLUMN,
+    KEEL__ERRF_CONSTRAINT,
+    KEEL__ERRF_DATATYPE
+} keel__error_field;
+
+/*
+ * Sets one server field of err (which may be NULL) to the first len bytes of value (len
+ * SIZE_MAX: up to its NUL), truncated to the field's size; NULL stores "". detail and hint are
+ * redacted (keel__redact) and their newlines and tabs become spaces.
+ */
+void keel__error_set_field(keel_error *err, keel__error_field which, const char *value, size_t len);
 
 /* Copies src into dst (both may be NULL). */
 void keel__error_copy(keel_error *dst, const keel_error *src);

@@ -619,3 +619,163 @@ async def test_cancelling_a_fetch_while_rows_stream_on_postgresql(pg_db):
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await conn.fetchval("SELECT 7") == 7
+
+
+# ---- What the server said: detail, hint and the names of the objects involved ----------------
+
+SERVER_FIELDS = ("detail", "hint", "schema_name", "table_name", "column_name", "constraint_name",
+                 "datatype_name")
+
+# What each engine reports about a violated named unique key, a duplicate primary key and a
+# NULL in a NOT NULL column of table t (columns id, email). PostgreSQL sends its error fields;
+# MariaDB names the key (1062) or the column (1048) in its message; SQLite names table.column.
+# None: the engine does not say.
+def expected_names(engine, t):
+    return {
+        "postgresql": {
+            "unique": {"constraint_name": f"{t}_email_key", "table_name": t,
+                       "schema_name": "public", "column_name": None},
+            "primary": {"constraint_name": f"{t}_pkey", "table_name": t, "column_name": None},
+            "not_null": {"constraint_name": None, "table_name": t, "column_name": "email"},
+        },
+        "mysql": {
+            "unique": {"constraint_name": f"{t}_email_key", "table_name": None,
+                       "column_name": None},
+            "primary": {"constraint_name": "PRIMARY", "table_name": None, "column_name": None},
+            "not_null": {"constraint_name": None, "table_name": None, "column_name": "email"},
+        },
+        "sqlite": {
+            "unique": {"constraint_name": None, "table_name": t, "column_name": "email"},
+            "primary": {"constraint_name": None, "table_name": t, "column_name": "id"},
+            "not_null": {"constraint_name": None, "table_name": t, "column_name": "email"},
+        },
+    }[engine]
+
+
+async def make_keyed_table(db, t, types):
+    await db.execute(f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, email VARCHAR(100) "
+                     f"NOT NULL, CONSTRAINT {t}_email_key UNIQUE (email))")
+    await db.execute(f"INSERT INTO {t} VALUES (1, 'a@example.com')")
+
+
+@pytest.mark.parametrize("case", ["unique", "primary", "not_null"])
+async def test_error_names_the_constraint_table_and_column(db, new_table, types, engine, case):
+    t = new_table()
+    await make_keyed_table(db, t, types)
+    args = {"unique": (2, "a@example.com"), "primary": (1, "b@example.com"),
+            "not_null": (3, None)}[case]
+    with pytest.raises(keel.IntegrityError) as ei:
+        await db.execute(f"INSERT INTO {t} VALUES ($1, $2)", *args)
+    e = ei.value
+    for attr, want in expected_names(engine, t)[case].items():
+        assert getattr(e, attr) == want, (attr, str(e))
+    if engine == "postgresql" and case != "not_null":
+        assert e.detail is not None and "already exists" in e.detail
+    # The connection (a pool of one) is still usable.
+    assert await db.fetchval(f"SELECT count(*) FROM {t}") == 1
+
+
+async def test_error_tells_which_unique_key_was_hit(db, new_table, types, engine):
+    # Two unique keys: the application tells them apart without parsing the message.
+    t = new_table()
+    await db.execute(f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, email VARCHAR(100), "
+                     f"nick VARCHAR(100), CONSTRAINT {t}_email_key UNIQUE (email), "
+                     f"CONSTRAINT {t}_nick_key UNIQUE (nick))")
+    await db.execute(f"INSERT INTO {t} VALUES (1, 'a', 'x')")
+    hit = []
+    for row in [(2, "a", "y"), (3, "b", "x")]:
+        with pytest.raises(keel.IntegrityError) as ei:
+            await db.execute(f"INSERT INTO {t} VALUES ($1, $2, $3)", *row)
+        hit.append(ei.value.constraint_name if engine != "sqlite" else ei.value.column_name)
+    if engine == "sqlite":
+        assert hit == ["email", "nick"]
+    else:
+        assert hit == [f"{t}_email_key", f"{t}_nick_key"]
+
+
+async def test_error_names_a_foreign_key(db, new_table, types, engine):
+    if engine == "sqlite":
+        pytest.skip("SQLite's foreign key failure names nothing")
+    parent, child = new_table("p"), new_table("c")
+    await db.execute(f"CREATE TABLE {parent} (id {types['int']} PRIMARY KEY)")
+    await db.execute(f"CREATE TABLE {child} (id {types['int']} PRIMARY KEY, pid {types['int']}, "
+                     f"CONSTRAINT {child}_fk FOREIGN KEY (pid) REFERENCES {parent} (id))")
+    try:
+        with pytest.raises(keel.IntegrityError) as ei:
+            await db.execute(f"INSERT INTO {child} VALUES (1, $1)", 42)
+        assert ei.value.constraint_name == f"{child}_fk"
+        assert ei.value.table_name == child
+        await db.execute(f"INSERT INTO {parent} VALUES (42)")
+        await db.execute(f"INSERT INTO {child} VALUES (1, 42)")
+        with pytest.raises(keel.IntegrityError) as ei:
+            await db.execute(f"DELETE FROM {parent}")
+        assert ei.value.constraint_name == f"{child}_fk"
+        assert ei.value.table_name == child
+        if engine == "mysql":
+            assert ei.value.schema_name == urllib.parse.urlsplit(MYSQL_URL).path.lstrip("/")
+    finally:
+        await db.execute(f"DROP TABLE IF EXISTS {child}")
+
+
+async def test_error_names_a_check_constraint(db, new_table, types, engine):
+    if engine == "sqlite":
+        pytest.skip("SQLite names a CHECK by its name or its expression: not reliable")
+    t = new_table()
+    await db.execute(f"CREATE TABLE {t} (n {types['int']}, CONSTRAINT {t}_positive CHECK (n > 0))")
+    with pytest.raises(keel.IntegrityError) as ei:
+        await db.execute(f"INSERT INTO {t} VALUES ($1)", -1)
+    assert ei.value.constraint_name == f"{t}_positive"
+    assert ei.value.table_name == t
+
+
+async def test_every_postgresql_error_field_reaches_the_exception(pg_db):
+    # RAISE … USING sets every field the protocol carries; the secret in DETAIL is masked.
+    with pytest.raises(keel.DatabaseError) as ei:
+        await pg_db.execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'boom' USING DETAIL = 'the detail password=hunter2', "
+            "HINT = 'try again', SCHEMA = 'sch', TABLE = 'tab', COLUMN = 'col', "
+            "CONSTRAINT = 'con', DATATYPE = 'dt', ERRCODE = 'P0001'; END $$")
+    e = ei.value
+    assert e.sqlstate == "P0001"
+    assert str(e).startswith("boom")
+    assert "hunter2" not in e.detail and e.detail.startswith("the detail password=")
+    assert (e.hint, e.schema_name, e.table_name, e.column_name, e.constraint_name,
+            e.datatype_name) == ("try again", "sch", "tab", "col", "con", "dt")
+    assert await pg_db.fetchval("SELECT 1") == 1
+
+
+async def test_postgresql_hint_and_datatype(pg_db):
+    with pytest.raises(keel.ProgrammingError) as ei:
+        await pg_db.fetch("SELECT keel_no_such_function(1)")
+    assert ei.value.hint and "function" in ei.value.hint.lower()
+    name = "keel_dom_" + uuid.uuid4().hex[:8]
+    await pg_db.execute(f"CREATE DOMAIN {name} AS int CHECK (VALUE > 0)")
+    try:
+        with pytest.raises(keel.IntegrityError) as ei:
+            await pg_db.fetchval(f"SELECT (-1)::{name}")
+        assert ei.value.datatype_name == name
+        assert ei.value.schema_name == "public"
+        assert ei.value.constraint_name == f"{name}_check"
+    finally:
+        await pg_db.execute(f"DROP DOMAIN {name}")
+
+
+async def test_errors_without_server_fields_have_none(db, engine):
+    with pytest.raises(keel.ProgrammingError) as ei:
+        await db.fetch("SELEC 1")
+    for attr in SERVER_FIELDS[2:]:
+        assert getattr(ei.value, attr) is None, attr
+    e = keel.IntegrityError("raised by the application")
+    assert all(getattr(e, attr) is None for attr in SERVER_FIELDS)
+
+
+async def test_batch_error_names_the_key_too(db, new_table, types, engine):
+    t = new_table()
+    await make_keyed_table(db, t, types)
+    with pytest.raises(keel.IntegrityError) as ei:
+        await db.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                             [(5, "c@example.com"), (6, "a@example.com")])
+    want = expected_names(engine, t)["unique"]
+    assert ei.value.constraint_name == want["constraint_name"]
+    assert ei.value.column_name == want["column_name"]
+    assert await db.fetchval(f"SELECT count(*) FROM {t}") == 1

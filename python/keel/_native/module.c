@@ -95,6 +95,24 @@ static PyObject *error_new_of(PyObject *cls, const keel_error *err) {
         Py_DECREF(exc);
         return NULL;
     }
+    /* The server's fields: only those it reported, the class's None standing for the rest. */
+    const struct {
+        const char *name;
+        const char *value;
+    } fields[] = {
+        { "detail", err->detail },
+        { "hint", err->hint },
+        { "schema_name", err->schema_name },
+        { "table_name", err->table_name },
+        { "column_name", err->column_name },
+        { "constraint_name", err->constraint_name },
+        { "datatype_name", err->datatype_name },
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (fields[i].value[0] != '\0' && set_str_attr(exc, fields[i].name, fields[i].value) < 0) {
+            Py_DECREF(exc);
+            return NULL;
+        }
     return exc;
 }
 
@@ -204,13 +222,17 @@ static PyObject *new_exception(PyObject *m, const char *name, PyObject *base, Py
 
 static int init_exceptions(PyObject *m, kpy_state *st) {
     /* Class-level defaults make the attributes exist on instances raised from Python code. */
-    PyObject *dict = Py_BuildValue("{sOsOsOsO}", "sqlstate", Py_None, "database", Py_None, "engine",
-                                   Py_None, "code", Py_None);
+    PyObject *dict = Py_BuildValue(
+        "{sOsOsOsOsOsOsOsOsOsOsO}", "sqlstate", Py_None, "database", Py_None, "engine", Py_None,
+        "code", Py_None, "detail", Py_None, "hint", Py_None, "schema_name", Py_None, "table_name",
+        Py_None, "column_name", Py_None, "constraint_name", Py_None, "datatype_name", Py_None);
     if (dict == NULL)
         return -1;
     st->Error = new_exception(m, "Error", PyExc_Exception, dict,
                               "Base class of every keel error (PEP 249). Attributes: sqlstate, "
-                              "database, engine, code.");
+                              "database, engine, code, and what the server reported (None "
+                              "otherwise): detail, hint, schema_name, table_name, column_name, "
+                              "constraint_name, datatype_name.");
     Py_DECREF(dict);
     if (st->Error == NULL)
         return -1;

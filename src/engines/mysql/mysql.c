@@ -125,6 +125,110 @@ static keel_status my_status_of(unsigned no, const char *state) {
     return KEEL_ERR_DATABASE;
 }
 
+/*
+ * Copies the identifier quoted by q ('`' or '\'') that starts at s (after its opening quote) into
+ * the field, a doubled quote standing for one. Returns the byte after the closing quote, or NULL
+ * when there is none.
+ */
+static const char *my_quoted(const char *s, char q, keel_error *err, keel__error_field field) {
+    char name[KEEL_ERROR_NAME_MAX];
+    size_t n = 0;
+    for (; *s; s++) {
+        if (*s == q) {
+            if (s[1] != q)
+                break;
+            s++;
+        }
+        if (n + 1 < sizeof name)
+            name[n++] = *s;
+    }
+    if (*s != q)
+        return NULL;
+    if (err)
+        keel__error_set_field(err, field, name, n);
+    return s + 1;
+}
+
+/* Reads "`schema`.`table`" at s into the schema and table fields. */
+static void my_qualified(const char *s, keel_error *err) {
+    if (!s || *s != '`')
+        return;
+    const char *dot = my_quoted(s + 1, '`', NULL, KEEL__ERRF_SCHEMA);
+    if (!dot || dot[0] != '.' || dot[1] != '`')
+        return;
+    my_quoted(s + 1, '`', err, KEEL__ERRF_SCHEMA);
+    my_quoted(dot + 2, '`', err, KEEL__ERRF_TABLE);
+}
+
+/* The last occurrence of needle in s, or NULL. */
+static const char *my_last(const char *s, const char *needle) {
+    const char *last = NULL;
+    for (const char *f = strstr(s, needle); f; f = strstr(f + 1, needle))
+        last = f;
+    return last;
+}
+
+/*
+ * Fills err's object names from the messages whose shape is fixed: the server's error fields are
+ * not sent by the protocol. A duplicate key names the key last ("… for key 'k'"; MySQL 8 writes
+ * 'table.k', MariaDB 'k'), after the entry, which may hold anything.
+ */
+static void my_error_names(const my_impl *p, unsigned no, const char *msg, keel_error *err) {
+    if (!msg)
+        return;
+    const char *f;
+    switch (no) {
+    case ER_DUP_ENTRY:
+    case ER_DUP_ENTRY_WITH_KEY_NAME: {
+        f = my_last(msg, " for key '");
+        if (!f)
+            return;
+        f += strlen(" for key '");
+        const char *end = strrchr(f, '\'');
+        if (!end)
+            return;
+        const char *type = NULL;
+        if (p && p->m)
+            mariadb_get_infov(p->m, MARIADB_CONNECTION_SERVER_TYPE, &type);
+        const char *dot = memchr(f, '.', (size_t)(end - f));
+        if (dot && type && strcmp(type, "MySQL") == 0) {
+            keel__error_set_field(err, KEEL__ERRF_TABLE, f, (size_t)(dot - f));
+            f = dot + 1;
+        }
+        keel__error_set_field(err, KEEL__ERRF_CONSTRAINT, f, (size_t)(end - f));
+        return;
+    }
+    case ER_ROW_IS_REFERENCED_2:
+    case ER_NO_REFERENCED_ROW_2:
+        /* "… a foreign key constraint fails (`db`.`child`, CONSTRAINT `fk` FOREIGN KEY …)" */
+        f = strstr(msg, "constraint fails (");
+        if (f)
+            my_qualified(f + strlen("constraint fails ("), err);
+        f = strstr(msg, ", CONSTRAINT `");
+        if (f)
+            my_quoted(f + strlen(", CONSTRAINT `"), '`', err, KEEL__ERRF_CONSTRAINT);
+        return;
+    case ER_BAD_NULL_ERROR:
+        /* "Column 'c' cannot be null" */
+        if (strncmp(msg, "Column '", 8) == 0)
+            my_quoted(msg + 8, '\'', err, KEEL__ERRF_COLUMN);
+        return;
+    case 3819: /* MySQL 8: "Check constraint 'c' is violated." */
+        if (strncmp(msg, "Check constraint '", 18) == 0)
+            my_quoted(msg + 18, '\'', err, KEEL__ERRF_CONSTRAINT);
+        return;
+    case 4025: /* MariaDB: "CONSTRAINT `c` failed for `db`.`t`" */
+        if (strncmp(msg, "CONSTRAINT `", 12) == 0) {
+            f = my_quoted(msg + 12, '`', err, KEEL__ERRF_CONSTRAINT);
+            if (f && strncmp(f, " failed for ", 12) == 0)
+                my_qualified(f + 12, err);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
 void keel__my_error(my_impl *p, unsigned no, const char *state, const char *msg, size_t a, size_t b,
                     keel_error *err) {
     char raw[KEEL_ERROR_MESSAGE_MAX * 2], clean[KEEL_ERROR_MESSAGE_MAX];
@@ -143,6 +247,7 @@ void keel__my_error(my_impl *p, unsigned no, const char *state, const char *msg,
         p->c->broken = 1;
     keel__error_set(err, code, MY_ENGINE, keel__my_dbname(p->c), "%s", clean);
     keel__error_set_sqlstate(err, state && strcmp(state, "00000") != 0 ? state : "");
+    my_error_names(p, no, msg, err);
 }
 
 void keel__my_fail(my_impl *p, keel_status code, const char *msg) {

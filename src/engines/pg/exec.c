@@ -222,6 +222,21 @@ void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *
         p->c->broken = 1;
     keel__pg_error_libpq(err, code, p->c, NULL, raw);
     keel__error_set_sqlstate(err, state);
+    static const struct {
+        int diag;
+        keel__error_field field;
+    } fields[] = {
+        { PG_DIAG_MESSAGE_DETAIL, KEEL__ERRF_DETAIL },
+        { PG_DIAG_MESSAGE_HINT, KEEL__ERRF_HINT },
+        { PG_DIAG_SCHEMA_NAME, KEEL__ERRF_SCHEMA },
+        { PG_DIAG_TABLE_NAME, KEEL__ERRF_TABLE },
+        { PG_DIAG_COLUMN_NAME, KEEL__ERRF_COLUMN },
+        { PG_DIAG_CONSTRAINT_NAME, KEEL__ERRF_CONSTRAINT },
+        { PG_DIAG_DATATYPE_NAME, KEEL__ERRF_DATATYPE },
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        keel__error_set_field(err, fields[i].field, PQresultErrorField(r, fields[i].diag),
+                              SIZE_MAX);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -372,6 +372,36 @@ static keel_status sq_classify_error(const char *msg, int prepare, const char **
     return prepare ? KEEL_ERR_PROGRAMMING : KEEL_ERR_DATABASE;
 }
 
+/*
+ * The object names of a UNIQUE, PRIMARY KEY or NOT NULL failure, from SQLite's message:
+ * "UNIQUE constraint failed: t.a, t.b" (table_name t; column_name only when one column is
+ * named) or "UNIQUE constraint failed: index 'name'" (a unique index on expressions:
+ * constraint_name).
+ */
+static void sq_constraint_names(const char *msg, keel_error *err) {
+    const char *s = strstr(msg, " constraint failed: ");
+    if (!s)
+        return;
+    s += strlen(" constraint failed: ");
+    if (strncmp(s, "index '", 7) == 0) {
+        const char *end = strrchr(s + 7, '\'');
+        if (end)
+            keel__error_set_field(err, KEEL__ERRF_CONSTRAINT, s + 7, (size_t)(end - (s + 7)));
+        return;
+    }
+    const char *dot = strchr(s, '.');
+    if (!dot)
+        return;
+    size_t tlen = (size_t)(dot - s);
+    /* Every column named must be of the same table. */
+    for (const char *c = strstr(dot, ", "); c; c = strstr(c + 2, ", "))
+        if (strncmp(c + 2, s, tlen) != 0 || c[2 + tlen] != '.')
+            return;
+    keel__error_set_field(err, KEEL__ERRF_TABLE, s, tlen);
+    if (!strstr(dot, ", "))
+        keel__error_set_field(err, KEEL__ERRF_COLUMN, dot + 1, SIZE_MAX);
+}
+
 /* Maps a failed SQLite call (rc, extended) to the job's error, with sqlite3_errmsg. */
 static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row) {
     const char *msg = sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc);
@@ -433,6 +463,9 @@ static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row) {
         break;
     }
     sq_fail(sq, code, state, row, msg);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY ||
+        rc == SQLITE_CONSTRAINT_NOTNULL)
+        sq_constraint_names(msg, &sq->err);
 }
 
 static void sq_fail_nomem(sq_conn *sq) {

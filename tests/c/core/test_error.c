@@ -181,14 +181,57 @@ TEST(caller_allocated_structs_keep_their_layout) {
     CHECK_INT(offsetof(keel_error, engine), 10);
     CHECK_INT(offsetof(keel_error, database), 26);
     CHECK_INT(offsetof(keel_error, message), 90);
-    CHECK_INT(offsetof(keel_error, reserved), 608);
-    CHECK_INT(sizeof(keel_error), 672);
+    CHECK_INT(offsetof(keel_error, detail), 602);
+    CHECK_INT(offsetof(keel_error, hint), 1114);
+    CHECK_INT(offsetof(keel_error, schema_name), 1370);
+    CHECK_INT(offsetof(keel_error, table_name), 1498);
+    CHECK_INT(offsetof(keel_error, column_name), 1626);
+    CHECK_INT(offsetof(keel_error, constraint_name), 1754);
+    CHECK_INT(offsetof(keel_error, datatype_name), 1882);
+    CHECK_INT(offsetof(keel_error, reserved), 2016);
+    CHECK_INT(sizeof(keel_error), 2080);
     CHECK_INT(offsetof(keel_pool_stats, acquire_timeout), 48);
     CHECK_INT(offsetof(keel_pool_stats, reserved), 56);
     CHECK_INT(sizeof(keel_pool_stats), 120);
 }
 
+/* The server's fields: set, truncated, redacted (detail and hint), and cleared by every
+ * keel__error_set and keel_error_clear. */
+TEST(server_fields_are_set_truncated_redacted_and_cleared) {
+    keel_error e;
+    keel__error_set(&e, KEEL_ERR_INTEGRITY, "postgresql", "main", "dup");
+    keel__error_set_field(&e, KEEL__ERRF_DETAIL, "Key (a)=(1)\nexists password=hunter2", SIZE_MAX);
+    keel__error_set_field(&e, KEEL__ERRF_HINT, "try\tthis", SIZE_MAX);
+    keel__error_set_field(&e, KEEL__ERRF_CONSTRAINT, "t_pkey_and_more", 6);
+    keel__error_set_field(&e, KEEL__ERRF_TABLE, "t", SIZE_MAX);
+    keel__error_set_field(&e, KEEL__ERRF_COLUMN, NULL, SIZE_MAX);
+    keel__error_set_field(&e, KEEL__ERRF_SCHEMA, "public", SIZE_MAX);
+    keel__error_set_field(&e, KEEL__ERRF_DATATYPE, "int4", SIZE_MAX);
+    keel__error_set_field(NULL, KEEL__ERRF_TABLE, "t", SIZE_MAX);
+    CHECK_STR(e.detail, "Key (a)=(1) exists password=***");
+    CHECK_STR(e.hint, "try this");
+    CHECK_STR(e.constraint_name, "t_pkey");
+    CHECK_STR(e.table_name, "t");
+    CHECK_STR(e.column_name, "");
+    CHECK_STR(e.schema_name, "public");
+    CHECK_STR(e.datatype_name, "int4");
+    char long_name[1000];
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    keel__error_set_field(&e, KEEL__ERRF_TABLE, long_name, SIZE_MAX);
+    CHECK_INT(strlen(e.table_name), KEEL_ERROR_NAME_MAX - 1);
+    keel__error_set_field(&e, KEEL__ERRF_DETAIL, long_name, SIZE_MAX);
+    CHECK_INT(strlen(e.detail), KEEL_ERROR_DETAIL_MAX - 1);
+    keel__error_set(&e, KEEL_ERR_DATA, NULL, NULL, "again");
+    CHECK(!e.detail[0] && !e.hint[0] && !e.table_name[0] && !e.constraint_name[0] &&
+          !e.schema_name[0] && !e.datatype_name[0] && !e.column_name[0]);
+    keel__error_set_field(&e, KEEL__ERRF_HINT, "h", SIZE_MAX);
+    keel_error_clear(&e);
+    CHECK_STR(e.hint, "");
+}
+
 int main(void) {
+    RUN(server_fields_are_set_truncated_redacted_and_cleared);
     RUN(reserved_space_is_zeroed_whenever_keel_fills_an_error);
     RUN(caller_allocated_structs_keep_their_layout);
     RUN(every_status_has_a_name_and_description);

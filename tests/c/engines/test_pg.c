@@ -671,9 +671,29 @@ TEST(server_errors_map_to_statuses) {
     CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
     CHECK_STR(e.sqlstate, "23505");
     CHECK_CONTAINS(e.message, "DETAIL: Key (id)=(1) already exists");
+    /* The server's fields, apart: which constraint of which table, without parsing. */
+    CHECK_STR(e.detail, "Key (id)=(1) already exists.");
+    CHECK_STR(e.constraint_name, "uv_pkey");
+    CHECK_STR(e.table_name, "uv");
+    CHECK_STR(e.column_name, "");
+    CHECK_STR(e.hint, "");
+    CHECK_CONTAINS(e.schema_name, "pg_temp");
+
+    keel_result_free(q(c, "CREATE TEMP TABLE nn (id int NOT NULL)", NULL, 0));
+    e = q_fail(c, "INSERT INTO nn VALUES (NULL)", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
+    CHECK_STR(e.column_name, "id");
+    CHECK_STR(e.table_name, "nn");
+    CHECK_STR(e.constraint_name, "");
+
+    e = q_fail(c, "SELECT no_such_function_here(1)", NULL, 0);
+    CHECK_CONTAINS(e.hint, "No function matches");
+    CHECK_STR(e.detail, "");
 
     e = q_fail(c, "SELECT 1/0", NULL, 0);
     CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK_STR(e.detail, "");
+    CHECK_STR(e.constraint_name, "");
     CHECK_STR(e.sqlstate, "22012");
     e = q_fail(c, "SELECT $1::int", (keel_value[]){ keel_text("abc") }, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);

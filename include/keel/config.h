@@ -27,12 +27,14 @@ extern "C" {
  * Values may reference secrets, resolved at connect time and re-read on every new connection so
  * rotation works: ${env:NAME} and ${file:/path} (trailing newline stripped).
  *
- * Sources, in order: keel_config_load_file (YAML), then keel_config_apply_env (KEEL_… variables,
- * "__" separating levels: KEEL_DATABASES__MAIN__URL sets databases.main.url; KEEL_DEFAULT sets
- * default), then explicit keel_config_set calls. Later sources override earlier ones.
+ * Sources, in order: keel_config_load_file (YAML, or an SQLite database file), then
+ * keel_config_apply_env (KEEL_… variables, "__" separating levels: KEEL_DATABASES__MAIN__URL
+ * sets databases.main.url; KEEL_DEFAULT sets default), then explicit keel_config_set calls.
+ * Later sources override earlier ones.
  *
- * With no database configured at all, keel_config_validate adds databases.default as the SQLite
- * file ./keel.db.
+ * With no database configured at all, keel_config_validate adds databases.default: the URL in
+ * DATABASE_URL when keel_config_apply_env found one, else the SQLite file ./keel.db (the
+ * built-in default, see keel_config_is_builtin_default).
  *
  * A keel_config is owned by its creator and freed with keel_config_free; keel_db_open copies what
  * it needs, so the config may be freed right after. No function here blocks except
@@ -57,14 +59,33 @@ KEEL_API keel_status keel_config_set(keel_config *cfg, const char *path, const c
 KEEL_API keel_status keel_config_set_url(keel_config *cfg, const char *url, keel_error *err);
 
 /*
- * Reads a YAML file and sets every scalar it contains by its key path. Blocks while reading.
- * KEEL_ERR_IO when the file cannot be read, KEEL_ERR_CONFIG with the line and key path when the
- * YAML is malformed or a key is invalid.
+ * Reads a configuration file: a YAML file, whose every scalar is set by its key path, or an
+ * SQLite database, which becomes databases.default (engine sqlite, database path) and the
+ * default. A path is an SQLite database when its name ends in .db, .sqlite or .sqlite3 (in any
+ * case; the file need not exist yet: SQLite creates it on the first connection) or when the file
+ * starts with SQLite's header ("SQLite format 3"); only the header is read then. Blocks while
+ * reading. KEEL_ERR_IO when the file cannot be read, KEEL_ERR_CONFIG with the line and key path
+ * when the YAML is malformed or a key is invalid.
  */
 KEEL_API keel_status keel_config_load_file(keel_config *cfg, const char *path, keel_error *err);
 
-/* Applies KEEL_… overrides from the process environment. Errors as keel_config_set. */
+/*
+ * Applies KEEL_… overrides from the process environment. Only variables that name configuration
+ * keys are read: KEEL_DEFAULT, and KEEL_DATABASES__…, KEEL_POOL__…, KEEL_MIGRATIONS__…,
+ * KEEL_CACHE__…, KEEL_SECURITY__…, KEEL_OBSERVABILITY__… (any case). Others are ignored and
+ * listed by keel_config_ignored_env (KEEL_CONFIG, the keel command's configuration file, is not
+ * listed): Kubernetes defines KEEL_PORT, KEEL_SERVICE_HOST … in every pod of a namespace with a
+ * Service named keel. Also notes DATABASE_URL for keel_config_validate. Errors as
+ * keel_config_set, naming the variable.
+ */
 KEEL_API keel_status keel_config_apply_env(keel_config *cfg, keel_error *err);
+
+/*
+ * The KEEL_… variables the last keel_config_apply_env found and ignored, by name (never their
+ * values), sorted; valid until the next apply_env on cfg or keel_config_free. Never blocks.
+ */
+KEEL_API size_t keel_config_ignored_env_count(const keel_config *cfg);
+KEEL_API const char *keel_config_ignored_env(const keel_config *cfg, size_t index);
 
 /*
  * Checks the whole configuration (every database has an engine and what it needs, the default
@@ -79,6 +100,12 @@ KEEL_API const char *keel_config_database_name(const keel_config *cfg, size_t in
 KEEL_API const char *keel_config_default_database(const keel_config *cfg);
 /* The engine name ("postgresql", "sqlite") of a database, or NULL if unknown. */
 KEEL_API const char *keel_config_database_engine(const keel_config *cfg, const char *name);
+/*
+ * After validation: 1 when no source configured any database (no file, no KEEL_… database
+ * variable, no DATABASE_URL, no keel_config_set) and keel_config_validate supplied the built-in
+ * default, the SQLite file ./keel.db; else 0. keel check refuses to run on it.
+ */
+KEEL_API int keel_config_is_builtin_default(const keel_config *cfg);
 
 /* Frees cfg. Accepts NULL. */
 KEEL_API void keel_config_free(keel_config *cfg);

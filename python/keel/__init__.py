@@ -1,7 +1,7 @@
 # python/keel/__init__.py - the public Python API of keeldb: Database, Connection, Transaction, Record, collections, errors.
 """keeldb for asyncio.
 
-    db = keel.Database("postgresql://…")      # or a dict, a YAML path, or nothing (SQLite ./keel.db)
+    db = keel.Database("postgresql://…")      # or a dict, a YAML or SQLite path, or nothing
     async with db:
         rows = await db.fetch("SELECT * FROM items WHERE id = $1", 42)
 
@@ -122,9 +122,12 @@ def _is_url(text: str) -> bool:
 class Database(_native.Database):
     """Named, pooled databases bound to the running asyncio loop.
 
-    Database()                      SQLite ./keel.db (plus KEEL_… environment overrides)
+    Database()                      DATABASE_URL, else SQLite ./keel.db (plus KEEL_… environment
+                                    overrides; other KEEL_… variables are ignored)
     Database("postgresql://…")      one database, "default", at a URL
     Database("keel.yaml")           a YAML configuration file (str or os.PathLike)
+    Database("notes.db")            an SQLite database, "default" (a name ending in .db, .sqlite
+                                    or .sqlite3, or a file with SQLite's header)
     Database({"default": …, "databases": {…}})   a nested dict of the same schema
 
     An invalid configuration raises ConfigError here, naming the key path.
@@ -144,8 +147,8 @@ class Database(_native.Database):
             path = os.fsdecode(os.fspath(config))
         else:
             raise ConfigError(
-                "a configuration is a URL, a path to a YAML file or a dict, "
-                f"not {type(config).__name__}")
+                "a configuration is a URL, a path to a YAML file or an SQLite database, "
+                f"or a dict, not {type(config).__name__}")
         super().__init__(url=url, path=path, settings=settings)
 
     async def start(self) -> None:

@@ -26,12 +26,14 @@ static void usage(FILE *out) {
     fputs("usage: keel <command> [arguments]\n"
           "\n"
           "commands:\n"
-          "  check [--timeout SECONDS] [CONFIG]\n"
+          "  check [--timeout SECONDS] [--verbose] [CONFIG]\n"
           "                   connect to every configured database, ping it and print\n"
           "                   a table of status and latency; exit 0 when all are ok, 1 otherwise.\n"
           "                   Each database gets SECONDS (default " CHECK_TIMEOUT_DEFAULT
           ") to connect, and as\n"
-          "                   much again to answer: a silent server is an error, not a hang\n"
+          "                   much again to answer: a silent server is an error, not a hang.\n"
+          "                   --verbose (-v) also says where the configuration came from and\n"
+          "                   lists the KEEL_... environment variables that were ignored\n"
           "  help             show this help\n"
           "\n"
           "options:\n"
@@ -39,8 +41,10 @@ static void usage(FILE *out) {
           "  --help           show this help\n"
           "\n"
           "configuration: CONFIG, else the file named by $KEEL_CONFIG, else ./keel.yaml when it\n"
-          "exists, else the built-in default (SQLite ./keel.db); KEEL_... environment variables\n"
-          "override it (KEEL_DATABASES__MAIN__URL sets databases.main.url).\n",
+          "exists (a YAML file, or an SQLite database: *.db, *.sqlite, *.sqlite3); KEEL_...\n"
+          "environment variables override it (KEEL_DATABASES__MAIN__URL sets databases.main.url);\n"
+          "with no database configured, $DATABASE_URL. keel check refuses to run with nothing\n"
+          "configured.\n",
           out);
 }
 
@@ -61,6 +65,43 @@ static const char *config_path(const char *arg) {
     return NULL;
 }
 
+/* What a user can set to configure keel, for the message of `keel check` with nothing set. */
+#define HOW_TO_CONFIGURE                                                                           \
+    "name a configuration file (keel check FILE, KEEL_CONFIG=FILE, or ./keel.yaml; a YAML file "   \
+    "or an SQLite database such as notes.db), or set DATABASE_URL, or "                            \
+    "KEEL_DATABASES__<NAME>__URL (docs/configuration.md)"
+
+/* Prints the names of the KEEL_ variables cfg ignored ("none" when there are none). */
+static void print_ignored(FILE *out, const keel_config *cfg) {
+    size_t n = keel_config_ignored_env_count(cfg);
+    fputs("ignored environment variables (not configuration keys):", out);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%s %s", i ? "," : "", keel_config_ignored_env(cfg, i));
+    fputs(n ? "\n" : " none\n", out);
+}
+
+/*
+ * With nothing configured, says so on stderr, naming how to configure keel and any ignored
+ * KEEL_ variable that looks like a misspelt key (it has levels), and returns 1; else 0.
+ */
+static int nothing_configured(const keel_config *cfg) {
+    if (!keel_config_is_builtin_default(cfg))
+        return 0;
+    fputs("keel: check: nothing is configured, so there is no database to check: " HOW_TO_CONFIGURE
+          ".\n",
+          stderr);
+    for (size_t i = 0; i < keel_config_ignored_env_count(cfg); i++) {
+        const char *name = keel_config_ignored_env(cfg, i);
+        if (strstr(name, "__"))
+            fprintf(stderr,
+                    "keel: check: %s was ignored: it names no configuration key (KEEL_DEFAULT, "
+                    "KEEL_DATABASES__..., KEEL_POOL__..., KEEL_MIGRATIONS__..., KEEL_CACHE__..., "
+                    "KEEL_SECURITY__..., KEEL_OBSERVABILITY__...)\n",
+                    name);
+    }
+    return 1;
+}
+
 /*
  * Sets the connect timeout of every database of the validated cfg to timeout (seconds, as
  * text), then validates again. KEEL_OK or the error of keel_config_set.
@@ -79,17 +120,32 @@ static keel_status bound_connects(keel_config *cfg, const char *timeout, keel_er
 
 /*
  * Builds and validates the configuration, every connect bounded by timeout (seconds, as text);
- * prints the reason and returns NULL on failure.
+ * prints the reason and returns NULL on failure, or when nothing is configured. verbose: says
+ * where the configuration came from and which KEEL_ variables were ignored, on stdout.
  */
-static keel_config *load_config(const char *path, const char *timeout) {
+static keel_config *load_config(const char *path, const char *timeout, int verbose) {
     keel_config *cfg = NULL;
     keel_error err;
 
     keel_error_clear(&err);
     if (keel_config_new(&cfg, &err) != KEEL_OK ||
         (path && keel_config_load_file(cfg, path, &err) != KEEL_OK) ||
-        keel_config_apply_env(cfg, &err) != KEEL_OK || keel_config_validate(cfg, &err) != KEEL_OK ||
-        bound_connects(cfg, timeout, &err) != KEEL_OK) {
+        keel_config_apply_env(cfg, &err) != KEEL_OK || keel_config_validate(cfg, &err) != KEEL_OK) {
+        fprintf(stderr, "keel: configuration error%s%s: %s\n", path ? " in " : "", path ? path : "",
+                err.message[0] ? err.message : keel_strerror(err.code));
+        keel_config_free(cfg);
+        return NULL;
+    }
+    if (verbose) {
+        printf("configuration: %s%s, with KEEL_... environment overrides\n",
+               path ? "file " : "no file", path ? path : "");
+        print_ignored(stdout, cfg);
+    }
+    if (nothing_configured(cfg)) {
+        keel_config_free(cfg);
+        return NULL;
+    }
+    if (bound_connects(cfg, timeout, &err) != KEEL_OK) {
         fprintf(stderr, "keel: configuration error%s%s: %s\n", path ? " in " : "", path ? path : "",
                 err.message[0] ? err.message : keel_strerror(err.code));
         keel_config_free(cfg);
@@ -155,12 +211,15 @@ static int cmd_check(int argc, char **argv) {
     check_row *rows;
     size_t n, i, failed = 0;
     const char *arg = NULL, *timeout_text = CHECK_TIMEOUT_DEFAULT;
+    int verbose = 0;
 
     for (int a = 0; a < argc; a++) {
         if (strcmp(argv[a], "--timeout") == 0 && a + 1 < argc) {
             timeout_text = argv[++a];
         } else if (strncmp(argv[a], "--timeout=", 10) == 0) {
             timeout_text = argv[a] + 10;
+        } else if (strcmp(argv[a], "--verbose") == 0 || strcmp(argv[a], "-v") == 0) {
+            verbose = 1;
         } else if (argv[a][0] != '-' && !arg) {
             arg = argv[a];
         } else {
@@ -177,7 +236,7 @@ static int cmd_check(int argc, char **argv) {
                 timeout_text);
         return EXIT_USAGE;
     }
-    cfg = load_config(config_path(arg), timeout_text);
+    cfg = load_config(config_path(arg), timeout_text, verbose);
     if (!cfg)
         return EXIT_USAGE;
     keel_error_clear(&err);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -74,6 +75,10 @@ struct keel_config {
     unsigned long seq; /* counts database values set, to order them */
     int validated;
     const char *default_resolved; /* after validation: the default database's name */
+    int builtin_default;          /* validate supplied databases.default: nothing configured one */
+    char *database_url;           /* DATABASE_URL as keel_config_apply_env found it, or NULL */
+    char **ignored_env;           /* KEEL_… names apply_env ignored, sorted; owned */
+    size_t nignored_env;
 };
 
 /* What a key path designates. */
@@ -1012,10 +1017,56 @@ static int env_cmp(const void *a, const void *b) {
     return (cx > cy) - (cx < cy);
 }
 
+/* Top-level sections a KEEL_ variable may name: KEEL_<SECTION>__… (or KEEL_DEFAULT). */
+static const char *const env_sections[] = { "DATABASES", "POOL",     "MIGRATIONS",
+                                            "CACHE",     "SECURITY", "OBSERVABILITY" };
+
+/*
+ * Whether the KEEL_ variable whose name (after KEEL_) is name[0..len) names a configuration key:
+ * KEEL_DEFAULT, or a documented section followed by a level (KEEL_DATABASES__…). Other names are
+ * someone else's: Kubernetes defines KEEL_PORT, KEEL_SERVICE_HOST, KEEL_PORT_5432_TCP_ADDR … in
+ * every pod of a namespace with a Service named keel.
+ */
+static int env_names_key(const char *name, size_t len) {
+    if (len == 7 && strncasecmp(name, "DEFAULT", 7) == 0)
+        return 1;
+    for (size_t i = 0; i < NELEMS(env_sections); i++) {
+        size_t n = strlen(env_sections[i]);
+        if (len > n + 2 && strncasecmp(name, env_sections[i], n) == 0 && name[n] == '_' &&
+            name[n + 1] == '_')
+            return 1;
+    }
+    return 0;
+}
+
+static void free_ignored(keel_config *cfg) {
+    for (size_t i = 0; i < cfg->nignored_env; i++)
+        free(cfg->ignored_env[i]);
+    free(cfg->ignored_env);
+    cfg->ignored_env = NULL;
+    cfg->nignored_env = 0;
+}
+
+/* Records text[0..len) among the ignored variables, room being made for cap of them on the first
+ * call. 0, or -1 (out of memory). */
+static int add_ignored(keel_config *cfg, const char *text, size_t len, size_t cap) {
+    if (!cfg->ignored_env && !(cfg->ignored_env = calloc(cap ? cap : 1, sizeof(char *))))
+        return -1;
+    char *name = strndup(text, len);
+    if (!name)
+        return -1;
+    cfg->ignored_env[cfg->nignored_env++] = name;
+    return 0;
+}
+
 keel_status keel_config_apply_env(keel_config *cfg, keel_error *err) {
     if (!cfg)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_apply_env: cfg must not be NULL");
+    free_ignored(cfg);
+    const char *database_url = getenv("DATABASE_URL");
+    if (set_string(&cfg->database_url, database_url && *database_url ? database_url : NULL))
+        return nomem(err);
     size_t n = 0;
     for (char **e = environ; e && *e; e++)
         n++;
@@ -1025,17 +1076,8 @@ keel_status keel_config_apply_env(keel_config *cfg, keel_error *err) {
     size_t nv = 0;
     for (char **e = environ; e && *e; e++) {
         const char *s = *e;
-        if (!starts_with(s, "KEEL_") || starts_with(s, "KEEL_TEST_") ||
-            starts_with(s, "KEEL_CONFIG=") || !strchr(s, '='))
-            continue;
-        /* A key path has levels (__) or is `default`, the one top-level key that takes a value.
-         * Other names are someone else's: Kubernetes defines KEEL_PORT, KEEL_SERVICE_HOST,
-         * KEEL_PORT_5432_TCP_ADDR ... for a service named keel, and they never hold "__". */
-        const char *eq = strchr(s, '=');
-        const char *levels = strstr(s, "__");
-        if ((!levels || levels > eq) && !starts_with(s, "KEEL_DEFAULT="))
-            continue;
-        vars[nv++] = s;
+        if (starts_with(s, "KEEL_") && strchr(s, '=') && !starts_with(s, "KEEL_CONFIG="))
+            vars[nv++] = s;
     }
     qsort(vars, nv, sizeof *vars, env_cmp);
     keel_status st = KEEL_OK;
@@ -1043,6 +1085,11 @@ keel_status keel_config_apply_env(keel_config *cfg, keel_error *err) {
         const char *eq = strchr(vars[i], '=');
         const char *name = vars[i] + 5;
         size_t nlen = (size_t)(eq - name);
+        if (!env_names_key(name, nlen)) {
+            if (add_ignored(cfg, vars[i], (size_t)(eq - vars[i]), nv))
+                st = nomem(err);
+            continue;
+        }
         char *path = malloc(nlen + 1);
         if (!path) {
             st = nomem(err);
@@ -1069,6 +1116,12 @@ keel_status keel_config_apply_env(keel_config *cfg, keel_error *err) {
     }
     free(vars);
     return st;
+}
+
+size_t keel_config_ignored_env_count(const keel_config *cfg) { return cfg ? cfg->nignored_env : 0; }
+
+const char *keel_config_ignored_env(const keel_config *cfg, size_t index) {
+    return cfg && index < cfg->nignored_env ? cfg->ignored_env[index] : NULL;
 }
 
 /* ---- validation -------------------------------------------------------------------------- */
@@ -1235,13 +1288,22 @@ keel_status keel_config_validate(keel_config *cfg, keel_error *err) {
                                "keel_config_validate: cfg must not be NULL");
     cfg->validated = 0;
     cfg->default_resolved = NULL;
-    if (cfg->ndbs == 0) {
+    if (cfg->ndbs == 0 && cfg->database_url) {
+        /* DATABASE_URL (as platforms set it) when no source configured a database. */
+        keel_error local;
+        keel_error_clear(&local);
+        keel_status st = keel_config_set_url(cfg, cfg->database_url, &local);
+        if (st)
+            return keel__error_set(err, st, NULL, local.database,
+                                   "environment variable DATABASE_URL: %s", local.message);
+    } else if (cfg->ndbs == 0) {
         /* The embedded default: a local SQLite file, so keel works with no configuration. */
         keel_status st = keel_config_set(cfg, "databases.default.engine", "sqlite", err);
         if (st == KEEL_OK)
             st = keel_config_set(cfg, "databases.default.database", "./keel.db", err);
         if (st)
             return st;
+        cfg->builtin_default = 1;
     }
     keel_status st = build_all(cfg, err);
     if (st)
@@ -1274,7 +1336,13 @@ void keel_config_free(keel_config *cfg) {
     free(cfg->dbs);
     free(cfg->default_name);
     opt_free(&cfg->extras);
+    keel__secret_free(cfg->database_url);
+    free_ignored(cfg);
     free(cfg);
+}
+
+int keel_config_is_builtin_default(const keel_config *cfg) {
+    return cfg && cfg->validated && cfg->builtin_default;
 }
 
 keel_config *keel__config_clone(const keel_config *cfg) {
@@ -1285,8 +1353,13 @@ keel_config *keel__config_clone(const keel_config *cfg) {
         return NULL;
     c->pool = cfg->pool;
     c->seq = cfg->seq;
-    int failed =
-        set_string(&c->default_name, cfg->default_name) || opt_copy(&c->extras, &cfg->extras);
+    c->builtin_default = cfg->builtin_default;
+    int failed = set_string(&c->default_name, cfg->default_name) ||
+                 opt_copy(&c->extras, &cfg->extras) ||
+                 set_string(&c->database_url, cfg->database_url);
+    for (size_t i = 0; !failed && i < cfg->nignored_env; i++)
+        failed =
+            add_ignored(c, cfg->ignored_env[i], strlen(cfg->ignored_env[i]), cfg->nignored_env);
     if (!failed && cfg->ndbs) {
         c->dbs = calloc(cfg->ndbs, sizeof *c->dbs);
         failed = !c->dbs;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -177,8 +178,26 @@ static keel_status load_stream(yaml_ctx *y) {
     }
 }
 
-/* Reads the file into out. KEEL_ERR_IO naming the path and the system's reason on failure. */
-static keel_status read_file(const char *path, keel__buf *out, keel_error *err) {
+/* The first bytes of every SQLite database file. */
+static const char sqlite_header[16] = "SQLite format 3";
+
+/* Whether the name of path ends in .db, .sqlite or .sqlite3 (in any case). */
+static int sqlite_name(const char *path) {
+    static const char *const exts[] = { ".db", ".sqlite", ".sqlite3" };
+    const char *dot = strrchr(path, '.');
+    if (!dot || strchr(dot, '/') || dot == path || dot[-1] == '/')
+        return 0;
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (strcasecmp(dot, exts[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Reads the file into out. KEEL_ERR_IO naming the path and the system's reason on failure. When
+ * the file starts with SQLite's header, stops there and sets *sqlite.
+ */
+static keel_status read_file(const char *path, keel__buf *out, int *sqlite, keel_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return keel__error_set(err, KEEL_ERR_IO, NULL, NULL,
@@ -200,7 +219,13 @@ static keel_status read_file(const char *path, keel__buf *out, keel_error *err) 
         }
         if (n == 0)
             break;
+        size_t before = out->len;
         out->len += (size_t)n;
+        if (before < sizeof sqlite_header && out->len >= sizeof sqlite_header &&
+            memcmp(out->data, sqlite_header, sizeof sqlite_header) == 0) {
+            *sqlite = 1; /* a database, maybe large: nothing more to read */
+            break;
+        }
     }
     close(fd);
     return st;
@@ -223,13 +248,28 @@ keel_status keel__config_load_yaml(keel_config *cfg, const char *name, const cha
     return st;
 }
 
+/* An SQLite database named as the configuration: databases.default, and the default. */
+static keel_status load_sqlite(keel_config *cfg, const char *path, keel_error *err) {
+    keel_status st = keel_config_set(cfg, "databases.default.engine", "sqlite", err);
+    if (st == KEEL_OK)
+        st = keel_config_set(cfg, "databases.default.database", path, err);
+    if (st == KEEL_OK)
+        st = keel_config_set(cfg, "default", "default", err);
+    return st;
+}
+
 keel_status keel_config_load_file(keel_config *cfg, const char *path, keel_error *err) {
     if (!cfg || !path)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
                                "keel_config_load_file: cfg and path must not be NULL");
+    if (sqlite_name(path))
+        return load_sqlite(cfg, path, err);
     keel__buf text = { .secret = 1 };
-    keel_status st = read_file(path, &text, err);
-    if (st == KEEL_OK)
+    int sqlite = 0;
+    keel_status st = read_file(path, &text, &sqlite, err);
+    if (st == KEEL_OK && sqlite)
+        st = load_sqlite(cfg, path, err);
+    else if (st == KEEL_OK)
         st = keel__config_load_yaml(cfg, path, text.data, text.len, err);
     /* The file may hold secrets written inline; do not leave them in freed memory. */
     keel__secret_buf_free(&text);

@@ -1,6 +1,8 @@
 # tests/python/test_config.py - configuration sources: dict, YAML file, URL, default, KEEL_ environment, secrets.
 import asyncio
 import os
+import pathlib
+import sqlite3
 import urllib.parse
 
 import pytest
@@ -20,6 +22,7 @@ def clean_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("KEEL_") and not name.startswith("KEEL_TEST_"):
             monkeypatch.delenv(name)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     return monkeypatch
 
 
@@ -137,6 +140,92 @@ async def test_default_config_is_a_local_sqlite_file(tmp_path, clean_env):
         assert d.engine() == "sqlite"
         await d.execute("CREATE TABLE marker (a INTEGER)")
     assert (tmp_path / "keel.db").exists()
+
+
+@pytest.mark.parametrize("name", ["notes.db", "./data/app.sqlite3", "Mixed.SQLite", "pathlike.db"])
+async def test_a_path_named_like_an_sqlite_database_opens_it(tmp_path, clean_env, name):
+    clean_env.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    config = os.path.join(".", name) if name == "pathlike.db" else name
+    d = keel.Database(pathlib.Path(config) if name == "pathlike.db" else config)
+    async with d:
+        assert d.databases == ["default"] and d.default_database == "default"
+        assert d.engine() == "sqlite"
+        await d.execute("CREATE TABLE marker (a INTEGER)")
+        await d.execute("INSERT INTO marker VALUES ($1)", 7)
+    assert (tmp_path / name).exists()
+    assert not (tmp_path / "keel.db").exists()
+    # Opened again, it is the same database.
+    async with keel.Database(config) as d:
+        assert await d.fetchval("SELECT a FROM marker") == 7
+
+
+async def test_a_file_that_is_an_sqlite_database_opens_it(tmp_path, clean_env):
+    path = tmp_path / "store.data"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (x TEXT)")
+        con.execute("INSERT INTO t VALUES ('from sqlite3')")
+    con.close()
+    async with keel.Database(str(path)) as d:
+        assert d.engine() == "sqlite"
+        assert await d.fetchval("SELECT x FROM t") == "from sqlite3"
+
+
+async def test_a_path_named_like_a_database_that_is_not_one(tmp_path, clean_env):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not an SQLite database, it only has the name of one" * 100)
+    async with keel.Database(str(path)) as d:
+        with pytest.raises(keel.DatabaseError) as ei:
+            await d.fetchval("SELECT count(*) FROM sqlite_master")
+        assert "not a database" in str(ei.value)
+    # A directory named like a database is not a configuration file either.
+    with pytest.raises(keel.ConfigError) as ei:
+        keel.Database(str(tmp_path))
+    assert str(tmp_path) in str(ei.value)
+
+
+async def test_keel_variables_that_name_no_key_are_ignored(tmp_path, clean_env):
+    # What Kubernetes defines in every pod of a namespace with a Service named keel, and others.
+    clean_env.chdir(tmp_path)
+    for name, value in [("KEEL_PORT", "tcp://10.0.0.7:5432"), ("KEEL_SERVICE_HOST", "10.0.0.7"),
+                        ("KEEL_SERVICE_PORT", "5432"), ("KEEL_PORT_5432_TCP_ADDR", "10.0.0.7"),
+                        ("KEEL_PORT_5432_TCP", "tcp://10.0.0.7:5432"),
+                        ("KEEL_FEATURE__FLAGS", "a,b"), ("KEEL_POOL", "x")]:
+        clean_env.setenv(name, value)
+    async with keel.Database() as d:
+        assert d.databases == ["default"] and d.engine() == "sqlite"
+        assert await d.fetchval("SELECT 1") == 1
+    # A variable that names a key is still read, and a wrong one still refused, by name.
+    clean_env.setenv("KEEL_POOL__MAX_SIZE", "3")
+    async with keel.Database() as d:
+        assert d.pool_stats()["max_size"] == 3
+    clean_env.setenv("KEEL_DATABASES__DEFAULT__POL__MAX_SIZE", "3")
+    with pytest.raises(keel.ConfigError) as ei:
+        keel.Database()
+    assert "KEEL_DATABASES__DEFAULT__POL__MAX_SIZE" in str(ei.value)
+    assert "did you mean 'databases.default.pool.max_size'" in str(ei.value)
+
+
+async def test_database_url_when_nothing_else_configures_a_database(tmp_path, clean_env):
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("DATABASE_URL", PG_URL)
+    async with keel.Database() as d:
+        assert d.databases == ["default"] and d.engine() == "postgresql"
+        assert await d.fetchval("SELECT current_database()") == pg_parts()["database"]
+    # Any configured database wins over it.
+    async with keel.Database("sqlite::memory:") as d:
+        assert d.engine() == "sqlite"
+    async with keel.Database(str(tmp_path / "x.db")) as d:
+        assert d.engine() == "sqlite"
+    clean_env.setenv("KEEL_DATABASES__DEFAULT__URL", "sqlite::memory:")
+    async with keel.Database() as d:
+        assert d.engine() == "sqlite"
+    assert not (tmp_path / "keel.db").exists()
+    clean_env.delenv("KEEL_DATABASES__DEFAULT__URL")
+    clean_env.setenv("DATABASE_URL", "postgresql://u:hunter2@h:port/db")
+    with pytest.raises(keel.ConfigError) as ei:
+        keel.Database()
+    assert "DATABASE_URL" in str(ei.value) and "hunter2" not in str(ei.value)
 
 
 async def test_env_overrides_yaml(tmp_path, clean_env):

@@ -121,7 +121,7 @@ async def test_a_database_name_is_a_str(db, engine):
 
 
 @pytest.mark.parametrize("config,message", [
-    (42, "a configuration is a URL, a path to a YAML file or a dict, not int"),
+    (42, "a configuration is a URL, a path to a YAML file or an SQLite database, or a dict, not int"),
     ({"databases": {1: {"url": "sqlite::memory:"}}}, "configuration keys must be str: databases.1"),
     ({("a", "b"): 1}, "configuration keys must be str: ('a', 'b')"),
 ])

@@ -1,6 +1,7 @@
 /* tests/c/cli/test_cli.c - the keel program run as an operator runs it: exit codes, output, configuration errors. */
 #include <errno.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,8 +38,8 @@ static int drain(int fd, char *buf, size_t *len, size_t cap) {
 
 /*
  * Runs keel with the arguments args (NULL-ended) in the directory cwd (NULL: this one). The
- * environment is this process's without any KEEL_ variable, so that the developer's own
- * settings play no part, plus env (NAME=value strings, NULL-ended).
+ * environment is this process's without any KEEL_ variable or DATABASE_URL, so that the
+ * developer's own settings play no part, plus env (NAME=value strings, NULL-ended).
  */
 static void run_keel(run_result *r, const char *cwd, const char *const *env,
                      const char *const *args) {
@@ -51,7 +52,7 @@ static void run_keel(run_result *r, const char *cwd, const char *const *env,
         argv[na++] = args[i];
     argv[na] = NULL;
     for (char **e = environ; *e && ne < 200; e++)
-        if (strncmp(*e, "KEEL_", 5) != 0)
+        if (strncmp(*e, "KEEL_", 5) != 0 && strncmp(*e, "DATABASE_URL=", 13) != 0)
             envp[ne++] = *e;
     for (size_t i = 0; env && env[i] && ne < 255; i++)
         envp[ne++] = env[i];
@@ -127,7 +128,7 @@ TEST(help_goes_to_stdout_and_succeeds) {
         run_keel(&r, NULL, NULL, (const char *[]){ spellings[i], NULL });
         CHECK_INT(r.status, 0);
         CHECK_CONTAINS(r.out, "usage: keel <command>");
-        CHECK_CONTAINS(r.out, "check [--timeout SECONDS] [CONFIG]");
+        CHECK_CONTAINS(r.out, "check [--timeout SECONDS] [--verbose] [CONFIG]");
         CHECK_STR(r.err, "");
     }
 }
@@ -156,9 +157,9 @@ TEST(extra_arguments_are_refused) {
     CHECK_INT(r.status, 2);
     CHECK_CONTAINS(r.err, "keel: check: unexpected argument 'b.yaml'");
     CHECK_CONTAINS(r.err, "usage: keel <command>");
-    run_keel(&r, NULL, NULL, (const char *[]){ "check", "--verbose", NULL });
+    run_keel(&r, NULL, NULL, (const char *[]){ "check", "--verbatim", NULL });
     CHECK_INT(r.status, 2);
-    CHECK_CONTAINS(r.err, "unexpected argument '--verbose'");
+    CHECK_CONTAINS(r.err, "unexpected argument '--verbatim'");
     run_keel(&r, NULL, NULL, (const char *[]){ "--version", "now", NULL });
     CHECK_INT(r.status, 2);
     run_keel(&r, NULL, NULL, (const char *[]){ "help", "check", NULL });
@@ -319,6 +320,116 @@ TEST(check_finds_its_configuration_file) {
     unlink(path);
 }
 
+/* With nothing configured, check says how to configure keel instead of creating ./keel.db. */
+TEST(check_with_nothing_configured_says_so) {
+    char dir[600], db[700];
+    snprintf(dir, sizeof dir, "%s/empty", tmpdir);
+    snprintf(db, sizeof db, "%s/keel.db", dir);
+    CHECK(mkdir(dir, 0700) == 0);
+    run_result r;
+    run_keel(&r, dir, (const char *[]){ "KEEL_PORT=tcp://10.0.0.7:5432", NULL },
+             (const char *[]){ "check", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_STR(r.out, "");
+    CHECK_CONTAINS(r.err, "keel: check: nothing is configured, so there is no database to check");
+    CHECK_CONTAINS(r.err, "KEEL_CONFIG=FILE");
+    CHECK_CONTAINS(r.err, "./keel.yaml");
+    CHECK_CONTAINS(r.err, "DATABASE_URL");
+    CHECK_CONTAINS(r.err, "KEEL_DATABASES__<NAME>__URL");
+    CHECK(strstr(r.err, "KEEL_PORT") == NULL); /* not a misspelt key: not worth a word */
+    CHECK(access(db, F_OK) != 0);
+
+    /* A misspelt variable is why nothing is configured: named. */
+    run_keel(&r, dir, (const char *[]){ "KEEL_DATABSES__MAIN__URL=sqlite::memory:", NULL },
+             (const char *[]){ "check", "--verbose", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_CONTAINS(r.err, "keel: check: KEEL_DATABSES__MAIN__URL was ignored: it names no "
+                          "configuration key");
+    CHECK_CONTAINS(r.out, "ignored environment variables (not configuration keys): "
+                          "KEEL_DATABSES__MAIN__URL\n");
+    CHECK(access(db, F_OK) != 0);
+    rmdir(dir);
+}
+
+/* Variables that name no configuration key (Kubernetes' KEEL_PORT …) stop nothing; --verbose
+ * lists them. */
+TEST(check_ignores_other_keel_variables_and_lists_them_when_verbose) {
+    const char *env[] = { "KEEL_DATABASES__LOCAL__URL=sqlite::memory:",
+                          "KEEL_PORT=tcp://10.0.0.7:5432",
+                          "KEEL_PORT_5432_TCP_ADDR=10.0.0.7",
+                          "KEEL_SERVICE_HOST=10.0.0.7",
+                          "KEEL_SERVICE_PORT=5432",
+                          "KEEL_FEATURE__FLAGS=a,b",
+                          NULL };
+    run_result r;
+    run_keel(&r, NULL, env, (const char *[]){ "check", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "\nlocal ");
+    CHECK(strstr(r.out, "KEEL_PORT") == NULL);
+    CHECK_STR(r.err, "");
+
+    run_keel(&r, NULL, env, (const char *[]){ "check", "-v", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "configuration: no file, with KEEL_... environment overrides\n");
+    CHECK_CONTAINS(r.out, "ignored environment variables (not configuration keys): "
+                          "KEEL_FEATURE__FLAGS, KEEL_PORT, KEEL_PORT_5432_TCP_ADDR, "
+                          "KEEL_SERVICE_HOST, KEEL_SERVICE_PORT\n");
+    CHECK_CONTAINS(r.out, "\nlocal ");
+
+    run_keel(&r, NULL, (const char *[]){ "KEEL_DATABASES__LOCAL__URL=sqlite::memory:", NULL },
+             (const char *[]){ "check", "--verbose", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "ignored environment variables (not configuration keys): none\n");
+}
+
+/* An SQLite database is a configuration: by name (notes.db) or by its header. */
+TEST(check_of_an_sqlite_database) {
+    run_result r;
+    run_keel(&r, tmpdir, NULL, (const char *[]){ "check", "notes.db", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "\ndefault   sqlite  ok");
+    char path[600], renamed[600];
+    snprintf(path, sizeof path, "%s/notes.db", tmpdir);
+    CHECK(access(path, F_OK) == 0);
+
+    /* Make it a real database (a header), then give it a name that says nothing. */
+    keel_config *cfg = NULL;
+    keel_db *db = NULL;
+    keel_error err;
+    keel_error_clear(&err);
+    CHECK_INT(keel_config_new(&cfg, &err), KEEL_OK);
+    CHECK_INT(keel_config_load_file(cfg, path, &err), KEEL_OK);
+    CHECK_INT(keel_db_open(&db, cfg, NULL, &err), KEEL_OK);
+    CHECK_INT(keel_db_query_sync(db, NULL, "CREATE TABLE t (x INTEGER)", NULL, 0, NULL, &err),
+              KEEL_OK);
+    keel_db_close(db);
+    keel_config_free(cfg);
+    snprintf(renamed, sizeof renamed, "%s/notes.data", tmpdir);
+    CHECK(rename(path, renamed) == 0);
+    char env[700];
+    snprintf(env, sizeof env, "KEEL_CONFIG=%s", renamed);
+    run_keel(&r, NULL, (const char *[]){ env, NULL }, (const char *[]){ "check", "-v", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "configuration: file ");
+    CHECK_CONTAINS(r.out, "notes.data");
+    CHECK_CONTAINS(r.out, "\ndefault   sqlite  ok");
+    unlink(renamed);
+}
+
+/* DATABASE_URL configures the default database when nothing else does; a bad one is named. */
+TEST(check_of_database_url) {
+    run_result r;
+    run_keel(&r, NULL, (const char *[]){ "DATABASE_URL=sqlite::memory:", NULL },
+             (const char *[]){ "check", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "\ndefault   sqlite  ok");
+    run_keel(&r, NULL, (const char *[]){ "DATABASE_URL=postgresql://u:hunter2@h:port/db", NULL },
+             (const char *[]){ "check", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_CONTAINS(r.err, "keel: configuration error: environment variable DATABASE_URL: ");
+    CHECK(strstr(r.err, "hunter2") == NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s PATH-OF-KEEL\n", argv[0]);
@@ -349,6 +460,10 @@ int main(int argc, char **argv) {
     RUN(check_refuses_a_timeout_that_is_not_a_positive_number);
     RUN(check_of_silent_servers_ends_within_its_timeout);
     RUN(check_finds_its_configuration_file);
+    RUN(check_with_nothing_configured_says_so);
+    RUN(check_ignores_other_keel_variables_and_lists_them_when_verbose);
+    RUN(check_of_an_sqlite_database);
+    RUN(check_of_database_url);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

@@ -145,10 +145,88 @@ TEST(no_config_is_default_sqlite) {
         CHECK_INT(d->min_size, 1);
         CHECK_INT(d->max_size, 10);
     }
+    CHECK_INT(keel_config_is_builtin_default(cfg), 1);
     /* Validating again keeps the same result. */
     OK(keel_config_validate(cfg, &err));
     CHECK_INT(keel_config_database_count(cfg), 1);
+    CHECK_INT(keel_config_is_builtin_default(cfg), 1);
+    keel_config *copy = keel__config_clone(cfg);
+    CHECK_INT(keel_config_is_builtin_default(copy), 1);
+    keel_config_free(copy);
     keel_config_free(cfg);
+
+    /* A configured database is not the built-in default, nor is an unvalidated config. */
+    cfg = new_config();
+    CHECK_INT(keel_config_is_builtin_default(cfg), 0);
+    OK(keel_config_set(cfg, "databases.default.url", "sqlite::memory:", &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_builtin_default(cfg), 0);
+    keel_config_free(cfg);
+    CHECK_INT(keel_config_is_builtin_default(NULL), 0);
+}
+
+/* DATABASE_URL configures databases.default when no source configured a database. */
+TEST(database_url_when_nothing_else_is_configured) {
+    keel_error err;
+    setenv("DATABASE_URL", "postgresql://envuser@envhost:5544/envdb", 1);
+    keel_config *cfg = new_config();
+    OK(keel_config_apply_env(cfg, &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_builtin_default(cfg), 0);
+    CHECK_INT(keel_config_database_count(cfg), 1);
+    CHECK_STR(keel_config_default_database(cfg), "default");
+    const keel__dbconfig *d = keel__config_database(cfg, "default");
+    CHECK(d != NULL);
+    if (d) {
+        CHECK_STR(d->engine, "postgresql");
+        CHECK_STR(d->host, "envhost");
+        CHECK_INT(d->port, 5544);
+    }
+    keel_config *copy = keel__config_clone(cfg);
+    CHECK(copy != NULL && keel_config_database_count(copy) == 1);
+    keel_config_free(copy);
+    keel_config_free(cfg);
+
+    /* A configured database wins: DATABASE_URL adds nothing. */
+    cfg = new_config();
+    OK(keel_config_set(cfg, "databases.main.url", "sqlite::memory:", &err));
+    OK(keel_config_apply_env(cfg, &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_database_count(cfg), 1);
+    CHECK_STR(keel_config_default_database(cfg), "main");
+    keel_config_free(cfg);
+
+    /* Without keel_config_apply_env the environment plays no part. */
+    cfg = new_config();
+    OK(keel_config_validate(cfg, &err));
+    CHECK_STR(keel_config_database_engine(cfg, "default"), "sqlite");
+    keel_config_free(cfg);
+
+    /* An empty DATABASE_URL is no URL. */
+    setenv("DATABASE_URL", "", 1);
+    cfg = new_config();
+    OK(keel_config_apply_env(cfg, &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_builtin_default(cfg), 1);
+    keel_config_free(cfg);
+
+    /* A bad one is an error naming the variable, never the password. */
+    setenv("DATABASE_URL", "postgresql://u:hunter2@h:port/db", 1);
+    cfg = new_config();
+    OK(keel_config_apply_env(cfg, &err));
+    keel_error_clear(&err);
+    CHECK_INT(keel_config_validate(cfg, &err), KEEL_ERR_URL);
+    CHECK_CONTAINS(err.message, "environment variable DATABASE_URL: ");
+    CHECK_NO_SECRET(err.message, "hunter2");
+    keel_config_free(cfg);
+    setenv("DATABASE_URL", "oracle://h/db", 1);
+    cfg = new_config();
+    OK(keel_config_apply_env(cfg, &err));
+    keel_error_clear(&err);
+    CHECK(keel_config_validate(cfg, &err) != KEEL_OK);
+    CHECK_CONTAINS(err.message, "environment variable DATABASE_URL: ");
+    keel_config_free(cfg);
+    unsetenv("DATABASE_URL");
 }
 
 TEST(set_url_convenience) {
@@ -513,7 +591,31 @@ TEST(environment_overrides) {
     setenv("KEEL_PORT_5432_TCP_ADDR", "10.0.0.7", 1);
     setenv("KEEL_SERVICE_HOST", "10.0.0.7", 1);
     setenv("KEEL_X", "y__z", 1); /* the __ of a value does not count */
+    /* Levels under a name that is no section are someone else's too. */
+    setenv("KEEL_FEATURE__FLAGS", "a", 1);
+    setenv("KEEL_POOL", "p", 1);           /* a section without a level */
+    setenv("KEEL_DEFAULTS", "x", 1);       /* not KEEL_DEFAULT */
+    setenv("KEEL_DATABASES_HOST", "h", 1); /* KEEL_DATABASES followed by one _ */
     OK(keel_config_apply_env(cfg, &err));
+    /* Ignored variables are listed by name, sorted; KEEL_CONFIG is keel's own and not listed. */
+    const char *want[] = { "KEEL_DATABASES_HOST", "KEEL_DEFAULTS",       "KEEL_FEATURE__FLAGS",
+                           "KEEL_POOL",           "KEEL_PORT",           "KEEL_PORT_5432_TCP_ADDR",
+                           "KEEL_SERVICE_HOST",   "KEEL_TEST_SOMETHING", "KEEL_X" };
+    size_t nwant = sizeof want / sizeof want[0], found = 0;
+    for (size_t i = 0; i < keel_config_ignored_env_count(cfg); i++) {
+        const char *name = keel_config_ignored_env(cfg, i);
+        CHECK(strncmp(name, "KEEL_", 5) == 0 && !strchr(name, '='));
+        CHECK(strcmp(name, "KEEL_CONFIG") != 0 && strcmp(name, "KEEL_DEFAULT") != 0);
+        if (i > 0)
+            CHECK(strcmp(keel_config_ignored_env(cfg, i - 1), name) < 0);
+        for (size_t j = 0; j < nwant; j++)
+            found += strcmp(name, want[j]) == 0;
+    }
+    CHECK_INT(found, nwant);
+    CHECK(keel_config_ignored_env(cfg, keel_config_ignored_env_count(cfg)) == NULL);
+    keel_config *copy = keel__config_clone(cfg);
+    CHECK_INT(keel_config_ignored_env_count(copy), keel_config_ignored_env_count(cfg));
+    keel_config_free(copy);
     OK(keel_config_validate(cfg, &err));
     const keel__dbconfig *d = keel__config_database(cfg, "main");
     CHECK(d != NULL);
@@ -532,6 +634,10 @@ TEST(environment_overrides) {
     unsetenv("KEEL_PORT_5432_TCP_ADDR");
     unsetenv("KEEL_SERVICE_HOST");
     unsetenv("KEEL_X");
+    unsetenv("KEEL_FEATURE__FLAGS");
+    unsetenv("KEEL_POOL");
+    unsetenv("KEEL_DEFAULTS");
+    unsetenv("KEEL_DATABASES_HOST");
 
     /* A key path with a typo is still an error, with the suggestion. */
     setenv("KEEL_DATABASES__MAIN__POL__MAX_SIZE", "7", 1);
@@ -732,6 +838,62 @@ TEST(yaml_good_file) {
     keel_config_free(cfg);
 }
 
+/* A path to an SQLite database, by its name or by its header, configures databases.default. */
+TEST(sqlite_database_as_configuration_file) {
+    keel_error err;
+    const char *names[] = { "/nonexistent/dir/notes.db", "./data/app.sqlite3", "x.SQLite",
+                            "rel.DB" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        keel_config *cfg = new_config();
+        /* By name: nothing is read (the file need not exist). */
+        OK(keel_config_load_file(cfg, names[i], &err));
+        OK(keel_config_validate(cfg, &err));
+        CHECK_INT(keel_config_is_builtin_default(cfg), 0);
+        CHECK_STR(keel_config_default_database(cfg), "default");
+        const keel__dbconfig *d = keel__config_database(cfg, "default");
+        CHECK(d != NULL);
+        if (d) {
+            CHECK_STR(d->engine, "sqlite");
+            CHECK_STR(d->database, names[i]);
+        }
+        keel_config_free(cfg);
+    }
+    /* By its header, whatever its name. */
+    char path[64];
+    static const char db[] = "SQLite format 3\0\x10\0\x01\x01";
+    strcpy(path, "/tmp/keel_test_config_XXXXXX");
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, db, sizeof db) == (ssize_t)sizeof db);
+    close(fd);
+    keel_config *cfg = new_config();
+    OK(keel_config_load_file(cfg, path, &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_STR(keel_config_database_engine(cfg, "default"), "sqlite");
+    const keel__dbconfig *d = keel__config_database(cfg, "default");
+    CHECK(d && strcmp(d->database, path) == 0);
+    keel_config_free(cfg);
+    unlink(path);
+    /* A YAML file that merely mentions it, a file shorter than the header, a directory named
+     * like a database: not taken for one. */
+    write_temp(path, "# SQLite format 3\ndatabases:\n  y:\n    url: \"sqlite::memory:\"\n");
+    cfg = new_config();
+    OK(keel_config_load_file(cfg, path, &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_STR(keel_config_default_database(cfg), "y");
+    keel_config_free(cfg);
+    unlink(path);
+    write_temp(path, "SQLite format");
+    cfg = new_config();
+    keel_error_clear(&err);
+    CHECK_INT(keel_config_load_file(cfg, path, &err), KEEL_ERR_CONFIG);
+    keel_config_free(cfg);
+    unlink(path);
+    cfg = new_config();
+    CHECK_INT(keel_config_load_file(cfg, "/tmp/", &err), KEEL_ERR_IO);
+    CHECK_INT(keel_config_load_file(cfg, "/nonexistent/keel.yaml.db/", &err), KEEL_ERR_IO);
+    keel_config_free(cfg);
+}
+
 TEST(yaml_empty_file) {
     char path[64];
     keel_config *cfg = new_config();
@@ -915,6 +1077,7 @@ int main(void) {
     RUN(url_with_query_parameters);
     RUN(explicit_keys_and_defaults);
     RUN(no_config_is_default_sqlite);
+    RUN(database_url_when_nothing_else_is_configured);
     RUN(set_url_convenience);
     RUN(pool_override_order);
     RUN(later_values_win_field_by_field);
@@ -932,6 +1095,7 @@ int main(void) {
     RUN(password_reference_inside_url);
     RUN(yaml_good_file);
     RUN(yaml_empty_file);
+    RUN(sqlite_database_as_configuration_file);
     RUN(yaml_bad_files);
     RUN(yaml_unreadable_file);
     RUN(clone_is_equal_and_independent);

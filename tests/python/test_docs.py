@@ -9,7 +9,8 @@ Blocks by language:
 
 - ``python``: compiled with top-level ``await`` allowed and run on one event loop kept for the
   whole page, so a database opened in one block is usable in the next; a block that calls
-  ``asyncio.run(main())`` runs its own loop. Its printed output is kept in ``harness.out``.
+  ``asyncio.run(main())`` runs its own loop (any other runs inside the page's loop, as code in a
+  coroutine would). Its printed output is kept in ``harness.out``.
 - ``c``: a whole program (it has ``main``) is compiled against the built libkeel (include/ and
   build/c/libkeel.a) with -Wall -Wextra -Werror and run; a fragment needs a hidden template
   (below). Without build/c the C blocks are skipped locally, and fail when KEEL_DOCS_C=1 (set by
@@ -73,7 +74,6 @@ BUILD_C = REPO / "build" / "c"
 PENDING = {
     "docs/c-api.md": "blocks being annotated (helper docs, issue 9)",
     "docs/fastapi.md": "blocks being annotated (helper docs, issue 9)",
-    "docs/python.md": "blocks being annotated (helper docs, issue 9)",
 }
 
 # The URLs the pages show, and the suite's URL each one stands for.
@@ -117,7 +117,11 @@ def parse(page):
     """The page's code blocks with their directives, and its cleanup code."""
     lines = page.read_text(encoding="utf-8").splitlines()
     blocks, cleanups, pending = [], [], []
+    hidden = set()   # lines of directives: directives may sit between a block and another one's
     i = 0
+
+    def only_blank(a, b):
+        return all(k in hidden or not lines[k].strip() for k in range(a + 1, b))
 
     def where(n):
         return f"{page.relative_to(REPO)}:{n + 1}"
@@ -137,6 +141,7 @@ def parse(page):
                     i += 1
                 if i == len(lines):
                     raise AssertionError(f"{where(start)}: directive never closed with -->")
+            hidden.update(range(start, i + 1))
             text = textwrap.dedent("\n".join(body[1:])) if len(body) > 1 else ""
             if kind == ":":
                 reason = rest.strip()
@@ -146,7 +151,7 @@ def parse(page):
                                          "with the reason (what covers the block instead)")
                 pending.append(("skip", reason[5:].strip(), start))
             elif kind == "-check":
-                if not blocks or not _only_blank(lines, blocks[-1]._end, start):
+                if not blocks or not only_blank(blocks[-1]._end, start):
                     raise AssertionError(f"{where(start)}: test-check must follow a code block")
                 blocks[-1].check.append(text)
             elif kind == "-cleanup":
@@ -171,7 +176,7 @@ def parse(page):
             block = Block(page, start + 1, lang, "\n".join(body) + "\n")
             block._end = i
             for kind, text, at in pending:
-                if not _only_blank(lines, at_end(lines, at), start):
+                if not only_blank(at_end(lines, at), start):
                     raise AssertionError(f"{where(at)}: directive is not just before a code block")
                 if kind == "skip":
                     block.skip = text
@@ -195,10 +200,6 @@ def at_end(lines, start):
     while "-->" not in lines[j]:
         j += 1
     return j
-
-
-def _only_blank(lines, a, b):
-    return all(not lines[k].strip() for k in range(a + 1, b))
 
 
 def free_port():
@@ -237,6 +238,18 @@ class Harness:
     def table(text):
         """The rows of a table printed by keel check, as lists of words, the latency left out."""
         return [[w for k, w in enumerate(line.split()) if k != 3] for line in text.splitlines()]
+
+    async def rerun(self, **names):
+        """Runs the current Python block again in a copy of the page's namespace with names
+        replaced (another database, say); returns that namespace. Awaited by a hidden check."""
+        ns = {**self.ns, **names}
+        code = _compile(sub_urls(self.block.source), f"{self.block.where} (rerun)")
+        with contextlib.redirect_stdout(io.StringIO()):
+            if code.co_flags & 0x80:
+                await eval(code, ns)
+            else:
+                exec(code, ns)
+        return ns
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
@@ -298,8 +311,12 @@ def run_python(h, source, filename):
     with contextlib.redirect_stdout(buf):
         if code.co_flags & 0x80:  # CO_COROUTINE: the block awaits at top level
             h.run(eval(code, h.ns))
-        else:
+        elif "asyncio.run(" in source:  # a program: it runs its own loop
             exec(code, h.ns)
+        else:  # on the page's loop, as in a coroutine (db.pool_stats() must be)
+            async def run_on_loop():
+                exec(code, h.ns)
+            h.run(run_on_loop())
     h.out = buf.getvalue()
     if h.out:
         sys.stdout.write(h.out)
@@ -431,7 +448,7 @@ def run_block(h, block):
 
 def run_hidden(h, code, where, what):
     try:
-        run_python(h, code, f"{where} ({what})")
+        run_python(h, sub_urls(code), f"{where} ({what})")
     except NeedsBuild:
         raise
     except BaseException as e:
@@ -457,6 +474,10 @@ def test_page(page, tmp_path, monkeypatch):
     try:
         for block in blocks:
             if not block.lang:
+                # Text (a tree, a layout): not run, but a hidden check may compare it with keel.
+                h.block = block
+                for code in block.check:
+                    run_hidden(h, code, block.where, "check")
                 continue
             if block.skip:
                 skipped += 1

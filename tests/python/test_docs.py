@@ -229,6 +229,8 @@ class Harness:
         self.subst = {}          # replacements applied to the next block's source, then cleared
         self.env = {}            # extra environment for sh, console and c blocks
         self.expect_status = 0   # the exit status the next sh / c block must have
+        self.expect_raises = None  # an exception class the next python block must raise
+        self.raised = None       # what it raised
         self.ns = None
         self.processes = []
 
@@ -430,7 +432,15 @@ def run_block(h, block):
         source = source.replace(old, new)
     h.subst = {}
     source = sub_urls(source)
-    if block.lang == "python":
+    if block.lang == "python" and h.expect_raises:
+        expected, h.expect_raises = h.expect_raises, None
+        try:
+            run_python(h, source, block.where)
+        except expected as e:
+            h.raised = e
+        else:
+            raise AssertionError(f"{block.where}: the block did not raise {expected.__name__}")
+    elif block.lang == "python":
         run_python(h, source, block.where)
     elif block.lang == "c":
         run_c(h, block, source)

@@ -73,7 +73,6 @@ BUILD_C = REPO / "build" / "c"
 # Pages whose blocks are not annotated yet (being done): skipped with the reason.
 PENDING = {
     "docs/c-api.md": "blocks being annotated (helper docs, issue 9)",
-    "docs/fastapi.md": "blocks being annotated (helper docs, issue 9)",
 }
 
 # The URLs the pages show, and the suite's URL each one stands for.

@@ -72,7 +72,6 @@ BUILD_C = REPO / "build" / "c"
 
 # Pages whose blocks are not annotated yet (being done): skipped with the reason.
 PENDING = {
-    "docs/c-api.md": "blocks being annotated (helper docs, issue 9)",
 }
 
 # The URLs the pages show, and the suite's URL each one stands for.
@@ -387,8 +386,8 @@ def run_c(h, block, source):
             raise AssertionError(f"{block.where}: a C fragment needs a <!-- test-c --> template "
                                  "(a program with {definitions} and {statements}) or a skip")
         definitions, statements = split_c_fragment(source)
-        program = block.template.replace("{definitions}", definitions) \
-                                .replace("{statements}", textwrap.indent(statements, "    "))
+        program = sub_urls(block.template).replace("{definitions}", definitions) \
+                                          .replace("{statements}", textwrap.indent(statements, "    "))
     name = f"block_{block.line}"
     src = h.tmp / f"{name}.c"
     src.write_text(program, encoding="utf-8")
@@ -399,7 +398,7 @@ def run_c(h, block, source):
     libs = shlex.split(subprocess.check_output(["pkg-config", "--libs", "libpq", "yaml-0.1"],
                                                text=True))
     cmd = ["cc", "-std=c11", *CC_WARNINGS, f"-I{REPO / 'include'}", "-o", str(h.tmp / name),
-           str(src), str(BUILD_C / "libkeel.a"), *libs, *extra, "-pthread", "-lm", "-ldl"]
+           str(src), str(BUILD_C / "libkeel.a"), *libs, *extra, "-pthread", "-lm"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=h.environ(), timeout=120)
     if p.returncode != 0:
         numbered = "\n".join(f"{n + 1:4} {t}" for n, t in enumerate(program.splitlines()))

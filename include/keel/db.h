@@ -220,6 +220,20 @@ KEEL_API keel_status keel_conn_query_rows(keel_conn *conn, const char *sql,
                                           keel_error *err);
 
 /*
+ * Prepares sql ($1…$n placeholders) without running it, and completes like keel_conn_query with
+ * its description: a result with no rows whose columns are the statement's (name, keel type,
+ * and the engine's type name: keel_result_coltype_name) and whose parameters say what the
+ * statement takes (keel_result_nparams, _paramtype, _paramtype_name; MySQL and SQLite do not
+ * type parameters). The statement stays prepared in the connection's statement cache (when it
+ * has one), so running the same sql on conn later skips the server's parse; it goes when conn
+ * is closed. A statement the server cannot prepare (a syntax error, an unknown table) fails with
+ * the server's error. Sync errors: those of keel_conn_query (but any number of placeholders),
+ * KEEL_ERR_UNSUPPORTED on document engines. Never blocks.
+ */
+KEEL_API keel_status keel_conn_prepare(keel_conn *conn, const char *sql, keel_query_cb cb,
+                                       void *arg, keel_error *err);
+
+/*
  * Runs one statement once per row of params (nrows rows of nparams values, row-major), in as few
  * round trips as the engine allows. keel_result_affected is the total. A statement that returns
  * rows (INSERT … RETURNING) has them in the result, with its columns, every parameter row's in
@@ -337,6 +351,9 @@ KEEL_API keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql,
 KEEL_API keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const char *table,
                                             const char *const *columns, size_t ncols,
                                             const keel_value *rows, size_t nrows, int64_t *loaded,
+                                            keel_error *err);
+/* keel_conn_prepare, blocking: the description in *out (free it with keel_result_free). */
+KEEL_API keel_status keel_conn_prepare_sync(keel_conn *conn, const char *sql, keel_result **out,
                                             keel_error *err);
 KEEL_API keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                                 keel_error *err);

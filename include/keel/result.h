@@ -27,6 +27,19 @@ KEEL_API const char *keel_result_colname(const keel_result *res, size_t col);
 /* The column's declared type as far as the engine knows it; KEEL_TYPE_NULL when it does not. */
 KEEL_API keel_type keel_result_coltype(const keel_result *res, size_t col);
 
+/*
+ * A statement's description (the result keel_conn_prepare completes with; other results have
+ * no parameters and no type names): the engine's name of a column's type ("int4", "VARCHAR",
+ * "INTEGER"), or NULL when the engine does not name it; the number of parameters ($1…$n); each
+ * parameter's type as far as the engine infers it (KEEL_TYPE_NULL when it does not: MySQL and
+ * SQLite leave parameters untyped) and the engine's name of it (NULL likewise). Names are valid
+ * as long as res.
+ */
+KEEL_API const char *keel_result_coltype_name(const keel_result *res, size_t col);
+KEEL_API size_t keel_result_nparams(const keel_result *res);
+KEEL_API keel_type keel_result_paramtype(const keel_result *res, size_t i);
+KEEL_API const char *keel_result_paramtype_name(const keel_result *res, size_t i);
+
 /* The value at (row, col); valid as long as res. NULL if out of range. */
 KEEL_API const keel_value *keel_result_value(const keel_result *res, size_t row, size_t col);
 

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Union
 
 from . import _collection, _native
+from ._statement import Attribute, PreparedStatement, Type
 from ._collection import (
     Collection,
     Cursor,
@@ -73,6 +74,9 @@ __all__ = [
     "DataError",
     "InternalError",
     "NotSupportedError",
+    "PreparedStatement",
+    "Type",
+    "Attribute",
     "Collection",
     "Cursor",
     "InsertOneResult",
@@ -303,6 +307,14 @@ class Connection(_native.Connection):
         binary COPY; MySQL/MariaDB and SQLite an atomic batch of INSERTs. A value that does not
         fit its column raises DataError naming the row and column, and nothing is loaded."""
         return await self._copy(table_name, records, columns, schema_name, timeout)
+
+    async def prepare(self, sql: str, *, timeout: float | None = None) -> PreparedStatement:
+        """Prepares sql ($1…$n) on this connection without running it, as asyncpg's prepare:
+        the PreparedStatement describes its parameters and columns and runs with fetch,
+        fetchrow, fetchval and executemany on this connection. A statement the server cannot
+        prepare raises the server's error (ProgrammingError for a syntax error or an unknown
+        table); NotSupportedError on MongoDB."""
+        return PreparedStatement(self, sql, await self._prepare(sql, timeout))
 
     def transaction(self) -> Transaction:
         """async with conn.transaction(): a transaction, or a savepoint when nested (MongoDB has

@@ -221,6 +221,10 @@ class Connection:
               schema: str | None, timeout: float | None = None, /) -> Op:
         """Bulk-loads records into table (binary COPY on PostgreSQL); the Op yields the rows
         loaded."""
+    def _prepare(self, sql: str, timeout: float | None = None, /) -> Op:
+        """Prepares sql without running it; the Op yields ((type name, keel type) per
+        parameter, (name, type name, keel type) per column), None where the engine does not
+        say."""
     def _txn(self, op: int, depth: int, /) -> Op: ...
     def _command(self, dbname: str | None, cmd: dict[str, Any], timeout: float | None = None,
                  /) -> Op:

@@ -370,6 +370,20 @@ keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql, const ke
     return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
 }
 
+keel_status keel_conn_prepare_sync(keel_conn *conn, const char *sql, keel_result **out,
+                                   keel_error *err) {
+    if (out)
+        *out = NULL;
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = { 0 };
+    st = keel_conn_prepare(conn, sql, sync_queried, &s, err);
+    return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
+}
+
 keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const char *table,
                                    const char *const *columns, size_t ncols, const keel_value *rows,
                                    size_t nrows, int64_t *loaded, keel_error *err) {

@@ -7,6 +7,7 @@
 typedef struct result_column {
     const char *name;
     keel_type type;
+    const char *type_name; /* the engine's name of the type, when a description gave it */
 } result_column;
 
 /*
@@ -28,8 +29,10 @@ struct keel_result {
     keel_value **chunks; /* chunk i holds rows i * CHUNK_ROWS on */
     size_t nchunks, cap_chunks;
     int64_t affected;
-    keel__arena names; /* column names: they outlive keel__result_clear_rows */
-    keel__arena arena; /* text-like values */
+    size_t nparams;        /* a statement's description (keel_conn_prepare): its parameters */
+    result_column *params; /* their types (names unused) */
+    keel__arena names;     /* column names: they outlive keel__result_clear_rows */
+    keel__arena arena;     /* text-like values */
 };
 
 keel_result *keel__result_new(size_t ncols) {
@@ -59,6 +62,32 @@ int keel__result_set_column(keel_result *res, size_t col, const char *name, size
         return -1;
     res->columns[col].name = copy;
     res->columns[col].type = type;
+    return 0;
+}
+
+int keel__result_set_type_name(keel_result *res, size_t col, const char *name, size_t n) {
+    if (col >= res->ncols)
+        return -1;
+    char *copy = keel__arena_strndup(&res->names, name, n);
+    if (!copy)
+        return -1;
+    res->columns[col].type_name = copy;
+    return 0;
+}
+
+int keel__result_set_nparams(keel_result *res, size_t n) {
+    if (res->params || (n && !(res->params = calloc(n, sizeof *res->params))))
+        return -1;
+    res->nparams = n;
+    return 0;
+}
+
+int keel__result_set_param(keel_result *res, size_t i, keel_type type, const char *name, size_t n) {
+    if (i >= res->nparams)
+        return -1;
+    res->params[i].type = type;
+    if (name && !(res->params[i].type_name = keel__arena_strndup(&res->names, name, n)))
+        return -1;
     return 0;
 }
 
@@ -207,6 +236,20 @@ keel_type keel_result_coltype(const keel_result *res, size_t col) {
     return res && col < res->ncols ? res->columns[col].type : KEEL_TYPE_NULL;
 }
 
+const char *keel_result_coltype_name(const keel_result *res, size_t col) {
+    return res && col < res->ncols ? res->columns[col].type_name : NULL;
+}
+
+size_t keel_result_nparams(const keel_result *res) { return res ? res->nparams : 0; }
+
+keel_type keel_result_paramtype(const keel_result *res, size_t i) {
+    return res && i < res->nparams ? res->params[i].type : KEEL_TYPE_NULL;
+}
+
+const char *keel_result_paramtype_name(const keel_result *res, size_t i) {
+    return res && i < res->nparams ? res->params[i].type_name : NULL;
+}
+
 const keel_value *keel_result_value(const keel_result *res, size_t row, size_t col) {
     if (!res || row >= res->nrows || col >= res->ncols)
         return NULL;
@@ -230,5 +273,6 @@ void keel_result_free(keel_result *res) {
         free(res->chunks[i]);
     free(res->chunks);
     free(res->columns);
+    free(res->params);
     free(res);
 }

@@ -38,6 +38,14 @@ int keel__result_set_text(keel_result *res, keel_value *v, keel_type t, const ch
 
 void keel__result_set_affected(keel_result *res, int64_t affected);
 
+/* A statement's description (keel_conn_prepare): the engine's name of a column's type (n
+ * bytes, copied), the number of parameters (once), and each parameter's type and the engine's
+ * name of it (NULL when the engine does not say). Each returns 0, or -1 (out of memory, out of
+ * range). */
+int keel__result_set_type_name(keel_result *res, size_t col, const char *name, size_t n);
+int keel__result_set_nparams(keel_result *res, size_t n);
+int keel__result_set_param(keel_result *res, size_t i, keel_type type, const char *name, size_t n);
+
 /*
  * Drops every row and the memory of their values, keeping the columns, the affected count and
  * the row capacity: a result that carries a statement's rows in batches is refilled in place.

@@ -108,6 +108,12 @@ typedef struct keel__engine {
     /* Starts a statement (stmt->nrows == 1) or a batch (stmt->many). NULL on engines without
      * SQL (MongoDB): the core then fails the call with KEEL_ERR_UNSUPPORTED. */
     keel_status (*query)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
+    /* Starts describing a statement (keel_conn_prepare) without running it: stmt has no
+     * parameter values (nparams is how many $n it uses, nrows 0). It completes with a result
+     * of the statement's columns (types and their engine names) and parameters
+     * (keel__result_set_nparams / _param), and no rows; an engine with a statement cache keeps
+     * the statement prepared there. NULL on engines without SQL. */
+    keel_status (*describe)(keel_conn *c, const keel__stmt *stmt, keel_error *err);
     /* Starts a bulk load (keel_conn_copy_in) through the engine's own bulk path; it completes
      * with a result whose affected count is the rows loaded, and loads nothing on error. SQL
      * engines whose fastest atomic bulk path is their batch use keel__copy_as_batch. NULL on

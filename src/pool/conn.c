@@ -1,4 +1,5 @@
 /* src/pool/conn.c - operations on a leased connection: statements, batches, transactions, cancel. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -54,8 +55,10 @@ static keel_status op_started(keel_conn *c, keel_status st) {
     return st;
 }
 
-/* Rewrites sql into c->sql for the engine and checks the placeholder count. */
-static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, keel_error *err) {
+/* Rewrites sql into c->sql for the engine and checks the placeholder count (any count when
+ * nparams is SIZE_MAX; *used, when not NULL, receives it). */
+static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, size_t *used,
+                               keel_error *err) {
     size_t max_index = 0, nmap = 0, *map = NULL;
     keel_status st = keel__placeholders_rewrite(sql, c->engine->placeholder_style, &c->sql,
                                                 &max_index, &map, &nmap, err);
@@ -67,7 +70,9 @@ static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, ke
     free(c->map);
     c->map = map;
     c->nmap = nmap;
-    if (max_index != nparams) {
+    if (used)
+        *used = max_index;
+    if (nparams != SIZE_MAX && max_index != nparams) {
         if (max_index == 0)
             return keel__error_set(err, KEEL_ERR_PARAMETERS, NULL, conn_name(c),
                                    "the statement has no placeholders but %zu parameter%s given",
@@ -96,7 +101,7 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
     if (many && nrows == 0)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
                                "a batch needs at least one row of parameters");
-    st = prepare_sql(c, sql, nparams, err);
+    st = prepare_sql(c, sql, nparams, NULL, err);
     if (st != KEEL_OK)
         return st;
     keel__stmt stmt = {
@@ -132,6 +137,34 @@ keel_status keel_conn_query_many(keel_conn *c, const char *sql, const keel_value
                                  size_t nrows, size_t nparams, keel_query_cb cb, void *arg,
                                  keel_error *err) {
     return start_statement(c, sql, params, nrows, nparams, 1, NULL, cb, arg, err);
+}
+
+keel_status keel_conn_prepare(keel_conn *c, const char *sql, keel_query_cb cb, void *arg,
+                              keel_error *err) {
+    if (!c || !sql || !cb)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, sql and callback are required");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    if (!c->engine->describe)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                               "database '%s' uses the %s engine, which takes document "
+                               "commands, not SQL statements to prepare",
+                               conn_name(c), c->engine->name);
+    size_t nparams = 0;
+    if ((st = prepare_sql(c, sql, SIZE_MAX, &nparams, err)) != KEEL_OK)
+        return st;
+    keel__stmt stmt = {
+        .sql = c->sql.data,
+        .sql_len = c->sql.len,
+        .map = c->map,
+        .nmap = c->nmap,
+        .nparams = nparams,
+    };
+    if ((st = op_begin(c, NULL, cb, arg, err)) != KEEL_OK)
+        return st;
+    return op_started(c, c->engine->describe(c, &stmt, err));
 }
 
 keel_status keel_conn_copy_in(keel_conn *c, const char *schema, const char *table,

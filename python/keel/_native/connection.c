@@ -119,6 +119,15 @@ static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t
                                KEEL_TXN_BEGIN, 0, timeout);
 }
 
+/* _prepare(sql[, timeout]) */
+static PyObject *conn_prepare(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 1, "_prepare(sql[, timeout])", &timeout) < 0)
+        return NULL;
+    return keel__py_conn_query(c, KPY_OP_PREPARE, KPY_MODE_EXECUTE, args[0], NULL, 0,
+                               KEEL_TXN_BEGIN, 0, timeout);
+}
+
 /* _copy(table, records, columns, schema[, timeout]) */
 static PyObject *conn_copy(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
@@ -245,6 +254,9 @@ static PyMethodDef conn_methods[] = {
       "_query(mode, sql, args, column[, timeout]) -> awaitable" },
     { "_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
       "_executemany(sql, rows[, timeout]) -> awaitable" },
+    { "_prepare", (PyCFunction)(void (*)(void))conn_prepare, METH_FASTCALL,
+      "_prepare(sql[, timeout]) -> awaitable ((type name, keel type) per parameter, (name, type "
+      "name, keel type) per column): prepares a statement without running it." },
     { "_copy", (PyCFunction)(void (*)(void))conn_copy, METH_FASTCALL,
       "_copy(table, records, columns, schema[, timeout]) -> awaitable int: a bulk load (COPY on "
       "PostgreSQL) returning the rows loaded." },

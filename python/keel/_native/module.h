@@ -418,8 +418,9 @@ enum {
     KPY_OP_TXN = 2,
     KPY_OP_ACQUIRE = 3,
     KPY_OP_COMMAND = 4, /* sql: the engine database name or NULL; args: the BSON bytes */
-    KPY_OP_COPY = 5     /* sql: the table name; args: (records, columns or None, schema or
+    KPY_OP_COPY = 5,    /* sql: the table name; args: (records, columns or None, schema or
                               None), records and columns as tuples */
+    KPY_OP_PREPARE = 6  /* sql: the statement; yields its description (keel_conn_prepare) */
 };
 /* states: */
 enum {

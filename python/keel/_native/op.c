@@ -458,6 +458,8 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
                                  (size_t)PyBytes_GET_SIZE(op->args), query_cb, op, err);
     case KPY_OP_COPY:
         return copy_start(op, conn, p, query_cb, err);
+    case KPY_OP_PREPARE:
+        return keel_conn_prepare(conn, sql, query_cb, op, err);
     default:
         break;
     }
@@ -493,6 +495,46 @@ static PyObject *records_of(kpy_state *st, const keel_result *res) {
     return list;
 }
 
+/* A str, or None for NULL. */
+static PyObject *str_or_none(const char *s) {
+    return s != NULL ? PyUnicode_FromString(s) : Py_NewRef(Py_None);
+}
+
+/* keel's name of a type, or None when the engine does not say. */
+static PyObject *kind_or_none(keel_type t) {
+    return t != KEEL_TYPE_NULL ? PyUnicode_FromString(keel_type_name(t)) : Py_NewRef(Py_None);
+}
+
+/* A statement's description (keel_conn_prepare) as ((type name, keel type) per parameter,
+ * (column name, type name, keel type) per column), None where the engine does not say. */
+static PyObject *description_of(const keel_result *res) {
+    size_t np = keel_result_nparams(res), nc = keel_result_ncols(res);
+    PyObject *params = PyTuple_New((Py_ssize_t)np);
+    PyObject *cols = PyTuple_New((Py_ssize_t)nc);
+    if (params == NULL || cols == NULL)
+        goto fail;
+    for (size_t i = 0; i < np; i++) {
+        PyObject *t = Py_BuildValue("(NN)", str_or_none(keel_result_paramtype_name(res, i)),
+                                    kind_or_none(keel_result_paramtype(res, i)));
+        if (t == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(params, (Py_ssize_t)i, t);
+    }
+    for (size_t i = 0; i < nc; i++) {
+        PyObject *t = Py_BuildValue("(sNN)", keel_result_colname(res, i),
+                                    str_or_none(keel_result_coltype_name(res, i)),
+                                    kind_or_none(keel_result_coltype(res, i)));
+        if (t == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(cols, (Py_ssize_t)i, t);
+    }
+    return Py_BuildValue("(NN)", params, cols);
+fail:
+    Py_XDECREF(params);
+    Py_XDECREF(cols);
+    return NULL;
+}
+
 /* The Python value of a successful result, by mode. */
 static PyObject *build_result(kpy_op *op, const keel_result *res) {
     kpy_state *st = op->db->st;
@@ -500,6 +542,8 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
         int64_t n = keel_result_affected(res);
         return PyLong_FromLongLong(n < 0 ? 0 : n);
     }
+    if (op->kind == KPY_OP_PREPARE)
+        return description_of(res);
     if (op->kind == KPY_OP_MANY && keel_result_ncols(res) > 0)
         return records_of(st, res); /* the rows of executemany(… RETURNING …) */
     if (op->kind != KPY_OP_QUERY)
@@ -1000,6 +1044,9 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     PyObject *params = NULL;
     if (kind == KPY_OP_COPY) {
         params = Py_NewRef(args);
+    } else if (kind == KPY_OP_PREPARE) {
+        if (sql_utf8(st, sql) == NULL)
+            return NULL;
     } else if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY) {
         if (sql_utf8(st, sql) == NULL)
             return NULL;

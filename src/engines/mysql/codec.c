@@ -387,6 +387,85 @@ static int my_fetch_col(my_impl *p, MYSQL_STMT *st, unsigned i, keel_result *res
  */
 #define MY_COLUMN_BUFFER 256
 
+/* MySQL's name of a column's type, as information_schema spells its DATA_TYPE. */
+static const char *my_type_name(const MYSQL_FIELD *f) {
+    int binary = f->charsetnr == 63;
+    switch (f->type) {
+    case MYSQL_TYPE_TINY:
+        return "tinyint";
+    case MYSQL_TYPE_SHORT:
+        return "smallint";
+    case MYSQL_TYPE_INT24:
+        return "mediumint";
+    case MYSQL_TYPE_LONG:
+        return "int";
+    case MYSQL_TYPE_LONGLONG:
+        return "bigint";
+    case MYSQL_TYPE_YEAR:
+        return "year";
+    case MYSQL_TYPE_FLOAT:
+        return "float";
+    case MYSQL_TYPE_DOUBLE:
+        return "double";
+    case MYSQL_TYPE_DECIMAL:
+    case MYSQL_TYPE_NEWDECIMAL:
+        return "decimal";
+    case MYSQL_TYPE_DATE:
+    case MYSQL_TYPE_NEWDATE:
+        return "date";
+    case MYSQL_TYPE_TIME:
+        return "time";
+    case MYSQL_TYPE_DATETIME:
+        return "datetime";
+    case MYSQL_TYPE_TIMESTAMP:
+        return "timestamp";
+    case MYSQL_TYPE_JSON:
+        return "json";
+    case MYSQL_TYPE_BIT:
+        return "bit";
+    case MYSQL_TYPE_GEOMETRY:
+        return "geometry";
+    case MYSQL_TYPE_NULL:
+        return "null";
+    case MYSQL_TYPE_ENUM:
+        return "enum";
+    case MYSQL_TYPE_SET:
+        return "set";
+    case MYSQL_TYPE_VARCHAR:
+    case MYSQL_TYPE_VAR_STRING:
+        return binary ? "varbinary" : "varchar";
+    case MYSQL_TYPE_STRING:
+        return binary ? "binary" : "char";
+    case MYSQL_TYPE_TINY_BLOB:
+    case MYSQL_TYPE_MEDIUM_BLOB:
+    case MYSQL_TYPE_LONG_BLOB:
+    case MYSQL_TYPE_BLOB:
+        return binary ? "blob" : "text";
+    default:
+        return NULL;
+    }
+}
+
+keel_result *keel__my_describe_result(my_impl *p, size_t nparams) {
+    MYSQL_STMT *st = p->cur;
+    unsigned ncols = mysql_stmt_field_count(st);
+    MYSQL_FIELD *f = ncols ? mariadb_stmt_fetch_fields(st) : NULL;
+    keel_result *res = keel__result_new(ncols);
+    if (!res || (ncols && !f) || keel__result_set_nparams(res, nparams) != 0)
+        goto nomem;
+    for (unsigned i = 0; i < ncols; i++) {
+        const char *name = my_type_name(&f[i]);
+        if (keel__result_set_column(res, i, f[i].name, f[i].name_length, my_field_kind(&f[i])) !=
+                0 ||
+            (name && keel__result_set_type_name(res, i, name, strlen(name)) != 0))
+            goto nomem;
+    }
+    return res;
+nomem:
+    keel_result_free(res);
+    return NULL;
+}
+
 keel_status keel__my_rows_begin_stmt(my_impl *p, keel_error *err) {
     MYSQL_STMT *st = p->cur;
     unsigned ncols = mysql_stmt_field_count(st);

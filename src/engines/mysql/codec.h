@@ -18,6 +18,10 @@ keel_status keel__my_rows_begin_text(my_impl *p, MYSQL_RES *r, keel_error *err);
 /* Appends the row just fetched from p->dsrc to p->dres, copying its text. 0, or -1 (no memory). */
 int keel__my_row_text(my_impl *p, MYSQL_ROW row);
 
+/* The description of the prepared statement p->cur (keel_conn_prepare): its columns, with
+ * MySQL's type names, and nparams untyped parameters. NULL when out of memory. */
+keel_result *keel__my_describe_result(my_impl *p, size_t nparams);
+
 /* Begins the binary-protocol result of p->cur: binds its columns, p->dres gets them. */
 keel_status keel__my_rows_begin_stmt(my_impl *p, keel_error *err);
 

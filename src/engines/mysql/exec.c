@@ -507,6 +507,16 @@ static int my_stmt_begin(my_impl *p) {
     }
     if (p->op == OP_MANY)
         return keel__my_batch_start(p);
+    if (p->op == OP_DESCRIBE) {
+        keel_result *res = keel__my_describe_result(p, p->nparams);
+        if (!res) {
+            keel__my_nomem(p, &p->err);
+            p->failed = 1;
+        } else {
+            my_keep(p, res, 1);
+        }
+        return keel__my_finish(p);
+    }
     if (keel__my_bind_row(p, p->prow) != 0) {
         keel__my_fail_stmt(p, p->cur, 0, 0);
         return my_stmt_done(p);
@@ -826,6 +836,29 @@ keel_status keel__my_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
     unsigned status = 0;
     mariadb_get_infov(p->m, MARIADB_CONNECTION_SERVER_STATUS, &status);
     p->own_txn = !(status & SERVER_STATUS_IN_TRANS);
+    return my_op_start(p, my_stmt_begin(p), err);
+}
+
+keel_status keel__my_describe(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
+    my_impl *p = c->impl;
+    keel_status st = my_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    my_op_begin(p, OP_DESCRIBE);
+    p->ssql = stmt->sql;
+    p->slen = stmt->sql_len;
+    p->map = stmt->map;
+    p->nmap = stmt->nmap;
+    p->nparams = stmt->nparams;
+    p->prow = NULL;
+    my_cached *e = keel__my_cache_find(p, stmt->sql, stmt->sql_len);
+    p->cur = e ? e->stmt : mysql_stmt_init(p->m);
+    p->cur_new = e == NULL;
+    if (!p->cur) {
+        keel__my_op_clear(p);
+        return keel__my_nomem(p, err);
+    }
+    p->in_start = 1;
     return my_op_start(p, my_stmt_begin(p), err);
 }
 

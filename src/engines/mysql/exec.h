@@ -51,4 +51,7 @@ keel_status keel__my_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
 /* The engine's transaction: BEGIN, COMMIT, ROLLBACK and savepoints at depth. */
 keel_status keel__my_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err);
 
+/* The engine's describe (keel_conn_prepare): prepares the statement into the cache. */
+keel_status keel__my_describe(keel_conn *c, const keel__stmt *stmt, keel_error *err);
+
 #endif

@@ -417,6 +417,7 @@ const keel__engine keel__engine_mysql = {
     .check_config = keel__my_check_config,
     .connect = keel__my_connect,
     .query = keel__my_query,
+    .describe = keel__my_describe,
     .copy_in = keel__copy_as_batch,
     .ping = keel__ping_sql,
     .transaction = keel__my_transaction,

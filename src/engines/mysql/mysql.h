@@ -83,9 +83,10 @@ typedef enum my_call {
 
 typedef enum my_op {
     OP_NONE,
-    OP_TEXT, /* a statement without parameters, or transaction control: the text protocol */
-    OP_STMT, /* a statement with parameters: a server-side prepared statement */
-    OP_MANY  /* a batch: executions of a prepared statement, atomic as a whole */
+    OP_TEXT,    /* a statement without parameters, or transaction control: the text protocol */
+    OP_STMT,    /* a statement with parameters: a server-side prepared statement */
+    OP_MANY,    /* a batch: executions of a prepared statement, atomic as a whole */
+    OP_DESCRIBE /* keel_conn_prepare: a statement is prepared (and cached), not executed */
 } my_op;
 
 /* Where a batch is: its rows, or the start or end of its transaction or savepoint. */

@@ -9,6 +9,7 @@
 #include "engines/pg/codec.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
+#include "engines/pg/describe.h"
 #include "engines/pg/exec.h"
 #include "engines/pg/stmtcache.h"
 
@@ -615,10 +616,11 @@ static void pg_op_step(pg_impl *p, int events) {
         pg_lost(p);
         return;
     }
-    int done = p->phase == PG_BATCH    ? pg_batch_collect(p)
-               : p->phase == PG_CACHED ? keel__pg_cached_collect(p)
-               : p->phase == PG_COPY   ? keel__pg_copy_collect(p)
-                                       : pg_query_collect(p);
+    int done = p->phase == PG_BATCH      ? pg_batch_collect(p)
+               : p->phase == PG_CACHED   ? keel__pg_cached_collect(p)
+               : p->phase == PG_COPY     ? keel__pg_copy_collect(p)
+               : p->phase == PG_DESCRIBE ? keel__pg_describe_collect(p)
+                                         : pg_query_collect(p);
     if (done < 0) {
         pg_lost(p);
         return;
@@ -646,7 +648,7 @@ static void pg_op_step(pg_impl *p, int events) {
 
 void keel__pg_resume(void *arg) {
     pg_impl *p = arg;
-    if (p->phase == PG_QUERY || p->phase == PG_CACHED)
+    if (p->phase == PG_QUERY || p->phase == PG_CACHED || p->phase == PG_DESCRIBE)
         pg_op_step(p, 0);
 }
 
@@ -678,6 +680,7 @@ void keel__pg_on_ready(void *arg, int events) {
     case PG_BATCH:
     case PG_CACHED:
     case PG_COPY:
+    case PG_DESCRIBE:
         pg_op_step(p, events);
         return;
     case PG_RESOLVING:
@@ -704,7 +707,7 @@ keel_status keel__pg_send_failed(pg_impl *p, int sent, keel_error *err) {
     keel_status st =
         keel__pg_error_libpq(err, bad ? KEEL_ERR_CONNECTION_LOST : KEEL_ERR_DATABASE, c,
                              bad ? "connection lost: " : NULL, PQerrorMessage(p->pg));
-    if (bad || sent || p->phase == PG_BATCH || p->phase == PG_CACHED) {
+    if (bad || sent || p->phase == PG_BATCH || p->phase == PG_CACHED || p->phase == PG_DESCRIBE) {
         c->broken = 1;
         p->phase = PG_DEAD;
         keel__watch_set(p->watch, 0);

@@ -4,6 +4,7 @@
 
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
+#include "engines/pg/describe.h"
 #include "engines/pg/exec.h"
 #include "engines/pg/pg.h"
 
@@ -73,7 +74,7 @@ keel_status keel__pg_connect_error(pg_impl *p, keel_error *err, keel_status code
 
 static int pg_running(const pg_impl *p) {
     return p->phase == PG_QUERY || p->phase == PG_BATCH || p->phase == PG_CACHED ||
-           p->phase == PG_COPY;
+           p->phase == PG_COPY || p->phase == PG_DESCRIBE;
 }
 
 static int pg_cancel_running(void *owner, uint64_t seq) {
@@ -185,6 +186,7 @@ const keel__engine keel__engine_postgresql = {
     .check_config = keel__pg_check_config,
     .connect = keel__pg_connect,
     .query = keel__pg_query,
+    .describe = keel__pg_describe,
     .copy_in = keel__pg_copy_in,
     .ping = keel__ping_sql,
     .transaction = keel__pg_transaction,

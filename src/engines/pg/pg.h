@@ -42,6 +42,7 @@ typedef enum pg_phase {
     PG_BATCH,      /* a pipelined batch is in flight */
     PG_CACHED,     /* one statement through the prepared-statement cache */
     PG_COPY,       /* a bulk load (keel_conn_copy_in): COPY … FROM STDIN in binary */
+    PG_DESCRIBE,   /* a statement is parsed and described (keel_conn_prepare) */
     PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;

@@ -78,6 +78,9 @@ typedef struct sq_stmt {
     int owned;
 } sq_stmt;
 
+/* sq_conn.many of a job that describes a statement (keel_conn_prepare). */
+#define SQ_DESCRIBE 2
+
 /*
  * The engine state of a connection (keel_conn.impl). Jobs run one at a time, so the fields a job
  * uses are touched by one thread at a time: the worker's queue lock orders a job's run() after
@@ -115,7 +118,7 @@ typedef struct sq_conn {
     keel_value *params; /* a copy (keel__values_copy) */
     size_t nparams;
     size_t nrows;
-    int many;
+    int many; /* 1: a batch; SQ_DESCRIBE: keel_conn_prepare (nparams counts, no values) */
     keel_result *res;
     keel_error err;
 
@@ -1153,6 +1156,43 @@ static void sq_run_many(sq_conn *sq) {
 }
 
 /*
+ * Prepares the statement (into the cache, where the statements that run it later find it) and
+ * describes it: its columns with their declared types, and its parameters, which SQLite does
+ * not type.
+ */
+static void sq_run_describe(sq_conn *sq) {
+    sq_stmt s;
+    int r = sq_statement(sq, sq->sql, sq->sql_len, &s);
+    if (r < 0)
+        return;
+    if (r == 1) {
+        sq_fail(sq, KEEL_ERR_PROGRAMMING, "42601", SQ_NO_ROW,
+                "a prepared statement must be a single statement");
+        return;
+    }
+    int ncols = s.st ? sqlite3_column_count(s.st) : 0;
+    keel_result *res = keel__result_new((size_t)ncols);
+    if (!res || keel__result_set_nparams(res, sq->nparams) != 0)
+        goto nomem;
+    for (int i = 0; i < ncols; i++) {
+        const char *name = sqlite3_column_name(s.st, i);
+        const char *decl = sqlite3_column_decltype(s.st, i);
+        if (!name ||
+            keel__result_set_column(res, (size_t)i, name, strlen(name),
+                                    sq_decl_type(sq_classify_decl(decl))) != 0 ||
+            (decl && keel__result_set_type_name(res, (size_t)i, decl, strlen(decl)) != 0))
+            goto nomem;
+    }
+    sq_statement_done(&s);
+    sq->res = res;
+    return;
+nomem:
+    sq_statement_done(&s);
+    keel_result_free(res);
+    sq_fail_nomem(sq);
+}
+
+/*
  * Resets SQLite's interrupt flag after a cancel whose sqlite3_interrupt may have come too late to
  * stop anything: a stale flag would make the next sqlite3_prepare fail. Stepping any statement
  * while none is active clears it.
@@ -1170,7 +1210,9 @@ static void sq_run_query(sq_conn *sq) {
         sq_fail_cancelled(sq, SQ_NO_ROW);
         return;
     }
-    if (sq->many)
+    if (sq->many == SQ_DESCRIBE)
+        sq_run_describe(sq);
+    else if (sq->many)
         sq_run_many(sq);
     else
         sq_run_one(sq);
@@ -1602,6 +1644,10 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
                      stmt->many ? stmt->nrows : 1, stmt->many, err);
 }
 
+static keel_status sq_describe(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
+    return sq_submit(c, stmt->sql, stmt->sql_len, NULL, stmt->nparams, 0, SQ_DESCRIBE, err);
+}
+
 static keel_status sq_transaction(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err) {
     static const char *const begin_sql[] = { "BEGIN DEFERRED", "BEGIN IMMEDIATE",
                                              "BEGIN EXCLUSIVE" };
@@ -1680,6 +1726,7 @@ const keel__engine keel__engine_sqlite = {
     .check_config = sq_check_config,
     .connect = sq_connect,
     .query = sq_query,
+    .describe = sq_describe,
     .copy_in = keel__copy_as_batch,
     .ping = keel__ping_sql,
     .transaction = sq_transaction,

@@ -1656,6 +1656,54 @@ TEST(executemany_returning) {
     keel_db_close(db);
 }
 
+TEST(prepare_describes_a_statement) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP TABLE IF EXISTS pt", NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TABLE pt (id BIGINT PRIMARY KEY, name VARCHAR(20), price "
+                       "DECIMAL(10,2), at DATETIME(6), body LONGTEXT) DEFAULT CHARSET=utf8mb4",
+                       NULL, 0));
+    keel_result *r = NULL;
+    keel_error err;
+    keel_status st = keel_conn_prepare_sync(
+        c, "SELECT id, name, price, at, body FROM pt WHERE id = $1 AND name <> $2", &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_INT(keel_result_nrows(r), 0);
+    CHECK_INT(keel_result_ncols(r), 5);
+    CHECK_STR(keel_result_colname(r, 1), "name");
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
+    CHECK_STR(keel_result_coltype_name(r, 0), "bigint");
+    CHECK_STR(keel_result_coltype_name(r, 1), "varchar");
+    CHECK_INT(keel_result_coltype(r, 2), KEEL_TYPE_NUMERIC);
+    CHECK_STR(keel_result_coltype_name(r, 2), "decimal");
+    CHECK_STR(keel_result_coltype_name(r, 3), "datetime");
+    CHECK_STR(keel_result_coltype_name(r, 4), "text");
+    CHECK_INT(keel_result_nparams(r), 2);
+    CHECK_INT(keel_result_paramtype(r, 1), KEEL_TYPE_NULL);
+    CHECK(keel_result_paramtype_name(r, 1) == NULL);
+    keel_result_free(r);
+    /* The prepared statement is the one the next run of the same SQL executes. */
+    int64_t prepares = status_of(c, "Com_stmt_prepare");
+    keel_value p[] = { keel_int(1), keel_text("x") };
+    keel_result_free(
+        q(c, "SELECT id, name, price, at, body FROM pt WHERE id = $1 AND name <> $2", p, 2));
+    CHECK_INT(status_of(c, "Com_stmt_prepare") - prepares, 0);
+
+    r = NULL;
+    st = keel_conn_prepare_sync(c, "SELECT * FROM no_such_table WHERE id = $1", &r, &err);
+    CHECK_INT(st, KEEL_ERR_PROGRAMMING);
+    CHECK(r == NULL);
+    CHECK_STR(err.sqlstate, "42S02");
+    CHECK_CONTAINS(err.message, "no_such_table");
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    keel_result_free(q(c, "DROP TABLE pt", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1665,6 +1713,7 @@ int main(void) {
     RUN(executemany_of_ten_thousand_rows_in_few_round_trips);
     RUN(executemany_binds_every_type_in_bulk);
     RUN(executemany_returning);
+    RUN(prepare_describes_a_statement);
     RUN(multi_statement_script_returns_the_last_rows);
     RUN(server_errors_map_to_statuses);
     RUN(statement_cache_closes_evicted_statements);

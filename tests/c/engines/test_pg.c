@@ -1828,6 +1828,73 @@ TEST(executemany_returning) {
     keel_db_close(db);
 }
 
+TEST(prepare_describes_a_statement) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "DROP TYPE IF EXISTS keel_mood CASCADE", NULL, 0));
+    keel_result_free(q(c, "CREATE TYPE keel_mood AS ENUM ('ok', 'sad')", NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE TEMP TABLE pt (id int8 PRIMARY KEY, name text, price "
+                       "numeric(10,2), at timestamptz, mood keel_mood, tags text[])",
+                       NULL, 0));
+    keel_result *r = NULL;
+    keel_error err;
+    keel_status st = keel_conn_prepare_sync(
+        c, "SELECT id, name, price, at, mood, tags FROM pt WHERE id = $1 AND name <> $2", &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_INT(keel_result_nrows(r), 0);
+    CHECK_INT(keel_result_ncols(r), 6);
+    CHECK_STR(keel_result_colname(r, 0), "id");
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
+    CHECK_STR(keel_result_coltype_name(r, 0), "int8");
+    CHECK_STR(keel_result_coltype_name(r, 1), "text");
+    CHECK_INT(keel_result_coltype(r, 2), KEEL_TYPE_NUMERIC);
+    CHECK_STR(keel_result_coltype_name(r, 2), "numeric");
+    CHECK_INT(keel_result_coltype(r, 3), KEEL_TYPE_TIMESTAMPTZ);
+    CHECK_STR(keel_result_coltype_name(r, 3), "timestamptz");
+    /* A type keel has no name for is named by its OID. */
+    int64_t mood = q_int(c, "SELECT 'keel_mood'::regtype::oid::int8");
+    char oid[24];
+    snprintf(oid, sizeof oid, "%lld", (long long)mood);
+    CHECK_STR(keel_result_coltype_name(r, 4), oid);
+    CHECK_STR(keel_result_coltype_name(r, 5), "text[]");
+    CHECK_INT(keel_result_nparams(r), 2);
+    CHECK_INT(keel_result_paramtype(r, 0), KEEL_TYPE_INT);
+    CHECK_STR(keel_result_paramtype_name(r, 0), "int8");
+    CHECK_INT(keel_result_paramtype(r, 1), KEEL_TYPE_TEXT);
+    CHECK_STR(keel_result_paramtype_name(r, 1), "text");
+    CHECK(keel_result_paramtype_name(r, 2) == NULL);
+    keel_result_free(r);
+
+    /* A statement without rows has no columns; the statement then runs as any other. */
+    st = keel_conn_prepare_sync(c, "INSERT INTO pt (id, name) VALUES ($1, $2)", &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_ncols(r), 0);
+    CHECK_INT(keel_result_nparams(r), 2);
+    keel_result_free(r);
+    keel_value p[] = { keel_int(1), keel_text("one") };
+    keel_result_free(q(c, "INSERT INTO pt (id, name) VALUES ($1, $2)", p, 2));
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pt"), 1);
+
+    /* What the server cannot prepare fails with its error; the connection stays usable. */
+    r = NULL;
+    st = keel_conn_prepare_sync(c, "SELECT * FROM no_such_table WHERE id = $1", &r, &err);
+    CHECK_INT(st, KEEL_ERR_PROGRAMMING);
+    CHECK(r == NULL);
+    CHECK_STR(err.sqlstate, "42P01");
+    CHECK_CONTAINS(err.message, "no_such_table");
+    st = keel_conn_prepare_sync(c, "SELECT 1; SELECT 2", &r, &err);
+    CHECK_INT(st, KEEL_ERR_PROGRAMMING);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    keel_result_free(q(c, "DROP TABLE pt", NULL, 0));
+    keel_result_free(q(c, "DROP TYPE keel_mood", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1840,6 +1907,7 @@ int main(void) {
     RUN(executemany_of_ten_thousand_rows);
     RUN(executemany_with_parameter_types_changing_between_rows);
     RUN(executemany_returning);
+    RUN(prepare_describes_a_statement);
     RUN(multi_statement_simple_query_returns_the_last_rows);
     RUN(query_rows_streams_a_large_result_in_batches);
     RUN(query_rows_edge_cases);

@@ -1173,6 +1173,45 @@ TEST(executemany_returning) {
     keel_db_close(db);
 }
 
+TEST(prepare_describes_a_statement) {
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE pt (id INTEGER PRIMARY KEY, name TEXT, price NUMERIC(10,2))");
+    keel_result *r = NULL;
+    keel_error err;
+    keel_status st = keel_conn_prepare_sync(
+        c, "SELECT id, name, price, id + 1 AS next FROM pt WHERE id = $1 AND name <> $2", &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_nrows(r), 0);
+    CHECK_INT(keel_result_ncols(r), 4);
+    CHECK_STR(keel_result_colname(r, 3), "next");
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INT);
+    CHECK_STR(keel_result_coltype_name(r, 0), "INTEGER");
+    CHECK_STR(keel_result_coltype_name(r, 1), "TEXT");
+    CHECK_STR(keel_result_coltype_name(r, 2), "NUMERIC(10,2)");
+    CHECK(keel_result_coltype_name(r, 3) == NULL); /* an expression has no declared type */
+    CHECK_INT(keel_result_nparams(r), 2);
+    CHECK_INT(keel_result_paramtype(r, 0), KEEL_TYPE_NULL);
+    CHECK(keel_result_paramtype_name(r, 0) == NULL);
+    keel_result_free(r);
+    /* Prepared once, it runs from the statement cache. */
+    keel_value p[] = { keel_int(1), keel_text("x") };
+    keel_result_free(
+        q(c, "SELECT id, name, price, id + 1 AS next FROM pt WHERE id = $1 AND name <> $2", p, 2));
+
+    r = NULL;
+    st = keel_conn_prepare_sync(c, "SELECT * FROM no_such_table", &r, &err);
+    CHECK_INT(st, KEEL_ERR_PROGRAMMING);
+    CHECK(r == NULL);
+    CHECK_CONTAINS(err.message, "no_such_table");
+    st = keel_conn_prepare_sync(c, "SELECT 1; SELECT 2", &r, &err);
+    CHECK_INT(st, KEEL_ERR_PROGRAMMING);
+    CHECK_CONTAINS(err.message, "single statement");
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -1183,6 +1222,7 @@ int main(void) {
     RUN(large_blob_and_many_rows);
     RUN(executemany_atomic);
     RUN(executemany_returning);
+    RUN(prepare_describes_a_statement);
     RUN(scripts);
     RUN(errors);
     RUN(errors_by_result_code);

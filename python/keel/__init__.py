@@ -119,6 +119,22 @@ def _flatten(prefix: str, value: object, out: list[tuple[str, str]]) -> None:
         out.append((prefix, _setting(value)))
 
 
+def _rowtype(record_class: type[Record] | None, into: Any) -> Any:
+    """What fetch/fetchrow turn rows into: None (Record), a Record subclass, or a callable taking
+    the columns as keyword arguments. TypeError naming what was wrong otherwise."""
+    if record_class is not None:
+        if into is not None:
+            raise TypeError("fetch: give record_class= or into=, not both")
+        if not (isinstance(record_class, type) and issubclass(record_class, Record)):
+            raise TypeError("record_class must be a subclass of keel.Record, not "
+                            f"{record_class!r}")
+        return record_class
+    if into is not None and not callable(into):
+        raise TypeError("into= must be a class or callable taking the columns as keyword "
+                        f"arguments (a pydantic model, a dataclass…), not {type(into).__name__}")
+    return into
+
+
 def _is_url(text: str) -> bool:
     return "://" in text or text.startswith("sqlite:")
 
@@ -176,15 +192,27 @@ class Database(_native.Database):
     # finished by then, the wait for a pooled connection included, and the statement is
     # cancelled on the server. None: the database's command_timeout (none by default).
 
+    # record_class= (a subclass of keel.Record, as asyncpg's) makes the rows instances of it;
+    # into= (a pydantic model, a dataclass, any callable taking the columns as keyword
+    # arguments) builds objects from the rows directly, without Records.
+
     async def fetch(self, sql: str, *args: Any, database: str | None = None,
-                    timeout: float | None = None) -> list[Record]:
-        """All rows, as a list of Records."""
-        return await self._query(_FETCH, sql, args, database, 0, timeout)
+                    timeout: float | None = None, record_class: type[Record] | None = None,
+                    into: Any = None) -> list[Any]:
+        """All rows, as a list of Records (or of record_class / into objects)."""
+        if record_class is None and into is None:
+            return await self._query(_FETCH, sql, args, database, 0, timeout)
+        return await self._query(_FETCH, sql, args, database, 0, timeout,
+                                 _rowtype(record_class, into))
 
     async def fetchrow(self, sql: str, *args: Any, database: str | None = None,
-                       timeout: float | None = None) -> Record | None:
-        """The first row as a Record, or None."""
-        return await self._query(_FETCHROW, sql, args, database, 0, timeout)
+                       timeout: float | None = None, record_class: type[Record] | None = None,
+                       into: Any = None) -> Any:
+        """The first row as a Record (or a record_class / into object), or None."""
+        if record_class is None and into is None:
+            return await self._query(_FETCHROW, sql, args, database, 0, timeout)
+        return await self._query(_FETCHROW, sql, args, database, 0, timeout,
+                                 _rowtype(record_class, into))
 
     async def fetchval(self, sql: str, *args: Any, column: int = 0,
                        database: str | None = None, timeout: float | None = None) -> Any:
@@ -277,12 +305,17 @@ class Connection(_native.Connection):
     # discarded when released if the server did not answer the cancel). None: the database's
     # command_timeout.
 
-    async def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Record]:
-        return await self._query(_FETCH, sql, args, 0, timeout)
+    async def fetch(self, sql: str, *args: Any, timeout: float | None = None,
+                    record_class: type[Record] | None = None, into: Any = None) -> list[Any]:
+        if record_class is None and into is None:
+            return await self._query(_FETCH, sql, args, 0, timeout)
+        return await self._query(_FETCH, sql, args, 0, timeout, _rowtype(record_class, into))
 
-    async def fetchrow(self, sql: str, *args: Any,
-                       timeout: float | None = None) -> Record | None:
-        return await self._query(_FETCHROW, sql, args, 0, timeout)
+    async def fetchrow(self, sql: str, *args: Any, timeout: float | None = None,
+                       record_class: type[Record] | None = None, into: Any = None) -> Any:
+        if record_class is None and into is None:
+            return await self._query(_FETCHROW, sql, args, 0, timeout)
+        return await self._query(_FETCHROW, sql, args, 0, timeout, _rowtype(record_class, into))
 
     async def fetchval(self, sql: str, *args: Any, column: int = 0,
                        timeout: float | None = None) -> Any:

@@ -96,18 +96,23 @@ static PyObject *released_error(kpy_conn *c) {
     return keel__py_raise(c->db->st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
 }
 
-/* _query(mode, sql, args, column[, timeout]) */
+/* _query(mode, sql, args, column[, timeout[, rowtype]]) */
 static PyObject *conn_query(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
-    if (keel__py_args_timeout(args, nargs, 4, "_query(mode, sql, args, column[, timeout])",
+    PyObject *rowtype = nargs == 6 ? args[5] : NULL;
+    if (keel__py_args_timeout(args, rowtype ? 5 : nargs, 4,
+                              "_query(mode, sql, args, column[, timeout[, rowtype]])",
                               &timeout) < 0)
         return NULL;
     int mode = (int)PyLong_AsLong(args[0]);
     Py_ssize_t column = PyLong_AsSsize_t(args[3]);
     if ((mode == -1 || column == -1) && PyErr_Occurred())
         return NULL;
-    return keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column, KEEL_TXN_BEGIN, 0,
-                               timeout);
+    PyObject *op = keel__py_conn_query(c, KPY_OP_QUERY, mode, args[1], args[2], column,
+                                       KEEL_TXN_BEGIN, 0, timeout);
+    if (op != NULL && rowtype != NULL)
+        keel__py_op_set_rowtype(op, rowtype);
+    return op;
 }
 
 /* _executemany(sql, rows[, timeout]) */
@@ -251,7 +256,8 @@ static PyObject *conn_repr(kpy_conn *c) {
 
 static PyMethodDef conn_methods[] = {
     { "_query", (PyCFunction)(void (*)(void))conn_query, METH_FASTCALL,
-      "_query(mode, sql, args, column[, timeout]) -> awaitable" },
+      "_query(mode, sql, args, column[, timeout[, rowtype]]) -> awaitable; rowtype: what rows "
+      "become (None: Record; a Record subclass; a callable taking the columns as keywords)" },
     { "_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
       "_executemany(sql, rows[, timeout]) -> awaitable" },
     { "_prepare", (PyCFunction)(void (*)(void))conn_prepare, METH_FASTCALL,

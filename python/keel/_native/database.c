@@ -391,17 +391,23 @@ static PyObject *db_close(kpy_db *self, PyObject *unused) {
 
 /* ---- queries ---- */
 
-/* _query(mode, sql, args, database, column[, timeout]) */
+/* _query(mode, sql, args, database, column[, timeout[, rowtype]]) */
 static PyObject *db_query(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
-    if (keel__py_args_timeout(args, nargs, 5,
-                              "_query(mode, sql, args, database, column[, timeout])", &timeout) < 0)
+    PyObject *rowtype = nargs == 7 ? args[6] : NULL;
+    if (keel__py_args_timeout(args, rowtype ? 6 : nargs, 5,
+                              "_query(mode, sql, args, database, column[, timeout[, rowtype]])",
+                              &timeout) < 0)
         return NULL;
     int mode = (int)PyLong_AsLong(args[0]);
     Py_ssize_t column = PyLong_AsSsize_t(args[4]);
     if ((mode == -1 || column == -1) && PyErr_Occurred())
         return NULL;
-    return keel__py_db_query(self, KPY_OP_QUERY, mode, args[1], args[2], args[3], column, timeout);
+    PyObject *op =
+        keel__py_db_query(self, KPY_OP_QUERY, mode, args[1], args[2], args[3], column, timeout);
+    if (op != NULL && rowtype != NULL)
+        keel__py_op_set_rowtype(op, rowtype);
+    return op;
 }
 
 /* _executemany(sql, rows, database[, timeout]) */
@@ -593,7 +599,8 @@ static PyMethodDef db_methods[] = {
     { "_close", (PyCFunction)db_close, METH_NOARGS,
       "Starts closing; returns a future done when closed, or None when already closed." },
     { "_query", (PyCFunction)(void (*)(void))db_query, METH_FASTCALL,
-      "_query(mode, sql, args, database, column[, timeout]) -> awaitable" },
+      "_query(mode, sql, args, database, column[, timeout[, rowtype]]) -> awaitable (rowtype: "
+      "see Connection._query)" },
     { "_executemany", (PyCFunction)(void (*)(void))db_executemany, METH_FASTCALL,
       "_executemany(sql, rows, database[, timeout]) -> awaitable" },
     { "_copy", (PyCFunction)(void (*)(void))db_copy, METH_FASTCALL,

@@ -399,6 +399,13 @@ static int module_exec(PyObject *m) {
         return -1;
     if (keel__py_bson_init(st) < 0)
         return -1;
+    /* A Record is a read-only mapping of column names to values (it iterates over its values,
+     * like asyncpg's): registered, so that what accepts any Mapping (pydantic's model_validate)
+     * accepts a Record. */
+    PyObject *registered = PyObject_CallMethod(st->Mapping, "register", "O", st->RecordType);
+    if (registered == NULL)
+        return -1;
+    Py_DECREF(registered);
     st->connection_class = (PyTypeObject *)Py_NewRef(st->ConnectionType);
 
     struct {

@@ -213,6 +213,13 @@ PyObject *keel__py_record_desc(const keel_result *res);
 /* One Record of row `row` of res, values converted. NULL with an exception. */
 PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_result *res,
                                    size_t row);
+/*
+ * Row `row` of res as rowtype says: NULL or keel.Record, a Record; a subclass of keel.Record
+ * (record_class=), an instance of it; anything else (into=) is called with one keyword argument
+ * per column (ProgrammingError when two columns share a name). NULL with an exception.
+ */
+PyObject *keel__py_row_new(kpy_state *st, PyObject *desc, const keel_result *res, size_t row,
+                           PyObject *rowtype);
 
 /* ---- the asyncio loop adapter (loop.c) ---- */
 
@@ -475,6 +482,7 @@ typedef struct kpy_op {
     PyObject *database;    /* database-level with a deadline: the name asked for (str or None) */
     PyObject *rows;        /* KPY_MODE_FETCH: the Records built so far, batch by batch */
     PyObject *desc;        /* KPY_MODE_FETCH: their shared description */
+    PyObject *rowtype;     /* fetch/fetchrow: what rows become (keel__py_row_new); NULL: Record */
     kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
     keel_result *reply;    /* KPY_OP_DECODING: the command's reply, owned */
     kpy_bson_slices *slices; /* KPY_OP_DECODING: its decoding, a slice per loop iteration */
@@ -490,6 +498,9 @@ PyObject *keel__py_db_acquire(kpy_db *db, PyObject *database, double timeout);
 /* Creates an operation on a leased connection and starts it (or queues it). */
 PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, PyObject *args,
                               Py_ssize_t column, keel_txn_op txn, unsigned depth, double timeout);
+/* Sets what the rows of the query operation op (as returned by keel__py_db_query or
+ * keel__py_conn_query, before it completes) become: see keel__py_row_new. */
+void keel__py_op_set_rowtype(PyObject *op, PyObject *rowtype);
 /* Submits a queued operation now that c is free; on failure completes it with the error. */
 void keel__py_op_submit_queued(kpy_conn *c, kpy_op *op);
 /* Completes a queued operation that will never run (its connection was released). */

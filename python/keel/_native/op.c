@@ -46,6 +46,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->database = NULL;
     op->rows = NULL;
     op->desc = NULL;
+    op->rowtype = NULL;
     op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
     op->reply = NULL;
     op->slices = NULL;
@@ -133,6 +134,7 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
     Py_VISIT(op->database);
     Py_VISIT(op->rows);
     Py_VISIT(op->desc);
+    Py_VISIT(op->rowtype);
     Py_VISIT(op->rows_exc.type);
     Py_VISIT(op->rows_exc.value);
     Py_VISIT(op->rows_exc.tb);
@@ -152,6 +154,7 @@ static int op_clear(kpy_op *op) {
     Py_CLEAR(op->database);
     Py_CLEAR(op->rows);
     Py_CLEAR(op->desc);
+    Py_CLEAR(op->rowtype);
     Py_CLEAR(op->rows_exc.type);
     Py_CLEAR(op->rows_exc.value);
     Py_CLEAR(op->rows_exc.tb);
@@ -379,6 +382,11 @@ int keel__py_args_timeout(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n,
     return keel__py_timeout_arg(nargs > n ? args[n] : NULL, timeout);
 }
 
+void keel__py_op_set_rowtype(PyObject *op, PyObject *rowtype) {
+    kpy_op *o = (kpy_op *)op;
+    Py_XSETREF(o->rowtype, rowtype == Py_None ? NULL : Py_XNewRef(rowtype));
+}
+
 /* Seconds left of op's timeout= (INFINITY when it has no deadline). */
 static double op_remaining(const kpy_op *op) {
     if (isinf(op->timeout))
@@ -570,7 +578,7 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
         PyObject *desc = keel__py_record_desc(res);
         if (desc == NULL)
             return NULL;
-        PyObject *r = keel__py_record_from_row(st, desc, res, 0);
+        PyObject *r = keel__py_row_new(st, desc, res, 0, op->rowtype);
         Py_DECREF(desc);
         return r;
     }
@@ -643,7 +651,7 @@ static int rows_extend(kpy_op *op, const keel_result *batch) {
         PyObject_GC_UnTrack(op->rows);
     }
     for (size_t i = 0; i < n; i++) {
-        PyObject *r = keel__py_record_from_row(st, op->desc, batch, i);
+        PyObject *r = keel__py_row_new(st, op->desc, batch, i, op->rowtype);
         if (r == NULL)
             return -1;
         int rc = PyList_Append(op->rows, r);

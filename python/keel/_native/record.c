@@ -78,6 +78,78 @@ PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_res
     return (PyObject *)r;
 }
 
+/* One Record of a subclass of keel.Record (record_class=): allocated by the class, so that a
+ * __dict__ it adds is set up, and tracked by the collector like any instance of a Python class. */
+static PyObject *record_of_class(kpy_state *st, PyTypeObject *cls, PyObject *desc,
+                                 const keel_result *res, size_t row) {
+    size_t n = keel_result_ncols(res);
+    const keel_value *vals = keel_result_row(res, row);
+    kpy_record *r = (kpy_record *)cls->tp_alloc(cls, (Py_ssize_t)n);
+    if (r == NULL)
+        return NULL;
+    r->desc = Py_NewRef(desc);
+    for (size_t i = 0; i < n; i++) {
+        PyObject *v = keel__py_value_to_py(st, &vals[i]);
+        if (v == NULL) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        r->values[i] = v;
+    }
+    return (PyObject *)r;
+}
+
+/* The row called into (into=): into(**{column: value}), through vectorcall with the column names
+ * as keyword names, without a dict or a Record in between. */
+static PyObject *row_into(kpy_state *st, PyObject *into, PyObject *desc, const keel_result *res,
+                          size_t row) {
+    PyObject *names = PyTuple_GET_ITEM(desc, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (PyDict_GET_SIZE(PyTuple_GET_ITEM(desc, 1)) != n) {
+        /* Two columns of one name: keyword arguments cannot carry both. */
+        for (Py_ssize_t i = 0; i < n; i++)
+            for (Py_ssize_t j = i + 1; j < n; j++)
+                if (PyUnicode_Compare(PyTuple_GET_ITEM(names, i), PyTuple_GET_ITEM(names, j)) ==
+                    0) {
+                    const char *dup = PyUnicode_AsUTF8(PyTuple_GET_ITEM(names, i));
+                    if (dup == NULL)
+                        return NULL;
+                    return keel__py_raise(st, KEEL_ERR_PROGRAMMING, NULL,
+                                          "into= builds objects from column names, and column "
+                                          "'%.200s' appears twice in the result: give the "
+                                          "columns distinct names (AS …)",
+                                          dup);
+                }
+    }
+    const keel_value *vals = keel_result_row(res, row);
+    PyObject *small[16];
+    PyObject **args = small;
+    if ((size_t)n > sizeof small / sizeof small[0] &&
+        (args = PyMem_Malloc((size_t)n * sizeof *args)) == NULL)
+        return PyErr_NoMemory();
+    PyObject *out = NULL;
+    Py_ssize_t made = 0;
+    for (; made < n; made++)
+        if ((args[made] = keel__py_value_to_py(st, &vals[made])) == NULL)
+            goto done;
+    out = PyObject_Vectorcall(into, args, 0, names);
+done:
+    for (Py_ssize_t i = 0; i < made; i++)
+        Py_DECREF(args[i]);
+    if (args != small)
+        PyMem_Free(args);
+    return out;
+}
+
+PyObject *keel__py_row_new(kpy_state *st, PyObject *desc, const keel_result *res, size_t row,
+                           PyObject *rowtype) {
+    if (rowtype == NULL || rowtype == (PyObject *)st->RecordType)
+        return keel__py_record_from_row(st, desc, res, row);
+    if (PyType_Check(rowtype) && PyType_IsSubtype((PyTypeObject *)rowtype, st->RecordType))
+        return record_of_class(st, (PyTypeObject *)rowtype, desc, res, row);
+    return row_into(st, rowtype, desc, res, row);
+}
+
 static int record_traverse(kpy_record *r, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(r));
     Py_VISIT(r->desc);
@@ -163,6 +235,60 @@ static PyObject *record_subscript(kpy_record *r, PyObject *key) {
     }
     PyErr_Format(PyExc_TypeError, "record keys are str, int or slice, not %.100s",
                  Py_TYPE(key)->tp_name);
+    return NULL;
+}
+
+/*
+ * Attribute access to columns (row.name), for code and libraries that read objects by attribute
+ * (pydantic's from_attributes=True). What the class defines comes first: keel.Record's methods
+ * (get, keys, values, items) and dunders, and on a record_class everything it and its instances
+ * define; a column is only looked up when no attribute has that name.
+ */
+/* True for the names of keel.Record's methods, which columns never hide. */
+static int is_record_method(PyObject *name) {
+    return (PyUnicode_CompareWithASCIIString(name, "get") == 0) ||
+           (PyUnicode_CompareWithASCIIString(name, "keys") == 0) ||
+           (PyUnicode_CompareWithASCIIString(name, "values") == 0) ||
+           (PyUnicode_CompareWithASCIIString(name, "items") == 0);
+}
+
+static PyObject *record_getattro(PyObject *self, PyObject *name) {
+    kpy_record *r = (kpy_record *)self;
+    if (!PyUnicode_Check(name))
+        return PyObject_GenericGetAttr(self, name);
+    /* keel.Record itself (whose base is object; a record_class's is keel.Record) has no
+     * attribute but its methods and dunders: a column is looked up first, without the cost of
+     * an AttributeError. */
+    int exact = Py_TYPE(self)->tp_base == &PyBaseObject_Type;
+    if (exact && !is_record_method(name) &&
+        !(PyUnicode_GET_LENGTH(name) > 1 && PyUnicode_READ_CHAR(name, 0) == '_' &&
+          PyUnicode_READ_CHAR(name, 1) == '_')) {
+        Py_ssize_t i = record_find(r, name);
+        if (i >= 0)
+            return Py_NewRef(r->values[i]);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *v = PyObject_GenericGetAttr(self, name);
+    if (v != NULL || exact || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    /* A record_class defines no attribute of that name: a column may have it. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_ssize_t i = record_find(r, name);
+    if (i >= 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return Py_NewRef(r->values[i]);
+    }
+    if (PyErr_Occurred()) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    PyErr_Restore(type, value, tb);
     return NULL;
 }
 
@@ -300,12 +426,14 @@ static PyMethodDef record_methods[] = {
 };
 
 static PyType_Slot record_slots[] = {
-    { Py_tp_doc, "A row of a result: r[0], r[-1], r['col'], r.get('col'), dict(r), iteration over "
-                 "values like a tuple." },
+    { Py_tp_doc, "A row of a result: r[0], r[-1], r['col'], r.col, r.get('col'), dict(r), "
+                 "iteration over values like a tuple. A collections.abc.Mapping (by registration), "
+                 "so pydantic's Model.model_validate(r) reads it; subclass it for record_class=." },
     { Py_tp_dealloc, record_dealloc },
     { Py_tp_traverse, record_traverse },
     { Py_tp_clear, record_clear },
     { Py_tp_repr, record_repr },
+    { Py_tp_getattro, record_getattro },
     { Py_tp_hash, record_hash },
     { Py_tp_richcompare, record_richcompare },
     { Py_tp_iter, record_iter },
@@ -323,6 +451,6 @@ PyType_Spec keel__py_record_spec = {
     .basicsize = (int)offsetof(kpy_record, values),
     .itemsize = (int)sizeof(PyObject *),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_BASETYPE,
     .slots = record_slots,
 };

@@ -70,10 +70,6 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
 BUILD_C = REPO / "build" / "c"
 
-# Pages whose blocks are not annotated yet (being done): skipped with the reason.
-PENDING = {
-}
-
 # The URLs the pages show, and the suite's URL each one stands for.
 DOC_URLS = {
     "postgresql://postgres@127.0.0.1:5432/keel_test": PG_URL,
@@ -466,8 +462,6 @@ def run_hidden(h, code, where, what):
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
 def test_page(page, tmp_path, monkeypatch):
     blocks, cleanups = parse(page)
-    if str(page.relative_to(REPO)) in PENDING:
-        pytest.skip(PENDING[str(page.relative_to(REPO))])
     for k in list(os.environ):
         if k.startswith("KEEL_") and not k.startswith("KEEL_TEST_"):
             monkeypatch.delenv(k)

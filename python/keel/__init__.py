@@ -18,11 +18,21 @@ from typing import Any, Union
 from . import _collection, _native
 from ._statement import Attribute, PreparedStatement, Type
 from ._collection import (
+    BulkWriteResult,
+    ChangeStream,
     Collection,
     Cursor,
+    DeleteMany,
+    DeleteOne,
     DeleteResult,
+    IndexModel,
     InsertManyResult,
+    InsertOne,
     InsertOneResult,
+    ReplaceOne,
+    ReturnDocument,
+    UpdateMany,
+    UpdateOne,
     UpdateResult,
     flush_kills as _flush_kills,
 )
@@ -83,6 +93,16 @@ __all__ = [
     "InsertManyResult",
     "UpdateResult",
     "DeleteResult",
+    "BulkWriteResult",
+    "ChangeStream",
+    "ReturnDocument",
+    "InsertOne",
+    "UpdateOne",
+    "UpdateMany",
+    "ReplaceOne",
+    "DeleteOne",
+    "DeleteMany",
+    "IndexModel",
     "ObjectId",
     "Regex",
     "Timestamp",
@@ -283,6 +303,31 @@ class Database(_native.Database):
         NotSupportedError when the database is not a MongoDB one."""
         return Collection(name, db=self, database=database, dbname=dbname)
 
+    def __getitem__(self, name: str) -> Collection:
+        """db["users"]: db.collection("users"), in the default database (pymongo's
+        client["app"]["users"] is db.collection("users", dbname="app"))."""
+        return Collection(name, db=self)
+
+    async def list_collection_names(self, database: str | None = None, *,
+                                    dbname: str | None = None, filter: dict[str, Any] | None = None,
+                                    session: Any = None, timeout: float | None = None) -> list[str]:
+        """The collection names of a MongoDB database (see collection() for database and
+        dbname); filter applies to listCollections' documents ({"name": {"$regex": …}})."""
+        return await _collection.list_collection_names(
+            Collection("$cmd", db=self, database=database, dbname=dbname), filter, session,
+            timeout)
+
+    async def create_collection(self, name: str, database: str | None = None, *,
+                                dbname: str | None = None, check_exists: bool = True,
+                                session: Any = None, timeout: float | None = None,
+                                **options: Any) -> Collection:
+        """Creates a collection (options go into MongoDB's create command as they are:
+        capped=True, size=…, validator={…}…) and returns it. With check_exists, one that exists
+        already is a ProgrammingError."""
+        return await _collection.create_collection(
+            Collection("$cmd", db=self, database=database, dbname=dbname), name, options,
+            check_exists, session, timeout)
+
     async def command(self, dbname: str | None, cmd: dict[str, Any], *,
                       database: str | None = None,
                       timeout: float | None = None) -> dict[str, Any]:
@@ -358,6 +403,25 @@ class Connection(_native.Connection):
         """A MongoDB collection whose operations run on this connection (and so inside its
         transaction). NotSupportedError on an SQL connection."""
         return Collection(name, conn=self, dbname=dbname)
+
+    def __getitem__(self, name: str) -> Collection:
+        """conn["users"]: conn.collection("users")."""
+        return Collection(name, conn=self)
+
+    async def list_collection_names(self, *, dbname: str | None = None,
+                                    filter: dict[str, Any] | None = None,
+                                    timeout: float | None = None) -> list[str]:
+        """The collection names of the MongoDB database, on this connection."""
+        return await _collection.list_collection_names(
+            Collection("$cmd", conn=self, dbname=dbname), filter, None, timeout)
+
+    async def create_collection(self, name: str, *, dbname: str | None = None,
+                                check_exists: bool = True, timeout: float | None = None,
+                                **options: Any) -> Collection:
+        """Creates a collection on this connection (see Database.create_collection)."""
+        return await _collection.create_collection(
+            Collection("$cmd", conn=self, dbname=dbname), name, options, check_exists, None,
+            timeout)
 
     async def command(self, dbname: str | None, cmd: dict[str, Any], *,
                       timeout: float | None = None) -> dict[str, Any]:

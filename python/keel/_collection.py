@@ -7,8 +7,12 @@
         ...
 
 Every operation is one MongoDB command (insert, find, getMore, killCursors, update, delete,
-aggregate, createIndexes, drop) sent through Connection._command / Database._command, which
-encode the command to BSON, run it and decode the reply in C.
+aggregate, distinct, findAndModify, createIndexes, listIndexes, dropIndexes, listCollections,
+create, drop) or, for insert_many and bulk_write, as few as MongoDB's limits allow, sent through
+Connection._command / Database._command, which encode the command to BSON, run it and decode the
+reply in C. session= (a keel Connection, e.g. of db.transaction()) makes an operation run on that
+connection, and so in its transaction. watch() is a ChangeStream: aggregate with $changeStream,
+read with getMore, resumed from its resume token after a resumable error.
 
 timeout= (seconds) on every method bounds the call as on the SQL methods: QueryTimeout when it
 has not finished by then (None: the database's command_timeout). insert_many's covers all of its
@@ -28,13 +32,15 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from . import _native
 from ._native import (
+    ConnectionLost,
     Error,
+    InterfaceError,
     NotSupportedError,
     ObjectId,
     ProgrammingError,
@@ -49,10 +55,20 @@ if TYPE_CHECKING:
 __all__ = [
     "Collection",
     "Cursor",
+    "ChangeStream",
     "InsertOneResult",
     "InsertManyResult",
     "UpdateResult",
     "DeleteResult",
+    "BulkWriteResult",
+    "ReturnDocument",
+    "InsertOne",
+    "UpdateOne",
+    "UpdateMany",
+    "ReplaceOne",
+    "DeleteOne",
+    "DeleteMany",
+    "IndexModel",
 ]
 
 SortSpec = Union[str, Sequence[tuple[str, Any]], Mapping[str, Any], None]
@@ -75,19 +91,28 @@ _HANDOVER_SECONDS = 0.004
 
 
 # ---- results ----
+#
+# raw_result is the server's reply to the write command (for a call sent as several commands,
+# see each class). It is left out of repr() and of comparisons.
 
 @dataclass(frozen=True)
 class InsertOneResult:
     """Outcome of insert_one: the _id of the document (generated when it had none)."""
     inserted_id: Any
     acknowledged: bool = True
+    raw_result: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
 class InsertManyResult:
-    """Outcome of insert_many: the _id of every document, in order."""
+    """Outcome of insert_many: the _id of every document, in order.
+
+    raw_result is the server's reply when the documents went in one command; when they needed
+    several, {"n": the documents inserted, "ok": 1.0, "replies": [each reply, in order]}.
+    """
     inserted_ids: list[Any] = field(default_factory=list)
     acknowledged: bool = True
+    raw_result: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,7 @@ class UpdateResult:
     modified_count: int
     upserted_id: Any = None
     acknowledged: bool = True
+    raw_result: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +133,111 @@ class DeleteResult:
     """Outcome of delete_one / delete_many."""
     deleted_count: int
     acknowledged: bool = True
+    raw_result: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class BulkWriteResult:
+    """Outcome of bulk_write. upserted_ids maps the index of each request that upserted to the
+    _id of the document it inserted. raw_result (also bulk_api_result, pymongo's name) sums the
+    server's replies: {"writeErrors": [], "writeConcernErrors": [], "nInserted", "nUpserted",
+    "nMatched", "nModified", "nRemoved", "upserted": [{"index", "_id"}…]}."""
+    inserted_count: int = 0
+    matched_count: int = 0
+    modified_count: int = 0
+    deleted_count: int = 0
+    upserted_count: int = 0
+    upserted_ids: dict[int, Any] = field(default_factory=dict)
+    acknowledged: bool = True
+    raw_result: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def bulk_api_result(self) -> Any:
+        return self.raw_result
+
+
+class ReturnDocument:
+    """return_document= of find_one_and_update / find_one_and_replace: the document as it was
+    BEFORE the change, or AFTER it (the same values as pymongo's ReturnDocument, so either
+    works)."""
+    BEFORE = False
+    AFTER = True
+
+
+# ---- bulk_write's operations (pymongo's classes are accepted too) ----
+
+@dataclass(frozen=True)
+class InsertOne:
+    """Inserts document (an _id is added to it when it has none)."""
+    document: Any
+
+
+@dataclass(frozen=True)
+class UpdateOne:
+    """Applies update ($ operators or a pipeline) to the first document filter matches."""
+    filter: Any
+    update: Any
+    upsert: bool = False
+    collation: Any = None
+    array_filters: Any = None
+    hint: Any = None
+
+
+@dataclass(frozen=True)
+class UpdateMany:
+    """Applies update ($ operators or a pipeline) to every document filter matches."""
+    filter: Any
+    update: Any
+    upsert: bool = False
+    collation: Any = None
+    array_filters: Any = None
+    hint: Any = None
+
+
+@dataclass(frozen=True)
+class ReplaceOne:
+    """Replaces the first document filter matches (its _id is kept)."""
+    filter: Any
+    replacement: Any
+    upsert: bool = False
+    collation: Any = None
+    hint: Any = None
+
+
+@dataclass(frozen=True)
+class DeleteOne:
+    """Deletes the first document filter matches."""
+    filter: Any
+    collation: Any = None
+    hint: Any = None
+
+
+@dataclass(frozen=True)
+class DeleteMany:
+    """Deletes every document filter matches."""
+    filter: Any
+    collation: Any = None
+    hint: Any = None
+
+
+class IndexModel:
+    """One index for create_indexes: IndexModel(keys, name=None, unique=…, **options), with
+    keys as create_index takes them. document is the index specification sent to the server."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, keys: str | Sequence[tuple[str, Any]] | Mapping[str, Any],
+                 **options: Any) -> None:
+        spec = _index_keys(keys)
+        name = options.pop("name", None)
+        if name is None:
+            name = _index_name(spec)
+        elif not isinstance(name, str) or not name:
+            raise TypeError("an index name must be a non-empty str")
+        self.document: dict[str, Any] = {"key": spec, "name": name, **options}
+
+    def __repr__(self) -> str:
+        return f"IndexModel({self.document!r})"
 
 
 # ---- argument helpers ----
@@ -187,6 +318,46 @@ def _index_keys(keys: str | Sequence[tuple[str, Any]] | Mapping[str, Any]) -> di
     if not spec:
         raise ProgrammingError("an index needs at least one key")
     return spec
+
+
+def _index_name(spec: Mapping[str, Any]) -> str:
+    """MongoDB's default name of an index: "a_1_b_-1" for {"a": 1, "b": -1}."""
+    return "_".join(f"{k}_{v}" for k, v in spec.items())
+
+
+def _check_bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, not {type(value).__name__}")
+    return value
+
+
+def _session_conn(session: object, database: str) -> Connection:
+    """The connection an operation given session= runs on: the Connection of a transaction
+    (db.transaction(), conn.transaction()) or of db.connection() on the same database."""
+    conn = getattr(session, "_conn", None) if type(session).__name__ == "Transaction" else session
+    if not isinstance(conn, _native.Connection):
+        raise TypeError("session must be a keel.Connection (from db.transaction(), "
+                        f"db.connection() or db.acquire()), not {type(session).__name__}")
+    if conn.engine != "mongodb":
+        raise _unsupported(conn.database, conn.engine)
+    if conn.database != database:
+        exc = ProgrammingError(f"session= is a connection of database '{conn.database}', the "
+                               f"collection belongs to database '{database}'")
+        exc.database = database
+        exc.engine = "mongodb"
+        raise exc
+    return conn  # type: ignore[return-value]
+
+
+def _renamed(exc: Error, message: str) -> Error:
+    """exc's class and attributes with another message (raised from exc)."""
+    new = type(exc)(message)
+    for attr in ("database", "engine", "code", "sqlstate"):
+        try:
+            setattr(new, attr, getattr(exc, attr))
+        except AttributeError:
+            pass
+    return new
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -295,10 +466,15 @@ class Cursor:
 
     __slots__ = ("_coll", "_cmd", "_batch_size", "_timeout", "_batch", "_pos", "_id", "_ns_db",
                  "_ns_coll", "_conn", "_owned", "_loop", "_closed", "_handed", "_since",
-                 "__weakref__")
+                 "_session", "_await_ms", "_post_token", "_missing_ok", "__weakref__")
 
     def __init__(self, collection: Collection, cmd: dict[str, Any],
-                 batch_size: int | None, timeout: float | None = None) -> None:
+                 batch_size: int | None, timeout: float | None = None,
+                 session: Connection | None = None) -> None:
+        self._session = session        # session=: the connection to run on (not leased)
+        self._await_ms: int | None = None  # getMore's maxTimeMS (change streams)
+        self._post_token: Any = None   # the last batch's postBatchResumeToken
+        self._missing_ok = False       # a missing collection is an empty result (listIndexes)
         self._coll = collection
         self._cmd = cmd
         self._batch_size = batch_size
@@ -326,6 +502,87 @@ class Cursor:
         return self._id
 
     def __aiter__(self) -> Cursor:
+        return self
+
+    def __await__(self) -> Generator[Any, None, Cursor]:
+        """await cursor: sends its command (if not sent yet) and gives the cursor back, as
+        pymongo's async aggregate does (`cursor = await coll.aggregate(p)`)."""
+        return self._start().__await__()
+
+    async def _start(self) -> Cursor:
+        if self._id is None and not self._closed:
+            await self._open()
+        return self
+
+    # -- options, set before the first batch (pymongo's chaining: find().sort().limit()) --
+
+    def _settable(self, method: str, find_only: bool = True) -> None:
+        if self._id is not None or self._closed:
+            raise InterfaceError(f"Cursor.{method}(): the cursor has already been read; "
+                                 "options are set before its first batch")
+        if find_only and "find" not in self._cmd:
+            raise InterfaceError(f"Cursor.{method}() applies to find() cursors; this one runs "
+                                 f"{next(iter(self._cmd))!r}")
+
+    def sort(self, key_or_list: SortSpec, direction: Any = None) -> Cursor:
+        """Sorts by sort("field", -1), sort([("a", 1), ("b", -1)]) or sort({"a": 1})."""
+        self._settable("sort")
+        if direction is not None:
+            if not isinstance(key_or_list, str):
+                raise TypeError("sort(key, direction): key must be a field name (str)")
+            key_or_list = [(key_or_list, direction)]
+        spec = _sort(key_or_list)
+        if spec:
+            self._cmd["sort"] = spec
+        else:
+            self._cmd.pop("sort", None)
+        return self
+
+    def skip(self, skip: int) -> Cursor:
+        """Skips the first skip matching documents."""
+        self._settable("skip")
+        if isinstance(skip, bool) or not isinstance(skip, int):
+            raise TypeError(f"skip must be an int, not {type(skip).__name__}")
+        if skip < 0:
+            raise ValueError("skip must be >= 0")
+        if skip:
+            self._cmd["skip"] = skip
+        else:
+            self._cmd.pop("skip", None)
+        return self
+
+    def limit(self, limit: int) -> Cursor:
+        """Returns at most limit documents (0: no limit; negative: at most -limit, one batch)."""
+        self._settable("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        self._cmd.pop("limit", None)
+        self._cmd.pop("singleBatch", None)
+        if limit:
+            self._cmd["limit"] = abs(limit)
+            if limit < 0:
+                self._cmd["singleBatch"] = True
+        return self
+
+    def batch_size(self, batch_size: int) -> Cursor:
+        """Fetches batch_size documents per batch (0: the server's default)."""
+        self._settable("batch_size", find_only=False)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        self._batch_size = batch_size or None
+        target = self._cmd if "find" in self._cmd else self._cmd.setdefault("cursor", {})
+        if batch_size:
+            target["batchSize"] = batch_size
+        else:
+            target.pop("batchSize", None)
+        return self
+
+    def hint(self, index: str | Sequence[tuple[str, Any]] | Mapping[str, Any]) -> Cursor:
+        """Makes the server use index (its name, or its keys as create_index takes them)."""
+        self._settable("hint")
+        self._cmd["hint"] = index if isinstance(index, str) else _index_keys(index)
         return self
 
     async def __anext__(self) -> Any:
@@ -435,7 +692,9 @@ class Cursor:
         coll = self._coll
         timeout = self._timeout
         deadline = _deadline(timeout)
-        if coll._conn is not None:
+        if self._session is not None:
+            conn = self._session
+        elif coll._conn is not None:
             conn = coll._conn
         else:
             conn = await coll._db._acquire(coll._database, timeout)
@@ -445,6 +704,11 @@ class Cursor:
         try:
             left = _left(deadline, timeout, coll._database)
             reply = await _conn_command(conn, coll._dbname, self._cmd, left)
+        except ProgrammingError as exc:
+            self._abandon()
+            if self._missing_ok and "(code 26)" in str(exc):
+                return  # NamespaceNotFound: no collection, no documents
+            raise
         except BaseException:
             self._abandon()
             raise
@@ -456,6 +720,8 @@ class Cursor:
         cmd: dict[str, Any] = {"getMore": self._id, "collection": self._ns_coll}
         if self._batch_size:
             cmd["batchSize"] = self._batch_size
+        if self._await_ms is not None:
+            cmd["maxTimeMS"] = self._await_ms
         try:
             reply = await _conn_command(conn, self._ns_db, cmd, self._timeout)
         except BaseException:
@@ -472,6 +738,7 @@ class Cursor:
         self._batch = cursor[key]
         self._pos = 0
         self._id = int(cursor.get("id", 0))
+        self._post_token = cursor.get("postBatchResumeToken")
         ns = cursor.get("ns")
         if isinstance(ns, str) and "." in ns:
             # getMore and killCursors go to the database and collection the server named.
@@ -513,12 +780,198 @@ class Cursor:
             _defer_kill(conn, self._ns_db, self._ns_coll, cursor_id)
 
 
+# ---- change streams ----
+
+# Server errors after which a change stream resumes (the change streams specification): network
+# and election errors, a cursor the server lost, and RetryChangeStream.
+_RESUMABLE_CODES = frozenset({6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600,
+                              11602, 13388, 13435, 13436})
+
+
+def _resumable(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionLost):
+        return True
+    if not isinstance(exc, Error) or isinstance(exc, QueryTimeout):
+        return False
+    text = str(exc)
+    if "ResumableChangeStreamError" in text:
+        return True
+    marker = text.rfind("(code ")
+    if marker < 0:
+        return False
+    digits = text[marker + 6:].split(")", 1)[0]
+    return digits.isdigit() and int(digits) in _RESUMABLE_CODES
+
+
+class ChangeStream:
+    """The changes to a collection, from Collection.watch(); each one a dict (operationType,
+    documentKey, fullDocument…) as the server reports it.
+
+        async with coll.watch() as stream:        # or: stream = await coll.watch()
+            async for change in stream: ...       # waits for the next change
+            change = await stream.try_next()      # a change, or None when none came in one wait
+        stream.resume_token                       # resume_after= of a later watch()
+
+    The stream holds a connection (of the pool, or session=) until closed. After a network
+    error or a server error that allows it (a lost cursor, an election), it resumes once, from
+    its resume token, without losing or repeating a change.
+    """
+
+    __slots__ = ("_coll", "_pipeline", "_options", "_batch_size", "_await_ms", "_timeout",
+                 "_session", "_cursor", "_token", "_closed", "_started")
+
+    def __init__(self, collection: Collection, pipeline: list[Any], options: dict[str, Any],
+                 batch_size: int | None, max_await_time_ms: int | None,
+                 timeout: float | None, session: Connection | None) -> None:
+        self._coll = collection
+        self._pipeline = pipeline
+        self._options = options
+        self._batch_size = batch_size
+        self._await_ms = max_await_time_ms
+        self._timeout = timeout
+        self._session = session
+        self._cursor: Cursor | None = None
+        self._token: Any = options.get("startAfter", options.get("resumeAfter"))
+        self._closed = False
+        self._started = False
+
+    @property
+    def resume_token(self) -> Any:
+        """The token to resume after the last change handed over (or the server's latest
+        position when none was), for watch(resume_after=…); None before the stream opened."""
+        return self._token
+
+    @property
+    def alive(self) -> bool:
+        """True until the stream is closed or the server ended it (an invalidate event)."""
+        return not self._closed and (self._cursor is None or self._cursor.alive)
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    def __await__(self) -> Generator[Any, None, ChangeStream]:
+        """await coll.watch(): opens the stream on the server and gives it back."""
+        return self._opened().__await__()
+
+    async def __aenter__(self) -> ChangeStream:
+        return await self._opened()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Kills the server-side cursor and gives back its connection."""
+        self._closed = True
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            await cursor.aclose()
+
+    close = aclose
+
+    async def _opened(self) -> ChangeStream:
+        if self._cursor is None and not self._closed:
+            await self._open(resuming=False)
+        return self
+
+    async def _open(self, resuming: bool) -> None:
+        options = dict(self._options)
+        if resuming:
+            # A resumed stream goes on after the last change seen (startAfter only counts for the
+            # first opening), or, before any token, from the time the first one started.
+            options.pop("startAfter", None)
+            options.pop("resumeAfter", None)
+            if self._token is not None:
+                options.pop("startAtOperationTime", None)
+                options["resumeAfter"] = self._token
+        cmd: dict[str, Any] = {"aggregate": self._coll.name,
+                               "pipeline": [{"$changeStream": options}, *self._pipeline],
+                               "cursor": {"batchSize": self._batch_size}
+                               if self._batch_size else {}}
+        cursor = Cursor(self._coll, cmd, self._batch_size, self._timeout, self._session)
+        cursor._await_ms = self._await_ms
+        self._cursor = cursor
+        await cursor._open()
+        self._started = True
+        self._batch_taken(cursor)
+
+    def _batch_taken(self, cursor: Cursor) -> None:
+        if not cursor._batch and cursor._post_token is not None:
+            self._token = cursor._post_token
+
+    async def try_next(self) -> dict[str, Any] | None:
+        """The next change, or None when the server had none within one wait (its
+        max_await_time_ms) or the stream ended."""
+        await self._opened()
+        while True:
+            cursor = self._cursor
+            if cursor is None or self._closed:
+                return None
+            if cursor._pos < len(cursor._batch):
+                return self._hand(cursor)
+            if cursor._closed or cursor._id == 0:
+                return None
+            try:
+                await cursor._get_more()
+            except Exception as exc:
+                if not _resumable(exc) or self._closed:
+                    raise
+                await cursor.aclose()
+                await self._open(resuming=True)
+                continue
+            self._batch_taken(cursor)
+            if cursor._pos < len(cursor._batch):
+                return self._hand(cursor)
+            return None
+
+    def _hand(self, cursor: Cursor) -> dict[str, Any]:
+        change = cursor._batch[cursor._pos]
+        cursor._batch[cursor._pos] = None
+        cursor._pos += 1
+        if cursor._pos == len(cursor._batch) and cursor._post_token is not None:
+            self._token = cursor._post_token
+        elif isinstance(change, Mapping) and "_id" in change:
+            self._token = change["_id"]
+        else:
+            raise ProgrammingError("a change stream document without its resume token (_id): "
+                                   "a pipeline stage of watch() must not remove _id")
+        return change  # type: ignore[no-any-return]
+
+    async def __anext__(self) -> dict[str, Any]:
+        cursor = self._cursor
+        if cursor is not None:
+            # Buffered changes are handed over without awaiting: let the loop run now and then,
+            # as a Cursor does.
+            cursor._handed += 1
+            if cursor._handed >= _HANDOVER_EVERY:
+                cursor._handed = 0
+                if time.monotonic() - cursor._since >= _HANDOVER_SECONDS:
+                    await asyncio.sleep(0)
+                    cursor._since = time.monotonic()
+        while True:
+            change = await self.try_next()
+            if change is not None:
+                return change
+            cursor = self._cursor
+            if self._closed or cursor is None or not cursor.alive:
+                raise StopAsyncIteration
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._started else "new"
+        return f"<keel.ChangeStream {self._coll.name!r} {state}>"
+
+
 # ---- collections ----
 
 class Collection:
     """A MongoDB collection of a keel database (db.collection(…)) or connection
-    (conn.collection(…)). Methods mirror pymongo's; every one is a coroutine except find() and
-    aggregate(), which return a Cursor."""
+    (conn.collection(…)). Methods mirror pymongo's; every one is a coroutine except find(),
+    aggregate() and list_indexes(), which return a Cursor, and watch(), which returns a
+    ChangeStream (both also awaitable).
+
+    session= on every method: a Connection (of db.transaction(), conn.transaction(),
+    db.connection() or db.acquire(), of the same keel database) to run the operation on, and so
+    inside its transaction; None: the collection's own connection, or one leased per operation.
+    """
 
     __slots__ = ("_db", "_conn", "_database", "_dbname", "name")
 
@@ -558,24 +1011,35 @@ class Collection:
         where = "connection" if self._conn is not None else "database"
         return f"<keel.Collection {self.name!r} {where}={self._database!r}>"
 
-    async def _run(self, cmd: dict[str, Any], timeout: float | None) -> Any:
+    def _sibling(self, name: str) -> Collection:
+        """Another collection in the same place (database or connection, dbname)."""
         if self._conn is not None:
-            return await _conn_command(self._conn, self._dbname, cmd, timeout)
+            return Collection(name, conn=self._conn, dbname=self._dbname)
+        return Collection(name, db=self._db, database=self._database, dbname=self._dbname)
+
+    def _session(self, session: object) -> Connection | None:
+        return None if session is None else _session_conn(session, self._database)
+
+    async def _run(self, cmd: dict[str, Any], timeout: float | None,
+                   session: object = None) -> Any:
+        conn = self._session(session) if session is not None else self._conn
+        if conn is not None:
+            return await _conn_command(conn, self._dbname, cmd, timeout)
         assert self._db is not None
         return await self._db._command(self._dbname, cmd, self._database, timeout)
 
     # -- inserts --
 
-    async def insert_one(self, document: MutableMapping[str, Any], *,
+    async def insert_one(self, document: MutableMapping[str, Any], *, session: Any = None,
                          timeout: float | None = None) -> InsertOneResult:
         """Inserts one document; adds _id = ObjectId() to it when it has none."""
         doc, oid = _with_id(document)
         reply = await self._run({"insert": self.name, "ordered": True, "documents": [doc]},
-                                timeout)
-        return InsertOneResult(oid, "n" in reply)
+                                timeout, session)
+        return InsertOneResult(oid, "n" in reply, reply)
 
     async def insert_many(self, documents: Iterable[MutableMapping[str, Any]], *,
-                          ordered: bool = True,
+                          ordered: bool = True, session: Any = None,
                           timeout: float | None = None) -> InsertManyResult:
         """Inserts documents in as few commands as MongoDB's size limits allow.
 
@@ -584,6 +1048,7 @@ class Collection:
         passed no further batch is sent, ordered or not.
         """
         deadline = _deadline(timeout)
+        conn = self._session(session)
         if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
             raise TypeError("insert_many takes an iterable of documents")
         ids: list[Any] = []
@@ -606,35 +1071,44 @@ class Collection:
             raise TypeError("insert_many needs at least one document")
         acknowledged = True
         first_error: Error | None = None
+        replies: list[Any] = []
         for batch in batches:
             try:
                 left = _left(deadline, timeout, self._database)
                 reply = await self._run({"insert": self.name, "ordered": ordered,
-                                         "documents": batch}, left)
+                                         "documents": batch}, left, conn)
             except Error as exc:
                 if ordered or isinstance(exc, QueryTimeout):
                     raise
                 if first_error is None:
                     first_error = exc
                 continue
+            replies.append(reply)
             acknowledged = acknowledged and "n" in reply
         if first_error is not None:
             raise first_error
-        return InsertManyResult(ids, acknowledged)
+        if len(replies) == 1:
+            raw_result = replies[0]
+        else:
+            raw_result = {"n": sum(int(r.get("n", 0)) for r in replies), "ok": 1.0,
+                          "replies": replies}
+        return InsertManyResult(ids, acknowledged, raw_result)
 
     # -- reads --
 
     def find(self, filter: Mapping[str, Any] | None = None,
              projection: Mapping[str, Any] | Sequence[str] | None = None, *,
              sort: SortSpec = None, skip: int = 0, limit: int = 0,
-             batch_size: int | None = None, timeout: float | None = None) -> Cursor:
-        """A Cursor over the matching documents (nothing runs until it is iterated).
+             batch_size: int | None = None, session: Any = None,
+             timeout: float | None = None) -> Cursor:
+        """A Cursor over the matching documents (nothing runs until it is iterated or awaited).
 
         limit=0 means no limit; a negative limit returns at most -limit documents in a single
-        batch, as in pymongo. timeout= bounds the fetch of each batch.
+        batch, as in pymongo. timeout= bounds the fetch of each batch. The options can also be
+        chained before the cursor is read: find(f).sort("a", -1).skip(10).limit(5).
         """
         cmd = self._find_command(filter, projection, sort, skip, limit, batch_size)
-        return Cursor(self, cmd, batch_size, timeout)
+        return Cursor(self, cmd, batch_size, timeout, self._session(session))
 
     def _find_command(self, filter: Mapping[str, Any] | None, projection: Any, sort: SortSpec,
                       skip: int, limit: int, batch_size: int | None) -> dict[str, Any]:
@@ -662,21 +1136,22 @@ class Collection:
 
     async def find_one(self, filter: Any = None,
                        projection: Mapping[str, Any] | Sequence[str] | None = None, *,
-                       sort: SortSpec = None, skip: int = 0,
+                       sort: SortSpec = None, skip: int = 0, session: Any = None,
                        timeout: float | None = None) -> dict[str, Any] | None:
         """The first matching document, or None. A filter that is not a dict matches _id."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         reply = await self._run(self._find_command(filter, projection, sort, skip, -1, None),
-                                timeout)
+                                timeout, session)
         batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]], *,
                   batch_size: int | None = None, allow_disk_use: bool | None = None,
-                  timeout: float | None = None) -> Cursor:
+                  session: Any = None, timeout: float | None = None) -> Cursor:
         """A Cursor over the results of an aggregation pipeline (timeout= bounds the fetch of
-        each batch)."""
+        each batch). Iterate it directly, or await it first as with pymongo's async API
+        (`cursor = await coll.aggregate(p)`: the command has run, the first batch is in)."""
         if not isinstance(pipeline, (list, tuple)):
             raise TypeError("pipeline must be a list of stages")
         cursor_opts: dict[str, Any] = {}
@@ -686,10 +1161,10 @@ class Collection:
                                "cursor": cursor_opts}
         if allow_disk_use is not None:
             cmd["allowDiskUse"] = allow_disk_use
-        return Cursor(self, cmd, batch_size, timeout)
+        return Cursor(self, cmd, batch_size, timeout, self._session(session))
 
     async def count_documents(self, filter: Mapping[str, Any] | None = None, *,
-                              skip: int = 0, limit: int = 0,
+                              skip: int = 0, limit: int = 0, session: Any = None,
                               timeout: float | None = None) -> int:
         """The number of matching documents, counted by an aggregation (as pymongo does)."""
         pipeline: list[dict[str, Any]] = [{"$match": _filter(filter)}]
@@ -699,27 +1174,45 @@ class Collection:
             pipeline.append({"$limit": limit})
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         reply = await self._run({"aggregate": self.name, "pipeline": pipeline, "cursor": {}},
-                                timeout)
+                                timeout, session)
         batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
-    async def estimated_document_count(self, *, timeout: float | None = None) -> int:
+    async def estimated_document_count(self, *, session: Any = None,
+                                       timeout: float | None = None) -> int:
         """The collection's document count from its metadata (fast, ignores transactions)."""
-        reply = await self._run({"count": self.name}, timeout)
+        reply = await self._run({"count": self.name}, timeout, session)
         return int(reply.get("n", 0))
+
+    async def distinct(self, key: str, filter: Mapping[str, Any] | None = None, *,
+                       session: Any = None, timeout: float | None = None) -> list[Any]:
+        """The distinct values of key (a field name, dotted for embedded fields; array
+        elements count one by one) among the documents filter matches."""
+        if not isinstance(key, str):
+            raise TypeError(f"distinct: key must be a field name (str), not "
+                            f"{type(key).__name__}")
+        reply = await self._run({"distinct": self.name, "key": key,
+                                 "query": _filter(filter)}, timeout, session)
+        return list(reply.get("values", []))
 
     # -- updates and deletes --
 
     async def _update(self, filter: Mapping[str, Any] | None, update: Any, *, multi: bool,
-                      upsert: bool, timeout: float | None) -> UpdateResult:
-        statement = {"q": _filter(filter), "u": update, "multi": multi, "upsert": upsert}
+                      upsert: bool, timeout: float | None, session: Any,
+                      array_filters: Any = None, hint: Any = None) -> UpdateResult:
+        statement = {"q": _filter(filter), "u": update, "multi": multi,
+                     "upsert": _check_bool(upsert, "upsert")}
+        if array_filters is not None:
+            statement["arrayFilters"] = _array_filters(array_filters)
+        if hint is not None:
+            statement["hint"] = _hint(hint)
         reply = await self._run({"update": self.name, "ordered": True, "updates": [statement]},
-                                timeout)
+                                timeout, session)
         n, acknowledged = _write_result_counts(reply)
         upserted = reply.get("upserted") or []
         upserted_id = upserted[0].get("_id") if upserted else None
         return UpdateResult(n - len(upserted), int(reply.get("nModified", 0)), upserted_id,
-                            acknowledged)
+                            acknowledged, reply)
 
     @staticmethod
     def _check_update(update: Any, method: str) -> None:
@@ -732,73 +1225,490 @@ class Collection:
             raise ProgrammingError(f"{method}: the update must use $ operators (e.g. "
                                    "{'$set': {...}}); use replace_one to replace a document")
 
+    @staticmethod
+    def _check_replacement(replacement: Any, method: str) -> None:
+        if not isinstance(replacement, Mapping):
+            raise TypeError(f"{method}: the replacement must be a dict, not "
+                            f"{type(replacement).__name__}")
+        for key in replacement:
+            if isinstance(key, str) and key.startswith("$"):
+                raise ProgrammingError(f"{method}: a replacement document cannot hold $ "
+                                       "operators; use update_one to apply them")
+
     async def update_one(self, filter: Mapping[str, Any] | None, update: Any, *,
-                         upsert: bool = False, timeout: float | None = None) -> UpdateResult:
+                         upsert: bool = False, array_filters: Any = None, hint: Any = None,
+                         session: Any = None, timeout: float | None = None) -> UpdateResult:
         """Applies update ($ operators or a pipeline) to the first matching document."""
         self._check_update(update, "update_one")
-        return await self._update(filter, update, multi=False, upsert=upsert, timeout=timeout)
+        return await self._update(filter, update, multi=False, upsert=upsert, timeout=timeout,
+                                  session=session, array_filters=array_filters, hint=hint)
 
     async def update_many(self, filter: Mapping[str, Any] | None, update: Any, *,
-                          upsert: bool = False, timeout: float | None = None) -> UpdateResult:
+                          upsert: bool = False, array_filters: Any = None, hint: Any = None,
+                          session: Any = None, timeout: float | None = None) -> UpdateResult:
         """Applies update ($ operators or a pipeline) to every matching document."""
         self._check_update(update, "update_many")
-        return await self._update(filter, update, multi=True, upsert=upsert, timeout=timeout)
+        return await self._update(filter, update, multi=True, upsert=upsert, timeout=timeout,
+                                  session=session, array_filters=array_filters, hint=hint)
 
     async def replace_one(self, filter: Mapping[str, Any] | None,
                           replacement: Mapping[str, Any], *, upsert: bool = False,
+                          hint: Any = None, session: Any = None,
                           timeout: float | None = None) -> UpdateResult:
         """Replaces the first matching document (its _id is kept)."""
-        if not isinstance(replacement, Mapping):
-            raise TypeError("replace_one: the replacement must be a dict")
-        for key in replacement:
-            if isinstance(key, str) and key.startswith("$"):
-                raise ProgrammingError("replace_one: a replacement document cannot hold $ "
-                                       "operators; use update_one to apply them")
+        self._check_replacement(replacement, "replace_one")
         return await self._update(filter, replacement, multi=False, upsert=upsert,
-                                  timeout=timeout)
+                                  timeout=timeout, session=session, hint=hint)
 
     async def _delete(self, filter: Mapping[str, Any] | None, limit: int,
-                      timeout: float | None) -> DeleteResult:
-        reply = await self._run({"delete": self.name, "ordered": True,
-                                 "deletes": [{"q": _filter(filter), "limit": limit}]}, timeout)
+                      timeout: float | None, session: Any, hint: Any) -> DeleteResult:
+        statement: dict[str, Any] = {"q": _filter(filter), "limit": limit}
+        if hint is not None:
+            statement["hint"] = _hint(hint)
+        reply = await self._run({"delete": self.name, "ordered": True, "deletes": [statement]},
+                                timeout, session)
         n, acknowledged = _write_result_counts(reply)
-        return DeleteResult(n, acknowledged)
+        return DeleteResult(n, acknowledged, reply)
 
-    async def delete_one(self, filter: Mapping[str, Any] | None, *,
-                         timeout: float | None = None) -> DeleteResult:
+    async def delete_one(self, filter: Mapping[str, Any] | None, *, hint: Any = None,
+                         session: Any = None, timeout: float | None = None) -> DeleteResult:
         """Deletes the first matching document."""
-        return await self._delete(filter, 1, timeout)
+        return await self._delete(filter, 1, timeout, session, hint)
 
-    async def delete_many(self, filter: Mapping[str, Any] | None, *,
-                          timeout: float | None = None) -> DeleteResult:
+    async def delete_many(self, filter: Mapping[str, Any] | None, *, hint: Any = None,
+                          session: Any = None, timeout: float | None = None) -> DeleteResult:
         """Deletes every matching document ({} deletes them all)."""
-        return await self._delete(filter, 0, timeout)
+        return await self._delete(filter, 0, timeout, session, hint)
+
+    # -- find and modify --
+
+    async def _find_and_modify(self, method: str, filter: Mapping[str, Any] | None,
+                               change: dict[str, Any], projection: Any, sort: SortSpec,
+                               session: Any, timeout: float | None) -> dict[str, Any] | None:
+        cmd: dict[str, Any] = {"findAndModify": self.name, "query": _filter(filter)}
+        spec = _sort(sort)
+        if spec:
+            cmd["sort"] = spec
+        cmd.update(change)
+        proj = _projection(projection)
+        if proj is not None:
+            cmd["fields"] = proj
+        reply = await self._run(cmd, timeout, session)
+        value = reply.get("value")
+        return value if isinstance(value, dict) else None
+
+    @staticmethod
+    def _modify_options(method: str, upsert: object, return_document: object,
+                        array_filters: Any, hint: Any) -> dict[str, Any]:
+        if not isinstance(return_document, bool):
+            raise TypeError(f"{method}: return_document must be ReturnDocument.BEFORE or "
+                            f"ReturnDocument.AFTER, not {return_document!r}")
+        options: dict[str, Any] = {"new": return_document}
+        if _check_bool(upsert, f"{method}: upsert"):
+            options["upsert"] = True
+        if array_filters is not None:
+            options["arrayFilters"] = _array_filters(array_filters)
+        if hint is not None:
+            options["hint"] = _hint(hint)
+        return options
+
+    async def find_one_and_update(self, filter: Mapping[str, Any] | None, update: Any,
+                                  projection: Mapping[str, Any] | Sequence[str] | None = None, *,
+                                  sort: SortSpec = None, upsert: bool = False,
+                                  return_document: bool = ReturnDocument.BEFORE,
+                                  array_filters: Any = None, hint: Any = None,
+                                  session: Any = None,
+                                  timeout: float | None = None) -> dict[str, Any] | None:
+        """Updates the first document filter matches (in sort order) and returns it as it was
+        before (ReturnDocument.BEFORE) or after (AFTER) the update; None when none matched
+        (and, BEFORE, when upsert inserted one)."""
+        self._check_update(update, "find_one_and_update")
+        options = self._modify_options("find_one_and_update", upsert, return_document,
+                                       array_filters, hint)
+        return await self._find_and_modify("find_one_and_update", filter,
+                                           {"update": update, **options}, projection, sort,
+                                           session, timeout)
+
+    async def find_one_and_replace(self, filter: Mapping[str, Any] | None,
+                                   replacement: Mapping[str, Any],
+                                   projection: Mapping[str, Any] | Sequence[str] | None = None,
+                                   *, sort: SortSpec = None, upsert: bool = False,
+                                   return_document: bool = ReturnDocument.BEFORE,
+                                   hint: Any = None, session: Any = None,
+                                   timeout: float | None = None) -> dict[str, Any] | None:
+        """Replaces the first document filter matches (its _id is kept) and returns it as it
+        was before or after, like find_one_and_update."""
+        self._check_replacement(replacement, "find_one_and_replace")
+        options = self._modify_options("find_one_and_replace", upsert, return_document, None,
+                                       hint)
+        return await self._find_and_modify("find_one_and_replace", filter,
+                                           {"update": replacement, **options}, projection, sort,
+                                           session, timeout)
+
+    async def find_one_and_delete(self, filter: Mapping[str, Any] | None,
+                                  projection: Mapping[str, Any] | Sequence[str] | None = None, *,
+                                  sort: SortSpec = None, hint: Any = None, session: Any = None,
+                                  timeout: float | None = None) -> dict[str, Any] | None:
+        """Deletes the first document filter matches (in sort order) and returns it, or None
+        when none matched."""
+        change: dict[str, Any] = {"remove": True}
+        if hint is not None:
+            change["hint"] = _hint(hint)
+        return await self._find_and_modify("find_one_and_delete", filter, change, projection,
+                                           sort, session, timeout)
+
+    # -- bulk writes --
+
+    async def bulk_write(self, requests: Iterable[Any], *, ordered: bool = True,
+                         session: Any = None, timeout: float | None = None) -> BulkWriteResult:
+        """Runs InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne and DeleteMany
+        requests (keel's or pymongo's) in as few insert / update / delete commands as their
+        order and MongoDB's size limits allow.
+
+        ordered=True runs them in order and stops at the first error; ordered=False runs every
+        one it can (inserts, then updates, then deletes) and then raises the first error. An
+        error names the request (its index in requests). timeout= covers every command.
+        """
+        deadline = _deadline(timeout)
+        _check_bool(ordered, "bulk_write: ordered")
+        conn = self._session(session)
+        if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
+            raise TypeError("bulk_write takes a list of write operations (InsertOne, UpdateOne, "
+                            "UpdateMany, ReplaceOne, DeleteOne, DeleteMany)")
+        ops = [_bulk_op(i, request) for i, request in enumerate(requests)]
+        if not ops:
+            raise ProgrammingError("bulk_write needs at least one operation")
+        if ordered:
+            groups: list[tuple[str, list[tuple[int, RawDocument]]]] = []
+            for index, kind, raw in ops:
+                if not groups or groups[-1][0] != kind:
+                    groups.append((kind, []))
+                groups[-1][1].append((index, raw))
+        else:
+            by_kind: dict[str, list[tuple[int, RawDocument]]] = {
+                "insert": [], "update": [], "delete": []}
+            for index, kind, raw in ops:
+                by_kind[kind].append((index, raw))
+            groups = [(kind, items) for kind, items in by_kind.items() if items]
+
+        totals = {"nInserted": 0, "nUpserted": 0, "nMatched": 0, "nModified": 0,
+                  "nRemoved": 0}
+        upserted: list[dict[str, Any]] = []
+        acknowledged = True
+        first_error: Error | None = None
+        for kind, items in groups:
+            for chunk in _chunks(items):
+                key = {"insert": "documents", "update": "updates", "delete": "deletes"}[kind]
+                cmd = {kind: self.name, "ordered": ordered, key: [raw for _, raw in chunk]}
+                try:
+                    left = _left(deadline, timeout, self._database)
+                    reply = await self._run(cmd, left, conn)
+                except Error as exc:
+                    if isinstance(exc, QueryTimeout):
+                        raise
+                    named = _bulk_error(exc, kind, [index for index, _ in chunk])
+                    if ordered:
+                        raise named from exc
+                    if first_error is None:
+                        first_error = named
+                    continue
+                acknowledged = acknowledged and "n" in reply
+                n = int(reply.get("n", 0))
+                if kind == "insert":
+                    totals["nInserted"] += n
+                elif kind == "delete":
+                    totals["nRemoved"] += n
+                else:
+                    ups = reply.get("upserted") or []
+                    for up in ups:
+                        at = int(up.get("index", 0))
+                        upserted.append({"index": chunk[at][0], "_id": up.get("_id")})
+                    totals["nUpserted"] += len(ups)
+                    totals["nMatched"] += n - len(ups)
+                    totals["nModified"] += int(reply.get("nModified", 0))
+        if first_error is not None:
+            raise first_error
+        upserted.sort(key=lambda up: up["index"])
+        raw_result = {"writeErrors": [], "writeConcernErrors": [], **totals,
+                      "upserted": upserted}
+        return BulkWriteResult(totals["nInserted"], totals["nMatched"], totals["nModified"],
+                               totals["nRemoved"], totals["nUpserted"],
+                               {up["index"]: up["_id"] for up in upserted}, acknowledged,
+                               raw_result)
 
     # -- indexes and the collection itself --
 
     async def create_index(self, keys: str | Sequence[tuple[str, Any]] | Mapping[str, Any], *,
-                           unique: bool = False, name: str | None = None,
+                           unique: bool = False, name: str | None = None, session: Any = None,
                            timeout: float | None = None, **options: Any) -> str:
         """Creates an index and returns its name ("email_1" for [("email", 1)]).
 
         Extra keyword options go into the index specification as they are (sparse=True,
         expireAfterSeconds=3600, partialFilterExpression={…}…).
         """
-        spec_keys = _index_keys(keys)
-        if name is None:
-            name = "_".join(f"{k}_{v}" for k, v in spec_keys.items())
-        index: dict[str, Any] = {"key": spec_keys, "name": name}
         if unique:
-            index["unique"] = True
-        index.update(options)
-        await self._run({"createIndexes": self.name, "indexes": [index]}, timeout)
-        return name
+            options["unique"] = True
+        model = IndexModel(keys, name=name, **options)
+        await self._run({"createIndexes": self.name, "indexes": [model.document]}, timeout,
+                        session)
+        return model.document["name"]  # type: ignore[no-any-return]
 
-    async def drop(self, *, timeout: float | None = None) -> None:
+    async def create_indexes(self, indexes: Sequence[Any], *, session: Any = None,
+                             timeout: float | None = None) -> list[str]:
+        """Creates several indexes in one command (keel.IndexModel, or anything with a
+        document attribute as pymongo's IndexModel) and returns their names."""
+        if isinstance(indexes, (Mapping, str)) or not isinstance(indexes, Iterable):
+            raise TypeError("create_indexes takes a list of IndexModel")
+        specs = []
+        for i, index in enumerate(indexes):
+            document = getattr(index, "document", None)
+            if not isinstance(document, Mapping) or "key" not in document:
+                raise TypeError(f"create_indexes: index {i} is not an IndexModel "
+                                f"({type(index).__name__})")
+            spec = dict(document)
+            if "name" not in spec:
+                spec["name"] = _index_name(_index_keys(spec["key"]))
+            specs.append(spec)
+        if not specs:
+            raise ProgrammingError("create_indexes needs at least one index")
+        await self._run({"createIndexes": self.name, "indexes": specs}, timeout, session)
+        return [spec["name"] for spec in specs]
+
+    def list_indexes(self, *, session: Any = None, timeout: float | None = None) -> Cursor:
+        """A Cursor over the collection's index specifications (none for a collection that
+        does not exist); also awaitable, as in pymongo's async API."""
+        cursor = Cursor(self, {"listIndexes": self.name, "cursor": {}}, None, timeout,
+                        self._session(session))
+        cursor._missing_ok = True
+        return cursor
+
+    async def index_information(self, *, session: Any = None,
+                                timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """{index name: its specification}, with "key" as a list of (field, direction) pairs,
+        as pymongo gives it."""
+        info: dict[str, dict[str, Any]] = {}
+        async with self.list_indexes(session=session, timeout=timeout) as cursor:
+            async for index in cursor:
+                spec = dict(index)
+                name = spec.pop("name")
+                spec.pop("ns", None)
+                spec["key"] = list(spec["key"].items())
+                info[name] = spec
+        return info
+
+    async def drop_index(self, index_or_name: str | Sequence[tuple[str, Any]] | Mapping[str, Any],
+                         *, session: Any = None, timeout: float | None = None) -> None:
+        """Drops one index, by name or by the keys it was created with; an index that does not
+        exist is an error (ProgrammingError, the server's IndexNotFound)."""
+        if isinstance(index_or_name, str):
+            name = index_or_name
+            if name == "*":
+                raise ProgrammingError("drop_index('*') would drop every index: use "
+                                       "drop_indexes()")
+        else:
+            name = _index_name(_index_keys(index_or_name))
+        await self._run({"dropIndexes": self.name, "index": name}, timeout, session)
+
+    async def drop_indexes(self, *, session: Any = None, timeout: float | None = None) -> None:
+        """Drops every index but _id's."""
+        await self._run({"dropIndexes": self.name, "index": "*"}, timeout, session)
+
+    async def drop(self, *, session: Any = None, timeout: float | None = None) -> None:
         """Drops the collection with its indexes; a collection that does not exist is fine."""
         try:
-            await self._run({"drop": self.name}, timeout)
+            await self._run({"drop": self.name}, timeout, session)
         except ProgrammingError as exc:
             # MongoDB before 7.0 answers NamespaceNotFound (code 26) for a missing collection.
             if "(code 26)" not in str(exc):
                 raise
+
+    # -- change streams --
+
+    def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, *,
+              full_document: str | None = None, full_document_before_change: str | None = None,
+              resume_after: Any = None, start_after: Any = None,
+              start_at_operation_time: Any = None, max_await_time_ms: int | None = None,
+              batch_size: int | None = None, show_expanded_events: bool | None = None,
+              session: Any = None, timeout: float | None = None) -> ChangeStream:
+        """A ChangeStream of the collection's changes ($changeStream), with pipeline stages
+        after it ($match, $project…). resume_after / start_after (a resume token) or
+        start_at_operation_time (a keel.Timestamp) pick where it starts; full_document=
+        "updateLookup" adds the document to update events. max_await_time_ms: how long each
+        getMore waits for a change (the server's default: 1000)."""
+        stages = [] if pipeline is None else pipeline
+        if not isinstance(stages, (list, tuple)):
+            raise TypeError("watch: pipeline must be a list of stages")
+        if resume_after is not None and start_after is not None:
+            raise ProgrammingError("watch: give resume_after or start_after, not both")
+        options: dict[str, Any] = {}
+        for key, value in (("fullDocument", full_document),
+                           ("fullDocumentBeforeChange", full_document_before_change)):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise TypeError(f"watch: {key} must be a str, not {type(value).__name__}")
+                options[key] = value
+        if resume_after is not None:
+            options["resumeAfter"] = resume_after
+        if start_after is not None:
+            options["startAfter"] = start_after
+        if start_at_operation_time is not None:
+            if not isinstance(start_at_operation_time, _native.Timestamp):
+                raise TypeError("watch: start_at_operation_time must be a keel.Timestamp")
+            options["startAtOperationTime"] = start_at_operation_time
+        if show_expanded_events is not None:
+            options["showExpandedEvents"] = _check_bool(show_expanded_events,
+                                                        "watch: show_expanded_events")
+        for key, value in (("max_await_time_ms", max_await_time_ms),
+                           ("batch_size", batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise TypeError(f"watch: {key} must be an int >= 0, not {value!r}")
+        return ChangeStream(self, list(stages), options, batch_size or None, max_await_time_ms,
+                            check_timeout(timeout), self._session(session))
+
+
+# ---- bulk_write's helpers ----
+
+_PYMONGO_OPS = {"InsertOne", "UpdateOne", "UpdateMany", "ReplaceOne", "DeleteOne", "DeleteMany"}
+
+
+def _array_filters(value: Any) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"array_filters must be a list of filters, not {type(value).__name__}")
+    return list(value)
+
+
+def _hint(value: Any) -> Any:
+    return value if isinstance(value, str) else _index_keys(value)
+
+
+def _op_fields(request: Any) -> tuple[str, dict[str, Any]] | None:
+    """The kind and fields of a keel or pymongo write operation, or None for anything else."""
+    kind = type(request).__name__
+    if isinstance(request, (InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne,
+                            DeleteMany)):
+        return kind, dict(request.__dict__)
+    if kind in _PYMONGO_OPS and type(request).__module__.startswith("pymongo"):
+        def get(name: str) -> Any:
+            return getattr(request, name, None)
+
+        fields = {"filter": get("_filter"), "collation": get("_collation"),
+                  "hint": get("_hint"), "upsert": bool(get("_upsert")),
+                  "array_filters": get("_array_filters")}
+        if kind == "InsertOne":
+            fields = {"document": get("_doc")}
+        elif kind == "ReplaceOne":
+            fields["replacement"] = get("_doc")
+        elif kind in ("UpdateOne", "UpdateMany"):
+            fields["update"] = get("_doc")
+        if get("_sort") is not None:
+            raise NotSupportedError(f"{kind}(sort=…) is not supported by keel's bulk_write")
+        return kind, fields
+    return None
+
+
+def _bulk_op(index: int, request: Any) -> tuple[int, str, RawDocument]:
+    """(index, command kind, the encoded document or statement) of request number index."""
+    found = _op_fields(request)
+    where = f"bulk_write request {index}"
+    if found is None:
+        raise TypeError(f"{where} is not a write operation (InsertOne, UpdateOne, UpdateMany, "
+                        f"ReplaceOne, DeleteOne, DeleteMany): {type(request).__name__}")
+    kind, f = found
+    try:
+        if kind == "InsertOne":
+            doc, _ = _with_id(f["document"])
+            return index, "insert", RawDocument(_native.bson_encode(
+                doc if isinstance(doc, dict) else dict(doc)))
+        if not isinstance(f["filter"], Mapping):
+            raise TypeError(f"the filter must be a dict, not {type(f['filter']).__name__}")
+        statement: dict[str, Any]
+        if kind in ("DeleteOne", "DeleteMany"):
+            statement = {"q": f["filter"], "limit": 1 if kind == "DeleteOne" else 0}
+            command = "delete"
+        else:
+            if kind == "ReplaceOne":
+                Collection._check_replacement(f["replacement"], kind)
+                u = f["replacement"]
+            else:
+                Collection._check_update(f["update"], kind)
+                u = f["update"]
+            statement = {"q": f["filter"], "u": u, "multi": kind == "UpdateMany",
+                         "upsert": _check_bool(f["upsert"], "upsert")}
+            if f.get("array_filters") is not None:
+                statement["arrayFilters"] = _array_filters(f["array_filters"])
+            command = "update"
+        if f.get("hint") is not None:
+            statement["hint"] = _hint(f["hint"])
+        collation = f.get("collation")
+        if collation is not None:
+            statement["collation"] = getattr(collation, "document", collation)
+        return index, command, RawDocument(_native.bson_encode(statement))
+    except (Error, TypeError, ValueError) as exc:
+        if isinstance(exc, Error):
+            raise _renamed(exc, f"{where} ({kind}): {exc}") from exc
+        raise type(exc)(f"{where} ({kind}): {exc}") from exc
+
+
+def _chunks(items: list[tuple[int, RawDocument]]) -> Iterable[list[tuple[int, RawDocument]]]:
+    """items cut into commands within MongoDB's count and size limits."""
+    chunk: list[tuple[int, RawDocument]] = []
+    size = 0
+    for item in items:
+        cost = len(item[1]) + _ELEMENT_OVERHEAD
+        if chunk and (len(chunk) >= _MAX_WRITE_BATCH or size + cost > _MAX_BATCH_BYTES):
+            yield chunk
+            chunk = []
+            size = 0
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+def _bulk_error(exc: Error, kind: str, indexes: list[int]) -> Error:
+    """exc, its message naming the request that failed: a write error's "index N" is N-th
+    statement of the command, which is request indexes[N]."""
+    text = str(exc)
+    if text.startswith("index "):
+        number, sep, rest = text[6:].partition(": ")
+        if sep and number.isdigit() and int(number) < len(indexes):
+            return _renamed(exc, f"bulk_write request {indexes[int(number)]}: {rest}")
+    first, last = indexes[0], indexes[-1]
+    which = f"request {first}" if first == last else f"requests {first}-{last}"
+    return _renamed(exc, f"bulk_write {kind} of {which}: {text}")
+
+
+# ---- the collections of a MongoDB database ----
+
+async def list_collection_names(place: Collection, filter: Mapping[str, Any] | None,
+                                session: Any, timeout: float | None) -> list[str]:
+    """The names of the collections of place's MongoDB database (place is any collection
+    there), filter applying to listCollections' documents (e.g. {"name": {"$regex": "^a"}})."""
+    cmd: dict[str, Any] = {"listCollections": 1, "nameOnly": True, "cursor": {}}
+    if filter is not None:
+        cmd["filter"] = _filter(filter)
+    cursor = Cursor(place, cmd, None, timeout, place._session(session))
+    async with cursor:
+        return [entry["name"] async for entry in cursor]
+
+
+async def create_collection(place: Collection, name: str, options: dict[str, Any],
+                            check_exists: bool, session: Any,
+                            timeout: float | None) -> Collection:
+    """Creates collection name in place's MongoDB database; with check_exists, one that is
+    already there is a ProgrammingError (pymongo's CollectionInvalid)."""
+    coll = place._sibling(name)
+    conn = place._session(session)
+    deadline = _deadline(timeout)
+    if _check_bool(check_exists, "create_collection: check_exists"):
+        existing = await list_collection_names(place, {"name": name}, conn,
+                                               _left(deadline, timeout, place._database))
+        if existing:
+            exc = ProgrammingError(f"collection {name!r} already exists")
+            exc.database = place._database
+            exc.engine = "mongodb"
+            raise exc
+    await coll._run({"create": name, **options}, _left(deadline, timeout, place._database),
+                    conn)
+    return coll

@@ -25,8 +25,13 @@ typedef enum keel_type {
     KEEL_TYPE_TIMESTAMPTZ = 10, /* microseconds since 1970-01-01T00:00:00Z (UTC) */
     KEEL_TYPE_UUID = 11,        /* 16 bytes, network order */
     KEEL_TYPE_JSON = 12,        /* JSON document as UTF-8 text */
-    KEEL_TYPE_DOCUMENT = 13     /* BSON document bytes (document engines: MongoDB) */
+    KEEL_TYPE_DOCUMENT = 13,    /* BSON document bytes (document engines: MongoDB) */
+    KEEL_TYPE_ARRAY = 14        /* PostgreSQL array: u.array, n elements; a dimension of a
+                                   multi-dimensional array is an element that is an ARRAY */
 } keel_type;
+
+/* The most dimensions an array has (PostgreSQL's limit). */
+#define KEEL_ARRAY_MAX_DIMS 6
 
 /*
  * A value. Transparent so parameters can be built on the stack without allocation. Text-like
@@ -47,6 +52,10 @@ typedef struct keel_value {
         int32_t date;
         int64_t micros; /* TIME, TIMESTAMP, TIMESTAMPTZ */
         unsigned char uuid[16];
+        struct {
+            const struct keel_value *items;
+            size_t n;
+        } array;
     } u;
 } keel_value;
 
@@ -65,6 +74,12 @@ KEEL_API keel_value keel_time(int64_t micros_since_midnight);
 KEEL_API keel_value keel_timestamp(int64_t micros_since_epoch);
 KEEL_API keel_value keel_timestamptz(int64_t micros_since_epoch_utc);
 KEEL_API keel_value keel_uuid(const unsigned char bytes[16]);
+/*
+ * An array of n elements (not copied: see above). A multi-dimensional array is an array of
+ * arrays of equal lengths; elements may be NULL. On PostgreSQL the server's type for the
+ * parameter decides its form: an array type in binary, json/jsonb as a JSON array.
+ */
+KEEL_API keel_value keel_array(const keel_value *items, size_t n);
 
 /* The lower-case name of a type ("timestamptz"). Never NULL. */
 KEEL_API const char *keel_type_name(keel_type type);

@@ -84,6 +84,14 @@ keel_value keel_uuid(const unsigned char bytes[16]) {
     return v;
 }
 
+keel_value keel_array(const keel_value *items, size_t n) {
+    keel_value v = keel_null();
+    v.type = KEEL_TYPE_ARRAY;
+    v.u.array.items = n ? items : NULL;
+    v.u.array.n = items ? n : 0;
+    return v;
+}
+
 const char *keel_type_name(keel_type type) {
     static const char *const names[] = {
         [KEEL_TYPE_NULL] = "null",
@@ -100,6 +108,7 @@ const char *keel_type_name(keel_type type) {
         [KEEL_TYPE_UUID] = "uuid",
         [KEEL_TYPE_JSON] = "json",
         [KEEL_TYPE_DOCUMENT] = "document",
+        [KEEL_TYPE_ARRAY] = "array",
     };
     if ((unsigned)type < sizeof names / sizeof names[0] && names[type])
         return names[type];
@@ -112,30 +121,46 @@ static int value_has_bytes(keel_type t) {
            t == KEEL_TYPE_JSON || t == KEEL_TYPE_DOCUMENT;
 }
 
-keel_value *keel__values_copy(const keel_value *vals, size_t n, size_t extra, void **extra_out) {
-    /* Every size is summed with a check: lengths the caller states must not wrap the block's
-     * size around to a small one. */
-    size_t align = alignof(max_align_t), head = 0, extra_at = 0, bytes = 0, total = 0;
-    if (__builtin_mul_overflow(n, sizeof(keel_value), &head) ||
-        __builtin_add_overflow(head, align - 1, &extra_at))
-        return NULL; /* more values than memory can hold: vals cannot be that long */
-    extra_at = extra_at / align * align;
-    int wrapped = 0;
-    for (size_t i = 0; i < n; i++)
-        if (value_has_bytes(vals[i].type))
-            wrapped |= __builtin_add_overflow(bytes, vals[i].u.str.len, &bytes);
-    wrapped |= __builtin_add_overflow(extra_at, extra, &total) ||
-               __builtin_add_overflow(total, bytes, &total) ||
-               __builtin_add_overflow(total, 1, &total);
-    char *block = wrapped ? NULL : malloc(total);
-    if (!block)
-        return NULL;
-    keel_value *copy = (keel_value *)(void *)block;
-    char *text = block + extra_at + extra, *nul = block + total - 1;
-    *nul = '\0'; /* where empty strings point */
-    if (n)
-        memcpy(copy, vals, head);
+/*
+ * Adds up the values nested in arrays and the string bytes of n values, depth levels deep at
+ * most. Returns 0, or -1 when a sum wraps or arrays nest deeper.
+ */
+static int values_measure(const keel_value *vals, size_t n, int depth, size_t *nested,
+                          size_t *bytes) {
     for (size_t i = 0; i < n; i++) {
+        if (value_has_bytes(vals[i].type)) {
+            if (__builtin_add_overflow(*bytes, vals[i].u.str.len, bytes))
+                return -1;
+        } else if (vals[i].type == KEEL_TYPE_ARRAY) {
+            /* Counts are checked before any element is read: a stated length that cannot
+             * be the length of an array in memory is refused without reading it. */
+            if (depth >= KEEL_ARRAY_MAX_DIMS ||
+                __builtin_add_overflow(*nested, vals[i].u.array.n, nested) ||
+                *nested > SIZE_MAX / sizeof(keel_value) ||
+                values_measure(vals[i].u.array.items, vals[i].u.array.n, depth + 1, nested,
+                               bytes) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Points the strings and arrays of the n values at copies made at *text and *nested. */
+static void values_relink(keel_value *copy, size_t n, char **text, keel_value **nested, char *nul) {
+    for (size_t i = 0; i < n; i++) {
+        if (copy[i].type == KEEL_TYPE_ARRAY) {
+            size_t m = copy[i].u.array.n;
+            if (!m) {
+                copy[i].u.array.items = NULL;
+                continue;
+            }
+            keel_value *items = *nested;
+            memcpy(items, copy[i].u.array.items, m * sizeof *items);
+            *nested += m;
+            copy[i].u.array.items = items;
+            values_relink(items, m, text, nested, nul);
+            continue;
+        }
         if (!value_has_bytes(copy[i].type))
             continue;
         size_t len = copy[i].u.str.len;
@@ -143,10 +168,40 @@ keel_value *keel__values_copy(const keel_value *vals, size_t n, size_t extra, vo
             copy[i].u.str.ptr = nul;
             continue;
         }
-        memcpy(text, copy[i].u.str.ptr, len);
-        copy[i].u.str.ptr = text;
-        text += len;
+        memcpy(*text, copy[i].u.str.ptr, len);
+        copy[i].u.str.ptr = *text;
+        *text += len;
     }
+}
+
+keel_value *keel__values_copy(const keel_value *vals, size_t n, size_t extra, void **extra_out) {
+    /* Every size is summed with a check: lengths the caller states must not wrap the block's
+     * size around to a small one. */
+    size_t align = alignof(max_align_t), head = 0, extra_at = 0, nested = 0, bytes = 0,
+           nested_at = 0, nested_size = 0, total = 0;
+    if (__builtin_mul_overflow(n, sizeof(keel_value), &head) ||
+        __builtin_add_overflow(head, align - 1, &extra_at))
+        return NULL; /* more values than memory can hold: vals cannot be that long */
+    extra_at = extra_at / align * align;
+    if (values_measure(vals, n, 0, &nested, &bytes) != 0)
+        return NULL;
+    int wrapped = __builtin_add_overflow(extra_at, extra, &nested_at) ||
+                  __builtin_add_overflow(nested_at, align - 1, &nested_at) ||
+                  __builtin_mul_overflow(nested, sizeof(keel_value), &nested_size);
+    nested_at = nested_at / align * align;
+    wrapped |= __builtin_add_overflow(nested_at, nested_size, &total) ||
+               __builtin_add_overflow(total, bytes, &total) ||
+               __builtin_add_overflow(total, 1, &total);
+    char *block = wrapped ? NULL : malloc(total);
+    if (!block)
+        return NULL;
+    keel_value *copy = (keel_value *)(void *)block;
+    char *text = block + nested_at + nested_size, *nul = block + total - 1;
+    keel_value *items = (keel_value *)(void *)(block + nested_at);
+    *nul = '\0'; /* where empty strings point */
+    if (n)
+        memcpy(copy, vals, head);
+    values_relink(copy, n, &text, &items, nul);
     if (extra_out)
         *extra_out = extra ? block + extra_at : NULL;
     return copy;

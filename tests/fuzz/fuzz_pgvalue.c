@@ -23,6 +23,9 @@
  *    holds the same decimal value as the text.
  *  - the first 16 bytes as a value of each type keel sends in binary (keel__pgc_param), written
  *    into a buffer of exactly the 16 bytes the function is promised.
+ *  - for an array type (int4[], text[], bytea[], jsonb[], date[]) the text goes through
+ *    keel__pg_decode_array: an ARRAY at most 6 deep whose leaves are NULL or of the element's
+ *    kind (or TEXT), or TEXT equal to the input.
  */
 
 static const uint32_t oids[] = {
@@ -46,6 +49,11 @@ static const uint32_t oids[] = {
     1700, /* numeric */
     2950, /* uuid */
     3802, /* jsonb */
+    1007, /* int4[] */
+    1009, /* text[] */
+    1001, /* bytea[] */
+    3807, /* jsonb[] */
+    1182, /* date[] */
 };
 
 static int hexval(char c) {
@@ -83,6 +91,34 @@ static void check_decode(keel_type kind, const char *s, size_t n) {
                             (hexval(s[2 + 2 * i]) << 4 | hexval(s[3 + 2 * i])));
         }
     }
+    keel_result_free(res);
+}
+
+/* Every element of a decoded array, at most 6 levels deep, is NULL, an array, or a leaf of
+ * kind et (or TEXT, for text the element decoder does not recognise). */
+static void check_array_items(const keel_value *a, keel_type et, int depth) {
+    FUZZ_ASSERT(depth < 6);
+    FUZZ_ASSERT(a->u.array.n == 0 || a->u.array.items != NULL);
+    for (size_t i = 0; i < a->u.array.n; i++) {
+        const keel_value *e = &a->u.array.items[i];
+        if (e->type == KEEL_TYPE_ARRAY)
+            check_array_items(e, et, depth + 1);
+        else
+            FUZZ_ASSERT(e->type == KEEL_TYPE_NULL || e->type == et || e->type == KEEL_TYPE_TEXT);
+    }
+}
+
+static void check_decode_array(uint32_t oid, const char *s, size_t n) {
+    keel_result *res = keel__result_new(1);
+    FUZZ_ASSERT(res != NULL);
+    keel_value v;
+    memset(&v, 0, sizeof v);
+    FUZZ_ASSERT(keel__pg_decode_array(res, keel__pg_elem_type_of(oid), s, n, &v) == 0);
+    FUZZ_ASSERT(v.type == KEEL_TYPE_ARRAY || v.type == KEEL_TYPE_TEXT);
+    if (v.type == KEEL_TYPE_TEXT)
+        FUZZ_ASSERT(v.u.str.len == n && memcmp(v.u.str.ptr, s, n) == 0);
+    else
+        check_array_items(&v, keel__pg_elem_type_of(oid), 0);
     keel_result_free(res);
 }
 
@@ -218,12 +254,16 @@ static void check_param(const uint8_t *data, size_t size) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
-    keel_type kind = keel__pg_type_of(oids[data[0] % (sizeof oids / sizeof oids[0])]);
+    uint32_t oid = oids[data[0] % (sizeof oids / sizeof oids[0])];
+    keel_type kind = keel__pg_type_of(oid);
     /* libpq's values are NUL-terminated: the text is given in a buffer of exactly its length
      * plus that NUL, so reading past it is caught. */
     char *s = fuzz_cstring(data + 1, size - 1);
     size_t n = strlen(s);
-    check_decode(kind, s, n);
+    if (kind == KEEL_TYPE_ARRAY)
+        check_decode_array(oid, s, n);
+    else
+        check_decode(kind, s, n);
     check_numeric(s, n);
     free(s);
     check_param(data + 1, size - 1);

@@ -114,7 +114,7 @@ async def test_wrong_number_of_parameters(db, sql, args):
     assert await db.fetchval("SELECT 1") == 1
 
 
-async def test_unsupported_parameter_type_names_position(db):
+async def test_unsupported_parameter_type_names_position(db, engine):
     class Widget:
         pass
 
@@ -125,7 +125,8 @@ async def test_unsupported_parameter_type_names_position(db):
     with pytest.raises(keel.DataError) as ei:
         await db.fetch("SELECT $1", object())
     assert "1" in str(ei.value) and "object" in str(ei.value)
-    for bad in ({1, 2}, (1, 2), 1 + 2j):
+    # A tuple is an array on PostgreSQL (test_pg_types.py), and refused elsewhere.
+    for bad in ({1, 2}, 1 + 2j) + (() if engine == "postgresql" else ((1, 2),)):
         with pytest.raises(keel.DataError):
             await db.fetch("SELECT $1", bad)
     assert await db.fetchval("SELECT 1") == 1

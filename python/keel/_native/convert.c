@@ -256,6 +256,16 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
         return timestamp_to_py(st, v, PyDateTime_TimeZone_UTC);
     case KEEL_TYPE_UUID:
         return uuid_to_py(st, v);
+    case KEEL_TYPE_ARRAY:
+        o = PyList_New((Py_ssize_t)v->u.array.n);
+        for (size_t i = 0; o != NULL && i < v->u.array.n; i++) {
+            PyObject *e = keel__py_value_to_py(st, &v->u.array.items[i]);
+            if (e == NULL)
+                Py_CLEAR(o);
+            else
+                PyList_SET_ITEM(o, (Py_ssize_t)i, e);
+        }
+        return o;
     }
     return keel__py_raise(st, KEEL_ERR_UNSUPPORTED, NULL, "result value of unknown type %d",
                           (int)v->type);
@@ -273,6 +283,8 @@ void keel__py_params_init(kpy_params *p) {
     p->capholds = KPY_STACK_HOLDS;
     p->what = NULL;
     p->names = NULL;
+    p->arrays = 0;
+    p->depth = 0;
 }
 
 void keel__py_params_clear(kpy_params *p) {
@@ -372,7 +384,8 @@ static int param_error(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_
         snprintf(where, sizeof where, "row %zd, parameter $%zu", row, pos);
     else
         snprintf(where, sizeof where, "parameter $%zu", pos);
-    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s (type %s)", where, why, Py_TYPE(obj)->tp_name);
+    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s%s (type %s)", where,
+                   p->depth > 0 ? "an array element: " : "", why, Py_TYPE(obj)->tp_name);
     return -1;
 }
 
@@ -489,6 +502,47 @@ static int uuid_value(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_t
     return 0;
 }
 
+static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                    keel_value *out);
+
+/*
+ * A list or tuple as an array (PostgreSQL): its elements converted like parameters, a list
+ * inside a list being a dimension. The elements live in a bytes object that p holds.
+ */
+static int array_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                       keel_value *out) {
+    if (p->depth >= KEEL_ARRAY_MAX_DIMS)
+        return param_error(st, p, row, pos, obj, "arrays have at most 6 dimensions");
+    /* A tuple cannot change while the conversion of an element runs Python code. */
+    PyObject *items = PyTuple_Check(obj) ? obj : hold(p, PyList_AsTuple(obj));
+    if (items == NULL)
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    keel_value *vals = NULL;
+    if (n > 0) {
+        if ((size_t)n > PY_SSIZE_T_MAX / sizeof(keel_value)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyObject *mem =
+            hold(p, PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((size_t)n * sizeof *vals)));
+        if (mem == NULL)
+            return -1;
+        vals = (keel_value *)(void *)PyBytes_AS_STRING(mem);
+    }
+    p->depth++;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memset(&vals[i], 0, sizeof vals[i]);
+        if (to_value(st, p, row, pos, PyTuple_GET_ITEM(items, i), &vals[i]) < 0) {
+            p->depth--;
+            return -1;
+        }
+    }
+    p->depth--;
+    *out = keel_array(vals, (size_t)n);
+    return 0;
+}
+
 /* Converts one parameter. row < 0 for a single statement. */
 static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
                     keel_value *out) {
@@ -550,6 +604,8 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
             return param_error_from(st, p, row, pos, obj, "str() failed");
         return str_value(st, p, row, pos, text, out, KEEL_TYPE_NUMERIC);
     }
+    if (p->arrays && (PyList_Check(obj) || PyTuple_Check(obj)))
+        return array_value(st, p, row, pos, obj, out);
     if (PyDict_Check(obj) || PyList_Check(obj)) {
         PyObject *text = hold(p, PyObject_CallOneArg(st->json_dumps, obj));
         if (text == NULL)

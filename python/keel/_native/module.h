@@ -181,6 +181,10 @@ typedef struct kpy_params {
      * parameters $n), and the column names of the values (a tuple of str, or NULL). */
     const char *what;
     PyObject *names;
+    /* Lists (and tuples) become arrays (PostgreSQL) rather than JSON; depth counts the arrays
+     * being converted, for nesting limits and messages. */
+    int arrays;
+    int depth;
 } kpy_params;
 
 void keel__py_params_init(kpy_params *p);

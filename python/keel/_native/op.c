@@ -266,6 +266,11 @@ PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, 
     return t;
 }
 
+/* True for an engine whose lists are arrays (PostgreSQL); lists are JSON elsewhere. */
+static int engine_has_arrays(const char *engine) {
+    return engine != NULL && strcmp(engine, "postgresql") == 0;
+}
+
 /* Converts the parameters of an operation of kind: a statement's tuple, executemany's rows, or
  * the records of a bulk load (checked against its column list), all tuples. */
 static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p) {
@@ -914,6 +919,7 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     }
     kpy_params p;
     keel__py_params_init(&p);
+    p.arrays = engine_has_arrays(keel_db_database_engine(db->db, dbname));
     kpy_op *op = NULL;
     if (convert_params(st, kind, params, &p) < 0)
         goto fail;
@@ -1071,6 +1077,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     }
     kpy_params p;
     keel__py_params_init(&p);
+    p.arrays = engine_has_arrays(keel_conn_engine(c->conn));
     kpy_op *op = NULL;
     if (convert_params(st, kind, params, &p) < 0)
         goto fail;

@@ -91,6 +91,7 @@ static void my_barray_fill(my_impl *p, my_barray *arr, size_t k, size_t a, size_
     switch (t) {
     case KEEL_TYPE_NULL:
     case KEEL_TYPE_DOCUMENT: /* refused by keel__my_param_check */
+    case KEEL_TYPE_ARRAY:
         arr->type = MYSQL_TYPE_NULL;
         break;
     case KEEL_TYPE_BOOL:

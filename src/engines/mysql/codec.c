@@ -655,6 +655,9 @@ keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, in
     case KEEL_TYPE_DOCUMENT:
         return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
                               "a BSON document is not a MySQL value; pass JSON instead");
+    case KEEL_TYPE_ARRAY:
+        return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                              "an array is not a MySQL value; pass JSON instead");
     }
     return my_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, row, many, k, "unknown value type");
 }
@@ -750,6 +753,7 @@ static void my_bind_value(MYSQL_BIND *b, my_slot *s, const keel_value *v) {
         b->buffer = &s->u.t;
         return;
     case KEEL_TYPE_DOCUMENT:
+    case KEEL_TYPE_ARRAY:
         break; /* refused by keel__my_param_check */
     }
 }

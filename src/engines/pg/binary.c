@@ -44,8 +44,61 @@ enum {
     PGC_OID_TIMESTAMPTZ = 1184,
     PGC_OID_NUMERIC = 1700,
     PGC_OID_UUID = 2950,
-    PGC_OID_JSONB = 3802
+    PGC_OID_JSONB = 3802,
+    PGC_OID_VARCHAR = 1043,
+    PGC_OID_BPCHAR = 1042,
+    PGC_OID_NAME = 19
 };
+
+/* The built-in array types whose elements keel encodes and decodes. */
+static const struct {
+    uint32_t array, elem;
+    const char *name;
+} pgc_arrays[] = {
+    { 1000, PGC_OID_BOOL, "boolean" },
+    { 1001, PGC_OID_BYTEA, "bytea" },
+    { 1003, PGC_OID_NAME, "name" },
+    { 1005, PGC_OID_INT2, "smallint" },
+    { 1007, PGC_OID_INT4, "integer" },
+    { 1009, PGC_OID_TEXT, "text" },
+    { 1014, PGC_OID_BPCHAR, "character" },
+    { 1015, PGC_OID_VARCHAR, "character varying" },
+    { 1016, PGC_OID_INT8, "bigint" },
+    { 1021, PGC_OID_FLOAT4, "real" },
+    { 1022, PGC_OID_FLOAT8, "double precision" },
+    { 1028, PGC_OID_OID, "oid" },
+    { 1115, PGC_OID_TIMESTAMP, "timestamp without time zone" },
+    { 1182, PGC_OID_DATE, "date" },
+    { 1183, PGC_OID_TIME, "time without time zone" },
+    { 1185, PGC_OID_TIMESTAMPTZ, "timestamp with time zone" },
+    { 1231, PGC_OID_NUMERIC, "numeric" },
+    { 199, PGC_OID_JSON, "json" },
+    { 2951, PGC_OID_UUID, "uuid" },
+    { 3807, PGC_OID_JSONB, "jsonb" },
+};
+
+uint32_t keel__pgc_array_elem(uint32_t array_oid, const char **name) {
+    for (size_t i = 0; i < sizeof pgc_arrays / sizeof pgc_arrays[0]; i++) {
+        if (pgc_arrays[i].array == array_oid) {
+            if (name)
+                *name = pgc_arrays[i].name;
+            return pgc_arrays[i].elem;
+        }
+    }
+    return 0;
+}
+
+int keel__pgc_tz_is_utc(const char *tz) {
+    static const char *const utc[] = { "UTC",       "Etc/UTC",   "GMT",       "Etc/GMT",
+                                       "UCT",       "Etc/UCT",   "Universal", "Etc/Universal",
+                                       "Zulu",      "Etc/Zulu",  "GMT0",      "Etc/GMT0",
+                                       "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich",
+                                       "GMT+0",     "GMT-0",     NULL };
+    for (size_t i = 0; tz && utc[i]; i++)
+        if (strcasecmp(tz, utc[i]) == 0)
+            return 1;
+    return 0;
+}
 
 keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive) {
     /* Receive functions that read the value's text as it is: these types send their text. */
@@ -86,9 +139,15 @@ keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive) {
         return KEEL__PGC_UUID;
     case PGC_OID_JSONB:
         return KEEL__PGC_JSONB;
+    case PGC_OID_VARCHAR:
+    case PGC_OID_BPCHAR:
+    case PGC_OID_NAME:
+        return KEEL__PGC_TEXT;
     default:
         break;
     }
+    if (receive && strcmp(receive, "array_recv") == 0)
+        return KEEL__PGC_ARRAY;
     for (size_t i = 0; receive && text_recv[i]; i++)
         if (strcmp(receive, text_recv[i]) == 0)
             return KEEL__PGC_TEXT;
@@ -242,6 +301,101 @@ int keel__pgc_numeric(keel__buf *out, const char *s, size_t n) {
     return 0;
 }
 
+/* ---- JSON --------------------------------------------------------------------------------- */
+
+/* Appends s as a JSON string. 0, or -1 when out of memory. */
+static int pg_json_string(keel__buf *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (keel__buf_putc(b, '"') != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        int r;
+        if (c == '"' || c == '\\') {
+            char esc[2] = { '\\', (char)c };
+            r = keel__buf_append(b, esc, 2);
+        } else if (c < 0x20) {
+            char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+            r = keel__buf_append(b, esc, 6);
+        } else {
+            r = keel__buf_putc(b, (char)c);
+        }
+        if (r != 0)
+            return -1;
+    }
+    return keel__buf_putc(b, '"');
+}
+
+size_t keel__pgc_time_text(const keel_value *v, char *out, int iso_t) {
+    size_t n = 0;
+    switch (v->type) {
+    case KEEL_TYPE_DATE:
+        return keel__format_date(v->u.date, out);
+    case KEEL_TYPE_TIME:
+        return keel__format_time(v->u.micros, out);
+    case KEEL_TYPE_TIMESTAMP:
+        n = keel__format_timestamp(v->u.micros, out);
+        break;
+    default:
+        n = keel__format_timestamptz(v->u.micros, out);
+        break;
+    }
+    char *sp = iso_t ? memchr(out, ' ', n) : NULL;
+    if (sp && sp[1] >= '0' && sp[1] <= '9')
+        *sp = 'T';
+    return n;
+}
+
+int keel__pgc_json(keel__buf *b, const keel_value *v) {
+    char text[KEEL__TIME_TEXT_MAX > 40 ? KEEL__TIME_TEXT_MAX : 40];
+    size_t n;
+    switch (v->type) {
+    case KEEL_TYPE_NULL:
+        return keel__buf_puts(b, "null");
+    case KEEL_TYPE_BOOL:
+        return keel__buf_puts(b, v->u.boolean ? "true" : "false");
+    case KEEL_TYPE_INT:
+        return keel__buf_printf(b, "%lld", (long long)v->u.i64);
+    case KEEL_TYPE_FLOAT:
+        n = keel__format_double(v->u.f64, text, sizeof text);
+        if (keel__buf_append(b, text, n) != 0)
+            return -1;
+        if (isfinite(v->u.f64) && !memchr(text, '.', n) && !memchr(text, 'e', n) &&
+            !memchr(text, 'E', n))
+            return keel__buf_puts(b, ".0");
+        return 0;
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_JSON:
+        return keel__buf_append(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
+    case KEEL_TYPE_TEXT:
+        return pg_json_string(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
+    case KEEL_TYPE_DATE:
+    case KEEL_TYPE_TIME:
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+        n = keel__pgc_time_text(v, text, 1);
+        return pg_json_string(b, text, n);
+    case KEEL_TYPE_UUID:
+        keel__format_uuid(v->u.uuid, text);
+        return pg_json_string(b, text, 36);
+    case KEEL_TYPE_ARRAY:
+        if (keel__buf_putc(b, '[') != 0)
+            return -1;
+        for (size_t i = 0; i < v->u.array.n; i++) {
+            if (i && keel__buf_putc(b, ',') != 0)
+                return -1;
+            int r = keel__pgc_json(b, &v->u.array.items[i]);
+            if (r != 0)
+                return r;
+        }
+        return keel__buf_putc(b, ']');
+    case KEEL_TYPE_BYTES:
+    case KEEL_TYPE_DOCUMENT:
+        return -2;
+    }
+    return -2;
+}
+
 /* ---- values ------------------------------------------------------------------------------- */
 
 /* Writes why a value cannot be encoded; returns 1, "not encodable". */
@@ -257,7 +411,7 @@ __attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t size,
 static int mismatch(const keel__pgc_col *col, const keel_value *v, char *why, size_t size) {
     const char *kind = keel_type_name(v->type);
     return why_set(why, size, "%s %s value cannot be loaded into type %s",
-                   kind[0] == 'i' ? "an" : "a", kind, col->type_name);
+                   strchr("aeiou", kind[0]) ? "an" : "a", kind, col->type_name);
 }
 
 /* Room for a field of len bytes and its length word; the pointer to write the value at. */
@@ -283,6 +437,28 @@ static int put_text(keel__buf *out, const char *s, size_t len, int version_byte,
         *p++ = 1; /* jsonb's binary form is a format version, then the text */
     if (len)
         memcpy(p, s, len);
+    return 0;
+}
+
+/* An array into a json or jsonb column: as a JSON array. */
+static int put_json_array(keel__buf *out, const keel_value *v, int version_byte, char *why,
+                          size_t size) {
+    size_t start = out->len;
+    if (keel__buf_reserve(out, 5) != 0)
+        return -1;
+    out->len += 4;
+    if (version_byte)
+        out->data[out->len++] = 1;
+    int r = keel__pgc_json(out, v);
+    if (r != 0) {
+        out->len = start;
+        return r == -1 ? -1 : why_set(why, size, "bytes in a list have no JSON form");
+    }
+    if (out->len - start - 4 > PGC_FIELD_MAX) {
+        out->len = start;
+        return why_set(why, size, "the JSON text is longer than 1 GiB");
+    }
+    put32(out->data + start, (uint32_t)(out->len - start - 4));
     return 0;
 }
 
@@ -409,6 +585,8 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
         return put_text(out, v->u.str.ptr, v->u.str.len, 0, why, size);
     case KEEL__PGC_JSON:
     case KEEL__PGC_JSONB:
+        if (v->type == KEEL_TYPE_ARRAY)
+            return put_json_array(out, v, col->kind == KEEL__PGC_JSONB, why, size);
         if (v->type != KEEL_TYPE_JSON && v->type != KEEL_TYPE_TEXT)
             return mismatch(col, v, why, size);
         return put_text(out, v->u.str.ptr, v->u.str.len, col->kind == KEEL__PGC_JSONB, why, size);
@@ -502,6 +680,10 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
         memcpy(p, src, 16);
         return 0;
     }
+    case KEEL__PGC_ARRAY:
+        if (v->type != KEEL_TYPE_ARRAY)
+            return mismatch(col, v, why, size);
+        return keel__pgc_array(out, col, v, naive_is_utc, why, size);
     case KEEL__PGC_OTHER:
         break;
     }
@@ -509,6 +691,109 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
                    "keel has no binary encoding for type %s, so COPY can only load NULL into "
                    "this column (use executemany for such columns)",
                    col->type_name);
+}
+
+/* ---- arrays ------------------------------------------------------------------------------- */
+
+/*
+ * The dimensions of array v (its length, its first element's length if that is an array, …):
+ * the count, or 0 for an array with no elements (any dimension of length 0). -1 when nested
+ * deeper than PostgreSQL allows.
+ */
+static int array_dims(const keel_value *v, int32_t dims[KEEL_ARRAY_MAX_DIMS]) {
+    int nd = 0;
+    for (const keel_value *a = v; a && a->type == KEEL_TYPE_ARRAY;
+         a = a->u.array.n ? &a->u.array.items[0] : NULL) {
+        if (nd == KEEL_ARRAY_MAX_DIMS)
+            return -1;
+        if (a->u.array.n == 0)
+            return 0;
+        if (a->u.array.n > INT32_MAX)
+            return -1;
+        dims[nd++] = (int32_t)a->u.array.n;
+    }
+    return nd;
+}
+
+/* Checks that every sub-array at level d matches dims (rectangular, no array as an element). */
+static int array_shape_ok(const keel_value *a, const int32_t *dims, int nd, int d, int *nulls) {
+    if (a->type != KEEL_TYPE_ARRAY || a->u.array.n != (size_t)dims[d])
+        return 0;
+    for (size_t i = 0; i < a->u.array.n; i++) {
+        const keel_value *e = &a->u.array.items[i];
+        if (d + 1 < nd) {
+            if (!array_shape_ok(e, dims, nd, d + 1, nulls))
+                return 0;
+        } else if (e->type == KEEL_TYPE_ARRAY) {
+            return 0;
+        } else if (e->type == KEEL_TYPE_NULL) {
+            *nulls = 1;
+        }
+    }
+    return 1;
+}
+
+/* Appends the elements of a (dimension d of nd) in row-major order. */
+static int array_elems(keel__buf *out, const keel__pgc_col *ecol, const keel_value *a, int nd,
+                       int d, int naive_is_utc, char *why, size_t size) {
+    for (size_t i = 0; i < a->u.array.n; i++) {
+        const keel_value *e = &a->u.array.items[i];
+        int r = d + 1 < nd ? array_elems(out, ecol, e, nd, d + 1, naive_is_utc, why, size)
+                           : put_value(out, ecol, e, naive_is_utc, why, size);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+int keel__pgc_array(keel__buf *out, const keel__pgc_col *col, const keel_value *v, int naive_is_utc,
+                    char *why, size_t why_size) {
+    int32_t dims[KEEL_ARRAY_MAX_DIMS];
+    int nd, nulls = 0;
+    if (col->elem == KEEL__PGC_JSON || col->elem == KEEL__PGC_JSONB) {
+        /* A list inside a json[] is a JSON array, not a dimension: one dimension. */
+        nd = v->u.array.n ? 1 : 0;
+        dims[0] = (int32_t)(v->u.array.n > INT32_MAX ? INT32_MAX : v->u.array.n);
+        for (size_t i = 0; i < v->u.array.n; i++)
+            nulls |= v->u.array.items[i].type == KEEL_TYPE_NULL;
+    } else {
+        nd = array_dims(v, dims);
+    }
+    if (nd < 0)
+        return why_set(why, why_size, "arrays have at most %d dimensions", KEEL_ARRAY_MAX_DIMS);
+    if (nd > 0 && col->elem != KEEL__PGC_JSON && col->elem != KEEL__PGC_JSONB &&
+        !array_shape_ok(v, dims, nd, 0, &nulls))
+        return why_set(why, why_size,
+                       "a multi-dimensional array needs sub-arrays of equal lengths (and no "
+                       "array beside a scalar)");
+    if (col->elem == KEEL__PGC_ARRAY || col->elem == KEEL__PGC_OTHER)
+        return why_set(why, why_size, "keel has no binary encoding for the elements of type %s",
+                       col->type_name);
+    size_t start = out->len, head = 16 + 8 * (size_t)nd;
+    if (keel__buf_reserve(out, head + 1) != 0)
+        return -1;
+    char *p = out->data + out->len;
+    put32(p + 4, (uint32_t)nd);
+    put32(p + 8, nulls ? 1 : 0);
+    put32(p + 12, col->elem_oid);
+    for (int d = 0; d < nd; d++) {
+        put32(p + 16 + 8 * d, (uint32_t)dims[d]);
+        put32(p + 20 + 8 * d, 1);
+    }
+    out->len += head;
+    keel__pgc_col ecol = { col->elem, col->name, col->type_name, KEEL__PGC_OTHER, 0 };
+    char ewhy[200];
+    int r = nd ? array_elems(out, &ecol, v, nd, 0, naive_is_utc, ewhy, sizeof ewhy) : 0;
+    if (r == 0 && out->len - start - 4 > PGC_FIELD_MAX)
+        r = why_set(ewhy, sizeof ewhy, "the array is longer than 1 GiB");
+    if (r != 0) {
+        out->len = start;
+        if (r > 0)
+            why_set(why, why_size, "an array element: %s", ewhy);
+        return r;
+    }
+    put32(out->data + start, (uint32_t)(out->len - start - 4));
+    return 0;
 }
 
 int keel__pgc_row(keel__buf *out, const keel__pgc_col *cols, const keel_value *vals, size_t n,

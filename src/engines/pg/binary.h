@@ -30,21 +30,56 @@ typedef enum keel__pgc_kind {
     KEEL__PGC_TIMESTAMPTZ,
     KEEL__PGC_UUID,
     KEEL__PGC_JSON,
-    KEEL__PGC_JSONB
+    KEEL__PGC_JSONB,
+    KEEL__PGC_ARRAY /* an array of elements of kind elem (keel__pgc_col) */
 } keel__pgc_kind;
 
-/* One target column: its kind, and its name and type name for messages (not owned). */
+/*
+ * One target column: its kind, and its name and type name for messages (not owned). An array
+ * column also has the kind and type OID of its elements.
+ */
 typedef struct keel__pgc_col {
     keel__pgc_kind kind;
     const char *name;
     const char *type_name;
+    keel__pgc_kind elem;
+    uint32_t elem_oid;
 } keel__pgc_col;
 
 /*
  * The kind of a column of base type oid whose receive function is named receive (the type
- * behind a domain: the caller resolves domains first).
+ * behind a domain: the caller resolves domains first). array_recv is KEEL__PGC_ARRAY.
  */
 keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive);
+
+/*
+ * The element type of a built-in array type (int4[] is int4), or 0 for any other type. *name,
+ * when not NULL, is set to the element type's name for messages.
+ */
+uint32_t keel__pgc_array_elem(uint32_t array_oid, const char **name);
+
+/*
+ * Appends v as JSON: numbers as numbers (a float always with a point or an exponent; NUMERIC
+ * text as it is), text, dates, times and UUIDs as strings, JSON as it is, arrays as JSON
+ * arrays. 0, -1 out of memory, or -2 when v has no JSON form (bytes, BSON).
+ */
+int keel__pgc_json(keel__buf *out, const keel_value *v);
+
+/* The ISO text of a date, time or timestamp value into out (KEEL__TIME_TEXT_MAX bytes); its
+ * length. With iso_t a timestamp's date and time are joined by 'T' (JSON's custom), else by a
+ * space (PostgreSQL's). */
+size_t keel__pgc_time_text(const keel_value *v, char *out, int iso_t);
+
+/* True for the names PostgreSQL gives UTC (the session's TimeZone parameter as reported). */
+int keel__pgc_tz_is_utc(const char *tz);
+
+/*
+ * Appends an array value v (KEEL_TYPE_ARRAY) for col, whose kind is KEEL__PGC_ARRAY, in binary,
+ * as a field (its length first). Returns as keel__pgc_row: 0, -1 out of memory, or 1 with the
+ * reason in why (out is then as it was).
+ */
+int keel__pgc_array(keel__buf *out, const keel__pgc_col *col, const keel_value *v, int naive_is_utc,
+                    char *why, size_t why_size);
 
 /* Appends the binary COPY header / the end-of-data trailer. 0, or -1 when out of memory. */
 int keel__pgc_header(keel__buf *out);

@@ -1,6 +1,9 @@
 /* src/engines/pg/codec.c - PostgreSQL parameters (keel values to wire form) and result values. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/numtext.h"
 #include "core/timeconv.h"
@@ -59,10 +62,35 @@ static size_t pg_param_room(const keel_value *v) {
         return KEEL__TIME_TEXT_MAX;
     case KEEL_TYPE_UUID:
         return KEEL__UUID_TEXT_MAX;
+    case KEEL_TYPE_ARRAY: /* encoded into p->parr */
+        return 0;
     case KEEL_TYPE_DOCUMENT: /* BSON has no PostgreSQL type */
         return SIZE_MAX;
     }
     return SIZE_MAX;
+}
+
+/* Checks the elements of an array parameter: no BSON, and text that libpq can carry. */
+static const char *pg_array_check(const keel_value *a, int depth) {
+    if (depth >= KEEL_ARRAY_MAX_DIMS)
+        return "arrays have at most 6 dimensions";
+    for (size_t i = 0; i < a->u.array.n; i++) {
+        const keel_value *e = &a->u.array.items[i];
+        const char *why = NULL;
+        if (e->type == KEEL_TYPE_ARRAY)
+            why = pg_array_check(e, depth + 1);
+        else if (e->type == KEEL_TYPE_DOCUMENT)
+            why = "an array element is a BSON document, which is not a PostgreSQL value";
+        else if (pg_param_room(e) == SIZE_MAX)
+            why = "an array element has an unknown value type";
+        else if ((e->type == KEEL_TYPE_TEXT || e->type == KEEL_TYPE_NUMERIC ||
+                  e->type == KEEL_TYPE_JSON) &&
+                 e->u.str.len && (!e->u.str.ptr || memchr(e->u.str.ptr, '\0', e->u.str.len)))
+            why = "an array element's text contains a NUL byte, which PostgreSQL cannot store";
+        if (why)
+            return why;
+    }
+    return NULL;
 }
 
 keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel_error *err) {
@@ -82,7 +110,172 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
                               "text contains a NUL byte, which PostgreSQL cannot store");
     if (v->type == KEEL_TYPE_BYTES && v->u.str.len > INT32_MAX)
         return pg_param_error(p, err, KEEL_ERR_DATA, i, "bytes longer than 2 GiB");
+    if (v->type == KEEL_TYPE_ARRAY) {
+        const char *why = pg_array_check(v, 0);
+        if (why)
+            return pg_param_error(p, err, KEEL_ERR_DATA, i, why);
+    }
     return KEEL_OK;
+}
+
+Oid keel__pg_declared_oid(keel_type t) {
+    switch (t) {
+    case KEEL_TYPE_BOOL:
+        return PG_OID_BOOL;
+    case KEEL_TYPE_INT:
+        return PG_OID_INT8;
+    case KEEL_TYPE_FLOAT:
+        return PG_OID_FLOAT8;
+    case KEEL_TYPE_NUMERIC:
+        return PG_OID_NUMERIC;
+    case KEEL_TYPE_BYTES:
+        return PG_OID_BYTEA;
+    case KEEL_TYPE_DATE:
+        return PG_OID_DATE;
+    case KEEL_TYPE_TIME:
+        return PG_OID_TIME;
+    case KEEL_TYPE_TIMESTAMP:
+        return PG_OID_TIMESTAMP;
+    case KEEL_TYPE_TIMESTAMPTZ:
+        return PG_OID_TIMESTAMPTZ;
+    case KEEL_TYPE_UUID:
+        return PG_OID_UUID;
+    default:
+        return 0;
+    }
+}
+
+/* ---- arrays as parameters ---- */
+
+static void pg_put32(char *p, uint32_t v) {
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static uint32_t pg_get32(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+/* Appends s as a quoted element of an array literal. 0, or -1 when out of memory. */
+static int pg_literal_quoted(keel__buf *b, const char *s, size_t n) {
+    if (keel__buf_putc(b, '"') != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (((s[i] == '"' || s[i] == '\\') && keel__buf_putc(b, '\\') != 0) ||
+            keel__buf_putc(b, s[i]) != 0)
+            return -1;
+    return keel__buf_putc(b, '"');
+}
+
+/* Appends v as an array literal ({1,2,NULL}, {{"a"},{"b"}}), the text form of any array type.
+ * 0, or -1 when out of memory. */
+static int pg_array_literal(keel__buf *b, const keel_value *v) {
+    char text[KEEL__TIME_TEXT_MAX > 40 ? KEEL__TIME_TEXT_MAX : 40];
+    static const char hex[] = "0123456789abcdef";
+    size_t n;
+    switch (v->type) {
+    case KEEL_TYPE_NULL:
+        return keel__buf_puts(b, "NULL");
+    case KEEL_TYPE_BOOL:
+        return keel__buf_putc(b, v->u.boolean ? 't' : 'f');
+    case KEEL_TYPE_INT:
+        return keel__buf_printf(b, "%lld", (long long)v->u.i64);
+    case KEEL_TYPE_FLOAT:
+        n = keel__format_double(v->u.f64, text, sizeof text);
+        return keel__buf_append(b, text, n);
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_TEXT:
+    case KEEL_TYPE_JSON:
+        return pg_literal_quoted(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
+    case KEEL_TYPE_DATE:
+    case KEEL_TYPE_TIME:
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+        n = keel__pgc_time_text(v, text, 0);
+        return pg_literal_quoted(b, text, n);
+    case KEEL_TYPE_UUID:
+        keel__format_uuid(v->u.uuid, text);
+        return keel__buf_append(b, text, 36);
+    case KEEL_TYPE_BYTES:
+        /* "\\x0102": the bytea hex form, its backslash escaped for the array literal. */
+        if (keel__buf_puts(b, "\"\\\\x") != 0)
+            return -1;
+        for (size_t i = 0; i < v->u.str.len; i++) {
+            unsigned char c = (unsigned char)v->u.str.ptr[i];
+            char h[2] = { hex[c >> 4], hex[c & 15] };
+            if (keel__buf_append(b, h, 2) != 0)
+                return -1;
+        }
+        return keel__buf_putc(b, '"');
+    case KEEL_TYPE_ARRAY:
+        if (keel__buf_putc(b, '{') != 0)
+            return -1;
+        for (size_t i = 0; i < v->u.array.n; i++)
+            if ((i && keel__buf_putc(b, ',') != 0) ||
+                pg_array_literal(b, &v->u.array.items[i]) != 0)
+                return -1;
+        return keel__buf_putc(b, '}');
+    case KEEL_TYPE_DOCUMENT: /* refused by keel__pg_param_check */
+        break;
+    }
+    return keel__buf_puts(b, "NULL");
+}
+
+/*
+ * Encodes array parameter v (number i) for the server's type oid into p->parr, as a length
+ * word and the bytes (text forms NUL-terminated after them); *fmt and *type say how it goes.
+ */
+static keel_status pg_encode_array(pg_impl *p, const keel_value *v, size_t i, Oid oid, int *fmt,
+                                   Oid *type, keel_error *err) {
+    keel__buf *b = &p->parr;
+    size_t start = b->len;
+    const char *ename = NULL;
+    uint32_t elem = keel__pgc_array_elem(oid, &ename);
+    *type = oid;
+    if (elem) {
+        char tname[64], why[KEEL_ERROR_MESSAGE_MAX];
+        snprintf(tname, sizeof tname, "%s[]", ename);
+        keel__pgc_col col = { KEEL__PGC_ARRAY, "", tname, keel__pgc_kind_of(elem, NULL), elem };
+        int r = keel__pgc_array(
+            b, &col, v, keel__pgc_tz_is_utc(PQparameterStatus(p->pg, "TimeZone")), why, sizeof why);
+        if (r < 0)
+            goto nomem;
+        if (r > 0)
+            return pg_param_error(p, err, KEEL_ERR_DATA, i, why);
+        *fmt = 1;
+        return KEEL_OK;
+    }
+    if (keel__buf_reserve(b, 4) != 0)
+        goto nomem;
+    b->len += 4;
+    int r;
+    if (oid == PG_OID_JSON || oid == PG_OID_JSONB) {
+        r = keel__pgc_json(b, v);
+        if (r == -2) {
+            b->len = start;
+            return pg_param_error(p, err, KEEL_ERR_DATA, i,
+                                  "bytes in a list have no JSON form (the parameter is of type "
+                                  "json)");
+        }
+    } else {
+        r = pg_array_literal(b, v);
+    }
+    if (r != 0 || keel__buf_putc(b, '\0') != 0)
+        goto nomem;
+    size_t len = b->len - start - 5;
+    if (len > INT32_MAX - 1) {
+        b->len = start;
+        return pg_param_error(p, err, KEEL_ERR_DATA, i, "the array's text is longer than 2 GiB");
+    }
+    pg_put32(b->data + start, (uint32_t)len);
+    *fmt = 0;
+    return KEEL_OK;
+nomem:
+    b->len = start;
+    return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c), "out of memory");
 }
 
 static int pg_param_grow(pg_impl *p, size_t n) {
@@ -139,7 +332,8 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
     char *out = p->ptext.data;
-    size_t used = 0, wire = 0;
+    size_t used = 0, wire = 0, arrays = 0;
+    keel__buf_reset(&p->parr);
     for (size_t i = 0; i < n; i++) {
         char *s = out ? out + used : NULL;
         size_t len = 0;
@@ -157,6 +351,16 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
             continue;
         }
         switch (v[i].type) {
+        case KEEL_TYPE_ARRAY: {
+            /* Its place in p->parr is set below, once every array is in (the buffer moves). */
+            Oid oid = p->pdesc && p->npdesc == n ? p->pdesc[i] : 0;
+            keel_status st = pg_encode_array(p, &v[i], i, oid, &p->pfmts[i], &p->ptypes[i], err);
+            if (st != KEEL_OK)
+                return st;
+            p->pvals[i] = NULL;
+            arrays++;
+            continue;
+        }
         case KEEL_TYPE_NULL:
         case KEEL_TYPE_DOCUMENT: /* rejected by keel__pg_param_check before encoding */
             p->pvals[i] = NULL;
@@ -207,6 +411,16 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
         used += len + 1;
         wire += len;
     }
+    const char *a = p->parr.data;
+    for (size_t i = 0; arrays && i < n; i++) {
+        if (v[i].type != KEEL_TYPE_ARRAY)
+            continue;
+        size_t len = pg_get32(a);
+        p->pvals[i] = a + 4;
+        p->plens[i] = (int)len;
+        a += 4 + len + (p->pfmts[i] == 0);
+        wire += len;
+    }
     p->pbytes = wire;
     return KEEL_OK;
 }
@@ -243,10 +457,162 @@ keel_type keel__pg_type_of(Oid oid) {
     case PG_OID_JSONB:
         return KEEL_TYPE_JSON;
     default:
-        /* text, varchar, char, name, and everything keel has no type for (enums, inet, timetz,
-         * intervals, arrays) arrive as their text form. */
-        return KEEL_TYPE_TEXT;
+        /* Arrays of the types keel knows are arrays; text, varchar, char, name, and everything
+         * keel has no type for (enums, inet, timetz, intervals, other arrays) arrive as their
+         * text form. */
+        return keel__pgc_array_elem(oid, NULL) ? KEEL_TYPE_ARRAY : KEEL_TYPE_TEXT;
     }
+}
+
+keel_type keel__pg_elem_type_of(Oid oid) {
+    uint32_t elem = keel__pgc_array_elem(oid, NULL);
+    return elem ? keel__pg_type_of(elem) : KEEL_TYPE_NULL;
+}
+
+/* ---- arrays in results ---- */
+
+typedef struct pg_arr_parse {
+    keel_result *res;
+    keel_type et;
+    const char *s;
+    size_t n, i;
+    keel__buf tmp; /* the element at hand, unescaped and NUL-terminated */
+} pg_arr_parse;
+
+static void pg_arr_space(pg_arr_parse *ps) {
+    while (ps->i < ps->n && (ps->s[ps->i] == ' ' || ps->s[ps->i] == '\t' || ps->s[ps->i] == '\n' ||
+                             ps->s[ps->i] == '\r'))
+        ps->i++;
+}
+
+/* One element (quoted or not) into *v. 0, -1 malformed, -2 out of memory. */
+static int pg_arr_elem(pg_arr_parse *ps, keel_value *v) {
+    const char *s = ps->s;
+    keel__buf_reset(&ps->tmp);
+    int quoted = s[ps->i] == '"', escaped = 0;
+    if (quoted)
+        ps->i++;
+    size_t keep = 0; /* unquoted: the length up to the last character that is not a space */
+    for (;;) {
+        if (ps->i >= ps->n)
+            return -1;
+        char c = s[ps->i];
+        if (quoted ? c == '"' : (c == ',' || c == '}'))
+            break;
+        if (!quoted && (c == '{' || c == '"'))
+            return -1;
+        if (c == '\\') {
+            if (++ps->i >= ps->n)
+                return -1;
+            c = s[ps->i];
+            escaped = 1;
+        }
+        if (keel__buf_putc(&ps->tmp, c) != 0)
+            return -2;
+        if (quoted || escaped || (c != ' ' && c != '\t' && c != '\n' && c != '\r'))
+            keep = ps->tmp.len;
+        ps->i++;
+    }
+    if (quoted)
+        ps->i++;
+    else
+        ps->tmp.len = keep;
+    if (keel__buf_putc(&ps->tmp, '\0') != 0)
+        return -2;
+    size_t len = ps->tmp.len - 1;
+    if (!quoted && !escaped && len == 4 && strncasecmp(ps->tmp.data, "NULL", 4) == 0) {
+        v->type = KEEL_TYPE_NULL;
+        return 0;
+    }
+    if (!quoted && len == 0)
+        return -1;
+    return keel__pg_decode_value(ps->res, ps->et, ps->tmp.data, len, v) == 0 ? 0 : -2;
+}
+
+/* An array "{…}" at ps->i into *out (KEEL_TYPE_ARRAY). 0, -1 malformed, -2 out of memory. */
+static int pg_arr_level(pg_arr_parse *ps, int depth, keel_value *out) {
+    if (depth >= KEEL_ARRAY_MAX_DIMS || ps->i >= ps->n || ps->s[ps->i] != '{')
+        return -1;
+    ps->i++;
+    keel_value *items = NULL, one[8];
+    size_t count = 0, cap = 8;
+    int rc = 0;
+    items = one;
+    pg_arr_space(ps);
+    if (ps->i < ps->n && ps->s[ps->i] == '}') {
+        ps->i++;
+    } else {
+        for (;;) {
+            pg_arr_space(ps);
+            if (ps->i >= ps->n) {
+                rc = -1;
+                break;
+            }
+            if (count == cap) {
+                keel_value *more = malloc(cap * 2 * sizeof *more);
+                if (!more) {
+                    rc = -2;
+                    break;
+                }
+                memcpy(more, items, count * sizeof *more);
+                if (items != one)
+                    free(items);
+                items = more;
+                cap *= 2;
+            }
+            keel_value *v = &items[count];
+            memset(v, 0, sizeof *v);
+            rc = ps->s[ps->i] == '{' ? pg_arr_level(ps, depth + 1, v) : pg_arr_elem(ps, v);
+            if (rc != 0)
+                break;
+            count++;
+            pg_arr_space(ps);
+            if (ps->i < ps->n && ps->s[ps->i] == ',') {
+                ps->i++;
+                continue;
+            }
+            if (ps->i < ps->n && ps->s[ps->i] == '}') {
+                ps->i++;
+                break;
+            }
+            rc = -1;
+            break;
+        }
+    }
+    keel_value *kept = NULL;
+    if (rc == 0 && count) {
+        kept = (keel_value *)(void *)keel__result_alloc(ps->res, count * sizeof *kept);
+        if (!kept)
+            rc = -2;
+        else
+            memcpy(kept, items, count * sizeof *kept);
+    }
+    if (items != one)
+        free(items);
+    if (rc == 0) {
+        out->type = KEEL_TYPE_ARRAY;
+        out->u.array.items = kept;
+        out->u.array.n = count;
+    }
+    return rc;
+}
+
+int keel__pg_decode_array(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v) {
+    pg_arr_parse ps = { res, et, s, n, 0, { 0 } };
+    /* Bounds other than 1 come first: "[0:2]={1,2,3}" (the elements are what keel keeps). */
+    if (n && s[0] == '[') {
+        const char *eq = memchr(s, '=', n);
+        ps.i = eq ? (size_t)(eq - s) + 1 : n;
+    }
+    int rc = pg_arr_level(&ps, 0, v);
+    if (rc == 0 && ps.i != n)
+        rc = -1;
+    keel__buf_free(&ps.tmp);
+    if (rc == -2)
+        return -1;
+    if (rc == -1) /* not the form keel reads: the text as it came */
+        return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
+    return 0;
 }
 
 static int pg_hex(unsigned char ch) {

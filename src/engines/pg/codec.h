@@ -8,7 +8,9 @@
 keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel_error *err);
 
 /*
- * Encodes one row of parameters into the connection's reusable arrays. Every value whose type
+ * Encodes one row of parameters into the connection's reusable arrays. An array goes in the
+ * form of the type the server described for it (p->pdesc): an array type in binary, json or
+ * jsonb as a JSON array, another type as an array literal in text. Every value whose type
  * keel declares (bool, int8, float8, date, time, timestamps, uuid) goes in binary, which the
  * server reads without parsing text (a batch of inserts spends much of its server time parsing
  * timestamps and numbers otherwise); bytes go in binary too, so they need no escaping. Text,
@@ -16,8 +18,22 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
  */
 keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_error *err);
 
-/* The keel type the values of a column of type oid decode to. */
+/* The keel type the values of a column of type oid decode to (ARRAY for arrays of the built-in
+ * types keel knows). */
 keel_type keel__pg_type_of(Oid oid);
+
+/* The keel type of the elements of an array column of type oid (NULL when not an array). */
+keel_type keel__pg_elem_type_of(Oid oid);
+
+/*
+ * Decodes the text form of an array ("{1,2,NULL}", "{{\"a\"},{\"b\"}}", "[0:1]={…}") of
+ * elements of type et into v, an ARRAY whose elements live in res. Text of another form is
+ * returned as TEXT. 0, or -1 when out of memory.
+ */
+int keel__pg_decode_array(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v);
+
+/* The parameter type keel declares for a value of type t (0: the server decides). */
+Oid keel__pg_declared_oid(keel_type t);
 
 /*
  * Decodes one value of column kind t. Text the decoder does not recognise (dates such as

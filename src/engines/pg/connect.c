@@ -10,6 +10,7 @@
 #include "core/value_int.h"
 #include "core/secret.h"
 #include "engines/pg/connect.h"
+#include "engines/pg/paramtypes.h"
 #include "engines/pg/copy.h"
 #include "engines/pg/exec.h"
 #include "engines/pg/stmtcache.h"
@@ -517,6 +518,8 @@ void keel__pg_destroy(pg_impl *p) {
     keel__buf_free(&p->ptext);
     keel__buf_free(&p->sqlbuf);
     keel__buf_free(&p->pbin);
+    keel__buf_free(&p->parr);
+    keel__pg_ptypes_free(p);
     keel__pg_cache_free(p);
     keel__pg_copy_free(p);
     free(p);
@@ -530,6 +533,7 @@ keel_status keel__pg_connect(keel_conn *c, keel_error *err) {
     p->phase = PG_CONNECTING;
     keel__cancel_init(&p->cancel, c->loop, &keel__pg_cancel_ops, p);
     keel__pg_cache_init(p, PG_CACHE_DEFAULT);
+    keel__pg_ptypes_init(p);
     p->timeout_s = c->config->connect_timeout > 0 ? c->config->connect_timeout : 0;
     keel_status st = pg_build_keywords(p, err);
     if (st != KEEL_OK) {

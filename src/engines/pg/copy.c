@@ -74,19 +74,6 @@ void keel__pg_copy_free(pg_impl *p) {
     p->copy = NULL;
 }
 
-/* True for the names PostgreSQL gives UTC (the session TimeZone parameter as reported). */
-static int pg_tz_is_utc(const char *tz) {
-    static const char *const utc[] = { "UTC",       "Etc/UTC",   "GMT",       "Etc/GMT",
-                                       "UCT",       "Etc/UCT",   "Universal", "Etc/Universal",
-                                       "Zulu",      "Etc/Zulu",  "GMT0",      "Etc/GMT0",
-                                       "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich",
-                                       "GMT+0",     "GMT-0",     NULL };
-    for (size_t i = 0; tz && utc[i]; i++)
-        if (strcasecmp(tz, utc[i]) == 0)
-            return 1;
-    return 0;
-}
-
 /* Ends the data with CopyFail after a failure already recorded in p->err. 0, or -1. */
 static int pg_copy_abort(pg_impl *p, const char *why) {
     p->copy->stage = PG_COPY_END;
@@ -133,9 +120,18 @@ static keel_status pg_copy_columns(pg_impl *p) {
             keel__pgc_kind_of((uint32_t)strtoul(oid, NULL, 10), PQgetvalue(k->lookup, (int)row, 2));
         k->cols[i].name = PQgetvalue(k->lookup, (int)row, 0);
         k->cols[i].type_name = PQgetvalue(k->lookup, (int)row, 3);
+        k->cols[i].elem = KEEL__PGC_OTHER;
+        k->cols[i].elem_oid = 0;
+        if (k->cols[i].kind == KEEL__PGC_ARRAY) {
+            /* The element type, behind its domain if it has one (columns 4 and 5). */
+            uint32_t eoid = (uint32_t)strtoul(PQgetvalue(k->lookup, (int)row, 4), NULL, 10);
+            keel__pgc_kind ek = keel__pgc_kind_of(eoid, PQgetvalue(k->lookup, (int)row, 5));
+            k->cols[i].elem = ek == KEEL__PGC_ARRAY ? KEEL__PGC_OTHER : ek;
+            k->cols[i].elem_oid = (uint32_t)strtoul(PQgetvalue(k->lookup, (int)row, 6), NULL, 10);
+        }
     }
     k->ncols = n;
-    k->naive_is_utc = pg_tz_is_utc(PQparameterStatus(p->pg, "TimeZone"));
+    k->naive_is_utc = keel__pgc_tz_is_utc(PQparameterStatus(p->pg, "TimeZone"));
     return KEEL_OK;
 }
 
@@ -291,11 +287,15 @@ static int pg_copy_sql(pg_impl *p, const keel__copy *cp, keel__buf *out) {
     keel__buf_reset(out);
     int bad = keel__copy_target(&target, cp, '"', 0) != 0 ||
               keel__buf_puts(out, "SELECT a.attname, b.oid, b.typreceive, "
-                                  "pg_catalog.format_type(a.atttypid, a.atttypmod) "
+                                  "pg_catalog.format_type(a.atttypid, a.atttypmod), "
+                                  "eb.oid, eb.typreceive, b.typelem "
                                   "FROM pg_catalog.pg_attribute a "
                                   "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
                                   "JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' "
                                   "THEN t.typbasetype ELSE t.oid END "
+                                  "LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem "
+                                  "LEFT JOIN pg_catalog.pg_type eb ON eb.oid = CASE WHEN "
+                                  "e.typtype = 'd' THEN e.typbasetype ELSE e.oid END "
                                   "WHERE a.attrelid = ") != 0 ||
               pg_put_literal(out, target.data, target.len) != 0 ||
               keel__buf_puts(out, "::pg_catalog.regclass AND a.attnum > 0 AND NOT "

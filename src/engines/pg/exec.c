@@ -10,6 +10,7 @@
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
 #include "engines/pg/describe.h"
+#include "engines/pg/paramtypes.h"
 #include "engines/pg/exec.h"
 #include "engines/pg/stmtcache.h"
 
@@ -26,6 +27,9 @@
 #define PG_STREAM_BATCH_ROWS 256
 /* Results taken, or rows of a whole result decoded, between two looks at the turn's budget. */
 #define PG_BUDGET_EVERY 64
+
+static keel_status pg_query_run(pg_impl *p, const keel__stmt *stmt, const char *sql,
+                                keel_error *err);
 
 int64_t keel__pg_affected(PGresult *r) {
     const char *t = PQcmdTuples(r);
@@ -71,12 +75,12 @@ void keel__pg_drop_result(pg_impl *p) {
 /* A result with r's columns as p->res. 0, or -1 when out of memory. */
 static int pg_start_result(pg_impl *p, const PGresult *r) {
     size_t ncols = (size_t)PQnfields(r);
-    if (ncols > p->kinds_cap) {
-        keel_type *k = realloc(p->kinds, ncols * sizeof *k);
+    if (2 * ncols > p->kinds_cap) {
+        keel_type *k = realloc(p->kinds, 2 * ncols * sizeof *k);
         if (!k)
             return -1;
         p->kinds = k;
-        p->kinds_cap = ncols;
+        p->kinds_cap = 2 * ncols;
     }
     p->res = keel__result_new(ncols);
     if (!p->res)
@@ -84,6 +88,7 @@ static int pg_start_result(pg_impl *p, const PGresult *r) {
     for (size_t col = 0; col < ncols; col++) {
         const char *name = PQfname(r, (int)col);
         p->kinds[col] = keel__pg_type_of(PQftype(r, (int)col));
+        p->kinds[ncols + col] = keel__pg_elem_type_of(PQftype(r, (int)col));
         if (keel__result_set_column(p->res, col, name, strlen(name), p->kinds[col]) != 0)
             return -1;
     }
@@ -125,8 +130,11 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
         for (size_t col = 0; col < ncols; col++) {
             if (PQgetisnull(r, (int)row, (int)col))
                 continue;
-            if (keel__pg_decode_value(res, kinds[col], PQgetvalue(r, (int)row, (int)col),
-                                      (size_t)PQgetlength(r, (int)row, (int)col), &vals[col]) != 0)
+            const char *text = PQgetvalue(r, (int)row, (int)col);
+            size_t len = (size_t)PQgetlength(r, (int)row, (int)col);
+            if ((kinds[col] == KEEL_TYPE_ARRAY
+                     ? keel__pg_decode_array(res, kinds[ncols + col], text, len, &vals[col])
+                     : keel__pg_decode_value(res, kinds[col], text, len, &vals[col])) != 0)
                 return -1;
         }
     }
@@ -281,6 +289,7 @@ static void pg_lost(pg_impl *p) {
     p->phase = PG_DEAD;
     keel__pg_drop_result(p);
     pg_batch_clear(p);
+    keel__pg_ptypes_done(p);
     if (p->watch)
         keel__watch_set(p->watch, 0);
     if (was == PG_SETUP) {
@@ -292,6 +301,7 @@ static void pg_lost(pg_impl *p) {
 
 void keel__pg_finish(pg_impl *p) {
     keel_conn *c = p->c;
+    keel__pg_ptypes_done(p);
     if (PQstatus(p->pg) == CONNECTION_BAD) {
         pg_lost(p);
         return;
@@ -620,6 +630,7 @@ static void pg_op_step(pg_impl *p, int events) {
                : p->phase == PG_CACHED   ? keel__pg_cached_collect(p)
                : p->phase == PG_COPY     ? keel__pg_copy_collect(p)
                : p->phase == PG_DESCRIBE ? keel__pg_describe_collect(p)
+               : p->phase == PG_PTYPES   ? keel__pg_ptypes_collect(p, pg_query_run)
                                          : pg_query_collect(p);
     if (done < 0) {
         pg_lost(p);
@@ -681,6 +692,7 @@ void keel__pg_on_ready(void *arg, int events) {
     case PG_CACHED:
     case PG_COPY:
     case PG_DESCRIBE:
+    case PG_PTYPES:
         pg_op_step(p, events);
         return;
     case PG_RESOLVING:
@@ -707,7 +719,8 @@ keel_status keel__pg_send_failed(pg_impl *p, int sent, keel_error *err) {
     keel_status st =
         keel__pg_error_libpq(err, bad ? KEEL_ERR_CONNECTION_LOST : KEEL_ERR_DATABASE, c,
                              bad ? "connection lost: " : NULL, PQerrorMessage(p->pg));
-    if (bad || sent || p->phase == PG_BATCH || p->phase == PG_CACHED || p->phase == PG_DESCRIBE) {
+    if (bad || sent || p->phase == PG_BATCH || p->phase == PG_CACHED || p->phase == PG_DESCRIBE ||
+        p->phase == PG_PTYPES) {
         c->broken = 1;
         p->phase = PG_DEAD;
         keel__watch_set(p->watch, 0);
@@ -829,6 +842,30 @@ keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
                                "PostgreSQL accepts at most 65535 parameters, %zu were given",
                                stmt->nparams);
     keel__pg_op_reset(p);
+    if (stmt->nparams && keel__pg_has_arrays(stmt)) {
+        /* Arrays take the form of the parameter types the server describes. */
+        int known = keel__pg_ptypes_cached(p, stmt, sql);
+        if (known < 0)
+            return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c),
+                                   "out of memory");
+        if (!known) {
+            size_t n = stmt->nrows * stmt->nparams;
+            for (size_t i = 0; i < n; i++) {
+                st = keel__pg_param_check(p, &stmt->params[i], i % stmt->nparams, err);
+                if (st != KEEL_OK)
+                    return st;
+            }
+            return keel__pg_ptypes_start(p, stmt, sql, err);
+        }
+    }
+    return pg_query_run(p, stmt, sql, err);
+}
+
+/* Runs a statement whose array parameters, if any, have their described types in p->pdesc. */
+static keel_status pg_query_run(pg_impl *p, const keel__stmt *stmt, const char *sql,
+                                keel_error *err) {
+    keel_conn *c = p->c;
+    keel_status st;
     if (stmt->many) {
         if (pg_starts_with_copy(sql))
             return keel__error_set(err, KEEL_ERR_UNSUPPORTED, PG_ENGINE, keel__pg_dbname(c),

@@ -74,7 +74,7 @@ keel_status keel__pg_connect_error(pg_impl *p, keel_error *err, keel_status code
 
 static int pg_running(const pg_impl *p) {
     return p->phase == PG_QUERY || p->phase == PG_BATCH || p->phase == PG_CACHED ||
-           p->phase == PG_COPY || p->phase == PG_DESCRIBE;
+           p->phase == PG_COPY || p->phase == PG_DESCRIBE || p->phase == PG_PTYPES;
 }
 
 static int pg_cancel_running(void *owner, uint64_t seq) {

@@ -43,6 +43,7 @@ typedef enum pg_phase {
     PG_CACHED,     /* one statement through the prepared-statement cache */
     PG_COPY,       /* a bulk load (keel_conn_copy_in): COPY … FROM STDIN in binary */
     PG_DESCRIBE,   /* a statement is parsed and described (keel_conn_prepare) */
+    PG_PTYPES,     /* the parameter types of a statement with arrays are being described */
     PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
@@ -87,7 +88,7 @@ typedef struct pg_impl {
      * one string the last one that returned rows is the result.
      */
     keel_result *res;
-    keel_type *kinds; /* keel type of each column of res */
+    keel_type *kinds; /* keel type of each column of res, then of each column's elements */
     size_t kinds_cap;
     int64_t affected; /* the row count the result's command reported, -1 when none */
     int rows_seen;    /* a statement returned rows: later commands do not replace them */
@@ -135,6 +136,21 @@ typedef struct pg_impl {
     size_t pbytes; /* bytes the last encoded row will put on the wire (batch pacing) */
     keel__buf sqlbuf;
     keel__buf pbin; /* copies of bytes parameters, so a transparent retry can send them again */
+    keel__buf parr; /* the encoded array parameters of the row */
+    /*
+     * Array parameters take their form from the type the server gives the parameter (an array
+     * type, json or jsonb): pdesc holds the described types of the running statement (npdesc
+     * of them), or is NULL. A statement with arrays whose types are not cached is described
+     * first (PG_PTYPES), from a copy of it (dstmt, dvals), then run.
+     */
+    Oid *pdesc;
+    size_t npdesc, pdesc_cap;
+    keel__stmtcache dcache;        /* described parameter types by text and declared types */
+    keel__stmtcache_entry *dentry; /* the entry pdesc came from, dropped if the statement fails */
+    keel__stmt dstmt;
+    keel_value *dvals;
+    int dgot;
+    size_t dstep;
 
     /*
      * The prepared-statement cache: at most cache.capacity statements (0: every statement goes

@@ -1626,18 +1626,19 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
     size_t rows = stmt->many ? stmt->nrows : 1;
     for (size_t r = 0; r < rows && stmt->nparams; r++) {
         for (size_t i = 0; i < stmt->nparams; i++) {
-            if (stmt->params[r * stmt->nparams + i].type != KEEL_TYPE_DOCUMENT)
+            keel_type t = stmt->params[r * stmt->nparams + i].type;
+            if (t != KEEL_TYPE_DOCUMENT && t != KEEL_TYPE_ARRAY)
                 continue;
             const char *db = c->config ? c->config->name : "";
+            const char *what = t == KEEL_TYPE_ARRAY ? "an array" : "a BSON document";
             if (stmt->many)
                 return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db,
-                                       "row %zu: parameter $%zu: a BSON document is not a "
-                                       "SQLite value; pass JSON instead",
-                                       r, i + 1);
+                                       "row %zu: parameter $%zu: %s is not a SQLite value; pass "
+                                       "JSON instead",
+                                       r, i + 1, what);
             return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db,
-                                   "parameter $%zu: a BSON document is not a SQLite value; pass "
-                                   "JSON instead",
-                                   i + 1);
+                                   "parameter $%zu: %s is not a SQLite value; pass JSON instead",
+                                   i + 1, what);
         }
     }
     return sq_submit(c, stmt->sql, stmt->sql_len, stmt->params, stmt->nparams,

@@ -143,11 +143,58 @@ TEST(sizes_that_wrap_around_are_refused) {
     CHECK(keel__values_copy(&one, SIZE_MAX / sizeof(keel_value) + 1, 0, NULL) == NULL);
 }
 
+TEST(arrays_are_copied_at_every_depth) {
+    char word[] = "abc";
+    keel_value inner1[2] = { keel_textn(word, 3), keel_null() };
+    keel_value inner2[2] = { keel_int(7), keel_text("") };
+    keel_value outer[2] = { keel_array(inner1, 2), keel_array(inner2, 2) };
+    keel_value in[3] = { keel_array(outer, 2), keel_array(NULL, 0), keel_text("z") };
+    void *more = NULL;
+    keel_value *c = keel__values_copy(in, 3, 8, &more);
+    CHECK(c != NULL && more != NULL);
+    if (!c)
+        return;
+    memset(more, 0x5a, 8);
+    word[0] = 'X'; /* the caller's memory changes after the copy */
+    memset(inner1, 0, sizeof inner1);
+    memset(outer, 0, sizeof outer);
+    CHECK_INT(c[0].type, KEEL_TYPE_ARRAY);
+    CHECK_INT(c[0].u.array.n, 2);
+    CHECK(c[0].u.array.items != outer);
+    const keel_value *a = &c[0].u.array.items[0], *b = &c[0].u.array.items[1];
+    CHECK(a->type == KEEL_TYPE_ARRAY && a->u.array.n == 2 && b->u.array.n == 2);
+    CHECK(a->u.array.items[0].type == KEEL_TYPE_TEXT && a->u.array.items[0].u.str.len == 3 &&
+          memcmp(a->u.array.items[0].u.str.ptr, "abc", 3) == 0);
+    CHECK_INT(a->u.array.items[1].type, KEEL_TYPE_NULL);
+    CHECK(b->u.array.items[0].type == KEEL_TYPE_INT && b->u.array.items[0].u.i64 == 7);
+    CHECK(b->u.array.items[1].u.str.ptr != NULL && b->u.array.items[1].u.str.len == 0);
+    CHECK(c[1].type == KEEL_TYPE_ARRAY && c[1].u.array.n == 0 && c[1].u.array.items == NULL);
+    CHECK(c[2].u.str.len == 1 && c[2].u.str.ptr[0] == 'z');
+    keel__values_free(c);
+    CHECK_STR(keel_type_name(KEEL_TYPE_ARRAY), "array");
+}
+
+TEST(arrays_nested_beyond_the_limit_are_refused) {
+    keel_value levels[KEEL_ARRAY_MAX_DIMS + 1];
+    levels[0] = keel_int(1);
+    for (int i = 1; i <= KEEL_ARRAY_MAX_DIMS; i++)
+        levels[i] = keel_array(&levels[i - 1], 1);
+    keel_value *c = keel__values_copy(&levels[KEEL_ARRAY_MAX_DIMS], 1, 0, NULL);
+    CHECK(c != NULL); /* six dimensions: PostgreSQL's limit */
+    keel__values_free(c);
+    keel_value seven = keel_array(&levels[KEEL_ARRAY_MAX_DIMS], 1);
+    CHECK(keel__values_copy(&seven, 1, 0, NULL) == NULL);
+    keel_value huge = keel_array(levels, SIZE_MAX / 8);
+    CHECK(keel__values_copy(&huge, 1, 0, NULL) == NULL); /* refused before an element is read */
+}
+
 int main(void) {
     RUN(copy_owns_every_string_value);
     RUN(empty_strings_point_into_the_copy);
     RUN(extra_room_is_aligned_and_apart_from_the_values);
     RUN(zero_values_still_make_a_block);
     RUN(sizes_that_wrap_around_are_refused);
+    RUN(arrays_are_copied_at_every_depth);
+    RUN(arrays_nested_beyond_the_limit_are_refused);
     return TEST_SUMMARY();
 }

@@ -273,7 +273,8 @@ TEST(server_values_without_a_keel_type_come_back_as_text) {
         CHECK(same_str(keel_result_value(r, 0, 3), KEEL_TYPE_TEXT, "12:00:00+02", 11));
         CHECK_INT(keel_result_coltype(r, 3), KEEL_TYPE_TEXT);
         CHECK(same_str(keel_result_value(r, 0, 4), KEEL_TYPE_TEXT, "1 day", 5));
-        CHECK(same_str(keel_result_value(r, 0, 5), KEEL_TYPE_TEXT, "{1,2}", 5));
+        /* Arrays of the types keel knows are arrays (test_pg_types.c). */
+        CHECK_INT(keel_result_value(r, 0, 5)->type, KEEL_TYPE_ARRAY);
         CHECK(same_str(keel_result_value(r, 0, 6), KEEL_TYPE_TEXT, "x", 1));
         CHECK(same_str(keel_result_value(r, 0, 7), KEEL_TYPE_TEXT, "infinity", 8));
         CHECK_INT(keel_result_affected(r), 1);

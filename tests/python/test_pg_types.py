@@ -1,0 +1,195 @@
+# tests/python/test_pg_types.py - PostgreSQL values beyond the scalars: arrays both ways (lists).
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+
+import keel
+from conftest import PG_URL, close_db, unique_name
+
+UTC = dt.timezone.utc
+
+# One array of each element type keel knows, as the Python list it round-trips as.
+ARRAYS = {
+    "int2[]": [1, None, -32768],
+    "int4[]": [2147483647, 0],
+    "int8[]": [-9000000000, None],
+    "float4[]": [1.5, -0.25],
+    "float8[]": [1e300, None, -2.5],
+    "numeric[]": [Decimal("1.10"), Decimal("-3"), None],
+    "text[]": ["a b", 'q"\\', None, "NULL", "", "{x},y"],
+    "varchar[]": ["ü€", None],
+    "bool[]": [True, False, None],
+    "uuid[]": [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), None],
+    "date[]": [dt.date(2000, 1, 2), dt.date(1, 1, 1), None],
+    "timestamp[]": [dt.datetime(2000, 1, 1, 0, 0, 1, 5), None],
+    "timestamptz[]": [dt.datetime(1970, 1, 1, tzinfo=UTC), dt.datetime(2024, 2, 29, 12, tzinfo=UTC)],
+    "bytea[]": [b"\x00\xff", b"", None],
+    "jsonb[]": [{"k": [1, "}"]}, [1, 2], None],
+}
+
+
+@pytest.mark.parametrize("cast", list(ARRAYS))
+async def test_a_list_round_trips_as_an_array_of_each_type(pg_db, cast):
+    value = ARRAYS[cast]
+    assert await pg_db.fetchval(f"SELECT $1::{cast}", value) == value
+    # Twice: the second run takes the described parameter types from the cache.
+    assert await pg_db.fetchval(f"SELECT $1::{cast}", value) == value
+    assert await pg_db.fetchval(f"SELECT $1::{cast}", []) == []
+
+
+async def test_server_arrays_decode_as_lists(pg_db):
+    row = await pg_db.fetchrow(
+        "SELECT ARRAY[1, NULL, 3] AS a, '{{1,2},{3,4}}'::int[] AS m, '{}'::text[] AS e, "
+        "'[0:1]={7,8}'::int[] AS b, ARRAY['a,b', NULL, 'NULL'] AS t, "
+        "'{{{1}},{{2}}}'::int8[] AS deep, ARRAY['10.0.0.1'::inet] AS other")
+    assert row["a"] == [1, None, 3]
+    assert row["m"] == [[1, 2], [3, 4]]
+    assert row["e"] == []
+    assert row["b"] == [7, 8]
+    assert row["t"] == ["a,b", None, "NULL"]
+    assert row["deep"] == [[[1]], [[2]]]
+    # Arrays of types keel has no element type for come back as their text.
+    assert row["other"] == "{10.0.0.1}"
+
+
+async def test_any_takes_a_list(pg_db):
+    rows = await pg_db.fetch("SELECT g FROM generate_series(1, 5) g WHERE g = ANY($1) ORDER BY g",
+                             [1, 3])
+    assert [r["g"] for r in rows] == [1, 3]
+    names = await pg_db.fetchval("SELECT count(*) FROM (VALUES ('a'), ('b'), ('c')) v(n) "
+                                 "WHERE n = ANY($1)", ["a", "c", "z"])
+    assert names == 2
+    assert await pg_db.fetchval("SELECT cardinality($1::int[])", (4, 5, 6)) == 3  # tuples too
+
+
+async def test_multi_dimensional_lists_and_null_elements(pg_db):
+    grid = [[1, None], [None, 4]]
+    assert await pg_db.fetchval("SELECT $1::int8[]", grid) == grid
+    assert await pg_db.fetchval("SELECT array_dims($1::int8[])", grid) == "[1:2][1:2]"
+    assert await pg_db.fetchval("SELECT $1::text[]", [[["x"]]]) == [[["x"]]]
+
+
+async def test_a_list_for_a_json_column_still_goes_as_json(pg_db):
+    t = unique_name("pgt")
+    await pg_db.execute(f"CREATE TABLE {t} (id int, j jsonb, js json, a int[])")
+    try:
+        await pg_db.execute(f"INSERT INTO {t} VALUES ($1, $2, $3, $4)", 1,
+                            [1, "x", {"k": None}, 1.0, Decimal("2.50"), [True]],
+                            ["y"], [1, 2])
+        row = await pg_db.fetchrow(f"SELECT j, js, a FROM {t}")
+        assert row["j"] == [1, "x", {"k": None}, 1.0, Decimal("2.50"), [True]]
+        assert row["js"] == ["y"]
+        assert row["a"] == [1, 2]
+        # Dates, times and UUIDs inside a list are JSON strings.
+        when = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+        u = uuid.UUID(int=1)
+        assert await pg_db.fetchval("SELECT $1::jsonb", [when, dt.date(2020, 1, 2), u]) == [
+            "2020-01-02T03:04:05+00:00", "2020-01-02", str(u)]
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+async def test_executemany_and_copy_take_lists(pg_db):
+    t = unique_name("pgt")
+    await pg_db.execute(f"CREATE TABLE {t} (id int, tags text[], m int4[], j jsonb)")
+    try:
+        await pg_db.executemany(f"INSERT INTO {t} VALUES ($1, $2, $3, $4)", [
+            (1, ["a"], [[1, 2], [3, 4]], [1]),
+            (2, None, [None], {"z": 1}),
+            (3, [], [], None),
+        ])
+        n = await pg_db.copy_records_to_table(t, records=[
+            (4, ["c", None], [7], [2, {"x": [3]}]),
+            (5, None, None, None),
+        ])
+        assert n == 2
+        rows = await pg_db.fetch(f"SELECT * FROM {t} ORDER BY id")
+        assert [tuple(r) for r in rows] == [
+            (1, ["a"], [[1, 2], [3, 4]], [1]),
+            (2, None, [None], {"z": 1}),
+            (3, [], [], None),
+            (4, ["c", None], [7], [2, {"x": [3]}]),
+            (5, None, None, None),
+        ]
+        async with pg_db.connection() as conn:
+            assert await conn.fetchval(f"SELECT count(*) FROM {t} WHERE id = ANY($1)",
+                                       [1, 4, 9]) == 2
+            await conn.copy_records_to_table(t, records=[(6, ["d"], [1], None)],
+                                             columns=["id", "tags", "m", "j"])
+            assert await conn.fetchval(f"SELECT tags FROM {t} WHERE id = 6") == ["d"]
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+async def test_lists_work_without_named_statements():
+    d = keel.Database(PG_URL + ("&" if "?" in PG_URL else "?") + "statement_cache_size=0")
+    try:
+        for _ in range(2):
+            assert await d.fetchval("SELECT $1::int[]", [1, 2]) == [1, 2]
+            assert await d.fetchval("SELECT $1::jsonb", [1, 2]) == [1, 2]
+    finally:
+        await close_db(d)
+
+
+async def test_bad_lists_are_refused_and_the_connection_stays_usable(pg_db):
+    async with pg_db.connection() as conn:
+        with pytest.raises(keel.DataError, match=r"parameter \$1: .*sub-arrays of equal lengths"):
+            await conn.fetchval("SELECT $1::int[]", [[1, 2], [3]])
+        with pytest.raises(keel.DataError, match="70000 is out of range for type smallint"):
+            await conn.fetchval("SELECT $1::int2[]", [70000])
+        with pytest.raises(keel.DataError, match="a text value cannot be loaded into type integer"):
+            await conn.fetchval("SELECT $1::int[]", ["x"])
+        with pytest.raises(keel.DataError, match=r"parameter \$1: an array element: unsupported "
+                                                 r"parameter type \(type object\)"):
+            await conn.fetchval("SELECT $1::int[]", [object()])
+        deep = [1]
+        for _ in range(6):
+            deep = [deep]
+        with pytest.raises(keel.DataError, match="at most 6 dimensions"):
+            await conn.fetchval("SELECT $1::int[]", deep)
+        with pytest.raises(keel.DataError, match="no JSON form"):
+            await conn.fetchval("SELECT $1::jsonb", [b"x"])
+        with pytest.raises(keel.ProgrammingError):
+            await conn.fetchval("SELECT $1::int[] FROM no_such_table_pgt", [1])
+        assert await conn.fetchval("SELECT $1::int[]", [1]) == [1]
+    t = unique_name("pgt")
+    await pg_db.execute(f"CREATE TABLE {t} (id int, m int4[])")
+    try:
+        with pytest.raises(keel.DataError, match=r'column "m" \(integer\[\]\): an array element: '
+                                                 r'a text value'):
+            await pg_db.copy_records_to_table(t, records=[(1, ["x"])])
+        assert await pg_db.fetchval(f"SELECT count(*) FROM {t}") == 0
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+async def test_a_changed_column_type_is_described_again(pg_db):
+    t = unique_name("pgt")
+    await pg_db.execute(f"CREATE TABLE {t} (v int[])")
+    try:
+        async with pg_db.connection() as conn:
+            await conn.execute(f"INSERT INTO {t} VALUES ($1)", [1])
+            await conn.execute(f"ALTER TABLE {t} ALTER COLUMN v TYPE jsonb USING to_jsonb(v)")
+            # The cached types (int4[]) fail once against the new column; then it is jsonb.
+            try:
+                await conn.execute(f"INSERT INTO {t} VALUES ($1)", [2])
+            except keel.DatabaseError:
+                await conn.execute(f"INSERT INTO {t} VALUES ($1)", [2])
+            assert [r["v"] for r in await conn.fetch(f"SELECT v FROM {t}")] == [[1], [2]]
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+async def test_a_list_parameter_is_an_array_on_postgresql_and_json_elsewhere(db, engine, types,
+                                                                            new_table):
+    t = new_table("pgt")
+    await db.execute(f"CREATE TABLE {t} (id INTEGER, j {types['json']})")
+    await db.execute(f"INSERT INTO {t} (id, j) VALUES ($1, $2)", 1, [1, "x", None, {"k": [2]}])
+    assert await db.fetchval(f"SELECT j FROM {t} WHERE id = 1") == [1, "x", None, {"k": [2]}]
+    if engine == "postgresql":
+        assert await db.fetchval("SELECT $1::int[]", [1, 2]) == [1, 2]
+    else:
+        # No array type: a list is JSON text, as it always was.
+        assert await db.fetchval("SELECT $1", [1, 2]) in ("[1, 2]", [1, 2])

@@ -329,11 +329,16 @@ class Database(_native.Database):
             check_exists, session, timeout)
 
     async def command(self, dbname: str | None, cmd: dict[str, Any], *,
-                      database: str | None = None,
+                      database: str | None = None, session: Any = None,
                       timeout: float | None = None) -> dict[str, Any]:
         """Runs one MongoDB command (a dict whose first key is the command name) in the MongoDB
-        database dbname (None: the one in the URL) on a connection of database, and returns the
-        server's reply. Server errors raise the mapped keel error."""
+        database dbname (None: the one in the URL) on a connection of database (session=: on
+        that Connection of it), and returns the server's reply. Server errors raise the mapped
+        keel error."""
+        if session is not None:
+            conn = _collection._session_conn(
+                session, database if database is not None else self.default_database)
+            return await _collection._conn_command(conn, dbname, cmd, timeout)
         return await self._command(dbname, cmd, database, timeout)
 
 

@@ -570,3 +570,52 @@ async def test_watch_in_a_session_and_bad_input(mongo_db, coll):
         async for _ in coll.watch(resume_after={"_data": "not a token"}):
             pass
     assert pool_whole(mongo_db)
+
+
+async def test_every_method_runs_on_the_session(tmp_path):
+    """With a pool of one connection held as the session, an operation that leased another
+    would wait for it and fail (PoolTimeout): each one passing shows it ran on the session."""
+    d = keel.Database({"databases": {"default": {
+        "url": MONGO_URL, "pool": {"min_size": 1, "max_size": 1, "acquire_timeout": 2}}}})
+    async with d:
+        c = d.collection(unique_name("s"))
+        s = await d.acquire()
+        try:
+            await c.insert_one({"_id": 1, "a": 1}, session=s)
+            await c.insert_many([{"_id": 2, "a": 2}, {"_id": 3, "a": 2}], session=s)
+            assert len(await c.find(session=s).to_list()) == 3
+            assert (await c.find_one({"_id": 1}, session=s))["a"] == 1
+            assert len(await c.aggregate([], session=s).to_list()) == 3
+            assert len(await (await c.aggregate([], session=s)).to_list()) == 3
+            assert await c.count_documents({}, session=s) == 3
+            assert await c.estimated_document_count(session=s) == 3
+            assert sorted(await c.distinct("a", session=s)) == [1, 2]
+            assert (await c.update_one({"_id": 1}, {"$set": {"b": 1}}, session=s)).modified_count == 1
+            assert (await c.update_many({}, {"$set": {"c": 1}}, session=s)).modified_count == 3
+            assert (await c.replace_one({"_id": 3}, {"a": 3}, session=s)).modified_count == 1
+            assert (await c.find_one_and_update({"_id": 1}, {"$set": {"a": 0}}, session=s))["a"] == 1
+            assert (await c.find_one_and_replace({"_id": 1}, {"a": 1}, session=s))["a"] == 0
+            assert (await c.bulk_write([keel.InsertOne({"_id": 4})], session=s)).inserted_count == 1
+            assert (await c.find_one_and_delete({"_id": 4}, session=s)) == {"_id": 4}
+            assert (await c.delete_one({"_id": 3}, session=s)).deleted_count == 1
+            assert await c.create_index("a", session=s) == "a_1"
+            assert await c.create_indexes([keel.IndexModel("b")], session=s) == ["b_1"]
+            assert len(await c.list_indexes(session=s).to_list()) == 3
+            assert set(await c.index_information(session=s)) == {"_id_", "a_1", "b_1"}
+            await c.drop_index("a_1", session=s)
+            await c.drop_indexes(session=s)
+            async with await watch_or_skip(c, session=s, max_await_time_ms=10):
+                pass
+            assert c.name in await d.list_collection_names(session=s)
+            other = await d.create_collection(unique_name("s"), session=s)
+            assert (await d.command(None, {"count": c.name}, session=s))["n"] == 2
+            assert (await c.delete_many({}, session=s)).deleted_count == 2
+            await other.drop(session=s)
+            # Without session= the operation waits for the one connection, held here.
+            with pytest.raises(keel.PoolTimeout):
+                await c.count_documents({})
+            await c.drop(session=s)
+        finally:
+            await d.release(s)
+        # And without session= the one connection is leased and given back as usual.
+        assert await c.count_documents({}) == 0

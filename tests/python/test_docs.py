@@ -19,7 +19,7 @@ Blocks by language:
   lines after them are the output the page shows, checked by a hidden check where it matters),
   with build/c first on PATH; output in ``harness.out``.
 - ``json``: parsed; ``yaml``: written to ``harness.tmp / "keel.yaml"`` and loaded as a keel
-  configuration (validated, nothing connects). Untagged blocks are text and are not run.
+  configuration (validated, nothing connects). Untagged and ``text`` blocks are text, not run.
 
 Hidden directives are HTML comments, invisible when the page is rendered:
 
@@ -35,8 +35,15 @@ Hidden directives are HTML comments, invisible when the page is rendered:
 - ``<!-- test-cleanup`` ... ``-->`` anywhere: Python run when the page ends, passed or not
   (drop what the page made in the test servers).
 
-Hidden code sees ``harness`` (the test's helpers: URLs, tmp directory, output of the last block,
-``subst`` replacements for the next block...) besides the page's names.
+Hidden code runs like a python block (top-level ``await`` on the page's loop) and sees the
+page's names and ``harness``, the test's helpers (class Harness): ``pg_url`` / ``mysql_url`` /
+``mongo_url``, ``tmp`` (the working directory, with links to the repository's build/, examples/
+and include/), ``out`` / ``err`` / ``outputs`` / ``shown`` (what the last block printed, and what
+a console block shows), ``block``; for the next block ``subst`` (text replacements, e.g. a port),
+``env``, ``expect_status`` (its exit status) and ``expect_raises`` (an exception it must raise);
+``start()`` (a background server, stopped with the page), ``free_port()``, ``table()`` (the
+rows of a ``keel check`` table) and ``await harness.rerun(db=…)`` (the block again, on another
+database).
 
 Servers: the pages use the documented test URLs (postgresql://postgres@127.0.0.1:5432/keel_test,
 mysql://root@127.0.0.1:3306/keel_test, mongodb://127.0.0.1:27017/keel_test, and the PostgreSQL one
@@ -54,12 +61,10 @@ import os
 import pathlib
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
 import textwrap
-import types
 
 import pytest
 
@@ -90,6 +95,11 @@ CC_WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-Wno-unu
                "-Wno-unused-function", "-Wno-unused-but-set-variable"]
 
 
+def rel(page):
+    """The page's path as failures name it: relative to the repository when it is in it."""
+    return str(page.relative_to(REPO)) if page.is_relative_to(REPO) else str(page)
+
+
 class Block:
     def __init__(self, page, line, lang, source):
         self.page, self.line, self.lang, self.source = page, line, lang, source
@@ -100,7 +110,7 @@ class Block:
 
     @property
     def where(self):
-        return f"{self.page.relative_to(REPO)}:{self.line}"
+        return f"{rel(self.page)}:{self.line}"
 
 
 class NeedsBuild(Exception):
@@ -118,7 +128,7 @@ def parse(page):
         return all(k in hidden or not lines[k].strip() for k in range(a + 1, b))
 
     def where(n):
-        return f"{page.relative_to(REPO)}:{n + 1}"
+        return f"{rel(page)}:{n + 1}"
 
     while i < len(lines):
         m = _DIRECTIVE.match(lines[i])
@@ -459,8 +469,12 @@ def run_hidden(h, code, where, what):
         raise AssertionError(f"{where}: hidden {what} failed: {type(e).__name__}: {e}") from e
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[rel(p) for p in PAGES])
 def test_page(page, tmp_path, monkeypatch):
+    run_page(page, tmp_path, monkeypatch)
+
+
+def run_page(page, tmp_path, monkeypatch):
     blocks, cleanups = parse(page)
     for k in list(os.environ):
         if k.startswith("KEEL_") and not k.startswith("KEEL_TEST_"):
@@ -475,7 +489,7 @@ def test_page(page, tmp_path, monkeypatch):
     needs_build, ran, skipped = [], 0, 0
     try:
         for block in blocks:
-            if not block.lang:
+            if block.lang in ("", "text"):
                 # Text (a tree, a layout): not run, but a hidden check may compare it with keel.
                 h.block = block
                 for code in block.check:
@@ -511,7 +525,7 @@ def test_page(page, tmp_path, monkeypatch):
                 if isinstance(value, keel.Database):
                     loop.run_until_complete(asyncio.wait_for(value.close(), 30))
             for code, at in reversed(cleanups):
-                run_hidden(h, code, f"{page.relative_to(REPO)}:{at + 1}", "cleanup")
+                run_hidden(h, code, f"{rel(page)}:{at + 1}", "cleanup")
         finally:
             h.stop()
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -519,3 +533,90 @@ def test_page(page, tmp_path, monkeypatch):
     if needs_build:
         pytest.skip(f"{ran} blocks ran, {skipped} skipped by the page; not run for want of a "
                     "build: " + "; ".join(needs_build))
+
+
+# ---- the harness itself: what it refuses, and how it names a failing block ----
+
+BAD_PAGES = {
+    "a skip without a reason": ("text\n\n<!-- test: skip: -->\n```sh\nmake test\n```\n",
+                                "bad.md:3: write <!-- test: skip: REASON -->"),
+    "a setup followed by text": ("<!-- test-setup\nx = 1\n-->\nsome text\n```python\nx\n```\n",
+                                 "bad.md:1: directive is not just before a code block"),
+    "a setup at the end": ("```python\nx = 1\n```\n<!-- test-setup\nx = 1\n-->\n",
+                           "bad.md:4: directive is not followed by a code block"),
+    "a check after text": ("```python\nx = 1\n```\ntext\n<!-- test-check\nassert x\n-->\n",
+                           "bad.md:5: test-check must follow a code block"),
+    "an unclosed directive": ("<!-- test-setup\nx = 1\n```python\nx\n```\n",
+                              "bad.md:1: directive never closed with -->"),
+    "an unclosed block": ("```python\nx = 1\n", "bad.md:1: code block never closed"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PAGES))
+def test_malformed_directives_are_refused_naming_the_line(case, tmp_path):
+    text, message = BAD_PAGES[case]
+    page = tmp_path / "bad.md"
+    page.write_text(text, encoding="utf-8")
+    with pytest.raises(AssertionError) as e:
+        parse(page)
+    assert str(e.value).startswith(str(tmp_path / message)), str(e.value)
+
+
+FAILING_PAGES = {
+    "a block that raises": ("# t\n\n```python\nx = 1\n1 / 0\n```\n",
+                            "bad.md:3: the python block raised ZeroDivisionError"),
+    "a check that fails": ("```python\nx = 1\n```\n<!-- test-check\nassert x == 2, x\n-->\n",
+                           "bad.md:1: hidden check failed: AssertionError: 1"),
+    "a later block without the names of a failed setup":
+        ("```python\nx = 1\n```\n\n<!-- test-setup\ny = x + z\n-->\n```python\ny\n```\n",
+         "bad.md:8: hidden setup failed: NameError: name 'z' is not defined"),
+    "a shell command that fails": ("```sh\nfalse\n```\n", "bad.md:1: `false\n` exited 1, expected 0"),
+    "a block of an unknown language": ("```ruby\nputs 1\n```\n", "bad.md:1: no way to run a 'ruby' block"),
+    "a C fragment without a template": ("```c\nint x = 1;\n```\n",
+                                        "bad.md:1: a C fragment needs a <!-- test-c --> template"),
+    "a C program that does not compile": ("```c\nint main(void) { return y; }\n```\n",
+                                          "bad.md:1: the C block does not compile"),
+    "a json block that is not JSON": ("```json\n{\"a\": }\n```\n",
+                                      "bad.md:1: the json block raised JSONDecodeError"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILING_PAGES))
+def test_a_failing_block_fails_the_page_naming_its_line(case, tmp_path, monkeypatch):
+    text, message = FAILING_PAGES[case]
+    if "```c" in text and not (BUILD_C / "libkeel.a").is_file():
+        pytest.skip("build/c/libkeel.a is missing (make build-c)")
+    page = tmp_path / "bad.md"
+    page.write_text(text, encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(AssertionError) as e:
+        run_page(page, work, monkeypatch)
+    assert str(e.value).startswith(str(tmp_path / message)), str(e.value)
+
+
+def test_blocks_share_one_namespace_and_one_loop(tmp_path, monkeypatch):
+    page = tmp_path / "good.md"
+    page.write_text(textwrap.dedent("""\
+        ```python
+        import asyncio
+        loop = asyncio.get_running_loop()
+        ```
+        <!-- test-setup
+        seen = loop
+        -->
+        ```python
+        assert asyncio.get_running_loop() is seen
+        await asyncio.sleep(0)
+        print("same loop")
+        ```
+        <!-- test-check
+        assert harness.out == "same loop\\n", harness.out
+        -->
+        ```text
+        not run
+        ```
+        """), encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    run_page(page, work, monkeypatch)

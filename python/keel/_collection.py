@@ -466,7 +466,8 @@ class Cursor:
 
     __slots__ = ("_coll", "_cmd", "_batch_size", "_timeout", "_batch", "_pos", "_id", "_ns_db",
                  "_ns_coll", "_conn", "_owned", "_loop", "_closed", "_handed", "_since",
-                 "_session", "_await_ms", "_post_token", "_missing_ok", "__weakref__")
+                 "_session", "_await_ms", "_post_token", "_missing_ok", "_op_time",
+                 "__weakref__")
 
     def __init__(self, collection: Collection, cmd: dict[str, Any],
                  batch_size: int | None, timeout: float | None = None,
@@ -475,6 +476,7 @@ class Cursor:
         self._await_ms: int | None = None  # getMore's maxTimeMS (change streams)
         self._post_token: Any = None   # the last batch's postBatchResumeToken
         self._missing_ok = False       # a missing collection is an empty result (listIndexes)
+        self._op_time: Any = None      # the operationTime of the first batch's reply
         self._coll = collection
         self._cmd = cmd
         self._batch_size = batch_size
@@ -712,6 +714,7 @@ class Cursor:
         except BaseException:
             self._abandon()
             raise
+        self._op_time = reply.get("operationTime")
         self._take(reply, "firstBatch")
 
     async def _get_more(self) -> None:
@@ -818,7 +821,7 @@ class ChangeStream:
     """
 
     __slots__ = ("_coll", "_pipeline", "_options", "_batch_size", "_await_ms", "_timeout",
-                 "_session", "_cursor", "_token", "_closed", "_started")
+                 "_session", "_cursor", "_token", "_closed", "_started", "_op_time")
 
     def __init__(self, collection: Collection, pipeline: list[Any], options: dict[str, Any],
                  batch_size: int | None, max_await_time_ms: int | None,
@@ -834,6 +837,7 @@ class ChangeStream:
         self._token: Any = options.get("startAfter", options.get("resumeAfter"))
         self._closed = False
         self._started = False
+        self._op_time: Any = None  # where the first opening started, for a resume without token
 
     @property
     def resume_token(self) -> Any:
@@ -883,6 +887,8 @@ class ChangeStream:
             if self._token is not None:
                 options.pop("startAtOperationTime", None)
                 options["resumeAfter"] = self._token
+            elif "startAtOperationTime" not in options and self._op_time is not None:
+                options["startAtOperationTime"] = self._op_time
         cmd: dict[str, Any] = {"aggregate": self._coll.name,
                                "pipeline": [{"$changeStream": options}, *self._pipeline],
                                "cursor": {"batchSize": self._batch_size}
@@ -891,6 +897,8 @@ class ChangeStream:
         cursor._await_ms = self._await_ms
         self._cursor = cursor
         await cursor._open()
+        if not self._started:
+            self._op_time = cursor._op_time
         self._started = True
         self._batch_taken(cursor)
 

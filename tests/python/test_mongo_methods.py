@@ -529,6 +529,13 @@ async def test_watch_resumes(mongo_db, coll):
         assert [(await next_change(stream))["documentKey"]["_id"] for _ in range(2)] == [2, 3]
     async with await watch_or_skip(coll, start_after=token, max_await_time_ms=200) as stream:
         assert (await next_change(stream))["documentKey"] == {"_id": 2}
+    # start_at_operation_time: from a write's operationTime (raw_result), that write included.
+    at = (await coll.insert_one({"_id": 10})).raw_result["operationTime"]
+    await coll.insert_one({"_id": 11})
+    assert isinstance(at, keel.Timestamp)
+    async with await watch_or_skip(coll, start_at_operation_time=at,
+                                   max_await_time_ms=200) as stream:
+        assert [(await next_change(stream))["documentKey"]["_id"] for _ in range(2)] == [10, 11]
 
     # The server loses the cursor (killed from another connection): the stream resumes by
     # itself from its token.

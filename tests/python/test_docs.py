@@ -39,11 +39,11 @@ Hidden code runs like a python block (top-level ``await`` on the page's loop) an
 page's names and ``harness``, the test's helpers (class Harness): ``pg_url`` / ``mysql_url`` /
 ``mongo_url``, ``tmp`` (the working directory, with links to the repository's build/, examples/
 and include/), ``out`` / ``err`` / ``outputs`` / ``shown`` (what the last block printed, and what
-a console block shows), ``block``; for the next block ``subst`` (text replacements, e.g. a port),
-``env``, ``expect_status`` (its exit status) and ``expect_raises`` (an exception it must raise);
-``start()`` (a background server, stopped with the page), ``free_port()``, ``table()`` (the
-rows of a ``keel check`` table) and ``await harness.rerun(db=…)`` (the block again, on another
-database).
+a console block shows), ``block`` and ``source`` (its text, URLs substituted); for the next
+block ``subst`` (text replacements, e.g. a port), ``env``, ``expect_status`` (its exit status)
+and ``expect_raises`` (an exception it must raise); ``start()`` (a background server, stopped
+with the page), ``free_port()``, ``table()`` (the rows of a ``keel check`` table) and ``await
+harness.rerun(subst=…, db=…)`` (the block again, with its text or names changed).
 
 Servers: the pages use the documented test URLs (postgresql://postgres@127.0.0.1:5432/keel_test,
 mysql://root@127.0.0.1:3306/keel_test, mongodb://127.0.0.1:27017/keel_test, and the PostgreSQL one
@@ -245,16 +245,32 @@ class Harness:
         """The rows of a table printed by keel check, as lists of words, the latency left out."""
         return [[w for k, w in enumerate(line.split()) if k != 3] for line in text.splitlines()]
 
-    async def rerun(self, **names):
+    @property
+    def source(self):
+        """The current block's text, the suite's URLs in place of the documented ones."""
+        return sub_urls(self.block.source)
+
+    async def rerun(self, subst=None, **names):
         """Runs the current Python block again in a copy of the page's namespace with names
-        replaced (another database, say); returns that namespace. Awaited by a hidden check."""
+        replaced (another database, say) and the text replacements subst made; returns that
+        namespace, with what it printed as "__out__". Awaited by a hidden check. A program that
+        calls asyncio.run() runs in a thread of its own."""
         ns = {**self.ns, **names}
-        code = _compile(sub_urls(self.block.source), f"{self.block.where} (rerun)")
-        with contextlib.redirect_stdout(io.StringIO()):
+        source = self.source
+        for old, new in (subst or {}).items():
+            if old not in source:
+                raise AssertionError(f"{self.block.where}: rerun: {old!r} is not in the block")
+            source = source.replace(old, new)
+        code = _compile(source, f"{self.block.where} (rerun)")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
             if code.co_flags & 0x80:
                 await eval(code, ns)
+            elif "asyncio.run(" in source:
+                await asyncio.to_thread(exec, code, ns)
             else:
                 exec(code, ns)
+        ns["__out__"] = buf.getvalue()
         return ns
 
     def run(self, coro):

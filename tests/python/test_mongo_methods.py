@@ -626,3 +626,25 @@ async def test_every_method_runs_on_the_session(tmp_path):
             await d.release(s)
         # And without session= the one connection is leased and given back as usual.
         assert await c.count_documents({}) == 0
+
+
+async def test_watch_ends_on_invalidate_and_can_be_cancelled(mongo_db, coll):
+    # Cancelling the task waiting for a change kills the cursor and gives the connection back.
+    stream = await watch_or_skip(coll, max_await_time_ms=100)
+    task = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not stream.alive
+    await wait_until(lambda: pool_whole(mongo_db))
+    await stream.aclose()
+
+    # Dropping the collection ends the stream: drop, then invalidate, then nothing more.
+    async with await watch_or_skip(coll, max_await_time_ms=100) as stream:
+        await coll.insert_one({"_id": 1})
+        await coll.drop()
+        kinds = [change["operationType"] async for change in stream]
+        assert kinds == ["insert", "drop", "invalidate"]
+        assert not stream.alive and await stream.try_next() is None
+    assert pool_whole(mongo_db)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time as _time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Union
 
@@ -171,9 +171,15 @@ class Database(_native.Database):
     Database({"default": …, "databases": {…}})   a nested dict of the same schema
 
     An invalid configuration raises ConfigError here, naming the key path.
+
+    json_serializer (obj -> str | bytes) and json_deserializer (str -> object) replace keel's
+    JSON encoding of dict and list parameters and decoding of JSON results (orjson.dumps and
+    orjson.loads, msgspec.json.encode and .decode) on every database of this Database.
     """
 
-    def __init__(self, config: Config = None) -> None:
+    def __init__(self, config: Config = None, *,
+                 json_serializer: Callable[[Any], str | bytes] | None = None,
+                 json_deserializer: Callable[[str], Any] | None = None) -> None:
         url: str | None = None
         path: str | None = None
         settings: list[tuple[str, str]] = []
@@ -189,7 +195,8 @@ class Database(_native.Database):
             raise ConfigError(
                 "a configuration is a URL, a path to a YAML file or an SQLite database, "
                 f"or a dict, not {type(config).__name__}")
-        super().__init__(url=url, path=path, settings=settings)
+        super().__init__(url=url, path=path, settings=settings, json_serializer=json_serializer,
+                         json_deserializer=json_deserializer)
 
     async def start(self) -> None:
         """Binds to the running loop and starts filling the pools (never fails on a down server)."""

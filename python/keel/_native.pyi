@@ -1,6 +1,6 @@
 # python/keel/_native.pyi - type stubs of the keel._native extension.
 import datetime
-from collections.abc import Awaitable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Final, TypeVar, overload
 
 _T = TypeVar("_T")
@@ -171,6 +171,8 @@ class Database:
         url: str | None = None,
         path: str | None = None,
         settings: Sequence[tuple[str, str]] | None = None,
+        json_serializer: Callable[[Any], str | bytes] | None = None,
+        json_deserializer: Callable[[str], Any] | None = None,
     ) -> None: ...
     @property
     def databases(self) -> list[str]: ...

@@ -405,3 +405,105 @@ async def test_json_decodes_as_json_loads_does(db, new_table, types, dialect, en
         for r in rows:
             # repr tells 1 from 1.0 and 0.0 from -0.0, which == does not.
             assert repr(r["j"]) == repr(json.loads(r["raw"])), r["raw"]
+
+
+# JSON parameters: what json.dumps refuses, keel writes as pydantic's JSON mode does.
+class _Point:
+    """A pydantic model, made only when pydantic is importable (a test dependency)."""
+
+
+try:
+    import pydantic
+
+    class _Point(pydantic.BaseModel):  # noqa: F811
+        x: Decimal
+        at: dt.datetime
+        tag: uuid.UUID
+except ImportError:  # pragma: no cover
+    pydantic = None
+
+
+async def test_json_parameters_encode_decimal_dates_uuids_and_models(db, new_table, types, engine):
+    t = new_table()
+    await db.execute(f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, j {types['json']})")
+    when = dt.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    u = uuid.UUID(int=7)
+    point = _Point(x=Decimal("1.10"), at=when, tag=u)
+    doc = {"d": Decimal("-0.50"), "ts": when, "naive": dt.datetime(2020, 1, 2), "date": dt.date(2020, 1, 2),
+           "time": dt.time(12, 30), "u": u, "p": point, "nested": {"l": [Decimal("1"), u]}}
+    await db.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, doc)
+    # A model as the parameter itself is its model_dump(mode="json").
+    await db.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 2, point)
+    dumped = {"x": "1.10", "at": "2020-01-02T03:04:05.000006Z", "tag": str(u)}
+    assert await db.fetchval(f"SELECT j FROM {t} WHERE id = 1") == {
+        "d": "-0.50", "ts": "2020-01-02T03:04:05.000006+00:00", "naive": "2020-01-02T00:00:00",
+        "date": "2020-01-02", "time": "12:30:00", "u": str(u), "p": dumped,
+        "nested": {"l": ["1", str(u)]}}
+    assert await db.fetchval(f"SELECT j FROM {t} WHERE id = 2") == dumped
+
+
+async def test_json_parameters_that_cannot_be_encoded_name_the_parameter(db):
+    with pytest.raises(keel.DataError, match=r"parameter \$2: cannot serialise as JSON: Object "
+                                             r"of type object is not JSON serializable"):
+        await db.fetchval("SELECT $1, $2", 1, {"o": object()})
+    with pytest.raises(keel.DataError, match=r"parameter \$1: cannot serialise as JSON: Object "
+                                             r"of type bytes is not JSON serializable"):
+        await db.fetchval("SELECT $1", {"b": b"x"})
+    assert await db.fetchval("SELECT 1") == 1
+
+
+async def test_json_serializer_and_deserializer_replace_keels(db_url, engine, types):
+    seen = []
+
+    def dumps(obj):
+        seen.append(obj)
+        return json.dumps(obj, sort_keys=True).encode()  # bytes, as orjson returns
+
+    def loads(text):
+        assert isinstance(text, str)
+        return ("loaded", json.loads(text))
+
+    d = keel.Database(db_url, json_serializer=dumps, json_deserializer=loads)
+    t = "t_" + uuid.uuid4().hex[:12]
+    try:
+        await d.execute(f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, j {types['json']})")
+        await d.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, {"b": 2, "a": 1})
+        assert seen == [{"b": 2, "a": 1}]
+        assert await d.fetchval(f"SELECT j FROM {t}") == ("loaded", {"a": 1, "b": 2})
+        rows = await d.fetch(f"SELECT id, j FROM {t} WHERE id = $1", 1)
+        assert rows[0]["j"] == ("loaded", {"a": 1, "b": 2})
+        async with d.connection() as conn:
+            await conn.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 2, {"c": 3})
+            assert await conn.fetchval(f"SELECT j FROM {t} WHERE id = 2") == ("loaded", {"c": 3})
+        assert len(seen) == 2
+        # Another Database keeps keel's own.
+        other = keel.Database(db_url)
+        try:
+            assert await other.fetchval(f"SELECT j FROM {t} WHERE id = 2") == {"c": 3}
+        finally:
+            await other.close()
+    finally:
+        await d.execute(f"DROP TABLE IF EXISTS {t}")
+        await d.close()
+
+
+async def test_json_serializer_errors_are_clear(db_url, engine, types):
+    d = keel.Database(db_url, json_serializer=lambda obj: 42,
+                      json_deserializer=lambda s: 1 / 0)
+    t = "t_" + uuid.uuid4().hex[:12]
+    try:
+        with pytest.raises(keel.DataError, match=r"parameter \$1: json_serializer returned int, "
+                                                 r"not str or bytes"):
+            await d.fetchval("SELECT $1", {"a": 1})
+        await d.execute(f"CREATE TABLE {t} (id {types['int']}, j {types['json']})")
+        await d.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, '{}')
+        with pytest.raises(keel.DataError, match="cannot decode json value: division by zero"):
+            await d.fetchval(f"SELECT j FROM {t}")
+        assert await d.fetchval("SELECT 1") == 1
+    finally:
+        await d.execute(f"DROP TABLE IF EXISTS {t}")
+        await d.close()
+    with pytest.raises(TypeError, match="json_serializer must be callable or None, not str"):
+        keel.Database(db_url, json_serializer="orjson")
+    with pytest.raises(TypeError, match="json_deserializer must be callable or None, not int"):
+        keel.Database(db_url, json_deserializer=1)

@@ -14,6 +14,71 @@ int keel__py_convert_init(void) {
     return PyDateTimeAPI != NULL ? 0 : -1;
 }
 
+/* ---- JSON encoding of what json does not know ---- */
+
+/*
+ * The attribute name of obj's type into *out (a new reference), or NULL when it has none. 0, or
+ * -1 with an exception (PyObject_GetOptionalAttrString is Python 3.13's).
+ */
+static int type_attr(PyObject *obj, const char *name, PyObject **out) {
+    *out = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), name);
+    if (*out != NULL)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* The default of keel's JSON encoder: what JSON cannot hold natively, as pydantic's JSON mode
+ * writes it. */
+static PyObject *json_default(PyObject *module, PyObject *obj) {
+    kpy_state *st = PyModule_GetState(module);
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Decimal) ||
+        PyObject_TypeCheck(obj, (PyTypeObject *)st->UUID))
+        return PyObject_Str(obj);
+    if (PyDateTime_Check(obj) || PyDate_Check(obj) || PyTime_Check(obj))
+        return PyObject_CallMethod(obj, "isoformat", NULL);
+    PyObject *dump = NULL;
+    if (type_attr(obj, "model_dump", &dump) < 0)
+        return NULL;
+    if (dump != NULL && PyCallable_Check(dump)) {
+        Py_DECREF(dump);
+        PyObject *meth = PyObject_GetAttrString(obj, "model_dump");
+        if (meth == NULL)
+            return NULL;
+        PyObject *kw = Py_BuildValue("{s:s}", "mode", "json");
+        PyObject *out = kw != NULL ? PyObject_Call(meth, st->empty_tuple, kw) : NULL;
+        Py_XDECREF(kw);
+        Py_DECREF(meth);
+        return out;
+    }
+    Py_XDECREF(dump);
+    PyErr_Format(PyExc_TypeError, "Object of type %.100s is not JSON serializable",
+                 Py_TYPE(obj)->tp_name);
+    return NULL;
+}
+
+static PyMethodDef json_default_def = { "_json_default", json_default, METH_O,
+                                        "keel's JSON encoder's default." };
+
+int keel__py_json_encoder_init(PyObject *module, kpy_state *st) {
+    PyObject *json = PyImport_ImportModule("json");
+    PyObject *cls = json != NULL ? PyObject_GetAttrString(json, "JSONEncoder") : NULL;
+    Py_XDECREF(json);
+    PyObject *fn = cls != NULL ? PyCFunction_NewEx(&json_default_def, module, NULL) : NULL;
+    PyObject *kw = fn != NULL ? Py_BuildValue("{s:O}", "default", fn) : NULL;
+    PyObject *enc = kw != NULL ? PyObject_Call(cls, st->empty_tuple, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_XDECREF(fn);
+    Py_XDECREF(cls);
+    if (enc == NULL)
+        return -1;
+    st->json_dumps = PyObject_GetAttrString(enc, "encode");
+    Py_DECREF(enc);
+    return st->json_dumps != NULL ? 0 : -1;
+}
+
 /* ---- calendar arithmetic (proleptic Gregorian, days counted from 1970-01-01) ---- */
 
 #define US_PER_SEC INT64_C(1000000)
@@ -177,6 +242,12 @@ static int json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c =
 static PyObject *json_to_py(kpy_state *st, const keel_value *v) {
     const char *p = v->u.str.ptr;
     size_t n = v->u.str.len, lead = 0, trail = 0;
+    if (st->json_loads_cur != NULL) { /* json_deserializer= */
+        PyObject *text = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
+        PyObject *o = text != NULL ? PyObject_CallOneArg(st->json_loads_cur, text) : NULL;
+        Py_XDECREF(text);
+        return o != NULL ? o : decode_failed(st, v);
+    }
     /* Most documents never need more than the direct decoder of json.c. */
     PyObject *fast = keel__py_json_decode(st, p, n);
     if (fast != NULL || PyErr_Occurred())
@@ -285,6 +356,7 @@ void keel__py_params_init(kpy_params *p) {
     p->names = NULL;
     p->arrays = 0;
     p->depth = 0;
+    p->json_dumps = NULL;
 }
 
 void keel__py_params_clear(kpy_params *p) {
@@ -506,6 +578,31 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
                     keel_value *out);
 
 /*
+ * data (obj's dict, list or model dump) as JSON text, made by the Database's json_serializer
+ * (str or bytes) or keel's encoder (str).
+ */
+static int json_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                      PyObject *data, keel_value *out) {
+    PyObject *fn = p->json_dumps != NULL ? p->json_dumps : st->json_dumps;
+    PyObject *text = hold(p, PyObject_CallOneArg(fn, data));
+    if (text == NULL)
+        return param_error_from(st, p, row, pos, obj, "cannot serialise as JSON");
+    if (PyBytes_Check(text)) {
+        out->type = KEEL_TYPE_JSON;
+        out->u.str.ptr = PyBytes_AS_STRING(text);
+        out->u.str.len = (size_t)PyBytes_GET_SIZE(text);
+        return 0;
+    }
+    if (!PyUnicode_Check(text)) {
+        char why[160];
+        snprintf(why, sizeof why, "json_serializer returned %.60s, not str or bytes",
+                 Py_TYPE(text)->tp_name);
+        return param_error(st, p, row, pos, obj, why);
+    }
+    return str_value(st, p, row, pos, text, out, KEEL_TYPE_JSON);
+}
+
+/*
  * A list or tuple as an array (PostgreSQL): its elements converted like parameters, a list
  * inside a list being a dimension. The elements live in a bytes object that p holds.
  */
@@ -606,12 +703,8 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     }
     if (p->arrays && (PyList_Check(obj) || PyTuple_Check(obj)))
         return array_value(st, p, row, pos, obj, out);
-    if (PyDict_Check(obj) || PyList_Check(obj)) {
-        PyObject *text = hold(p, PyObject_CallOneArg(st->json_dumps, obj));
-        if (text == NULL)
-            return param_error_from(st, p, row, pos, obj, "cannot serialise as JSON");
-        return str_value(st, p, row, pos, text, out, KEEL_TYPE_JSON);
-    }
+    if (PyDict_Check(obj) || PyList_Check(obj))
+        return json_value(st, p, row, pos, obj, obj, out);
     if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
         goto integer;
     if (PyUnicode_Check(obj))
@@ -630,6 +723,21 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
         out->u.str.ptr = PyBytes_AS_STRING(copy);
         out->u.str.len = (size_t)PyBytes_GET_SIZE(copy);
         return 0;
+    }
+    /* A pydantic model: its JSON mode dump, as JSON. */
+    PyObject *dump = NULL;
+    if (type_attr(obj, "model_dump", &dump) < 0)
+        return param_error_from(st, p, row, pos, obj, "cannot serialise as JSON");
+    if (dump != NULL) {
+        Py_DECREF(dump);
+        PyObject *meth = PyObject_GetAttrString(obj, "model_dump");
+        PyObject *kw = meth != NULL ? Py_BuildValue("{s:s}", "mode", "json") : NULL;
+        PyObject *data = kw != NULL ? hold(p, PyObject_Call(meth, st->empty_tuple, kw)) : NULL;
+        Py_XDECREF(kw);
+        Py_XDECREF(meth);
+        if (data == NULL)
+            return param_error_from(st, p, row, pos, obj, "model_dump(mode=\"json\") failed");
+        return json_value(st, p, row, pos, obj, data, out);
     }
     return param_error(st, p, row, pos, obj, "unsupported parameter type");
 }

@@ -36,10 +36,21 @@ static PyObject *db_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 static int db_init(kpy_db *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = { "url", "path", "settings", NULL };
-    PyObject *url = Py_None, *path = Py_None, *settings = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOO:Database", kwlist, &url, &path, &settings))
+    static char *kwlist[] = { "url", "path", "settings", "json_serializer", "json_deserializer",
+                              NULL };
+    PyObject *url = Py_None, *path = Py_None, *settings = Py_None, *dumps = Py_None,
+             *loads = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOOOO:Database", kwlist, &url, &path, &settings,
+                                     &dumps, &loads))
         return -1;
+    if ((dumps != Py_None && !PyCallable_Check(dumps)) ||
+        (loads != Py_None && !PyCallable_Check(loads))) {
+        PyErr_Format(
+            PyExc_TypeError, "%s must be callable or None, not %.100s",
+            dumps != Py_None && !PyCallable_Check(dumps) ? "json_serializer" : "json_deserializer",
+            Py_TYPE(dumps != Py_None && !PyCallable_Check(dumps) ? dumps : loads)->tp_name);
+        return -1;
+    }
     if (self->cfg != NULL || self->phase != KPY_DB_NEW) {
         PyErr_SetString(PyExc_RuntimeError, "Database is already initialised");
         return -1;
@@ -112,6 +123,8 @@ static int db_init(kpy_db *self, PyObject *args, PyObject *kwds) {
     }
     Py_XDECREF(seq);
     self->cfg = cfg;
+    Py_XSETREF(self->json_dumps, dumps != Py_None ? Py_NewRef(dumps) : NULL);
+    Py_XSETREF(self->json_loads, loads != Py_None ? Py_NewRef(loads) : NULL);
     return 0;
 fail:
     Py_XDECREF(seq);
@@ -124,11 +137,15 @@ static int db_traverse(kpy_db *self, visitproc visit, void *arg) {
     Py_VISIT(self->module);
     Py_VISIT(self->aloop);
     Py_VISIT(self->close_waiters);
+    Py_VISIT(self->json_dumps);
+    Py_VISIT(self->json_loads);
     return 0;
 }
 
 static int db_clear(kpy_db *self) {
     Py_CLEAR(self->close_waiters);
+    Py_CLEAR(self->json_dumps);
+    Py_CLEAR(self->json_loads);
     return 0;
 }
 

@@ -311,7 +311,6 @@ static int init_imports(kpy_state *st) {
         (st->UUID = import_attr("uuid", "UUID")) == NULL ||
         (st->json_loads = import_attr("json", "loads")) == NULL ||
         (st->json_scan = import_attr("json", "_default_decoder")) == NULL ||
-        (st->json_dumps = import_attr("json", "dumps")) == NULL ||
         (st->Future = import_attr("asyncio", "Future")) == NULL ||
         (st->get_running_loop = import_attr("asyncio", "_get_running_loop")) == NULL)
         return -1;
@@ -382,7 +381,7 @@ static int module_exec(PyObject *m) {
     kpy_state *st = PyModule_GetState(m);
     if (keel__py_convert_init() < 0)
         return -1;
-    if (init_exceptions(m, st) < 0 || init_imports(st) < 0)
+    if (init_exceptions(m, st) < 0 || init_imports(st) < 0 || keel__py_json_encoder_init(m, st) < 0)
         return -1;
     if ((st->RecordType = new_type(m, &keel__py_record_spec, NULL, 1)) == NULL ||
         (st->DatabaseType = new_type(m, &keel__py_database_spec, NULL, 1)) == NULL ||

@@ -65,8 +65,11 @@ typedef struct kpy_state {
     PyObject *UUID;
     PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
     PyObject *json_loads;
-    PyObject *json_scan; /* json's default decoder scan_once(str, idx) -> (value, end) */
-    PyObject *json_dumps;
+    PyObject *json_scan;  /* json's default decoder scan_once(str, idx) -> (value, end) */
+    PyObject *json_dumps; /* json.JSONEncoder(default=keel's).encode: dicts and lists to JSON */
+    /* The json_deserializer of the Database whose result is being built, or NULL (borrowed,
+     * set only while an operation's values are converted). */
+    PyObject *json_loads_cur;
     PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;
@@ -144,6 +147,13 @@ int keel__py_args_timeout(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n,
 /* Imports the datetime C API into convert.c. 0, or -1 with an exception. */
 int keel__py_convert_init(void);
 
+/*
+ * Makes st->json_dumps: json.JSONEncoder(default=…).encode, whose default writes what json does
+ * not (Decimal and UUID as str, dates and times in ISO 8601, pydantic models through
+ * model_dump(mode="json")). 0, or -1 with an exception.
+ */
+int keel__py_json_encoder_init(PyObject *module, kpy_state *st);
+
 /* A Python object for one result value; NULL with an exception (DataError when out of range). */
 PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v);
 
@@ -185,6 +195,9 @@ typedef struct kpy_params {
      * being converted, for nesting limits and messages. */
     int arrays;
     int depth;
+    /* The serializer of dicts (and lists that are not arrays): json_serializer= (borrowed), or
+     * NULL for keel's. */
+    PyObject *json_dumps;
 } kpy_params;
 
 void keel__py_params_init(kpy_params *p);
@@ -372,6 +385,8 @@ typedef struct kpy_db {
     int close_scheduled;
     size_t nleased;          /* Connection objects not yet released */
     size_t nops;             /* database-level operations in flight */
+    PyObject *json_dumps;    /* json_serializer=, or NULL for keel's JSON encoder */
+    PyObject *json_loads;    /* json_deserializer=, or NULL for keel's JSON decoder */
     PyObject *close_waiters; /* list of futures completed when closed */
     PyObject *weakreflist;
 } kpy_db;

@@ -631,7 +631,10 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
         Py_DECREF(exc);
         return;
     }
+    PyObject *prev = st->json_loads_cur;
+    st->json_loads_cur = op->db->json_loads;
     PyObject *value = build_result(op, res);
+    st->json_loads_cur = prev;
     if (value == NULL) {
         keel__py_future_set_raised(st, op->fut);
         return;
@@ -674,7 +677,12 @@ static void rows_cb(const keel_result *batch, void *arg) {
         return;
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
-    if (rows_extend(op, batch) < 0) {
+    kpy_state *st = op->db->st;
+    PyObject *prev = st->json_loads_cur;
+    st->json_loads_cur = op->db->json_loads;
+    int failed = rows_extend(op, batch) < 0;
+    st->json_loads_cur = prev;
+    if (failed) {
         kpy_exc_stash(&op->rows_exc);
         PyObject *rows = op->rows;
         op->rows = NULL;
@@ -920,6 +928,7 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     kpy_params p;
     keel__py_params_init(&p);
     p.arrays = engine_has_arrays(keel_db_database_engine(db->db, dbname));
+    p.json_dumps = db->json_dumps;
     kpy_op *op = NULL;
     if (convert_params(st, kind, params, &p) < 0)
         goto fail;
@@ -1078,6 +1087,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     kpy_params p;
     keel__py_params_init(&p);
     p.arrays = engine_has_arrays(keel_conn_engine(c->conn));
+    p.json_dumps = c->db->json_dumps;
     kpy_op *op = NULL;
     if (convert_params(st, kind, params, &p) < 0)
         goto fail;

@@ -364,9 +364,9 @@ int keel__pgc_json(keel__buf *b, const keel_value *v) {
             !memchr(text, 'E', n))
             return keel__buf_puts(b, ".0");
         return 0;
-    case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_JSON:
         return keel__buf_append(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
+    case KEEL_TYPE_NUMERIC: /* exact, as a string (as pydantic's JSON mode writes a Decimal) */
     case KEEL_TYPE_TEXT:
         return pg_json_string(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
     case KEEL_TYPE_DATE:

@@ -59,8 +59,8 @@ keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive);
 uint32_t keel__pgc_array_elem(uint32_t array_oid, const char **name);
 
 /*
- * Appends v as JSON: numbers as numbers (a float always with a point or an exponent; NUMERIC
- * text as it is), text, dates, times and UUIDs as strings, JSON as it is, arrays as JSON
+ * Appends v as JSON: ints and floats as numbers (a float always with a point or an exponent),
+ * text, numerics (exact), dates, times and UUIDs as strings, JSON as it is, arrays as JSON
  * arrays. 0, -1 out of memory, or -2 when v has no JSON form (bytes, BSON).
  */
 int keel__pgc_json(keel__buf *out, const keel_value *v);

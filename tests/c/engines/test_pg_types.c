@@ -164,7 +164,7 @@ static void array_parameters_on(keel_db *db) {
     check_array_param(c, "SELECT $1::jsonb::text", keel_array(when, 2),
                       "[\"1970-01-01T00:00:00+00:00\", \"1970-01-01\"]");
     keel_value fl[2] = { keel_float(1.0), keel_numeric("2.50") };
-    check_array_param(c, "SELECT $1::jsonb::text", keel_array(fl, 2), "[1.0, 2.50]");
+    check_array_param(c, "SELECT $1::jsonb::text", keel_array(fl, 2), "[1.0, \"2.50\"]");
 
     /* A batch, where rows hold arrays or NULL. */
     keel_result_free(q(c, "CREATE TEMP TABLE pgt_batch (id int, a int4[], j jsonb)", NULL, 0));

@@ -315,6 +315,10 @@ class Database(_native.Database):
         client["app"]["users"] is db.collection("users", dbname="app"))."""
         return Collection(name, db=self)
 
+    # db[name] is item access, not a sequence: iter(db) and `x in db` are TypeErrors, as with
+    # pymongo's Database (without this, Python would iterate db[0], db[1]…).
+    __iter__ = None  # type: ignore[assignment]
+
     async def list_collection_names(self, database: str | None = None, *,
                                     dbname: str | None = None, filter: dict[str, Any] | None = None,
                                     session: Any = None, timeout: float | None = None) -> list[str]:
@@ -419,6 +423,8 @@ class Connection(_native.Connection):
     def __getitem__(self, name: str) -> Collection:
         """conn["users"]: conn.collection("users")."""
         return Collection(name, conn=self)
+
+    __iter__ = None  # type: ignore[assignment]  # not a sequence (see Database.__iter__)
 
     async def list_collection_names(self, *, dbname: str | None = None,
                                     filter: dict[str, Any] | None = None,

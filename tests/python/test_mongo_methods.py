@@ -342,6 +342,13 @@ async def test_collections_of_a_database(mongo_db):
 
     with pytest.raises(TypeError, match="collection name must be a str"):
         mongo_db[5]
+    with pytest.raises(TypeError, match="not iterable"):
+        iter(mongo_db)
+    with pytest.raises(TypeError, match="not iterable"):
+        "users" in mongo_db
+    async with mongo_db.connection() as conn:
+        with pytest.raises(TypeError, match="not iterable"):
+            list(conn)
     with pytest.raises(keel.ProgrammingError, match="invalid collection name"):
         await mongo_db.create_collection("")
     with pytest.raises(keel.NotSupportedError, match="'local' is a sqlite database"):

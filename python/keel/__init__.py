@@ -339,6 +339,15 @@ class Database(_native.Database):
             Collection("$cmd", db=self, database=database, dbname=dbname), name, options,
             check_exists, session, timeout)
 
+    def watch(self, pipeline: Sequence[dict[str, Any]] | None = None,
+              database: str | None = None, *, dbname: str | None = None,
+              **options: Any) -> ChangeStream:
+        """A ChangeStream of every collection of a MongoDB database (see collection() for
+        database and dbname); options as Collection.watch takes them (session= included). Each
+        change names its collection in change["ns"]."""
+        return Collection("$cmd", db=self, database=database, dbname=dbname).watch(
+            pipeline, **options, _whole_database=True)
+
     async def command(self, dbname: str | None, cmd: dict[str, Any], *,
                       database: str | None = None, session: Any = None,
                       timeout: float | None = None) -> dict[str, Any]:

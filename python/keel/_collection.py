@@ -821,11 +821,14 @@ class ChangeStream:
     """
 
     __slots__ = ("_coll", "_pipeline", "_options", "_batch_size", "_await_ms", "_timeout",
-                 "_session", "_cursor", "_token", "_closed", "_started", "_op_time")
+                 "_session", "_cursor", "_token", "_closed", "_started", "_op_time", "_target")
 
     def __init__(self, collection: Collection, pipeline: list[Any], options: dict[str, Any],
                  batch_size: int | None, max_await_time_ms: int | None,
-                 timeout: float | None, session: Connection | None) -> None:
+                 timeout: float | None, session: Connection | None,
+                 whole_database: bool = False) -> None:
+        # aggregate: 1 watches every collection of the MongoDB database.
+        self._target: str | int = 1 if whole_database else collection.name
         self._coll = collection
         self._pipeline = pipeline
         self._options = options
@@ -889,7 +892,7 @@ class ChangeStream:
                 options["resumeAfter"] = self._token
             elif "startAtOperationTime" not in options and self._op_time is not None:
                 options["startAtOperationTime"] = self._op_time
-        cmd: dict[str, Any] = {"aggregate": self._coll.name,
+        cmd: dict[str, Any] = {"aggregate": self._target,
                                "pipeline": [{"$changeStream": options}, *self._pipeline],
                                "cursor": {"batchSize": self._batch_size}
                                if self._batch_size else {}}
@@ -965,7 +968,8 @@ class ChangeStream:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._started else "new"
-        return f"<keel.ChangeStream {self._coll.name!r} {state}>"
+        what = "database" if self._target == 1 else repr(self._coll.name)
+        return f"<keel.ChangeStream {what} {state}>"
 
 
 # ---- collections ----
@@ -1537,7 +1541,8 @@ class Collection:
               resume_after: Any = None, start_after: Any = None,
               start_at_operation_time: Any = None, max_await_time_ms: int | None = None,
               batch_size: int | None = None, show_expanded_events: bool | None = None,
-              session: Any = None, timeout: float | None = None) -> ChangeStream:
+              session: Any = None, timeout: float | None = None,
+              _whole_database: bool = False) -> ChangeStream:
         """A ChangeStream of the collection's changes ($changeStream), with pipeline stages
         after it ($match, $project…). resume_after / start_after (a resume token) or
         start_at_operation_time (a keel.Timestamp) pick where it starts; full_document=
@@ -1572,7 +1577,7 @@ class Collection:
                                       or value < 0):
                 raise TypeError(f"watch: {key} must be an int >= 0, not {value!r}")
         return ChangeStream(self, list(stages), options, batch_size or None, max_await_time_ms,
-                            check_timeout(timeout), self._session(session))
+                            check_timeout(timeout), self._session(session), _whole_database)
 
 
 # ---- bulk_write's helpers ----
@@ -1642,7 +1647,8 @@ def _bulk_op(index: int, request: Any) -> tuple[int, str, RawDocument]:
                 Collection._check_update(f["update"], kind)
                 u = f["update"]
             statement = {"q": f["filter"], "u": u, "multi": kind == "UpdateMany",
-                         "upsert": _check_bool(f["upsert"], "upsert")}
+                         "upsert": f["upsert"] is not None and _check_bool(f["upsert"],
+                                                                            "upsert")}
             if f.get("array_filters") is not None:
                 statement["arrayFilters"] = _array_filters(f["array_filters"])
             command = "update"

@@ -229,8 +229,13 @@ async def test_bulk_write_bad_input(mongo_db, coll):
         await coll.bulk_write([keel.DeleteMany(None)])
     with pytest.raises(keel.DataError, match=r"request 0 \(InsertOne\).*bad"):
         await coll.bulk_write([keel.InsertOne({"bad": {1, 2}})])
+    with pytest.raises(TypeError, match=r"request 0 \(UpdateMany\): upsert must be True or False"):
+        await coll.bulk_write([keel.UpdateMany({}, {"$set": {"a": 1}}, upsert="yes")])
     with pytest.raises(TypeError, match="ordered must be True or False"):
         await coll.bulk_write([keel.DeleteOne({})], ordered="yes")
+    # upsert=None is False, as pymongo's default.
+    assert (await coll.bulk_write([keel.UpdateOne({"_id": 5}, {"$set": {"a": 0}},
+                                                  upsert=None)])).upserted_count == 0
     # Nothing of a refused request list was sent.
     assert await coll.count_documents({}) == 1
     # A server error in a group of updates names the request.
@@ -654,4 +659,26 @@ async def test_watch_ends_on_invalidate_and_can_be_cancelled(mongo_db, coll):
         kinds = [change["operationType"] async for change in stream]
         assert kinds == ["insert", "drop", "invalidate"]
         assert not stream.alive and await stream.try_next() is None
+    assert pool_whole(mongo_db)
+
+
+async def test_watch_a_whole_database(mongo_db, new_coll):
+    a, b = new_coll("wa"), new_coll("wb")
+    stream = mongo_db.watch([{"$match": {"ns.coll": {"$in": [a.name, b.name]}}}],
+                            max_await_time_ms=200)
+    try:
+        await stream
+    except keel.DatabaseError as exc:
+        pytest.skip(f"the server refuses database change streams: {exc}")
+    async with stream:
+        await a.insert_one({"_id": 1})
+        await b.insert_one({"_id": 2})
+        changes = [await next_change(stream) for _ in range(2)]
+        assert [(c["ns"]["coll"], c["documentKey"]["_id"]) for c in changes] == [
+            (a.name, 1), (b.name, 2)]
+        assert "database" in repr(stream)
+    with pytest.raises(keel.NotSupportedError, match="'local' is a sqlite database"):
+        mongo_db.watch(database="local")
+    with pytest.raises(TypeError, match="pipeline must be a list"):
+        mongo_db.watch("x")
     assert pool_whole(mongo_db)

@@ -341,6 +341,14 @@ KEEL_API const char *keel_conn_engine(const keel_conn *conn);
  */
 KEEL_API keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **out,
                                           keel_error *err);
+/*
+ * keel_db_acquire_sync waiting at most seconds (> 0, at most 1e9) for the lease: when they pass
+ * first, the request leaves the pool's queue and the call returns KEEL_ERR_TIMEOUT (SQLSTATE
+ * 57014) naming the database; acquire_timeout and connect_timeout still apply within them.
+ * KEEL_ERR_INVALID_ARGUMENT for other seconds; otherwise errors as keel_db_acquire_sync.
+ */
+KEEL_API keel_status keel_db_acquire_within_sync(keel_db *db, const char *database, double seconds,
+                                                 keel_conn **out, keel_error *err);
 KEEL_API keel_status keel_conn_query_sync(keel_conn *conn, const char *sql,
                                           const keel_value *params, size_t nparams,
                                           keel_result **out, keel_error *err);
@@ -357,6 +365,9 @@ KEEL_API keel_status keel_conn_prepare_sync(keel_conn *conn, const char *sql, ke
                                             keel_error *err);
 KEEL_API keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                                 keel_error *err);
+/* keel_conn_command, blocking; *out (may be NULL to discard it) receives the reply. */
+KEEL_API keel_status keel_conn_command_sync(keel_conn *conn, const char *dbname, const void *cmd,
+                                            size_t len, keel_result **out, keel_error *err);
 KEEL_API keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err);
 /* Acquire, run one statement, release. *out may be NULL to discard the result. */
 KEEL_API keel_status keel_db_query_sync(keel_db *db, const char *database, const char *sql,

@@ -257,6 +257,7 @@ keel_status keel_db_pool_stats(const keel_db *db, const char *database, keel_poo
 /* State shared by a synchronous call and the callback that ends it. */
 typedef struct sync_call {
     int done;
+    int timed_out; /* keel_db_acquire_within_sync: the deadline passed first */
     keel_conn *conn;
     keel_result *res;
     keel_error err;
@@ -312,6 +313,66 @@ static keel_status sync_wait(keel_loop *loop, sync_call *s, keel_db *db, keel_co
         keel__error_copy(err, &s->err);
         return s->err.code;
     }
+    return KEEL_OK;
+}
+
+/* The deadline of keel_db_acquire_within_sync passed: ends the wait unless the lease came. */
+static void sync_wait_over(void *arg) {
+    sync_call *s = arg;
+    if (!s->done) {
+        s->timed_out = 1;
+        s->done = 1;
+    }
+}
+
+keel_status keel_db_acquire_within_sync(keel_db *db, const char *database, double seconds,
+                                        keel_conn **out, keel_error *err) {
+    if (!db || !out)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "db and out are required");
+    *out = NULL;
+    if (!(seconds > 0) || seconds > 1e9)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL,
+                               "keel_db_acquire_within_sync: seconds must be > 0 and at most 1e9");
+    keel_status st = sync_check(db->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = { 0 };
+    keel_timer *t = keel__timer_new(db->loop, sync_wait_over, &s);
+    if (!t)
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory");
+    if (keel__timer_arm(t, keel_now_ms() + (int64_t)(seconds * 1000.0 + 0.999)) != 0) {
+        keel__timer_free(t);
+        return keel__error_set(err, KEEL_ERR_INTERNAL, NULL, database,
+                               "the event loop refused the timer of a connection wait");
+    }
+    st = keel_db_acquire(db, database, sync_acquired, &s, err);
+    if (st != KEEL_OK) {
+        keel__timer_free(t);
+        return st;
+    }
+    st = keel_loop_run(db->loop, &s.done);
+    keel__timer_free(t);
+    if (st != KEEL_OK && !s.done) {
+        keel_db_acquire_cancel(db, sync_acquired, &s);
+        return keel__error_set(err, st, NULL, NULL, "the blocking loop failed: %s",
+                               keel_strerror(st));
+    }
+    if (s.timed_out && !s.conn && s.err.code == KEEL_OK) {
+        /* Still queued: it leaves the queue, and its callback will never run. (A lease or an
+         * error delivered in the same loop turn as the deadline is taken as it is.) */
+        keel_db_acquire_cancel(db, sync_acquired, &s);
+        const char *name = database ? database : keel_db_default_database(db);
+        keel__error_set(err, KEEL_ERR_TIMEOUT, keel_db_database_engine(db, name), name,
+                        "no connection to database '%s' became free within %g s", name, seconds);
+        keel__error_set_sqlstate(err, "57014");
+        return KEEL_ERR_TIMEOUT;
+    }
+    if (s.err.code != KEEL_OK) {
+        keel__error_copy(err, &s.err);
+        return s.err.code;
+    }
+    *out = s.conn;
     return KEEL_OK;
 }
 
@@ -415,6 +476,20 @@ keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned
     sync_call s = { 0 };
     st = keel_conn_transaction(conn, op, depth, sync_queried, &s, err);
     return st != KEEL_OK ? st : finish_query(conn, &s, NULL, err);
+}
+
+keel_status keel_conn_command_sync(keel_conn *conn, const char *dbname, const void *cmd, size_t len,
+                                   keel_result **out, keel_error *err) {
+    if (out)
+        *out = NULL;
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    keel_status st = sync_check(conn->loop, err);
+    if (st != KEEL_OK)
+        return st;
+    sync_call s = { 0 };
+    st = keel_conn_command(conn, dbname, cmd, len, sync_queried, &s, err);
+    return st != KEEL_OK ? st : finish_query(conn, &s, out, err);
 }
 
 keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err) {

@@ -14,7 +14,7 @@ DRIVERS = ["asyncpg", "psycopg", "psycopg2", "aiosqlite", "sqlite3", "aiomysql",
 def test_keel_imports_no_python_database_driver():
     # A fresh interpreter: other test modules may have imported drivers into this one.
     code = (
-        "import sys, json, keel, keel.fastapi\n"
+        "import sys, json, keel, keel.fastapi, keel.sync\n"
         f"print(json.dumps([m for m in {DRIVERS!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

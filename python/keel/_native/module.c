@@ -396,7 +396,7 @@ static int module_exec(PyObject *m) {
         (st->RawDocumentType =
              new_type(m, &keel__py_rawdocument_spec, (PyObject *)&PyBytes_Type, 1)) == NULL)
         return -1;
-    if (keel__py_bson_init(st) < 0)
+    if (keel__py_bson_init(st) < 0 || keel__py_sync_init(m) < 0)
         return -1;
     /* A Record is a read-only mapping of column names to values (it iterates over its values,
      * like asyncpg's): registered, so that what accepts any Mapping (pydantic's model_validate)

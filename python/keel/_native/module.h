@@ -434,6 +434,9 @@ int keel__py_command_args(kpy_state *st, PyObject *dbname, PyObject *cmd, PyObje
  */
 PyObject *keel__py_copy_args(kpy_state *st, PyObject *table, PyObject *records, PyObject *columns,
                              PyObject *schema);
+/* Adds SyncDatabase and SyncConnection, keel.sync's types, to the module (sync.c). 0, or -1. */
+int keel__py_sync_init(PyObject *module);
+
 /* Called by op.c when the running operation of c has completed: starts the next queued one. */
 void keel__py_conn_op_done(kpy_conn *c, struct kpy_op *op);
 

@@ -381,6 +381,62 @@ TEST(a_handle_left_by_close_reports_it_is_closed) {
     keel_conn_release(c);
 }
 
+/* keel_db_acquire_within_sync: a lease when one is free; KEEL_ERR_TIMEOUT naming the database
+ * when none becomes free in time, the request withdrawn so that the pool serves the next. */
+TEST(acquire_within_a_deadline) {
+    keel_error err;
+    keel_db *db = open_sqlite(NULL, "1");
+    keel_conn *a = NULL, *b = NULL;
+    CHECK_INT(keel_db_acquire_within_sync(db, NULL, 5, &a, &err), KEEL_OK);
+    CHECK(a != NULL);
+    int64_t t0 = keel_now_ms();
+    CHECK_INT(keel_db_acquire_within_sync(db, "main", 0.2, &b, &err), KEEL_ERR_TIMEOUT);
+    int64_t took = keel_now_ms() - t0;
+    CHECK(b == NULL);
+    CHECK(took >= 190 && took < 5000);
+    CHECK_STR(err.message, "no connection to database 'main' became free within 0.2 s");
+    CHECK_STR(err.sqlstate, "57014");
+    CHECK_STR(err.database, "main");
+    keel_pool_stats ps;
+    CHECK_INT(keel_db_pool_stats(db, NULL, &ps, &err), KEEL_OK);
+    CHECK_INT(ps.waiting, 0);
+    keel_conn_release(a);
+    CHECK_INT(keel_db_acquire_within_sync(db, NULL, 1, &b, &err), KEEL_OK);
+    keel_conn_release(b);
+    CHECK_INT(keel_db_acquire_within_sync(db, NULL, 0, &b, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "seconds must be > 0");
+    CHECK_INT(keel_db_acquire_within_sync(db, NULL, -1, &b, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_INT(keel_db_acquire_within_sync(db, "other", 1, &b, &err), KEEL_ERR_UNKNOWN_DATABASE);
+    CHECK_INT(keel_db_acquire_within_sync(NULL, NULL, 1, &b, &err), KEEL_ERR_INVALID_ARGUMENT);
+    keel_db_close(db);
+
+    /* On a host's loop it is refused like every synchronous call. */
+    static const keel_loop_ops ops = { refusing_watch, refusing_timer };
+    keel_loop *host = keel_loop_new(&ops, NULL);
+    db = open_sqlite(host, "1");
+    CHECK_INT(keel_db_acquire_within_sync(db, NULL, 1, &b, &err), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_STR(err.message, "synchronous calls need a db opened on a blocking loop");
+    keel_db_close(db);
+    keel_loop_free(host);
+}
+
+/* keel_conn_command_sync is for document engines: an SQL connection refuses it, a closed
+ * handle says it is closed. (MongoDB runs it in test_mongo.c and the Python sync tests.) */
+TEST(command_sync_on_an_sql_connection) {
+    keel_error err;
+    keel_db *db = open_sqlite(NULL, "1");
+    keel_conn *c = NULL;
+    static const char ping[] = "\x0f\0\0\0\x10ping\0\x01\0\0\0\0";
+    keel_result *res = NULL;
+    CHECK_INT(keel_db_acquire_sync(db, NULL, &c, &err), KEEL_OK);
+    CHECK_INT(keel_conn_command_sync(c, NULL, ping, sizeof ping - 1, &res, &err),
+              KEEL_ERR_UNSUPPORTED);
+    CHECK(res == NULL);
+    keel_db_close(db);
+    CHECK_INT(keel_conn_command_sync(c, NULL, ping, sizeof ping - 1, &res, &err), KEEL_ERR_CLOSED);
+    keel_conn_release(c);
+}
+
 /* With no configuration, keel_db_open takes the environment's (KEEL_... variables), and a bad
  * variable is reported with its name. */
 TEST(open_without_a_configuration_reads_the_environment) {
@@ -418,6 +474,8 @@ int main(void) {
     RUN(the_api_refuses_what_it_cannot_use);
     RUN(a_handle_left_by_close_reports_it_is_closed);
     RUN(open_without_a_configuration_reads_the_environment);
+    RUN(acquire_within_a_deadline);
+    RUN(command_sync_on_an_sql_connection);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dbdir);
     if (system(cmd) != 0)

@@ -1,0 +1,999 @@
+/* python/keel/_native/sync.c - the synchronous Database and Connection (keel.sync): calls that block on keel's own loop with the GIL released, never touching asyncio. */
+#include "module.h"
+
+#include <math.h>
+#include <pythread.h>
+#include <string.h>
+#include <structmember.h>
+#include <time.h>
+
+/*
+ * A SyncDatabase opens its keel_db on a private blocking loop (keel_db_open with loop NULL) and
+ * runs every operation with keel's synchronous calls (keel_db_acquire_sync, keel_conn_query_sync
+ * …), which spin that loop until the operation is done. No asyncio loop is needed, and one that
+ * runs in the thread (a notebook's) is never touched. The GIL is released around every call
+ * into keel; a lock per database makes the calls of several threads take turns, since a keel_db
+ * and its loop are used by one thread at a time. The lock is only ever held with the GIL
+ * released, so no Python code (a finaliser, another thread) can run while holding it.
+ */
+
+typedef struct kpy_sdb {
+    PyObject_HEAD kpy_state *st;
+    PyObject *module;        /* keeps st alive */
+    keel_db *db;             /* NULL once closed */
+    PyThread_type_lock lock; /* one call into db at a time */
+    PyObject *weakreflist;
+} kpy_sdb;
+
+typedef struct kpy_sconn {
+    PyObject_HEAD kpy_sdb *sdb; /* strong */
+    keel_conn *conn;            /* NULL once released */
+    PyObject *database;         /* str */
+    PyObject *engine;           /* str */
+    int depth;                  /* transaction nesting, maintained by keel.sync.Transaction */
+    int timeout_set;            /* conn runs under an earlier call's timeout=, not the config's */
+    PyObject *weakreflist;
+} kpy_sconn;
+
+/* Kinds of job besides those of op.c (KPY_OP_QUERY …). */
+enum { SJOB_PING = 100 };
+
+/* One operation: what to run, its converted arguments, and what it returned. */
+typedef struct sjob {
+    int kind;
+    int mode;
+    const char *sql;   /* QUERY, MANY: the statement; COPY: the table; COMMAND: dbname or NULL */
+    kpy_params params; /* QUERY, MANY, COPY */
+    const char *schema;
+    const char **cols; /* COPY: ncols column names, or NULL for every column */
+    size_t ncols;
+    const char *cmd; /* COMMAND: BSON */
+    size_t cmdlen;
+    keel_txn_op txn;
+    unsigned depth;
+    /* results */
+    keel_result *res;
+    int64_t loaded;
+    int acquire_failed; /* the error is the wait for a connection's */
+} sjob;
+
+static double monotonic_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sjob_init(sjob *j, int kind) {
+    memset(j, 0, sizeof *j);
+    j->kind = kind;
+    keel__py_params_init(&j->params);
+}
+
+static void sjob_clear(sjob *j) {
+    keel__py_params_clear(&j->params);
+    keel_result_free(j->res);
+    j->res = NULL;
+    if (j->cols != NULL)
+        PyMem_Free((void *)j->cols);
+    j->cols = NULL;
+}
+
+/* Runs j on conn, blocking. Called with the GIL released and the database's lock held. */
+static keel_status sjob_run(sjob *j, keel_conn *conn, keel_error *err) {
+    kpy_params *p = &j->params;
+    switch (j->kind) {
+    case KPY_OP_QUERY:
+        return keel_conn_query_sync(conn, j->sql, p->values, p->nvalues, &j->res, err);
+    case KPY_OP_MANY:
+        return keel_conn_query_many_sync(conn, j->sql, p->values, p->nrows, p->ncols, &j->res, err);
+    case KPY_OP_COPY:
+        return keel_conn_copy_in_sync(conn, j->schema, j->sql, j->cols, p->ncols, p->values,
+                                      p->nrows, &j->loaded, err);
+    case KPY_OP_COMMAND:
+        return keel_conn_command_sync(conn, j->sql, j->cmd, j->cmdlen, &j->res, err);
+    case KPY_OP_TXN:
+        return keel_conn_transaction_sync(conn, j->txn, j->depth, err);
+    case SJOB_PING:
+        return keel_conn_ping_sync(conn, err);
+    default:
+        break;
+    }
+    keel_error_clear(err);
+    err->code = KEEL_ERR_INTERNAL;
+    snprintf(err->message, sizeof err->message, "operation of kind %d cannot run", j->kind);
+    return KEEL_ERR_INTERNAL;
+}
+
+/* The error of a call whose timeout= ran out while it waited for a connection (as op.c's). */
+static keel_status wait_timeout_error(kpy_sdb *s, const char *database, double timeout,
+                                      keel_error *err) {
+    const char *name = database != NULL ? database : keel_db_default_database(s->db);
+    const char *engine = keel_db_database_engine(s->db, name);
+    keel_error_clear(err);
+    err->code = KEEL_ERR_TIMEOUT;
+    snprintf(err->sqlstate, sizeof err->sqlstate, "57014");
+    snprintf(err->database, sizeof err->database, "%s", name != NULL ? name : "");
+    snprintf(err->engine, sizeof err->engine, "%s", engine != NULL ? engine : "");
+    snprintf(err->message, sizeof err->message,
+             "timeout: the operation did not finish within %g s (timeout=) on database '%s': "
+             "it was still waiting for a connection",
+             timeout, name != NULL ? name : "?");
+    return KEEL_ERR_TIMEOUT;
+}
+
+static keel_status closed_error(keel_error *err) {
+    keel_error_clear(err);
+    err->code = KEEL_ERR_CLOSED;
+    snprintf(err->message, sizeof err->message, "the database is closed");
+    return KEEL_ERR_CLOSED;
+}
+
+/*
+ * Runs j on a connection leased for it from database (NULL: the default), then gives it back.
+ * timeout as keel__py_timeout_arg: 0 (the database's command_timeout, and the pool's
+ * acquire_timeout for the wait), seconds (for the wait and the operation together) or INFINITY.
+ * Releases the GIL and takes the database's lock.
+ */
+static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjob *j,
+                           keel_error *err) {
+    keel_status st;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    keel_conn *conn = NULL;
+    double started = monotonic_now();
+    if (s->db == NULL)
+        st = closed_error(err);
+    else if (timeout > 0 && !isinf(timeout))
+        st = keel_db_acquire_within_sync(s->db, database, timeout, &conn, err);
+    else
+        st = keel_db_acquire_sync(s->db, database, &conn, err);
+    if (st != KEEL_OK) {
+        j->acquire_failed = st != KEEL_ERR_CLOSED;
+        if (st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0)
+            wait_timeout_error(s, database, timeout, err); /* our deadline, not a connect's */
+    } else {
+        if (timeout != 0) {
+            double left = isinf(timeout) ? 0 : timeout - (monotonic_now() - started);
+            st = !isinf(timeout) && left <= 0 ? wait_timeout_error(s, database, timeout, err)
+                                              : keel_conn_set_timeout(conn, left, err);
+        }
+        if (st == KEEL_OK)
+            st = sjob_run(j, conn, err);
+        keel_conn_release(conn);
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS return st;
+}
+
+/* Runs j on the leased connection of c under its timeout= (as keel__py_timeout_arg). */
+static keel_status sconn_run(kpy_sconn *c, double timeout, sjob *j, keel_error *err) {
+    keel_status st = KEEL_OK;
+    kpy_sdb *s = c->sdb;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (timeout != 0)
+        st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, err);
+    else if (c->timeout_set)
+        st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, err);
+    if (st == KEEL_OK) {
+        c->timeout_set = timeout != 0;
+        st = sjob_run(j, c->conn, err);
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS return st;
+}
+
+/* ---- results ---- */
+
+static PyObject *records_of(kpy_state *st, const keel_result *res, size_t limit) {
+    size_t nrows = keel_result_nrows(res);
+    if (nrows > limit)
+        nrows = limit;
+    PyObject *list = PyList_New((Py_ssize_t)nrows);
+    if (list == NULL || nrows == 0)
+        return list;
+    PyObject *desc = keel__py_record_desc(res);
+    if (desc == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        PyObject *r = keel__py_record_from_row(st, desc, res, i);
+        if (r == NULL) {
+            Py_DECREF(desc);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, r);
+    }
+    Py_DECREF(desc);
+    return list;
+}
+
+/* The Python value of what j returned; column is fetchval's. */
+static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
+    const keel_result *res = j->res;
+    switch (j->kind) {
+    case KPY_OP_COPY:
+        return PyLong_FromLongLong(j->loaded);
+    case KPY_OP_MANY:
+        if (res != NULL && keel_result_ncols(res) > 0)
+            return records_of(st, res, (size_t)-1); /* executemany(… RETURNING …) */
+        Py_RETURN_NONE;
+    case KPY_OP_COMMAND: {
+        const keel_value *v = res != NULL ? keel_result_value(res, 0, 0) : NULL;
+        if (v == NULL || v->type != KEEL_TYPE_DOCUMENT)
+            return keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a command result holds no reply");
+        return keel__py_bson_decode(st, v->u.str.ptr, v->u.str.len);
+    }
+    case KPY_OP_QUERY:
+        break;
+    default:
+        Py_RETURN_NONE;
+    }
+    size_t nrows = res != NULL ? keel_result_nrows(res) : 0;
+    switch (j->mode) {
+    case KPY_MODE_FETCH:
+        return records_of(st, res, (size_t)-1);
+    case KPY_MODE_FETCHROW: {
+        if (nrows == 0)
+            Py_RETURN_NONE;
+        PyObject *list = records_of(st, res, 1);
+        if (list == NULL)
+            return NULL;
+        PyObject *r = Py_NewRef(PyList_GET_ITEM(list, 0));
+        Py_DECREF(list);
+        return r;
+    }
+    case KPY_MODE_FETCHVAL: {
+        if (nrows == 0)
+            Py_RETURN_NONE;
+        size_t ncols = keel_result_ncols(res);
+        Py_ssize_t col = column;
+        if (col < 0)
+            col += (Py_ssize_t)ncols;
+        if (col < 0 || (size_t)col >= ncols) {
+            PyErr_Format(PyExc_IndexError, "column %zd is out of range: the result has %zu", column,
+                         ncols);
+            return NULL;
+        }
+        return keel__py_value_to_py(st, keel_result_value(res, 0, (size_t)col));
+    }
+    default: {
+        int64_t n = res != NULL ? keel_result_affected(res) : 0;
+        return PyLong_FromLongLong(n < 0 ? 0 : n);
+    }
+    }
+}
+
+/* Raises the error of j (err), or returns its result. Clears j. */
+static PyObject *sjob_finish(kpy_state *st, sjob *j, keel_status status, const keel_error *err,
+                             Py_ssize_t column) {
+    PyObject *out = NULL;
+    if (status != KEEL_OK) {
+        PyObject *exc = j->acquire_failed && err->code != KEEL_ERR_TIMEOUT
+                            ? keel__py_connect_error_new(st, err)
+                            : keel__py_error_new(st, err);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+    } else {
+        out = sjob_result(st, j, column);
+    }
+    sjob_clear(j);
+    return out;
+}
+
+/* ---- arguments ---- */
+
+/* A tuple of obj's items (the snapshot executemany and copy take at the call). */
+static PyObject *snapshot(PyObject *obj, const char *msg) {
+    PyObject *seq = PySequence_Fast(obj, msg);
+    if (seq != NULL && !PyTuple_Check(seq))
+        Py_SETREF(seq, PyList_AsTuple(seq));
+    return seq;
+}
+
+/* The UTF-8 of a database name argument: NULL for None (the default), or -1 with TypeError. */
+static int name_arg(PyObject *obj, const char **out) {
+    *out = NULL;
+    if (obj == Py_None)
+        return 0;
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "database must be a str or None, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return (*out = PyUnicode_AsUTF8(obj)) != NULL ? 0 : -1;
+}
+
+static int sql_arg(PyObject *obj, const char **out) {
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "the statement must be a str, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return (*out = PyUnicode_AsUTF8(obj)) != NULL ? 0 : -1;
+}
+
+/* Fills j for a query (mode, sql, args tuple). 0, or -1 with an exception. */
+static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyObject *args) {
+    int m = PyLong_Check(mode) ? (int)PyLong_AsLong(mode) : -1;
+    if (m < KPY_MODE_FETCH || m > KPY_MODE_EXECUTE) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "unknown query mode");
+        return -1;
+    }
+    if (!PyTuple_Check(args)) {
+        PyErr_SetString(PyExc_TypeError, "args must be a tuple");
+        return -1;
+    }
+    sjob_init(j, KPY_OP_QUERY);
+    j->mode = m;
+    if (sql_arg(sql, &j->sql) < 0 || keel__py_params_from_args(st, &j->params, args) < 0)
+        return -1;
+    return 0;
+}
+
+/* Fills j for executemany (sql, rows); *hold keeps the rows' snapshot. 0, or -1. */
+static int many_job(kpy_state *st, sjob *j, PyObject *sql, PyObject *rows, PyObject **hold) {
+    sjob_init(j, KPY_OP_MANY);
+    if (sql_arg(sql, &j->sql) < 0)
+        return -1;
+    if ((*hold = snapshot(rows, "executemany: the rows must be an iterable of sequences")) == NULL)
+        return -1;
+    return keel__py_params_from_rows(st, &j->params, *hold);
+}
+
+/* Fills j for copy_records_to_table; *hold keeps the checked arguments. 0, or -1. */
+static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **hold) {
+    sjob_init(j, KPY_OP_COPY);
+    if ((*hold = keel__py_copy_args(st, args[0], args[1], args[2], args[3])) == NULL)
+        return -1;
+    PyObject *recs = PyTuple_GET_ITEM(*hold, 0), *cols = PyTuple_GET_ITEM(*hold, 1),
+             *schema = PyTuple_GET_ITEM(*hold, 2);
+    j->sql = PyUnicode_AsUTF8(args[0]);
+    j->schema = schema != Py_None ? PyUnicode_AsUTF8(schema) : NULL;
+    j->params.what = "copy_records_to_table";
+    j->params.names = cols != Py_None ? cols : NULL;
+    if (keel__py_params_from_rows(st, &j->params, recs) < 0)
+        return -1;
+    if (cols == Py_None)
+        return 0;
+    size_t ncols = (size_t)PyTuple_GET_SIZE(cols);
+    if (j->params.nrows > 0 && j->params.ncols != ncols) {
+        keel__py_raise(st, KEEL_ERR_PARAMETERS, NULL,
+                       "copy_records_to_table: each record has %zu values but %zu columns "
+                       "were named",
+                       j->params.ncols, ncols);
+        return -1;
+    }
+    j->params.ncols = ncols;
+    j->ncols = ncols;
+    if ((j->cols = PyMem_Malloc(ncols * sizeof *j->cols)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* Checked by keel__py_copy_args: every name is a str. */
+    for (size_t i = 0; i < ncols; i++)
+        if ((j->cols[i] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(cols, (Py_ssize_t)i))) == NULL)
+            return -1;
+    return 0;
+}
+
+/* Fills j for a document command (dbname, cmd); *name and *bson keep what it points into. */
+static int command_job(kpy_state *st, sjob *j, PyObject *dbname, PyObject *cmd, PyObject **name,
+                       PyObject **bson) {
+    sjob_init(j, KPY_OP_COMMAND);
+    if (keel__py_command_args(st, dbname, cmd, name, bson) < 0)
+        return -1;
+    if (*name != NULL && (j->sql = PyUnicode_AsUTF8(*name)) == NULL)
+        return -1;
+    j->cmd = PyBytes_AS_STRING(*bson);
+    j->cmdlen = (size_t)PyBytes_GET_SIZE(*bson);
+    return 0;
+}
+
+static int check_nargs(Py_ssize_t nargs, Py_ssize_t n, const char *usage) {
+    if (nargs == n)
+        return 0;
+    PyErr_SetString(PyExc_TypeError, usage);
+    return -1;
+}
+
+/* ---- SyncDatabase ---- */
+
+static int sdb_check(kpy_sdb *self) {
+    if (self->lock == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "SyncDatabase is not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sdb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    (void)args;
+    (void)kwds;
+    PyObject *m = PyType_GetModuleByDef(type, &keel__py_moduledef);
+    if (m == NULL)
+        return NULL;
+    kpy_sdb *self = (kpy_sdb *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->st = PyModule_GetState(m);
+    self->module = Py_NewRef(m);
+    return (PyObject *)self;
+}
+
+/* SyncDatabase(config): config is a keel._native.Database (never started) whose validated
+ * configuration is copied; the two are independent from then on. */
+static int sdb_init(kpy_sdb *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = { "config", NULL };
+    PyObject *config;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:SyncDatabase", kwlist, &config))
+        return -1;
+    if (self->lock != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "SyncDatabase is already initialised");
+        return -1;
+    }
+    if (!PyObject_TypeCheck(config, self->st->DatabaseType) || ((kpy_db *)config)->cfg == NULL) {
+        PyErr_Format(PyExc_TypeError, "SyncDatabase takes a configured keel.Database, not %.100s",
+                     Py_TYPE(config)->tp_name);
+        return -1;
+    }
+    keel_error err;
+    keel_db *db = NULL;
+    if (keel_db_open(&db, ((kpy_db *)config)->cfg, NULL, &err) != KEEL_OK) {
+        keel__py_error_raise(self->st, &err);
+        return -1;
+    }
+    if ((self->lock = PyThread_allocate_lock()) == NULL) {
+        keel_db_close(db);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->db = db;
+    return 0;
+}
+
+/* Closes the keel_db (idempotent): leased connections become closed handles. */
+static void sdb_close_db(kpy_sdb *self) {
+    if (self->db == NULL || self->lock == NULL)
+        return;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    keel_db_close(self->db);
+    self->db = NULL;
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+}
+
+static void sdb_dealloc(kpy_sdb *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    sdb_close_db(self);
+    if (self->lock != NULL)
+        PyThread_free_lock(self->lock);
+    Py_CLEAR(self->module);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int sdb_traverse(kpy_sdb *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->module);
+    return 0;
+}
+
+static PyObject *sdb_close(kpy_sdb *self, PyObject *unused) {
+    (void)unused;
+    sdb_close_db(self);
+    Py_RETURN_NONE;
+}
+
+/* _query(mode, sql, args, database, column, timeout) */
+static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *database;
+    sjob j;
+    if (sdb_check(self) < 0 ||
+        check_nargs(nargs, 6, "_query(mode, sql, args, database, column, timeout)") < 0 ||
+        name_arg(args[3], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
+        return NULL;
+    Py_ssize_t column = PyLong_AsSsize_t(args[4]);
+    if (column == -1 && PyErr_Occurred())
+        return NULL;
+    if (query_job(self->st, &j, args[0], args[1], args[2]) < 0) {
+        sjob_clear(&j);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sdb_run(self, database, timeout, &j, &err);
+    return sjob_finish(self->st, &j, s, &err, column);
+}
+
+/* _executemany(sql, rows, database, timeout) */
+static PyObject *sdb_executemany(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *database;
+    PyObject *hold = NULL;
+    sjob j;
+    if (sdb_check(self) < 0 ||
+        check_nargs(nargs, 4, "_executemany(sql, rows, database, timeout)") < 0 ||
+        name_arg(args[2], &database) < 0 || keel__py_timeout_arg(args[3], &timeout) < 0)
+        return NULL;
+    if (many_job(self->st, &j, args[0], args[1], &hold) < 0) {
+        sjob_clear(&j);
+        Py_XDECREF(hold);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sdb_run(self, database, timeout, &j, &err);
+    PyObject *out = sjob_finish(self->st, &j, s, &err, 0);
+    Py_DECREF(hold);
+    return out;
+}
+
+/* _copy(table, records, columns, schema, database, timeout) */
+static PyObject *sdb_copy(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *database;
+    PyObject *hold = NULL;
+    sjob j;
+    if (sdb_check(self) < 0 ||
+        check_nargs(nargs, 6, "_copy(table, records, columns, schema, database, timeout)") < 0 ||
+        name_arg(args[4], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
+        return NULL;
+    if (copy_job(self->st, &j, args, &hold) < 0) {
+        sjob_clear(&j);
+        Py_XDECREF(hold);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sdb_run(self, database, timeout, &j, &err);
+    PyObject *out = sjob_finish(self->st, &j, s, &err, 0);
+    Py_DECREF(hold);
+    return out;
+}
+
+/* _command(dbname, cmd, database, timeout) */
+static PyObject *sdb_command(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *database;
+    PyObject *name = NULL, *bson = NULL;
+    sjob j;
+    if (sdb_check(self) < 0 ||
+        check_nargs(nargs, 4, "_command(dbname, cmd, database, timeout)") < 0 ||
+        name_arg(args[2], &database) < 0 || keel__py_timeout_arg(args[3], &timeout) < 0)
+        return NULL;
+    if (command_job(self->st, &j, args[0], args[1], &name, &bson) < 0) {
+        sjob_clear(&j);
+        Py_XDECREF(name);
+        Py_XDECREF(bson);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sdb_run(self, database, timeout, &j, &err);
+    PyObject *out = sjob_finish(self->st, &j, s, &err, 0);
+    Py_XDECREF(name);
+    Py_DECREF(bson);
+    return out;
+}
+
+/* _ping(database, timeout) */
+static PyObject *sdb_ping(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *database;
+    sjob j;
+    if (sdb_check(self) < 0 || check_nargs(nargs, 2, "_ping(database, timeout)") < 0 ||
+        name_arg(args[0], &database) < 0 || keel__py_timeout_arg(args[1], &timeout) < 0)
+        return NULL;
+    sjob_init(&j, SJOB_PING);
+    keel_error err;
+    keel_status s = sdb_run(self, database, timeout, &j, &err);
+    return sjob_finish(self->st, &j, s, &err, 0);
+}
+
+static PyTypeObject *sconn_type(kpy_sdb *self) {
+    PyObject *tp = PyObject_GetAttrString(self->module, "SyncConnection");
+    if (tp != NULL && !PyType_Check(tp)) {
+        Py_DECREF(tp);
+        PyErr_SetString(PyExc_RuntimeError, "keel._native.SyncConnection is not a type");
+        return NULL;
+    }
+    return (PyTypeObject *)tp;
+}
+
+/* _acquire(database, timeout, cls) -> cls (a SyncConnection class): a leased connection. */
+static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *database;
+    if (sdb_check(self) < 0 || check_nargs(nargs, 3, "_acquire(database, timeout, cls)") < 0 ||
+        name_arg(args[0], &database) < 0 || keel__py_timeout_arg(args[1], &timeout) < 0)
+        return NULL;
+    PyTypeObject *base = sconn_type(self);
+    if (base == NULL)
+        return NULL;
+    int ok = PyType_Check(args[2]) && PyType_IsSubtype((PyTypeObject *)args[2], base);
+    Py_DECREF(base);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a subclass of keel._native.SyncConnection");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[2];
+    kpy_sconn *c = (kpy_sconn *)cls->tp_alloc(cls, 0);
+    if (c == NULL)
+        return NULL;
+    c->sdb = (kpy_sdb *)Py_NewRef(self);
+    keel_error err;
+    keel_status st;
+    keel_conn *conn = NULL;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    if (self->db == NULL)
+        st = closed_error(&err);
+    else if (timeout > 0 && !isinf(timeout))
+        st = keel_db_acquire_within_sync(self->db, database, timeout, &conn, &err);
+    else
+        st = keel_db_acquire_sync(self->db, database, &conn, &err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) {
+        PyObject *exc;
+        if (st == KEEL_ERR_TIMEOUT && strcmp(err.sqlstate, "57014") == 0) {
+            wait_timeout_error(self, database, timeout, &err);
+            exc = keel__py_error_new(self->st, &err);
+        } else {
+            exc = st == KEEL_ERR_CLOSED ? keel__py_error_new(self->st, &err)
+                                        : keel__py_connect_error_new(self->st, &err);
+        }
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        Py_DECREF(c);
+        return NULL;
+    }
+    c->conn = conn;
+    if ((c->database = PyUnicode_FromString(keel_conn_database(conn))) == NULL ||
+        (c->engine = PyUnicode_FromString(keel_conn_engine(conn))) == NULL) {
+        Py_DECREF(c); /* gives conn back */
+        return NULL;
+    }
+    return (PyObject *)c;
+}
+
+static PyObject *sdb_pool_stats(kpy_sdb *self, PyObject *name) {
+    const char *database;
+    if (sdb_check(self) < 0 || name_arg(name, &database) < 0)
+        return NULL;
+    keel_pool_stats ps;
+    keel_error err;
+    keel_status st;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    st = self->db == NULL ? closed_error(&err) : keel_db_pool_stats(self->db, database, &ps, &err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) return keel__py_error_raise(self->st, &err);
+    return Py_BuildValue("{snsnsnsnsnsnsd}", "size", (Py_ssize_t)ps.size, "idle",
+                         (Py_ssize_t)ps.idle, "leased", (Py_ssize_t)ps.leased, "waiting",
+                         (Py_ssize_t)ps.waiting, "min_size", (Py_ssize_t)ps.min_size, "max_size",
+                         (Py_ssize_t)ps.max_size, "acquire_timeout", ps.acquire_timeout);
+}
+
+static PyObject *sdb_get_closed(kpy_sdb *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->db == NULL);
+}
+
+static PyMethodDef sdb_methods[] = {
+    { "close", (PyCFunction)sdb_close, METH_NOARGS,
+      "Closes every pool (idempotent); connections still leased become closed handles." },
+    { "_query", (PyCFunction)(void (*)(void))sdb_query, METH_FASTCALL,
+      "_query(mode, sql, args, database, column, timeout)" },
+    { "_executemany", (PyCFunction)(void (*)(void))sdb_executemany, METH_FASTCALL,
+      "_executemany(sql, rows, database, timeout)" },
+    { "_copy", (PyCFunction)(void (*)(void))sdb_copy, METH_FASTCALL,
+      "_copy(table, records, columns, schema, database, timeout) -> int" },
+    { "_command", (PyCFunction)(void (*)(void))sdb_command, METH_FASTCALL,
+      "_command(dbname, cmd, database, timeout) -> dict" },
+    { "_ping", (PyCFunction)(void (*)(void))sdb_ping, METH_FASTCALL, "_ping(database, timeout)" },
+    { "_acquire", (PyCFunction)(void (*)(void))sdb_acquire, METH_FASTCALL,
+      "_acquire(database, timeout, cls) -> a leased connection of class cls" },
+    { "_pool_stats", (PyCFunction)sdb_pool_stats, METH_O, "_pool_stats(name) -> dict" },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyGetSetDef sdb_getset[] = {
+    { "closed", (getter)sdb_get_closed, NULL, "True once closed.", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
+static PyMemberDef sdb_members[] = {
+    { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_sdb, weakreflist), READONLY, NULL },
+    { NULL, 0, 0, 0, NULL },
+};
+
+static PyType_Slot sdb_slots[] = {
+    { Py_tp_doc, "The synchronous database of keel.sync: keel's blocking loop, no asyncio." },
+    { Py_tp_new, sdb_new },
+    { Py_tp_init, sdb_init },
+    { Py_tp_dealloc, sdb_dealloc },
+    { Py_tp_traverse, sdb_traverse },
+    { Py_tp_methods, sdb_methods },
+    { Py_tp_getset, sdb_getset },
+    { Py_tp_members, sdb_members },
+    { 0, NULL },
+};
+
+static PyType_Spec sdb_spec = {
+    .name = "keel._native.SyncDatabase",
+    .basicsize = sizeof(kpy_sdb),
+    .flags =
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = sdb_slots,
+};
+
+/* ---- SyncConnection ---- */
+
+/* Gives the connection back (idempotent). */
+static void sconn_release(kpy_sconn *c) {
+    keel_conn *conn = c->conn;
+    if (conn == NULL)
+        return;
+    c->conn = NULL;
+    kpy_sdb *s = c->sdb;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    keel_conn_release(conn);
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS
+}
+
+static int sconn_check(kpy_sconn *c) {
+    if (c->conn != NULL)
+        return 0;
+    keel__py_raise(c->sdb->st, KEEL_ERR_CLOSED, NULL, "the connection was released");
+    return -1;
+}
+
+static void sconn_dealloc(kpy_sconn *c) {
+    PyTypeObject *tp = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    if (c->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)c);
+    if (c->sdb != NULL)
+        sconn_release(c);
+    Py_CLEAR(c->sdb);
+    Py_CLEAR(c->database);
+    Py_CLEAR(c->engine);
+    tp->tp_free((PyObject *)c);
+    Py_DECREF(tp);
+}
+
+static int sconn_traverse(kpy_sconn *c, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->sdb);
+    return 0;
+}
+
+/* _query(mode, sql, args, column, timeout) */
+static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    sjob j;
+    if (check_nargs(nargs, 5, "_query(mode, sql, args, column, timeout)") < 0 ||
+        keel__py_timeout_arg(args[4], &timeout) < 0)
+        return NULL;
+    Py_ssize_t column = PyLong_AsSsize_t(args[3]);
+    if (column == -1 && PyErr_Occurred())
+        return NULL;
+    if (query_job(c->sdb->st, &j, args[0], args[1], args[2]) < 0 || sconn_check(c) < 0) {
+        sjob_clear(&j);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sconn_run(c, timeout, &j, &err);
+    return sjob_finish(c->sdb->st, &j, s, &err, column);
+}
+
+/* _executemany(sql, rows, timeout) */
+static PyObject *sconn_executemany(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    PyObject *hold = NULL;
+    sjob j;
+    if (check_nargs(nargs, 3, "_executemany(sql, rows, timeout)") < 0 ||
+        keel__py_timeout_arg(args[2], &timeout) < 0)
+        return NULL;
+    if (many_job(c->sdb->st, &j, args[0], args[1], &hold) < 0 || sconn_check(c) < 0) {
+        sjob_clear(&j);
+        Py_XDECREF(hold);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sconn_run(c, timeout, &j, &err);
+    PyObject *out = sjob_finish(c->sdb->st, &j, s, &err, 0);
+    Py_DECREF(hold);
+    return out;
+}
+
+/* _copy(table, records, columns, schema, timeout) */
+static PyObject *sconn_copy(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    PyObject *hold = NULL;
+    sjob j;
+    if (check_nargs(nargs, 5, "_copy(table, records, columns, schema, timeout)") < 0 ||
+        keel__py_timeout_arg(args[4], &timeout) < 0)
+        return NULL;
+    if (copy_job(c->sdb->st, &j, args, &hold) < 0 || sconn_check(c) < 0) {
+        sjob_clear(&j);
+        Py_XDECREF(hold);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sconn_run(c, timeout, &j, &err);
+    PyObject *out = sjob_finish(c->sdb->st, &j, s, &err, 0);
+    Py_DECREF(hold);
+    return out;
+}
+
+/* _command(dbname, cmd, timeout) */
+static PyObject *sconn_command(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    PyObject *name = NULL, *bson = NULL;
+    sjob j;
+    if (check_nargs(nargs, 3, "_command(dbname, cmd, timeout)") < 0 ||
+        keel__py_timeout_arg(args[2], &timeout) < 0)
+        return NULL;
+    if (command_job(c->sdb->st, &j, args[0], args[1], &name, &bson) < 0 || sconn_check(c) < 0) {
+        sjob_clear(&j);
+        Py_XDECREF(name);
+        Py_XDECREF(bson);
+        return NULL;
+    }
+    keel_error err;
+    keel_status s = sconn_run(c, timeout, &j, &err);
+    PyObject *out = sjob_finish(c->sdb->st, &j, s, &err, 0);
+    Py_XDECREF(name);
+    Py_DECREF(bson);
+    return out;
+}
+
+/* _txn(op, depth): BEGIN, COMMIT, ROLLBACK or a savepoint step, under command_timeout. */
+static PyObject *sconn_txn(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    sjob j;
+    if (check_nargs(nargs, 2, "_txn(op, depth)") < 0)
+        return NULL;
+    long op = PyLong_AsLong(args[0]);
+    long depth = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (op < KEEL_TXN_BEGIN || op > KEEL_TXN_ROLLBACK_TO || depth < 0 || depth > 100000) {
+        PyErr_SetString(PyExc_ValueError, "_txn: unknown operation or depth");
+        return NULL;
+    }
+    if (sconn_check(c) < 0)
+        return NULL;
+    sjob_init(&j, KPY_OP_TXN);
+    j.txn = (keel_txn_op)op;
+    j.depth = (unsigned)depth;
+    keel_error err;
+    keel_status s = sconn_run(c, 0, &j, &err);
+    return sjob_finish(c->sdb->st, &j, s, &err, 0);
+}
+
+/* _ping(timeout) */
+static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
+    double timeout;
+    sjob j;
+    if (keel__py_timeout_arg(timeout_arg, &timeout) < 0 || sconn_check(c) < 0)
+        return NULL;
+    sjob_init(&j, SJOB_PING);
+    keel_error err;
+    keel_status s = sconn_run(c, timeout, &j, &err);
+    return sjob_finish(c->sdb->st, &j, s, &err, 0);
+}
+
+static PyObject *sconn_release_method(kpy_sconn *c, PyObject *unused) {
+    (void)unused;
+    sconn_release(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sconn_get_database(kpy_sconn *c, void *closure) {
+    (void)closure;
+    return Py_NewRef(c->database != NULL ? c->database : Py_None);
+}
+
+static PyObject *sconn_get_engine(kpy_sconn *c, void *closure) {
+    (void)closure;
+    return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
+}
+
+static PyObject *sconn_get_in_transaction(kpy_sconn *c, void *closure) {
+    (void)closure;
+    if (sconn_check(c) < 0)
+        return NULL;
+    switch (keel_conn_txn_status(c->conn)) {
+    case KEEL_TXN_ACTIVE:
+    case KEEL_TXN_FAILED:
+        Py_RETURN_TRUE;
+    case KEEL_TXN_UNKNOWN:
+        return PyBool_FromLong(c->depth > 0);
+    default:
+        Py_RETURN_FALSE;
+    }
+}
+
+static PyObject *sconn_get_released(kpy_sconn *c, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(c->conn == NULL);
+}
+
+static PyObject *sconn_repr(kpy_sconn *c) {
+    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
+                                c->database != NULL ? c->database : Py_None,
+                                c->engine != NULL ? c->engine : Py_None,
+                                c->conn == NULL ? " released" : "");
+}
+
+static PyMethodDef sconn_methods[] = {
+    { "_query", (PyCFunction)(void (*)(void))sconn_query, METH_FASTCALL,
+      "_query(mode, sql, args, column, timeout)" },
+    { "_executemany", (PyCFunction)(void (*)(void))sconn_executemany, METH_FASTCALL,
+      "_executemany(sql, rows, timeout)" },
+    { "_copy", (PyCFunction)(void (*)(void))sconn_copy, METH_FASTCALL,
+      "_copy(table, records, columns, schema, timeout) -> int" },
+    { "_command", (PyCFunction)(void (*)(void))sconn_command, METH_FASTCALL,
+      "_command(dbname, cmd, timeout) -> dict" },
+    { "_txn", (PyCFunction)(void (*)(void))sconn_txn, METH_FASTCALL, "_txn(op, depth)" },
+    { "_ping", (PyCFunction)sconn_ping, METH_O, "_ping(timeout)" },
+    { "_release", (PyCFunction)sconn_release_method, METH_NOARGS,
+      "Gives the connection back to its pool (idempotent)." },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyGetSetDef sconn_getset[] = {
+    { "database", (getter)sconn_get_database, NULL, "Name of the database of the connection.",
+      NULL },
+    { "engine", (getter)sconn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\"…).",
+      NULL },
+    { "in_transaction", (getter)sconn_get_in_transaction, NULL, "True inside a transaction block.",
+      NULL },
+    { "released", (getter)sconn_get_released, NULL, "True once given back to the pool.", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
+static PyMemberDef sconn_members[] = {
+    { "_depth", T_INT, offsetof(kpy_sconn, depth), 0, "Transaction nesting depth." },
+    { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_sconn, weakreflist), READONLY, NULL },
+    { NULL, 0, 0, 0, NULL },
+};
+
+static PyType_Slot sconn_slots[] = {
+    { Py_tp_doc, "A connection leased by a SyncDatabase (see keel.sync.Connection)." },
+    { Py_tp_dealloc, sconn_dealloc },
+    { Py_tp_traverse, sconn_traverse },
+    { Py_tp_repr, sconn_repr },
+    { Py_tp_methods, sconn_methods },
+    { Py_tp_getset, sconn_getset },
+    { Py_tp_members, sconn_members },
+    { 0, NULL },
+};
+
+static PyType_Spec sconn_spec = {
+    .name = "keel._native.SyncConnection",
+    .basicsize = sizeof(kpy_sconn),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = sconn_slots,
+};
+
+int keel__py_sync_init(PyObject *module) {
+    const PyType_Spec *specs[] = { &sdb_spec, &sconn_spec };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        PyObject *tp = PyType_FromModuleAndSpec(module, (PyType_Spec *)specs[i], NULL);
+        if (tp == NULL)
+            return -1;
+        int rc = PyModule_AddObjectRef(module, strrchr(specs[i]->name, '.') + 1, tp);
+        Py_DECREF(tp);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,615 @@
+# python/keel/sync.py - the synchronous API for scripts and notebooks: keel.sync.Database, on the C core's blocking path, without asyncio.
+"""keeldb without an event loop.
+
+    import keel.sync
+
+    with keel.sync.Database("postgresql://…") as db:
+        rows = db.fetch("SELECT * FROM items WHERE id = $1", 42)
+        with db.transaction() as conn:
+            conn.execute("UPDATE items SET n = n + 1 WHERE id = $1", 42)
+
+The methods are keel.Database's, with the same arguments, results and exceptions, called without
+await. Each call blocks until it is done, on the C core's synchronous path (keel's own blocking
+loop), with the GIL released meanwhile; no asyncio loop is needed, and one already running in the
+thread (a Jupyter notebook's) is neither needed nor touched. A Database may be shared by threads:
+their calls take turns.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import time as _time
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Callable
+
+from . import Config, Record, _collection, _native
+from . import Database as _AsyncDatabase
+from ._collection import _deadline, _left
+from ._native import check_timeout
+from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
+
+__all__ = ["Database", "Connection", "Transaction", "Collection", "Cursor"]
+
+_FETCH = _native.MODE_FETCH
+_FETCHROW = _native.MODE_FETCHROW
+_FETCHVAL = _native.MODE_FETCHVAL
+_EXECUTE = _native.MODE_EXECUTE
+
+
+class Database(_native.SyncDatabase):
+    """Named, pooled databases used synchronously; the configuration forms are keel.Database's:
+
+    Database()                      DATABASE_URL, else SQLite ./keel.db (plus KEEL_… overrides)
+    Database("postgresql://…")      one database, "default", at a URL
+    Database("keel.yaml")           a YAML configuration file; Database("notes.db"): SQLite
+    Database({"default": …, "databases": {…}})   a nested dict of the same schema
+
+    An invalid configuration raises ConfigError here, naming the key path. Nothing connects
+    until the first call. close() (or leaving `with`) closes every pool at once: a connection
+    still leased then is closed too, and using it raises InterfaceError.
+    """
+
+    __slots__ = ("_config",)
+
+    def __init__(self, config: Config = None) -> None:
+        # keel.Database validates (same errors); its configuration is copied, it is never started.
+        self._config = _AsyncDatabase(config)
+        super().__init__(self._config)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Nothing to do (pools fill on demand); there for symmetry with keel.Database."""
+        if self.closed:
+            raise InterfaceError("the database is closed")
+
+    @property
+    def databases(self) -> list[str]:
+        """The configured database names, in configuration order."""
+        return self._config.databases
+
+    @property
+    def default_database(self) -> str:
+        return self._config.default_database
+
+    def engine(self, name: str | None = None) -> str:
+        """The engine of database name (None: the default)."""
+        return self._config.engine(name)
+
+    def pool_stats(self, name: str | None = None) -> dict[str, Any]:
+        """size, idle, leased, waiting, min_size, max_size and acquire_timeout of a pool."""
+        self._config.engine(name)  # UnknownDatabaseError naming it, as keel.Database
+        return self._pool_stats(name)
+
+    def __repr__(self) -> str:
+        return (f"<keel.sync.Database databases={self.databases!r}"
+                f"{' closed' if self.closed else ''}>")
+
+    # timeout= (seconds) on every query method: QueryTimeout when the call has not finished by
+    # then, the wait for a pooled connection included; the statement is cancelled on the server.
+    # None: the database's command_timeout (none by default).
+
+    def fetch(self, sql: str, *args: Any, database: str | None = None,
+              timeout: float | None = None) -> list[Record]:
+        """All rows, as a list of Records."""
+        return self._query(_FETCH, sql, args, database, 0, timeout)
+
+    def fetchrow(self, sql: str, *args: Any, database: str | None = None,
+                 timeout: float | None = None) -> Record | None:
+        """The first row as a Record, or None."""
+        return self._query(_FETCHROW, sql, args, database, 0, timeout)
+
+    def fetchval(self, sql: str, *args: Any, column: int = 0, database: str | None = None,
+                 timeout: float | None = None) -> Any:
+        """One value of the first row (column index), or None when there is no row."""
+        return self._query(_FETCHVAL, sql, args, database, column, timeout)
+
+    def execute(self, sql: str, *args: Any, database: str | None = None,
+                timeout: float | None = None) -> int:
+        """Runs a statement; returns the number of rows affected (0 when not reported)."""
+        return self._query(_EXECUTE, sql, args, database, 0, timeout)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
+                    database: str | None = None,
+                    timeout: float | None = None) -> list[Record] | None:
+        """Runs a statement once per row of parameters, in one atomic batch. None, or, for a
+        statement that returns rows (INSERT … RETURNING), every row's Records in order."""
+        return self._executemany(sql, rows, database, timeout)
+
+    def copy_records_to_table(self, table_name: str, *, records: Iterable[Sequence[Any]],
+                              columns: Sequence[str] | None = None,
+                              schema_name: str | None = None, database: str | None = None,
+                              timeout: float | None = None) -> int:
+        """Loads records into a table in one atomic bulk operation (see
+        keel.Connection.copy_records_to_table); returns the number of rows loaded."""
+        return self._copy(table_name, records, columns, schema_name, database, timeout)
+
+    def acquire(self, database: str | None = None, *,
+                timeout: float | None = None) -> Connection:
+        """Leases a connection; give it back with release(). timeout= bounds the wait
+        (QueryTimeout when it passes); the pool's acquire_timeout still applies."""
+        return self._acquire(database, timeout, Connection)
+
+    def release(self, connection: Connection) -> None:
+        """Gives a leased connection back to its pool (a no-op when already released)."""
+        if not isinstance(connection, Connection):
+            raise TypeError(f"release takes a keel.sync.Connection, not "
+                            f"{type(connection).__name__}")
+        connection._release()
+
+    def connection(self, database: str | None = None) -> _ConnectionContext:
+        """with db.connection(name) as conn: a leased Connection, released on exit."""
+        return _ConnectionContext(self, database)
+
+    def transaction(self, database: str | None = None) -> _TransactionContext:
+        """with db.transaction() as conn: BEGIN … COMMIT, or ROLLBACK on exception."""
+        return _TransactionContext(self, database)
+
+    def ping(self, name: str | None = None, *, timeout: float | None = None) -> float:
+        """Round-trip time in seconds of the cheapest request (SELECT 1; MongoDB's ping)."""
+        started = _time.perf_counter()
+        self._ping(name, timeout)
+        return _time.perf_counter() - started
+
+    def collection(self, name: str, database: str | None = None, *,
+                   dbname: str | None = None) -> Collection:
+        """A MongoDB collection (see keel.Database.collection); NotSupportedError when the
+        database is not a MongoDB one."""
+        return Collection(name, db=self, database=database, dbname=dbname)
+
+    def __getitem__(self, name: str) -> Collection:
+        """db["users"]: db.collection("users"), in the default database."""
+        return Collection(name, db=self)
+
+    def list_collection_names(self, database: str | None = None, *, dbname: str | None = None,
+                              filter: dict[str, Any] | None = None, session: Any = None,
+                              timeout: float | None = None) -> list[str]:
+        """The collection names of a MongoDB database (see keel.Database)."""
+        return _list_collection_names(Collection("$cmd", db=self, database=database,
+                                                 dbname=dbname), filter, session, timeout)
+
+    def create_collection(self, name: str, database: str | None = None, *,
+                          dbname: str | None = None, check_exists: bool = True,
+                          session: Any = None, timeout: float | None = None,
+                          **options: Any) -> Collection:
+        """Creates a collection and returns it (see keel.Database.create_collection)."""
+        return _create_collection(Collection("$cmd", db=self, database=database, dbname=dbname),
+                                  name, options, check_exists, session, timeout)
+
+    def command(self, dbname: str | None, cmd: dict[str, Any], *, database: str | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Runs one MongoDB command and returns the server's reply (see keel.Database.command)."""
+        return self._command(dbname, cmd, database, timeout)
+
+    def _release(self, connection: Connection) -> None:
+        connection._release()
+
+
+class Connection(_native.SyncConnection):
+    """A connection leased from a pool of a keel.sync.Database (acquire, connection,
+    transaction). Attributes: database (name), engine, in_transaction, released."""
+
+    __slots__ = ()
+
+    def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Record]:
+        return self._query(_FETCH, sql, args, 0, timeout)
+
+    def fetchrow(self, sql: str, *args: Any, timeout: float | None = None) -> Record | None:
+        return self._query(_FETCHROW, sql, args, 0, timeout)
+
+    def fetchval(self, sql: str, *args: Any, column: int = 0,
+                 timeout: float | None = None) -> Any:
+        return self._query(_FETCHVAL, sql, args, column, timeout)
+
+    def execute(self, sql: str, *args: Any, timeout: float | None = None) -> int:
+        return self._query(_EXECUTE, sql, args, 0, timeout)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
+                    timeout: float | None = None) -> list[Record] | None:
+        return self._executemany(sql, rows, timeout)
+
+    def copy_records_to_table(self, table_name: str, *, records: Iterable[Sequence[Any]],
+                              columns: Sequence[str] | None = None,
+                              schema_name: str | None = None,
+                              timeout: float | None = None) -> int:
+        """See keel.Connection.copy_records_to_table."""
+        return self._copy(table_name, records, columns, schema_name, timeout)
+
+    def transaction(self) -> Transaction:
+        """with conn.transaction(): a transaction, or a savepoint when nested."""
+        return Transaction(self)
+
+    def collection(self, name: str, *, dbname: str | None = None) -> Collection:
+        """A MongoDB collection whose operations run on this connection (and its transaction)."""
+        return Collection(name, conn=self, dbname=dbname)
+
+    def __getitem__(self, name: str) -> Collection:
+        """conn["users"]: conn.collection("users")."""
+        return Collection(name, conn=self)
+
+    def list_collection_names(self, *, dbname: str | None = None,
+                              filter: dict[str, Any] | None = None,
+                              timeout: float | None = None) -> list[str]:
+        """The collection names of the MongoDB database, on this connection."""
+        return _list_collection_names(Collection("$cmd", conn=self, dbname=dbname), filter, None,
+                                      timeout)
+
+    def create_collection(self, name: str, *, dbname: str | None = None,
+                          check_exists: bool = True, timeout: float | None = None,
+                          **options: Any) -> Collection:
+        """Creates a collection on this connection (see Database.create_collection)."""
+        return _create_collection(Collection("$cmd", conn=self, dbname=dbname), name, options,
+                                  check_exists, None, timeout)
+
+    def command(self, dbname: str | None, cmd: dict[str, Any], *,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Runs one MongoDB command on this connection."""
+        return self._command(dbname, cmd, timeout)
+
+
+class Transaction:
+    """A transaction block on a Connection: BEGIN/COMMIT/ROLLBACK at the outermost level,
+    SAVEPOINT/RELEASE/ROLLBACK TO when nested, as keel.Transaction."""
+
+    __slots__ = ("_conn", "_depth")
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+        self._depth: int | None = None
+
+    def __enter__(self) -> Connection:
+        if self._depth is not None:
+            raise InterfaceError("a Transaction can only be entered once")
+        conn = self._conn
+        depth = conn._depth
+        conn._txn(_native.TXN_BEGIN if depth == 0 else _native.TXN_SAVEPOINT, depth)
+        self._depth = depth
+        conn._depth = depth + 1
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        conn = self._conn
+        depth = self._depth
+        assert depth is not None, "__exit__ without __enter__"
+        conn._depth = depth
+        if exc_type is None:
+            conn._txn(_native.TXN_COMMIT if depth == 0 else _native.TXN_RELEASE, depth)
+            return False
+        try:
+            conn._txn(_native.TXN_ROLLBACK if depth == 0 else _native.TXN_ROLLBACK_TO, depth)
+        except _native.Error:
+            # The error that ended the block is the one to report; the pool rolls back or
+            # discards a connection whose rollback failed when it is released.
+            pass
+        return False
+
+
+class _ConnectionContext:
+    __slots__ = ("_db", "_database", "_conn")
+
+    def __init__(self, db: Database, database: str | None) -> None:
+        self._db = db
+        self._database = database
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        self._conn = self._db.acquire(self._database)
+        return self._conn
+
+    def __exit__(self, *exc: object) -> bool:
+        conn, self._conn = self._conn, None
+        assert conn is not None, "__exit__ without __enter__"
+        conn._release()
+        return False
+
+
+class _TransactionContext:
+    __slots__ = ("_db", "_database", "_conn", "_txn")
+
+    def __init__(self, db: Database, database: str | None) -> None:
+        self._db = db
+        self._database = database
+        self._conn: Connection | None = None
+        self._txn: Transaction | None = None
+
+    def __enter__(self) -> Connection:
+        conn = self._db.acquire(self._database)
+        txn = Transaction(conn)
+        try:
+            txn.__enter__()
+        except BaseException:
+            conn._release()
+            raise
+        self._conn, self._txn = conn, txn
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        conn, self._conn = self._conn, None
+        txn, self._txn = self._txn, None
+        assert conn is not None and txn is not None, "__exit__ without __enter__"
+        try:
+            txn.__exit__(exc_type, exc, tb)
+        finally:
+            conn._release()
+        return False
+
+
+# ---- MongoDB ----
+
+def _drive(coro: Any) -> Any:
+    """Runs a coroutine of keel's collection code to its end. The commands it awaits are this
+    module's synchronous ones, which never suspend, so it ends in one step, without any event
+    loop (and without touching one that runs in the thread)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise InternalError("keel.sync: a collection operation waited for the event loop")
+
+
+def _session_conn(session: object, database: str) -> Connection:
+    """The connection an operation given session= runs on: a keel.sync.Connection (of
+    db.transaction(), db.connection(), db.acquire()) or a keel.sync.Transaction's."""
+    conn = session._conn if isinstance(session, Transaction) else session
+    if not isinstance(conn, Connection):
+        raise TypeError("session must be a keel.sync.Connection (from db.transaction(), "
+                        f"db.connection() or db.acquire()), not {type(session).__name__}")
+    if conn.engine != "mongodb":
+        raise _collection._unsupported(conn.database, conn.engine)
+    if conn.database != database:
+        exc = ProgrammingError(f"session= is a connection of database '{conn.database}', the "
+                               f"collection belongs to database '{database}'")
+        exc.database = database
+        exc.engine = "mongodb"
+        raise exc
+    return conn
+
+
+class Cursor(_collection.Cursor):
+    """The results of find(), aggregate() or list_indexes(), fetched in batches as they are
+    iterated (options chain before the first batch, as keel.Cursor's: find().sort().limit()):
+
+        for doc in cursor: ...
+        docs = cursor.to_list()            # or to_list(length) for at most length more
+        with coll.find(...) as cursor: ... # killed on the server on exit
+        cursor.close()
+
+    A cursor of a database-level collection holds a pooled connection from its first batch
+    until it is exhausted or closed: close the cursors you stop reading (or use with).
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def _of(cls, cursor: _collection.Cursor) -> Cursor:
+        """This module's cursor for the command of a cursor keel.Collection made (unused)."""
+        out = cls(cursor._coll, cursor._cmd, cursor._batch_size, cursor._timeout,
+                  cursor._session)
+        out._missing_ok = cursor._missing_ok
+        return out
+
+    def __iter__(self) -> Cursor:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return _drive(self.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def to_list(self, length: int | None = None) -> list[Any]:  # type: ignore[override]
+        """The remaining documents (at most length of them; the cursor stays open for more)."""
+        return _drive(super().to_list(length))  # type: ignore[no-any-return]
+
+    def __enter__(self) -> Cursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # type: ignore[override]
+        """Kills the server-side cursor (if any) and gives back its leased connection."""
+        _drive(self.aclose())
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<keel.Cursor", "<keel.sync.Cursor", 1)
+
+    def __del__(self) -> None:
+        # A cursor dropped while open gives its leased connection back; the server forgets the
+        # cursor after its idle timeout (10 minutes). Nothing blocks here.
+        conn = getattr(self, "_conn", None)
+        if conn is not None and self._owned:
+            self._conn = None
+            conn._release()
+
+    # The steps keel.Cursor awaits, done synchronously here (they never suspend).
+
+    async def __anext__(self) -> Any:
+        while self._pos >= len(self._batch):
+            if self._closed or self._id == 0:
+                raise StopAsyncIteration
+            await self._fetch()
+        doc = self._batch[self._pos]
+        self._batch[self._pos] = None
+        self._pos += 1
+        return doc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._batch = []
+        conn, owned, cursor_id = self._conn, self._owned, self._id
+        self._conn = None
+        self._id = 0
+        if conn is None:
+            return
+        try:
+            if cursor_id:
+                self._kill(conn, cursor_id)
+        finally:
+            if owned:
+                conn._release()
+
+    async def _open(self) -> None:
+        coll = self._coll
+        timeout = self._timeout
+        deadline = _deadline(timeout)
+        if self._session is not None:
+            conn = self._session
+        elif coll._conn is not None:
+            conn = coll._conn
+        else:
+            conn = coll._db.acquire(coll._database, timeout=timeout)
+            self._owned = True
+        self._conn = conn
+        try:
+            left = _left(deadline, timeout, coll._database)
+            reply = conn._command(coll._dbname, self._cmd, left)
+        except ProgrammingError as exc:
+            self._abandon()
+            if self._missing_ok and "(code 26)" in str(exc):
+                return  # NamespaceNotFound: no collection, no documents
+            raise
+        except BaseException:
+            self._abandon()
+            raise
+        self._take(reply, "firstBatch")
+
+    async def _get_more(self) -> None:
+        conn = self._conn
+        assert conn is not None and self._id
+        cmd: dict[str, Any] = {"getMore": self._id, "collection": self._ns_coll}
+        if self._batch_size:
+            cmd["batchSize"] = self._batch_size
+        try:
+            reply = conn._command(self._ns_db, cmd, self._timeout)
+        except BaseException:
+            self._abandon()
+            raise
+        self._take(reply, "nextBatch")
+
+    def _finish(self) -> None:
+        conn, owned = self._conn, self._owned
+        self._conn = None
+        if owned and conn is not None:
+            conn._release()
+
+    def _drop_batch(self) -> None:
+        self._batch = []
+        self._pos = 0
+
+    def _abandon(self) -> None:
+        conn, owned, cursor_id = self._conn, self._owned, self._id
+        self._closed = True
+        self._conn = None
+        self._id = 0
+        self._batch = []
+        if conn is None:
+            return
+        try:
+            if cursor_id and not conn.released:
+                self._kill(conn, cursor_id)
+        finally:
+            if owned:
+                conn._release()
+
+    def _kill(self, conn: Connection, cursor_id: int) -> None:
+        try:
+            conn._command(self._ns_db, {"killCursors": self._ns_coll, "cursors": [cursor_id]},
+                          None)
+        except _native.Error:
+            pass  # best effort: the server times the cursor out
+
+
+def _cursor_method(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Collection, *args: Any, **kwargs: Any) -> Cursor:
+        return Cursor._of(method(self, *args, **kwargs))
+    call.__qualname__ = f"Collection.{name}"
+    return call
+
+
+def _synchronous(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Collection, *args: Any, **kwargs: Any) -> Any:
+        return _drive(method(self, *args, **kwargs))
+    call.__qualname__ = f"Collection.{name}"
+    return call
+
+
+class Collection(_collection.Collection):
+    """A MongoDB collection of a keel.sync.Database or Connection: keel.Collection's methods
+    (insert_one, find_one, update_many, bulk_write, count_documents …), called without await;
+    find(), aggregate() and list_indexes() return a synchronous Cursor. session= takes a
+    keel.sync.Connection. There are no change streams (watch()) here: use keel.Database."""
+
+    __slots__ = ()
+
+    def _sibling(self, name: str) -> Collection:
+        if self._conn is not None:
+            return Collection(name, conn=self._conn, dbname=self._dbname)
+        return Collection(name, db=self._db, database=self._database, dbname=self._dbname)
+
+    def _session(self, session: object) -> Connection | None:  # type: ignore[override]
+        return None if session is None else _session_conn(session, self._database)
+
+    async def _run(self, cmd: dict[str, Any], timeout: float | None,
+                   session: object = None) -> Any:
+        conn = self._session(session) if session is not None else self._conn
+        if conn is not None:
+            return conn._command(self._dbname, cmd, timeout)
+        assert self._db is not None
+        return self._db._command(self._dbname, cmd, self._database, timeout)
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        """Change streams wait for changes as they come: keel.Database has them, keel.sync
+        does not (NotSupportedError)."""
+        raise NotSupportedError("keel.sync has no change streams: watch() is keel.Database's "
+                                "(asyncio)")
+
+
+# keel.Collection's coroutine methods, synchronous here, and its methods that return a cursor,
+# returning this module's.
+for _name, _method in inspect.getmembers(_collection.Collection, inspect.isfunction):
+    if _name.startswith("_") or _name in vars(Collection):
+        continue
+    if inspect.iscoroutinefunction(_method):
+        setattr(Collection, _name, _synchronous(_name, _method))
+    elif _method.__annotations__.get("return") == "Cursor":
+        setattr(Collection, _name, _cursor_method(_name, _method))
+del _name, _method
+
+
+def _list_collection_names(place: Collection, filter: Mapping[str, Any] | None, session: Any,
+                           timeout: float | None) -> list[str]:
+    cmd: dict[str, Any] = {"listCollections": 1, "nameOnly": True, "cursor": {}}
+    if filter is not None:
+        cmd["filter"] = _collection._filter(filter)
+    with Cursor(place, cmd, None, timeout, place._session(session)) as cursor:
+        return [entry["name"] for entry in cursor]
+
+
+def _create_collection(place: Collection, name: str, options: dict[str, Any],
+                       check_exists: bool, session: Any, timeout: float | None) -> Collection:
+    coll = place._sibling(name)
+    conn = place._session(session)
+    deadline = _deadline(timeout)
+    if _collection._check_bool(check_exists, "create_collection: check_exists"):
+        if _list_collection_names(place, {"name": name}, conn,
+                                  _left(deadline, timeout, place._database)):
+            exc = ProgrammingError(f"collection {name!r} already exists")
+            exc.database = place._database
+            exc.engine = "mongodb"
+            raise exc
+    _drive(coll._run({"create": name, **options}, _left(deadline, timeout, place._database),
+                     conn))
+    return coll

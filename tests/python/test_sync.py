@@ -1,0 +1,393 @@
+# tests/python/test_sync.py - keel.sync.Database: the same methods as keel.Database without an event loop, on every engine.
+import asyncio
+import threading
+import time
+
+import pytest
+
+import keel
+import keel.sync
+from conftest import MONGO_URL, ONE_SECOND_SQL, SLOW_SQL, UNIQUE_VIOLATION_SQLSTATE, unique_name
+
+
+@pytest.fixture
+def sdb(db_url):
+    with keel.sync.Database(db_url) as d:
+        yield d
+
+
+@pytest.fixture
+def table(sdb):
+    name = unique_name("sync")
+    sdb.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, label VARCHAR(40))")
+    yield name
+    if not sdb.closed:
+        sdb.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_queries(sdb, table, engine):
+    assert sdb.databases == ["default"] and sdb.default_database == "default"
+    assert sdb.engine() == engine
+    assert sdb.execute(f"INSERT INTO {table} VALUES ($1, $2)", 1, "one") == 1
+    assert sdb.executemany(f"INSERT INTO {table} VALUES ($1, $2)",
+                           [(2, "two"), (3, "three")]) is None
+    assert sdb.copy_records_to_table(table, records=[(4, "four"), (5, None)]) == 2
+    rows = sdb.fetch(f"SELECT id, label FROM {table} ORDER BY id")
+    assert [tuple(r) for r in rows] == [(1, "one"), (2, "two"), (3, "three"), (4, "four"),
+                                        (5, None)]
+    assert isinstance(rows[0], keel.Record) and rows[0]["label"] == "one"
+    row = sdb.fetchrow(f"SELECT id, label FROM {table} WHERE id = $1", 3)
+    assert (row["id"], row["label"]) == (3, "three")
+    assert sdb.fetchrow(f"SELECT id FROM {table} WHERE id = $1", 99) is None
+    assert sdb.fetchval(f"SELECT count(*) FROM {table}") == 5
+    assert sdb.fetchval(f"SELECT id, label FROM {table} WHERE id = 2", column=1) == "two"
+    assert sdb.fetchval(f"SELECT id FROM {table} WHERE id = 99") is None
+    assert sdb.execute(f"DELETE FROM {table} WHERE id > $1", 3) == 2
+    assert sdb.fetch(f"SELECT * FROM {table} WHERE id > 100") == []
+    assert sdb.ping() > 0
+    stats = sdb.pool_stats()
+    assert stats["leased"] == 0 and stats["max_size"] == 10
+
+
+def test_connection_methods(sdb, table):
+    with sdb.connection() as conn:
+        assert isinstance(conn, keel.sync.Connection)
+        assert conn.database == "default" and not conn.in_transaction
+        assert conn.execute(f"INSERT INTO {table} VALUES ($1, $2)", 1, "a") == 1
+        conn.executemany(f"INSERT INTO {table} VALUES ($1, $2)", [(2, "b")])
+        assert conn.copy_records_to_table(table, records=[("c", 3)],
+                                          columns=["label", "id"]) == 1
+        assert [r["label"] for r in conn.fetch(f"SELECT label FROM {table} ORDER BY id")] == [
+            "a", "b", "c"]
+        assert conn.fetchrow(f"SELECT id FROM {table} WHERE label = $1", "b")["id"] == 2
+        assert conn.fetchval(f"SELECT label FROM {table} WHERE id = $1", 3) == "c"
+        assert sdb.pool_stats()["leased"] == 1
+    assert conn.released and sdb.pool_stats()["leased"] == 0
+    with pytest.raises(keel.InterfaceError, match="released"):
+        conn.fetchval("SELECT 1")
+    # acquire / release by hand.
+    conn = sdb.acquire()
+    assert conn.fetchval("SELECT 2") == 2
+    sdb.release(conn)
+    sdb.release(conn)  # a no-op the second time
+    assert sdb.pool_stats()["leased"] == 0
+    with pytest.raises(TypeError, match="keel.sync.Connection"):
+        sdb.release("conn")
+
+
+def test_executemany_returning_on_postgresql():
+    from conftest import PG_URL
+    with keel.sync.Database(PG_URL) as sdb:
+        rows = sdb.executemany("SELECT $1::int * 2 AS doubled", [(1,), (2,), (3,)])
+        assert [r["doubled"] for r in rows] == [2, 4, 6]
+
+
+def test_errors_are_keels_and_the_database_stays_usable(sdb, table, engine):
+    sdb.execute(f"INSERT INTO {table} VALUES (1, 'x')")
+    with pytest.raises(keel.IntegrityError) as ei:
+        sdb.execute(f"INSERT INTO {table} VALUES (1, 'again')")
+    assert ei.value.sqlstate == UNIQUE_VIOLATION_SQLSTATE[engine]
+    assert ei.value.database == "default"
+    with pytest.raises(keel.ProgrammingError):
+        sdb.fetch("SELEKT 1")
+    with pytest.raises(keel.ProgrammingError, match="placeholder|parameter"):
+        sdb.fetchval(f"SELECT id FROM {table} WHERE id = $1")
+    with pytest.raises(keel.DataError):
+        sdb.fetchval("SELECT $1", object())
+    with pytest.raises(keel.UnknownDatabaseError, match="nope"):
+        sdb.fetchval("SELECT 1", database="nope")
+    with pytest.raises(keel.UnknownDatabaseError, match="nope"):
+        sdb.acquire("nope")
+    with pytest.raises(IndexError, match="column 3 is out of range"):
+        sdb.fetchval("SELECT 1", column=3)
+    with pytest.raises(TypeError, match="statement must be a str"):
+        sdb.fetch(b"SELECT 1")
+    with pytest.raises(TypeError, match="database must be a str"):
+        sdb.fetch("SELECT 1", database=1)
+    with sdb.connection() as conn:
+        with pytest.raises(keel.ProgrammingError):
+            conn.execute("SELEKT 1")
+        assert conn.fetchval("SELECT 1") == 1
+    assert sdb.fetchval(f"SELECT count(*) FROM {table}") == 1
+
+
+def test_transactions_commit_and_roll_back(sdb, table):
+    with sdb.transaction() as conn:
+        assert conn.in_transaction
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'kept')")
+    with pytest.raises(ValueError, match="boom"):
+        with sdb.transaction() as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (2, 'rolled back')")
+            raise ValueError("boom")
+    assert [r["id"] for r in sdb.fetch(f"SELECT id FROM {table}")] == [1]
+    # A failing statement rolls its transaction back too; the error is the statement's.
+    with pytest.raises(keel.IntegrityError):
+        with sdb.transaction() as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (3, 'rolled back')")
+            conn.execute(f"INSERT INTO {table} VALUES (1, 'duplicate')")
+    assert sdb.fetchval(f"SELECT count(*) FROM {table}") == 1
+    # Nested: a savepoint.
+    with sdb.connection() as conn:
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {table} VALUES (4, 'outer')")
+            with pytest.raises(KeyError):
+                with conn.transaction():
+                    conn.execute(f"INSERT INTO {table} VALUES (5, 'inner')")
+                    raise KeyError("inner")
+            assert conn.in_transaction
+        assert not conn.in_transaction
+        txn = conn.transaction()
+        with txn:
+            pass
+        with pytest.raises(keel.InterfaceError, match="entered once"):
+            with txn:
+                pass
+    assert [r["id"] for r in sdb.fetch(f"SELECT id FROM {table} ORDER BY id")] == [1, 4]
+    assert sdb.pool_stats()["leased"] == 0
+
+
+def test_timeouts(db_url, engine):
+    with keel.sync.Database({"databases": {"main": {"url": db_url,
+                                                    "pool": {"max_size": 1}}}}) as sdb:
+        started = time.monotonic()
+        with pytest.raises(keel.QueryTimeout) as ei:
+            sdb.fetchval(SLOW_SQL[engine], timeout=0.3)
+        assert time.monotonic() - started < 5
+        assert ei.value.sqlstate == "57014" and ei.value.database == "main"
+        assert sdb.fetchval("SELECT 7") == 7
+        with sdb.connection() as conn:
+            with pytest.raises(keel.QueryTimeout):
+                conn.fetchval(SLOW_SQL[engine], timeout=0.3)
+            # The next call without timeout= runs under the configured command_timeout again.
+            assert conn.fetchval("SELECT 8") == 8
+            # The only connection is leased: the wait for one is bounded by timeout= too.
+            started = time.monotonic()
+            with pytest.raises(keel.QueryTimeout, match="still waiting for a connection"):
+                sdb.fetchval("SELECT 1", timeout=0.2)
+            with pytest.raises(keel.QueryTimeout, match="still waiting for a connection"):
+                sdb.acquire(timeout=0.2)
+            assert time.monotonic() - started < 5
+        assert sdb.pool_stats()["waiting"] == 0
+        assert sdb.fetchval("SELECT 9", timeout=5) == 9
+        with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+            sdb.fetchval("SELECT 1", timeout=0)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            sdb.fetchval("SELECT 1", timeout="1")
+        assert sdb.fetchval("SELECT 10", timeout=float("inf")) == 10
+
+
+def test_the_gil_is_released_while_a_call_blocks(sdb, engine):
+    ticks = 0
+    stop = threading.Event()
+
+    def count():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        sdb.fetchval(ONE_SECOND_SQL[engine])
+    finally:
+        stop.set()
+        t.join()
+    assert ticks > 50
+
+
+def test_threads_share_a_database(sdb):
+    errors, results = [], []
+
+    def work(n):
+        try:
+            for i in range(20):
+                results.append(sdb.fetchval("SELECT $1", n * 100 + i) - n * 100)
+                with sdb.connection() as conn:
+                    conn.fetchval("SELECT 1")
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results) == sorted(list(range(20)) * 4)
+
+
+async def test_a_running_event_loop_is_not_needed_nor_touched(db_url, engine):
+    # As in a notebook: a loop runs in this thread; the synchronous API works beside it.
+    loop = asyncio.get_running_loop()
+    before = len(asyncio.all_tasks(loop))
+    with keel.sync.Database(db_url) as sdb:
+        assert sdb.fetchval("SELECT 40 + 2") == 42
+        with sdb.transaction() as conn:
+            assert conn.fetchval("SELECT 1") == 1
+    assert asyncio.get_running_loop() is loop and len(asyncio.all_tasks(loop)) == before
+    # The asynchronous API still works on the loop afterwards.
+    async with keel.Database(db_url) as d:
+        assert await d.fetchval("SELECT 5") == 5
+
+
+def test_close(db_url):
+    sdb = keel.sync.Database(db_url)
+    conn = sdb.acquire()
+    assert not sdb.closed
+    sdb.close()
+    sdb.close()
+    assert sdb.closed
+    with pytest.raises(keel.InterfaceError, match="closed"):
+        sdb.fetchval("SELECT 1")
+    with pytest.raises(keel.InterfaceError, match="closed"):
+        sdb.acquire()
+    with pytest.raises(keel.InterfaceError, match="closed"):
+        conn.fetchval("SELECT 1")
+    with pytest.raises(keel.InterfaceError, match="closed"):
+        sdb.start()
+    sdb.release(conn)
+    assert "closed" in repr(sdb)
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:1/x?connect_timeout=2",
+                                 "mysql://root@127.0.0.1:1/x"])
+def test_a_dead_server_is_a_connect_error(url):
+    with keel.sync.Database(url) as sdb:
+        started = time.monotonic()
+        with pytest.raises(keel.ConnectError):
+            sdb.fetchval("SELECT 1")
+        with pytest.raises(keel.ConnectError):
+            sdb.acquire(timeout=5)
+        assert time.monotonic() - started < 20
+        assert sdb.pool_stats()["leased"] == 0
+
+
+def test_configuration_forms(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with keel.sync.Database("notes.db") as sdb:
+        assert sdb.engine() == "sqlite"
+        sdb.execute("CREATE TABLE n (a INTEGER)")
+    assert (tmp_path / "notes.db").exists()
+    with keel.sync.Database({"databases": {"a": {"url": "sqlite::memory:"},
+                                           "b": {"url": "sqlite:///b.db"}},
+                             "default": "b"}) as sdb:
+        assert sdb.databases == ["a", "b"] and sdb.default_database == "b"
+        assert sdb.fetchval("SELECT 3", database="a") == 3
+        assert sdb.pool_stats("a")["size"] >= 1
+        with pytest.raises(keel.UnknownDatabaseError):
+            sdb.pool_stats("c")
+    with pytest.raises(keel.ConfigError, match="databases.a.pool.max_size"):
+        keel.sync.Database({"databases": {"a": {"url": "sqlite::memory:",
+                                                "pool": {"max_size": "many"}}}})
+    with pytest.raises(keel.ConfigError):
+        keel.sync.Database(42)
+    with pytest.raises(TypeError, match="configured keel.Database"):
+        keel._native.SyncDatabase("sqlite::memory:")
+
+
+# ---- MongoDB ----
+
+@pytest.fixture
+def mongo():
+    with keel.sync.Database(MONGO_URL) as sdb:
+        name = unique_name("sync")
+        yield sdb, name
+        sdb.collection(name).drop()
+
+
+def test_mongo_collections(mongo):
+    sdb, name = mongo
+    coll = sdb.collection(name)
+    assert isinstance(coll, keel.sync.Collection) and coll.database == "default"
+    res = coll.insert_one({"_id": 1, "n": 1})
+    assert res.inserted_id == 1
+    coll.insert_many([{"_id": i, "n": i} for i in range(2, 11)])
+    assert coll.find_one({"_id": 3}) == {"_id": 3, "n": 3}
+    assert coll.find_one(4)["n"] == 4
+    assert coll.find_one({"_id": 99}) is None
+    assert coll.count_documents({"n": {"$gt": 5}}) == 5
+    assert coll.estimated_document_count() == 10
+    assert coll.update_one({"_id": 1}, {"$set": {"n": 100}}).modified_count == 1
+    assert coll.update_many({"n": {"$lt": 4}}, {"$inc": {"n": 1000}}).matched_count == 2
+    assert coll.delete_many({"n": {"$gte": 1000}}).deleted_count == 2
+    # Cursors: several batches, iterated and listed; a with block closes one half read.
+    docs = list(coll.find({}, sort=[("_id", 1)], batch_size=3))
+    assert [d["_id"] for d in docs] == [1, 4, 5, 6, 7, 8, 9, 10]
+    cursor = coll.find({}, sort=[("_id", 1)], batch_size=2)
+    assert [d["_id"] for d in cursor.to_list(3)] == [1, 4, 5]
+    assert cursor.alive and cursor.cursor_id
+    assert [d["_id"] for d in cursor.to_list()] == [6, 7, 8, 9, 10]
+    assert not cursor.alive
+    with coll.find({}, batch_size=2) as cursor:
+        next(cursor)
+    assert not cursor.alive and sdb.pool_stats()["leased"] == 0
+    agg = coll.aggregate([{"$group": {"_id": None, "total": {"$sum": "$n"}}}])
+    assert [d["total"] for d in agg] == [100 + 4 + 5 + 6 + 7 + 8 + 9 + 10]
+    assert sdb.command(None, {"ping": 1})["ok"] == 1
+    assert sdb.ping() > 0
+    assert sdb.pool_stats()["leased"] == 0
+
+
+def test_mongo_errors_and_transactions(mongo):
+    sdb, name = mongo
+    coll = sdb.collection(name)
+    coll.insert_one({"_id": "a"})
+    with pytest.raises(keel.IntegrityError):
+        coll.insert_one({"_id": "a"})
+    with pytest.raises(TypeError):
+        coll.insert_many({"_id": "not a list"})
+    with pytest.raises(keel.NotSupportedError):
+        with keel.sync.Database("sqlite::memory:") as lite:
+            lite.collection("x")
+    with pytest.raises(keel.NotSupportedError, match="use collection"):
+        sdb.fetch("SELECT 1")
+    # A transaction: committed, or rolled back on exception.
+    with sdb.transaction() as conn:
+        conn.collection(name).insert_one({"_id": "b"})
+    with pytest.raises(RuntimeError, match="undo"):
+        with sdb.transaction() as conn:
+            conn.collection(name).insert_one({"_id": "c"})
+            raise RuntimeError("undo")
+    assert sorted(d["_id"] for d in coll.find()) == ["a", "b"]
+    with sdb.connection() as conn:
+        assert conn.command(None, {"ping": 1})["ok"] == 1
+        assert conn.collection(name).count_documents({}) == 2
+    assert coll.find_one({"_id": "a"}) == {"_id": "a"}
+
+
+def test_mongo_pymongo_methods(mongo):
+    sdb, name = mongo
+    coll = sdb[name]
+    assert isinstance(coll, keel.sync.Collection)
+    result = coll.bulk_write([keel.InsertOne({"_id": 1, "k": "a"}),
+                              keel.InsertOne({"_id": 2, "k": "b"}),
+                              keel.UpdateOne({"_id": 1}, {"$set": {"k": "c"}})])
+    assert result.inserted_count == 2 and result.modified_count == 1
+    assert sorted(coll.distinct("k")) == ["b", "c"]
+    doc = coll.find_one_and_update({"_id": 2}, {"$set": {"k": "d"}},
+                                   return_document=keel.ReturnDocument.AFTER)
+    assert doc == {"_id": 2, "k": "d"}
+    # Chained cursor options, and a cursor whose list is awaited by keel.Collection's code.
+    assert [d["_id"] for d in coll.find().sort("_id", -1).limit(1)] == [2]
+    coll.create_index("k")
+    assert "k_1" in coll.index_information()
+    assert [ix["name"] for ix in coll.list_indexes()] == ["_id_", "k_1"]
+    assert name in sdb.list_collection_names()
+    other = unique_name("sync")
+    created = sdb.create_collection(other)
+    try:
+        assert isinstance(created, keel.sync.Collection)
+        with pytest.raises(keel.ProgrammingError, match="already exists"):
+            sdb.create_collection(other)
+    finally:
+        created.drop()
+    # session= takes a keel.sync connection; keel.Connection objects and others are refused.
+    with sdb.transaction() as conn:
+        coll.insert_one({"_id": 3}, session=conn)
+        assert conn[name].count_documents({}) == 3
+    with pytest.raises(TypeError, match="keel.sync.Connection"):
+        coll.insert_one({"_id": 4}, session="conn")
+    with pytest.raises(keel.NotSupportedError, match="change streams"):
+        coll.watch()
+    assert sdb.pool_stats()["leased"] == 0

@@ -682,3 +682,64 @@ async def test_watch_a_whole_database(mongo_db, new_coll):
     with pytest.raises(TypeError, match="pipeline must be a list"):
         mongo_db.watch("x")
     assert pool_whole(mongo_db)
+
+
+async def test_hints_array_filters_and_collations(mongo_db, coll):
+    await coll.insert_many([{"_id": 1, "name": "Ada", "xs": [1, 9]},
+                            {"_id": 2, "name": "ada", "xs": [2, 8]}])
+    await coll.create_index("name")
+    r = await coll.update_one({"_id": 1}, {"$set": {"xs.$[big]": 0}},
+                              array_filters=[{"big": {"$gt": 5}}], hint="_id_")
+    assert r.modified_count == 1 and (await coll.find_one(1))["xs"] == [1, 0]
+    assert (await coll.update_many({}, {"$set": {"h": 1}}, hint=[("name", 1)])).modified_count == 2
+    assert (await coll.replace_one({"_id": 2}, {"name": "ada"}, hint={"_id": 1})).matched_count == 1
+    doc = await coll.find_one_and_update({"_id": 2}, {"$set": {"t": 1}}, hint="_id_",
+                                         return_document=keel.ReturnDocument.AFTER)
+    assert doc == {"_id": 2, "name": "ada", "t": 1}
+    r = await coll.bulk_write([
+        keel.UpdateMany({"name": "ada"}, {"$set": {"ci": True}},
+                        collation={"locale": "en", "strength": 2}),        # Ada and ada
+        keel.UpdateOne({"_id": 1}, {"$set": {"xs.$[small]": 5}}, array_filters=[{"small": 1}],
+                       hint="_id_"),
+        keel.DeleteOne({"name": "ADA"}, collation={"locale": "en", "strength": 2}, hint="name_1"),
+    ])
+    assert (r.matched_count, r.modified_count, r.deleted_count) == (3, 3, 1)
+    assert await coll.count_documents({}) == 1
+    assert (await coll.delete_many({}, hint="_id_")).deleted_count == 1
+    assert await coll.find_one_and_delete({}, hint="_id_") is None
+
+    with pytest.raises(TypeError, match="array_filters must be a list"):
+        await coll.update_one({}, {"$set": {"a": 1}}, array_filters={"x": 1})
+    with pytest.raises(keel.DatabaseError, match="hint"):
+        await coll.update_one({}, {"$set": {"a": 1}}, hint="no_such_index")
+    with pytest.raises(keel.ProgrammingError, match="at least one key"):
+        await coll.delete_one({}, hint=[])
+    assert pool_whole(mongo_db)
+
+
+async def test_large_bulk_writes_are_split(mongo_db, coll):
+    big = "x" * (3 * 1024 * 1024)
+    r = await coll.bulk_write([keel.InsertOne({"_id": i, "big": big}) for i in range(8)]
+                              + [keel.DeleteOne({"_id": 0})])
+    assert (r.inserted_count, r.deleted_count) == (8, 1)
+    assert await coll.count_documents({}) == 7
+
+
+async def test_connection_collections_and_change_stream_checks(mongo_db, coll):
+    async with mongo_db.connection() as conn:
+        made = await conn.create_collection(unique_name("conn"))
+        try:
+            assert made.name in await conn.list_collection_names(filter={"name": made.name})
+            await made.insert_one({"_id": 1})            # on conn
+            assert await conn[made.name].count_documents({}) == 1
+        finally:
+            await made.drop()
+    # A pipeline that removes the resume token (_id) is refused, by keel or by the server.
+    async with await watch_or_skip(coll, pipeline=[{"$project": {"_id": 0}}],
+                                   max_await_time_ms=100) as stream:
+        await coll.insert_one({"_id": 1})
+        with pytest.raises(keel.DatabaseError, match="resume token"):
+            await next_change(stream)
+        assert not stream.alive
+    # A server error on getMore kills the cursor, then gives its connection back.
+    await wait_until(lambda: pool_whole(mongo_db))

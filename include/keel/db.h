@@ -91,6 +91,27 @@ typedef void (*keel_query_cb)(keel_result *res, const keel_error *err, void *arg
  */
 typedef void (*keel_rows_cb)(const keel_result *rows, void *arg);
 
+/* A notification (PostgreSQL's NOTIFY) received on a connection; its strings belong to keel and
+ * are valid only during the keel_notify_cb call. */
+typedef struct keel_notification {
+    const char *channel;
+    const char *payload; /* "" when the NOTIFY carried none */
+    int64_t pid;         /* the server process of the session that sent it */
+} keel_notification;
+
+/*
+ * Receives the notifications of a connection (keel_conn_set_notify_handler): once per
+ * notification, in the order the server sent them, with n set and err NULL; and once, last,
+ * with n NULL and err set (KEEL_ERR_CONNECTION_LOST) when the connection is found lost while no
+ * operation runs on it (an operation running then fails with that error itself). Runs on the
+ * loop thread, possibly in the middle of keel's handling of an operation's end: it may call
+ * keel_conn_set_notify_handler on conn (to remove itself, say) and may close the db (deferred,
+ * see keel_db_close), but must not start, release or cancel operations: record what it needs
+ * and act on it later (from a timer, say).
+ */
+typedef void (*keel_notify_cb)(keel_conn *conn, const keel_notification *n, const keel_error *err,
+                               void *arg);
+
 /*
  * Opens a manager for cfg (validated and copied; NULL means the default configuration with
  * KEEL_… environment overrides applied). loop NULL makes a private blocking loop. Does not
@@ -327,6 +348,24 @@ KEEL_API void keel_conn_cancel(keel_conn *conn);
  * KEEL_TIMEOUT_CONFIGURED, NaN or over 1e9), KEEL_ERR_CLOSED. Never blocks, never calls back.
  */
 KEEL_API keel_status keel_conn_set_timeout(keel_conn *conn, double seconds, keel_error *err);
+
+/*
+ * Hands the notifications that arrive on conn to cb(conn, …, arg) from now on (cb NULL: no
+ * longer; what arrives then is dropped). Subscribing is the caller's: run LISTEN channel (and
+ * UNLISTEN) as statements on conn. Notifications are read whenever the socket has data: while
+ * no operation runs (keel watches the socket of an idle connection), and those that arrive during
+ * an operation are delivered when it ends, just before its callback.
+ *
+ * A connection that listens stays with its caller until released. keel_conn_release drops the
+ * handler (cb is never called after it), and a connection on which a handler was ever set runs
+ * UNLISTEN * before it goes back to the pool (within command_timeout, 10 seconds when none is
+ * set, or it is closed), so the next user of it receives nothing of this one's channels.
+ * Errors: KEEL_ERR_INVALID_ARGUMENT (conn NULL), KEEL_ERR_UNSUPPORTED (an engine without
+ * notifications: SQLite, MySQL/MariaDB, MongoDB), KEEL_ERR_CLOSED (released, or its database
+ * closed). Never blocks, never calls back.
+ */
+KEEL_API keel_status keel_conn_set_notify_handler(keel_conn *conn, keel_notify_cb cb, void *arg,
+                                                  keel_error *err);
 
 KEEL_API keel_txn_status keel_conn_txn_status(const keel_conn *conn);
 /* Database name and engine name of a leased connection, valid while it is leased. */

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Union
 
-from . import _collection, _native
+from . import _collection, _listen, _native
+from ._listen import Listener, Notification
 from ._statement import Attribute, PreparedStatement, Type
 from ._collection import (
     BulkWriteResult,
@@ -68,6 +69,8 @@ __all__ = [
     "Connection",
     "Transaction",
     "Record",
+    "Notification",
+    "Listener",
     "Error",
     "InterfaceError",
     "ConfigError",
@@ -302,6 +305,14 @@ class Database(_native.Database):
             await self._query(_EXECUTE, "SELECT 1", (), name, 0, timeout)
         return _time.perf_counter() - started
 
+    def listen(self, channel: str, *, database: str | None = None) -> Listener:
+        """The notifications (PostgreSQL's NOTIFY) of channel, as an async iterator of
+        Notification(channel, payload, pid): ``async with db.listen("jobs") as notes: async for
+        n in notes: …``. A connection is leased for it, kept out of the pool while it listens,
+        and unlistened when the listener closes. NotSupportedError on other engines;
+        ConnectionLost from the iteration when its connection is lost."""
+        return Listener(self, channel, database)
+
     def collection(self, name: str, database: str | None = None, *,
                    dbname: str | None = None) -> Collection:
         """A MongoDB collection of database (a configuration name; None: the default), in the
@@ -418,6 +429,19 @@ class Connection(_native.Connection):
         prepare raises the server's error (ProgrammingError for a syntax error or an unknown
         table); NotSupportedError on MongoDB."""
         return PreparedStatement(self, sql, await self._prepare(sql, timeout))
+
+    async def add_listener(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Calls callback(connection, pid, channel, payload) for each notification (PostgreSQL's
+        NOTIFY) of channel, as asyncpg does; callback may be a coroutine function (then run as a
+        task). The first listener of a channel runs LISTEN. The connection receives them while
+        it is leased, idle or not; releasing it removes every listener (keel unlistens before
+        it goes back to the pool). NotSupportedError on other engines."""
+        await _listen.add_listener(self, channel, callback)
+
+    async def remove_listener(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Removes a callback added by add_listener (a no-op when it was not added); the last
+        one of a channel runs UNLISTEN."""
+        await _listen.remove_listener(self, channel, callback)
 
     def transaction(self) -> Transaction:
         """async with conn.transaction(): a transaction, or a savepoint when nested (MongoDB has

@@ -266,6 +266,10 @@ class Connection:
     # timeout (last, optional): None (the database's command_timeout), or seconds > 0.
     def _query(self, mode: int, sql: str, args: tuple[Any, ...], column: int,
                timeout: float | None = None, rowtype: Any = None, /) -> Op: ...
+    # fn(pid, channel, payload, None) per notification; fn(None, None, None, exc) when lost.
+    def _set_notify_handler(
+        self, fn: Callable[[int | None, str | None, str | None, BaseException | None], Any] | None,
+        /) -> None: ...
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]],
                      timeout: float | None = None, /) -> Op:
         """The Op yields None, or the returned rows (RETURNING) as a list of Records."""

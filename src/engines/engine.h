@@ -67,13 +67,16 @@ struct keel_conn {
     int broken;          /* the engine found the connection unusable */
     int release_pending; /* released while busy: return to the pool when the op ends */
     int cancel_requested;
-    double timeout;       /* keel_conn_set_timeout; KEEL_TIMEOUT_CONFIGURED: command_timeout */
-    double op_timeout;    /* the running operation's deadline, in seconds from its start */
-    int op_timeout_set;   /* … given by keel_conn_set_timeout rather than command_timeout */
-    int deadline_state;   /* KEEL__DEADLINE_… (pool/pool.h): what the deadline is armed for */
-    int timed_out;        /* the running operation's deadline passed: it ends as a timeout */
-    int abandoned;        /* closed when the server left a timed-out operation unanswered */
-    keel_timer *deadline; /* the deadline, then the cancel's grace; made on first use */
+    double timeout;           /* keel_conn_set_timeout; KEEL_TIMEOUT_CONFIGURED: command_timeout */
+    double op_timeout;        /* the running operation's deadline, in seconds from its start */
+    int op_timeout_set;       /* … given by keel_conn_set_timeout rather than command_timeout */
+    int deadline_state;       /* KEEL__DEADLINE_… (pool/pool.h): what the deadline is armed for */
+    int timed_out;            /* the running operation's deadline passed: it ends as a timeout */
+    int abandoned;            /* closed when the server left a timed-out operation unanswered */
+    keel_timer *deadline;     /* the deadline, then the cancel's grace; made on first use */
+    keel_notify_cb notify_cb; /* keel_conn_set_notify_handler, while leased */
+    void *notify_arg;
+    int listened;         /* a notify handler was set since the lease: UNLISTEN * on release */
     keel_query_cb cb;     /* completion of the running user operation */
     keel_rows_cb rows_cb; /* keel_conn_query_rows: where the running statement's rows go */
     void *cb_arg;
@@ -99,7 +102,8 @@ struct keel_conn {
 typedef struct keel__engine {
     const char *name; /* "postgresql", "sqlite" */
     keel__ph_style placeholder_style;
-    char ident_quote; /* the character that quotes identifiers: '"' or '`' */
+    char ident_quote;  /* the character that quotes identifiers: '"' or '`' */
+    int notifications; /* 1 when the engine delivers notifications (keel__conn_notify) */
     /* Checks the engine part of a database config (host/path present, known options…).
      * KEEL_ERR_CONFIG naming the key path on failure. Called by keel_config_validate. */
     keel_status (*check_config)(const keel__dbconfig *dbc, keel_error *err);
@@ -167,6 +171,12 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err);
  * stops once keel__turn_spent says so and goes on from a later turn (keel__defer).
  */
 void keel__conn_rows(keel_conn *c, const keel_result *res);
+/*
+ * Engine → core: a notification arrived on c (engines with notifications: PostgreSQL). Handed to
+ * the handler of a leased connection, dropped otherwise. Called while no operation runs, or when
+ * one ends just before keel__conn_complete; never closes c.
+ */
+void keel__conn_notify(keel_conn *c, const keel_notification *n);
 /* Engine → core: the connection died outside an operation (e.g. the server closed it while idle). */
 void keel__conn_broken(keel_conn *c);
 /* The db's worker pool, created on first use; NULL when it cannot be created. */

@@ -270,6 +270,26 @@ void keel_conn_cancel(keel_conn *c) {
     keel__conn_request_cancel(c);
 }
 
+keel_status keel_conn_set_notify_handler(keel_conn *c, keel_notify_cb cb, void *arg,
+                                         keel_error *err) {
+    if (!c)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, "",
+                               "a connection is required");
+    if (!c->pool || c->state != KEEL__CONN_LEASED || c->release_pending)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, conn_name(c),
+                               "the connection was released or its database closed");
+    if (!c->engine->notifications)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                               "database '%s' uses the %s engine, which has no notifications: "
+                               "LISTEN/NOTIFY is PostgreSQL's",
+                               conn_name(c), c->engine->name);
+    c->notify_cb = cb;
+    c->notify_arg = cb ? arg : NULL;
+    if (cb)
+        c->listened = 1;
+    return KEEL_OK;
+}
+
 keel_txn_status keel_conn_txn_status(const keel_conn *c) {
     if (!c || !c->pool || c->busy || c->broken)
         return KEEL_TXN_UNKNOWN;

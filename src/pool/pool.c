@@ -605,27 +605,51 @@ static void on_deadline(void *arg) {
 
 /* ---- returns --------------------------------------------------------------------------------- */
 
-/* Takes a leased, not busy connection back: idle when clean, rolled back or closed otherwise. */
+/*
+ * Starts the next step of cleaning a released connection (state RESETTING, not busy): the
+ * rollback of a transaction left open, then UNLISTEN * on a connection that listened. 1 when a
+ * step started, 0 when the connection is clean, -1 when a step could not start (it must go).
+ */
+static int reset_step(keel_conn *c) {
+    keel_txn_status ts = c->engine->txn_status(c);
+    if (ts != KEEL_TXN_IDLE && ts != KEEL_TXN_ACTIVE && ts != KEEL_TXN_FAILED)
+        return -1;
+    if (ts == KEEL_TXN_IDLE && !c->listened)
+        return 0;
+    keel_error err;
+    keel_status st;
+    c->state = KEEL__CONN_RESETTING;
+    c->busy = 1;
+    c->cb = NULL;
+    c->rows_cb = NULL;
+    if (ts != KEEL_TXN_IDLE) {
+        st = c->engine->transaction(c, KEEL_TXN_ROLLBACK, 0, &err);
+    } else {
+        /* The next user must not receive this one's notifications. */
+        static const char unlisten[] = "UNLISTEN *";
+        keel__stmt stmt = { .sql = unlisten, .sql_len = sizeof unlisten - 1, .nrows = 1 };
+        c->listened = 0;
+        st = c->engine->query(c, &stmt, &err);
+    }
+    double limit = c->config->command_timeout > 0 ? c->config->command_timeout : RESET_DEADLINE_S;
+    if (st != KEEL_OK || deadline_arm(c, KEEL__DEADLINE_RESET, limit) != 0)
+        return -1;
+    return 1;
+}
+
+/* Takes a leased, not busy connection back: idle when clean, rolled back, unlistened or closed
+ * otherwise. */
 static void take_back(keel__pool *p, keel_conn *c) {
     p->nleased--;
     c->release_pending = 0;
     c->cancel_requested = 0;
-    keel_txn_status ts = c->broken ? KEEL_TXN_UNKNOWN : c->engine->txn_status(c);
-    if (ts == KEEL_TXN_IDLE) {
+    c->notify_cb = NULL;
+    c->notify_arg = NULL;
+    int r = c->broken ? -1 : reset_step(c);
+    if (r == 0) {
         if (push_idle(p, c) != 0)
             destroy(p, c);
-    } else if (ts == KEEL_TXN_ACTIVE || ts == KEEL_TXN_FAILED) {
-        keel_error err;
-        c->state = KEEL__CONN_RESETTING;
-        c->busy = 1;
-        c->cb = NULL;
-        c->rows_cb = NULL;
-        double limit =
-            c->config->command_timeout > 0 ? c->config->command_timeout : RESET_DEADLINE_S;
-        if (c->engine->transaction(c, KEEL_TXN_ROLLBACK, 0, &err) != KEEL_OK ||
-            deadline_arm(c, KEEL__DEADLINE_RESET, limit) != 0)
-            destroy(p, c);
-    } else {
+    } else if (r < 0) {
         destroy(p, c);
     }
     if (p->wait_head)
@@ -642,6 +666,9 @@ void keel__pool_release(keel_conn *c) {
     }
     if (c->state != KEEL__CONN_LEASED || c->release_pending)
         return; /* released twice: the first release wins */
+    /* The caller's notify handler is never called after its release. */
+    c->notify_cb = NULL;
+    c->notify_arg = NULL;
     if (c->busy) {
         c->release_pending = 1;
         keel__conn_request_cancel(c);
@@ -796,11 +823,11 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
         deadline_disarm(c);
         keel_result_free(res);
         c->busy = 0;
-        if (failed || c->broken || c->engine->txn_status(c) != KEEL_TXN_IDLE) {
+        /* After a rollback, a connection that listened still has its UNLISTEN to run. */
+        int r =
+            failed || c->broken || c->engine->txn_status(c) != KEEL_TXN_IDLE ? -1 : reset_step(c);
+        if (r < 0 || (r == 0 && push_idle(p, c) != 0))
             destroy(p, c);
-        } else if (push_idle(p, c) != 0) {
-            destroy(p, c);
-        }
         if (p->wait_head)
             schedule_dispatch(p);
         return;
@@ -828,12 +855,30 @@ void keel__conn_rows(keel_conn *c, const keel_result *res) {
         c->rows_cb(res, c->cb_arg);
 }
 
+void keel__conn_notify(keel_conn *c, const keel_notification *n) {
+    if (c->notify_cb && c->state == KEEL__CONN_LEASED)
+        c->notify_cb(c, n, NULL, c->notify_arg);
+}
+
 void keel__conn_broken(keel_conn *c) {
     keel__pool *p = c->pool;
     c->broken = 1;
     if (c->state == KEEL__CONN_IDLE) {
         remove_idle(p, c);
         destroy(p, c);
+        return;
+    }
+    /* A leased connection that listens: its handler learns of the loss, once. */
+    keel_notify_cb cb = c->notify_cb;
+    if (cb && c->state == KEEL__CONN_LEASED && !c->busy) {
+        void *arg = c->notify_arg;
+        c->notify_cb = NULL;
+        c->notify_arg = NULL;
+        keel_error e;
+        keel__error_set(&e, KEEL_ERR_CONNECTION_LOST, c->engine->name, c->config->name,
+                        "the connection to database '%s' was lost while it listened",
+                        c->config->name);
+        cb(c, NULL, &e, arg);
     }
 }
 
@@ -876,6 +921,8 @@ void keel__pool_free(keel__pool *p) {
             c->config = NULL;
             c->state = KEEL__CONN_CLOSED;
             c->busy = 0;
+            c->notify_cb = NULL;
+            c->notify_arg = NULL;
             c->cb = NULL;
             c->rows_cb = NULL;
             c->prev = c->next = NULL;

@@ -45,9 +45,11 @@ void keel__py_conn_release(kpy_conn *c) {
             c->qtail = NULL;
         keel__py_op_abandon(op, "the connection was released before the operation could run");
     }
-    /* A running operation is cancelled by keel, and its callback still completes it. */
+    /* A running operation is cancelled by keel, and its callback still completes it. keel drops
+     * the notify handler, and unlistens before the connection goes back to the pool. */
     keel_conn_release(conn);
     keel__py_db_conn_released(c->db);
+    Py_CLEAR(c->notify);
 }
 
 void keel__py_conn_op_done(kpy_conn *c, kpy_op *op) {
@@ -68,6 +70,7 @@ static int conn_traverse(kpy_conn *c, visitproc visit, void *arg) {
     Py_VISIT(c->db);
     Py_VISIT(c->database);
     Py_VISIT(c->engine);
+    Py_VISIT(c->notify);
     for (kpy_op *op = c->qhead; op != NULL; op = op->next)
         Py_VISIT(op);
     return 0;
@@ -87,6 +90,7 @@ static void conn_dealloc(kpy_conn *c) {
     }
     Py_CLEAR(c->database);
     Py_CLEAR(c->engine);
+    Py_CLEAR(c->notify);
     Py_CLEAR(c->db);
     tp->tp_free((PyObject *)c);
     Py_DECREF(tp);
@@ -216,6 +220,64 @@ static PyObject *conn_command(kpy_conn *c, PyObject *const *args, Py_ssize_t nar
     return op;
 }
 
+/*
+ * keel's notify handler (keel_notify_cb) of a Connection with _set_notify_handler: calls its
+ * callable with (pid, channel, payload, None), or (None, None, None, exc) when the connection was
+ * lost while it listened. Runs on the loop thread with the GIL held (keel calls back from the
+ * loop adapter's callbacks); the callable only queues work (keel.Listener, add_listener), and
+ * what it raises is reported as unraisable.
+ */
+static void conn_notified(keel_conn *conn, const keel_notification *n, const keel_error *err,
+                          void *arg) {
+    (void)conn;
+    kpy_conn *c = arg;
+    if (c->notify == NULL)
+        return;
+    kpy_exc_save saved;
+    kpy_exc_stash(&saved);
+    PyObject *fn = Py_NewRef(c->notify);
+    PyObject *res = NULL;
+    if (n != NULL) {
+        PyObject *pid = PyLong_FromLongLong((long long)n->pid);
+        PyObject *channel =
+            PyUnicode_DecodeUTF8(n->channel, (Py_ssize_t)strlen(n->channel), "replace");
+        PyObject *payload =
+            PyUnicode_DecodeUTF8(n->payload, (Py_ssize_t)strlen(n->payload), "replace");
+        if (pid != NULL && channel != NULL && payload != NULL)
+            res = PyObject_CallFunctionObjArgs(fn, pid, channel, payload, Py_None, NULL);
+        Py_XDECREF(pid);
+        Py_XDECREF(channel);
+        Py_XDECREF(payload);
+    } else {
+        PyObject *exc = keel__py_error_new(c->db->st, err);
+        if (exc != NULL)
+            res = PyObject_CallFunctionObjArgs(fn, Py_None, Py_None, Py_None, exc, NULL);
+        Py_XDECREF(exc);
+    }
+    if (res == NULL)
+        PyErr_WriteUnraisable(fn);
+    Py_XDECREF(res);
+    Py_DECREF(fn);
+    kpy_exc_unstash(&saved);
+}
+
+/* _set_notify_handler(fn or None) */
+static PyObject *conn_set_notify_handler(kpy_conn *c, PyObject *fn) {
+    if (c->conn == NULL)
+        return released_error(c);
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "a notify handler is callable or None, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    keel_error err;
+    if (keel_conn_set_notify_handler(c->conn, fn == Py_None ? NULL : conn_notified, c, &err) !=
+        KEEL_OK)
+        return keel__py_error_raise(c->db->st, &err);
+    Py_XSETREF(c->notify, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
 static PyObject *conn_get_database(kpy_conn *c, void *closure) {
     (void)closure;
     return Py_NewRef(c->database != NULL ? c->database : Py_None);
@@ -268,6 +330,10 @@ static PyMethodDef conn_methods[] = {
       "PostgreSQL) returning the rows loaded." },
     { "_txn", (PyCFunction)(void (*)(void))conn_txn, METH_FASTCALL,
       "_txn(op, depth) -> awaitable: BEGIN, COMMIT, ROLLBACK or a savepoint step." },
+    { "_set_notify_handler", (PyCFunction)conn_set_notify_handler, METH_O,
+      "_set_notify_handler(fn or None): fn(pid, channel, payload, None) for each notification "
+      "(PostgreSQL's NOTIFY) that arrives, fn(None, None, None, exc) once if the connection is "
+      "lost while it listens. NotSupportedError on other engines." },
     { "_command", (PyCFunction)(void (*)(void))conn_command, METH_FASTCALL,
       "_command(dbname, cmd[, timeout]) -> awaitable dict: runs a document command (MongoDB) "
       "against the engine database dbname (None: the configured one) and returns the server's "

@@ -404,8 +404,9 @@ typedef struct kpy_conn {
     struct kpy_op *running;   /* the operation on conn (keel holds its reference) */
     struct kpy_op *qhead;     /* operations waiting behind a cancelled one (strong) */
     struct kpy_op *qtail;
-    int depth;       /* transaction nesting, maintained by keel.Transaction */
-    int timeout_set; /* conn runs under a timeout= of an earlier operation, not the config's */
+    int depth;        /* transaction nesting, maintained by keel.Transaction */
+    int timeout_set;  /* conn runs under a timeout= of an earlier operation, not the config's */
+    PyObject *notify; /* _set_notify_handler: called (pid, channel, payload, exc); NULL: none */
     PyObject *weakreflist;
 } kpy_conn;
 

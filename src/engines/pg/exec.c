@@ -334,6 +334,8 @@ void keel__pg_finish(pg_impl *p) {
         keel__pg_ready(p);
         return;
     }
+    /* Notifications that came with the operation's results go first. */
+    keel__pg_notify_drain(p);
     keel_result *res = NULL;
     if (!p->failed) {
         keel_status st;
@@ -663,12 +665,23 @@ void keel__pg_resume(void *arg) {
         pg_op_step(p, 0);
 }
 
-/* Idle and readable: the server closed the connection, or sent a notification. */
+void keel__pg_notify_drain(pg_impl *p) {
+    PGnotify *n;
+    while ((n = PQnotifies(p->pg)) != NULL) {
+        keel_notification note = {
+            .channel = n->relname,
+            .payload = n->extra ? n->extra : "",
+            .pid = n->be_pid,
+        };
+        keel__conn_notify(p->c, &note);
+        PQfreemem(n);
+    }
+}
+
+/* Idle and readable: the server closed the connection, or sent notifications. */
 static void pg_idle_input(pg_impl *p) {
     int ok = PQconsumeInput(p->pg);
-    PGnotify *n;
-    while ((n = PQnotifies(p->pg)) != NULL)
-        PQfreemem(n);
+    keel__pg_notify_drain(p);
     if (ok && PQstatus(p->pg) != CONNECTION_BAD)
         return;
     p->phase = PG_DEAD;

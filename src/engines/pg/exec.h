@@ -29,6 +29,8 @@ void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *
 
 /* The operation's results are all in: report them (this is the last thing done with p). */
 void keel__pg_finish(pg_impl *p);
+/* Hands the notifications libpq has read to the core (keel__conn_notify), in order. */
+void keel__pg_notify_drain(pg_impl *p);
 
 /* Records the running operation's first error (code, msg); later ones are dropped. */
 void keel__pg_fail_op(pg_impl *p, keel_status code, const char *msg);

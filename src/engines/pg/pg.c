@@ -183,6 +183,7 @@ const keel__engine keel__engine_postgresql = {
     .name = PG_ENGINE,
     .placeholder_style = KEEL__PH_POSTGRES,
     .ident_quote = '"',
+    .notifications = 1,
     .check_config = keel__pg_check_config,
     .connect = keel__pg_connect,
     .query = keel__pg_query,

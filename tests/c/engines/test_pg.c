@@ -1038,6 +1038,163 @@ TEST(server_side_close_is_noticed) {
     keel_db_close(db);
 }
 
+/* What a notify handler received. */
+typedef struct notes {
+    int count;
+    int lost;
+    int after_lost;  /* calls after the loss was reported: must stay 0 */
+    int remove_self; /* the handler removes itself at its first call */
+    char channel[64];
+    char payload[64];
+    int64_t pid;
+    keel_error err;
+} notes;
+
+static void on_note(keel_conn *conn, const keel_notification *n, const keel_error *err, void *arg) {
+    notes *x = arg;
+    if (x->lost)
+        x->after_lost++;
+    if (!n) {
+        x->lost++;
+        x->err = *err;
+        return;
+    }
+    x->count++;
+    snprintf(x->channel, sizeof x->channel, "%s", n->channel);
+    snprintf(x->payload, sizeof x->payload, "%s", n->payload);
+    x->pid = n->pid;
+    if (x->remove_self) {
+        keel_error e;
+        CHECK_INT(keel_conn_set_notify_handler(conn, NULL, NULL, &e), KEEL_OK);
+    }
+}
+
+/* Channels the session of c listens to. */
+static int64_t listening(keel_conn *c) {
+    return q_int(c, "SELECT count(*) FROM pg_listening_channels()");
+}
+
+TEST(notifications_reach_the_handler_while_idle_and_after_an_operation) {
+    keel_db *db = open_db();
+    keel_conn *a = acquire(db);
+    keel_conn *b = acquire(db);
+    CHECK(a && b);
+    notes x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_conn_set_notify_handler(a, on_note, &x, &err), KEEL_OK);
+    keel_result_free(q(a, "LISTEN \"keel Ch\"", NULL, 0));
+    int64_t pid_b = q_int(b, "SELECT pg_backend_pid()");
+
+    /* Sent by another session while a is idle: read from a's socket while b runs. */
+    keel_result_free(q(b, "NOTIFY \"keel Ch\", 'one'", NULL, 0));
+    keel_result_free(q(b, "SELECT pg_notify('keel Ch', 'two')", NULL, 0));
+    /* A notification is sent when its transaction commits: after the statement. */
+    keel_result_free(q(b, "SELECT pg_sleep(0.2)", NULL, 0));
+    CHECK_INT(x.count, 2);
+    CHECK_STR(x.channel, "keel Ch");
+    CHECK_STR(x.payload, "two");
+    CHECK_INT(x.pid, pid_b);
+
+    /* Sent by a itself, arriving with a statement's results: delivered before its callback. */
+    keel_result_free(q(a, "SELECT pg_notify('keel Ch', '')", NULL, 0));
+    CHECK_INT(x.count, 3);
+    CHECK_STR(x.payload, "");
+    /* A channel a does not listen to, and a notification inside a transaction that rolls
+     * back, never arrive. */
+    keel_result_free(q(b, "NOTIFY other_channel, 'x'", NULL, 0));
+    keel_result_free(q(b, "BEGIN", NULL, 0));
+    keel_result_free(q(b, "NOTIFY \"keel Ch\", 'rolled back'", NULL, 0));
+    keel_result_free(q(b, "ROLLBACK", NULL, 0));
+    keel_result_free(q(b, "SELECT pg_sleep(0.1)", NULL, 0));
+    CHECK_INT(x.count, 3);
+
+    /* Without a handler, what arrives is dropped; the connection is none the worse. */
+    CHECK_INT(keel_conn_set_notify_handler(a, NULL, NULL, &err), KEEL_OK);
+    keel_result_free(q(b, "SELECT pg_notify('keel Ch', 'dropped')", NULL, 0));
+    keel_result_free(q(b, "SELECT pg_sleep(0.1)", NULL, 0));
+    CHECK_INT(x.count, 3);
+    CHECK_INT(q_int(a, "SELECT 7"), 7);
+
+    /* A handler may remove itself. */
+    x.remove_self = 1;
+    CHECK_INT(keel_conn_set_notify_handler(a, on_note, &x, &err), KEEL_OK);
+    keel_result_free(q(b, "SELECT pg_notify('keel Ch', 'a'), pg_notify('keel Ch', 'b')", NULL, 0));
+    keel_result_free(q(b, "SELECT pg_sleep(0.1)", NULL, 0));
+    CHECK_INT(x.count, 4);
+    CHECK_STR(x.payload, "a");
+
+    /* Released, a connection that listened unlistens before anyone else gets it. */
+    CHECK_INT(listening(a), 1);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    a = acquire(db);
+    b = acquire(db);
+    CHECK_INT(listening(a), 0);
+    CHECK_INT(listening(b), 0);
+
+    /* Released inside a transaction: rolled back, then unlistened. */
+    CHECK_INT(keel_conn_set_notify_handler(a, on_note, &x, &err), KEEL_OK);
+    keel_result_free(q(a, "LISTEN keel_txn", NULL, 0));
+    keel_result_free(q(a, "BEGIN", NULL, 0));
+    keel_result_free(q(a, "CREATE TEMP TABLE keel_listen_txn (a int)", NULL, 0));
+    keel_conn_release(a);
+    keel_conn_release(b);
+    a = acquire(db);
+    b = acquire(db);
+    CHECK_INT(listening(a) + listening(b), 0);
+    CHECK_INT(q_int(a, "SELECT count(*) FROM pg_tables WHERE tablename = 'keel_listen_txn'"), 0);
+    CHECK_INT(q_int(b, "SELECT count(*) FROM pg_tables WHERE tablename = 'keel_listen_txn'"), 0);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    keel_db_close(db);
+}
+
+TEST(a_listening_connection_lost_while_idle_tells_its_handler_once) {
+    keel_db *db = open_db();
+    keel_conn *a = acquire(db);
+    keel_conn *b = acquire(db);
+    notes x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_conn_set_notify_handler(a, on_note, &x, &err), KEEL_OK);
+    keel_result_free(q(a, "LISTEN keel_lost", NULL, 0));
+    keel_value pid = keel_int(q_int(a, "SELECT pg_backend_pid()"));
+    keel_result_free(q(b, "SELECT pg_terminate_backend($1::int)", &pid, 1));
+    keel_result_free(q(b, "SELECT pg_sleep(0.3)", NULL, 0));
+    CHECK_INT(x.lost, 1);
+    CHECK_INT(x.after_lost, 0);
+    CHECK_INT(x.err.code, KEEL_ERR_CONNECTION_LOST);
+    CHECK_CONTAINS(x.err.message, "while it listened");
+    CHECK_STR(x.err.database, "default");
+    CHECK_INT(q_fail(a, "SELECT 1", NULL, 0).code, KEEL_ERR_CONNECTION_LOST);
+    keel_conn_release(a);
+    /* The pool serves again, and no connection of it listens. */
+    a = acquire(db);
+    CHECK_INT(listening(a), 0);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    keel_db_close(db);
+}
+
+TEST(notify_handlers_are_refused_where_they_cannot_work) {
+    keel_error err;
+    CHECK_INT(keel_conn_set_notify_handler(NULL, on_note, NULL, &err), KEEL_ERR_INVALID_ARGUMENT);
+    keel_db *db = open_url("sqlite::memory:", NULL);
+    keel_conn *c = acquire(db);
+    CHECK_INT(keel_conn_set_notify_handler(c, on_note, NULL, &err), KEEL_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(err.message, "LISTEN/NOTIFY is PostgreSQL's");
+    CHECK_STR(err.database, "default");
+    keel_conn_release(c);
+    CHECK_INT(keel_conn_set_notify_handler(c, on_note, NULL, &err), KEEL_ERR_CLOSED);
+    keel_db_close(db);
+    db = open_db();
+    c = acquire(db);
+    keel_conn_release(c);
+    CHECK_INT(keel_conn_set_notify_handler(c, on_note, NULL, &err), KEEL_ERR_CLOSED);
+    keel_db_close(db);
+}
+
 TEST(check_config_validates_options) {
     keel__option opts[1];
     keel__dbconfig dbc;
@@ -1940,5 +2097,8 @@ int main(void) {
     RUN(copy_in_cancel_while_waiting_or_sending_loads_nothing);
     RUN(cancels_against_a_silent_server_hold_up_nothing_and_close_is_bounded);
     RUN(closing_the_db_cancels_a_statement_still_running_on_the_server);
+    RUN(notifications_reach_the_handler_while_idle_and_after_an_operation);
+    RUN(a_listening_connection_lost_while_idle_tells_its_handler_once);
+    RUN(notify_handlers_are_refused_where_they_cannot_work);
     return TEST_SUMMARY();
 }

@@ -26,8 +26,12 @@ typedef enum keel_type {
     KEEL_TYPE_UUID = 11,        /* 16 bytes, network order */
     KEEL_TYPE_JSON = 12,        /* JSON document as UTF-8 text */
     KEEL_TYPE_DOCUMENT = 13,    /* BSON document bytes (document engines: MongoDB) */
-    KEEL_TYPE_ARRAY = 14        /* PostgreSQL array: u.array, n elements; a dimension of a
+    KEEL_TYPE_ARRAY = 14,       /* PostgreSQL array: u.array, n elements; a dimension of a
                                    multi-dimensional array is an element that is an ARRAY */
+    KEEL_TYPE_INTERVAL = 15,    /* PostgreSQL interval: u.interval (months, days, microseconds) */
+    KEEL_TYPE_INET = 16,        /* PostgreSQL inet: u.str, an address with an optional prefix
+                                   ("10.0.0.1", "fe80::1/64") */
+    KEEL_TYPE_CIDR = 17         /* PostgreSQL cidr: u.str, a network ("10.0.0.0/8") */
 } keel_type;
 
 /* The most dimensions an array has (PostgreSQL's limit). */
@@ -56,6 +60,11 @@ typedef struct keel_value {
             const struct keel_value *items;
             size_t n;
         } array;
+        struct {
+            int64_t micros; /* the time part */
+            int32_t days;
+            int32_t months; /* kept apart, as PostgreSQL does: a month has no fixed length */
+        } interval;
     } u;
 } keel_value;
 
@@ -80,6 +89,8 @@ KEEL_API keel_value keel_uuid(const unsigned char bytes[16]);
  * parameter decides its form: an array type in binary, json/jsonb as a JSON array.
  */
 KEEL_API keel_value keel_array(const keel_value *items, size_t n);
+/* An interval of months, days and microseconds (each signed, as PostgreSQL keeps them). */
+KEEL_API keel_value keel_interval(int32_t months, int32_t days, int64_t micros);
 
 /* The lower-case name of a type ("timestamptz"). Never NULL. */
 KEEL_API const char *keel_type_name(keel_type type);

@@ -92,6 +92,15 @@ keel_value keel_array(const keel_value *items, size_t n) {
     return v;
 }
 
+keel_value keel_interval(int32_t months, int32_t days, int64_t micros) {
+    keel_value v = keel_null();
+    v.type = KEEL_TYPE_INTERVAL;
+    v.u.interval.months = months;
+    v.u.interval.days = days;
+    v.u.interval.micros = micros;
+    return v;
+}
+
 const char *keel_type_name(keel_type type) {
     static const char *const names[] = {
         [KEEL_TYPE_NULL] = "null",
@@ -109,6 +118,9 @@ const char *keel_type_name(keel_type type) {
         [KEEL_TYPE_JSON] = "json",
         [KEEL_TYPE_DOCUMENT] = "document",
         [KEEL_TYPE_ARRAY] = "array",
+        [KEEL_TYPE_INTERVAL] = "interval",
+        [KEEL_TYPE_INET] = "inet",
+        [KEEL_TYPE_CIDR] = "cidr",
     };
     if ((unsigned)type < sizeof names / sizeof names[0] && names[type])
         return names[type];
@@ -118,7 +130,8 @@ const char *keel_type_name(keel_type type) {
 /* The types whose value points at bytes (u.str): what a deep copy must copy. */
 static int value_has_bytes(keel_type t) {
     return t == KEEL_TYPE_NUMERIC || t == KEEL_TYPE_TEXT || t == KEEL_TYPE_BYTES ||
-           t == KEEL_TYPE_JSON || t == KEEL_TYPE_DOCUMENT;
+           t == KEEL_TYPE_JSON || t == KEEL_TYPE_DOCUMENT || t == KEEL_TYPE_INET ||
+           t == KEEL_TYPE_CIDR;
 }
 
 /*

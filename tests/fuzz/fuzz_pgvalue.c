@@ -23,7 +23,7 @@
  *    holds the same decimal value as the text.
  *  - the first 16 bytes as a value of each type keel sends in binary (keel__pgc_param), written
  *    into a buffer of exactly the 16 bytes the function is promised.
- *  - for an array type (int4[], text[], bytea[], jsonb[], date[]) the text goes through
+ *  - for an array type (int4[], text[], bytea[], jsonb[], date[], interval[]) the text goes through
  *    keel__pg_decode_array: an ARRAY at most 6 deep whose leaves are NULL or of the element's
  *    kind (or TEXT), or TEXT equal to the input.
  */
@@ -54,6 +54,9 @@ static const uint32_t oids[] = {
     1001, /* bytea[] */
     3807, /* jsonb[] */
     1182, /* date[] */
+    869,  /* inet */
+    650,  /* cidr */
+    1187, /* interval[] */
 };
 
 static int hexval(char c) {

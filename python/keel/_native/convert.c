@@ -327,6 +327,27 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
         return timestamp_to_py(st, v, PyDateTime_TimeZone_UTC);
     case KEEL_TYPE_UUID:
         return uuid_to_py(st, v);
+    case KEEL_TYPE_INTERVAL: {
+        /* As asyncpg: a month is 30 days (timedelta has no months). */
+        int64_t days = (int64_t)v->u.interval.months * 30 + v->u.interval.days;
+        int64_t us = v->u.interval.micros, d = us / US_PER_DAY, r = us % US_PER_DAY;
+        days += d;
+        if (days > 999999999 || days < -999999999)
+            return keel__py_raise(st, KEEL_ERR_DATA, NULL,
+                                  "interval value is out of the range of Python's timedelta");
+        return PyDelta_FromDSU((int)days, (int)(r / US_PER_SEC), (int)(r % US_PER_SEC));
+    }
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
+        s = PyUnicode_DecodeUTF8(v->u.str.ptr, (Py_ssize_t)v->u.str.len, NULL);
+        if (s == NULL)
+            return decode_failed(st, v);
+        o = PyObject_CallOneArg(v->type == KEEL_TYPE_CIDR                         ? st->ip_network
+                                : memchr(v->u.str.ptr, '/', v->u.str.len) != NULL ? st->ip_interface
+                                                                                  : st->ip_address,
+                                s);
+        Py_DECREF(s);
+        return o != NULL ? o : decode_failed(st, v);
     case KEEL_TYPE_ARRAY:
         o = PyList_New((Py_ssize_t)v->u.array.n);
         for (size_t i = 0; o != NULL && i < v->u.array.n; i++) {
@@ -707,6 +728,39 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
         return json_value(st, p, row, pos, obj, obj, out);
     if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
         goto integer;
+    if (PyDelta_Check(obj)) {
+        if (!p->arrays) /* PostgreSQL's interval; the other engines have no such type */
+            return param_error(st, p, row, pos, obj, "unsupported parameter type");
+        out->type = KEEL_TYPE_INTERVAL;
+        out->u.interval.months = 0;
+        out->u.interval.days = PyDateTime_DELTA_GET_DAYS(obj);
+        out->u.interval.micros = (int64_t)PyDateTime_DELTA_GET_SECONDS(obj) * US_PER_SEC +
+                                 PyDateTime_DELTA_GET_MICROSECONDS(obj);
+        return 0;
+    }
+    int ip = PyObject_IsInstance(obj, st->ip_hosts);
+    int net = ip == 0 ? PyObject_IsInstance(obj, st->ip_networks) : 0;
+    if (ip < 0 || net < 0)
+        return param_error_from(st, p, row, pos, obj, "isinstance() failed");
+    if (ip || net) {
+        PyObject *text = hold(p, PyObject_Str(obj));
+        if (text == NULL)
+            return param_error_from(st, p, row, pos, obj, "str() failed");
+        /* inet and cidr on PostgreSQL; text elsewhere. */
+        return str_value(st, p, row, pos, text, out,
+                         !p->arrays ? KEEL_TYPE_TEXT
+                         : ip       ? KEEL_TYPE_INET
+                                    : KEEL_TYPE_CIDR);
+    }
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Enum)) {
+        /* An enum member goes as its value (a str for PostgreSQL's enums). */
+        PyObject *value = hold(p, PyObject_GetAttrString(obj, "value"));
+        if (value == NULL)
+            return param_error_from(st, p, row, pos, obj, "enum member without a value");
+        if (PyObject_TypeCheck(value, (PyTypeObject *)st->Enum))
+            return param_error(st, p, row, pos, obj, "an enum member whose value is a member");
+        return to_value(st, p, row, pos, value, out);
+    }
     if (PyUnicode_Check(obj))
         return str_value(st, p, row, pos, obj, out, KEEL_TYPE_TEXT);
     if (PyObject_CheckBuffer(obj) && (PyByteArray_Check(obj) || PyMemoryView_Check(obj))) {

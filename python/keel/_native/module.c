@@ -312,7 +312,29 @@ static int init_imports(kpy_state *st) {
         (st->json_loads = import_attr("json", "loads")) == NULL ||
         (st->json_scan = import_attr("json", "_default_decoder")) == NULL ||
         (st->Future = import_attr("asyncio", "Future")) == NULL ||
-        (st->get_running_loop = import_attr("asyncio", "_get_running_loop")) == NULL)
+        (st->get_running_loop = import_attr("asyncio", "_get_running_loop")) == NULL ||
+        (st->ip_address = import_attr("ipaddress", "ip_address")) == NULL ||
+        (st->ip_interface = import_attr("ipaddress", "ip_interface")) == NULL ||
+        (st->ip_network = import_attr("ipaddress", "ip_network")) == NULL ||
+        (st->Enum = import_attr("enum", "Enum")) == NULL)
+        return -1;
+    PyObject *ipa4 = import_attr("ipaddress", "IPv4Address"),
+             *ipa6 = import_attr("ipaddress", "IPv6Address"),
+             *ipi4 = import_attr("ipaddress", "IPv4Interface"),
+             *ipi6 = import_attr("ipaddress", "IPv6Interface"),
+             *ipn4 = import_attr("ipaddress", "IPv4Network"),
+             *ipn6 = import_attr("ipaddress", "IPv6Network");
+    if (ipa4 && ipa6 && ipi4 && ipi6 && ipn4 && ipn6) {
+        st->ip_hosts = PyTuple_Pack(4, ipa4, ipa6, ipi4, ipi6);
+        st->ip_networks = PyTuple_Pack(2, ipn4, ipn6);
+    }
+    Py_XDECREF(ipa4);
+    Py_XDECREF(ipa6);
+    Py_XDECREF(ipi4);
+    Py_XDECREF(ipi6);
+    Py_XDECREF(ipn4);
+    Py_XDECREF(ipn6);
+    if (st->ip_hosts == NULL || st->ip_networks == NULL)
         return -1;
     /* json.loads(s) is _default_decoder.decode(s): its scanner alone, without the Python frames
      * and whitespace regexes around it, is what decoding a server's JSON needs. */
@@ -483,7 +505,13 @@ static int module_exec(PyObject *m) {
     X(s_as_tuple)                                                                                  \
     X(s_bytes)                                                                                     \
     X(s_pattern)                                                                                   \
-    X(s_flags)
+    X(s_flags)                                                                                     \
+    X(ip_address)                                                                                  \
+    X(ip_interface)                                                                                \
+    X(ip_network)                                                                                  \
+    X(ip_hosts)                                                                                    \
+    X(ip_networks)                                                                                 \
+    X(Enum)
 
 static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     kpy_state *st = PyModule_GetState(m);

@@ -70,6 +70,14 @@ typedef struct kpy_state {
     /* The json_deserializer of the Database whose result is being built, or NULL (borrowed,
      * set only while an operation's values are converted). */
     PyObject *json_loads_cur;
+    /* ipaddress: the constructors of results, and the classes parameters are checked against
+     * (addresses and interfaces, networks); enum.Enum, whose members go as their value. */
+    PyObject *ip_address;
+    PyObject *ip_interface;
+    PyObject *ip_network;
+    PyObject *ip_hosts;    /* (IPv4Address, IPv6Address, IPv4Interface, IPv6Interface) */
+    PyObject *ip_networks; /* (IPv4Network, IPv6Network) */
+    PyObject *Enum;
     PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;

@@ -92,6 +92,9 @@ static void my_barray_fill(my_impl *p, my_barray *arr, size_t k, size_t a, size_
     case KEEL_TYPE_NULL:
     case KEEL_TYPE_DOCUMENT: /* refused by keel__my_param_check */
     case KEEL_TYPE_ARRAY:
+    case KEEL_TYPE_INTERVAL:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
         arr->type = MYSQL_TYPE_NULL;
         break;
     case KEEL_TYPE_BOOL:

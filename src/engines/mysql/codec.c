@@ -658,6 +658,12 @@ keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, in
     case KEEL_TYPE_ARRAY:
         return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
                               "an array is not a MySQL value; pass JSON instead");
+    case KEEL_TYPE_INTERVAL:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
+        return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                              "an interval, inet or cidr is a PostgreSQL value; pass text "
+                              "instead");
     }
     return my_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, row, many, k, "unknown value type");
 }
@@ -754,6 +760,9 @@ static void my_bind_value(MYSQL_BIND *b, my_slot *s, const keel_value *v) {
         return;
     case KEEL_TYPE_DOCUMENT:
     case KEEL_TYPE_ARRAY:
+    case KEEL_TYPE_INTERVAL:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
         break; /* refused by keel__my_param_check */
     }
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
+
 #include "core/numtext.h"
 #include "core/timeconv.h"
 #include "engines/pg/binary.h"
@@ -45,6 +47,9 @@ enum {
     PGC_OID_NUMERIC = 1700,
     PGC_OID_UUID = 2950,
     PGC_OID_JSONB = 3802,
+    PGC_OID_INTERVAL = 1186,
+    PGC_OID_INET = 869,
+    PGC_OID_CIDR = 650,
     PGC_OID_VARCHAR = 1043,
     PGC_OID_BPCHAR = 1042,
     PGC_OID_NAME = 19
@@ -75,6 +80,9 @@ static const struct {
     { 199, PGC_OID_JSON, "json" },
     { 2951, PGC_OID_UUID, "uuid" },
     { 3807, PGC_OID_JSONB, "jsonb" },
+    { 1187, PGC_OID_INTERVAL, "interval" },
+    { 1041, PGC_OID_INET, "inet" },
+    { 651, PGC_OID_CIDR, "cidr" },
 };
 
 uint32_t keel__pgc_array_elem(uint32_t array_oid, const char **name) {
@@ -143,6 +151,12 @@ keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive) {
     case PGC_OID_BPCHAR:
     case PGC_OID_NAME:
         return KEEL__PGC_TEXT;
+    case PGC_OID_INTERVAL:
+        return KEEL__PGC_INTERVAL;
+    case PGC_OID_INET:
+        return KEEL__PGC_INET;
+    case PGC_OID_CIDR:
+        return KEEL__PGC_CIDR;
     default:
         break;
     }
@@ -368,6 +382,8 @@ int keel__pgc_json(keel__buf *b, const keel_value *v) {
         return keel__buf_append(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
     case KEEL_TYPE_NUMERIC: /* exact, as a string (as pydantic's JSON mode writes a Decimal) */
     case KEEL_TYPE_TEXT:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
         return pg_json_string(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
     case KEEL_TYPE_DATE:
     case KEEL_TYPE_TIME:
@@ -391,6 +407,7 @@ int keel__pgc_json(keel__buf *b, const keel_value *v) {
         return keel__buf_putc(b, ']');
     case KEEL_TYPE_BYTES:
     case KEEL_TYPE_DOCUMENT:
+    case KEEL_TYPE_INTERVAL:
         return -2;
     }
     return -2;
@@ -452,7 +469,8 @@ static int put_json_array(keel__buf *out, const keel_value *v, int version_byte,
     int r = keel__pgc_json(out, v);
     if (r != 0) {
         out->len = start;
-        return r == -1 ? -1 : why_set(why, size, "bytes in a list have no JSON form");
+        return r == -1 ? -1
+                       : why_set(why, size, "bytes or an interval in a list have no JSON form");
     }
     if (out->len - start - 4 > PGC_FIELD_MAX) {
         out->len = start;
@@ -555,9 +573,62 @@ size_t keel__pgc_param(const keel_value *v, char *out) {
     case KEEL_TYPE_UUID:
         memcpy(out, v->u.uuid, 16);
         return 16;
+    case KEEL_TYPE_INTERVAL:
+        put64(out, (uint64_t)v->u.interval.micros);
+        put32(out + 8, (uint32_t)v->u.interval.days);
+        put32(out + 12, (uint32_t)v->u.interval.months);
+        return 16;
     default:
         return 0;
     }
+}
+
+size_t keel__pgc_interval_text(const keel_value *v, char *out) {
+    int64_t us = v->u.interval.micros;
+    uint64_t mag = us < 0 ? (uint64_t)0 - (uint64_t)us : (uint64_t)us;
+    uint64_t secs = mag / 1000000;
+    int n = snprintf(out, KEEL__PGC_INTERVAL_TEXT_MAX, "%ld mons %ld days %s%llu:%02u:%02u.%06u",
+                     (long)v->u.interval.months, (long)v->u.interval.days, us < 0 ? "-" : "",
+                     (unsigned long long)(secs / 3600), (unsigned)(secs / 60 % 60),
+                     (unsigned)(secs % 60), (unsigned)(mag % 1000000));
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* Appends the binary inet / cidr of the address text s ("10.0.0.1", "::1/64"). 0, -1 out of
+ * memory, 1 when the text is not an address (why set). */
+static int put_inet(keel__buf *out, const char *s, size_t n, int cidr, char *why, size_t size) {
+    char text[64];
+    unsigned char addr[16];
+    if (n == 0 || n >= sizeof text)
+        return why_set(why, size, "the text is not an IP address");
+    memcpy(text, s, n);
+    text[n] = '\0';
+    char *slash = strchr(text, '/');
+    long bits = -1;
+    if (slash) {
+        char *end;
+        *slash = '\0';
+        bits = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end)
+            return why_set(why, size, "the text is not an IP address");
+    }
+    int family = strchr(text, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(family, text, addr) != 1)
+        return why_set(why, size, "\"%s\" is not an IP address", text);
+    int nb = family == AF_INET ? 4 : 16;
+    if (bits < 0)
+        bits = nb * 8;
+    if (bits > nb * 8)
+        return why_set(why, size, "the prefix /%ld is too long for the address", bits);
+    char *p = field(out, 4 + (size_t)nb);
+    if (!p)
+        return -1;
+    p[0] = (char)(family == AF_INET ? 2 : 3); /* PGSQL_AF_INET, PGSQL_AF_INET6 */
+    p[1] = (char)bits;
+    p[2] = (char)(cidr ? 1 : 0);
+    p[3] = (char)nb;
+    memcpy(p + 4, addr, (size_t)nb);
+    return 0;
 }
 
 static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value *v,
@@ -684,6 +755,19 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
         if (v->type != KEEL_TYPE_ARRAY)
             return mismatch(col, v, why, size);
         return keel__pgc_array(out, col, v, naive_is_utc, why, size);
+    case KEEL__PGC_INTERVAL:
+        if (v->type != KEEL_TYPE_INTERVAL)
+            return mismatch(col, v, why, size);
+        if (!(p = field(out, 16)))
+            return -1;
+        keel__pgc_param(v, p);
+        return 0;
+    case KEEL__PGC_INET:
+    case KEEL__PGC_CIDR:
+        if (v->type != KEEL_TYPE_INET && v->type != KEEL_TYPE_CIDR && v->type != KEEL_TYPE_TEXT)
+            return mismatch(col, v, why, size);
+        return put_inet(out, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len,
+                        col->kind == KEEL__PGC_CIDR, why, size);
     case KEEL__PGC_OTHER:
         break;
     }

@@ -31,7 +31,10 @@ typedef enum keel__pgc_kind {
     KEEL__PGC_UUID,
     KEEL__PGC_JSON,
     KEEL__PGC_JSONB,
-    KEEL__PGC_ARRAY /* an array of elements of kind elem (keel__pgc_col) */
+    KEEL__PGC_ARRAY, /* an array of elements of kind elem (keel__pgc_col) */
+    KEEL__PGC_INTERVAL,
+    KEEL__PGC_INET,
+    KEEL__PGC_CIDR
 } keel__pgc_kind;
 
 /*
@@ -70,6 +73,11 @@ int keel__pgc_json(keel__buf *out, const keel_value *v);
  * space (PostgreSQL's). */
 size_t keel__pgc_time_text(const keel_value *v, char *out, int iso_t);
 
+/* The text of an interval value as PostgreSQL reads it ("-1 mons 2 days -00:00:01.5") into out
+ * (at least KEEL__PGC_INTERVAL_TEXT_MAX bytes); its length. */
+#define KEEL__PGC_INTERVAL_TEXT_MAX 80
+size_t keel__pgc_interval_text(const keel_value *v, char *out);
+
 /* True for the names PostgreSQL gives UTC (the session's TimeZone parameter as reported). */
 int keel__pgc_tz_is_utc(const char *tz);
 
@@ -97,7 +105,8 @@ int keel__pgc_row(keel__buf *out, const keel__pgc_col *cols, const keel_value *v
 
 /*
  * Writes v in the binary form of the parameter type keel declares for it (bool, int8, float8,
- * date, time, timestamp, timestamptz, uuid) into out, which has room for at least 16 bytes.
+ * date, time, timestamp, timestamptz, uuid, interval) into out, which has room for at least 16
+ * bytes.
  * Returns the length written, or 0 when v goes as text: other types, and dates and timestamps
  * too far out for the binary form, which the server then refuses with its own message.
  */

@@ -27,7 +27,10 @@ enum {
     PG_OID_TIMESTAMPTZ = 1184,
     PG_OID_NUMERIC = 1700,
     PG_OID_UUID = 2950,
-    PG_OID_JSONB = 3802
+    PG_OID_JSONB = 3802,
+    PG_OID_INTERVAL = 1186,
+    PG_OID_INET = 869,
+    PG_OID_CIDR = 650
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -54,7 +57,11 @@ static size_t pg_param_room(const keel_value *v) {
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_TEXT:
     case KEEL_TYPE_JSON:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
         return v->u.str.len + 1;
+    case KEEL_TYPE_INTERVAL: /* always binary */
+        return 16;
     case KEEL_TYPE_DATE:
     case KEEL_TYPE_TIME:
     case KEEL_TYPE_TIMESTAMP:
@@ -84,7 +91,8 @@ static const char *pg_array_check(const keel_value *a, int depth) {
         else if (pg_param_room(e) == SIZE_MAX)
             why = "an array element has an unknown value type";
         else if ((e->type == KEEL_TYPE_TEXT || e->type == KEEL_TYPE_NUMERIC ||
-                  e->type == KEEL_TYPE_JSON) &&
+                  e->type == KEEL_TYPE_JSON || e->type == KEEL_TYPE_INET ||
+                  e->type == KEEL_TYPE_CIDR) &&
                  e->u.str.len && (!e->u.str.ptr || memchr(e->u.str.ptr, '\0', e->u.str.len)))
             why = "an array element's text contains a NUL byte, which PostgreSQL cannot store";
         if (why)
@@ -99,8 +107,9 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
                               v->type == KEEL_TYPE_DOCUMENT
                                   ? "a BSON document is not a PostgreSQL value; pass JSON instead"
                                   : "unknown value type");
-    int textlike =
-        v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC || v->type == KEEL_TYPE_JSON;
+    int textlike = v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
+                   v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_INET ||
+                   v->type == KEEL_TYPE_CIDR;
     /* libpq takes lengths as int: checked before any byte is read, as a length that does not
      * fit cannot be the length of the text. */
     if (textlike && v->u.str.len > INT32_MAX - 1)
@@ -140,6 +149,12 @@ Oid keel__pg_declared_oid(keel_type t) {
         return PG_OID_TIMESTAMPTZ;
     case KEEL_TYPE_UUID:
         return PG_OID_UUID;
+    case KEEL_TYPE_INTERVAL:
+        return PG_OID_INTERVAL;
+    case KEEL_TYPE_INET:
+        return PG_OID_INET;
+    case KEEL_TYPE_CIDR:
+        return PG_OID_CIDR;
     default:
         return 0;
     }
@@ -189,7 +204,13 @@ static int pg_array_literal(keel__buf *b, const keel_value *v) {
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_TEXT:
     case KEEL_TYPE_JSON:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
         return pg_literal_quoted(b, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len);
+    case KEEL_TYPE_INTERVAL: {
+        char iv[KEEL__PGC_INTERVAL_TEXT_MAX];
+        return pg_literal_quoted(b, iv, keel__pgc_interval_text(v, iv));
+    }
     case KEEL_TYPE_DATE:
     case KEEL_TYPE_TIME:
     case KEEL_TYPE_TIMESTAMP:
@@ -257,8 +278,8 @@ static keel_status pg_encode_array(pg_impl *p, const keel_value *v, size_t i, Oi
         if (r == -2) {
             b->len = start;
             return pg_param_error(p, err, KEEL_ERR_DATA, i,
-                                  "bytes in a list have no JSON form (the parameter is of type "
-                                  "json)");
+                                  "bytes or an interval in a list have no JSON form (the "
+                                  "parameter is of type json)");
         }
     } else {
         r = pg_array_literal(b, v);
@@ -318,6 +339,8 @@ static Oid pg_param_oid(keel_type t) {
         return PG_OID_TIMESTAMPTZ;
     case KEEL_TYPE_UUID:
         return PG_OID_UUID;
+    case KEEL_TYPE_INTERVAL:
+        return PG_OID_INTERVAL;
     default:
         return 0;
     }
@@ -379,7 +402,16 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
         case KEEL_TYPE_FLOAT:
         case KEEL_TYPE_TIME:
         case KEEL_TYPE_UUID:
+        case KEEL_TYPE_INTERVAL:
             /* Always in binary (keel__pgc_param above takes every value of these types). */
+            break;
+        case KEEL_TYPE_INET:
+        case KEEL_TYPE_CIDR:
+            len = v[i].u.str.len;
+            if (len)
+                memcpy(s, v[i].u.str.ptr, len);
+            s[len] = '\0';
+            type = v[i].type == KEEL_TYPE_INET ? PG_OID_INET : PG_OID_CIDR;
             break;
         case KEEL_TYPE_NUMERIC:
         case KEEL_TYPE_TEXT:
@@ -456,6 +488,12 @@ keel_type keel__pg_type_of(Oid oid) {
     case PG_OID_JSON:
     case PG_OID_JSONB:
         return KEEL_TYPE_JSON;
+    case PG_OID_INTERVAL:
+        return KEEL_TYPE_INTERVAL;
+    case PG_OID_INET:
+        return KEEL_TYPE_INET;
+    case PG_OID_CIDR:
+        return KEEL_TYPE_CIDR;
     default:
         /* Arrays of the types keel knows are arrays; text, varchar, char, name, and everything
          * keel has no type for (enums, inet, timetz, intervals, other arrays) arrive as their
@@ -679,6 +717,87 @@ static int pg_decode_bytea(keel_result *res, const char *s, size_t n, keel_value
     return 0;
 }
 
+/*
+ * The text of an interval in the default IntervalStyle (postgres): "1 year 2 mons -3 days
+ * 04:05:06.789", "-00:00:01", "00:00:00". 0, or -1 for another form.
+ */
+static int pg_parse_interval(const char *s, size_t n, keel_value *v) {
+    int64_t months = 0, days = 0, micros = 0;
+    size_t i = 0;
+    int any = 0;
+    while (i < n) {
+        while (i < n && s[i] == ' ')
+            i++;
+        if (i == n)
+            break;
+        int neg = 0;
+        if (s[i] == '+' || s[i] == '-')
+            neg = s[i++] == '-';
+        int64_t num = 0;
+        size_t d0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (num > INT64_C(100000000000000))
+                return -1;
+            num = num * 10 + (s[i++] - '0');
+        }
+        if (i == d0)
+            return -1;
+        if (i < n && s[i] == ':') { /* the time: H:MM[:SS[.ffffff]] */
+            int64_t mins = 0, secs = 0, frac = 0;
+            size_t k = ++i;
+            while (i < n && s[i] >= '0' && s[i] <= '9' && i - k < 2)
+                mins = mins * 10 + (s[i++] - '0');
+            if (i - k != 2)
+                return -1;
+            if (i < n && s[i] == ':') {
+                k = ++i;
+                while (i < n && s[i] >= '0' && s[i] <= '9' && i - k < 2)
+                    secs = secs * 10 + (s[i++] - '0');
+                if (i - k != 2)
+                    return -1;
+                if (i < n && s[i] == '.') {
+                    k = ++i;
+                    int64_t scale = 100000;
+                    while (i < n && s[i] >= '0' && s[i] <= '9') {
+                        if (scale) /* digits beyond microseconds are dropped */
+                            frac += (s[i] - '0') * scale;
+                        scale /= 10;
+                        i++;
+                    }
+                    if (i == k)
+                        return -1;
+                }
+            }
+            if (num > INT64_C(2562047788))
+                return -1; /* beyond what an interval's microseconds hold */
+            int64_t t = ((num * 60 + mins) * 60 + secs) * 1000000 + frac;
+            micros += neg ? -t : t;
+            any = 1;
+            continue;
+        }
+        while (i < n && s[i] == ' ')
+            i++;
+        size_t u0 = i;
+        while (i < n && s[i] >= 'a' && s[i] <= 'z')
+            i++;
+        size_t ul = i - u0;
+        int64_t val = neg ? -num : num;
+        if ((ul == 4 || ul == 5) && strncmp(s + u0, "year", 4) == 0)
+            months += val * 12;
+        else if ((ul == 3 || ul == 4) && strncmp(s + u0, "mon", 3) == 0)
+            months += val;
+        else if ((ul == 3 || ul == 4) && strncmp(s + u0, "day", 3) == 0)
+            days += val;
+        else
+            return -1;
+        any = 1;
+    }
+    if (!any || months > INT32_MAX || months < INT32_MIN || days > INT32_MAX || days < INT32_MIN)
+        return -1;
+    *v = keel_interval((int32_t)months, (int32_t)days, micros);
+    return 0;
+}
+
 int keel__pg_decode_value(keel_result *res, keel_type t, const char *s, size_t n, keel_value *v) {
     switch (t) {
     case KEEL_TYPE_BOOL:
@@ -733,7 +852,13 @@ int keel__pg_decode_value(keel_result *res, keel_type t, const char *s, size_t n
         break;
     case KEEL_TYPE_NUMERIC:
     case KEEL_TYPE_JSON:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR:
         return keel__result_set_text(res, v, t, s, n);
+    case KEEL_TYPE_INTERVAL:
+        if (pg_parse_interval(s, n, v) == 0)
+            return 0;
+        break;
     default:
         break;
     }

@@ -1627,10 +1627,13 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
     for (size_t r = 0; r < rows && stmt->nparams; r++) {
         for (size_t i = 0; i < stmt->nparams; i++) {
             keel_type t = stmt->params[r * stmt->nparams + i].type;
-            if (t != KEEL_TYPE_DOCUMENT && t != KEEL_TYPE_ARRAY)
+            if (t != KEEL_TYPE_DOCUMENT && t != KEEL_TYPE_ARRAY && t != KEEL_TYPE_INTERVAL &&
+                t != KEEL_TYPE_INET && t != KEEL_TYPE_CIDR)
                 continue;
             const char *db = c->config ? c->config->name : "";
-            const char *what = t == KEEL_TYPE_ARRAY ? "an array" : "a BSON document";
+            const char *what = t == KEEL_TYPE_ARRAY      ? "an array"
+                               : t == KEEL_TYPE_DOCUMENT ? "a BSON document"
+                                                         : keel_type_name(t);
             if (stmt->many)
                 return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db,
                                        "row %zu: parameter $%zu: %s is not a SQLite value; pass "

@@ -269,10 +269,10 @@ TEST(server_values_without_a_keel_type_come_back_as_text) {
         CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "infinity", 8));
         CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TIMESTAMP);
         CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "-infinity", 9));
-        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "10.0.0.1", 8));
+        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_INET, "10.0.0.1", 8));
         CHECK(same_str(keel_result_value(r, 0, 3), KEEL_TYPE_TEXT, "12:00:00+02", 11));
         CHECK_INT(keel_result_coltype(r, 3), KEEL_TYPE_TEXT);
-        CHECK(same_str(keel_result_value(r, 0, 4), KEEL_TYPE_TEXT, "1 day", 5));
+        CHECK_INT(keel_result_value(r, 0, 4)->type, KEEL_TYPE_INTERVAL); /* test_pg_types.c */
         /* Arrays of the types keel knows are arrays (test_pg_types.c). */
         CHECK_INT(keel_result_value(r, 0, 5)->type, KEEL_TYPE_ARRAY);
         CHECK(same_str(keel_result_value(r, 0, 6), KEEL_TYPE_TEXT, "x", 1));

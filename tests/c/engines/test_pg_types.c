@@ -103,10 +103,10 @@ TEST(arrays_of_every_known_type_decode_as_arrays) {
     keel_result_free(r);
 
     /* Arrays of types keel has no element type for stay their text. */
-    r = q(c, "SELECT ARRAY['10.0.0.1'::inet], ARRAY[interval '1 day']", NULL, 0);
-    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "{10.0.0.1}", 10));
+    r = q(c, "SELECT ARRAY['12:00:00+02'::timetz], ARRAY['(1,2)'::point]", NULL, 0);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "{12:00:00+02}", 13));
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TEXT);
-    CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "{\"1 day\"}", 9));
+    CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "{\"(1,2)\"}", 9));
     keel_result_free(r);
     keel_conn_release(c);
     keel_db_close(db);
@@ -316,10 +316,97 @@ TEST(copy_in_loads_arrays_and_lists_into_json) {
     keel_db_close(db);
 }
 
+/* An interval with these fields. */
+static int is_interval(const keel_value *v, int32_t months, int32_t days, int64_t micros) {
+    return v && v->type == KEEL_TYPE_INTERVAL && v->u.interval.months == months &&
+           v->u.interval.days == days && v->u.interval.micros == micros;
+}
+
+TEST(intervals_and_network_addresses_both_ways) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result *r = q(c,
+                       "SELECT '1 year 2 mons -3 days 04:05:06.789'::interval, "
+                       "'-1 days +23:59:59'::interval, '-00:00:01.5'::interval, "
+                       "'00:00:00'::interval, '100 hours'::interval, "
+                       "'10.0.0.1'::inet, 'fe80::1/64'::inet, '10.0.0.0/8'::cidr, "
+                       "ARRAY['1 day'::interval], ARRAY['1.2.3.4'::inet, NULL]",
+                       NULL, 0);
+    CHECK(is_interval(keel_result_value(r, 0, 0), 14, -3, INT64_C(14706789000)));
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_INTERVAL);
+    CHECK(is_interval(keel_result_value(r, 0, 1), 0, -1, INT64_C(86399000000)));
+    CHECK(is_interval(keel_result_value(r, 0, 2), 0, 0, -1500000));
+    CHECK(is_interval(keel_result_value(r, 0, 3), 0, 0, 0));
+    CHECK(is_interval(keel_result_value(r, 0, 4), 0, 0, INT64_C(360000000000)));
+    CHECK(same_str(keel_result_value(r, 0, 5), KEEL_TYPE_INET, "10.0.0.1", 8));
+    CHECK(same_str(keel_result_value(r, 0, 6), KEEL_TYPE_INET, "fe80::1/64", 10));
+    CHECK(same_str(keel_result_value(r, 0, 7), KEEL_TYPE_CIDR, "10.0.0.0/8", 10));
+    const keel_value *a = keel_result_value(r, 0, 8);
+    CHECK(is_array(a, 1) && is_interval(&a->u.array.items[0], 0, 1, 0));
+    a = keel_result_value(r, 0, 9);
+    CHECK(is_array(a, 2) && same_str(&a->u.array.items[0], KEEL_TYPE_INET, "1.2.3.4", 7) &&
+          a->u.array.items[1].type == KEEL_TYPE_NULL);
+    keel_result_free(r);
+    /* Another IntervalStyle is not what keel reads: the text as it came. */
+    keel_result_free(q(c, "SET IntervalStyle = 'iso_8601'", NULL, 0));
+    r = q(c, "SELECT '1 day'::interval", NULL, 0);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "P1D", 3));
+    keel_result_free(r);
+    keel_result_free(q(c, "RESET IntervalStyle", NULL, 0));
+
+    /* Parameters: intervals in binary, inet and cidr as their text with their types. */
+    keel_value p[3] = { keel_interval(-1, 2, -3000001), keel_null(), keel_null() };
+    p[1].type = KEEL_TYPE_INET;
+    p[1].u.str.ptr = "192.168.1.5/24";
+    p[1].u.str.len = 14;
+    p[2].type = KEEL_TYPE_CIDR;
+    p[2].u.str.ptr = "192.168.0.0/16";
+    p[2].u.str.len = 14;
+    r = q(c, "SELECT $1::text, $2, $3, $1", p, 3);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "-1 mons +2 days -00:00:03.000001",
+                   32));
+    CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_INET, "192.168.1.5/24", 14));
+    CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_CIDR, "192.168.0.0/16", 14));
+    CHECK(is_interval(keel_result_value(r, 0, 3), -1, 2, -3000001));
+    keel_result_free(r);
+    keel_value ivs[1] = { keel_interval(0, 0, 1) };
+    check_array_param(c, "SELECT $1::interval[]::text", keel_array(ivs, 1), "{00:00:00.000001}");
+
+    /* COPY: interval and inet columns in binary. */
+    keel_result_free(
+        q(c, "CREATE TEMP TABLE pgt_net (i interval, a inet, n cidr, l inet[])", NULL, 0));
+    keel_value addrs[1] = { keel_text("::1") };
+    keel_value rows[4] = { keel_interval(1, 2, 3), keel_text("10.1.2.3/16"),
+                           keel_text("10.0.0.0/8"), keel_array(addrs, 1) };
+    int64_t loaded = 0;
+    keel_error err;
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_net", NULL, 4, rows, 1, &loaded, &err), KEEL_OK);
+    r = q(c, "SELECT i::text, a::text, n::text, l::text FROM pgt_net", NULL, 0);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "1 mon 2 days 00:00:00.000003", 28));
+    CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "10.1.2.3/16", 11));
+    CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "10.0.0.0/8", 10));
+    CHECK(same_str(keel_result_value(r, 0, 3), KEEL_TYPE_TEXT, "{::1}", 5));
+    keel_result_free(r);
+    keel_value bad[4] = { keel_null(), keel_text("10.0.0.300"), keel_null(), keel_null() };
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_net", NULL, 4, bad, 1, NULL, &err),
+              KEEL_ERR_DATA);
+    CHECK(strstr(err.message, "column \"a\"") && strstr(err.message, "not an IP address"));
+    keel_value bad2[4] = { keel_null(), keel_null(), keel_text("10.0.0.1/8"), keel_null() };
+    CHECK(keel_conn_copy_in_sync(c, NULL, "pgt_net", NULL, 4, bad2, 1, NULL, &err) != KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pgt_net"), 1);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(arrays_of_every_known_type_decode_as_arrays);
     RUN(array_parameters_take_the_type_the_server_describes);
     RUN(bad_array_parameters_are_refused_naming_the_parameter);
     RUN(copy_in_loads_arrays_and_lists_into_json);
+    RUN(intervals_and_network_addresses_both_ways);
     return TEST_SUMMARY();
 }

@@ -579,3 +579,7 @@ class _TransactionContext:
         finally:
             self._db._release(conn)
         return False
+
+
+# keel.sync.Database, the synchronous API, is there after `import keel` (it builds on the above).
+from . import sync  # noqa: E402

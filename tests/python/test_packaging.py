@@ -37,6 +37,12 @@ def test_native_extension_lives_in_the_package():
     assert pathlib.Path(native.__file__).suffix in (".so", ".pyd")
 
 
+def test_the_synchronous_api_comes_with_keel():
+    code = "import keel; print(keel.sync.Database.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "keel.sync"), out.stderr
+
+
 def test_public_names():
     for name in ("Database", "Connection", "Record", "Error", "InterfaceError", "DatabaseError",
                  "OperationalError", "IntegrityError", "ProgrammingError", "DataError",

@@ -521,6 +521,11 @@ async def test_watch(mongo_db, coll):
         assert stream.resume_token == changes[2]["_id"]
     assert not stream.alive and pool_whole(mongo_db)
 
+    # async with opens the stream without an await first.
+    async with coll.watch(max_await_time_ms=100) as stream:
+        await coll.insert_one({"_id": 7})
+        assert (await next_change(stream))["documentKey"] == {"_id": 7}
+
     # A pipeline after $changeStream, and full_document="updateLookup".
     async with await watch_or_skip(coll, pipeline=[{"$match": {"operationType": "update"}}],
                                    full_document="updateLookup", max_await_time_ms=200) as s:
@@ -561,7 +566,7 @@ async def test_watch_resumes(mongo_db, coll):
         assert (await next_change(stream))["documentKey"] == {"_id": 5}
         assert stream._cursor.cursor_id != killed
     # The lost cursor's connection goes back once its (useless) kill has been tried.
-    await wait_until(lambda: pool_whole(mongo_db))
+    await wait_until(lambda: pool_whole(mongo_db), timeout=30)
 
 
 async def test_watch_in_a_session_and_bad_input(mongo_db, coll):
@@ -649,7 +654,7 @@ async def test_watch_ends_on_invalidate_and_can_be_cancelled(mongo_db, coll):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not stream.alive
-    await wait_until(lambda: pool_whole(mongo_db))
+    await wait_until(lambda: pool_whole(mongo_db), timeout=30)
     await stream.aclose()
 
     # Dropping the collection ends the stream: drop, then invalidate, then nothing more.
@@ -742,4 +747,4 @@ async def test_connection_collections_and_change_stream_checks(mongo_db, coll):
             await next_change(stream)
         assert not stream.alive
     # A server error on getMore kills the cursor, then gives its connection back.
-    await wait_until(lambda: pool_whole(mongo_db))
+    await wait_until(lambda: pool_whole(mongo_db), timeout=30)

@@ -45,6 +45,9 @@ and ``expect_raises`` (an exception it must raise); ``start()`` (a background se
 with the page), ``free_port()``, ``table()`` (the rows of a ``keel check`` table) and ``await
 harness.rerun(subst=…, db=…)`` (the block again, with its text or names changed).
 
+Every relative link of a page must lead to a file that exists and, with an #anchor, to a
+heading of that page (test_links_lead_to_files_and_headings_that_exist).
+
 Servers: the pages use the documented test URLs (postgresql://postgres@127.0.0.1:5432/keel_test,
 mysql://root@127.0.0.1:3306/keel_test, mongodb://127.0.0.1:27017/keel_test, and the PostgreSQL one
 without the port); the test replaces them in every block with the suite's KEEL_TEST_PG_URL,
@@ -636,3 +639,42 @@ def test_blocks_share_one_namespace_and_one_loop(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     run_page(page, work, monkeypatch)
+
+
+# ---- links between the pages ----
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(page):
+    """The anchors GitHub gives the headings of page (lower case, punctuation dropped, spaces
+    as hyphens, -1, -2 … for repeats)."""
+    seen, out = {}, set()
+    in_code = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line):
+            in_code = not in_code
+        m = re.match(r"^#{1,6} (.*)$", line)
+        if in_code or not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[rel(p) for p in PAGES])
+def test_links_lead_to_files_and_headings_that_exist(page):
+    text = re.sub(r"(?ms)^( *)(`{3,}).*?^\1\2\s*$", "", page.read_text(encoding="utf-8"))
+    broken = []
+    for target in _LINK.findall(text):
+        if re.match(r"^[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(f"{target}: no heading with that anchor in {rel(dest)}")
+    assert not broken, f"{rel(page)}: " + "; ".join(broken)

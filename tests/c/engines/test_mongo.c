@@ -734,6 +734,44 @@ TEST(server_errors_map_to_statuses) {
     keel_db_close(db);
 }
 
+/* keel_conn_command_sync: the reply, a server error mapped as the callback's would be, and a
+ * malformed command refused before anything is sent. */
+TEST(command_sync_blocks_until_the_reply) {
+    keel_db *db = open_db(NULL);
+    keel_conn *c = acquire(db);
+    keel_error err;
+    keel_result *res = NULL;
+    bson_t cmd = BSON_INITIALIZER;
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    CHECK_INT(keel_conn_command_sync(c, "admin", bson_get_data(&cmd), cmd.len, &res, &err),
+              KEEL_OK);
+    const keel_value *v = keel_result_value(res, 0, 0);
+    CHECK(v != NULL && v->type == KEEL_TYPE_DOCUMENT);
+    if (v && v->type == KEEL_TYPE_DOCUMENT) {
+        bson_t reply;
+        bson_iter_t it;
+        CHECK(bson_init_static(&reply, (const uint8_t *)v->u.str.ptr, v->u.str.len));
+        CHECK(bson_iter_init_find(&it, &reply, "ok") && bson_iter_as_double(&it) == 1.0);
+    }
+    keel_result_free(res);
+    CHECK_INT(keel_conn_command_sync(c, NULL, bson_get_data(&cmd), cmd.len, NULL, &err), KEEL_OK);
+    bson_t bad = BSON_INITIALIZER;
+    BSON_APPEND_INT32(&bad, "noSuchCommandAtAll", 1);
+    res = NULL;
+    CHECK(keel_conn_command_sync(c, NULL, bson_get_data(&bad), bad.len, &res, &err) != KEEL_OK);
+    CHECK(res == NULL);
+    CHECK_CONTAINS(err.message, "noSuchCommandAtAll");
+    const uint8_t empty[5] = { 5, 0, 0, 0, 0 };
+    CHECK_INT(keel_conn_command_sync(c, NULL, empty, sizeof empty, &res, &err),
+              KEEL_ERR_INVALID_ARGUMENT);
+    /* The connection is still good. */
+    CHECK_INT(keel_conn_command_sync(c, NULL, bson_get_data(&cmd), cmd.len, NULL, &err), KEEL_OK);
+    bson_destroy(&bad);
+    bson_destroy(&cmd);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(bad_input_fails_synchronously) {
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
@@ -1407,6 +1445,7 @@ int main(void) {
     RUN(duplicate_key_is_an_integrity_error_naming_the_document);
     RUN(server_errors_map_to_statuses);
     RUN(bad_input_fails_synchronously);
+    RUN(command_sync_blocks_until_the_reply);
     RUN(transactions_commit_and_abort);
     RUN(release_inside_a_transaction_rolls_back);
     RUN(unreachable_server_fails_fast_without_the_password);

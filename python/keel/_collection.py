@@ -1084,16 +1084,24 @@ class Collection:
         acknowledged = True
         first_error: Error | None = None
         replies: list[Any] = []
+        offset = 0
         for batch in batches:
+            start, offset = offset, offset + len(batch)
             try:
                 left = _left(deadline, timeout, self._database)
                 reply = await self._run({"insert": self.name, "ordered": ordered,
                                          "documents": batch}, left, conn)
             except Error as exc:
-                if ordered or isinstance(exc, QueryTimeout):
+                if isinstance(exc, QueryTimeout):
+                    raise
+                # A write error names the document by its index in documents.
+                named = _write_error(exc, range(start, offset), "insert_many document")
+                if ordered:
+                    if named is not None:
+                        raise named from exc
                     raise
                 if first_error is None:
-                    first_error = exc
+                    first_error = named or exc
                 continue
             replies.append(reply)
             acknowledged = acknowledged and "n" in reply
@@ -1680,14 +1688,24 @@ def _chunks(items: list[tuple[int, RawDocument]]) -> Iterable[list[tuple[int, Ra
         yield chunk
 
 
-def _bulk_error(exc: Error, kind: str, indexes: list[int]) -> Error:
-    """exc, its message naming the request that failed: a write error's "index N" is N-th
-    statement of the command, which is request indexes[N]."""
+def _write_error(exc: Error, indexes: Sequence[int], what: str) -> Error | None:
+    """exc naming what failed by the caller's index ("bulk_write request 7: …"): a write
+    error's "index N" is the N-th statement of its command, which is the caller's indexes[N].
+    None when exc is not a write error."""
     text = str(exc)
     if text.startswith("index "):
         number, sep, rest = text[6:].partition(": ")
         if sep and number.isdigit() and int(number) < len(indexes):
-            return _renamed(exc, f"bulk_write request {indexes[int(number)]}: {rest}")
+            return _renamed(exc, f"{what} {indexes[int(number)]}: {rest}")
+    return None
+
+
+def _bulk_error(exc: Error, kind: str, indexes: list[int]) -> Error:
+    """exc, its message naming the request that failed (or the requests of its command)."""
+    named = _write_error(exc, indexes, "bulk_write request")
+    if named is not None:
+        return named
+    text = str(exc)
     first, last = indexes[0], indexes[-1]
     which = f"request {first}" if first == last else f"requests {first}-{last}"
     return _renamed(exc, f"bulk_write {kind} of {which}: {text}")

@@ -748,3 +748,20 @@ async def test_connection_collections_and_change_stream_checks(mongo_db, coll):
         assert not stream.alive
     # A server error on getMore kills the cursor, then gives its connection back.
     await wait_until(lambda: pool_whole(mongo_db), timeout=30)
+
+
+async def test_insert_many_errors_name_the_document(mongo_db, coll):
+    await coll.insert_one({"_id": "dup"})
+    big = "x" * (3 * 1024 * 1024)
+    docs = [{"_id": i, "big": big} for i in range(7)] + [{"_id": "dup"}, {"_id": 8}]
+    # Seven 3 MiB documents fill more than one command: the duplicate is the second one's.
+    with pytest.raises(keel.IntegrityError, match=r"^insert_many document 7: .*E11000") as info:
+        await coll.insert_many(docs)
+    assert info.value.database == "docs" and info.value.code == "KEEL_ERR_INTEGRITY"
+    assert await coll.count_documents({}) == 8                      # 0-6 and the first dup
+    await coll.delete_many({"_id": {"$ne": "dup"}})
+    with pytest.raises(keel.IntegrityError, match=r"^insert_many document 7: .*E11000"):
+        await coll.insert_many([{"_id": i, "big": big} for i in range(7)]
+                               + [{"_id": "dup"}, {"_id": 8}], ordered=False)
+    assert await coll.count_documents({}) == 9                      # all but the duplicate
+    assert pool_whole(mongo_db)

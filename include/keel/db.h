@@ -357,8 +357,8 @@ KEEL_API keel_status keel_conn_set_timeout(keel_conn *conn, double seconds, keel
  * an operation are delivered when it ends, just before its callback.
  *
  * A connection that listens stays with its caller until released. keel_conn_release drops the
- * handler (cb is never called after it), and a connection on which a handler was ever set runs
- * UNLISTEN * before it goes back to the pool (within command_timeout, 10 seconds when none is
+ * handler (cb is never called after it), and a connection on which a handler was ever set, or
+ * that ran a statement starting with LISTEN, runs UNLISTEN * before it goes back to the pool (within command_timeout, 10 seconds when none is
  * set, or it is closed), so the next user of it receives nothing of this one's channels.
  * Errors: KEEL_ERR_INVALID_ARGUMENT (conn NULL), KEEL_ERR_UNSUPPORTED (an engine without
  * notifications: SQLite, MySQL/MariaDB, MongoDB), KEEL_ERR_CLOSED (released, or its database

@@ -2,6 +2,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "core/error_int.h"
 #include "pool/pool.h"
@@ -84,6 +86,33 @@ static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, si
     return KEEL_OK;
 }
 
+/*
+ * True when sql's first keyword is LISTEN (after spaces and comments): a connection that ran one
+ * unlistens when released, as one with a notify handler does, whoever ran it.
+ */
+static int starts_with_listen(const char *s) {
+    for (;;) {
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f')
+            s++;
+        if (s[0] == '-' && s[1] == '-') {
+            while (*s && *s != '\n')
+                s++;
+        } else if (s[0] == '/' && s[1] == '*') {
+            const char *end = strstr(s + 2, "*/");
+            if (!end)
+                return 0;
+            s = end + 2;
+        } else {
+            break;
+        }
+    }
+    if (strncasecmp(s, "listen", 6) != 0)
+        return 0;
+    char next = s[6];
+    return !(next == '_' || next == '$' || (next >= '0' && next <= '9') ||
+             ((next | 0x20) >= 'a' && (next | 0x20) <= 'z') || (unsigned char)next >= 0x80);
+}
+
 static keel_status start_statement(keel_conn *c, const char *sql, const keel_value *params,
                                    size_t nrows, size_t nparams, int many, keel_rows_cb rows_cb,
                                    keel_query_cb cb, void *arg, keel_error *err) {
@@ -116,6 +145,8 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
     };
     if ((st = op_begin(c, rows_cb, cb, arg, err)) != KEEL_OK)
         return st;
+    if (c->engine->notifications && starts_with_listen(sql))
+        c->listened = 1;
     return op_started(c, c->engine->query(c, &stmt, err));
 }
 

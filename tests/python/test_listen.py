@@ -123,6 +123,11 @@ async def test_a_released_connection_unlistens_before_anyone_else_gets_it():
             assert await again.fetchval("SELECT pg_backend_pid()") == pid
             assert await listening(again) == 0
             assert not again.in_transaction
+            # LISTEN run by hand, without add_listener: undone on release all the same.
+            await again.execute(f"LISTEN {channel}")
+            assert await listening(again) == 1
+        async with db.connection() as again:
+            assert await listening(again) == 0
     finally:
         await close_db(db)
 

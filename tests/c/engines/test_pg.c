@@ -1145,6 +1145,16 @@ TEST(notifications_reach_the_handler_while_idle_and_after_an_operation) {
     CHECK_INT(listening(a) + listening(b), 0);
     CHECK_INT(q_int(a, "SELECT count(*) FROM pg_tables WHERE tablename = 'keel_listen_txn'"), 0);
     CHECK_INT(q_int(b, "SELECT count(*) FROM pg_tables WHERE tablename = 'keel_listen_txn'"), 0);
+
+    /* LISTEN run as a plain statement, without a handler, is undone on release too. */
+    keel_result_free(q(a, " -- subscribe\n /* plain */ listen keel_plain", NULL, 0));
+    keel_result_free(q(b, "SELECT 1 AS listen_not", NULL, 0));
+    CHECK_INT(listening(a), 1);
+    keel_conn_release(a);
+    keel_conn_release(b);
+    a = acquire(db);
+    b = acquire(db);
+    CHECK_INT(listening(a) + listening(b), 0);
     keel_conn_release(a);
     keel_conn_release(b);
     keel_db_close(db);

@@ -391,3 +391,40 @@ def test_mongo_pymongo_methods(mongo):
     with pytest.raises(keel.NotSupportedError, match="change streams"):
         coll.watch()
     assert sdb.pool_stats()["leased"] == 0
+
+
+def test_release_rolls_back_an_open_transaction_at_once(engine, db_url):
+    # keel rolls back a released connection's transaction on its loop, which a synchronous
+    # database runs only inside its next call: the ROLLBACK is sent at the release, so the
+    # transaction's locks go at once all the same.
+    if engine == "sqlite":
+        pytest.skip("SQLite's lock is the file's, tested the same way below")
+    name = unique_name("sync")
+    with keel.sync.Database(db_url) as one, keel.sync.Database(db_url) as other:
+        one.execute(f"CREATE TABLE {name} (a INTEGER)")
+        try:
+            conn = one.acquire()
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO {name} VALUES (1)")
+            lock = {"postgresql": f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE",
+                    "mysql": f"SELECT * FROM {name} FOR UPDATE"}[engine]
+            conn.execute(lock)
+            one.release(conn)
+            # Another pool (another session) is not held up, and the row is gone.
+            assert other.fetchval(f"SELECT count(*) FROM {name}", timeout=3) == 0
+            if engine == "mysql":
+                other.execute(f"ALTER TABLE {name} ADD COLUMN b INTEGER", timeout=3)
+        finally:
+            other.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_release_rolls_back_on_sqlite(tmp_path):
+    url = "sqlite:///" + str(tmp_path / "locks.db")
+    with keel.sync.Database(url) as one, keel.sync.Database(url) as other:
+        one.execute("CREATE TABLE t (a INTEGER)")
+        with one.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (1)")
+        # The write lock went with the rollback: another connection writes at once.
+        assert other.execute("INSERT INTO t VALUES (2)", timeout=3) == 1
+        assert other.fetchval("SELECT count(*) FROM t") == 1

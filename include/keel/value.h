@@ -31,8 +31,14 @@ typedef enum keel_type {
     KEEL_TYPE_INTERVAL = 15,    /* PostgreSQL interval: u.interval (months, days, microseconds) */
     KEEL_TYPE_INET = 16,        /* PostgreSQL inet: u.str, an address with an optional prefix
                                    ("10.0.0.1", "fe80::1/64") */
-    KEEL_TYPE_CIDR = 17         /* PostgreSQL cidr: u.str, a network ("10.0.0.0/8") */
+    KEEL_TYPE_CIDR = 17,        /* PostgreSQL cidr: u.str, a network ("10.0.0.0/8") */
+    KEEL_TYPE_RANGE = 18        /* PostgreSQL range (results): u.range, two bounds and flags */
 } keel_type;
+
+/* The flags of a KEEL_TYPE_RANGE. An unbounded side's bound is KEEL_TYPE_NULL. */
+#define KEEL_RANGE_EMPTY 1u
+#define KEEL_RANGE_LOWER_INC 2u
+#define KEEL_RANGE_UPPER_INC 4u
 
 /* The most dimensions an array has (PostgreSQL's limit). */
 #define KEEL_ARRAY_MAX_DIMS 6
@@ -60,6 +66,10 @@ typedef struct keel_value {
             const struct keel_value *items;
             size_t n;
         } array;
+        struct {
+            const struct keel_value *bounds; /* [0] lower, [1] upper; NULL when empty */
+            unsigned flags;                  /* KEEL_RANGE_* */
+        } range;
         struct {
             int64_t micros; /* the time part */
             int32_t days;

@@ -18,6 +18,7 @@ from typing import Any, Union
 from . import _collection, _listen, _native
 from ._listen import Listener, Notification
 from ._statement import Attribute, PreparedStatement, Type
+from ._range import Range
 from ._collection import (
     BulkWriteResult,
     ChangeStream,
@@ -66,6 +67,7 @@ Config = Union[str, "os.PathLike[str]", "dict[str, Any]", None]
 
 __all__ = [
     "Database",
+    "Range",
     "Connection",
     "Transaction",
     "Record",

@@ -121,6 +121,7 @@ const char *keel_type_name(keel_type type) {
         [KEEL_TYPE_INTERVAL] = "interval",
         [KEEL_TYPE_INET] = "inet",
         [KEEL_TYPE_CIDR] = "cidr",
+        [KEEL_TYPE_RANGE] = "range",
     };
     if ((unsigned)type < sizeof names / sizeof names[0] && names[type])
         return names[type];

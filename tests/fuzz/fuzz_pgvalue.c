@@ -25,7 +25,8 @@
  *    into a buffer of exactly the 16 bytes the function is promised.
  *  - for an array type (int4[], text[], bytea[], jsonb[], date[], interval[]) the text goes through
  *    keel__pg_decode_array: an ARRAY at most 6 deep whose leaves are NULL or of the element's
- *    kind (or TEXT), or TEXT equal to the input.
+ *    kind (or TEXT), or TEXT equal to the input; likewise a range (int4range, tstzrange) through
+ *    keel__pg_decode_range.
  */
 
 static const uint32_t oids[] = {
@@ -57,6 +58,8 @@ static const uint32_t oids[] = {
     869,  /* inet */
     650,  /* cidr */
     1187, /* interval[] */
+    3904, /* int4range */
+    3910, /* tstzrange */
 };
 
 static int hexval(char c) {
@@ -109,6 +112,29 @@ static void check_array_items(const keel_value *a, keel_type et, int depth) {
         else
             FUZZ_ASSERT(e->type == KEEL_TYPE_NULL || e->type == et || e->type == KEEL_TYPE_TEXT);
     }
+}
+
+/* A range decodes to a RANGE whose bounds are NULL (unbounded) or of the bound's kind (or
+ * TEXT), none when empty; or to TEXT equal to the input. */
+static void check_decode_range(uint32_t oid, const char *s, size_t n) {
+    keel_result *res = keel__result_new(1);
+    FUZZ_ASSERT(res != NULL);
+    keel_value v;
+    memset(&v, 0, sizeof v);
+    keel_type et = keel__pg_elem_type_of(oid);
+    FUZZ_ASSERT(keel__pg_decode_range(res, et, s, n, &v) == 0);
+    FUZZ_ASSERT(v.type == KEEL_TYPE_RANGE || v.type == KEEL_TYPE_TEXT);
+    if (v.type == KEEL_TYPE_TEXT) {
+        FUZZ_ASSERT(v.u.str.len == n && memcmp(v.u.str.ptr, s, n) == 0);
+    } else if (v.u.range.flags & KEEL_RANGE_EMPTY) {
+        FUZZ_ASSERT(v.u.range.bounds == NULL);
+    } else {
+        for (int i = 0; i < 2; i++) {
+            keel_type t = v.u.range.bounds[i].type;
+            FUZZ_ASSERT(t == KEEL_TYPE_NULL || t == et || t == KEEL_TYPE_TEXT);
+        }
+    }
+    keel_result_free(res);
 }
 
 static void check_decode_array(uint32_t oid, const char *s, size_t n) {
@@ -265,6 +291,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = strlen(s);
     if (kind == KEEL_TYPE_ARRAY)
         check_decode_array(oid, s, n);
+    else if (kind == KEEL_TYPE_RANGE)
+        check_decode_range(oid, s, n);
     else
         check_decode(kind, s, n);
     check_numeric(s, n);

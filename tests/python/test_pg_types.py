@@ -330,3 +330,73 @@ async def test_intervals_and_addresses_elsewhere(db, engine):
         await db.fetchval("SELECT $1", dt.timedelta(seconds=2))
     assert await db.fetchval("SELECT $1", ipaddress.ip_address("10.0.0.1")) == "10.0.0.1"
     assert await db.fetchval("SELECT $1", Mood.OK) == "ok"
+
+
+# ---- ranges ----
+
+RANGES = [
+    ("int4range(1, 5)", keel.Range(1, 5)),
+    ("'empty'::int4range", keel.Range(empty=True)),
+    ("'(,3]'::int8range", keel.Range(None, 4)),  # the server makes a discrete range [)
+    ("numrange(1.5, NULL, '[]')", keel.Range(Decimal("1.5"), None)),
+    ("daterange('2020-01-01', '2020-02-01')", keel.Range(dt.date(2020, 1, 1), dt.date(2020, 2, 1))),
+    ("tstzrange('2020-01-01 00:00+00', '2021-01-01 00:00+00', '[]')",
+     keel.Range(dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2021, 1, 1, tzinfo=UTC),
+                upper_inc=True)),
+    ("'[\"2020-01-01 10:00\",)'::tsrange", keel.Range(dt.datetime(2020, 1, 1, 10), None)),
+]
+
+
+@pytest.mark.parametrize("sql,want", RANGES)
+async def test_ranges_decode_as_keel_range(pg_db, sql, want):
+    got = await pg_db.fetchval(f"SELECT {sql}")
+    assert isinstance(got, keel.Range)
+    assert got == want
+
+
+@pytest.mark.parametrize("cast,value", [
+    ("int4range", keel.Range(1, 5)),
+    ("int4range", keel.Range(empty=True)),
+    ("int8range", keel.Range(None, 10)),
+    ("numrange", keel.Range(Decimal("-1.25"), Decimal("2"), upper_inc=True)),
+    ("daterange", keel.Range(dt.date(2020, 1, 1), None)),
+    ("tsrange", keel.Range(dt.datetime(2020, 1, 1, 10, 30), dt.datetime(2020, 1, 2))),
+    ("tstzrange", keel.Range(dt.datetime(2020, 1, 1, tzinfo=UTC), None, lower_inc=False)),
+])
+async def test_a_range_parameter_round_trips(pg_db, cast, value):
+    assert await pg_db.fetchval(f"SELECT $1::{cast}", value) == value
+
+
+def test_range_attributes_follow_asyncpg():
+    r = keel.Range(1, None)
+    assert (r.lower, r.upper, r.lower_inc, r.upper_inc, r.lower_inf, r.upper_inf, r.isempty) == \
+        (1, None, True, False, False, True, False)
+    e = keel.Range(1, 2, empty=True)
+    assert e.isempty and not e and e.lower is None and not e.lower_inf
+    assert keel.Range(1, 2) == keel.Range(1, 2) and keel.Range(1, 2) != keel.Range(1, 3)
+    assert hash(keel.Range(1, 2)) == hash(keel.Range(1, 2))
+    assert repr(keel.Range(1, 2)) == "<Range [1, 2)>" and repr(e) == "<Range empty>"
+
+
+async def test_ranges_in_tables_and_bad_ranges(pg_db):
+    t = unique_name("pgt")
+    await pg_db.execute(f"CREATE TABLE {t} (id int, r int4range)")
+    try:
+        await pg_db.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                                [(1, keel.Range(1, 10)), (2, keel.Range(empty=True)), (3, None)])
+        assert await pg_db.fetchval(f"SELECT id FROM {t} WHERE r @> $1::int", 5) == 1
+        assert [r["r"] for r in await pg_db.fetch(f"SELECT r FROM {t} ORDER BY id")] == [
+            keel.Range(1, 10), keel.Range(empty=True), None]
+        with pytest.raises(keel.DataError, match="range lower bound must be less than or equal"):
+            await pg_db.execute(f"INSERT INTO {t} VALUES ($1, $2)", 4, keel.Range(5, 1))
+        assert await pg_db.fetchval(f"SELECT count(*) FROM {t}") == 3
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+async def test_a_range_is_refused_elsewhere(db, engine):
+    if engine == "postgresql":
+        return
+    with pytest.raises(keel.DataError, match=r"parameter \$1: unsupported parameter type "
+                                             r"\(type Range\)"):
+        await db.fetchval("SELECT $1", keel.Range(1, 2))

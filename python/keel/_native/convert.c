@@ -348,6 +348,28 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
                                 s);
         Py_DECREF(s);
         return o != NULL ? o : decode_failed(st, v);
+    case KEEL_TYPE_RANGE: {
+        int empty = (v->u.range.flags & KEEL_RANGE_EMPTY) || v->u.range.bounds == NULL;
+        PyObject *lo = empty ? Py_NewRef(Py_None) : keel__py_value_to_py(st, &v->u.range.bounds[0]);
+        PyObject *hi = lo == NULL ? NULL
+                       : empty    ? Py_NewRef(Py_None)
+                                  : keel__py_value_to_py(st, &v->u.range.bounds[1]);
+        PyObject *kw =
+            hi != NULL
+                ? Py_BuildValue("{s:O,s:O,s:O}", "lower_inc",
+                                (v->u.range.flags & KEEL_RANGE_LOWER_INC) ? Py_True : Py_False,
+                                "upper_inc",
+                                (v->u.range.flags & KEEL_RANGE_UPPER_INC) ? Py_True : Py_False,
+                                "empty", empty ? Py_True : Py_False)
+                : NULL;
+        PyObject *args = kw != NULL ? PyTuple_Pack(2, lo, hi) : NULL;
+        o = args != NULL ? PyObject_Call(st->Range, args, kw) : NULL;
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
+        Py_XDECREF(hi);
+        Py_XDECREF(lo);
+        return o;
+    }
     case KEEL_TYPE_ARRAY:
         o = PyList_New((Py_ssize_t)v->u.array.n);
         for (size_t i = 0; o != NULL && i < v->u.array.n; i++) {
@@ -751,6 +773,16 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
                          !p->arrays ? KEEL_TYPE_TEXT
                          : ip       ? KEEL_TYPE_INET
                                     : KEEL_TYPE_CIDR);
+    }
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Range)) {
+        if (!p->arrays)
+            return param_error(st, p, row, pos, obj, "unsupported parameter type");
+        /* Its literal, which the server reads as the range type the statement gives it. */
+        PyObject *text = hold(p, PyObject_CallMethod(obj, "_keel_text", NULL));
+        if (text == NULL || !PyUnicode_Check(text))
+            return text == NULL ? param_error_from(st, p, row, pos, obj, "Range text failed")
+                                : param_error(st, p, row, pos, obj, "Range text is not a str");
+        return str_value(st, p, row, pos, text, out, KEEL_TYPE_TEXT);
     }
     if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Enum)) {
         /* An enum member goes as its value (a str for PostgreSQL's enums). */

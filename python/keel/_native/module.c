@@ -316,7 +316,8 @@ static int init_imports(kpy_state *st) {
         (st->ip_address = import_attr("ipaddress", "ip_address")) == NULL ||
         (st->ip_interface = import_attr("ipaddress", "ip_interface")) == NULL ||
         (st->ip_network = import_attr("ipaddress", "ip_network")) == NULL ||
-        (st->Enum = import_attr("enum", "Enum")) == NULL)
+        (st->Enum = import_attr("enum", "Enum")) == NULL ||
+        (st->Range = import_attr("keel._range", "Range")) == NULL)
         return -1;
     PyObject *ipa4 = import_attr("ipaddress", "IPv4Address"),
              *ipa6 = import_attr("ipaddress", "IPv6Address"),
@@ -511,7 +512,8 @@ static int module_exec(PyObject *m) {
     X(ip_network)                                                                                  \
     X(ip_hosts)                                                                                    \
     X(ip_networks)                                                                                 \
-    X(Enum)
+    X(Enum)                                                                                        \
+    X(Range)
 
 static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     kpy_state *st = PyModule_GetState(m);

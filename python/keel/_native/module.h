@@ -78,6 +78,7 @@ typedef struct kpy_state {
     PyObject *ip_hosts;    /* (IPv4Address, IPv6Address, IPv4Interface, IPv6Interface) */
     PyObject *ip_networks; /* (IPv4Network, IPv6Network) */
     PyObject *Enum;
+    PyObject *Range;  /* keel._range.Range */
     PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;

@@ -95,6 +95,7 @@ static void my_barray_fill(my_impl *p, my_barray *arr, size_t k, size_t a, size_
     case KEEL_TYPE_INTERVAL:
     case KEEL_TYPE_INET:
     case KEEL_TYPE_CIDR:
+    case KEEL_TYPE_RANGE:
         arr->type = MYSQL_TYPE_NULL;
         break;
     case KEEL_TYPE_BOOL:

@@ -661,6 +661,7 @@ keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, in
     case KEEL_TYPE_INTERVAL:
     case KEEL_TYPE_INET:
     case KEEL_TYPE_CIDR:
+    case KEEL_TYPE_RANGE:
         return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
                               "an interval, inet or cidr is a PostgreSQL value; pass text "
                               "instead");
@@ -763,6 +764,7 @@ static void my_bind_value(MYSQL_BIND *b, my_slot *s, const keel_value *v) {
     case KEEL_TYPE_INTERVAL:
     case KEEL_TYPE_INET:
     case KEEL_TYPE_CIDR:
+    case KEEL_TYPE_RANGE:
         break; /* refused by keel__my_param_check */
     }
 }

@@ -408,6 +408,7 @@ int keel__pgc_json(keel__buf *b, const keel_value *v) {
     case KEEL_TYPE_BYTES:
     case KEEL_TYPE_DOCUMENT:
     case KEEL_TYPE_INTERVAL:
+    case KEEL_TYPE_RANGE:
         return -2;
     }
     return -2;

@@ -33,6 +33,14 @@ enum {
     PG_OID_CIDR = 650
 };
 
+/* The built-in range types and the OIDs of their elements. */
+static const struct {
+    Oid range, elem;
+} pg_ranges[] = {
+    { 3904, PG_OID_INT4 }, { 3926, PG_OID_INT8 },      { 3906, PG_OID_NUMERIC },
+    { 3912, PG_OID_DATE }, { 3908, PG_OID_TIMESTAMP }, { 3910, PG_OID_TIMESTAMPTZ },
+};
+
 /* ---------------------------------------------------------------------------------------- */
 /* Parameters                                                                               */
 
@@ -72,6 +80,7 @@ static size_t pg_param_room(const keel_value *v) {
     case KEEL_TYPE_ARRAY: /* encoded into p->parr */
         return 0;
     case KEEL_TYPE_DOCUMENT: /* BSON has no PostgreSQL type */
+    case KEEL_TYPE_RANGE:    /* results only: a range parameter is its text */
         return SIZE_MAX;
     }
     return SIZE_MAX;
@@ -106,6 +115,8 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
         return pg_param_error(p, err, KEEL_ERR_DATA, i,
                               v->type == KEEL_TYPE_DOCUMENT
                                   ? "a BSON document is not a PostgreSQL value; pass JSON instead"
+                              : v->type == KEEL_TYPE_RANGE
+                                  ? "a range parameter goes as its text (\"[1,5)\")"
                                   : "unknown value type");
     int textlike = v->type == KEEL_TYPE_TEXT || v->type == KEEL_TYPE_NUMERIC ||
                    v->type == KEEL_TYPE_JSON || v->type == KEEL_TYPE_INET ||
@@ -240,6 +251,7 @@ static int pg_array_literal(keel__buf *b, const keel_value *v) {
                 return -1;
         return keel__buf_putc(b, '}');
     case KEEL_TYPE_DOCUMENT: /* refused by keel__pg_param_check */
+    case KEEL_TYPE_RANGE:
         break;
     }
     return keel__buf_puts(b, "NULL");
@@ -386,6 +398,7 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
         }
         case KEEL_TYPE_NULL:
         case KEEL_TYPE_DOCUMENT: /* rejected by keel__pg_param_check before encoding */
+        case KEEL_TYPE_RANGE:
             p->pvals[i] = NULL;
             p->plens[i] = 0;
             p->ptypes[i] = 0;
@@ -498,13 +511,101 @@ keel_type keel__pg_type_of(Oid oid) {
         /* Arrays of the types keel knows are arrays; text, varchar, char, name, and everything
          * keel has no type for (enums, inet, timetz, intervals, other arrays) arrive as their
          * text form. */
-        return keel__pgc_array_elem(oid, NULL) ? KEEL_TYPE_ARRAY : KEEL_TYPE_TEXT;
+        if (keel__pgc_array_elem(oid, NULL))
+            return KEEL_TYPE_ARRAY;
+        for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
+            if (pg_ranges[i].range == oid)
+                return KEEL_TYPE_RANGE;
+        return KEEL_TYPE_TEXT;
     }
 }
 
 keel_type keel__pg_elem_type_of(Oid oid) {
     uint32_t elem = keel__pgc_array_elem(oid, NULL);
-    return elem ? keel__pg_type_of(elem) : KEEL_TYPE_NULL;
+    if (elem)
+        return keel__pg_type_of(elem);
+    for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
+        if (pg_ranges[i].range == oid)
+            return keel__pg_type_of(pg_ranges[i].elem);
+    return KEEL_TYPE_NULL;
+}
+
+/* One bound of a range's text at s[*i] (quoted, unquoted, or empty for unbounded) up to the
+ * ',' or closing bracket, into *v. 0, -1 malformed, -2 out of memory. */
+static int pg_range_bound(keel_result *res, keel_type et, const char *s, size_t n, size_t *i,
+                          keel__buf *tmp, keel_value *v) {
+    keel__buf_reset(tmp);
+    int any = 0;
+    while (*i < n && s[*i] != ',' && s[*i] != ')' && s[*i] != ']') {
+        char c = s[*i];
+        if (c == '"') {
+            for ((*i)++; *i < n && s[*i] != '"'; (*i)++) {
+                if (s[*i] == '\\' && ++(*i) >= n)
+                    return -1;
+                if (keel__buf_putc(tmp, s[*i]) != 0)
+                    return -2;
+            }
+            if (*i >= n)
+                return -1;
+            (*i)++;
+            any = 1;
+            continue;
+        }
+        if (c == '\\' && ++(*i) >= n)
+            return -1;
+        if (keel__buf_putc(tmp, s[*i]) != 0)
+            return -2;
+        (*i)++;
+        any = 1;
+    }
+    if (*i >= n)
+        return -1;
+    if (!any) {
+        v->type = KEEL_TYPE_NULL; /* unbounded */
+        return 0;
+    }
+    if (keel__buf_putc(tmp, '\0') != 0)
+        return -2;
+    return keel__pg_decode_value(res, et, tmp->data, tmp->len - 1, v) == 0 ? 0 : -2;
+}
+
+int keel__pg_decode_range(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v) {
+    if (n == 5 && memcmp(s, "empty", 5) == 0) {
+        v->type = KEEL_TYPE_RANGE;
+        v->u.range.bounds = NULL;
+        v->u.range.flags = KEEL_RANGE_EMPTY;
+        return 0;
+    }
+    keel__buf tmp = { 0 };
+    keel_value *b = (keel_value *)(void *)keel__result_alloc(res, 2 * sizeof *b);
+    if (!b)
+        return -1;
+    memset(b, 0, 2 * sizeof *b);
+    size_t i = 1;
+    int rc = -1;
+    unsigned flags = 0;
+    if (n >= 3 && (s[0] == '[' || s[0] == '(') && (s[n - 1] == ']' || s[n - 1] == ')')) {
+        flags =
+            (s[0] == '[' ? KEEL_RANGE_LOWER_INC : 0) | (s[n - 1] == ']' ? KEEL_RANGE_UPPER_INC : 0);
+        rc = pg_range_bound(res, et, s, n, &i, &tmp, &b[0]);
+        if (rc == 0 && (i >= n || s[i] != ','))
+            rc = -1;
+        if (rc == 0) {
+            i++;
+            rc = pg_range_bound(res, et, s, n, &i, &tmp, &b[1]);
+        }
+        if (rc == 0 && i != n - 1)
+            rc = -1;
+    }
+    keel__buf_free(&tmp);
+    if (rc == -2)
+        return -1;
+    if (rc == -1)
+        return keel__result_set_text(res, v, KEEL_TYPE_TEXT, s, n);
+    v->type = KEEL_TYPE_RANGE;
+    v->u.range.bounds = b;
+    v->u.range.flags = flags;
+    return 0;
 }
 
 /* ---- arrays in results ---- */

@@ -22,7 +22,15 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
  * types keel knows). */
 keel_type keel__pg_type_of(Oid oid);
 
-/* The keel type of the elements of an array column of type oid (NULL when not an array). */
+/*
+ * Decodes the text form of a range ("[1,5)", "(,\"2020-01-01\"]", "empty") of bounds of type et
+ * into v, a RANGE whose bounds live in res. Text of another form is returned as TEXT. 0, or -1
+ * when out of memory.
+ */
+int keel__pg_decode_range(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v);
+
+/* The keel type of the elements of an array column, or of the bounds of a range column, of type
+ * oid (NULL for other types). */
 keel_type keel__pg_elem_type_of(Oid oid);
 
 /*

@@ -134,6 +134,8 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
             size_t len = (size_t)PQgetlength(r, (int)row, (int)col);
             if ((kinds[col] == KEEL_TYPE_ARRAY
                      ? keel__pg_decode_array(res, kinds[ncols + col], text, len, &vals[col])
+                 : kinds[col] == KEEL_TYPE_RANGE
+                     ? keel__pg_decode_range(res, kinds[ncols + col], text, len, &vals[col])
                      : keel__pg_decode_value(res, kinds[col], text, len, &vals[col])) != 0)
                 return -1;
         }

@@ -1628,7 +1628,7 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
         for (size_t i = 0; i < stmt->nparams; i++) {
             keel_type t = stmt->params[r * stmt->nparams + i].type;
             if (t != KEEL_TYPE_DOCUMENT && t != KEEL_TYPE_ARRAY && t != KEEL_TYPE_INTERVAL &&
-                t != KEEL_TYPE_INET && t != KEEL_TYPE_CIDR)
+                t != KEEL_TYPE_INET && t != KEEL_TYPE_CIDR && t != KEEL_TYPE_RANGE)
                 continue;
             const char *db = c->config ? c->config->name : "";
             const char *what = t == KEEL_TYPE_ARRAY      ? "an array"

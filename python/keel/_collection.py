@@ -587,6 +587,12 @@ class Cursor:
         self._cmd["hint"] = index if isinstance(index, str) else _index_keys(index)
         return self
 
+    def collation(self, collation: Mapping[str, Any]) -> Cursor:
+        """Compares strings by collation ({"locale": "en", "strength": 2}: case-insensitive)."""
+        self._settable("collation")
+        self._cmd["collation"] = _collation(collation)
+        return self
+
     async def __anext__(self) -> Any:
         # First, so that what another task does meanwhile (closing the cursor) is seen below.
         self._handed += 1
@@ -1119,8 +1125,8 @@ class Collection:
     def find(self, filter: Mapping[str, Any] | None = None,
              projection: Mapping[str, Any] | Sequence[str] | None = None, *,
              sort: SortSpec = None, skip: int = 0, limit: int = 0,
-             batch_size: int | None = None, session: Any = None,
-             timeout: float | None = None) -> Cursor:
+             batch_size: int | None = None, hint: Any = None, collation: Any = None,
+             session: Any = None, timeout: float | None = None) -> Cursor:
         """A Cursor over the matching documents (nothing runs until it is iterated or awaited).
 
         limit=0 means no limit; a negative limit returns at most -limit documents in a single
@@ -1128,6 +1134,7 @@ class Collection:
         chained before the cursor is read: find(f).sort("a", -1).skip(10).limit(5).
         """
         cmd = self._find_command(filter, projection, sort, skip, limit, batch_size)
+        _add_options(cmd, hint, collation)
         return Cursor(self, cmd, batch_size, timeout, self._session(session))
 
     def _find_command(self, filter: Mapping[str, Any] | None, projection: Any, sort: SortSpec,
@@ -1156,19 +1163,22 @@ class Collection:
 
     async def find_one(self, filter: Any = None,
                        projection: Mapping[str, Any] | Sequence[str] | None = None, *,
-                       sort: SortSpec = None, skip: int = 0, session: Any = None,
+                       sort: SortSpec = None, skip: int = 0, hint: Any = None,
+                       collation: Any = None, session: Any = None,
                        timeout: float | None = None) -> dict[str, Any] | None:
         """The first matching document, or None. A filter that is not a dict matches _id."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        reply = await self._run(self._find_command(filter, projection, sort, skip, -1, None),
-                                timeout, session)
+        cmd = self._find_command(filter, projection, sort, skip, -1, None)
+        _add_options(cmd, hint, collation)
+        reply = await self._run(cmd, timeout, session)
         batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]], *,
                   batch_size: int | None = None, allow_disk_use: bool | None = None,
-                  session: Any = None, timeout: float | None = None) -> Cursor:
+                  hint: Any = None, collation: Any = None, session: Any = None,
+                  timeout: float | None = None) -> Cursor:
         """A Cursor over the results of an aggregation pipeline (timeout= bounds the fetch of
         each batch). Iterate it directly, or await it first as with pymongo's async API
         (`cursor = await coll.aggregate(p)`: the command has run, the first batch is in)."""
@@ -1181,10 +1191,12 @@ class Collection:
                                "cursor": cursor_opts}
         if allow_disk_use is not None:
             cmd["allowDiskUse"] = allow_disk_use
+        _add_options(cmd, hint, collation)
         return Cursor(self, cmd, batch_size, timeout, self._session(session))
 
     async def count_documents(self, filter: Mapping[str, Any] | None = None, *,
-                              skip: int = 0, limit: int = 0, session: Any = None,
+                              skip: int = 0, limit: int = 0, hint: Any = None,
+                              collation: Any = None, session: Any = None,
                               timeout: float | None = None) -> int:
         """The number of matching documents, counted by an aggregation (as pymongo does)."""
         pipeline: list[dict[str, Any]] = [{"$match": _filter(filter)}]
@@ -1193,8 +1205,9 @@ class Collection:
         if limit:
             pipeline.append({"$limit": limit})
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
-        reply = await self._run({"aggregate": self.name, "pipeline": pipeline, "cursor": {}},
-                                timeout, session)
+        cmd = {"aggregate": self.name, "pipeline": pipeline, "cursor": {}}
+        _add_options(cmd, hint, collation)
+        reply = await self._run(cmd, timeout, session)
         batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
@@ -1205,27 +1218,29 @@ class Collection:
         return int(reply.get("n", 0))
 
     async def distinct(self, key: str, filter: Mapping[str, Any] | None = None, *,
-                       session: Any = None, timeout: float | None = None) -> list[Any]:
+                       collation: Any = None, session: Any = None,
+                       timeout: float | None = None) -> list[Any]:
         """The distinct values of key (a field name, dotted for embedded fields; array
         elements count one by one) among the documents filter matches."""
         if not isinstance(key, str):
             raise TypeError(f"distinct: key must be a field name (str), not "
                             f"{type(key).__name__}")
-        reply = await self._run({"distinct": self.name, "key": key,
-                                 "query": _filter(filter)}, timeout, session)
+        cmd = {"distinct": self.name, "key": key, "query": _filter(filter)}
+        _add_options(cmd, None, collation)
+        reply = await self._run(cmd, timeout, session)
         return list(reply.get("values", []))
 
     # -- updates and deletes --
 
     async def _update(self, filter: Mapping[str, Any] | None, update: Any, *, multi: bool,
                       upsert: bool, timeout: float | None, session: Any,
-                      array_filters: Any = None, hint: Any = None) -> UpdateResult:
+                      array_filters: Any = None, hint: Any = None,
+                      collation: Any = None) -> UpdateResult:
         statement = {"q": _filter(filter), "u": update, "multi": multi,
                      "upsert": _check_bool(upsert, "upsert")}
         if array_filters is not None:
             statement["arrayFilters"] = _array_filters(array_filters)
-        if hint is not None:
-            statement["hint"] = _hint(hint)
+        _add_options(statement, hint, collation)
         reply = await self._run({"update": self.name, "ordered": True, "updates": [statement]},
                                 timeout, session)
         n, acknowledged = _write_result_counts(reply)
@@ -1257,59 +1272,68 @@ class Collection:
 
     async def update_one(self, filter: Mapping[str, Any] | None, update: Any, *,
                          upsert: bool = False, array_filters: Any = None, hint: Any = None,
-                         session: Any = None, timeout: float | None = None) -> UpdateResult:
+                         collation: Any = None, session: Any = None,
+                         timeout: float | None = None) -> UpdateResult:
         """Applies update ($ operators or a pipeline) to the first matching document."""
         self._check_update(update, "update_one")
         return await self._update(filter, update, multi=False, upsert=upsert, timeout=timeout,
-                                  session=session, array_filters=array_filters, hint=hint)
+                                  session=session, array_filters=array_filters, hint=hint,
+                                  collation=collation)
 
     async def update_many(self, filter: Mapping[str, Any] | None, update: Any, *,
                           upsert: bool = False, array_filters: Any = None, hint: Any = None,
-                          session: Any = None, timeout: float | None = None) -> UpdateResult:
+                          collation: Any = None, session: Any = None,
+                          timeout: float | None = None) -> UpdateResult:
         """Applies update ($ operators or a pipeline) to every matching document."""
         self._check_update(update, "update_many")
         return await self._update(filter, update, multi=True, upsert=upsert, timeout=timeout,
-                                  session=session, array_filters=array_filters, hint=hint)
+                                  session=session, array_filters=array_filters, hint=hint,
+                                  collation=collation)
 
     async def replace_one(self, filter: Mapping[str, Any] | None,
                           replacement: Mapping[str, Any], *, upsert: bool = False,
-                          hint: Any = None, session: Any = None,
+                          hint: Any = None, collation: Any = None, session: Any = None,
                           timeout: float | None = None) -> UpdateResult:
         """Replaces the first matching document (its _id is kept)."""
         self._check_replacement(replacement, "replace_one")
         return await self._update(filter, replacement, multi=False, upsert=upsert,
-                                  timeout=timeout, session=session, hint=hint)
+                                  timeout=timeout, session=session, hint=hint,
+                                  collation=collation)
 
     async def _delete(self, filter: Mapping[str, Any] | None, limit: int,
-                      timeout: float | None, session: Any, hint: Any) -> DeleteResult:
+                      timeout: float | None, session: Any, hint: Any,
+                      collation: Any) -> DeleteResult:
         statement: dict[str, Any] = {"q": _filter(filter), "limit": limit}
-        if hint is not None:
-            statement["hint"] = _hint(hint)
+        _add_options(statement, hint, collation)
         reply = await self._run({"delete": self.name, "ordered": True, "deletes": [statement]},
                                 timeout, session)
         n, acknowledged = _write_result_counts(reply)
         return DeleteResult(n, acknowledged, reply)
 
     async def delete_one(self, filter: Mapping[str, Any] | None, *, hint: Any = None,
-                         session: Any = None, timeout: float | None = None) -> DeleteResult:
+                         collation: Any = None, session: Any = None,
+                         timeout: float | None = None) -> DeleteResult:
         """Deletes the first matching document."""
-        return await self._delete(filter, 1, timeout, session, hint)
+        return await self._delete(filter, 1, timeout, session, hint, collation)
 
     async def delete_many(self, filter: Mapping[str, Any] | None, *, hint: Any = None,
-                          session: Any = None, timeout: float | None = None) -> DeleteResult:
+                          collation: Any = None, session: Any = None,
+                          timeout: float | None = None) -> DeleteResult:
         """Deletes every matching document ({} deletes them all)."""
-        return await self._delete(filter, 0, timeout, session, hint)
+        return await self._delete(filter, 0, timeout, session, hint, collation)
 
     # -- find and modify --
 
     async def _find_and_modify(self, method: str, filter: Mapping[str, Any] | None,
                                change: dict[str, Any], projection: Any, sort: SortSpec,
-                               session: Any, timeout: float | None) -> dict[str, Any] | None:
+                               collation: Any, session: Any,
+                               timeout: float | None) -> dict[str, Any] | None:
         cmd: dict[str, Any] = {"findAndModify": self.name, "query": _filter(filter)}
         spec = _sort(sort)
         if spec:
             cmd["sort"] = spec
         cmd.update(change)
+        _add_options(cmd, None, collation)
         proj = _projection(projection)
         if proj is not None:
             cmd["fields"] = proj
@@ -1337,7 +1361,7 @@ class Collection:
                                   sort: SortSpec = None, upsert: bool = False,
                                   return_document: bool = ReturnDocument.BEFORE,
                                   array_filters: Any = None, hint: Any = None,
-                                  session: Any = None,
+                                  collation: Any = None, session: Any = None,
                                   timeout: float | None = None) -> dict[str, Any] | None:
         """Updates the first document filter matches (in sort order) and returns it as it was
         before (ReturnDocument.BEFORE) or after (AFTER) the update; None when none matched
@@ -1347,14 +1371,14 @@ class Collection:
                                        array_filters, hint)
         return await self._find_and_modify("find_one_and_update", filter,
                                            {"update": update, **options}, projection, sort,
-                                           session, timeout)
+                                           collation, session, timeout)
 
     async def find_one_and_replace(self, filter: Mapping[str, Any] | None,
                                    replacement: Mapping[str, Any],
                                    projection: Mapping[str, Any] | Sequence[str] | None = None,
                                    *, sort: SortSpec = None, upsert: bool = False,
                                    return_document: bool = ReturnDocument.BEFORE,
-                                   hint: Any = None, session: Any = None,
+                                   hint: Any = None, collation: Any = None, session: Any = None,
                                    timeout: float | None = None) -> dict[str, Any] | None:
         """Replaces the first document filter matches (its _id is kept) and returns it as it
         was before or after, like find_one_and_update."""
@@ -1363,11 +1387,12 @@ class Collection:
                                        hint)
         return await self._find_and_modify("find_one_and_replace", filter,
                                            {"update": replacement, **options}, projection, sort,
-                                           session, timeout)
+                                           collation, session, timeout)
 
     async def find_one_and_delete(self, filter: Mapping[str, Any] | None,
                                   projection: Mapping[str, Any] | Sequence[str] | None = None, *,
-                                  sort: SortSpec = None, hint: Any = None, session: Any = None,
+                                  sort: SortSpec = None, hint: Any = None,
+                                  collation: Any = None, session: Any = None,
                                   timeout: float | None = None) -> dict[str, Any] | None:
         """Deletes the first document filter matches (in sort order) and returns it, or None
         when none matched."""
@@ -1375,7 +1400,7 @@ class Collection:
         if hint is not None:
             change["hint"] = _hint(hint)
         return await self._find_and_modify("find_one_and_delete", filter, change, projection,
-                                           sort, session, timeout)
+                                           sort, collation, session, timeout)
 
     # -- bulk writes --
 
@@ -1603,6 +1628,23 @@ def _hint(value: Any) -> Any:
     return value if isinstance(value, str) else _index_keys(value)
 
 
+def _add_options(target: dict[str, Any], hint: Any, collation: Any) -> None:
+    """Adds hint= and collation= (when given) to a command or a write statement."""
+    if hint is not None:
+        target["hint"] = _hint(hint)
+    if collation is not None:
+        target["collation"] = _collation(collation)
+
+
+def _collation(value: Any) -> Mapping[str, Any]:
+    """A collation as a dict ({"locale": "en", "strength": 2}), or pymongo's Collation."""
+    document = getattr(value, "document", value)
+    if not isinstance(document, Mapping):
+        raise TypeError(f"collation must be a dict such as {{'locale': 'en'}}, not "
+                        f"{type(value).__name__}")
+    return document
+
+
 def _op_fields(request: Any) -> tuple[str, dict[str, Any]] | None:
     """The kind and fields of a keel or pymongo write operation, or None for anything else."""
     kind = type(request).__name__
@@ -1662,9 +1704,8 @@ def _bulk_op(index: int, request: Any) -> tuple[int, str, RawDocument]:
             command = "update"
         if f.get("hint") is not None:
             statement["hint"] = _hint(f["hint"])
-        collation = f.get("collation")
-        if collation is not None:
-            statement["collation"] = getattr(collation, "document", collation)
+        if f.get("collation") is not None:
+            statement["collation"] = _collation(f["collation"])
         return index, command, RawDocument(_native.bson_encode(statement))
     except (Error, TypeError, ValueError) as exc:
         if isinstance(exc, Error):

@@ -765,3 +765,48 @@ async def test_insert_many_errors_name_the_document(mongo_db, coll):
                                + [{"_id": "dup"}, {"_id": 8}], ordered=False)
     assert await coll.count_documents({}) == 9                      # all but the duplicate
     assert pool_whole(mongo_db)
+
+
+async def test_collation_on_every_method_that_compares(mongo_db, coll):
+    ci = {"locale": "en", "strength": 2}                              # case-insensitive
+    await coll.insert_many([{"_id": 1, "name": "Ada"}, {"_id": 2, "name": "ada"},
+                            {"_id": 3, "name": "Bob"}, {"_id": 4, "name": "Cy"}])
+    await coll.create_index("name")
+    assert len(await coll.find({"name": "ADA"}).to_list()) == 0
+    assert len(await coll.find({"name": "ADA"}, collation=ci).to_list()) == 2
+    assert len(await coll.find({"name": "ADA"}).collation(ci).sort("_id").to_list()) == 2
+    assert (await coll.find_one({"name": "BOB"}, collation=ci))["_id"] == 3
+    assert await coll.count_documents({"name": "ada"}, collation=ci) == 2
+    assert await coll.count_documents({"name": "ada"}, hint="name_1") == 1
+    assert len(await coll.distinct("name", {"name": "ADA"}, collation=ci)) == 1
+    assert len(await coll.aggregate([{"$match": {"name": "ADA"}}], collation=ci).to_list()) == 2
+    assert len(await coll.aggregate([{"$match": {"name": "Ada"}}], hint="name_1").to_list()) == 1
+    r = await coll.update_many({"name": "ADA"}, {"$set": {"a": 1}}, collation=ci)
+    assert r.matched_count == 2
+    assert (await coll.update_one({"name": "BOB"}, {"$set": {"b": 1}}, collation=ci)).matched_count == 1
+    assert (await coll.replace_one({"name": "CY"}, {"name": "Cy", "c": 1},
+                                   collation=ci)).matched_count == 1
+    doc = await coll.find_one_and_update({"name": "bob"}, {"$set": {"b": 2}}, collation=ci,
+                                         return_document=keel.ReturnDocument.AFTER)
+    assert doc == {"_id": 3, "name": "Bob", "b": 2}
+    doc = await coll.find_one_and_replace({"name": "cy"}, {"name": "Cy"}, collation=ci)
+    assert doc == {"_id": 4, "name": "Cy", "c": 1}
+    assert (await coll.find_one_and_delete({"name": "CY"}, collation=ci))["_id"] == 4
+    assert (await coll.delete_one({"name": "BOB"}, collation=ci)).deleted_count == 1
+    assert (await coll.delete_many({"name": "ADA"}, collation=ci)).deleted_count == 2
+
+    for bad in ("en", 5):
+        with pytest.raises(TypeError, match="collation must be a dict"):
+            coll.find(collation=bad)
+        with pytest.raises(TypeError, match="collation must be a dict"):
+            await coll.delete_many({}, collation=bad)
+    assert pool_whole(mongo_db)
+
+
+async def test_pymongos_collation_object(coll):
+    collation = pytest.importorskip("pymongo.collation")
+    ci = collation.Collation("en", strength=collation.CollationStrength.SECONDARY)
+    await coll.insert_many([{"name": "Ada"}, {"name": "ada"}])
+    assert await coll.count_documents({"name": "ADA"}, collation=ci) == 2
+    r = await coll.bulk_write([keel.DeleteMany({"name": "ADA"}, collation=ci)])
+    assert r.deleted_count == 2

@@ -59,7 +59,7 @@ async def test_initialising_twice_or_never_is_refused():
 
 def test_the_constructor_names_an_argument_of_the_wrong_type():
     with pytest.raises(keel.ConfigError, match="a configuration is a URL, a path to a YAML file "
-                                               "or a dict, not int"):
+                                               "or an SQLite database, or a dict, not int"):
         keel.Database(42)
     with pytest.raises(TypeError, match="url must be a str"):
         _native.Database(url=5)

@@ -246,6 +246,13 @@ static PyObject *record_subscript(kpy_record *r, PyObject *key) {
  */
 /* True for the names of keel.Record's methods, which columns never hide. */
 static int is_record_method(PyObject *name) {
+    /* Most names are ruled out by their length and first letter, without a comparison. */
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    if (n < 3 || n > 6)
+        return 0;
+    Py_UCS4 first = PyUnicode_READ_CHAR(name, 0);
+    if (first != 'g' && first != 'k' && first != 'v' && first != 'i')
+        return 0;
     return (PyUnicode_CompareWithASCIIString(name, "get") == 0) ||
            (PyUnicode_CompareWithASCIIString(name, "keys") == 0) ||
            (PyUnicode_CompareWithASCIIString(name, "values") == 0) ||
@@ -260,11 +267,11 @@ static PyObject *record_getattro(PyObject *self, PyObject *name) {
      * attribute but its methods and dunders: a column is looked up first, without the cost of
      * an AttributeError. */
     int exact = Py_TYPE(self)->tp_base == &PyBaseObject_Type;
-    if (exact && !is_record_method(name) &&
-        !(PyUnicode_GET_LENGTH(name) > 1 && PyUnicode_READ_CHAR(name, 0) == '_' &&
-          PyUnicode_READ_CHAR(name, 1) == '_')) {
+    if (exact) {
         Py_ssize_t i = record_find(r, name);
-        if (i >= 0)
+        if (i >= 0 && !is_record_method(name) &&
+            !(PyUnicode_GET_LENGTH(name) > 1 && PyUnicode_READ_CHAR(name, 0) == '_' &&
+              PyUnicode_READ_CHAR(name, 1) == '_'))
             return Py_NewRef(r->values[i]);
         if (PyErr_Occurred())
             return NULL;

@@ -614,6 +614,10 @@ class Cursor:
         self._pos += 1
         return doc
 
+    async def next(self) -> Any:
+        """The next document (pymongo's name); StopAsyncIteration when there is none."""
+        return await self.__anext__()
+
     async def to_list(self, length: int | None = None) -> list[Any]:
         """The remaining documents (at most length of them; the cursor stays open for more)."""
         if length is not None and length < 0:
@@ -939,6 +943,11 @@ class ChangeStream:
             if cursor._pos < len(cursor._batch):
                 return self._hand(cursor)
             return None
+
+    async def next(self) -> dict[str, Any]:
+        """The next change, waiting for it (pymongo's name); StopAsyncIteration once the stream
+        has ended."""
+        return await self.__anext__()
 
     def _hand(self, cursor: Cursor) -> dict[str, Any]:
         change = cursor._batch[cursor._pos]

@@ -385,6 +385,10 @@ async def test_find_chaining(mongo_db, coll):
     # Later calls replace earlier ones; 0 removes the option.
     assert len(await coll.find().limit(2).limit(0).skip(3).skip(0).to_list()) == 10
 
+    cursor = coll.find().sort("_id").limit(2)
+    assert (await cursor.next())["_id"] == 0 and (await cursor.next())["_id"] == 1
+    with pytest.raises(StopAsyncIteration):
+        await cursor.next()
     cursor = coll.find().sort("_id")
     await cursor.__anext__()
     with pytest.raises(keel.InterfaceError, match="already been read"):
@@ -521,10 +525,10 @@ async def test_watch(mongo_db, coll):
         assert stream.resume_token == changes[2]["_id"]
     assert not stream.alive and pool_whole(mongo_db)
 
-    # async with opens the stream without an await first.
+    # async with opens the stream without an await first; next() is pymongo's name.
     async with coll.watch(max_await_time_ms=100) as stream:
         await coll.insert_one({"_id": 7})
-        assert (await next_change(stream))["documentKey"] == {"_id": 7}
+        assert (await asyncio.wait_for(stream.next(), 20))["documentKey"] == {"_id": 7}
 
     # A pipeline after $changeStream, and full_document="updateLookup".
     async with await watch_or_skip(coll, pipeline=[{"$match": {"operationType": "update"}}],

@@ -424,13 +424,16 @@ class Connection(_native.Connection):
         fit its column raises DataError naming the row and column, and nothing is loaded."""
         return await self._copy(table_name, records, columns, schema_name, timeout)
 
-    async def prepare(self, sql: str, *, timeout: float | None = None) -> PreparedStatement:
+    async def prepare(self, sql: str, *, timeout: float | None = None,
+                      record_class: type[Record] | None = None) -> PreparedStatement:
         """Prepares sql ($1…$n) on this connection without running it, as asyncpg's prepare:
         the PreparedStatement describes its parameters and columns and runs with fetch,
         fetchrow, fetchval and executemany on this connection. A statement the server cannot
         prepare raises the server's error (ProgrammingError for a syntax error or an unknown
-        table); NotSupportedError on MongoDB."""
-        return PreparedStatement(self, sql, await self._prepare(sql, timeout))
+        table); NotSupportedError on MongoDB. record_class= (a subclass of keel.Record): what
+        its fetch and fetchrow return rows as."""
+        rowtype = _rowtype(record_class, None)
+        return PreparedStatement(self, sql, await self._prepare(sql, timeout), rowtype)
 
     async def add_listener(self, channel: str, callback: Callable[..., Any]) -> None:
         """Calls callback(connection, pid, channel, payload) for each notification (PostgreSQL's

@@ -44,12 +44,14 @@ class PreparedStatement:
     the values given. Using it after the connection was released raises InterfaceError.
     """
 
-    __slots__ = ("_conn", "_sql", "_parameters", "_columns")
+    __slots__ = ("_conn", "_sql", "_parameters", "_columns", "_rowtype")
 
     def __init__(self, conn: Connection, sql: str,
                  description: tuple[tuple[tuple[str | None, str | None], ...],
-                                    tuple[tuple[str, str | None, str | None], ...]]) -> None:
+                                    tuple[tuple[str, str | None, str | None], ...]],
+                 rowtype: type[Record] | None = None) -> None:
         params, cols = description
+        self._rowtype = rowtype  # prepare(record_class=…), checked there
         self._conn = conn
         self._sql = sql
         self._parameters = tuple(Type(*p) for p in params)
@@ -96,11 +98,17 @@ class PreparedStatement:
     async def fetch(self, *args: Any, timeout: float | None = None) -> list[Record]:
         """All rows, as a list of Records."""
         self._check(args)
+        if self._rowtype is not None:
+            return await self._conn._query(_native.MODE_FETCH, self._sql, args, 0, timeout,
+                                           self._rowtype)
         return await self._conn._query(_native.MODE_FETCH, self._sql, args, 0, timeout)
 
     async def fetchrow(self, *args: Any, timeout: float | None = None) -> Record | None:
         """The first row as a Record, or None."""
         self._check(args)
+        if self._rowtype is not None:
+            return await self._conn._query(_native.MODE_FETCHROW, self._sql, args, 0, timeout,
+                                           self._rowtype)
         return await self._conn._query(_native.MODE_FETCHROW, self._sql, args, 0, timeout)
 
     async def fetchval(self, *args: Any, column: int = 0,

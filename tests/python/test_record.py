@@ -252,3 +252,18 @@ async def test_record_class_refuses_what_is_not_a_record_subclass(db):
     with pytest.raises(TypeError, match="cannot create"):
         NamedRecord()
     assert await db.fetchval("SELECT 1") == 1
+
+
+async def test_prepare_with_record_class(db):
+    async with db.connection() as conn:
+        stmt = await conn.prepare("SELECT 1 AS id, 'x' AS name, $1 AS missing",
+                                  record_class=NamedRecord)
+        rows = await stmt.fetch(None)
+        assert [type(r) for r in rows] == [NamedRecord] and rows[0].label == "1:x"
+        row = await stmt.fetchrow(None)
+        assert type(row) is NamedRecord and row == (1, "x", None)
+        plain = await conn.prepare("SELECT 1 AS id")
+        assert type(await plain.fetchrow()) is keel.Record
+        with pytest.raises(TypeError, match="record_class must be a subclass of keel.Record"):
+            await conn.prepare("SELECT 1", record_class=User)
+        assert await conn.fetchval("SELECT 1") == 1

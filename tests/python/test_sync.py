@@ -263,6 +263,24 @@ def test_a_dead_server_is_a_connect_error(url):
         assert sdb.pool_stats()["leased"] == 0
 
 
+def test_a_silent_server_is_a_connect_error_within_connect_timeout():
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        url = f"postgresql://postgres@127.0.0.1:{port}/x"
+        with keel.sync.Database({"databases": {"main": {"url": url,
+                                                        "connect_timeout": 0.3}}}) as sdb:
+            started = time.monotonic()
+            with pytest.raises(keel.ConnectError) as ei:
+                sdb.fetchval("SELECT 1")
+            assert ei.value.code == "KEEL_ERR_TIMEOUT"
+            with pytest.raises(keel.ConnectError):
+                sdb.fetchval("SELECT 1", timeout=10)
+            with pytest.raises(keel.ConnectError):
+                sdb.acquire(timeout=10)
+            assert time.monotonic() - started < 8
+
+
 def test_configuration_forms(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with keel.sync.Database("notes.db") as sdb:

@@ -54,7 +54,7 @@ typedef struct sjob {
     /* results */
     keel_result *res;
     int64_t loaded;
-    int acquire_failed; /* the error is the wait for a connection's */
+    int acquire_failed; /* the error is the connect's (a ConnectError when it is a deadline) */
 } sjob;
 
 static double monotonic_now(void) {
@@ -148,8 +148,10 @@ static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjo
         st = keel_db_acquire_sync(s->db, database, &conn, err);
     if (st != KEEL_OK) {
         j->acquire_failed = st != KEEL_ERR_CLOSED;
-        if (st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0)
+        if (st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0) {
             wait_timeout_error(s, database, timeout, err); /* our deadline, not a connect's */
+            j->acquire_failed = 0;
+        }
     } else {
         if (timeout != 0) {
             double left = isinf(timeout) ? 0 : timeout - (monotonic_now() - started);
@@ -269,9 +271,8 @@ static PyObject *sjob_finish(kpy_state *st, sjob *j, keel_status status, const k
                              Py_ssize_t column) {
     PyObject *out = NULL;
     if (status != KEEL_OK) {
-        PyObject *exc = j->acquire_failed && err->code != KEEL_ERR_TIMEOUT
-                            ? keel__py_connect_error_new(st, err)
-                            : keel__py_error_new(st, err);
+        PyObject *exc =
+            j->acquire_failed ? keel__py_connect_error_new(st, err) : keel__py_error_new(st, err);
         if (exc != NULL) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
             Py_DECREF(exc);

@@ -975,6 +975,10 @@ keel_status keel_config_set(keel_config *cfg, const char *path, const char *valu
     keel_status st = parse_key(path, &t, err);
     if (st)
         return st;
+    /* A database (or the default) set by a source: the configuration is no longer the built-in
+     * one (keel_config_validate sets the flag after its own keel_config_set calls). */
+    if (t.kind != KEY_EXTRA && !t.global)
+        cfg->builtin_default = 0;
     switch (t.kind) {
     case KEY_DEFAULT:
         if (!valid_db_name(value, strlen(value)))

@@ -153,6 +153,13 @@ TEST(no_config_is_default_sqlite) {
     keel_config *copy = keel__config_clone(cfg);
     CHECK_INT(keel_config_is_builtin_default(copy), 1);
     keel_config_free(copy);
+    /* Global pool settings configure no database; a database key or the default does. */
+    OK(keel_config_set(cfg, "pool.max_size", "3", &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_builtin_default(cfg), 1);
+    OK(keel_config_set(cfg, "databases.default.database", "./other.db", &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_builtin_default(cfg), 0);
     keel_config_free(cfg);
 
     /* A configured database is not the built-in default, nor is an unvalidated config. */

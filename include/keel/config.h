@@ -106,6 +106,9 @@ KEEL_API const char *keel_config_database_engine(const keel_config *cfg, const c
  * default, the SQLite file ./keel.db; else 0. keel check refuses to run on it.
  */
 KEEL_API int keel_config_is_builtin_default(const keel_config *cfg);
+/* After validation: 1 when databases.default is DATABASE_URL's because no source configured a
+ * database; else 0. */
+KEEL_API int keel_config_is_from_database_url(const keel_config *cfg);
 
 /* Frees cfg. Accepts NULL. */
 KEEL_API void keel_config_free(keel_config *cfg);

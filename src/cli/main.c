@@ -137,8 +137,11 @@ static keel_config *load_config(const char *path, const char *timeout, int verbo
         return NULL;
     }
     if (verbose) {
-        printf("configuration: %s%s, with KEEL_... environment overrides\n",
-               path ? "file " : "no file", path ? path : "");
+        if (keel_config_is_from_database_url(cfg))
+            puts("configuration: DATABASE_URL (no file, no KEEL_... database variable)");
+        else
+            printf("configuration: %s%s, with KEEL_... environment overrides\n",
+                   path ? "file " : "no file", path ? path : "");
         print_ignored(stdout, cfg);
     }
     if (nothing_configured(cfg)) {

@@ -76,6 +76,7 @@ struct keel_config {
     int validated;
     const char *default_resolved; /* after validation: the default database's name */
     int builtin_default;          /* validate supplied databases.default: nothing configured one */
+    int from_database_url;        /* validate took databases.default from DATABASE_URL */
     char *database_url;           /* DATABASE_URL as keel_config_apply_env found it, or NULL */
     char **ignored_env;           /* KEEL_… names apply_env ignored, sorted; owned */
     size_t nignored_env;
@@ -978,7 +979,7 @@ keel_status keel_config_set(keel_config *cfg, const char *path, const char *valu
     /* A database (or the default) set by a source: the configuration is no longer the built-in
      * one (keel_config_validate sets the flag after its own keel_config_set calls). */
     if (t.kind != KEY_EXTRA && !t.global)
-        cfg->builtin_default = 0;
+        cfg->builtin_default = cfg->from_database_url = 0;
     switch (t.kind) {
     case KEY_DEFAULT:
         if (!valid_db_name(value, strlen(value)))
@@ -1300,6 +1301,7 @@ keel_status keel_config_validate(keel_config *cfg, keel_error *err) {
         if (st)
             return keel__error_set(err, st, NULL, local.database,
                                    "environment variable DATABASE_URL: %s", local.message);
+        cfg->from_database_url = 1;
     } else if (cfg->ndbs == 0) {
         /* The embedded default: a local SQLite file, so keel works with no configuration. */
         keel_status st = keel_config_set(cfg, "databases.default.engine", "sqlite", err);
@@ -1349,6 +1351,10 @@ int keel_config_is_builtin_default(const keel_config *cfg) {
     return cfg && cfg->validated && cfg->builtin_default;
 }
 
+int keel_config_is_from_database_url(const keel_config *cfg) {
+    return cfg && cfg->validated && cfg->from_database_url;
+}
+
 keel_config *keel__config_clone(const keel_config *cfg) {
     if (!cfg)
         return NULL;
@@ -1358,6 +1364,7 @@ keel_config *keel__config_clone(const keel_config *cfg) {
     c->pool = cfg->pool;
     c->seq = cfg->seq;
     c->builtin_default = cfg->builtin_default;
+    c->from_database_url = cfg->from_database_url;
     int failed = set_string(&c->default_name, cfg->default_name) ||
                  opt_copy(&c->extras, &cfg->extras) ||
                  set_string(&c->database_url, cfg->database_url);

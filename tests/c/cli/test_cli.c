@@ -420,8 +420,9 @@ TEST(check_of_an_sqlite_database) {
 TEST(check_of_database_url) {
     run_result r;
     run_keel(&r, NULL, (const char *[]){ "DATABASE_URL=sqlite::memory:", NULL },
-             (const char *[]){ "check", NULL });
+             (const char *[]){ "check", "-v", NULL });
     CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "configuration: DATABASE_URL (no file, no KEEL_... database variable)\n");
     CHECK_CONTAINS(r.out, "\ndefault   sqlite  ok");
     run_keel(&r, NULL, (const char *[]){ "DATABASE_URL=postgresql://u:hunter2@h:port/db", NULL },
              (const char *[]){ "check", NULL });

@@ -180,6 +180,7 @@ TEST(database_url_when_nothing_else_is_configured) {
     OK(keel_config_apply_env(cfg, &err));
     OK(keel_config_validate(cfg, &err));
     CHECK_INT(keel_config_is_builtin_default(cfg), 0);
+    CHECK_INT(keel_config_is_from_database_url(cfg), 1);
     CHECK_INT(keel_config_database_count(cfg), 1);
     CHECK_STR(keel_config_default_database(cfg), "default");
     const keel__dbconfig *d = keel__config_database(cfg, "default");
@@ -191,7 +192,11 @@ TEST(database_url_when_nothing_else_is_configured) {
     }
     keel_config *copy = keel__config_clone(cfg);
     CHECK(copy != NULL && keel_config_database_count(copy) == 1);
+    CHECK_INT(keel_config_is_from_database_url(copy), 1);
     keel_config_free(copy);
+    OK(keel_config_set(cfg, "databases.default.port", "5545", &err));
+    OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_from_database_url(cfg), 0);
     keel_config_free(cfg);
 
     /* A configured database wins: DATABASE_URL adds nothing. */
@@ -199,6 +204,7 @@ TEST(database_url_when_nothing_else_is_configured) {
     OK(keel_config_set(cfg, "databases.main.url", "sqlite::memory:", &err));
     OK(keel_config_apply_env(cfg, &err));
     OK(keel_config_validate(cfg, &err));
+    CHECK_INT(keel_config_is_from_database_url(cfg), 0);
     CHECK_INT(keel_config_database_count(cfg), 1);
     CHECK_STR(keel_config_default_database(cfg), "main");
     keel_config_free(cfg);

@@ -60,7 +60,8 @@ typedef enum keel_status {
  * table_name), NOT NULL (1048: column_name) and CHECK (3819, 4025: constraint_name) failures,
  * parsed from their messages; SQLite's UNIQUE, PRIMARY KEY and NOT NULL failures (table_name,
  * and column_name when one column is named; constraint_name for a unique index on
- * expressions). A field the server did not report is "". detail and hint are truncated to
+ * expressions); MongoDB's duplicate key (11000: constraint_name is the unique index, table_name
+ * the collection, schema_name the database). A field the server did not report is "". detail and hint are truncated to
  * their size.
  *
  * ABI: the caller allocates this struct, so its size and the offset of every field are part of

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 import keel
-from conftest import MONGO_URL, MYSQL_URL, PG_URL, UNIQUE_VIOLATION_SQLSTATE, wait_until
+from conftest import MONGO_URL, MYSQL_URL, PG_URL, UNIQUE_VIOLATION_SQLSTATE, close_db, wait_until
 
 SECRET = "Sup3rS3cretPw"
 DEAD_URL = f"postgresql://postgres:{SECRET}@127.0.0.1:1/x"
@@ -780,3 +780,30 @@ async def test_batch_error_names_the_key_too(db, new_table, types, engine):
     assert ei.value.constraint_name == want["constraint_name"]
     assert ei.value.column_name == want["column_name"]
     assert await db.fetchval(f"SELECT count(*) FROM {t}") == 1
+
+
+@pytest.mark.skipif(not MONGO_URL, reason="KEEL_TEST_MONGO_URL is empty")
+async def test_mongodb_duplicate_key_names_the_index_and_collection():
+    d = keel.Database({"databases": {"docs": {"url": MONGO_URL}}})
+    await d.start()
+    coll = d.collection("dup_" + uuid.uuid4().hex[:8])
+    try:
+        await coll.create_index([("email", 1)], unique=True, name="users_email_key")
+        await coll.insert_one({"email": "a@x"})
+        dbname = urllib.parse.urlsplit(MONGO_URL).path.lstrip("/")
+        for attempt in (lambda: coll.insert_one({"email": "a@x"}),
+                        lambda: coll.insert_many([{"email": "b@x"}, {"email": "a@x"}]),
+                        lambda: coll.update_one({"email": "b@x"}, {"$set": {"email": "a@x"}})):
+            with pytest.raises(keel.IntegrityError) as ei:
+                await attempt()
+            e = ei.value
+            assert (e.constraint_name, e.table_name, e.schema_name) == \
+                ("users_email_key", coll.name, dbname), str(e)
+        # Other errors name nothing.
+        with pytest.raises(keel.ProgrammingError) as ei:
+            await coll.find_one({"email": {"$bogus": 1}})
+        assert ei.value.constraint_name is None and ei.value.table_name is None
+        assert await coll.count_documents({}) == 2
+    finally:
+        await coll.drop()
+        await close_db(d)

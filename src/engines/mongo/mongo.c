@@ -646,6 +646,28 @@ static void mg_labels(const bson_t *reply, char *out, size_t size) {
         }
 }
 
+/*
+ * The names a duplicate key error (11000) gives in its message, "E11000 duplicate key error
+ * collection: DB.COLL index: NAME dup key: { … }": the database (schema_name), the collection
+ * (table_name; a database name has no '.', a collection name may) and the unique index
+ * (constraint_name), so an application tells which unique index was hit.
+ */
+static void mg_dup_key_names(mg_conn *mg, const char *msg) {
+    const char *coll = strstr(msg, " collection: ");
+    const char *index = coll ? strstr(coll, " index: ") : NULL;
+    const char *end = index ? strstr(index, " dup key:") : NULL;
+    if (!end)
+        return;
+    coll += strlen(" collection: ");
+    const char *dot = memchr(coll, '.', (size_t)(index - coll));
+    if (dot) {
+        keel__error_set_field(&mg->err, KEEL__ERRF_SCHEMA, coll, (size_t)(dot - coll));
+        keel__error_set_field(&mg->err, KEEL__ERRF_TABLE, dot + 1, (size_t)(index - dot - 1));
+    }
+    index += strlen(" index: ");
+    keel__error_set_field(&mg->err, KEEL__ERRF_CONSTRAINT, index, (size_t)(end - index));
+}
+
 /* Fills the job's error from a failed libmongoc call (reply may be NULL). */
 static void mg_fail_mongoc(mg_conn *mg, const bson_error_t *e, const bson_t *reply) {
     keel_status code = mg_status_for_error(e);
@@ -659,6 +681,8 @@ static void mg_fail_mongoc(mg_conn *mg, const bson_error_t *e, const bson_t *rep
                 e->code, labels);
     else
         mg_fail(mg, code, "%s%s", e->message, labels);
+    if (e->domain == MONGOC_ERROR_SERVER && e->code == 11000)
+        mg_dup_key_names(mg, e->message);
 }
 
 static int64_t mg_iter_int(const bson_iter_t *it) {
@@ -700,6 +724,8 @@ static int mg_write_errors(mg_conn *mg, const bson_t *reply) {
                          count > 2 ? "s" : "");
             mg_fail(mg, mg_status_for_code(code), "index %" PRId64 ": %s (code %" PRId64 ")%s%s",
                     index, msg, code, more, labels);
+            if (code == 11000)
+                mg_dup_key_names(mg, msg);
             return 1;
         }
     }

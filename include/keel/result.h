@@ -40,6 +40,13 @@ KEEL_API size_t keel_result_nparams(const keel_result *res);
 KEEL_API keel_type keel_result_paramtype(const keel_result *res, size_t i);
 KEEL_API const char *keel_result_paramtype_name(const keel_result *res, size_t i);
 
+/*
+ * The engine's identifier of a column's type: PostgreSQL's type OID (what a custom type's
+ * values are recognised by, keel_result_coltype being TEXT for them), or 0 when the engine has
+ * none (MySQL, SQLite) or col is out of range.
+ */
+KEEL_API uint32_t keel_result_coltype_id(const keel_result *res, size_t col);
+
 /* The value at (row, col); valid as long as res. NULL if out of range. */
 KEEL_API const keel_value *keel_result_value(const keel_result *res, size_t row, size_t col);
 

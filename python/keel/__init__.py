@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Union
 
-from . import _collection, _listen, _native
+from . import _codecs, _collection, _listen, _native
 from ._listen import Listener, Notification
 from ._statement import Attribute, PreparedStatement, Type
 from ._range import Range
@@ -256,6 +256,21 @@ class Database(_native.Database):
         """Runs a statement; returns the number of rows affected (0 when not reported)."""
         return await self._query(_EXECUTE, sql, args, database, 0, timeout)
 
+    async def set_type_codec(self, typename: str, *, schema: str = "public",
+                             encoder: Callable[[Any], Any] | None,
+                             decoder: Callable[[str], Any] | None, format: str = "text",
+                             database: str | None = None) -> None:
+        """A codec for a PostgreSQL type (asyncpg's set_type_codec, format='text'): decoder(text)
+        makes each value of its columns, encoder(value) the text of a parameter of the type for
+        values keel does not convert itself. For every connection of this Database."""
+        where = f"database '{database if database is not None else self.default_database}'"
+        await _codecs.set_type_codec(
+            self, lambda sql, *a: self.fetchrow(sql, *a, database=database), typename,
+            schema=schema, encoder=encoder, decoder=decoder, format=format,
+            engine=self.engine(database), where=where)
+        if encoder is not None:
+            _codecs.install(self)
+
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
                           database: str | None = None,
                           timeout: float | None = None) -> list[Record] | None:
@@ -390,21 +405,29 @@ class Connection(_native.Connection):
 
     async def fetch(self, sql: str, *args: Any, timeout: float | None = None,
                     record_class: type[Record] | None = None, into: Any = None) -> list[Any]:
+        if _codecs.encoding:
+            args = await _codecs.encode_conn_args(self, sql, args)
         if record_class is None and into is None:
             return await self._query(_FETCH, sql, args, 0, timeout)
         return await self._query(_FETCH, sql, args, 0, timeout, _rowtype(record_class, into))
 
     async def fetchrow(self, sql: str, *args: Any, timeout: float | None = None,
                        record_class: type[Record] | None = None, into: Any = None) -> Any:
+        if _codecs.encoding:
+            args = await _codecs.encode_conn_args(self, sql, args)
         if record_class is None and into is None:
             return await self._query(_FETCHROW, sql, args, 0, timeout)
         return await self._query(_FETCHROW, sql, args, 0, timeout, _rowtype(record_class, into))
 
     async def fetchval(self, sql: str, *args: Any, column: int = 0,
                        timeout: float | None = None) -> Any:
+        if _codecs.encoding:
+            args = await _codecs.encode_conn_args(self, sql, args)
         return await self._query(_FETCHVAL, sql, args, column, timeout)
 
     async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> int:
+        if _codecs.encoding:
+            args = await _codecs.encode_conn_args(self, sql, args)
         return await self._query(_EXECUTE, sql, args, 0, timeout)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
@@ -434,6 +457,19 @@ class Connection(_native.Connection):
         its fetch and fetchrow return rows as."""
         rowtype = _rowtype(record_class, None)
         return PreparedStatement(self, sql, await self._prepare(sql, timeout), rowtype)
+
+    async def set_type_codec(self, typename: str, *, schema: str = "public",
+                             encoder: Callable[[Any], Any] | None,
+                             decoder: Callable[[str], Any] | None,
+                             format: str = "text") -> None:
+        """As Database.set_type_codec, looking the type up on this connection: the codec is
+        the Database's (connections are pooled), so it applies to every connection of it."""
+        await _codecs.set_type_codec(
+            self._db, lambda sql, *a: self.fetchrow(sql, *a), typename, schema=schema,
+            encoder=encoder, decoder=decoder, format=format, engine=self.engine,
+            where=f"database '{self.database}'")
+        if encoder is not None:
+            _codecs.install(self._db)
 
     async def add_listener(self, channel: str, callback: Callable[..., Any]) -> None:
         """Calls callback(connection, pid, channel, payload) for each notification (PostgreSQL's

@@ -8,6 +8,7 @@ typedef struct result_column {
     const char *name;
     keel_type type;
     const char *type_name; /* the engine's name of the type, when a description gave it */
+    uint32_t type_id;      /* the engine's identifier of the type (PostgreSQL's OID), or 0 */
 } result_column;
 
 /*
@@ -62,6 +63,13 @@ int keel__result_set_column(keel_result *res, size_t col, const char *name, size
         return -1;
     res->columns[col].name = copy;
     res->columns[col].type = type;
+    return 0;
+}
+
+int keel__result_set_type_id(keel_result *res, size_t col, uint32_t id) {
+    if (col >= res->ncols)
+        return -1;
+    res->columns[col].type_id = id;
     return 0;
 }
 
@@ -234,6 +242,10 @@ const char *keel_result_colname(const keel_result *res, size_t col) {
 
 keel_type keel_result_coltype(const keel_result *res, size_t col) {
     return res && col < res->ncols ? res->columns[col].type : KEEL_TYPE_NULL;
+}
+
+uint32_t keel_result_coltype_id(const keel_result *res, size_t col) {
+    return res && col < res->ncols ? res->columns[col].type_id : 0;
 }
 
 const char *keel_result_coltype_name(const keel_result *res, size_t col) {

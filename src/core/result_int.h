@@ -43,6 +43,9 @@ void keel__result_set_affected(keel_result *res, int64_t affected);
  * name of it (NULL when the engine does not say). Each returns 0, or -1 (out of memory, out of
  * range). */
 int keel__result_set_type_name(keel_result *res, size_t col, const char *name, size_t n);
+
+/* Sets a column's engine type identifier (PostgreSQL's type OID). 0, or -1 out of range. */
+int keel__result_set_type_id(keel_result *res, size_t col, uint32_t id);
 int keel__result_set_nparams(keel_result *res, size_t n);
 int keel__result_set_param(keel_result *res, size_t i, keel_type type, const char *name, size_t n);
 

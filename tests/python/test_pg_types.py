@@ -400,3 +400,116 @@ async def test_a_range_is_refused_elsewhere(db, engine):
     with pytest.raises(keel.DataError, match=r"parameter \$1: unsupported parameter type "
                                              r"\(type Range\)"):
         await db.fetchval("SELECT $1", keel.Range(1, 2))
+
+
+# ---- set_type_codec ----
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __repr__(self):
+        return f"Point({self.x}, {self.y})"
+
+
+def point_text(p):
+    return f"({p.x},{p.y})"
+
+
+def point_of(text):
+    x, y = text.strip("()").split(",")
+    return Point(int(x), int(y))
+
+
+async def test_set_type_codec_decodes_and_encodes_a_composite_type():
+    d = keel.Database(PG_URL)
+    name = unique_name("pt")
+    try:
+        await d.execute(f"CREATE TYPE {name} AS (x int, y int)")
+        t = unique_name("pgt")
+        await d.execute(f"CREATE TABLE {t} (id int, p {name})")
+        await d.set_type_codec(name, encoder=point_text, decoder=point_of)
+        assert await d.fetchval(f"SELECT ROW(1, 2)::{name}") == Point(1, 2)
+        assert await d.fetchval(f"SELECT $1::{name}", Point(3, 4)) == Point(3, 4)
+        await d.execute(f"INSERT INTO {t} VALUES ($1, $2)", 1, Point(5, 6))
+        await d.execute(f"INSERT INTO {t} VALUES ($1, $2)", 2, None)
+        # (p = $1 alone would make $1 a record: the server compares composites as records.)
+        rows = await d.fetch(f"SELECT id, p FROM {t} WHERE p = $1::{name} OR p IS NULL "
+                             "ORDER BY id", Point(5, 6))
+        assert [tuple(r) for r in rows] == [(1, Point(5, 6)), (2, None)]
+        # Every connection of the Database has it, leased ones too (connections are pooled).
+        async with d.connection() as conn:
+            assert await conn.fetchval(f"SELECT p FROM {t} WHERE id = 1") == Point(5, 6)
+            assert await conn.fetchval(f"SELECT ($1::{name}).y", Point(7, 8)) == 8
+            row = await conn.fetchrow(f"SELECT $1::{name} AS p", Point(0, -1))
+            assert row["p"] == Point(0, -1)
+            assert await conn.execute(f"UPDATE {t} SET p = $1 WHERE id = 2", Point(1, 1)) == 1
+        # A value keel converts itself is never given to an encoder.
+        assert await d.fetchval(f"SELECT $1::{name}", "(9,9)") == Point(9, 9)
+        await d.execute(f"DROP TABLE {t}")
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name} CASCADE")
+        await close_db(d)
+
+
+async def test_set_type_codec_through_a_connection_and_for_text_like_built_ins():
+    d = keel.Database(PG_URL)
+    try:
+        async with d.connection() as conn:
+            await conn.set_type_codec("json", schema="pg_catalog", encoder=None,
+                                      decoder=lambda s: ("json", s))
+            assert await conn.fetchval("SELECT '[1, 2]'::json") == ("json", "[1, 2]")
+        # The codec is the Database's: another connection, and db-level calls, decode so too.
+        assert await d.fetchval("SELECT '{}'::json") == ("json", "{}")
+        assert await d.fetchval("SELECT '{}'::jsonb") == {}  # jsonb is another type
+        # Removing it (decoder None) gives keel's decoding back.
+        await d.set_type_codec("json", schema="pg_catalog", encoder=None, decoder=None)
+        assert await d.fetchval("SELECT '[1]'::json") == [1]
+        # Another Database is untouched.
+        other = keel.Database(PG_URL)
+        try:
+            await d.set_type_codec("numeric", schema="pg_catalog", encoder=None, decoder=float)
+            assert await d.fetchval("SELECT 1.5::numeric") == 1.5
+            assert await other.fetchval("SELECT 1.5::numeric") == Decimal("1.5")
+        finally:
+            await close_db(other)
+    finally:
+        await close_db(d)
+
+
+async def test_set_type_codec_errors_are_clear(db, engine):
+    if engine != "postgresql":
+        with pytest.raises(keel.NotSupportedError, match="type codecs are PostgreSQL's"):
+            await db.set_type_codec("x", encoder=str, decoder=str)
+        return
+    with pytest.raises(ValueError, match=r"unknown type: public\.no_such_type"):
+        await db.set_type_codec("no_such_type", encoder=str, decoder=str)
+    with pytest.raises(keel.NotSupportedError, match="format='binary' is not supported"):
+        await db.set_type_codec("json", schema="pg_catalog", encoder=str, decoder=str,
+                                format="binary")
+    with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
+        await db.set_type_codec("int4", schema="pg_catalog", encoder=str, decoder=int)
+    with pytest.raises(TypeError, match="decoder must be callable, not int"):
+        await db.set_type_codec("json", schema="pg_catalog", encoder=None, decoder=1)
+    name = unique_name("pt")
+    await db.execute(f"CREATE TYPE {name} AS (x int, y int)")
+    try:
+        await db.set_type_codec(name, encoder=point_text, decoder=lambda s: 1 / 0)
+        with pytest.raises(keel.DataError, match="cannot decode text value: division by zero"):
+            await db.fetchval(f"SELECT ROW(1, 2)::{name}")
+        with pytest.raises(keel.DataError, match=r"parameter \$1: the encoder of type \d+ failed: "
+                                                 r"'object' object has no attribute 'x'"):
+            await db.fetchval(f"SELECT $1::{name}", object())
+        await db.set_type_codec(name, encoder=lambda p: 5, decoder=None)
+        with pytest.raises(keel.DataError, match=r"returned int, not str"):
+            await db.fetchval(f"SELECT $1::{name}", Point(1, 2))
+        # A parameter of another type is not given to the encoder.
+        with pytest.raises(keel.DataError, match=r"parameter \$1: unsupported parameter type "
+                                                 r"\(type Point\)"):
+            await db.fetchval("SELECT $1::text", Point(1, 2))
+        assert await db.fetchval("SELECT 1") == 1
+    finally:
+        await db.execute(f"DROP TYPE {name} CASCADE")

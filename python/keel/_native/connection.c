@@ -341,7 +341,13 @@ static PyMethodDef conn_methods[] = {
     { NULL, NULL, 0, NULL },
 };
 
+static PyObject *conn_get_db(kpy_conn *c, void *closure) {
+    (void)closure;
+    return Py_NewRef((PyObject *)c->db);
+}
+
 static PyGetSetDef conn_getset[] = {
+    { "_db", (getter)conn_get_db, NULL, "The Database the connection was leased from.", NULL },
     { "database", (getter)conn_get_database, NULL, "Name of the database of the connection.",
       NULL },
     { "engine", (getter)conn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\").", NULL },

@@ -385,6 +385,84 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
                           (int)v->type);
 }
 
+PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) {
+    PyObject *dec =
+        st->col_decoders != NULL && col < st->ncol_decoders ? st->col_decoders[col] : NULL;
+    if (dec == NULL || v == NULL || v->type == KEEL_TYPE_NULL)
+        return keel__py_value_to_py(st, v);
+    switch (v->type) { /* the types keel keeps the server's text of */
+    case KEEL_TYPE_TEXT:
+    case KEEL_TYPE_JSON:
+    case KEEL_TYPE_NUMERIC:
+    case KEEL_TYPE_INET:
+    case KEEL_TYPE_CIDR: {
+        PyObject *text = PyUnicode_DecodeUTF8(v->u.str.ptr, (Py_ssize_t)v->u.str.len, NULL);
+        PyObject *o = text != NULL ? PyObject_CallOneArg(dec, text) : NULL;
+        Py_XDECREF(text);
+        return o != NULL ? o : decode_failed(st, v);
+    }
+    default:
+        return keel__py_value_to_py(st, v);
+    }
+}
+
+int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result *res,
+                            kpy_decoders *d) {
+    d->prev = st->col_decoders;
+    d->nprev = st->ncol_decoders;
+    d->mine = NULL;
+    d->nmine = 0;
+    size_t n = keel_result_ncols(res);
+    if (decoders == NULL || PyDict_GET_SIZE(decoders) == 0 || n == 0)
+        return 0;
+    PyObject **mine = PyMem_Calloc(n, sizeof *mine);
+    if (mine == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t oid = keel_result_coltype_id(res, i);
+        if (oid == 0)
+            continue;
+        PyObject *key = PyLong_FromUnsignedLong(oid);
+        if (key == NULL) {
+            d->mine = mine;
+            d->nmine = i;
+            keel__py_decoders_end(st, d);
+            return -1;
+        }
+        /* Held: a decoder may change the dict while the result is converted. */
+        mine[i] = Py_XNewRef(PyDict_GetItemWithError(decoders, key));
+        Py_DECREF(key);
+        if (mine[i] == NULL && PyErr_Occurred()) {
+            d->mine = mine;
+            d->nmine = i;
+            keel__py_decoders_end(st, d);
+            return -1;
+        }
+        any |= mine[i] != NULL;
+    }
+    d->mine = mine;
+    d->nmine = n;
+    if (!any) {
+        keel__py_decoders_end(st, d);
+        return 0;
+    }
+    st->col_decoders = mine;
+    st->ncol_decoders = n;
+    return 0;
+}
+
+void keel__py_decoders_end(kpy_state *st, kpy_decoders *d) {
+    st->col_decoders = d->prev;
+    st->ncol_decoders = d->nprev;
+    for (size_t i = 0; d->mine != NULL && i < d->nmine; i++)
+        Py_XDECREF(d->mine[i]);
+    PyMem_Free(d->mine);
+    d->mine = NULL;
+}
+
 /* ---- parameters: Python → keel_value ---- */
 
 void keel__py_params_init(kpy_params *p) {

@@ -139,6 +139,7 @@ static int db_traverse(kpy_db *self, visitproc visit, void *arg) {
     Py_VISIT(self->close_waiters);
     Py_VISIT(self->json_dumps);
     Py_VISIT(self->json_loads);
+    Py_VISIT(self->decoders);
     return 0;
 }
 
@@ -146,6 +147,7 @@ static int db_clear(kpy_db *self) {
     Py_CLEAR(self->close_waiters);
     Py_CLEAR(self->json_dumps);
     Py_CLEAR(self->json_loads);
+    Py_CLEAR(self->decoders);
     return 0;
 }
 
@@ -610,7 +612,37 @@ static PyObject *db_repr(kpy_db *self) {
     return r;
 }
 
+/* _set_type_decoder(oid, decoder): the decoder of a type's columns (None removes it). */
+static PyObject *db_set_type_decoder(kpy_db *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_set_type_decoder(oid: int, decoder)");
+        return NULL;
+    }
+    if (self->decoders == NULL && (self->decoders = PyDict_New()) == NULL)
+        return NULL;
+    /* A decoder runs while a result is converted: the dict changes only between results. */
+    if (args[1] == Py_None) {
+        if (PyDict_DelItem(self->decoders, args[0]) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                return NULL;
+            PyErr_Clear();
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyCallable_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "decoder must be callable, not %.100s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    if (PyDict_SetItem(self->decoders, args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef db_methods[] = {
+    { "_set_type_decoder", (PyCFunction)(void (*)(void))db_set_type_decoder, METH_FASTCALL,
+      "_set_type_decoder(oid, decoder): decodes columns of type oid from their text (None "
+      "removes it)." },
     { "_start", (PyCFunction)db_start, METH_NOARGS,
       "Binds to the running loop and opens the pools (idempotent)." },
     { "_close", (PyCFunction)db_close, METH_NOARGS,

@@ -78,7 +78,11 @@ typedef struct kpy_state {
     PyObject *ip_hosts;    /* (IPv4Address, IPv6Address, IPv4Interface, IPv6Interface) */
     PyObject *ip_networks; /* (IPv4Network, IPv6Network) */
     PyObject *Enum;
-    PyObject *Range;  /* keel._range.Range */
+    PyObject *Range; /* keel._range.Range */
+    /* The decoders (set_type_codec) of the columns of the result being converted, or NULL
+     * (borrowed, set only meanwhile). */
+    PyObject **col_decoders;
+    size_t ncol_decoders;
     PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;
@@ -165,6 +169,22 @@ int keel__py_json_encoder_init(PyObject *module, kpy_state *st);
 
 /* A Python object for one result value; NULL with an exception (DataError when out of range). */
 PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v);
+
+/* As keel__py_value_to_py for a value of column col: through the column's decoder (its text) when
+ * set_type_codec gave its type one. */
+PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col);
+
+/* The decoders of a result's columns, in force between begin and end (st->col_decoders). */
+typedef struct kpy_decoders {
+    PyObject **prev;
+    size_t nprev;
+    PyObject **mine; /* strong references, nmine of them (NULL for columns without one) */
+    size_t nmine;
+} kpy_decoders;
+/* decoders is the Database's {OID: decoder} dict, or NULL. 0, or -1 with MemoryError. */
+int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result *res,
+                            kpy_decoders *d);
+void keel__py_decoders_end(kpy_state *st, kpy_decoders *d);
 
 /*
  * JSON text (n bytes of UTF-8) decoded straight into Python objects, for the common shape of
@@ -396,6 +416,7 @@ typedef struct kpy_db {
     size_t nops;             /* database-level operations in flight */
     PyObject *json_dumps;    /* json_serializer=, or NULL for keel's JSON encoder */
     PyObject *json_loads;    /* json_deserializer=, or NULL for keel's JSON decoder */
+    PyObject *decoders;      /* set_type_codec: {type OID: decoder}, or NULL */
     PyObject *close_waiters; /* list of futures completed when closed */
     PyObject *weakreflist;
 } kpy_db;

@@ -599,7 +599,7 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
                          op->column, ncols);
             return NULL;
         }
-        return keel__py_value_to_py(st, keel_result_value(res, 0, (size_t)col));
+        return keel__py_column_to_py(st, keel_result_value(res, 0, (size_t)col), (size_t)col);
     }
     default: {
         int64_t n = keel_result_affected(res);
@@ -633,7 +633,12 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
     }
     PyObject *prev = st->json_loads_cur;
     st->json_loads_cur = op->db->json_loads;
-    PyObject *value = build_result(op, res);
+    kpy_decoders dec;
+    PyObject *value = NULL;
+    if (keel__py_decoders_begin(st, op->db->decoders, res, &dec) == 0) {
+        value = build_result(op, res);
+        keel__py_decoders_end(st, &dec);
+    }
     st->json_loads_cur = prev;
     if (value == NULL) {
         keel__py_future_set_raised(st, op->fut);
@@ -680,7 +685,12 @@ static void rows_cb(const keel_result *batch, void *arg) {
     kpy_state *st = op->db->st;
     PyObject *prev = st->json_loads_cur;
     st->json_loads_cur = op->db->json_loads;
-    int failed = rows_extend(op, batch) < 0;
+    kpy_decoders dec;
+    int failed = keel__py_decoders_begin(st, op->db->decoders, batch, &dec) < 0;
+    if (!failed) {
+        failed = rows_extend(op, batch) < 0;
+        keel__py_decoders_end(st, &dec);
+    }
     st->json_loads_cur = prev;
     if (failed) {
         kpy_exc_stash(&op->rows_exc);

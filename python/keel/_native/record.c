@@ -61,7 +61,7 @@ PyObject *keel__py_record_from_row(kpy_state *st, PyObject *desc, const keel_res
         r->values[i] = NULL;
     int containers = 0;
     for (size_t i = 0; i < n; i++) {
-        PyObject *v = keel__py_value_to_py(st, &vals[i]);
+        PyObject *v = keel__py_column_to_py(st, &vals[i], i);
         if (v == NULL) {
             Py_DECREF(r);
             return NULL;
@@ -89,7 +89,7 @@ static PyObject *record_of_class(kpy_state *st, PyTypeObject *cls, PyObject *des
         return NULL;
     r->desc = Py_NewRef(desc);
     for (size_t i = 0; i < n; i++) {
-        PyObject *v = keel__py_value_to_py(st, &vals[i]);
+        PyObject *v = keel__py_column_to_py(st, &vals[i], i);
         if (v == NULL) {
             Py_DECREF(r);
             return NULL;
@@ -130,7 +130,7 @@ static PyObject *row_into(kpy_state *st, PyObject *into, PyObject *desc, const k
     PyObject *out = NULL;
     Py_ssize_t made = 0;
     for (; made < n; made++)
-        if ((args[made] = keel__py_value_to_py(st, &vals[made])) == NULL)
+        if ((args[made] = keel__py_column_to_py(st, &vals[made], (size_t)made)) == NULL)
             goto done;
     out = PyObject_Vectorcall(into, args, 0, names);
 done:

@@ -89,7 +89,8 @@ static int pg_start_result(pg_impl *p, const PGresult *r) {
         const char *name = PQfname(r, (int)col);
         p->kinds[col] = keel__pg_type_of(PQftype(r, (int)col));
         p->kinds[ncols + col] = keel__pg_elem_type_of(PQftype(r, (int)col));
-        if (keel__result_set_column(p->res, col, name, strlen(name), p->kinds[col]) != 0)
+        if (keel__result_set_column(p->res, col, name, strlen(name), p->kinds[col]) != 0 ||
+            keel__result_set_type_id(p->res, col, (uint32_t)PQftype(r, (int)col)) != 0)
             return -1;
     }
     return 0;

@@ -416,6 +416,9 @@ TEST(ranges_decode_with_their_bounds) {
                        NULL, 0);
     const keel_value *v = keel_result_value(r, 0, 0);
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_RANGE);
+    CHECK_INT(keel_result_coltype_id(r, 0), 3904); /* int4range's OID */
+    CHECK_INT(keel_result_coltype_id(r, 6), 600);  /* point: TEXT, told apart by its OID */
+    CHECK_INT(keel_result_coltype_id(r, 7), 0);    /* out of range */
     CHECK(v && v->type == KEEL_TYPE_RANGE && v->u.range.flags == KEEL_RANGE_LOWER_INC &&
           is_int(&v->u.range.bounds[0], 1) && is_int(&v->u.range.bounds[1], 5));
     v = keel_result_value(r, 0, 1);

@@ -1,0 +1,175 @@
+# python/keel/_codecs.py - set_type_codec: user codecs for PostgreSQL types (asyncpg's contract).
+"""Database.set_type_codec / Connection.set_type_codec, as asyncpg's (format='text').
+
+A codec belongs to the Database: keel's connections are pooled and interchangeable, so a codec
+set through a leased Connection applies to every connection of its Database (what asyncpg users
+do in init=, once here). The type is looked up by name in the named database (its OID).
+
+decoder(text) makes the Python value of each column of that type (results come in text form).
+encoder(value) makes the text of a parameter of that type, for values keel does not convert
+itself: a statement with such a value is described by the server first (once per statement
+and database, then cached) to learn which parameters are of the type.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import decimal as _decimal
+import enum as _enum
+import ipaddress as _ipaddress
+import uuid as _uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _native
+from ._range import Range
+
+if TYPE_CHECKING:
+    from . import Connection, Database
+
+__all__ = ["set_type_codec"]
+
+# Set once any encoder is registered: Connection's query methods look at it before anything else.
+encoding = False
+
+# Types whose values keel converts itself (encoders are not consulted for them).
+_NATIVE = (type(None), bool, int, float, str, bytes, bytearray, memoryview, _decimal.Decimal,
+           _dt.date, _dt.time, _dt.timedelta, _uuid.UUID, dict, list, tuple, Range, _enum.Enum,
+           _ipaddress.IPv4Address, _ipaddress.IPv6Address, _ipaddress.IPv4Interface,
+           _ipaddress.IPv6Interface, _ipaddress.IPv4Network, _ipaddress.IPv6Network)
+
+# Built-in types whose values keel parses itself: their text is gone by the time a decoder
+# could run, so a codec for them is refused.
+_PARSED = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", "bytea", "date", "time",
+           "timestamp", "timestamptz", "uuid", "interval", "int4range", "int8range", "numrange",
+           "daterange", "tsrange", "tstzrange"}
+
+_LOOKUP = ("SELECT t.oid, t.typname, t.typcategory FROM pg_catalog.pg_type t "
+           "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+           "WHERE t.typname = $1 AND n.nspname = $2")
+
+
+class _Codecs:
+    """The encoders of a Database, and the parameter types of the statements they needed."""
+
+    __slots__ = ("encoders", "described")
+
+    def __init__(self) -> None:
+        self.encoders: dict[str, Callable[[Any], Any]] = {}  # by the name describe gives
+        self.described: dict[tuple[str | None, str], tuple[str | None, ...]] = {}
+
+
+def _codecs_of(db: Database) -> _Codecs:
+    c = db.__dict__.get("_keel_codecs")
+    if c is None:
+        c = db.__dict__["_keel_codecs"] = _Codecs()
+    return c
+
+
+async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
+                         encoder: Callable[[Any], Any] | None,
+                         decoder: Callable[[str], Any] | None, format: str,
+                         engine: str, where: str) -> None:
+    """Registers a codec on db; run(sql, *args) fetches a row on the database concerned."""
+    global encoding
+    if format != "text":
+        raise _native.NotSupportedError(
+            f"set_type_codec: format={format!r} is not supported: keel reads PostgreSQL results "
+            "in text form, so codecs take and give text (format='text'); 'binary' and 'tuple' "
+            "are not available")
+    if engine != "postgresql":
+        raise _native.NotSupportedError(
+            f"set_type_codec: {where} is a {engine} database; type codecs are PostgreSQL's")
+    for name, fn in (("encoder", encoder), ("decoder", decoder)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"set_type_codec: {name} must be callable, not {type(fn).__name__}")
+    if not isinstance(typename, str) or not isinstance(schema, str):
+        raise TypeError("set_type_codec: typename and schema must be str")
+    row = await run(_LOOKUP, typename, schema)
+    if row is None:
+        raise ValueError(f"set_type_codec: unknown type: {schema}.{typename}")
+    oid, name, category = row
+    if name in _PARSED or category == "A":
+        raise _native.NotSupportedError(
+            f"set_type_codec: keel decodes {schema}.{typename} itself and keeps no text of it; "
+            "codecs are for types keel returns as text (custom, composite, domain and extension "
+            "types, enums, json, numeric, text, inet…)")
+    db._set_type_decoder(oid, decoder)
+    codecs = _codecs_of(db)
+    # describe names a built-in type by its name and any other by its OID.
+    for key in (str(oid), name):
+        if encoder is None:
+            codecs.encoders.pop(key, None)
+        else:
+            codecs.encoders[key] = encoder
+    codecs.described.clear()
+    if encoder is not None:
+        encoding = True
+
+
+def _needs_encoding(args: tuple) -> bool:
+    for a in args:
+        if not isinstance(a, _NATIVE):
+            return True
+    return False
+
+
+async def _encode(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
+                  args: tuple) -> tuple:
+    types = codecs.described.get(key)
+    if types is None:
+        stmt = await prepare()
+        types = tuple(p.name for p in stmt.parameters)
+        codecs.described[key] = types
+    out = list(args)
+    for i, a in enumerate(args):
+        if i < len(types) and not isinstance(a, _NATIVE):
+            enc = codecs.encoders.get(types[i]) if types[i] is not None else None
+            if enc is None:
+                continue
+            try:
+                text = enc(a)
+            except Exception as e:
+                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {types[i]} "
+                                        f"failed: {e}") from e
+            if not isinstance(text, str):
+                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {types[i]} "
+                                        f"returned {type(text).__name__}, not str "
+                                        "(format='text')")
+            out[i] = text
+    return tuple(out)
+
+
+async def encode_db_args(db: Database, sql: str, args: tuple, database: str | None) -> tuple:
+    codecs = db.__dict__.get("_keel_codecs")
+    if codecs is None or not codecs.encoders or not _needs_encoding(args):
+        return args
+
+    async def prepare() -> Any:
+        async with db.connection(database) as conn:
+            return await conn.prepare(sql)
+
+    return await _encode(codecs, (database, sql), prepare, args)
+
+
+async def encode_conn_args(conn: Connection, sql: str, args: tuple) -> tuple:
+    codecs = conn._db.__dict__.get("_keel_codecs")
+    if codecs is None or not codecs.encoders or not _needs_encoding(args):
+        return args
+
+    async def prepare() -> Any:
+        return await conn.prepare(sql)
+
+    return await _encode(codecs, (conn.database, sql), prepare, args)
+
+
+def install(db: Database) -> None:
+    """Routes db's single statements through encode_db_args (only once a codec has an encoder,
+    so a Database without one keeps its direct path)."""
+    if "_query" in db.__dict__:
+        return
+    native = _native.Database._query.__get__(db)
+
+    async def _query(mode: int, sql: str, args: tuple, database: str | None, *rest: Any) -> Any:
+        args = await encode_db_args(db, sql, args, database)
+        return await native(mode, sql, args, database, *rest)
+
+    db.__dict__["_query"] = _query

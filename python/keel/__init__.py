@@ -277,6 +277,8 @@ class Database(_native.Database):
         """Runs a statement once per row of parameters, in one atomic batch (timeout= covers
         the whole batch). None, or, for a statement that returns rows (INSERT … RETURNING),
         every row's Records in order."""
+        if _codecs.encoding:
+            rows = await _codecs.encode_db_rows(self, sql, rows, database)
         return await self._executemany(sql, rows, database, timeout)
 
     async def copy_records_to_table(self, table_name: str, *,
@@ -432,6 +434,8 @@ class Connection(_native.Connection):
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], *,
                           timeout: float | None = None) -> list[Record] | None:
+        if _codecs.encoding:
+            rows = await _codecs.encode_conn_rows(self, sql, rows)
         return await self._executemany(sql, rows, timeout)
 
     async def copy_records_to_table(self, table_name: str, *,

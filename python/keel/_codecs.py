@@ -173,3 +173,40 @@ def install(db: Database) -> None:
         return await native(mode, sql, args, database, *rest)
 
     db.__dict__["_query"] = _query
+
+
+async def _encode_rows(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
+                       rows: Any) -> Any:
+    rows = list(rows)  # once: rows may be an iterator
+    if not any(isinstance(r, (tuple, list)) and _needs_encoding(tuple(r)) for r in rows):
+        return rows
+    out = []
+    for r in rows:
+        if isinstance(r, (tuple, list)) and _needs_encoding(tuple(r)):
+            r = await _encode(codecs, key, prepare, tuple(r))
+        out.append(r)
+    return out
+
+
+async def encode_db_rows(db: Database, sql: str, rows: Any, database: str | None) -> Any:
+    """executemany's rows with encoders applied (rows unchanged when db has no encoder)."""
+    codecs = db.__dict__.get("_keel_codecs")
+    if codecs is None or not codecs.encoders:
+        return rows
+
+    async def prepare() -> Any:
+        async with db.connection(database) as conn:
+            return await conn.prepare(sql)
+
+    return await _encode_rows(codecs, (database, sql), prepare, rows)
+
+
+async def encode_conn_rows(conn: Connection, sql: str, rows: Any) -> Any:
+    codecs = conn._db.__dict__.get("_keel_codecs")
+    if codecs is None or not codecs.encoders:
+        return rows
+
+    async def prepare() -> Any:
+        return await conn.prepare(sql)
+
+    return await _encode_rows(codecs, (conn.database, sql), prepare, rows)

@@ -447,6 +447,14 @@ async def test_set_type_codec_decodes_and_encodes_a_composite_type():
             row = await conn.fetchrow(f"SELECT $1::{name} AS p", Point(0, -1))
             assert row["p"] == Point(0, -1)
             assert await conn.execute(f"UPDATE {t} SET p = $1 WHERE id = 2", Point(1, 1)) == 1
+        # executemany too, on the Database and on a connection.
+        await d.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                            ((i, Point(i, -i)) for i in range(10, 13)))
+        async with d.connection() as conn:
+            await conn.executemany(f"INSERT INTO {t} VALUES ($1, $2)", [(13, Point(1, 3)), (14, None)])
+        assert [r["p"] for r in await d.fetch(f"SELECT p FROM {t} WHERE id >= 10 ORDER BY id")] == [
+            Point(10, -10), Point(11, -11), Point(12, -12), Point(1, 3), None]
+        await d.execute(f"DELETE FROM {t} WHERE id >= 10")
         # A value keel converts itself is never given to an encoder.
         assert await d.fetchval(f"SELECT $1::{name}", "(9,9)") == Point(9, 9)
         await d.execute(f"DROP TABLE {t}")

@@ -521,3 +521,25 @@ async def test_set_type_codec_errors_are_clear(db, engine):
         assert await db.fetchval("SELECT 1") == 1
     finally:
         await db.execute(f"DROP TYPE {name} CASCADE")
+
+
+async def test_a_codec_for_an_enum_decodes_its_arrays_too():
+    d = keel.Database(PG_URL)
+    name = unique_name("mood")
+    quoted = 'a "b"'
+    try:
+        await d.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok', '{quoted}')")
+        # Without a codec an enum array is its text (keel knows no element type for it).
+        assert await d.fetchval(f"SELECT ARRAY['ok', 'sad']::{name}[]") == "{ok,sad}"
+        await d.set_type_codec(name, encoder=None, decoder=str)
+        assert await d.fetchval(f"SELECT ARRAY['ok', NULL, '{quoted}']::{name}[]") == [
+            "ok", None, quoted]
+        assert await d.fetchval(f"SELECT '{{{{ok}},{{sad}}}}'::{name}[]") == [["ok"], ["sad"]]
+        assert await d.fetchval(f"SELECT $1::{name}[]", [Mood.OK, "sad"]) == ["ok", "sad"]
+        await d.set_type_codec(name, encoder=None, decoder=Mood)
+        assert await d.fetchval(f"SELECT ARRAY['ok']::{name}[]") == [Mood.OK]
+        assert await d.fetchval(f"SELECT '[0:0]={{sad}}'::{name}[]") == [Mood.SAD]
+        assert await d.fetchval(f"SELECT 'sad'::{name}") == Mood.SAD
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name} CASCADE")
+        await close_db(d)

@@ -226,11 +226,13 @@ KEEL_API keel_status keel_conn_query(keel_conn *conn, const char *sql, const kee
  * the size of the result, and the caller can convert each batch while the next one is on the
  * wire. on_rows runs zero or more times (never with an empty batch), then cb exactly once, with
  * the same arg: with a result that has the columns and keel_result_affected but no rows, or with
- * an error (batches delivered before an error stay delivered). PostgreSQL streams a single
- * statement as it arrives; a string of several statements (whose result is the last statement
- * that returned rows) and the other engines hand their rows over once the statement is done,
- * in batches of at most 256 rows over as many loop turns as on_rows needs, just before cb (a
- * cancel or release meanwhile ends that with KEEL_ERR_CANCELLED). No call into keel runs
+ * an error (batches delivered before an error stay delivered). PostgreSQL and MySQL stream a
+ * single statement as it arrives, in batches of at most 256 rows; a string of several
+ * statements (whose result is the last statement that returned rows) and SQLite hand their
+ * rows over once the statement is done, in batches of at most 256 rows over as many loop turns
+ * as on_rows needs, just before cb (a cancel or release meanwhile ends that with
+ * KEEL_ERR_CANCELLED). keel_conn_pause stops the rows, from on_rows too (a cursor's flow
+ * control). No call into keel runs
  * longer than a few milliseconds for it: what on_rows spends counts against the same budget
  * (docs/c-api.md, "The loop is never held long").
  * Sync errors: those of keel_conn_query, and KEEL_ERR_INVALID_ARGUMENT when on_rows is NULL.
@@ -253,6 +255,21 @@ KEEL_API keel_status keel_conn_query_rows(keel_conn *conn, const char *sql,
  */
 KEEL_API keel_status keel_conn_prepare(keel_conn *conn, const char *sql, keel_query_cb cb,
                                        void *arg, keel_error *err);
+
+/*
+ * Flow control of a statement streamed by keel_conn_query_rows (a cursor): after pause, keel
+ * hands over at most the batch in hand (PostgreSQL, MySQL: up to 256 rows; SQLite: the rows its
+ * worker stepped) and then stops reading the statement's rows: they wait on the server's side
+ * of the socket (PostgreSQL, MySQL) or in the statement (SQLite), so the memory keel holds stays
+ * at one batch however large the result. resume goes on. pause may be called from the rows
+ * callback (it is the one call on its busy connection that may), and is a no-op when no
+ * streamed statement runs on conn; resume likewise. The statement stays running while paused:
+ * its deadline (keel_conn_set_timeout) counts the paused time, conn stays busy (other
+ * operations fail with KEEL_ERR_BUSY), and keel_conn_cancel or keel_conn_release end it
+ * (pausing no more). Never block, never call back.
+ */
+KEEL_API void keel_conn_pause(keel_conn *conn);
+KEEL_API void keel_conn_resume(keel_conn *conn);
 
 /*
  * Runs one statement once per row of params (nrows rows of nparams values, row-major), in as few

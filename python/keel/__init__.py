@@ -17,6 +17,7 @@ from typing import Any, Union
 
 from . import _codecs, _collection, _listen, _native
 from ._listen import Listener, Notification
+from ._cursor import CursorFactory, RowCursor
 from ._statement import Attribute, PreparedStatement, Type
 from ._range import Range
 from ._collection import (
@@ -90,6 +91,8 @@ __all__ = [
     "InternalError",
     "NotSupportedError",
     "PreparedStatement",
+    "CursorFactory",
+    "RowCursor",
     "Type",
     "Attribute",
     "Collection",
@@ -450,6 +453,16 @@ class Connection(_native.Connection):
         binary COPY; MySQL/MariaDB and SQLite an atomic batch of INSERTs. A value that does not
         fit its column raises DataError naming the row and column, and nothing is loaded."""
         return await self._copy(table_name, records, columns, schema_name, timeout)
+
+    def cursor(self, sql: str, *args: Any, prefetch: int | None = None,
+               timeout: float | None = None) -> CursorFactory:
+        """A streaming cursor over sql's rows, as asyncpg's: ``async for row in
+        conn.cursor(sql, *args, prefetch=50)``, or ``cur = await conn.cursor(…)`` then
+        ``cur.fetch(n)``, ``cur.fetchrow()``, ``cur.forward(n)``, ``cur.close()``. At most
+        prefetch rows (plus one batch of the engine) are held however large the result; the
+        statement occupies the connection until its rows are read or the cursor is closed.
+        timeout= bounds the whole statement, time spent between fetches included."""
+        return CursorFactory(self, sql, args, prefetch, timeout)
 
     async def prepare(self, sql: str, *, timeout: float | None = None,
                       record_class: type[Record] | None = None) -> PreparedStatement:

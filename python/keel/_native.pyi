@@ -1,4 +1,5 @@
 # python/keel/_native.pyi - type stubs of the keel._native extension.
+import asyncio
 import datetime
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Final, TypeVar, overload
@@ -9,6 +10,7 @@ MODE_FETCH: Final[int]
 MODE_FETCHROW: Final[int]
 MODE_FETCHVAL: Final[int]
 MODE_EXECUTE: Final[int]
+MODE_CURSOR: Final[int]
 TXN_BEGIN: Final[int]
 TXN_COMMIT: Final[int]
 TXN_ROLLBACK: Final[int]
@@ -163,6 +165,13 @@ class Op(Awaitable[Any]):
     def cancel(self) -> None: ...
     @property
     def _decoding(self) -> bool: ...
+    # A cursor's statement (Connection._cursor):
+    def _take(self, n: int, /) -> list[Record]: ...
+    def _more(self) -> asyncio.Future[None]: ...
+    @property
+    def _future(self) -> asyncio.Future[Any]: ...
+    @property
+    def _buffered(self) -> int: ...
 
 class Database:
     def __init__(
@@ -281,6 +290,10 @@ class Connection:
               schema: str | None, timeout: float | None = None, /) -> Op:
         """Bulk-loads records into table (binary COPY on PostgreSQL); the Op yields the rows
         loaded."""
+    def _cursor(self, sql: str, args: tuple[Any, ...], prefetch: int,
+                timeout: float | None = None, /) -> Op:
+        """Starts a statement whose rows a cursor takes (Op._take / Op._more), paused while
+        prefetch of them wait; Op._future yields None at the end, or the error."""
     def _prepare(self, sql: str, timeout: float | None = None, /) -> Op:
         """Prepares sql without running it; the Op yields ((type name, keel type) per
         parameter, (name, type name, keel type) per column), None where the engine does not

@@ -80,6 +80,7 @@ struct keel_conn {
     keel_query_cb cb;     /* completion of the running user operation */
     keel_rows_cb rows_cb; /* keel_conn_query_rows: where the running statement's rows go */
     void *cb_arg;
+    int paused;                 /* keel_conn_pause: the running statement's rows wait */
     keel_result *slices;        /* a finished statement's rows, handed to rows_cb in slices */
     size_t slices_next;         /* the first of them not handed over yet */
     struct keel__defer *slicer; /* hands over the next slice from a later turn; on first use */
@@ -133,6 +134,11 @@ typedef struct keel__engine {
     keel_status (*ping)(keel_conn *c, keel_error *err);
     /* Starts a transaction control operation (see keel__txn_sql for SQL engines). */
     keel_status (*transaction)(keel_conn *c, keel_txn_op op, unsigned depth, keel_error *err);
+    /* Goes on reading the rows of a statement streamed to rows_cb after keel_conn_pause
+     * (c->paused is 0 again): an engine that streams stops reading once it sees c->paused,
+     * after the batch in hand, and is woken here. NULL for engines that do not stream: the
+     * core's hand-over of the finished result pauses instead. */
+    void (*resume)(keel_conn *c);
     /* Asks the server to stop the running operation; it then completes with
      * KEEL_ERR_CANCELLED. Must not block the loop thread. No-op when idle. */
     void (*cancel)(keel_conn *c);

@@ -288,6 +288,17 @@ keel_status keel_conn_set_timeout(keel_conn *c, double seconds, keel_error *err)
     return KEEL_OK;
 }
 
+void keel_conn_pause(keel_conn *c) {
+    if (c && c->pool && c->busy && c->rows_cb && c->state == KEEL__CONN_LEASED &&
+        !c->cancel_requested)
+        c->paused = 1;
+}
+
+void keel_conn_resume(keel_conn *c) {
+    if (c && c->pool && c->busy && c->state == KEEL__CONN_LEASED)
+        keel__conn_unpause(c);
+}
+
 void keel__conn_forget(keel_conn *c) {
     c->cb = NULL;
     c->rows_cb = NULL;

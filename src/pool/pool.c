@@ -557,10 +557,29 @@ static void abandon(keel_conn *c) {
     finish_op(c, NULL, &e);
 }
 
+static void slices_continue(void *arg);
+
+void keel__conn_unpause(keel_conn *c) {
+    if (!c->paused)
+        return;
+    c->paused = 0;
+    if (c->slices) {
+        if (!c->slicer)
+            c->slicer = keel__defer_new(c->loop, slices_continue, c);
+        /* Without a timer the rest goes at the next cancel or release; nothing else wakes it. */
+        if (c->slicer)
+            (void)keel__defer_schedule(c->slicer);
+    } else if (c->engine->resume) {
+        c->engine->resume(c);
+    }
+}
+
 void keel__conn_request_cancel(keel_conn *c) {
     if (c->cancel_requested)
         return;
     c->cancel_requested = 1;
+    /* A paused statement reads on, so that the cancel can end it. */
+    keel__conn_unpause(c);
     /* An operation with a deadline is bounded by it already (its grace follows). When no
      * timer can be had, the cancel still goes out, its wait unbounded. */
     if (c->deadline_state == KEEL__DEADLINE_NONE)
@@ -598,6 +617,7 @@ static void on_deadline(void *arg) {
     }
     if (!c->cancel_requested) {
         c->cancel_requested = 1;
+        keel__conn_unpause(c);
         if (!c->slices)
             c->engine->cancel(c);
     }
@@ -734,6 +754,7 @@ static void finish_op(keel_conn *c, keel_result *res, const keel_error *err) {
     int release_after = c->release_pending;
     c->busy = 0;
     c->cancel_requested = 0;
+    c->paused = 0;
     c->cb = NULL;
     c->rows_cb = NULL;
     c->cb_arg = NULL;
@@ -759,7 +780,7 @@ static int slices_hand_over(keel_conn *c, int budget) {
         c->slices_next +=
             keel__result_show_rows(c->slices, c->slices_next, SLICE_ROWS, c->rows_cb, c->cb_arg);
         if (budget && c->slices_next < n &&
-            (keel__turn_spent(c->loop) || keel__pool_closing(c->pool)))
+            (c->paused || keel__turn_spent(c->loop) || keel__pool_closing(c->pool)))
             return 0;
     }
     return 1;
@@ -789,6 +810,9 @@ static void slices_run(keel_conn *c) {
          * KEEL_ERR_CLOSED once this callback returns: nothing is left to hand over. */
         if (keel__pool_closing(c->pool))
             return;
+        /* Paused: keel_conn_resume (or a cancel) goes on. */
+        if (c->paused)
+            return;
         if (!c->slicer)
             c->slicer = keel__defer_new(c->loop, slices_continue, c);
         if (c->slicer && keel__defer_schedule(c->slicer) == 0)
@@ -804,7 +828,11 @@ static void slices_run(keel_conn *c) {
     finish_op(c, res, NULL);
 }
 
-static void slices_continue(void *arg) { slices_run(arg); }
+static void slices_continue(void *arg) {
+    keel_conn *c = arg;
+    if (c->slices)
+        slices_run(c);
+}
 
 /* Drops a hand-over in progress and the means to continue it (the connection is closing). */
 static void slices_drop(keel_conn *c) {

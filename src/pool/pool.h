@@ -71,4 +71,7 @@ void keel__conn_request_cancel(keel_conn *c);
  */
 void keel__pool_free(keel__pool *p);
 
+/* Ends a keel_conn_pause: the hand-over of a finished result, or the engine, goes on. */
+void keel__conn_unpause(keel_conn *c);
+
 #endif

@@ -257,6 +257,81 @@ static inline void check_many_returning(keel_conn *c) {
     keel_result_free(r);
 }
 
+/* A statement streamed with keel_conn_pause after every batch (a cursor's flow control). */
+typedef struct paused_run {
+    keel_conn *c;
+    int wake; /* a batch arrived, or the statement ended */
+    int done;
+    size_t rows, batches; /* rows and batches delivered */
+    size_t since_resume;  /* rows delivered since the last keel_conn_resume */
+    size_t most_at_once;  /* the most rows delivered between two resumes */
+    size_t while_paused;  /* batches delivered after a pause, before the resume */
+    int paused;
+    int in_order; /* column 0 counted 1, 2, 3… */
+    keel_result *res;
+    keel_error err;
+} paused_run;
+
+static inline void paused_batch(const keel_result *rows, void *arg) {
+    paused_run *x = arg;
+    size_t n = keel_result_nrows(rows);
+    for (size_t i = 0; i < n; i++) {
+        const keel_value *v = keel_result_value(rows, i, 0);
+        if (!v || v->type != KEEL_TYPE_INT || v->u.i64 != (int64_t)(x->rows + i + 1))
+            x->in_order = 0;
+    }
+    x->rows += n;
+    x->batches++;
+    x->since_resume += n;
+    if (x->paused)
+        x->while_paused++;
+    x->paused = 1;
+    if (x->since_resume > x->most_at_once)
+        x->most_at_once = x->since_resume;
+    keel_conn_pause(x->c);
+    x->wake = 1;
+}
+
+static inline void paused_done(keel_result *res, const keel_error *err, void *arg) {
+    paused_run *x = arg;
+    x->done = x->wake = 1;
+    x->res = res;
+    if (err)
+        x->err = *err;
+}
+
+/*
+ * Streams sql (rows numbered 1…n in column 0) pausing after every batch and resuming once the
+ * loop returned: while paused no batch may arrive, so the rows held never exceed one batch.
+ * cancel_after > 0 cancels once that many batches arrived. The caller frees x->res.
+ */
+static inline void run_paused(keel_db *db, keel_conn *c, const char *sql, size_t cancel_after,
+                              paused_run *x) {
+    memset(x, 0, sizeof *x);
+    x->c = c;
+    x->in_order = 1;
+    keel_error err;
+    if (keel_conn_query_rows(c, sql, NULL, 0, paused_batch, paused_done, x, &err) != KEEL_OK) {
+        x->err = err;
+        x->done = 1;
+        return;
+    }
+    keel_loop *loop = keel_db_loop(db);
+    while (!x->done) {
+        x->wake = 0;
+        CHECK_INT(keel_loop_run(loop, &x->wake), KEEL_OK);
+        if (x->done)
+            break;
+        if (cancel_after && x->batches >= cancel_after) {
+            keel_conn_cancel(c);
+            cancel_after = 0;
+        }
+        x->since_resume = 0;
+        x->paused = 0;
+        keel_conn_resume(c);
+    }
+}
+
 /* A socket listening on 127.0.0.1 that never answers: the kernel completes TCP handshakes,
  * nobody accepts, so a client's protocol handshake waits until its connect timeout. Stores the
  * port in *port and returns the descriptor, which the caller closes. */

@@ -434,11 +434,17 @@ static int module_exec(PyObject *m) {
         const char *name;
         long value;
     } consts[] = {
-        { "MODE_FETCH", KPY_MODE_FETCH },       { "MODE_FETCHROW", KPY_MODE_FETCHROW },
-        { "MODE_FETCHVAL", KPY_MODE_FETCHVAL }, { "MODE_EXECUTE", KPY_MODE_EXECUTE },
-        { "TXN_BEGIN", KEEL_TXN_BEGIN },        { "TXN_COMMIT", KEEL_TXN_COMMIT },
-        { "TXN_ROLLBACK", KEEL_TXN_ROLLBACK },  { "TXN_SAVEPOINT", KEEL_TXN_SAVEPOINT },
-        { "TXN_RELEASE", KEEL_TXN_RELEASE },    { "TXN_ROLLBACK_TO", KEEL_TXN_ROLLBACK_TO },
+        { "MODE_FETCH", KPY_MODE_FETCH },
+        { "MODE_FETCHROW", KPY_MODE_FETCHROW },
+        { "MODE_FETCHVAL", KPY_MODE_FETCHVAL },
+        { "MODE_EXECUTE", KPY_MODE_EXECUTE },
+        { "MODE_CURSOR", KPY_MODE_CURSOR },
+        { "TXN_BEGIN", KEEL_TXN_BEGIN },
+        { "TXN_COMMIT", KEEL_TXN_COMMIT },
+        { "TXN_ROLLBACK", KEEL_TXN_ROLLBACK },
+        { "TXN_SAVEPOINT", KEEL_TXN_SAVEPOINT },
+        { "TXN_RELEASE", KEEL_TXN_RELEASE },
+        { "TXN_ROLLBACK_TO", KEEL_TXN_ROLLBACK_TO },
     };
     for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++)
         if (PyModule_AddIntConstant(m, consts[i].name, consts[i].value) < 0)

@@ -17,7 +17,9 @@ enum {
     KPY_MODE_FETCH = 0,    /* list of Records */
     KPY_MODE_FETCHROW = 1, /* first Record or None */
     KPY_MODE_FETCHVAL = 2, /* one value of the first row, or None */
-    KPY_MODE_EXECUTE = 3   /* rows affected, as int */
+    KPY_MODE_EXECUTE = 3,  /* rows affected, as int */
+    KPY_MODE_CURSOR = 4    /* rows buffered for a cursor (Op._take), the statement paused while
+                              prefetch of them wait; the future yields None at the end */
 };
 
 /* Per-module state: everything the extension creates or caches lives here. */
@@ -537,6 +539,9 @@ typedef struct kpy_op {
     PyObject *desc;        /* KPY_MODE_FETCH: their shared description */
     PyObject *rowtype;     /* fetch/fetchrow: what rows become (keel__py_row_new); NULL: Record */
     kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
+    Py_ssize_t prefetch;   /* KPY_MODE_CURSOR: the statement pauses with this many buffered */
+    int paused;            /* KPY_MODE_CURSOR: keel_conn_pause is in force */
+    PyObject *waiter;      /* KPY_MODE_CURSOR: future completed when rows come or the end */
     keel_result *reply;    /* KPY_OP_DECODING: the command's reply, owned */
     kpy_bson_slices *slices; /* KPY_OP_DECODING: its decoding, a slice per loop iteration */
 } kpy_op;

@@ -48,6 +48,9 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->desc = NULL;
     op->rowtype = NULL;
     op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
+    op->prefetch = 0;
+    op->paused = 0;
+    op->waiter = NULL;
     op->reply = NULL;
     op->slices = NULL;
     PyObject_GC_Track(op);
@@ -96,14 +99,26 @@ static void op_forget_reply(kpy_op *op) {
     op->reply = NULL;
 }
 
+/* Completes the future a cursor waits on for rows (Op._more), if any. */
+static void op_wake(kpy_op *op) {
+    PyObject *w = op->waiter;
+    if (w == NULL)
+        return;
+    op->waiter = NULL;
+    keel__py_future_set_result(op->db->st, w, Py_None);
+    Py_DECREF(w);
+}
+
 /* op is over: drop what was kept for it; a database-level one no longer delays a close. */
 static void op_done(kpy_op *op) {
     op->state = KPY_OP_DONE;
     op_disarm(op);
     op_forget_submission(op);
     op_forget_reply(op);
-    /* The Records of a fetch() that failed or was cancelled midway (a million, say). */
-    if (op->rows != NULL) {
+    op_wake(op);
+    /* The Records of a fetch() that failed or was cancelled midway (a million, say); a
+     * cursor's stay buffered for it to take, unless it was closed. */
+    if (op->rows != NULL && (op->mode != KPY_MODE_CURSOR || op->cancelled)) {
         PyObject *rows = op->rows;
         op->rows = NULL;
         op_let_go(rows, op);
@@ -135,6 +150,7 @@ static int op_traverse(kpy_op *op, visitproc visit, void *arg) {
     Py_VISIT(op->rows);
     Py_VISIT(op->desc);
     Py_VISIT(op->rowtype);
+    Py_VISIT(op->waiter);
     Py_VISIT(op->rows_exc.type);
     Py_VISIT(op->rows_exc.value);
     Py_VISIT(op->rows_exc.tb);
@@ -155,6 +171,7 @@ static int op_clear(kpy_op *op) {
     Py_CLEAR(op->rows);
     Py_CLEAR(op->desc);
     Py_CLEAR(op->rowtype);
+    Py_CLEAR(op->waiter);
     Py_CLEAR(op->rows_exc.type);
     Py_CLEAR(op->rows_exc.value);
     Py_CLEAR(op->rows_exc.tb);
@@ -457,8 +474,9 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
     switch (op->kind) {
     case KPY_OP_QUERY:
         /* fetch() builds its Records batch by batch while the rest of the result is still
-         * arriving, so neither libpq nor keel ever holds the whole result besides the list. */
-        if (op->mode == KPY_MODE_FETCH)
+         * arriving, so neither libpq nor keel ever holds the whole result besides the list;
+         * a cursor takes them from the same list, pausing the statement while it is full. */
+        if (op->mode == KPY_MODE_FETCH || op->mode == KPY_MODE_CURSOR)
             return keel_conn_query_rows(conn, sql, p->values, p->nvalues, rows_cb, query_cb, op,
                                         err);
         return keel_conn_query(conn, sql, p->values, p->nvalues, query_cb, op, err);
@@ -563,6 +581,14 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
         Py_RETURN_NONE;
     size_t nrows = keel_result_nrows(res);
     switch (op->mode) {
+    case KPY_MODE_CURSOR:
+        /* The rows stay in op->rows for the cursor to take. */
+        if (op->rows_exc.type != NULL) {
+            PyErr_Restore(op->rows_exc.type, op->rows_exc.value, op->rows_exc.tb);
+            op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
+            return NULL;
+        }
+        Py_RETURN_NONE;
     case KPY_MODE_FETCH: {
         /* The rows came through rows_cb; res only closes the statement. */
         if (op->rows_exc.type != NULL) {
@@ -697,6 +723,13 @@ static void rows_cb(const keel_result *batch, void *arg) {
         PyObject *rows = op->rows;
         op->rows = NULL;
         op_let_go(rows, op);
+    } else if (op->mode == KPY_MODE_CURSOR) {
+        /* Enough rows wait for the cursor: the statement stops until it takes them. */
+        if (PyList_GET_SIZE(op->rows) >= op->prefetch && !op->paused) {
+            op->paused = 1;
+            keel_conn_pause(op->cobj->conn);
+        }
+        op_wake(op);
     }
     kpy_exc_unstash(&saved);
 }
@@ -1071,6 +1104,12 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     double started = timeout != 0 ? monotonic_now() : 0;
     if (c->conn == NULL)
         return keel__py_raise(st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
+    if (c->running != NULL && !c->running->cancelled && c->running->mode == KPY_MODE_CURSOR &&
+        c->running->kind == KPY_OP_QUERY)
+        return keel__py_raise(st, KEEL_ERR_BUSY, PyUnicode_AsUTF8(c->database),
+                              "a cursor is open on this connection: its statement runs until "
+                              "its rows are read or it is closed (await cursor.close(), or "
+                              "async with); run other statements on another connection");
     if ((c->running != NULL && !c->running->cancelled) || c->qhead != NULL)
         return keel__py_raise(st, KEEL_ERR_BUSY, PyUnicode_AsUTF8(c->database),
                               "another operation is in progress on this connection");
@@ -1105,6 +1144,8 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         goto fail;
     op->mode = mode;
     op->column = column;
+    if (mode == KPY_MODE_CURSOR)
+        op->prefetch = column; /* a cursor's column argument is its prefetch */
     op->txn = txn;
     op->depth = depth;
     op->timeout = timeout;
@@ -1369,7 +1410,49 @@ static PyObject *op_cancel_method(kpy_op *op, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* _take(n): up to n of a cursor's buffered Records; the statement reads on once fewer than
+ * prefetch wait. */
+static PyObject *op_take(kpy_op *op, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (op->rows == NULL || n <= 0)
+        return PyList_New(0);
+    Py_ssize_t have = PyList_GET_SIZE(op->rows);
+    Py_ssize_t k = n < have ? n : have;
+    PyObject *out = PyList_GetSlice(op->rows, 0, k);
+    if (out == NULL || PyList_SetSlice(op->rows, 0, k, NULL) < 0) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    if (op->paused && PyList_GET_SIZE(op->rows) < op->prefetch) {
+        op->paused = 0;
+        if (op->state == KPY_OP_RUNNING && op->cobj != NULL && op->cobj->conn != NULL)
+            keel_conn_resume(op->cobj->conn);
+    }
+    return out;
+}
+
+/* _more(): a future completed when more rows are buffered or the statement ended. */
+static PyObject *op_more(kpy_op *op, PyObject *unused) {
+    (void)unused;
+    if (op->state == KPY_OP_DONE || op->state == KPY_OP_DECODING || op->cancelled) {
+        PyObject *f = keel__py_future_new(op->db->st, op->db->aloop);
+        if (f != NULL)
+            keel__py_future_set_result(op->db->st, f, Py_None);
+        return f;
+    }
+    if (op->waiter == NULL && (op->waiter = keel__py_future_new(op->db->st, op->db->aloop)) == NULL)
+        return NULL;
+    return Py_NewRef(op->waiter);
+}
+
 static PyMethodDef op_methods[] = {
+    { "_take", (PyCFunction)op_take, METH_O,
+      "_take(n) -> list: up to n Records a cursor buffered (the statement then reads on)." },
+    { "_more", (PyCFunction)op_more, METH_NOARGS,
+      "_more() -> Future: completed when a cursor has more rows buffered or its statement "
+      "ended." },
     { "send", (PyCFunction)op_send, METH_O, "Resumes the awaiting of the operation." },
     { "throw", (PyCFunction)(void (*)(void))op_throw, METH_FASTCALL,
       "Raises an exception at the await: the operation is cancelled first." },
@@ -1384,7 +1467,20 @@ static PyObject *op_get_decoding(kpy_op *op, void *unused) {
     return PyBool_FromLong(op->state == KPY_OP_DECODING);
 }
 
+static PyObject *op_get_future(kpy_op *op, void *unused) {
+    (void)unused;
+    return Py_NewRef(op->fut != NULL ? op->fut : Py_None);
+}
+
+static PyObject *op_get_buffered(kpy_op *op, void *unused) {
+    (void)unused;
+    return PyLong_FromSsize_t(op->rows != NULL ? PyList_GET_SIZE(op->rows) : 0);
+}
+
 static PyGetSetDef op_getset[] = {
+    { "_future", (getter)op_get_future, NULL,
+      "The future of the outcome (a cursor's: None at the end of its rows, or the error).", NULL },
+    { "_buffered", (getter)op_get_buffered, NULL, "Records a cursor holds, not yet taken.", NULL },
     { "_decoding", (getter)op_get_decoding, NULL,
       "True while keel is done and the reply is being decoded in slices (tests).", NULL },
     { NULL, NULL, NULL, NULL, NULL },

@@ -177,6 +177,8 @@ static void my_keep_command(my_impl *p, my_ulonglong affected) {
 
 /* Rows read between two looks at the turn's budget. */
 #define MY_BUDGET_EVERY 64
+/* A statement streamed to keel__conn_rows hands its rows over every this many rows. */
+#define MY_STREAM_BATCH_ROWS 256
 
 /* Drops the rows decoded so far. */
 static void my_rows_drop(my_impl *p) {
@@ -189,6 +191,14 @@ static void my_rows_drop(my_impl *p) {
  * spent, from a later turn (keel__my_on_slice). Returns as my_after does.
  */
 static int my_next_row(my_impl *p, my_call fetch) {
+    if (p->stream && p->c->paused) {
+        /* Paused (keel_conn_pause): the rest waits on the server's side of the socket until
+         * keel__my_unpause. */
+        p->dnext = fetch;
+        if (p->watch)
+            keel__watch_set(p->watch, 0);
+        return 1;
+    }
     if (++p->dcount % MY_BUDGET_EVERY == 0 && keel__turn_spent(p->c->loop) &&
         keel__defer_schedule(p->slice) == 0) {
         /* Nothing is read meanwhile: the rest waits on the server's side of the socket. */
@@ -199,6 +209,12 @@ static int my_next_row(my_impl *p, my_call fetch) {
     }
     p->call = fetch;
     return 0;
+}
+
+void keel__my_unpause(keel_conn *c) {
+    my_impl *p = c->impl;
+    if (p && p->stream && p->dnext != C_NONE)
+        (void)keel__defer_schedule(p->slice);
 }
 
 void keel__my_on_slice(void *arg) {
@@ -231,6 +247,11 @@ static void my_take_row(my_impl *p) {
             p->err = e;
             p->failed = 1;
         }
+        return;
+    }
+    if (p->stream && keel_result_nrows(p->dres) >= MY_STREAM_BATCH_ROWS) {
+        keel__conn_rows(p->c, p->dres);
+        keel__result_clear_rows(p->dres);
     }
 }
 
@@ -753,6 +774,20 @@ static void my_op_begin(my_impl *p, my_op op) {
     p->cancel_wanted = 0;
     p->nsplit = 0;
     p->ra = p->rb = 0;
+    p->stream = 0;
+}
+
+/* True when sql is one statement (nothing but blanks and ';' after its first ';'): only then are
+ * its rows the result, and may be streamed before it ends. A ';' inside a string literal makes
+ * it look like several, which only costs the streaming. */
+static int my_one_statement(const char *sql, size_t len) {
+    const char *end = sql + len, *semi = memchr(sql, ';', len);
+    if (!semi)
+        return 1;
+    for (const char *s = semi; s < end; s++)
+        if (*s != ';' && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return 0;
+    return 1;
 }
 
 /* Runs the first calls of an operation from inside its start function. */
@@ -792,10 +827,12 @@ keel_status keel__my_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
     }
     if (!stmt->many && stmt->nparams == 0) {
         my_op_begin(p, OP_TEXT);
+        p->stream = c->rows_cb != NULL && my_one_statement(stmt->sql, stmt->sql_len);
         p->in_start = 1;
         return my_op_start(p, keel__my_text_start(p, stmt->sql, stmt->sql_len), err);
     }
     my_op_begin(p, stmt->many ? OP_MANY : OP_STMT);
+    p->stream = !stmt->many && c->rows_cb != NULL;
     p->ssql = stmt->sql;
     p->slen = stmt->sql_len;
     p->map = stmt->map;

@@ -54,4 +54,7 @@ keel_status keel__my_transaction(keel_conn *c, keel_txn_op op, unsigned depth, k
 /* The engine's describe (keel_conn_prepare): prepares the statement into the cache. */
 keel_status keel__my_describe(keel_conn *c, const keel__stmt *stmt, keel_error *err);
 
+/* The engine's resume: a statement paused by keel_conn_pause reads on from the next turn. */
+void keel__my_unpause(keel_conn *c);
+
 #endif

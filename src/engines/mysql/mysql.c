@@ -418,6 +418,7 @@ const keel__engine keel__engine_mysql = {
     .connect = keel__my_connect,
     .query = keel__my_query,
     .describe = keel__my_describe,
+    .resume = keel__my_unpause,
     .copy_in = keel__copy_as_batch,
     .ping = keel__ping_sql,
     .transaction = keel__my_transaction,

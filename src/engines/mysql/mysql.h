@@ -261,6 +261,7 @@ typedef struct my_impl {
     keel_type *dkinds; /* the keel type of each column of dsrc */
     size_t dkcap;
     unsigned dcount; /* rows read since the budget was last looked at */
+    int stream;      /* rows go to the rows callback in batches while they are read */
     my_call dnext;
     MYSQL_ROW r_row;
     keel__defer *slice;

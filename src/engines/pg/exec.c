@@ -422,6 +422,9 @@ static int pg_yield(pg_impl *p) {
 }
 
 int keel__pg_next_result(pg_impl *p, PGresult **r) {
+    /* Paused (keel_conn_pause): the rows in hand go out; reading waits for keel__pg_unpause. */
+    if (p->stream && p->c->paused)
+        return pg_yield(p);
     if (p->part && !pg_part_continue(p))
         return pg_yield(p);
     if (p->copy_out) {
@@ -650,7 +653,8 @@ static void pg_op_step(pg_impl *p, int events) {
     int read = KEEL_READ;
     if (p->yielded) {
         read = 0;
-        if (keel__defer_schedule(p->resume) != 0) {
+        /* A paused statement is woken by keel__pg_unpause instead. */
+        if (!(p->stream && p->c->paused) && keel__defer_schedule(p->resume) != 0) {
             keel__pg_fail_op(p, KEEL_ERR_INTERNAL, "the event loop refused a timer");
             pg_lost(p);
             return;
@@ -660,6 +664,16 @@ static void pg_op_step(pg_impl *p, int events) {
         keel__pg_fail_op(p, KEEL_ERR_INTERNAL, "the event loop refused to watch the connection");
         pg_lost(p);
     }
+}
+
+void keel__pg_unpause(keel_conn *c) {
+    pg_impl *p = c->impl;
+    if (!p || !p->stream || (p->phase != PG_QUERY && p->phase != PG_CACHED))
+        return;
+    /* Nothing is reported from here (the caller is not a keel callback): without the timer,
+     * the socket wakes the statement, the rest of its rows being on the way. */
+    if (keel__defer_schedule(p->resume) != 0)
+        (void)keel__watch_set(p->watch, KEEL_READ);
 }
 
 void keel__pg_resume(void *arg) {

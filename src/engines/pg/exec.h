@@ -57,6 +57,9 @@ void keel__pg_on_ready(void *arg, int events);
 /* Goes on collecting the running operation's results after a turn that used up its budget. */
 void keel__pg_resume(void *arg);
 
+/* The engine's resume: a statement paused by keel_conn_pause reads on from the next turn. */
+void keel__pg_unpause(keel_conn *c);
+
 /* KEEL_OK when the connection can start an operation, else the error saying why not. */
 keel_status keel__pg_check_idle(pg_impl *p, keel_conn *c, keel_error *err);
 

@@ -191,6 +191,7 @@ const keel__engine keel__engine_postgresql = {
     .copy_in = keel__pg_copy_in,
     .ping = keel__ping_sql,
     .transaction = keel__pg_transaction,
+    .resume = keel__pg_unpause,
     .cancel = pg_cancel,
     .txn_status = pg_txn_status,
     .close = pg_close,

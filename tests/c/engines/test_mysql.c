@@ -1704,6 +1704,62 @@ TEST(prepare_describes_a_statement) {
     keel_db_close(db);
 }
 
+TEST(paused_stream_holds_one_batch) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+#define MAX_BATCH 256
+    /* The text protocol, then a prepared statement (a parameter). */
+#define SQL_200K "SELECT CAST(seq AS SIGNED) FROM seq_1_to_200000"
+    paused_run x;
+    run_paused(db, c, SQL_200K, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.rows, 200000);
+    CHECK(x.in_order);
+    CHECK_INT(x.while_paused, 0);
+    fprintf(stderr,
+            "  # 200000 rows paused after every batch: %zu batches, at most %zu rows at once\n",
+            x.batches, x.most_at_once);
+    CHECK(x.most_at_once <= MAX_BATCH);
+    CHECK(x.batches >= 200000 / MAX_BATCH);
+    CHECK(x.res && keel_result_nrows(x.res) == 0);
+    keel_result_free(x.res);
+
+    /* A cancel while paused ends the statement; the connection serves again. */
+    run_paused(db, c, SQL_200K, 3, &x);
+    CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
+    CHECK(x.rows < 200000);
+    keel_result_free(x.res);
+#undef SQL_200K
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    keel_value limit = keel_int(200000);
+    paused_run y;
+    memset(&y, 0, sizeof y);
+    y.c = c;
+    y.in_order = 1;
+    keel_error err;
+    CHECK_INT(
+        keel_conn_query_rows(c, "SELECT CAST(seq AS SIGNED) FROM seq_1_to_200000 WHERE seq <= $1",
+                             &limit, 1, paused_batch, paused_done, &y, &err),
+        KEEL_OK);
+    while (!y.done) {
+        y.wake = 0;
+        CHECK_INT(keel_loop_run(keel_db_loop(db), &y.wake), KEEL_OK);
+        y.since_resume = 0;
+        y.paused = 0;
+        keel_conn_resume(c);
+    }
+    CHECK_INT(y.err.code, KEEL_OK);
+    CHECK_INT(y.rows, 200000);
+    CHECK(y.in_order);
+    CHECK_INT(y.while_paused, 0);
+    CHECK(y.most_at_once <= MAX_BATCH);
+    keel_result_free(y.res);
+#undef MAX_BATCH
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -1714,6 +1770,7 @@ int main(void) {
     RUN(executemany_binds_every_type_in_bulk);
     RUN(executemany_returning);
     RUN(prepare_describes_a_statement);
+    RUN(paused_stream_holds_one_batch);
     RUN(multi_statement_script_returns_the_last_rows);
     RUN(server_errors_map_to_statuses);
     RUN(statement_cache_closes_evicted_statements);

@@ -2063,6 +2063,37 @@ TEST(prepare_describes_a_statement) {
     keel_db_close(db);
 }
 
+TEST(paused_stream_holds_one_batch) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+#define SQL_200K "SELECT n::int8 FROM generate_series(1, 200000) AS n"
+#define MAX_BATCH 256
+    paused_run x;
+    run_paused(db, c, SQL_200K, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.rows, 200000);
+    CHECK(x.in_order);
+    CHECK_INT(x.while_paused, 0);
+    fprintf(stderr,
+            "  # 200000 rows paused after every batch: %zu batches, at most %zu rows at once\n",
+            x.batches, x.most_at_once);
+    CHECK(x.most_at_once <= MAX_BATCH);
+    CHECK(x.batches >= 200000 / MAX_BATCH);
+    CHECK(x.res && keel_result_nrows(x.res) == 0);
+    keel_result_free(x.res);
+
+    /* A cancel while paused ends the statement; the connection serves again. */
+    run_paused(db, c, SQL_200K, 3, &x);
+    CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
+    CHECK(x.rows < 200000);
+    keel_result_free(x.res);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+#undef SQL_200K
+#undef MAX_BATCH
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -2076,6 +2107,7 @@ int main(void) {
     RUN(executemany_with_parameter_types_changing_between_rows);
     RUN(executemany_returning);
     RUN(prepare_describes_a_statement);
+    RUN(paused_stream_holds_one_batch);
     RUN(multi_statement_simple_query_returns_the_last_rows);
     RUN(query_rows_streams_a_large_result_in_batches);
     RUN(query_rows_edge_cases);

@@ -467,8 +467,8 @@ TEST(ten_megabyte_document_round_trips) {
     keel_db_close(db);
 }
 
-TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors) {
-    enum { TOTAL = 100000, PER_INSERT = 20000 };
+TEST(thirty_thousand_documents_in_batches_with_getmore_and_killcursors) {
+    enum { TOTAL = 30000, PER_INSERT = 10000, BATCH = 3000 };
     keel_db *db = open_db(NULL);
     keel_conn *c = acquire(db);
     drop(db, c, "many");
@@ -494,10 +494,10 @@ TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors) {
         bson_destroy(&cmd);
     }
 
-    /* Read everything back in batches of 10000: one find, then getMore until the cursor ends. */
+    /* Read everything back in batches of BATCH: one find, then getMore until the cursor ends. */
     bson_t cmd = BSON_INITIALIZER, reply;
     BSON_APPEND_UTF8(&cmd, "find", "many");
-    BSON_APPEND_INT32(&cmd, "batchSize", 10000);
+    BSON_APPEND_INT32(&cmd, "batchSize", BATCH);
     size_t seen = 0, batch = 0;
     int64_t sum = 0, round_trips = 1;
     CHECK(run_ok(db, c, &cmd, &reply));
@@ -509,7 +509,7 @@ TEST(hundred_thousand_documents_in_batches_with_getmore_and_killcursors) {
         bson_init(&cmd);
         BSON_APPEND_INT64(&cmd, "getMore", id);
         BSON_APPEND_UTF8(&cmd, "collection", "many");
-        BSON_APPEND_INT32(&cmd, "batchSize", 10000);
+        BSON_APPEND_INT32(&cmd, "batchSize", BATCH);
         if (!run_ok(db, c, &cmd, &reply)) {
             bson_destroy(&cmd);
             break;
@@ -1440,7 +1440,7 @@ int main(void) {
     RUN(insert_and_find_round_trip_every_bson_type);
     RUN(update_delete_count_and_aggregate);
     RUN(ten_megabyte_document_round_trips);
-    RUN(hundred_thousand_documents_in_batches_with_getmore_and_killcursors);
+    RUN(thirty_thousand_documents_in_batches_with_getmore_and_killcursors);
     RUN(reads_that_may_go_to_a_secondary_find_their_cursor_again);
     RUN(duplicate_key_is_an_integrity_error_naming_the_document);
     RUN(server_errors_map_to_statuses);

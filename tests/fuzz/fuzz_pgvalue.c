@@ -60,6 +60,7 @@ static const uint32_t oids[] = {
     1187, /* interval[] */
     3904, /* int4range */
     3910, /* tstzrange */
+    3905, /* int4range[] */
 };
 
 static int hexval(char c) {
@@ -142,7 +143,8 @@ static void check_decode_array(uint32_t oid, const char *s, size_t n) {
     FUZZ_ASSERT(res != NULL);
     keel_value v;
     memset(&v, 0, sizeof v);
-    FUZZ_ASSERT(keel__pg_decode_array(res, keel__pg_elem_type_of(oid), s, n, &v) == 0);
+    FUZZ_ASSERT(keel__pg_decode_array(res, keel__pg_elem_type_of(oid),
+                                      keel__pg_range_bound_type_of(oid), s, n, &v) == 0);
     FUZZ_ASSERT(v.type == KEEL_TYPE_ARRAY || v.type == KEEL_TYPE_TEXT);
     if (v.type == KEEL_TYPE_TEXT)
         FUZZ_ASSERT(v.u.str.len == n && memcmp(v.u.str.ptr, s, n) == 0);

@@ -367,6 +367,13 @@ async def test_a_range_parameter_round_trips(pg_db, cast, value):
     assert await pg_db.fetchval(f"SELECT $1::{cast}", value) == value
 
 
+async def test_arrays_of_ranges_are_lists_of_ranges(pg_db):
+    value = [keel.Range(1, 5), None, keel.Range(empty=True)]
+    assert await pg_db.fetchval("SELECT $1::int4range[]", value) == value
+    assert await pg_db.fetchval("SELECT ARRAY[daterange('2020-01-01', NULL)]") == [
+        keel.Range(dt.date(2020, 1, 1), None)]
+
+
 def test_range_attributes_follow_asyncpg():
     r = keel.Range(1, None)
     assert (r.lower, r.upper, r.lower_inc, r.upper_inc, r.lower_inf, r.upper_inf, r.isempty) == \
@@ -543,3 +550,14 @@ async def test_a_codec_for_an_enum_decodes_its_arrays_too():
     finally:
         await d.execute(f"DROP TYPE IF EXISTS {name} CASCADE")
         await close_db(d)
+
+
+async def test_a_statement_with_a_list_is_cancelled_like_any_other(pg_db):
+    async with pg_db.connection() as conn:
+        # Its first run is described, then runs: the timeout cancels it on the server.
+        with pytest.raises(keel.QueryTimeout):
+            await conn.fetchval("SELECT pg_sleep(5), cardinality($1::int[])", [1, 2], timeout=0.3)
+        assert await conn.fetchval("SELECT cardinality($1::int[])", [1, 2, 3]) == 3
+        with pytest.raises(keel.QueryTimeout):
+            await conn.fetchval("SELECT pg_sleep(5), cardinality($1::int[])", [1], timeout=0.3)
+        assert await conn.fetchval("SELECT $1::text[]", ["ok"]) == ["ok"]

@@ -41,6 +41,20 @@ static const struct {
     { 3912, PG_OID_DATE }, { 3908, PG_OID_TIMESTAMP }, { 3910, PG_OID_TIMESTAMPTZ },
 };
 
+/* The arrays of those range types, and their ranges. */
+static const struct {
+    Oid array, range;
+} pg_range_arrays[] = {
+    { 3905, 3904 }, { 3927, 3926 }, { 3907, 3906 }, { 3913, 3912 }, { 3909, 3908 }, { 3911, 3910 },
+};
+
+keel_type keel__pg_range_bound_type_of(Oid oid) {
+    for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
+        if (pg_range_arrays[i].array == oid)
+            return keel__pg_elem_type_of(pg_range_arrays[i].range);
+    return KEEL_TYPE_NULL;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Parameters                                                                               */
 
@@ -513,6 +527,9 @@ keel_type keel__pg_type_of(Oid oid) {
          * text form. */
         if (keel__pgc_array_elem(oid, NULL))
             return KEEL_TYPE_ARRAY;
+        for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
+            if (pg_range_arrays[i].array == oid)
+                return KEEL_TYPE_ARRAY;
         for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
             if (pg_ranges[i].range == oid)
                 return KEEL_TYPE_RANGE;
@@ -527,6 +544,9 @@ keel_type keel__pg_elem_type_of(Oid oid) {
     for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
         if (pg_ranges[i].range == oid)
             return keel__pg_type_of(pg_ranges[i].elem);
+    for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
+        if (pg_range_arrays[i].array == oid)
+            return KEEL_TYPE_RANGE;
     return KEEL_TYPE_NULL;
 }
 
@@ -613,6 +633,7 @@ int keel__pg_decode_range(keel_result *res, keel_type et, const char *s, size_t 
 typedef struct pg_arr_parse {
     keel_result *res;
     keel_type et;
+    keel_type bt; /* the bounds' type, when the elements are ranges */
     const char *s;
     size_t n, i;
     keel__buf tmp; /* the element at hand, unescaped and NUL-terminated */
@@ -665,7 +686,10 @@ static int pg_arr_elem(pg_arr_parse *ps, keel_value *v) {
     }
     if (!quoted && len == 0)
         return -1;
-    return keel__pg_decode_value(ps->res, ps->et, ps->tmp.data, len, v) == 0 ? 0 : -2;
+    int r = ps->et == KEEL_TYPE_RANGE
+                ? keel__pg_decode_range(ps->res, ps->bt, ps->tmp.data, len, v)
+                : keel__pg_decode_value(ps->res, ps->et, ps->tmp.data, len, v);
+    return r == 0 ? 0 : -2;
 }
 
 /* An array "{…}" at ps->i into *out (KEEL_TYPE_ARRAY). 0, -1 malformed, -2 out of memory. */
@@ -736,8 +760,9 @@ static int pg_arr_level(pg_arr_parse *ps, int depth, keel_value *out) {
     return rc;
 }
 
-int keel__pg_decode_array(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v) {
-    pg_arr_parse ps = { res, et, s, n, 0, { 0 } };
+int keel__pg_decode_array(keel_result *res, keel_type et, keel_type bt, const char *s, size_t n,
+                          keel_value *v) {
+    pg_arr_parse ps = { res, et, bt, s, n, 0, { 0 } };
     /* Bounds other than 1 come first: "[0:2]={1,2,3}" (the elements are what keel keeps). */
     if (n && s[0] == '[') {
         const char *eq = memchr(s, '=', n);

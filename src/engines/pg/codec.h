@@ -35,10 +35,16 @@ keel_type keel__pg_elem_type_of(Oid oid);
 
 /*
  * Decodes the text form of an array ("{1,2,NULL}", "{{\"a\"},{\"b\"}}", "[0:1]={…}") of
- * elements of type et into v, an ARRAY whose elements live in res. Text of another form is
+ * elements of type et (ranges of bounds of type bt when et is RANGE) into v, an ARRAY whose
+ * elements live in res. Text of another form is
  * returned as TEXT. 0, or -1 when out of memory.
  */
-int keel__pg_decode_array(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v);
+int keel__pg_decode_array(keel_result *res, keel_type et, keel_type bt, const char *s, size_t n,
+                          keel_value *v);
+
+/* The keel type of the bounds of the ranges an array column of type oid holds (int4range[]:
+ * INT), or NULL when its elements are not ranges. */
+keel_type keel__pg_range_bound_type_of(Oid oid);
 
 /* The parameter type keel declares for a value of type t (0: the server decides). */
 Oid keel__pg_declared_oid(keel_type t);

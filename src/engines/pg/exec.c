@@ -75,12 +75,12 @@ void keel__pg_drop_result(pg_impl *p) {
 /* A result with r's columns as p->res. 0, or -1 when out of memory. */
 static int pg_start_result(pg_impl *p, const PGresult *r) {
     size_t ncols = (size_t)PQnfields(r);
-    if (2 * ncols > p->kinds_cap) {
-        keel_type *k = realloc(p->kinds, 2 * ncols * sizeof *k);
+    if (3 * ncols > p->kinds_cap) {
+        keel_type *k = realloc(p->kinds, 3 * ncols * sizeof *k);
         if (!k)
             return -1;
         p->kinds = k;
-        p->kinds_cap = 2 * ncols;
+        p->kinds_cap = 3 * ncols;
     }
     p->res = keel__result_new(ncols);
     if (!p->res)
@@ -89,6 +89,7 @@ static int pg_start_result(pg_impl *p, const PGresult *r) {
         const char *name = PQfname(r, (int)col);
         p->kinds[col] = keel__pg_type_of(PQftype(r, (int)col));
         p->kinds[ncols + col] = keel__pg_elem_type_of(PQftype(r, (int)col));
+        p->kinds[2 * ncols + col] = keel__pg_range_bound_type_of(PQftype(r, (int)col));
         if (keel__result_set_column(p->res, col, name, strlen(name), p->kinds[col]) != 0 ||
             keel__result_set_type_id(p->res, col, (uint32_t)PQftype(r, (int)col)) != 0)
             return -1;
@@ -134,7 +135,8 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
             const char *text = PQgetvalue(r, (int)row, (int)col);
             size_t len = (size_t)PQgetlength(r, (int)row, (int)col);
             if ((kinds[col] == KEEL_TYPE_ARRAY
-                     ? keel__pg_decode_array(res, kinds[ncols + col], text, len, &vals[col])
+                     ? keel__pg_decode_array(res, kinds[ncols + col], kinds[2 * ncols + col], text,
+                                             len, &vals[col])
                  : kinds[col] == KEEL_TYPE_RANGE
                      ? keel__pg_decode_range(res, kinds[ncols + col], text, len, &vals[col])
                      : keel__pg_decode_value(res, kinds[col], text, len, &vals[col])) != 0)

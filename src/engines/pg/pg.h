@@ -88,7 +88,8 @@ typedef struct pg_impl {
      * one string the last one that returned rows is the result.
      */
     keel_result *res;
-    keel_type *kinds; /* keel type of each column of res, then of each column's elements */
+    keel_type *kinds; /* keel type of each column of res, of its elements, of its elements'
+                         range bounds (ncols each) */
     size_t kinds_cap;
     int64_t affected; /* the row count the result's command reported, -1 when none */
     int rows_seen;    /* a statement returned rows: later commands do not replace them */

@@ -412,13 +412,20 @@ TEST(ranges_decode_with_their_bounds) {
     keel_result *r = q(c,
                        "SELECT int4range(1, 5), 'empty'::int4range, '(,3]'::int8range, "
                        "numrange(1.5, NULL), daterange('2000-01-02', '2000-01-03', '[]'), "
-                       "'[\"2000-01-01 00:00:01\",)'::tsrange, '(1,2)'::point",
+                       "'[\"2000-01-01 00:00:01\",)'::tsrange, '(1,2)'::point, "
+                       "ARRAY[int8range(1, 3), NULL, 'empty']",
                        NULL, 0);
     const keel_value *v = keel_result_value(r, 0, 0);
     CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_RANGE);
     CHECK_INT(keel_result_coltype_id(r, 0), 3904); /* int4range's OID */
     CHECK_INT(keel_result_coltype_id(r, 6), 600);  /* point: TEXT, told apart by its OID */
-    CHECK_INT(keel_result_coltype_id(r, 7), 0);    /* out of range */
+    CHECK_INT(keel_result_coltype_id(r, 8), 0);    /* out of range */
+    v = keel_result_value(r, 0, 7);                /* an array of ranges */
+    CHECK(is_array(v, 3) && v->u.array.items[0].type == KEEL_TYPE_RANGE &&
+          is_int(&v->u.array.items[0].u.range.bounds[1], 3) &&
+          v->u.array.items[1].type == KEEL_TYPE_NULL &&
+          v->u.array.items[2].u.range.flags == KEEL_RANGE_EMPTY);
+    v = keel_result_value(r, 0, 0);
     CHECK(v && v->type == KEEL_TYPE_RANGE && v->u.range.flags == KEEL_RANGE_LOWER_INC &&
           is_int(&v->u.range.bounds[0], 1) && is_int(&v->u.range.bounds[1], 5));
     v = keel_result_value(r, 0, 1);

@@ -561,3 +561,13 @@ async def test_a_statement_with_a_list_is_cancelled_like_any_other(pg_db):
         with pytest.raises(keel.QueryTimeout):
             await conn.fetchval("SELECT pg_sleep(5), cardinality($1::int[])", [1], timeout=0.3)
         assert await conn.fetchval("SELECT $1::text[]", ["ok"]) == ["ok"]
+
+
+def test_keel_sync_takes_lists_as_arrays_too():
+    import keel.sync
+
+    with keel.sync.Database(PG_URL) as d:
+        assert d.fetchval("SELECT $1::int[]", [1, None, 3]) == [1, None, 3]
+        assert d.fetchval("SELECT $1::jsonb", [1, {"a": 2}]) == [1, {"a": 2}]
+        with d.connection() as conn:
+            assert conn.fetchval("SELECT cardinality($1::text[])", ["a", "b"]) == 2

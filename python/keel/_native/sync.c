@@ -316,8 +316,20 @@ static int sql_arg(PyObject *obj, const char **out) {
     return (*out = PyUnicode_AsUTF8(obj)) != NULL ? 0 : -1;
 }
 
+/* Whether lists are arrays (PostgreSQL) for the database named (NULL: the default). */
+static int sdb_arrays(const kpy_sdb *self, const char *database) {
+    const char *engine = self->db != NULL ? keel_db_database_engine(self->db, database) : NULL;
+    return engine != NULL && strcmp(engine, "postgresql") == 0;
+}
+
+static int sconn_arrays(const kpy_sconn *c) {
+    return c->engine != NULL && PyUnicode_Check(c->engine) &&
+           PyUnicode_CompareWithASCIIString(c->engine, "postgresql") == 0;
+}
+
 /* Fills j for a query (mode, sql, args tuple). 0, or -1 with an exception. */
-static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyObject *args) {
+static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyObject *args,
+                     int arrays) {
     int m = PyLong_Check(mode) ? (int)PyLong_AsLong(mode) : -1;
     if (m < KPY_MODE_FETCH || m > KPY_MODE_EXECUTE) {
         if (!PyErr_Occurred())
@@ -329,6 +341,7 @@ static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyOb
         return -1;
     }
     sjob_init(j, KPY_OP_QUERY);
+    j->params.arrays = arrays;
     j->mode = m;
     if (sql_arg(sql, &j->sql) < 0 || keel__py_params_from_args(st, &j->params, args) < 0)
         return -1;
@@ -336,8 +349,10 @@ static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyOb
 }
 
 /* Fills j for executemany (sql, rows); *hold keeps the rows' snapshot. 0, or -1. */
-static int many_job(kpy_state *st, sjob *j, PyObject *sql, PyObject *rows, PyObject **hold) {
+static int many_job(kpy_state *st, sjob *j, PyObject *sql, PyObject *rows, PyObject **hold,
+                    int arrays) {
     sjob_init(j, KPY_OP_MANY);
+    j->params.arrays = arrays;
     if (sql_arg(sql, &j->sql) < 0)
         return -1;
     if ((*hold = snapshot(rows, "executemany: the rows must be an iterable of sequences")) == NULL)
@@ -346,8 +361,9 @@ static int many_job(kpy_state *st, sjob *j, PyObject *sql, PyObject *rows, PyObj
 }
 
 /* Fills j for copy_records_to_table; *hold keeps the checked arguments. 0, or -1. */
-static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **hold) {
+static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **hold, int arrays) {
     sjob_init(j, KPY_OP_COPY);
+    j->params.arrays = arrays;
     if ((*hold = keel__py_copy_args(st, args[0], args[1], args[2], args[3])) == NULL)
         return -1;
     PyObject *recs = PyTuple_GET_ITEM(*hold, 0), *cols = PyTuple_GET_ITEM(*hold, 1),
@@ -504,7 +520,7 @@ static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t narg
     Py_ssize_t column = PyLong_AsSsize_t(args[4]);
     if (column == -1 && PyErr_Occurred())
         return NULL;
-    if (query_job(self->st, &j, args[0], args[1], args[2]) < 0) {
+    if (query_job(self->st, &j, args[0], args[1], args[2], sdb_arrays(self, database)) < 0) {
         sjob_clear(&j);
         return NULL;
     }
@@ -523,7 +539,7 @@ static PyObject *sdb_executemany(kpy_sdb *self, PyObject *const *args, Py_ssize_
         check_nargs(nargs, 4, "_executemany(sql, rows, database, timeout)") < 0 ||
         name_arg(args[2], &database) < 0 || keel__py_timeout_arg(args[3], &timeout) < 0)
         return NULL;
-    if (many_job(self->st, &j, args[0], args[1], &hold) < 0) {
+    if (many_job(self->st, &j, args[0], args[1], &hold, sdb_arrays(self, database)) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;
@@ -545,7 +561,7 @@ static PyObject *sdb_copy(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs
         check_nargs(nargs, 6, "_copy(table, records, columns, schema, database, timeout)") < 0 ||
         name_arg(args[4], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
         return NULL;
-    if (copy_job(self->st, &j, args, &hold) < 0) {
+    if (copy_job(self->st, &j, args, &hold, sdb_arrays(self, database)) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;
@@ -784,7 +800,8 @@ static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t column = PyLong_AsSsize_t(args[3]);
     if (column == -1 && PyErr_Occurred())
         return NULL;
-    if (query_job(c->sdb->st, &j, args[0], args[1], args[2]) < 0 || sconn_check(c) < 0) {
+    if (query_job(c->sdb->st, &j, args[0], args[1], args[2], sconn_arrays(c)) < 0 ||
+        sconn_check(c) < 0) {
         sjob_clear(&j);
         return NULL;
     }
@@ -801,7 +818,8 @@ static PyObject *sconn_executemany(kpy_sconn *c, PyObject *const *args, Py_ssize
     if (check_nargs(nargs, 3, "_executemany(sql, rows, timeout)") < 0 ||
         keel__py_timeout_arg(args[2], &timeout) < 0)
         return NULL;
-    if (many_job(c->sdb->st, &j, args[0], args[1], &hold) < 0 || sconn_check(c) < 0) {
+    if (many_job(c->sdb->st, &j, args[0], args[1], &hold, sconn_arrays(c)) < 0 ||
+        sconn_check(c) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;
@@ -821,7 +839,7 @@ static PyObject *sconn_copy(kpy_sconn *c, PyObject *const *args, Py_ssize_t narg
     if (check_nargs(nargs, 5, "_copy(table, records, columns, schema, timeout)") < 0 ||
         keel__py_timeout_arg(args[4], &timeout) < 0)
         return NULL;
-    if (copy_job(c->sdb->st, &j, args, &hold) < 0 || sconn_check(c) < 0) {
+    if (copy_job(c->sdb->st, &j, args, &hold, sconn_arrays(c)) < 0 || sconn_check(c) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;

@@ -405,6 +405,10 @@ class Cursor(_collection.Cursor):
         except StopAsyncIteration:
             raise StopIteration from None
 
+    def next(self) -> Any:  # type: ignore[override]
+        """The next document (pymongo's name); StopIteration when there is none."""
+        return self.__next__()
+
     def to_list(self, length: int | None = None) -> list[Any]:  # type: ignore[override]
         """The remaining documents (at most length of them; the cursor stays open for more)."""
         return _drive(super().to_list(length))  # type: ignore[no-any-return]

@@ -337,8 +337,9 @@ def test_mongo_collections(mongo):
     assert cursor.alive and cursor.cursor_id
     assert [d["_id"] for d in cursor.to_list()] == [6, 7, 8, 9, 10]
     assert not cursor.alive
-    with coll.find({}, batch_size=2) as cursor:
+    with coll.find({}, sort=[("_id", 1)], batch_size=2) as cursor:
         next(cursor)
+        assert cursor.next()["_id"] == 4  # pymongo's name, not a coroutine as keel.Cursor's
     assert not cursor.alive and sdb.pool_stats()["leased"] == 0
     agg = coll.aggregate([{"$group": {"_id": None, "total": {"$sum": "$n"}}}])
     assert [d["total"] for d in agg] == [100 + 4 + 5 + 6 + 7 + 8 + 9 + 10]

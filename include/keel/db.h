@@ -226,10 +226,10 @@ KEEL_API keel_status keel_conn_query(keel_conn *conn, const char *sql, const kee
  * the size of the result, and the caller can convert each batch while the next one is on the
  * wire. on_rows runs zero or more times (never with an empty batch), then cb exactly once, with
  * the same arg: with a result that has the columns and keel_result_affected but no rows, or with
- * an error (batches delivered before an error stay delivered). PostgreSQL and MySQL stream a
- * single statement as it arrives, in batches of at most 256 rows; a string of several
- * statements (whose result is the last statement that returned rows) and SQLite hand their
- * rows over once the statement is done, in batches of at most 256 rows over as many loop turns
+ * an error (batches delivered before an error stay delivered). PostgreSQL, MySQL and SQLite
+ * stream a single statement as it arrives (SQLite: as its worker steps it), in batches of at
+ * most 256 rows; a string of several statements (whose result is the last statement that
+ * returned rows) hands its rows over once the statement is done, in batches of at most 256 rows over as many loop turns
  * as on_rows needs, just before cb (a cancel or release meanwhile ends that with
  * KEEL_ERR_CANCELLED). keel_conn_pause stops the rows, from on_rows too (a cursor's flow
  * control). No call into keel runs
@@ -258,8 +258,8 @@ KEEL_API keel_status keel_conn_prepare(keel_conn *conn, const char *sql, keel_qu
 
 /*
  * Flow control of a statement streamed by keel_conn_query_rows (a cursor): after pause, keel
- * hands over at most the batch in hand (PostgreSQL, MySQL: up to 256 rows; SQLite: the rows its
- * worker stepped) and then stops reading the statement's rows: they wait on the server's side
+ * hands over at most the batch in hand (up to 256 rows) and then stops reading the statement's
+ * rows: they wait on the server's side
  * of the socket (PostgreSQL, MySQL) or in the statement (SQLite), so the memory keel holds stays
  * at one batch however large the result. resume goes on. pause may be called from the rows
  * callback (it is the one call on its busy connection that may), and is a no-op when no

@@ -78,6 +78,28 @@ typedef struct sq_stmt {
     int owned;
 } sq_stmt;
 
+/* How a declared column type asks values to be read. */
+typedef enum sq_decl {
+    SQ_DECL_NONE,
+    SQ_DECL_BOOL,
+    SQ_DECL_DATE,
+    SQ_DECL_TIME,
+    SQ_DECL_TIMESTAMP,
+    SQ_DECL_TIMESTAMPTZ,
+    SQ_DECL_UUID,
+    SQ_DECL_JSON,
+    SQ_DECL_NUMERIC,
+    SQ_DECL_INT,
+    SQ_DECL_TEXT,
+    SQ_DECL_BLOB,
+    SQ_DECL_FLOAT
+} sq_decl;
+
+/* A statement streamed to the rows callback (keel_conn_query_rows) is stepped this many rows
+ * per worker job: each batch is handed over from the loop, and the next job steps on unless
+ * the statement was paused (keel_conn_pause), so what keel holds stays at one batch. */
+#define SQ_STREAM_ROWS 256
+
 /* sq_conn.many of a job that describes a statement (keel_conn_prepare). */
 #define SQ_DESCRIBE 2
 
@@ -118,13 +140,20 @@ typedef struct sq_conn {
     keel_value *params; /* a copy (keel__values_copy) */
     size_t nparams;
     size_t nrows;
-    int many; /* 1: a batch; SQ_DESCRIBE: keel_conn_prepare (nparams counts, no values) */
+    int many;   /* 1: a batch; SQ_DESCRIBE: keel_conn_prepare (nparams counts, no values) */
+    int stream; /* the statement's rows go to the rows callback a batch per job */
+    /* A streamed statement between its jobs: the statement stands after the rows handed
+     * over, its parameters (bound without a copy) and SQL kept until it ends. */
+    sq_stmt cur;
+    sq_decl *cur_decls; /* its columns' declared types (malloc'd) */
+    int more;           /* set by a job: the statement has more rows, cur is open */
     keel_result *res;
     keel_error err;
 
     /* Loop thread only. */
     keel_conn *conn;
     int running;
+    int waiting;          /* a streamed statement is paused between its jobs */
     int abandoned;        /* closed while a job ran: done() closes and frees */
     int interrupted;      /* sqlite3_interrupt was called: the next job clears the flag first */
     keel__defer *deliver; /* reports an inline read from a later loop iteration */
@@ -652,23 +681,6 @@ static int sq_bind(sq_conn *sq, sqlite3_stmt *st, const keel_value *params, size
     return 0;
 }
 
-/* How a declared column type asks values to be read. */
-typedef enum sq_decl {
-    SQ_DECL_NONE,
-    SQ_DECL_BOOL,
-    SQ_DECL_DATE,
-    SQ_DECL_TIME,
-    SQ_DECL_TIMESTAMP,
-    SQ_DECL_TIMESTAMPTZ,
-    SQ_DECL_UUID,
-    SQ_DECL_JSON,
-    SQ_DECL_NUMERIC,
-    SQ_DECL_INT,
-    SQ_DECL_TEXT,
-    SQ_DECL_BLOB,
-    SQ_DECL_FLOAT
-} sq_decl;
-
 /*
  * Classifies a declared type by substrings, as SQLite derives affinities. The keel types SQLite
  * lacks come first; the affinity rules (INT, then CHAR/CLOB/TEXT, BLOB, REAL/FLOA/DOUB) follow in
@@ -1041,6 +1053,69 @@ static void sq_run_script(sq_conn *sq) {
         sq_empty_result(sq, -1);
 }
 
+/* Ends a streamed statement: its rows are all out, or it failed or was cancelled. */
+static void sq_stream_end(sq_conn *sq) {
+    sq_statement_done(&sq->cur);
+    free(sq->cur_decls);
+    sq->cur_decls = NULL;
+    sq->more = 0;
+}
+
+/*
+ * Steps the streamed statement sq->cur on from where the last job stopped (first: 1 for the
+ * first job, which has just bound it), up to SQ_STREAM_ROWS rows into sq->res. Sets sq->more
+ * when rows may remain; the statement ends otherwise.
+ */
+static void sq_stream_step(sq_conn *sq, int first) {
+    sqlite3_stmt *st = sq->cur.st;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
+        sq_stream_end(sq);
+        return;
+    }
+    sq_decl small[32], *decls = NULL;
+    keel_result *res = sq_result_for(st, small, 32, &decls);
+    if (!res)
+        goto nomem;
+    if (first) {
+        /* The declared types are kept for the jobs that follow. */
+        size_t n = keel_result_ncols(res);
+        sq->cur_decls = malloc((n ? n : 1) * sizeof *sq->cur_decls);
+        if (!sq->cur_decls)
+            goto nomem;
+        if (n)
+            memcpy(sq->cur_decls, decls, n * sizeof *decls);
+    }
+    size_t count = 0;
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
+        if (sq_add_row(sq, res, st, sq->cur_decls) != 0)
+            goto nomem;
+        if (++count == SQ_STREAM_ROWS)
+            break;
+    }
+    sq_decls_free(decls, small);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        keel_result_free(res);
+        sq_fail_sqlite(sq, rc, 0, SQ_NO_ROW);
+        sq_stream_end(sq);
+        return;
+    }
+    if (rc == SQLITE_ROW) {
+        sq->more = 1;
+    } else {
+        keel__result_set_affected(res, sq->cur.dml ? (int64_t)sqlite3_changes64(sq->db) : -1);
+        sq_stream_end(sq);
+    }
+    sq->res = res;
+    return;
+nomem:
+    sq_decls_free(decls, small);
+    keel_result_free(res);
+    sq_fail_nomem(sq);
+    sq_stream_end(sq);
+}
+
 static void sq_run_one(sq_conn *sq) {
     sq_stmt s;
     int r = sq_statement(sq, sq->sql, sq->sql_len, &s);
@@ -1056,6 +1131,15 @@ static void sq_run_one(sq_conn *sq) {
     }
     if (!s.st) {
         sq_empty_result(sq, -1);
+        return;
+    }
+    if (sq->stream) {
+        if (sq_bind(sq, s.st, sq->params, sq->nparams, SQ_NO_ROW) != 0) {
+            sq_statement_done(&s);
+            return;
+        }
+        sq->cur = s;
+        sq_stream_step(sq, 1);
         return;
     }
     sq_exec(sq, s.st, s.dml, sq->params, sq->nparams, &sq->res);
@@ -1204,6 +1288,17 @@ static void sq_clear_interrupt(sq_conn *sq) {
 }
 
 static void sq_run_query(sq_conn *sq) {
+    if (sq->more) {
+        /* The next batch of a streamed statement. */
+        sq->more = 0;
+        if (sq_cancelled(sq)) {
+            sq_fail_cancelled(sq, SQ_NO_ROW);
+            sq_stream_end(sq);
+            return;
+        }
+        sq_stream_step(sq, 0);
+        return;
+    }
     if (sq->clear_interrupt)
         sq_clear_interrupt(sq);
     if (sq_cancelled(sq)) {
@@ -1220,6 +1315,8 @@ static void sq_run_query(sq_conn *sq) {
 
 /* Finalizes every statement and closes the handle; safe on a half-opened connection. */
 static void sq_close_db(sq_conn *sq) {
+    if (sq->more)
+        sq_stream_end(sq); /* closed while a streamed statement waited for its next job */
     keel__stmtcache_clear(&sq->cache, sq_cache_release);
     sqlite3_stmt **own[] = { &sq->st_clear, &sq->st_sp_begin, &sq->st_sp_rollback,
                              &sq->st_sp_release };
@@ -1332,6 +1429,7 @@ static void sq_free(sq_conn *sq) {
     keel__arena_free(&sq->arena);
     keel__values_free(sq->params);
     keel_result_free(sq->res);
+    free(sq->cur_decls);
     free(sq->dbname);
     free(sq->filename);
     free(sq->display);
@@ -1373,6 +1471,27 @@ static void sq_start_close(sq_conn *sq) {
     }
 }
 
+/* Submits the job that steps a streamed statement on. When the pool refuses it, the statement
+ * ends here with the error, from a later turn (sq->deliver reports it). */
+static void sq_next_batch(sq_conn *sq) {
+    sq->waiting = 0;
+    /* A cancel that came during the last job stays asked for: the next one honours it. */
+    sq->running = 1;
+    if (sq_submit_job(sq) == 0)
+        return;
+    sq->running = 0;
+    sq_stream_end(sq);
+    keel__arena_free(&sq->arena);
+    keel__values_free(sq->params);
+    sq->sql = NULL;
+    sq->params = NULL;
+    keel__error_set(&sq->err, KEEL_ERR_INTERNAL, SQ_ENGINE, sq->dbname,
+                    "cannot queue the rest of the statement on the worker threads");
+    sq->res = NULL;
+    if (keel__defer_schedule(sq->deliver) == 0)
+        sq->inline_pending = 1;
+}
+
 static void sq_job_done(void *arg) {
     sq_conn *sq = arg;
     sq->running = 0;
@@ -1380,10 +1499,6 @@ static void sq_job_done(void *arg) {
         sq_free(sq);
         return;
     }
-    keel__arena_free(&sq->arena);
-    keel__values_free(sq->params);
-    sq->sql = NULL;
-    sq->params = NULL;
     keel_result *res = sq->res;
     sq->res = NULL;
     if (sq->abandoned) {
@@ -1391,6 +1506,22 @@ static void sq_job_done(void *arg) {
         sq_start_close(sq);
         return;
     }
+    if (sq->kind == SQ_JOB_QUERY && sq->more && sq->err.code == KEEL_OK) {
+        /* A batch of a streamed statement: out it goes, and the next job steps on unless the
+         * statement is paused (sq_resume submits it then). */
+        keel__conn_rows(sq->conn, res);
+        keel_result_free(res);
+        if (sq->conn->paused) {
+            sq->waiting = 1;
+            return;
+        }
+        sq_next_batch(sq);
+        return;
+    }
+    keel__arena_free(&sq->arena);
+    keel__values_free(sq->params);
+    sq->sql = NULL;
+    sq->params = NULL;
     keel_conn *c = sq->conn;
     /* The callbacks below may start the next job on this connection, which reuses sq->err. */
     keel_error err = sq->err;
@@ -1601,6 +1732,7 @@ static keel_status sq_submit(keel_conn *c, const char *sql, size_t sql_len,
     sq->nparams = nparams;
     sq->nrows = nrows;
     sq->many = many;
+    sq->stream = !many && c->rows_cb != NULL;
     sq->res = NULL;
     keel_error_clear(&sq->err);
     sq->kind = SQ_JOB_QUERY;
@@ -1646,6 +1778,13 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
     }
     return sq_submit(c, stmt->sql, stmt->sql_len, stmt->params, stmt->nparams,
                      stmt->many ? stmt->nrows : 1, stmt->many, err);
+}
+
+/* The engine's resume: a streamed statement paused between its jobs steps on. */
+static void sq_resume(keel_conn *c) {
+    sq_conn *sq = c->impl;
+    if (sq && sq->waiting)
+        sq_next_batch(sq);
 }
 
 static keel_status sq_describe(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
@@ -1731,6 +1870,7 @@ const keel__engine keel__engine_sqlite = {
     .connect = sq_connect,
     .query = sq_query,
     .describe = sq_describe,
+    .resume = sq_resume,
     .copy_in = keel__copy_as_batch,
     .ping = keel__ping_sql,
     .transaction = sq_transaction,

@@ -1212,6 +1212,54 @@ TEST(prepare_describes_a_statement) {
     keel_db_close(db);
 }
 
+TEST(paused_stream_holds_one_batch) {
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+#define SQL_200K                                                                                   \
+    "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 200000) SELECT n "   \
+    "FROM s"
+#define MAX_BATCH 256
+    paused_run x;
+    run_paused(db, c, SQL_200K, 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.rows, 200000);
+    CHECK(x.in_order);
+    CHECK_INT(x.while_paused, 0);
+    fprintf(stderr,
+            "  # 200000 rows paused after every batch: %zu batches, at most %zu rows at once\n",
+            x.batches, x.most_at_once);
+    CHECK(x.most_at_once <= MAX_BATCH);
+    CHECK(x.batches >= 200000 / MAX_BATCH);
+    CHECK(x.res && keel_result_nrows(x.res) == 0);
+    keel_result_free(x.res);
+
+    /* A cancel while paused ends the statement; the connection serves again. */
+    run_paused(db, c, SQL_200K, 3, &x);
+    CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
+    CHECK(x.rows < 200000);
+    keel_result_free(x.res);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+
+    /* Released while paused: the statement ends and the connection goes back clean. */
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    x.in_order = 1;
+    keel_error err;
+    CHECK_INT(keel_conn_query_rows(c, SQL_200K, NULL, 0, paused_batch, paused_done, &x, &err),
+              KEEL_OK);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x.wake), KEEL_OK);
+    keel_conn_release(c);
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x.done), KEEL_OK);
+    CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
+    keel_result_free(x.res);
+    c = acquire(db);
+    CHECK_INT(q_int(c, "SELECT 7"), 7);
+#undef SQL_200K
+#undef MAX_BATCH
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -1223,6 +1271,7 @@ int main(void) {
     RUN(executemany_atomic);
     RUN(executemany_returning);
     RUN(prepare_describes_a_statement);
+    RUN(paused_stream_holds_one_batch);
     RUN(scripts);
     RUN(errors);
     RUN(errors_by_result_code);

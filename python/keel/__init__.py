@@ -455,14 +455,16 @@ class Connection(_native.Connection):
         return await self._copy(table_name, records, columns, schema_name, timeout)
 
     def cursor(self, sql: str, *args: Any, prefetch: int | None = None,
-               timeout: float | None = None) -> CursorFactory:
+               timeout: float | None = None, record_class: type[Record] | None = None,
+               into: Any = None) -> CursorFactory:
         """A streaming cursor over sql's rows, as asyncpg's: ``async for row in
         conn.cursor(sql, *args, prefetch=50)``, or ``cur = await conn.cursor(…)`` then
         ``cur.fetch(n)``, ``cur.fetchrow()``, ``cur.forward(n)``, ``cur.close()``. At most
         prefetch rows (plus one batch of the engine) are held however large the result; the
         statement occupies the connection until its rows are read or the cursor is closed.
-        timeout= bounds the whole statement, time spent between fetches included."""
-        return CursorFactory(self, sql, args, prefetch, timeout)
+        timeout= bounds the whole statement, time spent between fetches included.
+        record_class= / into= make the rows what fetch makes them."""
+        return CursorFactory(self, sql, args, prefetch, timeout, _rowtype(record_class, into))
 
     async def prepare(self, sql: str, *, timeout: float | None = None,
                       record_class: type[Record] | None = None) -> PreparedStatement:

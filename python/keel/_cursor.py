@@ -39,18 +39,23 @@ class CursorFactory:
     """What Connection.cursor returns: iterate it (``async for row in …``) for every row, or
     await it for a RowCursor to fetch from. Nothing runs until then."""
 
-    __slots__ = ("_conn", "_sql", "_args", "_prefetch", "_timeout")
+    __slots__ = ("_conn", "_sql", "_args", "_prefetch", "_timeout", "_rowtype")
 
     def __init__(self, conn: Connection, sql: str, args: tuple[Any, ...], prefetch: int | None,
-                 timeout: float | None) -> None:
+                 timeout: float | None, rowtype: Any = None) -> None:
         self._conn = conn
+        self._rowtype = rowtype
         self._sql = sql
         self._args = args
         self._prefetch = DEFAULT_PREFETCH if prefetch is None else _count(prefetch, "prefetch", 1)
         self._timeout = timeout
 
     def _open(self) -> RowCursor:
-        op = self._conn._cursor(self._sql, self._args, self._prefetch, self._timeout)
+        if self._rowtype is None:
+            op = self._conn._cursor(self._sql, self._args, self._prefetch, self._timeout)
+        else:
+            op = self._conn._cursor(self._sql, self._args, self._prefetch, self._timeout,
+                                    self._rowtype)
         return RowCursor(self._conn, op)
 
     def __aiter__(self) -> RowCursor:

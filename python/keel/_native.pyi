@@ -291,7 +291,7 @@ class Connection:
         """Bulk-loads records into table (binary COPY on PostgreSQL); the Op yields the rows
         loaded."""
     def _cursor(self, sql: str, args: tuple[Any, ...], prefetch: int,
-                timeout: float | None = None, /) -> Op:
+                timeout: float | None = None, rowtype: Any = None, /) -> Op:
         """Starts a statement whose rows a cursor takes (Op._take / Op._more), paused while
         prefetch of them wait; Op._future yields None at the end, or the error."""
     def _prepare(self, sql: str, timeout: float | None = None, /) -> Op:

@@ -179,3 +179,18 @@ async def test_a_cursor_on_mongodb_is_not_supported():
                 await conn.cursor("SELECT 1")
     finally:
         await d.close()
+
+
+class Numbered(keel.Record):
+    pass
+
+
+async def test_record_class_and_into(db, engine):
+    async with db.connection() as conn:
+        rows = [r async for r in conn.cursor(SERIES[engine].format(n=300), record_class=Numbered)]
+        assert len(rows) == 300 and all(type(r) is Numbered for r in rows)
+        assert rows[299]["n"] == 300
+        cur = await conn.cursor(SERIES[engine].format(n=5), into=lambda n: n * 10)
+        assert await cur.fetch(5) == [10, 20, 30, 40, 50]
+        with pytest.raises(TypeError, match="record_class must be a subclass of keel.Record"):
+            conn.cursor("SELECT 1", record_class=dict)

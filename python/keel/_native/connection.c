@@ -128,11 +128,12 @@ static PyObject *conn_executemany(kpy_conn *c, PyObject *const *args, Py_ssize_t
                                KEEL_TXN_BEGIN, 0, timeout);
 }
 
-/* _cursor(sql, args, prefetch[, timeout]) */
+/* _cursor(sql, args, prefetch[, timeout[, rowtype]]) */
 static PyObject *conn_cursor(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
-    if (keel__py_args_timeout(args, nargs, 3, "_cursor(sql, args, prefetch[, timeout])", &timeout) <
-        0)
+    PyObject *rowtype = nargs == 5 ? args[4] : NULL;
+    if (keel__py_args_timeout(args, rowtype ? 4 : nargs, 3,
+                              "_cursor(sql, args, prefetch[, timeout[, rowtype]])", &timeout) < 0)
         return NULL;
     Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
     if (prefetch == -1 && PyErr_Occurred())
@@ -141,8 +142,11 @@ static PyObject *conn_cursor(kpy_conn *c, PyObject *const *args, Py_ssize_t narg
         PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
         return NULL;
     }
-    return keel__py_conn_query(c, KPY_OP_QUERY, KPY_MODE_CURSOR, args[0], args[1], prefetch,
-                               KEEL_TXN_BEGIN, 0, timeout);
+    PyObject *op = keel__py_conn_query(c, KPY_OP_QUERY, KPY_MODE_CURSOR, args[0], args[1], prefetch,
+                                       KEEL_TXN_BEGIN, 0, timeout);
+    if (op != NULL && rowtype != NULL)
+        keel__py_op_set_rowtype(op, rowtype);
+    return op;
 }
 
 /* _prepare(sql[, timeout]) */
@@ -340,7 +344,8 @@ static PyMethodDef conn_methods[] = {
     { "_executemany", (PyCFunction)(void (*)(void))conn_executemany, METH_FASTCALL,
       "_executemany(sql, rows[, timeout]) -> awaitable" },
     { "_cursor", (PyCFunction)(void (*)(void))conn_cursor, METH_FASTCALL,
-      "_cursor(sql, args, prefetch[, timeout]) -> Op: a statement whose rows a cursor takes "
+      "_cursor(sql, args, prefetch[, timeout[, rowtype]]) -> Op: a statement whose rows a cursor "
+      "takes "
       "(Op._take, Op._more), paused while prefetch of them wait." },
     { "_prepare", (PyCFunction)(void (*)(void))conn_prepare, METH_FASTCALL,
       "_prepare(sql[, timeout]) -> awaitable ((type name, keel type) per parameter, (name, type "

@@ -128,11 +128,18 @@ class RowCursor:
         return out
 
     async def fetch(self, n: int, *, timeout: float | None = None) -> list[Record]:
-        """The next n rows (fewer at the end, [] after it). timeout= bounds this wait."""
+        """The next n rows (fewer at the end, [] after it). timeout= bounds this wait:
+        QueryTimeout when it passes, and the cursor is closed (its statement cancelled)."""
         _count(n, "n", 1)
         if timeout is None:
             return await self._take(n)
-        return await asyncio.wait_for(self._take(n), timeout)
+        try:
+            return await asyncio.wait_for(self._take(n), timeout)
+        except asyncio.TimeoutError:
+            self._close_now()
+            raise _native.QueryTimeout(
+                f"timeout: the cursor's fetch did not finish within {timeout:g} s (timeout=); "
+                "the cursor was closed and its statement cancelled") from None
 
     async def fetchrow(self, *, timeout: float | None = None) -> Record | None:
         """The next row, or None after the last."""

@@ -7,6 +7,7 @@ be taken, so what the cursor holds never grows with the result (asserted on the 
 buffers while 200,000 rows go through, not on timings). Bad input raises errors naming what was
 wrong, and the connection serves on.
 """
+import asyncio
 import os
 
 import pytest
@@ -19,6 +20,13 @@ SERIES = {
     "postgresql": "SELECT n::int8 AS n FROM generate_series(1, {n}) AS n",
     "sqlite": "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < {n}) SELECT n FROM c",
     "mysql": "SELECT CAST(seq AS SIGNED) AS n FROM seq_1_to_{n}",
+}
+# A statement whose first row takes seconds.
+SLOW = {
+    "postgresql": "SELECT pg_sleep(5) AS s",
+    "mysql": "SELECT SLEEP(5) AS s",
+    "sqlite": ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 100000000) "
+               "SELECT count(*) AS s FROM c"),
 }
 # The most rows an engine hands over at once: the cursor may hold prefetch + one such batch.
 ENGINE_BATCH = 256
@@ -194,3 +202,21 @@ async def test_record_class_and_into(db, engine):
         assert await cur.fetch(5) == [10, 20, 30, 40, 50]
         with pytest.raises(TypeError, match="record_class must be a subclass of keel.Record"):
             conn.cursor("SELECT 1", record_class=dict)
+
+
+async def test_timeout_bounds_the_whole_statement_and_a_fetch(db, engine):
+    async with db.connection() as conn:
+        # timeout= of cursor(): the statement's deadline, time between fetches included.
+        cur = await conn.cursor(SERIES[engine].format(n=200_000), prefetch=10, timeout=0.3)
+        assert (await cur.fetchrow())["n"] == 1
+        await asyncio.sleep(0.6)
+        with pytest.raises(keel.QueryTimeout):
+            async for _ in cur:
+                pass
+        assert await conn.fetchval("SELECT 41 + 1") == 42
+        # timeout= of fetch(): that wait only; the cursor is closed when it passes.
+        cur = await conn.cursor(SLOW[engine])
+        with pytest.raises(keel.QueryTimeout, match="fetch"):
+            await cur.fetch(1, timeout=0.2)
+        assert cur.closed
+        assert await conn.fetchval("SELECT 7") == 7

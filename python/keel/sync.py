@@ -52,9 +52,13 @@ class Database(_native.SyncDatabase):
 
     __slots__ = ("_config",)
 
-    def __init__(self, config: Config = None) -> None:
+    def __init__(self, config: Config = None, *,
+                 json_serializer: Callable[[Any], str | bytes] | None = None,
+                 json_deserializer: Callable[[str], Any] | None = None) -> None:
         # keel.Database validates (same errors); its configuration is copied, it is never started.
-        self._config = _AsyncDatabase(config)
+        # Its json_serializer / json_deserializer are this Database's too.
+        self._config = _AsyncDatabase(config, json_serializer=json_serializer,
+                                      json_deserializer=json_deserializer)
         super().__init__(self._config)
 
     def __enter__(self) -> Database:

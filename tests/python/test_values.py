@@ -507,3 +507,28 @@ async def test_json_serializer_errors_are_clear(db_url, engine, types):
         keel.Database(db_url, json_serializer="orjson")
     with pytest.raises(TypeError, match="json_deserializer must be callable or None, not int"):
         keel.Database(db_url, json_deserializer=1)
+
+
+def test_keel_sync_takes_the_json_serializer_and_deserializer(db_url, engine, types):
+    import keel.sync
+
+    seen = []
+
+    def dumps(obj):
+        seen.append(obj)
+        return json.dumps(obj)
+
+    t = "t_" + uuid.uuid4().hex[:12]
+    with keel.sync.Database(db_url, json_serializer=dumps,
+                            json_deserializer=lambda s: ("sync", json.loads(s))) as d:
+        d.execute(f"CREATE TABLE {t} (id {types['int']}, j {types['json']})")
+        try:
+            d.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, {"a": 1})
+            assert seen == [{"a": 1}]
+            assert d.fetchval(f"SELECT j FROM {t}") == ("sync", {"a": 1})
+            with d.connection() as conn:
+                assert conn.fetchrow(f"SELECT j FROM {t}")["j"] == ("sync", {"a": 1})
+        finally:
+            d.execute(f"DROP TABLE {t}")
+    with keel.sync.Database(db_url) as d:  # keel's own, Decimal included
+        assert d.fetchval("SELECT $1", {"d": Decimal("1.5")}) in ('{"d": "1.5"}', {"d": "1.5"})

@@ -23,6 +23,8 @@ typedef struct kpy_sdb {
     keel_db *db;             /* NULL once closed */
     PyThread_type_lock lock; /* one call into db at a time */
     PyObject *weakreflist;
+    PyObject *json_dumps; /* json_serializer= of the keel.Database it was made from, or NULL */
+    PyObject *json_loads; /* json_deserializer= likewise */
 } kpy_sdb;
 
 typedef struct kpy_sconn {
@@ -267,8 +269,8 @@ static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
 }
 
 /* Raises the error of j (err), or returns its result. Clears j. */
-static PyObject *sjob_finish(kpy_state *st, sjob *j, keel_status status, const keel_error *err,
-                             Py_ssize_t column) {
+static PyObject *sjob_finish(kpy_state *st, PyObject *loads, sjob *j, keel_status status,
+                             const keel_error *err, Py_ssize_t column) {
     PyObject *out = NULL;
     if (status != KEEL_OK) {
         PyObject *exc =
@@ -278,7 +280,10 @@ static PyObject *sjob_finish(kpy_state *st, sjob *j, keel_status status, const k
             Py_DECREF(exc);
         }
     } else {
+        PyObject *prev = st->json_loads_cur;
+        st->json_loads_cur = loads; /* json_deserializer= of the Database it was made from */
         out = sjob_result(st, j, column);
+        st->json_loads_cur = prev;
     }
     sjob_clear(j);
     return out;
@@ -329,7 +334,7 @@ static int sconn_arrays(const kpy_sconn *c) {
 
 /* Fills j for a query (mode, sql, args tuple). 0, or -1 with an exception. */
 static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyObject *args,
-                     int arrays) {
+                     int arrays, PyObject *dumps) {
     int m = PyLong_Check(mode) ? (int)PyLong_AsLong(mode) : -1;
     if (m < KPY_MODE_FETCH || m > KPY_MODE_EXECUTE) {
         if (!PyErr_Occurred())
@@ -342,6 +347,7 @@ static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyOb
     }
     sjob_init(j, KPY_OP_QUERY);
     j->params.arrays = arrays;
+    j->params.json_dumps = dumps;
     j->mode = m;
     if (sql_arg(sql, &j->sql) < 0 || keel__py_params_from_args(st, &j->params, args) < 0)
         return -1;
@@ -350,9 +356,10 @@ static int query_job(kpy_state *st, sjob *j, PyObject *mode, PyObject *sql, PyOb
 
 /* Fills j for executemany (sql, rows); *hold keeps the rows' snapshot. 0, or -1. */
 static int many_job(kpy_state *st, sjob *j, PyObject *sql, PyObject *rows, PyObject **hold,
-                    int arrays) {
+                    int arrays, PyObject *dumps) {
     sjob_init(j, KPY_OP_MANY);
     j->params.arrays = arrays;
+    j->params.json_dumps = dumps;
     if (sql_arg(sql, &j->sql) < 0)
         return -1;
     if ((*hold = snapshot(rows, "executemany: the rows must be an iterable of sequences")) == NULL)
@@ -361,9 +368,11 @@ static int many_job(kpy_state *st, sjob *j, PyObject *sql, PyObject *rows, PyObj
 }
 
 /* Fills j for copy_records_to_table; *hold keeps the checked arguments. 0, or -1. */
-static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **hold, int arrays) {
+static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **hold, int arrays,
+                    PyObject *dumps) {
     sjob_init(j, KPY_OP_COPY);
     j->params.arrays = arrays;
+    j->params.json_dumps = dumps;
     if ((*hold = keel__py_copy_args(st, args[0], args[1], args[2], args[3])) == NULL)
         return -1;
     PyObject *recs = PyTuple_GET_ITEM(*hold, 0), *cols = PyTuple_GET_ITEM(*hold, 1),
@@ -469,6 +478,8 @@ static int sdb_init(kpy_sdb *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->db = db;
+    Py_XSETREF(self->json_dumps, Py_XNewRef(((kpy_db *)config)->json_dumps));
+    Py_XSETREF(self->json_loads, Py_XNewRef(((kpy_db *)config)->json_loads));
     return 0;
 }
 
@@ -492,6 +503,8 @@ static void sdb_dealloc(kpy_sdb *self) {
     if (self->lock != NULL)
         PyThread_free_lock(self->lock);
     Py_CLEAR(self->module);
+    Py_CLEAR(self->json_dumps);
+    Py_CLEAR(self->json_loads);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -499,6 +512,8 @@ static void sdb_dealloc(kpy_sdb *self) {
 static int sdb_traverse(kpy_sdb *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->module);
+    Py_VISIT(self->json_dumps);
+    Py_VISIT(self->json_loads);
     return 0;
 }
 
@@ -520,13 +535,14 @@ static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t narg
     Py_ssize_t column = PyLong_AsSsize_t(args[4]);
     if (column == -1 && PyErr_Occurred())
         return NULL;
-    if (query_job(self->st, &j, args[0], args[1], args[2], sdb_arrays(self, database)) < 0) {
+    if (query_job(self->st, &j, args[0], args[1], args[2], sdb_arrays(self, database),
+                  self->json_dumps) < 0) {
         sjob_clear(&j);
         return NULL;
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    return sjob_finish(self->st, &j, s, &err, column);
+    return sjob_finish(self->st, self->json_loads, &j, s, &err, column);
 }
 
 /* _executemany(sql, rows, database, timeout) */
@@ -539,14 +555,15 @@ static PyObject *sdb_executemany(kpy_sdb *self, PyObject *const *args, Py_ssize_
         check_nargs(nargs, 4, "_executemany(sql, rows, database, timeout)") < 0 ||
         name_arg(args[2], &database) < 0 || keel__py_timeout_arg(args[3], &timeout) < 0)
         return NULL;
-    if (many_job(self->st, &j, args[0], args[1], &hold, sdb_arrays(self, database)) < 0) {
+    if (many_job(self->st, &j, args[0], args[1], &hold, sdb_arrays(self, database),
+                 self->json_dumps) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    PyObject *out = sjob_finish(self->st, &j, s, &err, 0);
+    PyObject *out = sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -561,14 +578,14 @@ static PyObject *sdb_copy(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs
         check_nargs(nargs, 6, "_copy(table, records, columns, schema, database, timeout)") < 0 ||
         name_arg(args[4], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
         return NULL;
-    if (copy_job(self->st, &j, args, &hold, sdb_arrays(self, database)) < 0) {
+    if (copy_job(self->st, &j, args, &hold, sdb_arrays(self, database), self->json_dumps) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    PyObject *out = sjob_finish(self->st, &j, s, &err, 0);
+    PyObject *out = sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -591,7 +608,7 @@ static PyObject *sdb_command(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    PyObject *out = sjob_finish(self->st, &j, s, &err, 0);
+    PyObject *out = sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return out;
@@ -608,7 +625,7 @@ static PyObject *sdb_ping(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs
     sjob_init(&j, SJOB_PING);
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    return sjob_finish(self->st, &j, s, &err, 0);
+    return sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
 }
 
 static PyTypeObject *sconn_type(kpy_sdb *self) {
@@ -800,14 +817,15 @@ static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t column = PyLong_AsSsize_t(args[3]);
     if (column == -1 && PyErr_Occurred())
         return NULL;
-    if (query_job(c->sdb->st, &j, args[0], args[1], args[2], sconn_arrays(c)) < 0 ||
+    if (query_job(c->sdb->st, &j, args[0], args[1], args[2], sconn_arrays(c), c->sdb->json_dumps) <
+            0 ||
         sconn_check(c) < 0) {
         sjob_clear(&j);
         return NULL;
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    return sjob_finish(c->sdb->st, &j, s, &err, column);
+    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, column);
 }
 
 /* _executemany(sql, rows, timeout) */
@@ -818,7 +836,8 @@ static PyObject *sconn_executemany(kpy_sconn *c, PyObject *const *args, Py_ssize
     if (check_nargs(nargs, 3, "_executemany(sql, rows, timeout)") < 0 ||
         keel__py_timeout_arg(args[2], &timeout) < 0)
         return NULL;
-    if (many_job(c->sdb->st, &j, args[0], args[1], &hold, sconn_arrays(c)) < 0 ||
+    if (many_job(c->sdb->st, &j, args[0], args[1], &hold, sconn_arrays(c), c->sdb->json_dumps) <
+            0 ||
         sconn_check(c) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
@@ -826,7 +845,7 @@ static PyObject *sconn_executemany(kpy_sconn *c, PyObject *const *args, Py_ssize
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    PyObject *out = sjob_finish(c->sdb->st, &j, s, &err, 0);
+    PyObject *out = sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -839,14 +858,15 @@ static PyObject *sconn_copy(kpy_sconn *c, PyObject *const *args, Py_ssize_t narg
     if (check_nargs(nargs, 5, "_copy(table, records, columns, schema, timeout)") < 0 ||
         keel__py_timeout_arg(args[4], &timeout) < 0)
         return NULL;
-    if (copy_job(c->sdb->st, &j, args, &hold, sconn_arrays(c)) < 0 || sconn_check(c) < 0) {
+    if (copy_job(c->sdb->st, &j, args, &hold, sconn_arrays(c), c->sdb->json_dumps) < 0 ||
+        sconn_check(c) < 0) {
         sjob_clear(&j);
         Py_XDECREF(hold);
         return NULL;
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    PyObject *out = sjob_finish(c->sdb->st, &j, s, &err, 0);
+    PyObject *out = sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -867,7 +887,7 @@ static PyObject *sconn_command(kpy_sconn *c, PyObject *const *args, Py_ssize_t n
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    PyObject *out = sjob_finish(c->sdb->st, &j, s, &err, 0);
+    PyObject *out = sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return out;
@@ -893,7 +913,7 @@ static PyObject *sconn_txn(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs
     j.depth = (unsigned)depth;
     keel_error err;
     keel_status s = sconn_run(c, 0, &j, &err);
-    return sjob_finish(c->sdb->st, &j, s, &err, 0);
+    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
 }
 
 /* _ping(timeout) */
@@ -905,7 +925,7 @@ static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
     sjob_init(&j, SJOB_PING);
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    return sjob_finish(c->sdb->st, &j, s, &err, 0);
+    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
 }
 
 static PyObject *sconn_release_method(kpy_sconn *c, PyObject *unused) {

@@ -181,10 +181,14 @@ def _find_many(name):
     return {"find": name, "limit": NREPLY, "batchSize": NREPLY}
 
 
-async def _decoding(op):
-    """Waits until op's reply has arrived and is being decoded (well over one slice)."""
+async def _decoding(op, task):
+    """Waits until op's reply has arrived and is being decoded (well over one slice); task is
+    the one awaiting op: if it ends first, its error (or the lack of one) is the failure."""
     deadline = time.monotonic() + 60
     while not op._decoding:
+        if task.done():
+            task.result()
+            pytest.fail("the reply was decoded before the test saw it being decoded")
         assert time.monotonic() < deadline, "the reply never arrived"
         await asyncio.sleep(0.001)
 
@@ -196,7 +200,7 @@ async def test_cancel_while_a_reply_is_decoded(mongo, stall_collection):
         return await op
 
     task = asyncio.ensure_future(wait())
-    await _decoding(op)
+    await _decoding(op, task)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -214,7 +218,7 @@ async def test_cancel_while_a_reply_is_decoded_on_a_connection(mongo, stall_coll
             return await op
 
         task = asyncio.ensure_future(wait())
-        await _decoding(op)
+        await _decoding(op, task)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -229,7 +233,7 @@ async def test_close_waits_for_a_reply_being_decoded(mongo, stall_collection):
         return await op
 
     task = asyncio.ensure_future(wait())
-    await _decoding(op)
+    await _decoding(op, task)
     await asyncio.wait_for(mongo.close(), 10)
     reply = await task
     docs = reply["cursor"]["firstBatch"]

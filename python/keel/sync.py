@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable
 
-from . import Config, Record, _collection, _native
+from . import Config, Record, _collection, _native, _rowtype
 from . import Database as _AsyncDatabase
 from ._collection import _deadline, _left
 from ._native import check_timeout
@@ -98,15 +98,21 @@ class Database(_native.SyncDatabase):
     # then, the wait for a pooled connection included; the statement is cancelled on the server.
     # None: the database's command_timeout (none by default).
 
+    # record_class= (a subclass of keel.Record) and into= (a pydantic model, a dataclass, any
+    # callable taking the columns as keyword arguments) as on keel.Database.
+
     def fetch(self, sql: str, *args: Any, database: str | None = None,
-              timeout: float | None = None) -> list[Record]:
-        """All rows, as a list of Records."""
-        return self._query(_FETCH, sql, args, database, 0, timeout)
+              timeout: float | None = None, record_class: type[Record] | None = None,
+              into: Any = None) -> list[Any]:
+        """All rows, as a list of Records (or of record_class / into objects)."""
+        return self._query(_FETCH, sql, args, database, 0, timeout, _rowtype(record_class, into))
 
     def fetchrow(self, sql: str, *args: Any, database: str | None = None,
-                 timeout: float | None = None) -> Record | None:
-        """The first row as a Record, or None."""
-        return self._query(_FETCHROW, sql, args, database, 0, timeout)
+                 timeout: float | None = None, record_class: type[Record] | None = None,
+                 into: Any = None) -> Any:
+        """The first row as a Record (or a record_class / into object), or None."""
+        return self._query(_FETCHROW, sql, args, database, 0, timeout,
+                           _rowtype(record_class, into))
 
     def fetchval(self, sql: str, *args: Any, column: int = 0, database: str | None = None,
                  timeout: float | None = None) -> Any:
@@ -200,11 +206,13 @@ class Connection(_native.SyncConnection):
 
     __slots__ = ()
 
-    def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Record]:
-        return self._query(_FETCH, sql, args, 0, timeout)
+    def fetch(self, sql: str, *args: Any, timeout: float | None = None,
+              record_class: type[Record] | None = None, into: Any = None) -> list[Any]:
+        return self._query(_FETCH, sql, args, 0, timeout, _rowtype(record_class, into))
 
-    def fetchrow(self, sql: str, *args: Any, timeout: float | None = None) -> Record | None:
-        return self._query(_FETCHROW, sql, args, 0, timeout)
+    def fetchrow(self, sql: str, *args: Any, timeout: float | None = None,
+                 record_class: type[Record] | None = None, into: Any = None) -> Any:
+        return self._query(_FETCHROW, sql, args, 0, timeout, _rowtype(record_class, into))
 
     def fetchval(self, sql: str, *args: Any, column: int = 0,
                  timeout: float | None = None) -> Any:

@@ -75,6 +75,93 @@ def test_connection_methods(sdb, table):
         sdb.release("conn")
 
 
+def test_rows_into_models_and_record_classes(sdb, table):
+    # fetch/fetchrow take keel.Database's into= and record_class=, on the Database and a
+    # Connection; bad ones are TypeErrors before anything runs.
+    import dataclasses
+
+    import pydantic
+
+    class Item(pydantic.BaseModel):
+        id: int
+        label: str | None
+
+    class Labelled(keel.Record):
+        @property
+        def text(self) -> str:
+            return f"{self.id}: {self.label}"
+
+    sdb.executemany(f"INSERT INTO {table} VALUES ($1, $2)", [(1, "one"), (2, None)])
+    sql = f"SELECT id, label FROM {table} ORDER BY id"
+    assert sdb.fetch(sql, into=Item) == [Item(id=1, label="one"), Item(id=2, label=None)]
+    assert sdb.fetchrow(sql, into=dict) == {"id": 1, "label": "one"}
+    assert sdb.fetchrow(f"SELECT id, label FROM {table} WHERE id = 9", into=Item) is None
+    rows = sdb.fetch(sql, record_class=Labelled)
+    assert [type(r) for r in rows] == [Labelled, Labelled] and rows[0].text == "1: one"
+    with sdb.connection() as conn:
+        assert conn.fetch(sql, into=Item)[1] == Item(id=2, label=None)
+        assert conn.fetchrow(sql, record_class=Labelled).text == "1: one"
+        Point = dataclasses.make_dataclass("Point", ["id"])
+        with pytest.raises(TypeError, match="label"):
+            conn.fetch(sql, into=Point)  # what the class raises, and the connection goes on
+        assert conn.fetchval("SELECT 1") == 1
+    for bad, match in (({"into": 3}, "into= must be a class or callable"),
+                       ({"into": dict, "record_class": Labelled}, "not both"),
+                       ({"record_class": dict}, "subclass of keel.Record")):
+        with pytest.raises(TypeError, match=match):
+            sdb.fetch(sql, **bad)
+    with pytest.raises(pydantic.ValidationError):
+        sdb.fetch(f"SELECT label AS id, id AS label FROM {table}", into=Item)
+    assert sdb.fetchval(f"SELECT count(*) FROM {table}") == 2
+
+
+def test_json_serializer_and_deserializer(db_url, engine):
+    # keel.Database's json_serializer= / json_deserializer=, on every SQL engine: parameters
+    # (queries, executemany, copy) go through the serializer, JSON results through the
+    # deserializer; what they raise is a DataError naming the parameter, the call then usable.
+    import json
+
+    def dumps(obj):
+        return json.dumps({"wrapped": obj})
+
+    def loads(text):
+        return ("decoded", json.loads(text))
+
+    name = unique_name("sjson")
+    jtype = {"postgresql": "JSONB", "mysql": "JSON", "sqlite": "JSON"}[engine]
+    with keel.sync.Database(db_url, json_serializer=dumps, json_deserializer=loads) as sdb:
+        sdb.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, doc {jtype})")
+        try:
+            sdb.execute(f"INSERT INTO {name} VALUES ($1, $2)", 1, {"a": 1})
+            sdb.executemany(f"INSERT INTO {name} VALUES ($1, $2)", [(2, {"b": 2})])
+            if engine != "postgresql":  # PostgreSQL's binary COPY takes no serializer
+                sdb.copy_records_to_table(name, records=[(3, {"c": 3})])
+            docs = [r["doc"] for r in sdb.fetch(f"SELECT doc FROM {name} ORDER BY id")]
+            assert docs[:2] == [("decoded", {"wrapped": {"a": 1}}),
+                                ("decoded", {"wrapped": {"b": 2}})], docs
+            if engine != "postgresql":
+                assert docs[2] == ("decoded", {"wrapped": {"c": 3}}), docs
+            with sdb.connection() as conn:
+                conn.execute(f"INSERT INTO {name} VALUES ($1, $2)", 4, {"d": 4})
+                assert conn.fetchval(f"SELECT doc FROM {name} WHERE id = 4") == (
+                    "decoded", {"wrapped": {"d": 4}})
+        finally:
+            sdb.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def failing(obj):
+        raise RuntimeError("no JSON today")
+
+    with keel.sync.Database(db_url, json_serializer=failing) as sdb:
+        with pytest.raises(keel.DataError, match=r"parameter \$1.*no JSON today") as info:
+            sdb.fetchval("SELECT $1", {"a": 1})
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert sdb.fetchval("SELECT 1") == 1
+    with keel.sync.Database(db_url) as sdb:  # keel's own JSON when none is given
+        assert json.loads(sdb.fetchval("SELECT $1", {"a": 1})) == {"a": 1}
+    with pytest.raises(TypeError, match="json_serializer must be callable"):
+        keel.sync.Database(db_url, json_serializer="orjson")
+
+
 def test_executemany_returning_on_postgresql():
     from conftest import PG_URL
     with keel.sync.Database(PG_URL) as sdb:

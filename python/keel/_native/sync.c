@@ -57,6 +57,7 @@ typedef struct sjob {
     keel_result *res;
     int64_t loaded;
     int acquire_failed; /* the error is the connect's (a ConnectError when it is a deadline) */
+    PyObject *rowtype;  /* fetch/fetchrow: what rows become (keel__py_row_new); NULL: Record */
 } sjob;
 
 static double monotonic_now(void) {
@@ -187,7 +188,8 @@ static keel_status sconn_run(kpy_sconn *c, double timeout, sjob *j, keel_error *
 
 /* ---- results ---- */
 
-static PyObject *records_of(kpy_state *st, const keel_result *res, size_t limit) {
+static PyObject *records_of(kpy_state *st, const keel_result *res, size_t limit,
+                            PyObject *rowtype) {
     size_t nrows = keel_result_nrows(res);
     if (nrows > limit)
         nrows = limit;
@@ -200,7 +202,7 @@ static PyObject *records_of(kpy_state *st, const keel_result *res, size_t limit)
         return NULL;
     }
     for (size_t i = 0; i < nrows; i++) {
-        PyObject *r = keel__py_record_from_row(st, desc, res, i);
+        PyObject *r = keel__py_row_new(st, desc, res, i, rowtype);
         if (r == NULL) {
             Py_DECREF(desc);
             Py_DECREF(list);
@@ -220,7 +222,7 @@ static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
         return PyLong_FromLongLong(j->loaded);
     case KPY_OP_MANY:
         if (res != NULL && keel_result_ncols(res) > 0)
-            return records_of(st, res, (size_t)-1); /* executemany(… RETURNING …) */
+            return records_of(st, res, (size_t)-1, NULL); /* executemany(… RETURNING …) */
         Py_RETURN_NONE;
     case KPY_OP_COMMAND: {
         const keel_value *v = res != NULL ? keel_result_value(res, 0, 0) : NULL;
@@ -236,11 +238,11 @@ static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
     size_t nrows = res != NULL ? keel_result_nrows(res) : 0;
     switch (j->mode) {
     case KPY_MODE_FETCH:
-        return records_of(st, res, (size_t)-1);
+        return records_of(st, res, (size_t)-1, j->rowtype);
     case KPY_MODE_FETCHROW: {
         if (nrows == 0)
             Py_RETURN_NONE;
-        PyObject *list = records_of(st, res, 1);
+        PyObject *list = records_of(st, res, 1, j->rowtype);
         if (list == NULL)
             return NULL;
         PyObject *r = Py_NewRef(PyList_GET_ITEM(list, 0));
@@ -523,13 +525,15 @@ static PyObject *sdb_close(kpy_sdb *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* _query(mode, sql, args, database, column, timeout) */
+/* _query(mode, sql, args, database, column, timeout[, rowtype]) */
 static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
     const char *database;
     sjob j;
+    PyObject *rowtype = nargs == 7 ? args[6] : NULL;
     if (sdb_check(self) < 0 ||
-        check_nargs(nargs, 6, "_query(mode, sql, args, database, column, timeout)") < 0 ||
+        check_nargs(rowtype != NULL ? 6 : nargs, 6,
+                    "_query(mode, sql, args, database, column, timeout[, rowtype])") < 0 ||
         name_arg(args[3], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
         return NULL;
     Py_ssize_t column = PyLong_AsSsize_t(args[4]);
@@ -540,6 +544,7 @@ static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t narg
         sjob_clear(&j);
         return NULL;
     }
+    j.rowtype = rowtype != Py_None ? rowtype : NULL;
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
     return sjob_finish(self->st, self->json_loads, &j, s, &err, column);
@@ -721,7 +726,7 @@ static PyMethodDef sdb_methods[] = {
     { "close", (PyCFunction)sdb_close, METH_NOARGS,
       "Closes every pool (idempotent); connections still leased become closed handles." },
     { "_query", (PyCFunction)(void (*)(void))sdb_query, METH_FASTCALL,
-      "_query(mode, sql, args, database, column, timeout)" },
+      "_query(mode, sql, args, database, column, timeout[, rowtype])" },
     { "_executemany", (PyCFunction)(void (*)(void))sdb_executemany, METH_FASTCALL,
       "_executemany(sql, rows, database, timeout)" },
     { "_copy", (PyCFunction)(void (*)(void))sdb_copy, METH_FASTCALL,
@@ -807,11 +812,13 @@ static int sconn_traverse(kpy_sconn *c, visitproc visit, void *arg) {
     return 0;
 }
 
-/* _query(mode, sql, args, column, timeout) */
+/* _query(mode, sql, args, column, timeout[, rowtype]) */
 static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
     sjob j;
-    if (check_nargs(nargs, 5, "_query(mode, sql, args, column, timeout)") < 0 ||
+    PyObject *rowtype = nargs == 6 ? args[5] : NULL;
+    if (check_nargs(rowtype != NULL ? 5 : nargs, 5,
+                    "_query(mode, sql, args, column, timeout[, rowtype])") < 0 ||
         keel__py_timeout_arg(args[4], &timeout) < 0)
         return NULL;
     Py_ssize_t column = PyLong_AsSsize_t(args[3]);
@@ -823,6 +830,7 @@ static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nar
         sjob_clear(&j);
         return NULL;
     }
+    j.rowtype = rowtype != Py_None ? rowtype : NULL;
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
     return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, column);
@@ -973,7 +981,7 @@ static PyObject *sconn_repr(kpy_sconn *c) {
 
 static PyMethodDef sconn_methods[] = {
     { "_query", (PyCFunction)(void (*)(void))sconn_query, METH_FASTCALL,
-      "_query(mode, sql, args, column, timeout)" },
+      "_query(mode, sql, args, column, timeout[, rowtype])" },
     { "_executemany", (PyCFunction)(void (*)(void))sconn_executemany, METH_FASTCALL,
       "_executemany(sql, rows, timeout)" },
     { "_copy", (PyCFunction)(void (*)(void))sconn_copy, METH_FASTCALL,

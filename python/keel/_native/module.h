@@ -541,6 +541,8 @@ typedef struct kpy_op {
     kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
     Py_ssize_t prefetch;   /* KPY_MODE_CURSOR: the statement pauses with this many buffered */
     int paused;            /* KPY_MODE_CURSOR: keel_conn_pause is in force */
+    int dropped;           /* KPY_MODE_CURSOR: rows came while paused (a cancel or deadline
+                              woke the statement to end it) and were dropped unconverted */
     PyObject *waiter;      /* KPY_MODE_CURSOR: future completed when rows come or the end */
     keel_result *reply;    /* KPY_OP_DECODING: the command's reply, owned */
     kpy_bson_slices *slices; /* KPY_OP_DECODING: its decoding, a slice per loop iteration */

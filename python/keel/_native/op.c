@@ -50,6 +50,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
     op->prefetch = 0;
     op->paused = 0;
+    op->dropped = 0;
     op->waiter = NULL;
     op->reply = NULL;
     op->slices = NULL;
@@ -588,6 +589,11 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
             op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
             return NULL;
         }
+        if (op->dropped)
+            /* The statement ended before the cancel that woke it took effect: rows were lost. */
+            return keel__py_raise(st, KEEL_ERR_CANCELLED, NULL,
+                                  "the cursor's statement was stopped while its rows waited "
+                                  "(a cancel or its timeout); the rows after that were dropped");
         Py_RETURN_NONE;
     case KPY_MODE_FETCH: {
         /* The rows came through rows_cb; res only closes the statement. */
@@ -706,6 +712,12 @@ static void rows_cb(const keel_result *batch, void *arg) {
     /* Nobody waits for a cancelled operation's rows, and after a failure none are needed. */
     if (op->cancelled || op->rows_exc.type != NULL)
         return;
+    /* Rows of a paused cursor: keel went on only to end the statement (a cancel, its deadline,
+     * a release), so they are dropped as they come, unconverted, for the end to come soon. */
+    if (op->mode == KPY_MODE_CURSOR && op->paused) {
+        op->dropped = 1;
+        return;
+    }
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
     kpy_state *st = op->db->st;

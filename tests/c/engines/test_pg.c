@@ -2094,6 +2094,28 @@ TEST(paused_stream_holds_one_batch) {
     keel_db_close(db);
 }
 
+/* A string of several statements is not streamed: its last result is handed over in slices
+ * once complete, and a pause holds the slices back just the same. */
+TEST(paused_hand_over_of_a_whole_result) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    paused_run x;
+    run_paused(db, c, "SELECT 1; SELECT n::int8 FROM generate_series(1, 5000) AS n", 0, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(x.rows, 5000);
+    CHECK(x.in_order);
+    CHECK_INT(x.while_paused, 0);
+    CHECK(x.most_at_once <= 256);
+    keel_result_free(x.res);
+    run_paused(db, c, "SELECT 1; SELECT n::int8 FROM generate_series(1, 5000) AS n", 2, &x);
+    CHECK_INT(x.err.code, KEEL_ERR_CANCELLED);
+    CHECK(x.rows < 5000);
+    keel_result_free(x.res);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
@@ -2108,6 +2130,7 @@ int main(void) {
     RUN(executemany_returning);
     RUN(prepare_describes_a_statement);
     RUN(paused_stream_holds_one_batch);
+    RUN(paused_hand_over_of_a_whole_result);
     RUN(multi_statement_simple_query_returns_the_last_rows);
     RUN(query_rows_streams_a_large_result_in_batches);
     RUN(query_rows_edge_cases);

@@ -1,8 +1,10 @@
 /* src/cli/main.c - the keel command-line program: version, help and `keel check` of every configured database. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <keel/keel.h>
@@ -63,6 +65,25 @@ static const char *config_path(const char *arg) {
     if (access("keel.yaml", F_OK) == 0)
         return "keel.yaml";
     return NULL;
+}
+
+/*
+ * Whether the configuration file path exists; else says so on stderr, as a YAML file that cannot
+ * be read is reported, and returns 0. An SQLite database is opened with SQLite's create flag,
+ * so without this `keel check note.db` (a typo) would create an empty database and report it ok.
+ */
+static int config_file_exists(const char *path) {
+    if (access(path, F_OK) == 0)
+        return 1;
+    int e = errno;
+    const char *dot = strrchr(path, '.');
+    int sqlite_name =
+        dot != NULL && (strcasecmp(dot, ".db") == 0 || strcasecmp(dot, ".sqlite") == 0 ||
+                        strcasecmp(dot, ".sqlite3") == 0);
+    fprintf(stderr, "keel: configuration error in %s: cannot read configuration file '%s': %s%s\n",
+            path, path, strerror(e),
+            sqlite_name ? " (keel check does not create an SQLite database)" : "");
+    return 0;
 }
 
 /* What a user can set to configure keel, for the message of `keel check` with nothing set. */
@@ -239,7 +260,10 @@ static int cmd_check(int argc, char **argv) {
                 timeout_text);
         return EXIT_USAGE;
     }
-    cfg = load_config(config_path(arg), timeout_text, verbose);
+    const char *path = config_path(arg);
+    if (path && !config_file_exists(path))
+        return EXIT_USAGE;
+    cfg = load_config(path, timeout_text, verbose);
     if (!cfg)
         return EXIT_USAGE;
     keel_error_clear(&err);

@@ -385,14 +385,25 @@ TEST(check_ignores_other_keel_variables_and_lists_them_when_verbose) {
 /* An SQLite database is a configuration: by name (notes.db) or by its header. */
 TEST(check_of_an_sqlite_database) {
     run_result r;
-    run_keel(&r, tmpdir, NULL, (const char *[]){ "check", "notes.db", NULL });
-    CHECK_INT(r.status, 0);
-    CHECK_CONTAINS(r.out, "\ndefault   sqlite  ok");
     char path[600], renamed[600];
     snprintf(path, sizeof path, "%s/notes.db", tmpdir);
-    CHECK(access(path, F_OK) == 0);
+    unlink(path);
 
-    /* Make it a real database (a header), then give it a name that says nothing. */
+    /* A database that does not exist is not created by the check (a typo would be "ok"). */
+    run_keel(&r, tmpdir, NULL, (const char *[]){ "check", "notes.db", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_CONTAINS(r.err, "keel: configuration error in notes.db: cannot read configuration "
+                          "file 'notes.db': No such file or directory (keel check does not "
+                          "create an SQLite database)");
+    CHECK_STR(r.out, "");
+    CHECK(access(path, F_OK) != 0);
+    char env_missing[700];
+    snprintf(env_missing, sizeof env_missing, "KEEL_CONFIG=%s/Other.SQLite3", tmpdir);
+    run_keel(&r, tmpdir, (const char *[]){ env_missing, NULL }, (const char *[]){ "check", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_CONTAINS(r.err, "Other.SQLite3': No such file or directory (keel check does not create");
+
+    /* Make it a real database (a header): the check reports it ok and leaves it as it was. */
     keel_config *cfg = NULL;
     keel_db *db = NULL;
     keel_error err;
@@ -404,6 +415,11 @@ TEST(check_of_an_sqlite_database) {
               KEEL_OK);
     keel_db_close(db);
     keel_config_free(cfg);
+    run_keel(&r, tmpdir, NULL, (const char *[]){ "check", "notes.db", NULL });
+    CHECK_INT(r.status, 0);
+    CHECK_CONTAINS(r.out, "\ndefault   sqlite  ok");
+
+    /* Then give it a name that says nothing. */
     snprintf(renamed, sizeof renamed, "%s/notes.data", tmpdir);
     CHECK(rename(path, renamed) == 0);
     char env[700];

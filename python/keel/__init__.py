@@ -176,6 +176,7 @@ class Database(_native.Database):
     Database("keel.yaml")           a YAML configuration file (str or os.PathLike)
     Database("notes.db")            an SQLite database, "default" (a name ending in .db, .sqlite
                                     or .sqlite3, or a file with SQLite's header)
+    Database(":memory:")            an in-memory SQLite database, as sqlite3's (sqlite::memory:)
     Database({"default": …, "databases": {…}})   a nested dict of the same schema
 
     An invalid configuration raises ConfigError here, naming the key path.
@@ -197,6 +198,8 @@ class Database(_native.Database):
             _flatten("", config, settings)
         elif isinstance(config, str) and _is_url(config):
             url = config
+        elif config == ":memory:":  # sqlite3.connect(":memory:")'s name for it
+            url = "sqlite::memory:"
         elif isinstance(config, (str, bytes, os.PathLike)):
             path = os.fsdecode(os.fspath(config))
         else:

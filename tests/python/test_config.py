@@ -8,6 +8,7 @@ import urllib.parse
 import pytest
 
 import keel
+import keel.sync
 from conftest import MYSQL_URL, PG_URL, mysql_parts, pg_parts
 
 
@@ -158,6 +159,24 @@ async def test_a_path_named_like_an_sqlite_database_opens_it(tmp_path, clean_env
     # Opened again, it is the same database.
     async with keel.Database(config) as d:
         assert await d.fetchval("SELECT a FROM marker") == 7
+
+
+async def test_memory_is_an_in_memory_sqlite_database(tmp_path, clean_env):
+    # sqlite3.connect(":memory:")'s name: one in-memory database shared by the pool, no file.
+    clean_env.chdir(tmp_path)
+    async with keel.Database(":memory:") as d:
+        assert d.databases == ["default"] and d.engine() == "sqlite"
+        await d.execute("CREATE TABLE m (x INTEGER)")
+        await d.execute("INSERT INTO m VALUES (1)")
+        async with d.connection() as c1, d.connection() as c2:   # two connections, one database
+            assert await c1.fetchval("SELECT count(*) FROM m") == 1
+            assert await c2.fetchval("SELECT count(*) FROM m") == 1
+    with keel.sync.Database(":memory:") as s:
+        assert s.fetchval("SELECT count(*) FROM sqlite_master") == 0   # a new, empty one
+    assert list(tmp_path.iterdir()) == []
+    # Other names are still files or configuration files.
+    with pytest.raises(keel.ConfigError, match="'memory'"):
+        keel.Database("memory")
 
 
 async def test_a_file_that_is_an_sqlite_database_opens_it(tmp_path, clean_env):

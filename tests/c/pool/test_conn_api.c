@@ -53,6 +53,20 @@ TEST(statements_without_what_they_need_are_refused) {
     CHECK_STR(err.engine, "sqlite");
     refused(keel_conn_set_timeout(c, -5, &err), &err, KEEL_ERR_INVALID_ARGUMENT,
             "a timeout is a number of seconds");
+    refused(keel_conn_prepare(NULL, "SELECT 1", never_called, &calls, &err), &err,
+            KEEL_ERR_INVALID_ARGUMENT, "connection, sql and callback are required");
+    refused(keel_conn_prepare(c, NULL, never_called, &calls, &err), &err, KEEL_ERR_INVALID_ARGUMENT,
+            "connection, sql and callback are required");
+    refused(keel_conn_prepare(c, "SELECT 1", NULL, &calls, &err), &err, KEEL_ERR_INVALID_ARGUMENT,
+            "callback");
+    /* A statement the lexer refuses is refused before anything starts. */
+    refused(keel_conn_prepare(c, "SELECT $0", never_called, &calls, &err), &err,
+            KEEL_ERR_PARAMETERS, "$0");
+    /* Pausing or resuming a connection that runs no streamed statement does nothing. */
+    keel_conn_pause(c);
+    keel_conn_resume(c);
+    keel_conn_pause(NULL);
+    keel_conn_resume(NULL);
     CHECK_INT(calls, 0);
     /* Nothing started: the connection runs the next statement. */
     CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
@@ -128,6 +142,8 @@ TEST(a_second_operation_while_one_runs_is_refused_as_busy) {
             KEEL_ERR_BUSY, "another operation is in progress");
     refused(keel_conn_command(c, NULL, "\x05\0\0\0\0", 5, never_called, &calls, &err), &err,
             KEEL_ERR_BUSY, "another operation is in progress");
+    refused(keel_conn_prepare(c, "SELECT 3", never_called, &calls, &err), &err, KEEL_ERR_BUSY,
+            "another operation is in progress");
     CHECK_INT(keel_loop_run(keel_db_loop(db), &first.done), KEEL_OK);
     CHECK_INT(first.err.code, KEEL_OK);
     CHECK_INT(first.rows, 2);

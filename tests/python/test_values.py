@@ -532,3 +532,41 @@ def test_keel_sync_takes_the_json_serializer_and_deserializer(db_url, engine, ty
             d.execute(f"DROP TABLE {t}")
     with keel.sync.Database(db_url) as d:  # keel's own, Decimal included
         assert d.fetchval("SELECT $1", {"d": Decimal("1.5")}) in ('{"d": "1.5"}', {"d": "1.5"})
+
+
+def test_each_database_decodes_with_its_own_deserializer_across_threads(db_url, engine, types):
+    """keel.sync converts on its callers' threads, and a deserializer that lets another thread
+    run (time.sleep) must not see that thread's Database's deserializer take its place."""
+    import threading
+    import time
+
+    import keel.sync
+
+    def tagged(tag):
+        def loads(text):
+            time.sleep(0.001)  # another thread runs meanwhile
+            return (tag, json.loads(text))
+        return loads
+
+    t = "t_" + uuid.uuid4().hex[:12]
+    with keel.sync.Database(db_url) as setup:
+        setup.execute(f"CREATE TABLE {t} (id {types['int']}, j {types['json']})")
+        setup.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, '[1]')
+        setup.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 2, '[2]')
+    wrong = []
+    try:
+        def run(tag):
+            with keel.sync.Database(db_url, json_deserializer=tagged(tag)) as d:
+                for _ in range(15):
+                    for r in d.fetch(f"SELECT j FROM {t}"):
+                        if r["j"][0] != tag:
+                            wrong.append((tag, r["j"]))
+        threads = [threading.Thread(target=run, args=(tag,)) for tag in "AB"]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert wrong == []
+    finally:
+        with keel.sync.Database(db_url) as d:
+            d.execute(f"DROP TABLE {t}")

@@ -14,6 +14,20 @@ int keel__py_convert_init(void) {
     return PyDateTimeAPI != NULL ? 0 : -1;
 }
 
+/*
+ * What the conversion of the current result uses, per thread (see keel__py_json_loads_swap):
+ * the Database's json_deserializer and its columns' decoders (borrowed / held by the caller).
+ */
+static _Thread_local PyObject *cur_json_loads;
+static _Thread_local PyObject **cur_decoders;
+static _Thread_local size_t cur_ndecoders;
+
+PyObject *keel__py_json_loads_swap(PyObject *loads) {
+    PyObject *prev = cur_json_loads;
+    cur_json_loads = loads;
+    return prev;
+}
+
 /* ---- JSON encoding of what json does not know ---- */
 
 /*
@@ -242,9 +256,9 @@ static int json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c =
 static PyObject *json_to_py(kpy_state *st, const keel_value *v) {
     const char *p = v->u.str.ptr;
     size_t n = v->u.str.len, lead = 0, trail = 0;
-    if (st->json_loads_cur != NULL) { /* json_deserializer= */
+    if (cur_json_loads != NULL) { /* json_deserializer= */
         PyObject *text = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, NULL);
-        PyObject *o = text != NULL ? PyObject_CallOneArg(st->json_loads_cur, text) : NULL;
+        PyObject *o = text != NULL ? PyObject_CallOneArg(cur_json_loads, text) : NULL;
         Py_XDECREF(text);
         return o != NULL ? o : decode_failed(st, v);
     }
@@ -386,8 +400,7 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
 }
 
 PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) {
-    PyObject *dec =
-        st->col_decoders != NULL && col < st->ncol_decoders ? st->col_decoders[col] : NULL;
+    PyObject *dec = cur_decoders != NULL && col < cur_ndecoders ? cur_decoders[col] : NULL;
     if (dec == NULL || v == NULL || v->type == KEEL_TYPE_NULL)
         return keel__py_value_to_py(st, v);
     switch (v->type) { /* the types keel keeps the server's text of */
@@ -408,8 +421,8 @@ PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) 
 
 int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result *res,
                             kpy_decoders *d) {
-    d->prev = st->col_decoders;
-    d->nprev = st->ncol_decoders;
+    d->prev = cur_decoders;
+    d->nprev = cur_ndecoders;
     d->mine = NULL;
     d->nmine = 0;
     size_t n = keel_result_ncols(res);
@@ -449,14 +462,15 @@ int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result
         keel__py_decoders_end(st, d);
         return 0;
     }
-    st->col_decoders = mine;
-    st->ncol_decoders = n;
+    cur_decoders = mine;
+    cur_ndecoders = n;
     return 0;
 }
 
 void keel__py_decoders_end(kpy_state *st, kpy_decoders *d) {
-    st->col_decoders = d->prev;
-    st->ncol_decoders = d->nprev;
+    (void)st;
+    cur_decoders = d->prev;
+    cur_ndecoders = d->nprev;
     for (size_t i = 0; d->mine != NULL && i < d->nmine; i++)
         Py_XDECREF(d->mine[i]);
     PyMem_Free(d->mine);

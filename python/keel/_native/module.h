@@ -69,9 +69,6 @@ typedef struct kpy_state {
     PyObject *json_loads;
     PyObject *json_scan;  /* json's default decoder scan_once(str, idx) -> (value, end) */
     PyObject *json_dumps; /* json.JSONEncoder(default=keel's).encode: dicts and lists to JSON */
-    /* The json_deserializer of the Database whose result is being built, or NULL (borrowed,
-     * set only while an operation's values are converted). */
-    PyObject *json_loads_cur;
     /* ipaddress: the constructors of results, and the classes parameters are checked against
      * (addresses and interfaces, networks); enum.Enum, whose members go as their value. */
     PyObject *ip_address;
@@ -80,11 +77,7 @@ typedef struct kpy_state {
     PyObject *ip_hosts;    /* (IPv4Address, IPv6Address, IPv4Interface, IPv6Interface) */
     PyObject *ip_networks; /* (IPv4Network, IPv6Network) */
     PyObject *Enum;
-    PyObject *Range; /* keel._range.Range */
-    /* The decoders (set_type_codec) of the columns of the result being converted, or NULL
-     * (borrowed, set only meanwhile). */
-    PyObject **col_decoders;
-    size_t ncol_decoders;
+    PyObject *Range;  /* keel._range.Range */
     PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;
@@ -176,7 +169,15 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v);
  * set_type_codec gave its type one. */
 PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col);
 
-/* The decoders of a result's columns, in force between begin and end (st->col_decoders). */
+/*
+ * The json_deserializer of the Database whose result the calling thread converts, or NULL:
+ * sets it and returns the one it replaces, to be put back when the conversion is over. Kept
+ * per thread (keel.sync converts on its callers' threads, and Python code run meanwhile may
+ * switch threads).
+ */
+PyObject *keel__py_json_loads_swap(PyObject *loads);
+
+/* The decoders of a result's columns, in force on the calling thread between begin and end. */
 typedef struct kpy_decoders {
     PyObject **prev;
     size_t nprev;

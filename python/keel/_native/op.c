@@ -663,15 +663,14 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
         Py_DECREF(exc);
         return;
     }
-    PyObject *prev = st->json_loads_cur;
-    st->json_loads_cur = op->db->json_loads;
+    PyObject *prev = keel__py_json_loads_swap(op->db->json_loads);
     kpy_decoders dec;
     PyObject *value = NULL;
     if (keel__py_decoders_begin(st, op->db->decoders, res, &dec) == 0) {
         value = build_result(op, res);
         keel__py_decoders_end(st, &dec);
     }
-    st->json_loads_cur = prev;
+    keel__py_json_loads_swap(prev);
     if (value == NULL) {
         keel__py_future_set_raised(st, op->fut);
         return;
@@ -721,15 +720,14 @@ static void rows_cb(const keel_result *batch, void *arg) {
     kpy_exc_save saved;
     kpy_exc_stash(&saved);
     kpy_state *st = op->db->st;
-    PyObject *prev = st->json_loads_cur;
-    st->json_loads_cur = op->db->json_loads;
+    PyObject *prev = keel__py_json_loads_swap(op->db->json_loads);
     kpy_decoders dec;
     int failed = keel__py_decoders_begin(st, op->db->decoders, batch, &dec) < 0;
     if (!failed) {
         failed = rows_extend(op, batch) < 0;
         keel__py_decoders_end(st, &dec);
     }
-    st->json_loads_cur = prev;
+    keel__py_json_loads_swap(prev);
     if (failed) {
         kpy_exc_stash(&op->rows_exc);
         PyObject *rows = op->rows;

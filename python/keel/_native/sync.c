@@ -282,10 +282,10 @@ static PyObject *sjob_finish(kpy_state *st, PyObject *loads, sjob *j, keel_statu
             Py_DECREF(exc);
         }
     } else {
-        PyObject *prev = st->json_loads_cur;
-        st->json_loads_cur = loads; /* json_deserializer= of the Database it was made from */
+        /* json_deserializer= of the Database it was made from */
+        PyObject *prev = keel__py_json_loads_swap(loads);
         out = sjob_result(st, j, column);
-        st->json_loads_cur = prev;
+        keel__py_json_loads_swap(prev);
     }
     sjob_clear(j);
     return out;

@@ -171,6 +171,15 @@ class RowCursor:
         else:
             self._op.cancel()  # stops the statement on the server; the connection serves on
 
+    def __del__(self) -> None:
+        # Dropped unread (a loop left with break): its statement is cancelled, so that the
+        # connection serves the next statement instead of staying busy with it.
+        try:
+            if not self._closed and not self._exhausted and not self._op._future.done():
+                self._op.cancel()
+        except Exception:  # interpreter shutdown, a closed loop: nothing left to stop
+            pass
+
     async def close(self) -> None:
         """Stops the statement (on the server) and frees its connection for other statements.
         Idempotent; a cursor read to its end is closed already."""

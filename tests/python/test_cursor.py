@@ -117,6 +117,16 @@ async def test_closing_early_stops_the_statement_and_frees_the_connection(db, en
     assert db.pool_stats()["leased"] == 0
 
 
+async def test_breaking_out_of_async_for_lets_the_connection_serve_on(db, engine):
+    async with db.connection() as conn:
+        async for row in conn.cursor(SERIES[engine].format(n=200_000), prefetch=20):
+            if row["n"] == 3:
+                break
+        # The cursor, dropped, cancelled its statement: the next one runs after it ended.
+        assert await conn.fetchval("SELECT 41 + 1") == 42
+        assert [r["n"] async for r in conn.cursor(SERIES[engine].format(n=3))] == [1, 2, 3]
+
+
 async def test_another_statement_while_a_cursor_is_open_is_refused_clearly(db, engine):
     async with db.connection() as conn:
         cur = await conn.cursor(SERIES[engine].format(n=10_000))

@@ -47,7 +47,8 @@ class Database(_native.SyncDatabase):
 
     An invalid configuration raises ConfigError here, naming the key path. Nothing connects
     until the first call. close() (or leaving `with`) closes every pool at once: a connection
-    still leased then is closed too, and using it raises InterfaceError.
+    still leased then is closed too, and using it raises InterfaceError; a call running in
+    another thread is not interrupted, close() waits for it to end.
     """
 
     __slots__ = ("_config",)

@@ -337,6 +337,34 @@ def test_close(db_url):
     assert "closed" in repr(sdb)
 
 
+def test_close_waits_for_a_call_running_in_another_thread(db_url, engine):
+    # Calls take turns: close() from one thread lets a statement running in another finish (it
+    # returns its result, not an error), then closes; later calls raise InterfaceError.
+    sdb = keel.sync.Database(db_url)
+    sdb.fetchval("SELECT 1")  # connected
+    result = {}
+
+    def slow():
+        try:
+            result["value"] = sdb.fetchval(ONE_SECOND_SQL[engine])
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["value"] = e
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.4)  # the call has started (the statement runs about a second)
+    started = time.monotonic()
+    sdb.close()
+    waited = time.monotonic() - started
+    thread.join(10)
+    assert not thread.is_alive() and "value" in result
+    assert not isinstance(result["value"], Exception), result
+    assert waited > 0.1, waited  # it waited for the rest of the statement
+    assert sdb.closed
+    with pytest.raises(keel.InterfaceError, match="closed"):
+        sdb.fetchval("SELECT 1")
+
+
 @pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:1/x?connect_timeout=2",
                                  "mysql://root@127.0.0.1:1/x"])
 def test_a_dead_server_is_a_connect_error(url):

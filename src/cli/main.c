@@ -240,6 +240,9 @@ static int cmd_check(int argc, char **argv) {
     for (int a = 0; a < argc; a++) {
         if (strcmp(argv[a], "--timeout") == 0 && a + 1 < argc) {
             timeout_text = argv[++a];
+        } else if (strcmp(argv[a], "--timeout") == 0) {
+            fputs("keel: check: --timeout needs a number of seconds (--timeout 5)\n", stderr);
+            return EXIT_USAGE;
         } else if (strncmp(argv[a], "--timeout=", 10) == 0) {
             timeout_text = argv[a] + 10;
         } else if (strcmp(argv[a], "--verbose") == 0 || strcmp(argv[a], "-v") == 0) {

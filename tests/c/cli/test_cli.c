@@ -261,6 +261,11 @@ TEST(check_refuses_a_timeout_that_is_not_a_positive_number) {
     }
     run_result r;
     run_keel(&r, NULL, (const char *[]){ "KEEL_DATABASES__MAIN__URL=sqlite::memory:", NULL },
+             (const char *[]){ "check", "--timeout", NULL });
+    CHECK_INT(r.status, 2);
+    CHECK_STR(r.err, "keel: check: --timeout needs a number of seconds (--timeout 5)\n");
+    CHECK_STR(r.out, "");
+    run_keel(&r, NULL, (const char *[]){ "KEEL_DATABASES__MAIN__URL=sqlite::memory:", NULL },
              (const char *[]){ "check", "--timeout=2.5", NULL });
     CHECK_INT(r.status, 0);
     CHECK_CONTAINS(r.out, "main      sqlite  ok");

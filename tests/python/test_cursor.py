@@ -127,6 +127,21 @@ async def test_breaking_out_of_async_for_lets_the_connection_serve_on(db, engine
         assert [r["n"] async for r in conn.cursor(SERIES[engine].format(n=3))] == [1, 2, 3]
 
 
+async def test_a_failed_or_dropped_cursor_leaves_the_connection_usable(db, engine):
+    async with db.connection() as conn:
+        # A statement that fails: once its error is in, the connection serves on, and the
+        # cursor raises the error when it is read.
+        bad = await conn.cursor("SELEC 1")
+        await wait_until(lambda: bad._op._future.done(), timeout=10)
+        assert await conn.fetchval("SELECT 1") == 1
+        with pytest.raises(keel.ProgrammingError):
+            await bad.fetch(1)
+        # A cursor dropped after a bad argument to fetch: its statement is cancelled.
+        with pytest.raises(ValueError):
+            await (await conn.cursor(SERIES[engine].format(n=100_000))).fetch(0)
+        assert await conn.fetchval("SELECT 2") == 2
+
+
 async def test_another_statement_while_a_cursor_is_open_is_refused_clearly(db, engine):
     async with db.connection() as conn:
         cur = await conn.cursor(SERIES[engine].format(n=10_000))

@@ -84,3 +84,19 @@ async def test_returning_an_unknown_column_names_it(db, new_table, types):
         await db.executemany(f"INSERT INTO {t} (name, qty) VALUES ($1, $2) RETURNING nope", [("a", 1)])
     assert await db.fetchval(f"SELECT count(*) FROM {t}") == 0
     assert await db.fetchval("SELECT 1") == 1
+
+
+async def test_an_empty_batch_returns_an_empty_list_for_a_statement_with_rows(db, new_table, types, engine):
+    t = await make_items(db, new_table, types)
+    got = await db.executemany(f"INSERT INTO {t} (name, qty) VALUES ($1, $2) RETURNING id", [])
+    # MariaDB describes no columns for an INSERT … RETURNING it has not run: None there.
+    assert got == ([] if engine != "mysql" else None)
+    assert await db.executemany(f"DELETE FROM {t} WHERE id = $1 RETURNING id", iter([])) == \
+        ([] if engine != "mysql" else None)
+    assert await db.executemany(f"INSERT INTO {t} (name, qty) VALUES ($1, $2)", []) is None
+    async with db.connection() as conn:
+        assert await conn.executemany(f"SELECT id FROM {t} WHERE id = $1", []) == []
+    # An empty batch of a statement that cannot run fails as it would with rows.
+    with pytest.raises(keel.ProgrammingError):
+        await db.executemany("INSERT INTO no_such_table_for_batch (a) VALUES ($1)", [])
+    assert await db.fetchval(f"SELECT count(*) FROM {t}") == 0

@@ -482,6 +482,10 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
                                         err);
         return keel_conn_query(conn, sql, p->values, p->nvalues, query_cb, op, err);
     case KPY_OP_MANY:
+        /* No rows: nothing runs, but the statement is described, so that one returning rows
+         * (INSERT … RETURNING) yields [] rather than None, and a wrong one fails as with rows. */
+        if (p->nrows == 0)
+            return keel_conn_prepare(conn, sql, query_cb, op, err);
         return keel_conn_query_many(conn, sql, p->values, p->nrows, p->ncols, query_cb, op, err);
     case KPY_OP_TXN:
         return keel_conn_transaction(conn, op->txn, op->depth, query_cb, op, err);
@@ -995,17 +999,6 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     /* A command's BSON, and a bulk load's column names and schema, are read as it starts. */
     if (kind == KPY_OP_COMMAND || kind == KPY_OP_COPY)
         op->args = Py_NewRef(params);
-    if (kind == KPY_OP_MANY && p.nrows == 0) {
-        /* Nothing to run; still check the name, so a typo fails the same with or without rows. */
-        if (dbname != NULL && keel_db_database_engine(db->db, dbname) == NULL) {
-            keel__py_raise(st, KEEL_ERR_UNKNOWN_DATABASE, dbname, "unknown database '%s'", dbname);
-            goto fail;
-        }
-        op->state = KPY_OP_DONE;
-        op_forget_submission(op);
-        keel__py_future_set_result(st, op->fut, Py_None);
-        goto done;
-    }
     keel_error err;
     keel_conn *conn = NULL;
     keel_status s = keel_db_try_acquire(db->db, dbname, &conn, &err);
@@ -1042,7 +1035,6 @@ PyObject *keel__py_db_query(kpy_db *db, int kind, int mode, PyObject *sql, PyObj
     }
     Py_INCREF(op); /* held by keel until the callback */
     db->nops++;
-done:
     keel__py_params_clear(&p);
     Py_DECREF(params);
     return (PyObject *)op;
@@ -1169,11 +1161,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
         if (kind == KPY_OP_COPY)
             op->args = Py_NewRef(params);
     }
-    if (kind == KPY_OP_MANY && p.nrows == 0) {
-        op->state = KPY_OP_DONE;
-        op_forget_submission(op);
-        keel__py_future_set_result(st, op->fut, Py_None);
-    } else if (c->running != NULL) {
+    if (c->running != NULL) {
         /* The running operation was cancelled and has not ended yet: run after it, with the
          * arguments as they are now. */
         if ((op->params = keel__py_params_keep(&p)) == NULL)

@@ -248,11 +248,26 @@ keel_status keel__config_load_yaml(keel_config *cfg, const char *name, const cha
     return st;
 }
 
-/* An SQLite database named as the configuration: databases.default, and the default. */
+/*
+ * An SQLite database named as the configuration: databases.default, and the default. It is set
+ * as the URL sqlite:///PATH (every byte but letters, digits and "-._~/" percent-encoded), as a
+ * file's url key would be, so that KEEL_DATABASES__DEFAULT__URL replaces it (an engine key set
+ * here would contradict that URL instead).
+ */
 static keel_status load_sqlite(keel_config *cfg, const char *path, keel_error *err) {
-    keel_status st = keel_config_set(cfg, "databases.default.engine", "sqlite", err);
-    if (st == KEEL_OK)
-        st = keel_config_set(cfg, "databases.default.database", path, err);
+    keel__buf url = { 0 };
+    int bad = keel__buf_puts(&url, "sqlite:///") != 0;
+    for (const unsigned char *s = (const unsigned char *)path; !bad && *s; s++) {
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+            strchr("-._~/", *s) != NULL)
+            bad = keel__buf_putc(&url, (char)*s) != 0;
+        else
+            bad = keel__buf_printf(&url, "%%%02X", *s) != 0;
+    }
+    keel_status st =
+        bad ? keel__error_set(err, KEEL_ERR_NOMEM, NULL, NULL, "out of memory reading '%s'", path)
+            : keel_config_set(cfg, "databases.default.url", url.data, err);
+    keel__buf_free(&url);
     if (st == KEEL_OK)
         st = keel_config_set(cfg, "default", "default", err);
     return st;

@@ -161,6 +161,23 @@ async def test_a_path_named_like_an_sqlite_database_opens_it(tmp_path, clean_env
         assert await d.fetchval("SELECT a FROM marker") == 7
 
 
+async def test_the_environment_overrides_an_sqlite_database_path(tmp_path, clean_env):
+    # keel.Database("notes.db") in the code, the database URL in the deployment's environment:
+    # the environment wins, as over a YAML file (it was a ConfigError about the engine).
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("KEEL_DATABASES__DEFAULT__URL", PG_URL)
+    clean_env.setenv("KEEL_DATABASES__DEFAULT__POOL__MAX_SIZE", "3")
+    async with keel.Database("notes.db") as d:
+        assert d.engine() == "postgresql" and d.pool_stats()["max_size"] == 3
+        assert await d.fetchval("SELECT 1") == 1
+    assert not (tmp_path / "notes.db").exists()
+    clean_env.delenv("KEEL_DATABASES__DEFAULT__URL")
+    async with keel.Database("notes.db") as d:      # without it, the file, with the pool size
+        assert d.engine() == "sqlite" and d.pool_stats()["max_size"] == 3
+        await d.execute("CREATE TABLE t (x INTEGER)")
+    assert (tmp_path / "notes.db").exists()
+
+
 async def test_memory_is_an_in_memory_sqlite_database(tmp_path, clean_env):
     # sqlite3.connect(":memory:")'s name: one in-memory database shared by the pool, no file.
     clean_env.chdir(tmp_path)

@@ -907,6 +907,48 @@ TEST(sqlite_database_as_configuration_file) {
     keel_config_free(cfg);
 }
 
+/*
+ * The SQLite database named as the configuration is its default database's URL: the
+ * environment's KEEL_DATABASES__DEFAULT__URL replaces it (as it replaces a YAML file's url), and
+ * a path with URL syntax in it ('?', '#', '%') still names that file.
+ */
+TEST(sqlite_database_as_configuration_file_yields_to_the_environment) {
+    keel_error err;
+    keel_config *cfg = new_config();
+    OK(keel_config_load_file(cfg, "notes.db", &err));
+    setenv("KEEL_DATABASES__DEFAULT__URL", "postgresql://app@db.internal/app", 1);
+    setenv("KEEL_DATABASES__DEFAULT__POOL__MAX_SIZE", "4", 1);
+    keel_status st = keel_config_apply_env(cfg, &err);
+    unsetenv("KEEL_DATABASES__DEFAULT__URL");
+    unsetenv("KEEL_DATABASES__DEFAULT__POOL__MAX_SIZE");
+    OK(st);
+    OK(keel_config_validate(cfg, &err));
+    const keel__dbconfig *d = keel__config_database(cfg, "default");
+    CHECK(d != NULL);
+    if (d) {
+        CHECK_STR(d->engine, "postgresql");
+        CHECK_STR(d->database, "app");
+        CHECK_STR(d->host, "db.internal");
+        CHECK_INT(d->max_size, 4);
+    }
+    keel_config_free(cfg);
+
+    const char *odd[] = { "/tmp/a?b#c%41.db", "rel dir/x%y.sqlite", "/abs/z.sqlite3",
+                          "./d\xc3\xa9j\xc3\xa0 vu/n:o@t+e=s;.DB" };
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        cfg = new_config();
+        OK(keel_config_load_file(cfg, odd[i], &err));
+        OK(keel_config_validate(cfg, &err));
+        d = keel__config_database(cfg, "default");
+        CHECK(d != NULL);
+        if (d) {
+            CHECK_STR(d->engine, "sqlite");
+            CHECK_STR(d->database, odd[i]);
+        }
+        keel_config_free(cfg);
+    }
+}
+
 TEST(yaml_empty_file) {
     char path[64];
     keel_config *cfg = new_config();
@@ -1109,6 +1151,7 @@ int main(void) {
     RUN(yaml_good_file);
     RUN(yaml_empty_file);
     RUN(sqlite_database_as_configuration_file);
+    RUN(sqlite_database_as_configuration_file_yields_to_the_environment);
     RUN(yaml_bad_files);
     RUN(yaml_unreadable_file);
     RUN(clone_is_equal_and_independent);

@@ -377,7 +377,8 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
                                 "empty", empty ? Py_True : Py_False)
                 : NULL;
         PyObject *args = kw != NULL ? PyTuple_Pack(2, lo, hi) : NULL;
-        o = args != NULL ? PyObject_Call(st->Range, args, kw) : NULL;
+        PyObject *range = args != NULL ? keel__py_range_type(st) : NULL;
+        o = range != NULL ? PyObject_Call(range, args, kw) : NULL;
         Py_XDECREF(args);
         Py_XDECREF(kw);
         Py_XDECREF(hi);
@@ -866,7 +867,10 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
                          : ip       ? KEEL_TYPE_INET
                                     : KEEL_TYPE_CIDR);
     }
-    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->Range)) {
+    PyObject *range = keel__py_range_type(st);
+    if (range == NULL)
+        return -1;
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)range)) {
         if (!p->arrays)
             return param_error(st, p, row, pos, obj, "unsupported parameter type");
         /* Its literal, which the server reads as the range type the statement gives it. */

@@ -290,6 +290,12 @@ static PyObject *import_attr(const char *module, const char *name) {
     return attr;
 }
 
+PyObject *keel__py_range_type(kpy_state *st) {
+    if (st->Range == NULL)
+        st->Range = import_attr("keel._range", "Range");
+    return st->Range;
+}
+
 /*
  * The offset in an instance of cls of the __slots__ attribute name, when cls itself declares it
  * as a plain object slot; 0 otherwise (no exception). Results store UUIDs through it.
@@ -316,8 +322,7 @@ static int init_imports(kpy_state *st) {
         (st->ip_address = import_attr("ipaddress", "ip_address")) == NULL ||
         (st->ip_interface = import_attr("ipaddress", "ip_interface")) == NULL ||
         (st->ip_network = import_attr("ipaddress", "ip_network")) == NULL ||
-        (st->Enum = import_attr("enum", "Enum")) == NULL ||
-        (st->Range = import_attr("keel._range", "Range")) == NULL)
+        (st->Enum = import_attr("enum", "Enum")) == NULL)
         return -1;
     PyObject *ipa4 = import_attr("ipaddress", "IPv4Address"),
              *ipa6 = import_attr("ipaddress", "IPv6Address"),

@@ -77,7 +77,7 @@ typedef struct kpy_state {
     PyObject *ip_hosts;    /* (IPv4Address, IPv6Address, IPv4Interface, IPv6Interface) */
     PyObject *ip_networks; /* (IPv4Network, IPv6Network) */
     PyObject *Enum;
-    PyObject *Range;  /* keel._range.Range */
+    PyObject *Range;  /* keel._range.Range, once keel__py_range_type has imported it */
     PyObject *Future; /* asyncio.Future */
     PyObject *future_set_result;
     PyObject *future_set_exception;
@@ -118,6 +118,11 @@ extern PyModuleDef keel__py_moduledef;
 
 /* The state of the module that defined tp (or a base of it); NULL with an exception if none. */
 kpy_state *keel__py_state_of_type(PyTypeObject *tp);
+
+/* keel.Range (keel._range), imported on its first use: the package imports this module, so its
+ * own modules cannot be imported while this one is created (and the fuzz targets embed this
+ * module without the package). A borrowed reference, or NULL with an exception set. */
+PyObject *keel__py_range_type(kpy_state *st);
 
 /* ---- errors (module.c) ---- */
 

@@ -496,7 +496,8 @@ class Connection(_native.Connection):
     async def add_listener(self, channel: str, callback: Callable[..., Any]) -> None:
         """Calls callback(connection, pid, channel, payload) for each notification (PostgreSQL's
         NOTIFY) of channel, as asyncpg does; callback may be a coroutine function (then run as a
-        task). The first listener of a channel runs LISTEN. The connection receives them while
+        task). Each call runs LISTEN (idempotent; it redoes one a rolled-back transaction undid);
+        adding the same callback again is a no-op (asyncpg's set). The connection receives them while
         it is leased, idle or not; releasing it removes every listener (keel unlistens before
         it goes back to the pool). NotSupportedError on other engines."""
         await _listen.add_listener(self, channel, callback)

@@ -96,11 +96,12 @@ async def add_listener(conn: Connection, channel: str, callback: Callable[..., A
         state = _Listeners(conn)
         conn._set_notify_handler(state.handler)  # NotSupportedError on other engines
         _listeners[conn] = state
-    callbacks = state.channels.get(channel)
-    if callbacks is None:
-        await conn.execute(f"LISTEN {quoted}")
-        callbacks = state.channels.setdefault(channel, [])
-    callbacks.append(callback)
+    # LISTEN every time: it is idempotent on the server, and redoes a LISTEN that a rolled-back
+    # transaction undid (keel's own record of the channel would otherwise say it is listened).
+    await conn.execute(f"LISTEN {quoted}")
+    callbacks = state.channels.setdefault(channel, [])
+    if callback not in callbacks:  # a set per channel, as asyncpg: a second add is a no-op
+        callbacks.append(callback)
 
 
 async def remove_listener(conn: Connection, channel: str, callback: Callable[..., Any]) -> None:

@@ -95,6 +95,60 @@ async def test_remove_listener_unlistens_with_the_last_callback(pg_db):
         await wait_until(lambda: a == ["3"])
 
 
+async def test_adding_the_same_callback_twice_is_a_no_op(pg_db):
+    # asyncpg keeps a set per channel: one call per notification, one remove_listener removes it.
+    channel = channel_name()
+    got, other = [], []
+
+    def cb(*args):
+        got.append(args[3])
+
+    async with pg_db.connection() as conn:
+        await conn.add_listener(channel, cb)
+        await conn.add_listener(channel, cb)
+        await conn.add_listener(channel, lambda *a: other.append(a[3]))
+        await pg_db.execute(f"NOTIFY {channel}, '1'")
+        await wait_until(lambda: other == ["1"])
+        await asyncio.sleep(0.05)
+        assert got == ["1"]
+        await conn.remove_listener(channel, cb)
+        await pg_db.execute(f"NOTIFY {channel}, '2'")
+        await wait_until(lambda: other == ["1", "2"])
+        await asyncio.sleep(0.05)
+        assert got == ["1"]
+        assert await listening(conn) == 1
+
+
+async def test_add_listener_redoes_a_listen_undone_by_a_rollback(pg_db):
+    # A LISTEN run inside a transaction block that rolls back is undone by the server; the next
+    # add_listener of the channel listens again, and both callbacks are then called.
+    channel = channel_name()
+    got1, got2 = [], []
+    async with pg_db.connection() as conn:
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await conn.add_listener(channel, lambda *a: got1.append(a[3]))
+                raise RuntimeError
+        assert await listening(conn) == 0
+        await conn.add_listener(channel, lambda *a: got2.append(a[3]))
+        assert await listening(conn) == 1
+        await pg_db.execute(f"NOTIFY {channel}, 'x'")
+        await wait_until(lambda: got1 == ["x"] and got2 == ["x"])
+        # A nested block (savepoint) rolled back undoes its LISTEN too; add_listener redoes it.
+        other = channel_name()
+        got3 = []
+        cb3 = lambda *a: got3.append(a[3])  # noqa: E731
+        async with conn.transaction():
+            with pytest.raises(RuntimeError):
+                async with conn.transaction():
+                    await conn.add_listener(other, cb3)
+                    raise RuntimeError
+            await conn.add_listener(other, cb3)
+        assert await listening(conn) == 2
+        await pg_db.execute(f"NOTIFY {other}, 'y'")
+        await wait_until(lambda: got3 == ["y"])
+
+
 async def test_a_released_connection_unlistens_before_anyone_else_gets_it():
     db = keel.Database({"databases": {"main": {"url": PG_URL,
                                                "pool": {"min_size": 1, "max_size": 1}}}})

@@ -263,6 +263,60 @@ def test_timeouts(db_url, engine):
         assert sdb.fetchval("SELECT 10", timeout=float("inf")) == 10
 
 
+def test_a_thread_waiting_for_a_connection_lets_the_holder_run(db_url):
+    # One connection, held by thread A; thread B asks the pool for one meanwhile. B's wait must
+    # not keep A from running its statement and giving the connection back (it kept the
+    # database's lock, so A waited until B's PoolTimeout after acquire_timeout).
+    config = {"databases": {"main": {"url": db_url, "pool": {"max_size": 1,
+                                                             "acquire_timeout": 5}}}}
+    with keel.sync.Database(config) as sdb:
+        sdb.fetchval("SELECT 1")
+        b_waits = threading.Event()
+        results = {}
+
+        def holder():
+            with sdb.connection() as conn:
+                b_waits.wait(5)
+                time.sleep(0.3)  # B is waiting for the pool now
+                results["a"] = (conn.fetchval("SELECT 1"), time.monotonic())
+
+        def waiter():
+            b_waits.set()
+            try:
+                results["b"] = (sdb.fetchval("SELECT 2"), time.monotonic())
+            except Exception as e:  # noqa: BLE001 - reported below
+                results["b"] = (e, time.monotonic())
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert results["a"][0] == 1 and results["b"][0] == 2, results
+        assert results["a"][1] - started < 3 and results["b"][1] - started < 3, (
+            results, started)
+        # A connection held and unused still makes the others wait, within their limits.
+        with sdb.connection():
+            at = time.monotonic()
+            with pytest.raises(keel.QueryTimeout, match="still waiting for a connection"):
+                sdb.fetchval("SELECT 3", timeout=0.3)
+            assert 0.25 < time.monotonic() - at < 3
+        assert sdb.pool_stats()["waiting"] == 0 and sdb.fetchval("SELECT 4") == 4
+
+    config["databases"]["main"]["pool"]["acquire_timeout"] = 0.5
+    with keel.sync.Database(config) as sdb:
+        with sdb.connection():
+            at = time.monotonic()
+            with pytest.raises(keel.PoolTimeout, match="timed out after 0.5 s waiting for a "
+                               "connection to database 'main' .pool max_size 1, 1 in use"):
+                sdb.fetchval("SELECT 5")
+            with pytest.raises(keel.PoolTimeout):
+                sdb.acquire()
+            assert 0.9 < time.monotonic() - at < 5
+        assert sdb.fetchval("SELECT 6") == 6
+
+
 def test_the_gil_is_released_while_a_call_blocks(sdb, engine):
     ticks = 0
     stop = threading.Event()

@@ -131,6 +131,67 @@ static keel_status closed_error(keel_error *err) {
     return KEEL_ERR_CLOSED;
 }
 
+/* How long a wait for a connection of an exhausted pool holds the lock before letting go of it. */
+#define LEASE_SLICE 0.01
+
+/*
+ * Leases a connection of database (NULL: the default) into *conn; called with s->lock held and
+ * the GIL released, and returns with the lock held. timeout as sdb_run's. While the pool is
+ * exhausted (every connection leased, none to open) the wait is made in slices, the lock let go
+ * between them: the connections other threads hold need the lock for their next statement and
+ * to come back, so a wait that kept it would end only with acquire_timeout (a PoolTimeout while
+ * the connection it waits for sits idle in the other thread). The limit of the whole wait is
+ * timeout, else the pool's acquire_timeout, as for one acquire.
+ */
+static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, keel_conn **conn,
+                             keel_error *err) {
+    double started = monotonic_now();
+    int bounded = timeout > 0 && !isinf(timeout);
+    for (;;) {
+        if (s->db == NULL)
+            return closed_error(err);
+        keel_pool_stats ps;
+        keel_error ignored;
+        int exhausted = keel_db_pool_stats(s->db, database, &ps, &ignored) == KEEL_OK &&
+                        ps.idle == 0 && ps.size >= ps.max_size;
+        double elapsed = monotonic_now() - started;
+        if (!exhausted) {
+            if (!bounded) /* a connection is idle, or one can be opened: no long wait */
+                return keel_db_acquire_sync(s->db, database, conn, err);
+            if (timeout - elapsed <= 0)
+                return wait_timeout_error(s, database, timeout, err);
+            return keel_db_acquire_within_sync(s->db, database, timeout - elapsed, conn, err);
+        }
+        double limit = bounded ? timeout : ps.acquire_timeout > 0 ? ps.acquire_timeout : INFINITY;
+        if (elapsed >= limit) {
+            if (bounded)
+                return wait_timeout_error(s, database, timeout, err);
+            /* The pool's own words for its acquire_timeout (src/pool/pool.c). */
+            const char *name = database != NULL ? database : keel_db_default_database(s->db);
+            const char *engine = keel_db_database_engine(s->db, name);
+            keel_error_clear(err);
+            err->code = KEEL_ERR_POOL_TIMEOUT;
+            snprintf(err->database, sizeof err->database, "%s", name != NULL ? name : "");
+            snprintf(err->engine, sizeof err->engine, "%s", engine != NULL ? engine : "");
+            snprintf(err->message, sizeof err->message,
+                     "timed out after %.3g s waiting for a connection to database '%s' (pool "
+                     "max_size %zu, %zu in use, %zu waiting)",
+                     ps.acquire_timeout, name != NULL ? name : "?", ps.max_size, ps.leased,
+                     ps.waiting);
+            return KEEL_ERR_POOL_TIMEOUT;
+        }
+        double slice = limit - elapsed < LEASE_SLICE ? limit - elapsed : LEASE_SLICE;
+        keel_status st = keel_db_acquire_within_sync(s->db, database, slice, conn, err);
+        if (st != KEEL_ERR_TIMEOUT || strcmp(err->sqlstate, "57014") != 0)
+            return st; /* leased, or an error of the pool's */
+        /* Let the threads holding connections run a statement or give one back. */
+        PyThread_release_lock(s->lock);
+        struct timespec pause = { 0, 1000000 }; /* 1 ms */
+        nanosleep(&pause, NULL);
+        PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    }
+}
+
 /*
  * Runs j on a connection leased for it from database (NULL: the default), then gives it back.
  * timeout as keel__py_timeout_arg: 0 (the database's command_timeout, and the pool's
@@ -143,12 +204,7 @@ static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjo
     Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
     keel_conn *conn = NULL;
     double started = monotonic_now();
-    if (s->db == NULL)
-        st = closed_error(err);
-    else if (timeout > 0 && !isinf(timeout))
-        st = keel_db_acquire_within_sync(s->db, database, timeout, &conn, err);
-    else
-        st = keel_db_acquire_sync(s->db, database, &conn, err);
+    st = sdb_lease(s, database, timeout, &conn, err);
     if (st != KEEL_OK) {
         j->acquire_failed = st != KEEL_ERR_CLOSED;
         if (st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0) {
@@ -668,12 +724,7 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     keel_status st;
     keel_conn *conn = NULL;
     Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    if (self->db == NULL)
-        st = closed_error(&err);
-    else if (timeout > 0 && !isinf(timeout))
-        st = keel_db_acquire_within_sync(self->db, database, timeout, &conn, &err);
-    else
-        st = keel_db_acquire_sync(self->db, database, &conn, &err);
+    st = sdb_lease(self, database, timeout, &conn, &err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS if (st != KEEL_OK) {
         PyObject *exc;

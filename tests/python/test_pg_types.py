@@ -92,6 +92,17 @@ async def test_a_list_for_a_json_column_still_goes_as_json(pg_db):
         await pg_db.execute(f"DROP TABLE {t}")
 
 
+async def test_a_list_for_a_json_parameter_refuses_nan_and_infinity(pg_db):
+    # keel writes a list for json / jsonb itself (not through the serializer): same refusal (T3).
+    for cast in ("jsonb", "json"):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(keel.DataError, match=r"parameter \$1: cannot serialise as JSON: "
+                                                     r"Out of range float values are not JSON "
+                                                     r"compliant"):
+                await pg_db.fetchval(f"SELECT $1::{cast}", [1.5, [bad]])
+    assert await pg_db.fetchval("SELECT $1::jsonb", [1.5, [2.0]]) == [1.5, [2.0]]
+
+
 async def test_executemany_and_copy_take_lists(pg_db):
     t = unique_name("pgt")
     await pg_db.execute(f"CREATE TABLE {t} (id int, tags text[], m int4[], j jsonb)")

@@ -452,6 +452,20 @@ async def test_json_parameters_that_cannot_be_encoded_name_the_parameter(db):
     assert await db.fetchval("SELECT 1") == 1
 
 
+async def test_nan_and_infinity_in_json_parameters_are_refused_naming_the_parameter(
+        db, new_table, types, engine):
+    # json.dumps writes NaN / Infinity, which no JSON reader but Python's takes (trial T3).
+    t = new_table()
+    await db.execute(f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, j {types['json']})")
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(keel.DataError, match=r"parameter \$2: cannot serialise as JSON: Out "
+                                                 r"of range float values are not JSON compliant"):
+            await db.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1,
+                             {"f": [1.5, bad]})
+    await db.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, {"f": 1.5})
+    assert await db.fetchval(f"SELECT j FROM {t}") == {"f": 1.5}
+
+
 async def test_json_serializer_and_deserializer_replace_keels(db_url, engine, types):
     seen = []
 

@@ -81,7 +81,9 @@ int keel__py_json_encoder_init(PyObject *module, kpy_state *st) {
     PyObject *cls = json != NULL ? PyObject_GetAttrString(json, "JSONEncoder") : NULL;
     Py_XDECREF(json);
     PyObject *fn = cls != NULL ? PyCFunction_NewEx(&json_default_def, module, NULL) : NULL;
-    PyObject *kw = fn != NULL ? Py_BuildValue("{s:O}", "default", fn) : NULL;
+    /* allow_nan=False: NaN and the infinities are no JSON (json.dumps would write NaN). */
+    PyObject *kw =
+        fn != NULL ? Py_BuildValue("{s:O,s:O}", "default", fn, "allow_nan", Py_False) : NULL;
     PyObject *enc = kw != NULL ? PyObject_Call(cls, st->empty_tuple, kw) : NULL;
     Py_XDECREF(kw);
     Py_XDECREF(fn);

@@ -371,11 +371,12 @@ int keel__pgc_json(keel__buf *b, const keel_value *v) {
     case KEEL_TYPE_INT:
         return keel__buf_printf(b, "%lld", (long long)v->u.i64);
     case KEEL_TYPE_FLOAT:
+        if (!isfinite(v->u.f64))
+            return -3;
         n = keel__format_double(v->u.f64, text, sizeof text);
         if (keel__buf_append(b, text, n) != 0)
             return -1;
-        if (isfinite(v->u.f64) && !memchr(text, '.', n) && !memchr(text, 'e', n) &&
-            !memchr(text, 'E', n))
+        if (!memchr(text, '.', n) && !memchr(text, 'e', n) && !memchr(text, 'E', n))
             return keel__buf_puts(b, ".0");
         return 0;
     case KEEL_TYPE_JSON:
@@ -517,6 +518,8 @@ static int put_numeric(keel__buf *out, const keel__pgc_col *col, const keel_valu
         s = text;
         break;
     case KEEL_TYPE_FLOAT:
+        if (!isfinite(v->u.f64))
+            return -3;
         n = keel__format_double(v->u.f64, text, sizeof text);
         s = text;
         break;

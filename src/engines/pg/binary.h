@@ -64,7 +64,8 @@ uint32_t keel__pgc_array_elem(uint32_t array_oid, const char **name);
 /*
  * Appends v as JSON: ints and floats as numbers (a float always with a point or an exponent),
  * text, numerics (exact), dates, times and UUIDs as strings, JSON as it is, arrays as JSON
- * arrays. 0, -1 out of memory, or -2 when v has no JSON form (bytes, BSON).
+ * arrays. 0, -1 out of memory, -2 when v has no JSON form (bytes, BSON), or -3 for a NaN or
+ * infinite float (JSON has no such numbers).
  */
 int keel__pgc_json(keel__buf *out, const keel_value *v);
 

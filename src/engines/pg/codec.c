@@ -307,6 +307,12 @@ static keel_status pg_encode_array(pg_impl *p, const keel_value *v, size_t i, Oi
                                   "bytes or an interval in a list have no JSON form (the "
                                   "parameter is of type json)");
         }
+        if (r == -3) {
+            b->len = start;
+            return pg_param_error(p, err, KEEL_ERR_DATA, i,
+                                  "cannot serialise as JSON: Out of range float values are not "
+                                  "JSON compliant");
+        }
     } else {
         r = pg_array_literal(b, v);
     }

@@ -433,6 +433,16 @@ def service(url, table, *, engine=None, links=None, pool=None, probe=True):
             lambda: db.fetchval(SESSION_GONE[engine].format(id=session)), expect=0)
         return {"created": item.id}
 
+    @app.post("/caught", status_code=201)
+    async def caught(item: Item, conn=Depends(kf.transaction())):
+        # A statement fails and its error is caught: PostgreSQL has aborted the transaction.
+        await conn.execute(f"INSERT INTO {table} (id, name) VALUES ($1, $2)", item.id, item.name)
+        try:
+            await conn.execute(f"INSERT INTO {table} (id, name) VALUES ($1, $2)", item.id, "dup")
+        except keel.IntegrityError:
+            pass
+        return {"created": item.id}
+
     @app.get("/stats")
     async def stats():
         return db.pool_stats()
@@ -513,6 +523,34 @@ async def test_a_commit_refused_by_a_deferred_constraint_is_answered_409(make_db
     finally:
         await db.execute(f"DROP TABLE IF EXISTS {links}")
         await db.execute(f"DROP TABLE IF EXISTS {items}")
+
+
+async def test_a_transaction_with_a_caught_error_is_not_answered_as_committed(make_db, types,
+                                                                              db_url, engine):
+    # PostgreSQL rolls back a block in which a statement failed, even when the handler caught
+    # the error: the request is answered 500 (CommitFailed), not with the handler's 201 (trial
+    # finding T20). MySQL and SQLite undo only the failed statement and commit the rest.
+    db = make_db()
+    await db.start()
+    table = unique_name("items")
+    await db.execute(f"CREATE TABLE {table} (id {types['int']} PRIMARY KEY, name TEXT NOT NULL)")
+    try:
+        app = service(db_url, table, pool={"min_size": 1, "max_size": 1}, probe=False)
+        async with served(app) as client:
+            r = await client.post("/caught", json={"id": 1, "name": "one"})
+            if engine == "postgresql":
+                assert r.status_code == 500, r.text
+                assert r.json() == {"detail": {"error": "commit failed", "class": "InternalError",
+                                               "sqlstate": "25P02", "database": "main"}}
+                assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0
+            else:
+                assert r.status_code == 201, r.text
+                assert await db.fetchval(f"SELECT count(*) FROM {table}") == 1
+            # The connection is back in the pool, clean, and serves the next request.
+            assert (await client.post("/items", json={"id": 2, "name": "two"})).status_code == 201
+            assert (await client.get("/stats")).json()["leased"] == 0
+    finally:
+        await db.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])

@@ -233,6 +233,27 @@ def test_transactions_commit_and_roll_back(sdb, table):
     assert sdb.pool_stats()["leased"] == 0
 
 
+def test_a_caught_error_in_a_transaction_is_reported_by_its_commit_on_postgresql(sdb, table,
+                                                                                 engine):
+    # PostgreSQL rolls back a block in which a statement failed; its exit raises (trial
+    # finding T20). MySQL and SQLite undo only the failed statement and commit the rest.
+    def block():
+        with sdb.transaction() as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (1, 'one')")
+            with pytest.raises(keel.IntegrityError):
+                conn.execute(f"INSERT INTO {table} VALUES (1, 'duplicate')")
+
+    if engine == "postgresql":
+        with pytest.raises(keel.InternalError, match="the transaction was rolled back") as info:
+            block()
+        assert info.value.sqlstate == "25P02"
+        assert sdb.fetchval(f"SELECT count(*) FROM {table}") == 0
+    else:
+        block()
+        assert sdb.fetchval(f"SELECT count(*) FROM {table}") == 1
+    assert sdb.pool_stats()["leased"] == 0
+
+
 def test_timeouts(db_url, engine):
     with keel.sync.Database({"databases": {"main": {"url": db_url,
                                                     "pool": {"max_size": 1}}}}) as sdb:

@@ -183,3 +183,57 @@ async def test_connection_released_inside_a_transaction_is_rolled_back(make_db, 
         assert d.pool_stats()["leased"] == 0
     finally:
         await d.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+async def test_a_caught_error_in_a_block_is_reported_by_the_commit_on_postgresql(
+        db, engine, new_table, types):
+    # PostgreSQL aborts the whole block on an error and answers its COMMIT with ROLLBACK: the
+    # block's exit raises instead of pretending the writes are kept (trial finding T20). MySQL
+    # and SQLite undo only the failed statement: the rest commits.
+    t = await make_table(db, new_table, types)
+
+    async def block():
+        async with db.transaction() as conn:
+            await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+            with pytest.raises(keel.IntegrityError):
+                await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+
+    if engine == "postgresql":
+        with pytest.raises(keel.InternalError, match="the transaction was rolled back: an "
+                           "earlier statement in it failed") as info:
+            await block()
+        assert info.value.sqlstate == "25P02"
+        assert await ids(db, t) == []
+    else:
+        await block()
+        assert await ids(db, t) == [1]
+    # The connection went back to the pool clean.
+    async with db.connection() as conn:
+        assert conn.in_transaction is False
+        assert await conn.fetchval("SELECT 1") == 1
+    assert db.pool_stats()["leased"] == 0
+
+
+async def test_a_caught_error_in_a_savepoint_rolls_it_back_on_postgresql(
+        db, engine, new_table, types):
+    # The nested block's exit rolls back to its savepoint and raises (PostgreSQL refuses to
+    # release a savepoint in an aborted block); the enclosing block goes on and commits.
+    t = await make_table(db, new_table, types)
+    async with db.transaction() as conn:
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+
+        async def inner():
+            async with conn.transaction():
+                await conn.execute(f"INSERT INTO {t} (id) VALUES (2)")
+                with pytest.raises(keel.IntegrityError):
+                    await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+
+        if engine == "postgresql":
+            with pytest.raises(keel.InternalError, match="the savepoint was rolled back") as info:
+                await inner()
+            assert info.value.sqlstate == "25P02"
+        else:
+            await inner()
+        assert conn.in_transaction is True
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (3)")
+    assert await ids(db, t) == ([1, 3] if engine == "postgresql" else [1, 2, 3])

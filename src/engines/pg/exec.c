@@ -44,6 +44,7 @@ void keel__pg_op_reset(pg_impl *p) {
     p->failed = 0;
     p->flush_pending = 0;
     p->copy_out = 0;
+    p->doomed = NULL;
     keel_error_clear(&p->err);
     keel__pg_drop_result(p);
 }
@@ -199,6 +200,10 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
     default: /* PGRES_COMMAND_OK, PGRES_EMPTY_QUERY */
         if (!p->rows_seen)
             p->affected = keel__pg_affected(r);
+        if (p->doomed) {
+            keel__pg_fail_op(p, KEEL_ERR_TRANSACTION, p->doomed);
+            keel__error_set_sqlstate(&p->err, "25P02");
+        }
         break;
     }
     PQclear(r);
@@ -956,9 +961,26 @@ keel_status keel__pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, k
     if ((unsigned)op > KEEL_TXN_ROLLBACK_TO)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, PG_ENGINE, keel__pg_dbname(c),
                                "unknown transaction operation %d", (int)op);
-    if (keel__txn_sql(op, depth, &p->sqlbuf) != 0)
+    /*
+     * A statement failed in the block (and its error was caught): the server answers COMMIT
+     * with the tag ROLLBACK and no error, and refuses RELEASE SAVEPOINT. Both end in an error,
+     * so that no caller takes its writes for kept: COMMIT ends the block (rolled back), and a
+     * savepoint is rolled back to and released, so that the enclosing block goes on.
+     */
+    const char *doomed = NULL;
+    int failed_block = PQtransactionStatus(p->pg) == PQTRANS_INERROR;
+    if (failed_block && op == KEEL_TXN_COMMIT)
+        doomed = "the transaction was rolled back: an earlier statement in it failed";
+    else if (failed_block && op == KEEL_TXN_RELEASE)
+        doomed = "the savepoint was rolled back: an earlier statement in it failed";
+    int bad = keel__txn_sql(doomed && op == KEEL_TXN_RELEASE ? KEEL_TXN_ROLLBACK_TO : op, depth,
+                            &p->sqlbuf) != 0;
+    if (!bad && doomed && op == KEEL_TXN_RELEASE)
+        bad = keel__buf_printf(&p->sqlbuf, "; RELEASE SAVEPOINT keel_sp_%u", depth) != 0;
+    if (bad)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c), "out of memory");
     keel__pg_op_reset(p);
+    p->doomed = doomed;
     p->phase = PG_QUERY;
     if (!PQsendQuery(p->pg, p->sqlbuf.data))
         return keel__pg_send_failed(p, 0, err);

@@ -78,9 +78,10 @@ typedef struct pg_impl {
     int resolved;   /* host names were resolved by keel: libpq's messages show addresses */
 
     /* The running operation. */
-    int flush_pending; /* libpq still holds output that the socket did not take */
-    int failed;        /* err holds the operation's first error */
-    int copy_out;      /* discarding the data of a COPY TO STDOUT */
+    int flush_pending;  /* libpq still holds output that the socket did not take */
+    int failed;         /* err holds the operation's first error */
+    int copy_out;       /* discarding the data of a COPY TO STDOUT */
+    const char *doomed; /* COMMIT or RELEASE of a failed block: the operation's error message */
     keel_error err;
     /*
      * The running statement's result, decoded as its PGresults arrive and freed one by one, so

@@ -889,6 +889,53 @@ TEST(transactions_commit_roll_back_and_use_savepoints) {
     keel_db_close(db);
 }
 
+TEST(commit_of_a_failed_block_is_an_error_and_a_failed_savepoint_is_rolled_back) {
+    /* PostgreSQL answers COMMIT of a block in which a statement failed with the tag ROLLBACK
+     * and no error: keel reports it, so a caught error cannot silently lose the writes. */
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error err;
+    keel_result_free(q(c, "CREATE TEMP TABLE txf (a int PRIMARY KEY)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO txf VALUES (1)", NULL, 0));
+    keel_error e = q_fail(c, "INSERT INTO txf VALUES (1)", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_ERR_TRANSACTION);
+    CHECK_STR(err.sqlstate, "25P02");
+    CHECK_CONTAINS(err.message, "the transaction was rolled back: an earlier statement");
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM txf"), 0);
+
+    /* A savepoint whose statement failed: RELEASE rolls back to it and reports it; the
+     * enclosing block goes on and commits its own writes. */
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO txf VALUES (1)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_SAVEPOINT, 1, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO txf VALUES (2)", NULL, 0));
+    e = q_fail(c, "INSERT INTO txf VALUES (1)", NULL, 0);
+    CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_RELEASE, 1, &err), KEEL_ERR_TRANSACTION);
+    CHECK_STR(err.sqlstate, "25P02");
+    CHECK_CONTAINS(err.message, "the savepoint was rolled back: an earlier statement");
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    keel_result_free(q(c, "INSERT INTO txf VALUES (3)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM txf"), 2);
+    CHECK_INT(q_int(c, "SELECT sum(a) FROM txf"), 4);
+
+    /* A block whose error was rolled back to a savepoint commits normally. */
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_SAVEPOINT, 1, &err), KEEL_OK);
+    e = q_fail(c, "INSERT INTO txf VALUES (1)", NULL, 0);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_ROLLBACK_TO, 1, &err), KEEL_OK);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_RELEASE, 1, &err), KEEL_OK);
+    keel_result_free(q(c, "INSERT INTO txf VALUES (5)", NULL, 0));
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM txf"), 3);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(connection_released_inside_a_transaction_comes_back_clean) {
     const char *extra[] = { "databases.default.pool.max_size", "1", NULL };
     keel_db *db = open_url(pg_url(), extra);
@@ -2141,6 +2188,7 @@ int main(void) {
     RUN(host_names_are_resolved_and_options_reach_the_server);
     RUN(secrets_are_resolved_at_connect_time);
     RUN(transactions_commit_roll_back_and_use_savepoints);
+    RUN(commit_of_a_failed_block_is_an_error_and_a_failed_savepoint_is_rolled_back);
     RUN(connection_released_inside_a_transaction_comes_back_clean);
     RUN(cancel_stops_a_running_query_and_the_connection_stays_usable);
     RUN(release_while_running_cancels_and_returns_the_connection);

@@ -120,12 +120,19 @@ class UpdateResult:
     """Outcome of update_one / update_many / replace_one.
 
     matched_count does not count an upserted document; upserted_id is its _id, or None.
+    raw_result is the server's reply in pymongo's shape: n, nModified, ok, updatedExisting,
+    and upserted: the _id, when a document was upserted.
     """
     matched_count: int
     modified_count: int
     upserted_id: Any = None
     acknowledged: bool = True
     raw_result: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def did_upsert(self) -> bool:
+        """Whether a document was upserted (pymongo 4.9's name)."""
+        return isinstance(self.raw_result, Mapping) and "upserted" in self.raw_result
 
 
 @dataclass(frozen=True)
@@ -1056,14 +1063,26 @@ class Collection:
         assert self._db is not None
         return await self._db._command(self._dbname, cmd, self._database, timeout)
 
+    async def _run_one(self, cmd: dict[str, Any], timeout: float | None,
+                       session: object) -> Any:
+        """_run for a write command of one statement (insert_one, update_one…): its write
+        error is the server's message, without the "index 0: " that names the statement."""
+        try:
+            return await self._run(cmd, timeout, session)
+        except Error as exc:
+            text = str(exc)
+            if not text.startswith("index 0: "):
+                raise
+            raise _renamed(exc, text[len("index 0: "):]) from None
+
     # -- inserts --
 
     async def insert_one(self, document: MutableMapping[str, Any], *, session: Any = None,
                          timeout: float | None = None) -> InsertOneResult:
         """Inserts one document; adds _id = ObjectId() to it when it has none."""
         doc, oid = _with_id(document)
-        reply = await self._run({"insert": self.name, "ordered": True, "documents": [doc]},
-                                timeout, session)
+        reply = await self._run_one({"insert": self.name, "ordered": True,
+                                     "documents": [doc]}, timeout, session)
         return InsertOneResult(oid, "n" in reply, reply)
 
     async def insert_many(self, documents: Iterable[MutableMapping[str, Any]], *,
@@ -1251,11 +1270,17 @@ class Collection:
         if array_filters is not None:
             statement["arrayFilters"] = _array_filters(array_filters)
         _add_options(statement, hint, collation)
-        reply = await self._run({"update": self.name, "ordered": True, "updates": [statement]},
-                                timeout, session)
+        reply = await self._run_one({"update": self.name, "ordered": True,
+                                     "updates": [statement]}, timeout, session)
         n, acknowledged = _write_result_counts(reply)
         upserted = reply.get("upserted") or []
         upserted_id = upserted[0].get("_id") if upserted else None
+        if acknowledged:
+            # pymongo's raw_result: updatedExisting added, upserted the _id itself.
+            reply = dict(reply)
+            reply["updatedExisting"] = bool(n) and not upserted
+            if upserted:
+                reply["upserted"] = upserted_id
         return UpdateResult(n - len(upserted), int(reply.get("nModified", 0)), upserted_id,
                             acknowledged, reply)
 
@@ -1315,8 +1340,8 @@ class Collection:
                       collation: Any) -> DeleteResult:
         statement: dict[str, Any] = {"q": _filter(filter), "limit": limit}
         _add_options(statement, hint, collation)
-        reply = await self._run({"delete": self.name, "ordered": True, "deletes": [statement]},
-                                timeout, session)
+        reply = await self._run_one({"delete": self.name, "ordered": True,
+                                     "deletes": [statement]}, timeout, session)
         n, acknowledged = _write_result_counts(reply)
         return DeleteResult(n, acknowledged, reply)
 

@@ -784,6 +784,32 @@ async def test_errors_are_mapped(mongo_db, coll):
     assert await coll.count_documents({"email": "d@x"}) == 1          # unordered: went on
     with pytest.raises(keel.IntegrityError):
         await coll.update_one({"email": "b@x"}, {"$set": {"email": "a@x"}})
+    # A one-statement write's error is the server's message, without "index 0: ".
+    with pytest.raises(keel.IntegrityError, match=r"^E11000 .*\(code 11000\)$") as info:
+        await coll.insert_one({"email": "a@x"})
+    assert info.value.engine == "mongodb" and info.value.database == "docs"
+    # (the server may put "Plan executor error during update :: caused by :: " first)
+    with pytest.raises(keel.IntegrityError, match=r"^(?!index 0).*E11000 "):
+        await coll.update_one({"email": "b@x"}, {"$set": {"email": "a@x"}})
+    with pytest.raises(keel.IntegrityError, match=r"^(?!index 0).*E11000 "):
+        await coll.update_many({"email": "b@x"}, {"$set": {"email": "a@x"}})
+    with pytest.raises(keel.IntegrityError, match=r"^(?!index 0).*E11000 "):
+        await coll.replace_one({"email": "b@x"}, {"email": "a@x"})
+    assert await coll.count_documents({"email": "b@x"}) == 1
+    # A bad sort direction is a bad query, as an unknown operator is.
+    with pytest.raises(keel.ProgrammingError):
+        await coll.find({}, sort=[("email", 2)]).to_list()
+    with pytest.raises(keel.ProgrammingError, match=r"\$sort"):
+        await coll.find_one({}, sort=[("email", 2)])
+    for bad in ([{"$sort": 1}], [{"$sort": {}}], [{"$limit": -1}], [{"$skip": -1}],
+                [{"$project": {"x": "$$nosuch"}}]):
+        with pytest.raises(keel.ProgrammingError):
+            await coll.aggregate(bad).to_list()
+    with pytest.raises(keel.ProgrammingError, match="projection"):
+        await coll.find_one({}, {"email": 1, "b": 0})
+    with pytest.raises(keel.ProgrammingError, match="[Rr]egular expression"):
+        await coll.find_one({"email": {"$regex": "("}})
+    assert await coll.count_documents({"email": "b@x"}) == 1   # the connection still works
 
     with pytest.raises(keel.ProgrammingError, match="bogus"):
         await coll.find_one({"email": {"$bogus": 1}})

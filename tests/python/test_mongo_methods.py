@@ -74,10 +74,18 @@ async def test_write_results_carry_the_servers_reply(mongo_db, coll):
     r = await coll.update_many({}, {"$set": {"b": 1}})
     assert (r.matched_count, r.modified_count) == (3, 3)
     assert r.raw_result["n"] == 3 and r.raw_result["nModified"] == 3
+    assert r.raw_result["updatedExisting"] is True and not r.did_upsert
+    # pymongo's shape: upserted is the _id itself, updatedExisting says whether one matched.
     r = await coll.update_one({"_id": 9}, {"$set": {"b": 1}}, upsert=True)
-    assert r.upserted_id == 9 and r.raw_result["upserted"] == [{"index": 0, "_id": 9}]
+    assert r.upserted_id == 9 and r.raw_result["upserted"] == 9 and r.did_upsert
+    assert r.raw_result["updatedExisting"] is False and r.raw_result["n"] == 1
     r = await coll.replace_one({"_id": 9}, {"c": 1})
-    assert r.raw_result["nModified"] == 1
+    assert r.raw_result["nModified"] == 1 and r.raw_result["updatedExisting"] is True
+    assert "upserted" not in r.raw_result and not r.did_upsert
+    r = await coll.update_one({"_id": 99}, {"$set": {"b": 1}})
+    assert r.raw_result["updatedExisting"] is False and not r.did_upsert
+    r = await coll.replace_one({"_id": 10}, {"c": 2}, upsert=True)
+    assert r.did_upsert and r.raw_result["upserted"] == 10 and r.matched_count == 0
     r = await coll.delete_many({"b": 1})
     assert r.deleted_count == 3 and r.raw_result["n"] == 3
     # raw_result stays out of repr and of equality.

@@ -551,26 +551,41 @@ static keel_status mg_status_for_code(int64_t code) {
     case 12582: /* DuplicateKey on a legacy insert */
     case 121:   /* DocumentValidationFailure: a collection's validator, like a CHECK */
         return KEEL_ERR_INTEGRITY;
-    case 2:     /* BadValue, e.g. an unknown query operator */
-    case 9:     /* FailedToParse, e.g. an unknown update operator */
-    case 14:    /* TypeMismatch */
-    case 26:    /* NamespaceNotFound */
-    case 27:    /* IndexNotFound */
-    case 40:    /* ConflictingUpdateOperators */
-    case 48:    /* NamespaceExists */
-    case 59:    /* CommandNotFound */
-    case 67:    /* CannotCreateIndex */
-    case 72:    /* InvalidOptions */
-    case 73:    /* InvalidNamespace */
-    case 85:    /* IndexOptionsConflict */
-    case 86:    /* IndexKeySpecsConflict */
-    case 168:   /* InvalidPipelineOperator: an unknown expression operator */
-    case 15952: /* unknown group operator */
-    case 15983: /* an expression object with more than one field */
-    case 16410: /* a field path starting with '$' */
-    case 17287: /* "Can't canonicalize query" around an unknown operator (older servers) */
-    case 40323: /* a pipeline stage with more than one field */
-    case 40324: /* Unrecognized pipeline stage name */
+    case 2:       /* BadValue, e.g. an unknown query operator */
+    case 9:       /* FailedToParse, e.g. an unknown update operator */
+    case 14:      /* TypeMismatch */
+    case 16:      /* InvalidLength, e.g. a write command with no statement */
+    case 26:      /* NamespaceNotFound */
+    case 27:      /* IndexNotFound */
+    case 40:      /* ConflictingUpdateOperators */
+    case 48:      /* NamespaceExists */
+    case 59:      /* CommandNotFound */
+    case 67:      /* CannotCreateIndex */
+    case 72:      /* InvalidOptions */
+    case 73:      /* InvalidNamespace */
+    case 85:      /* IndexOptionsConflict */
+    case 86:      /* IndexKeySpecsConflict */
+    case 168:     /* InvalidPipelineOperator: an unknown expression operator */
+    case 15952:   /* unknown group operator */
+    case 15973:   /* a $sort specification that is not a document */
+    case 15974:   /* an illegal key in a $sort specification */
+    case 15975:   /* a sort direction other than 1 or -1 */
+    case 15976:   /* a $sort stage without a key */
+    case 15983:   /* an expression object with more than one field */
+    case 16410:   /* a field path starting with '$' */
+    case 17276:   /* use of an undefined variable */
+    case 17287:   /* "Can't canonicalize query" around an unknown operator (older servers) */
+    case 31249:   /* a path collision in a projection */
+    case 31253:   /* inclusion in an exclusion projection */
+    case 31254:   /* exclusion in an inclusion projection */
+    case 40323:   /* a pipeline stage with more than one field */
+    case 40324:   /* Unrecognized pipeline stage name */
+    case 40352:   /* an empty field path */
+    case 40414:   /* a command without a required field */
+    case 40415:   /* a command with an unknown field */
+    case 51091:   /* an invalid regular expression */
+    case 5107200: /* a negative $skip */
+    case 5107201: /* a negative $limit */
         return KEEL_ERR_PROGRAMMING;
     case 10334: /* BSONObjectTooLarge */
     case 17419: /* a document grows over the size limit */

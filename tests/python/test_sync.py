@@ -338,6 +338,28 @@ def test_a_thread_waiting_for_a_connection_lets_the_holder_run(db_url):
         assert sdb.fetchval("SELECT 6") == 6
 
 
+def test_ctrl_c_during_a_call_leaves_the_database_usable(sdb, engine):
+    # SIGINT while a statement runs (Ctrl-C in a script, "interrupt kernel" in a notebook): the
+    # KeyboardInterrupt reaches the caller (today once the call returns, as the docs say) and
+    # the database goes on, its connection back in the pool.
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sdb.fetchval(ONE_SECOND_SQL[engine])
+            time.sleep(5)  # a KeyboardInterrupt that comes after the call lands here
+    finally:
+        timer.cancel()
+    assert sdb.fetchval("SELECT 1") == 1
+    stats = sdb.pool_stats()
+    assert stats["leased"] == 0 and stats["waiting"] == 0, stats
+
+
 def test_the_gil_is_released_while_a_call_blocks(sdb, engine):
     ticks = 0
     stop = threading.Event()

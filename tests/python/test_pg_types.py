@@ -321,6 +321,16 @@ async def test_enums_are_str_and_enum_members_go_as_their_value(pg_db):
         await pg_db.execute(f"DROP TYPE {name}")
 
 
+async def test_void_results_are_none(pg_db):
+    # asyncpg decodes void as None; keel gave '' (trial T24).
+    assert await pg_db.fetchval("SELECT pg_sleep(0)") is None
+    rows = await pg_db.fetch("SELECT pg_sleep(0) AS v, 1 AS n")
+    assert [tuple(r) for r in rows] == [(None, 1)]
+    async with pg_db.connection() as conn:
+        st = await conn.prepare("SELECT pg_sleep(0)")
+        assert st.columns[0].type.name == "void"
+
+
 async def test_money_is_its_text(pg_db):
     # money's text depends on lc_monetary: keel leaves it as the server writes it.
     async with pg_db.connection() as conn:

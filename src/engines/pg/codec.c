@@ -30,7 +30,8 @@ enum {
     PG_OID_JSONB = 3802,
     PG_OID_INTERVAL = 1186,
     PG_OID_INET = 869,
-    PG_OID_CIDR = 650
+    PG_OID_CIDR = 650,
+    PG_OID_VOID = 2278
 };
 
 /* The built-in range types and the OIDs of their elements. */
@@ -527,6 +528,8 @@ keel_type keel__pg_type_of(Oid oid) {
         return KEEL_TYPE_INET;
     case PG_OID_CIDR:
         return KEEL_TYPE_CIDR;
+    case PG_OID_VOID: /* a void function's result (pg_sleep): None, as asyncpg gives */
+        return KEEL_TYPE_NULL;
     default:
         /* Arrays of the types keel knows are arrays; text, varchar, char, name, and everything
          * keel has no type for (enums, inet, timetz, intervals, other arrays) arrive as their

@@ -19,7 +19,7 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
 keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_error *err);
 
 /* The keel type the values of a column of type oid decode to (ARRAY for arrays of the built-in
- * types keel knows). */
+ * types keel knows; NULL for void, whose values are all None). */
 keel_type keel__pg_type_of(Oid oid);
 
 /*

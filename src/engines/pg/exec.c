@@ -131,8 +131,8 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
         if (!vals)
             return -1;
         for (size_t col = 0; col < ncols; col++) {
-            if (PQgetisnull(r, (int)row, (int)col))
-                continue;
+            if (PQgetisnull(r, (int)row, (int)col) || kinds[col] == KEEL_TYPE_NULL)
+                continue; /* NULL, or void's empty text */
             const char *text = PQgetvalue(r, (int)row, (int)col);
             size_t len = (size_t)PQgetlength(r, (int)row, (int)col);
             if ((kinds[col] == KEEL_TYPE_ARRAY

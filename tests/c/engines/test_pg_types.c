@@ -455,6 +455,27 @@ TEST(ranges_decode_with_their_bounds) {
     keel_db_close(db);
 }
 
+TEST(void_results_are_null) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    /* void's text is empty: the value is NULL (asyncpg's None), the type void by its OID. */
+    keel_result *r = q(c, "SELECT pg_sleep(0), 1 FROM generate_series(1, 2)", NULL, 0);
+    CHECK(r != NULL && keel_result_nrows(r) == 2);
+    if (r) {
+        CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_NULL);
+        CHECK_INT(keel_result_coltype_id(r, 0), 2278);
+        CHECK_INT(keel_result_value(r, 1, 0)->type, KEEL_TYPE_NULL);
+        CHECK(is_int(keel_result_value(r, 1, 1), 1));
+        keel_result_free(r);
+    }
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 int main(void) {
     RUN(arrays_of_every_known_type_decode_as_arrays);
     RUN(array_parameters_take_the_type_the_server_describes);
@@ -462,5 +483,6 @@ int main(void) {
     RUN(copy_in_loads_arrays_and_lists_into_json);
     RUN(intervals_and_network_addresses_both_ways);
     RUN(ranges_decode_with_their_bounds);
+    RUN(void_results_are_null);
     return TEST_SUMMARY();
 }

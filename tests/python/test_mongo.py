@@ -215,6 +215,98 @@ def test_datetimes():
         enc({"when": datetime.date(2020, 1, 1)})
 
 
+def pymongo_like_bson_classes():
+    """Classes shaped as pymongo's bson ones (their module and name, the attributes keel reads),
+    for when pymongo is not installed: keel recognises them by module and name, without
+    importing bson."""
+    def made(module, name, body):
+        cls = type(name, body.get("bases", (object,)), {k: v for k, v in body.items() if k != "bases"})
+        cls.__module__ = module
+        return cls
+
+    ObjectId = made("bson.objectid", "ObjectId", {
+        "__init__": lambda self, b: setattr(self, "binary", b)})
+    Decimal128 = made("bson.decimal128", "Decimal128", {
+        "__init__": lambda self, bid: setattr(self, "bid", bid)})
+    Decimal128.from_bid = Decimal128
+
+    def regex_init(self, pattern, flags=0):
+        self.pattern, self.flags = pattern, flags
+    Regex = made("bson.regex", "Regex", {"__init__": regex_init})
+
+    def ts_init(self, time, inc):
+        self.time, self.inc = time, inc
+    Timestamp = made("bson.timestamp", "Timestamp", {"__init__": ts_init})
+
+    def binary_new(cls, data, subtype=0):
+        self = bytes.__new__(cls, data)
+        self.subtype = subtype
+        return self
+    Binary = made("bson.binary", "Binary", {"bases": (bytes,), "__new__": binary_new})
+    Code = made("bson.code", "Code", {})
+    return types.SimpleNamespace(ObjectId=ObjectId, Decimal128=Decimal128, Regex=Regex,
+                                 Timestamp=Timestamp, Binary=Binary, Code=Code)
+
+
+def check_pymongo_bson_values(bson):
+    """bson's ObjectId, Decimal128, Regex, Timestamp and Binary encode as keel's own values."""
+    oid = keel.ObjectId()
+    assert enc({"x": bson.ObjectId(oid.binary)}) == enc({"x": oid})
+    d = decimal.Decimal("1.50")
+    bid = enc({"d": d})[7:23]
+    assert enc({"d": bson.Decimal128.from_bid(bid)}) == enc({"d": d})
+    assert enc({"r": bson.Regex("^a.c$", re.I | re.M | re.X)}) == enc({"r": keel.Regex("^a.c$", "imx")})
+    assert enc({"r": bson.Regex("^a", 0)}) == enc({"r": keel.Regex("^a")})
+    assert enc({"t": bson.Timestamp(1700000000, 7)}) == enc({"t": keel.Timestamp(1700000000, 7)})
+    u = uuid.uuid4()
+    assert enc({"u": bson.Binary(u.bytes, 4)}) == enc({"u": u})
+    assert enc({"b": bson.Binary(b"ab", 0)}) == enc({"b": b"ab"})
+    # Decoded as keel's types.
+    back = dec(enc({"x": bson.ObjectId(oid.binary), "d": bson.Decimal128.from_bid(bid)}))
+    assert back == {"x": oid, "d": d}
+
+
+def test_pymongo_bson_values_by_their_shape():
+    fake = pymongo_like_bson_classes()
+    check_pymongo_bson_values(fake)
+    # Another class of bson's is refused by name, naming pymongo.
+    with pytest.raises(keel.DataError,
+                       match=r"cannot encode bson\.Code \(pymongo's\) as BSON: .*ObjectId.* at 'c\.0'"):
+        enc({"c": [fake.Code()]})
+    # A bson class whose attributes are wrong is a DataError naming what is missing.
+    with pytest.raises(keel.DataError, match=r"bson\.ObjectId \(pymongo's\) has no 12-byte \.binary at 'x'"):
+        enc({"x": fake.ObjectId(b"short")})
+    with pytest.raises(keel.DataError, match=r"bson\.Timestamp \(pymongo's\) time or inc is out of range"):
+        enc({"t": fake.Timestamp(2**32, 0)})
+    with pytest.raises(keel.DataError, match=r"bson\.Binary \(pymongo's\) subtype is not 0-255"):
+        enc({"b": fake.Binary(b"x", 300)})
+    with pytest.raises(keel.DataError, match=r"bson\.Regex \(pymongo's\) with a bytes pattern"):
+        enc({"r": fake.Regex(b"x")})
+
+
+def test_pymongo_bson_values():
+    import sys
+    sys.modules.setdefault("pymongo._cmessage", None)
+    bson = pytest.importorskip("bson")
+    check_pymongo_bson_values(bson)
+
+
+async def test_pymongo_bson_values_on_the_server(coll):
+    fake = pymongo_like_bson_classes()
+    oid = keel.ObjectId()
+    bid = enc({"d": decimal.Decimal("2.5")})[7:23]
+    await coll.insert_one({"_id": fake.ObjectId(oid.binary), "d": fake.Decimal128.from_bid(bid),
+                           "name": "Ada"})
+    doc = await coll.find_one({"_id": fake.ObjectId(oid.binary)})
+    assert doc == {"_id": oid, "d": decimal.Decimal("2.5"), "name": "Ada"}
+    assert await coll.count_documents({"name": fake.Regex("^ad", re.I)}) == 1
+    r = await coll.update_one({"_id": fake.ObjectId(oid.binary)}, {"$set": {"n": 1}})
+    assert r.matched_count == 1
+    with pytest.raises(keel.DataError, match=r"bson\.Code \(pymongo's\)"):
+        await coll.insert_one({"c": fake.Code()})
+    assert await coll.count_documents({}) == 1
+
+
 def test_encode_errors_name_the_key_path():
     with pytest.raises(keel.DataError, match="must be a dict"):
         enc([1, 2])

@@ -24,6 +24,7 @@
  *   keel.Regex ⇄ regular expression (0x0B); re.Pattern is encoded too (flags i, m, s, x)
  *   keel.Timestamp ⇄ timestamp (0x11)
  *   RawDocument (already encoded bytes) → document, embedded as is
+ *   pymongo's bson.ObjectId, Decimal128, Regex, Timestamp, Binary → as keel's (by class name)
  *
  * Every other type, and on decode every other BSON type or binary subtype, is a DataError naming
  * the key path. Key order is kept both ways (commands need their name first). The datetime C API
@@ -996,6 +997,128 @@ static int enc_raw(enc *e, PyObject *obj, const kpy_path *path) {
     return put(e, p, n, path);
 }
 
+/*
+ * The name of a class of pymongo's bson package ("ObjectId" for bson.objectid.ObjectId) into
+ * out, or 0 when obj's class is not one (bson.X or bson.x.X). Duck-typed: no import of bson.
+ */
+static int pymongo_class(PyObject *obj, char *out, size_t cap) {
+    PyTypeObject *type = Py_TYPE(obj);
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    const char *m = module != NULL && PyUnicode_Check(module) ? PyUnicode_AsUTF8(module) : NULL;
+    int found = m != NULL && (strcmp(m, "bson") == 0 || strncmp(m, "bson.", 5) == 0);
+    if (m == NULL)
+        PyErr_Clear();
+    Py_XDECREF(module);
+    if (!found)
+        return 0;
+    const char *name = strrchr(type->tp_name, '.');
+    snprintf(out, cap, "%s", name != NULL ? name + 1 : type->tp_name);
+    return 1;
+}
+
+/* bytes attribute attr of obj, exactly n bytes long, into out; -1 with DataError otherwise. */
+static int pymongo_bytes(kpy_state *st, PyObject *obj, const char *attr, size_t n,
+                         unsigned char *out, const char *what, const kpy_path *path) {
+    PyObject *b = PyObject_GetAttrString(obj, attr);
+    if (b == NULL)
+        return data_error_from(st, path, what);
+    int ok = PyBytes_Check(b) && (size_t)PyBytes_GET_SIZE(b) == n;
+    if (ok)
+        memcpy(out, PyBytes_AS_STRING(b), n);
+    Py_DECREF(b);
+    return ok ? 0 : data_error(st, path, what);
+}
+
+/* bson.regex.Regex: pattern (str) and flags (an int of re flags), as pymongo encodes them. */
+static int enc_pymongo_regex(enc *e, PyObject *obj, const kpy_path *path) {
+    kpy_state *st = e->st;
+    PyObject *pattern = PyObject_GetAttr(obj, st->s_pattern);
+    if (pattern == NULL)
+        return data_error_from(st, path, "bson.Regex (pymongo's) has no pattern");
+    if (!PyUnicode_Check(pattern)) {
+        Py_DECREF(pattern);
+        return data_error(st, path, "bson.Regex (pymongo's) with a bytes pattern: use a str");
+    }
+    PyObject *fobj = PyObject_GetAttr(obj, st->s_flags);
+    long flags = fobj != NULL ? PyLong_AsLong(fobj) : -1;
+    Py_XDECREF(fobj);
+    if (flags == -1 && PyErr_Occurred()) {
+        Py_DECREF(pattern);
+        return data_error_from(st, path, "bson.Regex (pymongo's) flags are not an int");
+    }
+    /* pymongo's letters: re.I 2 i, re.L 4 l, re.M 8 m, re.S 16 s, re.U 32 u, re.X 64 x. */
+    static const struct {
+        long bit;
+        char letter;
+    } map[] = { { 2, 'i' }, { 4, 'l' }, { 8, 'm' }, { 16, 's' }, { 32, 'u' }, { 64, 'x' } };
+    char letters[8];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (flags & map[i].bit)
+            letters[n++] = map[i].letter;
+    int rc = put_head(e, 0x0B, path);
+    if (rc == 0)
+        rc = put_cstring(e, pattern, "a regular expression", path);
+    if (rc == 0)
+        rc = put(e, letters, n, path);
+    if (rc == 0)
+        rc = put_byte(e, 0, path);
+    Py_DECREF(pattern);
+    return rc;
+}
+
+/*
+ * The values of pymongo's bson package that keel has types for: ObjectId (its 12 .binary
+ * bytes), Decimal128 (its 16 .bid bytes, BSON's own), Regex and Timestamp (.time, .inc).
+ * 1 when obj is none of them (nothing raised), 0 when encoded, -1 on error.
+ */
+static int enc_pymongo(enc *e, PyObject *obj, const kpy_path *path) {
+    kpy_state *st = e->st;
+    char name[64];
+    if (!pymongo_class(obj, name, sizeof name))
+        return 1;
+    unsigned char b[16];
+    if (strcmp(name, "ObjectId") == 0) {
+        if (pymongo_bytes(st, obj, "binary", 12, b,
+                          "bson.ObjectId (pymongo's) has no 12-byte .binary", path) < 0 ||
+            put_head(e, 0x07, path) < 0)
+            return -1;
+        return put(e, b, 12, path);
+    }
+    if (strcmp(name, "Decimal128") == 0) {
+        if (pymongo_bytes(st, obj, "bid", 16, b, "bson.Decimal128 (pymongo's) has no 16-byte .bid",
+                          path) < 0 ||
+            put_head(e, 0x13, path) < 0)
+            return -1;
+        return put(e, b, 16, path);
+    }
+    if (strcmp(name, "Regex") == 0)
+        return enc_pymongo_regex(e, obj, path);
+    if (strcmp(name, "Timestamp") == 0) {
+        PyObject *t = PyObject_GetAttrString(obj, "time");
+        PyObject *i = t != NULL ? PyObject_GetAttrString(obj, "inc") : NULL;
+        unsigned long long tv = i != NULL ? PyLong_AsUnsignedLongLong(t) : (unsigned long long)-1;
+        unsigned long long iv =
+            i != NULL && !PyErr_Occurred() ? PyLong_AsUnsignedLongLong(i) : (unsigned long long)-1;
+        Py_XDECREF(t);
+        Py_XDECREF(i);
+        if (PyErr_Occurred() || tv > 0xFFFFFFFFu || iv > 0xFFFFFFFFu) {
+            if (PyErr_Occurred())
+                return data_error_from(st, path, "bson.Timestamp (pymongo's) has no time and inc");
+            return data_error(st, path, "bson.Timestamp (pymongo's) time or inc is out of range");
+        }
+        if (put_head(e, 0x11, path) < 0)
+            return -1;
+        return put_i64(e, (uint64_t)tv << 32 | iv, path);
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "cannot encode bson.%.60s (pymongo's) as BSON: keel takes pymongo's ObjectId, "
+             "Decimal128, Regex, Timestamp, Binary and Int64",
+             name);
+    return data_error(st, path, msg);
+}
+
 static int enc_value(enc *e, PyObject *obj, const kpy_path *path) {
     kpy_state *st = e->st;
     /* The common types first, exact checks before subclass checks; bool before int. */
@@ -1049,9 +1172,24 @@ static int enc_value(enc *e, PyObject *obj, const kpy_path *path) {
         return put_i64(e, (uint64_t)ms, path);
     }
     if (PyBytes_Check(obj) && !Py_IS_TYPE(obj, st->RawDocumentType)) {
+        /* pymongo's bson.Binary is a bytes subclass with a .subtype. */
+        long subtype = 0;
+        char name[64];
+        if (!PyBytes_CheckExact(obj) && pymongo_class(obj, name, sizeof name) &&
+            strcmp(name, "Binary") == 0) {
+            PyObject *sub = PyObject_GetAttrString(obj, "subtype");
+            subtype = sub != NULL ? PyLong_AsLong(sub) : -1;
+            Py_XDECREF(sub);
+            if (subtype < 0 || subtype > 255) {
+                if (PyErr_Occurred())
+                    return data_error_from(st, path, "bson.Binary (pymongo's) has no subtype");
+                return data_error(st, path, "bson.Binary (pymongo's) subtype is not 0-255");
+            }
+        }
         if (put_head(e, 0x05, path) < 0)
             return -1;
-        return put_binary(e, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj), 0, path);
+        return put_binary(e, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj),
+                          (unsigned char)subtype, path);
     }
     if (PyObject_TypeCheck(obj, (PyTypeObject *)st->UUID))
         return enc_uuid(e, obj, path);
@@ -1097,6 +1235,9 @@ static int enc_value(enc *e, PyObject *obj, const kpy_path *path) {
             return -1;
         return enc_document_body(e, obj, path);
     }
+    int pm = enc_pymongo(e, obj, path);
+    if (pm <= 0)
+        return pm;
     char msg[200];
     if (PyDate_Check(obj))
         snprintf(msg, sizeof msg,

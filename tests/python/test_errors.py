@@ -347,12 +347,15 @@ async def test_statement_timeout_is_query_canceled_on_postgresql(pg_db):
 
 
 async def test_aborted_transaction_on_postgresql(pg_db):
-    async with pg_db.transaction() as conn:
-        with pytest.raises(keel.ProgrammingError):
-            await conn.execute("SELEC 1")
-        with pytest.raises(keel.InternalError) as ei:
-            await conn.execute("SELECT 1")
-        assert ei.value.sqlstate == "25P02"
+    # Leaving the aborted block normally raises too: its COMMIT rolled it back (T20).
+    with pytest.raises(keel.InternalError, match="the transaction was rolled back") as commit:
+        async with pg_db.transaction() as conn:
+            with pytest.raises(keel.ProgrammingError):
+                await conn.execute("SELEC 1")
+            with pytest.raises(keel.InternalError) as ei:
+                await conn.execute("SELECT 1")
+            assert ei.value.sqlstate == "25P02"
+    assert commit.value.sqlstate == "25P02"
     async with pg_db.connection() as conn:
         assert conn.in_transaction is False
         assert await conn.fetchval("SELECT 1") == 1

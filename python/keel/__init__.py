@@ -509,7 +509,8 @@ class Connection(_native.Connection):
 
     def transaction(self) -> Transaction:
         """async with conn.transaction(): a transaction, or a savepoint when nested (MongoDB has
-        no savepoints: a nested transaction raises NotSupportedError)."""
+        no savepoints: a nested transaction raises NotSupportedError). By hand: tr.start(),
+        then tr.commit() or tr.rollback()."""
         return Transaction(self)
 
     def collection(self, name: str, *, dbname: str | None = None) -> Collection:
@@ -549,24 +550,60 @@ _native.set_connection_class(Connection)
 
 class Transaction:
     """A transaction block on a Connection: BEGIN/COMMIT/ROLLBACK at the outermost level,
-    SAVEPOINT/RELEASE/ROLLBACK TO (savepoints keel_sp_1, keel_sp_2…) when nested."""
+    SAVEPOINT/RELEASE/ROLLBACK TO (savepoints keel_sp_1, keel_sp_2…) when nested.
 
-    __slots__ = ("_conn", "_depth")
+    ``async with conn.transaction():``, or by hand as asyncpg's: ``tr = conn.transaction();
+    await tr.start(); … await tr.commit()`` (or ``await tr.rollback()``)."""
+
+    __slots__ = ("_conn", "_depth", "_state", "_managed")
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
         self._depth: int | None = None
+        self._state = _NEW
+        self._managed = False
 
-    async def __aenter__(self) -> Connection:
-        if self._depth is not None:
-            raise InterfaceError("a Transaction can only be entered once")
+    async def start(self) -> None:
+        """BEGIN (SAVEPOINT when a transaction is open on the connection). InterfaceError when
+        this Transaction was already started."""
+        if self._state is not _NEW:
+            raise InterfaceError(f"cannot start the transaction: it {_STATE_TEXT[self._state]}")
         conn = self._conn
         depth = conn._depth
-        op = _native.TXN_BEGIN if depth == 0 else _native.TXN_SAVEPOINT
-        await conn._txn(op, depth)
+        await conn._txn(_native.TXN_BEGIN if depth == 0 else _native.TXN_SAVEPOINT, depth)
         self._depth = depth
+        self._state = _STARTED
         conn._depth = depth + 1
-        return conn
+
+    async def commit(self) -> None:
+        """COMMIT (RELEASE of its savepoint when nested). InterfaceError when the transaction is
+        not started, already ended, used as ``async with`` or has a nested one still open; the
+        transaction is ended even when the commit raises (see the docs for PostgreSQL)."""
+        depth = _manual_end(self, "commit")
+        self._state = _FAILED
+        await self._conn._txn(_native.TXN_COMMIT if depth == 0 else _native.TXN_RELEASE, depth)
+        self._state = _COMMITTED
+
+    async def rollback(self) -> None:
+        """ROLLBACK (ROLLBACK TO its savepoint when nested). InterfaceError when the transaction
+        is not started, already ended, used as ``async with`` or has a nested one still open;
+        after a commit that raised it ends what the failed commit left open, if anything."""
+        conn = self._conn
+        if self._state is _FAILED:
+            self._state = _ROLLED_BACK
+            if self._depth == 0 and conn.in_transaction and conn._depth == 0:
+                await conn._txn(_native.TXN_ROLLBACK, 0)
+            return
+        depth = _manual_end(self, "roll back")
+        self._state = _ROLLED_BACK
+        await conn._txn(_native.TXN_ROLLBACK if depth == 0 else _native.TXN_ROLLBACK_TO, depth)
+
+    async def __aenter__(self) -> Connection:
+        if self._state is not _NEW:
+            raise InterfaceError("a Transaction can only be entered once")
+        await self.start()
+        self._managed = True
+        return self._conn
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:
@@ -575,8 +612,11 @@ class Transaction:
         assert depth is not None, "__aexit__ without __aenter__"
         conn._depth = depth
         if exc_type is None:
+            self._state = _FAILED
             await conn._txn(_native.TXN_COMMIT if depth == 0 else _native.TXN_RELEASE, depth)
+            self._state = _COMMITTED
             return False
+        self._state = _ROLLED_BACK
         try:
             await conn._txn(_native.TXN_ROLLBACK if depth == 0 else _native.TXN_ROLLBACK_TO,
                             depth)
@@ -585,6 +625,39 @@ class Transaction:
             # failed is rolled back or discarded by the pool when it is released.
             pass
         return False
+
+
+# The states of a Transaction (keel.Transaction, keel.sync.Transaction).
+_NEW = "new"
+_STARTED = "started"
+_COMMITTED = "committed"
+_ROLLED_BACK = "rolled back"
+_FAILED = "failed"  # its commit raised: ended, or left for rollback() to end
+_STATE_TEXT = {
+    _STARTED: "was already started",
+    _COMMITTED: "was already committed",
+    _ROLLED_BACK: "was already rolled back",
+    _FAILED: "was already ended by a commit that failed",
+}
+
+
+def _manual_end(txn: Any, what: str) -> int:
+    """The depth of txn, which commit()/rollback() end; InterfaceError when they may not."""
+    if txn._state is _NEW:
+        raise InterfaceError(f"cannot {what} the transaction: it was not started "
+                             "(await start() first, or use async with)")
+    if txn._state is not _STARTED:
+        raise InterfaceError(f"cannot {what} the transaction: it {_STATE_TEXT[txn._state]}")
+    if txn._managed:
+        raise InterfaceError(f"cannot {what} a transaction used as a with block by hand: "
+                             "leaving the block commits it, an exception rolls it back")
+    depth: int = txn._depth
+    conn = txn._conn
+    if conn._depth != depth + 1:
+        raise InterfaceError(f"cannot {what} the transaction: a transaction nested in it is "
+                             "still open (end it first)")
+    conn._depth = depth
+    return depth
 
 
 class _ConnectionContext:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from . import Config, Record, _collection, _native, _rowtype
 from . import Database as _AsyncDatabase
+from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _manual_end
 from ._collection import _deadline, _left
 from ._native import check_timeout
 from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
@@ -234,7 +235,8 @@ class Connection(_native.SyncConnection):
         return self._copy(table_name, records, columns, schema_name, timeout)
 
     def transaction(self) -> Transaction:
-        """with conn.transaction(): a transaction, or a savepoint when nested."""
+        """with conn.transaction(): a transaction, or a savepoint when nested; by hand:
+        tr.start(), then tr.commit() or tr.rollback()."""
         return Transaction(self)
 
     def collection(self, name: str, *, dbname: str | None = None) -> Collection:
@@ -267,23 +269,53 @@ class Connection(_native.SyncConnection):
 
 class Transaction:
     """A transaction block on a Connection: BEGIN/COMMIT/ROLLBACK at the outermost level,
-    SAVEPOINT/RELEASE/ROLLBACK TO when nested, as keel.Transaction."""
+    SAVEPOINT/RELEASE/ROLLBACK TO when nested, as keel.Transaction: ``with conn.transaction():``
+    or ``tr = conn.transaction(); tr.start(); … tr.commit()`` (or ``tr.rollback()``)."""
 
-    __slots__ = ("_conn", "_depth")
+    __slots__ = ("_conn", "_depth", "_state", "_managed")
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
         self._depth: int | None = None
+        self._state = _NEW
+        self._managed = False
 
-    def __enter__(self) -> Connection:
-        if self._depth is not None:
-            raise InterfaceError("a Transaction can only be entered once")
+    def start(self) -> None:
+        """See keel.Transaction.start."""
+        if self._state is not _NEW:
+            raise InterfaceError(f"cannot start the transaction: it {_STATE_TEXT[self._state]}")
         conn = self._conn
         depth = conn._depth
         conn._txn(_native.TXN_BEGIN if depth == 0 else _native.TXN_SAVEPOINT, depth)
         self._depth = depth
+        self._state = _STARTED
         conn._depth = depth + 1
-        return conn
+
+    def commit(self) -> None:
+        """See keel.Transaction.commit."""
+        depth = _manual_end(self, "commit")
+        self._state = _FAILED
+        self._conn._txn(_native.TXN_COMMIT if depth == 0 else _native.TXN_RELEASE, depth)
+        self._state = _COMMITTED
+
+    def rollback(self) -> None:
+        """See keel.Transaction.rollback."""
+        conn = self._conn
+        if self._state is _FAILED:
+            self._state = _ROLLED_BACK
+            if self._depth == 0 and conn.in_transaction and conn._depth == 0:
+                conn._txn(_native.TXN_ROLLBACK, 0)
+            return
+        depth = _manual_end(self, "roll back")
+        self._state = _ROLLED_BACK
+        conn._txn(_native.TXN_ROLLBACK if depth == 0 else _native.TXN_ROLLBACK_TO, depth)
+
+    def __enter__(self) -> Connection:
+        if self._state is not _NEW:
+            raise InterfaceError("a Transaction can only be entered once")
+        self.start()
+        self._managed = True
+        return self._conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
@@ -292,8 +324,11 @@ class Transaction:
         assert depth is not None, "__exit__ without __enter__"
         conn._depth = depth
         if exc_type is None:
+            self._state = _FAILED
             conn._txn(_native.TXN_COMMIT if depth == 0 else _native.TXN_RELEASE, depth)
+            self._state = _COMMITTED
             return False
+        self._state = _ROLLED_BACK
         try:
             conn._txn(_native.TXN_ROLLBACK if depth == 0 else _native.TXN_ROLLBACK_TO, depth)
         except _native.Error:

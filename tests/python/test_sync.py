@@ -659,3 +659,39 @@ def test_release_rolls_back_on_sqlite(tmp_path):
         # The write lock went with the rollback: another connection writes at once.
         assert other.execute("INSERT INTO t VALUES (2)", timeout=3) == 1
         assert other.fetchval("SELECT count(*) FROM t") == 1
+
+
+def test_a_transaction_started_and_ended_by_hand(sdb, table):
+    with sdb.connection() as conn:
+        tr = conn.transaction()
+        with pytest.raises(keel.InterfaceError, match="cannot commit the transaction: it was "
+                           "not started"):
+            tr.commit()
+        tr.start()
+        assert conn.in_transaction
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'kept')")
+        inner = conn.transaction()
+        inner.start()
+        conn.execute(f"INSERT INTO {table} VALUES (2, 'undone')")
+        with pytest.raises(keel.InterfaceError, match="a transaction nested in it is still open"):
+            tr.commit()
+        inner.rollback()
+        tr.commit()
+        assert not conn.in_transaction
+        with pytest.raises(keel.InterfaceError, match="it was already committed"):
+            tr.rollback()
+        with pytest.raises(keel.InterfaceError, match="cannot start the transaction: it was "
+                           "already committed"):
+            tr.start()
+        tr = conn.transaction()
+        tr.start()
+        conn.execute(f"INSERT INTO {table} VALUES (3, 'rolled back')")
+        tr.rollback()
+        with pytest.raises(keel.InterfaceError, match="it was already rolled back"):
+            tr.commit()
+        block = conn.transaction()
+        with block:
+            with pytest.raises(keel.InterfaceError, match="used as a with block"):
+                block.rollback()
+    assert [r["id"] for r in sdb.fetch(f"SELECT id FROM {table} ORDER BY id")] == [1]
+    assert sdb.pool_stats()["leased"] == 0

@@ -237,3 +237,118 @@ async def test_a_caught_error_in_a_savepoint_rolls_it_back_on_postgresql(
         assert conn.in_transaction is True
         await conn.execute(f"INSERT INTO {t} (id) VALUES (3)")
     assert await ids(db, t) == ([1, 3] if engine == "postgresql" else [1, 2, 3])
+
+
+async def test_a_transaction_started_and_ended_by_hand(db, new_table, types):
+    # asyncpg's and databases' form: tr = conn.transaction(); await tr.start(); … commit/rollback
+    # (trial finding T30).
+    t = await make_table(db, new_table, types)
+    async with db.connection() as conn:
+        tr = conn.transaction()
+        assert isinstance(tr, keel.Transaction)
+        await tr.start()
+        assert conn.in_transaction is True
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+        await tr.commit()
+        assert conn.in_transaction is False
+
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (2)")
+        # Nested by hand: a savepoint, rolled back alone.
+        inner = conn.transaction()
+        await inner.start()
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (3)")
+        await inner.rollback()
+        assert conn.in_transaction is True
+        inner = conn.transaction()
+        await inner.start()
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (4)")
+        await inner.commit()
+        await tr.commit()
+
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (5)")
+        await tr.rollback()
+        assert conn.in_transaction is False
+        # A by-hand transaction mixes with async with blocks.
+        tr = conn.transaction()
+        await tr.start()
+        async with conn.transaction():
+            await conn.execute(f"INSERT INTO {t} (id) VALUES (6)")
+        await tr.commit()
+    assert await ids(db, t) == [1, 2, 4, 6]
+    assert db.pool_stats()["leased"] == 0
+
+
+async def test_a_transaction_by_hand_refuses_misuse(db, new_table, types):
+    t = await make_table(db, new_table, types)
+    async with db.connection() as conn:
+        tr = conn.transaction()
+        with pytest.raises(keel.InterfaceError, match="cannot commit the transaction: it was "
+                           r"not started \(await start\(\) first"):
+            await tr.commit()
+        with pytest.raises(keel.InterfaceError, match="cannot roll back the transaction: it was "
+                           "not started"):
+            await tr.rollback()
+        assert conn.in_transaction is False
+        await tr.start()
+        with pytest.raises(keel.InterfaceError, match="cannot start the transaction: it was "
+                           "already started"):
+            await tr.start()
+        inner = conn.transaction()
+        await inner.start()
+        with pytest.raises(keel.InterfaceError, match="a transaction nested in it is still open"):
+            await tr.commit()
+        await inner.commit()
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+        await tr.rollback()
+        with pytest.raises(keel.InterfaceError, match="cannot commit the transaction: it was "
+                           "already rolled back"):
+            await tr.commit()
+        with pytest.raises(keel.InterfaceError, match="it was already rolled back"):
+            await tr.rollback()
+        with pytest.raises(keel.InterfaceError, match="cannot start the transaction: it was "
+                           "already rolled back"):
+            await tr.start()
+        tr = conn.transaction()
+        await tr.start()
+        await tr.commit()
+        with pytest.raises(keel.InterfaceError, match="it was already committed"):
+            await tr.rollback()
+        with pytest.raises(keel.InterfaceError, match="a Transaction can only be entered once"):
+            async with tr:
+                pass
+        # Inside async with, the block ends the transaction: not commit()/rollback().
+        block = conn.transaction()
+        async with block:
+            with pytest.raises(keel.InterfaceError, match="cannot commit a transaction used as "
+                               "a with block by hand"):
+                await block.commit()
+            await conn.execute(f"INSERT INTO {t} (id) VALUES (2)")
+        assert conn.in_transaction is False
+        assert await conn.fetchval("SELECT 1") == 1
+    assert await ids(db, t) == [2]
+
+
+async def test_a_commit_by_hand_of_a_failed_block_raises_and_rollback_then_works(
+        db, engine, new_table, types):
+    # The pattern try: commit() except: rollback() works after the PostgreSQL case of T20.
+    t = await make_table(db, new_table, types)
+    async with db.connection() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+        with pytest.raises(keel.IntegrityError):
+            await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+        if engine == "postgresql":
+            with pytest.raises(keel.InternalError, match="the transaction was rolled back"):
+                await tr.commit()
+            await tr.rollback()
+            with pytest.raises(keel.InterfaceError, match="it was already rolled back"):
+                await tr.rollback()
+        else:
+            await tr.commit()
+        assert conn.in_transaction is False
+    assert await ids(db, t) == ([] if engine == "postgresql" else [1])

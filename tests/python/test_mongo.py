@@ -844,6 +844,30 @@ async def test_transactions(mongo_db, coll):
     assert mongo_db.pool_stats("docs")["leased"] == 0
 
 
+async def test_a_transaction_started_and_ended_by_hand(mongo_db, coll):
+    # tr.start() / tr.commit() / tr.rollback(), as on the SQL engines (trial finding T30).
+    async with mongo_db.connection("docs") as conn:
+        c = conn.collection(coll.name)
+        tr = conn.transaction()
+        await tr.start()
+        assert conn.in_transaction
+        await c.insert_one({"_id": 1})
+        with pytest.raises(keel.NotSupportedError, match="nested"):
+            await conn.transaction().start()
+        await tr.commit()
+        assert not conn.in_transaction
+        with pytest.raises(keel.InterfaceError, match="it was already committed"):
+            await tr.commit()
+        tr = conn.transaction()
+        await tr.start()
+        await c.insert_one({"_id": 2})
+        assert await coll.count_documents({}) == 1
+        await tr.rollback()
+        assert not conn.in_transaction
+    assert [d["_id"] async for d in coll.find()] == [1]
+    assert mongo_db.pool_stats("docs")["leased"] == 0
+
+
 async def test_error_inside_a_transaction_rolls_it_back(mongo_db, coll):
     await coll.create_index("u", unique=True)
     await coll.insert_one({"u": 1})

@@ -20,6 +20,14 @@ static const struct {
     { "mongodb+srv", "mongodb+srv" },
 };
 
+/* What scheme (lower-cased) is stored as, or NULL when keel does not know it. */
+static const char *url_scheme_stored(const char *scheme) {
+    for (size_t i = 0; i < sizeof url_schemes / sizeof url_schemes[0]; i++)
+        if (strcmp(scheme, url_schemes[i].name) == 0)
+            return url_schemes[i].stored;
+    return NULL;
+}
+
 #define URL_EXPECTED_SCHEMES "postgresql, postgres, sqlite, mysql, mariadb, mongodb or mongodb+srv"
 #define URL_SQLITE_FORMS                                                                           \
     "use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite::memory:"
@@ -483,24 +491,34 @@ keel_status keel__url_parse(const char *url, keel__url *out, keel_error *err) {
     }
     size_t n = 0;
     if (is_alpha((unsigned char)url[0]))
-        while (is_alnum((unsigned char)url[n]) || url[n] == '+' || url[n] == '-' || url[n] == '.')
+        /* '_' too, which RFC 3986 leaves out, for SQLAlchemy drivers such as oracle+cx_oracle. */
+        while (is_alnum((unsigned char)url[n]) || url[n] == '+' || url[n] == '-' || url[n] == '.' ||
+               url[n] == '_')
             n++;
     if (n == 0 || url[n] != ':')
         return url_fail(&ctx, "database",
                         "expected e.g. postgresql://user@host/db or sqlite:///path.db",
                         "missing scheme");
-    char scheme[16];
+    char scheme[48];
     const char *stored = NULL;
     if (n < sizeof scheme) {
         for (size_t i = 0; i < n; i++)
             scheme[i] = (char)to_lower((unsigned char)url[i]);
         scheme[n] = '\0';
-        for (size_t i = 0; i < sizeof url_schemes / sizeof url_schemes[0]; i++)
-            if (strcmp(scheme, url_schemes[i].name) == 0)
-                stored = url_schemes[i].stored;
+        stored = url_scheme_stored(scheme);
+        /* SQLAlchemy's and encode/databases' BASE+DRIVER (postgresql+asyncpg, mysql+aiomysql,
+         * sqlite+aiosqlite…): keel uses its own drivers, so the driver part is ignored. Not
+         * for mongodb, whose mongodb+srv is a scheme of its own. */
+        char *plus = strchr(scheme, '+');
+        if (!stored && plus && plus[1] != '\0' && !strchr(plus + 1, '+')) {
+            *plus = '\0';
+            stored = strcmp(scheme, "mongodb") != 0 ? url_scheme_stored(scheme) : NULL;
+        }
     }
     if (!stored)
-        return url_fail(&ctx, "database", "expected " URL_EXPECTED_SCHEMES,
+        return url_fail(&ctx, "database",
+                        "expected " URL_EXPECTED_SCHEMES
+                        " (a SQL scheme may carry a driver, as postgresql+asyncpg: it is ignored)",
                         "unsupported URL scheme '%.*s'", (int)(n < 40 ? n : 40), url);
     out->scheme = strdup(stored);
     if (!out->scheme)

@@ -53,7 +53,8 @@ static const char fixed_text[] =
     "percent-encode it percent-encode reserved characters such as '@', ':', '/' and '?' in the "
     "user name and password use sqlite:///relative/path.db, sqlite:////absolute/path.db or "
     "sqlite::memory: write '%' as %25 expected postgresql, postgres, sqlite, mysql, mariadb, "
-    "mongodb or mongodb+srv";
+    "mongodb or mongodb+srv (a SQL scheme may carry a driver, as postgresql+asyncpg: it is "
+    "ignored)";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *url = fuzz_cstring(data, size);

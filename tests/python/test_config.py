@@ -264,6 +264,34 @@ async def test_database_url_when_nothing_else_configures_a_database(tmp_path, cl
     assert "DATABASE_URL" in str(ei.value) and "hunter2" not in str(ei.value)
 
 
+DRIVERS = {"postgresql": ["asyncpg", "psycopg"], "mysql": ["aiomysql", "asyncmy", "pymysql"],
+           "sqlite": ["aiosqlite"]}
+
+
+async def test_urls_with_a_driver_suffix_use_keels_driver(engine, db_url, tmp_path, clean_env):
+    # SQLAlchemy's and encode/databases' SCHEME+DRIVER URLs, as DATABASE_URL often holds them.
+    scheme, rest = db_url.split(":", 1)
+    for driver in DRIVERS[engine]:
+        url = f"{scheme}+{driver}:{rest}"
+        async with keel.Database(url) as d:
+            assert d.engine() == engine and await d.fetchval("SELECT 1") == 1
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("DATABASE_URL", f"{scheme}+{DRIVERS[engine][0]}:{rest}")
+    async with keel.Database() as d:
+        assert d.engine() == engine and await d.fetchval("SELECT 1") == 1
+    with keel.sync.Database(f"{scheme}+{DRIVERS[engine][0]}:{rest}") as d:
+        assert d.fetchval("SELECT 1") == 1
+
+
+def test_an_unknown_scheme_with_a_driver_suffix_is_refused(clean_env):
+    with pytest.raises(keel.ConfigError, match=r"unsupported URL scheme 'oracle\+cx_oracle'.*"
+                                               r"a SQL scheme may carry a driver"):
+        keel.Database("oracle+cx_oracle://u:hunter2@h/db")
+    with pytest.raises(keel.ConfigError, match=r"unsupported URL scheme 'mongodb\+motor'") as ei:
+        keel.Database("mongodb+motor://u:hunter2@h/db")
+    assert "hunter2" not in str(ei.value)
+
+
 async def test_env_overrides_yaml(tmp_path, clean_env):
     path = write_yaml(tmp_path, "sqlite:///" + str(tmp_path / "main.db"), "sqlite:///" + str(tmp_path / "local.db"))
     clean_env.setenv("KEEL_DATABASES__MAIN__URL", PG_URL)

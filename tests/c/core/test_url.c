@@ -213,6 +213,50 @@ TEST(later_engines) {
     keel__url_free(&u);
 }
 
+/* SQLAlchemy's and encode/databases' SCHEME+DRIVER URLs: the driver part is ignored. */
+TEST(driver_suffixes_are_ignored) {
+    static const struct {
+        const char *url, *scheme;
+    } cases[] = {
+        { "postgresql+asyncpg://u:pw@h:5433/app", "postgresql" },
+        { "postgresql+psycopg://u@h/app", "postgresql" },
+        { "POSTGRESQL+PSYCOPG2://u@h/app", "postgresql" },
+        { "postgres+asyncpg://u@h/app", "postgresql" },
+        { "mysql+aiomysql://root@h:3306/app", "mysql" },
+        { "mysql+asyncmy://root@h/app", "mysql" },
+        { "mysql+pymysql://root@h/app", "mysql" },
+        { "mysql+mysql_connector://root@h/app", "mysql" },
+        { "mariadb+mariadbconnector://root@h/app", "mariadb" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        keel__url u;
+        PARSE_OR_FAIL(cases[i].url, &u);
+        CHECK_STR(u.scheme, cases[i].scheme);
+        CHECK_STR(u.host, "h");
+        CHECK_STR(u.path, "app");
+        keel__url_free(&u);
+    }
+    keel__url u;
+    PARSE_OR_FAIL("postgresql+asyncpg://u:pw@h:5433/app?sslmode=disable", &u);
+    CHECK_INT(u.port, 5433);
+    CHECK_STR(u.password, "pw");
+    CHECK_INT(u.nparams, 1);
+    keel__url_free(&u);
+    PARSE_OR_FAIL("sqlite+aiosqlite:///data/app.db", &u);
+    CHECK_STR(u.scheme, "sqlite");
+    CHECK_STR(u.path, "data/app.db");
+    keel__url_free(&u);
+    /* An unknown base, an empty driver, two drivers, and mongodb (whose +srv is a scheme of
+     * its own) are still refused. */
+    check_bad("foo+asyncpg://u:hunter2@h/db", "unsupported URL scheme 'foo+asyncpg'", "hunter2");
+    check_bad("foo+asyncpg://u@h/db", "a SQL scheme may carry a driver", NULL);
+    check_bad("oracle+cx_oracle://u@h/db", "unsupported URL scheme 'oracle+cx_oracle'", NULL);
+    check_bad("postgresql+://u:hunter2@h/db", "unsupported URL scheme 'postgresql+'", "hunter2");
+    check_bad("postgresql+a+b://u@h/db", "unsupported URL scheme 'postgresql+a+b'", NULL);
+    check_bad("mongodb+motor://u:hunter2@h/db", "unsupported URL scheme 'mongodb+motor'",
+              "hunter2");
+}
+
 TEST(bad_ports) {
     check_bad("postgresql://u:hunter2@h:abc/db", "invalid port 'abc'", "hunter2");
     check_bad("postgresql://u:hunter2@h:0/db", "invalid port '0'", "hunter2");
@@ -340,6 +384,7 @@ int main(void) {
     RUN(later_engines);
     RUN(bad_ports);
     RUN(bad_schemes);
+    RUN(driver_suffixes_are_ignored);
     RUN(bad_hosts);
     RUN(bad_query_and_escapes);
     RUN(password_with_unencoded_question_mark_is_not_echoed);

@@ -93,10 +93,11 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
             "codecs are for types keel returns as text (custom, composite, domain and extension "
             "types, enums, json, numeric, text, inet…)")
     db._set_type_decoder(oid, decoder)
-    # Its array type too: a list of decoded elements (a list parameter needs no encoder: keel
+    # Its array type too: keel reads its values as lists of the elements' text, and a decoder
+    # set for an array type is applied to each element (a list parameter needs no encoder: keel
     # sends it as the array literal of the type the server describes).
     if array_oid:
-        db._set_type_decoder(array_oid, None if decoder is None else _array_decoder(decoder))
+        db._set_type_decoder(array_oid, decoder)
     codecs = _codecs_of(db)
     # describe names a built-in type by its name and any other by its OID.
     for key in (str(oid), name):
@@ -107,65 +108,6 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     codecs.described.clear()
     if encoder is not None:
         encoding = True
-
-
-def _array_decoder(decoder: Callable[[str], Any]) -> Callable[[str], Any]:
-    def decode(text: str) -> Any:
-        return parse_array(text, decoder)
-
-    return decode
-
-
-def parse_array(text: str, element: Callable[[str], Any]) -> list[Any]:
-    """A PostgreSQL array's text ('{a,"b c",NULL}', nested for more dimensions, optionally
-    after '[lo:hi]=' bounds) as lists, element(text) making each element; ValueError when the
-    text is not an array."""
-    i = text.index("=") + 1 if text.startswith("[") else 0
-    if text[i:i + 1] != "{":
-        raise ValueError(f"not an array: {text[:40]!r}")
-    stack: list[list[Any]] = []
-    out: list[Any] | None = None
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "{":
-            new: list[Any] = []
-            if stack:
-                stack[-1].append(new)
-            stack.append(new)
-            i += 1
-        elif c == "}":
-            if not stack:
-                raise ValueError("unbalanced array text")
-            out = stack.pop()
-            i += 1
-        elif c == ",":
-            i += 1
-        elif c == '"':
-            j, buf = i + 1, []
-            while j < n and text[j] != '"':
-                if text[j] == "\\":
-                    j += 1
-                buf.append(text[j])
-                j += 1
-            if not stack or j >= n:
-                raise ValueError("unterminated array element")
-            stack[-1].append(element("".join(buf)))
-            i = j + 1
-        else:
-            j = i
-            while j < n and text[j] not in ",}":
-                j += 1
-            raw = text[i:j].strip()
-            if not stack:
-                raise ValueError("array element outside braces")
-            stack[-1].append(None if raw.upper() == "NULL" else element(raw))
-            i = j
-        if not stack and out is not None:
-            if text[i:].strip():
-                raise ValueError("text after the array")
-            return out
-    raise ValueError("unbalanced array text")
 
 
 def _needs_encoding(args: tuple) -> bool:

@@ -402,9 +402,25 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
                           (int)v->type);
 }
 
-PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) {
-    PyObject *dec = cur_decoders != NULL && col < cur_ndecoders ? cur_decoders[col] : NULL;
-    if (dec == NULL || v == NULL || v->type == KEEL_TYPE_NULL)
+static PyObject *decoded(kpy_state *st, PyObject *dec, const keel_value *v);
+
+/* An array whose elements keel kept the text of, each through dec (None for NULL, nested
+ * lists for dimensions). */
+static PyObject *decoded_array(kpy_state *st, PyObject *dec, const keel_value *v) {
+    PyObject *o = PyList_New((Py_ssize_t)v->u.array.n);
+    for (size_t i = 0; o != NULL && i < v->u.array.n; i++) {
+        PyObject *e = decoded(st, dec, &v->u.array.items[i]);
+        if (e == NULL)
+            Py_CLEAR(o);
+        else
+            PyList_SET_ITEM(o, (Py_ssize_t)i, e);
+    }
+    return o;
+}
+
+/* v through dec when keel kept its text (or its elements'), else as keel converts it. */
+static PyObject *decoded(kpy_state *st, PyObject *dec, const keel_value *v) {
+    if (v == NULL || v->type == KEEL_TYPE_NULL)
         return keel__py_value_to_py(st, v);
     switch (v->type) { /* the types keel keeps the server's text of */
     case KEEL_TYPE_TEXT:
@@ -417,9 +433,18 @@ PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) 
         Py_XDECREF(text);
         return o != NULL ? o : decode_failed(st, v);
     }
+    case KEEL_TYPE_ARRAY: /* a codec's type's array: the decoder is its elements' */
+        return decoded_array(st, dec, v);
     default:
         return keel__py_value_to_py(st, v);
     }
+}
+
+PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) {
+    PyObject *dec = cur_decoders != NULL && col < cur_ndecoders ? cur_decoders[col] : NULL;
+    if (dec == NULL)
+        return keel__py_value_to_py(st, v);
+    return decoded(st, dec, v);
 }
 
 int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result *res,

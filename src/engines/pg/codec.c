@@ -49,6 +49,37 @@ static const struct {
     { 3905, 3904 }, { 3927, 3926 }, { 3907, 3906 }, { 3913, 3912 }, { 3909, 3908 }, { 3911, 3910 },
 };
 
+/*
+ * The built-in array types (OIDs below 10000) whose elements keel has no type for (money,
+ * timetz, xml, bit, point, record…): their values are arrays of the elements' text. Not
+ * int2vector and oidvector (no braces), nor box[] (';' separates its elements). Sorted.
+ */
+static const Oid pg_text_arrays[] = {
+    143,  210,  270,  271,  272,  273,  629,  719,  775,  791,  1002, 1006, 1008,
+    1010, 1011, 1012, 1013, 1017, 1018, 1019, 1027, 1034, 1040, 1263, 1270, 1561,
+    1563, 2201, 2207, 2208, 2209, 2210, 2211, 2287, 2949, 3221, 3643, 3644, 3645,
+    3735, 3770, 4073, 4090, 4097, 4192, 5039, 6150, 6151, 6152, 6153, 6155, 6157,
+};
+
+/* Types from OID 10000 on are made by initdb, extensions and users: enums, composites, their
+ * arrays, domains' arrays… The server's row description gives no element type, so a value of
+ * such a type is read as an array of text when its text has an array's form. */
+#define PG_FIRST_UNFIXED_OID 10000
+
+static int pg_is_text_array(Oid oid) {
+    size_t lo = 0, hi = sizeof pg_text_arrays / sizeof pg_text_arrays[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (pg_text_arrays[mid] == oid)
+            return 1;
+        if (pg_text_arrays[mid] < oid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
 keel_type keel__pg_range_bound_type_of(Oid oid) {
     for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
         if (pg_range_arrays[i].array == oid)
@@ -542,6 +573,8 @@ keel_type keel__pg_type_of(Oid oid) {
         for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
             if (pg_ranges[i].range == oid)
                 return KEEL_TYPE_RANGE;
+        if (pg_is_text_array(oid))
+            return KEEL_TYPE_ARRAY;
         return KEEL_TYPE_TEXT;
     }
 }
@@ -556,6 +589,8 @@ keel_type keel__pg_elem_type_of(Oid oid) {
     for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
         if (pg_range_arrays[i].array == oid)
             return KEEL_TYPE_RANGE;
+    if (pg_is_text_array(oid) || oid >= PG_FIRST_UNFIXED_OID)
+        return KEEL_TYPE_TEXT;
     return KEEL_TYPE_NULL;
 }
 

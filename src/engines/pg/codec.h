@@ -19,7 +19,8 @@ keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel
 keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_error *err);
 
 /* The keel type the values of a column of type oid decode to (ARRAY for arrays of the built-in
- * types keel knows; NULL for void, whose values are all None). */
+ * types keel knows, and of TEXT elements for other built-in arrays: money[], timetz[]…; NULL for
+ * void, whose values are all None). */
 keel_type keel__pg_type_of(Oid oid);
 
 /*
@@ -30,7 +31,9 @@ keel_type keel__pg_type_of(Oid oid);
 int keel__pg_decode_range(keel_result *res, keel_type et, const char *s, size_t n, keel_value *v);
 
 /* The keel type of the elements of an array column, or of the bounds of a range column, of type
- * oid (NULL for other types). */
+ * oid (NULL for other types). TEXT also for a type of OID 10000 or more (enums, composites,
+ * their arrays): a TEXT column whose values are read as arrays of text when they have an
+ * array's form ("{…}" or "[l:u]={…}"), else as text. */
 keel_type keel__pg_elem_type_of(Oid oid);
 
 /*

@@ -135,8 +135,11 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
                 continue; /* NULL, or void's empty text */
             const char *text = PQgetvalue(r, (int)row, (int)col);
             size_t len = (size_t)PQgetlength(r, (int)row, (int)col);
-            if ((kinds[col] == KEEL_TYPE_ARRAY
-                     ? keel__pg_decode_array(res, kinds[ncols + col], kinds[2 * ncols + col], text,
+            /* A type keel does not know (OID 10000 on): an array of text if it has the form. */
+            int arr = kinds[col] == KEEL_TYPE_ARRAY ||
+                      (kinds[col] == KEEL_TYPE_TEXT && kinds[ncols + col] == KEEL_TYPE_TEXT &&
+                       len && (text[0] == '{' || text[0] == '['));
+            if ((arr ? keel__pg_decode_array(res, kinds[ncols + col], kinds[2 * ncols + col], text,
                                              len, &vals[col])
                  : kinds[col] == KEEL_TYPE_RANGE
                      ? keel__pg_decode_range(res, kinds[ncols + col], text, len, &vals[col])

@@ -102,11 +102,13 @@ TEST(arrays_of_every_known_type_decode_as_arrays) {
           is_int(&v->u.array.items[1].u.array.items[0].u.array.items[0], 2));
     keel_result_free(r);
 
-    /* Arrays of types keel has no element type for stay their text. */
+    /* Arrays of types keel has no element type for are arrays of the elements' text. */
     r = q(c, "SELECT ARRAY['12:00:00+02'::timetz], ARRAY['(1,2)'::point]", NULL, 0);
-    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "{12:00:00+02}", 13));
-    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_TEXT);
-    CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "{\"(1,2)\"}", 9));
+    v = keel_result_value(r, 0, 0);
+    CHECK(is_array(v, 1) && same_str(&v->u.array.items[0], KEEL_TYPE_TEXT, "12:00:00+02", 11));
+    CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_ARRAY);
+    v = keel_result_value(r, 0, 1);
+    CHECK(is_array(v, 1) && same_str(&v->u.array.items[0], KEEL_TYPE_TEXT, "(1,2)", 5));
     keel_result_free(r);
     keel_conn_release(c);
     keel_db_close(db);
@@ -455,6 +457,40 @@ TEST(ranges_decode_with_their_bounds) {
     keel_db_close(db);
 }
 
+TEST(arrays_of_other_types_are_arrays_of_text) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result_free(q(c, "DROP TYPE IF EXISTS pgt_color CASCADE", NULL, 0));
+    keel_result_free(q(c, "CREATE TYPE pgt_color AS ENUM ('red', 'green')", NULL, 0));
+    /* money[] (built in), an enum's array (OID 10000 on), an enum value, a record array. */
+    keel_result *r = q(c,
+                       "SELECT ARRAY['1.5'::money, NULL], '{{red},{green}}'::pgt_color[], "
+                       "'red'::pgt_color, ARRAY[ROW(1, 'a b')]",
+                       NULL, 0);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK_INT(keel_result_coltype(r, 0), KEEL_TYPE_ARRAY);
+        const keel_value *v = keel_result_value(r, 0, 0);
+        CHECK(is_array(v, 2) && same_str(&v->u.array.items[0], KEEL_TYPE_TEXT, "$1.50", 5) &&
+              v->u.array.items[1].type == KEEL_TYPE_NULL);
+        CHECK_INT(keel_result_coltype(r, 1), KEEL_TYPE_TEXT); /* not known to be an array */
+        v = keel_result_value(r, 0, 1);
+        CHECK(is_array(v, 2) && is_array(&v->u.array.items[0], 1) &&
+              same_str(&v->u.array.items[1].u.array.items[0], KEEL_TYPE_TEXT, "green", 5));
+        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "red", 3));
+        v = keel_result_value(r, 0, 3);
+        CHECK(is_array(v, 1) && same_str(&v->u.array.items[0], KEEL_TYPE_TEXT, "(1,\"a b\")", 9));
+        keel_result_free(r);
+    }
+    keel_result_free(q(c, "DROP TYPE pgt_color CASCADE", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(void_results_are_null) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -484,5 +520,6 @@ int main(void) {
     RUN(intervals_and_network_addresses_both_ways);
     RUN(ranges_decode_with_their_bounds);
     RUN(void_results_are_null);
+    RUN(arrays_of_other_types_are_arrays_of_text);
     return TEST_SUMMARY();
 }

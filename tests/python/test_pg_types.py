@@ -153,9 +153,22 @@ async def test_bad_lists_are_refused_and_the_connection_stays_usable(pg_db):
             await conn.fetchval("SELECT $1::int2[]", [70000])
         with pytest.raises(keel.DataError, match="a text value cannot be loaded into type integer"):
             await conn.fetchval("SELECT $1::int[]", ["x"])
-        with pytest.raises(keel.DataError, match=r"parameter \$1: an array element: unsupported "
+        with pytest.raises(keel.DataError, match=r"parameter \$1: element \[0\]: unsupported "
                                                  r"parameter type \(type object\)"):
             await conn.fetchval("SELECT $1::int[]", [object()])
+        # Which element is bad, by its index in each dimension (trial T5).
+        with pytest.raises(keel.DataError, match=r"parameter \$1: element \[2\]: a text value "
+                                                 r"cannot be loaded into type integer"):
+            await conn.fetchval("SELECT $1::int[]", [1, None, "x"])
+        with pytest.raises(keel.DataError, match=r"parameter \$2: element \[1\]\[0\]: "
+                                                 r"70000 is out of range for type smallint"):
+            await conn.fetchval("SELECT $1::int, $2::int2[]", 1, [[1], [70000]])
+        with pytest.raises(keel.DataError, match=r"parameter \$1: element \[1\]\[1\]: "
+                                                 r"unsupported parameter type \(type object\)"):
+            await conn.fetchval("SELECT $1::int[]", [[1, 2], [3, object()]])
+        with pytest.raises(keel.DataError, match=r"parameter \$1: element \[1\]: integer out "
+                                                 r"of the int64 range"):
+            await conn.fetchval("SELECT $1::int8[]", [1, 2**70])
         deep = [1]
         for _ in range(6):
             deep = [deep]
@@ -169,7 +182,7 @@ async def test_bad_lists_are_refused_and_the_connection_stays_usable(pg_db):
     t = unique_name("pgt")
     await pg_db.execute(f"CREATE TABLE {t} (id int, m int4[])")
     try:
-        with pytest.raises(keel.DataError, match=r'column "m" \(integer\[\]\): an array element: '
+        with pytest.raises(keel.DataError, match=r'column "m" \(integer\[\]\): element \[0\]: '
                                                  r'a text value'):
             await pg_db.copy_records_to_table(t, records=[(1, ["x"])])
         assert await pg_db.fetchval(f"SELECT count(*) FROM {t}") == 0

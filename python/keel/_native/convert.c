@@ -619,8 +619,17 @@ static int param_error(kpy_state *st, const kpy_params *p, Py_ssize_t row, size_
         snprintf(where, sizeof where, "row %zd, parameter $%zu", row, pos);
     else
         snprintf(where, sizeof where, "parameter $%zu", pos);
-    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s%s (type %s)", where,
-                   p->depth > 0 ? "an array element: " : "", why, Py_TYPE(obj)->tp_name);
+    /* In an array: which element ("element [1]", "[0][2]" in a multi-dimensional one). */
+    char elem[16 + KEEL_ARRAY_MAX_DIMS * 24] = "";
+    if (p->depth > 0) {
+        size_t n = (size_t)snprintf(elem, sizeof elem, "element ");
+        for (int d = 0; d < p->depth && d < KEEL_ARRAY_MAX_DIMS && n < sizeof elem; d++)
+            n += (size_t)snprintf(elem + n, sizeof elem - n, "[%zd]", p->index[d]);
+        if (n < sizeof elem)
+            snprintf(elem + n, sizeof elem - n, ": ");
+    }
+    keel__py_raise(st, KEEL_ERR_DATA, NULL, "%s: %s%s (type %s)", where, elem, why,
+                   Py_TYPE(obj)->tp_name);
     return -1;
 }
 
@@ -792,6 +801,7 @@ static int array_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos,
     }
     p->depth++;
     for (Py_ssize_t i = 0; i < n; i++) {
+        p->index[p->depth - 1] = i;
         memset(&vals[i], 0, sizeof vals[i]);
         if (to_value(st, p, row, pos, PyTuple_GET_ITEM(items, i), &vals[i]) < 0) {
             p->depth--;

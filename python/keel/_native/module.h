@@ -232,6 +232,8 @@ typedef struct kpy_params {
      * being converted, for nesting limits and messages. */
     int arrays;
     int depth;
+    /* The index of the element being converted in each of those arrays, for messages. */
+    Py_ssize_t index[KEEL_ARRAY_MAX_DIMS];
     /* The serializer of dicts (and lists that are not arrays): json_serializer= (borrowed), or
      * NULL for keel's. */
     PyObject *json_dumps;

@@ -821,12 +821,14 @@ static int array_shape_ok(const keel_value *a, const int32_t *dims, int nd, int 
     return 1;
 }
 
-/* Appends the elements of a (dimension d of nd) in row-major order. */
+/* Appends the elements of a (dimension d of nd) in row-major order; idx[d] is the index of
+ * the element at hand (which one failed, for messages). */
 static int array_elems(keel__buf *out, const keel__pgc_col *ecol, const keel_value *a, int nd,
-                       int d, int naive_is_utc, char *why, size_t size) {
+                       int d, size_t *idx, int naive_is_utc, char *why, size_t size) {
     for (size_t i = 0; i < a->u.array.n; i++) {
         const keel_value *e = &a->u.array.items[i];
-        int r = d + 1 < nd ? array_elems(out, ecol, e, nd, d + 1, naive_is_utc, why, size)
+        idx[d] = i;
+        int r = d + 1 < nd ? array_elems(out, ecol, e, nd, d + 1, idx, naive_is_utc, why, size)
                            : put_value(out, ecol, e, naive_is_utc, why, size);
         if (r != 0)
             return r;
@@ -871,14 +873,22 @@ int keel__pgc_array(keel__buf *out, const keel__pgc_col *col, const keel_value *
     out->len += head;
     keel__pgc_col ecol = { col->elem, col->name, col->type_name, KEEL__PGC_OTHER, 0 };
     char ewhy[200];
-    int r = nd ? array_elems(out, &ecol, v, nd, 0, naive_is_utc, ewhy, sizeof ewhy) : 0;
-    if (r == 0 && out->len - start - 4 > PGC_FIELD_MAX)
-        r = why_set(ewhy, sizeof ewhy, "the array is longer than 1 GiB");
+    size_t idx[KEEL_ARRAY_MAX_DIMS] = { 0 };
+    int r = nd ? array_elems(out, &ecol, v, nd, 0, idx, naive_is_utc, ewhy, sizeof ewhy) : 0;
     if (r != 0) {
         out->len = start;
-        if (r > 0)
-            why_set(why, why_size, "an array element: %s", ewhy);
+        if (r > 0) { /* "element [1]: …", "element [0][2]: …" */
+            char at[KEEL_ARRAY_MAX_DIMS * 24];
+            size_t n = 0;
+            for (int d = 0; d < nd && n < sizeof at; d++)
+                n += (size_t)snprintf(at + n, sizeof at - n, "[%zu]", idx[d]);
+            why_set(why, why_size, "element %s: %s", at, ewhy);
+        }
         return r;
+    }
+    if (out->len - start - 4 > PGC_FIELD_MAX) {
+        out->len = start;
+        return why_set(why, why_size, "the array is longer than 1 GiB");
     }
     put32(out->data + start, (uint32_t)(out->len - start - 4));
     return 0;

@@ -231,6 +231,14 @@ TEST(bad_array_parameters_are_refused_naming_the_parameter) {
     e = q_fail(c, "SELECT $1::int4[]", &p, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     CHECK(strstr(e.message, "a text value cannot be loaded into type integer[]") != NULL);
+    CHECK(strstr(e.message, "parameter $1: element [0]: ") != NULL);
+    /* The bad element is named by its index in each dimension. */
+    keel_value row0[2] = { keel_int(1), keel_int(2) }, row1[2] = { keel_int(3), keel_text("y") };
+    keel_value rows[2] = { keel_array(row0, 2), keel_array(row1, 2) };
+    p = keel_array(rows, 2);
+    e = q_fail(c, "SELECT $1::int4[]", &p, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK(strstr(e.message, "parameter $1: element [1][1]: a text value") != NULL);
     keel_value bytes[1] = { keel_bytes("x", 1) };
     p = keel_array(bytes, 1);
     e = q_fail(c, "SELECT $1::jsonb", &p, 1);
@@ -311,7 +319,7 @@ TEST(copy_in_loads_arrays_and_lists_into_json) {
                            keel_null() };
     CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_copy", NULL, 5, bad2, 1, NULL, &err),
               KEEL_ERR_DATA);
-    CHECK(strstr(err.message, "column \"a\"") && strstr(err.message, "an array element"));
+    CHECK(strstr(err.message, "column \"a\"") && strstr(err.message, "element [0]: "));
     CHECK_INT(q_int(c, "SELECT count(*) FROM pgt_copy"), 2);
     keel_result_free(q(c, "DROP DOMAIN pgt_pos CASCADE", NULL, 0));
     keel_conn_release(c);

@@ -338,6 +338,57 @@ def test_a_thread_waiting_for_a_connection_lets_the_holder_run(db_url):
         assert sdb.fetchval("SELECT 6") == 6
 
 
+def test_many_threads_share_a_small_pool(db_url, engine):
+    # 12 threads, 2 connections: each job holds a connection for two statements (and, but on
+    # SQLite, a transaction); every job gets its turn well within acquire_timeout.
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = {"databases": {"main": {"url": db_url, "pool": {"max_size": 2,
+                                                             "acquire_timeout": 20}}}}
+    with keel.sync.Database(config) as sdb:
+        def job(i):
+            if i % 2 or engine == "sqlite":  # SQLite transactions want max_size=1 (docs)
+                with sdb.connection() as conn:
+                    conn.fetchval("SELECT 1")
+                    time.sleep(0.002)
+                    return conn.fetchval("SELECT $1", i)
+            with sdb.transaction() as conn:
+                return conn.fetchval("SELECT $1", i)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(12) as pool:
+            assert list(pool.map(job, range(120))) == list(range(120))
+        assert time.monotonic() - started < 15
+        stats = sdb.pool_stats()
+        assert stats["leased"] == 0 and stats["waiting"] == 0 and stats["size"] <= 2, stats
+
+
+def test_sqlite_transactions_of_several_threads_with_one_connection(tmp_path):
+    # The docs' advice for threads writing to one SQLite file in transactions: max_size=1, and
+    # they take turns (with two connections, the second BEGIN waits for the first's write lock
+    # while it keeps the database's turn: "database is locked" after busy_timeout).
+    with keel.sync.Database(f"sqlite:///{tmp_path}/w.db?max_size=1") as sdb:
+        sdb.execute("CREATE TABLE w (i INTEGER)")
+        errors = []
+
+        def job(i):
+            try:
+                with sdb.transaction() as conn:
+                    conn.execute("INSERT INTO w VALUES ($1)", i)
+                    time.sleep(0.05)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=job, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert errors == [] and time.monotonic() - started < 4
+        assert sdb.fetchval("SELECT count(*) FROM w") == 4
+
+
 def test_ctrl_c_during_a_call_leaves_the_database_usable(sdb, engine):
     # SIGINT while a statement runs (Ctrl-C in a script, "interrupt kernel" in a notebook): the
     # KeyboardInterrupt reaches the caller (today once the call returns, as the docs say) and

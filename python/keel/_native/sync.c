@@ -22,6 +22,7 @@ typedef struct kpy_sdb {
     PyObject *module;        /* keeps st alive */
     keel_db *db;             /* NULL once closed */
     PyThread_type_lock lock; /* one call into db at a time */
+    int lease_driver;        /* a thread waits for an exhausted pool inside keel (under lock) */
     PyObject *weakreflist;
     PyObject *json_dumps; /* json_serializer= of the keel.Database it was made from, or NULL */
     PyObject *json_loads; /* json_deserializer= likewise */
@@ -132,16 +133,18 @@ static keel_status closed_error(keel_error *err) {
 }
 
 /* How long a wait for a connection of an exhausted pool holds the lock before letting go of it. */
-#define LEASE_SLICE 0.01
+#define LEASE_SLICE 0.002
 
 /*
  * Leases a connection of database (NULL: the default) into *conn; called with s->lock held and
  * the GIL released, and returns with the lock held. timeout as sdb_run's. While the pool is
- * exhausted (every connection leased, none to open) the wait is made in slices, the lock let go
- * between them: the connections other threads hold need the lock for their next statement and
- * to come back, so a wait that kept it would end only with acquire_timeout (a PoolTimeout while
- * the connection it waits for sits idle in the other thread). The limit of the whole wait is
- * timeout, else the pool's acquire_timeout, as for one acquire.
+ * exhausted (every connection leased, none to open) the lock is let go between short looks: the
+ * connections other threads hold need the lock for their next statement and to come back, so a
+ * wait that kept it would end only with acquire_timeout (a PoolTimeout while the connection it
+ * waits for sits idle in the other thread). One waiter at a time (the driver) waits inside keel
+ * for LEASE_SLICE, so that what the pool does meanwhile (a released connection's rollback)
+ * goes on; the others only look at the pool's counts. The limit of the whole wait is timeout,
+ * else the pool's acquire_timeout, as for one acquire.
  */
 static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, keel_conn **conn,
                              keel_error *err) {
@@ -180,10 +183,14 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
                      ps.waiting);
             return KEEL_ERR_POOL_TIMEOUT;
         }
-        double slice = limit - elapsed < LEASE_SLICE ? limit - elapsed : LEASE_SLICE;
-        keel_status st = keel_db_acquire_within_sync(s->db, database, slice, conn, err);
-        if (st != KEEL_ERR_TIMEOUT || strcmp(err->sqlstate, "57014") != 0)
-            return st; /* leased, or an error of the pool's */
+        if (!s->lease_driver) {
+            double slice = limit - elapsed < LEASE_SLICE ? limit - elapsed : LEASE_SLICE;
+            s->lease_driver = 1;
+            keel_status st = keel_db_acquire_within_sync(s->db, database, slice, conn, err);
+            s->lease_driver = 0;
+            if (st != KEEL_ERR_TIMEOUT || strcmp(err->sqlstate, "57014") != 0)
+                return st; /* leased, or an error of the pool's */
+        }
         /* Let the threads holding connections run a statement or give one back. */
         PyThread_release_lock(s->lock);
         struct timespec pause = { 0, 1000000 }; /* 1 ms */

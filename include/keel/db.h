@@ -113,10 +113,13 @@ typedef void (*keel_notify_cb)(keel_conn *conn, const keel_notification *n, cons
                                void *arg);
 
 /*
- * Opens a manager for cfg (validated and copied; NULL means the default configuration with
+ * Opens a manager for cfg (validated and copied; NULL means the configuration file named by
+ * $KEEL_CONFIG when that is set, as `keel check` reads it, else the default configuration, with
  * KEEL_… environment overrides applied). loop NULL makes a private blocking loop. Does not
  * connect: pools fill on demand or with keel_db_warm. The caller owns *out and frees it with
- * keel_db_close. Errors: KEEL_ERR_CONFIG, KEEL_ERR_URL, KEEL_ERR_NOMEM. Never blocks.
+ * keel_db_close. Errors: KEEL_ERR_CONFIG (a KEEL_CONFIG file that cannot be read or is invalid
+ * too, its message starting "KEEL_CONFIG: "), KEEL_ERR_URL, KEEL_ERR_NOMEM. Never blocks, but
+ * for reading the KEEL_CONFIG file when cfg is NULL.
  */
 KEEL_API keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
                                   keel_error *err);

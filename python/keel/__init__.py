@@ -170,8 +170,10 @@ def _is_url(text: str) -> bool:
 class Database(_native.Database):
     """Named, pooled databases bound to the running asyncio loop.
 
-    Database()                      DATABASE_URL, else SQLite ./keel.db (plus KEEL_… environment
-                                    overrides; other KEEL_… variables are ignored)
+    Database()                      the file named by KEEL_CONFIG (as keel check), else
+                                    DATABASE_URL, else SQLite ./keel.db (plus KEEL_… environment
+                                    overrides; other KEEL_… variables are ignored); ./keel.yaml
+                                    is read only when named, here or by KEEL_CONFIG
     Database("postgresql://…")      one database, "default", at a URL
     Database("keel.yaml")           a YAML configuration file (str or os.PathLike)
     Database("notes.db")            an SQLite database, "default" (a name ending in .db, .sqlite
@@ -192,8 +194,11 @@ class Database(_native.Database):
         url: str | None = None
         path: str | None = None
         settings: list[tuple[str, str]] = []
+        from_env = False
         if config is None:
-            pass
+            # The file keel check reads too (its ./keel.yaml fallback aside).
+            path = os.environ.get("KEEL_CONFIG") or None
+            from_env = path is not None
         elif isinstance(config, dict):
             _flatten("", config, settings)
         elif isinstance(config, str) and _is_url(config):
@@ -206,8 +211,14 @@ class Database(_native.Database):
             raise ConfigError(
                 "a configuration is a URL, a path to a YAML file or an SQLite database, "
                 f"or a dict, not {type(config).__name__}")
-        super().__init__(url=url, path=path, settings=settings, json_serializer=json_serializer,
-                         json_deserializer=json_deserializer)
+        try:
+            super().__init__(url=url, path=path, settings=settings,
+                             json_serializer=json_serializer,
+                             json_deserializer=json_deserializer)
+        except ConfigError as e:
+            if from_env and path is not None and path in str(e):
+                raise ConfigError(f"KEEL_CONFIG: {e}") from e
+            raise
 
     async def start(self) -> None:
         """Binds to the running loop and starts filling the pools (never fails on a down server)."""

@@ -46,7 +46,8 @@ static void usage(FILE *out) {
           "exists (a YAML file, or an SQLite database: *.db, *.sqlite, *.sqlite3); KEEL_...\n"
           "environment variables override it (KEEL_DATABASES__MAIN__URL sets databases.main.url);\n"
           "with no database configured, $DATABASE_URL. keel check refuses to run with nothing\n"
-          "configured.\n",
+          "configured. Applications (keel.Database(), keel_db_open with no configuration) read\n"
+          "$KEEL_CONFIG too, but not ./keel.yaml unless given its path.\n",
           out);
 }
 
@@ -266,6 +267,13 @@ static int cmd_check(int argc, char **argv) {
     const char *path = config_path(arg);
     if (path && !config_file_exists(path))
         return EXIT_USAGE;
+    const char *env = getenv("KEEL_CONFIG");
+    if (path && !arg && !(env && *env))
+        fputs("keel: check: note: checking ./keel.yaml, found in the working directory; an "
+              "application reads it only when given its path (keel.Database(\"keel.yaml\")) or "
+              "KEEL_CONFIG=keel.yaml: keel.Database() and keel_db_open(NULL) read the file named "
+              "by KEEL_CONFIG, else DATABASE_URL, else ./keel.db\n",
+              stderr);
     cfg = load_config(path, timeout_text, verbose);
     if (!cfg)
         return EXIT_USAGE;

@@ -31,6 +31,25 @@ static void close_now(void *arg);
 
 const char *keel_version(void) { return KEEL_VERSION_STRING; }
 
+/*
+ * Loads into cfg the configuration file named by $KEEL_CONFIG, when it is set and not empty, as
+ * the keel command does: so that `keel check` and an application opened with no configuration
+ * read the same file. Its errors are KEEL_ERR_CONFIG (or NOMEM), naming the variable.
+ */
+static keel_status load_keel_config(keel_config *cfg, keel_error *err) {
+    const char *path = getenv("KEEL_CONFIG");
+    if (!path || !*path)
+        return KEEL_OK;
+    keel_error local;
+    keel_error_clear(&local);
+    keel_status st = keel_config_load_file(cfg, path, &local);
+    if (st == KEEL_OK)
+        return KEEL_OK;
+    if (st != KEEL_ERR_NOMEM)
+        st = KEEL_ERR_CONFIG;
+    return keel__error_set(err, st, NULL, NULL, "KEEL_CONFIG: %s", local.message);
+}
+
 keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop, keel_error *err) {
     if (!out)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, NULL, "out is NULL");
@@ -45,7 +64,9 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
         st = keel_config_new(&own, err);
         if (st != KEEL_OK)
             return st;
-        st = keel_config_apply_env(own, err);
+        st = load_keel_config(own, err);
+        if (st == KEEL_OK)
+            st = keel_config_apply_env(own, err);
         if (st != KEEL_OK) {
             keel_config_free(own);
             return st;

@@ -292,6 +292,37 @@ def test_an_unknown_scheme_with_a_driver_suffix_is_refused(clean_env):
     assert "hunter2" not in str(ei.value)
 
 
+async def test_database_with_no_argument_reads_keel_config(tmp_path, clean_env):
+    # The file keel check reads: KEEL_CONFIG (the KEEL_... variables override it).
+    app = tmp_path / "app.yaml"
+    app.write_text("databases:\n  fromfile:\n    url: \"sqlite:///%s\"\n" % (tmp_path / "f.db"),
+                   encoding="utf-8")
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("KEEL_CONFIG", str(app))
+    clean_env.setenv("DATABASE_URL", PG_URL)   # a configured database wins over it
+    async with keel.Database() as d:
+        assert d.databases == ["fromfile"] and d.engine() == "sqlite"
+        assert await d.fetchval("SELECT 7") == 7
+    with keel.sync.Database() as d:
+        assert d.databases == ["fromfile"] and d.fetchval("SELECT 8") == 8
+    clean_env.setenv("KEEL_DATABASES__FROMFILE__POOL__MAX_SIZE", "3")
+    assert keel.Database().databases == ["fromfile"]
+    clean_env.delenv("KEEL_DATABASES__FROMFILE__POOL__MAX_SIZE")
+    # An argument wins over KEEL_CONFIG.
+    assert keel.Database("sqlite::memory:").databases == ["default"]
+    # A file that cannot be read names the variable.
+    clean_env.setenv("KEEL_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(keel.ConfigError, match=r"^KEEL_CONFIG: .*missing\.yaml"):
+        keel.Database()
+    with pytest.raises(keel.ConfigError, match=r"^KEEL_CONFIG: .*missing\.yaml"):
+        keel.sync.Database()
+    # Without KEEL_CONFIG, ./keel.yaml is not read (keel check's fallback only): DATABASE_URL.
+    clean_env.delenv("KEEL_CONFIG")
+    (tmp_path / "keel.yaml").write_text(app.read_text(encoding="utf-8"), encoding="utf-8")
+    async with keel.Database() as d:
+        assert d.databases == ["default"] and d.engine() == "postgresql"
+
+
 async def test_env_overrides_yaml(tmp_path, clean_env):
     path = write_yaml(tmp_path, "sqlite:///" + str(tmp_path / "main.db"), "sqlite:///" + str(tmp_path / "local.db"))
     clean_env.setenv("KEEL_DATABASES__MAIN__URL", PG_URL)

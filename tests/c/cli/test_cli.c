@@ -315,6 +315,7 @@ TEST(check_finds_its_configuration_file) {
     run_keel(&r, NULL, (const char *[]){ env, NULL }, (const char *[]){ "check", NULL });
     CHECK_INT(r.status, 0);
     CHECK_CONTAINS(r.out, "\nnamed ");
+    CHECK(strstr(r.err, "note:") == NULL);
 
     write_file(path, sizeof path, "keel.yaml",
                "databases:\n  here:\n    url: \"sqlite::memory:\"\n");
@@ -322,6 +323,9 @@ TEST(check_finds_its_configuration_file) {
     CHECK_INT(r.status, 0);
     CHECK_CONTAINS(r.out, "\nhere ");
     CHECK(strstr(r.out, "named") == NULL);
+    /* The fallback says that applications do not read ./keel.yaml by themselves. */
+    CHECK_CONTAINS(r.err, "keel: check: note: checking ./keel.yaml");
+    CHECK_CONTAINS(r.err, "KEEL_CONFIG=keel.yaml");
     unlink(path);
 }
 

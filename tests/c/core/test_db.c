@@ -458,6 +458,48 @@ TEST(open_without_a_configuration_reads_the_environment) {
     unsetenv("KEEL_DEFAULT");
 }
 
+/* With no configuration, keel_db_open reads the file named by KEEL_CONFIG first, as keel check
+ * does; the environment's variables override it, and a file it cannot read names the variable. */
+TEST(open_without_a_configuration_reads_the_keel_config_file) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/app.yaml", dbdir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "databases:\n  fromfile:\n    url: \"%s\"\n", sqlite_url);
+    fclose(f);
+    keel_error err;
+    keel_db *db = NULL;
+    setenv("KEEL_CONFIG", path, 1);
+    CHECK_INT(keel_db_open(&db, NULL, NULL, &err), KEEL_OK);
+    CHECK_STR(keel_db_default_database(db), "fromfile");
+    CHECK_INT(db_int(db, "SELECT 3"), 3);
+    keel_db_close(db);
+    setenv("KEEL_DATABASES__FROMFILE__POOL__MAX_SIZE", "lots", 1);
+    db = NULL;
+    CHECK_INT(keel_db_open(&db, NULL, NULL, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "KEEL_DATABASES__FROMFILE__POOL__MAX_SIZE");
+    unsetenv("KEEL_DATABASES__FROMFILE__POOL__MAX_SIZE");
+    char missing[700];
+    snprintf(missing, sizeof missing, "%s/missing.yaml", dbdir);
+    setenv("KEEL_CONFIG", missing, 1);
+    db = NULL;
+    CHECK_INT(keel_db_open(&db, NULL, NULL, &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "KEEL_CONFIG: ");
+    CHECK_CONTAINS(err.message, "missing.yaml");
+    CHECK(db == NULL);
+    /* An empty KEEL_CONFIG is unset; a configuration given is used as it is. */
+    setenv("KEEL_CONFIG", "", 1);
+    setenv("KEEL_DATABASES__FROMENV__URL", sqlite_url, 1);
+    CHECK_INT(keel_db_open(&db, NULL, NULL, &err), KEEL_OK);
+    CHECK_STR(keel_db_default_database(db), "fromenv");
+    keel_db_close(db);
+    unsetenv("KEEL_DATABASES__FROMENV__URL");
+    unsetenv("KEEL_CONFIG");
+    unlink(path);
+}
+
 int main(void) {
     if (!mkdtemp(dbdir)) {
         perror("mkdtemp");
@@ -474,6 +516,7 @@ int main(void) {
     RUN(the_api_refuses_what_it_cannot_use);
     RUN(a_handle_left_by_close_reports_it_is_closed);
     RUN(open_without_a_configuration_reads_the_environment);
+    RUN(open_without_a_configuration_reads_the_keel_config_file);
     RUN(acquire_within_a_deadline);
     RUN(command_sync_on_an_sql_connection);
     char cmd[300];

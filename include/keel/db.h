@@ -334,8 +334,9 @@ KEEL_API keel_status keel_conn_ping(keel_conn *conn, keel_query_cb cb, void *arg
  * PostgreSQL, after a statement failed in the block: KEEL_TXN_COMMIT ends it rolled back and
  * completes with KEEL_ERR_TRANSACTION (sqlstate 25P02, "the transaction was rolled back: …");
  * KEEL_TXN_RELEASE rolls back to the savepoint, releases it, and completes with the same error
- * ("the savepoint was rolled back: …"), the enclosing block usable again. MySQL and SQLite undo
- * only the failed statement: their COMMIT keeps the rest.
+ * ("the savepoint was rolled back: …"), the enclosing block usable again; COMMIT or END run as
+ * a statement (keel_conn_query) fails as KEEL_TXN_COMMIT does. MySQL and SQLite undo only the
+ * failed statement: their COMMIT keeps the rest.
  */
 KEEL_API keel_status keel_conn_transaction(keel_conn *conn, keel_txn_op op, unsigned depth,
                                            keel_query_cb cb, void *arg, keel_error *err);

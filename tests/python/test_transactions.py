@@ -352,3 +352,23 @@ async def test_a_commit_by_hand_of_a_failed_block_raises_and_rollback_then_works
             await tr.commit()
         assert conn.in_transaction is False
     assert await ids(db, t) == ([] if engine == "postgresql" else [1])
+
+
+async def test_a_commit_statement_of_a_failed_block_raises_on_postgresql(
+        db, engine, new_table, types):
+    # execute("COMMIT") is told the same as the block's exit: PostgreSQL rolled it back.
+    t = await make_table(db, new_table, types)
+    async with db.connection() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+        with pytest.raises(keel.IntegrityError):
+            await conn.execute(f"INSERT INTO {t} (id) VALUES (1)")
+        if engine == "postgresql":
+            with pytest.raises(keel.InternalError, match="the transaction was rolled back") as info:
+                await conn.execute("COMMIT")
+            assert info.value.sqlstate == "25P02"
+        else:
+            await conn.execute("COMMIT")
+        assert conn.in_transaction is False
+        assert await conn.fetchval("SELECT 1") == 1
+    assert await ids(db, t) == ([] if engine == "postgresql" else [1])

@@ -203,7 +203,7 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
     default: /* PGRES_COMMAND_OK, PGRES_EMPTY_QUERY */
         if (!p->rows_seen)
             p->affected = keel__pg_affected(r);
-        if (p->doomed) {
+        if (p->doomed && strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
             keel__pg_fail_op(p, KEEL_ERR_TRANSACTION, p->doomed);
             keel__error_set_sqlstate(&p->err, "25P02");
         }
@@ -869,6 +869,28 @@ static keel_status pg_query_cached(pg_impl *p, const keel__stmt *stmt, const cha
     return KEEL_OK;
 }
 
+/* 1 when sql begins with the keyword COMMIT or END (after blanks and comments), else 0. */
+static int pg_is_commit(const char *sql) {
+    for (;;) {
+        while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '\f')
+            sql++;
+        if (sql[0] == '-' && sql[1] == '-') {
+            sql += strcspn(sql, "\n");
+        } else if (sql[0] == '/' && sql[1] == '*') {
+            const char *end = strstr(sql + 2, "*/");
+            if (!end)
+                return 0;
+            sql = end + 2;
+        } else {
+            break;
+        }
+    }
+    size_t n = strncasecmp(sql, "COMMIT", 6) == 0 ? 6 : strncasecmp(sql, "END", 3) == 0 ? 3 : 0;
+    char after = n ? sql[n] : 'x';
+    return !(after == '_' || (after >= '0' && after <= '9') || (after >= 'a' && after <= 'z') ||
+             (after >= 'A' && after <= 'Z') || (unsigned char)after >= 0x80);
+}
+
 keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err) {
     pg_impl *p = c->impl;
     keel_status st = keel__pg_check_idle(p, c, err);
@@ -882,6 +904,9 @@ keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
                                "PostgreSQL accepts at most 65535 parameters, %zu were given",
                                stmt->nparams);
     keel__pg_op_reset(p);
+    /* A COMMIT written as a statement, of a failed block: an error, as keel__pg_transaction's. */
+    if (PQtransactionStatus(p->pg) == PQTRANS_INERROR && pg_is_commit(sql))
+        p->doomed = "the transaction was rolled back: an earlier statement in it failed";
     if (stmt->nparams && keel__pg_has_arrays(stmt)) {
         /* Arrays take the form of the parameter types the server describes. */
         int known = keel__pg_ptypes_cached(p, stmt, sql);
@@ -968,7 +993,8 @@ keel_status keel__pg_transaction(keel_conn *c, keel_txn_op op, unsigned depth, k
      * A statement failed in the block (and its error was caught): the server answers COMMIT
      * with the tag ROLLBACK and no error, and refuses RELEASE SAVEPOINT. Both end in an error,
      * so that no caller takes its writes for kept: COMMIT ends the block (rolled back), and a
-     * savepoint is rolled back to and released, so that the enclosing block goes on.
+     * savepoint is rolled back to and released, so that the enclosing block goes on. The error
+     * is set on the tag ROLLBACK (ROLLBACK TO's tag too) that the first statement answers.
      */
     const char *doomed = NULL;
     int failed_block = PQtransactionStatus(p->pg) == PQTRANS_INERROR;

@@ -932,6 +932,25 @@ TEST(commit_of_a_failed_block_is_an_error_and_a_failed_savepoint_is_rolled_back)
     keel_result_free(q(c, "INSERT INTO txf VALUES (5)", NULL, 0));
     CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
     CHECK_INT(q_int(c, "SELECT count(*) FROM txf"), 3);
+
+    /* COMMIT (or END) written as a statement reports it too; ROLLBACK does not. */
+    const char *commits[] = { "COMMIT", " /* c */ -- d\n end", "commit;" };
+    for (size_t i = 0; i < sizeof commits / sizeof commits[0]; i++) {
+        keel_result_free(q(c, "BEGIN", NULL, 0));
+        keel_result_free(q(c, "INSERT INTO txf VALUES (7)", NULL, 0));
+        e = q_fail(c, "INSERT INTO txf VALUES (7)", NULL, 0);
+        CHECK_INT(e.code, KEEL_ERR_INTEGRITY);
+        e = q_fail(c, commits[i], NULL, 0);
+        CHECK_INT(e.code, KEEL_ERR_TRANSACTION);
+        CHECK_STR(e.sqlstate, "25P02");
+        CHECK_CONTAINS(e.message, "the transaction was rolled back: an earlier statement");
+        CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    }
+    keel_result_free(q(c, "BEGIN", NULL, 0));
+    e = q_fail(c, "INSERT INTO txf VALUES (1)", NULL, 0);
+    keel_result_free(q(c, "ROLLBACK", NULL, 0));
+    keel_result_free(q(c, "COMMIT", NULL, 0)); /* outside a block: a warning, no error */
+    CHECK_INT(q_int(c, "SELECT count(*) FROM txf"), 3);
     keel_conn_release(c);
     keel_db_close(db);
 }

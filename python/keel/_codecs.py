@@ -50,11 +50,12 @@ _LOOKUP = ("SELECT t.oid, t.typname, t.typcategory, t.typarray FROM pg_catalog.p
 class _Codecs:
     """The encoders of a Database, and the parameter types of the statements they needed."""
 
-    __slots__ = ("encoders", "described")
+    __slots__ = ("encoders", "described", "names")
 
     def __init__(self) -> None:
         self.encoders: dict[str, Callable[[Any], Any]] = {}  # by the name describe gives
         self.described: dict[tuple[str | None, str], tuple[str | None, ...]] = {}
+        self.names: dict[str, str] = {}  # the type's name by the name describe gives
 
 
 def _codecs_of(db: Database) -> _Codecs:
@@ -92,6 +93,8 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
             f"set_type_codec: keel decodes {schema}.{typename} itself and keeps no text of it; "
             "codecs are for types keel returns as text (custom, composite, domain and extension "
             "types, enums, json, numeric, text, inet…)")
+    # Failures name the type (the column is named by keel).
+    decoder = None if decoder is None else _named_decoder(decoder, name)
     db._set_type_decoder(oid, decoder)
     # Its array type too: keel reads its values as lists of the elements' text, and a decoder
     # set for an array type is applied to each element (a list parameter needs no encoder: keel
@@ -105,9 +108,22 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
             codecs.encoders.pop(key, None)
         else:
             codecs.encoders[key] = encoder
+        codecs.names[key] = name
     codecs.described.clear()
     if encoder is not None:
         encoding = True
+
+
+def _named_decoder(decoder: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    def decode(text: str) -> Any:
+        try:
+            return decoder(text)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise ValueError(f"the decoder of type {name} failed: {e}") from e
+
+    return decode
 
 
 def _needs_encoding(args: tuple) -> bool:
@@ -133,10 +149,12 @@ async def _encode(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
             try:
                 text = enc(a)
             except Exception as e:
-                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {types[i]} "
+                name = codecs.names.get(types[i], types[i])
+                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {name} "
                                         f"failed: {e}") from e
             if not isinstance(text, str):
-                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {types[i]} "
+                name = codecs.names.get(types[i], types[i])
+                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {name} "
                                         f"returned {type(text).__name__}, not str "
                                         "(format='text')")
             out[i] = text

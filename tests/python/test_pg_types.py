@@ -547,10 +547,16 @@ async def test_set_type_codec_errors_are_clear(db, engine):
     await db.execute(f"CREATE TYPE {name} AS (x int, y int)")
     try:
         await db.set_type_codec(name, encoder=point_text, decoder=lambda s: 1 / 0)
-        with pytest.raises(keel.DataError, match="cannot decode text value: division by zero"):
-            await db.fetchval(f"SELECT ROW(1, 2)::{name}")
-        with pytest.raises(keel.DataError, match=r"parameter \$1: the encoder of type \d+ failed: "
-                                                 r"'object' object has no attribute 'x'"):
+        # Failures name the column and the type by their names (trial T4).
+        with pytest.raises(keel.DataError, match=f'column "p": cannot decode text value: the '
+                                                 f"decoder of type {name} failed: division by "
+                                                 "zero"):
+            await db.fetchval(f"SELECT 1 AS a, ROW(1, 2)::{name} AS p", column=1)
+        with pytest.raises(keel.DataError, match=f'column "ps": cannot decode text value: the '
+                                                 f"decoder of type {name} failed"):
+            await db.fetch(f"SELECT ARRAY[ROW(1, 2)::{name}] AS ps")
+        with pytest.raises(keel.DataError, match=rf"parameter \$1: the encoder of type {name} "
+                                                 r"failed: 'object' object has no attribute 'x'"):
             await db.fetchval(f"SELECT $1::{name}", object())
         await db.set_type_codec(name, encoder=lambda p: 5, decoder=None)
         with pytest.raises(keel.DataError, match=r"returned int, not str"):

@@ -511,7 +511,8 @@ async def test_json_serializer_errors_are_clear(db_url, engine, types):
             await d.fetchval("SELECT $1", {"a": 1})
         await d.execute(f"CREATE TABLE {t} (id {types['int']}, j {types['json']})")
         await d.execute(f"INSERT INTO {t} (id, j) VALUES ($1, {JSON_PARAM[engine]})", 1, '{}')
-        with pytest.raises(keel.DataError, match="cannot decode json value: division by zero"):
+        with pytest.raises(keel.DataError, match='column "j": cannot decode json value: '
+                                                 "division by zero"):
             await d.fetchval(f"SELECT j FROM {t}")
         assert await d.fetchval("SELECT 1") == 1
     finally:

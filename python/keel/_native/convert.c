@@ -21,6 +21,10 @@ int keel__py_convert_init(void) {
 static _Thread_local PyObject *cur_json_loads;
 static _Thread_local PyObject **cur_decoders;
 static _Thread_local size_t cur_ndecoders;
+/* The result being converted between keel__py_decoders_begin and _end, and the column at hand,
+ * for messages of values that cannot be decoded (NULL outside). */
+static _Thread_local const keel_result *cur_res;
+static _Thread_local size_t cur_col;
 
 PyObject *keel__py_json_loads_swap(PyObject *loads) {
     PyObject *prev = cur_json_loads;
@@ -229,8 +233,13 @@ static PyObject *decode_failed(kpy_state *st, const keel_value *v) {
         PyErr_Clear();
         s = "invalid value";
     }
-    keel__py_raise(st, KEEL_ERR_DATA, NULL, "cannot decode %s value: %s", keel_type_name(v->type),
-                   s);
+    const char *col = cur_res != NULL ? keel_result_colname(cur_res, cur_col) : NULL;
+    if (col != NULL)
+        keel__py_raise(st, KEEL_ERR_DATA, NULL, "column \"%.100s\": cannot decode %s value: %s",
+                       col, keel_type_name(v->type), s);
+    else
+        keel__py_raise(st, KEEL_ERR_DATA, NULL, "cannot decode %s value: %s",
+                       keel_type_name(v->type), s);
     Py_XDECREF(text);
     /* Keep the original error as the cause, so nothing about it is lost. */
     if (value != NULL) {
@@ -442,6 +451,7 @@ static PyObject *decoded(kpy_state *st, PyObject *dec, const keel_value *v) {
 
 PyObject *keel__py_column_to_py(kpy_state *st, const keel_value *v, size_t col) {
     PyObject *dec = cur_decoders != NULL && col < cur_ndecoders ? cur_decoders[col] : NULL;
+    cur_col = col;
     if (dec == NULL)
         return keel__py_value_to_py(st, v);
     return decoded(st, dec, v);
@@ -451,6 +461,8 @@ int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result
                             kpy_decoders *d) {
     d->prev = cur_decoders;
     d->nprev = cur_ndecoders;
+    d->prev_res = cur_res;
+    cur_res = res;
     d->mine = NULL;
     d->nmine = 0;
     size_t n = keel_result_ncols(res);
@@ -458,6 +470,7 @@ int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result
         return 0;
     PyObject **mine = PyMem_Calloc(n, sizeof *mine);
     if (mine == NULL) {
+        cur_res = d->prev_res;
         PyErr_NoMemory();
         return -1;
     }
@@ -484,12 +497,12 @@ int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result
         }
         any |= mine[i] != NULL;
     }
-    d->mine = mine;
-    d->nmine = n;
-    if (!any) {
-        keel__py_decoders_end(st, d);
+    if (!any) { /* no column has a decoder: only cur_res stays in force until _end */
+        PyMem_Free(mine);
         return 0;
     }
+    d->mine = mine;
+    d->nmine = n;
     cur_decoders = mine;
     cur_ndecoders = n;
     return 0;
@@ -499,6 +512,7 @@ void keel__py_decoders_end(kpy_state *st, kpy_decoders *d) {
     (void)st;
     cur_decoders = d->prev;
     cur_ndecoders = d->nprev;
+    cur_res = d->prev_res;
     for (size_t i = 0; d->mine != NULL && i < d->nmine; i++)
         Py_XDECREF(d->mine[i]);
     PyMem_Free(d->mine);

@@ -188,6 +188,7 @@ typedef struct kpy_decoders {
     size_t nprev;
     PyObject **mine; /* strong references, nmine of them (NULL for columns without one) */
     size_t nmine;
+    const keel_result *prev_res; /* the result converted before (nested conversions) */
 } kpy_decoders;
 /* decoders is the Database's {OID: decoder} dict, or NULL. 0, or -1 with MemoryError. */
 int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result *res,

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import keel
-from conftest import UNIQUE_VIOLATION_SQLSTATE, close_db, concat
+from conftest import ONE_SECOND_SQL, UNIQUE_VIOLATION_SQLSTATE, close_db, concat
 
 # Rows n = 1…N with s = 'row n', in order. MariaDB stops a recursive CTE after
 # max_recursive_iterations (1000 by default), so there the numbers come from a cross join of
@@ -240,6 +240,21 @@ async def test_close_waits_for_leased_connections(db_url):
     assert not closing.done()
     assert await conn.fetchval("SELECT 3") == 3
     await d.release(conn)
+    await asyncio.wait_for(closing, 10)
+
+
+async def test_close_lets_running_statements_finish_and_refuses_new_work(db_url, engine):
+    # docs/python.md: close() refuses new work at once, and waits for statements running.
+    d = keel.Database(db_url)
+    await d.start()
+    running = asyncio.create_task(d.fetchval(ONE_SECOND_SQL[engine]))
+    await asyncio.sleep(0.2)
+    closing = asyncio.create_task(d.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    with pytest.raises(keel.InterfaceError, match="clos"):
+        await d.fetchval("SELECT 1")
+    await asyncio.wait_for(running, 30)  # it ends with its result, not an error
     await asyncio.wait_for(closing, 10)
 
 

@@ -50,12 +50,13 @@ _LOOKUP = ("SELECT t.oid, t.typname, t.typcategory, t.typarray FROM pg_catalog.p
 class _Codecs:
     """The encoders of a Database, and the parameter types of the statements they needed."""
 
-    __slots__ = ("encoders", "described", "names")
+    __slots__ = ("encoders", "described", "names", "arrays")
 
     def __init__(self) -> None:
         self.encoders: dict[str, Callable[[Any], Any]] = {}  # by the name describe gives
         self.described: dict[tuple[str | None, str], tuple[str | None, ...]] = {}
         self.names: dict[str, str] = {}  # the type's name by the name describe gives
+        self.arrays: dict[str, str] = {}  # an array type's element type, both as described
 
 
 def _codecs_of(db: Database) -> _Codecs:
@@ -97,8 +98,8 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     decoder = None if decoder is None else _named_decoder(decoder, name)
     db._set_type_decoder(oid, decoder)
     # Its array type too: keel reads its values as lists of the elements' text, and a decoder
-    # set for an array type is applied to each element (a list parameter needs no encoder: keel
-    # sends it as the array literal of the type the server describes).
+    # set for an array type is applied to each element (a list parameter's elements go through
+    # the encoder, below; keel sends the list as the array literal of the described type).
     if array_oid:
         db._set_type_decoder(array_oid, decoder)
     codecs = _codecs_of(db)
@@ -109,6 +110,10 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
         else:
             codecs.encoders[key] = encoder
         codecs.names[key] = name
+    # Lists for its array type are encoded element by element.
+    if array_oid:
+        for key in (str(array_oid), f"{name}[]", f"_{name}"):
+            codecs.arrays[key] = str(oid)
     codecs.described.clear()
     if encoder is not None:
         encoding = True
@@ -126,11 +131,45 @@ def _named_decoder(decoder: Callable[[str], Any], name: str) -> Callable[[str], 
     return decode
 
 
-def _needs_encoding(args: tuple) -> bool:
+def _needs_encoding(args: Any) -> bool:
     for a in args:
-        if not isinstance(a, _NATIVE):
+        if isinstance(a, (list, tuple)):
+            if _needs_encoding(a):
+                return True
+        elif not isinstance(a, _NATIVE):
             return True
     return False
+
+
+def _encode_one(codecs: _Codecs, i: int, tname: str, enc: Callable[[Any], Any], a: Any,
+                at: str) -> str:
+    try:
+        text = enc(a)
+    except Exception as e:
+        name = codecs.names.get(tname, tname)
+        raise _native.DataError(f"parameter ${i + 1}: {at}the encoder of type {name} "
+                                f"failed: {e}") from e
+    if not isinstance(text, str):
+        name = codecs.names.get(tname, tname)
+        raise _native.DataError(f"parameter ${i + 1}: {at}the encoder of type {name} "
+                                f"returned {type(text).__name__}, not str (format='text')")
+    return text
+
+
+def _encode_list(codecs: _Codecs, i: int, tname: str, enc: Callable[[Any], Any], a: Any,
+                 at: str) -> list[Any]:
+    """A list for an array of a type with an encoder: its elements (nested lists for more
+    dimensions) through the encoder, keel's own values as they are."""
+    out: list[Any] = []
+    for j, e in enumerate(a):
+        where = f"{at}[{j}]"
+        if isinstance(e, (list, tuple)):
+            out.append(_encode_list(codecs, i, tname, enc, e, where))
+        elif isinstance(e, _NATIVE):
+            out.append(e)
+        else:
+            out.append(_encode_one(codecs, i, tname, enc, e, f"element {where}: "))
+    return out
 
 
 async def _encode(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
@@ -142,22 +181,17 @@ async def _encode(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
         codecs.described[key] = types
     out = list(args)
     for i, a in enumerate(args):
-        if i < len(types) and not isinstance(a, _NATIVE):
-            enc = codecs.encoders.get(types[i]) if types[i] is not None else None
-            if enc is None:
-                continue
-            try:
-                text = enc(a)
-            except Exception as e:
-                name = codecs.names.get(types[i], types[i])
-                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {name} "
-                                        f"failed: {e}") from e
-            if not isinstance(text, str):
-                name = codecs.names.get(types[i], types[i])
-                raise _native.DataError(f"parameter ${i + 1}: the encoder of type {name} "
-                                        f"returned {type(text).__name__}, not str "
-                                        "(format='text')")
-            out[i] = text
+        if i >= len(types) or types[i] is None:
+            continue
+        if isinstance(a, (list, tuple)):
+            elem = codecs.arrays.get(types[i])
+            enc = codecs.encoders.get(elem) if elem is not None else None
+            if enc is not None:
+                out[i] = _encode_list(codecs, i, elem, enc, a, "")
+        elif not isinstance(a, _NATIVE):
+            enc = codecs.encoders.get(types[i])
+            if enc is not None:
+                out[i] = _encode_one(codecs, i, types[i], enc, a, "")
     return tuple(out)
 
 

@@ -504,6 +504,34 @@ async def test_set_type_codec_decodes_and_encodes_a_composite_type():
         await close_db(d)
 
 
+async def test_lists_of_values_with_an_encoder_are_encoded_element_by_element():
+    # asyncpg encodes arrays of a type with a codec element by element (trial T1).
+    d = keel.Database(PG_URL)
+    name = unique_name("pt")
+    try:
+        await d.execute(f"CREATE TYPE {name} AS (x int, y int)")
+        await d.set_type_codec(name, encoder=point_text, decoder=point_of)
+        assert await d.fetchval(f"SELECT $1::{name}[]", [Point(1, 2), None, "(3,4)"]) == [
+            Point(1, 2), None, Point(3, 4)]
+        assert await d.fetchval(f"SELECT $1::{name}[]", [[Point(1, 2)], [Point(5, 6)]]) == [
+            [Point(1, 2)], [Point(5, 6)]]
+        t = unique_name("pgt")
+        await d.execute(f"CREATE TABLE {t} (id int, ps {name}[])")
+        async with d.connection() as conn:
+            await conn.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                                   [(1, [Point(7, 8)]), (2, [])])
+            assert await conn.fetchval(f"SELECT ps FROM {t} WHERE id = $1", 1) == [Point(7, 8)]
+        with pytest.raises(keel.DataError, match=rf"parameter \$1: element \[1\]\[0\]: the "
+                                                 rf"encoder of type {name} failed: 'object' "
+                                                 "object has no attribute 'x'"):
+            await d.fetchval(f"SELECT $1::{name}[]", [[Point(1, 2)], [object()]])
+        assert await d.fetchval("SELECT $1::int[]", [1, 2]) == [1, 2]
+        await d.execute(f"DROP TABLE {t}")
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name} CASCADE")
+        await close_db(d)
+
+
 async def test_set_type_codec_through_a_connection_and_for_text_like_built_ins():
     d = keel.Database(PG_URL)
     try:

@@ -148,6 +148,7 @@ def test_json_serializer_and_deserializer(db_url, engine):
         finally:
             sdb.execute(f"DROP TABLE IF EXISTS {name}")
 
+
     def failing(obj):
         raise RuntimeError("no JSON today")
 
@@ -160,6 +161,23 @@ def test_json_serializer_and_deserializer(db_url, engine):
         assert json.loads(sdb.fetchval("SELECT $1", {"a": 1})) == {"a": 1}
     with pytest.raises(TypeError, match="json_serializer must be callable"):
         keel.sync.Database(db_url, json_serializer="orjson")
+
+
+def test_a_failing_json_deserializer_names_the_column(db_url, engine):
+    name = unique_name("sjson")
+    jtype = {"postgresql": "JSONB", "mysql": "JSON", "sqlite": "JSON"}[engine]
+    with keel.sync.Database(db_url, json_deserializer=lambda s: 1 / 0) as sdb:
+        sdb.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, doc {jtype})")
+        try:
+            sdb.execute(f"INSERT INTO {name} VALUES ($1, $2)", 1, {"a": 1})
+            for call in (lambda: sdb.fetchval(f"SELECT id, doc FROM {name}", column=1),
+                         lambda: sdb.fetch(f"SELECT id, doc FROM {name}")):
+                with pytest.raises(keel.DataError, match='column "doc": cannot decode json '
+                                                         "value: division by zero"):
+                    call()
+            assert sdb.fetchval(f"SELECT id FROM {name}") == 1
+        finally:
+            sdb.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def test_executemany_returning_on_postgresql():

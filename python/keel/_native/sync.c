@@ -324,7 +324,7 @@ static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
                          ncols);
             return NULL;
         }
-        return keel__py_value_to_py(st, keel_result_value(res, 0, (size_t)col));
+        return keel__py_column_to_py(st, keel_result_value(res, 0, (size_t)col), (size_t)col);
     }
     default: {
         int64_t n = res != NULL ? keel_result_affected(res) : 0;
@@ -347,7 +347,15 @@ static PyObject *sjob_finish(kpy_state *st, PyObject *loads, sjob *j, keel_statu
     } else {
         /* json_deserializer= of the Database it was made from */
         PyObject *prev = keel__py_json_loads_swap(loads);
-        out = sjob_result(st, j, column);
+        /* No type decoders (set_type_codec is keel.Database's), but the result in force, so
+         * that a value that cannot be decoded is named by its column. */
+        kpy_decoders dec;
+        if (j->res == NULL) {
+            out = sjob_result(st, j, column);
+        } else if (keel__py_decoders_begin(st, NULL, j->res, &dec) == 0) {
+            out = sjob_result(st, j, column);
+            keel__py_decoders_end(st, &dec);
+        }
         keel__py_json_loads_swap(prev);
     }
     sjob_clear(j);

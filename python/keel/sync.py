@@ -23,14 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable
 
-from . import Config, Record, _collection, _native, _rowtype
+from . import Config, Record, _collection, _native, _rowtype, _statement
 from . import Database as _AsyncDatabase
 from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _manual_end
 from ._collection import _deadline, _left
 from ._native import check_timeout
 from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
 
-__all__ = ["Database", "Connection", "Transaction", "Collection", "Cursor"]
+__all__ = ["Database", "Connection", "Transaction", "PreparedStatement", "Collection", "Cursor"]
 
 _FETCH = _native.MODE_FETCH
 _FETCHROW = _native.MODE_FETCHROW
@@ -234,6 +234,15 @@ class Connection(_native.SyncConnection):
         """See keel.Connection.copy_records_to_table."""
         return self._copy(table_name, records, columns, schema_name, timeout)
 
+    def prepare(self, sql: str, *, timeout: float | None = None,
+                record_class: type[Record] | None = None) -> PreparedStatement:
+        """Prepares sql ($1…$n) on this connection without running it (see
+        keel.Connection.prepare): the PreparedStatement describes its parameters and columns
+        and runs with fetch, fetchrow, fetchval and executemany on this connection. The
+        server's error when it cannot prepare it; NotSupportedError on MongoDB."""
+        rowtype = _rowtype(record_class, None)
+        return PreparedStatement(self, sql, self._prepare(sql, timeout), rowtype)
+
     def transaction(self) -> Transaction:
         """with conn.transaction(): a transaction, or a savepoint when nested; by hand:
         tr.start(), then tr.commit() or tr.rollback()."""
@@ -265,6 +274,45 @@ class Connection(_native.SyncConnection):
                 timeout: float | None = None) -> dict[str, Any]:
         """Runs one MongoDB command on this connection."""
         return self._command(dbname, cmd, timeout)
+
+
+class PreparedStatement(_statement.PreparedStatement):
+    """A statement prepared on a keel.sync.Connection (Connection.prepare): keel.PreparedStatement's
+    attributes (parameters, columns, get_parameters(), get_attributes(), get_query()) and
+    methods, called without await. Using it once its connection is released raises
+    InterfaceError."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<keel.sync.PreparedStatement {self._sql!r} on {self._conn!r}>"
+
+    def fetch(self, *args: Any,  # type: ignore[override]
+              timeout: float | None = None) -> list[Any]:
+        """All rows, as a list of Records (or of prepare's record_class)."""
+        self._check(args)
+        return self._conn._query(_FETCH, self._sql, args, 0, timeout,  # type: ignore[no-any-return]
+                                 self._rowtype)
+
+    def fetchrow(self, *args: Any, timeout: float | None = None) -> Any:  # type: ignore[override]
+        """The first row as a Record (or prepare's record_class), or None."""
+        self._check(args)
+        return self._conn._query(_FETCHROW, self._sql, args, 0, timeout, self._rowtype)
+
+    def fetchval(self, *args: Any, column: int = 0,  # type: ignore[override]
+                 timeout: float | None = None) -> Any:
+        """One value of the first row (column index), or None when there is no row."""
+        self._check(args)
+        return self._conn._query(_FETCHVAL, self._sql, args, column, timeout)
+
+    def executemany(self, rows: Iterable[Sequence[Any]], *,  # type: ignore[override]
+                    timeout: float | None = None) -> list[Record] | None:
+        """Runs the statement once per row of parameters, in one atomic batch: None, or the
+        rows a RETURNING statement returns."""
+        if self._conn.released:
+            self._check(())
+        return self._conn._executemany(self._sql, rows,  # type: ignore[no-any-return]
+                                       timeout)
 
 
 class Transaction:

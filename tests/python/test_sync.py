@@ -764,3 +764,99 @@ def test_a_transaction_started_and_ended_by_hand(sdb, table):
                 block.rollback()
     assert [r["id"] for r in sdb.fetch(f"SELECT id FROM {table} ORDER BY id")] == [1]
     assert sdb.pool_stats()["leased"] == 0
+
+
+# ---- prepared statements ----
+
+SYNC_PARAMETER_TYPES = {
+    "postgresql": [keel.Type("int4", "int"), keel.Type("text", "text")],
+    "sqlite": [keel.Type(None, None)] * 2,
+    "mysql": [keel.Type(None, None)] * 2,
+}
+
+
+def test_prepare_describes_and_runs_again_and_again(sdb, table, engine):
+    sdb.executemany(f"INSERT INTO {table} VALUES ($1, $2)", [(i, f"item {i}") for i in range(1, 11)])
+    with sdb.connection() as conn:
+        stmt = conn.prepare(f"SELECT id, label FROM {table} WHERE id <= $1 AND label <> $2 "
+                            "ORDER BY id")
+        assert isinstance(stmt, keel.sync.PreparedStatement)
+        assert isinstance(stmt, keel.PreparedStatement)
+        assert [c.name for c in stmt.columns] == ["id", "label"]
+        assert [c.type.keel_type for c in stmt.columns] == ["int", "text"]
+        assert list(stmt.parameters) == SYNC_PARAMETER_TYPES[engine]
+        assert stmt.get_parameters() == stmt.parameters
+        assert stmt.get_attributes() == stmt.columns
+        assert stmt.get_query().startswith(f"SELECT id, label FROM {table}")
+        assert "keel.sync.PreparedStatement" in repr(stmt)
+        assert [r["id"] for r in stmt.fetch(3, "")] == [1, 2, 3]
+        assert [r["id"] for r in stmt.fetch(5, "item 2")] == [1, 3, 4, 5]
+        assert stmt.fetchrow(10, "")["label"] == "item 1"
+        assert stmt.fetchval(2, "", column=1) == "item 1"
+        assert stmt.fetch(0, "") == [] and stmt.fetchrow(0, "") is None
+        assert stmt.fetchval(0, "") is None
+        assert conn.fetchval("SELECT 2") == 2  # other statements in between change nothing
+        for n in range(1, 11):
+            assert len(stmt.fetch(n, "", timeout=5)) == n
+        ins = conn.prepare(f"INSERT INTO {table} VALUES ($1, $2)")
+        assert ins.columns == () and len(ins.parameters) == 2
+
+
+def test_prepared_executemany_and_record_class(sdb, table, engine):
+    class Item(keel.Record):
+        pass
+
+    with sdb.transaction() as conn:
+        ins = conn.prepare(f"INSERT INTO {table} VALUES ($1, $2)")
+        assert ins.executemany([(100 + i, f"new {i}") for i in range(20)]) is None
+        if engine != "mysql":  # MySQL has no DELETE … RETURNING
+            ret = conn.prepare(f"DELETE FROM {table} WHERE id = $1 RETURNING id")
+            assert [r["id"] for r in ret.executemany([(100,), (-1,)])] == [100]
+        stmt = conn.prepare(f"SELECT id FROM {table} WHERE id = $1", record_class=Item)
+        assert type(stmt.fetchrow(101)) is Item
+        assert all(type(r) is Item for r in stmt.fetch(102))
+        with pytest.raises(TypeError, match="record_class"):
+            conn.prepare("SELECT 1", record_class=dict)
+    n = 19 if engine != "mysql" else 20
+    assert sdb.fetchval(f"SELECT count(*) FROM {table}") == n
+
+
+def test_prepare_bad_input_and_the_connection_stays_usable(sdb, table, engine):
+    sdb.execute(f"INSERT INTO {table} VALUES (3, 'item 3')")
+    with sdb.connection() as conn:
+        stmt = conn.prepare(f"SELECT label FROM {table} WHERE id = $1")
+        with pytest.raises(keel.ProgrammingError,
+                           match=r"takes 1 parameter \(\$1\) but 2 were given"):
+            stmt.fetch(1, 2)
+        with pytest.raises(keel.ProgrammingError, match="takes 1 parameter .* but 0 were given"):
+            stmt.fetchval()
+        with pytest.raises(keel.ProgrammingError, match="takes no parameters but 1 was given"):
+            conn.prepare("SELECT 1").fetch(1)
+        with pytest.raises(keel.DataError):
+            stmt.fetch(object())
+        with pytest.raises(keel.ProgrammingError, match="no_such_table") as ei:
+            conn.prepare("SELECT * FROM no_such_table WHERE id = $1")
+        if engine != "sqlite":
+            assert ei.value.sqlstate == {"postgresql": "42P01", "mysql": "42S02"}[engine]
+        with pytest.raises(keel.ProgrammingError):
+            conn.prepare("SELEC 1")
+        with pytest.raises(TypeError, match="must be a str"):
+            conn.prepare(b"SELECT 1")
+        assert stmt.fetchval(3) == "item 3"
+        assert conn.fetchval("SELECT 41 + 1") == 42 and not conn.in_transaction
+    # Once its connection is released, neither it nor the connection prepares or runs.
+    with pytest.raises(keel.InterfaceError, match="connection has been released"):
+        stmt.fetchval(3)
+    with pytest.raises(keel.InterfaceError, match="connection has been released"):
+        stmt.executemany([(1,)])
+    with pytest.raises(keel.InterfaceError):
+        conn.prepare("SELECT 1")
+    assert sdb.pool_stats()["leased"] == 0
+
+
+def test_prepare_on_mongodb_is_not_supported(mongo):
+    sdb, _ = mongo
+    with sdb.connection() as conn:
+        with pytest.raises(keel.NotSupportedError):
+            conn.prepare("SELECT 1")
+        assert conn.command(None, {"ping": 1})["ok"] == 1

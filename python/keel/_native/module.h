@@ -191,6 +191,10 @@ typedef struct kpy_decoders {
     const keel_result *prev_res; /* the result converted before (nested conversions) */
 } kpy_decoders;
 /* decoders is the Database's {OID: decoder} dict, or NULL. 0, or -1 with MemoryError. */
+/* A statement's description (keel_conn_prepare's result) as ((type name, keel type) per
+ * parameter, (column name, type name, keel type) per column), None where the engine does not
+ * say. Returns a new reference, or NULL with an exception set. Does not block. */
+PyObject *keel__py_description_of(const keel_result *res);
 int keel__py_decoders_begin(kpy_state *st, PyObject *decoders, const keel_result *res,
                             kpy_decoders *d);
 void keel__py_decoders_end(kpy_state *st, kpy_decoders *d);

@@ -543,7 +543,7 @@ static PyObject *kind_or_none(keel_type t) {
 
 /* A statement's description (keel_conn_prepare) as ((type name, keel type) per parameter,
  * (column name, type name, keel type) per column), None where the engine does not say. */
-static PyObject *description_of(const keel_result *res) {
+PyObject *keel__py_description_of(const keel_result *res) {
     size_t np = keel_result_nparams(res), nc = keel_result_ncols(res);
     PyObject *params = PyTuple_New((Py_ssize_t)np);
     PyObject *cols = PyTuple_New((Py_ssize_t)nc);
@@ -579,7 +579,7 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
         return PyLong_FromLongLong(n < 0 ? 0 : n);
     }
     if (op->kind == KPY_OP_PREPARE)
-        return description_of(res);
+        return keel__py_description_of(res);
     if (op->kind == KPY_OP_MANY && keel_result_ncols(res) > 0)
         return records_of(st, res); /* the rows of executemany(… RETURNING …) */
     if (op->kind != KPY_OP_QUERY)

@@ -97,6 +97,8 @@ static keel_status sjob_run(sjob *j, keel_conn *conn, keel_error *err) {
         return keel_conn_command_sync(conn, j->sql, j->cmd, j->cmdlen, &j->res, err);
     case KPY_OP_TXN:
         return keel_conn_transaction_sync(conn, j->txn, j->depth, err);
+    case KPY_OP_PREPARE:
+        return keel_conn_prepare_sync(conn, j->sql, &j->res, err);
     case SJOB_PING:
         return keel_conn_ping_sync(conn, err);
     default:
@@ -293,6 +295,10 @@ static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
             return keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a command result holds no reply");
         return keel__py_bson_decode(st, v->u.str.ptr, v->u.str.len);
     }
+    case KPY_OP_PREPARE:
+        if (res == NULL)
+            return keel__py_raise(st, KEEL_ERR_INTERNAL, NULL, "a prepare returned no description");
+        return keel__py_description_of(res);
     case KPY_OP_QUERY:
         break;
     default:
@@ -990,6 +996,22 @@ static PyObject *sconn_txn(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs
     return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
 }
 
+/* _prepare(sql, timeout): the statement's description (see keel__py_description_of). */
+static PyObject *sconn_prepare(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    sjob j;
+    const char *sql;
+    if (check_nargs(nargs, 2, "_prepare(sql, timeout)") < 0 ||
+        keel__py_timeout_arg(args[1], &timeout) < 0 || sql_arg(args[0], &sql) < 0 ||
+        sconn_check(c) < 0)
+        return NULL;
+    sjob_init(&j, KPY_OP_PREPARE);
+    j.sql = sql;
+    keel_error err;
+    keel_status s = sconn_run(c, timeout, &j, &err);
+    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+}
+
 /* _ping(timeout) */
 static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
     double timeout;
@@ -1055,6 +1077,9 @@ static PyMethodDef sconn_methods[] = {
     { "_command", (PyCFunction)(void (*)(void))sconn_command, METH_FASTCALL,
       "_command(dbname, cmd, timeout) -> dict" },
     { "_txn", (PyCFunction)(void (*)(void))sconn_txn, METH_FASTCALL, "_txn(op, depth)" },
+    { "_prepare", (PyCFunction)(void (*)(void))sconn_prepare, METH_FASTCALL,
+      "_prepare(sql, timeout) -> ((type name, keel type) per parameter, (name, type name, keel "
+      "type) per column): prepares a statement without running it." },
     { "_ping", (PyCFunction)sconn_ping, METH_O, "_ping(timeout)" },
     { "_release", (PyCFunction)sconn_release_method, METH_NOARGS,
       "Gives the connection back to its pool (idempotent)." },

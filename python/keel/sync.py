@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable
 
-from . import Config, Record, _collection, _native, _rowtype, _statement
+from . import Config, Record, _codecs, _collection, _native, _rowtype, _statement
 from . import Database as _AsyncDatabase
 from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _manual_end
 from ._collection import _deadline, _left
@@ -133,6 +133,35 @@ class Database(_native.SyncDatabase):
         statement that returns rows (INSERT … RETURNING), every row's Records in order."""
         return self._executemany(sql, rows, database, timeout)
 
+    def set_type_codec(self, typename: str, *, schema: str = "public",
+                       encoder: Callable[[Any], Any] | None,
+                       decoder: Callable[[str], Any] | None, format: str = "text",
+                       database: str | None = None) -> None:
+        """A codec for a PostgreSQL type, as keel.Database.set_type_codec (format='text'):
+        decoder(text) makes each value of its columns, encoder(value) the text of a parameter
+        of the type for values keel does not convert itself. For every connection of this
+        Database."""
+        where = f"database '{database if database is not None else self.default_database}'"
+
+        async def run(sql: str, *a: Any) -> Any:
+            return self.fetchrow(sql, *a, database=database)
+
+        _drive(_codecs.set_type_codec(self._config, run, typename, schema=schema,
+                                      encoder=encoder, decoder=decoder, format=format,
+                                      engine=self.engine(database), where=where))
+
+    def _query(self, mode: int, sql: str, args: tuple[Any, ...], database: str | None,
+               *rest: Any) -> Any:
+        if _codecs.encoding:
+            args = _encode_args(self, sql, args, database, None)
+        return super()._query(mode, sql, args, database, *rest)
+
+    def _executemany(self, sql: str, rows: Any, database: str | None,
+                     timeout: float | None) -> Any:
+        if _codecs.encoding:
+            rows = _encode_rows(self, sql, rows, database, None)
+        return super()._executemany(sql, rows, database, timeout)
+
     def copy_records_to_table(self, table_name: str, *, records: Iterable[Sequence[Any]],
                               columns: Sequence[str] | None = None,
                               schema_name: str | None = None, database: str | None = None,
@@ -234,6 +263,29 @@ class Connection(_native.SyncConnection):
         """See keel.Connection.copy_records_to_table."""
         return self._copy(table_name, records, columns, schema_name, timeout)
 
+    def set_type_codec(self, typename: str, *, schema: str = "public",
+                       encoder: Callable[[Any], Any] | None,
+                       decoder: Callable[[str], Any] | None, format: str = "text") -> None:
+        """As Database.set_type_codec, looking the type up on this connection: the codec is
+        the Database's (connections are pooled), so it applies to every connection of it."""
+        async def run(sql: str, *a: Any) -> Any:
+            return self.fetchrow(sql, *a)
+
+        _drive(_codecs.set_type_codec(self._db._config, run, typename, schema=schema,
+                                      encoder=encoder, decoder=decoder, format=format,
+                                      engine=self.engine,
+                                      where=f"database '{self.database}'"))
+
+    def _query(self, mode: int, sql: str, args: tuple[Any, ...], *rest: Any) -> Any:
+        if _codecs.encoding:
+            args = _encode_args(self._db, sql, args, self.database, self)
+        return super()._query(mode, sql, args, *rest)
+
+    def _executemany(self, sql: str, rows: Any, timeout: float | None) -> Any:
+        if _codecs.encoding:
+            rows = _encode_rows(self._db, sql, rows, self.database, self)
+        return super()._executemany(sql, rows, timeout)
+
     def prepare(self, sql: str, *, timeout: float | None = None,
                 record_class: type[Record] | None = None) -> PreparedStatement:
         """Prepares sql ($1…$n) on this connection without running it (see
@@ -274,6 +326,44 @@ class Connection(_native.SyncConnection):
                 timeout: float | None = None) -> dict[str, Any]:
         """Runs one MongoDB command on this connection."""
         return self._command(dbname, cmd, timeout)
+
+
+def _encoders(db: Database) -> Any:
+    """The set_type_codec state of db when it has an encoder, else None."""
+    codecs = db._config.__dict__.get("_keel_codecs")
+    return codecs if codecs is not None and codecs.encoders else None
+
+
+def _describer(db: Database, sql: str, database: str | None,
+               conn: Connection | None) -> Callable[[], Any]:
+    """What _codecs calls to learn the parameter types of sql: a prepare on conn, or on a
+    connection leased for it."""
+    async def prepare() -> Any:
+        if conn is not None:
+            return conn.prepare(sql)
+        with db.connection(database) as c:
+            return c.prepare(sql)
+    return prepare
+
+
+def _encode_args(db: Database, sql: str, args: tuple[Any, ...], database: str | None,
+                 conn: Connection | None) -> tuple[Any, ...]:
+    """args with the encoders of set_type_codec applied (as keel.Database's)."""
+    codecs = _encoders(db)
+    if codecs is None or not _codecs._needs_encoding(args):
+        return args
+    key = (conn.database if conn is not None else database, sql)
+    return _drive(_codecs._encode(codecs, key, _describer(db, sql, database, conn), args))  # type: ignore[no-any-return]
+
+
+def _encode_rows(db: Database, sql: str, rows: Any, database: str | None,
+                 conn: Connection | None) -> Any:
+    """executemany's rows with the encoders of set_type_codec applied."""
+    codecs = _encoders(db)
+    if codecs is None:
+        return rows
+    key = (conn.database if conn is not None else database, sql)
+    return _drive(_codecs._encode_rows(codecs, key, _describer(db, sql, database, conn), rows))
 
 
 class PreparedStatement(_statement.PreparedStatement):

@@ -860,3 +860,113 @@ def test_prepare_on_mongodb_is_not_supported(mongo):
         with pytest.raises(keel.NotSupportedError):
             conn.prepare("SELECT 1")
         assert conn.command(None, {"ping": 1})["ok"] == 1
+
+
+# ---- set_type_codec ----
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __repr__(self):
+        return f"Point({self.x}, {self.y})"
+
+
+def point_text(p):
+    return f"({p.x},{p.y})"
+
+
+def point_of(text):
+    x, y = text.strip("()").split(",")
+    return Point(int(x), int(y))
+
+
+def test_set_type_codec_decodes_and_encodes_on_postgresql():
+    from conftest import PG_URL
+    with keel.sync.Database(PG_URL) as sdb:
+        name, t = unique_name("spt"), unique_name("spgt")
+        sdb.execute(f"CREATE TYPE {name} AS (x int, y int)")
+        try:
+            sdb.execute(f"CREATE TABLE {t} (id int, p {name})")
+            sdb.set_type_codec(name, encoder=point_text, decoder=point_of)
+            assert sdb.fetchval(f"SELECT ROW(1, 2)::{name}") == Point(1, 2)
+            assert sdb.fetchval(f"SELECT $1::{name}", Point(3, 4)) == Point(3, 4)
+            assert sdb.execute(f"INSERT INTO {t} VALUES ($1, $2)", 1, Point(5, 6)) == 1
+            assert sdb.fetchval(f"SELECT $1::{name}[]", [Point(1, 2), None]) == [Point(1, 2),
+                                                                                  None]
+            sdb.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                            ((i, Point(i, -i)) for i in range(10, 12)))
+            # Every connection of the Database has it, and a prepared statement too.
+            with sdb.connection() as conn:
+                assert conn.fetchval(f"SELECT p FROM {t} WHERE id = 1") == Point(5, 6)
+                assert conn.fetchrow(f"SELECT $1::{name} AS p", Point(0, -1))["p"] == Point(0, -1)
+                conn.executemany(f"INSERT INTO {t} VALUES ($1, $2)", [(13, Point(1, 3)), (14, None)])
+                stmt = conn.prepare(f"SELECT p FROM {t} WHERE p = $1::{name}")
+                assert stmt.fetchval(Point(10, -10)) == Point(10, -10)
+            assert [r["p"] for r in sdb.fetch(f"SELECT p FROM {t} ORDER BY id")] == [
+                Point(5, 6), Point(10, -10), Point(11, -11), Point(1, 3), None]
+            # A value keel converts itself is never given to an encoder.
+            assert sdb.fetchval(f"SELECT $1::{name}", "(9,9)") == Point(9, 9)
+            # Another Database (sync or not) is untouched.
+            with keel.sync.Database(PG_URL) as other:
+                assert other.fetchval(f"SELECT ROW(1, 2)::{name}") == "(1,2)"
+        finally:
+            sdb.execute(f"DROP TABLE IF EXISTS {t}")
+            sdb.execute(f"DROP TYPE IF EXISTS {name} CASCADE")
+
+
+def test_set_type_codec_through_a_connection_on_postgresql():
+    from conftest import PG_URL
+    with keel.sync.Database(PG_URL) as sdb:
+        with sdb.connection() as conn:
+            conn.set_type_codec("json", schema="pg_catalog", encoder=None,
+                                decoder=lambda s: ("json", s))
+            assert conn.fetchval("SELECT '[1, 2]'::json") == ("json", "[1, 2]")
+        assert sdb.fetchval("SELECT '{}'::json") == ("json", "{}")
+        assert sdb.fetchval("SELECT '{}'::jsonb") == {}
+        sdb.set_type_codec("json", schema="pg_catalog", encoder=None, decoder=None)
+        assert sdb.fetchval("SELECT '[1]'::json") == [1]
+
+
+def test_set_type_codec_bad_input(sdb, engine):
+    if engine != "postgresql":
+        with pytest.raises(keel.NotSupportedError, match="type codecs are PostgreSQL's"):
+            sdb.set_type_codec("x", encoder=str, decoder=str)
+        with sdb.connection() as conn:
+            with pytest.raises(keel.NotSupportedError, match="type codecs are PostgreSQL's"):
+                conn.set_type_codec("x", encoder=str, decoder=str)
+            assert conn.fetchval("SELECT 1") == 1
+        return
+    with pytest.raises(ValueError, match=r"unknown type: public\.no_such_type"):
+        sdb.set_type_codec("no_such_type", encoder=str, decoder=str)
+    with pytest.raises(keel.NotSupportedError, match="format='binary' is not supported"):
+        sdb.set_type_codec("json", schema="pg_catalog", encoder=str, decoder=str,
+                           format="binary")
+    with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
+        sdb.set_type_codec("int4", schema="pg_catalog", encoder=str, decoder=int)
+    with pytest.raises(TypeError, match="decoder must be callable, not int"):
+        sdb.set_type_codec("json", schema="pg_catalog", encoder=None, decoder=1)
+    name = unique_name("spt")
+    sdb.execute(f"CREATE TYPE {name} AS (x int, y int)")
+    try:
+        sdb.set_type_codec(name, encoder=point_text, decoder=lambda s: 1 / 0)
+        with pytest.raises(keel.DataError, match=f'column "p": cannot decode text value: the '
+                                                 f"decoder of type {name} failed: division by "
+                                                 "zero"):
+            sdb.fetchval(f"SELECT 1 AS a, ROW(1, 2)::{name} AS p", column=1)
+        with pytest.raises(keel.DataError, match=rf"parameter \$1: the encoder of type {name} "
+                                                 r"failed: 'object' object has no attribute 'x'"):
+            sdb.fetchval(f"SELECT $1::{name}", object())
+        with sdb.connection() as conn:
+            with pytest.raises(keel.DataError, match=rf"parameter \$1: the encoder of type {name}"):
+                conn.execute(f"SELECT $1::{name}", object())
+            assert conn.fetchval("SELECT 1") == 1
+        sdb.set_type_codec(name, encoder=lambda p: 5, decoder=None)
+        with pytest.raises(keel.DataError, match=r"returned int, not str"):
+            sdb.fetchval(f"SELECT $1::{name}", Point(1, 2))
+        assert sdb.fetchval("SELECT 1") == 1
+    finally:
+        sdb.execute(f"DROP TYPE {name} CASCADE")

@@ -26,6 +26,7 @@ typedef struct kpy_sdb {
     PyObject *weakreflist;
     PyObject *json_dumps; /* json_serializer= of the keel.Database it was made from, or NULL */
     PyObject *json_loads; /* json_deserializer= likewise */
+    PyObject *config;     /* that keel.Database: its set_type_codec decoders are this one's */
 } kpy_sdb;
 
 typedef struct kpy_sconn {
@@ -340,8 +341,9 @@ static PyObject *sjob_result(kpy_state *st, sjob *j, Py_ssize_t column) {
 }
 
 /* Raises the error of j (err), or returns its result. Clears j. */
-static PyObject *sjob_finish(kpy_state *st, PyObject *loads, sjob *j, keel_status status,
-                             const keel_error *err, Py_ssize_t column) {
+static PyObject *sjob_finish(kpy_sdb *s, sjob *j, keel_status status, const keel_error *err,
+                             Py_ssize_t column) {
+    kpy_state *st = s->st;
     PyObject *out = NULL;
     if (status != KEEL_OK) {
         PyObject *exc =
@@ -352,13 +354,15 @@ static PyObject *sjob_finish(kpy_state *st, PyObject *loads, sjob *j, keel_statu
         }
     } else {
         /* json_deserializer= of the Database it was made from */
-        PyObject *prev = keel__py_json_loads_swap(loads);
-        /* No type decoders (set_type_codec is keel.Database's), but the result in force, so
-         * that a value that cannot be decoded is named by its column. */
+        PyObject *prev = keel__py_json_loads_swap(s->json_loads);
+        /* The decoders set_type_codec put on it (set on the keel.Database it was made from),
+         * and the result in force, so that a value that cannot be decoded is named by its
+         * column. */
+        PyObject *decoders = s->config != NULL ? ((kpy_db *)s->config)->decoders : NULL;
         kpy_decoders dec;
         if (j->res == NULL) {
             out = sjob_result(st, j, column);
-        } else if (keel__py_decoders_begin(st, NULL, j->res, &dec) == 0) {
+        } else if (keel__py_decoders_begin(st, decoders, j->res, &dec) == 0) {
             out = sjob_result(st, j, column);
             keel__py_decoders_end(st, &dec);
         }
@@ -530,7 +534,7 @@ static PyObject *sdb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 /* SyncDatabase(config): config is a keel._native.Database (never started) whose validated
- * configuration is copied; the two are independent from then on. */
+ * configuration is copied; the decoders its _set_type_decoder sets are this one's too. */
 static int sdb_init(kpy_sdb *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = { "config", NULL };
     PyObject *config;
@@ -559,6 +563,7 @@ static int sdb_init(kpy_sdb *self, PyObject *args, PyObject *kwds) {
     self->db = db;
     Py_XSETREF(self->json_dumps, Py_XNewRef(((kpy_db *)config)->json_dumps));
     Py_XSETREF(self->json_loads, Py_XNewRef(((kpy_db *)config)->json_loads));
+    Py_XSETREF(self->config, Py_NewRef(config));
     return 0;
 }
 
@@ -584,6 +589,7 @@ static void sdb_dealloc(kpy_sdb *self) {
     Py_CLEAR(self->module);
     Py_CLEAR(self->json_dumps);
     Py_CLEAR(self->json_loads);
+    Py_CLEAR(self->config);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -593,6 +599,7 @@ static int sdb_traverse(kpy_sdb *self, visitproc visit, void *arg) {
     Py_VISIT(self->module);
     Py_VISIT(self->json_dumps);
     Py_VISIT(self->json_loads);
+    Py_VISIT(self->config);
     return 0;
 }
 
@@ -624,7 +631,7 @@ static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t narg
     j.rowtype = rowtype != Py_None ? rowtype : NULL;
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    return sjob_finish(self->st, self->json_loads, &j, s, &err, column);
+    return sjob_finish(self, &j, s, &err, column);
 }
 
 /* _executemany(sql, rows, database, timeout) */
@@ -645,7 +652,7 @@ static PyObject *sdb_executemany(kpy_sdb *self, PyObject *const *args, Py_ssize_
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    PyObject *out = sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
+    PyObject *out = sjob_finish(self, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -667,7 +674,7 @@ static PyObject *sdb_copy(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    PyObject *out = sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
+    PyObject *out = sjob_finish(self, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -690,7 +697,7 @@ static PyObject *sdb_command(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     }
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    PyObject *out = sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
+    PyObject *out = sjob_finish(self, &j, s, &err, 0);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return out;
@@ -707,7 +714,7 @@ static PyObject *sdb_ping(kpy_sdb *self, PyObject *const *args, Py_ssize_t nargs
     sjob_init(&j, SJOB_PING);
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
-    return sjob_finish(self->st, self->json_loads, &j, s, &err, 0);
+    return sjob_finish(self, &j, s, &err, 0);
 }
 
 static PyTypeObject *sconn_type(kpy_sdb *self) {
@@ -905,7 +912,7 @@ static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nar
     j.rowtype = rowtype != Py_None ? rowtype : NULL;
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, column);
+    return sjob_finish(c->sdb, &j, s, &err, column);
 }
 
 /* _executemany(sql, rows, timeout) */
@@ -925,7 +932,7 @@ static PyObject *sconn_executemany(kpy_sconn *c, PyObject *const *args, Py_ssize
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    PyObject *out = sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+    PyObject *out = sjob_finish(c->sdb, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -946,7 +953,7 @@ static PyObject *sconn_copy(kpy_sconn *c, PyObject *const *args, Py_ssize_t narg
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    PyObject *out = sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+    PyObject *out = sjob_finish(c->sdb, &j, s, &err, 0);
     Py_DECREF(hold);
     return out;
 }
@@ -967,7 +974,7 @@ static PyObject *sconn_command(kpy_sconn *c, PyObject *const *args, Py_ssize_t n
     }
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    PyObject *out = sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+    PyObject *out = sjob_finish(c->sdb, &j, s, &err, 0);
     Py_XDECREF(name);
     Py_DECREF(bson);
     return out;
@@ -993,7 +1000,7 @@ static PyObject *sconn_txn(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs
     j.depth = (unsigned)depth;
     keel_error err;
     keel_status s = sconn_run(c, 0, &j, &err);
-    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+    return sjob_finish(c->sdb, &j, s, &err, 0);
 }
 
 /* _prepare(sql, timeout): the statement's description (see keel__py_description_of). */
@@ -1009,7 +1016,7 @@ static PyObject *sconn_prepare(kpy_sconn *c, PyObject *const *args, Py_ssize_t n
     j.sql = sql;
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+    return sjob_finish(c->sdb, &j, s, &err, 0);
 }
 
 /* _ping(timeout) */
@@ -1021,7 +1028,7 @@ static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
     sjob_init(&j, SJOB_PING);
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
-    return sjob_finish(c->sdb->st, c->sdb->json_loads, &j, s, &err, 0);
+    return sjob_finish(c->sdb, &j, s, &err, 0);
 }
 
 static PyObject *sconn_release_method(kpy_sconn *c, PyObject *unused) {
@@ -1053,6 +1060,11 @@ static PyObject *sconn_get_in_transaction(kpy_sconn *c, void *closure) {
     default:
         Py_RETURN_FALSE;
     }
+}
+
+static PyObject *sconn_get_db(kpy_sconn *c, void *closure) {
+    (void)closure;
+    return Py_NewRef((PyObject *)c->sdb);
 }
 
 static PyObject *sconn_get_released(kpy_sconn *c, void *closure) {
@@ -1094,6 +1106,7 @@ static PyGetSetDef sconn_getset[] = {
     { "in_transaction", (getter)sconn_get_in_transaction, NULL, "True inside a transaction block.",
       NULL },
     { "released", (getter)sconn_get_released, NULL, "True once given back to the pool.", NULL },
+    { "_db", (getter)sconn_get_db, NULL, "The SyncDatabase that leased it.", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 

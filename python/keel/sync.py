@@ -23,14 +23,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable
 
-from . import Config, Record, _codecs, _collection, _native, _rowtype, _statement
+from . import Config, Record, _codecs, _collection, _cursor, _native, _rowtype, _statement
 from . import Database as _AsyncDatabase
 from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _manual_end
 from ._collection import _deadline, _left
 from ._native import check_timeout
 from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
 
-__all__ = ["Database", "Connection", "Transaction", "PreparedStatement", "Collection", "Cursor"]
+__all__ = ["Database", "Connection", "Transaction", "PreparedStatement", "RowCursor", "Collection",
+           "Cursor"]
 
 _FETCH = _native.MODE_FETCH
 _FETCHROW = _native.MODE_FETCHROW
@@ -286,6 +287,24 @@ class Connection(_native.SyncConnection):
             rows = _encode_rows(self._db, sql, rows, self.database, self)
         return super()._executemany(sql, rows, timeout)
 
+    def cursor(self, sql: str, *args: Any, prefetch: int | None = None,
+               timeout: float | None = None, record_class: type[Record] | None = None,
+               into: Any = None) -> RowCursor:
+        """A streaming cursor over sql's rows (see keel.Connection.cursor): ``for row in
+        conn.cursor(sql, *args, prefetch=50)``, or ``cur = conn.cursor(…)`` then ``cur.fetch(n)``,
+        ``cur.fetchrow()``, ``cur.forward(n)``, ``cur.close()`` (or ``with conn.cursor(…) as
+        cur``). The statement starts here; at most prefetch rows (plus one batch of the engine)
+        are held however large the result, and it occupies the connection until its rows are
+        read or the cursor is closed. timeout= bounds the whole statement, time between
+        fetches included."""
+        rowtype = _rowtype(record_class, into)
+        if not isinstance(sql, str):
+            raise TypeError(f"the statement must be a str, not {type(sql).__name__}")
+        n = _cursor.DEFAULT_PREFETCH if prefetch is None else _cursor._count(prefetch, "prefetch", 1)
+        if _codecs.encoding:
+            args = _encode_args(self._db, sql, args, self.database, self)
+        return RowCursor(self, sql, args, n, timeout, rowtype)
+
     def prepare(self, sql: str, *, timeout: float | None = None,
                 record_class: type[Record] | None = None) -> PreparedStatement:
         """Prepares sql ($1…$n) on this connection without running it (see
@@ -403,6 +422,96 @@ class PreparedStatement(_statement.PreparedStatement):
             self._check(())
         return self._conn._executemany(self._sql, rows,  # type: ignore[no-any-return]
                                        timeout)
+
+
+class RowCursor:
+    """A statement's rows, read on demand (Connection.cursor): fetch(n), fetchrow(), forward(n),
+    close(); an iterator of its rows and a context manager that closes it."""
+
+    __slots__ = ("_conn", "_closed", "_exhausted", "__weakref__")
+
+    def __init__(self, conn: Connection, sql: str, args: tuple[Any, ...], prefetch: int,
+                 timeout: float | None, rowtype: Any) -> None:
+        self._conn = conn
+        self._exhausted = False  # every row was read
+        self._closed = True  # by close(); until the statement starts, nothing to close
+        conn._cursor(sql, args, prefetch, timeout, rowtype)
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, or once every row was read."""
+        return self._closed or self._exhausted
+
+    def _take(self, n: int) -> list[Any]:
+        if self._closed:
+            raise InterfaceError("the cursor is closed")
+        if self._exhausted:
+            return []
+        try:
+            rows, more = self._conn._cursor_take(n)
+        except BaseException:
+            self._exhausted = True
+            raise
+        if not more:
+            self._exhausted = True
+        return rows  # type: ignore[no-any-return]
+
+    def fetch(self, n: int) -> list[Any]:
+        """The next n rows (fewer at the end, [] after it)."""
+        return self._take(_cursor._count(n, "n", 1))
+
+    def fetchrow(self) -> Any:
+        """The next row, or None after the last."""
+        rows = self._take(1)
+        return rows[0] if rows else None
+
+    def forward(self, n: int) -> int:
+        """Skips the next n rows (they are read and dropped); returns how many were skipped."""
+        _cursor._count(n, "n", 1)
+        skipped = 0
+        while skipped < n:
+            got = len(self._take(min(n - skipped, 1024)))
+            skipped += got
+            if got == 0:
+                break
+        return skipped
+
+    def close(self) -> None:
+        """Stops the statement (on the server) and frees its connection for other statements.
+        Idempotent; a cursor read to its end is closed already."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._exhausted and not self._conn.released:
+            self._conn._cursor_close()
+
+    def __del__(self) -> None:
+        # Dropped unread (a loop left with break): its statement is cancelled, so that the
+        # connection serves the next statement instead of staying busy with it.
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __iter__(self) -> RowCursor:
+        return self
+
+    def __next__(self) -> Any:
+        rows = self._take(1) if not self._closed else []
+        if not rows:
+            raise StopIteration
+        return rows[0]
+
+    def __enter__(self) -> RowCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<keel.sync.RowCursor on {self._conn!r}"
+                f"{' closed' if self.closed else ''}>")
 
 
 class Transaction:

@@ -970,3 +970,101 @@ def test_set_type_codec_bad_input(sdb, engine):
         assert sdb.fetchval("SELECT 1") == 1
     finally:
         sdb.execute(f"DROP TYPE {name} CASCADE")
+
+
+# ---- cursors ----
+
+COUNT_TO = ("WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < {}) "
+            "SELECT n FROM t")
+
+
+def test_cursor_streams_rows(sdb, engine):
+    class Row(keel.Record):
+        pass
+
+    with sdb.connection() as conn:
+        q = COUNT_TO.format(1000)
+        assert [r["n"] for r in conn.cursor(q, prefetch=10)] == list(range(1, 1001))
+        with conn.cursor(q + " WHERE n > $1", 990, prefetch=3) as cur:
+            assert isinstance(cur, keel.sync.RowCursor) and not cur.closed
+            assert [r["n"] for r in cur.fetch(2)] == [991, 992]
+            assert cur.fetchrow()["n"] == 993
+            assert cur.forward(5) == 5
+            assert [r["n"] for r in cur.fetch(10)] == [999, 1000]
+            assert cur.fetch(10) == [] and cur.fetchrow() is None and cur.closed
+        assert all(type(r) is Row for r in conn.cursor(q, record_class=Row, prefetch=500))
+        assert [p.n for p in conn.cursor(COUNT_TO.format(3), into=lambda n: type("P", (), {"n": n}))] == [1, 2, 3]
+        assert conn.cursor(q).forward(5000) == 1000
+        # Closed early, or dropped in the middle of a for loop: the connection serves on.
+        cur = conn.cursor(q, prefetch=1)
+        assert cur.fetchrow()["n"] == 1
+        cur.close()
+        cur.close()
+        assert cur.closed
+        with pytest.raises(keel.InterfaceError, match="cursor is closed"):
+            cur.fetch(1)
+        for r in conn.cursor(q, prefetch=5):
+            if r["n"] == 3:
+                break
+        assert conn.fetchval("SELECT 41 + 1") == 42
+        # Inside a transaction too.
+        with conn.transaction():
+            assert len(conn.cursor(q, timeout=10).fetch(3000)) == 1000
+        assert not conn.in_transaction
+
+
+def test_cursor_bad_input_and_errors(sdb, engine):
+    q = COUNT_TO.format(100)
+    with sdb.connection() as conn:
+        with pytest.raises(ValueError, match="prefetch must be at least 1, not 0"):
+            conn.cursor(q, prefetch=0)
+        with pytest.raises(TypeError, match="prefetch must be an int, not str"):
+            conn.cursor(q, prefetch="5")
+        with pytest.raises(TypeError, match="must be a str"):
+            conn.cursor(b"SELECT 1")
+        with pytest.raises(keel.ProgrammingError, match="no_such_table"):
+            list(conn.cursor("SELECT * FROM no_such_table"))
+        with pytest.raises(keel.DataError):
+            conn.cursor("SELECT $1", object())
+        cur = conn.cursor(q, prefetch=2)
+        with pytest.raises(ValueError, match="n must be at least 1, not 0"):
+            cur.fetch(0)
+        # The connection is busy with the cursor until it is read or closed (its rows may
+        # all have arrived already).
+        with pytest.raises(keel.InterfaceError, match="busy"):
+            conn.cursor(q)
+        assert cur.fetchrow()["n"] == 1
+        cur.close()
+        assert conn.fetchval("SELECT 1") == 1
+    # A connection released with a cursor open: the cursor's statement is stopped.
+    conn = sdb.acquire()
+    cur = conn.cursor(q, prefetch=2)
+    sdb.release(conn)
+    with pytest.raises(keel.InterfaceError):
+        cur.fetch(5)
+    assert sdb.pool_stats()["leased"] == 0 and sdb.fetchval("SELECT 7") == 7
+
+
+def test_cursor_a_row_that_cannot_be_decoded_names_its_column(db_url, engine):
+    jtype = {"postgresql": "JSONB", "mysql": "JSON", "sqlite": "JSON"}[engine]
+    name = unique_name("scur")
+    with keel.sync.Database(db_url, json_deserializer=lambda s: 1 / 0) as sdb:
+        sdb.execute(f"CREATE TABLE {name} (id INTEGER, doc {jtype})")
+        try:
+            sdb.executemany(f"INSERT INTO {name} VALUES ($1, $2)", [(1, None), (2, None), (3, '{"a": 1}')])
+            with sdb.connection() as conn:
+                cur = conn.cursor(f"SELECT id, doc FROM {name} ORDER BY id", prefetch=10)
+                assert [r["id"] for r in cur.fetch(2)] == [1, 2]
+                with pytest.raises(keel.DataError, match='column "doc"'):
+                    cur.fetch(2)
+                assert cur.fetch(1) == []
+                assert conn.fetchval("SELECT 5") == 5
+        finally:
+            sdb.execute(f"DROP TABLE {name}")
+
+
+def test_cursor_timeout(db_url, engine):
+    with keel.sync.Database(db_url) as sdb, sdb.connection() as conn:
+        with pytest.raises(keel.QueryTimeout):
+            list(conn.cursor(SLOW_SQL[engine], timeout=0.2))
+        assert conn.fetchval("SELECT 3") == 3

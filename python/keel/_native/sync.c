@@ -29,8 +29,11 @@ typedef struct kpy_sdb {
     PyObject *config;     /* that keel.Database: its set_type_codec decoders are this one's */
 } kpy_sdb;
 
+typedef struct scur scur;
+
 typedef struct kpy_sconn {
     PyObject_HEAD kpy_sdb *sdb; /* strong */
+    scur *cur;                  /* the cursor (_cursor) that streams on it, or NULL */
     keel_conn *conn;            /* NULL once released */
     PyObject *database;         /* str */
     PyObject *engine;           /* str */
@@ -851,11 +854,16 @@ static PyType_Spec sdb_spec = {
 
 /* ---- SyncConnection ---- */
 
+static void scur_close(kpy_sconn *c);
+
 /* Gives the connection back (idempotent). */
 static void sconn_release(kpy_sconn *c) {
     keel_conn *conn = c->conn;
     if (conn == NULL)
         return;
+    if (c->cur != NULL) {
+        scur_close(c); /* cancels a statement still streaming, and waits for its end */
+    }
     c->conn = NULL;
     kpy_sdb *s = c->sdb;
     Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
@@ -1019,6 +1027,318 @@ static PyObject *sconn_prepare(kpy_sconn *c, PyObject *const *args, Py_ssize_t n
     return sjob_finish(c->sdb, &j, s, &err, 0);
 }
 
+/* ---- cursors: a statement's rows streamed (keel_conn_query_rows), prefetch at a time ---- */
+
+/* A cursor's state. Its callbacks run inside keel_loop_run, on the calling thread with the GIL
+ * released: they take the GIL to convert rows. Freed by its connection, or, when the connection
+ * was released first, by its completion callback (orphan). */
+struct scur {
+    kpy_state *st;
+    keel_conn *conn;
+    PyObject *sql;       /* str: keeps the statement's text alive */
+    kpy_params *params;  /* kept until the statement is over */
+    PyObject *rowtype;   /* or NULL: Records */
+    PyObject *decoders;  /* set_type_codec's {OID: decoder} (strong), or NULL */
+    PyObject *loads;     /* json_deserializer= (strong), or NULL */
+    PyObject *rows;      /* list: rows converted and not taken yet */
+    Py_ssize_t prefetch; /* pause once this many rows wait */
+    int stop;            /* keel_loop_run's flag: rows enough, an error, or the end */
+    int done;            /* the completion callback ran */
+    int orphan;          /* its connection was released: the callback frees it */
+    keel_error err;      /* the statement's error (err.code != KEEL_OK) */
+    PyObject *exc;       /* a row that could not be converted: its exception */
+};
+
+static void scur_free(scur *k) {
+    Py_CLEAR(k->sql);
+    keel__py_params_free(k->params);
+    Py_CLEAR(k->rowtype);
+    Py_CLEAR(k->decoders);
+    Py_CLEAR(k->loads);
+    Py_CLEAR(k->rows);
+    Py_CLEAR(k->exc);
+    PyMem_RawFree(k);
+}
+
+static void scur_on_rows(const keel_result *res, void *arg) {
+    scur *k = arg;
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (k->exc == NULL && !k->orphan) {
+        PyObject *prev = keel__py_json_loads_swap(k->loads);
+        kpy_decoders dec;
+        if (keel__py_decoders_begin(k->st, k->decoders, res, &dec) == 0) {
+            PyObject *desc = keel__py_record_desc(res);
+            size_t n = keel_result_nrows(res);
+            for (size_t i = 0; desc != NULL && i < n; i++) {
+                PyObject *r = keel__py_row_new(k->st, desc, res, i, k->rowtype);
+                if (r == NULL || PyList_Append(k->rows, r) < 0) {
+                    Py_XDECREF(r);
+                    break;
+                }
+                Py_DECREF(r);
+            }
+            Py_XDECREF(desc);
+            keel__py_decoders_end(k->st, &dec);
+        }
+        keel__py_json_loads_swap(prev);
+        if (PyErr_Occurred()) {
+            /* Raised once the rows before it are taken; the statement is cancelled then. */
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyErr_NormalizeException(&t, &v, &tb);
+            if (v != NULL && tb != NULL)
+                PyException_SetTraceback(v, tb);
+            Py_XDECREF(t);
+            Py_XDECREF(tb);
+            k->exc = v != NULL ? v : Py_NewRef(PyExc_MemoryError);
+        }
+    }
+    if (k->exc != NULL || k->orphan || PyList_GET_SIZE(k->rows) >= k->prefetch) {
+        keel_conn_pause(k->conn);
+        k->stop = 1;
+    }
+    PyGILState_Release(g);
+}
+
+static void scur_done(keel_result *res, const keel_error *err, void *arg) {
+    scur *k = arg;
+    keel_result_free(res);
+    if (err != NULL)
+        k->err = *err;
+    k->done = 1;
+    k->stop = 1;
+    if (k->orphan) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        scur_free(k);
+        PyGILState_Release(g);
+    }
+}
+
+/* Runs the loop until k has rows enough, an error or its end (cancel first: until its end).
+ * Called with the GIL held. */
+static keel_status scur_run(kpy_sconn *c, scur *k, int cancel, keel_error *err) {
+    keel_status st = KEEL_OK;
+    kpy_sdb *s = c->sdb;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (s->db == NULL) {
+        st = closed_error(err);
+    } else if (cancel) {
+        keel_conn_cancel(k->conn);
+        while (!k->done && st == KEEL_OK)
+            st = keel_loop_run(keel_db_loop(s->db), &k->done);
+    } else if (!k->done) {
+        k->stop = 0;
+        keel_conn_resume(k->conn);
+        st = keel_loop_run(keel_db_loop(s->db), &k->stop);
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK && err->code == KEEL_OK) {
+        keel_error_clear(err);
+        err->code = st;
+        snprintf(err->message, sizeof err->message, "the blocking loop failed: %s",
+                 keel_strerror(st));
+    }
+    return st;
+}
+
+/* Ends c's cursor: cancels its statement when it still runs (the connection serves on). */
+static void scur_close(kpy_sconn *c) {
+    scur *k = c->cur;
+    if (k == NULL)
+        return;
+    keel_error err;
+    keel_error_clear(&err);
+    if (!k->done && c->conn != NULL && scur_run(c, k, 1, &err) != KEEL_OK && !k->done) {
+        /* The loop failed: the callback frees it if it ever runs. */
+        k->orphan = 1;
+        c->cur = NULL;
+        return;
+    }
+    c->cur = NULL;
+    if (k->done)
+        scur_free(k);
+    else
+        k->orphan = 1;
+}
+
+/* _cursor(sql, args, prefetch, timeout[, rowtype]): starts the statement and reads up to
+ * prefetch rows. */
+static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    const char *sql;
+    PyObject *rowtype = nargs == 5 ? args[4] : NULL;
+    if (check_nargs(rowtype != NULL ? 4 : nargs, 4,
+                    "_cursor(sql, args, prefetch, timeout[, rowtype])") < 0 ||
+        sql_arg(args[0], &sql) < 0 || keel__py_timeout_arg(args[3], &timeout) < 0)
+        return NULL;
+    if (!PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "args must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
+    if (prefetch == -1 && PyErr_Occurred())
+        return NULL;
+    if (prefetch < 1) {
+        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
+        return NULL;
+    }
+    if (sconn_check(c) < 0)
+        return NULL;
+    if (c->cur != NULL)
+        return keel__py_raise(c->sdb->st, KEEL_ERR_BUSY, NULL,
+                              "the connection is busy: a cursor is open on it (read it to its "
+                              "end or close it first)");
+    kpy_sdb *s = c->sdb;
+    kpy_params p;
+    keel__py_params_init(&p);
+    p.arrays = sconn_arrays(c);
+    p.json_dumps = s->json_dumps;
+    if (keel__py_params_from_args(s->st, &p, args[1]) < 0) {
+        keel__py_params_clear(&p);
+        return NULL;
+    }
+    scur *k = PyMem_RawCalloc(1, sizeof *k);
+    if (k == NULL || (k->rows = PyList_New(0)) == NULL ||
+        (k->params = keel__py_params_keep(&p)) == NULL) {
+        keel__py_params_clear(&p);
+        if (k != NULL)
+            scur_free(k);
+        return PyErr_NoMemory();
+    }
+    k->st = s->st;
+    k->conn = c->conn;
+    k->sql = Py_NewRef(args[0]);
+    k->rowtype = rowtype != NULL && rowtype != Py_None ? Py_NewRef(rowtype) : NULL;
+    k->decoders = s->config != NULL ? Py_XNewRef(((kpy_db *)s->config)->decoders) : NULL;
+    k->loads = Py_XNewRef(s->json_loads);
+    k->prefetch = prefetch;
+    keel_error err;
+    keel_status st = KEEL_OK;
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (timeout != 0)
+        st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, &err);
+    else if (c->timeout_set)
+        st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, &err);
+    if (st == KEEL_OK) {
+        c->timeout_set = timeout != 0;
+        st = keel_conn_query_rows(c->conn, sql, k->params->values, k->params->nvalues, scur_on_rows,
+                                  scur_done, k, &err);
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) {
+        scur_free(k);
+        PyObject *exc = keel__py_error_new(s->st, &err);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    c->cur = k;
+    keel_error_clear(&err);
+    if (scur_run(c, k, 0, &err) != KEEL_OK) {
+        PyObject *exc = keel__py_error_new(s->st, &err);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Up to n rows of the cursor (fewer only at its end); its error once the rows before it are
+ * taken. */
+static PyObject *cursor_take(kpy_sconn *c, Py_ssize_t n) {
+    scur *k = c->cur;
+    if (k == NULL)
+        return PyList_New(0);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    keel_error err;
+    keel_error_clear(&err);
+    while (PyList_GET_SIZE(out) < n) {
+        Py_ssize_t have = PyList_GET_SIZE(k->rows);
+        Py_ssize_t take = have < n - PyList_GET_SIZE(out) ? have : n - PyList_GET_SIZE(out);
+        if (take > 0) {
+            PyObject *part = PyList_GetSlice(k->rows, 0, take);
+            int bad = part == NULL ||
+                      PyList_SetSlice(out, PyList_GET_SIZE(out), PyList_GET_SIZE(out), part) < 0 ||
+                      PyList_SetSlice(k->rows, 0, take, NULL) < 0;
+            Py_XDECREF(part);
+            if (bad) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            continue;
+        }
+        if (k->exc != NULL) {
+            /* A row could not be converted: the rows before it first, then its error; the
+             * statement is stopped. */
+            if (PyList_GET_SIZE(out) > 0)
+                return out;
+            PyObject *exc = k->exc;
+            k->exc = NULL;
+            scur_close(c);
+            Py_DECREF(out);
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+            return NULL;
+        }
+        if (k->done) {
+            if (k->err.code != KEEL_OK && PyList_GET_SIZE(out) == 0) {
+                PyObject *exc = keel__py_error_new(c->sdb->st, &k->err);
+                scur_close(c);
+                Py_DECREF(out);
+                if (exc != NULL) {
+                    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                    Py_DECREF(exc);
+                }
+                return NULL;
+            }
+            if (k->err.code == KEEL_OK)
+                scur_close(c);
+            return out;
+        }
+        if (c->conn == NULL) {
+            Py_DECREF(out);
+            return keel__py_raise(c->sdb->st, KEEL_ERR_CLOSED, NULL, "the connection was released");
+        }
+        if (scur_run(c, k, 0, &err) != KEEL_OK) {
+            Py_DECREF(out);
+            PyObject *exc = keel__py_error_new(c->sdb->st, &err);
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+            return NULL;
+        }
+    }
+    if (k->done && k->err.code == KEEL_OK && k->exc == NULL && PyList_GET_SIZE(k->rows) == 0)
+        scur_close(c); /* every row taken: the connection is free */
+    return out;
+}
+
+/* _cursor_take(n) -> (rows, more): up to n rows, and whether the cursor has more to say (rows
+ * or its error); False once it is over (the connection free). */
+static PyObject *sconn_cursor_take(kpy_sconn *c, PyObject *n_arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(n_arg);
+    if ((n == -1 && PyErr_Occurred()) || sconn_check(c) < 0)
+        return NULL;
+    PyObject *rows = cursor_take(c, n);
+    if (rows == NULL)
+        return NULL;
+    return Py_BuildValue("(NO)", rows, c->cur != NULL ? Py_True : Py_False);
+}
+
+/* _cursor_close(): stops the cursor's statement (idempotent). */
+static PyObject *sconn_cursor_close(kpy_sconn *c, PyObject *unused) {
+    (void)unused;
+    scur_close(c);
+    Py_RETURN_NONE;
+}
+
 /* _ping(timeout) */
 static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
     double timeout;
@@ -1089,6 +1409,12 @@ static PyMethodDef sconn_methods[] = {
     { "_command", (PyCFunction)(void (*)(void))sconn_command, METH_FASTCALL,
       "_command(dbname, cmd, timeout) -> dict" },
     { "_txn", (PyCFunction)(void (*)(void))sconn_txn, METH_FASTCALL, "_txn(op, depth)" },
+    { "_cursor", (PyCFunction)(void (*)(void))sconn_cursor, METH_FASTCALL,
+      "_cursor(sql, args, prefetch, timeout[, rowtype]): starts a cursor's statement." },
+    { "_cursor_take", (PyCFunction)sconn_cursor_take, METH_O,
+      "_cursor_take(n) -> (rows, more): up to n rows of the cursor; more: False once it is over." },
+    { "_cursor_close", (PyCFunction)sconn_cursor_close, METH_NOARGS,
+      "_cursor_close(): stops the cursor's statement (idempotent)." },
     { "_prepare", (PyCFunction)(void (*)(void))sconn_prepare, METH_FASTCALL,
       "_prepare(sql, timeout) -> ((type name, keel type) per parameter, (name, type name, keel "
       "type) per column): prepares a statement without running it." },

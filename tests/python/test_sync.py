@@ -1068,3 +1068,19 @@ def test_cursor_timeout(db_url, engine):
         with pytest.raises(keel.QueryTimeout):
             list(conn.cursor(SLOW_SQL[engine], timeout=0.2))
         assert conn.fetchval("SELECT 3") == 3
+
+
+def test_cursor_streams_a_huge_result_without_reading_it_all(sdb, engine):
+    # 10**8 rows: reading them all would take minutes and gigabytes; the cursor hands over the
+    # first ones at once and its close stops the statement. (MariaDB computes a recursive CTE
+    # whole before its first row: its SEQUENCE engine's table streams.)
+    sql = ("SELECT seq AS n FROM seq_1_to_100000000" if engine == "mysql"
+           else COUNT_TO.format(10**8))
+    with sdb.connection() as conn:
+        started = time.monotonic()
+        cur = conn.cursor(sql, prefetch=5, timeout=30)
+        assert [r["n"] for r in cur.fetch(3)] == [1, 2, 3]
+        assert cur.forward(1000) == 1000 and cur.fetchrow()["n"] == 1004
+        cur.close()
+        assert time.monotonic() - started < 5
+        assert conn.fetchval("SELECT 6") == 6

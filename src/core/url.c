@@ -246,6 +246,13 @@ static keel_status parse_hostport(url_ctx *ctx, const char *s, size_t n, int all
                 if (ctx->suspicious)
                     return url_fail(ctx, "database", URL_ENCODE_HINT,
                                     "invalid character in the host");
+                /* A byte that is not printable ASCII (a UTF-8 letter) is named by its value:
+                 * printed as a character it would be half of one. */
+                if (c < 0x21 || c > 0x7e)
+                    return url_fail(ctx, "database", NULL,
+                                    "invalid byte 0x%02X in the host (host names are ASCII: an "
+                                    "international name goes in its punycode form, xn--…)",
+                                    c);
                 return url_fail(ctx, "database", NULL, "invalid character '%c' in the host", c);
             }
         }

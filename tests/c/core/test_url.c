@@ -288,6 +288,8 @@ TEST(bad_hosts) {
     check_bad("postgresql://u:hunter2@:5432/db", "missing host", "hunter2");
     check_bad("postgresql://h1,h2/db", "several hosts are not supported", NULL);
     check_bad("postgresql://ho$t/db", "invalid character '$' in the host", NULL);
+    check_bad("postgresql://h\xc3\xb4st/db", "invalid byte 0xC3 in the host (host names are ASCII",
+              NULL);
     check_bad("mongodb+srv://u:hunter2@c.example.net:27017/", "port is not allowed", "hunter2");
     check_bad("sqlite://somehost/x.db", "unexpected host or credentials", NULL);
     check_bad("sqlite://u:hunter2@/x.db", "unexpected host or credentials", "hunter2");

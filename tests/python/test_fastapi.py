@@ -504,13 +504,14 @@ async def test_a_commit_refused_by_a_deferred_constraint_is_answered_409(make_db
             # The INSERT succeeds (the check is deferred); the COMMIT does not.
             r = await client.post("/links", json={"id": 1, "name": "404"})
             assert r.status_code == 409, r.text
-            assert r.json() == {"detail": {"error": "commit failed", "class": "IntegrityError",
+            assert r.json() == {"detail": {"error": "commit failed",
+                                           "class": "ForeignKeyViolationError",
                                            "sqlstate": "23503", "database": "main"}}
             assert await db.fetchval(f"SELECT count(*) FROM {links}") == 0
             # The server's message goes to the log, not to the client.
             logged = [r for r in caplog.records if r.name == "keel.fastapi"]
             assert len(logged) == 1 and logged[0].levelname == "WARNING"
-            assert "IntegrityError" in logged[0].getMessage()
+            assert "ForeignKeyViolationError" in logged[0].getMessage()
             # The pool is healthy: the connection is back, clean, and serves the next requests.
             assert (await client.get("/stats")).json()["leased"] == 0
             assert (await client.get("/health/ready")).status_code == 200

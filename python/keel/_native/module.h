@@ -42,6 +42,11 @@ typedef struct kpy_state {
     PyObject *QueryCanceledError;
     PyObject *QueryTimeout;
     PyObject *IntegrityError;
+    PyObject *UniqueViolationError;
+    PyObject *ForeignKeyViolationError;
+    PyObject *NotNullViolationError;
+    PyObject *CheckViolationError;
+    PyObject *ExclusionViolationError;
     PyObject *ProgrammingError;
     PyObject *DataError;
     PyObject *InternalError;

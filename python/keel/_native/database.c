@@ -437,9 +437,9 @@ static void tell_listener(kpy_db *self, kpy_conn *c) {
              "did not wait for it)",
              name);
     PyObject *exc = keel__py_error_new(self->st, &err);
-    PyObject *res = exc != NULL ? PyObject_CallFunctionObjArgs(c->notify, Py_None, Py_None,
-                                                               Py_None, exc, NULL)
-                                : NULL;
+    PyObject *res =
+        exc != NULL ? PyObject_CallFunctionObjArgs(c->notify, Py_None, Py_None, Py_None, exc, NULL)
+                    : NULL;
     if (res == NULL)
         PyErr_WriteUnraisable(c->notify);
     Py_XDECREF(res);

@@ -465,6 +465,67 @@ TEST(ranges_decode_with_their_bounds) {
     keel_db_close(db);
 }
 
+/* A RANGE value with these bounds (NULL: unbounded) and flags. */
+static keel_value range_of(keel_value *bounds, unsigned flags) {
+    keel_value v = { .type = KEEL_TYPE_RANGE };
+    v.u.range.bounds = bounds;
+    v.u.range.flags = flags;
+    return v;
+}
+
+TEST(copy_in_loads_ranges) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result_free(
+        q(c, "CREATE TEMP TABLE pgt_crange (i int4range, n numrange, d daterange, t tsrange)", NULL,
+          0));
+    keel_value ib[2] = { keel_int(1), keel_int(5) }, nb[2] = { keel_null(), keel_numeric("2.5") };
+    keel_value db2[2] = { keel_date(10958), keel_date(10958) };
+    keel_value tb[2] = { keel_timestamp(INT64_C(946684801000000)), keel_null() };
+    keel_value rows[8] = {
+        range_of(ib, KEEL_RANGE_LOWER_INC | KEEL_RANGE_UPPER_INC),
+        range_of(nb, KEEL_RANGE_UPPER_INC),
+        range_of(db2, KEEL_RANGE_LOWER_INC | KEEL_RANGE_UPPER_INC),
+        range_of(tb, 0),
+        range_of(NULL, KEEL_RANGE_EMPTY),
+        range_of(NULL, KEEL_RANGE_EMPTY),
+        keel_null(),
+        range_of(NULL, KEEL_RANGE_EMPTY),
+    };
+    int64_t loaded = 0;
+    keel_error err;
+    keel_status st = keel_conn_copy_in_sync(c, NULL, "pgt_crange", NULL, 4, rows, 2, &loaded, &err);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  copy_in: %s\n", err.message);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(loaded, 2);
+    keel_result *r = q(c,
+                       "SELECT i::text || ' ' || n::text || ' ' || d::text || ' ' || t::text "
+                       "FROM pgt_crange WHERE NOT isempty(i)",
+                       NULL, 0);
+    const char *want = "[1,6) (,2.5] [2000-01-02,2000-01-03) (\"2000-01-01 00:00:01\",)";
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, want, strlen(want)));
+    keel_result_free(r);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pgt_crange WHERE isempty(i) AND d IS NULL"), 1);
+    /* A bound of the wrong type names the column and the side; nothing is loaded. */
+    keel_value bad_b[2] = { keel_int(1), keel_text("x") };
+    keel_value bad[1] = { range_of(bad_b, KEEL_RANGE_LOWER_INC) };
+    const char *col[1] = { "i" };
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_crange", col, 1, bad, 1, NULL, &err),
+              KEEL_ERR_DATA);
+    CHECK(strstr(err.message, "column \"i\" (int4range): upper bound: a text value") != NULL);
+    keel_value plain[1] = { keel_int(3) };
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_crange", col, 1, plain, 1, NULL, &err),
+              KEEL_ERR_DATA);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pgt_crange"), 2);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(arrays_of_other_types_are_arrays_of_text) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -528,6 +589,7 @@ int main(void) {
     RUN(intervals_and_network_addresses_both_ways);
     RUN(ranges_decode_with_their_bounds);
     RUN(void_results_are_null);
+    RUN(copy_in_loads_ranges);
     RUN(arrays_of_other_types_are_arrays_of_text);
     return TEST_SUMMARY();
 }

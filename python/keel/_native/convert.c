@@ -934,8 +934,7 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
         goto integer;
     if (PyDelta_Check(obj)) {
-        if (!p->arrays) /* PostgreSQL's interval; the other engines have no such type */
-            return param_error(st, p, row, pos, obj, "unsupported parameter type");
+        /* PostgreSQL's interval, MySQL's TIME, SQLite's duration text (the engines say). */
         out->type = KEEL_TYPE_INTERVAL;
         out->u.interval.months = 0;
         out->u.interval.days = PyDateTime_DELTA_GET_DAYS(obj);

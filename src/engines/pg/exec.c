@@ -907,8 +907,8 @@ keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
     /* A COMMIT written as a statement, of a failed block: an error, as keel__pg_transaction's. */
     if (PQtransactionStatus(p->pg) == PQTRANS_INERROR && pg_is_commit(sql))
         p->doomed = "the transaction was rolled back: an earlier statement in it failed";
-    if (stmt->nparams && keel__pg_has_arrays(stmt)) {
-        /* Arrays take the form of the parameter types the server describes. */
+    if (stmt->nparams && keel__pg_needs_types(stmt)) {
+        /* Arrays and ints take the form of the parameter types the server describes. */
         int known = keel__pg_ptypes_cached(p, stmt, sql);
         if (known < 0)
             return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c),

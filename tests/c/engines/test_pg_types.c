@@ -204,6 +204,71 @@ TEST(array_parameters_take_the_type_the_server_describes) {
     keel_db_close(db);
 }
 
+/* Int parameters take the type the server gives them, on a connection of db. */
+static void int_parameters_on(keel_db *db) {
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    keel_result_free(q(c,
+                       "CREATE OR REPLACE FUNCTION pg_temp.pgt_small(x smallint) RETURNS text "
+                       "LANGUAGE sql AS $$SELECT 'smallint ' || x$$",
+                       NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE OR REPLACE FUNCTION pg_temp.pgt_over(x int) RETURNS text "
+                       "LANGUAGE sql AS $$SELECT 'integer'$$",
+                       NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE OR REPLACE FUNCTION pg_temp.pgt_over(x bigint) RETURNS text "
+                       "LANGUAGE sql AS $$SELECT 'bigint'$$",
+                       NULL, 0));
+    keel_value v = keel_int(-5);
+    for (int round = 0; round < 2; round++) { /* described, then from the cache */
+        keel_result *r = q(c, "SELECT pg_temp.pgt_small($1), pg_typeof($1)::text", &v, 1);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "smallint -5", 11));
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "smallint", 8));
+        keel_result_free(r);
+        /* Typed text (SELECT $1), or not typed at all: a bigint, as before. */
+        r = q(c, "SELECT $1, pg_temp.pgt_over($1)", &v, 1);
+        const keel_value *got = keel_result_value(r, 0, 0);
+        CHECK(got && got->type == KEEL_TYPE_INT && got->u.i64 == -5);
+        CHECK_INT(keel_result_coltype_id(r, 0), 20);
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "bigint", 6));
+        keel_result_free(r);
+        keel_value big = keel_int(40000);
+        keel_error e = q_fail(c, "SELECT pg_temp.pgt_small($1)", &big, 1);
+        CHECK_INT(e.code, KEEL_ERR_DATA);
+        CHECK(strstr(e.message, "parameter $1: 40000 is out of range for type smallint") != NULL);
+        CHECK_STR(e.sqlstate, "22003");
+        /* numeric, real and double precision from an int, exactly where they can. */
+        keel_value three[3] = { keel_int(7), keel_int(16777217), keel_int(9007199254740993) };
+        r = q(c, "SELECT ($1 + 0.5)::text, ($2 * 1::real)::text, ($3 * 1::float8)::text", three, 3);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "7.5", 3));
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "1.6777216e+07", 13));
+        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "9.007199254740992e+15", 21));
+        keel_result_free(r);
+    }
+    /* Inside a transaction a statement the server cannot type with an unknown int is described
+     * in a savepoint: the transaction goes on. */
+    keel_error err;
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_value one = keel_int(1);
+    keel_result *r = q(c, "SELECT pg_temp.pgt_over($1), $1 IS NULL", &one, 1);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "bigint", 6));
+    keel_result_free(r);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
+    keel_conn_release(c);
+}
+
+TEST(int_parameters_take_the_type_the_server_describes) {
+    keel_db *db = open_db();
+    int_parameters_on(db);
+    keel_db_close(db);
+    db = open_db_cache("0");
+    int_parameters_on(db);
+    keel_db_close(db);
+}
+
 TEST(bad_array_parameters_are_refused_naming_the_parameter) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -584,6 +649,7 @@ TEST(void_results_are_null) {
 int main(void) {
     RUN(arrays_of_every_known_type_decode_as_arrays);
     RUN(array_parameters_take_the_type_the_server_describes);
+    RUN(int_parameters_take_the_type_the_server_describes);
     RUN(bad_array_parameters_are_refused_naming_the_parameter);
     RUN(copy_in_loads_arrays_and_lists_into_json);
     RUN(intervals_and_network_addresses_both_ways);

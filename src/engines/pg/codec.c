@@ -509,12 +509,12 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
             pg_described(p, i) != PG_OID_INT8) {
             /* In the form of the type the server gave it (keel__pg_param_check checked the
              * range); numeric goes as text. */
-            size_t len = pg_encode_int(&v[i], pg_described(p, i), s, &p->pfmts[i], &type);
+            size_t ilen = pg_encode_int(&v[i], pg_described(p, i), s, &p->pfmts[i], &type);
             p->pvals[i] = s;
-            p->plens[i] = (int)len;
+            p->plens[i] = (int)ilen;
             p->ptypes[i] = type;
-            used += len + 1;
-            wire += len;
+            used += ilen + 1;
+            wire += ilen;
             continue;
         }
         /* The room reserved for the text form holds the binary form too. */

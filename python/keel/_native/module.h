@@ -241,6 +241,9 @@ typedef struct kpy_params {
     /* Lists (and tuples) become arrays (PostgreSQL) rather than JSON; depth counts the arrays
      * being converted, for nesting limits and messages. */
     int arrays;
+    /* With arrays, for a bulk load: a keel.Range becomes a RANGE value (its bounds converted),
+     * which COPY's binary encoder needs, rather than its text, which parameters send. */
+    int ranges;
     int depth;
     /* The index of the element being converted in each of those arrays, for messages. */
     Py_ssize_t index[KEEL_ARRAY_MAX_DIMS];

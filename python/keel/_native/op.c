@@ -300,6 +300,7 @@ static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params 
         return 0;
     PyObject *cols = PyTuple_GET_ITEM(params, 1);
     p->what = "copy_records_to_table";
+    p->ranges = 1;
     p->names = cols != Py_None ? cols : NULL;
     if (keel__py_params_from_rows(st, p, PyTuple_GET_ITEM(params, 0)) < 0)
         return -1;

@@ -36,13 +36,14 @@
  *
  * Values sent: NULL; BOOL as TINYINT 0/1; INT as BIGINT; FLOAT as DOUBLE (NaN and infinities
  * are refused: MySQL cannot store them); NUMERIC as DECIMAL text; TEXT and JSON as strings;
- * BYTES as a binary string; DATE, TIME, TIMESTAMP as MYSQL_TIME; TIMESTAMPTZ as the UTC
- * DATETIME; UUID as its 36-character text (store UUIDs in CHAR(36); they read back as TEXT).
+ * BYTES as a binary string; DATE, TIME, TIMESTAMP as MYSQL_TIME; INTERVAL (no months) as a
+ * TIME duration; TIMESTAMPTZ as the UTC DATETIME; UUID as its 36-character text (store UUIDs
+ * in CHAR(36); they read back as TEXT).
  *
  * Values received, by column type: TINYINT(1) (BOOL, BOOLEAN) as BOOL; other integers and YEAR
  * as INT, with BIGINT UNSIGNED above INT64_MAX as NUMERIC text; DECIMAL as NUMERIC; FLOAT and
  * DOUBLE as FLOAT; DATE as DATE; TIME as TIME when it is a time of day, else (negative, or 24
- * hours and more) as its text; DATETIME and TIMESTAMP as TIMESTAMP (UTC for TIMESTAMP columns,
+ * hours and more) as an INTERVAL of microseconds; DATETIME and TIMESTAMP as TIMESTAMP (UTC for TIMESTAMP columns,
  * given the session time zone), zero dates as their text; JSON as JSON (MySQL's JSON type, or
  * MariaDB's LONGTEXT marked as JSON in the extended metadata of 10.5.2 and later; otherwise
  * TEXT); binary strings, BLOBs, BIT and GEOMETRY as BYTES; other strings, ENUM and SET as TEXT.

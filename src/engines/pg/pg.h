@@ -56,6 +56,9 @@ typedef enum pg_phase {
 typedef struct pg_stmt {
     keel__stmtcache_entry entry; /* the text, and the parameter types as the key's extra bytes */
     uint64_t id;                 /* N of its name */
+    /* Its result columns, as its first execution returned them, all decode from binary
+     * (keel__pg_binary_ok): later executions ask for binary results. */
+    int binary;
 } pg_stmt;
 
 struct pg_copy;

@@ -56,8 +56,8 @@ typedef enum pg_phase {
 typedef struct pg_stmt {
     keel__stmtcache_entry entry; /* the text, and the parameter types as the key's extra bytes */
     uint64_t id;                 /* N of its name */
-    /* Its result columns, as its first execution returned them, all decode from binary
-     * (keel__pg_binary_ok): later executions ask for binary results. */
+    /* 1 when its result columns all decode from binary (keel__pg_binary_ok), so executions
+     * ask for binary results; -1 when some do not; 0 until an execution has returned them. */
     int binary;
 } pg_stmt;
 

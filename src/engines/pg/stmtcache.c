@@ -108,8 +108,8 @@ int keel__pg_cached_send(pg_impl *p) {
     char cmd[48];
     p->xpipe = p->xfresh || dealloc;
     /* The result format is chosen for all columns at once; their types are known from the
-     * statement's first execution, which therefore returns text. */
-    int binary = !p->xfresh && e->binary;
+     * statement's first execution that returned them, which therefore returns text. */
+    int binary = !p->xfresh && e->binary > 0;
     if (!p->xpipe) {
         snprintf(cmd, sizeof cmd, "keel_s%" PRIu64, e->id);
         if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, binary))
@@ -236,8 +236,8 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
     case PG_STEP_EXEC:
         if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ||
             st == PGRES_EMPTY_QUERY) {
-            if (p->xfresh && p->xstmt && PQnfields(r) > 0)
-                p->xstmt->binary = keel__pg_binary_result_ok(r);
+            if (p->xstmt && p->xstmt->binary == 0 && PQnfields(r) > 0)
+                p->xstmt->binary = keel__pg_binary_result_ok(r) ? 1 : -1;
             keel__pg_take(p, r);
             return 0;
         }

@@ -159,10 +159,22 @@ TEST(a_cached_statement_turns_binary_after_its_first_execution) {
         CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "P1D", 3));
         keel_result_free(r);
     }
+    /* A first execution that fails tells nothing: the next one is text, the one after binary. */
+    const char *div = "SELECT 1 / $1::int, '1 day'::interval";
+    keel_value zero = keel_int(0), one = keel_int(1);
+    keel_error e = q_fail(c, div, &zero, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    keel_result *r1 = q(c, div, &one, 1), *r2 = q(c, div, &one, 1);
+    CHECK(r1 && same_str(keel_result_value(r1, 0, 1), KEEL_TYPE_TEXT, "P1D", 3));
+    CHECK(r2 && keel_result_value(r2, 0, 1)->type == KEEL_TYPE_INTERVAL);
+    keel_result_free(r1);
+    keel_result_free(r2);
     /* Rows streamed by keel_conn_query_rows come in binary too. */
     rows_run x;
-    run_rows(db, c, "SELECT g, '1 day'::interval FROM generate_series(1, 1000) g", NULL, 0, &x);
-    run_rows(db, c, "SELECT g, '1 day'::interval FROM generate_series(1, 1000) g", NULL, 0, &x);
+    const char *many = "SELECT g, '1 day'::interval FROM generate_series(1, 1000) g";
+    run_rows(db, c, many, NULL, 0, &x);
+    keel_result_free(x.res);
+    run_rows(db, c, many, NULL, 0, &x);
     CHECK_INT(x.err.code, KEEL_OK);
     CHECK(x.rows == 1000 && x.in_order);
     keel_result_free(x.res);

@@ -117,8 +117,7 @@ static uint16_t get16(const char *s) {
 static uint64_t get64(const char *s) { return (uint64_t)get32(s) << 32 | get32(s + 4); }
 
 /* Writes why the bytes are not a value; returns -2, "malformed". */
-__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t size, const char *fmt,
-                                                     ...) {
+__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t size, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, size, fmt, ap);
@@ -260,8 +259,8 @@ static int pgd_inet(keel_result *res, Oid oid, const char *s, size_t n, keel_val
     int af = family == 2 ? AF_INET : family == 3 ? AF_INET6 : -1;
     unsigned want = af == AF_INET ? 4 : 16;
     if (af < 0 || nb != want || n != 4 + (size_t)nb || bits > 8 * nb)
-        return bad(why, size, "a binary %s value of family %u with %u address bytes",
-                   pgd_name(oid), family, nb);
+        return bad(why, size, "a binary %s value of family %u with %u address bytes", pgd_name(oid),
+                   family, nb);
     char text[INET6_ADDRSTRLEN + 8];
     if (!inet_ntop(af, s + 4, text, INET6_ADDRSTRLEN))
         return bad(why, size, "a binary %s value that is not an address", pgd_name(oid));
@@ -271,8 +270,8 @@ static int pgd_inet(keel_result *res, Oid oid, const char *s, size_t n, keel_val
     return as_text(res, oid == PGD_CIDR ? KEEL_TYPE_CIDR : KEEL_TYPE_INET, text, len, v);
 }
 
-static int pgd_value(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v,
-                     char *why, size_t size);
+static int pgd_value(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v, char *why,
+                     size_t size);
 
 /*
  * A timestamp after keel's range (which counts microseconds from 1970 in 64 bits: up to
@@ -329,12 +328,9 @@ static int pgd_range(keel_result *res, Oid oid, Oid sub, const char *s, size_t n
     if (at != n)
         return bad(why, size, "a binary %s value with %zu bytes too many", pgd_name(oid), n - at);
     v->u.range.bounds = b;
-    v->u.range.flags = ((flags & PGD_RANGE_LB_INC) && !(flags & PGD_RANGE_LB_INF)
-                            ? KEEL_RANGE_LOWER_INC
-                            : 0) |
-                       ((flags & PGD_RANGE_UB_INC) && !(flags & PGD_RANGE_UB_INF)
-                            ? KEEL_RANGE_UPPER_INC
-                            : 0);
+    v->u.range.flags =
+        ((flags & PGD_RANGE_LB_INC) && !(flags & PGD_RANGE_LB_INF) ? KEEL_RANGE_LOWER_INC : 0) |
+        ((flags & PGD_RANGE_UB_INC) && !(flags & PGD_RANGE_UB_INF) ? KEEL_RANGE_UPPER_INC : 0);
     return 0;
 }
 
@@ -374,8 +370,7 @@ static int pgd_array_level(pgd_array *a, int d, keel_value *out) {
             }
             if (len > a->n - a->at)
                 return bad(a->why, a->size, "a binary array value cut short");
-            r = pgd_value(a->res, a->elem, a->s + a->at, len, &items[i], a->why,
-                          a->size);
+            r = pgd_value(a->res, a->elem, a->s + a->at, len, &items[i], a->why, a->size);
             a->at += len;
         }
         if (r != 0)
@@ -389,8 +384,8 @@ static int pgd_array_level(pgd_array *a, int d, keel_value *out) {
 
 /* An array of the element type elem: nested lists, one level per dimension, lower bounds
  * dropped (as the text path drops "[0:2]="). */
-static int pgd_arrayv(keel_result *res, Oid oid, Oid elem, const char *s, size_t n,
-                      keel_value *v, char *why, size_t size) {
+static int pgd_arrayv(keel_result *res, Oid oid, Oid elem, const char *s, size_t n, keel_value *v,
+                      char *why, size_t size) {
     if (n < 12)
         return bad(why, size, "a binary %s value cut short", pgd_name(oid));
     uint32_t nd = get32(s), flags = get32(s + 4), et = get32(s + 8);
@@ -420,13 +415,12 @@ static int pgd_arrayv(keel_result *res, Oid oid, Oid elem, const char *s, size_t
     }
     int r = pgd_array_level(&a, 0, v);
     if (r == 0 && a.at != n)
-        return bad(why, size, "a binary %s value with %zu bytes too many", pgd_name(oid),
-                   n - a.at);
+        return bad(why, size, "a binary %s value with %zu bytes too many", pgd_name(oid), n - a.at);
     return r;
 }
 
-static int pgd_value(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v,
-                     char *why, size_t size) {
+static int pgd_value(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v, char *why,
+                     size_t size) {
     switch (oid) {
     case PGD_BOOL:
         if (n != 1)

@@ -120,8 +120,8 @@ static int pg_add_binary_row(pg_impl *p, const PGresult *r, size_t row, keel_val
         char why[160];
         Oid oid = PQftype(r, (int)col);
         int rc = keel__pg_decode_binary(p->res, oid, PQgetvalue(r, (int)row, (int)col),
-                                        (size_t)PQgetlength(r, (int)row, (int)col), &vals[col],
-                                        why, sizeof why);
+                                        (size_t)PQgetlength(r, (int)row, (int)col), &vals[col], why,
+                                        sizeof why);
         if (rc == -2 && !p->failed) {
             keel__error_set(&p->err, KEEL_ERR_DATA, PG_ENGINE, keel__pg_dbname(p->c),
                             "column \"%s\": the server sent %s", PQfname(r, (int)col), why);

@@ -80,6 +80,23 @@ static int pg_is_text_array(Oid oid) {
     return 0;
 }
 
+Oid keel__pg_range_subtype(Oid oid) {
+    for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
+        if (pg_ranges[i].range == oid)
+            return pg_ranges[i].elem;
+    return 0;
+}
+
+Oid keel__pg_array_elem_oid(Oid oid) {
+    uint32_t elem = keel__pgc_array_elem(oid, NULL);
+    if (elem)
+        return elem;
+    for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
+        if (pg_range_arrays[i].array == oid)
+            return pg_range_arrays[i].range;
+    return 0;
+}
+
 keel_type keel__pg_range_bound_type_of(Oid oid) {
     for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
         if (pg_range_arrays[i].array == oid)

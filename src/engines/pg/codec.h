@@ -56,6 +56,13 @@ keel_type keel__pg_range_bound_type_of(Oid oid);
  * integer, bigint, oid, numeric, real, double precision (else it goes as bigint). */
 int keel__pg_int_oid_ok(Oid oid);
 
+/* The type of the bounds of a built-in range type (int4range: int4), or 0 for other types. */
+Oid keel__pg_range_subtype(Oid oid);
+
+/* The element type of an array type whose values keel decodes as arrays of its own values
+ * (int4[]: int4, int4range[]: int4range), or 0 for other types. */
+Oid keel__pg_array_elem_oid(Oid oid);
+
 /* The parameter type keel declares for a value of type t (0: the server decides). */
 Oid keel__pg_declared_oid(keel_type t);
 

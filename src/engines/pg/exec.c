@@ -9,6 +9,7 @@
 #include "engines/pg/codec.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
+#include "engines/pg/decode.h"
 #include "engines/pg/describe.h"
 #include "engines/pg/paramtypes.h"
 #include "engines/pg/exec.h"
@@ -107,10 +108,36 @@ static void pg_stream_rows(pg_impl *p) {
 }
 
 /*
+ * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok)
+ * into vals. 0; -1 when out of memory or when the server sent bytes that are not a value of
+ * the column's type (then the operation has failed with KEEL_ERR_DATA naming the column).
+ */
+static int pg_add_binary_row(pg_impl *p, const PGresult *r, size_t row, keel_value *vals) {
+    size_t ncols = keel_result_ncols(p->res);
+    for (size_t col = 0; col < ncols; col++) {
+        if (PQgetisnull(r, (int)row, (int)col))
+            continue;
+        char why[160];
+        Oid oid = PQftype(r, (int)col);
+        int rc = keel__pg_decode_binary(p->res, oid, PQgetvalue(r, (int)row, (int)col),
+                                        (size_t)PQgetlength(r, (int)row, (int)col), &vals[col], why,
+                                        sizeof why);
+        if (rc == -2 && !p->failed) {
+            keel__error_set(&p->err, KEEL_ERR_DATA, PG_ENGINE, keel__pg_dbname(p->c),
+                            "column \"%s\": the server sent %s", PQfname(r, (int)col), why);
+            p->failed = 1;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
  * Appends the rows of r from row *next on (a whole result, or one row in single-row mode) to
  * p->res, which takes r's columns when it has none yet. With budget, stops between rows once
  * the turn's budget is spent. Returns 1 when every row is in (*next is then the row count), 0
- * when some are left for a later turn, -1 when out of memory.
+ * when some are left for a later turn, -1 when out of memory or a binary value is malformed.
  */
 static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) {
     if (!p->res && pg_start_result(p, r) != 0)
@@ -121,6 +148,7 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
     /* Only whole results reserve: rows that come one by one grow the result geometrically. */
     if (*next == 0 && nrows > 1 && keel__result_reserve(res, nrows) != 0)
         return -1;
+    int binary = ncols && PQfformat(r, 0) == 1;
     for (size_t row = *next; row < nrows; row++) {
         if (budget && row > *next && (row - *next) % PG_BUDGET_EVERY == 0 &&
             keel__turn_spent(p->c->loop)) {
@@ -130,6 +158,11 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
         keel_value *vals = keel__result_add_row(res);
         if (!vals)
             return -1;
+        if (binary) {
+            if (pg_add_binary_row(p, r, row, vals) != 0)
+                return -1;
+            continue;
+        }
         for (size_t col = 0; col < ncols; col++) {
             if (PQgetisnull(r, (int)row, (int)col) || kinds[col] == KEEL_TYPE_NULL)
                 continue; /* NULL, or void's empty text */

@@ -56,6 +56,9 @@ typedef enum pg_phase {
 typedef struct pg_stmt {
     keel__stmtcache_entry entry; /* the text, and the parameter types as the key's extra bytes */
     uint64_t id;                 /* N of its name */
+    /* 1 when its result columns all decode from binary (keel__pg_binary_ok), so executions
+     * ask for binary results; -1 when some do not; 0 until an execution has returned them. */
+    int binary;
 } pg_stmt;
 
 struct pg_copy;

@@ -2,14 +2,20 @@
 """Cursors, as asyncpg's: ``async for row in conn.cursor(sql, *args, prefetch=N)``, or
 ``cur = await conn.cursor(sql, *args)`` and then ``fetch(n)``, ``fetchrow()``, ``forward(n)``.
 
-The statement streams its rows from the server; keel pauses it whenever ``prefetch`` Records
-wait to be taken (the rest stay on the server's side of the socket, or in SQLite's statement),
-so memory stays bounded by prefetch plus one batch of the engine whatever the size of the
-result. The statement occupies its connection until its rows are read or the cursor is closed.
+Two kinds. On PostgreSQL inside a transaction, a query (SELECT, VALUES, WITH, TABLE) gets a
+server-side cursor (ServerCursor): DECLARE … NO SCROLL CURSOR, then FETCH FORWARD prefetch rows
+at a time, MOVE FORWARD for forward(n) and CLOSE, each its own statement, so other statements
+run on the connection between them. Everywhere else the statement streams its rows from the
+server; keel pauses it whenever ``prefetch`` Records wait to be taken (the rest stay on the
+server's side of the socket, or in SQLite's statement), so memory stays bounded by prefetch
+plus one batch of the engine whatever the size of the result. That statement occupies its
+connection until its rows are read or the cursor is closed.
 """
 from __future__ import annotations
 
 import asyncio
+import re
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import _native
@@ -28,6 +34,43 @@ def _count(value: object, what: str, least: int) -> int:
     if value < least:
         raise ValueError(f"{what} must be at least {least}, not {value}")
     return value
+
+
+# What PostgreSQL's DECLARE takes: one query. A string with a ';' before its end (several
+# statements, or one with a ';' in a literal, which is rare) streams instead: without parameters
+# keel sends it with the simple protocol, which would run the statements after the DECLARE.
+_DECLARABLE = re.compile(r"[\s(]*(select|values|with|table)\b", re.IGNORECASE)
+_END = " \t\n\r\f;"
+
+
+def _declarable(sql: str) -> str | None:
+    """sql without its trailing ';', when it can be a server-side cursor's query; else None."""
+    body = sql.rstrip(_END)
+    if ";" in body or not _DECLARABLE.match(body):
+        return None
+    return body
+
+
+# The numbers of the server-side cursors open on each connection (keel_cursor_<n>): the lowest
+# free one is taken, so that the FETCH, MOVE and CLOSE statements of cursors repeat the same few
+# texts, which the connection's statement cache keeps prepared, instead of filling it with new
+# ones. A number is given back when its cursor is closed on the server.
+_open_cursors: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+
+def _take_number(conn: Any) -> int:
+    used = _open_cursors.setdefault(conn, set())
+    n = 1
+    while n in used:
+        n += 1
+    used.add(n)
+    return n
+
+
+def _give_back(conn: Any, n: int) -> None:
+    used = _open_cursors.get(conn)
+    if used is not None:
+        used.discard(n)
 
 
 def _retrieved(fut: Any) -> None:
@@ -51,6 +94,12 @@ class CursorFactory:
         self._timeout = timeout
 
     def _open(self) -> RowCursor:
+        conn = self._conn
+        if conn.engine == "postgresql" and conn.in_transaction:
+            query = _declarable(self._sql)
+            if query is not None:
+                return ServerCursor(conn, query, self._args, self._prefetch, self._timeout,
+                                    self._rowtype)
         if self._rowtype is None:
             op = self._conn._cursor(self._sql, self._args, self._prefetch, self._timeout)
         else:
@@ -65,7 +114,10 @@ class CursorFactory:
         return self._opened().__await__()
 
     async def _opened(self) -> RowCursor:
-        return self._open()
+        cur = self._open()
+        if isinstance(cur, ServerCursor):
+            await cur._declare()  # errors of the statement are raised here, as asyncpg's are
+        return cur
 
 
 class RowCursor:
@@ -214,3 +266,191 @@ class RowCursor:
 
     def __repr__(self) -> str:
         return f"<RowCursor on {self._conn!r}{' closed' if self._closed else ''}>"
+
+
+# How an error names a cursor the server does not have (invalid_cursor_name): its transaction
+# ended, and another one began since.
+_NO_CURSOR = "34000"
+# in_failed_sql_transaction: the block failed; its rollback removes the cursor.
+_FAILED_BLOCK = "25P02"
+
+
+class ServerCursor(RowCursor):
+    """A PostgreSQL server-side cursor, opened by Connection.cursor inside a transaction: the
+    query is DECLAREd (parameters bound as every statement's), and read with FETCH FORWARD
+    prefetch rows at a time (forward(n): MOVE FORWARD n; close: CLOSE). Each is a statement of
+    its own, so other statements run on the connection between them. The cursor lives until
+    it is closed, read to its end, or its transaction ends."""
+
+    __slots__ = ("_query", "_args", "_prefetch", "_timeout", "_rowtype", "_number", "_on_server")
+
+    def __init__(self, conn: Connection, query: str, args: tuple[Any, ...], prefetch: int,
+                 timeout: float | None, rowtype: Any) -> None:
+        self._conn = conn
+        self._op = None
+        self._closed = False
+        self._exhausted = False
+        self._batch = []
+        self._at = 0
+        self._query = query
+        self._args = args
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._rowtype = rowtype
+        self._number = 0  # keel_cursor_<number> once DECLAREd
+        self._on_server = False  # DECLAREd and not CLOSEd (by keel) yet
+
+    @property
+    def _name(self) -> str:
+        return f"keel_cursor_{self._number}"
+
+    def _ended_with(self, keep_number: bool) -> None:
+        """The cursor is over (closed, failed or its transaction gone). keep_number: the server
+        may still have it (a failed block, which its rollback or a savepoint's may keep), so its
+        name stays taken."""
+        self._closed = True
+        self._batch = []
+        if self._on_server:
+            self._on_server = False
+            if not keep_number:
+                _give_back(self._conn, self._number)
+
+    def _transaction_ended(self) -> _native.InterfaceError:
+        self._ended_with(keep_number=False)
+        return _native.InterfaceError(
+            f"the cursor's transaction has ended (committed or rolled back), and its server-side "
+            f"cursor {self._name} with it: a cursor opened inside a transaction is read inside "
+            "it")
+
+    async def _run(self, mode: int, sql: str, timeout: float | None) -> Any:
+        """One statement on the cursor (FETCH, MOVE, CLOSE); an error ends the cursor."""
+        conn = self._conn
+        if not conn.released and not conn.in_transaction:
+            raise self._transaction_ended()
+        if timeout is None:
+            timeout = self._timeout
+        try:
+            if mode == _native.MODE_FETCH and self._rowtype is not None:
+                return await conn._query(mode, sql, (), 0, timeout, self._rowtype)
+            return await conn._query(mode, sql, (), 0, timeout)
+        except _native.Error as e:
+            if getattr(e, "sqlstate", None) == _NO_CURSOR:
+                raise self._transaction_ended() from e
+            # The statement failed, was cancelled or timed out: the block is failed, and the
+            # cursor with it.
+            self._ended_with(keep_number=True)
+            raise
+        except asyncio.CancelledError:
+            self._ended_with(keep_number=True)
+            raise
+
+    async def _declare(self) -> None:
+        if self._on_server or self._closed or self._exhausted:
+            return
+        conn = self._conn
+        self._number = _take_number(conn)
+        try:
+            await conn.execute(f"DECLARE {self._name} NO SCROLL CURSOR FOR {self._query}",
+                               *self._args, timeout=self._timeout)
+        except BaseException:
+            _give_back(conn, self._number)
+            self._closed = True
+            raise
+        self._on_server = True
+
+    async def _at_end(self) -> None:
+        """Every row was read: the cursor is closed on the server, its name free again."""
+        self._exhausted = True
+        await self._run(_native.MODE_EXECUTE, f"CLOSE {self._name}", None)
+        self._on_server = False
+        _give_back(self._conn, self._number)
+
+    async def _take(self, n: int, timeout: float | None = None) -> list[Record]:
+        """Up to n rows: those buffered by async for first, then one FETCH for the rest."""
+        if self._closed:
+            raise _native.InterfaceError("the cursor is closed")
+        out = self._batch[self._at:self._at + n]
+        self._at += len(out)
+        if len(out) == n or self._exhausted:
+            return out
+        await self._declare()
+        want = n - len(out)
+        rows = await self._run(_native.MODE_FETCH, f"FETCH FORWARD {want} {self._name}",
+                               timeout)
+        out.extend(rows)
+        if len(rows) < want:
+            await self._at_end()
+        return out
+
+    async def fetch(self, n: int, *, timeout: float | None = None) -> list[Record]:
+        """The next n rows (fewer at the end, [] after it): one FETCH FORWARD. timeout= bounds
+        this round trip (None: the cursor's timeout=); QueryTimeout when it passes, the
+        transaction then failed and the cursor closed."""
+        _count(n, "n", 1)
+        return await self._take(n, timeout)
+
+    async def forward(self, n: int, *, timeout: float | None = None) -> int:
+        """Skips the next n rows on the server (MOVE FORWARD n); returns how many were
+        skipped."""
+        _count(n, "n", 1)
+        if self._closed:
+            raise _native.InterfaceError("the cursor is closed")
+        skipped = min(n, len(self._batch) - self._at)
+        self._at += skipped
+        if skipped == n or self._exhausted:
+            return skipped
+        await self._declare()
+        want = n - skipped
+        moved = await self._run(_native.MODE_EXECUTE, f"MOVE FORWARD {want} {self._name}",
+                                timeout)
+        if moved < want:
+            await self._at_end()
+        return skipped + moved
+
+    async def close(self) -> None:
+        """CLOSEs the cursor on the server (when its transaction still runs: its end removes
+        the cursor anyway). Idempotent; a cursor read to its end is closed already."""
+        if self._closed:
+            return
+        self._closed = True
+        self._batch = []
+        conn = self._conn
+        if not self._on_server:
+            return
+        if conn.released or not conn.in_transaction:
+            self._ended_with(keep_number=False)
+            return
+        try:
+            await self._run(_native.MODE_EXECUTE, f"CLOSE {self._name}", None)
+        except _native.Error as e:
+            # A failed block refuses every statement but its rollback, which removes the
+            # cursor: nothing is left to close.
+            if getattr(e, "sqlstate", None) != _FAILED_BLOCK:
+                raise
+            return
+        self._ended_with(keep_number=False)
+
+    def __del__(self) -> None:
+        # Nothing runs on a dropped server-side cursor: its transaction's end removes it.
+        pass
+
+    async def __anext__(self) -> Record:
+        if self._at < len(self._batch):
+            row = self._batch[self._at]
+            self._at += 1
+            return row
+        if self._closed or self._exhausted:
+            raise StopAsyncIteration
+        await self._declare()
+        rows = await self._run(_native.MODE_FETCH,
+                               f"FETCH FORWARD {self._prefetch} {self._name}", None)
+        if len(rows) < self._prefetch:
+            await self._at_end()
+        if not rows:
+            raise StopAsyncIteration
+        self._batch, self._at = rows, 1
+        return rows[0]
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from . import _codecs, _collection, _listen, _native
 from ._listen import Listener, Notification
-from ._cursor import CursorFactory, RowCursor
+from ._cursor import CursorFactory, RowCursor, ServerCursor
 from ._statement import Attribute, PreparedStatement, Type
 from ._range import Range
 from ._collection import (
@@ -93,6 +93,7 @@ __all__ = [
     "PreparedStatement",
     "CursorFactory",
     "RowCursor",
+    "ServerCursor",
     "Type",
     "Attribute",
     "Collection",

@@ -269,7 +269,7 @@ class RowCursor:
 
 
 # How an error names a cursor the server does not have (invalid_cursor_name): its transaction
-# ended, and another one began since.
+# ended in a way conn._txn_epoch could not see (a string "COMMIT; BEGIN" run as one statement).
 _NO_CURSOR = "34000"
 # in_failed_sql_transaction: the block failed; its rollback removes the cursor.
 _FAILED_BLOCK = "25P02"
@@ -282,7 +282,8 @@ class ServerCursor(RowCursor):
     its own, so other statements run on the connection between them. The cursor lives until
     it is closed, read to its end, or its transaction ends."""
 
-    __slots__ = ("_query", "_args", "_prefetch", "_timeout", "_rowtype", "_number", "_on_server")
+    __slots__ = ("_query", "_args", "_prefetch", "_timeout", "_rowtype", "_number", "_on_server",
+                 "_epoch")
 
     def __init__(self, conn: Connection, query: str, args: tuple[Any, ...], prefetch: int,
                  timeout: float | None, rowtype: Any) -> None:
@@ -299,6 +300,7 @@ class ServerCursor(RowCursor):
         self._rowtype = rowtype
         self._number = 0  # keel_cursor_<number> once DECLAREd
         self._on_server = False  # DECLAREd and not CLOSEd (by keel) yet
+        self._epoch = 0  # conn._txn_epoch in the cursor's transaction
 
     @property
     def _name(self) -> str:
@@ -325,7 +327,7 @@ class ServerCursor(RowCursor):
     async def _run(self, mode: int, sql: str, timeout: float | None) -> Any:
         """One statement on the cursor (FETCH, MOVE, CLOSE); an error ends the cursor."""
         conn = self._conn
-        if not conn.released and not conn.in_transaction:
+        if not conn.released and conn._txn_epoch != self._epoch:
             raise self._transaction_ended()
         if timeout is None:
             timeout = self._timeout
@@ -357,6 +359,7 @@ class ServerCursor(RowCursor):
             self._closed = True
             raise
         self._on_server = True
+        self._epoch = conn._txn_epoch
 
     async def _at_end(self) -> None:
         """Every row was read: the cursor is closed on the server, its name free again."""
@@ -417,7 +420,7 @@ class ServerCursor(RowCursor):
         conn = self._conn
         if not self._on_server:
             return
-        if conn.released or not conn.in_transaction:
+        if conn.released or conn._txn_epoch != self._epoch:
             self._ended_with(keep_number=False)
             return
         try:

@@ -55,6 +55,8 @@ void keel__py_conn_release(kpy_conn *c) {
 void keel__py_conn_op_done(kpy_conn *c, kpy_op *op) {
     if (c->running == op)
         c->running = NULL;
+    if (c->conn != NULL && keel_conn_txn_status(c->conn) == KEEL_TXN_IDLE)
+        c->txn_epoch++;
     while (c->running == NULL && c->qhead != NULL && c->conn != NULL) {
         kpy_op *next = c->qhead;
         c->qhead = next->next;
@@ -384,6 +386,8 @@ static PyGetSetDef conn_getset[] = {
 
 static PyMemberDef conn_members[] = {
     { "_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth." },
+    { "_txn_epoch", T_ULONGLONG, offsetof(kpy_conn, txn_epoch), READONLY,
+      "How many operations ended outside a transaction." },
     { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_conn, weakreflist), READONLY, NULL },
     { NULL, 0, 0, 0, NULL },
 };

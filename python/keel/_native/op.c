@@ -650,6 +650,14 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
     /* Nobody waits for the outcome of a cancelled operation: do not build it. */
     if (op->cancelled)
         return;
+    if (op->mode == KPY_MODE_CURSOR && op->rows_exc.type != NULL) {
+        /* The cursor's rows failed to convert and its statement was stopped for it
+         * (cursor_stop_soon): that failure, not the cancel, is the outcome. */
+        PyErr_Restore(op->rows_exc.type, op->rows_exc.value, op->rows_exc.tb);
+        op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
+        keel__py_future_set_raised(st, op->fut);
+        return;
+    }
     if (res == NULL || (err != NULL && err->code != KEEL_OK)) {
         keel_error fallback;
         if (err == NULL) {
@@ -710,6 +718,33 @@ static int rows_extend(kpy_op *op, const keel_result *batch) {
     return 0;
 }
 
+/* The deferred half of cursor_stop_soon: asks the server to stop the statement, which then
+ * completes (with the conversion error, op_complete) and frees the connection. */
+static void cursor_stop(PyObject *arg) {
+    kpy_op *op = (kpy_op *)arg;
+    if (op->state == KPY_OP_RUNNING && !op->cancelled && op->cobj != NULL &&
+        op->cobj->conn != NULL)
+        keel_conn_cancel(op->cobj->conn);
+}
+
+/*
+ * A cursor's rows failed to convert: none after them will be taken, so the statement stops now
+ * rather than running to its end with the connection busy, however long the cursor is kept
+ * unread. It is paused at once (allowed in rows_cb), and cancelled from the next iteration of
+ * the asyncio loop (keel_conn_cancel is not allowed in a rows callback). Its future then gets
+ * the conversion error, and a cursor waiting for rows is woken to raise it.
+ */
+static void cursor_stop_soon(kpy_op *op) {
+    if (!op->paused) {
+        op->paused = 1;
+        keel_conn_pause(op->cobj->conn);
+    }
+    if (keel__py_loop_call_soon(op->db->loop, cursor_stop, (PyObject *)op) < 0)
+        /* Not scheduled (out of memory): the statement ends when the cursor is closed. */
+        PyErr_WriteUnraisable((PyObject *)op);
+    op_wake(op);
+}
+
 static void rows_cb(const keel_result *batch, void *arg) {
     kpy_op *op = arg;
     /* Nobody waits for a cancelled operation's rows, and after a failure none are needed. */
@@ -734,9 +769,15 @@ static void rows_cb(const keel_result *batch, void *arg) {
     keel__py_json_loads_swap(prev);
     if (failed) {
         kpy_exc_stash(&op->rows_exc);
-        PyObject *rows = op->rows;
-        op->rows = NULL;
-        op_let_go(rows, op);
+        if (op->mode == KPY_MODE_CURSOR) {
+            /* The rows before the one that failed stay for the cursor to take, as those
+             * before a server's error do. */
+            cursor_stop_soon(op);
+        } else {
+            PyObject *rows = op->rows;
+            op->rows = NULL;
+            op_let_go(rows, op);
+        }
     } else if (op->mode == KPY_MODE_CURSOR) {
         /* Enough rows wait for the cursor: the statement stops until it takes them. */
         if (PyList_GET_SIZE(op->rows) >= op->prefetch && !op->paused) {
@@ -1423,7 +1464,8 @@ static PyObject *op_take(kpy_op *op, PyObject *arg) {
         Py_XDECREF(out);
         return NULL;
     }
-    if (op->paused && PyList_GET_SIZE(op->rows) < op->prefetch) {
+    /* A statement stopped for a conversion failure (cursor_stop_soon) stays paused. */
+    if (op->paused && op->rows_exc.type == NULL && PyList_GET_SIZE(op->rows) < op->prefetch) {
         op->paused = 0;
         if (op->state == KPY_OP_RUNNING && op->cobj != NULL && op->cobj->conn != NULL)
             keel_conn_resume(op->cobj->conn);

@@ -275,6 +275,7 @@ class SyncConnection:
 
 class Connection:
     _depth: int
+    _txn_epoch: int  # operations that ended outside a transaction
     @property
     def database(self) -> str: ...
     @property

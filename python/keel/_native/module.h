@@ -451,11 +451,11 @@ typedef struct kpy_conn {
     struct kpy_op *qtail;
     int depth;        /* transaction nesting, maintained by keel.Transaction */
     int timeout_set;  /* conn runs under a timeout= of an earlier operation, not the config's */
+    PyObject *notify; /* _set_notify_handler: called (pid, channel, payload, exc); NULL: none */
+    PyObject *weakreflist;
     /* Counts the operations that ended outside a transaction: a server-side cursor (ServerCursor
      * in _cursor.py) whose count moved on knows its transaction ended, without asking. */
     unsigned long long txn_epoch;
-    PyObject *notify; /* _set_notify_handler: called (pid, channel, payload, exc); NULL: none */
-    PyObject *weakreflist;
 } kpy_conn;
 
 /* Ensures db is open on the running loop (lazy start). 0, or -1 with an exception. */
@@ -554,7 +554,7 @@ typedef struct kpy_op {
     PyObject *rows;        /* KPY_MODE_FETCH: the Records built so far, batch by batch */
     PyObject *desc;        /* KPY_MODE_FETCH: their shared description */
     PyObject *rowtype;     /* fetch/fetchrow: what rows become (keel__py_row_new); NULL: Record */
-    kpy_exc_save rows_exc; /* KPY_MODE_FETCH, _CURSOR: why building a batch failed (NULL: it did not) */
+    kpy_exc_save rows_exc; /* KPY_MODE_FETCH: why building a batch failed (type NULL: it did not) */
     Py_ssize_t prefetch;   /* KPY_MODE_CURSOR: the statement pauses with this many buffered */
     int paused;            /* KPY_MODE_CURSOR: keel_conn_pause is in force */
     int dropped;           /* KPY_MODE_CURSOR: rows came while paused (a cancel or deadline

@@ -722,8 +722,7 @@ static int rows_extend(kpy_op *op, const keel_result *batch) {
  * completes (with the conversion error, op_complete) and frees the connection. */
 static void cursor_stop(PyObject *arg) {
     kpy_op *op = (kpy_op *)arg;
-    if (op->state == KPY_OP_RUNNING && !op->cancelled && op->cobj != NULL &&
-        op->cobj->conn != NULL)
+    if (op->state == KPY_OP_RUNNING && !op->cancelled && op->cobj != NULL && op->cobj->conn != NULL)
         keel_conn_cancel(op->cobj->conn);
 }
 

@@ -54,6 +54,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->waiter = NULL;
     op->reply = NULL;
     op->slices = NULL;
+    op->kcur = NULL;
     PyObject_GC_Track(op);
     op->fut = keel__py_future_new(st, db->aloop);
     if (op->fut == NULL) {
@@ -124,6 +125,9 @@ static void op_done(kpy_op *op) {
         op->rows = NULL;
         op_let_go(rows, op);
     }
+    /* A cursor whose open failed or was cancelled: nobody will hold it. */
+    keel_cursor_close(op->kcur);
+    op->kcur = NULL;
     if (op->cobj == NULL)
         keel__py_db_op_finished(op->db);
 }
@@ -292,7 +296,7 @@ static int engine_has_arrays(const char *engine) {
 /* Converts the parameters of an operation of kind: a statement's tuple, executemany's rows, or
  * the records of a bulk load (checked against its column list), all tuples. */
 static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p) {
-    if (kind == KPY_OP_QUERY)
+    if (kind == KPY_OP_QUERY || kind == KPY_OP_CURSOR_OPEN)
         return keel__py_params_from_args(st, p, params);
     if (kind == KPY_OP_MANY)
         return keel__py_params_from_rows(st, p, params);
@@ -496,6 +500,13 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
         return copy_start(op, conn, p, query_cb, err);
     case KPY_OP_PREPARE:
         return keel_conn_prepare(conn, sql, query_cb, op, err);
+    case KPY_OP_CURSOR_OPEN:
+        return keel_conn_cursor_open(conn, sql, p->values, p->nvalues, (size_t)op->column,
+                                     &op->kcur, query_cb, op, err);
+    case KPY_OP_CURSOR_FETCH:
+        /* The rows become Records batch by batch, as fetch()'s do. */
+        return keel_cursor_fetch(conn, PyCapsule_GetPointer(op->args, KPY_CURSOR_CAPSULE),
+                                 (size_t)op->column, rows_cb, query_cb, op, err);
     default:
         break;
     }
@@ -571,6 +582,12 @@ fail:
     return NULL;
 }
 
+/* What a server-side cursor's capsule does when it goes: the cursor is closed (the server's
+ * statement with it, without a round trip of its own). */
+static void cursor_capsule_free(PyObject *cap) {
+    keel_cursor_close(PyCapsule_GetPointer(cap, KPY_CURSOR_CAPSULE));
+}
+
 /* The Python value of a successful result, by mode. */
 static PyObject *build_result(kpy_op *op, const keel_result *res) {
     kpy_state *st = op->db->st;
@@ -580,9 +597,15 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
     }
     if (op->kind == KPY_OP_PREPARE)
         return keel__py_description_of(res);
+    if (op->kind == KPY_OP_CURSOR_OPEN) {
+        PyObject *cap = PyCapsule_New(op->kcur, KPY_CURSOR_CAPSULE, cursor_capsule_free);
+        if (cap != NULL)
+            op->kcur = NULL; /* the capsule closes it */
+        return cap;
+    }
     if (op->kind == KPY_OP_MANY && keel_result_ncols(res) > 0)
         return records_of(st, res); /* the rows of executemany(… RETURNING …) */
-    if (op->kind != KPY_OP_QUERY)
+    if (op->kind != KPY_OP_QUERY && op->kind != KPY_OP_CURSOR_FETCH)
         Py_RETURN_NONE;
     size_t nrows = keel_result_nrows(res);
     switch (op->mode) {
@@ -1161,7 +1184,12 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     } else if (kind == KPY_OP_PREPARE) {
         if (sql_utf8(st, sql) == NULL)
             return NULL;
-    } else if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY) {
+    } else if (kind == KPY_OP_CURSOR_FETCH) {
+        if (!PyCapsule_IsValid(args, KPY_CURSOR_CAPSULE)) {
+            PyErr_SetString(PyExc_TypeError, "_cursor_fetch needs a cursor of _cursor_open");
+            return NULL;
+        }
+    } else if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY || kind == KPY_OP_CURSOR_OPEN) {
         if (sql_utf8(st, sql) == NULL)
             return NULL;
         if (kind == KPY_OP_MANY) {
@@ -1192,7 +1220,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     op->depth = depth;
     op->timeout = timeout;
     op->started = started;
-    if (kind == KPY_OP_COMMAND) {
+    if (kind == KPY_OP_COMMAND || kind == KPY_OP_CURSOR_FETCH) {
         op->sql = Py_XNewRef(sql);
         op->args = Py_NewRef(args);
     } else if (kind != KPY_OP_TXN) {

@@ -477,13 +477,13 @@ class Connection(_native.Connection):
         ``cur.fetchrow()``, ``cur.forward(n)``, ``cur.close()``. record_class= / into= make the
         rows what fetch makes them.
 
-        On PostgreSQL inside a transaction, a query gets a server-side cursor (ServerCursor:
-        DECLARE, FETCH FORWARD, MOVE FORWARD, CLOSE), and other statements run on the
-        connection between fetches; it ends with the transaction. timeout= bounds each of its
-        statements. Elsewhere the statement streams (RowCursor): at most prefetch rows (plus one
-        batch of the engine) are held however large the result, the statement occupies the
-        connection until its rows are read or the cursor is closed, and timeout= bounds the
-        whole statement, time spent between fetches included."""
+        On PostgreSQL and MySQL/MariaDB inside a transaction, a query gets a server-side
+        cursor (ServerCursor: PostgreSQL's DECLARE … CURSOR, ended with the transaction; MySQL's
+        prepared-statement cursor), and other statements run on the connection between fetches;
+        timeout= bounds each of its operations. Elsewhere the statement streams (RowCursor):
+        at most prefetch rows (plus one batch of the engine) are held however large the result,
+        the statement occupies the connection until its rows are read or the cursor is closed,
+        and timeout= bounds the whole statement, time spent between fetches included."""
         return CursorFactory(self, sql, args, prefetch, timeout, _rowtype(record_class, into))
 
     async def prepare(self, sql: str, *, timeout: float | None = None,

@@ -592,23 +592,27 @@ static int my_stmt_more(my_impl *p) {
 }
 
 /*
- * A cursor's statement was executed. The server keeps its rows when it opened a cursor (it
- * does for a query); otherwise they follow on the socket, and are read and dropped, the open
- * failing.
+ * A cursor's statement was executed, or (after C_STMT_NEXT) gave its next result. The server
+ * keeps its rows when it opened a cursor (it does for a query); otherwise (a procedure's) they
+ * follow on the socket, and are read and dropped with every later result, the open failing.
  */
 static int my_cursor_opened(my_impl *p) {
-    if (mysql_stmt_field_count(p->cur) == 0) {
-        keel__my_fail(p, KEEL_ERR_UNSUPPORTED,
-                      "a cursor's statement must return rows: this one returned none (it ran; "
-                      "run such statements with query)");
-        return my_stmt_done(p);
+    int rows = mysql_stmt_field_count(p->cur) > 0;
+    if (!rows) {
+        /* The first result, or the last of a procedure's (its status): read, nothing kept. */
+        if (!p->failed)
+            keel__my_fail(p, KEEL_ERR_UNSUPPORTED,
+                          "a cursor's statement must return rows: this one returned none (it "
+                          "ran; run such statements with query)");
+        return my_stmt_more(p);
     }
     unsigned status = 0;
     mariadb_get_infov(p->m, MARIADB_CONNECTION_SERVER_STATUS, &status);
-    if (!(status & SERVER_STATUS_CURSOR_EXISTS)) {
-        keel__my_fail(p, KEEL_ERR_UNSUPPORTED,
-                      "the server opened no cursor for this statement (it does for queries): "
-                      "stream its rows with query_rows instead");
+    if (p->failed || !(status & SERVER_STATUS_CURSOR_EXISTS)) {
+        if (!p->failed)
+            keel__my_fail(p, KEEL_ERR_UNSUPPORTED,
+                          "the server opened no cursor for this statement (it does for "
+                          "queries): stream its rows with query_rows instead");
         p->dstmt = 1;
         p->dcount = 0;
         p->call = C_STMT_FETCH;

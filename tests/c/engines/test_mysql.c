@@ -1891,6 +1891,16 @@ TEST(server_side_cursor_errors_and_refusals) {
     CHECK_CONTAINS(e.message, "must return rows");
     keel_cursor_close(cur);
     CHECK_INT(q_num(c, "SELECT COUNT(*) FROM cur_t"), 1);
+    /* A statement with rows that the server opens no cursor for: its rows are read and
+     * dropped, and the open says so. */
+    keel_result_free(q(c, "DROP PROCEDURE IF EXISTS cur_p", NULL, 0));
+    keel_result_free(q(c, "CREATE PROCEDURE cur_p() SELECT 1 UNION ALL SELECT 2", NULL, 0));
+    cur = cursor_open(db, c, "CALL cur_p()", NULL, 0, 5, &e);
+    CHECK_INT(e.code, KEEL_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(e.message, "opened no cursor");
+    keel_cursor_close(cur);
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    keel_result_free(q(c, "DROP PROCEDURE cur_p", NULL, 0));
     /* An error midway: the rows before it come, then the error; the connection serves on. */
     cur = cursor_open(db, c,
                       "SELECT CAST(seq AS SIGNED) AS n, "

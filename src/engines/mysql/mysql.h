@@ -84,10 +84,12 @@ typedef enum my_call {
 
 typedef enum my_op {
     OP_NONE,
-    OP_TEXT,    /* a statement without parameters, or transaction control: the text protocol */
-    OP_STMT,    /* a statement with parameters: a server-side prepared statement */
-    OP_MANY,    /* a batch: executions of a prepared statement, atomic as a whole */
-    OP_DESCRIBE /* keel_conn_prepare: a statement is prepared (and cached), not executed */
+    OP_TEXT,     /* a statement without parameters, or transaction control: the text protocol */
+    OP_STMT,     /* a statement with parameters: a server-side prepared statement */
+    OP_MANY,     /* a batch: executions of a prepared statement, atomic as a whole */
+    OP_DESCRIBE, /* keel_conn_prepare: a statement is prepared (and cached), not executed */
+    OP_COPEN,    /* keel_conn_cursor_open: a statement of its own, executed with a cursor */
+    OP_CFETCH    /* keel_cursor_fetch: rows of an open cursor's statement (cur) */
 } my_op;
 
 /* Where a batch is: its rows, or the start or end of its transaction or savepoint. */
@@ -225,6 +227,11 @@ typedef struct my_impl {
     MYSQL_STMT *cur;
     int cur_new;      /* cur is not prepared yet */
     int cur_uncached; /* cur is prepared but not in the cache (out of memory) */
+    /* OP_COPEN: the cursor, which owns cur once it is prepared, and the rows per round trip;
+     * OP_CFETCH: the rows still wanted. */
+    keel_cursor *ccur;
+    size_t cprefetch;
+    size_t cleft;
     /* cur's own result metadata, set aside while it reads a result whose columns changed */
     MYSQL_FIELD *rm_fields;
     MYSQL_BIND *rm_bind;

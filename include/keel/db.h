@@ -70,7 +70,16 @@ typedef struct keel_pool_stats {
     size_t min_size;
     size_t max_size;
     double acquire_timeout; /* seconds */
-    uint64_t reserved[8];   /* room for fields added later; zero */
+    /* Totals since keel_db_open. */
+    uint64_t connects;         /* connections opened */
+    uint64_t connect_failures; /* connects that failed */
+    uint64_t acquires;         /* requests that got a connection (keel_db_try_acquire too) */
+    uint64_t acquire_timeouts; /* KEEL_ERR_POOL_TIMEOUT: acquire_timeout passed or max_waiters */
+    /* Seconds the latest 1024 served requests waited for their connection, by nearest rank
+     * (keel_db_try_acquire counts 0); 0 before any. */
+    double acquire_wait_p50;
+    double acquire_wait_p99;
+    uint64_t reserved[2]; /* room for fields added later; zero */
 } keel_pool_stats;
 
 /* Called once with a leased connection and err == NULL, or with conn == NULL and err set. */

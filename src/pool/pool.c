@@ -510,8 +510,8 @@ keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, kee
     if (p->cfg->max_waiters != SIZE_MAX) {
         size_t covered = p->nidle + p->nconnecting + p->nchecking +
                          (p->cfg->max_size > p->nconns ? p->cfg->max_size - p->nconns : 0);
-        size_t blocked = p->nwaiting > covered ? p->nwaiting - covered : 0;
-        if (blocked >= p->cfg->max_waiters) {
+        /* This request would be one more beyond what is covered. */
+        if (p->nwaiting >= covered && p->nwaiting - covered >= p->cfg->max_waiters) {
             p->acquire_timeouts++;
             return keel__error_set(err, KEEL_ERR_POOL_TIMEOUT, NULL, p->cfg->name,
                                    "the queue of requests waiting for a connection to database "

@@ -90,9 +90,9 @@ struct keel_conn {
     size_t nmap;
     int64_t created_ms;
     int64_t last_used_ms;
-    int64_t expires_ms; /* max_lifetime less its jitter, from created_ms; INT64_MAX: never */
-    int refill;         /* opened to bring the pool back to min_size after closing old ones */
-    struct keel__warm *warm;       /* the keel_db_warm request this connect counts for */
+    int64_t expires_ms;      /* max_lifetime less its jitter, from created_ms; INT64_MAX: never */
+    int refill;              /* opened to bring the pool back to min_size after closing old ones */
+    struct keel__warm *warm; /* the keel_db_warm request this connect counts for */
     struct keel_conn *prev, *next; /* the pool's list of its connections */
 };
 

@@ -517,8 +517,8 @@ keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, kee
                                    "the queue of requests waiting for a connection to database "
                                    "'%s' is full (pool max_waiters %zu; max_size %zu, %zu in "
                                    "use, %zu waiting)",
-                                   p->cfg->name, p->cfg->max_waiters, p->cfg->max_size,
-                                   p->nleased, p->nwaiting);
+                                   p->cfg->name, p->cfg->max_waiters, p->cfg->max_size, p->nleased,
+                                   p->nwaiting);
         }
     }
     /* The waiter is served from the dispatch: without it, it would wait for an unrelated event
@@ -549,8 +549,7 @@ keel_status keel__pool_try_acquire(keel__pool *p, keel_conn **out, keel_error *e
     if (p->wait_head || p->nidle == 0 || now >= p->idle[p->nidle - 1]->expires_ms ||
         needs_ping(p, p->idle[p->nidle - 1], now))
         return keel__error_set(err, KEEL_ERR_BUSY, NULL, p->cfg->name,
-                               "no idle connection to database '%s' ready right now",
-                               p->cfg->name);
+                               "no idle connection to database '%s' ready right now", p->cfg->name);
     keel_conn *c = p->idle[--p->nidle];
     lease(p, c, 0);
     *out = c;

@@ -637,10 +637,9 @@ static PyObject *db_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t n
 PyObject *keel__py_stats_dict(const keel_pool_stats *ps) {
     return Py_BuildValue("{snsnsnsnsnsnsKsKsKsKsdsd}", "size", (Py_ssize_t)ps->size, "idle",
                          (Py_ssize_t)ps->idle, "in_use", (Py_ssize_t)ps->leased, "waiting",
-                         (Py_ssize_t)ps->waiting, "min_size", (Py_ssize_t)ps->min_size,
-                         "max_size", (Py_ssize_t)ps->max_size, "connects",
-                         (unsigned long long)ps->connects, "connect_failures",
-                         (unsigned long long)ps->connect_failures, "acquires",
+                         (Py_ssize_t)ps->waiting, "min_size", (Py_ssize_t)ps->min_size, "max_size",
+                         (Py_ssize_t)ps->max_size, "connects", (unsigned long long)ps->connects,
+                         "connect_failures", (unsigned long long)ps->connect_failures, "acquires",
                          (unsigned long long)ps->acquires, "acquire_timeouts",
                          (unsigned long long)ps->acquire_timeouts, "acquire_wait_p50",
                          ps->acquire_wait_p50, "acquire_wait_p99", ps->acquire_wait_p99);

@@ -298,7 +298,8 @@ TEST(pool_lifecycle_keys) {
     keel_config *cfg = new_config();
     keel_error err;
     OK(keel_config_set(cfg, "databases.a.url", "sqlite:///a.db", &err));
-    OK(keel_config_set(cfg, "databases.b.url", "sqlite:///b.db?idle_timeout=5&max_waiters=3", &err));
+    OK(keel_config_set(cfg, "databases.b.url", "sqlite:///b.db?idle_timeout=5&max_waiters=3",
+                       &err));
     OK(keel_config_set(cfg, "databases.c.url", "sqlite:///c.db", &err));
     OK(keel_config_set(cfg, "databases.c.pool.max_lifetime", "none", &err));
     OK(keel_config_set(cfg, "databases.c.pool.ping_after_idle", "0", &err));

@@ -5,6 +5,7 @@
 #include "engines/engine.h"
 #include "loop/loop_int.h"
 #include "support.h"
+#include "support/proxy.h"
 
 static char dbdir[] = "/tmp/keel-lifecycle-XXXXXX";
 static char sqlite_url[256];
@@ -219,6 +220,78 @@ TEST(a_connection_killed_while_idle_is_replaced) {
     }
 }
 
+/*
+ * A connection whose server fell silent while it was idle (a host gone, a firewall that dropped
+ * the connection without a word): the ping of ping_after_idle gets no answer within
+ * connect_timeout, the connection is closed, and the request gets a new one without an error.
+ * The proxy lets every connection of the second db through for exactly the bytes of its
+ * handshake (measured on the first db's), so the ping is the first thing the server never sees.
+ */
+TEST(a_silent_idle_connection_is_replaced_by_the_ping) {
+    static char recorded[1 << 16];
+    for (size_t e = 1; e < 3; e++) {
+        char host[256], purl[512];
+        int port = 0;
+        CHECK_INT(test_url_host_port(engine_urls[e], host, sizeof host, &port), 0);
+        test_proxy *px = test_proxy_start(host, port);
+        CHECK(px && test_proxy_url(px, engine_urls[e], purl, sizeof purl));
+        if (!px)
+            continue;
+        printf("# %s\n", engine_names[e]);
+        const char *const pool[] = {
+            "min_size",        "0",  "max_size", "1", "ping_after_idle", "0.1",
+            "acquire_timeout", "10", NULL
+        };
+        keel_db *measure = open_pool(purl, pool);
+        keel_conn *c = acquire(measure);
+        keel_conn_release(c);
+        size_t handshake = test_proxy_recorded(px, 0, recorded, sizeof recorded);
+        keel_db_close(measure);
+        CHECK(handshake > 0);
+        test_proxy_limit(px, handshake, SIZE_MAX);
+        const char *const silent[] = {
+            "min_size",        "0",  "max_size", "1", "ping_after_idle", "0.1",
+            "acquire_timeout", "10", NULL
+        };
+        char keys[8][96];
+        const char *cfg[12];
+        size_t n = 0;
+        for (size_t i = 0; silent[i]; i += 2, n += 2) {
+            snprintf(keys[i / 2], sizeof keys[i / 2], "databases.default.pool.%s", silent[i]);
+            cfg[n] = keys[i / 2];
+            cfg[n + 1] = silent[i + 1];
+        }
+        cfg[n++] = "databases.default.connect_timeout";
+        cfg[n++] = "0.5";
+        cfg[n] = NULL;
+        keel_db *db = open_url(purl, cfg);
+        c = acquire(db);
+        CHECK(c != NULL);
+        keel_conn_release(c);
+        usleep(150 * 1000);
+        int64_t start = keel_now_ms();
+        keel_conn *fresh = NULL;
+        keel_error err;
+        keel_status st = keel_db_acquire_sync(db, NULL, &fresh, &err);
+        if (st != KEEL_OK)
+            fprintf(stderr, "  acquire: %s\n", err.message);
+        CHECK_INT(st, KEEL_OK);
+        int64_t took = keel_now_ms() - start;
+        printf("# the acquire took %lld ms\n", (long long)took);
+        CHECK(took >= 400 && took < 5000); /* the ping's connect_timeout, then a connect */
+        keel_pool_stats s = stats_of(db);
+        CHECK_INT(s.connects, 2);
+        CHECK_INT(s.size, 1);
+        CHECK_INT(s.acquires, 2);
+        /* The measuring connection, the silent one and its replacement (and a cancel request,
+         * on the engines that send one when a busy connection is closed). */
+        CHECK(test_proxy_accepted(px) >= 3);
+        keel_conn_release(fresh);
+        keel_db_close(db);
+        test_proxy_free(px);
+    }
+}
+
 typedef struct served {
     keel_conn *conn;
     keel_status status;
@@ -349,6 +422,7 @@ int main(void) {
     RUN(lifetimes_are_spread_by_jitter);
     RUN(an_idle_connection_is_pinged_and_kept);
     RUN(a_connection_killed_while_idle_is_replaced);
+    RUN(a_silent_idle_connection_is_replaced_by_the_ping);
     RUN(max_waiters_refuses_at_once);
     RUN(stats_count_and_time_acquires);
     char path[320];

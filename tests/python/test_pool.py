@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 import keel
-from conftest import ENGINES, MONGO_URL, ONE_SECOND_SQL, SERVER_URLS, SLOW_SQL, wait_until
 import keel.sync
+from conftest import ENGINES, MONGO_URL, ONE_SECOND_SQL, SERVER_URLS, SLOW_SQL, wait_until
 
 ONE = {"min_size": 1, "max_size": 1, "acquire_timeout": 5}
 

@@ -55,12 +55,13 @@ struct keel__pool {
     /* Back-off after failed connects: no connect starts before next_connect_at. */
     int64_t backoff_ms; /* the current delay; 0 while the last connect worked */
     int64_t next_connect_at;
-    keel_timer *retry_timer; /* serves waiters again when the back-off is over */
-    uint64_t rng;            /* jitter of the delays and of max_lifetime */
-    size_t nchecking;        /* connections being pinged for waiters (ping_after_idle) */
-    keel_timer *reap_timer;  /* closes connections idle too long or too old */
-    int64_t reap_at;         /* when reap_timer is armed for; INT64_MAX when it is not */
-    int refill;              /* connections closed for their age are to be replaced */
+    keel_timer *retry_timer;  /* serves waiters again when the back-off is over */
+    uint64_t rng;             /* jitter of the delays and of max_lifetime */
+    size_t nchecking;         /* connections being pinged for waiters (ping_after_idle) */
+    keel_timer *reap_timer;   /* closes connections idle too long or too old */
+    int64_t reap_at;          /* when reap_timer is armed for; INT64_MAX when it is not */
+    int refill;               /* connections closed for their age are to be replaced */
+    int64_t idle_ms, life_ms; /* idle_timeout and max_lifetime; 0 when they do not apply */
     /* Totals since the pool was made, for keel_db_pool_stats. */
     uint64_t connects, connect_failures, acquires, acquire_timeouts;
     /* How long the last WAIT_WINDOW served acquires waited, in microseconds: a ring that
@@ -100,6 +101,9 @@ static void dispatch(void *arg);
 static void on_timeout(void *arg);
 static void reap(void *arg);
 
+/* Milliseconds of a duration setting; 0 stays 0 (disabled). */
+static int64_t setting_ms(double seconds) { return (int64_t)(seconds * 1000.0 + 0.5); }
+
 keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *cfg,
                            const keel__engine *engine) {
     keel__pool *p = calloc(1, sizeof *p);
@@ -122,6 +126,12 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
         free(p);
         return NULL;
     }
+    /* An SQLite database in memory lives only while one of its connections is open: closing
+     * idle or old connections could drop it with its data, so they are kept. */
+    int in_memory = strcmp(engine->name, "sqlite") == 0 && cfg->database &&
+                    strcmp(cfg->database, ":memory:") == 0;
+    p->idle_ms = in_memory ? 0 : setting_ms(cfg->idle_timeout);
+    p->life_ms = in_memory ? 0 : setting_ms(cfg->max_lifetime);
     /* Pools that fail together (one database down for many processes) retry apart. */
     p->rng = ((uint64_t)(uintptr_t)p ^ ((uint64_t)getpid() << 32) ^ (uint64_t)keel_now_ms()) | 1;
     return p;
@@ -227,9 +237,6 @@ static void lease(keel__pool *p, keel_conn *c, int64_t waited_us) {
     p->waits_us[p->nwaits++ % WAIT_WINDOW] = waited_us;
 }
 
-/* Milliseconds of a duration setting; 0 stays 0 (disabled). */
-static int64_t setting_ms(double seconds) { return (int64_t)(seconds * 1000.0 + 0.5); }
-
 /* True when the idle connection c must be pinged before it is leased (ping_after_idle). */
 static int needs_ping(const keel__pool *p, const keel_conn *c, int64_t now) {
     int64_t after = setting_ms(p->cfg->ping_after_idle);
@@ -286,7 +293,7 @@ static keel_status start_connect(keel__pool *p, struct keel__warm *warm, keel_er
     c->busy = 1;
     c->created_ms = keel_now_ms();
     c->expires_ms = INT64_MAX;
-    int64_t life = setting_ms(p->cfg->max_lifetime);
+    int64_t life = p->life_ms;
     /* Up to a tenth shorter, so that connections opened together are not all replaced at once,
      * and none lives longer than max_lifetime. */
     if (life > 0)
@@ -381,7 +388,7 @@ static void keep_idle(keel__pool *p, keel_conn *c) {
         destroy(p, c);
         return;
     }
-    int64_t due = c->expires_ms, idle = setting_ms(p->cfg->idle_timeout);
+    int64_t due = c->expires_ms, idle = p->idle_ms;
     if (idle > 0 && p->nconns > p->cfg->min_size && now + idle < due)
         due = now + idle;
     if (due != INT64_MAX)
@@ -642,7 +649,7 @@ static void reap(void *arg) {
     p->reap_at = INT64_MAX;
     if (keel__pool_closing(p))
         return;
-    int64_t now = keel_now_ms(), next = INT64_MAX, idle = setting_ms(p->cfg->idle_timeout);
+    int64_t now = keel_now_ms(), next = INT64_MAX, idle = p->idle_ms;
     size_t i = 0;
     while (i < p->nidle) {
         keel_conn *c = p->idle[i];

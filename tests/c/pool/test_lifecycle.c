@@ -153,6 +153,28 @@ TEST(lifetimes_are_spread_by_jitter) {
     keel_db_close(db);
 }
 
+/* An SQLite database in memory lives only while one of its connections is open: its pool
+ * keeps its connections whatever idle_timeout and max_lifetime say, so the data stays. */
+TEST(an_in_memory_sqlite_database_keeps_its_connections) {
+    const char *const pool[] = { "min_size",     "0",   "max_size", "2", "idle_timeout", "0.1",
+                                 "max_lifetime", "0.1", NULL };
+    keel_db *db = open_pool("sqlite::memory:", pool);
+    if (!db)
+        return;
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "CREATE TABLE kept (v INTEGER)", NULL, 0));
+    keel_result_free(q(c, "INSERT INTO kept VALUES (7)", NULL, 0));
+    keel_conn_release(c);
+    run_for(db, 300);
+    keel_pool_stats s = stats_of(db);
+    CHECK_INT(s.size, 1);
+    CHECK_INT(s.connects, 1);
+    c = acquire(db);
+    CHECK_INT(q_int(c, "SELECT v FROM kept"), 7);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 /* An idle connection past ping_after_idle is pinged and, answering, leased again. */
 TEST(an_idle_connection_is_pinged_and_kept) {
     for (size_t e = 0; e < 4; e++) {
@@ -420,6 +442,7 @@ int main(void) {
     RUN(idle_connections_close_down_to_min_size);
     RUN(old_connections_are_recycled);
     RUN(lifetimes_are_spread_by_jitter);
+    RUN(an_in_memory_sqlite_database_keeps_its_connections);
     RUN(an_idle_connection_is_pinged_and_kept);
     RUN(a_connection_killed_while_idle_is_replaced);
     RUN(a_silent_idle_connection_is_replaced_by_the_ping);

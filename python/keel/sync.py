@@ -109,6 +109,13 @@ class Database(_native.SyncDatabase):
         self._config.engine(name)  # UnknownDatabaseError naming it, as keel.Database
         return self._pool_stats(name)
 
+    def stats(self, name: str | None = None) -> dict[str, Any]:
+        """A pool's size, idle, in_use, waiting, min_size, max_size, its totals since open
+        (connects, connect_failures, acquires, acquire_timeouts) and acquire_wait_p50 and
+        acquire_wait_p99 in seconds, over the latest 1024 acquires served."""
+        self._config.engine(name)  # UnknownDatabaseError naming it, as keel.Database
+        return self._stats(name)
+
     def __repr__(self) -> str:
         return (f"<keel.sync.Database databases={self.databases!r}"
                 f"{' closed' if self.closed else ''}>")

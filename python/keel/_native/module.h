@@ -470,6 +470,8 @@ typedef struct kpy_conn {
 
 /* Ensures db is open on the running loop (lazy start). 0, or -1 with an exception. */
 int keel__py_db_ensure_open(kpy_db *db);
+/* The dict of Database.stats() and keel.sync.Database.stats() for a pool snapshot. */
+PyObject *keel__py_stats_dict(const keel_pool_stats *ps);
 /* Bookkeeping when a leased Connection or an operation of db ends; may finish a close. */
 void keel__py_db_conn_released(kpy_db *db);
 void keel__py_db_op_finished(kpy_db *db);

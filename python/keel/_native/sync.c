@@ -786,17 +786,34 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     return (PyObject *)c;
 }
 
-static PyObject *sdb_pool_stats(kpy_sdb *self, PyObject *name) {
+/* A snapshot of the pool of database name into ps: 0, or -1 with an exception. */
+static int sdb_snapshot(kpy_sdb *self, PyObject *name, keel_pool_stats *ps) {
     const char *database;
     if (sdb_check(self) < 0 || name_arg(name, &database) < 0)
-        return NULL;
-    keel_pool_stats ps;
+        return -1;
     keel_error err;
     keel_status st;
     Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    st = self->db == NULL ? closed_error(&err) : keel_db_pool_stats(self->db, database, &ps, &err);
+    st = self->db == NULL ? closed_error(&err) : keel_db_pool_stats(self->db, database, ps, &err);
     PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS if (st != KEEL_OK) return keel__py_error_raise(self->st, &err);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) {
+        keel__py_error_raise(self->st, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sdb_stats(kpy_sdb *self, PyObject *name) {
+    keel_pool_stats ps;
+    if (sdb_snapshot(self, name, &ps) < 0)
+        return NULL;
+    return keel__py_stats_dict(&ps);
+}
+
+static PyObject *sdb_pool_stats(kpy_sdb *self, PyObject *name) {
+    keel_pool_stats ps;
+    if (sdb_snapshot(self, name, &ps) < 0)
+        return NULL;
     return Py_BuildValue("{snsnsnsnsnsnsd}", "size", (Py_ssize_t)ps.size, "idle",
                          (Py_ssize_t)ps.idle, "leased", (Py_ssize_t)ps.leased, "waiting",
                          (Py_ssize_t)ps.waiting, "min_size", (Py_ssize_t)ps.min_size, "max_size",
@@ -842,6 +859,7 @@ static PyMethodDef sdb_methods[] = {
     { "_pool_stats", (PyCFunction)sdb_pool_stats, METH_O, "_pool_stats(name) -> dict" },
     { "_close_begin", (PyCFunction)sdb_close_begin, METH_NOARGS,
       "_close_begin(): no new leases from now on (close(timeout=) waits for the leased ones)." },
+    { "_stats", (PyCFunction)sdb_stats, METH_O, "_stats(name) -> dict" },
     { NULL, NULL, 0, NULL },
 };
 

@@ -2,19 +2,23 @@
 #include "module.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <pythread.h>
 #include <string.h>
 #include <structmember.h>
 #include <time.h>
 
 /*
- * A SyncDatabase opens its keel_db on a private blocking loop (keel_db_open with loop NULL) and
- * runs every operation with keel's synchronous calls (keel_db_acquire_sync, keel_conn_query_sync
- * …), which spin that loop until the operation is done. No asyncio loop is needed, and one that
- * runs in the thread (a notebook's) is never touched. The GIL is released around every call
- * into keel; a lock per database makes the calls of several threads take turns, since a keel_db
- * and its loop are used by one thread at a time. The lock is only ever held with the GIL
- * released, so no Python code (a finaliser, another thread) can run while holding it.
+ * A SyncDatabase opens its keel_db on a private blocking loop (keel_db_open with loop NULL),
+ * starts each operation with keel's asynchronous calls and spins that loop until the operation
+ * is done (swait). No asyncio loop is needed, and one that runs in the thread (a notebook's) is
+ * never touched. The GIL is released around every call into keel; a lock per database makes the
+ * calls of several threads take turns, since a keel_db and its loop are used by one thread at a
+ * time. A call waits in short slices of the loop and lets go of the lock between them, so the
+ * threads interleave their statements (each one's loop run delivers the others' completions),
+ * and it looks at signals between them, so that Ctrl-C stops a long call. The lock is only ever
+ * held with the GIL released, so no Python code (a finaliser, another thread) can run while
+ * holding it.
  */
 
 typedef struct kpy_sdb {
@@ -22,7 +26,8 @@ typedef struct kpy_sdb {
     PyObject *module;        /* keeps st alive */
     keel_db *db;             /* NULL once closed */
     PyThread_type_lock lock; /* one call into db at a time */
-    int lease_driver;        /* a thread waits for an exhausted pool inside keel (under lock) */
+    atomic_int waiting;      /* threads waiting for lock (sdb_lock) */
+    int active;              /* calls in swait (under lock): close() waits for them */
     PyObject *weakreflist;
     PyObject *json_dumps; /* json_serializer= of the keel.Database it was made from, or NULL */
     PyObject *json_loads; /* json_deserializer= likewise */
@@ -62,6 +67,7 @@ typedef struct sjob {
     keel_result *res;
     int64_t loaded;
     int acquire_failed; /* the error is the connect's (a ConnectError when it is a deadline) */
+    int interrupted;    /* a signal handler raised during the wait: its exception is set */
     PyObject *rowtype;  /* fetch/fetchrow: what rows become (keel__py_row_new); NULL: Record */
 } sjob;
 
@@ -86,25 +92,166 @@ static void sjob_clear(sjob *j) {
     j->cols = NULL;
 }
 
-/* Runs j on conn, blocking. Called with the GIL released and the database's lock held. */
-static keel_status sjob_run(sjob *j, keel_conn *conn, keel_error *err) {
+/* ---- waiting: the blocking loop in slices ---- */
+
+static keel_status closed_error(keel_error *err) {
+    keel_error_clear(err);
+    err->code = KEEL_ERR_CLOSED;
+    snprintf(err->message, sizeof err->message, "the database is closed");
+    return KEEL_ERR_CLOSED;
+}
+
+/* Takes the database's lock (GIL released), counted in s->waiting meanwhile so that a thread
+ * whose wait holds it lets go soon. */
+static void sdb_lock(kpy_sdb *s) {
+    atomic_fetch_add(&s->waiting, 1);
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    atomic_fetch_sub(&s->waiting, 1);
+}
+
+/* Lets go of the lock for the threads that wait for it, and takes it again once one of them got
+ * it (or after about a millisecond): PyThread locks are not fair, and a waiter woken by the
+ * release could otherwise find it taken again every time. */
+static void sdb_yield(kpy_sdb *s) {
+    int waiting = atomic_load(&s->waiting);
+    PyThread_release_lock(s->lock);
+    for (int i = 0; i < 100 && waiting > 0 && atomic_load(&s->waiting) >= waiting; i++) {
+        struct timespec pause = { 0, 10000 }; /* 10 µs */
+        nanosleep(&pause, NULL);
+    }
+    sdb_lock(s);
+}
+
+/* The outcome of one asynchronous call (an acquire or an operation), filled by its callback.
+ * On the heap: a waiter that gives up on a call that cannot be withdrawn (the loop failed)
+ * leaves it to the callback, which frees it then (orphan). */
+typedef struct scall {
+    int done;
+    int orphan;
+    keel_conn *conn;  /* an acquire's */
+    keel_result *res; /* an operation's */
+    keel_error err;
+} scall;
+
+static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
+    scall *c = arg;
+    if (c->orphan) {
+        keel_conn_release(conn);
+        PyMem_RawFree(c);
+        return;
+    }
+    c->conn = conn;
+    if (err != NULL)
+        c->err = *err;
+    c->done = 1;
+}
+
+static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
+    scall *c = arg;
+    if (c->orphan) {
+        keel_result_free(res);
+        PyMem_RawFree(c);
+        return;
+    }
+    c->res = res;
+    if (err != NULL)
+        c->err = *err;
+    c->done = 1;
+}
+
+/* swait's status when a signal handler raised (the exception, KeyboardInterrupt for Ctrl-C, is
+ * set on the thread): the call stops and raises it. */
+#define SWAIT_INTERRUPTED KEEL_ERR_CANCELLED
+
+/* How long a slice of a wait holds the lock: short when other threads wait for it. */
+#define SLICE_MS 20
+#define SLICE_BUSY_MS 1
+/* How often a wait runs the signal handlers (Ctrl-C takes effect within about this). */
+#define SIGNAL_CHECK_S 0.05
+
+/* One slice of swait: KEEL_OK to go on (or *done), else how the wait ends. */
+static keel_status swait_slice(kpy_sdb *s, const int *done, double deadline, int signals,
+                               double *checked, PyThreadState **ts, keel_error *err) {
+    if (s->db == NULL)
+        return closed_error(err);
+    int64_t now_ms = keel_now_ms();
+    int64_t until = now_ms + (atomic_load(&s->waiting) > 0 ? SLICE_BUSY_MS : SLICE_MS);
+    if (!isinf(deadline)) {
+        double left = deadline - monotonic_now();
+        if (left <= 0)
+            return KEEL_ERR_TIMEOUT;
+        if (now_ms + (int64_t)(left * 1000.0 + 0.999) < until)
+            until = now_ms + (int64_t)(left * 1000.0 + 0.999);
+    }
+    keel_status st = keel_loop_run_until(keel_db_loop(s->db), done, until);
+    if (st != KEEL_OK) {
+        keel_error_clear(err);
+        err->code = st;
+        snprintf(err->message, sizeof err->message, "the blocking loop failed: %s",
+                 keel_strerror(st));
+        return st;
+    }
+    if (*done)
+        return KEEL_OK;
+    if (atomic_load(&s->waiting) > 0)
+        sdb_yield(s);
+    if (signals && monotonic_now() - *checked >= SIGNAL_CHECK_S) {
+        PyThread_release_lock(s->lock);
+        PyEval_RestoreThread(*ts);
+        int rc = PyErr_CheckSignals();
+        *ts = PyEval_SaveThread();
+        sdb_lock(s);
+        *checked = monotonic_now();
+        if (rc < 0)
+            return SWAIT_INTERRUPTED;
+    }
+    return KEEL_OK;
+}
+
+/*
+ * Runs the database's loop until *done, called with s->lock held and the GIL released (*ts
+ * the thread state Py_BEGIN_ALLOW_THREADS saved), and returns with the lock held. The loop runs
+ * in slices: between them the lock goes to the threads that wait for it (their statements
+ * start and the loop they run delivers this call's completion too, so a transaction waiting for
+ * SQLite's write lock does not keep the one holding it from committing), and every
+ * SIGNAL_CHECK_S, when signals is set, the GIL is taken to run the signal handlers
+ * (PyErr_CheckSignals: the main thread's only, as Python does), without the lock, so that a
+ * handler may use the database. Returns KEEL_OK once *done; SWAIT_INTERRUPTED when a handler
+ * raised; KEEL_ERR_TIMEOUT (no message) once deadline (monotonic_now seconds, INFINITY: none)
+ * has passed; KEEL_ERR_CLOSED when the database was closed meanwhile; or the loop's failure
+ * (err set for these two). While it runs, s->active counts it: close() waits for it.
+ */
+static keel_status swait(kpy_sdb *s, const int *done, double deadline, int signals,
+                         PyThreadState **ts, keel_error *err) {
+    double checked = monotonic_now();
+    keel_status st = KEEL_OK;
+    s->active++;
+    while (!*done && st == KEEL_OK)
+        st = swait_slice(s, done, deadline, signals, &checked, ts, err);
+    s->active--;
+    return st;
+}
+
+/* Starts j on conn, its completion going to c. Called with the lock held. */
+static keel_status sjob_start(sjob *j, keel_conn *conn, scall *c, keel_error *err) {
     kpy_params *p = &j->params;
     switch (j->kind) {
     case KPY_OP_QUERY:
-        return keel_conn_query_sync(conn, j->sql, p->values, p->nvalues, &j->res, err);
+        return keel_conn_query(conn, j->sql, p->values, p->nvalues, scall_queried, c, err);
     case KPY_OP_MANY:
-        return keel_conn_query_many_sync(conn, j->sql, p->values, p->nrows, p->ncols, &j->res, err);
+        return keel_conn_query_many(conn, j->sql, p->values, p->nrows, p->ncols, scall_queried, c,
+                                    err);
     case KPY_OP_COPY:
-        return keel_conn_copy_in_sync(conn, j->schema, j->sql, j->cols, p->ncols, p->values,
-                                      p->nrows, &j->loaded, err);
+        return keel_conn_copy_in(conn, j->schema, j->sql, j->cols, p->ncols, p->values, p->nrows,
+                                 scall_queried, c, err);
     case KPY_OP_COMMAND:
-        return keel_conn_command_sync(conn, j->sql, j->cmd, j->cmdlen, &j->res, err);
+        return keel_conn_command(conn, j->sql, j->cmd, j->cmdlen, scall_queried, c, err);
     case KPY_OP_TXN:
-        return keel_conn_transaction_sync(conn, j->txn, j->depth, err);
+        return keel_conn_transaction(conn, j->txn, j->depth, scall_queried, c, err);
     case KPY_OP_PREPARE:
-        return keel_conn_prepare_sync(conn, j->sql, &j->res, err);
+        return keel_conn_prepare(conn, j->sql, scall_queried, c, err);
     case SJOB_PING:
-        return keel_conn_ping_sync(conn, err);
+        return keel_conn_ping(conn, scall_queried, c, err);
     default:
         break;
     }
@@ -112,6 +259,50 @@ static keel_status sjob_run(sjob *j, keel_conn *conn, keel_error *err) {
     err->code = KEEL_ERR_INTERNAL;
     snprintf(err->message, sizeof err->message, "operation of kind %d cannot run", j->kind);
     return KEEL_ERR_INTERNAL;
+}
+
+/* Runs j on conn until it ends, in swait's slices. Called with the GIL released (*ts) and the
+ * lock held. Ctrl-C (a signal handler raising) cancels the statement on the server and waits
+ * for its end, so that the connection is usable again (or is found broken by its pool), then
+ * returns SWAIT_INTERRUPTED with j->interrupted set. */
+static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, PyThreadState **ts,
+                            keel_error *err) {
+    scall *c = PyMem_RawCalloc(1, sizeof *c);
+    if (c == NULL) {
+        keel_error_clear(err);
+        err->code = KEEL_ERR_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return KEEL_ERR_NOMEM;
+    }
+    keel_status st = sjob_start(j, conn, c, err);
+    if (st != KEEL_OK) {
+        PyMem_RawFree(c);
+        return st;
+    }
+    st = swait(s, &c->done, INFINITY, 1, ts, err);
+    if (st == SWAIT_INTERRUPTED) {
+        j->interrupted = 1;
+        if (!c->done && s->db != NULL)
+            keel_conn_cancel(conn);
+        keel_error ignored;
+        swait(s, &c->done, INFINITY, 0, ts, &ignored);
+    }
+    if (!c->done) {
+        c->orphan = 1; /* the loop failed: the callback frees it, if it ever runs */
+        return st;
+    }
+    if (st == KEEL_OK && c->err.code != KEEL_OK) {
+        *err = c->err;
+        st = c->err.code;
+    }
+    if (st == KEEL_OK && j->kind == KPY_OP_COPY)
+        j->loaded = keel_result_affected(c->res) < 0 ? 0 : keel_result_affected(c->res);
+    if (st == KEEL_OK && j->kind != KPY_OP_COPY && j->kind != KPY_OP_TXN && j->kind != SJOB_PING)
+        j->res = c->res;
+    else
+        keel_result_free(c->res);
+    PyMem_RawFree(c);
+    return st;
 }
 
 /* The error of a call whose timeout= ran out while it waited for a connection (as op.c's). */
@@ -131,78 +322,59 @@ static keel_status wait_timeout_error(kpy_sdb *s, const char *database, double t
     return KEEL_ERR_TIMEOUT;
 }
 
-static keel_status closed_error(keel_error *err) {
-    keel_error_clear(err);
-    err->code = KEEL_ERR_CLOSED;
-    snprintf(err->message, sizeof err->message, "the database is closed");
-    return KEEL_ERR_CLOSED;
-}
-
-/* How long a wait for a connection of an exhausted pool holds the lock before letting go of it. */
-#define LEASE_SLICE 0.002
-
 /*
  * Leases a connection of database (NULL: the default) into *conn; called with s->lock held and
- * the GIL released, and returns with the lock held. timeout as sdb_run's. While the pool is
- * exhausted (every connection leased, none to open) the lock is let go between short looks: the
- * connections other threads hold need the lock for their next statement and to come back, so a
- * wait that kept it would end only with acquire_timeout (a PoolTimeout while the connection it
- * waits for sits idle in the other thread). One waiter at a time (the driver) waits inside keel
- * for LEASE_SLICE, so that what the pool does meanwhile (a released connection's rollback)
- * goes on; the others only look at the pool's counts. The limit of the whole wait is timeout,
- * else the pool's acquire_timeout, as for one acquire.
+ * the GIL released (*ts), and returns with the lock held. timeout as sdb_run's: with seconds,
+ * the wait ends then (KEEL_ERR_TIMEOUT, SQLSTATE 57014, naming timeout=); else the pool's
+ * acquire_timeout ends it (KEEL_ERR_POOL_TIMEOUT). The request waits in the pool's queue, in
+ * order, while the wait runs in swait's slices: the connections other threads hold need the
+ * lock for their next statement and to come back. SWAIT_INTERRUPTED (*interrupted set) when
+ * Ctrl-C stopped the wait; the request has left the queue then.
  */
 static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, keel_conn **conn,
-                             keel_error *err) {
+                             int *interrupted, PyThreadState **ts, keel_error *err) {
     double started = monotonic_now();
-    int bounded = timeout > 0 && !isinf(timeout);
-    for (;;) {
-        if (s->db == NULL)
-            return closed_error(err);
-        keel_pool_stats ps;
-        keel_error ignored;
-        int exhausted = keel_db_pool_stats(s->db, database, &ps, &ignored) == KEEL_OK &&
-                        ps.idle == 0 && ps.size >= ps.max_size;
-        double elapsed = monotonic_now() - started;
-        if (!exhausted) {
-            if (!bounded) /* a connection is idle, or one can be opened: no long wait */
-                return keel_db_acquire_sync(s->db, database, conn, err);
-            if (timeout - elapsed <= 0)
-                return wait_timeout_error(s, database, timeout, err);
-            return keel_db_acquire_within_sync(s->db, database, timeout - elapsed, conn, err);
-        }
-        double limit = bounded ? timeout : ps.acquire_timeout > 0 ? ps.acquire_timeout : INFINITY;
-        if (elapsed >= limit) {
-            if (bounded)
-                return wait_timeout_error(s, database, timeout, err);
-            /* The pool's own words for its acquire_timeout (src/pool/pool.c). */
-            const char *name = database != NULL ? database : keel_db_default_database(s->db);
-            const char *engine = keel_db_database_engine(s->db, name);
-            keel_error_clear(err);
-            err->code = KEEL_ERR_POOL_TIMEOUT;
-            snprintf(err->database, sizeof err->database, "%s", name != NULL ? name : "");
-            snprintf(err->engine, sizeof err->engine, "%s", engine != NULL ? engine : "");
-            snprintf(err->message, sizeof err->message,
-                     "timed out after %.3g s waiting for a connection to database '%s' (pool "
-                     "max_size %zu, %zu in use, %zu waiting)",
-                     ps.acquire_timeout, name != NULL ? name : "?", ps.max_size, ps.leased,
-                     ps.waiting);
-            return KEEL_ERR_POOL_TIMEOUT;
-        }
-        if (!s->lease_driver) {
-            double slice = limit - elapsed < LEASE_SLICE ? limit - elapsed : LEASE_SLICE;
-            s->lease_driver = 1;
-            keel_status st = keel_db_acquire_within_sync(s->db, database, slice, conn, err);
-            s->lease_driver = 0;
-            if (st != KEEL_ERR_TIMEOUT || strcmp(err->sqlstate, "57014") != 0)
-                return st; /* leased, or an error of the pool's */
-        }
-        /* Let the threads holding connections run a statement or give one back. */
-        PyThread_release_lock(s->lock);
-        struct timespec pause = { 0, 1000000 }; /* 1 ms */
-        nanosleep(&pause, NULL);
-        PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    *conn = NULL;
+    if (s->db == NULL)
+        return closed_error(err);
+    keel_status st = keel_db_try_acquire(s->db, database, conn, err);
+    if (st != KEEL_ERR_BUSY)
+        return st;
+    scall *c = PyMem_RawCalloc(1, sizeof *c);
+    if (c == NULL) {
+        keel_error_clear(err);
+        err->code = KEEL_ERR_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return KEEL_ERR_NOMEM;
     }
+    st = keel_db_acquire(s->db, database, scall_acquired, c, err);
+    if (st != KEEL_OK) {
+        PyMem_RawFree(c);
+        return st;
+    }
+    int bounded = timeout > 0 && !isinf(timeout);
+    st = swait(s, &c->done, bounded ? started + timeout : INFINITY, 1, ts, err);
+    if (!c->done) {
+        if (s->db != NULL && keel_db_acquire_cancel(s->db, scall_acquired, c))
+            PyMem_RawFree(c);
+        else
+            c->orphan = 1;
+        *interrupted = st == SWAIT_INTERRUPTED;
+        return st == KEEL_ERR_TIMEOUT ? wait_timeout_error(s, database, timeout, err) : st;
+    }
+    if (st == SWAIT_INTERRUPTED) {
+        /* Leased as the signal came: the interrupt wins, the connection goes back. */
+        keel_conn_release(c->conn);
+        *interrupted = 1;
+    } else if (c->err.code != KEEL_OK) {
+        *err = c->err;
+        st = c->err.code;
+    } else {
+        *conn = c->conn;
+        st = KEEL_OK;
+    }
+    PyMem_RawFree(c);
+    return st;
 }
 
 /*
@@ -214,16 +386,13 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
 static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjob *j,
                            keel_error *err) {
     keel_status st;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     keel_conn *conn = NULL;
     double started = monotonic_now();
-    st = sdb_lease(s, database, timeout, &conn, err);
+    st = sdb_lease(s, database, timeout, &conn, &j->interrupted, &_save, err);
     if (st != KEEL_OK) {
-        j->acquire_failed = st != KEEL_ERR_CLOSED;
-        if (st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0) {
-            wait_timeout_error(s, database, timeout, err); /* our deadline, not a connect's */
-            j->acquire_failed = 0;
-        }
+        j->acquire_failed = st != KEEL_ERR_CLOSED &&
+                            !(st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0);
     } else {
         if (timeout != 0) {
             double left = isinf(timeout) ? 0 : timeout - (monotonic_now() - started);
@@ -231,7 +400,7 @@ static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjo
                                               : keel_conn_set_timeout(conn, left, err);
         }
         if (st == KEEL_OK)
-            st = sjob_run(j, conn, err);
+            st = sjob_run(s, j, conn, &_save, err);
         keel_conn_release(conn);
     }
     PyThread_release_lock(s->lock);
@@ -242,14 +411,14 @@ static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjo
 static keel_status sconn_run(kpy_sconn *c, double timeout, sjob *j, keel_error *err) {
     keel_status st = KEEL_OK;
     kpy_sdb *s = c->sdb;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (timeout != 0)
         st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, err);
     else if (c->timeout_set)
         st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, err);
     if (st == KEEL_OK) {
         c->timeout_set = timeout != 0;
-        st = sjob_run(j, c->conn, err);
+        st = sjob_run(s, j, c->conn, &_save, err);
     }
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS return st;
@@ -348,7 +517,9 @@ static PyObject *sjob_finish(kpy_sdb *s, sjob *j, keel_status status, const keel
                              Py_ssize_t column) {
     kpy_state *st = s->st;
     PyObject *out = NULL;
-    if (status != KEEL_OK) {
+    if (status != KEEL_OK && j->interrupted && PyErr_Occurred()) {
+        /* Ctrl-C: KeyboardInterrupt (or what the signal handler raised) is the call's error. */
+    } else if (status != KEEL_OK) {
         PyObject *exc =
             j->acquire_failed ? keel__py_connect_error_new(st, err) : keel__py_error_new(st, err);
         if (exc != NULL) {
@@ -574,7 +745,15 @@ static int sdb_init(kpy_sdb *self, PyObject *args, PyObject *kwds) {
 static void sdb_close_db(kpy_sdb *self) {
     if (self->db == NULL || self->lock == NULL)
         return;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
+    /* A call of another thread between two slices of its wait ends first (keel.sync.Database:
+     * close() waits for it). */
+    while (self->active > 0) {
+        PyThread_release_lock(self->lock);
+        struct timespec pause = { 0, 1000000 }; /* 1 ms */
+        nanosleep(&pause, NULL);
+        sdb_lock(self);
+    }
     keel_db_close(self->db);
     self->db = NULL;
     PyThread_release_lock(self->lock);
@@ -754,12 +933,15 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     keel_error err;
     keel_status st;
     keel_conn *conn = NULL;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    st = sdb_lease(self, database, timeout, &conn, &err);
+    int interrupted = 0;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
+    st = sdb_lease(self, database, timeout, &conn, &interrupted, &_save, &err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS if (st != KEEL_OK) {
-        PyObject *exc;
-        if (st == KEEL_ERR_TIMEOUT && strcmp(err.sqlstate, "57014") == 0) {
+        PyObject *exc = NULL;
+        if (interrupted && PyErr_Occurred()) {
+            /* Ctrl-C: its exception stands */
+        } else if (st == KEEL_ERR_TIMEOUT && strcmp(err.sqlstate, "57014") == 0) {
             wait_timeout_error(self, database, timeout, &err);
             exc = keel__py_error_new(self->st, &err);
         } else {
@@ -789,7 +971,7 @@ static PyObject *sdb_pool_stats(kpy_sdb *self, PyObject *name) {
     keel_pool_stats ps;
     keel_error err;
     keel_status st;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
     st = self->db == NULL ? closed_error(&err) : keel_db_pool_stats(self->db, database, &ps, &err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS if (st != KEEL_OK) return keel__py_error_raise(self->st, &err);
@@ -866,7 +1048,7 @@ static void sconn_release(kpy_sconn *c) {
     }
     c->conn = NULL;
     kpy_sdb *s = c->sdb;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     keel_conn_release(conn);
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
@@ -1115,30 +1297,31 @@ static void scur_done(keel_result *res, const keel_error *err, void *arg) {
 }
 
 /* Runs the loop until k has rows enough, an error or its end (cancel first: until its end).
- * Called with the GIL held. */
+ * Called with the GIL held. Ctrl-C meanwhile stops the statement (the cursor is over) and
+ * returns SWAIT_INTERRUPTED with its exception set. */
 static keel_status scur_run(kpy_sconn *c, scur *k, int cancel, keel_error *err) {
     keel_status st = KEEL_OK;
     kpy_sdb *s = c->sdb;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    keel_error_clear(err);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (s->db == NULL) {
         st = closed_error(err);
     } else if (cancel) {
         keel_conn_cancel(k->conn);
-        while (!k->done && st == KEEL_OK)
-            st = keel_loop_run(keel_db_loop(s->db), &k->done);
+        st = swait(s, &k->done, INFINITY, 0, &_save, err);
     } else if (!k->done) {
         k->stop = 0;
         keel_conn_resume(k->conn);
-        st = keel_loop_run(keel_db_loop(s->db), &k->stop);
+        st = swait(s, &k->stop, INFINITY, 1, &_save, err);
+        if (st == SWAIT_INTERRUPTED) {
+            if (!k->done && s->db != NULL)
+                keel_conn_cancel(k->conn);
+            keel_error ignored;
+            swait(s, &k->done, INFINITY, 0, &_save, &ignored);
+        }
     }
     PyThread_release_lock(s->lock);
-    Py_END_ALLOW_THREADS if (st != KEEL_OK && err->code == KEEL_OK) {
-        keel_error_clear(err);
-        err->code = st;
-        snprintf(err->message, sizeof err->message, "the blocking loop failed: %s",
-                 keel_strerror(st));
-    }
-    return st;
+    Py_END_ALLOW_THREADS return st;
 }
 
 /* Ends c's cursor: cancels its statement when it still runs (the connection serves on). */
@@ -1214,7 +1397,7 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     k->prefetch = prefetch;
     keel_error err;
     keel_status st = KEEL_OK;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (timeout != 0)
         st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, &err);
     else if (c->timeout_set)
@@ -1237,6 +1420,10 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     c->cur = k;
     keel_error_clear(&err);
     if (scur_run(c, k, 0, &err) != KEEL_OK) {
+        if (PyErr_Occurred()) { /* Ctrl-C: the statement was stopped */
+            scur_close(c);
+            return NULL;
+        }
         PyObject *exc = keel__py_error_new(s->st, &err);
         if (exc != NULL) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1307,6 +1494,10 @@ static PyObject *cursor_take(kpy_sconn *c, Py_ssize_t n) {
         }
         if (scur_run(c, k, 0, &err) != KEEL_OK) {
             Py_DECREF(out);
+            if (PyErr_Occurred()) { /* Ctrl-C: the statement was stopped */
+                scur_close(c);
+                return NULL;
+            }
             PyObject *exc = keel__py_error_new(c->sdb->st, &err);
             if (exc != NULL) {
                 PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);

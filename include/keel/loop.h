@@ -130,9 +130,9 @@ KEEL_API keel_status keel_loop_run(keel_loop *loop, const int *done);
  * keel_loop_run that also returns, with KEEL_OK and *done still zero, once deadline_ms (the
  * keel_now_ms clock) has passed; a negative deadline_ms is none. It waits in slices this way:
  * a caller that must look at something else now and then (a signal, another thread's turn)
- * runs it again while its operation is not done. The deadline is checked before each poll, so
- * a deadline already passed returns after dispatching what is due and nothing more. Blocks at
- * most until the deadline; errors as keel_loop_run.
+ * runs it again while its operation is not done. It polls at least once, so a deadline already
+ * passed (0, say) dispatches what is ready now without waiting. Blocks at most until the
+ * deadline; errors as keel_loop_run.
  */
 KEEL_API keel_status keel_loop_run_until(keel_loop *loop, const int *done, int64_t deadline_ms);
 

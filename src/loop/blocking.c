@@ -195,21 +195,23 @@ static keel_status poll_once(struct keel__blocking *b, batch *bt, int64_t deadli
     return KEEL_OK;
 }
 
-/* Polls and dispatches until *done, until deadline_ms has passed (when it is not negative), or
- * until the loop cannot go on. */
+/* Polls and dispatches until *done, until deadline_ms has passed (when it is not negative; after
+ * one poll at least), or until the loop cannot go on. */
 static keel_status run_until(struct keel__blocking *b, const int *done, int64_t deadline_ms) {
     batch bt = { .outer = b->batches };
     b->batches = &bt;
     keel_status st = KEEL_OK;
+    int polled = 0;
     while (!*done && st == KEEL_OK) {
         if (fire_due_timers(b) && *done)
             break;
-        if (deadline_ms >= 0 && keel_now_ms() >= deadline_ms)
+        if (polled && deadline_ms >= 0 && keel_now_ms() >= deadline_ms)
             break;
         if (b->nwatches == 0 && b->ntimers == 0)
             st = KEEL_ERR_INTERNAL;
         else
             st = poll_once(b, &bt, deadline_ms);
+        polled = 1;
     }
     b->batches = bt.outer;
     free(bt.pfds);

@@ -7,7 +7,7 @@ import pytest
 
 import keel
 import keel.sync
-from conftest import MONGO_URL, ONE_SECOND_SQL, SLOW_SQL, UNIQUE_VIOLATION_SQLSTATE, unique_name
+from conftest import MONGO_URL, ONE_SECOND_SQL, PG_URL, SLOW_SQL, UNIQUE_VIOLATION_SQLSTATE, unique_name
 
 
 @pytest.fixture
@@ -1149,3 +1149,185 @@ def test_cursor_streams_a_huge_result_without_reading_it_all(sdb, engine):
         cur.close()
         assert time.monotonic() - started < 5
         assert conn.fetchval("SELECT 6") == 6
+
+
+# ---- notifications (PostgreSQL's LISTEN/NOTIFY) ----
+
+def _channel():
+    import uuid
+    return f"keel_sync_{uuid.uuid4().hex[:8]}"
+
+
+def test_listen_iterates_notifications_until_its_timeout():
+    channel = _channel()
+    with keel.sync.Database(PG_URL) as sdb:
+        with sdb.listen(channel, timeout=0.3) as notes:
+            assert sdb.pool_stats()["leased"] == 1  # its connection stays out of the pool
+            pid = sdb.fetchval("SELECT pg_backend_pid()")
+            sdb.execute("SELECT pg_notify($1, $2)", channel, "héllo")
+            sdb.execute("SELECT pg_notify($1, '')", channel)
+            started = time.monotonic()
+            got = list(notes)  # the two, then 0.3 s without one: the loop ends
+            assert 0.25 < time.monotonic() - started < 3
+            assert got == [keel.Notification(channel, "héllo", pid),
+                           keel.Notification(channel, "", pid)]
+            assert isinstance(got[0], keel.sync.Notification)
+            # The listener stays open: a later notification comes to the next iteration,
+            # which waits for it (sent from another thread meanwhile).
+            sender = threading.Timer(0.2, sdb.execute, ("SELECT pg_notify($1, 'late')", channel))
+            sender.start()
+            assert next(notes).payload == "late"
+            sender.join()
+            assert "listening" in repr(notes)
+        assert "closed" in repr(notes) and list(notes) == []
+        # Its connection was unlistened and went back to the pool.
+        assert sdb.pool_stats()["leased"] == 0
+        with sdb.connection() as conn:
+            assert conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        # Started by the first iteration, without `with`; close() by hand.
+        notes = sdb.listen(channel, timeout=0.05)
+        assert "new" in repr(notes) and list(notes) == [] and sdb.pool_stats()["leased"] == 1
+        notes.close()
+        assert sdb.pool_stats()["leased"] == 0
+        with pytest.raises(keel.InterfaceError, match="closed"):
+            notes.start()
+
+
+def test_listen_waits_without_end_and_ctrl_c_stops_it():
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    with keel.sync.Database(PG_URL) as sdb:
+        with sdb.listen(_channel()) as notes:
+            timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+            started = time.monotonic()
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    next(notes)
+            finally:
+                timer.cancel()
+            assert time.monotonic() - started < 2
+        assert sdb.fetchval("SELECT 1") == 1 and sdb.pool_stats()["leased"] == 0
+
+
+def test_add_listener_calls_back_from_wait_notifications():
+    channel, other = _channel(), _channel()
+    got = []
+    with keel.sync.Database(PG_URL) as sdb, sdb.connection() as conn:
+        def on(c, pid, ch, payload):
+            got.append((c, pid, ch, payload))
+
+        conn.add_listener(channel, on)
+        conn.add_listener(channel, on)  # a no-op the second time
+        conn.add_listener(other, on)
+        assert conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 2
+        pid = sdb.fetchval("SELECT pg_backend_pid()")
+        sdb.execute("SELECT pg_notify($1, 'one')", channel)
+        assert conn.fetchval("SELECT 1") == 1  # callbacks never run inside another call
+        assert got == []
+        sdb.execute("SELECT pg_notify($1, 'two')", other)
+        delivered = conn.wait_notifications(5)  # one or both, as they have come
+        if delivered == 1:
+            delivered += conn.wait_notifications(5)
+        assert delivered == 2
+        assert got == [(conn, pid, channel, "one"), (conn, pid, other, "two")]
+        started = time.monotonic()
+        assert conn.wait_notifications(0.2) == 0  # none in time
+        assert 0.15 < time.monotonic() - started < 3
+        # A callback that raises: the exception propagates, the next notification waits.
+        def boom(*a):
+            raise ValueError("boom")
+
+        conn.remove_listener(other, on)
+        conn.add_listener(other, boom)
+        with sdb.transaction() as sender:  # both arrive together, at the commit
+            sender.execute("SELECT pg_notify($1, 'x')", other)
+            sender.execute("SELECT pg_notify($1, 'three')", channel)
+        with pytest.raises(ValueError, match="boom"):
+            conn.wait_notifications(5)
+        assert conn.wait_notifications(5) == 1 and got[-1][3] == "three"
+        conn.remove_listener(other, boom)
+        conn.remove_listener(channel, on)
+        conn.remove_listener(channel, on)  # a no-op
+        assert conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        with pytest.raises(keel.InterfaceError, match="add_listener first"):
+            conn.wait_notifications(0)
+        conn.add_listener(channel, on)
+    # Released: unlistened before anyone else gets the connection.
+    with keel.sync.Database({"databases": {"main": {"url": PG_URL,
+                                                    "pool": {"max_size": 1}}}}) as one:
+        with one.connection() as conn:
+            conn.add_listener(channel, on)
+        with one.connection() as conn2:
+            assert conn2.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        with pytest.raises(keel.InterfaceError, match="released"):
+            conn.add_listener(channel, on)
+
+
+def test_bad_listen_arguments_are_refused():
+    with keel.sync.Database(PG_URL) as sdb:
+        with pytest.raises(TypeError, match="a channel is a str"):
+            sdb.listen(None)
+        with pytest.raises(keel.InterfaceError, match="non-empty name"):
+            sdb.listen("")
+        with pytest.raises(ValueError, match="timeout must be >= 0"):
+            sdb.listen("ch", timeout=-1)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            sdb.listen("ch", timeout="1")
+        with pytest.raises(keel.UnknownDatabaseError):
+            sdb.listen("x", database="nope").start()
+        with sdb.connection() as conn:
+            with pytest.raises(TypeError, match="callable"):
+                conn.add_listener("ok", "not callable")
+            with pytest.raises(TypeError, match="a channel is a str"):
+                conn.add_listener(42, print)
+        assert sdb.pool_stats()["leased"] == 0
+
+
+def test_notifications_are_refused_on_other_engines(db_url, engine):
+    if engine == "postgresql":
+        pytest.skip("PostgreSQL has notifications")
+    with keel.sync.Database(db_url) as sdb:
+        with sdb.connection() as conn:
+            with pytest.raises(keel.NotSupportedError, match="LISTEN/NOTIFY is PostgreSQL's"):
+                conn.add_listener("ch", print)
+            assert conn.fetchval("SELECT 1") == 1
+        with pytest.raises(keel.NotSupportedError, match="LISTEN/NOTIFY is PostgreSQL's"):
+            with sdb.listen("ch"):
+                pass
+        with pytest.raises(keel.NotSupportedError):
+            next(sdb.listen("ch"))
+        assert sdb.pool_stats()["leased"] == 0
+
+
+@pytest.mark.skipif(not MONGO_URL, reason="KEEL_TEST_MONGO_URL is empty")
+def test_notifications_are_refused_on_mongodb():
+    with keel.sync.Database(MONGO_URL) as sdb:
+        with pytest.raises(keel.NotSupportedError, match="mongodb engine"):
+            sdb.listen("ch").start()
+        with sdb.connection() as conn:
+            with pytest.raises(keel.NotSupportedError):
+                conn.add_listener("ch", print)
+        assert sdb.pool_stats()["leased"] == 0
+
+
+def test_listen_whose_connection_is_lost_raises_connection_lost():
+    from urllib.parse import urlsplit
+
+    from proxy import TcpProxy
+
+    u = urlsplit(PG_URL)
+    with TcpProxy(u.hostname, u.port) as proxy:
+        config = {"databases": {"main": {"url": proxy.url(PG_URL),
+                                         "pool": {"min_size": 0, "max_size": 1}}}}
+        with keel.sync.Database(config) as sdb:
+            with sdb.listen("keel_lost", timeout=10) as notes:
+                proxy.cut()
+                with pytest.raises(keel.ConnectionLost, match="while it listened") as e:
+                    next(notes)
+                assert e.value.database == "main"
+                assert list(notes) == []
+            assert sdb.pool_stats()["leased"] == 0

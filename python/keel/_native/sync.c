@@ -36,6 +36,14 @@ typedef struct kpy_sdb {
 
 typedef struct scur scur;
 
+/* A notification received on a listening connection: channel, then payload, in text. */
+typedef struct snote {
+    struct snote *next;
+    int64_t pid;
+    size_t channel_len;
+    char text[]; /* channel NUL payload NUL */
+} snote;
+
 typedef struct kpy_sconn {
     PyObject_HEAD kpy_sdb *sdb; /* strong */
     scur *cur;                  /* the cursor (_cursor) that streams on it, or NULL */
@@ -44,6 +52,13 @@ typedef struct kpy_sconn {
     PyObject *engine;           /* str */
     int depth;                  /* transaction nesting, maintained by keel.sync.Transaction */
     int timeout_set;            /* conn runs under an earlier call's timeout=, not the config's */
+    /* _listen: the notifications received and not taken yet, oldest first; then, when the
+     * connection was found lost while it listened, that error (lost). Changed by the notify
+     * handler inside the loop, read by _notifications: under the database's lock. */
+    snote *notes, **notes_tail;
+    int notified; /* notes or lost: what _notifications waits for (swait's flag) */
+    int lost;
+    keel_error lost_err;
     PyObject *weakreflist;
 } kpy_sconn;
 
@@ -169,19 +184,23 @@ static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
 /* How often a wait runs the signal handlers (Ctrl-C takes effect within about this). */
 #define SIGNAL_CHECK_S 0.05
 
+/* swait's flags: run the signal handlers between slices; a wait close() does not wait for (it
+ * ends with KEEL_ERR_CLOSED then: a listener's). */
+enum { SWAIT_SIGNALS = 1, SWAIT_CLOSABLE = 2 };
+
 /* One slice of swait: KEEL_OK to go on (or *done), else how the wait ends. */
-static keel_status swait_slice(kpy_sdb *s, const int *done, double deadline, int signals,
+static keel_status swait_slice(kpy_sdb *s, const int *done, double deadline, int flags,
                                double *checked, PyThreadState **ts, keel_error *err) {
     if (s->db == NULL)
         return closed_error(err);
     int64_t now_ms = keel_now_ms();
     int64_t until = now_ms + (atomic_load(&s->waiting) > 0 ? SLICE_BUSY_MS : SLICE_MS);
     if (!isinf(deadline)) {
+        /* A deadline already passed still gets one look (a poll that does not wait). */
         double left = deadline - monotonic_now();
-        if (left <= 0)
-            return KEEL_ERR_TIMEOUT;
-        if (now_ms + (int64_t)(left * 1000.0 + 0.999) < until)
-            until = now_ms + (int64_t)(left * 1000.0 + 0.999);
+        int64_t left_ms = left > 0 ? (int64_t)(left * 1000.0 + 0.999) : 0;
+        if (now_ms + left_ms < until)
+            until = now_ms + left_ms;
     }
     keel_status st = keel_loop_run_until(keel_db_loop(s->db), done, until);
     if (st != KEEL_OK) {
@@ -193,9 +212,11 @@ static keel_status swait_slice(kpy_sdb *s, const int *done, double deadline, int
     }
     if (*done)
         return KEEL_OK;
+    if (!isinf(deadline) && monotonic_now() >= deadline)
+        return KEEL_ERR_TIMEOUT;
     if (atomic_load(&s->waiting) > 0)
         sdb_yield(s);
-    if (signals && monotonic_now() - *checked >= SIGNAL_CHECK_S) {
+    if ((flags & SWAIT_SIGNALS) && monotonic_now() - *checked >= SIGNAL_CHECK_S) {
         PyThread_release_lock(s->lock);
         PyEval_RestoreThread(*ts);
         int rc = PyErr_CheckSignals();
@@ -214,21 +235,23 @@ static keel_status swait_slice(kpy_sdb *s, const int *done, double deadline, int
  * in slices: between them the lock goes to the threads that wait for it (their statements
  * start and the loop they run delivers this call's completion too, so a transaction waiting for
  * SQLite's write lock does not keep the one holding it from committing), and every
- * SIGNAL_CHECK_S, when signals is set, the GIL is taken to run the signal handlers
+ * SIGNAL_CHECK_S, with SWAIT_SIGNALS, the GIL is taken to run the signal handlers
  * (PyErr_CheckSignals: the main thread's only, as Python does), without the lock, so that a
  * handler may use the database. Returns KEEL_OK once *done; SWAIT_INTERRUPTED when a handler
  * raised; KEEL_ERR_TIMEOUT (no message) once deadline (monotonic_now seconds, INFINITY: none)
  * has passed; KEEL_ERR_CLOSED when the database was closed meanwhile; or the loop's failure
- * (err set for these two). While it runs, s->active counts it: close() waits for it.
+ * (err set for these two). Unless SWAIT_CLOSABLE, s->active counts it while it runs: close()
+ * waits for it.
  */
-static keel_status swait(kpy_sdb *s, const int *done, double deadline, int signals,
+static keel_status swait(kpy_sdb *s, const int *done, double deadline, int flags,
                          PyThreadState **ts, keel_error *err) {
     double checked = monotonic_now();
     keel_status st = KEEL_OK;
-    s->active++;
+    int counted = !(flags & SWAIT_CLOSABLE);
+    s->active += counted;
     while (!*done && st == KEEL_OK)
-        st = swait_slice(s, done, deadline, signals, &checked, ts, err);
-    s->active--;
+        st = swait_slice(s, done, deadline, flags, &checked, ts, err);
+    s->active -= counted;
     return st;
 }
 
@@ -279,7 +302,7 @@ static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, PyThreadState 
         PyMem_RawFree(c);
         return st;
     }
-    st = swait(s, &c->done, INFINITY, 1, ts, err);
+    st = swait(s, &c->done, INFINITY, SWAIT_SIGNALS, ts, err);
     if (st == SWAIT_INTERRUPTED) {
         j->interrupted = 1;
         if (!c->done && s->db != NULL)
@@ -353,7 +376,7 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
         return st;
     }
     int bounded = timeout > 0 && !isinf(timeout);
-    st = swait(s, &c->done, bounded ? started + timeout : INFINITY, 1, ts, err);
+    st = swait(s, &c->done, bounded ? started + timeout : INFINITY, SWAIT_SIGNALS, ts, err);
     if (!c->done) {
         if (s->db != NULL && keel_db_acquire_cancel(s->db, scall_acquired, c))
             PyMem_RawFree(c);
@@ -929,6 +952,7 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     kpy_sconn *c = (kpy_sconn *)cls->tp_alloc(cls, 0);
     if (c == NULL)
         return NULL;
+    c->notes_tail = &c->notes;
     c->sdb = (kpy_sdb *)Py_NewRef(self);
     keel_error err;
     keel_status st;
@@ -1038,6 +1062,17 @@ static PyType_Spec sdb_spec = {
 
 static void scur_close(kpy_sconn *c);
 
+/* Drops the notifications not taken (under the lock, or when nothing else can see c). */
+static void snotes_clear(kpy_sconn *c) {
+    while (c->notes != NULL) {
+        snote *n = c->notes;
+        c->notes = n->next;
+        PyMem_RawFree(n);
+    }
+    c->notes_tail = &c->notes;
+    c->notified = c->lost = 0;
+}
+
 /* Gives the connection back (idempotent). */
 static void sconn_release(kpy_sconn *c) {
     keel_conn *conn = c->conn;
@@ -1049,7 +1084,8 @@ static void sconn_release(kpy_sconn *c) {
     c->conn = NULL;
     kpy_sdb *s = c->sdb;
     Py_BEGIN_ALLOW_THREADS sdb_lock(s);
-    keel_conn_release(conn);
+    keel_conn_release(conn); /* drops the notify handler; keel unlistens */
+    snotes_clear(c);
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
 }
@@ -1312,7 +1348,7 @@ static keel_status scur_run(kpy_sconn *c, scur *k, int cancel, keel_error *err) 
     } else if (!k->done) {
         k->stop = 0;
         keel_conn_resume(k->conn);
-        st = swait(s, &k->stop, INFINITY, 1, &_save, err);
+        st = swait(s, &k->stop, INFINITY, SWAIT_SIGNALS, &_save, err);
         if (st == SWAIT_INTERRUPTED) {
             if (!k->done && s->db != NULL)
                 keel_conn_cancel(k->conn);
@@ -1542,6 +1578,130 @@ static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
     return sjob_finish(c->sdb, &j, s, &err, 0);
 }
 
+/* ---- notifications (PostgreSQL's LISTEN/NOTIFY) ---- */
+
+/* keel's notify handler of a listening connection: queues what arrives for _notifications. Runs
+ * inside the loop, on whichever thread runs it, with the database's lock held and the GIL
+ * released: no Python object is touched. A notification that cannot be queued for lack of
+ * memory is dropped. */
+static void sconn_notified(keel_conn *conn, const keel_notification *n, const keel_error *err,
+                           void *arg) {
+    (void)conn;
+    kpy_sconn *c = arg;
+    if (n == NULL) {
+        c->lost = 1;
+        c->lost_err = *err;
+        c->notified = 1;
+        return;
+    }
+    size_t clen = strlen(n->channel), plen = strlen(n->payload);
+    snote *note = PyMem_RawMalloc(sizeof *note + clen + plen + 2);
+    if (note == NULL)
+        return;
+    note->next = NULL;
+    note->pid = n->pid;
+    note->channel_len = clen;
+    memcpy(note->text, n->channel, clen + 1);
+    memcpy(note->text + clen + 1, n->payload, plen + 1);
+    if (c->notes_tail == NULL)
+        c->notes_tail = &c->notes;
+    *c->notes_tail = note;
+    c->notes_tail = &note->next;
+    c->notified = 1;
+}
+
+/* _listen(on): hands the notifications of the connection to its queue (on) or no longer (the
+ * queue is emptied). NotSupportedError on engines without notifications. */
+static PyObject *sconn_listen(kpy_sconn *c, PyObject *on_arg) {
+    int on = PyObject_IsTrue(on_arg);
+    if (on < 0 || sconn_check(c) < 0)
+        return NULL;
+    kpy_sdb *s = c->sdb;
+    keel_error err;
+    keel_status st;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
+    st = keel_conn_set_notify_handler(c->conn, on ? sconn_notified : NULL, c, &err);
+    if (!on)
+        snotes_clear(c);
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) return keel__py_error_raise(s->st, &err);
+    Py_RETURN_NONE;
+}
+
+/* A notification as (pid, channel, payload); called with the GIL, on a note detached from its
+ * connection's queue. */
+static PyObject *snote_tuple(const snote *n) {
+    return Py_BuildValue("(LNN)", (long long)n->pid,
+                         PyUnicode_DecodeUTF8(n->text, (Py_ssize_t)n->channel_len, "replace"),
+                         PyUnicode_DecodeUTF8(n->text + n->channel_len + 1,
+                                              (Py_ssize_t)strlen(n->text + n->channel_len + 1),
+                                              "replace"));
+}
+
+/*
+ * _notifications(timeout, limit) -> [(pid, channel, payload)…]: up to limit notifications of a
+ * listening connection, oldest first, waiting at most timeout seconds (negative: without end)
+ * for the first one; [] when none came in time. Once those before it are taken, the error of a
+ * connection lost while it listened is raised (once). Ctrl-C stops the wait (KeyboardInterrupt);
+ * closing the database ends it with InterfaceError.
+ */
+static PyObject *sconn_notifications(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 2, "_notifications(timeout, limit)") < 0)
+        return NULL;
+    double timeout = PyFloat_AsDouble(args[0]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if ((timeout == -1.0 || limit == -1) && PyErr_Occurred())
+        return NULL;
+    if (isnan(timeout) || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "_notifications: timeout is a number, limit >= 1");
+        return NULL;
+    }
+    if (sconn_check(c) < 0)
+        return NULL;
+    kpy_sdb *s = c->sdb;
+    keel_error err;
+    keel_status st = KEEL_OK;
+    snote *taken = NULL;
+    int lost = 0;
+    double deadline = timeout < 0 || isinf(timeout) ? INFINITY : monotonic_now() + timeout;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
+    if (!c->notified)
+        st = swait(s, &c->notified, deadline, SWAIT_SIGNALS | SWAIT_CLOSABLE, &_save, &err);
+    if (st == KEEL_ERR_TIMEOUT)
+        st = KEEL_OK;
+    if (st == KEEL_OK && c->notes != NULL) {
+        /* Detach up to limit of them: they are converted with the GIL, without the lock. */
+        snote **end = &c->notes;
+        for (Py_ssize_t i = 0; i < limit && *end != NULL; i++)
+            end = &(*end)->next;
+        taken = c->notes;
+        c->notes = *end;
+        *end = NULL;
+        if (c->notes == NULL)
+            c->notes_tail = &c->notes;
+    } else if (st == KEEL_OK && c->lost) {
+        lost = 1;
+        err = c->lost_err;
+        c->lost = 0;
+    }
+    c->notified = c->notes != NULL || c->lost;
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS if (st == SWAIT_INTERRUPTED && PyErr_Occurred()) return NULL;
+    if (st != KEEL_OK || lost)
+        return keel__py_error_raise(s->st, &err);
+    PyObject *out = PyList_New(0);
+    while (taken != NULL) {
+        snote *n = taken;
+        taken = n->next;
+        PyObject *t = out != NULL ? snote_tuple(n) : NULL;
+        if (out != NULL && (t == NULL || PyList_Append(out, t) < 0))
+            Py_CLEAR(out);
+        Py_XDECREF(t);
+        PyMem_RawFree(n);
+    }
+    return out;
+}
+
 static PyObject *sconn_release_method(kpy_sconn *c, PyObject *unused) {
     (void)unused;
     sconn_release(c);
@@ -1610,6 +1770,12 @@ static PyMethodDef sconn_methods[] = {
       "_prepare(sql, timeout) -> ((type name, keel type) per parameter, (name, type name, keel "
       "type) per column): prepares a statement without running it." },
     { "_ping", (PyCFunction)sconn_ping, METH_O, "_ping(timeout)" },
+    { "_listen", (PyCFunction)sconn_listen, METH_O,
+      "_listen(on): queues the notifications (PostgreSQL's NOTIFY) of the connection for "
+      "_notifications (on), or no longer. NotSupportedError on other engines." },
+    { "_notifications", (PyCFunction)(void (*)(void))sconn_notifications, METH_FASTCALL,
+      "_notifications(timeout, limit) -> [(pid, channel, payload)…]: up to limit notifications, "
+      "waiting at most timeout seconds (negative: without end) for the first; [] when none came." },
     { "_release", (PyCFunction)sconn_release_method, METH_NOARGS,
       "Gives the connection back to its pool (idempotent)." },
     { NULL, NULL, 0, NULL },

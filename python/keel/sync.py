@@ -34,7 +34,7 @@ from ._native import check_timeout
 from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
 
 __all__ = ["Database", "Connection", "Transaction", "PreparedStatement", "RowCursor", "Collection",
-           "Cursor", "Listener", "Notification"]
+           "Cursor", "ChangeStream", "Listener", "Notification"]
 
 _FETCH = _native.MODE_FETCH
 _FETCHROW = _native.MODE_FETCHROW
@@ -236,6 +236,15 @@ class Database(_native.SyncDatabase):
         """Creates a collection and returns it (see keel.Database.create_collection)."""
         return _create_collection(Collection("$cmd", db=self, database=database, dbname=dbname),
                                   name, options, check_exists, session, timeout)
+
+    def watch(self, pipeline: Sequence[dict[str, Any]] | None = None,
+              database: str | None = None, *, dbname: str | None = None,
+              **options: Any) -> ChangeStream:
+        """A ChangeStream of every collection of a MongoDB database (see keel.Database.watch);
+        options as Collection.watch takes them. Each change names its collection in
+        change["ns"]."""
+        return Collection("$cmd", db=self, database=database, dbname=dbname).watch(
+            pipeline, **options, _whole_database=True)
 
     def command(self, dbname: str | None, cmd: dict[str, Any], *, database: str | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
@@ -970,6 +979,7 @@ class Cursor(_collection.Cursor):
         except BaseException:
             self._abandon()
             raise
+        self._op_time = reply.get("operationTime")
         self._take(reply, "firstBatch")
 
     async def _get_more(self) -> None:
@@ -978,6 +988,8 @@ class Cursor(_collection.Cursor):
         cmd: dict[str, Any] = {"getMore": self._id, "collection": self._ns_coll}
         if self._batch_size:
             cmd["batchSize"] = self._batch_size
+        if self._await_ms is not None:
+            cmd["maxTimeMS"] = self._await_ms  # a change stream's wait for changes
         try:
             reply = conn._command(self._ns_db, cmd, self._timeout)
         except BaseException:
@@ -1018,6 +1030,64 @@ class Cursor(_collection.Cursor):
             pass  # best effort: the server times the cursor out
 
 
+class ChangeStream(_collection.ChangeStream):
+    """The changes to a collection (Collection.watch) or a MongoDB database (Database.watch),
+    each one a dict as the server reports it, as keel.ChangeStream's, without await:
+
+        with coll.watch() as stream:              # opens it on the server
+            for change in stream: ...             # waits for the next change
+            change = stream.try_next()            # a change, or None when none came in one wait
+        stream.resume_token                       # resume_after= / start_after= of a later watch()
+
+    Iterating blocks until a change comes (each wait on the server is max_await_time_ms, then
+    the next one starts); Ctrl-C stops it. The stream holds a connection (of the pool, or
+    session=) until closed, and resumes by itself once after an error that allows it.
+    """
+
+    __slots__ = ()
+
+    _Cursor = Cursor
+
+    def __iter__(self) -> ChangeStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            change = self.try_next()
+            if change is not None:
+                return change
+            cursor = self._cursor
+            if self._closed or cursor is None or not cursor.alive:
+                raise StopIteration
+
+    def next(self) -> dict[str, Any]:  # type: ignore[override]
+        """The next change, waiting for it (pymongo's name); StopIteration once the stream has
+        ended."""
+        return self.__next__()
+
+    def try_next(self) -> dict[str, Any] | None:  # type: ignore[override]
+        """The next change, or None when the server had none within one wait (its
+        max_await_time_ms) or the stream ended."""
+        return _drive(super().try_next())  # type: ignore[no-any-return]
+
+    def open(self) -> ChangeStream:
+        """Opens the stream on the server (iterating or with does it too) and returns it."""
+        return _drive(self._opened())  # type: ignore[no-any-return]
+
+    def __enter__(self) -> ChangeStream:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # type: ignore[override]
+        """Kills the server-side cursor and gives back its connection."""
+        _drive(self.aclose())
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<keel.ChangeStream", "<keel.sync.ChangeStream", 1)
+
+
 def _cursor_method(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(self: Collection, *args: Any, **kwargs: Any) -> Cursor:
@@ -1037,10 +1107,12 @@ def _synchronous(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 class Collection(_collection.Collection):
     """A MongoDB collection of a keel.sync.Database or Connection: keel.Collection's methods
     (insert_one, find_one, update_many, bulk_write, count_documents …), called without await;
-    find(), aggregate() and list_indexes() return a synchronous Cursor. session= takes a
-    keel.sync.Connection. There are no change streams (watch()) here: use keel.Database."""
+    find(), aggregate() and list_indexes() return a synchronous Cursor, watch() a synchronous
+    ChangeStream. session= takes a keel.sync.Connection."""
 
     __slots__ = ()
+
+    _ChangeStream = ChangeStream
 
     def _sibling(self, name: str) -> Collection:
         if self._conn is not None:
@@ -1058,11 +1130,6 @@ class Collection(_collection.Collection):
         assert self._db is not None
         return self._db._command(self._dbname, cmd, self._database, timeout)
 
-    def watch(self, *args: Any, **kwargs: Any) -> Any:
-        """Change streams wait for changes as they come: keel.Database has them, keel.sync
-        does not (NotSupportedError)."""
-        raise NotSupportedError("keel.sync has no change streams: watch() is keel.Database's "
-                                "(asyncio)")
 
 
 # keel.Collection's coroutine methods, synchronous here, and its methods that return a cursor,

@@ -753,8 +753,6 @@ def test_mongo_pymongo_methods(mongo):
         assert conn[name].count_documents({}) == 3
     with pytest.raises(TypeError, match="keel.sync.Connection"):
         coll.insert_one({"_id": 4}, session="conn")
-    with pytest.raises(keel.NotSupportedError, match="change streams"):
-        coll.watch()
     assert sdb.pool_stats()["leased"] == 0
 
 
@@ -1331,3 +1329,134 @@ def test_listen_whose_connection_is_lost_raises_connection_lost():
                 assert e.value.database == "main"
                 assert list(notes) == []
             assert sdb.pool_stats()["leased"] == 0
+
+
+# ---- MongoDB change streams ----
+
+def _watch_or_skip(coll, **kwargs):
+    """An opened synchronous change stream, or a skip naming the server's refusal."""
+    stream = coll.watch(**kwargs)
+    try:
+        return stream.open()
+    except keel.DatabaseError as exc:
+        if "changeStream" in str(exc) or "replica set" in str(exc):
+            pytest.skip(f"the server refuses change streams: {exc}")
+        raise
+
+
+def test_watch_iterates_changes(mongo):
+    mongo_sdb, name = mongo
+    coll = mongo_sdb[name]
+    with _watch_or_skip(coll, max_await_time_ms=200) as stream:
+        assert isinstance(stream, keel.sync.ChangeStream) and "open" in repr(stream)
+        assert stream.alive and stream.resume_token is not None
+        assert stream.try_next() is None  # nothing yet: one wait, then None
+        coll.insert_one({"_id": 1, "n": 1})
+        coll.update_one({"_id": 1}, {"$set": {"n": 2}})
+        coll.delete_one({"_id": 1})
+        changes = [next(stream) for _ in range(3)]
+        assert [c["operationType"] for c in changes] == ["insert", "update", "delete"]
+        assert changes[0]["fullDocument"] == {"_id": 1, "n": 1}
+        assert changes[1]["updateDescription"]["updatedFields"] == {"n": 2}
+        assert stream.resume_token == changes[2]["_id"]
+        assert mongo_sdb.pool_stats()["leased"] == 1  # the stream holds its connection
+    assert not stream.alive and mongo_sdb.pool_stats()["leased"] == 0
+    # A pipeline after $changeStream, full_document="updateLookup", next() (pymongo's name),
+    # and a stream opened by its first iteration.
+    stream = coll.watch([{"$match": {"operationType": "update"}}],
+                        full_document="updateLookup", max_await_time_ms=100)
+    coll.insert_one({"_id": 2, "n": 0})  # before the stream opens: not seen
+    try:
+        assert stream.try_next() is None
+        coll.update_one({"_id": 2}, {"$inc": {"n": 5}})
+        change = stream.next()
+        assert change["operationType"] == "update" and change["fullDocument"] == {"_id": 2, "n": 5}
+    finally:
+        stream.close()
+    assert mongo_sdb.pool_stats()["leased"] == 0
+    with pytest.raises(TypeError, match="pipeline must be a list"):
+        coll.watch({"$match": {}})
+    with pytest.raises(keel.ProgrammingError, match="resume_after or start_after, not both"):
+        coll.watch(resume_after={"_data": "00"}, start_after={"_data": "00"})
+
+
+def test_watch_resumes_and_ends_on_invalidate(mongo):
+    mongo_sdb, name = mongo
+    coll = mongo_sdb[name]
+    with _watch_or_skip(coll, max_await_time_ms=200) as stream:
+        coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+        assert next(stream)["documentKey"] == {"_id": 1}
+        token = stream.resume_token
+    # resume_after / start_after: the changes after the token, none lost, none repeated.
+    with coll.watch(resume_after=token, max_await_time_ms=200) as stream:
+        assert [next(stream)["documentKey"]["_id"] for _ in range(2)] == [2, 3]
+    with coll.watch(start_after=token, max_await_time_ms=200) as stream:
+        assert next(stream)["documentKey"] == {"_id": 2}
+    # The server loses the cursor (killed from another connection): the stream resumes by
+    # itself from its token.
+    with coll.watch(max_await_time_ms=200) as stream:
+        coll.insert_one({"_id": 4})
+        assert next(stream)["documentKey"] == {"_id": 4}
+        killed = stream._cursor.cursor_id
+        reply = mongo_sdb.command(None, {"killCursors": coll.name, "cursors": [killed]})
+        assert reply["cursorsKilled"] == [killed]
+        coll.insert_one({"_id": 5})
+        assert next(stream)["documentKey"] == {"_id": 5}
+        assert stream._cursor.cursor_id != killed
+    # Dropping the collection ends the stream: drop, then invalidate, then the loop ends.
+    with coll.watch(max_await_time_ms=100) as stream:
+        coll.insert_one({"_id": 6})
+        coll.drop()
+        assert [c["operationType"] for c in stream] == ["insert", "drop", "invalidate"]
+        assert not stream.alive and stream.try_next() is None
+    assert mongo_sdb.pool_stats()["leased"] == 0
+
+
+def test_watch_a_whole_database_and_on_a_session(mongo):
+    mongo_sdb, name = mongo
+    a, b = mongo_sdb[name], mongo_sdb[unique_name("wb")]
+    try:
+        stream = mongo_sdb.watch([{"$match": {"ns.coll": {"$in": [a.name, b.name]}}}],
+                                 max_await_time_ms=200)
+        try:
+            stream.open()
+        except keel.DatabaseError as exc:
+            pytest.skip(f"the server refuses database change streams: {exc}")
+        with stream:
+            a.insert_one({"_id": 1})
+            b.insert_one({"_id": 2})
+            changes = [next(stream) for _ in range(2)]
+            assert [(c["ns"]["coll"], c["documentKey"]["_id"]) for c in changes] == [
+                (a.name, 1), (b.name, 2)]
+            assert "database" in repr(stream)
+        with mongo_sdb.connection() as conn:
+            with a.watch(session=conn, max_await_time_ms=100) as stream:
+                a.insert_one({"_id": 3})
+                assert next(stream)["documentKey"] == {"_id": 3}
+            assert conn[a.name].count_documents({}) == 2  # conn still serves
+        assert mongo_sdb.pool_stats()["leased"] == 0
+    finally:
+        a.drop()
+        b.drop()
+
+
+def test_ctrl_c_stops_a_change_stream(mongo):
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    mongo_sdb, name = mongo
+    mongo_coll = mongo_sdb[name]
+    stream = _watch_or_skip(mongo_coll, max_await_time_ms=5000)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+    finally:
+        timer.cancel()
+        stream.close()
+    assert time.monotonic() - started < 2.5
+    assert mongo_coll.count_documents({}) == 0 and mongo_sdb.pool_stats()["leased"] == 0

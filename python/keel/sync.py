@@ -1016,7 +1016,9 @@ class Cursor(_collection.Cursor):
         if conn is None:
             return
         try:
-            if cursor_id and not conn.released:
+            # Not on a connection still busy with a command Ctrl-C left running: the kill would
+            # wait for its end; the server times the cursor out instead.
+            if cursor_id and not conn.released and not conn._busy:
                 self._kill(conn, cursor_id)
         finally:
             if owned:

@@ -52,6 +52,10 @@ typedef struct kpy_sconn {
     PyObject *engine;           /* str */
     int depth;                  /* transaction nesting, maintained by keel.sync.Transaction */
     int timeout_set;            /* conn runs under an earlier call's timeout=, not the config's */
+    /* An operation Ctrl-C cancelled that had not ended within CANCEL_GRACE_S (its scall), or
+     * NULL; idle is 0 while it runs (under the lock, as pending). */
+    struct scall *pending;
+    int idle;
     /* _listen: the notifications received and not taken yet, oldest first; then, when the
      * connection was found lost while it listened, that error (lost). Changed by the notify
      * handler inside the loop, read by _notifications: under the database's lock. */
@@ -146,6 +150,7 @@ typedef struct scall {
     keel_conn *conn;  /* an acquire's */
     keel_result *res; /* an operation's */
     keel_error err;
+    kpy_sconn *owner; /* an orphan still running on a connection object: told when it ends */
 } scall;
 
 static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
@@ -164,6 +169,10 @@ static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
 static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
     scall *c = arg;
     if (c->orphan) {
+        if (c->owner != NULL) {
+            c->owner->pending = NULL;
+            c->owner->idle = 1;
+        }
         keel_result_free(res);
         PyMem_RawFree(c);
         return;
@@ -284,12 +293,18 @@ static keel_status sjob_start(sjob *j, keel_conn *conn, scall *c, keel_error *er
     return KEEL_ERR_INTERNAL;
 }
 
+/* How long Ctrl-C waits for a cancelled operation to end before it leaves it running. */
+#define CANCEL_GRACE_S 0.25
+
 /* Runs j on conn until it ends, in swait's slices. Called with the GIL released (*ts) and the
- * lock held. Ctrl-C (a signal handler raising) cancels the statement on the server and waits
- * for its end, so that the connection is usable again (or is found broken by its pool), then
- * returns SWAIT_INTERRUPTED with j->interrupted set. */
-static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, PyThreadState **ts,
-                            keel_error *err) {
+ * lock held. Ctrl-C (a signal handler raising) cancels the operation on the server and waits
+ * CANCEL_GRACE_S for its end, then returns SWAIT_INTERRUPTED with j->interrupted set. An
+ * operation that has not ended by then (a server slow to honour the cancel) goes on without a
+ * waiter: the connection of a database-level call is released (its pool takes it back when the
+ * operation ends); on a connection object (owner), the next operation waits for it first
+ * (sconn_idle). */
+static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, kpy_sconn *owner,
+                            PyThreadState **ts, keel_error *err) {
     scall *c = PyMem_RawCalloc(1, sizeof *c);
     if (c == NULL) {
         keel_error_clear(err);
@@ -308,10 +323,16 @@ static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, PyThreadState 
         if (!c->done && s->db != NULL)
             keel_conn_cancel(conn);
         keel_error ignored;
-        swait(s, &c->done, INFINITY, 0, ts, &ignored);
+        swait(s, &c->done, monotonic_now() + CANCEL_GRACE_S, 0, ts, &ignored);
     }
     if (!c->done) {
-        c->orphan = 1; /* the loop failed: the callback frees it, if it ever runs */
+        /* Interrupted, or the loop failed: the callback frees it, if it ever runs. */
+        c->orphan = 1;
+        if (owner != NULL) {
+            c->owner = owner;
+            owner->pending = c;
+            owner->idle = 0;
+        }
         return st;
     }
     if (st == KEEL_OK && c->err.code != KEEL_OK) {
@@ -423,11 +444,21 @@ static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjo
                                               : keel_conn_set_timeout(conn, left, err);
         }
         if (st == KEEL_OK)
-            st = sjob_run(s, j, conn, &_save, err);
+            st = sjob_run(s, j, conn, NULL, &_save, err);
         keel_conn_release(conn);
     }
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS return st;
+}
+
+/* Waits for the operation an earlier Ctrl-C left running on c (sjob_run) to end: the lock held,
+ * the GIL released (*ts). KEEL_OK, or how swait ended (*interrupted set for a new Ctrl-C). */
+static keel_status sconn_idle(kpy_sconn *c, int *interrupted, PyThreadState **ts, keel_error *err) {
+    if (c->idle)
+        return KEEL_OK;
+    keel_status st = swait(c->sdb, &c->idle, INFINITY, SWAIT_SIGNALS, ts, err);
+    *interrupted = st == SWAIT_INTERRUPTED;
+    return st;
 }
 
 /* Runs j on the leased connection of c under its timeout= (as keel__py_timeout_arg). */
@@ -439,9 +470,11 @@ static keel_status sconn_run(kpy_sconn *c, double timeout, sjob *j, keel_error *
         st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, err);
     else if (c->timeout_set)
         st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, err);
+    if (st == KEEL_OK)
+        st = sconn_idle(c, &j->interrupted, &_save, err);
     if (st == KEEL_OK) {
         c->timeout_set = timeout != 0;
-        st = sjob_run(s, j, c->conn, &_save, err);
+        st = sjob_run(s, j, c->conn, c, &_save, err);
     }
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS return st;
@@ -706,6 +739,20 @@ static int check_nargs(Py_ssize_t nargs, Py_ssize_t n, const char *usage) {
     return -1;
 }
 
+/* The arguments of _query, whose plain and prepared statements (keel.sync.PreparedStatement)
+ * both run through it, on a database or a connection: n positional ones ending with column and
+ * timeout, then rowtype optionally (None: Records). 0, or -1 with TypeError (usage) or the
+ * error of a bad column or timeout. */
+static int query_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n, const char *usage,
+                      Py_ssize_t *column, double *timeout, PyObject **rowtype) {
+    *rowtype = nargs == n + 1 && args[n] != Py_None ? args[n] : NULL;
+    if (check_nargs(nargs == n + 1 ? n : nargs, n, usage) < 0 ||
+        keel__py_timeout_arg(args[n - 1], timeout) < 0)
+        return -1;
+    *column = PyLong_AsSsize_t(args[n - 2]);
+    return *column == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* ---- SyncDatabase ---- */
 
 static int sdb_check(kpy_sdb *self) {
@@ -819,21 +866,19 @@ static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t narg
     double timeout;
     const char *database;
     sjob j;
-    PyObject *rowtype = nargs == 7 ? args[6] : NULL;
+    Py_ssize_t column;
+    PyObject *rowtype;
     if (sdb_check(self) < 0 ||
-        check_nargs(rowtype != NULL ? 6 : nargs, 6,
-                    "_query(mode, sql, args, database, column, timeout[, rowtype])") < 0 ||
-        name_arg(args[3], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
-        return NULL;
-    Py_ssize_t column = PyLong_AsSsize_t(args[4]);
-    if (column == -1 && PyErr_Occurred())
+        query_args(args, nargs, 6, "_query(mode, sql, args, database, column, timeout[, rowtype])",
+                   &column, &timeout, &rowtype) < 0 ||
+        name_arg(args[3], &database) < 0)
         return NULL;
     if (query_job(self->st, &j, args[0], args[1], args[2], sdb_arrays(self, database),
                   self->json_dumps) < 0) {
         sjob_clear(&j);
         return NULL;
     }
-    j.rowtype = rowtype != Py_None ? rowtype : NULL;
+    j.rowtype = rowtype;
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
     return sjob_finish(self, &j, s, &err, column);
@@ -953,6 +998,7 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     if (c == NULL)
         return NULL;
     c->notes_tail = &c->notes;
+    c->idle = 1;
     c->sdb = (kpy_sdb *)Py_NewRef(self);
     keel_error err;
     keel_status st;
@@ -1084,6 +1130,11 @@ static void sconn_release(kpy_sconn *c) {
     c->conn = NULL;
     kpy_sdb *s = c->sdb;
     Py_BEGIN_ALLOW_THREADS sdb_lock(s);
+    if (c->pending != NULL) { /* left running by Ctrl-C: it ends on its own */
+        c->pending->owner = NULL;
+        c->pending = NULL;
+        c->idle = 1;
+    }
     keel_conn_release(conn); /* drops the notify handler; keel unlistens */
     snotes_clear(c);
     PyThread_release_lock(s->lock);
@@ -1121,13 +1172,10 @@ static int sconn_traverse(kpy_sconn *c, visitproc visit, void *arg) {
 static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
     sjob j;
-    PyObject *rowtype = nargs == 6 ? args[5] : NULL;
-    if (check_nargs(rowtype != NULL ? 5 : nargs, 5,
-                    "_query(mode, sql, args, column, timeout[, rowtype])") < 0 ||
-        keel__py_timeout_arg(args[4], &timeout) < 0)
-        return NULL;
-    Py_ssize_t column = PyLong_AsSsize_t(args[3]);
-    if (column == -1 && PyErr_Occurred())
+    Py_ssize_t column;
+    PyObject *rowtype;
+    if (query_args(args, nargs, 5, "_query(mode, sql, args, column, timeout[, rowtype])", &column,
+                   &timeout, &rowtype) < 0)
         return NULL;
     if (query_job(c->sdb->st, &j, args[0], args[1], args[2], sconn_arrays(c), c->sdb->json_dumps) <
             0 ||
@@ -1135,7 +1183,7 @@ static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nar
         sjob_clear(&j);
         return NULL;
     }
-    j.rowtype = rowtype != Py_None ? rowtype : NULL;
+    j.rowtype = rowtype;
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
     return sjob_finish(c->sdb, &j, s, &err, column);
@@ -1433,11 +1481,14 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     k->prefetch = prefetch;
     keel_error err;
     keel_status st = KEEL_OK;
+    int interrupted = 0;
     Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (timeout != 0)
         st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, &err);
     else if (c->timeout_set)
         st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, &err);
+    if (st == KEEL_OK)
+        st = sconn_idle(c, &interrupted, &_save, &err);
     if (st == KEEL_OK) {
         c->timeout_set = timeout != 0;
         st = keel_conn_query_rows(c->conn, sql, k->params->values, k->params->nvalues, scur_on_rows,
@@ -1446,6 +1497,8 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS if (st != KEEL_OK) {
         scur_free(k);
+        if (interrupted && PyErr_Occurred())
+            return NULL; /* Ctrl-C while an earlier cancelled statement was ending */
         PyObject *exc = keel__py_error_new(s->st, &err);
         if (exc != NULL) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1708,29 +1761,16 @@ static PyObject *sconn_release_method(kpy_sconn *c, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *sconn_get_database(kpy_sconn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->database != NULL ? c->database : Py_None);
-}
-
-static PyObject *sconn_get_engine(kpy_sconn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
-}
-
 static PyObject *sconn_get_in_transaction(kpy_sconn *c, void *closure) {
     (void)closure;
     if (sconn_check(c) < 0)
         return NULL;
-    switch (keel_conn_txn_status(c->conn)) {
-    case KEEL_TXN_ACTIVE:
-    case KEEL_TXN_FAILED:
-        Py_RETURN_TRUE;
-    case KEEL_TXN_UNKNOWN:
-        return PyBool_FromLong(c->depth > 0);
-    default:
-        Py_RETURN_FALSE;
-    }
+    return keel__py_conn_in_transaction(c->conn, c->depth);
+}
+
+static PyObject *sconn_get_busy(kpy_sconn *c, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(!c->idle);
 }
 
 static PyObject *sconn_get_db(kpy_sconn *c, void *closure) {
@@ -1744,10 +1784,7 @@ static PyObject *sconn_get_released(kpy_sconn *c, void *closure) {
 }
 
 static PyObject *sconn_repr(kpy_sconn *c) {
-    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
-                                c->database != NULL ? c->database : Py_None,
-                                c->engine != NULL ? c->engine : Py_None,
-                                c->conn == NULL ? " released" : "");
+    return keel__py_conn_repr((PyObject *)c, c->database, c->engine, c->conn == NULL);
 }
 
 static PyMethodDef sconn_methods[] = {
@@ -1782,18 +1819,20 @@ static PyMethodDef sconn_methods[] = {
 };
 
 static PyGetSetDef sconn_getset[] = {
-    { "database", (getter)sconn_get_database, NULL, "Name of the database of the connection.",
-      NULL },
-    { "engine", (getter)sconn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\"…).",
-      NULL },
     { "in_transaction", (getter)sconn_get_in_transaction, NULL, "True inside a transaction block.",
       NULL },
     { "released", (getter)sconn_get_released, NULL, "True once given back to the pool.", NULL },
     { "_db", (getter)sconn_get_db, NULL, "The SyncDatabase that leased it.", NULL },
+    { "_busy", (getter)sconn_get_busy, NULL,
+      "True while an operation Ctrl-C cancelled still runs (the next one waits for it).", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 
 static PyMemberDef sconn_members[] = {
+    { "database", T_OBJECT, offsetof(kpy_sconn, database), READONLY,
+      "Name of the database of the connection." },
+    { "engine", T_OBJECT, offsetof(kpy_sconn, engine), READONLY,
+      "Engine name (\"postgresql\", \"sqlite\"…)." },
     { "_depth", T_INT, offsetof(kpy_sconn, depth), 0, "Transaction nesting depth." },
     { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_sconn, weakreflist), READONLY, NULL },
     { NULL, 0, 0, 0, NULL },

@@ -39,6 +39,21 @@ typedef enum keel_status {
     KEEL_ERR_OPERATIONAL = 22      /* server-side operational failure (shutdown, resources) */
 } keel_status;
 
+/*
+ * Which kind of integrity constraint a KEEL_ERR_INTEGRITY error violated (keel_error.violation),
+ * the same on every engine: from PostgreSQL's and SQLite's SQLSTATE (23505, 23503, 23502, 23514,
+ * 23P01), from MySQL/MariaDB's error number (where the SQLSTATE is 23000 for all of them) and
+ * from MongoDB's error code. Values only ever grow.
+ */
+typedef enum keel_violation {
+    KEEL_VIOLATION_NONE = 0,        /* not a constraint violation, or one of no known kind */
+    KEEL_VIOLATION_UNIQUE = 1,      /* a primary key, unique constraint or unique index */
+    KEEL_VIOLATION_FOREIGN_KEY = 2, /* a foreign key, from either side */
+    KEEL_VIOLATION_NOT_NULL = 3,    /* a NULL in a NOT NULL column */
+    KEEL_VIOLATION_CHECK = 4,       /* a CHECK constraint (MongoDB: a collection's validator) */
+    KEEL_VIOLATION_EXCLUSION = 5    /* a PostgreSQL exclusion constraint */
+} keel_violation;
+
 /* The engine a keel_error came from; "keel" for errors raised by the library itself. */
 #define KEEL_ERROR_ENGINE_MAX 16
 #define KEEL_ERROR_DATABASE_MAX 64
@@ -51,7 +66,7 @@ typedef enum keel_status {
 /*
  * Filled by a failing call. The caller owns it (usually on the stack); keel never keeps a pointer
  * to it. Passwords and secret values never appear in message, detail or hint. Every field but
- * code and reserved is a NUL-terminated string (possibly empty).
+ * code, server_code, violation and reserved is a NUL-terminated string (possibly empty).
  *
  * What the server said about a failed statement, beyond its message: PostgreSQL's error fields
  * (DETAIL, HINT, and the schema, table, column, constraint and data type names it reports, as
@@ -84,7 +99,11 @@ typedef struct keel_error {
     char column_name[KEEL_ERROR_NAME_MAX];     /* the column the error is about */
     char constraint_name[KEEL_ERROR_NAME_MAX]; /* the constraint or unique key violated */
     char datatype_name[KEEL_ERROR_NAME_MAX];   /* the data type the error is about */
-    uint64_t reserved[8];                      /* room for fields added later; zero */
+    /* The server's own error number: MySQL/MariaDB's error number, SQLite's extended result
+     * code, MongoDB's error code; 0 when there is none (PostgreSQL reports only sqlstate). */
+    int64_t server_code;
+    int32_t violation;    /* a keel_violation; KEEL_VIOLATION_NONE for other errors */
+    uint64_t reserved[6]; /* room for fields added later; zero */
 } keel_error;
 
 /* The constant name of a status ("KEEL_ERR_POOL_TIMEOUT"). Never NULL; never blocks. */

@@ -9,6 +9,8 @@ Queries run in C (libkeel) on the running asyncio loop; see keel._native.
 """
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,11 +46,15 @@ from ._native import (
     ConnectError,
     ConnectionLost,
     DatabaseError,
+    CheckViolationError,
     DataError,
     Error,
+    ExclusionViolationError,
+    ForeignKeyViolationError,
     IntegrityError,
     InterfaceError,
     InternalError,
+    NotNullViolationError,
     NotSupportedError,
     ObjectId,
     OperationalError,
@@ -59,6 +65,7 @@ from ._native import (
     Record,
     Regex,
     Timestamp,
+    UniqueViolationError,
     UnknownDatabaseError,
 )
 
@@ -86,6 +93,11 @@ __all__ = [
     "QueryCanceledError",
     "QueryTimeout",
     "IntegrityError",
+    "UniqueViolationError",
+    "ForeignKeyViolationError",
+    "NotNullViolationError",
+    "CheckViolationError",
+    "ExclusionViolationError",
     "ProgrammingError",
     "DataError",
     "InternalError",
@@ -163,6 +175,19 @@ def _rowtype(record_class: type[Record] | None, into: Any) -> Any:
     return into
 
 
+def _close_timeout(timeout: object) -> float | None:
+    """close()'s timeout=: None (wait as long as it takes; math.inf too) or seconds >= 0."""
+    if timeout is None:
+        return None
+    # True would be one second: a flag passed in the wrong place, not a duration.
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError("close(timeout=) takes a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"close(timeout=) must be 0 or more seconds, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
+
+
 def _is_url(text: str) -> bool:
     return "://" in text or text.startswith("sqlite:")
 
@@ -224,11 +249,26 @@ class Database(_native.Database):
         """Binds to the running loop and starts filling the pools (never fails on a down server)."""
         self._start()
 
-    async def close(self) -> None:
-        """Waits for leased connections to come back, then closes every pool. Idempotent."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Refuses new work at once, waits for leased connections to come back and running
+        operations to end, then closes every pool. Idempotent.
+
+        timeout= (seconds) bounds that wait: once it passes, the database is closed anyway.
+        Running statements are cancelled on the server and raise InterfaceError ("database …
+        was closed"), as does the next call on a connection still leased (a cursor's fetch, a
+        change stream, a statement in ``async with db.connection()``); a ``db.listen()``
+        iteration ends with it. 0 closes at once; None (the default) waits as long as it takes.
+        A close cancelled while it waits goes on without a deadline."""
+        limit = _close_timeout(timeout)
         waiter = self._close()
-        if waiter is not None:
-            await waiter
+        if waiter is None:
+            return
+        if limit is not None and not waiter.done():
+            if limit > 0:
+                await asyncio.wait((waiter,), timeout=limit)
+            if not waiter.done():
+                self._close_now()
+        await waiter
 
     async def __aenter__(self) -> Database:
         self._start()

@@ -359,8 +359,8 @@ def _session_conn(session: object, database: str) -> Connection:
 def _renamed(exc: Error, message: str) -> Error:
     """exc's class and attributes with another message (raised from exc)."""
     new = type(exc)(message)
-    for attr in ("database", "engine", "code", "sqlstate", "detail", "hint", "schema_name",
-                 "table_name", "column_name", "constraint_name", "datatype_name"):
+    for attr in ("database", "engine", "code", "sqlstate", "server_code", "detail", "hint",
+                 "schema_name", "table_name", "column_name", "constraint_name", "datatype_name"):
         try:
             setattr(new, attr, getattr(exc, attr))
         except AttributeError:

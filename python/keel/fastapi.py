@@ -26,7 +26,7 @@ import fastapi
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
-from . import Connection, Database, Error, IntegrityError, OperationalError
+from . import Connection, Database, Error, IntegrityError, OperationalError, _close_timeout
 
 __all__ = ["Keel", "CommitFailed"]
 
@@ -77,20 +77,33 @@ class CommitFailed(HTTPException):
         self.error = error
 
 
-class Keel:
-    """Binds a keel.Database to a FastAPI application."""
+# How long shutdown waits, by default, for connections still leased before closing them.
+DEFAULT_CLOSE_TIMEOUT = 10.0
 
-    def __init__(self, db: Database) -> None:
+
+class Keel:
+    """Binds a keel.Database to a FastAPI application.
+
+    close_timeout (seconds, default 10): how long shutdown waits for the connections still in
+    use (requests finishing, a listener, cursor or change stream left open in a background task)
+    before closing them anyway, as Database.close(timeout=) does; None waits as long as they
+    take, which a task that never lets go of its connection makes for ever."""
+
+    def __init__(self, db: Database, *,
+                 close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT) -> None:
+        _close_timeout(close_timeout)  # a bad value is refused here, not at shutdown
         self.db = db
+        self.close_timeout = close_timeout
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
-        """Starts the database with the application and closes it on shutdown."""
+        """Starts the database with the application and closes it on shutdown, waiting at most
+        close_timeout for the connections still in use."""
         await self.db.start()
         try:
             yield
         finally:
-            await self.db.close()
+            await self.db.close(timeout=self.close_timeout)
 
     def connection(self, name: str | None = None, *,
                    scope: Literal["function", "request"] = "function",

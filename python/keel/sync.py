@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from . import Config, Record, _codecs, _collection, _cursor, _listen, _native, _rowtype, _statement
 from . import Database as _AsyncDatabase
-from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _manual_end
+from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _close_timeout
+from . import _manual_end
 from ._collection import _deadline, _left
 from ._listen import Notification
 from ._native import check_timeout
@@ -53,7 +54,8 @@ class Database(_native.SyncDatabase):
     An invalid configuration raises ConfigError here, naming the key path. Nothing connects
     until the first call. close() (or leaving `with`) closes every pool at once: a connection
     still leased then is closed too, and using it raises InterfaceError; a call running in
-    another thread is not interrupted, close() waits for it to end.
+    another thread is not interrupted, close() waits for it to end. close(timeout=) first
+    waits for leased connections to be released (see close).
     """
 
     __slots__ = ("_config",)
@@ -72,6 +74,20 @@ class Database(_native.SyncDatabase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def close(self, timeout: float | None = 0) -> None:
+        """Closes every pool (idempotent). timeout= (seconds) first waits up to that long for
+        the connections other threads lease to be released, refusing new work meanwhile
+        (InterfaceError); None waits as long as it takes. 0, the default, closes at once: a
+        thread that closes while it holds a connection itself would otherwise wait for ever.
+        Connections still leased then are closed (their next call raises InterfaceError)."""
+        limit = _close_timeout(timeout)
+        if limit != 0 and not self.closed:
+            self._close_begin()
+            deadline = None if limit is None else _time.monotonic() + limit
+            while self._leased and (deadline is None or _time.monotonic() < deadline):
+                _time.sleep(0.001)
+        super().close()
 
     def start(self) -> None:
         """Nothing to do (pools fill on demand); there for symmetry with keel.Database."""

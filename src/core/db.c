@@ -414,6 +414,19 @@ keel_status keel_db_acquire_sync(keel_db *db, const char *database, keel_conn **
     return st;
 }
 
+/*
+ * The checks every synchronous call on a leased connection makes before it starts: *out (when
+ * not NULL) is cleared first, so that it is NULL on every error; then KEEL_ERR_CLOSED for a
+ * connection released or closed with its db, and sync_check's errors for its loop.
+ */
+static keel_status sync_conn_begin(keel_conn *conn, keel_result **out, keel_error *err) {
+    if (out)
+        *out = NULL;
+    if (!conn || !conn->pool)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
+    return sync_check(conn->loop, err);
+}
+
 static keel_status finish_query(keel_conn *conn, sync_call *s, keel_result **out, keel_error *err) {
     keel_status st = sync_wait(conn->loop, s, NULL, conn, err);
     if (out)
@@ -425,11 +438,7 @@ static keel_status finish_query(keel_conn *conn, sync_call *s, keel_result **out
 
 keel_status keel_conn_query_sync(keel_conn *conn, const char *sql, const keel_value *params,
                                  size_t nparams, keel_result **out, keel_error *err) {
-    if (out)
-        *out = NULL;
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, out, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };
@@ -440,11 +449,7 @@ keel_status keel_conn_query_sync(keel_conn *conn, const char *sql, const keel_va
 keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql, const keel_value *params,
                                       size_t nrows, size_t nparams, keel_result **out,
                                       keel_error *err) {
-    if (out)
-        *out = NULL;
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, out, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };
@@ -454,11 +459,7 @@ keel_status keel_conn_query_many_sync(keel_conn *conn, const char *sql, const ke
 
 keel_status keel_conn_prepare_sync(keel_conn *conn, const char *sql, keel_result **out,
                                    keel_error *err) {
-    if (out)
-        *out = NULL;
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, out, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };
@@ -471,9 +472,7 @@ keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const ch
                                    size_t nrows, int64_t *loaded, keel_error *err) {
     if (loaded)
         *loaded = 0;
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, NULL, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };
@@ -489,9 +488,7 @@ keel_status keel_conn_copy_in_sync(keel_conn *conn, const char *schema, const ch
 
 keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned depth,
                                        keel_error *err) {
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, NULL, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };
@@ -501,11 +498,7 @@ keel_status keel_conn_transaction_sync(keel_conn *conn, keel_txn_op op, unsigned
 
 keel_status keel_conn_command_sync(keel_conn *conn, const char *dbname, const void *cmd, size_t len,
                                    keel_result **out, keel_error *err) {
-    if (out)
-        *out = NULL;
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, out, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };
@@ -514,9 +507,7 @@ keel_status keel_conn_command_sync(keel_conn *conn, const char *dbname, const vo
 }
 
 keel_status keel_conn_ping_sync(keel_conn *conn, keel_error *err) {
-    if (!conn || !conn->pool)
-        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, NULL, "the connection is closed");
-    keel_status st = sync_check(conn->loop, err);
+    keel_status st = sync_conn_begin(conn, NULL, err);
     if (st != KEEL_OK)
         return st;
     sync_call s = { 0 };

@@ -61,6 +61,8 @@ static void clear_fields(keel_error *err) {
     err->column_name[0] = '\0';
     err->constraint_name[0] = '\0';
     err->datatype_name[0] = '\0';
+    err->server_code = 0;
+    err->violation = KEEL_VIOLATION_NONE;
     memset(err->reserved, 0, sizeof err->reserved);
 }
 
@@ -101,10 +103,38 @@ keel_status keel__error_set(keel_error *err, keel_status code, const char *engin
     return code;
 }
 
+/* The kind of constraint a SQLSTATE of class 23 names (PostgreSQL's codes, which SQLite's
+ * errors use too); MySQL's 23000 names none. */
+static keel_violation violation_of_sqlstate(const char *s) {
+    static const struct {
+        char state[6];
+        keel_violation kind;
+    } kinds[] = {
+        { "23505", KEEL_VIOLATION_UNIQUE },    { "23503", KEEL_VIOLATION_FOREIGN_KEY },
+        { "23502", KEEL_VIOLATION_NOT_NULL },  { "23514", KEEL_VIOLATION_CHECK },
+        { "23P01", KEEL_VIOLATION_EXCLUSION },
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(s, kinds[i].state) == 0)
+            return kinds[i].kind;
+    return KEEL_VIOLATION_NONE;
+}
+
 void keel__error_set_sqlstate(keel_error *err, const char *sqlstate) {
     if (!err)
         return;
     copy_field(err->sqlstate, sizeof err->sqlstate, sqlstate);
+    keel_violation kind = violation_of_sqlstate(err->sqlstate);
+    if (kind != KEEL_VIOLATION_NONE)
+        err->violation = kind;
+}
+
+void keel__error_set_server_code(keel_error *err, int64_t code, keel_violation violation) {
+    if (!err)
+        return;
+    err->server_code = code;
+    if (violation != KEEL_VIOLATION_NONE)
+        err->violation = violation;
 }
 
 void keel__error_set_field(keel_error *err, keel__error_field which, const char *value,

@@ -3,6 +3,7 @@
 #define KEEL_CORE_ERROR_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <keel/error.h>
 
 /*
@@ -14,8 +15,13 @@ keel_status keel__error_set(keel_error *err, keel_status code, const char *engin
                             const char *database, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-/* Sets the SQLSTATE of err (NULL or shorter strings are accepted; at most 5 characters kept). */
+/* Sets the SQLSTATE of err (NULL or shorter strings are accepted; at most 5 characters kept),
+ * and err->violation when the SQLSTATE names a kind of constraint (23505, 23503 …). */
 void keel__error_set_sqlstate(keel_error *err, const char *sqlstate);
+
+/* Sets err->server_code and, unless violation is
+ * KEEL_VIOLATION_NONE, err->violation. err may be NULL. */
+void keel__error_set_server_code(keel_error *err, int64_t code, keel_violation violation);
 
 /* Which of keel_error's server fields keel__error_set_field fills. */
 typedef enum keel__error_field {

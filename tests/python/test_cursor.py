@@ -251,3 +251,21 @@ async def test_timeout_bounds_the_whole_statement_and_a_fetch(db, engine):
             await cur.fetch(1, timeout=0.2)
         assert cur.closed
         assert await conn.fetchval("SELECT 7") == 7
+
+
+async def test_close_with_a_timeout_ends_an_open_cursor(make_db, engine):
+    # A cursor left open keeps its connection; close(timeout=) closes it anyway: the fetch that
+    # needs the statement raises (the rows it had already received come first), nothing hangs.
+    db = make_db()
+    await db.start()
+    async with db.connection() as conn:
+        cur = await conn.cursor(SERIES[engine].format(n=1_000_000), prefetch=10)
+        assert [r["n"] for r in await cur.fetch(3)] == [1, 2, 3]
+        await asyncio.wait_for(db.close(timeout=0.1), 10)
+        assert db.closed
+        with pytest.raises(keel.InterfaceError, match="database 'main' was closed"):
+            await asyncio.wait_for(cur.fetch(1_000_000), 5)
+        with pytest.raises(keel.InterfaceError, match="was closed while this connection was "
+                                                      "leased"):
+            await conn.fetchval("SELECT 1")
+    assert conn.released

@@ -4,14 +4,16 @@
 started is True between start() and close(), closed once close() has completed, and a closed
 Database refuses to start again or to run anything with an InterfaceError. A Database whose
 __init__ never ran (or ran twice) says so instead of crashing, and the low-level constructor
-names the argument of the wrong type.
+names the argument of the wrong type. close(timeout=) waits for what is in use at most that
+long, then closes it anyway: its holders get an InterfaceError naming the closed database.
 """
 import asyncio
+import time
 
 import pytest
 
 import keel
-from conftest import MYSQL_URL, PG_URL
+from conftest import MYSQL_URL, PG_URL, SLOW_SQL, wait_until
 from keel import _native
 
 
@@ -145,3 +147,126 @@ def test_a_database_is_used_from_a_coroutine_on_its_loop_only():
     finally:
         loop.run_until_complete(db.close())
         loop.close()
+
+
+# ---- close(timeout=) ----
+
+CLOSED_UNDER = "database 'main' was closed while this connection was leased"
+
+
+async def test_close_with_a_timeout_returns_as_soon_as_the_leases_end(make_db):
+    db = make_db()
+    await db.start()
+    conn = await db.acquire()
+    closing = asyncio.ensure_future(db.close(timeout=30))
+    await asyncio.sleep(0.1)
+    assert not closing.done() and not db.closed  # the lease is waited for
+    with pytest.raises(keel.InterfaceError, match="the database has been closed"):
+        await db.fetchval("SELECT 1")  # new work is refused meanwhile
+    assert await conn.fetchval("SELECT 2") == 2  # the holder finishes its work
+    started = time.monotonic()
+    await db.release(conn)
+    await asyncio.wait_for(closing, 5)
+    assert db.closed and time.monotonic() - started < 5
+
+
+async def test_close_with_a_timeout_closes_a_connection_still_leased(make_db):
+    db = make_db()
+    await db.start()
+    conn = await db.acquire()
+    started = time.monotonic()
+    await asyncio.wait_for(db.close(timeout=0.3), 10)
+    assert db.closed and 0.3 <= time.monotonic() - started < 5
+    assert conn.released is False  # the handle stays with its holder, closed
+    with pytest.raises(keel.InterfaceError, match=CLOSED_UNDER) as raised:
+        await conn.fetchval("SELECT 1")
+    assert raised.value.database == "main"
+    with pytest.raises(keel.InterfaceError, match=CLOSED_UNDER):
+        async with conn.transaction():
+            pass
+    await db.release(conn)
+    assert conn.released
+
+
+async def test_close_with_a_timeout_cancels_running_statements(make_db, engine):
+    # A statement of the database and one on a connection leased with async with: both are
+    # stopped by the close (on the server, or SQLite's interrupted), and raise.
+    db = make_db(pool={"min_size": 0, "max_size": 3})
+    await db.start()
+    leased = asyncio.Event()
+
+    async def in_a_block():
+        async with db.connection() as conn:
+            leased.set()
+            return await conn.fetchval(SLOW_SQL[engine])
+
+    statement = asyncio.ensure_future(db.fetchval(SLOW_SQL[engine]))
+    block = asyncio.ensure_future(in_a_block())
+    await asyncio.wait_for(leased.wait(), 10)
+    await asyncio.sleep(0.2)  # both statements run
+    started = time.monotonic()
+    await asyncio.wait_for(db.close(timeout=0.2), 10)
+    assert db.closed and time.monotonic() - started < 5
+    for task in (statement, block):
+        with pytest.raises(keel.InterfaceError, match="database 'main' was closed"):
+            await asyncio.wait_for(task, 5)
+
+
+async def test_close_with_timeout_0_closes_at_once_and_a_waiting_acquire_fails(make_db):
+    db = make_db(pool={"min_size": 0, "max_size": 1})
+    await db.start()
+    conn = await db.acquire()
+    waiting = asyncio.ensure_future(db.acquire())  # the pool is exhausted: it waits
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await asyncio.wait_for(db.close(timeout=0), 10)
+    assert db.closed and time.monotonic() - started < 5
+    with pytest.raises(keel.InterfaceError, match="database 'main' was closed"):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(keel.InterfaceError, match=CLOSED_UNDER):
+        await conn.execute("SELECT 1")
+    await db.release(conn)
+
+
+async def test_a_later_close_with_a_timeout_ends_a_close_that_waits():
+    # close() without a timeout waits for ever; a close(timeout=) from elsewhere (a shutdown
+    # handler) ends both.
+    db = keel.Database("sqlite::memory:")
+    await db.start()
+    conn = await db.acquire()
+    patient = asyncio.ensure_future(db.close())
+    await asyncio.sleep(0.1)
+    assert not patient.done()
+    await asyncio.wait_for(db.close(timeout=0.05), 10)
+    await asyncio.wait_for(patient, 5)
+    assert db.closed
+    await db.release(conn)
+
+
+async def test_a_cancelled_close_with_a_timeout_goes_on_without_one():
+    db = keel.Database("sqlite::memory:")
+    await db.start()
+    conn = await db.acquire()
+    closing = asyncio.ensure_future(db.close(timeout=0.2))
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    await asyncio.sleep(0.4)
+    assert not db.closed and await conn.fetchval("SELECT 3") == 3
+    await db.release(conn)
+    await wait_until(lambda: db.closed)
+
+
+@pytest.mark.parametrize("timeout, error, message", [
+    (-1, ValueError, r"close\(timeout=\) must be 0 or more seconds, not -1"),
+    (float("nan"), ValueError, "must be 0 or more seconds, not nan"),
+    ("1", TypeError, r"close\(timeout=\) takes a number of seconds or None, not str"),
+    (True, TypeError, "takes a number of seconds or None, not bool"),
+])
+async def test_close_refuses_a_timeout_that_is_not_seconds(timeout, error, message):
+    db = keel.Database("sqlite::memory:")
+    await db.start()
+    with pytest.raises(error, match=message):
+        await db.close(timeout=timeout)
+    assert await db.fetchval("SELECT 1") == 1  # still open
+    await db.close(timeout=float("inf"))  # inf: as None
+    assert db.closed

@@ -35,6 +35,11 @@ HIERARCHY = [
     ("QueryTimeout", "OperationalError"),
     ("QueryTimeout", TimeoutError),
     ("IntegrityError", "DatabaseError"),
+    ("UniqueViolationError", "IntegrityError"),
+    ("ForeignKeyViolationError", "IntegrityError"),
+    ("NotNullViolationError", "IntegrityError"),
+    ("CheckViolationError", "IntegrityError"),
+    ("ExclusionViolationError", "IntegrityError"),
     ("ProgrammingError", "DatabaseError"),
     ("DataError", "DatabaseError"),
     ("InternalError", "DatabaseError"),
@@ -99,6 +104,65 @@ async def test_not_null_violation(db, new_table, types):
     await db.execute(f"CREATE TABLE {t} (id {types['int']} NOT NULL)")
     with pytest.raises(keel.IntegrityError):
         await db.execute(f"INSERT INTO {t} VALUES ($1)", None)
+
+
+# The server's own number for each kind of violation (MySQL/MariaDB's errno, SQLite's extended
+# result code); PostgreSQL has SQLSTATEs only. MySQL 8 says 3819 for a CHECK, MariaDB 4025.
+SERVER_CODES = {
+    "postgresql": {"unique": None, "foreign_key": None, "not_null": None, "check": None},
+    "mysql": {"unique": {1062}, "foreign_key": {1452}, "not_null": {1048}, "check": {3819, 4025}},
+    "sqlite": {"unique": {1555, 2067}, "foreign_key": {787}, "not_null": {1299}, "check": {275}},
+}
+
+
+@pytest.mark.parametrize("kind,cls,sql", [
+    ("unique", "UniqueViolationError", "INSERT INTO {p} (id, email, n) VALUES ($1, 'b', 1)"),
+    ("unique", "UniqueViolationError", "INSERT INTO {p} (id, email, n) VALUES (2, $1, 1)"),
+    ("not_null", "NotNullViolationError", "INSERT INTO {p} (id, email, n) VALUES (3, 'c', $1)"),
+    ("check", "CheckViolationError", "INSERT INTO {p} (id, email, n) VALUES (4, 'd', $1)"),
+    ("foreign_key", "ForeignKeyViolationError", "INSERT INTO {c} (id, pid) VALUES (1, $1)"),
+])
+async def test_each_kind_of_violation_has_its_class(db, new_table, types, engine, kind, cls, sql):
+    """asyncpg's classes tell the kinds apart on every engine, where MySQL's SQLSTATE is 23000
+    for all of them; the statement changed nothing."""
+    c, p = new_table("child"), new_table("parent")  # the child is dropped first
+    arg = {"unique": 1, "not_null": None, "check": -1, "foreign_key": 99}[kind]
+    if "email, n) VALUES (2" in sql:
+        arg = "a"
+    int_t = types["int"]
+    async with db.connection() as conn:
+        if engine == "sqlite":
+            await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute(f"CREATE TABLE {p} (id {int_t} PRIMARY KEY, email VARCHAR(20) UNIQUE, "
+                           f"n {int_t} NOT NULL, CONSTRAINT {p}_n_positive CHECK (n > 0))")
+        await conn.execute(f"CREATE TABLE {c} (id {int_t} PRIMARY KEY, pid {int_t}, "
+                           f"CONSTRAINT {c}_parent FOREIGN KEY (pid) REFERENCES {p} (id))")
+        await conn.execute(f"INSERT INTO {p} (id, email, n) VALUES (1, 'a', 1)")
+        with pytest.raises(getattr(keel, cls)) as ei:
+            await conn.execute(sql.format(p=p, c=c), arg)
+        e = ei.value
+        assert type(e) is getattr(keel, cls)
+        assert_error_attributes(e, engine=engine, code="KEEL_ERR_INTEGRITY")
+        codes = SERVER_CODES[engine][kind]
+        assert e.server_code is None if codes is None else e.server_code in codes, e.server_code
+        assert await conn.fetchval(f"SELECT count(*) FROM {p}") == 1
+        assert await conn.fetchval(f"SELECT count(*) FROM {c}") == 0
+
+
+async def test_exclusion_violation_on_postgresql(pg_db):
+    t = "keel_excl_" + uuid.uuid4().hex[:8]
+    await pg_db.execute(f"CREATE TABLE {t} (during tsrange, EXCLUDE USING gist (during WITH &&))")
+    try:
+        await pg_db.execute(f"INSERT INTO {t} VALUES ('[2026-01-01, 2026-01-03)')")
+        with pytest.raises(keel.ExclusionViolationError) as ei:
+            await pg_db.execute(f"INSERT INTO {t} VALUES ('[2026-01-02, 2026-01-04)')")
+        assert ei.value.sqlstate == "23P01" and ei.value.constraint_name == f"{t}_during_excl"
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+def test_a_server_code_is_none_where_there_is_none():
+    assert keel.Error("x").server_code is None
 
 
 @pytest.mark.parametrize("sql,args", [

@@ -243,6 +243,51 @@ async def test_lifespan_starts_and_closes_the_database(make_db):
     await db.close()
 
 
+async def test_shutdown_closes_a_listener_left_open_after_close_timeout():
+    # A background task started in the application's lifespan listens for ever: shutdown still
+    # ends (the server stops), after close_timeout, and the task's iteration ends with
+    # InterfaceError.
+    db = keel.Database({"default": "main", "databases": {"main": {"url": PG_URL}}})
+    kf = Keel(db, close_timeout=0.3)
+    ended = {}
+
+    async def consume():
+        try:
+            async for _ in db.listen(unique_name("jobs")):
+                pass
+        except keel.InterfaceError as exc:
+            ended["error"] = exc
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with kf.lifespan(app):
+            task = asyncio.create_task(consume())
+            yield
+        await asyncio.wait_for(task, 10)
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/leased")
+    async def leased():
+        return db.pool_stats()["leased"]
+
+    async with served(app) as client:
+        await wait_until_async(lambda: leased_of(client), 1)
+    assert db.closed
+    assert "database 'main' was closed while this connection listened" in str(ended["error"])
+
+
+async def leased_of(client):
+    return (await client.get("/leased")).json()
+
+
+def test_close_timeout_is_checked():
+    db = keel.Database("sqlite::memory:")
+    assert Keel(db).close_timeout == 10.0 and Keel(db, close_timeout=None).close_timeout is None
+    with pytest.raises(ValueError, match=r"close\(timeout=\) must be 0 or more seconds"):
+        Keel(db, close_timeout=-1)
+
+
 def health_app(db, **options):
     kf = Keel(db)
     app = FastAPI(lifespan=kf.lifespan)
@@ -504,13 +549,14 @@ async def test_a_commit_refused_by_a_deferred_constraint_is_answered_409(make_db
             # The INSERT succeeds (the check is deferred); the COMMIT does not.
             r = await client.post("/links", json={"id": 1, "name": "404"})
             assert r.status_code == 409, r.text
-            assert r.json() == {"detail": {"error": "commit failed", "class": "IntegrityError",
+            assert r.json() == {"detail": {"error": "commit failed",
+                                           "class": "ForeignKeyViolationError",
                                            "sqlstate": "23503", "database": "main"}}
             assert await db.fetchval(f"SELECT count(*) FROM {links}") == 0
             # The server's message goes to the log, not to the client.
             logged = [r for r in caplog.records if r.name == "keel.fastapi"]
             assert len(logged) == 1 and logged[0].levelname == "WARNING"
-            assert "IntegrityError" in logged[0].getMessage()
+            assert "ForeignKeyViolationError" in logged[0].getMessage()
             # The pool is healthy: the connection is back, clean, and serves the next requests.
             assert (await client.get("/stats")).json()["leased"] == 0
             assert (await client.get("/health/ready")).status_code == 200

@@ -281,6 +281,44 @@ async def test_listen_whose_connection_is_lost_raises_connection_lost():
             await close_db(db)
 
 
+async def test_close_with_a_timeout_ends_a_listen_iteration_in_another_task():
+    # The task would wait for notifications for ever, and close() for its connection: with
+    # timeout= the close goes on, and the iteration ends with an InterfaceError saying why.
+    db = keel.Database({"databases": {"main": {"url": PG_URL}}})
+    await db.start()
+    channel = channel_name()
+    got = []
+
+    async def consume():
+        async for note in db.listen(channel):
+            got.append(note.payload)
+
+    task = asyncio.ensure_future(consume())
+    await wait_until(lambda: db.pool_stats()["leased"] == 1)
+    await db.execute(f"NOTIFY {channel}, 'before'")
+    await wait_until(lambda: got == ["before"])
+    await asyncio.wait_for(db.close(timeout=0.2), 10)
+    assert db.closed
+    with pytest.raises(keel.InterfaceError,
+                       match="database 'main' was closed while this connection listened") as e:
+        await asyncio.wait_for(task, 5)
+    assert e.value.database == "main"
+    assert got == ["before"]
+
+
+async def test_close_with_a_timeout_ends_add_listener_quietly():
+    # add_listener's callbacks are not called with the close; the block's next statement raises.
+    db = keel.Database(PG_URL)
+    await db.start()
+    got = []
+    with pytest.raises(keel.InterfaceError, match="was closed while this connection was leased"):
+        async with db.connection() as conn:
+            await conn.add_listener(channel_name(), lambda *a: got.append(a))
+            await asyncio.wait_for(db.close(timeout=0), 10)
+            await conn.fetchval("SELECT 1")
+    assert db.closed and got == []
+
+
 async def test_add_listener_on_a_lost_connection_is_not_called(pg_db):
     got = []
     async with pg_db.connection() as conn:

@@ -891,8 +891,11 @@ async def test_errors_are_mapped(mongo_db, coll):
     err = info.value
     assert "E11000" in str(err) and err.code == "KEEL_ERR_INTEGRITY"
     assert err.engine == "mongodb" and err.database == "docs"
-    with pytest.raises(keel.IntegrityError):
+    # asyncpg's class for a duplicate key, and the server's own code, as on the SQL engines.
+    assert type(err) is keel.UniqueViolationError and err.server_code == 11000
+    with pytest.raises(keel.UniqueViolationError) as info:
         await coll.insert_many([{"email": "b@x"}, {"email": "a@x"}, {"email": "c@x"}])
+    assert info.value.server_code == 11000
     assert await coll.count_documents({"email": "b@x"}) == 1          # ordered: stopped at 1
     assert await coll.count_documents({"email": "c@x"}) == 0
     with pytest.raises(keel.IntegrityError):

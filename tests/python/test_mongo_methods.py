@@ -557,6 +557,28 @@ async def test_watch(mongo_db, coll):
         assert change["operationType"] == "update" and change["fullDocument"] == {"_id": 2, "n": 5}
 
 
+async def test_close_with_a_timeout_ends_a_change_stream_in_another_task(mongo_db):
+    # A task waiting for changes holds its connection; close(timeout=) closes it anyway, and the
+    # stream raises InterfaceError (not resumed: the database is gone). The collection is never
+    # created (a stream does not create it), so nothing is left to drop.
+    stream = await watch_or_skip(mongo_db.collection(unique_name("w")), max_await_time_ms=500)
+    opened = asyncio.Event()
+
+    async def consume():
+        async with stream:
+            opened.set()
+            async for _ in stream:
+                pass
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.wait_for(opened.wait(), 10)
+    await asyncio.sleep(0.2)  # the stream waits on the server (getMore)
+    await asyncio.wait_for(mongo_db.close(timeout=0.2), 20)
+    assert mongo_db.closed
+    with pytest.raises(keel.InterfaceError, match="database 'docs' was closed"):
+        await asyncio.wait_for(task, 10)
+
+
 async def test_watch_resumes(mongo_db, coll):
     async with await watch_or_skip(coll, max_await_time_ms=200) as stream:
         await coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3}])

@@ -596,6 +596,53 @@ def test_close_waits_for_a_call_running_in_another_thread(db_url, engine):
         sdb.fetchval("SELECT 1")
 
 
+def test_close_with_a_timeout_waits_for_connections_other_threads_hold(db_url, engine):
+    # close(timeout=) lets a thread finish with its connection (new work is refused meanwhile)
+    # and returns as soon as it is released.
+    sdb = keel.sync.Database(db_url)
+    leased, done = threading.Event(), {}
+
+    def worker():
+        with sdb.connection() as conn:
+            leased.set()
+            time.sleep(0.3)
+            done["value"] = conn.fetchval("SELECT 5")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert leased.wait(10)
+    closer = threading.Thread(target=sdb.close, kwargs={"timeout": 30})
+    started = time.monotonic()
+    closer.start()
+    time.sleep(0.05)
+    assert not sdb.closed
+    with pytest.raises(keel.InterfaceError, match="the database is closed"):
+        sdb.fetchval("SELECT 1")
+    closer.join(10)
+    thread.join(10)
+    assert not closer.is_alive() and not thread.is_alive()
+    assert done == {"value": 5} and sdb.closed
+    assert 0.2 < time.monotonic() - started < 10
+
+
+def test_close_with_a_timeout_closes_a_connection_still_held(db_url):
+    # After timeout= the close goes on: the holder's next call raises InterfaceError. timeout=0,
+    # the default, closes at once (a thread holding a connection itself would wait for ever).
+    for kwargs, least in (({"timeout": 0.3}, 0.3), ({"timeout": 0}, 0.0), ({}, 0.0)):
+        sdb = keel.sync.Database(db_url)
+        conn = sdb.acquire()
+        started = time.monotonic()
+        sdb.close(**kwargs)
+        assert sdb.closed and least <= time.monotonic() - started < 5, kwargs
+        with pytest.raises(keel.InterfaceError, match="closed"):
+            conn.fetchval("SELECT 1")
+        sdb.release(conn)
+    with keel.sync.Database(db_url) as sdb:
+        with pytest.raises(ValueError, match="must be 0 or more seconds"):
+            sdb.close(timeout=-1)
+        assert not sdb.closed
+
+
 @pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:1/x?connect_timeout=2",
                                  "mysql://root@127.0.0.1:1/x"])
 def test_a_dead_server_is_a_connect_error(url):

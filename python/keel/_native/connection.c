@@ -21,6 +21,10 @@ PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn) {
     c->db = (kpy_db *)Py_NewRef(db);
     c->conn = conn;
     db->nleased++;
+    c->lnext = db->leased;
+    if (db->leased != NULL)
+        db->leased->lprev = c;
+    db->leased = c;
     const char *name = keel_conn_database(conn);
     const char *engine = keel_conn_engine(conn);
     c->database = PyUnicode_FromString(name != NULL ? name : "");
@@ -48,6 +52,13 @@ void keel__py_conn_release(kpy_conn *c) {
     /* A running operation is cancelled by keel, and its callback still completes it. keel drops
      * the notify handler, and unlistens before the connection goes back to the pool. */
     keel_conn_release(conn);
+    if (c->lprev != NULL)
+        c->lprev->lnext = c->lnext;
+    else
+        c->db->leased = c->lnext;
+    if (c->lnext != NULL)
+        c->lnext->lprev = c->lprev;
+    c->lprev = c->lnext = NULL;
     keel__py_db_conn_released(c->db);
     Py_CLEAR(c->notify);
 }

@@ -338,10 +338,12 @@ static void db_loop_freed(PyObject *arg) {
     resolve_waiters(self);
 }
 
-/* Closes the keel_db once nothing of it is in use any more. */
-static void db_try_close(kpy_db *self) {
-    if (self->phase != KPY_DB_CLOSING || self->db == NULL || self->nleased != 0 || self->nops != 0)
-        return;
+/*
+ * Closes the keel_db and lets the loop adapter go; the close is complete (close()'s futures done)
+ * once the adapter is freed. What still used the db gets keel's KEEL_ERR_CLOSED: the callbacks of
+ * its operations and connection waits run in here.
+ */
+static void close_keel_db(kpy_db *self) {
     keel_db *db = self->db;
     kpy_loop *L = self->loop;
     self->db = NULL;
@@ -350,6 +352,13 @@ static void db_try_close(kpy_db *self) {
     keel__py_loop_close_db(L, db);
     self->loop = NULL;
     keel__py_loop_detach(L, db_loop_freed, Py_NewRef(self));
+}
+
+/* Closes the keel_db once nothing of it is in use any more. */
+static void db_try_close(kpy_db *self) {
+    if (self->phase != KPY_DB_CLOSING || self->db == NULL || self->nleased != 0 || self->nops != 0)
+        return;
+    close_keel_db(self);
 }
 
 static void db_try_close_deferred(PyObject *arg) {
@@ -406,6 +415,67 @@ static PyObject *db_close(kpy_db *self, PyObject *unused) {
     if (!self->close_scheduled)
         db_try_close(self);
     return fut;
+}
+
+/*
+ * Tells the listener of c (its notify handler, as for a lost connection) that the database was
+ * closed under it, so that an iteration waiting for notifications ends. What the handler raises
+ * is reported as unraisable.
+ */
+static void tell_listener(kpy_db *self, kpy_conn *c) {
+    keel_error err;
+    keel_error_clear(&err);
+    err.code = KEEL_ERR_CLOSED;
+    const char *name = PyUnicode_AsUTF8(c->database);
+    if (name == NULL) {
+        PyErr_Clear();
+        name = "?";
+    }
+    snprintf(err.database, sizeof err.database, "%s", name);
+    snprintf(err.message, sizeof err.message,
+             "database '%s' was closed while this connection listened (Database.close(timeout=) "
+             "did not wait for it)",
+             name);
+    PyObject *exc = keel__py_error_new(self->st, &err);
+    PyObject *res =
+        exc != NULL ? PyObject_CallFunctionObjArgs(c->notify, Py_None, Py_None, Py_None, exc, NULL)
+                    : NULL;
+    if (res == NULL)
+        PyErr_WriteUnraisable(c->notify);
+    Py_XDECREF(res);
+    Py_XDECREF(exc);
+}
+
+/*
+ * _close_now(): a close in progress (after _close) stops waiting: the keel_db is closed with
+ * connections still leased and operations still running. keel cancels their statements on the
+ * server and fails them with KEEL_ERR_CLOSED; leased Connections stay with their holders as
+ * closed handles (every later call raises InterfaceError until they are released); listeners
+ * are told through their notify handlers. A no-op when nothing is left to close.
+ */
+static PyObject *db_close_now(kpy_db *self, PyObject *unused) {
+    (void)unused;
+    if (self->phase != KPY_DB_CLOSING || self->db == NULL)
+        Py_RETURN_NONE;
+    /* The handlers are called once the db is closed, so that what they wake finds it closed;
+     * the Connections are held meanwhile, since a handler may release one. */
+    PyObject *listening = PyList_New(0);
+    if (listening == NULL)
+        return NULL;
+    for (kpy_conn *c = self->leased; c != NULL; c = c->lnext) {
+        if (c->notify != NULL && PyList_Append(listening, (PyObject *)c) < 0) {
+            Py_DECREF(listening);
+            return NULL;
+        }
+    }
+    close_keel_db(self);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(listening); i++) {
+        kpy_conn *c = (kpy_conn *)PyList_GET_ITEM(listening, i);
+        if (c->notify != NULL)
+            tell_listener(self, c);
+    }
+    Py_DECREF(listening);
+    Py_RETURN_NONE;
 }
 
 /* ---- queries ---- */
@@ -647,6 +717,9 @@ static PyMethodDef db_methods[] = {
       "Binds to the running loop and opens the pools (idempotent)." },
     { "_close", (PyCFunction)db_close, METH_NOARGS,
       "Starts closing; returns a future done when closed, or None when already closed." },
+    { "_close_now", (PyCFunction)db_close_now, METH_NOARGS,
+      "A close in progress stops waiting: leased connections and running operations are closed "
+      "(InterfaceError for their holders); listeners are told." },
     { "_query", (PyCFunction)(void (*)(void))db_query, METH_FASTCALL,
       "_query(mode, sql, args, database, column[, timeout[, rowtype]]) -> awaitable (rowtype: "
       "see Connection._query)" },

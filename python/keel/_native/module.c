@@ -95,6 +95,15 @@ static PyObject *error_new_of(PyObject *cls, const keel_error *err) {
         Py_DECREF(exc);
         return NULL;
     }
+    if (err->server_code != 0) {
+        PyObject *code = PyLong_FromLongLong(err->server_code);
+        if (code == NULL || PyObject_SetAttrString(exc, "server_code", code) < 0) {
+            Py_XDECREF(code);
+            Py_DECREF(exc);
+            return NULL;
+        }
+        Py_DECREF(code);
+    }
     /* The server's fields: only those it reported, the class's None standing for the rest. */
     const struct {
         const char *name;
@@ -116,8 +125,29 @@ static PyObject *error_new_of(PyObject *cls, const keel_error *err) {
     return exc;
 }
 
+/* The class of a failed statement's error: IntegrityError's subclass for the kind of constraint
+ * violated, when the engine said which. */
+static PyObject *statement_error_class(kpy_state *st, const keel_error *err) {
+    if (err->code == KEEL_ERR_INTEGRITY)
+        switch (err->violation) {
+        case KEEL_VIOLATION_UNIQUE:
+            return st->UniqueViolationError;
+        case KEEL_VIOLATION_FOREIGN_KEY:
+            return st->ForeignKeyViolationError;
+        case KEEL_VIOLATION_NOT_NULL:
+            return st->NotNullViolationError;
+        case KEEL_VIOLATION_CHECK:
+            return st->CheckViolationError;
+        case KEEL_VIOLATION_EXCLUSION:
+            return st->ExclusionViolationError;
+        default:
+            break;
+        }
+    return error_class(st, err->code);
+}
+
 PyObject *keel__py_error_new(kpy_state *st, const keel_error *err) {
-    return error_new_of(error_class(st, err->code), err);
+    return error_new_of(statement_error_class(st, err), err);
 }
 
 PyObject *keel__py_connect_error_new(kpy_state *st, const keel_error *err) {
@@ -222,17 +252,18 @@ static PyObject *new_exception(PyObject *m, const char *name, PyObject *base, Py
 
 static int init_exceptions(PyObject *m, kpy_state *st) {
     /* Class-level defaults make the attributes exist on instances raised from Python code. */
-    PyObject *dict = Py_BuildValue(
-        "{sOsOsOsOsOsOsOsOsOsOsO}", "sqlstate", Py_None, "database", Py_None, "engine", Py_None,
-        "code", Py_None, "detail", Py_None, "hint", Py_None, "schema_name", Py_None, "table_name",
-        Py_None, "column_name", Py_None, "constraint_name", Py_None, "datatype_name", Py_None);
+    PyObject *dict =
+        Py_BuildValue("{sOsOsOsOsOsOsOsOsOsOsOsO}", "sqlstate", Py_None, "database", Py_None,
+                      "engine", Py_None, "code", Py_None, "server_code", Py_None, "detail", Py_None,
+                      "hint", Py_None, "schema_name", Py_None, "table_name", Py_None, "column_name",
+                      Py_None, "constraint_name", Py_None, "datatype_name", Py_None);
     if (dict == NULL)
         return -1;
     st->Error = new_exception(m, "Error", PyExc_Exception, dict,
                               "Base class of every keel error (PEP 249). Attributes: sqlstate, "
                               "database, engine, code, and what the server reported (None "
-                              "otherwise): detail, hint, schema_name, table_name, column_name, "
-                              "constraint_name, datatype_name.");
+                              "otherwise): server_code, detail, hint, schema_name, table_name, "
+                              "column_name, constraint_name, datatype_name.");
     Py_DECREF(dict);
     if (st->Error == NULL)
         return -1;
@@ -270,6 +301,17 @@ static int init_exceptions(PyObject *m, kpy_state *st) {
         return -1;
     EXC(IntegrityError, "IntegrityError", DatabaseError,
         "A unique, foreign key, not-null or check constraint was violated.");
+    /* asyncpg's names, raised on every engine: MySQL reports SQLSTATE 23000 for all of them. */
+    EXC(UniqueViolationError, "UniqueViolationError", IntegrityError,
+        "A primary key, unique constraint or unique index was violated.");
+    EXC(ForeignKeyViolationError, "ForeignKeyViolationError", IntegrityError,
+        "A foreign key constraint was violated.");
+    EXC(NotNullViolationError, "NotNullViolationError", IntegrityError,
+        "A NULL was written to a NOT NULL column.");
+    EXC(CheckViolationError, "CheckViolationError", IntegrityError,
+        "A CHECK constraint (MongoDB: a collection's validator) was violated.");
+    EXC(ExclusionViolationError, "ExclusionViolationError", IntegrityError,
+        "A PostgreSQL exclusion constraint was violated.");
     EXC(ProgrammingError, "ProgrammingError", DatabaseError,
         "Bad SQL, unknown table or column, wrong number of parameters.");
     EXC(DataError, "DataError", DatabaseError, "A value is invalid or out of range for its type.");
@@ -471,6 +513,11 @@ static int module_exec(PyObject *m) {
     X(QueryCanceledError)                                                                          \
     X(QueryTimeout)                                                                                \
     X(IntegrityError)                                                                              \
+    X(UniqueViolationError)                                                                        \
+    X(ForeignKeyViolationError)                                                                    \
+    X(NotNullViolationError)                                                                       \
+    X(CheckViolationError)                                                                         \
+    X(ExclusionViolationError)                                                                     \
     X(ProgrammingError)                                                                            \
     X(DataError)                                                                                   \
     X(InternalError)                                                                               \

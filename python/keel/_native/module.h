@@ -42,6 +42,11 @@ typedef struct kpy_state {
     PyObject *QueryCanceledError;
     PyObject *QueryTimeout;
     PyObject *IntegrityError;
+    PyObject *UniqueViolationError;
+    PyObject *ForeignKeyViolationError;
+    PyObject *NotNullViolationError;
+    PyObject *CheckViolationError;
+    PyObject *ExclusionViolationError;
     PyObject *ProgrammingError;
     PyObject *DataError;
     PyObject *InternalError;
@@ -428,6 +433,7 @@ typedef struct kpy_db {
     int phase;        /* KPY_DB_NEW … KPY_DB_CLOSED */
     int close_scheduled;
     size_t nleased;          /* Connection objects not yet released */
+    struct kpy_conn *leased; /* those Connections, a list through their lnext (borrowed) */
     size_t nops;             /* database-level operations in flight */
     PyObject *json_dumps;    /* json_serializer=, or NULL for keel's JSON encoder */
     PyObject *json_loads;    /* json_deserializer=, or NULL for keel's JSON decoder */
@@ -452,6 +458,7 @@ typedef struct kpy_conn {
     int depth;        /* transaction nesting, maintained by keel.Transaction */
     int timeout_set;  /* conn runs under a timeout= of an earlier operation, not the config's */
     PyObject *notify; /* _set_notify_handler: called (pid, channel, payload, exc); NULL: none */
+    struct kpy_conn *lprev, *lnext; /* the db's list of leased Connections, until released */
     PyObject *weakreflist;
 } kpy_conn;
 

@@ -1106,6 +1106,14 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     double started = timeout != 0 ? monotonic_now() : 0;
     if (c->conn == NULL)
         return keel__py_raise(st, KEEL_ERR_CLOSED, NULL, "the connection has been released");
+    if (c->db->db == NULL) {
+        /* close(timeout=) ran out while the connection was leased: keel closed it. */
+        const char *name = PyUnicode_AsUTF8(c->database);
+        return keel__py_raise(st, KEEL_ERR_CLOSED, name,
+                              "database '%s' was closed while this connection was leased "
+                              "(Database.close(timeout=) did not wait for it); release it",
+                              name != NULL ? name : "?");
+    }
     if (c->running != NULL && !c->running->cancelled && c->running->mode == KPY_MODE_CURSOR &&
         c->running->kind == KPY_OP_QUERY)
         return keel__py_raise(st, KEEL_ERR_BUSY, PyUnicode_AsUTF8(c->database),

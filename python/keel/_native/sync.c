@@ -28,6 +28,8 @@ typedef struct kpy_sdb {
     PyThread_type_lock lock; /* one call into db at a time */
     atomic_int waiting;      /* threads waiting for lock (sdb_lock) */
     int active;              /* calls in swait (under lock): close() waits for them */
+    int closing;             /* close(timeout=) waits for leases to end: no new ones */
+    size_t nleased;          /* SyncConnections not yet released (changed with the GIL held) */
     PyObject *weakreflist;
     PyObject *json_dumps; /* json_serializer= of the keel.Database it was made from, or NULL */
     PyObject *json_loads; /* json_deserializer= likewise */
@@ -379,7 +381,7 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
                              int *interrupted, PyThreadState **ts, keel_error *err) {
     double started = monotonic_now();
     *conn = NULL;
-    if (s->db == NULL)
+    if (s->db == NULL || s->closing)
         return closed_error(err);
     keel_status st = keel_db_try_acquire(s->db, database, conn, err);
     if (st != KEEL_ERR_BUSY)
@@ -1026,6 +1028,7 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     c->conn = conn;
+    self->nleased++;
     if ((c->database = PyUnicode_FromString(keel_conn_database(conn))) == NULL ||
         (c->engine = PyUnicode_FromString(keel_conn_engine(conn))) == NULL) {
         Py_DECREF(c); /* gives conn back */
@@ -1056,6 +1059,23 @@ static PyObject *sdb_get_closed(kpy_sdb *self, void *closure) {
     return PyBool_FromLong(self->db == NULL);
 }
 
+/* _close_begin(): refuses new leases (and so every call but those on leased connections), for
+ * close(timeout=) to wait for the leased ones. Set under the lock, which sdb_lease reads it in. */
+static PyObject *sdb_close_begin(kpy_sdb *self, PyObject *unused) {
+    (void)unused;
+    if (sdb_check(self) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
+    self->closing = 1;
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *sdb_get_leased(kpy_sdb *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(self->nleased);
+}
+
 static PyMethodDef sdb_methods[] = {
     { "close", (PyCFunction)sdb_close, METH_NOARGS,
       "Closes every pool (idempotent); connections still leased become closed handles." },
@@ -1071,11 +1091,14 @@ static PyMethodDef sdb_methods[] = {
     { "_acquire", (PyCFunction)(void (*)(void))sdb_acquire, METH_FASTCALL,
       "_acquire(database, timeout, cls) -> a leased connection of class cls" },
     { "_pool_stats", (PyCFunction)sdb_pool_stats, METH_O, "_pool_stats(name) -> dict" },
+    { "_close_begin", (PyCFunction)sdb_close_begin, METH_NOARGS,
+      "_close_begin(): no new leases from now on (close(timeout=) waits for the leased ones)." },
     { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef sdb_getset[] = {
     { "closed", (getter)sdb_get_closed, NULL, "True once closed.", NULL },
+    { "_leased", (getter)sdb_get_leased, NULL, "Connections leased and not yet released.", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -1129,6 +1152,7 @@ static void sconn_release(kpy_sconn *c) {
     }
     c->conn = NULL;
     kpy_sdb *s = c->sdb;
+    s->nleased--;
     Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (c->pending != NULL) { /* left running by Ctrl-C: it ends on its own */
         c->pending->owner = NULL;

@@ -620,6 +620,16 @@ static keel_status mg_status_for_code(int64_t code) {
     }
 }
 
+/* Records a server error code in the job's error, with the kind of constraint it reports. */
+static void mg_server_code(mg_conn *mg, int64_t code) {
+    keel_violation kind = KEEL_VIOLATION_NONE;
+    if (code == 11000 || code == 11001 || code == 12582)
+        kind = KEEL_VIOLATION_UNIQUE;
+    else if (code == 121) /* DocumentValidationFailure: a collection's validator */
+        kind = KEEL_VIOLATION_CHECK;
+    keel__error_set_server_code(&mg->err, code, kind);
+}
+
 /* The status of a libmongoc error raised while a connected client runs an operation. */
 static keel_status mg_status_for_error(const bson_error_t *e) {
     switch (e->domain) {
@@ -696,6 +706,8 @@ static void mg_fail_mongoc(mg_conn *mg, const bson_error_t *e, const bson_t *rep
                 e->code, labels);
     else
         mg_fail(mg, code, "%s%s", e->message, labels);
+    if (e->domain == MONGOC_ERROR_SERVER || e->domain == MONGOC_ERROR_WRITE_CONCERN)
+        mg_server_code(mg, e->code);
     if (e->domain == MONGOC_ERROR_SERVER && e->code == 11000)
         mg_dup_key_names(mg, e->message);
 }
@@ -739,6 +751,7 @@ static int mg_write_errors(mg_conn *mg, const bson_t *reply) {
                          count > 2 ? "s" : "");
             mg_fail(mg, mg_status_for_code(code), "index %" PRId64 ": %s (code %" PRId64 ")%s%s",
                     index, msg, code, more, labels);
+            mg_server_code(mg, code);
             if (code == 11000)
                 mg_dup_key_names(mg, msg);
             return 1;
@@ -758,6 +771,7 @@ static int mg_write_errors(mg_conn *mg, const bson_t *reply) {
         mg_labels(reply, labels, sizeof labels);
         mg_fail(mg, mg_status_for_code(code), "write concern: %s (code %" PRId64 ")%s", msg, code,
                 labels);
+        mg_server_code(mg, code);
         return 1;
     }
     return 0;

@@ -229,6 +229,30 @@ static void my_error_names(const my_impl *p, unsigned no, const char *msg, keel_
     }
 }
 
+/* The kind of constraint a MySQL/MariaDB error number reports: their SQLSTATE is 23000 (or
+ * HY000) for every kind, so the number tells them apart. */
+static keel_violation my_violation_of(unsigned no) {
+    switch (no) {
+    case ER_DUP_ENTRY:
+    case ER_DUP_KEY:
+    case ER_DUP_ENTRY_WITH_KEY_NAME:
+        return KEEL_VIOLATION_UNIQUE;
+    case ER_ROW_IS_REFERENCED:
+    case ER_ROW_IS_REFERENCED_2:
+    case ER_NO_REFERENCED_ROW:
+    case ER_NO_REFERENCED_ROW_2:
+        return KEEL_VIOLATION_FOREIGN_KEY;
+    case ER_BAD_NULL_ERROR:
+    case ER_NO_DEFAULT_FOR_FIELD: /* strict mode: a NOT NULL column given no value */
+        return KEEL_VIOLATION_NOT_NULL;
+    case ER_CONSTRAINT_FAILED:
+    case 3819: /* MySQL 8: check constraint violated */
+        return KEEL_VIOLATION_CHECK;
+    default:
+        return KEEL_VIOLATION_NONE;
+    }
+}
+
 void keel__my_error(my_impl *p, unsigned no, const char *state, const char *msg, size_t a, size_t b,
                     keel_error *err) {
     char raw[KEEL_ERROR_MESSAGE_MAX * 2], clean[KEEL_ERROR_MESSAGE_MAX];
@@ -247,6 +271,7 @@ void keel__my_error(my_impl *p, unsigned no, const char *state, const char *msg,
         p->c->broken = 1;
     keel__error_set(err, code, MY_ENGINE, keel__my_dbname(p->c), "%s", clean);
     keel__error_set_sqlstate(err, state && strcmp(state, "00000") != 0 ? state : "");
+    keel__error_set_server_code(err, no, my_violation_of(no));
     my_error_names(p, no, msg, err);
 }
 

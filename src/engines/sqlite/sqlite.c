@@ -495,6 +495,7 @@ static void sq_fail_sqlite(sq_conn *sq, int rc, int prepare, size_t row) {
         break;
     }
     sq_fail(sq, code, state, row, msg);
+    keel__error_set_server_code(&sq->err, rc, KEEL_VIOLATION_NONE);
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY ||
         rc == SQLITE_CONSTRAINT_NOTNULL)
         sq_constraint_names(msg, &sq->err);

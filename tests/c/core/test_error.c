@@ -188,7 +188,9 @@ TEST(caller_allocated_structs_keep_their_layout) {
     CHECK_INT(offsetof(keel_error, column_name), 1626);
     CHECK_INT(offsetof(keel_error, constraint_name), 1754);
     CHECK_INT(offsetof(keel_error, datatype_name), 1882);
-    CHECK_INT(offsetof(keel_error, reserved), 2016);
+    CHECK_INT(offsetof(keel_error, server_code), 2016);
+    CHECK_INT(offsetof(keel_error, violation), 2024);
+    CHECK_INT(offsetof(keel_error, reserved), 2032);
     CHECK_INT(sizeof(keel_error), 2080);
     CHECK_INT(offsetof(keel_pool_stats, acquire_timeout), 48);
     CHECK_INT(offsetof(keel_pool_stats, reserved), 56);
@@ -230,8 +232,39 @@ TEST(server_fields_are_set_truncated_redacted_and_cleared) {
     CHECK_STR(e.hint, "");
 }
 
+/* The kind of violation comes from a PostgreSQL-style SQLSTATE or from the engine's own number,
+ * and every keel__error_set and keel_error_clear resets it with the server's code. */
+TEST(violations_and_server_codes_are_set_and_cleared) {
+    keel_error e;
+    keel__error_set(&e, KEEL_ERR_INTEGRITY, "postgresql", "main", "dup");
+    CHECK_INT(e.violation, KEEL_VIOLATION_NONE);
+    keel__error_set_sqlstate(&e, "23505");
+    CHECK_INT(e.violation, KEEL_VIOLATION_UNIQUE);
+    keel__error_set_sqlstate(&e, "23P01");
+    CHECK_INT(e.violation, KEEL_VIOLATION_EXCLUSION);
+    CHECK_INT(e.server_code, 0);
+    keel__error_set(&e, KEEL_ERR_INTEGRITY, "mysql", "main", "fk");
+    CHECK_INT(e.violation, KEEL_VIOLATION_NONE);
+    keel__error_set_sqlstate(&e, "23000");
+    CHECK_INT(e.violation, KEEL_VIOLATION_NONE);
+    keel__error_set_server_code(&e, 1452, KEEL_VIOLATION_FOREIGN_KEY);
+    CHECK_INT(e.violation, KEEL_VIOLATION_FOREIGN_KEY);
+    CHECK_INT(e.server_code, 1452);
+    /* An engine that knows no kind keeps the one its SQLSTATE gave. */
+    keel__error_set_sqlstate(&e, "23502");
+    keel__error_set_server_code(&e, 1299, KEEL_VIOLATION_NONE);
+    CHECK_INT(e.violation, KEEL_VIOLATION_NOT_NULL);
+    keel__error_set_server_code(NULL, 1, KEEL_VIOLATION_CHECK);
+    keel__error_set(&e, KEEL_ERR_DATA, NULL, NULL, "again");
+    CHECK(e.server_code == 0 && e.violation == KEEL_VIOLATION_NONE);
+    keel__error_set_server_code(&e, 11000, KEEL_VIOLATION_UNIQUE);
+    keel_error_clear(&e);
+    CHECK(e.server_code == 0 && e.violation == KEEL_VIOLATION_NONE);
+}
+
 int main(void) {
     RUN(server_fields_are_set_truncated_redacted_and_cleared);
+    RUN(violations_and_server_codes_are_set_and_cleared);
     RUN(reserved_space_is_zeroed_whenever_keel_fills_an_error);
     RUN(caller_allocated_structs_keep_their_layout);
     RUN(every_status_has_a_name_and_description);

@@ -414,6 +414,62 @@ TEST(every_engine_refuses_an_unknown_value_type_and_transaction_operation) {
     refuses_unknown_kinds(mongo_url(), "mongodb");
 }
 
+/* ---- constraint violations ---- */
+
+/*
+ * On url (a SQL engine), each kind of constraint violation is KEEL_ERR_INTEGRITY with its
+ * keel_violation, and the server's own error number where it has one (has_code: whether a nonzero one must be there): MySQL says SQLSTATE 23000 for every kind.
+ */
+static void violations_are_told_apart(const char *url, const char *int_type, int has_code) {
+    keel_db *db;
+    keel_conn *c = conn_on(url, &db);
+    if (!c) {
+        done_with(db, c);
+        return;
+    }
+    keel_result_free(q(c, "DROP TABLE IF EXISTS kv_child", NULL, 0));
+    keel_result_free(q(c, "DROP TABLE IF EXISTS kv_parent", NULL, 0));
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE kv_parent (id %s PRIMARY KEY, n %s NOT NULL, CONSTRAINT kv_n CHECK "
+             "(n > 0))",
+             int_type, int_type);
+    keel_result_free(q(c, sql, NULL, 0));
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE kv_child (id %s PRIMARY KEY, pid %s, CONSTRAINT kv_fk FOREIGN KEY "
+             "(pid) REFERENCES kv_parent (id))",
+             int_type, int_type);
+    keel_result_free(q(c, sql, NULL, 0));
+    keel_result_free(q(c, "INSERT INTO kv_parent VALUES (1, 1)", NULL, 0));
+    static const struct {
+        const char *sql;
+        keel_violation kind;
+    } cases[] = {
+        { "INSERT INTO kv_parent VALUES (1, 1)", KEEL_VIOLATION_UNIQUE },
+        { "INSERT INTO kv_parent VALUES (2, NULL)", KEEL_VIOLATION_NOT_NULL },
+        { "INSERT INTO kv_parent VALUES (3, -1)", KEEL_VIOLATION_CHECK },
+        { "INSERT INTO kv_child VALUES (1, 99)", KEEL_VIOLATION_FOREIGN_KEY },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        keel_error err = q_fail(c, cases[i].sql, NULL, 0);
+        CHECK_INT(err.code, KEEL_ERR_INTEGRITY);
+        CHECK_INT(err.violation, cases[i].kind);
+        CHECK(has_code ? err.server_code != 0 : err.server_code == 0);
+    }
+    /* Other errors name no violation. */
+    keel_error err = q_fail(c, "SELECT * FROM kv_no_such_table", NULL, 0);
+    CHECK_INT(err.violation, KEEL_VIOLATION_NONE);
+    keel_result_free(q(c, "DROP TABLE kv_child", NULL, 0));
+    keel_result_free(q(c, "DROP TABLE kv_parent", NULL, 0));
+    done_with(db, c);
+}
+
+TEST(every_sql_engine_names_the_kind_of_constraint_violated) {
+    violations_are_told_apart(pg_url(), "INT", 0);
+    violations_are_told_apart(my_url(), "INT", 1);
+    violations_are_told_apart("sqlite::memory:?foreign_keys=on", "INTEGER", 1);
+}
+
 /* ---- SQLite ---- */
 
 /*
@@ -441,6 +497,7 @@ TEST(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_no
         keel_conn_query_many_sync(c, "INSERT INTO child VALUES ($1, $2)", rows, 3, 2, NULL, &err),
         KEEL_ERR_INTEGRITY);
     CHECK_CONTAINS(err.message, "FOREIGN KEY");
+    CHECK_INT(err.violation, KEEL_VIOLATION_FOREIGN_KEY);
     CHECK_INT(q_int(c, "SELECT COUNT(*) FROM child"), 0);
     /* Rows that hold together load. */
     rows[3] = keel_int(1);
@@ -577,6 +634,7 @@ int main(void) {
     RUN(mysql_error_in_the_middle_of_a_result_fails_the_statement);
     RUN(mysql_refuses_values_it_cannot_store_naming_the_parameter);
     RUN(every_engine_refuses_an_unknown_value_type_and_transaction_operation);
+    RUN(every_sql_engine_names_the_kind_of_constraint_violated);
     RUN(sqlite_batch_violating_a_deferred_foreign_key_fails_at_its_end_and_loads_nothing);
     RUN(a_host_name_that_does_not_resolve_fails_the_connect_naming_it);
     RUN(options_given_by_reference_are_checked_when_they_are_resolved);

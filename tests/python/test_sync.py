@@ -1258,6 +1258,33 @@ def test_listen_waits_without_end_and_ctrl_c_stops_it():
         assert sdb.fetchval("SELECT 1") == 1 and sdb.pool_stats()["leased"] == 0
 
 
+def test_close_ends_a_wait_for_notifications_in_another_thread():
+    # close() waits for other threads' calls to end, but not for a wait for notifications,
+    # which may never end: that one raises InterfaceError.
+    sdb = keel.sync.Database(PG_URL)
+    result = {}
+    listening = threading.Event()
+
+    def wait():
+        try:
+            with sdb.listen(_channel()) as notes:
+                listening.set()
+                result["value"] = next(notes)
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["value"] = e
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    assert listening.wait(10)
+    time.sleep(0.2)
+    started = time.monotonic()
+    sdb.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 3
+    assert isinstance(result["value"], keel.InterfaceError), result
+    assert "closed" in str(result["value"])
+
+
 def test_add_listener_calls_back_from_wait_notifications():
     channel, other = _channel(), _channel()
     got = []

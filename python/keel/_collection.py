@@ -1366,36 +1366,34 @@ class Collection:
     # -- find and modify --
 
     async def _find_and_modify(self, method: str, filter: Mapping[str, Any] | None,
-                               change: dict[str, Any], projection: Any, sort: SortSpec,
-                               collation: Any, session: Any,
-                               timeout: float | None) -> dict[str, Any] | None:
+                               change: dict[str, Any], projection: Any, sort: SortSpec, *,
+                               upsert: object = False, return_document: object = None,
+                               array_filters: Any = None, hint: Any, collation: Any,
+                               session: Any, timeout: float | None) -> dict[str, Any] | None:
+        """Runs findAndModify for the find_one_and_* method named method. change is the
+        update, the replacement or the removal; return_document is None for a removal, which
+        has neither a document to return after it nor an upsert."""
         cmd: dict[str, Any] = {"findAndModify": self.name, "query": _filter(filter)}
         spec = _sort(sort)
         if spec:
             cmd["sort"] = spec
         cmd.update(change)
-        _add_options(cmd, None, collation)
+        if return_document is not None:
+            if not isinstance(return_document, bool):
+                raise TypeError(f"{method}: return_document must be ReturnDocument.BEFORE or "
+                                f"ReturnDocument.AFTER, not {return_document!r}")
+            cmd["new"] = return_document
+            if _check_bool(upsert, f"{method}: upsert"):
+                cmd["upsert"] = True
+        if array_filters is not None:
+            cmd["arrayFilters"] = _array_filters(array_filters)
+        _add_options(cmd, hint, collation)
         proj = _projection(projection)
         if proj is not None:
             cmd["fields"] = proj
         reply = await self._run(cmd, timeout, session)
         value = reply.get("value")
         return value if isinstance(value, dict) else None
-
-    @staticmethod
-    def _modify_options(method: str, upsert: object, return_document: object,
-                        array_filters: Any, hint: Any) -> dict[str, Any]:
-        if not isinstance(return_document, bool):
-            raise TypeError(f"{method}: return_document must be ReturnDocument.BEFORE or "
-                            f"ReturnDocument.AFTER, not {return_document!r}")
-        options: dict[str, Any] = {"new": return_document}
-        if _check_bool(upsert, f"{method}: upsert"):
-            options["upsert"] = True
-        if array_filters is not None:
-            options["arrayFilters"] = _array_filters(array_filters)
-        if hint is not None:
-            options["hint"] = _hint(hint)
-        return options
 
     async def find_one_and_update(self, filter: Mapping[str, Any] | None, update: Any,
                                   projection: Mapping[str, Any] | Sequence[str] | None = None, *,
@@ -1408,11 +1406,10 @@ class Collection:
         before (ReturnDocument.BEFORE) or after (AFTER) the update; None when none matched
         (and, BEFORE, when upsert inserted one)."""
         self._check_update(update, "find_one_and_update")
-        options = self._modify_options("find_one_and_update", upsert, return_document,
-                                       array_filters, hint)
-        return await self._find_and_modify("find_one_and_update", filter,
-                                           {"update": update, **options}, projection, sort,
-                                           collation, session, timeout)
+        return await self._find_and_modify(
+            "find_one_and_update", filter, {"update": update}, projection, sort, upsert=upsert,
+            return_document=return_document, array_filters=array_filters, hint=hint,
+            collation=collation, session=session, timeout=timeout)
 
     async def find_one_and_replace(self, filter: Mapping[str, Any] | None,
                                    replacement: Mapping[str, Any],
@@ -1424,11 +1421,10 @@ class Collection:
         """Replaces the first document filter matches (its _id is kept) and returns it as it
         was before or after, like find_one_and_update."""
         self._check_replacement(replacement, "find_one_and_replace")
-        options = self._modify_options("find_one_and_replace", upsert, return_document, None,
-                                       hint)
-        return await self._find_and_modify("find_one_and_replace", filter,
-                                           {"update": replacement, **options}, projection, sort,
-                                           collation, session, timeout)
+        return await self._find_and_modify(
+            "find_one_and_replace", filter, {"update": replacement}, projection, sort,
+            upsert=upsert, return_document=return_document, hint=hint, collation=collation,
+            session=session, timeout=timeout)
 
     async def find_one_and_delete(self, filter: Mapping[str, Any] | None,
                                   projection: Mapping[str, Any] | Sequence[str] | None = None, *,
@@ -1437,11 +1433,9 @@ class Collection:
                                   timeout: float | None = None) -> dict[str, Any] | None:
         """Deletes the first document filter matches (in sort order) and returns it, or None
         when none matched."""
-        change: dict[str, Any] = {"remove": True}
-        if hint is not None:
-            change["hint"] = _hint(hint)
-        return await self._find_and_modify("find_one_and_delete", filter, change, projection,
-                                           sort, collation, session, timeout)
+        return await self._find_and_modify("find_one_and_delete", filter, {"remove": True},
+                                           projection, sort, hint=hint, collation=collation,
+                                           session=session, timeout=timeout)
 
     # -- bulk writes --
 

@@ -289,6 +289,7 @@ class SyncConnection:
 
 class Connection:
     _depth: int
+    _txn_epoch: int  # operations that ended outside a transaction
     @property
     def database(self) -> str: ...
     @property
@@ -313,6 +314,13 @@ class Connection:
               schema: str | None, timeout: float | None = None, /) -> Op:
         """Bulk-loads records into table (binary COPY on PostgreSQL); the Op yields the rows
         loaded."""
+    def _cursor_open(self, sql: str, args: tuple[Any, ...], prefetch: int,
+                     timeout: float | None = None, /) -> Op:
+        """Opens a server-side cursor (MySQL/MariaDB); the Op yields it, for _cursor_fetch. It
+        is closed (no round trip) when that object goes."""
+    def _cursor_fetch(self, cursor: Any, n: int, timeout: float | None = None,
+                      rowtype: Any = None, /) -> Op:
+        """The Op yields the next n rows of a _cursor_open cursor (fewer only at its end)."""
     def _cursor(self, sql: str, args: tuple[Any, ...], prefetch: int,
                 timeout: float | None = None, rowtype: Any = None, /) -> Op:
         """Starts a statement whose rows a cursor takes (Op._take / Op._more), paused while

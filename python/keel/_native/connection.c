@@ -66,6 +66,8 @@ void keel__py_conn_release(kpy_conn *c) {
 void keel__py_conn_op_done(kpy_conn *c, kpy_op *op) {
     if (c->running == op)
         c->running = NULL;
+    if (c->conn != NULL && keel_conn_txn_status(c->conn) == KEEL_TXN_IDLE)
+        c->txn_epoch++;
     while (c->running == NULL && c->qhead != NULL && c->conn != NULL) {
         kpy_op *next = c->qhead;
         c->qhead = next->next;
@@ -154,6 +156,44 @@ static PyObject *conn_cursor(kpy_conn *c, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     PyObject *op = keel__py_conn_query(c, KPY_OP_QUERY, KPY_MODE_CURSOR, args[0], args[1], prefetch,
+                                       KEEL_TXN_BEGIN, 0, timeout);
+    if (op != NULL && rowtype != NULL)
+        keel__py_op_set_rowtype(op, rowtype);
+    return op;
+}
+
+/* _cursor_open(sql, args, prefetch[, timeout]) */
+static PyObject *conn_cursor_open(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 3, "_cursor_open(sql, args, prefetch[, timeout])",
+                              &timeout) < 0)
+        return NULL;
+    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
+    if (prefetch == -1 && PyErr_Occurred())
+        return NULL;
+    if (prefetch < 1) {
+        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
+        return NULL;
+    }
+    return keel__py_conn_query(c, KPY_OP_CURSOR_OPEN, KPY_MODE_EXECUTE, args[0], args[1], prefetch,
+                               KEEL_TXN_BEGIN, 0, timeout);
+}
+
+/* _cursor_fetch(cursor, n[, timeout[, rowtype]]) */
+static PyObject *conn_cursor_fetch(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    PyObject *rowtype = nargs == 4 ? args[3] : NULL;
+    if (keel__py_args_timeout(args, rowtype ? 3 : nargs, 2,
+                              "_cursor_fetch(cursor, n[, timeout[, rowtype]])", &timeout) < 0)
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "n must be at least 1, not %zd", n);
+        return NULL;
+    }
+    PyObject *op = keel__py_conn_query(c, KPY_OP_CURSOR_FETCH, KPY_MODE_FETCH, NULL, args[0], n,
                                        KEEL_TXN_BEGIN, 0, timeout);
     if (op != NULL && rowtype != NULL)
         keel__py_op_set_rowtype(op, rowtype);
@@ -355,6 +395,12 @@ static PyMethodDef conn_methods[] = {
       "_cursor(sql, args, prefetch[, timeout[, rowtype]]) -> Op: a statement whose rows a cursor "
       "takes "
       "(Op._take, Op._more), paused while prefetch of them wait." },
+    { "_cursor_open", (PyCFunction)(void (*)(void))conn_cursor_open, METH_FASTCALL,
+      "_cursor_open(sql, args, prefetch[, timeout]) -> Op: opens a server-side cursor (MySQL); "
+      "its result is the cursor, for _cursor_fetch" },
+    { "_cursor_fetch", (PyCFunction)(void (*)(void))conn_cursor_fetch, METH_FASTCALL,
+      "_cursor_fetch(cursor, n[, timeout[, rowtype]]) -> Op: the next n rows of a server-side "
+      "cursor, as fetch returns rows (fewer only at its end)" },
     { "_prepare", (PyCFunction)(void (*)(void))conn_prepare, METH_FASTCALL,
       "_prepare(sql[, timeout]) -> awaitable ((type name, keel type) per parameter, (name, type "
       "name, keel type) per column): prepares a statement without running it." },
@@ -393,6 +439,8 @@ static PyMemberDef conn_members[] = {
     { "engine", T_OBJECT, offsetof(kpy_conn, engine), READONLY,
       "Engine name (\"postgresql\", \"sqlite\")." },
     { "_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth." },
+    { "_txn_epoch", T_ULONGLONG, offsetof(kpy_conn, txn_epoch), READONLY,
+      "How many operations ended outside a transaction." },
     { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_conn, weakreflist), READONLY, NULL },
     { NULL, 0, 0, 0, NULL },
 };

@@ -695,6 +695,7 @@ static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **ho
     j->sql = PyUnicode_AsUTF8(args[0]);
     j->schema = schema != Py_None ? PyUnicode_AsUTF8(schema) : NULL;
     j->params.what = "copy_records_to_table";
+    j->params.ranges = 1;
     j->params.names = cols != Py_None ? cols : NULL;
     if (keel__py_params_from_rows(st, &j->params, recs) < 0)
         return -1;

@@ -6,7 +6,8 @@ is started with --standalone. The shared server at KEEL_TEST_MONGO_URL is reache
 URL everywhere else; here a private SecantusDB (in memory, on a free port, stopped after the
 module) is reached by its set name, so that server discovery, primary selection, getMore on the
 selected server, transactions and concurrent commands on many connections go through the
-topology code. scripts/mongo-server installs SecantusDB into the project's virtual environment.
+topology code. Being the test's own, its fail points (test commands are on) disturb no other
+suite. scripts/mongo-server installs SecantusDB into the project's virtual environment.
 """
 import asyncio
 import socket
@@ -45,7 +46,7 @@ def replset_port():
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-         "--storage-path", ":memory:", "--log-level", "WARNING"],
+         "--storage-path", ":memory:", "--log-level", "WARNING", "--enable-test-commands"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -71,9 +72,9 @@ def url(port, set_name=SET_NAME, extra=""):
     return f"mongodb://127.0.0.1:{port}/keel_replset?replicaSet={set_name}{extra}"
 
 
-def database(port, size=8, **kw):
+def database(port, size=8, min_size=1, **kw):
     return keel.Database({"default": "rs", "databases": {"rs": {
-        "url": url(port, **kw), "pool": {"min_size": 1, "max_size": size}}}})
+        "url": url(port, **kw), "pool": {"min_size": min_size, "max_size": size}}}})
 
 
 async def test_the_engine_works_through_the_replica_set_topology(replset_port):
@@ -119,5 +120,37 @@ async def test_a_replica_set_name_the_server_does_not_have_fails_the_connect(rep
         with pytest.raises(keel.Error, match=f"127.0.0.1:{replset_port}"):
             await db.command("admin", {"ping": 1})
         assert time.monotonic() - t0 < 20
+    finally:
+        await asyncio.wait_for(db.close(), 30)
+
+
+async def test_every_pooled_connection_runs_a_command_at_once_past_32(replset_port):
+    # Each connection has a thread of its own: 40 finds that the server holds for 1.5 s each,
+    # on a pool of 40, all run at once. When connections shared at most 32 threads per db, the
+    # last 8 waited for the first 32 to end (3 s and more).
+    app = unique_name("lanes")
+    size, block_ms = 40, 1500
+    db = database(replset_port, size=size, min_size=size, extra=f"&appName={app}")
+    await db.start()
+    try:
+        coll = db.collection(unique_name("rs"))
+        await coll.insert_one({"_id": 1})
+        deadline = time.monotonic() + 60
+        while db.pool_stats("rs")["size"] < size:
+            assert time.monotonic() < deadline, "the pool did not open its 40 connections"
+            await asyncio.sleep(0.05)
+        await db.command("admin", {
+            "configureFailPoint": "failCommand", "mode": {"times": size},
+            "data": {"failCommands": ["find"], "blockConnection": True,
+                     "blockTimeMS": block_ms, "appName": app}})
+        try:
+            t0 = time.monotonic()
+            found = await asyncio.gather(*(coll.find_one({"_id": 1}) for _ in range(size)))
+            took = time.monotonic() - t0
+        finally:
+            await db.command("admin", {"configureFailPoint": "failCommand", "mode": "off"})
+        assert found == [{"_id": 1}] * size
+        assert block_ms / 1000 <= took < 2 * block_ms / 1000, took
+        await coll.drop()
     finally:
         await asyncio.wait_for(db.close(), 30)

@@ -155,6 +155,13 @@ typedef struct scall {
     kpy_sconn *owner; /* an orphan still running on a connection object: told when it ends */
 } scall;
 
+/* The call ended with err (NULL: success), its result already in c: its waiter sees it done. */
+static void scall_done(scall *c, const keel_error *err) {
+    if (err != NULL)
+        c->err = *err;
+    c->done = 1;
+}
+
 static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
     scall *c = arg;
     if (c->orphan) {
@@ -163,9 +170,7 @@ static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
         return;
     }
     c->conn = conn;
-    if (err != NULL)
-        c->err = *err;
-    c->done = 1;
+    scall_done(c, err);
 }
 
 static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
@@ -180,9 +185,7 @@ static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
         return;
     }
     c->res = res;
-    if (err != NULL)
-        c->err = *err;
-    c->done = 1;
+    scall_done(c, err);
 }
 
 /* swait's status when a signal handler raised (the exception, KeyboardInterrupt for Ctrl-C, is
@@ -1485,13 +1488,9 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "args must be a tuple");
         return NULL;
     }
-    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
-    if (prefetch == -1 && PyErr_Occurred())
+    Py_ssize_t prefetch;
+    if (keel__py_count_arg(args[2], "prefetch", &prefetch) < 0)
         return NULL;
-    if (prefetch < 1) {
-        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
-        return NULL;
-    }
     if (sconn_check(c) < 0)
         return NULL;
     if (c->cur != NULL)

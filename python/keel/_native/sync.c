@@ -115,11 +115,16 @@ static void sjob_clear(sjob *j) {
 
 /* ---- waiting: the blocking loop in slices ---- */
 
-static keel_status closed_error(keel_error *err) {
+/* Sets err to an error of this module's own (no engine, no database): returns code. */
+static keel_status sync_error(keel_error *err, keel_status code, const char *message) {
     keel_error_clear(err);
-    err->code = KEEL_ERR_CLOSED;
-    snprintf(err->message, sizeof err->message, "the database is closed");
-    return KEEL_ERR_CLOSED;
+    err->code = code;
+    snprintf(err->message, sizeof err->message, "%s", message);
+    return code;
+}
+
+static keel_status closed_error(keel_error *err) {
+    return sync_error(err, KEEL_ERR_CLOSED, "the database is closed");
 }
 
 /* Takes the database's lock (GIL released), counted in s->waiting meanwhile so that a thread
@@ -311,12 +316,8 @@ static keel_status sjob_start(sjob *j, keel_conn *conn, scall *c, keel_error *er
 static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, kpy_sconn *owner,
                             PyThreadState **ts, keel_error *err) {
     scall *c = PyMem_RawCalloc(1, sizeof *c);
-    if (c == NULL) {
-        keel_error_clear(err);
-        err->code = KEEL_ERR_NOMEM;
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return KEEL_ERR_NOMEM;
-    }
+    if (c == NULL)
+        return sync_error(err, KEEL_ERR_NOMEM, "out of memory");
     keel_status st = sjob_start(j, conn, c, err);
     if (st != KEEL_OK) {
         PyMem_RawFree(c);
@@ -390,12 +391,8 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
     if (st != KEEL_ERR_BUSY)
         return st;
     scall *c = PyMem_RawCalloc(1, sizeof *c);
-    if (c == NULL) {
-        keel_error_clear(err);
-        err->code = KEEL_ERR_NOMEM;
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return KEEL_ERR_NOMEM;
-    }
+    if (c == NULL)
+        return sync_error(err, KEEL_ERR_NOMEM, "out of memory");
     st = keel_db_acquire(s->db, database, scall_acquired, c, err);
     if (st != KEEL_OK) {
         PyMem_RawFree(c);

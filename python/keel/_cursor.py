@@ -243,6 +243,15 @@ class RowCursor:
     def __aiter__(self) -> RowCursor:
         return self
 
+    async def _next_batch(self) -> list[Record]:
+        """The rows iteration goes on with, once the batch before them is read: [] at the end."""
+        op = self._op
+        while True:
+            batch = op._take(1 << 30)
+            if batch or self._ended():
+                return batch
+            await self._wait()
+
     async def __anext__(self) -> Record:
         if self._at < len(self._batch):
             row = self._batch[self._at]
@@ -250,15 +259,11 @@ class RowCursor:
             return row
         if self._closed or self._exhausted:
             raise StopAsyncIteration
-        op = self._op
-        while True:
-            batch = op._take(1 << 30)
-            if batch:
-                self._batch, self._at = batch, 1
-                return batch[0]
-            if self._ended():
-                raise StopAsyncIteration
-            await self._wait()
+        batch = await self._next_batch()
+        if not batch:
+            raise StopAsyncIteration
+        self._batch, self._at = batch, 1
+        return batch[0]
 
     async def __aenter__(self) -> RowCursor:
         return self
@@ -387,21 +392,12 @@ class ServerCursor(RowCursor):
         # goes with the object that holds it.
         pass
 
-    async def __anext__(self) -> Record:
-        if self._at < len(self._batch):
-            row = self._batch[self._at]
-            self._at += 1
-            return row
-        if self._closed or self._exhausted:
-            raise StopAsyncIteration
+    async def _next_batch(self) -> list[Record]:
         await self._ensure_open()
         rows = await self._read(self._prefetch, None)
         if len(rows) < self._prefetch:
             await self._at_end()
-        if not rows:
-            raise StopAsyncIteration
-        self._batch, self._at = rows, 1
-        return rows[0]
+        return rows
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

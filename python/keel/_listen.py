@@ -40,6 +40,16 @@ def quote_channel(channel: object) -> str:
     return '"' + channel.replace('"', '""') + '"'
 
 
+def require_notifications(engine: str, database: str | None) -> None:
+    """Refuses a listener on database (None: the default one) when its engine, engine, is not
+    PostgreSQL: NotSupportedError before any connection is leased."""
+    if engine != "postgresql":
+        name = database if database is not None else "the default database"
+        raise NotSupportedError(
+            f"listen(): {name} uses the {engine} engine, which has no notifications: "
+            "LISTEN/NOTIFY is PostgreSQL's")
+
+
 class _Listeners:
     """The listeners of one connection: channel -> callbacks. Holds the connection weakly, so
     that the connection (which holds this object's handler) is freed by reference counting."""
@@ -155,12 +165,7 @@ class Listener:
             raise InterfaceError(f"the listener of channel {self._channel!r} is closed")
         if self._conn is not None:
             return
-        engine = self._db.engine(self._database)
-        if engine != "postgresql":
-            name = self._database if self._database is not None else "the default database"
-            raise NotSupportedError(
-                f"listen(): {name} uses the {engine} engine, which has no notifications: "
-                "LISTEN/NOTIFY is PostgreSQL's")
+        require_notifications(self._db.engine(self._database), self._database)
         conn = await self._db._acquire(self._database)
         try:
             self._queue = asyncio.Queue()

@@ -32,7 +32,7 @@ from . import _manual_end
 from ._collection import _deadline, _left
 from ._listen import Notification
 from ._native import check_timeout
-from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
+from ._native import InterfaceError, InternalError, ProgrammingError
 
 __all__ = ["Database", "Connection", "Transaction", "PreparedStatement", "RowCursor", "Collection",
            "Cursor", "ChangeStream", "Listener", "Notification"]
@@ -676,12 +676,7 @@ class Listener:
             raise InterfaceError(f"the listener of channel {self._channel!r} is closed")
         if self._conn is not None:
             return
-        engine = self._db.engine(self._database)
-        if engine != "postgresql":
-            name = self._database if self._database is not None else "the default database"
-            raise NotSupportedError(
-                f"listen(): {name} uses the {engine} engine, which has no notifications: "
-                "LISTEN/NOTIFY is PostgreSQL's")
+        _listen.require_notifications(self._db.engine(self._database), self._database)
         conn = self._db.acquire(self._database)
         try:
             conn._listen(True)

@@ -380,11 +380,9 @@ static char *put_date(char *o, int32_t days, bool *bc) {
     return put2(o, day);
 }
 
-/* Writes HH:MM:SS and, when non-zero, .ffffff for a time of day in [0, 24:00:00]. */
-static char *put_time(char *o, int64_t micros) {
-    int64_t secs = micros / USECS_PER_SEC;
-    unsigned frac = (unsigned)(micros % USECS_PER_SEC);
-    o = put2(o, (unsigned)(secs / 3600));
+/* Writes :MM:SS and, when frac (microseconds) is non-zero, .ffffff: what follows the hours of
+ * a time of day or a duration of secs whole seconds. */
+static char *put_mmss(char *o, uint64_t secs, unsigned frac) {
     *o++ = ':';
     o = put2(o, (unsigned)(secs / 60 % 60));
     *o++ = ':';
@@ -398,6 +396,13 @@ static char *put_time(char *o, int64_t micros) {
         o += 6;
     }
     return o;
+}
+
+/* Writes HH:MM:SS and, when non-zero, .ffffff for a time of day in [0, 24:00:00]. */
+static char *put_time(char *o, int64_t micros) {
+    int64_t secs = micros / USECS_PER_SEC;
+    o = put2(o, (unsigned)(secs / 3600));
+    return put_mmss(o, (uint64_t)secs, (unsigned)(micros % USECS_PER_SEC));
 }
 
 static char *put_str(char *o, const char *s) {
@@ -509,18 +514,7 @@ size_t keel__format_duration(int64_t micros, char *out) {
         tmp[nd++] = '0';
     while (nd > 0)
         *o++ = tmp[--nd];
-    *o++ = ':';
-    o = put2(o, (unsigned)(secs / 60 % 60));
-    *o++ = ':';
-    o = put2(o, (unsigned)(secs % 60));
-    if (frac) {
-        *o++ = '.';
-        for (int i = 5; i >= 0; i--) {
-            o[i] = (char)('0' + frac % 10);
-            frac /= 10;
-        }
-        o += 6;
-    }
+    o = put_mmss(o, secs, frac);
     *o = '\0';
     return (size_t)(o - out);
 }

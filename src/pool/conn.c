@@ -57,9 +57,10 @@ static keel_status op_started(keel_conn *c, keel_status st) {
     return st;
 }
 
-/* Rewrites sql into c->sql for the engine and checks the placeholder count (any count when
- * nparams is SIZE_MAX; *used, when not NULL, receives it). */
-static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, size_t *used,
+/* Rewrites sql into c->sql for the engine, checks the placeholder count against nparams (any
+ * count when nparams is SIZE_MAX) and points stmt at the rewritten text and its placeholder map,
+ * stmt->nparams the placeholder count; the caller fills in the rest of stmt. */
+static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, keel__stmt *stmt,
                                keel_error *err) {
     size_t max_index = 0, nmap = 0, *map = NULL;
     keel_status st = keel__placeholders_rewrite(sql, c->engine->placeholder_style, &c->sql,
@@ -72,8 +73,11 @@ static keel_status prepare_sql(keel_conn *c, const char *sql, size_t nparams, si
     free(c->map);
     c->map = map;
     c->nmap = nmap;
-    if (used)
-        *used = max_index;
+    stmt->sql = c->sql.data;
+    stmt->sql_len = c->sql.len;
+    stmt->map = c->map;
+    stmt->nmap = c->nmap;
+    stmt->nparams = max_index;
     if (nparams != SIZE_MAX && max_index != nparams) {
         if (max_index == 0)
             return keel__error_set(err, KEEL_ERR_PARAMETERS, NULL, conn_name(c),
@@ -130,19 +134,9 @@ static keel_status start_statement(keel_conn *c, const char *sql, const keel_val
     if (many && nrows == 0)
         return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
                                "a batch needs at least one row of parameters");
-    st = prepare_sql(c, sql, nparams, NULL, err);
-    if (st != KEEL_OK)
+    keel__stmt stmt = { .params = params, .nrows = nrows, .many = many };
+    if ((st = prepare_sql(c, sql, nparams, &stmt, err)) != KEEL_OK)
         return st;
-    keel__stmt stmt = {
-        .sql = c->sql.data,
-        .sql_len = c->sql.len,
-        .map = c->map,
-        .nmap = c->nmap,
-        .params = params,
-        .nparams = nparams,
-        .nrows = nrows,
-        .many = many,
-    };
     if ((st = op_begin(c, rows_cb, cb, arg, err)) != KEEL_OK)
         return st;
     if (c->engine->notifications && starts_with_listen(sql))
@@ -183,16 +177,9 @@ keel_status keel_conn_prepare(keel_conn *c, const char *sql, keel_query_cb cb, v
                                "database '%s' uses the %s engine, which takes document "
                                "commands, not SQL statements to prepare",
                                conn_name(c), c->engine->name);
-    size_t nparams = 0;
-    if ((st = prepare_sql(c, sql, SIZE_MAX, &nparams, err)) != KEEL_OK)
+    keel__stmt stmt = { 0 };
+    if ((st = prepare_sql(c, sql, SIZE_MAX, &stmt, err)) != KEEL_OK)
         return st;
-    keel__stmt stmt = {
-        .sql = c->sql.data,
-        .sql_len = c->sql.len,
-        .map = c->map,
-        .nmap = c->nmap,
-        .nparams = nparams,
-    };
     if ((st = op_begin(c, NULL, cb, arg, err)) != KEEL_OK)
         return st;
     return op_started(c, c->engine->describe(c, &stmt, err));
@@ -408,20 +395,12 @@ keel_status keel_conn_cursor_open(keel_conn *c, const char *sql, const keel_valu
                                strcmp(c->engine->name, "postgresql") == 0
                                    ? ", or run DECLARE … CURSOR and FETCH inside a transaction"
                                    : "");
-    if ((st = prepare_sql(c, sql, nparams, NULL, err)) != KEEL_OK)
+    keel__stmt stmt = { .params = params, .nrows = 1 };
+    if ((st = prepare_sql(c, sql, nparams, &stmt, err)) != KEEL_OK)
         return st;
     keel_cursor *cur = calloc(1, sizeof *cur);
     if (!cur)
         return keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c), "out of memory");
-    keel__stmt stmt = {
-        .sql = c->sql.data,
-        .sql_len = c->sql.len,
-        .map = c->map,
-        .nmap = c->nmap,
-        .params = params,
-        .nparams = nparams,
-        .nrows = 1,
-    };
     if ((st = op_begin(c, NULL, cursor_done, cur, err)) != KEEL_OK) {
         free(cur);
         return st;

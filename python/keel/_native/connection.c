@@ -148,13 +148,9 @@ static PyObject *conn_cursor(kpy_conn *c, PyObject *const *args, Py_ssize_t narg
     if (keel__py_args_timeout(args, rowtype ? 4 : nargs, 3,
                               "_cursor(sql, args, prefetch[, timeout[, rowtype]])", &timeout) < 0)
         return NULL;
-    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
-    if (prefetch == -1 && PyErr_Occurred())
+    Py_ssize_t prefetch;
+    if (keel__py_count_arg(args[2], "prefetch", &prefetch) < 0)
         return NULL;
-    if (prefetch < 1) {
-        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
-        return NULL;
-    }
     PyObject *op = keel__py_conn_query(c, KPY_OP_QUERY, KPY_MODE_CURSOR, args[0], args[1], prefetch,
                                        KEEL_TXN_BEGIN, 0, timeout);
     if (op != NULL && rowtype != NULL)
@@ -168,13 +164,9 @@ static PyObject *conn_cursor_open(kpy_conn *c, PyObject *const *args, Py_ssize_t
     if (keel__py_args_timeout(args, nargs, 3, "_cursor_open(sql, args, prefetch[, timeout])",
                               &timeout) < 0)
         return NULL;
-    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
-    if (prefetch == -1 && PyErr_Occurred())
+    Py_ssize_t prefetch;
+    if (keel__py_count_arg(args[2], "prefetch", &prefetch) < 0)
         return NULL;
-    if (prefetch < 1) {
-        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
-        return NULL;
-    }
     return keel__py_conn_query(c, KPY_OP_CURSOR_OPEN, KPY_MODE_EXECUTE, args[0], args[1], prefetch,
                                KEEL_TXN_BEGIN, 0, timeout);
 }
@@ -186,13 +178,9 @@ static PyObject *conn_cursor_fetch(kpy_conn *c, PyObject *const *args, Py_ssize_
     if (keel__py_args_timeout(args, rowtype ? 3 : nargs, 2,
                               "_cursor_fetch(cursor, n[, timeout[, rowtype]])", &timeout) < 0)
         return NULL;
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
+    Py_ssize_t n;
+    if (keel__py_count_arg(args[1], "n", &n) < 0)
         return NULL;
-    if (n < 1) {
-        PyErr_Format(PyExc_ValueError, "n must be at least 1, not %zd", n);
-        return NULL;
-    }
     PyObject *op = keel__py_conn_query(c, KPY_OP_CURSOR_FETCH, KPY_MODE_FETCH, NULL, args[0], n,
                                        KEEL_TXN_BEGIN, 0, timeout);
     if (op != NULL && rowtype != NULL)

@@ -614,20 +614,32 @@ static PyObject *db_engine(kpy_db *self, PyObject *const *args, Py_ssize_t nargs
     return PyUnicode_FromString(keel_config_database_engine(self->cfg, n));
 }
 
-static PyObject *db_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames) {
+/* The pool statistics of the database that fname's optional argument `name` names, the
+ * database started on the running loop first when it is not yet (lazy start): *ps. 0, or -1
+ * with an exception. */
+static int named_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames, const char *fname, keel_pool_stats *ps) {
     PyObject *name;
-    if (parse_name(args, nargs, kwnames, "pool_stats", &name) < 0)
-        return NULL;
+    if (parse_name(args, nargs, kwnames, fname, &name) < 0)
+        return -1;
     const char *n = resolve_name(self, name);
     if (n == NULL)
-        return NULL;
+        return -1;
     if (keel__py_db_ensure_open(self) < 0)
-        return NULL;
-    keel_pool_stats ps;
+        return -1;
     keel_error err;
-    if (keel_db_pool_stats(self->db, n, &ps, &err) != KEEL_OK)
-        return keel__py_error_raise(self->st, &err);
+    if (keel_db_pool_stats(self->db, n, ps, &err) != KEEL_OK) {
+        keel__py_error_raise(self->st, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *db_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    keel_pool_stats ps;
+    if (named_pool_stats(self, args, nargs, kwnames, "pool_stats", &ps) < 0)
+        return NULL;
     return Py_BuildValue("{snsnsnsnsnsnsd}", "size", (Py_ssize_t)ps.size, "idle",
                          (Py_ssize_t)ps.idle, "leased", (Py_ssize_t)ps.leased, "waiting",
                          (Py_ssize_t)ps.waiting, "min_size", (Py_ssize_t)ps.min_size, "max_size",
@@ -647,18 +659,9 @@ PyObject *keel__py_stats_dict(const keel_pool_stats *ps) {
 
 static PyObject *db_stats(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames) {
-    PyObject *name;
-    if (parse_name(args, nargs, kwnames, "stats", &name) < 0)
-        return NULL;
-    const char *n = resolve_name(self, name);
-    if (n == NULL)
-        return NULL;
-    if (keel__py_db_ensure_open(self) < 0)
-        return NULL;
     keel_pool_stats ps;
-    keel_error err;
-    if (keel_db_pool_stats(self->db, n, &ps, &err) != KEEL_OK)
-        return keel__py_error_raise(self->st, &err);
+    if (named_pool_stats(self, args, nargs, kwnames, "stats", &ps) < 0)
+        return NULL;
     return keel__py_stats_dict(&ps);
 }
 

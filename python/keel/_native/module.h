@@ -159,6 +159,11 @@ int keel__py_timeout_arg(PyObject *obj, double *seconds);
  */
 int keel__py_args_timeout(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n, const char *usage,
                           double *timeout);
+/*
+ * A private method's count argument obj, at least 1 (a cursor's prefetch, a fetch's n; name is
+ * what the ValueError calls it): *count. 0, or -1 with OverflowError / TypeError / ValueError.
+ */
+int keel__py_count_arg(PyObject *obj, const char *name, Py_ssize_t *count);
 
 /* ---- conversions (convert.c) ---- */
 

@@ -410,6 +410,18 @@ int keel__py_args_timeout(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n,
     return keel__py_timeout_arg(nargs > n ? args[n] : NULL, timeout);
 }
 
+int keel__py_count_arg(PyObject *obj, const char *name, Py_ssize_t *count) {
+    Py_ssize_t n = PyLong_AsSsize_t(obj);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be at least 1, not %zd", name, n);
+        return -1;
+    }
+    *count = n;
+    return 0;
+}
+
 void keel__py_op_set_rowtype(PyObject *op, PyObject *rowtype) {
     kpy_op *o = (kpy_op *)op;
     Py_XSETREF(o->rowtype, rowtype == Py_None ? NULL : Py_XNewRef(rowtype));

@@ -115,11 +115,16 @@ static void sjob_clear(sjob *j) {
 
 /* ---- waiting: the blocking loop in slices ---- */
 
-static keel_status closed_error(keel_error *err) {
+/* Sets err to an error of this module's own (no engine, no database): returns code. */
+static keel_status sync_error(keel_error *err, keel_status code, const char *message) {
     keel_error_clear(err);
-    err->code = KEEL_ERR_CLOSED;
-    snprintf(err->message, sizeof err->message, "the database is closed");
-    return KEEL_ERR_CLOSED;
+    err->code = code;
+    snprintf(err->message, sizeof err->message, "%s", message);
+    return code;
+}
+
+static keel_status closed_error(keel_error *err) {
+    return sync_error(err, KEEL_ERR_CLOSED, "the database is closed");
 }
 
 /* Takes the database's lock (GIL released), counted in s->waiting meanwhile so that a thread
@@ -155,6 +160,13 @@ typedef struct scall {
     kpy_sconn *owner; /* an orphan still running on a connection object: told when it ends */
 } scall;
 
+/* The call ended with err (NULL: success), its result already in c: its waiter sees it done. */
+static void scall_done(scall *c, const keel_error *err) {
+    if (err != NULL)
+        c->err = *err;
+    c->done = 1;
+}
+
 static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
     scall *c = arg;
     if (c->orphan) {
@@ -163,9 +175,7 @@ static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
         return;
     }
     c->conn = conn;
-    if (err != NULL)
-        c->err = *err;
-    c->done = 1;
+    scall_done(c, err);
 }
 
 static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
@@ -180,9 +190,7 @@ static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
         return;
     }
     c->res = res;
-    if (err != NULL)
-        c->err = *err;
-    c->done = 1;
+    scall_done(c, err);
 }
 
 /* swait's status when a signal handler raised (the exception, KeyboardInterrupt for Ctrl-C, is
@@ -308,12 +316,8 @@ static keel_status sjob_start(sjob *j, keel_conn *conn, scall *c, keel_error *er
 static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, kpy_sconn *owner,
                             PyThreadState **ts, keel_error *err) {
     scall *c = PyMem_RawCalloc(1, sizeof *c);
-    if (c == NULL) {
-        keel_error_clear(err);
-        err->code = KEEL_ERR_NOMEM;
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return KEEL_ERR_NOMEM;
-    }
+    if (c == NULL)
+        return sync_error(err, KEEL_ERR_NOMEM, "out of memory");
     keel_status st = sjob_start(j, conn, c, err);
     if (st != KEEL_OK) {
         PyMem_RawFree(c);
@@ -387,12 +391,8 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
     if (st != KEEL_ERR_BUSY)
         return st;
     scall *c = PyMem_RawCalloc(1, sizeof *c);
-    if (c == NULL) {
-        keel_error_clear(err);
-        err->code = KEEL_ERR_NOMEM;
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return KEEL_ERR_NOMEM;
-    }
+    if (c == NULL)
+        return sync_error(err, KEEL_ERR_NOMEM, "out of memory");
     st = keel_db_acquire(s->db, database, scall_acquired, c, err);
     if (st != KEEL_OK) {
         PyMem_RawFree(c);
@@ -1485,13 +1485,9 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "args must be a tuple");
         return NULL;
     }
-    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
-    if (prefetch == -1 && PyErr_Occurred())
+    Py_ssize_t prefetch;
+    if (keel__py_count_arg(args[2], "prefetch", &prefetch) < 0)
         return NULL;
-    if (prefetch < 1) {
-        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
-        return NULL;
-    }
     if (sconn_check(c) < 0)
         return NULL;
     if (c->cur != NULL)

@@ -841,6 +841,16 @@ static void my_op_begin(my_impl *p, my_op op) {
     p->stream = 0;
 }
 
+/* The operation's prepared statement is stmt's: its text and placeholder map, which stay valid
+ * until the operation completes (the parameters do not: each caller copies them as it needs). */
+static void my_stmt_take(my_impl *p, const keel__stmt *stmt) {
+    p->ssql = stmt->sql;
+    p->slen = stmt->sql_len;
+    p->map = stmt->map;
+    p->nmap = stmt->nmap;
+    p->nparams = stmt->nparams;
+}
+
 /* True when sql is one statement (nothing but blanks and ';' after its first ';'): only then are
  * its rows the result, and may be streamed before it ends. A ';' inside a string literal makes
  * it look like several, which only costs the streaming. */
@@ -897,11 +907,7 @@ keel_status keel__my_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
     }
     my_op_begin(p, stmt->many ? OP_MANY : OP_STMT);
     p->stream = !stmt->many && c->rows_cb != NULL;
-    p->ssql = stmt->sql;
-    p->slen = stmt->sql_len;
-    p->map = stmt->map;
-    p->nmap = stmt->nmap;
-    p->nparams = stmt->nparams;
+    my_stmt_take(p, stmt);
     my_cached *e = keel__my_cache_find(p, stmt->sql, stmt->sql_len);
     if (e) {
         p->cur = e->stmt;
@@ -946,11 +952,7 @@ keel_status keel__my_describe(keel_conn *c, const keel__stmt *stmt, keel_error *
     if (st != KEEL_OK)
         return st;
     my_op_begin(p, OP_DESCRIBE);
-    p->ssql = stmt->sql;
-    p->slen = stmt->sql_len;
-    p->map = stmt->map;
-    p->nmap = stmt->nmap;
-    p->nparams = stmt->nparams;
+    my_stmt_take(p, stmt);
     p->prow = NULL;
     my_cached *e = keel__my_cache_find(p, stmt->sql, stmt->sql_len);
     p->cur = e ? e->stmt : mysql_stmt_init(p->m);
@@ -990,11 +992,7 @@ keel_status keel__my_cursor_open(keel_conn *c, keel_cursor *cur, const keel__stm
             return st;
     }
     my_op_begin(p, OP_COPEN);
-    p->ssql = stmt->sql;
-    p->slen = stmt->sql_len;
-    p->map = stmt->map;
-    p->nmap = stmt->nmap;
-    p->nparams = stmt->nparams;
+    my_stmt_take(p, stmt);
     p->ccur = cur;
     p->cprefetch = prefetch > ULONG_MAX ? ULONG_MAX : prefetch;
     p->cur = mysql_stmt_init(p->m);

@@ -44,6 +44,7 @@ typedef enum pg_phase {
     PG_COPY,       /* a bulk load (keel_conn_copy_in): COPY … FROM STDIN in binary */
     PG_DESCRIBE,   /* a statement is parsed and described (keel_conn_prepare) */
     PG_PTYPES,     /* the parameter types of a statement with arrays or ints are being described */
+    PG_RESTYLE,    /* the operation is over; DateStyle and IntervalStyle are being set back */
     PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
@@ -114,6 +115,8 @@ typedef struct pg_impl {
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
     keel__pg_key key;    /* the cancel key, read during the handshake (pg/cancel.h) */
     pg_phase held;       /* the phase of an operation in PG_HELD */
+    pg_phase restyled;   /* the phase of an operation in PG_RESTYLE */
+    int restyle_tried;   /* the operation's end already set the styles back (pg_restyle) */
 
     /*
      * The running batch: a private copy of its parameters, sent row by row. The statement is

@@ -380,6 +380,44 @@ async def test_enums_are_str_and_enum_members_go_as_their_value(pg_db):
         await pg_db.execute(f"DROP TYPE {name}")
 
 
+@pytest.mark.parametrize("cache", [None, 0], ids=["statement-cache", "no-statement-cache"])
+async def test_enums_read_in_binary_are_their_labels_every_run(cache):
+    """A statement returning an enum is read in binary once the connection has looked its type
+    up (observed through extra_float_digits): every run gives the label, through a decoder too.
+    Without the statement cache every run is text."""
+    d = keel.Database(with_statement_cache(cache))
+    name = unique_name("mood")
+    try:
+        await d.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok')")
+        async with d.connection() as conn:
+            await conn.execute("SET extra_float_digits = 0")
+            sql = f"SELECT 'ok'::{name}, NULL::{name}, 0.1::float8 + 0.2::float8"
+            runs = [tuple(await conn.fetchrow(sql)) for _ in range(4)]
+            later = BINARY_SUM if cache is None else TEXT_SUM
+            assert runs == [("ok", None, TEXT_SUM)] * 2 + [("ok", None, later)] * 2
+            await d.set_type_codec(name, encoder=None, decoder=Mood)
+            assert [await conn.fetchval(sql) for _ in range(2)] == [Mood.OK] * 2
+            await conn.execute("RESET extra_float_digits")
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name}")
+        await close_db(d)
+
+
+def test_keel_sync_reads_enums_in_binary_too():
+    import keel.sync
+    name = unique_name("mood")
+    with keel.sync.Database(PG_URL) as db, db.connection() as conn:
+        conn.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok')")
+        try:
+            conn.execute("SET extra_float_digits = 0")
+            sql = f"SELECT 'sad'::{name}, 0.1::float8 + 0.2::float8"
+            assert [tuple(conn.fetchrow(sql)) for _ in range(3)] == [
+                ("sad", TEXT_SUM), ("sad", TEXT_SUM), ("sad", BINARY_SUM)]
+        finally:
+            conn.execute("RESET extra_float_digits")
+            conn.execute(f"DROP TYPE {name}")
+
+
 async def test_void_results_are_none(pg_db):
     # asyncpg decodes void as None; keel gave '' (trial T24).
     assert await pg_db.fetchval("SELECT pg_sleep(0)") is None

@@ -96,14 +96,6 @@ int keel__pg_binary_ok(Oid oid) {
     return elem && (pgd_scalar(elem) || keel__pg_range_subtype(elem));
 }
 
-int keel__pg_binary_result_ok(const PGresult *r) {
-    int n = PQnfields(r);
-    for (int i = 0; i < n; i++)
-        if (!keel__pg_binary_ok(PQftype(r, i)))
-            return 0;
-    return 1;
-}
-
 static uint32_t get32(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];

@@ -11,12 +11,9 @@
  * decodes from their text: bool, int2/4/8, oid, float4/8, numeric, text, varchar, bpchar, name,
  * bytea, uuid, date, time, timetz, timestamp, timestamptz, interval, json, jsonb, inet, cidr,
  * void, the built-in ranges of those, and arrays of all of them. A statement whose result
- * columns all pass is asked for its results in binary.
+ * columns all pass (or are enums, keel__pg_result_binary) is asked for its results in binary.
  */
 int keel__pg_binary_ok(Oid oid);
-
-/* True when every column of r passes keel__pg_binary_ok (a result without columns does too). */
-int keel__pg_binary_result_ok(const PGresult *r);
 
 /*
  * Decodes the binary form s[0..n) of a value of type oid (keel__pg_binary_ok) into v, whose

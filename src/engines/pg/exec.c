@@ -109,7 +109,8 @@ static void pg_stream_rows(pg_impl *p) {
 }
 
 /*
- * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok)
+ * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok
+ * or is an enum)
  * into vals. 0; -1 when out of memory or when the server sent bytes that are not a value of
  * the column's type (then the operation has failed with KEEL_ERR_DATA naming the column).
  */
@@ -120,9 +121,13 @@ static int pg_add_binary_row(pg_impl *p, const PGresult *r, size_t row, keel_val
             continue;
         char why[160];
         Oid oid = PQftype(r, (int)col);
-        int rc = keel__pg_decode_binary(p->res, oid, PQgetvalue(r, (int)row, (int)col),
-                                        (size_t)PQgetlength(r, (int)row, (int)col), &vals[col], why,
-                                        sizeof why);
+        const char *s = PQgetvalue(r, (int)row, (int)col);
+        size_t n = (size_t)PQgetlength(r, (int)row, (int)col);
+        int rc;
+        if (keel__pg_is_enum(p, oid)) /* its label, as in text */
+            rc = keel__result_set_text(p->res, &vals[col], KEEL_TYPE_TEXT, s, n) == 0 ? 0 : -1;
+        else
+            rc = keel__pg_decode_binary(p->res, oid, s, n, &vals[col], why, sizeof why);
         if (rc == -2 && !p->failed) {
             keel__error_set(&p->err, KEEL_ERR_DATA, PG_ENGINE, keel__pg_dbname(p->c),
                             "column \"%s\": the server sent %s", PQfname(r, (int)col), why);

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <keel/keel.h>
 
@@ -344,6 +345,71 @@ TEST(a_changed_date_or_interval_style_is_set_back) {
     }
 }
 
+/*
+ * An enum's binary form is its label: the connection looks its type up once, with the next
+ * statement run outside a transaction block, and statements returning it are read in binary
+ * from then on (observed through extra_float_digits, as above). Another user type (a
+ * composite) and an array of enums keep their statements in text. Each run gives the label.
+ */
+TEST(enums_are_read_in_binary_once_looked_up) {
+    keel_db *db = open_db_cache("100");
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    char mood[64], pair[64], sql[256];
+    snprintf(mood, sizeof mood, "keel_mood_%d", (int)getpid());
+    snprintf(pair, sizeof pair, "keel_pair_%d", (int)getpid());
+    snprintf(sql, sizeof sql, "CREATE TYPE %s AS ENUM ('sad', 'ok'); CREATE TYPE %s AS (a int)",
+             mood, pair);
+    keel_result_free(q(c, sql, NULL, 0));
+    keel_result_free(q(c, "SET extra_float_digits = 0", NULL, 0));
+    const double text = 0.3, binary = 0.1 + 0.2;
+    /* Inside a block the type is not looked up: the statement stays in text. */
+    snprintf(sql, sizeof sql, "SELECT 'ok'::%s, 0.1::float8 + 0.2::float8", mood);
+    keel_result_free(q(c, "BEGIN", NULL, 0));
+    for (int i = 0; i < 3; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "ok", 2) &&
+              is_float(keel_result_value(r, 0, 1), text));
+        keel_result_free(r);
+    }
+    keel_result_free(q(c, "COMMIT", NULL, 0));
+    /* Looked up with the next run (still text), binary from the one after. */
+    for (int i = 0; i < 4; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "ok", 2) &&
+              is_float(keel_result_value(r, 0, 1), i < 1 ? text : binary));
+        keel_result_free(r);
+    }
+    /* Known now: another statement returning it is binary from its second run. */
+    snprintf(sql, sizeof sql, "SELECT NULL::%s, 'sad'::%s, 0.1::float8 + 0.2::float8", mood, mood);
+    for (int i = 0; i < 3; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_NULL &&
+              same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "sad", 3) &&
+              is_float(keel_result_value(r, 0, 2), i < 1 ? text : binary));
+        keel_result_free(r);
+    }
+    /* A composite and an array of enums stay text. */
+    const char *const others[] = { "SELECT ROW(1)::%s, 0.1::float8 + 0.2::float8",
+                                   "SELECT ARRAY['ok']::%s[], 0.1::float8 + 0.2::float8" };
+    for (int k = 0; k < 2; k++) {
+        snprintf(sql, sizeof sql, others[k], k ? mood : pair);
+        for (int i = 0; i < 4; i++) {
+            keel_result *r = q(c, sql, NULL, 0);
+            CHECK(r && is_float(keel_result_value(r, 0, 1), text));
+            keel_result_free(r);
+        }
+    }
+    keel_result_free(q(c, "RESET extra_float_digits", NULL, 0));
+    snprintf(sql, sizeof sql, "DROP TYPE %s; DROP TYPE %s", mood, pair);
+    keel_result_free(q(c, sql, NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 /* Decodes bytes as a value of type oid: the return code, and the value or the reason. */
 static int dec(keel_result *res, uint32_t oid, const char *s, size_t n, keel_value *v, char *why) {
     memset(v, 0, sizeof *v);
@@ -426,5 +492,6 @@ int main(void) {
     RUN(binary_results_are_the_values_text_gives);
     RUN(a_cached_statement_turns_binary_after_its_first_execution);
     RUN(a_changed_date_or_interval_style_is_set_back);
+    RUN(enums_are_read_in_binary_once_looked_up);
     return TEST_SUMMARY();
 }

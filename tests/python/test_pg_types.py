@@ -382,21 +382,24 @@ async def test_enums_are_str_and_enum_members_go_as_their_value(pg_db):
 
 @pytest.mark.parametrize("cache", [None, 0], ids=["statement-cache", "no-statement-cache"])
 async def test_enums_read_in_binary_are_their_labels_every_run(cache):
-    """A statement returning an enum is read in binary once the connection has looked its type
-    up (observed through extra_float_digits): every run gives the label, through a decoder too.
-    Without the statement cache every run is text."""
+    """A statement returning an enum, or an array of one, is read in binary once the connection
+    has looked its types up (observed through extra_float_digits): every run gives the labels,
+    through a decoder too. Without the statement cache every run is text."""
     d = keel.Database(with_statement_cache(cache))
     name = unique_name("mood")
     try:
         await d.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok')")
         async with d.connection() as conn:
             await conn.execute("SET extra_float_digits = 0")
-            sql = f"SELECT 'ok'::{name}, NULL::{name}, 0.1::float8 + 0.2::float8"
+            sql = (f"SELECT 'ok'::{name}, NULL::{name}, '{{{{ok}},{{NULL}}}}'::{name}[], "
+                   "0.1::float8 + 0.2::float8")
             runs = [tuple(await conn.fetchrow(sql)) for _ in range(4)]
             later = BINARY_SUM if cache is None else TEXT_SUM
-            assert runs == [("ok", None, TEXT_SUM)] * 2 + [("ok", None, later)] * 2
+            labels = [["ok"], [None]]
+            assert runs == [("ok", None, labels, TEXT_SUM)] * 2 + [("ok", None, labels, later)] * 2
             await d.set_type_codec(name, encoder=None, decoder=Mood)
-            assert [await conn.fetchval(sql) for _ in range(2)] == [Mood.OK] * 2
+            assert [tuple(await conn.fetchrow(sql))[:3] for _ in range(2)] == [
+                (Mood.OK, None, [[Mood.OK], [None]])] * 2
             await conn.execute("RESET extra_float_digits")
     finally:
         await d.execute(f"DROP TYPE IF EXISTS {name}")

@@ -26,4 +26,12 @@ int keel__pg_binary_ok(Oid oid);
 int keel__pg_decode_binary(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v,
                            char *why, size_t why_size);
 
+/*
+ * Decodes the binary form s[0..n) of an array of type oid whose elements are labels of the
+ * enum elem into v (in res): lists of TEXT, as keel__pg_decode_binary makes other arrays.
+ * Returns as keel__pg_decode_binary does.
+ */
+int keel__pg_decode_binary_labels(keel_result *res, Oid oid, Oid elem, const char *s, size_t n,
+                                  keel_value *v, char *why, size_t why_size);
+
 #endif

@@ -110,7 +110,7 @@ static void pg_stream_rows(pg_impl *p) {
 
 /*
  * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok
- * or is an enum)
+ * or is an enum or an array of one)
  * into vals. 0; -1 when out of memory or when the server sent bytes that are not a value of
  * the column's type (then the operation has failed with KEEL_ERR_DATA naming the column).
  */
@@ -123,9 +123,13 @@ static int pg_add_binary_row(pg_impl *p, const PGresult *r, size_t row, keel_val
         Oid oid = PQftype(r, (int)col);
         const char *s = PQgetvalue(r, (int)row, (int)col);
         size_t n = (size_t)PQgetlength(r, (int)row, (int)col);
+        Oid labels = keel__pg_enum_array_elem(p, oid);
         int rc;
         if (keel__pg_is_enum(p, oid)) /* its label, as in text */
             rc = keel__result_set_text(p->res, &vals[col], KEEL_TYPE_TEXT, s, n) == 0 ? 0 : -1;
+        else if (labels)
+            rc = keel__pg_decode_binary_labels(p->res, oid, labels, s, n, &vals[col], why,
+                                               sizeof why);
         else
             rc = keel__pg_decode_binary(p->res, oid, s, n, &vals[col], why, sizeof why);
         if (rc == -2 && !p->failed) {

@@ -188,10 +188,12 @@ typedef struct pg_impl {
      * can be read in binary. Each type is looked up once per connection: those met but not
      * yet looked up wait in uask and go in the round trip of the next cached statement run
      * outside a transaction block (nxask of them); ulooked holds every type looked up, uenums
-     * the enums among them.
+     * the enums among them, uearrays the arrays of enums among them (pairs: the array type,
+     * then its element type).
      */
-    Oid *uask, *ulooked, *uenums;
-    size_t nuask, uask_cap, nulooked, ulooked_cap, nuenums, uenums_cap, nxask;
+    Oid *uask, *ulooked, *uenums, *uearrays;
+    size_t nuask, uask_cap, nulooked, ulooked_cap, nuenums, uenums_cap, nuearrays, uearrays_cap;
+    size_t nxask;
 
     /* The running cached statement: the commands queued and which one results belong to. */
     pg_stmt *xstmt; /* its cache entry */

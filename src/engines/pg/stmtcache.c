@@ -21,10 +21,13 @@ typedef enum pg_step {
 /* The first OID of a type that is not built in (FirstNormalObjectId). */
 #define PG_FIRST_USER_OID 16384
 
-/* The enums among the user types of the array parameter $1. */
+/* The enums and the arrays of enums among the user types of the array parameter $1, with
+ * the element type of each array (0 for an enum). */
 #define PG_ENUM_LOOKUP                                                                             \
-    "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.oid = ANY($1::pg_catalog.oid[]) "              \
-    "AND t.typtype = 'e'"
+    "SELECT t.oid, CASE WHEN t.typtype = 'e' THEN 0 ELSE t.typelem END "                           \
+    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem "               \
+    "WHERE t.oid = ANY($1::pg_catalog.oid[]) AND (t.typtype = 'e' OR "                             \
+    "(t.typlen = -1 AND e.typtype = 'e'))"
 
 /*
  * The statement named keel_s<id> exists on the server but is no longer cached: its name waits
@@ -67,14 +70,11 @@ void keel__pg_cache_free(pg_impl *p) {
     free(p->uask);
     free(p->ulooked);
     free(p->uenums);
+    free(p->uearrays);
 }
 
-/* Appends oid to the list *a (n used, cap allocated) unless it holds it. 0, -1 when out of
- * memory. */
-static int pg_oid_add(Oid **a, size_t *n, size_t *cap, Oid oid) {
-    for (size_t i = 0; i < *n; i++)
-        if ((*a)[i] == oid)
-            return 0;
+/* Appends oid to the list *a (n used, cap allocated). 0, -1 when out of memory. */
+static int pg_oid_push(Oid **a, size_t *n, size_t *cap, Oid oid) {
     if (*n == *cap) {
         size_t c = *cap ? *cap * 2 : 8;
         Oid *m = realloc(*a, c * sizeof *m);
@@ -94,15 +94,29 @@ static int pg_oid_has(const Oid *a, size_t n, Oid oid) {
     return 0;
 }
 
+/* Appends oid to the list *a unless it holds it. 0, -1 when out of memory. */
+static int pg_oid_add(Oid **a, size_t *n, size_t *cap, Oid oid) {
+    return pg_oid_has(*a, *n, oid) ? 0 : pg_oid_push(a, n, cap, oid);
+}
+
 int keel__pg_is_enum(const pg_impl *p, Oid oid) {
     return oid >= PG_FIRST_USER_OID && pg_oid_has(p->uenums, p->nuenums, oid);
+}
+
+Oid keel__pg_enum_array_elem(const pg_impl *p, Oid oid) {
+    if (oid < PG_FIRST_USER_OID)
+        return 0;
+    for (size_t i = 0; i + 1 < p->nuearrays; i += 2)
+        if (p->uearrays[i] == oid)
+            return p->uearrays[i + 1];
+    return 0;
 }
 
 int keel__pg_result_binary(pg_impl *p, const PGresult *r) {
     int n = PQnfields(r), doubt = 0;
     for (int i = 0; i < n; i++) {
         Oid oid = PQftype(r, i);
-        if (keel__pg_binary_ok(oid) || keel__pg_is_enum(p, oid))
+        if (keel__pg_binary_ok(oid) || keel__pg_is_enum(p, oid) || keel__pg_enum_array_elem(p, oid))
             continue;
         if (oid < PG_FIRST_USER_OID || pg_oid_has(p->ulooked, p->nulooked, oid))
             return -1;
@@ -143,11 +157,22 @@ static int pg_utypes_ask(pg_impl *p) {
  * types in text rather than asking again).
  */
 static void pg_utypes_answer(pg_impl *p, const PGresult *r) {
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQnfields(r) == 1)
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQnfields(r) == 2)
         for (int i = 0; i < PQntuples(r); i++) {
-            unsigned long oid = strtoul(PQgetvalue(r, i, 0), NULL, 10);
-            if (pg_oid_add(&p->uenums, &p->nuenums, &p->uenums_cap, (Oid)oid) != 0)
+            Oid oid = (Oid)strtoul(PQgetvalue(r, i, 0), NULL, 10);
+            Oid elem = (Oid)strtoul(PQgetvalue(r, i, 1), NULL, 10);
+            if (!elem) {
+                if (pg_oid_add(&p->uenums, &p->nuenums, &p->uenums_cap, oid) != 0)
+                    break;
+                continue;
+            }
+            /* The pair, or neither (the array then stays text). */
+            size_t had = p->nuearrays;
+            if (pg_oid_push(&p->uearrays, &p->nuearrays, &p->uearrays_cap, oid) != 0 ||
+                pg_oid_push(&p->uearrays, &p->nuearrays, &p->uearrays_cap, elem) != 0) {
+                p->nuearrays = had;
                 break;
+            }
         }
     size_t k = p->nxask;
     for (size_t i = 0; i < k; i++)

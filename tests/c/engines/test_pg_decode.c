@@ -345,11 +345,16 @@ TEST(a_changed_date_or_interval_style_is_set_back) {
     }
 }
 
+/* v is an ARRAY of n items. */
+static int is_array_of(const keel_value *v, size_t n) {
+    return v && v->type == KEEL_TYPE_ARRAY && v->u.array.n == n;
+}
+
 /*
  * An enum's binary form is its label: the connection looks its type up once, with the next
- * statement run outside a transaction block, and statements returning it are read in binary
- * from then on (observed through extra_float_digits, as above). Another user type (a
- * composite) and an array of enums keep their statements in text. Each run gives the label.
+ * statement run outside a transaction block, and statements returning it, or arrays of it, are
+ * read in binary from then on (observed through extra_float_digits, as above). Another user
+ * type (a composite) keeps its statements in text. Each run gives the labels.
  */
 TEST(enums_are_read_in_binary_once_looked_up) {
     keel_db *db = open_db_cache("100");
@@ -358,10 +363,11 @@ TEST(enums_are_read_in_binary_once_looked_up) {
         keel_db_close(db);
         return;
     }
-    char mood[64], pair[64], sql[256];
+    char mood[64], pair[64], sql[320];
     snprintf(mood, sizeof mood, "keel_mood_%d", (int)getpid());
     snprintf(pair, sizeof pair, "keel_pair_%d", (int)getpid());
-    snprintf(sql, sizeof sql, "CREATE TYPE %s AS ENUM ('sad', 'ok'); CREATE TYPE %s AS (a int)",
+    snprintf(sql, sizeof sql,
+             "CREATE TYPE %s AS ENUM ('sad', 'ok', 'a \"b\", {c}'); CREATE TYPE %s AS (a int)",
              mood, pair);
     keel_result_free(q(c, sql, NULL, 0));
     keel_result_free(q(c, "SET extra_float_digits = 0", NULL, 0));
@@ -392,16 +398,34 @@ TEST(enums_are_read_in_binary_once_looked_up) {
               is_float(keel_result_value(r, 0, 2), i < 1 ? text : binary));
         keel_result_free(r);
     }
-    /* A composite and an array of enums stay text. */
-    const char *const others[] = { "SELECT ROW(1)::%s, 0.1::float8 + 0.2::float8",
-                                   "SELECT ARRAY['ok']::%s[], 0.1::float8 + 0.2::float8" };
-    for (int k = 0; k < 2; k++) {
-        snprintf(sql, sizeof sql, others[k], k ? mood : pair);
-        for (int i = 0; i < 4; i++) {
-            keel_result *r = q(c, sql, NULL, 0);
-            CHECK(r && is_float(keel_result_value(r, 0, 1), text));
-            keel_result_free(r);
+    /* Its array type is looked up as the enum was: lists of the labels, dimensions kept. */
+    snprintf(sql, sizeof sql,
+             "SELECT '[0:1][1:2]={{ok,NULL},{\"a \\\"b\\\", {c}\",sad}}'::%s[], '{}'::%s[], "
+             "0.1::float8 + 0.2::float8",
+             mood, mood);
+    static const char label[] = "a \"b\", {c}";
+    for (int i = 0; i < 4; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        const keel_value *a = r ? keel_result_value(r, 0, 0) : NULL;
+        CHECK(is_array_of(a, 2) && is_array_of(&a->u.array.items[0], 2) &&
+              is_array_of(&a->u.array.items[1], 2));
+        if (is_array_of(a, 2) && is_array_of(&a->u.array.items[1], 2)) {
+            const keel_value *row0 = a->u.array.items[0].u.array.items;
+            const keel_value *row1 = a->u.array.items[1].u.array.items;
+            CHECK(same_str(&row0[0], KEEL_TYPE_TEXT, "ok", 2) && row0[1].type == KEEL_TYPE_NULL);
+            CHECK(same_str(&row1[0], KEEL_TYPE_TEXT, label, strlen(label)) &&
+                  same_str(&row1[1], KEEL_TYPE_TEXT, "sad", 3));
         }
+        CHECK(r && is_array_of(keel_result_value(r, 0, 1), 0));
+        CHECK(r && is_float(keel_result_value(r, 0, 2), i < 2 ? text : binary));
+        keel_result_free(r);
+    }
+    /* A composite stays text. */
+    snprintf(sql, sizeof sql, "SELECT ROW(1)::%s, 0.1::float8 + 0.2::float8", pair);
+    for (int i = 0; i < 4; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && is_float(keel_result_value(r, 0, 1), text));
+        keel_result_free(r);
     }
     keel_result_free(q(c, "RESET extra_float_digits", NULL, 0));
     snprintf(sql, sizeof sql, "DROP TYPE %s; DROP TYPE %s", mood, pair);

@@ -73,7 +73,16 @@ typedef struct keel_pool_stats {
     size_t min_size;
     size_t max_size;
     double acquire_timeout; /* seconds */
-    uint64_t reserved[8];   /* room for fields added later; zero */
+    /* Totals since keel_db_open. */
+    uint64_t connects;         /* connections opened */
+    uint64_t connect_failures; /* connects that failed */
+    uint64_t acquires;         /* requests that got a connection (keel_db_try_acquire too) */
+    uint64_t acquire_timeouts; /* KEEL_ERR_POOL_TIMEOUT: acquire_timeout passed or max_waiters */
+    /* Seconds the latest 1024 served requests waited for their connection, by nearest rank
+     * (keel_db_try_acquire counts 0); 0 before any. */
+    double acquire_wait_p50;
+    double acquire_wait_p99;
+    uint64_t reserved[2]; /* room for fields added later; zero */
 } keel_pool_stats;
 
 /* Called once with a leased connection and err == NULL, or with conn == NULL and err set. */
@@ -183,8 +192,11 @@ KEEL_API keel_status keel_db_warm(keel_db *db, const char *database, keel_acquir
  * KEEL_ERR_POOL_TIMEOUT naming the database and pool size. A connect that fails completes the
  * oldest request with its error at once; the pool then waits before its next connect (50 ms,
  * doubling with each failure in a row up to 2 s, with jitter; none after a connect that works),
- * so requests arriving meanwhile wait for that attempt. Sync errors: KEEL_ERR_UNKNOWN_DATABASE
- * (naming it), KEEL_ERR_CLOSED, KEEL_ERR_INTERNAL (the event loop refused a timer).
+ * so requests arriving meanwhile wait for that attempt. An idle connection past ping_after_idle
+ * is pinged first and, when it does not answer, replaced by a new one within the request's
+ * acquire_timeout. Sync errors: KEEL_ERR_UNKNOWN_DATABASE (naming it), KEEL_ERR_CLOSED,
+ * KEEL_ERR_INTERNAL (the event loop refused a timer), KEEL_ERR_POOL_TIMEOUT when max_waiters
+ * requests wait for a release already (the message says the queue is full).
  */
 KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb cb,
                                      void *arg, keel_error *err);
@@ -197,7 +209,9 @@ KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acq
 KEEL_API int keel_db_acquire_cancel(keel_db *db, keel_acquire_cb cb, void *arg);
 
 /*
- * Fast path: leases an idle connection right now if the pool has one and nobody is queued.
+ * Fast path: leases an idle connection right now if the pool has one and nobody is queued (one
+ * that must be pinged first, past ping_after_idle, or is past max_lifetime is left to
+ * keel_db_acquire).
  * Returns KEEL_OK with *out set, KEEL_ERR_BUSY when the caller must use keel_db_acquire, or the
  * sync errors of keel_db_acquire. Never blocks, never calls back.
  */

@@ -841,6 +841,9 @@ class ChangeStream:
     __slots__ = ("_coll", "_pipeline", "_options", "_batch_size", "_await_ms", "_timeout",
                  "_session", "_cursor", "_token", "_closed", "_started", "_op_time", "_target")
 
+    # The cursor class of its aggregate and getMore commands (keel.sync's: its own).
+    _Cursor: type[Cursor] = Cursor
+
     def __init__(self, collection: Collection, pipeline: list[Any], options: dict[str, Any],
                  batch_size: int | None, max_await_time_ms: int | None,
                  timeout: float | None, session: Connection | None,
@@ -914,7 +917,7 @@ class ChangeStream:
                                "pipeline": [{"$changeStream": options}, *self._pipeline],
                                "cursor": {"batchSize": self._batch_size}
                                if self._batch_size else {}}
-        cursor = Cursor(self._coll, cmd, self._batch_size, self._timeout, self._session)
+        cursor = self._Cursor(self._coll, cmd, self._batch_size, self._timeout, self._session)
         cursor._await_ms = self._await_ms
         self._cursor = cursor
         await cursor._open()
@@ -1009,6 +1012,9 @@ class Collection:
     """
 
     __slots__ = ("_db", "_conn", "_database", "_dbname", "name")
+
+    # What watch() returns (keel.sync's collections: its own).
+    _ChangeStream: type[ChangeStream] = ChangeStream
 
     def __init__(self, name: str, *, db: Database | None = None, database: str | None = None,
                  conn: Connection | None = None, dbname: str | None = None) -> None:
@@ -1638,8 +1644,9 @@ class Collection:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):
                 raise TypeError(f"watch: {key} must be an int >= 0, not {value!r}")
-        return ChangeStream(self, list(stages), options, batch_size or None, max_await_time_ms,
-                            check_timeout(timeout), self._session(session), _whole_database)
+        return self._ChangeStream(self, list(stages), options, batch_size or None,
+                                  max_await_time_ms, check_timeout(timeout),
+                                  self._session(session), _whole_database)
 
 
 # ---- bulk_write's helpers ----

@@ -49,7 +49,8 @@ typedef enum keel__conn_state {
     KEEL__CONN_IDLE = 1,
     KEEL__CONN_LEASED = 2,
     KEEL__CONN_RESETTING = 3, /* released inside a transaction: rolling back */
-    KEEL__CONN_CLOSED = 4
+    KEEL__CONN_CLOSED = 4,
+    KEEL__CONN_CHECKING = 5 /* idle past ping_after_idle: pinged before a waiter gets it */
 } keel__conn_state;
 
 struct keel__pool;
@@ -110,7 +111,9 @@ struct keel_conn {
     struct keel_cursor *cursors; /* keel_conn_cursor_open: the cursors opened on it */
     int64_t created_ms;
     int64_t last_used_ms;
-    struct keel__warm *warm;       /* the keel_db_warm request this connect counts for */
+    int64_t expires_ms;      /* max_lifetime less its jitter, from created_ms; INT64_MAX: never */
+    int refill;              /* opened to bring the pool back to min_size after closing old ones */
+    struct keel__warm *warm; /* the keel_db_warm request this connect counts for */
     struct keel_conn *prev, *next; /* the pool's list of its connections */
 };
 

@@ -350,30 +350,30 @@ static PyObject *conn_set_notify_handler(kpy_conn *c, PyObject *fn) {
     Py_RETURN_NONE;
 }
 
-static PyObject *conn_get_database(kpy_conn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->database != NULL ? c->database : Py_None);
+PyObject *keel__py_conn_in_transaction(const keel_conn *conn, int depth) {
+    switch (keel_conn_txn_status(conn)) {
+    case KEEL_TXN_ACTIVE:
+    case KEEL_TXN_FAILED:
+        Py_RETURN_TRUE;
+    case KEEL_TXN_UNKNOWN:
+        /* A statement is running: the transactions this object opened are what is known. */
+        return PyBool_FromLong(depth > 0);
+    default:
+        Py_RETURN_FALSE;
+    }
 }
 
-static PyObject *conn_get_engine(kpy_conn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
+PyObject *keel__py_conn_repr(PyObject *self, PyObject *database, PyObject *engine, int released) {
+    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(self)->tp_name,
+                                database != NULL ? database : Py_None,
+                                engine != NULL ? engine : Py_None, released ? " released" : "");
 }
 
 static PyObject *conn_get_in_transaction(kpy_conn *c, void *closure) {
     (void)closure;
     if (c->conn == NULL)
         return released_error(c);
-    switch (keel_conn_txn_status(c->conn)) {
-    case KEEL_TXN_ACTIVE:
-    case KEEL_TXN_FAILED:
-        Py_RETURN_TRUE;
-    case KEEL_TXN_UNKNOWN:
-        /* A statement is running: the transactions this object opened are what is known. */
-        return PyBool_FromLong(c->depth > 0);
-    default:
-        Py_RETURN_FALSE;
-    }
+    return keel__py_conn_in_transaction(c->conn, c->depth);
 }
 
 static PyObject *conn_get_released(kpy_conn *c, void *closure) {
@@ -382,10 +382,7 @@ static PyObject *conn_get_released(kpy_conn *c, void *closure) {
 }
 
 static PyObject *conn_repr(kpy_conn *c) {
-    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
-                                c->database != NULL ? c->database : Py_None,
-                                c->engine != NULL ? c->engine : Py_None,
-                                c->conn == NULL ? " released" : "");
+    return keel__py_conn_repr((PyObject *)c, c->database, c->engine, c->conn == NULL);
 }
 
 static PyMethodDef conn_methods[] = {
@@ -430,9 +427,6 @@ static PyObject *conn_get_db(kpy_conn *c, void *closure) {
 
 static PyGetSetDef conn_getset[] = {
     { "_db", (getter)conn_get_db, NULL, "The Database the connection was leased from.", NULL },
-    { "database", (getter)conn_get_database, NULL, "Name of the database of the connection.",
-      NULL },
-    { "engine", (getter)conn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\").", NULL },
     { "in_transaction", (getter)conn_get_in_transaction, NULL, "True inside a transaction block.",
       NULL },
     { "released", (getter)conn_get_released, NULL, "True once given back to the pool.", NULL },
@@ -440,6 +434,10 @@ static PyGetSetDef conn_getset[] = {
 };
 
 static PyMemberDef conn_members[] = {
+    { "database", T_OBJECT, offsetof(kpy_conn, database), READONLY,
+      "Name of the database of the connection." },
+    { "engine", T_OBJECT, offsetof(kpy_conn, engine), READONLY,
+      "Engine name (\"postgresql\", \"sqlite\")." },
     { "_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth." },
     { "_txn_epoch", T_ULONGLONG, offsetof(kpy_conn, txn_epoch), READONLY,
       "How many operations ended outside a transaction." },

@@ -470,6 +470,8 @@ typedef struct kpy_conn {
 
 /* Ensures db is open on the running loop (lazy start). 0, or -1 with an exception. */
 int keel__py_db_ensure_open(kpy_db *db);
+/* The dict of Database.stats() and keel.sync.Database.stats() for a pool snapshot. */
+PyObject *keel__py_stats_dict(const keel_pool_stats *ps);
 /* Bookkeeping when a leased Connection or an operation of db ends; may finish a close. */
 void keel__py_db_conn_released(kpy_db *db);
 void keel__py_db_op_finished(kpy_db *db);
@@ -478,6 +480,13 @@ void keel__py_db_op_finished(kpy_db *db);
 PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn);
 /* Releases the connection of c (idempotent). */
 void keel__py_conn_release(kpy_conn *c);
+/* The in_transaction attribute of a leased conn (keel.Connection's and keel.sync.Connection's):
+ * True inside a transaction block; while a statement runs (the state unknown), whether the
+ * holder opened transactions (depth > 0). A new reference, never NULL. */
+PyObject *keel__py_conn_in_transaction(const keel_conn *conn, int depth);
+/* The repr of a connection object of either API: its class, database and engine names (NULL:
+ * None), and whether it was released. */
+PyObject *keel__py_conn_repr(PyObject *self, PyObject *database, PyObject *engine, int released);
 /*
  * Checks the arguments of a document command: dbname (None, or a name: a new reference in
  * *name_out, NULL for None) and cmd (a non-empty dict, encoded into BSON bytes in *bson_out).

@@ -74,9 +74,9 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     global encoding
     if format != "text":
         raise _native.NotSupportedError(
-            f"set_type_codec: format={format!r} is not supported: keel reads PostgreSQL results "
-            "in text form, so codecs take and give text (format='text'); 'binary' and 'tuple' "
-            "are not available")
+            f"set_type_codec: format={format!r} is not supported: keel reads the types codecs "
+            "are for in text form (an enum's binary form is its label), so codecs take and give "
+            "text (format='text'); 'binary' and 'tuple' are not available")
     if engine != "postgresql":
         raise _native.NotSupportedError(
             f"set_type_codec: {where} is a {engine} database; type codecs are PostgreSQL's")

@@ -26,7 +26,8 @@
  *    into a buffer of exactly the 16 bytes the function is promised.
  *  - the bytes after byte 0, as they are, as the binary form of a value of the column type
  *    (keel__pg_decode_binary, which reads results of cached statements): a value of the type's
- *    kind (or TEXT, or NULL for void), or a refusal with a reason, never a read past the bytes.
+ *    kind (or TEXT, or NULL for void), or a refusal with a reason, never a read past the bytes;
+ *    and as an array of enum labels (keel__pg_decode_binary_labels): lists of TEXT, or a refusal.
  *  - for an array type (int4[], text[], bytea[], jsonb[], date[], interval[]) the text goes through
  *    keel__pg_decode_array: an ARRAY at most 6 deep whose leaves are NULL or of the element's
  *    kind (or TEXT), or TEXT equal to the input; likewise a range (int4range, tstzrange) through
@@ -311,6 +312,35 @@ static void check_decode_binary(uint32_t oid, const uint8_t *data, size_t size) 
     keel_result_free(res);
 }
 
+/* The same bytes as an array of enum labels (keel__pg_decode_binary_labels), with the element
+ * type the bytes name when they are long enough to name one: an ARRAY whose leaves are NULL or
+ * TEXT, or a refusal with a reason. */
+static void check_decode_labels(const uint8_t *data, size_t size) {
+    keel_result *res = keel__result_new(1);
+    FUZZ_ASSERT(res != NULL);
+    char *s = malloc(size ? size : 1);
+    FUZZ_ASSERT(s != NULL);
+    if (size)
+        memcpy(s, data, size);
+    uint32_t elem = size >= 12 ? (uint32_t)data[8] << 24 | (uint32_t)data[9] << 16 |
+                                     (uint32_t)data[10] << 8 | data[11]
+                               : 16384;
+    keel_value v;
+    memset(&v, 0, sizeof v);
+    char why[160];
+    why[0] = '\0';
+    int r = keel__pg_decode_binary_labels(res, 16385, elem, s, size, &v, why, sizeof why);
+    FUZZ_ASSERT(r == 0 || r == -2);
+    if (r == 0) {
+        FUZZ_ASSERT(v.type == KEEL_TYPE_ARRAY);
+        check_array_items(&v, KEEL_TYPE_TEXT, 0);
+    } else {
+        FUZZ_ASSERT(why[0] != '\0');
+    }
+    free(s);
+    keel_result_free(res);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
@@ -331,5 +361,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check_param(data + 1, size - 1);
     if (keel__pg_binary_ok(oid))
         check_decode_binary(oid, data + 1, size - 1);
+    check_decode_labels(data + 1, size - 1);
     return 0;
 }

@@ -273,13 +273,59 @@ async def test_timedelta_in_expressions_and_tables(pg_db):
         await pg_db.execute(f"DROP TABLE {t}")
 
 
-async def test_an_interval_another_interval_style_writes_is_text(pg_db):
-    async with pg_db.connection() as conn:
-        await conn.execute("SET IntervalStyle = 'iso_8601'")
+STYLE_VALUES = {
+    "'1 year 2 mons -3 days 04:05:06.5'::interval":
+        dt.timedelta(days=417, hours=4, minutes=5, seconds=6.5),
+    "'-1 day -00:00:01'::interval": -dt.timedelta(days=1, seconds=1),
+    "DATE '2024-02-03'": dt.date(2024, 2, 3),
+    "TIMESTAMP '2024-02-03 04:05:06.7'": dt.datetime(2024, 2, 3, 4, 5, 6, 700000),
+    "TIMESTAMPTZ '2024-02-03 04:05:06.7+02'": dt.datetime(2024, 2, 3, 2, 5, 6, 700000, tzinfo=UTC),
+    "ARRAY['1 day'::interval]": [dt.timedelta(days=1)],
+}
+
+
+@pytest.mark.parametrize("setting", [
+    "IntervalStyle = 'iso_8601'", "IntervalStyle = 'sql_standard'",
+    "IntervalStyle = 'postgres_verbose'", "DateStyle = 'SQL, DMY'", "DateStyle = 'SQL, MDY'",
+    "DateStyle = 'Postgres, DMY'", "DateStyle = 'German'"])
+@pytest.mark.parametrize("cache", [None, 0], ids=["statement-cache", "no-statement-cache"])
+async def test_another_date_or_interval_style_is_set_back(setting, cache):
+    """A SET of DateStyle or IntervalStyle is set back as it ends, so the first (text) run and
+    the later (binary) ones give the same values, in a transaction block too; the day-month
+    order of DateStyle stays the user's, for input."""
+    d = keel.Database(with_statement_cache(cache))
+    await d.start()
+    try:
+        async with d.connection() as conn:
+            for block in (False, True):
+                tx = conn.transaction()
+                if block:
+                    await tx.start()
+                await conn.execute(f"SET {setting}")
+                style = await conn.fetchval("SELECT current_setting('DateStyle') || ' ' || "
+                                            "current_setting('IntervalStyle')")
+                assert style in ("ISO, DMY postgres", "ISO, MDY postgres")
+                for expr, want in STYLE_VALUES.items():
+                    runs = [await conn.fetchval(f"SELECT {expr}") for _ in range(3)]
+                    assert runs == [want] * 3, expr
+                if "DMY" in setting:
+                    assert await conn.fetchval("SELECT '03/02/2024'::date") == dt.date(2024, 2, 3)
+                if block:
+                    await tx.commit()
+                await conn.execute("RESET DateStyle; RESET IntervalStyle")
+    finally:
+        await close_db(d)
+
+
+def test_keel_sync_sets_another_interval_style_back():
+    import keel.sync
+    with keel.sync.Database(PG_URL) as db, db.connection() as conn:
+        conn.execute("SET IntervalStyle = 'iso_8601'")
         try:
-            assert await conn.fetchval("SELECT '1 day 2 hours'::interval") == "P1DT2H"
+            sql = "SELECT '1 day 2 hours'::interval"
+            assert [conn.fetchval(sql) for _ in range(3)] == [dt.timedelta(days=1, hours=2)] * 3
         finally:
-            await conn.execute("RESET IntervalStyle")
+            conn.execute("RESET IntervalStyle")
 
 
 async def test_inet_and_cidr_are_ipaddress_objects(pg_db):
@@ -332,6 +378,47 @@ async def test_enums_are_str_and_enum_members_go_as_their_value(pg_db):
         assert await pg_db.fetchval("SELECT 1") == 1
     finally:
         await pg_db.execute(f"DROP TYPE {name}")
+
+
+@pytest.mark.parametrize("cache", [None, 0], ids=["statement-cache", "no-statement-cache"])
+async def test_enums_read_in_binary_are_their_labels_every_run(cache):
+    """A statement returning an enum, or an array of one, is read in binary once the connection
+    has looked its types up (observed through extra_float_digits): every run gives the labels,
+    through a decoder too. Without the statement cache every run is text."""
+    d = keel.Database(with_statement_cache(cache))
+    name = unique_name("mood")
+    try:
+        await d.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok')")
+        async with d.connection() as conn:
+            await conn.execute("SET extra_float_digits = 0")
+            sql = (f"SELECT 'ok'::{name}, NULL::{name}, '{{{{ok}},{{NULL}}}}'::{name}[], "
+                   "0.1::float8 + 0.2::float8")
+            runs = [tuple(await conn.fetchrow(sql)) for _ in range(4)]
+            later = BINARY_SUM if cache is None else TEXT_SUM
+            labels = [["ok"], [None]]
+            assert runs == [("ok", None, labels, TEXT_SUM)] * 2 + [("ok", None, labels, later)] * 2
+            await d.set_type_codec(name, encoder=None, decoder=Mood)
+            assert [tuple(await conn.fetchrow(sql))[:3] for _ in range(2)] == [
+                (Mood.OK, None, [[Mood.OK], [None]])] * 2
+            await conn.execute("RESET extra_float_digits")
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name}")
+        await close_db(d)
+
+
+def test_keel_sync_reads_enums_in_binary_too():
+    import keel.sync
+    name = unique_name("mood")
+    with keel.sync.Database(PG_URL) as db, db.connection() as conn:
+        conn.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok')")
+        try:
+            conn.execute("SET extra_float_digits = 0")
+            sql = f"SELECT 'sad'::{name}, 0.1::float8 + 0.2::float8"
+            assert [tuple(conn.fetchrow(sql)) for _ in range(3)] == [
+                ("sad", TEXT_SUM), ("sad", TEXT_SUM), ("sad", BINARY_SUM)]
+        finally:
+            conn.execute("RESET extra_float_digits")
+            conn.execute(f"DROP TYPE {name}")
 
 
 async def test_void_results_are_none(pg_db):
@@ -901,24 +988,28 @@ async def test_binary_results_are_the_values_text_gives(pg_db):
         await close_db(text_db)
 
 
+# With extra_float_digits 0 the server writes a float8 to 15 significant digits (0.1 + 0.2 as
+# "0.3") while its binary form is exact: so the first run (text) and the later ones (binary)
+# can be told apart.
+TEXT_SUM, BINARY_SUM = 0.3, 0.1 + 0.2
+
+
 async def test_a_cached_statement_reads_binary_from_its_second_run(pg_db):
-    # IntervalStyle changes an interval's text, which keel then keeps as text, not its binary
-    # form: so the first run (text) and the later ones (binary) can be told apart.
     async with pg_db.connection() as conn:
-        await conn.execute("SET IntervalStyle = 'iso_8601'")
+        await conn.execute("SET extra_float_digits = 0")
         try:
-            sql = "SELECT g, '1 day'::interval FROM generate_series(1, 300) g"
-            assert (await conn.fetchrow(sql))[1] == "P1D"
-            assert (await conn.fetchrow(sql))[1] == dt.timedelta(days=1)
+            sql = "SELECT g, 0.1::float8 + 0.2::float8 FROM generate_series(1, 300) g"
+            assert (await conn.fetchrow(sql))[1] == TEXT_SUM
+            assert (await conn.fetchrow(sql))[1] == BINARY_SUM
             # A streaming cursor (outside a transaction) runs the cached statement too.
             rows = [tuple(r) async for r in conn.cursor(sql, prefetch=7)]
-            assert rows == [(g, dt.timedelta(days=1)) for g in range(1, 301)]
+            assert rows == [(g, BINARY_SUM) for g in range(1, 301)]
             # A column keel reads only in text (money) keeps the whole statement in text.
             for _ in range(3):
-                assert await conn.fetchrow("SELECT '1 day'::interval, 1::money") == ("P1D",
-                                                                                       "$1.00")
+                assert await conn.fetchrow("SELECT 0.1::float8 + 0.2::float8, 1::money") == (
+                    TEXT_SUM, "$1.00")
         finally:
-            await conn.execute("RESET IntervalStyle")
+            await conn.execute("RESET extra_float_digits")
 
 
 async def test_without_the_statement_cache_results_stay_text():
@@ -926,9 +1017,9 @@ async def test_without_the_statement_cache_results_stay_text():
     await d.start()
     try:
         async with d.connection() as conn:
-            await conn.execute("SET IntervalStyle = 'iso_8601'")
+            await conn.execute("SET extra_float_digits = 0")
             for _ in range(3):
-                assert await conn.fetchval("SELECT '1 day'::interval") == "P1D"
+                assert await conn.fetchval("SELECT 0.1::float8 + 0.2::float8") == TEXT_SUM
     finally:
         await close_db(d)
 

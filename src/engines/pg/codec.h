@@ -68,8 +68,8 @@ Oid keel__pg_declared_oid(keel_type t);
 
 /*
  * Decodes one value of column kind t. Text the decoder does not recognise (dates such as
- * "infinity", a DateStyle changed by the user) is returned as TEXT rather than failing the
- * whole result. -1 when out of memory.
+ * "infinity", another DateStyle in the one statement that set it) is returned as TEXT rather
+ * than failing the whole result. -1 when out of memory.
  */
 int keel__pg_decode_value(keel_result *res, keel_type t, const char *s, size_t n, keel_value *v);
 

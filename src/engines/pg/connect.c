@@ -435,8 +435,14 @@ void keel__pg_ready(pg_impl *p) {
     keel__conn_connected(p->c, NULL);
 }
 
+int keel__pg_style_off(const PGconn *pg) {
+    const char *ds = PQparameterStatus(pg, "DateStyle");
+    const char *is = PQparameterStatus(pg, "IntervalStyle");
+    return (ds && strncmp(ds, "ISO", 3) != 0) || (is && strcmp(is, "postgres") != 0);
+}
+
 /*
- * Decoding relies on DateStyle ISO and integer timestamps. The session setting is checked
+ * Decoding relies on DateStyle ISO, IntervalStyle postgres and integer timestamps. The session setting is checked
  * rather than forced through the startup "options" keyword, which poolers such as pgbouncer
  * reject.
  */
@@ -459,14 +465,13 @@ static void pg_handshake_done(pg_impl *p) {
         keel__pg_connect_failed(p, &err);
         return;
     }
-    const char *ds = PQparameterStatus(p->pg, "DateStyle");
-    if (ds && strncmp(ds, "ISO", 3) == 0) {
+    if (!keel__pg_style_off(p->pg)) {
         keel__pg_ready(p);
         return;
     }
     keel__pg_op_reset(p);
     p->phase = PG_SETUP;
-    if (!PQsendQuery(p->pg, "SET DateStyle = ISO") || keel__pg_after_send(p) != 0) {
+    if (!PQsendQuery(p->pg, KEEL__PG_STYLE_SQL) || keel__pg_after_send(p) != 0) {
         keel__pg_connect_error(p, &err, KEEL_ERR_CONNECT);
         keel__pg_connect_failed(p, &err);
     }

@@ -96,14 +96,6 @@ int keel__pg_binary_ok(Oid oid) {
     return elem && (pgd_scalar(elem) || keel__pg_range_subtype(elem));
 }
 
-int keel__pg_binary_result_ok(const PGresult *r) {
-    int n = PQnfields(r);
-    for (int i = 0; i < n; i++)
-        if (!keel__pg_binary_ok(PQftype(r, i)))
-            return 0;
-    return 1;
-}
-
 static uint32_t get32(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -337,6 +329,7 @@ static int pgd_range(keel_result *res, Oid oid, Oid sub, const char *s, size_t n
 typedef struct pgd_array {
     keel_result *res;
     Oid elem;
+    int labels; /* the elements are enum labels: TEXT, as their bytes are */
     const char *s;
     size_t n, at;
     int32_t dims[KEEL_ARRAY_MAX_DIMS];
@@ -370,7 +363,10 @@ static int pgd_array_level(pgd_array *a, int d, keel_value *out) {
             }
             if (len > a->n - a->at)
                 return bad(a->why, a->size, "a binary array value cut short");
-            r = pgd_value(a->res, a->elem, a->s + a->at, len, &items[i], a->why, a->size);
+            if (a->labels)
+                r = as_text(a->res, KEEL_TYPE_TEXT, a->s + a->at, len, &items[i]);
+            else
+                r = pgd_value(a->res, a->elem, a->s + a->at, len, &items[i], a->why, a->size);
             a->at += len;
         }
         if (r != 0)
@@ -384,8 +380,8 @@ static int pgd_array_level(pgd_array *a, int d, keel_value *out) {
 
 /* An array of the element type elem: nested lists, one level per dimension, lower bounds
  * dropped (as the text path drops "[0:2]="). */
-static int pgd_arrayv(keel_result *res, Oid oid, Oid elem, const char *s, size_t n, keel_value *v,
-                      char *why, size_t size) {
+static int pgd_arrayv(keel_result *res, Oid oid, Oid elem, int labels, const char *s, size_t n,
+                      keel_value *v, char *why, size_t size) {
     if (n < 12)
         return bad(why, size, "a binary %s value cut short", pgd_name(oid));
     uint32_t nd = get32(s), flags = get32(s + 4), et = get32(s + 8);
@@ -395,7 +391,7 @@ static int pgd_arrayv(keel_result *res, Oid oid, Oid elem, const char *s, size_t
                    pgd_name(oid), (unsigned)nd, (unsigned)et, (unsigned)elem);
     if (n < 12 + 8 * (size_t)nd)
         return bad(why, size, "a binary %s value cut short", pgd_name(oid));
-    pgd_array a = { res, elem, s, n, 12 + 8 * (size_t)nd, { 0 }, (int)nd, why, size };
+    pgd_array a = { res, elem, labels, s, n, 12 + 8 * (size_t)nd, { 0 }, (int)nd, why, size };
     uint64_t total = nd ? 1 : 0;
     for (uint32_t d = 0; d < nd; d++) {
         int32_t len = (int32_t)get32(s + 12 + 8 * d);
@@ -560,11 +556,16 @@ static int pgd_value(keel_result *res, Oid oid, const char *s, size_t n, keel_va
         return pgd_range(res, oid, sub, s, n, v, why, size);
     Oid elem = keel__pg_array_elem_oid(oid);
     if (elem)
-        return pgd_arrayv(res, oid, elem, s, n, v, why, size);
+        return pgd_arrayv(res, oid, elem, 0, s, n, v, why, size);
     return bad(why, size, "keel has no binary decoder for type %u", (unsigned)oid);
 }
 
 int keel__pg_decode_binary(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v,
                            char *why, size_t why_size) {
     return pgd_value(res, oid, s, n, v, why, why_size);
+}
+
+int keel__pg_decode_binary_labels(keel_result *res, Oid oid, Oid elem, const char *s, size_t n,
+                                  keel_value *v, char *why, size_t why_size) {
+    return pgd_arrayv(res, oid, elem, 1, s, n, v, why, why_size);
 }

@@ -11,12 +11,9 @@
  * decodes from their text: bool, int2/4/8, oid, float4/8, numeric, text, varchar, bpchar, name,
  * bytea, uuid, date, time, timetz, timestamp, timestamptz, interval, json, jsonb, inet, cidr,
  * void, the built-in ranges of those, and arrays of all of them. A statement whose result
- * columns all pass is asked for its results in binary.
+ * columns all pass (or are enums, keel__pg_result_binary) is asked for its results in binary.
  */
 int keel__pg_binary_ok(Oid oid);
-
-/* True when every column of r passes keel__pg_binary_ok (a result without columns does too). */
-int keel__pg_binary_result_ok(const PGresult *r);
 
 /*
  * Decodes the binary form s[0..n) of a value of type oid (keel__pg_binary_ok) into v, whose
@@ -28,5 +25,13 @@ int keel__pg_binary_result_ok(const PGresult *r);
  */
 int keel__pg_decode_binary(keel_result *res, Oid oid, const char *s, size_t n, keel_value *v,
                            char *why, size_t why_size);
+
+/*
+ * Decodes the binary form s[0..n) of an array of type oid whose elements are labels of the
+ * enum elem into v (in res): lists of TEXT, as keel__pg_decode_binary makes other arrays.
+ * Returns as keel__pg_decode_binary does.
+ */
+int keel__pg_decode_binary_labels(keel_result *res, Oid oid, Oid elem, const char *s, size_t n,
+                                  keel_value *v, char *why, size_t why_size);
 
 #endif

@@ -45,6 +45,7 @@ void keel__pg_op_reset(pg_impl *p) {
     p->failed = 0;
     p->flush_pending = 0;
     p->copy_out = 0;
+    p->restyle_tried = 0;
     p->doomed = NULL;
     keel_error_clear(&p->err);
     keel__pg_drop_result(p);
@@ -108,7 +109,8 @@ static void pg_stream_rows(pg_impl *p) {
 }
 
 /*
- * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok)
+ * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok
+ * or is an enum or an array of one)
  * into vals. 0; -1 when out of memory or when the server sent bytes that are not a value of
  * the column's type (then the operation has failed with KEEL_ERR_DATA naming the column).
  */
@@ -119,9 +121,17 @@ static int pg_add_binary_row(pg_impl *p, const PGresult *r, size_t row, keel_val
             continue;
         char why[160];
         Oid oid = PQftype(r, (int)col);
-        int rc = keel__pg_decode_binary(p->res, oid, PQgetvalue(r, (int)row, (int)col),
-                                        (size_t)PQgetlength(r, (int)row, (int)col), &vals[col], why,
-                                        sizeof why);
+        const char *s = PQgetvalue(r, (int)row, (int)col);
+        size_t n = (size_t)PQgetlength(r, (int)row, (int)col);
+        Oid labels = keel__pg_enum_array_elem(p, oid);
+        int rc;
+        if (keel__pg_is_enum(p, oid)) /* its label, as in text */
+            rc = keel__result_set_text(p->res, &vals[col], KEEL_TYPE_TEXT, s, n) == 0 ? 0 : -1;
+        else if (labels)
+            rc = keel__pg_decode_binary_labels(p->res, oid, labels, s, n, &vals[col], why,
+                                               sizeof why);
+        else
+            rc = keel__pg_decode_binary(p->res, oid, s, n, &vals[col], why, sizeof why);
         if (rc == -2 && !p->failed) {
             keel__error_set(&p->err, KEEL_ERR_DATA, PG_ENGINE, keel__pg_dbname(p->c),
                             "column \"%s\": the server sent %s", PQfname(r, (int)col), why);
@@ -345,6 +355,49 @@ static void pg_lost(pg_impl *p) {
     keel__conn_complete(c, NULL, &err);
 }
 
+/*
+ * The operation changed DateStyle or IntervalStyle (a SET, a RESET to a configured style, a
+ * function with its own setting): they are set back before its end is reported, so that every
+ * later statement reads dates, timestamps and intervals from text as it does from binary. A
+ * user's SET therefore does not reach keel's results (nor SHOW), and casts to text are written
+ * in the styles keel reads. Not in a failed transaction block, where any statement fails; its
+ * rollback restores the styles of before the block, or the next operation sets them back.
+ * Returns 1 when the SET is on its way (PG_RESTYLE), 0 when the end is to be reported now.
+ */
+static int pg_restyle(pg_impl *p) {
+    PGTransactionStatusType t = PQtransactionStatus(p->pg);
+    if ((t != PQTRANS_IDLE && t != PQTRANS_INTRANS) || !keel__pg_style_off(p->pg))
+        return 0;
+    /* Once per operation: a failed SET is not repeated when a held end is reported later. */
+    p->restyle_tried = 1;
+    if (!PQsendQuery(p->pg, KEEL__PG_STYLE_SQL))
+        return 0;
+    /* Every row is in: none is streamed or waits for an unpause while the SET runs. */
+    p->stream = 0;
+    p->restyled = p->phase;
+    p->phase = PG_RESTYLE;
+    if (keel__pg_after_send(p) != 0) {
+        /* The SET may be half sent: the connection is not reused after this operation. */
+        p->phase = p->restyled;
+        p->c->broken = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* Discards the results of the SET of pg_restyle (its failure leaves the styles as they were). */
+static int pg_restyle_collect(pg_impl *p) {
+    for (;;) {
+        PGresult *r;
+        int got = keel__pg_next_result(p, &r);
+        if (got <= 0)
+            return got;
+        if (!r)
+            return 1;
+        PQclear(r);
+    }
+}
+
 void keel__pg_finish(pg_impl *p) {
     keel_conn *c = p->c;
     keel__pg_ptypes_done(p);
@@ -352,6 +405,10 @@ void keel__pg_finish(pg_impl *p) {
         pg_lost(p);
         return;
     }
+    if (p->phase == PG_RESTYLE)
+        p->phase = p->restyled;
+    else if (p->phase != PG_SETUP && !p->restyle_tried && pg_restyle(p))
+        return;
     /* A cancel request still in flight could stop the next statement: the end is reported
      * once it has returned (pg_cancel_settled). */
     if (p->phase != PG_SETUP && keel__cancel_hold(&p->cancel)) {
@@ -682,6 +739,7 @@ static void pg_op_step(pg_impl *p, int events) {
                : p->phase == PG_COPY     ? keel__pg_copy_collect(p)
                : p->phase == PG_DESCRIBE ? keel__pg_describe_collect(p)
                : p->phase == PG_PTYPES   ? keel__pg_ptypes_collect(p, pg_query_run)
+               : p->phase == PG_RESTYLE  ? pg_restyle_collect(p)
                                          : pg_query_collect(p);
     if (done < 0) {
         pg_lost(p);
@@ -721,7 +779,8 @@ void keel__pg_unpause(keel_conn *c) {
 
 void keel__pg_resume(void *arg) {
     pg_impl *p = arg;
-    if (p->phase == PG_QUERY || p->phase == PG_CACHED || p->phase == PG_DESCRIBE)
+    if (p->phase == PG_QUERY || p->phase == PG_CACHED || p->phase == PG_DESCRIBE ||
+        p->phase == PG_RESTYLE)
         pg_op_step(p, 0);
 }
 
@@ -766,6 +825,7 @@ void keel__pg_on_ready(void *arg, int events) {
     case PG_COPY:
     case PG_DESCRIBE:
     case PG_PTYPES:
+    case PG_RESTYLE:
         pg_op_step(p, events);
         return;
     case PG_RESOLVING:

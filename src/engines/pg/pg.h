@@ -31,7 +31,10 @@
 
 /* The longest queue of one cached-statement round trip: the DEALLOCATEs and their sync, then
  * the prepare, the execute and the closing sync. */
-#define PG_STEPS_MAX (PG_DEALLOC_PER_TRIP + 4)
+#define PG_STEPS_MAX (PG_DEALLOC_PER_TRIP + 6)
+
+/* User types looked up in one round trip at most (pg_utypes_ask). */
+#define PG_UTYPES_PER_TRIP 64
 
 typedef enum pg_phase {
     PG_RESOLVING,  /* host names are being resolved on the worker pool */
@@ -44,6 +47,7 @@ typedef enum pg_phase {
     PG_COPY,       /* a bulk load (keel_conn_copy_in): COPY … FROM STDIN in binary */
     PG_DESCRIBE,   /* a statement is parsed and described (keel_conn_prepare) */
     PG_PTYPES,     /* the parameter types of a statement with arrays or ints are being described */
+    PG_RESTYLE,    /* the operation is over; DateStyle and IntervalStyle are being set back */
     PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
@@ -56,8 +60,9 @@ typedef enum pg_phase {
 typedef struct pg_stmt {
     keel__stmtcache_entry entry; /* the text, and the parameter types as the key's extra bytes */
     uint64_t id;                 /* N of its name */
-    /* 1 when its result columns all decode from binary (keel__pg_binary_ok), so executions
-     * ask for binary results; -1 when some do not; 0 until an execution has returned them. */
+    /* 1 when its result columns all decode from binary (keel__pg_binary_ok, or enums), so
+     * executions ask for binary results; -1 when some do not; 0 until an execution has
+     * returned them and every user type among them has been looked up. */
     int binary;
 } pg_stmt;
 
@@ -114,6 +119,8 @@ typedef struct pg_impl {
     keel__cancel cancel; /* cancel requests for the running operation, and their retries */
     keel__pg_key key;    /* the cancel key, read during the handshake (pg/cancel.h) */
     pg_phase held;       /* the phase of an operation in PG_HELD */
+    pg_phase restyled;   /* the phase of an operation in PG_RESTYLE */
+    int restyle_tried;   /* the operation's end already set the styles back (pg_restyle) */
 
     /*
      * The running batch: a private copy of its parameters, sent row by row. The statement is
@@ -174,6 +181,19 @@ typedef struct pg_impl {
     uint64_t next_id;
     uint64_t *dpend;
     size_t ndpend, dpcap;
+
+    /*
+     * User types (OIDs from FirstNormalObjectId on) met in the results of cached statements.
+     * An enum's binary form is its label, which is its text, so a statement returning enums
+     * can be read in binary. Each type is looked up once per connection: those met but not
+     * yet looked up wait in uask and go in the round trip of the next cached statement run
+     * outside a transaction block (nxask of them); ulooked holds every type looked up, uenums
+     * the enums among them, uearrays the arrays of enums among them (pairs: the array type,
+     * then its element type).
+     */
+    Oid *uask, *ulooked, *uenums, *uearrays;
+    size_t nuask, uask_cap, nulooked, ulooked_cap, nuenums, uenums_cap, nuearrays, uearrays_cap;
+    size_t nxask;
 
     /* The running cached statement: the commands queued and which one results belong to. */
     pg_stmt *xstmt; /* its cache entry */

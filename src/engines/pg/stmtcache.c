@@ -10,7 +10,24 @@
 #include "engines/pg/stmtcache.h"
 
 /* What one queued command of a cached-statement round trip is, in the order sent. */
-typedef enum pg_step { PG_STEP_DEALLOC, PG_STEP_SYNC, PG_STEP_PREPARE, PG_STEP_EXEC } pg_step;
+typedef enum pg_step {
+    PG_STEP_DEALLOC,
+    PG_STEP_LOOKUP,
+    PG_STEP_SYNC,
+    PG_STEP_PREPARE,
+    PG_STEP_EXEC
+} pg_step;
+
+/* The first OID of a type that is not built in (FirstNormalObjectId). */
+#define PG_FIRST_USER_OID 16384
+
+/* The enums and the arrays of enums among the user types of the array parameter $1, with
+ * the element type of each array (0 for an enum). */
+#define PG_ENUM_LOOKUP                                                                             \
+    "SELECT t.oid, CASE WHEN t.typtype = 'e' THEN 0 ELSE t.typelem END "                           \
+    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem "               \
+    "WHERE t.oid = ANY($1::pg_catalog.oid[]) AND (t.typtype = 'e' OR "                             \
+    "(t.typlen = -1 AND e.typtype = 'e'))"
 
 /*
  * The statement named keel_s<id> exists on the server but is no longer cached: its name waits
@@ -50,6 +67,120 @@ void keel__pg_cache_init(pg_impl *p, size_t capacity) {
 void keel__pg_cache_free(pg_impl *p) {
     keel__stmtcache_clear(&p->cache, NULL);
     free(p->dpend);
+    free(p->uask);
+    free(p->ulooked);
+    free(p->uenums);
+    free(p->uearrays);
+}
+
+/* Appends oid to the list *a (n used, cap allocated). 0, -1 when out of memory. */
+static int pg_oid_push(Oid **a, size_t *n, size_t *cap, Oid oid) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        Oid *m = realloc(*a, c * sizeof *m);
+        if (!m)
+            return -1;
+        *a = m;
+        *cap = c;
+    }
+    (*a)[(*n)++] = oid;
+    return 0;
+}
+
+static int pg_oid_has(const Oid *a, size_t n, Oid oid) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] == oid)
+            return 1;
+    return 0;
+}
+
+/* Appends oid to the list *a unless it holds it. 0, -1 when out of memory. */
+static int pg_oid_add(Oid **a, size_t *n, size_t *cap, Oid oid) {
+    return pg_oid_has(*a, *n, oid) ? 0 : pg_oid_push(a, n, cap, oid);
+}
+
+int keel__pg_is_enum(const pg_impl *p, Oid oid) {
+    return oid >= PG_FIRST_USER_OID && pg_oid_has(p->uenums, p->nuenums, oid);
+}
+
+Oid keel__pg_enum_array_elem(const pg_impl *p, Oid oid) {
+    if (oid < PG_FIRST_USER_OID)
+        return 0;
+    for (size_t i = 0; i + 1 < p->nuearrays; i += 2)
+        if (p->uearrays[i] == oid)
+            return p->uearrays[i + 1];
+    return 0;
+}
+
+int keel__pg_result_binary(pg_impl *p, const PGresult *r) {
+    int n = PQnfields(r), doubt = 0;
+    for (int i = 0; i < n; i++) {
+        Oid oid = PQftype(r, i);
+        if (keel__pg_binary_ok(oid) || keel__pg_is_enum(p, oid) || keel__pg_enum_array_elem(p, oid))
+            continue;
+        if (oid < PG_FIRST_USER_OID || pg_oid_has(p->ulooked, p->nulooked, oid))
+            return -1;
+        /* Out of memory: the type is not looked up, and the statement stays in text. */
+        if (pg_oid_add(&p->uask, &p->nuask, &p->uask_cap, oid) != 0)
+            return -1;
+        doubt = 1;
+    }
+    return doubt ? 0 : 1;
+}
+
+/*
+ * Queues the lookup of the first user types of uask (at most PG_UTYPES_PER_TRIP) with a sync
+ * of its own, so that its outcome never touches the statement. 0, -1 when libpq failed.
+ */
+static int pg_utypes_ask(pg_impl *p) {
+    char list[PG_UTYPES_PER_TRIP * 11 + 3];
+    size_t k = p->nuask < PG_UTYPES_PER_TRIP ? p->nuask : PG_UTYPES_PER_TRIP, at = 0;
+    list[at++] = '{';
+    for (size_t i = 0; i < k; i++)
+        at += (size_t)snprintf(list + at, sizeof list - at, "%s%u", i ? "," : "",
+                               (unsigned)p->uask[i]);
+    list[at++] = '}';
+    list[at] = '\0';
+    const char *vals[1] = { list };
+    if (!PQsendQueryParams(p->pg, PG_ENUM_LOOKUP, 1, NULL, vals, NULL, NULL, 0) ||
+        !PQpipelineSync(p->pg))
+        return -1;
+    p->nxask = k;
+    p->xsteps[p->nxsteps++] = PG_STEP_LOOKUP;
+    p->xsteps[p->nxsteps++] = PG_STEP_SYNC;
+    return 0;
+}
+
+/*
+ * The lookup's result: the enums among the types asked about are read in binary from now on.
+ * Every type asked about counts as looked up, whatever the outcome (a failed lookup leaves its
+ * types in text rather than asking again).
+ */
+static void pg_utypes_answer(pg_impl *p, const PGresult *r) {
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQnfields(r) == 2)
+        for (int i = 0; i < PQntuples(r); i++) {
+            Oid oid = (Oid)strtoul(PQgetvalue(r, i, 0), NULL, 10);
+            Oid elem = (Oid)strtoul(PQgetvalue(r, i, 1), NULL, 10);
+            if (!elem) {
+                if (pg_oid_add(&p->uenums, &p->nuenums, &p->uenums_cap, oid) != 0)
+                    break;
+                continue;
+            }
+            /* The pair, or neither (the array then stays text). */
+            size_t had = p->nuearrays;
+            if (pg_oid_push(&p->uearrays, &p->nuearrays, &p->uearrays_cap, oid) != 0 ||
+                pg_oid_push(&p->uearrays, &p->nuearrays, &p->uearrays_cap, elem) != 0) {
+                p->nuearrays = had;
+                break;
+            }
+        }
+    size_t k = p->nxask;
+    for (size_t i = 0; i < k; i++)
+        if (pg_oid_add(&p->ulooked, &p->nulooked, &p->ulooked_cap, p->uask[i]) != 0)
+            break;
+    memmove(p->uask, p->uask + k, (p->nuask - k) * sizeof *p->uask);
+    p->nuask -= k;
+    p->nxask = 0;
 }
 
 int keel__pg_one_statement(const char *sql) {
@@ -104,9 +235,12 @@ int keel__pg_cached_send(pg_impl *p) {
     p->nxsteps = p->xstep = p->nxdealloc = 0;
     p->xgot = p->xretry = 0;
     /* Outside a transaction block a failed DEALLOCATE only ends its own implicit transaction. */
-    int dealloc = p->ndpend > 0 && PQtransactionStatus(p->pg) == PQTRANS_IDLE;
+    int idle = PQtransactionStatus(p->pg) == PQTRANS_IDLE;
+    int dealloc = p->ndpend > 0 && idle;
+    /* A lookup goes outside a transaction block only, as DEALLOCATEs do. */
+    int lookup = p->nuask > 0 && idle;
     char cmd[48];
-    p->xpipe = p->xfresh || dealloc;
+    p->xpipe = p->xfresh || dealloc || lookup;
     /* The result format is chosen for all columns at once; their types are known from the
      * statement's first execution that returned them, which therefore returns text. */
     int binary = !p->xfresh && e->binary > 0;
@@ -135,6 +269,8 @@ int keel__pg_cached_send(pg_impl *p) {
         p->xsteps[p->nxsteps++] = PG_STEP_SYNC;
         p->nxdealloc = k;
     }
+    if (lookup && pg_utypes_ask(p) != 0)
+        return -1;
     snprintf(cmd, sizeof cmd, "keel_s%" PRIu64, e->id);
     if (p->xfresh) {
         if (!PQsendPrepare(p->pg, cmd, p->xsql, (int)n, p->ptypes))
@@ -222,6 +358,9 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
             p->xdok[p->xstep] = 1;
         break;
     }
+    case PG_STEP_LOOKUP:
+        pg_utypes_answer(p, r);
+        break;
     case PG_STEP_PREPARE:
         if (st == PGRES_COMMAND_OK)
             break;
@@ -237,7 +376,7 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
         if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ||
             st == PGRES_EMPTY_QUERY) {
             if (p->xstmt && p->xstmt->binary == 0 && PQnfields(r) > 0)
-                p->xstmt->binary = keel__pg_binary_result_ok(r) ? 1 : -1;
+                p->xstmt->binary = keel__pg_result_binary(p, r);
             keel__pg_take(p, r);
             return 0;
         }

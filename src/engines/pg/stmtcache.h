@@ -41,4 +41,17 @@ int keel__pg_cached_send(pg_impl *p);
  */
 int keel__pg_cached_collect(pg_impl *p);
 
+/* True when oid is an enum type the connection has looked up (its binary form is its label). */
+int keel__pg_is_enum(const pg_impl *p, Oid oid);
+
+/* The enum that oid is an array of, when the connection has looked it up; else 0. */
+Oid keel__pg_enum_array_elem(const pg_impl *p, Oid oid);
+
+/*
+ * The binary flag (pg_stmt.binary) of a statement that returned r: 1 when every column decodes
+ * from binary (keel__pg_binary_ok, an enum or an array of one), -1 when some column does not, 0 when the only
+ * columns in doubt are user types not looked up yet, which are queued for the lookup (uask).
+ */
+int keel__pg_result_binary(pg_impl *p, const PGresult *r);
+
 #endif

@@ -796,7 +796,7 @@ TEST(connect_timeout_when_the_server_never_answers) {
 
 TEST(host_names_are_resolved_and_options_reach_the_server) {
     /* localhost goes through the resolver job; options reach the session; a DateStyle other
-     * than ISO is corrected at connect time. */
+     * than ISO and an IntervalStyle other than postgres are corrected at connect time. */
     char url[512];
     const char *base = pg_url();
     const char *ip = strstr(base, "127.0.0.1");
@@ -805,13 +805,15 @@ TEST(host_names_are_resolved_and_options_reach_the_server) {
     else
         snprintf(url, sizeof url, "%s", base);
     const char *extra[] = { "databases.default.options.application_name", "keel-pg-test",
-                            "databases.default.options.options", "-c DateStyle=SQL,DMY", NULL };
+                            "databases.default.options.options",
+                            "-c DateStyle=SQL,DMY -c IntervalStyle=iso_8601", NULL };
     keel_db *db = open_url(url, extra);
     keel_conn *c = acquire(db);
     CHECK(c != NULL);
     keel_result *r = q(c,
                        "SELECT current_setting('application_name'), "
-                       "current_setting('DateStyle'), DATE '2024-02-03'",
+                       "current_setting('DateStyle'), DATE '2024-02-03', "
+                       "current_setting('IntervalStyle'), '1 day'::interval",
                        NULL, 0);
     CHECK(r != NULL);
     if (r) {
@@ -820,6 +822,9 @@ TEST(host_names_are_resolved_and_options_reach_the_server) {
         CHECK(ds && ds->type == KEEL_TYPE_TEXT && strncmp(ds->u.str.ptr, "ISO", 3) == 0);
         const keel_value *d = keel_result_value(r, 0, 2);
         CHECK(d && d->type == KEEL_TYPE_DATE && d->u.date == 19756);
+        CHECK(same_str(keel_result_value(r, 0, 3), KEEL_TYPE_TEXT, "postgres", 8));
+        const keel_value *i = keel_result_value(r, 0, 4);
+        CHECK(i && i->type == KEEL_TYPE_INTERVAL && i->u.interval.days == 1);
     }
     keel_result_free(r);
     keel_conn_release(c);

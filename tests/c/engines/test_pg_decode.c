@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <keel/keel.h>
 
@@ -204,11 +205,16 @@ TEST(binary_results_are_the_values_text_gives) {
     keel_db_close(textdb);
 }
 
+/* v is the float8 f. */
+static int is_float(const keel_value *v, double f) {
+    return v && v->type == KEEL_TYPE_FLOAT && v->u.f64 == f;
+}
+
 /*
- * The format is observable through IntervalStyle: its text in the iso_8601 style is not what
- * keel reads (the value stays text), while binary is independent of it. So a cached statement
- * is executed in text first and in binary from then on, and a statement with a column keel
- * has no binary decoder for (money) stays in text.
+ * The format is observable through extra_float_digits: at 0 the server writes a float8 to 15
+ * significant digits (0.1 + 0.2 as "0.3"), while its binary form is exact. So a cached
+ * statement is executed in text first and in binary from then on, and a statement with a
+ * column keel has no binary decoder for (money) stays in text.
  */
 TEST(a_cached_statement_turns_binary_after_its_first_execution) {
     keel_db *db = open_db_cache("100");
@@ -217,28 +223,28 @@ TEST(a_cached_statement_turns_binary_after_its_first_execution) {
         keel_db_close(db);
         return;
     }
-    keel_result_free(q(c, "SET IntervalStyle = 'iso_8601'", NULL, 0));
-    const char *sql = "SELECT '1 day'::interval";
+    keel_result_free(q(c, "SET extra_float_digits = 0", NULL, 0));
+    const double text = 0.3, binary = 0.1 + 0.2;
+    const char *sql = "SELECT 0.1::float8 + 0.2::float8";
     keel_result *first = q(c, sql, NULL, 0), *second = q(c, sql, NULL, 0);
-    CHECK(first && same_str(keel_result_value(first, 0, 0), KEEL_TYPE_TEXT, "P1D", 3));
-    CHECK(second && keel_result_value(second, 0, 0)->type == KEEL_TYPE_INTERVAL &&
-          keel_result_value(second, 0, 0)->u.interval.days == 1);
+    CHECK(first && is_float(keel_result_value(first, 0, 0), text));
+    CHECK(second && is_float(keel_result_value(second, 0, 0), binary));
     keel_result_free(first);
     keel_result_free(second);
-    const char *mixed = "SELECT '1 day'::interval, 1::money";
+    const char *mixed = "SELECT 0.1::float8 + 0.2::float8, 1::money";
     for (int i = 0; i < 3; i++) {
         keel_result *r = q(c, mixed, NULL, 0);
-        CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "P1D", 3));
+        CHECK(r && is_float(keel_result_value(r, 0, 0), text));
         keel_result_free(r);
     }
     /* A first execution that fails tells nothing: the next one is text, the one after binary. */
-    const char *div = "SELECT 1 / $1::int, '1 day'::interval";
+    const char *div = "SELECT 1 / $1::int, 0.1::float8 + 0.2::float8";
     keel_value zero = keel_int(0), one = keel_int(1);
     keel_error e = q_fail(c, div, &zero, 1);
     CHECK_INT(e.code, KEEL_ERR_DATA);
     keel_result *r1 = q(c, div, &one, 1), *r2 = q(c, div, &one, 1);
-    CHECK(r1 && same_str(keel_result_value(r1, 0, 1), KEEL_TYPE_TEXT, "P1D", 3));
-    CHECK(r2 && keel_result_value(r2, 0, 1)->type == KEEL_TYPE_INTERVAL);
+    CHECK(r1 && is_float(keel_result_value(r1, 0, 1), text));
+    CHECK(r2 && is_float(keel_result_value(r2, 0, 1), binary));
     keel_result_free(r1);
     keel_result_free(r2);
     /* Rows streamed by keel_conn_query_rows come in binary too. */
@@ -250,7 +256,180 @@ TEST(a_cached_statement_turns_binary_after_its_first_execution) {
     CHECK_INT(x.err.code, KEEL_OK);
     CHECK(x.rows == 1000 && x.in_order);
     keel_result_free(x.res);
-    keel_result_free(q(c, "RESET IntervalStyle", NULL, 0));
+    keel_result_free(q(c, "RESET extra_float_digits", NULL, 0));
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+/* The first (text) and later (binary) executions of sql give one value, of type t. */
+static void same_every_run(keel_conn *c, const char *sql, keel_type t) {
+    keel_result *first = q(c, sql, NULL, 0), *second = q(c, sql, NULL, 0);
+    CHECK(first && second);
+    if (first && second) {
+        const keel_value *a = keel_result_value(first, 0, 0), *b = keel_result_value(second, 0, 0);
+        CHECK(a && b && a->type == t && same_value(a, b));
+    }
+    keel_result_free(first);
+    keel_result_free(second);
+}
+
+/* The session's DateStyle and IntervalStyle (SHOW), in "ds | is". */
+static int styles_are(keel_conn *c, const char *want) {
+    keel_result *r = q(c,
+                       "SELECT current_setting('DateStyle') || ' | ' || "
+                       "current_setting('IntervalStyle')",
+                       NULL, 0);
+    const keel_value *v = r ? keel_result_value(r, 0, 0) : NULL;
+    int ok = v && same_str(v, KEEL_TYPE_TEXT, want, strlen(want));
+    keel_result_free(r);
+    return ok;
+}
+
+/*
+ * A DateStyle or IntervalStyle other than keel reads, set by a statement, is set back when the
+ * statement ends: dates, timestamps and intervals come as values from every execution, text
+ * or binary, with the statement cache on and off, inside a transaction block too. The
+ * day-month order of DateStyle stays the user's, for input.
+ */
+TEST(a_changed_date_or_interval_style_is_set_back) {
+    static const char *const sets[] = {
+        "SET IntervalStyle = 'iso_8601'",
+        "SET IntervalStyle = 'sql_standard'",
+        "SET IntervalStyle = 'postgres_verbose'",
+        "SET DateStyle = 'SQL, DMY'",
+        "SET DateStyle = 'Postgres, MDY'",
+        "SET DateStyle = 'German'",
+        "SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'iso_8601'",
+    };
+    const char *sizes[] = { "100", "0" };
+    for (size_t k = 0; k < 2; k++) {
+        keel_db *db = open_db_cache(sizes[k]);
+        keel_conn *c = acquire(db);
+        if (!c) {
+            keel_db_close(db);
+            return;
+        }
+        for (size_t i = 0; i < sizeof sets / sizeof *sets; i++) {
+            for (int block = 0; block < 2; block++) {
+                if (block)
+                    keel_result_free(q(c, "BEGIN", NULL, 0));
+                keel_result_free(q(c, sets[i], NULL, 0));
+                CHECK(styles_are(c, "ISO, DMY | postgres") || styles_are(c, "ISO, MDY | postgres"));
+                same_every_run(c, "SELECT '1 year 2 mons -3 days 04:05:06.5'::interval",
+                               KEEL_TYPE_INTERVAL);
+                same_every_run(c, "SELECT DATE '2024-02-03'", KEEL_TYPE_DATE);
+                same_every_run(c, "SELECT TIMESTAMP '2024-02-03 04:05:06.7'", KEEL_TYPE_TIMESTAMP);
+                same_every_run(c, "SELECT TIMESTAMPTZ '2024-02-03 04:05:06.7+02'",
+                               KEEL_TYPE_TIMESTAMPTZ);
+                if (block)
+                    keel_result_free(q(c, "COMMIT", NULL, 0));
+            }
+            keel_result_free(q(c, "RESET DateStyle; RESET IntervalStyle", NULL, 0));
+        }
+        /* The order stays the user's: input follows it. */
+        keel_result_free(q(c, "SET DateStyle = 'SQL, DMY'", NULL, 0));
+        CHECK(styles_are(c, "ISO, DMY | postgres"));
+        keel_result *r = q(c, "SELECT '03/02/2024'::date", NULL, 0);
+        CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_DATE &&
+              keel_result_value(r, 0, 0)->u.date == 19756);
+        keel_result_free(r);
+        /* In a failed block nothing can run; its rollback takes the SET back with it. */
+        keel_result_free(q(c, "RESET DateStyle", NULL, 0));
+        keel_result_free(q(c, "BEGIN", NULL, 0));
+        keel_error e = q_fail(c, "SET IntervalStyle = 'iso_8601'; SELECT 1 / 0", NULL, 0);
+        CHECK_INT(e.code, KEEL_ERR_DATA);
+        keel_result_free(q(c, "ROLLBACK", NULL, 0));
+        CHECK(styles_are(c, "ISO, MDY | postgres"));
+        keel_conn_release(c);
+        keel_db_close(db);
+    }
+}
+
+/* v is an ARRAY of n items. */
+static int is_array_of(const keel_value *v, size_t n) {
+    return v && v->type == KEEL_TYPE_ARRAY && v->u.array.n == n;
+}
+
+/*
+ * An enum's binary form is its label: the connection looks its type up once, with the next
+ * statement run outside a transaction block, and statements returning it, or arrays of it, are
+ * read in binary from then on (observed through extra_float_digits, as above). Another user
+ * type (a composite) keeps its statements in text. Each run gives the labels.
+ */
+TEST(enums_are_read_in_binary_once_looked_up) {
+    keel_db *db = open_db_cache("100");
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    char mood[64], pair[64], sql[320];
+    snprintf(mood, sizeof mood, "keel_mood_%d", (int)getpid());
+    snprintf(pair, sizeof pair, "keel_pair_%d", (int)getpid());
+    snprintf(sql, sizeof sql,
+             "CREATE TYPE %s AS ENUM ('sad', 'ok', 'a \"b\", {c}'); CREATE TYPE %s AS (a int)",
+             mood, pair);
+    keel_result_free(q(c, sql, NULL, 0));
+    keel_result_free(q(c, "SET extra_float_digits = 0", NULL, 0));
+    const double text = 0.3, binary = 0.1 + 0.2;
+    /* Inside a block the type is not looked up: the statement stays in text. */
+    snprintf(sql, sizeof sql, "SELECT 'ok'::%s, 0.1::float8 + 0.2::float8", mood);
+    keel_result_free(q(c, "BEGIN", NULL, 0));
+    for (int i = 0; i < 3; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "ok", 2) &&
+              is_float(keel_result_value(r, 0, 1), text));
+        keel_result_free(r);
+    }
+    keel_result_free(q(c, "COMMIT", NULL, 0));
+    /* Looked up with the next run (still text), binary from the one after. */
+    for (int i = 0; i < 4; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "ok", 2) &&
+              is_float(keel_result_value(r, 0, 1), i < 1 ? text : binary));
+        keel_result_free(r);
+    }
+    /* Known now: another statement returning it is binary from its second run. */
+    snprintf(sql, sizeof sql, "SELECT NULL::%s, 'sad'::%s, 0.1::float8 + 0.2::float8", mood, mood);
+    for (int i = 0; i < 3; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && keel_result_value(r, 0, 0)->type == KEEL_TYPE_NULL &&
+              same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "sad", 3) &&
+              is_float(keel_result_value(r, 0, 2), i < 1 ? text : binary));
+        keel_result_free(r);
+    }
+    /* Its array type is looked up as the enum was: lists of the labels, dimensions kept. */
+    snprintf(sql, sizeof sql,
+             "SELECT '[0:1][1:2]={{ok,NULL},{\"a \\\"b\\\", {c}\",sad}}'::%s[], '{}'::%s[], "
+             "0.1::float8 + 0.2::float8",
+             mood, mood);
+    static const char label[] = "a \"b\", {c}";
+    for (int i = 0; i < 4; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        const keel_value *a = r ? keel_result_value(r, 0, 0) : NULL;
+        CHECK(is_array_of(a, 2) && is_array_of(&a->u.array.items[0], 2) &&
+              is_array_of(&a->u.array.items[1], 2));
+        if (is_array_of(a, 2) && is_array_of(&a->u.array.items[1], 2)) {
+            const keel_value *row0 = a->u.array.items[0].u.array.items;
+            const keel_value *row1 = a->u.array.items[1].u.array.items;
+            CHECK(same_str(&row0[0], KEEL_TYPE_TEXT, "ok", 2) && row0[1].type == KEEL_TYPE_NULL);
+            CHECK(same_str(&row1[0], KEEL_TYPE_TEXT, label, strlen(label)) &&
+                  same_str(&row1[1], KEEL_TYPE_TEXT, "sad", 3));
+        }
+        CHECK(r && is_array_of(keel_result_value(r, 0, 1), 0));
+        CHECK(r && is_float(keel_result_value(r, 0, 2), i < 2 ? text : binary));
+        keel_result_free(r);
+    }
+    /* A composite stays text. */
+    snprintf(sql, sizeof sql, "SELECT ROW(1)::%s, 0.1::float8 + 0.2::float8", pair);
+    for (int i = 0; i < 4; i++) {
+        keel_result *r = q(c, sql, NULL, 0);
+        CHECK(r && is_float(keel_result_value(r, 0, 1), text));
+        keel_result_free(r);
+    }
+    keel_result_free(q(c, "RESET extra_float_digits", NULL, 0));
+    snprintf(sql, sizeof sql, "DROP TYPE %s; DROP TYPE %s", mood, pair);
+    keel_result_free(q(c, sql, NULL, 0));
     keel_conn_release(c);
     keel_db_close(db);
 }
@@ -336,5 +515,7 @@ int main(void) {
     RUN(binary_values_are_written_as_the_server_writes_their_text);
     RUN(binary_results_are_the_values_text_gives);
     RUN(a_cached_statement_turns_binary_after_its_first_execution);
+    RUN(a_changed_date_or_interval_style_is_set_back);
+    RUN(enums_are_read_in_binary_once_looked_up);
     return TEST_SUMMARY();
 }

@@ -426,10 +426,10 @@ TEST(intervals_and_network_addresses_both_ways) {
     CHECK(is_array(a, 2) && same_str(&a->u.array.items[0], KEEL_TYPE_INET, "1.2.3.4", 7) &&
           a->u.array.items[1].type == KEEL_TYPE_NULL);
     keel_result_free(r);
-    /* Another IntervalStyle is not what keel reads: the text as it came. */
+    /* Another IntervalStyle is set back to the one keel reads as soon as it is set. */
     keel_result_free(q(c, "SET IntervalStyle = 'iso_8601'", NULL, 0));
     r = q(c, "SELECT '1 day'::interval", NULL, 0);
-    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "P1D", 3));
+    CHECK(is_interval(keel_result_value(r, 0, 0), 0, 1, 0));
     keel_result_free(r);
     keel_result_free(q(c, "RESET IntervalStyle", NULL, 0));
 

@@ -1,5 +1,5 @@
 # python/keel/_codecs.py - set_type_codec: user codecs for PostgreSQL types (asyncpg's contract).
-"""Database.set_type_codec / Connection.set_type_codec, as asyncpg's (format='text').
+"""Database.set_type_codec / Connection.set_type_codec, as asyncpg's.
 
 A codec belongs to the Database: keel's connections are pooled and interchangeable, so a codec
 set through a leased Connection applies to every connection of its Database (what asyncpg users
@@ -9,6 +9,11 @@ decoder(text) makes the Python value of each column of that type (results come i
 encoder(value) makes the text of a parameter of that type, for values keel does not convert
 itself: a statement with such a value is described by the server first (once per statement
 and database, then cached) to learn which parameters are of the type.
+
+format='binary' and 'tuple' are for dates, times, timestamps and intervals, whose values keel
+keeps as PostgreSQL does: convert.c gives the decoder their tuple form (asyncpg's), packed here
+into their binary form for 'binary'; an encoder's tuple or bytes becomes the value's text, the
+form keel sends these parameters in.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import datetime as _dt
 import decimal as _decimal
 import enum as _enum
 import ipaddress as _ipaddress
+import re
+import struct as _struct
 import uuid as _uuid
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -50,13 +57,15 @@ _LOOKUP = ("SELECT t.oid, t.typname, t.typcategory, t.typarray FROM pg_catalog.p
 class _Codecs:
     """The encoders of a Database, and the parameter types of the statements they needed."""
 
-    __slots__ = ("encoders", "described", "names", "arrays")
+    __slots__ = ("encoders", "described", "names", "arrays", "literals")
 
     def __init__(self) -> None:
         self.encoders: dict[str, Callable[[Any], Any]] = {}  # by the name describe gives
         self.described: dict[tuple[str | None, str], tuple[str | None, ...]] = {}
         self.names: dict[str, str] = {}  # the type's name by the name describe gives
         self.arrays: dict[str, str] = {}  # an array type's element type, both as described
+        # The types of format='binary' / 'tuple' encoders, whose lists go as array literals.
+        self.literals: set[str] = set()
 
 
 def _codecs_of(db: Database) -> _Codecs:
@@ -72,11 +81,9 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
                          engine: str, where: str) -> None:
     """Registers a codec on db; run(sql, *args) fetches a row on the database concerned."""
     global encoding
-    if format != "text":
-        raise _native.NotSupportedError(
-            f"set_type_codec: format={format!r} is not supported: keel reads the types codecs "
-            "are for in text form (an enum's binary form is its label), so codecs take and give "
-            "text (format='text'); 'binary' and 'tuple' are not available")
+    if format not in ("text", "binary", "tuple"):
+        raise ValueError(f"set_type_codec: format must be 'text', 'binary' or 'tuple', "
+                         f"not {format!r}")
     if engine != "postgresql":
         raise _native.NotSupportedError(
             f"set_type_codec: {where} is a {engine} database; type codecs are PostgreSQL's")
@@ -89,13 +96,23 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     if row is None:
         raise ValueError(f"set_type_codec: unknown type: {schema}.{typename}")
     oid, name, category, array_oid = row
-    if name in _PARSED or category == "A":
+    if format != "text":
+        if name not in _FORMS or schema != "pg_catalog":
+            raise _native.NotSupportedError(
+                f"set_type_codec: format={format!r} is available for the pg_catalog types "
+                f"{', '.join(sorted(_FORMS))}; keel reads {schema}.{typename} in text form, so "
+                "its codecs take and give text (format='text')")
+        decoder = None if decoder is None else _form_decoder(decoder, name, format)
+        encoder = None if encoder is None else _form_encoder(encoder, name, format)
+    elif name in _PARSED or category == "A":
         raise _native.NotSupportedError(
             f"set_type_codec: keel decodes {schema}.{typename} itself and keeps no text of it; "
             "codecs are for types keel returns as text (custom, composite, domain and extension "
-            "types, enums, json, numeric, text, inet…)")
-    # Failures name the type (the column is named by keel).
-    decoder = None if decoder is None else _named_decoder(decoder, name)
+            "types, enums, json, numeric, text, inet…); dates, times and intervals take "
+            "format='binary' or 'tuple'")
+    else:
+        # Failures name the type (the column is named by keel).
+        decoder = None if decoder is None else _named_decoder(decoder, name)
     db._set_type_decoder(oid, decoder)
     # Its array type too: keel reads its values as lists of the elements' text, and a decoder
     # set for an array type is applied to each element (a list parameter's elements go through
@@ -110,6 +127,12 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
         else:
             codecs.encoders[key] = encoder
         codecs.names[key] = name
+        # keel writes a list for an array of dates, times or intervals from values it converts
+        # itself, not text: such lists go as the array's literal, made here.
+        if format == "text":
+            codecs.literals.discard(key)
+        else:
+            codecs.literals.add(key)
     # Lists for its array type are encoded element by element.
     if array_oid:
         for key in (str(array_oid), f"{name}[]", f"_{name}"):
@@ -129,6 +152,133 @@ def _named_decoder(decoder: Callable[[str], Any], name: str) -> Callable[[str], 
             raise ValueError(f"the decoder of type {name} failed: {e}") from e
 
     return decode
+
+
+# format='binary' and 'tuple': the types keel keeps as PostgreSQL does, with the struct of their
+# binary form. Their tuple form (asyncpg's) is the same fields, an interval's in the order
+# (months, days, microseconds) where its binary form has them the other way round.
+_FORMS = {"date": ">i", "time": ">q", "timetz": ">qi", "timestamp": ">q", "timestamptz": ">q",
+          "interval": ">qii"}
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_DAY = 86_400_000_000
+_TIMETZ = re.compile(r"(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?")
+
+
+def _text_tuple(name: str, text: str) -> tuple[int, ...]:
+    """The tuple form of what keel gives as text for a type of _FORMS: ±infinity (dates and
+    timestamps, as the int32 / int64 extremes) and timetz (its zone in seconds west of UTC, as
+    PostgreSQL sends it)."""
+    if name == "timetz":
+        m = _TIMETZ.fullmatch(text)
+        if m is None:
+            raise ValueError(f"unexpected time with time zone text {text!r}")
+        hh, mm, ss, frac, sign, zh, zm, zs = m.groups()
+        micros = ((int(hh) * 60 + int(mm)) * 60 + int(ss)) * 1_000_000 + int(
+            (frac or "0").ljust(6, "0"))
+        east = (int(zh) * 60 + int(zm or 0)) * 60 + int(zs or 0)
+        return (micros, east if sign == "-" else -east)
+    lo, hi = _INT32 if name == "date" else _INT64
+    if text in ("infinity", "-infinity"):
+        return (hi if text == "infinity" else lo,)
+    raise ValueError(f"unexpected {name} text {text!r}")
+
+
+def _form_decoder(decoder: Callable[[Any], Any], name: str,
+                  format: str) -> Callable[[Any], Any]:
+    """decoder given the tuple form of each value (convert.c makes it of a date, time,
+    timestamp or interval; keel gives the rest as text), or its binary form."""
+    st = _struct.Struct(_FORMS[name])
+
+    def decode(value: Any) -> Any:
+        t = _text_tuple(name, value) if isinstance(value, str) else value
+        if format == "binary":
+            value = st.pack(*(t[::-1] if name == "interval" else t))
+        else:
+            value = t
+        try:
+            return decoder(value)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise ValueError(f"the decoder of type {name} failed: {e}") from e
+
+    return decode
+
+
+def _civil(days: int) -> str:
+    """The date days after 1970-01-01 as PostgreSQL reads it: YYYY-MM-DD, BC for years before 1
+    (proleptic Gregorian, the days-to-civil conversion of Howard Hinnant's date algorithms)."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    return f"{y:04d}-{m:02d}-{d:02d}" if y > 0 else f"{1 - y:04d}-{m:02d}-{d:02d} BC"
+
+
+def _clock(micros: int) -> str:
+    secs, us = divmod(micros, 1_000_000)
+    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{us:06d}"
+
+
+def _form_text(name: str, t: tuple[int, ...]) -> str:
+    """The text PostgreSQL reads as the value of tuple form t, whatever its DateStyle and
+    IntervalStyle (ISO dates; every interval field signed, so no sign carries over)."""
+    if name == "interval":
+        months, days, micros = t
+        return f"{months:+d} mons {days:+d} days {'-' if micros < 0 else '+'}{_clock(abs(micros))}"
+    if name in ("time", "timetz"):
+        text = _clock(t[0])
+        if name == "timetz":
+            mag = abs(t[1])  # seconds west of UTC: a zone east of it is negative
+            sign = "+" if t[1] <= 0 else "-"
+            text += f"{sign}{mag // 3600:02d}:{mag // 60 % 60:02d}:{mag % 60:02d}"
+        return text
+    lo, hi = _INT32 if name == "date" else _INT64
+    if t[0] in (lo, hi):
+        return "infinity" if t[0] == hi else "-infinity"
+    if name == "date":
+        return _civil(t[0] + 10_957)
+    days, micros = divmod(t[0], _DAY)
+    date = _civil(days + 10_957)
+    text = f"{date.removesuffix(' BC')} {_clock(micros)}"
+    if name == "timestamptz":
+        text += "+00"
+    return text + (" BC" if date.endswith(" BC") else "")
+
+
+def _form_encoder(encoder: Callable[[Any], Any], name: str,
+                  format: str) -> Callable[[Any], Any]:
+    """encoder's tuple form or binary form of a value as the text of the value: keel sends
+    parameters of these types as text."""
+    st = _struct.Struct(_FORMS[name])
+    n = len(st.unpack(bytes(st.size)))
+
+    def encode(value: Any) -> str:
+        out = encoder(value)
+        if format == "binary":
+            if not isinstance(out, (bytes, bytearray, memoryview)):
+                raise TypeError(f"returned {type(out).__name__}, not bytes (format='binary')")
+            if len(out) != st.size:
+                raise ValueError(f"returned {len(out)} bytes; a binary {name} has {st.size}")
+            t = st.unpack(out)
+            return _form_text(name, t[::-1] if name == "interval" else t)
+        if (not isinstance(out, (tuple, list)) or len(out) != n
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in out)):
+            raise TypeError(f"returned {out!r}, not a tuple of {n} int (format='tuple')")
+        out = tuple(out)
+        try:  # the struct checks each field's range (int32, int64)
+            st.pack(*(out[::-1] if name == "interval" else out))
+        except _struct.error as e:
+            raise ValueError(f"returned {out!r}, out of range: {e}") from None
+        return _form_text(name, out)
+
+    return encode
 
 
 def _needs_encoding(args: Any) -> bool:
@@ -172,6 +322,32 @@ def _encode_list(codecs: _Codecs, i: int, tname: str, enc: Callable[[Any], Any],
     return out
 
 
+def _array_literal(codecs: _Codecs, i: int, tname: str, enc: Callable[[Any], Any], a: Any,
+                   at: str) -> str:
+    """A list for an array of a type with a binary or tuple encoder as the array's literal: its
+    elements (nested lists for more dimensions) through the encoder, None as NULL, a str as
+    the element's text."""
+    items = []
+    for j, e in enumerate(a):
+        where = f"{at}[{j}]"
+        if e is None:
+            items.append("NULL")
+            continue
+        if isinstance(e, (list, tuple)):
+            items.append(_array_literal(codecs, i, tname, enc, e, where))
+            continue
+        if not isinstance(e, str):
+            if isinstance(e, _NATIVE):
+                name = codecs.names.get(tname, tname)
+                raise _native.DataError(
+                    f"parameter ${i + 1}: element {where}: a {type(e).__name__} in a list for "
+                    f"an array of {name}, whose codec has format='binary' or 'tuple': give "
+                    "values for its encoder, the text of an element, or None")
+            e = _encode_one(codecs, i, tname, enc, e, f"element {where}: ")
+        items.append('"' + e.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(items) + "}"
+
+
 async def _encode(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
                   args: tuple) -> tuple:
     types = codecs.described.get(key)
@@ -186,7 +362,9 @@ async def _encode(codecs: _Codecs, key: tuple[str | None, str], prepare: Any,
         if isinstance(a, (list, tuple)):
             elem = codecs.arrays.get(types[i])
             enc = codecs.encoders.get(elem) if elem is not None else None
-            if enc is not None:
+            if enc is not None and elem in codecs.literals:
+                out[i] = _array_literal(codecs, i, elem, enc, a, "")
+            elif enc is not None:
                 out[i] = _encode_list(codecs, i, elem, enc, a, "")
         elif not isinstance(a, _NATIVE):
             enc = codecs.encoders.get(types[i])

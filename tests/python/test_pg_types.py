@@ -651,7 +651,8 @@ async def test_set_type_codec_errors_are_clear(db, engine):
         return
     with pytest.raises(ValueError, match=r"unknown type: public\.no_such_type"):
         await db.set_type_codec("no_such_type", encoder=str, decoder=str)
-    with pytest.raises(keel.NotSupportedError, match="format='binary' is not supported"):
+    with pytest.raises(keel.NotSupportedError, match="format='binary' is available for the "
+                                                     "pg_catalog types date, interval, time"):
         await db.set_type_codec("json", schema="pg_catalog", encoder=str, decoder=str,
                                 format="binary")
     with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
@@ -683,6 +684,143 @@ async def test_set_type_codec_errors_are_clear(db, engine):
         assert await db.fetchval("SELECT 1") == 1
     finally:
         await db.execute(f"DROP TYPE {name} CASCADE")
+
+
+# ---- set_type_codec, format='tuple' and 'binary' ----
+
+# One value of each type a tuple or binary codec is for, with its tuple form (asyncpg's):
+# microseconds and days from 2000-01-01, ±infinity as the int32 / int64 extremes, a timetz's zone
+# in seconds west of UTC, an interval's months kept apart; values Python's datetime cannot hold.
+FORMS = [
+    ("interval", "'1 year 2 mons 3 days 04:05:06.7'", (14, 3, 14706700000)),
+    ("interval", "'-5 days -03:00'", (0, -5, -10800000000)),
+    ("date", "'2000-01-02'", (1,)),
+    ("date", "'20000-01-01'", (6574365,)),
+    ("date", "'0001-01-01 BC'", (-730485,)),
+    ("date", "'infinity'", (2**31 - 1,)),
+    ("date", "'-infinity'", (-(2**31),)),
+    ("time", "'24:00:00'", (86400000000,)),
+    ("time", "'00:00:00.000001'", (1,)),
+    ("timetz", "'12:00:00.25-03:30'", (43200250000, 12600)),
+    ("timetz", "'01:02:03+05:45'", (3723000000, -20700)),
+    ("timestamp", "'1999-12-31 23:59:59.5'", (-500000,)),
+    ("timestamp", "'0044-03-15 12:00:00 BC'", (-64464465600000000,)),
+    ("timestamp", "'infinity'", (2**63 - 1,)),
+    ("timestamptz", "'2020-01-01 12:00:00+02'", (631188000000000,)),
+    ("timestamptz", "'-infinity'", (-(2**63),)),
+]
+FORM_TYPES = sorted({t for t, _, _ in FORMS})
+
+
+class Wrapped:
+    """A value keel does not convert itself, so it goes through the encoder."""
+
+    def __init__(self, form):
+        self.form = form
+
+
+@pytest.mark.parametrize("cache", [None, 0])
+async def test_tuple_codecs_give_and_take_the_types_tuple_form(cache):
+    d = keel.Database(with_statement_cache(cache))
+    try:
+        for t in FORM_TYPES:
+            await d.set_type_codec(t, schema="pg_catalog", encoder=lambda w: w.form,
+                                   decoder=lambda form: ("tuple", form), format="tuple")
+        sql = "SELECT " + ", ".join(f"{lit}::{t}" for t, lit, _ in FORMS)
+        want = [("tuple", form) for _, _, form in FORMS]
+        # The first run (text results) and the later ones (binary, statement cache on) agree.
+        async with d.connection() as conn:
+            assert [list(await conn.fetchrow(sql)) for _ in range(3)] == [want] * 3
+        # Arrays of the types: lists of decoded elements, NULL as None.
+        assert await d.fetchval("SELECT ARRAY['1 day'::interval, NULL, '1 mon']") == [
+            ("tuple", (0, 1, 0)), None, ("tuple", (1, 0, 0))]
+        # The encoder's tuple is the value of the parameter (also in a list for an array).
+        for t, lit, form in FORMS:
+            assert await d.fetchval(f"SELECT $1::{t} = {lit}::{t}", Wrapped(form)), (t, lit)
+            assert await d.fetchval(f"SELECT $1::{t}", Wrapped(list(form))) == ("tuple", form)
+        assert await d.fetchval("SELECT $1::interval[]", [Wrapped((1, 2, 3)), None, "1 day"]) == [
+            ("tuple", (1, 2, 3)), None, ("tuple", (0, 1, 0))]
+        assert await d.fetchval("SELECT $1::timetz[]", [[Wrapped((1, 0))], [Wrapped((2, 60))]]
+                                ) == [[("tuple", (1, 0))], [("tuple", (2, 60))]]
+        with pytest.raises(keel.DataError, match=r"parameter \$1: element \[1\]: a timedelta in "
+                                                 "a list for an array of interval, whose codec "
+                                                 "has format='binary' or 'tuple'"):
+            await d.fetchval("SELECT $1::interval[]", [Wrapped((1, 2, 3)), dt.timedelta(1)])
+        # Values keel converts itself go as they are, and come back through the decoder.
+        assert await d.fetchval("SELECT $1::interval", dt.timedelta(days=1)) == (
+            "tuple", (0, 1, 0))
+        # decoder=None gives keel's decoding back.
+        await d.set_type_codec("date", schema="pg_catalog", encoder=None, decoder=None,
+                               format="tuple")
+        assert await d.fetchval("SELECT '2000-01-02'::date") == dt.date(2000, 1, 2)
+    finally:
+        await close_db(d)
+
+
+@pytest.mark.parametrize("cache", [None, 0])
+async def test_binary_codecs_give_and_take_the_types_binary_form(cache):
+    d = keel.Database(with_statement_cache(cache))
+    try:
+        for t in FORM_TYPES:
+            await d.set_type_codec(t, schema="pg_catalog", encoder=lambda w: w.form,
+                                   decoder=lambda b: ("binary", b), format="binary")
+        # The bytes are the server's own binary form of the value (its send function).
+        for t, lit, _ in FORMS:
+            sql = f"SELECT {lit}::{t}, {t}_send({lit}::{t})"
+            async with d.connection() as conn:
+                rows = [tuple(await conn.fetchrow(sql)) for _ in range(3)]
+            sent = rows[0][1]
+            assert rows == [(("binary", sent), sent)] * 3, (t, lit)
+            # An encoder's bytes are the value of the parameter.
+            assert await d.fetchval(f"SELECT $1::{t} = {lit}::{t}", Wrapped(sent)), (t, lit)
+        assert await d.fetchval("SELECT ARRAY['1 day'::interval, NULL]") == [
+            ("binary", bytes(8) + b"\0\0\0\1" + bytes(4)), None]
+    finally:
+        await close_db(d)
+
+
+async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
+    d = pg_db
+    name = unique_name("pt")
+    await d.execute(f"CREATE TYPE {name} AS (x int, y int)")
+    try:
+        # Types other than the dates, times and intervals are refused (composites too).
+        for t, schema in ((name, "public"), ("int4", "pg_catalog"), ("json", "pg_catalog")):
+            with pytest.raises(keel.NotSupportedError,
+                               match=rf"format='tuple' is available for the pg_catalog types "
+                                     rf"date, interval, time, timestamp, timestamptz, timetz; "
+                                     rf"keel reads {schema}\.{t} in text form"):
+                await d.set_type_codec(t, schema=schema, encoder=None, decoder=tuple,
+                                       format="tuple")
+        with pytest.raises(ValueError, match="format must be 'text', 'binary' or 'tuple', not "
+                                             "'bin'"):
+            await d.set_type_codec("date", schema="pg_catalog", encoder=None, decoder=str,
+                                   format="bin")
+        await d.set_type_codec("interval", schema="pg_catalog", encoder=lambda w: w.form,
+                               decoder=lambda t: 1 / 0, format="tuple")
+        with pytest.raises(keel.DataError, match='column "i": cannot decode interval value: the '
+                                                 "decoder of type interval failed: division by "
+                                                 "zero"):
+            await d.fetchval("SELECT '1 day'::interval AS i")
+        for form, why in (((1, 2), r"returned \(1, 2\), not a tuple of 3 int "
+                                   r"\(format='tuple'\)"),
+                          ([1, 2, 1.5], r"returned \[1, 2, 1\.5\], not a tuple of 3 int"),
+                          ((2**31, 0, 0), r"returned \(2147483648, 0, 0\), out of range: ")):
+            with pytest.raises(keel.DataError, match=r"parameter \$1: the encoder of type "
+                                                     rf"interval failed: {why}"):
+                await d.fetchval("SELECT $1::interval", Wrapped(form))
+        await d.set_type_codec("interval", schema="pg_catalog", encoder=lambda w: w.form,
+                               decoder=None, format="binary")
+        with pytest.raises(keel.DataError, match=r"returned str, not bytes \(format='binary'\)"):
+            await d.fetchval("SELECT $1::interval", Wrapped("1 day"))
+        with pytest.raises(keel.DataError, match=r"returned 3 bytes; a binary interval has 16"):
+            await d.fetchval("SELECT $1::interval", Wrapped(b"abc"))
+        # format='text' stays refused for them: keel keeps no text of their values.
+        with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.interval "
+                                                         "itself.*format='binary' or 'tuple'"):
+            await d.set_type_codec("interval", schema="pg_catalog", encoder=None, decoder=None)
+    finally:
+        await d.execute(f"DROP TYPE {name}")
 
 
 async def test_a_codec_for_an_enum_decodes_its_arrays_too():

@@ -413,6 +413,27 @@ PyObject *keel__py_value_to_py(kpy_state *st, const keel_value *v) {
 
 static PyObject *decoded(kpy_state *st, PyObject *dec, const keel_value *v);
 
+/* PostgreSQL counts dates and timestamps from 2000-01-01, keel from 1970-01-01. */
+#define PG_EPOCH_DAYS 10957
+#define PG_EPOCH_MICROS INT64_C(946684800000000)
+
+/* A date, time, timestamp or interval v in asyncpg's tuple form: (days since 2000-01-01,),
+ * (microseconds,), (microseconds since 2000-01-01,), (months, days, microseconds). A new
+ * reference, or NULL with an exception set. */
+static PyObject *tuple_form(const keel_value *v) {
+    switch (v->type) {
+    case KEEL_TYPE_DATE:
+        return Py_BuildValue("(L)", (long long)v->u.date - PG_EPOCH_DAYS);
+    case KEEL_TYPE_TIME:
+        return Py_BuildValue("(L)", (long long)v->u.micros);
+    case KEEL_TYPE_INTERVAL:
+        return Py_BuildValue("(iiL)", (int)v->u.interval.months, (int)v->u.interval.days,
+                             (long long)v->u.interval.micros);
+    default: /* TIMESTAMP, TIMESTAMPTZ */
+        return Py_BuildValue("(L)", (long long)(v->u.micros - PG_EPOCH_MICROS));
+    }
+}
+
 /* An array whose elements keel kept the text of, each through dec (None for NULL, nested
  * lists for dimensions). */
 static PyObject *decoded_array(kpy_state *st, PyObject *dec, const keel_value *v) {
@@ -444,6 +465,19 @@ static PyObject *decoded(kpy_state *st, PyObject *dec, const keel_value *v) {
     }
     case KEEL_TYPE_ARRAY: /* a codec's type's array: the decoder is its elements' */
         return decoded_array(st, dec, v);
+    case KEEL_TYPE_DATE:
+    case KEEL_TYPE_TIME:
+    case KEEL_TYPE_TIMESTAMP:
+    case KEEL_TYPE_TIMESTAMPTZ:
+    case KEEL_TYPE_INTERVAL: {
+        /* Only format='binary' and 'tuple' codecs are set on these types: their decoders take
+         * the value as PostgreSQL keeps it (asyncpg's tuple form), which Python's date, time,
+         * datetime and timedelta cannot all hold (months, 24:00, years past 9999). */
+        PyObject *tuple = tuple_form(v);
+        PyObject *o = tuple != NULL ? PyObject_CallOneArg(dec, tuple) : NULL;
+        Py_XDECREF(tuple);
+        return o != NULL ? o : decode_failed(st, v);
+    }
     default:
         return keel__py_value_to_py(st, v);
     }

@@ -318,9 +318,11 @@ class Database(_native.Database):
                              encoder: Callable[[Any], Any] | None,
                              decoder: Callable[[str], Any] | None, format: str = "text",
                              database: str | None = None) -> None:
-        """A codec for a PostgreSQL type (asyncpg's set_type_codec, format='text'): decoder(text)
-        makes each value of its columns, encoder(value) the text of a parameter of the type for
-        values keel does not convert itself. For every connection of this Database."""
+        """A codec for a PostgreSQL type (asyncpg's set_type_codec): decoder(text) makes each
+        value of its columns, encoder(value) the text of a parameter of the type for values keel
+        does not convert itself. format='tuple' / 'binary' (dates, times, timestamps, intervals):
+        the decoder takes, the encoder gives, asyncpg's tuple form / the binary form. For every
+        connection of this Database."""
         where = f"database '{database if database is not None else self.default_database}'"
         await _codecs.set_type_codec(
             self, lambda sql, *a: self.fetchrow(sql, *a, database=database), typename,

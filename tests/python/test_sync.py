@@ -1041,6 +1041,33 @@ def test_set_type_codec_through_a_connection_on_postgresql():
         assert sdb.fetchval("SELECT '[1]'::json") == [1]
 
 
+class Months:
+    """An interval as months only, a value for a tuple or binary encoder."""
+
+    def __init__(self, n):
+        self.n = n
+
+
+def test_tuple_and_binary_codecs_on_postgresql():
+    import struct
+    with keel.sync.Database(PG_URL) as sdb:
+        sdb.set_type_codec("interval", schema="pg_catalog", encoder=lambda m: (m.n, 0, 0),
+                           decoder=lambda t: ("tuple", t), format="tuple")
+        sql = "SELECT '1 year 2 days 00:00:01'::interval, $1::interval"
+        with sdb.connection() as conn:
+            # The first run (text results) and the later ones (binary) agree.
+            assert [tuple(conn.fetchrow(sql, Months(2))) for _ in range(3)] == [
+                (("tuple", (12, 2, 1000000)), ("tuple", (2, 0, 0)))] * 3
+        assert sdb.fetchval("SELECT $1::interval[]", [Months(1), None]) == [
+            ("tuple", (1, 0, 0)), None]
+        with sdb.connection() as conn:
+            conn.set_type_codec("date", schema="pg_catalog", format="binary",
+                                encoder=lambda m: struct.pack(">i", m.n * 31),
+                                decoder=lambda b: ("binary", b))
+        assert tuple(sdb.fetchrow("SELECT 'infinity'::date, $1::date::text", Months(1))) == (
+            ("binary", struct.pack(">i", 2**31 - 1)), "2000-02-01")
+
+
 def test_set_type_codec_bad_input(sdb, engine):
     if engine != "postgresql":
         with pytest.raises(keel.NotSupportedError, match="type codecs are PostgreSQL's"):
@@ -1052,7 +1079,8 @@ def test_set_type_codec_bad_input(sdb, engine):
         return
     with pytest.raises(ValueError, match=r"unknown type: public\.no_such_type"):
         sdb.set_type_codec("no_such_type", encoder=str, decoder=str)
-    with pytest.raises(keel.NotSupportedError, match="format='binary' is not supported"):
+    with pytest.raises(keel.NotSupportedError, match="format='binary' is available for the "
+                                                     "pg_catalog types date, interval"):
         sdb.set_type_codec("json", schema="pg_catalog", encoder=str, decoder=str,
                            format="binary")
     with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):

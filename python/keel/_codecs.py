@@ -12,8 +12,9 @@ and database, then cached) to learn which parameters are of the type.
 
 format='binary' and 'tuple' are for dates, times, timestamps and intervals, whose values keel
 keeps as PostgreSQL does: convert.c gives the decoder their tuple form (asyncpg's), packed here
-into their binary form for 'binary'; an encoder's tuple or bytes becomes the value's text, the
-form keel sends these parameters in.
+into their binary form for 'binary'; 'binary' is also for the built-in scalars whose Python
+value (or text) keeps all of the value. An encoder's tuple or bytes becomes the value's text,
+the form keel sends these parameters in.
 """
 from __future__ import annotations
 
@@ -49,7 +50,12 @@ _PARSED = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", "bytea", "
            "timestamp", "timestamptz", "uuid", "interval", "int4range", "int8range", "numrange",
            "daterange", "tsrange", "tstzrange"}
 
-_LOOKUP = ("SELECT t.oid, t.typname, t.typcategory, t.typarray FROM pg_catalog.pg_type t "
+# The type's OID, category (as its character code) and array type's OID. Each is the lower bound
+# of an int8range: the one type of these that no codec can be set for, so a codec never decodes
+# the lookup's own columns (oid, name and the integers can have binary codecs).
+_LOOKUP = ("SELECT int8range(t.oid::int8, t.oid::int8, '[]'), "
+           "int8range(ascii(t.typcategory::text), ascii(t.typcategory::text), '[]'), "
+           "int8range(t.typarray::int8, t.typarray::int8, '[]') FROM pg_catalog.pg_type t "
            "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
            "WHERE t.typname = $1 AND n.nspname = $2")
 
@@ -95,21 +101,28 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     row = await run(_LOOKUP, typename, schema)
     if row is None:
         raise ValueError(f"set_type_codec: unknown type: {schema}.{typename}")
-    oid, name, category, array_oid = row
+    # (The type's name is typename: the lookup matches it exactly.)
+    name = typename
+    oid, category, array_oid = (r.lower for r in row)
+    category = chr(category)
     if format != "text":
-        if name not in _FORMS or schema != "pg_catalog":
+        kinds = sorted(_FORMS) if format == "tuple" else sorted({*_FORMS, *_SCALARS})
+        if name not in kinds or schema != "pg_catalog":
             raise _native.NotSupportedError(
                 f"set_type_codec: format={format!r} is available for the pg_catalog types "
-                f"{', '.join(sorted(_FORMS))}; keel reads {schema}.{typename} in text form, so "
-                "its codecs take and give text (format='text')")
-        decoder = None if decoder is None else _form_decoder(decoder, name, format)
-        encoder = None if encoder is None else _form_encoder(encoder, name, format)
+                f"{', '.join(kinds)}, not for {schema}.{typename}")
+        if name in _FORMS:
+            decoder = None if decoder is None else _form_decoder(decoder, name, format)
+            encoder = None if encoder is None else _form_encoder(encoder, name, format)
+        else:
+            decoder = None if decoder is None else _scalar_decoder(decoder, name)
+            encoder = None if encoder is None else _scalar_encoder(encoder, name)
     elif name in _PARSED or category == "A":
         raise _native.NotSupportedError(
             f"set_type_codec: keel decodes {schema}.{typename} itself and keeps no text of it; "
             "codecs are for types keel returns as text (custom, composite, domain and extension "
             "types, enums, json, numeric, text, inet…); dates, times and intervals take "
-            "format='binary' or 'tuple'")
+            "format='binary' or 'tuple', bool, integers, floats, bytea and uuid format='binary'")
     else:
         # Failures name the type (the column is named by keel).
         decoder = None if decoder is None else _named_decoder(decoder, name)
@@ -204,6 +217,66 @@ def _form_decoder(decoder: Callable[[Any], Any], name: str,
             raise ValueError(f"the decoder of type {name} failed: {e}") from e
 
     return decode
+
+
+# format='binary' only: built-in types keel converts into Python values that keep all of the
+# value (convert.c gives them to the decoder), or reads as text; the struct of their binary
+# form, "" for the types whose binary form is bytes of their own.
+_SCALARS = {"bool": "?", "int2": ">h", "int4": ">i", "int8": ">q", "oid": ">I", "float4": ">f",
+            "float8": ">d", "bytea": "", "uuid": "", "text": "", "varchar": "", "bpchar": "",
+            "name": "", "json": "", "jsonb": ""}
+
+
+def _scalar_decoder(decoder: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """decoder given the binary form of each value, made of keel's Python value (text for the
+    text-like types, whose binary form is their UTF-8, after a version byte for jsonb)."""
+    st = _struct.Struct(_SCALARS[name]) if _SCALARS[name] else None
+
+    def decode(value: Any) -> Any:
+        if st is not None:
+            value = st.pack(value)
+        elif name == "uuid":
+            value = value.bytes
+        elif name != "bytea":
+            value = (b"\x01" if name == "jsonb" else b"") + value.encode()
+        try:
+            return decoder(value)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise ValueError(f"the decoder of type {name} failed: {e}") from e
+
+    return decode
+
+
+def _scalar_encoder(encoder: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """encoder's binary form of a value as the text of the value, which keel sends."""
+    st = _struct.Struct(_SCALARS[name]) if _SCALARS[name] else None
+
+    def encode(value: Any) -> str:
+        out = encoder(value)
+        if not isinstance(out, (bytes, bytearray, memoryview)):
+            raise TypeError(f"returned {type(out).__name__}, not bytes (format='binary')")
+        out = bytes(out)
+        if st is not None or name == "uuid":
+            size = st.size if st is not None else 16
+            if len(out) != size:
+                raise ValueError(f"returned {len(out)} bytes; a binary {name} has {size}")
+        if st is not None:
+            x = st.unpack(out)[0]
+            return ("true" if x else "false") if name == "bool" else repr(x)
+        if name == "uuid":
+            return str(_uuid.UUID(bytes=out))
+        if name == "bytea":
+            return "\\x" + out.hex()
+        if name == "jsonb":
+            if out[:1] != b"\x01":
+                raise ValueError("returned bytes that do not start with version 1 of jsonb's "
+                                 "binary form")
+            out = out[1:]
+        return out.decode()
+
+    return encode
 
 
 def _civil(days: int) -> str:

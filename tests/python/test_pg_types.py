@@ -652,8 +652,8 @@ async def test_set_type_codec_errors_are_clear(db, engine):
     with pytest.raises(ValueError, match=r"unknown type: public\.no_such_type"):
         await db.set_type_codec("no_such_type", encoder=str, decoder=str)
     with pytest.raises(keel.NotSupportedError, match="format='binary' is available for the "
-                                                     "pg_catalog types date, interval, time"):
-        await db.set_type_codec("json", schema="pg_catalog", encoder=str, decoder=str,
+                                                     "pg_catalog types bool, bpchar"):
+        await db.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=str,
                                 format="binary")
     with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
         await db.set_type_codec("int4", schema="pg_catalog", encoder=str, decoder=int)
@@ -779,19 +779,77 @@ async def test_binary_codecs_give_and_take_the_types_binary_form(cache):
         await close_db(d)
 
 
+# Built-in types with format='binary' only: a value of each, and the server's send function.
+SCALARS = [
+    ("bool", "true", "boolsend"), ("bool", "false", "boolsend"),
+    ("int2", "'-32768'", "int2send"), ("int4", "2147483647", "int4send"),
+    ("int8", "'-9223372036854775808'", "int8send"), ("oid", "4294967295", "oidsend"),
+    ("float4", "'1.1'", "float4send"), ("float4", "'-Infinity'", "float4send"),
+    ("float8", "'0.1'", "float8send"), ("float8", "'NaN'", "float8send"),
+    ("bytea", "'\\x00ff'", "byteasend"),
+    ("uuid", "'0b2e5c2e-7ffb-4c7d-a5c0-6f4a4e1b9c11'", "uuid_send"),
+    ("text", "'h\u00e9 \"x\" \\'", "textsend"), ("varchar", "'v'", "varcharsend"),
+    ("bpchar", "'ab'::char(4)", "bpcharsend"), ("name", "'n'", "namesend"),
+    ("json", "'[1, {\"a\": null}]'", "json_send"), ("jsonb", "'{\"a\": [1]}'", "jsonb_send"),
+]
+
+
+@pytest.mark.parametrize("cache", [None, 0])
+async def test_binary_codecs_for_built_in_scalars(cache):
+    d = keel.Database(with_statement_cache(cache))
+    plain = keel.Database(PG_URL)  # without codecs: bytea and text have some in d
+    try:
+        for t in sorted({t for t, _, _ in SCALARS}):
+            await d.set_type_codec(t, schema="pg_catalog", encoder=lambda w: w.form,
+                                   decoder=lambda b: ("binary", b), format="binary")
+        for t, lit, send in SCALARS:
+            # The bytes are the server's binary form of the value, on every run.
+            sent = await plain.fetchval(f"SELECT {send}({lit}::{t})")
+            async with d.connection() as conn:
+                rows = [await conn.fetchval(f"SELECT {lit}::{t}") for _ in range(3)]
+            assert rows == [("binary", sent)] * 3, (t, lit)
+            # An encoder's bytes are the value of the parameter: the server gives them back.
+            assert await d.fetchval(f"SELECT $1::{t}", Wrapped(sent)) == ("binary", sent), (
+                t, lit)
+            assert await d.fetchval(f"SELECT $1::{t}[]", [Wrapped(sent), None]) == [
+                ("binary", sent), None], (t, lit)
+        with pytest.raises(keel.DataError, match=r"parameter \$1: the encoder of type jsonb "
+                                                 r"failed: returned bytes that do not start "
+                                                 r"with version 1"):
+            await d.fetchval("SELECT $1::jsonb", Wrapped(b"{}"))
+        with pytest.raises(keel.DataError, match=r"returned 3 bytes; a binary int4 has 4"):
+            await d.fetchval("SELECT $1::int4", Wrapped(b"abc"))
+        # The lookup of a type reads none of the types these codecs are for.
+        await d.set_type_codec("int8", schema="pg_catalog", encoder=None, decoder=None,
+                               format="binary")
+        assert await d.fetchval("SELECT 1::int8") == 1
+    finally:
+        await close_db(plain)
+        await close_db(d)
+
+
 async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
     d = pg_db
     name = unique_name("pt")
     await d.execute(f"CREATE TYPE {name} AS (x int, y int)")
     try:
-        # Types other than the dates, times and intervals are refused (composites too).
+        # Tuples are for the dates, times and intervals only (not composites).
         for t, schema in ((name, "public"), ("int4", "pg_catalog"), ("json", "pg_catalog")):
             with pytest.raises(keel.NotSupportedError,
                                match=rf"format='tuple' is available for the pg_catalog types "
-                                     rf"date, interval, time, timestamp, timestamptz, timetz; "
-                                     rf"keel reads {schema}\.{t} in text form"):
+                                     rf"date, interval, time, timestamp, timestamptz, timetz, "
+                                     rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=tuple,
                                        format="tuple")
+        for t, schema in ((name, "public"), ("numeric", "pg_catalog")):
+            with pytest.raises(keel.NotSupportedError,
+                               match=r"format='binary' is available for the pg_catalog types "
+                                     r"bool, bpchar, bytea, date, float4, float8, int2, int4, "
+                                     r"int8, interval, json, jsonb, name, oid, text, time, "
+                                     r"timestamp, timestamptz, timetz, uuid, varchar, not for "
+                                     rf"{schema}\.{t}$"):
+                await d.set_type_codec(t, schema=schema, encoder=None, decoder=bytes,
+                                       format="binary")
         with pytest.raises(ValueError, match="format must be 'text', 'binary' or 'tuple', not "
                                              "'bin'"):
             await d.set_type_codec("date", schema="pg_catalog", encoder=None, decoder=str,

@@ -478,6 +478,21 @@ static PyObject *decoded(kpy_state *st, PyObject *dec, const keel_value *v) {
         Py_XDECREF(tuple);
         return o != NULL ? o : decode_failed(st, v);
     }
+    case KEEL_TYPE_BOOL:
+    case KEEL_TYPE_INT:
+    case KEEL_TYPE_FLOAT:
+    case KEEL_TYPE_BYTES:
+    case KEEL_TYPE_UUID: {
+        /* Only format='binary' codecs are set on the types of these values (bool, integers,
+         * floats, bytea, uuid): their decoders take the Python value, which keeps all of it,
+         * and make the binary form of it. */
+        PyObject *value = keel__py_value_to_py(st, v);
+        if (value == NULL)
+            return NULL;
+        PyObject *o = PyObject_CallOneArg(dec, value);
+        Py_DECREF(value);
+        return o != NULL ? o : decode_failed(st, v);
+    }
     default:
         return keel__py_value_to_py(st, v);
     }

@@ -316,7 +316,7 @@ class Database(_native.Database):
 
     async def set_type_codec(self, typename: str, *, schema: str = "public",
                              encoder: Callable[[Any], Any] | None,
-                             decoder: Callable[[str], Any] | None, format: str = "text",
+                             decoder: Callable[[Any], Any] | None, format: str = "text",
                              database: str | None = None) -> None:
         """A codec for a PostgreSQL type (asyncpg's set_type_codec): decoder(text) makes each
         value of its columns, encoder(value) the text of a parameter of the type for values keel
@@ -541,7 +541,7 @@ class Connection(_native.Connection):
 
     async def set_type_codec(self, typename: str, *, schema: str = "public",
                              encoder: Callable[[Any], Any] | None,
-                             decoder: Callable[[str], Any] | None,
+                             decoder: Callable[[Any], Any] | None,
                              format: str = "text") -> None:
         """As Database.set_type_codec, looking the type up on this connection: the codec is
         the Database's (connections are pooled), so it applies to every connection of it."""

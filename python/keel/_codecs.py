@@ -83,7 +83,7 @@ def _codecs_of(db: Database) -> _Codecs:
 
 async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
                          encoder: Callable[[Any], Any] | None,
-                         decoder: Callable[[str], Any] | None, format: str,
+                         decoder: Callable[[Any], Any] | None, format: str,
                          engine: str, where: str) -> None:
     """Registers a codec on db; run(sql, *args) fetches a row on the database concerned."""
     global encoding

@@ -162,7 +162,7 @@ class Database(_native.SyncDatabase):
 
     def set_type_codec(self, typename: str, *, schema: str = "public",
                        encoder: Callable[[Any], Any] | None,
-                       decoder: Callable[[str], Any] | None, format: str = "text",
+                       decoder: Callable[[Any], Any] | None, format: str = "text",
                        database: str | None = None) -> None:
         """A codec for a PostgreSQL type, as keel.Database.set_type_codec: decoder(text) makes
         each value of its columns, encoder(value) the text of a parameter of the type for values
@@ -312,7 +312,7 @@ class Connection(_native.SyncConnection):
 
     def set_type_codec(self, typename: str, *, schema: str = "public",
                        encoder: Callable[[Any], Any] | None,
-                       decoder: Callable[[str], Any] | None, format: str = "text") -> None:
+                       decoder: Callable[[Any], Any] | None, format: str = "text") -> None:
         """As Database.set_type_codec, looking the type up on this connection: the codec is
         the Database's (connections are pooled), so it applies to every connection of it."""
         async def run(sql: str, *a: Any) -> Any:

@@ -224,7 +224,53 @@ def _form_decoder(decoder: Callable[[Any], Any], name: str,
 # form, "" for the types whose binary form is bytes of their own.
 _SCALARS = {"bool": "?", "int2": ">h", "int4": ">i", "int8": ">q", "oid": ">I", "float4": ">f",
             "float8": ">d", "bytea": "", "uuid": "", "text": "", "varchar": "", "bpchar": "",
-            "name": "", "json": "", "jsonb": ""}
+            "name": "", "json": "", "jsonb": "", "numeric": ""}
+# numeric's binary form: its header (digits, weight, sign, display scale), then base-10000 digits.
+_NUMERIC = _struct.Struct(">hhHH")
+_NUMERIC_SIGNS = {"NaN": 0xC000, "Infinity": 0xD000, "-Infinity": 0xF000}
+
+
+def _numeric_bytes(text: str) -> bytes:
+    """The binary form of a numeric from its text as the server writes it ("-12.3400")."""
+    if text in _NUMERIC_SIGNS:
+        # The display scale numeric_send gives ±Infinity is 32, the scale bits of its header.
+        return _NUMERIC.pack(0, 0, _NUMERIC_SIGNS[text], 0 if text == "NaN" else 32)
+    sign = 0x4000 if text.startswith("-") else 0
+    whole, _, frac = text.lstrip("-").partition(".")
+    whole = whole.lstrip("0")
+    whole = whole.rjust(-(-len(whole) // 4) * 4, "0")
+    digits = [int((whole + frac.ljust(-(-len(frac) // 4) * 4, "0"))[i:i + 4])
+              for i in range(0, len(whole) + -(-len(frac) // 4) * 4, 4)]
+    weight = len(whole) // 4 - 1
+    # The server keeps no zero digits at either end, and writes zero with weight 0, positive.
+    while digits and digits[0] == 0:
+        digits.pop(0)
+        weight -= 1
+    while digits and digits[-1] == 0:
+        digits.pop()
+    if not digits:
+        weight = sign = 0
+    return _NUMERIC.pack(len(digits), weight, sign, len(frac)) + _struct.pack(
+        f">{len(digits)}H", *digits)
+
+
+def _numeric_text(b: bytes) -> str:
+    """The text of a numeric from its binary form."""
+    if len(b) < _NUMERIC.size:
+        raise ValueError(f"returned {len(b)} bytes; a binary numeric has at least 8")
+    n, weight, sign, dscale = _NUMERIC.unpack_from(b)
+    if len(b) != 8 + 2 * n or n < 0:
+        raise ValueError(f"returned {len(b)} bytes; a binary numeric of {n} digits has "
+                         f"{8 + 2 * max(n, 0)}")
+    for word, code in _NUMERIC_SIGNS.items():
+        if sign == code:
+            return word
+    digits = _struct.unpack_from(f">{n}H", b, 8)
+    if sign not in (0, 0x4000) or any(d > 9999 for d in digits):
+        raise ValueError("returned bytes that are not a binary numeric (its sign or a digit)")
+    value = _decimal.Decimal((sign != 0, tuple(int(c) for c in "".join(
+        f"{d:04d}" for d in digits)) or (0,), 4 * (weight - n + 1)))
+    return f"{value:.{dscale}f}"
 
 
 def _scalar_decoder(decoder: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -237,6 +283,8 @@ def _scalar_decoder(decoder: Callable[[Any], Any], name: str) -> Callable[[Any],
             value = st.pack(value)
         elif name == "uuid":
             value = value.bytes
+        elif name == "numeric":
+            value = _numeric_bytes(value)
         elif name != "bytea":
             value = (b"\x01" if name == "jsonb" else b"") + value.encode()
         try:
@@ -269,6 +317,8 @@ def _scalar_encoder(encoder: Callable[[Any], Any], name: str) -> Callable[[Any],
             return str(_uuid.UUID(bytes=out))
         if name == "bytea":
             return "\\x" + out.hex()
+        if name == "numeric":
+            return _numeric_text(out)
         if name == "jsonb":
             if out[:1] != b"\x01":
                 raise ValueError("returned bytes that do not start with version 1 of jsonb's "

@@ -653,7 +653,7 @@ async def test_set_type_codec_errors_are_clear(db, engine):
         await db.set_type_codec("no_such_type", encoder=str, decoder=str)
     with pytest.raises(keel.NotSupportedError, match="format='binary' is available for the "
                                                      "pg_catalog types bool, bpchar"):
-        await db.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=str,
+        await db.set_type_codec("inet", schema="pg_catalog", encoder=str, decoder=str,
                                 format="binary")
     with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
         await db.set_type_codec("int4", schema="pg_catalog", encoder=str, decoder=int)
@@ -791,6 +791,10 @@ SCALARS = [
     ("text", "'h\u00e9 \"x\" \\'", "textsend"), ("varchar", "'v'", "varcharsend"),
     ("bpchar", "'ab'::char(4)", "bpcharsend"), ("name", "'n'", "namesend"),
     ("json", "'[1, {\"a\": null}]'", "json_send"), ("jsonb", "'{\"a\": [1]}'", "jsonb_send"),
+    ("numeric", "'-12.3400'", "numeric_send"), ("numeric", "'0.00'", "numeric_send"),
+    ("numeric", "'10000'", "numeric_send"), ("numeric", "'1e-20'", "numeric_send"),
+    ("numeric", "'123456789.000000001'", "numeric_send"), ("numeric", "'NaN'", "numeric_send"),
+    ("numeric", "'-Infinity'", "numeric_send"), ("numeric", "'-0.5'", "numeric_send"),
 ]
 
 
@@ -841,13 +845,13 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=tuple,
                                        format="tuple")
-        for t, schema in ((name, "public"), ("numeric", "pg_catalog")):
+        for t, schema in ((name, "public"), ("inet", "pg_catalog")):
             with pytest.raises(keel.NotSupportedError,
                                match=r"format='binary' is available for the pg_catalog types "
                                      r"bool, bpchar, bytea, date, float4, float8, int2, int4, "
-                                     r"int8, interval, json, jsonb, name, oid, text, time, "
-                                     r"timestamp, timestamptz, timetz, uuid, varchar, not for "
-                                     rf"{schema}\.{t}$"):
+                                     r"int8, interval, json, jsonb, name, numeric, oid, text, "
+                                     r"time, timestamp, timestamptz, timetz, uuid, varchar, "
+                                     rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=bytes,
                                        format="binary")
         with pytest.raises(ValueError, match="format must be 'text', 'binary' or 'tuple', not "

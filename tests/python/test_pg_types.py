@@ -779,6 +779,24 @@ async def test_binary_codecs_give_and_take_the_types_binary_form(cache):
         await close_db(d)
 
 
+async def test_tuple_and_binary_codecs_in_prepared_statements_and_cursors():
+    d = keel.Database(PG_URL)
+    try:
+        await d.set_type_codec("interval", schema="pg_catalog", encoder=None, decoder=tuple,
+                               format="tuple")
+        await d.set_type_codec("int4", schema="pg_catalog", encoder=None, decoder=bytes,
+                               format="binary")
+        sql = "SELECT '1 mon'::interval, 5::int4 FROM generate_series(1, 2)"
+        want = ((1, 0, 0), b"\0\0\0\5")
+        async with d.connection() as conn:
+            stmt = await conn.prepare(sql)
+            assert [tuple(await stmt.fetchrow()) for _ in range(3)] == [want] * 3
+            async with conn.transaction():
+                assert [tuple(r) async for r in conn.cursor(sql)] == [want] * 2
+    finally:
+        await close_db(d)
+
+
 # Built-in types with format='binary' only: a value of each, and the server's send function.
 SCALARS = [
     ("bool", "true", "boolsend"), ("bool", "false", "boolsend"),

@@ -118,14 +118,23 @@ keel_status keel__pg_wire_start(pg_impl *p, keel_error *err) {
     return KEEL_OK;
 }
 
-/* The batch cannot go on: the connection is given up with a message saying why. Returns -1. */
-static int wire_lost(pg_impl *p, const char *why) {
+/*
+ * The batch cannot go on in step with the server: it fails with code and message, and the
+ * connection is given up. Returns -1.
+ */
+static int wire_fatal(pg_impl *p, keel_status code, const char *msg) {
     keel_error_clear(&p->err);
-    keel__error_set(&p->err, KEEL_ERR_CONNECTION_LOST, PG_ENGINE, keel__pg_dbname(p->c),
-                    "connection lost: %s", why);
+    keel__error_set(&p->err, code, PG_ENGINE, keel__pg_dbname(p->c), "%s", msg);
     p->failed = 1;
     p->c->broken = 1;
     return -1;
+}
+
+/* The connection failed, or the server said something that does not belong. Returns -1. */
+static int wire_lost(pg_impl *p, const char *why) {
+    char msg[KEEL_ERROR_MESSAGE_MAX];
+    snprintf(msg, sizeof msg, "connection lost: %s", why);
+    return wire_fatal(p, KEEL_ERR_CONNECTION_LOST, msg);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -251,7 +260,7 @@ static int wire_send(pg_impl *p) {
         if (p->failed || p->bsent == p->brows) {
             static const char sync[5] = { 'S', 0, 0, 0, 4 };
             if (keel__buf_append(&w->out, sync, sizeof sync) != 0)
-                return wire_lost(p, "out of memory");
+                return wire_fatal(p, KEEL_ERR_NOMEM, "out of memory ending a batch");
             p->bsynced = 1;
             continue;
         }
@@ -348,13 +357,13 @@ static int wire_row_description(pg_impl *p, const char *b, size_t len) {
 /* A DataRow of the running execute, gathered into w->rows. */
 static int wire_data_row(pg_impl *p, const char *b, size_t len) {
     pg_wire *w = p->wire;
+    if (p->failed)
+        return 0; /* the rows of a failed batch are not returned (nor their columns known) */
     if (!w->cols || len < 2)
         return -1;
     size_t n = get16(b), at = 2;
     if ((int)n != PQnfields(w->cols))
         return -1;
-    if (p->failed)
-        return 0;
     if (n == 0) {
         /* Rows without columns have nothing PQsetvalue could hold: they are counted in (the
          * result gives no values to fill for them). */
@@ -468,6 +477,10 @@ static int wire_message(pg_impl *p, char type, const char *b, size_t len, char *
         if (n > 0)
             p->baffected += n;
         p->bdone++;
+        /* A statement that returns rows makes the batch's result have its columns, even when
+         * no row returned any. */
+        if (p->wire->cols && !p->res && !p->failed && keel__pg_add_rows(p, p->wire->cols) != 0)
+            return -2;
         return 0;
     }
     case 'I': /* EmptyQueryResponse */
@@ -519,23 +532,25 @@ static int wire_end(pg_impl *p, char status) {
     if (wire_take_rows(p) != 0)
         keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a batch's rows");
     wire_drop_rows(w);
-    w->active = 0;
     wire_notify(p);
     if (w->stale)
         p->c->broken = 1; /* a later statement would use libpq's stale parameters */
     PGTransactionStatusType t = status == 'I'   ? PQTRANS_IDLE
                                 : status == 'T' ? PQTRANS_INTRANS
                                                 : PQTRANS_INERROR;
-    if (t == PQtransactionStatus(p->pg))
+    if (t == PQtransactionStatus(p->pg)) {
+        w->active = 0;
         return 1;
+    }
     if (!PQenterPipelineMode(p->pg) || !PQpipelineSync(p->pg))
         return wire_lost(p, "libpq refused a pipeline sync");
+    if (keel__watch_set(p->watch, KEEL_READ | KEEL_WRITE) != 0)
+        return wire_fatal(p, KEEL_ERR_INTERNAL, "the event loop refused to watch the connection");
+    w->active = 0;
     p->bgot = 0;
     p->bsynced = 1;
     p->flush_pending = 1;
-    return keel__watch_set(p->watch, KEEL_READ | KEEL_WRITE) == 0
-               ? 0
-               : wire_lost(p, "the event loop refused to watch the connection");
+    return 0;
 }
 
 /*
@@ -552,7 +567,7 @@ static int wire_handle(pg_impl *p, char *status) {
         if (w->in.len - w->in_off < (size_t)mlen + 1)
             return keel__buf_reserve(&w->in, (size_t)mlen + 1) == 0
                        ? 0
-                       : wire_lost(p, "out of memory reading a batch's results");
+                       : wire_fatal(p, KEEL_ERR_NOMEM, "out of memory reading a batch's results");
         int rc = wire_message(p, m[0], m + 5, mlen - 4, status);
         w->in_off += (size_t)mlen + 1;
         if (rc == -1) {
@@ -590,7 +605,7 @@ static int wire_read(pg_impl *p, char *status) {
             w->in_off = 0;
         }
         if (w->in.cap - w->in.len < 16384 && keel__buf_reserve(&w->in, 65536) != 0)
-            return wire_lost(p, "out of memory reading a batch's results");
+            return wire_fatal(p, KEEL_ERR_NOMEM, "out of memory reading a batch's results");
         int peek = p->bsynced;
         size_t base = w->in.len;
         ssize_t n = recv(w->fd, w->in.data + base, w->in.cap - base - 1, peek ? MSG_PEEK : 0);
@@ -644,6 +659,6 @@ int keel__pg_wire_step(pg_impl *p, int events) {
     }
     int write = w->out_off < w->out.len || !p->bsynced;
     if (keel__watch_set(p->watch, KEEL_READ | (write ? KEEL_WRITE : 0)) != 0)
-        return wire_lost(p, "the event loop refused to watch the connection");
+        return wire_fatal(p, KEEL_ERR_INTERNAL, "the event loop refused to watch the connection");
     return 0;
 }

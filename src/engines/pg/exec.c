@@ -356,8 +356,8 @@ static void pg_lost(pg_impl *p) {
     keel_error err;
     if (was == PG_SETUP)
         keel__pg_connect_error(p, &err, KEEL_ERR_CONNECT);
-    else if (p->failed && p->err.code == KEEL_ERR_CONNECTION_LOST)
-        err = p->err; /* a failure libpq did not see: a batch on the wire says what it was */
+    else if (p->failed && keel__pg_wire_active(p))
+        err = p->err; /* a failure libpq did not see: the batch on the wire says what it was */
     else
         keel__pg_error_libpq(&err, KEEL_ERR_CONNECTION_LOST, c,
                              "connection lost: ", PQerrorMessage(p->pg));

@@ -65,9 +65,7 @@ int keel__pg_wire_usable(const pg_impl *p) {
            (t == PQTRANS_IDLE || t == PQTRANS_INTRANS);
 }
 
-int keel__pg_wire_active(const pg_impl *p) {
-    return p->wire && p->wire->active;
-}
+int keel__pg_wire_active(const pg_impl *p) { return p->wire && p->wire->active; }
 
 static void wire_drop_rows(pg_wire *w) {
     if (w->cols)
@@ -130,10 +128,16 @@ static int wire_fatal(pg_impl *p, keel_status code, const char *msg) {
     return -1;
 }
 
-/* The connection failed, or the server said something that does not belong. Returns -1. */
+/*
+ * The connection failed, or the server said something that does not belong. An error the
+ * server sent before (a FATAL one, as at shutdown) is kept in the message. Returns -1.
+ */
 static int wire_lost(pg_impl *p, const char *why) {
-    char msg[KEEL_ERROR_MESSAGE_MAX];
-    snprintf(msg, sizeof msg, "connection lost: %s", why);
+    char msg[KEEL_ERROR_MESSAGE_MAX * 2];
+    if (p->failed)
+        snprintf(msg, sizeof msg, "connection lost: %s, after: %.300s", why, p->err.message);
+    else
+        snprintf(msg, sizeof msg, "connection lost: %s", why);
     return wire_fatal(p, KEEL_ERR_CONNECTION_LOST, msg);
 }
 
@@ -241,8 +245,8 @@ static int wire_send(pg_impl *p) {
     size_t budget = WIRE_ROWS_PER_WAKEUP;
     for (;;) {
         if (w->out_off < w->out.len) {
-            ssize_t n = send(w->fd, w->out.data + w->out_off, w->out.len - w->out_off,
-                             MSG_NOSIGNAL);
+            ssize_t n =
+                send(w->fd, w->out.data + w->out_off, w->out.len - w->out_off, MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -287,8 +291,8 @@ static const char *wire_field(const void *src, int code) {
 
 /* The row count of a command tag, as PQcmdTuples reads it, or -1 when it carries none. */
 static int64_t wire_tag_rows(const char *tag) {
-    static const char *const counted[] = { "INSERT ", "UPDATE ", "DELETE ", "SELECT ", "MERGE ",
-                                           "FETCH ",  "MOVE ",   "COPY " };
+    static const char *const counted[] = { "INSERT ", "UPDATE ", "DELETE ", "SELECT ",
+                                           "MERGE ",  "FETCH ",  "MOVE ",   "COPY " };
     const char *num = NULL;
     for (size_t i = 0; i < sizeof counted / sizeof counted[0]; i++)
         if (strncmp(tag, counted[i], strlen(counted[i])) == 0)
@@ -433,9 +437,9 @@ static int wire_notification(pg_impl *p, const char *b, size_t len) {
  * encode or decode values, their view is stale from now on.
  */
 static int wire_parameter(pg_impl *p, const char *b, size_t len) {
-    static const char *const read[] = { "TimeZone",         "DateStyle",       "IntervalStyle",
-                                        "integer_datetimes", "client_encoding",
-                                        "standard_conforming_strings" };
+    static const char *const read[] = { "TimeZone",        "DateStyle",
+                                        "IntervalStyle",   "integer_datetimes",
+                                        "client_encoding", "standard_conforming_strings" };
     const char *value = memchr(b, '\0', len);
     if (!value || b[len - 1] != '\0')
         return -1;

@@ -275,8 +275,8 @@ void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *
     keel__pg_error_from(p, pg_result_field, r, primary, row, err);
 }
 
-void keel__pg_error_from(pg_impl *p, keel__pg_field_fn field, const void *src,
-                         const char *primary, long row, keel_error *err) {
+void keel__pg_error_from(pg_impl *p, keel__pg_field_fn field, const void *src, const char *primary,
+                         long row, keel_error *err) {
     const char *state = field(src, PG_DIAG_SQLSTATE);
     const char *detail = field(src, PG_DIAG_MESSAGE_DETAIL);
     int bad = PQstatus(p->pg) == CONNECTION_BAD;

@@ -35,8 +35,8 @@ typedef const char *(*keel__pg_field_fn)(const void *src, int code);
  * keel read itself); primary, when not NULL or empty, is the message instead of field 'M'. row
  * >= 0 names the batch row it belongs to.
  */
-void keel__pg_error_from(pg_impl *p, keel__pg_field_fn field, const void *src,
-                         const char *primary, long row, keel_error *err);
+void keel__pg_error_from(pg_impl *p, keel__pg_field_fn field, const void *src, const char *primary,
+                         long row, keel_error *err);
 
 /*
  * Appends every row of r, a whole result, to the running operation's result (which takes r's

@@ -2089,8 +2089,8 @@ TEST(executemany_on_the_wire_keeps_libpq_in_step) {
     keel_result_free(r);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
     /* A row failing in the block fails the block, and libpq knows it. */
-    keel_status st = keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1)", params + 2, 1, 1,
-                                               &r, &err);
+    keel_status st =
+        keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1)", params + 2, 1, 1, &r, &err);
     CHECK_INT(st, KEEL_ERR_INTEGRITY);
     CHECK_CONTAINS(err.message, "row 0: duplicate key value");
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_FAILED);

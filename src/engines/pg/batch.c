@@ -28,9 +28,11 @@ typedef struct pg_wire {
     size_t out_off;
     keel__buf in; /* bytes read; in_off of them were handled */
     size_t in_off;
-    PGresult *cols;  /* the columns the statement returns, NULL when it returns none */
-    PGresult *rows;  /* returned rows not decoded yet (cols' columns) */
-    int stale;       /* a server parameter changed that libpq did not see */
+    PGresult *cols; /* the columns the statement returns, NULL when it returns none */
+    PGresult *rows; /* returned rows not decoded yet (cols' columns) */
+    int stale;      /* a server parameter changed that libpq did not see */
+    int ended;      /* ReadyForQuery was read; its transaction state is status */
+    char status;
     keel__buf notes; /* notifications: pid (4 bytes), channel, NUL, payload, NUL */
 } pg_wire;
 
@@ -80,7 +82,7 @@ void keel__pg_wire_clear(pg_impl *p) {
     if (!w)
         return;
     wire_drop_rows(w);
-    w->active = w->stale = 0;
+    w->active = w->stale = w->ended = 0;
     keel__buf_reset(&w->out);
     keel__buf_reset(&w->in);
     keel__buf_reset(&w->notes);
@@ -454,11 +456,14 @@ static int wire_parameter(pg_impl *p, const char *b, size_t len) {
 }
 
 /*
- * Handles one message. Returns 1 for ReadyForQuery (*status is its transaction state), 0 for
- * another, -1 for a message that does not belong here (the session cannot be trusted any
- * more), -2 when out of memory.
+ * Handles one message. Returns 0, or -1 for a message that does not belong here (the session
+ * cannot be trusted any more), -2 when out of memory. After ReadyForQuery only what the server
+ * sends on its own can come.
  */
-static int wire_message(pg_impl *p, char type, const char *b, size_t len, char *status) {
+static int wire_message(pg_impl *p, char type, const char *b, size_t len) {
+    if (p->wire->ended && type != 'A' && type != 'S' && type != 'N')
+        /* A FATAL error (shutdown) is followed by the connection's end, which libpq sees. */
+        return type == 'E' ? 0 : -1;
     switch (type) {
     case '1': /* ParseComplete */
     case '2': /* BindComplete */
@@ -499,8 +504,9 @@ static int wire_message(pg_impl *p, char type, const char *b, size_t len, char *
     case 'Z':
         if (len != 1)
             return -1;
-        *status = b[0];
-        return 1;
+        p->wire->ended = 1;
+        p->wire->status = b[0];
+        return 0;
     default:
         /* COPY (refused before anything is sent), a suspended portal, authentication… */
         return -1;
@@ -558,10 +564,12 @@ static int wire_end(pg_impl *p, char status) {
 }
 
 /*
- * Handles the whole messages read from w->in_off on. 1 when ReadyForQuery was handled (w->in_off
- * is just past it), 0 when more is to come, -1 when the connection failed.
+ * Handles the whole messages read from w->in_off on. 1 when the batch's answers are all in:
+ * ReadyForQuery was handled and the bytes read end at a message boundary, so libpq can read on
+ * from the socket (what the server sent on its own right after ReadyForQuery, a notification,
+ * was read with it and is handled here). 0 when more is to come, -1 when the connection failed.
  */
-static int wire_handle(pg_impl *p, char *status) {
+static int wire_handle(pg_impl *p) {
     pg_wire *w = p->wire;
     while (w->in.len - w->in_off >= 5) {
         const char *m = w->in.data + w->in_off;
@@ -572,7 +580,7 @@ static int wire_handle(pg_impl *p, char *status) {
             return keel__buf_reserve(&w->in, (size_t)mlen + 1) == 0
                        ? 0
                        : wire_fatal(p, KEEL_ERR_NOMEM, "out of memory reading a batch's results");
-        int rc = wire_message(p, m[0], m + 5, mlen - 4, status);
+        int rc = wire_message(p, m[0], m + 5, mlen - 4);
         w->in_off += (size_t)mlen + 1;
         if (rc == -1) {
             char why[96];
@@ -583,22 +591,15 @@ static int wire_handle(pg_impl *p, char *status) {
         }
         if (rc == -2)
             keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a batch's rows");
-        if (rc == 1)
-            return 1;
     }
-    return 0;
+    return w->ended && w->in_off == w->in.len;
 }
 
 /*
- * Reads what arrived and handles every whole message. 1 when ReadyForQuery was handled (the
- * batch is over; *status is its transaction state), 0 when more is to come, -1 when the
- * connection failed.
- *
- * Once the Sync is written, ReadyForQuery may be followed by what the server sends on its own
- * (a notification): that belongs to libpq. So from then on the socket is read with MSG_PEEK and
- * only the bytes up to the end of ReadyForQuery are taken from it.
+ * Reads what arrived and handles every whole message. 1 when the batch is over (see
+ * wire_handle), 0 when more is to come, -1 when the connection failed.
  */
-static int wire_read(pg_impl *p, char *status) {
+static int wire_read(pg_impl *p) {
     pg_wire *w = p->wire;
     size_t got = 0;
     while (got < WIRE_READ_PER_WAKEUP) {
@@ -610,9 +611,7 @@ static int wire_read(pg_impl *p, char *status) {
         }
         if (w->in.cap - w->in.len < 16384 && keel__buf_reserve(&w->in, 65536) != 0)
             return wire_fatal(p, KEEL_ERR_NOMEM, "out of memory reading a batch's results");
-        int peek = p->bsynced;
-        size_t base = w->in.len;
-        ssize_t n = recv(w->fd, w->in.data + base, w->in.cap - base - 1, peek ? MSG_PEEK : 0);
+        ssize_t n = recv(w->fd, w->in.data + w->in.len, w->in.cap - w->in.len - 1, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -624,24 +623,9 @@ static int wire_read(pg_impl *p, char *status) {
             return wire_lost(p, "the server closed the connection during a batch");
         w->in.len += (size_t)n;
         got += (size_t)n;
-        int rc = wire_handle(p, status);
-        if (rc < 0)
-            return -1;
-        if (peek) {
-            /* Every byte before the end of ReadyForQuery is the batch's. */
-            size_t take = rc == 1 ? w->in_off - base : (size_t)n;
-            for (size_t done = 0; done < take;) {
-                ssize_t t = recv(w->fd, w->in.data + base + done, take - done, 0);
-                if (t < 0 && errno == EINTR)
-                    continue;
-                if (t <= 0)
-                    return wire_lost(p, t == 0 ? "the server closed the connection during a batch"
-                                               : strerror(errno));
-                done += (size_t)t;
-            }
-        }
-        if (rc == 1)
-            return 1;
+        int rc = wire_handle(p);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
@@ -651,12 +635,11 @@ int keel__pg_wire_step(pg_impl *p, int events) {
     if (wire_send(p) != 0)
         return -1;
     if (events & KEEL_READ) {
-        char status = 'I';
-        int rc = wire_read(p, &status);
+        int rc = wire_read(p);
         if (rc < 0)
             return -1;
         if (rc > 0)
-            return wire_end(p, status);
+            return wire_end(p, w->status);
         /* A row failed: the Sync goes now rather than on the next write-ready wake-up. */
         if (p->failed && !p->bsynced && wire_send(p) != 0)
             return -1;

@@ -2070,7 +2070,7 @@ TEST(executemany_returning) {
 /*
  * keel writes a batch's messages itself (batch.c) and libpq is handed the session back after
  * it: the transaction state libpq reports (keel_conn_txn_status) follows what the batch did,
- * a batch in a failed block takes libpq's pipeline and names its row, and 100,000 rows with
+ * a batch in a failed block takes libpq's pipeline and fails alike, and 100,000 rows with
  * RETURNING come back in order.
  */
 TEST(executemany_on_the_wire_keeps_libpq_in_step) {
@@ -2097,7 +2097,6 @@ TEST(executemany_on_the_wire_keeps_libpq_in_step) {
     st = keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1)", params + 1, 2, 1, &r, &err);
     CHECK_INT(st == KEEL_OK, 0);
     CHECK_STR(err.sqlstate, "25P02");
-    CHECK_CONTAINS(err.message, "row 0: ");
     CHECK_INT(keel_conn_query_many_sync(c, "ROLLBACK", NULL, 1, 0, &r, &err), KEEL_OK);
     keel_result_free(r);
     CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);

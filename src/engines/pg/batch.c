@@ -293,13 +293,18 @@ static const char *wire_field(const void *src, int code) {
 
 /* The row count of a command tag, as PQcmdTuples reads it, or -1 when it carries none. */
 static int64_t wire_tag_rows(const char *tag) {
-    static const char *const counted[] = { "INSERT ", "UPDATE ", "DELETE ", "SELECT ",
-                                           "MERGE ",  "FETCH ",  "MOVE ",   "COPY " };
-    const char *num = NULL;
-    for (size_t i = 0; i < sizeof counted / sizeof counted[0]; i++)
-        if (strncmp(tag, counted[i], strlen(counted[i])) == 0)
-            num = strrchr(tag, ' ') + 1; /* INSERT's count follows its OID */
-    if (!num || !*num)
+    /* INSERT first: a batch's usual tag ("INSERT 0 1") is matched by the first comparison. */
+    static const char *const counted[] = { "INSERT", "UPDATE", "DELETE", "SELECT",
+                                           "MERGE",  "FETCH",  "MOVE",   "COPY" };
+    const char *space = strchr(tag, ' ');
+    if (!space)
+        return -1;
+    size_t word = (size_t)(space - tag);
+    int known = 0;
+    for (size_t i = 0; !known && i < sizeof counted / sizeof counted[0]; i++)
+        known = strlen(counted[i]) == word && memcmp(tag, counted[i], word) == 0;
+    const char *num = strrchr(tag, ' ') + 1; /* INSERT's count follows its OID */
+    if (!known || !*num)
         return -1;
     int64_t n = 0;
     for (; *num; num++) {

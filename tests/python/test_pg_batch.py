@@ -6,11 +6,13 @@ around that: the rows, RETURNING, the failing row's index, atomicity outside a t
 the transaction's state inside one, the statement cache on and off, timeouts and cancellation
 mid-batch, notifications, notices and parameter reports arriving mid-batch, a connection cut
 mid-batch, and libpq's view of the session afterwards. A batch in a failed transaction block
-takes libpq's pipeline instead (as TLS connections do), which the last tests cover.
+takes libpq's pipeline instead, as TLS connections do: the last test runs over TLS when
+KEEL_TEST_PG_TLS_URL names a server with ssl=on (the test server has none).
 """
 import asyncio
 import datetime
 import decimal
+import os
 import random
 import uuid
 from urllib.parse import urlsplit
@@ -242,3 +244,26 @@ async def test_a_connection_cut_mid_batch_raises_connection_lost(table):
                 await asyncio.wait_for(task, 10)
     async with keel.Database(PG_URL) as direct:
         assert await direct.fetchval(f"SELECT count(*) FROM {table}") == 0
+
+
+TLS_URL = os.environ.get("KEEL_TEST_PG_TLS_URL")
+
+
+@pytest.mark.skipif(not TLS_URL, reason="KEEL_TEST_PG_TLS_URL (a PostgreSQL server with ssl=on) is not set")
+async def test_over_tls_the_batch_goes_through_libpq():
+    # Bytes keel wrote to the socket itself would bypass TLS: the batch keeps libpq's pipeline,
+    # with the same results, errors and atomicity.
+    table = unique_name("wtls")
+    async with keel.Database(TLS_URL) as db:
+        assert await db.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+        await db.execute(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, name TEXT)")
+        try:
+            got = await db.executemany(f"INSERT INTO {table} VALUES ($1, $2) RETURNING id",
+                                       [(i, None if i % 3 else str(i)) for i in range(5000)])
+            assert [r["id"] for r in got] == list(range(5000))
+            with pytest.raises(keel.UniqueViolationError) as ei:
+                await db.executemany(f"INSERT INTO {table} VALUES ($1, $2)", [(6000, "a"), (7, "b")])
+            assert "row 1:" in str(ei.value)
+            assert await db.fetchval(f"SELECT count(*) FROM {table}") == 5000
+        finally:
+            await db.execute(f"DROP TABLE IF EXISTS {table}")

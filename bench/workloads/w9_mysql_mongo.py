@@ -24,8 +24,9 @@ from ..core import ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan, Target
 from ..drivers import (aiomysql_conn, aiomysql_pool, asyncmy_conn, asyncmy_pool, keel_conn,
                        keel_db, keel_mongo, pymongo_client, pyformat)
 from ..env import Ctx
+from ..floors import mariadb_c_floor, mongo_c_floor
 from . import Workload
-from .w4_insert import insert_sql, make_rows, values_batches
+from .w4_insert import COLUMNS, VALUES_CHUNK, insert_sql, make_rows, values_batches
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", data.MYSQL_DEFAULT_URL)
 MONGO_URL = os.environ.get("KEEL_TEST_MONGO_URL", data.MONGO_DEFAULT_URL)
@@ -67,7 +68,8 @@ def mysql_roundtrip(ctx: Ctx) -> Case:
     return Case(workload=9, key="w9.mysql.roundtrip", title="round trip SELECT 1",
                 engine="mysql", params="1 task, 1 connection", concurrency=1,
                 target=Target(1.2),
-                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *_sql_peers(peer)])
+                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *_sql_peers(peer),
+                            mariadb_c_floor(url, ["query", "SELECT 1"])])
 
 
 def mysql_point(ctx: Ctx) -> list[Case]:
@@ -106,7 +108,10 @@ def mysql_point(ctx: Ctx) -> list[Case]:
             title="point select by primary key", engine="mysql",
             params=f"{tasks} tasks, pool {size}", concurrency=tasks, target=Target(1.2),
             contenders=[AsyncContender("keel", ROLE_KEEL, keel_session_for(size)),
-                        *_sql_peers(peer_for(size))]))
+                        *_sql_peers(peer_for(size)),
+                        mariadb_c_floor(url, ["point", sql.replace("$1", "?"),
+                                              str(ctx.settings.points_rows)],
+                                        connections=min(tasks, size))]))
     return cases
 
 
@@ -145,7 +150,8 @@ def mysql_fetch(ctx: Ctx) -> Case:
     return Case(workload=9, key="w9.mysql.fetch", title=f"fetch {n} rows × 10 columns",
                 engine="mysql", params="1 connection", concurrency=1, unit="rows/s",
                 rows_per_op=n, target=Target(1.0),
-                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *peers])
+                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *peers,
+                            mariadb_c_floor(url, ["query", sql])])
 
 
 def mysql_insert(ctx: Ctx) -> list[Case]:
@@ -203,14 +209,16 @@ def mysql_insert(ctx: Ctx) -> list[Case]:
         Case(key="w9.mysql.executemany", title=f"insert {n} rows × 7 columns: executemany",
              **common, contenders=[
                  AsyncContender("keel", ROLE_KEEL, keel_many),
-                 *_sql_peers(peer)]),
+                 *_sql_peers(peer),
+                 mariadb_c_floor(url, ["many", table, COLUMNS, str(n)])]),
         Case(key="w9.mysql.bulk", title=f"insert {n} rows × 7 columns: fastest bulk path",
              **common, contenders=[
                  AsyncContender("keel", ROLE_KEEL, keel_values,
                                 note="multi-row INSERT of 1000 rows per statement"),
                  *[AsyncContender(c.name, c.role, c.session, requires=c.requires,
                                   note="executemany (rewritten to multi-row INSERTs)")
-                   for c in _sql_peers(peer)]]),
+                   for c in _sql_peers(peer)],
+                 mariadb_c_floor(url, ["values", table, COLUMNS, str(n), str(VALUES_CHUNK)])]),
     ]
 
 
@@ -278,7 +286,9 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
             target=Target(1.2), contenders=[
                 AsyncContender("keel", ROLE_KEEL, k),
                 AsyncContender("pymongo", ROLE_PEER, p, requires=("pymongo",),
-                               note="AsyncMongoClient")]))
+                               note="AsyncMongoClient"),
+                mongo_c_floor(url, ["find_one", points, str(n_points)],
+                              connections=min(tasks, size))]))
 
     n_ins = ctx.settings.insert_rows
     # Both drivers add an _id to each document they insert, so every operation inserts fresh
@@ -308,7 +318,8 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
         rows_per_op=n_ins, target=Target(1.0), contenders=[
             AsyncContender("keel", ROLE_KEEL, keel_insert),
             AsyncContender("pymongo", ROLE_PEER, pymongo_insert, requires=("pymongo",),
-                           note="AsyncMongoClient")]))
+                           note="AsyncMongoClient"),
+            mongo_c_floor(url, ["insert_many", target_coll, str(n_ins)])]))
 
     @contextlib.asynccontextmanager
     async def keel_find(plan: Plan) -> AsyncIterator[Op]:
@@ -328,7 +339,8 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
         target=Target(1.0), contenders=[
             AsyncContender("keel", ROLE_KEEL, keel_find),
             AsyncContender("pymongo", ROLE_PEER, pymongo_find, requires=("pymongo",),
-                           note="AsyncMongoClient")]))
+                           note="AsyncMongoClient"),
+            mongo_c_floor(url, ["find", mixed])]))
     return cases
 
 
@@ -343,4 +355,5 @@ WORKLOAD = Workload(
              "tasks; 1000 rows × 10 columns; 10,000-row inserts by executemany and multi-row "
              "INSERT), peers aiomysql and asyncmy in autocommit. MongoDB: find_one by _id at 1 "
              "and 32 tasks, insert_many of 10,000 documents, find of 1000 documents to a list, "
-             "peer pymongo AsyncMongoClient.")
+             "peer pymongo AsyncMongoClient. Floors: each operation in a C loop over libmariadb "
+             "or libmongoc, on as many connections as keel's pool keeps busy.")

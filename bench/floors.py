@@ -173,8 +173,15 @@ class CFloor(Contender):
 def sqlite_c_floor(path: Path, sql: str, nrows: int, connections: int = 1) -> CFloor:
     """bench/c/sqlite_floor.c: the statement in a C loop over libsqlite3, a connection (and a
     thread) per reader."""
-    return CFloor("C loop over libsqlite3", "sqlite_floor", [str(path), qmark(sql), str(nrows)],
-                  connections=connections)
+    return CFloor("C loop over libsqlite3", "sqlite_floor",
+                  [str(path), "read", qmark(sql), str(nrows)], connections=connections)
+
+
+def sqlite_c_insert_floor(path: Path, table: str, columns: str, nrows: int) -> CFloor:
+    """bench/c/sqlite_floor.c: workload 4's rows by one prepared INSERT in one transaction."""
+    return CFloor("C loop over libsqlite3", "sqlite_floor",
+                  [str(path), "insert", table, columns, str(nrows)],
+                  note="no Python: sqlite3 only, synchronous=NORMAL as keel")
 
 
 def pg_env(ctx: Ctx) -> dict[str, str]:

@@ -1,12 +1,16 @@
-/* bench/c/sqlite_floor.c - the physical floor for SQLite reads: a plain C loop over libsqlite3. */
+/* bench/c/sqlite_floor.c - the physical floor for SQLite: a plain C loop over libsqlite3. */
 /*
- * usage: sqlite_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS DB SQL NROWS
+ * usage: sqlite_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS DB MODE ARGS...
+ *   read SQL NROWS               SQL has at most one parameter, bound to a pseudo-random key in
+ *                                1..NROWS (the way the Python workloads pick theirs); step it to
+ *                                the end and read every column of every row
+ *   insert TABLE COLUMNS NROWS   insert NROWS rows of workload 4 (see bind_row) by one prepared
+ *                                INSERT in one transaction; TABLE is emptied first (untimed)
  *
- * Opens DB once per connection (each on a thread of its own) and prepares SQL (with at most one
- * parameter, bound to a pseudo-random key in 1..NROWS, the way the Python workloads pick
- * theirs), then steps it to the end and reads every column of every row, in the loop of
- * floor.h, which prints the JSON report. No Python and no event loop are involved: this is what
- * the hardware and libsqlite3 alone allow, the bound a driver can approach but not pass.
+ * Opens DB once per connection (each on a thread of its own), with keel's defaults for a file
+ * (WAL, synchronous=NORMAL), and runs the loop of floor.h, which prints the JSON report. No
+ * Python and no event loop are involved: this is what the hardware and libsqlite3 alone allow,
+ * the bound a driver can approach but not pass.
  */
 #include <sqlite3.h>
 
@@ -16,13 +20,68 @@ typedef struct sqlite_state {
     sqlite3 *db;
     sqlite3_stmt *stmt;
     int nparams;
+    int insert;
     long long nrows;
 } sqlite_state;
+
+/*
+ * Row i (1-based) of workload 4: id = i, qty = i % 1000, price = i * 0.5, name = "name %08d",
+ * active = i even, created = 2024-01-01 00:00:00+00:00 + i seconds (ISO text, as Python's
+ * sqlite3 stores a datetime), note = NULL when i % 10 == 0, else "note %d".
+ */
+static void bind_row(sqlite3_stmt *stmt, long long i) {
+    char name[32], created[40], note[32];
+    long long s = i % 86400;
+    sqlite3_bind_int64(stmt, 1, i);
+    sqlite3_bind_int64(stmt, 2, i % 1000);
+    sqlite3_bind_double(stmt, 3, (double)i * 0.5);
+    sqlite3_bind_text(stmt, 4, name, snprintf(name, sizeof name, "name %08lld", i),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int(stmt, 5, i % 2 == 0);
+    sqlite3_bind_text(stmt, 6, created,
+                      snprintf(created, sizeof created, "2024-01-%02lld %02lld:%02lld:%02lld+00:00",
+                               1 + i / 86400, s / 3600, s % 3600 / 60, s % 60),
+                      SQLITE_TRANSIENT);
+    if (i % 10 == 0)
+        sqlite3_bind_null(stmt, 7);
+    else
+        sqlite3_bind_text(stmt, 7, note, snprintf(note, sizeof note, "note %lld", i),
+                          SQLITE_TRANSIENT);
+}
+
+static int exec_sql(sqlite3 *db, const char *sql) {
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "sqlite_floor: %s: %s\n", sql, err ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* One batch: every row in one transaction. */
+static int insert_once(sqlite_state *st) {
+    if (exec_sql(st->db, "BEGIN") != 0)
+        return -1;
+    for (long long i = 1; i <= st->nrows; i++) {
+        bind_row(st->stmt, i);
+        int rc = sqlite3_step(st->stmt);
+        sqlite3_reset(st->stmt);
+        if (rc != SQLITE_DONE) {
+            fprintf(stderr, "sqlite_floor: row %lld failed: %s\n", i, sqlite3_errmsg(st->db));
+            exec_sql(st->db, "ROLLBACK");
+            return -1;
+        }
+    }
+    return exec_sql(st->db, "COMMIT");
+}
 
 /* One operation: bind a key when the statement takes one, step every row, read every column. */
 static int run_once(void *arg, uint64_t *rng, int64_t *sink) {
     sqlite_state *st = arg;
     sqlite3_stmt *stmt = st->stmt;
+    if (st->insert)
+        return insert_once(st);
     if (st->nparams > 0)
         sqlite3_bind_int64(stmt, 1,
                            (sqlite3_int64)(floor_next_random(rng) % (uint64_t)st->nrows) + 1);
@@ -55,8 +114,28 @@ static int run_once(void *arg, uint64_t *rng, int64_t *sink) {
     return 0;
 }
 
-/* Opens the file and prepares the statement of one connection. */
-static int setup(sqlite_state *st, const char *path, const char *sql) {
+/* Opens the file and prepares the statement of one connection (args: the mode's arguments). */
+static int setup(sqlite_state *st, const char *path, const char *mode, char **args, int nargs) {
+    char sql[1024];
+    if (strcmp(mode, "read") == 0 && nargs == 2) {
+        snprintf(sql, sizeof sql, "%s", args[0]);
+        st->nrows = floor_parse_count("sqlite_floor", "NROWS", args[1]);
+    } else if (strcmp(mode, "insert") == 0 && nargs == 3) {
+        st->insert = 1;
+        snprintf(sql, sizeof sql, "INSERT INTO %s (%s) VALUES (?, ?, ?, ?, ?, ?, ?)", args[0],
+                 args[1]);
+        st->nrows = floor_parse_count("sqlite_floor", "NROWS", args[2]);
+    } else {
+        fprintf(stderr,
+                "sqlite_floor: unknown mode or wrong arguments: %s (read SQL NROWS | "
+                "insert TABLE COLUMNS NROWS)\n",
+                mode);
+        return -1;
+    }
+    if (st->nrows < 1) {
+        fprintf(stderr, "sqlite_floor: NROWS must be at least 1\n");
+        return -1;
+    }
     if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
         fprintf(stderr, "sqlite_floor: cannot open %s: %s\n", path,
@@ -69,29 +148,34 @@ static int setup(sqlite_state *st, const char *path, const char *sql) {
         return -1;
     }
     st->nparams = sqlite3_bind_parameter_count(st->stmt);
+    if (exec_sql(st->db, "PRAGMA synchronous=NORMAL") != 0)
+        return -1;
+    if (st->insert) {
+        char del[300];
+        snprintf(del, sizeof del, "DELETE FROM %.200s", args[0]);
+        return exec_sql(st->db, del);
+    }
     return 0;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: sqlite_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS DB SQL "
-                        "NROWS\n");
+    if (argc < 8) {
+        fprintf(stderr, "usage: sqlite_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS DB MODE "
+                        "ARGS...\n");
         return 2;
     }
     long long n = floor_parse_count("sqlite_floor", "CONNECTIONS", argv[1]);
     floor_limits limits = floor_parse_limits("sqlite_floor", argv[2], argv[3], argv[4]);
-    long long nrows = floor_parse_count("sqlite_floor", "NROWS", argv[7]);
-    if (n < 1 || n > 1024 || nrows < 1) {
-        fprintf(stderr, "sqlite_floor: CONNECTIONS must be 1 to 1024, NROWS at least 1\n");
+    if (n < 1 || n > 1024) {
+        fprintf(stderr, "sqlite_floor: CONNECTIONS must be 1 to 1024\n");
         return 2;
     }
     sqlite_state *st = calloc((size_t)n, sizeof *st);
     void **states = calloc((size_t)n, sizeof *states);
     int failed = st == NULL || states == NULL;
     for (long long i = 0; i < n && !failed; i++) {
-        st[i].nrows = nrows;
         states[i] = &st[i];
-        failed = setup(&st[i], argv[5], argv[6]) != 0;
+        failed = setup(&st[i], argv[5], argv[6], argv + 7, argc - 7) != 0;
     }
     if (!failed)
         failed = floor_measure("sqlite_floor", run_once, states, (int)n, &limits);

@@ -19,7 +19,7 @@ from ..core import (ROLE_FLOOR, ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan
                     SyncContender, Target)
 from ..drivers import aiosqlite_conn, asyncpg_conn, keel_conn, psycopg_conn, pyformat, qmark
 from ..env import Ctx
-from ..floors import pg_c_floor
+from ..floors import pg_c_floor, sqlite_c_insert_floor
 from . import Workload
 
 TARGET = Target(1.0)
@@ -199,6 +199,7 @@ def sqlite_case(ctx: Ctx) -> Case:
             AsyncContender("aiosqlite", ROLE_PEER, aiosqlite_session, requires=("aiosqlite",)),
             SyncContender("sqlite3 (stdlib, sync)", ROLE_FLOOR, sync_session,
                           note="synchronous: blocks its thread; no event loop"),
+            sqlite_c_insert_floor(path, "ins", COLUMNS, n),
         ])
 
 
@@ -208,4 +209,5 @@ WORKLOAD = Workload(
              "executemany of every driver, and each driver's fastest bulk path (binary COPY: "
              "keel's and asyncpg's copy_records_to_table, psycopg's cursor.copy). Floors: the same rows in a C loop over "
              "libpq (prepared INSERTs in one pipeline; binary COPY). SQLite: executemany in "
-             "one transaction, aiosqlite as the peer, stdlib sqlite3 as the floor.")
+             "one transaction, aiosqlite as the peer; floors stdlib sqlite3 and a C loop over "
+             "libsqlite3.")

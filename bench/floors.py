@@ -161,10 +161,10 @@ class CFloor(Contender):
         if self.env is not None:
             env = dict(os.environ)
             env.update(self.env(plan.ctx))
-        warmup = 0 if s.warmup_seconds <= 0 else min(plan.warmup_ops, 20_000)
-        out, _ = _run_child([str(exe), str(self.connections), str(warmup),
-                             str(max(plan.max_ops, 1)), repr(max(s.measure_seconds, 0.01)),
-                             *self.args], env)
+        # Warmed up like the drivers: until the warm-up's operations or seconds.
+        out, _ = _run_child([str(exe), str(self.connections), str(plan.warmup_ops),
+                             repr(max(s.warmup_seconds, 0.0)), str(max(plan.max_ops, 1)),
+                             repr(max(s.measure_seconds, 0.01)), *self.args], env)
         r: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return Sample(ops=r["ops"], seconds=r["seconds"], cpu_seconds=r["cpu_seconds"],
                       p50_us=r["p50_us"], p99_us=r["p99_us"])

@@ -2,9 +2,9 @@
 /*
  * A floor program runs one operation in a tight loop with no Python and no event loop: what the
  * hardware, the server and the client library alone allow. Each program supplies its operation
- * as a floor_op and one state per connection; floor_measure() runs WARMUP_OPS operations untimed,
- * then measures until MAX_OPS operations were started or MAX_SECONDS passed, whichever comes
- * first, on one thread per connection, and prints one JSON object on stdout: ops, seconds
+ * as a floor_op and one state per connection; floor_measure() warms up untimed until WARMUP_OPS
+ * operations or WARMUP_SECONDS, then measures until MAX_OPS operations were started or
+ * MAX_SECONDS passed, whichever comes first, on one thread per connection, and prints one JSON object on stdout: ops, seconds
  * (wall), cpu_seconds (every thread of the process), p50_us and p99_us. Its functions are static
  * inline: each program includes it once and uses what it needs.
  */
@@ -57,18 +57,23 @@ static inline long long floor_parse_count(const char *prog, const char *name, co
 /* The loop's bounds, parsed from the three arguments every floor program takes. */
 typedef struct floor_limits {
     long long warmup;
+    double warmup_seconds;
     long long max_ops;
     double max_seconds;
 } floor_limits;
 
-static inline floor_limits floor_parse_limits(const char *prog, const char *warmup,
-                                              const char *max_ops, const char *max_seconds) {
+/* The four arguments every floor program takes: WARMUP_OPS WARMUP_SECONDS MAX_OPS MAX_SECONDS. */
+static inline floor_limits floor_parse_limits(const char *prog, char **args) {
     floor_limits l;
-    l.warmup = floor_parse_count(prog, "WARMUP_OPS", warmup);
-    l.max_ops = floor_parse_count(prog, "MAX_OPS", max_ops);
-    l.max_seconds = strtod(max_seconds, NULL);
-    if (l.max_ops < 1 || !(l.max_seconds > 0)) {
-        fprintf(stderr, "%s: MAX_OPS must be at least 1 and MAX_SECONDS above 0\n", prog);
+    l.warmup = floor_parse_count(prog, "WARMUP_OPS", args[0]);
+    l.warmup_seconds = strtod(args[1], NULL);
+    l.max_ops = floor_parse_count(prog, "MAX_OPS", args[2]);
+    l.max_seconds = strtod(args[3], NULL);
+    if (l.max_ops < 1 || !(l.max_seconds > 0) || !(l.warmup_seconds >= 0)) {
+        fprintf(stderr,
+                "%s: MAX_OPS must be at least 1, MAX_SECONDS above 0 and WARMUP_SECONDS "
+                "not negative\n",
+                prog);
         exit(2);
     }
     return l;
@@ -106,7 +111,8 @@ static inline int floor_compare_i64(const void *a, const void *b) {
 static inline void *floor_worker_main(void *arg) {
     floor_worker *w = arg;
     floor_shared *sh = w->shared;
-    for (long long i = 0; i < sh->warmup_each && !w->failed; i++)
+    int64_t warm_until = floor_now_ns() + (int64_t)(sh->limits->warmup_seconds * 1e9);
+    for (long long i = 0; i < sh->warmup_each && !w->failed && floor_now_ns() < warm_until; i++)
         w->failed = sh->op(w->state, &w->rng, &w->sink) != 0;
     /* Every connection starts measuring at once, after every warm-up, once the clocks read. */
     pthread_barrier_wait(&sh->barrier);

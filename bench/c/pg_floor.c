@@ -1,6 +1,6 @@
 /* bench/c/pg_floor.c - the physical floor for the PostgreSQL operations pgbench cannot run: a C loop over libpq. */
 /*
- * usage: pg_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS MODE ARGS...
+ * usage: pg_floor CONNECTIONS WARMUP_OPS WARMUP_SECONDS MAX_OPS MAX_SECONDS MODE ARGS...
  *   fetch SQL                    run SQL (no parameters, prepared once) and read every value
  *                                of every row, results in binary
  *   many TABLE COLUMNS NROWS     insert NROWS rows of workload 4 (see insert_row) with one
@@ -281,13 +281,14 @@ static int setup(pg_state *st, const char *mode, char **args, int nargs) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 6) {
+    if (argc < 7) {
         fprintf(stderr,
-                "usage: " PROG " CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS MODE ARGS...\n");
+                "usage: " PROG
+                " CONNECTIONS WARMUP_OPS WARMUP_SECONDS MAX_OPS MAX_SECONDS MODE ARGS...\n");
         return 2;
     }
     long long n = floor_parse_count(PROG, "CONNECTIONS", argv[1]);
-    floor_limits limits = floor_parse_limits(PROG, argv[2], argv[3], argv[4]);
+    floor_limits limits = floor_parse_limits(PROG, argv + 2);
     if (n < 1 || n > 1024) {
         fprintf(stderr, PROG ": CONNECTIONS must be 1 to 1024\n");
         return 2;
@@ -297,7 +298,7 @@ int main(int argc, char **argv) {
     int failed = st == NULL || states == NULL;
     for (long long i = 0; i < n && !failed; i++) {
         states[i] = &st[i];
-        failed = setup(&st[i], argv[5], argv + 6, argc - 6) != 0;
+        failed = setup(&st[i], argv[6], argv + 7, argc - 7) != 0;
     }
     if (!failed)
         failed = floor_measure(PROG, run_once, states, (int)n, &limits);

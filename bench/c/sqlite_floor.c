@@ -1,6 +1,6 @@
 /* bench/c/sqlite_floor.c - the physical floor for SQLite: a plain C loop over libsqlite3. */
 /*
- * usage: sqlite_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS DB MODE ARGS...
+ * usage: sqlite_floor CONNECTIONS WARMUP_OPS WARMUP_SECONDS MAX_OPS MAX_SECONDS DB MODE ARGS...
  *   read SQL NROWS               SQL has at most one parameter, bound to a pseudo-random key in
  *                                1..NROWS (the way the Python workloads pick theirs); step it to
  *                                the end and read every column of every row
@@ -159,13 +159,15 @@ static int setup(sqlite_state *st, const char *path, const char *mode, char **ar
 }
 
 int main(int argc, char **argv) {
-    if (argc < 8) {
-        fprintf(stderr, "usage: sqlite_floor CONNECTIONS WARMUP_OPS MAX_OPS MAX_SECONDS DB MODE "
-                        "ARGS...\n");
+    if (argc < 9) {
+        fprintf(
+            stderr,
+            "usage: sqlite_floor CONNECTIONS WARMUP_OPS WARMUP_SECONDS MAX_OPS MAX_SECONDS DB MODE "
+            "ARGS...\n");
         return 2;
     }
     long long n = floor_parse_count("sqlite_floor", "CONNECTIONS", argv[1]);
-    floor_limits limits = floor_parse_limits("sqlite_floor", argv[2], argv[3], argv[4]);
+    floor_limits limits = floor_parse_limits("sqlite_floor", argv + 2);
     if (n < 1 || n > 1024) {
         fprintf(stderr, "sqlite_floor: CONNECTIONS must be 1 to 1024\n");
         return 2;
@@ -175,7 +177,7 @@ int main(int argc, char **argv) {
     int failed = st == NULL || states == NULL;
     for (long long i = 0; i < n && !failed; i++) {
         states[i] = &st[i];
-        failed = setup(&st[i], argv[5], argv[6], argv + 7, argc - 7) != 0;
+        failed = setup(&st[i], argv[6], argv[7], argv + 8, argc - 8) != 0;
     }
     if (!failed)
         failed = floor_measure("sqlite_floor", run_once, states, (int)n, &limits);

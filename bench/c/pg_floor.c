@@ -4,8 +4,8 @@
  *   fetch SQL                    run SQL (no parameters, prepared once) and read every value
  *                                of every row, results in binary
  *   many TABLE COLUMNS NROWS     insert NROWS rows of workload 4 (see insert_row) with one
- *                                prepared INSERT per row in one pipeline with one sync, the
- *                                way libpq batches (one implicit transaction)
+ *                                prepared INSERT per row in one pipeline with one sync (one
+ *                                implicit transaction), sent and read non-blocking
  *   copy TABLE COLUMNS NROWS     the same rows by binary COPY ... FROM STDIN
  * The connection comes from libpq's environment (PGHOST, PGPORT, PGUSER, PGDATABASE,
  * PGPASSWORD). The insert modes empty TABLE first (untimed), as the drivers' turns do. Values
@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include <inttypes.h>
+#include <poll.h>
 
 #include "floor.h"
 
@@ -103,38 +104,92 @@ static int op_fetch(pg_state *st, int64_t *sink) {
     return 0;
 }
 
-static int op_many(pg_state *st) {
-    static const int formats[NCOLS] = { 1, 1, 1, 1, 1, 1, 1 };
-    for (long long i = 0; i < st->nrows; i++) {
-        if (!PQsendQueryPrepared(st->conn, "floor", NCOLS,
-                                 (const char *const *)st->values + i * NCOLS,
-                                 st->lengths + i * NCOLS, formats, 0)) {
-            fprintf(stderr, PROG ": cannot send row %lld: %s", i, PQerrorMessage(st->conn));
+/*
+ * Takes every result that has fully arrived: a row's (followed by a NULL) or the sync's. Counts
+ * the rows done in *done and sets *synced; returns -1 after printing the first failure.
+ */
+static int take_results(pg_state *st, long long *done, int *synced) {
+    int nulls = 0;
+    while (!PQisBusy(st->conn)) {
+        PGresult *r = PQgetResult(st->conn);
+        if (r == NULL) {
+            /* One NULL ends a row's results; a second means nothing more is pending. */
+            if (++nulls == 2)
+                break;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType status = PQresultStatus(r);
+        PQclear(r);
+        if (status == PGRES_PIPELINE_SYNC) {
+            *synced = 1;
+            break;
+        }
+        if (status != PGRES_COMMAND_OK) {
+            fprintf(stderr, PROG ": row %lld failed: %s", *done, PQerrorMessage(st->conn));
             return -1;
         }
+        (*done)++;
     }
-    if (!PQpipelineSync(st->conn)) {
-        fprintf(stderr, PROG ": cannot send the sync: %s", PQerrorMessage(st->conn));
+    return 0;
+}
+
+/*
+ * One batch on the non-blocking connection, the way an event loop drives it: rows are queued
+ * while the socket takes them, and results are read as they arrive, so that neither side waits
+ * for the other's buffers to drain.
+ */
+static int op_many(pg_state *st) {
+    static const int formats[NCOLS] = { 1, 1, 1, 1, 1, 1, 1 };
+    long long sent = 0, done = 0;
+    int synced = 0, sync_sent = 0;
+    while (!synced) {
+        /* Queue rows until libpq's buffer cannot be flushed at once. */
+        int pending = 0;
+        while (sent < st->nrows && !pending) {
+            long long end = sent + 256 < st->nrows ? sent + 256 : st->nrows;
+            for (; sent < end; sent++) {
+                if (!PQsendQueryPrepared(st->conn, "floor", NCOLS,
+                                         (const char *const *)st->values + sent * NCOLS,
+                                         st->lengths + sent * NCOLS, formats, 0)) {
+                    fprintf(stderr, PROG ": cannot send row %lld: %s", sent,
+                            PQerrorMessage(st->conn));
+                    return -1;
+                }
+            }
+            pending = PQflush(st->conn);
+        }
+        if (sent == st->nrows && !sync_sent) {
+            if (!PQpipelineSync(st->conn)) {
+                fprintf(stderr, PROG ": cannot send the sync: %s", PQerrorMessage(st->conn));
+                return -1;
+            }
+            sync_sent = 1;
+        }
+        pending = PQflush(st->conn);
+        if (pending < 0) {
+            fprintf(stderr, PROG ": cannot send: %s", PQerrorMessage(st->conn));
+            return -1;
+        }
+        struct pollfd pfd = { .fd = PQsocket(st->conn), .events = POLLIN };
+        if (pending)
+            pfd.events |= POLLOUT;
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+            fprintf(stderr, PROG ": poll: %s\n", strerror(errno));
+            return -1;
+        }
+        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(st->conn)) {
+            fprintf(stderr, PROG ": cannot read: %s", PQerrorMessage(st->conn));
+            return -1;
+        }
+        if (take_results(st, &done, &synced) != 0)
+            return -1;
+    }
+    if (done != st->nrows) {
+        fprintf(stderr, PROG ": %lld of %lld rows reported done\n", done, st->nrows);
         return -1;
     }
-    /* Each row's result is followed by a NULL; then comes the sync's result. */
-    int failed = 0;
-    for (long long i = 0; i < st->nrows; i++) {
-        PGresult *r = PQgetResult(st->conn);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed) {
-            fprintf(stderr, PROG ": row %lld failed: %s", i, PQerrorMessage(st->conn));
-            failed = 1;
-        }
-        PQclear(r);
-        PQclear(PQgetResult(st->conn));
-    }
-    PGresult *r = PQgetResult(st->conn);
-    if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && !failed) {
-        fprintf(stderr, PROG ": no sync after the batch: %s", PQerrorMessage(st->conn));
-        failed = 1;
-    }
-    PQclear(r);
-    return failed ? -1 : 0;
+    return 0;
 }
 
 static int op_copy(pg_state *st) {
@@ -266,8 +321,9 @@ static int setup(pg_state *st, const char *mode, char **args, int nargs) {
             fprintf(stderr, PROG ": cannot prepare %s: %s", sql, PQerrorMessage(st->conn));
             return -1;
         }
-        /* The connection stays in pipeline mode: every batch is one pipeline and one sync. */
-        if (!PQenterPipelineMode(st->conn)) {
+        /* The connection stays in pipeline mode, non-blocking: every batch is one pipeline
+         * and one sync. */
+        if (PQsetnonblocking(st->conn, 1) != 0 || !PQenterPipelineMode(st->conn)) {
             fprintf(stderr, PROG ": cannot enter pipeline mode: %s", PQerrorMessage(st->conn));
             return -1;
         }

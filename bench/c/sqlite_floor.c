@@ -4,7 +4,7 @@
  *   read SQL NROWS               SQL has at most one parameter, bound to a pseudo-random key in
  *                                1..NROWS (the way the Python workloads pick theirs); step it to
  *                                the end and read every column of every row
- *   insert TABLE COLUMNS NROWS   insert NROWS rows of workload 4 (see bind_row) by one prepared
+ *   insert TABLE COLUMNS NROWS   insert NROWS rows of workload 4 (see format_row) by one prepared
  *                                INSERT in one transaction; TABLE is emptied first (untimed)
  *
  * Opens DB once per connection (each on a thread of its own), with keel's defaults for a file
@@ -22,31 +22,37 @@ typedef struct sqlite_state {
     int nparams;
     int insert;
     long long nrows;
+    char *text; /* insert: every row's strings (format_row) */
 } sqlite_state;
+
+/* Room for one row's three strings: name, created and note (at offsets 0, 32 and 80). */
+#define ROW_TEXT 112
 
 /*
  * Row i (1-based) of workload 4: id = i, qty = i % 1000, price = i * 0.5, name = "name %08d",
  * active = i even, created = 2024-01-01 00:00:00+00:00 + i seconds (ISO text, as Python's
- * sqlite3 stores a datetime), note = NULL when i % 10 == 0, else "note %d".
+ * sqlite3 stores a datetime), note = NULL when i % 10 == 0, else "note %d". The strings are
+ * written once, before the loop, into text (ROW_TEXT bytes a row).
  */
-static void bind_row(sqlite3_stmt *stmt, long long i) {
-    char name[32], created[40], note[32];
+static void format_row(char *text, long long i) {
     long long s = i % 86400;
+    snprintf(text, 32, "name %08lld", i);
+    snprintf(text + 32, 48, "2024-01-%02lld %02lld:%02lld:%02lld+00:00", 1 + i / 86400, s / 3600,
+             s % 3600 / 60, s % 60);
+    snprintf(text + 80, 32, "note %lld", i);
+}
+
+static void bind_row(sqlite3_stmt *stmt, long long i, const char *text) {
     sqlite3_bind_int64(stmt, 1, i);
     sqlite3_bind_int64(stmt, 2, i % 1000);
     sqlite3_bind_double(stmt, 3, (double)i * 0.5);
-    sqlite3_bind_text(stmt, 4, name, snprintf(name, sizeof name, "name %08lld", i),
-                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 4, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(stmt, 5, i % 2 == 0);
-    sqlite3_bind_text(stmt, 6, created,
-                      snprintf(created, sizeof created, "2024-01-%02lld %02lld:%02lld:%02lld+00:00",
-                               1 + i / 86400, s / 3600, s % 3600 / 60, s % 60),
-                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 6, text + 32, -1, SQLITE_STATIC);
     if (i % 10 == 0)
         sqlite3_bind_null(stmt, 7);
     else
-        sqlite3_bind_text(stmt, 7, note, snprintf(note, sizeof note, "note %lld", i),
-                          SQLITE_TRANSIENT);
+        sqlite3_bind_text(stmt, 7, text + 80, -1, SQLITE_STATIC);
 }
 
 static int exec_sql(sqlite3 *db, const char *sql) {
@@ -64,7 +70,7 @@ static int insert_once(sqlite_state *st) {
     if (exec_sql(st->db, "BEGIN") != 0)
         return -1;
     for (long long i = 1; i <= st->nrows; i++) {
-        bind_row(st->stmt, i);
+        bind_row(st->stmt, i, st->text + (i - 1) * ROW_TEXT);
         int rc = sqlite3_step(st->stmt);
         sqlite3_reset(st->stmt);
         if (rc != SQLITE_DONE) {
@@ -151,6 +157,13 @@ static int setup(sqlite_state *st, const char *path, const char *mode, char **ar
     if (exec_sql(st->db, "PRAGMA synchronous=NORMAL") != 0)
         return -1;
     if (st->insert) {
+        st->text = malloc((size_t)st->nrows * ROW_TEXT);
+        if (st->text == NULL) {
+            fprintf(stderr, "sqlite_floor: out of memory for %lld rows\n", st->nrows);
+            return -1;
+        }
+        for (long long i = 1; i <= st->nrows; i++)
+            format_row(st->text + (i - 1) * ROW_TEXT, i);
         char del[300];
         snprintf(del, sizeof del, "DELETE FROM %.200s", args[0]);
         return exec_sql(st->db, del);
@@ -184,6 +197,7 @@ int main(int argc, char **argv) {
     for (long long i = 0; st != NULL && i < n; i++) {
         sqlite3_finalize(st[i].stmt);
         sqlite3_close(st[i].db);
+        free(st[i].text);
     }
     free(st);
     free(states);

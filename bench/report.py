@@ -121,7 +121,8 @@ def distance_table(cases: list[dict[str, Any]]) -> list[str]:
             if x is None:
                 cells += ["–", "–"]
                 continue
-            cells.append(_ratio(x["ratio"]) + (f" (vs {x['best_peer']})" if x["best_peer"] else ""))
+            vs = f" (vs {x['best_peer']})" if x["best_peer"] else ""
+            cells.append(_ratio(x["ratio"]) + vs)
             cells.append(_ratio(x.get("floor_ratio")))
             floor = floor or x.get("floor")
         if floor:
@@ -161,7 +162,8 @@ def results_table(cases: list[dict[str, Any]]) -> list[str]:
             head = f"| {c['workload']} | {c['engine']} | {c['title']}, {c['params']} | " \
                 f"{c['loop']} |" if first else "| | | | |"
             lines.append(f"{head} {label} | {fig} | {_num(r.get('p50_us'))} | "
-                         f"{_num(r.get('p99_us'))} | {_num(r.get('cpu_us_per_op'))} | {rat} | {frat} |")
+                         f"{_num(r.get('p99_us'))} | {_num(r.get('cpu_us_per_op'))} | {rat} | "
+                         f"{frat} |")
             first = False
     return lines
 

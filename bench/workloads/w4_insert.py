@@ -207,7 +207,7 @@ WORKLOAD = Workload(
     4, "insert 10k rows × 7 columns", lambda ctx: pg_cases(ctx) + [sqlite_case(ctx)],
     measures="10,000 rows × 7 columns per operation in one atomic batch, rows/s. PostgreSQL: "
              "executemany of every driver, and each driver's fastest bulk path (binary COPY: "
-             "keel's and asyncpg's copy_records_to_table, psycopg's cursor.copy). Floors: the same rows in a C loop over "
-             "libpq (prepared INSERTs in one pipeline; binary COPY). SQLite: executemany in "
-             "one transaction, aiosqlite as the peer; floors stdlib sqlite3 and a C loop over "
-             "libsqlite3.")
+             "keel's and asyncpg's copy_records_to_table, psycopg's cursor.copy). Floors: the "
+             "same rows in a C loop over libpq (prepared INSERTs in one pipeline; binary COPY). "
+             "SQLite: executemany in one transaction, aiosqlite as the peer; floors stdlib "
+             "sqlite3 and a C loop over libsqlite3.")

@@ -61,7 +61,7 @@ SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 # The C tests whose code runs on threads: the worker pool (SQLite, MongoDB, host name lookups,
 # cancel requests).
 TSAN_TESTS := loop_worker engines_dns engines_cancel engines_sqlite engines_pg engines_mysql \
-	engines_mongo engines_lost pool_pool pool_deadline support_proxy core_db
+	engines_mongo engines_lost pool_pool pool_deadline pool_lifecycle support_proxy core_db
 
 # `keel check` against an in-memory SQLite database and the test PostgreSQL database.
 CLI_CHECK_ENV := KEEL_CONFIG= KEEL_DEFAULT=local \

@@ -6,6 +6,10 @@
  *   insert_many COLLECTION NDOCS  insert NDOCS documents of workload 9 (see mixed_doc), ordered,
  *                                 in one call; the collection is dropped before and after
  *   find COLLECTION               find every document of the collection, reading each one
+ *   insert_one COLLECTION         insert {i, b: "row %08d", c: i * 0.25}, i counting up; the
+ *                                 collection is dropped before and after
+ *   update_one COLLECTION NDOCS   {$inc: {hits: 1}} on the document of a pseudo-random _id in
+ *                                 1..NDOCS
  * The server is FLOOR_MONGO_URL from the environment (its path names the database); each
  * connection is a single-threaded mongoc_client_t of its own. Documents are built once, before
  * the loop. Prints the JSON report of floor.h.
@@ -18,13 +22,14 @@
 /* 2024-01-01 00:00:00 UTC in milliseconds since the epoch. */
 #define MS_2024 INT64_C(1704067200000)
 
-enum mode { MODE_FIND_ONE, MODE_INSERT_MANY, MODE_FIND };
+enum mode { MODE_FIND_ONE, MODE_INSERT_MANY, MODE_FIND, MODE_INSERT_ONE, MODE_UPDATE_ONE };
 
 typedef struct mongo_state {
     mongoc_client_t *client;
     mongoc_collection_t *coll;
     enum mode mode;
     long long ndocs;
+    long long next; /* insert_one: the next document's i */
     bson_t *one_opts;
     bson_t **docs;
 } mongo_state;
@@ -120,6 +125,39 @@ static int op_insert_many(mongo_state *st) {
     return 0;
 }
 
+static int op_insert_one(mongo_state *st) {
+    char text[32];
+    bson_error_t error;
+    long long i = st->next++;
+    bson_t doc = BSON_INITIALIZER;
+    append_int(&doc, "i", i);
+    snprintf(text, sizeof text, "row %08lld", i);
+    BSON_APPEND_UTF8(&doc, "b", text);
+    BSON_APPEND_DOUBLE(&doc, "c", (double)i * 0.25);
+    bool ok = mongoc_collection_insert_one(st->coll, &doc, NULL, NULL, &error);
+    bson_destroy(&doc);
+    if (!ok) {
+        fprintf(stderr, PROG ": insert_one failed: %s\n", error.message);
+        return -1;
+    }
+    return 0;
+}
+
+static int op_update_one(mongo_state *st, uint64_t *rng) {
+    bson_error_t error;
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_INT32(&filter, "_id", (int32_t)(floor_next_random(rng) % (uint64_t)st->ndocs) + 1);
+    bson_t *update = BCON_NEW("$inc", "{", "hits", BCON_INT32(1), "}");
+    bool ok = mongoc_collection_update_one(st->coll, &filter, update, NULL, NULL, &error);
+    bson_destroy(update);
+    bson_destroy(&filter);
+    if (!ok) {
+        fprintf(stderr, PROG ": update_one failed: %s\n", error.message);
+        return -1;
+    }
+    return 0;
+}
+
 static int run_once(void *arg, uint64_t *rng, int64_t *sink) {
     mongo_state *st = arg;
     switch (st->mode) {
@@ -129,6 +167,10 @@ static int run_once(void *arg, uint64_t *rng, int64_t *sink) {
         return op_insert_many(st);
     case MODE_FIND:
         return op_find(st, sink);
+    case MODE_INSERT_ONE:
+        return op_insert_one(st);
+    case MODE_UPDATE_ONE:
+        return op_update_one(st, rng);
     }
     return -1;
 }
@@ -175,19 +217,29 @@ static int setup(mongo_state *st, const mongoc_uri_t *uri, const char *mode, cha
             st->docs[i] = mixed_doc(i);
         return drop(st);
     }
+    if (strcmp(mode, "insert_one") == 0 && nargs == 1) {
+        st->mode = MODE_INSERT_ONE;
+        return drop(st);
+    }
+    if (strcmp(mode, "update_one") == 0 && nargs == 2) {
+        st->mode = MODE_UPDATE_ONE;
+        st->ndocs = floor_parse_count(PROG, "NDOCS", args[1]);
+        return st->ndocs < 1 ? -1 : 0;
+    }
     if (strcmp(mode, "find") == 0 && nargs == 1) {
         st->mode = MODE_FIND;
         return 0;
     }
     fprintf(stderr,
             PROG ": unknown mode or wrong arguments: %s (find_one COLLECTION NDOCS | "
-                 "insert_many COLLECTION NDOCS | find COLLECTION)\n",
+                 "insert_many COLLECTION NDOCS | find COLLECTION | insert_one COLLECTION | "
+                 "update_one COLLECTION NDOCS)\n",
             mode);
     return -1;
 }
 
 static void teardown(mongo_state *st) {
-    if (st->mode == MODE_INSERT_MANY && st->coll != NULL)
+    if ((st->mode == MODE_INSERT_MANY || st->mode == MODE_INSERT_ONE) && st->coll != NULL)
         drop(st);
     for (long long i = 0; st->docs != NULL && i < st->ndocs; i++)
         bson_destroy(st->docs[i]);

@@ -22,7 +22,11 @@ extern "C" {
  *   databases.NAME.command_timeout       seconds (float) each operation may take; none when unset
  *   databases.NAME.options.KEY           engine options (sslmode, application_name, busy_timeout…)
  *   databases.NAME.pool.min_size / max_size / acquire_timeout   (acquire_timeout in seconds)
- *   pool.min_size / max_size / acquire_timeout                   defaults for every database
+ *   databases.NAME.pool.idle_timeout / max_lifetime / ping_after_idle   seconds; 0 or "none"
+ *                                        disables (defaults 600, 3600, 30)
+ *   databases.NAME.pool.max_waiters      requests that may queue for a release; "none" (the
+ *                                        default) for no limit
+ *   pool.KEY                             the same pool keys: defaults for every database
  *
  * Values may reference secrets, resolved at connect time and re-read on every new connection so
  * rotation works: ${env:NAME} and ${file:/path} (trailing newline stripped).

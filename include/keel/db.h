@@ -39,6 +39,9 @@ typedef struct keel_db keel_db;
 /* A connection leased from a pool. Give it back with keel_conn_release. */
 typedef struct keel_conn keel_conn;
 
+/* A server-side cursor opened on a connection (keel_conn_cursor_open). */
+typedef struct keel_cursor keel_cursor;
+
 /* Transaction state of a connection as last reported by the engine, without a round trip. */
 typedef enum keel_txn_status {
     KEEL_TXN_IDLE = 0,   /* not in a transaction */
@@ -70,7 +73,16 @@ typedef struct keel_pool_stats {
     size_t min_size;
     size_t max_size;
     double acquire_timeout; /* seconds */
-    uint64_t reserved[8];   /* room for fields added later; zero */
+    /* Totals since keel_db_open. */
+    uint64_t connects;         /* connections opened */
+    uint64_t connect_failures; /* connects that failed */
+    uint64_t acquires;         /* requests that got a connection (keel_db_try_acquire too) */
+    uint64_t acquire_timeouts; /* KEEL_ERR_POOL_TIMEOUT: acquire_timeout passed or max_waiters */
+    /* Seconds the latest 1024 served requests waited for their connection, by nearest rank
+     * (keel_db_try_acquire counts 0); 0 before any. */
+    double acquire_wait_p50;
+    double acquire_wait_p99;
+    uint64_t reserved[2]; /* room for fields added later; zero */
 } keel_pool_stats;
 
 /* Called once with a leased connection and err == NULL, or with conn == NULL and err set. */
@@ -180,8 +192,11 @@ KEEL_API keel_status keel_db_warm(keel_db *db, const char *database, keel_acquir
  * KEEL_ERR_POOL_TIMEOUT naming the database and pool size. A connect that fails completes the
  * oldest request with its error at once; the pool then waits before its next connect (50 ms,
  * doubling with each failure in a row up to 2 s, with jitter; none after a connect that works),
- * so requests arriving meanwhile wait for that attempt. Sync errors: KEEL_ERR_UNKNOWN_DATABASE
- * (naming it), KEEL_ERR_CLOSED, KEEL_ERR_INTERNAL (the event loop refused a timer).
+ * so requests arriving meanwhile wait for that attempt. An idle connection past ping_after_idle
+ * is pinged first and, when it does not answer, replaced by a new one within the request's
+ * acquire_timeout. Sync errors: KEEL_ERR_UNKNOWN_DATABASE (naming it), KEEL_ERR_CLOSED,
+ * KEEL_ERR_INTERNAL (the event loop refused a timer), KEEL_ERR_POOL_TIMEOUT when max_waiters
+ * requests wait for a release already (the message says the queue is full).
  */
 KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acquire_cb cb,
                                      void *arg, keel_error *err);
@@ -194,7 +209,9 @@ KEEL_API keel_status keel_db_acquire(keel_db *db, const char *database, keel_acq
 KEEL_API int keel_db_acquire_cancel(keel_db *db, keel_acquire_cb cb, void *arg);
 
 /*
- * Fast path: leases an idle connection right now if the pool has one and nobody is queued.
+ * Fast path: leases an idle connection right now if the pool has one and nobody is queued (one
+ * that must be pinged first, past ping_after_idle, or is past max_lifetime is left to
+ * keel_db_acquire).
  * Returns KEEL_OK with *out set, KEEL_ERR_BUSY when the caller must use keel_db_acquire, or the
  * sync errors of keel_db_acquire. Never blocks, never calls back.
  */
@@ -310,6 +327,47 @@ KEEL_API keel_status keel_conn_copy_in(keel_conn *conn, const char *schema, cons
                                        const char *const *columns, size_t ncols,
                                        const keel_value *rows, size_t nrows, keel_query_cb cb,
                                        void *arg, keel_error *err);
+
+/*
+ * Opens a server-side cursor over sql ($1…$n placeholders bound to params, copied before the call
+ * returns): the statement runs, its result stays on the server, and keel_cursor_fetch reads it a
+ * few rows at a time while other operations run on conn between the fetches. MySQL/MariaDB: a
+ * read-only cursor of the prepared-statement protocol, prefetch (≥ 1) rows per round trip
+ * (MariaDB materialises the result in a temporary table as the statement runs, so the open
+ * takes as long as the whole query). Completes like keel_conn_query, with a result of the
+ * statement's columns and no rows; a statement that returns no rows (it ran) fails with
+ * KEEL_ERR_UNSUPPORTED. *out receives the cursor when the call returns KEEL_OK, and belongs to
+ * the caller, who frees it with keel_cursor_close, whether the open succeeded or not. Sync
+ * errors: those of keel_conn_query, KEEL_ERR_INVALID_ARGUMENT (out NULL, prefetch 0),
+ * KEEL_ERR_UNSUPPORTED on engines without such cursors (PostgreSQL has SQL's DECLARE … CURSOR
+ * inside a transaction; SQLite and MongoDB). Never blocks.
+ */
+KEEL_API keel_status keel_conn_cursor_open(keel_conn *conn, const char *sql,
+                                           const keel_value *params, size_t nparams,
+                                           size_t prefetch, keel_cursor **out, keel_query_cb cb,
+                                           void *arg, keel_error *err);
+
+/*
+ * Reads the next n (≥ 1) rows of cur, opened on conn, as an operation of conn: it completes
+ * like keel_conn_query with a result of up to n rows, fewer only at the end (none after it);
+ * with on_rows not NULL the rows go to it instead, as keel_conn_query_rows hands them over.
+ * An error (a cancel, a timeout) leaves the cursor usable when the server kept it. Sync errors:
+ * those of keel_conn_query, KEEL_ERR_INVALID_ARGUMENT (n 0, cur NULL, not open: its open failed
+ * or has not completed, or opened on another connection), KEEL_ERR_CLOSED (its connection was
+ * closed). Never blocks.
+ */
+KEEL_API keel_status keel_cursor_fetch(keel_conn *conn, keel_cursor *cur, size_t n,
+                                       keel_rows_cb on_rows, keel_query_cb cb, void *arg,
+                                       keel_error *err);
+
+/*
+ * Closes cur and frees it; its statement on the server is closed without a round trip of its
+ * own (MySQL: before the next prepared statement of the connection, or with the connection). A
+ * cursor whose open or fetch is running is freed when that ends (its callback still runs).
+ * Also valid after the connection was released or closed, which leave cursors open until
+ * closed. Accepts NULL. Never blocks, never calls back.
+ */
+KEEL_API void keel_cursor_close(keel_cursor *cur);
 
 /*
  * Runs one command on a document engine (MongoDB). cmd is a BSON document of len bytes (copied

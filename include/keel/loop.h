@@ -127,6 +127,16 @@ KEEL_API int keel_loop_is_blocking(const keel_loop *loop);
 KEEL_API keel_status keel_loop_run(keel_loop *loop, const int *done);
 
 /*
+ * keel_loop_run that also returns, with KEEL_OK and *done still zero, once deadline_ms (the
+ * keel_now_ms clock) has passed; a negative deadline_ms is none. It waits in slices this way:
+ * a caller that must look at something else now and then (a signal, another thread's turn)
+ * runs it again while its operation is not done. It polls at least once, so a deadline already
+ * passed (0, say) dispatches what is ready now without waiting. Blocks at most until the
+ * deadline; errors as keel_loop_run.
+ */
+KEEL_API keel_status keel_loop_run_until(keel_loop *loop, const int *done, int64_t deadline_ms);
+
+/*
  * Frees the loop. Accepts NULL. Called while keel runs a callback on this loop, or while
  * keel_loop_run runs on it, the loop is freed when the last of those calls returns.
  */

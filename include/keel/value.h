@@ -32,7 +32,7 @@ typedef enum keel_type {
     KEEL_TYPE_INET = 16,        /* PostgreSQL inet: u.str, an address with an optional prefix
                                    ("10.0.0.1", "fe80::1/64") */
     KEEL_TYPE_CIDR = 17,        /* PostgreSQL cidr: u.str, a network ("10.0.0.0/8") */
-    KEEL_TYPE_RANGE = 18        /* PostgreSQL range (results): u.range, two bounds and flags */
+    KEEL_TYPE_RANGE = 18        /* PostgreSQL range (results, bulk loads): u.range */
 } keel_type;
 
 /* The flags of a KEEL_TYPE_RANGE. An unbounded side's bound is KEEL_TYPE_NULL. */

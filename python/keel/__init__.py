@@ -19,7 +19,7 @@ from typing import Any, Union
 
 from . import _codecs, _collection, _listen, _native
 from ._listen import Listener, Notification
-from ._cursor import CursorFactory, RowCursor
+from ._cursor import CursorFactory, RowCursor, ServerCursor
 from ._statement import Attribute, PreparedStatement, Type
 from ._range import Range
 from ._collection import (
@@ -105,6 +105,7 @@ __all__ = [
     "PreparedStatement",
     "CursorFactory",
     "RowCursor",
+    "ServerCursor",
     "Type",
     "Attribute",
     "Collection",
@@ -511,13 +512,18 @@ class Connection(_native.Connection):
     def cursor(self, sql: str, *args: Any, prefetch: int | None = None,
                timeout: float | None = None, record_class: type[Record] | None = None,
                into: Any = None) -> CursorFactory:
-        """A streaming cursor over sql's rows, as asyncpg's: ``async for row in
-        conn.cursor(sql, *args, prefetch=50)``, or ``cur = await conn.cursor(…)`` then
-        ``cur.fetch(n)``, ``cur.fetchrow()``, ``cur.forward(n)``, ``cur.close()``. At most
-        prefetch rows (plus one batch of the engine) are held however large the result; the
-        statement occupies the connection until its rows are read or the cursor is closed.
-        timeout= bounds the whole statement, time spent between fetches included.
-        record_class= / into= make the rows what fetch makes them."""
+        """A cursor over sql's rows, as asyncpg's: ``async for row in conn.cursor(sql, *args,
+        prefetch=50)``, or ``cur = await conn.cursor(…)`` then ``cur.fetch(n)``,
+        ``cur.fetchrow()``, ``cur.forward(n)``, ``cur.close()``. record_class= / into= make the
+        rows what fetch makes them.
+
+        On PostgreSQL and MySQL/MariaDB inside a transaction, a query gets a server-side
+        cursor (ServerCursor: PostgreSQL's DECLARE … CURSOR, ended with the transaction; MySQL's
+        prepared-statement cursor), and other statements run on the connection between fetches;
+        timeout= bounds each of its operations. Elsewhere the statement streams (RowCursor):
+        at most prefetch rows (plus one batch of the engine) are held however large the result,
+        the statement occupies the connection until its rows are read or the cursor is closed,
+        and timeout= bounds the whole statement, time spent between fetches included."""
         return CursorFactory(self, sql, args, prefetch, timeout, _rowtype(record_class, into))
 
     async def prepare(self, sql: str, *, timeout: float | None = None,

@@ -841,6 +841,9 @@ class ChangeStream:
     __slots__ = ("_coll", "_pipeline", "_options", "_batch_size", "_await_ms", "_timeout",
                  "_session", "_cursor", "_token", "_closed", "_started", "_op_time", "_target")
 
+    # The cursor class of its aggregate and getMore commands (keel.sync's: its own).
+    _Cursor: type[Cursor] = Cursor
+
     def __init__(self, collection: Collection, pipeline: list[Any], options: dict[str, Any],
                  batch_size: int | None, max_await_time_ms: int | None,
                  timeout: float | None, session: Connection | None,
@@ -914,7 +917,7 @@ class ChangeStream:
                                "pipeline": [{"$changeStream": options}, *self._pipeline],
                                "cursor": {"batchSize": self._batch_size}
                                if self._batch_size else {}}
-        cursor = Cursor(self._coll, cmd, self._batch_size, self._timeout, self._session)
+        cursor = self._Cursor(self._coll, cmd, self._batch_size, self._timeout, self._session)
         cursor._await_ms = self._await_ms
         self._cursor = cursor
         await cursor._open()
@@ -1009,6 +1012,9 @@ class Collection:
     """
 
     __slots__ = ("_db", "_conn", "_database", "_dbname", "name")
+
+    # What watch() returns (keel.sync's collections: its own).
+    _ChangeStream: type[ChangeStream] = ChangeStream
 
     def __init__(self, name: str, *, db: Database | None = None, database: str | None = None,
                  conn: Connection | None = None, dbname: str | None = None) -> None:
@@ -1360,36 +1366,34 @@ class Collection:
     # -- find and modify --
 
     async def _find_and_modify(self, method: str, filter: Mapping[str, Any] | None,
-                               change: dict[str, Any], projection: Any, sort: SortSpec,
-                               collation: Any, session: Any,
-                               timeout: float | None) -> dict[str, Any] | None:
+                               change: dict[str, Any], projection: Any, sort: SortSpec, *,
+                               upsert: object = False, return_document: object = None,
+                               array_filters: Any = None, hint: Any, collation: Any,
+                               session: Any, timeout: float | None) -> dict[str, Any] | None:
+        """Runs findAndModify for the find_one_and_* method named method. change is the
+        update, the replacement or the removal; return_document is None for a removal, which
+        has neither a document to return after it nor an upsert."""
         cmd: dict[str, Any] = {"findAndModify": self.name, "query": _filter(filter)}
         spec = _sort(sort)
         if spec:
             cmd["sort"] = spec
         cmd.update(change)
-        _add_options(cmd, None, collation)
+        if return_document is not None:
+            if not isinstance(return_document, bool):
+                raise TypeError(f"{method}: return_document must be ReturnDocument.BEFORE or "
+                                f"ReturnDocument.AFTER, not {return_document!r}")
+            cmd["new"] = return_document
+            if _check_bool(upsert, f"{method}: upsert"):
+                cmd["upsert"] = True
+        if array_filters is not None:
+            cmd["arrayFilters"] = _array_filters(array_filters)
+        _add_options(cmd, hint, collation)
         proj = _projection(projection)
         if proj is not None:
             cmd["fields"] = proj
         reply = await self._run(cmd, timeout, session)
         value = reply.get("value")
         return value if isinstance(value, dict) else None
-
-    @staticmethod
-    def _modify_options(method: str, upsert: object, return_document: object,
-                        array_filters: Any, hint: Any) -> dict[str, Any]:
-        if not isinstance(return_document, bool):
-            raise TypeError(f"{method}: return_document must be ReturnDocument.BEFORE or "
-                            f"ReturnDocument.AFTER, not {return_document!r}")
-        options: dict[str, Any] = {"new": return_document}
-        if _check_bool(upsert, f"{method}: upsert"):
-            options["upsert"] = True
-        if array_filters is not None:
-            options["arrayFilters"] = _array_filters(array_filters)
-        if hint is not None:
-            options["hint"] = _hint(hint)
-        return options
 
     async def find_one_and_update(self, filter: Mapping[str, Any] | None, update: Any,
                                   projection: Mapping[str, Any] | Sequence[str] | None = None, *,
@@ -1402,11 +1406,10 @@ class Collection:
         before (ReturnDocument.BEFORE) or after (AFTER) the update; None when none matched
         (and, BEFORE, when upsert inserted one)."""
         self._check_update(update, "find_one_and_update")
-        options = self._modify_options("find_one_and_update", upsert, return_document,
-                                       array_filters, hint)
-        return await self._find_and_modify("find_one_and_update", filter,
-                                           {"update": update, **options}, projection, sort,
-                                           collation, session, timeout)
+        return await self._find_and_modify(
+            "find_one_and_update", filter, {"update": update}, projection, sort, upsert=upsert,
+            return_document=return_document, array_filters=array_filters, hint=hint,
+            collation=collation, session=session, timeout=timeout)
 
     async def find_one_and_replace(self, filter: Mapping[str, Any] | None,
                                    replacement: Mapping[str, Any],
@@ -1418,11 +1421,10 @@ class Collection:
         """Replaces the first document filter matches (its _id is kept) and returns it as it
         was before or after, like find_one_and_update."""
         self._check_replacement(replacement, "find_one_and_replace")
-        options = self._modify_options("find_one_and_replace", upsert, return_document, None,
-                                       hint)
-        return await self._find_and_modify("find_one_and_replace", filter,
-                                           {"update": replacement, **options}, projection, sort,
-                                           collation, session, timeout)
+        return await self._find_and_modify(
+            "find_one_and_replace", filter, {"update": replacement}, projection, sort,
+            upsert=upsert, return_document=return_document, hint=hint, collation=collation,
+            session=session, timeout=timeout)
 
     async def find_one_and_delete(self, filter: Mapping[str, Any] | None,
                                   projection: Mapping[str, Any] | Sequence[str] | None = None, *,
@@ -1431,11 +1433,9 @@ class Collection:
                                   timeout: float | None = None) -> dict[str, Any] | None:
         """Deletes the first document filter matches (in sort order) and returns it, or None
         when none matched."""
-        change: dict[str, Any] = {"remove": True}
-        if hint is not None:
-            change["hint"] = _hint(hint)
-        return await self._find_and_modify("find_one_and_delete", filter, change, projection,
-                                           sort, collation, session, timeout)
+        return await self._find_and_modify("find_one_and_delete", filter, {"remove": True},
+                                           projection, sort, hint=hint, collation=collation,
+                                           session=session, timeout=timeout)
 
     # -- bulk writes --
 
@@ -1644,8 +1644,9 @@ class Collection:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):
                 raise TypeError(f"watch: {key} must be an int >= 0, not {value!r}")
-        return ChangeStream(self, list(stages), options, batch_size or None, max_await_time_ms,
-                            check_timeout(timeout), self._session(session), _whole_database)
+        return self._ChangeStream(self, list(stages), options, batch_size or None,
+                                  max_await_time_ms, check_timeout(timeout),
+                                  self._session(session), _whole_database)
 
 
 # ---- bulk_write's helpers ----

@@ -21,7 +21,8 @@ class Range:
     Range(1, 5) is [1,5); a bound of None is unbounded (lower_inf / upper_inf); Range(empty=True)
     is the empty range. Results of the built-in range types come back as Range; a Range
     parameter goes as its text ("[1,5)"), which the server reads as the type the statement
-    gives it (a cast, or a range column).
+    gives it (a cast, or a range column); copy_records_to_table loads it in binary, its bounds
+    encoded for the column's range type.
     """
 
     __slots__ = ("_lower", "_upper", "_lower_inc", "_upper_inc", "_empty")

@@ -18,21 +18,24 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time as _time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable
 
-from . import Config, Record, _codecs, _collection, _cursor, _native, _rowtype, _statement
+from . import Config, Record, _codecs, _collection, _cursor, _listen, _native, _rowtype, _statement
 from . import Database as _AsyncDatabase
 from . import _COMMITTED, _FAILED, _NEW, _ROLLED_BACK, _STARTED, _STATE_TEXT, _close_timeout
 from . import _manual_end
 from ._collection import _deadline, _left
+from ._listen import Notification
 from ._native import check_timeout
 from ._native import InterfaceError, InternalError, NotSupportedError, ProgrammingError
 
 __all__ = ["Database", "Connection", "Transaction", "PreparedStatement", "RowCursor", "Collection",
-           "Cursor"]
+           "Cursor", "ChangeStream", "Listener", "Notification"]
 
 _FETCH = _native.MODE_FETCH
 _FETCHROW = _native.MODE_FETCHROW
@@ -108,6 +111,13 @@ class Database(_native.SyncDatabase):
         """size, idle, leased, waiting, min_size, max_size and acquire_timeout of a pool."""
         self._config.engine(name)  # UnknownDatabaseError naming it, as keel.Database
         return self._pool_stats(name)
+
+    def stats(self, name: str | None = None) -> dict[str, Any]:
+        """A pool's size, idle, in_use, waiting, min_size, max_size, its totals since open
+        (connects, connect_failures, acquires, acquire_timeouts) and acquire_wait_p50 and
+        acquire_wait_p99 in seconds, over the latest 1024 acquires served."""
+        self._config.engine(name)  # UnknownDatabaseError naming it, as keel.Database
+        return self._stats(name)
 
     def __repr__(self) -> str:
         return (f"<keel.sync.Database databases={self.databases!r}"
@@ -208,6 +218,17 @@ class Database(_native.SyncDatabase):
         """with db.transaction() as conn: BEGIN … COMMIT, or ROLLBACK on exception."""
         return _TransactionContext(self, database)
 
+    def listen(self, channel: str, *, database: str | None = None,
+               timeout: float | None = None) -> Listener:
+        """The notifications (PostgreSQL's NOTIFY) of channel, as a blocking iterator of
+        Notification(channel, payload, pid): ``with db.listen("jobs") as notes: for n in
+        notes: …``. timeout= (seconds) bounds the wait for each next notification: when none
+        comes within it, the iteration ends (as psycopg's notifies(timeout=)); None waits
+        without end. A connection is leased for it, kept out of the pool while it listens, and
+        unlistened when the listener closes. NotSupportedError on other engines; ConnectionLost
+        from the iteration when its connection is lost."""
+        return Listener(self, channel, database, timeout)
+
     def ping(self, name: str | None = None, *, timeout: float | None = None) -> float:
         """Round-trip time in seconds of the cheapest request (SELECT 1; MongoDB's ping)."""
         started = _time.perf_counter()
@@ -238,6 +259,15 @@ class Database(_native.SyncDatabase):
         """Creates a collection and returns it (see keel.Database.create_collection)."""
         return _create_collection(Collection("$cmd", db=self, database=database, dbname=dbname),
                                   name, options, check_exists, session, timeout)
+
+    def watch(self, pipeline: Sequence[dict[str, Any]] | None = None,
+              database: str | None = None, *, dbname: str | None = None,
+              **options: Any) -> ChangeStream:
+        """A ChangeStream of every collection of a MongoDB database (see keel.Database.watch);
+        options as Collection.watch takes them. Each change names its collection in
+        change["ns"]."""
+        return Collection("$cmd", db=self, database=database, dbname=dbname).watch(
+            pipeline, **options, _whole_database=True)
 
     def command(self, dbname: str | None, cmd: dict[str, Any], *, database: str | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
@@ -334,6 +364,69 @@ class Connection(_native.SyncConnection):
         """with conn.transaction(): a transaction, or a savepoint when nested; by hand:
         tr.start(), then tr.commit() or tr.rollback()."""
         return Transaction(self)
+
+    def add_listener(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Calls callback(connection, pid, channel, payload) for each notification (PostgreSQL's
+        NOTIFY) of channel, from wait_notifications(): the connection queues what arrives
+        (while it runs statements too) and the callbacks run in the thread that waits, never in
+        the middle of another call. Runs LISTEN each time (idempotent; it redoes one a
+        rolled-back transaction undid); adding the same callback again is a no-op. Releasing
+        the connection removes every listener (keel unlistens before it goes back to the
+        pool). NotSupportedError on other engines."""
+        quoted = _listen.quote_channel(channel)
+        if not callable(callback):
+            raise TypeError(f"a listener callback is callable, not {type(callback).__name__}")
+        if self.released:
+            raise InterfaceError("the connection has been released: its listeners went with it")
+        channels = _listeners.get(self)
+        if channels is None:
+            self._listen(True)  # NotSupportedError on other engines
+            channels = _listeners[self] = {}
+        self.execute(f"LISTEN {quoted}")
+        callbacks = channels.setdefault(channel, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
+
+    def remove_listener(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Removes a callback added by add_listener (a no-op when it was not added); the last
+        one of a channel runs UNLISTEN."""
+        quoted = _listen.quote_channel(channel)
+        channels = _listeners.get(self)
+        callbacks = channels.get(channel) if channels is not None else None
+        if channels is None or callbacks is None or callback not in callbacks:
+            return
+        callbacks.remove(callback)
+        if callbacks:
+            return
+        del channels[channel]
+        if not self.released:
+            self.execute(f"UNLISTEN {quoted}")
+        if not channels:
+            del _listeners[self]
+            if not self.released:
+                self._listen(False)
+
+    def wait_notifications(self, timeout: float | None = None) -> int:
+        """Waits until notifications have come (at most timeout seconds; None: without end)
+        and calls the add_listener callbacks of each, in the order the server sent them;
+        returns how many notifications were handed over (0 when none came in time; those of
+        channels without a callback any more are dropped). What a callback raises propagates
+        from here; the notifications after it wait for the next call. Ctrl-C stops the wait.
+        ConnectionLost when the connection was lost while it listened."""
+        wait = _wait_seconds(timeout)
+        if _listeners.get(self) is None:
+            raise InterfaceError("wait_notifications: the connection has no listeners "
+                                 "(add_listener first)")
+        delivered = 0
+        while True:
+            items = self._notifications(wait if delivered == 0 else 0.0, 1)
+            if not items:
+                return delivered
+            pid, channel, payload = items[0]
+            delivered += 1
+            channels = _listeners.get(self)
+            for callback in list(channels.get(channel, ()) if channels is not None else ()):
+                callback(self, pid, channel, payload)
 
     def collection(self, name: str, *, dbname: str | None = None) -> Collection:
         """A MongoDB collection whose operations run on this connection (and its transaction)."""
@@ -528,6 +621,118 @@ class RowCursor:
     def __repr__(self) -> str:
         return (f"<keel.sync.RowCursor on {self._conn!r}"
                 f"{' closed' if self.closed else ''}>")
+
+
+# The add_listener callbacks of each sync Connection that has some: channel -> callbacks.
+_listeners: weakref.WeakKeyDictionary[Connection, dict[str, list[Callable[..., Any]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _wait_seconds(timeout: float | None) -> float:
+    """A wait's timeout= as _notifications takes it: seconds >= 0, or -1 for None (no end)."""
+    if timeout is None:
+        return -1.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+    return -1.0 if math.isinf(timeout) else float(timeout)
+
+
+class Listener:
+    """The notifications of one channel, as a blocking iterator (Database.listen).
+
+    Listening starts at ``with`` (or at the first iteration): a connection is leased for it and
+    LISTEN runs there. Each iteration yields a Notification(channel, payload, pid), in the order
+    the server sent them; they wait in the connection's queue until read. With timeout=, an
+    iteration that waits longer than that for the next one ends the loop (the listener stays
+    open: iterating again goes on). Ctrl-C stops the wait. Closing it (leaving ``with``,
+    close(), or dropping it) releases the connection, which unlistens before it goes back to
+    the pool. A connection lost meanwhile raises ConnectionLost from the iteration, once; the
+    listener is closed then.
+    """
+
+    __slots__ = ("_db", "_database", "_channel", "_quoted", "_wait", "_conn", "_closed",
+                 "__weakref__")
+
+    def __init__(self, db: Database, channel: str, database: str | None,
+                 timeout: float | None) -> None:
+        self._quoted = _listen.quote_channel(channel)
+        self._wait = _wait_seconds(timeout)
+        self._db = db
+        self._database = database
+        self._channel = channel
+        self._conn: Connection | None = None
+        self._closed = False
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    def start(self) -> None:
+        """Leases the connection and runs LISTEN (a no-op when already listening)."""
+        if self._closed:
+            raise InterfaceError(f"the listener of channel {self._channel!r} is closed")
+        if self._conn is not None:
+            return
+        engine = self._db.engine(self._database)
+        if engine != "postgresql":
+            name = self._database if self._database is not None else "the default database"
+            raise NotSupportedError(
+                f"listen(): {name} uses the {engine} engine, which has no notifications: "
+                "LISTEN/NOTIFY is PostgreSQL's")
+        conn = self._db.acquire(self._database)
+        try:
+            conn._listen(True)
+            conn.execute(f"LISTEN {self._quoted}")
+        except BaseException:
+            conn._release()
+            raise
+        self._conn = conn
+
+    def __iter__(self) -> Listener:
+        return self
+
+    def __next__(self) -> Notification:
+        if self._closed:
+            raise StopIteration
+        if self._conn is None:
+            self.start()
+        assert self._conn is not None
+        try:
+            items = self._conn._notifications(self._wait, 1)
+        except _native.ConnectionLost:
+            self.close()
+            raise
+        if not items:
+            raise StopIteration
+        pid, channel, payload = items[0]
+        return Notification(channel, payload, pid)
+
+    def close(self) -> None:
+        """Stops listening and releases the connection. Idempotent."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn._release()
+
+    def __enter__(self) -> Listener:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            self._conn = None
+            conn._release()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "listening" if self._conn is not None else "new"
+        return f"<keel.sync.Listener channel={self._channel!r} {state}>"
 
 
 class Transaction:
@@ -797,6 +1002,7 @@ class Cursor(_collection.Cursor):
         except BaseException:
             self._abandon()
             raise
+        self._op_time = reply.get("operationTime")
         self._take(reply, "firstBatch")
 
     async def _get_more(self) -> None:
@@ -805,6 +1011,8 @@ class Cursor(_collection.Cursor):
         cmd: dict[str, Any] = {"getMore": self._id, "collection": self._ns_coll}
         if self._batch_size:
             cmd["batchSize"] = self._batch_size
+        if self._await_ms is not None:
+            cmd["maxTimeMS"] = self._await_ms  # a change stream's wait for changes
         try:
             reply = conn._command(self._ns_db, cmd, self._timeout)
         except BaseException:
@@ -831,7 +1039,9 @@ class Cursor(_collection.Cursor):
         if conn is None:
             return
         try:
-            if cursor_id and not conn.released:
+            # Not on a connection still busy with a command Ctrl-C left running: the kill would
+            # wait for its end; the server times the cursor out instead.
+            if cursor_id and not conn.released and not conn._busy:
                 self._kill(conn, cursor_id)
         finally:
             if owned:
@@ -843,6 +1053,64 @@ class Cursor(_collection.Cursor):
                           None)
         except _native.Error:
             pass  # best effort: the server times the cursor out
+
+
+class ChangeStream(_collection.ChangeStream):
+    """The changes to a collection (Collection.watch) or a MongoDB database (Database.watch),
+    each one a dict as the server reports it, as keel.ChangeStream's, without await:
+
+        with coll.watch() as stream:              # opens it on the server
+            for change in stream: ...             # waits for the next change
+            change = stream.try_next()            # a change, or None when none came in one wait
+        stream.resume_token                       # resume_after= / start_after= of a later watch()
+
+    Iterating blocks until a change comes (each wait on the server is max_await_time_ms, then
+    the next one starts); Ctrl-C stops it. The stream holds a connection (of the pool, or
+    session=) until closed, and resumes by itself once after an error that allows it.
+    """
+
+    __slots__ = ()
+
+    _Cursor = Cursor
+
+    def __iter__(self) -> ChangeStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            change = self.try_next()
+            if change is not None:
+                return change
+            cursor = self._cursor
+            if self._closed or cursor is None or not cursor.alive:
+                raise StopIteration
+
+    def next(self) -> dict[str, Any]:  # type: ignore[override]
+        """The next change, waiting for it (pymongo's name); StopIteration once the stream has
+        ended."""
+        return self.__next__()
+
+    def try_next(self) -> dict[str, Any] | None:  # type: ignore[override]
+        """The next change, or None when the server had none within one wait (its
+        max_await_time_ms) or the stream ended."""
+        return _drive(super().try_next())  # type: ignore[no-any-return]
+
+    def open(self) -> ChangeStream:
+        """Opens the stream on the server (iterating or with does it too) and returns it."""
+        return _drive(self._opened())  # type: ignore[no-any-return]
+
+    def __enter__(self) -> ChangeStream:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # type: ignore[override]
+        """Kills the server-side cursor and gives back its connection."""
+        _drive(self.aclose())
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<keel.ChangeStream", "<keel.sync.ChangeStream", 1)
 
 
 def _cursor_method(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -864,10 +1132,12 @@ def _synchronous(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 class Collection(_collection.Collection):
     """A MongoDB collection of a keel.sync.Database or Connection: keel.Collection's methods
     (insert_one, find_one, update_many, bulk_write, count_documents …), called without await;
-    find(), aggregate() and list_indexes() return a synchronous Cursor. session= takes a
-    keel.sync.Connection. There are no change streams (watch()) here: use keel.Database."""
+    find(), aggregate() and list_indexes() return a synchronous Cursor, watch() a synchronous
+    ChangeStream. session= takes a keel.sync.Connection."""
 
     __slots__ = ()
+
+    _ChangeStream = ChangeStream
 
     def _sibling(self, name: str) -> Collection:
         if self._conn is not None:
@@ -885,11 +1155,6 @@ class Collection(_collection.Collection):
         assert self._db is not None
         return self._db._command(self._dbname, cmd, self._database, timeout)
 
-    def watch(self, *args: Any, **kwargs: Any) -> Any:
-        """Change streams wait for changes as they come: keel.Database has them, keel.sync
-        does not (NotSupportedError)."""
-        raise NotSupportedError("keel.sync has no change streams: watch() is keel.Database's "
-                                "(asyncio)")
 
 
 # keel.Collection's coroutine methods, synchronous here, and its methods that return a cursor,

@@ -16,9 +16,6 @@
 #include "core/url.h"
 #include "engines/engine.h"
 
-#define DEFAULT_MIN_SIZE 1
-#define DEFAULT_MAX_SIZE 10
-#define DEFAULT_ACQUIRE_TIMEOUT 30.0
 /* Secret files are small (a password, a token); anything bigger is almost surely a wrong path. */
 #define SECRET_FILE_MAX (1024 * 1024)
 
@@ -29,11 +26,42 @@ typedef struct opt_list {
     size_t n;
 } opt_list;
 
-/* The global pool.* settings; has_* tells which are set. */
+/* The pool settings, indexes into pool_keys and into the pool arrays of the layers. */
+enum { PK_MIN, PK_MAX, PK_ACQUIRE, PK_IDLE, PK_LIFETIME, PK_PING, PK_WAITERS, NPK };
+
+/*
+ * Each pool setting: its name, whether it is a duration in seconds (else a count), whether it
+ * accepts "none" (a duration of 0, which disables it, or a count of SIZE_MAX, no limit), and its
+ * default. The defaults of idle_timeout and max_lifetime are psycopg_pool's max_idle and
+ * max_lifetime; ping_after_idle costs a round trip only for a connection idle that long.
+ */
+static const struct {
+    const char *field;
+    int seconds;
+    int none_ok;
+    double default_seconds;
+    size_t default_size;
+} pool_keys[NPK] = {
+    [PK_MIN] = { "min_size", 0, 0, 0, 1 },
+    [PK_MAX] = { "max_size", 0, 0, 0, 10 },
+    [PK_ACQUIRE] = { "acquire_timeout", 1, 0, 30.0, 0 },
+    [PK_IDLE] = { "idle_timeout", 1, 1, 600.0, 0 },
+    [PK_LIFETIME] = { "max_lifetime", 1, 1, 3600.0, 0 },
+    [PK_PING] = { "ping_after_idle", 1, 1, 30.0, 0 },
+    [PK_WAITERS] = { "max_waiters", 0, 1, 0, SIZE_MAX },
+};
+
+/* One source's pool settings (a database's keys or url, or the global pool.*): a count or a
+ * duration by pool_keys[i].seconds. */
+typedef struct pool_values {
+    size_t size[NPK];
+    double seconds[NPK];
+} pool_values;
+
+/* The global pool.* settings; has[i] tells which are set. */
 typedef struct pool_layer {
-    int has_min, has_max, has_acquire;
-    size_t min_size, max_size;
-    double acquire_timeout;
+    int has[NPK];
+    pool_values v;
 } pool_layer;
 
 /*
@@ -49,11 +77,10 @@ typedef struct db_layer {
     char *host, *database, *user, *password;
     int port;
     double connect_timeout, command_timeout;
-    size_t min_size, max_size;
-    double acquire_timeout;
+    pool_values pool;
     opt_list options;
     unsigned long seq_engine, seq_host, seq_database, seq_user, seq_password, seq_port,
-        seq_connect_timeout, seq_command_timeout, seq_min, seq_max, seq_acquire;
+        seq_connect_timeout, seq_command_timeout, seq_pool[NPK];
 } db_layer;
 
 typedef struct db_entry {
@@ -95,15 +122,14 @@ typedef enum key_kind {
     KEY_CONNECT_TIMEOUT,
     KEY_COMMAND_TIMEOUT,
     KEY_OPTION,
-    KEY_POOL_MIN,
-    KEY_POOL_MAX,
-    KEY_POOL_ACQUIRE,
+    KEY_POOL,
     KEY_EXTRA
 } key_kind;
 
 typedef struct key_target {
     key_kind kind;
     int global;       /* pool.* rather than databases.NAME.pool.* */
+    int pool_key;     /* KEY_POOL: which (PK_…) */
     const char *name; /* database name inside the path (not NUL-terminated) */
     size_t name_len;
     const char *option; /* KEY of databases.NAME.options.KEY */
@@ -122,15 +148,6 @@ static const struct {
     { "password", KEY_PASSWORD },
     { "connect_timeout", KEY_CONNECT_TIMEOUT },
     { "command_timeout", KEY_COMMAND_TIMEOUT },
-};
-
-static const struct {
-    const char *field;
-    key_kind kind;
-} pool_fields[] = {
-    { "min_size", KEY_POOL_MIN },
-    { "max_size", KEY_POOL_MAX },
-    { "acquire_timeout", KEY_POOL_ACQUIRE },
 };
 
 /* Sections whose whole subtree is stored for later issues and not interpreted yet. */
@@ -252,6 +269,38 @@ static keel_status parse_seconds_value(const char *path, const char *value, doub
     if (parse_seconds(value, out) != 0)
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
                                "%s: expected a non-negative number of seconds (e.g. 2.5), got '%s'",
+                               path, value);
+    return KEEL_OK;
+}
+
+/* Parses the value of pool setting which (PK_…) into v. */
+static keel_status parse_pool_value(const char *path, int which, const char *value, pool_values *v,
+                                    keel_error *err) {
+    int none = pool_keys[which].none_ok && strcmp(value, "none") == 0;
+    if (pool_keys[which].seconds) {
+        if (none) {
+            v->seconds[which] = 0;
+            return KEEL_OK;
+        }
+        if (!pool_keys[which].none_ok)
+            return parse_seconds_value(path, value, &v->seconds[which], err);
+        if (parse_seconds(value, &v->seconds[which]) != 0)
+            return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
+                                   "%s: expected a non-negative number of seconds (e.g. 2.5), or "
+                                   "0 or 'none' to disable it, got '%s'",
+                                   path, value);
+        return KEEL_OK;
+    }
+    if (none) {
+        v->size[which] = SIZE_MAX;
+        return KEEL_OK;
+    }
+    if (!pool_keys[which].none_ok)
+        return parse_size_value(path, value, &v->size[which], err);
+    if (parse_size(value, &v->size[which]) != 0 || v->size[which] == SIZE_MAX)
+        return keel__error_set(err, KEEL_ERR_CONFIG, NULL, NULL,
+                               "%s: expected a non-negative integer, or 'none' for no limit, got "
+                               "'%s'",
                                path, value);
     return KEEL_OK;
 }
@@ -584,7 +633,9 @@ static int suggest_key(const char *path, char *buf, size_t size) {
                                        "command_timeout",
                                        "options",
                                        "pool" };
-    static const char *const poolf[] = { "min_size", "max_size", "acquire_timeout" };
+    const char *poolf[NPK];
+    for (size_t i = 0; i < NPK; i++)
+        poolf[i] = pool_keys[i].field;
     const char *seg[6];
     size_t len[6], nseg = 0;
     for (const char *p = path; nseg < NELEMS(seg);) {
@@ -666,9 +717,10 @@ static int starts_with(const char *s, const char *prefix) {
 
 /* Recognises a pool field name (the part after "pool."), recording its kind in t. */
 static int pool_field(const char *field, key_target *t) {
-    for (size_t i = 0; i < NELEMS(pool_fields); i++)
-        if (strcmp(field, pool_fields[i].field) == 0) {
-            t->kind = pool_fields[i].kind;
+    for (int i = 0; i < NPK; i++)
+        if (strcmp(field, pool_keys[i].field) == 0) {
+            t->kind = KEY_POOL;
+            t->pool_key = i;
             return 1;
         }
     return 0;
@@ -795,15 +847,10 @@ static keel_status layer_from_url(const char *path, const char *dbname, const ch
         const char *k = u.keys[i], *v = u.values[i];
         char what[160];
         snprintf(what, sizeof what, "%s: query parameter '%s'", path, k);
-        if (strcmp(k, "min_size") == 0) {
-            st = parse_size_value(what, v, &l->min_size, err);
-            l->seq_min = seq;
-        } else if (strcmp(k, "max_size") == 0) {
-            st = parse_size_value(what, v, &l->max_size, err);
-            l->seq_max = seq;
-        } else if (strcmp(k, "acquire_timeout") == 0) {
-            st = parse_seconds_value(what, v, &l->acquire_timeout, err);
-            l->seq_acquire = seq;
+        key_target pt;
+        if (pool_field(k, &pt)) {
+            st = parse_pool_value(what, pt.pool_key, v, &l->pool, err);
+            l->seq_pool[pt.pool_key] = seq;
         } else if (strcmp(k, "connect_timeout") == 0) {
             st = parse_seconds_value(what, v, &l->connect_timeout, err);
             l->seq_connect_timeout = seq;
@@ -835,8 +882,8 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
      * database. */
     const char *engine = NULL;
     int port = 0;
-    size_t size = 0;
     double seconds = 0;
+    pool_values pool = { { 0 }, { 0 } };
     db_layer url_layer;
     unsigned long seq = cfg->seq + 1;
     keel_status st = KEEL_OK;
@@ -850,13 +897,11 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
     case KEY_PORT:
         st = parse_port_value(path, value, &port, err);
         break;
-    case KEY_POOL_MIN:
-    case KEY_POOL_MAX:
-        st = parse_size_value(path, value, &size, err);
+    case KEY_POOL:
+        st = parse_pool_value(path, t->pool_key, value, &pool, err);
         break;
     case KEY_CONNECT_TIMEOUT:
     case KEY_COMMAND_TIMEOUT:
-    case KEY_POOL_ACQUIRE:
         st = parse_seconds_value(path, value, &seconds, err);
         break;
     default:
@@ -926,17 +971,10 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
     case KEY_OPTION:
         rc = opt_set(&k->options, t->option, value, seq);
         break;
-    case KEY_POOL_MIN:
-        k->min_size = size;
-        k->seq_min = seq;
-        break;
-    case KEY_POOL_MAX:
-        k->max_size = size;
-        k->seq_max = seq;
-        break;
-    case KEY_POOL_ACQUIRE:
-        k->acquire_timeout = seconds;
-        k->seq_acquire = seq;
+    case KEY_POOL:
+        k->pool.size[t->pool_key] = pool.size[t->pool_key];
+        k->pool.seconds[t->pool_key] = pool.seconds[t->pool_key];
+        k->seq_pool[t->pool_key] = seq;
         break;
     default:
         break;
@@ -944,26 +982,15 @@ static keel_status set_db_key(keel_config *cfg, const key_target *t, const char 
     return rc ? nomem(err) : KEEL_OK;
 }
 
-/* Sets one of pool.min_size, pool.max_size and pool.acquire_timeout (defaults for every database). */
+/* Sets one of the pool.* settings (defaults for every database). */
 static keel_status set_global_pool(keel_config *cfg, const key_target *t, const char *path,
                                    const char *value, keel_error *err) {
-    keel_status st;
-    if (t->kind == KEY_POOL_ACQUIRE) {
-        st = parse_seconds_value(path, value, &cfg->pool.acquire_timeout, err);
-        cfg->pool.has_acquire |= st == KEEL_OK;
-        return st;
-    }
-    size_t v = 0;
-    st = parse_size_value(path, value, &v, err);
+    pool_values v = cfg->pool.v;
+    keel_status st = parse_pool_value(path, t->pool_key, value, &v, err);
     if (st)
         return st;
-    if (t->kind == KEY_POOL_MIN) {
-        cfg->pool.min_size = v;
-        cfg->pool.has_min = 1;
-    } else {
-        cfg->pool.max_size = v;
-        cfg->pool.has_max = 1;
-    }
+    cfg->pool.v = v;
+    cfg->pool.has[t->pool_key] = 1;
     return KEEL_OK;
 }
 
@@ -1152,42 +1179,31 @@ static const db_layer *newer(const db_layer *a, unsigned long seq_a, const db_la
 }
 
 /*
- * Picks one pool setting (which: 0 min_size, 1 max_size, 2 acquire_timeout): the database's own
- * value (key or url, whichever was set last), then pool.*, then the default. origin receives the
- * key path the value came from, for messages.
+ * Picks one pool setting (which: PK_…) into out: the database's own value (key or url,
+ * whichever was set last), then pool.*, then the default. origin receives the key path the value
+ * came from, for messages.
  */
-static void pick_pool(const db_entry *e, const keel_config *cfg, int which, size_t *size,
-                      double *seconds, char *origin, size_t osize) {
-    static const char *const fields[] = { "min_size", "max_size", "acquire_timeout" };
-    const char *field = fields[which];
+static void pick_pool(const db_entry *e, const keel_config *cfg, int which, pool_values *out,
+                      char *origin, size_t osize) {
+    const char *field = pool_keys[which].field;
     const db_layer *k = &e->keys, *u = &e->from_url;
-    const db_layer *l = which == 0   ? newer(k, k->seq_min, u, u->seq_min)
-                        : which == 1 ? newer(k, k->seq_max, u, u->seq_max)
-                                     : newer(k, k->seq_acquire, u, u->seq_acquire);
-    const pool_layer *g = &cfg->pool;
-    int global = which == 0 ? g->has_min : which == 1 ? g->has_max : g->has_acquire;
-    size_t sz;
-    double sec;
+    const db_layer *l = newer(k, k->seq_pool[which], u, u->seq_pool[which]);
     if (l) {
-        sz = which == 0 ? l->min_size : l->max_size;
-        sec = l->acquire_timeout;
+        out->size[which] = l->pool.size[which];
+        out->seconds[which] = l->pool.seconds[which];
         if (l == k)
             snprintf(origin, osize, "databases.%s.pool.%s", e->name, field);
         else
             snprintf(origin, osize, "databases.%s.url (%s)", e->name, field);
-    } else if (global) {
-        sz = which == 0 ? g->min_size : g->max_size;
-        sec = g->acquire_timeout;
+    } else if (cfg->pool.has[which]) {
+        out->size[which] = cfg->pool.v.size[which];
+        out->seconds[which] = cfg->pool.v.seconds[which];
         snprintf(origin, osize, "pool.%s", field);
     } else {
-        sz = which == 0 ? DEFAULT_MIN_SIZE : DEFAULT_MAX_SIZE;
-        sec = DEFAULT_ACQUIRE_TIMEOUT;
+        out->size[which] = pool_keys[which].default_size;
+        out->seconds[which] = pool_keys[which].default_seconds;
         snprintf(origin, osize, "the default pool.%s", field);
     }
-    if (which == 2)
-        *seconds = sec;
-    else
-        *size = sz;
 }
 
 /* Merges the layers of one database into its view and checks what the core itself needs. */
@@ -1241,10 +1257,18 @@ static keel_status build_view(const keel_config *cfg, db_entry *e, keel_error *e
     v->command_timeout = l ? l->command_timeout : 0;
     v->options = opts;
     v->noptions = nopts;
-    char min_origin[160], max_origin[160], acq_origin[160];
-    pick_pool(e, cfg, 0, &v->min_size, NULL, min_origin, sizeof min_origin);
-    pick_pool(e, cfg, 1, &v->max_size, NULL, max_origin, sizeof max_origin);
-    pick_pool(e, cfg, 2, NULL, &v->acquire_timeout, acq_origin, sizeof acq_origin);
+    char origin[NPK][160];
+    pool_values pv;
+    for (int i = 0; i < NPK; i++)
+        pick_pool(e, cfg, i, &pv, origin[i], sizeof origin[i]);
+    v->min_size = pv.size[PK_MIN];
+    v->max_size = pv.size[PK_MAX];
+    v->acquire_timeout = pv.seconds[PK_ACQUIRE];
+    v->idle_timeout = pv.seconds[PK_IDLE];
+    v->max_lifetime = pv.seconds[PK_LIFETIME];
+    v->ping_after_idle = pv.seconds[PK_PING];
+    v->max_waiters = pv.size[PK_WAITERS];
+    const char *max_origin = origin[PK_MAX], *min_origin = origin[PK_MIN];
     if (v->max_size < 1)
         return keel__error_set(err, KEEL_ERR_CONFIG, NULL, e->name,
                                "%s: must be at least 1, got %zu (database '%s')", max_origin,

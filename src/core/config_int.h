@@ -32,6 +32,10 @@ typedef struct keel__dbconfig {
     size_t min_size;        /* default 1 */
     size_t max_size;        /* default 10 */
     double acquire_timeout; /* seconds; default 30 */
+    double idle_timeout;    /* seconds an idle connection above min_size is kept; 0 = forever */
+    double max_lifetime;    /* seconds a connection lives (less up to 10 % jitter); 0 = forever */
+    double ping_after_idle; /* seconds idle after which an acquire pings first; 0 = never */
+    size_t max_waiters;     /* requests that may wait for a release; SIZE_MAX = no limit */
 } keel__dbconfig;
 
 /* Database config by name, or NULL. cfg must be validated. */

@@ -10,9 +10,9 @@
 #include "loop/loop_int.h"
 #include "pool/pool.h"
 
-/* Worker threads of the ENGINE class: enough for every connection of a blocking engine (SQLite,
- * MongoDB) to run at once. Lookups, TLS handshakes and cancels have threads of their own
- * (loop/worker.h). */
+/* Worker threads of the ENGINE class: enough for every SQLite connection to run at once.
+ * MongoDB connections have a thread each (a lane); lookups, TLS handshakes and cancels have
+ * threads of their own (loop/worker.h). */
 #define MAX_ENGINE_WORKERS 32
 
 struct keel_db {
@@ -106,7 +106,8 @@ keel_status keel_db_open(keel_db **out, const keel_config *cfg, keel_loop *loop,
             close_now(db);
             return KEEL_ERR_CONFIG;
         }
-        if (engine == &keel__engine_sqlite || engine == &keel__engine_mongodb)
+        /* MongoDB connections run on lanes of their own (src/loop/worker.h). */
+        if (engine == &keel__engine_sqlite)
             blocking_conns += dbc->max_size;
         db->pools[i] = keel__pool_new(db, db->loop, dbc, engine);
         if (!db->pools[i])

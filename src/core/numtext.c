@@ -139,6 +139,23 @@ double keel__strtod(const char *s, char **end) {
     return loc ? strtod_l(s, end, loc) : strtod(s, end);
 }
 
+double keel__float_shortest(float f) {
+    if (!isfinite(f))
+        return (double)f;
+    locale_t loc = numtext_c_locale();
+    locale_t old = loc ? uselocale(loc) : (locale_t)0;
+    char text[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(text, sizeof text, "%.*g", prec, (double)f);
+        if (prec == 9 || strtof(text, NULL) == f)
+            break;
+    }
+    double d = strtod(text, NULL);
+    if (loc)
+        uselocale(old);
+    return d;
+}
+
 size_t keel__format_double(double d, char *out, size_t size) {
     if (isnan(d))
         return (size_t)snprintf(out, size, "NaN");

@@ -26,4 +26,11 @@ double keel__strtod(const char *s, char **end);
  */
 size_t keel__format_double(double d, char *out, size_t size);
 
+/*
+ * The double the shortest decimal text of f reads as (1.1f gives 1.1, not 1.100000023841858):
+ * the value of a float4 PostgreSQL sends in binary equal to the one its text form gives. NaN and
+ * the infinities are returned as they are.
+ */
+double keel__float_shortest(float f);
+
 #endif

@@ -459,6 +459,72 @@ size_t keel__format_timestamptz(int64_t micros_utc, char *out) {
     return format_ts(micros_utc, "+00:00", out);
 }
 
+int keel__parse_duration(const char *s, size_t n, int64_t *micros) {
+    if (!s)
+        return -1;
+    cursor c = { s, s + n };
+    bool neg = read_char(&c, '-');
+    int64_t hours = 0;
+    unsigned digits = 0, mm, ss;
+    while (c.p < c.end && is_digit(*c.p) && digits < 9) {
+        hours = hours * 10 + (*c.p++ - '0');
+        digits++;
+    }
+    if (!digits || !read_char(&c, ':') || !read_digits(&c, 2, &mm) || !read_char(&c, ':') ||
+        !read_digits(&c, 2, &ss) || mm > 59 || ss > 59)
+        return -1;
+    int64_t frac = 0;
+    if (read_char(&c, '.')) {
+        unsigned nf = 0;
+        while (c.p < c.end && is_digit(*c.p) && nf < 6) {
+            frac = frac * 10 + (*c.p++ - '0');
+            nf++;
+        }
+        if (!nf)
+            return -1;
+        for (; nf < 6; nf++)
+            frac *= 10;
+    }
+    if (c.p != c.end)
+        return -1;
+    int64_t t = ((hours * 60 + mm) * 60 + ss) * USECS_PER_SEC + frac;
+    *micros = neg ? -t : t;
+    return 0;
+}
+
+size_t keel__format_duration(int64_t micros, char *out) {
+    char *o = out;
+    uint64_t mag = micros < 0 ? (uint64_t)0 - (uint64_t)micros : (uint64_t)micros;
+    if (micros < 0)
+        *o++ = '-';
+    uint64_t secs = mag / USECS_PER_SEC, hours = secs / 3600;
+    unsigned frac = (unsigned)(mag % USECS_PER_SEC);
+    char tmp[24];
+    int nd = 0;
+    do {
+        tmp[nd++] = (char)('0' + hours % 10);
+        hours /= 10;
+    } while (hours > 0);
+    if (nd < 2)
+        tmp[nd++] = '0';
+    while (nd > 0)
+        *o++ = tmp[--nd];
+    *o++ = ':';
+    o = put2(o, (unsigned)(secs / 60 % 60));
+    *o++ = ':';
+    o = put2(o, (unsigned)(secs % 60));
+    if (frac) {
+        *o++ = '.';
+        for (int i = 5; i >= 0; i--) {
+            o[i] = (char)('0' + frac % 10);
+            frac /= 10;
+        }
+        o += 6;
+    }
+    *o = '\0';
+    return (size_t)(o - out);
+}
+
 /* ---- UUID ---- */
 
 static int hex_value(char c) {

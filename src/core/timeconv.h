@@ -33,6 +33,15 @@ size_t keel__format_time(int64_t micros, char *out);
 size_t keel__format_timestamp(int64_t micros, char *out);
 size_t keel__format_timestamptz(int64_t micros_utc, char *out);
 
+/*
+ * A duration as MySQL writes TIME values beyond a time of day: "[-]H…H:MM:SS[.f…]" (hours of
+ * any count of digits up to 9, a fraction of up to 6 digits). parse returns 0 or -1; format
+ * writes at least two digits of hours and the fraction only when non-zero (NUL-terminated,
+ * at most KEEL__TIME_TEXT_MAX bytes) and returns the length.
+ */
+int keel__parse_duration(const char *s, size_t n, int64_t *micros);
+size_t keel__format_duration(int64_t micros, char *out);
+
 /* UUID text (8-4-4-4-12 hex, either case, optional braces) ↔ 16 bytes. parse returns 0 or -1. */
 int keel__parse_uuid(const char *s, size_t n, unsigned char out[16]);
 #define KEEL__UUID_TEXT_MAX 37

@@ -154,12 +154,19 @@ static int values_measure(const keel_value *vals, size_t n, int depth, size_t *n
                 values_measure(vals[i].u.array.items, vals[i].u.array.n, depth + 1, nested,
                                bytes) != 0)
                 return -1;
+        } else if (vals[i].type == KEEL_TYPE_RANGE && vals[i].u.range.bounds) {
+            /* A range's two bounds are nested values too (NULL for an unbounded side). */
+            if (depth >= KEEL_ARRAY_MAX_DIMS || __builtin_add_overflow(*nested, 2, nested) ||
+                *nested > SIZE_MAX / sizeof(keel_value) ||
+                values_measure(vals[i].u.range.bounds, 2, depth + 1, nested, bytes) != 0)
+                return -1;
         }
     }
     return 0;
 }
 
-/* Points the strings and arrays of the n values at copies made at *text and *nested. */
+/* Points the strings, arrays and range bounds of the n values at copies made at *text and
+ * *nested. */
 static void values_relink(keel_value *copy, size_t n, char **text, keel_value **nested, char *nul) {
     for (size_t i = 0; i < n; i++) {
         if (copy[i].type == KEEL_TYPE_ARRAY) {
@@ -173,6 +180,16 @@ static void values_relink(keel_value *copy, size_t n, char **text, keel_value **
             *nested += m;
             copy[i].u.array.items = items;
             values_relink(items, m, text, nested, nul);
+            continue;
+        }
+        if (copy[i].type == KEEL_TYPE_RANGE) {
+            if (!copy[i].u.range.bounds)
+                continue;
+            keel_value *bounds = *nested;
+            memcpy(bounds, copy[i].u.range.bounds, 2 * sizeof *bounds);
+            *nested += 2;
+            copy[i].u.range.bounds = bounds;
+            values_relink(bounds, 2, text, nested, nul);
             continue;
         }
         if (!value_has_bytes(copy[i].type))

@@ -49,11 +49,32 @@ typedef enum keel__conn_state {
     KEEL__CONN_IDLE = 1,
     KEEL__CONN_LEASED = 2,
     KEEL__CONN_RESETTING = 3, /* released inside a transaction: rolling back */
-    KEEL__CONN_CLOSED = 4
+    KEEL__CONN_CLOSED = 4,
+    KEEL__CONN_CHECKING = 5 /* idle past ping_after_idle: pinged before a waiter gets it */
 } keel__conn_state;
 
 struct keel__pool;
 struct keel__engine;
+
+/*
+ * A server-side cursor (keel_conn_cursor_open). The core keeps the cursors of a connection in
+ * its list while the connection lives; the engine's close detaches them (conn NULL, impl closed
+ * and NULL), so that keel_cursor_close still frees them afterwards.
+ */
+struct keel_cursor {
+    keel_conn *conn; /* NULL once its connection closed */
+    void *impl;      /* the engine's statement, owned by the cursor; NULL until prepared */
+    int opening;     /* its open is the running operation */
+    int open;        /* the open succeeded: fetches may run */
+    int running;     /* its open or a fetch is the running operation */
+    int dropped;     /* keel_cursor_close came while running: freed when that ends */
+    /* The running operation's completion, rows callback and their argument: the core calls
+     * them through the cursor's own, which keep the cursor's state. */
+    keel_query_cb cb;
+    keel_rows_cb rows_cb;
+    void *arg;
+    struct keel_cursor *prev, *next; /* the connection's cursors */
+};
 
 /* A connection. The public keel_conn is this struct; engines keep their state in impl. */
 struct keel_conn {
@@ -87,9 +108,12 @@ struct keel_conn {
     keel__buf sql;              /* rewritten statement of the running operation */
     size_t *map;                /* placeholder map of the running operation (MySQL) */
     size_t nmap;
+    struct keel_cursor *cursors; /* keel_conn_cursor_open: the cursors opened on it */
     int64_t created_ms;
     int64_t last_used_ms;
-    struct keel__warm *warm;       /* the keel_db_warm request this connect counts for */
+    int64_t expires_ms;      /* max_lifetime less its jitter, from created_ms; INT64_MAX: never */
+    int refill;              /* opened to bring the pool back to min_size after closing old ones */
+    struct keel__warm *warm; /* the keel_db_warm request this connect counts for */
     struct keel_conn *prev, *next; /* the pool's list of its connections */
 };
 
@@ -139,6 +163,20 @@ typedef struct keel__engine {
      * after the batch in hand, and is woken here. NULL for engines that do not stream: the
      * core's hand-over of the finished result pauses instead. */
     void (*resume)(keel_conn *c);
+    /* Starts opening a server-side cursor over a statement (keel_conn_cursor_open), fetching
+     * prefetch rows per round trip: the statement runs, its result stays on the server, and the
+     * operation completes with a result of its columns and no rows. The engine keeps its
+     * statement in cur->impl as soon as it has one (the cursor owns it, also when the open then
+     * fails). NULL on engines without server-side cursors. */
+    keel_status (*cursor_open)(keel_conn *c, keel_cursor *cur, const keel__stmt *stmt,
+                               size_t prefetch, keel_error *err);
+    /* Starts reading the next n rows of an open cursor of c: they complete the operation in its
+     * result (fewer than n only at the end) or, when c->rows_cb is set, go to it as a
+     * keel_conn_query_rows statement's do. */
+    keel_status (*cursor_fetch)(keel_conn *c, keel_cursor *cur, size_t n, keel_error *err);
+    /* Lets go of cur's statement (cur->impl, not NULL): it is closed on the server without a
+     * round trip of its own, whatever runs on c meanwhile (not an operation of cur). */
+    void (*cursor_close)(keel_conn *c, keel_cursor *cur);
     /* Asks the server to stop the running operation; it then completes with
      * KEEL_ERR_CANCELLED. Must not block the loop thread. No-op when idle. */
     void (*cancel)(keel_conn *c);

@@ -134,8 +134,9 @@ static int fire_due_timers(struct keel__blocking *b) {
     }
 }
 
-/* Polls the watches once (waiting at most until the next timer) and dispatches what is ready. */
-static keel_status poll_once(struct keel__blocking *b, batch *bt) {
+/* Polls the watches once (waiting at most until the next timer, and until deadline_ms when it is
+ * not negative) and dispatches what is ready. */
+static keel_status poll_once(struct keel__blocking *b, batch *bt, int64_t deadline_ms) {
     if (bt->cap < b->nwatches) {
         struct pollfd *p = realloc(bt->pfds, b->nwatches * sizeof *p);
         if (!p)
@@ -165,6 +166,11 @@ static keel_status poll_once(struct keel__blocking *b, batch *bt) {
         if (timeout < 0 || left < timeout)
             timeout = left > 1000000 ? 1000000 : (int)left;
     }
+    if (deadline_ms >= 0) {
+        int64_t left = deadline_ms > now ? deadline_ms - now : 0;
+        if (timeout < 0 || left < timeout)
+            timeout = left > 1000000 ? 1000000 : (int)left;
+    }
     int rc = poll(bt->pfds, n, timeout);
     if (rc < 0)
         return errno == EINTR ? KEEL_OK : KEEL_ERR_IO;
@@ -189,18 +195,23 @@ static keel_status poll_once(struct keel__blocking *b, batch *bt) {
     return KEEL_OK;
 }
 
-/* Polls and dispatches until *done, or until the loop cannot go on. */
-static keel_status run_until(struct keel__blocking *b, const int *done) {
+/* Polls and dispatches until *done, until deadline_ms has passed (when it is not negative; after
+ * one poll at least), or until the loop cannot go on. */
+static keel_status run_until(struct keel__blocking *b, const int *done, int64_t deadline_ms) {
     batch bt = { .outer = b->batches };
     b->batches = &bt;
     keel_status st = KEEL_OK;
+    int polled = 0;
     while (!*done && st == KEEL_OK) {
         if (fire_due_timers(b) && *done)
+            break;
+        if (polled && deadline_ms >= 0 && keel_now_ms() >= deadline_ms)
             break;
         if (b->nwatches == 0 && b->ntimers == 0)
             st = KEEL_ERR_INTERNAL;
         else
-            st = poll_once(b, &bt);
+            st = poll_once(b, &bt, deadline_ms);
+        polled = 1;
     }
     b->batches = bt.outer;
     free(bt.pfds);
@@ -209,12 +220,16 @@ static keel_status run_until(struct keel__blocking *b, const int *done) {
 }
 
 keel_status keel_loop_run(keel_loop *loop, const int *done) {
+    return keel_loop_run_until(loop, done, -1);
+}
+
+keel_status keel_loop_run_until(keel_loop *loop, const int *done, int64_t deadline_ms) {
     if (!loop || !loop->blocking || !done)
         return KEEL_ERR_INVALID_ARGUMENT;
     /* A db closed from inside one of the callbacks frees its private loop meanwhile: counted
      * as in use, the loop is freed only as the last run on it returns. */
     loop->running++;
-    keel_status st = run_until(loop->blocking, done);
+    keel_status st = run_until(loop->blocking, done, deadline_ms);
     loop->running--;
     keel__loop_free_if_pending(loop);
     return st;

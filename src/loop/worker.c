@@ -21,14 +21,27 @@ typedef struct job_queue {
     size_t n;
 } job_queue;
 
-/* One thread; it serves one class for its whole life. */
-typedef struct worker {
+/*
+ * One thread. A class's thread serves its class for its whole life; a lane's thread runs only
+ * the jobs of the lane's own queue (a lane is the record of its thread). Everything but w, tid
+ * and lane is under the pool's lock.
+ */
+struct keel__lane {
     keel__workers *w;
     pthread_t tid;
     keel__job_class cls;
-    const job *running; /* the job it runs, if any (under the lock) */
-    struct worker *prev, *next;
-} worker;
+    int lane;
+    const job *running; /* the job it runs, if any */
+    /* keel__workers_free joined or detached it: it must not detach itself when it ends. */
+    int claimed;
+    /* A lane's own: its jobs, the signal that one was queued (or the lane released or
+     * orphaned), and whether its owner gave it up (the thread ends once its queue is empty). */
+    job_queue own;
+    pthread_cond_t own_wake;
+    int released;
+    struct keel__lane *prev, *next;
+};
+typedef struct keel__lane worker;
 
 typedef struct job_class {
     job_queue queued;
@@ -55,8 +68,8 @@ struct keel__workers {
     pthread_cond_t settled; /* a job finished while closing (CLOCK_MONOTONIC) */
     job_class cls[KEEL__JOB_CLASSES];
     job_queue finished;
-    worker *threads;
-    size_t nthreads;
+    worker *threads; /* every thread, lanes included */
+    size_t nthreads; /* the threads of the classes (lanes are not counted) */
     size_t refs;
     int closing;  /* keel__workers_free is waiting for the ENGINE class */
     int orphaned; /* the loop side is gone: jobs end with drop, idle threads exit */
@@ -106,15 +119,19 @@ static void *worker_main(void *arg) {
     worker *t = arg;
     keel__workers *w = t->w;
     job_class *pc = &w->cls[t->cls];
+    job_queue *queue = t->lane ? &t->own : &pc->queued;
+    pthread_cond_t *wake = t->lane ? &t->own_wake : &pc->wake;
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        job *j = queue_pop(&pc->queued);
+        job *j = queue_pop(queue);
         if (!j) {
-            if (w->orphaned)
+            if (w->orphaned || t->released)
                 break;
-            pc->idle++;
-            pthread_cond_wait(&pc->wake, &w->lock);
-            pc->idle--;
+            if (!t->lane)
+                pc->idle++;
+            pthread_cond_wait(wake, &w->lock);
+            if (!t->lane)
+                pc->idle--;
             continue;
         }
         t->running = j;
@@ -153,10 +170,19 @@ static void *worker_main(void *arg) {
         w->threads = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    pc->nthreads--;
-    w->nthreads--;
+    if (!t->lane) {
+        pc->nthreads--;
+        w->nthreads--;
+    }
+    /* A lane released before the pool is freed ends on its own: nobody will join it. Unlinked
+     * above, it is out of keel__workers_free's reach from here on. */
+    int detach = !t->claimed;
     int last = --w->refs == 0;
     pthread_mutex_unlock(&w->lock);
+    if (t->lane)
+        pthread_cond_destroy(&t->own_wake);
+    if (detach)
+        pthread_detach(pthread_self());
     free(t);
     if (last)
         pool_destroy(w);
@@ -167,7 +193,7 @@ static void *worker_main(void *arg) {
 static size_t overdue_threads(const keel__workers *w, keel__job_class c, int64_t now) {
     size_t n = 0;
     for (const worker *t = w->threads; t; t = t->next)
-        if (t->cls == c && t->running && t->running->j.deadline_ms >= 0 &&
+        if (!t->lane && t->cls == c && t->running && t->running->j.deadline_ms >= 0 &&
             t->running->j.deadline_ms <= now)
             n++;
     return n;
@@ -182,25 +208,33 @@ static int wants_thread(const keel__workers *w, keel__job_class c, int64_t now) 
     return pc->nthreads - overdue_threads(w, c, now) < pc->max;
 }
 
-/* Under the lock: starts a thread for class c. 0, or -1 when it could not be started. */
-static int start_thread(keel__workers *w, keel__job_class c) {
-    worker *t = calloc(1, sizeof *t);
-    if (!t)
-        return -1;
+/* Under the lock: starts the thread of t, filled in by the caller, and links it. 0, or -1 when
+ * it could not be started. */
+static int start(keel__workers *w, worker *t) {
     t->w = w;
-    t->cls = c;
-    if (pthread_create(&t->tid, NULL, worker_main, t) != 0) {
-        free(t);
+    if (pthread_create(&t->tid, NULL, worker_main, t) != 0)
         return -1;
-    }
     /* The new thread blocks on the lock held here until the record is linked. */
     t->next = w->threads;
     if (w->threads)
         w->threads->prev = t;
     w->threads = t;
+    w->refs++;
+    return 0;
+}
+
+/* Under the lock: starts a thread for class c. 0, or -1 when it could not be started. */
+static int start_thread(keel__workers *w, keel__job_class c) {
+    worker *t = calloc(1, sizeof *t);
+    if (!t)
+        return -1;
+    t->cls = c;
+    if (start(w, t) != 0) {
+        free(t);
+        return -1;
+    }
     w->cls[c].nthreads++;
     w->nthreads++;
-    w->refs++;
     return 0;
 }
 
@@ -218,7 +252,7 @@ static int64_t rebalance(keel__workers *w) {
         if (w->cls[c].queued.n <= w->cls[c].idle)
             continue;
         for (const worker *t = w->threads; t; t = t->next)
-            if ((int)t->cls == c && t->running && t->running->j.deadline_ms > now &&
+            if (!t->lane && (int)t->cls == c && t->running && t->running->j.deadline_ms > now &&
                 (next < 0 || t->running->j.deadline_ms < next))
                 next = t->running->j.deadline_ms;
     }
@@ -355,12 +389,72 @@ int keel__workers_submit(keel__workers *w, const keel__job *spec) {
 
 size_t keel__workers_pending(const keel__workers *w) { return w ? w->pending : 0; }
 
-/* Under the lock: whether a job of the ENGINE class is queued or running. */
+keel__lane *keel__lane_new(keel__workers *w) {
+    worker *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    /* Its jobs are a connection's own calls: free waits for them as for the ENGINE class. */
+    t->cls = KEEL__JOB_ENGINE;
+    t->lane = 1;
+    if (pthread_cond_init(&t->own_wake, NULL) != 0) {
+        free(t);
+        return NULL;
+    }
+    pthread_mutex_lock(&w->lock);
+    int rc = w->orphaned ? -1 : start(w, t);
+    pthread_mutex_unlock(&w->lock);
+    if (rc != 0) {
+        pthread_cond_destroy(&t->own_wake);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int keel__lane_submit(keel__lane *l, const keel__job *spec) {
+    keel__workers *w = l->w;
+    if (!spec->run)
+        return -1;
+    job *j = malloc(sizeof *j);
+    if (!j)
+        return -1;
+    j->j = *spec;
+    j->j.cls = KEEL__JOB_ENGINE;
+    pthread_mutex_lock(&w->lock);
+    int refused = l->released || w->orphaned;
+    if (!refused)
+        queue_push(&l->own, j);
+    pthread_mutex_unlock(&w->lock);
+    if (refused) {
+        free(j);
+        return -1;
+    }
+    /* After the unlock, as in keel__workers_submit. The thread cannot be gone: it ends only
+     * once the lane is released or the pool freed, and neither happens while its owner, on the
+     * loop thread, submits. */
+    pthread_cond_signal(&l->own_wake);
+    w->pending++;
+    return 0;
+}
+
+void keel__lane_release(keel__lane *l) {
+    if (!l)
+        return;
+    keel__workers *w = l->w;
+    pthread_mutex_lock(&w->lock);
+    l->released = 1;
+    /* Under the lock: once it is released, the thread may end (and destroy the condition) as
+     * soon as the lock is free. */
+    pthread_cond_signal(&l->own_wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Under the lock: whether a job of the ENGINE class or of a lane is queued or running. */
 static int engine_busy(const keel__workers *w) {
     if (w->cls[KEEL__JOB_ENGINE].queued.n)
         return 1;
     for (const worker *t = w->threads; t; t = t->next)
-        if (t->cls == KEEL__JOB_ENGINE && t->running)
+        if ((t->cls == KEEL__JOB_ENGINE && t->running) || t->own.n)
             return 1;
     return 0;
 }
@@ -395,10 +489,18 @@ void keel__workers_free(keel__workers *w) {
         pthread_cond_broadcast(&w->cls[c].wake);
     /* A thread without a job and without queued work exits at once: it is joined. One with a
      * job may be stuck in it: it is detached. */
-    pthread_t *idle = malloc((w->nthreads ? w->nthreads : 1) * sizeof *idle);
+    size_t nall = 0;
+    for (worker *t = w->threads; t; t = t->next) {
+        if (t->lane)
+            pthread_cond_signal(&t->own_wake);
+        nall++;
+    }
+    pthread_t *idle = malloc((nall ? nall : 1) * sizeof *idle);
     size_t nidle = 0;
     for (worker *t = w->threads; t; t = t->next) {
-        if (idle && !t->running && w->cls[t->cls].queued.n == 0)
+        size_t queued = t->lane ? t->own.n : w->cls[t->cls].queued.n;
+        t->claimed = 1;
+        if (idle && !t->running && queued == 0)
             idle[nidle++] = t->tid;
         else
             pthread_detach(t->tid);

@@ -77,12 +77,43 @@ keel__workers *keel__workers_new(keel_loop *loop, size_t engine_threads);
  */
 int keel__workers_submit(keel__workers *w, const keel__job *job);
 
+/*
+ * A lane: one thread of its own that runs the jobs submitted to it, one at a time and in
+ * order, for a connection whose engine blocks (MongoDB's). A connection with a lane never
+ * waits for a thread: however many connections are busy at once, each has its thread, and no
+ * class's limit applies. Its jobs count as the ENGINE class's for keel__workers_free (waited
+ * for, then dropped), and their done callbacks run on the loop thread like any job's.
+ */
+typedef struct keel__lane keel__lane;
+
+/*
+ * Starts a lane's thread. NULL when out of memory, when the thread cannot be started or the
+ * pool is being freed: the caller may then submit its jobs to the ENGINE class instead. Loop
+ * thread only.
+ */
+keel__lane *keel__lane_new(keel__workers *w);
+
+/*
+ * Queues a job on the lane (job->cls and job->deadline_ms are ignored: a lane's thread is its
+ * own). Returns 0, or -1 when out of memory or the lane was released (then neither callback
+ * runs). Loop thread only; also legal from done callbacks that keel__workers_free runs.
+ */
+int keel__lane_submit(keel__lane *l, const keel__job *job);
+
+/*
+ * Gives the lane up: its thread runs the jobs still queued, delivers them as usual and ends.
+ * The lane must not be used afterwards. Any thread (also from a job's drop callback on the
+ * lane's own thread). Accepts NULL.
+ */
+void keel__lane_release(keel__lane *l);
+
 /* Jobs queued or running, whose done callback has not run yet. */
 size_t keel__workers_pending(const keel__workers *w);
 
 /*
- * Frees the pool. Waits up to KEEL__WORKERS_CLOSE_WAIT_MS for the jobs of the ENGINE class,
- * queued or running (a connection's last statement, or its close), and calls the done callback
+ * Frees the pool. Waits up to KEEL__WORKERS_CLOSE_WAIT_MS for the jobs of the ENGINE class and
+ * of lanes, queued or running (a connection's last statement, or its close), and calls the done
+ * callback
  * of every job that finished by then, from inside this call. It never waits for jobs of the
  * other classes. Jobs still queued or running after that are left to the threads, which go on
  * in the background, call drop instead of done, and exit when their queues are empty; the last

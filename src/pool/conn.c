@@ -346,3 +346,152 @@ void keel_conn_release(keel_conn *c) {
     if (c)
         keel__pool_release(c);
 }
+
+/* ---- server-side cursors ---- */
+
+/* The cursor's open or fetch ended: cur records it, then the caller's callback runs. */
+static void cursor_done(keel_result *res, const keel_error *err, void *arg) {
+    keel_cursor *cur = arg;
+    keel_query_cb cb = cur->cb;
+    void *cb_arg = cur->arg;
+    int failed = err != NULL && err->code != KEEL_OK;
+    cur->running = 0;
+    cur->cb = NULL;
+    cur->rows_cb = NULL;
+    cur->arg = NULL;
+    if (cur->opening) {
+        cur->opening = 0;
+        cur->open = !failed;
+    }
+    if (cur->dropped)
+        keel_cursor_close(cur);
+    cb(res, err, cb_arg);
+}
+
+/* A fetch's rows, handed on to the caller's rows callback. */
+static void cursor_rows(const keel_result *rows, void *arg) {
+    keel_cursor *cur = arg;
+    cur->rows_cb(rows, cur->arg);
+}
+
+/* Takes cur off its connection's list. */
+static void cursor_unlink(keel_cursor *cur) {
+    keel_conn *c = cur->conn;
+    if (!c)
+        return;
+    if (cur->prev)
+        cur->prev->next = cur->next;
+    else
+        c->cursors = cur->next;
+    if (cur->next)
+        cur->next->prev = cur->prev;
+    cur->prev = cur->next = NULL;
+}
+
+keel_status keel_conn_cursor_open(keel_conn *c, const char *sql, const keel_value *params,
+                                  size_t nparams, size_t prefetch, keel_cursor **out,
+                                  keel_query_cb cb, void *arg, keel_error *err) {
+    if (!c || !sql || !cb || !out || (nparams && !params))
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, sql, out and callback are required");
+    if (prefetch == 0)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "a cursor fetches at least 1 row at a time (prefetch is 0)");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    if (!c->engine->cursor_open)
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, c->engine->name, conn_name(c),
+                               "database '%s' uses the %s engine, which has no server-side "
+                               "cursors in keel: stream the rows with keel_conn_query_rows%s",
+                               conn_name(c), c->engine->name,
+                               strcmp(c->engine->name, "postgresql") == 0
+                                   ? ", or run DECLARE … CURSOR and FETCH inside a transaction"
+                                   : "");
+    if ((st = prepare_sql(c, sql, nparams, NULL, err)) != KEEL_OK)
+        return st;
+    keel_cursor *cur = calloc(1, sizeof *cur);
+    if (!cur)
+        return keel__error_set(err, KEEL_ERR_NOMEM, NULL, conn_name(c), "out of memory");
+    keel__stmt stmt = {
+        .sql = c->sql.data,
+        .sql_len = c->sql.len,
+        .map = c->map,
+        .nmap = c->nmap,
+        .params = params,
+        .nparams = nparams,
+        .nrows = 1,
+    };
+    if ((st = op_begin(c, NULL, cursor_done, cur, err)) != KEEL_OK) {
+        free(cur);
+        return st;
+    }
+    cur->conn = c;
+    cur->cb = cb;
+    cur->arg = arg;
+    cur->opening = 1;
+    cur->running = 1;
+    cur->next = c->cursors;
+    if (c->cursors)
+        c->cursors->prev = cur;
+    c->cursors = cur;
+    st = op_started(c, c->engine->cursor_open(c, cur, &stmt, prefetch, err));
+    if (st != KEEL_OK) {
+        /* The engine reported nothing, and kept no statement when it refused. */
+        cur->running = 0;
+        keel_cursor_close(cur);
+        return st;
+    }
+    *out = cur;
+    return KEEL_OK;
+}
+
+keel_status keel_cursor_fetch(keel_conn *c, keel_cursor *cur, size_t n, keel_rows_cb on_rows,
+                              keel_query_cb cb, void *arg, keel_error *err) {
+    if (!c || !cur || !cb)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, c ? conn_name(c) : "",
+                               "connection, cursor and callback are required");
+    if (!cur->conn)
+        return keel__error_set(err, KEEL_ERR_CLOSED, NULL, conn_name(c),
+                               "the cursor's connection was closed");
+    if (cur->conn != c)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "the cursor was opened on another connection");
+    if (!cur->open || cur->dropped)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "the cursor is not open: its open failed or has not completed");
+    if (n == 0)
+        return keel__error_set(err, KEEL_ERR_INVALID_ARGUMENT, NULL, conn_name(c),
+                               "a fetch reads at least 1 row (n is 0)");
+    keel_status st = check_ready(c, err);
+    if (st != KEEL_OK)
+        return st;
+    if ((st = op_begin(c, on_rows ? cursor_rows : NULL, cursor_done, cur, err)) != KEEL_OK)
+        return st;
+    cur->cb = cb;
+    cur->rows_cb = on_rows;
+    cur->arg = arg;
+    cur->running = 1;
+    st = op_started(c, c->engine->cursor_fetch(c, cur, n, err));
+    if (st != KEEL_OK) {
+        cur->running = 0;
+        cur->cb = NULL;
+        cur->rows_cb = NULL;
+        cur->arg = NULL;
+    }
+    return st;
+}
+
+void keel_cursor_close(keel_cursor *cur) {
+    if (!cur)
+        return;
+    if (cur->running) {
+        cur->dropped = 1;
+        return;
+    }
+    keel_conn *c = cur->conn;
+    cursor_unlink(cur);
+    if (c && cur->impl)
+        c->engine->cursor_close(c, cur);
+    free(cur);
+}

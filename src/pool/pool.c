@@ -16,6 +16,7 @@ typedef struct waiter {
     keel_acquire_cb cb;
     void *arg;
     int64_t deadline;
+    int64_t queued_us; /* when it was queued (keel__now_us), for the acquire-wait percentiles */
     struct waiter *next;
 } waiter;
 
@@ -27,6 +28,10 @@ struct keel__warm {
     keel_error error; /* the first connect error, code KEEL_OK when none */
     struct keel__warm *next;
 };
+
+/* The acquire-wait percentiles are over this many of the latest served acquires: recent enough
+ * to show a pool that is short now, enough for a p99 that is not just the maximum. */
+#define WAIT_WINDOW 1024
 
 struct keel__pool {
     keel_db *db;
@@ -50,9 +55,24 @@ struct keel__pool {
     /* Back-off after failed connects: no connect starts before next_connect_at. */
     int64_t backoff_ms; /* the current delay; 0 while the last connect worked */
     int64_t next_connect_at;
-    keel_timer *retry_timer; /* serves waiters again when the back-off is over */
-    uint64_t rng;            /* jitter of the delays */
+    keel_timer *retry_timer;  /* serves waiters again when the back-off is over */
+    uint64_t rng;             /* jitter of the delays and of max_lifetime */
+    size_t nchecking;         /* connections being pinged for waiters (ping_after_idle) */
+    keel_timer *reap_timer;   /* closes connections idle too long or too old */
+    int64_t reap_at;          /* when reap_timer is armed for; INT64_MAX when it is not */
+    int refill;               /* connections closed for their age are to be replaced */
+    int64_t idle_ms, life_ms; /* idle_timeout and max_lifetime; 0 when they do not apply */
+    /* Totals since the pool was made, for keel_db_pool_stats. */
+    uint64_t connects, connect_failures, acquires, acquire_timeouts;
+    /* How long the last WAIT_WINDOW served acquires waited, in microseconds: a ring that
+     * nwaits (every wait recorded) indexes. */
+    int64_t waits_us[WAIT_WINDOW];
+    uint64_t nwaits;
 };
+
+/* A ping_after_idle check may take connect_timeout, or PING_DEADLINE_S when none is set: a
+ * server that answers a connect in that time answers a ping. */
+#define PING_DEADLINE_S 10.0
 
 /*
  * After a failed connect the pool waits before it starts another one: 50 ms, doubling with each
@@ -79,6 +99,10 @@ struct keel__pool {
 
 static void dispatch(void *arg);
 static void on_timeout(void *arg);
+static void reap(void *arg);
+
+/* Milliseconds of a duration setting; 0 stays 0 (disabled). */
+static int64_t setting_ms(double seconds) { return (int64_t)(seconds * 1000.0 + 0.5); }
 
 keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *cfg,
                            const keel__engine *engine) {
@@ -92,13 +116,22 @@ keel__pool *keel__pool_new(keel_db *db, keel_loop *loop, const keel__dbconfig *c
     p->timeout_timer = keel__timer_new(loop, on_timeout, p);
     p->dispatch = keel__defer_new(loop, dispatch, p);
     p->retry_timer = keel__timer_new(loop, dispatch, p);
-    if (!p->timeout_timer || !p->dispatch || !p->retry_timer) {
+    p->reap_timer = keel__timer_new(loop, reap, p);
+    p->reap_at = INT64_MAX;
+    if (!p->timeout_timer || !p->dispatch || !p->retry_timer || !p->reap_timer) {
         keel__timer_free(p->timeout_timer);
         keel__defer_free(p->dispatch);
         keel__timer_free(p->retry_timer);
+        keel__timer_free(p->reap_timer);
         free(p);
         return NULL;
     }
+    /* An SQLite database in memory lives only while one of its connections is open: closing
+     * idle or old connections could drop it with its data, so they are kept. */
+    int in_memory = strcmp(engine->name, "sqlite") == 0 && cfg->database &&
+                    strcmp(cfg->database, ":memory:") == 0;
+    p->idle_ms = in_memory ? 0 : setting_ms(cfg->idle_timeout);
+    p->life_ms = in_memory ? 0 : setting_ms(cfg->max_lifetime);
     /* Pools that fail together (one database down for many processes) retry apart. */
     p->rng = ((uint64_t)(uintptr_t)p ^ ((uint64_t)getpid() << 32) ^ (uint64_t)keel_now_ms()) | 1;
     return p;
@@ -147,11 +180,15 @@ static int push_idle(keel__pool *p, keel_conn *c) {
     return 0;
 }
 
+static void remove_idle_at(keel__pool *p, size_t i) {
+    memmove(p->idle + i, p->idle + i + 1, (p->nidle - i - 1) * sizeof *p->idle);
+    p->nidle--;
+}
+
 static void remove_idle(keel__pool *p, keel_conn *c) {
     for (size_t i = 0; i < p->nidle; i++) {
         if (p->idle[i] == c) {
-            memmove(p->idle + i, p->idle + i + 1, (p->nidle - i - 1) * sizeof *p->idle);
-            p->nidle--;
+            remove_idle_at(p, i);
             return;
         }
     }
@@ -159,6 +196,7 @@ static void remove_idle(keel__pool *p, keel_conn *c) {
 
 static void slices_drop(keel_conn *c);
 static void on_deadline(void *arg);
+static int deadline_arm(keel_conn *c, int what, double seconds);
 
 /* Frees a connection handle's own memory (the engine state is already gone). */
 static void free_shell(keel_conn *c) {
@@ -171,18 +209,47 @@ static void free_shell(keel_conn *c) {
 
 /* Closes a connection that is not leased and forgets it. */
 static void destroy(keel__pool *p, keel_conn *c) {
+    if (c->state == KEEL__CONN_CHECKING)
+        p->nchecking--;
     unlink_conn(p, c);
     c->engine->close(c);
     c->impl = NULL;
     free_shell(c);
 }
 
-static void lease(keel__pool *p, keel_conn *c) {
+/* A draw in [0, n) from the pool's own xorshift64* generator. */
+static uint64_t pool_random(keel__pool *p, uint64_t n) {
+    uint64_t x = p->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    p->rng = x;
+    return (x * 0x2545F4914F6CDD1DULL) % n;
+}
+
+static void lease(keel__pool *p, keel_conn *c, int64_t waited_us) {
     c->state = KEEL__CONN_LEASED;
     c->release_pending = 0;
     c->cancel_requested = 0;
     c->timeout = KEEL_TIMEOUT_CONFIGURED;
     p->nleased++;
+    p->acquires++;
+    p->waits_us[p->nwaits++ % WAIT_WINDOW] = waited_us;
+}
+
+/* True when the idle connection c must be pinged before it is leased (ping_after_idle). */
+static int needs_ping(const keel__pool *p, const keel_conn *c, int64_t now) {
+    int64_t after = setting_ms(p->cfg->ping_after_idle);
+    return after > 0 && now - c->last_used_ms >= after;
+}
+
+/* Makes the reaper run at when, or earlier if it is armed for earlier already. A loop that
+ * refuses the timer leaves idle connections open longer, which is harmless. */
+static void reap_schedule(keel__pool *p, int64_t when) {
+    if (when >= p->reap_at)
+        return;
+    if (keel__timer_arm(p->reap_timer, when) == 0)
+        p->reap_at = when;
 }
 
 static waiter *pop_waiter(keel__pool *p) {
@@ -225,9 +292,16 @@ static keel_status start_connect(keel__pool *p, struct keel__warm *warm, keel_er
     c->state = KEEL__CONN_CONNECTING;
     c->busy = 1;
     c->created_ms = keel_now_ms();
+    c->expires_ms = INT64_MAX;
+    int64_t life = p->life_ms;
+    /* Up to a tenth shorter, so that connections opened together are not all replaced at once,
+     * and none lives longer than max_lifetime. */
+    if (life > 0)
+        c->expires_ms = c->created_ms + life - (int64_t)pool_random(p, (uint64_t)(life / 10) + 1);
     c->warm = warm;
     keel_status st = p->engine->connect(c, err);
     if (st != KEEL_OK) {
+        p->connect_failures++;
         /* The engine may have allocated state before failing; close releases it. */
         if (c->impl)
             p->engine->close(c);
@@ -239,16 +313,6 @@ static keel_status start_connect(keel__pool *p, struct keel__warm *warm, keel_er
     if (warm)
         warm->pending++;
     return KEEL_OK;
-}
-
-/* A draw in [0, n) from the pool's own xorshift64* generator. */
-static uint64_t pool_random(keel__pool *p, uint64_t n) {
-    uint64_t x = p->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    p->rng = x;
-    return (x * 0x2545F4914F6CDD1DULL) % n;
 }
 
 /*
@@ -308,13 +372,74 @@ static void rearm_timeout_or_fail(keel__pool *p) {
         fail_head_waiter(p, &e);
 }
 
+/*
+ * Puts a clean connection among the idle ones and arms the reaper for it, or closes it when it
+ * is past its max_lifetime (the reaper replaces it up to min_size) or cannot be kept.
+ */
+static void keep_idle(keel__pool *p, keel_conn *c) {
+    int64_t now = keel_now_ms();
+    if (now >= c->expires_ms) {
+        destroy(p, c);
+        p->refill = 1;
+        reap_schedule(p, now);
+        return;
+    }
+    if (push_idle(p, c) != 0) {
+        destroy(p, c);
+        return;
+    }
+    int64_t due = c->expires_ms, idle = p->idle_ms;
+    if (idle > 0 && p->nconns > p->cfg->min_size && now + idle < due)
+        due = now + idle;
+    if (due != INT64_MAX)
+        reap_schedule(p, due);
+}
+
+/*
+ * Pings the idle connection c (taken off the idle stack) for the waiters: keel__conn_complete
+ * puts it back on top when it answers, and closes it otherwise, so that a new connection is
+ * opened for them. Returns -1 (c closed) when the ping cannot start.
+ */
+static int start_check(keel__pool *p, keel_conn *c) {
+    keel_error err;
+    c->state = KEEL__CONN_CHECKING;
+    c->busy = 1;
+    c->cb = NULL;
+    c->rows_cb = NULL;
+    p->nchecking++;
+    double limit = c->config->connect_timeout > 0 ? c->config->connect_timeout : PING_DEADLINE_S;
+    if (c->engine->ping(c, &err) != KEEL_OK) {
+        c->busy = 0;
+        destroy(p, c);
+        return -1;
+    }
+    /* Without its deadline a ping the server never answers would hold the connection; the
+     * reset deadline closes it, and the waiters get another. */
+    if (deadline_arm(c, KEEL__DEADLINE_RESET, limit) != 0)
+        c->engine->cancel(c);
+    return 0;
+}
+
 /* Serves waiters with idle connections, finishes warms, opens connections that are needed. */
 static void dispatch(void *arg) {
     keel__pool *p = arg;
-    while (p->wait_head && p->nidle) {
+    /* Each waiter not covered by a ping in flight gets an idle connection: one past its
+     * max_lifetime is closed, one idle past ping_after_idle is pinged first. */
+    while (p->nwaiting > p->nchecking && p->nidle) {
         keel_conn *c = p->idle[--p->nidle];
+        int64_t now = keel_now_ms();
+        if (now >= c->expires_ms) {
+            destroy(p, c);
+            p->refill = 1;
+            reap_schedule(p, now);
+            continue;
+        }
+        if (needs_ping(p, c, now)) {
+            (void)start_check(p, c);
+            continue;
+        }
         waiter *w = pop_waiter(p);
-        lease(p, c);
+        lease(p, c, keel__now_us() - w->queued_us);
         keel_acquire_cb cb = w->cb;
         void *cb_arg = w->arg;
         free(w);
@@ -338,14 +463,14 @@ static void dispatch(void *arg) {
     /* Each waiter not covered by a connect in flight gets one, while the pool has room. A connect
      * that fails at once fails the oldest waiter with its error; the next one waits for the
      * back-off, from the loop. */
-    while (p->nwaiting > p->nconnecting && p->nconns < p->cfg->max_size) {
+    while (p->nwaiting > p->nconnecting + p->nchecking && p->nconns < p->cfg->max_size) {
         if (keel_now_ms() < p->next_connect_at) {
             if (keel__timer_arm(p->retry_timer, p->next_connect_at) == 0)
                 break;
             /* Nothing would start the next attempt: the waiters it was for get the error of
              * the last one now (only those: a callback that asks again is served from the
              * dispatch its request schedules). */
-            for (size_t n = p->nwaiting - p->nconnecting; n > 0; n--)
+            for (size_t n = p->nwaiting - p->nconnecting - p->nchecking; n > 0; n--)
                 fail_head_waiter(p, &p->last_error);
             break;
         }
@@ -370,6 +495,7 @@ static void on_timeout(void *arg) {
     int64_t now = keel_now_ms();
     while (p->wait_head && p->wait_head->deadline <= now) {
         waiter *w = pop_waiter(p);
+        p->acquire_timeouts++;
         keel_error e;
         keel__error_set(&e, KEEL_ERR_POOL_TIMEOUT, NULL, p->cfg->name,
                         "timed out after %.3g s waiting for a connection to database '%s' "
@@ -386,6 +512,22 @@ static void on_timeout(void *arg) {
 }
 
 keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, keel_error *err) {
+    /* max_waiters bounds the requests that wait for a release: those beyond what the idle
+     * connections, the connects and pings in flight and the room left in the pool cover. */
+    if (p->cfg->max_waiters != SIZE_MAX) {
+        size_t covered = p->nidle + p->nconnecting + p->nchecking +
+                         (p->cfg->max_size > p->nconns ? p->cfg->max_size - p->nconns : 0);
+        /* This request would be one more beyond what is covered. */
+        if (p->nwaiting >= covered && p->nwaiting - covered >= p->cfg->max_waiters) {
+            p->acquire_timeouts++;
+            return keel__error_set(err, KEEL_ERR_POOL_TIMEOUT, NULL, p->cfg->name,
+                                   "the queue of requests waiting for a connection to database "
+                                   "'%s' is full (pool max_waiters %zu; max_size %zu, %zu in "
+                                   "use, %zu waiting)",
+                                   p->cfg->name, p->cfg->max_waiters, p->cfg->max_size, p->nleased,
+                                   p->nwaiting);
+        }
+    }
     /* The waiter is served from the dispatch: without it, it would wait for an unrelated event
      * (or forever), so a loop that refuses the dispatch's timer fails the call instead. */
     if (keel__defer_schedule(p->dispatch) != 0)
@@ -397,6 +539,7 @@ keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, kee
     w->cb = cb;
     w->arg = arg;
     w->deadline = keel_now_ms() + (int64_t)(p->cfg->acquire_timeout * 1000.0);
+    w->queued_us = keel__now_us();
     w->next = NULL;
     if (p->wait_tail)
         p->wait_tail->next = w;
@@ -408,11 +551,14 @@ keel_status keel__pool_acquire(keel__pool *p, keel_acquire_cb cb, void *arg, kee
 }
 
 keel_status keel__pool_try_acquire(keel__pool *p, keel_conn **out, keel_error *err) {
-    if (p->wait_head || p->nidle == 0)
+    /* A connection that is too old or must be pinged first is for keel__pool_acquire. */
+    int64_t now = keel_now_ms();
+    if (p->wait_head || p->nidle == 0 || now >= p->idle[p->nidle - 1]->expires_ms ||
+        needs_ping(p, p->idle[p->nidle - 1], now))
         return keel__error_set(err, KEEL_ERR_BUSY, NULL, p->cfg->name,
-                               "no idle connection to database '%s' right now", p->cfg->name);
+                               "no idle connection to database '%s' ready right now", p->cfg->name);
     keel_conn *c = p->idle[--p->nidle];
-    lease(p, c);
+    lease(p, c, 0);
     *out = c;
     return KEEL_OK;
 }
@@ -469,6 +615,70 @@ keel_status keel__pool_warm(keel__pool *p, keel_acquire_cb cb, void *arg, keel_e
     return KEEL_OK;
 }
 
+/*
+ * Opens connections until the pool holds min_size again after closing old ones, unless a failed
+ * connect's back-off is running: then the reaper tries again when it is over (*next).
+ */
+static void refill(keel__pool *p, int64_t now, int64_t *next) {
+    while (p->nconns < p->cfg->min_size) {
+        if (now < p->next_connect_at) {
+            if (p->next_connect_at < *next)
+                *next = p->next_connect_at;
+            return;
+        }
+        keel_error e;
+        keel_error_clear(&e);
+        if (start_connect(p, NULL, &e) != KEEL_OK) {
+            p->last_error = e;
+            backoff_grow(p);
+        } else {
+            p->conns->refill = 1; /* link_conn put it first */
+        }
+    }
+    p->refill = 0;
+}
+
+/*
+ * The reaper: closes idle connections past their max_lifetime, and those idle longer than
+ * idle_timeout while the pool holds more than min_size (the longest idle first: the bottom of
+ * the stack), replaces those closed for their age up to min_size, and arms itself for the next
+ * connection due. Leased connections are left alone: they are judged when they come back.
+ */
+static void reap(void *arg) {
+    keel__pool *p = arg;
+    p->reap_at = INT64_MAX;
+    if (keel__pool_closing(p))
+        return;
+    int64_t now = keel_now_ms(), next = INT64_MAX, idle = p->idle_ms;
+    size_t i = 0;
+    while (i < p->nidle) {
+        keel_conn *c = p->idle[i];
+        if (now >= c->expires_ms) {
+            remove_idle_at(p, i);
+            destroy(p, c);
+            p->refill = 1;
+        } else if (idle > 0 && p->nconns > p->cfg->min_size && now - c->last_used_ms >= idle) {
+            remove_idle_at(p, i);
+            destroy(p, c);
+        } else {
+            if (c->expires_ms < next)
+                next = c->expires_ms;
+            if (idle > 0 && p->nconns > p->cfg->min_size && c->last_used_ms + idle < next)
+                next = c->last_used_ms + idle;
+            i++;
+        }
+    }
+    if (p->refill)
+        refill(p, now, &next);
+    if (next != INT64_MAX)
+        reap_schedule(p, next);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 void keel__pool_stats(const keel__pool *p, keel_pool_stats *out) {
     memset(out, 0, sizeof *out);
     out->size = p->nconns;
@@ -478,6 +688,19 @@ void keel__pool_stats(const keel__pool *p, keel_pool_stats *out) {
     out->min_size = p->cfg->min_size;
     out->max_size = p->cfg->max_size;
     out->acquire_timeout = p->cfg->acquire_timeout;
+    out->connects = p->connects;
+    out->connect_failures = p->connect_failures;
+    out->acquires = p->acquires;
+    out->acquire_timeouts = p->acquire_timeouts;
+    size_t n = p->nwaits < WAIT_WINDOW ? (size_t)p->nwaits : WAIT_WINDOW;
+    if (n == 0)
+        return;
+    int64_t sorted[WAIT_WINDOW];
+    memcpy(sorted, p->waits_us, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_i64);
+    /* Nearest rank: the smallest wait that at least half (99 %) of the window did not exceed. */
+    out->acquire_wait_p50 = (double)sorted[(n * 50 + 99) / 100 - 1] / 1e6;
+    out->acquire_wait_p99 = (double)sorted[(n * 99 + 99) / 100 - 1] / 1e6;
 }
 
 /* ---- deadlines ---------------------------------------------------------------------------- */
@@ -667,8 +890,7 @@ static void take_back(keel__pool *p, keel_conn *c) {
     c->notify_arg = NULL;
     int r = c->broken ? -1 : reset_step(c);
     if (r == 0) {
-        if (push_idle(p, c) != 0)
-            destroy(p, c);
+        keep_idle(p, c);
     } else if (r < 0) {
         destroy(p, c);
     }
@@ -710,19 +932,25 @@ void keel__conn_connected(keel_conn *c, const keel_error *err) {
         if (!e.database[0])
             snprintf(e.database, sizeof e.database, "%s", p->cfg->name);
         p->last_error = e;
+        p->connect_failures++;
         backoff_grow(p);
+        /* A replacement that failed is tried again after the back-off. */
+        if (c->refill) {
+            p->refill = 1;
+            reap_schedule(p, p->next_connect_at);
+        }
         destroy(p, c);
         if (wm && wm->error.code == KEEL_OK)
             wm->error = e;
         /* A waiter is served by the next connection that works; when nothing is left in
          * flight for it, it gets this error instead of waiting out its timeout. */
-        if (p->nwaiting > p->nconnecting + p->nidle)
+        if (p->nwaiting > p->nconnecting + p->nchecking + p->nidle)
             fail_head_waiter(p, &e);
     } else {
         keel_error_clear(&p->last_error);
         backoff_reset(p);
-        if (push_idle(p, c) != 0)
-            destroy(p, c);
+        p->connects++;
+        keep_idle(p, c);
     }
     /* The waiters and warms this connect was for are served from the next turn; when the loop
      * refuses that, from here, where a failed connect already calls back. */
@@ -854,10 +1082,29 @@ void keel__conn_complete(keel_conn *c, keel_result *res, const keel_error *err) 
         /* After a rollback, a connection that listened still has its UNLISTEN to run. */
         int r =
             failed || c->broken || c->engine->txn_status(c) != KEEL_TXN_IDLE ? -1 : reset_step(c);
-        if (r < 0 || (r == 0 && push_idle(p, c) != 0))
+        if (r < 0)
             destroy(p, c);
+        else if (r == 0)
+            keep_idle(p, c);
         if (p->wait_head)
             schedule_dispatch(p);
+        return;
+    }
+    if (c->state == KEEL__CONN_CHECKING) {
+        /* The ping of ping_after_idle: a connection that answered goes on top of the idle
+         * stack, fresh, for the next waiter; one that did not is replaced by a new connect
+         * from the dispatch, within the waiter's acquire_timeout. */
+        deadline_disarm(c);
+        keel_result_free(res);
+        c->busy = 0;
+        p->nchecking--;
+        c->state = KEEL__CONN_IDLE;
+        if (failed || c->broken)
+            destroy(p, c);
+        else
+            keep_idle(p, c);
+        if (schedule_dispatch(p) != 0)
+            dispatch(p);
         return;
     }
     if (failed) {
@@ -968,6 +1215,7 @@ void keel__pool_free(keel__pool *p) {
     keel__timer_free(p->timeout_timer);
     keel__defer_free(p->dispatch);
     keel__timer_free(p->retry_timer);
+    keel__timer_free(p->reap_timer);
     free(p->idle);
     free(p);
     /* Callbacks last: the pool is gone, so whatever they do cannot reach it. */

@@ -9,7 +9,10 @@
  * The pool keeps up to max_size connections, opens them on demand (and min_size ahead with
  * keel__pool_warm), serves acquire requests in arrival order, fails a request that waited
  * longer than acquire_timeout, and takes connections back clean: rolled back when released
- * inside a transaction, discarded when broken. Everything runs on the loop thread.
+ * inside a transaction, discarded when broken. A timer of its own closes connections idle past
+ * idle_timeout (down to min_size) or older than max_lifetime, and opens new ones up to min_size;
+ * an idle connection past ping_after_idle is pinged before a waiter gets it; max_waiters bounds
+ * the queue. Everything runs on the loop thread.
  */
 typedef struct keel__pool keel__pool;
 

@@ -8,11 +8,12 @@
 #include "core/result_int.h"
 #include "engines/pg/binary.h"
 #include "engines/pg/codec.h"
+#include "engines/pg/decode.h"
 
 /*
  * keel asks PostgreSQL for results in text format (libpq's PQgetvalue: NUL-terminated text) and
- * decodes them with keel__pg_decode_value; what it sends in binary (parameters, COPY rows) it
- * encodes itself. So this target covers both directions of src/engines/pg/codec.c and binary.c:
+ * decodes them with keel__pg_decode_value, or, for a cached statement's later runs, in binary
+ * (decode.c); what it sends in binary (parameters, COPY rows) it encodes itself. So this target covers both directions of src/engines/pg/codec.c and binary.c:
  *
  *  - byte 0 picks a column type (by OID, through keel__pg_type_of) and the rest of the input,
  *    up to a NUL, is the value's text: the decoded value has the column's kind or is TEXT equal
@@ -23,6 +24,9 @@
  *    holds the same decimal value as the text.
  *  - the first 16 bytes as a value of each type keel sends in binary (keel__pgc_param), written
  *    into a buffer of exactly the 16 bytes the function is promised.
+ *  - the bytes after byte 0, as they are, as the binary form of a value of the column type
+ *    (keel__pg_decode_binary, which reads results of cached statements): a value of the type's
+ *    kind (or TEXT, or NULL for void), or a refusal with a reason, never a read past the bytes.
  *  - for an array type (int4[], text[], bytea[], jsonb[], date[], interval[]) the text goes through
  *    keel__pg_decode_array: an ARRAY at most 6 deep whose leaves are NULL or of the element's
  *    kind (or TEXT), or TEXT equal to the input; likewise a range (int4range, tstzrange) through
@@ -282,6 +286,31 @@ static void check_param(const uint8_t *data, size_t size) {
     }
 }
 
+static void check_decode_binary(uint32_t oid, const uint8_t *data, size_t size) {
+    keel_result *res = keel__result_new(1);
+    FUZZ_ASSERT(res != NULL);
+    /* Exactly the value's bytes, so that reading past them is caught. */
+    char *s = malloc(size ? size : 1);
+    FUZZ_ASSERT(s != NULL);
+    if (size)
+        memcpy(s, data, size);
+    keel_value v;
+    memset(&v, 0, sizeof v);
+    char why[160];
+    why[0] = '\0';
+    int r = keel__pg_decode_binary(res, oid, s, size, &v, why, sizeof why);
+    FUZZ_ASSERT(r == 0 || r == -2);
+    keel_type kind = keel__pg_type_of(oid);
+    if (r == 0)
+        FUZZ_ASSERT(v.type == kind || v.type == KEEL_TYPE_TEXT);
+    else
+        FUZZ_ASSERT(why[0] != '\0');
+    if (r == 0 && kind == KEEL_TYPE_ARRAY)
+        check_array_items(&v, keel__pg_elem_type_of(oid), 0);
+    free(s);
+    keel_result_free(res);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
@@ -300,5 +329,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check_numeric(s, n);
     free(s);
     check_param(data + 1, size - 1);
+    if (keel__pg_binary_ok(oid))
+        check_decode_binary(oid, data + 1, size - 1);
     return 0;
 }

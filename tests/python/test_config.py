@@ -609,3 +609,30 @@ async def test_an_option_given_by_reference_is_checked_when_resolved(monkeypatch
     assert str(ei.value).startswith(f"databases.main.options.{option}: invalid value (expected "), \
         str(ei.value)
     assert value not in str(ei.value)
+
+
+async def test_pool_lifecycle_keys(tmp_path, clean_env):
+    # idle_timeout, max_lifetime, ping_after_idle and max_waiters are read from a dict, a URL's
+    # query and the environment, and a wrong value is refused naming its key path.
+    url = "sqlite:///" + str(tmp_path / "p.db")
+    clean_env.setenv("KEEL_DATABASES__MAIN__POOL__MAX_WAITERS", "0")
+    d = keel.Database({"databases": {"main": {"url": url + "?idle_timeout=none", "pool": {
+        "max_size": 1, "max_lifetime": 120, "ping_after_idle": "none"}}}})
+    async with d:
+        held = await d.acquire()
+        try:
+            # max_waiters 0 from the environment: a request that would wait fails at once.
+            with pytest.raises(keel.PoolTimeout, match="max_waiters 0"):
+                await d.acquire()
+        finally:
+            await d.release(held)
+        assert d.stats()["acquire_timeouts"] == 1
+    clean_env.delenv("KEEL_DATABASES__MAIN__POOL__MAX_WAITERS")
+    for key, value, expected in [
+            ("idle_timeout", "-1", "or 0 or 'none' to disable it, got '-1'"),
+            ("max_waiters", "lots", "expected a non-negative integer, or 'none' for no limit"),
+            ("max_lifetime", "1h", "expected a non-negative number of seconds"),
+            ("ping_after_idle", "soon", "expected a non-negative number of seconds")]:
+        with pytest.raises(keel.ConfigError) as ei:
+            keel.Database({"databases": {"main": {"url": url, "pool": {key: value}}}})
+        assert f"databases.main.pool.{key}: " in str(ei.value) and expected in str(ei.value)

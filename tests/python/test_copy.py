@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 import keel
+import keel.sync
 from conftest import MONGO_URL, PG_URL, close_db, mysql_parts, unique_name
 
 UTC = dt.timezone.utc
@@ -256,3 +257,101 @@ async def test_copy_uses_its_own_connection_or_the_given_one():
         await d.execute(f"DROP TABLE {t}")
     finally:
         await close_db(d)
+
+
+async def test_postgresql_loads_ranges_in_binary(pg_db):
+    t = unique_name("copy_range")
+    await pg_db.execute(f"CREATE TABLE {t} (i int4range, ts tstzrange, d daterange, n numrange, "
+                        "b int8range)")
+    day = dt.date(2024, 2, 29)
+    noon = dt.datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
+    records = [
+        (keel.Range(1, 5), keel.Range(noon, noon + dt.timedelta(hours=1)),
+         keel.Range(day, day + dt.timedelta(days=3)), keel.Range(Decimal("1.5"), Decimal("2.25")),
+         keel.Range(-(2 ** 40), 2 ** 40)),
+        # Empty ranges, and unbounded sides (lower_inf / upper_inf).
+        (keel.Range(empty=True), keel.Range(None, noon), keel.Range(day, None),
+         keel.Range(None, None), keel.Range(empty=True)),
+        # Inclusive upper bounds: the server makes a discrete range canonical ([1,5] is [1,6)).
+        (keel.Range(1, 5, upper_inc=True), keel.Range(noon, noon, upper_inc=True),
+         keel.Range(day, day, upper_inc=True), keel.Range(Decimal(0), None, lower_inc=False),
+         None),
+    ]
+    try:
+        assert await pg_db.copy_records_to_table(t, records=records) == 3
+        got = [tuple(r) for r in await pg_db.fetch(f"SELECT * FROM {t} ORDER BY lower(i) NULLS FIRST")]
+        assert got == [
+            (keel.Range(empty=True), keel.Range(None, noon), keel.Range(day, None),
+             keel.Range(None, None), keel.Range(empty=True)),
+            records[0],
+            (keel.Range(1, 6), keel.Range(noon, noon, upper_inc=True),
+             keel.Range(day, day + dt.timedelta(days=1)),
+             keel.Range(Decimal(0), None, lower_inc=False), None),
+        ]
+        # What the server says of each, as text: the same ranges.
+        assert await pg_db.fetchval(f"SELECT string_agg(i::text || ' ' || n::text, ';' "
+                                    f"ORDER BY lower(i) NULLS FIRST) FROM {t}") == \
+            "empty (,);[1,5) [1.5,2.25);[1,6) (0,)"
+        # A bound of the wrong kind names its column and side; nothing is loaded.
+        with pytest.raises(keel.DataError, match=r'row 1, column "i" \(int4range\): lower bound: '
+                                                 r'a text value cannot be loaded'):
+            await pg_db.copy_records_to_table(
+                t, records=[(keel.Range(1, 2),), (keel.Range("a", 2),)], columns=["i"])
+        with pytest.raises(keel.DataError, match=r'column "i" \(int4range\): upper bound: '
+                                                 r'3000000000 is out of range'):
+            await pg_db.copy_records_to_table(t, records=[(keel.Range(1, 3 * 10 ** 9),)],
+                                              columns=["i"])
+        with pytest.raises(keel.DataError, match=r'column "i" \(int4range\): an int value cannot '
+                                                 r'be loaded into type int4range'):
+            await pg_db.copy_records_to_table(t, records=[(5,)], columns=["i"])
+        # The server checks the order of the bounds.
+        with pytest.raises(keel.DataError, match="lower bound must be less than or equal"):
+            await pg_db.copy_records_to_table(t, records=[(keel.Range(5, 1),)], columns=["i"])
+        assert await pg_db.fetchval(f"SELECT count(*) FROM {t}") == 3
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+async def test_postgresql_loads_ranges_of_a_custom_range_type_and_a_domain(pg_db):
+    t, rt, dom = unique_name("copy_range"), unique_name("floatrange"), unique_name("span")
+    await pg_db.execute(f"CREATE TYPE {rt} AS RANGE (subtype = float8)")
+    await pg_db.execute(f"CREATE DOMAIN {dom} AS int4range CHECK (NOT isempty(VALUE))")
+    await pg_db.execute(f"CREATE TABLE {t} (f {rt}, s {dom})")
+    try:
+        assert await pg_db.copy_records_to_table(
+            t, records=[(keel.Range(0.5, 2, upper_inc=True), keel.Range(3, 4))]) == 1
+        assert await pg_db.fetchval(f"SELECT f::text || ' ' || s::text FROM {t}") == \
+            "[0.5,2] [3,4)"
+        with pytest.raises(keel.DatabaseError, match="violates check constraint"):
+            await pg_db.copy_records_to_table(t, records=[(None, keel.Range(empty=True))])
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+        await pg_db.execute(f"DROP DOMAIN {dom}")
+        await pg_db.execute(f"DROP TYPE {rt}")
+
+
+async def test_postgresql_loads_nan_and_infinite_floats_into_numeric(pg_db):
+    t = unique_name("copy_num")
+    await pg_db.execute(f"CREATE TABLE {t} (id int, n numeric, r numrange)")
+    try:
+        inf = float("inf")
+        records = [(0, float("nan"), None), (1, inf, keel.Range(-inf, 2.5)), (2, -inf, None)]
+        assert await pg_db.copy_records_to_table(t, records=records) == 3
+        assert await pg_db.fetchval(f"SELECT string_agg(n::text || ' ' || coalesce(r::text, ''), "
+                                    f"';' ORDER BY id) FROM {t}") == \
+            "NaN ;Infinity [-Infinity,2.5);-Infinity "
+    finally:
+        await pg_db.execute(f"DROP TABLE {t}")
+
+
+def test_keel_sync_loads_ranges_too():
+    t = unique_name("copy_range")
+    with keel.sync.Database(PG_URL) as sdb:
+        sdb.execute(f"CREATE TABLE {t} (r int4range, d daterange)")
+        try:
+            assert sdb.copy_records_to_table(
+                t, records=[(keel.Range(2, None), keel.Range(empty=True))]) == 1
+            assert tuple(sdb.fetchrow(f"SELECT * FROM {t}")) == (keel.Range(2, None),
+                                                                keel.Range(empty=True))
+        finally:
+            sdb.execute(f"DROP TABLE {t}")

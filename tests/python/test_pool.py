@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 import keel
-from conftest import ONE_SECOND_SQL, SERVER_URLS, SLOW_SQL, wait_until
+import keel.sync
+from conftest import ENGINES, MONGO_URL, ONE_SECOND_SQL, SERVER_URLS, SLOW_SQL, wait_until
 
 ONE = {"min_size": 1, "max_size": 1, "acquire_timeout": 5}
 
@@ -422,3 +423,171 @@ async def test_failing_connects_back_off_while_the_loop_keeps_running(server, tm
     assert 2 <= attempts <= 20, attempts
     assert ticks > 10
 
+
+
+# ---- the pool's lifecycle: idle_timeout, max_lifetime, ping_after_idle, max_waiters, stats ----
+
+# Every engine with a pool, MongoDB included when a server is configured.
+LIFECYCLE_ENGINES = ENGINES + (["mongodb"] if MONGO_URL else [])
+
+STATS_KEYS = {"size", "idle", "in_use", "waiting", "min_size", "max_size", "connects",
+              "connect_failures", "acquires", "acquire_timeouts", "acquire_wait_p50",
+              "acquire_wait_p99"}
+
+
+@pytest.fixture(params=LIFECYCLE_ENGINES)
+def lifecycle_url(request, sqlite_url):
+    return {"mongodb": MONGO_URL, **SERVER_URLS}.get(request.param, sqlite_url)
+
+
+def pool_db(url, **pool):
+    return keel.Database({"databases": {"main": {"url": url, "pool": pool}}})
+
+
+async def test_idle_connections_close_down_to_min_size(lifecycle_url):
+    d = pool_db(lifecycle_url, min_size=1, max_size=3, idle_timeout=0.2, max_lifetime=0)
+    try:
+        held = [await d.acquire() for _ in range(3)]
+        for conn in held:
+            await d.release(conn)
+        assert d.stats()["size"] == 3 and d.stats()["idle"] == 3
+        await wait_until(lambda: d.stats()["size"] == 1, timeout=5)
+        await asyncio.sleep(0.4)  # never below min_size
+        stats = d.stats()
+        assert (stats["size"], stats["idle"], stats["connects"]) == (1, 1, 3)
+        await d.ping()
+    finally:
+        await d.close()
+
+
+async def test_old_connections_are_recycled_apart(lifecycle_url):
+    # Ten connections opened together, each replaced once max_lifetime (less up to a tenth of
+    # jitter) is over: the replacements come one by one, not all at once.
+    d = pool_db(lifecycle_url, min_size=10, max_size=10, max_lifetime=1, idle_timeout=0)
+    try:
+        await d.start()
+        await wait_until(lambda: d.stats()["connects"] == 10 and d.stats()["idle"] == 10)
+        seen = {}
+        deadline = time.monotonic() + 5
+        while len(seen) < 10 and time.monotonic() < deadline:
+            connects = d.stats()["connects"]
+            for n in range(11, connects + 1):
+                seen.setdefault(n, time.monotonic())
+            await asyncio.sleep(0.002)
+        assert len(seen) == 10, seen
+        spread = max(seen.values()) - min(seen.values())
+        assert spread >= 0.02, spread
+        await wait_until(lambda: d.stats()["size"] == 10)
+        assert d.stats()["connect_failures"] == 0
+        await d.ping()
+    finally:
+        await d.close()
+
+
+async def test_a_leased_connection_outlives_max_lifetime_and_goes_when_released(lifecycle_url):
+    d = pool_db(lifecycle_url, min_size=1, max_size=1, max_lifetime=0.2)
+    try:
+        async with d.connection() as conn:
+            await asyncio.sleep(0.4)
+            if d.engine() != "mongodb":
+                assert await conn.fetchval("SELECT 1") == 1
+            assert d.stats()["connects"] == 1
+        await wait_until(lambda: d.stats()["connects"] == 2 and d.stats()["idle"] == 1)
+        await d.ping()
+    finally:
+        await d.close()
+
+
+KILL = {"postgresql": ("SELECT pg_backend_pid()", "SELECT pg_terminate_backend({})"),
+        "mysql": ("SELECT CONNECTION_ID()", "KILL {}")}
+
+
+@pytest.mark.parametrize("server", list(KILL))
+async def test_a_connection_killed_while_idle_is_replaced_without_an_error(server):
+    own_id, kill = KILL[server]
+    d = pool_db(SERVER_URLS[server], min_size=1, max_size=1, ping_after_idle=0.05)
+    killer = keel.Database(SERVER_URLS[server])
+    try:
+        first = await d.fetchval(own_id)
+        await killer.execute(kill.format(first))
+        await asyncio.sleep(0.2)
+        second = await d.fetchval(own_id)
+        assert second != first
+        stats = d.stats()
+        assert (stats["connects"], stats["size"], stats["acquires"]) == (2, 1, 2)
+    finally:
+        await killer.close()
+        await d.close()
+
+
+async def test_an_idle_connection_is_pinged_and_kept(lifecycle_url):
+    d = pool_db(lifecycle_url, min_size=1, max_size=1, ping_after_idle=0.05)
+    try:
+        await d.ping()
+        await asyncio.sleep(0.1)
+        await d.ping()
+        assert d.stats()["connects"] == 1 and d.stats()["acquires"] == 2
+    finally:
+        await d.close()
+
+
+async def test_max_waiters_refuses_at_once(make_db):
+    d = make_db(name="queued", pool={"min_size": 1, "max_size": 1, "max_waiters": 1,
+                                     "acquire_timeout": 10})
+    held = await d.acquire()
+    try:
+        waiter = asyncio.create_task(d.fetchval("SELECT 1"))
+        await wait_until(lambda: d.stats()["waiting"] == 1)
+        t0 = time.monotonic()
+        with pytest.raises(keel.PoolTimeout) as ei:
+            await d.fetchval("SELECT 2")
+        assert time.monotonic() - t0 < 1
+        message = str(ei.value)
+        assert "requests waiting for a connection to database 'queued' is full" in message
+        assert "max_waiters 1" in message
+        assert ei.value.database == "queued"
+        assert d.stats()["acquire_timeouts"] == 1
+    finally:
+        await d.release(held)
+    assert await asyncio.wait_for(waiter, 5) == 1
+
+
+async def test_stats_count_and_time_acquires(make_db):
+    d = make_db(pool={"min_size": 0, "max_size": 1, "acquire_timeout": 0.2})
+    stats = d.stats()
+    assert set(stats) == STATS_KEYS
+    assert all(stats[k] == 0 for k in STATS_KEYS - {"max_size"})
+    for _ in range(3):
+        await d.fetchval("SELECT 1")
+    held = await d.acquire()
+    try:
+        with pytest.raises(keel.PoolTimeout):
+            await d.acquire()
+        late = asyncio.create_task(d.fetchval("SELECT 1"))
+        await asyncio.sleep(0.15)
+    finally:
+        await d.release(held)
+    assert await late == 1
+    stats = d.stats()
+    assert (stats["connects"], stats["connect_failures"]) == (1, 0)
+    assert (stats["acquires"], stats["acquire_timeouts"]) == (5, 1)
+    assert stats["in_use"] == 0 and stats["size"] == 1
+    # Five waits: four at once, one of 0.15 s, which is the p99 (nearest rank).
+    assert 0.14 <= stats["acquire_wait_p99"] < 5, stats
+    assert stats["acquire_wait_p50"] < 0.1, stats
+    assert d.stats("main") == stats
+    assert set(d.pool_stats()) == {"size", "idle", "leased", "waiting", "min_size", "max_size",
+                                   "acquire_timeout"}
+    with pytest.raises(keel.UnknownDatabaseError):
+        d.stats("nope")
+
+
+def test_sync_database_stats(db_url):
+    with keel.sync.Database({"databases": {"main": {"url": db_url, "pool": {"max_size": 2}}}}) as d:
+        d.fetchval("SELECT 1")
+        stats = d.stats()
+        assert set(stats) == STATS_KEYS
+        assert (stats["connects"], stats["acquires"], stats["max_size"]) == (1, 1, 2)
+        assert d.stats("main") == stats
+        with pytest.raises(keel.UnknownDatabaseError):
+            d.stats("nope")

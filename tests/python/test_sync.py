@@ -7,7 +7,7 @@ import pytest
 
 import keel
 import keel.sync
-from conftest import MONGO_URL, ONE_SECOND_SQL, SLOW_SQL, UNIQUE_VIOLATION_SQLSTATE, unique_name
+from conftest import MONGO_URL, ONE_SECOND_SQL, PG_URL, SLOW_SQL, UNIQUE_VIOLATION_SQLSTATE, unique_name
 
 
 @pytest.fixture
@@ -365,7 +365,7 @@ def test_many_threads_share_a_small_pool(db_url, engine):
                                                              "acquire_timeout": 20}}}}
     with keel.sync.Database(config) as sdb:
         def job(i):
-            if i % 2 or engine == "sqlite":  # SQLite transactions want max_size=1 (docs)
+            if i % 2:
                 with sdb.connection() as conn:
                     conn.fetchval("SELECT 1")
                     time.sleep(0.002)
@@ -381,52 +381,117 @@ def test_many_threads_share_a_small_pool(db_url, engine):
         assert stats["leased"] == 0 and stats["waiting"] == 0 and stats["size"] <= 2, stats
 
 
-def test_sqlite_transactions_of_several_threads_with_one_connection(tmp_path):
-    # The docs' advice for threads writing to one SQLite file in transactions: max_size=1, and
-    # they take turns (with two connections, the second BEGIN waits for the first's write lock
-    # while it keeps the database's turn: "database is locked" after busy_timeout).
-    with keel.sync.Database(f"sqlite:///{tmp_path}/w.db?max_size=1") as sdb:
-        sdb.execute("CREATE TABLE w (i INTEGER)")
+@pytest.mark.parametrize("max_size", [1, 4])
+def test_sqlite_transactions_of_several_threads(tmp_path, max_size):
+    # 8 threads × 50 transactions on one SQLite file: SQLite has one writer at a time, so a BEGIN
+    # IMMEDIATE waits for the other connection's commit; that wait lets the other threads run
+    # (it used to keep the database's turn, and the holder of the write lock could not commit:
+    # "database is locked" after busy_timeout).
+    with keel.sync.Database(f"sqlite:///{tmp_path}/w.db?max_size={max_size}") as sdb:
+        sdb.execute("CREATE TABLE w (t INTEGER, i INTEGER, PRIMARY KEY (t, i))")
         errors = []
 
-        def job(i):
-            try:
-                with sdb.transaction() as conn:
-                    conn.execute("INSERT INTO w VALUES ($1)", i)
-                    time.sleep(0.05)
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+        def job(t):
+            for i in range(50):
+                try:
+                    with sdb.transaction() as conn:
+                        n = conn.fetchval("SELECT count(*) FROM w WHERE t = $1", t)
+                        conn.execute("INSERT INTO w VALUES ($1, $2)", t, n)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
 
         started = time.monotonic()
-        threads = [threading.Thread(target=job, args=(i,)) for i in range(4)]
+        threads = [threading.Thread(target=job, args=(t,)) for t in range(8)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(20)
-        assert errors == [] and time.monotonic() - started < 4
-        assert sdb.fetchval("SELECT count(*) FROM w") == 4
+            t.join(60)
+        assert errors == [] and time.monotonic() - started < 30
+        assert sdb.fetchval("SELECT count(*) FROM w") == 400
+        assert [tuple(r) for r in sdb.fetch("SELECT t, count(*), max(i) FROM w GROUP BY t")] == [
+            (t, 50, 49) for t in range(8)]
+        assert sdb.pool_stats()["size"] <= max_size
 
 
 def test_ctrl_c_during_a_call_leaves_the_database_usable(sdb, engine):
     # SIGINT while a statement runs (Ctrl-C in a script, "interrupt kernel" in a notebook): the
-    # KeyboardInterrupt reaches the caller (today once the call returns, as the docs say) and
-    # the database goes on, its connection back in the pool.
+    # KeyboardInterrupt reaches the caller within a fraction of a second, the statement is
+    # cancelled on the server, and the database goes on, its connection back in the pool.
     import os
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread")
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            sdb.fetchval(ONE_SECOND_SQL[engine])
-            time.sleep(5)  # a KeyboardInterrupt that comes after the call lands here
+            sdb.fetchval(SLOW_SQL[engine])
     finally:
         timer.cancel()
+    assert time.monotonic() - started < 2.5
     assert sdb.fetchval("SELECT 1") == 1
     stats = sdb.pool_stats()
     assert stats["leased"] == 0 and stats["waiting"] == 0, stats
+    # On a leased connection, inside a transaction: the block rolls back.
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sdb.transaction() as conn:
+                conn.fetchval(SLOW_SQL[engine])
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2.5 and conn.released
+    assert sdb.fetchval("SELECT 2") == 2
+
+
+_CTRL_C_SCRIPT = """
+import sys, time, keel.sync
+url, what = sys.argv[1], sys.argv[2]
+with keel.sync.Database({"databases": {"main": {"url": url, "pool": {"max_size": 1,
+                                                 "acquire_timeout": 60}}}}) as db:
+    db.fetchval("SELECT 1")
+    held = db.acquire() if what == "pool" else None
+    print("started", flush=True)
+    started = time.monotonic()
+    try:
+        db.fetchval(sys.argv[3])
+    except KeyboardInterrupt:
+        print("interrupted after %.2f" % (time.monotonic() - started), flush=True)
+    if held is not None:
+        db.release(held)
+    print("then", db.fetchval("SELECT 7"), db.pool_stats()["leased"], flush=True)
+"""
+
+
+@pytest.mark.parametrize("what", ["statement", "pool"])
+def test_ctrl_c_interrupts_a_script(db_url, engine, what):
+    # A script that gets SIGINT (Ctrl-C) during a long statement, or while it waits for a
+    # pooled connection: KeyboardInterrupt within about a tenth of a second, not when the call
+    # would have returned; the script goes on with the same database.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, db_url, what,
+                             SLOW_SQL[engine]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline() == "started\n"
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("interrupted after "), out
+    assert float(lines[0].split()[-1]) < 2.0, out
+    assert lines[1] == "then 7 0", out
 
 
 def test_the_gil_is_released_while_a_call_blocks(sdb, engine):
@@ -735,8 +800,6 @@ def test_mongo_pymongo_methods(mongo):
         assert conn[name].count_documents({}) == 3
     with pytest.raises(TypeError, match="keel.sync.Connection"):
         coll.insert_one({"_id": 4}, session="conn")
-    with pytest.raises(keel.NotSupportedError, match="change streams"):
-        coll.watch()
     assert sdb.pool_stats()["leased"] == 0
 
 
@@ -1131,3 +1194,364 @@ def test_cursor_streams_a_huge_result_without_reading_it_all(sdb, engine):
         cur.close()
         assert time.monotonic() - started < 5
         assert conn.fetchval("SELECT 6") == 6
+
+
+# ---- notifications (PostgreSQL's LISTEN/NOTIFY) ----
+
+def _channel():
+    import uuid
+    return f"keel_sync_{uuid.uuid4().hex[:8]}"
+
+
+def test_listen_iterates_notifications_until_its_timeout():
+    channel = _channel()
+    with keel.sync.Database(PG_URL) as sdb:
+        with sdb.listen(channel, timeout=0.3) as notes:
+            assert sdb.pool_stats()["leased"] == 1  # its connection stays out of the pool
+            pid = sdb.fetchval("SELECT pg_backend_pid()")
+            sdb.execute("SELECT pg_notify($1, $2)", channel, "héllo")
+            sdb.execute("SELECT pg_notify($1, '')", channel)
+            started = time.monotonic()
+            got = list(notes)  # the two, then 0.3 s without one: the loop ends
+            assert 0.25 < time.monotonic() - started < 3
+            assert got == [keel.Notification(channel, "héllo", pid),
+                           keel.Notification(channel, "", pid)]
+            assert isinstance(got[0], keel.sync.Notification)
+            # The listener stays open: a later notification comes to the next iteration,
+            # which waits for it (sent from another thread meanwhile).
+            sender = threading.Timer(0.2, sdb.execute, ("SELECT pg_notify($1, 'late')", channel))
+            sender.start()
+            assert next(notes).payload == "late"
+            sender.join()
+            assert "listening" in repr(notes)
+        assert "closed" in repr(notes) and list(notes) == []
+        # Its connection was unlistened and went back to the pool.
+        assert sdb.pool_stats()["leased"] == 0
+        with sdb.connection() as conn:
+            assert conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        # Started by the first iteration, without `with`; close() by hand.
+        notes = sdb.listen(channel, timeout=0.05)
+        assert "new" in repr(notes) and list(notes) == [] and sdb.pool_stats()["leased"] == 1
+        notes.close()
+        assert sdb.pool_stats()["leased"] == 0
+        with pytest.raises(keel.InterfaceError, match="closed"):
+            notes.start()
+
+
+def test_listen_waits_without_end_and_ctrl_c_stops_it():
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    with keel.sync.Database(PG_URL) as sdb:
+        with sdb.listen(_channel()) as notes:
+            timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+            started = time.monotonic()
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    next(notes)
+            finally:
+                timer.cancel()
+            assert time.monotonic() - started < 2
+        assert sdb.fetchval("SELECT 1") == 1 and sdb.pool_stats()["leased"] == 0
+
+
+def test_close_ends_a_wait_for_notifications_in_another_thread():
+    # close() waits for other threads' calls to end, but not for a wait for notifications,
+    # which may never end: that one raises InterfaceError.
+    sdb = keel.sync.Database(PG_URL)
+    result = {}
+    listening = threading.Event()
+
+    def wait():
+        try:
+            with sdb.listen(_channel()) as notes:
+                listening.set()
+                result["value"] = next(notes)
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["value"] = e
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    assert listening.wait(10)
+    time.sleep(0.2)
+    started = time.monotonic()
+    sdb.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 3
+    assert isinstance(result["value"], keel.InterfaceError), result
+    assert "closed" in str(result["value"])
+
+
+def test_add_listener_calls_back_from_wait_notifications():
+    channel, other = _channel(), _channel()
+    got = []
+    with keel.sync.Database(PG_URL) as sdb, sdb.connection() as conn:
+        def on(c, pid, ch, payload):
+            got.append((c, pid, ch, payload))
+
+        conn.add_listener(channel, on)
+        conn.add_listener(channel, on)  # a no-op the second time
+        conn.add_listener(other, on)
+        assert conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 2
+        pid = sdb.fetchval("SELECT pg_backend_pid()")
+        sdb.execute("SELECT pg_notify($1, 'one')", channel)
+        assert conn.fetchval("SELECT 1") == 1  # callbacks never run inside another call
+        assert got == []
+        sdb.execute("SELECT pg_notify($1, 'two')", other)
+        delivered = conn.wait_notifications(5)  # one or both, as they have come
+        if delivered == 1:
+            delivered += conn.wait_notifications(5)
+        assert delivered == 2
+        assert got == [(conn, pid, channel, "one"), (conn, pid, other, "two")]
+        started = time.monotonic()
+        assert conn.wait_notifications(0.2) == 0  # none in time
+        assert 0.15 < time.monotonic() - started < 3
+        # A callback that raises: the exception propagates, the next notification waits.
+        def boom(*a):
+            raise ValueError("boom")
+
+        conn.remove_listener(other, on)
+        conn.add_listener(other, boom)
+        with sdb.transaction() as sender:  # both arrive together, at the commit
+            sender.execute("SELECT pg_notify($1, 'x')", other)
+            sender.execute("SELECT pg_notify($1, 'three')", channel)
+        with pytest.raises(ValueError, match="boom"):
+            conn.wait_notifications(5)
+        assert conn.wait_notifications(5) == 1 and got[-1][3] == "three"
+        conn.remove_listener(other, boom)
+        conn.remove_listener(channel, on)
+        conn.remove_listener(channel, on)  # a no-op
+        assert conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        with pytest.raises(keel.InterfaceError, match="add_listener first"):
+            conn.wait_notifications(0)
+        conn.add_listener(channel, on)
+    # Released: unlistened before anyone else gets the connection.
+    with keel.sync.Database({"databases": {"main": {"url": PG_URL,
+                                                    "pool": {"max_size": 1}}}}) as one:
+        with one.connection() as conn:
+            conn.add_listener(channel, on)
+        with one.connection() as conn2:
+            assert conn2.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        with pytest.raises(keel.InterfaceError, match="released"):
+            conn.add_listener(channel, on)
+
+
+def test_bad_listen_arguments_are_refused():
+    with keel.sync.Database(PG_URL) as sdb:
+        with pytest.raises(TypeError, match="a channel is a str"):
+            sdb.listen(None)
+        with pytest.raises(keel.InterfaceError, match="non-empty name"):
+            sdb.listen("")
+        with pytest.raises(ValueError, match="timeout must be >= 0"):
+            sdb.listen("ch", timeout=-1)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            sdb.listen("ch", timeout="1")
+        with pytest.raises(keel.UnknownDatabaseError):
+            sdb.listen("x", database="nope").start()
+        with sdb.connection() as conn:
+            with pytest.raises(TypeError, match="callable"):
+                conn.add_listener("ok", "not callable")
+            with pytest.raises(TypeError, match="a channel is a str"):
+                conn.add_listener(42, print)
+        assert sdb.pool_stats()["leased"] == 0
+
+
+def test_notifications_are_refused_on_other_engines(db_url, engine):
+    if engine == "postgresql":
+        pytest.skip("PostgreSQL has notifications")
+    with keel.sync.Database(db_url) as sdb:
+        with sdb.connection() as conn:
+            with pytest.raises(keel.NotSupportedError, match="LISTEN/NOTIFY is PostgreSQL's"):
+                conn.add_listener("ch", print)
+            assert conn.fetchval("SELECT 1") == 1
+        with pytest.raises(keel.NotSupportedError, match="LISTEN/NOTIFY is PostgreSQL's"):
+            with sdb.listen("ch"):
+                pass
+        with pytest.raises(keel.NotSupportedError):
+            next(sdb.listen("ch"))
+        assert sdb.pool_stats()["leased"] == 0
+
+
+@pytest.mark.skipif(not MONGO_URL, reason="KEEL_TEST_MONGO_URL is empty")
+def test_notifications_are_refused_on_mongodb():
+    with keel.sync.Database(MONGO_URL) as sdb:
+        with pytest.raises(keel.NotSupportedError, match="mongodb engine"):
+            sdb.listen("ch").start()
+        with sdb.connection() as conn:
+            with pytest.raises(keel.NotSupportedError):
+                conn.add_listener("ch", print)
+        assert sdb.pool_stats()["leased"] == 0
+
+
+def test_listen_whose_connection_is_lost_raises_connection_lost():
+    from urllib.parse import urlsplit
+
+    from proxy import TcpProxy
+
+    u = urlsplit(PG_URL)
+    with TcpProxy(u.hostname, u.port) as proxy:
+        config = {"databases": {"main": {"url": proxy.url(PG_URL),
+                                         "pool": {"min_size": 0, "max_size": 1}}}}
+        with keel.sync.Database(config) as sdb:
+            with sdb.listen("keel_lost", timeout=10) as notes:
+                proxy.cut()
+                with pytest.raises(keel.ConnectionLost, match="while it listened") as e:
+                    next(notes)
+                assert e.value.database == "main"
+                assert list(notes) == []
+            assert sdb.pool_stats()["leased"] == 0
+
+
+# ---- MongoDB change streams ----
+
+def _watch_or_skip(coll, **kwargs):
+    """An opened synchronous change stream, or a skip naming the server's refusal."""
+    stream = coll.watch(**kwargs)
+    try:
+        return stream.open()
+    except keel.DatabaseError as exc:
+        if "changeStream" in str(exc) or "replica set" in str(exc):
+            pytest.skip(f"the server refuses change streams: {exc}")
+        raise
+
+
+def test_watch_iterates_changes(mongo):
+    mongo_sdb, name = mongo
+    coll = mongo_sdb[name]
+    with _watch_or_skip(coll, max_await_time_ms=200) as stream:
+        assert isinstance(stream, keel.sync.ChangeStream) and "open" in repr(stream)
+        assert stream.alive and stream.resume_token is not None
+        assert stream.try_next() is None  # nothing yet: one wait, then None
+        coll.insert_one({"_id": 1, "n": 1})
+        coll.update_one({"_id": 1}, {"$set": {"n": 2}})
+        coll.delete_one({"_id": 1})
+        changes = [next(stream) for _ in range(3)]
+        assert [c["operationType"] for c in changes] == ["insert", "update", "delete"]
+        assert changes[0]["fullDocument"] == {"_id": 1, "n": 1}
+        assert changes[1]["updateDescription"]["updatedFields"] == {"n": 2}
+        assert stream.resume_token == changes[2]["_id"]
+        assert mongo_sdb.pool_stats()["leased"] == 1  # the stream holds its connection
+    assert not stream.alive and mongo_sdb.pool_stats()["leased"] == 0
+    # A pipeline after $changeStream, full_document="updateLookup", next() (pymongo's name),
+    # and a stream opened by its first iteration.
+    stream = coll.watch([{"$match": {"operationType": "update"}}],
+                        full_document="updateLookup", max_await_time_ms=100)
+    coll.insert_one({"_id": 2, "n": 0})  # before the stream opens: not seen
+    try:
+        assert stream.try_next() is None
+        coll.update_one({"_id": 2}, {"$inc": {"n": 5}})
+        change = stream.next()
+        assert change["operationType"] == "update" and change["fullDocument"] == {"_id": 2, "n": 5}
+    finally:
+        stream.close()
+    assert mongo_sdb.pool_stats()["leased"] == 0
+    with pytest.raises(TypeError, match="pipeline must be a list"):
+        coll.watch({"$match": {}})
+    with pytest.raises(keel.ProgrammingError, match="resume_after or start_after, not both"):
+        coll.watch(resume_after={"_data": "00"}, start_after={"_data": "00"})
+
+
+def test_watch_resumes_and_ends_on_invalidate(mongo):
+    mongo_sdb, name = mongo
+    coll = mongo_sdb[name]
+    with _watch_or_skip(coll, max_await_time_ms=200) as stream:
+        coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+        assert next(stream)["documentKey"] == {"_id": 1}
+        token = stream.resume_token
+    # resume_after / start_after: the changes after the token, none lost, none repeated.
+    with coll.watch(resume_after=token, max_await_time_ms=200) as stream:
+        assert [next(stream)["documentKey"]["_id"] for _ in range(2)] == [2, 3]
+    with coll.watch(start_after=token, max_await_time_ms=200) as stream:
+        assert next(stream)["documentKey"] == {"_id": 2}
+    # The server loses the cursor (killed from another connection): the stream resumes by
+    # itself from its token.
+    with coll.watch(max_await_time_ms=200) as stream:
+        coll.insert_one({"_id": 4})
+        assert next(stream)["documentKey"] == {"_id": 4}
+        killed = stream._cursor.cursor_id
+        reply = mongo_sdb.command(None, {"killCursors": coll.name, "cursors": [killed]})
+        assert reply["cursorsKilled"] == [killed]
+        coll.insert_one({"_id": 5})
+        assert next(stream)["documentKey"] == {"_id": 5}
+        assert stream._cursor.cursor_id != killed
+    # Dropping the collection ends the stream: drop, then invalidate, then the loop ends.
+    with coll.watch(max_await_time_ms=100) as stream:
+        coll.insert_one({"_id": 6})
+        coll.drop()
+        assert [c["operationType"] for c in stream] == ["insert", "drop", "invalidate"]
+        assert not stream.alive and stream.try_next() is None
+    assert mongo_sdb.pool_stats()["leased"] == 0
+
+
+def test_watch_a_whole_database_and_on_a_session(mongo):
+    mongo_sdb, name = mongo
+    a, b = mongo_sdb[name], mongo_sdb[unique_name("wb")]
+    try:
+        stream = mongo_sdb.watch([{"$match": {"ns.coll": {"$in": [a.name, b.name]}}}],
+                                 max_await_time_ms=200)
+        try:
+            stream.open()
+        except keel.DatabaseError as exc:
+            pytest.skip(f"the server refuses database change streams: {exc}")
+        with stream:
+            a.insert_one({"_id": 1})
+            b.insert_one({"_id": 2})
+            changes = [next(stream) for _ in range(2)]
+            assert [(c["ns"]["coll"], c["documentKey"]["_id"]) for c in changes] == [
+                (a.name, 1), (b.name, 2)]
+            assert "database" in repr(stream)
+        with mongo_sdb.connection() as conn:
+            with a.watch(session=conn, max_await_time_ms=100) as stream:
+                a.insert_one({"_id": 3})
+                assert next(stream)["documentKey"] == {"_id": 3}
+            assert conn[a.name].count_documents({}) == 2  # conn still serves
+        assert mongo_sdb.pool_stats()["leased"] == 0
+    finally:
+        a.drop()
+        b.drop()
+
+
+def test_ctrl_c_stops_a_change_stream(mongo):
+    # The server may honour the cancel of a waiting getMore only when its wait ends
+    # (max_await_time_ms): Ctrl-C does not wait for that. The pool takes a leased connection
+    # back once the command has ended; a connection of the caller's serves its next command
+    # after it.
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    mongo_sdb, name = mongo
+    coll = mongo_sdb[name]
+
+    def interrupted(stream):
+        timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+        started = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                next(stream)
+        finally:
+            timer.cancel()
+            stream.close()
+        assert time.monotonic() - started < 1.5
+
+    interrupted(_watch_or_skip(coll, max_await_time_ms=3000))
+    assert coll.count_documents({}) == 0
+    deadline = time.monotonic() + 10
+    while mongo_sdb.pool_stats()["leased"] and time.monotonic() < deadline:
+        mongo_sdb.ping()  # the loop runs only inside calls: this one takes the connection back
+        time.sleep(0.05)
+    assert mongo_sdb.pool_stats()["leased"] == 0
+    with mongo_sdb.connection() as conn:
+        interrupted(coll.watch(session=conn, max_await_time_ms=3000))
+        assert conn[name].insert_one({"_id": 1}).inserted_id == 1
+        assert conn[name].count_documents({}) == 1
+    deadline = time.monotonic() + 10
+    while mongo_sdb.pool_stats()["leased"] and time.monotonic() < deadline:
+        mongo_sdb.ping()  # the loop runs only inside calls: this one takes the connection back
+        time.sleep(0.05)
+    assert mongo_sdb.pool_stats()["leased"] == 0

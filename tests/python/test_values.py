@@ -303,7 +303,8 @@ async def test_values_written_by_sql_decode(db, new_table, types, engine):
 
 # MySQL's own column types, read through the text protocol (no parameters) and the binary
 # protocol (prepared statements), which must agree. Values keel has no type for come back as
-# the server's text, as src/engines/mysql.c documents: TIME durations and zero dates.
+# the server's text, as src/engines/mysql.c documents: zero dates. TIME values that are no time
+# of day (negative, or 24 hours and more) come back as timedelta.
 MYSQL_NATIVE = [
     ("TINYINT", "-5", -5),
     ("SMALLINT UNSIGNED", "65535", 65535),
@@ -324,8 +325,9 @@ MYSQL_NATIVE = [
     ("MEDIUMBLOB", "X'FF00'", b"\xff\x00"),
     ("ENUM('a','b')", "'b'", "b"),
     ("SET('x','y')", "'x,y'", "x,y"),
-    ("TIME", "'-01:02:03'", "-01:02:03"),
-    ("TIME(6)", "'25:00:00.5'", "25:00:00.500000"),
+    ("TIME", "'-01:02:03'", -dt.timedelta(hours=1, minutes=2, seconds=3)),
+    ("TIME(6)", "'25:00:00.5'", dt.timedelta(hours=25, microseconds=500000)),
+    ("TIME(6)", "'-838:59:59.999999'", -dt.timedelta(hours=838, minutes=59, seconds=59.999999)),
     ("TIME(6)", "'23:59:59.999999'", dt.time(23, 59, 59, 999999)),
     ("TIMESTAMP(6)", "'2024-01-02 03:04:05.5'", dt.datetime(2024, 1, 2, 3, 4, 5, 500000)),
     ("DATETIME", "'2024-01-02 03:04:05'", dt.datetime(2024, 1, 2, 3, 4, 5)),
@@ -359,7 +361,8 @@ async def test_mysql_native_types_decode_alike_on_both_protocols(mysql_db):
 async def test_mysql_unsigned_and_time_parameters(mysql_db):
     # Values computed from parameters go through the binary protocol.
     assert await mysql_db.fetchval("SELECT ~CAST($1 AS UNSIGNED)", 0) == Decimal("18446744073709551615")
-    assert await mysql_db.fetchval("SELECT ADDTIME($1, '24:00:00')", dt.time(1, 2, 3)) == "25:02:03"
+    assert await mysql_db.fetchval("SELECT ADDTIME($1, '24:00:00')", dt.time(1, 2, 3)) == \
+        dt.timedelta(hours=25, minutes=2, seconds=3)
     # MySQL's TIME range is ±838:59:59: Python's times of day all fit, and come back as sent.
     for v in (dt.time(0, 0), dt.time(23, 59, 59, 999999)):
         assert await mysql_db.fetchval("SELECT CAST($1 AS TIME(6))", v) == v
@@ -585,3 +588,56 @@ def test_each_database_decodes_with_its_own_deserializer_across_threads(db_url, 
     finally:
         with keel.sync.Database(db_url) as d:
             d.execute(f"DROP TABLE {t}")
+
+
+# A timedelta column per engine: PostgreSQL's interval, MySQL's TIME (±838:59:59) and, on SQLite,
+# a TIME column, which holds the text a timedelta parameter writes ("-01:02:03.5", "30:00:00").
+DURATION_TYPES = {"postgresql": "INTERVAL", "mysql": "TIME(6)", "sqlite": "TIME"}
+DURATIONS = [dt.timedelta(hours=1, minutes=2, seconds=3, microseconds=500000),
+             dt.timedelta(0), dt.timedelta(hours=-1, minutes=-2, seconds=-3.5),
+             dt.timedelta(hours=30), dt.timedelta(days=-34, hours=-22, minutes=-59, seconds=-59),
+             dt.timedelta(hours=838, minutes=59, seconds=59)]
+
+
+def duration_back(engine, value):
+    """A duration as it comes back: a timedelta on PostgreSQL; MySQL's and SQLite's TIME give a
+    time of day (0 to 24 h) as datetime.time and any other duration as a timedelta."""
+    if engine != "postgresql" and dt.timedelta(0) <= value < dt.timedelta(days=1):
+        return (dt.datetime.min + value).time()
+    return value
+
+
+async def test_timedelta_parameters_and_durations_come_back(db, new_table, engine):
+    t = new_table("dur")
+    await db.execute(f"CREATE TABLE {t} (id INTEGER, d {DURATION_TYPES[engine]})")
+    await db.execute(f"INSERT INTO {t} VALUES ($1, $2)", 0, DURATIONS[0])
+    await db.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                         [(i, d) for i, d in enumerate(DURATIONS) if i])
+    got = [r["d"] for r in await db.fetch(f"SELECT d FROM {t} ORDER BY id")]
+    want = [duration_back(engine, d) for d in DURATIONS]
+    assert got == want and [type(g) for g in got] == [type(w) for w in want]
+    # Read through the binary protocol too (MySQL's prepared statements), and compared by the
+    # server as the column's type.
+    for i, d in enumerate(DURATIONS):
+        assert await db.fetchval(f"SELECT d FROM {t} WHERE id = $1", i) == want[i]
+        if engine != "sqlite":  # SQLite compares the text
+            assert await db.fetchval(f"SELECT id FROM {t} WHERE d = $1", d) == i
+
+
+async def test_mysql_time_range_and_sqlite_months_are_checked(db, engine):
+    if engine == "postgresql":
+        assert await db.fetchval("SELECT $1::interval", dt.timedelta(days=400)) == \
+            dt.timedelta(days=400)
+        return
+    if engine == "mysql":
+        with pytest.raises(keel.DataError, match=r"parameter \$1: interval \(timedelta\) outside "
+                                                 r"MySQL's TIME range \(-838:59:59 to 838:59:59\)"):
+            await db.fetchval("SELECT $1", dt.timedelta(hours=839))
+        with pytest.raises(keel.DataError, match=r"row 1: parameter \$1: interval"):
+            await db.executemany("SELECT $1", [(dt.timedelta(0),), (-dt.timedelta(hours=839),)])
+    else:
+        with pytest.raises(keel.DataError, match=r"parameter \$1: the interval is too long"):
+            await db.fetchval("SELECT $1", dt.timedelta.max)
+        # Without a declared type the text is what comes back.
+        assert await db.fetchval("SELECT $1", -dt.timedelta(seconds=1.5)) == "-00:00:01.500000"
+    assert await db.fetchval("SELECT 1") == 1

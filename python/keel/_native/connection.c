@@ -66,6 +66,8 @@ void keel__py_conn_release(kpy_conn *c) {
 void keel__py_conn_op_done(kpy_conn *c, kpy_op *op) {
     if (c->running == op)
         c->running = NULL;
+    if (c->conn != NULL && keel_conn_txn_status(c->conn) == KEEL_TXN_IDLE)
+        c->txn_epoch++;
     while (c->running == NULL && c->qhead != NULL && c->conn != NULL) {
         kpy_op *next = c->qhead;
         c->qhead = next->next;
@@ -154,6 +156,44 @@ static PyObject *conn_cursor(kpy_conn *c, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     PyObject *op = keel__py_conn_query(c, KPY_OP_QUERY, KPY_MODE_CURSOR, args[0], args[1], prefetch,
+                                       KEEL_TXN_BEGIN, 0, timeout);
+    if (op != NULL && rowtype != NULL)
+        keel__py_op_set_rowtype(op, rowtype);
+    return op;
+}
+
+/* _cursor_open(sql, args, prefetch[, timeout]) */
+static PyObject *conn_cursor_open(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    if (keel__py_args_timeout(args, nargs, 3, "_cursor_open(sql, args, prefetch[, timeout])",
+                              &timeout) < 0)
+        return NULL;
+    Py_ssize_t prefetch = PyLong_AsSsize_t(args[2]);
+    if (prefetch == -1 && PyErr_Occurred())
+        return NULL;
+    if (prefetch < 1) {
+        PyErr_Format(PyExc_ValueError, "prefetch must be at least 1, not %zd", prefetch);
+        return NULL;
+    }
+    return keel__py_conn_query(c, KPY_OP_CURSOR_OPEN, KPY_MODE_EXECUTE, args[0], args[1], prefetch,
+                               KEEL_TXN_BEGIN, 0, timeout);
+}
+
+/* _cursor_fetch(cursor, n[, timeout[, rowtype]]) */
+static PyObject *conn_cursor_fetch(kpy_conn *c, PyObject *const *args, Py_ssize_t nargs) {
+    double timeout;
+    PyObject *rowtype = nargs == 4 ? args[3] : NULL;
+    if (keel__py_args_timeout(args, rowtype ? 3 : nargs, 2,
+                              "_cursor_fetch(cursor, n[, timeout[, rowtype]])", &timeout) < 0)
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "n must be at least 1, not %zd", n);
+        return NULL;
+    }
+    PyObject *op = keel__py_conn_query(c, KPY_OP_CURSOR_FETCH, KPY_MODE_FETCH, NULL, args[0], n,
                                        KEEL_TXN_BEGIN, 0, timeout);
     if (op != NULL && rowtype != NULL)
         keel__py_op_set_rowtype(op, rowtype);
@@ -310,30 +350,30 @@ static PyObject *conn_set_notify_handler(kpy_conn *c, PyObject *fn) {
     Py_RETURN_NONE;
 }
 
-static PyObject *conn_get_database(kpy_conn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->database != NULL ? c->database : Py_None);
+PyObject *keel__py_conn_in_transaction(const keel_conn *conn, int depth) {
+    switch (keel_conn_txn_status(conn)) {
+    case KEEL_TXN_ACTIVE:
+    case KEEL_TXN_FAILED:
+        Py_RETURN_TRUE;
+    case KEEL_TXN_UNKNOWN:
+        /* A statement is running: the transactions this object opened are what is known. */
+        return PyBool_FromLong(depth > 0);
+    default:
+        Py_RETURN_FALSE;
+    }
 }
 
-static PyObject *conn_get_engine(kpy_conn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
+PyObject *keel__py_conn_repr(PyObject *self, PyObject *database, PyObject *engine, int released) {
+    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(self)->tp_name,
+                                database != NULL ? database : Py_None,
+                                engine != NULL ? engine : Py_None, released ? " released" : "");
 }
 
 static PyObject *conn_get_in_transaction(kpy_conn *c, void *closure) {
     (void)closure;
     if (c->conn == NULL)
         return released_error(c);
-    switch (keel_conn_txn_status(c->conn)) {
-    case KEEL_TXN_ACTIVE:
-    case KEEL_TXN_FAILED:
-        Py_RETURN_TRUE;
-    case KEEL_TXN_UNKNOWN:
-        /* A statement is running: the transactions this object opened are what is known. */
-        return PyBool_FromLong(c->depth > 0);
-    default:
-        Py_RETURN_FALSE;
-    }
+    return keel__py_conn_in_transaction(c->conn, c->depth);
 }
 
 static PyObject *conn_get_released(kpy_conn *c, void *closure) {
@@ -342,10 +382,7 @@ static PyObject *conn_get_released(kpy_conn *c, void *closure) {
 }
 
 static PyObject *conn_repr(kpy_conn *c) {
-    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
-                                c->database != NULL ? c->database : Py_None,
-                                c->engine != NULL ? c->engine : Py_None,
-                                c->conn == NULL ? " released" : "");
+    return keel__py_conn_repr((PyObject *)c, c->database, c->engine, c->conn == NULL);
 }
 
 static PyMethodDef conn_methods[] = {
@@ -358,6 +395,12 @@ static PyMethodDef conn_methods[] = {
       "_cursor(sql, args, prefetch[, timeout[, rowtype]]) -> Op: a statement whose rows a cursor "
       "takes "
       "(Op._take, Op._more), paused while prefetch of them wait." },
+    { "_cursor_open", (PyCFunction)(void (*)(void))conn_cursor_open, METH_FASTCALL,
+      "_cursor_open(sql, args, prefetch[, timeout]) -> Op: opens a server-side cursor (MySQL); "
+      "its result is the cursor, for _cursor_fetch" },
+    { "_cursor_fetch", (PyCFunction)(void (*)(void))conn_cursor_fetch, METH_FASTCALL,
+      "_cursor_fetch(cursor, n[, timeout[, rowtype]]) -> Op: the next n rows of a server-side "
+      "cursor, as fetch returns rows (fewer only at its end)" },
     { "_prepare", (PyCFunction)(void (*)(void))conn_prepare, METH_FASTCALL,
       "_prepare(sql[, timeout]) -> awaitable ((type name, keel type) per parameter, (name, type "
       "name, keel type) per column): prepares a statement without running it." },
@@ -384,9 +427,6 @@ static PyObject *conn_get_db(kpy_conn *c, void *closure) {
 
 static PyGetSetDef conn_getset[] = {
     { "_db", (getter)conn_get_db, NULL, "The Database the connection was leased from.", NULL },
-    { "database", (getter)conn_get_database, NULL, "Name of the database of the connection.",
-      NULL },
-    { "engine", (getter)conn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\").", NULL },
     { "in_transaction", (getter)conn_get_in_transaction, NULL, "True inside a transaction block.",
       NULL },
     { "released", (getter)conn_get_released, NULL, "True once given back to the pool.", NULL },
@@ -394,7 +434,13 @@ static PyGetSetDef conn_getset[] = {
 };
 
 static PyMemberDef conn_members[] = {
+    { "database", T_OBJECT, offsetof(kpy_conn, database), READONLY,
+      "Name of the database of the connection." },
+    { "engine", T_OBJECT, offsetof(kpy_conn, engine), READONLY,
+      "Engine name (\"postgresql\", \"sqlite\")." },
     { "_depth", T_INT, offsetof(kpy_conn, depth), 0, "Transaction nesting depth." },
+    { "_txn_epoch", T_ULONGLONG, offsetof(kpy_conn, txn_epoch), READONLY,
+      "How many operations ended outside a transaction." },
     { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_conn, weakreflist), READONLY, NULL },
     { NULL, 0, 0, 0, NULL },
 };

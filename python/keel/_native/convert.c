@@ -532,6 +532,7 @@ void keel__py_params_init(kpy_params *p) {
     p->what = NULL;
     p->names = NULL;
     p->arrays = 0;
+    p->ranges = 0;
     p->depth = 0;
     p->json_dumps = NULL;
 }
@@ -827,6 +828,44 @@ static int array_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos,
     return 0;
 }
 
+/*
+ * A keel.Range as a RANGE value for a bulk load: its bounds converted like parameters (None,
+ * an unbounded side, is a NULL bound), in a bytes object that p holds.
+ */
+static int range_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
+                       keel_value *out) {
+    static const char *const attrs[] = { "isempty", "lower_inc", "upper_inc" };
+    int flag[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *a = hold(p, PyObject_GetAttrString(obj, attrs[i]));
+        flag[i] = a == NULL ? -1 : PyObject_IsTrue(a);
+        if (flag[i] < 0)
+            return param_error_from(st, p, row, pos, obj, "unreadable Range");
+    }
+    out->type = KEEL_TYPE_RANGE;
+    out->u.range.bounds = NULL;
+    out->u.range.flags = KEEL_RANGE_EMPTY;
+    if (flag[0])
+        return 0;
+    PyObject *mem = hold(p, PyBytes_FromStringAndSize(NULL, 2 * sizeof(keel_value)));
+    if (mem == NULL)
+        return -1;
+    keel_value *bounds = (keel_value *)(void *)PyBytes_AS_STRING(mem);
+    static const char *const sides[] = { "lower", "upper" };
+    for (int i = 0; i < 2; i++) {
+        memset(&bounds[i], 0, sizeof bounds[i]);
+        PyObject *b = hold(p, PyObject_GetAttrString(obj, sides[i]));
+        if (b == NULL)
+            return param_error_from(st, p, row, pos, obj, "unreadable Range");
+        if (to_value(st, p, row, pos, b, &bounds[i]) < 0)
+            return -1;
+    }
+    out->u.range.bounds = bounds;
+    out->u.range.flags =
+        (flag[1] ? KEEL_RANGE_LOWER_INC : 0) | (flag[2] ? KEEL_RANGE_UPPER_INC : 0);
+    return 0;
+}
+
 /* Converts one parameter. row < 0 for a single statement. */
 static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, PyObject *obj,
                     keel_value *out) {
@@ -895,8 +934,7 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     if (PyLong_Check(obj)) /* int subclasses such as IntEnum (bool was handled above) */
         goto integer;
     if (PyDelta_Check(obj)) {
-        if (!p->arrays) /* PostgreSQL's interval; the other engines have no such type */
-            return param_error(st, p, row, pos, obj, "unsupported parameter type");
+        /* PostgreSQL's interval, MySQL's TIME, SQLite's duration text (the engines say). */
         out->type = KEEL_TYPE_INTERVAL;
         out->u.interval.months = 0;
         out->u.interval.days = PyDateTime_DELTA_GET_DAYS(obj);
@@ -924,6 +962,8 @@ static int to_value(kpy_state *st, kpy_params *p, Py_ssize_t row, size_t pos, Py
     if (PyObject_TypeCheck(obj, (PyTypeObject *)range)) {
         if (!p->arrays)
             return param_error(st, p, row, pos, obj, "unsupported parameter type");
+        if (p->ranges)
+            return range_value(st, p, row, pos, obj, out);
         /* Its literal, which the server reads as the range type the statement gives it. */
         PyObject *text = hold(p, PyObject_CallMethod(obj, "_keel_text", NULL));
         if (text == NULL || !PyUnicode_Check(text))

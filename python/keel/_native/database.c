@@ -590,7 +590,7 @@ static const char *resolve_name(kpy_db *self, PyObject *name) {
     return s;
 }
 
-/* Parses the single optional argument `name` of engine() and pool_stats(). */
+/* Parses the single optional argument `name` of engine(), pool_stats() and stats(). */
 static int parse_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
                       PyObject **name) {
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
@@ -632,6 +632,34 @@ static PyObject *db_pool_stats(kpy_db *self, PyObject *const *args, Py_ssize_t n
                          (Py_ssize_t)ps.idle, "leased", (Py_ssize_t)ps.leased, "waiting",
                          (Py_ssize_t)ps.waiting, "min_size", (Py_ssize_t)ps.min_size, "max_size",
                          (Py_ssize_t)ps.max_size, "acquire_timeout", ps.acquire_timeout);
+}
+
+PyObject *keel__py_stats_dict(const keel_pool_stats *ps) {
+    return Py_BuildValue("{snsnsnsnsnsnsKsKsKsKsdsd}", "size", (Py_ssize_t)ps->size, "idle",
+                         (Py_ssize_t)ps->idle, "in_use", (Py_ssize_t)ps->leased, "waiting",
+                         (Py_ssize_t)ps->waiting, "min_size", (Py_ssize_t)ps->min_size, "max_size",
+                         (Py_ssize_t)ps->max_size, "connects", (unsigned long long)ps->connects,
+                         "connect_failures", (unsigned long long)ps->connect_failures, "acquires",
+                         (unsigned long long)ps->acquires, "acquire_timeouts",
+                         (unsigned long long)ps->acquire_timeouts, "acquire_wait_p50",
+                         ps->acquire_wait_p50, "acquire_wait_p99", ps->acquire_wait_p99);
+}
+
+static PyObject *db_stats(kpy_db *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames) {
+    PyObject *name;
+    if (parse_name(args, nargs, kwnames, "stats", &name) < 0)
+        return NULL;
+    const char *n = resolve_name(self, name);
+    if (n == NULL)
+        return NULL;
+    if (keel__py_db_ensure_open(self) < 0)
+        return NULL;
+    keel_pool_stats ps;
+    keel_error err;
+    if (keel_db_pool_stats(self->db, n, &ps, &err) != KEEL_OK)
+        return keel__py_error_raise(self->st, &err);
+    return keel__py_stats_dict(&ps);
 }
 
 static PyObject *db_get_databases(kpy_db *self, void *closure) {
@@ -738,6 +766,9 @@ static PyMethodDef db_methods[] = {
       "engine(name=None): the engine name of a database (\"postgresql\", \"sqlite\")." },
     { "pool_stats", (PyCFunction)(void (*)(void))db_pool_stats, METH_FASTCALL | METH_KEYWORDS,
       "pool_stats(name=None): size, idle, leased, waiting, min_size, max_size, acquire_timeout." },
+    { "stats", (PyCFunction)(void (*)(void))db_stats, METH_FASTCALL | METH_KEYWORDS,
+      "stats(name=None): a pool's size, idle, in_use, waiting, min_size, max_size, connects, "
+      "connect_failures, acquires, acquire_timeouts, acquire_wait_p50 and acquire_wait_p99." },
     { NULL, NULL, 0, NULL },
 };
 

@@ -241,6 +241,9 @@ typedef struct kpy_params {
     /* Lists (and tuples) become arrays (PostgreSQL) rather than JSON; depth counts the arrays
      * being converted, for nesting limits and messages. */
     int arrays;
+    /* With arrays, for a bulk load: a keel.Range becomes a RANGE value (its bounds converted),
+     * which COPY's binary encoder needs, rather than its text, which parameters send. */
+    int ranges;
     int depth;
     /* The index of the element being converted in each of those arrays, for messages. */
     Py_ssize_t index[KEEL_ARRAY_MAX_DIMS];
@@ -460,10 +463,15 @@ typedef struct kpy_conn {
     PyObject *notify; /* _set_notify_handler: called (pid, channel, payload, exc); NULL: none */
     struct kpy_conn *lprev, *lnext; /* the db's list of leased Connections, until released */
     PyObject *weakreflist;
+    /* Counts the operations that ended outside a transaction: a server-side cursor (ServerCursor
+     * in _cursor.py) whose count moved on knows its transaction ended, without asking. */
+    unsigned long long txn_epoch;
 } kpy_conn;
 
 /* Ensures db is open on the running loop (lazy start). 0, or -1 with an exception. */
 int keel__py_db_ensure_open(kpy_db *db);
+/* The dict of Database.stats() and keel.sync.Database.stats() for a pool snapshot. */
+PyObject *keel__py_stats_dict(const keel_pool_stats *ps);
 /* Bookkeeping when a leased Connection or an operation of db ends; may finish a close. */
 void keel__py_db_conn_released(kpy_db *db);
 void keel__py_db_op_finished(kpy_db *db);
@@ -472,6 +480,13 @@ void keel__py_db_op_finished(kpy_db *db);
 PyObject *keel__py_conn_new(kpy_db *db, keel_conn *conn);
 /* Releases the connection of c (idempotent). */
 void keel__py_conn_release(kpy_conn *c);
+/* The in_transaction attribute of a leased conn (keel.Connection's and keel.sync.Connection's):
+ * True inside a transaction block; while a statement runs (the state unknown), whether the
+ * holder opened transactions (depth > 0). A new reference, never NULL. */
+PyObject *keel__py_conn_in_transaction(const keel_conn *conn, int depth);
+/* The repr of a connection object of either API: its class, database and engine names (NULL:
+ * None), and whether it was released. */
+PyObject *keel__py_conn_repr(PyObject *self, PyObject *database, PyObject *engine, int released);
 /*
  * Checks the arguments of a document command: dbname (None, or a name: a new reference in
  * *name_out, NULL for None) and cmd (a non-empty dict, encoded into BSON bytes in *bson_out).
@@ -499,10 +514,14 @@ enum {
     KPY_OP_MANY = 1,
     KPY_OP_TXN = 2,
     KPY_OP_ACQUIRE = 3,
-    KPY_OP_COMMAND = 4, /* sql: the engine database name or NULL; args: the BSON bytes */
-    KPY_OP_COPY = 5,    /* sql: the table name; args: (records, columns or None, schema or
+    KPY_OP_COMMAND = 4,     /* sql: the engine database name or NULL; args: the BSON bytes */
+    KPY_OP_COPY = 5,        /* sql: the table name; args: (records, columns or None, schema or
                               None), records and columns as tuples */
-    KPY_OP_PREPARE = 6  /* sql: the statement; yields its description (keel_conn_prepare) */
+    KPY_OP_PREPARE = 6,     /* sql: the statement; yields its description (keel_conn_prepare) */
+    KPY_OP_CURSOR_OPEN = 7, /* sql, args: a server-side cursor's statement; column: prefetch;
+                               yields the cursor (a capsule; keel_conn_cursor_open) */
+    KPY_OP_CURSOR_FETCH = 8 /* args: the cursor's capsule; column: how many rows; yields them
+                               as fetch does (keel_cursor_fetch) */
 };
 /* states: */
 enum {
@@ -527,6 +546,9 @@ static inline void kpy_exc_unstash(kpy_exc_save *s) {
         PyErr_WriteUnraisable(NULL);
     PyErr_Restore(s->type, s->value, s->tb);
 }
+
+/* The name of a server-side cursor's capsule (KPY_OP_CURSOR_OPEN's result). */
+#define KPY_CURSOR_CAPSULE "keel._native.cursor"
 
 typedef struct kpy_op {
     PyObject_HEAD kpy_db *db; /* strong */
@@ -566,6 +588,7 @@ typedef struct kpy_op {
     PyObject *waiter;      /* KPY_MODE_CURSOR: future completed when rows come or the end */
     keel_result *reply;    /* KPY_OP_DECODING: the command's reply, owned */
     kpy_bson_slices *slices; /* KPY_OP_DECODING: its decoding, a slice per loop iteration */
+    keel_cursor *kcur;       /* KPY_OP_CURSOR_OPEN: the cursor until its capsule holds it */
 } kpy_op;
 
 /*

@@ -54,6 +54,7 @@ static kpy_op *op_new(kpy_db *db, kpy_conn *cobj, int kind) {
     op->waiter = NULL;
     op->reply = NULL;
     op->slices = NULL;
+    op->kcur = NULL;
     PyObject_GC_Track(op);
     op->fut = keel__py_future_new(st, db->aloop);
     if (op->fut == NULL) {
@@ -124,6 +125,9 @@ static void op_done(kpy_op *op) {
         op->rows = NULL;
         op_let_go(rows, op);
     }
+    /* A cursor whose open failed or was cancelled: nobody will hold it. */
+    keel_cursor_close(op->kcur);
+    op->kcur = NULL;
     if (op->cobj == NULL)
         keel__py_db_op_finished(op->db);
 }
@@ -292,7 +296,7 @@ static int engine_has_arrays(const char *engine) {
 /* Converts the parameters of an operation of kind: a statement's tuple, executemany's rows, or
  * the records of a bulk load (checked against its column list), all tuples. */
 static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params *p) {
-    if (kind == KPY_OP_QUERY)
+    if (kind == KPY_OP_QUERY || kind == KPY_OP_CURSOR_OPEN)
         return keel__py_params_from_args(st, p, params);
     if (kind == KPY_OP_MANY)
         return keel__py_params_from_rows(st, p, params);
@@ -300,6 +304,7 @@ static int convert_params(kpy_state *st, int kind, PyObject *params, kpy_params 
         return 0;
     PyObject *cols = PyTuple_GET_ITEM(params, 1);
     p->what = "copy_records_to_table";
+    p->ranges = 1;
     p->names = cols != Py_None ? cols : NULL;
     if (keel__py_params_from_rows(st, p, PyTuple_GET_ITEM(params, 0)) < 0)
         return -1;
@@ -496,6 +501,13 @@ static keel_status op_start(kpy_op *op, keel_conn *conn, const kpy_params *p, ke
         return copy_start(op, conn, p, query_cb, err);
     case KPY_OP_PREPARE:
         return keel_conn_prepare(conn, sql, query_cb, op, err);
+    case KPY_OP_CURSOR_OPEN:
+        return keel_conn_cursor_open(conn, sql, p->values, p->nvalues, (size_t)op->column,
+                                     &op->kcur, query_cb, op, err);
+    case KPY_OP_CURSOR_FETCH:
+        /* The rows become Records batch by batch, as fetch()'s do. */
+        return keel_cursor_fetch(conn, PyCapsule_GetPointer(op->args, KPY_CURSOR_CAPSULE),
+                                 (size_t)op->column, rows_cb, query_cb, op, err);
     default:
         break;
     }
@@ -571,6 +583,12 @@ fail:
     return NULL;
 }
 
+/* What a server-side cursor's capsule does when it goes: the cursor is closed (the server's
+ * statement with it, without a round trip of its own). */
+static void cursor_capsule_free(PyObject *cap) {
+    keel_cursor_close(PyCapsule_GetPointer(cap, KPY_CURSOR_CAPSULE));
+}
+
 /* The Python value of a successful result, by mode. */
 static PyObject *build_result(kpy_op *op, const keel_result *res) {
     kpy_state *st = op->db->st;
@@ -580,9 +598,15 @@ static PyObject *build_result(kpy_op *op, const keel_result *res) {
     }
     if (op->kind == KPY_OP_PREPARE)
         return keel__py_description_of(res);
+    if (op->kind == KPY_OP_CURSOR_OPEN) {
+        PyObject *cap = PyCapsule_New(op->kcur, KPY_CURSOR_CAPSULE, cursor_capsule_free);
+        if (cap != NULL)
+            op->kcur = NULL; /* the capsule closes it */
+        return cap;
+    }
     if (op->kind == KPY_OP_MANY && keel_result_ncols(res) > 0)
         return records_of(st, res); /* the rows of executemany(… RETURNING …) */
-    if (op->kind != KPY_OP_QUERY)
+    if (op->kind != KPY_OP_QUERY && op->kind != KPY_OP_CURSOR_FETCH)
         Py_RETURN_NONE;
     size_t nrows = keel_result_nrows(res);
     switch (op->mode) {
@@ -650,6 +674,14 @@ static void op_complete(kpy_op *op, const keel_result *res, const keel_error *er
     /* Nobody waits for the outcome of a cancelled operation: do not build it. */
     if (op->cancelled)
         return;
+    if (op->mode == KPY_MODE_CURSOR && op->rows_exc.type != NULL) {
+        /* The cursor's rows failed to convert and its statement was stopped for it
+         * (cursor_stop_soon): that failure, not the cancel, is the outcome. */
+        PyErr_Restore(op->rows_exc.type, op->rows_exc.value, op->rows_exc.tb);
+        op->rows_exc.type = op->rows_exc.value = op->rows_exc.tb = NULL;
+        keel__py_future_set_raised(st, op->fut);
+        return;
+    }
     if (res == NULL || (err != NULL && err->code != KEEL_OK)) {
         keel_error fallback;
         if (err == NULL) {
@@ -710,6 +742,32 @@ static int rows_extend(kpy_op *op, const keel_result *batch) {
     return 0;
 }
 
+/* The deferred half of cursor_stop_soon: asks the server to stop the statement, which then
+ * completes (with the conversion error, op_complete) and frees the connection. */
+static void cursor_stop(PyObject *arg) {
+    kpy_op *op = (kpy_op *)arg;
+    if (op->state == KPY_OP_RUNNING && !op->cancelled && op->cobj != NULL && op->cobj->conn != NULL)
+        keel_conn_cancel(op->cobj->conn);
+}
+
+/*
+ * A cursor's rows failed to convert: none after them will be taken, so the statement stops now
+ * rather than running to its end with the connection busy, however long the cursor is kept
+ * unread. It is paused at once (allowed in rows_cb), and cancelled from the next iteration of
+ * the asyncio loop (keel_conn_cancel is not allowed in a rows callback). Its future then gets
+ * the conversion error, and a cursor waiting for rows is woken to raise it.
+ */
+static void cursor_stop_soon(kpy_op *op) {
+    if (!op->paused) {
+        op->paused = 1;
+        keel_conn_pause(op->cobj->conn);
+    }
+    if (keel__py_loop_call_soon(op->db->loop, cursor_stop, (PyObject *)op) < 0)
+        /* Not scheduled (out of memory): the statement ends when the cursor is closed. */
+        PyErr_WriteUnraisable((PyObject *)op);
+    op_wake(op);
+}
+
 static void rows_cb(const keel_result *batch, void *arg) {
     kpy_op *op = arg;
     /* Nobody waits for a cancelled operation's rows, and after a failure none are needed. */
@@ -734,9 +792,15 @@ static void rows_cb(const keel_result *batch, void *arg) {
     keel__py_json_loads_swap(prev);
     if (failed) {
         kpy_exc_stash(&op->rows_exc);
-        PyObject *rows = op->rows;
-        op->rows = NULL;
-        op_let_go(rows, op);
+        if (op->mode == KPY_MODE_CURSOR) {
+            /* The rows before the one that failed stay for the cursor to take, as those
+             * before a server's error do. */
+            cursor_stop_soon(op);
+        } else {
+            PyObject *rows = op->rows;
+            op->rows = NULL;
+            op_let_go(rows, op);
+        }
     } else if (op->mode == KPY_MODE_CURSOR) {
         /* Enough rows wait for the cursor: the statement stops until it takes them. */
         if (PyList_GET_SIZE(op->rows) >= op->prefetch && !op->paused) {
@@ -1129,7 +1193,12 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     } else if (kind == KPY_OP_PREPARE) {
         if (sql_utf8(st, sql) == NULL)
             return NULL;
-    } else if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY) {
+    } else if (kind == KPY_OP_CURSOR_FETCH) {
+        if (!PyCapsule_IsValid(args, KPY_CURSOR_CAPSULE)) {
+            PyErr_SetString(PyExc_TypeError, "_cursor_fetch needs a cursor of _cursor_open");
+            return NULL;
+        }
+    } else if (kind == KPY_OP_QUERY || kind == KPY_OP_MANY || kind == KPY_OP_CURSOR_OPEN) {
         if (sql_utf8(st, sql) == NULL)
             return NULL;
         if (kind == KPY_OP_MANY) {
@@ -1160,7 +1229,7 @@ PyObject *keel__py_conn_query(kpy_conn *c, int kind, int mode, PyObject *sql, Py
     op->depth = depth;
     op->timeout = timeout;
     op->started = started;
-    if (kind == KPY_OP_COMMAND) {
+    if (kind == KPY_OP_COMMAND || kind == KPY_OP_CURSOR_FETCH) {
         op->sql = Py_XNewRef(sql);
         op->args = Py_NewRef(args);
     } else if (kind != KPY_OP_TXN) {
@@ -1431,7 +1500,8 @@ static PyObject *op_take(kpy_op *op, PyObject *arg) {
         Py_XDECREF(out);
         return NULL;
     }
-    if (op->paused && PyList_GET_SIZE(op->rows) < op->prefetch) {
+    /* A statement stopped for a conversion failure (cursor_stop_soon) stays paused. */
+    if (op->paused && op->rows_exc.type == NULL && PyList_GET_SIZE(op->rows) < op->prefetch) {
         op->paused = 0;
         if (op->state == KPY_OP_RUNNING && op->cobj != NULL && op->cobj->conn != NULL)
             keel_conn_resume(op->cobj->conn);

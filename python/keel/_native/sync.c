@@ -2,19 +2,23 @@
 #include "module.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <pythread.h>
 #include <string.h>
 #include <structmember.h>
 #include <time.h>
 
 /*
- * A SyncDatabase opens its keel_db on a private blocking loop (keel_db_open with loop NULL) and
- * runs every operation with keel's synchronous calls (keel_db_acquire_sync, keel_conn_query_sync
- * …), which spin that loop until the operation is done. No asyncio loop is needed, and one that
- * runs in the thread (a notebook's) is never touched. The GIL is released around every call
- * into keel; a lock per database makes the calls of several threads take turns, since a keel_db
- * and its loop are used by one thread at a time. The lock is only ever held with the GIL
- * released, so no Python code (a finaliser, another thread) can run while holding it.
+ * A SyncDatabase opens its keel_db on a private blocking loop (keel_db_open with loop NULL),
+ * starts each operation with keel's asynchronous calls and spins that loop until the operation
+ * is done (swait). No asyncio loop is needed, and one that runs in the thread (a notebook's) is
+ * never touched. The GIL is released around every call into keel; a lock per database makes the
+ * calls of several threads take turns, since a keel_db and its loop are used by one thread at a
+ * time. A call waits in short slices of the loop and lets go of the lock between them, so the
+ * threads interleave their statements (each one's loop run delivers the others' completions),
+ * and it looks at signals between them, so that Ctrl-C stops a long call. The lock is only ever
+ * held with the GIL released, so no Python code (a finaliser, another thread) can run while
+ * holding it.
  */
 
 typedef struct kpy_sdb {
@@ -22,7 +26,8 @@ typedef struct kpy_sdb {
     PyObject *module;        /* keeps st alive */
     keel_db *db;             /* NULL once closed */
     PyThread_type_lock lock; /* one call into db at a time */
-    int lease_driver;        /* a thread waits for an exhausted pool inside keel (under lock) */
+    atomic_int waiting;      /* threads waiting for lock (sdb_lock) */
+    int active;              /* calls in swait (under lock): close() waits for them */
     int closing;             /* close(timeout=) waits for leases to end: no new ones */
     size_t nleased;          /* SyncConnections not yet released (changed with the GIL held) */
     PyObject *weakreflist;
@@ -33,6 +38,14 @@ typedef struct kpy_sdb {
 
 typedef struct scur scur;
 
+/* A notification received on a listening connection: channel, then payload, in text. */
+typedef struct snote {
+    struct snote *next;
+    int64_t pid;
+    size_t channel_len;
+    char text[]; /* channel NUL payload NUL */
+} snote;
+
 typedef struct kpy_sconn {
     PyObject_HEAD kpy_sdb *sdb; /* strong */
     scur *cur;                  /* the cursor (_cursor) that streams on it, or NULL */
@@ -41,6 +54,17 @@ typedef struct kpy_sconn {
     PyObject *engine;           /* str */
     int depth;                  /* transaction nesting, maintained by keel.sync.Transaction */
     int timeout_set;            /* conn runs under an earlier call's timeout=, not the config's */
+    /* An operation Ctrl-C cancelled that had not ended within CANCEL_GRACE_S (its scall), or
+     * NULL; idle is 0 while it runs (under the lock, as pending). */
+    struct scall *pending;
+    int idle;
+    /* _listen: the notifications received and not taken yet, oldest first; then, when the
+     * connection was found lost while it listened, that error (lost). Changed by the notify
+     * handler inside the loop, read by _notifications: under the database's lock. */
+    snote *notes, **notes_tail;
+    int notified; /* notes or lost: what _notifications waits for (swait's flag) */
+    int lost;
+    keel_error lost_err;
     PyObject *weakreflist;
 } kpy_sconn;
 
@@ -64,6 +88,7 @@ typedef struct sjob {
     keel_result *res;
     int64_t loaded;
     int acquire_failed; /* the error is the connect's (a ConnectError when it is a deadline) */
+    int interrupted;    /* a signal handler raised during the wait: its exception is set */
     PyObject *rowtype;  /* fetch/fetchrow: what rows become (keel__py_row_new); NULL: Record */
 } sjob;
 
@@ -88,25 +113,179 @@ static void sjob_clear(sjob *j) {
     j->cols = NULL;
 }
 
-/* Runs j on conn, blocking. Called with the GIL released and the database's lock held. */
-static keel_status sjob_run(sjob *j, keel_conn *conn, keel_error *err) {
+/* ---- waiting: the blocking loop in slices ---- */
+
+static keel_status closed_error(keel_error *err) {
+    keel_error_clear(err);
+    err->code = KEEL_ERR_CLOSED;
+    snprintf(err->message, sizeof err->message, "the database is closed");
+    return KEEL_ERR_CLOSED;
+}
+
+/* Takes the database's lock (GIL released), counted in s->waiting meanwhile so that a thread
+ * whose wait holds it lets go soon. */
+static void sdb_lock(kpy_sdb *s) {
+    atomic_fetch_add(&s->waiting, 1);
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    atomic_fetch_sub(&s->waiting, 1);
+}
+
+/* Lets go of the lock for the threads that wait for it, and takes it again once one of them got
+ * it (or after about a millisecond): PyThread locks are not fair, and a waiter woken by the
+ * release could otherwise find it taken again every time. */
+static void sdb_yield(kpy_sdb *s) {
+    int waiting = atomic_load(&s->waiting);
+    PyThread_release_lock(s->lock);
+    for (int i = 0; i < 100 && waiting > 0 && atomic_load(&s->waiting) >= waiting; i++) {
+        struct timespec pause = { 0, 10000 }; /* 10 µs */
+        nanosleep(&pause, NULL);
+    }
+    sdb_lock(s);
+}
+
+/* The outcome of one asynchronous call (an acquire or an operation), filled by its callback.
+ * On the heap: a waiter that gives up on a call that cannot be withdrawn (the loop failed)
+ * leaves it to the callback, which frees it then (orphan). */
+typedef struct scall {
+    int done;
+    int orphan;
+    keel_conn *conn;  /* an acquire's */
+    keel_result *res; /* an operation's */
+    keel_error err;
+    kpy_sconn *owner; /* an orphan still running on a connection object: told when it ends */
+} scall;
+
+static void scall_acquired(keel_conn *conn, const keel_error *err, void *arg) {
+    scall *c = arg;
+    if (c->orphan) {
+        keel_conn_release(conn);
+        PyMem_RawFree(c);
+        return;
+    }
+    c->conn = conn;
+    if (err != NULL)
+        c->err = *err;
+    c->done = 1;
+}
+
+static void scall_queried(keel_result *res, const keel_error *err, void *arg) {
+    scall *c = arg;
+    if (c->orphan) {
+        if (c->owner != NULL) {
+            c->owner->pending = NULL;
+            c->owner->idle = 1;
+        }
+        keel_result_free(res);
+        PyMem_RawFree(c);
+        return;
+    }
+    c->res = res;
+    if (err != NULL)
+        c->err = *err;
+    c->done = 1;
+}
+
+/* swait's status when a signal handler raised (the exception, KeyboardInterrupt for Ctrl-C, is
+ * set on the thread): the call stops and raises it. */
+#define SWAIT_INTERRUPTED KEEL_ERR_CANCELLED
+
+/* How long a slice of a wait holds the lock: short when other threads wait for it. */
+#define SLICE_MS 20
+#define SLICE_BUSY_MS 1
+/* How often a wait runs the signal handlers (Ctrl-C takes effect within about this). */
+#define SIGNAL_CHECK_S 0.05
+
+/* swait's flags: run the signal handlers between slices; a wait close() does not wait for (it
+ * ends with KEEL_ERR_CLOSED then: a listener's). */
+enum { SWAIT_SIGNALS = 1, SWAIT_CLOSABLE = 2 };
+
+/* One slice of swait: KEEL_OK to go on (or *done), else how the wait ends. */
+static keel_status swait_slice(kpy_sdb *s, const int *done, double deadline, int flags,
+                               double *checked, PyThreadState **ts, keel_error *err) {
+    if (s->db == NULL)
+        return closed_error(err);
+    int64_t now_ms = keel_now_ms();
+    int64_t until = now_ms + (atomic_load(&s->waiting) > 0 ? SLICE_BUSY_MS : SLICE_MS);
+    if (!isinf(deadline)) {
+        /* A deadline already passed still gets one look (a poll that does not wait). */
+        double left = deadline - monotonic_now();
+        int64_t left_ms = left > 0 ? (int64_t)(left * 1000.0 + 0.999) : 0;
+        if (now_ms + left_ms < until)
+            until = now_ms + left_ms;
+    }
+    keel_status st = keel_loop_run_until(keel_db_loop(s->db), done, until);
+    if (st != KEEL_OK) {
+        keel_error_clear(err);
+        err->code = st;
+        snprintf(err->message, sizeof err->message, "the blocking loop failed: %s",
+                 keel_strerror(st));
+        return st;
+    }
+    if (*done)
+        return KEEL_OK;
+    if (!isinf(deadline) && monotonic_now() >= deadline)
+        return KEEL_ERR_TIMEOUT;
+    if (atomic_load(&s->waiting) > 0)
+        sdb_yield(s);
+    if ((flags & SWAIT_SIGNALS) && monotonic_now() - *checked >= SIGNAL_CHECK_S) {
+        PyThread_release_lock(s->lock);
+        PyEval_RestoreThread(*ts);
+        int rc = PyErr_CheckSignals();
+        *ts = PyEval_SaveThread();
+        sdb_lock(s);
+        *checked = monotonic_now();
+        if (rc < 0)
+            return SWAIT_INTERRUPTED;
+    }
+    return KEEL_OK;
+}
+
+/*
+ * Runs the database's loop until *done, called with s->lock held and the GIL released (*ts
+ * the thread state Py_BEGIN_ALLOW_THREADS saved), and returns with the lock held. The loop runs
+ * in slices: between them the lock goes to the threads that wait for it (their statements
+ * start and the loop they run delivers this call's completion too, so a transaction waiting for
+ * SQLite's write lock does not keep the one holding it from committing), and every
+ * SIGNAL_CHECK_S, with SWAIT_SIGNALS, the GIL is taken to run the signal handlers
+ * (PyErr_CheckSignals: the main thread's only, as Python does), without the lock, so that a
+ * handler may use the database. Returns KEEL_OK once *done; SWAIT_INTERRUPTED when a handler
+ * raised; KEEL_ERR_TIMEOUT (no message) once deadline (monotonic_now seconds, INFINITY: none)
+ * has passed; KEEL_ERR_CLOSED when the database was closed meanwhile; or the loop's failure
+ * (err set for these two). Unless SWAIT_CLOSABLE, s->active counts it while it runs: close()
+ * waits for it.
+ */
+static keel_status swait(kpy_sdb *s, const int *done, double deadline, int flags,
+                         PyThreadState **ts, keel_error *err) {
+    double checked = monotonic_now();
+    keel_status st = KEEL_OK;
+    int counted = !(flags & SWAIT_CLOSABLE);
+    s->active += counted;
+    while (!*done && st == KEEL_OK)
+        st = swait_slice(s, done, deadline, flags, &checked, ts, err);
+    s->active -= counted;
+    return st;
+}
+
+/* Starts j on conn, its completion going to c. Called with the lock held. */
+static keel_status sjob_start(sjob *j, keel_conn *conn, scall *c, keel_error *err) {
     kpy_params *p = &j->params;
     switch (j->kind) {
     case KPY_OP_QUERY:
-        return keel_conn_query_sync(conn, j->sql, p->values, p->nvalues, &j->res, err);
+        return keel_conn_query(conn, j->sql, p->values, p->nvalues, scall_queried, c, err);
     case KPY_OP_MANY:
-        return keel_conn_query_many_sync(conn, j->sql, p->values, p->nrows, p->ncols, &j->res, err);
+        return keel_conn_query_many(conn, j->sql, p->values, p->nrows, p->ncols, scall_queried, c,
+                                    err);
     case KPY_OP_COPY:
-        return keel_conn_copy_in_sync(conn, j->schema, j->sql, j->cols, p->ncols, p->values,
-                                      p->nrows, &j->loaded, err);
+        return keel_conn_copy_in(conn, j->schema, j->sql, j->cols, p->ncols, p->values, p->nrows,
+                                 scall_queried, c, err);
     case KPY_OP_COMMAND:
-        return keel_conn_command_sync(conn, j->sql, j->cmd, j->cmdlen, &j->res, err);
+        return keel_conn_command(conn, j->sql, j->cmd, j->cmdlen, scall_queried, c, err);
     case KPY_OP_TXN:
-        return keel_conn_transaction_sync(conn, j->txn, j->depth, err);
+        return keel_conn_transaction(conn, j->txn, j->depth, scall_queried, c, err);
     case KPY_OP_PREPARE:
-        return keel_conn_prepare_sync(conn, j->sql, &j->res, err);
+        return keel_conn_prepare(conn, j->sql, scall_queried, c, err);
     case SJOB_PING:
-        return keel_conn_ping_sync(conn, err);
+        return keel_conn_ping(conn, scall_queried, c, err);
     default:
         break;
     }
@@ -114,6 +293,62 @@ static keel_status sjob_run(sjob *j, keel_conn *conn, keel_error *err) {
     err->code = KEEL_ERR_INTERNAL;
     snprintf(err->message, sizeof err->message, "operation of kind %d cannot run", j->kind);
     return KEEL_ERR_INTERNAL;
+}
+
+/* How long Ctrl-C waits for a cancelled operation to end before it leaves it running. */
+#define CANCEL_GRACE_S 0.25
+
+/* Runs j on conn until it ends, in swait's slices. Called with the GIL released (*ts) and the
+ * lock held. Ctrl-C (a signal handler raising) cancels the operation on the server and waits
+ * CANCEL_GRACE_S for its end, then returns SWAIT_INTERRUPTED with j->interrupted set. An
+ * operation that has not ended by then (a server slow to honour the cancel) goes on without a
+ * waiter: the connection of a database-level call is released (its pool takes it back when the
+ * operation ends); on a connection object (owner), the next operation waits for it first
+ * (sconn_idle). */
+static keel_status sjob_run(kpy_sdb *s, sjob *j, keel_conn *conn, kpy_sconn *owner,
+                            PyThreadState **ts, keel_error *err) {
+    scall *c = PyMem_RawCalloc(1, sizeof *c);
+    if (c == NULL) {
+        keel_error_clear(err);
+        err->code = KEEL_ERR_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return KEEL_ERR_NOMEM;
+    }
+    keel_status st = sjob_start(j, conn, c, err);
+    if (st != KEEL_OK) {
+        PyMem_RawFree(c);
+        return st;
+    }
+    st = swait(s, &c->done, INFINITY, SWAIT_SIGNALS, ts, err);
+    if (st == SWAIT_INTERRUPTED) {
+        j->interrupted = 1;
+        if (!c->done && s->db != NULL)
+            keel_conn_cancel(conn);
+        keel_error ignored;
+        swait(s, &c->done, monotonic_now() + CANCEL_GRACE_S, 0, ts, &ignored);
+    }
+    if (!c->done) {
+        /* Interrupted, or the loop failed: the callback frees it, if it ever runs. */
+        c->orphan = 1;
+        if (owner != NULL) {
+            c->owner = owner;
+            owner->pending = c;
+            owner->idle = 0;
+        }
+        return st;
+    }
+    if (st == KEEL_OK && c->err.code != KEEL_OK) {
+        *err = c->err;
+        st = c->err.code;
+    }
+    if (st == KEEL_OK && j->kind == KPY_OP_COPY)
+        j->loaded = keel_result_affected(c->res) < 0 ? 0 : keel_result_affected(c->res);
+    if (st == KEEL_OK && j->kind != KPY_OP_COPY && j->kind != KPY_OP_TXN && j->kind != SJOB_PING)
+        j->res = c->res;
+    else
+        keel_result_free(c->res);
+    PyMem_RawFree(c);
+    return st;
 }
 
 /* The error of a call whose timeout= ran out while it waited for a connection (as op.c's). */
@@ -133,78 +368,59 @@ static keel_status wait_timeout_error(kpy_sdb *s, const char *database, double t
     return KEEL_ERR_TIMEOUT;
 }
 
-static keel_status closed_error(keel_error *err) {
-    keel_error_clear(err);
-    err->code = KEEL_ERR_CLOSED;
-    snprintf(err->message, sizeof err->message, "the database is closed");
-    return KEEL_ERR_CLOSED;
-}
-
-/* How long a wait for a connection of an exhausted pool holds the lock before letting go of it. */
-#define LEASE_SLICE 0.002
-
 /*
  * Leases a connection of database (NULL: the default) into *conn; called with s->lock held and
- * the GIL released, and returns with the lock held. timeout as sdb_run's. While the pool is
- * exhausted (every connection leased, none to open) the lock is let go between short looks: the
- * connections other threads hold need the lock for their next statement and to come back, so a
- * wait that kept it would end only with acquire_timeout (a PoolTimeout while the connection it
- * waits for sits idle in the other thread). One waiter at a time (the driver) waits inside keel
- * for LEASE_SLICE, so that what the pool does meanwhile (a released connection's rollback)
- * goes on; the others only look at the pool's counts. The limit of the whole wait is timeout,
- * else the pool's acquire_timeout, as for one acquire.
+ * the GIL released (*ts), and returns with the lock held. timeout as sdb_run's: with seconds,
+ * the wait ends then (KEEL_ERR_TIMEOUT, SQLSTATE 57014, naming timeout=); else the pool's
+ * acquire_timeout ends it (KEEL_ERR_POOL_TIMEOUT). The request waits in the pool's queue, in
+ * order, while the wait runs in swait's slices: the connections other threads hold need the
+ * lock for their next statement and to come back. SWAIT_INTERRUPTED (*interrupted set) when
+ * Ctrl-C stopped the wait; the request has left the queue then.
  */
 static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, keel_conn **conn,
-                             keel_error *err) {
+                             int *interrupted, PyThreadState **ts, keel_error *err) {
     double started = monotonic_now();
-    int bounded = timeout > 0 && !isinf(timeout);
-    for (;;) {
-        if (s->db == NULL || s->closing)
-            return closed_error(err);
-        keel_pool_stats ps;
-        keel_error ignored;
-        int exhausted = keel_db_pool_stats(s->db, database, &ps, &ignored) == KEEL_OK &&
-                        ps.idle == 0 && ps.size >= ps.max_size;
-        double elapsed = monotonic_now() - started;
-        if (!exhausted) {
-            if (!bounded) /* a connection is idle, or one can be opened: no long wait */
-                return keel_db_acquire_sync(s->db, database, conn, err);
-            if (timeout - elapsed <= 0)
-                return wait_timeout_error(s, database, timeout, err);
-            return keel_db_acquire_within_sync(s->db, database, timeout - elapsed, conn, err);
-        }
-        double limit = bounded ? timeout : ps.acquire_timeout > 0 ? ps.acquire_timeout : INFINITY;
-        if (elapsed >= limit) {
-            if (bounded)
-                return wait_timeout_error(s, database, timeout, err);
-            /* The pool's own words for its acquire_timeout (src/pool/pool.c). */
-            const char *name = database != NULL ? database : keel_db_default_database(s->db);
-            const char *engine = keel_db_database_engine(s->db, name);
-            keel_error_clear(err);
-            err->code = KEEL_ERR_POOL_TIMEOUT;
-            snprintf(err->database, sizeof err->database, "%s", name != NULL ? name : "");
-            snprintf(err->engine, sizeof err->engine, "%s", engine != NULL ? engine : "");
-            snprintf(err->message, sizeof err->message,
-                     "timed out after %.3g s waiting for a connection to database '%s' (pool "
-                     "max_size %zu, %zu in use, %zu waiting)",
-                     ps.acquire_timeout, name != NULL ? name : "?", ps.max_size, ps.leased,
-                     ps.waiting);
-            return KEEL_ERR_POOL_TIMEOUT;
-        }
-        if (!s->lease_driver) {
-            double slice = limit - elapsed < LEASE_SLICE ? limit - elapsed : LEASE_SLICE;
-            s->lease_driver = 1;
-            keel_status st = keel_db_acquire_within_sync(s->db, database, slice, conn, err);
-            s->lease_driver = 0;
-            if (st != KEEL_ERR_TIMEOUT || strcmp(err->sqlstate, "57014") != 0)
-                return st; /* leased, or an error of the pool's */
-        }
-        /* Let the threads holding connections run a statement or give one back. */
-        PyThread_release_lock(s->lock);
-        struct timespec pause = { 0, 1000000 }; /* 1 ms */
-        nanosleep(&pause, NULL);
-        PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    *conn = NULL;
+    if (s->db == NULL || s->closing)
+        return closed_error(err);
+    keel_status st = keel_db_try_acquire(s->db, database, conn, err);
+    if (st != KEEL_ERR_BUSY)
+        return st;
+    scall *c = PyMem_RawCalloc(1, sizeof *c);
+    if (c == NULL) {
+        keel_error_clear(err);
+        err->code = KEEL_ERR_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return KEEL_ERR_NOMEM;
     }
+    st = keel_db_acquire(s->db, database, scall_acquired, c, err);
+    if (st != KEEL_OK) {
+        PyMem_RawFree(c);
+        return st;
+    }
+    int bounded = timeout > 0 && !isinf(timeout);
+    st = swait(s, &c->done, bounded ? started + timeout : INFINITY, SWAIT_SIGNALS, ts, err);
+    if (!c->done) {
+        if (s->db != NULL && keel_db_acquire_cancel(s->db, scall_acquired, c))
+            PyMem_RawFree(c);
+        else
+            c->orphan = 1;
+        *interrupted = st == SWAIT_INTERRUPTED;
+        return st == KEEL_ERR_TIMEOUT ? wait_timeout_error(s, database, timeout, err) : st;
+    }
+    if (st == SWAIT_INTERRUPTED) {
+        /* Leased as the signal came: the interrupt wins, the connection goes back. */
+        keel_conn_release(c->conn);
+        *interrupted = 1;
+    } else if (c->err.code != KEEL_OK) {
+        *err = c->err;
+        st = c->err.code;
+    } else {
+        *conn = c->conn;
+        st = KEEL_OK;
+    }
+    PyMem_RawFree(c);
+    return st;
 }
 
 /*
@@ -216,16 +432,13 @@ static keel_status sdb_lease(kpy_sdb *s, const char *database, double timeout, k
 static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjob *j,
                            keel_error *err) {
     keel_status st;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     keel_conn *conn = NULL;
     double started = monotonic_now();
-    st = sdb_lease(s, database, timeout, &conn, err);
+    st = sdb_lease(s, database, timeout, &conn, &j->interrupted, &_save, err);
     if (st != KEEL_OK) {
-        j->acquire_failed = st != KEEL_ERR_CLOSED;
-        if (st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0) {
-            wait_timeout_error(s, database, timeout, err); /* our deadline, not a connect's */
-            j->acquire_failed = 0;
-        }
+        j->acquire_failed = st != KEEL_ERR_CLOSED &&
+                            !(st == KEEL_ERR_TIMEOUT && strcmp(err->sqlstate, "57014") == 0);
     } else {
         if (timeout != 0) {
             double left = isinf(timeout) ? 0 : timeout - (monotonic_now() - started);
@@ -233,25 +446,37 @@ static keel_status sdb_run(kpy_sdb *s, const char *database, double timeout, sjo
                                               : keel_conn_set_timeout(conn, left, err);
         }
         if (st == KEEL_OK)
-            st = sjob_run(j, conn, err);
+            st = sjob_run(s, j, conn, NULL, &_save, err);
         keel_conn_release(conn);
     }
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS return st;
 }
 
+/* Waits for the operation an earlier Ctrl-C left running on c (sjob_run) to end: the lock held,
+ * the GIL released (*ts). KEEL_OK, or how swait ended (*interrupted set for a new Ctrl-C). */
+static keel_status sconn_idle(kpy_sconn *c, int *interrupted, PyThreadState **ts, keel_error *err) {
+    if (c->idle)
+        return KEEL_OK;
+    keel_status st = swait(c->sdb, &c->idle, INFINITY, SWAIT_SIGNALS, ts, err);
+    *interrupted = st == SWAIT_INTERRUPTED;
+    return st;
+}
+
 /* Runs j on the leased connection of c under its timeout= (as keel__py_timeout_arg). */
 static keel_status sconn_run(kpy_sconn *c, double timeout, sjob *j, keel_error *err) {
     keel_status st = KEEL_OK;
     kpy_sdb *s = c->sdb;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (timeout != 0)
         st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, err);
     else if (c->timeout_set)
         st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, err);
+    if (st == KEEL_OK)
+        st = sconn_idle(c, &j->interrupted, &_save, err);
     if (st == KEEL_OK) {
         c->timeout_set = timeout != 0;
-        st = sjob_run(j, c->conn, err);
+        st = sjob_run(s, j, c->conn, c, &_save, err);
     }
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS return st;
@@ -350,7 +575,9 @@ static PyObject *sjob_finish(kpy_sdb *s, sjob *j, keel_status status, const keel
                              Py_ssize_t column) {
     kpy_state *st = s->st;
     PyObject *out = NULL;
-    if (status != KEEL_OK) {
+    if (status != KEEL_OK && j->interrupted && PyErr_Occurred()) {
+        /* Ctrl-C: KeyboardInterrupt (or what the signal handler raised) is the call's error. */
+    } else if (status != KEEL_OK) {
         PyObject *exc =
             j->acquire_failed ? keel__py_connect_error_new(st, err) : keel__py_error_new(st, err);
         if (exc != NULL) {
@@ -468,6 +695,7 @@ static int copy_job(kpy_state *st, sjob *j, PyObject *const *args, PyObject **ho
     j->sql = PyUnicode_AsUTF8(args[0]);
     j->schema = schema != Py_None ? PyUnicode_AsUTF8(schema) : NULL;
     j->params.what = "copy_records_to_table";
+    j->params.ranges = 1;
     j->params.names = cols != Py_None ? cols : NULL;
     if (keel__py_params_from_rows(st, &j->params, recs) < 0)
         return -1;
@@ -512,6 +740,20 @@ static int check_nargs(Py_ssize_t nargs, Py_ssize_t n, const char *usage) {
         return 0;
     PyErr_SetString(PyExc_TypeError, usage);
     return -1;
+}
+
+/* The arguments of _query, whose plain and prepared statements (keel.sync.PreparedStatement)
+ * both run through it, on a database or a connection: n positional ones ending with column and
+ * timeout, then rowtype optionally (None: Records). 0, or -1 with TypeError (usage) or the
+ * error of a bad column or timeout. */
+static int query_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t n, const char *usage,
+                      Py_ssize_t *column, double *timeout, PyObject **rowtype) {
+    *rowtype = nargs == n + 1 && args[n] != Py_None ? args[n] : NULL;
+    if (check_nargs(nargs == n + 1 ? n : nargs, n, usage) < 0 ||
+        keel__py_timeout_arg(args[n - 1], timeout) < 0)
+        return -1;
+    *column = PyLong_AsSsize_t(args[n - 2]);
+    return *column == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 /* ---- SyncDatabase ---- */
@@ -576,7 +818,15 @@ static int sdb_init(kpy_sdb *self, PyObject *args, PyObject *kwds) {
 static void sdb_close_db(kpy_sdb *self) {
     if (self->db == NULL || self->lock == NULL)
         return;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
+    /* A call of another thread between two slices of its wait ends first (keel.sync.Database:
+     * close() waits for it). */
+    while (self->active > 0) {
+        PyThread_release_lock(self->lock);
+        struct timespec pause = { 0, 1000000 }; /* 1 ms */
+        nanosleep(&pause, NULL);
+        sdb_lock(self);
+    }
     keel_db_close(self->db);
     self->db = NULL;
     PyThread_release_lock(self->lock);
@@ -619,21 +869,19 @@ static PyObject *sdb_query(kpy_sdb *self, PyObject *const *args, Py_ssize_t narg
     double timeout;
     const char *database;
     sjob j;
-    PyObject *rowtype = nargs == 7 ? args[6] : NULL;
+    Py_ssize_t column;
+    PyObject *rowtype;
     if (sdb_check(self) < 0 ||
-        check_nargs(rowtype != NULL ? 6 : nargs, 6,
-                    "_query(mode, sql, args, database, column, timeout[, rowtype])") < 0 ||
-        name_arg(args[3], &database) < 0 || keel__py_timeout_arg(args[5], &timeout) < 0)
-        return NULL;
-    Py_ssize_t column = PyLong_AsSsize_t(args[4]);
-    if (column == -1 && PyErr_Occurred())
+        query_args(args, nargs, 6, "_query(mode, sql, args, database, column, timeout[, rowtype])",
+                   &column, &timeout, &rowtype) < 0 ||
+        name_arg(args[3], &database) < 0)
         return NULL;
     if (query_job(self->st, &j, args[0], args[1], args[2], sdb_arrays(self, database),
                   self->json_dumps) < 0) {
         sjob_clear(&j);
         return NULL;
     }
-    j.rowtype = rowtype != Py_None ? rowtype : NULL;
+    j.rowtype = rowtype;
     keel_error err;
     keel_status s = sdb_run(self, database, timeout, &j, &err);
     return sjob_finish(self, &j, s, &err, column);
@@ -752,16 +1000,21 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     kpy_sconn *c = (kpy_sconn *)cls->tp_alloc(cls, 0);
     if (c == NULL)
         return NULL;
+    c->notes_tail = &c->notes;
+    c->idle = 1;
     c->sdb = (kpy_sdb *)Py_NewRef(self);
     keel_error err;
     keel_status st;
     keel_conn *conn = NULL;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    st = sdb_lease(self, database, timeout, &conn, &err);
+    int interrupted = 0;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
+    st = sdb_lease(self, database, timeout, &conn, &interrupted, &_save, &err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS if (st != KEEL_OK) {
-        PyObject *exc;
-        if (st == KEEL_ERR_TIMEOUT && strcmp(err.sqlstate, "57014") == 0) {
+        PyObject *exc = NULL;
+        if (interrupted && PyErr_Occurred()) {
+            /* Ctrl-C: its exception stands */
+        } else if (st == KEEL_ERR_TIMEOUT && strcmp(err.sqlstate, "57014") == 0) {
             wait_timeout_error(self, database, timeout, &err);
             exc = keel__py_error_new(self->st, &err);
         } else {
@@ -785,17 +1038,34 @@ static PyObject *sdb_acquire(kpy_sdb *self, PyObject *const *args, Py_ssize_t na
     return (PyObject *)c;
 }
 
-static PyObject *sdb_pool_stats(kpy_sdb *self, PyObject *name) {
+/* A snapshot of the pool of database name into ps: 0, or -1 with an exception. */
+static int sdb_snapshot(kpy_sdb *self, PyObject *name, keel_pool_stats *ps) {
     const char *database;
     if (sdb_check(self) < 0 || name_arg(name, &database) < 0)
-        return NULL;
-    keel_pool_stats ps;
+        return -1;
     keel_error err;
     keel_status st;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    st = self->db == NULL ? closed_error(&err) : keel_db_pool_stats(self->db, database, &ps, &err);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
+    st = self->db == NULL ? closed_error(&err) : keel_db_pool_stats(self->db, database, ps, &err);
     PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS if (st != KEEL_OK) return keel__py_error_raise(self->st, &err);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) {
+        keel__py_error_raise(self->st, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sdb_stats(kpy_sdb *self, PyObject *name) {
+    keel_pool_stats ps;
+    if (sdb_snapshot(self, name, &ps) < 0)
+        return NULL;
+    return keel__py_stats_dict(&ps);
+}
+
+static PyObject *sdb_pool_stats(kpy_sdb *self, PyObject *name) {
+    keel_pool_stats ps;
+    if (sdb_snapshot(self, name, &ps) < 0)
+        return NULL;
     return Py_BuildValue("{snsnsnsnsnsnsd}", "size", (Py_ssize_t)ps.size, "idle",
                          (Py_ssize_t)ps.idle, "leased", (Py_ssize_t)ps.leased, "waiting",
                          (Py_ssize_t)ps.waiting, "min_size", (Py_ssize_t)ps.min_size, "max_size",
@@ -813,7 +1083,7 @@ static PyObject *sdb_close_begin(kpy_sdb *self, PyObject *unused) {
     (void)unused;
     if (sdb_check(self) < 0)
         return NULL;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(self);
     self->closing = 1;
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
@@ -841,6 +1111,7 @@ static PyMethodDef sdb_methods[] = {
     { "_pool_stats", (PyCFunction)sdb_pool_stats, METH_O, "_pool_stats(name) -> dict" },
     { "_close_begin", (PyCFunction)sdb_close_begin, METH_NOARGS,
       "_close_begin(): no new leases from now on (close(timeout=) waits for the leased ones)." },
+    { "_stats", (PyCFunction)sdb_stats, METH_O, "_stats(name) -> dict" },
     { NULL, NULL, 0, NULL },
 };
 
@@ -879,6 +1150,17 @@ static PyType_Spec sdb_spec = {
 
 static void scur_close(kpy_sconn *c);
 
+/* Drops the notifications not taken (under the lock, or when nothing else can see c). */
+static void snotes_clear(kpy_sconn *c) {
+    while (c->notes != NULL) {
+        snote *n = c->notes;
+        c->notes = n->next;
+        PyMem_RawFree(n);
+    }
+    c->notes_tail = &c->notes;
+    c->notified = c->lost = 0;
+}
+
 /* Gives the connection back (idempotent). */
 static void sconn_release(kpy_sconn *c) {
     keel_conn *conn = c->conn;
@@ -890,8 +1172,14 @@ static void sconn_release(kpy_sconn *c) {
     c->conn = NULL;
     kpy_sdb *s = c->sdb;
     s->nleased--;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    keel_conn_release(conn);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
+    if (c->pending != NULL) { /* left running by Ctrl-C: it ends on its own */
+        c->pending->owner = NULL;
+        c->pending = NULL;
+        c->idle = 1;
+    }
+    keel_conn_release(conn); /* drops the notify handler; keel unlistens */
+    snotes_clear(c);
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
 }
@@ -927,13 +1215,10 @@ static int sconn_traverse(kpy_sconn *c, visitproc visit, void *arg) {
 static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
     double timeout;
     sjob j;
-    PyObject *rowtype = nargs == 6 ? args[5] : NULL;
-    if (check_nargs(rowtype != NULL ? 5 : nargs, 5,
-                    "_query(mode, sql, args, column, timeout[, rowtype])") < 0 ||
-        keel__py_timeout_arg(args[4], &timeout) < 0)
-        return NULL;
-    Py_ssize_t column = PyLong_AsSsize_t(args[3]);
-    if (column == -1 && PyErr_Occurred())
+    Py_ssize_t column;
+    PyObject *rowtype;
+    if (query_args(args, nargs, 5, "_query(mode, sql, args, column, timeout[, rowtype])", &column,
+                   &timeout, &rowtype) < 0)
         return NULL;
     if (query_job(c->sdb->st, &j, args[0], args[1], args[2], sconn_arrays(c), c->sdb->json_dumps) <
             0 ||
@@ -941,7 +1226,7 @@ static PyObject *sconn_query(kpy_sconn *c, PyObject *const *args, Py_ssize_t nar
         sjob_clear(&j);
         return NULL;
     }
-    j.rowtype = rowtype != Py_None ? rowtype : NULL;
+    j.rowtype = rowtype;
     keel_error err;
     keel_status s = sconn_run(c, timeout, &j, &err);
     return sjob_finish(c->sdb, &j, s, &err, column);
@@ -1139,30 +1424,31 @@ static void scur_done(keel_result *res, const keel_error *err, void *arg) {
 }
 
 /* Runs the loop until k has rows enough, an error or its end (cancel first: until its end).
- * Called with the GIL held. */
+ * Called with the GIL held. Ctrl-C meanwhile stops the statement (the cursor is over) and
+ * returns SWAIT_INTERRUPTED with its exception set. */
 static keel_status scur_run(kpy_sconn *c, scur *k, int cancel, keel_error *err) {
     keel_status st = KEEL_OK;
     kpy_sdb *s = c->sdb;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    keel_error_clear(err);
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (s->db == NULL) {
         st = closed_error(err);
     } else if (cancel) {
         keel_conn_cancel(k->conn);
-        while (!k->done && st == KEEL_OK)
-            st = keel_loop_run(keel_db_loop(s->db), &k->done);
+        st = swait(s, &k->done, INFINITY, 0, &_save, err);
     } else if (!k->done) {
         k->stop = 0;
         keel_conn_resume(k->conn);
-        st = keel_loop_run(keel_db_loop(s->db), &k->stop);
+        st = swait(s, &k->stop, INFINITY, SWAIT_SIGNALS, &_save, err);
+        if (st == SWAIT_INTERRUPTED) {
+            if (!k->done && s->db != NULL)
+                keel_conn_cancel(k->conn);
+            keel_error ignored;
+            swait(s, &k->done, INFINITY, 0, &_save, &ignored);
+        }
     }
     PyThread_release_lock(s->lock);
-    Py_END_ALLOW_THREADS if (st != KEEL_OK && err->code == KEEL_OK) {
-        keel_error_clear(err);
-        err->code = st;
-        snprintf(err->message, sizeof err->message, "the blocking loop failed: %s",
-                 keel_strerror(st));
-    }
-    return st;
+    Py_END_ALLOW_THREADS return st;
 }
 
 /* Ends c's cursor: cancels its statement when it still runs (the connection serves on). */
@@ -1238,11 +1524,14 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     k->prefetch = prefetch;
     keel_error err;
     keel_status st = KEEL_OK;
-    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    int interrupted = 0;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
     if (timeout != 0)
         st = keel_conn_set_timeout(c->conn, isinf(timeout) ? 0 : timeout, &err);
     else if (c->timeout_set)
         st = keel_conn_set_timeout(c->conn, KEEL_TIMEOUT_CONFIGURED, &err);
+    if (st == KEEL_OK)
+        st = sconn_idle(c, &interrupted, &_save, &err);
     if (st == KEEL_OK) {
         c->timeout_set = timeout != 0;
         st = keel_conn_query_rows(c->conn, sql, k->params->values, k->params->nvalues, scur_on_rows,
@@ -1251,6 +1540,8 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS if (st != KEEL_OK) {
         scur_free(k);
+        if (interrupted && PyErr_Occurred())
+            return NULL; /* Ctrl-C while an earlier cancelled statement was ending */
         PyObject *exc = keel__py_error_new(s->st, &err);
         if (exc != NULL) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1261,6 +1552,10 @@ static PyObject *sconn_cursor(kpy_sconn *c, PyObject *const *args, Py_ssize_t na
     c->cur = k;
     keel_error_clear(&err);
     if (scur_run(c, k, 0, &err) != KEEL_OK) {
+        if (PyErr_Occurred()) { /* Ctrl-C: the statement was stopped */
+            scur_close(c);
+            return NULL;
+        }
         PyObject *exc = keel__py_error_new(s->st, &err);
         if (exc != NULL) {
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1331,6 +1626,10 @@ static PyObject *cursor_take(kpy_sconn *c, Py_ssize_t n) {
         }
         if (scur_run(c, k, 0, &err) != KEEL_OK) {
             Py_DECREF(out);
+            if (PyErr_Occurred()) { /* Ctrl-C: the statement was stopped */
+                scur_close(c);
+                return NULL;
+            }
             PyObject *exc = keel__py_error_new(c->sdb->st, &err);
             if (exc != NULL) {
                 PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -1375,35 +1674,146 @@ static PyObject *sconn_ping(kpy_sconn *c, PyObject *timeout_arg) {
     return sjob_finish(c->sdb, &j, s, &err, 0);
 }
 
+/* ---- notifications (PostgreSQL's LISTEN/NOTIFY) ---- */
+
+/* keel's notify handler of a listening connection: queues what arrives for _notifications. Runs
+ * inside the loop, on whichever thread runs it, with the database's lock held and the GIL
+ * released: no Python object is touched. A notification that cannot be queued for lack of
+ * memory is dropped. */
+static void sconn_notified(keel_conn *conn, const keel_notification *n, const keel_error *err,
+                           void *arg) {
+    (void)conn;
+    kpy_sconn *c = arg;
+    if (n == NULL) {
+        c->lost = 1;
+        c->lost_err = *err;
+        c->notified = 1;
+        return;
+    }
+    size_t clen = strlen(n->channel), plen = strlen(n->payload);
+    snote *note = PyMem_RawMalloc(sizeof *note + clen + plen + 2);
+    if (note == NULL)
+        return;
+    note->next = NULL;
+    note->pid = n->pid;
+    note->channel_len = clen;
+    memcpy(note->text, n->channel, clen + 1);
+    memcpy(note->text + clen + 1, n->payload, plen + 1);
+    if (c->notes_tail == NULL)
+        c->notes_tail = &c->notes;
+    *c->notes_tail = note;
+    c->notes_tail = &note->next;
+    c->notified = 1;
+}
+
+/* _listen(on): hands the notifications of the connection to its queue (on) or no longer (the
+ * queue is emptied). NotSupportedError on engines without notifications. */
+static PyObject *sconn_listen(kpy_sconn *c, PyObject *on_arg) {
+    int on = PyObject_IsTrue(on_arg);
+    if (on < 0 || sconn_check(c) < 0)
+        return NULL;
+    kpy_sdb *s = c->sdb;
+    keel_error err;
+    keel_status st;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
+    st = keel_conn_set_notify_handler(c->conn, on ? sconn_notified : NULL, c, &err);
+    if (!on)
+        snotes_clear(c);
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS if (st != KEEL_OK) return keel__py_error_raise(s->st, &err);
+    Py_RETURN_NONE;
+}
+
+/* A notification as (pid, channel, payload); called with the GIL, on a note detached from its
+ * connection's queue. */
+static PyObject *snote_tuple(const snote *n) {
+    return Py_BuildValue("(LNN)", (long long)n->pid,
+                         PyUnicode_DecodeUTF8(n->text, (Py_ssize_t)n->channel_len, "replace"),
+                         PyUnicode_DecodeUTF8(n->text + n->channel_len + 1,
+                                              (Py_ssize_t)strlen(n->text + n->channel_len + 1),
+                                              "replace"));
+}
+
+/*
+ * _notifications(timeout, limit) -> [(pid, channel, payload)…]: up to limit notifications of a
+ * listening connection, oldest first, waiting at most timeout seconds (negative: without end)
+ * for the first one; [] when none came in time. Once those before it are taken, the error of a
+ * connection lost while it listened is raised (once). Ctrl-C stops the wait (KeyboardInterrupt);
+ * closing the database ends it with InterfaceError.
+ */
+static PyObject *sconn_notifications(kpy_sconn *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 2, "_notifications(timeout, limit)") < 0)
+        return NULL;
+    double timeout = PyFloat_AsDouble(args[0]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if ((timeout == -1.0 || limit == -1) && PyErr_Occurred())
+        return NULL;
+    if (isnan(timeout) || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "_notifications: timeout is a number, limit >= 1");
+        return NULL;
+    }
+    if (sconn_check(c) < 0)
+        return NULL;
+    kpy_sdb *s = c->sdb;
+    keel_error err;
+    keel_status st = KEEL_OK;
+    snote *taken = NULL;
+    int lost = 0;
+    double deadline = timeout < 0 || isinf(timeout) ? INFINITY : monotonic_now() + timeout;
+    Py_BEGIN_ALLOW_THREADS sdb_lock(s);
+    if (!c->notified)
+        st = swait(s, &c->notified, deadline, SWAIT_SIGNALS | SWAIT_CLOSABLE, &_save, &err);
+    if (st == KEEL_ERR_TIMEOUT)
+        st = KEEL_OK;
+    if (st == KEEL_OK && c->notes != NULL) {
+        /* Detach up to limit of them: they are converted with the GIL, without the lock. */
+        snote **end = &c->notes;
+        for (Py_ssize_t i = 0; i < limit && *end != NULL; i++)
+            end = &(*end)->next;
+        taken = c->notes;
+        c->notes = *end;
+        *end = NULL;
+        if (c->notes == NULL)
+            c->notes_tail = &c->notes;
+    } else if (st == KEEL_OK && c->lost) {
+        lost = 1;
+        err = c->lost_err;
+        c->lost = 0;
+    }
+    c->notified = c->notes != NULL || c->lost;
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS if (st == SWAIT_INTERRUPTED && PyErr_Occurred()) return NULL;
+    if (st != KEEL_OK || lost)
+        return keel__py_error_raise(s->st, &err);
+    PyObject *out = PyList_New(0);
+    while (taken != NULL) {
+        snote *n = taken;
+        taken = n->next;
+        PyObject *t = out != NULL ? snote_tuple(n) : NULL;
+        if (out != NULL && (t == NULL || PyList_Append(out, t) < 0))
+            Py_CLEAR(out);
+        Py_XDECREF(t);
+        PyMem_RawFree(n);
+    }
+    return out;
+}
+
 static PyObject *sconn_release_method(kpy_sconn *c, PyObject *unused) {
     (void)unused;
     sconn_release(c);
     Py_RETURN_NONE;
 }
 
-static PyObject *sconn_get_database(kpy_sconn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->database != NULL ? c->database : Py_None);
-}
-
-static PyObject *sconn_get_engine(kpy_sconn *c, void *closure) {
-    (void)closure;
-    return Py_NewRef(c->engine != NULL ? c->engine : Py_None);
-}
-
 static PyObject *sconn_get_in_transaction(kpy_sconn *c, void *closure) {
     (void)closure;
     if (sconn_check(c) < 0)
         return NULL;
-    switch (keel_conn_txn_status(c->conn)) {
-    case KEEL_TXN_ACTIVE:
-    case KEEL_TXN_FAILED:
-        Py_RETURN_TRUE;
-    case KEEL_TXN_UNKNOWN:
-        return PyBool_FromLong(c->depth > 0);
-    default:
-        Py_RETURN_FALSE;
-    }
+    return keel__py_conn_in_transaction(c->conn, c->depth);
+}
+
+static PyObject *sconn_get_busy(kpy_sconn *c, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(!c->idle);
 }
 
 static PyObject *sconn_get_db(kpy_sconn *c, void *closure) {
@@ -1417,10 +1827,7 @@ static PyObject *sconn_get_released(kpy_sconn *c, void *closure) {
 }
 
 static PyObject *sconn_repr(kpy_sconn *c) {
-    return PyUnicode_FromFormat("<%s database=%R engine=%R%s>", Py_TYPE(c)->tp_name,
-                                c->database != NULL ? c->database : Py_None,
-                                c->engine != NULL ? c->engine : Py_None,
-                                c->conn == NULL ? " released" : "");
+    return keel__py_conn_repr((PyObject *)c, c->database, c->engine, c->conn == NULL);
 }
 
 static PyMethodDef sconn_methods[] = {
@@ -1443,24 +1850,32 @@ static PyMethodDef sconn_methods[] = {
       "_prepare(sql, timeout) -> ((type name, keel type) per parameter, (name, type name, keel "
       "type) per column): prepares a statement without running it." },
     { "_ping", (PyCFunction)sconn_ping, METH_O, "_ping(timeout)" },
+    { "_listen", (PyCFunction)sconn_listen, METH_O,
+      "_listen(on): queues the notifications (PostgreSQL's NOTIFY) of the connection for "
+      "_notifications (on), or no longer. NotSupportedError on other engines." },
+    { "_notifications", (PyCFunction)(void (*)(void))sconn_notifications, METH_FASTCALL,
+      "_notifications(timeout, limit) -> [(pid, channel, payload)…]: up to limit notifications, "
+      "waiting at most timeout seconds (negative: without end) for the first; [] when none came." },
     { "_release", (PyCFunction)sconn_release_method, METH_NOARGS,
       "Gives the connection back to its pool (idempotent)." },
     { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef sconn_getset[] = {
-    { "database", (getter)sconn_get_database, NULL, "Name of the database of the connection.",
-      NULL },
-    { "engine", (getter)sconn_get_engine, NULL, "Engine name (\"postgresql\", \"sqlite\"…).",
-      NULL },
     { "in_transaction", (getter)sconn_get_in_transaction, NULL, "True inside a transaction block.",
       NULL },
     { "released", (getter)sconn_get_released, NULL, "True once given back to the pool.", NULL },
     { "_db", (getter)sconn_get_db, NULL, "The SyncDatabase that leased it.", NULL },
+    { "_busy", (getter)sconn_get_busy, NULL,
+      "True while an operation Ctrl-C cancelled still runs (the next one waits for it).", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 
 static PyMemberDef sconn_members[] = {
+    { "database", T_OBJECT, offsetof(kpy_sconn, database), READONLY,
+      "Name of the database of the connection." },
+    { "engine", T_OBJECT, offsetof(kpy_sconn, engine), READONLY,
+      "Engine name (\"postgresql\", \"sqlite\"…)." },
     { "_depth", T_INT, offsetof(kpy_sconn, depth), 0, "Transaction nesting depth." },
     { "__weaklistoffset__", T_PYSSIZET, offsetof(kpy_sconn, weakreflist), READONLY, NULL },
     { NULL, 0, 0, 0, NULL },

@@ -1,5 +1,5 @@
-/* src/engines/mongo/mongo.c - the MongoDB engine: libmongoc's blocking calls run on the worker
- * pool. */
+/* src/engines/mongo/mongo.c - the MongoDB engine: libmongoc's blocking calls run on a thread of
+ * each connection's own (a lane of the worker pool). */
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -106,9 +106,10 @@ typedef struct mg_cancel_link {
 
 /*
  * The engine state of a connection (keel_conn.impl). Jobs run one at a time, so the fields a job
- * uses are touched by one thread at a time: the worker's queue lock orders a job's run() after
+ * uses are touched by one thread at a time: the worker pool's lock orders a job's run() after
  * the loop's submission and its done() after run(). Only the cancel flag crosses threads while a
- * job runs.
+ * job runs. Each connection's jobs run on a lane, a thread of its own, so that no command waits
+ * for a thread while its connection is free (docs/engines.md, "MongoDB").
  */
 typedef struct mg_conn {
     /* Fixed when the connection is created (loop thread), read by jobs. */
@@ -116,6 +117,7 @@ typedef struct mg_conn {
     const keel__dbconfig *dbc; /* owned by the db, which outlives every job */
     int timeout_ms;
     keel__workers *workers;
+    keel__lane *lane; /* NULL when none could be started: the ENGINE class runs the jobs */
 
     /* Set by the connect job; used by one job at a time afterwards. */
     /* Only read once set: the client keeps a copy of its own, and the loop copies it again to
@@ -1243,6 +1245,7 @@ static void mg_free(mg_conn *mg) {
     keel_result_free(mg->res);
     free(mg->database);
     free(mg->name);
+    keel__lane_release(mg->lane);
     free(mg);
 }
 
@@ -1262,10 +1265,11 @@ static void mg_job_drop(void *arg) {
     mg_free(mg);
 }
 
-/* Queues the job mg->kind on the ENGINE class. 0, or -1 when the pool refused it. */
+/* Queues the job mg->kind on the connection's lane (or the ENGINE class). 0, or -1 when the pool
+ * refused it. */
 static int mg_submit_job(mg_conn *mg) {
     keel__job job = { KEEL__JOB_ENGINE, -1, mg_job_run, mg_job_done, mg_job_drop, mg };
-    return keel__workers_submit(mg->workers, &job);
+    return mg->lane ? keel__lane_submit(mg->lane, &job) : keel__workers_submit(mg->workers, &job);
 }
 
 /* Destroys the client on a worker (libmongoc ends the server sessions over the network), then
@@ -1393,6 +1397,9 @@ static keel_status mg_connect(keel_conn *c, keel_error *err) {
         return keel__error_set(err, KEEL_ERR_CONNECT, MG_ENGINE, dbc->name,
                                "cannot start the worker threads MongoDB runs on");
     }
+    /* Without a lane (no thread could be started for it) the connection still works, on the
+     * ENGINE class's threads. */
+    mg->lane = keel__lane_new(mg->workers);
     mg->conn = c;
     mg->kind = MG_JOB_CONNECT;
     mg->running = 1;

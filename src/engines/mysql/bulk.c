@@ -92,7 +92,6 @@ static void my_barray_fill(my_impl *p, my_barray *arr, size_t k, size_t a, size_
     case KEEL_TYPE_NULL:
     case KEEL_TYPE_DOCUMENT: /* refused by keel__my_param_check */
     case KEEL_TYPE_ARRAY:
-    case KEEL_TYPE_INTERVAL:
     case KEEL_TYPE_INET:
     case KEEL_TYPE_CIDR:
     case KEEL_TYPE_RANGE:
@@ -125,12 +124,13 @@ static void my_barray_fill(my_impl *p, my_barray *arr, size_t k, size_t a, size_
         break;
     case KEEL_TYPE_DATE:
     case KEEL_TYPE_TIME:
+    case KEEL_TYPE_INTERVAL:
     case KEEL_TYPE_TIMESTAMP:
     case KEEL_TYPE_TIMESTAMPTZ:
         /* Temporal arrays hold pointers to MYSQL_TIME: their wire size varies. */
-        arr->type = t == KEEL_TYPE_DATE   ? MYSQL_TYPE_DATE
-                    : t == KEEL_TYPE_TIME ? MYSQL_TYPE_TIME
-                                          : MYSQL_TYPE_DATETIME;
+        arr->type = t == KEEL_TYPE_DATE                              ? MYSQL_TYPE_DATE
+                    : t == KEEL_TYPE_TIME || t == KEEL_TYPE_INTERVAL ? MYSQL_TYPE_TIME
+                                                                     : MYSQL_TYPE_DATETIME;
         arr->buf = my_balloc(p, n, sizeof(MYSQL_TIME *), oom);
         times = my_balloc(p, n, sizeof(MYSQL_TIME), oom);
         break;
@@ -169,6 +169,10 @@ static void my_barray_fill(my_impl *p, my_barray *arr, size_t k, size_t a, size_
             break;
         case KEEL_TYPE_TIME:
             keel__my_mtime_time(v->u.micros, &times[i]);
+            ((MYSQL_TIME **)arr->buf)[i] = &times[i];
+            break;
+        case KEEL_TYPE_INTERVAL:
+            keel__my_mtime_interval(v, &times[i]);
             ((MYSQL_TIME **)arr->buf)[i] = &times[i];
             break;
         case KEEL_TYPE_TIMESTAMP:

@@ -118,6 +118,14 @@ static int my_time_text(keel_result *res, keel_value *v, const MYSQL_TIME *t, my
     return keel__result_set_text(res, v, KEEL_TYPE_TEXT, buf, (size_t)n);
 }
 
+/* A TIME value that is no time of day, as an INTERVAL of micros. */
+static void my_duration(keel_value *v, int64_t micros) {
+    v->type = KEEL_TYPE_INTERVAL;
+    v->u.interval.months = 0;
+    v->u.interval.days = 0;
+    v->u.interval.micros = micros;
+}
+
 /* Decodes one MYSQL_TIME of a DATE, TIME or DATETIME column. -1 when out of memory. */
 static int my_decode_time(keel_result *res, keel_value *v, const MYSQL_TIME *t, my_how how) {
     int64_t tod =
@@ -132,13 +140,15 @@ static int my_decode_time(keel_result *res, keel_value *v, const MYSQL_TIME *t, 
         }
         break;
     case H_TIME:
-        /* keel's TIME is a time of day; durations MySQL also stores come back as text. */
+        /* keel's TIME is a time of day; the durations MySQL also stores (negative, or 24 hours
+         * and more) are intervals (Python's timedelta). */
         if (!t->neg && t->day == 0 && t->hour < 24) {
             v->type = KEEL_TYPE_TIME;
             v->u.micros = tod;
             return 0;
         }
-        break;
+        my_duration(v, ((int64_t)t->day * 24 * 3600000000 + tod) * (t->neg ? -1 : 1));
+        return 0;
     default:
         if (my_days_of(t, &days) == 0 && t->hour < 24) {
             v->type = KEEL_TYPE_TIMESTAMP;
@@ -184,6 +194,11 @@ static int my_decode_text(keel_result *res, keel_type kind, const MYSQL_FIELD *f
     case KEEL_TYPE_TIME:
         if (keel__parse_time(s, n, &v->u.micros) == 0 && v->u.micros < MY_US_PER_DAY) {
             v->type = KEEL_TYPE_TIME;
+            return 0;
+        }
+        int64_t us;
+        if (keel__parse_duration(s, n, &us) == 0) {
+            my_duration(v, us);
             return 0;
         }
         break;
@@ -570,12 +585,23 @@ int keel__my_mtime_time(int64_t micros, MYSQL_TIME *t) {
     memset(t, 0, sizeof *t);
     t->neg = micros < 0;
     uint64_t u = micros < 0 ? (uint64_t)-micros : (uint64_t)micros;
-    t->hour = (unsigned)(u / 3600000000u);
+    /* The binary protocol carries a TIME's hours in one byte, beside its days. */
+    t->day = (unsigned)(u / 3600000000u / 24);
+    t->hour = (unsigned)(u / 3600000000u % 24);
     t->minute = (unsigned)(u / 60000000u % 60);
     t->second = (unsigned)(u / 1000000u % 60);
     t->second_part = (unsigned long)(u % 1000000u);
     t->time_type = MYSQL_TIMESTAMP_TIME;
     return 0;
+}
+
+int keel__my_mtime_interval(const keel_value *v, MYSQL_TIME *t) {
+    int64_t us;
+    if (v->u.interval.months != 0 ||
+        __builtin_mul_overflow((int64_t)v->u.interval.days, MY_US_PER_DAY, &us) ||
+        __builtin_add_overflow(us, v->u.interval.micros, &us))
+        return -1;
+    return keel__my_mtime_time(us, t);
 }
 
 /*
@@ -659,11 +685,21 @@ keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, in
         return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
                               "an array is not a MySQL value; pass JSON instead");
     case KEEL_TYPE_INTERVAL:
+        /* A duration goes as a TIME, which holds one of up to 838 hours either way. */
+        if (v->u.interval.months != 0)
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "an interval with months is not a MySQL value (TIME holds "
+                                  "days and hours)");
+        if (keel__my_mtime_interval(v, &t) != 0)
+            return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
+                                  "interval (timedelta) outside MySQL's TIME range (-838:59:59 "
+                                  "to 838:59:59)");
+        return KEEL_OK;
     case KEEL_TYPE_INET:
     case KEEL_TYPE_CIDR:
     case KEEL_TYPE_RANGE:
         return my_param_error(p, err, KEEL_ERR_DATA, row, many, k,
-                              "an interval, inet or cidr is a PostgreSQL value; pass text "
+                              "an inet, cidr or range is a PostgreSQL value; pass text "
                               "instead");
     }
     return my_param_error(p, err, KEEL_ERR_INVALID_ARGUMENT, row, many, k, "unknown value type");
@@ -752,6 +788,11 @@ static void my_bind_value(MYSQL_BIND *b, my_slot *s, const keel_value *v) {
         b->buffer_type = MYSQL_TYPE_TIME;
         b->buffer = &s->u.t;
         return;
+    case KEEL_TYPE_INTERVAL:
+        keel__my_mtime_interval(v, &s->u.t);
+        b->buffer_type = MYSQL_TYPE_TIME;
+        b->buffer = &s->u.t;
+        return;
     case KEEL_TYPE_TIMESTAMP:
     case KEEL_TYPE_TIMESTAMPTZ:
         /* TIMESTAMPTZ goes as its UTC wall time: the session time zone is UTC. */
@@ -761,7 +802,6 @@ static void my_bind_value(MYSQL_BIND *b, my_slot *s, const keel_value *v) {
         return;
     case KEEL_TYPE_DOCUMENT:
     case KEEL_TYPE_ARRAY:
-    case KEEL_TYPE_INTERVAL:
     case KEEL_TYPE_INET:
     case KEEL_TYPE_CIDR:
     case KEEL_TYPE_RANGE:

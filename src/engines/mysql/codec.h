@@ -37,6 +37,10 @@ int keel__my_mtime_stamp(int64_t micros, MYSQL_TIME *t);
 /* A TIME in microseconds (negative, or 24 h and more too) as MYSQL_TIME. 0, or -1 out of range. */
 int keel__my_mtime_time(int64_t micros, MYSQL_TIME *t);
 
+/* An INTERVAL (a timedelta: days and microseconds, no months) as a TIME MYSQL_TIME. 0, or -1
+ * when it has months or is outside TIME's range. */
+int keel__my_mtime_interval(const keel_value *v, MYSQL_TIME *t);
+
 /* Checks what MySQL cannot carry, before anything is sent. */
 keel_status keel__my_param_check(my_impl *p, const keel_value *v, size_t row, int many, size_t k,
                                  keel_error *err);

@@ -1,5 +1,6 @@
 /* src/engines/mysql/exec.c - running MySQL statements (text and prepared) and reporting results. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,8 @@ void keel__my_op_clear(my_impl *p) {
     }
     p->cur = NULL;
     p->cur_new = p->cur_uncached = 0;
+    p->ccur = NULL;
+    p->cleft = 0;
     keel__values_free(p->pcopy);
     p->pcopy = NULL;
     p->prow = NULL;
@@ -557,7 +560,16 @@ static int my_after_prepare(my_impl *p) {
     }
     my_bool yes = 1;
     mysql_stmt_attr_set(p->cur, STMT_ATTR_UPDATE_MAX_LENGTH, &yes);
-    keel__my_cache_add(p, p->cur, p->ssql, p->slen);
+    if (p->op == OP_COPEN) {
+        /* A cursor's statement is its own, never cached: the cursor owns it from here, and
+         * executes it with a read-only cursor that fetches cprefetch rows per round trip. */
+        p->ccur->impl = p->cur;
+        unsigned long type = CURSOR_TYPE_READ_ONLY, rows = (unsigned long)p->cprefetch;
+        mysql_stmt_attr_set(p->cur, STMT_ATTR_CURSOR_TYPE, &type);
+        mysql_stmt_attr_set(p->cur, STMT_ATTR_PREFETCH_ROWS, &rows);
+    } else {
+        keel__my_cache_add(p, p->cur, p->ssql, p->slen);
+    }
     unsigned long n = mysql_stmt_param_count(p->cur);
     if (n != p->nmap) {
         char msg[200];
@@ -579,7 +591,57 @@ static int my_stmt_more(my_impl *p) {
     return my_stmt_done(p);
 }
 
+/*
+ * A cursor's statement was executed, or (after C_STMT_NEXT) gave its next result. The server
+ * keeps its rows when it opened a cursor (it does for a query); otherwise (a procedure's) they
+ * follow on the socket, and are read and dropped with every later result, the open failing.
+ */
+static int my_cursor_opened(my_impl *p) {
+    int rows = mysql_stmt_field_count(p->cur) > 0;
+    if (!rows) {
+        /* The first result, or the last of a procedure's (its status): read, nothing kept. */
+        if (!p->failed)
+            keel__my_fail(p, KEEL_ERR_UNSUPPORTED,
+                          "a cursor's statement must return rows: this one returned none (it "
+                          "ran; run such statements with query)");
+        return my_stmt_more(p);
+    }
+    unsigned status = 0;
+    mariadb_get_infov(p->m, MARIADB_CONNECTION_SERVER_STATUS, &status);
+    if (p->failed || !(status & SERVER_STATUS_CURSOR_EXISTS)) {
+        if (!p->failed)
+            keel__my_fail(p, KEEL_ERR_UNSUPPORTED,
+                          "the server opened no cursor for this statement (it does for "
+                          "queries): stream its rows with query_rows instead");
+        p->dstmt = 1;
+        p->dcount = 0;
+        p->call = C_STMT_FETCH;
+        return 0;
+    }
+    keel_error e;
+    if (keel__my_rows_begin_stmt(p, &e) != KEEL_OK) {
+        p->err = e;
+        p->failed = 1;
+    } else {
+        my_keep(p, p->dres, 1); /* the columns, no rows */
+        p->dres = NULL;
+    }
+    return my_stmt_done(p);
+}
+
+/* A fetch of a cursor has its rows: the rest stays on the server for the next one. */
+static int my_cursor_fetched(my_impl *p) {
+    p->dstmt = 0;
+    if (p->dres) {
+        my_keep(p, p->dres, 1);
+        p->dres = NULL;
+    }
+    return my_stmt_done(p);
+}
+
 static int my_stmt_result(my_impl *p) {
+    if (p->op == OP_COPEN)
+        return my_cursor_opened(p);
     if (mysql_stmt_field_count(p->cur) > 0) {
         p->dstmt = 1;
         p->dcount = 0;
@@ -614,6 +676,8 @@ static int my_stmt_row(my_impl *p) {
     if (p->r_int == 0 || p->r_int == MYSQL_DATA_TRUNCATED) {
         /* A truncated string is fetched again whole by keel__my_row_stmt. */
         my_take_row(p);
+        if (p->op == OP_CFETCH && --p->cleft == 0)
+            return my_cursor_fetched(p);
         return my_next_row(p, C_STMT_FETCH);
     }
     p->dstmt = 0;
@@ -912,4 +976,76 @@ keel_status keel__my_transaction(keel_conn *c, keel_txn_op op, unsigned depth, k
     my_op_begin(p, OP_TEXT);
     p->in_start = 1;
     return my_op_start(p, keel__my_text_start(p, p->sqlbuf.data, p->sqlbuf.len), err);
+}
+
+keel_status keel__my_cursor_open(keel_conn *c, keel_cursor *cur, const keel__stmt *stmt,
+                                 size_t prefetch, keel_error *err) {
+    my_impl *p = c->impl;
+    keel_status st = my_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    for (size_t i = 0; i < stmt->nparams; i++) {
+        st = keel__my_param_check(p, &stmt->params[i], 0, 0, i, err);
+        if (st != KEEL_OK)
+            return st;
+    }
+    my_op_begin(p, OP_COPEN);
+    p->ssql = stmt->sql;
+    p->slen = stmt->sql_len;
+    p->map = stmt->map;
+    p->nmap = stmt->nmap;
+    p->nparams = stmt->nparams;
+    p->ccur = cur;
+    p->cprefetch = prefetch > ULONG_MAX ? ULONG_MAX : prefetch;
+    p->cur = mysql_stmt_init(p->m);
+    p->cur_new = 1;
+    if (!p->cur) {
+        keel__my_op_clear(p);
+        return keel__my_nomem(p, err);
+    }
+    /* The execution follows the prepare's round trip: the parameters are copied. */
+    st = keel__my_copy_params(p, stmt->params, stmt->nparams, err);
+    if (st != KEEL_OK) {
+        keel__my_op_clear(p);
+        return st;
+    }
+    p->prow = p->pcopy;
+    p->in_start = 1;
+    return my_op_start(p, my_stmt_begin(p), err);
+}
+
+keel_status keel__my_cursor_fetch(keel_conn *c, keel_cursor *cur, size_t n, keel_error *err) {
+    my_impl *p = c->impl;
+    keel_status st = my_check_idle(p, c, err);
+    if (st != KEEL_OK)
+        return st;
+    my_op_begin(p, OP_CFETCH);
+    p->cur = cur->impl;
+    p->stream = c->rows_cb != NULL;
+    p->cleft = n;
+    /* The result columns are bound again: another statement may have used their buffers. */
+    st = keel__my_rows_begin_stmt(p, err);
+    if (st != KEEL_OK) {
+        keel__my_op_clear(p);
+        return st;
+    }
+    p->dstmt = 1;
+    p->dcount = 0;
+    p->call = C_STMT_FETCH;
+    p->in_start = 1;
+    return my_op_start(p, 0, err);
+}
+
+void keel__my_cursor_close(keel_conn *c, keel_cursor *cur) {
+    my_impl *p = c->impl;
+    MYSQL_STMT *st = cur->impl;
+    cur->impl = NULL;
+    if (p && keel__my_evict_push(p, st) == 0)
+        return; /* closed before the next prepared statement, or with the connection */
+    if (p && p->phase == MY_IDLE) {
+        mysql_stmt_close(st); /* out of memory: a blocking close of a few bytes */
+        return;
+    }
+    /* Out of memory while the connection is busy: the statement stays attached to the handle,
+     * which closes it (the server with the session); its memory is not given back. */
 }

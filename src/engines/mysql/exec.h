@@ -54,6 +54,13 @@ keel_status keel__my_transaction(keel_conn *c, keel_txn_op op, unsigned depth, k
 /* The engine's describe (keel_conn_prepare): prepares the statement into the cache. */
 keel_status keel__my_describe(keel_conn *c, const keel__stmt *stmt, keel_error *err);
 
+/* The engine's cursor_open, cursor_fetch and cursor_close (keel_conn_cursor_open, …): a
+ * read-only cursor of the prepared-statement protocol, on a statement of the cursor's own. */
+keel_status keel__my_cursor_open(keel_conn *c, keel_cursor *cur, const keel__stmt *stmt,
+                                 size_t prefetch, keel_error *err);
+keel_status keel__my_cursor_fetch(keel_conn *c, keel_cursor *cur, size_t n, keel_error *err);
+void keel__my_cursor_close(keel_conn *c, keel_cursor *cur);
+
 /* The engine's resume: a statement paused by keel_conn_pause reads on from the next turn. */
 void keel__my_unpause(keel_conn *c);
 

@@ -433,6 +433,17 @@ static void my_close(keel_conn *c) {
     if (p->m && p->phase == MY_BUSY && p->op != OP_NONE && p->thread_id)
         keel__cancel_fire(&p->cancel, keel__conn_workers(c));
     keel__my_destroy(p);
+    /* The handle is closed: the cursors' statements, detached from it, close without a round
+     * trip, and the cursors outlive the connection until keel_cursor_close frees them. */
+    for (keel_cursor *k = c->cursors, *next; k; k = next) {
+        next = k->next;
+        if (k->impl)
+            mysql_stmt_close(k->impl);
+        k->impl = NULL;
+        k->conn = NULL;
+        k->prev = k->next = NULL;
+    }
+    c->cursors = NULL;
 }
 
 const keel__engine keel__engine_mysql = {
@@ -447,6 +458,9 @@ const keel__engine keel__engine_mysql = {
     .copy_in = keel__copy_as_batch,
     .ping = keel__ping_sql,
     .transaction = keel__my_transaction,
+    .cursor_open = keel__my_cursor_open,
+    .cursor_fetch = keel__my_cursor_fetch,
+    .cursor_close = keel__my_cursor_close,
     .cancel = my_cancel,
     .txn_status = my_txn_status,
     .close = my_close,

@@ -36,13 +36,14 @@
  *
  * Values sent: NULL; BOOL as TINYINT 0/1; INT as BIGINT; FLOAT as DOUBLE (NaN and infinities
  * are refused: MySQL cannot store them); NUMERIC as DECIMAL text; TEXT and JSON as strings;
- * BYTES as a binary string; DATE, TIME, TIMESTAMP as MYSQL_TIME; TIMESTAMPTZ as the UTC
- * DATETIME; UUID as its 36-character text (store UUIDs in CHAR(36); they read back as TEXT).
+ * BYTES as a binary string; DATE, TIME, TIMESTAMP as MYSQL_TIME; INTERVAL (no months) as a
+ * TIME duration; TIMESTAMPTZ as the UTC DATETIME; UUID as its 36-character text (store UUIDs
+ * in CHAR(36); they read back as TEXT).
  *
  * Values received, by column type: TINYINT(1) (BOOL, BOOLEAN) as BOOL; other integers and YEAR
  * as INT, with BIGINT UNSIGNED above INT64_MAX as NUMERIC text; DECIMAL as NUMERIC; FLOAT and
  * DOUBLE as FLOAT; DATE as DATE; TIME as TIME when it is a time of day, else (negative, or 24
- * hours and more) as its text; DATETIME and TIMESTAMP as TIMESTAMP (UTC for TIMESTAMP columns,
+ * hours and more) as an INTERVAL of microseconds; DATETIME and TIMESTAMP as TIMESTAMP (UTC for TIMESTAMP columns,
  * given the session time zone), zero dates as their text; JSON as JSON (MySQL's JSON type, or
  * MariaDB's LONGTEXT marked as JSON in the extended metadata of 10.5.2 and later; otherwise
  * TEXT); binary strings, BLOBs, BIT and GEOMETRY as BYTES; other strings, ENUM and SET as TEXT.
@@ -83,10 +84,12 @@ typedef enum my_call {
 
 typedef enum my_op {
     OP_NONE,
-    OP_TEXT,    /* a statement without parameters, or transaction control: the text protocol */
-    OP_STMT,    /* a statement with parameters: a server-side prepared statement */
-    OP_MANY,    /* a batch: executions of a prepared statement, atomic as a whole */
-    OP_DESCRIBE /* keel_conn_prepare: a statement is prepared (and cached), not executed */
+    OP_TEXT,     /* a statement without parameters, or transaction control: the text protocol */
+    OP_STMT,     /* a statement with parameters: a server-side prepared statement */
+    OP_MANY,     /* a batch: executions of a prepared statement, atomic as a whole */
+    OP_DESCRIBE, /* keel_conn_prepare: a statement is prepared (and cached), not executed */
+    OP_COPEN,    /* keel_conn_cursor_open: a statement of its own, executed with a cursor */
+    OP_CFETCH    /* keel_cursor_fetch: rows of an open cursor's statement (cur) */
 } my_op;
 
 /* Where a batch is: its rows, or the start or end of its transaction or savepoint. */
@@ -224,6 +227,11 @@ typedef struct my_impl {
     MYSQL_STMT *cur;
     int cur_new;      /* cur is not prepared yet */
     int cur_uncached; /* cur is prepared but not in the cache (out of memory) */
+    /* OP_COPEN: the cursor, which owns cur once it is prepared, and the rows per round trip;
+     * OP_CFETCH: the rows still wanted. */
+    keel_cursor *ccur;
+    size_t cprefetch;
+    size_t cleft;
     /* cur's own result metadata, set aside while it reads a result whose columns changed */
     MYSQL_FIELD *rm_fields;
     MYSQL_BIND *rm_bind;

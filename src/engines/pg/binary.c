@@ -162,6 +162,8 @@ keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive) {
     }
     if (receive && strcmp(receive, "array_recv") == 0)
         return KEEL__PGC_ARRAY;
+    if (receive && strcmp(receive, "range_recv") == 0)
+        return KEEL__PGC_RANGE;
     for (size_t i = 0; receive && text_recv[i]; i++)
         if (strcmp(receive, text_recv[i]) == 0)
             return KEEL__PGC_TEXT;
@@ -518,10 +520,14 @@ static int put_numeric(keel__buf *out, const keel__pgc_col *col, const keel_valu
         s = text;
         break;
     case KEEL_TYPE_FLOAT:
-        if (!isfinite(v->u.f64))
-            return -3;
-        n = keel__format_double(v->u.f64, text, sizeof text);
-        s = text;
+        /* numeric has NaN and the infinities too (PostgreSQL 14+ for the infinities). */
+        if (isnan(v->u.f64))
+            s = "NaN";
+        else if (isinf(v->u.f64))
+            s = v->u.f64 > 0 ? "Infinity" : "-Infinity";
+        else
+            s = text;
+        n = s == text ? keel__format_double(v->u.f64, text, sizeof text) : strlen(s);
         break;
     default:
         return mismatch(col, v, why, size);
@@ -634,6 +640,9 @@ static int put_inet(keel__buf *out, const char *s, size_t n, int cidr, char *why
     memcpy(p + 4, addr, (size_t)nb);
     return 0;
 }
+
+static int put_range(keel__buf *out, const keel__pgc_col *col, const keel_value *v,
+                     int naive_is_utc, char *why, size_t size);
 
 static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value *v,
                      int naive_is_utc, char *why, size_t size) {
@@ -772,6 +781,10 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
             return mismatch(col, v, why, size);
         return put_inet(out, v->u.str.ptr ? v->u.str.ptr : "", v->u.str.len,
                         col->kind == KEEL__PGC_CIDR, why, size);
+    case KEEL__PGC_RANGE:
+        if (v->type != KEEL_TYPE_RANGE)
+            return mismatch(col, v, why, size);
+        return put_range(out, col, v, naive_is_utc, why, size);
     case KEEL__PGC_OTHER:
         break;
     }
@@ -779,6 +792,60 @@ static int put_value(keel__buf *out, const keel__pgc_col *col, const keel_value 
                    "keel has no binary encoding for type %s, so COPY can only load NULL into "
                    "this column (use executemany for such columns)",
                    col->type_name);
+}
+
+/* ---- ranges ------------------------------------------------------------------------------- */
+
+/* range_recv's flags: the first byte of a range in binary, then each bound that is there. */
+#define PGC_RANGE_EMPTY 0x01
+#define PGC_RANGE_LB_INC 0x02
+#define PGC_RANGE_UB_INC 0x04
+#define PGC_RANGE_LB_INF 0x08
+#define PGC_RANGE_UB_INF 0x10
+
+/*
+ * Appends a range value v for col (KEEL__PGC_RANGE) as a field: its flags, then its bounds in
+ * the binary form of the range's element type. An unbounded side is a NULL bound. The server
+ * puts a range of a discrete type in its canonical form ([1,5] becomes [1,6)) and refuses a
+ * lower bound above the upper one.
+ */
+static int put_range(keel__buf *out, const keel__pgc_col *col, const keel_value *v,
+                     int naive_is_utc, char *why, size_t size) {
+    size_t start = out->len;
+    if (keel__buf_reserve(out, 5) != 0)
+        return -1;
+    out->len += 4;
+    const keel_value *b = v->u.range.bounds;
+    unsigned flags = v->u.range.flags;
+    if ((flags & KEEL_RANGE_EMPTY) || !b) {
+        out->data[out->len++] = PGC_RANGE_EMPTY;
+    } else {
+        int lower = b[0].type != KEEL_TYPE_NULL, upper = b[1].type != KEEL_TYPE_NULL;
+        out->data[out->len++] =
+            (char)((lower ? (flags & KEEL_RANGE_LOWER_INC ? PGC_RANGE_LB_INC : 0)
+                          : PGC_RANGE_LB_INF) |
+                   (upper ? (flags & KEEL_RANGE_UPPER_INC ? PGC_RANGE_UB_INC : 0)
+                          : PGC_RANGE_UB_INF));
+        keel__pgc_col ecol = { col->elem, col->name, col->type_name, KEEL__PGC_OTHER, 0 };
+        char ewhy[200];
+        for (int i = 0; i < 2; i++) {
+            if (b[i].type == KEEL_TYPE_NULL)
+                continue;
+            int r = col->elem == KEEL__PGC_OTHER
+                        ? why_set(ewhy, sizeof ewhy,
+                                  "keel has no binary encoding for the bounds of type %s",
+                                  col->type_name)
+                        : put_value(out, &ecol, &b[i], naive_is_utc, ewhy, sizeof ewhy);
+            if (r != 0) {
+                out->len = start;
+                if (r > 0)
+                    why_set(why, size, "%s bound: %s", i == 0 ? "lower" : "upper", ewhy);
+                return r;
+            }
+        }
+    }
+    put32(out->data + start, (uint32_t)(out->len - start - 4));
+    return 0;
 }
 
 /* ---- arrays ------------------------------------------------------------------------------- */

@@ -34,12 +34,13 @@ typedef enum keel__pgc_kind {
     KEEL__PGC_ARRAY, /* an array of elements of kind elem (keel__pgc_col) */
     KEEL__PGC_INTERVAL,
     KEEL__PGC_INET,
-    KEEL__PGC_CIDR
+    KEEL__PGC_CIDR,
+    KEEL__PGC_RANGE /* a range of bounds of kind elem (keel__pgc_col) */
 } keel__pgc_kind;
 
 /*
  * One target column: its kind, and its name and type name for messages (not owned). An array
- * column also has the kind and type OID of its elements.
+ * column also has the kind and type OID of its elements; a range column the kind of its bounds.
  */
 typedef struct keel__pgc_col {
     keel__pgc_kind kind;
@@ -51,7 +52,8 @@ typedef struct keel__pgc_col {
 
 /*
  * The kind of a column of base type oid whose receive function is named receive (the type
- * behind a domain: the caller resolves domains first). array_recv is KEEL__PGC_ARRAY.
+ * behind a domain: the caller resolves domains first). array_recv is KEEL__PGC_ARRAY and
+ * range_recv KEEL__PGC_RANGE.
  */
 keel__pgc_kind keel__pgc_kind_of(uint32_t oid, const char *receive);
 

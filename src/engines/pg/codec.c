@@ -80,6 +80,23 @@ static int pg_is_text_array(Oid oid) {
     return 0;
 }
 
+Oid keel__pg_range_subtype(Oid oid) {
+    for (size_t i = 0; i < sizeof pg_ranges / sizeof pg_ranges[0]; i++)
+        if (pg_ranges[i].range == oid)
+            return pg_ranges[i].elem;
+    return 0;
+}
+
+Oid keel__pg_array_elem_oid(Oid oid) {
+    uint32_t elem = keel__pgc_array_elem(oid, NULL);
+    if (elem)
+        return elem;
+    for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
+        if (pg_range_arrays[i].array == oid)
+            return pg_range_arrays[i].range;
+    return 0;
+}
+
 keel_type keel__pg_range_bound_type_of(Oid oid) {
     for (size_t i = 0; i < sizeof pg_range_arrays / sizeof pg_range_arrays[0]; i++)
         if (pg_range_arrays[i].array == oid)
@@ -156,7 +173,44 @@ static const char *pg_array_check(const keel_value *a, int depth) {
     return NULL;
 }
 
+int keel__pg_int_oid_ok(Oid oid) {
+    return oid == PG_OID_INT2 || oid == PG_OID_INT4 || oid == PG_OID_INT8 || oid == PG_OID_OID ||
+           oid == PG_OID_NUMERIC || oid == PG_OID_FLOAT4 || oid == PG_OID_FLOAT8;
+}
+
+/* The type the server described for parameter i of the running statement, or 0. */
+static Oid pg_described(const pg_impl *p, size_t i) {
+    return p->pdesc && i < p->npdesc ? p->pdesc[i] : 0;
+}
+
+/* An int parameter out of the range of the smaller integer type the server gave it. */
+static keel_status pg_int_range(pg_impl *p, const keel_value *v, size_t i, keel_error *err) {
+    Oid oid = pg_described(p, i);
+    int64_t lo = oid == PG_OID_INT2 ? INT16_MIN : oid == PG_OID_INT4 ? INT32_MIN : 0;
+    int64_t hi = oid == PG_OID_INT2   ? INT16_MAX
+                 : oid == PG_OID_INT4 ? INT32_MAX
+                 : oid == PG_OID_OID  ? (int64_t)UINT32_MAX
+                                      : INT64_MAX;
+    if ((oid != PG_OID_INT2 && oid != PG_OID_INT4 && oid != PG_OID_OID) ||
+        (v->u.i64 >= lo && v->u.i64 <= hi))
+        return KEEL_OK;
+    char what[192];
+    snprintf(what, sizeof what,
+             "%lld is out of range for type %s, the type PostgreSQL gives the parameter (a cast, "
+             "$%zu::bigint, gives it a wider one)",
+             (long long)v->u.i64,
+             oid == PG_OID_INT2   ? "smallint"
+             : oid == PG_OID_INT4 ? "integer"
+                                  : "oid",
+             i + 1);
+    keel_status st = pg_param_error(p, err, KEEL_ERR_DATA, i, what);
+    keel__error_set_sqlstate(err, "22003"); /* numeric_value_out_of_range, as the server says */
+    return st;
+}
+
 keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel_error *err) {
+    if (v->type == KEEL_TYPE_INT)
+        return pg_int_range(p, v, i, err);
     if (pg_param_room(v) == SIZE_MAX)
         return pg_param_error(p, err, KEEL_ERR_DATA, i,
                               v->type == KEEL_TYPE_DOCUMENT
@@ -410,6 +464,48 @@ static Oid pg_param_oid(keel_type t) {
     }
 }
 
+/*
+ * Writes int v in the form of type oid (smallint, integer, oid, real and double precision in
+ * binary, numeric as text) into out, which has the room pg_param_room gives ints; sets *fmt
+ * and *type. Returns the length.
+ */
+static size_t pg_encode_int(const keel_value *v, Oid oid, char *out, int *fmt, Oid *type) {
+    int64_t x = v->u.i64;
+    *fmt = 1;
+    *type = oid;
+    switch (oid) {
+    case PG_OID_INT2:
+        out[0] = (char)((uint16_t)x >> 8);
+        out[1] = (char)(uint16_t)x;
+        return 2;
+    case PG_OID_INT4:
+    case PG_OID_OID:
+        pg_put32(out, (uint32_t)x);
+        return 4;
+    case PG_OID_FLOAT4: {
+        float f = (float)x;
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        pg_put32(out, bits);
+        return 4;
+    }
+    case PG_OID_FLOAT8: {
+        double d = (double)x;
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        pg_put32(out, (uint32_t)(bits >> 32));
+        pg_put32(out + 4, (uint32_t)bits);
+        return 8;
+    }
+    case PG_OID_NUMERIC:
+        *fmt = 0;
+        return (size_t)snprintf(out, 24, "%lld", (long long)x);
+    default: /* int8, the type keel declares (keel__pgc_param) */
+        *type = PG_OID_INT8;
+        return keel__pgc_param(v, out);
+    }
+}
+
 keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_error *err) {
     size_t need = 0;
     for (size_t i = 0; i < n; i++)
@@ -426,6 +522,18 @@ keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_erro
         size_t len = 0;
         Oid type = 0;
         p->pfmts[i] = 0;
+        if (v[i].type == KEEL_TYPE_INT && pg_described(p, i) != 0 &&
+            pg_described(p, i) != PG_OID_INT8) {
+            /* In the form of the type the server gave it (keel__pg_param_check checked the
+             * range); numeric goes as text. */
+            size_t ilen = pg_encode_int(&v[i], pg_described(p, i), s, &p->pfmts[i], &type);
+            p->pvals[i] = s;
+            p->plens[i] = (int)ilen;
+            p->ptypes[i] = type;
+            used += ilen + 1;
+            wire += ilen;
+            continue;
+        }
         /* The room reserved for the text form holds the binary form too. */
         size_t blen = s ? keel__pgc_param(&v[i], s) : 0;
         if (blen) {

@@ -4,17 +4,20 @@
 
 #include "engines/pg/pg.h"
 
-/* Checks what libpq cannot carry: unknown types, and NUL bytes inside text. */
+/* Checks what libpq cannot carry: unknown types, NUL bytes inside text, and ints out of the
+ * range of the integer type described for them (p->pdesc). */
 keel_status keel__pg_param_check(pg_impl *p, const keel_value *v, size_t i, keel_error *err);
 
 /*
  * Encodes one row of parameters into the connection's reusable arrays. An array goes in the
  * form of the type the server described for it (p->pdesc): an array type in binary, json or
- * jsonb as a JSON array, another type as an array literal in text. Every value whose type
- * keel declares (bool, int8, float8, date, time, timestamps, uuid) goes in binary, which the
- * server reads without parsing text (a batch of inserts spends much of its server time parsing
- * timestamps and numbers otherwise); bytes go in binary too, so they need no escaping. Text,
- * JSON and numeric go as text. Values must have passed keel__pg_param_check.
+ * jsonb as a JSON array, another type as an array literal in text. An int goes as the type
+ * described for it when keel__pg_int_oid_ok says so (numeric as text), else as int8; values
+ * out of a described integer type's range were refused by keel__pg_param_check. Every value
+ * whose type keel declares (bool, int8, float8, date, time, timestamps, uuid) goes in binary,
+ * which the server reads without parsing text (a batch of inserts spends much of its server
+ * time parsing timestamps and numbers otherwise); bytes go in binary too, so they need no
+ * escaping. Text, JSON and numeric go as text. Values must have passed keel__pg_param_check.
  */
 keel_status keel__pg_encode(pg_impl *p, const keel_value *v, size_t n, keel_error *err);
 
@@ -48,6 +51,17 @@ int keel__pg_decode_array(keel_result *res, keel_type et, keel_type bt, const ch
 /* The keel type of the bounds of the ranges an array column of type oid holds (int4range[]:
  * INT), or NULL when its elements are not ranges. */
 keel_type keel__pg_range_bound_type_of(Oid oid);
+
+/* True for the types an int parameter is sent as when the server gives it one: smallint,
+ * integer, bigint, oid, numeric, real, double precision (else it goes as bigint). */
+int keel__pg_int_oid_ok(Oid oid);
+
+/* The type of the bounds of a built-in range type (int4range: int4), or 0 for other types. */
+Oid keel__pg_range_subtype(Oid oid);
+
+/* The element type of an array type whose values keel decodes as arrays of its own values
+ * (int4[]: int4, int4range[]: int4range), or 0 for other types. */
+Oid keel__pg_array_elem_oid(Oid oid);
 
 /* The parameter type keel declares for a value of type t (0: the server decides). */
 Oid keel__pg_declared_oid(keel_type t);

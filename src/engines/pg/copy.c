@@ -122,11 +122,12 @@ static keel_status pg_copy_columns(pg_impl *p) {
         k->cols[i].type_name = PQgetvalue(k->lookup, (int)row, 3);
         k->cols[i].elem = KEEL__PGC_OTHER;
         k->cols[i].elem_oid = 0;
-        if (k->cols[i].kind == KEEL__PGC_ARRAY) {
-            /* The element type, behind its domain if it has one (columns 4 and 5). */
+        if (k->cols[i].kind == KEEL__PGC_ARRAY || k->cols[i].kind == KEEL__PGC_RANGE) {
+            /* The element type of an array or the subtype of a range, behind its domain if it
+             * has one (columns 4 and 5). Arrays and ranges inside them are not encoded. */
             uint32_t eoid = (uint32_t)strtoul(PQgetvalue(k->lookup, (int)row, 4), NULL, 10);
             keel__pgc_kind ek = keel__pgc_kind_of(eoid, PQgetvalue(k->lookup, (int)row, 5));
-            k->cols[i].elem = ek == KEEL__PGC_ARRAY ? KEEL__PGC_OTHER : ek;
+            k->cols[i].elem = ek == KEEL__PGC_ARRAY || ek == KEEL__PGC_RANGE ? KEEL__PGC_OTHER : ek;
             k->cols[i].elem_oid = (uint32_t)strtoul(PQgetvalue(k->lookup, (int)row, 6), NULL, 10);
         }
     }
@@ -293,7 +294,9 @@ static int pg_copy_sql(pg_impl *p, const keel__copy *cp, keel__buf *out) {
                                   "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
                                   "JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' "
                                   "THEN t.typbasetype ELSE t.oid END "
-                                  "LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem "
+                                  "LEFT JOIN pg_catalog.pg_range r ON r.rngtypid = b.oid "
+                                  "LEFT JOIN pg_catalog.pg_type e ON e.oid = "
+                                  "COALESCE(r.rngsubtype, b.typelem) "
                                   "LEFT JOIN pg_catalog.pg_type eb ON eb.oid = CASE WHEN "
                                   "e.typtype = 'd' THEN e.typbasetype ELSE e.oid END "
                                   "WHERE a.attrelid = ") != 0 ||

@@ -9,6 +9,7 @@
 #include "engines/pg/codec.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
+#include "engines/pg/decode.h"
 #include "engines/pg/describe.h"
 #include "engines/pg/paramtypes.h"
 #include "engines/pg/exec.h"
@@ -107,10 +108,36 @@ static void pg_stream_rows(pg_impl *p) {
 }
 
 /*
+ * Decodes row row of a result in binary format (every column's type passes keel__pg_binary_ok)
+ * into vals. 0; -1 when out of memory or when the server sent bytes that are not a value of
+ * the column's type (then the operation has failed with KEEL_ERR_DATA naming the column).
+ */
+static int pg_add_binary_row(pg_impl *p, const PGresult *r, size_t row, keel_value *vals) {
+    size_t ncols = keel_result_ncols(p->res);
+    for (size_t col = 0; col < ncols; col++) {
+        if (PQgetisnull(r, (int)row, (int)col))
+            continue;
+        char why[160];
+        Oid oid = PQftype(r, (int)col);
+        int rc = keel__pg_decode_binary(p->res, oid, PQgetvalue(r, (int)row, (int)col),
+                                        (size_t)PQgetlength(r, (int)row, (int)col), &vals[col], why,
+                                        sizeof why);
+        if (rc == -2 && !p->failed) {
+            keel__error_set(&p->err, KEEL_ERR_DATA, PG_ENGINE, keel__pg_dbname(p->c),
+                            "column \"%s\": the server sent %s", PQfname(r, (int)col), why);
+            p->failed = 1;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
  * Appends the rows of r from row *next on (a whole result, or one row in single-row mode) to
  * p->res, which takes r's columns when it has none yet. With budget, stops between rows once
  * the turn's budget is spent. Returns 1 when every row is in (*next is then the row count), 0
- * when some are left for a later turn, -1 when out of memory.
+ * when some are left for a later turn, -1 when out of memory or a binary value is malformed.
  */
 static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) {
     if (!p->res && pg_start_result(p, r) != 0)
@@ -121,6 +148,7 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
     /* Only whole results reserve: rows that come one by one grow the result geometrically. */
     if (*next == 0 && nrows > 1 && keel__result_reserve(res, nrows) != 0)
         return -1;
+    int binary = ncols && PQfformat(r, 0) == 1;
     for (size_t row = *next; row < nrows; row++) {
         if (budget && row > *next && (row - *next) % PG_BUDGET_EVERY == 0 &&
             keel__turn_spent(p->c->loop)) {
@@ -130,6 +158,11 @@ static int pg_add_rows(pg_impl *p, const PGresult *r, size_t *next, int budget) 
         keel_value *vals = keel__result_add_row(res);
         if (!vals)
             return -1;
+        if (binary) {
+            if (pg_add_binary_row(p, r, row, vals) != 0)
+                return -1;
+            continue;
+        }
         for (size_t col = 0; col < ncols; col++) {
             if (PQgetisnull(r, (int)row, (int)col) || kinds[col] == KEEL_TYPE_NULL)
                 continue; /* NULL, or void's empty text */
@@ -798,24 +831,47 @@ static int pg_starts_with_copy(const char *sql) {
 }
 
 /*
+ * Refuses, before anything is sent, what a statement cannot run with: a value PostgreSQL cannot
+ * take (named with its row in a batch), and COPY as a batch's statement.
+ */
+static keel_status pg_batch_refused(pg_impl *p, const keel__stmt *stmt, const char *sql,
+                                    keel_error *err) {
+    if (stmt->many && pg_starts_with_copy(sql))
+        return keel__error_set(err, KEEL_ERR_UNSUPPORTED, PG_ENGINE, keel__pg_dbname(p->c),
+                               "COPY cannot run in a batch (query_many)");
+    size_t n = stmt->nrows * stmt->nparams;
+    for (size_t i = 0; i < n; i++) {
+        const keel_value *v = &stmt->params[i];
+        keel_status st = keel__pg_param_check(p, v, i % stmt->nparams, err);
+        if (st != KEEL_OK && stmt->many) {
+            char msg[KEEL_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+            char state[6] = "";
+            if (err)
+                memcpy(state, err->sqlstate, sizeof state);
+            st = keel__error_set(err, st, PG_ENGINE, keel__pg_dbname(p->c), "row %zu: %s",
+                                 i / stmt->nparams, msg);
+            keel__error_set_sqlstate(err, state);
+        }
+        if (st != KEEL_OK)
+            return st;
+    }
+    return KEEL_OK;
+}
+
+/*
  * Copies a batch's parameters (they are only valid during the query call) in one block, which
  * also holds the prepared parameter types and the per-row prepare marks.
  */
-static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, keel_error *err) {
+static keel_status pg_batch_copy(pg_impl *p, const keel__stmt *stmt, const char *sql,
+                                 keel_error *err) {
     size_t n = stmt->nrows * stmt->nparams;
     if (stmt->nparams && n / stmt->nparams != stmt->nrows)
         return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(p->c),
                                "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        const keel_value *v = &stmt->params[i];
-        keel_status st = keel__pg_param_check(p, v, i % stmt->nparams, err);
-        if (st != KEEL_OK) {
-            char msg[KEEL_ERROR_MESSAGE_MAX];
-            snprintf(msg, sizeof msg, "%s", err ? err->message : "");
-            return keel__error_set(err, st, PG_ENGINE, keel__pg_dbname(p->c), "row %zu: %s",
-                                   i / stmt->nparams, msg);
-        }
-    }
+    keel_status st = pg_batch_refused(p, stmt, sql, err);
+    if (st != KEEL_OK)
+        return st;
     /* The extra room of the copy holds the parameter types, then one prepare mark per row. */
     size_t types = stmt->nparams * sizeof(Oid), extra;
     void *more = NULL;
@@ -907,19 +963,16 @@ keel_status keel__pg_query(keel_conn *c, const keel__stmt *stmt, keel_error *err
     /* A COMMIT written as a statement, of a failed block: an error, as keel__pg_transaction's. */
     if (PQtransactionStatus(p->pg) == PQTRANS_INERROR && pg_is_commit(sql))
         p->doomed = "the transaction was rolled back: an earlier statement in it failed";
-    if (stmt->nparams && keel__pg_has_arrays(stmt)) {
-        /* Arrays take the form of the parameter types the server describes. */
+    if (stmt->nparams && keel__pg_needs_types(stmt)) {
+        /* Arrays and ints take the form of the parameter types the server describes. */
         int known = keel__pg_ptypes_cached(p, stmt, sql);
         if (known < 0)
             return keel__error_set(err, KEEL_ERR_NOMEM, PG_ENGINE, keel__pg_dbname(c),
                                    "out of memory");
         if (!known) {
-            size_t n = stmt->nrows * stmt->nparams;
-            for (size_t i = 0; i < n; i++) {
-                st = keel__pg_param_check(p, &stmt->params[i], i % stmt->nparams, err);
-                if (st != KEEL_OK)
-                    return st;
-            }
+            st = pg_batch_refused(p, stmt, sql, err);
+            if (st != KEEL_OK)
+                return st;
             return keel__pg_ptypes_start(p, stmt, sql, err);
         }
     }
@@ -932,10 +985,7 @@ static keel_status pg_query_run(pg_impl *p, const keel__stmt *stmt, const char *
     keel_conn *c = p->c;
     keel_status st;
     if (stmt->many) {
-        if (pg_starts_with_copy(sql))
-            return keel__error_set(err, KEEL_ERR_UNSUPPORTED, PG_ENGINE, keel__pg_dbname(c),
-                                   "COPY cannot run in a batch (query_many)");
-        st = pg_batch_copy(p, stmt, err);
+        st = pg_batch_copy(p, stmt, sql, err);
         if (st != KEEL_OK)
             return st;
         if (!PQenterPipelineMode(p->pg)) {

@@ -1,4 +1,4 @@
-/* src/engines/pg/paramtypes.h - PostgreSQL parameter types described by the server, for arrays. */
+/* src/engines/pg/paramtypes.h - PostgreSQL parameter types the server describes, for arrays and ints. */
 #ifndef KEEL_ENGINES_PG_PARAMTYPES_H
 #define KEEL_ENGINES_PG_PARAMTYPES_H
 
@@ -6,19 +6,29 @@
 
 /*
  * An array parameter takes the form of the type the server gives the parameter: a list is an
- * int4[] for `id = ANY($1)` and a JSON array for a jsonb column. Before a statement with arrays
- * runs for the first time on a connection, it is parsed into the unnamed statement and
- * described (one round trip, with the types keel declares for its other parameters); the
- * described types are cached by text and declared types, so later runs cost nothing extra. A
- * statement that fails drops its cached types (a table may have changed under them).
+ * int4[] for `id = ANY($1)` and a JSON array for a jsonb column. An int takes the server's type
+ * too, so that `f($1)` finds f(integer) and `$1` compares with a smallint column as the column's
+ * type: it is sent as that type when keel has a form for ints of it (smallint, integer, bigint,
+ * oid, numeric, real, double precision; a value out of its range is refused naming the
+ * parameter), else as bigint, as when the server cannot type the statement with the int left
+ * unknown (SELECT $1 is text; f($1) with f(integer) and f(bigint) is ambiguous): the statement is
+ * then described again with bigint, so that it resolves as it would with a bigint.
+ *
+ * Before a statement with arrays or ints runs for the first time on a connection, it is parsed
+ * into the unnamed statement and described (one round trip, with the types keel declares for
+ * its other parameters; two when it is described again); the described types are cached by text
+ * and declared types, so later runs cost nothing extra. Inside a transaction block the first
+ * describe runs inside a savepoint, so that a statement the server cannot type with an unknown
+ * int never aborts the user's transaction. A statement that fails drops its cached types (a
+ * table may have changed under them).
  */
 
 /* The empty cache of described types, and its release when the connection closes. */
 void keel__pg_ptypes_init(pg_impl *p);
 void keel__pg_ptypes_free(pg_impl *p);
 
-/* True when a statement's parameters (any row) hold an array. */
-int keel__pg_has_arrays(const keel__stmt *stmt);
+/* True when a statement's parameters (any row) hold an array or an int. */
+int keel__pg_needs_types(const keel__stmt *stmt);
 
 /*
  * Sets p->pdesc for stmt from the cache: 1 when its types are known, 0 when the statement must

@@ -43,7 +43,7 @@ typedef enum pg_phase {
     PG_CACHED,     /* one statement through the prepared-statement cache */
     PG_COPY,       /* a bulk load (keel_conn_copy_in): COPY … FROM STDIN in binary */
     PG_DESCRIBE,   /* a statement is parsed and described (keel_conn_prepare) */
-    PG_PTYPES,     /* the parameter types of a statement with arrays are being described */
+    PG_PTYPES,     /* the parameter types of a statement with arrays or ints are being described */
     PG_HELD,       /* the operation is over; its end waits for a cancel request in flight */
     PG_DEAD        /* failed or lost; waits for close */
 } pg_phase;
@@ -56,6 +56,9 @@ typedef enum pg_phase {
 typedef struct pg_stmt {
     keel__stmtcache_entry entry; /* the text, and the parameter types as the key's extra bytes */
     uint64_t id;                 /* N of its name */
+    /* 1 when its result columns all decode from binary (keel__pg_binary_ok), so executions
+     * ask for binary results; -1 when some do not; 0 until an execution has returned them. */
+    int binary;
 } pg_stmt;
 
 struct pg_copy;
@@ -140,10 +143,11 @@ typedef struct pg_impl {
     keel__buf pbin; /* copies of bytes parameters, so a transparent retry can send them again */
     keel__buf parr; /* the encoded array parameters of the row */
     /*
-     * Array parameters take their form from the type the server gives the parameter (an array
-     * type, json or jsonb): pdesc holds the described types of the running statement (npdesc
-     * of them), or is NULL. A statement with arrays whose types are not cached is described
-     * first (PG_PTYPES), from a copy of it (dstmt, dvals), then run.
+     * Array and int parameters take their form from the type the server gives the parameter
+     * (an array type, json or jsonb; integer, smallint, numeric…): pdesc holds the described
+     * types of the running statement (npdesc of them), or is NULL. A statement with arrays or
+     * ints whose types are not cached is described first (PG_PTYPES), from a copy of it
+     * (dstmt, dvals), then run.
      */
     Oid *pdesc;
     size_t npdesc, pdesc_cap;
@@ -151,8 +155,13 @@ typedef struct pg_impl {
     keel__stmtcache_entry *dentry; /* the entry pdesc came from, dropped if the statement fails */
     keel__stmt dstmt;
     keel_value *dvals;
-    int dgot;
-    size_t dstep;
+    Oid *dkey;            /* the declared types the described types are cached under */
+    int dgot;             /* a result of the pending command came in */
+    int dretry;           /* the describe runs again, ints as bigint where the first failed */
+    int dsaved;           /* the first describe ran inside a savepoint of the transaction */
+    int dfail;            /* the step whose error failed the describe (paramtypes.c) */
+    size_t dstep, ndstep; /* the pending command, of the ndstep queued (dsteps) */
+    unsigned char dsteps[6];
 
     /*
      * The prepared-statement cache: at most cache.capacity statements (0: every statement goes

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engines/pg/codec.h"
+#include "engines/pg/decode.h"
 #include "engines/pg/exec.h"
 #include "engines/pg/stmtcache.h"
 
@@ -106,9 +107,12 @@ int keel__pg_cached_send(pg_impl *p) {
     int dealloc = p->ndpend > 0 && PQtransactionStatus(p->pg) == PQTRANS_IDLE;
     char cmd[48];
     p->xpipe = p->xfresh || dealloc;
+    /* The result format is chosen for all columns at once; their types are known from the
+     * statement's first execution that returned them, which therefore returns text. */
+    int binary = !p->xfresh && e->binary > 0;
     if (!p->xpipe) {
         snprintf(cmd, sizeof cmd, "keel_s%" PRIu64, e->id);
-        if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, 0))
+        if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, binary))
             return -1;
         p->xsteps[p->nxsteps++] = PG_STEP_EXEC;
         if (p->c->rows_cb)
@@ -137,7 +141,7 @@ int keel__pg_cached_send(pg_impl *p) {
             return -1;
         p->xsteps[p->nxsteps++] = PG_STEP_PREPARE;
     }
-    if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, 0) ||
+    if (!PQsendQueryPrepared(p->pg, cmd, (int)n, p->pvals, p->plens, p->pfmts, binary) ||
         !PQpipelineSync(p->pg))
         return -1;
     p->xsteps[p->nxsteps++] = PG_STEP_EXEC;
@@ -232,6 +236,8 @@ static int pg_cached_result(pg_impl *p, PGresult *r) {
     case PG_STEP_EXEC:
         if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ||
             st == PGRES_EMPTY_QUERY) {
+            if (p->xstmt && p->xstmt->binary == 0 && PQnfields(r) > 0)
+                p->xstmt->binary = keel__pg_binary_result_ok(r) ? 1 : -1;
             keel__pg_take(p, r);
             return 0;
         }

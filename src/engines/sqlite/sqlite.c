@@ -99,6 +99,8 @@ typedef enum sq_decl {
  * per worker job: each batch is handed over from the loop, and the next job steps on unless
  * the statement was paused (keel_conn_pause), so what keel holds stays at one batch. */
 #define SQ_STREAM_ROWS 256
+/* A day of a duration (an interval parameter) in microseconds. */
+#define SQ_US_PER_DAY INT64_C(86400000000)
 
 /* sq_conn.many of a job that describes a statement (keel_conn_prepare). */
 #define SQ_DESCRIBE 2
@@ -654,6 +656,12 @@ static int sq_bind(sq_conn *sq, sqlite3_stmt *st, const keel_value *params, size
             tn = keel__format_time(v->u.micros, text);
             rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
             break;
+        case KEEL_TYPE_INTERVAL:
+            /* Checked by sq_query: no months, and the days fit the microseconds. */
+            tn = keel__format_duration(
+                (int64_t)v->u.interval.days * SQ_US_PER_DAY + v->u.interval.micros, text);
+            rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
+            break;
         case KEEL_TYPE_TIMESTAMP:
             tn = keel__format_timestamp(v->u.micros, text);
             rc = sqlite3_bind_text(st, idx, text, (int)tn, SQLITE_TRANSIENT);
@@ -842,6 +850,13 @@ static int sq_decode(sq_conn *sq, keel_result *res, sqlite3_stmt *st, int col, s
     case SQ_DECL_TIME:
         if (sc == SQLITE_TEXT && keel__parse_time(txt, n, &out->u.micros) == 0) {
             out->type = KEEL_TYPE_TIME;
+            return 0;
+        }
+        /* A duration (negative, or 24 hours and more), as a timedelta parameter writes it. */
+        if (sc == SQLITE_TEXT && keel__parse_duration(txt, n, &out->u.interval.micros) == 0) {
+            out->type = KEEL_TYPE_INTERVAL;
+            out->u.interval.days = 0;
+            out->u.interval.months = 0;
             return 0;
         }
         break;
@@ -1759,11 +1774,29 @@ static keel_status sq_query(keel_conn *c, const keel__stmt *stmt, keel_error *er
     size_t rows = stmt->many ? stmt->nrows : 1;
     for (size_t r = 0; r < rows && stmt->nparams; r++) {
         for (size_t i = 0; i < stmt->nparams; i++) {
-            keel_type t = stmt->params[r * stmt->nparams + i].type;
-            if (t != KEEL_TYPE_DOCUMENT && t != KEEL_TYPE_ARRAY && t != KEEL_TYPE_INTERVAL &&
-                t != KEEL_TYPE_INET && t != KEEL_TYPE_CIDR && t != KEEL_TYPE_RANGE)
-                continue;
+            const keel_value *v = &stmt->params[r * stmt->nparams + i];
+            keel_type t = v->type;
             const char *db = c->config ? c->config->name : "";
+            if (t == KEEL_TYPE_INTERVAL) {
+                /* A duration is written as its hours, minutes and seconds: no months. */
+                int64_t us;
+                const char *why =
+                    v->u.interval.months != 0 ? "an interval with months is not a SQLite value"
+                    : __builtin_mul_overflow((int64_t)v->u.interval.days, SQ_US_PER_DAY, &us) ||
+                            __builtin_add_overflow(us, v->u.interval.micros, &us)
+                        ? "the interval is too long (at most about 292,000 years)"
+                        : NULL;
+                if (!why)
+                    continue;
+                if (stmt->many)
+                    return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db,
+                                           "row %zu: parameter $%zu: %s", r, i + 1, why);
+                return keel__error_set(err, KEEL_ERR_DATA, SQ_ENGINE, db, "parameter $%zu: %s",
+                                       i + 1, why);
+            }
+            if (t != KEEL_TYPE_DOCUMENT && t != KEEL_TYPE_ARRAY && t != KEEL_TYPE_INET &&
+                t != KEEL_TYPE_CIDR && t != KEEL_TYPE_RANGE)
+                continue;
             const char *what = t == KEEL_TYPE_ARRAY      ? "an array"
                                : t == KEEL_TYPE_DOCUMENT ? "a BSON document"
                                                          : keel_type_name(t);

@@ -292,6 +292,76 @@ TEST(pool_override_order) {
     keel_config_free(cfg);
 }
 
+/* The lifecycle keys of a pool: their defaults, "none", the order of their sources (key, url,
+ * pool.*, environment) and errors that name the key path. */
+TEST(pool_lifecycle_keys) {
+    keel_config *cfg = new_config();
+    keel_error err;
+    OK(keel_config_set(cfg, "databases.a.url", "sqlite:///a.db", &err));
+    OK(keel_config_set(cfg, "databases.b.url", "sqlite:///b.db?idle_timeout=5&max_waiters=3",
+                       &err));
+    OK(keel_config_set(cfg, "databases.c.url", "sqlite:///c.db", &err));
+    OK(keel_config_set(cfg, "databases.c.pool.max_lifetime", "none", &err));
+    OK(keel_config_set(cfg, "databases.c.pool.ping_after_idle", "0", &err));
+    OK(keel_config_set(cfg, "databases.c.pool.max_waiters", "0", &err));
+    OK(keel_config_set(cfg, "pool.idle_timeout", "60", &err));
+    OK(keel_config_set(cfg, "default", "a", &err));
+    setenv("KEEL_DATABASES__A__POOL__PING_AFTER_IDLE", "2.5", 1);
+    setenv("KEEL_POOL__MAX_LIFETIME", "120", 1);
+    OK(keel_config_apply_env(cfg, &err));
+    unsetenv("KEEL_DATABASES__A__POOL__PING_AFTER_IDLE");
+    unsetenv("KEEL_POOL__MAX_LIFETIME");
+    OK(keel_config_validate(cfg, &err));
+    const keel__dbconfig *a = keel__config_database(cfg, "a");
+    const keel__dbconfig *b = keel__config_database(cfg, "b");
+    const keel__dbconfig *c = keel__config_database(cfg, "c");
+    CHECK(a && b && c);
+    if (a && b && c) {
+        CHECK(a->idle_timeout == 60.0);
+        CHECK(a->max_lifetime == 120.0);
+        CHECK(a->ping_after_idle == 2.5);
+        CHECK(a->max_waiters == SIZE_MAX);
+        CHECK(b->idle_timeout == 5.0);
+        CHECK_INT(b->max_waiters, 3);
+        CHECK(b->ping_after_idle == 30.0);
+        CHECK(c->max_lifetime == 0.0);
+        CHECK(c->ping_after_idle == 0.0);
+        CHECK_INT(c->max_waiters, 0);
+        CHECK(keel__dbconfig_option(b, "idle_timeout") == NULL);
+    }
+    keel_config_free(cfg);
+
+    cfg = new_config();
+    OK(keel_config_set(cfg, "databases.d.url", "sqlite:///d.db", &err));
+    OK(keel_config_validate(cfg, &err));
+    const keel__dbconfig *d = keel__config_database(cfg, "d");
+    CHECK(d != NULL);
+    if (d) {
+        CHECK(d->idle_timeout == 600.0);
+        CHECK(d->max_lifetime == 3600.0);
+        CHECK(d->ping_after_idle == 30.0);
+        CHECK(d->max_waiters == SIZE_MAX);
+    }
+    CHECK_INT(set_err(cfg, "databases.d.pool.idle_timeout", "-1", &err), KEEL_ERR_CONFIG);
+    CHECK_STR(err.message, "databases.d.pool.idle_timeout: expected a non-negative number of "
+                           "seconds (e.g. 2.5), or 0 or 'none' to disable it, got '-1'");
+    CHECK_STR(err.database, "d");
+    CHECK_INT(set_err(cfg, "pool.max_waiters", "many", &err), KEEL_ERR_CONFIG);
+    CHECK_STR(err.message,
+              "pool.max_waiters: expected a non-negative integer, or 'none' for no limit, got "
+              "'many'");
+    CHECK_INT(set_err(cfg, "databases.d.url", "sqlite:///d.db?ping_after_idle=soon", &err),
+              KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "query parameter 'ping_after_idle': expected a non-negative "
+                                "number of seconds");
+    /* "none" is for the settings that can be switched off, not for the pool's size. */
+    CHECK_INT(set_err(cfg, "pool.max_size", "none", &err), KEEL_ERR_CONFIG);
+    CHECK_INT(set_err(cfg, "pool.acquire_timeout", "none", &err), KEEL_ERR_CONFIG);
+    CHECK_INT(set_err(cfg, "pool.max_lifetim", "1", &err), KEEL_ERR_CONFIG);
+    CHECK_CONTAINS(err.message, "did you mean 'pool.max_lifetime'?");
+    keel_config_free(cfg);
+}
+
 TEST(later_values_win_field_by_field) {
     keel_config *cfg = new_config();
     keel_error err;
@@ -1135,6 +1205,7 @@ int main(void) {
     RUN(database_url_when_nothing_else_is_configured);
     RUN(set_url_convenience);
     RUN(pool_override_order);
+    RUN(pool_lifecycle_keys);
     RUN(later_values_win_field_by_field);
     RUN(database_order_is_first_mention);
     RUN(value_errors_name_the_key);

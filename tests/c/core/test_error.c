@@ -193,7 +193,13 @@ TEST(caller_allocated_structs_keep_their_layout) {
     CHECK_INT(offsetof(keel_error, reserved), 2032);
     CHECK_INT(sizeof(keel_error), 2080);
     CHECK_INT(offsetof(keel_pool_stats, acquire_timeout), 48);
-    CHECK_INT(offsetof(keel_pool_stats, reserved), 56);
+    CHECK_INT(offsetof(keel_pool_stats, connects), 56);
+    CHECK_INT(offsetof(keel_pool_stats, connect_failures), 64);
+    CHECK_INT(offsetof(keel_pool_stats, acquires), 72);
+    CHECK_INT(offsetof(keel_pool_stats, acquire_timeouts), 80);
+    CHECK_INT(offsetof(keel_pool_stats, acquire_wait_p50), 88);
+    CHECK_INT(offsetof(keel_pool_stats, acquire_wait_p99), 96);
+    CHECK_INT(offsetof(keel_pool_stats, reserved), 104);
     CHECK_INT(sizeof(keel_pool_stats), 120);
 }
 

@@ -508,6 +508,42 @@ TEST(test_timestamptz_format) {
     CHECK_STR(buf, "0044-03-15 12:00:00+00:00 BC");
 }
 
+TEST(test_duration) {
+    static const struct {
+        const char *text;
+        int64_t micros;
+        const char *formatted; /* NULL: the text itself */
+    } good[] = {
+        { "00:00:00", 0, NULL },
+        { "-01:02:03", -INT64_C(3723000000), NULL },
+        { "838:59:59.999999", INT64_C(3020399999999), NULL },
+        { "-838:59:59.5", -INT64_C(3020399500000), "-838:59:59.500000" },
+        { "1:00:00", INT64_C(3600000000), "01:00:00" },
+        { "123456789:00:00.000001", INT64_C(444444440400000001), NULL },
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        int64_t us = 0;
+        char out[KEEL__TIME_TEXT_MAX];
+        CHECK_INT(keel__parse_duration(good[i].text, strlen(good[i].text), &us), 0);
+        CHECK_INT(us, good[i].micros);
+        const char *want = good[i].formatted ? good[i].formatted : good[i].text;
+        CHECK_INT(keel__format_duration(good[i].micros, out), strlen(want));
+        CHECK_STR(out, want);
+    }
+    static const char *const bad[] = {
+        "",  ":00:00",    "01:60:00",         "01:00:60", "01:00", "01:00:00.", "1:00:00.1234567",
+        "-", "01:00:00 ", "1234567890:00:00", "+01:00:00"
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t us = 7;
+        CHECK_INT(keel__parse_duration(bad[i], strlen(bad[i]), &us), -1);
+        CHECK_INT(us, 7);
+    }
+    char out[KEEL__TIME_TEXT_MAX];
+    CHECK(keel__format_duration(INT64_MIN, out) < KEEL__TIME_TEXT_MAX);
+    CHECK_STR(out, "-2562047788:00:54.775808");
+}
+
 TEST(test_uuid) {
     static const unsigned char want[16] = { 0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
                                             0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00 };
@@ -582,6 +618,7 @@ int main(void) {
     RUN(test_timestamptz_parse);
     RUN(test_timestamptz_reject);
     RUN(test_timestamptz_format);
+    RUN(test_duration);
     RUN(test_uuid);
     return TEST_SUMMARY();
 }

@@ -174,6 +174,34 @@ TEST(arrays_are_copied_at_every_depth) {
     CHECK_STR(keel_type_name(KEEL_TYPE_ARRAY), "array");
 }
 
+TEST(range_bounds_are_copied) {
+    char num[] = "1.5";
+    keel_value bounds[2] = { keel_numeric(num), keel_null() };
+    keel_value in[3] = { { .type = KEEL_TYPE_RANGE },
+                         { .type = KEEL_TYPE_RANGE },
+                         keel_text("after") };
+    in[0].u.range.bounds = bounds;
+    in[0].u.range.flags = KEEL_RANGE_LOWER_INC;
+    in[1].u.range.flags = KEEL_RANGE_EMPTY; /* empty: no bounds */
+    keel_value *c = keel__values_copy(in, 3, 0, NULL);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    num[0] = 'X'; /* the caller's memory changes after the copy */
+    memset(bounds, 0, sizeof bounds);
+    CHECK(c[0].type == KEEL_TYPE_RANGE && c[0].u.range.flags == KEEL_RANGE_LOWER_INC);
+    CHECK(c[0].u.range.bounds != NULL && c[0].u.range.bounds != bounds);
+    if (c[0].u.range.bounds) {
+        const keel_value *lo = &c[0].u.range.bounds[0];
+        CHECK(lo->type == KEEL_TYPE_NUMERIC && lo->u.str.len == 3 &&
+              memcmp(lo->u.str.ptr, "1.5", 3) == 0);
+        CHECK_INT(c[0].u.range.bounds[1].type, KEEL_TYPE_NULL);
+    }
+    CHECK(c[1].type == KEEL_TYPE_RANGE && c[1].u.range.bounds == NULL);
+    CHECK(c[2].u.str.len == 5 && memcmp(c[2].u.str.ptr, "after", 5) == 0);
+    keel__values_free(c);
+}
+
 TEST(arrays_nested_beyond_the_limit_are_refused) {
     keel_value levels[KEEL_ARRAY_MAX_DIMS + 1];
     levels[0] = keel_int(1);
@@ -196,5 +224,6 @@ int main(void) {
     RUN(sizes_that_wrap_around_are_refused);
     RUN(arrays_are_copied_at_every_depth);
     RUN(arrays_nested_beyond_the_limit_are_refused);
+    RUN(range_bounds_are_copied);
     return TEST_SUMMARY();
 }

@@ -139,6 +139,46 @@ TEST(check_config_validates_options) {
     keel_config_free(cfg);
 }
 
+/* v is a duration (a TIME value beyond a time of day): an INTERVAL of micros alone. */
+static int is_duration(const keel_value *v, int64_t micros) {
+    return v && v->type == KEEL_TYPE_INTERVAL && v->u.interval.months == 0 &&
+           v->u.interval.days == 0 && v->u.interval.micros == micros;
+}
+
+TEST(intervals_go_as_time_and_durations_come_back) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    /* Days and micros as sent (34 days 22:59:59.5 is 838:59:59.5); the binary protocol carries
+     * the days apart from the hours, which take one byte. */
+    keel_value iv = { .type = KEEL_TYPE_INTERVAL };
+    iv.u.interval.days = -34;
+    iv.u.interval.micros = -(INT64_C(22) * 3600 + 59 * 60 + 59) * 1000000 - 500000;
+    keel_result *r = q(c, "SELECT CAST($1 AS TIME(6))", &iv, 1);
+    CHECK(is_duration(keel_result_value(r, 0, 0), -INT64_C(3020399500000)));
+    keel_result_free(r);
+    iv.u.interval.days = 0;
+    iv.u.interval.micros = INT64_C(3723000000); /* 01:02:03: a time of day */
+    r = q(c, "SELECT CAST($1 AS TIME(6))", &iv, 1);
+    const keel_value *v = keel_result_value(r, 0, 0);
+    CHECK(v && v->type == KEEL_TYPE_TIME && v->u.micros == INT64_C(3723000000));
+    keel_result_free(r);
+    /* Beyond TIME's range, or with months: refused before anything is sent. */
+    iv.u.interval.days = 35;
+    keel_error e = q_fail(c, "SELECT $1", &iv, 1);
+    CHECK_INT(e.code, KEEL_ERR_DATA);
+    CHECK(strstr(e.message, "outside MySQL's TIME range") != NULL);
+    iv.u.interval.days = 0;
+    iv.u.interval.months = 1;
+    e = q_fail(c, "SELECT $1", &iv, 1);
+    CHECK(strstr(e.message, "an interval with months is not a MySQL value") != NULL);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(scalar_types_round_trip_through_select) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -268,9 +308,10 @@ TEST(scalar_types_round_trip_through_select) {
               keel_result_value(r, 0, 7)->u.micros == 1706933106000007LL);
         CHECK(same_str(keel_result_value(r, 0, 8), KEEL_TYPE_NUMERIC, "18446744073709551615", 20));
         CHECK(same_str(keel_result_value(r, 0, 9), KEEL_TYPE_NUMERIC, "18446744073709551614", 20));
-        CHECK(same_str(keel_result_value(r, 0, 10), KEEL_TYPE_TEXT, "-01:00:00", 9));
+        /* TIME values that are no time of day are durations: INTERVALs of micros. */
+        CHECK(is_duration(keel_result_value(r, 0, 10), -3600000000LL));
         CHECK_INT(keel_result_coltype(r, 10), KEEL_TYPE_TIME);
-        CHECK(same_str(keel_result_value(r, 0, 11), KEEL_TYPE_TEXT, "100:00:00", 9));
+        CHECK(is_duration(keel_result_value(r, 0, 11), 360000000000LL));
         CHECK(keel_result_value(r, 0, 12)->type == KEEL_TYPE_NULL);
     }
     keel_result_free(r);
@@ -282,8 +323,8 @@ TEST(scalar_types_round_trip_through_select) {
     CHECK(r != NULL);
     if (r) {
         CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_NUMERIC, "18446744073709551615", 20));
-        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "-01:00:00", 9));
-        CHECK(same_str(keel_result_value(r, 0, 3), KEEL_TYPE_TEXT, "100:00:00.250000", 16));
+        CHECK(is_duration(keel_result_value(r, 0, 2), -3600000000LL));
+        CHECK(is_duration(keel_result_value(r, 0, 3), 360000250000LL));
     }
     keel_result_free(r);
 
@@ -1760,9 +1801,207 @@ TEST(paused_stream_holds_one_batch) {
     keel_db_close(db);
 }
 
+/* ---- server-side cursors (keel_conn_cursor_open, keel_cursor_fetch, keel_cursor_close) ---- */
+
+typedef struct cursor_ctx {
+    int done;
+    keel_result *res;
+    keel_error err;
+} cursor_ctx;
+
+static void on_cursor_done(keel_result *res, const keel_error *err, void *arg) {
+    cursor_ctx *x = arg;
+    x->done = 1;
+    x->res = res;
+    if (err)
+        x->err = *err;
+}
+
+/* Waits for an operation started with x; its result (NULL on error) in x->res. */
+static void cursor_wait(keel_db *db, cursor_ctx *x) {
+    CHECK_INT(keel_loop_run(keel_db_loop(db), &x->done), KEEL_OK);
+}
+
+static keel_cursor *cursor_open(keel_db *db, keel_conn *c, const char *sql,
+                                const keel_value *params, size_t nparams, size_t prefetch,
+                                keel_error *out) {
+    cursor_ctx x;
+    memset(&x, 0, sizeof x);
+    keel_cursor *cur = NULL;
+    keel_error err;
+    CHECK_INT(
+        keel_conn_cursor_open(c, sql, params, nparams, prefetch, &cur, on_cursor_done, &x, &err),
+        KEEL_OK);
+    cursor_wait(db, &x);
+    *out = x.err;
+    if (x.res) {
+        CHECK_INT(keel_result_nrows(x.res), 0);
+        keel_result_free(x.res);
+    }
+    return cur;
+}
+
+/* The next n rows of cur: their first column's integers appended to got (*ngot of them). */
+static size_t cursor_fetch_ints(keel_db *db, keel_conn *c, keel_cursor *cur, size_t n, int64_t *got,
+                                size_t *ngot, keel_error *out) {
+    cursor_ctx x;
+    memset(&x, 0, sizeof x);
+    keel_error err;
+    CHECK_INT(keel_cursor_fetch(c, cur, n, NULL, on_cursor_done, &x, &err), KEEL_OK);
+    cursor_wait(db, &x);
+    *out = x.err;
+    size_t rows = x.res ? keel_result_nrows(x.res) : 0;
+    for (size_t i = 0; i < rows; i++) {
+        const keel_value *v = keel_result_value(x.res, i, 0);
+        got[(*ngot)++] = v && v->type == KEEL_TYPE_INT ? v->u.i64 : INT64_MIN;
+    }
+    keel_result_free(x.res);
+    return rows;
+}
+
+TEST(server_side_cursors_let_other_statements_run_between_fetches) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error e;
+    keel_value from = keel_int(11);
+    keel_cursor *cur =
+        cursor_open(db, c, "SELECT CAST(seq AS SIGNED) AS n FROM seq_1_to_100000 WHERE seq >= $1",
+                    &from, 1, 50, &e);
+    CHECK_INT(e.code, KEEL_OK);
+    static int64_t got[100000];
+    size_t ngot = 0;
+    CHECK_INT(cursor_fetch_ints(db, c, cur, 3, got, &ngot, &e), 3);
+    CHECK_INT(e.code, KEEL_OK);
+    /* Other statements, text and prepared, and a second cursor, between the fetches. */
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    CHECK_INT(q_int_p(c, "SELECT $1 + 1", &from), 12);
+    keel_cursor *other =
+        cursor_open(db, c, "SELECT CAST(seq AS SIGNED) FROM seq_1_to_10", NULL, 0, 4, &e);
+    CHECK_INT(e.code, KEEL_OK);
+    int64_t few[16];
+    size_t nfew = 0;
+    CHECK_INT(cursor_fetch_ints(db, c, other, 6, few, &nfew, &e), 6);
+    CHECK_INT(cursor_fetch_ints(db, c, cur, 100000, got, &ngot, &e), 100000 - 10 - 3);
+    CHECK_INT(e.code, KEEL_OK);
+    int in_order = ngot == 100000 - 10;
+    for (size_t i = 0; in_order && i < ngot; i++)
+        in_order = got[i] == (int64_t)i + 11;
+    CHECK(in_order);
+    /* After the end: no rows, no error. */
+    CHECK_INT(cursor_fetch_ints(db, c, cur, 5, got, &ngot, &e), 0);
+    CHECK_INT(e.code, KEEL_OK);
+    CHECK_INT(cursor_fetch_ints(db, c, other, 6, few, &nfew, &e), 4);
+    CHECK_INT(few[9], 10);
+    /* Closed, their statements are closed on the server with the next prepared statement
+     * (status_of is one). */
+    int64_t closes = status_of(c, "Com_stmt_close");
+    keel_cursor_close(cur);
+    keel_cursor_close(other);
+    CHECK_INT(status_of(c, "Com_stmt_close"), closes + 2);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
+TEST(server_side_cursor_errors_and_refusals) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error e, err;
+    keel_cursor *cur = NULL;
+    cursor_ctx x;
+    memset(&x, 0, sizeof x);
+    /* Refused before anything is sent. */
+    CHECK_INT(keel_conn_cursor_open(c, "SELECT 1", NULL, 0, 0, &cur, on_cursor_done, &x, &err),
+              KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "prefetch");
+    CHECK_INT(keel_conn_cursor_open(c, "SELECT $1", NULL, 0, 5, &cur, on_cursor_done, &x, &err),
+              KEEL_ERR_PARAMETERS);
+    /* The server's errors complete the open; the cursor is then not open, and is freed. */
+    cur = cursor_open(db, c, "SELECT * FROM no_such_table_for_cursor", NULL, 0, 5, &e);
+    CHECK_INT(e.code, KEEL_ERR_PROGRAMMING);
+    CHECK_CONTAINS(e.message, "no_such_table_for_cursor");
+    int64_t got[4];
+    size_t ngot = 0;
+    CHECK_INT(keel_cursor_fetch(c, cur, 1, NULL, on_cursor_done, &x, &err),
+              KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "not open");
+    keel_cursor_close(cur);
+    /* A statement without rows ran, and the open says so. */
+    keel_result_free(q(c, "CREATE TEMPORARY TABLE cur_t (n INT)", NULL, 0));
+    cur = cursor_open(db, c, "INSERT INTO cur_t VALUES (1)", NULL, 0, 5, &e);
+    CHECK_INT(e.code, KEEL_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(e.message, "must return rows");
+    keel_cursor_close(cur);
+    CHECK_INT(q_num(c, "SELECT COUNT(*) FROM cur_t"), 1);
+    /* A statement with rows that the server opens no cursor for: its rows are read and
+     * dropped, and the open says so. */
+    keel_result_free(q(c, "DROP PROCEDURE IF EXISTS cur_p", NULL, 0));
+    keel_result_free(q(c, "CREATE PROCEDURE cur_p() SELECT 1 UNION ALL SELECT 2", NULL, 0));
+    cur = cursor_open(db, c, "CALL cur_p()", NULL, 0, 5, &e);
+    CHECK_INT(e.code, KEEL_ERR_UNSUPPORTED);
+    CHECK_CONTAINS(e.message, "opened no cursor");
+    keel_cursor_close(cur);
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    keel_result_free(q(c, "DROP PROCEDURE cur_p", NULL, 0));
+    /* An error midway: the rows before it come, then the error; the connection serves on. */
+    cur = cursor_open(db, c,
+                      "SELECT CAST(seq AS SIGNED) AS n, "
+                      "IF(seq = 3, (SELECT seq FROM seq_1_to_2), 0) AS bad FROM seq_1_to_5",
+                      NULL, 0, 1, &e);
+    if (e.code == KEEL_OK) {
+        /* MariaDB evaluates the rows as it materialises them: the open fails instead. */
+        cursor_fetch_ints(db, c, cur, 5, got, &ngot, &e);
+    }
+    CHECK(e.code != KEEL_OK);
+    CHECK_CONTAINS(e.message, "more than 1 row");
+    keel_cursor_close(cur);
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    /* A cursor on another connection, or after its connection closed. */
+    cur = cursor_open(db, c, "SELECT CAST(seq AS SIGNED) FROM seq_1_to_10", NULL, 0, 2, &e);
+    CHECK_INT(e.code, KEEL_OK);
+    keel_conn *other = acquire(db);
+    CHECK_INT(keel_cursor_fetch(other, cur, 1, NULL, on_cursor_done, &x, &err),
+              KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "another connection");
+    keel_conn_release(other);
+    keel_conn_release(c);
+    keel_db_close(db);
+    /* The connection is gone: the cursor is detached, and still freed by its close. */
+    keel_cursor_close(cur);
+    keel_cursor_close(NULL);
+}
+
+TEST(a_server_side_cursor_closed_while_fetching_is_freed_when_the_fetch_ends) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_error e, err;
+    keel_cursor *cur =
+        cursor_open(db, c, "SELECT CAST(seq AS SIGNED) FROM seq_1_to_1000", NULL, 0, 100, &e);
+    CHECK_INT(e.code, KEEL_OK);
+    cursor_ctx x;
+    memset(&x, 0, sizeof x);
+    CHECK_INT(keel_cursor_fetch(c, cur, 500, NULL, on_cursor_done, &x, &err), KEEL_OK);
+    keel_cursor_close(cur);
+    cursor_wait(db, &x);
+    CHECK_INT(x.err.code, KEEL_OK);
+    CHECK_INT(keel_result_nrows(x.res), 500);
+    keel_result_free(x.res);
+    CHECK_INT(q_num(c, "SELECT 41 + 1"), 42);
+    /* Closing the db while a cursor's open runs reports it closed, and frees the cursor. */
+    memset(&x, 0, sizeof x);
+    CHECK_INT(keel_conn_cursor_open(c, "SELECT CAST(seq AS SIGNED) FROM seq_1_to_100", NULL, 0, 10,
+                                    &cur, on_cursor_done, &x, &err),
+              KEEL_OK);
+    keel_cursor_close(cur);
+    keel_conn_release(c);
+    keel_db_close(db);
+    CHECK(x.done);
+    keel_result_free(x.res);
+}
+
 int main(void) {
     RUN(check_config_validates_options);
     RUN(scalar_types_round_trip_through_select);
+    RUN(intervals_go_as_time_and_durations_come_back);
     RUN(every_type_round_trips_through_a_table_including_nulls);
     RUN(ten_megabyte_blob_round_trips);
     RUN(hundred_thousand_rows_decode);
@@ -1771,6 +2010,9 @@ int main(void) {
     RUN(executemany_returning);
     RUN(prepare_describes_a_statement);
     RUN(paused_stream_holds_one_batch);
+    RUN(server_side_cursors_let_other_statements_run_between_fetches);
+    RUN(server_side_cursor_errors_and_refusals);
+    RUN(a_server_side_cursor_closed_while_fetching_is_freed_when_the_fetch_ends);
     RUN(multi_statement_script_returns_the_last_rows);
     RUN(server_errors_map_to_statuses);
     RUN(statement_cache_closes_evicted_statements);

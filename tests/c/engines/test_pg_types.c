@@ -204,6 +204,71 @@ TEST(array_parameters_take_the_type_the_server_describes) {
     keel_db_close(db);
 }
 
+/* Int parameters take the type the server gives them, on a connection of db. */
+static void int_parameters_on(keel_db *db) {
+    keel_conn *c = acquire(db);
+    if (!c)
+        return;
+    keel_result_free(q(c,
+                       "CREATE OR REPLACE FUNCTION pg_temp.pgt_small(x smallint) RETURNS text "
+                       "LANGUAGE sql AS $$SELECT 'smallint ' || x$$",
+                       NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE OR REPLACE FUNCTION pg_temp.pgt_over(x int) RETURNS text "
+                       "LANGUAGE sql AS $$SELECT 'integer'$$",
+                       NULL, 0));
+    keel_result_free(q(c,
+                       "CREATE OR REPLACE FUNCTION pg_temp.pgt_over(x bigint) RETURNS text "
+                       "LANGUAGE sql AS $$SELECT 'bigint'$$",
+                       NULL, 0));
+    keel_value v = keel_int(-5);
+    for (int round = 0; round < 2; round++) { /* described, then from the cache */
+        keel_result *r = q(c, "SELECT pg_temp.pgt_small($1), pg_typeof($1)::text", &v, 1);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "smallint -5", 11));
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "smallint", 8));
+        keel_result_free(r);
+        /* Typed text (SELECT $1), or not typed at all: a bigint, as before. */
+        r = q(c, "SELECT $1, pg_temp.pgt_over($1)", &v, 1);
+        const keel_value *got = keel_result_value(r, 0, 0);
+        CHECK(got && got->type == KEEL_TYPE_INT && got->u.i64 == -5);
+        CHECK_INT(keel_result_coltype_id(r, 0), 20);
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "bigint", 6));
+        keel_result_free(r);
+        keel_value big = keel_int(40000);
+        keel_error e = q_fail(c, "SELECT pg_temp.pgt_small($1)", &big, 1);
+        CHECK_INT(e.code, KEEL_ERR_DATA);
+        CHECK(strstr(e.message, "parameter $1: 40000 is out of range for type smallint") != NULL);
+        CHECK_STR(e.sqlstate, "22003");
+        /* numeric, real and double precision from an int, exactly where they can. */
+        keel_value three[3] = { keel_int(7), keel_int(16777217), keel_int(9007199254740993) };
+        r = q(c, "SELECT ($1 + 0.5)::text, ($2 * 1::real)::text, ($3 * 1::float8)::text", three, 3);
+        CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "7.5", 3));
+        CHECK(same_str(keel_result_value(r, 0, 1), KEEL_TYPE_TEXT, "1.6777216e+07", 13));
+        CHECK(same_str(keel_result_value(r, 0, 2), KEEL_TYPE_TEXT, "9.007199254740992e+15", 21));
+        keel_result_free(r);
+    }
+    /* Inside a transaction a statement the server cannot type with an unknown int is described
+     * in a savepoint: the transaction goes on. */
+    keel_error err;
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_BEGIN, 0, &err), KEEL_OK);
+    keel_value one = keel_int(1);
+    keel_result *r = q(c, "SELECT pg_temp.pgt_over($1), $1 IS NULL", &one, 1);
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, "bigint", 6));
+    keel_result_free(r);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    CHECK_INT(keel_conn_transaction_sync(c, KEEL_TXN_COMMIT, 0, &err), KEEL_OK);
+    keel_conn_release(c);
+}
+
+TEST(int_parameters_take_the_type_the_server_describes) {
+    keel_db *db = open_db();
+    int_parameters_on(db);
+    keel_db_close(db);
+    db = open_db_cache("0");
+    int_parameters_on(db);
+    keel_db_close(db);
+}
+
 TEST(bad_array_parameters_are_refused_naming_the_parameter) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -465,6 +530,67 @@ TEST(ranges_decode_with_their_bounds) {
     keel_db_close(db);
 }
 
+/* A RANGE value with these bounds (NULL: unbounded) and flags. */
+static keel_value range_of(keel_value *bounds, unsigned flags) {
+    keel_value v = { .type = KEEL_TYPE_RANGE };
+    v.u.range.bounds = bounds;
+    v.u.range.flags = flags;
+    return v;
+}
+
+TEST(copy_in_loads_ranges) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    if (!c) {
+        keel_db_close(db);
+        return;
+    }
+    keel_result_free(
+        q(c, "CREATE TEMP TABLE pgt_crange (i int4range, n numrange, d daterange, t tsrange)", NULL,
+          0));
+    keel_value ib[2] = { keel_int(1), keel_int(5) }, nb[2] = { keel_null(), keel_numeric("2.5") };
+    keel_value db2[2] = { keel_date(10958), keel_date(10958) };
+    keel_value tb[2] = { keel_timestamp(INT64_C(946684801000000)), keel_null() };
+    keel_value rows[8] = {
+        range_of(ib, KEEL_RANGE_LOWER_INC | KEEL_RANGE_UPPER_INC),
+        range_of(nb, KEEL_RANGE_UPPER_INC),
+        range_of(db2, KEEL_RANGE_LOWER_INC | KEEL_RANGE_UPPER_INC),
+        range_of(tb, 0),
+        range_of(NULL, KEEL_RANGE_EMPTY),
+        range_of(NULL, KEEL_RANGE_EMPTY),
+        keel_null(),
+        range_of(NULL, KEEL_RANGE_EMPTY),
+    };
+    int64_t loaded = 0;
+    keel_error err;
+    keel_status st = keel_conn_copy_in_sync(c, NULL, "pgt_crange", NULL, 4, rows, 2, &loaded, &err);
+    if (st != KEEL_OK)
+        fprintf(stderr, "  copy_in: %s\n", err.message);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(loaded, 2);
+    keel_result *r = q(c,
+                       "SELECT i::text || ' ' || n::text || ' ' || d::text || ' ' || t::text "
+                       "FROM pgt_crange WHERE NOT isempty(i)",
+                       NULL, 0);
+    const char *want = "[1,6) (,2.5] [2000-01-02,2000-01-03) (\"2000-01-01 00:00:01\",)";
+    CHECK(same_str(keel_result_value(r, 0, 0), KEEL_TYPE_TEXT, want, strlen(want)));
+    keel_result_free(r);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pgt_crange WHERE isempty(i) AND d IS NULL"), 1);
+    /* A bound of the wrong type names the column and the side; nothing is loaded. */
+    keel_value bad_b[2] = { keel_int(1), keel_text("x") };
+    keel_value bad[1] = { range_of(bad_b, KEEL_RANGE_LOWER_INC) };
+    const char *col[1] = { "i" };
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_crange", col, 1, bad, 1, NULL, &err),
+              KEEL_ERR_DATA);
+    CHECK(strstr(err.message, "column \"i\" (int4range): upper bound: a text value") != NULL);
+    keel_value plain[1] = { keel_int(3) };
+    CHECK_INT(keel_conn_copy_in_sync(c, NULL, "pgt_crange", col, 1, plain, 1, NULL, &err),
+              KEEL_ERR_DATA);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM pgt_crange"), 2);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(arrays_of_other_types_are_arrays_of_text) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -523,11 +649,13 @@ TEST(void_results_are_null) {
 int main(void) {
     RUN(arrays_of_every_known_type_decode_as_arrays);
     RUN(array_parameters_take_the_type_the_server_describes);
+    RUN(int_parameters_take_the_type_the_server_describes);
     RUN(bad_array_parameters_are_refused_naming_the_parameter);
     RUN(copy_in_loads_arrays_and_lists_into_json);
     RUN(intervals_and_network_addresses_both_ways);
     RUN(ranges_decode_with_their_bounds);
     RUN(void_results_are_null);
+    RUN(copy_in_loads_ranges);
     RUN(arrays_of_other_types_are_arrays_of_text);
     return TEST_SUMMARY();
 }

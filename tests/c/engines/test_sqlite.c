@@ -263,6 +263,36 @@ TEST(declared_type_fallbacks) {
     keel_db_close(db);
 }
 
+TEST(intervals_are_duration_text_and_time_columns_read_it) {
+    keel_db *db = open_file_db(NULL);
+    keel_conn *c = acquire(db);
+    exec(c, "CREATE TABLE d (id INTEGER PRIMARY KEY, tm TIME)");
+    keel_value iv[2] = { keel_int(1), { .type = KEEL_TYPE_INTERVAL } };
+    iv[1].u.interval.days = -2;
+    iv[1].u.interval.micros = -INT64_C(3600000000) - 500000;
+    keel_result_free(q(c, "INSERT INTO d VALUES ($1, $2)", iv, 2));
+    iv[0] = keel_int(2);
+    iv[1].u.interval.days = 0;
+    iv[1].u.interval.micros = INT64_C(3723000000);
+    keel_result_free(q(c, "INSERT INTO d VALUES ($1, $2)", iv, 2));
+    keel_result *res = q(c, "SELECT tm, typeof(tm), CAST(tm AS TEXT) FROM d ORDER BY id", NULL, 0);
+    const keel_value *r = keel_result_row(res, 0);
+    CHECK(r && r[0].type == KEEL_TYPE_INTERVAL && r[0].u.interval.months == 0 &&
+          r[0].u.interval.days == 0 && r[0].u.interval.micros == -INT64_C(176400500000));
+    CHECK(r && str_eq(&r[1], KEEL_TYPE_TEXT, "text"));
+    CHECK(r && str_eq(&r[2], KEEL_TYPE_TEXT, "-49:00:00.500000"));
+    r = keel_result_row(res, 1);
+    CHECK(r && r[0].type == KEEL_TYPE_TIME && r[0].u.micros == INT64_C(3723000000));
+    CHECK(r && str_eq(&r[2], KEEL_TYPE_TEXT, "01:02:03"));
+    keel_result_free(res);
+    keel_error err;
+    iv[1].u.interval.months = 1;
+    CHECK_INT(q_err(c, "SELECT $2", iv, 2, &err), KEEL_ERR_DATA);
+    CHECK_STR(err.message, "parameter $2: an interval with months is not a SQLite value");
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(large_blob_and_many_rows) {
     keel_db *db = open_file_db(NULL);
     keel_conn *c = acquire(db);
@@ -1267,6 +1297,7 @@ int main(void) {
     }
     RUN(types_both_ways);
     RUN(declared_type_fallbacks);
+    RUN(intervals_are_duration_text_and_time_columns_read_it);
     RUN(large_blob_and_many_rows);
     RUN(executemany_atomic);
     RUN(executemany_returning);

@@ -351,8 +351,46 @@ TEST(readiness_of_a_freed_watch_never_reaches_one_at_the_same_address) {
     pair_close(&p);
 }
 
+TEST(run_until_returns_at_its_deadline_and_goes_on_later) {
+    ctx c = { 0 };
+    CHECK_INT(pipe(c.fds), 0);
+    keel_loop *loop = keel_loop_new_blocking();
+    keel_watch *w = keel__watch_new(loop, c.fds[0], on_readable, &c);
+    CHECK_INT(keel__watch_set(w, KEEL_READ), 0);
+    int64_t start = keel_now_ms();
+    /* Nothing to read: the slice ends at its deadline, not before, with the wait not done. */
+    CHECK_INT(keel_loop_run_until(loop, &c.done, start + 30), KEEL_OK);
+    CHECK(keel_now_ms() >= start + 30);
+    CHECK(keel_now_ms() < start + 1000);
+    CHECK_INT(c.done, 0);
+    /* A deadline already passed looks once, without waiting: nothing is ready. */
+    start = keel_now_ms();
+    CHECK_INT(keel_loop_run_until(loop, &c.done, 0), KEEL_OK);
+    CHECK_INT(c.done, 0);
+    CHECK(keel_now_ms() < start + 20);
+    /* What is ready then is dispatched by that one look. */
+    CHECK_INT(write(c.fds[1], "x", 1), 1);
+    CHECK_INT(keel_loop_run_until(loop, &c.done, 0), KEEL_OK);
+    CHECK_INT(c.done, 1);
+    CHECK_INT(c.reads, 1);
+    c.done = 0;
+    /* What is ready before the deadline ends the run early. */
+    CHECK_INT(write(c.fds[1], "x", 1), 1);
+    start = keel_now_ms();
+    CHECK_INT(keel_loop_run_until(loop, &c.done, start + 10000), KEEL_OK);
+    CHECK_INT(c.done, 1);
+    CHECK_INT(c.reads, 2);
+    CHECK(keel_now_ms() < start + 1000);
+    CHECK_INT(keel_loop_run_until(NULL, &c.done, 0), KEEL_ERR_INVALID_ARGUMENT);
+    keel__watch_free(w);
+    keel_loop_free(loop);
+    close(c.fds[0]);
+    close(c.fds[1]);
+}
+
 int main(void) {
     RUN(watch_reports_readable_fd);
+    RUN(run_until_returns_at_its_deadline_and_goes_on_later);
     RUN(timers_fire_at_their_deadline_and_can_be_disarmed);
     RUN(timer_may_free_itself_in_its_callback);
     RUN(watch_may_free_itself_in_its_callback);

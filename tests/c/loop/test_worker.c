@@ -255,6 +255,146 @@ TEST(a_job_without_a_run_function_or_class_is_refused) {
     keel_loop_free(loop);
 }
 
+/* What a lane's jobs record: the thread they ran on and the order they ran in. */
+typedef struct lane_log {
+    pthread_t thread[8];
+    int order[8];
+    atomic_int ran;
+    int done;
+    int all_done;
+} lane_log;
+
+typedef struct lane_arg {
+    lane_log *log;
+    int index;
+} lane_arg;
+
+static void lane_run(void *arg) {
+    lane_arg *a = arg;
+    int at = atomic_fetch_add(&a->log->ran, 1);
+    a->log->thread[a->index] = pthread_self();
+    a->log->order[at] = a->index;
+}
+
+static void lane_done(void *arg) {
+    lane_arg *a = arg;
+    if (++a->log->done == 8)
+        a->log->all_done = 1;
+}
+
+TEST(a_lane_runs_its_jobs_in_order_on_its_own_thread) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    keel__lane *l = keel__lane_new(w);
+    CHECK(l != NULL);
+    static lane_log log;
+    static lane_arg args[8];
+    memset(&log, 0, sizeof log);
+    for (int i = 0; i < 8; i++) {
+        args[i].log = &log;
+        args[i].index = i;
+        keel__job job = { KEEL__JOB_CANCEL, -1, lane_run, lane_done, NULL, &args[i] };
+        CHECK_INT(keel__lane_submit(l, &job), 0);
+    }
+    CHECK_INT(keel_loop_run(loop, &log.all_done), KEEL_OK);
+    int same = 0, in_order = 0;
+    for (int i = 0; i < 8; i++) {
+        same += pthread_equal(log.thread[i], log.thread[0]) != 0;
+        in_order += log.order[i] == i;
+    }
+    CHECK_INT(same, 8);
+    CHECK_INT(in_order, 8);
+    CHECK(!pthread_equal(log.thread[0], pthread_self()));
+    keel__lane_release(l);
+    keel__workers_free(w);
+    keel_loop_free(loop);
+}
+
+TEST(lanes_never_wait_for_each_other_or_for_the_engine_class) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    static gate stuck;
+    memset(&stuck, 0, sizeof stuck);
+    /* The ENGINE class's only thread is stuck, and so are more lanes than the class has
+     * threads: a new lane still runs its job at once. */
+    keel__job hold = { KEEL__JOB_ENGINE, -1, gate_run, gate_done, gate_drop, &stuck };
+    CHECK_INT(keel__workers_submit(w, &hold), 0);
+    keel__lane *lanes[5];
+    for (int i = 0; i < 4; i++) {
+        lanes[i] = keel__lane_new(w);
+        CHECK(lanes[i] != NULL);
+        CHECK_INT(keel__lane_submit(lanes[i], &hold), 0);
+    }
+    CHECK_INT(wait_for(&stuck.entered, 5, 5000), 5);
+    lanes[4] = keel__lane_new(w);
+    CHECK(lanes[4] != NULL);
+    int done = 0;
+    keel__job quick = { KEEL__JOB_ENGINE, -1, slow_run, set_flag, NULL, &done };
+    CHECK_INT(keel__lane_submit(lanes[4], &quick), 0);
+    CHECK_INT(keel_loop_run(loop, &done), KEEL_OK);
+    CHECK_INT(atomic_load(&stuck.left), 0);
+    stuck.want = 5;
+    atomic_store(&stuck.open, 1);
+    CHECK_INT(keel_loop_run(loop, &stuck.all_done), KEEL_OK);
+    for (int i = 0; i < 5; i++)
+        keel__lane_release(lanes[i]);
+    keel__workers_free(w);
+    CHECK_INT(atomic_load(&stuck.dropped), 0);
+    keel_loop_free(loop);
+}
+
+TEST(a_released_lane_runs_its_queued_jobs_then_ends) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    keel__lane *l = keel__lane_new(w);
+    CHECK(l != NULL);
+    gate g;
+    memset(&g, 0, sizeof g);
+    atomic_store(&g.open, 1);
+    g.want = 3;
+    keel__job job = { KEEL__JOB_ENGINE, -1, gate_run, gate_done, gate_drop, &g };
+    for (int i = 0; i < 3; i++)
+        CHECK_INT(keel__lane_submit(l, &job), 0);
+    /* Released with jobs queued: they all run and complete, and the thread then ends by
+     * itself, before the pool is freed. */
+    keel__lane_release(l);
+    CHECK_INT(keel_loop_run(loop, &g.all_done), KEEL_OK);
+    CHECK_INT(g.done, 3);
+    CHECK_INT(keel__workers_pending(w), 0);
+    usleep(20000);
+    keel__workers_free(w);
+    CHECK_INT(atomic_load(&g.dropped), 0);
+    keel_loop_free(loop);
+    keel__lane_release(NULL);
+}
+
+TEST(free_waits_for_lanes_then_drops_what_is_stuck) {
+    keel_loop *loop = keel_loop_new_blocking();
+    keel__workers *w = keel__workers_new(loop, 1);
+    keel__lane *quick = keel__lane_new(w), *slow = keel__lane_new(w);
+    CHECK(quick != NULL && slow != NULL);
+    int completed = 0;
+    keel__job job = { KEEL__JOB_ENGINE, -1, slow_run, count_done, NULL, &completed };
+    CHECK_INT(keel__lane_submit(quick, &job), 0);
+    CHECK_INT(keel__lane_submit(quick, &job), 0);
+    static gate stmt;
+    memset(&stmt, 0, sizeof stmt);
+    keel__job s = { KEEL__JOB_ENGINE, -1, gate_run, gate_done, gate_drop, &stmt };
+    CHECK_INT(keel__lane_submit(slow, &s), 0);
+    CHECK_INT(keel__lane_submit(slow, &s), 0);
+    CHECK_INT(wait_for(&stmt.entered, 1, 5000), 1);
+    /* Neither lane was released: free waits for both, completes the quick one's jobs, gives
+     * up on the stuck one, whose jobs then end with drop. */
+    int64_t t0 = keel_now_ms();
+    keel__workers_free(w);
+    CHECK(keel_now_ms() - t0 >= KEEL__WORKERS_CLOSE_WAIT_MS - 10);
+    CHECK_INT(completed, 2);
+    CHECK_INT(stmt.done, 0);
+    atomic_store(&stmt.open, 1);
+    CHECK_INT(wait_for(&stmt.dropped, 2, 5000), 2);
+    keel_loop_free(loop);
+}
+
 int main(void) {
     RUN(jobs_run_on_workers_and_complete_on_the_loop);
     RUN(free_waits_for_queued_jobs_and_runs_their_completions);
@@ -263,5 +403,9 @@ int main(void) {
     RUN(free_never_waits_for_other_classes_and_gives_up_on_a_stuck_statement);
     RUN(jobs_queued_by_completions_during_free_still_complete);
     RUN(a_job_without_a_run_function_or_class_is_refused);
+    RUN(a_lane_runs_its_jobs_in_order_on_its_own_thread);
+    RUN(lanes_never_wait_for_each_other_or_for_the_engine_class);
+    RUN(a_released_lane_runs_its_queued_jobs_then_ends);
+    RUN(free_waits_for_lanes_then_drops_what_is_stuck);
     return TEST_SUMMARY();
 }

@@ -62,6 +62,18 @@ TEST(statements_without_what_they_need_are_refused) {
     /* A statement the lexer refuses is refused before anything starts. */
     refused(keel_conn_prepare(c, "SELECT $0", never_called, &calls, &err), &err,
             KEEL_ERR_PARAMETERS, "$0");
+    /* Server-side cursors: arguments, and engines without them (SQLite). */
+    keel_cursor *cur = NULL;
+    refused(keel_conn_cursor_open(c, "SELECT 1", NULL, 0, 10, NULL, never_called, &calls, &err),
+            &err, KEEL_ERR_INVALID_ARGUMENT, "connection, sql, out and callback are required");
+    refused(keel_conn_cursor_open(c, "SELECT 1", NULL, 0, 0, &cur, never_called, &calls, &err),
+            &err, KEEL_ERR_INVALID_ARGUMENT, "at least 1 row at a time (prefetch is 0)");
+    refused(keel_conn_cursor_open(c, "SELECT 1", NULL, 0, 10, &cur, never_called, &calls, &err),
+            &err, KEEL_ERR_UNSUPPORTED, "the sqlite engine, which has no server-side cursors");
+    CHECK(cur == NULL);
+    refused(keel_cursor_fetch(c, NULL, 1, NULL, never_called, &calls, &err), &err,
+            KEEL_ERR_INVALID_ARGUMENT, "connection, cursor and callback are required");
+    keel_cursor_close(NULL);
     /* Pausing or resuming a connection that runs no streamed statement does nothing. */
     keel_conn_pause(c);
     keel_conn_resume(c);

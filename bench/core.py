@@ -192,12 +192,15 @@ class Contender:
 
     def __init__(self, name: str, role: str, *, requires: tuple[str, ...] = (),
                  tools: tuple[str, ...] = (), loop_independent: bool = False,
-                 note: str = "") -> None:
+                 concurrent: bool = False, note: str = "") -> None:
         self.name = name
         self.role = role
         self.requires = requires          # Python modules that must be importable
         self.tools = tools                # programs that must be on PATH
         self.loop_independent = loop_independent  # measured once, not per event loop
+        # A loop-independent contender that measures a case with several tasks itself (on its
+        # own connections); the others run only in cases of one task.
+        self.concurrent = concurrent
         self.note = note
 
     def missing(self) -> str | None:
@@ -368,7 +371,8 @@ async def run_case(case: Case, loop: str, first_loop: bool, settings: Settings, 
         reason = c.missing()
         if reason is None and c.loop_independent and not first_loop:
             reason = "measured once, on the first event loop"
-        if reason is None and c.loop_independent and case.concurrency != 1:
+        if reason is None and c.loop_independent and case.concurrency != 1 and \
+                not c.concurrent:
             reason = "measured at concurrency 1 only"
         if reason is not None:
             out.skipped = reason
@@ -410,6 +414,30 @@ def ratio(case: Case, outcomes: dict[str, Outcome],
         v = o.figure(case)
         if v is not None and v > 0:
             candidates.append((v, o.name))
+    if not candidates:
+        return None, None
+    best = min(candidates) if case.lower_is_better else max(candidates)
+    return kv / best[0], best[1]
+
+
+def floor_ratio(case: Case, outcomes: dict[str, Outcome],
+                floors: dict[str, Outcome] | None = None) -> tuple[float | None, str | None]:
+    """keel's figure over the floor's: the fastest floor of the case (for lower-is-better figures
+    the smallest), taken from `floors` (the first event loop's outcomes, where floors are
+    measured once) when this loop did not measure it. (None, None) when there is none."""
+    keel = outcomes.get("keel")
+    kv = keel.figure(case) if keel else None
+    if kv is None:
+        return None, None
+    candidates = []
+    for name, o in outcomes.items():
+        if o.role != ROLE_FLOOR:
+            continue
+        if not o.samples and floors is not None and name in floors:
+            o = floors[name]
+        v = o.figure(case)
+        if v is not None and v > 0:
+            candidates.append((v, name))
     if not candidates:
         return None, None
     best = min(candidates) if case.lower_is_better else max(candidates)

@@ -6,17 +6,21 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .core import Case, Outcome, ratio
+from .core import Case, Outcome, floor_ratio, ratio
 
 
-def case_json(case: Case, loop: str, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+def case_json(case: Case, loop: str, outcomes: dict[str, Outcome],
+              floors: dict[str, Outcome] | None = None) -> dict[str, Any]:
+    """One case on one loop; floors are the first loop's outcomes of the case's floors, which
+    are measured once, so that keel / floor is given on every loop."""
     r, best = ratio(case, outcomes)
+    fr, floor = floor_ratio(case, outcomes, floors)
     out: dict[str, Any] = {
         "key": case.key, "workload": case.workload, "title": case.title, "engine": case.engine,
         "params": case.params, "concurrency": case.concurrency, "loop": loop, "unit": case.unit,
         "lower_is_better": case.lower_is_better,
         "results": {name: o.to_json(case) for name, o in outcomes.items()},
-        "ratio": r, "best_peer": best,
+        "ratio": r, "best_peer": best, "floor_ratio": fr, "floor": floor,
     }
     if case.target is not None:
         t = case.target
@@ -96,10 +100,44 @@ def targets_table(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def distance_table(cases: list[dict[str, Any]]) -> list[str]:
+    """One row per case: on each loop, keel / best peer beside keel / floor (the distance left
+    to what the server and the client library allow with no Python at all)."""
+    rows: dict[str, dict[str, Any]] = {}
+    loops: list[str] = []
+    for c in cases:
+        if c["loop"] not in loops:
+            loops.append(c["loop"])
+        rows.setdefault(c["key"], {"case": c, "by_loop": {}})["by_loop"][c["loop"]] = c
+    head = "| # | engine | case | " + " | ".join(
+        f"{lp}: keel / best peer | {lp}: keel / floor" for lp in loops) + " | floor |"
+    lines = [head, "|" + "---|" * (4 + 2 * len(loops))]
+    for row in rows.values():
+        c = row["case"]
+        cells = []
+        floor = None
+        for lp in loops:
+            x = row["by_loop"].get(lp)
+            if x is None:
+                cells += ["–", "–"]
+                continue
+            vs = f" (vs {x['best_peer']})" if x["best_peer"] else ""
+            cells.append(_ratio(x["ratio"]) + vs)
+            cells.append(_ratio(x.get("floor_ratio")))
+            floor = floor or x.get("floor")
+        if floor:
+            r = c["results"].get(floor, {})
+            if r.get("note"):
+                floor += f" ({r['note']})"
+        lines.append(f"| {c['workload']} | {c['engine']} | {c['title']}, {c['params']} | "
+                     + " | ".join(cells) + f" | {_cell(floor or 'none measured', 120)} |")
+    return lines
+
+
 def results_table(cases: list[dict[str, Any]]) -> list[str]:
     lines = ["| # | engine | case | loop | contender | throughput / value | p50 µs | p99 µs "
-             "| CPU µs/op | keel / best peer |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| CPU µs/op | keel / best peer | keel / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         first = True
         for name, r in c["results"].items():
@@ -113,15 +151,19 @@ def results_table(cases: list[dict[str, Any]]) -> list[str]:
             if r.get("error"):
                 fig = f"FAILED: {_cell(r['error'])}" if r.get("value") is None else \
                     fig + " (then failed)"
-            rat = ""
+            rat = frat = ""
             if r["role"] == "keel":
                 rat = _ratio(c["ratio"])
                 if c["best_peer"]:
                     rat += f" (vs {c['best_peer']})"
+                frat = _ratio(c.get("floor_ratio"))
+                if c.get("floor"):
+                    frat += f" (vs {c['floor']})"
             head = f"| {c['workload']} | {c['engine']} | {c['title']}, {c['params']} | " \
                 f"{c['loop']} |" if first else "| | | | |"
             lines.append(f"{head} {label} | {fig} | {_num(r.get('p50_us'))} | "
-                         f"{_num(r.get('p99_us'))} | {_num(r.get('cpu_us_per_op'))} | {rat} |")
+                         f"{_num(r.get('p99_us'))} | {_num(r.get('cpu_us_per_op'))} | {rat} | "
+                         f"{frat} |")
             first = False
     return lines
 
@@ -147,12 +189,16 @@ def markdown(doc: dict[str, Any]) -> str:
         "Throughput is the median over rounds (ops/s, rows/s or requests/s; MiB for memory, "
         "lower is better); p50/p99 latency and client CPU per operation are medians of the "
         "per-round figures. keel / best peer compares keel with the fastest peer driver of the "
-        "same case and loop (floors are not peers).",
+        "same case and loop (floors are not peers); keel / floor compares it with the case's "
+        "fastest floor (pgbench or a C loop over the engine's client library, measured once, on "
+        "the first loop): below 1, the distance left.",
         "",
     ]
     targets = targets_table(doc["cases"])
     if targets:
         out += ["## Issue 4 targets", ""] + targets + [""]
+    out += ["## keel against its best peer and its floor", ""] + distance_table(doc["cases"]) \
+        + [""]
     out += ["## All results", ""] + results_table(doc["cases"]) + [""]
     workloads = doc.get("workloads", [])
     if workloads:

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         for case in cases:
+            floors: dict[str, Outcome] = {}
             for n, lp in enumerate(loops):
                 log(f"  {case.key} [{case.engine}] {case.title}, {case.params} — {lp}")
                 factory = loop_factory("asyncio" if case.loop_in_subprocess else lp)
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                         note_skip(skipped, o.name, o.skipped, case.key)
                     if o.role == "keel" and (o.error or not o.samples):
                         failed = True
-                cases_out.append(case_json(case, lp, outcomes))
+                if n == 0:
+                    floors = {k: o for k, o in outcomes.items() if o.role == "floor"}
+                cases_out.append(case_json(case, lp, outcomes, floors))
 
     pg_server = None
     try:

@@ -12,7 +12,7 @@ from .. import data
 from ..core import ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan, Target
 from ..drivers import aiosqlite_conn, asyncpg_conn, keel_conn, psycopg_conn
 from ..env import Ctx
-from ..floors import Pgbench, SqliteC, sqlite_sync
+from ..floors import Pgbench, sqlite_c_floor, sqlite_sync
 from . import Workload
 
 SQL = "SELECT 1"
@@ -79,7 +79,7 @@ def sqlite_case(ctx: Ctx) -> Case:
             AsyncContender("keel", ROLE_KEEL, keel_session),
             AsyncContender("aiosqlite", ROLE_PEER, aiosqlite_session, requires=("aiosqlite",)),
             sqlite_sync(path, SQL, None),
-            SqliteC(path, SQL, 1),
+            sqlite_c_floor(path, SQL, 1),
         ])
 
 

@@ -12,7 +12,7 @@ from .. import data
 from ..core import ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan, Target
 from ..drivers import (aiosqlite_pool, asyncpg_pool, keel_db, psycopg_pool, pyformat, qmark)
 from ..env import Ctx
-from ..floors import Pgbench, SqliteC, sqlite_sync
+from ..floors import Pgbench, sqlite_c_floor, sqlite_sync
 from . import Workload
 
 TARGET = Target(1.2)
@@ -64,11 +64,11 @@ def pg_cases(ctx: Ctx) -> list[Case]:
             AsyncContender("psycopg_pool", ROLE_PEER, psycopg_session,
                            requires=("psycopg", "psycopg_pool")),
         ]
-        if tasks == 1:
-            n = ctx.settings.points_rows
-            contenders.append(Pgbench(
-                f"\\set id random(1, {n})\nSELECT {data.POINTS_COLUMNS} FROM {table} "
-                "WHERE id = :id;\n"))
+        # The floor runs on as many connections as keel's pool keeps busy.
+        n = ctx.settings.points_rows
+        contenders.append(Pgbench(
+            f"\\set id random(1, {n})\nSELECT {data.POINTS_COLUMNS} FROM {table} "
+            "WHERE id = :id;\n", clients=min(tasks, size)))
         cases.append(Case(
             workload=2, key=f"w2.pg.c{tasks}.p{size}", title="point select by primary key",
             engine="postgresql", params=f"{tasks} task{'s' if tasks > 1 else ''}, pool {size}",
@@ -108,7 +108,8 @@ def sqlite_cases(ctx: Ctx) -> list[Case]:
                            note="a queue of connections (aiosqlite has no pool)"),
         ]
         if tasks == 1:
-            contenders += [sqlite_sync(path, sql, ids), SqliteC(path, sql, n)]
+            contenders.append(sqlite_sync(path, sql, ids))
+        contenders.append(sqlite_c_floor(path, sql, n, connections=min(tasks, size)))
         cases.append(Case(
             workload=2, key=f"w2.sqlite.c{tasks}.p{size}", title="point select by primary key",
             engine="sqlite", params=f"{tasks} task{'s' if tasks > 1 else ''}, pool {size}",
@@ -121,5 +122,6 @@ WORKLOAD = Workload(
     measures="`SELECT id, a, b, c … WHERE id = $1` on a 100k-row table, every operation "
              "acquiring a pooled connection and releasing it, 1/32/128 tasks, pools of 10 and "
              "32. Peers: asyncpg pool (default, and with its release-time reset query turned "
-             "off), psycopg_pool; aiosqlite behind a queue of connections. Floors at 1 task: "
-             "pgbench with a random key; stdlib sqlite3; the C loop.")
+             "off), psycopg_pool; aiosqlite behind a queue of connections. Floors: pgbench "
+             "with a random key and the C loop over libsqlite3, on as many connections as the "
+             "pool keeps busy; stdlib sqlite3 at 1 task.")

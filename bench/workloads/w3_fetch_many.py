@@ -14,6 +14,7 @@ from .. import data
 from ..core import ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan, Target
 from ..drivers import asyncpg_conn, keel_conn, psycopg_conn
 from ..env import Ctx
+from ..floors import pg_c_floor
 from . import Workload
 
 Op = Callable[[int], Any]
@@ -59,6 +60,7 @@ def pg_case(ctx: Ctx) -> Case:
                            requires=("psycopg",)),
             AsyncContender("psycopg (text)", ROLE_PEER, psycopg_session(False),
                            requires=("psycopg",)),
+            pg_c_floor(["fetch", sql]),
         ])
 
 
@@ -67,4 +69,4 @@ WORKLOAD = Workload(
     measures="1000 rows × (int4, int8, float8, numeric, text, bool, timestamptz, uuid, bytea, "
              "jsonb) on one connection, in rows/s: decoding into Python objects. Peers asyncpg "
              "(with json codecs so that every driver returns the same objects), psycopg binary "
-             "and text cursors.")
+             "and text cursors. Floor: the query in a C loop over libpq (binary results).")

@@ -19,6 +19,7 @@ from ..core import (ROLE_FLOOR, ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan
                     SyncContender, Target)
 from ..drivers import aiosqlite_conn, asyncpg_conn, keel_conn, psycopg_conn, pyformat, qmark
 from ..env import Ctx
+from ..floors import pg_c_floor, sqlite_c_insert_floor
 from . import Workload
 
 TARGET = Target(1.0)
@@ -134,6 +135,7 @@ def pg_cases(ctx: Ctx) -> list[Case]:
                  AsyncContender("asyncpg", ROLE_PEER, asyncpg_many, requires=("asyncpg",)),
                  AsyncContender("psycopg", ROLE_PEER, psycopg_many, requires=("psycopg",),
                                 note="executemany in a transaction (pipeline mode)"),
+                 pg_c_floor(["many", table, COLUMNS, str(n)]),
              ]),
         Case(key="w4.pg.bulk", title=f"insert {n} rows × 7 columns: fastest bulk path",
              params="1 connection", **common, contenders=[
@@ -143,6 +145,7 @@ def pg_cases(ctx: Ctx) -> list[Case]:
                                 note="copy_records_to_table (binary COPY)"),
                  AsyncContender("psycopg", ROLE_PEER, psycopg_copy, requires=("psycopg",),
                                 note="COPY FROM STDIN (FORMAT BINARY), write_row"),
+                 pg_c_floor(["copy", table, COLUMNS, str(n)]),
              ]),
     ]
 
@@ -196,6 +199,7 @@ def sqlite_case(ctx: Ctx) -> Case:
             AsyncContender("aiosqlite", ROLE_PEER, aiosqlite_session, requires=("aiosqlite",)),
             SyncContender("sqlite3 (stdlib, sync)", ROLE_FLOOR, sync_session,
                           note="synchronous: blocks its thread; no event loop"),
+            sqlite_c_insert_floor(path, "ins", COLUMNS, n),
         ])
 
 
@@ -203,5 +207,7 @@ WORKLOAD = Workload(
     4, "insert 10k rows × 7 columns", lambda ctx: pg_cases(ctx) + [sqlite_case(ctx)],
     measures="10,000 rows × 7 columns per operation in one atomic batch, rows/s. PostgreSQL: "
              "executemany of every driver, and each driver's fastest bulk path (binary COPY: "
-             "keel's and asyncpg's copy_records_to_table, psycopg's cursor.copy). SQLite: executemany in one transaction, aiosqlite as the peer, stdlib "
-             "sqlite3 as the floor.")
+             "keel's and asyncpg's copy_records_to_table, psycopg's cursor.copy). Floors: the "
+             "same rows in a C loop over libpq (prepared INSERTs in one pipeline; binary COPY). "
+             "SQLite: executemany in one transaction, aiosqlite as the peer; floors stdlib "
+             "sqlite3 and a C loop over libsqlite3.")

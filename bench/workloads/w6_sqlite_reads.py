@@ -13,7 +13,7 @@ from .. import data
 from ..core import ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan, Target
 from ..drivers import aiosqlite_pool, keel_db, qmark
 from ..env import Ctx
-from ..floors import SqliteC, sqlite_sync
+from ..floors import sqlite_c_floor, sqlite_sync
 from . import Workload
 
 Op = Callable[[int], Any]
@@ -50,7 +50,8 @@ def cases(ctx: Ctx) -> list[Case]:
             AsyncContender("aiosqlite", ROLE_PEER, aiosqlite_session, requires=("aiosqlite",)),
         ]
         if readers == 1:
-            contenders += [sqlite_sync(path, sql, ids), SqliteC(path, sql, n)]
+            contenders.append(sqlite_sync(path, sql, ids))
+        contenders.append(sqlite_c_floor(path, sql, n, connections=readers))
         out.append(Case(
             workload=6, key=f"w6.sqlite.r{readers}", title=f"point reads, {n:,}-row WAL file",
             engine="sqlite", params=f"{readers} reader{'s' if readers > 1 else ''}",
@@ -62,5 +63,5 @@ WORKLOAD = Workload(
     6, "SQLite point reads on a 1M-row WAL database", cases,
     measures="point reads by primary key on a 1M-row WAL file under build/bench/, 1 and 16 "
              "concurrent readers, each with its own connection. Peer aiosqlite (one "
-             "connection, hence one thread, per reader); floors stdlib sqlite3 (sync) and the C "
-             "loop, at one reader.")
+             "connection, hence one thread, per reader); floors the C loop over libsqlite3 (a "
+             "connection and a thread per reader) and stdlib sqlite3 (sync, one reader).")

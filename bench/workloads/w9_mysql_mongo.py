@@ -25,8 +25,9 @@ from ..core import ROLE_KEEL, ROLE_PEER, AsyncContender, Case, Plan, Target
 from ..drivers import (aiomysql_conn, aiomysql_pool, asyncmy_conn, asyncmy_pool, keel_conn,
                        keel_db, keel_mongo, pymongo_client, pyformat)
 from ..env import Ctx
+from ..floors import mariadb_c_floor, mongo_c_floor
 from . import Workload
-from .w4_insert import insert_sql, make_rows, values_batches
+from .w4_insert import COLUMNS, VALUES_CHUNK, insert_sql, make_rows, values_batches
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", data.MYSQL_DEFAULT_URL)
 MONGO_URL = os.environ.get("KEEL_TEST_MONGO_URL", data.MONGO_DEFAULT_URL)
@@ -71,7 +72,8 @@ def mysql_roundtrip(ctx: Ctx) -> Case:
     return Case(workload=9, key="w9.mysql.roundtrip", title="round trip SELECT 1",
                 engine="mysql", params="1 task, 1 connection", concurrency=1,
                 target=Target(1.2),
-                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *_sql_peers(peer)])
+                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *_sql_peers(peer),
+                            mariadb_c_floor(url, ["query", "SELECT 1"])])
 
 
 def mysql_point(ctx: Ctx) -> list[Case]:
@@ -110,7 +112,10 @@ def mysql_point(ctx: Ctx) -> list[Case]:
             title="point select by primary key", engine="mysql",
             params=f"{tasks} tasks, pool {size}", concurrency=tasks, target=Target(1.2),
             contenders=[AsyncContender("keel", ROLE_KEEL, keel_session_for(size)),
-                        *_sql_peers(peer_for(size))]))
+                        *_sql_peers(peer_for(size)),
+                        mariadb_c_floor(url, ["point", sql.replace("$1", "?"),
+                                              str(ctx.settings.points_rows)],
+                                        connections=min(tasks, size))]))
     return cases
 
 
@@ -149,7 +154,8 @@ def mysql_fetch(ctx: Ctx) -> Case:
     return Case(workload=9, key="w9.mysql.fetch", title=f"fetch {n} rows × 10 columns",
                 engine="mysql", params="1 connection", concurrency=1, unit="rows/s",
                 rows_per_op=n, target=Target(1.0),
-                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *peers])
+                contenders=[AsyncContender("keel", ROLE_KEEL, keel_session), *peers,
+                            mariadb_c_floor(url, ["query", sql])])
 
 
 def mysql_insert(ctx: Ctx) -> list[Case]:
@@ -207,14 +213,16 @@ def mysql_insert(ctx: Ctx) -> list[Case]:
         Case(key="w9.mysql.executemany", title=f"insert {n} rows × 7 columns: executemany",
              **common, contenders=[
                  AsyncContender("keel", ROLE_KEEL, keel_many),
-                 *_sql_peers(peer)]),
+                 *_sql_peers(peer),
+                 mariadb_c_floor(url, ["many", table, COLUMNS, str(n)])]),
         Case(key="w9.mysql.bulk", title=f"insert {n} rows × 7 columns: fastest bulk path",
              **common, contenders=[
                  AsyncContender("keel", ROLE_KEEL, keel_values,
                                 note="multi-row INSERT of 1000 rows per statement"),
                  *[AsyncContender(c.name, c.role, c.session, requires=c.requires,
                                   note="executemany (rewritten to multi-row INSERTs)")
-                   for c in _sql_peers(peer)]]),
+                   for c in _sql_peers(peer)],
+                 mariadb_c_floor(url, ["values", table, COLUMNS, str(n), str(VALUES_CHUNK)])]),
     ]
 
 
@@ -282,7 +290,9 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
             target=Target(1.2), contenders=[
                 AsyncContender("keel", ROLE_KEEL, k),
                 AsyncContender("pymongo", ROLE_PEER, p, requires=("pymongo",),
-                               note="AsyncMongoClient")]))
+                               note="AsyncMongoClient"),
+                mongo_c_floor(url, ["find_one", points, str(n_points)],
+                              connections=min(tasks, size))]))
 
     # Single-document writes from many tasks: insert_one of a small fresh document (each driver
     # adds its _id), and update_one by _id of the find_one collection ($inc of a counter field
@@ -319,8 +329,10 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
             update_one = client[MONGO_DB][points].update_one
             yield lambda i: update_one({"_id": ids[i & mask]}, {"$inc": {"hits": 1}})
 
-    for verb, k, p in (("insert_one", keel_insert_one, pymongo_insert_one),
-                       ("update_one", keel_update_one, pymongo_update_one)):
+    for verb, k, p, floor_args in (
+            ("insert_one", keel_insert_one, pymongo_insert_one, ["insert_one", one_coll]),
+            ("update_one", keel_update_one, pymongo_update_one,
+             ["update_one", points, str(n_points)])):
         cases.append(Case(
             workload=9, key=f"w9.mongo.{verb}.c{MONGO_WRITE_TASKS}.p10",
             title=f"{verb} {'a small document' if verb == 'insert_one' else 'by _id ($inc)'}",
@@ -328,7 +340,8 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
             concurrency=MONGO_WRITE_TASKS, target=Target(1.2), contenders=[
                 AsyncContender("keel", ROLE_KEEL, k),
                 AsyncContender("pymongo", ROLE_PEER, p, requires=("pymongo",),
-                               note="AsyncMongoClient")]))
+                               note="AsyncMongoClient"),
+                mongo_c_floor(url, floor_args, connections=min(MONGO_WRITE_TASKS, 10))]))
 
     n_ins = ctx.settings.insert_rows
     # Both drivers add an _id to each document they insert, so every operation inserts fresh
@@ -358,7 +371,8 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
         rows_per_op=n_ins, target=Target(1.2), contenders=[
             AsyncContender("keel", ROLE_KEEL, keel_insert),
             AsyncContender("pymongo", ROLE_PEER, pymongo_insert, requires=("pymongo",),
-                           note="AsyncMongoClient")]))
+                           note="AsyncMongoClient"),
+            mongo_c_floor(url, ["insert_many", target_coll, str(n_ins)])]))
 
     @contextlib.asynccontextmanager
     async def keel_find(plan: Plan) -> AsyncIterator[Op]:
@@ -378,7 +392,8 @@ def mongo_cases(ctx: Ctx) -> list[Case]:
         target=Target(1.2), contenders=[
             AsyncContender("keel", ROLE_KEEL, keel_find),
             AsyncContender("pymongo", ROLE_PEER, pymongo_find, requires=("pymongo",),
-                           note="AsyncMongoClient")]))
+                           note="AsyncMongoClient"),
+            mongo_c_floor(url, ["find", mixed])]))
     return cases
 
 
@@ -393,4 +408,6 @@ WORKLOAD = Workload(
              "tasks; 1000 rows × 10 columns; 10,000-row inserts by executemany and multi-row "
              "INSERT), peers aiomysql and asyncmy in autocommit. MongoDB: find_one by _id at 1, "
              "32 and 128 tasks, insert_one and update_one at 32 tasks, insert_many of 10,000 "
-             "documents, find of 1000 documents to a list, peer pymongo AsyncMongoClient.")
+             "documents, find of 1000 documents to a list, peer pymongo AsyncMongoClient. "
+             "Floors: each operation in a C loop over libmariadb or libmongoc, on as many "
+             "connections as keel's pool keeps busy.")

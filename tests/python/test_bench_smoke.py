@@ -51,14 +51,40 @@ def test_every_workload_reports_keel(smoke):
                 assert keel["ops"] > 0 and keel["p50_us"] is not None, (case["key"], keel)
 
 
+C_FLOORS = {"C loop over libsqlite3", "C loop over libpq", "C loop over libmariadb",
+            "C loop over libmongoc"}
+
+
 def test_both_engines_and_floors_are_covered(smoke):
     _, doc, _ = smoke
     engines = {c["engine"] for c in doc["cases"]}
-    assert {"postgresql", "sqlite"} <= engines
-    # The C floor is compiled and run by the harness whenever cc is there (bootstrap installs it).
+    assert {"postgresql", "sqlite", "mysql", "mongodb"} <= engines
+    # The C floors are compiled and run by the harness whenever cc is there: bootstrap installs
+    # it and the -dev packages of every engine's client library.
     floors = {name for c in doc["cases"] for name, r in c["results"].items()
               if r["role"] == "floor" and "value" in r}
-    assert "C loop over libsqlite3" in floors, floors
+    assert C_FLOORS <= floors, floors
+    for case in doc["cases"]:
+        for name, r in case["results"].items():
+            if r["role"] == "floor" and "value" in r:
+                assert "error" not in r, (case["key"], name, r["error"])
+
+
+def test_every_case_of_a_database_operation_has_a_floor(smoke):
+    # Workloads 5 (a pool with no query), 7 (HTTP end to end) and 8 (memory) have none; every
+    # other case reports keel / floor on every loop, the floors being measured on the first.
+    _, doc, _ = smoke
+    for case in doc["cases"]:
+        if case["workload"] in (5, 7, 8):
+            assert case["floor_ratio"] is None, case["key"]
+            continue
+        floors = {n: r for n, r in case["results"].items() if r["role"] == "floor"}
+        assert floors, case["key"]
+        if case["floor"] is None:
+            # Only a floor whose program is missing here (pgbench) may leave a case without one.
+            assert all("skipped" in r for r in floors.values()), (case["key"], floors)
+            continue
+        assert case["floor"] in floors and case["floor_ratio"] > 0, (case["key"], case)
 
 
 def test_peers_are_measured_or_listed_as_skipped(smoke):
@@ -79,5 +105,6 @@ def test_markdown_table_is_written(smoke):
     _, doc, out = smoke
     text = (out / "latest.md").read_text()
     assert "| # | engine | case | loop | contender |" in text
+    assert "| asyncio: keel / best peer | asyncio: keel / floor |" in text
     assert doc["meta"]["machine"]["nproc"] >= 1
     assert doc["meta"]["mode"] == "smoke"

@@ -181,6 +181,19 @@ async def test_executemany(db, new_table, types):
     assert await db.fetchval(f"SELECT count(*) FROM {t} WHERE name = $1", "even") == 500
 
 
+async def test_executemany_of_a_hundred_thousand_rows_with_nulls_everywhere(db, new_table, types):
+    t = new_table()
+    await db.execute(
+        f"CREATE TABLE {t} (id {types['int']} PRIMARY KEY, name TEXT, score {types['float']}, raw {types['bytes']})")
+    # NULLs in every column but the key, in patterns that change the parameter types from row
+    # to row (a NULL has no type).
+    rows = [(i, None if i % 3 == 0 else f"n{i}", None if i % 5 == 0 else i / 8,
+             None if i % 7 else bytes([i % 256]) * (i % 4)) for i in range(100_000)]
+    assert await db.executemany(f"INSERT INTO {t} (id, name, score, raw) VALUES ($1, $2, $3, $4)", rows) is None
+    got = await db.fetch(f"SELECT id, name, score, raw FROM {t} ORDER BY id")
+    assert [tuple(r) for r in got] == rows
+
+
 async def test_executemany_with_no_rows_does_nothing(db, new_table, types):
     t = new_table()
     await db.execute(f"CREATE TABLE {t} (id {types['int']})")

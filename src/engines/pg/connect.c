@@ -9,6 +9,7 @@
 #include "core/numtext.h"
 #include "core/value_int.h"
 #include "core/secret.h"
+#include "engines/pg/batch.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/paramtypes.h"
 #include "engines/pg/copy.h"
@@ -527,6 +528,7 @@ void keel__pg_destroy(pg_impl *p) {
     keel__pg_ptypes_free(p);
     keel__pg_cache_free(p);
     keel__pg_copy_free(p);
+    keel__pg_wire_free(p);
     free(p);
 }
 

@@ -6,6 +6,7 @@
 
 #include "core/numtext.h"
 #include "core/value_int.h"
+#include "engines/pg/batch.h"
 #include "engines/pg/codec.h"
 #include "engines/pg/connect.h"
 #include "engines/pg/copy.h"
@@ -257,13 +258,30 @@ void keel__pg_take(pg_impl *p, PGresult *r) {
         keel__pg_fail_op(p, KEEL_ERR_NOMEM, "out of memory decoding a result");
 }
 
+int keel__pg_add_rows(pg_impl *p, const PGresult *r) {
+    size_t next = 0;
+    return pg_add_rows(p, r, &next, 0) < 0 ? -1 : 0;
+}
+
+/* A field of a failed PGresult, for keel__pg_error_from. */
+static const char *pg_result_field(const void *src, int code) {
+    return PQresultErrorField(src, code);
+}
+
 void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *err) {
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
-    int bad = PQstatus(p->pg) == CONNECTION_BAD;
     if (!primary || !*primary)
         primary = PQresultErrorMessage(r);
+    keel__pg_error_from(p, pg_result_field, r, primary, row, err);
+}
+
+void keel__pg_error_from(pg_impl *p, keel__pg_field_fn field, const void *src, const char *primary,
+                         long row, keel_error *err) {
+    const char *state = field(src, PG_DIAG_SQLSTATE);
+    const char *detail = field(src, PG_DIAG_MESSAGE_DETAIL);
+    int bad = PQstatus(p->pg) == CONNECTION_BAD;
+    if (!primary || !*primary)
+        primary = field(src, PG_DIAG_MESSAGE_PRIMARY);
     if (!primary || !*primary)
         primary = PQerrorMessage(p->pg);
     char raw[KEEL_ERROR_MESSAGE_MAX * 2];
@@ -300,8 +318,7 @@ void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *
         { PG_DIAG_DATATYPE_NAME, KEEL__ERRF_DATATYPE },
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-        keel__error_set_field(err, fields[i].field, PQresultErrorField(r, fields[i].diag),
-                              SIZE_MAX);
+        keel__error_set_field(err, fields[i].field, field(src, fields[i].diag), SIZE_MAX);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -319,6 +336,7 @@ static const char *pg_sql(pg_impl *p, const keel_conn *c, const char *sql, size_
 
 static void pg_batch_clear(pg_impl *p) {
     keel__pg_copy_clear(p); /* every path that ends a batch ends a bulk load too */
+    keel__pg_wire_clear(p);
     keel__values_free(p->bvals);
     p->bvals = NULL;
     p->btypes = NULL;
@@ -338,6 +356,8 @@ static void pg_lost(pg_impl *p) {
     keel_error err;
     if (was == PG_SETUP)
         keel__pg_connect_error(p, &err, KEEL_ERR_CONNECT);
+    else if (p->failed && keel__pg_wire_active(p))
+        err = p->err; /* a failure libpq did not see: the batch on the wire says what it was */
     else
         keel__pg_error_libpq(&err, KEEL_ERR_CONNECTION_LOST, c,
                              "connection lost: ", PQerrorMessage(p->pg));
@@ -717,6 +737,14 @@ static int pg_want_write(const pg_impl *p) {
 /* One wake-up of a running operation: send what is pending, read, collect results. */
 static void pg_op_step(pg_impl *p, int events) {
     p->yielded = 0;
+    if (p->phase == PG_BATCH && keel__pg_wire_active(p)) {
+        int done = keel__pg_wire_step(p, events);
+        if (done < 0)
+            pg_lost(p);
+        else if (done > 0)
+            keel__pg_finish(p);
+        return;
+    }
     if (p->phase == PG_BATCH || p->phase == PG_COPY) {
         if ((p->phase == PG_BATCH ? pg_batch_send(p) : keel__pg_copy_send(p)) != 0) {
             pg_lost(p);
@@ -1048,13 +1076,22 @@ static keel_status pg_query_run(pg_impl *p, const keel__stmt *stmt, const char *
         st = pg_batch_copy(p, stmt, sql, err);
         if (st != KEEL_OK)
             return st;
+        p->bsql = sql;
+        p->brows = stmt->nrows;
+        p->bnparams = stmt->nparams;
+        if (keel__pg_wire_usable(p)) {
+            p->phase = PG_BATCH;
+            st = keel__pg_wire_start(p, err);
+            if (st != KEEL_OK) {
+                p->phase = PG_IDLE;
+                pg_batch_clear(p);
+            }
+            return st;
+        }
         if (!PQenterPipelineMode(p->pg)) {
             pg_batch_clear(p);
             return keel__pg_send_failed(p, 0, err);
         }
-        p->bsql = sql;
-        p->brows = stmt->nrows;
-        p->bnparams = stmt->nparams;
         p->phase = PG_BATCH;
         if (pg_batch_send(p) != 0 ||
             keel__watch_set(p->watch, KEEL_READ | (pg_want_write(p) ? KEEL_WRITE : 0)) != 0)

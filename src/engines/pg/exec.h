@@ -27,6 +27,23 @@ void keel__pg_take(pg_impl *p, PGresult *r);
 /* Fills err from a failed PGresult; row >= 0 names the batch row it belongs to. */
 void keel__pg_result_error(pg_impl *p, const PGresult *r, long row, keel_error *err);
 
+/* A field of an error (code: a PG_DIAG_* letter) from src, or NULL when it has none. */
+typedef const char *(*keel__pg_field_fn)(const void *src, int code);
+
+/*
+ * Fills err from an error whose fields field reads from src (a PGresult, or an ErrorResponse
+ * keel read itself); primary, when not NULL or empty, is the message instead of field 'M'. row
+ * >= 0 names the batch row it belongs to.
+ */
+void keel__pg_error_from(pg_impl *p, keel__pg_field_fn field, const void *src, const char *primary,
+                         long row, keel_error *err);
+
+/*
+ * Appends every row of r, a whole result, to the running operation's result (which takes r's
+ * columns when it has none yet). 0, or -1 when out of memory.
+ */
+int keel__pg_add_rows(pg_impl *p, const PGresult *r);
+
 /* The operation's results are all in: report them (this is the last thing done with p). */
 void keel__pg_finish(pg_impl *p);
 /* Hands the notifications libpq has read to the core (keel__conn_notify), in order. */

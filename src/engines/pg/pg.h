@@ -67,6 +67,7 @@ typedef struct pg_stmt {
 } pg_stmt;
 
 struct pg_copy;
+struct pg_wire;
 
 typedef struct pg_impl {
     keel_conn *c;
@@ -209,6 +210,7 @@ typedef struct pg_impl {
     size_t nxsteps, xstep, nxdealloc;
 
     struct pg_copy *copy; /* the state of bulk loads, made by the first one */
+    struct pg_wire *wire; /* the state of batches written by keel (batch.c), made by the first */
 } pg_impl;
 
 /* The configured name of c's database, for messages. */

@@ -2067,6 +2067,64 @@ TEST(executemany_returning) {
     keel_db_close(db);
 }
 
+/*
+ * keel writes a batch's messages itself (batch.c) and libpq is handed the session back after
+ * it: the transaction state libpq reports (keel_conn_txn_status) follows what the batch did,
+ * a batch in a failed block takes libpq's pipeline and fails alike, and 100,000 rows with
+ * RETURNING come back in order.
+ */
+TEST(executemany_on_the_wire_keeps_libpq_in_step) {
+    keel_db *db = open_db();
+    keel_conn *c = acquire(db);
+    keel_result_free(q(c, "CREATE TEMP TABLE wk (id int8 PRIMARY KEY)", NULL, 0));
+    keel_value params[] = { keel_int(1), keel_int(2), keel_int(1) };
+    keel_result *r = NULL;
+    keel_error err;
+    /* A batch that opens a block leaves the session in it, and one that ends it, out. */
+    CHECK_INT(keel_conn_query_many_sync(c, "BEGIN", NULL, 1, 0, &r, &err), KEEL_OK);
+    keel_result_free(r);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    CHECK_INT(keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1)", params, 2, 1, &r, &err),
+              KEEL_OK);
+    keel_result_free(r);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_ACTIVE);
+    /* A row failing in the block fails the block, and libpq knows it. */
+    keel_status st =
+        keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1)", params + 2, 1, 1, &r, &err);
+    CHECK_INT(st, KEEL_ERR_INTEGRITY);
+    CHECK_CONTAINS(err.message, "row 0: duplicate key value");
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_FAILED);
+    st = keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1)", params + 1, 2, 1, &r, &err);
+    CHECK_INT(st == KEEL_OK, 0);
+    CHECK_STR(err.sqlstate, "25P02");
+    CHECK_INT(keel_conn_query_many_sync(c, "ROLLBACK", NULL, 1, 0, &r, &err), KEEL_OK);
+    keel_result_free(r);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT count(*) FROM wk"), 0);
+
+    size_t rows = 100000;
+    keel_value *many = calloc(rows, sizeof *many);
+    for (size_t i = 0; i < rows; i++)
+        many[i] = keel_int((int64_t)i);
+    st = keel_conn_query_many_sync(c, "INSERT INTO wk VALUES ($1) RETURNING id * 2", many, rows, 1,
+                                   &r, &err);
+    CHECK_INT(st, KEEL_OK);
+    CHECK_INT(keel_result_affected(r), 100000);
+    CHECK_INT(keel_result_nrows(r), 100000);
+    int in_order = r && keel_result_nrows(r) == rows;
+    for (size_t i = 0; in_order && i < rows; i++) {
+        const keel_value *v = keel_result_value(r, i, 0);
+        in_order = v->type == KEEL_TYPE_INT && v->u.i64 == (int64_t)(2 * i);
+    }
+    CHECK(in_order);
+    keel_result_free(r);
+    free(many);
+    CHECK_INT(keel_conn_txn_status(c), KEEL_TXN_IDLE);
+    CHECK_INT(q_int(c, "SELECT 41 + 1"), 42);
+    keel_conn_release(c);
+    keel_db_close(db);
+}
+
 TEST(prepare_describes_a_statement) {
     keel_db *db = open_db();
     keel_conn *c = acquire(db);
@@ -2199,6 +2257,7 @@ int main(void) {
     RUN(executemany_of_ten_thousand_rows);
     RUN(executemany_with_parameter_types_changing_between_rows);
     RUN(executemany_returning);
+    RUN(executemany_on_the_wire_keeps_libpq_in_step);
     RUN(prepare_describes_a_statement);
     RUN(paused_stream_holds_one_batch);
     RUN(paused_hand_over_of_a_whole_result);

@@ -321,7 +321,8 @@ class Database(_native.Database):
         """A codec for a PostgreSQL type (asyncpg's set_type_codec): decoder(text) makes each
         value of its columns, encoder(value) the text of a parameter of the type for values keel
         does not convert itself. format='tuple' / 'binary' (dates, times, timestamps, intervals):
-        the decoder takes, the encoder gives, asyncpg's tuple form / the binary form. For every
+        the decoder takes, the encoder gives, asyncpg's tuple form / the binary form;
+        format='tuple' for a composite type: a tuple of its fields' values. For every
         connection of this Database."""
         where = f"database '{database if database is not None else self.default_database}'"
         await _codecs.set_type_codec(

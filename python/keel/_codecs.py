@@ -14,13 +14,16 @@ format='binary' and 'tuple' are for dates, times, timestamps and intervals, whos
 keeps as PostgreSQL does: convert.c gives the decoder their tuple form (asyncpg's), packed here
 into their binary form for 'binary'; 'binary' is also for the built-in scalars whose Python
 value (or text) keeps all of the value. An encoder's tuple or bytes becomes the value's text,
-the form keel sends these parameters in.
+the form keel sends these parameters in. format='tuple' is also for composite types: the
+decoder is given a tuple of the fields' values (parsed here from the composite's text by each
+attribute's type), the encoder returns one, sent as the composite's text.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import decimal as _decimal
 import enum as _enum
+import json as _json
 import ipaddress as _ipaddress
 import re
 import struct as _struct
@@ -63,7 +66,7 @@ _LOOKUP = ("SELECT int8range(t.oid::int8, t.oid::int8, '[]'), "
 class _Codecs:
     """The encoders of a Database, and the parameter types of the statements they needed."""
 
-    __slots__ = ("encoders", "described", "names", "arrays", "literals")
+    __slots__ = ("encoders", "described", "names", "arrays", "literals", "decoders")
 
     def __init__(self) -> None:
         self.encoders: dict[str, Callable[[Any], Any]] = {}  # by the name describe gives
@@ -72,6 +75,8 @@ class _Codecs:
         self.arrays: dict[str, str] = {}  # an array type's element type, both as described
         # The types of format='binary' / 'tuple' encoders, whose lists go as array literals.
         self.literals: set[str] = set()
+        # format='text' decoders by type OID: a composite's fields of such a type go through them.
+        self.decoders: dict[int, Callable[[str], Any]] = {}
 
 
 def _codecs_of(db: Database) -> _Codecs:
@@ -105,12 +110,19 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     name = typename
     oid, category, array_oid = (r.lower for r in row)
     category = chr(category)
-    if format != "text":
+    codecs = _codecs_of(db)
+    if format == "tuple" and category == "C":
+        attrs = await run(_ATTRIBUTES, oid)
+        types = tuple(r.lower for r in attrs[0] or ()) if attrs is not None else ()
+        decoder = None if decoder is None else _composite_decoder(decoder, name, types, codecs)
+        encoder = None if encoder is None else _composite_encoder(encoder, name, types)
+    elif format != "text":
         kinds = sorted(_FORMS) if format == "tuple" else sorted({*_FORMS, *_SCALARS})
         if name not in kinds or schema != "pg_catalog":
+            also = "composite types and " if format == "tuple" else ""
             raise _native.NotSupportedError(
-                f"set_type_codec: format={format!r} is available for the pg_catalog types "
-                f"{', '.join(kinds)}, not for {schema}.{typename}")
+                f"set_type_codec: format={format!r} is available for {also}the pg_catalog "
+                f"types {', '.join(kinds)}, not for {schema}.{typename}")
         if name in _FORMS:
             decoder = None if decoder is None else _form_decoder(decoder, name, format)
             encoder = None if encoder is None else _form_encoder(encoder, name, format)
@@ -126,13 +138,16 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     else:
         # Failures name the type (the column is named by keel).
         decoder = None if decoder is None else _named_decoder(decoder, name)
+    if format == "text" and decoder is not None:
+        codecs.decoders[oid] = decoder
+    else:
+        codecs.decoders.pop(oid, None)
     db._set_type_decoder(oid, decoder)
     # Its array type too: keel reads its values as lists of the elements' text, and a decoder
     # set for an array type is applied to each element (a list parameter's elements go through
     # the encoder, below; keel sends the list as the array literal of the described type).
     if array_oid:
         db._set_type_decoder(array_oid, decoder)
-    codecs = _codecs_of(db)
     # describe names a built-in type by its name and any other by its OID.
     for key in (str(oid), name):
         if encoder is None:
@@ -400,6 +415,152 @@ def _form_encoder(encoder: Callable[[Any], Any], name: str,
         except _struct.error as e:
             raise ValueError(f"returned {out!r}, out of range: {e}") from None
         return _form_text(name, out)
+
+    return encode
+
+
+# format='tuple' for composite types. The OIDs of the type's attributes, in order, each the lower
+# bound of an int8range (as in _LOOKUP, so no codec decodes the lookup's own column).
+_ATTRIBUTES = ("SELECT array_agg(int8range(a.atttypid::int8, a.atttypid::int8, '[]') "
+               "ORDER BY a.attnum) FROM pg_catalog.pg_attribute a "
+               "JOIN pg_catalog.pg_type t ON t.typrelid = a.attrelid "
+               "WHERE t.oid = $1 AND a.attnum > 0 AND NOT a.attisdropped")
+
+
+def _timestamptz(text: str) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(text).astimezone(_dt.timezone.utc)
+
+
+def _bytea(text: str) -> bytes:
+    if not text.startswith("\\x"):
+        raise ValueError(f"unexpected bytea text {text[:20]!r} (bytea_output is not hex)")
+    return bytes.fromhex(text[2:])
+
+
+# A field's value from its text, by the OID of its type, as keel gives a column of the type
+# (timestamptz in UTC); fields of other types are given as their text.
+_FIELDS: dict[int, Callable[[str], Any]] = {
+    16: lambda t: t == "t", 17: _bytea, 20: int, 21: int, 23: int, 26: int, 700: float,
+    701: float, 1700: _decimal.Decimal, 2950: _uuid.UUID, 114: _json.loads, 3802: _json.loads,
+    1082: _dt.date.fromisoformat, 1083: _dt.time.fromisoformat,
+    1114: _dt.datetime.fromisoformat, 1184: _timestamptz,
+}
+
+
+def _record_fields(text: str, n: int) -> list[str | None]:
+    """The n fields of a composite's text as record_out writes it, e.g. `(1,"a b",)`: an empty
+    unquoted field is NULL; inside quotes a doubled quote is one, and a backslash escapes the
+    next character anywhere."""
+    if len(text) < 2 or text[0] != "(" or text[-1] != ")":
+        raise ValueError(f"unexpected composite text {text[:40]!r}")
+    if n == 0:
+        return []
+    fields: list[str | None] = []
+    end = len(text) - 1
+    i = 1
+    while True:
+        if i == end or text[i] == ",":
+            fields.append(None)
+        else:
+            buf: list[str] = []
+            quoted = False
+            while i < end and (quoted or text[i] != ","):
+                c = text[i]
+                if c == "\\" and i + 1 < end:
+                    buf.append(text[i + 1])
+                    i += 2
+                elif c == '"' and quoted and text[i + 1:i + 2] == '"':
+                    buf.append('"')
+                    i += 2
+                elif c == '"':
+                    quoted = not quoted
+                    i += 1
+                else:
+                    buf.append(c)
+                    i += 1
+            fields.append("".join(buf))
+        if i >= end:
+            break
+        i += 1  # the comma
+    if len(fields) != n:
+        raise ValueError(f"composite text with {len(fields)} fields, not {n}: {text[:40]!r}")
+    return fields
+
+
+def _composite_decoder(decoder: Callable[[Any], Any], name: str, types: tuple[int, ...],
+                       codecs: _Codecs) -> Callable[[str], Any]:
+    """decoder given a tuple of the composite's field values (None for NULL), each as keel
+    decodes its type (through that type's format='text' codec if it has one), else its text."""
+
+    def decode(text: str) -> Any:
+        try:
+            fields = _record_fields(text, len(types))
+            values = []
+            for i, (oid, f) in enumerate(zip(types, fields)):
+                parse = codecs.decoders.get(oid) or _FIELDS.get(oid)
+                if f is None or parse is None:
+                    values.append(f)
+                    continue
+                try:
+                    values.append(parse(f))
+                except ValueError as e:
+                    raise ValueError(f"field {i + 1} {f[:40]!r}: {e}") from e
+        except ValueError as e:
+            raise ValueError(f"cannot read composite {name}: {e}") from e
+        try:
+            return decoder(tuple(values))
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise ValueError(f"the decoder of type {name} failed: {e}") from e
+
+    return decode
+
+
+def _field_text(v: Any, oid: int) -> str:
+    """The text of a composite's field from a Python value (the types keel sends itself)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    if isinstance(v, float):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity") if v in (
+            float("inf"), float("-inf")) else repr(v)
+    if isinstance(v, (int, _decimal.Decimal, _uuid.UUID)):
+        return str(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(v).hex()
+    if isinstance(v, (_dt.date, _dt.time)):
+        return v.isoformat()
+    if isinstance(v, _dt.timedelta):
+        return f"{v.days} days {v.seconds} seconds {v.microseconds} microseconds"
+    if isinstance(v, (dict, list)) and oid in (114, 3802):
+        return _json.dumps(v)
+    raise TypeError(f"a {type(v).__name__}: give a str (the field's text), None, or a bool, int, "
+                    "float, Decimal, str, bytes, UUID, date, time, datetime or timedelta")
+
+
+def _composite_encoder(encoder: Callable[[Any], Any], name: str,
+                       types: tuple[int, ...]) -> Callable[[Any], str]:
+    """encoder's tuple of field values as the composite's text (every field quoted, so an
+    empty str is not NULL), the form keel sends it in."""
+
+    def encode(value: Any) -> str:
+        out = encoder(value)
+        if not isinstance(out, (tuple, list)) or len(out) != len(types):
+            raise TypeError(f"returned {out!r}, not a tuple of {len(types)} fields "
+                            "(format='tuple')")
+        items = []
+        for i, (v, oid) in enumerate(zip(out, types)):
+            if v is None:
+                items.append("")
+                continue
+            try:
+                text = _field_text(v, oid)
+            except TypeError as e:
+                raise TypeError(f"field {i + 1}: {e}") from None
+            items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        return "(" + ",".join(items) + ")"
 
     return encode
 

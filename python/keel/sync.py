@@ -167,7 +167,8 @@ class Database(_native.SyncDatabase):
         """A codec for a PostgreSQL type, as keel.Database.set_type_codec: decoder(text) makes
         each value of its columns, encoder(value) the text of a parameter of the type for values
         keel does not convert itself (format='tuple' / 'binary' for dates, times, timestamps and
-        intervals: their tuple form / binary form). For every connection of this Database."""
+        intervals: their tuple form / binary form; format='tuple' for composite types: a tuple
+        of the fields' values). For every connection of this Database."""
         where = f"database '{database if database is not None else self.default_database}'"
 
         async def run(sql: str, *a: Any) -> Any:

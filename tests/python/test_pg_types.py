@@ -797,6 +797,95 @@ async def test_tuple_and_binary_codecs_in_prepared_statements_and_cursors():
         await close_db(d)
 
 
+# A composite's fields (one of each type keel reads a field of), a value of each, and the
+# composite of them in SQL; NULL and the empty string are told apart.
+FIELDS = [
+    ("a", "int4", "7"), ("b", "text", "'q \"x\" \\ ,()'"), ("c", "numeric", "1.50"),
+    ("d", "timestamptz", "'2020-01-01 10:00+02'"), ("e", "bytea", "'\\x00ff'"),
+    ("f", "jsonb", "'{\"k\": [1, \"}\"]}'"), ("g", "bool", "true"), ("h", "float8", "'-Infinity'"),
+    ("i", "uuid", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"), ("j", "date", "'2000-02-29'"),
+    ("k", "timestamp", "'1999-12-31 23:59:59.5'"), ("l", "int8", "NULL"), ("m", "varchar", "''"),
+]
+
+
+@pytest.mark.parametrize("cache", [None, 0])
+async def test_tuple_codecs_for_composites_give_and_take_tuples_of_field_values(cache):
+    d = keel.Database(with_statement_cache(cache))
+    plain = keel.Database(PG_URL)
+    name = unique_name("ct")
+    mood = unique_name("mood")
+    try:
+        await d.execute(f"CREATE TYPE {mood} AS ENUM ('ok', 'meh')")
+        await d.execute(f"CREATE TYPE {name} AS (" + ", ".join(f"{f} {t}" for f, t, _ in FIELDS)
+                        + f", n {mood}, o interval)")
+        # A field whose type has a format='text' codec goes through it; interval as its text.
+        await d.set_type_codec(mood, encoder=None, decoder=str.upper)
+        await d.set_type_codec(name, encoder=lambda w: w.form, decoder=lambda t: ("tuple", t),
+                               format="tuple")
+        values = ", ".join(f"{v}::{t}" for _, t, v in FIELDS)
+        # The field values are the values keel gives for the same columns.
+        want = tuple(await plain.fetchrow(f"SELECT {values}")) + ("MEH", "1 day")
+        sql = f"SELECT ROW({values}, 'meh', '1 day')::{name}"
+        async with d.connection() as conn:
+            rows = [await conn.fetchval(sql) for _ in range(3)]
+        assert rows == [("tuple", want)] * 3
+        assert rows[0][1][12] == "" and rows[0][1][11] is None
+        # Arrays of it: lists of decoded elements, NULL as None.
+        assert await d.fetchval(f"SELECT ARRAY[{sql[7:]}, NULL]") == [("tuple", want), None]
+        # The encoder's tuple is the value of the parameter (also in a list for an array).
+        sent = want[:12] + ("", "ok", "2 days")
+        got = await d.fetchval(f"SELECT $1::{name}", Wrapped(sent))
+        assert got == ("tuple", sent[:13] + ("OK", "2 days"))
+        got = await d.fetchval(f"SELECT ($1::{name}).l IS NULL AND ($1::{name}).m = ''",
+                               Wrapped(sent))
+        assert got is True
+        assert await d.fetchval(f"SELECT $1::{name}[]", [Wrapped(sent), None]) == [
+            ("tuple", sent[:13] + ("OK", "2 days")), None]
+        # Python values of the fields' types are written as the server reads them.
+        sent = (1, "x", Decimal("-0.5"), dt.datetime(2020, 1, 1, tzinfo=UTC), b"\x01", [1, {"a": None}],
+                False, float("nan"), uuid.UUID(int=1), dt.date(1, 1, 1), dt.datetime(2000, 1, 1, 0, 0, 1),
+                2**40, None, "ok", dt.timedelta(days=1, seconds=3, microseconds=5))
+        got = (await d.fetchval(f"SELECT $1::{name}", Wrapped(sent)))[1]
+        assert got[:7] == sent[:7] and got[7] != got[7] and got[8:12] == sent[8:12]
+        assert got[12:] == (None, "OK", "1 day 00:00:03.000005")
+        # decoder=None gives keel's decoding back (the composite's text).
+        await d.set_type_codec(name, encoder=None, decoder=None, format="tuple")
+        assert (await d.fetchval(sql)).startswith('(7,"q ""x"" \\\\ ,()",1.50,')
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name}")
+        await d.execute(f"DROP TYPE IF EXISTS {mood}")
+        await close_db(plain)
+        await close_db(d)
+
+
+async def test_tuple_codec_for_composite_errors_are_clear(pg_db):
+    d = pg_db
+    name = unique_name("pt")
+    await d.execute(f"CREATE TYPE {name} AS (x int, y date)")
+    try:
+        await d.set_type_codec(name, encoder=lambda w: w.form, decoder=lambda t: 1 / 0,
+                               format="tuple")
+        with pytest.raises(keel.DataError, match=rf'column "p": cannot decode .*the decoder of '
+                                                 rf"type {name} failed: division by zero"):
+            await d.fetchval(f"SELECT ROW(1, NULL)::{name} AS p")
+        await d.set_type_codec(name, encoder=lambda w: w.form, decoder=tuple, format="tuple")
+        # A field keel cannot make a Python value of (as for a column of its type).
+        with pytest.raises(keel.DataError, match=rf"cannot read composite {name}: field 2 "
+                                                 "'infinity': "):
+            await d.fetchval(f"SELECT ROW(1, 'infinity')::{name}")
+        for form, why in (((1,), r"returned \(1,\), not a tuple of 2 fields \(format='tuple'\)"),
+                          (5, r"returned 5, not a tuple of 2 fields"),
+                          ((1, object()), r"field 2: a object: give a str \(the field's text\)")):
+            with pytest.raises(keel.DataError, match=r"parameter \$1: the encoder of type "
+                                                     rf"{name} failed: {why}"):
+                await d.fetchval(f"SELECT $1::{name}", Wrapped(form))
+        # The server reads each field by its type.
+        with pytest.raises(keel.DataError, match="invalid input syntax for type integer"):
+            await d.fetchval(f"SELECT $1::{name}", Wrapped(("x", None)))
+    finally:
+        await d.execute(f"DROP TYPE {name}")
+
+
 # Built-in types with format='binary' only: a value of each, and the server's send function.
 SCALARS = [
     ("bool", "true", "boolsend"), ("bool", "false", "boolsend"),
@@ -855,10 +944,11 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
     name = unique_name("pt")
     await d.execute(f"CREATE TYPE {name} AS (x int, y int)")
     try:
-        # Tuples are for the dates, times and intervals only (not composites).
-        for t, schema in ((name, "public"), ("int4", "pg_catalog"), ("json", "pg_catalog")):
+        # Tuples are for composites and the dates, times and intervals.
+        for t, schema in (("int4", "pg_catalog"), ("json", "pg_catalog")):
             with pytest.raises(keel.NotSupportedError,
-                               match=rf"format='tuple' is available for the pg_catalog types "
+                               match=rf"format='tuple' is available for composite types and "
+                                     rf"the pg_catalog types "
                                      rf"date, interval, time, timestamp, timestamptz, timetz, "
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=tuple,

@@ -1068,6 +1068,24 @@ def test_tuple_and_binary_codecs_on_postgresql():
             ("binary", struct.pack(">i", 2**31 - 1)), "2000-02-01")
 
 
+def test_tuple_codec_for_a_composite_on_postgresql():
+    with keel.sync.Database(PG_URL) as sdb:
+        name = unique_name("spt")
+        sdb.execute(f"CREATE TYPE {name} AS (x int, label text)")
+        try:
+            with sdb.connection() as conn:
+                conn.set_type_codec(name, format="tuple", encoder=lambda p: (p.x, str(p.y)),
+                                    decoder=lambda t: ("tuple", t))
+                sql = f"SELECT ROW(1, 'a, \"b\"')::{name}, $1::{name}"
+                # The first run (text results) and the later ones agree.
+                assert [tuple(conn.fetchrow(sql, Point(2, 3))) for _ in range(3)] == [
+                    (("tuple", (1, 'a, "b"')), ("tuple", (2, "3")))] * 3
+            assert sdb.fetchval(f"SELECT $1::{name}[]", [Point(4, None), None]) == [
+                ("tuple", (4, "None")), None]
+        finally:
+            sdb.execute(f"DROP TYPE {name}")
+
+
 def test_set_type_codec_bad_input(sdb, engine):
     if engine != "postgresql":
         with pytest.raises(keel.NotSupportedError, match="type codecs are PostgreSQL's"):

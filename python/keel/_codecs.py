@@ -13,8 +13,9 @@ and database, then cached) to learn which parameters are of the type.
 format='binary' and 'tuple' are for dates, times, timestamps and intervals, whose values keel
 keeps as PostgreSQL does: convert.c gives the decoder their tuple form (asyncpg's), packed here
 into their binary form for 'binary'; 'binary' is also for the built-in scalars whose Python
-value (or text) keeps all of the value. An encoder's tuple or bytes becomes the value's text,
-the form keel sends these parameters in. format='tuple' is also for composite types: the
+value (or text) keeps all of the value, inet and cidr among them. An encoder's tuple or
+bytes becomes the value's text, the form keel sends these parameters in. format='tuple' is
+also for composite types: the
 decoder is given a tuple of the fields' values (parsed here from the composite's text by each
 attribute's type), the encoder returns one, sent as the composite's text.
 """
@@ -239,7 +240,7 @@ def _form_decoder(decoder: Callable[[Any], Any], name: str,
 # form, "" for the types whose binary form is bytes of their own.
 _SCALARS = {"bool": "?", "int2": ">h", "int4": ">i", "int8": ">q", "oid": ">I", "float4": ">f",
             "float8": ">d", "bytea": "", "uuid": "", "text": "", "varchar": "", "bpchar": "",
-            "name": "", "json": "", "jsonb": "", "numeric": ""}
+            "name": "", "json": "", "jsonb": "", "numeric": "", "inet": "", "cidr": ""}
 # numeric's binary form: its header (digits, weight, sign, display scale), then base-10000 digits.
 _NUMERIC = _struct.Struct(">hhHH")
 _NUMERIC_SIGNS = {"NaN": 0xC000, "Infinity": 0xD000, "-Infinity": 0xF000}
@@ -288,6 +289,33 @@ def _numeric_text(b: bytes) -> str:
     return f"{value:.{dscale}f}"
 
 
+# inet and cidr's binary form: family (PostgreSQL's 2 for IPv4, 3 for IPv6), netmask bits, a
+# cidr flag and the address's length, then the address.
+_INET = _struct.Struct(">BBBB")
+
+
+def _inet_bytes(text: str, name: str) -> bytes:
+    """The binary form of an inet or cidr from its text ("10.1.2.3/8"; an inet's full mask
+    is not written)."""
+    addr, _, bits = text.partition("/")
+    packed = _ipaddress.ip_address(addr).packed
+    return _INET.pack(2 if len(packed) == 4 else 3, int(bits) if bits else 8 * len(packed),
+                      name == "cidr", len(packed)) + packed
+
+
+def _inet_text(b: bytes) -> str:
+    """The text of an inet or cidr from its binary form (the server checks a cidr's bits)."""
+    if len(b) < _INET.size:
+        raise ValueError(f"returned {len(b)} bytes; a binary inet or cidr has at least 4")
+    family, bits, _, n = _INET.unpack_from(b)
+    if family not in (2, 3) or n != (4 if family == 2 else 16) or len(b) != 4 + n \
+            or bits > 8 * n:
+        raise ValueError("returned bytes that are not a binary inet or cidr (its family, "
+                         "length or netmask)")
+    addr = _ipaddress.ip_address(b[4:])
+    return f"{addr}/{bits}"
+
+
 def _scalar_decoder(decoder: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
     """decoder given the binary form of each value, made of keel's Python value (text for the
     text-like types, whose binary form is their UTF-8, after a version byte for jsonb)."""
@@ -300,6 +328,8 @@ def _scalar_decoder(decoder: Callable[[Any], Any], name: str) -> Callable[[Any],
             value = value.bytes
         elif name == "numeric":
             value = _numeric_bytes(value)
+        elif name in ("inet", "cidr"):
+            value = _inet_bytes(value, name)
         elif name != "bytea":
             value = (b"\x01" if name == "jsonb" else b"") + value.encode()
         try:
@@ -334,6 +364,8 @@ def _scalar_encoder(encoder: Callable[[Any], Any], name: str) -> Callable[[Any],
             return "\\x" + out.hex()
         if name == "numeric":
             return _numeric_text(out)
+        if name in ("inet", "cidr"):
+            return _inet_text(out)
         if name == "jsonb":
             if out[:1] != b"\x01":
                 raise ValueError("returned bytes that do not start with version 1 of jsonb's "

@@ -653,7 +653,7 @@ async def test_set_type_codec_errors_are_clear(db, engine):
         await db.set_type_codec("no_such_type", encoder=str, decoder=str)
     with pytest.raises(keel.NotSupportedError, match="format='binary' is available for the "
                                                      "pg_catalog types bool, bpchar"):
-        await db.set_type_codec("inet", schema="pg_catalog", encoder=str, decoder=str,
+        await db.set_type_codec("point", schema="pg_catalog", encoder=str, decoder=str,
                                 format="binary")
     with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
         await db.set_type_codec("int4", schema="pg_catalog", encoder=str, decoder=int)
@@ -902,6 +902,10 @@ SCALARS = [
     ("numeric", "'10000'", "numeric_send"), ("numeric", "'1e-20'", "numeric_send"),
     ("numeric", "'123456789.000000001'", "numeric_send"), ("numeric", "'NaN'", "numeric_send"),
     ("numeric", "'-Infinity'", "numeric_send"), ("numeric", "'-0.5'", "numeric_send"),
+    ("inet", "'192.168.1.5'", "inet_send"), ("inet", "'10.1.2.3/8'", "inet_send"),
+    ("inet", "'::ffff:1.2.3.4/100'", "inet_send"), ("inet", "'2001:db8::1'", "inet_send"),
+    ("cidr", "'10.0.0.0/8'", "cidr_send"), ("cidr", "'2001:db8::/32'", "cidr_send"),
+    ("cidr", "'0.0.0.0/0'", "cidr_send"),
 ]
 
 
@@ -930,6 +934,12 @@ async def test_binary_codecs_for_built_in_scalars(cache):
             await d.fetchval("SELECT $1::jsonb", Wrapped(b"{}"))
         with pytest.raises(keel.DataError, match=r"returned 3 bytes; a binary int4 has 4"):
             await d.fetchval("SELECT $1::int4", Wrapped(b"abc"))
+        with pytest.raises(keel.DataError, match=r"the encoder of type inet failed: returned "
+                                                 r"bytes that are not a binary inet or cidr"):
+            await d.fetchval("SELECT $1::inet", Wrapped(b"\x02\x21\x00\x04" + bytes(4)))
+        # The server checks a cidr's bits right of its netmask, as cidr_recv does.
+        with pytest.raises(keel.DataError, match="invalid cidr value"):
+            await d.fetchval("SELECT $1::cidr", Wrapped(b"\x02\x08\x01\x04\x0a\x00\x00\x01"))
         # The lookup of a type reads none of the types these codecs are for.
         await d.set_type_codec("int8", schema="pg_catalog", encoder=None, decoder=None,
                                format="binary")
@@ -953,12 +963,13 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=tuple,
                                        format="tuple")
-        for t, schema in ((name, "public"), ("inet", "pg_catalog")):
+        for t, schema in ((name, "public"), ("point", "pg_catalog")):
             with pytest.raises(keel.NotSupportedError,
                                match=r"format='binary' is available for the pg_catalog types "
-                                     r"bool, bpchar, bytea, date, float4, float8, int2, int4, "
-                                     r"int8, interval, json, jsonb, name, numeric, oid, text, "
-                                     r"time, timestamp, timestamptz, timetz, uuid, varchar, "
+                                     r"bool, bpchar, bytea, cidr, date, float4, float8, inet, "
+                                     r"int2, int4, int8, interval, json, jsonb, name, numeric, "
+                                     r"oid, text, time, timestamp, timestamptz, timetz, uuid, "
+                                     r"varchar, "
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=bytes,
                                        format="binary")

@@ -1099,7 +1099,7 @@ def test_set_type_codec_bad_input(sdb, engine):
         sdb.set_type_codec("no_such_type", encoder=str, decoder=str)
     with pytest.raises(keel.NotSupportedError, match="format='binary' is available for the "
                                                      "pg_catalog types bool, bpchar"):
-        sdb.set_type_codec("inet", schema="pg_catalog", encoder=str, decoder=str,
+        sdb.set_type_codec("point", schema="pg_catalog", encoder=str, decoder=str,
                            format="binary")
     with pytest.raises(keel.NotSupportedError, match="keel decodes pg_catalog.int4 itself"):
         sdb.set_type_codec("int4", schema="pg_catalog", encoder=str, decoder=int)

@@ -54,12 +54,14 @@ _PARSED = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", "bytea", "
            "timestamp", "timestamptz", "uuid", "interval", "int4range", "int8range", "numrange",
            "daterange", "tsrange", "tstzrange"}
 
-# The type's OID, category (as its character code) and array type's OID. Each is the lower bound
-# of an int8range: the one type of these that no codec can be set for, so a codec never decodes
-# the lookup's own columns (oid, name and the integers can have binary codecs).
+# The type's OID, category (as its character code), array type's OID and a domain's base type's
+# OID (else 0). Each is the lower bound of an int8range: the one type of these that no codec can
+# be set for, so a codec never decodes the lookup's own columns (oid, name and the integers can
+# have binary codecs).
 _LOOKUP = ("SELECT int8range(t.oid::int8, t.oid::int8, '[]'), "
            "int8range(ascii(t.typcategory::text), ascii(t.typcategory::text), '[]'), "
-           "int8range(t.typarray::int8, t.typarray::int8, '[]') FROM pg_catalog.pg_type t "
+           "int8range(t.typarray::int8, t.typarray::int8, '[]'), "
+           "int8range(t.typbasetype::int8, t.typbasetype::int8, '[]') FROM pg_catalog.pg_type t "
            "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
            "WHERE t.typname = $1 AND n.nspname = $2")
 
@@ -109,8 +111,15 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
         raise ValueError(f"set_type_codec: unknown type: {schema}.{typename}")
     # (The type's name is typename: the lookup matches it exactly.)
     name = typename
-    oid, category, array_oid = (r.lower for r in row)
+    oid, category, array_oid, base = (r.lower for r in row)
     category = chr(category)
+    if base:
+        # Its columns and parameters are described as the base type's (so were a domain's
+        # codec registered, its decoder would never run), as asyncpg refuses it too.
+        raise _native.NotSupportedError(
+            f"set_type_codec: {schema}.{typename} is a domain (over the type of OID {base}): "
+            "PostgreSQL sends a domain's values as its base type's, so set the codec on the "
+            "base type")
     codecs = _codecs_of(db)
     if format == "tuple" and category == "C":
         attrs = await run(_ATTRIBUTES, oid)
@@ -133,7 +142,7 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     elif name in _PARSED or category == "A":
         raise _native.NotSupportedError(
             f"set_type_codec: keel decodes {schema}.{typename} itself and keeps no text of it; "
-            "codecs are for types keel returns as text (custom, composite, domain and extension "
+            "codecs are for types keel returns as text (custom, composite and extension "
             "types, enums, json, numeric, text, inet…); dates, times and intervals take "
             "format='binary' or 'tuple', bool, integers, floats, bytea and uuid format='binary'")
     else:

@@ -973,6 +973,18 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=bytes,
                                        format="binary")
+        # A domain's values come as its base type's: its codec would never run.
+        dom = unique_name("dom")
+        await d.execute(f"CREATE DOMAIN {dom} AS text CHECK (VALUE <> '')")
+        try:
+            for format in ("text", "binary", "tuple"):
+                with pytest.raises(keel.NotSupportedError,
+                                   match=rf"public\.{dom} is a domain \(over the type of OID "
+                                         r"25\): PostgreSQL sends a domain's values as its base "
+                                         "type's, so set the codec on the base type"):
+                    await d.set_type_codec(dom, encoder=None, decoder=str, format=format)
+        finally:
+            await d.execute(f"DROP DOMAIN {dom}")
         with pytest.raises(ValueError, match="format must be 'text', 'binary' or 'tuple', not "
                                              "'bin'"):
             await d.set_type_codec("date", schema="pg_catalog", encoder=None, decoder=str,

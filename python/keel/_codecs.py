@@ -113,13 +113,13 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     name = typename
     oid, category, array_oid, base = (r.lower for r in row)
     category = chr(category)
-    if base:
-        # Its columns and parameters are described as the base type's (so were a domain's
-        # codec registered, its decoder would never run), as asyncpg refuses it too.
+    if base and decoder is not None:
+        # Its columns are described as the base type's, so a domain's decoder would never run
+        # (its parameters are described as the domain: an encoder of its own does run).
         raise _native.NotSupportedError(
             f"set_type_codec: {schema}.{typename} is a domain (over the type of OID {base}): "
-            "PostgreSQL sends a domain's values as its base type's, so set the codec on the "
-            "base type")
+            "PostgreSQL sends a domain's values as its base type's, so its decoder would never "
+            "run; set the decoder on the base type (decoder=None for an encoder of the domain)")
     codecs = _codecs_of(db)
     if format == "tuple" and category == "C":
         attrs = await run(_ATTRIBUTES, oid)

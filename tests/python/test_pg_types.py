@@ -842,9 +842,10 @@ async def test_tuple_codecs_for_composites_give_and_take_tuples_of_field_values(
         assert await d.fetchval(f"SELECT $1::{name}[]", [Wrapped(sent), None]) == [
             ("tuple", sent[:13] + ("OK", "2 days")), None]
         # Python values of the fields' types are written as the server reads them.
-        sent = (1, "x", Decimal("-0.5"), dt.datetime(2020, 1, 1, tzinfo=UTC), b"\x01", [1, {"a": None}],
-                False, float("nan"), uuid.UUID(int=1), dt.date(1, 1, 1), dt.datetime(2000, 1, 1, 0, 0, 1),
-                2**40, None, "ok", dt.timedelta(days=1, seconds=3, microseconds=5))
+        sent = (1, "x", Decimal("-0.5"), dt.datetime(2020, 1, 1, tzinfo=UTC), b"\x01",
+                [1, {"a": None}], False, float("nan"), uuid.UUID(int=1), dt.date(1, 1, 1),
+                dt.datetime(2000, 1, 1, 0, 0, 1), 2**40, None, "ok",
+                dt.timedelta(days=1, seconds=3, microseconds=5))
         got = (await d.fetchval(f"SELECT $1::{name}", Wrapped(sent)))[1]
         assert got[:7] == sent[:7] and got[7] != got[7] and got[8:12] == sent[8:12]
         assert got[12:] == (None, "OK", "1 day 00:00:03.000005")
@@ -973,7 +974,7 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=bytes,
                                        format="binary")
-        # A domain's values come as its base type's: its codec would never run.
+        # A domain's values come as its base type's: its decoder would never run.
         dom = unique_name("dom")
         await d.execute(f"CREATE DOMAIN {dom} AS text CHECK (VALUE <> '')")
         try:
@@ -981,8 +982,16 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
                 with pytest.raises(keel.NotSupportedError,
                                    match=rf"public\.{dom} is a domain \(over the type of OID "
                                          r"25\): PostgreSQL sends a domain's values as its base "
-                                         "type's, so set the codec on the base type"):
+                                         "type's, so its decoder would never run; set the "
+                                         r"decoder on the base type \(decoder=None for an "
+                                         r"encoder of the domain\)"):
                     await d.set_type_codec(dom, encoder=None, decoder=str, format=format)
+            # Its parameters are described as the domain: an encoder of its own runs.
+            await d.set_type_codec(dom, encoder=lambda w: f"<{w.form}>", decoder=None)
+            assert await d.fetchval(f"SELECT $1::{dom}", Wrapped("x")) == "<x>"
+            with pytest.raises(keel.CheckViolationError,
+                               match=rf"value for domain {dom} violates"):
+                await d.fetchval(f"SELECT $1::{dom}", "")
         finally:
             await d.execute(f"DROP DOMAIN {dom}")
         with pytest.raises(ValueError, match="format must be 'text', 'binary' or 'tuple', not "

@@ -78,7 +78,8 @@ class _Codecs:
         self.arrays: dict[str, str] = {}  # an array type's element type, both as described
         # The types of format='binary' / 'tuple' encoders, whose lists go as array literals.
         self.literals: set[str] = set()
-        # format='text' decoders by type OID: a composite's fields of such a type go through them.
+        # The decoders taking the server's text (format='text', and composites'), by type OID:
+        # a composite's fields of such a type go through them.
         self.decoders: dict[int, Callable[[str], Any]] = {}
 
 
@@ -148,7 +149,7 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     else:
         # Failures name the type (the column is named by keel).
         decoder = None if decoder is None else _named_decoder(decoder, name)
-    if format == "text" and decoder is not None:
+    if (format == "text" or category == "C") and decoder is not None:
         codecs.decoders[oid] = decoder
     else:
         codecs.decoders.pop(oid, None)
@@ -531,7 +532,8 @@ def _record_fields(text: str, n: int) -> list[str | None]:
 def _composite_decoder(decoder: Callable[[Any], Any], name: str, types: tuple[int, ...],
                        codecs: _Codecs) -> Callable[[str], Any]:
     """decoder given a tuple of the composite's field values (None for NULL), each as keel
-    decodes its type (through that type's format='text' codec if it has one), else its text."""
+    decodes its type (through that type's format='text' or composite's codec if it has one),
+    else its text."""
 
     def decode(text: str) -> Any:
         try:

@@ -849,9 +849,20 @@ async def test_tuple_codecs_for_composites_give_and_take_tuples_of_field_values(
         got = (await d.fetchval(f"SELECT $1::{name}", Wrapped(sent)))[1]
         assert got[:7] == sent[:7] and got[7] != got[7] and got[8:12] == sent[8:12]
         assert got[12:] == (None, "OK", "1 day 00:00:03.000005")
-        # decoder=None gives keel's decoding back (the composite's text).
-        await d.set_type_codec(name, encoder=None, decoder=None, format="tuple")
-        assert (await d.fetchval(sql)).startswith('(7,"q ""x"" \\\\ ,()",1.50,')
+        # A field of a composite type with a codec goes through it (the other's text else).
+        outer = unique_name("co")
+        await d.execute(f"CREATE TYPE {outer} AS (inner_ {name}, t text)")
+        try:
+            await d.set_type_codec(outer, encoder=None, decoder=tuple, format="tuple")
+            assert await d.fetchval(f"SELECT ROW({sql[7:]}, 'x')::{outer}") == (
+                ("tuple", want), "x")
+            # decoder=None gives keel's decoding back (the composite's text).
+            await d.set_type_codec(name, encoder=None, decoder=None, format="tuple")
+            inner = await d.fetchval(sql)
+            assert inner.startswith('(7,"q ""x"" \\\\ ,()",1.50,')
+            assert await d.fetchval(f"SELECT ROW({sql[7:]}, NULL)::{outer}") == (inner, None)
+        finally:
+            await d.execute(f"DROP TYPE {outer}")
     finally:
         await d.execute(f"DROP TYPE IF EXISTS {name}")
         await d.execute(f"DROP TYPE IF EXISTS {mood}")

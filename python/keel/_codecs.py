@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal as _decimal
 import enum as _enum
+import functools as _functools
 import json as _json
 import ipaddress as _ipaddress
 import re
@@ -124,7 +125,8 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
     codecs = _codecs_of(db)
     if format == "tuple" and category == "C":
         attrs = await run(_ATTRIBUTES, oid)
-        types = tuple(r.lower for r in attrs[0] or ()) if attrs is not None else ()
+        types = tuple((r.lower, e.lower) for r, e in zip(attrs[0] or (), attrs[1] or ())
+                      ) if attrs is not None else ()
         decoder = None if decoder is None else _composite_decoder(decoder, name, types, codecs)
         encoder = None if encoder is None else _composite_encoder(encoder, name, types)
     elif format != "text":
@@ -461,11 +463,16 @@ def _form_encoder(encoder: Callable[[Any], Any], name: str,
     return encode
 
 
-# format='tuple' for composite types. The OIDs of the type's attributes, in order, each the lower
-# bound of an int8range (as in _LOOKUP, so no codec decodes the lookup's own column).
+# format='tuple' for composite types. The OIDs of the type's attributes, in order, and of their
+# element types (0 for an attribute that is not an array), each the lower bound of an int8range
+# (as in _LOOKUP, so no codec decodes the lookup's own columns).
 _ATTRIBUTES = ("SELECT array_agg(int8range(a.atttypid::int8, a.atttypid::int8, '[]') "
-               "ORDER BY a.attnum) FROM pg_catalog.pg_attribute a "
+               "ORDER BY a.attnum), array_agg(int8range(e.elem, e.elem, '[]') ORDER BY a.attnum) "
+               "FROM pg_catalog.pg_attribute a "
                "JOIN pg_catalog.pg_type t ON t.typrelid = a.attrelid "
+               "JOIN pg_catalog.pg_type at ON at.oid = a.atttypid, "
+               "LATERAL (SELECT CASE WHEN at.typcategory = 'A' THEN at.typelem::int8 ELSE 0 END "
+               "AS elem) e "
                "WHERE t.oid = $1 AND a.attnum > 0 AND NOT a.attisdropped")
 
 
@@ -484,7 +491,7 @@ def _bytea(text: str) -> bytes:
 _FIELDS: dict[int, Callable[[str], Any]] = {
     16: lambda t: t == "t", 17: _bytea, 20: int, 21: int, 23: int, 26: int, 700: float,
     701: float, 1700: _decimal.Decimal, 2950: _uuid.UUID, 114: _json.loads, 3802: _json.loads,
-    1082: _dt.date.fromisoformat, 1083: _dt.time.fromisoformat,
+    18: str, 19: str, 25: str, 1042: str, 1043: str, 1082: _dt.date.fromisoformat, 1083: _dt.time.fromisoformat,
     1114: _dt.datetime.fromisoformat, 1184: _timestamptz,
 }
 
@@ -529,18 +536,65 @@ def _record_fields(text: str, n: int) -> list[str | None]:
     return fields
 
 
-def _composite_decoder(decoder: Callable[[Any], Any], name: str, types: tuple[int, ...],
+def _array_items(text: str, parse: Callable[[str], Any]) -> list[Any]:
+    """The elements of an array's text as array_out writes it (`{1,NULL,"a b"}`, nested braces
+    for more dimensions, `[0:1]={…}` for other bounds) through parse, NULL as None."""
+    if text.startswith("["):
+        text = text[text.index("=") + 1:]
+
+    def item(i: int) -> tuple[Any, int]:
+        if text[i] == "{":
+            items: list[Any] = []
+            i += 1
+            if text[i] == "}":
+                return items, i + 1
+            while True:
+                x, i = item(i)
+                items.append(x)
+                if text[i] == "}":
+                    return items, i + 1
+                i += 1  # the comma
+        if text[i] == '"':
+            buf = []
+            i += 1
+            while text[i] != '"':
+                if text[i] == "\\":
+                    i += 1
+                buf.append(text[i])
+                i += 1
+            return parse("".join(buf)), i + 1
+        j = i
+        while text[j] not in ",}":
+            j += 1
+        return (None if text[i:j] == "NULL" else parse(text[i:j])), j
+
+    try:
+        out, end = item(0)
+    except IndexError:
+        end = -1
+    if end != len(text) or not isinstance(out, list):
+        raise ValueError(f"unexpected array text {text[:40]!r}")
+    return out
+
+
+def _composite_decoder(decoder: Callable[[Any], Any], name: str,
+                       types: tuple[tuple[int, int], ...],
                        codecs: _Codecs) -> Callable[[str], Any]:
     """decoder given a tuple of the composite's field values (None for NULL), each as keel
-    decodes its type (through that type's format='text' or composite's codec if it has one),
-    else its text."""
+    decodes its type (through that type's format='text' or composite's codec if it has one;
+    an array's elements so, as a list), else its text."""
 
     def decode(text: str) -> Any:
         try:
             fields = _record_fields(text, len(types))
             values = []
-            for i, (oid, f) in enumerate(zip(types, fields)):
+            for i, ((oid, elem), f) in enumerate(zip(types, fields)):
                 parse = codecs.decoders.get(oid) or _FIELDS.get(oid)
+                # (box, whose arrays' delimiter is ';' where every other built-in's is ',',
+                # stays text.)
+                each = elem != 603 and elem and (codecs.decoders.get(elem) or _FIELDS.get(elem))
+                if parse is None and each:
+                    parse = _functools.partial(_array_items, parse=each)
                 if f is None or parse is None:
                     values.append(f)
                     continue
@@ -560,8 +614,9 @@ def _composite_decoder(decoder: Callable[[Any], Any], name: str, types: tuple[in
     return decode
 
 
-def _field_text(v: Any, oid: int) -> str:
-    """The text of a composite's field from a Python value (the types keel sends itself)."""
+def _field_text(v: Any, oid: int, elem: int) -> str:
+    """The text of a composite's field from a Python value (the types keel sends itself; a
+    list for an array field, of its elements)."""
     if isinstance(v, str):
         return v
     if isinstance(v, bool):
@@ -579,12 +634,34 @@ def _field_text(v: Any, oid: int) -> str:
         return f"{v.days} days {v.seconds} seconds {v.microseconds} microseconds"
     if isinstance(v, (dict, list)) and oid in (114, 3802):
         return _json.dumps(v)
+    if isinstance(v, (list, tuple)) and elem:
+        return _array_text(v, elem)
     raise TypeError(f"a {type(v).__name__}: give a str (the field's text), None, or a bool, int, "
-                    "float, Decimal, str, bytes, UUID, date, time, datetime or timedelta")
+                    "float, Decimal, str, bytes, UUID, date, time, datetime, timedelta (a list for "
+                    "an array)")
+
+
+def _quoted(text: str) -> str:
+    """text quoted as record_in and array_in read it."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array_text(v: list[Any] | tuple[Any, ...], elem: int) -> str:
+    """The text of an array of elem from a list (nested lists for more dimensions, None as
+    NULL; a list in an array of json is a JSON value)."""
+    items = []
+    for e in v:
+        if e is None:
+            items.append("NULL")
+        elif isinstance(e, (list, tuple)) and elem not in (114, 3802):
+            items.append(_array_text(e, elem))
+        else:
+            items.append(_quoted(_field_text(e, elem, 0)))
+    return "{" + ",".join(items) + "}"
 
 
 def _composite_encoder(encoder: Callable[[Any], Any], name: str,
-                       types: tuple[int, ...]) -> Callable[[Any], str]:
+                       types: tuple[tuple[int, int], ...]) -> Callable[[Any], str]:
     """encoder's tuple of field values as the composite's text (every field quoted, so an
     empty str is not NULL), the form keel sends it in."""
 
@@ -594,15 +671,14 @@ def _composite_encoder(encoder: Callable[[Any], Any], name: str,
             raise TypeError(f"returned {out!r}, not a tuple of {len(types)} fields "
                             "(format='tuple')")
         items = []
-        for i, (v, oid) in enumerate(zip(out, types)):
+        for i, (v, (oid, elem)) in enumerate(zip(out, types)):
             if v is None:
                 items.append("")
                 continue
             try:
-                text = _field_text(v, oid)
+                items.append(_quoted(_field_text(v, oid, elem)))
             except TypeError as e:
                 raise TypeError(f"field {i + 1}: {e}") from None
-            items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
         return "(" + ",".join(items) + ")"
 
     return encode

@@ -870,6 +870,31 @@ async def test_tuple_codecs_for_composites_give_and_take_tuples_of_field_values(
         await close_db(d)
 
 
+async def test_tuple_codecs_for_composites_read_and_write_array_fields(pg_db):
+    d = pg_db
+    plain = keel.Database(PG_URL)
+    name = unique_name("ca")
+    arrays = ["ARRAY[1, NULL, 3]::int4[]", "ARRAY['a b', NULL, 'NULL', '', '\"q\"\\']::text[]",
+              "ARRAY['{\"k\": [1]}'::jsonb]", "'[0:1][1:2]={{1,2},{3,4}}'::int8[]",
+              "'{}'::numeric[]", "'{(1,2),(3,4)}'::box[]"]
+    try:
+        await d.execute(f"CREATE TYPE {name} AS (a int4[], b text[], c jsonb[], d int8[], "
+                        "e numeric[], f box[])")
+        await d.set_type_codec(name, encoder=lambda w: w.form, decoder=tuple, format="tuple")
+        # Arrays of the types keel reads a field of are the lists keel gives for such columns
+        # (box's arrays, delimited by ';', as their text).
+        want = tuple(await plain.fetchrow("SELECT " + ", ".join(arrays[:5]))) + (
+            "{(3,4),(1,2)}",)
+        assert await d.fetchval(f"SELECT ROW({', '.join(arrays)})::{name}") == want
+        # A list for an array field is written as the array's text.
+        sent = ([1, None], ["a b", None, "NULL", "", '"q"\\', "{x}"], [{"k": [1]}, [1, 2]],
+                [[1, 2], [3, None]], [Decimal("1.5")], None)
+        assert await d.fetchval(f"SELECT $1::{name}", Wrapped(sent)) == sent
+    finally:
+        await d.execute(f"DROP TYPE IF EXISTS {name}")
+        await close_db(plain)
+
+
 async def test_tuple_codec_for_composite_errors_are_clear(pg_db):
     d = pg_db
     name = unique_name("pt")

@@ -919,6 +919,13 @@ async def test_tuple_codec_for_composite_errors_are_clear(pg_db):
         # The server reads each field by its type.
         with pytest.raises(keel.DataError, match="invalid input syntax for type integer"):
             await d.fetchval(f"SELECT $1::{name}", Wrapped(("x", None)))
+        # The attributes are looked up when the codec is set: set it again after ALTER TYPE.
+        await d.execute(f"ALTER TYPE {name} ADD ATTRIBUTE z text")
+        with pytest.raises(keel.DataError, match=rf"cannot read composite {name}: composite "
+                                                 r"text with 3 fields, not 2: '\(1,,z\)'"):
+            await d.fetchval(f"SELECT ROW(1, NULL, 'z')::{name}")
+        await d.set_type_codec(name, encoder=None, decoder=tuple, format="tuple")
+        assert await d.fetchval(f"SELECT ROW(1, NULL, 'z')::{name}") == (1, None, "z")
     finally:
         await d.execute(f"DROP TYPE {name}")
 

@@ -13,7 +13,8 @@ and database, then cached) to learn which parameters are of the type.
 format='binary' and 'tuple' are for dates, times, timestamps and intervals, whose values keel
 keeps as PostgreSQL does: convert.c gives the decoder their tuple form (asyncpg's), packed here
 into their binary form for 'binary'; 'binary' is also for the built-in scalars whose Python
-value (or text) keeps all of the value, inet and cidr among them. An encoder's tuple or
+value (or text) keeps all of the value, inet and cidr among them, and the types of hstore,
+citext and ltree (found by their send functions), whose text keel keeps. An encoder's tuple or
 bytes becomes the value's text, the form keel sends these parameters in. format='tuple' is
 also for composite types: the
 decoder is given a tuple of the fields' values (parsed here from the composite's text by each
@@ -55,14 +56,18 @@ _PARSED = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", "bytea", "
            "timestamp", "timestamptz", "uuid", "interval", "int4range", "int8range", "numrange",
            "daterange", "tsrange", "tstzrange"}
 
-# The type's OID, category (as its character code), array type's OID and a domain's base type's
-# OID (else 0). Each is the lower bound of an int8range: the one type of these that no codec can
-# be set for, so a codec never decodes the lookup's own columns (oid, name and the integers can
-# have binary codecs).
+# The type's OID, category (as its character code), array type's OID, a domain's base type's
+# OID (else 0) and the position in _EXTENSIONS of its send function's name (else 0). Each is the
+# lower bound of an int8range: the one type of these that no codec can be set for, so a codec
+# never decodes the lookup's own columns (oid, name and the integers can have binary codecs).
 _LOOKUP = ("SELECT int8range(t.oid::int8, t.oid::int8, '[]'), "
            "int8range(ascii(t.typcategory::text), ascii(t.typcategory::text), '[]'), "
            "int8range(t.typarray::int8, t.typarray::int8, '[]'), "
-           "int8range(t.typbasetype::int8, t.typbasetype::int8, '[]') FROM pg_catalog.pg_type t "
+           "int8range(t.typbasetype::int8, t.typbasetype::int8, '[]'), "
+           "(SELECT int8range(k, k, '[]') FROM pg_catalog.pg_proc p, "
+           "array_position(ARRAY['hstore_send', 'citextsend', 'ltree_send', 'lquery_send', "
+           "'ltxtq_send']::name[], p.proname) k WHERE p.oid = t.typsend) "
+           "FROM pg_catalog.pg_type t "
            "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
            "WHERE t.typname = $1 AND n.nspname = $2")
 
@@ -113,7 +118,9 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
         raise ValueError(f"set_type_codec: unknown type: {schema}.{typename}")
     # (The type's name is typename: the lookup matches it exactly.)
     name = typename
-    oid, category, array_oid, base = (r.lower for r in row)
+    oid, category, array_oid, base = (r.lower for r in row[:4])
+    # An extension's type keel knows the binary form of (by its send function).
+    ext = _EXTENSIONS[row[4].lower - 1] if row[4] is not None and row[4].lower else None
     category = chr(category)
     if base and decoder is not None:
         # Its columns are described as the base type's, so a domain's decoder would never run
@@ -129,13 +136,18 @@ async def set_type_codec(db: Database, run: Any, typename: str, *, schema: str,
                       ) if attrs is not None else ()
         decoder = None if decoder is None else _composite_decoder(decoder, name, types, codecs)
         encoder = None if encoder is None else _composite_encoder(encoder, name, types)
+    elif format == "binary" and ext is not None:
+        decoder = None if decoder is None else _ext_decoder(decoder, name, ext)
+        encoder = None if encoder is None else _ext_encoder(encoder, ext)
     elif format != "text":
         kinds = sorted(_FORMS) if format == "tuple" else sorted({*_FORMS, *_SCALARS})
         if name not in kinds or schema != "pg_catalog":
             also = "composite types and " if format == "tuple" else ""
+            exts = "" if format == "tuple" else (
+                ", and the extensions' types hstore, citext, ltree, lquery, ltxtquery")
             raise _native.NotSupportedError(
                 f"set_type_codec: format={format!r} is available for {also}the pg_catalog "
-                f"types {', '.join(kinds)}, not for {schema}.{typename}")
+                f"types {', '.join(kinds)}{exts}, not for {schema}.{typename}")
         if name in _FORMS:
             decoder = None if decoder is None else _form_decoder(decoder, name, format)
             encoder = None if encoder is None else _form_encoder(encoder, name, format)
@@ -381,6 +393,98 @@ def _scalar_encoder(encoder: Callable[[Any], Any], name: str) -> Callable[[Any],
         if name == "jsonb":
             if out[:1] != b"\x01":
                 raise ValueError("returned bytes that do not start with version 1 of jsonb's "
+                                 "binary form")
+            out = out[1:]
+        return out.decode()
+
+    return encode
+
+
+# format='binary' for extensions' types keel reads as text, by their send function: hstore's
+# binary form is its pair count, then each key and value (-1 for NULL) after its int32 length, in
+# the order its text has them; citext's is its UTF-8 text; ltree's, lquery's and ltxtquery's
+# their UTF-8 text after a version byte 1.
+_EXTENSIONS = ("hstore", "citext", "ltree", "lquery", "ltxtquery")
+_HSTORE_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"=>(?:NULL|"((?:[^"\\]|\\.)*)")(?:, |$)')
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+_INT32_BE = _struct.Struct(">i")
+
+
+def _hstore_bytes(text: str) -> bytes:
+    """hstore's binary form from its text (`"a"=>"1", "b"=>NULL`)."""
+    out = []
+    at = 0
+    while at < len(text):
+        m = _HSTORE_ITEM.match(text, at)
+        if m is None:
+            raise ValueError(f"unexpected hstore text at {text[at:at + 40]!r}")
+        key = _UNESCAPE.sub(r"\1", m.group(1)).encode()
+        out.append(_INT32_BE.pack(len(key)) + key)
+        if m.group(2) is None:
+            out.append(_INT32_BE.pack(-1))
+        else:
+            value = _UNESCAPE.sub(r"\1", m.group(2)).encode()
+            out.append(_INT32_BE.pack(len(value)) + value)
+        at = m.end()
+    return _INT32_BE.pack(len(out) // 2) + b"".join(out)
+
+
+def _hstore_text(b: bytes) -> str:
+    """hstore's text from its binary form."""
+
+    def take(at: int, null: bool) -> tuple[str | None, int]:
+        if at + 4 > len(b):
+            raise ValueError("returned bytes that end inside a binary hstore")
+        n = _INT32_BE.unpack_from(b, at)[0]
+        if n == -1 and null:
+            return None, at + 4
+        if n < 0 or at + 4 + n > len(b):
+            raise ValueError("returned bytes that are not a binary hstore (a length)")
+        return b[at + 4:at + 4 + n].decode(), at + 4 + n
+
+    if len(b) < 4:
+        raise ValueError(f"returned {len(b)} bytes; a binary hstore has at least 4")
+    count, at, items = _INT32_BE.unpack_from(b)[0], 4, []
+    for _ in range(count):
+        key, at = take(at, False)
+        value, at = take(at, True)
+        items.append(f"{_quoted(key)}=>{'NULL' if value is None else _quoted(value)}")
+    if at != len(b):
+        raise ValueError("returned bytes past the end of a binary hstore")
+    return ", ".join(items)
+
+
+def _ext_decoder(decoder: Callable[[Any], Any], name: str, ext: str) -> Callable[[str], Any]:
+    """decoder given the binary form of each value of an extension's type, from its text."""
+
+    def decode(text: str) -> Any:
+        if ext == "hstore":
+            value = _hstore_bytes(text)
+        else:
+            value = (b"" if ext == "citext" else b"\x01") + text.encode()
+        try:
+            return decoder(value)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise ValueError(f"the decoder of type {name} failed: {e}") from e
+
+    return decode
+
+
+def _ext_encoder(encoder: Callable[[Any], Any], ext: str) -> Callable[[Any], str]:
+    """encoder's binary form of a value of an extension's type as its text, which keel sends."""
+
+    def encode(value: Any) -> str:
+        out = encoder(value)
+        if not isinstance(out, (bytes, bytearray, memoryview)):
+            raise TypeError(f"returned {type(out).__name__}, not bytes (format='binary')")
+        out = bytes(out)
+        if ext == "hstore":
+            return _hstore_text(out)
+        if ext != "citext":
+            if out[:1] != b"\x01":
+                raise ValueError(f"returned bytes that do not start with version 1 of {ext}'s "
                                  "binary form")
             out = out[1:]
         return out.decode()

@@ -993,6 +993,58 @@ async def test_binary_codecs_for_built_in_scalars(cache):
         await close_db(d)
 
 
+# Extensions' types with format='binary': a value of each, and the server's send function.
+EXTENSION_TYPES = [
+    ("hstore", "hstore", "E'\"a\\\\\"b\"=>\"\\\\\\\\\", c=>d, e=>NULL, \"\"=>\"\"'", "hstore_send"),
+    ("hstore", "hstore", "''", "hstore_send"),
+    ("citext", "citext", "'Ab \u00e9'", "citextsend"),
+    ("ltree", "ltree", "'a.b_c'", "ltree_send"), ("ltree", "lquery", "'a.b*'", "lquery_send"),
+    ("ltree", "ltxtquery", "'a & b'", "ltxtq_send"),
+]
+
+
+async def _extensions(db):
+    """Creates the extensions of EXTENSION_TYPES the server has; skips the test without one."""
+    names = {e for e, _, _, _ in EXTENSION_TYPES}
+    have = {r[0] for r in await db.fetch("SELECT name FROM pg_available_extensions "
+                                         "WHERE name = ANY($1)", sorted(names))}
+    if have != names:
+        pytest.skip(f"PostgreSQL server without the extensions {sorted(names - have)}")
+    for e in sorted(names):
+        await db.execute(f"CREATE EXTENSION IF NOT EXISTS {e}")
+
+
+@pytest.mark.parametrize("cache", [None, 0])
+async def test_binary_codecs_for_extensions_types(cache):
+    d = keel.Database(with_statement_cache(cache))
+    plain = keel.Database(PG_URL)
+    try:
+        await _extensions(plain)
+        for t in sorted({t for _, t, _, _ in EXTENSION_TYPES}):
+            await d.set_type_codec(t, encoder=lambda w: w.form,
+                                   decoder=lambda b: ("binary", b), format="binary")
+        for _, t, lit, send in EXTENSION_TYPES:
+            # The bytes are the server's binary form of the value, on every run.
+            sent = await plain.fetchval(f"SELECT {send}({lit}::{t})")
+            async with d.connection() as conn:
+                rows = [await conn.fetchval(f"SELECT {lit}::{t}") for _ in range(3)]
+            assert rows == [("binary", sent)] * 3, (t, lit)
+            # An encoder's bytes are the value of the parameter.
+            assert await d.fetchval(f"SELECT $1::{t}::text = {lit}::{t}::text", Wrapped(sent))
+            assert await d.fetchval(f"SELECT $1::{t}[]", [Wrapped(sent), None]) == [
+                ("binary", sent), None], (t, lit)
+        with pytest.raises(keel.DataError, match=r"the encoder of type hstore failed: returned "
+                                                 r"bytes that end inside a binary hstore"):
+            await d.fetchval("SELECT $1::hstore", Wrapped(b"\0\0\0\1\0\0\0\1a"))
+        with pytest.raises(keel.DataError, match=r"the encoder of type ltree failed: returned "
+                                                 r"bytes that do not start with version 1 of "
+                                                 "ltree's binary form"):
+            await d.fetchval("SELECT $1::ltree", Wrapped(b"a.b"))
+    finally:
+        await close_db(plain)
+        await close_db(d)
+
+
 async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
     d = pg_db
     name = unique_name("pt")
@@ -1013,7 +1065,8 @@ async def test_tuple_and_binary_codec_errors_are_clear(pg_db):
                                      r"bool, bpchar, bytea, cidr, date, float4, float8, inet, "
                                      r"int2, int4, int8, interval, json, jsonb, name, numeric, "
                                      r"oid, text, time, timestamp, timestamptz, timetz, uuid, "
-                                     r"varchar, "
+                                     r"varchar, and the extensions' types hstore, citext, "
+                                     r"ltree, lquery, ltxtquery, "
                                      rf"not for {schema}\.{t}$"):
                 await d.set_type_codec(t, schema=schema, encoder=None, decoder=bytes,
                                        format="binary")

@@ -16,9 +16,9 @@ into their binary form for 'binary'; 'binary' is also for the built-in scalars w
 value (or text) keeps all of the value, inet and cidr among them, and the types of hstore,
 citext and ltree (found by their send functions), whose text keel keeps. An encoder's tuple or
 bytes becomes the value's text, the form keel sends these parameters in. format='tuple' is
-also for composite types: the
-decoder is given a tuple of the fields' values (parsed here from the composite's text by each
-attribute's type), the encoder returns one, sent as the composite's text.
+also for composite types: the decoder is given a tuple of the fields' values (parsed here from
+the composite's text by each attribute's type), the encoder returns one, sent as the
+composite's text.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import datetime as _dt
 import decimal as _decimal
 import enum as _enum
 import functools as _functools
-import json as _json
 import ipaddress as _ipaddress
+import json as _json
 import re
 import struct as _struct
 import uuid as _uuid
@@ -595,8 +595,8 @@ def _bytea(text: str) -> bytes:
 _FIELDS: dict[int, Callable[[str], Any]] = {
     16: lambda t: t == "t", 17: _bytea, 20: int, 21: int, 23: int, 26: int, 700: float,
     701: float, 1700: _decimal.Decimal, 2950: _uuid.UUID, 114: _json.loads, 3802: _json.loads,
-    18: str, 19: str, 25: str, 1042: str, 1043: str, 1082: _dt.date.fromisoformat, 1083: _dt.time.fromisoformat,
-    1114: _dt.datetime.fromisoformat, 1184: _timestamptz,
+    18: str, 19: str, 25: str, 1042: str, 1043: str, 1082: _dt.date.fromisoformat,
+    1083: _dt.time.fromisoformat, 1114: _dt.datetime.fromisoformat, 1184: _timestamptz,
 }
 
 
@@ -726,8 +726,11 @@ def _field_text(v: Any, oid: int, elem: int) -> str:
     if isinstance(v, bool):
         return "t" if v else "f"
     if isinstance(v, float):
-        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity") if v in (
-            float("inf"), float("-inf")) else repr(v)
+        if v != v:
+            return "NaN"
+        if v in (float("inf"), float("-inf")):
+            return "Infinity" if v > 0 else "-Infinity"
+        return repr(v)
     if isinstance(v, (int, _decimal.Decimal, _uuid.UUID)):
         return str(v)
     if isinstance(v, (bytes, bytearray, memoryview)):
@@ -851,7 +854,7 @@ def _array_literal(codecs: _Codecs, i: int, tname: str, enc: Callable[[Any], Any
                     f"an array of {name}, whose codec has format='binary' or 'tuple': give "
                     "values for its encoder, the text of an element, or None")
             e = _encode_one(codecs, i, tname, enc, e, f"element {where}: ")
-        items.append('"' + e.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        items.append(_quoted(e))
     return "{" + ",".join(items) + "}"
 
 
